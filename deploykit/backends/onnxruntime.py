@@ -1,0 +1,135 @@
+"""ONNX Runtime runner: the embedded default backend (CPU), with CUDA/TensorRT EPs when onnxruntime-gpu is there."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from deploykit.backends.base import Runner, TensorSpec
+from deploykit.errors import BackendUnavailable, InputError
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def is_available() -> bool:
+    return True
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def session_options(threads: int | None = None, *, optimization: str = "all") -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    return options
+
+
+def session_from_onnx(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    providers: Sequence[str] = ("cpu",),
+    threads: int | None = None,
+    optimization: str = "all",
+) -> ort.InferenceSession:
+    """An InferenceSession on the named providers ("cpu", "cuda", "tensorrt" or ORT's own names)."""
+    wanted = [PROVIDER_ALIASES.get(p, p) for p in providers]
+    have = available_providers()
+    absent = [p for p in wanted if p not in have]
+    if absent:
+        raise BackendUnavailable(
+            f"ONNX Runtime has no {', '.join(absent)} here (available: {', '.join(have)}); "
+            "install deploykit[gpu] on a machine with an NVIDIA GPU, or use --providers cpu"
+        )
+    source = model if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and not Path(model).is_file():
+        raise InputError(f"ONNX model {model} does not exist")
+    try:
+        return ort.InferenceSession(source, sess_options=session_options(threads, optimization=optimization),
+                                    providers=wanted)
+    except Exception as exc:  # ORT raises its own unrelated exception types
+        raise InputError(f"ONNX Runtime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
+                         f"{str(exc).splitlines()[0]}") from exc
+
+
+def _specs(values: Sequence[ort.NodeArg]) -> list[TensorSpec]:
+    return [
+        TensorSpec(v.name, tuple(d if isinstance(d, int) else (d or None) for d in v.shape),
+                   _ORT_TYPES.get(v.type, v.type))
+        for v in values
+    ]
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        *,
+        providers: Sequence[str] = ("cpu",),
+        threads: int | None = None,
+        optimization: str = "all",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.providers = tuple(providers)
+        self.threads = threads
+        self.optimization = optimization
+        self.session: ort.InferenceSession | None = None
+
+    def _open(self) -> None:
+        self.session = session_from_onnx(
+            self.model, providers=self.providers, threads=self.threads, optimization=self.optimization
+        )
+
+    def _close(self) -> None:
+        self.session = None
+
+    def _session(self) -> ort.InferenceSession:
+        if self.session is None:
+            self._open()
+        assert self.session is not None
+        return self.session
+
+    def input_specs(self) -> list[TensorSpec]:
+        return _specs(self._session().get_inputs())
+
+    def output_specs(self) -> list[TensorSpec]:
+        return _specs(self._session().get_outputs())
+
+    def describe(self) -> str:
+        return f"onnxruntime[{','.join(self.providers)}]"
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._session()
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, dict(feed)), strict=True))

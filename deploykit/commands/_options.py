@@ -1,0 +1,44 @@
+"""Option bundles shared by several commands (simonw/llm style), and rendering helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def model_source_options(func: F) -> F:
+    """--set, --weights, --allow-partial, --task: how a zoo name or user factory becomes a model."""
+    for option in reversed([
+        click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
+                     help="Model option passed to the builder (repeatable), e.g. --set output_stride=8."),
+        click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="Checkpoint: a state_dict or a popular repo's layout (see `deploykit models NAME`)."),
+        click.option("--allow-partial", is_flag=True,
+                     help="Accept weights that cover only part of the model (e.g. backbone-only); lists the rest."),
+        click.option("--task", type=click.Choice(["segmentation", "saliency"]), default=None,
+                     help="Task of a user model (zoo models know theirs)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")(func)
+
+
+def force_option(func: F) -> F:
+    return click.option("--force", is_flag=True, help="Overwrite existing outputs.")(func)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def progress(message: str) -> None:
+    """Progress lines go to stderr so stdout stays clean for --json."""
+    click.echo(f"… {message}", err=True)

@@ -1,0 +1,63 @@
+"""`deploykit export`: a PyTorch model to a verified ONNX file."""
+
+from __future__ import annotations
+
+import click
+
+from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
+
+
+@click.command(short_help="Export a zoo or user model to ONNX, verified against PyTorch.")
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@model_source_options
+@click.option("--input-shape", default=None, metavar="N,C,H,W", help="Export shape (default: the model's size).")
+@click.option("--static", is_flag=True, help="Fix batch, height and width (default: all three dynamic).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default=None,
+              help="torch.onnx exporter (default: the one the model needs; TorchScript is much faster).")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim (it is kept only where parity still holds).")
+@force_option
+@json_option
+def export(model: str, output: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
+           task: str | None, input_shape: str | None, static: bool, opset: int | None, exporter: str | None,
+           no_simplify: bool, force: bool, as_json: bool) -> None:
+    """Export MODEL (a zoo name or package.module:factory) to ONNX. The result is checked, simplified where
+    parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
+    differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
+    from deploykit.errors import ExportError
+    from deploykit.export import DEFAULT_OPSET, onnx_from_torch
+    from deploykit.outputs import check_output_path
+    from deploykit.report import text_table
+    from deploykit.sources import load_model, parse_options, parse_shape
+
+    check_output_path(output, force=force)
+    shape = parse_shape(input_shape) if input_shape else None
+    if shape is None and ":" in model:
+        raise click.UsageError("a user model needs --input-shape N,C,H,W")
+    progress(f"building {model}")
+    loaded = load_model(model, options=parse_options(set_options), weights=weights, allow_partial=allow_partial,
+                        task=task)  # type: ignore[arg-type]
+    if loaded.load_report and loaded.load_report.left_random:
+        progress(f"weights left {len(loaded.load_report.left_random)} tensors at their initialisation "
+                 f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")
+    result = onnx_from_torch(loaded, output, input_shape=shape, dynamic=not static,  # type: ignore[arg-type]
+                             opset=opset or DEFAULT_OPSET, exporter=exporter, simplify=not no_simplify,
+                             force=force, progress=progress)
+    rows = [["x".join(map(str, c.input_shape)), name, m.max_abs, m.cosine, "ok" if c.passed else "FAIL"]
+            for c in result.checks for name, m in c.outputs.items()]
+    if as_json:
+        echo_json({"path": str(result.path), "written": result.passed, "exporter": result.exporter,
+                   "opset": result.opset, "dynamic": result.dynamic, "simplified": result.simplified,
+                   "simplify_note": result.simplify_note, "seconds": result.seconds,
+                   "checks": [{"input_shape": c.input_shape, "passed": c.passed,
+                               "outputs": {k: v.to_dict() for k, v in c.outputs.items()}} for c in result.checks]})
+    else:
+        click.echo(text_table(["input", "output", "max abs err", "cosine", "verdict"], rows))
+        click.echo(f"{result.simplify_note}; {result.seconds:.1f} s")
+    if not result.passed:
+        raise ExportError(f"ONNX Runtime disagrees with PyTorch beyond tolerance (table above); {output} was "
+                          "not written. Try --exporter dynamo or --no-simplify, or report the model")
+    if not as_json:
+        click.echo(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset}, "
+                   f"{'dynamic' if result.dynamic else 'static'} shapes)")

@@ -1,0 +1,1 @@
+"""Parity: compare outputs across backends with numeric and task metrics, and localise divergence."""

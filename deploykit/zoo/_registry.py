@@ -1,0 +1,130 @@
+"""The model registry: one flat table of ModelSpec by name (timm/torchvision style)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from deploykit.errors import ConfigConflict, UnknownModel
+
+Task = Literal["segmentation", "saliency"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw RGB pixels in [0, 255] become the model's input tensor.
+
+    x = (pixels / 255 * (input_range[1] - input_range[0]) + input_range[0]), channels reordered to
+    `channel_order`, then (x - mean) / std per channel (mean/std in that same channel order).
+    """
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    input_range: tuple[float, float] = (0.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        return cls(
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            channel_order=data["channel_order"],
+            input_range=tuple(float(v) for v in data["input_range"]),  # type: ignore[arg-type]
+        )
+
+
+IMAGENET = Preprocessing()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything deploykit needs to know about a model besides its weights."""
+
+    name: str
+    task: Task
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int]  # default (height, width)
+    num_classes: int  # 1 for saliency
+    preprocessing: Preprocessing = IMAGENET
+    paper: str = ""
+    description: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # builder kwargs this name fixes
+    input_names: tuple[str, ...] = ("input",)
+    output_names: tuple[str, ...] = ("output",)
+    checkpoint_formats: tuple[str, ...] = ("state_dict",)
+    size_multiple: int = 1  # height and width must be multiples of this
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    # A small variant for the default test suite: builder options and input size.
+    test_options: Mapping[str, Any] = field(default_factory=dict)
+    test_input_size: tuple[int, int] = (65, 65)
+
+    def options(self) -> dict[str, inspect.Parameter]:
+        """The builder's keyword options (name -> parameter), as documented by its signature."""
+        params = inspect.signature(self.builder).parameters
+        return {n: p for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+    def build(self, **overrides: Any) -> nn.Module:
+        """Build the model with this name's defaults plus `overrides`, rejecting unknown options."""
+        known = self.options()
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ConfigConflict(
+                f"model {self.name!r} has no option {', '.join(unknown)}; "
+                f"its options are: {', '.join(sorted(known)) or '(none)'}"
+            )
+        kwargs = {**self.defaults, **overrides}
+        try:
+            return self.builder(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigConflict(f"model {self.name!r} rejected options {kwargs}: {exc}") from exc
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(spec: ModelSpec, *, aliases: tuple[str, ...] = ()) -> ModelSpec:
+    """Add `spec` under its name (and aliases). Registering a name twice is a bug and fails."""
+    for name in (spec.name, *aliases):
+        if name in _REGISTRY or name in _ALIASES:
+            raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    for alias in aliases:
+        _ALIASES[alias] = spec.name
+    return spec
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    _load_zoo()
+    canonical = _ALIASES.get(name, name)
+    if canonical not in _REGISTRY:
+        close = [n for n in list_models() if name.lower() in n]
+        hint = f" Did you mean {', '.join(close[:4])}?" if close else ""
+        raise UnknownModel(
+            f"unknown model {name!r}.{hint} Run `deploykit models` for the list, "
+            "or give a user model as package.module:factory"
+        )
+    return _REGISTRY[canonical]
+
+
+def list_models() -> list[str]:
+    _load_zoo()
+    return sorted(_REGISTRY)
+
+
+def aliases() -> dict[str, str]:
+    _load_zoo()
+    return dict(_ALIASES)
+
+
+def _load_zoo() -> None:
+    # Importing the architecture modules registers them; done lazily so the registry has no import cycle.
+    import deploykit.zoo.models  # noqa: F401

@@ -1,0 +1,119 @@
+"""Loading checkpoints: plain state_dicts and the layouts of popular repositories, strictly.
+
+A checkpoint format is a function that takes the loaded object and returns (state_dict, options) where
+options are builder options the checkpoint implies (e.g. VainF's one decoder conv). Architecture files
+register the formats of the repositories that train them, next to the architecture they map.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deploykit.errors import CheckpointError
+
+StateDict = dict[str, torch.Tensor]
+FormatFn = Callable[[Any], "Converted | None"]
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A checkpoint brought to deploykit's key layout, and the builder options its origin implies."""
+
+    state_dict: StateDict
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "state_dict"
+
+
+_FORMATS: dict[str, FormatFn] = {}
+
+
+def register_checkpoint_format(name: str, fn: FormatFn) -> FormatFn:
+    """`fn(obj)` returns Converted when `obj` is in its format (for this model family), else None."""
+    if name in _FORMATS:
+        raise ValueError(f"checkpoint format {name!r} registered twice")
+    _FORMATS[name] = fn
+    return fn
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {file} does not exist")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"cannot read checkpoint {file}: it is not a file saved with torch.save ({first[:160]}); "
+            "give a .pth/.pt holding a state_dict, or a dict holding one"
+        ) from exc
+
+
+def plain_state_dict(obj: Any) -> StateDict | None:
+    """A bare state_dict, or one under a common wrapper key, with DataParallel's `module.` prefix removed."""
+    for key in ("state_dict", "model_state", "model", "net", "params"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return None
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
+    """Try the model's registered formats in order, then a plain state_dict."""
+    for name in formats:
+        fn = _FORMATS.get(name)
+        converted = fn(obj) if fn else None
+        if converted is not None:
+            return converted
+    plain = plain_state_dict(obj)
+    if plain is None:
+        raise CheckpointError(
+            "checkpoint holds no state_dict (a mapping of names to tensors, possibly under "
+            "'state_dict' or 'model_state'); save one with torch.save(model.state_dict(), path)"
+        )
+    return Converted(plain)
+
+
+def _list(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    source: str
+    loaded: int
+    left_random: tuple[str, ...]  # parameters the checkpoint did not cover (only with allow_partial)
+
+
+def load_state_dict_strict(module: nn.Module, state: StateDict, *, allow_partial: bool, source: str) -> LoadReport:
+    """Load with every mismatch named; with allow_partial, only missing keys are tolerated and reported."""
+    own = module.state_dict()
+    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state if k not in own)
+    misshaped = sorted(
+        f"{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    )
+    problems = []
+    if misshaped:
+        problems.append(f"wrongly shaped: {_list(misshaped)}")
+    if unexpected:
+        problems.append(f"unexpected: {_list(unexpected)}")
+    if missing and not allow_partial:
+        problems.append(f"missing: {_list(missing)}")
+    if problems:
+        hint = " (pass --allow-partial to load backbone-only weights)" if missing and not misshaped else ""
+        raise CheckpointError(f"checkpoint ({source}) does not fit the model: {'; '.join(problems)}{hint}")
+    module.load_state_dict(state, strict=False)
+    return LoadReport(source=source, loaded=len(state), left_random=tuple(missing))

@@ -1,0 +1,3 @@
+"""Imports every architecture module so each registers its models. Add a new architecture here."""
+
+from deploykit.zoo import deeplabv3plus  # noqa: F401
