@@ -12,12 +12,14 @@ from deploykit import __version__
 from deploykit.commands.doctor import doctor
 from deploykit.commands.export import export
 from deploykit.commands.models import models
+from deploykit.commands.package import package
 from deploykit.errors import DeployKitError
 
 EXAMPLES = {
     "doctor": "deploykit doctor --json",
     "models": "deploykit models deeplabv3plus_xception65",
     "export": "deploykit export deeplabv3plus -o deeplab.onnx",
+    "package": "deploykit package --triton deeplab.int8.onnx --out model_repository",
 }
 
 
@@ -73,7 +75,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for _command in (doctor, models, export):
+for _command in (doctor, models, export, package):
     cli.add_command(_command)
 
 

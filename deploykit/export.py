@@ -73,13 +73,29 @@ class ExportResult:
         return all(check.passed for check in self.checks)
 
 
-def _output_names(loaded: LoadedModel, sample: torch.Tensor) -> tuple[str, ...]:
+def _output_shapes(loaded: LoadedModel, sample: torch.Tensor) -> list[tuple[int, ...]]:
     with torch.inference_mode():
-        count = len(outputs_as_tuple(loaded.module(sample)))
+        return [tuple(out.shape) for out in outputs_as_tuple(loaded.module(sample))]
+
+
+def _output_names(loaded: LoadedModel, count: int) -> tuple[str, ...]:
     names = loaded.spec.output_names
     if len(names) == count:
         return names
     return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
+
+
+def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], dynamic: bool) -> None:
+    """Exporters leave axes such as the class count symbolic; pin every axis that is not batch/height/width."""
+    for value, shape in zip(model.graph.output, shapes, strict=True):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for axis, (dim, size) in enumerate(zip(dims, shape, strict=True)):
+            if dynamic and len(shape) == 4 and axis in (0, 2, 3):
+                continue
+            dim.Clear()
+            dim.dim_value = size
 
 
 def _torchscript_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
@@ -208,7 +224,8 @@ def onnx_from_torch(
     sample = torch.randn(shape)
     try:
         input_names = spec.input_names
-        output_names = _output_names(loaded, sample)
+        output_shapes = _output_shapes(loaded, sample)
+        output_names = _output_names(loaded, len(output_shapes))
     except RuntimeError as exc:
         raise ExportError(f"{spec.name} cannot run on input {list(shape)}: {str(exc).splitlines()[0]}") from exc
     started = time.perf_counter()
@@ -218,7 +235,9 @@ def onnx_from_torch(
             f"{'dynamic batch/height/width' if dynamic else 'static shape'})")
         kwargs = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic=dynamic)
         _run_exporter(chosen, loaded, sample, raw, **kwargs)
-        model = _check(onnx.load(str(raw)))
+        exported = onnx.load(str(raw))
+        _pin_output_dims(exported, output_shapes, dynamic)
+        model = _check(exported)
     meta = _metadata(loaded, shape, chosen, input_names, output_names)
     write_metadata(model, meta)
     shapes = verification_shapes(shape, dynamic, spec.size_multiple)

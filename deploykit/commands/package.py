@@ -1,0 +1,38 @@
+"""`deploykit package --triton`: a Triton Inference Server model repository from artifacts."""
+
+from __future__ import annotations
+
+import click
+
+from deploykit.commands._options import echo_json, force_option, json_option
+
+
+@click.command(short_help="Package artifacts as a Triton Inference Server model repository.")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--triton", "triton", is_flag=True, required=True, help="Write a Triton model repository.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The model_repository folder.")
+@click.option("--name", "names", multiple=True, help="Model name per artifact, in order (default: file stem).")
+@click.option("--max-batch-size", type=int, default=8, show_default=True,
+              help="Largest batch Triton forms (0 disables batching).")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances per device.")
+@click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
+              help="How long dynamic batching waits to fill a batch.")
+@force_option
+@json_option
+def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str, ...], max_batch_size: int,
+            instances: int, max_queue_delay_us: int, force: bool, as_json: bool) -> None:
+    """Write a Triton model repository for ARTIFACTS (.onnx files or build-engine artifacts): config.pbtxt with
+    platform onnxruntime_onnx or tensorrt_plan, inputs/outputs with dims and dynamic batch, dynamic batching,
+    instance groups and version folders, each config validated against Triton's protobuf schema."""
+    from deploykit.triton import write_repository
+
+    models = write_repository(artifacts, out, names=names, max_batch_size=max_batch_size, instances=instances,
+                              max_queue_delay_us=max_queue_delay_us, force=force)
+    if as_json:
+        echo_json([{"name": m.name, "platform": m.platform, "max_batch_size": m.max_batch_size,
+                    "inputs": m.inputs, "outputs": m.outputs} for m in models])
+        return
+    for m in models:
+        click.echo(f"{out}/{m.name}: {m.platform}, max_batch_size {m.max_batch_size}, "
+                   f"inputs {', '.join(f'{t.name}{list(t.dims)}' for t in m.inputs)}")
+    click.echo(f"serve with: tritonserver --model-repository {out}")

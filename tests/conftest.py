@@ -1,0 +1,35 @@
+"""Shared test setup: hardware markers skip themselves with a reason when the hardware is absent."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _tensorrt_ready() -> tuple[bool, str]:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "TensorRT is not installed (pip install 'deploykit[tensorrt]' on a GPU machine)"
+    from deploykit.environment import tensorrt_status
+
+    status = tensorrt_status()
+    return status.state == "ready", f"TensorRT is {status.state}: {status.reason}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    needs_gpu = [item for item in items if "gpu" in item.keywords]
+    needs_trt = [item for item in items if "trt" in item.keywords]
+    if needs_gpu and not _cuda_available():
+        for item in needs_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch here"))
+    if needs_trt:
+        ready, why = _tensorrt_ready()
+        if not ready:
+            for item in needs_trt:
+                item.add_marker(pytest.mark.skip(reason=why))
