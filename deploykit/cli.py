@@ -9,17 +9,25 @@ from typing import Any
 import click
 
 from deploykit import __version__
+from deploykit.commands.bench import bench
+from deploykit.commands.build import build_engine
 from deploykit.commands.doctor import doctor
 from deploykit.commands.export import export
+from deploykit.commands.lint import lint
 from deploykit.commands.models import models
 from deploykit.commands.package import package
+from deploykit.commands.parity import parity
 from deploykit.errors import DeployKitError
 
 EXAMPLES = {
     "doctor": "deploykit doctor --json",
     "models": "deploykit models deeplabv3plus_xception65",
     "export": "deploykit export deeplabv3plus -o deeplab.onnx",
+    "build-engine": "deploykit build-engine deeplab.onnx --int8 --calib-data photos/ -o deeplab.int8.ort.onnx",
+    "lint": "deploykit lint deeplab.onnx --target tensorrt",
     "package": "deploykit package --triton deeplab.int8.onnx --out model_repository",
+    "parity": "deploykit parity deeplabv3plus_mobilenetv2 model.onnx model.int8.onnx --localize",
+    "bench": "deploykit bench model.int8.onnx --batch 1,4 -o run.json (or: deploykit bench kernels --quick)",
 }
 
 
@@ -75,7 +83,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for _command in (doctor, models, export, package):
+for _command in (doctor, models, export, build_engine, package, lint, parity, bench):
     cli.add_command(_command)
 
 

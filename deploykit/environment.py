@@ -71,7 +71,8 @@ def tensorrt_status() -> TensorRTStatus:
     try:
         trt = importlib.import_module("tensorrt")
     except ImportError:
-        return TensorRTStatus("not installed", reason="pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU")
+        return TensorRTStatus("not installed",
+                              reason="pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU")
     except Exception as exc:  # a broken install (missing libnvinfer) raises OSError and others
         return TensorRTStatus("unusable", reason=f"import tensorrt failed: {str(exc).splitlines()[0]}")
     version = str(getattr(trt, "__version__", ""))

@@ -25,11 +25,12 @@ def preprocess(rgb: np.ndarray, pre: Preprocessing, size: tuple[int, int]) -> np
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     x = np.asarray(image, dtype=np.float32) / 255.0
     low, high = pre.input_range
-    x = x * (high - low) + low
+    x = (x * (high - low) + low).astype(np.float32)
     if pre.channel_order == "BGR":
         x = x[..., ::-1]
-    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+    mean, std = np.asarray(pre.mean, np.float32), np.asarray(pre.std, np.float32)
+    normalised = (x - mean) / std
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

@@ -63,7 +63,7 @@ class ModelMetadata:
             task=mine["task"],  # type: ignore[arg-type]
             num_classes=int(mine["num_classes"]),
             preprocessing=Preprocessing.from_dict(json.loads(mine["preprocessing"])),
-            input_size=tuple(json.loads(mine["input_size"])),  # type: ignore[arg-type]
+            input_size=(int(json.loads(mine["input_size"])[0]), int(json.loads(mine["input_size"])[1])),
             input_names=tuple(json.loads(mine["input_names"])),
             output_names=tuple(json.loads(mine["output_names"])),
             options=json.loads(mine.get("options", "{}")),

@@ -20,7 +20,7 @@ import onnx
 from deploykit.artifact import read_sidecar
 from deploykit.errors import BackendUnavailable, InputError, OutputExists
 
-_TRITON_TYPES = {
+_TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
     onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.UINT8: "TYPE_UINT8",
     onnx.TensorProto.BOOL: "TYPE_BOOL",
@@ -48,7 +48,8 @@ class TritonModel:
     def config_text(self, instances: int, max_queue_delay_us: int) -> str:
         def tensors(field: str, items: Sequence[TritonTensor]) -> str:
             body = ",\n".join(
-                f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {", ".join(map(str, t.dims))} ]\n  }}'
+                f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n'
+                f'    dims: [ {", ".join(map(str, t.dims))} ]\n  }}'
                 for t in items
             )
             return f"{field} [\n{body}\n]"
@@ -71,7 +72,8 @@ def _onnx_tensors(values: Sequence[onnx.ValueInfoProto], batched: bool) -> tuple
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
         if tensor_type.elem_type not in _TRITON_TYPES:
             raise InputError(f"tensor {value.name} has ONNX type {tensor_type.elem_type}, which Triton does not take")
-        tensors.append(TritonTensor(value.name, _TRITON_TYPES[tensor_type.elem_type], tuple(dims[1:] if batched else dims)))
+        kept = dims[1:] if batched else dims
+        tensors.append(TritonTensor(value.name, _TRITON_TYPES[tensor_type.elem_type], tuple(kept)))
     return tuple(tensors)
 
 

@@ -67,7 +67,8 @@ def test_existing_repository_needs_force(onnx_pair: tuple[Path, Path], tmp_path:
 
 def test_duplicate_names_and_missing_artifacts(onnx_pair: tuple[Path, Path], tmp_path: Path) -> None:
     runner = CliRunner()
-    dup = runner.invoke(cli, ["package", "--triton", str(onnx_pair[0]), str(onnx_pair[0]), "--out", str(tmp_path / "r")])
+    twice = [str(onnx_pair[0]), str(onnx_pair[0])]
+    dup = runner.invoke(cli, ["package", "--triton", *twice, "--out", str(tmp_path / "r")])
     assert dup.exit_code == 2 and "--name" in dup.output and not (tmp_path / "r").exists()
     missing = runner.invoke(cli, ["package", "--triton", str(tmp_path / "nope.plan"), "--out", str(tmp_path / "r")])
     assert missing.exit_code == 2 and "does not exist" in missing.output

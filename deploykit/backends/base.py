@@ -53,7 +53,7 @@ class Runner(ABC):
     @abstractmethod
     def _open(self) -> None: ...
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release resources; most backends need nothing here."""
 
     @abstractmethod
@@ -124,7 +124,8 @@ BACKENDS: dict[str, Backend] = {
     backend.name: backend
     for backend in (
         Backend("torch", "deploykit.backends.torch", "PyTorch eager on CPU (the reference)"),
-        Backend("onnxruntime", "deploykit.backends.onnxruntime", "ONNX Runtime (CPU; CUDA/TensorRT EPs with onnxruntime-gpu)"),
+        Backend("onnxruntime", "deploykit.backends.onnxruntime",
+                "ONNX Runtime (CPU; CUDA/TensorRT EPs with onnxruntime-gpu)"),
         Backend("tensorrt", "deploykit.backends.tensorrt", "TensorRT engines on NVIDIA GPUs"),
     )
 }

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from deploykit.commands._options import echo_json, json_option
+from deploykit.commands._options import echo_json, json_option, progress
+
+if TYPE_CHECKING:
+    from deploykit.backends.trt_selftest import SelfTestResult
 
 
 @click.command(short_help="Report versions, ONNX Runtime providers, TensorRT state, GPUs and CPU.")
 @json_option
-def doctor(as_json: bool) -> None:
+@click.option("--selftest", is_flag=True,
+              help="Also build a tiny TensorRT engine and check it against ONNX Runtime (needs a GPU; seconds).")
+def doctor(as_json: bool, selftest: bool) -> None:
     """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, TensorRT's
-    state (probed by constructing a builder), CUDA devices, and the CPU."""
+    state (probed by constructing a builder), CUDA devices, and the CPU. With --selftest, build a tiny engine
+    and compare it with ONNX Runtime; exit status 2 when the self-test cannot run here or fails."""
     from deploykit.environment import probe
 
     env = probe()
     if as_json:
-        echo_json(env.to_dict())
+        data = env.to_dict()
+        if selftest:
+            data["selftest"] = _selftest().to_dict()
+        echo_json(data)
         return
     trt = env.tensorrt
-    trt_line = trt.state + (f" (TensorRT {trt.version})" if trt.version else "") + (f": {trt.reason}" if trt.reason else "")
+    trt_line = trt.state + (f" (TensorRT {trt.version})" if trt.version else "")
+    trt_line += f": {trt.reason}" if trt.reason else ""
     lines = [
         f"python          {env.python} on {env.platform}",
         f"cpu             {env.cpu}, {env.cores} cores",
@@ -29,3 +41,15 @@ def doctor(as_json: bool) -> None:
         f"cuda devices    {', '.join(env.cuda_devices) or 'none'}",
     ]
     click.echo("\n".join(lines))
+    if selftest:
+        click.echo(f"selftest        {_selftest().describe()}")
+
+
+def _selftest() -> SelfTestResult:
+    from deploykit.backends.trt_selftest import selftest
+    from deploykit.errors import ParityError
+
+    result = selftest(progress=progress)
+    if not result.passed:
+        raise ParityError(f"TensorRT self-test {result.describe()}")
+    return result

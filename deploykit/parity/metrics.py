@@ -4,9 +4,40 @@ Definitions (r = reference, c = candidate, both flattened, float64):
 - max_abs = max |c - r|;  mean_abs = mean |c - r|;  p99_abs = 99th percentile of |c - r| (linear interpolation).
 - max_rel = max |c - r| / max(|r|, eps) with eps = 1e-6 * max|r| + 1e-12 (so near-zero references do not explode).
 - cosine = <r, c> / (|r| |c|); 1.0 when both are all zeros, 0.0 when exactly one is.
-- snr_db = 10 log10(sum r^2 / sum (c - r)^2); +inf when identical.
+- snr_db = 10 log10(sum r^2 / sum (c - r)^2); +inf when identical, -inf for a non-finite candidate.
 - beyond_tol = share of elements with |c - r| > atol + rtol * |r| (numpy.isclose's rule).
 - nan / inf = counts in the candidate (a non-finite candidate fails every verdict).
+
+Over several inputs (`aggregate_numeric`, inputs of equal size): max_abs, p99_abs, max_rel, nan, inf take the
+worst input (max, or sum for the counts); cosine and snr_db the worst input (min); mean_abs and beyond_tol the
+mean over inputs, which equals the value over all elements because the inputs have the same size.
+
+Task metrics (`task_metrics`, or `TaskAccumulator` to stream inputs one at a time):
+
+Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label = value > 0):
+- pixel_agreement = share of pixels where argmax_c(candidate) == argmax_c(reference).
+- miou = mean over classes k of |R_k & C_k| / |R_k | C_k|, R_k / C_k the pixels labelled k by the reference /
+  the candidate, counted over all inputs (dataset-level IoU, as in PASCAL VOC and Cityscapes). Classes absent
+  from both label maps are ignored (their IoU is 0/0); a class present in only one of them scores 0. The
+  reference's labels play the part of the ground truth.
+
+Saliency, maps N,1,H,W or N,H,W, per image, then averaged over images (as the MIT saliency benchmark does).
+Definitions follow the MIT/Tuebingen benchmark code (Bylinskii et al., "What do different evaluation metrics
+tell us about saliency models?", TPAMI 2018); the reference map is the ground-truth side, the candidate the
+prediction. A map with negative values (logits) is first shifted to a minimum of 0 for the distribution
+metrics (kld, sim); cc and nss are invariant to that shift.
+- cc = Pearson correlation of the two maps.
+- kld = sum Q * log(eps + Q / (P + eps)), P = candidate / sum(candidate), Q = reference / sum(reference),
+  eps = 2.2204e-16 (MATLAB's eps, as in KLdiv.m). 0 for identical maps.
+- sim = sum min(P', Q'), P' / Q' the maps min-max scaled to [0, 1] and then normalised to sum 1 (similarity.m).
+  1 for identical maps.
+- nss = mean of the candidate map, standardised to zero mean and unit standard deviation (MATLAB's std, N - 1 in
+  the denominator, as in NSS.m), at fixation pixels. The benchmark needs binary fixations, which a parity run
+  has not got; they are derived from the reference map as its top FIXATION_FRACTION (2%) of pixels (at least
+  one; ties broken by position), the densest part of the reference prediction, which is what fixations
+  sample. A constant candidate map scores 0.
+- nss_ratio = nss of the candidate / nss of the reference on the same fixations (1 when they agree; NSS alone
+  depends on the image, so the ratio is what a parity gate can use).
 """
 
 from __future__ import annotations
@@ -60,7 +91,12 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
         cosine = float(np.dot(r, c) / (norm_r * norm_c))
     noise = float(np.sum(diff**2)) if finite.all() else math.inf
     signal = float(np.sum(r**2))
-    snr = math.inf if noise == 0.0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
+    if noise == 0.0:
+        snr = math.inf
+    elif signal == 0.0 or math.isinf(noise):
+        snr = -math.inf
+    else:
+        snr = 10 * math.log10(signal / noise)
     return NumericMetrics(
         max_abs=float(diff.max()),
         mean_abs=float(diff.mean()),
@@ -72,3 +108,164 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
         nan=nan,
         inf=inf,
     )
+
+
+def aggregate_numeric(per_input: list[NumericMetrics]) -> NumericMetrics:
+    """Metrics over several inputs of equal size: worst case for errors and similarities, mean for shares."""
+    if not per_input:
+        raise ParityError("no inputs were compared")
+    if len(per_input) == 1:
+        return per_input[0]
+    return NumericMetrics(
+        max_abs=max(m.max_abs for m in per_input),
+        mean_abs=float(np.mean([m.mean_abs for m in per_input])),
+        p99_abs=max(m.p99_abs for m in per_input),
+        max_rel=max(m.max_rel for m in per_input),
+        cosine=min(m.cosine for m in per_input),
+        snr_db=min(m.snr_db for m in per_input),
+        beyond_tol=float(np.mean([m.beyond_tol for m in per_input])),
+        nan=sum(m.nan for m in per_input),
+        inf=sum(m.inf for m in per_input),
+    )
+
+
+TASKS = ("segmentation", "saliency")
+FIXATION_FRACTION = 0.02
+MATLAB_EPS = 2.2204e-16
+
+
+def segmentation_labels(output: np.ndarray) -> np.ndarray:
+    """N,C,H,W scores -> N,H,W labels (argmax over C; C == 1 is binary: score > 0)."""
+    if output.ndim != 4:
+        raise ParityError(f"a segmentation output must be N,C,H,W; got shape {list(output.shape)}")
+    if output.shape[1] == 1:
+        return (output[:, 0] > 0).astype(np.int64)
+    return np.argmax(output, axis=1)
+
+
+def _saliency_maps(output: np.ndarray) -> np.ndarray:
+    if output.ndim == 4 and output.shape[1] == 1:
+        return output[:, 0].astype(np.float64)
+    if output.ndim == 3:
+        return output.astype(np.float64)
+    raise ParityError(f"a saliency output must be N,1,H,W or N,H,W; got shape {list(output.shape)}")
+
+
+def _as_distribution(saliency: np.ndarray) -> np.ndarray:
+    shifted = saliency - min(float(saliency.min()), 0.0)
+    total = float(shifted.sum())
+    return shifted / total if total > 0 else shifted
+
+
+def _standardise(saliency: np.ndarray) -> np.ndarray | None:
+    std = float(saliency.std(ddof=1)) if saliency.size > 1 else 0.0
+    return None if std == 0.0 else (saliency - saliency.mean()) / std
+
+
+def fixations_from_reference(reference: np.ndarray, fraction: float = FIXATION_FRACTION) -> np.ndarray:
+    """Binary fixation map: the reference map's top `fraction` of pixels (at least one; ties by position)."""
+    flat = reference.ravel()
+    count = max(1, round(fraction * flat.size))
+    order = np.argsort(-flat, kind="stable")[:count]
+    fixations = np.zeros(flat.size, dtype=bool)
+    fixations[order] = True
+    return fixations.reshape(reference.shape)
+
+
+def cc(reference: np.ndarray, candidate: np.ndarray) -> float:
+    r, c = reference.ravel() - reference.mean(), candidate.ravel() - candidate.mean()
+    denominator = math.sqrt(float(np.dot(r, r)) * float(np.dot(c, c)))
+    if denominator == 0.0:
+        return 1.0 if np.array_equal(reference, candidate) else 0.0
+    return float(np.dot(r, c) / denominator)
+
+
+def kld(reference: np.ndarray, candidate: np.ndarray) -> float:
+    q, p = _as_distribution(reference), _as_distribution(candidate)
+    return float(np.sum(q * np.log(MATLAB_EPS + q / (p + MATLAB_EPS))))
+
+
+def sim(reference: np.ndarray, candidate: np.ndarray) -> float:
+    def scaled(x: np.ndarray) -> np.ndarray:
+        span = float(x.max() - x.min())
+        unit = (x - x.min()) / span if span > 0 else np.zeros_like(x)
+        total = float(unit.sum())
+        return unit / total if total > 0 else unit
+    return float(np.sum(np.minimum(scaled(reference), scaled(candidate))))
+
+
+def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
+    standardised = _standardise(saliency)
+    return 0.0 if standardised is None else float(standardised[fixations].mean())
+
+
+class TaskAccumulator:
+    """Task metrics streamed over inputs: add reference/candidate outputs one batch at a time, then `result`."""
+
+    def __init__(self, task: str) -> None:
+        if task not in TASKS:
+            raise ParityError(f"unknown task {task!r}; task metrics exist for {', '.join(TASKS)}")
+        self.task = task
+        self._agree = 0
+        self._pixels = 0
+        self._intersection: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._union: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._saliency: dict[str, list[float]] = {"cc": [], "kld": [], "nss": [], "sim": [], "nss_ratio": []}
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        if reference.shape != candidate.shape:
+            raise ParityError(f"output shapes differ: reference {list(reference.shape)}, "
+                              f"candidate {list(candidate.shape)}")
+        if self.task == "segmentation":
+            self._add_segmentation(segmentation_labels(reference), segmentation_labels(candidate),
+                                   max(2, reference.shape[1]))
+        else:
+            for r, c in zip(_saliency_maps(reference), _saliency_maps(candidate), strict=True):
+                self._add_saliency(r, c)
+
+    def _add_segmentation(self, ref: np.ndarray, cand: np.ndarray, classes: int) -> None:
+        self._agree += int(np.sum(ref == cand))
+        self._pixels += ref.size
+        if self._intersection.size < classes:
+            self._intersection = np.pad(self._intersection, (0, classes - self._intersection.size))
+            self._union = np.pad(self._union, (0, classes - self._union.size))
+        ref_counts = np.bincount(ref.ravel(), minlength=classes)
+        cand_counts = np.bincount(cand.ravel(), minlength=classes)
+        both = np.bincount(ref[ref == cand].ravel(), minlength=classes)
+        self._intersection[:classes] += both
+        self._union[:classes] += ref_counts + cand_counts - both
+
+    def _add_saliency(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        fixations = fixations_from_reference(ref)
+        ref_nss, cand_nss = nss(ref, fixations), nss(cand, fixations)
+        values = {"cc": cc(ref, cand), "kld": kld(ref, cand), "sim": sim(ref, cand), "nss": cand_nss,
+                  "nss_ratio": cand_nss / ref_nss if ref_nss != 0.0 else float(cand_nss == 0.0)}
+        for key, value in values.items():
+            self._saliency[key].append(value)
+
+    def result(self) -> dict[str, float]:
+        if self.task == "segmentation":
+            if self._pixels == 0:
+                raise ParityError("no segmentation outputs were compared")
+            present = self._union > 0
+            miou = float(np.mean(self._intersection[present] / self._union[present]))
+            return {"pixel_agreement": self._agree / self._pixels, "miou": miou}
+        if not self._saliency["cc"]:
+            raise ParityError("no saliency maps were compared")
+        return {key: float(np.mean(values)) for key, values in self._saliency.items()}
+
+
+def task_metrics(task: str, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Task metrics between two batches of outputs; see the module docstring for each definition."""
+    accumulator = TaskAccumulator(task)
+    accumulator.add(reference, candidate)
+    return accumulator.result()
+
+
+def fits_task(task: str, shape: tuple[int, ...]) -> bool:
+    """Whether an output of this shape is a task prediction (segmentation scores or a saliency map)."""
+    if task == "segmentation":
+        return len(shape) == 4
+    if task == "saliency":
+        return (len(shape) == 4 and shape[1] == 1) or len(shape) == 3
+    return False

@@ -1,0 +1,309 @@
+"""`deploykit bench kernels`: the convolutions dense-prediction models live on, per backend and precision,
+against this machine's roofline.
+
+(a) dilated: a 3x3 convolution at rates 1, 2, 4, 6, 12, 18, 24, 36 on DeepLab's shapes at 513x513 input
+    (ResNet layer3/layer4 3x3s at output stride 8/16, the ASPP branches on 2048 channels, the decoder's
+    3x3 at stride 4: 33x33, 65x65, 129x129 feature maps). A rate at or beyond the map size makes the
+    filter degenerate towards its centre tap (DeepLabv3, section 3.3); the count stays the nominal one.
+(b) separable: 3x3 depthwise (dilated where the model dilates it) then 1x1 pointwise, against the standard
+    3x3 convolution it replaces, on MobileNetV2 (inverted-residual widths) and Xception-65 shapes.
+
+Per case: median time, GFLOP/s (2 x nominal multiply-adds / time), GB/s (minimum traffic / time) and the
+roofline bound from the measured peaks (roofline.py) with the efficiency = bound / time. A depthwise + 1x1
+pair is bounded by the sum of its two members' bounds. The full sweep takes about 15 minutes on the 2-core
+EPYC used here (measured with `deploykit bench kernels -o k.json`); `--quick` about 1 minute.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deploykit.bench import kernel_graphs as kg
+from deploykit.bench.harness import TimingConfig, pool_size, time_calls
+from deploykit.bench.roofline import Peaks, best_of, chain_bound_seconds, measure_peaks, spread_warning, torch_threads
+from deploykit.bench.runners import Skipped
+from deploykit.bench.stats import summarize
+
+Progress = Callable[[str], None]
+RATES = (1, 2, 4, 6, 12, 18, 24, 36)
+QUICK_RATES = (1, 2, 6, 12, 24)
+# (name, cin, cout, feature size) at 513x513 input
+DILATED_SHAPES = (
+    ("ResNet layer3 3x3, OS8", 256, 256, 65),
+    ("ResNet layer4 3x3, OS16", 512, 512, 33),
+    ("ResNet layer4 3x3, OS8", 512, 512, 65),
+    ("ASPP 3x3 on 2048 ch, OS16", 2048, 256, 33),
+    ("ASPP 3x3 on 2048 ch, OS8", 2048, 256, 65),
+    ("decoder 3x3, OS4", 256, 256, 129),
+)
+QUICK_DILATED = ("ResNet layer4 3x3, OS16",)
+# (name, cin, cout, feature size, dilation) at 513x513 input, output stride 16
+SEPARABLE_SHAPES = (
+    ("MobileNetV2 block 2 (144 -> 24)", 144, 24, 129, 1),
+    ("MobileNetV2 block 3 (192 -> 32)", 192, 32, 65, 1),
+    ("MobileNetV2 block 4 (384 -> 64)", 384, 64, 33, 1),
+    ("MobileNetV2 block 6 (960 -> 160, rate 2)", 960, 160, 33, 2),
+    ("Xception-65 entry (128 -> 256)", 128, 256, 129, 1),
+    ("Xception-65 middle (728 -> 728)", 728, 728, 33, 1),
+    ("Xception-65 exit (1024 -> 1536, rate 2)", 1024, 1536, 33, 2),
+    ("Xception-65 exit (1536 -> 2048, rate 2)", 1536, 2048, 33, 2),
+)
+QUICK_SEPARABLE = ("MobileNetV2 block 4 (384 -> 64)", "Xception-65 middle (728 -> 728)")
+VARIANTS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
+            ("onnxruntime", "int8u8"), ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8"))
+QUICK_CONFIG = TimingConfig(warmup_s=0.05, duration_s=0.25, min_iterations=3, min_warmup_iterations=1)
+FULL_CONFIG = TimingConfig(warmup_s=0.2, duration_s=1.0, min_iterations=5, min_warmup_iterations=2)
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    suite: str  # "dilated" | "separable"
+    shape: str
+    variant: str  # "dilated" | "separable" | "standard"
+    cin: int
+    cout: int
+    size: int
+    dilation: int
+
+    def ops(self) -> list[kg.ConvOp]:
+        if self.variant == "separable":
+            return [kg.ConvOp(self.cin, self.cin, 3, self.dilation, self.cin), kg.ConvOp(self.cin, self.cout, 1)]
+        return [kg.ConvOp(self.cin, self.cout, 3, self.dilation)]
+
+    def madds(self) -> int:
+        return sum(op.madds(self.size) for op in self.ops())
+
+    def describe(self) -> str:
+        rate = f" rate {self.dilation}" if self.dilation > 1 or self.suite == "dilated" else ""
+        return f"{self.shape}: {self.variant} {self.cin}->{self.cout} @{self.size}{rate}"
+
+
+def plan_cases(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable")) -> list[KernelCase]:
+    cases = []
+    if "dilated" in suites:
+        for name, cin, cout, size in DILATED_SHAPES:
+            if quick and name not in QUICK_DILATED:
+                continue
+            cases += [KernelCase("dilated", name, "dilated", cin, cout, size, rate)
+                      for rate in (QUICK_RATES if quick else RATES)]
+    if "separable" in suites:
+        for name, cin, cout, size, rate in SEPARABLE_SHAPES:
+            if quick and name not in QUICK_SEPARABLE:
+                continue
+            cases += [KernelCase("separable", name, variant, cin, cout, size, rate)
+                      for variant in ("separable", "standard")]
+    return cases
+
+
+@dataclass
+class KernelResult:
+    suite: str
+    shape: str
+    variant: str
+    cin: int
+    cout: int
+    size: int
+    dilation: int
+    backend: str
+    precision: str
+    median_ms: float
+    min_ms: float
+    p90_ms: float
+    iterations: int
+    madds: int
+    gflops: float
+    gbps: float
+    bound_ms: float
+    roofline_gflops: float
+    efficiency_percent: float
+
+
+@dataclass
+class KernelReport:
+    results: list[KernelResult]
+    skipped: list[Skipped]
+    peaks: dict[str, Any]
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [asdict(r) for r in self.results], "skipped": [asdict(s) for s in self.skipped],
+                "peaks": self.peaks, "environment": self.environment, "config": self.config,
+                "seconds": self.seconds, "notes": self.notes}
+
+
+def _float_inputs(case: KernelCase, seed: int) -> list[np.ndarray]:
+    shape = (1, case.cin, case.size, case.size)
+    rng = np.random.default_rng(seed)
+    count = pool_size(int(np.prod(shape)) * 4)
+    return [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
+
+
+Step = Callable[[int], object]
+
+
+def _torch_step(ops: Sequence[kg.ConvOp], weights: Sequence[kg.ConvWeights], inputs: Sequence[np.ndarray]) -> Step:
+    import torch
+
+    module = kg.torch_chain(ops, weights)
+    tensors = [torch.from_numpy(x) for x in inputs]
+
+    def step(i: int) -> object:
+        with torch.inference_mode():
+            return module(tensors[i % len(tensors)])
+    return step
+
+
+def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeights],
+                inputs: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
+    ops = case.ops()
+    if precision in ("fp32", "fp16"):
+        dtype = np.float16 if precision == "fp16" else np.float32
+        return kg.float_graph(ops, weights, case.size, precision).SerializeToString(), [x.astype(dtype)
+                                                                                           for x in inputs]
+    unsigned = precision == "int8u8"
+    scales = kg.calibrate_scales(ops, weights, inputs[0], unsigned=unsigned)
+    model = kg.int8_graph(ops, weights, case.size, scales, unsigned=unsigned)
+    quantized = [kg.quantize(x, scales[0]) for x in inputs]
+    return model.SerializeToString(), [kg.as_unsigned(q) for q in quantized] if unsigned else quantized
+
+
+def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) -> Step:
+    from deploykit.backends.onnxruntime import session_from_onnx
+
+    session = session_from_onnx(model, threads=threads)
+    return lambda i: session.run(None, {"x": feeds[i % len(feeds)]})
+
+
+def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack) -> Step:
+    """Build an engine from the one-op graph with the TensorRT helper's loader and time its runner."""
+    from deploykit.backends import tensorrt as trt_backend  # type: ignore[attr-defined,unused-ignore]
+
+    onnx_path = os.path.join(folder, "kernel.onnx")
+    with open(onnx_path, "wb") as handle:
+        handle.write(model)
+    engine = os.path.join(folder, "kernel.plan")
+    trt_backend.engine_from_onnx(onnx_path, engine, trt_backend.TensorRTBuildOptions(), force=True, progress=None)
+    runner = stack.enter_context(trt_backend.TensorRTRunner.from_artifact(engine))
+    name = runner.input_specs()[0].name
+    timed = getattr(runner, "infer_timed", None)
+    if callable(timed):
+        return lambda i: timed({name: feeds[i % len(feeds)]})
+    return lambda i: runner.infer({name: feeds[i % len(feeds)]})
+
+
+def _result(case: KernelCase, backend: str, precision: str, samples: list[float], peaks: Peaks) -> KernelResult:
+    stats = summarize(samples)
+    ops = case.ops()
+    element = "fp32" if backend == "torch" else precision
+    flops = 2.0 * case.madds()
+    moved = sum(op.bytes_moved(case.size, element) for op in ops)
+    bound = chain_bound_seconds([(2.0 * op.madds(case.size), op.bytes_moved(case.size, element)) for op in ops],
+                                peaks)
+    seconds = stats.median / 1e3
+    return KernelResult(
+        suite=case.suite, shape=case.shape, variant=case.variant, cin=case.cin, cout=case.cout, size=case.size,
+        dilation=case.dilation, backend=backend, precision=precision, median_ms=stats.median, min_ms=stats.min,
+        p90_ms=stats.p90, iterations=stats.count, madds=case.madds(), gflops=flops / seconds / 1e9,
+        gbps=moved / seconds / 1e9, bound_ms=bound * 1e3, roofline_gflops=flops / bound / 1e9,
+        efficiency_percent=100.0 * bound / seconds)
+
+
+def available_variants(backends: Sequence[str] | None,
+                       precisions: Sequence[str] | None) -> tuple[list[tuple[str, str]], list[Skipped]]:
+    """The (backend, precision) pairs to run, and the requested ones that cannot run here, with why."""
+    from deploykit.environment import tensorrt_status
+
+    wanted = [(b, p) for b, p in VARIANTS if (not backends or b in backends) and (not precisions or p in precisions)]
+    skipped: list[Skipped] = []
+    if any(b == "tensorrt" for b, _ in wanted):
+        status = tensorrt_status()
+        if status.state != "ready":
+            wanted = [(b, p) for b, p in wanted if b != "tensorrt"]
+            if backends and "tensorrt" in backends:  # only mention what was asked for by name
+                skipped.append(Skipped("tensorrt", f"TensorRT is {status.state}: {status.reason}"))
+    return wanted, skipped
+
+
+def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable"),
+                backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
+                threads: int | None = None, config: TimingConfig | None = None,
+                progress: Progress | None = None, seed: int = 0) -> KernelReport:
+    """Time every case on every available (backend, precision); failures are skipped once with the reason."""
+    from deploykit.bench.run import busy_warning, environment_manifest, load_average
+
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    load_before = load_average()
+    config = config or (QUICK_CONFIG if quick else FULL_CONFIG)
+    variants, skipped = available_variants(backends, precisions)
+    say(f"measuring this machine's fp32 GEMM and memory-copy peaks ({threads or 'default'} threads)")
+    peaks = measure_peaks(threads, quick=quick)
+    say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
+    cases = plan_cases(quick=quick, suites=suites)
+    timed: list[tuple[KernelCase, str, str, list[float]]] = []
+    broken: set[tuple[str, str]] = set()
+    total = len(cases) * len(variants)
+    done = 0
+    with tempfile.TemporaryDirectory(prefix="deploykit-kernels-") as folder, torch_threads(threads):
+        for case in cases:
+            weights = kg.random_weights(case.ops(), seed)
+            inputs = _float_inputs(case, seed + 1)
+            for backend, precision in variants:
+                done += 1
+                if (backend, precision) in broken:
+                    continue
+                try:
+                    with ExitStack() as stack:
+                        step = _make_step(case, backend, precision, weights, inputs, threads, folder, stack)
+                        samples = time_calls(step, config).samples_ms
+                except Exception as exc:  # a backend that cannot run one of these graphs cannot run the others
+                    broken.add((backend, precision))
+                    skipped.append(Skipped(f"{backend} {precision}", f"{type(exc).__name__}: "
+                                                                     f"{str(exc).strip().splitlines()[0][:200]}"))
+                    continue
+                timed.append((case, backend, precision, samples))
+                result = _result(case, backend, precision, samples, peaks)
+                say(f"[{done}/{total}] {case.describe()}: {backend} {precision} {result.median_ms:.2f} ms, "
+                    f"{result.gflops:.1f} GFLOP/s, {result.efficiency_percent:.0f}% of roofline")
+    say("measuring the peaks again")
+    after = measure_peaks(threads, quick=quick)
+    warnings = [w for w in (busy_warning(load_before), spread_warning(peaks, after)) if w]
+    for warning in warnings:
+        say(f"warning: {warning}")
+    peaks = best_of(peaks, after)
+    results = [_result(case, backend, precision, samples, peaks) for case, backend, precision, samples in timed]
+    return KernelReport(results=results, skipped=skipped, peaks=peaks.to_dict(),
+                        environment=environment_manifest(threads, load_before),
+                        config={**config.to_dict(), "quick": quick, "suites": list(suites)},
+                        seconds=time.perf_counter() - started, notes=NOTES + warnings)
+
+
+NOTES = [
+    "GFLOP/s count 2 FLOPs per nominal multiply-add, zero padding included.",
+    "Roofline peaks are fp32 (sgemm, array copy): fp16 and int8 may exceed 100% where the hardware has faster "
+    "paths.",
+    "int8 = symmetric signed Q/DQ (TensorRT's form); int8u8 = uint8 activations with zero point 128 and 7-bit "
+    "weights, the form ONNX Runtime's x86 kernels fuse into QLinearConv on CPUs without VNNI without saturating.",
+    "fp16 on a CPU without native fp16 arithmetic runs as Cast + fp32 kernels.",
+]
+
+
+def _make_step(case: KernelCase, backend: str, precision: str, weights: Sequence[kg.ConvWeights],
+               inputs: Sequence[np.ndarray], threads: int | None, folder: str, stack: ExitStack) -> Step:
+    if backend == "torch":
+        return _torch_step(case.ops(), weights, inputs)
+    model, feeds = _onnx_model(case, precision, weights, inputs)
+    if backend == "onnxruntime":
+        return _ort_step(model, feeds, threads)
+    return _tensorrt_step(model, feeds, folder, stack)

@@ -1,0 +1,169 @@
+"""What `deploykit bench TARGET` times: a runner per requested backend, with what bench needs to know.
+
+Targets are resolved by deploykit.targets.open_target. A zoo name or `package.module:factory` runs in
+PyTorch eager ("torch") or, exported on the fly to a temporary ONNX file, in ONNX Runtime ("onnxruntime",
+"onnxruntime-cuda"); an .onnx file runs in ONNX Runtime; a built artifact runs on the backend its sidecar
+names. A backend that cannot run a target here is skipped with its reason, never half-run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploykit.artifact import read_sidecar
+from deploykit.backends.base import Runner
+from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
+from deploykit.targets import Target, is_file_target, open_target
+
+BACKEND_CHOICES = ("torch", "onnxruntime", "onnxruntime-cuda", "tensorrt")
+Progress = Callable[[str], None]
+MaddsAt = Callable[[tuple[int, ...]], int | None]
+TORCH_COUNT = "PyTorch modules (deploykit.zoo.flops)"
+ONNX_COUNT = "ONNX graph (Conv/ConvTranspose/Gemm/MatMul, deploykit.bench.macs)"
+
+
+@dataclass
+class BenchTarget:
+    label: str
+    kind: str  # "torch" | "onnx" | "artifact"
+    backend: str
+    precision: str
+    runner: Runner
+    default_hw: tuple[int, int] | None  # the model's own input size, when it has one
+    madds_at: MaddsAt  # multiply-adds of one run at a full input shape (None when unknown)
+    madds_source: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    backend: str
+    reason: str
+
+
+def _onnx_madds(path: str | os.PathLike[str]) -> MaddsAt:
+    from deploykit.bench.macs import count_onnx_macs
+
+    def at(shape: tuple[int, ...]) -> int | None:
+        counted = count_onnx_macs(path, shape)
+        return None if counted.unresolved and not counted.madds else counted.madds
+    return at
+
+
+def _torch_madds(loaded: Any) -> MaddsAt:
+    from deploykit.sources import is_factory_path
+    from deploykit.zoo.flops import complexity_at, count_complexity
+
+    def at(shape: tuple[int, ...]) -> int | None:
+        nchw = (shape[0], shape[1], shape[2], shape[3])
+        if not is_factory_path(loaded.spec.name):
+            return complexity_at(lambda: loaded.spec.build(**loaded.options), nchw).madds
+        return count_complexity(loaded.module, nchw).madds  # a user factory may not build on the meta device
+    return at
+
+
+def _no_madds(_shape: tuple[int, ...]) -> int | None:
+    return None
+
+
+def as_bench_target(opened: Target, backend: str, label: str | None = None) -> BenchTarget:
+    if opened.onnx_path is not None:
+        madds, source = _onnx_madds(opened.onnx_path), ONNX_COUNT
+    elif opened.loaded is not None:
+        madds, source = _torch_madds(opened.loaded), TORCH_COUNT
+    else:
+        madds, source = _no_madds, "unknown (an engine carries no graph to count)"
+    name = label or (Path(opened.label).name if opened.kind != "torch" else opened.label)
+    return BenchTarget(label=name, kind=opened.kind, backend=backend, precision=opened.precision,
+                       runner=opened.runner, default_hw=opened.input_size, madds_at=madds, madds_source=source)
+
+
+def _providers(backend: str) -> tuple[str, ...]:
+    return ("cuda",) if backend == "onnxruntime-cuda" else ("cpu",)
+
+
+def _file_target(path: str, backend: str, threads: int | None, cuda_graph: bool) -> BenchTarget:
+    sidecar = read_sidecar(path) if os.path.isfile(path) else None
+    built_for = sidecar.backend if sidecar else "onnxruntime"
+    if backend == "torch":
+        raise BackendUnavailable("a file has no PyTorch module; bench the zoo model by name for eager")
+    if backend == "tensorrt" and built_for != "tensorrt":
+        raise BackendUnavailable("TensorRT runs engines: build one first with deploykit build-engine --backend "
+                                 "tensorrt, then bench the engine")
+    if backend != "tensorrt" and built_for == "tensorrt":
+        raise BackendUnavailable(f"{Path(path).name} is a TensorRT engine; bench it with --backend tensorrt")
+    opened = open_target(path, providers=_providers(backend), threads=threads)
+    if cuda_graph and hasattr(opened.runner, "cuda_graph"):
+        opened.runner.cuda_graph = True
+    return as_bench_target(opened, backend)
+
+
+def _model_targets(target: str, backends: Sequence[str], *, threads: int | None, model_options: Mapping[str, Any],
+                   stack: ExitStack, progress: Progress) -> tuple[list[BenchTarget], list[Skipped]]:
+    progress(f"building {target}")
+    opened = open_target(target, threads=threads, **model_options)
+    out: list[BenchTarget] = []
+    skipped: list[Skipped] = []
+    exported: str | None = None
+    for backend in backends:
+        if backend == "torch":
+            out.append(as_bench_target(opened, "torch"))
+        elif backend in ("onnxruntime", "onnxruntime-cuda"):
+            try:
+                exported = exported or _export_temporary(opened, stack, progress)
+                as_onnx = open_target(exported, providers=_providers(backend), threads=threads)
+            except BackendUnavailable as exc:
+                skipped.append(Skipped(backend, str(exc)))
+                continue
+            bench = as_bench_target(as_onnx, backend, label=opened.label)
+            bench.madds_at, bench.madds_source = as_bench_target(opened, "torch").madds_at, TORCH_COUNT
+            out.append(bench)
+        else:
+            skipped.append(Skipped(backend, "a PyTorch model needs an engine first: deploykit build-engine "
+                                            "--backend tensorrt, then bench the engine"))
+    return out, skipped
+
+
+def _export_temporary(opened: Target, stack: ExitStack, progress: Progress) -> str:
+    from deploykit.errors import ExportError
+    from deploykit.export import onnx_from_torch
+
+    assert opened.loaded is not None
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="deploykit-bench-"))
+    path = os.path.join(folder, "model.onnx")
+    result = onnx_from_torch(opened.loaded, path, dynamic=True, force=True, progress=progress)
+    if not result.passed:
+        raise ExportError(f"{opened.label} does not export faithfully; run deploykit export for details")
+    return path
+
+
+def open_bench_targets(target: str, backends: Sequence[str] | None, *, threads: int | None,
+                       model_options: Mapping[str, Any], stack: ExitStack, progress: Progress,
+                       cuda_graph: bool = False) -> tuple[list[BenchTarget], list[Skipped]]:
+    """Runners for `target` on each backend (default: the target's own). `stack` owns temporary exports.
+    `model_options` are open_target's options/weights/allow_partial/task for PyTorch models."""
+    unknown = [b for b in backends or () if b not in BACKEND_CHOICES]
+    if unknown:
+        raise InputError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(BACKEND_CHOICES)}")
+    if not is_file_target(target):
+        return _model_targets(target, backends or ["torch"], threads=threads, model_options=model_options,
+                              stack=stack, progress=progress)
+    if not os.path.isfile(target):
+        raise InputError(f"{target} does not exist")
+    if model_options.get("options") or model_options.get("weights") is not None:
+        raise ConfigConflict(f"--set and --weights apply to PyTorch models; {target} is a file with its weights "
+                             "inside")
+    sidecar = read_sidecar(target)
+    out: list[BenchTarget] = []
+    skipped: list[Skipped] = []
+    for backend in backends or [sidecar.backend if sidecar else "onnxruntime"]:
+        try:
+            out.append(_file_target(target, backend, threads, cuda_graph))
+        except (BackendUnavailable, ImportError) as exc:
+            skipped.append(Skipped(backend, str(exc)))
+    return out, skipped

@@ -1,0 +1,138 @@
+"""Latency statistics as trtexec reports them, and the comparison of two runs against their own noise.
+
+Percentiles are nearest-rank: the p-th percentile of n sorted samples is the ceil(p/100 * n)-th smallest
+(trtexec's `findPercentile` computes the same index, n - 1 - floor((1 - p/100) n), in float arithmetic);
+the median is the middle sample, or the mean of the two middle ones; std is the population deviation.
+
+A change between two runs is flagged when the bootstrap 95% interval of the difference of their medians
+excludes zero and the difference exceeds a small practical threshold (default 2% of the baseline median):
+medians because latency distributions have long right tails, the bootstrap because it needs no model of
+that tail. The interval covers the noise within the two runs; drift between runs (thermal state, other
+processes) is what the 2% floor is for. With fewer than 5 samples on either side the band is half the
+larger interquartile range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+
+PERCENTILES = (90, 95, 99)
+Verdict = Literal["faster", "slower", "within noise"]
+
+
+def nearest_rank(sorted_values: Sequence[float] | np.ndarray, percentile: float) -> float:
+    """The nearest-rank percentile of values sorted in ascending order (exact rank arithmetic)."""
+    n = len(sorted_values)
+    if n == 0:
+        raise ValueError("no samples")
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile {percentile} is outside [0, 100]")
+    rank = math.ceil(Fraction(str(percentile)) * n / 100)  # Fraction: 0.9 * 10 must be 9, not 9.000000000000002
+    return float(sorted_values[max(rank, 1) - 1])
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of per-iteration times in milliseconds."""
+
+    count: int
+    min: float
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    std: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
+    values = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    if values.size == 0:
+        raise ValueError("no samples to summarize")
+    p90, p95, p99 = (nearest_rank(values, p) for p in PERCENTILES)
+    return LatencyStats(
+        count=int(values.size), min=float(values[0]), mean=float(values.mean()), median=float(np.median(values)),
+        p90=p90, p95=p95, p99=p99, max=float(values[-1]), std=float(values.std()),
+    )
+
+
+@dataclass(frozen=True)
+class Change:
+    """Current run vs baseline: difference of medians (ms), its noise band, and the verdict."""
+
+    baseline_median: float
+    current_median: float
+    diff: float  # current - baseline, ms (positive = slower)
+    relative: float  # diff / baseline median
+    low: float  # noise band (bootstrap 95% interval of the difference, or +-IQR/2 without samples)
+    high: float
+    method: str
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bootstrap_median_diff(baseline: np.ndarray, current: np.ndarray, *, resamples: int = 1000,
+                          seed: int = 0, max_samples: int = 4000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of median(current) - median(baseline)."""
+    rng = np.random.default_rng(seed)
+    # Long runs of fast kernels give tens of thousands of samples; a random subset keeps this fast.
+    if baseline.size > max_samples:
+        baseline = rng.choice(baseline, max_samples, replace=False)
+    if current.size > max_samples:
+        current = rng.choice(current, max_samples, replace=False)
+    diffs = np.empty(resamples)
+    chunk = 100
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        b = np.median(rng.choice(baseline, (size, baseline.size)), axis=1)
+        c = np.median(rng.choice(current, (size, current.size)), axis=1)
+        diffs[start:start + size] = c - b
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _iqr(values: np.ndarray) -> float:
+    q1, q3 = np.percentile(values, [25, 75])
+    return float(q3 - q1)
+
+
+def compare_samples(baseline: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray, *,
+                    min_change: float = 0.02, seed: int = 0) -> Change:
+    """Is `current` faster or slower than `baseline` beyond the measured noise? Both are samples in ms."""
+    b = np.asarray(baseline, dtype=np.float64)
+    c = np.asarray(current, dtype=np.float64)
+    if b.size == 0 or c.size == 0:
+        raise ValueError("both runs need samples")
+    b_med, c_med = float(np.median(b)), float(np.median(c))
+    diff = c_med - b_med
+    if b.size >= 5 and c.size >= 5:
+        low, high = bootstrap_median_diff(b, c, seed=seed)
+        method = "bootstrap 95% interval of the difference of medians"
+    else:  # too few samples for a bootstrap to mean anything
+        half = max(_iqr(b), _iqr(c)) / 2
+        low, high = diff - half, diff + half
+        method = "difference of medians +- half the larger IQR"
+    return _verdict(b_med, c_med, low, high, method, min_change)
+
+
+def _verdict(b_med: float, c_med: float, low: float, high: float, method: str, min_change: float) -> Change:
+    diff = c_med - b_med
+    relative = diff / b_med if b_med > 0 else math.inf
+    beyond_noise = low > 0 or high < 0
+    verdict: Verdict = "within noise"
+    if beyond_noise and abs(relative) >= min_change:
+        verdict = "slower" if diff > 0 else "faster"
+    return Change(baseline_median=b_med, current_median=c_med, diff=diff, relative=relative, low=low,
+                  high=high, method=method, verdict=verdict)

@@ -1,0 +1,69 @@
+"""Calibration cache: per-tensor ranges as JSON, keyed by the ONNX file, the data and the method.
+
+Location: an explicit path (--calib-cache), else $DEPLOYKIT_CACHE_DIR, else $XDG_CACHE_HOME/deploykit, else
+~/.cache/deploykit, in calibration/<key>.json. A cache whose key does not match is ignored, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import deploykit
+from deploykit.errors import DeployKitError
+from deploykit.outputs import write_json
+
+SCHEMA = 2  # bump when a range method's algorithm changes, so old caches are not trusted
+
+
+def cache_dir() -> Path:
+    if os.environ.get("DEPLOYKIT_CACHE_DIR"):
+        return Path(os.environ["DEPLOYKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deploykit"
+
+
+def cache_key(onnx_sha256: str, data_sha256: str, method: Mapping[str, Any]) -> str:
+    text = json.dumps({"schema": SCHEMA, "deploykit": deploykit.__version__, "onnx": onnx_sha256, "data": data_sha256, "method": dict(method)},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedRanges:
+    key: str
+    amax: dict[str, float]  # the method's range per tensor
+    absmax: dict[str, float]  # max |x| per tensor (the FP16 overflow guard reads these)
+    inputs: int  # how many calibration inputs were seen
+
+
+def default_path(key: str) -> Path:
+    return cache_dir() / "calibration" / f"{key[:32]}.json"
+
+
+def load(path: Path, key: str) -> CachedRanges | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key or data.get("schema") != SCHEMA:
+        return None
+    return CachedRanges(key=key, amax={k: float(v) for k, v in data["amax"].items()},
+                        absmax={k: float(v) for k, v in data["absmax"].items()}, inputs=int(data["inputs"]))
+
+
+def store(path: Path, ranges: CachedRanges, *, onnx_sha256: str, data_sha256: str,
+          method: Mapping[str, Any]) -> None:
+    """Write the cache atomically; a cache that cannot be written only costs time next run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"schema": SCHEMA, "key": ranges.key, "onnx_sha256": onnx_sha256,
+                          "data_sha256": data_sha256, "method": dict(method), "inputs": ranges.inputs,
+                          "amax": ranges.amax, "absmax": ranges.absmax}, force=True)
+    except (OSError, DeployKitError):
+        pass

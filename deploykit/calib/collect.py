@@ -1,0 +1,139 @@
+"""Streaming activation statistics: max |x| and a fixed-size histogram of |x| per tensor.
+
+ONNX Runtime's own calibrators keep every intermediate output of every calibration batch until the end
+(memory blow-ups in ONNX Runtime #10503, #21979). Here the model runs on one input at a time with the wanted
+tensors exposed as extra outputs; each output updates its tensor's statistics and is dropped before the next
+input, so peak memory is one input's activations plus BINS counters per tensor, whatever the number of inputs.
+
+The histogram covers [0, range) with BINS bins. When a later input exceeds the range, the range grows by a
+power of two and existing counts merge 2^k bins into one, so histograms stay fixed-size and mergeable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from deploykit.backends.onnxruntime import session_from_onnx
+
+BINS = 2048
+
+
+@dataclass
+class TensorStats:
+    """Statistics of one tensor over all inputs seen so far."""
+
+    absmax: float = 0.0
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    count: int = 0
+    hist: np.ndarray | None = None  # BINS counts of |x| over [0, hist_range)
+    hist_range: float = 0.0
+
+    def update(self, x: np.ndarray, *, histogram: bool) -> None:
+        if x.size == 0:
+            return
+        finite = x if np.isfinite(x).all() else x[np.isfinite(x)]
+        if finite.size == 0:
+            return
+        low, high = float(finite.min()), float(finite.max())
+        self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
+        self.absmax = max(self.absmax, abs(low), abs(high))
+        self.count += int(x.size)
+        if histogram:
+            self._add_histogram(np.abs(finite.astype(np.float32, copy=False)))
+
+    def _add_histogram(self, magnitude: np.ndarray) -> None:
+        if self.hist is None:
+            self.hist = np.zeros(BINS, dtype=np.int64)
+        if self.absmax > self.hist_range:
+            self._grow(self.absmax)
+        if self.hist_range == 0.0:  # all zeros so far
+            self.hist[0] += magnitude.size
+            return
+        index = np.minimum((magnitude * (BINS / self.hist_range)).astype(np.int64), BINS - 1)
+        self.hist += np.bincount(index.ravel(), minlength=BINS)
+
+    def _grow(self, needed: float) -> None:
+        """Enlarge the range to cover `needed`: x2^k, merging 2^k old bins into each new one."""
+        assert self.hist is not None
+        if self.hist_range == 0.0:
+            zeros = int(self.hist.sum())
+            self.hist_range = needed
+            self.hist[:] = 0
+            self.hist[0] = zeros
+            return
+        factor = 1 << max(0, math.ceil(math.log2(needed / self.hist_range)))
+        if factor >= BINS:
+            total = int(self.hist.sum())
+            self.hist[:] = 0
+            self.hist[0] = total
+        else:
+            merged = self.hist.reshape(BINS // factor, factor).sum(axis=1)
+            self.hist[:] = 0
+            self.hist[: merged.size] = merged
+        self.hist_range *= factor
+
+    def to_dict(self) -> dict[str, float]:
+        return {"absmax": self.absmax, "min": self.minimum, "max": self.maximum}
+
+
+@dataclass
+class Collection:
+    stats: dict[str, TensorStats] = field(default_factory=dict)
+    inputs: int = 0
+
+
+def _probe_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `model` whose graph also outputs `tensors` (as float32; types come from the graph)."""
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    present = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in present:
+            probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return probe
+
+
+def collect_stats(
+    model: onnx.ModelProto,
+    tensors: Sequence[str],
+    inputs: Iterable[np.ndarray],
+    *,
+    histograms: Iterable[str] = (),
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Collection:
+    """Run `model` on each input (one at a time) and gather statistics of `tensors` (float32 tensors).
+
+    Graph inputs among `tensors` are measured from the feed itself. Only tensors named in `histograms`
+    keep a histogram (INT8 calibration); max |x| alone is enough for the FP16 overflow guard.
+    """
+    graph_inputs = [v.name for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}]
+    if len(graph_inputs) != 1:
+        raise ValueError(f"calibration needs a single-input model; this one has inputs {graph_inputs}")
+    input_name = graph_inputs[0]
+    with_hist = set(histograms)
+    inner = [t for t in dict.fromkeys(tensors) if t != input_name]
+    session = session_from_onnx(_probe_model(model, inner).SerializeToString(), threads=threads,
+                                optimization="basic")
+    collection = Collection({name: TensorStats() for name in dict.fromkeys(tensors)})
+    for count, batch in enumerate(inputs, start=1):
+        values = session.run(inner, {input_name: batch})
+        if input_name in collection.stats:
+            collection.stats[input_name].update(batch, histogram=input_name in with_hist)
+        for name, value in zip(inner, values, strict=True):
+            collection.stats[name].update(np.asarray(value), histogram=name in with_hist)
+        del values  # drop this input's activations before the next one
+        collection.inputs = count
+        if progress and count % 8 == 0:
+            progress(f"calibration: {count} inputs")
+    return collection
+
+
+def absmax_of(collection: Collection) -> Mapping[str, float]:
+    return {name: stats.absmax for name, stats in collection.stats.items()}

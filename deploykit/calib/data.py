@@ -1,0 +1,152 @@
+"""Calibration data: a list of items (image files, array rows, photograph names, seeds) streamed one at a time.
+
+Sources (`--calib-data`):
+- a folder of images, preprocessed by the model's own preprocessing from its ONNX metadata, at its input size;
+- an .npy file (memory-mapped) or .npz file of preprocessed N,C,H,W inputs, split along N;
+- "photos": the real photographs shipped with scikit-image (a handful; enough for smoke tests);
+- "synthetic": standard-normal noise in the model's input space, only when asked for: ranges from noise
+  rarely match real images.
+Nothing but the current item is held in memory; the fingerprint hashes what the items are, so calibration
+caches are invalidated when the data changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from deploykit.errors import CalibrationError, InputError
+from deploykit.images import IMAGE_SUFFIXES, list_images, preprocess, read_image, sample_photographs
+from deploykit.outputs import sha256_file
+from deploykit.zoo._registry import Preprocessing
+
+Kind = Literal["folder", "array", "photos", "synthetic"]
+DEFAULT_CALIB_N = 64  # items used when --calib-n is not given
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
+SYNTHETIC_WARNING = ("calibrating on synthetic noise (--calib-data synthetic): activation ranges from noise rarely "
+                     "match real images, so INT8 accuracy will likely suffer; use a folder of real images")
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """`len(data)` items, streamed by iterating; each item is one 1xCxHxW float32 input."""
+
+    kind: Kind
+    source: str
+    items: tuple[str, ...]  # file paths, array row numbers, photograph names or seeds
+    input_shape: tuple[int, int, int, int]
+    preprocessing: Preprocessing | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.kind == "array":
+            array = _load_array(Path(self.source))
+            for item in self.items:
+                yield np.ascontiguousarray(array[int(item) : int(item) + 1], dtype=np.float32)
+            return
+        load = self._loader()
+        for item in self.items:
+            yield load(item)
+
+    def _loader(self) -> Callable[[str], np.ndarray]:
+        size = (self.input_shape[2], self.input_shape[3])
+        if self.kind == "synthetic":
+            return lambda seed: np.random.default_rng(int(seed)).standard_normal(self.input_shape).astype(np.float32)
+        pre = self.preprocessing
+        assert pre is not None
+        if self.kind == "photos":
+            return lambda name: preprocess(sample_photographs((name,))[0], pre, size)
+        return lambda path: preprocess(read_image(Path(path)), pre, size)
+
+    def fingerprint(self) -> str:
+        """sha256 over what each item is (file contents for files) and how it becomes a tensor."""
+        digest = hashlib.sha256()
+        header = {"kind": self.kind, "shape": list(self.input_shape),
+                  "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None}
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        if self.kind == "array":
+            digest.update(sha256_file(self.source).encode())
+        for item in self.items:
+            digest.update(item.encode())
+            if self.kind == "folder":
+                digest.update(sha256_file(item).encode())
+        return digest.hexdigest()
+
+    def split(self, holdout: int) -> tuple[CalibrationData, CalibrationData]:
+        """(calibration part, held-out part): the last `holdout` items are held out."""
+        if not 0 < holdout < len(self.items):
+            raise CalibrationError(
+                f"cannot hold out {holdout} of {len(self.items)} calibration items; an accuracy budget needs at "
+                "least 2 items (raise --calib-n or add images)"
+            )
+        return replace(self, items=self.items[:-holdout]), replace(self, items=self.items[-holdout:])
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        if path.suffix == ".npy":
+            array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.keys())
+                if len(names) != 1:
+                    raise InputError(f"{path} holds arrays {names}; keep exactly one (the model input)")
+                array = archive[names[0]]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read calibration data {path}: {exc}") from exc
+    if array.ndim != 4:
+        raise InputError(f"{path}: array of shape {list(array.shape)}; expected preprocessed N,C,H,W inputs")
+    return array
+
+
+def _limit(items: Sequence[str], n: int | None) -> tuple[str, ...]:
+    if n is not None and n < 1:
+        raise CalibrationError(f"--calib-n {n}: give at least 1")
+    return tuple(items[: n if n is not None else DEFAULT_CALIB_N])
+
+
+def calibration_data(
+    spec: str | os.PathLike[str],
+    *,
+    input_shape: tuple[int, int, int, int] | None,
+    preprocessing: Preprocessing | None,
+    n: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> CalibrationData:
+    """Resolve a --calib-data value. Images need the model's preprocessing and a fixed input shape."""
+    text = str(spec)
+    if text == "synthetic":
+        if input_shape is None:
+            raise CalibrationError("synthetic calibration data needs the model's input size; export with deploykit")
+        (warn or (lambda _m: None))(SYNTHETIC_WARNING)
+        return CalibrationData("synthetic", "synthetic", _limit([str(i) for i in range(n or 16)], n), input_shape)
+    path = Path(text)
+    if text != "photos" and path.is_file() and path.suffix in (".npy", ".npz"):
+        array = _load_array(path)
+        rows = _limit([str(i) for i in range(array.shape[0])], n)
+        shape = (1, int(array.shape[1]), int(array.shape[2]), int(array.shape[3]))
+        return CalibrationData("array", str(path), rows, shape)
+    if text != "photos" and not path.is_dir():
+        raise CalibrationError(
+            f"--calib-data {text}: not a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}), an .npy/.npz "
+            "file of preprocessed inputs, 'photos' (scikit-image's photographs) or 'synthetic'"
+        )
+    if preprocessing is None or input_shape is None:
+        raise CalibrationError(
+            f"images in {text} need the model's preprocessing and input size, which this ONNX file does not "
+            "carry (it was not exported by deploykit); give --calib-data as an .npz of preprocessed N,C,H,W inputs"
+        )
+    if text == "photos":
+        sample_photographs(("astronaut",))  # fails clearly now, not mid-calibration, without scikit-image
+        return CalibrationData("photos", "photos", _limit(PHOTOS, n), input_shape, preprocessing)
+    files = [str(p) for p in list_images(path)]
+    return CalibrationData("folder", str(path), _limit(files, n), input_shape, preprocessing)

@@ -1,0 +1,147 @@
+"""Range methods: from a tensor's statistics to the amax of its symmetric INT8 range (scale = amax / 127).
+
+- minmax: amax = max |x| seen. Never clips; a single outlier widens every step.
+- percentile: amax = the given percentile of |x| (from the histogram, linear within a bin). Clips the tail.
+- entropy: TensorRT's KL-divergence calibration (Migacz, "8-bit Inference with TensorRT", GTC 2017): for each
+  candidate threshold, clip the |x| histogram there (outliers merged into the last bin), quantize it to 128
+  levels, expand back, and keep the threshold whose quantized distribution diverges least from the clipped one
+  (bin 0, the ReLU zeros, flattened to its neighbour first; coarse-to-fine over thresholds).
+Each method has a typed options dataclass (no untyped extra_options dicts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from deploykit.calib.collect import TensorStats
+from deploykit.errors import CalibrationError
+
+
+@dataclass(frozen=True)
+class MinMax:
+    name = "minmax"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.name}
+
+
+@dataclass(frozen=True)
+class Percentile:
+    percentile: float = 99.99
+    name = "percentile"
+
+    def __post_init__(self) -> None:
+        if not 50.0 < self.percentile <= 100.0:
+            raise CalibrationError(f"percentile {self.percentile} is outside (50, 100]; try 99.99")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.name, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Entropy:
+    levels: int = 128  # quantized bins of |x|: the positive half of INT8
+    start: int = 128  # smallest threshold tried, in histogram bins
+    stride: int = 8  # coarse pass over thresholds start, start + stride, ..., BINS; then every bin near the best
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.name, **asdict(self)}
+
+    name = "entropy"
+
+
+Method = MinMax | Percentile | Entropy
+METHODS: dict[str, type[MinMax] | type[Percentile] | type[Entropy]] = {
+    "minmax": MinMax, "percentile": Percentile, "entropy": Entropy,
+}
+DEFAULT_METHOD = "entropy"  # TensorRT's and ModelOpt's default for CNN activations
+
+
+def make_method(name: str | None, *, percentile: float | None = None) -> Method:
+    chosen = name or DEFAULT_METHOD
+    if chosen not in METHODS:
+        raise CalibrationError(f"unknown calibration method {chosen!r}; choose one of {', '.join(METHODS)}")
+    if percentile is not None and chosen != "percentile":
+        raise CalibrationError(f"--percentile applies to the percentile method, not {chosen}")
+    if chosen == "percentile":
+        return Percentile() if percentile is None else Percentile(percentile)
+    return METHODS[chosen]()
+
+
+def _bin_width(stats: TensorStats) -> float:
+    assert stats.hist is not None
+    return stats.hist_range / stats.hist.size
+
+
+def percentile_amax(stats: TensorStats, percentile: float) -> float:
+    if stats.hist is None or stats.hist_range == 0.0:
+        return stats.absmax
+    cumulative = np.cumsum(stats.hist)
+    target = cumulative[-1] * percentile / 100.0
+    index = int(np.searchsorted(cumulative, target, side="left"))
+    below = float(cumulative[index - 1]) if index > 0 else 0.0
+    within = (target - below) / max(float(stats.hist[index]), 1.0)
+    return min(stats.absmax, (index + within) * _bin_width(stats))
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    q = q / q.sum()
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+
+
+def _quantized(reference: np.ndarray, levels: int) -> np.ndarray:
+    """`reference` merged into `levels` groups, each group's mass spread over its non-empty bins."""
+    size = reference.size
+    edges = (np.arange(levels + 1) * size) // levels
+    totals = np.add.reduceat(reference, edges[:-1])
+    nonzero = np.add.reduceat((reference > 0).astype(np.float64), edges[:-1])
+    per_bin = np.divide(totals, nonzero, out=np.zeros(levels), where=nonzero > 0)
+    expanded = np.repeat(per_bin, np.diff(edges))
+    return np.where(reference > 0, expanded, 0.0)
+
+
+def _best_threshold(hist: np.ndarray, thresholds: range, levels: int, fallback: int) -> int:
+    best_kl, best_i = np.inf, fallback
+    for i in thresholds:
+        reference = hist[:i].copy()
+        reference[-1] += hist[i:].sum()  # clipped outliers saturate into the last bin
+        candidate = _quantized(hist[:i], levels)
+        if candidate.sum() == 0:
+            continue
+        divergence = _kl(reference, candidate)
+        if divergence < best_kl:
+            best_kl, best_i = divergence, i
+    return best_i
+
+
+def entropy_amax(stats: TensorStats, options: Entropy) -> float:
+    if stats.hist is None or stats.hist_range == 0.0:
+        return stats.absmax
+    hist = stats.hist.astype(np.float64)
+    # Exact zeros (half of every post-ReLU tensor) pile into bin 0 and would make any threshold that merges
+    # bin 0 with its neighbours look costly, dragging amax far down; NVIDIA's pytorch-quantization flattens
+    # that spike the same way (bin 0 takes bin 1's count).
+    hist[0] = hist[1]
+    bins = hist.size
+    if int(np.count_nonzero(hist)) <= 1:
+        return stats.absmax
+    first = max(options.levels, options.start)
+    best_i = _best_threshold(hist, range(first, bins + 1, options.stride), options.levels, bins)
+    if options.stride > 1:  # refine around the coarse optimum
+        low, high = max(first, best_i - options.stride + 1), min(bins, best_i + options.stride - 1)
+        best_i = _best_threshold(hist, range(low, high + 1), options.levels, best_i)
+    return min(stats.absmax, (best_i + 0.5) * _bin_width(stats))
+
+
+def amax(stats: TensorStats, method: Method) -> float:
+    """The symmetric range of one tensor under `method` (0.0 for a tensor that was always zero)."""
+    if isinstance(method, MinMax):
+        return stats.absmax
+    if isinstance(method, Percentile):
+        return percentile_amax(stats, method.percentile)
+    return entropy_amax(stats, method)

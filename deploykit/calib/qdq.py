@@ -1,0 +1,285 @@
+"""Explicit INT8 quantization: QuantizeLinear/DequantizeLinear pairs from precomputed ranges.
+
+What is quantized (TensorRT's placement rules, which ONNX Runtime also fuses):
+- the weighted ops Conv, ConvTranspose, Gemm and MatMul with a constant weight: their activation input gets a
+  per-tensor Q/DQ, their weight becomes an INT8 initializer with per-output-channel scales and a DequantizeLinear
+  (axis 0 for Conv and Gemm with transB, axis 1 for ConvTranspose and MatMul, where output channels live).
+  Biases stay float: TensorRT folds them in higher precision.
+- Symmetric everywhere: zero point 0 and scale = amax / 127 for activations; weights use [-127, 127].
+- Nothing else computes in INT8. Resize (TensorRT has no INT8 Resize), pooling, concatenation, activations
+  and the rest read dequantized values and run in float. A Q/DQ on a node's input is read only by the
+  quantized consumers, so keeping a node in float (--keep-float) removes its quantization error entirely.
+- quantize_outputs (the ONNX Runtime layout): the output of a quantized node also gets a Q/DQ, read by all its
+  consumers, so ONNX Runtime can fuse DQ -> Conv -> Q into QLinearConv (without it, CPU INT8 runs slower
+  than FP32). TensorRT prefers inputs only (its Q/DQ placement guide) and fuses the rest itself.
+  Outputs that reach the graph output without passing another quantized node, typically the final logits
+  conv, stay float either way: nothing downstream runs in INT8, so quantizing them would only round class
+  scores to 256 levels and flip labels at class boundaries, for no speed gain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from deploykit.graph.fp16 import KeptNode
+from deploykit.graph.tensors import (
+    GraphIndex,
+    activations,
+    all_names,
+    constant_array,
+    ensure_node_names,
+    index_graph,
+    match_nodes,
+    remove_unused_initializers,
+    unique_name,
+)
+
+QMAX = 127
+MIN_AMAX = 1e-8  # a tensor that was always zero still needs a positive scale
+
+
+@dataclass(frozen=True)
+class QuantNode:
+    name: str
+    op_type: str
+    activation: str  # the input tensor quantized per tensor
+    weight: str  # the constant weight, quantized per channel
+    axis: int  # the weight's output-channel axis
+
+
+@dataclass
+class QdqResult:
+    model: onnx.ModelProto
+    quantized: list[str]  # nodes computing in INT8
+    kept: list[KeptNode] = field(default_factory=list)  # weighted nodes left in float, with the reason
+    tensors: list[str] = field(default_factory=list)  # activation tensors that got a Q/DQ pair
+    layout: str = "inputs"
+
+    def report(self) -> dict[str, object]:
+        return {"quantized_nodes": len(self.quantized), "kept_float": [k.to_dict() for k in self.kept],
+                "qdq_tensors": len(self.tensors), "qdq_layout": self.layout}
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), default)
+
+
+def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> int | None:
+    """The output-channel axis of a weighted node's constant weight, or None if it is not quantizable."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        return 0 if _attr(node, "transB", 0) else 1
+    if node.op_type == "MatMul" and weight.ndim == 2:
+        return 1
+    return None
+
+
+def weighted_nodes(model: onnx.ModelProto, index: GraphIndex, keep: Iterable[str] = (),
+                   chosen: Iterable[str] = ()) -> tuple[list[QuantNode], list[KeptNode]]:
+    """The weighted nodes that can be quantized, and those that cannot or are kept (with reasons)."""
+    live = activations(model, index)
+    keep, chosen = set(keep), set(chosen)
+    nodes: list[QuantNode] = []
+    kept: list[KeptNode] = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        weight = index.initializers.get(node.input[1])
+        if node.input[0] not in live:
+            continue  # not on the data path (e.g. a constant MatMul)
+        if weight is None or weight.data_type != TensorProto.FLOAT:
+            kept.append(KeptNode(node.name, node.op_type, "weight is not a float32 initializer"))
+            continue
+        axis = _weight_axis(node, numpy_helper.to_array(weight))
+        if axis is None:
+            kept.append(KeptNode(node.name, node.op_type, "weight is not a 2-D matrix"))
+        elif node.name in keep:
+            kept.append(KeptNode(node.name, node.op_type, "kept by --keep-float"))
+        elif node.name in chosen:
+            kept.append(KeptNode(node.name, node.op_type, "kept by the accuracy budget"))
+        else:
+            nodes.append(QuantNode(node.name, node.op_type, node.input[0], node.input[1], axis))
+    return nodes, kept
+
+
+def _reaches_quantized(model: onnx.ModelProto, index: GraphIndex, quantized: set[str]) -> set[str]:
+    """Nodes from which some quantized node is reachable (inclusive), by a reverse topological sweep."""
+    reach: set[str] = set()
+    for node in reversed(model.graph.node):
+        downstream = (c.name for o in node.output if o for c, _ in index.consumers.get(o, []))
+        if node.name in quantized or any(name in reach for name in downstream):
+            reach.add(node.name)
+    return reach
+
+
+def calibration_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every tensor an INT8 build of `model` may quantize (for any --keep-float): inputs and outputs of the
+    weighted nodes. Calibrating all of them once lets the budget search try assignments without new data."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    ensure_node_names(model.graph)
+    index = index_graph(model)
+    nodes, _ = weighted_nodes(model, index)
+    names = {n.name for n in nodes}
+    tensors: list[str] = []
+    for node in model.graph.node:
+        if node.name in names:
+            tensors.extend([node.input[0], node.output[0], unit_output(node, index)])
+    return list(dict.fromkeys(tensors))
+
+
+def _quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel symmetric INT8 weight and its scales (narrow range [-127, 127])."""
+    moved = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)
+    scale = np.maximum(np.abs(moved).max(axis=1), MIN_AMAX) / QMAX
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(weight / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+class _Inserter:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.taken = all_names(model)
+        self.initializers: list[onnx.TensorProto] = []
+        self.weights: dict[tuple[str, int], str] = {}
+
+    def scalar(self, base: str, value: np.ndarray) -> str:
+        name = unique_name(base, self.taken)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def qdq_pair(self, tensor: str, amax: float) -> tuple[list[onnx.NodeProto], str]:
+        scale = self.scalar(f"{tensor}_scale", np.array(max(amax, MIN_AMAX) / QMAX, dtype=np.float32))
+        zero = self.scalar(f"{tensor}_zero_point", np.array(0, dtype=np.int8))
+        quantized = unique_name(f"{tensor}_quantized", self.taken)
+        dequantized = unique_name(f"{tensor}_dequantized", self.taken)
+        nodes = [
+            helper.make_node("QuantizeLinear", [tensor, scale, zero], [quantized],
+                             name=unique_name(f"{tensor}_QuantizeLinear", self.taken)),
+            helper.make_node("DequantizeLinear", [quantized, scale, zero], [dequantized],
+                             name=unique_name(f"{tensor}_DequantizeLinear", self.taken)),
+        ]
+        return nodes, dequantized
+
+    def weight(self, name: str, array: np.ndarray, axis: int) -> tuple[list[onnx.NodeProto], str]:
+        """An INT8 initializer + DequantizeLinear (once per weight and axis; shared by every reader)."""
+        if (name, axis) in self.weights:
+            return [], self.weights[(name, axis)]
+        q, scale = _quantize_weight(array, axis)
+        q_name = self.scalar(f"{name}_quantized", q)
+        scale_name = self.scalar(f"{name}_scale", scale)
+        zero_name = self.scalar(f"{name}_zero_point", np.zeros(scale.shape, dtype=np.int8))
+        out = unique_name(f"{name}_dequantized", self.taken)
+        node = helper.make_node("DequantizeLinear", [q_name, scale_name, zero_name], [out], axis=axis,
+                                name=unique_name(f"{name}_DequantizeLinear", self.taken))
+        self.weights[(name, axis)] = out
+        return [node], out
+
+
+def _clip_floor(node: onnx.NodeProto, index: GraphIndex) -> float | None:
+    """Clip's lower bound when it is a constant, else None."""
+    if len(node.input) < 2 or not node.input[1]:
+        return None
+    init = index.initializers.get(node.input[1])
+    producer = index.producer.get(node.input[1])
+    value = numpy_helper.to_array(init) if init is not None else (
+        constant_array(producer) if producer is not None and producer.op_type == "Constant" else None)
+    return None if value is None or value.size != 1 else float(value.reshape(-1)[0])
+
+
+def unit_output(node: onnx.NodeProto, index: GraphIndex) -> str:
+    """The tensor that stands for a weighted node's output: the output of a Relu or Clip(min >= 0) that is
+    its only consumer (TensorRT fuses Conv+ReLU and quantizes after it; ONNX Runtime can then drop the
+    activation), else the node's own output."""
+    consumers = index.consumers.get(node.output[0], [])
+    if len(consumers) == 1:
+        follower = consumers[0][0]
+        floor = _clip_floor(follower, index) if follower.op_type == "Clip" else None
+        if follower.op_type == "Relu" or (floor is not None and floor >= 0.0):
+            return follower.output[0]
+    return node.output[0]
+
+
+def _readers(model: onnx.ModelProto, index: GraphIndex, chosen: list[QuantNode], quantize_outputs: bool
+             ) -> dict[str, set[str]]:
+    """tensor -> names of the nodes that read its dequantized version."""
+    names = {n.name for n in chosen}
+    readers: dict[str, set[str]] = {}
+    for node in chosen:
+        readers.setdefault(node.activation, set()).add(node.name)
+    if quantize_outputs:
+        reach = _reaches_quantized(model, index, names)
+        for node in model.graph.node:
+            if node.name not in names:
+                continue
+            output = unit_output(node, index)
+            consumers = index.consumers.get(output, [])
+            if any(c.name in reach for c, _ in consumers):
+                readers.setdefault(output, set()).update(c.name for c, _ in consumers)
+    return readers
+
+
+def qdq_from_ranges(
+    model: onnx.ModelProto,
+    amax: Mapping[str, float],
+    *,
+    keep_float: Iterable[str] = (),
+    keep_names: Iterable[str] = (),
+    quantize_outputs: bool = True,
+) -> QdqResult:
+    """An INT8 Q/DQ copy of `model` (not modified) with activation ranges `amax` (tensor -> max |x|).
+
+    keep_float: node names or op types (or "DepthwiseConv") left in float, checked against the graph;
+    keep_names: exact node names left in float (the budget search's choices).
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    ensure_node_names(graph)
+    index = index_graph(model)
+    keep = match_nodes(graph, keep_float, index, option="--keep-float")
+    candidates, kept = weighted_nodes(model, index, keep, keep_names)
+    chosen: list[QuantNode] = []
+    for node in candidates:
+        if node.activation not in amax:
+            kept.append(KeptNode(node.name, node.op_type, f"no calibration range for {node.activation}"))
+        else:
+            chosen.append(node)
+    readers = _readers(model, index, chosen, quantize_outputs)
+    readers = {t: r for t, r in readers.items() if t in amax}
+    inserter = _Inserter(model)
+    dequantized: dict[str, str] = {}
+    new_nodes: list[onnx.NodeProto] = []
+    graph_inputs = {v.name for v in graph.input}
+    for tensor in readers:
+        if tensor in graph_inputs:
+            pair, dequantized[tensor] = inserter.qdq_pair(tensor, amax[tensor])
+            new_nodes.extend(pair)
+    by_name = {n.name: n for n in chosen}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in readers and node.name in readers[name]:
+                node.input[position] = dequantized[name]
+        if node.name in by_name:
+            spec = by_name[node.name]
+            array = numpy_helper.to_array(index.initializers[spec.weight])
+            weight_nodes, node.input[1] = inserter.weight(spec.weight, array, spec.axis)
+            new_nodes.extend(weight_nodes)
+        new_nodes.append(node)
+        for output in node.output:
+            if output in readers and output not in dequantized:
+                pair, dequantized[output] = inserter.qdq_pair(output, amax[output])
+                new_nodes.extend(pair)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(inserter.initializers)
+    remove_unused_initializers(model)
+    return QdqResult(model=model, quantized=[n.name for n in chosen], kept=kept, tensors=list(readers),
+                     layout="inputs+outputs" if quantize_outputs else "inputs")

@@ -1,0 +1,225 @@
+"""`deploykit bench TARGET` (latency, throughput, roofline efficiency) and `deploykit bench kernels`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
+
+
+class _BenchGroup(click.Group):
+    """`bench TARGET ...` runs `bench run TARGET ...`; `bench kernels` is the kernel sweep."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_BenchGroup, short_help="Latency/throughput of a model, or the dilated/separable kernel sweep.")
+def bench() -> None:
+    """Benchmark a model (`deploykit bench TARGET`, same as `bench run TARGET`) or the convolution kernels
+    dense-prediction models depend on (`deploykit bench kernels`)."""
+
+
+def _csv_ints(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be integers separated by commas, e.g. 1,2,4,8") from None
+    if not values or any(v <= 0 for v in values):
+        raise click.BadParameter(f"{what} must be positive integers, e.g. 1,2,4,8")
+    return values
+
+
+def _csv_words(values: tuple[str, ...]) -> list[str] | None:
+    words = [w.strip() for v in values for w in v.split(",") if w.strip()]
+    return words or None
+
+
+@bench.command("run", short_help="Time a zoo model, an .onnx file or a built artifact.")
+@click.argument("target")
+@click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
+              help="torch, onnxruntime, onnxruntime-cuda, tensorrt (default: the target's own; a zoo model "
+                   "given onnxruntime is exported to a temporary ONNX file first).")
+@click.option("--batch", "batches", default=None, metavar="1,2,4,8", help="Batch sizes to time (default 1).")
+@click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's size).")
+@click.option("--warmup", type=float, default=None, help="Warm-up seconds, excluded (default 0.2).")
+@click.option("--duration", type=float, default=None, help="Seconds to time per case (default 3, >= 10 iterations).")
+@click.option("--iterations", type=int, default=None, help="Time exactly this many iterations instead.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the backend's, all cores).")
+@click.option("--no-roofline", is_flag=True, help="Skip measuring the machine's peaks (no efficiency column).")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the engine as a CUDA graph (as trtexec 11).")
+@model_source_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the full JSON (every sample, environment, peaks) here: a baseline for --compare.")
+@click.option("--compare", "baseline", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A JSON from an earlier run: flag changes beyond the measured noise.")
+@click.option("--min-change", type=float, default=None, metavar="PERCENT",
+              help="With --compare: smallest change of the median worth flagging (default 2).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
+@force_option
+@json_option
+def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
+        duration: float | None, iterations: int | None, threads: int | None, no_roofline: bool, cuda_graph: bool,
+        set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
+        output: str | None, baseline: str | None, min_change: float | None, as_csv: bool, force: bool,
+        as_json: bool) -> None:
+    """Time TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
+    inputs in and outputs out, over several distinct inputs in rotation. Reports min, mean, median, p90,
+    p95, p99, max and std (nearest-rank percentiles, as trtexec), throughput (queries / walltime), achieved
+    GFLOP/s and the share of this machine's measured sgemm peak, with an environment manifest."""
+    import json
+
+    from deploykit.bench.harness import TimingConfig
+    from deploykit.bench.run import BenchReport, compare_reports, run_bench, to_csv
+    from deploykit.errors import ConfigConflict
+    from deploykit.outputs import check_output_path, write_json
+    from deploykit.sources import parse_options, parse_shape
+
+    if iterations is not None and duration is not None:
+        raise ConfigConflict("give --duration or --iterations, not both")
+    if iterations is not None and iterations <= 0:
+        raise click.BadParameter("--iterations must be positive")
+    if output:
+        check_output_path(output, force=force)
+    base = TimingConfig()
+    config = TimingConfig(warmup_s=base.warmup_s if warmup is None else warmup,
+                          duration_s=base.duration_s if duration is None else duration, iterations=iterations)
+    options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
+                               "allow_partial": allow_partial, "task": task}
+    report = run_bench(target, backends=_csv_words(backends), batches=_csv_ints(batches, "--batch") or [1],
+                       input_shape=parse_shape(input_shape) if input_shape else None, config=config,
+                       threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
+                       progress=progress)
+    comparison = None
+    if baseline:
+        with open(baseline, encoding="utf-8") as handle:
+            previous = BenchReport.from_dict(json.load(handle))
+        comparison = compare_reports(previous, report, **({} if min_change is None else
+                                                          {"min_change": min_change / 100}))
+    if output:
+        write_json(output, report.to_dict(), force=force)
+    if as_json:
+        echo_json({**report.to_dict(), **({"comparison": comparison.to_dict()} if comparison else {})})
+    elif as_csv:
+        click.echo(to_csv(report), nl=False)
+        if comparison is not None:
+            click.echo(_comparison_table(comparison), err=True)
+    else:
+        _render(report, comparison)
+    if output:
+        progress(f"wrote {output}")
+
+
+def _render(report: Any, comparison: Any) -> None:
+    from deploykit.bench.run import HEADERS, phase_rows, table_rows
+    from deploykit.report import fmt, text_table
+
+    click.echo(text_table(HEADERS, table_rows(report)))
+    phases = phase_rows(report)
+    if phases:
+        click.echo("\nGPU phases (median ms; latency above is end-to-end, compute is compute-only):")
+        click.echo(text_table(["target", "backend", "batch", "H2D", "compute", "D2H", "enqueue (host)"], phases))
+    for skipped in report.skipped:
+        click.echo(f"skipped {skipped.backend}: {skipped.reason}")
+    env = report.environment
+    peaks = report.peaks
+    click.echo(f"\n{env.get('cpu')} ({env.get('cores')} cores, {', '.join(env.get('cpu_flags', []))}); "
+               + (f"peaks: sgemm {fmt(peaks['gemm_gflops'])} GFLOP/s, copy {fmt(peaks['copy_gbps'])} GB/s; "
+                  if peaks else "")
+               + f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}")
+    if report.results:
+        click.echo(f"mode: {report.results[0].mode}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if comparison is not None:
+        click.echo("\n" + _comparison_table(comparison))
+
+
+def _comparison_table(comparison: Any) -> str:
+    from deploykit.report import text_table
+
+    rows = [[c.target, c.backend, c.precision, c.batch, c.change.baseline_median, c.change.current_median,
+             f"{100 * c.change.relative:+.1f}%", f"[{c.change.low:+.3f}, {c.change.high:+.3f}]", c.change.verdict]
+            for c in comparison.comparisons]
+    lines = [text_table(["target", "backend", "precision", "batch", "baseline ms", "now ms", "change",
+                         "noise band ms", "verdict"], rows)]
+    lines += [f"environment differs: {line}" for line in comparison.environment_differences]
+    lines += [f"not in the baseline: {line}" for line in comparison.unmatched]
+    return "\n".join(lines)
+
+
+@bench.command("kernels", short_help="Dilated and depthwise-separable convolutions vs the machine's roofline.")
+@click.option("--quick", is_flag=True, help="A short sweep (about a minute): fewer shapes and rates.")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(["dilated", "separable"]),
+              help="Which sweep (default both).")
+@click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
+              help="torch, onnxruntime, tensorrt (default: all that are available).")
+@click.option("--precision", "precisions", multiple=True, metavar="P[,P]",
+              help="fp32, fp16, int8, int8u8 (default all).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON here, with the PNG plots beside it (NAME.dilated.png, NAME.separable.png).")
+@click.option("--no-plots", is_flag=True, help="Do not draw the PNG plots.")
+@force_option
+@json_option
+def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], precisions: tuple[str, ...],
+            threads: int | None, output: str | None, no_plots: bool, force: bool, as_json: bool) -> None:
+    """Time 3x3 dilated convolutions (rates 1-36 on DeepLab's shapes) and depthwise-separable pairs against
+    the standard 3x3 they replace (MobileNetV2, Xception-65 shapes) in PyTorch eager, ONNX Runtime fp32/
+    fp16/int8 and TensorRT when present; GFLOP/s, GB/s and efficiency against the measured roofline."""
+    from deploykit.bench.kernels import run_kernels
+    from deploykit.outputs import check_output_path, write_json
+
+    paths = _kernel_paths(output, not no_plots)
+    for path in paths:
+        check_output_path(path, force=force)
+    if len(paths) > 1:
+        from deploykit.bench.plots import require_matplotlib
+
+        require_matplotlib()  # fail before a long sweep, not after it
+    report = run_kernels(quick=quick, suites=list(suites) or ["dilated", "separable"],
+                         backends=_csv_words(backends), precisions=_csv_words(precisions), threads=threads,
+                         progress=progress)
+    written = []
+    if output:
+        written.append(write_json(output, report.to_dict(), force=force))
+        if not no_plots:
+            from deploykit.bench.plots import plot_dilated, plot_separable
+
+            written += [p for p in (plot_dilated(report.results, paths[1], force=force),
+                                    plot_separable(report.results, paths[2], force=force)) if p is not None]
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        _render_kernels(report)
+    for written_path in written:
+        progress(f"wrote {written_path}")
+
+
+def _kernel_paths(output: str | None, plots: bool) -> list[str]:
+    if not output:
+        return []
+    stem = output[:-5] if output.endswith(".json") else output
+    return [output, *([f"{stem}.dilated.png", f"{stem}.separable.png"] if plots else [])]
+
+
+def _render_kernels(report: Any) -> None:
+    from deploykit.report import text_table
+
+    rows = [[r.shape, r.variant, r.dilation, r.backend, r.precision, r.median_ms, r.gflops, r.gbps,
+             r.roofline_gflops, r.efficiency_percent] for r in report.results]
+    click.echo(text_table(["shape", "variant", "rate", "backend", "precision", "median ms", "GFLOP/s", "GB/s",
+                           "roofline GFLOP/s", "% of roofline"], rows))
+    for skipped in report.skipped:
+        click.echo(f"skipped {skipped.backend}: {skipped.reason}")
+    peaks = report.peaks
+    click.echo(f"\npeaks: sgemm {peaks['gemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbps']:.1f} GB/s, "
+               f"{peaks['threads']} threads; {report.seconds:.0f} s")
+    for note in report.notes:
+        click.echo(f"note: {note}")

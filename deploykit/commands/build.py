@@ -1,0 +1,118 @@
+"""`deploykit build-engine`: an ONNX model to an FP32/FP16/INT8 artifact for ONNX Runtime or TensorRT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from deploykit.commands._options import echo_json, force_option, json_option, progress
+
+
+def tensorrt_options(func: Any) -> Any:
+    """--backend tensorrt options; each is passed on only when given (ONNX Runtime builds reject them)."""
+    for option in reversed([
+        click.option("--min-shape", "min_shape", multiple=True, metavar="NAME:NxCxHxW",
+                     help="TensorRT profile: smallest input shape (default 1 x C x H/2 x W/2 of the model's size)."),
+        click.option("--opt-shape", "opt_shape", multiple=True, metavar="NAME:NxCxHxW",
+                     help="TensorRT profile: the shape to tune for (default 1 x C x H x W)."),
+        click.option("--max-shape", "max_shape", multiple=True, metavar="NAME:NxCxHxW",
+                     help="TensorRT profile: largest input shape (default 4 x C x 2H x 2W)."),
+        click.option("--workspace", "workspace_mib", type=int, default=None, metavar="MIB",
+                     help="TensorRT workspace limit in MiB (default: TensorRT's, the GPU's memory)."),
+        click.option("--builder-optimization-level", "optimization_level", type=click.IntRange(0, 5), default=None,
+                     help="TensorRT builder optimization level 0-5 (default 3; higher builds longer)."),
+        click.option("--timing-cache", "timing_cache", type=click.Path(dir_okay=False), default=None,
+                     help="TensorRT timing cache file: read if present, updated after the build."),
+        click.option("--version-compatible", "version_compatible", is_flag=True,
+                     help="TensorRT: an engine later TensorRT versions can load (may be slower)."),
+        click.option("--hardware-compatibility", "hardware_compatibility", type=click.Choice(["none", "ampere+"]),
+                     default=None, help="TensorRT: ampere+ runs on every GPU of compute capability 8.0+ "
+                                        "(may be slower; default none: this GPU's compute capability)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _rows(report: dict[str, Any]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for key in ("kept_fp32", "kept_float"):
+        for node in report.get(key, []):
+            rows.append([node["name"], node["op_type"], node["reason"]])
+    return rows
+
+
+@click.command("build-engine", short_help="Build an FP32/FP16/INT8 artifact (ONNX Runtime or TensorRT).")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The artifact to write (its sidecar OUT.deploykit.json goes beside it).")
+@click.option("--fp32", "precision", flag_value="fp32", help="Keep float32 (the default).")
+@click.option("--fp16", "precision", flag_value="fp16", help="Weights and activations in float16.")
+@click.option("--int8", "precision", flag_value="int8", help="Explicit INT8 Q/DQ from calibration data.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default=None,
+              help="auto (default): TensorRT where a builder can be constructed, else ONNX Runtime.")
+@click.option("--fp16-io", is_flag=True, help="FP16: float16 graph inputs and outputs too (default float32).")
+@click.option("--keep-fp32", multiple=True, metavar="NODE_OR_OPTYPE",
+              help="FP16: keep this node name or op type in float32 (repeatable; DepthwiseConv works too).")
+@click.option("--keep-float", multiple=True, metavar="NODE_OR_OPTYPE",
+              help="INT8: keep this node name or op type unquantized (repeatable; DepthwiseConv works too).")
+@click.option("--calib-data", default=None, metavar="DIR|FILE|photos|synthetic",
+              help="Calibration inputs: images (model's preprocessing), .npy/.npz, scikit-image photos, or noise.")
+@click.option("--calib-n", type=int, default=None, help="Calibration inputs to use (default 64).")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="INT8 range method (default entropy, as TensorRT).")
+@click.option("--percentile", type=float, default=None, help="Percentile of |x| for --calib-method percentile.")
+@click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
+              help="Calibration cache file (default: keyed file in ~/.cache/deploykit/calibration).")
+@click.option("--no-calib-cache", is_flag=True, help="Neither read nor write a calibration cache.")
+@click.option("--accuracy-budget", default=None, metavar="METRIC>=VALUE",
+              help="INT8: keep the fewest nodes in float meeting e.g. pixel_agreement>=0.995, miou, cc, cosine.")
+@click.option("--holdout", type=int, default=None, help="Calibration inputs held out to measure the budget.")
+@click.option("--max-float", "max_kept", type=int, default=None,
+              help="Most weighted nodes the budget search may keep in float (default: all).")
+@click.option("--qdq-layout", type=click.Choice(["inputs", "inputs+outputs"]), default=None,
+              help="INT8 Q/DQ placement (default: inputs for TensorRT, inputs+outputs for ONNX Runtime).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and checks.")
+@tensorrt_options
+@force_option
+@json_option
+def build_engine(model: str, output: str, precision: str | None, backend: str | None, fp16_io: bool,
+                 keep_fp32: tuple[str, ...], keep_float: tuple[str, ...], calib_data: str | None,
+                 calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,
+                 no_calib_cache: bool, accuracy_budget: str | None, holdout: int | None, max_kept: int | None,
+                 qdq_layout: str | None, threads: int | None, force: bool, as_json: bool,
+                 **trt: Any) -> None:
+    """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
+    OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
+    Every later command (parity, bench) loads OUT through its sidecar."""
+    from deploykit.build import build_artifact
+    from deploykit.calib.precision import CalibrationOptions
+    from deploykit.report import text_table
+
+    calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
+                                     cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,
+                                     max_kept=max_kept)
+    result = build_artifact(model, output, precision=precision or "fp32", backend=backend,
+                            calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
+                            accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,
+                            tensorrt_options={k: v for k, v in trt.items() if v not in (None, (), False)},
+                            progress=progress)
+    if as_json:
+        echo_json({"path": str(result.path), "sidecar": str(result.sidecar_path), "backend": result.backend,
+                   "backend_note": result.backend_note, "precision": result.precision,
+                   "precision_onnx": str(result.precision_onnx) if result.precision_onnx else None,
+                   "report": result.report, "seconds": result.seconds})
+        return
+    click.echo(f"backend: {result.backend_note}")
+    rows = _rows(result.report)
+    if rows:
+        click.echo(text_table(["kept in higher precision", "op", "why"], rows))
+    budget = result.report.get("budget")
+    if budget:
+        click.echo(f"accuracy budget {budget['budget']}: reached {budget['reached']:.6g} with "
+                   f"{len(budget['kept_float'])} of {budget['candidates']} weighted nodes in float "
+                   f"(all INT8: {budget['all_int8']:.6g}; {budget['evaluations']} evaluations)")
+    if result.precision_onnx:
+        click.echo(f"wrote {result.precision_onnx} ({result.precision} graph)")
+    click.echo(f"wrote {result.path} and {result.sidecar_path.name} ({result.precision}, {result.backend}, "
+               f"{result.seconds:.1f} s)")

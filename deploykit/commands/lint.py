@@ -1,0 +1,33 @@
+"""`deploykit lint`: check an ONNX model against TensorRT's ONNX support, without a GPU."""
+
+from __future__ import annotations
+
+import click
+
+from deploykit.commands._options import echo_json, json_option
+
+
+@click.command(short_help="Check an ONNX model against TensorRT's ONNX support (no GPU needed).")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", type=click.Choice(["tensorrt"]), default=None,
+              help="What to check against (default: tensorrt, TensorRT 10.x/11.x's ONNX parser).")
+@json_option
+@click.pass_context
+def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> None:
+    """Check MODEL.onnx's operators, attributes and opset against TensorRT's ONNX parser (onnx-tensorrt's
+    operators.md): each finding names the node, says why, and says which fix deploykit offers.
+    Exit status 0 when TensorRT should parse the model, 1 when a finding is an error, 2 when MODEL is
+    unusable. build-engine runs the same checks before building a TensorRT engine."""
+    from deploykit.graph.lint import lint_onnx
+
+    report = lint_onnx(model, target=target)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        for finding in report.findings:
+            click.echo(f"{finding.severity:<7} {finding.node} ({finding.op}) [{finding.rule}]")
+            click.echo(f"        why: {finding.why}")
+            click.echo(f"        fix: {finding.fix}")
+        click.echo(report.summary())
+    if not report.ok:
+        ctx.exit(1)

@@ -1,0 +1,89 @@
+"""`deploykit parity`: is the deployed model as good as the PyTorch one, and if not, which layer broke it?"""
+
+from __future__ import annotations
+
+import click
+
+from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
+
+
+@click.command(short_help="Compare a reference with candidates on task metrics; localise divergence.")
+@click.argument("reference")
+@click.argument("candidates", nargs=-1, required=True)
+@model_source_options
+@click.option("--inputs", "inputs", default=None, metavar="DIR|FILE.npz",
+              help="Images (preprocessed as the model expects) or an .npz of N,C,H,W arrays. "
+                   "Default: scikit-image's sample photographs.")
+@click.option("--random", "random_count", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Add N random normal inputs.")
+@click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images.")
+@click.option("--seed", type=int, default=None, help="Seed of --random (default 0).")
+@click.option("--providers", default=None, metavar="cpu|cuda|tensorrt",
+              help="ONNX Runtime execution providers, comma-separated (default cpu).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runner.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Judge candidates with this precision's gates (default: each candidate's own).")
+@click.option("--gate", "gates", multiple=True, metavar="[OUTPUT:]METRIC>=X",
+              help="Replace a default gate, e.g. 'pixel_agreement>=0.99' or 'out:cosine>=0.9' (repeatable).")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance of the beyond_tol share (1e-4).")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance of the beyond_tol share (1e-3).")
+@click.option("--localize", is_flag=True, help="For failing ONNX candidates, find the first diverging node.")
+@click.option("--reference-onnx", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="FP32 ONNX reference for --localize (default: the reference, exported if it is PyTorch).")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Nodes listed by --localize (5).")
+@click.option("--localize-tol", type=float, default=None,
+              help="Relative-error tolerance of --localize (default per precision: 1e-4, 1e-2, 1e-1).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write a Markdown report.")
+@force_option
+@json_option
+def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, ...], weights: str | None,
+           allow_partial: bool, task: str | None, inputs: str | None, random_count: int | None,
+           input_shape: str | None, limit: int | None, seed: int | None, providers: str | None,
+           threads: int | None, precision: str | None, gates: tuple[str, ...], atol: float | None,
+           rtol: float | None, localize: bool, reference_onnx: str | None, top_k: int | None,
+           localize_tol: float | None, report: str | None, force: bool, as_json: bool) -> None:
+    """Run REFERENCE and each CANDIDATE on the same inputs and compare every output: numeric metrics, task
+    metrics (segmentation: pixel agreement, mIoU; saliency: CC, KLD, SIM, NSS) and gates chosen by each
+    candidate's precision. Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
+    Runtime) or a built artifact (its sidecar's backend). Exits 2 when a candidate fails."""
+    from deploykit.errors import ParityError
+    from deploykit.outputs import check_output_path, write_text
+    from deploykit.parity.compare import ParitySettings, run_parity
+    from deploykit.parity.gates import parse_gate
+    from deploykit.parity.inputs import resolve_inputs
+    from deploykit.parity.render import markdown_report, text_report
+    from deploykit.sources import parse_options, parse_shape
+    from deploykit.targets import is_file_target, open_target
+
+    if report:
+        check_output_path(report, force=force)
+    chosen = tuple(p.strip() for p in (providers or "cpu").split(",") if p.strip())
+    options = parse_options(set_options)
+    opened = []
+    for source in (reference, *candidates):
+        torch_side = not is_file_target(source)
+        progress(f"loading {source}")
+        opened.append(open_target(source, options=options if torch_side else None,
+                                  weights=weights if torch_side else None, allow_partial=allow_partial,
+                                  task=task, providers=chosen, threads=threads))  # type: ignore[arg-type]
+    shape = parse_shape(input_shape) if input_shape else None
+    input_set = resolve_inputs(opened, inputs=inputs, random=random_count, input_shape=shape, limit=limit,
+                               seed=seed or 0)
+    progress(f"inputs: {input_set.description}")
+    defaults = ParitySettings()
+    settings = ParitySettings(
+        gates=tuple(parse_gate(g) for g in gates), precision=precision,
+        atol=defaults.atol if atol is None else atol, rtol=defaults.rtol if rtol is None else rtol,
+        localize=localize, reference_onnx=reference_onnx, top_k=top_k or defaults.top_k,
+        localize_tolerance=localize_tol, providers=chosen)
+    result = run_parity(opened[0], opened[1:], input_set, settings, progress)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(text_report(result))
+    if report:
+        write_text(report, markdown_report(result), force=force)
+        progress(f"wrote {report}")
+    if not result.passed:
+        raise ParityError(result.summary())

@@ -1,0 +1,1 @@
+"""Pure ONNX -> ONNX passes and inspections (no torch): unpooling, FP16, TensorRT lint, graph inspection."""

@@ -1,0 +1,258 @@
+"""FP32 -> FP16 as an ONNX graph transform: weights and activations in float16, shapes and scales untouched.
+
+Written as its own pass instead of onnxconverter-common / onnxruntime.transformers.float16 because those
+convert every float tensor and then patch known exceptions, which is how Resize broke repeatedly
+(onnxconverter-common #207, #272, #306; ONNX Runtime #8327: `scales` turned float16, empty optional inputs
+replaced by named empty constants, Casts inserted after their consumers). This pass works the other way round:
+- Only ops listed in FP16_OPS are converted, and only the inputs listed there (the ones typed T by the ONNX
+  spec) change type. Resize's roi/scales/sizes, Reshape's shape, Pad's pads, Slice's starts/ends, Expand's
+  shape and every other shape- or scale-carrying input are never touched; empty optional inputs stay empty.
+- Float tensors computed from shapes (Shape -> Cast -> Mul -> Cast, as exporters emit for interpolate) are not
+  activations and stay float32, so size arithmetic is never rounded to float16.
+- Every other op, nodes named with `keep`, and nodes whose inputs or outputs exceed `overflow_limit` on the
+  calibration data (or whose weights do) stay float32, with a Cast at each boundary, inserted in topological
+  order right before the node that needs it.
+Graph inputs and outputs stay float32 unless `fp16_io`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from deploykit.graph.tensors import (
+    GraphIndex,
+    activations,
+    all_names,
+    constant_array,
+    ensure_node_names,
+    index_graph,
+    match_nodes,
+    remove_unused_initializers,
+    subgraph_reads,
+    unique_name,
+)
+
+FP16_MAX = 65504.0
+# Share of float16's range a calibration maximum may reach before the node stays float32: inputs beyond the
+# calibration set get 2x headroom.
+DEFAULT_OVERFLOW_FRACTION = 0.5
+ALL = None  # every input is of type T
+
+# op type -> positions of the inputs that share the op's float type T (ALL = every input). Other inputs keep
+# their type: they are shapes, sizes, scales, axes or indices.
+FP16_OPS: dict[str, tuple[int, ...] | None] = {
+    **{op: (0,) for op in (
+        "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Gelu",
+        "Erf", "Abs", "Neg", "Sqrt", "Reciprocal", "Exp", "Log", "Floor", "Ceil", "Identity", "Dropout",
+        "Softmax", "LogSoftmax", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+        "Flatten", "Transpose", "DepthToSpace", "SpaceToDepth", "Reshape", "Squeeze", "Unsqueeze", "Expand",
+        "Tile", "Slice", "Split", "Gather", "GatherElements", "Resize", "Upsample", "ReduceMean", "ReduceMax",
+        "ReduceMin", "ReduceSum", "ArgMax", "ArgMin", "MaxUnpool", "TopK", "Sign", "LRN", "Mish",
+    )},
+    **{op: ALL for op in (
+        "Add", "Sub", "Mul", "Div", "Min", "Max", "Sum", "Mean", "Concat", "Conv", "ConvTranspose", "Gemm",
+        "MatMul", "PRelu", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Clip",
+        "InstanceNormalization", "BatchNormalization",
+    )},
+    "Where": (1, 2),
+    "Pad": (0, 2),  # constant_value has the data's type; pads (1) and axes (3) are int64
+    "ScatterND": (0, 2),
+    "ScatterElements": (0, 2),
+}
+
+
+@dataclass(frozen=True)
+class KeptNode:
+    name: str
+    op_type: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "op_type": self.op_type, "reason": self.reason}
+
+
+@dataclass
+class Fp16Result:
+    model: onnx.ModelProto
+    converted: int  # nodes computing in float16
+    kept: list[KeptNode] = field(default_factory=list)
+    overflow_limit: float = FP16_MAX * DEFAULT_OVERFLOW_FRACTION
+
+    def report(self) -> dict[str, object]:
+        return {"converted_nodes": self.converted, "kept_fp32": [k.to_dict() for k in self.kept],
+                "overflow_limit": self.overflow_limit}
+
+
+def _data_inputs(node: onnx.NodeProto) -> list[int]:
+    positions = FP16_OPS[node.op_type]
+    return list(range(len(node.input))) if positions is None else [p for p in positions if p < len(node.input)]
+
+
+def _keep_reason(node: onnx.NodeProto, index: GraphIndex, absmax: Mapping[str, float], limit: float) -> str:
+    """Why a float16-capable node must stay float32 on numeric grounds, or '' when it need not."""
+    for name in (*[node.input[p] for p in _data_inputs(node)], *node.output):
+        if not name or not index.is_float(name):
+            continue
+        if name in index.initializers:
+            peak = float(np.abs(numpy_helper.to_array(index.initializers[name])).max(initial=0.0))
+            if peak > FP16_MAX:
+                return f"weight {name} reaches {peak:.4g} > float16 max {FP16_MAX:g}"
+        elif absmax.get(name, 0.0) > limit:
+            return f"{name} reaches |x| = {absmax[name]:.4g} on the calibration data (> {limit:.4g})"
+    return ""
+
+
+def _plan(model: onnx.ModelProto, index: GraphIndex, keep: set[str], absmax: Mapping[str, float],
+          limit: float) -> tuple[set[str], list[KeptNode]]:
+    """Names of the nodes to compute in float16, and the activation nodes kept in float32 with reasons."""
+    live = activations(model, index)
+    pinned = subgraph_reads(model.graph)
+    half: set[str] = set()
+    kept: list[KeptNode] = []
+    for node in model.graph.node:
+        float_outputs = [o for o in node.output if o and o in live]
+        if not float_outputs:
+            continue  # shape arithmetic, constants, integer outputs: nothing to convert
+        if node.name in keep:
+            kept.append(KeptNode(node.name, node.op_type, "kept by --keep-fp32"))
+        elif node.op_type not in FP16_OPS or node.domain not in ("", "ai.onnx"):
+            kept.append(KeptNode(node.name, node.op_type, f"no float16 rule for {node.op_type}"))
+        elif any(o in pinned for o in node.output):
+            kept.append(KeptNode(node.name, node.op_type, "output read inside a subgraph"))
+        elif any(node.input[p] and not index.is_float(node.input[p]) for p in _data_inputs(node)):
+            kept.append(KeptNode(node.name, node.op_type, "a typed input is not float"))
+        elif reason := _keep_reason(node, index, absmax, limit):
+            kept.append(KeptNode(node.name, node.op_type, reason))
+        else:
+            half.add(node.name)
+    return half, kept
+
+
+class _Rewriter:
+    """Builds the new node list, converting initializers/constants once and sharing boundary Casts."""
+
+    def __init__(self, model: onnx.ModelProto, index: GraphIndex) -> None:
+        self.model = model
+        self.index = index
+        self.taken = all_names(model)
+        self.half: set[str] = set()  # tensors that hold float16 values in the new graph
+        self.to_half: dict[str, str] = {}
+        self.to_float: dict[str, str] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.new_initializers: list[onnx.TensorProto] = []
+
+    def _cast(self, source: str, target: str, to: int) -> None:
+        self.nodes.append(helper.make_node("Cast", [source], [target], to=to,
+                                           name=unique_name(f"{target}_cast", self.taken)))
+
+    def as_half(self, name: str) -> str:
+        if name in self.half:
+            return name
+        if name in self.to_half:
+            return self.to_half[name]
+        new = unique_name(f"{name}_fp16", self.taken)
+        init = self.index.initializers.get(name)
+        producer = self.index.producer.get(name)
+        value = numpy_helper.to_array(init) if init is not None else (
+            constant_array(producer) if producer is not None and producer.op_type == "Constant" else None)
+        if value is not None and value.dtype == np.float32:
+            # Values beyond float16's range were caught by the plan; tiny ones flush to zero, as float16 must.
+            half = np.clip(value, -FP16_MAX, FP16_MAX).astype(np.float16)
+            self.new_initializers.append(numpy_helper.from_array(half, new))
+        else:
+            self._cast(name, new, TensorProto.FLOAT16)
+        self.to_half[name] = new
+        return new
+
+    def as_float(self, name: str) -> str:
+        if name not in self.half:
+            return name
+        if name not in self.to_float:
+            new = unique_name(f"{name}_fp32", self.taken)
+            self._cast(name, new, TensorProto.FLOAT)
+            self.to_float[name] = new
+        return self.to_float[name]
+
+    def convert(self, node: onnx.NodeProto) -> None:
+        positions = set(_data_inputs(node))
+        for position, name in enumerate(node.input):
+            if name and position in positions and self.index.is_float(name):
+                node.input[position] = self.as_half(name)
+            elif name:
+                node.input[position] = self.as_float(name)
+        self.nodes.append(node)
+        self.half.update(o for o in node.output if o and self.index.is_float(o))
+
+    def keep(self, node: onnx.NodeProto) -> None:
+        for position, name in enumerate(node.input):
+            if name:
+                node.input[position] = self.as_float(name)
+        self.nodes.append(node)
+
+
+def _fix_outputs(graph: onnx.GraphProto, rewriter: _Rewriter, fp16_io: bool) -> None:
+    """Graph outputs computed in float16: declare them float16 (fp16_io) or cast them back under their name."""
+    for output in graph.output:
+        if output.name not in rewriter.half:
+            continue
+        if fp16_io:
+            output.type.tensor_type.elem_type = TensorProto.FLOAT16
+            continue
+        inner = unique_name(f"{output.name}_fp16out", rewriter.taken)
+        for node in rewriter.nodes:
+            for position, name in enumerate(node.input):
+                if name == output.name:
+                    node.input[position] = inner
+            for position, name in enumerate(node.output):
+                if name == output.name:
+                    node.output[position] = inner
+        rewriter.nodes.append(helper.make_node("Cast", [inner], [output.name], to=TensorProto.FLOAT,
+                                               name=unique_name(f"{output.name}_cast", rewriter.taken)))
+
+
+def fp16_from_onnx(
+    model: onnx.ModelProto,
+    *,
+    keep: Iterable[str] = (),
+    fp16_io: bool = False,
+    activation_absmax: Mapping[str, float] | None = None,
+    overflow_fraction: float = DEFAULT_OVERFLOW_FRACTION,
+) -> Fp16Result:
+    """A float16 copy of `model` (the input is not modified).
+
+    keep: node names or op types (or "DepthwiseConv") to leave in float32.
+    activation_absmax: max |x| per tensor measured on calibration data; tensors above
+    `overflow_fraction * 65504` keep their producer and consumers in float32.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    ensure_node_names(graph)
+    index = index_graph(model)
+    limit = FP16_MAX * overflow_fraction
+    keep_names = match_nodes(graph, keep, index, option="--keep-fp32")
+    half_nodes, kept = _plan(model, index, keep_names, activation_absmax or {}, limit)
+    rewriter = _Rewriter(model, index)
+    if fp16_io:
+        for value in graph.input:
+            if value.name not in index.initializers and value.type.tensor_type.elem_type == TensorProto.FLOAT:
+                value.type.tensor_type.elem_type = TensorProto.FLOAT16
+                rewriter.half.add(value.name)
+    for node in list(graph.node):
+        (rewriter.convert if node.name in half_nodes else rewriter.keep)(node)
+    _fix_outputs(graph, rewriter, fp16_io)
+    del graph.node[:]
+    graph.node.extend(rewriter.nodes)
+    graph.initializer.extend(rewriter.new_initializers)
+    del graph.value_info[:]  # stale float32 annotations; ONNX Runtime and the checker re-infer them
+    remove_unused_initializers(model)
+    return Fp16Result(model=model, converted=len(half_nodes), kept=kept, overflow_limit=limit)
+
+
+def kept_as_json(result: Fp16Result) -> str:
+    return json.dumps([k.to_dict() for k in result.kept])

@@ -1,0 +1,371 @@
+"""`deploykit lint --target tensorrt`: what TensorRT's ONNX parser will reject or mishandle, found without a GPU.
+
+The rules follow onnx-tensorrt's docs/operators.md for TensorRT 10.15 (opsets 9-24): the operators it does
+not support, their documented restrictions (MaxPool's Indices output, Resize modes and coordinate
+transforms, pooling dilations, Q/DQ zero points ...), plus what deploykit knows costs accuracy or speed
+(INT8 around Resize, depthwise convolutions in INT8). Each finding names the node, says why, and says which
+fix deploykit offers. Severity: "error" (parsing or building fails), "warning" (builds, but may be wrong or
+lossy), "info" (builds and runs; a performance note).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from deploykit.errors import InputError
+from deploykit.graph import trt_support as support
+from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
+
+Severity = Literal["error", "warning", "info"]
+TARGETS = ("tensorrt",)
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_INT32 = np.iinfo(np.int32)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    node: str  # node name (or "<op> -> <first output>"), or "(model)"
+    op: str
+    why: str
+    fix: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class LintReport:
+    target: str
+    source: str
+    opset: int
+    nodes: int
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        infos = len(self.findings) - len(self.errors) - len(self.warnings)
+        verdict = "TensorRT should parse it" if self.ok else "TensorRT will not build it as it is"
+        return (f"{self.source}: {len(self.errors)} error(s), {len(self.warnings)} warning(s), {infos} note(s) "
+                f"for {self.target} ({self.nodes} nodes, opset {self.opset}); {verdict}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "source": self.source, "opset": self.opset, "nodes": self.nodes,
+                "ok": self.ok, "errors": len(self.errors), "warnings": len(self.warnings),
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def label(node: onnx.NodeProto) -> str:
+    return node.name or f"{node.op_type} -> {node.output[0] if node.output else '?'}"
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+def _walk(nodes: Any) -> Iterator[onnx.NodeProto]:
+    """Every node, including those inside If/Loop/Scan bodies."""
+    for node in nodes:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _walk(sub.node)
+
+
+class _Context:
+    """The main graph's index plus constant values (initializers and Constant nodes) by tensor name."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.index: GraphIndex = index_graph(model)
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if not name:
+            return None
+        init = self.index.initializers.get(name)
+        if init is not None:
+            return onnx.numpy_helper.to_array(init)
+        node = self.index.producer.get(name)
+        return constant_array(node) if node is not None and node.op_type == "Constant" else None
+
+    def producer_op(self, name: str) -> str:
+        node = self.index.producer.get(name)
+        return node.op_type if node is not None else ""
+
+
+Rule = Callable[[onnx.NodeProto, _Context], list[Finding]]
+
+
+def _finding(node: onnx.NodeProto, rule: str, severity: Severity, why: str, fix: str) -> Finding:
+    return Finding(rule, severity, label(node), node.op_type, why, fix)
+
+
+def _opset_findings(model: onnx.ModelProto) -> list[Finding]:
+    lo, hi = support.OPSET_RANGE
+    found = []
+    for entry in model.opset_import:
+        if entry.domain in _DEFAULT_DOMAINS and not lo <= entry.version <= hi:
+            found.append(Finding(
+                "opset", "error", "(model)", "", f"ONNX opset {entry.version}: TensorRT 10 parses opsets {lo}-{hi}",
+                "re-export with a supported opset: `deploykit export MODEL --opset 18 -o model.onnx`"))
+    return found
+
+
+def _domain_and_op(node: onnx.NodeProto) -> list[Finding]:
+    if node.domain not in _DEFAULT_DOMAINS:
+        fix = support.CUSTOM_DOMAIN_FIXES.get(node.domain, support.PLUGIN_FIX)
+        return [_finding(node, "custom-domain", "error",
+                         f"{node.domain}::{node.op_type} is not a standard ONNX operator; TensorRT's parser "
+                         "needs a plugin for it", fix)]
+    if node.op_type in support.UNPOOLING_OPS:
+        return []  # reported by the unpooling rule, which knows what deploykit can rewrite
+    if node.op_type in support.UNSUPPORTED:
+        return [_finding(node, "unsupported-op", "error",
+                         f"TensorRT's ONNX parser does not support {node.op_type}",
+                         support.UNSUPPORTED_FIXES.get(node.op_type, support.REPLACE_FIX))]
+    if node.op_type not in support.SUPPORTED:
+        return [_finding(node, "unknown-op", "warning",
+                         f"{node.op_type} is not in TensorRT 10.15's operator table (newer than the parser?)",
+                         "check the installed TensorRT's operators.md; else replace the layer in PyTorch")]
+    return []
+
+
+def _pool_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    attrs = _attrs(node)
+    found = []
+    if len(attrs.get("kernel_shape", [0, 0])) not in (2, 3):
+        found.append(_finding(node, "pool-rank", "error", "TensorRT pools 2-D or 3-D inputs only",
+                              "use a 2-D pool in PyTorch (a 1-D signal as height 1)"))
+    if any(d != 1 for d in attrs.get("dilations", [])):
+        found.append(_finding(node, "pool-dilation", "error",
+                              f"{node.op_type} with dilations {list(attrs['dilations'])}: TensorRT needs them "
+                              "empty or all ones", "use dilation=1 pooling in the PyTorch model"))
+    return found
+
+
+def _resize_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    attrs = _attrs(node)
+    found = []
+    mode = attrs.get("mode", "nearest")
+    if mode not in support.RESIZE_MODES:
+        found.append(_finding(node, "resize-mode", "error", f"Resize mode {mode!r}: TensorRT supports "
+                              f"{', '.join(support.RESIZE_MODES)}",
+                              "use mode='bilinear' (or 'nearest') in F.interpolate and re-export"))
+    transform = attrs.get("coordinate_transformation_mode", "half_pixel")
+    if transform not in support.RESIZE_TRANSFORMS:
+        found.append(_finding(node, "resize-coordinates", "error",
+                              f"coordinate_transformation_mode {transform!r}: TensorRT supports "
+                              f"{', '.join(support.RESIZE_TRANSFORMS)}",
+                              "use F.interpolate with align_corners=False (half_pixel) or True (align_corners)"))
+    nearest = attrs.get("nearest_mode", "round_prefer_floor")
+    if mode == "nearest" and nearest not in support.RESIZE_NEAREST_MODES:
+        found.append(_finding(node, "resize-nearest-mode", "error", f"nearest_mode {nearest!r} is unsupported",
+                              f"use one of {', '.join(support.RESIZE_NEAREST_MODES)}"))
+    if attrs.get("antialias", 0):
+        found.append(_finding(node, "resize-antialias", "error", "TensorRT's Resize has no antialiasing",
+                              "use F.interpolate(..., antialias=False) and re-export"))
+    policy = attrs.get("keep_aspect_ratio_policy", "stretch")
+    if policy != "stretch":
+        found.append(_finding(node, "resize-aspect", "error", f"keep_aspect_ratio_policy {policy!r}: TensorRT "
+                              "supports 'stretch' only", "resize to an explicit size in the PyTorch model"))
+    if ctx.producer_op(node.input[0]) == "DequantizeLinear":
+        found.append(_finding(node, "int8-resize", "info",
+                              "TensorRT has no INT8 Resize: this one runs in float between Q/DQ reformats",
+                              "keep the Resize out of INT8 quantization (the precision pass can exclude it by "
+                              "name or op type)"))
+    return found
+
+
+def _qdq_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    found = []
+    zero = ctx.constant(node.input[2]) if len(node.input) > 2 else None
+    if zero is not None and zero.dtype == np.uint8:
+        found.append(_finding(node, "qdq-uint8", "error",
+                              "UINT8 quantization (ONNX Runtime's default QUInt8): TensorRT quantizes to INT8 only",
+                              "quantize with deploykit's calibration (`build-engine --int8`: symmetric INT8 Q/DQ)"))
+    elif zero is not None and np.any(zero != 0):
+        found.append(_finding(node, "qdq-zero-point", "error",
+                              "asymmetric quantization (nonzero zero point): TensorRT requires zero points of 0",
+                              "recalibrate with deploykit (`build-engine --int8`), which writes symmetric Q/DQ"))
+    scale = ctx.constant(node.input[1]) if len(node.input) > 1 else None
+    axis = int(_attrs(node).get("axis", 1))
+    weights_of = [c for c, pos in ctx.index.consumers.get(node.output[0], []) if c.op_type == "Conv" and pos == 1]
+    if node.op_type == "DequantizeLinear" and weights_of and scale is not None and scale.size > 1 and axis != 0:
+        found.append(_finding(node, "qdq-weight-axis", "error",
+                              f"per-channel weight scales on axis {axis}: TensorRT quantizes convolution weights "
+                              "per output channel (axis 0)",
+                              "recalibrate with deploykit (`build-engine --int8`), which quantizes weights on axis 0"))
+    return found
+
+
+def _conv_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    group = int(_attrs(node).get("group", 1))
+    weight = node.input[1] if len(node.input) > 1 else ""
+    if group > 1 and ctx.producer_op(weight) == "DequantizeLinear":
+        return [_finding(node, "int8-grouped-conv", "info",
+                         f"a grouped convolution (group {group}) in INT8: TensorRT often runs depthwise/grouped "
+                         "convolutions slower in INT8 than in FP16 (TensorRT issues #1310, #4529)",
+                         "measure it; keep it in FP16 by excluding it (name or op type DepthwiseConv) from INT8")]
+    return []
+
+
+def _topk_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    found = []
+    if int(_attrs(node).get("sorted", 1)) != 1:
+        found.append(_finding(node, "topk-sorted", "error", "TopK with sorted=0: TensorRT needs sorted=1",
+                              "use torch.topk(..., sorted=True)"))
+    k = ctx.constant(node.input[1]) if len(node.input) > 1 else None
+    if k is not None and k.size == 1 and int(k.reshape(-1)[0]) >= support.TOPK_MAX_K:
+        found.append(_finding(node, "topk-k", "error",
+                              f"TopK with K={int(k.reshape(-1)[0])}: TensorRT needs K < {support.TOPK_MAX_K}",
+                              "reduce K, or sort in PyTorch after the engine"))
+    return found
+
+
+def _misc_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    attrs = _attrs(node)
+    if node.op_type == "ScatterND" and attrs.get("reduction", "none") != "none":
+        return [_finding(node, "scatternd-reduction", "error",
+                         f"ScatterND reduction {attrs['reduction']!r}: TensorRT supports 'none' only",
+                         "scatter without reduction in the PyTorch model")]
+    if node.op_type == "LayerNormalization" and any(o for o in node.output[1:]):
+        return [_finding(node, "layernorm-outputs", "error", "LayerNormalization's Mean/InvStdDev outputs are "
+                         "unsupported", "use only the normalized output")]
+    if node.op_type == "CumSum" and ctx.constant(node.input[1]) is None:
+        return [_finding(node, "cumsum-axis", "error", "CumSum's axis must be a build-time constant",
+                         "pass a Python int as dim to torch.cumsum")]
+    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+        mode = ctx.constant(node.input[2])
+        if mode is None or bool(mode.reshape(-1)[0]):
+            return [_finding(node, "dropout-training", "error", "Dropout's training_mode must be a constant False",
+                             "export with model.eval()")]
+    if node.op_type == "Constant" and any(a.name in ("sparse_value", "value_string", "value_strings")
+                                          for a in node.attribute):
+        return [_finding(node, "constant-kind", "error", "sparse or string Constant values are unsupported",
+                         "make it a dense numeric constant")]
+    return []
+
+
+NODE_RULES: dict[str, Rule] = {
+    "MaxPool": _pool_rule, "AveragePool": _pool_rule, "LpPool": _pool_rule,
+    "Resize": _resize_rule,
+    "QuantizeLinear": _qdq_rule, "DequantizeLinear": _qdq_rule,
+    "Conv": _conv_rule,
+    "TopK": _topk_rule,
+    "ScatterND": _misc_rule, "LayerNormalization": _misc_rule, "CumSum": _misc_rule, "Dropout": _misc_rule,
+    "Constant": _misc_rule,
+}
+
+
+def _unpooling_findings(model: onnx.ModelProto) -> list[Finding]:
+    """MaxUnpool and MaxPool Indices, split into what deploykit's rewrite fixes and what it cannot."""
+    from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
+
+    found = find_unsupported_unpooling(model)
+    if not found:
+        return []
+    try:
+        remaining = {n.name for n in find_unsupported_unpooling(rewrite_unpooling(model))}
+    except Exception:  # the rewrite refuses some models (e.g. opset < 13): then nothing is fixable
+        remaining = {n.name for n in found}
+    findings = []
+    for node in found:
+        if node.name in remaining:
+            findings.append(Finding("unpooling", "error", node.name, node.op_type, node.reason,
+                                    "use non-overlapping, unpadded 2-D pools (kernel == stride) so deploykit can "
+                                    "rewrite the unpooling, or mask-based unpooling in PyTorch (DeconvNet: "
+                                    "--set unpool=mask)"))
+        else:
+            findings.append(Finding("unpooling", "warning", node.name, node.op_type, node.reason,
+                                    "build-engine rewrites it from supported operators (deploykit.graph.unpool); "
+                                    "exporting DeconvNet with --set unpool=mask avoids it altogether"))
+    return findings
+
+
+def _tensor_type_findings(ctx: _Context) -> list[Finding]:
+    graph = ctx.model.graph
+    found = []
+    for value in (*graph.input, *graph.output):
+        elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+        if elem == TensorProto.DOUBLE:
+            found.append(Finding("double", "warning", value.name, "(graph io)", "DOUBLE input/output: TensorRT "
+                                 "casts DOUBLE to FLOAT, clamping to +-FLT_MAX", "export the model in float32"))
+        elif elem and elem not in support.TENSOR_TYPES:
+            found.append(Finding("tensor-type", "error", value.name, "(graph io)",
+                                 f"{TensorProto.DataType.Name(elem)} tensors are unsupported by TensorRT",
+                                 "use float, int32/int64, int8, uint8 or bool I/O"))
+    for init in graph.initializer:
+        if init.data_type == TensorProto.INT64 and init.name in ctx.index.consumers:
+            found.extend(_int64_range(init, ctx))
+    return found
+
+
+def _int64_range(init: onnx.TensorProto, ctx: _Context) -> list[Finding]:
+    values = onnx.numpy_helper.to_array(init)
+    if values.size == 0 or (values.min() >= _INT32.min and values.max() <= _INT32.max):
+        return []
+    users = ctx.index.consumers[init.name]
+    if all(node.op_type == "Slice" and pos in (1, 2, 4) for node, pos in users):
+        return []  # INT64_MAX "to the end" sentinels: the parser clamps them harmlessly
+    names = ", ".join(label(node) for node, _ in users[:3])
+    return [Finding("int64-range", "warning", names, users[0][0].op_type,
+                    f"INT64 initializer {init.name!r} holds values beyond the int32 range "
+                    f"({int(values.min())}..{int(values.max())}); TensorRT before 10 casts INT64 weights to "
+                    "INT32 and clamps them, and such values are usually an overflow",
+                    "constant-fold the model (deploykit export simplifies with onnxslim) or clamp the value in "
+                    "PyTorch")]
+
+
+def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str = "model") -> LintReport:
+    """Check `model` against `target`'s ONNX support (default: TensorRT); see the module docstring."""
+    target = target or TARGETS[0]
+    if target not in TARGETS:
+        raise InputError(f"unknown lint target {target!r}; choose one of {', '.join(TARGETS)}")
+    ctx = _Context(model)
+    opset = next((e.version for e in model.opset_import if e.domain in _DEFAULT_DOMAINS), 0)
+    report = LintReport(target, source, opset, len(model.graph.node))
+    report.findings += _opset_findings(model)
+    all_nodes = list(_walk(model.graph.node)) + [n for fn in model.functions for n in _walk(fn.node)]
+    for node in all_nodes:
+        report.findings += _domain_and_op(node)
+    for node in model.graph.node:
+        rule = NODE_RULES.get(node.op_type)
+        if rule is not None and node.domain in _DEFAULT_DOMAINS:
+            report.findings += rule(node, ctx)
+    report.findings += _unpooling_findings(model)
+    report.findings += _tensor_type_findings(ctx)
+    order = {"error": 0, "warning": 1, "info": 2}
+    report.findings.sort(key=lambda f: order[f.severity])
+    return report
+
+
+def lint_onnx(path: str | os.PathLike[str], *, target: str | None = None) -> LintReport:
+    """Load the ONNX file at `path` (external data included) and lint it."""
+    if not os.path.isfile(path):
+        raise InputError(f"ONNX model {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
+        raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") \
+            from exc
+    return lint_model(model, target=target, source=str(path))

@@ -1,0 +1,182 @@
+"""Graph bookkeeping shared by the precision passes: tensor types, producers and consumers, node matching.
+
+Only the main graph is walked; nodes with subgraphs (If, Loop, Scan) are treated as opaque, and every outer
+tensor a subgraph reads is reported by `subgraph_reads` so passes can leave it in its original type.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from deploykit.errors import ConfigConflict
+
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+# Pseudo op types a user may name in --keep-fp32 / --keep-float besides real ONNX op types.
+PSEUDO_OPS = {"DepthwiseConv": "Conv whose group equals its input channels (groups > 1)"}
+
+
+@dataclass(frozen=True)
+class GraphIndex:
+    """Who produces and who consumes each tensor, and each tensor's element type where known."""
+
+    producer: dict[str, onnx.NodeProto]
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]]
+    types: dict[str, int]  # tensor name -> TensorProto element type
+    initializers: dict[str, onnx.TensorProto]
+
+    def is_float(self, name: str) -> bool:
+        return self.types.get(name) in FLOAT_TYPES
+
+
+def ensure_node_names(graph: onnx.GraphProto) -> None:
+    """Give every unnamed node a unique name (op type + index) so nodes can be named in reports and options."""
+    taken = {node.name for node in graph.node if node.name}
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def _constant_type(node: onnx.NodeProto) -> int | None:
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            return int(attr.t.data_type)
+        if attr.name in ("value_float", "value_floats"):
+            return TensorProto.FLOAT
+        if attr.name in ("value_int", "value_ints"):
+            return TensorProto.INT64
+    return None
+
+
+def index_graph(model: onnx.ModelProto) -> GraphIndex:
+    """Index `model`'s main graph; element types come from ONNX shape inference (non-strict)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+    except Exception:  # inference is only an aid here: fall back to the declared types
+        inferred = model
+    graph = inferred.graph
+    types: dict[str, int] = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    initializers = {init.name: init for init in model.graph.initializer}
+    for name, init in initializers.items():
+        types[name] = init.data_type
+    producer: dict[str, onnx.NodeProto] = {}
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            constant = _constant_type(node)
+            if constant is not None:
+                types[node.output[0]] = constant
+        for name in node.output:
+            if name:
+                producer[name] = node
+        for position, name in enumerate(node.input):
+            if name:
+                consumers[name].append((node, position))
+    return GraphIndex(producer=producer, consumers=dict(consumers), types=types, initializers=initializers)
+
+
+def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Outer-scope tensor names read inside the subgraphs of `graph`'s nodes (recursively)."""
+    reads: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                local = {v.name for v in (*sub.input, *sub.initializer)} | {o for n in sub.node for o in n.output}
+                reads |= {i for n in sub.node for i in n.input if i and i not in local}
+                reads |= subgraph_reads(sub) - local
+    return reads
+
+
+def is_depthwise(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    if node.op_type != "Conv":
+        return False
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    weight = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
+    return group > 1 and weight is not None and int(weight.dims[1]) == 1
+
+
+def match_nodes(graph: onnx.GraphProto, patterns: Iterable[str], index: GraphIndex, *, option: str) -> set[str]:
+    """Names of the nodes whose name or op type (or pseudo op type) equals one of `patterns`.
+
+    A pattern that matches nothing is a typo or a stale name: fail loudly rather than silently keep nothing.
+    """
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = {
+            node.name for node in graph.node
+            if pattern in (node.name, node.op_type) or (pattern == "DepthwiseConv" and is_depthwise(node, index))
+        }
+        if not hits:
+            ops = sorted({node.op_type for node in graph.node})
+            raise ConfigConflict(
+                f"{option} {pattern!r} matches no node name or op type in the model; op types present: "
+                f"{', '.join(ops)} (or {', '.join(PSEUDO_OPS)})"
+            )
+        chosen |= hits
+    return chosen
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    name = base
+    counter = 1
+    while name in taken:
+        name = f"{base}_{counter}"
+        counter += 1
+    taken.add(name)
+    return name
+
+
+def all_names(model: onnx.ModelProto) -> set[str]:
+    graph = model.graph
+    names = {v.name for v in (*graph.input, *graph.output, *graph.initializer, *graph.value_info)}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+    return names
+
+
+def initializer_array(index: GraphIndex, name: str) -> np.ndarray | None:
+    init = index.initializers.get(name)
+    return None if init is None else numpy_helper.to_array(init)
+
+
+def constant_array(node: onnx.NodeProto) -> np.ndarray | None:
+    """The value of a Constant node given as a tensor attribute (the form exporters emit), else None."""
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            return numpy_helper.to_array(attr.t)
+    return None
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    used |= subgraph_reads(model.graph)
+    used |= {o.name for o in model.graph.output}
+    kept = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
+def activations(model: onnx.ModelProto, index: GraphIndex, shape_ops: Sequence[str] = ("Shape", "Size")) -> set[str]:
+    """Float tensors that carry data derived from a graph input (not shapes, not constants)."""
+    live = {v.name for v in model.graph.input if v.name not in index.initializers}
+    for node in model.graph.node:
+        if node.op_type in shape_ops:
+            continue
+        if any(name in live for name in node.input if name):
+            live.update(name for name in node.output if name)
+    return {name for name in live if index.is_float(name)}

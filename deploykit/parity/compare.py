@@ -1,0 +1,258 @@
+"""Parity orchestration: run a reference and candidates on the same inputs, compare every output, apply gates,
+and localise the divergence of failing ONNX candidates.
+
+Each input is fed to every target in turn (one batch in memory at a time), cast to the dtype the target's
+input takes (an FP16 model with float16 I/O gets float16). Outputs pair by name, or by position when the names
+differ but the counts agree. Numeric metrics are computed per input and aggregated (metrics.aggregate_numeric);
+task metrics stream over inputs (metrics.TaskAccumulator) on every output shaped like the task's prediction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.errors import ParityError
+from deploykit.parity import gates as gating
+from deploykit.parity.inputs import InputSet
+from deploykit.parity.localize import TOLERANCES, Localization, localize
+from deploykit.parity.metrics import NumericMetrics, TaskAccumulator, aggregate_numeric, fits_task, numeric_metrics
+from deploykit.targets import Target, provider_chain
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ParitySettings:
+    """How to judge a parity run. Gates replace the precision's defaults (gates.py); tolerances of the
+    beyond_tol share follow numpy.isclose; localize_tolerance None means localize.TOLERANCES."""
+
+    gates: tuple[gating.Gate, ...] = ()
+    precision: str | None = None  # None: each candidate's own (sidecar, metadata, or its graph)
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    localize: bool = False
+    reference_onnx: str | None = None
+    top_k: int = 5
+    localize_tolerance: float | None = None
+    providers: tuple[str, ...] = ("cpu",)
+
+
+@dataclass
+class OutputResult:
+    name: str  # the reference's output name
+    candidate_name: str
+    metrics: dict[str, float]
+    checks: list[gating.GateCheck]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def failures(self) -> list[str]:
+        return [f"{self.name} {c.describe()}" for c in self.checks if not c.passed]
+
+
+@dataclass
+class CandidateResult:
+    label: str
+    backend: str
+    precision: str
+    outputs: list[OutputResult]
+    worst_input: int  # index of the input with the lowest cosine on the first output
+    localization: Localization | None = None
+    localize_note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(output.passed for output in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "backend": self.backend, "precision": self.precision, "passed": self.passed,
+            "worst_input": self.worst_input, "localize_note": self.localize_note,
+            "localization": self.localization.to_dict() if self.localization else None,
+            "outputs": [{"name": o.name, "candidate_name": o.candidate_name, "passed": o.passed,
+                         "metrics": o.metrics,
+                         "gates": [{"gate": c.gate.describe(), "value": c.value, "passed": c.passed}
+                                   for c in o.checks]} for o in self.outputs],
+        }
+
+
+@dataclass
+class ParityResult:
+    reference: str
+    reference_backend: str
+    task: str | None
+    inputs: str
+    input_count: int
+    candidates: list[CandidateResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.candidates)
+
+    def summary(self) -> str:
+        failed = [c for c in self.candidates if not c.passed]
+        if not failed:
+            return f"all {len(self.candidates)} candidate(s) match {self.reference} within their gates"
+        details = "; ".join(f"{c.label}: {', '.join(f for o in c.outputs for f in o.failures())}" for c in failed)
+        return f"{len(failed)} of {len(self.candidates)} candidate(s) fail parity with {self.reference}: {details}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "reference_backend": self.reference_backend, "task": self.task,
+                "inputs": self.inputs, "input_count": self.input_count, "passed": self.passed,
+                "summary": self.summary(), "candidates": [c.to_dict() for c in self.candidates]}
+
+
+def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
+    dtype = np.dtype(target.runner.input_specs()[0].dtype)
+    return {target.input_name: x.astype(dtype) if x.dtype != dtype else x}
+
+
+def pair_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], label: str) -> list[
+        tuple[str, str]]:
+    """(reference name, candidate name) pairs: by name, else by position when the counts agree."""
+    if set(reference) == set(candidate):
+        return [(name, name) for name in reference]
+    if len(reference) == len(candidate):
+        return list(zip(reference, candidate, strict=True))
+    raise ParityError(f"{label} has outputs {', '.join(candidate)}; the reference has {', '.join(reference)}; "
+                      "they cannot be paired")
+
+
+class _Tally:
+    """One candidate's running comparison."""
+
+    def __init__(self, target: Target, task: str | None, atol: float, rtol: float) -> None:
+        self.target, self.task, self.atol, self.rtol = target, task, atol, rtol
+        self.pairs: list[tuple[str, str]] | None = None
+        self.numeric: dict[str, list[NumericMetrics]] = {}
+        self.tasks: dict[str, TaskAccumulator] = {}
+        self.worst = (math.inf, 0)
+
+    def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+        self.pairs = self.pairs or pair_outputs(reference, candidate, self.target.label)
+        for ref_name, cand_name in self.pairs:
+            r, c = reference[ref_name], candidate[cand_name]
+            if r.shape != c.shape:
+                raise ParityError(f"{self.target.label}: output {cand_name} has shape {list(c.shape)}, the "
+                                  f"reference's {ref_name} {list(r.shape)}")
+            metrics = numeric_metrics(r, c, atol=self.atol, rtol=self.rtol)
+            self.numeric.setdefault(ref_name, []).append(metrics)
+            if self.task is not None and fits_task(self.task, r.shape):
+                self.tasks.setdefault(ref_name, TaskAccumulator(self.task)).add(r, c)
+            first = ref_name == self.pairs[0][0]
+            if first and not math.isnan(self.worst[0]) and not metrics.cosine >= self.worst[0]:
+                self.worst = (metrics.cosine, index)
+
+    def result(self, precision: str, overrides: Sequence[gating.Gate]) -> CandidateResult:
+        assert self.pairs is not None
+        gates = gating.gates_for(precision, overrides)
+        gating.check_gate_outputs(overrides, [name for name, _ in self.pairs])
+        outputs = []
+        for ref_name, cand_name in self.pairs:
+            metrics: dict[str, float] = dict(aggregate_numeric(self.numeric[ref_name]).to_dict())
+            if ref_name in self.tasks:
+                metrics.update(self.tasks[ref_name].result())
+            outputs.append(OutputResult(ref_name, cand_name, metrics, gating.evaluate(gates, ref_name, metrics)))
+        return CandidateResult(label=self.target.label, backend=self.target.runner.describe(), precision=precision,
+                               outputs=outputs, worst_input=self.worst[1])
+
+
+def compare(
+    reference: Target,
+    candidates: Sequence[Target],
+    inputs: InputSet,
+    settings: ParitySettings,
+    progress: Progress | None = None,
+) -> tuple[ParityResult, list[np.ndarray]]:
+    """Compare each candidate with the reference; also returns each candidate's worst input (for --localize)."""
+    say = progress or (lambda _msg: None)
+    task = reference.task or next((c.task for c in candidates if c.task), None)
+    tallies = [_Tally(c, task, settings.atol, settings.rtol) for c in candidates]
+    worst: list[np.ndarray | None] = [None] * len(candidates)
+    with contextlib.ExitStack() as stack:
+        for target in (reference, *candidates):
+            stack.enter_context(target.runner)
+        for index, x in enumerate(inputs.batches()):
+            say(f"input {index + 1}/{inputs.count}")
+            expected = reference.runner.infer(_feed(reference, x))
+            for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
+                tally.add(index, expected, target.runner.infer(_feed(target, x)))
+                if tally.worst[1] == index:
+                    worst[i] = x
+    if not any(t.pairs for t in tallies):
+        raise ParityError("no inputs were compared; check --inputs / --random / --limit")
+    result = ParityResult(reference=reference.label, reference_backend=reference.runner.describe(), task=task,
+                          inputs=inputs.description, input_count=inputs.count,
+                          candidates=[t.result(settings.precision or c.precision, settings.gates)
+                                      for t, c in zip(tallies, candidates, strict=True)])
+    return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
+
+
+def run_parity(reference: Target, candidates: Sequence[Target], inputs: InputSet, settings: ParitySettings,
+               progress: Progress | None = None) -> ParityResult:
+    """Compare, judge, and with settings.localize localise each failing ONNX candidate."""
+    result, worst = compare(reference, candidates, inputs, settings, progress)
+    if settings.localize and not result.passed:
+        localize_failures(result, reference, candidates, worst, settings, progress)
+    return result
+
+
+def localize_failures(result: ParityResult, reference: Target, candidates: Sequence[Target],
+                      worst_inputs: Sequence[np.ndarray], settings: ParitySettings,
+                      progress: Progress | None = None) -> None:
+    """Attach a Localization to each failing candidate that is an ONNX model (see localize.py), computed on
+    the input where that candidate's first output was worst."""
+    reference_onnx = settings.reference_onnx
+    with tempfile.TemporaryDirectory(prefix="deploykit-localize-") as tmp:
+        exported: Path | None = None
+        for outcome, target, x in zip(result.candidates, candidates, worst_inputs, strict=True):
+            if outcome.passed:
+                continue
+            if target.onnx_path is None:
+                outcome.localize_note = ("--localize needs an ONNX candidate; localise the ONNX model this "
+                                         "engine was built from instead")
+                continue
+            if reference_onnx is None and exported is None:
+                exported = _reference_onnx(reference, target, x.shape, Path(tmp) / "reference.onnx", progress)
+            ref_path = Path(reference_onnx) if reference_onnx is not None else exported
+            assert ref_path is not None
+            tol = settings.localize_tolerance
+            if tol is None:
+                tol = TOLERANCES.get(outcome.precision, TOLERANCES["int8"])
+            outcome.localization = localize(ref_path, target.onnx_path, x, tolerance=tol, top_k=settings.top_k,
+                                            providers=provider_chain(settings.providers),
+                                            progress=progress)
+
+
+def _reference_onnx(reference: Target, candidate: Target, shape: tuple[int, ...], out: Path,
+                    progress: Progress | None) -> Path:
+    """The FP32 reference as ONNX: the reference itself when it is one, else exported from its PyTorch model,
+    with the exporter the candidate was made with so node names agree."""
+    if reference.onnx_path is not None:
+        if reference.precision != "fp32":
+            raise ParityError(f"--localize compares with an FP32 reference; {reference.label} is "
+                              f"{reference.precision}; pass --reference-onnx")
+        return reference.onnx_path
+    if reference.loaded is None:
+        raise ParityError("--localize needs an FP32 ONNX reference; pass --reference-onnx")
+    from deploykit.export import onnx_from_torch
+
+    exporter = candidate.metadata.exporter if candidate.metadata and candidate.metadata.exporter else None
+    if progress:
+        progress(f"exporting the reference {reference.label} to ONNX for --localize")
+    # Not simplified: every node stays distinct (finer localisation), and onnxslim's shape inference is slow.
+    exported = onnx_from_torch(reference.loaded, out, input_shape=shape, exporter=exporter,  # type: ignore[arg-type]
+                               simplify=False, force=True, progress=progress)
+    if not exported.passed:
+        raise ParityError(f"exporting {reference.label} for --localize did not match PyTorch; pass --reference-onnx")
+    return out

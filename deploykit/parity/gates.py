@@ -1,0 +1,120 @@
+"""Pass/fail gates on parity metrics, with defaults per precision (documented here, once).
+
+A gate is `[output:]metric OP threshold` with OP one of >=, <=, >, <, ==; e.g. `pixel_agreement>=0.99` or
+`logits:cosine>=0.9`. A gate applies to every output that has the metric (task metrics exist only on outputs
+shaped like the task's prediction); a gate naming an output applies to that output only and wins over the
+general one. A user gate replaces the default gate on the same metric (and output). A NaN value fails.
+
+Defaults, and why:
+- Every precision: nan == 0 and inf == 0 (a non-finite output is broken whatever the rest says).
+- No default on max_abs / max_rel / beyond_tol: elementwise tolerances depend on the output's scale and fail
+  benign FP16 runs (Polygraphy's 1e-5 defaults, NVIDIA/TensorRT#2709); they are reported, and a user can gate them.
+- cosine (per output, worst input): fp32 >= 0.99999, i.e. a relative L2 error up to ~0.45%; fp32 runtimes differ
+  only in summation order (~1e-6 relative). fp16 >= 0.999 (relative error up to ~4.5%: 11-bit mantissas
+  accumulate to 1e-3..1e-2 through deep nets). int8 >= 0.98 (~20%: per-tensor activation scales of a
+  calibrated Q/DQ model typically give 5-15%).
+- Segmentation, on argmax labels: pixel_agreement fp32 >= 0.999 (only near-ties at class boundaries may flip),
+  fp16 >= 0.99, int8 >= 0.95 (TensorRT's own non-determinism flips boundary pixels, NVIDIA/TensorRT#4730);
+  miou (candidate labels vs reference labels) fp32 >= 0.99, fp16 >= 0.95, int8 >= 0.85: looser than pixel
+  agreement because a class covering a few pixels weighs as much as a large one.
+- Saliency: cc fp32 >= 0.9999, fp16 >= 0.999, int8 >= 0.98 (as cosine, after centring); sim fp32 >= 0.999,
+  fp16 >= 0.99, int8 >= 0.95; kld fp32 <= 1e-3, fp16 <= 1e-2, int8 <= 5e-2 (nats; for small relative
+  errors e, kld ~ e^2 / 2 in the mean, so these allow a few percent at int8).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from deploykit.errors import InputError
+
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
+}
+NUMERIC_METRICS = ("max_abs", "mean_abs", "p99_abs", "max_rel", "cosine", "snr_db", "beyond_tol", "nan", "inf")
+TASK_METRICS = ("pixel_agreement", "miou", "cc", "kld", "nss", "sim", "nss_ratio")
+KNOWN_METRICS = NUMERIC_METRICS + TASK_METRICS
+PRECISIONS = ("fp32", "fp16", "int8")
+
+_ALWAYS = ("nan==0", "inf==0")
+DEFAULT_GATES: dict[str, tuple[str, ...]] = {
+    "fp32": (*_ALWAYS, "cosine>=0.99999", "pixel_agreement>=0.999", "miou>=0.99",
+             "cc>=0.9999", "sim>=0.999", "kld<=0.001"),
+    "fp16": (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou>=0.95",
+             "cc>=0.999", "sim>=0.99", "kld<=0.01"),
+    "int8": (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou>=0.85",
+             "cc>=0.98", "sim>=0.95", "kld<=0.05"),
+}
+
+_GATE = re.compile(r"^\s*(?:(?P<output>[^:<>=]+):)?\s*(?P<metric>[a-z0-9_]+)\s*(?P<op>>=|<=|==|>|<)\s*"
+                   r"(?P<value>[-+0-9.eE]+|inf|-inf)\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    op: str
+    threshold: float
+    output: str | None = None  # None: every output that has the metric
+
+    def describe(self) -> str:
+        return f"{self.output + ':' if self.output else ''}{self.metric}{self.op}{self.threshold:g}"
+
+    def check(self, value: float) -> bool:
+        return not math.isnan(value) and OPERATORS[self.op](value, self.threshold)
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    gate: Gate
+    value: float
+    passed: bool
+
+    def describe(self) -> str:
+        shown = f"{self.value:.6g}"
+        return f"{self.gate.metric} {shown} {'ok' if self.passed else 'fails'} {self.gate.op}{self.gate.threshold:g}"
+
+
+def parse_gate(text: str) -> Gate:
+    match = _GATE.match(text)
+    if match is None:
+        raise InputError(f"gate {text!r} is not [output:]metric OP number; write e.g. 'pixel_agreement>=0.99' "
+                         "or 'logits:cosine>=0.999' (OP is one of >=, <=, >, <, ==)")
+    metric = match["metric"]
+    if metric not in KNOWN_METRICS:
+        raise InputError(f"gate {text!r}: unknown metric {metric!r}; known: {', '.join(KNOWN_METRICS)}")
+    output = match["output"].strip() if match["output"] else None
+    return Gate(metric=metric, op=match["op"], threshold=float(match["value"]), output=output)
+
+
+def gates_for(precision: str, overrides: Sequence[Gate] = ()) -> list[Gate]:
+    """The default gates of `precision` with the user's gates replacing those on the same metric and output."""
+    if precision not in DEFAULT_GATES:
+        raise InputError(f"no default gates for precision {precision!r}; pass --precision "
+                         f"{'|'.join(PRECISIONS)} to choose them")
+    replaced = {(g.metric, g.output) for g in overrides}
+    defaults = [parse_gate(text) for text in DEFAULT_GATES[precision]]
+    return [g for g in defaults if (g.metric, g.output) not in replaced] + list(overrides)
+
+
+def evaluate(gates: Sequence[Gate], output: str, metrics: Mapping[str, float]) -> list[GateCheck]:
+    """Checks for one output: per metric the output's own gate if any, else the general one."""
+    chosen: dict[str, Gate] = {}
+    for gate in gates:
+        if gate.output not in (None, output) or gate.metric not in metrics:
+            continue
+        if gate.metric not in chosen or gate.output is not None:
+            chosen[gate.metric] = gate
+    return [GateCheck(g, float(metrics[g.metric]), g.check(float(metrics[g.metric]))) for g in chosen.values()]
+
+
+def check_gate_outputs(gates: Sequence[Gate], outputs: Sequence[str]) -> None:
+    """Fail clearly on a gate naming an output the model does not have."""
+    for gate in gates:
+        if gate.output is not None and gate.output not in outputs:
+            raise InputError(f"gate {gate.describe()!r} names output {gate.output!r}; the outputs are "
+                             f"{', '.join(outputs)}")

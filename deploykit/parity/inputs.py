@@ -1,0 +1,134 @@
+"""The inputs of a parity run: an image folder, an .npz, random tensors, or by default real photographs.
+
+Input size, in order: --input-shape; a target whose ONNX input has fixed height and width; the input size in
+an ONNX model's or artifact's metadata (the size it was exported and verified at); a PyTorch model's default
+size (zoo spec). Images are preprocessed with the first known
+preprocessing (reference first); an ONNX file without deploykit metadata has none, and then ImageNet's
+mean/std is assumed and said so. Inputs are streamed one batch at a time, so memory does not grow with a folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.errors import InputError
+from deploykit.images import (
+    IMAGE_SUFFIXES,
+    iter_folder,
+    list_images,
+    preprocess,
+    random_inputs,
+    read_npz,
+    sample_photographs,
+)
+from deploykit.targets import Target
+from deploykit.zoo._registry import IMAGENET, Preprocessing
+
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@dataclass
+class InputSet:
+    description: str
+    count: int
+    shape: tuple[int, ...]  # of one batch
+    batches: Callable[[], Iterator[np.ndarray]]
+
+
+def _image_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None) -> tuple[int, int]:
+    """Height and width for photographs, which always have 3 channels and come one at a time."""
+    if input_shape is not None and input_shape[1] != 3:
+        raise InputError(f"--input-shape has {input_shape[1]} channels, but images have 3; use --random or an "
+                         ".npz for other inputs")
+    return _spatial_size(targets, input_shape)
+
+
+def _spatial_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None) -> tuple[int, int]:
+    if input_shape is not None:
+        return int(input_shape[2]), int(input_shape[3])
+    for target in targets:
+        if target.static_input is not None and len(target.static_input) == 4:
+            return int(target.static_input[2]), int(target.static_input[3])
+    # An exported model records the size it was verified at; a PyTorch model's spec only has a default.
+    for target in sorted(targets, key=lambda t: t.kind == "torch"):
+        if target.input_size is not None:
+            return target.input_size
+    raise InputError("no target says what input size it takes (ONNX without metadata and dynamic shapes); "
+                     "give --input-shape N,C,H,W")
+
+
+def _preprocessing(targets: Sequence[Target]) -> tuple[Preprocessing, str]:
+    for target in targets:
+        if target.preprocessing is not None:
+            return target.preprocessing, f"preprocessed as {target.label} expects"
+    return IMAGENET, "preprocessed with ImageNet mean/std (no target records its preprocessing)"
+
+
+def _batch_shape(targets: Sequence[Target], input_shape: tuple[int, ...] | None, size: tuple[int, int]) -> tuple[
+        int, ...]:
+    if input_shape is not None:
+        return tuple(input_shape)
+    static = next((t.static_input for t in targets if t.static_input is not None and len(t.static_input) == 4), None)
+    return (static[0] if static else 1, static[1] if static else 3, *size)
+
+
+Part = tuple[str, int, tuple[int, ...], Callable[[], Iterator[np.ndarray]]]  # description, count, shape, make
+
+
+def resolve_inputs(
+    targets: Sequence[Target],
+    *,
+    inputs: str | None = None,
+    random: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> InputSet:
+    """The inputs for `targets` (reference first); see the module docstring for the precedence."""
+    parts: list[Part] = []
+    if inputs is not None:
+        parts.append(_given_inputs(targets, Path(inputs), input_shape, limit))
+    if random:
+        shape = _batch_shape(targets, input_shape, _spatial_size(targets, input_shape))
+        count = random
+        parts.append((f"{count} random normal tensors of shape {'x'.join(map(str, shape))} (seed {seed})", count,
+                      shape, lambda: iter(random_inputs(shape, count, seed))))  # type: ignore[arg-type]
+    if not parts:
+        parts.append(_sample_photographs(targets, input_shape, limit))
+
+    def batches() -> Iterator[np.ndarray]:
+        for *_, make in parts:
+            yield from make()
+
+    return InputSet(description="; ".join(p[0] for p in parts), count=sum(p[1] for p in parts),
+                    shape=parts[0][2], batches=batches)
+
+
+def _given_inputs(targets: Sequence[Target], path: Path, input_shape: tuple[int, ...] | None,
+                  limit: int | None) -> Part:
+    if path.suffix.lower() in (".npz", ".npy"):
+        arrays = read_npz(path, targets[0].input_name)[:limit]
+        if not arrays:
+            raise InputError(f"{path} holds no inputs")
+        return f"{len(arrays)} inputs from {path.name}", len(arrays), arrays[0].shape, lambda: iter(arrays)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"--inputs {path}: give a folder of images or an .npz/.npy file, not one image")
+    size = _image_size(targets, input_shape)
+    pre, how = _preprocessing(targets)
+    files = list_images(path)[:limit]
+    return (f"{len(files)} images from {path} at {size[0]}x{size[1]}, {how}", len(files), (1, 3, *size),
+            lambda: iter_folder(path, pre, size, limit))
+
+
+def _sample_photographs(targets: Sequence[Target], input_shape: tuple[int, ...] | None, limit: int | None) -> Part:
+    size = _image_size(targets, input_shape)
+    pre, how = _preprocessing(targets)
+    names = SAMPLE_PHOTOS[:limit]
+    photos = sample_photographs(names)
+    description = (f"no --inputs given: {len(names)} scikit-image sample photographs ({', '.join(names)}) "
+                   f"at {size[0]}x{size[1]}, {how}")
+    return description, len(photos), (1, 3, *size), lambda: (preprocess(photo, pre, size) for photo in photos)

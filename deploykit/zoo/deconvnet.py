@@ -1,0 +1,251 @@
+"""DeconvNet: Noh, Hong & Han, "Learning Deconvolution Network for Semantic Segmentation", ICCV 2015.
+
+Encoder: the 13 VGG16 convolutions, each followed by batch normalisation and ReLU, and five 2x2/2 max-pools
+whose switches (the position of each window's maximum) are kept; fc6 as a 7x7 valid convolution to 4096
+channels and fc7 as a 1x1 convolution, both with BN+ReLU. Decoder, the mirror image: fc6-deconv (a 7x7
+transposed convolution back to 512 channels), then five unpoolings driven by the switches, each followed by
+3x3 deconvolutions with BN+ReLU (512x3 at 1/16, 512,512,256 at 1/8, 256,256,128 at 1/4, 128,64 at 1/2,
+64,64 at full size), and a 1x1 classifier to 21 classes. Module names follow the Caffe layers: Caffe
+`conv1_1`/`bn1_1` are `conv1.conv1_1.conv`/`.bn`, `debn5_1` is `deconv5.deconv5_1.bn`, `fc6-deconv` is
+`fc6_deconv`, `seg-score` is `seg_score`.
+
+Unpooling (option `unpool`):
+- "mask" (default): the switches are a 0/1 mask with exactly one 1 per pooling window, at the window's
+  first maximum in row-major order, which is the element PyTorch's max_pool2d index points to (its CPU and
+  CUDA kernels only replace the running maximum on a strictly greater value). Unpooling is then a broadcast
+  multiply of the decoder feature with the mask, and a zero pad for the rows/columns a floor-mode pool drops.
+  It exports with Equal, Less, ReduceSum, Mul, Reshape and Pad only: no MaxUnpool and no MaxPool `Indices`
+  output, neither of which TensorRT's ONNX parser supports. Outputs equal the "indices" model's exactly
+  on finite inputs (windows holding NaN differ: PyTorch points at the NaN, the mask has no 1 there).
+- "indices": nn.MaxPool2d(return_indices=True) + nn.MaxUnpool2d, the PyTorch reference. It exports only with
+  the dynamo exporter (as ScatterND, still fed by a MaxPool with an Indices output).
+Both modes have the same state_dict, so weights move freely between them.
+
+Deviations from the Caffe reference (HyeonwooNoh/DeconvNet):
+- Caffe pools round up (ceil mode); PyTorch's and this model's round down. At the sizes DeconvNet runs at
+  (multiples of 32) the two agree.
+- The reference's BN layers were frozen into a per-channel scale and shift after training (variance epsilon
+  1e-9); here they are BatchNorm2d with PyTorch's epsilon 1e-5. A converted Caffe model loads into
+  BatchNorm2d with running_mean 0, running_var 1 - eps.
+- `seg-score` is a 1x1 layer; here it is a Conv2d.
+- Preprocessing: the Caffe reference, like the VGG Caffe models it starts from, takes BGR pixels in 0-255
+  minus the ImageNet per-channel mean (about 104.0, 116.7, 122.7 for B, G, R) with no scaling. deploykit's
+  DeconvNet uses torchvision's ImageNet preprocessing (RGB in 0-1, mean 0.485/0.456/0.406, std
+  0.229/0.224/0.225), which is what PyTorch trainings initialised from torchvision's vgg16_bn use.
+- Noh et al. segment object proposals and ensemble with FCN (EDeconvNet, CRF); only the network is here.
+
+Sizes: height and width multiples of 32, at least 32 * fc_kernel (224 by default): fc6 is a valid 7x7
+convolution on the 1/32 map.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deploykit.errors import ExportError
+from deploykit.zoo._registry import IMAGENET, ModelSpec, register_model
+from deploykit.zoo.checkpoints import Converted, register_checkpoint_format
+
+Unpool = Literal["mask", "indices"]
+
+# (stage name, output channels of each conv): VGG16's conv blocks.
+ENCODER: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("conv1", (64, 64)),
+    ("conv2", (128, 128)),
+    ("conv3", (256, 256, 256)),
+    ("conv4", (512, 512, 512)),
+    ("conv5", (512, 512, 512)),
+)
+# The decoder, deepest first: each stage follows one unpooling.
+DECODER: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("deconv5", (512, 512, 512)),
+    ("deconv4", (512, 512, 256)),
+    ("deconv3", (256, 256, 128)),
+    ("deconv2", (128, 64)),
+    ("deconv1", (64, 64)),
+)
+FC_WIDTH = 4096
+
+
+class ConvBNReLU(nn.Sequential):
+    """Convolution (or transposed convolution, as Caffe's Deconvolution) + BatchNorm + ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, padding: int, *, transposed: bool = False) -> None:
+        conv_type = nn.ConvTranspose2d if transposed else nn.Conv2d
+        super().__init__(OrderedDict(
+            conv=conv_type(cin, cout, kernel, padding=padding),
+            bn=nn.BatchNorm2d(cout),
+            relu=nn.ReLU(inplace=True),
+        ))
+
+
+class MaskMaxPool2d(nn.Module):
+    """2x2/2 floor-mode max pooling that returns (pooled, switches) with switches as a 0/1 mask.
+
+    The mask has shape (N, C, H//2, 2, W//2, 2): a view of the cropped input split into its windows, with a
+    1 at each window's first maximum in row-major order (PyTorch's argmax) and 0 elsewhere.
+    """
+
+    priority: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Window positions weighted 8, 4, 2, 1 in row-major order: a position is the first maximum exactly
+        # when it is a maximum and the weighted count of maxima in its window is below twice its own weight
+        # (no earlier position, whose weights are multiples of that, is a maximum).
+        weights = torch.tensor([[8.0, 4.0], [2.0, 1.0]]).view(1, 1, 1, 2, 1, 2)
+        self.register_buffer("priority", weights, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = F.max_pool2d(x, 2, 2)
+        h, w = pooled.shape[-2], pooled.shape[-1]
+        windows = x[:, :, : 2 * h, : 2 * w].unflatten(3, (w, 2)).unflatten(2, (h, 2))
+        priority = self.priority.to(x.dtype)
+        is_max = (windows == pooled.unsqueeze(3).unsqueeze(5)).to(x.dtype)
+        earlier = (is_max * priority).sum(dim=(3, 5), keepdim=True)
+        return pooled, is_max * (earlier < 2 * priority).to(x.dtype)
+
+
+class MaskMaxUnpool2d(nn.Module):
+    """Inverse of MaskMaxPool2d: place each value at its window's switch, zeros elsewhere and in the
+    rows/columns the floor-mode pool dropped (as nn.MaxUnpool2d with output_size)."""
+
+    def forward(self, y: torch.Tensor, switches: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        h, w = y.shape[-2], y.shape[-1]
+        out = (y.unsqueeze(3).unsqueeze(5) * switches).flatten(4, 5).flatten(2, 3)
+        return F.pad(out, (0, size[-1] - 2 * w, 0, size[-2] - 2 * h))
+
+
+class IndicesMaxPool2d(nn.MaxPool2d):
+    """The PyTorch reference: 2x2/2 max pooling returning (pooled, flat indices per plane)."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2, return_indices=True)
+
+
+class IndicesMaxUnpool2d(nn.MaxUnpool2d):
+    """The PyTorch reference unpooling. Refuses the TorchScript exporter, which cannot export it."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2)
+
+    def forward(  # type: ignore[override]
+        self, y: torch.Tensor, switches: torch.Tensor, size: Sequence[int]
+    ) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            raise ExportError(
+                "DeconvNet with unpool='indices' (nn.MaxUnpool2d) exports only with the dynamo exporter, and "
+                "its graph is not TensorRT-ready; use the default unpool='mask' or --exporter dynamo"
+            )
+        return F.max_unpool2d(y, switches, (2, 2), (2, 2), output_size=list(size[-2:]))
+
+
+def _stage(names: str, widths: Sequence[int], cin: int, divisor: int, transposed: bool) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, width in enumerate(widths, start=1):
+        cout = max(1, width // divisor)
+        layers[f"{names}_{i}"] = ConvBNReLU(cin, cout, 3, 1, transposed=transposed)
+        cin = cout
+    return nn.Sequential(layers)
+
+
+class DeconvNet(nn.Module):
+    def __init__(self, *, num_classes: int = 21, unpool: Unpool = "mask", width_divisor: int = 1,
+                 fc_kernel: int = 7) -> None:
+        super().__init__()
+        if unpool not in ("mask", "indices"):
+            raise ValueError(f"unpool must be 'mask' or 'indices', not {unpool!r}")
+        if width_divisor < 1 or fc_kernel < 1 or num_classes < 1:
+            raise ValueError("num_classes, width_divisor and fc_kernel must be positive integers")
+        self.unpool_mode = unpool
+        cin = 3
+        for name, widths in ENCODER:
+            self.add_module(name, _stage(name, widths, cin, width_divisor, transposed=False))
+            cin = max(1, widths[-1] // width_divisor)
+        fc = max(1, FC_WIDTH // width_divisor)
+        self.fc6 = ConvBNReLU(cin, fc, fc_kernel, 0)
+        self.fc7 = ConvBNReLU(fc, fc, 1, 0)
+        self.fc6_deconv = ConvBNReLU(fc, cin, fc_kernel, 0, transposed=True)
+        for name, widths in DECODER:
+            self.add_module(name, _stage(name, widths, cin, width_divisor, transposed=True))
+            cin = max(1, widths[-1] // width_divisor)
+        self.seg_score = nn.Conv2d(cin, num_classes, 1)
+        self.pool: nn.Module = MaskMaxPool2d() if unpool == "mask" else IndicesMaxPool2d()
+        self.unpool: nn.Module = MaskMaxUnpool2d() if unpool == "mask" else IndicesMaxUnpool2d()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        switches: list[tuple[torch.Tensor, Sequence[int]]] = []
+        for name, _ in ENCODER:
+            x = getattr(self, name)(x)
+            before = x.shape[-2:]
+            x, switch = self.pool(x)
+            switches.append((switch, before))
+        x = self.fc6_deconv(self.fc7(self.fc6(x)))
+        for (name, _), (switch, size) in zip(DECODER, reversed(switches), strict=True):
+            x = getattr(self, name)(self.unpool(x, switch, size))
+        out: torch.Tensor = self.seg_score(x)
+        return out
+
+
+def deconvnet(*, num_classes: int = 21, unpool: Unpool = "mask", width_divisor: int = 1,
+              fc_kernel: int = 7) -> DeconvNet:
+    """DeconvNet with VGG16-BN encoder. unpool: "mask" (TensorRT-ready, default) or "indices"
+    (nn.MaxUnpool2d, dynamo exporter only); width_divisor divides every width (tiny test variants);
+    fc_kernel is fc6's kernel (7 in the paper; input sides must be at least 32 * fc_kernel)."""
+    return DeconvNet(num_classes=num_classes, unpool=unpool, width_divisor=width_divisor, fc_kernel=fc_kernel)
+
+
+def _torchvision_vgg16_bn(obj: Any) -> Converted | None:
+    """torchvision's vgg16_bn ImageNet weights: the 13 conv+BN layers, and fc6/fc7 from the classifier.
+
+    Covers the encoder only (as DeconvNet's training started); the decoder stays random, so loading needs
+    --allow-partial. fc6/fc7 have BN here and not in VGG: those BN layers are reported as left random.
+    """
+    if not isinstance(obj, dict) or "features.0.weight" not in obj or "classifier.0.weight" not in obj:
+        return None
+    if "features.1.running_mean" not in obj:  # plain vgg16 (no BN) is a different network
+        return None
+    state: dict[str, torch.Tensor] = {}
+    index = 0
+    for name, widths in ENCODER:
+        for i in range(1, len(widths) + 1):
+            prefix = f"{name}.{name}_{i}"
+            for param in ("weight", "bias"):
+                state[f"{prefix}.conv.{param}"] = obj[f"features.{index}.{param}"]
+            for param in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                if f"features.{index + 1}.{param}" in obj:
+                    state[f"{prefix}.bn.{param}"] = obj[f"features.{index + 1}.{param}"]
+            index += 3  # conv, bn, relu
+        index += 1  # max-pool
+    state["fc6.conv.weight"] = obj["classifier.0.weight"].reshape(FC_WIDTH, 512, 7, 7)
+    state["fc6.conv.bias"] = obj["classifier.0.bias"]
+    state["fc7.conv.weight"] = obj["classifier.3.weight"].reshape(FC_WIDTH, FC_WIDTH, 1, 1)
+    state["fc7.conv.bias"] = obj["classifier.3.bias"]
+    return Converted(state, options={"width_divisor": 1, "fc_kernel": 7}, source="torchvision vgg16_bn")
+
+
+register_checkpoint_format("deconvnet_torchvision_vgg16_bn", _torchvision_vgg16_bn)
+
+SPEC = register_model(ModelSpec(
+    name="deconvnet",
+    task="segmentation",
+    builder=deconvnet,
+    input_size=(224, 224),
+    num_classes=21,
+    preprocessing=IMAGENET,
+    paper="Noh, Hong & Han, Learning Deconvolution Network for Semantic Segmentation, ICCV 2015 "
+          "(arXiv 1505.04366)",
+    description="VGG16-BN encoder, fc6/fc7 as convs, mirrored deconvolution decoder with switch unpooling "
+                "(TensorRT-ready mask formulation by default)",
+    checkpoint_formats=("state_dict", "deconvnet_torchvision_vgg16_bn"),
+    size_multiple=32,
+    exporter="torchscript",
+    test_options={"width_divisor": 16, "fc_kernel": 2},
+    test_input_size=(64, 64),
+))

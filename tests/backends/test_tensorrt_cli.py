@@ -1,0 +1,79 @@
+"""build-engine -> parity -> bench through the CLI with the tensorrt double (10.x and 11.x profiles), and
+`doctor --selftest`. Timings printed under the double are CPU times of a fake, checked for shape only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from deploykit.artifact import read_sidecar
+from deploykit.cli import cli
+from tests.fakes.fixtures import TrtDouble
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _json(result) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_build_parity_bench_end_to_end(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path,
+                                       runner: CliRunner) -> None:
+    plan, cache = tmp_path / "tiny.plan", tmp_path / "timing.cache"
+    built = _json(runner.invoke(cli, ["build-engine", str(tiny_onnx), "--backend", "auto", "-o", str(plan),
+                                      "--opt-shape", "input:1x3x64x64", "--max-shape", "input:2x3x96x96",
+                                      "--timing-cache", str(cache), "--json"]))
+    assert built["backend"] == "tensorrt" and "found a working builder" in built["backend_note"]
+    sidecar = read_sidecar(plan)
+    assert sidecar is not None and sidecar.build_options["profile"]["input"]["max"] == [2, 3, 96, 96]
+    assert cache.is_file()
+    parity = _json(runner.invoke(cli, ["parity", str(tiny_onnx), str(plan), "--limit", "2", "--json"]))
+    assert "tensorrt" in json.dumps(parity)
+    bench = _json(runner.invoke(cli, ["bench", "run", str(plan), "--iterations", "3", "--warmup", "0",
+                                      "--no-roofline", "--cuda-graph", "--json"]))
+    text = json.dumps(bench)
+    assert "compute" in text and "CUDA graph replay" in text
+
+
+def test_fp16_engine_from_the_precision_pass(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path,
+                                             runner: CliRunner) -> None:
+    plan = tmp_path / "tiny.fp16.plan"
+    built = _json(runner.invoke(cli, ["build-engine", str(tiny_onnx), "--fp16", "--backend", "tensorrt",
+                                      "-o", str(plan), "--calib-data", "synthetic", "--calib-n", "2", "--json"]))
+    assert built["precision"] == "fp16" and Path(built["precision_onnx"]).is_file()
+    assert trt_double.state.builds[-1]["flags"] == 0  # FP16 came from the graph, not a builder flag
+    assert _json(runner.invoke(cli, ["parity", str(tiny_onnx), str(plan), "--limit", "1", "--json"]))
+
+
+def test_tensorrt_options_do_not_apply_to_onnxruntime(tiny_onnx: Path, tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["build-engine", str(tiny_onnx), "--backend", "onnxruntime", "-o",
+                                 str(tmp_path / "m.onnx"), "--workspace", "64"])
+    assert result.exit_code == 2 and "do not apply" in result.output
+
+
+def test_build_engine_without_a_gpu_says_why(trt_double_no_gpu: TrtDouble, tiny_onnx: Path, tmp_path: Path,
+                                             runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["build-engine", str(tiny_onnx), "--backend", "tensorrt", "-o",
+                                 str(tmp_path / "m.plan")])
+    assert result.exit_code == 2 and "TensorRT is unusable" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_selftest_passes_under_the_double(trt_double: TrtDouble, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["doctor", "--selftest", "--json"])
+    selftest = _json(result)["selftest"]
+    assert selftest["passed"] and selftest["tensorrt_version"].endswith("+testdouble")
+    assert selftest["cosine"] > 0.9999
+
+
+def test_doctor_selftest_says_why_it_cannot_run(trt_double_no_gpu: TrtDouble, runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["doctor", "--selftest"])
+    assert result.exit_code == 2
+    assert "self-test cannot run: TensorRT" in result.output and "cannot construct a builder" in result.output

@@ -1,0 +1,94 @@
+"""Optimization profiles from an ONNX model's dynamic dimensions (GPU-free)."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from deploykit.backends.trt_shapes import ShapeRange, derive_profile, parse_shape_specs
+from deploykit.errors import ConfigConflict, InputError
+
+
+def _model(*inputs: tuple[str, list[int | str]]) -> onnx.ModelProto:
+    values = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims) for name, dims in inputs]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node("Identity", [inputs[0][0]], ["y"])
+    return helper.make_model(helper.make_graph([node], "g", values, [out]))
+
+
+DYNAMIC = ("input", ["batch", 3, "height", "width"])
+
+
+def test_parse_shape_specs_with_and_without_names() -> None:
+    assert parse_shape_specs(["input:1x3x512x512", "2x3x64x32"], "--opt-shape") == {
+        "input": (1, 3, 512, 512), "": (2, 3, 64, 32)}
+    with pytest.raises(InputError, match="--min-shape"):
+        parse_shape_specs(["input:1x3xbig"], "--min-shape")
+    with pytest.raises(InputError, match="twice"):
+        parse_shape_specs(["a:1x1", "a:2x2"], "--max-shape")
+
+
+def test_defaults_from_input_size_rounded_to_the_size_multiple() -> None:
+    profile = derive_profile(_model(DYNAMIC), input_size=(513, 420), size_multiple=32)
+    # opt to the nearest multiple (416), min rounded up (208 -> 224), max down (832)
+    assert profile["input"] == ShapeRange((1, 3, 256, 224), (1, 3, 512, 416), (4, 3, 1024, 832))
+
+
+def test_defaults_without_a_multiple() -> None:
+    profile = derive_profile(_model(DYNAMIC), input_size=(65, 64))
+    assert profile["input"] == ShapeRange((1, 3, 33, 32), (1, 3, 65, 64), (4, 3, 130, 128))
+
+
+def test_fixed_batch_is_kept_and_static_inputs_need_no_profile() -> None:
+    profile = derive_profile(_model(("input", [1, 3, "h", "w"])), input_size=(64, 64))
+    assert profile["input"].min[0] == profile["input"].max[0] == 1
+    assert derive_profile(_model(("input", [1, 3, 64, 64]))) == {}
+
+
+def test_user_shapes_override_and_complete_from_opt() -> None:
+    profile = derive_profile(_model(DYNAMIC), opt_shapes={"": (2, 3, 128, 96)}, max_shapes={"input": (8, 3, 256, 256)})
+    assert profile["input"] == ShapeRange((1, 3, 64, 48), (2, 3, 128, 96), (8, 3, 256, 256))
+
+
+def test_only_min_and_max_uses_the_model_size_when_inside() -> None:
+    profile = derive_profile(_model(DYNAMIC), min_shapes={"": (1, 3, 32, 32)}, max_shapes={"": (1, 3, 512, 512)},
+                             input_size=(64, 64))
+    assert profile["input"].opt == (1, 3, 64, 64)
+
+
+def test_conflicts_are_reported() -> None:
+    with pytest.raises(ConfigConflict, match="min <= opt <= max"):
+        derive_profile(_model(DYNAMIC), opt_shapes={"": (1, 3, 64, 64)}, max_shapes={"": (1, 3, 32, 32)})
+    with pytest.raises(ConfigConflict, match="fixed to 3"):
+        derive_profile(_model(DYNAMIC), opt_shapes={"": (1, 4, 64, 64)})
+    with pytest.raises(ConfigConflict, match="fixes its shape"):
+        derive_profile(_model(("input", [1, 3, 64, 64])), opt_shapes={"": (1, 3, 32, 32)})
+    with pytest.raises(InputError, match="inputs are"):
+        derive_profile(_model(DYNAMIC), opt_shapes={"image": (1, 3, 64, 64)})
+
+
+def test_dynamic_input_without_metadata_asks_for_a_shape() -> None:
+    with pytest.raises(InputError, match="--opt-shape input:"):
+        derive_profile(_model(DYNAMIC))
+
+
+def test_default_min_is_raised_when_the_model_cannot_run_there() -> None:
+    import numpy as np
+    from onnx import numpy_helper
+
+    from deploykit.backends.trt_shapes import fit_default_min
+
+    weight = numpy_helper.from_array(np.ones((1, 3, 7, 7), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    profile = derive_profile(model, input_size=(8, 8))
+    assert profile["input"].min == (1, 3, 4, 4)
+    said: list[str] = []
+    assert fit_default_min(model, profile, ["input"], said.append)["input"].min == (1, 3, 8, 8)
+    assert said and "--min-shape" in said[0]
+    assert fit_default_min(model, profile, [], said.append) == profile  # a min the user gave is kept
+    roomy = derive_profile(model, input_size=(32, 32))
+    assert fit_default_min(model, roomy, ["input"], said.append) == roomy

@@ -1,0 +1,81 @@
+"""The ONNX multiply-add counter agrees with deploykit.zoo.flops on a model using every counted operator."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from deploykit.bench import macs
+from deploykit.bench.macs import count_onnx_macs
+from deploykit.zoo.flops import count_complexity
+
+
+class Mixed(nn.Module):
+    """Strided, dilated, grouped and depthwise convs, a transposed conv, Linear on 2-D (Gemm) and on
+    tokens (MatMul); two outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.dilated = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.up = nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
+        self.tokens = nn.Linear(8, 6)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.relu(self.stem(x))
+        y = self.depthwise(self.grouped(self.dilated(y)))
+        tokens = self.tokens(y.flatten(2).transpose(1, 2))  # N, HW, 6 -> MatMul
+        return self.up(y), self.head(tokens.mean(dim=1))  # N, 6 -> Gemm
+
+
+@pytest.fixture(scope="module")
+def mixed_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    path = tmp_path_factory.mktemp("macs") / "mixed.onnx"
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False, opset_version=18,
+                          input_names=["input"], output_names=["seg", "logits"],
+                          dynamic_axes={"input": axes, "seg": axes, "logits": {0: "batch"}})
+    return path, model
+
+
+def test_counts_match_the_module_counter_at_another_shape(mixed_onnx: tuple[Path, nn.Module]) -> None:
+    path, model = mixed_onnx
+    shape = (2, 3, 48, 40)
+    counted = count_onnx_macs(path, shape)
+    expected = count_complexity(model, shape).madds
+    assert counted.madds == expected
+    assert not counted.unresolved
+    assert set(counted.by_op) == {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+    assert counted.gflops == pytest.approx(2 * expected / 1e9)
+    assert count_onnx_macs(path, (1, 3, 32, 32)).madds == count_complexity(model, (1, 3, 32, 32)).madds
+
+
+def test_shapes_inference_cannot_give_are_measured_by_a_run(mixed_onnx: tuple[Path, nn.Module],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path, model = mixed_onnx
+    known = macs._known_shapes
+    monkeypatch.setattr(macs, "_known_shapes", lambda m: {k: v for k, v in known(m).items()
+                                                          if k.startswith("onnx::") or "weight" in k})
+    counted = count_onnx_macs(path, (1, 3, 24, 24))
+    assert counted.madds == count_complexity(model, (1, 3, 24, 24)).madds
+
+
+def test_unresolved_nodes_are_reported_not_guessed(mixed_onnx: tuple[Path, nn.Module],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = mixed_onnx
+    monkeypatch.setattr(macs, "_known_shapes", lambda m: {})
+    monkeypatch.setattr(macs, "_measure_shapes", lambda *a: {})
+    counted = count_onnx_macs(path, (1, 3, 24, 24))
+    assert counted.madds == 0
+    assert len(counted.unresolved) == 7

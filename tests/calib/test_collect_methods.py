@@ -1,0 +1,102 @@
+"""Streaming statistics (bounded memory, mergeable histograms) and the three range methods on known data."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+import pytest
+
+from deploykit.calib.collect import BINS, TensorStats, collect_stats
+from deploykit.calib.methods import Entropy, MinMax, Percentile, amax, make_method
+from deploykit.errors import CalibrationError
+from tests.fixtures.precision_models import resize_graph
+
+
+def _stats(values: np.ndarray, chunks: int = 4) -> TensorStats:
+    stats = TensorStats()
+    for part in np.array_split(values, chunks):
+        stats.update(part, histogram=True)
+    return stats
+
+
+def test_histogram_growth_keeps_counts_and_range() -> None:
+    stats = TensorStats()
+    stats.update(np.array([0.5, -1.0], np.float32), histogram=True)
+    stats.update(np.array([3.0, 0.25], np.float32), histogram=True)  # range grows 1 -> 4 (x4, merge 4 bins)
+    stats.update(np.array([700.0], np.float32), histogram=True)  # grows by 256
+    assert stats.hist is not None and stats.hist.size == BINS
+    assert int(stats.hist.sum()) == 5 and stats.count == 5
+    assert stats.absmax == 700.0 and stats.minimum == -1.0 and stats.maximum == 700.0
+    # Range 1 -> 4 -> 1024 (bin width 0.5): 0.25 in bin 0; 0.5 and 1.0 (the old top edge) in bin 1; 3.0 in 6.
+    assert stats.hist_range == 1024.0
+    assert {int(i): int(stats.hist[i]) for i in np.flatnonzero(stats.hist)} == {0: 1, 1: 2, 6: 1, 1400: 1}
+
+
+def test_methods_on_a_known_distribution() -> None:
+    """Gaussian bulk + one far outlier: minmax takes the outlier, percentile the bulk's quantile, entropy
+    clips the outlier yet keeps the bulk; order minmax > percentile(99.99) and minmax > entropy > 2 sigma."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(400_000), [40.0]]).astype(np.float32)
+    stats = _stats(values)
+    width = stats.hist_range / BINS
+    assert amax(stats, MinMax()) == pytest.approx(40.0)
+    true_quantile = float(np.percentile(np.abs(values), 99.99))
+    assert abs(amax(stats, Percentile(99.99)) - true_quantile) <= 2 * width
+    entropy = amax(stats, Entropy())
+    assert 2.0 < entropy < 10.0  # clips the outlier, not the bulk
+    assert amax(stats, MinMax()) > amax(stats, Percentile(99.99)) > amax(stats, Percentile(99.0))
+    assert amax(stats, MinMax()) > entropy
+
+
+def test_entropy_is_not_dragged_down_by_relu_zeros() -> None:
+    rng = np.random.default_rng(1)
+    relu = np.maximum(rng.standard_normal(400_000), 0.0).astype(np.float32)  # half exact zeros
+    entropy = amax(_stats(relu), Entropy())
+    assert 2.0 < entropy <= float(relu.max())
+
+
+def test_method_options_are_checked() -> None:
+    assert isinstance(make_method(None), Entropy)
+    assert make_method("percentile", percentile=99.9) == Percentile(99.9)
+    with pytest.raises(CalibrationError, match="percentile method"):
+        make_method("minmax", percentile=99.0)
+    with pytest.raises(CalibrationError, match="outside"):
+        Percentile(120.0)
+    with pytest.raises(CalibrationError, match="unknown calibration method"):
+        make_method("kl")
+
+
+def _inputs(count: int) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(2)
+    for _ in range(count):
+        yield rng.standard_normal((1, 3, 8, 10)).astype(np.float32)
+
+
+def _peak(model: onnx.ModelProto, count: int) -> int:
+    tensors = ["input", "a", "b", "output"]
+    collect_stats(model, tensors, _inputs(1), histograms=tensors)  # warm up ORT's allocations
+    tracemalloc.start()
+    try:
+        collection = collect_stats(model, tensors, _inputs(count), histograms=tensors)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert collection.inputs == count
+    return peak
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_inputs() -> None:
+    model = resize_graph("linear", "half_pixel", "scales")
+    few, many = _peak(model, 4), _peak(model, 32)
+    assert many < few * 1.3 + 64 * 1024, (few, many)
+
+
+def test_collect_matches_a_direct_computation() -> None:
+    model = resize_graph("linear", "half_pixel", "scales")
+    inputs = list(_inputs(3))
+    collection = collect_stats(model, ["input", "output"], iter(inputs))
+    assert collection.stats["input"].absmax == pytest.approx(max(float(np.abs(x).max()) for x in inputs))
+    assert collection.stats["output"].hist is None  # no histogram unless asked (FP16's overflow scan)

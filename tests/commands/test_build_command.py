@@ -1,0 +1,55 @@
+"""`deploykit build-engine` through Click: exit codes, the backend line, JSON output, errors as one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from deploykit.cli import cli
+from deploykit.environment import tensorrt_status
+from tests.fixtures.precision_models import export_user_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_user_model(tmp_path_factory.mktemp("cli") / "net.onnx")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_fp16_build_says_which_backend(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "net.fp16.ort.onnx"
+    result = CliRunner().invoke(cli, ["build-engine", str(model), "--fp16", "--calib-data", "photos",
+                                      "--calib-n", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    if tensorrt_status().state != "ready":
+        assert "backend: ONNX Runtime, the default here: TensorRT is" in result.stdout
+    assert (tmp_path / "net.fp16.onnx").is_file() and Path(str(out) + ".deploykit.json").is_file()
+    again = CliRunner().invoke(cli, ["build-engine", str(model), "--fp16", "-o", str(out)])
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_int8_json_and_synthetic_warning(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "net.int8.ort.onnx"
+    result = CliRunner().invoke(cli, ["build-engine", str(model), "--int8", "--calib-data", "synthetic",
+                                      "--calib-n", "3", "--calib-method", "minmax", "--json", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "synthetic noise" in result.stderr
+    data = json.loads(result.stdout)
+    assert data["precision"] == "int8" and data["report"]["quantized_nodes"] == 6
+    assert data["precision_onnx"] == str(tmp_path / "net.int8.onnx")
+
+
+def test_errors_are_one_line(model: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["build-engine", str(model), "--int8", "-o", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("deploykit: error: INT8 needs calibration data")
+    result = CliRunner().invoke(cli, ["build-engine", str(model), "--fp16", "--keep-fp32", "Nope",
+                                      "-o", str(tmp_path / "y.onnx")])
+    assert result.exit_code == 2 and "matches no node" in result.stderr

@@ -1,0 +1,154 @@
+"""`deploykit parity` end to end with CliRunner: exit 0 on pass, 2 on a corrupted model (with --localize naming
+the broken layer), readable errors on bad input, --json, --report, gate overrides, image folders and .npz."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from deploykit.cli import cli
+from deploykit.export import onnx_from_torch
+from deploykit.images import sample_photographs
+from deploykit.targets import open_target
+from deploykit.zoo import get_model_spec
+from tests.parity.helpers import USER_MODEL, ZOO_MODEL, corrupted_copy, zoo_target
+
+SHAPE = "1,3,64,64"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("parity-cli")
+    target = open_target(USER_MODEL)
+    assert target.loaded is not None
+    clean = folder / "tiny.onnx"
+    assert onnx_from_torch(target.loaded, clean, input_shape=(1, 3, 64, 64), simplify=False).passed
+    bad, node = corrupted_copy(clean, folder / "tiny_bad.onnx")
+    assert node == "/context/context.0/Conv"
+    return {"clean": clean, "bad": bad}
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["parity", *args])
+
+
+def test_matching_model_passes_on_sample_photographs(models: dict[str, Path]) -> None:
+    result = invoke(USER_MODEL, str(models["clean"]))
+    assert result.exit_code == 0, result.output
+    assert "no --inputs given: 4 scikit-image sample photographs (astronaut, coffee, chelsea, rocket) at 64x64" \
+        in result.stdout  # the size recorded in the ONNX metadata, not the factory's 512 default
+    row = next(line for line in result.stdout.splitlines() if line.startswith(str(models["clean"])))
+    assert "onnxruntime[cpu]" in row and "fp32" in row and row.rstrip().endswith("pass")
+
+
+def test_corrupted_model_fails_with_exit_2_and_localize_names_the_layer(models: dict[str, Path]) -> None:
+    result = invoke(USER_MODEL, str(models["clean"]), str(models["bad"]), "--input-shape", SHAPE, "--localize")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("…") and "Traceback" not in result.output
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("deploykit: error: 1 of 2 candidate(s) fail parity") and "cosine" in error
+    assert "first node beyond tolerance: /context/context.0/Conv (Conv) from PyTorch module context.0" \
+        in result.stdout
+    assert "exporting the reference" in result.stderr  # the FP32 reference ONNX was made from the PyTorch model
+
+
+def test_json_output_is_parseable_and_carries_the_verdict(models: dict[str, Path]) -> None:
+    result = invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, "--random", "1", "--json")
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert data["passed"] is False and data["input_count"] == 1 and data["task"] == "segmentation"
+    output = data["candidates"][0]["outputs"][0]
+    assert output["metrics"]["cosine"] < 0.99 and 0 < output["metrics"]["pixel_agreement"] < 0.99
+    assert {"gate": "cosine>=0.99999", "value": output["metrics"]["cosine"], "passed": False} in output["gates"]
+
+
+def test_gates_can_be_overridden(models: dict[str, Path]) -> None:
+    loose = ["--gate", "cosine>=0.1", "--gate", "pixel_agreement>=0.1", "--gate", "output:miou>=0.05"]
+    assert invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, *loose).exit_code == 0
+    strict = invoke(USER_MODEL, str(models["clean"]), "--input-shape", SHAPE, "--gate", "max_abs<=0")
+    assert strict.exit_code == 2 and "output max_abs" in strict.stderr
+    assert invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, "--precision", "int8").exit_code == 2
+
+
+def test_report_is_written_and_not_overwritten_without_force(models: dict[str, Path], tmp_path: Path) -> None:
+    report = tmp_path / "parity.md"
+    args = [USER_MODEL, str(models["clean"]), "--input-shape", SHAPE, "--limit", "1", "--report", str(report)]
+    assert invoke(*args).exit_code == 0
+    text = report.read_text(encoding="utf-8")
+    assert text.startswith("# Parity report: pass") and "| candidate | backend |" in text
+    again = invoke(*args)
+    assert again.exit_code == 2 and "exists already; pass --force" in again.stderr
+    assert invoke(*args, "--force").exit_code == 0
+
+
+def test_image_folder_and_npz_inputs(models: dict[str, Path], tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, photo in zip(("coffee", "chelsea"), sample_photographs(("coffee", "chelsea")), strict=True):
+        Image.fromarray(photo).save(photos / f"{name}.png")
+    folder = invoke(USER_MODEL, str(models["clean"]), "--inputs", str(photos))
+    assert folder.exit_code == 0, folder.output
+    assert "2 images from" in folder.stdout and "at 64x64" in folder.stdout
+    arrays = tmp_path / "inputs.npz"
+    np.savez(arrays, input=np.random.default_rng(1).standard_normal((2, 3, 40, 56)).astype(np.float32))
+    npz = invoke(USER_MODEL, str(models["clean"]), "--inputs", str(arrays), "--random", "1",
+                 "--input-shape", "1,3,40,56")
+    assert npz.exit_code == 0, npz.output
+    assert "2 inputs from inputs.npz; 1 random normal tensors of shape 1x3x40x56" in npz.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.onnx"], "missing.onnx does not exist"),
+    (["{clean}", "--gate", "cosine=>1"], "is not [output:]metric OP number"),
+    (["{clean}", "--input-shape", "1,4,64,64", "--random", "1"], "input 'input' has 4 at axis 1; expected 3"),
+    (["{clean}", "--input-shape", "1,4,64,64"], "--input-shape has 4 channels, but images have 3"),
+    (["{clean}", "--input-shape", "64,64"], "is not 4 positive integers"),
+    (["{clean}", "--providers", "cuda"], "onnxruntime-gpu"),
+    (["{clean}", "--gate", "aux:cosine>=0.9"], "names output 'aux'; the outputs are output"),
+])
+def test_bad_input_is_one_line_and_exit_2(models: dict[str, Path], args: list[str], message: str) -> None:
+    if "cuda" in args and "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed")
+    result = invoke(USER_MODEL, *[a.format(clean=models["clean"]) for a in args], "--limit", "1")
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("deploykit: error: ") and message in last
+    assert "Traceback" not in result.output
+
+
+def test_zoo_model_localize_against_given_reference_onnx(tmp_path: Path) -> None:
+    """The acceptance case: one Conv in the middle of the tiny DeepLabv3+ scaled x4; parity fails and
+    --localize names that Conv and its PyTorch module first."""
+    spec = get_model_spec(ZOO_MODEL)
+    target = zoo_target()
+    assert target.loaded is not None
+    clean = tmp_path / "zoo.onnx"
+    assert onnx_from_torch(target.loaded, clean, input_shape=(1, 3, *spec.test_input_size), simplify=False).passed
+    bad, node = corrupted_copy(clean, tmp_path / "zoo_bad.onnx")
+    options = [f"--set={k}={v}" for k, v in spec.test_options.items()]
+    result = invoke(ZOO_MODEL, *options, str(clean), str(bad), "--localize", "--reference-onnx", str(clean))
+    assert result.exit_code == 2, result.output
+    first = re.search(r"first node beyond tolerance: (\S+) \((\w+)\) from PyTorch module (\S+):", result.stdout)
+    assert first is not None and first.groups() == (node, "Conv", "backbone.features.11.conv.0.0")
+    clean_row = next(line for line in result.stdout.splitlines() if line.startswith(str(clean)))
+    assert clean_row.rstrip().endswith("pass")  # the unmodified export matches PyTorch
+
+
+def test_saliency_model_reports_saliency_metrics(tmp_path: Path) -> None:
+    spec = get_model_spec("msinet")
+    target = open_target("msinet", options=dict(spec.test_options))
+    assert target.loaded is not None
+    path = tmp_path / "msinet.onnx"
+    assert onnx_from_torch(target.loaded, path, input_shape=(1, 3, *spec.test_input_size), simplify=False).passed
+    options = [f"--set={k}={v}" for k, v in spec.test_options.items()]
+    result = invoke("msinet", *options, str(path), "--limit", "2", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["candidates"][0]["outputs"][0]["metrics"]
+    assert metrics["cc"] > 0.9999 and metrics["sim"] > 0.999 and abs(metrics["kld"]) < 1e-4
+    assert metrics["nss_ratio"] == pytest.approx(1.0, abs=1e-3)

@@ -1,0 +1,164 @@
+"""deploykit's TensorRT lint on hand-made graphs: each rule fires on what TensorRT rejects, names the node and
+offers a fix, and stays quiet on what TensorRT parses. Cross-checked against the tensorrt double's parser."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from deploykit.graph.lint import Finding, LintReport, lint_model
+from tests.fakes.tensorrt_double import make_tensorrt
+from tests.fakes.tensorrt_double._state import Logger
+from tests.fixtures.user_models import tiny_segmenter
+from tests.graph import graphs
+
+
+def _rules(report: LintReport, severity: str = "error") -> dict[str, Finding]:
+    return {f.rule: f for f in report.findings if f.severity == severity}
+
+
+def _exported() -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    axes = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}}
+    torch.onnx.export(tiny_segmenter(), (torch.randn(1, 3, 64, 64),), buffer, dynamo=False,  # type: ignore[arg-type]
+                      opset_version=18, input_names=["input"], output_names=["output"], dynamic_axes=axes)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_plain_export_is_clean() -> None:
+    report = lint_model(_exported())
+    assert report.ok and report.findings == [] and report.opset == 18
+
+
+def test_unsupported_unknown_and_custom_ops() -> None:
+    model = graphs.model([
+        helper.make_node("Unique", ["x"], ["u"], name="uniq"),
+        helper.make_node("FancyOp", ["x"], ["f"], name="fancy"),
+        helper.make_node("FusedConv", ["x"], ["y"], name="fused", domain="com.microsoft"),
+    ], outputs=("y",))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    report = lint_model(model)
+    errors = _rules(report)
+    assert errors["unsupported-op"].node == "uniq" and "after the engine" in errors["unsupported-op"].fix
+    assert errors["custom-domain"].node == "fused" and "ONNX Runtime" in errors["custom-domain"].fix
+    assert _rules(report, "warning")["unknown-op"].node == "fancy"
+
+
+@pytest.mark.parametrize("opset", [8, 25])
+def test_opset_outside_9_to_24(opset: int) -> None:
+    report = lint_model(graphs.model([helper.make_node("Relu", ["x"], ["y"])], opset=opset))
+    assert "--opset 18" in _rules(report)["opset"].fix
+
+
+def test_unpooling_rewritable_is_a_warning_overlapping_is_an_error() -> None:
+    fixable = lint_model(graphs.unpooling())
+    assert fixable.ok
+    assert {f.node for f in fixable.findings if f.rule == "unpooling"} == {"pool1", "unpool1"}
+    assert "build-engine rewrites it" in fixable.findings[0].fix
+    overlapping = lint_model(graphs.unpooling(kernel=3, stride=2))
+    assert {f.node for f in overlapping.errors} == {"pool1", "unpool1"}
+    assert "unpool=mask" in overlapping.errors[0].fix
+
+
+def test_pooling_restrictions() -> None:
+    model = graphs.model([
+        helper.make_node("MaxPool", ["x"], ["p"], name="dilated", kernel_shape=[2, 2], dilations=[2, 2]),
+        helper.make_node("AveragePool", ["p"], ["y"], name="one_d", kernel_shape=[2]),
+    ])
+    errors = _rules(lint_model(model))
+    assert errors["pool-dilation"].node == "dilated" and errors["pool-rank"].node == "one_d"
+
+
+@pytest.mark.parametrize("kwargs,rule", [
+    ({"mode": "cubic"}, "resize-mode"),
+    ({"transform": "tf_crop_and_resize"}, "resize-coordinates"),
+    ({"antialias": 1}, "resize-antialias"),
+    ({"keep_aspect_ratio_policy": "not_larger"}, "resize-aspect"),
+])
+def test_resize_restrictions(kwargs: dict[str, object], rule: str) -> None:
+    report = lint_model(graphs.resize(**kwargs))  # type: ignore[arg-type]
+    assert _rules(report)[rule].node == "up1"
+
+
+@pytest.mark.parametrize("transform", ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"])
+def test_supported_resize_is_clean(transform: str) -> None:
+    assert lint_model(graphs.resize(transform=transform)).findings == []
+
+
+def test_qdq_restrictions() -> None:
+    asymmetric = _rules(lint_model(graphs.qdq(np.array(3, dtype=np.int8))))
+    assert asymmetric["qdq-zero-point"].node == "dq_w" and "symmetric" in asymmetric["qdq-zero-point"].fix
+    unsigned = _rules(lint_model(graphs.qdq(np.array(0, dtype=np.uint8))))
+    assert unsigned["qdq-uint8"].node in {"q_in", "dq_in", "dq_w"}
+    wrong_axis = lint_model(graphs.qdq(np.zeros(3, dtype=np.int8), axis=1, scale=np.full(3, 0.1, np.float32)))
+    assert _rules(wrong_axis)["qdq-weight-axis"].node == "dq_w"
+    right = lint_model(graphs.qdq(np.zeros(4, dtype=np.int8), axis=0, scale=np.full(4, 0.1, np.float32)))
+    assert right.ok and right.findings == []
+
+
+def test_int8_notes_resize_and_grouped_conv() -> None:
+    scale, zero = graphs.const("s", np.array(0.1, np.float32)), graphs.const("z", np.array(0, np.int8))
+    weight = graphs.const("wq", np.ones((3, 1, 3, 3), np.int8))
+    model = graphs.model([
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dq_w"),
+        helper.make_node("Conv", ["xd", "w"], ["c"], name="depthwise", group=3, pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["xd", "", "scales"], ["y"], name="up", mode="linear"),
+    ], initializers=[scale, zero, weight, graphs.const("scales", np.array([1, 1, 2, 2], np.float32))])
+    notes = _rules(lint_model(model), "info")
+    assert notes["int8-resize"].node == "up" and notes["int8-grouped-conv"].node == "depthwise"
+
+
+def test_other_node_restrictions() -> None:
+    model = graphs.model([
+        helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk", sorted=0),
+        helper.make_node("ScatterND", ["x", "idx", "v"], ["y"], name="scatter", reduction="add"),
+    ], initializers=[graphs.const("k", np.array([4], np.int64)), graphs.const("idx", np.zeros((1, 1), np.int64))])
+    errors = _rules(lint_model(model))
+    assert errors["topk-sorted"].node == "topk" and errors["scatternd-reduction"].node == "scatter"
+
+
+def test_int64_beyond_int32_warns_except_slice_sentinels() -> None:
+    big = np.array([2**40], dtype=np.int64)
+    sentinel = np.array([np.iinfo(np.int64).max], dtype=np.int64)
+    model = graphs.model([
+        helper.make_node("Slice", ["x", "zero", "end", "axis"], ["s"], name="slice"),
+        helper.make_node("Gather", ["s", "far"], ["y"], name="gather", axis=0),
+    ], initializers=[graphs.const("zero", np.array([0], np.int64)), graphs.const("end", sentinel),
+                     graphs.const("axis", np.array([2], np.int64)), graphs.const("far", big)])
+    warnings = [f for f in lint_model(model).findings if f.rule == "int64-range"]
+    assert [f.node for f in warnings] == ["gather"]
+
+
+def test_double_io_warns() -> None:
+    model = graphs.model([helper.make_node("Relu", ["x"], ["y"])], elem=TensorProto.DOUBLE)
+    assert "double" in _rules(lint_model(model), "warning")
+
+
+def test_report_json_shape() -> None:
+    data = lint_model(graphs.resize(mode="cubic"), source="m.onnx").to_dict()
+    assert data["ok"] is False and data["errors"] == 1 and data["source"] == "m.onnx"
+    assert set(data["findings"][0]) == {"rule", "severity", "node", "op", "why", "fix"}
+
+
+@pytest.mark.parametrize("name,model", [
+    ("cubic", graphs.resize(mode="cubic")), ("unpool", graphs.unpooling()),
+    ("asymmetric", graphs.qdq(np.array(3, dtype=np.int8))),
+    ("unique", graphs.model([helper.make_node("Unique", ["x"], ["y"], name="u")])),
+    ("opset8", graphs.model([helper.make_node("Relu", ["x"], ["y"])], opset=8)),
+    ("linear", graphs.resize()), ("qdq", graphs.qdq(np.array(0, dtype=np.int8))),
+])
+def test_lint_agrees_with_the_double_parser(name: str, model: onnx.ModelProto) -> None:
+    """Lint (before any rewrite) reports a problem exactly where the independent parser double rejects."""
+    trt = make_tensorrt("11")
+    network = trt.Builder(Logger()).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parsed = trt.OnnxParser(network, Logger()).parse(model.SerializeToString())
+    flagged = any(f.severity == "error" or f.rule == "unpooling" for f in lint_model(model).findings)
+    assert flagged == (not parsed), name
