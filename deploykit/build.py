@@ -129,7 +129,7 @@ def _compile_onnxruntime(graph: Path, out: Path, *, force: bool, threads: int | 
 
     lowering = {"uint8_after_activation": lowered.unsigned, "seven_bit_weights": lowered.seven_bit}
     if lowered.seven_bit:
-        progress(f"INT8 weights requantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
+        progress("INT8 weights requantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
                  "deploykit.backends.onnxruntime_compile)")
     return {"backend_version": onnxruntime.__version__, "device": _device(),
             "build_options": {"optimization_level": OPTIMIZATION, "int8_lowering": lowering}}

@@ -11,6 +11,7 @@ import click
 from deploykit import __version__
 from deploykit.commands.bench import bench
 from deploykit.commands.build import build_engine
+from deploykit.commands.deploy import deploy
 from deploykit.commands.doctor import doctor
 from deploykit.commands.export import export
 from deploykit.commands.lint import lint
@@ -25,6 +26,7 @@ EXAMPLES = {
     "export": "deploykit export deeplabv3plus -o deeplab.onnx",
     "build-engine": "deploykit build-engine deeplab.onnx --int8 --calib-data photos/ -o deeplab.int8.ort.onnx",
     "lint": "deploykit lint deeplab.onnx --target tensorrt",
+    "deploy": "deploykit deploy deeplabv3plus --calib-data photos/ --out deploy/deeplab",
     "package": "deploykit package --triton deeplab.int8.onnx --out model_repository",
     "parity": "deploykit parity deeplabv3plus_mobilenetv2 model.onnx model.int8.onnx --localize",
     "bench": "deploykit bench model.int8.onnx --batch 1,4 -o run.json (or: deploykit bench kernels --quick)",
@@ -33,6 +35,9 @@ EXAMPLES = {
 
 class DeployKitGroup(click.Group):
     """Lists each command with a summary and an example; turns DeployKitError into one line and exit 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # the order of the flow, not the alphabet
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -83,7 +88,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for _command in (doctor, models, export, build_engine, package, lint, parity, bench):
+for _command in (doctor, models, export, build_engine, parity, bench, deploy, lint, package):
     cli.add_command(_command)
 
 

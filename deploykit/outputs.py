@@ -38,11 +38,18 @@ def atomic_output(path: str | os.PathLike[str], *, force: bool) -> Iterator[Path
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         if out.exists() and not force:  # appeared while we worked
             raise OutputExists(f"{out} appeared while writing; pass --force to overwrite it")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike[str], text: str, *, force: bool) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from deploykit.errors import ConfigConflict, InputError, UnknownModel
@@ -109,7 +110,10 @@ def load_model(
                     f"{key}={value!r}); drop the --set"
                 )
         options = {**converted.options, **options}
-    module = spec.build(**options) if not is_factory_path(source) else _build_user(spec, options)
+    # Seeded, so a model without weights is the same in every process (export, then parity, agree).
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = spec.build(**options) if not is_factory_path(source) else _build_user(spec, options)
     report = None
     weights_id = ""
     if converted is not None and weights is not None:
@@ -117,8 +121,10 @@ def load_model(
                                         source=converted.source)
         weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
     module.eval()
-    if spec.num_classes == 0:
-        spec = replace(spec, num_classes=_guess_classes(module))
+    # The built model is the truth: a checkpoint or --set may change the class count (e.g. 19 for Cityscapes).
+    classes = options.get("num_classes", spec.num_classes) or _guess_classes(module)
+    if classes != spec.num_classes:
+        spec = replace(spec, num_classes=int(classes))
     return LoadedModel(module=module, spec=spec, options=options, weights=weights_id, load_report=report)
 
 

@@ -42,6 +42,9 @@ class Target:
     input_size: tuple[int, int] | None  # (height, width)
     precision: str
     input_name: str
+    # The ONNX graph behind the target (what --localize compares): the .onnx itself, or for an artifact the
+    # FP16 / Q/DQ graph it was compiled from (sidecar build_options["onnx_path"]), else an ONNX Runtime
+    # artifact itself; None for PyTorch and for engines whose graph is not found.
     onnx_path: Path | None = None
     loaded: LoadedModel | None = None  # torch targets: the model itself (e.g. to export a reference ONNX)
     metadata: ModelMetadata | None = None
@@ -76,8 +79,10 @@ def open_target(
                          "(`deploykit models`) or package.module:factory")
     sidecar = read_sidecar(path)
     if sidecar is not None:
-        return _artifact_target(path, sidecar.backend, sidecar.precision, sidecar.model, task=task,
-                                providers=providers, threads=threads)
+        opened = _artifact_target(path, sidecar.backend, sidecar.precision, sidecar.model, task=task,
+                                  providers=providers, threads=threads)
+        opened.onnx_path = _built_from(path, sidecar.build_options) or opened.onnx_path
+        return opened
     if path.suffix.lower() not in (".onnx", ".ort"):
         raise InputError(f"{path} has no sidecar {sidecar_path(path).name}; engines are run only with the "
                          "sidecar build-engine writes beside them (rebuild it with `deploykit build-engine`)")
@@ -100,9 +105,7 @@ class _TorchTargetRunner(TorchRunner):
 def _torch_target(source: str, *, options: Mapping[str, Any] | None, weights: str | os.PathLike[str] | None,
                   allow_partial: bool, task: Task | None, threads: int | None) -> Target:
     # Seeded so that a model without weights gets the same initialisation in every process.
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        loaded = load_model(source, options=options, weights=weights, allow_partial=allow_partial, task=task)
+    loaded = load_model(source, options=options, weights=weights, allow_partial=allow_partial, task=task)
     spec = loaded.spec
     runner = _TorchTargetRunner(loaded.module, input_names=spec.input_names, output_names=spec.output_names,
                                 threads=threads)
@@ -189,6 +192,18 @@ def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | N
         input_name=name or (meta.input_names[0] if meta else runner.input_specs()[0].name),
         onnx_path=path if model is not None else None, metadata=meta, static_input=static,
     )
+
+
+def _built_from(artifact: Path, build_options: Mapping[str, Any]) -> Path | None:
+    """The ONNX graph an artifact was compiled from (its FP16 / Q/DQ graph), as the sidecar records it: relative
+    to the artifact's folder, or to the folder the build ran in."""
+    recorded = build_options.get("onnx_path")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    for candidate in (artifact.parent / recorded, Path(recorded)):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _sidecar_metadata(props: Mapping[str, Any]) -> ModelMetadata | None:

@@ -126,3 +126,14 @@ def test_bad_targets_say_what_to_do(exported: Path, tmp_path: Path) -> None:
             raise BackendUnavailable("onnxruntime-gpu present: nothing to test")
         open_target(str(exported), providers=("cuda",))
     assert is_file_target("x.onnx") and is_file_target(str(plan)) and not is_file_target("msinet")
+
+
+def test_built_artifact_points_at_the_graph_it_was_compiled_from(exported: Path, tmp_path: Path) -> None:
+    from deploykit.build import build_artifact
+
+    out = tmp_path / "tiny.fp16.ort.onnx"
+    build_artifact(exported, out, precision="fp16", backend="onnxruntime")
+    target = open_target(str(out))
+    assert (target.kind, target.precision) == ("artifact", "fp16")
+    assert target.onnx_path is not None and target.onnx_path != out  # the FP16 graph, not ORT's fused model
+    assert detect_precision(onnx.load(str(target.onnx_path))) == "fp16"

@@ -90,7 +90,7 @@ def _clip_bounds(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[float, f
 def unsigned_after_activation(model: onnx.ModelProto) -> Lowered:
     """Copy of `model` with INT8 Q/DQ pairs after Relu / Clip(min >= 0) turned UINT8 (see module docstring)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    index = index_graph(model)
+    index = index_graph(model, infer_types=False)
     taken = all_names(model)
     added: list[onnx.TensorProto] = []
     changed = 0

@@ -166,6 +166,7 @@ class BenchResult:
     madds: int | None = None
     achieved_gflops: float | None = None
     efficiency_percent: float | None = None  # of the measured fp32 GEMM peak
+    madds_source: str = ""  # what counted the multiply-adds
     samples_ms: list[float] = field(default_factory=list)
 
     @property

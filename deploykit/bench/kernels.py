@@ -10,8 +10,13 @@ against this machine's roofline.
 
 Per case: median time, GFLOP/s (2 x nominal multiply-adds / time), GB/s (minimum traffic / time) and the
 roofline bound from the measured peaks (roofline.py) with the efficiency = bound / time. A depthwise + 1x1
-pair is bounded by the sum of its two members' bounds. The full sweep takes about 15 minutes on the 2-core
-EPYC used here (measured with `deploykit bench kernels -o k.json`); `--quick` about 1 minute.
+pair is bounded by the sum of its two members' bounds. On a GPU (TensorRT) a kernel's time is its compute
+time from CUDA events, against the GPU's peaks measured with torch.
+
+Runtime on the 2-core EPYC used here: `--quick` (1 shape x 5 rates, 2 separable shapes, 5 CPU variants)
+took 53 s while other jobs loaded the machine; the full sweep (6 shapes x 8 rates + 8 separable shapes x 2,
+5 CPU variants: 320 timings) is estimated at about 20 minutes from the quick run's rates (not yet timed
+on a quiet machine; `deploykit bench kernels -o k.json` records its own duration in the JSON).
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ import numpy as np
 
 from deploykit.bench import kernel_graphs as kg
 from deploykit.bench.harness import TimingConfig, pool_size, time_calls
-from deploykit.bench.roofline import Peaks, best_of, chain_bound_seconds, measure_peaks, spread_warning, torch_threads
+from deploykit.bench.roofline import (
+    Peaks,
+    best_of,
+    chain_bound_seconds,
+    measure_gpu_peaks,
+    measure_peaks,
+    spread_warning,
+    torch_threads,
+)
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 
@@ -124,6 +137,7 @@ class KernelResult:
     bound_ms: float
     roofline_gflops: float
     efficiency_percent: float
+    timing: str = "end-to-end (host)"
 
 
 @dataclass
@@ -135,11 +149,12 @@ class KernelReport:
     config: dict[str, Any]
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    gpu_peaks: dict[str, Any] | None = None  # TensorRT kernels' roofline, when torch sees a CUDA device
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": [asdict(r) for r in self.results], "skipped": [asdict(s) for s in self.skipped],
-                "peaks": self.peaks, "environment": self.environment, "config": self.config,
-                "seconds": self.seconds, "notes": self.notes}
+                "peaks": self.peaks, "gpu_peaks": self.gpu_peaks, "environment": self.environment,
+                "config": self.config, "seconds": self.seconds, "notes": self.notes}
 
 
 def _float_inputs(case: KernelCase, seed: int) -> list[np.ndarray]:
@@ -202,8 +217,18 @@ def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack
     return lambda i: runner.infer({name: feeds[i % len(feeds)]})
 
 
-def _result(case: KernelCase, backend: str, precision: str, samples: list[float], peaks: Peaks) -> KernelResult:
-    stats = summarize(samples)
+@dataclass(frozen=True)
+class Timed:
+    case: KernelCase
+    backend: str
+    precision: str
+    samples: list[float]
+    timing: str  # what the samples measure
+
+
+def _result(timed: Timed, peaks: Peaks) -> KernelResult:
+    case, backend, precision = timed.case, timed.backend, timed.precision
+    stats = summarize(timed.samples)
     ops = case.ops()
     element = "fp32" if backend == "torch" else precision
     flops = 2.0 * case.madds()
@@ -216,7 +241,7 @@ def _result(case: KernelCase, backend: str, precision: str, samples: list[float]
         dilation=case.dilation, backend=backend, precision=precision, median_ms=stats.median, min_ms=stats.min,
         p90_ms=stats.p90, iterations=stats.count, madds=case.madds(), gflops=flops / seconds / 1e9,
         gbps=moved / seconds / 1e9, bound_ms=bound * 1e3, roofline_gflops=flops / bound / 1e9,
-        efficiency_percent=100.0 * bound / seconds)
+        efficiency_percent=100.0 * bound / seconds, timing=timed.timing)
 
 
 def available_variants(backends: Sequence[str] | None,
@@ -235,23 +260,9 @@ def available_variants(backends: Sequence[str] | None,
     return wanted, skipped
 
 
-def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable"),
-                backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
-                threads: int | None = None, config: TimingConfig | None = None,
-                progress: Progress | None = None, seed: int = 0) -> KernelReport:
-    """Time every case on every available (backend, precision); failures are skipped once with the reason."""
-    from deploykit.bench.run import busy_warning, environment_manifest, load_average
-
-    say = progress or (lambda _msg: None)
-    started = time.perf_counter()
-    load_before = load_average()
-    config = config or (QUICK_CONFIG if quick else FULL_CONFIG)
-    variants, skipped = available_variants(backends, precisions)
-    say(f"measuring this machine's fp32 GEMM and memory-copy peaks ({threads or 'default'} threads)")
-    peaks = measure_peaks(threads, quick=quick)
-    say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
-    cases = plan_cases(quick=quick, suites=suites)
-    timed: list[tuple[KernelCase, str, str, list[float]]] = []
+def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], config: TimingConfig,
+           threads: int | None, peaks: Peaks, say: Progress, skipped: list[Skipped], seed: int) -> list[Timed]:
+    timed: list[Timed] = []
     broken: set[tuple[str, str]] = set()
     total = len(cases) * len(variants)
     done = 0
@@ -266,27 +277,55 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
                 try:
                     with ExitStack() as stack:
                         step = _make_step(case, backend, precision, weights, inputs, threads, folder, stack)
-                        samples = time_calls(step, config).samples_ms
+                        timing = time_calls(step, config)
                 except Exception as exc:  # a backend that cannot run one of these graphs cannot run the others
                     broken.add((backend, precision))
                     skipped.append(Skipped(f"{backend} {precision}", f"{type(exc).__name__}: "
                                                                      f"{str(exc).strip().splitlines()[0][:200]}"))
                     continue
-                timed.append((case, backend, precision, samples))
-                result = _result(case, backend, precision, samples, peaks)
+                # On a GPU the kernel is its compute time (CUDA events); transfers are not the kernel's.
+                gpu = timing.phases_ms.get("compute")
+                timed.append(Timed(case, backend, precision, gpu or timing.samples_ms,
+                                   "GPU compute (CUDA events)" if gpu else "end-to-end (host)"))
+                result = _result(timed[-1], peaks)
                 say(f"[{done}/{total}] {case.describe()}: {backend} {precision} {result.median_ms:.2f} ms, "
                     f"{result.gflops:.1f} GFLOP/s, {result.efficiency_percent:.0f}% of roofline")
+    return timed
+
+
+def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable"),
+                backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
+                threads: int | None = None, config: TimingConfig | None = None,
+                progress: Progress | None = None, seed: int = 0) -> KernelReport:
+    """Time every case on every available (backend, precision); failures are skipped once with the reason.
+    TensorRT kernels are measured against the GPU's peaks (measured with torch on CUDA) when torch sees one."""
+    from deploykit.bench.run import busy_warning, environment_manifest, load_average
+
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    load_before = load_average()
+    config = config or (QUICK_CONFIG if quick else FULL_CONFIG)
+    variants, skipped = available_variants(backends, precisions)
+    say(f"measuring this machine's fp32 GEMM and memory-copy peaks ({threads or 'default'} threads)")
+    peaks = measure_peaks(threads, quick=quick)
+    say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
+    gpu = measure_gpu_peaks(quick=quick) if any(b == "tensorrt" for b, _ in variants) else None
+    timed = _sweep(plan_cases(quick=quick, suites=suites), variants, config, threads, peaks, say, skipped, seed)
     say("measuring the peaks again")
     after = measure_peaks(threads, quick=quick)
     warnings = [w for w in (busy_warning(load_before), spread_warning(peaks, after)) if w]
+    if any(t.backend == "tensorrt" for t in timed) and gpu is None:
+        warnings.append("torch sees no CUDA device, so TensorRT kernels are set against the CPU's peaks: their "
+                        "efficiencies mean nothing")
     for warning in warnings:
         say(f"warning: {warning}")
     peaks = best_of(peaks, after)
-    results = [_result(case, backend, precision, samples, peaks) for case, backend, precision, samples in timed]
+    results = [_result(t, gpu if gpu is not None and t.backend == "tensorrt" else peaks) for t in timed]
     return KernelReport(results=results, skipped=skipped, peaks=peaks.to_dict(),
                         environment=environment_manifest(threads, load_before),
                         config={**config.to_dict(), "quick": quick, "suites": list(suites)},
-                        seconds=time.perf_counter() - started, notes=NOTES + warnings)
+                        seconds=time.perf_counter() - started, notes=NOTES + warnings,
+                        gpu_peaks=gpu.to_dict() if gpu else None)
 
 
 NOTES = [

@@ -54,7 +54,7 @@ def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], 
     plt = require_matplotlib()
     shapes = list(dict.fromkeys(r.shape for r in rows))
     nrows, ncols = _grid(len(shapes))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, layout="constrained")
     for ax, shape in zip(axes.flat, shapes, strict=False):
         mine = [r for r in rows if r.shape == shape]
         for series in dict.fromkeys((r.backend, r.precision) for r in mine):
@@ -66,13 +66,13 @@ def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], 
         rates = sorted({r.dilation for r in mine})
         ax.set_xticks(rates, [str(v) for v in rates])
         ax.axvline(first.size, color="grey", linestyle=":", linewidth=1)  # rate >= map size: degenerate filter
-        ax.set_xlabel("dilation rate")
+        ax.set_xlabel("dilation rate (dotted: rate = map size)")
         ax.set_ylabel("% of roofline bound")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
-    fig.suptitle("3x3 dilated convolution: efficiency vs dilation rate (dotted: rate = feature-map size)")
+    fig.suptitle("3x3 dilated convolution: efficiency vs dilation rate")
     saved = _save(fig, path, force)
     plt.close(fig)
     return saved
@@ -86,15 +86,17 @@ def plot_separable(results: Sequence[KernelResult], path: str | os.PathLike[str]
     plt = require_matplotlib()
     shapes = list(dict.fromkeys(r.shape for r in rows))
     nrows, ncols = _grid(len(shapes))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, layout="constrained")
     for ax, shape in zip(axes.flat, shapes, strict=False):
         mine = {(r.backend, r.precision, r.variant): r for r in rows if r.shape == shape}
         series = list(dict.fromkeys((b, p) for b, p, _ in mine))
         for index, (backend, precision) in enumerate(series):
             sep, std = mine.get((backend, precision, "separable")), mine.get((backend, precision, "standard"))
-            for offset, result, colour in ((-0.2, std, "tab:grey"), (0.2, sep, "tab:blue")):
+            for offset, result, colour, label in ((-0.2, std, "tab:grey", "standard 3x3"),
+                                                  (0.2, sep, "tab:blue", "depthwise + 1x1")):
                 if result is not None:
-                    ax.bar(index + offset, result.median_ms, width=0.4, color=colour)
+                    ax.bar(index + offset, result.median_ms, width=0.4, color=colour,
+                           label=label if index == 0 else None)
             if sep is not None and std is not None:
                 ax.annotate(f"{std.median_ms / sep.median_ms:.1f}x", (index, max(sep.median_ms, std.median_ms)),
                             ha="center", va="bottom", fontsize=7)
@@ -103,8 +105,9 @@ def plot_separable(results: Sequence[KernelResult], path: str | os.PathLike[str]
         ratio = madds_ratio(any_row.cin, any_row.cout)
         ax.set_title(f"{shape}\n@{any_row.size}x{any_row.size}; separable has {ratio:.1f}x fewer MAdds", fontsize=9)
         ax.set_yscale("log")
-        ax.set_ylabel("median ms (grey: standard 3x3, blue: separable)")
+        ax.set_ylabel("median ms (log scale)")
         ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
     fig.suptitle("Depthwise-separable vs standard 3x3 convolution (speed-up above each pair)")

@@ -14,7 +14,7 @@ Every peak is fp32: an INT8 or FP16 kernel may exceed 100% of it, which says so 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +30,7 @@ class Peaks:
     gemm_size: int
     copy_mbytes: float  # size of one array copied
     seconds: float  # time spent measuring
+    device: str = "cpu"  # "cpu", or "cuda: <GPU name>" for measure_gpu_peaks
 
     @property
     def ridge(self) -> float:
@@ -37,8 +38,14 @@ class Peaks:
         return self.gemm_gflops / self.copy_gbps
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ridge_flop_per_byte": self.ridge,
-                "method": "fp32 torch.mm NxN best-of; torch copy_ of a large fp32 array, read+write bytes"}
+        """The fields only, so that Peaks(**peaks.to_dict()) round-trips (the method is in this docstring:
+        fp32 torch.mm of gemm_size^2 matrices, best of several; torch copy_ of copy_mbytes, read+write)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Peaks:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @contextmanager
@@ -95,6 +102,38 @@ def measure_peaks(threads: int | None = None, *, quick: bool = False) -> Peaks:
     copy = measure_copy_gbps(threads, mbytes=mbytes, budget_s=budget / 2)
     return Peaks(gemm_gflops=gemm, copy_gbps=copy, threads=threads or torch.get_num_threads(), gemm_size=size,
                  copy_mbytes=mbytes, seconds=time.perf_counter() - started)
+
+
+def measure_gpu_peaks(*, quick: bool = False) -> Peaks | None:
+    """The same two peaks on the CUDA device torch sees (None without one): fp32 torch.mm (TF32 off, so it
+    is the fp32 roof) and a device-to-device copy, each call synchronized."""
+    if not torch.cuda.is_available():
+        return None
+    started = time.perf_counter()
+    size, mbytes, budget = (2048, 128.0, 0.3) if quick else (4096, 512.0, 1.0)
+    device = torch.device("cuda")
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+            out = torch.empty(size, size, device=device)
+
+            def matmul() -> None:
+                torch.mm(a, b, out=out)
+                torch.cuda.synchronize()
+            gemm = _best_rate(matmul, 2.0 * size**3, budget, 3) / 1e9
+            elements = int(mbytes * 2**20 / 4)
+            src, dst = torch.ones(elements, device=device), torch.empty(elements, device=device)
+
+            def copy_once() -> None:
+                dst.copy_(src)
+                torch.cuda.synchronize()
+            copy = _best_rate(copy_once, 8.0 * elements, budget, 3) / 1e9
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    return Peaks(gemm_gflops=gemm, copy_gbps=copy, threads=0, gemm_size=size, copy_mbytes=mbytes,
+                 seconds=time.perf_counter() - started, device=f"cuda: {torch.cuda.get_device_name(0)}")
 
 
 def best_of(first: Peaks, second: Peaks) -> Peaks:

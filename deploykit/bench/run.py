@@ -120,10 +120,12 @@ def bench_target(target: BenchTarget, batches: Sequence[int], input_shape: tuple
             label = f"{target.label} {target.backend} {target.precision} batch {batch}"
             progress(f"timing {label} at {'x'.join(map(str, first))} ({how}, {len(feeds)} distinct inputs)")
             timing = measure(runner, feeds, config, progress=progress, label=label)
-            results.append(result_from_timing(
+            result = result_from_timing(
                 timing, target=target.label, backend=target.backend, precision=target.precision, batch=batch,
                 input_shape=first, mode=mode_of(runner), threads=_threads_used(target, threads),
-                distinct_inputs=len(feeds), madds=madds, peak_gflops=None))
+                distinct_inputs=len(feeds), madds=madds, peak_gflops=None)
+            result.madds_source = target.madds_source if madds else ""
+            results.append(result)
     return results
 
 

@@ -6,8 +6,12 @@ numeric cosine of the first output.
 
 Search (cheap on a laptop CPU: one session per tried assignment, a few held-out inputs):
 1. all nodes INT8; if that meets the budget, done;
-2. sensitivity: each weighted node quantized alone (everything else float), scored by 1 - cosine of the
-   outputs: the error that node alone brings;
+2. sensitivity, one of:
+   - "local" (default; two model runs per held-out input): in the all-INT8 model, the relative noise power
+     each weighted node's output has beyond its input's (the error the node itself adds, as ONNX Runtime's
+     qdq_loss_debug compares activations), by both models' intermediate outputs, streamed;
+   - "single" (one run per node): each node quantized alone, everything else float, scored by 1 - cosine of
+     the outputs; it sees downstream amplification, at a cost that grows with the model;
 3. the nodes kept in float are always a prefix of the most sensitive ones; the cap (all candidates, or
    max_kept) is tried first, and if even that misses the budget the search fails with CalibrationError;
 4. doubling k = 1, 2, 4, ... to the first prefix that meets the budget, then bisection for the shortest
@@ -17,10 +21,11 @@ Search (cheap on a laptop CPU: one session per tried assignment, a few held-out 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 
 from deploykit.backends.onnxruntime import session_from_onnx
 from deploykit.errors import CalibrationError, InputError
@@ -140,8 +145,32 @@ def sensitivities(build: Build, candidates: Sequence[str], evaluator: Evaluator,
     return result
 
 
+def local_sensitivities(reference: onnx.ModelProto, quantized: onnx.ModelProto,
+                        nodes: Sequence[tuple[str, str, str]], inputs: Sequence[np.ndarray],
+                        threads: int | None = None) -> dict[str, float]:
+    """node -> relative noise power of its output minus that of its activation input, in `quantized` against
+    `reference` (nodes given as (name, input tensor, output tensor), tensors named as in both models)."""
+    from deploykit.calib.collect import probe_model
+
+    tensors = list(dict.fromkeys(t for _, x, y in nodes for t in (x, y)))
+    sessions = [session_from_onnx(probe_model(m, tensors).SerializeToString(), threads=threads,
+                                  optimization="basic") for m in (reference, quantized)]
+    name = sessions[0].get_inputs()[0].name
+    noise = dict.fromkeys(tensors, 0.0)
+    power = dict.fromkeys(tensors, 0.0)
+    for x in inputs:
+        ref, got = (dict(zip(tensors, s.run(tensors, {name: x}), strict=True)) for s in sessions)
+        for tensor in tensors:
+            r = ref[tensor].astype(np.float64)
+            noise[tensor] += float(np.sum((got[tensor] - r) ** 2))
+            power[tensor] += float(np.sum(r**2))
+    ratio = {t: noise[t] / power[t] if power[t] > 0 else 0.0 for t in tensors}
+    return {node: max(0.0, ratio[y] - ratio[x]) for node, x, y in nodes}
+
+
 def search(build: Build, candidates: Sequence[str], evaluator: Evaluator, budget: Budget, *,
-           max_kept: int | None = None, progress: Callable[[str], None] | None = None) -> BudgetResult:
+           max_kept: int | None = None, sensitivity: Mapping[str, float] | None = None,
+           progress: Callable[[str], None] | None = None) -> BudgetResult:
     """The shortest prefix of the sensitivity order that meets `budget` (see the module docstring)."""
     say = progress or (lambda _m: None)
     trace: list[dict[str, object]] = []
@@ -159,8 +188,9 @@ def search(build: Build, candidates: Sequence[str], evaluator: Evaluator, budget
                                    "model has no weighted node to keep in float")
         return BudgetResult(budget.describe(), budget.metric, all_int8, [], len(candidates),
                             evaluator.evaluations, all_int8, trace)
-    say(f"measuring the sensitivity of {len(candidates)} weighted nodes")
-    sensitivity = sensitivities(build, candidates, evaluator, say)
+    if sensitivity is None:
+        say(f"measuring the sensitivity of {len(candidates)} weighted nodes, one at a time")
+        sensitivity = sensitivities(build, candidates, evaluator, say)
     order = sorted(candidates, key=lambda n: -sensitivity[n])
     cap = len(order) if max_kept is None else max(0, min(max_kept, len(order)))
     at_cap = measure(order[:cap])

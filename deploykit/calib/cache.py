@@ -29,8 +29,8 @@ def cache_dir() -> Path:
 
 
 def cache_key(onnx_sha256: str, data_sha256: str, method: Mapping[str, Any]) -> str:
-    text = json.dumps({"schema": SCHEMA, "deploykit": deploykit.__version__, "onnx": onnx_sha256, "data": data_sha256, "method": dict(method)},
-                      sort_keys=True)
+    text = json.dumps({"schema": SCHEMA, "deploykit": deploykit.__version__, "onnx": onnx_sha256,
+                       "data": data_sha256, "method": dict(method)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

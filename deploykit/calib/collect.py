@@ -89,7 +89,7 @@ class Collection:
     inputs: int = 0
 
 
-def _probe_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+def probe_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
     """A copy of `model` whose graph also outputs `tensors` (as float32; types come from the graph)."""
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     present = {o.name for o in probe.graph.output}
@@ -119,7 +119,7 @@ def collect_stats(
     input_name = graph_inputs[0]
     with_hist = set(histograms)
     inner = [t for t in dict.fromkeys(tensors) if t != input_name]
-    session = session_from_onnx(_probe_model(model, inner).SerializeToString(), threads=threads,
+    session = session_from_onnx(probe_model(model, inner).SerializeToString(), threads=threads,
                                 optimization="basic")
     collection = Collection({name: TensorStats() for name in dict.fromkeys(tensors)})
     for count, batch in enumerate(inputs, start=1):

@@ -17,11 +17,11 @@ import onnx
 from onnx import TensorProto
 
 from deploykit.calib import cache as calib_cache
-from deploykit.calib.budget import BudgetResult, Evaluator, parse_budget, search
+from deploykit.calib.budget import BudgetResult, Evaluator, local_sensitivities, parse_budget, search
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
 from deploykit.calib.methods import MinMax, Percentile, amax, make_method
-from deploykit.calib.qdq import QdqResult, calibration_tensors, qdq_from_ranges
+from deploykit.calib.qdq import QdqBuilder, QdqResult, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, InputError
 from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.graph.tensors import activations, index_graph
@@ -43,6 +43,7 @@ class CalibrationOptions:
     use_cache: bool = True
     holdout: int | None = None  # inputs held out for an accuracy budget
     max_kept: int | None = None  # most weighted nodes the budget search may keep in float
+    sensitivity: str | None = None  # "local" (default) or "single" (see deploykit.calib.budget)
 
 
 @dataclass
@@ -181,16 +182,13 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     ranges, info = _ranges(source, source_sha, data, method, tensors, options,
                            histograms=not isinstance(method, MinMax), threads=threads, say=progress)
 
-    def build(kept: frozenset[str] = frozenset()) -> QdqResult:
-        return qdq_from_ranges(source, ranges.amax, keep_float=keep_float, keep_names=kept,
-                               quantize_outputs=layout == "inputs+outputs")
-
-    result = build()
+    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs")
+    result = builder.build()
     budget_result: BudgetResult | None = None
     if budget is not None and held is not None:
-        budget_result = _search(source, build, result.quantized, held, budget, meta, options,
-                                backend=backend, threads=threads, progress=progress)
-        result = build(frozenset(budget_result.kept))
+        budget_result = _search(builder, result, held, budget, meta, options, backend=backend, threads=threads,
+                                progress=progress)
+        result = builder.build(budget_result.kept)
         info["holdout"] = len(held)
     _verify(result.model, "INT8")
     _with_metadata(result.model, meta, "int8", [k.to_dict() for k in result.kept])
@@ -203,18 +201,28 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     return PrecisionResult(result.model, report, info, info["data_sha256"])
 
 
-def _search(source: onnx.ModelProto, build: Callable[[frozenset[str]], QdqResult], candidates: list[str],
-            held: CalibrationData, budget: Any, meta: ModelMetadata | None, options: CalibrationOptions, *,
-            backend: str, threads: int | None, progress: Progress) -> BudgetResult:
-    """Run the budget search on the model each backend would run (ONNX Runtime: its UINT8 lowering)."""
+def _search(builder: QdqBuilder, all_int8: QdqResult, held: CalibrationData, budget: Any,
+            meta: ModelMetadata | None, options: CalibrationOptions, *, backend: str, threads: int | None,
+            progress: Progress) -> BudgetResult:
+    """Run the budget search on the model each backend would run (ONNX Runtime: its INT8 lowering)."""
     from deploykit.backends.onnxruntime_compile import lower_for_onnxruntime
 
-    def candidate(kept: frozenset[str]) -> bytes:
-        model = build(kept).model
-        if backend == "onnxruntime":
-            model = lower_for_onnxruntime(model).model
-        return model.SerializeToString()
+    def deployed(model: onnx.ModelProto) -> onnx.ModelProto:
+        return lower_for_onnxruntime(model).model if backend == "onnxruntime" else model
 
-    progress(f"accuracy budget {budget.describe()} on {len(held)} held-out input(s)")
-    evaluator = Evaluator(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads)
-    return search(candidate, candidates, evaluator, budget, max_kept=options.max_kept, progress=progress)
+    def candidate(kept: frozenset[str]) -> bytes:
+        return deployed(builder.build(kept).model).SerializeToString()
+
+    inputs = list(held)
+    method = options.sensitivity or "local"
+    if method not in ("local", "single"):
+        raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
+    progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
+    evaluator = Evaluator(builder.model.SerializeToString(), inputs, meta.task if meta else None, threads=threads)
+    sensitivity = None
+    if method == "local" and all_int8.quantized:
+        nodes = {n.name: n for n in builder.model.graph.node}
+        triples = [(name, nodes[name].input[0], nodes[name].output[0]) for name in all_int8.quantized]
+        sensitivity = local_sensitivities(builder.model, deployed(all_int8.model), triples, inputs, threads)
+    return search(candidate, all_int8.quantized, evaluator, budget, max_kept=options.max_kept,
+                  sensitivity=sensitivity, progress=progress)

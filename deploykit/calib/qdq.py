@@ -19,7 +19,7 @@ What is quantized (TensorRT's placement rules, which ONNX Runtime also fuses):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,10 +146,12 @@ def _quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndar
 
 
 class _Inserter:
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto,
+                 quantized: Callable[[str, int], tuple[np.ndarray, np.ndarray]]) -> None:
         self.taken = all_names(model)
         self.initializers: list[onnx.TensorProto] = []
         self.weights: dict[tuple[str, int], str] = {}
+        self.quantized = quantized
 
     def scalar(self, base: str, value: np.ndarray) -> str:
         name = unique_name(base, self.taken)
@@ -169,11 +171,11 @@ class _Inserter:
         ]
         return nodes, dequantized
 
-    def weight(self, name: str, array: np.ndarray, axis: int) -> tuple[list[onnx.NodeProto], str]:
+    def weight(self, name: str, axis: int) -> tuple[list[onnx.NodeProto], str]:
         """An INT8 initializer + DequantizeLinear (once per weight and axis; shared by every reader)."""
         if (name, axis) in self.weights:
             return [], self.weights[(name, axis)]
-        q, scale = _quantize_weight(array, axis)
+        q, scale = self.quantized(name, axis)
         q_name = self.scalar(f"{name}_quantized", q)
         scale_name = self.scalar(f"{name}_scale", scale)
         zero_name = self.scalar(f"{name}_zero_point", np.zeros(scale.shape, dtype=np.int8))
@@ -227,6 +229,72 @@ def _readers(model: onnx.ModelProto, index: GraphIndex, chosen: list[QuantNode],
     return readers
 
 
+class QdqBuilder:
+    """Builds Q/DQ variants of one model for different keep sets; the graph index, the --keep-float matches
+    and the quantized weights are computed once (the accuracy-budget search builds many variants)."""
+
+    def __init__(self, model: onnx.ModelProto, amax: Mapping[str, float], *, keep_float: Iterable[str] = (),
+                 quantize_outputs: bool = True) -> None:
+        self.model = onnx.ModelProto.FromString(model.SerializeToString())
+        ensure_node_names(self.model.graph)
+        self.index = index_graph(self.model)
+        self.amax = dict(amax)
+        self.keep = match_nodes(self.model.graph, keep_float, self.index, option="--keep-float")
+        self.quantize_outputs = quantize_outputs
+        self._weights: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def candidates(self) -> list[str]:
+        """Weighted nodes that would be quantized with nothing kept by the budget."""
+        nodes, _ = weighted_nodes(self.model, self.index, self.keep)
+        return [n.name for n in nodes if n.activation in self.amax]
+
+    def _weight(self, name: str, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        if (name, axis) not in self._weights:
+            self._weights[(name, axis)] = _quantize_weight(numpy_helper.to_array(self.index.initializers[name]),
+                                                           axis)
+        return self._weights[(name, axis)]
+
+    def build(self, keep_names: Iterable[str] = ()) -> QdqResult:
+        model = onnx.ModelProto.FromString(self.model.SerializeToString())
+        graph, index, amax = model.graph, self.index, self.amax
+        candidates, kept = weighted_nodes(self.model, index, self.keep, keep_names)
+        chosen: list[QuantNode] = []
+        for node in candidates:
+            if node.activation not in amax:
+                kept.append(KeptNode(node.name, node.op_type, f"no calibration range for {node.activation}"))
+            else:
+                chosen.append(node)
+        readers = _readers(self.model, index, chosen, self.quantize_outputs)
+        readers = {t: r for t, r in readers.items() if t in amax}
+        inserter = _Inserter(model, self._weight)
+        dequantized: dict[str, str] = {}
+        new_nodes: list[onnx.NodeProto] = []
+        for tensor in readers:
+            if tensor in {v.name for v in graph.input}:
+                pair, dequantized[tensor] = inserter.qdq_pair(tensor, amax[tensor])
+                new_nodes.extend(pair)
+        by_name = {n.name: n for n in chosen}
+        for node in graph.node:
+            for position, name in enumerate(node.input):
+                if name in readers and node.name in readers[name]:
+                    node.input[position] = dequantized[name]
+            if node.name in by_name:
+                spec = by_name[node.name]
+                weight_nodes, node.input[1] = inserter.weight(spec.weight, spec.axis)
+                new_nodes.extend(weight_nodes)
+            new_nodes.append(node)
+            for output in node.output:
+                if output in readers and output not in dequantized:
+                    pair, dequantized[output] = inserter.qdq_pair(output, amax[output])
+                    new_nodes.extend(pair)
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+        graph.initializer.extend(inserter.initializers)
+        remove_unused_initializers(model)
+        return QdqResult(model=model, quantized=[n.name for n in chosen], kept=kept, tensors=list(readers),
+                         layout="inputs+outputs" if self.quantize_outputs else "inputs")
+
+
 def qdq_from_ranges(
     model: onnx.ModelProto,
     amax: Mapping[str, float],
@@ -240,46 +308,5 @@ def qdq_from_ranges(
     keep_float: node names or op types (or "DepthwiseConv") left in float, checked against the graph;
     keep_names: exact node names left in float (the budget search's choices).
     """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    ensure_node_names(graph)
-    index = index_graph(model)
-    keep = match_nodes(graph, keep_float, index, option="--keep-float")
-    candidates, kept = weighted_nodes(model, index, keep, keep_names)
-    chosen: list[QuantNode] = []
-    for node in candidates:
-        if node.activation not in amax:
-            kept.append(KeptNode(node.name, node.op_type, f"no calibration range for {node.activation}"))
-        else:
-            chosen.append(node)
-    readers = _readers(model, index, chosen, quantize_outputs)
-    readers = {t: r for t, r in readers.items() if t in amax}
-    inserter = _Inserter(model)
-    dequantized: dict[str, str] = {}
-    new_nodes: list[onnx.NodeProto] = []
-    graph_inputs = {v.name for v in graph.input}
-    for tensor in readers:
-        if tensor in graph_inputs:
-            pair, dequantized[tensor] = inserter.qdq_pair(tensor, amax[tensor])
-            new_nodes.extend(pair)
-    by_name = {n.name: n for n in chosen}
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            if name in readers and node.name in readers[name]:
-                node.input[position] = dequantized[name]
-        if node.name in by_name:
-            spec = by_name[node.name]
-            array = numpy_helper.to_array(index.initializers[spec.weight])
-            weight_nodes, node.input[1] = inserter.weight(spec.weight, array, spec.axis)
-            new_nodes.extend(weight_nodes)
-        new_nodes.append(node)
-        for output in node.output:
-            if output in readers and output not in dequantized:
-                pair, dequantized[output] = inserter.qdq_pair(output, amax[output])
-                new_nodes.extend(pair)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    graph.initializer.extend(inserter.initializers)
-    remove_unused_initializers(model)
-    return QdqResult(model=model, quantized=[n.name for n in chosen], kept=kept, tensors=list(readers),
-                     layout="inputs+outputs" if quantize_outputs else "inputs")
+    builder = QdqBuilder(model, amax, keep_float=keep_float, quantize_outputs=quantize_outputs)
+    return builder.build(keep_names)

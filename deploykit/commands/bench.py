@@ -221,5 +221,9 @@ def _render_kernels(report: Any) -> None:
     peaks = report.peaks
     click.echo(f"\npeaks: sgemm {peaks['gemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbps']:.1f} GB/s, "
                f"{peaks['threads']} threads; {report.seconds:.0f} s")
+    if report.gpu_peaks:
+        gpu = report.gpu_peaks
+        click.echo(f"GPU peaks ({gpu['device']}): sgemm {gpu['gemm_gflops']:.0f} GFLOP/s, copy "
+                   f"{gpu['copy_gbps']:.0f} GB/s; TensorRT times are GPU compute (CUDA events), transfers excluded")
     for note in report.notes:
         click.echo(f"note: {note}")

@@ -70,6 +70,8 @@ def _rows(report: dict[str, Any]) -> list[list[object]]:
 @click.option("--holdout", type=int, default=None, help="Calibration inputs held out to measure the budget.")
 @click.option("--max-float", "max_kept", type=int, default=None,
               help="Most weighted nodes the budget search may keep in float (default: all).")
+@click.option("--sensitivity", type=click.Choice(["local", "single"]), default=None,
+              help="Budget search ranking: local (default, two runs) or single (quantize one node at a time).")
 @click.option("--qdq-layout", type=click.Choice(["inputs", "inputs+outputs"]), default=None,
               help="INT8 Q/DQ placement (default: inputs for TensorRT, inputs+outputs for ONNX Runtime).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and checks.")
@@ -80,7 +82,7 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
                  keep_fp32: tuple[str, ...], keep_float: tuple[str, ...], calib_data: str | None,
                  calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,
                  no_calib_cache: bool, accuracy_budget: str | None, holdout: int | None, max_kept: int | None,
-                 qdq_layout: str | None, threads: int | None, force: bool, as_json: bool,
+                 sensitivity: str | None, qdq_layout: str | None, threads: int | None, force: bool, as_json: bool,
                  **trt: Any) -> None:
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
@@ -91,7 +93,7 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
 
     calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
                                      cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,
-                                     max_kept=max_kept)
+                                     max_kept=max_kept, sensitivity=sensitivity)
     result = build_artifact(model, output, precision=precision or "fp32", backend=backend,
                             calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
                             accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,

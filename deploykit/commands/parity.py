@@ -17,7 +17,7 @@ from deploykit.commands._options import echo_json, force_option, json_option, mo
 @click.option("--random", "random_count", type=click.IntRange(min=1), default=None, metavar="N",
               help="Add N random normal inputs.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images or .npz inputs.")
 @click.option("--seed", type=int, default=None, help="Seed of --random (default 0).")
 @click.option("--providers", default=None, metavar="cpu|cuda|tensorrt",
               help="ONNX Runtime execution providers, comma-separated (default cpu).")
@@ -46,7 +46,8 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
     """Run REFERENCE and each CANDIDATE on the same inputs and compare every output: numeric metrics, task
     metrics (segmentation: pixel agreement, mIoU; saliency: CC, KLD, SIM, NSS) and gates chosen by each
     candidate's precision. Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
-    Runtime) or a built artifact (its sidecar's backend). Exits 2 when a candidate fails."""
+    Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
+    Exits 2 when a candidate fails."""
     from deploykit.errors import ParityError
     from deploykit.outputs import check_output_path, write_text
     from deploykit.parity.compare import ParitySettings, run_parity

@@ -57,12 +57,15 @@ def _constant_type(node: onnx.NodeProto) -> int | None:
     return None
 
 
-def index_graph(model: onnx.ModelProto) -> GraphIndex:
-    """Index `model`'s main graph; element types come from ONNX shape inference (non-strict)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
-    except Exception:  # inference is only an aid here: fall back to the declared types
-        inferred = model
+def index_graph(model: onnx.ModelProto, *, infer_types: bool = True) -> GraphIndex:
+    """Index `model`'s main graph; element types come from ONNX shape inference (non-strict), or only from
+    declarations, initializers and constants when `infer_types` is False (cheaper)."""
+    inferred = model
+    if infer_types:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+        except Exception:  # inference is only an aid here: fall back to the declared types
+            inferred = model
     graph = inferred.graph
     types: dict[str, int] = {}
     for value in (*graph.input, *graph.value_info, *graph.output):

@@ -94,6 +94,7 @@ class ParityResult:
     inputs: str
     input_count: int
     candidates: list[CandidateResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # provenance mismatches that explain a failure
 
     @property
     def passed(self) -> bool:
@@ -109,7 +110,7 @@ class ParityResult:
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "reference_backend": self.reference_backend, "task": self.task,
                 "inputs": self.inputs, "input_count": self.input_count, "passed": self.passed,
-                "summary": self.summary(), "candidates": [c.to_dict() for c in self.candidates]}
+                "summary": self.summary(), "notes": self.notes, "candidates": [c.to_dict() for c in self.candidates]}
 
 
 def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -195,7 +196,34 @@ def compare(
                           inputs=inputs.description, input_count=inputs.count,
                           candidates=[t.result(settings.precision or c.precision, settings.gates)
                                       for t, c in zip(tallies, candidates, strict=True)])
+    failed = {c.label for c in result.candidates if not c.passed}
+    result.notes = [note for label, note in provenance_notes(reference, candidates) if label in failed]
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
+
+
+def provenance_notes(reference: Target, candidates: Sequence[Target]) -> list[tuple[str, str]]:
+    """Differences between how a PyTorch reference was built and how each candidate was exported (its
+    metadata), as (candidate label, note): the usual cause of a total mismatch is other weights or options."""
+    if reference.loaded is None:
+        return []
+    loaded = reference.loaded
+    notes: list[tuple[str, str]] = []
+    for target in candidates:
+        meta, label = target.metadata, target.label
+        if meta is None:
+            continue
+        if meta.model != loaded.spec.name:
+            notes.append((label, f"{label} was exported from {meta.model}, the reference is {loaded.spec.name}"))
+        if {k: str(v) for k, v in meta.options.items()} != {k: str(v) for k, v in loaded.options.items()}:
+            notes.append((label, f"{label} was exported with options {dict(meta.options)}, the reference is "
+                                 f"built with {loaded.options}: pass the same --set"))
+        if meta.weights != loaded.weights:
+            notes.append((label, f"{label} holds weights {meta.weights or '(builder initialisation)'}, the "
+                                 f"reference {loaded.weights or '(builder initialisation)'}: pass the same --weights"))
+        elif not meta.weights:
+            notes.append((label, f"neither {label} nor the reference has trained weights: they agree only if "
+                                 "both come from the same seeded initialisation (deploykit seeds builders with 0)"))
+    return notes
 
 
 def run_parity(reference: Target, candidates: Sequence[Target], inputs: InputSet, settings: ParitySettings,

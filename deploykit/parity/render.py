@@ -40,8 +40,10 @@ def localization_lines(candidate: CandidateResult, table: Table = text_table) ->
     found = candidate.localization
     if found is None:
         return []
-    lines = [f"localize {candidate.label}: {found.compared} intermediate tensors compared with the FP32 reference "
-             f"({found.unmatched} without a counterpart), tolerance {fmt(found.tolerance)} on the relative error"]
+    graph = "" if found.candidate == candidate.label else f" (the graph it was built from, {found.candidate})"
+    lines = [f"localize {candidate.label}{graph}: {found.compared} intermediate tensors compared with the FP32 "
+             f"reference ({found.unmatched} without a counterpart), tolerance {fmt(found.tolerance)} on the "
+             "relative error"]
     if found.first is None:
         lines.append("no intermediate tensor crosses the tolerance; the divergence is in the last nodes or "
                      "spread thinly (see growth below)")
@@ -63,6 +65,8 @@ def text_report(result: ParityResult) -> str:
     failures = [(c.label, f) for c in result.candidates for o in c.outputs for f in o.failures()]
     if failures:
         lines += ["", *(f"FAIL {label}: {failure}" for label, failure in failures)]
+    if result.notes:
+        lines += ["", *(f"note: {note}" for note in result.notes)]
     for candidate in result.candidates:
         extra = localization_lines(candidate)
         if extra:
@@ -74,6 +78,7 @@ def markdown_report(result: ParityResult) -> str:
     verdict = "pass" if result.passed else "FAIL"
     lines = [f"# Parity report: {verdict}", "", f"- Reference: `{result.reference}` ({result.reference_backend})",
              f"- Task: {result.task or 'unknown'}", f"- Inputs: {result.inputs}", f"- Verdict: {result.summary()}",
+             *(f"- Note: {note}" for note in result.notes),
              "", "## Outputs", "", summary_table(result, markdown_table), "", "## Gates", ""]
     for candidate in result.candidates:
         checks = {c.gate.describe() for o in candidate.outputs for c in o.checks}

@@ -9,12 +9,13 @@ convs and the decoder's 3x3 convs depthwise-separable with BN+ReLU after the dep
 `decoder=False` is DeepLabv3 as in the TF reference (ASPP -> logits). align_corners=True is the TF reference's
 resize; VainF/DeepLabV3Plus-Pytorch uses False.
 
-Deviations from the TF reference: torchvision-layout backbones (see backbones/), ImageNet mean/std input
-normalisation (as both PyTorch repositories; TF scales Xception/MobileNet input to [-1, 1]), the MobileNetV2
-variant has ASPP and decoder (as VainF; TF's MobileNetV2 model has neither). `compat` reproduces a PyTorch
-repository's computation exactly (set when loading its checkpoints; formats at the end of this file): "vainf"
-concatenates [low-level, ASPP] and changes MobileNetV2 padding; "jfzhang95" changes backbone dilations and
-Xception details. The output is logits at input resolution, named "output".
+Deviations from the TF reference: torchvision-layout ResNets by default (the layout of every PyTorch
+checkpoint; `resnet_layout="tf_beta"` builds the paper's resnet_v1_beta, see backbones/resnet.py), ImageNet
+mean/std input normalisation (as both PyTorch repositories; TF scales Xception, MobileNet and ResNet-beta input to
+[-1, 1]), the MobileNetV2 variant has ASPP and decoder (as VainF; TF's MobileNetV2 model has neither).
+`compat` reproduces a PyTorch repository's computation exactly (set when loading its checkpoints; formats at the
+end of this file): "vainf" concatenates [low-level, ASPP] and changes MobileNetV2 padding; "jfzhang95" changes
+backbone dilations and Xception details. The output is logits at input resolution, named "output".
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 from deploykit.errors import CheckpointError
 from deploykit.zoo._registry import IMAGENET, ModelSpec, register_model
 from deploykit.zoo.backbones import Backbone, build_backbone, check_output_stride, scaled
+from deploykit.zoo.backbones.resnet import BLOCKS, ResNet
 from deploykit.zoo.checkpoints import Converted, StateDict, register_checkpoint_format
 from deploykit.zoo.layers import ASPP, ConvBNReLU, conv3x3_bn_relu, init_conv_weights, resize_to
 
@@ -91,7 +93,8 @@ class DeepLabV3Plus(nn.Module):
 
 
 def _build(backbone: str, *, output_stride: int, decoder: bool, separable: bool, decoder_convs: int,
-           align_corners: bool, num_classes: int, width_multiplier: float, compat: str) -> DeepLabV3Plus:
+           align_corners: bool, num_classes: int, width_multiplier: float, compat: str,
+           resnet_layout: str = "torchvision") -> DeepLabV3Plus:
     check_output_stride(output_stride)
     if decoder and decoder_convs < 1:
         raise ValueError(f"decoder_convs must be at least 1 with the decoder on (paper: 2), got {decoder_convs}")
@@ -99,7 +102,12 @@ def _build(backbone: str, *, output_stride: int, decoder: bool, separable: bool,
         raise ValueError(f"decoder_convs must not be negative, got {decoder_convs}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    net = build_backbone(backbone, output_stride=output_stride, width_multiplier=width_multiplier, compat=compat)
+    net: Backbone
+    if resnet_layout == "torchvision":
+        net = build_backbone(backbone, output_stride=output_stride, width_multiplier=width_multiplier, compat=compat)
+    else:  # the layout the PyTorch repositories never use: ResNet checks it and its compat
+        net = ResNet(BLOCKS[backbone], output_stride=output_stride, width_multiplier=width_multiplier,
+                     compat=compat, layout=resnet_layout)
     return DeepLabV3Plus(net, num_classes=num_classes, output_stride=output_stride, decoder=decoder,
                          decoder_convs=decoder_convs, separable=separable, align_corners=align_corners,
                          width_multiplier=width_multiplier, low_level_first=compat == "vainf")
@@ -108,7 +116,8 @@ def _build(backbone: str, *, output_stride: int, decoder: bool, separable: bool,
 # Registered builders: the same keyword options for every backbone (documented once, here).
 def deeplabv3plus_resnet50(*, output_stride: int = 16, decoder: bool = True, separable: bool = False,
                            decoder_convs: int = 2, align_corners: bool = True, num_classes: int = 21,
-                           width_multiplier: float = 1.0, compat: str = "paper") -> DeepLabV3Plus:
+                           width_multiplier: float = 1.0, compat: str = "paper",
+                           resnet_layout: str = "torchvision") -> DeepLabV3Plus:
     """DeepLabv3+ with ResNet-50.
 
     output_stride: 16 (ASPP rates 6/12/18) or 8 (12/24/36). decoder: False gives DeepLabv3.
@@ -116,14 +125,16 @@ def deeplabv3plus_resnet50(*, output_stride: int = 16, decoder: bool = True, sep
     decoder convs (paper 2, VainF 1). align_corners: bilinear resize mode (TF reference True, VainF False).
     num_classes: logits channels. width_multiplier: scales every channel count (narrow test variants).
     compat: "paper", "vainf" or "jfzhang95": reproduce that PyTorch repository's computation (set by loading
-    its checkpoints).
+    its checkpoints). resnet_layout: "torchvision" (every PyTorch checkpoint) or "tf_beta" (the paper's TF
+    resnet_v1_beta: three 3x3 stem convs, stride in the last unit of each block; ResNet builders only).
     """
     return _build("resnet50", **locals())
 
 
 def deeplabv3plus_resnet101(*, output_stride: int = 16, decoder: bool = True, separable: bool = False,
                             decoder_convs: int = 2, align_corners: bool = True, num_classes: int = 21,
-                            width_multiplier: float = 1.0, compat: str = "paper") -> DeepLabV3Plus:
+                            width_multiplier: float = 1.0, compat: str = "paper",
+                            resnet_layout: str = "torchvision") -> DeepLabV3Plus:
     """DeepLabv3+ with ResNet-101 (options as deeplabv3plus_resnet50)."""
     return _build("resnet101", **locals())
 

@@ -128,7 +128,8 @@ register_model(
         "segmentation (arXiv 1505.04597)",
         description="U-Net as in the paper: unpadded 3x3 convs 64..1024, 2x2 up-convs, crop + concat, 2 classes. "
         "The output is smaller than the input: 572x572 -> 388x388 (output side = input side - 184); input sides "
-        "must be 16k+60 >= 188. padded=True gives a same-size output for sides that are multiples of 16.",
+        "must be 16k+60 >= 188 (they step by 16, hence size_multiple 16). padded=True gives a same-size output "
+        "for sides that are multiples of 16.",
         size_multiple=16,
         test_options={"width": 0.0625},
         test_input_size=(188, 204),

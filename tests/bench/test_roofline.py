@@ -40,3 +40,8 @@ def test_best_of_and_spread_warning() -> None:
 def test_probes_return_positive_rates() -> None:
     assert measure_gemm_gflops(1, size=64, budget_s=0.01) > 0
     assert measure_copy_gbps(1, mbytes=1.0, budget_s=0.01) > 0
+
+
+def test_peaks_round_trip_through_their_dict() -> None:
+    assert Peaks(**PEAKS.to_dict()) == PEAKS
+    assert Peaks.from_dict({**PEAKS.to_dict(), "extra": 1}) == PEAKS

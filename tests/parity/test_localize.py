@@ -192,3 +192,20 @@ def test_torchscript_export_module_paths_exist_in_the_model(tmp_path: Path) -> N
     paths = [module_path(n) for n in convs]
     assert len(convs) == 6 and all(isinstance(modules.get(p), nn.Conv2d) for p in paths), paths
     assert "stem.1.0" in paths and "blocks.0.conv1" in paths and "layer1.1.conv1" in paths
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_dynamo_export_module_paths_exist_in_the_model(tmp_path: Path) -> None:
+    """The dynamo exporter records name scopes in metadata_props; a Conv that absorbed its BatchNorm carries the
+    BatchNorm's scope (the rewriter keeps the later node's record), which names the same block."""
+    net = _Net().eval()
+    program = torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), dynamo=True, opset_version=18)
+    assert program is not None
+    path = tmp_path / "net.onnx"
+    program.save(str(path))
+    modules = dict(net.named_modules())
+    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    paths = [module_path(n) for n in convs]
+    assert len(convs) == 6 and all(isinstance(modules.get(p), (nn.Conv2d, nn.BatchNorm2d)) for p in paths), paths
+    assert {"stem.0", "stem.1.0", "head"} <= set(paths) and "blocks.0.bn" in paths

@@ -1,0 +1,55 @@
+"""`deploykit deploy`: the whole flow in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from deploykit.commands._options import echo_json, json_option, model_source_options, progress
+
+
+@click.command(short_help="Export, build every precision, check parity, bench, and write a report.")
+@click.argument("model")
+@model_source_options
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
+@click.option("--precisions", default=None, help="Comma-separated: fp32,fp16,int8 (default: all three).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default=None,
+              help="Where to build (default auto: TensorRT where a builder can be constructed).")
+@click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
+@click.option("--calib-n", type=int, default=None, help="Calibration images to use.")
+@click.option("--accuracy-budget", default=None, metavar="METRIC>=X", help="INT8 budget, e.g. pixel_agreement>=0.995.")
+@click.option("--inputs", default=None, help="Parity images (default: the calibration folder, else sample photos).")
+@click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
+@click.option("--bench-seconds", type=float, default=None, help="Timed seconds per benchmark run (default 3).")
+@click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
+@click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
+@json_option
+def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
+           out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
+           accuracy_budget: str | None, inputs: str | None, input_shape: str | None, bench_seconds: float | None,
+           threads: int | None, rerun: bool, as_json: bool) -> None:
+    """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
+    PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
+    Re-running skips the steps whose inputs did not change."""
+    from deploykit.deploy import PRECISIONS, DeployOptions, run_deploy
+    from deploykit.sources import parse_options, parse_shape
+
+    opts = DeployOptions(
+        source=model, out=Path(out), options=parse_options(set_options), weights=weights,
+        allow_partial=allow_partial,
+        precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else PRECISIONS,
+        backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
+        input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]
+        bench_seconds=bench_seconds or 3.0, threads=threads, rerun=rerun,
+    )
+    result = run_deploy(opts, progress=progress)
+    if as_json:
+        echo_json(result.summary)
+    else:
+        click.echo((result.out / "report.md").read_text(encoding="utf-8"))
+        click.echo(f"report: {result.out / 'report.html'}")
+    if not result.summary["parity"]["passed"]:
+        from deploykit.errors import ParityError
+
+        raise ParityError(f"{result.summary['parity']['summary']} (report in {result.out})")
