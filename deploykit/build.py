@@ -93,13 +93,15 @@ def _load_source(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def _check_options(precision: str, *, keep_fp32: Sequence[str], keep_float: Sequence[str], fp16_io: bool,
-                   accuracy_budget: str | None) -> None:
+                   accuracy_budget: Sequence[str]) -> None:
     if precision not in PRECISIONS:
         raise ConfigConflict(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "fp16" and (keep_fp32 or fp16_io):
         raise ConfigConflict("--keep-fp32 and --fp16-io apply to --fp16 builds only")
-    if precision != "int8" and (keep_float or accuracy_budget):
-        raise ConfigConflict("--keep-float and --accuracy-budget apply to --int8 builds only")
+    if precision != "int8" and keep_float:
+        raise ConfigConflict("--keep-float applies to --int8 builds only (--keep-fp32 is its --fp16 twin)")
+    if precision == "fp32" and accuracy_budget:
+        raise ConfigConflict("--accuracy-budget applies to --fp16 and --int8 builds")
 
 
 def _write_model(model: onnx.ModelProto, path: Path, *, force: bool) -> None:
@@ -169,7 +171,7 @@ def build_artifact(
     keep_fp32: Sequence[str] = (),
     keep_float: Sequence[str] = (),
     fp16_io: bool = False,
-    accuracy_budget: str | None = None,
+    accuracy_budget: str | Sequence[str] | None = None,
     qdq_layout: str | None = None,
     tensorrt_options: Mapping[str, Any] | None = None,
     threads: int | None = None,
@@ -180,8 +182,9 @@ def build_artifact(
     precision graph. Raises a DeployKitError (nothing half-written is left) when any step fails."""
     say = progress or (lambda _m: None)
     started = time.perf_counter()
+    budget = [accuracy_budget] if isinstance(accuracy_budget, str) else list(accuracy_budget or ())
     _check_options(precision, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
-                   accuracy_budget=accuracy_budget)
+                   accuracy_budget=budget)
     out_path = check_output_path(out, force=force)
     check_output_path(sidecar_path(out_path), force=force)
     chosen, note = resolve_backend(backend)
@@ -201,11 +204,11 @@ def build_artifact(
         source_sha = sha256_file(onnx_path)
         if precision == "fp16":
             result = fp16_graph(source, meta, source_sha, calibration, keep=keep_fp32, fp16_io=fp16_io,
-                                threads=threads, progress=say)
+                                accuracy_budget=budget, backend=chosen, threads=threads, progress=say)
         else:
             layout = qdq_layout or ("inputs" if chosen == "tensorrt" else "inputs+outputs")
             result = int8_graph(source, meta, source_sha, calibration, keep_float=keep_float,
-                                accuracy_budget=accuracy_budget, layout=layout, backend=chosen,
+                                accuracy_budget=budget, layout=layout, backend=chosen,
                                 threads=threads, progress=say)
         _write_model(result.model, transformed, force=force)
         graph_path = transformed

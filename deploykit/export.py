@@ -35,16 +35,24 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Tolerance:
-    """An export passes when, per output, max_abs <= atol + rtol * max|ref| and cosine >= min_cosine."""
+    """An export passes when, per output, cosine >= min_cosine, nothing is NaN/Inf, and either
+    max_abs <= atol + rtol * max|ref| or at most `max_outliers` of the elements lie beyond
+    atol + rtol * |ref| (numpy.isclose's rule).
+
+    The outlier share exists for argmax-like operators: where two values of a max-pool window are equal to
+    float rounding, ONNX Runtime and PyTorch may pick different switches (DeconvNet's unpooling), which
+    moves a handful of elements while the output as a whole is identical. An export bug moves many.
+    """
 
     atol: float = 1e-4
     rtol: float = 1e-4
     min_cosine: float = 0.99999
+    max_outliers: float = 1e-4
 
     def passes(self, metrics: NumericMetrics, ref_scale: float) -> bool:
-        return metrics.nan == 0 and metrics.inf == 0 and (
-            metrics.max_abs <= self.atol + self.rtol * ref_scale and metrics.cosine >= self.min_cosine
-        )
+        if metrics.nan or metrics.inf or not metrics.cosine >= self.min_cosine:
+            return False
+        return metrics.max_abs <= self.atol + self.rtol * ref_scale or metrics.beyond_tol <= self.max_outliers
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,8 @@ def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequenc
             for shape in shapes:
                 feed = {input_name: rng.standard_normal(shape).astype(np.float32)}
                 expected, got = torch_runner.infer(feed), ort_runner.infer(feed)
-                metrics = {name: numeric_metrics(expected[name], got[name]) for name in output_names}
+                metrics = {name: numeric_metrics(expected[name], got[name], atol=tolerance.atol, rtol=tolerance.rtol)
+                           for name in output_names}
                 passed = all(tolerance.passes(metrics[n], float(np.abs(expected[n]).max())) for n in output_names)
                 checks.append(ShapeCheck(tuple(shape), metrics, passed))
     return checks

@@ -115,12 +115,23 @@ def test_int8_accuracy_budget(workdir: Path, tmp_path: Path) -> None:
                             calibration=CalibrationOptions(data=str(workdir / "calib"), holdout=2),
                             accuracy_budget="cosine>=0.9995")
     budget = result.report["budget"]
-    assert budget["reached"] >= 0.9995 and budget["budget"] == "cosine>=0.9995"
+    assert budget["reached"]["cosine"] >= 0.9995 and budget["budget"] == "cosine>=0.9995"
     kept = [k["name"] for k in result.report["kept_float"]]
-    assert kept == budget["kept_float"] and len(kept) < 6
+    assert kept == budget["kept"] and len(kept) < 6
     assert result.sidecar.build_options["calibration"]["inputs"] == 4  # 6 images, 2 held out
     saved = json.loads((tmp_path / "net.int8.ort.onnx.deploykit.json").read_text())
-    assert saved["precision_report"]["budget"]["kept_float"] == kept
+    assert saved["precision_report"]["budget"]["kept"] == kept
+
+
+def test_fp16_accuracy_budget_keeps_float32(workdir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "net.fp16.ort.onnx"
+    result = build_artifact(workdir / "net.onnx", out, precision="fp16",
+                            calibration=CalibrationOptions(data=str(workdir / "calib"), holdout=2),
+                            accuracy_budget=["cosine>=0.99999999"])
+    budget = result.report["budget"]
+    assert budget["reached"]["cosine"] >= 0.99999999 and budget["kept"]
+    kept = {k["name"] for k in result.report["kept_fp32"]}
+    assert set(budget["kept"]) <= kept
 
 
 def test_failures_are_clear(workdir: Path, tmp_path: Path) -> None:
@@ -130,7 +141,9 @@ def test_failures_are_clear(workdir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigConflict, match="--fp16 builds only"):
         build_artifact(source, tmp_path / "a.onnx", precision="int8", keep_fp32=["Conv"])
     with pytest.raises(ConfigConflict, match="--int8 builds only"):
-        build_artifact(source, tmp_path / "a.onnx", precision="fp16", accuracy_budget="cosine>=0.9")
+        build_artifact(source, tmp_path / "a.onnx", precision="fp16", keep_float=["Conv"])
+    with pytest.raises(ConfigConflict, match="--fp16 and --int8"):
+        build_artifact(source, tmp_path / "a.onnx", accuracy_budget="cosine>=0.9")
     (tmp_path / "exists.onnx").write_bytes(b"")
     with pytest.raises(OutputExists):
         build_artifact(source, tmp_path / "exists.onnx")

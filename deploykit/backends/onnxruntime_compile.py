@@ -147,6 +147,20 @@ def lower_for_onnxruntime(model: onnx.ModelProto, *, seven_bit: bool | None = No
     return Lowered(lowered.model, lowered.unsigned, count)
 
 
+def ort_optimized(model: onnx.ModelProto, *, threads: int | None = None, what: str = "the model"
+                  ) -> onnx.ModelProto:
+    """ONNX Runtime's optimized form of an already lowered `model` (what the artifact holds), in memory."""
+    with tempfile.TemporaryDirectory(prefix="deploykit-ort-") as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        options = session_options(threads, optimization=OPTIMIZATION)
+        options.optimized_model_filepath = str(optimized)
+        try:
+            ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT's own exception types
+            raise BuildError(f"ONNX Runtime could not optimize {what}: {str(exc).splitlines()[0]}") from exc
+        return onnx.load(str(optimized))
+
+
 def ort_model_from_onnx(
     onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool, threads: int | None = None,
     seven_bit: bool | None = None,
@@ -155,17 +169,7 @@ def ort_model_from_onnx(
     Returns what the INT8 lowerings changed (its model is the lowered graph before ORT's optimizations)."""
     source = onnx.load(str(onnx_path))
     result = lower_for_onnxruntime(source, seven_bit=seven_bit)
-    lowered = result.model
-    with tempfile.TemporaryDirectory(prefix="deploykit-ort-") as tmp:
-        optimized = Path(tmp) / "optimized.onnx"
-        options = session_options(threads, optimization=OPTIMIZATION)
-        options.optimized_model_filepath = str(optimized)
-        try:
-            ort.InferenceSession(lowered.SerializeToString(), sess_options=options,
-                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT's own exception types
-            raise BuildError(f"ONNX Runtime could not optimize {onnx_path}: {str(exc).splitlines()[0]}") from exc
-        model = onnx.load(str(optimized))
+    model = ort_optimized(result.model, threads=threads, what=str(onnx_path))
     del model.metadata_props[:]
     model.metadata_props.extend(source.metadata_props)
     with atomic_output(out, force=force) as tmp_path:

@@ -90,12 +90,15 @@ class Collection:
 
 
 def probe_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
-    """A copy of `model` whose graph also outputs `tensors` (as float32; types come from the graph)."""
+    """A copy of `model` whose graph also outputs `tensors`, typed as the graph types them (float32 if unknown)."""
+    from deploykit.graph.tensors import index_graph
+
     probe = onnx.ModelProto.FromString(model.SerializeToString())
+    types = index_graph(probe).types
     present = {o.name for o in probe.graph.output}
     for name in tensors:
         if name not in present:
-            probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            probe.graph.output.append(helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None))
     return probe
 
 

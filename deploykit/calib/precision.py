@@ -17,14 +17,14 @@ import onnx
 from onnx import TensorProto
 
 from deploykit.calib import cache as calib_cache
-from deploykit.calib.budget import BudgetResult, Evaluator, local_sensitivities, parse_budget, search
+from deploykit.calib.budget import Budget, BudgetResult, Evaluator, local_sensitivities, parse_budget, search
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
-from deploykit.calib.methods import MinMax, Percentile, amax, make_method
-from deploykit.calib.qdq import QdqBuilder, QdqResult, calibration_tensors
+from deploykit.calib.methods import MinMax, amax, make_method
+from deploykit.calib.qdq import QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, InputError
-from deploykit.graph.fp16 import fp16_from_onnx
-from deploykit.graph.tensors import activations, index_graph
+from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
+from deploykit.graph.tensors import activations, ensure_node_names, index_graph
 from deploykit.metadata import ModelMetadata, write_metadata
 
 Progress = Callable[[str], None]
@@ -121,46 +121,62 @@ def _verify(model: onnx.ModelProto, what: str) -> None:
                          "in deploykit: please report it with the model") from exc
 
 
+def _split(data: CalibrationData, options: CalibrationOptions, budget: Budget | None
+           ) -> tuple[CalibrationData, CalibrationData | None]:
+    if budget is None:
+        return data, None
+    holdout = options.holdout if options.holdout is not None else max(1, min(MAX_HOLDOUT, len(data) // 4))
+    return data.split(holdout)
+
+
 def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
-               options: CalibrationOptions, *, keep: Sequence[str], fp16_io: bool, threads: int | None,
-               progress: Progress) -> PrecisionResult:
-    """FP16 graph; activations that overflow float16 on the calibration data keep their nodes in float32."""
-    chosen = options.data
-    if chosen is None and meta is not None:
-        chosen = "photos"  # the real photographs shipped with scikit-image, when it is installed
+               options: CalibrationOptions, *, keep: Sequence[str], fp16_io: bool, accuracy_budget: Sequence[str],
+               backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
+    """FP16 graph; activations that overflow float16 on the calibration data keep their nodes in float32, and
+    with a budget the fewest most sensitive nodes stay float32 until it is met."""
+    source = onnx.ModelProto.FromString(source.SerializeToString())
+    ensure_node_names(source.graph)
+    budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
+    if budget is not None and options.data is None:
+        raise CalibrationError("an accuracy budget needs --calib-data (a quarter of it is held out to measure it)")
+    chosen = options.data if options.data is not None else ("photos" if meta is not None else None)
     absmax: dict[str, float] = {}
     info: dict[str, Any] = {"overflow_scan": "skipped: no --calib-data and no deploykit metadata"}
-    data_sha = ""
+    data_sha, held = "", None
     if chosen is not None:
         try:
             data = _data(replace(options, data=chosen), source, meta, progress)
         except (CalibrationError, InputError) as exc:
             if options.data is not None:
                 raise
-            data = None
-            info = {"overflow_scan": f"skipped: {exc}"}
+            data, info = None, {"overflow_scan": f"skipped: {exc}"}
         if data is not None:
+            data, held = _split(data, options, budget)
             index = index_graph(source)
             tensors = sorted(t for t in activations(source, index) if index.types.get(t) == TensorProto.FLOAT)
             ranges, info = _ranges(source, source_sha, data, MinMax(), tensors, options, histograms=False,
                                    threads=threads, say=progress)
             absmax, data_sha = ranges.absmax, info["data_sha256"]
             info["overflow_scan"] = f"{ranges.inputs} input(s)"
-    result = fp16_from_onnx(source, keep=keep, fp16_io=fp16_io, activation_absmax=absmax)
+
+    def build(kept: frozenset[str] = frozenset()) -> Fp16Result:
+        return fp16_from_onnx(source, keep=[*keep, *sorted(kept)], fp16_io=fp16_io, activation_absmax=absmax)
+
+    result = build()
+    report: dict[str, Any] = {}
+    if budget is not None and held is not None:
+        found = _search(source, result.half_nodes, lambda kept: build(kept).model, held, budget, meta, options,
+                        backend=backend, low="FP16", threads=threads, progress=progress)
+        result = build(frozenset(found.kept))
+        report["budget"], info["holdout"] = found.to_dict(), len(held)
     _verify(result.model, "FP16")
     _with_metadata(result.model, meta, "fp16", [k.to_dict() for k in result.kept])
     progress(f"FP16: {result.converted} nodes in float16, {len(result.kept)} kept in float32")
-    return PrecisionResult(result.model, result.report(), info, data_sha)
-
-
-def _holdout(data: CalibrationData, options: CalibrationOptions) -> int:
-    if options.holdout is not None:
-        return options.holdout
-    return max(1, min(MAX_HOLDOUT, len(data) // 4))
+    return PrecisionResult(result.model, {**result.report(), **report}, info, data_sha)
 
 
 def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
-               options: CalibrationOptions, *, keep_float: Sequence[str], accuracy_budget: str | None,
+               options: CalibrationOptions, *, keep_float: Sequence[str], accuracy_budget: Sequence[str],
                layout: str, backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
     """INT8 Q/DQ graph from calibration ranges; with a budget, the fewest nodes kept in float that meet it."""
     if options.data is None:
@@ -173,56 +189,61 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
                          f"{opset}: re-export it with `deploykit export --opset 18`")
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
-    data = _data(options, source, meta, progress)
-    held: CalibrationData | None = None
-    if budget is not None:
-        data, held = data.split(_holdout(data, options))
+    data, held = _split(_data(options, source, meta, progress), options, budget)
     method = make_method(options.method, percentile=options.percentile)
     tensors = calibration_tensors(source)
     ranges, info = _ranges(source, source_sha, data, method, tensors, options,
                            histograms=not isinstance(method, MinMax), threads=threads, say=progress)
-
     builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs")
     result = builder.build()
-    budget_result: BudgetResult | None = None
+    report: dict[str, Any] = {"method": method.to_dict()}
     if budget is not None and held is not None:
-        budget_result = _search(builder, result, held, budget, meta, options, backend=backend, threads=threads,
-                                progress=progress)
-        result = builder.build(budget_result.kept)
-        info["holdout"] = len(held)
+        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, budget,
+                        meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
+        result = builder.build(found.kept)
+        report["budget"], info["holdout"] = found.to_dict(), len(held)
     _verify(result.model, "INT8")
     _with_metadata(result.model, meta, "int8", [k.to_dict() for k in result.kept])
     progress(f"INT8: {len(result.quantized)} weighted nodes quantized, {len(result.kept)} kept in float")
-    report: dict[str, Any] = {**result.report(), "method": method.to_dict()}
-    if isinstance(method, Percentile):
-        report["percentile"] = method.percentile
-    if budget_result is not None:
-        report["budget"] = budget_result.to_dict()
-    return PrecisionResult(result.model, report, info, info["data_sha256"])
+    return PrecisionResult(result.model, {**result.report(), **report}, info, info["data_sha256"])
 
 
-def _search(builder: QdqBuilder, all_int8: QdqResult, held: CalibrationData, budget: Any,
-            meta: ModelMetadata | None, options: CalibrationOptions, *, backend: str, threads: int | None,
-            progress: Progress) -> BudgetResult:
-    """Run the budget search on the model each backend would run (ONNX Runtime: its INT8 lowering)."""
-    from deploykit.backends.onnxruntime_compile import lower_for_onnxruntime
+def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[frozenset[str]], onnx.ModelProto],
+            held: CalibrationData, budget: Budget, meta: ModelMetadata | None, options: CalibrationOptions, *,
+            backend: str, low: str, threads: int | None, progress: Progress) -> BudgetResult:
+    """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
+    lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
+    Casts round activations to float16 where a plain float16 graph on CPU drops them)."""
+    from deploykit.backends.onnxruntime_compile import lower_for_onnxruntime, ort_optimized
 
-    def deployed(model: onnx.ModelProto) -> onnx.ModelProto:
+    def lowered(kept: frozenset[str]) -> onnx.ModelProto:
+        model = build(kept)
         return lower_for_onnxruntime(model).model if backend == "onnxruntime" else model
 
-    def candidate(kept: frozenset[str]) -> bytes:
-        return deployed(builder.build(kept).model).SerializeToString()
+    def deployed(kept: frozenset[str]) -> bytes:
+        model = lowered(kept)
+        return (ort_optimized(model, threads=threads) if backend == "onnxruntime" else model).SerializeToString()
 
     inputs = list(held)
     method = options.sensitivity or "local"
     if method not in ("local", "single"):
         raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
-    evaluator = Evaluator(builder.model.SerializeToString(), inputs, meta.task if meta else None, threads=threads)
+    evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads)
     sensitivity = None
-    if method == "local" and all_int8.quantized:
-        nodes = {n.name: n for n in builder.model.graph.node}
-        triples = [(name, nodes[name].input[0], nodes[name].output[0]) for name in all_int8.quantized]
-        sensitivity = local_sensitivities(builder.model, deployed(all_int8.model), triples, inputs, threads)
-    return search(candidate, all_int8.quantized, evaluator, budget, max_kept=options.max_kept,
-                  sensitivity=sensitivity, progress=progress)
+    if method == "local" and candidates:
+        triples = _node_tensors(source, candidates)
+        sensitivity = local_sensitivities(source, lowered(frozenset()), triples, inputs, threads)
+        sensitivity.update({name: 0.0 for name in candidates if name not in sensitivity})
+    return search(deployed, candidates, evaluator, budget, max_kept=options.max_kept, sensitivity=sensitivity,
+                  low=low, progress=progress)
+
+
+def _node_tensors(model: onnx.ModelProto, names: Sequence[str]) -> list[tuple[str, list[str], str]]:
+    """(node, its activation inputs, its first output) for local sensitivities; graph inputs carry no noise."""
+    index = index_graph(model, infer_types=False)
+    live = activations(model, index_graph(model))
+    graph_inputs = {v.name for v in model.graph.input}
+    nodes = {n.name: n for n in model.graph.node}
+    return [(name, [i for i in nodes[name].input if i in live and i not in graph_inputs], nodes[name].output[0])
+            for name in names if name in nodes and index.producer.get(nodes[name].output[0]) is not None]

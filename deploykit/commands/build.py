@@ -65,8 +65,9 @@ def _rows(report: dict[str, Any]) -> list[list[object]]:
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
               help="Calibration cache file (default: keyed file in ~/.cache/deploykit/calibration).")
 @click.option("--no-calib-cache", is_flag=True, help="Neither read nor write a calibration cache.")
-@click.option("--accuracy-budget", default=None, metavar="METRIC>=VALUE",
-              help="INT8: keep the fewest nodes in float meeting e.g. pixel_agreement>=0.995, miou, cc, cosine.")
+@click.option("--accuracy-budget", multiple=True, metavar="METRIC>=VALUE",
+              help="FP16/INT8: keep the fewest nodes in higher precision so that e.g. pixel_agreement>=0.995 "
+                   "(or miou, cc, sim, kld<=, cosine) holds on held-out data; repeat for several.")
 @click.option("--holdout", type=int, default=None, help="Calibration inputs held out to measure the budget.")
 @click.option("--max-float", "max_kept", type=int, default=None,
               help="Most weighted nodes the budget search may keep in float (default: all).")
@@ -81,7 +82,7 @@ def _rows(report: dict[str, Any]) -> list[list[object]]:
 def build_engine(model: str, output: str, precision: str | None, backend: str | None, fp16_io: bool,
                  keep_fp32: tuple[str, ...], keep_float: tuple[str, ...], calib_data: str | None,
                  calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,
-                 no_calib_cache: bool, accuracy_budget: str | None, holdout: int | None, max_kept: int | None,
+                 no_calib_cache: bool, accuracy_budget: tuple[str, ...], holdout: int | None, max_kept: int | None,
                  sensitivity: str | None, qdq_layout: str | None, threads: int | None, force: bool, as_json: bool,
                  **trt: Any) -> None:
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
@@ -111,9 +112,12 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
         click.echo(text_table(["kept in higher precision", "op", "why"], rows))
     budget = result.report.get("budget")
     if budget:
-        click.echo(f"accuracy budget {budget['budget']}: reached {budget['reached']:.6g} with "
-                   f"{len(budget['kept_float'])} of {budget['candidates']} weighted nodes in float "
-                   f"(all INT8: {budget['all_int8']:.6g}; {budget['evaluations']} evaluations)")
+        def shown(values: dict[str, float]) -> str:
+            return ", ".join(f"{k} {v:.6g}" for k, v in values.items())
+
+        click.echo(f"accuracy budget {budget['budget']}: reached {shown(budget['reached'])} with "
+                   f"{len(budget['kept'])} of {budget['candidates']} candidate nodes kept in higher precision "
+                   f"(none kept: {shown(budget['unrestricted'])}; {budget['evaluations']} evaluations)")
     if result.precision_onnx:
         click.echo(f"wrote {result.precision_onnx} ({result.precision} graph)")
     click.echo(f"wrote {result.path} and {result.sidecar_path.name} ({result.precision}, {result.backend}, "

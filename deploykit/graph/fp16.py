@@ -17,7 +17,6 @@ Graph inputs and outputs stay float32 unless `fp16_io`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -82,6 +81,7 @@ class Fp16Result:
     model: onnx.ModelProto
     converted: int  # nodes computing in float16
     kept: list[KeptNode] = field(default_factory=list)
+    half_nodes: list[str] = field(default_factory=list)  # their names, in graph order
     overflow_limit: float = FP16_MAX * DEFAULT_OVERFLOW_FRACTION
 
     def report(self) -> dict[str, object]:
@@ -251,8 +251,6 @@ def fp16_from_onnx(
     graph.initializer.extend(rewriter.new_initializers)
     del graph.value_info[:]  # stale float32 annotations; ONNX Runtime and the checker re-infer them
     remove_unused_initializers(model)
-    return Fp16Result(model=model, converted=len(half_nodes), kept=kept, overflow_limit=limit)
+    order = [n.name for n in graph.node if n.name in half_nodes]
+    return Fp16Result(model=model, converted=len(half_nodes), kept=kept, overflow_limit=limit, half_nodes=order)
 
-
-def kept_as_json(result: Fp16Result) -> str:
-    return json.dumps([k.to_dict() for k in result.kept])

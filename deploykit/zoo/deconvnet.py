@@ -14,11 +14,15 @@ Unpooling (option `unpool`):
   first maximum in row-major order, which is the element PyTorch's max_pool2d index points to (its CPU and
   CUDA kernels only replace the running maximum on a strictly greater value). Unpooling is then a broadcast
   multiply of the decoder feature with the mask, and a zero pad for the rows/columns a floor-mode pool drops.
-  It exports with Equal, Less, ReduceSum, Mul, Reshape and Pad only: no MaxUnpool and no MaxPool `Indices`
-  output, neither of which TensorRT's ONNX parser supports. Outputs equal the "indices" model's exactly
-  on finite inputs (windows holding NaN differ: PyTorch points at the NaN, the mask has no 1 there).
+  It exports (TorchScript exporter) with MaxPool without Indices, Reshape, ReduceMax, Equal, Cast, Mul,
+  ReduceSum and Less, plus Slice and Pad when traced at a size that leaves pooling remainders; never
+  MaxUnpool nor a MaxPool `Indices` output, which TensorRT's ONNX parser does not support. Outputs equal the
+  "indices" model's exactly on finite inputs (windows holding NaN differ: PyTorch points at the NaN, the
+  mask has no 1 there). As with any switch unpooling, two runtimes can disagree where a window's two
+  largest values lie within float rounding of each other: the value then lands one pixel apart.
 - "indices": nn.MaxPool2d(return_indices=True) + nn.MaxUnpool2d, the PyTorch reference. It exports only with
-  the dynamo exporter (as ScatterND, still fed by a MaxPool with an Indices output).
+  the dynamo exporter (as ScatterND, still fed by a MaxPool with an Indices output);
+  deploykit.graph.unpool.rewrite_unpooling turns that graph into one TensorRT parses.
 Both modes have the same state_dict, so weights move freely between them.
 
 Deviations from the Caffe reference (HyeonwooNoh/DeconvNet):
@@ -26,7 +30,7 @@ Deviations from the Caffe reference (HyeonwooNoh/DeconvNet):
   (multiples of 32) the two agree.
 - The reference's BN layers were frozen into a per-channel scale and shift after training (variance epsilon
   1e-9); here they are BatchNorm2d with PyTorch's epsilon 1e-5. A converted Caffe model loads into
-  BatchNorm2d with running_mean 0, running_var 1 - eps.
+  BatchNorm2d as weight/bias = that scale/shift, running_mean 0, running_var 1 - eps.
 - `seg-score` is a 1x1 layer; here it is a Conv2d.
 - Preprocessing: the Caffe reference, like the VGG Caffe models it starts from, takes BGR pixels in 0-255
   minus the ImageNet per-channel mean (about 104.0, 116.7, 122.7 for B, G, R) with no scaling. deploykit's
@@ -34,8 +38,9 @@ Deviations from the Caffe reference (HyeonwooNoh/DeconvNet):
   0.229/0.224/0.225), which is what PyTorch trainings initialised from torchvision's vgg16_bn use.
 - Noh et al. segment object proposals and ensemble with FCN (EDeconvNet, CRF); only the network is here.
 
-Sizes: height and width multiples of 32, at least 32 * fc_kernel (224 by default): fc6 is a valid 7x7
-convolution on the 1/32 map.
+Sizes: height and width at least 32 * fc_kernel (224 by default: fc6 is a valid 7x7 convolution on the
+1/32 map), multiples of 32 (size_multiple). PyTorch handles other sizes too; an ONNX graph traced at a
+multiple of 32 has no remainder handling and rejects such sizes loudly (Reshape fails).
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.errors import ExportError
+from deploykit.errors import CheckpointError, ExportError
 from deploykit.zoo._registry import IMAGENET, ModelSpec, register_model
-from deploykit.zoo.checkpoints import Converted, register_checkpoint_format
+from deploykit.zoo.checkpoints import Converted, plain_state_dict, register_checkpoint_format
 
 Unpool = Literal["mask", "indices"]
 
@@ -88,8 +93,10 @@ class ConvBNReLU(nn.Sequential):
 class MaskMaxPool2d(nn.Module):
     """2x2/2 floor-mode max pooling that returns (pooled, switches) with switches as a 0/1 mask.
 
-    The mask has shape (N, C, H//2, 2, W//2, 2): a view of the cropped input split into its windows, with a
-    1 at each window's first maximum in row-major order (PyTorch's argmax) and 0 elsewhere.
+    The mask has shape (N, C, H//2, 2, W//2, 2): the input (less a floor-mode remainder row/column) split
+    into its windows, with a 1 at each window's first maximum in row-major order (PyTorch's argmax) and 0
+    elsewhere. It is computed from the input alone (window maximum by ReduceMax), so a quantizer that
+    touches the MaxPool cannot make the comparison miss.
     """
 
     priority: torch.Tensor
@@ -98,28 +105,37 @@ class MaskMaxPool2d(nn.Module):
         super().__init__()
         # Window positions weighted 8, 4, 2, 1 in row-major order: a position is the first maximum exactly
         # when it is a maximum and the weighted count of maxima in its window is below twice its own weight
-        # (no earlier position, whose weights are multiples of that, is a maximum).
+        # (no earlier position, whose weights are multiples of that, is a maximum). Small integers: exact
+        # in float16 and TF32 alike.
         weights = torch.tensor([[8.0, 4.0], [2.0, 1.0]]).view(1, 1, 1, 2, 1, 2)
         self.register_buffer("priority", weights, persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = F.max_pool2d(x, 2, 2)
-        h, w = pooled.shape[-2], pooled.shape[-1]
-        windows = x[:, :, : 2 * h, : 2 * w].unflatten(3, (w, 2)).unflatten(2, (h, 2))
+        n, c, h, w = pooled.shape
+        # Explicit reshapes from the pooled shape: unflatten's exported shape arithmetic (Mod/Slice chains)
+        # makes symbolic shape inference (onnxslim) blow up over five nested pools. The remainder crop is
+        # decided when tracing: an export at multiples of 32 has none, and then rejects odd sizes loudly
+        # (Reshape fails) instead of mis-placing values.
+        if x.shape[-2] % 2 or x.shape[-1] % 2:
+            x = x[:, :, : 2 * h, : 2 * w]
+        windows = x.reshape(n, c, h, 2, w, 2)
         priority = self.priority.to(x.dtype)
-        is_max = (windows == pooled.unsqueeze(3).unsqueeze(5)).to(x.dtype)
+        is_max = (windows == windows.amax(dim=(3, 5), keepdim=True)).to(x.dtype)
         earlier = (is_max * priority).sum(dim=(3, 5), keepdim=True)
         return pooled, is_max * (earlier < 2 * priority).to(x.dtype)
 
 
 class MaskMaxUnpool2d(nn.Module):
-    """Inverse of MaskMaxPool2d: place each value at its window's switch, zeros elsewhere and in the
-    rows/columns the floor-mode pool dropped (as nn.MaxUnpool2d with output_size)."""
+    """Inverse of MaskMaxPool2d: each value goes to its window's switch, zeros elsewhere and in the
+    rows/columns a floor-mode pool dropped (as nn.MaxUnpool2d with output_size)."""
 
     def forward(self, y: torch.Tensor, switches: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        h, w = y.shape[-2], y.shape[-1]
-        out = (y.unsqueeze(3).unsqueeze(5) * switches).flatten(4, 5).flatten(2, 3)
-        return F.pad(out, (0, size[-1] - 2 * w, 0, size[-2] - 2 * h))
+        n, c, h, w = y.shape
+        out = (y.reshape(n, c, h, 1, w, 1) * switches).reshape(n, c, 2 * h, 2 * w)
+        if size[-2] % 2 or size[-1] % 2:  # decided when tracing, like the crop in MaskMaxPool2d
+            out = F.pad(out, (0, size[-1] - 2 * w, 0, size[-2] - 2 * h))
+        return out
 
 
 class IndicesMaxPool2d(nn.MaxPool2d):
@@ -207,10 +223,19 @@ def _torchvision_vgg16_bn(obj: Any) -> Converted | None:
     Covers the encoder only (as DeconvNet's training started); the decoder stays random, so loading needs
     --allow-partial. fc6/fc7 have BN here and not in VGG: those BN layers are reported as left random.
     """
-    if not isinstance(obj, dict) or "features.0.weight" not in obj or "classifier.0.weight" not in obj:
+    sd = plain_state_dict(obj)
+    if sd is None or "features.0.weight" not in sd or "classifier.0.weight" not in sd:
         return None
-    if "features.1.running_mean" not in obj:  # plain vgg16 (no BN) is a different network
+    if "features.1.running_mean" not in sd:  # plain vgg16 (no BN) is a different network
         return None
+    try:
+        return _convert_vgg16_bn(sd)
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint looks like torchvision vgg16_bn but has no {exc}; "
+                              "save it with torch.save(torchvision.models.vgg16_bn(...).state_dict(), path)") from exc
+
+
+def _convert_vgg16_bn(obj: dict[str, torch.Tensor]) -> Converted:
     state: dict[str, torch.Tensor] = {}
     index = 0
     for name, widths in ENCODER:
@@ -223,11 +248,16 @@ def _torchvision_vgg16_bn(obj: Any) -> Converted | None:
                     state[f"{prefix}.bn.{param}"] = obj[f"features.{index + 1}.{param}"]
             index += 3  # conv, bn, relu
         index += 1  # max-pool
-    state["fc6.conv.weight"] = obj["classifier.0.weight"].reshape(FC_WIDTH, 512, 7, 7)
+    # fc6/fc7 are Linear layers over the flattened (C, 7, 7) pool5 map: the same weights as conv kernels.
+    channels = int(state["conv5.conv5_3.conv.weight"].shape[0])
+    fc6, fc7 = obj["classifier.0.weight"], obj["classifier.3.weight"]
+    kernel = round((fc6.shape[1] / channels) ** 0.5)
+    state["fc6.conv.weight"] = fc6.reshape(fc6.shape[0], channels, kernel, kernel)
     state["fc6.conv.bias"] = obj["classifier.0.bias"]
-    state["fc7.conv.weight"] = obj["classifier.3.weight"].reshape(FC_WIDTH, FC_WIDTH, 1, 1)
+    state["fc7.conv.weight"] = fc7.reshape(*fc7.shape, 1, 1)
     state["fc7.conv.bias"] = obj["classifier.3.bias"]
-    return Converted(state, options={"width_divisor": 1, "fc_kernel": 7}, source="torchvision vgg16_bn")
+    divisor = max(1, 64 // int(obj["features.0.weight"].shape[0]))
+    return Converted(state, options={"width_divisor": divisor, "fc_kernel": kernel}, source="torchvision vgg16_bn")
 
 
 register_checkpoint_format("deconvnet_torchvision_vgg16_bn", _torchvision_vgg16_bn)

@@ -1,0 +1,66 @@
+"""Tests generated from the registry: a model is tested the moment it is registered (timm style).
+
+Per-architecture files test what is particular to each paper; this file holds what every model owes:
+a complete spec, a working `deploykit models NAME`, and a tiny variant that builds, runs, exports with
+dynamic shapes and matches PyTorch in ONNX Runtime on two shapes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from deploykit.cli import cli
+from deploykit.export import onnx_from_torch
+from deploykit.sources import load_model
+from deploykit.zoo import get_model_spec, list_models
+from deploykit.zoo._registry import aliases
+from deploykit.zoo.checkpoints import _FORMATS
+
+NAMES = list_models()
+
+
+def test_the_seed_architectures_are_registered() -> None:
+    expected = {"deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_xception65",
+                "deeplabv3plus_mobilenetv2", "msinet", "dilatednet_frontend", "dilatednet_context_basic",
+                "dilatednet_context_large", "deconvnet", "fcn32s", "fcn16s", "fcn8s", "unet"}
+    assert expected <= set(NAMES)
+    assert aliases()["deeplabv3plus"] == "deeplabv3plus_resnet50"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_is_complete(name: str) -> None:
+    spec = get_model_spec(name)
+    assert spec.task in ("segmentation", "saliency")
+    assert spec.paper and spec.description
+    assert spec.num_classes >= 1 and (spec.task != "saliency" or spec.num_classes == 1)
+    h, w = spec.input_size
+    assert h % spec.size_multiple == 0 or spec.size_multiple == 16  # U-Net's valid sides are 16k+60
+    assert all(fmt in _FORMATS for fmt in spec.checkpoint_formats if fmt != "state_dict")
+    params = inspect.signature(spec.builder).parameters
+    assert all(p.kind is p.KEYWORD_ONLY for p in params.values()), "builders take keyword-only options"
+    assert set(spec.test_options) <= set(params)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_models_command_shows_the_spec(name: str) -> None:
+    result = CliRunner().invoke(cli, ["models", name, "--json"])
+    assert result.exit_code == 0, result.output
+    assert f'"name": "{name}"' in result.output and '"madds"' in result.output
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_variant_exports_and_matches_onnx_runtime(name: str, tmp_path: Path) -> None:
+    spec = get_model_spec(name)
+    loaded = load_model(name, options=dict(spec.test_options))
+    h, w = spec.test_input_size
+    with torch.inference_mode():
+        out = loaded.module(torch.randn(1, 3, h, w))
+    assert torch.isfinite(out).all()
+    result = onnx_from_torch(loaded, tmp_path / "m.onnx", input_shape=(1, 3, h, w), simplify=False)
+    assert result.passed, [(c.input_shape, {k: v.max_abs for k, v in c.outputs.items()}) for c in result.checks]
+    assert len({c.input_shape for c in result.checks}) == 2 and (tmp_path / "m.onnx").is_file()
