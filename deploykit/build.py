@@ -5,7 +5,7 @@ Outputs, beside OUT:
 - OUT + ".deploykit.json": the sidecar every later command loads the artifact through;
 - <OUT stem>.fp16.onnx / <OUT stem>.int8.onnx: the precision graph, backend-independent (TensorRT compiles it).
 Defaults, documented once here: precision fp32; backend "auto" = TensorRT where a builder can be constructed,
-else ONNX Runtime; INT8 calibration method entropy on up to 64 inputs; FP16 overflow scan on scikit-image's
+else ONNX Runtime; INT8 calibration method minmax on up to 64 inputs; FP16 overflow scan on scikit-image's
 photographs when no --calib-data is given; accuracy-budget hold-out = a quarter of the data (1 to 8 inputs).
 """
 
@@ -161,6 +161,18 @@ def _model_record(meta: ModelMetadata | None) -> dict[str, Any]:
     return model_record(meta)
 
 
+def _precision_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str, precision: str,
+                     backend: str, calibration: CalibrationOptions, *, keep_fp32: Sequence[str],
+                     keep_float: Sequence[str], fp16_io: bool, budget: Sequence[str], qdq_layout: str | None,
+                     threads: int | None, progress: Progress) -> PrecisionResult:
+    if precision == "fp16":
+        return fp16_graph(source, meta, source_sha, calibration, keep=keep_fp32, fp16_io=fp16_io,
+                          accuracy_budget=budget, backend=backend, threads=threads, progress=progress)
+    layout = qdq_layout or ("inputs" if backend == "tensorrt" else "inputs+outputs")
+    return int8_graph(source, meta, source_sha, calibration, keep_float=keep_float, accuracy_budget=budget,
+                      layout=layout, backend=backend, threads=threads, progress=progress)
+
+
 def build_artifact(
     onnx_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -194,22 +206,16 @@ def build_artifact(
 
         lint_or_fail(source, str(onnx_path))
     meta = read_metadata(source)
-    calibration = calibration or CalibrationOptions()
     graph_path = Path(onnx_path)
     result: PrecisionResult | None = None
     transformed: Path | None = None
     if precision != "fp32":
         transformed = precision_path(out_path, precision)
         check_output_path(transformed, force=force)
-        source_sha = sha256_file(onnx_path)
-        if precision == "fp16":
-            result = fp16_graph(source, meta, source_sha, calibration, keep=keep_fp32, fp16_io=fp16_io,
-                                accuracy_budget=budget, backend=chosen, threads=threads, progress=say)
-        else:
-            layout = qdq_layout or ("inputs" if chosen == "tensorrt" else "inputs+outputs")
-            result = int8_graph(source, meta, source_sha, calibration, keep_float=keep_float,
-                                accuracy_budget=budget, layout=layout, backend=chosen,
-                                threads=threads, progress=say)
+        result = _precision_graph(source, meta, sha256_file(onnx_path), precision, chosen,
+                                  calibration or CalibrationOptions(), keep_fp32=keep_fp32, keep_float=keep_float,
+                                  fp16_io=fp16_io, budget=budget, qdq_layout=qdq_layout, threads=threads,
+                                  progress=say)
         _write_model(result.model, transformed, force=force)
         graph_path = transformed
         say(f"wrote the {precision} graph {transformed}")

@@ -6,6 +6,7 @@ are unchanged. A failing step stops the flow with a DeployKitError and leaves fi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -117,14 +118,15 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     builds = []
     for precision in opts.precisions:
         artifact = opts.out / artifact_name(precision, backend)
+        record_file = opts.out / f"build.{precision}.json"
         builds.append(step(
             f"build-{precision}",
             {"onnx": onnx_path, "precision": precision, "backend": backend,
              "calib": _folder_fingerprint(opts.calib_data), "calib_n": opts.calib_n,
              "budget": opts.accuracy_budget if precision == "int8" else None},
-            [artifact, opts.out / f"build.{precision}.json"],
-            lambda p=precision, a=artifact: _build(opts, onnx_path, a, p, backend, say),
-            lambda p=precision: _read(opts.out / f"build.{p}.json"),
+            [artifact, record_file],
+            functools.partial(_build, opts, onnx_path, artifact, precision, backend, say),
+            functools.partial(_read, record_file),
         ))
     artifacts = [Path(b["path"]) for b in builds]
     parity = step("parity", {"artifacts": artifacts, "source": opts.source, "options": opts.options,

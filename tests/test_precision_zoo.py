@@ -5,8 +5,9 @@ Tiny variants run in the default suite. Their weights are untrained: class score
 rounding flips, and a class covering two pixels weighs as much in mIoU as one covering the image. So their
 builds use accuracy budgets (the user's flow for exactly this) with the four parity photographs as the held-out
 share of the calibration folder: an untrained network does not carry a budget from one image to another,
-and this measures it on the images the gates judge. Full-size variants (slow) calibrate and budget on other
-images than the gates judge.
+and this measures it on the images the gates judge. Slow tests: the paper-size models (random weights, same
+scheme), and the checkpoints trained by benchmarks/train_small.py, which calibrate and budget on generated
+images and are judged on the photographs they never saw.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from deploykit.build import build_artifact
 from deploykit.calib.precision import CalibrationOptions
@@ -50,9 +52,9 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _check(name: str, options: dict[str, object], size: tuple[int, int], calib: Path, tmp_path: Path,
-           holdout: int) -> None:
+           holdout: int, weights: Path | None = None) -> None:
     spec = get_model_spec(name)
-    loaded = load_model(name, options=options)
+    loaded = load_model(name, options=options, weights=weights)
     source = tmp_path / f"{name}.onnx"
     assert onnx_from_torch(loaded, source, input_shape=(1, 3, *size), simplify=False).passed
     options = CalibrationOptions(data=str(calib), holdout=holdout)
@@ -76,6 +78,17 @@ def test_tiny_fp16_and_int8_pass_the_gates(name: str, calib_with_parity: Path, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50", "msinet"])
-def test_full_size_fp16_and_int8_pass_the_gates(name: str, calib: Path, tmp_path: Path) -> None:
+def test_full_size_fp16_and_int8_pass_the_gates(name: str, calib_with_parity: Path, tmp_path: Path) -> None:
     spec = get_model_spec(name)
-    _check(name, {}, spec.input_size, calib, tmp_path, holdout=2)
+    _check(name, {}, spec.input_size, calib_with_parity, tmp_path, holdout=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deeplabv3plus_mobilenetv2", "msinet"])
+def test_trained_checkpoints_pass_the_gates_on_unseen_photographs(name: str, tmp_path: Path) -> None:
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    checkpoint = benchmarks / "checkpoints" / f"{name}_small.pt"
+    if not checkpoint.is_file():
+        pytest.skip(f"{checkpoint} is missing; run python benchmarks/train_small.py")
+    options = dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["options"])
+    _check(name, options, (192, 256), benchmarks / "data" / "calib", tmp_path, holdout=4, weights=checkpoint)

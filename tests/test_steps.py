@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from deploykit.steps import StepRecord, inputs_key
 
 
@@ -45,8 +47,6 @@ def test_failed_step_is_not_recorded_as_fresh(tmp_path: Path) -> None:
     def fail() -> None:
         raise RuntimeError("boom")
 
-    try:
+    with pytest.raises(RuntimeError):
         StepRecord(tmp_path).run("s", {"a": 2}, [out], fail, lambda: None)
-    except RuntimeError:
-        pass
     assert StepRecord(tmp_path).run("s", {"a": 1}, [out], lambda: "again", lambda: "cached").skipped is False

@@ -29,6 +29,9 @@ from deploykit.metadata import ModelMetadata, write_metadata
 
 Progress = Callable[[str], None]
 MAX_HOLDOUT = 8
+# FP16 budget candidates: the nodes where float16 accumulation and weight rounding happen; elementwise ops
+# between them gain little from float32 and would multiply the search's cost.
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class CalibrationOptions:
     use_cache: bool = True
     holdout: int | None = None  # inputs held out for an accuracy budget
     max_kept: int | None = None  # most weighted nodes the budget search may keep in float
-    sensitivity: str | None = None  # "local" (default) or "single" (see deploykit.calib.budget)
+    sensitivity: str | None = None  # "single" (default) or "local" (see deploykit.calib.budget)
 
 
 @dataclass
@@ -165,7 +168,9 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     result = build()
     report: dict[str, Any] = {}
     if budget is not None and held is not None:
-        found = _search(source, result.half_nodes, lambda kept: build(kept).model, held, budget, meta, options,
+        weighted = {n.name for n in source.graph.node if n.op_type in WEIGHTED}
+        candidates = [name for name in result.half_nodes if name in weighted]
+        found = _search(source, candidates, lambda kept: build(kept).model, held, budget, meta, options,
                         backend=backend, low="FP16", threads=threads, progress=progress)
         result = build(frozenset(found.kept))
         report["budget"], info["holdout"] = found.to_dict(), len(held)
@@ -225,7 +230,7 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         return (ort_optimized(model, threads=threads) if backend == "onnxruntime" else model).SerializeToString()
 
     inputs = list(held)
-    method = options.sensitivity or "local"
+    method = options.sensitivity or "single"
     if method not in ("local", "single"):
         raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
@@ -236,7 +241,7 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         sensitivity = local_sensitivities(source, lowered(frozenset()), triples, inputs, threads)
         sensitivity.update({name: 0.0 for name in candidates if name not in sensitivity})
     return search(deployed, candidates, evaluator, budget, max_kept=options.max_kept, sensitivity=sensitivity,
-                  low=low, progress=progress)
+                  rank_build=lambda kept: lowered(kept).SerializeToString(), low=low, progress=progress)
 
 
 def _node_tensors(model: onnx.ModelProto, names: Sequence[str]) -> list[tuple[str, list[str], str]]:

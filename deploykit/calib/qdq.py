@@ -9,9 +9,14 @@ What is quantized (TensorRT's placement rules, which ONNX Runtime also fuses):
 - Nothing else computes in INT8. Resize (TensorRT has no INT8 Resize), pooling, concatenation, activations
   and the rest read dequantized values and run in float. A Q/DQ on a node's input is read only by the
   quantized consumers, so keeping a node in float (--keep-float) removes its quantization error entirely.
-- quantize_outputs (the ONNX Runtime layout): the output of a quantized node also gets a Q/DQ, read by all its
-  consumers, so ONNX Runtime can fuse DQ -> Conv -> Q into QLinearConv (without it, CPU INT8 runs slower
-  than FP32). TensorRT prefers inputs only (its Q/DQ placement guide) and fuses the rest itself.
+- A weighted node followed only by Relu or Clip(min >= 0) counts as one unit with it: the Q/DQ goes after the
+  activation (TensorRT fuses Conv+ReLU and quantizes after it; ONNX Runtime can then drop the activation, see
+  deploykit.backends.onnxruntime_compile). In a plain chain, "inputs" and "inputs+outputs" then coincide.
+- quantize_outputs (the ONNX Runtime layout, "inputs+outputs"): the output of a quantized unit also gets a Q/DQ,
+  read by all its consumers, so ONNX Runtime can fuse DQ -> Conv -> Q into QLinearConv even where no
+  activation follows (MobileNetV2's projections, residual Adds); without it those convs run in float behind a
+  DequantizeLinear. TensorRT prefers inputs only (its Q/DQ placement guide) and fuses the rest itself.
+  Then keeping a node in float leaves its input quantized when its producer is a quantized unit.
   Outputs that reach the graph output without passing another quantized node, typically the final logits
   conv, stay float either way: nothing downstream runs in INT8, so quantizing them would only round class
   scores to 256 levels and flip labels at class boundaries, for no speed gain.

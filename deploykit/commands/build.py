@@ -60,7 +60,7 @@ def _rows(report: dict[str, Any]) -> list[list[object]]:
               help="Calibration inputs: images (model's preprocessing), .npy/.npz, scikit-image photos, or noise.")
 @click.option("--calib-n", type=int, default=None, help="Calibration inputs to use (default 64).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
-              help="INT8 range method (default entropy, as TensorRT).")
+              help="INT8 range method (default minmax, as NVIDIA ModelOpt; see deploykit.calib.methods).")
 @click.option("--percentile", type=float, default=None, help="Percentile of |x| for --calib-method percentile.")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
               help="Calibration cache file (default: keyed file in ~/.cache/deploykit/calibration).")
@@ -72,7 +72,7 @@ def _rows(report: dict[str, Any]) -> list[list[object]]:
 @click.option("--max-float", "max_kept", type=int, default=None,
               help="Most weighted nodes the budget search may keep in float (default: all).")
 @click.option("--sensitivity", type=click.Choice(["local", "single"]), default=None,
-              help="Budget search ranking: local (default, two runs) or single (quantize one node at a time).")
+              help="Budget search ranking: single (default: one node at a time) or local (two runs, coarser).")
 @click.option("--qdq-layout", type=click.Choice(["inputs", "inputs+outputs"]), default=None,
               help="INT8 Q/DQ placement (default: inputs for TensorRT, inputs+outputs for ONNX Runtime).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and checks.")

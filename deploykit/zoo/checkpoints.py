@@ -80,7 +80,9 @@ def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
             "checkpoint holds no state_dict (a mapping of names to tensors, possibly under "
             "'state_dict' or 'model_state'); save one with torch.save(model.state_dict(), path)"
         )
-    return Converted(plain)
+    # deploykit's own checkpoints (benchmarks/train_small.py) carry the builder options they were trained with.
+    options = obj.get("options") if isinstance(obj, Mapping) else None
+    return Converted(plain, options=dict(options) if isinstance(options, Mapping) else {})
 
 
 def _list(keys: list[str], limit: int = 8) -> str:

@@ -59,7 +59,7 @@ def test_entropy_is_not_dragged_down_by_relu_zeros() -> None:
 
 
 def test_method_options_are_checked() -> None:
-    assert isinstance(make_method(None), Entropy)
+    assert isinstance(make_method(None), MinMax)
     assert make_method("percentile", percentile=99.9) == Percentile(99.9)
     with pytest.raises(CalibrationError, match="percentile method"):
         make_method("minmax", percentile=99.0)
