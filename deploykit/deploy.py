@@ -63,8 +63,6 @@ def _check(opts: DeployOptions) -> None:
         raise ConfigConflict(f"--precisions {','.join(opts.precisions)}: choose from {','.join(PRECISIONS)}")
     if opts.out.exists() and not opts.out.is_dir():
         raise InputError(f"--out {opts.out} is a file; give a folder")
-    if not opts.out.parent.is_dir():
-        raise InputError(f"cannot create {opts.out}: folder {opts.out.parent} does not exist")
     if opts.calib_data and opts.calib_data not in ("synthetic", "photos") and not Path(opts.calib_data).exists():
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
     if opts.inputs and not Path(opts.inputs).exists():
@@ -91,7 +89,10 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
 
     say = progress or (lambda _m: None)
     _check(opts)
-    opts.out.mkdir(exist_ok=True)
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create --out {opts.out}: {exc.strerror}; choose another folder") from exc
     record = StepRecord(opts.out)
     if opts.rerun:
         record.entries.clear()

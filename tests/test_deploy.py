@@ -16,7 +16,7 @@ FAST = ["--bench-seconds", "0.2", "--threads", "1"]
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    out = tmp_path_factory.mktemp("deploy") / "dl"
+    out = tmp_path_factory.mktemp("deploy") / "nested" / "dl"  # parents are created, as users expect
     result = CliRunner().invoke(cli, ["deploy", *MODEL, "--precisions", "fp32,fp16", "--calib-data", "photos",
                                       "--out", str(out), *FAST])
     return out, result
