@@ -7,27 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deploykit.outputs import atomic_output
+from deploykit.errors import BackendUnavailable
+from deploykit.report import require_matplotlib, save_png
 
 TASK_KEYS = ("pixel_agreement", "miou", "cc", "sim")
-
-
-def _pyplot() -> Any | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def _save(plt: Any, fig: Any, path: Path) -> Path:
-    with atomic_output(path, force=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _latency(plt: Any, bench: Mapping[str, Any], path: Path) -> Path | None:
@@ -42,7 +25,7 @@ def _latency(plt: Any, bench: Mapping[str, Any], path: Path) -> Path | None:
     ax.bar(labels, medians, color="#4c72b0", yerr=[low, high], capsize=4)
     ax.set_ylabel("latency ms (median; whiskers min..p90)")
     ax.set_title("Latency per backend and precision, batch 1")
-    return _save(plt, fig, path)
+    return save_png(fig, path, force=True)
 
 
 def _accuracy(plt: Any, parity: Mapping[str, Any], path: Path) -> Path | None:
@@ -62,7 +45,7 @@ def _accuracy(plt: Any, parity: Mapping[str, Any], path: Path) -> Path | None:
     ax.set_ylabel("1 - metric (lower is better)")
     ax.set_title("Task agreement lost against PyTorch")
     ax.legend()
-    return _save(plt, fig, path)
+    return save_png(fig, path, force=True)
 
 
 def _layers(plt: Any, layers: Mapping[str, Any], path: Path) -> Path | None:
@@ -74,7 +57,7 @@ def _layers(plt: Any, layers: Mapping[str, Any], path: Path) -> Path | None:
     ax.set_xlabel("node (graph order)")
     ax.set_ylabel("error vs FP32 ONNX")
     ax.set_title(f"Per-node error of {layers.get('precision')} (worst candidate)")
-    return _save(plt, fig, path)
+    return save_png(fig, path, force=True)
 
 
 def _precision_map(plt: Any, builds: list[Mapping[str, Any]], path: Path) -> Path | None:
@@ -91,13 +74,14 @@ def _precision_map(plt: Any, builds: list[Mapping[str, Any]], path: Path) -> Pat
     ax.set_yticks(range(len(ops)), ops)
     ax.set_xlabel("nodes kept in higher precision")
     ax.legend()
-    return _save(plt, fig, path)
+    return save_png(fig, path, force=True)
 
 
 def make_plots(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
-    plt = _pyplot()
-    if plt is None:
-        return {}
+    try:
+        plt = require_matplotlib()
+    except BackendUnavailable:
+        return {}  # the report is complete without plots; matplotlib is an optional extra
     made = {
         "latency": _latency(plt, summary["bench"], out / "latency.png"),
         "accuracy": _accuracy(plt, summary["parity"], out / "accuracy.png"),

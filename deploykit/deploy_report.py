@@ -86,7 +86,7 @@ def markdown(summary: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     for build in summary["builds"]:
         kept = _kept(build)
         if build["precision"] != "fp32":
-            names = ", ".join(f"{k.get('node')} ({k.get('op_type')}: {k.get('reason', '')})" for k in kept[:12])
+            names = ", ".join(f"{k.get('name')} ({k.get('op_type')}: {k.get('reason', '')})" for k in kept[:12])
             lines.append(f"- {build['precision']}: {len(kept)} kept" + (f": {names}" if kept else "")
                          + (" …" if len(kept) > 12 else ""))
     lines += ["", "## Per-layer error", ""]

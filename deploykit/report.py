@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from deploykit.errors import BackendUnavailable
+from deploykit.outputs import atomic_output
 
 
 def fmt(value: object, digits: int = 4) -> str:
@@ -34,3 +40,24 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     rule = "|" + "|".join("---" for _ in headers) + "|"
     body = ["| " + " | ".join(fmt(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join([head, rule, *body])
+
+
+def require_matplotlib() -> Any:
+    """pyplot on the file-only Agg backend; matplotlib is the optional `plots` extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never a window
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise BackendUnavailable("plots need matplotlib: pip install 'deploykit[plots]' (or pass --no-plots)") \
+            from exc
+    return plt
+
+
+def save_png(fig: Any, path: str | os.PathLike[str], *, force: bool) -> Path:
+    """Write a figure atomically and release it."""
+    with atomic_output(path, force=force) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    require_matplotlib().close(fig)
+    return Path(path)

@@ -190,3 +190,13 @@ def test_tolerance_accepts_rare_switch_flips_but_not_broad_errors() -> None:
     scale = float(np.abs(ref).max())
     assert tol.passes(numeric_metrics(ref, flipped, atol=tol.atol, rtol=tol.rtol), scale)
     assert not tol.passes(numeric_metrics(ref, broad, atol=tol.atol, rtol=tol.rtol), scale)
+
+
+def test_progress_draws_counts_as_bars(capsys: pytest.CaptureFixture[str]) -> None:
+    from deploykit.commands._options import progress
+
+    progress("sensitivity: 30/60 nodes")
+    progress("exporting model")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "… [##########..........] sensitivity: 30/60 nodes"
+    assert err[1] == "… exporting model"

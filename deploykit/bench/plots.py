@@ -12,23 +12,9 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from deploykit.bench.kernels import KernelResult
-from deploykit.errors import BackendUnavailable
-from deploykit.outputs import atomic_output
-
-
-def require_matplotlib() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only; never a window
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise BackendUnavailable("plots need matplotlib: pip install 'deploykit[plots]' (or pass --no-plots)") \
-            from exc
-    return plt
+from deploykit.report import require_matplotlib, save_png
 
 
 def madds_ratio(cin: int, cout: int) -> float:
@@ -39,12 +25,6 @@ def madds_ratio(cin: int, cout: int) -> float:
 def _grid(count: int) -> tuple[int, int]:
     cols = min(3, count)
     return math.ceil(count / cols), cols
-
-
-def _save(fig: Any, path: str | os.PathLike[str], force: bool) -> Path:
-    with atomic_output(path, force=force) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return Path(path)
 
 
 def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], *, force: bool = False) -> Path | None:
@@ -73,9 +53,7 @@ def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], 
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
     fig.suptitle("3x3 dilated convolution: efficiency vs dilation rate")
-    saved = _save(fig, path, force)
-    plt.close(fig)
-    return saved
+    return save_png(fig, path, force=force)
 
 
 def plot_separable(results: Sequence[KernelResult], path: str | os.PathLike[str], *,
@@ -111,6 +89,4 @@ def plot_separable(results: Sequence[KernelResult], path: str | os.PathLike[str]
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
     fig.suptitle("Depthwise-separable vs standard 3x3 convolution (speed-up above each pair)")
-    saved = _save(fig, path, force)
-    plt.close(fig)
-    return saved
+    return save_png(fig, path, force=force)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -39,6 +40,13 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+_COUNT = re.compile(r"\b(\d+)/(\d+)\b")
+
+
 def progress(message: str) -> None:
-    """Progress lines go to stderr so stdout stays clean for --json."""
+    """Progress lines go to stderr so stdout stays clean for --json; a "k/n" count is drawn as a bar."""
+    found = _COUNT.search(message)
+    if found and int(found[2]) > 0 and int(found[1]) <= int(found[2]):
+        done = round(20 * int(found[1]) / int(found[2]))
+        message = f"[{'#' * done}{'.' * (20 - done)}] {message}"
     click.echo(f"… {message}", err=True)
