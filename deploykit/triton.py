@@ -78,7 +78,9 @@ def _onnx_tensors(values: Sequence[onnx.ValueInfoProto], batched: bool) -> tuple
 
 
 def _model_name(path: Path, given: str | None) -> str:
-    name = given or re.sub(r"[^A-Za-z0-9_.-]", "_", path.name.split(".")[0])
+    # model.int8.ort.onnx -> model_int8: keep the precision in the name, drop the file-type suffixes
+    stem = re.sub(r"(\.ort)?\.(onnx|plan)$", "", path.name)
+    name = given or re.sub(r"[^A-Za-z0-9_-]", "_", stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InputError(f"model name {name!r} has characters Triton does not allow; use letters, digits, _ . -")
     return name

@@ -77,3 +77,16 @@ def test_duplicate_names_and_missing_artifacts(onnx_pair: tuple[Path, Path], tmp
 def test_schema_rejects_what_triton_rejects() -> None:
     with pytest.raises(InputError, match="not valid for Triton"):
         validate_config('name: "x"\nplatform: "onnxruntime_onnx"\ninstance_group [ { kind: KIND_TPU } ]\n')
+
+
+def test_default_names_keep_the_precision(onnx_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    int8 = tmp_path / "model.int8.ort.onnx"
+    fp16 = tmp_path / "model.fp16.ort.onnx"
+    shutil.copyfile(onnx_pair[0], int8)
+    shutil.copyfile(onnx_pair[0], fp16)
+    out = tmp_path / "repo"
+    result = CliRunner().invoke(cli, ["package", "--triton", str(int8), str(fp16), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["model_fp16", "model_int8"]
