@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from deploykit.bench.kernels import KernelResult
 from deploykit.report import require_matplotlib, save_png
@@ -27,14 +28,20 @@ def _grid(count: int) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
-def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], *, force: bool = False) -> Path | None:
-    rows = [r for r in results if r.suite == "dilated"]
-    if not rows:
-        return None
+def _panels(rows: Sequence[KernelResult]) -> tuple[Any, Any, list[str]]:
+    """One panel per shape, in a grid of at most three columns."""
     plt = require_matplotlib()
     shapes = list(dict.fromkeys(r.shape for r in rows))
     nrows, ncols = _grid(len(shapes))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, layout="constrained")
+    return fig, axes, shapes
+
+
+def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], *, force: bool = False) -> Path | None:
+    rows = [r for r in results if r.suite == "dilated"]
+    if not rows:
+        return None
+    fig, axes, shapes = _panels(rows)
     for ax, shape in zip(axes.flat, shapes, strict=False):
         mine = [r for r in rows if r.shape == shape]
         for series in dict.fromkeys((r.backend, r.precision) for r in mine):
@@ -61,10 +68,7 @@ def plot_separable(results: Sequence[KernelResult], path: str | os.PathLike[str]
     rows = [r for r in results if r.suite == "separable"]
     if not rows:
         return None
-    plt = require_matplotlib()
-    shapes = list(dict.fromkeys(r.shape for r in rows))
-    nrows, ncols = _grid(len(shapes))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, layout="constrained")
+    fig, axes, shapes = _panels(rows)
     for ax, shape in zip(axes.flat, shapes, strict=False):
         mine = {(r.backend, r.precision, r.variant): r for r in rows if r.shape == shape}
         series = list(dict.fromkeys((b, p) for b, p, _ in mine))
