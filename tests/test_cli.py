@@ -200,3 +200,11 @@ def test_progress_draws_counts_as_bars(capsys: pytest.CaptureFixture[str]) -> No
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "… [##########..........] sensitivity: 30/60 nodes"
     assert err[1] == "… exporting model"
+
+
+def test_saved_builder_options_apply_whichever_format_matches() -> None:
+    from deploykit.sources import load_model
+
+    loaded = load_model("msinet", weights="benchmarks/checkpoints/msinet_small.pt")
+    assert loaded.options == {"width": 0.125} and loaded.load_report is not None
+    assert loaded.load_report.left_random == ()

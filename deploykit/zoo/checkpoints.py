@@ -68,21 +68,26 @@ def plain_state_dict(obj: Any) -> StateDict | None:
 
 
 def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
-    """Try the model's registered formats in order, then a plain state_dict."""
+    """Try the model's registered formats in order, then a plain state_dict.
+
+    A checkpoint that records its builder options under "options" (deploykit's own, e.g. from
+    benchmarks/train_small.py) has them applied whichever layout its keys are in; options a format infers
+    from the keys take precedence.
+    """
+    saved = obj.get("options") if isinstance(obj, Mapping) else None
+    saved_options = dict(saved) if isinstance(saved, Mapping) else {}
     for name in formats:
         fn = _FORMATS.get(name)
         converted = fn(obj) if fn else None
         if converted is not None:
-            return converted
+            return Converted(converted.state_dict, {**saved_options, **converted.options}, converted.source)
     plain = plain_state_dict(obj)
     if plain is None:
         raise CheckpointError(
             "checkpoint holds no state_dict (a mapping of names to tensors, possibly under "
             "'state_dict' or 'model_state'); save one with torch.save(model.state_dict(), path)"
         )
-    # deploykit's own checkpoints (benchmarks/train_small.py) carry the builder options they were trained with.
-    options = obj.get("options") if isinstance(obj, Mapping) else None
-    return Converted(plain, options=dict(options) if isinstance(options, Mapping) else {})
+    return Converted(plain, options=saved_options)
 
 
 def _list(keys: list[str], limit: int = 8) -> str:
