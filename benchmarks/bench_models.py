@@ -5,6 +5,10 @@ one run on this CPU, for DeepLabv3+ (ResNet-50, ResNet-101, MobileNetV2, Xceptio
 
     python benchmarks/bench_models.py --out-dir benchmarks/results          # the full table (~30 min here)
     python benchmarks/bench_models.py --tiny --out-dir /tmp/bench-tiny      # smoke test on the tiny variants
+    python benchmarks/bench_models.py --name trained --models deeplabv3plus_mobilenetv2,msinet \
+        --weights deeplabv3plus_mobilenetv2=benchmarks/checkpoints/deeplabv3plus_mobilenetv2_small.pt \
+        --weights msinet=benchmarks/checkpoints/msinet_small.pt --images benchmarks/data/heldout
+                                                                            # trained weights (train_small.py)
 
 Run the full table only on a quiet machine: other processes distort CPU timings badly (with as many threads
 as cores, OpenMP barriers wait for descheduled threads). Each model is exported (static shape), built to
@@ -52,6 +56,7 @@ DENSE = {"deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "msinet"}
 VARIANTS = ("torch fp32", "onnxruntime fp32", "onnxruntime fp16", "onnxruntime int8")
 SHOWN = {"torch fp32": "PyTorch eager", "onnxruntime fp32": "ORT fp32", "onnxruntime fp16": "ORT fp16",
          "onnxruntime int8": "ORT int8"}
+AGREEMENT_KEYS = ("pixel_agreement", "miou", "cc", "kld", "sim")
 EVAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "retina")
 FULL_TIMING = TimingConfig(warmup_s=1.0, duration_s=10.0, min_iterations=10, min_warmup_iterations=2)
 TINY_TIMING = TimingConfig(warmup_s=0.0, duration_s=0.0, iterations=5, min_warmup_iterations=1)
@@ -73,6 +78,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--calib-n", type=int, default=None, help="calibration inputs (default: build's)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     parser.add_argument("--duration", type=float, default=None, help="seconds timed per variant (default 10)")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="more agreement images, besides the scikit-image photographs")
+    parser.add_argument("--accuracy-budget", action="append", default=[], metavar="METRIC>=X",
+                        help="INT8 accuracy budget (see build-engine), e.g. pixel_agreement>=0.99")
+    parser.add_argument("--name", default="bench_models", help="stem of the .md/.json written to --out-dir")
     parser.add_argument("--force", action="store_true", help="overwrite outputs")
     return parser.parse_args(argv)
 
@@ -113,8 +123,9 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
     for precision in ("fp16", "int8"):
         out = folder / f"model-{precision}-ort.onnx"
         say(f"{name}: building the {precision} ONNX Runtime artifact")
+        budget = args.accuracy_budget if precision == "int8" else None
         build_artifact(fp32, out, precision=precision, backend="onnxruntime", calibration=calibration,
-                       threads=args.threads, force=True, progress=say)
+                       accuracy_budget=budget, threads=args.threads, force=True, progress=say)
         paths[f"onnxruntime {precision}"] = out
     return {"opened": opened, "paths": paths, "size": size, "options": options, "task": spec.task,
             "preprocessing": spec.preprocessing}
@@ -134,14 +145,16 @@ def _targets(prepared: dict[str, Any], threads: int | None) -> list[BenchTarget]
     return targets
 
 
-def _agreement(prepared: dict[str, Any], threads: int | None) -> dict[str, dict[str, float]]:
-    """Task metrics of each ONNX Runtime variant against ONNX Runtime fp32 on real photographs."""
-    from deploykit.images import preprocess, sample_photographs
+def _agreement(prepared: dict[str, Any], threads: int | None, images: str | None) -> dict[str, dict[str, float]]:
+    """Task metrics of each ONNX Runtime variant against ONNX Runtime fp32 on real photographs (and --images)."""
+    from deploykit.images import iter_folder, preprocess, sample_photographs
     from deploykit.parity.metrics import task_metrics
     from deploykit.targets import open_target
 
     batch = [preprocess(photo, prepared["preprocessing"], prepared["size"])
              for photo in sample_photographs(EVAL_PHOTOS)]
+    if images:
+        batch += list(iter_folder(images, prepared["preprocessing"], prepared["size"]))
     outputs: dict[str, np.ndarray] = {}
     for variant, path in prepared["paths"].items():
         opened = open_target(str(path), threads=threads)
@@ -162,11 +175,12 @@ def bench_model(name: str, args: argparse.Namespace, weights: str | None, config
     shape = (1, 3, *prepared["size"])
     for target in _targets(prepared, args.threads):
         results += bench_target(target, [1], shape, config, args.threads, say, skipped)
-    say(f"{name}: agreement of fp16 / int8 with fp32 on {len(EVAL_PHOTOS)} photographs")
-    agreement = _agreement(prepared, args.threads)
+    say(f"{name}: agreement of fp16 / int8 with fp32 on {len(EVAL_PHOTOS)} photographs"
+        + (f" and the images in {args.images}" if args.images else ""))
+    agreement = _agreement(prepared, args.threads, args.images)
     return {"model": name, "input_size": list(prepared["size"]), "options": prepared["options"],
             "weights": weights or "random initialisation", "task": prepared["task"], "results": results,
-            "agreement": agreement}
+            "agreement": agreement, "agreement_images": args.images, "int8_accuracy_budget": args.accuracy_budget}
 
 
 def _median(row: dict[str, Any], variant: str) -> float | None:
@@ -229,7 +243,11 @@ def markdown(rows: list[dict[str, Any]], failures: dict[str, str], peaks: Peaks,
     lines = ["# deploykit: PyTorch eager vs ONNX Runtime on this CPU", ""]
     if tiny:
         lines += ["**Tiny test variants (--tiny): a smoke test, not the README's figures.**", ""]
-    lines += [markdown_table(headers, table), "", "## Targets (issue 8)", ""]
+    agreement_rows = [[row["model"], variant.split()[1], *(metrics.get(k) for k in AGREEMENT_KEYS)]
+                      for row in rows for variant, metrics in row["agreement"].items()]
+    lines += [markdown_table(headers, table), "", "## Agreement with ONNX Runtime fp32", "",
+              markdown_table(["model", "precision", *AGREEMENT_KEYS], agreement_rows), "",
+              "## Targets (issue 8)", ""]
     lines += [line for row in rows for line in _checks(row)]
     lines += ["", "## How it was measured", "",
               f"- CPU: {env.get('cpu')}, {env.get('cores')} cores ({', '.join(env.get('cpu_flags', []))}); "
@@ -240,7 +258,11 @@ def markdown(rows: list[dict[str, Any]], failures: dict[str, str], peaks: Peaks,
               f"- Versions: {', '.join(f'{k} {v}' for k, v in env.get('versions', {}).items() if v != '-')}.",
               "- Latency: median of end-to-end runs at batch 1 over rotating inputs (deploykit bench's harness); "
               "agreement: ONNX Runtime fp16/int8 against ONNX Runtime fp32 on scikit-image photographs "
-              f"({', '.join(EVAL_PHOTOS)}).",
+              f"({', '.join(EVAL_PHOTOS)})"
+              + "".join(sorted({f" and the images in {r['agreement_images']}" for r in rows
+                                if r.get("agreement_images")})) + ".",
+              *sorted({f"- INT8 accuracy budget: {', '.join(r['int8_accuracy_budget'])}." for r in rows
+                       if r.get("int8_accuracy_budget")}),
               *(f"- {name}: FAILED: {why}" for name, why in failures.items()),
               *(f"- Note: {note}" for note in notes)]
     weights = {row["weights"] for row in rows}
@@ -267,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.duration is not None:
         config = TimingConfig(warmup_s=config.warmup_s, duration_s=args.duration, min_iterations=10)
     weights = _weights(args.weights)
-    markdown_path, json_path = args.out_dir / "bench_models.md", args.out_dir / "bench_models.json"
+    markdown_path, json_path = args.out_dir / f"{args.name}.md", args.out_dir / f"{args.name}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for path in (markdown_path, json_path):
         if path.exists() and not args.force:
