@@ -155,12 +155,6 @@ COMPILERS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def _model_record(meta: ModelMetadata | None) -> dict[str, Any]:
-    from deploykit.backends.trt_common import model_record
-
-    return model_record(meta)
-
-
 def _precision_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str, precision: str,
                      backend: str, calibration: CalibrationOptions, *, keep_fp32: Sequence[str],
                      keep_float: Sequence[str], fp16_io: bool, budget: Sequence[str], qdq_layout: str | None,
@@ -261,5 +255,5 @@ def _sidecar(out: Path, source: str | os.PathLike[str], graph: Path, meta: Model
         source_onnx_sha256=sha256_file(source), deploykit_version=deploykit.__version__,
         backend_version=str(compiled["backend_version"]), device=dict(compiled["device"]),
         build_options=options, calibration_sha256=calibration_sha, precision_report=report,
-        model=_model_record(built_meta),
+        model=built_meta.to_record() if built_meta else {},
     )

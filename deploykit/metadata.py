@@ -48,6 +48,26 @@ class ModelMetadata:
         props.update(self.extra)
         return {PREFIX + key: value for key, value in props.items()}
 
+    def to_record(self) -> dict[str, Any]:
+        """As plain JSON values, for an artifact sidecar's `model` field (read back by from_record)."""
+        return {
+            "model": self.model, "task": self.task, "num_classes": self.num_classes,
+            "preprocessing": self.preprocessing.to_dict(), "input_size": list(self.input_size),
+            "input_names": list(self.input_names), "output_names": list(self.output_names),
+            "options": dict(self.options), "exporter": self.exporter, "versions": dict(self.versions),
+            "weights": self.weights, "precision": self.precision, **dict(self.extra),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ModelMetadata | None:
+        """Metadata from a sidecar's `model` field (keys prefixed or not, values as text or JSON)."""
+        text = {k if k.startswith(PREFIX) else PREFIX + k: v if isinstance(v, str) else json.dumps(v)
+                for k, v in record.items()}
+        try:
+            return cls.from_props(text)
+        except (KeyError, ValueError, TypeError):
+            return None
+
     @classmethod
     def from_props(cls, props: Mapping[str, str]) -> ModelMetadata | None:
         """Parse `deploykit.*` props; None when the model was not exported by deploykit."""

@@ -5,7 +5,6 @@ known about the model (task, preprocessing, input size, precision), so parity an
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from deploykit.artifact import read_sidecar, sidecar_path
 from deploykit.backends.base import Runner
 from deploykit.backends.torch import TorchRunner, outputs_as_tuple
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
-from deploykit.metadata import PREFIX, ModelMetadata, read_metadata
+from deploykit.metadata import ModelMetadata, read_metadata
 from deploykit.sources import LoadedModel, load_model
 from deploykit.zoo._registry import Preprocessing, Task
 
@@ -206,19 +205,9 @@ def _built_from(artifact: Path, build_options: Mapping[str, Any]) -> Path | None
     return None
 
 
-def _sidecar_metadata(props: Mapping[str, Any]) -> ModelMetadata | None:
-    """The source ONNX's metadata as the sidecar records it (prefixed or not, values as text or JSON)."""
-    text = {k if k.startswith(PREFIX) else PREFIX + k: v if isinstance(v, str) else json.dumps(v)
-            for k, v in props.items()}
-    try:
-        return ModelMetadata.from_props(text)
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
 def _artifact_target(path: Path, backend: str, precision: str, props: Mapping[str, Any], *, task: Task | None,
                      providers: Sequence[str], threads: int | None) -> Target:
-    meta = _sidecar_metadata(props)
+    meta = ModelMetadata.from_record(props)
     if backend == "onnxruntime":
         from deploykit.backends.onnxruntime import OnnxRuntimeRunner
 

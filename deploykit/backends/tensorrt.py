@@ -35,7 +35,6 @@ from deploykit.backends.trt_common import (
     check_engine_compatibility,
     import_tensorrt,
     make_logger,
-    model_record,
 )
 from deploykit.backends.trt_runner import TensorRTRunner
 from deploykit.backends.trt_shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
@@ -284,7 +283,7 @@ def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLik
         source_onnx_sha256=sha256_file(onnx_path), deploykit_version=deploykit.__version__,
         backend_version=str(trt.__version__),
         device={"gpu": device.name, "compute_capability": device.cc, "index": device.index},
-        build_options=build_options, model=model_record(meta),
+        build_options=build_options, model=meta.to_record() if meta else {},
     )
     with atomic_output(out, force=force) as tmp:
         tmp.write_bytes(plan)

@@ -17,7 +17,6 @@ from typing import Any
 from deploykit.artifact import Sidecar
 from deploykit.backends.trt_device import DeviceInfo
 from deploykit.errors import BackendUnavailable
-from deploykit.metadata import ModelMetadata
 
 INSTALL_HINT = "pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU"
 HARDWARE_LEVELS = ("none", "ampere+")
@@ -100,16 +99,3 @@ def check_engine_compatibility(sidecar: Sidecar, *, trt_version: str, device: De
         notes.append(f"built on {sidecar.device.get('gpu')}, running on {device.name} (same compute capability); "
                      "TensorRT tunes for the building GPU, so rebuilding here may be faster")
     return notes
-
-
-def model_record(meta: ModelMetadata | None) -> dict[str, Any]:
-    """The source ONNX's deploykit metadata as plain JSON values, for the sidecar's `model` field."""
-    if meta is None:
-        return {}
-    return {
-        "model": meta.model, "task": meta.task, "num_classes": meta.num_classes,
-        "preprocessing": meta.preprocessing.to_dict(), "input_size": list(meta.input_size),
-        "input_names": list(meta.input_names), "output_names": list(meta.output_names),
-        "options": dict(meta.options), "exporter": meta.exporter, "versions": dict(meta.versions),
-        "weights": meta.weights, "precision": meta.precision, **dict(meta.extra),
-    }
