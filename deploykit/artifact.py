@@ -1,7 +1,8 @@
 """Built artifacts and their sidecar JSON: what was built, from what, for which runtime and device.
 
 `model.onnx` / `model.plan` sits beside `model.onnx.deploykit.json` / `model.plan.deploykit.json`.
-Every command that takes an artifact loads it through `open_runner`, which checks the sidecar first.
+Every command that takes an artifact loads it through `deploykit.targets.open_target`, which reads the
+sidecar first (and the TensorRT runner checks it against the running TensorRT and GPU).
 """
 
 from __future__ import annotations
