@@ -214,17 +214,16 @@ def fit_default_min(model: onnx.ModelProto, profile: Mapping[str, ShapeRange], d
     if not names:
         return fitted
     import numpy as np
-    import onnxruntime as ort
+
+    from deploykit.backends.onnxruntime import session_from_onnx
 
     feed = {}
     for inp in onnx_inputs(model):
         shape = fitted[inp.name].min if inp.name in fitted else tuple(d or 1 for d in inp.dims)
         elem = next(v.type.tensor_type.elem_type for v in model.graph.input if v.name == inp.name)
         feed[inp.name] = np.zeros(shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem))
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
     try:
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feed)
+        session_from_onnx(model.SerializeToString()).run(None, feed)
     except Exception as exc:  # ORT raises its own types; any failure means "not at this size"
         for name in names:
             rng = fitted[name]

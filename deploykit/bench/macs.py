@@ -117,7 +117,7 @@ def _node_macs(node: onnx.NodeProto, shapes: Shapes) -> int:
 def _measure_shapes(model: onnx.ModelProto, names: Sequence[str], input_shapes: Mapping[str, Sequence[int]],
                     types: Mapping[str, int]) -> Shapes:
     """Run the model once in ONNX Runtime with `names` exposed as outputs, and read their shapes."""
-    import onnxruntime as ort
+    from deploykit.backends.onnxruntime import session_from_onnx
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -126,10 +126,7 @@ def _measure_shapes(model: onnx.ModelProto, names: Sequence[str], input_shapes: 
         if name not in present:
             probe.graph.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT),
                                                                     None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor by name
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = session_from_onnx(probe.SerializeToString(), optimization="disable")  # keep every tensor by name
     feed = {}
     for value in session.get_inputs():
         dtype = onnx.helper.tensor_dtype_to_np_dtype(
