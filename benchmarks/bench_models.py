@@ -46,8 +46,8 @@ from deploykit.bench.run import (
 )
 from deploykit.bench.runners import BenchTarget, Skipped, as_bench_target
 from deploykit.errors import DeployKitError
-from deploykit.outputs import write_json, write_text
-from deploykit.report import markdown_table
+from deploykit.io.outputs import write_json, write_text
+from deploykit.report.format import markdown_table
 
 MODELS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenetv2",
           "deeplabv3plus_xception65", "msinet")
@@ -100,10 +100,10 @@ def _weights(pairs: Sequence[str]) -> dict[str, str]:
 def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | None) -> dict[str, Any]:
     """Export the model and build its fp16 / int8 ONNX Runtime artifacts; returns the opened torch target
     and the paths of the three ONNX Runtime models."""
+    from deploykit.backends.targets import open_target
     from deploykit.build import build_artifact
-    from deploykit.calib.precision import CalibrationOptions
     from deploykit.export import onnx_from_torch
-    from deploykit.targets import open_target
+    from deploykit.precision.passes import CalibrationOptions
     from deploykit.zoo import get_model_spec
 
     spec = get_model_spec(name)
@@ -132,7 +132,7 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
 
 
 def _targets(prepared: dict[str, Any], threads: int | None) -> list[BenchTarget]:
-    from deploykit.targets import open_target
+    from deploykit.backends.targets import open_target
 
     torch_target = as_bench_target(prepared["opened"], "torch")
     targets = [torch_target]
@@ -147,9 +147,9 @@ def _targets(prepared: dict[str, Any], threads: int | None) -> list[BenchTarget]
 
 def _agreement(prepared: dict[str, Any], threads: int | None, images: str | None) -> dict[str, dict[str, float]]:
     """Task metrics of each ONNX Runtime variant against ONNX Runtime fp32 on real photographs (and --images)."""
-    from deploykit.images import iter_folder, preprocess, sample_photographs
+    from deploykit.backends.targets import open_target
+    from deploykit.io.images import iter_folder, preprocess, sample_photographs
     from deploykit.parity.metrics import task_metrics
-    from deploykit.targets import open_target
 
     batch = [preprocess(photo, prepared["preprocessing"], prepared["size"])
              for photo in sample_photographs(EVAL_PHOTOS)]

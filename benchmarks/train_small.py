@@ -39,7 +39,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from deploykit.images import preprocess  # noqa: E402
+from deploykit.io.images import preprocess  # noqa: E402
 from deploykit.zoo import get_model_spec  # noqa: E402
 
 OBJECTS = ("chelsea", "coffee", "rocket", "astronaut", "immunohistochemistry")  # classes 1..5
@@ -234,7 +234,7 @@ def write_photo_crops(folder: Path, count: int, seed: int, size: tuple[int, int]
 def evaluate(recipe: Recipe, model: torch.nn.Module, folder: Path, labels: np.ndarray, maps: np.ndarray
              ) -> dict[str, float]:
     """Held-out metrics against the generated ground truth (mIoU over classes present; saliency CC, KLD)."""
-    from deploykit.images import list_images, read_image
+    from deploykit.io.images import list_images, read_image
     from deploykit.parity.metrics import cc, kld
 
     spec = get_model_spec(recipe.model)

@@ -22,13 +22,13 @@ from typing import Any
 import onnx
 
 import deploykit
-from deploykit.artifact import Sidecar, sidecar_path
-from deploykit.calib.precision import CalibrationOptions, PrecisionResult, fp16_graph, int8_graph
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
-from deploykit.metadata import ModelMetadata, read_metadata
-from deploykit.outputs import atomic_output, check_output_path, sha256_file, write_json
+from deploykit.io.metadata import ModelMetadata, read_metadata
+from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
+from deploykit.io.sidecar import Sidecar, sidecar_path
+from deploykit.precision.passes import CalibrationOptions, PrecisionResult, fp16_graph, int8_graph
+from deploykit.types import Progress
 
-Progress = Callable[[str], None]
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -119,7 +119,7 @@ def _device() -> dict[str, Any]:
 
 def _compile_onnxruntime(graph: Path, out: Path, *, force: bool, threads: int | None,
                          tensorrt_options: Mapping[str, Any] | None, progress: Progress) -> dict[str, Any]:
-    from deploykit.backends.onnxruntime_compile import OPTIMIZATION, needs_seven_bit_weights, ort_model_from_onnx
+    from deploykit.backends.onnxruntime.compile import OPTIMIZATION, needs_seven_bit_weights, ort_model_from_onnx
 
     if tensorrt_options:
         raise ConfigConflict(f"TensorRT options ({', '.join(tensorrt_options)}) do not apply to --backend "
@@ -132,7 +132,7 @@ def _compile_onnxruntime(graph: Path, out: Path, *, force: bool, threads: int | 
     lowering = {"uint8_after_activation": lowered.unsigned, "seven_bit_weights": lowered.seven_bit}
     if lowered.seven_bit:
         progress("INT8 weights requantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
-                 "deploykit.backends.onnxruntime_compile)")
+                 "deploykit.backends.onnxruntime.compile)")
     return {"backend_version": onnxruntime.__version__, "device": _device(),
             "build_options": {"optimization_level": OPTIMIZATION, "int8_lowering": lowering}}
 
@@ -196,7 +196,7 @@ def build_artifact(
     chosen, note = resolve_backend(backend)
     source = _load_source(onnx_path)
     if chosen == "tensorrt":  # fail on what TensorRT cannot parse before a slow precision pass
-        from deploykit.backends.tensorrt import lint_or_fail
+        from deploykit.backends.tensorrt.build import lint_or_fail
 
         lint_or_fail(source, str(onnx_path))
     meta = read_metadata(source)

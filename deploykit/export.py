@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +21,16 @@ import onnx
 import torch
 
 import deploykit
-from deploykit.backends.onnxruntime import OnnxRuntimeRunner
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, outputs_as_tuple
 from deploykit.errors import ExportError
-from deploykit.metadata import ModelMetadata, write_metadata
-from deploykit.outputs import atomic_output, check_output_path
+from deploykit.io.metadata import ModelMetadata, write_metadata
+from deploykit.io.outputs import atomic_output, check_output_path
 from deploykit.parity.metrics import NumericMetrics, numeric_metrics
-from deploykit.sources import LoadedModel
+from deploykit.types import Progress
+from deploykit.zoo.sources import LoadedModel
 
 DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ import numpy as np
 import onnx
 import pytest
 
-from deploykit.artifact import read_sidecar
+from deploykit.backends.targets import open_target
 from deploykit.build import build_artifact, precision_path, resolve_backend
-from deploykit.calib.precision import CalibrationOptions
 from deploykit.environment import tensorrt_status
 from deploykit.errors import BackendUnavailable, CalibrationError, ConfigConflict, OutputExists
-from deploykit.metadata import read_metadata
-from deploykit.outputs import sha256_file
-from deploykit.targets import open_target
+from deploykit.io.metadata import read_metadata
+from deploykit.io.outputs import sha256_file
+from deploykit.io.sidecar import read_sidecar
+from deploykit.precision.passes import CalibrationOptions
 from tests.fixtures.precision_models import export_user_model, photo_folder
 
 

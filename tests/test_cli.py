@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from deploykit.cli import cli
-from deploykit.metadata import read_metadata
+from deploykit.io.metadata import read_metadata
 
 USER = "tests.fixtures.user_models:tiny_segmenter"
 
@@ -194,16 +194,17 @@ def test_tolerance_accepts_rare_switch_flips_but_not_broad_errors() -> None:
 
 def test_progress_draws_counts_as_bars(capsys: pytest.CaptureFixture[str]) -> None:
     from deploykit.commands._options import progress
+    from deploykit.types import Progressed
 
-    progress("sensitivity: 30/60 nodes")
+    progress(Progressed("sensitivity (nodes)", 30, 60))
     progress("exporting model")
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "… [##########..........] sensitivity: 30/60 nodes"
+    assert err[0] == "… [##########..........] sensitivity (nodes) 30/60"
     assert err[1] == "… exporting model"
 
 
 def test_saved_builder_options_apply_whichever_format_matches() -> None:
-    from deploykit.sources import load_model
+    from deploykit.zoo.sources import load_model
 
     loaded = load_model("msinet", weights="benchmarks/checkpoints/msinet_small.pt")
     assert loaded.options == {"width": 0.125} and loaded.load_report is not None

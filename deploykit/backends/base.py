@@ -124,8 +124,8 @@ BACKENDS: dict[str, Backend] = {
     backend.name: backend
     for backend in (
         Backend("torch", "deploykit.backends.torch", "PyTorch eager on CPU (the reference)"),
-        Backend("onnxruntime", "deploykit.backends.onnxruntime",
+        Backend("onnxruntime", "deploykit.backends.onnxruntime.runner",
                 "ONNX Runtime (CPU; CUDA/TensorRT EPs with onnxruntime-gpu)"),
-        Backend("tensorrt", "deploykit.backends.tensorrt", "TensorRT engines on NVIDIA GPUs"),
+        Backend("tensorrt", "deploykit.backends.tensorrt.build", "TensorRT engines on NVIDIA GPUs"),
     )
 }

@@ -25,8 +25,8 @@ import numpy as np
 from deploykit.backends.base import Runner, TensorSpec
 from deploykit.bench.stats import LatencyStats, summarize
 from deploykit.errors import InputError
+from deploykit.types import Progress
 
-Progress = Callable[[str], None]
 PHASES = ("h2d", "compute", "d2h", "enqueue")
 POOL_BYTES = 64 * 2**20
 

@@ -44,8 +44,8 @@ from deploykit.bench.roofline import (
 )
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
+from deploykit.types import Progress
 
-Progress = Callable[[str], None]
 RATES = (1, 2, 4, 6, 12, 18, 24, 36)
 QUICK_RATES = (1, 2, 6, 12, 24)
 # (name, cin, cout, feature size) at 513x513 input
@@ -194,7 +194,7 @@ def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeigh
 
 
 def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) -> Step:
-    from deploykit.backends.onnxruntime import session_from_onnx
+    from deploykit.backends.onnxruntime.runner import session_from_onnx
 
     session = session_from_onnx(model, threads=threads)
     return lambda i: session.run(None, {"x": feeds[i % len(feeds)]})
@@ -202,7 +202,7 @@ def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) ->
 
 def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack) -> Step:
     """Build an engine from the one-op graph with the TensorRT helper's loader and time its runner."""
-    from deploykit.backends import tensorrt as trt_backend  # type: ignore[attr-defined,unused-ignore]
+    from deploykit.backends.tensorrt import build as trt_backend
 
     onnx_path = os.path.join(folder, "kernel.onnx")
     with open(onnx_path, "wb") as handle:

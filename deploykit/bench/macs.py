@@ -117,7 +117,7 @@ def _node_macs(node: onnx.NodeProto, shapes: Shapes) -> int:
 def _measure_shapes(model: onnx.ModelProto, names: Sequence[str], input_shapes: Mapping[str, Sequence[int]],
                     types: Mapping[str, int]) -> Shapes:
     """Run the model once in ONNX Runtime with `names` exposed as outputs, and read their shapes."""
-    from deploykit.backends.onnxruntime import session_from_onnx
+    from deploykit.backends.onnxruntime.runner import session_from_onnx
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

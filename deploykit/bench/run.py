@@ -7,7 +7,7 @@ import csv
 import datetime
 import io
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,8 +25,8 @@ from deploykit.bench.roofline import Peaks, best_of, measure_peaks, spread_warni
 from deploykit.bench.runners import BenchTarget, Skipped, open_bench_targets
 from deploykit.bench.stats import Change, compare_samples
 from deploykit.errors import BackendUnavailable, InputError
+from deploykit.types import Progress
 
-Progress = Callable[[str], None]
 HEADERS = ["target", "backend", "precision", "batch", "input", "min ms", "median ms", "mean ms", "p90 ms",
            "p95 ms", "p99 ms", "max ms", "std ms", "images/s", "GFLOP/s", "% GEMM peak"]
 

@@ -1,6 +1,6 @@
 """What `deploykit bench TARGET` times: a runner per requested backend, with what bench needs to know.
 
-Targets are resolved by deploykit.targets.open_target. A zoo name or `package.module:factory` runs in
+Targets are resolved by deploykit.backends.targets.open_target. A zoo name or `package.module:factory` runs in
 PyTorch eager ("torch") or, exported on the fly to a temporary ONNX file, in ONNX Runtime ("onnxruntime",
 "onnxruntime-cuda"); an .onnx file runs in ONNX Runtime; a built artifact runs on the backend its sidecar
 names. A backend that cannot run a target here is skipped with its reason, never half-run.
@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit.artifact import read_sidecar
 from deploykit.backends.base import Runner
+from deploykit.backends.targets import Target, is_file_target, open_target
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
-from deploykit.targets import Target, is_file_target, open_target
+from deploykit.io.sidecar import read_sidecar
+from deploykit.types import Progress
 
 BACKEND_CHOICES = ("torch", "onnxruntime", "onnxruntime-cuda", "tensorrt")
-Progress = Callable[[str], None]
 MaddsAt = Callable[[tuple[int, ...]], int | None]
 TORCH_COUNT = "PyTorch modules (deploykit.zoo.flops)"
 ONNX_COUNT = "ONNX graph (Conv/ConvTranspose/Gemm/MatMul, deploykit.bench.macs)"
@@ -56,8 +56,8 @@ def _onnx_madds(path: str | os.PathLike[str]) -> MaddsAt:
 
 
 def _torch_madds(loaded: Any) -> MaddsAt:
-    from deploykit.sources import is_factory_path
     from deploykit.zoo.flops import complexity_at, count_complexity
+    from deploykit.zoo.sources import is_factory_path
 
     def at(shape: tuple[int, ...]) -> int | None:
         nchw = (shape[0], shape[1], shape[2], shape[3])

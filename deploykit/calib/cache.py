@@ -16,7 +16,7 @@ from typing import Any
 
 import deploykit
 from deploykit.errors import DeployKitError
-from deploykit.outputs import write_json
+from deploykit.io.outputs import write_json
 
 SCHEMA = 2  # bump when a range method's algorithm changes, so old caches are not trusted
 

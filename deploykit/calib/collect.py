@@ -12,14 +12,15 @@ power of two and existing counts merge 2^k bins into one, so histograms stay fix
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
+from deploykit.types import Progress
 
 BINS = 2048
 
@@ -109,7 +110,7 @@ def collect_stats(
     *,
     histograms: Iterable[str] = (),
     threads: int | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Collection:
     """Run `model` on each input (one at a time) and gather statistics of `tensors` (float32 tensors).
 

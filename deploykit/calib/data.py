@@ -23,9 +23,9 @@ from typing import Literal
 import numpy as np
 
 from deploykit.errors import CalibrationError, InputError
-from deploykit.images import IMAGE_SUFFIXES, list_images, preprocess, read_image, sample_photographs
-from deploykit.outputs import sha256_file
-from deploykit.zoo._registry import Preprocessing
+from deploykit.io.images import IMAGE_SUFFIXES, list_images, preprocess, read_image, sample_photographs
+from deploykit.io.outputs import sha256_file
+from deploykit.types import Preprocessing
 
 Kind = Literal["folder", "array", "photos", "synthetic"]
 DEFAULT_CALIB_N = 64  # items used when --calib-n is not given

@@ -11,7 +11,7 @@ What is quantized (TensorRT's placement rules, which ONNX Runtime also fuses):
   quantized consumers, so keeping a node in float (--keep-float) removes its quantization error entirely.
 - A weighted node followed only by Relu or Clip(min >= 0) counts as one unit with it: the Q/DQ goes after the
   activation (TensorRT fuses Conv+ReLU and quantizes after it; ONNX Runtime can then drop the activation, see
-  deploykit.backends.onnxruntime_compile). In a plain chain, "inputs" and "inputs+outputs" then coincide.
+  deploykit.backends.onnxruntime.compile). In a plain chain, "inputs" and "inputs+outputs" then coincide.
 - quantize_outputs (the ONNX Runtime layout, "inputs+outputs"): the output of a quantized unit also gets a Q/DQ,
   read by all its consumers, so ONNX Runtime can fuse DQ -> Conv -> Q into QLinearConv even where no
   activation follows (MobileNetV2's projections, residual Adds); without it those convs run in float behind a

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
+from deploykit.types import Progressed, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,13 +41,10 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-_COUNT = re.compile(r"\b(\d+)/(\d+)\b")
-
-
-def progress(message: str) -> None:
-    """Progress lines go to stderr so stdout stays clean for --json; a "k/n" count is drawn as a bar."""
-    found = _COUNT.search(message)
-    if found and int(found[2]) > 0 and int(found[1]) <= int(found[2]):
-        done = round(20 * int(found[1]) / int(found[2]))
-        message = f"[{'#' * done}{'.' * (20 - done)}] {message}"
-    click.echo(f"… {message}", err=True)
+def progress(event: ProgressEvent) -> None:
+    """Progress goes to stderr so stdout stays clean for --json; a counted step is drawn as a bar."""
+    if isinstance(event, Progressed):
+        done = round(20 * event.done / event.total) if event.total > 0 else 0
+        click.echo(f"… [{'#' * done}{'.' * (20 - done)}] {event.what} {event.done}/{event.total}", err=True)
+        return
+    click.echo(f"… {event}", err=True)

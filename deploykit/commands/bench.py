@@ -78,8 +78,8 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
     from deploykit.bench.harness import TimingConfig
     from deploykit.bench.run import BenchReport, compare_reports, run_bench, to_csv
     from deploykit.errors import ConfigConflict
-    from deploykit.outputs import check_output_path, write_json
-    from deploykit.sources import parse_options, parse_shape
+    from deploykit.io.outputs import check_output_path, write_json
+    from deploykit.zoo.sources import parse_options, parse_shape
 
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
@@ -118,7 +118,7 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
 
 def _render(report: Any, comparison: Any) -> None:
     from deploykit.bench.run import HEADERS, phase_rows, table_rows
-    from deploykit.report import fmt, text_table
+    from deploykit.report.format import fmt, text_table
 
     click.echo(text_table(HEADERS, table_rows(report)))
     phases = phase_rows(report)
@@ -142,7 +142,7 @@ def _render(report: Any, comparison: Any) -> None:
 
 
 def _comparison_table(comparison: Any) -> str:
-    from deploykit.report import text_table
+    from deploykit.report.format import text_table
 
     rows = [[c.target, c.backend, c.precision, c.batch, c.change.baseline_median, c.change.current_median,
              f"{100 * c.change.relative:+.1f}%", f"[{c.change.low:+.3f}, {c.change.high:+.3f}]", c.change.verdict]
@@ -174,13 +174,13 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     the standard 3x3 they replace (MobileNetV2, Xception-65 shapes) in PyTorch eager, ONNX Runtime fp32/
     fp16/int8 and TensorRT when present; GFLOP/s, GB/s and efficiency against the measured roofline."""
     from deploykit.bench.kernels import run_kernels
-    from deploykit.outputs import check_output_path, write_json
+    from deploykit.io.outputs import check_output_path, write_json
 
     paths = _kernel_paths(output, not no_plots)
     for path in paths:
         check_output_path(path, force=force)
     if len(paths) > 1:
-        from deploykit.bench.plots import require_matplotlib
+        from deploykit.report.bench_plots import require_matplotlib
 
         require_matplotlib()  # fail before a long sweep, not after it
     report = run_kernels(quick=quick, suites=list(suites) or ["dilated", "separable"],
@@ -190,7 +190,7 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if output:
         written.append(write_json(output, report.to_dict(), force=force))
         if not no_plots:
-            from deploykit.bench.plots import plot_dilated, plot_separable
+            from deploykit.report.bench_plots import plot_dilated, plot_separable
 
             written += [p for p in (plot_dilated(report.results, paths[1], force=force),
                                     plot_separable(report.results, paths[2], force=force)) if p is not None]
@@ -210,7 +210,7 @@ def _kernel_paths(output: str | None, plots: bool) -> list[str]:
 
 
 def _render_kernels(report: Any) -> None:
-    from deploykit.report import text_table
+    from deploykit.report.format import text_table
 
     rows = [[r.shape, r.variant, r.dilation, r.backend, r.precision, r.median_ms, r.gflops, r.gbps,
              r.roofline_gflops, r.efficiency_percent] for r in report.results]

@@ -32,8 +32,8 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
     Re-running skips the steps whose inputs did not change."""
-    from deploykit.deploy import PRECISIONS, DeployOptions, run_deploy
-    from deploykit.sources import parse_options, parse_shape
+    from deploykit.pipeline.deploy import PRECISIONS, DeployOptions, run_deploy
+    from deploykit.zoo.sources import parse_options, parse_shape
 
     opts = DeployOptions(
         source=model, out=Path(out), options=parse_options(set_options), weights=weights,

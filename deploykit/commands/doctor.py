@@ -9,7 +9,7 @@ import click
 from deploykit.commands._options import echo_json, json_option, progress
 
 if TYPE_CHECKING:
-    from deploykit.backends.trt_selftest import SelfTestResult
+    from deploykit.backends.tensorrt.selftest import SelfTestResult
 
 
 @click.command(short_help="Report versions, ONNX Runtime providers, TensorRT state, GPUs and CPU.")
@@ -46,7 +46,7 @@ def doctor(as_json: bool, selftest: bool) -> None:
 
 
 def _selftest() -> SelfTestResult:
-    from deploykit.backends.trt_selftest import selftest
+    from deploykit.backends.tensorrt.selftest import selftest
     from deploykit.errors import ParityError
 
     result = selftest(progress=progress)

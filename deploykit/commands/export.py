@@ -27,9 +27,9 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
     from deploykit.errors import ExportError
     from deploykit.export import DEFAULT_OPSET, onnx_from_torch
-    from deploykit.outputs import check_output_path
-    from deploykit.report import text_table
-    from deploykit.sources import load_model, parse_options, parse_shape
+    from deploykit.io.outputs import check_output_path
+    from deploykit.report.format import text_table
+    from deploykit.zoo.sources import load_model, parse_options, parse_shape
 
     check_output_path(output, force=force)
     shape = parse_shape(input_shape) if input_shape else None

@@ -41,7 +41,7 @@ def _details(name: str) -> dict[str, Any]:
 def models(name: str | None, as_json: bool) -> None:
     """List every registered model with task, default input size, parameters and multiply-adds at that
     size; with NAME, show its spec, preprocessing and builder options (pass them with --set KEY=VALUE)."""
-    from deploykit.report import text_table
+    from deploykit.report.format import text_table
     from deploykit.zoo import list_models
     from deploykit.zoo._registry import aliases
 

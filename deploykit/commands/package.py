@@ -24,7 +24,7 @@ def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str
     """Write a Triton model repository for ARTIFACTS (.onnx files or build-engine artifacts): config.pbtxt with
     platform onnxruntime_onnx or tensorrt_plan, inputs/outputs with dims and dynamic batch, dynamic batching,
     instance groups and version folders, each config validated against Triton's protobuf schema."""
-    from deploykit.triton import write_repository
+    from deploykit.package.triton import write_repository
 
     models = write_repository(artifacts, out, names=names, max_batch_size=max_batch_size, instances=instances,
                               max_queue_delay_us=max_queue_delay_us, force=force)

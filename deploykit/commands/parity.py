@@ -48,14 +48,14 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
     candidate's precision. Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
     Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
     Exits 2 when a candidate fails."""
+    from deploykit.backends.targets import is_file_target, open_target
     from deploykit.errors import ParityError
-    from deploykit.outputs import check_output_path, write_text
+    from deploykit.io.outputs import check_output_path, write_text
     from deploykit.parity.compare import ParitySettings, run_parity
     from deploykit.parity.gates import parse_gate
     from deploykit.parity.inputs import resolve_inputs
-    from deploykit.parity.render import markdown_report, text_report
-    from deploykit.sources import parse_options, parse_shape
-    from deploykit.targets import is_file_target, open_target
+    from deploykit.report.parity import markdown_report, text_report
+    from deploykit.zoo.sources import parse_options, parse_shape
 
     if report:
         check_output_path(report, force=force)

@@ -12,21 +12,20 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deploykit.backends.targets import Target, provider_chain
 from deploykit.errors import ParityError
 from deploykit.parity import gates as gating
 from deploykit.parity.inputs import InputSet
 from deploykit.parity.localize import TOLERANCES, Localization, localize
 from deploykit.parity.metrics import NumericMetrics, TaskAccumulator, aggregate_numeric, fits_task, numeric_metrics
-from deploykit.targets import Target, provider_chain
-
-Progress = Callable[[str], None]
+from deploykit.types import Progress
 
 
 @dataclass(frozen=True)

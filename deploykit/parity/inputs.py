@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deploykit.backends.targets import Target
 from deploykit.errors import InputError
-from deploykit.images import (
+from deploykit.io.images import (
     IMAGE_SUFFIXES,
     iter_folder,
     list_images,
@@ -25,8 +26,7 @@ from deploykit.images import (
     read_npz,
     sample_photographs,
 )
-from deploykit.targets import Target
-from deploykit.zoo._registry import IMAGENET, Preprocessing
+from deploykit.types import IMAGENET, Preprocessing
 
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from deploykit.errors import ParityError
+from deploykit.types import Progress
 
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
 PASSTHROUGH = {"Cast", "QuantizeLinear", "DequantizeLinear"}
@@ -209,7 +210,7 @@ def _chunks(items: Sequence[Comparison], size: int) -> Iterator[list[Comparison]
 
 def _run_exposed(graph: _Graph, names: list[str], x: np.ndarray, providers: Sequence[str]) -> dict[str, np.ndarray]:
     """Run with `names` as the graph's only outputs; optimisation off so every node runs as written."""
-    from deploykit.backends.onnxruntime import session_from_onnx
+    from deploykit.backends.onnxruntime.runner import session_from_onnx
 
     if not names:
         return {}
@@ -306,7 +307,7 @@ def localize(
     tolerance: float,
     top_k: int = 5,
     providers: Sequence[str] = ("cpu",),
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Localization:
     """Compare every intermediate tensor of `candidate_onnx` with `reference_onnx` on input `x` (one batch)."""
     say = progress or (lambda _msg: None)

@@ -17,7 +17,7 @@ TINY = "tests.fixtures.user_models:tiny_segmenter"
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny_segmenter exported by deploykit (dynamic batch/height/width, metadata input size 64x64)."""
     from deploykit.export import onnx_from_torch
-    from deploykit.sources import load_model
+    from deploykit.zoo.sources import load_model
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
     result = onnx_from_torch(load_model(TINY), path, input_shape=(1, 3, 64, 64), simplify=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploykit.backends.tensorrt import engine_from_onnx
+from deploykit.backends.tensorrt.build import engine_from_onnx
 from deploykit.bench import kernels as kernels_module
 from deploykit.bench.harness import TimingConfig
 from deploykit.bench.kernels import KernelCase

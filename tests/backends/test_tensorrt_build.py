@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
-from deploykit.artifact import read_sidecar, sidecar_path
-from deploykit.backends.tensorrt import TensorRTBuildOptions, engine_from_onnx
+from deploykit.backends.tensorrt.build import TensorRTBuildOptions, engine_from_onnx
 from deploykit.errors import BackendUnavailable, BuildError, OutputExists
-from deploykit.outputs import sha256_file
+from deploykit.io.outputs import sha256_file
+from deploykit.io.sidecar import read_sidecar, sidecar_path
 from tests.fakes.fixtures import TrtDouble
 from tests.fakes.tensorrt_double import SimulatedGpu
 from tests.graph import graphs
@@ -91,8 +91,8 @@ def test_lint_errors_stop_the_build_before_tensorrt(trt_double: TrtDouble, tmp_p
 
 
 def test_unpooling_is_rewritten_and_matches_onnx_runtime(trt_double: TrtDouble, tmp_path: Path) -> None:
-    from deploykit.backends.onnxruntime import OnnxRuntimeRunner
-    from deploykit.backends.tensorrt import TensorRTRunner
+    from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+    from deploykit.backends.tensorrt.build import TensorRTRunner
 
     path, out = tmp_path / "unpool.onnx", tmp_path / "unpool.plan"
     onnx.save(graphs.unpooling(), path)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploykit.artifact import read_sidecar
 from deploykit.cli import cli
+from deploykit.io.sidecar import read_sidecar
 from tests.fakes.fixtures import TrtDouble
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deploykit.backends.onnxruntime import OnnxRuntimeRunner
-from deploykit.backends.tensorrt import TensorRTRunner, engine_from_onnx
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.backends.tensorrt.build import TensorRTRunner, engine_from_onnx
 from deploykit.graph.lint import lint_onnx
-from deploykit.images import preprocess
+from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from tests.fakes.fixtures import TrtDouble
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # the dynamo exporter takes about 40 s here
 @pytest.fixture(scope="module")
 def deconvnet_indices(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from deploykit.export import onnx_from_torch
-    from deploykit.sources import load_model
+    from deploykit.zoo.sources import load_model
 
     spec = get_model_spec("deconvnet")
     path = tmp_path_factory.mktemp("deconvnet") / "deconvnet_indices.onnx"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deploykit.backends.onnxruntime import OnnxRuntimeRunner
-from deploykit.backends.tensorrt import TensorRTBuildOptions, TensorRTRunner, engine_from_onnx
-from deploykit.backends.trt_selftest import selftest
-from deploykit.images import preprocess
-from deploykit.zoo._registry import IMAGENET
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.backends.tensorrt.build import TensorRTBuildOptions, TensorRTRunner, engine_from_onnx
+from deploykit.backends.tensorrt.selftest import selftest
+from deploykit.io.images import preprocess
+from deploykit.types import IMAGENET
 
 pytestmark = [pytest.mark.gpu, pytest.mark.trt]
 

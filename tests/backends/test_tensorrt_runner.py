@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deploykit.artifact import read_sidecar, sidecar_path
-from deploykit.backends.onnxruntime import OnnxRuntimeRunner
-from deploykit.backends.tensorrt import TensorRTBuildOptions, TensorRTRunner, engine_from_onnx
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.backends.tensorrt.build import TensorRTBuildOptions, TensorRTRunner, engine_from_onnx
 from deploykit.errors import BackendUnavailable, InputError
-from deploykit.images import preprocess
-from deploykit.zoo._registry import IMAGENET
+from deploykit.io.images import preprocess
+from deploykit.io.sidecar import read_sidecar, sidecar_path
+from deploykit.types import IMAGENET
 from tests.fakes.fixtures import TrtDouble
 from tests.fakes.tensorrt_double import SimulatedGpu
 

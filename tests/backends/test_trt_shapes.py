@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from deploykit.backends.trt_shapes import ShapeRange, derive_profile, parse_shape_specs
+from deploykit.backends.tensorrt.shapes import ShapeRange, derive_profile, parse_shape_specs
 from deploykit.errors import ConfigConflict, InputError
 
 
@@ -77,7 +77,7 @@ def test_default_min_is_raised_when_the_model_cannot_run_there() -> None:
     import numpy as np
     from onnx import numpy_helper
 
-    from deploykit.backends.trt_shapes import fit_default_min
+    from deploykit.backends.tensorrt.shapes import fit_default_min
 
     weight = numpy_helper.from_array(np.ones((1, 3, 7, 7), np.float32), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["y"])], "g",

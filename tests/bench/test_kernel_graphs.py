@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.bench import kernel_graphs as kg
 from deploykit.bench.kernels import RATES, KernelCase, plan_cases
 

@@ -10,7 +10,7 @@ import pytest
 from deploykit.calib import cache as calib_cache
 from deploykit.calib.data import SYNTHETIC_WARNING, calibration_data
 from deploykit.errors import CalibrationError, InputError
-from deploykit.zoo._registry import IMAGENET
+from deploykit.types import IMAGENET
 from tests.fixtures.precision_models import photo_folder
 
 SHAPE = (1, 3, 24, 32)

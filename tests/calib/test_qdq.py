@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from deploykit.backends.onnxruntime import session_from_onnx
-from deploykit.backends.onnxruntime_compile import lower_for_onnxruntime, seven_bit_weights
+from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, seven_bit_weights
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges

@@ -1,4 +1,4 @@
-"""A CPU stand-in for deploykit.backends.trt_device's torch CUDA layer (test double; no GPU involved).
+"""A CPU stand-in for deploykit.backends.tensorrt.device's torch CUDA layer (test double; no GPU involved).
 
 "Device memory" is numpy arrays in a registry keyed by fake addresses; the tensorrt double reads inputs and
 writes outputs through the same registry, so the runner's set_tensor_address calls must be right for outputs
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.trt_device import Buffer, DeviceInfo, Event, Graph, Stream
+from deploykit.backends.tensorrt.device import Buffer, DeviceInfo, Event, Graph, Stream
 from deploykit.errors import BackendUnavailable
 
 ALIGN = 256
@@ -118,7 +118,7 @@ class FakeGraph:
 
 
 class FakeDevice:
-    """Implements deploykit.backends.trt_device.DeviceLayer on the CPU; `gpu()` says which GPU it pretends."""
+    """Implements deploykit.backends.tensorrt.device.DeviceLayer on the CPU; `gpu()` says which GPU it pretends."""
 
     def __init__(self, memory: FakeMemory, gpu: Callable[[], tuple[str, tuple[int, int]] | None]) -> None:
         self.memory = memory

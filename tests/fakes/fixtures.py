@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from deploykit.backends import trt_device
+from deploykit.backends.tensorrt import device as trt_device
 from tests.fakes.device import FakeDevice, FakeMemory
 from tests.fakes.tensorrt_double import (
     DEFAULT_GPU,

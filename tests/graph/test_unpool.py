@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import ExportError
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 

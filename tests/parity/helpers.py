@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from deploykit.targets import Target, open_target
+from deploykit.backends.targets import Target, open_target
 from deploykit.zoo import get_model_spec
 
 ZOO_MODEL = "deeplabv3plus_mobilenetv2"

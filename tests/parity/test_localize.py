@@ -13,9 +13,9 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from deploykit.graph.fp16 import fp16_from_onnx
-from deploykit.images import preprocess, sample_photographs
+from deploykit.io.images import preprocess, sample_photographs
 from deploykit.parity.localize import TOLERANCES, localize, module_path, scoped_name_to_module
-from deploykit.zoo._registry import IMAGENET
+from deploykit.types import IMAGENET
 from tests.parity.helpers import corrupted_copy, middle_conv, scale_initializer, zoo_target
 
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from deploykit.errors import CheckpointError
-from deploykit.sources import load_model
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.checkpoints import StateDict, convert_checkpoint, load_state_dict_strict
+from deploykit.zoo.sources import load_model
 
 TINY = {"width_multiplier": 0.125, "num_classes": 5}
 

@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import CheckpointError, ConfigConflict, ExportError
 from deploykit.export import Tolerance, onnx_from_torch
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
-from deploykit.images import preprocess
-from deploykit.sources import LoadedModel
-from deploykit.zoo._registry import IMAGENET
+from deploykit.io.images import preprocess
+from deploykit.types import IMAGENET
 from deploykit.zoo.checkpoints import convert_checkpoint, load_state_dict_strict
 from deploykit.zoo.deconvnet import SPEC, DeconvNet, MaskMaxPool2d, MaskMaxUnpool2d, deconvnet
 from deploykit.zoo.flops import count_complexity
+from deploykit.zoo.sources import LoadedModel
 
 TINY = dict(SPEC.test_options)
 # What the mask formulation may export to: all parsed by TensorRT (no MaxUnpool, no ScatterND).

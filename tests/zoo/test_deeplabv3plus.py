@@ -17,15 +17,15 @@ from torch import nn
 
 from deploykit.errors import ConfigConflict
 from deploykit.export import onnx_from_torch
-from deploykit.sources import load_model
+from deploykit.types import IMAGENET
 from deploykit.zoo import get_model_spec, list_models
-from deploykit.zoo._registry import IMAGENET
 from deploykit.zoo.backbones.mobilenetv2 import MobileNetV2, block_plan
 from deploykit.zoo.backbones.resnet import stage_plan
 from deploykit.zoo.backbones.xception import Xception65, XceptionModule
 from deploykit.zoo.checkpoints import _FORMATS
 from deploykit.zoo.deeplabv3plus import DeepLabV3Plus
 from deploykit.zoo.layers import SeparableConv2d
+from deploykit.zoo.sources import load_model
 
 VARIANTS = [name for name in list_models() if name.startswith("deeplabv3plus_")]
 TINY = {"width_multiplier": 0.125}

@@ -10,13 +10,13 @@ import pytest
 import torch
 from skimage import data
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.export import onnx_from_torch
-from deploykit.images import preprocess
-from deploykit.sources import load_model
+from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.dilatednet import LABEL_MARGIN, ContextModule, DilatedNet, reflect101_index
 from deploykit.zoo.flops import count_complexity
+from deploykit.zoo.sources import load_model
 
 DILATEDNET = ("dilatednet_frontend", "dilatednet_context_basic", "dilatednet_context_large")
 

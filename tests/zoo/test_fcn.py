@@ -10,16 +10,16 @@ import torch
 from skimage import data
 from torch import nn
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import CheckpointError
 from deploykit.export import onnx_from_torch
-from deploykit.images import preprocess
-from deploykit.sources import load_model
+from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.backbones.vgg import VGG16_BLOCKS
 from deploykit.zoo.checkpoints import convert_checkpoint, load_state_dict_strict
 from deploykit.zoo.fcn import CROP_OUTPUT, CROP_POOL3, CROP_POOL4, FCN, bilinear_kernel
 from deploykit.zoo.flops import count_complexity
+from deploykit.zoo.sources import load_model
 from tests.zoo.test_msinet import torchvision_vgg16_state
 
 FCNS = ("fcn32s", "fcn16s", "fcn8s")

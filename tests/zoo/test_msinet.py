@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import CheckpointError
 from deploykit.export import onnx_from_torch
-from deploykit.images import preprocess
-from deploykit.sources import load_model
+from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.checkpoints import convert_checkpoint, load_state_dict_strict
 from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.layers import resize_bilinear_tf1
 from deploykit.zoo.msinet import MSINet, _pool_same_stride1
+from deploykit.zoo.sources import load_model
 
 
 def tf1_resize_reference(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
-from deploykit.sources import load_model
 from deploykit.zoo import get_model_spec, list_models
 from deploykit.zoo._registry import aliases
 from deploykit.zoo.checkpoints import _FORMATS
+from deploykit.zoo.sources import load_model
 
 NAMES = list_models()
 

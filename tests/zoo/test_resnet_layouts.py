@@ -17,11 +17,11 @@ from torch import nn
 
 from deploykit.errors import ConfigConflict
 from deploykit.export import onnx_from_torch
-from deploykit.sources import load_model
+from deploykit.types import IMAGENET
 from deploykit.zoo import get_model_spec
-from deploykit.zoo._registry import IMAGENET
 from deploykit.zoo.backbones.resnet import Bottleneck, ResNet, stack_blocks_dense, stage_plan, unit_plan
 from deploykit.zoo.deeplabv3plus import DeepLabV3Plus
+from deploykit.zoo.sources import load_model
 
 R101 = (3, 4, 23, 3)
 TINY = {"width_multiplier": 0.125, "resnet_layout": "tf_beta"}

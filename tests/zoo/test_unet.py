@@ -9,13 +9,13 @@ import pytest
 import torch
 from skimage import data
 
-from deploykit.backends.onnxruntime import session_from_onnx
+from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import InputError
 from deploykit.export import onnx_from_torch
-from deploykit.images import preprocess
-from deploykit.sources import load_model
+from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.flops import count_complexity
+from deploykit.zoo.sources import load_model
 from deploykit.zoo.unet import UNet, _center_crop, valid_unet_output
 
 TINY = 0.0625

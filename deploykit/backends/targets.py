@@ -1,0 +1,226 @@
+"""What a command runs: a zoo name or `package.module:factory` (PyTorch), an .onnx file (ONNX Runtime), or a
+built artifact (its sidecar names the backend). `open_target` resolves any of them to a Runner plus what is
+known about the model (task, preprocessing, input size, precision), so parity and bench need no case analysis.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import torch
+
+from deploykit.backends.base import Runner
+from deploykit.backends.torch import TorchRunner, outputs_as_tuple
+from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
+from deploykit.io.metadata import ModelMetadata, read_metadata
+from deploykit.io.sidecar import read_sidecar, sidecar_path
+from deploykit.types import Preprocessing, Task
+from deploykit.zoo.sources import LoadedModel, load_model
+
+Kind = Literal["torch", "onnx", "artifact"]
+FILE_SUFFIXES = (".onnx", ".ort", ".plan", ".engine", ".trt")
+# ONNX Runtime needs the fallbacks listed after the provider the user asked for.
+PROVIDER_CHAINS = {"cpu": ("cpu",), "cuda": ("cuda", "cpu"), "tensorrt": ("tensorrt", "cuda", "cpu")}
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+@dataclass
+class Target:
+    runner: Runner  # not yet entered: use `with target.runner:`
+    kind: Kind
+    label: str
+    task: Task | None
+    num_classes: int
+    preprocessing: Preprocessing | None  # None: an ONNX file without deploykit metadata
+    input_size: tuple[int, int] | None  # (height, width)
+    precision: str
+    input_name: str
+    # The ONNX graph behind the target (what --localize compares): the .onnx itself, or for an artifact the
+    # FP16 / Q/DQ graph it was compiled from (sidecar build_options["onnx_path"]), else an ONNX Runtime
+    # artifact itself; None for PyTorch and for engines whose graph is not found.
+    onnx_path: Path | None = None
+    loaded: LoadedModel | None = None  # torch targets: the model itself (e.g. to export a reference ONNX)
+    metadata: ModelMetadata | None = None
+    static_input: tuple[int, ...] | None = None  # an ONNX input with every dimension fixed
+
+
+def is_file_target(target: str) -> bool:
+    """Whether `target` names a file (ONNX model or built artifact) rather than a zoo name or factory."""
+    return Path(target).suffix.lower() in FILE_SUFFIXES or Path(target).is_file()
+
+
+def open_target(
+    target: str,
+    *,
+    options: Mapping[str, Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    allow_partial: bool = False,
+    task: Task | None = None,
+    providers: Sequence[str] = ("cpu",),
+    threads: int | None = None,
+) -> Target:
+    """Resolve `target` to a Runner and its model facts; see the module docstring."""
+    if not is_file_target(target):
+        return _torch_target(target, options=options, weights=weights, allow_partial=allow_partial, task=task,
+                             threads=threads)
+    if options or weights is not None:
+        raise ConfigConflict(f"--set and --weights apply to PyTorch models; {target} is a file with its weights "
+                             "inside")
+    path = Path(target)
+    if not path.is_file():
+        raise InputError(f"{target} does not exist; give an .onnx file, a built artifact, a zoo name "
+                         "(`deploykit models`) or package.module:factory")
+    sidecar = read_sidecar(path)
+    if sidecar is not None:
+        opened = _artifact_target(path, sidecar.backend, sidecar.precision, sidecar.model, task=task,
+                                  providers=providers, threads=threads)
+        opened.onnx_path = _built_from(path, sidecar.build_options) or opened.onnx_path
+        return opened
+    if path.suffix.lower() not in (".onnx", ".ort"):
+        raise InputError(f"{path} has no sidecar {sidecar_path(path).name}; engines are run only with the "
+                         "sidecar build-engine writes beside them (rebuild it with `deploykit build-engine`)")
+    return _onnx_target(path, task=task, providers=providers, threads=threads)
+
+
+class _TorchTargetRunner(TorchRunner):
+    """TorchRunner naming outputs as the exporter does: the spec's names if they fit, else output/output_i."""
+
+    @torch.inference_mode()
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.input_names]
+        outputs = outputs_as_tuple(self.module(*args))
+        names = self.output_names
+        if len(names) != len(outputs):
+            names = ("output",) if len(outputs) == 1 else tuple(f"output_{i}" for i in range(len(outputs)))
+        return {name: out.detach().float().numpy() for name, out in zip(names, outputs, strict=True)}
+
+
+def _torch_target(source: str, *, options: Mapping[str, Any] | None, weights: str | os.PathLike[str] | None,
+                  allow_partial: bool, task: Task | None, threads: int | None) -> Target:
+    # Seeded so that a model without weights gets the same initialisation in every process.
+    loaded = load_model(source, options=options, weights=weights, allow_partial=allow_partial, task=task)
+    spec = loaded.spec
+    runner = _TorchTargetRunner(loaded.module, input_names=spec.input_names, output_names=spec.output_names,
+                                threads=threads)
+    label = source if not (options or weights) else f"{source} ({_describe_source(options, weights)})"
+    return Target(runner=runner, kind="torch", label=label, task=spec.task, num_classes=spec.num_classes,
+                  preprocessing=spec.preprocessing, input_size=spec.input_size, precision="fp32",
+                  input_name=spec.input_names[0], loaded=loaded)
+
+
+def _describe_source(options: Mapping[str, Any] | None, weights: str | os.PathLike[str] | None) -> str:
+    parts = [f"{k}={v}" for k, v in (options or {}).items()]
+    return ", ".join(parts + ([Path(weights).name] if weights is not None else []))
+
+
+def provider_chain(providers: Sequence[str]) -> tuple[str, ...]:
+    """The providers asked for, each followed by the fallbacks ONNX Runtime needs, checked to exist here."""
+    from deploykit.backends.onnxruntime.runner import PROVIDER_ALIASES, available_providers
+
+    chain: list[str] = []
+    for provider in providers:
+        for name in PROVIDER_CHAINS.get(provider, (provider,)):
+            if name not in chain:
+                chain.append(name)
+    have = available_providers()
+    absent = [p for p in chain if PROVIDER_ALIASES.get(p, p) not in have]
+    if absent:
+        raise BackendUnavailable(
+            f"ONNX Runtime has no {', '.join(absent)} execution provider here (available: {', '.join(have)}); "
+            "CUDA and TensorRT need onnxruntime-gpu (pip install 'deploykit[gpu]') and an NVIDIA GPU; "
+            "or use --providers cpu")
+    return tuple(chain)
+
+
+def detect_precision(model: onnx.ModelProto) -> str:
+    """int8 when the graph quantizes, fp16 when it computes in float16, else fp32."""
+    ops = {node.op_type for node in model.graph.node}
+    if ops & _INT8_OPS:
+        return "int8"
+    half = onnx.TensorProto.FLOAT16
+    if any(init.data_type == half for init in model.graph.initializer) or any(
+        node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute)
+        for node in model.graph.node
+    ):
+        return "fp16"
+    return "fp32"
+
+
+def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, tuple[int, int] | None]:
+    """The first real graph input: name, full static shape (or None), static (H, W) (or None)."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not inputs:
+        raise InputError("the ONNX model has no inputs")
+    dims = inputs[0].type.tensor_type.shape.dim
+    values = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+    full = tuple(int(v) for v in values if v is not None) if all(v is not None for v in values) else None
+    size = (int(values[2]), int(values[3])) if len(values) == 4 and values[2] and values[3] else None
+    return inputs[0].name, full, size
+
+
+def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], threads: int | None) -> Target:
+    from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have no common type
+        raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from exc
+    meta = read_metadata(model)
+    detected = detect_precision(model)
+    precision = detected if meta is None or detected != "fp32" else meta.precision
+    runner = OnnxRuntimeRunner(path, providers=provider_chain(providers), threads=threads)
+    return _file_target(runner, "onnx", path, meta, model, precision, task)
+
+
+def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | None, model: onnx.ModelProto | None,
+                 precision: str, task: Task | None) -> Target:
+    name, static, size = _graph_input(model) if model is not None else ("", None, None)
+    if meta is not None and task is not None and task != meta.task:
+        raise ConfigConflict(f"{path} is a {meta.task} model (its metadata says so); drop --task {task}")
+    return Target(
+        runner=runner, kind=kind, label=str(path), task=meta.task if meta else task,
+        num_classes=meta.num_classes if meta else 0, preprocessing=meta.preprocessing if meta else None,
+        input_size=size or (meta.input_size if meta else None), precision=precision,
+        input_name=name or (meta.input_names[0] if meta else runner.input_specs()[0].name),
+        onnx_path=path if model is not None else None, metadata=meta, static_input=static,
+    )
+
+
+def _built_from(artifact: Path, build_options: Mapping[str, Any]) -> Path | None:
+    """The ONNX graph an artifact was compiled from (its FP16 / Q/DQ graph), as the sidecar records it: relative
+    to the artifact's folder, or to the folder the build ran in."""
+    recorded = build_options.get("onnx_path")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    for candidate in (artifact.parent / recorded, Path(recorded)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _artifact_target(path: Path, backend: str, precision: str, props: Mapping[str, Any], *, task: Task | None,
+                     providers: Sequence[str], threads: int | None) -> Target:
+    meta = ModelMetadata.from_record(props)
+    if backend == "onnxruntime":
+        from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+
+        model = onnx.load(str(path), load_external_data=False)
+        runner: Runner = OnnxRuntimeRunner(path, providers=provider_chain(providers), threads=threads)
+        return _file_target(runner, "artifact", path, meta or read_metadata(model), model, precision, task)
+    if backend == "tensorrt":
+        try:
+            from deploykit.backends.tensorrt.build import TensorRTRunner
+        except ImportError as exc:
+            raise BackendUnavailable(f"{path} is a TensorRT engine, but deploykit's TensorRT backend cannot be "
+                                     f"loaded here ({exc}); run it on the machine it was built for") from exc
+        runner = TensorRTRunner.from_artifact(path)
+        return _file_target(runner, "artifact", path, meta, None, precision, task)
+    raise InputError(f"{path}: its sidecar names backend {backend!r}, which deploykit does not know; "
+                     "rebuild it with `deploykit build-engine`")

@@ -1,0 +1,1 @@
+"""TensorRT: engine build (build.py), runner (runner.py), device buffers (device.py), shapes and compatibility."""

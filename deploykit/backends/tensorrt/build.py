@@ -1,0 +1,291 @@
+"""TensorRT engines: `engine_from_onnx` builds one (with its sidecar), `TensorRTRunner` runs one.
+
+Written against NVIDIA's documented TensorRT 10.x / 11.x Python API, using only calls valid in both:
+- precision comes from the ONNX (FP16 casts/initializers, INT8 Q/DQ from deploykit's precision pass) and the
+  network is strongly typed: `create_network(1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED))`, no
+  precision builder flags (BuilderFlag.FP16/INT8, calibrators and EXPLICIT_BATCH are gone in 11.x);
+- `OnnxParser.parse_from_file`, errors from `get_error(i)` with `node_name()`, `desc()`, `code()`;
+- one optimization profile (`set_shape(name, min, opt, max)`) covering the ONNX's dynamic dimensions;
+- `set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)`, `builder_optimization_level`;
+- a timing cache read with `create_timing_cache(bytes)` + `set_timing_cache(cache, False)` and written back
+  from `get_timing_cache().serialize()`;
+- `BuilderFlag.VERSION_COMPATIBLE`, `HardwareCompatibilityLevel.AMPERE_PLUS`;
+- `build_serialized_network(network, config)`, which returns None on failure.
+TensorRT is imported lazily, and it counts as available only when a builder can be constructed (`import
+tensorrt` works without a CUDA driver, `trt.Builder` does not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import onnx
+
+import deploykit
+from deploykit.backends.tensorrt import device as trt_device
+from deploykit.backends.tensorrt.common import (
+    HARDWARE_LEVELS,
+    check_engine_compatibility,
+    import_tensorrt,
+    make_logger,
+)
+from deploykit.backends.tensorrt.runner import TensorRTRunner
+from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
+from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, InputError, UnknownModel
+from deploykit.io.metadata import ModelMetadata, read_metadata
+from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
+from deploykit.io.sidecar import Sidecar, sidecar_path
+from deploykit.types import Progress
+
+if TYPE_CHECKING:
+    from deploykit.graph.lint import LintReport
+
+__all__ = ["TensorRTBuildOptions", "TensorRTRunner", "check_engine_compatibility", "engine_from_onnx",
+           "is_available", "lint_or_fail"]
+
+MIB = 1 << 20
+
+
+def is_available() -> bool:
+    """True when TensorRT imports and a builder can be constructed (a GPU and driver are there)."""
+    from deploykit.environment import tensorrt_status
+
+    return tensorrt_status().state == "ready"
+
+
+@dataclass(frozen=True)
+class TensorRTBuildOptions:
+    """How to build. None means TensorRT's own default (workspace: the GPU's memory; optimization level 3)."""
+
+    min_shapes: Mapping[str, Shape] = field(default_factory=dict)  # input name ("" = the only input) -> shape
+    opt_shapes: Mapping[str, Shape] = field(default_factory=dict)
+    max_shapes: Mapping[str, Shape] = field(default_factory=dict)
+    workspace_mib: int | None = None
+    optimization_level: int | None = None  # builder_optimization_level 0-5
+    timing_cache: str | None = None  # file read if present, and written back after the build
+    version_compatible: bool = False
+    hardware_compatibility: str = "none"  # "none" | "ampere+"
+    lint: bool = True  # run deploykit's TensorRT lint first and stop on its errors
+
+    @classmethod
+    def from_cli(cls, *, min_shape: Sequence[str] = (), opt_shape: Sequence[str] = (), max_shape: Sequence[str] = (),
+                 **kwargs: Any) -> TensorRTBuildOptions:
+        """Options from command-line text: shapes as NAME:NxCxHxW (NAME may be left out for one input)."""
+        return cls(min_shapes=parse_shape_specs(min_shape, "--min-shape"),
+                   opt_shapes=parse_shape_specs(opt_shape, "--opt-shape"),
+                   max_shapes=parse_shape_specs(max_shape, "--max-shape"),
+                   **{k: v for k, v in kwargs.items() if v is not None})
+
+    def validate(self) -> None:
+        if self.hardware_compatibility not in HARDWARE_LEVELS:
+            raise ConfigConflict(f"--hardware-compatibility {self.hardware_compatibility!r}: choose one of "
+                                 f"{', '.join(HARDWARE_LEVELS)}")
+        if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
+            raise ConfigConflict(f"builder optimization level {self.optimization_level} is outside 0-5 (default 3)")
+        if self.workspace_mib is not None and self.workspace_mib <= 0:
+            raise ConfigConflict(f"workspace {self.workspace_mib} MiB must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("min_shapes", "opt_shapes", "max_shapes"):
+            data[key] = {k: list(v) for k, v in data[key].items()}
+        return data
+
+
+def _load(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
+    if not Path(onnx_path).is_file():
+        raise InputError(f"ONNX model {onnx_path} does not exist")
+    try:
+        return onnx.load(str(onnx_path))
+    except Exception as exc:  # protobuf raises DecodeError and others
+        raise InputError(f"{onnx_path} is not a readable ONNX model ({exc})") from exc
+
+
+def _size_multiple(meta: ModelMetadata | None) -> int:
+    if meta is None:
+        return 1
+    from deploykit.zoo import get_model_spec
+
+    try:
+        return get_model_spec(meta.model).size_multiple
+    except UnknownModel:  # a user factory: no known multiple
+        return 1
+
+
+def _precision(model: onnx.ModelProto, meta: ModelMetadata | None) -> str:
+    if meta is not None and meta.precision != "fp32":
+        return meta.precision
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        return "int8"
+    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def lint_or_fail(model: onnx.ModelProto, source: str) -> LintReport:
+    """deploykit's TensorRT lint; a BuildError naming the nodes, why and the fix when it finds errors."""
+    from deploykit.graph.lint import lint_model
+
+    report = lint_model(model, target="tensorrt", source=source)
+    if report.errors:
+        listed = "; ".join(f"{f.node} ({f.op}): {f.why} -> {f.fix}" for f in report.errors[:5])
+        more = f" (and {len(report.errors) - 5} more)" if len(report.errors) > 5 else ""
+        raise BuildError(f"{source} will not build with TensorRT: {listed}{more}; "
+                         f"`deploykit lint {source}` lists every finding")
+    return report
+
+
+def _lint_and_rewrite(model: onnx.ModelProto, source: str, say: Progress) -> tuple[onnx.ModelProto, list[str]]:
+    """Stop on lint errors; rewrite the unpooling TensorRT cannot parse when deploykit can (lint says so)."""
+    report = lint_or_fail(model, source)
+    if any(f.rule == "unpooling" for f in report.findings):
+        from deploykit.graph.unpool import rewrite_unpooling
+
+        say("rewriting max-pool switches/unpooling into operators TensorRT parses")
+        return rewrite_unpooling(model), ["unpooling"]
+    return model, []
+
+
+def _builder(trt: Any, logger: Any) -> Any:
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # pybind11 raises TypeError/RuntimeError when CUDA cannot initialise
+        raise BackendUnavailable(
+            f"TensorRT {getattr(trt, '__version__', '')} cannot construct a builder "
+            f"({str(exc).splitlines()[0]}; {logger.said()}): it needs an NVIDIA GPU and driver; "
+            "`deploykit doctor` shows what this machine has") from exc
+    if builder is None:
+        raise BackendUnavailable(f"trt.Builder returned None ({logger.said()}); is a CUDA device visible?")
+    return builder
+
+
+def _parse(trt: Any, builder: Any, logger: Any, path: Path) -> tuple[Any, Any]:
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    if network is None:
+        raise BuildError(f"TensorRT could not create a strongly typed network: {logger.said()}")
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(path)):
+        errors = []
+        for i in range(parser.num_errors):
+            error = parser.get_error(i)
+            code = error.code()
+            errors.append(f"node {error.node_name() or '#' + str(error.node())} ({error.node_operator()}): "
+                          f"{getattr(code, 'name', code)}: {error.desc()}")
+        raise BuildError(f"TensorRT's ONNX parser rejected the model: {'; '.join(errors) or logger.said()}")
+    return network, parser
+
+
+def _configure(trt: Any, builder: Any, options: TensorRTBuildOptions,
+               profile: Mapping[str, ShapeRange]) -> Any:
+    config = builder.create_builder_config()
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib * MIB)
+    if options.optimization_level is not None:
+        config.builder_optimization_level = options.optimization_level
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if options.hardware_compatibility == "ampere+":
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if profile:
+        trt_profile = builder.create_optimization_profile()
+        for name, rng in profile.items():
+            trt_profile.set_shape(name, rng.min, rng.opt, rng.max)
+        if config.add_optimization_profile(trt_profile) < 0:
+            raise BuildError(f"TensorRT rejected the optimization profile {dict(profile)}")
+    return config
+
+
+def _use_timing_cache(config: Any, path: str | None, say: Progress) -> None:
+    if not path:
+        return  # TensorRT keeps its own in-memory cache for the build
+    data = b""
+    if Path(path).is_file():
+        data = Path(path).read_bytes()
+        say(f"reading timing cache {path} ({len(data)} bytes)")
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, False):
+        say(f"timing cache {path} does not fit this GPU/TensorRT (or is corrupt); starting a new one")
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def _save_timing_cache(config: Any, path: str | None, say: Progress) -> None:
+    if not path:
+        return
+    serialized = config.get_timing_cache().serialize()
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_bytes(memoryview(serialized).tobytes())
+    say(f"updated timing cache {path}")
+
+
+def engine_from_onnx(
+    onnx_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    options: TensorRTBuildOptions | None = None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Sidecar:
+    """Build a TensorRT engine from `onnx_path` and write it with its sidecar to `out` (both atomically)."""
+    say = progress or (lambda _msg: None)
+    options = options or TensorRTBuildOptions()
+    options.validate()
+    check_output_path(out, force=force)
+    check_output_path(sidecar_path(out), force=force)
+    model = _load(onnx_path)
+    meta = read_metadata(model)
+    profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
+                             max_shapes=options.max_shapes, input_size=meta.input_size if meta else None,
+                             size_multiple=_size_multiple(meta))
+    rewrites: list[str] = []
+    if options.lint:
+        model, rewrites = _lint_and_rewrite(model, str(onnx_path), say)
+    trt = import_tensorrt()
+    logger = make_logger(trt)
+    builder = _builder(trt, logger)
+    # A min shape the user gave ("" names the only input) is kept as given; defaulted ones are checked.
+    defaulted = [] if "" in options.min_shapes else [n for n in profile if n not in options.min_shapes]
+    profile = fit_default_min(model, profile, defaulted, say)
+    device = trt_device.default_device().info()
+    with tempfile.TemporaryDirectory(prefix="deploykit-trt-") as tmp:
+        source = Path(onnx_path)
+        if rewrites:
+            source = Path(tmp) / "rewritten.onnx"
+            onnx.save(model, str(source))
+        say(f"parsing {onnx_path} into a strongly typed TensorRT {trt.__version__} network")
+        network, _parser = _parse(trt, builder, logger, source)
+        config = _configure(trt, builder, options, profile)
+        _use_timing_cache(config, options.timing_cache, say)
+        for name, rng in profile.items():
+            say(f"profile {name}: {rng.describe()}")
+        say(f"building the engine on {device.name} (compute capability {device.cc}); this can take minutes")
+        serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BuildError(f"TensorRT failed to build an engine from {onnx_path}: {logger.said()}")
+    _save_timing_cache(config, options.timing_cache, say)
+    plan = memoryview(serialized).tobytes()
+    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, force=force)
+
+
+def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLike[str], model: onnx.ModelProto,
+           meta: ModelMetadata | None, options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange],
+           rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, *, force: bool) -> Sidecar:
+    """The engine and its sidecar, each written atomically; the sidecar's hash ties it to this engine."""
+    build_options = {**options.to_dict(), "profile": {n: r.to_dict() for n, r in profile.items()},
+                     "strongly_typed": True, "graph_rewrites": rewrites}
+    sidecar = Sidecar(
+        backend="tensorrt", precision=_precision(model, meta), artifact_sha256=hashlib.sha256(plan).hexdigest(),
+        source_onnx_sha256=sha256_file(onnx_path), deploykit_version=deploykit.__version__,
+        backend_version=str(trt.__version__),
+        device={"gpu": device.name, "compute_capability": device.cc, "index": device.index},
+        build_options=build_options, model=meta.to_record() if meta else {},
+    )
+    with atomic_output(out, force=force) as tmp:
+        tmp.write_bytes(plan)
+        write_json(sidecar_path(out), sidecar.to_dict(), force=force)
+    return sidecar

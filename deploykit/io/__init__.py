@@ -1,0 +1,1 @@
+"""I/O primitives: atomic outputs, ONNX metadata, the artifact sidecar, images."""

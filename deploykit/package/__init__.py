@@ -1,0 +1,1 @@
+"""Packaging built artifacts for serving (Triton Inference Server model repositories)."""

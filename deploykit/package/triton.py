@@ -1,0 +1,165 @@
+"""Triton Inference Server model repositories from built artifacts (or plain ONNX files).
+
+Layout: OUT/<model name>/config.pbtxt and OUT/<model name>/<version>/model.onnx|model.plan. Each config is
+validated by parsing it with Triton's own protobuf schema (tritonclient's model_config_pb2) when that
+package is installed (the `triton` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from deploykit.errors import BackendUnavailable, InputError, OutputExists
+from deploykit.io.sidecar import read_sidecar
+
+_TRITON_TYPES: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
+}
+
+
+@dataclass(frozen=True)
+class TritonTensor:
+    name: str
+    data_type: str
+    dims: tuple[int, ...]  # -1 for dynamic; without the batch axis when the model batches
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    name: str
+    platform: str  # onnxruntime_onnx | tensorrt_plan
+    file_name: str
+    source: Path
+    max_batch_size: int
+    inputs: tuple[TritonTensor, ...]
+    outputs: tuple[TritonTensor, ...]
+    kind: str  # KIND_CPU | KIND_GPU
+
+    def config_text(self, instances: int, max_queue_delay_us: int) -> str:
+        def tensors(field: str, items: Sequence[TritonTensor]) -> str:
+            body = ",\n".join(
+                f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n'
+                f'    dims: [ {", ".join(map(str, t.dims))} ]\n  }}'
+                for t in items
+            )
+            return f"{field} [\n{body}\n]"
+
+        batching = (f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n"
+                    if self.max_batch_size > 0 else "")
+        return (
+            f'name: "{self.name}"\nplatform: "{self.platform}"\nmax_batch_size: {self.max_batch_size}\n'
+            f'default_model_filename: "{self.file_name}"\n'
+            f"{tensors('input', self.inputs)}\n{tensors('output', self.outputs)}\n{batching}"
+            f"instance_group [\n  {{\n    count: {instances}\n    kind: {self.kind}\n  }}\n]\n"
+            "version_policy: { latest { num_versions: 1 } }\n"
+        )
+
+
+def _onnx_tensors(values: Sequence[onnx.ValueInfoProto], batched: bool) -> tuple[TritonTensor, ...]:
+    tensors = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+        if tensor_type.elem_type not in _TRITON_TYPES:
+            raise InputError(f"tensor {value.name} has ONNX type {tensor_type.elem_type}, which Triton does not take")
+        kept = dims[1:] if batched else dims
+        tensors.append(TritonTensor(value.name, _TRITON_TYPES[tensor_type.elem_type], tuple(kept)))
+    return tuple(tensors)
+
+
+def _model_name(path: Path, given: str | None) -> str:
+    # model.int8.ort.onnx -> model_int8: keep the precision in the name, drop the file-type suffixes
+    stem = re.sub(r"(\.ort)?\.(onnx|plan)$", "", path.name)
+    name = given or re.sub(r"[^A-Za-z0-9_-]", "_", stem)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise InputError(f"model name {name!r} has characters Triton does not allow; use letters, digits, _ . -")
+    return name
+
+
+def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, max_batch_size: int = 8) -> TritonModel:
+    """What Triton needs to know about one artifact: platform, file, I/O tensors, batching."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"artifact {file} does not exist; build one with `deploykit build-engine`")
+    sidecar = read_sidecar(file)
+    backend = sidecar.backend if sidecar else ("onnxruntime" if file.suffix == ".onnx" else "")
+    if backend == "tensorrt":
+        # A plan's I/O is that of the ONNX it was built from, which the sidecar names.
+        source = Path(str(sidecar.build_options.get("onnx_path", ""))) if sidecar else Path()
+        if not source.is_file():
+            raise InputError(f"{file}: its sidecar does not name a readable source ONNX; rebuild with build-engine")
+        platform, file_name, kind, graph_file = "tensorrt_plan", "model.plan", "KIND_GPU", source
+    elif backend == "onnxruntime":
+        platform, file_name, kind, graph_file = "onnxruntime_onnx", "model.onnx", "KIND_CPU", file
+    else:
+        raise InputError(f"{file} is neither an .onnx model nor an artifact with a deploykit sidecar")
+    graph = onnx.load(str(graph_file), load_external_data=False).graph
+    first = graph.input[0].type.tensor_type.shape.dim
+    batched = bool(first) and not first[0].HasField("dim_value") and max_batch_size > 0
+    return TritonModel(
+        name=_model_name(file, name), platform=platform, file_name=file_name, source=file,
+        max_batch_size=max_batch_size if batched else 0,
+        inputs=_onnx_tensors(graph.input, batched), outputs=_onnx_tensors(graph.output, batched), kind=kind,
+    )
+
+
+def validate_config(text: str) -> None:
+    """Parse with Triton's ModelConfig protobuf: unknown fields, bad enums and syntax errors fail."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise BackendUnavailable("validating config.pbtxt needs tritonclient: pip install 'deploykit[triton]'") from exc
+    try:
+        text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise InputError(f"generated config.pbtxt is not valid for Triton: {exc}") from exc
+
+
+def write_repository(
+    artifacts: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    names: Sequence[str] = (),
+    max_batch_size: int = 8,
+    instances: int = 1,
+    max_queue_delay_us: int = 100,
+    version: int = 1,
+    force: bool = False,
+) -> list[TritonModel]:
+    """Write a model repository for `artifacts`; the folder appears complete or not at all."""
+    target = Path(out)
+    if target.exists() and not force:
+        raise OutputExists(f"{target} exists already; pass --force to replace it")
+    if not target.parent.is_dir():
+        raise InputError(f"cannot write {target}: folder {target.parent} does not exist")
+    models = [describe_artifact(a, name=names[i] if i < len(names) else None, max_batch_size=max_batch_size)
+              for i, a in enumerate(artifacts)]
+    duplicates = sorted({m.name for m in models if [x.name for x in models].count(m.name) > 1})
+    if duplicates:
+        raise InputError(f"two artifacts would both be named {', '.join(duplicates)}; give --name for each")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for model in models:
+            text = model.config_text(instances, max_queue_delay_us)
+            validate_config(text)
+            folder = staging / model.name / str(version)
+            folder.mkdir(parents=True)
+            shutil.copyfile(model.source, folder / model.file_name)
+            (staging / model.name / "config.pbtxt").write_text(text, encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return models

@@ -1,0 +1,1 @@
+"""The whole flow (deploy) and its resumable steps."""

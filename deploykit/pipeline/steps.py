@@ -1,0 +1,82 @@
+"""Re-running a multi-step flow: a step is skipped when its inputs (hashed) and outputs are unchanged.
+
+The record lives in OUT/.deploykit-steps.json: step name -> key (sha256 of its inputs) and its outputs with
+their sha256, so a changed or deleted output also reruns the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from deploykit.io.outputs import sha256_file, write_json
+
+T = TypeVar("T")
+RECORD = ".deploykit-steps.json"
+
+
+def inputs_key(inputs: Mapping[str, Any]) -> str:
+    """A stable hash of a step's inputs; Paths are hashed by content, everything else by its JSON form."""
+    def normalise(value: Any) -> Any:
+        if isinstance(value, Path):
+            return {"file": value.name, "sha256": sha256_file(value) if value.is_file() else None}
+        if isinstance(value, Mapping):
+            return {str(k): normalise(v) for k, v in sorted(value.items())}
+        if isinstance(value, (list, tuple)):
+            return [normalise(v) for v in value]
+        return value
+    text = json.dumps(normalise(dict(inputs)), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    skipped: bool
+    result: Any
+
+
+class StepRecord:
+    """The flow's memory of which steps ran with which inputs."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / RECORD
+        try:
+            self.entries: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def _fresh(self, name: str, key: str) -> bool:
+        entry = self.entries.get(name)
+        if not entry or entry.get("key") != key:
+            return False
+        for output, digest in entry.get("outputs", {}).items():
+            file = self.folder / output
+            if not file.is_file() or sha256_file(file) != digest:
+                return False
+        return True
+
+    def run(self, name: str, inputs: Mapping[str, Any], outputs: Sequence[Path],
+            action: Callable[[], T], load: Callable[[], T]) -> StepOutcome:
+        """Run `action` unless the step is fresh, in which case `load` rebuilds its result from the outputs."""
+        key = inputs_key(inputs)
+        if self._fresh(name, key):
+            return StepOutcome(name, True, load())
+        self.entries.pop(name, None)  # a failed rerun must not leave the old record claiming freshness
+        self._save()
+        result = action()
+        self.entries[name] = {
+            "key": key,
+            "outputs": {str(p.relative_to(self.folder)): sha256_file(p) for p in outputs if p.is_file()},
+        }
+        self._save()
+        return StepOutcome(name, False, result)
+
+    def _save(self) -> None:
+        write_json(self.path, self.entries, force=True)

@@ -1,0 +1,254 @@
+"""The precision passes with their calibration: FP32 ONNX -> FP16 ONNX or INT8 Q/DQ ONNX.
+
+Both measure the FP32 model on calibration inputs first (streamed, cached): FP16 needs max |x| per activation
+for its overflow guard, INT8 needs the range of every tensor it may quantize. The result carries the
+metadata (precision, nodes kept in higher precision) and a report for the sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import TensorProto
+
+from deploykit.calib import cache as calib_cache
+from deploykit.calib.collect import collect_stats
+from deploykit.calib.data import CalibrationData, calibration_data
+from deploykit.calib.methods import MinMax, amax, make_method
+from deploykit.calib.qdq import QdqBuilder, calibration_tensors
+from deploykit.errors import BuildError, CalibrationError, InputError
+from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
+from deploykit.graph.tensors import activations, ensure_node_names, index_graph
+from deploykit.io.metadata import ModelMetadata, write_metadata
+from deploykit.precision.budget import Budget, BudgetResult, Evaluator, local_sensitivities, parse_budget, search
+from deploykit.types import Progress
+
+MAX_HOLDOUT = 8
+# FP16 budget candidates: the nodes where float16 accumulation and weight rounding happen; elementwise ops
+# between them gain little from float32 and would multiply the search's cost.
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """What to calibrate on and how. None means the library's default (see deploykit.build)."""
+
+    data: str | None = None  # folder, .npy/.npz, "photos" or "synthetic"
+    n: int | None = None
+    method: str | None = None  # minmax | entropy | percentile
+    percentile: float | None = None
+    cache: str | None = None  # explicit cache file; default: the cache folder, keyed
+    use_cache: bool = True
+    holdout: int | None = None  # inputs held out for an accuracy budget
+    max_kept: int | None = None  # most weighted nodes the budget search may keep in float
+    sensitivity: str | None = None  # "single" (default) or "local" (see deploykit.precision.budget)
+
+
+@dataclass
+class PrecisionResult:
+    model: onnx.ModelProto
+    report: dict[str, Any]
+    calibration: dict[str, Any] = field(default_factory=dict)  # data, count, method, cache use
+    calibration_sha256: str = ""
+
+
+def input_shape(model: onnx.ModelProto, meta: ModelMetadata | None) -> tuple[int, int, int, int] | None:
+    """1xCxHxW for calibration images: the graph's static dims, else the metadata's input size."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in inits]
+    if not inputs:
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim
+    values = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    if len(values) != 4:
+        return None
+    channels = values[1] or 3
+    if values[2] and values[3]:
+        return (1, channels, values[2], values[3])
+    if meta is not None:
+        return (1, channels, *meta.input_size)
+    return None
+
+
+def _data(options: CalibrationOptions, model: onnx.ModelProto, meta: ModelMetadata | None,
+          say: Progress) -> CalibrationData:
+    assert options.data is not None
+    return calibration_data(options.data, input_shape=input_shape(model, meta),
+                            preprocessing=meta.preprocessing if meta else None, n=options.n, warn=say)
+
+
+def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, method: Any, tensors: Sequence[str],
+            options: CalibrationOptions, *, histograms: bool, threads: int | None,
+            say: Progress) -> tuple[calib_cache.CachedRanges, dict[str, Any]]:
+    """Ranges of `tensors` under `method`, from the cache when its key matches, else measured (streamed)."""
+    data_sha = data.fingerprint()
+    method_record = method.to_dict() if hasattr(method, "to_dict") else {"method": "absmax"}
+    key = calib_cache.cache_key(model_sha, data_sha, method_record)
+    path = Path(options.cache) if options.cache else calib_cache.default_path(key)
+    info = {"source": data.source, "kind": data.kind, "inputs": len(data), "method": method_record,
+            "data_sha256": data_sha, "cache": str(path) if options.use_cache else None}
+    if options.use_cache:
+        cached = calib_cache.load(path, key)
+        if cached is not None and set(tensors) <= set(cached.absmax):
+            say(f"calibration ranges from cache {path}")
+            return cached, {**info, "cache_hit": True}
+    say(f"calibrating on {len(data)} input(s) from {data.source} ({method_record['method']})")
+    collection = collect_stats(model, tensors, iter(data), histograms=tensors if histograms else (),
+                               threads=threads, progress=say)
+    if collection.inputs == 0:
+        raise CalibrationError(f"no calibration inputs were read from {data.source}")
+    ranges = calib_cache.CachedRanges(
+        key=key, amax={name: amax(stats, method) for name, stats in collection.stats.items()},
+        absmax={name: stats.absmax for name, stats in collection.stats.items()}, inputs=collection.inputs)
+    if options.use_cache:
+        calib_cache.store(path, ranges, onnx_sha256=model_sha, data_sha256=data_sha, method=method_record)
+    return ranges, {**info, "cache_hit": False}
+
+
+def _with_metadata(model: onnx.ModelProto, meta: ModelMetadata | None, precision: str, record: Any) -> None:
+    if meta is not None:
+        extra = {**dict(meta.extra), f"{precision}_kept": json.dumps(record)}
+        write_metadata(model, replace(meta, precision=precision, extra=extra))
+
+
+def _verify(model: onnx.ModelProto, what: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise BuildError(f"the {what} graph fails the ONNX checker ({str(exc).splitlines()[0]}); this is a bug "
+                         "in deploykit: please report it with the model") from exc
+
+
+def _split(data: CalibrationData, options: CalibrationOptions, budget: Budget | None
+           ) -> tuple[CalibrationData, CalibrationData | None]:
+    if budget is None:
+        return data, None
+    holdout = options.holdout if options.holdout is not None else max(1, min(MAX_HOLDOUT, len(data) // 4))
+    return data.split(holdout)
+
+
+def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
+               options: CalibrationOptions, *, keep: Sequence[str], fp16_io: bool, accuracy_budget: Sequence[str],
+               backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
+    """FP16 graph; activations that overflow float16 on the calibration data keep their nodes in float32, and
+    with a budget the fewest most sensitive nodes stay float32 until it is met."""
+    source = onnx.ModelProto.FromString(source.SerializeToString())
+    ensure_node_names(source.graph)
+    budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
+    if budget is not None and options.data is None:
+        raise CalibrationError("an accuracy budget needs --calib-data (a quarter of it is held out to measure it)")
+    chosen = options.data if options.data is not None else ("photos" if meta is not None else None)
+    absmax: dict[str, float] = {}
+    info: dict[str, Any] = {"overflow_scan": "skipped: no --calib-data and no deploykit metadata"}
+    data_sha, held = "", None
+    if chosen is not None:
+        try:
+            data = _data(replace(options, data=chosen), source, meta, progress)
+        except (CalibrationError, InputError) as exc:
+            if options.data is not None:
+                raise
+            data, info = None, {"overflow_scan": f"skipped: {exc}"}
+        if data is not None:
+            data, held = _split(data, options, budget)
+            index = index_graph(source)
+            tensors = sorted(t for t in activations(source, index) if index.types.get(t) == TensorProto.FLOAT)
+            ranges, info = _ranges(source, source_sha, data, MinMax(), tensors, options, histograms=False,
+                                   threads=threads, say=progress)
+            absmax, data_sha = ranges.absmax, info["data_sha256"]
+            info["overflow_scan"] = f"{ranges.inputs} input(s)"
+
+    def build(kept: frozenset[str] = frozenset()) -> Fp16Result:
+        return fp16_from_onnx(source, keep=[*keep, *sorted(kept)], fp16_io=fp16_io, activation_absmax=absmax)
+
+    result = build()
+    report: dict[str, Any] = {}
+    if budget is not None and held is not None:
+        weighted = {n.name for n in source.graph.node if n.op_type in WEIGHTED}
+        candidates = [name for name in result.half_nodes if name in weighted]
+        found = _search(source, candidates, lambda kept: build(kept).model, held, budget, meta, options,
+                        backend=backend, low="FP16", threads=threads, progress=progress)
+        result = build(frozenset(found.kept))
+        report["budget"], info["holdout"] = found.to_dict(), len(held)
+    _verify(result.model, "FP16")
+    _with_metadata(result.model, meta, "fp16", [k.to_dict() for k in result.kept])
+    progress(f"FP16: {result.converted} nodes in float16, {len(result.kept)} kept in float32")
+    return PrecisionResult(result.model, {**result.report(), **report}, info, data_sha)
+
+
+def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
+               options: CalibrationOptions, *, keep_float: Sequence[str], accuracy_budget: Sequence[str],
+               layout: str, backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
+    """INT8 Q/DQ graph from calibration ranges; with a budget, the fewest nodes kept in float that meet it."""
+    if options.data is None:
+        raise CalibrationError("INT8 needs calibration data: --calib-data DIR (images), FILE.npz (preprocessed "
+                               "inputs), 'photos' (scikit-image's photographs) or 'synthetic' (noise; poor ranges)")
+    if layout not in ("inputs", "inputs+outputs"):
+        raise BuildError(f"unknown Q/DQ layout {layout!r}; choose inputs or inputs+outputs")
+    opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
+                         f"{opset}: re-export it with `deploykit export --opset 18`")
+    budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
+    data, held = _split(_data(options, source, meta, progress), options, budget)
+    method = make_method(options.method, percentile=options.percentile)
+    tensors = calibration_tensors(source)
+    ranges, info = _ranges(source, source_sha, data, method, tensors, options,
+                           histograms=not isinstance(method, MinMax), threads=threads, say=progress)
+    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs")
+    result = builder.build()
+    report: dict[str, Any] = {"method": method.to_dict()}
+    if budget is not None and held is not None:
+        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, budget,
+                        meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
+        result = builder.build(found.kept)
+        report["budget"], info["holdout"] = found.to_dict(), len(held)
+    _verify(result.model, "INT8")
+    _with_metadata(result.model, meta, "int8", [k.to_dict() for k in result.kept])
+    progress(f"INT8: {len(result.quantized)} weighted nodes quantized, {len(result.kept)} kept in float")
+    return PrecisionResult(result.model, {**result.report(), **report}, info, info["data_sha256"])
+
+
+def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[frozenset[str]], onnx.ModelProto],
+            held: CalibrationData, budget: Budget, meta: ModelMetadata | None, options: CalibrationOptions, *,
+            backend: str, low: str, threads: int | None, progress: Progress) -> BudgetResult:
+    """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
+    lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
+    Casts round activations to float16 where a plain float16 graph on CPU drops them)."""
+    from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, ort_optimized
+
+    def lowered(kept: frozenset[str]) -> onnx.ModelProto:
+        model = build(kept)
+        return lower_for_onnxruntime(model).model if backend == "onnxruntime" else model
+
+    def deployed(kept: frozenset[str]) -> bytes:
+        model = lowered(kept)
+        return (ort_optimized(model, threads=threads) if backend == "onnxruntime" else model).SerializeToString()
+
+    inputs = list(held)
+    method = options.sensitivity or "single"
+    if method not in ("local", "single"):
+        raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
+    progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
+    evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads)
+    sensitivity = None
+    if method == "local" and candidates:
+        triples = _node_tensors(source, candidates)
+        sensitivity = local_sensitivities(source, lowered(frozenset()), triples, inputs, threads)
+        sensitivity.update({name: 0.0 for name in candidates if name not in sensitivity})
+    return search(deployed, candidates, evaluator, budget, max_kept=options.max_kept, sensitivity=sensitivity,
+                  rank_build=lambda kept: lowered(kept).SerializeToString(), low=low, progress=progress)
+
+
+def _node_tensors(model: onnx.ModelProto, names: Sequence[str]) -> list[tuple[str, list[str], str]]:
+    """(node, its activation inputs, its first output) for local sensitivities; graph inputs carry no noise."""
+    index = index_graph(model, infer_types=False)
+    live = activations(model, index_graph(model))
+    graph_inputs = {v.name for v in model.graph.input}
+    nodes = {n.name: n for n in model.graph.node}
+    return [(name, [i for i in nodes[name].input if i in live and i not in graph_inputs], nodes[name].output[0])
+            for name in names if name in nodes and index.producer.get(nodes[name].output[0]) is not None]

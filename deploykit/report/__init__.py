@@ -1,0 +1,1 @@
+"""Everything people read: tables, number formatting, plots, the deploy report."""

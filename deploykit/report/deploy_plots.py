@@ -1,0 +1,91 @@
+"""PNG plots for the deploy report (matplotlib, imported lazily; without it the report has no plots)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from deploykit.errors import BackendUnavailable
+from deploykit.report.format import require_matplotlib, save_png
+
+TASK_KEYS = ("pixel_agreement", "miou", "cc", "sim")
+
+
+def _latency(plt: Any, bench: Mapping[str, Any], path: Path) -> Path | None:
+    results = [r for r in bench.get("results", []) if r["batch"] == 1] or bench.get("results", [])
+    if not results:
+        return None
+    labels = [f"{r['backend']}\n{r['precision']}" for r in results]
+    medians = [r["latency"]["median"] for r in results]
+    low = [m - r["latency"]["min"] for m, r in zip(medians, results, strict=True)]
+    high = [r["latency"]["p90"] - m for m, r in zip(medians, results, strict=True)]
+    fig, ax = plt.subplots(figsize=(1.3 * len(results) + 2, 3.4))
+    ax.bar(labels, medians, color="#4c72b0", yerr=[low, high], capsize=4)
+    ax.set_ylabel("latency ms (median; whiskers min..p90)")
+    ax.set_title("Latency per backend and precision, batch 1")
+    return save_png(fig, path, force=True)
+
+
+def _accuracy(plt: Any, parity: Mapping[str, Any], path: Path) -> Path | None:
+    rows = []
+    for cand in parity.get("candidates", []):
+        metrics = cand["outputs"][0]["metrics"]
+        rows.append((cand["precision"], {k: metrics[k] for k in TASK_KEYS if k in metrics}))
+    keys = sorted({k for _, m in rows for k in m}, key=TASK_KEYS.index)
+    if not rows or not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        deltas = [1.0 - m.get(key, 1.0) for _, m in rows]
+        ax.bar([j + i * width for j in range(len(rows))], deltas, width, label=key)
+    ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(rows))], [p for p, _ in rows])
+    ax.set_ylabel("1 - metric (lower is better)")
+    ax.set_title("Task agreement lost against PyTorch")
+    ax.legend()
+    return save_png(fig, path, force=True)
+
+
+def _layers(plt: Any, layers: Mapping[str, Any], path: Path) -> Path | None:
+    nodes = layers.get("nodes") or []
+    if not nodes:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.semilogy(range(len(nodes)), [max(n["error"], 1e-12) for n in nodes], lw=1)
+    ax.set_xlabel("node (graph order)")
+    ax.set_ylabel("error vs FP32 ONNX")
+    ax.set_title(f"Per-node error of {layers.get('precision')} (worst candidate)")
+    return save_png(fig, path, force=True)
+
+
+def _precision_map(plt: Any, builds: list[Mapping[str, Any]], path: Path) -> Path | None:
+    kept = {b["precision"]: Counter(str(k.get("op_type")) for k in
+                                    ((b.get("report") or {}).get("kept_fp32")
+                                     or (b.get("report") or {}).get("kept_float") or []))
+            for b in builds if b["precision"] != "fp32"}
+    if not any(kept.values()):
+        return None
+    ops = sorted({op for counts in kept.values() for op in counts})
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(ops) + 1.5))
+    for i, (precision, counts) in enumerate(kept.items()):
+        ax.barh([j + 0.4 * i for j in range(len(ops))], [counts.get(op, 0) for op in ops], 0.4, label=precision)
+    ax.set_yticks(range(len(ops)), ops)
+    ax.set_xlabel("nodes kept in higher precision")
+    ax.legend()
+    return save_png(fig, path, force=True)
+
+
+def make_plots(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    try:
+        plt = require_matplotlib()
+    except BackendUnavailable:
+        return {}  # the report is complete without plots; matplotlib is an optional extra
+    made = {
+        "latency": _latency(plt, summary["bench"], out / "latency.png"),
+        "accuracy": _accuracy(plt, summary["parity"], out / "accuracy.png"),
+        "layers": _layers(plt, summary["layers"], out / "layers.png"),
+        "precision map": _precision_map(plt, list(summary["builds"]), out / "precision_map.png"),
+    }
+    return {name: path for name, path in made.items() if path is not None}

@@ -1,0 +1,56 @@
+"""Core types every layer shares: the task a model solves and how pixels become its input.
+
+They live here, not in the zoo, so metadata, images and calibration can use them without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Task = Literal["segmentation", "saliency"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw RGB pixels in [0, 255] become the model's input tensor.
+
+    x = (pixels / 255 * (input_range[1] - input_range[0]) + input_range[0]), channels reordered to
+    `channel_order`, then (x - mean) / std per channel (mean/std in that same channel order).
+    """
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    input_range: tuple[float, float] = (0.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        return cls(
+            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
+            channel_order=data["channel_order"],
+            input_range=tuple(float(v) for v in data["input_range"]),  # type: ignore[arg-type]
+        )
+
+
+IMAGENET = Preprocessing()
+
+
+@dataclass(frozen=True)
+class Progressed:
+    """A counted step of long work: `done` of `total` units of `what` are finished (the CLI draws a bar)."""
+
+    what: str
+    done: int
+    total: int
+
+
+# What long-running library functions report: a str is a one-line status message, a Progressed a count.
+ProgressEvent = str | Progressed
+Progress = Callable[[ProgressEvent], None]

@@ -1,0 +1,144 @@
+"""Where a model comes from: a zoo name, or a user's `package.module:factory`, plus optional weights."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deploykit.errors import ConfigConflict, InputError, UnknownModel
+from deploykit.io.outputs import sha256_file
+from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
+from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    spec: ModelSpec
+    options: dict[str, Any] = field(default_factory=dict)
+    weights: str = ""  # "file.pth sha256", or "" when the weights are the builder's initialisation
+    load_report: LoadReport | None = None
+
+
+def parse_option_value(text: str) -> Any:
+    """`--set` values: Python literals (8, 0.5, True, None, (6, 12, 18)) or else the plain string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {pair!r} is not KEY=VALUE; write e.g. --set output_stride=8")
+        options[key.strip()] = parse_option_value(value.strip())
+    return options
+
+
+def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
+    """'1,3,512,512' or '1x3x512x512' -> (1, 3, 512, 512)."""
+    parts = text.replace("x", ",").replace("X", ",").split(",")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != rank or any(d <= 0 for d in dims):
+        raise InputError(f"shape {text!r} is not {rank} positive integers; write it like 1,3,512,512 (N,C,H,W)")
+    return dims
+
+
+def is_factory_path(source: str) -> bool:
+    return ":" in source and not os.path.exists(source)
+
+
+def _import_factory(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    if "" not in sys.path and "." not in sys.path:  # console scripts do not put the working folder on sys.path
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownModel(f"cannot import {module_name!r} for {path!r}: {exc}; check PYTHONPATH") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UnknownModel(f"{module_name} has no callable {attr!r}; give package.module:factory")
+    return factory
+
+
+def spec_for_source(source: str, *, task: Task | None = None) -> ModelSpec:
+    """The zoo's spec for a name, or a spec made up for a user factory (ImageNet preprocessing by default)."""
+    if not is_factory_path(source):
+        spec = get_model_spec(source)
+        if task is not None and task != spec.task:
+            raise ConfigConflict(f"model {spec.name} is a {spec.task} model; drop --task {task}")
+        return spec
+    factory = _import_factory(source)
+    return ModelSpec(name=source, task=task or "segmentation", builder=factory, input_size=(512, 512),
+                     num_classes=0, description=f"user model {source}")
+
+
+def load_model(
+    source: str,
+    *,
+    options: Mapping[str, Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    allow_partial: bool = False,
+    task: Task | None = None,
+) -> LoadedModel:
+    """Build the model and load its weights; checkpoint-implied options must agree with the user's."""
+    spec = spec_for_source(source, task=task)
+    options = dict(options or {})
+    converted = None
+    if weights is not None:
+        converted = convert_checkpoint(read_checkpoint(weights), spec.checkpoint_formats)
+        for key, value in converted.options.items():
+            if key in options and options[key] != value:
+                raise ConfigConflict(
+                    f"--set {key}={options[key]!r} contradicts the checkpoint ({converted.source} implies "
+                    f"{key}={value!r}); drop the --set"
+                )
+        options = {**converted.options, **options}
+    # Seeded, so a model without weights is the same in every process (export, then parity, agree).
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = spec.build(**options) if not is_factory_path(source) else _build_user(spec, options)
+    report = None
+    weights_id = ""
+    if converted is not None and weights is not None:
+        report = load_state_dict_strict(module, converted.state_dict, allow_partial=allow_partial,
+                                        source=converted.source)
+        weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
+    module.eval()
+    # The built model is the truth: a checkpoint or --set may change the class count (e.g. 19 for Cityscapes).
+    classes = options.get("num_classes", spec.num_classes) or _guess_classes(module)
+    if classes != spec.num_classes:
+        spec = replace(spec, num_classes=int(classes))
+    return LoadedModel(module=module, spec=spec, options=options, weights=weights_id, load_report=report)
+
+
+def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
+    try:
+        module = spec.builder(**options)
+    except TypeError as exc:
+        raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def _guess_classes(module: nn.Module) -> int:
+    """A user model's class count: out_channels of its last conv (0 when there is none)."""
+    convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    return int(convs[-1].out_channels) if convs else 0

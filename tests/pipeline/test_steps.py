@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploykit.pipeline.steps import StepRecord, inputs_key
+
+
+def test_inputs_key_hashes_file_content(tmp_path: Path) -> None:
+    file = tmp_path / "a.bin"
+    file.write_bytes(b"one")
+    first = inputs_key({"model": file, "precision": "int8"})
+    assert first == inputs_key({"precision": "int8", "model": file})
+    file.write_bytes(b"two")
+    assert inputs_key({"model": file, "precision": "int8"}) != first
+    assert inputs_key({"model": file, "precision": "fp16"}) != inputs_key({"model": file, "precision": "int8"})
+
+
+def test_step_reruns_only_when_inputs_or_outputs_change(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    calls: list[str] = []
+
+    def action() -> str:
+        calls.append("ran")
+        out.write_text("result")
+        return "fresh"
+
+    def run(inputs: dict[str, object]) -> bool:
+        return StepRecord(tmp_path).run("build", inputs, [out], action, lambda: "cached").skipped
+
+    assert run({"precision": "int8"}) is False
+    assert run({"precision": "int8"}) is True  # a new StepRecord reads the saved record
+    assert run({"precision": "fp16"}) is False
+    out.write_text("tampered")
+    assert run({"precision": "fp16"}) is False
+    out.unlink()
+    assert run({"precision": "fp16"}) is False
+    assert len(calls) == 4
+
+
+def test_failed_step_is_not_recorded_as_fresh(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    record = StepRecord(tmp_path)
+    record.run("s", {"a": 1}, [out], lambda: out.write_text("x"), lambda: None)
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        StepRecord(tmp_path).run("s", {"a": 2}, [out], fail, lambda: None)
+    assert StepRecord(tmp_path).run("s", {"a": 1}, [out], lambda: "again", lambda: "cached").skipped is False

@@ -1,0 +1,93 @@
+"""Accuracy budgets: parsing, the sensitivity-ordered search (fewest nodes, clear failure), on fakes and ORT."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from deploykit.errors import CalibrationError, InputError
+from deploykit.precision.budget import Budget, Evaluator, Term, parse_budget, search
+from tests.fixtures.precision_models import resize_graph
+
+
+def test_parse_budget() -> None:
+    assert parse_budget("pixel_agreement>=0.995", "segmentation") == Budget((Term("pixel_agreement", ">=", 0.995),))
+    assert parse_budget("mIoU >= 0.9", "segmentation").terms[0].metric == "miou"
+    assert parse_budget(["kld<=0.05", "cc>=0.9"], "saliency") == Budget((Term("kld", "<=", 0.05),
+                                                                          Term("cc", ">=", 0.9)))
+    assert parse_budget("cosine>=0.999,pixel_agreement>=0.9", "segmentation").describe() == (
+        "cosine>=0.999 and pixel_agreement>=0.9")
+    with pytest.raises(InputError, match="saliency metric"):
+        parse_budget("cc>=0.99", "segmentation")
+    with pytest.raises(InputError, match="lower-is-better"):
+        parse_budget("kld>=0.1", "saliency")
+    with pytest.raises(InputError, match="METRIC>=VALUE"):
+        parse_budget("accuracy 0.9", None)
+
+
+class FakeEvaluator(Evaluator):
+    """Scores a 'model' (the sorted names kept in float, as bytes): the metric rises with each node's weight."""
+
+    def __init__(self, errors: dict[str, float]) -> None:
+        self.errors = errors
+        self.evaluations = 0
+
+    def score(self, model: bytes) -> dict[str, float]:
+        self.evaluations += 1
+        kept = set(model.decode().split(",")) - {""}
+        remaining = sum(e for n, e in self.errors.items() if n not in kept)
+        return {"cosine": 1.0 - remaining / 2, "pixel_agreement": 1.0 - remaining}
+
+
+def _build(kept: frozenset[str]) -> bytes:
+    return ",".join(sorted(kept)).encode()
+
+
+ERRORS = {f"n{i}": e for i, e in enumerate([0.001, 0.03, 0.002, 0.05, 0.0005, 0.01, 0.004, 0.0001])}
+
+
+def test_search_keeps_the_fewest_most_sensitive_nodes() -> None:
+    evaluator = FakeEvaluator(ERRORS)
+    result = search(_build, list(ERRORS), evaluator, parse_budget("pixel_agreement>=0.985", "segmentation"))
+    # total error 0.0976: keeping n3 (0.05), n1 (0.03), n5 (0.01) leaves 0.0076 <= 0.015; two nodes leave 0.0176
+    assert result.kept == ["n3", "n1", "n5"]
+    assert result.reached == {"pixel_agreement": pytest.approx(1 - 0.0076)}
+    assert result.unrestricted == {"pixel_agreement": pytest.approx(1 - sum(ERRORS.values()))}
+    assert list(result.sensitivity)[:3] == ["n3", "n1", "n5"]
+    assert result.evaluations == evaluator.evaluations <= len(ERRORS) + 2 + 2 * 3
+
+
+def test_every_term_of_a_budget_must_hold() -> None:
+    budget = parse_budget(["pixel_agreement>=0.95", "cosine>=0.999"], "segmentation")
+    result = search(_build, list(ERRORS), FakeEvaluator(ERRORS), budget)
+    # pixel agreement alone needs n3 (0.0476 left); cosine needs remaining error <= 0.002: n3 n1 n5 n6 n2
+    assert result.kept == ["n3", "n1", "n5", "n6", "n2"]
+
+
+def test_search_returns_at_once_when_all_int8_meets_the_budget() -> None:
+    result = search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.5", "segmentation"))
+    assert result.kept == [] and result.evaluations == 1
+
+
+def test_search_fails_clearly_when_no_assignment_reaches_the_budget() -> None:
+    with pytest.raises(CalibrationError, match=r"no assignment reaches pixel_agreement>=0\.995.*3 most sensitive"):
+        search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.995", "segmentation"),
+               max_kept=3)
+    with pytest.raises(CalibrationError, match="every candidate node"):
+        search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=1.01", "segmentation"))
+
+
+def test_evaluator_scores_against_fp32_references() -> None:
+    model = resize_graph("linear", "half_pixel", "scales")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 3, 8, 10)).astype(np.float32) for _ in range(2)]
+    evaluator = Evaluator(model.SerializeToString(), inputs, "segmentation")
+    same = evaluator.score(model.SerializeToString())
+    assert same["cosine"] == pytest.approx(1.0) and same["pixel_agreement"] == 1.0
+    flipped = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in flipped.graph.initializer:
+        if init.name == "w2":
+            init.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(init), "w2"))
+    worse = evaluator.score(flipped.SerializeToString())
+    assert worse["cosine"] < 0 and worse["pixel_agreement"] < 0.5 and evaluator.evaluations == 2
