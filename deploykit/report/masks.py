@@ -8,7 +8,7 @@ One row per input (the inputs parity.classes.most_disagreeing picks, up to 4):
   usually benign) and in red inside classes (the blobs that matter, NVIDIA/TensorRT#4798).
 - saliency: image | reference heatmap over the image | each candidate's | each candidate minus the reference,
   on one diverging scale per row (blue below, red above, white equal), with its largest |difference| printed.
-Drawn from arrays the parity run already holds (its input tensors and outputs), never by re-running a model.
+Drawn from what the parity run kept (parity.pictured.Pictures: images and maps), never by re-running a model.
 PIL only (a core dependency), so pictures need no optional package and their geometry is exact (`Grid`).
 """
 
@@ -29,7 +29,7 @@ from deploykit.errors import InputError
 from deploykit.io.metadata import ModelMetadata
 from deploykit.io.outputs import atomic_output
 from deploykit.parity.classes import BOUNDARY_WIDTH, boundary_band
-from deploykit.types import Preprocessing
+from deploykit.parity.pictured import Pictures
 
 PANEL = 160  # panel height in pixels; width follows the maps' aspect
 GAP = 6
@@ -119,26 +119,6 @@ def class_names_from(metadata: ModelMetadata | None) -> tuple[str, ...] | None:
     except ValueError:
         return None
     return tuple(str(n) for n in names) if isinstance(names, list) else None
-
-
-def image_from_input(x: np.ndarray, preprocessing: Preprocessing | None) -> np.ndarray:
-    """A model input (1,3,H,W or 3,H,W) back to H,W,3 uint8 RGB by undoing io.images.preprocess; without the
-    preprocessing (an ONNX file without metadata), each channel min-max scaled."""
-    chw = np.asarray(x, dtype=np.float64)
-    chw = chw[0] if chw.ndim == 4 else chw
-    if chw.ndim != 3 or chw.shape[0] != 3:
-        raise InputError(f"an image input must be 1,3,H,W or 3,H,W; got shape {list(np.shape(x))}")
-    hwc = chw.transpose(1, 2, 0)
-    if preprocessing is None:
-        low, high = hwc.min(axis=(0, 1)), hwc.max(axis=(0, 1))
-        unit = (hwc - low) / np.where(high > low, high - low, 1.0)
-    else:
-        hwc = hwc * np.asarray(preprocessing.std) + np.asarray(preprocessing.mean)
-        if preprocessing.channel_order == "BGR":
-            hwc = hwc[..., ::-1]
-        low, high = preprocessing.input_range
-        unit = (hwc - low) / (high - low)
-    return np.asarray(np.clip(np.rint(unit * 255), 0, 255), dtype=np.uint8)
 
 
 def _fit(rgb: np.ndarray, size: tuple[int, int], nearest: bool) -> Any:
@@ -340,6 +320,17 @@ def saliency_picture(rows: Sequence[SaliencyRow], labels: Sequence[str], *, pane
 def saliency_png(rows: Sequence[SaliencyRow], labels: Sequence[str], *, panel: int = PANEL) -> bytes:
     picture, _ = saliency_picture(rows, labels, panel=panel)
     return _png(picture)
+
+
+def pictures_png(pictures: Pictures, *, class_names: Sequence[str] | None = None, panel: int = PANEL) -> bytes:
+    """The picture of a parity run's kept inputs (parity.pictured), by its task."""
+    if not pictures.inputs:
+        raise InputError("no pictured inputs: no candidate disagrees with the reference on any input")
+    if pictures.task == "segmentation":
+        return segmentation_png([MaskRow(p.image, p.reference, p.candidates) for p in pictures.inputs],
+                                pictures.labels, class_names=class_names, panel=panel)
+    return saliency_png([SaliencyRow(p.image, p.reference, p.candidates) for p in pictures.inputs],
+                        pictures.labels, panel=panel)
 
 
 def png_data_uri(data: bytes) -> str:

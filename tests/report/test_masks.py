@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from deploykit.errors import InputError, OutputExists
-from deploykit.io.images import preprocess, sample_photographs
 from deploykit.io.metadata import ModelMetadata
+from deploykit.parity.pictured import PicturedInput, Pictures
 from deploykit.report.masks import (
     CAPTION,
     EDGE_FLIP,
@@ -22,7 +22,7 @@ from deploykit.report.masks import (
     SaliencyRow,
     class_names_from,
     colorize,
-    image_from_input,
+    pictures_png,
     png_data_uri,
     saliency_picture,
     saliency_png,
@@ -31,7 +31,7 @@ from deploykit.report.masks import (
     voc_palette,
     write_png,
 )
-from deploykit.types import IMAGENET, Preprocessing
+from deploykit.types import IMAGENET
 
 H, W = 40, 60
 
@@ -132,17 +132,6 @@ def test_saliency_difference_is_white_where_equal_and_warm_where_higher() -> Non
     assert heat[20, 55].mean() > heat[20, 2].mean()  # brighter where more salient
 
 
-def test_image_from_input_undoes_preprocessing_of_a_real_photograph() -> None:
-    photo = sample_photographs(("astronaut",))[0][:64, :96]
-    back = image_from_input(preprocess(photo, IMAGENET, (64, 96)), IMAGENET)
-    assert back.shape == photo.shape and np.abs(back.astype(int) - photo).max() <= 1
-    caffe = Preprocessing(mean=(103.9, 116.8, 123.7), std=(1.0, 1.0, 1.0), channel_order="BGR",
-                          input_range=(0.0, 255.0))
-    assert np.abs(image_from_input(preprocess(photo, caffe, (64, 96)), caffe).astype(int) - photo).max() <= 1
-    unknown = image_from_input(preprocess(photo, IMAGENET, (64, 96)), None)
-    assert unknown.shape == photo.shape and unknown.min() == 0 and unknown.max() == 255
-
-
 def test_write_png_and_data_uri(tmp_path: Path) -> None:
     data = segmentation_png([_row()], ["int8"], panel=H)
     out = write_png(tmp_path / "masks.png", data, force=False)
@@ -173,3 +162,15 @@ def test_rows_that_do_not_fit_fail_clearly() -> None:
     bad = MaskRow(image=row.image, reference=row.reference, candidates=(row.reference[:, :10],))
     with pytest.raises(InputError, match="shape"):
         segmentation_png([bad], ["int8"])
+
+
+def test_pictures_png_draws_kept_inputs_by_task() -> None:
+    row = _row()
+    kept = PicturedInput(3, row.image, row.reference.astype(np.uint8), (row.candidates[0].astype(np.uint8),),
+                         (0.1,))
+    data = pictures_png(Pictures("segmentation", ("int8",), (kept,)), panel=H)
+    assert np.array_equal(_decode(data), _decode(segmentation_png([row], ["int8"], panel=H)))
+    saliency = PicturedInput(0, row.image, np.zeros((H, W), np.float32), (np.ones((H, W), np.float32),), (1.0,))
+    assert _decode(pictures_png(Pictures("saliency", ("fp16",), (saliency,)), panel=H)).shape[1] == GAP + 4 * (W + GAP)
+    with pytest.raises(InputError, match="no pictured inputs"):
+        pictures_png(Pictures("saliency", ("fp16",), ()))
