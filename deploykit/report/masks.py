@@ -6,8 +6,9 @@ One row per input (the inputs parity.classes.most_disagreeing picks, up to 4):
   present (names when the model metadata has them, else indices). A difference panel shows the image dimmed,
   with disagreeing pixels in amber on the reference's class edges (within parity.classes.BOUNDARY_WIDTH px:
   usually benign) and in red inside classes (the blobs that matter, NVIDIA/TensorRT#4798).
-- saliency: image | reference heatmap over the image | each candidate's | each candidate minus the reference,
-  on one diverging scale per row (blue below, red above, white equal), with its largest |difference| printed.
+- saliency: image | reference heatmap over the image | each candidate's | each candidate minus the reference
+  over the dimmed image (blue below, red above, the image where equal), each on its own scale, whose largest
+  |difference| the row caption prints.
 Drawn from what the parity run kept (parity.pictured.Pictures: images and maps), never by re-running a model.
 PIL only (a core dependency), so pictures need no optional package and their geometry is exact (`Grid`).
 """
@@ -205,12 +206,16 @@ def _check_rows(rows: Sequence[MaskRow] | Sequence[SaliencyRow], labels: Sequenc
     return int(shape[0]), int(shape[1])
 
 
+def _dimmed(image: np.ndarray) -> np.ndarray:
+    """H,W,3 float: the image in grey at DIM brightness, the ground under difference maps and heatmaps."""
+    return np.repeat(image.astype(np.float64).mean(axis=2, keepdims=True) * DIM, 3, axis=2)
+
+
 def difference_map(image: np.ndarray, reference: np.ndarray, candidate: np.ndarray,
                    boundary_width: int = BOUNDARY_WIDTH) -> np.ndarray:
     """H,W,3 uint8: the image dimmed to grey, EDGE_FLIP where the candidate differs on a reference class edge,
     INTERIOR_FLIP where it differs inside a class. `image` must already have the maps' height and width."""
-    grey = image.astype(np.float64).mean(axis=2, keepdims=True) * DIM
-    out = np.repeat(grey, 3, axis=2).astype(np.uint8)
+    out = _dimmed(image).astype(np.uint8)
     differ = reference != candidate
     band = boundary_band(np.asarray(reference, dtype=np.int64), boundary_width)
     out[differ & band] = EDGE_FLIP
@@ -275,42 +280,52 @@ def heat_colours(unit: np.ndarray) -> np.ndarray:
 
 
 def heat_overlay(image: np.ndarray, saliency: np.ndarray, low: float, high: float) -> np.ndarray:
-    """The saliency map as a heatmap over the image: opacity grows with saliency, scaled to [low, high]."""
+    """The saliency map as a heatmap over the dimmed grey image, scaled to [low, high]: opacity grows with the
+    square root of saliency, so the image shows where nothing is salient and moderate values stay visible."""
     unit = np.clip((saliency.astype(np.float64) - low) / (high - low if high > low else 1.0), 0.0, 1.0)
-    alpha = (0.25 + 0.6 * unit)[..., None]
-    out = image.astype(np.float64) * (1 - alpha) + heat_colours(unit) * alpha
+    alpha = (0.85 * np.sqrt(unit))[..., None]
+    out = _dimmed(image) * (1 - alpha) + heat_colours(unit) * alpha
     return np.asarray(np.clip(np.rint(out), 0, 255), dtype=np.uint8)
 
 
-def signed_colours(difference: np.ndarray, scale: float) -> np.ndarray:
-    """Differences -> H,W,3 uint8: white at 0, COOL at -scale, WARM at +scale (clipped)."""
+def signed_overlay(image: np.ndarray, difference: np.ndarray, scale: float) -> np.ndarray:
+    """Differences over the dimmed grey image: the image where 0, COOL towards -scale, WARM towards +scale."""
     unit = np.clip(difference / (scale if scale > 0 else 1.0), -1.0, 1.0)[..., None]
-    white = np.full(3, 255.0)
-    out = np.where(unit < 0, white + (COOL - white) * -unit, white + (WARM - white) * unit)
-    return np.asarray(np.rint(out), dtype=np.uint8)
+    colour = np.where(unit < 0, COOL, WARM)
+    out = _dimmed(image) * (1 - np.abs(unit)) + colour * np.abs(unit)
+    return np.asarray(np.clip(np.rint(out), 0, 255), dtype=np.uint8)
+
+
+def _saliency_caption(row: SaliencyRow, labels: Sequence[str], scales: Sequence[float]) -> str:
+    span = float(row.reference.max() - row.reference.min()) or 1.0
+    parts = [f"{label} max |difference| {scale:.3g} ({scale / span:.1%} of the reference's range)"
+             for label, scale in zip(labels, scales, strict=True)]
+    return "; ".join(parts) + "; each difference panel on its own scale"
 
 
 def saliency_picture(rows: Sequence[SaliencyRow], labels: Sequence[str], *, panel: int = PANEL) -> tuple[Any, Grid]:
-    """The PIL image and its Grid (see the module docstring); `saliency_png` for the bytes."""
+    """The PIL image and its Grid (see the module docstring); `saliency_png` for the bytes. Each difference panel
+    is scaled to its own largest |difference| (printed in the row caption), so an FP16 candidate's small
+    differences are visible beside an INT8 candidate's large ones."""
     height, width = _check_rows(rows, labels)
     grid = Grid(columns=2 + 2 * len(labels), rows=len(rows), panel_width=max(1, round(panel * width / height)),
                 panel_height=panel)
     size = (grid.panel_width, grid.panel_height)
     entries: list[tuple[tuple[int, int, int] | np.ndarray, str]] = [
-        *((heat_colours(np.array(v)), f"saliency {v:.0%} of the reference's range") for v in (0.0, 0.5, 1.0)),
+        *((heat_colours(np.array(v)), f"saliency {v:.0%} of the reference's range") for v in (0.1, 0.5, 1.0)),
         (COOL, "candidate below the reference"), (WARM, "candidate above the reference")]
     titles = ["image", "reference", *labels, *(f"{label} - reference" for label in labels)]
-    scales = [max(float(np.abs(c.astype(np.float64) - row.reference).max()) for c in row.candidates)
-              for row in rows]
-    captions = [row.title or f"largest |difference| {scale:.3g} (colour scale ±{scale:.3g})"
-                for row, scale in zip(rows, scales, strict=True)]
+    scales = [[float(np.abs(c.astype(np.float64) - row.reference).max()) for c in row.candidates] for row in rows]
+    captions = [row.title or _saliency_caption(row, labels, s) for row, s in zip(rows, scales, strict=True)]
     canvas, draw = _canvas(grid, titles, captions, _legend(None, entries, 0, grid.width))
-    for r, (row, scale) in enumerate(zip(rows, scales, strict=True)):
+    for r, (row, row_scales) in enumerate(zip(rows, scales, strict=True)):
         image = np.asarray(_fit(row.image, (width, height), nearest=False))
         low, high = float(row.reference.min()), float(row.reference.max())
+        differences = [signed_overlay(image, c.astype(np.float64) - row.reference, scale)
+                       for c, scale in zip(row.candidates, row_scales, strict=True)]
         panels = [(image, False), (heat_overlay(image, row.reference, low, high), False),
                   *((heat_overlay(image, c, low, high), False) for c in row.candidates),
-                  *((signed_colours(c.astype(np.float64) - row.reference, scale), True) for c in row.candidates)]
+                  *((d, True) for d in differences)]
         for column, (rgb, nearest) in enumerate(panels):
             canvas.paste(_fit(rgb, size, nearest), grid.box(r, column)[:2])
     _legend(draw, entries, grid.rows_bottom, grid.width)

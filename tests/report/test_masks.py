@@ -117,7 +117,7 @@ def test_legend_shows_the_classes_present_and_only_those() -> None:
     assert np.all(legend == EDGE_FLIP, axis=2).any()
 
 
-def test_saliency_difference_is_white_where_equal_and_warm_where_higher() -> None:
+def test_saliency_difference_shows_the_image_where_equal_and_warm_where_higher() -> None:
     reference = np.tile(np.linspace(0.0, 1.0, W), (H, 1))
     candidate = reference.copy()
     candidate[:, :10] += 0.2
@@ -126,10 +126,16 @@ def test_saliency_difference_is_white_where_equal_and_warm_where_higher() -> Non
     _, grid = saliency_picture(rows, ["fp16"], panel=H)
     picture = _decode(saliency_png(rows, ["fp16"], panel=H))
     heat, difference = _panel(picture, grid.box(0, 1)), _panel(picture, grid.box(0, 3))
-    assert difference[20, 40].tolist() == [255, 255, 255]
-    red, green, blue = difference[20, 5].astype(int)
-    assert red > 150 and red > green + 100 and red > blue + 100
+    assert difference[20, 40].tolist() == [58, 58, 58]  # the grey image at DIM brightness
+    assert difference[20, 5].tolist() == [178, 24, 43]  # WARM: the panel's own largest difference
     assert heat[20, 55].mean() > heat[20, 2].mean()  # brighter where more salient
+    tiny = reference.copy()
+    tiny[:, :10] += 1e-3
+    rows = [SaliencyRow(image=image, reference=reference, candidates=(tiny, candidate))]
+    _, grid = saliency_picture(rows, ["fp16", "int8"], panel=H)
+    picture = _decode(saliency_png(rows, ["fp16", "int8"], panel=H))
+    for column in (4, 5):  # each difference on its own scale: FP16's 1e-3 is as visible as INT8's 0.2
+        assert _panel(picture, grid.box(0, column))[20, 5].tolist() == [178, 24, 43]
 
 
 def test_write_png_and_data_uri(tmp_path: Path) -> None:
