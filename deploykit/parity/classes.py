@@ -153,9 +153,12 @@ class CandidateDamage:
 
     def worst(self, count: int = 3, baseline: CandidateDamage | None = None) -> tuple[tuple[int, float], ...]:
         """The `count` classes that lose most, (index, loss), largest loss first, only losses above 0; ties go
-        to the class with more reference pixels (the one a reader will see)."""
+        to the class with more reference pixels (the one a reader will see). Only classes the reference side
+        has can lose: a class the candidate invents on a few pixels would otherwise top the list with IoU 0,
+        while the pixels it took already count against the classes they were taken from."""
         pixels = {c.index: c.reference_pixels for c in self.classes}
-        ranked = sorted(self.losses(baseline).items(), key=lambda kv: (-kv[1], -pixels[kv[0]], kv[0]))
+        ranked = sorted(((k, v) for k, v in self.losses(baseline).items() if pixels[k] > 0),
+                        key=lambda kv: (-kv[1], -pixels[kv[0]], kv[0]))
         return tuple((index, loss) for index, loss in ranked[:count] if loss > 0)
 
     def to_dict(self) -> dict[str, Any]:

@@ -101,8 +101,9 @@ class Pictures:
         return cls(task=task, labels=labels, inputs=inputs)  # type: ignore[arg-type]
 
 
-def _compact_labels(scores: np.ndarray) -> np.ndarray:
-    labels = segmentation_labels(scores)
+def _compact_labels(output: np.ndarray) -> np.ndarray:
+    """N,C,H,W scores, or N,H,W class maps already taken from them, as uint8 (uint16 beyond 256 classes)."""
+    labels = output if output.ndim == 3 and np.issubdtype(output.dtype, np.integer) else segmentation_labels(output)
     return labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
 
 
@@ -124,7 +125,9 @@ class PictureKeeper:
 
     def offer(self, index: int, x: np.ndarray, reference: np.ndarray, candidates: Sequence[np.ndarray]) -> None:
         """One batch: input tensor N,3,H,W and the task output of the reference and each candidate; `index` is
-        the position of the batch's first input in the input set."""
+        the position of the batch's first input in the input set. Segmentation outputs may be given as N,H,W
+        class maps instead of scores: the argmax of 21 x 513 x 513 scores takes 50-85 ms here, so a parity
+        loop that also feeds classes.DamageAccumulator should take it once and hand both the maps."""
         if len(candidates) != len(self.labels):
             raise ParityError(f"{len(candidates)} candidate outputs for {len(self.labels)} candidates")
         if self.task == "segmentation":

@@ -166,8 +166,8 @@ def _canvas(grid: Grid, titles: Sequence[str], captions: Sequence[str], legend_h
 
 def _legend(draw: Any, entries: Sequence[tuple[tuple[int, int, int] | np.ndarray, str]], top: int,
             width: int) -> int:
-    """Swatches with labels, wrapped to `width`, from `top`; returns the height used (0 to measure only when
-    draw is None)."""
+    """Swatches with labels, wrapped to `width`, from `top`; returns the height they take. With draw None
+    nothing is drawn: the call measures the height the canvas needs."""
     font = _font()
     x, y, line = GAP, top + GAP, SWATCH + 6
     for colour, text in entries:

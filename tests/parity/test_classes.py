@@ -72,6 +72,14 @@ def test_iou_shares_and_boundary_split_by_hand() -> None:
     assert result.disagreement == ((5 / 32,),)
 
 
+def test_a_class_the_candidate_invents_is_not_among_the_losers() -> None:
+    reference, candidate = _halves()
+    candidate[3, 7] = 9
+    damage = class_damage(reference, {"int8": candidate}).candidates[0]
+    assert damage.iou(9) == 0.0 and damage.losses()[9] == 1.0
+    assert [k for k, _ in damage.worst()] == [1, 0]
+
+
 def test_identical_maps_lose_nothing() -> None:
     reference, _ = _halves()
     damage = class_damage(reference, {"fp32": reference}).candidates[0]

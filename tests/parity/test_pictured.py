@@ -42,6 +42,11 @@ def test_keeper_keeps_the_most_disagreeing_inputs_in_order() -> None:
     assert first.disagreement == (0.0, 0.25)
     assert first.reference.dtype == np.uint8 and first.candidates[1].sum() == 2 * 5
     assert first.image.shape == (4, 5, 3) and first.image.dtype == np.uint8
+    from_maps = PictureKeeper("segmentation", ["fp16", "int8"], IMAGENET, count=2)
+    for index, (a, b) in enumerate(flips):
+        from_maps.offer(index, x, _flipped(0), [_flipped(a), _flipped(b)])
+    assert [p.index for p in from_maps.result().inputs] == [2, 3]
+    assert np.array_equal(from_maps.result().inputs[0].candidates[1], first.candidates[1])
 
 
 def test_keeper_skips_inputs_without_disagreement_and_reads_batches() -> None:
