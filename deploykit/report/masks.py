@@ -184,7 +184,7 @@ def _legend(draw: Any, entries: Sequence[tuple[tuple[int, int, int] | np.ndarray
 
 def _png(image: Any) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")  # optimize=True: 4% smaller, 5x slower (1.4 s) at 4 rows of 513 x 513
     return buffer.getvalue()
 
 
@@ -212,15 +212,34 @@ def _dimmed(image: np.ndarray) -> np.ndarray:
 
 
 def difference_map(image: np.ndarray, reference: np.ndarray, candidate: np.ndarray,
-                   boundary_width: int = BOUNDARY_WIDTH) -> np.ndarray:
+                   boundary_width: int = BOUNDARY_WIDTH, size: tuple[int, int] | None = None) -> np.ndarray:
     """H,W,3 uint8: the image dimmed to grey, EDGE_FLIP where the candidate differs on a reference class edge,
-    INTERIOR_FLIP where it differs inside a class. `image` must already have the maps' height and width."""
-    out = _dimmed(image).astype(np.uint8)
+    INTERIOR_FLIP where it differs inside a class (interior wins where both fall in one pixel). `image` has the
+    maps' height and width. With `size` (width, height) smaller than the maps, a panel pixel is marked when any
+    map pixel under it differs, so that sparse flips do not vanish when a 513 x 513 map shrinks to a panel."""
     differ = reference != candidate
     band = boundary_band(np.asarray(reference, dtype=np.int64), boundary_width)
-    out[differ & band] = EDGE_FLIP
-    out[differ & ~band] = INTERIOR_FLIP
+    edge, interior = differ & band, differ & ~band
+    height, width = reference.shape
+    if size is not None and size != (width, height):
+        shrink = size[0] < width or size[1] < height
+        edge, interior = (_resized_mask(m, size, shrink) for m in (edge, interior))
+        image = np.asarray(_fit(image, size, nearest=False))
+    out = _dimmed(image).astype(np.uint8)
+    out[edge] = EDGE_FLIP
+    out[interior] = INTERIOR_FLIP
     return out
+
+
+def _resized_mask(mask: np.ndarray, size: tuple[int, int], any_under: bool) -> np.ndarray:
+    """A bool mask at size (width, height): nearest when growing; when shrinking, True where any pixel under
+    the panel pixel is (PIL's box filter averages the area, and any share above 0 counts)."""
+    from PIL import Image
+
+    picture = Image.fromarray(mask.astype(np.uint8) * 255)
+    if not any_under:
+        return np.asarray(picture.resize(size, Image.Resampling.NEAREST)) > 0
+    return np.asarray(picture.convert("F").resize(size, Image.Resampling.BOX)) > 0
 
 
 def segmentation_picture(rows: Sequence[MaskRow], labels: Sequence[str], *,
@@ -245,7 +264,7 @@ def segmentation_picture(rows: Sequence[MaskRow], labels: Sequence[str], *,
         image = np.asarray(_fit(row.image, (width, height), nearest=False))
         panels = [(image, False), (colorize(row.reference, palette), True),
                   *((colorize(c, palette), True) for c in row.candidates),
-                  *((difference_map(image, row.reference, c, boundary_width), True) for c in row.candidates)]
+                  *((difference_map(image, row.reference, c, boundary_width, size), True) for c in row.candidates)]
         for column, (rgb, nearest) in enumerate(panels):
             canvas.paste(_fit(rgb, size, nearest), grid.box(r, column)[:2])
     _legend(draw, entries, grid.rows_bottom, grid.width)

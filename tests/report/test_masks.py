@@ -106,6 +106,18 @@ def test_difference_panel_marks_interior_and_edge_flips_only_where_masks_differ(
     assert not (np.all(unchanged == INTERIOR_FLIP, axis=2) | np.all(unchanged == EDGE_FLIP, axis=2)).any()
 
 
+def test_a_single_flipped_pixel_survives_a_shrunk_panel() -> None:
+    row = _row(candidate_change=False)
+    candidate = row.reference.copy()
+    candidate[21, 10] = 1
+    shrunk = MaskRow(image=row.image, reference=row.reference, candidates=(candidate,))
+    _, grid = segmentation_picture([shrunk], ["int8"], panel=10)  # maps 4x smaller than the 40 x 60 maps
+    difference = _panel(_decode(segmentation_png([shrunk], ["int8"], panel=10)), grid.box(0, 3))
+    assert difference.shape == (10, 15, 3)
+    assert np.all(difference == INTERIOR_FLIP, axis=2).sum() == 1
+    assert difference[5, 2].tolist() == list(INTERIOR_FLIP)
+
+
 def test_legend_shows_the_classes_present_and_only_those() -> None:
     picture, grid = segmentation_picture([_row()], ["int8"], class_names=["background", "aeroplane"], panel=H)
     legend = np.asarray(picture)[grid.rows_bottom:]
