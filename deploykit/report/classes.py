@@ -1,0 +1,65 @@
+"""Per-class damage for people (issue 13, item 3): a summary per candidate and a table per class, as text or
+Markdown from the same parity.classes.ClassDamageResult (pass format.markdown_table as `table`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
+from deploykit.report.format import fmt, text_table
+
+Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]
+
+
+def class_name(index: int, class_names: Sequence[str] | None) -> str:
+    """`3 rocket` with names (model metadata, report.masks.class_names_from), else `class 3`."""
+    return f"{index} {class_names[index]}" if class_names is not None and index < len(class_names) \
+        else f"class {index}"
+
+
+def _worst(damage: CandidateDamage, class_names: Sequence[str] | None, baseline: CandidateDamage | None) -> str:
+    worst = damage.worst(3, baseline)
+    return ", ".join(f"{class_name(k, class_names)} (-{fmt(loss, 3)})" for k, loss in worst) or "none"
+
+
+def damage_summary(result: ClassDamageResult, class_names: Sequence[str] | None = None,
+                   table: Table = text_table) -> str:
+    """One row per candidate: agreement, mIoU against the reference, where its flips lie, the classes that lose
+    most (1 - IoU; against ground truth, the reference's IoU minus the candidate's)."""
+    headers = ["candidate", "pixel agree", "mIoU vs reference", f"flips on edges (≤{BOUNDARY_WIDTH} px)",
+               "edge band share", "flip rate edge / interior", "classes losing most"]
+    rows = []
+    for damage in result.candidates:
+        split = damage.boundary
+        rates = f"{fmt(split.boundary_rate)} / {fmt(split.interior_rate)}" if split else "-"
+        rows.append([damage.label, damage.pixel_agreement, damage.miou, split.boundary_share if split else None,
+                     split.band_share if split else None, rates, _worst(damage, class_names, None)])
+    lines = [table(headers, rows)]
+    baseline = result.baseline()
+    if baseline is not None:
+        truth_rows = [[d.label, d.pixel_agreement, d.miou,
+                       "-" if d is baseline else _worst(d, class_names, baseline)] for d in result.labels]
+        lines += ["", "Against the ground-truth labels:",
+                  table(["model", "pixel accuracy", "mIoU", "classes losing most vs the reference"], truth_rows)]
+    return "\n".join(lines)
+
+
+def class_table(result: ClassDamageResult, class_names: Sequence[str] | None = None,
+                table: Table = text_table) -> str:
+    """One row per class present: the reference's pixel share, each candidate's IoU and pixel share, and with
+    ground truth each model's IoU against it."""
+    indices = sorted({c.index for d in (*result.candidates, *result.labels) for c in d.classes})
+    headers = ["class", "reference share"]
+    for damage in result.candidates:
+        headers += [f"{damage.label} IoU", f"{damage.label} share"]
+    headers += [f"{d.label} IoU vs labels" for d in result.labels]
+    rows = []
+    for index in indices:
+        reference = next((c for d in result.candidates for c in d.classes if c.index == index), None)
+        row: list[object] = [class_name(index, class_names), reference.reference_share if reference else 0.0]
+        for damage in result.candidates:
+            found = next((c for c in damage.classes if c.index == index), None)
+            row += [found.iou if found else None, found.candidate_share if found else 0.0]
+        row += [d.iou(index) for d in result.labels]
+        rows.append(row)
+    return table(headers, rows)

@@ -1,0 +1,41 @@
+"""Per-class damage tables: the hand-checked maps of tests/parity/test_classes.py, as text and Markdown."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deploykit.parity.classes import ClassDamageResult, class_damage
+from deploykit.report.classes import class_table, damage_summary
+from deploykit.report.format import markdown_table
+
+
+def _result(with_truth: bool = False) -> ClassDamageResult:
+    """fp16 equals the reference; int8 flips an edge column and one interior pixel (IoU 16/21 and 11/16)."""
+    reference = np.zeros((4, 8), dtype=np.int64)
+    reference[:, 4:] = 1
+    candidate = reference.copy()
+    candidate[:, 4] = 0
+    candidate[0, 7] = 0
+    truth = reference.copy() if with_truth else None
+    return class_damage(reference, {"fp16": reference, "int8": candidate}, ground_truth=truth)
+
+
+def test_summary_names_the_worst_classes_and_where_flips_lie() -> None:
+    lines = damage_summary(_result(), class_names=["background", "cat"]).splitlines()
+    assert lines[2].split() == ["fp16", "1.0", "1.0", "0", "0.5", "0", "/", "0", "none"]
+    assert lines[3].split()[:8] == ["int8", "0.8438", "0.7247", "0.8", "0.5", "0.25", "/", "0.0625"]
+    assert lines[3].endswith("1 cat (-0.312), 0 background (-0.238)")
+    assert len(lines) == 4  # no ground-truth table without labels
+
+
+def test_tables_with_ground_truth_in_markdown() -> None:
+    result = _result(with_truth=True)
+    summary = damage_summary(result, table=markdown_table).splitlines()
+    assert summary[5] == "Against the ground-truth labels:"
+    assert summary[8:] == ["| reference | 1.0 | 1.0 | - |", "| fp16 | 1.0 | 1.0 | none |",
+                           "| int8 | 0.8438 | 0.7247 | class 1 (-0.312), class 0 (-0.238) |"]
+    table = class_table(result, table=markdown_table).splitlines()
+    assert table[0] == ("| class | reference share | fp16 IoU | fp16 share | int8 IoU | int8 share | "
+                        "reference IoU vs labels | fp16 IoU vs labels | int8 IoU vs labels |")
+    assert table[2:] == ["| class 0 | 0.5 | 1.0 | 0.5 | 0.7619 | 0.6562 | 1.0 | 1.0 | 0.7619 |",
+                         "| class 1 | 0.5 | 1.0 | 0.5 | 0.6875 | 0.3438 | 1.0 | 1.0 | 0.6875 |"]
