@@ -83,6 +83,8 @@ class IBuilderConfigBase(Base):
         self.hardware_compatibility_level = self.trt.HardwareCompatibilityLevel.NONE
         self.profiles: list[IOptimizationProfile] = []
         self._cache: ITimingCache | None = None
+        # ProfilingVerbosity defaults to LAYER_NAMES_ONLY (IBuilderConfig docs): the inspector then lists names.
+        self.profiling_verbosity = self.trt.ProfilingVerbosity.LAYER_NAMES_ONLY
 
     @property
     def builder_optimization_level(self) -> int:
@@ -150,9 +152,8 @@ def _device_key(state: Any) -> str:
 
 class BuilderBase(Base):
     def __init__(self, logger: Any) -> None:
-        self.require_logger(logger)
-        self.require_gpu(logger)
-        self.logger = logger
+        self.logger = self.adopt_logger(logger)
+        self.require_gpu(self.logger)
 
     def create_network(self, flags: int = 0) -> INetworkDefinition | None:
         valid = 0
@@ -185,6 +186,7 @@ class BuilderBase(Base):
             "version_compatible": config.get_flag(self.trt.BuilderFlag.VERSION_COMPATIBLE),
             "hardware": config.hardware_compatibility_level.name,
             "profile": {k: [list(s) for s in v] for k, v in profile.items()},
+            "profiling_verbosity": config.profiling_verbosity.name,
         }
         self.state.builds.append({
             **header, "flags": config.flags, "strongly_typed": network.strongly_typed,
