@@ -11,10 +11,10 @@ names under "Bindings" and describes each layer tensor with one "Format/Datatype
 FP32", "Channel major FP16 format where channel % 8 == 0"); 11.x replaces "Bindings" with "I/O Tensors"
 (objects with Name, IOMode, DataType, ...) and splits the tensor string into "Format" and a data type field.
 A layer's precision is that of a quantized input when it has one (a Q/DQ-fused INT8 convolution reads INT8 and
-may write float), else that of its first floating-point output. Shape-only layers (int32/int64/bool tensors)
-are left out of the shares. FLOPs are counted for convolutions, deconvolutions and matrix multiplies (2 per
-multiply-accumulate, as TREx's `annotate_convolutions` counts MACs), from the layer's dimensions; an engine
-inspected without concrete shapes has FLOP shares only where its dimensions are static.
+may write float), else that of its first floating-point output. Layers whose outputs are int32/int64/bool
+(shape computations) are left out of the shares. FLOPs are counted for convolutions, deconvolutions and
+matrix multiplies (2 per multiply-accumulate, as TREx's `annotate_convolutions` counts MACs), from the layer's
+dimensions; an engine inspected without concrete shapes has FLOP shares only where its dimensions are static.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def layer_precision(layer: Mapping[str, Any]) -> str:
     quantized = [p for p in inputs if p in QUANTIZED]
     if quantized:
         return quantized[0]
-    floats = [p for p in (*outputs, *inputs) if p in FLOATING]
+    floats = [p for p in (outputs or inputs) if p in FLOATING]  # a Shape layer reads floats, writes int64
     return floats[0] if floats else "other"
 
 
