@@ -7,8 +7,9 @@ to appear. Rules, each from CUDA's or torch's documented behaviour:
   stream (or an event recorded on it) is synchronized ("CUDA Runtime API, Stream Management": asynchronous
   with respect to the host). A result read before the synchronize is stale, so a missing synchronize fails.
 - `elapsed_ms` of an event that has not completed raises, as cudaEventElapsedTime returns cudaErrorNotReady.
-- A buffer belongs to the stream it was allocated for (torch's caching allocator ties blocks to the current
-  stream, "CUDA semantics"); using it on another stream without `wait` on an event of that stream raises.
+- A buffer belongs to the stream it was allocated for ("The caching allocator is aware of only the stream where
+  a tensor was allocated", PyTorch docs, torch.Tensor.record_stream); using it on another stream without
+  `wait` on an event of that stream raises.
 - Uploads copy only an array of the buffer's own dtype and shape (deploykit.backends.tensorrt.device).
 - A CUDA-graph capture records the enqueued work instead of queueing it; replay queues it again.
 Event times are host times of this fake and are not GPU figures.

@@ -7,10 +7,11 @@ host staging buffers for asynchronous copies, `torch.cuda.Stream` (its `cuda_str
 `execute_async_v3`), `torch.cuda.Event` timing and `torch.cuda.CUDAGraph` capture/replay.
 torch is already a dependency; pycuda is not used (sdist only, needs the CUDA toolkit).
 
-Ordering: a buffer is allocated for one stream and used only on it. torch's caching allocator ties a block to
-the stream current at allocation, and reuses it once freed with no regard for other streams ("CUDA semantics:
-stream semantics of backward passes / record_stream", PyTorch docs), so device tensors are allocated with the
-runner's stream current; work on another stream must first `wait` on an event recorded after the last use.
+Ordering: a buffer is allocated for one stream and used only on it. "The caching allocator is aware of only the
+stream where a tensor was allocated ... if a tensor is used on a stream different from the stream of origin,
+the allocator might reuse the memory unexpectedly" (PyTorch docs, torch.Tensor.record_stream), so device
+tensors are allocated with the runner's stream current; work on another stream must first `wait` on an event
+recorded after the last use (the docs' preferred alternative to record_stream).
 Host staging copies are checked, not cast: a feed of another dtype is a caller bug, not something to round.
 """
 

@@ -1,9 +1,15 @@
 """The double's Builder, IBuilderConfig, IOptimizationProfile, ITimingCache and IHostMemory.
 
-"Building" validates what a real build needs (a parsed network, a profile for every dynamic input that matches
-its fixed dimensions, no precision flags on a strongly typed network, an optimization level 0-5, Ampere+
-compatibility only on an Ampere+ GPU) and serialises a plan: a header (versions, GPU, flags, profile, I/O)
-plus the ONNX, which the double's runtime executes with ONNX Runtime.
+"Building" validates what a real build needs and serialises a plan: a header (versions, GPU, flags, profile,
+profiling verbosity) plus the ONNX, which the double's runtime executes with ONNX Runtime. Rules and sources:
+- a parsed network with outputs ("Network must have at least one output", TensorRT's builder error);
+- an optimization profile for every dynamic input, matching its fixed dimensions (Developer Guide, "Working
+  with Dynamic Shapes": dynamic inputs need at least one profile);
+- no precision flags on a strongly typed network (Developer Guide, "Strongly Typed Networks": builder precision
+  flags are not allowed; 11.x removes them, "Migrating from TensorRT 10.x to 11.x");
+- builder_optimization_level 0-5 (IBuilderConfig docs); AMPERE_PLUS only on compute capability 8.0+
+  ("Hardware Compatibility");
+- ProfilingVerbosity defaults to LAYER_NAMES_ONLY (EngineInspector docs), recorded for the inspector.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ class Base:
     state: DoubleState
 
     def require_logger(self, logger: Any) -> None:
-        # pybind11 refuses an ILogger subclass whose __init__ did not call ILogger.__init__.
+        # pybind11 refuses an ILogger subclass whose __init__ did not call ILogger.__init__ (TensorRT Python API,
+        # ILogger: "ensure that you explicitly instantiate the base class in __init__()").
         if not getattr(logger, "_ilogger_initialised", False):
             raise TypeError("tensorrt.ILogger.__init__() must be called when overriding __init__")
 
@@ -56,6 +57,8 @@ class Base:
         return self.state.logger
 
     def require_gpu(self, logger: Any) -> None:
+        # Without a CUDA driver `import tensorrt` works and the constructors fail as below (shared notes,
+        # checked against the 10.x/11.x bindings: "CUDA initialization failure", then pybind11's nullptr error).
         if self.state.gpu is None:
             logger.log(Severity.ERROR, "CUDA initialization failure with error: 35. Please check your CUDA "
                                        "installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux")
