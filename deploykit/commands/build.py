@@ -108,7 +108,8 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
         echo_json({"path": str(result.path), "sidecar": str(result.sidecar_path), "backend": result.backend,
                    "backend_note": result.backend_note, "precision": result.precision,
                    "precision_onnx": str(result.precision_onnx) if result.precision_onnx else None,
-                   "report": result.report, "seconds": result.seconds})
+                   "report": result.report, "seconds": result.seconds,
+                   "precision_audit": result.sidecar.build_options.get("precision_audit")})
         return
     click.echo(f"backend: {result.backend_note}")
     rows = _rows(result.report)

@@ -104,3 +104,11 @@ def test_build_engine_prints_and_enforces_the_audit(trt_double: TrtDouble, tiny_
                                  "--calib-data", "synthetic", "--calib-n", "2", "--require-precision", "0.9"])
     assert result.exit_code == 0, result.output
     assert "FLOPs: INT8 100.0%" in result.output
+
+
+def test_deconvolution_flops_count_per_input_element() -> None:
+    deconv = {"Name": "up", "LayerType": "CaskDeconvolutionV2", "ParameterType": "Convolution", "Kernel": [4, 4],
+              "Groups": 2, "Inputs": [{"Name": "x", "Dimensions": [1, 8, 4, 4], "Format/Datatype": "Half"}],
+              "Outputs": [{"Name": "y", "Dimensions": [1, 6, 8, 8], "Format/Datatype": "Half"}]}
+    audit = parse_engine_information(json.dumps({"Bindings": [], "Layers": [deconv]}))
+    assert audit.flops == 2 * (1 * 8 * 4 * 4) * 6 * 16 // 2 and audit.flop_share == {"fp16": 1.0}

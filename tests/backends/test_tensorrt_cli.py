@@ -31,6 +31,7 @@ def test_build_parity_bench_end_to_end(trt_double: TrtDouble, tiny_onnx: Path, t
                                       "--opt-shape", "input:1x3x64x64", "--max-shape", "input:2x3x96x96",
                                       "--timing-cache", str(cache), "--json"]))
     assert built["backend"] == "tensorrt" and "found a working builder" in built["backend_note"]
+    assert built["precision_audit"]["detailed"] and built["precision_audit"]["layer_share"] == {"fp32": 1.0}
     sidecar = read_sidecar(plan)
     assert sidecar is not None and sidecar.build_options["profile"]["input"]["max"] == [2, 3, 96, 96]
     assert cache.is_file()
