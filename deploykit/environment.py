@@ -76,8 +76,10 @@ def tensorrt_status() -> TensorRTStatus:
     except Exception as exc:  # a broken install (missing libnvinfer) raises OSError and others
         return TensorRTStatus("unusable", reason=f"import tensorrt failed: {str(exc).splitlines()[0]}")
     version = str(getattr(trt, "__version__", ""))
+    from deploykit.backends.tensorrt.common import process_logger  # TensorRT keeps the first logger it is given
+
     try:
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+        builder = trt.Builder(process_logger(trt))
     except Exception as exc:  # pybind11 raises TypeError/RuntimeError without a CUDA driver
         return TensorRTStatus("unusable", version, f"cannot construct a builder: {str(exc).splitlines()[0]}")
     if builder is None:

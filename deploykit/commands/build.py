@@ -29,6 +29,10 @@ def tensorrt_options(func: Any) -> Any:
         click.option("--hardware-compatibility", "hardware_compatibility", type=click.Choice(["none", "ampere+"]),
                      default=None, help="TensorRT: ampere+ runs on every GPU of compute capability 8.0+ "
                                         "(may be slower; default none: this GPU's compute capability)."),
+        click.option("--require-precision", "require_precision", type=click.FloatRange(0, 1, min_open=True),
+                     default=None, metavar="SHARE",
+                     help="TensorRT: fail unless this share (e.g. 0.9) of the engine's FLOPs runs in the requested "
+                          "precision, per the engine inspector's precision audit."),
     ]):
         func = option(func)
     return func
@@ -104,7 +108,8 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
         echo_json({"path": str(result.path), "sidecar": str(result.sidecar_path), "backend": result.backend,
                    "backend_note": result.backend_note, "precision": result.precision,
                    "precision_onnx": str(result.precision_onnx) if result.precision_onnx else None,
-                   "report": result.report, "seconds": result.seconds})
+                   "report": result.report, "seconds": result.seconds,
+                   "precision_audit": result.sidecar.build_options.get("precision_audit")})
         return
     click.echo(f"backend: {result.backend_note}")
     rows = _rows(result.report)
@@ -118,6 +123,11 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
         click.echo(f"accuracy budget {budget['budget']}: reached {shown(budget['reached'])} with "
                    f"{len(budget['kept'])} of {budget['candidates']} candidate nodes kept in higher precision "
                    f"(none kept: {shown(budget['unrestricted'])}; {budget['evaluations']} evaluations)")
+    audit = result.sidecar.build_options.get("precision_audit")
+    if audit:
+        from deploykit.backends.tensorrt.audit import PrecisionAudit
+
+        click.echo(PrecisionAudit.from_dict(audit).describe())
     if result.precision_onnx:
         click.echo(f"wrote {result.precision_onnx} ({result.precision} graph)")
     click.echo(f"wrote {result.path} and {result.sidecar_path.name} ({result.precision}, {result.backend}, "

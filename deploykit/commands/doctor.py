@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,13 +16,21 @@ if TYPE_CHECKING:
 @json_option
 @click.option("--selftest", is_flag=True,
               help="Also build a tiny TensorRT engine and check it against ONNX Runtime (needs a GPU; seconds).")
-def doctor(as_json: bool, selftest: bool) -> None:
+@click.option("--full", is_flag=True,
+              help="With --selftest: FP16 and INT8 engines of a small zoo model, parity with ONNX Runtime, the "
+                   "precision audit, CUDA-graph replay and a short bench, in one verdict (a few minutes).")
+def doctor(as_json: bool, selftest: bool, full: bool) -> None:
     """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, TensorRT's
     state (probed by constructing a builder), CUDA devices, and the CPU. With --selftest, build a tiny engine
     and compare it with ONNX Runtime; exit status 2 when the self-test cannot run here or fails."""
     from deploykit.environment import probe
 
+    if full and not selftest:
+        raise click.UsageError("--full extends --selftest: use `deploykit doctor --selftest --full`")
     env = probe()
+    if full:
+        _full_selftest(env.to_dict() if as_json else None)
+        return
     if as_json:
         data = env.to_dict()
         if selftest:
@@ -53,3 +61,18 @@ def _selftest() -> SelfTestResult:
     if not result.passed:
         raise ParityError(f"TensorRT self-test {result.describe()}")
     return result
+
+
+def _full_selftest(as_json: dict[str, Any] | None) -> None:
+    """The --full verdict (JSON under the environment when as_json is given); exit status 2 when a check fails."""
+    from deploykit.backends.tensorrt.selftest_full import full_selftest
+    from deploykit.errors import ParityError
+
+    result = full_selftest(progress=progress)
+    if as_json is not None:
+        echo_json({**as_json, "selftest_full": result.to_dict()})
+    else:
+        click.echo(result.describe())
+    if not result.passed:
+        failed = [c.name for c in result.checks if c.passed is False]
+        raise ParityError(f"TensorRT full self-test: {', '.join(failed)} failed (see the verdict above)")

@@ -12,10 +12,11 @@ from tests.fakes.tensorrt_double._enums import REMOVED_IN_11
 from tests.fakes.tensorrt_double._state import Logger
 
 
-def _network(trt, tiny_onnx: Path):  # type: ignore[no-untyped-def]
-    builder = trt.Builder(Logger())
+def _network(trt, tiny_onnx: Path, logger: Logger | None = None):  # type: ignore[no-untyped-def]
+    logger = logger or Logger()
+    builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    assert trt.OnnxParser(network, Logger()).parse_from_file(str(tiny_onnx))
+    assert trt.OnnxParser(network, logger).parse_from_file(str(tiny_onnx))
     return builder, network
 
 
@@ -100,13 +101,13 @@ def test_dynamic_input_needs_a_profile(trt_double: TrtDouble, tiny_onnx: Path) -
 
 def test_context_enforces_profile_and_addresses(trt_double: TrtDouble, tiny_onnx: Path) -> None:
     trt = trt_double.module
-    builder, network = _network(trt, tiny_onnx)
+    logger = Logger()
+    builder, network = _network(trt, tiny_onnx, logger)
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     profile.set_shape("input", (1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 64, 64))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
-    logger = Logger()
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     context = engine.create_execution_context()
     assert not context.set_input_shape("input", (1, 3, 128, 128))  # outside the profile
@@ -114,3 +115,124 @@ def test_context_enforces_profile_and_addresses(trt_double: TrtDouble, tiny_onnx
     stream = trt_double.device.stream()
     assert not context.execute_async_v3(stream.handle)  # no addresses yet
     assert any("address" in m for _, m in logger.messages)
+
+
+def test_the_first_logger_receives_everything(trt_double: TrtDouble) -> None:
+    """TensorRT keeps the first logger of the process: a later one passed to a Runtime hears nothing."""
+    trt = trt_double.module
+    first, second = Logger(), Logger()
+    trt.Builder(first)
+    assert trt.Runtime(second).deserialize_cuda_engine(b"not a plan") is None
+    assert second.messages == [] and any("Magic tag" in m for _, m in first.messages)
+
+
+def _plan(trt, tiny_onnx: Path) -> bytes:  # type: ignore[no-untyped-def]
+    builder, network = _network(trt, tiny_onnx)
+    config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 3, 32, 32), (1, 3, 64, 64), (1, 3, 64, 64))
+    config.add_optimization_profile(profile)
+    return builder.build_serialized_network(network, config)  # type: ignore[no-any-return]
+
+
+def test_execution_is_deferred_until_synchronize(trt_double: TrtDouble, tiny_onnx: Path) -> None:
+    import numpy as np
+
+    trt, device = trt_double.module, trt_double.device
+    engine = trt.Runtime(Logger()).deserialize_cuda_engine(_plan(trt, tiny_onnx))
+    context = engine.create_execution_context()
+    stream = device.stream()
+    buffers = {"input": device.allocate((1, 3, 64, 64), np.dtype("float32"), stream),
+               "output": device.allocate((1, 3, 64, 64), np.dtype("float32"), stream)}
+    assert context.set_input_shape("input", (1, 3, 64, 64))
+    for name, buffer in buffers.items():
+        assert context.set_tensor_address(name, buffer.ptr)
+    buffers["input"].upload(np.ones((1, 3, 64, 64), np.float32), stream)
+    assert context.execute_async_v3(stream.handle)
+    buffers["output"].download(stream)
+    assert not buffers["output"].result().any()  # nothing has run yet: a missing synchronize reads zeros
+    stream.synchronize()
+    assert buffers["output"].result().any() and context.executions == 1
+
+
+def test_buffers_of_another_dtype_or_stream_are_refused(trt_double: TrtDouble, tiny_onnx: Path) -> None:
+    import numpy as np
+
+    trt, device = trt_double.module, trt_double.device
+    logger = Logger()
+    trt.Builder(logger)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(_plan(trt, tiny_onnx))
+    context = engine.create_execution_context()
+    mine, other = device.stream(), device.stream()
+    assert context.set_input_shape("input", (1, 3, 64, 64))
+    assert context.set_tensor_address("input", device.allocate((1, 3, 64, 64), np.dtype("float16"), mine).ptr)
+    assert context.set_tensor_address("output", device.allocate((1, 3, 64, 64), np.dtype("float32"), mine).ptr)
+    assert not context.execute_async_v3(mine.handle)
+    assert any("float16" in m and "no casts" in m for _, m in logger.messages)
+    assert context.set_tensor_address("input", device.allocate((1, 3, 64, 64), np.dtype("float32"), mine).ptr)
+    assert not context.execute_async_v3(other.handle)  # buffers of `mine` used on `other`, no event between
+    assert any("no event ordering them" in m for _, m in logger.messages)
+    event = device.event()
+    event.record(mine)
+    other.wait(event)
+    assert context.execute_async_v3(other.handle)
+    buffer = device.allocate((2,), np.dtype("float32"), mine)
+    with pytest.raises(TypeError, match="never casts"):
+        buffer.upload(np.zeros(2, np.float64), mine)
+
+
+@pytest.mark.parametrize("case", ["uint8 zero point", "no zero point", "double input"])
+def test_uint8_qdq_and_double_io_are_refused(trt_double: TrtDouble, case: str) -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = TensorProto.DOUBLE if case == "double input" else TensorProto.FLOAT
+    x = helper.make_tensor_value_info("x", elem, [1, 4])
+    y = helper.make_tensor_value_info("y", elem, [1, 4])
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32 if elem == TensorProto.FLOAT else np.float64), "s")]
+    q_inputs = ["x", "s"]
+    if case == "uint8 zero point":
+        inits.append(numpy_helper.from_array(np.array(0, np.uint8), "z"))
+        q_inputs.append("z")
+    nodes = [helper.make_node("QuantizeLinear", q_inputs, ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", *q_inputs[1:]], ["y"], name="dq")]
+    if case == "double input":
+        nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 19)])
+    trt = trt_double.module
+    logger = Logger()
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    assert not parser.parse(model.SerializeToString())
+    assert ("DOUBLE" if case == "double input" else "UINT8") in parser.get_error(0).desc()
+
+
+def test_inspector_layouts_and_verbosity(trt_double: TrtDouble, tiny_onnx: Path) -> None:
+    import json
+
+    trt = trt_double.module
+    engine = trt.Runtime(Logger()).deserialize_cuda_engine(_plan(trt, tiny_onnx))
+    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    ten = trt_double.profile == "10"
+    assert ("Bindings" in info) == ten and ("I/O Tensors" in info) == (not ten)
+    tensor = info["Layers"][0]["Inputs"][0]
+    assert ("Format/Datatype" in tensor) == (trt_double.profile == "10")
+    assert ("DataType" in tensor and "Format" in tensor) == (trt_double.profile == "11")
+    builder, network = _network(trt, tiny_onnx)
+    config = builder.create_builder_config()  # default LAYER_NAMES_ONLY
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    config.add_optimization_profile(profile)
+    names = trt.Runtime(Logger()).deserialize_cuda_engine(builder.build_serialized_network(network, config))
+    layers = json.loads(names.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    assert all(isinstance(layer, str) for layer in layers["Layers"])
+
+
+def test_nptype_refuses_what_numpy_cannot_hold() -> None:
+    trt = make_tensorrt("11")
+    assert trt.nptype(trt.DataType.HALF) is not None
+    for name in ("BF16", "FP8", "INT4", "FP4", "E8M0"):
+        with pytest.raises(TypeError):
+            trt.nptype(trt.DataType[name])

@@ -37,3 +37,11 @@ def test_real_engine_matches_onnx_runtime(tiny_onnx: Path, tmp_path: Path) -> No
         assert np.abs(got["output"] - want).max() <= 1e-2 * scale  # TF32 convolutions
         assert times["compute_ms"] > 0
     assert (tmp_path / "timing.cache").stat().st_size > 0
+
+
+def test_full_selftest_passes_on_this_gpu() -> None:
+    from deploykit.backends.tensorrt.selftest_full import full_selftest
+
+    result = full_selftest()
+    assert result.passed, result.describe()
+    assert result.seconds < 300  # issue 11: under 5 minutes on one GPU

@@ -153,3 +153,43 @@ def test_uncapturable_engine_says_to_run_without_graphs(trt_double: TrtDouble, t
         engine.infer(_photo((64, 64)))  # warm-up, no capture yet
         with pytest.raises(BackendUnavailable, match=r"without CUDA graphs.*--cuda-graph"):
             engine.infer(_photo((64, 64)))
+
+
+def test_a_second_engine_s_errors_are_quoted(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path) -> None:
+    """TensorRT keeps the process's first logger; the runner quotes what was logged since its own call."""
+    plan = _build(tiny_onnx, tmp_path)
+    with TensorRTRunner.from_artifact(plan) as first:
+        first.infer(_photo((64, 64)))
+        broken = tmp_path / "broken.plan"
+        broken.write_bytes(b"not an engine")
+        with pytest.raises(BackendUnavailable, match="Magic tag does not match") as caught, TensorRTRunner(broken):
+            pass
+        assert "logged no error" not in str(caught.value)
+
+
+def test_io_dtypes_map_to_torch_or_are_refused() -> None:
+    import torch
+
+    from deploykit.backends.tensorrt.common import IO_TYPES, io_type
+    from tests.fakes.tensorrt_double import make_tensorrt
+
+    trt = make_tensorrt("11")
+    assert io_type(trt.DataType.BF16, "x") == IO_TYPES["BF16"] and IO_TYPES["BF16"].host == "float32"
+    assert io_type(trt.DataType.FP8, "x").device == "float8_e4m3fn"
+    assert all(isinstance(getattr(torch, t.device), torch.dtype) for t in IO_TYPES.values())
+    assert all(np.dtype(t.host) for t in IO_TYPES.values())
+    for name in ("INT4", "FP4", "E8M0"):
+        with pytest.raises(BackendUnavailable, match=rf"engine tensor 'x' is {name} .*DequantizeLinear"):
+            io_type(trt.DataType[name], "x")
+
+
+def test_a_missing_synchronize_reads_stale_outputs(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The double defers stream work until a synchronize, so a runner that forgot one would fail here."""
+    from tests.fakes.device import FakeStream
+
+    plan = _build(tiny_onnx, tmp_path)
+    with TensorRTRunner.from_artifact(plan) as engine:
+        assert engine.infer(_photo((64, 64)))["output"].any()
+        monkeypatch.setattr(FakeStream, "synchronize", lambda self: None)
+        assert not engine.infer(_photo((96, 96)))["output"].any()  # new buffers, never written

@@ -2,9 +2,17 @@
 
 "Device memory" is numpy arrays in a registry keyed by fake addresses; the tensorrt double reads inputs and
 writes outputs through the same registry, so the runner's set_tensor_address calls must be right for outputs
-to appear. Streams execute in program order (synchronously); a CUDA-graph capture records the double's
-enqueued work instead of running it, and replay runs it again, as a real graph would. Event times are host
-times of this fake and are not GPU figures.
+to appear. Rules, each from CUDA's or torch's documented behaviour:
+- Work on a stream is deferred: copies, engine launches and graph replays are queued and run only when the
+  stream (or an event recorded on it) is synchronized ("CUDA Runtime API, Stream Management": asynchronous
+  with respect to the host). A result read before the synchronize is stale, so a missing synchronize fails.
+- `elapsed_ms` of an event that has not completed raises, as cudaEventElapsedTime returns cudaErrorNotReady.
+- A buffer belongs to the stream it was allocated for ("The caching allocator is aware of only the stream where
+  a tensor was allocated", PyTorch docs, torch.Tensor.record_stream); using it on another stream without
+  `wait` on an event of that stream raises.
+- Uploads copy only an array of the buffer's own dtype and shape (deploykit.backends.tensorrt.device).
+- A CUDA-graph capture records the enqueued work instead of queueing it; replay queues it again.
+Event times are host times of this fake and are not GPU figures.
 """
 
 from __future__ import annotations
@@ -17,25 +25,28 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.tensorrt.device import Buffer, DeviceInfo, Event, Graph, Stream
+from deploykit.backends.tensorrt.device import Buffer, DeviceInfo, Event, Graph, Stream, check_host_dtype
 from deploykit.errors import BackendUnavailable
 
 ALIGN = 256
+Step = Callable[[], None]
 
 
 @dataclass
 class FakeMemory:
     arrays: dict[int, np.ndarray] = field(default_factory=dict)
-    streams: set[int] = field(default_factory=set)
-    capturing: dict[int, list[Callable[[], None]]] = field(default_factory=dict)
+    owners: dict[int, int] = field(default_factory=dict)  # address -> handle of the stream it was allocated for
+    streams: dict[int, FakeStream] = field(default_factory=dict)
+    capturing: dict[int, list[Step]] = field(default_factory=dict)
     next_address: int = 0x7F00_0000_0000
     next_stream: int = 0x5000
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any], owner: int) -> int:
         address = self.next_address
         array = np.zeros(shape, dtype=dtype)
         self.next_address += max(ALIGN, -(-array.nbytes // ALIGN) * ALIGN)
         self.arrays[address] = array
+        self.owners[address] = owner
         return address
 
     def array(self, address: int) -> np.ndarray:
@@ -43,29 +54,67 @@ class FakeMemory:
             raise KeyError(f"address {address:#x} is not device memory this fake allocated")
         return self.arrays[address]
 
-    def new_stream(self) -> int:
+    def new_stream(self) -> FakeStream:
         self.next_stream += 1
-        self.streams.add(self.next_stream)
-        return self.next_stream
+        stream = self.streams[self.next_stream] = FakeStream(self, self.next_stream)
+        return stream
+
+    def submit(self, handle: int, step: Step) -> None:
+        """Queue `step` on stream `handle`, or record it into the graph being captured there."""
+        if handle in self.capturing:
+            self.capturing[handle].append(step)
+        else:
+            self.streams[handle].queue.append(step)
+
+    def check_owner(self, address: int, handle: int, what: str) -> None:
+        owner = self.owners.get(address, handle)
+        if owner != handle and owner not in self.streams[handle].waited:
+            raise RuntimeError(f"{what} at {address:#x} was allocated for stream {owner:#x} and used on stream "
+                               f"{handle:#x} with no event ordering them (torch: allocate on the stream that "
+                               "uses it, or wait on an event)")
 
 
 class FakeStream:
-    def __init__(self, handle: int) -> None:
-        self._handle = handle
+    def __init__(self, memory: FakeMemory, handle: int) -> None:
+        self.memory, self._handle = memory, handle
+        self.queue: list[Step] = []
+        self.waited: set[int] = set()  # streams this one has waited on an event of
+        self.synchronizations = 0
 
     @property
     def handle(self) -> int:
         return self._handle
 
+    def run_until(self, last: Step | None = None) -> None:
+        while self.queue:
+            step = self.queue.pop(0)
+            step()
+            if step is last:
+                return
+
     def synchronize(self) -> None:
-        """Work runs in program order here, so there is nothing to wait for."""
+        self.synchronizations += 1
+        self.run_until()
+
+    def wait(self, event: Event) -> None:
+        assert isinstance(event, FakeEvent)
+        if event.stream is not None:
+            self.waited.add(event.stream.handle)
+            source, marker = event.stream, event.marker
+            self.queue.append(lambda: source.run_until(marker))
 
 
 class FakeBuffer:
-    def __init__(self, memory: FakeMemory, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+    def __init__(self, memory: FakeMemory, shape: tuple[int, ...], dtype: np.dtype[Any], stream: Stream,
+                 device_dtype: str | None) -> None:
         self.memory = memory
         self.shape, self.dtype = shape, np.dtype(dtype)
-        self._ptr = memory.allocate(shape, self.dtype)
+        self.device_dtype = device_dtype or self.dtype.name
+        try:
+            stored = np.dtype(self.device_dtype)
+        except TypeError:  # bfloat16 / float8: numpy has no such type; the fake keeps the host type
+            stored = self.dtype
+        self._ptr = memory.allocate(shape, stored, stream.handle)
         self.host = np.zeros(shape, dtype=self.dtype)
 
     @property
@@ -73,10 +122,23 @@ class FakeBuffer:
         return self._ptr
 
     def upload(self, array: np.ndarray, stream: Stream) -> None:
-        self.memory.array(self._ptr)[...] = array
+        check_host_dtype(array, self)
+        self.memory.check_owner(self._ptr, stream.handle, "buffer")
+        staged, target = np.array(array, copy=True), self.memory.array(self._ptr)  # the pinned staging copy
+
+        def copy() -> None:
+            target[...] = staged
+
+        self.memory.submit(stream.handle, copy)
 
     def download(self, stream: Stream) -> None:
-        self.host[...] = self.memory.array(self._ptr)
+        self.memory.check_owner(self._ptr, stream.handle, "buffer")
+        source = self.memory.array(self._ptr)
+
+        def copy() -> None:
+            self.host[...] = source
+
+        self.memory.submit(stream.handle, copy)
 
     def result(self) -> np.ndarray:
         return self.host.copy()
@@ -84,23 +146,35 @@ class FakeBuffer:
 
 class FakeEvent:
     def __init__(self) -> None:
-        self.at = 0.0
+        self.at: float | None = None
+        self.stream: FakeStream | None = None
+        self.marker: Step | None = None
 
     def record(self, stream: Stream) -> None:
-        self.at = time.perf_counter()
+        assert isinstance(stream, FakeStream)
+        self.at, self.stream = None, stream
+
+        def mark() -> None:
+            self.at = time.perf_counter()
+
+        self.marker = mark
+        stream.memory.submit(stream.handle, mark)
 
     def synchronize(self) -> None:
-        pass
+        if self.stream is not None:
+            self.stream.run_until(self.marker)
 
     def elapsed_ms(self, end: Event) -> float:
         assert isinstance(end, FakeEvent)
+        if self.at is None or end.at is None:
+            raise RuntimeError("cudaErrorNotReady: an event has not completed (synchronize before elapsed_ms)")
         return (end.at - self.at) * 1e3
 
 
 class FakeGraph:
     def __init__(self, memory: FakeMemory) -> None:
         self.memory = memory
-        self.work: list[Callable[[], None]] = []
+        self.work: list[Step] = []
         self.replays = 0
 
     @contextmanager
@@ -112,9 +186,11 @@ class FakeGraph:
             del self.memory.capturing[stream.handle]
 
     def replay(self, stream: Stream) -> None:
-        self.replays += 1
-        for step in self.work:
-            step()
+        def count() -> None:
+            self.replays += 1
+
+        for step in (*self.work, count):
+            self.memory.submit(stream.handle, step)
 
 
 class FakeDevice:
@@ -131,11 +207,12 @@ class FakeDevice:
             raise BackendUnavailable("torch sees no CUDA device here (fake device with no simulated GPU)")
         return DeviceInfo(gpu[0], gpu[1], 0)
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Buffer:
-        return FakeBuffer(self.memory, shape, dtype)
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any], stream: Stream,
+                 device_dtype: str | None = None) -> Buffer:
+        return FakeBuffer(self.memory, shape, dtype, stream, device_dtype)
 
     def stream(self) -> Stream:
-        return FakeStream(self.memory.new_stream())
+        return self.memory.new_stream()
 
     def event(self) -> Event:
         return FakeEvent()

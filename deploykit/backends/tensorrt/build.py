@@ -10,7 +10,10 @@ Written against NVIDIA's documented TensorRT 10.x / 11.x Python API, using only 
 - a timing cache read with `create_timing_cache(bytes)` + `set_timing_cache(cache, False)` and written back
   from `get_timing_cache().serialize()`;
 - `BuilderFlag.VERSION_COMPATIBLE`, `HardwareCompatibilityLevel.AMPERE_PLUS`;
-- `build_serialized_network(network, config)`, which returns None on failure.
+- `build_serialized_network(network, config)`, which returns None on failure;
+- `config.profiling_verbosity = ProfilingVerbosity.DETAILED`, so the engine inspector can tell the precision of
+  every layer (deploykit.backends.tensorrt.audit): the audit is printed, stored in the sidecar (build_options
+  and precision_report "tensorrt_audit"), and `require_precision` fails a build that realised too little.
 TensorRT is imported lazily, and it counts as available only when a builder can be constructed (`import
 tensorrt` works without a CUDA driver, `trt.Builder` does not).
 """
@@ -29,11 +32,12 @@ import onnx
 
 import deploykit
 from deploykit.backends.tensorrt import device as trt_device
+from deploykit.backends.tensorrt.audit import PrecisionAudit, inspect_engine, require_precision
 from deploykit.backends.tensorrt.common import (
     HARDWARE_LEVELS,
     check_engine_compatibility,
     import_tensorrt,
-    make_logger,
+    process_logger,
 )
 from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
@@ -72,6 +76,7 @@ class TensorRTBuildOptions:
     version_compatible: bool = False
     hardware_compatibility: str = "none"  # "none" | "ampere+"
     lint: bool = True  # run deploykit's TensorRT lint first and stop on its errors
+    require_precision: float | None = None  # fail unless this share (0-1) of FLOPs runs in the graph's precision
 
     @classmethod
     def from_cli(cls, *, min_shape: Sequence[str] = (), opt_shape: Sequence[str] = (), max_shape: Sequence[str] = (),
@@ -88,6 +93,8 @@ class TensorRTBuildOptions:
                                  f"{', '.join(HARDWARE_LEVELS)}")
         if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
             raise ConfigConflict(f"builder optimization level {self.optimization_level} is outside 0-5 (default 3)")
+        if self.require_precision is not None and not 0 < self.require_precision <= 1:
+            raise ConfigConflict(f"--require-precision {self.require_precision} must be a share in (0, 1], e.g. 0.9")
         if self.workspace_mib is not None and self.workspace_mib <= 0:
             raise ConfigConflict(f"workspace {self.workspace_mib} MiB must be positive")
 
@@ -152,23 +159,23 @@ def _lint_and_rewrite(model: onnx.ModelProto, source: str, say: Progress) -> tup
     return model, []
 
 
-def _builder(trt: Any, logger: Any) -> Any:
+def _builder(trt: Any, logger: Any, mark: int) -> Any:
     try:
         builder = trt.Builder(logger)
     except Exception as exc:  # pybind11 raises TypeError/RuntimeError when CUDA cannot initialise
         raise BackendUnavailable(
             f"TensorRT {getattr(trt, '__version__', '')} cannot construct a builder "
-            f"({str(exc).splitlines()[0]}; {logger.said()}): it needs an NVIDIA GPU and driver; "
+            f"({str(exc).splitlines()[0]}; {logger.said(mark)}): it needs an NVIDIA GPU and driver; "
             "`deploykit doctor` shows what this machine has") from exc
     if builder is None:
-        raise BackendUnavailable(f"trt.Builder returned None ({logger.said()}); is a CUDA device visible?")
+        raise BackendUnavailable(f"trt.Builder returned None ({logger.said(mark)}); is a CUDA device visible?")
     return builder
 
 
-def _parse(trt: Any, builder: Any, logger: Any, path: Path) -> tuple[Any, Any]:
+def _parse(trt: Any, builder: Any, logger: Any, mark: int, path: Path) -> tuple[Any, Any]:
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     if network is None:
-        raise BuildError(f"TensorRT could not create a strongly typed network: {logger.said()}")
+        raise BuildError(f"TensorRT could not create a strongly typed network: {logger.said(mark)}")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(path)):
         errors = []
@@ -177,13 +184,14 @@ def _parse(trt: Any, builder: Any, logger: Any, path: Path) -> tuple[Any, Any]:
             code = error.code()
             errors.append(f"node {error.node_name() or '#' + str(error.node())} ({error.node_operator()}): "
                           f"{getattr(code, 'name', code)}: {error.desc()}")
-        raise BuildError(f"TensorRT's ONNX parser rejected the model: {'; '.join(errors) or logger.said()}")
+        raise BuildError(f"TensorRT's ONNX parser rejected the model: {'; '.join(errors) or logger.said(mark)}")
     return network, parser
 
 
 def _configure(trt: Any, builder: Any, options: TensorRTBuildOptions,
                profile: Mapping[str, ShapeRange]) -> Any:
     config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # per-layer types for the precision audit
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib * MIB)
     if options.optimization_level is not None:
@@ -246,8 +254,9 @@ def engine_from_onnx(
     if options.lint:
         model, rewrites = _lint_and_rewrite(model, str(onnx_path), say)
     trt = import_tensorrt()
-    logger = make_logger(trt)
-    builder = _builder(trt, logger)
+    logger = process_logger(trt)
+    mark = logger.mark()
+    builder = _builder(trt, logger, mark)
     # A min shape the user gave ("" names the only input) is kept as given; defaulted ones are checked.
     defaulted = [] if "" in options.min_shapes else [n for n in profile if n not in options.min_shapes]
     profile = fit_default_min(model, profile, defaulted, say)
@@ -258,7 +267,7 @@ def engine_from_onnx(
             source = Path(tmp) / "rewritten.onnx"
             onnx.save(model, str(source))
         say(f"parsing {onnx_path} into a strongly typed TensorRT {trt.__version__} network")
-        network, _parser = _parse(trt, builder, logger, source)
+        network, _parser = _parse(trt, builder, logger, mark, source)
         config = _configure(trt, builder, options, profile)
         _use_timing_cache(config, options.timing_cache, say)
         for name, rng in profile.items():
@@ -266,24 +275,48 @@ def engine_from_onnx(
         say(f"building the engine on {device.name} (compute capability {device.cc}); this can take minutes")
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BuildError(f"TensorRT failed to build an engine from {onnx_path}: {logger.said()}")
+        raise BuildError(f"TensorRT failed to build an engine from {onnx_path}: {logger.said(mark)}")
     _save_timing_cache(config, options.timing_cache, say)
     plan = memoryview(serialized).tobytes()
-    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, force=force)
+    audit = _audit(trt, logger, plan, profile, say)
+    if options.require_precision is not None:
+        require_precision(audit, _precision(model, meta), options.require_precision, str(onnx_path))
+    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, audit, force=force)
+
+
+def _audit(trt: Any, logger: Any, plan: bytes, profile: Mapping[str, ShapeRange],
+           say: Progress) -> PrecisionAudit | None:
+    """The precision audit of the built plan, inspected at the profile's opt shapes; None (said why) when the
+    plan cannot be deserialized here (the audit is a report: only --require-precision makes it a gate)."""
+    mark = logger.mark()
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+    context = engine.create_execution_context() if engine is not None else None
+    if engine is None or context is None:
+        say(f"precision audit skipped: the new engine could not be inspected ({logger.said(mark)})")
+        return None
+    for name, rng in profile.items():
+        context.set_input_shape(name, rng.opt)
+    audit = inspect_engine(trt, engine, context)
+    say(audit.describe())
+    return audit
 
 
 def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLike[str], model: onnx.ModelProto,
            meta: ModelMetadata | None, options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange],
-           rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, *, force: bool) -> Sidecar:
-    """The engine and its sidecar, each written atomically; the sidecar's hash ties it to this engine."""
+           rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, audit: PrecisionAudit | None, *,
+           force: bool) -> Sidecar:
+    """The engine and its sidecar, each written atomically; the sidecar's hash ties it to this engine. The audit
+    goes into build_options (which deploykit.build carries into the final sidecar) and precision_report."""
+    audit_record = audit.to_dict() if audit is not None else None
     build_options = {**options.to_dict(), "profile": {n: r.to_dict() for n, r in profile.items()},
-                     "strongly_typed": True, "graph_rewrites": rewrites}
+                     "strongly_typed": True, "graph_rewrites": rewrites, "precision_audit": audit_record}
     sidecar = Sidecar(
         backend="tensorrt", precision=_precision(model, meta), artifact_sha256=hashlib.sha256(plan).hexdigest(),
         source_onnx_sha256=sha256_file(onnx_path), deploykit_version=deploykit.__version__,
         backend_version=str(trt.__version__),
         device={"gpu": device.name, "compute_capability": device.cc, "index": device.index},
         build_options=build_options, model=meta.to_record() if meta else {},
+        precision_report={"tensorrt_audit": audit_record} if audit_record else {},
     )
     with atomic_output(out, force=force) as tmp:
         tmp.write_bytes(plan)

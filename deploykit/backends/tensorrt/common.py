@@ -1,5 +1,5 @@
-"""What the TensorRT builder and runner share: the lazy import, a logger that keeps TensorRT's messages for our
-error messages, and the check that an engine's sidecar fits the running TensorRT and GPU.
+"""What the TensorRT builder and runner share: the lazy import, the process-wide logger, the I/O dtype table,
+and the check that an engine's sidecar fits the running TensorRT and GPU.
 
 Compatibility rules (NVIDIA's "Engine Compatibility" guide, TensorRT 10.x/11.x): an engine runs only on the
 TensorRT version that built it, unless built with BuilderFlag.VERSION_COMPATIBLE (then on the same or a later
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import re
+import threading
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from deploykit.backends.tensorrt.device import DeviceInfo
@@ -20,6 +23,7 @@ from deploykit.io.sidecar import Sidecar
 
 INSTALL_HINT = "pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU"
 HARDWARE_LEVELS = ("none", "ampere+")
+_KEPT = 200  # messages kept per severity: enough to quote, bounded for long-running processes
 
 
 def import_tensorrt() -> Any:
@@ -31,27 +35,97 @@ def import_tensorrt() -> Any:
         raise BackendUnavailable(f"import tensorrt failed: {str(exc).splitlines()[0]}; reinstall TensorRT") from exc
 
 
-def make_logger(trt: Any) -> Any:
-    """A trt.ILogger that keeps errors and warnings, so failures can quote what TensorRT said."""
+_LOGGERS: dict[int, Any] = {}  # id(tensorrt module) -> its one logger (tests swap the module for a double)
+_LOCK = threading.Lock()
+
+
+def process_logger(trt: Any) -> Any:
+    """The one trt.ILogger this process gives TensorRT: every Builder, Runtime and OnnxParser gets this one.
+
+    TensorRT treats the logger as a process-wide singleton: "although a logger is passed on creation to each
+    instance of a Builder or Runtime interface, the logger is internally considered a singleton, and thus
+    multiple instances of Runtime and/or Builder must all use the same logger" (TensorRT Python API, Logger,
+    7.2-8.x; the 10.x ILogger reference adds that it "must be thread safe"). With one logger per build or
+    runner, a second engine's errors reached the first logger and failures said "TensorRT logged no error".
+    Callers take `mark()` before a TensorRT call and quote `said(since=mark)` after it.
+    """
+    with _LOCK:
+        logger = _LOGGERS.get(id(trt))
+        if logger is None or logger.trt is not trt:
+            logger = _LOGGERS[id(trt)] = _make_logger(trt)
+        return logger
+
+
+def _make_logger(trt: Any) -> Any:
     severity = trt.ILogger.Severity
 
     class KeepingLogger(trt.ILogger):
+        """Keeps the last errors and warnings (thread-safe), numbered so a caller can ask what came after a mark."""
+
         def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
+            trt.ILogger.__init__(self)  # pybind11 requires the base __init__ (TensorRT Python API, ILogger)
+            self.trt = trt
+            self.count = 0
+            self.errors: deque[tuple[int, str]] = deque(maxlen=_KEPT)
+            self.warnings: deque[tuple[int, str]] = deque(maxlen=_KEPT)
+            self._lock = threading.Lock()
 
         def log(self, level: Any, msg: str) -> None:
-            if level in (severity.INTERNAL_ERROR, severity.ERROR):
-                self.errors.append(str(msg))
-            elif level == severity.WARNING:
-                self.warnings.append(str(msg))
+            with self._lock:
+                self.count += 1
+                if level in (severity.INTERNAL_ERROR, severity.ERROR):
+                    self.errors.append((self.count, str(msg)))
+                elif level == severity.WARNING:
+                    self.warnings.append((self.count, str(msg)))
 
-        def said(self, limit: int = 3) -> str:
-            """The last few errors, for a one-line message."""
-            return "; ".join(self.errors[-limit:]) or "TensorRT logged no error"
+        def mark(self) -> int:
+            with self._lock:
+                return self.count
+
+        def note(self, msg: str) -> None:
+            """Record an error deploykit saw itself (a torch capture failure), quoted like TensorRT's."""
+            self.log(severity.ERROR, msg)
+
+        def said(self, since: int = 0, limit: int = 3) -> str:
+            """The last few errors logged after `since`, for a one-line message."""
+            with self._lock:
+                recent = [m for n, m in self.errors if n > since][-limit:]
+            return "; ".join(recent) or "TensorRT logged no error"
 
     return KeepingLogger()
+
+
+@dataclass(frozen=True)
+class IoType:
+    """How one TensorRT I/O dtype is held: the numpy dtype of the host side (what feeds and outputs use) and the
+    torch dtype of the device buffer TensorRT reads or writes."""
+
+    host: str  # numpy dtype name
+    device: str  # torch dtype attribute name
+
+
+# trt.DataType name -> IoType. trt.nptype knows FLOAT, HALF, INT8, INT32, INT64, BOOL and UINT8 only ("fp8 and
+# bfloat16 have no equivalent numpy type", tensorrt/__init__.py of the 10.x bindings) and raises TypeError on the
+# rest. BF16 and FP8 buffers are torch.bfloat16 / torch.float8_e4m3fn (TensorRT's FP8 is E4M3, "Working with
+# Quantized Types") with float32 on the host: torch converts on the device, in the copy, and says so in the spec.
+IO_TYPES = {
+    "FLOAT": IoType("float32", "float32"), "HALF": IoType("float16", "float16"), "INT8": IoType("int8", "int8"),
+    "INT32": IoType("int32", "int32"), "INT64": IoType("int64", "int64"), "BOOL": IoType("bool", "bool"),
+    "UINT8": IoType("uint8", "uint8"), "BF16": IoType("float32", "bfloat16"),
+    "FP8": IoType("float32", "float8_e4m3fn"),
+}
+
+
+def io_type(dtype: Any, tensor: str) -> IoType:
+    """The IoType of a TensorRT I/O tensor, or a BackendUnavailable naming the tensor, its type and the fix
+    (INT4, FP4 and E8M0 pack sub-byte values that neither numpy nor torch can hold as a tensor here)."""
+    name = str(getattr(dtype, "name", dtype)).split(".")[-1]
+    if name in IO_TYPES:
+        return IO_TYPES[name]
+    raise BackendUnavailable(
+        f"engine tensor {tensor!r} is {name} at the engine's boundary, which deploykit cannot feed or read "
+        f"(it holds {', '.join(IO_TYPES)}); keep quantized types inside the graph (DequantizeLinear before "
+        "the output, QuantizeLinear after the input) and rebuild")
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

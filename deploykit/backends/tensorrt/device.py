@@ -6,6 +6,13 @@ is `TorchCudaDevice`: torch CUDA tensors as buffers (`data_ptr()` is the address
 host staging buffers for asynchronous copies, `torch.cuda.Stream` (its `cuda_stream` handle goes to
 `execute_async_v3`), `torch.cuda.Event` timing and `torch.cuda.CUDAGraph` capture/replay.
 torch is already a dependency; pycuda is not used (sdist only, needs the CUDA toolkit).
+
+Ordering: a buffer is allocated for one stream and used only on it. "The caching allocator is aware of only the
+stream where a tensor was allocated ... if a tensor is used on a stream different from the stream of origin,
+the allocator might reuse the memory unexpectedly" (PyTorch docs, torch.Tensor.record_stream), so device
+tensors are allocated with the runner's stream current; work on another stream must first `wait` on an event
+recorded after the last use (the docs' preferred alternative to record_stream).
+Host staging copies are checked, not cast: a feed of another dtype is a caller bug, not something to round.
 """
 
 from __future__ import annotations
@@ -37,12 +44,14 @@ class Stream(Protocol):
 
     def synchronize(self) -> None: ...
 
+    def wait(self, event: Event) -> None: ...  # later work on this stream waits for `event`
+
 
 class Buffer(Protocol):
     """One tensor's device memory plus a host staging copy of the same shape and dtype."""
 
     shape: tuple[int, ...]
-    dtype: np.dtype[Any]
+    dtype: np.dtype[Any]  # the host side's dtype (feeds and results); the device side may differ (BF16, FP8)
 
     @property
     def ptr(self) -> int: ...  # device address given to set_tensor_address
@@ -71,7 +80,8 @@ class Graph(Protocol):
 class DeviceLayer(Protocol):
     def info(self) -> DeviceInfo: ...
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Buffer: ...
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any], stream: Stream,
+                 device_dtype: str | None = None) -> Buffer: ...
 
     def stream(self) -> Stream: ...
 
@@ -91,20 +101,37 @@ class _TorchStream:
     def synchronize(self) -> None:
         self.raw.synchronize()
 
+    def wait(self, event: Event) -> None:
+        assert isinstance(event, _TorchEvent)
+        self.raw.wait_event(event.raw)
+
+
+def check_host_dtype(array: np.ndarray, buffer: Buffer) -> None:
+    """No silent casts: TensorRT reads the bytes it is given as the engine's type (execute_async_v3 takes raw
+    addresses), so a feed of another dtype must be converted by the caller, visibly."""
+    if array.dtype != buffer.dtype or tuple(array.shape) != tuple(buffer.shape):
+        raise TypeError(f"buffer holds {buffer.dtype}{list(buffer.shape)}, was given {array.dtype}"
+                        f"{list(array.shape)}; convert the feed first (deploykit never casts silently)")
+
 
 class _TorchBuffer:
-    def __init__(self, torch: Any, device: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+    def __init__(self, torch: Any, device: Any, shape: tuple[int, ...], dtype: np.dtype[Any], stream: Stream,
+                 device_dtype: str | None) -> None:
         self._torch = torch
-        self.shape, self.dtype = shape, dtype
-        torch_dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
-        self.device_tensor = torch.empty(shape, dtype=torch_dtype, device=device)
-        self.host_tensor = torch.empty(shape, dtype=torch_dtype, pin_memory=True)
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.stream = stream
+        host_dtype = torch.from_numpy(np.empty(0, dtype=self.dtype)).dtype
+        with torch.cuda.stream(_raw(stream)):  # the caching allocator ties the block to the runner's stream
+            self.device_tensor = torch.empty(shape, dtype=getattr(torch, device_dtype) if device_dtype
+                                             else host_dtype, device=device)
+        self.host_tensor = torch.empty(shape, dtype=host_dtype, pin_memory=True)
 
     @property
     def ptr(self) -> int:
         return int(self.device_tensor.data_ptr())
 
     def upload(self, array: np.ndarray, stream: Stream) -> None:
+        check_host_dtype(array, self)
         self.host_tensor.numpy()[...] = array
         with self._torch.cuda.stream(_raw(stream)):
             self.device_tensor.copy_(self.host_tensor, non_blocking=True)
@@ -176,8 +203,9 @@ class TorchCudaDevice:
         major, minor = self._torch.cuda.get_device_capability(index)
         return DeviceInfo(self._torch.cuda.get_device_name(index), (int(major), int(minor)), index)
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Buffer:
-        return _TorchBuffer(self._torch, self.device, shape, dtype)
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any], stream: Stream,
+                 device_dtype: str | None = None) -> Buffer:
+        return _TorchBuffer(self._torch, self.device, shape, dtype, stream, device_dtype)
 
     def stream(self) -> Stream:
         return _TorchStream(self._torch.cuda.Stream(device=self.device))

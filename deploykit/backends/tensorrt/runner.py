@@ -6,6 +6,12 @@ torch.cuda.Stream. Buffers are torch CUDA tensors (through deploykit.backends.te
 when a shape changes. With `cuda_graph=True`, the first run at a shape is the warm-up TensorRT asks for
 before capture; the next captures `execute_async_v3` into a CUDA graph and every later run at that shape
 replays it (a new shape recaptures).
+
+All TensorRT objects log to the process-wide logger (common.process_logger); each error message quotes what
+was logged since the call it reports on. I/O dtypes come from common.IO_TYPES, not `trt.nptype` (which raises
+TypeError on BF16/FP8/INT4/FP4): BF16 and FP8 tensors run on float32 feeds, other sub-byte types are refused
+when the engine is opened. Every buffer is allocated for the runner's one stream, and the stream is
+synchronized before any result is read (execute_async_v3 only enqueues).
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ import numpy as np
 
 from deploykit.backends.base import Runner, TensorSpec
 from deploykit.backends.tensorrt import device as trt_device
-from deploykit.backends.tensorrt.common import check_engine_compatibility, import_tensorrt, make_logger
+from deploykit.backends.tensorrt.common import (
+    IoType,
+    check_engine_compatibility,
+    import_tensorrt,
+    io_type,
+    process_logger,
+)
 from deploykit.backends.tensorrt.device import Buffer, DeviceLayer, Graph, Stream
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.outputs import sha256_file
@@ -52,6 +64,7 @@ class TensorRTRunner(Runner):
         self._stream: Stream | None = None
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
+        self._io_types: dict[str, IoType] = {}
         self._profile: dict[str, tuple[tuple[int, ...], ...]] = {}
         self._buffers: dict[str, Buffer] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -87,23 +100,24 @@ class TensorRTRunner(Runner):
         if self._engine is not None:
             return
         trt = self._trt = import_tensorrt()
-        self._logger = make_logger(trt)
+        logger = self._logger = process_logger(trt)
         self.device = self.device or trt_device.default_device()
+        mark = logger.mark()
         try:
-            runtime = trt.Runtime(self._logger)
+            runtime = trt.Runtime(logger)
         except Exception as exc:  # no CUDA driver: pybind11 raises from the constructor
             raise BackendUnavailable(f"TensorRT cannot create a runtime ({str(exc).splitlines()[0]}; "
-                                     f"{self._logger.said()})") from exc
+                                     f"{logger.said(mark)})") from exc
         if self.sidecar is not None and self.sidecar.build_options.get("version_compatible"):
             runtime.engine_host_code_allowed = True  # version-compatible plans carry their lean runtime
         self._runtime = runtime
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
-            raise BackendUnavailable(f"TensorRT {trt.__version__} could not load {self.path}: {self._logger.said()}; "
+            raise BackendUnavailable(f"TensorRT {trt.__version__} could not load {self.path}: {logger.said(mark)}; "
                                      "rebuild it on this machine with `deploykit build-engine --backend tensorrt`")
         context = engine.create_execution_context()
         if context is None:
-            raise BackendUnavailable(f"TensorRT could not create an execution context: {self._logger.said()}")
+            raise BackendUnavailable(f"TensorRT could not create an execution context: {logger.said(mark)}")
         self._engine, self._context = engine, context
         self._stream = self.device.stream()
         self._read_io()
@@ -113,8 +127,8 @@ class TensorRTRunner(Runner):
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             dims = tuple(int(d) for d in engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
-            spec = TensorSpec(name, tuple(d if d >= 0 else None for d in dims), dtype)
+            kind = self._io_types[name] = io_type(engine.get_tensor_dtype(name), name)
+            spec = TensorSpec(name, tuple(d if d >= 0 else None for d in dims), kind.host)
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 self._inputs.append(spec)
                 if any(d < 0 for d in dims):
@@ -129,7 +143,7 @@ class TensorRTRunner(Runner):
         self._shapes = {}
         self._warm = False
         self._context = self._engine = self._runtime = self._stream = None
-        self._inputs, self._outputs, self._profile = [], [], {}
+        self._inputs, self._outputs, self._profile, self._io_types = [], [], {}, {}
 
     # -- specs ---------------------------------------------------------------------------------------------------
     def input_specs(self) -> list[TensorSpec]:
@@ -169,10 +183,11 @@ class TensorRTRunner(Runner):
 
     def _bind(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Buffer]:
         """set_input_shape and set_tensor_address for this call; buffers are reallocated when a shape changes."""
-        context = self._context
+        context, mark = self._context, self._logger.mark()
         for name, shape in shapes.items():
             if not context.set_input_shape(name, shape):
-                raise InputError(f"TensorRT rejected shape {list(shape)} for input {name!r}: {self._logger.said()}")
+                raise InputError(f"TensorRT rejected shape {list(shape)} for input {name!r}: "
+                                 f"{self._logger.said(mark)}")
         all_shapes = dict(shapes)
         for spec in self._outputs:
             dims = tuple(int(d) for d in context.get_tensor_shape(spec.name))
@@ -181,16 +196,18 @@ class TensorRTRunner(Runner):
                                          "deploykit's TensorRT runner does not support")
             all_shapes[spec.name] = dims
         if all_shapes != self._shapes:
-            assert self.device is not None
-            dtypes = {s.name: np.dtype(s.dtype) for s in (*self._inputs, *self._outputs)}
-            self._buffers = {n: self.device.allocate(s, dtypes[n]) for n, s in all_shapes.items()}
+            assert self.device is not None and self._stream is not None
+            kinds = self._io_types
+            self._buffers = {n: self.device.allocate(s, np.dtype(kinds[n].host), self._stream, kinds[n].device)
+                             for n, s in all_shapes.items()}
             self._shapes, self._warm, self._graph = all_shapes, False, None
         for name, buffer in self._buffers.items():
             if not context.set_tensor_address(name, buffer.ptr):
-                raise BackendUnavailable(f"TensorRT rejected the address of {name!r}: {self._logger.said()}")
+                raise BackendUnavailable(f"TensorRT rejected the address of {name!r}: {self._logger.said(mark)}")
         return self._buffers
 
     def _enqueue(self, stream: Stream) -> None:
+        mark = self._logger.mark()
         if self._graph is not None:
             self._graph.replay(stream)
             return
@@ -201,15 +218,17 @@ class TensorRTRunner(Runner):
                 with graph.capture(stream):
                     captured = self._context.execute_async_v3(stream.handle)
             except RuntimeError as exc:  # torch raises when the capture is invalidated (uncapturable layers)
-                captured, self._logger.errors = False, [*self._logger.errors, str(exc).splitlines()[0]]
+                captured = False
+                self._logger.note(str(exc).splitlines()[0])
             if not captured:
-                raise BackendUnavailable(f"this engine cannot be captured in a CUDA graph ({self._logger.said()}); "
+                raise BackendUnavailable(f"this engine cannot be captured in a CUDA graph "
+                                         f"({self._logger.said(mark)}); "
                                          "run it without CUDA graphs (no --cuda-graph)")
             self._graph = graph
             graph.replay(stream)
             return
         if not self._context.execute_async_v3(stream.handle):
-            raise BackendUnavailable(f"TensorRT failed to run {self.path.name}: {self._logger.said()}")
+            raise BackendUnavailable(f"TensorRT failed to run {self.path.name}: {self._logger.said(mark)}")
         self._warm = True
 
     def _run(self, feed: Mapping[str, np.ndarray], *, timed: bool = False) -> tuple[dict[str, np.ndarray], Timings]:

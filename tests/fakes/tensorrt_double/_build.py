@@ -1,9 +1,15 @@
 """The double's Builder, IBuilderConfig, IOptimizationProfile, ITimingCache and IHostMemory.
 
-"Building" validates what a real build needs (a parsed network, a profile for every dynamic input that matches
-its fixed dimensions, no precision flags on a strongly typed network, an optimization level 0-5, Ampere+
-compatibility only on an Ampere+ GPU) and serialises a plan: a header (versions, GPU, flags, profile, I/O)
-plus the ONNX, which the double's runtime executes with ONNX Runtime.
+"Building" validates what a real build needs and serialises a plan: a header (versions, GPU, flags, profile,
+profiling verbosity) plus the ONNX, which the double's runtime executes with ONNX Runtime. Rules and sources:
+- a parsed network with outputs ("Network must have at least one output", TensorRT's builder error);
+- an optimization profile for every dynamic input, matching its fixed dimensions (Developer Guide, "Working
+  with Dynamic Shapes": dynamic inputs need at least one profile);
+- no precision flags on a strongly typed network (Developer Guide, "Strongly Typed Networks": builder precision
+  flags are not allowed; 11.x removes them, "Migrating from TensorRT 10.x to 11.x");
+- builder_optimization_level 0-5 (IBuilderConfig docs); AMPERE_PLUS only on compute capability 8.0+
+  ("Hardware Compatibility");
+- ProfilingVerbosity defaults to LAYER_NAMES_ONLY (EngineInspector docs), recorded for the inspector.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class IBuilderConfigBase(Base):
         self.hardware_compatibility_level = self.trt.HardwareCompatibilityLevel.NONE
         self.profiles: list[IOptimizationProfile] = []
         self._cache: ITimingCache | None = None
+        # ProfilingVerbosity defaults to LAYER_NAMES_ONLY (IBuilderConfig docs): the inspector then lists names.
+        self.profiling_verbosity = self.trt.ProfilingVerbosity.LAYER_NAMES_ONLY
 
     @property
     def builder_optimization_level(self) -> int:
@@ -150,9 +158,8 @@ def _device_key(state: Any) -> str:
 
 class BuilderBase(Base):
     def __init__(self, logger: Any) -> None:
-        self.require_logger(logger)
-        self.require_gpu(logger)
-        self.logger = logger
+        self.logger = self.adopt_logger(logger)
+        self.require_gpu(self.logger)
 
     def create_network(self, flags: int = 0) -> INetworkDefinition | None:
         valid = 0
@@ -185,6 +192,7 @@ class BuilderBase(Base):
             "version_compatible": config.get_flag(self.trt.BuilderFlag.VERSION_COMPATIBLE),
             "hardware": config.hardware_compatibility_level.name,
             "profile": {k: [list(s) for s in v] for k, v in profile.items()},
+            "profiling_verbosity": config.profiling_verbosity.name,
         }
         self.state.builds.append({
             **header, "flags": config.flags, "strongly_typed": network.strongly_typed,

@@ -50,7 +50,9 @@ def make_enums(profile: str) -> dict[str, Any]:
                                             ["NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY"], profile),
         "TensorIOMode": _enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"], profile),
         "DataType": _enum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8", "BF16", "INT64",
-                                       "INT4", "FP4"], profile),
+                                       "INT4", "FP4", "E8M0"], profile),
+        "ProfilingVerbosity": _enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"], profile),
+        "LayerInformationFormat": _enum("LayerInformationFormat", ["ONELINE", "JSON"], profile),
         "ErrorCode": _enum("ErrorCode", ["SUCCESS", "INTERNAL_ERROR", "MEM_ALLOC_FAILED", "MODEL_DESERIALIZE_FAILED",
                                          "INVALID_VALUE", "INVALID_GRAPH", "INVALID_NODE", "UNSUPPORTED_GRAPH",
                                          "UNSUPPORTED_NODE", "UNSUPPORTED_NODE_ATTR", "UNSUPPORTED_NODE_INPUT",
@@ -64,7 +66,9 @@ NUMPY_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32"
 
 
 def nptype(dtype: Any) -> type:
-    """tensorrt.nptype: the numpy type of a tensorrt.DataType."""
+    """tensorrt.nptype: the numpy type of a tensorrt.DataType; like the 10.x bindings' tensorrt/__init__.py it
+    knows FLOAT, HALF, INT8, INT32, INT64, BOOL, UINT8 ("fp8 and bfloat16 have no equivalent numpy type") and
+    raises TypeError for BF16, FP8, INT4, FP4 and E8M0."""
     try:
         return NUMPY_TYPES[dtype.name]  # type: ignore[return-value]
     except KeyError:

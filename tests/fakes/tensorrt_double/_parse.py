@@ -3,8 +3,11 @@
 "Parsing" checks the ONNX with onnx.checker and rejects, with the parser's error codes and the failing node's
 name, a few things TensorRT's parser is documented to reject (onnx-tensorrt operators.md): opsets outside
 9-24, unsupported operators (MaxUnpool, ...), MaxPool's Indices output, Resize modes other than
-nearest/linear, non-zero Q/DQ zero points and non-standard domains. It is written independently of
-deploykit's lint, so the two check each other.
+nearest/linear, non-zero Q/DQ zero points, UINT8 Q/DQ (operators.md, TensorRT 10.15: DequantizeLinear takes
+"INT8, FP8, FP4, INT4"; "UINT8 is only supported as network input or output tensor types"), DOUBLE graph
+inputs and outputs (the parser's "Unsupported ONNX data type: DOUBLE (11)"; only double *weights* are cast
+down, onnx-tensorrt#674) and non-standard domains. It is written independently of deploykit's lint, so the
+two check each other.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ UNSUPPORTED = {"MaxUnpool", "MaxRoiPool", "QLinearConv", "QLinearMatMul", "ConvI
                "ConcatFromSequence", "Det", "DFT", "Compress", "Multinomial", "TfIdfVectorizer", "StringNormalizer"}
 ONNX_TO_TRT = {TensorProto.FLOAT: "FLOAT", TensorProto.FLOAT16: "HALF", TensorProto.INT64: "INT64",
                TensorProto.INT32: "INT32", TensorProto.INT8: "INT8", TensorProto.UINT8: "UINT8",
-               TensorProto.BOOL: "BOOL", TensorProto.BFLOAT16: "BF16", TensorProto.DOUBLE: "FLOAT"}
+               TensorProto.BOOL: "BOOL", TensorProto.BFLOAT16: "BF16", TensorProto.FLOAT8E4M3FN: "FP8",
+               TensorProto.INT4: "INT4", TensorProto.FLOAT4E2M1: "FP4"}
 
 
 class ITensor(Base):
@@ -97,8 +101,7 @@ class ParserError(Base):
 
 class OnnxParserBase(Base):
     def __init__(self, network: INetworkDefinition, logger: Any) -> None:
-        self.require_logger(logger)
-        self.network, self.logger = network, logger
+        self.network, self.logger = network, self.adopt_logger(logger)
         self._errors: list[ParserError] = []
 
     @property
@@ -145,7 +148,10 @@ class OnnxParserBase(Base):
         if not 9 <= opset <= 24:
             return [ParserError(codes.UNSUPPORTED_GRAPH, f"Unsupported ONNX opset {opset}; supported 9 to 24")]
         constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-        errors = []
+        errors = [ParserError(codes.UNSUPPORTED_GRAPH, f"Unsupported ONNX data type: DOUBLE (11) for graph I/O "
+                                                       f"tensor {v.name}", -1, v.name, "")
+                  for v in (*proto.graph.input, *proto.graph.output)
+                  if v.type.tensor_type.elem_type == TensorProto.DOUBLE and v.name not in constants]
         for index, node in enumerate(proto.graph.node):
             problem = self._node_problem(node, constants)
             if problem is not None:
@@ -164,8 +170,14 @@ class OnnxParserBase(Base):
             return "UNSUPPORTED_NODE", "TensorRT does not support the indices output in MaxPool"
         if node.op_type == "Resize" and attrs.get("mode", b"nearest") not in (b"nearest", b"linear"):
             return "UNSUPPORTED_NODE_ATTR", f"Unsupported resize mode: {attrs['mode'].decode()}"
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
-            zero = constants.get(node.input[2])
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            data = constants.get(node.input[0])
+            # ONNX: QuantizeLinear without a zero point (or output_dtype) quantizes to UINT8.
+            unsigned = (zero is not None and zero.dtype == np.uint8) or (data is not None and data.dtype == np.uint8) \
+                or (node.op_type == "QuantizeLinear" and zero is None and attrs.get("output_dtype", 2) == 2)
+            if unsigned:
+                return "UNSUPPORTED_NODE_DATATYPE", f"{node.op_type} with UINT8 data: TensorRT quantizes to INT8/FP8"
             if zero is not None and np.any(zero != 0):
                 return "INVALID_NODE", "TensorRT only supports symmetric quantization: zero point must be 0"
         return None

@@ -4,7 +4,11 @@ Runtime on the fake device memory (tests/fakes/device.py).
 Deserialisation enforces what NVIDIA documents: same TensorRT version unless version-compatible (which also
 needs `engine_host_code_allowed`), same compute capability unless built AMPERE_PLUS (then 8.0+).
 Execution enforces the documented contract of execute_async_v3: every input shape set (within the profile)
-and every I/O address set, on a stream; under a CUDA-graph capture on that stream it records instead of runs.
+and every I/O address set, on a stream. It only enqueues: the work runs when the stream is synchronized
+(tests/fakes/device.py), and under a CUDA-graph capture it is recorded instead. Stricter than TensorRT, which
+reads raw bytes: an address whose buffer is not of the engine's dtype, too small, or owned by another stream
+with no event between them is refused, since on a GPU it would be a silent reinterpretation or a race.
+`create_engine_inspector` returns the double's IEngineInspector (_inspect.py).
 """
 
 from __future__ import annotations
@@ -27,9 +31,8 @@ def _version(text: str) -> tuple[int, ...]:
 
 class RuntimeBase(Base):
     def __init__(self, logger: Any) -> None:
-        self.require_logger(logger)
-        self.require_gpu(logger)
-        self.logger = logger
+        self.logger = self.adopt_logger(logger)
+        self.require_gpu(self.logger)
         self.engine_host_code_allowed = False
 
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngineBase | None:
@@ -125,6 +128,11 @@ class ICudaEngineBase(Base):
     def create_execution_context(self) -> IExecutionContext:
         return self.trt.IExecutionContext(self)  # type: ignore[no-any-return]
 
+    def create_engine_inspector(self) -> Any:
+        from tests.fakes.tensorrt_double._inspect import EngineInspector
+
+        return EngineInspector(self)
+
     def session(self) -> ort.InferenceSession:
         if self._session is None:
             options = ort.SessionOptions()
@@ -205,12 +213,31 @@ class IExecutionContext(Base):
                 return self._log(f"enqueueV3: the shape of input tensor {name} is not specified")
             if name not in self.addresses:
                 return self._log(f"enqueueV3: Neither address nor allocator is set for tensor {name}")
-        run = self._bound_run()
-        if stream_handle in memory.capturing:
-            memory.capturing[stream_handle].append(run)
-        else:
-            run()
+            problem = self._buffer_problem(name, dims, stream_handle)
+            if problem:
+                return self._log(f"enqueueV3: {problem}")
+        memory.submit(stream_handle, self._bound_run())
         return True
+
+    def _buffer_problem(self, name: str, dims: tuple[int, ...], stream_handle: int) -> str:
+        memory, address = self.state.memory, self.addresses[name]
+        if address not in memory.arrays:
+            return f"the address of {name} ({address:#x}) is not device memory"
+        array, dtype = memory.arrays[address], self.engine._entry(name)[3]
+        try:
+            want = np.dtype(nptype(dtype))
+        except TypeError:
+            want = None  # BF16/FP8: the fake stores these in the host type
+        if want is not None and array.dtype != want:
+            return f"{name} is {dtype.name} in the engine but its buffer holds {array.dtype} (no casts)"
+        shape = self.shapes.get(name) if name in self.shapes else self.get_tensor_shape(name)
+        if array.size < int(np.prod(shape)):
+            return f"the buffer of {name} holds {array.size} elements, {int(np.prod(shape))} needed"
+        try:
+            memory.check_owner(address, stream_handle, f"the buffer of {name}")
+        except RuntimeError as exc:
+            return str(exc)
+        return ""
 
     def _bound_run(self) -> Any:
         """The work of one enqueue with today's shapes and addresses (a CUDA graph keeps exactly these)."""
@@ -221,10 +248,10 @@ class IExecutionContext(Base):
 
         def run() -> None:
             feed = {}
-            for name, _, dims, dtype in inputs:
+            for name, _, dims, _dtype in inputs:
                 shape = shapes.get(name, dims)
                 array = memory.array(addresses[name])
-                feed[name] = array.reshape(-1)[:int(np.prod(shape))].reshape(shape).astype(nptype(dtype), copy=False)
+                feed[name] = array.reshape(-1)[:int(np.prod(shape))].reshape(shape)
             results = engine.session().run([e[0] for e in outputs], feed)
             for (name, _, _, _), result in zip(outputs, results, strict=True):
                 target = memory.array(addresses[name])

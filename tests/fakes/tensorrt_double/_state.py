@@ -31,6 +31,7 @@ class DoubleState:
     builds: list[dict[str, Any]] = field(default_factory=list)  # what each build_serialized_network was given
     timing_cache_hits: int = 0
     deprecated_calls: list[str] = field(default_factory=list)
+    logger: Any = None  # the first logger any Builder/Runtime/OnnxParser was given: the one TensorRT keeps
 
 
 class Base:
@@ -40,11 +41,24 @@ class Base:
     state: DoubleState
 
     def require_logger(self, logger: Any) -> None:
-        # pybind11 refuses an ILogger subclass whose __init__ did not call ILogger.__init__.
+        # pybind11 refuses an ILogger subclass whose __init__ did not call ILogger.__init__ (TensorRT Python API,
+        # ILogger: "ensure that you explicitly instantiate the base class in __init__()").
         if not getattr(logger, "_ilogger_initialised", False):
             raise TypeError("tensorrt.ILogger.__init__() must be called when overriding __init__")
 
+    def adopt_logger(self, logger: Any) -> Any:
+        """Rule: one logger per process, the first one given. TensorRT's Logger docs: "the logger is internally
+        considered a singleton, and thus multiple instances of Runtime and/or Builder must all use the same
+        logger" (Python API 7.2-8.x; deploykit/shared notes: later loggers receive nothing). So a second
+        logger passed here is ignored and every message goes to the first."""
+        self.require_logger(logger)
+        if self.state.logger is None:
+            self.state.logger = logger
+        return self.state.logger
+
     def require_gpu(self, logger: Any) -> None:
+        # Without a CUDA driver `import tensorrt` works and the constructors fail as below (shared notes,
+        # checked against the 10.x/11.x bindings: "CUDA initialization failure", then pybind11's nullptr error).
         if self.state.gpu is None:
             logger.log(Severity.ERROR, "CUDA initialization failure with error: 35. Please check your CUDA "
                                        "installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux")
