@@ -1,0 +1,514 @@
+"""Other repositories' module structures, written for the tests from what their code builds.
+
+Each class reproduces the module tree (hence the state_dict key names), the layer order, padding, dilation and
+resize modes of one repository's model, so deploykit's checkpoint formats are checked against the structure
+that saved the checkpoint rather than against deploykit's own renaming. No code is copied; each class names the
+file it describes. `ch` scales channel counts (identity at full size) so the VGG models stay small in tests.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Ch = Callable[[int], int]
+
+
+def full(c: int) -> int:
+    return c
+
+
+def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights everywhere and non-trivial BatchNorm statistics, so a mis-mapped tensor shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                fan_in = m.weight[0].numel() if not isinstance(m, nn.ConvTranspose2d) else m.weight.shape[0]
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.05)
+    return module.eval()
+
+
+def conv_bn(cin: int, cout: int, k: int, *, stride: int = 1, padding: int = 0, dilation: int = 1,
+            groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, padding, dilation=dilation, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+# --- torchvision/models/resnet.py -----------------------------------------------------------------------------
+
+class TvBottleneck(nn.Module):
+    """conv1 1x1, conv2 3x3 (stride here, padding = dilation), conv3 1x1 x4, optional downsample (conv, BN)."""
+
+    def __init__(self, cin: int, planes: int, stride: int, dilation: int, downsample: nn.Module | None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential | None:
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
+class TvResNet(nn.Module):
+    """torchvision ResNet; replace_stride_with_dilation turns a stage's stride into dilation, the stage's
+    first block keeping the previous rate."""
+
+    def __init__(self, layers: Sequence[int], dilate: Sequence[bool] = (False, False, False)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin, dilation = 64, 1
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+            stride = 1 if i == 0 else 2
+            previous = dilation
+            if i > 0 and dilate[i - 1]:
+                dilation, stride = dilation * stride, 1
+            blocks = [TvBottleneck(cin, planes, stride, previous, _downsample(cin, planes * 4, stride))]
+            blocks += [TvBottleneck(planes * 4, planes, 1, dilation, None) for _ in range(1, n)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            cin = planes * 4
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2048, 1000)
+
+
+class IntermediateLayers(nn.ModuleDict):
+    """torchvision's IntermediateLayerGetter (VainF copies it): the children up to the last returned one, run
+    in order; a dict of the returned ones."""
+
+    def __init__(self, model: nn.Module, returned: dict[str, str]) -> None:
+        children: OrderedDict[str, nn.Module] = OrderedDict()
+        wanted = set(returned)
+        for name, child in model.named_children():
+            children[name] = child
+            wanted.discard(name)
+            if not wanted:
+                break
+        super().__init__(children)
+        self.returned = returned
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, child in self.items():
+            x = child(x)
+            if name in self.returned:
+                out[self.returned[name]] = x
+        return out
+
+
+# --- VainF/DeepLabV3Plus-Pytorch: network/backbone/mobilenetv2.py, network/_deeplab.py, network/modeling.py ---
+
+def vainf_fixed_padding(dilation: int) -> tuple[int, int, int, int]:
+    pad = 2 * dilation  # effective 3x3 kernel size minus one
+    return (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)
+
+
+class VainfInvertedResidual(nn.Module):
+    """conv = [ConvBNReLU 1x1 (when expanding),] ConvBNReLU 3x3 depthwise (padding 0), Conv 1x1, BN; the block
+    input is zero-padded (fixed_padding) before everything."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dilation: int, t: int) -> None:
+        super().__init__()
+        hidden = cin * t
+        layers: list[nn.Module] = [conv_bn(cin, hidden, 1, act=nn.ReLU6)] if t != 1 else []
+        layers += [conv_bn(hidden, hidden, 3, stride=stride, dilation=dilation, groups=hidden, act=nn.ReLU6),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+        self.input_padding = vainf_fixed_padding(dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(F.pad(x, self.input_padding))
+        return x + out if self.residual else out
+
+
+MOBILENET_V2_PLAN = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                     (6, 320, 1, 1))
+
+
+def vainf_mobilenet_features(output_stride: int) -> nn.Sequential:
+    """MobileNetV2.features: stem ConvBNReLU (padding 0!), 17 inverted residuals, the 1280-channel 1x1 conv.
+    Once the output stride is reached a stage's stride becomes dilation; its first block keeps the old rate."""
+    features: list[nn.Module] = [conv_bn(3, 32, 3, stride=2, act=nn.ReLU6)]
+    cin, current, dilation = 32, 2, 1
+    for t, c, n, s in MOBILENET_V2_PLAN:
+        previous = dilation
+        if current == output_stride:
+            stride, dilation = 1, dilation * s
+        else:
+            stride, current = s, current * s
+        for i in range(n):
+            features.append(VainfInvertedResidual(cin, c, stride if i == 0 else 1, previous if i == 0 else dilation, t))
+            cin = c
+    features.append(conv_bn(cin, 1280, 1, act=nn.ReLU6))
+    return nn.Sequential(*features)
+
+
+class VainfMobileNetBackbone(nn.Module):
+    """_segm_mobilenet: low_level_features = features[0:4], high_level_features = features[4:-1]; features and
+    classifier set to None (so absent from the state_dict). Slicing keeps the children's names 0-3 and 4-17."""
+
+    def __init__(self, output_stride: int) -> None:
+        super().__init__()
+        features = vainf_mobilenet_features(output_stride)
+        self.low_level_features = features[0:4]
+        self.high_level_features = features[4:-1]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        low = self.low_level_features(x)
+        return {"low_level": low, "out": self.high_level_features(low)}
+
+
+class VainfASPPPooling(nn.Sequential):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class VainfASPP(nn.Module):
+    """convs: [1x1 Seq(conv, BN, ReLU), 3 x ASPPConv Seq(conv 3x3 dilated, BN, ReLU), ASPPPooling Seq(pool,
+    conv, BN, ReLU)]; project Seq(conv 1x1, BN, ReLU, Dropout)."""
+
+    def __init__(self, cin: int, rates: Sequence[int]) -> None:
+        super().__init__()
+        branches: list[nn.Module] = [conv_bn(cin, 256, 1)]
+        branches += [conv_bn(cin, 256, 3, padding=r, dilation=r) for r in rates]
+        branches.append(VainfASPPPooling(nn.AdaptiveAvgPool2d(1), *conv_bn(cin, 256, 1)))
+        self.convs = nn.ModuleList(branches)
+        self.project = nn.Sequential(*conv_bn(5 * 256, 256, 1), nn.Dropout(0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
+
+
+class VainfHeadV3Plus(nn.Module):
+    """DeepLabHeadV3Plus: project (low-level -> 48), aspp, classifier Seq(conv 3x3 304->256, BN, ReLU, conv 1x1);
+    concat [low-level, ASPP]; align_corners=False."""
+
+    def __init__(self, cin: int, low_channels: int, num_classes: int, rates: Sequence[int]) -> None:
+        super().__init__()
+        self.project = conv_bn(low_channels, 48, 1)
+        self.aspp = VainfASPP(cin, rates)
+        self.classifier = nn.Sequential(*conv_bn(304, 256, 3, padding=1), nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        low = self.project(features["low_level"])
+        out = F.interpolate(self.aspp(features["out"]), size=low.shape[2:], mode="bilinear", align_corners=False)
+        return self.classifier(torch.cat([low, out], dim=1))
+
+
+class VainfDeepLab(nn.Module):
+    """modeling.deeplabv3plus_{mobilenet,resnet50,resnet101}: backbone + DeepLabHeadV3Plus, logits resized to
+    the input with align_corners=False."""
+
+    def __init__(self, backbone: str, num_classes: int = 21, output_stride: int = 16) -> None:
+        super().__init__()
+        rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+        self.backbone: nn.Module
+        if backbone == "mobilenet":
+            self.backbone = VainfMobileNetBackbone(output_stride)
+            self.classifier = VainfHeadV3Plus(320, 24, num_classes, rates)
+        else:
+            dilate = (False, False, True) if output_stride == 16 else (False, True, True)
+            resnet = TvResNet({"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}[backbone], dilate)
+            self.backbone = IntermediateLayers(resnet, {"layer4": "out", "layer1": "low_level"})
+            self.classifier = VainfHeadV3Plus(2048, 256, num_classes, rates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.classifier(self.backbone(x))
+        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# --- jfzhang95/pytorch-deeplab-xception: modeling/backbone/resnet.py, aspp.py, decoder.py, deeplab.py ----------
+
+class JfResNet(nn.Module):
+    """ResNet-101 with strides/dilations per output stride (16: (1,2,2,1)/(1,1,1,2)) and a multi-grid layer4
+    of three blocks at rates (1, 2, 4) x the stage rate; Bottleneck keys as torchvision's. Returns (x, layer1)."""
+
+    def __init__(self, output_stride: int = 16) -> None:
+        super().__init__()
+        strides, dilations = ((1, 2, 2, 1), (1, 1, 1, 2)) if output_stride == 16 else ((1, 2, 1, 1), (1, 1, 2, 4))
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (planes, n) in enumerate(zip((64, 128, 256), (3, 4, 23), strict=True)):
+            s, d = strides[i], dilations[i]
+            blocks = [TvBottleneck(cin, planes, s, d, _downsample(cin, planes * 4, s))]
+            blocks += [TvBottleneck(planes * 4, planes, 1, d, None) for _ in range(1, n)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            cin = planes * 4
+        s, d = strides[3], dilations[3]
+        self.layer4 = nn.Sequential(TvBottleneck(cin, 512, s, d, _downsample(cin, 2048, s)),
+                                    *(TvBottleneck(2048, 512, 1, g * d, None) for g in (2, 4)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        return self.layer4(self.layer3(self.layer2(low))), low
+
+
+class JfASPPModule(nn.Module):
+    def __init__(self, cin: int, k: int, rate: int) -> None:
+        super().__init__()
+        self.atrous_conv = nn.Conv2d(cin, 256, k, padding=0 if k == 1 else rate, dilation=rate, bias=False)
+        self.bn = nn.BatchNorm2d(256)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.atrous_conv(x)))
+
+
+class JfASPP(nn.Module):
+    """aspp1 (1x1), aspp2-4 (3x3 at 6/12/18), global_avg_pool Seq(pool, conv, BN, ReLU) resized with
+    align_corners=True, conv1 + bn1 + relu + dropout."""
+
+    def __init__(self, cin: int = 2048) -> None:
+        super().__init__()
+        self.aspp1 = JfASPPModule(cin, 1, 1)
+        self.aspp2, self.aspp3, self.aspp4 = (JfASPPModule(cin, 3, r) for r in (6, 12, 18))
+        self.global_avg_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_bn(cin, 256, 1))
+        self.conv1 = nn.Conv2d(1280, 256, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(256)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.interpolate(self.global_avg_pool(x), size=x.shape[2:], mode="bilinear", align_corners=True)
+        parts = [self.aspp1(x), self.aspp2(x), self.aspp3(x), self.aspp4(x), pooled]
+        return self.dropout(self.relu(self.bn1(self.conv1(torch.cat(parts, dim=1)))))
+
+
+class JfDecoder(nn.Module):
+    """conv1/bn1 (low-level -> 48), last_conv = conv, BN, ReLU, Dropout, conv, BN, ReLU, Dropout, conv 1x1;
+    concat [ASPP resized (align_corners=True), low-level]."""
+
+    def __init__(self, num_classes: int, low_channels: int = 256) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(low_channels, 48, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(48)
+        self.relu = nn.ReLU()
+        self.last_conv = nn.Sequential(*conv_bn(304, 256, 3, padding=1), nn.Dropout(0.5),
+                                       *conv_bn(256, 256, 3, padding=1), nn.Dropout(0.1),
+                                       nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        low = self.relu(self.bn1(self.conv1(low)))
+        x = F.interpolate(x, size=low.shape[2:], mode="bilinear", align_corners=True)
+        return self.last_conv(torch.cat([x, low], dim=1))
+
+
+class JfDeepLab(nn.Module):
+    """DeepLab(backbone='resnet'): backbone, aspp, decoder; logits resized with align_corners=True."""
+
+    def __init__(self, num_classes: int = 21, output_stride: int = 16) -> None:
+        super().__init__()
+        self.backbone = JfResNet(output_stride)
+        self.aspp = JfASPP()
+        self.decoder = JfDecoder(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, low = self.backbone(x)
+        out = self.decoder(self.aspp(features), low)
+        return F.interpolate(out, size=x.shape[2:], mode="bilinear", align_corners=True)
+
+
+# --- torchvision/models/mobilenetv2.py, vgg.py --------------------------------------------------------------
+
+class TvInvertedResidual(nn.Module):
+    """conv = [Conv2dNormActivation 1x1,] Conv2dNormActivation 3x3 depthwise (padding 1), Conv 1x1, BN."""
+
+    def __init__(self, cin: int, cout: int, stride: int, t: int) -> None:
+        super().__init__()
+        hidden = cin * t
+        layers: list[nn.Module] = [conv_bn(cin, hidden, 1, act=nn.ReLU6)] if t != 1 else []
+        layers += [conv_bn(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, act=nn.ReLU6),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class TvMobileNetV2(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        features: list[nn.Module] = [conv_bn(3, 32, 3, stride=2, padding=1, act=nn.ReLU6)]
+        cin = 32
+        for t, c, n, s in MOBILENET_V2_PLAN:
+            for i in range(n):
+                features.append(TvInvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        features.append(conv_bn(cin, 1280, 1, act=nn.ReLU6))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
+
+
+VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class TvVGG16(nn.Module):
+    """features: conv 3x3 pad 1, [BN,] ReLU per layer, MaxPool 2x2 after each stage; classifier: Linear(C*7*7,
+    4096), ReLU, Dropout, Linear(4096, 4096), ReLU, Dropout, Linear(4096, 1000)."""
+
+    def __init__(self, *, batch_norm: bool = False, ch: Ch = full, fc: int = 4096, kernel: int = 7) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            assert isinstance(v, int)
+            layers.append(nn.Conv2d(cin, ch(v), 3, padding=1))
+            layers += [nn.BatchNorm2d(ch(v)), nn.ReLU()] if batch_norm else [nn.ReLU()]
+            cin = ch(v)
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(kernel)
+        self.classifier = nn.Sequential(nn.Linear(cin * kernel * kernel, fc), nn.ReLU(), nn.Dropout(),
+                                        nn.Linear(fc, fc), nn.ReLU(), nn.Dropout(), nn.Linear(fc, 1000))
+
+
+# --- wkentaro/pytorch-fcn: torchfcn/models/fcn8s.py -----------------------------------------------------------
+
+class WkentaroFCN8s(nn.Module):
+    """conv1_1 padded 100, every conv a bare Conv2d with its own ReLU (relu1_1 ...), MaxPool2d(2, 2,
+    ceil_mode=True) pool1-5, fc6 Conv 7x7 valid, fc7 1x1, score_fr, score_pool3/4, ConvTranspose2d upscore2
+    (4, s2), upscore_pool4 (4, s2), upscore8 (16, s8) without bias; crops 5, 9, 31."""
+
+    def __init__(self, n_class: int = 21, ch: Ch = full) -> None:
+        super().__init__()
+        cin, block = 3, 1
+        for v in VGG16:
+            if v == "M":
+                setattr(self, f"pool{block}", nn.MaxPool2d(2, 2, ceil_mode=True))
+                block += 1
+                continue
+            assert isinstance(v, int)
+            name = f"{block}_{sum(1 for n in self._modules if n.startswith(f'conv{block}_')) + 1}"
+            setattr(self, f"conv{name}", nn.Conv2d(cin, ch(v), 3, padding=100 if name == "1_1" else 1))
+            setattr(self, f"relu{name}", nn.ReLU())
+            cin = ch(v)
+        self.fc6 = nn.Conv2d(cin, ch(4096), 7)
+        self.relu6, self.drop6 = nn.ReLU(), nn.Dropout2d()
+        self.fc7 = nn.Conv2d(ch(4096), ch(4096), 1)
+        self.relu7, self.drop7 = nn.ReLU(), nn.Dropout2d()
+        self.score_fr = nn.Conv2d(ch(4096), n_class, 1)
+        self.score_pool3 = nn.Conv2d(ch(256), n_class, 1)
+        self.score_pool4 = nn.Conv2d(ch(512), n_class, 1)
+        self.upscore2 = nn.ConvTranspose2d(n_class, n_class, 4, stride=2, bias=False)
+        self.upscore8 = nn.ConvTranspose2d(n_class, n_class, 16, stride=8, bias=False)
+        self.upscore_pool4 = nn.ConvTranspose2d(n_class, n_class, 4, stride=2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, pools = x, {}
+        for block, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True):
+            for i in range(1, n + 1):
+                h = getattr(self, f"relu{block}_{i}")(getattr(self, f"conv{block}_{i}")(h))
+            h = getattr(self, f"pool{block}")(h)
+            pools[block] = h
+        h = self.drop7(self.relu7(self.fc7(self.drop6(self.relu6(self.fc6(h))))))
+        up2 = self.upscore2(self.score_fr(h))
+        h = up2 + self.score_pool4(pools[4])[:, :, 5:5 + up2.shape[2], 5:5 + up2.shape[3]]
+        up4 = self.upscore_pool4(h)
+        h = up4 + self.score_pool3(pools[3])[:, :, 9:9 + up4.shape[2], 9:9 + up4.shape[3]]
+        return self.upscore8(h)[:, :, 31:31 + x.shape[2], 31:31 + x.shape[3]]
+
+
+# --- khawkins98/foveacast-training: src/foveacast_training/msinet.py ------------------------------------------
+
+FOVEACAST_MEAN = (103.939, 116.779, 123.68)
+
+
+def tf1_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """TF1 resize_bilinear (align_corners=False, half_pixel_centers=False): source = dest * in/out, clamped."""
+    h, w = x.shape[-2:]
+    sy = torch.arange(out_h, dtype=x.dtype) * (h / out_h)
+    sx = torch.arange(out_w, dtype=x.dtype) * (w / out_w)
+    y0, x0 = sy.floor().long().clamp(0, h - 1), sx.floor().long().clamp(0, w - 1)
+    y1, x1 = (y0 + 1).clamp(0, h - 1), (x0 + 1).clamp(0, w - 1)
+    dy, dx = (sy - y0).view(-1, 1), (sx - x0).view(1, -1)
+    top = x[..., y0[:, None], x0[None, :]] * (1 - dx) + x[..., y0[:, None], x1[None, :]] * dx
+    bottom = x[..., y1[:, None], x0[None, :]] * (1 - dx) + x[..., y1[:, None], x1[None, :]] * dx
+    return top * (1 - dy) + bottom * dy
+
+
+class FoveacastMSINet(nn.Module):
+    """Bare Conv2d attributes conv1_1 ... conv5_3 (conv5 dilated 2), aspp_b1-b5, aspp_proj, decoder_conv1-4;
+    the mean is subtracted inside forward; pool4/pool5 2x2 stride 1 after a right/bottom zero pad; per-image
+    min-max output."""
+
+    def __init__(self, ch: Ch = full) -> None:
+        super().__init__()
+        cin, block = 3, 1
+        for v in VGG16[:-1]:
+            if v == "M":
+                block += 1
+                continue
+            assert isinstance(v, int)
+            i = sum(1 for n in self._modules if n.startswith(f"conv{block}_")) + 1
+            rate = 2 if block == 5 else 1
+            setattr(self, f"conv{block}_{i}", nn.Conv2d(cin, ch(v), 3, padding=rate, dilation=rate))
+            cin = ch(v)
+        enc, a = ch(256) + 2 * ch(512), ch(256)
+        self.aspp_b1 = nn.Conv2d(enc, a, 1)
+        self.aspp_b2, self.aspp_b3, self.aspp_b4 = (nn.Conv2d(enc, a, 3, padding=r, dilation=r) for r in (4, 8, 12))
+        self.aspp_b5 = nn.Conv2d(enc, a, 1)
+        self.aspp_proj = nn.Conv2d(5 * a, a, 1)
+        self.decoder_conv1 = nn.Conv2d(a, ch(128), 3, padding=1)
+        self.decoder_conv2 = nn.Conv2d(ch(128), ch(64), 3, padding=1)
+        self.decoder_conv3 = nn.Conv2d(ch(64), ch(32), 3, padding=1)
+        self.decoder_conv4 = nn.Conv2d(ch(32), 1, 3, padding=1)
+
+    def _block(self, x: torch.Tensor, block: int, n: int) -> torch.Tensor:
+        for i in range(1, n + 1):
+            x = F.relu(getattr(self, f"conv{block}_{i}")(x))
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images - torch.tensor(FOVEACAST_MEAN).view(1, 3, 1, 1)
+        x = F.max_pool2d(self._block(x, 1, 2), 2, 2)
+        x = F.max_pool2d(self._block(x, 2, 2), 2, 2)
+        pool3 = F.max_pool2d(self._block(x, 3, 3), 2, 2)
+        pool4 = F.max_pool2d(F.pad(self._block(pool3, 4, 3), (0, 1, 0, 1)), 2, 1)
+        pool5 = F.max_pool2d(F.pad(self._block(pool4, 5, 3), (0, 1, 0, 1)), 2, 1)
+        f = torch.cat([pool3, pool4, pool5], dim=1)
+        b5 = tf1_resize(F.relu(self.aspp_b5(f.mean(dim=(2, 3), keepdim=True))), f.shape[2], f.shape[3])
+        parts = [F.relu(conv(f)) for conv in (self.aspp_b1, self.aspp_b2, self.aspp_b3, self.aspp_b4)] + [b5]
+        x = F.relu(self.aspp_proj(torch.cat(parts, dim=1)))
+        for conv in (self.decoder_conv1, self.decoder_conv2, self.decoder_conv3):
+            x = F.relu(conv(tf1_resize(x, 2 * x.shape[2], 2 * x.shape[3])))
+        maps = self.decoder_conv4(x)
+        maps = maps - maps.amin(dim=(1, 2, 3), keepdim=True)
+        return maps / (1e-7 + maps.amax(dim=(1, 2, 3), keepdim=True))
