@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -134,14 +135,20 @@ def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, 
     return replace(loaded, module=_FlatOutputs(loaded.module).eval()), tuple(named), shapes
 
 
-def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], dynamic: bool) -> None:
-    """Exporters leave axes such as the class count symbolic; pin every axis that is not batch/height/width."""
+def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], dynamic: bool,
+                     input_shape: Sequence[int]) -> None:
+    """Exporters leave axes such as the class count symbolic; pin every axis that is not batch/height/width.
+    An output whose height/width differ from the input's (SegFormer's logits at 1/4) gets its own symbols,
+    not the input's "height"/"width", which would claim they are equal."""
     for value, shape in zip(model.graph.output, shapes, strict=True):
         dims = value.type.tensor_type.shape.dim
         if len(dims) != len(shape):
             continue
         for axis, (dim, size) in enumerate(zip(dims, shape, strict=True)):
             if dynamic and len(shape) == 4 and axis in (0, 2, 3):
+                if axis in (2, 3) and size != input_shape[axis]:
+                    dim.Clear()
+                    dim.dim_param = f"{value.name}_{'height' if axis == 2 else 'width'}"
                 continue
             dim.Clear()
             dim.dim_value = size
@@ -251,6 +258,31 @@ def _round_up(shape: tuple[int, ...], multiple: int) -> tuple[int, ...]:
     return (n, c, -(-h // multiple) * multiple, -(-w // multiple) * multiple)
 
 
+_BAKED_SHAPE_HINT = ("the trace fixed a size the model computes from its input (a Python int from x.shape); "
+                     "export with --static, or --size-multiple N if the model needs sizes divisible by N, or "
+                     "try --exporter dynamo")
+
+
+def _ort_infer(runner: OnnxRuntimeRunner, feed: dict[str, np.ndarray], shape: Sequence[int]) -> dict[str, np.ndarray]:
+    try:
+        return runner.infer(feed)
+    except Exception as exc:  # onnxruntime raises its own Fail/RuntimeException types
+        text = " ".join(str(exc).split())
+        node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
+        reason = re.split(r"was false\. |Status Message: ", text)[-1][:200]
+        where = f"{node[1]} node {node[2]}: " if node else ""
+        raise ExportError(f"the exported graph fails in ONNX Runtime on input {_shape_text(shape)} "
+                          f"({where}{reason}): {_BAKED_SHAPE_HINT}") from exc
+
+
+def _check_output_shapes(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], shape: Sequence[int]) -> None:
+    for name, ref in expected.items():
+        if got[name].shape != ref.shape:
+            raise ExportError(f"on input {_shape_text(shape)} the exported graph's {name} is "
+                              f"{_shape_text(got[name].shape)} where PyTorch's is {_shape_text(ref.shape)}: "
+                              f"{_BAKED_SHAPE_HINT}")
+
+
 def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequence[tuple[int, ...]],
                          tolerance: Tolerance, seed: int = 0) -> list[ShapeCheck]:
     """Run PyTorch and ONNX Runtime on the same random inputs of each shape and compare every output."""
@@ -263,7 +295,8 @@ def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequenc
         with TorchRunner(loaded.module, input_names=(input_name,), output_names=output_names) as torch_runner:
             for shape in shapes:
                 feed = {input_name: rng.standard_normal(shape).astype(np.float32)}
-                expected, got = torch_runner.infer(feed), ort_runner.infer(feed)
+                expected, got = torch_runner.infer(feed), _ort_infer(ort_runner, feed, shape)
+                _check_output_shapes(expected, got, shape)
                 metrics = {name: numeric_metrics(expected[name], got[name], atol=tolerance.atol, rtol=tolerance.rtol)
                            for name in output_names}
                 passed = all(tolerance.passes(metrics[n], float(np.abs(expected[n]).max())) for n in output_names)
@@ -338,7 +371,7 @@ def onnx_from_torch(
         kwargs = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic=dynamic)
         _run_exporter(chosen, loaded, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
-        _pin_output_dims(exported, output_shapes, dynamic)
+        _pin_output_dims(exported, output_shapes, dynamic, shape)
         model = _check(exported)
     meta = _metadata(loaded, shape, chosen, input_names, output_names)
     write_metadata(model, meta)

@@ -174,6 +174,9 @@ def test_verification_catches_an_onnx_graph_that_zeroes_a_corner() -> None:
 def test_transformers_segformer_exports_with_named_logits(tmp_path: Path) -> None:
     result, _ = _export(tmp_path, "tiny_segformer", (1, 3, 64, 64))
     assert result.passed and result.output_names == ("logits",)  # type: ignore[attr-defined]
+    dims = onnx.load(str(tmp_path / "m.onnx")).graph.output[0].type.tensor_type.shape.dim
+    # Logits at 1/4 of the input: their own symbols, not the input's height/width.
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 4, "logits_height", "logits_width"]
 
 
 def _smp_reason() -> str | None:
@@ -189,3 +192,13 @@ def test_smp_deeplabv3plus_exports_with_dynamic_shapes(tmp_path: Path) -> None:
     result, said = _export(tmp_path, "smp_deeplabv3plus", (1, 3, 128, 128))
     assert result.passed and result.size_multiple == 32  # type: ignore[attr-defined]
     assert any("retrying" in s for s in said)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
+def test_transformers_mobilevit_baked_shapes_are_an_error_naming_static(tmp_path: Path) -> None:
+    # MobileViT's patch unfolding computes sizes with Python ints: the TorchScript trace fixes them, so the
+    # dynamic graph cannot run the second shape. That is the user's choice to make (exit 2), not a crash.
+    with pytest.raises(ExportError, match=r"fails in ONNX Runtime on input 2x3x72x80 \(Reshape node .*--static"):
+        _export(tmp_path, "tiny_mobilevit", (1, 3, 64, 64))
+    result, _ = _export(tmp_path, "tiny_mobilevit", (1, 3, 64, 64), dynamic=False)
+    assert result.passed and result.output_names == ("logits",)  # type: ignore[attr-defined]
