@@ -278,6 +278,51 @@ class JfResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(low))), low
 
 
+class JfInvertedResidual(nn.Module):
+    """modeling/backbone/mobilenet.py: conv is one flat Sequential ([pw conv, BN, ReLU6,] dw conv (padding 0),
+    BN, ReLU6, pw-linear conv, BN); the block input is zero-padded by the dilation (fixed_padding)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dilation: int, t: int) -> None:
+        super().__init__()
+        hidden = round(cin * t)
+        layers: list[nn.Module] = [*conv_bn(cin, hidden, 1, act=nn.ReLU6)] if t != 1 else []
+        layers += [*conv_bn(hidden, hidden, 3, stride=stride, dilation=dilation, groups=hidden, act=nn.ReLU6),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+        self.dilation = dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(F.pad(x, [self.dilation] * 4))
+        return x + out if self.residual else out
+
+
+class JfMobileNetV2(nn.Module):
+    """features: stem conv_bn (3x3 s2 padding 1, BN, ReLU6) + 17 blocks (no 1280 conv); once the output stride
+    is reached a stage runs all its blocks at the previous rate. low_level_features = features[0:4] and
+    high_level_features = features[4:] are registered too: the state_dict holds every tensor twice."""
+
+    def __init__(self, output_stride: int = 16) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [conv_bn(3, 32, 3, stride=2, padding=1, act=nn.ReLU6)]
+        cin, current, rate = 32, 2, 1
+        for t, c, n, s in MOBILENET_V2_PLAN:
+            if current == output_stride:
+                stride, dilation, rate = 1, rate, rate * s
+            else:
+                stride, dilation, current = s, 1, current * s
+            for i in range(n):
+                blocks.append(JfInvertedResidual(cin, c, stride if i == 0 else 1, dilation, t))
+                cin = c
+        self.features = nn.Sequential(*blocks)
+        self.low_level_features = self.features[0:4]
+        self.high_level_features = self.features[4:]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = self.low_level_features(x)
+        return self.high_level_features(low), low
+
+
 class JfASPPModule(nn.Module):
     def __init__(self, cin: int, k: int, rate: int) -> None:
         super().__init__()
@@ -329,13 +374,15 @@ class JfDecoder(nn.Module):
 
 
 class JfDeepLab(nn.Module):
-    """DeepLab(backbone='resnet'): backbone, aspp, decoder; logits resized with align_corners=True."""
+    """DeepLab(backbone='resnet' or 'mobilenet'): backbone, aspp, decoder; logits resized with
+    align_corners=True."""
 
-    def __init__(self, num_classes: int = 21, output_stride: int = 16) -> None:
+    def __init__(self, num_classes: int = 21, output_stride: int = 16, backbone: str = "resnet") -> None:
         super().__init__()
-        self.backbone = JfResNet(output_stride)
-        self.aspp = JfASPP()
-        self.decoder = JfDecoder(num_classes)
+        mobilenet = backbone == "mobilenet"
+        self.backbone: nn.Module = JfMobileNetV2(output_stride) if mobilenet else JfResNet(output_stride)
+        self.aspp = JfASPP(320 if mobilenet else 2048)
+        self.decoder = JfDecoder(num_classes, 24 if mobilenet else 256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, low = self.backbone(x)

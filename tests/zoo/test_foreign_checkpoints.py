@@ -112,13 +112,15 @@ def test_vainf_checkpoints_reproduce_the_vainf_model(backbone: str, tmp_path: Pa
     assert error <= 1e-4
 
 
-def test_jfzhang95_checkpoint_reproduces_the_jfzhang95_model(tmp_path: Path) -> None:
-    theirs = foreign.randomize(foreign.JfDeepLab(num_classes=21))
-    ours = _loaded(tmp_path, "deeplabv3plus_resnet101", {"state_dict": theirs.state_dict(), "epoch": 1})
+@pytest.mark.parametrize(("backbone", "model"), [("resnet", "deeplabv3plus_resnet101"),
+                                               ("mobilenet", "deeplabv3plus_mobilenetv2")])
+def test_jfzhang95_checkpoints_reproduce_the_jfzhang95_model(backbone: str, model: str, tmp_path: Path) -> None:
+    theirs = foreign.randomize(foreign.JfDeepLab(num_classes=21, backbone=backbone))
+    ours = _loaded(tmp_path, model, {"state_dict": theirs.state_dict(), "epoch": 1})
     x = torch.randn(1, 3, 65, 65)
     with torch.inference_mode():
         error = _max_error(ours(x), theirs(x))
-    print(f"jfzhang95 resnet101: max abs error {error:.3g}")
+    print(f"jfzhang95 {backbone}: max abs error {error:.3g}")
     assert error <= 1e-4
 
 
