@@ -22,7 +22,7 @@ from deploykit.zoo import get_model_spec
 from deploykit.zoo.backbones.vgg import scaled
 from deploykit.zoo.checkpoints import _FORMATS, convert_checkpoint, load_state_dict_strict
 from deploykit.zoo.sources import load_model
-from tests.zoo import foreign
+from tests.zoo import foreign, foreign_vgg
 
 # Loading into a meta-device model copies nothing (the key test needs only names and shapes).
 pytestmark = pytest.mark.filterwarnings("ignore:.*meta parameter:UserWarning")
@@ -52,12 +52,12 @@ FOREIGN: dict[str, Foreign] = {
     "torchvision_resnet": Foreign("deeplabv3plus_resnet50", lambda: foreign.TvResNet((3, 4, 6, 3)), dict,
                                   partial=True),
     "torchvision_mobilenet_v2": Foreign("deeplabv3plus_mobilenetv2", foreign.TvMobileNetV2, dict, partial=True),
-    "torchvision_vgg16": Foreign("fcn8s", foreign.TvVGG16, dict, partial=True),
-    "torchvision_vgg16_features": Foreign("msinet", foreign.TvVGG16, dict, partial=True),
-    "deconvnet_torchvision_vgg16_bn": Foreign("deconvnet", lambda: foreign.TvVGG16(batch_norm=True), dict,
+    "torchvision_vgg16": Foreign("fcn8s", foreign_vgg.TvVGG16, dict, partial=True),
+    "torchvision_vgg16_features": Foreign("msinet", foreign_vgg.TvVGG16, dict, partial=True),
+    "deconvnet_torchvision_vgg16_bn": Foreign("deconvnet", lambda: foreign_vgg.TvVGG16(batch_norm=True), dict,
                                               partial=True),
-    "wkentaro_fcn": Foreign("fcn8s", foreign.WkentaroFCN8s, dict),
-    "msinet_foveacast": Foreign("msinet", foreign.FoveacastMSINet, dict),
+    "wkentaro_fcn": Foreign("fcn8s", foreign_vgg.WkentaroFCN8s, dict),
+    "msinet_foveacast": Foreign("msinet", foreign_vgg.FoveacastMSINet, dict),
 }
 
 
@@ -147,7 +147,7 @@ def test_torchvision_backbones_reproduce_torchvision_features(tmp_path: Path) ->
 
 def test_wkentaro_fcn8s_checkpoint_reproduces_the_wkentaro_model(tmp_path: Path) -> None:
     width = 0.0625
-    theirs = foreign.randomize(foreign.WkentaroFCN8s(21, ch=lambda c: scaled(c, width)))
+    theirs = foreign.randomize(foreign_vgg.WkentaroFCN8s(21, ch=lambda c: scaled(c, width)))
     # Random transposed-conv weights too (its files hold bilinear ones): they must load, not be re-initialised.
     ours = _loaded(tmp_path, "fcn8s", {"model_state_dict": theirs.state_dict(), "arch": "FCN8s"}, width=width)
     x = torch.randn(1, 3, 40, 56)
@@ -159,10 +159,10 @@ def test_wkentaro_fcn8s_checkpoint_reproduces_the_wkentaro_model(tmp_path: Path)
 
 def test_foveacast_msinet_checkpoint_reproduces_the_port(tmp_path: Path) -> None:
     width = 0.0625
-    theirs = foreign.randomize(foreign.FoveacastMSINet(ch=lambda c: scaled(c, width)))
+    theirs = foreign.randomize(foreign_vgg.FoveacastMSINet(ch=lambda c: scaled(c, width)))
     ours = _loaded(tmp_path, "msinet", theirs.state_dict(), width=width)
     x = torch.rand(1, 3, 48, 64) * 255
-    mean = torch.tensor(foreign.FOVEACAST_MEAN).view(1, 3, 1, 1)  # deploykit subtracts it in preprocessing
+    mean = torch.tensor(foreign_vgg.FOVEACAST_MEAN).view(1, 3, 1, 1)  # deploykit subtracts it in preprocessing
     with torch.inference_mode():
         error = _max_error(ours(x - mean), theirs(x))
     print(f"foveacast msinet: max abs error {error:.3g}")
