@@ -3,6 +3,8 @@
 The CLI turns every DeployKitError into one line on stderr and exit status 2; anything else is a bug.
 """
 
+from __future__ import annotations
+
 
 class DeployKitError(Exception):
     """Base class: a problem with the user's input or environment, not a bug in deploykit."""
@@ -46,3 +48,29 @@ class InputError(DeployKitError):
 
 class OutputExists(DeployKitError):
     """An output that exists already; pass --force to overwrite it."""
+
+
+class UserCodeError(DeployKitError):
+    """The user's own code (a factory, a model's forward) raised: reported with its first line and the user's
+    file and line, since the traceback is theirs to fix, not a bug in deploykit."""
+
+    @classmethod
+    def from_exception(cls, what: str, exc: BaseException) -> UserCodeError:
+        """`what` is e.g. "your factory pkg.mod:make"; the location is the deepest frame outside deploykit
+        and torch (the user's line, or the library they call), else the deepest frame."""
+        import traceback
+        from pathlib import Path
+
+        import torch
+
+        ours = tuple(str(Path(p).resolve().parent) + "/" for p in (__file__, torch.__file__))
+        frames = traceback.extract_tb(exc.__traceback__)
+        theirs = [f for f in frames if not str(Path(f.filename).resolve()).startswith(ours)
+                  and not f.filename.startswith("<frozen")]
+        where = (theirs or frames)[-1] if frames else None
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        location = f" ({where.filename}:{where.lineno})" if where is not None else ""
+        if isinstance(exc, SyntaxError) and exc.filename:  # raised by the compiler: no frame of the user's
+            location = f" ({exc.filename}:{exc.lineno})"
+            first = exc.msg
+        return cls(f"{what} raised {type(exc).__name__}: {first}{location}")

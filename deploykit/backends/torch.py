@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,15 +16,42 @@ def is_available() -> bool:
     return True
 
 
-def outputs_as_tuple(result: object) -> tuple[torch.Tensor, ...]:
-    """A model's forward result as a tuple of tensors (a tensor, a tuple/list, or a dict in key order)."""
+def named_outputs(result: object) -> dict[str, torch.Tensor]:
+    """A forward result's tensors by name. A tensor is "output"; a tuple/list "output_0", "output_1", ...; a
+    dict (transformers' ModelOutput is one) or a dataclass by key or field, None values left out (ModelOutput
+    omits them too); nested tuples, lists and dicts are flattened as "<name>_<index or key>"."""
     if isinstance(result, torch.Tensor):
-        return (result,)
-    if isinstance(result, Mapping):
-        return tuple(result.values())
-    if isinstance(result, Sequence):
-        return tuple(result)
-    raise TypeError(f"model returned {type(result).__name__}; expected a tensor, tuple or dict of tensors")
+        return {"output": result}
+    found: dict[str, torch.Tensor] = {}
+
+    def add(name: str, value: object) -> None:
+        items: list[tuple[str, object]]
+        if value is None:
+            return
+        if isinstance(value, torch.Tensor):
+            found[name] = value
+            return
+        if isinstance(value, Mapping):
+            items = [(str(k), v) for k, v in value.items()]
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+        elif isinstance(value, (tuple, list)):
+            items = [(str(i), v) for i, v in enumerate(value)]
+        else:
+            raise TypeError(f"model output {name or 'value'} is a {type(value).__name__}; expected tensors in a "
+                            "tensor, tuple, list, dict or dataclass")
+        for key, item in items:
+            add(f"{name}_{key}" if name else key, item)
+
+    add("output" if isinstance(result, (tuple, list)) else "", result)
+    if not found:
+        raise TypeError(f"model returned {type(result).__name__} holding no tensor")
+    return found
+
+
+def outputs_as_tuple(result: object) -> tuple[torch.Tensor, ...]:
+    """A model's forward result as a tuple of tensors, in the order of `named_outputs`."""
+    return tuple(named_outputs(result).values())
 
 
 class TorchRunner(Runner):

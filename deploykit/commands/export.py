@@ -13,6 +13,9 @@ from deploykit.commands._options import echo_json, force_option, json_option, mo
 @model_source_options
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Export shape (default: the model's size).")
 @click.option("--static", is_flag=True, help="Fix batch, height and width (default: all three dynamic).")
+@click.option("--size-multiple", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Height and width must be multiples of N (verification keeps them so; default: the zoo's "
+                   "value, or detected for a user model).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default=None,
               help="torch.onnx exporter (default: the one the model needs; TorchScript is much faster).")
@@ -20,8 +23,8 @@ from deploykit.commands._options import echo_json, force_option, json_option, mo
 @force_option
 @json_option
 def export(model: str, output: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
-           task: str | None, input_shape: str | None, static: bool, opset: int | None, exporter: str | None,
-           no_simplify: bool, force: bool, as_json: bool) -> None:
+           task: str | None, input_shape: str | None, static: bool, size_multiple: int | None, opset: int | None,
+           exporter: str | None, no_simplify: bool, force: bool, as_json: bool) -> None:
     """Export MODEL (a zoo name or package.module:factory) to ONNX. The result is checked, simplified where
     parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
     differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
@@ -43,12 +46,13 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
                  f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")
     result = onnx_from_torch(loaded, output, input_shape=shape, dynamic=not static,  # type: ignore[arg-type]
                              opset=opset or DEFAULT_OPSET, exporter=exporter, simplify=not no_simplify,
-                             force=force, progress=progress)
+                             force=force, progress=progress, size_multiple=size_multiple)
     rows = [["x".join(map(str, c.input_shape)), name, m.max_abs, m.cosine, "ok" if c.passed else "FAIL"]
             for c in result.checks for name, m in c.outputs.items()]
     if as_json:
         echo_json({"path": str(result.path), "written": result.passed, "exporter": result.exporter,
-                   "opset": result.opset, "dynamic": result.dynamic, "simplified": result.simplified,
+                   "opset": result.opset, "dynamic": result.dynamic, "size_multiple": result.size_multiple,
+                   "simplified": result.simplified,
                    "simplify_note": result.simplify_note, "seconds": result.seconds,
                    "checks": [{"input_shape": c.input_shape, "passed": c.passed,
                                "outputs": {k: v.to_dict() for k, v in c.outputs.items()}} for c in result.checks]})

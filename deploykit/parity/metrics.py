@@ -34,8 +34,9 @@ metrics (kld, sim); cc and nss are invariant to that shift.
 - nss = mean of the candidate map, standardised to zero mean and unit standard deviation (MATLAB's std, N - 1 in
   the denominator, as in NSS.m), at fixation pixels. The benchmark needs binary fixations, which a parity run
   has not got; they are derived from the reference map as its top FIXATION_FRACTION (2%) of pixels (at least
-  one; ties broken by position), the densest part of the reference prediction, which is what fixations
-  sample. A constant candidate map scores 0.
+  one; pixels tied at the threshold share the remaining weight equally, so no plateau pixel is favoured),
+  the densest part of the reference prediction, which is what fixations sample. A constant candidate map
+  scores 0.
 - nss_ratio = nss of the candidate / nss of the reference on the same fixations (1 when they agree; NSS alone
   depends on the image, so the ratio is what a parity gate can use).
 """
@@ -163,13 +164,20 @@ def _standardise(saliency: np.ndarray) -> np.ndarray | None:
 
 
 def fixations_from_reference(reference: np.ndarray, fraction: float = FIXATION_FRACTION) -> np.ndarray:
-    """Binary fixation map: the reference map's top `fraction` of pixels (at least one; ties by position)."""
-    flat = reference.ravel()
+    """Fixation weights: 1 on the reference map's top `fraction` of pixels (at least one pixel's worth).
+
+    Pixels tied at the threshold share the remaining slots equally (weight remaining / tied), which is the
+    expectation over every way of breaking the tie: no pixel of a plateau is preferred (breaking ties by
+    position took the plateau's first pixels in raster order, so a candidate keeping only those scored
+    above the reference itself). Deterministic, and the weights sum to the fixation count.
+    """
+    flat = np.nan_to_num(reference.ravel().astype(np.float64), nan=-np.inf)  # a NaN is never a fixation
     count = max(1, round(fraction * flat.size))
-    order = np.argsort(-flat, kind="stable")[:count]
-    fixations = np.zeros(flat.size, dtype=bool)
-    fixations[order] = True
-    return fixations.reshape(reference.shape)
+    threshold = np.partition(flat, flat.size - count)[flat.size - count]  # the count-th largest value
+    above, tied = flat > threshold, flat == threshold
+    weights = above.astype(np.float64)
+    weights[tied] = (count - int(above.sum())) / int(tied.sum())
+    return weights.reshape(reference.shape)
 
 
 def cc(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -195,8 +203,14 @@ def sim(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
+    """Mean of the standardised map over the fixations: a boolean map, or weights (`fixations_from_reference`
+    gives fractional ones to ties), for which it is the weighted mean."""
     standardised = _standardise(saliency)
-    return 0.0 if standardised is None else float(standardised[fixations].mean())
+    weights = np.asarray(fixations, dtype=np.float64)
+    total = float(weights.sum())
+    if standardised is None or total == 0.0:
+        return 0.0
+    return float(np.sum(standardised * weights) / total)
 
 
 class TaskAccumulator:

@@ -42,6 +42,11 @@ def register_checkpoint_format(name: str, fn: FormatFn) -> FormatFn:
     return fn
 
 
+def registered_formats() -> tuple[str, ...]:
+    """Every registered checkpoint format's name (import deploykit.zoo.models first to register them all)."""
+    return tuple(sorted(_FORMATS))
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     file = Path(path)
     if not file.is_file():

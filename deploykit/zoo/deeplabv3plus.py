@@ -218,8 +218,9 @@ def _apply(state: StateDict, rules: Sequence[tuple[str, Replacement]]) -> StateD
 
 
 _VAINF_RULES: tuple[tuple[str, Replacement], ...] = (
-    (r"^backbone\.high_level_features\.(\d+)\.", lambda m: f"backbone.features.{int(m.group(1)) + 4}."),
-    (r"^backbone\.low_level_features\.", "backbone.features."),
+    # features[0:4] and features[4:-1]: slicing an nn.Sequential keeps the children's names, so the keys run
+    # low_level_features.0-3 and high_level_features.4-17, the indices of features itself.
+    (r"^backbone\.(low|high)_level_features\.", "backbone.features."),
     (r"^classifier\.aspp\.", "aspp."),
     (r"^classifier\.project\.", "decoder.project."),
     (r"^classifier\.classifier\.([01])\.", r"decoder.convs.0.\1."),

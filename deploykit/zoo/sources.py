@@ -6,6 +6,7 @@ import ast
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit.errors import ConfigConflict, InputError, UnknownModel
+from deploykit.errors import ConfigConflict, InputError, UnknownModel, UserCodeError
 from deploykit.io.outputs import sha256_file
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
@@ -63,6 +64,11 @@ def is_factory_path(source: str) -> bool:
     return ":" in source and not os.path.exists(source)
 
 
+def is_user_model(spec: ModelSpec) -> bool:
+    """A spec made up for a user's package.module:factory (its code, not the zoo's, runs)."""
+    return is_factory_path(spec.name)
+
+
 def _import_factory(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if "" not in sys.path and "." not in sys.path:  # console scripts do not put the working folder on sys.path
@@ -71,6 +77,8 @@ def _import_factory(path: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UnknownModel(f"cannot import {module_name!r} for {path!r}: {exc}; check PYTHONPATH") from exc
+    except Exception as exc:  # a SyntaxError or whatever the module's top level raises
+        raise UserCodeError.from_exception(f"your module {module_name}", exc) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UnknownModel(f"{module_name} has no callable {attr!r}; give package.module:factory")
@@ -129,10 +137,16 @@ def load_model(
 
 
 def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
+    """Call the user's factory; whatever it raises is theirs (exit 2 with their file and line), except a
+    TypeError from the call itself (one traceback frame: ours), which means options it does not take."""
     try:
         module = spec.builder(**options)
     except TypeError as exc:
+        if len(traceback.extract_tb(exc.__traceback__)) > 1:
+            raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
         raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}") from exc
+    except Exception as exc:  # the user's code may raise anything
+        raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
         raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")
     return module

@@ -49,8 +49,8 @@ def rename(state: StateDict, fn: Callable[[str], str | None]) -> StateDict:
 def to_vainf(key: str) -> str:
     if m := re.match(r"backbone\.features\.(\d+)\.(.*)", key):
         index = int(m[1])
-        part = f"low_level_features.{index}" if index < 4 else f"high_level_features.{index - 4}"
-        return f"backbone.{part}.{m[2]}"
+        part = "low_level_features" if index < 4 else "high_level_features"
+        return f"backbone.{part}.{index}.{m[2]}"
     for ours, theirs in (("aspp.", "classifier.aspp."), ("decoder.project.", "classifier.project."),
                          ("decoder.convs.0.", "classifier.classifier."), ("classifier.", "classifier.classifier.3.")):
         if key.startswith(ours):
@@ -100,8 +100,8 @@ def with_jfzhang95_mobilenet_aliases(state: StateDict) -> StateDict:
     for key, value in state.items():
         if m := re.match(r"backbone\.features\.(\d+)\.(.*)", key):
             index = int(m[1])
-            alias = f"low_level_features.{index}" if index < 4 else f"high_level_features.{index - 4}"
-            out[f"backbone.{alias}.{m[2]}"] = value
+            alias = "low_level_features" if index < 4 else "high_level_features"  # slices keep names
+            out[f"backbone.{alias}.{index}.{m[2]}"] = value
     return out
 
 
@@ -170,13 +170,13 @@ VAINF_RESNET101 = {  # network/_deeplab.py DeepLabHeadV3Plus + torchvision resne
     "classifier.classifier.1.running_var": (256,), "classifier.classifier.3.weight": (21, 256, 1, 1),
     "classifier.classifier.3.bias": (21,),
 }
-VAINF_MOBILENET = {  # network/backbone/mobilenetv2.py split into low_level_features = features[:4] etc.
+VAINF_MOBILENET = {  # network/backbone/mobilenetv2.py; features[0:4], features[4:-1] keep their indices
     "backbone.low_level_features.0.0.weight": (32, 3, 3, 3), "backbone.low_level_features.1.conv.0.0.weight":
     (32, 1, 3, 3), "backbone.low_level_features.1.conv.1.weight": (16, 32, 1, 1),
     "backbone.low_level_features.3.conv.2.weight": (24, 144, 1, 1),
-    "backbone.high_level_features.0.conv.0.0.weight": (144, 24, 1, 1),
-    "backbone.high_level_features.13.conv.2.weight": (320, 960, 1, 1),
-    "backbone.high_level_features.13.conv.3.bias": (320,), "classifier.project.0.weight": (48, 24, 1, 1),
+    "backbone.high_level_features.4.conv.0.0.weight": (144, 24, 1, 1),
+    "backbone.high_level_features.17.conv.2.weight": (320, 960, 1, 1),
+    "backbone.high_level_features.17.conv.3.bias": (320,), "classifier.project.0.weight": (48, 24, 1, 1),
     "classifier.aspp.convs.0.0.weight": (256, 320, 1, 1), "classifier.aspp.project.0.weight": (256, 1280, 1, 1),
     "classifier.classifier.3.weight": (19, 256, 1, 1),  # a Cityscapes checkpoint: 19 classes
 }
@@ -212,7 +212,7 @@ JFZHANG95_MOBILENET = {  # modeling/backbone/mobilenet.py (flat conv Sequentials
     "backbone.features.2.conv.0.weight": (96, 16, 1, 1), "backbone.features.2.conv.3.weight": (96, 1, 3, 3),
     "backbone.features.2.conv.6.weight": (24, 96, 1, 1), "backbone.features.17.conv.7.running_mean": (320,),
     "backbone.low_level_features.0.0.weight": (32, 3, 3, 3),
-    "backbone.high_level_features.13.conv.6.weight": (320, 960, 1, 1),
+    "backbone.high_level_features.17.conv.6.weight": (320, 960, 1, 1),
     "aspp.aspp1.atrous_conv.weight": (256, 320, 1, 1), "decoder.conv1.weight": (48, 24, 1, 1),
     "decoder.last_conv.8.weight": (21, 256, 1, 1),
 }

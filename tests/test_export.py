@@ -1,0 +1,204 @@
+"""Export of user models: size constraints, exceptions from user code, structured outputs; the verification
+tolerance's outlier rule. Real ONNX Runtime sessions throughout."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from deploykit.cli import cli
+from deploykit.errors import ExportError, InputError, UserCodeError
+from deploykit.export import Tolerance, onnx_from_torch, verification_shapes, verify_against_torch
+from deploykit.parity.metrics import numeric_metrics
+from deploykit.zoo.sources import LoadedModel, load_model
+from tests.fixtures import user_models
+
+FIXTURES = "tests.fixtures.user_models"
+
+
+def _export(tmp_path: Path, factory: str, shape: tuple[int, int, int, int], **kw: object) -> tuple[object, list[str]]:
+    said: list[str] = []
+    loaded = load_model(f"{FIXTURES}:{factory}", options=kw.pop("options", None))  # type: ignore[arg-type]
+    result = onnx_from_torch(loaded, tmp_path / "m.onnx", input_shape=shape, simplify=False,
+                             progress=said.append, **kw)  # type: ignore[arg-type]
+    return result, said
+
+
+def _line_of(fragment: str, obj: object) -> int:
+    lines, start = inspect.getsourcelines(obj)  # type: ignore[arg-type]
+    return start + next(i for i, line in enumerate(lines) if fragment in line)
+
+
+# --- size constraints ---------------------------------------------------------------------------------------
+
+def test_verification_shapes_keep_the_multiple() -> None:
+    assert verification_shapes((1, 3, 512, 512), True, 1) == [(1, 3, 512, 512), (2, 3, 520, 528)]
+    assert verification_shapes((1, 3, 512, 512), True, 16) == [(1, 3, 512, 512), (2, 3, 528, 544)]
+    assert verification_shapes((1, 3, 60, 60), True, 12) == [(1, 3, 60, 60), (2, 3, 72, 84)]
+    assert verification_shapes((1, 3, 64, 64), False, 16) == [(1, 3, 64, 64)] * 2
+
+
+def test_size_multiple_makes_a_constrained_model_export_with_dynamic_shapes(tmp_path: Path) -> None:
+    result, said = _export(tmp_path, "divisible_by_16", (1, 3, 48, 48), size_multiple=16)
+    assert result.passed and result.dynamic and result.size_multiple == 16  # type: ignore[attr-defined]
+    assert [c.input_shape for c in result.checks] == [(1, 3, 48, 48), (2, 3, 64, 80)]  # type: ignore[attr-defined]
+    assert not any("retrying" in s for s in said)
+    assert (tmp_path / "m.onnx").is_file()
+
+
+def test_a_rejected_verification_shape_is_retried_with_multiples_of_32(tmp_path: Path) -> None:
+    result, said = _export(tmp_path, "divisible_by_16", (1, 3, 64, 64))
+    assert result.passed and result.size_multiple == 32  # type: ignore[attr-defined]
+    assert result.checks[1].input_shape == (2, 3, 96, 128)  # type: ignore[attr-defined]
+    note = next(s for s in said if "retrying" in s)
+    assert "2x3x72x80" in note and "divisible by 16" in note and "--size-multiple" in note
+
+
+def test_an_undetectable_constraint_stops_naming_the_option(tmp_path: Path) -> None:
+    # 48 is divisible by 16 but not by 32: no retry can keep the export shape's residue.
+    with pytest.raises(ExportError, match=r"--size-multiple N.*--static") as info:
+        _export(tmp_path, "divisible_by_16", (1, 3, 48, 48))
+    assert "2x3x56x64" in str(info.value) and "user_models.py:" in str(info.value)
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(InputError, match=r"not a multiple of --size-multiple 16; use e\.g\. 1x3x48x48"):
+        _export(tmp_path, "divisible_by_16", (1, 3, 48, 40), size_multiple=16)
+
+
+def test_cli_size_multiple_and_static(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["export", f"{FIXTURES}:divisible_by_16", "--input-shape", "1,3,48,48", "--no-simplify"]
+    failed = runner.invoke(cli, [*base, "-o", str(tmp_path / "a.onnx")])
+    assert failed.exit_code == 2 and "--size-multiple" in failed.output and "bug in deploykit" not in failed.output
+    ok = runner.invoke(cli, [*base, "--size-multiple", "16", "-o", str(tmp_path / "b.onnx")])
+    assert ok.exit_code == 0, ok.output
+    static = runner.invoke(cli, [*base, "--static", "-o", str(tmp_path / "c.onnx")])
+    assert static.exit_code == 0, static.output
+
+
+# --- exceptions from user code ------------------------------------------------------------------------------
+
+def test_a_raising_factory_is_exit_2_with_the_users_file_and_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["export", f"{FIXTURES}:raising_factory", "--input-shape", "1,3,32,32",
+                                      "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2, result.output
+    line = _line_of("raise FileNotFoundError", user_models.raising_factory)
+    assert f"your factory {FIXTURES}:raising_factory raised FileNotFoundError: no weights at ./checkpoints/best.pth" \
+        in result.output
+    assert f"user_models.py:{line})" in result.output
+    assert "bug in deploykit" not in result.output and "Traceback" not in result.output
+
+
+def test_a_raising_forward_is_exit_2_with_the_users_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(UserCodeError) as info:
+        _export(tmp_path, "raising_model", (1, 3, 32, 32))
+    line = _line_of("raise ValueError", user_models.RaisingModel)
+    message = str(info.value)
+    assert message.startswith(f"your model {FIXTURES}:raising_model (on input 1x3x32x32) raised ValueError: "
+                              "expected 4 input channels, got 3")
+    assert message.endswith(f"user_models.py:{line})")
+
+
+def test_options_a_factory_does_not_take_are_still_a_config_conflict() -> None:
+    from deploykit.errors import ConfigConflict
+
+    with pytest.raises(ConfigConflict, match="rejected options"):
+        load_model(f"{FIXTURES}:tiny_segmenter", options={"colour": "blue"})
+
+
+# --- structured outputs -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "names"), [
+    ("dataclass", ("logits", "features")),  # loss is None: left out
+    ("dict", ("out", "aux_0", "aux_1")),
+    ("tuple", ("output_0", "output_1")),
+])
+def test_dict_tuple_and_dataclass_outputs_are_named(kind: str, names: tuple[str, ...], tmp_path: Path) -> None:
+    result, _ = _export(tmp_path, "structured_outputs", (1, 3, 32, 32), options={"kind": kind})
+    assert result.passed and result.output_names == names  # type: ignore[attr-defined]
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert tuple(o.name for o in model.graph.output) == names
+    assert set(result.checks[1].outputs) == set(names)  # type: ignore[attr-defined]
+
+
+# --- the outlier rule ---------------------------------------------------------------------------------------
+
+def test_a_zeroed_corner_fails_though_it_is_few_elements() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 21, 256, 256)).astype(np.float32)
+    cand = ref.copy()
+    cand[:, 0, :4, :4] = 0.0  # 16 elements, 1.2e-5 of the output: within the old count-only rule
+    tol = Tolerance()
+    metrics = numeric_metrics(ref, cand, atol=tol.atol, rtol=tol.rtol)
+    scale = float(np.abs(ref).max())
+    assert metrics.beyond_tol <= tol.max_outliers and metrics.cosine >= tol.min_cosine
+    assert not tol.passes(metrics, scale)
+    # Switch flips (a few elements moved by a little) still pass.
+    flipped = ref.copy()
+    flipped[:, 0, 10, 10:14] += 0.005 * scale
+    assert tol.passes(numeric_metrics(ref, flipped, atol=tol.atol, rtol=tol.rtol), scale)
+
+
+def test_verification_catches_an_onnx_graph_that_zeroes_a_corner() -> None:
+    class Identity(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 1.0
+
+    shape = (1, 3, 512, 512)
+    mask = np.ones(shape, dtype=np.float32)
+    mask[:, 0, :2, :2] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "mask"], ["output"])], "corner",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))],
+        [onnx.numpy_helper.from_array(mask, "mask")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    spec = load_model(f"{FIXTURES}:tiny_segmenter").spec
+    checks = verify_against_torch(LoadedModel(Identity(), spec), model.SerializeToString(), [shape], Tolerance())
+    metrics = checks[0].outputs["output"]
+    # Few enough elements for the count rule and the cosine; caught by their size.
+    assert metrics.beyond_tol <= Tolerance().max_outliers and metrics.cosine >= Tolerance().min_cosine
+    assert not checks[0].passed
+
+
+# --- real libraries, when installed (never downloading weights) ---------------------------------------------
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
+def test_transformers_segformer_exports_with_named_logits(tmp_path: Path) -> None:
+    result, _ = _export(tmp_path, "tiny_segformer", (1, 3, 64, 64))
+    assert result.passed and result.output_names == ("logits",)  # type: ignore[attr-defined]
+    dims = onnx.load(str(tmp_path / "m.onnx")).graph.output[0].type.tensor_type.shape.dim
+    # Logits at 1/4 of the input: their own symbols, not the input's height/width.
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 4, "logits_height", "logits_width"]
+
+
+def _smp_reason() -> str | None:
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+    except Exception as exc:  # it needs torchvision, which fails to import beside torch 2.13 here
+        return f"segmentation_models_pytorch unusable here: {type(exc).__name__}: {str(exc)[:120]}"
+    return None
+
+
+@pytest.mark.skipif(_smp_reason() is not None, reason=_smp_reason() or "")
+def test_smp_deeplabv3plus_exports_with_dynamic_shapes(tmp_path: Path) -> None:
+    result, said = _export(tmp_path, "smp_deeplabv3plus", (1, 3, 128, 128))
+    assert result.passed and result.size_multiple == 32  # type: ignore[attr-defined]
+    assert any("retrying" in s for s in said)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
+def test_transformers_mobilevit_baked_shapes_are_an_error_naming_static(tmp_path: Path) -> None:
+    # MobileViT's patch unfolding computes sizes with Python ints: the TorchScript trace fixes them, so the
+    # dynamic graph cannot run the second shape. That is the user's choice to make (exit 2), not a crash.
+    with pytest.raises(ExportError, match=r"fails in ONNX Runtime on input 2x3x72x80 \(Reshape node .*--static"):
+        _export(tmp_path, "tiny_mobilevit", (1, 3, 64, 64))
+    result, _ = _export(tmp_path, "tiny_mobilevit", (1, 3, 64, 64), dynamic=False)
+    assert result.passed and result.output_names == ("logits",)  # type: ignore[attr-defined]
