@@ -124,7 +124,13 @@ def prepare(name: str, args: argparse.Namespace, weights: str | None) -> Prepare
     calib = list(iter_folder(args.calib_data, spec.preprocessing, size, limit=args.calib_n))
     heldout = list(iter_folder(args.images, spec.preprocessing, size))
     return Prepared(name, spec.task, size, folder, folder / "model.onnx", opened.loaded, calib, heldout,
-                    weights or "random initialisation")
+                    _shown(weights) if weights else "random initialisation")
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    """A path as the results show it: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT.parent)) if resolved.is_relative_to(ROOT.parent) else str(path)
 
 
 # --- contenders: each returns a Contender, or raises (the caller records a skip note) -------------------------
@@ -248,12 +254,12 @@ def openvino_fp32(p: Prepared, threads: int) -> Contender:
 def openvino_default_hint(p: Prepared, threads: int) -> Contender:
     import openvino as ov
 
-    default = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
-    if "f32" in default or "float32" in default:
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
+    if default == "f32":
         raise RuntimeError("OpenVINO's default inference precision here is f32: same as OpenVINO fp32")
-    return Contender("OpenVINO fp32 model, default hint", default.split("'")[1] if "'" in default else default,
-                     "peer", _ov_compiled(ov.convert_model(str(p.onnx)), threads, hint=None),
-                     note=f"OpenVINO's default inference precision on this CPU: {default}")
+    return Contender("OpenVINO fp32 model, default hint", default, "peer",
+                     _ov_compiled(ov.convert_model(str(p.onnx)), threads, hint=None),
+                     note=f"OpenVINO's default inference precision on this CPU is {default}")
 
 
 def deploykit_openvino(layout: str | None) -> Callable[[Prepared, argparse.Namespace], Contender]:
@@ -421,7 +427,8 @@ def environment(args: argparse.Namespace, load: dict[str, float]) -> dict[str, A
     flags = cpu_flags()
     return {"cpu": cpu_model(), "cpu_flags": [f for f in SHOWN_FLAGS if f in flags], "cores": os.cpu_count(),
             "threads": args.threads, "rounds": args.rounds, "warmup_rounds": args.warmup, "load_average": load,
-            "calibration": f"first {args.calib_n} images of {args.calib_data}", "agreement_images": args.images,
+            "calibration": f"first {args.calib_n} images of {_shown(args.calib_data)}",
+            "agreement_images": _shown(args.images),
             "versions": {n: package_version(n) or "absent" for n in
                          ("deploykit", "torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")}}
 
@@ -460,7 +467,8 @@ def markdown(results: list[dict[str, Any]], skipped: list[str], env: dict[str, A
               f"- INT8 calibration: the {env['calibration']} for every INT8 contender; agreement with PyTorch "
               f"eager on {env['agreement_images']}.",
               f"- Versions: {versions}.",
-              "- Figures differ by CPU (VNNI, AVX-512, AMX, core count) and by load: compare ratios within a run.", ""]
+              "- Figures differ by CPU (VNNI, AVX-512, AMX, core count) and by load: compare ratios within a run.",
+              *([f"- Note: {env['note']}."] if env.get("note") else []), ""]
     return "\n".join(lines)
 
 
