@@ -9,7 +9,7 @@ The backend's seams, for the one backend table: `availability()`, `compile(graph
 from __future__ import annotations
 
 from deploykit.backends.openvino.compile import ARTIFACT_SUFFIX, availability, compile, is_available
-from deploykit.backends.openvino.runner import OpenVinoRunner, open_runner, runtime_precisions
+from deploykit.backends.openvino.runner import OpenVinoRunner, metadata_from_ir, open_runner, runtime_precisions
 
-__all__ = ["ARTIFACT_SUFFIX", "OpenVinoRunner", "availability", "compile", "is_available", "open_runner",
-           "runtime_precisions"]
+__all__ = ["ARTIFACT_SUFFIX", "OpenVinoRunner", "availability", "compile", "is_available", "metadata_from_ir",
+           "open_runner", "runtime_precisions"]

@@ -24,6 +24,7 @@ import numpy as np
 
 from deploykit.backends.base import Dim, Runner, TensorSpec
 from deploykit.errors import InputError
+from deploykit.io.metadata import ModelMetadata
 
 WEIGHTED_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 SHAPES_KEPT = 4
@@ -119,6 +120,10 @@ class OpenVinoRunner(Runner):
     def output_specs(self) -> list[TensorSpec]:
         return _specs(self._ready().outputs)
 
+    def metadata(self) -> ModelMetadata | None:
+        """The model's deploykit metadata (see metadata_from_ir), None for an IR from elsewhere."""
+        return metadata_from_ir(self._ready())
+
     def describe(self) -> str:
         return f"openvino[CPU{f', {self.threads} threads' if self.threads else ''}]"
 
@@ -136,6 +141,17 @@ class OpenVinoRunner(Runner):
         compiled, request = self._compile(shapes)
         result = request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()}, share_inputs=True)
         return {port.get_any_name(): result[port] for port in compiled.outputs}  # copies (share_outputs=False)
+
+
+def metadata_from_ir(model: Any) -> ModelMetadata | None:
+    """deploykit's metadata of a read OpenVINO model: its ONNX metadata_props survive conversion as the IR's
+    rt_info["framework"] entries, so a bare .xml still knows its task, preprocessing and input size."""
+    info = model.get_rt_info()
+    if "framework" not in info:
+        return None
+    framework = info["framework"]
+    props = {str(key): str(framework[key].astype(str)) for key in framework}
+    return ModelMetadata.from_props(props)
 
 
 def open_runner(artifact: str | os.PathLike[str], *, threads: int | None = None) -> OpenVinoRunner:

@@ -81,6 +81,9 @@ def test_fp32_ir_matches_onnxruntime(tiny_onnx: Path, tmp_path: Path) -> None:
     options = facts["build_options"]
     assert options["compile_options"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert options["runtime_precisions"] == {"Convolution": {"f32": 3}}
+    with open_runner(out) as runner:  # the ONNX metadata survives in the IR
+        meta, source = runner.metadata(), read_metadata(onnx.load(str(tiny_onnx)))
+        assert meta is not None and meta == source
     for size in ((64, 64), (32, 48)):  # dynamic dimensions: one compiled model per shape
         got, want = _run(open_runner, out, _x(*size)), _run(OnnxRuntimeRunner, tiny_onnx, _x(*size))
         assert got.shape == want.shape == (1, 3, *size)
