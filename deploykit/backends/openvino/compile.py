@@ -1,0 +1,123 @@
+"""OpenVINO's compile step: a precision graph (FP32, FP16 or INT8 Q/DQ ONNX) -> OpenVINO IR (.xml + .bin).
+
+OpenVINO's ONNX frontend reads each QuantizeLinear -> DequantizeLinear pair as a FakeQuantize, and its
+low-precision transformations run the quantized Convolutions in INT8 (measured here: every Conv of deploykit's
+symmetric Q/DQ graph runs as u8 x i8 in the CPU plugin's runtime model). So the precision stays a graph
+transform: the same calibration, accuracy budget, parity and report as ONNX Runtime and TensorRT.
+
+The IR is saved with `compress_to_fp16=False`: `openvino.save_model` compresses weights to FP16 by default,
+which would silently turn a deploykit FP32 build into FP16 weights (OpenVINO docs, "Conversion Parameters").
+An FP16 graph keeps its FP16 weights as they are. The IR is compiled once at build time, so a graph the CPU
+plugin rejects fails the build, not the first run, and the runtime precision of each weighted layer is
+recorded in the sidecar.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict
+from deploykit.io.outputs import atomic_output, check_output_path
+from deploykit.types import Progress
+
+ARTIFACT_SUFFIX = ".xml"
+DEVICE = "CPU"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+             "avx512_fp16", "amx_fp16")
+
+
+def _openvino() -> Any:
+    try:
+        return importlib.import_module("openvino")
+    except ImportError as exc:
+        raise BackendUnavailable("OpenVINO is not installed: pip install 'deploykit[openvino]'") from exc
+
+
+def availability() -> tuple[str, str]:
+    """(state, reason): "ready" when the package imports and its Core lists a CPU device."""
+    try:
+        ov = importlib.import_module("openvino")
+    except ImportError:
+        return "not installed", "pip install 'deploykit[openvino]'"
+    except Exception as exc:  # a broken install raises OSError / RuntimeError
+        return "unusable", f"import openvino failed: {str(exc).splitlines()[0]}"
+    try:
+        devices = list(ov.Core().available_devices)
+    except Exception as exc:  # the Core constructor loads the device plugins
+        return "unusable", f"openvino.Core() failed: {str(exc).splitlines()[0]}"
+    if DEVICE not in devices:
+        return "unusable", f"OpenVINO lists no CPU device (devices: {', '.join(devices) or 'none'})"
+    return "ready", f"OpenVINO {ov.get_version()} with its CPU plugin"
+
+
+def is_available() -> bool:
+    return availability()[0] == "ready"
+
+
+def device_facts(core: Any) -> dict[str, Any]:
+    """What the sidecar records about the CPU: model, the flags OpenVINO's kernels key on, its capabilities."""
+    from deploykit.environment import cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    return {"cpu": cpu_model(), "cpu_flags": [f for f in CPU_FLAGS if f in flags], "device": DEVICE,
+            "optimization_capabilities": list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))}
+
+
+def weights_path(artifact: str | os.PathLike[str]) -> Path:
+    """The .bin OpenVINO reads beside an .xml (read_model's default)."""
+    return Path(artifact).with_suffix(".bin")
+
+
+def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool,
+            threads: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Write OUT (.xml) and its .bin from `graph_onnx`, atomically; return the sidecar's facts
+    (backend_version, device, build_options)."""
+    from deploykit.backends.openvino.runner import compile_options, runtime_precisions
+
+    say = progress or (lambda _m: None)
+    out_path = Path(out)
+    if out_path.suffix != ARTIFACT_SUFFIX:
+        raise ConfigConflict(f"an OpenVINO artifact is an IR .xml (with its .bin beside it); name it "
+                             f"{out_path.with_suffix(ARTIFACT_SUFFIX).name}, not {out_path.name}")
+    check_output_path(out_path, force=force)
+    check_output_path(weights_path(out_path), force=force)
+    ov = _openvino()
+    say(f"converting {Path(graph_onnx).name} to OpenVINO IR (OpenVINO {ov.get_version()})")
+    try:
+        model = ov.convert_model(str(graph_onnx))
+    except Exception as exc:  # the frontend raises OpConversionFailure, GeneralFailure, ...
+        raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {str(exc).strip().splitlines()[0]}") from exc
+    core = ov.Core()
+    options = compile_options(threads)
+    try:
+        compiled = core.compile_model(model, DEVICE, options)
+    except Exception as exc:
+        raise BuildError(f"OpenVINO's CPU plugin cannot compile {graph_onnx}: "
+                         f"{str(exc).strip().splitlines()[0]}") from exc
+    precisions = runtime_precisions(compiled)
+    _save(ov, model, out_path, force=force)
+    say(f"wrote OpenVINO IR {out_path} (+ {weights_path(out_path).name}); weighted layers at run time: "
+        + ", ".join(f"{op} {dict(counts)}" for op, counts in precisions.items()))
+    return {"backend_version": str(ov.get_version()), "device": device_facts(core),
+            "build_options": {"ir": "openvino", "weights": weights_path(out_path).name,
+                              "compile_options": options, "runtime_precisions": precisions}}
+
+
+def _save(ov: Any, model: Any, out: Path, *, force: bool) -> None:
+    """save_model into a temporary folder beside OUT, then rename the .bin and last the .xml into place."""
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
+        staged = Path(folder) / "model.xml"
+        try:
+            ov.save_model(model, str(staged), compress_to_fp16=False)
+        except Exception as exc:
+            raise BuildError(f"OpenVINO could not write the IR: {str(exc).strip().splitlines()[0]}") from exc
+        with atomic_output(out, force=force) as xml_tmp, \
+                atomic_output(weights_path(out), force=force) as bin_tmp:
+            shutil.move(str(staged.with_suffix(".bin")), bin_tmp)
+            shutil.move(str(staged), xml_tmp)
+

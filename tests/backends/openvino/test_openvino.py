@@ -1,0 +1,142 @@
+"""The OpenVINO backend: deploykit's FP32 / FP16 / INT8 Q/DQ graphs compiled to IR and run on the CPU plugin,
+against ONNX Runtime running the same graph; the Q/DQ graph must run in low precision."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.errors import ConfigConflict, InputError, OutputExists
+from deploykit.io.metadata import read_metadata
+from deploykit.io.outputs import sha256_file
+from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_graph
+
+ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deploykit[openvino]')")
+
+from deploykit.backends.openvino import availability, compile, open_runner, runtime_precisions  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _x(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, 3, height, width)).astype(np.float32)
+
+
+def _graph(source: Path, precision: str, folder: Path) -> Path:
+    """deploykit's precision graph of `source` (the ONNX that --backend openvino compiles)."""
+    model = onnx.load(str(source))
+    meta, sha, say = read_metadata(model), sha256_file(source), (lambda _m: None)
+    calibration = CalibrationOptions(data="synthetic", n=4)
+    if precision == "fp16":
+        result = fp16_graph(model, meta, sha, calibration, keep=(), fp16_io=False, accuracy_budget=(),
+                            backend="openvino", threads=1, progress=say)
+    else:
+        result = int8_graph(model, meta, sha, calibration, keep_float=(), accuracy_budget=(), layout="inputs",
+                            backend="openvino", threads=1, progress=say)
+    path = folder / f"tiny.{precision}.onnx"
+    onnx.save(result.model, str(path))
+    return path
+
+
+def _run(runner_factory: Any, path: Path, x: np.ndarray) -> np.ndarray:
+    with runner_factory(path, threads=1) as runner:
+        name = runner.input_specs()[0].name
+        return next(iter(runner.infer({name: x}).values()))
+
+
+def test_available_here() -> None:
+    state, reason = availability()
+    assert state == "ready" and "OpenVINO" in reason
+
+
+def test_reports_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_openvino(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    monkeypatch.delitem(__import__("sys").modules, "openvino")
+    state, reason = availability()
+    assert state == "not installed" and "deploykit[openvino]" in reason
+
+
+def test_fp32_ir_matches_onnxruntime(tiny_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny.xml"
+    facts = compile(tiny_onnx, out, force=False, threads=1)
+    assert out.is_file() and (tmp_path / "tiny.bin").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tiny")) == []  # nothing staged left
+    assert facts["backend_version"] == ov.get_version() and facts["device"]["cpu"]
+    options = facts["build_options"]
+    assert options["compile_options"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert options["runtime_precisions"] == {"Convolution": {"f32": 3}}
+    with open_runner(out) as runner:  # the ONNX metadata survives in the IR
+        meta, source = runner.metadata(), read_metadata(onnx.load(str(tiny_onnx)))
+        assert meta is not None and meta == source
+    for size in ((64, 64), (32, 48)):  # dynamic dimensions: one compiled model per shape
+        got, want = _run(open_runner, out, _x(*size)), _run(OnnxRuntimeRunner, tiny_onnx, _x(*size))
+        assert got.shape == want.shape == (1, 3, *size)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_fp32_keeps_float32_weights(tiny_onnx: Path, tmp_path: Path) -> None:
+    """openvino.save_model compresses weights to FP16 unless told not to: an FP32 build must not."""
+    compile(tiny_onnx, tmp_path / "tiny.xml", force=False)
+    assert b'element_type="f16"' not in (tmp_path / "tiny.xml").read_bytes()
+
+
+def test_fp16_graph(tiny_onnx: Path, tmp_path: Path) -> None:
+    graph = _graph(tiny_onnx, "fp16", tmp_path)
+    out = tmp_path / "tiny.fp16.xml"
+    compile(graph, out, force=False, threads=1)
+    assert b'element_type="f16"' in out.read_bytes()  # the FP16 weights stay FP16 in the IR
+    got, want = _run(open_runner, out, _x()), _run(OnnxRuntimeRunner, graph, _x())
+    np.testing.assert_allclose(got, want, atol=2e-3 * float(np.abs(want).max()))
+
+
+def test_int8_qdq_graph_runs_in_low_precision(tiny_onnx: Path, tmp_path: Path) -> None:
+    graph = _graph(tiny_onnx, "int8", tmp_path)
+    out = tmp_path / "tiny.int8.xml"
+    facts = compile(graph, out, force=False, threads=1)
+    convs = facts["build_options"]["runtime_precisions"]["Convolution"]
+    assert set(convs) <= {"u8", "i8"} and sum(convs.values()) == 3, convs
+    with open_runner(out, threads=1) as runner:
+        x = {"input": _x()}
+        assert runtime_precisions(runner.compiled_model(x)) == {"Convolution": convs}
+        got = runner.infer(x)["output"]
+    qdq = _run(OnnxRuntimeRunner, graph, _x())
+    fp32 = _run(OnnxRuntimeRunner, tiny_onnx, _x())
+    scale = float(np.abs(fp32).max())
+    assert np.abs(got - qdq).max() < 2e-2 * scale  # the same quantized model (rounding may differ by a step)
+    assert np.abs(got - fp32).max() > 1e-5 * scale  # and quantized indeed
+
+
+def test_refuses_to_overwrite_and_wrong_suffix(tiny_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny.xml"
+    compile(tiny_onnx, out, force=False)
+    with pytest.raises(OutputExists, match="--force"):
+        compile(tiny_onnx, out, force=False)
+    compile(tiny_onnx, out, force=True)
+    with pytest.raises(ConfigConflict, match=r"tiny\.xml"):
+        compile(tiny_onnx, tmp_path / "tiny.onnx", force=False)
+
+
+def test_runner_errors(tiny_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny.xml"
+    compile(tiny_onnx, out, force=False)
+    with open_runner(out) as runner, pytest.raises(InputError, match="expected rank 4"):
+        runner.infer({"input": np.zeros((3, 64, 64), np.float32)})
+    (tmp_path / "tiny.bin").unlink()
+    with pytest.raises(InputError, match=r"tiny\.bin"), open_runner(out):
+        pass
