@@ -12,6 +12,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from deploykit.backends.base import BENCH_CHOICES
+from deploykit.backends.targets import Target
 from deploykit.bench.harness import (
     BenchResult,
     TimingConfig,
@@ -88,7 +90,7 @@ def busy_warning(load_before: float | None) -> str | None:
 
 
 def _threads_used(target: BenchTarget, threads: int | None) -> int:
-    if target.backend == "torch":
+    if BENCH_CHOICES[target.backend].reference:
         import torch
 
         return int(torch.get_num_threads())
@@ -144,7 +146,7 @@ def measure_peaks_twice(before: Peaks, threads: int | None, say: Progress) -> tu
     return best_of(before, after), warning
 
 
-def run_bench(target: str, *, backends: Sequence[str] | None = None, batches: Sequence[int] = (1,),
+def run_bench(target: str | Target, *, backends: Sequence[str] | None = None, batches: Sequence[int] = (1,),
               input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
               threads: int | None = None, model_options: Mapping[str, Any] | None = None, roofline: bool = True,
               cuda_graph: bool = False, progress: Progress | None = None) -> BenchReport:
@@ -159,7 +161,8 @@ def run_bench(target: str, *, backends: Sequence[str] | None = None, batches: Se
                                               stack=stack, progress=say, cuda_graph=cuda_graph)
         if not targets:
             reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
-            raise BackendUnavailable(f"no requested backend can run {target} here ({reasons})")
+            name = target.label if isinstance(target, Target) else target
+            raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
         peaks = _peaks(threads, say) if roofline else None
         results: list[BenchResult] = []
         for opened in targets:

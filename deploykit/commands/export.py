@@ -42,7 +42,7 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
         progress(f"weights left {len(loaded.load_report.left_random)} tensors at their initialisation "
                  f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")
     result = onnx_from_torch(loaded, output, input_shape=shape, dynamic=not static,  # type: ignore[arg-type]
-                             opset=opset or DEFAULT_OPSET, exporter=exporter, simplify=not no_simplify,
+                             opset=opset, exporter=exporter, simplify=not no_simplify,
                              force=force, progress=progress)
     rows = [["x".join(map(str, c.input_shape)), name, m.max_abs, m.cosine, "ok" if c.passed else "FAIL"]
             for c in result.checks for name, m in c.outputs.items()]

@@ -47,16 +47,9 @@ if TYPE_CHECKING:
     from deploykit.graph.lint import LintReport
 
 __all__ = ["TensorRTBuildOptions", "TensorRTRunner", "check_engine_compatibility", "engine_from_onnx",
-           "is_available", "lint_or_fail"]
+           "lint_or_fail"]
 
 MIB = 1 << 20
-
-
-def is_available() -> bool:
-    """True when TensorRT imports and a builder can be constructed (a GPU and driver are there)."""
-    from deploykit.environment import tensorrt_status
-
-    return tensorrt_status().state == "ready"
 
 
 @dataclass(frozen=True)
@@ -119,13 +112,9 @@ def _size_multiple(meta: ModelMetadata | None) -> int:
 
 
 def _precision(model: onnx.ModelProto, meta: ModelMetadata | None) -> str:
-    if meta is not None and meta.precision != "fp32":
-        return meta.precision
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
-    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
-        return "fp16"
-    return "fp32"
+    from deploykit.precision.table import detect_precision
+
+    return detect_precision(model, meta)
 
 
 def lint_or_fail(model: onnx.ModelProto, source: str) -> LintReport:
@@ -230,13 +219,16 @@ def engine_from_onnx(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    write_sidecar: bool = True,
 ) -> Sidecar:
-    """Build a TensorRT engine from `onnx_path` and write it with its sidecar to `out` (both atomically)."""
+    """Build a TensorRT engine from `onnx_path` and write it with its sidecar to `out` (both atomically).
+    With write_sidecar=False (deploykit.build, which writes the complete sidecar once) only the engine."""
     say = progress or (lambda _msg: None)
     options = options or TensorRTBuildOptions()
     options.validate()
     check_output_path(out, force=force)
-    check_output_path(sidecar_path(out), force=force)
+    if write_sidecar:
+        check_output_path(sidecar_path(out), force=force)
     model = _load(onnx_path)
     meta = read_metadata(model)
     profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
@@ -269,12 +261,14 @@ def engine_from_onnx(
         raise BuildError(f"TensorRT failed to build an engine from {onnx_path}: {logger.said()}")
     _save_timing_cache(config, options.timing_cache, say)
     plan = memoryview(serialized).tobytes()
-    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, force=force)
+    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, force=force,
+                  write_sidecar=write_sidecar)
 
 
 def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLike[str], model: onnx.ModelProto,
            meta: ModelMetadata | None, options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange],
-           rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, *, force: bool) -> Sidecar:
+           rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, *, force: bool,
+           write_sidecar: bool) -> Sidecar:
     """The engine and its sidecar, each written atomically; the sidecar's hash ties it to this engine."""
     build_options = {**options.to_dict(), "profile": {n: r.to_dict() for n, r in profile.items()},
                      "strongly_typed": True, "graph_rewrites": rewrites}
@@ -287,5 +281,6 @@ def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLik
     )
     with atomic_output(out, force=force) as tmp:
         tmp.write_bytes(plan)
-        write_json(sidecar_path(out), sidecar.to_dict(), force=force)
+        if write_sidecar:
+            write_json(sidecar_path(out), sidecar.to_dict(), force=force)
     return sidecar
