@@ -179,6 +179,8 @@ class Backend:
     triton_file: str = ""  # the file name Triton expects in a model version folder
     triton_kind: str = "KIND_CPU"
     qdq_layout: str = "inputs+outputs"  # default INT8 Q/DQ placement; see deploykit.calib.qdq
+    artifact: str = "artifact"  # what its artifact is called in messages ("engine")
+    ready_note: str = "found ready"  # why auto chose it
     auto_rank: int = 0  # `--backend auto` takes the ready backend of highest rank (0: never chosen by auto)
     # bench choices this backend answers to -> the execution providers to ask for (ONNX Runtime's CUDA EP)
     bench_choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -226,11 +228,12 @@ BACKENDS: dict[str, Backend] = {
         Backend("onnxruntime", "deploykit.backends.onnxruntime.backend",
                 "ONNX Runtime (CPU; CUDA/TensorRT EPs with onnxruntime-gpu)", "ONNX Runtime",
                 suffix=".ort.onnx", suffixes=(".onnx", ".ort"), runs_onnx=True, triton_platform="onnxruntime_onnx",
-                triton_file="model.onnx", qdq_layout="inputs+outputs", auto_rank=1,
+                triton_file="model.onnx", qdq_layout="inputs+outputs", auto_rank=1, artifact="optimized model",
                 bench_choices={"onnxruntime": ("cpu",), "onnxruntime-cuda": ("cuda",)}),
         Backend("tensorrt", "deploykit.backends.tensorrt.backend", "TensorRT engines on NVIDIA GPUs", "TensorRT",
                 suffix=".plan", suffixes=(".plan", ".engine", ".trt"), device="gpu", triton_platform="tensorrt_plan",
-                triton_file="model.plan", triton_kind="KIND_GPU", qdq_layout="inputs", auto_rank=2,
+                triton_file="model.plan", triton_kind="KIND_GPU", qdq_layout="inputs", auto_rank=2, artifact="engine",
+                ready_note="found a working builder",
                 bench_choices={"tensorrt": ()}),
     )
 }
@@ -267,7 +270,7 @@ def resolve_backend(backend: str | None) -> tuple[Backend, str]:
         state = entry.availability()
         if state.ready:
             if not passed:
-                return entry, f"{entry.title} {state.version} (found ready)".replace("  ", " ")
+                return entry, f"{entry.title} {state.version} ({entry.ready_note})".replace("  ", " ")
             return entry, f"{entry.title}, the default here: {'; '.join(passed)}"
         passed.append(f"{entry.title} is {state.state} ({state.reason})")
     raise BackendUnavailable(f"no backend can run here: {'; '.join(passed)}")

@@ -95,9 +95,9 @@ def _file_target(path: str, choice: str, threads: int | None, cuda_graph: bool) 
         raise BackendUnavailable(f"a file has no PyTorch module; bench the zoo model by name for {choice}")
     if wanted is not built_for:
         if not built_for.runs_onnx:
-            raise BackendUnavailable(f"{Path(path).name} is a {built_for.title} artifact; bench it with --backend "
-                                     f"{built_for.name}")
-        raise BackendUnavailable(f"{wanted.title} runs its own artifacts: build one first with deploykit "
+            raise BackendUnavailable(f"{Path(path).name} is a {built_for.title} {built_for.artifact}; bench it "
+                                     f"with --backend {built_for.name}")
+        raise BackendUnavailable(f"{wanted.title} runs its own {wanted.artifact}s: build one first with deploykit "
                                  f"build-engine --backend {wanted.name}, then bench that")
     opened = open_target(path, providers=_providers(choice), threads=threads)
     if cuda_graph and hasattr(opened.runner, "cuda_graph"):
@@ -129,8 +129,8 @@ def _model_targets(target: str, backends: Sequence[str], *, threads: int | None,
             bench.madds_at, bench.madds_source = as_bench_target(opened, REFERENCE.name).madds_at, TORCH_COUNT
             out.append(bench)
         else:
-            skipped.append(Skipped(choice, f"a PyTorch model needs an engine first: deploykit build-engine "
-                                           f"--backend {entry.name}, then bench the engine"))
+            skipped.append(Skipped(choice, f"a PyTorch model needs an {entry.artifact} first: deploykit "
+                                           f"build-engine --backend {entry.name}, then bench the {entry.artifact}"))
     return out, skipped
 
 

@@ -26,6 +26,7 @@ from deploykit.parity import gates as gating
 from deploykit.parity.inputs import InputSet
 from deploykit.parity.localize import TOLERANCES, Localization, localize
 from deploykit.parity.metrics import NumericMetrics, TaskAccumulator, aggregate_numeric, fits_task, numeric_metrics
+from deploykit.precision.table import BASELINE
 from deploykit.types import Progress
 
 
@@ -297,7 +298,7 @@ def _reference_onnx(reference: Target, candidate: Target, shape: tuple[int, ...]
     """The FP32 reference as ONNX: the reference itself when it is one, else exported from its PyTorch model,
     with the exporter the candidate was made with so node names agree."""
     if reference.onnx_path is not None:
-        if reference.precision != "fp32":
+        if reference.precision != BASELINE.name:
             raise ParityError(f"--localize compares with an FP32 reference; {reference.label} is "
                               f"{reference.precision}; pass --reference-onnx")
         return reference.onnx_path

@@ -285,6 +285,7 @@ class Metric:
     perfect: float | None = None  # the value of identical outputs, where the metric is bounded by it
     budget: bool = False  # usable in --accuracy-budget
     aliases: tuple[str, ...] = ()  # other spellings accepted in budgets and gates (mIoU, CC, ...)
+    column: bool = True  # a column of the parity tables (deploykit.report.parity), in table order
 
     @property
     def direction(self) -> str:
@@ -294,21 +295,21 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("max_abs", None, False, "max abs"),
-        Metric("mean_abs", None, False, "mean abs"),
-        Metric("p99_abs", None, False, "p99 abs"),
-        Metric("max_rel", None, False, "max rel"),
         Metric("cosine", None, True, "cosine", 1.0, budget=True),
+        Metric("max_abs", None, False, "max abs"),
+        Metric("p99_abs", None, False, "p99 abs"),
         Metric("snr_db", None, True, "SNR dB"),
-        Metric("beyond_tol", None, False, "beyond tol"),
-        Metric("nan", None, None, "NaN"),
-        Metric("inf", None, None, "Inf"),
+        Metric("mean_abs", None, False, "mean abs", column=False),
+        Metric("max_rel", None, False, "max rel", column=False),
+        Metric("beyond_tol", None, False, "beyond tol", column=False),
+        Metric("nan", None, None, "NaN", column=False),
+        Metric("inf", None, None, "Inf", column=False),
         Metric("pixel_agreement", "segmentation", True, "pixel agree", 1.0, budget=True, aliases=("agreement",)),
         Metric("miou", "segmentation", True, "mIoU", 1.0, budget=True, aliases=("mIoU",)),
         Metric("cc", "saliency", True, "CC", 1.0, budget=True, aliases=("CC",)),
         Metric("kld", "saliency", False, "KLD", budget=True, aliases=("KLD",)),
         Metric("sim", "saliency", True, "SIM", 1.0, budget=True, aliases=("SIM",)),
-        Metric("nss", "saliency", True, "NSS", budget=True, aliases=("NSS",)),
+        Metric("nss", "saliency", True, "NSS", budget=True, aliases=("NSS",), column=False),
         Metric("nss_ratio", "saliency", True, "NSS ratio"),
     )
 }

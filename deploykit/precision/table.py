@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import onnx
-
 from deploykit.errors import ConfigConflict
 
 if TYPE_CHECKING:
+    import onnx
+
     from deploykit.io.metadata import ModelMetadata
     from deploykit.precision.passes import CalibrationOptions, PrecisionResult
     from deploykit.types import Progress
@@ -65,7 +65,9 @@ def _is_int8(model: onnx.ModelProto) -> bool:
 
 
 def _is_fp16(model: onnx.ModelProto) -> bool:
-    half = onnx.TensorProto.FLOAT16
+    from onnx import TensorProto
+
+    half = TensorProto.FLOAT16
     return any(init.data_type == half for init in model.graph.initializer) or any(
         node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute)
         for node in model.graph.node)
@@ -94,7 +96,7 @@ class Precision:
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
-        Precision("fp32", "--fp32", "Keep float32 (the default).", "FP32", None, frozenset(), "", "",
+        Precision("fp32", "--fp32", "Keep float32.", "FP32", None, frozenset(), "", "",
                   (*_ALWAYS, "cosine>=0.99999", "pixel_agreement>=0.999", "miou>=0.99", "cc>=0.9999", "sim>=0.999",
                    "kld<=0.001"), lambda _m: True, 0),
         Precision("fp16", "--fp16", "Weights and activations in float16.", "FP16", _fp16_pass,

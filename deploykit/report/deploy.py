@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from deploykit.parity.compare import ParityResult
     from deploykit.pipeline.results import DeployResult
 
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None and m.name != "nss_ratio")
+TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None)
 
 
 def latency_rows(bench: BenchReport) -> list[list[object]]:
