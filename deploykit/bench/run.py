@@ -149,8 +149,10 @@ def measure_peaks_twice(before: Peaks, threads: int | None, say: Progress) -> tu
 def run_bench(target: str | Target, *, backends: Sequence[str] | None = None, batches: Sequence[int] = (1,),
               input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
               threads: int | None = None, model_options: Mapping[str, Any] | None = None, roofline: bool = True,
-              cuda_graph: bool = False, progress: Progress | None = None) -> BenchReport:
-    """Time `target` on each backend and batch. Backends that cannot run here are listed in `skipped`."""
+              cuda_graph: bool = False, progress: Progress | None = None,
+              madds_of: Target | None = None) -> BenchReport:
+    """Time `target` on each backend and batch. Backends that cannot run here are listed in `skipped`.
+    `madds_of`: a PyTorch target to count multiply-adds on (see open_bench_targets)."""
     say = progress or (lambda _msg: None)
     config = config or TimingConfig()
     load_before = load_average()
@@ -158,7 +160,7 @@ def run_bench(target: str | Target, *, backends: Sequence[str] | None = None, ba
         raise InputError(f"batch sizes must be positive; got {list(batches)}")
     with ExitStack() as stack:
         targets, skipped = open_bench_targets(target, backends, threads=threads, model_options=model_options or {},
-                                              stack=stack, progress=say, cuda_graph=cuda_graph)
+                                              stack=stack, progress=say, cuda_graph=cuda_graph, madds_of=madds_of)
         if not targets:
             reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
             name = target.label if isinstance(target, Target) else target

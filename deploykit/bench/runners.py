@@ -149,7 +149,22 @@ def _export_temporary(opened: Target, stack: ExitStack, progress: Progress) -> s
 
 def open_bench_targets(target: str | Target, backends: Sequence[str] | None, *, threads: int | None,
                        model_options: Mapping[str, Any], stack: ExitStack, progress: Progress,
-                       cuda_graph: bool = False) -> tuple[list[BenchTarget], list[Skipped]]:
+                       cuda_graph: bool = False, madds_of: Target | None = None
+                       ) -> tuple[list[BenchTarget], list[Skipped]]:
+    """Runners for `target` on each backend (default: the target's own); see _open_bench_targets. With
+    `madds_of` (a PyTorch target), multiply-adds are counted on that model instead of the target's graph, whose
+    form (fused or quantized convs) can hide some."""
+    out, skipped = _open_bench_targets(target, backends, threads=threads, model_options=model_options,
+                                       stack=stack, progress=progress, cuda_graph=cuda_graph)
+    if madds_of is not None and madds_of.loaded is not None:
+        for bench in out:
+            bench.madds_at, bench.madds_source = _torch_madds(madds_of.loaded), TORCH_COUNT
+    return out, skipped
+
+
+def _open_bench_targets(target: str | Target, backends: Sequence[str] | None, *, threads: int | None,
+                        model_options: Mapping[str, Any], stack: ExitStack, progress: Progress,
+                        cuda_graph: bool) -> tuple[list[BenchTarget], list[Skipped]]:
     """Runners for `target` on each backend (default: the target's own). `stack` owns temporary exports.
     `model_options` are open_target's options/weights/allow_partial/task for PyTorch models; a Target already
     opened (deploy's PyTorch model, built once) is used as it is."""
