@@ -12,16 +12,11 @@ import importlib.metadata
 import os
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-TrtState = Literal["not installed", "unusable", "ready"]
+from deploykit.backends.base import Availability
 
-
-@dataclass(frozen=True)
-class TensorRTStatus:
-    state: TrtState
-    version: str = ""
-    reason: str = ""
+TensorRTStatus = Availability  # TensorRT's availability, as every backend reports it
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,7 @@ __all__ = ["Options", "as_deployed", "availability", "compile", "open", "preflig
 def availability() -> Availability:
     from deploykit.environment import tensorrt_status
 
-    status = tensorrt_status()
-    return Availability(status.state, status.version, status.reason)
+    return tensorrt_status()
 
 
 def preflight(model: onnx.ModelProto, source: str) -> None:
