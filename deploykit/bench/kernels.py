@@ -13,7 +13,7 @@ roofline bound from the measured peaks (roofline.py) with the efficiency = bound
 pair is bounded by the sum of its two members' bounds. On a GPU (TensorRT) a kernel's time is its compute
 time from CUDA events, against the GPU's peaks measured with torch.
 
-Runtime on the 2-core EPYC used here: `--quick` (1 shape x 5 rates, 2 separable shapes, 5 CPU variants)
+Runtime on a 2-core AMD EPYC (Zen 3, AVX2): `--quick` (1 shape x 5 rates, 2 separable shapes, 5 CPU variants)
 took 53 s while other jobs loaded the machine; the full sweep (6 shapes x 8 rates + 8 separable shapes x 2,
 5 CPU variants: 320 timings) is estimated at about 20 minutes from the quick run's rates (not yet timed
 on a quiet machine; `deploykit bench kernels -o k.json` records its own duration in the JSON).
