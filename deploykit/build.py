@@ -25,7 +25,7 @@ import onnx
 
 import deploykit
 from deploykit.backends.base import Backend, Compiled, resolve_backend
-from deploykit.errors import InputError
+from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
@@ -165,9 +165,11 @@ def build_artifact(
         say(f"wrote the {entry.name} graph {transformed}")
     try:
         compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say)
-    except BaseException:
+    except BaseException as exc:
         if transformed is not None:
             transformed.unlink(missing_ok=True)  # no precision graph without its artifact
+        if isinstance(exc, ImportError):  # a lazy import inside the backend's compile step
+            raise BackendUnavailable(f"the {chosen.name} backend cannot be loaded here: {exc}") from exc
         raise
     sidecar = _sidecar(out_path, source_sha, graph_path, meta, entry, chosen, compiled, result, keep=keep,
                        fp16_io=fp16_io, threads=threads, source=onnx_path)
