@@ -51,7 +51,7 @@ def precision_flags(func: Any) -> Any:
 
     for entry in reversed(PRECISIONS.values()):
         func = click.option(entry.flag, "precision", flag_value=entry.name,
-                            help=entry.help + (" (the default)" if entry.name == DEFAULT else ""))(func)
+                            help=entry.help.rstrip(".") + (" (the default)." if entry.name == DEFAULT else "."))(func)
     return func
 
 
