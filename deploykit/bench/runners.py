@@ -122,6 +122,8 @@ def _model_targets(target: str, backends: Sequence[str], *, threads: int | None,
             try:
                 exported = exported or _export_temporary(opened, stack, progress)
                 as_onnx = open_target(exported, providers=_providers(choice), threads=threads)
+                if entry is not ONNX_RUNNER:  # another backend that runs ONNX directly times its own runner
+                    as_onnx.runner = entry.open(Path(exported), None, providers=_providers(choice), threads=threads)
             except BackendUnavailable as exc:
                 skipped.append(Skipped(choice, str(exc)))
                 continue
