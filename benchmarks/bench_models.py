@@ -34,28 +34,33 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.base import BACKENDS, REFERENCE
 from deploykit.bench.harness import TimingConfig
 from deploykit.bench.roofline import Peaks, measure_peaks
 from deploykit.bench.run import (
     apply_peaks,
-    bench_target,
     busy_warning,
     environment_manifest,
     load_average,
     measure_peaks_twice,
+    run_bench,
 )
-from deploykit.bench.runners import BenchTarget, Skipped, as_bench_target
+from deploykit.bench.runners import Skipped
 from deploykit.errors import DeployKitError
 from deploykit.io.outputs import write_json, write_text
+from deploykit.precision.table import BASELINE, PRECISIONS
 from deploykit.report.format import markdown_table
 
 MODELS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenetv2",
           "deeplabv3plus_xception65", "msinet")
 SEPARABLE = {"deeplabv3plus_mobilenetv2", "deeplabv3plus_xception65"}
 DENSE = {"deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "msinet"}
-VARIANTS = ("torch fp32", "onnxruntime fp32", "onnxruntime fp16", "onnxruntime int8")
-SHOWN = {"torch fp32": "PyTorch eager", "onnxruntime fp32": "ORT fp32", "onnxruntime fp16": "ORT fp16",
-         "onnxruntime int8": "ORT int8"}
+ORT = BACKENDS["onnxruntime"]
+LOWERED = tuple(p.name for p in PRECISIONS.values() if p.lowered)  # fp16, int8
+INT8 = next(p.name for p in PRECISIONS.values() if p.budget_in_deploy)
+VARIANTS = (f"{REFERENCE.name} {BASELINE.name}", *(f"{ORT.name} {p}" for p in PRECISIONS))
+SHOWN = {VARIANTS[0]: "PyTorch eager", **{f"{ORT.name} {p}": f"ORT {p}" for p in PRECISIONS}}
+FP32, ORT_FP32, ORT_INT8 = VARIANTS[0], f"{ORT.name} {BASELINE.name}", f"{ORT.name} {INT8}"
 AGREEMENT_KEYS = ("pixel_agreement", "miou", "cc", "kld", "sim")
 EVAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "retina")
 FULL_TIMING = TimingConfig(warmup_s=1.0, duration_s=10.0, min_iterations=10, min_warmup_iterations=2)
@@ -98,18 +103,20 @@ def _weights(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | None) -> dict[str, Any]:
-    """Export the model and build its fp16 / int8 ONNX Runtime artifacts; returns the opened torch target
-    and the paths of the three ONNX Runtime models."""
-    from deploykit.backends.targets import open_target
+    """Export the model and build its fp16 / int8 ONNX Runtime artifacts with the library calls deploy uses;
+    returns the PyTorch target (built once) and the paths of the three ONNX Runtime models."""
+    from deploykit.backends.targets import source_label, torch_target
     from deploykit.build import build_artifact
     from deploykit.export import onnx_from_torch
     from deploykit.precision.passes import CalibrationOptions
     from deploykit.zoo import get_model_spec
+    from deploykit.zoo.sources import load_model
 
     spec = get_model_spec(name)
     options = dict(spec.test_options) if args.tiny else {}
     size = spec.test_input_size if args.tiny else spec.input_size
-    opened = open_target(name, options=options, weights=weights, threads=args.threads)
+    loaded = load_model(name, options=options, weights=weights)
+    opened = torch_target(loaded, source_label(name, options, weights), threads=args.threads)
     assert opened.loaded is not None
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / "model.onnx"
@@ -118,31 +125,17 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
                                progress=say)
     if not exported.passed:
         raise DeployKitError(f"{name} does not export faithfully; see `deploykit export {name}`")
-    paths = {"onnxruntime fp32": fp32}
+    paths = {ORT_FP32: fp32}
     calibration = CalibrationOptions(data=args.calib_data, n=2 if args.tiny else args.calib_n)
-    for precision in ("fp16", "int8"):
+    for precision in LOWERED:
         out = folder / f"model-{precision}-ort.onnx"
         say(f"{name}: building the {precision} ONNX Runtime artifact")
-        budget = args.accuracy_budget if precision == "int8" else None
-        build_artifact(fp32, out, precision=precision, backend="onnxruntime", calibration=calibration,
+        budget = args.accuracy_budget if PRECISIONS[precision].budget_in_deploy else None
+        build_artifact(fp32, out, precision=precision, backend=ORT.name, calibration=calibration,
                        accuracy_budget=budget, threads=args.threads, force=True, progress=say)
-        paths[f"onnxruntime {precision}"] = out
+        paths[f"{ORT.name} {precision}"] = out
     return {"opened": opened, "paths": paths, "size": size, "options": options, "task": spec.task,
             "preprocessing": spec.preprocessing}
-
-
-def _targets(prepared: dict[str, Any], threads: int | None) -> list[BenchTarget]:
-    from deploykit.backends.targets import open_target
-
-    torch_target = as_bench_target(prepared["opened"], "torch")
-    targets = [torch_target]
-    for variant, path in prepared["paths"].items():
-        opened = open_target(str(path), threads=threads)
-        bench = as_bench_target(opened, "onnxruntime", label=torch_target.label)
-        bench.madds_at = torch_target.madds_at  # the model's multiply-adds, whatever the graph's form
-        bench.precision = variant.split()[1]
-        targets.append(bench)
-    return targets
 
 
 def _agreement(prepared: dict[str, Any], threads: int | None, images: str | None) -> dict[str, dict[str, float]]:
@@ -163,18 +156,26 @@ def _agreement(prepared: dict[str, Any], threads: int | None, images: str | None
             first = [next(iter(runner.infer({name: x.astype(runner.input_specs()[0].dtype)}).values()))
                      for x in batch]
         outputs[variant] = np.concatenate(first).astype(np.float32)
-    reference = outputs["onnxruntime fp32"]
-    return {variant: task_metrics(prepared["task"], reference, out) for variant, out in outputs.items()
-            if variant != "onnxruntime fp32"}
+    reference = outputs.pop(ORT_FP32)
+    return {variant: task_metrics(prepared["task"], reference, out) for variant, out in outputs.items()}
 
 
 def bench_model(name: str, args: argparse.Namespace, weights: str | None, config: TimingConfig,
                 skipped: list[Skipped]) -> dict[str, Any]:
+    from deploykit.backends.targets import open_target
+
     prepared = _prepare(name, args.out_dir / name, args, weights)
-    results = []
     shape = (1, 3, *prepared["size"])
-    for target in _targets(prepared, args.threads):
-        results += bench_target(target, [1], shape, config, args.threads, say, skipped)
+    reference = prepared["opened"]
+    targets = [reference, *(open_target(str(path), threads=args.threads) for path in prepared["paths"].values())]
+    results = []
+    for target in targets:  # the model's multiply-adds, whatever the graph's form
+        report = run_bench(target, batches=[1], input_shape=shape, config=config, threads=args.threads,
+                           roofline=False, progress=say, madds_of=reference)
+        results += report.results
+        skipped += report.skipped
+        for result in report.results:
+            result.target = reference.label
     say(f"{name}: agreement of fp16 / int8 with fp32 on {len(EVAL_PHOTOS)} photographs"
         + (f" and the images in {args.images}" if args.images else ""))
     agreement = _agreement(prepared, args.threads, args.images)
@@ -202,16 +203,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def _checks(row: dict[str, Any]) -> list[str]:
     """The issue's targets for this model: 'met' / 'MISSED' lines."""
     name = row["model"]
-    eager, fp32, int8 = (_median(row, v) for v in ("torch fp32", "onnxruntime fp32", "onnxruntime int8"))
+    eager, fp32, int8 = (_median(row, v) for v in (FP32, ORT_FP32, ORT_INT8))
     lines = []
     if name in SEPARABLE:
         speedup = _ratio(eager, fp32)
         lines.append(_verdict(f"{name}: ONNX Runtime fp32 >= 2.5x eager", speedup, 2.5, "x"))
     if name in DENSE:
         lines.append(_verdict(f"{name}: ONNX Runtime fp32 >= 70% of the GEMM peak",
-                              _efficiency(row, "onnxruntime fp32"), 70.0, "%"))
+                              _efficiency(row, ORT_FP32), 70.0, "%"))
     lines.append(_verdict(f"{name}: INT8 >= 1.3x fp32", _ratio(fp32, int8), 1.3, "x"))
-    agreement = row["agreement"].get("onnxruntime int8", {})
+    agreement = row["agreement"].get(ORT_INT8, {})
     if "pixel_agreement" in agreement:
         lines.append(_verdict(f"{name}: INT8 pixel agreement >= 99.5%", 100 * agreement["pixel_agreement"],
                               99.5, "%"))
@@ -233,13 +234,13 @@ def markdown(rows: list[dict[str, Any]], failures: dict[str, str], peaks: Peaks,
     for row in rows:
         medians = [_median(row, v) for v in VARIANTS]
         madds = next((r.madds for r in row["results"] if r.madds), None)
-        agreement = row["agreement"].get("onnxruntime int8", {})
+        agreement = row["agreement"].get(ORT_INT8, {})
         agree = agreement.get("pixel_agreement", agreement.get("cc"))
         agree_text = (f"{100 * agree:.2f}% px" if "pixel_agreement" in agreement else f"CC {agree:.4f}") \
             if agree is not None else None
         table.append([row["model"], "x".join(map(str, row["input_size"])), madds / 1e9 if madds else None,
                       *medians, _x(_ratio(medians[0], medians[1])), _x(_ratio(medians[1], medians[3])),
-                      _efficiency(row, "torch fp32"), _efficiency(row, "onnxruntime fp32"), agree_text])
+                      _efficiency(row, FP32), _efficiency(row, ORT_FP32), agree_text])
     lines = ["# deploykit: PyTorch eager vs ONNX Runtime on this CPU", ""]
     if tiny:
         lines += ["**Tiny test variants (--tiny): a smoke test, not the README's figures.**", ""]

@@ -1,7 +1,8 @@
 """What this machine offers: library versions, ONNX Runtime providers, TensorRT's state, GPUs and CPU.
 
 TensorRT is probed by constructing a builder, not by import: `import tensorrt` succeeds without a CUDA
-driver, but `trt.Builder(logger)` fails there (../shared/notes/tensorrt.md).
+driver, but `trt.Builder(logger)` fails there (NVIDIA's TensorRT Python API: the Builder constructor needs
+an initialised CUDA context).
 """
 
 from __future__ import annotations
@@ -11,16 +12,11 @@ import importlib.metadata
 import os
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-TrtState = Literal["not installed", "unusable", "ready"]
+from deploykit.backends.base import Availability
 
-
-@dataclass(frozen=True)
-class TensorRTStatus:
-    state: TrtState
-    version: str = ""
-    reason: str = ""
+TensorRTStatus = Availability  # TensorRT's availability, as every backend reports it
 
 
 @dataclass(frozen=True)
@@ -33,6 +29,7 @@ class Environment:
     onnxruntime_providers: list[str]
     tensorrt: TensorRTStatus
     cuda_devices: list[str] = field(default_factory=list)
+    backends: dict[str, dict[str, str]] = field(default_factory=dict)  # BACKENDS name -> availability
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +99,8 @@ def cuda_devices() -> list[str]:
 def probe() -> Environment:
     import onnxruntime
 
+    from deploykit.backends.base import BACKENDS
+
     names = ("deploykit", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "onnxslim", "numpy",
              "click", "tensorrt")
     return Environment(
@@ -113,4 +112,14 @@ def probe() -> Environment:
         onnxruntime_providers=list(onnxruntime.get_available_providers()),
         tensorrt=tensorrt_status(),
         cuda_devices=cuda_devices(),
+        backends={name: _availability(entry) for name, entry in BACKENDS.items()},
     )
+
+
+def _availability(entry: Any) -> dict[str, str]:
+    from deploykit.errors import BackendUnavailable
+
+    try:
+        return dict(entry.availability().to_dict())
+    except BackendUnavailable as exc:
+        return {"state": "not installed", "version": "", "reason": str(exc)}

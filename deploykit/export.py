@@ -12,7 +12,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,30 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (export --json, deploy's export.json): per check the worst max_abs and cosine over
+        the outputs, and every output's metrics."""
+        return {"path": str(self.path), "written": self.passed, "exporter": self.exporter, "opset": self.opset,
+                "dynamic": self.dynamic, "size_multiple": self.size_multiple, "input_shape": list(self.input_shape),
+                "input_names": list(self.input_names),
+                "output_names": list(self.output_names), "simplified": self.simplified,
+                "simplify_note": self.simplify_note, "seconds": round(self.seconds, 2),
+                "checks": [{"input_shape": list(c.input_shape), "passed": c.passed,
+                            "max_abs": max((m.max_abs for m in c.outputs.values()), default=0.0),
+                            "cosine": min((m.cosine for m in c.outputs.values()), default=1.0),
+                            "outputs": {k: v.to_dict() for k, v in c.outputs.items()}} for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExportResult:
+        checks = [ShapeCheck(tuple(c["input_shape"]), {k: NumericMetrics(**v) for k, v in c.get("outputs", {}).items()},
+                             bool(c["passed"])) for c in data.get("checks", [])]
+        return cls(path=Path(data["path"]), exporter=str(data["exporter"]), opset=int(data["opset"]),
+                   dynamic=bool(data.get("dynamic", True)), input_shape=tuple(data.get("input_shape", ())),
+                   input_names=tuple(data.get("input_names", ())), output_names=tuple(data.get("output_names", ())),
+                   simplified=bool(data.get("simplified", False)), simplify_note=str(data.get("simplify_note", "")),
+                   seconds=float(data.get("seconds", 0.0)), checks=checks,
+                   size_multiple=int(data.get("size_multiple", 1)))
 
 
 class _FlatOutputs(torch.nn.Module):
@@ -335,7 +359,7 @@ def onnx_from_torch(
     *,
     input_shape: tuple[int, int, int, int] | None = None,
     dynamic: bool = True,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     exporter: str | None = None,
     simplify: bool = True,
     tolerance: Tolerance | None = None,
@@ -345,10 +369,12 @@ def onnx_from_torch(
 ) -> ExportResult:
     """Export, check, simplify where parity holds, verify against PyTorch on two shapes, write atomically.
 
+    Defaults: opset DEFAULT_OPSET, the model's own exporter (ModelSpec.exporter), dynamic batch/H/W.
     size_multiple: height and width of the verification shapes stay multiples of it (default: the zoo's
     value; for a user model, detected when it rejects the second shape, see `_size_checked_shapes`).
     """
     say = progress or (lambda _msg: None)
+    opset = opset or DEFAULT_OPSET
     check_output_path(out, force=force)
     tolerance = tolerance or Tolerance()
     spec = loaded.spec

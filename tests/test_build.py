@@ -53,7 +53,7 @@ def test_precision_path_names() -> None:
 def test_auto_backend_says_why() -> None:
     backend, note = resolve_backend(None)
     if tensorrt_status().state != "ready":
-        assert backend == "onnxruntime" and "default here" in note and "TensorRT is" in note
+        assert backend.name == "onnxruntime" and "default here" in note and "TensorRT is" in note
     with pytest.raises(ConfigConflict, match="unknown backend"):
         resolve_backend("openvino")
 

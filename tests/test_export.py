@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,14 @@ from onnx import TensorProto, helper
 
 from deploykit.cli import cli
 from deploykit.errors import ExportError, InputError, UserCodeError
-from deploykit.export import Tolerance, onnx_from_torch, verification_shapes, verify_against_torch
+from deploykit.export import (
+    DEFAULT_OPSET,
+    ExportResult,
+    Tolerance,
+    onnx_from_torch,
+    verification_shapes,
+    verify_against_torch,
+)
 from deploykit.parity.metrics import numeric_metrics
 from deploykit.zoo.sources import LoadedModel, load_model
 from tests.fixtures import user_models
@@ -202,3 +210,22 @@ def test_transformers_mobilevit_baked_shapes_are_an_error_naming_static(tmp_path
         _export(tmp_path, "tiny_mobilevit", (1, 3, 64, 64))
     result, _ = _export(tmp_path, "tiny_mobilevit", (1, 3, 64, 64), dynamic=False)
     assert result.passed and result.output_names == ("logits",)  # type: ignore[attr-defined]
+
+
+# --- the typed result ---------------------------------------------------------------------------------------
+
+PRECISION_FACTORY = "tests.fixtures.precision_models:precision_net"
+
+
+def test_export_result_round_trips_and_the_library_picks_the_opset(tmp_path: Path) -> None:
+    loaded = load_model(PRECISION_FACTORY, task="segmentation")
+    out = tmp_path / "m.onnx"
+    result = onnx_from_torch(loaded, out, input_shape=(1, 3, 32, 40), simplify=False, opset=None)
+    assert result.passed and result.opset == DEFAULT_OPSET
+    opsets = {o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")}
+    assert opsets == {DEFAULT_OPSET}
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["written"] and {"max_abs", "cosine", "outputs"} <= set(data["checks"][0])
+    back = ExportResult.from_dict(data)
+    assert back.passed and back.checks[0].outputs.keys() == result.checks[0].outputs.keys()
+    assert json.loads(json.dumps(back.to_dict())) == data

@@ -1,21 +1,37 @@
-"""The Runner interface and the backend table.
+"""The Runner interface and the one backend table, `BACKENDS`.
 
-A backend implements `_open`, `_infer` and the two spec methods; the base class validates every feed the
+A Runner implements `_open`, `_infer` and the two spec methods; the base class validates every feed the
 same way (names, rank, fixed dimensions, dtype), so all backends reject bad input alike.
+
+The backend protocol: a backend is a folder deploykit/backends/<name>/ whose `backend` module (imported lazily,
+only when the entry is used) defines
+- `availability() -> Availability`: whether it can run here, and why not (probe what fails, not the import:
+  TensorRT imports without a driver but cannot construct a builder);
+- `Options`: its typed compile-options dataclass (or None when it takes none), built by the command;
+- `preflight(model, source) -> None`: raise a DeployKitError on a graph it cannot compile, before a slow
+  precision pass (a no-op for most);
+- `as_deployed(model, *, threads, optimize) -> ModelProto`: the graph as its artifact would compute it (its
+  INT8 lowering, and with `optimize` its graph optimizations), which the accuracy-budget search scores;
+- `compile(graph, out, options, *, force, threads, progress) -> Compiled`: the precision graph to the artifact
+  at `out` (atomically); deploykit.build writes the sidecar from what it returns, once;
+- `open(artifact, sidecar, *, providers, threads) -> Runner`: a Runner for a built artifact (not yet entered).
+plus ONE `Backend` entry in `BACKENDS` below with its static facts. Nothing else names a backend: commands,
+deploy, targets, bench, Triton packaging and doctor ask this table (tests/test_one_house.py greps for literals).
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from deploykit.errors import InputError
+from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
 
 Dim = int | str | None  # a str or None is a dynamic dimension
 
@@ -74,6 +90,13 @@ class Runner(ABC):
         self.validate_feed(feed)
         return self._infer(feed)
 
+    def infer_unchecked(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`infer` without validation, for a feed `validate_feed` has already accepted: bench validates each
+        feed once, outside its timed loop, so it times inference rather than checks."""
+        if not self._active:
+            raise RuntimeError("Runner.infer_unchecked called outside its `with` block")
+        return self._infer(feed)
+
     def validate_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         specs = {spec.name: spec for spec in self.input_specs()}
         missing = sorted(set(specs) - set(feed))
@@ -106,26 +129,148 @@ class Runner(ABC):
                 )
 
 
+State = Literal["ready", "unusable", "not installed"]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here: state, its version when installed, and why not."""
+
+    state: State
+    version: str = ""
+    reason: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def describe(self) -> str:
+        line = self.state + (f" ({self.version})" if self.version else "")
+        return line + (f": {self.reason}" if self.reason else "")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"state": self.state, "version": self.version, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What a backend's compile step reports for the sidecar."""
+
+    backend_version: str
+    device: Mapping[str, Any]
+    build_options: Mapping[str, Any]
+    artifact_sha256: str = ""  # "" when the caller should hash the artifact itself
+
+
 @dataclass(frozen=True)
 class Backend:
+    """One backend's entry: its module (see the module docstring for what it defines) and static facts."""
+
     name: str
-    module: str  # deploykit module that implements it, imported lazily
+    module: str  # deploykit module implementing the protocol, imported lazily
     summary: str
+    title: str  # how reports name it
+    reference: bool = False  # PyTorch eager: what every other backend is compared with; compiles nothing
+    suffix: str = ""  # artifact file name suffix, e.g. ".ort.onnx"
+    suffixes: tuple[str, ...] = ()  # every suffix that marks a file as this backend's artifact
+    runs_onnx: bool = False  # runs a plain .onnx file without a build
+    device: Literal["cpu", "gpu"] = "cpu"
+    triton_platform: str = ""  # Triton's platform name ("" = not servable by Triton)
+    triton_file: str = ""  # the file name Triton expects in a model version folder
+    triton_kind: str = "KIND_CPU"
+    qdq_layout: str = "inputs+outputs"  # default INT8 Q/DQ placement; see deploykit.calib.qdq
+    artifact: str = "artifact"  # what its artifact is called in messages ("engine")
+    ready_note: str = "found ready"  # why auto chose it
+    auto_rank: int = 0  # `--backend auto` takes the ready backend of highest rank (0: never chosen by auto)
+    # bench choices this backend answers to -> the execution providers to ask for (ONNX Runtime's CUDA EP)
+    bench_choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def load(self) -> Any:
-        return importlib.import_module(self.module)
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as exc:
+            raise BackendUnavailable(f"the {self.name} backend cannot be loaded here: {exc}") from exc
 
-    def is_available(self) -> bool:
-        probe: Callable[[], bool] = self.load().is_available
+    def availability(self) -> Availability:
+        probe: Callable[[], Availability] = self.load().availability
         return probe()
+
+    def check_options(self, options: object | None) -> None:
+        """Fail clearly when another backend's options are given to this one."""
+        wanted = getattr(self.load(), "Options", None)
+        if options is not None and (wanted is None or not isinstance(options, wanted)):
+            raise ConfigConflict(f"{type(options).__name__} options do not apply to --backend {self.name}")
+
+    def preflight(self, model: Any, source: str) -> None:
+        self.load().preflight(model, source)
+
+    def as_deployed(self, model: Any, *, threads: int | None, optimize: bool) -> Any:
+        return self.load().as_deployed(model, threads=threads, optimize=optimize)
+
+    def compile(self, graph: Path, out: Path, options: object | None, *, force: bool, threads: int | None,
+                progress: Callable[[str], None]) -> Compiled:
+        self.check_options(options)
+        compiled: Compiled = self.load().compile(graph, out, options, force=force, threads=threads,
+                                                 progress=progress)
+        return compiled
+
+    def open(self, artifact: Path, sidecar: Any, *, providers: Sequence[str] = ("cpu",),
+             threads: int | None = None) -> Runner:
+        runner: Runner = self.load().open(artifact, sidecar, providers=providers, threads=threads)
+        return runner
 
 
 BACKENDS: dict[str, Backend] = {
     backend.name: backend
     for backend in (
-        Backend("torch", "deploykit.backends.torch", "PyTorch eager on CPU (the reference)"),
-        Backend("onnxruntime", "deploykit.backends.onnxruntime.runner",
-                "ONNX Runtime (CPU; CUDA/TensorRT EPs with onnxruntime-gpu)"),
-        Backend("tensorrt", "deploykit.backends.tensorrt.build", "TensorRT engines on NVIDIA GPUs"),
+        Backend("torch", "deploykit.backends.torch", "PyTorch eager on CPU (the reference)", "PyTorch",
+                reference=True, bench_choices={"torch": ()}),
+        Backend("onnxruntime", "deploykit.backends.onnxruntime.backend",
+                "ONNX Runtime (CPU; CUDA/TensorRT EPs with onnxruntime-gpu)", "ONNX Runtime",
+                suffix=".ort.onnx", suffixes=(".onnx", ".ort"), runs_onnx=True, triton_platform="onnxruntime_onnx",
+                triton_file="model.onnx", qdq_layout="inputs+outputs", auto_rank=1, artifact="optimized model",
+                bench_choices={"onnxruntime": ("cpu",), "onnxruntime-cuda": ("cuda",)}),
+        Backend("tensorrt", "deploykit.backends.tensorrt.backend", "TensorRT engines on NVIDIA GPUs", "TensorRT",
+                suffix=".plan", suffixes=(".plan", ".engine", ".trt"), device="gpu", triton_platform="tensorrt_plan",
+                triton_file="model.plan", triton_kind="KIND_GPU", qdq_layout="inputs", auto_rank=2, artifact="engine",
+                ready_note="found a working builder",
+                bench_choices={"tensorrt": ()}),
     )
 }
+REFERENCE = next(b for b in BACKENDS.values() if b.reference)
+COMPILERS = tuple(name for name, b in BACKENDS.items() if not b.reference)  # what build-engine can target
+BENCH_CHOICES = {choice: b for b in BACKENDS.values() for choice in b.bench_choices}
+FILE_SUFFIXES = tuple(dict.fromkeys(s for b in BACKENDS.values() for s in b.suffixes))
+
+
+def backend_of(name: str, *, what: str = "backend") -> Backend:
+    """The entry for `name`, or a clear error listing the known ones."""
+    if name not in BACKENDS:
+        raise ConfigConflict(f"unknown {what} {name!r}; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def resolve_backend(backend: str | None) -> tuple[Backend, str]:
+    """(backend, one-line reason). "auto" (the default) takes the ready backend of highest `auto_rank`:
+    TensorRT only where a builder can be constructed, else ONNX Runtime (the embedded default)."""
+    chosen = backend or "auto"
+    if chosen != "auto":
+        if chosen not in COMPILERS:
+            raise ConfigConflict(f"unknown backend {chosen!r}; choose one of auto, {', '.join(COMPILERS)}")
+        entry = BACKENDS[chosen]
+        state = entry.availability()
+        if not state.ready:
+            fallback = max((b for b in BACKENDS.values() if b.auto_rank and b.device == "cpu"),
+                           key=lambda b: b.auto_rank)
+            raise BackendUnavailable(f"{entry.title} is {state.state} here ({state.reason}); build with "
+                                     f"--backend {fallback.name}, or on a machine where {entry.title} is ready")
+        return entry, f"{entry.title} {state.version} (asked for)".replace("  ", " ")
+    passed: list[str] = []
+    for entry in sorted((b for b in BACKENDS.values() if b.auto_rank), key=lambda b: -b.auto_rank):
+        state = entry.availability()
+        if state.ready:
+            if not passed:
+                return entry, f"{entry.title} {state.version} ({entry.ready_note})".replace("  ", " ")
+            return entry, f"{entry.title}, the default here: {'; '.join(passed)}"
+        passed.append(f"{entry.title} is {state.state} ({state.reason})")
+    raise BackendUnavailable(f"no backend can run here: {'; '.join(passed)}")

@@ -15,19 +15,17 @@ import numpy as np
 import onnx
 import torch
 
-from deploykit.backends.base import Runner
+from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Runner
 from deploykit.backends.torch import TorchRunner, outputs_as_tuple
-from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
+from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
-from deploykit.io.sidecar import read_sidecar, sidecar_path
+from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
+from deploykit.precision.table import BASELINE, detect_precision
 from deploykit.types import Preprocessing, Task
 from deploykit.zoo.sources import LoadedModel, load_model
 
-Kind = Literal["torch", "onnx", "artifact"]
-FILE_SUFFIXES = (".onnx", ".ort", ".plan", ".engine", ".trt")
-# ONNX Runtime needs the fallbacks listed after the provider the user asked for.
-PROVIDER_CHAINS = {"cpu": ("cpu",), "cuda": ("cuda", "cpu"), "tensorrt": ("tensorrt", "cuda", "cpu")}
-_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+Kind = Literal["torch", "onnx", "artifact"]  # kinds of target, not backends: "torch" is a PyTorch module
+ONNX_RUNNER = next(b for b in BACKENDS.values() if b.runs_onnx)  # what runs a plain .onnx file
 
 
 @dataclass
@@ -64,8 +62,10 @@ def open_target(
     task: Task | None = None,
     providers: Sequence[str] = ("cpu",),
     threads: int | None = None,
+    sidecar: Sidecar | None = None,
 ) -> Target:
-    """Resolve `target` to a Runner and its model facts; see the module docstring."""
+    """Resolve `target` to a Runner and its model facts; see the module docstring. `sidecar`: the artifact's
+    sidecar when the caller has read it already (deploy), so it is not read again."""
     if not is_file_target(target):
         return _torch_target(target, options=options, weights=weights, allow_partial=allow_partial, task=task,
                              threads=threads)
@@ -76,13 +76,12 @@ def open_target(
     if not path.is_file():
         raise InputError(f"{target} does not exist; give an .onnx file, a built artifact, a zoo name "
                          "(`deploykit models`) or package.module:factory")
-    sidecar = read_sidecar(path)
+    sidecar = sidecar or read_sidecar(path)
     if sidecar is not None:
-        opened = _artifact_target(path, sidecar.backend, sidecar.precision, sidecar.model, task=task,
-                                  providers=providers, threads=threads)
+        opened = _artifact_target(path, sidecar, task=task, providers=providers, threads=threads)
         opened.onnx_path = _built_from(path, sidecar.build_options) or opened.onnx_path
         return opened
-    if path.suffix.lower() not in (".onnx", ".ort"):
+    if path.suffix.lower() not in ONNX_RUNNER.suffixes:
         raise InputError(f"{path} has no sidecar {sidecar_path(path).name}; engines are run only with the "
                          "sidecar build-engine writes beside them (rebuild it with `deploykit build-engine`)")
     return _onnx_target(path, task=task, providers=providers, threads=threads)
@@ -105,51 +104,25 @@ def _torch_target(source: str, *, options: Mapping[str, Any] | None, weights: st
                   allow_partial: bool, task: Task | None, threads: int | None) -> Target:
     # Seeded so that a model without weights gets the same initialisation in every process.
     loaded = load_model(source, options=options, weights=weights, allow_partial=allow_partial, task=task)
+    return torch_target(loaded, source_label(source, options, weights), threads=threads)
+
+
+def torch_target(loaded: LoadedModel, label: str, *, threads: int | None = None) -> Target:
+    """A Target over a model already built (deploy builds it once and hands it to every step)."""
     spec = loaded.spec
     runner = _TorchTargetRunner(loaded.module, input_names=spec.input_names, output_names=spec.output_names,
                                 threads=threads)
-    label = source if not (options or weights) else f"{source} ({_describe_source(options, weights)})"
     return Target(runner=runner, kind="torch", label=label, task=spec.task, num_classes=spec.num_classes,
-                  preprocessing=spec.preprocessing, input_size=spec.input_size, precision="fp32",
+                  preprocessing=spec.preprocessing, input_size=spec.input_size, precision=BASELINE.name,
                   input_name=spec.input_names[0], loaded=loaded)
 
 
-def _describe_source(options: Mapping[str, Any] | None, weights: str | os.PathLike[str] | None) -> str:
+def source_label(source: str, options: Mapping[str, Any] | None, weights: str | os.PathLike[str] | None) -> str:
+    """How reports name a PyTorch model: the source, with its --set options and weights file if any."""
+    if not (options or weights):
+        return source
     parts = [f"{k}={v}" for k, v in (options or {}).items()]
-    return ", ".join(parts + ([Path(weights).name] if weights is not None else []))
-
-
-def provider_chain(providers: Sequence[str]) -> tuple[str, ...]:
-    """The providers asked for, each followed by the fallbacks ONNX Runtime needs, checked to exist here."""
-    from deploykit.backends.onnxruntime.runner import PROVIDER_ALIASES, available_providers
-
-    chain: list[str] = []
-    for provider in providers:
-        for name in PROVIDER_CHAINS.get(provider, (provider,)):
-            if name not in chain:
-                chain.append(name)
-    have = available_providers()
-    absent = [p for p in chain if PROVIDER_ALIASES.get(p, p) not in have]
-    if absent:
-        raise BackendUnavailable(
-            f"ONNX Runtime has no {', '.join(absent)} execution provider here (available: {', '.join(have)}); "
-            "CUDA and TensorRT need onnxruntime-gpu (pip install 'deploykit[gpu]') and an NVIDIA GPU; "
-            "or use --providers cpu")
-    return tuple(chain)
-
-
-def detect_precision(model: onnx.ModelProto) -> str:
-    """int8 when the graph quantizes, fp16 when it computes in float16, else fp32."""
-    ops = {node.op_type for node in model.graph.node}
-    if ops & _INT8_OPS:
-        return "int8"
-    half = onnx.TensorProto.FLOAT16
-    if any(init.data_type == half for init in model.graph.initializer) or any(
-        node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute)
-        for node in model.graph.node
-    ):
-        return "fp16"
-    return "fp32"
+    return f"{source} ({', '.join(parts + ([Path(weights).name] if weights is not None else []))})"
 
 
 def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, tuple[int, int] | None]:
@@ -165,18 +138,18 @@ def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, t
     return inputs[0].name, full, size
 
 
-def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], threads: int | None) -> Target:
-    from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-
+def _read_graph(path: Path) -> onnx.ModelProto:
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf decode errors have no common type
         raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from exc
+
+
+def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], threads: int | None) -> Target:
+    model = _read_graph(path)
     meta = read_metadata(model)
-    detected = detect_precision(model)
-    precision = detected if meta is None or detected != "fp32" else meta.precision
-    runner = OnnxRuntimeRunner(path, providers=provider_chain(providers), threads=threads)
-    return _file_target(runner, "onnx", path, meta, model, precision, task)
+    runner = ONNX_RUNNER.open(path, None, providers=providers, threads=threads)
+    return _file_target(runner, "onnx", path, meta, model, detect_precision(model, meta), task)
 
 
 def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | None, model: onnx.ModelProto | None,
@@ -205,22 +178,15 @@ def _built_from(artifact: Path, build_options: Mapping[str, Any]) -> Path | None
     return None
 
 
-def _artifact_target(path: Path, backend: str, precision: str, props: Mapping[str, Any], *, task: Task | None,
-                     providers: Sequence[str], threads: int | None) -> Target:
-    meta = ModelMetadata.from_record(props)
-    if backend == "onnxruntime":
-        from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-
-        model = onnx.load(str(path), load_external_data=False)
-        runner: Runner = OnnxRuntimeRunner(path, providers=provider_chain(providers), threads=threads)
-        return _file_target(runner, "artifact", path, meta or read_metadata(model), model, precision, task)
-    if backend == "tensorrt":
-        try:
-            from deploykit.backends.tensorrt.build import TensorRTRunner
-        except ImportError as exc:
-            raise BackendUnavailable(f"{path} is a TensorRT engine, but deploykit's TensorRT backend cannot be "
-                                     f"loaded here ({exc}); run it on the machine it was built for") from exc
-        runner = TensorRTRunner.from_artifact(path)
-        return _file_target(runner, "artifact", path, meta, None, precision, task)
-    raise InputError(f"{path}: its sidecar names backend {backend!r}, which deploykit does not know; "
-                     "rebuild it with `deploykit build-engine`")
+def _artifact_target(path: Path, sidecar: Sidecar, *, task: Task | None, providers: Sequence[str],
+                     threads: int | None) -> Target:
+    entry = BACKENDS.get(sidecar.backend)
+    if entry is None or entry.reference:
+        raise InputError(f"{path}: its sidecar names backend {sidecar.backend!r}, which deploykit does not know; "
+                         "rebuild it with `deploykit build-engine`")
+    meta = ModelMetadata.from_record(sidecar.model)
+    runner = entry.open(path, sidecar, providers=providers, threads=threads)
+    model = _read_graph(path) if entry.runs_onnx else None
+    if model is not None and meta is None:
+        meta = read_metadata(model)
+    return _file_target(runner, "artifact", path, meta, model, sidecar.precision, task)

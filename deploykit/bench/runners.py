@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit.backends.base import Runner
-from deploykit.backends.targets import Target, is_file_target, open_target
+from deploykit.backends.base import BACKENDS, BENCH_CHOICES, REFERENCE, Runner
+from deploykit.backends.targets import ONNX_RUNNER, Target, is_file_target, open_target
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
 from deploykit.io.sidecar import read_sidecar
 from deploykit.types import Progress
 
-BACKEND_CHOICES = ("torch", "onnxruntime", "onnxruntime-cuda", "tensorrt")
+BACKEND_CHOICES = tuple(BENCH_CHOICES)  # from the backend table: each backend's bench_choices
 MaddsAt = Callable[[tuple[int, ...]], int | None]
 TORCH_COUNT = "PyTorch modules (deploykit.zoo.flops)"
 ONNX_COUNT = "ONNX graph (Conv/ConvTranspose/Gemm/MatMul, deploykit.bench.macs)"
@@ -78,54 +78,61 @@ def as_bench_target(opened: Target, backend: str, label: str | None = None) -> B
         madds, source = _torch_madds(opened.loaded), TORCH_COUNT
     else:
         madds, source = _no_madds, "unknown (an engine carries no graph to count)"
-    name = label or (Path(opened.label).name if opened.kind != "torch" else opened.label)
+    name = label or (opened.label if opened.loaded is not None else Path(opened.label).name)
     return BenchTarget(label=name, kind=opened.kind, backend=backend, precision=opened.precision,
                        runner=opened.runner, default_hw=opened.input_size, madds_at=madds, madds_source=source)
 
 
-def _providers(backend: str) -> tuple[str, ...]:
-    return ("cuda",) if backend == "onnxruntime-cuda" else ("cpu",)
+def _providers(choice: str) -> tuple[str, ...]:
+    return BENCH_CHOICES[choice].bench_choices[choice] or ("cpu",)
 
 
-def _file_target(path: str, backend: str, threads: int | None, cuda_graph: bool) -> BenchTarget:
+def _file_target(path: str, choice: str, threads: int | None, cuda_graph: bool) -> BenchTarget:
     sidecar = read_sidecar(path) if os.path.isfile(path) else None
-    built_for = sidecar.backend if sidecar else "onnxruntime"
-    if backend == "torch":
-        raise BackendUnavailable("a file has no PyTorch module; bench the zoo model by name for eager")
-    if backend == "tensorrt" and built_for != "tensorrt":
-        raise BackendUnavailable("TensorRT runs engines: build one first with deploykit build-engine --backend "
-                                 "tensorrt, then bench the engine")
-    if backend != "tensorrt" and built_for == "tensorrt":
-        raise BackendUnavailable(f"{Path(path).name} is a TensorRT engine; bench it with --backend tensorrt")
-    opened = open_target(path, providers=_providers(backend), threads=threads)
+    built_for = BACKENDS[sidecar.backend] if sidecar and sidecar.backend in BACKENDS else ONNX_RUNNER
+    wanted = BENCH_CHOICES[choice]
+    if wanted.reference:
+        raise BackendUnavailable(f"a file has no PyTorch module; bench the zoo model by name for {choice}")
+    if wanted is not built_for:
+        if not built_for.runs_onnx:
+            raise BackendUnavailable(f"{Path(path).name} is a {built_for.title} {built_for.artifact}; bench it "
+                                     f"with --backend {built_for.name}")
+        raise BackendUnavailable(f"{wanted.title} runs its own {wanted.artifact}s: build one first with deploykit "
+                                 f"build-engine --backend {wanted.name}, then bench that")
+    opened = open_target(path, providers=_providers(choice), threads=threads)
     if cuda_graph and hasattr(opened.runner, "cuda_graph"):
         opened.runner.cuda_graph = True
-    return as_bench_target(opened, backend)
+    return as_bench_target(opened, choice)
 
 
 def _model_targets(target: str, backends: Sequence[str], *, threads: int | None, model_options: Mapping[str, Any],
-                   stack: ExitStack, progress: Progress) -> tuple[list[BenchTarget], list[Skipped]]:
-    progress(f"building {target}")
-    opened = open_target(target, threads=threads, **model_options)
+                   stack: ExitStack, progress: Progress, opened: Target | None = None
+                   ) -> tuple[list[BenchTarget], list[Skipped]]:
+    if opened is None:
+        progress(f"building {target}")
+        opened = open_target(target, threads=threads, **model_options)
     out: list[BenchTarget] = []
     skipped: list[Skipped] = []
     exported: str | None = None
-    for backend in backends:
-        if backend == "torch":
-            out.append(as_bench_target(opened, "torch"))
-        elif backend in ("onnxruntime", "onnxruntime-cuda"):
+    for choice in backends:
+        entry = BENCH_CHOICES[choice]
+        if entry.reference:
+            out.append(as_bench_target(opened, choice))
+        elif entry.runs_onnx:
             try:
                 exported = exported or _export_temporary(opened, stack, progress)
-                as_onnx = open_target(exported, providers=_providers(backend), threads=threads)
+                as_onnx = open_target(exported, providers=_providers(choice), threads=threads)
+                if entry is not ONNX_RUNNER:  # another backend that runs ONNX directly times its own runner
+                    as_onnx.runner = entry.open(Path(exported), None, providers=_providers(choice), threads=threads)
             except BackendUnavailable as exc:
-                skipped.append(Skipped(backend, str(exc)))
+                skipped.append(Skipped(choice, str(exc)))
                 continue
-            bench = as_bench_target(as_onnx, backend, label=opened.label)
-            bench.madds_at, bench.madds_source = as_bench_target(opened, "torch").madds_at, TORCH_COUNT
+            bench = as_bench_target(as_onnx, choice, label=opened.label)
+            bench.madds_at, bench.madds_source = as_bench_target(opened, REFERENCE.name).madds_at, TORCH_COUNT
             out.append(bench)
         else:
-            skipped.append(Skipped(backend, "a PyTorch model needs an engine first: deploykit build-engine "
-                                            "--backend tensorrt, then bench the engine"))
+            skipped.append(Skipped(choice, f"a PyTorch model needs an {entry.artifact} first: deploykit "
+                                           f"build-engine --backend {entry.name}, then bench the {entry.artifact}"))
     return out, skipped
 
 
@@ -142,16 +149,37 @@ def _export_temporary(opened: Target, stack: ExitStack, progress: Progress) -> s
     return path
 
 
-def open_bench_targets(target: str, backends: Sequence[str] | None, *, threads: int | None,
+def open_bench_targets(target: str | Target, backends: Sequence[str] | None, *, threads: int | None,
                        model_options: Mapping[str, Any], stack: ExitStack, progress: Progress,
-                       cuda_graph: bool = False) -> tuple[list[BenchTarget], list[Skipped]]:
+                       cuda_graph: bool = False, madds_of: Target | None = None
+                       ) -> tuple[list[BenchTarget], list[Skipped]]:
+    """Runners for `target` on each backend (default: the target's own); see _open_bench_targets. With
+    `madds_of` (a PyTorch target), multiply-adds are counted on that model instead of the target's graph, whose
+    form (fused or quantized convs) can hide some."""
+    out, skipped = _open_bench_targets(target, backends, threads=threads, model_options=model_options,
+                                       stack=stack, progress=progress, cuda_graph=cuda_graph)
+    if madds_of is not None and madds_of.loaded is not None:
+        for bench in out:
+            bench.madds_at, bench.madds_source = _torch_madds(madds_of.loaded), TORCH_COUNT
+    return out, skipped
+
+
+def _open_bench_targets(target: str | Target, backends: Sequence[str] | None, *, threads: int | None,
+                        model_options: Mapping[str, Any], stack: ExitStack, progress: Progress,
+                        cuda_graph: bool) -> tuple[list[BenchTarget], list[Skipped]]:
     """Runners for `target` on each backend (default: the target's own). `stack` owns temporary exports.
-    `model_options` are open_target's options/weights/allow_partial/task for PyTorch models."""
+    `model_options` are open_target's options/weights/allow_partial/task for PyTorch models; a Target already
+    opened (deploy's PyTorch model, built once) is used as it is."""
     unknown = [b for b in backends or () if b not in BACKEND_CHOICES]
     if unknown:
         raise InputError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(BACKEND_CHOICES)}")
+    if isinstance(target, Target) and target.loaded is not None:
+        return _model_targets(target.label, backends or [REFERENCE.name], threads=threads, model_options={},
+                              stack=stack, progress=progress, opened=target)
+    if isinstance(target, Target):  # an opened file: its own backend only
+        return [as_bench_target(target, target.runner.backend)], []
     if not is_file_target(target):
-        return _model_targets(target, backends or ["torch"], threads=threads, model_options=model_options,
+        return _model_targets(target, backends or [REFERENCE.name], threads=threads, model_options=model_options,
                               stack=stack, progress=progress)
     if not os.path.isfile(target):
         raise InputError(f"{target} does not exist")
@@ -161,7 +189,7 @@ def open_bench_targets(target: str, backends: Sequence[str] | None, *, threads: 
     sidecar = read_sidecar(target)
     out: list[BenchTarget] = []
     skipped: list[Skipped] = []
-    for backend in backends or [sidecar.backend if sidecar else "onnxruntime"]:
+    for backend in backends or [sidecar.backend if sidecar else ONNX_RUNNER.name]:
         try:
             out.append(_file_target(target, backend, threads, cuda_graph))
         except (BackendUnavailable, ImportError) as exc:

@@ -12,7 +12,7 @@ power of two and existing counts merge 2^k bins into one, so histograms stay fix
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,7 +137,3 @@ def collect_stats(
         if progress and count % 8 == 0:
             progress(f"calibration: {count} inputs")
     return collection
-
-
-def absmax_of(collection: Collection) -> Mapping[str, float]:
-    return {name: stats.absmax for name, stats in collection.stats.items()}

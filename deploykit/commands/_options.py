@@ -37,6 +37,12 @@ def force_option(func: F) -> F:
     return click.option("--force", is_flag=True, help="Overwrite existing outputs.")(func)
 
 
+def given(**values: Any) -> dict[str, Any]:
+    """The options the user gave (None means "not given"), to pass on as keywords so that the library's own
+    defaults apply to the rest: a command never restates a library default."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
+from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
 
 
 class _BenchGroup(click.Group):
@@ -87,12 +87,10 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
         raise click.BadParameter("--iterations must be positive")
     if output:
         check_output_path(output, force=force)
-    base = TimingConfig()
-    config = TimingConfig(warmup_s=base.warmup_s if warmup is None else warmup,
-                          duration_s=base.duration_s if duration is None else duration, iterations=iterations)
+    config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "task": task}
-    report = run_bench(target, backends=_csv_words(backends), batches=_csv_ints(batches, "--batch") or [1],
+    report = run_bench(target, backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
                        input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                        threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
                        progress=progress)
@@ -183,7 +181,7 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
         from deploykit.report.bench_plots import require_matplotlib
 
         require_matplotlib()  # fail before a long sweep, not after it
-    report = run_kernels(quick=quick, suites=list(suites) or ["dilated", "separable"],
+    report = run_kernels(quick=quick, **given(suites=list(suites) or None),
                          backends=_csv_words(backends), precisions=_csv_words(precisions), threads=threads,
                          progress=progress)
     written = []

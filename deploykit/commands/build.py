@@ -38,23 +38,41 @@ def tensorrt_options(func: Any) -> Any:
     return func
 
 
-def _rows(report: dict[str, Any]) -> list[list[object]]:
-    rows: list[list[object]] = []
-    for key in ("kept_fp32", "kept_float"):
-        for node in report.get(key, []):
-            rows.append([node["name"], node["op_type"], node["reason"]])
-    return rows
+def typed_tensorrt_options(trt: dict[str, Any]) -> object | None:
+    """The TensorRT options given on the command line as TensorRTBuildOptions (None when none was given, so
+    that an ONNX Runtime build rejects any of them)."""
+    given = {k: v for k, v in trt.items() if v not in (None, (), False)}
+    if not given:
+        return None
+    from deploykit.backends.tensorrt.build import TensorRTBuildOptions
+
+    return TensorRTBuildOptions.from_cli(**given)
+
+
+def precision_flags(func: Any) -> Any:
+    """--fp32 / --fp16 / --int8, one per PRECISIONS entry."""
+    from deploykit.precision.table import DEFAULT, PRECISIONS
+
+    for entry in reversed(PRECISIONS.values()):
+        func = click.option(entry.flag, "precision", flag_value=entry.name,
+                            help=entry.help.rstrip(".") + (" (the default)." if entry.name == DEFAULT else "."))(func)
+    return func
+
+
+def backend_option(func: Any) -> Any:
+    from deploykit.backends.base import COMPILERS
+
+    return click.option("--backend", type=click.Choice(["auto", *COMPILERS]), default=None,
+                        help="auto (default): the best backend ready here (TensorRT where a builder can be "
+                             "constructed), else ONNX Runtime.")(func)
 
 
 @click.command("build-engine", short_help="Build an FP32/FP16/INT8 artifact (ONNX Runtime or TensorRT).")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The artifact to write (its sidecar OUT.deploykit.json goes beside it).")
-@click.option("--fp32", "precision", flag_value="fp32", help="Keep float32 (the default).")
-@click.option("--fp16", "precision", flag_value="fp16", help="Weights and activations in float16.")
-@click.option("--int8", "precision", flag_value="int8", help="Explicit INT8 Q/DQ from calibration data.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default=None,
-              help="auto (default): TensorRT where a builder can be constructed, else ONNX Runtime.")
+@precision_flags
+@backend_option
 @click.option("--fp16-io", is_flag=True, help="FP16: float16 graph inputs and outputs too (default float32).")
 @click.option("--keep-fp32", multiple=True, metavar="NODE_OR_OPTYPE",
               help="FP16: keep this node name or op type in float32 (repeatable; DepthwiseConv works too).")
@@ -99,20 +117,15 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
                                      cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,
                                      max_kept=max_kept, sensitivity=sensitivity)
-    result = build_artifact(model, output, precision=precision or "fp32", backend=backend,
+    result = build_artifact(model, output, precision=precision, backend=backend,
                             calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
                             accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,
-                            tensorrt_options={k: v for k, v in trt.items() if v not in (None, (), False)},
-                            progress=progress)
+                            options=typed_tensorrt_options(trt), progress=progress)
     if as_json:
-        echo_json({"path": str(result.path), "sidecar": str(result.sidecar_path), "backend": result.backend,
-                   "backend_note": result.backend_note, "precision": result.precision,
-                   "precision_onnx": str(result.precision_onnx) if result.precision_onnx else None,
-                   "report": result.report, "seconds": result.seconds,
-                   "precision_audit": result.sidecar.build_options.get("precision_audit")})
+        echo_json({**result.to_dict(), "precision_audit": result.sidecar.build_options.get("precision_audit")})
         return
     click.echo(f"backend: {result.backend_note}")
-    rows = _rows(result.report)
+    rows: list[list[object]] = [[n["name"], n["op_type"], n["reason"]] for n in result.kept]
     if rows:
         click.echo(text_table(["kept in higher precision", "op", "why"], rows))
     budget = result.report.get("budget")

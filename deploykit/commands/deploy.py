@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from deploykit.commands._options import echo_json, json_option, model_source_options, progress
+from deploykit.commands.build import backend_option
 
 
 @click.command(short_help="Export, build every precision, check parity, bench, and write a report.")
@@ -14,8 +15,7 @@ from deploykit.commands._options import echo_json, json_option, model_source_opt
 @model_source_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
 @click.option("--precisions", default=None, help="Comma-separated: fp32,fp16,int8 (default: all three).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default=None,
-              help="Where to build (default auto: TensorRT where a builder can be constructed).")
+@backend_option
 @click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
 @click.option("--calib-n", type=int, default=None, help="Calibration images to use.")
 @click.option("--accuracy-budget", default=None, metavar="METRIC>=X", help="INT8 budget, e.g. pixel_agreement>=0.995.")
@@ -32,24 +32,24 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
     Re-running skips the steps whose inputs did not change."""
-    from deploykit.pipeline.deploy import PRECISIONS, DeployOptions, run_deploy
+    from deploykit.pipeline.deploy import DeployOptions, run_deploy
     from deploykit.zoo.sources import parse_options, parse_shape
 
     opts = DeployOptions(
         source=model, out=Path(out), options=parse_options(set_options), weights=weights,
         allow_partial=allow_partial,
-        precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else PRECISIONS,
+        precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
         backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
         input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]
-        bench_seconds=bench_seconds or 3.0, threads=threads, rerun=rerun,
+        bench_seconds=bench_seconds, threads=threads, rerun=rerun,
     )
     result = run_deploy(opts, progress=progress)
     if as_json:
-        echo_json(result.summary)
+        echo_json(result.to_dict())
     else:
         click.echo((result.out / "report.md").read_text(encoding="utf-8"))
         click.echo(f"report: {result.out / 'report.html'}")
-    if not result.summary["parity"]["passed"]:
+    if not result.parity.passed:
         from deploykit.errors import ParityError
 
-        raise ParityError(f"{result.summary['parity']['summary']} (report in {result.out})")
+        raise ParityError(f"{result.parity.summary()} (report in {result.out})")

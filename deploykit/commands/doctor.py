@@ -37,15 +37,15 @@ def doctor(as_json: bool, selftest: bool, full: bool) -> None:
             data["selftest"] = _selftest().to_dict()
         echo_json(data)
         return
-    trt = env.tensorrt
-    trt_line = trt.state + (f" (TensorRT {trt.version})" if trt.version else "")
-    trt_line += f": {trt.reason}" if trt.reason else ""
+    from deploykit.backends.base import Availability
+
+    states = {name: Availability(**state) for name, state in env.backends.items()}  # type: ignore[arg-type]
     lines = [
         f"python          {env.python} on {env.platform}",
         f"cpu             {env.cpu}, {env.cores} cores",
-        *(f"{name:<15} {version}" for name, version in env.versions.items() if name != "tensorrt"),
+        *(f"{name:<15} {version}" for name, version in env.versions.items() if name not in states),
         f"ort providers   {', '.join(env.onnxruntime_providers)}",
-        f"tensorrt        {trt_line}",
+        *(f"{name:<15} {state.describe()}" for name, state in states.items()),
         f"cuda devices    {', '.join(env.cuda_devices) or 'none'}",
     ]
     click.echo("\n".join(lines))

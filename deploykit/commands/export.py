@@ -29,7 +29,7 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
     differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
     from deploykit.errors import ExportError
-    from deploykit.export import DEFAULT_OPSET, onnx_from_torch
+    from deploykit.export import onnx_from_torch
     from deploykit.io.outputs import check_output_path
     from deploykit.report.format import text_table
     from deploykit.zoo.sources import load_model, parse_options, parse_shape
@@ -45,17 +45,12 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
         progress(f"weights left {len(loaded.load_report.left_random)} tensors at their initialisation "
                  f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")
     result = onnx_from_torch(loaded, output, input_shape=shape, dynamic=not static,  # type: ignore[arg-type]
-                             opset=opset or DEFAULT_OPSET, exporter=exporter, simplify=not no_simplify,
+                             opset=opset, exporter=exporter, simplify=not no_simplify,
                              force=force, progress=progress, size_multiple=size_multiple)
     rows = [["x".join(map(str, c.input_shape)), name, m.max_abs, m.cosine, "ok" if c.passed else "FAIL"]
             for c in result.checks for name, m in c.outputs.items()]
     if as_json:
-        echo_json({"path": str(result.path), "written": result.passed, "exporter": result.exporter,
-                   "opset": result.opset, "dynamic": result.dynamic, "size_multiple": result.size_multiple,
-                   "simplified": result.simplified,
-                   "simplify_note": result.simplify_note, "seconds": result.seconds,
-                   "checks": [{"input_shape": c.input_shape, "passed": c.passed,
-                               "outputs": {k: v.to_dict() for k, v in c.outputs.items()}} for c in result.checks]})
+        echo_json(result.to_dict())
     else:
         click.echo(text_table(["input", "output", "max abs err", "cosine", "verdict"], rows))
         click.echo(f"{result.simplify_note}; {result.seconds:.1f} s")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
+from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
+from deploykit.precision.table import PRECISIONS
 
 
 @click.command(short_help="Compare a reference with candidates on task metrics; localise divergence.")
@@ -22,7 +23,7 @@ from deploykit.commands._options import echo_json, force_option, json_option, mo
 @click.option("--providers", default=None, metavar="cpu|cuda|tensorrt",
               help="ONNX Runtime execution providers, comma-separated (default cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runner.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="Judge candidates with this precision's gates (default: each candidate's own).")
 @click.option("--gate", "gates", multiple=True, metavar="[OUTPUT:]METRIC>=X",
               help="Replace a default gate, e.g. 'pixel_agreement>=0.99' or 'out:cosine>=0.9' (repeatable).")
@@ -59,7 +60,7 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
 
     if report:
         check_output_path(report, force=force)
-    chosen = tuple(p.strip() for p in (providers or "cpu").split(",") if p.strip())
+    chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
     options = parse_options(set_options)
     opened = []
     for source in (reference, *candidates):
@@ -67,17 +68,15 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
         progress(f"loading {source}")
         opened.append(open_target(source, options=options if torch_side else None,
                                   weights=weights if torch_side else None, allow_partial=allow_partial,
-                                  task=task, providers=chosen, threads=threads))  # type: ignore[arg-type]
+                                  task=task, threads=threads, **given(providers=chosen)))  # type: ignore[arg-type]
     shape = parse_shape(input_shape) if input_shape else None
     input_set = resolve_inputs(opened, inputs=inputs, random=random_count, input_shape=shape, limit=limit,
-                               seed=seed or 0)
+                               **given(seed=seed))
     progress(f"inputs: {input_set.description}")
-    defaults = ParitySettings()
     settings = ParitySettings(
-        gates=tuple(parse_gate(g) for g in gates), precision=precision,
-        atol=defaults.atol if atol is None else atol, rtol=defaults.rtol if rtol is None else rtol,
-        localize=localize, reference_onnx=reference_onnx, top_k=top_k or defaults.top_k,
-        localize_tolerance=localize_tol, providers=chosen)
+        gates=tuple(parse_gate(g) for g in gates), precision=precision, localize=localize,
+        reference_onnx=reference_onnx, localize_tolerance=localize_tol,
+        **given(atol=atol, rtol=rtol, top_k=top_k, providers=chosen))
     result = run_parity(opened[0], opened[1:], input_set, settings, progress)
     if as_json:
         echo_json(result.to_dict())

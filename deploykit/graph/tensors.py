@@ -152,11 +152,6 @@ def all_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def initializer_array(index: GraphIndex, name: str) -> np.ndarray | None:
-    init = index.initializers.get(name)
-    return None if init is None else numpy_helper.to_array(init)
-
-
 def constant_array(node: onnx.NodeProto) -> np.ndarray | None:
     """The value of a Constant node given as a tensor attribute (the form exporters emit), else None."""
     for attr in node.attribute:

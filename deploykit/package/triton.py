@@ -17,6 +17,8 @@ from pathlib import Path
 
 import onnx
 
+from deploykit.backends.base import BACKENDS
+from deploykit.backends.targets import ONNX_RUNNER
 from deploykit.errors import BackendUnavailable, InputError, OutputExists
 from deploykit.io.sidecar import read_sidecar
 
@@ -79,7 +81,11 @@ def _onnx_tensors(values: Sequence[onnx.ValueInfoProto], batched: bool) -> tuple
 
 def _model_name(path: Path, given: str | None) -> str:
     # model.int8.ort.onnx -> model_int8: keep the precision in the name, drop the file-type suffixes
-    stem = re.sub(r"(\.ort)?\.(onnx|plan)$", "", path.name)
+    stem = path.name
+    for suffix in sorted({b.suffix for b in BACKENDS.values() if b.suffix} | {".onnx"}, key=len, reverse=True):
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            stem = stem[: -len(suffix)]
+            break
     name = given or re.sub(r"[^A-Za-z0-9_-]", "_", stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InputError(f"model name {name!r} has characters Triton does not allow; use letters, digits, _ . -")
@@ -92,17 +98,16 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
     if not file.is_file():
         raise InputError(f"artifact {file} does not exist; build one with `deploykit build-engine`")
     sidecar = read_sidecar(file)
-    backend = sidecar.backend if sidecar else ("onnxruntime" if file.suffix == ".onnx" else "")
-    if backend == "tensorrt":
-        # A plan's I/O is that of the ONNX it was built from, which the sidecar names.
-        source = Path(str(sidecar.build_options.get("onnx_path", ""))) if sidecar else Path()
-        if not source.is_file():
-            raise InputError(f"{file}: its sidecar does not name a readable source ONNX; rebuild with build-engine")
-        platform, file_name, kind, graph_file = "tensorrt_plan", "model.plan", "KIND_GPU", source
-    elif backend == "onnxruntime":
-        platform, file_name, kind, graph_file = "onnxruntime_onnx", "model.onnx", "KIND_CPU", file
-    else:
+    entry = BACKENDS.get(sidecar.backend) if sidecar else (ONNX_RUNNER if file.suffix == ".onnx" else None)
+    if entry is None or not entry.triton_platform:
         raise InputError(f"{file} is neither an .onnx model nor an artifact with a deploykit sidecar")
+    graph_file = file
+    if not entry.runs_onnx:
+        # A plan's I/O is that of the ONNX it was built from, which the sidecar names.
+        graph_file = Path(str(sidecar.build_options.get("onnx_path", ""))) if sidecar else Path()
+        if not graph_file.is_file():
+            raise InputError(f"{file}: its sidecar does not name a readable source ONNX; rebuild with build-engine")
+    platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
     graph = onnx.load(str(graph_file), load_external_data=False).graph
     first = graph.input[0].type.tensor_type.shape.dim
     batched = bool(first) and not first[0].HasField("dim_value") and max_batch_size > 0

@@ -12,19 +12,21 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deploykit.backends.targets import Target, provider_chain
+from deploykit.backends.onnxruntime.runner import provider_chain
+from deploykit.backends.targets import Target
 from deploykit.errors import ParityError
 from deploykit.parity import gates as gating
 from deploykit.parity.inputs import InputSet
 from deploykit.parity.localize import TOLERANCES, Localization, localize
 from deploykit.parity.metrics import NumericMetrics, TaskAccumulator, aggregate_numeric, fits_task, numeric_metrics
+from deploykit.precision.table import BASELINE
 from deploykit.types import Progress
 
 
@@ -58,6 +60,18 @@ class OutputResult:
     def failures(self) -> list[str]:
         return [f"{self.name} {c.describe()}" for c in self.checks if not c.passed]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "candidate_name": self.candidate_name, "passed": self.passed,
+                "metrics": self.metrics,
+                "gates": [{"gate": c.gate.describe(), "value": c.value, "passed": c.passed} for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OutputResult:
+        checks = [gating.GateCheck(gating.parse_gate(g["gate"]), float(g["value"]), bool(g["passed"]))
+                  for g in data.get("gates", [])]
+        return cls(name=str(data["name"]), candidate_name=str(data.get("candidate_name", data["name"])),
+                   metrics={k: float(v) for k, v in data.get("metrics", {}).items()}, checks=checks)
+
 
 @dataclass
 class CandidateResult:
@@ -78,11 +92,21 @@ class CandidateResult:
             "label": self.label, "backend": self.backend, "precision": self.precision, "passed": self.passed,
             "worst_input": self.worst_input, "localize_note": self.localize_note,
             "localization": self.localization.to_dict() if self.localization else None,
-            "outputs": [{"name": o.name, "candidate_name": o.candidate_name, "passed": o.passed,
-                         "metrics": o.metrics,
-                         "gates": [{"gate": c.gate.describe(), "value": c.value, "passed": c.passed}
-                                   for c in o.checks]} for o in self.outputs],
+            "outputs": [o.to_dict() for o in self.outputs],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CandidateResult:
+        found = data.get("localization")
+        return cls(label=str(data["label"]), backend=str(data["backend"]), precision=str(data["precision"]),
+                   outputs=[OutputResult.from_dict(o) for o in data.get("outputs", [])],
+                   worst_input=int(data.get("worst_input", 0)),
+                   localization=Localization.from_dict(found) if found else None,
+                   localize_note=str(data.get("localize_note", "")))
+
+    def worst_cosine(self) -> float:
+        """The lowest cosine over this candidate's outputs (1.0 when none was measured)."""
+        return min((o.metrics.get("cosine", 1.0) for o in self.outputs), default=1.0)
 
 
 @dataclass
@@ -110,6 +134,14 @@ class ParityResult:
         return {"reference": self.reference, "reference_backend": self.reference_backend, "task": self.task,
                 "inputs": self.inputs, "input_count": self.input_count, "passed": self.passed,
                 "summary": self.summary(), "notes": self.notes, "candidates": [c.to_dict() for c in self.candidates]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ParityResult:
+        return cls(reference=str(data["reference"]), reference_backend=str(data["reference_backend"]),
+                   task=data.get("task"), inputs=str(data.get("inputs", "")),
+                   input_count=int(data.get("input_count", 0)),
+                   candidates=[CandidateResult.from_dict(c) for c in data.get("candidates", [])],
+                   notes=list(data.get("notes", [])))
 
 
 def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -266,7 +298,7 @@ def _reference_onnx(reference: Target, candidate: Target, shape: tuple[int, ...]
     """The FP32 reference as ONNX: the reference itself when it is one, else exported from its PyTorch model,
     with the exporter the candidate was made with so node names agree."""
     if reference.onnx_path is not None:
-        if reference.precision != "fp32":
+        if reference.precision != BASELINE.name:
             raise ParityError(f"--localize compares with an FP32 reference; {reference.label} is "
                               f"{reference.precision}; pass --reference-onnx")
         return reference.onnx_path

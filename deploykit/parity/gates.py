@@ -26,32 +26,19 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deploykit.errors import InputError
+from deploykit.parity.metrics import METRICS, parse_condition
+from deploykit.precision.table import PRECISIONS
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
 }
-NUMERIC_METRICS = ("max_abs", "mean_abs", "p99_abs", "max_rel", "cosine", "snr_db", "beyond_tol", "nan", "inf")
-TASK_METRICS = ("pixel_agreement", "miou", "cc", "kld", "nss", "sim", "nss_ratio")
-KNOWN_METRICS = NUMERIC_METRICS + TASK_METRICS
-PRECISIONS = ("fp32", "fp16", "int8")
-
-_ALWAYS = ("nan==0", "inf==0")
-DEFAULT_GATES: dict[str, tuple[str, ...]] = {
-    "fp32": (*_ALWAYS, "cosine>=0.99999", "pixel_agreement>=0.999", "miou>=0.99",
-             "cc>=0.9999", "sim>=0.999", "kld<=0.001"),
-    "fp16": (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou>=0.95",
-             "cc>=0.999", "sim>=0.99", "kld<=0.01"),
-    "int8": (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou>=0.85",
-             "cc>=0.98", "sim>=0.95", "kld<=0.05"),
-}
-
-_GATE = re.compile(r"^\s*(?:(?P<output>[^:<>=]+):)?\s*(?P<metric>[a-z0-9_]+)\s*(?P<op>>=|<=|==|>|<)\s*"
-                   r"(?P<value>[-+0-9.eE]+|inf|-inf)\s*$")
+KNOWN_METRICS = tuple(METRICS)
+# The thresholds above live in each precision's entry (deploykit.precision.table.PRECISIONS[p].gates).
+DEFAULT_GATES: dict[str, tuple[str, ...]] = {name: entry.gates for name, entry in PRECISIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -80,15 +67,14 @@ class GateCheck:
 
 
 def parse_gate(text: str) -> Gate:
-    match = _GATE.match(text)
-    if match is None:
-        raise InputError(f"gate {text!r} is not [output:]metric OP number; write e.g. 'pixel_agreement>=0.99' "
-                         "or 'logits:cosine>=0.999' (OP is one of >=, <=, >, <, ==)")
-    metric = match["metric"]
-    if metric not in KNOWN_METRICS:
-        raise InputError(f"gate {text!r}: unknown metric {metric!r}; known: {', '.join(KNOWN_METRICS)}")
-    output = match["output"].strip() if match["output"] else None
-    return Gate(metric=metric, op=match["op"], threshold=float(match["value"]), output=output)
+    try:
+        found = parse_condition(text, ops=tuple(OPERATORS))
+    except ValueError as exc:
+        if "unknown metric" in str(exc):
+            raise InputError(f"gate {text!r}: {exc}") from None
+        raise InputError(f"gate {text!r} is not [output:]metric OP number ({exc}); write e.g. "
+                         "'pixel_agreement>=0.99' or 'logits:cosine>=0.999' (OP is one of >=, <=, >, <, ==)") from None
+    return Gate(metric=found.metric.name, op=found.op, threshold=found.threshold, output=found.output)
 
 
 def gates_for(precision: str, overrides: Sequence[Gate] = ()) -> list[Gate]:

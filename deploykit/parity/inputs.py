@@ -54,7 +54,7 @@ def _spatial_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None
         if target.static_input is not None and len(target.static_input) == 4:
             return int(target.static_input[2]), int(target.static_input[3])
     # An exported model records the size it was verified at; a PyTorch model's spec only has a default.
-    for target in sorted(targets, key=lambda t: t.kind == "torch"):
+    for target in sorted(targets, key=lambda t: t.loaded is not None):
         if target.input_size is not None:
             return target.input_size
     raise InputError("no target says what input size it takes (ONNX without metadata and dynamic shapes); "

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,14 @@ class Localization:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Localization:
+        first = data.get("first")
+        return cls(candidate=str(data["candidate"]), reference_onnx=str(data["reference_onnx"]),
+                   tolerance=float(data["tolerance"]), compared=int(data["compared"]),
+                   unmatched=int(data["unmatched"]), first=NodeError(**first) if first else None,
+                   top=[NodeError(**n) for n in data.get("top", [])])
 
 
 def module_path(node: onnx.NodeProto) -> str:

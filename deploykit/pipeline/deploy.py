@@ -1,7 +1,14 @@
 """`deploy`: export, build each precision, parity against PyTorch, bench, report — one folder, resumable.
 
 Each step records the hash of its inputs (deploykit.pipeline.steps); a rerun skips steps whose inputs and outputs
-are unchanged. A failing step stops the flow with a DeployKitError and leaves finished steps' outputs intact.
+are unchanged and rebuilds their typed result from the JSON they wrote. A failing step stops the flow with a
+DeployKitError and leaves finished steps' outputs intact. State is built once and handed on (`_Run`): the
+PyTorch model is built once (and only when a step needs it), model.onnx is loaded once per run, each artifact is
+opened once for parity and bench with the sidecar its build returned, and the per-layer step uses the parity
+inputs.
+Defaults, documented once here: every precision of deploykit.precision.table.PRECISIONS; backend auto (see
+deploykit.build); DEFAULT_BENCH_SECONDS timed seconds per benchmark run after BENCH_WARMUP_S of warm-up;
+parity inputs: --inputs, else the calibration folder, else deploykit.parity.inputs' sample photographs.
 """
 
 from __future__ import annotations
@@ -12,57 +19,71 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import onnx
 
 import deploykit
+from deploykit.backends.base import REFERENCE, Backend, resolve_backend
+from deploykit.backends.targets import Target, open_target, source_label, torch_target
+from deploykit.bench.run import BenchReport
+from deploykit.build import BuildResult
 from deploykit.errors import ConfigConflict, InputError
+from deploykit.export import ExportResult
 from deploykit.io.outputs import write_json
+from deploykit.parity.compare import ParityResult
+from deploykit.parity.inputs import InputSet
+from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, _build_dict
 from deploykit.pipeline.steps import StepRecord
+from deploykit.precision.table import PRECISIONS, precision_of
 from deploykit.types import Progress
+from deploykit.zoo.sources import LoadedModel
 
-PRECISIONS = ("fp32", "fp16", "int8")
+__all__ = ["BENCH_WARMUP_S", "DEFAULT_BENCH_SECONDS", "PRECISIONS", "DeployOptions", "DeployResult", "StepLog",
+           "artifact_name", "run_deploy"]
+
+DEFAULT_BENCH_SECONDS = 3.0  # trtexec's default duration (NVIDIA's trtexec docs: --duration=3)
+BENCH_WARMUP_S = 0.5
+CALIB_KEYWORDS = ("synthetic", "photos")  # --calib-data values that name no folder
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class DeployOptions:
+    """What to deploy. None means the library's default (module docstring)."""
+
     source: str
     out: Path
     options: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     allow_partial: bool = False
-    precisions: tuple[str, ...] = PRECISIONS
+    precisions: tuple[str, ...] | None = None
     backend: str | None = None
     calib_data: str | None = None
     calib_n: int | None = None
     accuracy_budget: str | None = None
-    inputs: str | None = None  # parity images; default: the calibration folder, else sample photographs
+    inputs: str | None = None
     input_shape: tuple[int, int, int, int] | None = None
-    bench_seconds: float = 3.0
+    bench_seconds: float | None = None
     threads: int | None = None
     rerun: bool = False  # ignore the step record and redo everything
 
+    @property
+    def chosen_precisions(self) -> tuple[str, ...]:
+        return self.precisions if self.precisions is not None else tuple(PRECISIONS)
 
-@dataclass
-class StepLog:
-    name: str
-    skipped: bool
-    seconds: float
-
-
-@dataclass
-class DeployResult:
-    out: Path
-    summary: dict[str, Any]
-    steps: list[StepLog]
+    @property
+    def parity_folder(self) -> str | None:
+        return self.inputs or (self.calib_data if self.calib_data not in (None, *CALIB_KEYWORDS) else None)
 
 
 def _check(opts: DeployOptions) -> None:
-    unknown = [p for p in opts.precisions if p not in PRECISIONS]
-    if unknown or not opts.precisions:
-        raise ConfigConflict(f"--precisions {','.join(opts.precisions)}: choose from {','.join(PRECISIONS)}")
+    unknown = [p for p in opts.chosen_precisions if p not in PRECISIONS]
+    if unknown or not opts.chosen_precisions:
+        raise ConfigConflict(f"--precisions {','.join(opts.chosen_precisions)}: choose from {','.join(PRECISIONS)}")
     if opts.out.exists() and not opts.out.is_dir():
         raise InputError(f"--out {opts.out} is a file; give a folder")
-    if opts.calib_data and opts.calib_data not in ("synthetic", "photos") and not Path(opts.calib_data).exists():
+    if opts.calib_data and opts.calib_data not in CALIB_KEYWORDS and not Path(opts.calib_data).exists():
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
     if opts.inputs and not Path(opts.inputs).exists():
         raise InputError(f"--inputs {opts.inputs} does not exist; give a folder of images or an .npz")
@@ -79,13 +100,133 @@ def _folder_fingerprint(path: str | None) -> Any:
 
 
 def artifact_name(precision: str, backend: str) -> str:
-    return f"model.{precision}.{'plan' if backend == 'tensorrt' else 'ort.onnx'}"
+    """model.<precision><the backend's artifact suffix>, e.g. model.int8.ort.onnx or model.fp16.plan."""
+    from deploykit.backends.base import backend_of
+
+    return f"model.{precision}{backend_of(backend).suffix}"
+
+
+class _Run:
+    """The state one deploy builds once and hands to its steps."""
+
+    def __init__(self, opts: DeployOptions, backend: Backend, say: Progress) -> None:
+        self.opts, self.backend, self.say = opts, backend, say
+        self.onnx_path = opts.out / "model.onnx"
+        self.label = source_label(opts.source, opts.options, opts.weights)
+        self.builds: list[BuildResult] = []
+
+    @functools.cached_property
+    def loaded(self) -> LoadedModel:
+        from deploykit.zoo.sources import load_model
+
+        self.say(f"building {self.label}")
+        return load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
+                          allow_partial=self.opts.allow_partial)
+
+    @functools.cached_property
+    def onnx_model(self) -> onnx.ModelProto:
+        from deploykit.build import load_onnx
+
+        return load_onnx(self.onnx_path)
+
+    @functools.cached_property
+    def reference(self) -> Target:
+        return torch_target(self.loaded, self.label, threads=self.opts.threads)
+
+    @functools.cached_property
+    def candidates(self) -> list[Target]:
+        return [open_target(str(b.path), threads=self.opts.threads, sidecar=b.sidecar) for b in self.builds]
+
+    @functools.cached_property
+    def inputs(self) -> InputSet:
+        from deploykit.parity.inputs import resolve_inputs
+
+        return resolve_inputs([self.reference, *self.candidates], inputs=self.opts.parity_folder,
+                              input_shape=self.opts.input_shape)
+
+    def export(self) -> ExportResult:
+        from deploykit.errors import ExportError
+        from deploykit.export import onnx_from_torch
+
+        result = onnx_from_torch(self.loaded, self.onnx_path, input_shape=self.opts.input_shape, force=True,
+                                 progress=self.say)
+        if not result.passed:
+            checks = [{"input_shape": c["input_shape"], "max_abs": c["max_abs"], "cosine": c["cosine"]}
+                      for c in result.to_dict()["checks"]]
+            raise ExportError(f"the ONNX export of {self.opts.source} disagrees with PyTorch: {checks}")
+        write_json(self.opts.out / "export.json", result.to_dict(), force=True)
+        return result
+
+    def build(self, precision: str, artifact: Path, record: Path) -> BuildResult:
+        from deploykit.build import build_artifact
+        from deploykit.precision.passes import CalibrationOptions
+
+        opts = self.opts
+        result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend.name,
+                                calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n),
+                                accuracy_budget=_budget(opts, precision), threads=opts.threads, force=True,
+                                progress=self.say, source=self.onnx_model)
+        write_json(record, _build_dict(result), force=True)
+        return result
+
+    def parity(self) -> ParityResult:
+        from deploykit.parity.compare import ParitySettings, run_parity
+
+        result = run_parity(self.reference, self.candidates, self.inputs, ParitySettings(), progress=self.say)
+        write_json(self.opts.out / "parity.json", result.to_dict(), force=True)
+        return result
+
+    def layers(self, parity: ParityResult) -> LayersResult:
+        """Per-node error of the worst candidate against the FP32 ONNX, in graph order (for the report's plot),
+        on the first parity input."""
+        from deploykit.parity.localize import localize
+
+        ranked = sorted(zip(self.builds, parity.candidates, strict=True), key=lambda pair: pair[1].worst_cosine())
+        build, worst = ranked[0]
+        result = LayersResult(candidate=worst.label, precision=build.precision)
+        if build.precision_onnx is None:
+            result.note = "the worst candidate is the FP32 graph itself; nothing to localise"
+        else:
+            x = next(iter(self.inputs.batches()))[:1]
+            self.say(f"per-node error of {worst.label} against the FP32 graph")
+            # Every node whose error exceeds 1e-5 is listed (localize keeps nodes above tolerance / 100).
+            found = localize(self.onnx_path, build.precision_onnx, x, tolerance=1e-3, top_k=100_000)
+            order = {node.name: i for i, node in enumerate(self.onnx_model.graph.node)}
+            rows = sorted(found.top, key=lambda n: order.get(n.node, len(order)))
+            result.nodes = [LayerError(n.node, n.op_type, n.module, n.error, n.growth, n.cosine) for n in rows]
+        write_json(self.opts.out / "layers.json", result.to_dict(), force=True)
+        return result
+
+    def bench(self) -> BenchReport:
+        from deploykit.bench.harness import TimingConfig
+        from deploykit.bench.roofline import Peaks
+        from deploykit.bench.run import apply_peaks, run_bench
+
+        opts = self.opts
+        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=opts.bench_seconds or DEFAULT_BENCH_SECONDS)
+        run = functools.partial(run_bench, config=config, threads=opts.threads, input_shape=opts.input_shape,
+                                progress=self.say)
+        reports = [run(self.reference, backends=[REFERENCE.name], roofline=True)]
+        reports += [run(target, roofline=False) for target in self.candidates]
+        peaks = reports[0].peaks
+        if peaks:
+            known = set(Peaks.__dataclass_fields__)
+            for report in reports[1:]:
+                apply_peaks(report.results, Peaks(**{k: v for k, v in peaks.items() if k in known}))
+        merged = BenchReport(results=[r for report in reports for r in report.results],
+                             skipped=[s for report in reports for s in report.skipped],
+                             environment=reports[0].environment, peaks=peaks, config=reports[0].config,
+                             notes=_distinct_notes(n for report in reports for n in report.notes))
+        write_json(opts.out / "bench.json", merged.to_dict(), force=True)
+        return merged
+
+
+def _budget(opts: DeployOptions, precision: str) -> str | None:
+    return opts.accuracy_budget if precision_of(precision).budget_in_deploy else None
 
 
 def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
     """The whole flow; see the module docstring."""
-    from deploykit.build import resolve_backend
-
     say = progress or (lambda _m: None)
     _check(opts)
     try:
@@ -98,173 +239,52 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     backend, backend_note = resolve_backend(opts.backend)
     say(backend_note)
     steps: list[StepLog] = []
+    run = _Run(opts, backend, say)
 
-    def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], Any],
-             load: Callable[[], Any]) -> Any:
+    def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
+             load: Callable[[dict[str, Any]], T]) -> T:
         started = time.perf_counter()
         say(f"[{name}] starting")
-        outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action, load)
+        outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action,
+                             lambda: load(_read(outputs[-1])))
         steps.append(StepLog(name, outcome.skipped, time.perf_counter() - started))
         say(f"[{name}] {'unchanged since the last run: skipped' if outcome.skipped else 'done'} "
             f"({steps[-1].seconds:.1f} s)")
-        return outcome.result
+        result: T = outcome.result
+        return result
 
-    onnx_path = opts.out / "model.onnx"
-    export_info = step("export", {"source": opts.source, "options": opts.options,
-                                  "weights": Path(opts.weights) if opts.weights else None,
-                                  "input_shape": opts.input_shape},
-                       [onnx_path, opts.out / "export.json"],
-                       lambda: _export(opts, onnx_path, say), lambda: _read(opts.out / "export.json"))
-    builds = []
-    for precision in opts.precisions:
-        artifact = opts.out / artifact_name(precision, backend)
-        record_file = opts.out / f"build.{precision}.json"
-        builds.append(step(
+    source = {"source": opts.source, "options": opts.options}
+    export = step("export", {**source, "weights": Path(opts.weights) if opts.weights else None,
+                             "input_shape": opts.input_shape},
+                  [run.onnx_path, opts.out / "export.json"], run.export, ExportResult.from_dict)
+    for precision in opts.chosen_precisions:
+        artifact, record_file = opts.out / artifact_name(precision, backend.name), opts.out / f"build.{precision}.json"
+        run.builds.append(step(
             f"build-{precision}",
-            {"onnx": onnx_path, "precision": precision, "backend": backend,
+            {"onnx": run.onnx_path, "precision": precision, "backend": backend.name,
              "calib": _folder_fingerprint(opts.calib_data), "calib_n": opts.calib_n,
-             "budget": opts.accuracy_budget if precision == "int8" else None},
-            [artifact, record_file],
-            functools.partial(_build, opts, onnx_path, artifact, precision, backend, say),
-            functools.partial(_read, record_file),
-        ))
-    artifacts = [Path(b["path"]) for b in builds]
-    parity = step("parity", {"artifacts": artifacts, "source": opts.source, "options": opts.options,
-                             "inputs": _folder_fingerprint(opts.inputs or opts.calib_data)},
-                  [opts.out / "parity.json"],
-                  lambda: _parity(opts, artifacts, say), lambda: _read(opts.out / "parity.json"))
-    layers = step("layers", {"onnx": onnx_path, "artifacts": artifacts, "parity": opts.out / "parity.json"},
-                  [opts.out / "layers.json"],
-                  lambda: _layers(opts, onnx_path, builds, parity, say), lambda: _read(opts.out / "layers.json"))
-    bench = step("bench", {"artifacts": artifacts, "seconds": opts.bench_seconds, "threads": opts.threads,
-                           "source": opts.source, "options": opts.options},
-                 [opts.out / "bench.json"],
-                 lambda: _bench(opts, artifacts, say), lambda: _read(opts.out / "bench.json"))
-    summary = {"model": opts.source, "options": opts.options, "weights": opts.weights, "backend": backend,
-               "backend_note": backend_note, "export": export_info, "builds": builds, "parity": parity,
-               "layers": layers, "bench": bench,
-               "steps": [{"name": s.name, "skipped": s.skipped, "seconds": round(s.seconds, 2)} for s in steps]}
+             "budget": _budget(opts, precision)},
+            [artifact, record_file], functools.partial(run.build, precision, artifact, record_file),
+            BuildResult.from_dict))
+    artifacts = [b.path for b in run.builds]
+    parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder)},
+                  [opts.out / "parity.json"], run.parity, ParityResult.from_dict)
+    layers = step("layers", {"onnx": run.onnx_path, "artifacts": artifacts, "parity": opts.out / "parity.json"},
+                  [opts.out / "layers.json"], lambda: run.layers(parity), LayersResult.from_dict)
+    bench = step("bench", {"artifacts": artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source},
+                 [opts.out / "bench.json"], run.bench, BenchReport.from_dict)
+    result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
+                          backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,
+                          parity=parity, layers=layers, bench=bench, steps=steps)
     from deploykit.report.deploy import write_report
 
     say("writing the report")
-    write_report(summary, opts.out)
-    return DeployResult(out=opts.out, summary=summary, steps=steps)
+    write_report(result, opts.out)
+    return result
 
 
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _export(opts: DeployOptions, onnx_path: Path, say: Progress) -> dict[str, Any]:
-    from deploykit.errors import ExportError
-    from deploykit.export import onnx_from_torch
-    from deploykit.zoo.sources import load_model
-
-    loaded = load_model(opts.source, options=opts.options, weights=opts.weights, allow_partial=opts.allow_partial)
-    result = onnx_from_torch(loaded, onnx_path, input_shape=opts.input_shape, force=True, progress=say)
-    info = {"path": str(onnx_path), "exporter": result.exporter, "opset": result.opset,
-            "simplify_note": result.simplify_note, "seconds": round(result.seconds, 2),
-            "checks": [{"input_shape": list(c.input_shape), "passed": c.passed,
-                        "max_abs": max(m.max_abs for m in c.outputs.values()),
-                        "cosine": min(m.cosine for m in c.outputs.values())} for c in result.checks]}
-    if not result.passed:
-        raise ExportError(f"the ONNX export of {opts.source} disagrees with PyTorch: {info['checks']}")
-    write_json(opts.out / "export.json", info, force=True)
-    return info
-
-
-def _build(opts: DeployOptions, onnx_path: Path, artifact: Path, precision: str, backend: str,
-           say: Progress) -> dict[str, Any]:
-    from deploykit.build import build_artifact
-    from deploykit.precision.passes import CalibrationOptions
-
-    calibration = CalibrationOptions(data=opts.calib_data, n=opts.calib_n)
-    result = build_artifact(onnx_path, artifact, precision=precision, backend=backend, calibration=calibration,
-                            accuracy_budget=opts.accuracy_budget if precision == "int8" else None,
-                            threads=opts.threads, force=True, progress=say)
-    info = {"precision": precision, "backend": result.backend, "path": str(result.path),
-            "precision_onnx": str(result.precision_onnx) if result.precision_onnx else str(onnx_path),
-            "seconds": round(result.seconds, 2), "report": result.report}
-    write_json(opts.out / f"build.{precision}.json", info, force=True)
-    return info
-
-
-def _parity(opts: DeployOptions, artifacts: Sequence[Path], say: Progress) -> dict[str, Any]:
-    from deploykit.backends.targets import open_target
-    from deploykit.parity.compare import ParitySettings, run_parity
-    from deploykit.parity.inputs import resolve_inputs
-
-    reference = open_target(opts.source, options=opts.options, weights=opts.weights,
-                            allow_partial=opts.allow_partial, threads=opts.threads)
-    candidates = [open_target(str(a), threads=opts.threads) for a in artifacts]
-    folder = opts.inputs or (opts.calib_data if opts.calib_data not in (None, "synthetic", "photos") else None)
-    inputs = resolve_inputs([reference, *candidates], inputs=folder, input_shape=opts.input_shape)
-    result = run_parity(reference, candidates, inputs, ParitySettings(), progress=say)
-    data = result.to_dict()
-    write_json(opts.out / "parity.json", data, force=True)
-    return data
-
-
-def _layers(opts: DeployOptions, onnx_path: Path, builds: Sequence[dict[str, Any]], parity: dict[str, Any],
-            say: Progress) -> dict[str, Any]:
-    """Per-node error of the worst candidate against the FP32 ONNX, in graph order (for the report's plot)."""
-    from deploykit.io.images import preprocess, sample_photographs
-    from deploykit.io.metadata import read_metadata
-    from deploykit.parity.localize import localize
-
-    ranked = sorted(zip(builds, parity["candidates"], strict=True),
-                    key=lambda pair: min(o["metrics"].get("cosine", 1.0) for o in pair[1]["outputs"]))
-    worst_build, worst = ranked[0]
-    candidate_onnx = Path(worst_build["precision_onnx"])
-    data: dict[str, Any] = {"candidate": worst["label"], "precision": worst_build["precision"], "nodes": []}
-    if candidate_onnx == onnx_path:
-        data["note"] = "the worst candidate is the FP32 graph itself; nothing to localise"
-    else:
-        import onnx
-
-        model = onnx.load(str(onnx_path), load_external_data=False)
-        meta = read_metadata(model)
-        size = opts.input_shape[2:] if opts.input_shape else (meta.input_size if meta else (512, 512))
-        pre = meta.preprocessing if meta else None
-        from deploykit.types import IMAGENET
-
-        x = preprocess(sample_photographs(("astronaut",))[0], pre or IMAGENET, (int(size[0]), int(size[1])))
-        say(f"per-node error of {worst['label']} against the FP32 graph")
-        # Every node whose error exceeds 1e-5 is listed (localize keeps nodes above tolerance / 100).
-        found = localize(onnx_path, candidate_onnx, x, tolerance=1e-3, top_k=100_000)
-        order = {node.name: i for i, node in enumerate(model.graph.node)}
-        rows = sorted(found.top, key=lambda n: order.get(n.node, len(order)))
-        data["nodes"] = [{"node": n.node, "op_type": n.op_type, "module": n.module, "error": n.error,
-                          "growth": n.growth, "cosine": n.cosine} for n in rows]
-    write_json(opts.out / "layers.json", data, force=True)
-    return data
-
-
-def _bench(opts: DeployOptions, artifacts: Sequence[Path], say: Progress) -> dict[str, Any]:
-    from deploykit.bench.harness import TimingConfig
-    from deploykit.bench.run import run_bench
-
-    config = TimingConfig(warmup_s=0.5, duration_s=opts.bench_seconds)
-    shape = opts.input_shape
-    reports = [run_bench(opts.source, backends=["torch"], config=config, threads=opts.threads,
-                         model_options={"options": opts.options, "weights": opts.weights,
-                                        "allow_partial": opts.allow_partial},
-                         input_shape=shape, roofline=True, progress=say)]
-    reports += [run_bench(str(a), config=config, threads=opts.threads, input_shape=shape, roofline=False,
-                          progress=say) for a in artifacts]
-    peaks = reports[0].peaks
-    if peaks:
-        from deploykit.bench.roofline import Peaks
-        from deploykit.bench.run import apply_peaks
-
-        for report in reports[1:]:
-            known = set(Peaks.__dataclass_fields__)
-            apply_peaks(report.results, Peaks(**{k: v for k, v in peaks.items() if k in known}))
-    data = {"results": [r.to_dict() for report in reports for r in report.results],
-            "skipped": [s for report in reports for s in report.to_dict()["skipped"]],
-            "environment": reports[0].environment, "peaks": peaks, "config": reports[0].config,
-            "notes": _distinct_notes(n for report in reports for n in report.notes)}
-    write_json(opts.out / "bench.json", data, force=True)
+def _read(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 
 

@@ -24,7 +24,6 @@ Search (cheap on a laptop CPU: one session per tried assignment, a few held-out 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,20 +32,8 @@ import onnx
 
 from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import CalibrationError, InputError
+from deploykit.parity.metrics import METRICS, parse_condition
 from deploykit.types import Progress, Progressed
-
-# metric -> (task it needs or None for any, True when higher is better)
-METRICS: dict[str, tuple[str | None, bool]] = {
-    "cosine": (None, True),
-    "pixel_agreement": ("segmentation", True),
-    "miou": ("segmentation", True),
-    "cc": ("saliency", True),
-    "sim": ("saliency", True),
-    "nss": ("saliency", True),
-    "kld": ("saliency", False),
-}
-ALIASES = {"mIoU": "miou", "CC": "cc", "KLD": "kld", "SIM": "sim", "NSS": "nss", "agreement": "pixel_agreement"}
-_TERM = re.compile(r"^\s*(?P<metric>[A-Za-z_]+)\s*(?P<op>>=|<=)\s*(?P<value>[-+0-9.eE]+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -82,23 +69,27 @@ class Budget:
 
 
 def parse_term(text: str, task: str | None) -> Term:
-    match = _TERM.match(text)
-    if match is None:
+    budgeted = [m.name for m in METRICS.values() if m.budget]
+    try:
+        found = parse_condition(text, ops=(">=", "<="), outputs=False)
+    except ValueError as exc:
+        if "unknown metric" in str(exc):
+            raise InputError(f"accuracy budget {text!r}: unknown metric; choose one of {', '.join(budgeted)}") \
+                from None
         raise InputError(f"accuracy budget {text!r} is not METRIC>=VALUE (or <= for kld); write e.g. "
-                         "'pixel_agreement>=0.995', 'miou>=0.95', 'cc>=0.99' or 'cosine>=0.999'")
-    metric = ALIASES.get(match["metric"], match["metric"].lower())
-    if metric not in METRICS:
-        raise InputError(f"accuracy budget {text!r}: unknown metric; choose one of {', '.join(METRICS)}")
-    needs, higher = METRICS[metric]
+                         "'pixel_agreement>=0.995', 'miou>=0.95', 'cc>=0.99' or 'cosine>=0.999'") from None
+    metric, needs, higher = found.metric.name, found.metric.task, found.metric.higher_is_better
+    if not found.metric.budget:
+        raise InputError(f"accuracy budget {text!r}: unknown metric; choose one of {', '.join(budgeted)}")
     if needs is not None and needs != task:
         raise InputError(f"accuracy budget {text!r}: {metric} is a {needs} metric, but the model is "
                          f"{'a ' + task + ' model' if task else 'of unknown task (no deploykit metadata)'}; "
                          "use cosine>=VALUE or a metric of its task")
-    op = match["op"]
+    op = found.op
     if (op == ">=") != higher:
         raise InputError(f"accuracy budget {text!r}: {metric} is {'higher' if higher else 'lower'}-is-better; "
-                         f"write {metric}{'>=' if higher else '<='}{match['value']}")
-    return Term(metric, op, float(match["value"]))
+                         f"write {metric}{'>=' if higher else '<='}{found.threshold:g}")
+    return Term(metric, op, found.threshold)
 
 
 def parse_budget(texts: str | Sequence[str], task: str | None) -> Budget:

@@ -219,15 +219,15 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
     """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
     lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
     Casts round activations to float16 where a plain float16 graph on CPU drops them)."""
-    from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, ort_optimized
+    from deploykit.backends.base import backend_of
+
+    entry = backend_of(backend)
 
     def lowered(kept: frozenset[str]) -> onnx.ModelProto:
-        model = build(kept)
-        return lower_for_onnxruntime(model).model if backend == "onnxruntime" else model
+        return entry.as_deployed(build(kept), threads=threads, optimize=False)
 
     def deployed(kept: frozenset[str]) -> bytes:
-        model = lowered(kept)
-        return (ort_optimized(model, threads=threads) if backend == "onnxruntime" else model).SerializeToString()
+        return bytes(entry.as_deployed(build(kept), threads=threads, optimize=True).SerializeToString())
 
     inputs = list(held)
     method = options.sensitivity or "single"

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import BackendUnavailable
+from deploykit.parity.metrics import METRICS
 from deploykit.report.format import require_matplotlib, save_png
 
-TASK_KEYS = ("pixel_agreement", "miou", "cc", "sim")
+if TYPE_CHECKING:
+    from deploykit.bench.run import BenchReport
+    from deploykit.build import BuildResult
+    from deploykit.parity.compare import ParityResult
+    from deploykit.pipeline.results import DeployResult, LayersResult
+
+# Task metrics bounded by 1 for identical outputs: the plot shows 1 - metric.
+TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None and m.perfect == 1.0)
 
 
-def _latency(plt: Any, bench: Mapping[str, Any], path: Path) -> Path | None:
-    results = [r for r in bench.get("results", []) if r["batch"] == 1] or bench.get("results", [])
+def _latency(plt: Any, bench: BenchReport, path: Path) -> Path | None:
+    results = [r for r in bench.results if r.batch == 1] or bench.results
     if not results:
         return None
-    labels = [f"{r['backend']}\n{r['precision']}" for r in results]
-    medians = [r["latency"]["median"] for r in results]
-    low = [m - r["latency"]["min"] for m, r in zip(medians, results, strict=True)]
-    high = [r["latency"]["p90"] - m for m, r in zip(medians, results, strict=True)]
+    labels = [f"{r.backend}\n{r.precision}" for r in results]
+    medians = [r.latency.median for r in results]
+    low = [m - r.latency.min for m, r in zip(medians, results, strict=True)]
+    high = [r.latency.p90 - m for m, r in zip(medians, results, strict=True)]
     fig, ax = plt.subplots(figsize=(1.3 * len(results) + 2, 3.4))
     ax.bar(labels, medians, color="#4c72b0", yerr=[low, high], capsize=4)
     ax.set_ylabel("latency ms (median; whiskers min..p90)")
@@ -28,11 +35,11 @@ def _latency(plt: Any, bench: Mapping[str, Any], path: Path) -> Path | None:
     return save_png(fig, path, force=True)
 
 
-def _accuracy(plt: Any, parity: Mapping[str, Any], path: Path) -> Path | None:
+def _accuracy(plt: Any, parity: ParityResult, path: Path) -> Path | None:
     rows = []
-    for cand in parity.get("candidates", []):
-        metrics = cand["outputs"][0]["metrics"]
-        rows.append((cand["precision"], {k: metrics[k] for k in TASK_KEYS if k in metrics}))
+    for cand in parity.candidates:
+        metrics = cand.outputs[0].metrics
+        rows.append((cand.precision, {k: metrics[k] for k in TASK_KEYS if k in metrics}))
     keys = sorted({k for _, m in rows for k in m}, key=TASK_KEYS.index)
     if not rows or not keys:
         return None
@@ -48,23 +55,20 @@ def _accuracy(plt: Any, parity: Mapping[str, Any], path: Path) -> Path | None:
     return save_png(fig, path, force=True)
 
 
-def _layers(plt: Any, layers: Mapping[str, Any], path: Path) -> Path | None:
-    nodes = layers.get("nodes") or []
+def _layers(plt: Any, layers: LayersResult, path: Path) -> Path | None:
+    nodes = layers.nodes
     if not nodes:
         return None
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.semilogy(range(len(nodes)), [max(n["error"], 1e-12) for n in nodes], lw=1)
+    ax.semilogy(range(len(nodes)), [max(n.error, 1e-12) for n in nodes], lw=1)
     ax.set_xlabel("node (graph order)")
     ax.set_ylabel("error vs FP32 ONNX")
-    ax.set_title(f"Per-node error of {layers.get('precision')} (worst candidate)")
+    ax.set_title(f"Per-node error of {layers.precision} (worst candidate)")
     return save_png(fig, path, force=True)
 
 
-def _precision_map(plt: Any, builds: list[Mapping[str, Any]], path: Path) -> Path | None:
-    kept = {b["precision"]: Counter(str(k.get("op_type")) for k in
-                                    ((b.get("report") or {}).get("kept_fp32")
-                                     or (b.get("report") or {}).get("kept_float") or []))
-            for b in builds if b["precision"] != "fp32"}
+def _precision_map(plt: Any, builds: list[BuildResult], path: Path) -> Path | None:
+    kept = {b.precision: Counter(str(k.get("op_type")) for k in b.kept) for b in builds if b.precision_onnx}
     if not any(kept.values()):
         return None
     ops = sorted({op for counts in kept.values() for op in counts})
@@ -77,15 +81,15 @@ def _precision_map(plt: Any, builds: list[Mapping[str, Any]], path: Path) -> Pat
     return save_png(fig, path, force=True)
 
 
-def make_plots(summary: Mapping[str, Any], out: Path) -> dict[str, Path]:
+def make_plots(result: DeployResult, out: Path) -> dict[str, Path]:
     try:
         plt = require_matplotlib()
     except BackendUnavailable:
         return {}  # the report is complete without plots; matplotlib is an optional extra
     made = {
-        "latency": _latency(plt, summary["bench"], out / "latency.png"),
-        "accuracy": _accuracy(plt, summary["parity"], out / "accuracy.png"),
-        "layers": _layers(plt, summary["layers"], out / "layers.png"),
-        "precision map": _precision_map(plt, list(summary["builds"]), out / "precision_map.png"),
+        "latency": _latency(plt, result.bench, out / "latency.png"),
+        "accuracy": _accuracy(plt, result.parity, out / "accuracy.png"),
+        "layers": _layers(plt, result.layers, out / "layers.png"),
+        "precision map": _precision_map(plt, result.builds, out / "precision_map.png"),
     }
     return {name: path for name, path in made.items() if path is not None}

@@ -6,13 +6,12 @@ from collections.abc import Callable, Sequence
 
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.parity.gates import DEFAULT_GATES
+from deploykit.parity.metrics import METRICS, TASKS, task_metric_names
 from deploykit.report.format import fmt, markdown_table, text_table
 
-NUMERIC_COLUMNS = (("cosine", "cosine"), ("max_abs", "max abs"), ("p99_abs", "p99 abs"), ("snr_db", "SNR dB"))
-TASK_COLUMNS = {
-    "segmentation": (("pixel_agreement", "pixel agree"), ("miou", "mIoU")),
-    "saliency": (("cc", "CC"), ("kld", "KLD"), ("sim", "SIM"), ("nss_ratio", "NSS ratio")),
-}
+NUMERIC_COLUMNS = tuple((m.name, m.title) for m in METRICS.values() if m.task is None and m.column)
+TASK_COLUMNS = {task: tuple((m, METRICS[m].title) for m in task_metric_names(task) if METRICS[m].column)
+                for task in TASKS}
 LOCALIZE_HEADERS = ["rank", "ONNX node", "op", "PyTorch module", "rel. error", "input error", "growth"]
 
 Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]

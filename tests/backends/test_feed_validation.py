@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from deploykit.backends.base import Runner
-from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner, available_providers
-from deploykit.backends.targets import provider_chain
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner, available_providers, provider_chain
 from deploykit.backends.torch import TorchRunner
 from deploykit.errors import BackendUnavailable, InputError
 from tests.fixtures.user_models import tiny_segmenter

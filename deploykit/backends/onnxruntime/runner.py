@@ -30,12 +30,29 @@ PROVIDER_ALIASES = {
 }
 
 
-def is_available() -> bool:
-    return True
-
-
 def available_providers() -> list[str]:
     return list(ort.get_available_providers())
+
+
+# ONNX Runtime needs the fallbacks listed after the provider the user asked for.
+PROVIDER_CHAINS = {"cpu": ("cpu",), "cuda": ("cuda", "cpu"), "tensorrt": ("tensorrt", "cuda", "cpu")}
+
+
+def provider_chain(providers: Sequence[str]) -> tuple[str, ...]:
+    """The providers asked for, each followed by the fallbacks ONNX Runtime needs, checked to exist here."""
+    chain: list[str] = []
+    for provider in providers:
+        for name in PROVIDER_CHAINS.get(provider, (provider,)):
+            if name not in chain:
+                chain.append(name)
+    have = available_providers()
+    absent = [p for p in chain if PROVIDER_ALIASES.get(p, p) not in have]
+    if absent:
+        raise BackendUnavailable(
+            f"ONNX Runtime has no {', '.join(absent)} execution provider here (available: {', '.join(have)}); "
+            "CUDA and TensorRT need onnxruntime-gpu (pip install 'deploykit[gpu]') and an NVIDIA GPU; "
+            "or use --providers cpu")
+    return tuple(chain)
 
 
 def session_options(threads: int | None = None, *, optimization: str = "all") -> ort.SessionOptions:

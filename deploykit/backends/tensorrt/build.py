@@ -51,16 +51,9 @@ if TYPE_CHECKING:
     from deploykit.graph.lint import LintReport
 
 __all__ = ["TensorRTBuildOptions", "TensorRTRunner", "check_engine_compatibility", "engine_from_onnx",
-           "is_available", "lint_or_fail"]
+           "lint_or_fail"]
 
 MIB = 1 << 20
-
-
-def is_available() -> bool:
-    """True when TensorRT imports and a builder can be constructed (a GPU and driver are there)."""
-    from deploykit.environment import tensorrt_status
-
-    return tensorrt_status().state == "ready"
 
 
 @dataclass(frozen=True)
@@ -126,13 +119,9 @@ def _size_multiple(meta: ModelMetadata | None) -> int:
 
 
 def _precision(model: onnx.ModelProto, meta: ModelMetadata | None) -> str:
-    if meta is not None and meta.precision != "fp32":
-        return meta.precision
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
-    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
-        return "fp16"
-    return "fp32"
+    from deploykit.precision.table import detect_precision
+
+    return detect_precision(model, meta)
 
 
 def lint_or_fail(model: onnx.ModelProto, source: str) -> LintReport:
@@ -238,13 +227,16 @@ def engine_from_onnx(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    write_sidecar: bool = True,
 ) -> Sidecar:
-    """Build a TensorRT engine from `onnx_path` and write it with its sidecar to `out` (both atomically)."""
+    """Build a TensorRT engine from `onnx_path` and write it with its sidecar to `out` (both atomically).
+    With write_sidecar=False (deploykit.build, which writes the complete sidecar once) only the engine."""
     say = progress or (lambda _msg: None)
     options = options or TensorRTBuildOptions()
     options.validate()
     check_output_path(out, force=force)
-    check_output_path(sidecar_path(out), force=force)
+    if write_sidecar:
+        check_output_path(sidecar_path(out), force=force)
     model = _load(onnx_path)
     meta = read_metadata(model)
     profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
@@ -281,7 +273,8 @@ def engine_from_onnx(
     audit = _audit(trt, logger, plan, profile, say)
     if options.require_precision is not None:
         require_precision(audit, _precision(model, meta), options.require_precision, str(onnx_path))
-    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, audit, force=force)
+    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, audit, force=force,
+                  write_sidecar=write_sidecar)
 
 
 def _audit(trt: Any, logger: Any, plan: bytes, profile: Mapping[str, ShapeRange],
@@ -304,7 +297,7 @@ def _audit(trt: Any, logger: Any, plan: bytes, profile: Mapping[str, ShapeRange]
 def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLike[str], model: onnx.ModelProto,
            meta: ModelMetadata | None, options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange],
            rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, audit: PrecisionAudit | None, *,
-           force: bool) -> Sidecar:
+           force: bool, write_sidecar: bool) -> Sidecar:
     """The engine and its sidecar, each written atomically; the sidecar's hash ties it to this engine. The audit
     goes into build_options (which deploykit.build carries into the final sidecar) and precision_report."""
     audit_record = audit.to_dict() if audit is not None else None
@@ -320,5 +313,6 @@ def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLik
     )
     with atomic_output(out, force=force) as tmp:
         tmp.write_bytes(plan)
-        write_json(sidecar_path(out), sidecar.to_dict(), force=force)
+        if write_sidecar:
+            write_json(sidecar_path(out), sidecar.to_dict(), force=force)
     return sidecar

@@ -6,12 +6,9 @@ and reaches output stride 16 or 8 by replacing strides with dilation (atrous con
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-Compat = Literal["paper", "vainf", "jfzhang95"]
 COMPAT_CHOICES: tuple[str, ...] = ("paper", "vainf", "jfzhang95")
 
 

@@ -1,0 +1,71 @@
+"""ONNX Runtime's entry points for the backend table (deploykit.backends.base explains the protocol).
+
+The artifact is ONNX Runtime's optimized form of the precision graph with its INT8 lowering
+(deploykit.backends.onnxruntime.compile); the sidecar records the optimization level and the lowering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from deploykit.backends.base import Availability, Compiled, Runner
+from deploykit.io.sidecar import Sidecar
+from deploykit.types import Progress
+
+Options = None  # ONNX Runtime builds take no options beyond threads
+CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def availability() -> Availability:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        return Availability("not installed", reason=f"pip install onnxruntime ({exc})")
+    return Availability("ready", str(onnxruntime.__version__))
+
+
+def preflight(model: onnx.ModelProto, source: str) -> None:
+    """ONNX Runtime runs every standard operator: nothing to check before the precision pass."""
+
+
+def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool) -> onnx.ModelProto:
+    """The INT8 lowering the artifact gets, and with `optimize` ONNX Runtime's optimizations too."""
+    from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, ort_optimized
+
+    lowered = lower_for_onnxruntime(model).model
+    return ort_optimized(lowered, threads=threads) if optimize else lowered
+
+
+def _device() -> dict[str, Any]:
+    from deploykit.environment import cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    return {"cpu": cpu_model(), "cpu_flags": [f for f in CPU_FLAGS if f in flags],
+            "providers": ["CPUExecutionProvider"]}
+
+
+def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int | None,
+            progress: Progress) -> Compiled:
+    import onnxruntime
+
+    from deploykit.backends.onnxruntime.compile import OPTIMIZATION, needs_seven_bit_weights, ort_model_from_onnx
+
+    progress(f"compiling with ONNX Runtime (optimization level {OPTIMIZATION}, portable across CPUs)")
+    lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=needs_seven_bit_weights())
+    if lowered.seven_bit:
+        progress("INT8 weights requantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
+                 "deploykit.backends.onnxruntime.compile)")
+    lowering = {"uint8_after_activation": lowered.unsigned, "seven_bit_weights": lowered.seven_bit}
+    return Compiled(backend_version=onnxruntime.__version__, device=_device(),
+                    build_options={"optimization_level": OPTIMIZATION, "int8_lowering": lowering})
+
+
+def open(artifact: Path, sidecar: Sidecar | None, *, providers: Sequence[str] = ("cpu",),
+         threads: int | None = None) -> Runner:
+    from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner, provider_chain
+
+    return OnnxRuntimeRunner(artifact, providers=provider_chain(providers), threads=threads)

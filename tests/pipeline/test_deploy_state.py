@@ -1,0 +1,82 @@
+"""deploy builds its state once and hands it on: one PyTorch build, no sidecar re-read, model.onnx loaded once
+per step by deploykit itself, and the per-layer step runs on the parity inputs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+import deploykit.backends.targets as targets_module
+import deploykit.bench.runners as runners_module
+import deploykit.parity.localize as localize_module
+import deploykit.zoo.sources as sources
+from deploykit.pipeline.deploy import DeployOptions, run_deploy
+from deploykit.pipeline.results import DeployResult
+
+SOURCE = "deeplabv3plus_mobilenetv2"
+OPTIONS = {"width_multiplier": 0.25}
+
+
+def _options(out: Path) -> DeployOptions:
+    return DeployOptions(source=SOURCE, out=out, options=OPTIONS, precisions=("fp32", "fp16"), calib_data="photos",
+                         calib_n=2, input_shape=(1, 3, 65, 65), bench_seconds=0.05, threads=1)
+
+
+def test_one_deploy_builds_the_model_once_and_reads_no_sidecar_twice(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: Counter[str] = Counter()
+    onnx_loads: Counter[str] = Counter()
+    seen: dict[str, Any] = {}
+    real_load_model, real_read_sidecar, real_onnx_load = sources.load_model, targets_module.read_sidecar, onnx.load
+    real_localize = localize_module.localize
+
+    def load_model(*args: Any, **kwargs: Any) -> Any:
+        calls["load_model"] += 1
+        return real_load_model(*args, **kwargs)
+
+    def read_sidecar(*args: Any, **kwargs: Any) -> Any:
+        calls["read_sidecar"] += 1
+        return real_read_sidecar(*args, **kwargs)
+
+    def onnx_load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        onnx_loads[str(f)] += 1
+        return real_onnx_load(f, *args, **kwargs)
+
+    def localize(reference: Any, candidate: Any, x: np.ndarray, **kwargs: Any) -> Any:
+        seen["x"] = x
+        return real_localize(reference, candidate, x, **kwargs)
+
+    monkeypatch.setattr(sources, "load_model", load_model)
+    monkeypatch.setattr(targets_module, "read_sidecar", read_sidecar)
+    monkeypatch.setattr(runners_module, "read_sidecar", read_sidecar)
+    monkeypatch.setattr(onnx, "load", onnx_load)
+    monkeypatch.setattr(localize_module, "localize", localize)
+    first = run_deploy(_options(tmp_path))
+    assert calls == Counter({"load_model": 1})  # export, parity and bench share one PyTorch model
+    # OUT/model.onnx: once for both builds (deploykit.build), once by ONNX Runtime's compile of the fp32 graph,
+    # once by the layers step's localize and once by the MAC counter of the fp32 artifact's bench (it was 6+).
+    assert onnx_loads[str(tmp_path / "model.onnx")] <= 4, onnx_loads
+    from deploykit.parity.inputs import resolve_inputs
+
+    first_input = next(iter(resolve_inputs([targets_module.open_target(SOURCE, options=OPTIONS)],
+                                           input_shape=(1, 3, 65, 65)).batches()))
+    assert np.array_equal(seen["x"], first_input[:1])  # the parity inputs, not a fixed photograph
+    calls.clear()
+    again = run_deploy(_options(tmp_path))
+    assert all(s.skipped for s in again.steps) and calls["load_model"] == 0  # nothing to rebuild
+    assert again.to_dict()["parity"] == first.to_dict()["parity"]
+
+
+def test_the_summary_round_trips_through_the_typed_result(tmp_path: Path) -> None:
+    result = run_deploy(_options(tmp_path))
+    data = json.loads((tmp_path / "summary.json").read_text())
+    rebuilt = DeployResult.from_dict(data, tmp_path)
+    assert json.loads(json.dumps(rebuilt.to_dict(), default=str)) == data
+    assert rebuilt.builds[1].precision_onnx == result.builds[1].precision_onnx
+    assert rebuilt.parity.passed == result.parity.passed
