@@ -25,7 +25,7 @@ from deploykit.parity import gates as gating
 from deploykit.parity.inputs import InputSet
 from deploykit.parity.localize import TOLERANCES, Localization, localize
 from deploykit.parity.metrics import NumericMetrics, TaskAccumulator, aggregate_numeric, fits_task, numeric_metrics
-from deploykit.types import Progress
+from deploykit.types import Progress, Progressed
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def compare(
         for target in (reference, *candidates):
             stack.enter_context(target.runner)
         for index, x in enumerate(inputs.batches()):
-            say(f"input {index + 1}/{inputs.count}")
+            say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
             for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
                 tally.add(index, expected, target.runner.infer(_feed(target, x)))

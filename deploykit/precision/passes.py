@@ -98,7 +98,7 @@ def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, metho
             say(f"calibration ranges from cache {path}")
             return cached, {**info, "cache_hit": True}
     say(f"calibrating on {len(data)} input(s) from {data.source} ({method_record['method']})")
-    collection = collect_stats(model, tensors, iter(data), histograms=tensors if histograms else (),
+    collection = collect_stats(model, tensors, data, histograms=tensors if histograms else (),
                                threads=threads, progress=say)
     if collection.inputs == 0:
         raise CalibrationError(f"no calibration inputs were read from {data.source}")

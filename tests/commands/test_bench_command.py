@@ -165,7 +165,7 @@ def test_kernels_sweep_writes_json_and_plots(tmp_path: Path, monkeypatch: pytest
         assert r["gflops"] == pytest.approx(2 * r["madds"] / (r["median_ms"] * 1e6))
     for name in ("k.dilated.png", "k.separable.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "% of roofline" in text and "[16/16]" in err
+    assert "% of roofline" in text and "kernel sweep (runs): 16/16" in err
 
 
 def test_kernels_lists_an_absent_tensorrt_once(monkeypatch: pytest.MonkeyPatch, fixed_peaks: None) -> None:
