@@ -24,6 +24,7 @@ import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, outputs_as_tuple
 from deploykit.errors import ExportError
+from deploykit.graph.heads import apply_head
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.io.outputs import atomic_output, check_output_path
 from deploykit.parity.metrics import NumericMetrics, numeric_metrics
@@ -218,8 +219,10 @@ def onnx_from_torch(
     tolerance: Tolerance | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    head: str | None = None,
 ) -> ExportResult:
-    """Export, check, simplify where parity holds, verify against PyTorch on two shapes, write atomically."""
+    """Export, check, simplify where parity holds, verify against PyTorch on two shapes, write atomically.
+    `head` (graph/heads.py) is appended after verification, which compares the network's own outputs."""
     say = progress or (lambda _msg: None)
     check_output_path(out, force=force)
     tolerance = tolerance or Tolerance()
@@ -273,6 +276,8 @@ def onnx_from_torch(
     )
     if not result.passed:
         return result  # the caller reports the mismatch; nothing is written
+    if head is not None:
+        say(apply_head(model, head, spec.task, spec.num_classes).note)
     with atomic_output(out, force=force) as tmp_path:
         onnx.save(model, str(tmp_path))
     return result

@@ -143,6 +143,16 @@ def segmentation_labels(output: np.ndarray) -> np.ndarray:
     return np.argmax(output, axis=1)
 
 
+def is_class_map(output: np.ndarray) -> bool:
+    """An N,H,W integer array: the output of a segmentation model exported with `--head argmax`."""
+    return output.ndim == 3 and bool(np.issubdtype(output.dtype, np.integer))
+
+
+def class_labels(output: np.ndarray) -> np.ndarray:
+    """N,H,W labels from scores (segmentation_labels) or from a class map as it is."""
+    return output.astype(np.int64) if is_class_map(output) else segmentation_labels(output)
+
+
 def _saliency_maps(output: np.ndarray) -> np.ndarray:
     if output.ndim == 4 and output.shape[1] == 1:
         return output[:, 0].astype(np.float64)
@@ -213,6 +223,9 @@ class TaskAccumulator:
         self._saliency: dict[str, list[float]] = {"cc": [], "kld": [], "nss": [], "sim": [], "nss_ratio": []}
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        if self.task == "segmentation" and (is_class_map(reference) or is_class_map(candidate)):
+            self._add_class_maps(reference, candidate)
+            return
         if reference.shape != candidate.shape:
             raise ParityError(f"output shapes differ: reference {list(reference.shape)}, "
                               f"candidate {list(candidate.shape)}")
@@ -222,6 +235,18 @@ class TaskAccumulator:
         else:
             for r, c in zip(_saliency_maps(reference), _saliency_maps(candidate), strict=True):
                 self._add_saliency(r, c)
+
+    def _add_class_maps(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """A class map on either side: compare labels directly (scores on the other side are argmaxed)."""
+        ref, cand = class_labels(reference), class_labels(candidate)
+        if ref.shape != cand.shape:
+            raise ParityError(f"class maps differ in shape: reference {list(ref.shape)}, candidate "
+                              f"{list(cand.shape)}")
+        if min(int(ref.min(initial=0)), int(cand.min(initial=0))) < 0:
+            raise ParityError("a class map holds negative labels")
+        scores = [x.shape[1] for x in (reference, candidate) if not is_class_map(x)]
+        classes = max(2, *scores, int(ref.max(initial=0)) + 1, int(cand.max(initial=0)) + 1)
+        self._add_segmentation(ref, cand, classes)
 
     def _add_segmentation(self, ref: np.ndarray, cand: np.ndarray, classes: int) -> None:
         self._agree += int(np.sum(ref == cand))
