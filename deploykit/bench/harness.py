@@ -184,6 +184,7 @@ class BenchResult:
     achieved_gflops: float | None = None
     efficiency_percent: float | None = None  # of the measured fp32 GEMM peak
     madds_source: str = ""  # what counted the multiply-adds
+    output_bytes: int | None = None  # per inference, all outputs (an --head argmax class map: 1 byte a pixel)
     samples_ms: list[float] = field(default_factory=list)
 
     @property

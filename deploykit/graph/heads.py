@@ -56,11 +56,23 @@ def _rename_output(model: onnx.ModelProto, suffix: str) -> tuple[str, str]:
     return name, inner
 
 
+def _inferred_classes(model: onnx.ModelProto) -> int | None:
+    """The class axis of output 0 by ONNX shape inference (exporters often leave it unnamed and unknown)."""
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    probe.graph.output[0].type.tensor_type.ClearField("shape")  # inference keeps declared dims: let it fill them
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe)
+    except Exception:  # a model shape inference cannot follow: fall back to the metadata
+        return None
+    dims = inferred.graph.output[0].type.tensor_type.shape.dim
+    return dims[1].dim_value or None if len(dims) == 4 and dims[1].HasField("dim_value") else None
+
+
 def argmax_head(model: onnx.ModelProto, num_classes: int | None) -> HeadResult:
     value, dims = _output(model)
     if len(dims) != 4:
         raise ExportError(f"--head argmax needs an N,C,H,W segmentation output; {value.name} has {len(dims)} dims")
-    classes = dims[1] if isinstance(dims[1], int) and dims[1] > 0 else num_classes
+    classes = dims[1] if isinstance(dims[1], int) and dims[1] > 0 else _inferred_classes(model) or num_classes
     if classes is None:
         raise ExportError("--head argmax: the class axis of the output is dynamic and the model has no "
                           "num_classes in its metadata")

@@ -151,7 +151,7 @@ class _Tally:
         self.pairs = self.pairs or pair_outputs(reference, candidate, self.target.label)
         for ref_name, cand_name in self.pairs:
             r, c = reference[ref_name], candidate[cand_name]
-            if self.task == "segmentation" and (is_class_map(r) or is_class_map(c)):
+            if is_class_map(r) or is_class_map(c):  # an --head argmax output: a segmentation label map
                 self._add_class_maps(index, ref_name, r, c)
                 continue
             if r.shape != c.shape:

@@ -59,6 +59,7 @@ def test_onnx_json_has_stats_counts_and_manifest(tiny_onnx: Path) -> None:
         assert result["madds"] == expected
         assert result["achieved_gflops"] > 0 and result["efficiency_percent"] is None  # --no-roofline
         assert result["mode"].startswith("end-to-end")
+        assert result["output_bytes"] == result["batch"] * 3 * 32 * 32 * 4  # 3 float32 class scores a pixel
     env = data["environment"]
     assert env["cpu"] and env["cores"] >= 1 and env["versions"]["onnxruntime"] != "-"
     assert "load_average_1m" in env and "cpu_flags" in env
