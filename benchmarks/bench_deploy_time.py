@@ -6,9 +6,10 @@
 
 Each run uses a new temporary --out folder and a new DEPLOYKIT_CACHE_DIR, so no step is skipped and no
 calibration range is reused from an earlier run: the figure is what a first `deploy` costs. Wall time is the
-whole CLI process (imports included); the per-step seconds come from the run's summary.json. The CPU is
-reported from /proc/cpuinfo with the load average before the run: shared CPUs distort timings, so compare
-figures taken back to back.
+whole CLI process (imports included), CPU seconds its user + system time (less distorted by other work on a
+shared machine than wall time, though OpenMP spin-waits inflate it); the per-step seconds (wall) come from the
+run's summary.json. The CPU model is from /proc/cpuinfo, with the load average before and after the run:
+shared CPUs distort timings, so compare figures taken back to back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -52,17 +54,21 @@ def one_run(extra: list[str], profile: str | None) -> dict[str, Any]:
         head = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "deploykit"] if profile else \
             [sys.executable, "-m", "deploykit"]
         load = os.getloadavg()[0]
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run([*head, *DEMO_ARGS, "--out", str(out), "--json", *extra], env=env,
                               capture_output=True, text=True, check=False)
         wall = time.perf_counter() - started
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
         if done.returncode not in (0, 2) or not (out / "summary.json").exists():
             sys.stderr.write(done.stderr[-4000:])
             raise SystemExit(f"deploy failed with exit status {done.returncode}")
         summary = json.loads((out / "summary.json").read_text())
     int8 = next((b for b in summary["builds"] if b.get("precision") == "int8"), {})
     budget = (int8.get("report") or {}).get("budget", {})
-    return {"wall_s": round(wall, 1), "load_before": round(load, 2), "exit": done.returncode,
+    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_before": round(load, 2),
+            "load_after": round(os.getloadavg()[0], 2), "exit": done.returncode,
             "steps": {s["name"]: s["seconds"] for s in summary["steps"]},
             "budget": {k: budget.get(k) for k in ("reached", "kept", "candidates", "evaluations")},
             "parity_passed": summary["parity"]["passed"]}
@@ -80,7 +86,8 @@ def main() -> None:
               "runs": runs}
     for number, run in enumerate(runs, start=1):
         steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in run["steps"].items())
-        print(f"run {number}: {run['wall_s']:.1f} s wall (load {run['load_before']}): {steps}; "
+        print(f"run {number}: {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU (load {run['load_before']} -> "
+              f"{run['load_after']}): {steps}; "
               f"INT8 kept {len(run['budget']['kept'] or [])} of {run['budget']['candidates']} "
               f"in {run['budget']['evaluations']} evaluations, reached {run['budget']['reached']}")
     print(f"cpu: {result['cpu']} ({result['cores']} cores)")

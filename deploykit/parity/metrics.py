@@ -69,19 +69,30 @@ class NumericMetrics:
 
 def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float = 1e-4,
                     rtol: float = 1e-3) -> NumericMetrics:
+    """See the module docstring. Written for few passes over the data, in place where it can: a 21-class
+    513x513 output is 5.5 M values, and the first version (one temporary per term) took 0.3 s per call, 148 s
+    of the demo deploy's budget search and a sixth of its parity step (cProfile)."""
     if reference.shape != candidate.shape:
         raise ParityError(f"output shapes differ: reference {list(reference.shape)}, candidate {list(candidate.shape)}")
-    r = reference.astype(np.float64).ravel()
-    c = candidate.astype(np.float64).ravel()
-    nan, inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
+    r = np.asarray(reference, dtype=np.float64).ravel()
+    c = np.asarray(candidate, dtype=np.float64).ravel()
     if r.size == 0:
+        nan, inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
         return NumericMetrics(0.0, 0.0, 0.0, 0.0, 1.0, math.inf, 0.0, nan, inf)
     finite = np.isfinite(c)
-    diff = np.where(finite, np.abs(c - r), np.inf)
+    all_finite = bool(finite.all())
+    nan, inf = (0, 0) if all_finite else (int(np.isnan(c).sum()), int(np.isinf(c).sum()))
+    diff = np.subtract(c, r)
+    np.abs(diff, out=diff)
+    if not all_finite:
+        diff[~finite] = np.inf
     ref_abs = np.abs(r)
     eps = 1e-6 * float(ref_abs.max()) + 1e-12
-    norm_r, norm_c = float(np.linalg.norm(r)), float(np.linalg.norm(c[finite])) if finite.any() else 0.0
-    if not finite.all():
+    signal = float(np.dot(r, r))
+    norm_r = math.sqrt(signal)
+    norm_c = math.sqrt(float(np.dot(c, c))) if all_finite else (
+        float(np.linalg.norm(c[finite])) if finite.any() else 0.0)
+    if not all_finite:
         cosine = float("nan")
     elif norm_r == 0.0 and norm_c == 0.0:
         cosine = 1.0
@@ -89,22 +100,26 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
         cosine = 0.0
     else:
         cosine = float(np.dot(r, c) / (norm_r * norm_c))
-    noise = float(np.sum(diff**2)) if finite.all() else math.inf
-    signal = float(np.sum(r**2))
+    noise = float(np.dot(diff, diff)) if all_finite else math.inf
     if noise == 0.0:
         snr = math.inf
     elif signal == 0.0 or math.isinf(noise):
         snr = -math.inf
     else:
         snr = 10 * math.log10(signal / noise)
+    tolerance = np.multiply(ref_abs, rtol)
+    tolerance += atol
+    beyond = float(np.count_nonzero(diff > tolerance) / diff.size)
+    np.maximum(ref_abs, eps, out=ref_abs)
+    np.divide(diff, ref_abs, out=tolerance)
     return NumericMetrics(
         max_abs=float(diff.max()),
         mean_abs=float(diff.mean()),
-        p99_abs=float(np.percentile(diff, 99)) if finite.all() else math.inf,
-        max_rel=float((diff / np.maximum(ref_abs, eps)).max()),
+        p99_abs=float(np.percentile(diff, 99)) if all_finite else math.inf,
+        max_rel=float(tolerance.max()),
         cosine=cosine,
         snr_db=snr,
-        beyond_tol=float(np.mean(diff > atol + rtol * ref_abs)),
+        beyond_tol=beyond,
         nan=nan,
         inf=inf,
     )
