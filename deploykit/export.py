@@ -25,6 +25,7 @@ import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, named_outputs, outputs_as_tuple
 from deploykit.errors import ExportError, InputError, UserCodeError
+from deploykit.graph.heads import apply_head
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.io.outputs import atomic_output, check_output_path
 from deploykit.parity.metrics import NumericMetrics, numeric_metrics
@@ -82,6 +83,7 @@ class ExportResult:
     seconds: float
     checks: list[ShapeCheck] = field(default_factory=list)
     size_multiple: int = 1  # the height/width multiple the verification shapes kept (given or detected)
+    head: str | None = None  # the output head appended after verification (graph/heads.py), if any
 
     @property
     def passed(self) -> bool:
@@ -91,8 +93,8 @@ class ExportResult:
         """The JSON form (export --json, deploy's export.json): per check the worst max_abs and cosine over
         the outputs, and every output's metrics."""
         return {"path": str(self.path), "written": self.passed, "exporter": self.exporter, "opset": self.opset,
-                "dynamic": self.dynamic, "size_multiple": self.size_multiple, "input_shape": list(self.input_shape),
-                "input_names": list(self.input_names),
+                "dynamic": self.dynamic, "size_multiple": self.size_multiple, "head": self.head,
+                "input_shape": list(self.input_shape), "input_names": list(self.input_names),
                 "output_names": list(self.output_names), "simplified": self.simplified,
                 "simplify_note": self.simplify_note, "seconds": round(self.seconds, 2),
                 "checks": [{"input_shape": list(c.input_shape), "passed": c.passed,
@@ -109,7 +111,7 @@ class ExportResult:
                    input_names=tuple(data.get("input_names", ())), output_names=tuple(data.get("output_names", ())),
                    simplified=bool(data.get("simplified", False)), simplify_note=str(data.get("simplify_note", "")),
                    seconds=float(data.get("seconds", 0.0)), checks=checks,
-                   size_multiple=int(data.get("size_multiple", 1)))
+                   size_multiple=int(data.get("size_multiple", 1)), head=data.get("head"))
 
 
 class _FlatOutputs(torch.nn.Module):
@@ -366,12 +368,14 @@ def onnx_from_torch(
     force: bool = False,
     progress: Progress | None = None,
     size_multiple: int | None = None,
+    head: str | None = None,
 ) -> ExportResult:
     """Export, check, simplify where parity holds, verify against PyTorch on two shapes, write atomically.
 
     Defaults: opset DEFAULT_OPSET, the model's own exporter (ModelSpec.exporter), dynamic batch/H/W.
     size_multiple: height and width of the verification shapes stay multiples of it (default: the zoo's
     value; for a user model, detected when it rejects the second shape, see `_size_checked_shapes`).
+    `head` (graph/heads.py) is appended after verification, which compares the network's own outputs.
     """
     say = progress or (lambda _msg: None)
     opset = opset or DEFAULT_OPSET
@@ -421,9 +425,12 @@ def onnx_from_torch(
         path=Path(out), exporter=chosen, opset=opset, dynamic=dynamic, input_shape=tuple(shape),
         input_names=tuple(input_names), output_names=tuple(output_names), simplified=simplified,
         simplify_note=note, seconds=time.perf_counter() - started, checks=checks, size_multiple=multiple,
+        head=head,
     )
     if not result.passed:
         return result  # the caller reports the mismatch; nothing is written
+    if head is not None:
+        say(apply_head(model, head, spec.task, spec.num_classes).note)
     with atomic_output(out, force=force) as tmp_path:
         onnx.save(model, str(tmp_path))
     return result

@@ -192,17 +192,6 @@ def test_tolerance_accepts_rare_switch_flips_but_not_broad_errors() -> None:
     assert not tol.passes(numeric_metrics(ref, broad, atol=tol.atol, rtol=tol.rtol), scale)
 
 
-def test_progress_draws_counts_as_bars(capsys: pytest.CaptureFixture[str]) -> None:
-    from deploykit.commands._options import progress
-    from deploykit.types import Progressed
-
-    progress(Progressed("sensitivity (nodes)", 30, 60))
-    progress("exporting model")
-    err = capsys.readouterr().err.splitlines()
-    assert err[0] == "… [##########..........] sensitivity (nodes) 30/60"
-    assert err[1] == "… exporting model"
-
-
 def test_saved_builder_options_apply_whichever_format_matches() -> None:
     from deploykit.zoo.sources import load_model
 

@@ -25,7 +25,7 @@ import numpy as np
 from deploykit.backends.base import Runner, TensorSpec
 from deploykit.bench.stats import LatencyStats, summarize
 from deploykit.errors import InputError
-from deploykit.types import Progress
+from deploykit.types import Progress, Progressed
 
 PHASES = ("h2d", "compute", "d2h", "enqueue")
 POOL_BYTES = 64 * 2**20
@@ -77,6 +77,7 @@ def time_calls(step: Callable[[int], object], config: TimingConfig, *, progress:
     samples: list[float] = []
     phases: dict[str, list[float]] = {}
     loop_start = last_report = time.perf_counter()
+    counted, shown = _counted(config, label), 0
     while True:
         if config.iterations is not None:
             if len(samples) >= config.iterations:
@@ -89,10 +90,26 @@ def time_calls(step: Callable[[int], object], config: TimingConfig, *, progress:
         samples.append((t1 - t0) * 1e3)
         for phase, ms in (phase_times(result) or {}).items():
             phases.setdefault(phase, []).append(ms)
+        if progress and counted is not None:
+            share = (t1 - loop_start) / config.duration_s if config.duration_s > 0 else 0.0
+            done = len(samples) if config.iterations else min(99, int(100 * share))
+            if done > shown:
+                progress(Progressed(counted, done, config.iterations or 100))
+                shown = done
         if progress and t1 - last_report >= report_every_s:
             progress(f"{label}: {len(samples)} iterations, median so far {np.median(samples):.2f} ms")
             last_report = t1
+    if progress and counted is not None and shown < (config.iterations or 100):
+        progress(Progressed(counted, config.iterations or 100, config.iterations or 100))
     return Timing(samples, time.perf_counter() - loop_start, warm, phases)
+
+
+def _counted(config: TimingConfig, label: str) -> str | None:
+    """What the timed loop's progress counts: iterations when their number is set, else percent of the
+    duration (the loop also runs min_iterations, so it may finish past 100% of the time)."""
+    if not label:
+        return None
+    return f"timing {label} (iterations)" if config.iterations else f"timing {label} (% of {config.duration_s:g} s)"
 
 
 def pool_size(bytes_per_feed: int, minimum: int = 4, maximum: int = 16) -> int:
@@ -167,6 +184,7 @@ class BenchResult:
     achieved_gflops: float | None = None
     efficiency_percent: float | None = None  # of the measured fp32 GEMM peak
     madds_source: str = ""  # what counted the multiply-adds
+    output_bytes: int | None = None  # per inference, all outputs (an --head argmax class map: 1 byte a pixel)
     samples_ms: list[float] = field(default_factory=list)
 
     @property

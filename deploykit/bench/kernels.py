@@ -46,7 +46,7 @@ from deploykit.bench.roofline import (
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 from deploykit.precision.table import BASELINE
-from deploykit.types import Progress
+from deploykit.types import Progress, Progressed
 
 RATES = (1, 2, 4, 6, 12, 18, 24, 36)
 QUICK_RATES = (1, 2, 6, 12, 24)
@@ -275,6 +275,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
             inputs = _float_inputs(case, seed + 1)
             for backend, precision in variants:
                 done += 1
+                say(Progressed("kernel sweep (runs)", done, total))
                 if (backend, precision) in broken:
                     continue
                 try:
@@ -291,7 +292,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                 timed.append(Timed(case, backend, precision, gpu or timing.samples_ms,
                                    "GPU compute (CUDA events)" if gpu else "end-to-end (host)"))
                 result = _result(timed[-1], peaks)
-                say(f"[{done}/{total}] {case.describe()}: {backend} {precision} {result.median_ms:.2f} ms, "
+                say(f"{case.describe()}: {backend} {precision} {result.median_ms:.2f} ms, "
                     f"{result.gflops:.1f} GFLOP/s, {result.efficiency_percent:.0f}% of roofline")
     return timed
 

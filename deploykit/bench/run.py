@@ -12,7 +12,9 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deploykit.backends.base import BENCH_CHOICES
+import numpy as np
+
+from deploykit.backends.base import BENCH_CHOICES, Runner
 from deploykit.backends.targets import Target
 from deploykit.bench.harness import (
     BenchResult,
@@ -127,8 +129,17 @@ def bench_target(target: BenchTarget, batches: Sequence[int], input_shape: tuple
                 input_shape=first, mode=mode_of(runner), threads=_threads_used(target, threads),
                 distinct_inputs=len(feeds), madds=madds, peak_gflops=None)
             result.madds_source = target.madds_source if madds else ""
+            result.output_bytes = output_bytes(runner, feeds[0])
             results.append(result)
     return results
+
+
+def output_bytes(runner: Runner, feed: Mapping[str, np.ndarray]) -> int | None:
+    """Bytes one inference returns to the host (what a class-map head shrinks); None when it cannot run."""
+    try:
+        return int(sum(np.asarray(v).nbytes for v in runner.infer(feed).values()))
+    except Exception:  # a figure for the report, never a reason to lose the timing
+        return None
 
 
 def apply_peaks(results: Sequence[BenchResult], peaks: Peaks) -> None:
@@ -204,11 +215,11 @@ def to_csv(report: BenchReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([*HEADERS, "throughput qps", "iterations", "threads", "h2d median ms",
-                     "compute median ms", "d2h median ms", "mode"])
+                     "compute median ms", "d2h median ms", "mode", "output bytes"])
     for r, row in zip(report.results, table_rows(report), strict=True):
         phases = [r.phases[p].median if p in r.phases else "" for p in ("h2d", "compute", "d2h")]
         writer.writerow([*("" if v is None else v for v in row), r.throughput_qps, r.latency.count, r.threads,
-                         *phases, r.mode])
+                         *phases, r.mode, "" if r.output_bytes is None else r.output_bytes])
     return buffer.getvalue()
 
 

@@ -12,7 +12,7 @@ power of two and existing counts merge 2^k bins into one, so histograms stay fix
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from deploykit.backends.onnxruntime.runner import session_from_onnx
-from deploykit.types import Progress
+from deploykit.types import Progress, Progressed
 
 BINS = 2048
 
@@ -126,6 +126,7 @@ def collect_stats(
     session = session_from_onnx(probe_model(model, inner).SerializeToString(), threads=threads,
                                 optimization="basic")
     collection = Collection({name: TensorStats() for name in dict.fromkeys(tensors)})
+    total = len(inputs) if isinstance(inputs, Sized) else 0
     for count, batch in enumerate(inputs, start=1):
         values = session.run(inner, {input_name: batch})
         if input_name in collection.stats:
@@ -134,6 +135,8 @@ def collect_stats(
             collection.stats[name].update(np.asarray(value), histogram=name in with_hist)
         del values  # drop this input's activations before the next one
         collection.inputs = count
-        if progress and count % 8 == 0:
+        if progress and total:
+            progress(Progressed("calibration (inputs)", count, total))
+        elif progress and count % 8 == 0:
             progress(f"calibration: {count} inputs")
     return collection

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
+from tqdm import tqdm
 
 from deploykit.types import Progressed, ProgressEvent
 
@@ -47,10 +50,69 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+class ProgressDrawer:
+    """Draws the library's progress events on stderr, so stdout stays clean for --json.
+
+    A `Progressed` count becomes a tqdm bar (count, rate, estimated time left), one per `what`, closed when
+    done reaches total; a status line is written above open bars. When the stream is not a terminal (logs,
+    CI, pipes) there is no bar and no carriage return: one plain line per tenth of the count, and the last.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._bars: dict[str, tqdm[NoReturn]] = {}
+        self._started: dict[str, tuple[float, int]] = {}  # what -> (start time, last tenth printed)
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if not isinstance(event, Progressed):
+            self._line(f"… {event}")
+        elif self.stream.isatty():
+            self._bar(event)
+        else:
+            self._plain(event)
+
+    def _line(self, text: str) -> None:
+        if self._bars:
+            tqdm.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _bar(self, event: Progressed) -> None:
+        bar = self._bars.get(event.what)
+        if bar is not None and (bar.total != event.total or event.done < bar.n):
+            bar.close()  # a new count of the same kind: start over
+            bar = None
+        if bar is None:
+            bar = tqdm(total=event.total, desc=event.what, file=self.stream, leave=True, dynamic_ncols=True)
+            self._bars[event.what] = bar
+        bar.update(event.done - bar.n)
+        if event.done >= event.total:
+            bar.close()
+            del self._bars[event.what]
+
+    def _plain(self, event: Progressed) -> None:
+        now = time.monotonic()
+        started, shown = self._started.get(event.what, (now, -1))
+        tenth = 10 * event.done // event.total if event.total > 0 else 10
+        if tenth > shown or event.done >= event.total:
+            left = (now - started) / event.done * (event.total - event.done) if event.done > 0 else 0.0
+            eta = f", about {left:.0f} s left" if 0 < event.done < event.total and now > started else ""
+            self._line(f"… {event.what}: {event.done}/{event.total}{eta}")
+            shown = tenth
+        if event.done >= event.total:
+            self._started.pop(event.what, None)
+        else:
+            self._started[event.what] = (started, shown)
+
+
+_DRAWER = ProgressDrawer()
+
+
 def progress(event: ProgressEvent) -> None:
-    """Progress goes to stderr so stdout stays clean for --json; a counted step is drawn as a bar."""
-    if isinstance(event, Progressed):
-        done = round(20 * event.done / event.total) if event.total > 0 else 0
-        click.echo(f"… [{'#' * done}{'.' * (20 - done)}] {event.what} {event.done}/{event.total}", err=True)
-        return
-    click.echo(f"… {event}", err=True)
+    """The CLI's progress callback: see ProgressDrawer."""
+    _DRAWER(event)

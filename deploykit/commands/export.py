@@ -20,11 +20,14 @@ from deploykit.commands._options import echo_json, force_option, json_option, mo
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default=None,
               help="torch.onnx exporter (default: the one the model needs; TorchScript is much faster).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim (it is kept only where parity still holds).")
+@click.option("--head", type=click.Choice(["argmax", "normalize"]), default=None,
+              help="Append an output head: argmax (segmentation: an N,H,W uint8 class map instead of logits) or "
+                   "normalize (saliency: per-image min-max to [0, 1]).")
 @force_option
 @json_option
 def export(model: str, output: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
            task: str | None, input_shape: str | None, static: bool, size_multiple: int | None, opset: int | None,
-           exporter: str | None, no_simplify: bool, force: bool, as_json: bool) -> None:
+           exporter: str | None, no_simplify: bool, head: str | None, force: bool, as_json: bool) -> None:
     """Export MODEL (a zoo name or package.module:factory) to ONNX. The result is checked, simplified where
     parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
     differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
@@ -46,7 +49,7 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
                  f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")
     result = onnx_from_torch(loaded, output, input_shape=shape, dynamic=not static,  # type: ignore[arg-type]
                              opset=opset, exporter=exporter, simplify=not no_simplify,
-                             force=force, progress=progress, size_multiple=size_multiple)
+                             force=force, progress=progress, size_multiple=size_multiple, head=head)
     rows = [["x".join(map(str, c.input_shape)), name, m.max_abs, m.cosine, "ok" if c.passed else "FAIL"]
             for c in result.checks for name, m in c.outputs.items()]
     if as_json:

@@ -242,6 +242,17 @@ def _topk_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
     return found
 
 
+def _argmax_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    """The TensorRT ONNX parser imports ArgMax/ArgMin as a TopK layer with k=1 over `axis` (onnx-tensorrt
+    argMinMaxHelper), rejecting UINT8 data; its indices are INT32 where ONNX says INT64 (`--head argmax`
+    casts them to uint8 for the device-to-host copy)."""
+    if ctx.index.types.get(node.input[0]) == onnx.TensorProto.UINT8:
+        return [_finding(node, "argmax-uint8", "error", f"{node.op_type} of UINT8 data: the TensorRT parser rejects "
+                         "it", "take the arg-max of the float scores (before any cast to uint8)")]
+    return [_finding(node, "argmax-topk", "info", f"{node.op_type} becomes a TensorRT TopK layer (k=1) with INT32 "
+                     "indices", "nothing to do; a Cast after it sets the output type the host receives")]
+
+
 def _misc_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
     attrs = _attrs(node)
     if node.op_type == "ScatterND" and attrs.get("reduction", "none") != "none":
@@ -272,6 +283,7 @@ NODE_RULES: dict[str, Rule] = {
     "QuantizeLinear": _qdq_rule, "DequantizeLinear": _qdq_rule,
     "Conv": _conv_rule,
     "TopK": _topk_rule,
+    "ArgMax": _argmax_rule, "ArgMin": _argmax_rule,
     "ScatterND": _misc_rule, "LayerNormalization": _misc_rule, "CumSum": _misc_rule, "Dropout": _misc_rule,
     "Constant": _misc_rule,
 }

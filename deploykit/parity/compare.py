@@ -25,9 +25,17 @@ from deploykit.errors import ParityError
 from deploykit.parity import gates as gating
 from deploykit.parity.inputs import InputSet
 from deploykit.parity.localize import TOLERANCES, Localization, localize
-from deploykit.parity.metrics import NumericMetrics, TaskAccumulator, aggregate_numeric, fits_task, numeric_metrics
+from deploykit.parity.metrics import (
+    NumericMetrics,
+    TaskAccumulator,
+    aggregate_numeric,
+    class_labels,
+    fits_task,
+    is_class_map,
+    numeric_metrics,
+)
 from deploykit.precision.table import BASELINE
-from deploykit.types import Progress
+from deploykit.types import Progress, Progressed
 
 
 @dataclass(frozen=True)
@@ -168,12 +176,16 @@ class _Tally:
         self.pairs: list[tuple[str, str]] | None = None
         self.numeric: dict[str, list[NumericMetrics]] = {}
         self.tasks: dict[str, TaskAccumulator] = {}
+        self.class_maps: set[str] = set()  # reference outputs compared as class maps (no numeric metrics)
         self.worst = (math.inf, 0)
 
     def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         self.pairs = self.pairs or pair_outputs(reference, candidate, self.target.label)
         for ref_name, cand_name in self.pairs:
             r, c = reference[ref_name], candidate[cand_name]
+            if is_class_map(r) or is_class_map(c):  # an --head argmax output: a segmentation label map
+                self._add_class_maps(index, ref_name, r, c)
+                continue
             if r.shape != c.shape:
                 raise ParityError(f"{self.target.label}: output {cand_name} has shape {list(c.shape)}, the "
                                   f"reference's {ref_name} {list(r.shape)}")
@@ -185,13 +197,23 @@ class _Tally:
             if first and not math.isnan(self.worst[0]) and not metrics.cosine >= self.worst[0]:
                 self.worst = (metrics.cosine, index)
 
+    def _add_class_maps(self, index: int, ref_name: str, r: np.ndarray, c: np.ndarray) -> None:
+        """An --head argmax output: pixel agreement and mIoU only (numeric metrics of labels mean nothing);
+        the worst input is the one with the lowest agreement."""
+        self.tasks.setdefault(ref_name, TaskAccumulator("segmentation")).add(r, c)
+        self.class_maps.add(ref_name)
+        agreement = float(np.mean(class_labels(r) == class_labels(c)))
+        if self.pairs and ref_name == self.pairs[0][0] and agreement < self.worst[0]:
+            self.worst = (agreement, index)
+
     def result(self, precision: str, overrides: Sequence[gating.Gate]) -> CandidateResult:
         assert self.pairs is not None
         gates = gating.gates_for(precision, overrides)
         gating.check_gate_outputs(overrides, [name for name, _ in self.pairs])
         outputs = []
         for ref_name, cand_name in self.pairs:
-            metrics: dict[str, float] = dict(aggregate_numeric(self.numeric[ref_name]).to_dict())
+            metrics: dict[str, float] = {"nan": 0.0, "inf": 0.0} if ref_name in self.class_maps else \
+                dict(aggregate_numeric(self.numeric[ref_name]).to_dict())
             if ref_name in self.tasks:
                 metrics.update(self.tasks[ref_name].result())
             outputs.append(OutputResult(ref_name, cand_name, metrics, gating.evaluate(gates, ref_name, metrics)))
@@ -215,7 +237,7 @@ def compare(
         for target in (reference, *candidates):
             stack.enter_context(target.runner)
         for index, x in enumerate(inputs.batches()):
-            say(f"input {index + 1}/{inputs.count}")
+            say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
             for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
                 tally.add(index, expected, target.runner.infer(_feed(target, x)))

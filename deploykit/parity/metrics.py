@@ -72,19 +72,30 @@ class NumericMetrics:
 
 def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float = 1e-4,
                     rtol: float = 1e-3) -> NumericMetrics:
+    """See the module docstring. Written for few passes over the data, in place where it can: a 21-class
+    513x513 output is 5.5 M values, and the first version (one temporary per term) took 0.3 s per call, 148 s
+    of the demo deploy's budget search and a sixth of its parity step (cProfile)."""
     if reference.shape != candidate.shape:
         raise ParityError(f"output shapes differ: reference {list(reference.shape)}, candidate {list(candidate.shape)}")
-    r = reference.astype(np.float64).ravel()
-    c = candidate.astype(np.float64).ravel()
-    nan, inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
+    r = np.asarray(reference, dtype=np.float64).ravel()
+    c = np.asarray(candidate, dtype=np.float64).ravel()
     if r.size == 0:
+        nan, inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
         return NumericMetrics(0.0, 0.0, 0.0, 0.0, 1.0, math.inf, 0.0, nan, inf)
     finite = np.isfinite(c)
-    diff = np.where(finite, np.abs(c - r), np.inf)
+    all_finite = bool(finite.all())
+    nan, inf = (0, 0) if all_finite else (int(np.isnan(c).sum()), int(np.isinf(c).sum()))
+    diff = np.subtract(c, r)
+    np.abs(diff, out=diff)
+    if not all_finite:
+        diff[~finite] = np.inf
     ref_abs = np.abs(r)
     eps = 1e-6 * float(ref_abs.max()) + 1e-12
-    norm_r, norm_c = float(np.linalg.norm(r)), float(np.linalg.norm(c[finite])) if finite.any() else 0.0
-    if not finite.all():
+    signal = float(np.dot(r, r))
+    norm_r = math.sqrt(signal)
+    norm_c = math.sqrt(float(np.dot(c, c))) if all_finite else (
+        float(np.linalg.norm(c[finite])) if finite.any() else 0.0)
+    if not all_finite:
         cosine = float("nan")
     elif norm_r == 0.0 and norm_c == 0.0:
         cosine = 1.0
@@ -92,22 +103,26 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
         cosine = 0.0
     else:
         cosine = float(np.dot(r, c) / (norm_r * norm_c))
-    noise = float(np.sum(diff**2)) if finite.all() else math.inf
-    signal = float(np.sum(r**2))
+    noise = float(np.dot(diff, diff)) if all_finite else math.inf
     if noise == 0.0:
         snr = math.inf
     elif signal == 0.0 or math.isinf(noise):
         snr = -math.inf
     else:
         snr = 10 * math.log10(signal / noise)
+    tolerance = np.multiply(ref_abs, rtol)
+    tolerance += atol
+    beyond = float(np.count_nonzero(diff > tolerance) / diff.size)
+    np.maximum(ref_abs, eps, out=ref_abs)
+    np.divide(diff, ref_abs, out=tolerance)
     return NumericMetrics(
         max_abs=float(diff.max()),
         mean_abs=float(diff.mean()),
-        p99_abs=float(np.percentile(diff, 99)) if finite.all() else math.inf,
-        max_rel=float((diff / np.maximum(ref_abs, eps)).max()),
+        p99_abs=float(np.percentile(diff, 99)) if all_finite else math.inf,
+        max_rel=float(tolerance.max()),
         cosine=cosine,
         snr_db=snr,
-        beyond_tol=float(np.mean(diff > atol + rtol * ref_abs)),
+        beyond_tol=beyond,
         nan=nan,
         inf=inf,
     )
@@ -144,6 +159,16 @@ def segmentation_labels(output: np.ndarray) -> np.ndarray:
     if output.shape[1] == 1:
         return (output[:, 0] > 0).astype(np.int64)
     return np.argmax(output, axis=1)
+
+
+def is_class_map(output: np.ndarray) -> bool:
+    """An N,H,W integer array: the output of a segmentation model exported with `--head argmax`."""
+    return output.ndim == 3 and bool(np.issubdtype(output.dtype, np.integer))
+
+
+def class_labels(output: np.ndarray) -> np.ndarray:
+    """N,H,W labels from scores (segmentation_labels) or from a class map as it is."""
+    return output.astype(np.int64) if is_class_map(output) else segmentation_labels(output)
 
 
 def _saliency_maps(output: np.ndarray) -> np.ndarray:
@@ -229,6 +254,9 @@ class TaskAccumulator:
         self._saliency: dict[str, list[float]] = {"cc": [], "kld": [], "nss": [], "sim": [], "nss_ratio": []}
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        if self.task == "segmentation" and (is_class_map(reference) or is_class_map(candidate)):
+            self._add_class_maps(reference, candidate)
+            return
         if reference.shape != candidate.shape:
             raise ParityError(f"output shapes differ: reference {list(reference.shape)}, "
                               f"candidate {list(candidate.shape)}")
@@ -238,6 +266,18 @@ class TaskAccumulator:
         else:
             for r, c in zip(_saliency_maps(reference), _saliency_maps(candidate), strict=True):
                 self._add_saliency(r, c)
+
+    def _add_class_maps(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """A class map on either side: compare labels directly (scores on the other side are argmaxed)."""
+        ref, cand = class_labels(reference), class_labels(candidate)
+        if ref.shape != cand.shape:
+            raise ParityError(f"class maps differ in shape: reference {list(ref.shape)}, candidate "
+                              f"{list(cand.shape)}")
+        if min(int(ref.min(initial=0)), int(cand.min(initial=0))) < 0:
+            raise ParityError("a class map holds negative labels")
+        scores = [x.shape[1] for x in (reference, candidate) if not is_class_map(x)]
+        classes = max(2, *scores, int(ref.max(initial=0)) + 1, int(cand.max(initial=0)) + 1)
+        self._add_segmentation(ref, cand, classes)
 
     def _add_segmentation(self, ref: np.ndarray, cand: np.ndarray, classes: int) -> None:
         self._agree += int(np.sum(ref == cand))

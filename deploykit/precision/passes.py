@@ -29,6 +29,9 @@ from deploykit.precision.budget import Budget, BudgetResult, Evaluator, local_se
 from deploykit.types import Progress
 
 MAX_HOLDOUT = 8
+# Held-out inputs the "single" sensitivities are measured on (the budget itself is judged on all of them):
+# ranking 61 nodes took 61 x 4 ORT runs of 513x513 in the demo's deploy; see bench_deploy_time.py.
+RANK_INPUTS = 2
 # FP16 budget candidates: the nodes where float16 accumulation and weight rounding happen; elementwise ops
 # between them gain little from float32 and would multiply the search's cost.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -98,7 +101,7 @@ def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, metho
             say(f"calibration ranges from cache {path}")
             return cached, {**info, "cache_hit": True}
     say(f"calibrating on {len(data)} input(s) from {data.source} ({method_record['method']})")
-    collection = collect_stats(model, tensors, iter(data), histograms=tensors if histograms else (),
+    collection = collect_stats(model, tensors, data, histograms=tensors if histograms else (),
                                threads=threads, progress=say)
     if collection.inputs == 0:
         raise CalibrationError(f"no calibration inputs were read from {data.source}")
@@ -234,7 +237,8 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
     if method not in ("local", "single"):
         raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
-    evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads)
+    evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads,
+                          rank_inputs=RANK_INPUTS)
     sensitivity = None
     if method == "local" and candidates:
         triples = _node_tensors(source, candidates)

@@ -112,3 +112,15 @@ def test_derived_figures() -> None:
     assert result.efficiency_percent == pytest.approx(50.0)
     again = type(result).from_dict(result.to_dict())
     assert again.key == result.key and again.latency == result.latency
+
+
+def test_timed_loops_report_a_typed_count() -> None:
+    from deploykit.types import Progressed
+
+    events: list[object] = []
+    time_calls(lambda i: None, EXACT, progress=events.append, label="m")
+    assert events == [Progressed("timing m (iterations)", k, 7) for k in range(1, 8)]
+    events.clear()
+    time_calls(lambda i: None, TimingConfig(warmup_s=0.0, duration_s=0.0, min_iterations=3),
+               progress=events.append, label="m")
+    assert events[-1] == Progressed("timing m (% of 0 s)", 100, 100)  # closed even when time ran out early

@@ -100,3 +100,12 @@ def test_collect_matches_a_direct_computation() -> None:
     collection = collect_stats(model, ["input", "output"], iter(inputs))
     assert collection.stats["input"].absmax == pytest.approx(max(float(np.abs(x).max()) for x in inputs))
     assert collection.stats["output"].hist is None  # no histogram unless asked (FP16's overflow scan)
+
+
+def test_collect_counts_its_inputs_when_their_number_is_known() -> None:
+    from deploykit.types import Progressed
+
+    events: list[object] = []
+    collect_stats(resize_graph("linear", "half_pixel", "scales"), ["output"], list(_inputs(3)),
+                  progress=events.append)
+    assert events == [Progressed("calibration (inputs)", k, 3) for k in (1, 2, 3)]

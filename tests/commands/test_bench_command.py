@@ -59,6 +59,7 @@ def test_onnx_json_has_stats_counts_and_manifest(tiny_onnx: Path) -> None:
         assert result["madds"] == expected
         assert result["achieved_gflops"] > 0 and result["efficiency_percent"] is None  # --no-roofline
         assert result["mode"].startswith("end-to-end")
+        assert result["output_bytes"] == result["batch"] * 3 * 32 * 32 * 4  # 3 float32 class scores a pixel
     env = data["environment"]
     assert env["cpu"] and env["cores"] >= 1 and env["versions"]["onnxruntime"] != "-"
     assert "load_average_1m" in env and "cpu_flags" in env
@@ -165,7 +166,7 @@ def test_kernels_sweep_writes_json_and_plots(tmp_path: Path, monkeypatch: pytest
         assert r["gflops"] == pytest.approx(2 * r["madds"] / (r["median_ms"] * 1e6))
     for name in ("k.dilated.png", "k.separable.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "% of roofline" in text and "[16/16]" in err
+    assert "% of roofline" in text and "kernel sweep (runs): 16/16" in err
 
 
 def test_kernels_lists_an_absent_tensorrt_once(monkeypatch: pytest.MonkeyPatch, fixed_peaks: None) -> None:

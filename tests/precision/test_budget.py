@@ -33,7 +33,7 @@ class FakeEvaluator(Evaluator):
         self.errors = errors
         self.evaluations = 0
 
-    def score(self, model: bytes) -> dict[str, float]:
+    def score(self, model: bytes, tasks: bool = True) -> dict[str, float]:
         self.evaluations += 1
         kept = set(model.decode().split(",")) - {""}
         remaining = sum(e for n, e in self.errors.items() if n not in kept)
@@ -91,3 +91,36 @@ def test_evaluator_scores_against_fp32_references() -> None:
             init.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(init), "w2"))
     worse = evaluator.score(flipped.SerializeToString())
     assert worse["cosine"] < 0 and worse["pixel_agreement"] < 0.5 and evaluator.evaluations == 2
+
+
+def test_search_reports_typed_counts_and_closes_them() -> None:
+    from deploykit.types import Progressed
+
+    events: list[object] = []
+    search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.985", "segmentation"),
+           progress=events.append)
+    counts = [e for e in events if isinstance(e, Progressed)]
+    sensitivity = [e for e in counts if e.what == "sensitivity (nodes)"]
+    assert sensitivity == [Progressed("sensitivity (nodes)", k, len(ERRORS)) for k in range(1, len(ERRORS) + 1)]
+    tries = [e for e in counts if e.what.startswith("budget search")]
+    assert tries[-1].done == tries[-1].total and all(e.done < e.total for e in tries[:-1])
+
+
+def test_rank_scores_use_the_first_inputs_and_the_cosine_only() -> None:
+    from deploykit.parity.metrics import numeric_metrics
+
+    model = resize_graph("linear", "half_pixel", "scales")
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((1, 3, 8, 10)).astype(np.float32) for _ in range(3)]
+    evaluator = Evaluator(model.SerializeToString(), inputs, "segmentation", rank_inputs=1)
+    noisy = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in noisy.graph.initializer:
+        if init.name == "w2":
+            w = onnx.numpy_helper.to_array(init)
+            init.CopyFrom(onnx.numpy_helper.from_array(w + 0.3 * rng.standard_normal(w.shape).astype(w.dtype), "w2"))
+    rank = evaluator.score(noisy.SerializeToString(), tasks=False)
+    assert set(rank) == {"cosine"}
+    full = Evaluator(noisy.SerializeToString(), inputs[:1], None).references[0]
+    expected = min(numeric_metrics(r, c).cosine for r, c in zip(evaluator.references[0], full, strict=True))
+    assert rank["cosine"] == pytest.approx(expected, abs=1e-12) and rank["cosine"] < 0.999
+    assert set(evaluator.score(noisy.SerializeToString())) == {"cosine", "pixel_agreement", "miou"}
