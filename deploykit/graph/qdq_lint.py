@@ -103,7 +103,7 @@ def _residual_add(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
     convs = [p for p in producers if p is not None and p.op_type == "Conv" and len(p.input) > 1
              and (w := index.producer.get(p.input[1])) is not None and w.op_type == "DequantizeLinear"]
     dequantized = [p for p in producers if p is not None and p.op_type == "DequantizeLinear"]
-    if not convs or dequantized or any(p is None for p in producers):
+    if not convs or dequantized:
         return []
     return [("qdq-residual-add", "info", node,
              f"this Add follows the quantized convolution {convs[0].name!r} but its other input is float: TensorRT "
