@@ -218,7 +218,8 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         result = builder.build(found.kept)
         report["budget"], info["holdout"] = found.to_dict(), len(held)
     model, report["int8_float"] = _float_remainder(builder.model, result.model, options, budget, held, meta,
-                                                   ranges.absmax, threads=threads, progress=progress)
+                                                   ranges.absmax, backend=backend, threads=threads,
+                                                   progress=progress)
     info["int8_float"] = report["int8_float"]["chosen"]
     if backend == "tensorrt":
         report["qdq_lint"] = _qdq_lint(model, progress)
@@ -243,7 +244,7 @@ def fp16_remainder(model: onnx.ModelProto, absmax: dict[str, float]) -> onnx.Mod
 def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: CalibrationOptions,
                      budget: Budget | None,
                      held: CalibrationData | None, meta: ModelMetadata | None, absmax: dict[str, float], *,
-                     threads: int | None, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any]]:
+                     backend: str, threads: int | None, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """--int8-float: the graph with its float remainder in fp32 or fp16, and the record of the choice; auto
     scores the fp16 remainder against the FP32 `source` on the held-out inputs, as the budget search does."""
     asked = options.int8_float or "fp32"
@@ -261,7 +262,8 @@ def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: C
     from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime
 
     evaluator = Evaluator(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads)
-    scores = evaluator.score(lower_for_onnxruntime(half).model.SerializeToString())
+    deployed = lower_for_onnxruntime(half).model if backend == "onnxruntime" else half
+    scores = evaluator.score(deployed.SerializeToString())
     record["fp16_scores"] = scores
     if budget.met(scores):
         record.update(chosen="fp16", why=f"fp16 remainder meets {budget.describe()} on {len(held)} held-out input(s)")
