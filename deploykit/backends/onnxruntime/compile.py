@@ -112,7 +112,8 @@ def unsigned_after_activation(model: onnx.ModelProto) -> Lowered:
         scale_name = unique_name(f"{node.input[1]}_u8", taken)
         zero_name = unique_name(f"{node.input[2]}_u8", taken)
         scale_init = index.initializers.get(node.input[1])  # float16 scales in an --int8-float fp16 graph
-        scale_type = np.float16 if scale_init is not None and scale_init.data_type == TensorProto.FLOAT16 else np.float32
+        half = scale_init is not None and scale_init.data_type == TensorProto.FLOAT16
+        scale_type = np.float16 if half else np.float32
         added += [numpy_helper.from_array(np.array(new_scale, scale_type), scale_name),
                   numpy_helper.from_array(np.array(0, np.uint8), zero_name)]
         for q_or_dq in (node, *dequantizers):
