@@ -34,6 +34,10 @@ recommendations; deploykit.graph.qdq_lint checks the result):
 - Concat: a Concat whose output is quantized and whose inputs are quantized too gets one scale for all of them
   (the largest amax of the group; chained Concats join one group). With different scales TensorRT must
   requantize each input before concatenating; with one scale the Concat is a copy in INT8.
+- No pair TensorRT cannot fuse: in layout "inputs" every DequantizeLinear is read by a convolution, GEMM or a
+  residual Add, never by Resize (no INT8 Resize, NVIDIA/TensorRT#2976), a pointwise op (Sigmoid, Mul, ...) or
+  the graph output, where a dequantize would run as its own kernel; the ONNX Runtime layout "inputs+outputs"
+  has such pairs by design (ONNX Runtime fuses them into QLinear ops) and the lint reports them.
 """
 
 from __future__ import annotations
