@@ -7,8 +7,9 @@ when run through ONNX Runtime with an FP32 or an FP16 float remainder (--int8-fl
 
 Per model: quantized weighted nodes, residual Adds reading a quantized skip, Concats sharing one scale, the Q/DQ
 lint's findings (deploykit.graph.qdq_lint) by rule, and agreement against the FP32 ONNX model on the images in
-benchmarks/data/heldout (calibration: benchmarks/data/calib). ONNX Runtime simulates the INT8 graph; these are
-not TensorRT figures. The tiny variants are untrained, so their agreement says little; the trained ones do.
+benchmarks/data/heldout (calibration: benchmarks/data/calib). ONNX Runtime simulates the INT8 graph, without its
+WeightBiasQuantization pass (deploykit.precision.passes.TensorRTFormEvaluator); these are not TensorRT
+figures. The tiny variants are untrained, so their agreement says little; the trained ones do.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ from deploykit.calib.data import calibration_data  # noqa: E402
 from deploykit.export import onnx_from_torch  # noqa: E402
 from deploykit.graph.tensors import activations, index_graph  # noqa: E402
 from deploykit.io.metadata import read_metadata  # noqa: E402
-from deploykit.precision.budget import Evaluator  # noqa: E402
-from deploykit.precision.passes import CalibrationOptions, input_shape, int8_graph  # noqa: E402
+from deploykit.precision.passes import (  # noqa: E402
+    CalibrationOptions,
+    TensorRTFormEvaluator,
+    input_shape,
+    int8_graph,
+)
 from deploykit.zoo import get_model_spec, list_models  # noqa: E402
 from deploykit.zoo.sources import load_model  # noqa: E402
 
@@ -59,7 +64,7 @@ def _row(name: str, path: Path, method: str, n: int) -> dict[str, Any]:
     held = list(calibration_data(str(ROOT / "data" / "heldout"), input_shape=input_shape(source, meta),
                                  preprocessing=meta.preprocessing if meta else None))
     task = meta.task if meta else None
-    evaluator = Evaluator(source.SerializeToString(), held, task)
+    evaluator = TensorRTFormEvaluator(source.SerializeToString(), held, task)
     row: dict[str, Any] = {"model": name, "input": "x".join(map(str, input_shape(source, meta) or ())),
                            "method": method}
     for remainder in ("fp32", "fp16"):

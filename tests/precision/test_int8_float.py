@@ -16,7 +16,7 @@ from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.build import build_artifact
 from deploykit.errors import BuildError
 from deploykit.io.metadata import read_metadata
-from deploykit.precision.passes import CalibrationOptions, int8_graph
+from deploykit.precision.passes import CalibrationOptions, TensorRTFormEvaluator, int8_graph
 from tests.fixtures.precision_models import export_user_model, photo_folder
 
 
@@ -105,3 +105,14 @@ def test_tensorrt_graph_report_carries_the_qdq_lint(source: Path, calib: Path) -
     assert lint["by_rule"] == {rule: sum(f["rule"] == rule for f in lint["findings"]) for rule in lint["by_rule"]}
     scales = [numpy_helper.to_array(i) for i in result.model.graph.initializer if i.name.endswith("_scale")]
     assert scales and all(s.dtype == np.float32 for s in scales)
+
+
+def test_tensorrt_form_scoring_matches_the_unoptimized_graph(source: Path, calib: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's WeightBiasQuantization rounds float16 bias scales; the TensorRT-form evaluator skips it
+    and computes what the graph says (ONNX Runtime with no optimization at all)."""
+    _, graph = _build(source, calib, tmp_path / "g.int8.onnx", int8_float="fp16")
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 40)).astype(np.float32)
+    evaluator = TensorRTFormEvaluator(onnx.load(str(source)).SerializeToString(), [x], "segmentation")
+    simulated = evaluator._run(graph.SerializeToString())[0][0]
+    exact = session_from_onnx(graph.SerializeToString(), optimization="disable")
+    assert np.allclose(simulated, exact.run(None, {exact.get_inputs()[0].name: x})[0], atol=1e-3)
