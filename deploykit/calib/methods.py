@@ -2,10 +2,18 @@
 
 - minmax: amax = max |x| seen. Never clips; a single outlier widens every step.
 - percentile: amax = the given percentile of |x| (from the histogram, linear within a bin). Clips the tail.
-- entropy: TensorRT's KL-divergence calibration (Migacz, "8-bit Inference with TensorRT", GTC 2017): for each
-  candidate threshold, clip the |x| histogram there (outliers merged into the last bin), quantize it to 128
-  levels, expand back, and keep the threshold whose quantized distribution diverges least from the clipped one
-  (bin 0, the ReLU zeros, flattened to its neighbour first; coarse-to-fine over thresholds).
+- entropy: TensorRT's KL-divergence calibration as NVIDIA published it (Migacz, "8-bit Inference with
+  TensorRT", GTC 2017; the same algorithm as pytorch-quantization's `_compute_amax_entropy`): a 2048-bin
+  histogram of |x|; for *every* threshold i from 128 to 2048 bins (the exhaustive search), the reference
+  distribution P is the first i bins with the clipped outliers added to bin i-1, the candidate Q merges those
+  i bins into 128 levels (bin j into level floor(128 j / i)) and spreads each level's mass over its non-empty
+  bins; amax is the upper edge of bin i for the i of least KL(P || Q), the last one on ties. Bin 0 takes bin
+  1's count first (pytorch-quantization's step: the exact zeros of a ReLU output would otherwise dominate).
+  How it differs from TensorRT's own calibrator, whose code is not published: the histogram range is the
+  running max |x| rounded up by powers of two while streaming (TensorRT's two-pass calibration spans exactly
+  the max |x|), so a threshold can fall between TensorRT's by up to one bin of a range up to twice as wide;
+  and the legacy calibrator's per-tensor details (IInt8EntropyCalibrator2, removed in TensorRT 11) are not
+  documented beyond the algorithm. `stride` > 1 trades the exhaustive search for a coarse-to-fine one.
 Each method has a typed options dataclass (no untyped extra_options dicts).
 """
 
@@ -45,7 +53,7 @@ class Percentile:
 class Entropy:
     levels: int = 128  # quantized bins of |x|: the positive half of INT8
     start: int = 128  # smallest threshold tried, in histogram bins
-    stride: int = 8  # coarse pass over thresholds start, start + stride, ..., BINS; then every bin near the best
+    stride: int = 1  # 1: every threshold (TensorRT's exhaustive search); k > 1: every k-th, then refined
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.name, **asdict(self)}
@@ -57,11 +65,12 @@ Method = MinMax | Percentile | Entropy
 METHODS: dict[str, type[MinMax] | type[Percentile] | type[Entropy]] = {
     "minmax": MinMax, "percentile": Percentile, "entropy": Entropy,
 }
-# minmax, as NVIDIA ModelOpt's INT8 default: never clips, so never fails badly. Measured with the ONNX Runtime
-# artifact on real images (benchmarks/data/calib -> photographs + held-out set): trained small DeepLabv3+
-# MobileNetV2 at 513x513, pixel agreement minmax 0.966 / percentile 99.99 0.965 / entropy 0.901; trained small
-# MSI-Net at 240x320, CC minmax 0.966 / percentile 0.962 / entropy 0.980. Entropy (TensorRT's old calibrator
-# default) clips segmentation features too hard; choose it per model with --calib-method.
+# minmax, as NVIDIA ModelOpt's INT8 default: never clips, so never fails badly. Measured on the TensorRT-form
+# INT8 graph run by ONNX Runtime against FP32 on benchmarks/data/heldout (benchmarks/qdq_placement.py
+# --trained, calibrated on benchmarks/data/calib): trained small DeepLabv3+ MobileNetV2 at 513x513, pixel
+# agreement minmax 0.968 / percentile 99.99 0.970 / entropy (exhaustive) 0.923; trained small MSI-Net at
+# 240x320, CC minmax 0.973 / percentile 0.980 / entropy 0.983. Entropy (TensorRT's old calibrator default)
+# clips segmentation features too hard; choose it per model with --calib-method.
 DEFAULT_METHOD = "minmax"
 
 
@@ -100,9 +109,10 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _quantized(reference: np.ndarray, levels: int) -> np.ndarray:
-    """`reference` merged into `levels` groups, each group's mass spread over its non-empty bins."""
+    """`reference` merged into `levels` groups (bin j into group floor(levels * j / size)), each group's mass
+    spread over its non-empty bins."""
     size = reference.size
-    edges = (np.arange(levels + 1) * size) // levels
+    edges = -((-np.arange(levels + 1) * size) // levels)  # ceil(k * size / levels): the first bin of group k
     totals = np.add.reduceat(reference, edges[:-1])
     nonzero = np.add.reduceat((reference > 0).astype(np.float64), edges[:-1])
     per_bin = np.divide(totals, nonzero, out=np.zeros(levels), where=nonzero > 0)
@@ -111,6 +121,7 @@ def _quantized(reference: np.ndarray, levels: int) -> np.ndarray:
 
 
 def _best_threshold(hist: np.ndarray, thresholds: range, levels: int, fallback: int) -> int:
+    """The threshold of least KL divergence; the last one among equals, as NVIDIA's implementation."""
     best_kl, best_i = np.inf, fallback
     for i in thresholds:
         reference = hist[:i].copy()
@@ -119,7 +130,7 @@ def _best_threshold(hist: np.ndarray, thresholds: range, levels: int, fallback: 
         if candidate.sum() == 0:
             continue
         divergence = _kl(reference, candidate)
-        if divergence < best_kl:
+        if divergence <= best_kl:
             best_kl, best_i = divergence, i
     return best_i
 
@@ -128,10 +139,7 @@ def entropy_amax(stats: TensorStats, options: Entropy) -> float:
     if stats.hist is None or stats.hist_range == 0.0:
         return stats.absmax
     hist = stats.hist.astype(np.float64)
-    # Exact zeros (half of every post-ReLU tensor) pile into bin 0 and would make any threshold that merges
-    # bin 0 with its neighbours look costly, dragging amax far down; NVIDIA's pytorch-quantization flattens
-    # that spike the same way (bin 0 takes bin 1's count).
-    hist[0] = hist[1]
+    hist[0] = hist[1]  # the ReLU zeros (module docstring)
     bins = hist.size
     if int(np.count_nonzero(hist)) <= 1:
         return stats.absmax
@@ -140,7 +148,7 @@ def entropy_amax(stats: TensorStats, options: Entropy) -> float:
     if options.stride > 1:  # refine around the coarse optimum
         low, high = max(first, best_i - options.stride + 1), min(bins, best_i + options.stride - 1)
         best_i = _best_threshold(hist, range(low, high + 1), options.levels, best_i)
-    return min(stats.absmax, (best_i + 0.5) * _bin_width(stats))
+    return min(stats.absmax, best_i * _bin_width(stats))
 
 
 def amax(stats: TensorStats, method: Method) -> float:

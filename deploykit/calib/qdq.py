@@ -2,8 +2,13 @@
 
 What is quantized (TensorRT's placement rules, which ONNX Runtime also fuses):
 - the weighted ops Conv, ConvTranspose, Gemm and MatMul with a constant weight: their activation input gets a
-  per-tensor Q/DQ, their weight becomes an INT8 initializer with per-output-channel scales and a DequantizeLinear
-  (axis 0 for Conv and Gemm with transB, axis 1 for ConvTranspose and MatMul, where output channels live).
+  per-tensor Q/DQ, their weight becomes an INT8 initializer with per-channel scales and a DequantizeLinear
+  (axis 0 for Conv and Gemm with transB, axis 1 for MatMul: the output channels). ConvTranspose weights
+  (C_in, C_out/groups, kH, kW) are quantized on axis 0, per *input* channel: TensorRT's deconvolution kernels
+  assume it and do not support axis 1 (NVIDIA/TensorRT#2380; axis-1 weights gave wrong INT8 results in #1694,
+  #1699, and pytorch-quantization moved its ConvTranspose default to axis 0). ONNX Runtime 1.32 on CPU runs a
+  DequantizeLinear -> ConvTranspose in float whichever the axis (no QLinearConvTranspose fusion), so the same
+  graph serves both backends: tests/calib/test_qdq_trt.py checks it exactly and on DeconvNet and U-Net.
   Biases stay float: TensorRT folds them in higher precision.
 - Symmetric everywhere: zero point 0 and scale = amax / 127 for activations; weights use [-127, 127].
 - Nothing else computes in INT8. Resize (TensorRT has no INT8 Resize), pooling, concatenation, activations
@@ -20,6 +25,19 @@ What is quantized (TensorRT's placement rules, which ONNX Runtime also fuses):
   Outputs that reach the graph output without passing another quantized node, typically the final logits
   conv, stay float either way: nothing downstream runs in INT8, so quantizing them would only round class
   scores to 256 levels and flip labels at class boundaries, for no speed gain.
+
+Placement for TensorRT's fusions (TensorRT developer guide, "Explicit Quantization": Q/DQ layer-placement
+recommendations; deploykit.graph.qdq_lint checks the result):
+- Residual Add (layout "inputs"): an Add whose one input is the direct output of a quantized Conv reads its
+  other (skip) input through the skip tensor's Q/DQ, so TensorRT fuses the Add into the convolution's epilogue
+  in INT8 ("quantize the residual input": the precision of the Add's other input decides the fused output's).
+- Concat: a Concat whose output is quantized and whose inputs are quantized too gets one scale for all of them
+  (the largest amax of the group; chained Concats join one group). With different scales TensorRT must
+  requantize each input before concatenating; with one scale the Concat is a copy in INT8.
+- No pair TensorRT cannot fuse: in layout "inputs" every DequantizeLinear is read by a convolution, GEMM or a
+  residual Add, never by Resize (no INT8 Resize, NVIDIA/TensorRT#2976), a pointwise op (Sigmoid, Mul, ...) or
+  the graph output, where a dequantize would run as its own kernel; the ONNX Runtime layout "inputs+outputs"
+  has such pairs by design (ONNX Runtime fuses them into QLinear ops) and the lint reports them.
 """
 
 from __future__ import annotations
@@ -64,10 +82,13 @@ class QdqResult:
     kept: list[KeptNode] = field(default_factory=list)  # weighted nodes left in float, with the reason
     tensors: list[str] = field(default_factory=list)  # activation tensors that got a Q/DQ pair
     layout: str = "inputs"
+    residual_adds: list[str] = field(default_factory=list)  # Adds reading a quantized skip beside a conv output
+    shared_concats: list[str] = field(default_factory=list)  # Concats whose quantized inputs share one scale
 
     def report(self) -> dict[str, object]:
         return {"quantized_nodes": len(self.quantized), "kept_float": [k.to_dict() for k in self.kept],
-                "qdq_tensors": len(self.tensors), "qdq_layout": self.layout}
+                "qdq_tensors": len(self.tensors), "qdq_layout": self.layout,
+                "residual_adds_quantized": len(self.residual_adds), "shared_scale_concats": len(self.shared_concats)}
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -79,7 +100,7 @@ def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> int | None:
     if node.op_type == "Conv":
         return 0
     if node.op_type == "ConvTranspose":
-        return 1
+        return 0  # per input channel, as TensorRT requires (module docstring)
     if node.op_type == "Gemm":
         return 0 if _attr(node, "transB", 0) else 1
     if node.op_type == "MatMul" and weight.ndim == 2:
@@ -137,6 +158,10 @@ def calibration_tensors(model: onnx.ModelProto) -> list[str]:
     for node in model.graph.node:
         if node.name in names:
             tensors.extend([node.input[0], node.output[0], unit_output(node, index)])
+    live = activations(model, index)
+    for node in model.graph.node:  # residual skips (see _residual_skips), for any keep set
+        if node.op_type == "Add" and len(node.input) == 2:
+            tensors.extend(name for name in node.input if name in live)
     return list(dict.fromkeys(tensors))
 
 
@@ -215,6 +240,25 @@ def unit_output(node: onnx.NodeProto, index: GraphIndex) -> str:
     return node.output[0]
 
 
+def _residual_skips(model: onnx.ModelProto, index: GraphIndex, names: set[str]) -> dict[str, str]:
+    """Add node -> its skip input, for each Add with exactly one input produced directly by a quantized Conv
+    (TensorRT fuses such an Add into the convolution's epilogue when the other input is INT8)."""
+    skips: dict[str, str] = {}
+    live = activations(model, index)
+    order = {node.name: position for position, node in enumerate(model.graph.node)}
+    for node in model.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2 or not all(i in live for i in node.input):
+            continue
+        from_conv = [i for i in node.input
+                     if (p := index.producer.get(i)) is not None and p.name in names and p.op_type == "Conv"]
+        if not from_conv:
+            continue
+        # Both from convs (a stage's first residual: the previous projection + this one): the later conv fuses.
+        fused = max(from_conv, key=lambda i: order[index.producer[i].name])
+        skips[node.name] = next(i for i in node.input if i != fused)
+    return skips
+
+
 def _readers(model: onnx.ModelProto, index: GraphIndex, chosen: list[QuantNode], quantize_outputs: bool
              ) -> dict[str, set[str]]:
     """tensor -> names of the nodes that read its dequantized version."""
@@ -222,6 +266,9 @@ def _readers(model: onnx.ModelProto, index: GraphIndex, chosen: list[QuantNode],
     readers: dict[str, set[str]] = {}
     for node in chosen:
         readers.setdefault(node.activation, set()).add(node.name)
+    if not quantize_outputs:
+        for add, skip in _residual_skips(model, index, names).items():
+            readers.setdefault(skip, set()).add(add)
     if quantize_outputs:
         reach = _reaches_quantized(model, index, names)
         for node in model.graph.node:
@@ -232,6 +279,32 @@ def _readers(model: onnx.ModelProto, index: GraphIndex, chosen: list[QuantNode],
             if any(c.name in reach for c, _ in consumers):
                 readers.setdefault(output, set()).update(c.name for c, _ in consumers)
     return readers
+
+
+def _shared_concat_scales(model: onnx.ModelProto, readers: Mapping[str, set[str]], amax: Mapping[str, float]
+                          ) -> tuple[dict[str, float], list[str]]:
+    """One amax for each group of quantized tensors joined by Concats (output and quantized inputs), and the
+    Concats that shared one (module docstring: TensorRT requantizes Concat inputs of different scales)."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    concats: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "Concat" or node.output[0] not in readers:
+            continue
+        quantized = [i for i in node.input if i in readers]
+        if quantized:
+            concats.append(node.name)
+            for name in quantized:
+                parent[root(name)] = root(node.output[0])
+    groups: dict[str, float] = {}
+    for name in parent:
+        groups[root(name)] = max(groups.get(root(name), 0.0), amax[name])
+    return {name: groups[root(name)] for name in parent}, concats
 
 
 class QdqBuilder:
@@ -271,6 +344,8 @@ class QdqBuilder:
                 chosen.append(node)
         readers = _readers(self.model, index, chosen, self.quantize_outputs)
         readers = {t: r for t, r in readers.items() if t in amax}
+        shared, concats = _shared_concat_scales(self.model, readers, amax)
+        amax = {**amax, **shared}
         inserter = _Inserter(model, self._weight)
         dequantized: dict[str, str] = {}
         new_nodes: list[onnx.NodeProto] = []
@@ -296,8 +371,11 @@ class QdqBuilder:
         graph.node.extend(new_nodes)
         graph.initializer.extend(inserter.initializers)
         remove_unused_initializers(model)
+        skips = _residual_skips(self.model, index, set(by_name))
+        adds = sorted(add for add, skip in skips.items() if add in readers.get(skip, set()))
         return QdqResult(model=model, quantized=[n.name for n in chosen], kept=kept, tensors=list(readers),
-                         layout="inputs+outputs" if self.quantize_outputs else "inputs")
+                         layout="inputs+outputs" if self.quantize_outputs else "inputs", residual_adds=adds,
+                         shared_concats=concats)
 
 
 def qdq_from_ranges(

@@ -97,6 +97,9 @@ def backend_option(func: Any) -> Any:
               help="Budget search ranking: single (default: one node at a time) or local (two runs, coarser).")
 @click.option("--qdq-layout", type=click.Choice(["inputs", "inputs+outputs"]), default=None,
               help="INT8 Q/DQ placement (default: inputs for TensorRT, inputs+outputs for ONNX Runtime).")
+@click.option("--int8-float", "int8_float", type=click.Choice(["fp32", "fp16", "auto"]), default=None,
+              help="INT8: precision of the ops left unquantized (default fp32; auto: fp16 where the "
+                   "--accuracy-budget holds; see deploykit.precision.passes.INT8_FLOAT).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and checks.")
 @tensorrt_options
 @force_option
@@ -105,8 +108,8 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
                  keep_fp32: tuple[str, ...], keep_float: tuple[str, ...], calib_data: str | None,
                  calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,
                  no_calib_cache: bool, accuracy_budget: tuple[str, ...], holdout: int | None, max_kept: int | None,
-                 sensitivity: str | None, qdq_layout: str | None, threads: int | None, force: bool, as_json: bool,
-                 **trt: Any) -> None:
+                 sensitivity: str | None, qdq_layout: str | None, int8_float: str | None, threads: int | None,
+                 force: bool, as_json: bool, **trt: Any) -> None:
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
     Every later command (parity, bench) loads OUT through its sidecar."""
@@ -116,7 +119,7 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
 
     calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
                                      cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,
-                                     max_kept=max_kept, sensitivity=sensitivity)
+                                     max_kept=max_kept, sensitivity=sensitivity, int8_float=int8_float)
     result = build_artifact(model, output, precision=precision, backend=backend,
                             calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
                             accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,

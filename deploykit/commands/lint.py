@@ -15,7 +15,9 @@ from deploykit.commands._options import echo_json, json_option
 @click.pass_context
 def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> None:
     """Check MODEL.onnx's operators, attributes and opset against TensorRT's ONNX parser (onnx-tensorrt's
-    operators.md): each finding names the node, says why, and says which fix deploykit offers.
+    operators.md), and in an INT8 Q/DQ graph the placements TensorRT will not fuse (unfused dequantize, Concat
+    scales, residual Adds, INT8 around Resize, grouped convs in INT8): each finding names the node, says why,
+    and says which fix deploykit offers.
     Exit status 0 when TensorRT should parse the model, 1 when a finding is an error, 2 when MODEL is
     unusable. build-engine runs the same checks before building a TensorRT engine."""
     from deploykit.graph.lint import lint_onnx

@@ -12,6 +12,20 @@ replaced by named empty constants, Casts inserted after their consumers). This p
 - Every other op, nodes named with `keep`, and nodes whose inputs or outputs exceed `overflow_limit` on the
   calibration data (or whose weights do) stay float32, with a Cast at each boundary, inserted in topological
   order right before the node that needs it.
+- Constants are range-checked like activations (ModelOpt AutoCast's InitializerRangeRule): an initializer or
+  Constant node beyond 65504 keeps its consumer in float32; nonzero values below float16's smallest subnormal
+  (2**-24) become that subnormal instead of zero, as AutoCast converts them, so `x / (x * x + 1e-9)` stays 0 at
+  x = 0 instead of turning into 0/0 = NaN.
+- Reductions are checked on what they accumulate, not only their inputs and outputs (AutoCast's
+  DepthOfReductionRule has the same concern): ReduceMean and GlobalAveragePool sum |result| * extent,
+  Softmax/LogSoftmax sum up to `extent` exponentials; beyond the limit the node stays float32.
+- The overflow limit: a calibration maximum may reach half of float16's range (32752, for 2x headroom on
+  inputs beyond the calibration set); constants may reach 65504 (AutoCast's init_max). AutoCast's data_max
+  defaults to 512, far stricter: it keeps any node whose I/O exceeds 512 in FP32, a precision heuristic (the
+  float16 step there is 0.5) rather than an overflow guard; deploykit leaves precision to --accuracy-budget.
+- `qdq=True` (the FP16 remainder of an INT8 graph, --int8-float fp16): DequantizeLinear nodes read only by
+  float16 nodes and QuantizeLinear nodes of float16 tensors take float16 scales (opset 19), as ModelOpt's
+  high_precision_dtype=fp16 graphs do, so no Cast sits between a Q/DQ and its convolution.
 Graph inputs and outputs stay float32 unless `fp16_io`.
 """
 
@@ -38,6 +52,11 @@ from deploykit.graph.tensors import (
 )
 
 FP16_MAX = 65504.0
+FP16_TINY = 2.0 ** -24  # smallest positive float16 subnormal
+QDQ_T = {"QuantizeLinear": (0, 1), "DequantizeLinear": (1,)}  # inputs typed T (x, scale) in opset 19
+# Reductions: how their accumulator relates to the result r, for an extent of n reduced elements.
+# (ReduceSum's accumulator is its result, which the activation check already covers; norms have no FP16 rule.)
+ACCUMULATES = {"ReduceMean": "mean", "GlobalAveragePool": "mean", "Softmax": "count", "LogSoftmax": "count"}
 # Share of float16's range a calibration maximum may reach before the node stays float32: inputs beyond the
 # calibration set get 2x headroom.
 DEFAULT_OVERFLOW_FRACTION = 0.5
@@ -94,31 +113,87 @@ def _data_inputs(node: onnx.NodeProto) -> list[int]:
     return list(range(len(node.input))) if positions is None else [p for p in positions if p < len(node.input)]
 
 
-def _keep_reason(node: onnx.NodeProto, index: GraphIndex, absmax: Mapping[str, float], limit: float) -> str:
+def _constant(index: GraphIndex, name: str) -> np.ndarray | None:
+    init = index.initializers.get(name)
+    if init is not None:
+        return numpy_helper.to_array(init)
+    producer = index.producer.get(name)
+    return constant_array(producer) if producer is not None and producer.op_type == "Constant" else None
+
+
+def _extent(node: onnx.NodeProto, index: GraphIndex, shapes: Mapping[str, list[int]]) -> int | None:
+    """How many elements each output element of a reduction accumulates, when shapes are static."""
+    dims = shapes.get(node.input[0])
+    if not dims or any(d <= 0 for d in dims):
+        return None
+    if node.op_type == "GlobalAveragePool":
+        return int(np.prod(dims[2:]))
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type in ("Softmax", "LogSoftmax"):
+        return dims[int(attrs.get("axis", -1))]
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        value = _constant(index, node.input[1])
+        axes = None if value is None else [int(a) for a in value.reshape(-1)]
+    axes = axes if axes else list(range(len(dims)))
+    return int(np.prod([dims[a] for a in axes]))
+
+
+def _reduction_reason(node: onnx.NodeProto, index: GraphIndex, absmax: Mapping[str, float], limit: float,
+                      shapes: Mapping[str, list[int]]) -> str:
+    kind = ACCUMULATES.get(node.op_type)
+    extent = _extent(node, index, shapes) if kind else None
+    if kind is None or extent is None:
+        return ""
+    result = absmax.get(node.output[0], 0.0)
+    total = result * extent if kind == "mean" else float(extent)
+    if total > limit:
+        return (f"{node.op_type} over {extent} elements accumulates up to {total:.4g} in float16 "
+                f"(> {limit:.4g})")
+    return ""
+
+
+def _keep_reason(node: onnx.NodeProto, index: GraphIndex, absmax: Mapping[str, float], limit: float,
+                 shapes: Mapping[str, list[int]] | None = None) -> str:
     """Why a float16-capable node must stay float32 on numeric grounds, or '' when it need not."""
     for name in (*[node.input[p] for p in _data_inputs(node)], *node.output):
         if not name or not index.is_float(name):
             continue
-        if name in index.initializers:
-            peak = float(np.abs(numpy_helper.to_array(index.initializers[name])).max(initial=0.0))
+        value = _constant(index, name)
+        if value is not None:
+            peak = float(np.abs(value.astype(np.float64)).max(initial=0.0))
             if peak > FP16_MAX:
-                return f"weight {name} reaches {peak:.4g} > float16 max {FP16_MAX:g}"
+                return f"constant {name} reaches {peak:.4g} > float16 max {FP16_MAX:g}"
         elif absmax.get(name, 0.0) > limit:
             return f"{name} reaches |x| = {absmax[name]:.4g} on the calibration data (> {limit:.4g})"
-    return ""
+    return _reduction_reason(node, index, absmax, limit, shapes or {})
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+    except Exception:  # shapes only sharpen the reduction check
+        return {}
+    shapes: dict[str, list[int]] = {}
+    for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else 0
+                                  for d in value.type.tensor_type.shape.dim]
+    return shapes
 
 
 def _plan(model: onnx.ModelProto, index: GraphIndex, keep: set[str], absmax: Mapping[str, float],
-          limit: float) -> tuple[set[str], list[KeptNode]]:
+          limit: float, *, qdq: bool = False) -> tuple[set[str], list[KeptNode]]:
     """Names of the nodes to compute in float16, and the activation nodes kept in float32 with reasons."""
     live = activations(model, index)
     pinned = subgraph_reads(model.graph)
+    shapes = _static_shapes(model) if any(n.op_type in ACCUMULATES for n in model.graph.node) else {}
     half: set[str] = set()
     kept: list[KeptNode] = []
     for node in model.graph.node:
         float_outputs = [o for o in node.output if o and o in live]
-        if not float_outputs:
-            continue  # shape arithmetic, constants, integer outputs: nothing to convert
+        if not float_outputs or (qdq and node.op_type in QDQ_T):
+            continue  # shape arithmetic, constants, integer outputs: nothing to convert; Q/DQ: at rewrite
         if node.name in keep:
             kept.append(KeptNode(node.name, node.op_type, "kept by --keep-fp32"))
         elif node.op_type not in FP16_OPS or node.domain not in ("", "ai.onnx"):
@@ -127,7 +202,7 @@ def _plan(model: onnx.ModelProto, index: GraphIndex, keep: set[str], absmax: Map
             kept.append(KeptNode(node.name, node.op_type, "output read inside a subgraph"))
         elif any(node.input[p] and not index.is_float(node.input[p]) for p in _data_inputs(node)):
             kept.append(KeptNode(node.name, node.op_type, "a typed input is not float"))
-        elif reason := _keep_reason(node, index, absmax, limit):
+        elif reason := _keep_reason(node, index, absmax, limit, shapes):
             kept.append(KeptNode(node.name, node.op_type, reason))
         else:
             half.add(node.name)
@@ -162,7 +237,10 @@ class _Rewriter:
         value = numpy_helper.to_array(init) if init is not None else (
             constant_array(producer) if producer is not None and producer.op_type == "Constant" else None)
         if value is not None and value.dtype == np.float32:
-            # Values beyond float16's range were caught by the plan; tiny ones flush to zero, as float16 must.
+            # Values beyond float16's range were caught by the plan; nonzero values below its smallest
+            # subnormal become that subnormal, not zero (module docstring).
+            tiny = (value != 0) & (np.abs(value) < FP16_TINY)
+            value = np.where(tiny, np.copysign(FP16_TINY, value), value)
             half = np.clip(value, -FP16_MAX, FP16_MAX).astype(np.float16)
             self.new_initializers.append(numpy_helper.from_array(half, new))
         else:
@@ -180,7 +258,7 @@ class _Rewriter:
         return self.to_float[name]
 
     def convert(self, node: onnx.NodeProto) -> None:
-        positions = set(_data_inputs(node))
+        positions = set(QDQ_T[node.op_type] if node.op_type in QDQ_T else _data_inputs(node))
         for position, name in enumerate(node.input):
             if name and position in positions and self.index.is_float(name):
                 node.input[position] = self.as_half(name)
@@ -194,6 +272,16 @@ class _Rewriter:
             if name:
                 node.input[position] = self.as_float(name)
         self.nodes.append(node)
+
+
+def _qdq_to_half(node: onnx.NodeProto, index: GraphIndex, half_nodes: set[str], rewriter: _Rewriter) -> bool:
+    """A Q of a float16 tensor, or a DQ read only by float16 nodes, computes in float16 (qdq mode)."""
+    if node.op_type == "QuantizeLinear":
+        return node.input[0] in rewriter.half
+    if node.op_type == "DequantizeLinear":
+        readers = index.consumers.get(node.output[0], [])
+        return bool(readers) and all(r.name in half_nodes for r, _ in readers)
+    return False
 
 
 def _fix_outputs(graph: onnx.GraphProto, rewriter: _Rewriter, fp16_io: bool) -> None:
@@ -223,6 +311,7 @@ def fp16_from_onnx(
     fp16_io: bool = False,
     activation_absmax: Mapping[str, float] | None = None,
     overflow_fraction: float = DEFAULT_OVERFLOW_FRACTION,
+    qdq: bool = False,
 ) -> Fp16Result:
     """A float16 copy of `model` (the input is not modified).
 
@@ -236,7 +325,7 @@ def fp16_from_onnx(
     index = index_graph(model)
     limit = FP16_MAX * overflow_fraction
     keep_names = match_nodes(graph, keep, index, option="--keep-fp32")
-    half_nodes, kept = _plan(model, index, keep_names, activation_absmax or {}, limit)
+    half_nodes, kept = _plan(model, index, keep_names, activation_absmax or {}, limit, qdq=qdq)
     rewriter = _Rewriter(model, index)
     if fp16_io:
         for value in graph.input:
@@ -244,7 +333,8 @@ def fp16_from_onnx(
                 value.type.tensor_type.elem_type = TensorProto.FLOAT16
                 rewriter.half.add(value.name)
     for node in list(graph.node):
-        (rewriter.convert if node.name in half_nodes else rewriter.keep)(node)
+        (rewriter.convert if node.name in half_nodes or (qdq and _qdq_to_half(node, index, half_nodes, rewriter))
+         else rewriter.keep)(node)
     _fix_outputs(graph, rewriter, fp16_io)
     del graph.node[:]
     graph.node.extend(rewriter.nodes)

@@ -190,7 +190,8 @@ def _resize_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
                               "supports 'stretch' only", "resize to an explicit size in the PyTorch model"))
     if ctx.producer_op(node.input[0]) == "DequantizeLinear":
         found.append(_finding(node, "int8-resize", "info",
-                              "TensorRT has no INT8 Resize: this one runs in float between Q/DQ reformats",
+                              "TensorRT has no INT8 Resize: this one runs in float between Q/DQ reformats "
+                              "(NVIDIA/TensorRT#2976)",
                               "keep the Resize out of INT8 quantization (the precision pass can exclude it by "
                               "name or op type)"))
     return found
@@ -209,11 +210,14 @@ def _qdq_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
                               "recalibrate with deploykit (`build-engine --int8`), which writes symmetric Q/DQ"))
     scale = ctx.constant(node.input[1]) if len(node.input) > 1 else None
     axis = int(_attrs(node).get("axis", 1))
-    weights_of = [c for c, pos in ctx.index.consumers.get(node.output[0], []) if c.op_type == "Conv" and pos == 1]
+    weights_of = {c.op_type for c, pos in ctx.index.consumers.get(node.output[0], [])
+                  if c.op_type in ("Conv", "ConvTranspose") and pos == 1}
     if node.op_type == "DequantizeLinear" and weights_of and scale is not None and scale.size > 1 and axis != 0:
+        what = ("convolution weights per output channel (axis 0)" if "Conv" in weights_of else
+                "ConvTranspose weights per input channel (axis 0 of (C_in, C_out/groups, kH, kW)); axis 1 is "
+                "unsupported (NVIDIA/TensorRT#2380, wrong results in #1694)")
         found.append(_finding(node, "qdq-weight-axis", "error",
-                              f"per-channel weight scales on axis {axis}: TensorRT quantizes convolution weights "
-                              "per output channel (axis 0)",
+                              f"per-channel weight scales on axis {axis}: TensorRT quantizes {what}",
                               "recalibrate with deploykit (`build-engine --int8`), which quantizes weights on axis 0"))
     return found
 
@@ -287,6 +291,16 @@ NODE_RULES: dict[str, Rule] = {
     "ScatterND": _misc_rule, "LayerNormalization": _misc_rule, "CumSum": _misc_rule, "Dropout": _misc_rule,
     "Constant": _misc_rule,
 }
+
+
+def _qdq_placement_findings(model: onnx.ModelProto, ctx: _Context) -> list[Finding]:
+    """Q/DQ placements TensorRT will not fuse (deploykit.graph.qdq_lint), for graphs with Q/DQ nodes."""
+    from deploykit.graph.qdq_lint import has_qdq, qdq_findings
+
+    if not has_qdq(model):
+        return []
+    return [_finding(node, rule, severity, why, fix)
+            for rule, severity, node, why, fix in qdq_findings(model, ctx.index)]
 
 
 def _unpooling_findings(model: onnx.ModelProto) -> list[Finding]:
@@ -364,6 +378,7 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
         rule = NODE_RULES.get(node.op_type)
         if rule is not None and node.domain in _DEFAULT_DOMAINS:
             report.findings += rule(node, ctx)
+    report.findings += _qdq_placement_findings(model, ctx)
     report.findings += _unpooling_findings(model)
     report.findings += _tensor_type_findings(ctx)
     order = {"error": 0, "warning": 1, "info": 2}

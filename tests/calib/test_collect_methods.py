@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from deploykit.calib.collect import BINS, TensorStats, collect_stats
-from deploykit.calib.methods import Entropy, MinMax, Percentile, amax, make_method
+from deploykit.calib.methods import Entropy, MinMax, Percentile, amax, entropy_amax, make_method
 from deploykit.errors import CalibrationError
 from tests.fixtures.precision_models import resize_graph
 
@@ -109,3 +109,34 @@ def test_collect_counts_its_inputs_when_their_number_is_known() -> None:
     collect_stats(resize_graph("linear", "half_pixel", "scales"), ["output"], list(_inputs(3)),
                   progress=events.append)
     assert events == [Progressed("calibration (inputs)", k, 3) for k in (1, 2, 3)]
+
+def _published_entropy_threshold(hist: np.ndarray, levels: int = 128) -> int:
+    """The KL threshold search as NVIDIA describes it, written directly (np.floor levels, bincount) to check
+    the reduceat-based one."""
+    bins = hist.astype(np.float64).copy()
+    bins[0] = bins[1]
+    best, best_i = np.inf, len(bins)
+    for i in range(levels, len(bins) + 1):
+        level_of = np.floor(np.arange(i) * levels / i).astype(int)
+        q_level = np.bincount(level_of, weights=bins[:i], minlength=levels)
+        used = np.bincount(level_of, weights=(bins[:i] > 0).astype(float), minlength=levels)
+        q = np.where(bins[:i] > 0, q_level[level_of] / np.maximum(used[level_of], 1), 0.0)
+        p = bins[:i].copy()
+        p[-1] += bins[i:].sum()
+        p, q = p / p.sum(), q / q.sum()
+        mask = p > 0
+        kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+        if kl <= best:
+            best, best_i = kl, i
+    return best_i
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_entropy_is_the_exhaustive_published_search(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = np.abs(np.concatenate([rng.standard_normal(50_000), rng.standard_normal(20) * 12]))
+    stats = _stats(values.astype(np.float32))
+    assert stats.hist is not None and stats.hist.size == BINS
+    width = stats.hist_range / BINS
+    expected = min(stats.absmax, _published_entropy_threshold(stats.hist) * width)
+    assert entropy_amax(stats, Entropy()) == pytest.approx(expected, rel=1e-9)

@@ -65,7 +65,7 @@ def test_symmetric_per_channel_and_runs(net: onnx.ModelProto, ranges: dict[str, 
         dq = next(n for n in model.graph.node if n.output[0] == conv.input[1])
         weight, scale = inits[dq.input[0]], inits[dq.input[1]]
         axis = next(a.i for a in dq.attribute if a.name == "axis")
-        channels_axis = 1 if conv.op_type == "ConvTranspose" else 0
+        channels_axis = 0  # Conv's output channels, ConvTranspose's input channels (as TensorRT requires)
         assert axis == channels_axis and scale.shape == (weight.shape[channels_axis],)
         assert weight.dtype == np.int8 and np.abs(weight).max() == 127 and weight.min() >= -127
         peaks = np.abs(np.moveaxis(weight, channels_axis, 0).reshape(weight.shape[channels_axis], -1)).max(1)

@@ -53,3 +53,21 @@ def test_errors_are_one_line(model: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["build-engine", str(model), "--fp16", "--keep-fp32", "Nope",
                                       "-o", str(tmp_path / "y.onnx")])
     assert result.exit_code == 2 and "matches no node" in result.stderr
+
+
+def test_int8_float_fp16_and_the_qdq_lint_of_both_layouts(model: Path, tmp_path: Path) -> None:
+    for layout in ("inputs", "inputs+outputs"):
+        out = tmp_path / layout.replace("+", "_") / "net.int8.ort.onnx"
+        out.parent.mkdir()
+        result = CliRunner().invoke(cli, ["build-engine", str(model), "--int8", "--calib-data", "photos",
+                                          "--calib-n", "2", "--qdq-layout", layout, "--int8-float", "fp16",
+                                          "--json", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["report"]["int8_float"] == {"asked": "fp16", "chosen": "fp16"}
+        sidecar = json.loads(Path(str(out) + ".deploykit.json").read_text())
+        assert sidecar["build_options"]["calibration"]["int8_float"] == "fp16"
+        linted = CliRunner().invoke(cli, ["lint", data["precision_onnx"], "--target", "tensorrt", "--json"])
+        assert linted.exit_code == 0, linted.output
+        rules = {f["rule"] for f in json.loads(linted.stdout)["findings"]}
+        assert ("qdq-unfused-dq" in rules) == (layout == "inputs+outputs"), rules

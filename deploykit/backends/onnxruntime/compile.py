@@ -111,7 +111,10 @@ def unsigned_after_activation(model: onnx.ModelProto) -> Lowered:
         new_scale = min(scale * QMAX / 255.0, bounds[1] / 255.0)
         scale_name = unique_name(f"{node.input[1]}_u8", taken)
         zero_name = unique_name(f"{node.input[2]}_u8", taken)
-        added += [numpy_helper.from_array(np.array(new_scale, np.float32), scale_name),
+        scale_init = index.initializers.get(node.input[1])  # float16 scales in an --int8-float fp16 graph
+        half = scale_init is not None and scale_init.data_type == TensorProto.FLOAT16
+        scale_type = np.float16 if half else np.float32
+        added += [numpy_helper.from_array(np.array(new_scale, scale_type), scale_name),
                   numpy_helper.from_array(np.array(0, np.uint8), zero_name)]
         for q_or_dq in (node, *dequantizers):
             q_or_dq.input[1], q_or_dq.input[2] = scale_name, zero_name

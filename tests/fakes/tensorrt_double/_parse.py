@@ -152,15 +152,20 @@ class OnnxParserBase(Base):
                                                        f"tensor {v.name}", -1, v.name, "")
                   for v in (*proto.graph.input, *proto.graph.output)
                   if v.type.tensor_type.elem_type == TensorProto.DOUBLE and v.name not in constants]
+        dequantized_on = {  # DequantizeLinear output -> (axis, number of scales), for the ConvTranspose check
+            n.output[0]: (next((int(a.i) for a in n.attribute if a.name == "axis"), 1),
+                          int(constants[n.input[1]].size) if n.input[1] in constants else 1)
+            for n in proto.graph.node if n.op_type == "DequantizeLinear"}
         for index, node in enumerate(proto.graph.node):
-            problem = self._node_problem(node, constants)
+            problem = self._node_problem(node, constants, dequantized_on)
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
         return errors
 
     @staticmethod
-    def _node_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> tuple[str, str] | None:
+    def _node_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
+                      dequantized_on: dict[str, tuple[int, int]]) -> tuple[str, str] | None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.domain not in ("", "ai.onnx"):
             return "UNSUPPORTED_NODE", f"No importer registered for op: {node.op_type}"
@@ -180,4 +185,11 @@ class OnnxParserBase(Base):
                 return "UNSUPPORTED_NODE_DATATYPE", f"{node.op_type} with UINT8 data: TensorRT quantizes to INT8/FP8"
             if zero is not None and np.any(zero != 0):
                 return "INVALID_NODE", "TensorRT only supports symmetric quantization: zero point must be 0"
+        # ConvTranspose weights quantized per output channel (axis 1 of the ONNX weight): TensorRT's deconvolution
+        # kernels assume per-input-channel scales (axis 0) and do not support axis 1 (NVIDIA/TensorRT#2380).
+        if node.op_type == "ConvTranspose" and node.input[1] in dequantized_on:
+            axis, channels = dequantized_on[node.input[1]]
+            if axis != 0 and channels > 1:
+                return "UNSUPPORTED_NODE", ("ConvTranspose: per-channel weight quantization is supported on axis 0 "
+                                            f"(input channels) only, got axis {axis}")
         return None

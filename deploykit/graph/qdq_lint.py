@@ -1,0 +1,128 @@
+"""Q/DQ placements TensorRT will not fuse: run by `deploykit lint --target tensorrt` on graphs with Q/DQ nodes
+and by `build-engine --int8 --backend tensorrt` on the INT8 graph it writes.
+
+TensorRT builds a Q/DQ network by fusing each DequantizeLinear forward into the op that reads it and each
+QuantizeLinear backward into the op that writes it; what cannot fuse runs as its own (de)quantize kernel in
+float around it, which is how explicit-Q/DQ engines end up slower than FP16 (NVIDIA/TensorRT#4366, #3197;
+Model-Optimizer#60, #80, #207). The rules, from TensorRT's developer guide ("Working with Quantized Types",
+explicit quantization: Q/DQ fusion and the layer-placement recommendations) and the issues named:
+- qdq-unfused-dq (warning): an activation DequantizeLinear read by an op that is neither quantizable in INT8
+  (convolution, deconvolution, GEMM/MatMul, pooling, the residual Add fused into a convolution) nor one that
+  Q/DQ commutes through (Concat, Slice, Split, Reshape, Transpose, Flatten, (Un)Squeeze, MaxPool, Pad,
+  Identity). That reader runs in float behind a standalone dequantize; quantizing its input only adds error.
+- int8-resize (info, in deploykit.graph.lint): a Resize reading a DequantizeLinear: TensorRT has no INT8
+  Resize and rescales its input to float (NVIDIA/TensorRT#2976).
+- qdq-concat-scales (warning): a Concat whose quantized inputs (or its quantized output) carry different
+  scales: TensorRT requantizes each input before concatenating instead of copying INT8 data.
+- qdq-residual-add (info): an Add that reads one input straight from a quantized convolution while its other
+  (skip) input is float: TensorRT then cannot fuse the Add into the convolution's epilogue in INT8 ("quantize
+  the residual input", the guide's ResNet recommendation).
+- int8-grouped-conv (info, in deploykit.graph.lint): depthwise/grouped convolutions in INT8, often slower than
+  in FP16 (NVIDIA/TensorRT#4529, #1409).
+Each finding names the node, says why, and gives the fix deploykit offers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from deploykit.graph.tensors import GraphIndex, constant_array
+
+# Ops TensorRT runs in INT8 when their inputs are dequantized (the guide's quantizable layers).
+QUANTIZABLE = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "GlobalAveragePool", "Add"})
+# Ops Q/DQ propagate through unchanged (data movement and max, which commute with symmetric quantization).
+COMMUTING = frozenset({"Concat", "Slice", "Split", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
+                       "MaxPool", "GlobalMaxPool", "Pad", "Identity", "QuantizeLinear"})
+FIX_LAYOUT = ("build with `deploykit build-engine --int8 --backend tensorrt` (Q/DQ on the inputs of weighted "
+              "ops only: --qdq-layout inputs), or exclude the node's producer with --keep-float")
+
+Finding = tuple[str, Literal["error", "warning", "info"], onnx.NodeProto, str, str]  # rule, severity, node, why, fix
+
+
+def _value(index: GraphIndex, name: str) -> np.ndarray | None:
+    init = index.initializers.get(name)
+    if init is not None:
+        return numpy_helper.to_array(init)
+    node = index.producer.get(name)
+    return constant_array(node) if node is not None and node.op_type == "Constant" else None
+
+
+def _activation_scale(index: GraphIndex, node: onnx.NodeProto) -> float | None:
+    """The scalar scale of an activation Q or DQ (None for per-channel weights or a computed scale)."""
+    if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 2:
+        return None
+    if node.op_type == "DequantizeLinear" and node.input[0] in index.initializers:
+        return None  # a constant weight
+    scale = _value(index, node.input[1])
+    return float(scale.reshape(-1)[0]) if scale is not None and scale.size == 1 else None
+
+
+def _unfused_dq(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
+    if node.op_type != "DequantizeLinear" or _activation_scale(index, node) is None:
+        return []
+    found: list[Finding] = []
+    for reader, _ in index.consumers.get(node.output[0], []):
+        if reader.op_type in QUANTIZABLE or reader.op_type in COMMUTING or reader.op_type == "Resize":
+            continue  # Resize: the int8-resize rule
+        found.append(("qdq-unfused-dq", "warning", reader,
+                      f"{reader.op_type} reads the dequantized {node.input[0]!r}, but TensorRT cannot run "
+                      f"{reader.op_type} in INT8 nor move the DequantizeLinear past it: it runs as its own kernel "
+                      "and the quantization only adds error (TensorRT guide, Q/DQ fusion)", FIX_LAYOUT))
+    return found
+
+
+def _scale_of_input(index: GraphIndex, name: str) -> float | None:
+    producer = index.producer.get(name)
+    return _activation_scale(index, producer) if producer is not None else None
+
+
+def _concat_scales(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
+    if node.op_type != "Concat":
+        return []
+    scales = [s for s in (_scale_of_input(index, i) for i in node.input) if s is not None]
+    after = [_activation_scale(index, c) for c, _ in index.consumers.get(node.output[0], [])
+             if c.op_type == "QuantizeLinear"]
+    scales += [s for s in after if s is not None]
+    if len(scales) < 2 or np.allclose(scales, scales[0], rtol=1e-6, atol=0.0):
+        return []
+    return [("qdq-concat-scales", "warning", node,
+             f"the Concat's quantized inputs/output use {len(set(scales))} different scales "
+             f"({min(scales):.4g}..{max(scales):.4g}): TensorRT requantizes each input instead of copying INT8 data",
+             "rebuild with deploykit's INT8 pass, which gives a Concat's quantized tensors one scale")]
+
+
+def _residual_add(index: GraphIndex, node: onnx.NodeProto) -> list[Finding]:
+    if node.op_type != "Add" or len(node.input) != 2:
+        return []
+    producers = [index.producer.get(i) for i in node.input]
+    convs = [p for p in producers if p is not None and p.op_type == "Conv" and len(p.input) > 1
+             and (w := index.producer.get(p.input[1])) is not None and w.op_type == "DequantizeLinear"]
+    dequantized = [p for p in producers if p is not None and p.op_type == "DequantizeLinear"]
+    if not convs or dequantized:
+        return []
+    return [("qdq-residual-add", "info", node,
+             f"this Add follows the quantized convolution {convs[0].name!r} but its other input is float: TensorRT "
+             "cannot fuse the Add into the convolution's INT8 epilogue (guide: quantize the residual input)",
+             "build with `build-engine --int8 --backend tensorrt`, which quantizes residual skip inputs")]
+
+
+RULES: tuple[Callable[[GraphIndex, onnx.NodeProto], list[Finding]], ...] = (_unfused_dq, _concat_scales,
+                                                                              _residual_add)
+
+
+def has_qdq(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def qdq_findings(model: onnx.ModelProto, index: GraphIndex) -> list[Finding]:
+    """Every Q/DQ placement in `model`'s main graph that TensorRT will not fuse (module docstring)."""
+    found: list[Finding] = []
+    for node in model.graph.node:
+        for rule in RULES:
+            found.extend(rule(index, node))
+    return found

@@ -1,0 +1,118 @@
+"""--int8-float: the float remainder of an INT8 graph in fp32 (default), fp16 (float16 ops and float16 Q/DQ
+scales at opset 19, as ModelOpt's high_precision_dtype=fp16), or auto (fp16 only where the accuracy budget
+holds); the choice lands in the precision report and the sidecar. The TensorRT build's report carries the
+Q/DQ lint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from deploykit.backends.onnxruntime.runner import session_from_onnx
+from deploykit.build import build_artifact
+from deploykit.errors import BuildError
+from deploykit.io.metadata import read_metadata
+from deploykit.precision.passes import CalibrationOptions, TensorRTFormEvaluator, int8_graph
+from tests.fixtures.precision_models import export_user_model, photo_folder
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_user_model(tmp_path_factory.mktemp("int8-float") / "net.onnx")
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return photo_folder(tmp_path_factory.mktemp("int8-float-calib"), count=6)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _build(source: Path, calib: Path, out: Path, **options: object) -> tuple[dict[str, object], onnx.ModelProto]:
+    budget = options.pop("budget", None)
+    result = build_artifact(source, out, precision="int8", accuracy_budget=budget,  # type: ignore[arg-type]
+                            calibration=CalibrationOptions(data=str(calib), **options))  # type: ignore[arg-type]
+    assert result.precision_onnx is not None
+    assert result.sidecar.build_options["calibration"]["int8_float"] == result.report["int8_float"]["chosen"]
+    return result.report, onnx.load(str(result.precision_onnx))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = session_from_onnx(model.SerializeToString())
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+
+
+def test_default_remainder_is_fp32(source: Path, calib: Path, tmp_path: Path) -> None:
+    report, graph = _build(source, calib, tmp_path / "a.int8.onnx")
+    assert report["int8_float"] == {"asked": "fp32", "chosen": "fp32"}
+    assert not any(i.data_type == TensorProto.FLOAT16 for i in graph.graph.initializer)
+
+
+def test_fp16_remainder_has_float16_ops_and_scales(source: Path, calib: Path, tmp_path: Path) -> None:
+    report, graph = _build(source, calib, tmp_path / "b.int8.onnx", int8_float="fp16")
+    assert report["int8_float"]["chosen"] == "fp16"
+    assert next(o.version for o in graph.opset_import if o.domain == "") == 19
+    onnx.checker.check_model(graph, full_check=True)
+    inits = {i.name: i for i in graph.graph.initializer}
+    producers = {o: n for n in graph.graph.node for o in n.output}
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    for conv in convs:  # weights and inputs arrive from float16 DequantizeLinears, no Cast in between
+        for name in conv.input[:2]:
+            dq = producers[name]
+            assert dq.op_type == "DequantizeLinear", (conv.name, dq.op_type)
+            assert inits[dq.input[1]].data_type == TensorProto.FLOAT16
+    assert read_metadata(graph) is not None
+    fp32 = onnx.load(str(source))
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 40)).astype(np.float32)
+    out = _run(graph, x)
+    assert out.dtype == np.float32 and _cosine(_run(fp32, x), out) > 0.98
+
+
+def test_auto_takes_fp16_only_where_the_budget_holds(source: Path, calib: Path, tmp_path: Path) -> None:
+    loose, _ = _build(source, calib, tmp_path / "c.int8.onnx", int8_float="auto", holdout=2,
+                      budget="cosine>=0.5")
+    assert loose["int8_float"]["chosen"] == "fp16" and loose["int8_float"]["fp16_scores"]["cosine"] >= 0.5
+    strict, _ = _build(source, calib, tmp_path / "d.int8.onnx", int8_float="auto", holdout=2,
+                       budget="cosine>=0.999")
+    assert strict["int8_float"]["chosen"] == "fp32" and "misses" in strict["int8_float"]["why"]
+    unbudgeted, _ = _build(source, calib, tmp_path / "e.int8.onnx", int8_float="auto")
+    assert unbudgeted["int8_float"]["chosen"] == "fp32" and "no accuracy budget" in unbudgeted["int8_float"]["why"]
+
+
+def test_unknown_choice_fails(source: Path, calib: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="--int8-float"):
+        _build(source, calib, tmp_path / "f.int8.onnx", int8_float="bf16")
+
+
+def test_tensorrt_graph_report_carries_the_qdq_lint(source: Path, calib: Path) -> None:
+    model = onnx.load(str(source))
+    result = int8_graph(model, read_metadata(model), "0" * 64, CalibrationOptions(data=str(calib)), keep_float=(),
+                        accuracy_budget=(), layout="inputs", backend="tensorrt", threads=None,
+                        progress=lambda _m: None)
+    lint = result.report["qdq_lint"]
+    assert not [f for f in lint["findings"] if f["rule"].startswith("qdq-")]  # deploykit's TensorRT layout
+    assert lint["by_rule"] == {rule: sum(f["rule"] == rule for f in lint["findings"]) for rule in lint["by_rule"]}
+    scales = [numpy_helper.to_array(i) for i in result.model.graph.initializer if i.name.endswith("_scale")]
+    assert scales and all(s.dtype == np.float32 for s in scales)
+
+
+def test_tensorrt_form_scoring_matches_the_unoptimized_graph(source: Path, calib: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's WeightBiasQuantization rounds float16 bias scales; the TensorRT-form evaluator skips it
+    and computes what the graph says (ONNX Runtime with no optimization at all)."""
+    _, graph = _build(source, calib, tmp_path / "g.int8.onnx", int8_float="fp16")
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 40)).astype(np.float32)
+    evaluator = TensorRTFormEvaluator(onnx.load(str(source)).SerializeToString(), [x], "segmentation")
+    simulated = evaluator._run(graph.SerializeToString())[0][0]
+    exact = session_from_onnx(graph.SerializeToString(), optimization="disable")
+    assert np.allclose(simulated, exact.run(None, {exact.get_inputs()[0].name: x})[0], atol=1e-3)
