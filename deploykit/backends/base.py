@@ -179,6 +179,7 @@ class Backend:
     triton_file: str = ""  # the file name Triton expects in a model version folder
     triton_kind: str = "KIND_CPU"
     qdq_layout: str = "inputs+outputs"  # default INT8 Q/DQ placement; see deploykit.calib.qdq
+    lint_target: str = ""  # the deploykit.graph.lint target its precision graphs are checked against ("": none)
     artifact: str = "artifact"  # what its artifact is called in messages ("engine")
     ready_note: str = "found ready"  # why auto chose it
     auto_rank: int = 0  # `--backend auto` takes the ready backend of highest rank (0: never chosen by auto)
@@ -233,6 +234,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("tensorrt", "deploykit.backends.tensorrt.backend", "TensorRT engines on NVIDIA GPUs", "TensorRT",
                 suffix=".plan", suffixes=(".plan", ".engine", ".trt"), device="gpu", triton_platform="tensorrt_plan",
                 triton_file="model.plan", triton_kind="KIND_GPU", qdq_layout="inputs", auto_rank=2, artifact="engine",
+                lint_target="tensorrt",
                 ready_note="found a working builder",
                 bench_choices={"tensorrt": ()}),
     )

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from deploykit.backends.base import BACKENDS
 from deploykit.calib import cache as calib_cache
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
@@ -225,7 +226,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
                                                    ranges.absmax, backend=backend, threads=threads,
                                                    progress=progress)
     info["int8_float"] = report["int8_float"]["chosen"]
-    if backend == "tensorrt":
+    if BACKENDS[backend].lint_target:  # the placement rules are the compiling backend's (TensorRT's)
         report["qdq_lint"] = _qdq_lint(model, progress)
     _verify(model, "INT8")
     _with_metadata(model, meta, "int8", [k.to_dict() for k in result.kept])
@@ -240,7 +241,7 @@ class TensorRTFormEvaluator(Evaluator):
     and which with float16 scales underflows (trained DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out
     images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
 
-    def _run(self, model: bytes) -> list[list[np.ndarray]]:
+    def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
         import onnxruntime as ort
 
         from deploykit.backends.onnxruntime.runner import session_options
@@ -248,7 +249,7 @@ class TensorRTFormEvaluator(Evaluator):
         session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"],
                                        disabled_optimizers=["WeightBiasQuantization"])
         name = session.get_inputs()[0].name
-        return [list(session.run(None, {name: x})) for x in self.inputs]
+        return [list(session.run(None, {name: x})) for x in self.inputs[:count]]
 
 
 def fp16_remainder(model: onnx.ModelProto, absmax: dict[str, float]) -> onnx.ModelProto:
