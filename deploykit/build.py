@@ -118,7 +118,8 @@ def _device() -> dict[str, Any]:
 
 
 def _compile_onnxruntime(graph: Path, out: Path, *, force: bool, threads: int | None,
-                         tensorrt_options: Mapping[str, Any] | None, progress: Progress) -> dict[str, Any]:
+                         tensorrt_options: Mapping[str, Any] | None, progress: Progress,
+                         float_source: Path | None = None) -> dict[str, Any]:
     from deploykit.backends.onnxruntime.compile import OPTIMIZATION, needs_seven_bit_weights, ort_model_from_onnx
 
     if tensorrt_options:
@@ -126,19 +127,22 @@ def _compile_onnxruntime(graph: Path, out: Path, *, force: bool, threads: int | 
                              "onnxruntime")
     progress(f"compiling with ONNX Runtime (optimization level {OPTIMIZATION}, portable across CPUs)")
     seven_bit = needs_seven_bit_weights()
-    lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=seven_bit)
+    lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=seven_bit,
+                                  float_source=float_source)
     import onnxruntime
 
-    lowering = {"uint8_after_activation": lowered.unsigned, "seven_bit_weights": lowered.seven_bit}
+    lowering = {"uint8_activations": lowered.unsigned, "seven_bit_weights": lowered.seven_bit,
+                "seven_bit_from_float": lowered.seven_bit_from_float}
     if lowered.seven_bit:
-        progress("INT8 weights requantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
-                 "deploykit.backends.onnxruntime.compile)")
+        progress("INT8 weights quantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
+                 "deploykit.backends.onnxruntime.weights)")
     return {"backend_version": onnxruntime.__version__, "device": _device(),
             "build_options": {"optimization_level": OPTIMIZATION, "int8_lowering": lowering}}
 
 
 def _compile_tensorrt(graph: Path, out: Path, *, force: bool, threads: int | None,
-                      tensorrt_options: Mapping[str, Any] | None, progress: Progress) -> dict[str, Any]:
+                      tensorrt_options: Mapping[str, Any] | None, progress: Progress,
+                      float_source: Path | None = None) -> dict[str, Any]:
     from deploykit.backends.base import BACKENDS as RUNNER_BACKENDS
 
     module = RUNNER_BACKENDS["tensorrt"].load()
@@ -215,7 +219,8 @@ def build_artifact(
         say(f"wrote the {precision} graph {transformed}")
     try:
         compiled = COMPILERS[chosen](graph_path, out_path, force=force, threads=threads,
-                                     tensorrt_options=tensorrt_options, progress=say)
+                                     tensorrt_options=tensorrt_options, progress=say,
+                                     float_source=Path(onnx_path) if transformed is not None else None)
     except BaseException as exc:
         if transformed is not None:
             transformed.unlink(missing_ok=True)  # no precision graph without its artifact

@@ -223,7 +223,7 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
 
     def lowered(kept: frozenset[str]) -> onnx.ModelProto:
         model = build(kept)
-        return lower_for_onnxruntime(model).model if backend == "onnxruntime" else model
+        return lower_for_onnxruntime(model, float_source=source).model if backend == "onnxruntime" else model
 
     def deployed(kept: frozenset[str]) -> bytes:
         model = lowered(kept)

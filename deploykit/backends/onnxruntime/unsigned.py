@@ -1,0 +1,101 @@
+"""UINT8 activations everywhere: the symmetric INT8 Q/DQ graph lowered to ONNX Runtime's U8S8 form.
+
+Why (issue 15 item 1): ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv only when the DQ input and the Q
+output have the same element type (`ConvNodeGroupSelector::Check` in onnxruntime's qdq_selectors.cc; on x86
+INT8 activations are not allowed at all), QLinearAdd and QLinearConcat likewise need one type on every input
+and output (`BinaryNodeGroupSelector`, `VariadicNodeGroupSelector`). Turning only the Q/DQ pairs after a Relu
+into UINT8 left 18 of 61 convolutions of MobileNetV2 DeepLabv3+ with a UINT8 input and an INT8 output: they ran
+in float between Transposes. ONNX Runtime's own recipe (U8S8) has one activation type, so every one fuses.
+
+Each activation Q/DQ pair (a scalar INT8 zero point 0, read only by DequantizeLinear nodes) becomes UINT8:
+- after Relu or Clip(min >= 0), zero point 0 and scale min(s * 127 / 255, clip max / 255): the same range
+  [0, 127 s] with steps half as coarse, and ONNX Runtime drops the activation (ReluQuantFusion/ClipQuantFusion);
+- elsewhere zero point 128 and the same scale: u = q + 128 for every value, so the dequantized values are
+  exactly the symmetric graph's (INT8 saturates at [-128, 127] s, UINT8 with zero point 128 at the same points).
+Weights stay INT8 (the S8 of U8S8). Only the ONNX Runtime artifact is lowered; the precision graph TensorRT
+compiles keeps zero point 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from deploykit.graph.tensors import GraphIndex, all_names, constant_array, index_graph, unique_name
+
+QMAX = 127
+MIDPOINT = 128  # UINT8 zero point that represents INT8 zero
+
+
+def scalar_value(model: onnx.ModelProto, name: str) -> float | None:
+    """The value of a one-element initializer or Constant, else None."""
+    for init in model.graph.initializer:
+        if init.name == name:
+            value = numpy_helper.to_array(init)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] == name:
+            array = constant_array(node)
+            return float(array.reshape(-1)[0]) if array is not None and array.size == 1 else None
+    return None
+
+
+def clip_bounds(model: onnx.ModelProto, node: onnx.NodeProto | None) -> tuple[float, float] | None:
+    """(low, high) of a Relu or a Clip with a constant low >= 0, else None."""
+    if node is None:
+        return None
+    if node.op_type == "Relu":
+        return (0.0, float("inf"))
+    if node.op_type != "Clip" or len(node.input) < 2 or not node.input[1]:
+        return None
+    low = scalar_value(model, node.input[1])
+    high = scalar_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else float("inf")
+    return None if low is None or high is None or low < 0.0 else (low, high)
+
+
+def _symmetric_activation(node: onnx.NodeProto, index: GraphIndex) -> list[onnx.NodeProto] | None:
+    """The DequantizeLinear readers of a QuantizeLinear with a scalar INT8 zero point 0, else None."""
+    if node.op_type != "QuantizeLinear" or len(node.input) < 3:
+        return None
+    zero = index.initializers.get(node.input[2])
+    if zero is None or zero.data_type != TensorProto.INT8:
+        return None
+    value = numpy_helper.to_array(zero)
+    if value.size != 1 or int(value.reshape(-1)[0]) != 0:
+        return None
+    readers = [c for c, _ in index.consumers.get(node.output[0], [])]
+    if not readers or any(c.op_type != "DequantizeLinear" for c in readers):
+        return None
+    return readers
+
+
+def unsigned_activations(model: onnx.ModelProto, *, everywhere: bool = True) -> tuple[onnx.ModelProto, int]:
+    """Copy of `model` with its activation Q/DQ pairs in UINT8 (module docstring) and how many changed.
+    everywhere=False turns only the pairs after Relu / Clip(min >= 0) (the earlier, partial lowering)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    index = index_graph(model, infer_types=False)
+    taken = all_names(model)
+    added: list[onnx.TensorProto] = []
+    changed = 0
+    for node in model.graph.node:
+        readers = _symmetric_activation(node, index)
+        scale = scalar_value(model, node.input[1]) if readers is not None else None
+        if readers is None or scale is None:
+            continue
+        bounds = clip_bounds(model, index.producer.get(node.input[0]))
+        if bounds is not None:
+            new_scale, zero = min(scale * QMAX / 255.0, bounds[1] / 255.0), 0
+        elif everywhere:
+            new_scale, zero = scale, MIDPOINT
+        else:
+            continue
+        scale_name = unique_name(f"{node.input[1]}_u8", taken)
+        zero_name = unique_name(f"{node.input[2]}_u8", taken)
+        added += [numpy_helper.from_array(np.array(new_scale, np.float32), scale_name),
+                  numpy_helper.from_array(np.array(zero, np.uint8), zero_name)]
+        for q_or_dq in (node, *readers):
+            q_or_dq.input[1], q_or_dq.input[2] = scale_name, zero_name
+        changed += 1
+    model.graph.initializer.extend(added)
+    return model, changed
