@@ -1,6 +1,6 @@
-"""ONNX Runtime INT8 lowering (issue 15 items 1 and 3): every quantized conv of a zoo model fuses into
-QLinearConv in the ORT artifact, the UINT8 zero point 128 lowering is exact, and 7-bit weights on CPUs without
-VNNI are rounded once from the float weights."""
+"""ONNX Runtime INT8 lowering (issue 15 items 1 and 3): every quantized conv and residual Add of a zoo model
+fuses (QLinearConv, QLinearAdd) in the ORT artifact, the UINT8 zero point 128 lowering is exact, and 7-bit
+weights on CPUs without VNNI are rounded once from the float weights."""
 
 from __future__ import annotations
 
@@ -106,6 +106,8 @@ def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Pat
     float_convs = sum(op in FLOAT_CONVS for op in ops)
     assert float_convs == _float_output_units(graph) == 1  # the logits conv only, by the placement's rule
     assert ops.count("QLinearConv") == convs - 1
+    adds = sum(n.op_type == "Add" for n in onnx.load(str(fp32)).graph.node)
+    assert adds and ops.count("QLinearAdd") == adds and "Add" not in ops  # residual Adds fuse too
     # a node kept by the user stays float, and nothing else does
     kept_name = next(n.name for n in graph.graph.node if n.op_type == "Conv")
     kept_out = tmp_path / "kept.onnx"

@@ -99,3 +99,59 @@ def unsigned_activations(model: onnx.ModelProto, *, everywhere: bool = True) -> 
         changed += 1
     model.graph.initializer.extend(added)
     return model, changed
+
+
+def quantized_adds(model: onnx.ModelProto) -> int:
+    """Route the float readers of an Add on dequantized inputs through the QuantizeLinear that already reads
+    its output (a DequantizeLinear is added), in place, so ORT fuses it into QLinearAdd: its QDQ selector
+    needs the output read by Q nodes only. MobileNetV2's residual Adds (ResNet's, behind their Relu) feed the
+    next block's conv (quantized) and the next residual Add (float). The residual stream is then rounded to
+    the next conv's input grid once per block, as in ORT's own recipe (full-width MobileNetV2 DeepLabv3+,
+    random weights: pixel agreement 0.977 against 0.978 without, about 3% faster). How many Adds changed."""
+    index = index_graph(model, infer_types=False)
+    taken = all_names(model)
+    added: list[onnx.NodeProto] = []
+    changed = 0
+    dequantized_here: set[str] = set()  # outputs of the DequantizeLinear nodes added so far (not in the index)
+    for node in model.graph.node:
+        producers = [index.producer.get(name) for name in node.input if name not in dequantized_here]
+        if node.op_type != "Add" or any(p is None or p.op_type != "DequantizeLinear" for p in producers):
+            continue
+        output = node.output[0]
+        readers = index.consumers.get(output, [])
+        if len(readers) == 1 and clip_bounds(model, readers[0][0]) is not None:  # ResNet: Add -> Relu -> ...
+            output = readers[0][0].output[0]  # ORT folds the Relu into a UINT8 zero point 0 Q after it
+            readers = index.consumers.get(output, [])
+        quantizers = [c for c, _ in readers if c.op_type == "QuantizeLinear" and _symmetric_or_unsigned(c, index)]
+        others = [(c, i) for c, i in readers if c.op_type != "QuantizeLinear"]
+        if not quantizers or not others or output in {o.name for o in model.graph.output}:
+            continue
+        q = quantizers[0]
+        dequantized = unique_name(f"{output}_dequantized", taken)
+        added.append(onnx.helper.make_node("DequantizeLinear", [q.output[0], q.input[1], q.input[2]], [dequantized],
+                                           name=unique_name(f"{output}_DequantizeLinear", taken)))
+        for reader, position in others:
+            reader.input[position] = dequantized
+        dequantized_here.add(dequantized)
+        changed += 1
+    if added:
+        _insert_after_producers(model, added)
+    return changed
+
+
+def _symmetric_or_unsigned(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """A per-tensor activation QuantizeLinear (scalar scale and zero point initializers)."""
+    scale, zero = index.initializers.get(node.input[1]), index.initializers.get(node.input[2]) if len(
+        node.input) > 2 else None
+    return scale is not None and zero is not None and not scale.dims and not zero.dims
+
+
+def _insert_after_producers(model: onnx.ModelProto, new: list[onnx.NodeProto]) -> None:
+    """Insert each new node right after the node producing its first input (keeps the graph sorted)."""
+    after = {n.input[0]: n for n in new}
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        nodes.append(node)
+        nodes.extend(after[o] for o in node.output if o in after)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
