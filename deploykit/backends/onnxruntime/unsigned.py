@@ -54,6 +54,17 @@ def clip_bounds(model: onnx.ModelProto, node: onnx.NodeProto | None) -> tuple[fl
     return None if low is None or high is None or low < 0.0 else (low, high)
 
 
+def _non_negative(model: onnx.ModelProto, index: GraphIndex, node: onnx.NodeProto | None
+                  ) -> tuple[float, float] | None:
+    """clip_bounds of `node`, or of the activation behind a MaxPool of its Q/DQ'd output (ResNet's stem: the
+    pool's Q then matches the Relu's UINT8 zero point 0, and ORT runs the MaxPool on UINT8 between them)."""
+    for _ in range(4):  # MaxPool <- DequantizeLinear <- QuantizeLinear <- Relu, possibly pooled again
+        if node is None or node.op_type not in ("MaxPool", "DequantizeLinear", "QuantizeLinear"):
+            break
+        node = index.producer.get(node.input[0])
+    return clip_bounds(model, node)
+
+
 def _symmetric_activation(node: onnx.NodeProto, index: GraphIndex) -> list[onnx.NodeProto] | None:
     """The DequantizeLinear readers of a QuantizeLinear with a scalar INT8 zero point 0, else None."""
     if node.op_type != "QuantizeLinear" or len(node.input) < 3:
@@ -83,7 +94,7 @@ def unsigned_activations(model: onnx.ModelProto, *, everywhere: bool = True) -> 
         scale = scalar_value(model, node.input[1]) if readers is not None else None
         if readers is None or scale is None:
             continue
-        bounds = clip_bounds(model, index.producer.get(node.input[0]))
+        bounds = _non_negative(model, index, index.producer.get(node.input[0]))
         if bounds is not None:
             new_scale, zero = min(scale * QMAX / 255.0, bounds[1] / 255.0), 0
         elif everywhere:
