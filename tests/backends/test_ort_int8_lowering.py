@@ -109,6 +109,7 @@ def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Pat
     adds = sum(n.op_type == "Add" for n in onnx.load(str(fp32)).graph.node)
     assert adds and ops.count("QLinearAdd") == adds and "Add" not in ops  # residual Adds fuse too
     assert "MaxPool" not in ops  # ResNet's stem pool runs on UINT8 (NhwcMaxPool) between matching Q/DQ
+    assert ops.count("QLinearConcat") == 2 and "Concat" not in ops  # ASPP and decoder, Resize on UINT8
     # a node kept by the user stays float, and nothing else does
     kept_name = next(n.name for n in graph.graph.node if n.op_type == "Conv")
     kept_out = tmp_path / "kept.onnx"

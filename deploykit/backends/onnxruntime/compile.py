@@ -36,7 +36,7 @@ import onnx
 import onnxruntime as ort
 
 from deploykit.backends.onnxruntime.runner import session_options
-from deploykit.backends.onnxruntime.unsigned import quantized_adds, unsigned_activations
+from deploykit.backends.onnxruntime.unsigned import quantized_adds, quantized_resizes, unsigned_activations
 from deploykit.backends.onnxruntime.weights import float_weights, needs_seven_bit_weights
 from deploykit.backends.onnxruntime.weights import seven_bit_weights as _seven_bit
 from deploykit.errors import BuildError
@@ -73,6 +73,7 @@ def lower_for_onnxruntime(model: onnx.ModelProto, *, seven_bit: bool | None = No
     float model the Q/DQ graph was built from, gives 7-bit weights rounded once from the float weights."""
     lowered = unsigned_after_activation(model)
     quantized_adds(lowered.model)
+    quantized_resizes(lowered.model)
     count = from_float = 0
     if needs_seven_bit_weights() if seven_bit is None else seven_bit:
         floats = float_weights(lowered.model, float_source) if float_source is not None else None

@@ -166,3 +166,34 @@ def _insert_after_producers(model: onnx.ModelProto, new: list[onnx.NodeProto]) -
         nodes.extend(after[o] for o in node.output if o in after)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+
+
+def quantized_resizes(model: onnx.ModelProto) -> int:
+    """Give a Resize of a dequantized tensor a Q/DQ pair on its output with its input's scale and zero point,
+    in place, so ORT runs it on UINT8 (its QDQ drop rule needs equal parameters) and the Concat after it
+    becomes QLinearConcat, as in ORT's own recipe. The resized values are rounded to the input's grid (at most
+    half a step); TensorRT's graph keeps the Resize float. How many Resizes changed."""
+    index = index_graph(model, infer_types=False)
+    taken = all_names(model)
+    outputs = {o.name for o in model.graph.output}
+    added: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        source = index.producer.get(node.input[0]) if node.op_type == "Resize" else None
+        if source is None or source.op_type != "DequantizeLinear" or node.output[0] in outputs:
+            continue
+        zero = index.initializers.get(source.input[2]) if len(source.input) > 2 else None
+        readers = index.consumers.get(node.output[0], [])
+        if zero is None or zero.data_type != TensorProto.UINT8 or not readers or any(
+                c.op_type in ("QuantizeLinear", "DequantizeLinear") for c, _ in readers):
+            continue
+        quantized = unique_name(f"{node.output[0]}_quantized", taken)
+        dequantized = unique_name(f"{node.output[0]}_dequantized", taken)
+        added += [onnx.helper.make_node("QuantizeLinear", [node.output[0], source.input[1], source.input[2]],
+                                        [quantized], name=unique_name(f"{node.output[0]}_QuantizeLinear", taken)),
+                  onnx.helper.make_node("DequantizeLinear", [quantized, source.input[1], source.input[2]],
+                                        [dequantized], name=unique_name(f"{node.output[0]}_DequantizeLinear", taken))]
+        for reader, position in readers:
+            reader.input[position] = dequantized
+    _insert_after_producers(model, [n for n in added if n.op_type == "QuantizeLinear"])
+    _insert_after_producers(model, [n for n in added if n.op_type == "DequantizeLinear"])
+    return len(added) // 2
