@@ -13,6 +13,10 @@ to it, model.int8.onnx, is what TensorRT compiles and stays symmetric):
   Relu / Clip(min >= 0) the pair becomes UINT8 zero point 0 (same range, steps half as coarse, the activation
   is dropped); elsewhere UINT8 zero point 128 with the same scale (exact). Lowering only the pairs after
   activations left 18 of 61 convolutions of MobileNetV2 DeepLabv3+ in float between Transposes (issue 15).
+- Joins and resampling in UINT8 (same module): residual Adds whose output also feeds float nodes route
+  those through the existing Q (QLinearAdd), a Resize of a dequantized tensor gets its input's Q/DQ on its
+  output (UINT8 Resize, then QLinearConcat), a MaxPool of a Relu output keeps zero point 0 (UINT8 MaxPool).
+  Together: no float Add, Concat or MaxPool left in DeepLabv3+ MobileNetV2 / ResNet-50 (test_ort_int8_lowering).
 - 7-bit weights on x86 CPUs without VNNI (deploykit.backends.onnxruntime.weights): ORT's u8 x s8 kernels
   saturate in int16 there; with VNNI (and AMX) full-range weights are kept. Quantized from the float weights
   when the source model is given (rounded once), else from the INT8 codes. On a measured tiny DeepLabv3+ the
