@@ -164,7 +164,8 @@ def build_artifact(
         graph_path = transformed
         say(f"wrote the {entry.name} graph {transformed}")
     try:
-        compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say)
+        compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say,
+                                    float_source=Path(onnx_path) if transformed is not None else None)
     except BaseException as exc:
         if transformed is not None:
             transformed.unlink(missing_ok=True)  # no precision graph without its artifact

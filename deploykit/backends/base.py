@@ -10,10 +10,12 @@ only when the entry is used) defines
 - `Options`: its typed compile-options dataclass (or None when it takes none), built by the command;
 - `preflight(model, source) -> None`: raise a DeployKitError on a graph it cannot compile, before a slow
   precision pass (a no-op for most);
-- `as_deployed(model, *, threads, optimize) -> ModelProto`: the graph as its artifact would compute it (its
-  INT8 lowering, and with `optimize` its graph optimizations), which the accuracy-budget search scores;
-- `compile(graph, out, options, *, force, threads, progress) -> Compiled`: the precision graph to the artifact
-  at `out` (atomically); deploykit.build writes the sidecar from what it returns, once;
+- `as_deployed(model, *, threads, optimize, float_source) -> ModelProto`: the graph as its artifact would compute
+  it (its INT8 lowering, and with `optimize` its graph optimizations), which the accuracy-budget search scores;
+- `compile(graph, out, options, *, force, threads, progress, float_source) -> Compiled`: the precision graph to
+  the artifact at `out` (atomically); deploykit.build writes the sidecar from what it returns, once.
+  `float_source` is the float model the precision graph was made from (a ModelProto for as_deployed, its path for
+  compile; None for an fp32 build): a lowering may re-derive weights from it rather than from INT8 codes;
 - `open(artifact, sidecar, *, providers, threads) -> Runner`: a Runner for a built artifact (not yet entered).
 plus ONE `Backend` entry in `BACKENDS` below with its static facts. Nothing else names a backend: commands,
 deploy, targets, bench, Triton packaging and doctor ask this table (tests/test_one_house.py greps for literals).
@@ -205,14 +207,14 @@ class Backend:
     def preflight(self, model: Any, source: str) -> None:
         self.load().preflight(model, source)
 
-    def as_deployed(self, model: Any, *, threads: int | None, optimize: bool) -> Any:
-        return self.load().as_deployed(model, threads=threads, optimize=optimize)
+    def as_deployed(self, model: Any, *, threads: int | None, optimize: bool, float_source: Any = None) -> Any:
+        return self.load().as_deployed(model, threads=threads, optimize=optimize, float_source=float_source)
 
     def compile(self, graph: Path, out: Path, options: object | None, *, force: bool, threads: int | None,
-                progress: Callable[[str], None]) -> Compiled:
+                progress: Callable[[str], None], float_source: Path | None = None) -> Compiled:
         self.check_options(options)
         compiled: Compiled = self.load().compile(graph, out, options, force=force, threads=threads,
-                                                 progress=progress)
+                                                 progress=progress, float_source=float_source)
         return compiled
 
     def open(self, artifact: Path, sidecar: Any, *, providers: Sequence[str] = ("cpu",),

@@ -320,7 +320,7 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
     entry = backend_of(backend)
 
     def lowered(kept: frozenset[str]) -> onnx.ModelProto:
-        return entry.as_deployed(build(kept), threads=threads, optimize=False)
+        return entry.as_deployed(build(kept), threads=threads, optimize=False, float_source=source)
 
     def deployed(kept: frozenset[str]) -> bytes:
         return bytes(entry.as_deployed(build(kept), threads=threads, optimize=True).SerializeToString())

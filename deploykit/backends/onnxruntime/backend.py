@@ -32,11 +32,12 @@ def preflight(model: onnx.ModelProto, source: str) -> None:
     """ONNX Runtime runs every standard operator: nothing to check before the precision pass."""
 
 
-def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool) -> onnx.ModelProto:
+def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
+                float_source: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """The INT8 lowering the artifact gets, and with `optimize` ONNX Runtime's optimizations too."""
     from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, ort_optimized
 
-    lowered = lower_for_onnxruntime(model).model
+    lowered = lower_for_onnxruntime(model, float_source=float_source).model
     return ort_optimized(lowered, threads=threads) if optimize else lowered
 
 
@@ -49,17 +50,19 @@ def _device() -> dict[str, Any]:
 
 
 def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int | None,
-            progress: Progress) -> Compiled:
+            progress: Progress, float_source: Path | None = None) -> Compiled:
     import onnxruntime
 
     from deploykit.backends.onnxruntime.compile import OPTIMIZATION, needs_seven_bit_weights, ort_model_from_onnx
 
     progress(f"compiling with ONNX Runtime (optimization level {OPTIMIZATION}, portable across CPUs)")
-    lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=needs_seven_bit_weights())
+    lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=needs_seven_bit_weights(),
+                                  float_source=float_source)
     if lowered.seven_bit:
-        progress("INT8 weights requantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
-                 "deploykit.backends.onnxruntime.compile)")
-    lowering = {"uint8_after_activation": lowered.unsigned, "seven_bit_weights": lowered.seven_bit}
+        progress("INT8 weights quantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
+                 "deploykit.backends.onnxruntime.weights)")
+    lowering = {"uint8_activations": lowered.unsigned, "seven_bit_weights": lowered.seven_bit,
+                "seven_bit_from_float": lowered.seven_bit_from_float}
     return Compiled(backend_version=onnxruntime.__version__, device=_device(),
                     build_options={"optimization_level": OPTIMIZATION, "int8_lowering": lowering})
 

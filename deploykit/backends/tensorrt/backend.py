@@ -31,13 +31,14 @@ def preflight(model: onnx.ModelProto, source: str) -> None:
     lint_or_fail(model, source)
 
 
-def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool) -> onnx.ModelProto:
+def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
+                float_source: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """TensorRT compiles the Q/DQ graph as it is; ONNX Runtime simulating it is the closest CPU stand-in."""
     return model
 
 
 def compile(graph: Path, out: Path, options: Options | None, *, force: bool, threads: int | None,
-            progress: Progress) -> Compiled:
+            progress: Progress, float_source: Path | None = None) -> Compiled:
     written = engine_from_onnx(graph, out, options, force=force, progress=progress, write_sidecar=False)
     return Compiled(backend_version=written.backend_version, device=dict(written.device),
                     build_options=dict(written.build_options), artifact_sha256=written.artifact_sha256)

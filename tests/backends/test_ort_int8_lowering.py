@@ -1,0 +1,171 @@
+"""ONNX Runtime INT8 lowering (issue 15 items 1 and 3): every quantized conv and residual Add of a zoo model
+fuses (QLinearConv, QLinearAdd) in the ORT artifact, the UINT8 zero point 128 lowering is exact, and 7-bit
+weights on CPUs without VNNI are rounded once from the float weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from deploykit.backends.onnxruntime import compile as ort_compile
+from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, unsigned_after_activation
+from deploykit.backends.onnxruntime.runner import session_from_onnx, session_options
+from deploykit.backends.onnxruntime.weights import SEVEN_BIT, needs_seven_bit_weights
+from deploykit.build import build_artifact
+from deploykit.calib.collect import collect_stats
+from deploykit.calib.methods import MinMax, amax
+from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
+from deploykit.precision.passes import CalibrationOptions
+from tests.fixtures.precision_models import export_user_model
+
+FLOAT_CONVS = ("Conv", "FusedConv", "ConvTranspose")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
+    return onnx.load(str(export_user_model(tmp_path_factory.mktemp("lower") / "net.onnx")))
+
+
+@pytest.fixture(scope="module")
+def inputs() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((1, 3, 32, 40)).astype(np.float32) for _ in range(3)]
+
+
+@pytest.fixture(scope="module")
+def symmetric(net: onnx.ModelProto, inputs: list[np.ndarray]) -> onnx.ModelProto:
+    collection = collect_stats(net, calibration_tensors(net), iter(inputs))
+    ranges = {name: amax(stats, MinMax()) for name, stats in collection.stats.items()}
+    return qdq_from_ranges(net, ranges).model
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = session_from_onnx(model.SerializeToString(), optimization="disable")  # reference arithmetic
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+
+
+def _inits(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def _ops_after_ort(path: Path, tmp: Path) -> list[str]:
+    """Op types of the graph ONNX Runtime runs (all optimizations, as sessions load artifacts)."""
+    options = session_options(2, optimization="all")
+    options.optimized_model_filepath = str(tmp / "optimized.onnx")
+    ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp / "optimized.onnx")).graph.node]
+
+
+def _float_output_units(graph: onnx.ModelProto) -> int:
+    """Quantized convs of a precision graph whose output the placement leaves float (the logits conv):
+    ONNX Runtime needs a QuantizeLinear after a conv to fuse it (deploykit.calib.qdq keeps them float)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    count = 0
+    for node in graph.graph.node:
+        if node.op_type != "Conv" or producer.get(node.input[1], onnx.NodeProto()).op_type != "DequantizeLinear":
+            continue
+        after = readers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type in ("Relu", "Clip"):
+            after = readers.get(after[0].output[0], [])
+        count += not after or any(r.op_type != "QuantizeLinear" for r in after)
+    return count
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50"])
+def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Path) -> None:
+    from deploykit.export import onnx_from_torch
+    from deploykit.zoo import get_model_spec
+    from deploykit.zoo.sources import load_model
+
+    spec = get_model_spec(name)
+    fp32 = tmp_path / "model.onnx"
+    assert onnx_from_torch(load_model(name, options=dict(spec.test_options)), fp32, dynamic=False,
+                           input_shape=(1, 3, *spec.test_input_size)).passed
+    calibration = CalibrationOptions(data="synthetic", n=2)
+    out = tmp_path / "model-int8.onnx"
+    result = build_artifact(fp32, out, precision="int8", backend="onnxruntime", calibration=calibration)
+    assert result.precision_onnx is not None
+    graph = onnx.load(str(result.precision_onnx))
+    convs = sum(n.op_type == "Conv" for n in graph.graph.node)
+    ops = _ops_after_ort(out, tmp_path)
+    float_convs = sum(op in FLOAT_CONVS for op in ops)
+    assert float_convs == _float_output_units(graph) == 1  # the logits conv only, by the placement's rule
+    assert ops.count("QLinearConv") == convs - 1
+    adds = sum(n.op_type == "Add" for n in onnx.load(str(fp32)).graph.node)
+    assert adds and ops.count("QLinearAdd") == adds and "Add" not in ops  # residual Adds fuse too
+    assert "MaxPool" not in ops  # ResNet's stem pool runs on UINT8 (NhwcMaxPool) between matching Q/DQ
+    assert ops.count("QLinearConcat") == 2 and "Concat" not in ops  # ASPP and decoder, Resize on UINT8
+    # a node kept by the user stays float, and nothing else does
+    kept_name = next(n.name for n in graph.graph.node if n.op_type == "Conv")
+    kept_out = tmp_path / "kept.onnx"
+    build_artifact(fp32, kept_out, precision="int8", backend="onnxruntime", calibration=calibration,
+                   keep_float=[kept_name])
+    assert sum(op in FLOAT_CONVS for op in _ops_after_ort(kept_out, tmp_path)) == 2
+
+
+def test_zero_point_128_lowering_is_exact(symmetric: onnx.ModelProto, inputs: list[np.ndarray]) -> None:
+    partial = unsigned_after_activation(symmetric, everywhere=False)
+    full = unsigned_after_activation(symmetric)
+    assert full.unsigned > partial.unsigned >= 2
+    inits = _inits(full.model)
+    zero_points = {int(inits[n.input[2]]) for n in full.model.graph.node if n.op_type == "QuantizeLinear"}
+    assert zero_points == {0, 128}
+    assert all(inits[n.input[2]].dtype == np.uint8 for n in full.model.graph.node if n.op_type == "QuantizeLinear")
+    for x in inputs:  # zero point 128 with the same scale: the same dequantized values as INT8 zero point 0
+        np.testing.assert_allclose(_run(full.model, x), _run(partial.model, x), rtol=0, atol=1e-5)
+
+
+def test_seven_bit_weights_rounded_once_from_float(net: onnx.ModelProto, symmetric: onnx.ModelProto) -> None:
+    from_float = lower_for_onnxruntime(symmetric, seven_bit=True, float_source=net)
+    from_codes = lower_for_onnxruntime(symmetric, seven_bit=True)
+    assert from_float.seven_bit == from_float.seven_bit_from_float == 6 and from_codes.seven_bit_from_float == 0
+    floats, lowered, twice = _inits(net), _inits(from_float.model), _inits(from_codes.model)
+    worst_once = worst_twice = 0.0
+    for node in from_float.model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in lowered or lowered[node.input[0]].ndim < 2:
+            continue
+        conv = next(n for n in net.graph.node if n.op_type in ("Conv", "ConvTranspose")
+                    and node.input[0] == f"{n.input[1]}_quantized")
+        weight, codes, scale = floats[conv.input[1]], lowered[node.input[0]], lowered[node.input[1]]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        assert np.abs(codes).max() <= SEVEN_BIT
+        step = scale.reshape(shape)
+        worst_once = max(worst_once, float((np.abs(codes * step - weight) / step).max()))
+        worst_twice = max(worst_twice, float((np.abs(twice[node.input[0]] * step - weight) / step).max()))
+    assert worst_once <= 0.5 + 1e-4 < worst_twice  # rounding the INT8 codes again loses up to one more step
+
+
+def test_vnni_keeps_full_range_weights() -> None:
+    assert needs_seven_bit_weights({"avx2", "avx512f", "avx512bw"}, "x86_64")
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert not needs_seven_bit_weights({"avx2", flag}, "x86_64")
+    assert not needs_seven_bit_weights(set(), "aarch64")
+
+
+def test_build_without_vnni_takes_float_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fp32 = export_user_model(tmp_path / "net.onnx")
+    monkeypatch.setattr(ort_compile, "needs_seven_bit_weights", lambda: True)
+    out = tmp_path / "int8.onnx"
+    result = build_artifact(fp32, out, precision="int8", backend="onnxruntime",
+                            calibration=CalibrationOptions(data="synthetic", n=2))
+    lowering = json.loads(json.dumps(result.sidecar.build_options))["int8_lowering"]
+    assert lowering["seven_bit_weights"] == lowering["seven_bit_from_float"] == 6
+    weights = [a for a in _inits(onnx.load(str(out))).values() if a.dtype == np.int8 and a.ndim == 4]
+    assert weights and all(np.abs(w).max() <= SEVEN_BIT for w in weights)
