@@ -61,6 +61,7 @@ class CalibrationOptions:
 # fp16 halves the float traffic on TensorRT; auto takes fp16 only where it meets the --accuracy-budget on the
 # held-out inputs, else fp32 (without a budget, auto is fp32).
 INT8_FLOAT = ("fp32", "fp16", "auto")
+FP32_REMAINDER, FP16_REMAINDER, AUTO_REMAINDER = INT8_FLOAT
 FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19
 
 
@@ -269,23 +270,23 @@ def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: C
                      backend: str, threads: int | None, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """--int8-float: the graph with its float remainder in fp32 or fp16, and the record of the choice; auto
     scores the fp16 remainder against the FP32 `source` on the held-out inputs, as the budget search does."""
-    asked = options.int8_float or "fp32"
+    asked = options.int8_float or FP32_REMAINDER
     if asked not in INT8_FLOAT:
         raise BuildError(f"unknown --int8-float {asked!r}; choose one of {', '.join(INT8_FLOAT)}")
-    record: dict[str, Any] = {"asked": asked, "chosen": "fp32" if asked == "auto" else asked}
-    if asked == "fp32" or (asked == "auto" and (budget is None or held is None)):
-        if asked == "auto":
+    record: dict[str, Any] = {"asked": asked, "chosen": FP32_REMAINDER if asked == AUTO_REMAINDER else asked}
+    if asked == FP32_REMAINDER or (asked == AUTO_REMAINDER and (budget is None or held is None)):
+        if asked == AUTO_REMAINDER:
             record["why"] = "no accuracy budget: fp32 (see deploykit.precision.passes.INT8_FLOAT)"
         return model, record
     half = fp16_remainder(model, absmax)
-    if asked == "fp16":
+    if asked == FP16_REMAINDER:
         return half, record
     assert budget is not None and held is not None
-    from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime
-
-    kind = Evaluator if backend == "onnxruntime" else TensorRTFormEvaluator
+    # A backend held to TensorRT's rules compiles the Q/DQ graph as it is: score it as TensorRT computes it.
+    entry = BACKENDS[backend]
+    kind = TensorRTFormEvaluator if entry.lint_target else Evaluator
     evaluator = kind(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads)
-    deployed = lower_for_onnxruntime(half).model if backend == "onnxruntime" else half
+    deployed = entry.as_deployed(half, threads=threads, optimize=False, float_source=source)
     scores = evaluator.score(deployed.SerializeToString())
     record["fp16_scores"] = scores
     if budget.met(scores):
@@ -323,7 +324,8 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         return entry.as_deployed(build(kept), threads=threads, optimize=False, float_source=source)
 
     def deployed(kept: frozenset[str]) -> bytes:
-        return bytes(entry.as_deployed(build(kept), threads=threads, optimize=True).SerializeToString())
+        return bytes(entry.as_deployed(build(kept), threads=threads, optimize=True,
+                                       float_source=source).SerializeToString())
 
     inputs = list(held)
     method = options.sensitivity or "single"

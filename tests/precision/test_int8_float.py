@@ -113,6 +113,6 @@ def test_tensorrt_form_scoring_matches_the_unoptimized_graph(source: Path, calib
     _, graph = _build(source, calib, tmp_path / "g.int8.onnx", int8_float="fp16")
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 40)).astype(np.float32)
     evaluator = TensorRTFormEvaluator(onnx.load(str(source)).SerializeToString(), [x], "segmentation")
-    simulated = evaluator._run(graph.SerializeToString())[0][0]
+    simulated = evaluator._run(graph.SerializeToString(), 1)[0][0]
     exact = session_from_onnx(graph.SerializeToString(), optimization="disable")
     assert np.allclose(simulated, exact.run(None, {exact.get_inputs()[0].name: x})[0], atol=1e-3)

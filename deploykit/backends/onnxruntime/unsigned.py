@@ -101,14 +101,19 @@ def unsigned_activations(model: onnx.ModelProto, *, everywhere: bool = True) -> 
             new_scale, zero = scale, MIDPOINT
         else:
             continue
-        scale_name = unique_name(f"{node.input[1]}_u8", taken)
+        # One uint8 scale per dtype: in an --int8-float fp16 graph the graph input's Q keeps a float32 scale
+        # while its DequantizeLinear has a float16 one (DQ's scale type is its output type).
         zero_name = unique_name(f"{node.input[2]}_u8", taken)
-        scale_init = index.initializers.get(node.input[1])  # float16 scales in an --int8-float fp16 graph
-        half = scale_init is not None and scale_init.data_type == TensorProto.FLOAT16
-        added += [numpy_helper.from_array(np.array(new_scale, np.float16 if half else np.float32), scale_name),
-                  numpy_helper.from_array(np.array(zero, np.uint8), zero_name)]
+        added.append(numpy_helper.from_array(np.array(zero, np.uint8), zero_name))
+        scale_names: dict[int, str] = {}
         for q_or_dq in (node, *readers):
-            q_or_dq.input[1], q_or_dq.input[2] = scale_name, zero_name
+            original = index.initializers.get(q_or_dq.input[1])
+            dtype = original.data_type if original is not None else TensorProto.FLOAT
+            if dtype not in scale_names:
+                scale_names[dtype] = unique_name(f"{q_or_dq.input[1]}_u8", taken)
+                numpy_type = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+                added.append(numpy_helper.from_array(np.array(new_scale, numpy_type), scale_names[dtype]))
+            q_or_dq.input[1], q_or_dq.input[2] = scale_names[dtype], zero_name
         changed += 1
     model.graph.initializer.extend(added)
     return model, changed

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import BackendUnavailable, DeployKitError
+from deploykit.precision.table import PRECISIONS
 from deploykit.types import Progress
 
 MODEL = "deeplabv3plus_mobilenetv2"
@@ -161,7 +162,7 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
             feed = {name: feed["input"]}
             reference = next(iter(reference_runner.infer(feed).values()))
         plans: dict[str, Path] = {}
-        for precision in ("fp16", "int8"):
+        for precision in (p.name for p in PRECISIONS.values() if p.lowered):  # FP16 and INT8
             plan = Path(tmp) / f"{model}.{precision}.plan"
 
             def build(precision: str = precision, plan: Path = plan) -> tuple[bool, str]:
