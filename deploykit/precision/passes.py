@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from deploykit.backends.base import BACKENDS
+from deploykit.backends.base import backend_of
 from deploykit.calib import cache as calib_cache
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
@@ -227,7 +227,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
                                                    ranges.absmax, backend=backend, threads=threads,
                                                    progress=progress)
     info["int8_float"] = report["int8_float"]["chosen"]
-    if BACKENDS[backend].lint_target:  # the placement rules are the compiling backend's (TensorRT's)
+    if backend_of(backend).lint_target:  # the placement rules are the compiling backend's (TensorRT's)
         report["qdq_lint"] = _qdq_lint(model, progress)
     _verify(model, "INT8")
     _with_metadata(model, meta, "int8", [k.to_dict() for k in result.kept])
@@ -283,7 +283,7 @@ def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: C
         return half, record
     assert budget is not None and held is not None
     # A backend held to TensorRT's rules compiles the Q/DQ graph as it is: score it as TensorRT computes it.
-    entry = BACKENDS[backend]
+    entry = backend_of(backend)
     kind = TensorRTFormEvaluator if entry.lint_target else Evaluator
     evaluator = kind(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads)
     deployed = entry.as_deployed(half, threads=threads, optimize=False, float_source=source)
@@ -316,7 +316,6 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
     """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
     lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
     Casts round activations to float16 where a plain float16 graph on CPU drops them)."""
-    from deploykit.backends.base import backend_of
 
     entry = backend_of(backend)
 

@@ -38,10 +38,10 @@ def _graph(source: Path, precision: str, folder: Path) -> Path:
     calibration = CalibrationOptions(data="synthetic", n=4)
     if precision == "fp16":
         result = fp16_graph(model, meta, sha, calibration, keep=(), fp16_io=False, accuracy_budget=(),
-                            backend="openvino", threads=1, progress=say)
+                            backend="onnxruntime", threads=1, progress=say)  # the graph is backend-independent
     else:
         result = int8_graph(model, meta, sha, calibration, keep_float=(), accuracy_budget=(), layout="inputs",
-                            backend="openvino", threads=1, progress=say)
+                            backend="onnxruntime", threads=1, progress=say)  # the graph is backend-independent
     path = folder / f"tiny.{precision}.onnx"
     onnx.save(result.model, str(path))
     return path
