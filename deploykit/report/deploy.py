@@ -3,12 +3,13 @@ rendered from one DeployResult (deploykit.pipeline.results) through one block li
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deploykit.backends.base import REFERENCE
 from deploykit.io.outputs import write_json, write_text
-from deploykit.parity.classes import BOUNDARY_WIDTH
+from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.parity.metrics import METRICS
 from deploykit.precision.table import BASELINE
 from deploykit.report.classes import class_rows, damage_tables
@@ -62,6 +63,20 @@ def verdict_blocks(result: DeployResult) -> list[Block]:
     return out
 
 
+def short_labels(parity: ParityResult) -> dict[str, str]:
+    """Candidate label -> its precision when those are distinct (a deploy's case), else the file name: full
+    paths make the pictures' captions and the class table's headers unreadable."""
+    precisions = [c.precision for c in parity.candidates]
+    distinct = len(set(precisions)) == len(precisions)
+    return {c.label: c.precision if distinct else Path(c.label).name for c in parity.candidates}
+
+
+def _relabelled(damage: ClassDamageResult, names: dict[str, str]) -> ClassDamageResult:
+    def short(items: tuple[CandidateDamage, ...]) -> tuple[CandidateDamage, ...]:
+        return tuple(replace(d, label=names.get(d.label, d.label)) for d in items)
+    return replace(damage, candidates=short(damage.candidates), labels=short(damage.labels))
+
+
 def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
     """Where the candidates differ (report.masks) and which classes suffer (report.classes)."""
     out: list[Block] = []
@@ -73,7 +88,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
                           f"PyTorch (input {indices} of {parity.input_count}), as {kind}, drawn from the parity "
                           "run's own outputs."),
                 Image("where the candidates differ", pictures)]
-    damage = parity.class_damage
+    damage = _relabelled(parity.class_damage, short_labels(parity)) if parity.class_damage else None
     if damage is not None:
         out += [Heading("Per-class damage"),
                 Paragraph(f"IoU of each class against PyTorch's mask, and where the disagreeing pixels lie: within "
@@ -170,8 +185,9 @@ def write_pictures(parity: ParityResult, out: Path) -> Path | None:
 
     if parity.pictures is None or not parity.pictures.inputs:
         return None
-    return write_png(out / "pictures.png", pictures_png(parity.pictures, class_names=parity.class_names),
-                     force=True)
+    names = short_labels(parity)
+    pictures = replace(parity.pictures, labels=tuple(names.get(label, label) for label in parity.pictures.labels))
+    return write_png(out / "pictures.png", pictures_png(pictures, class_names=parity.class_names), force=True)
 
 
 def write_report(result: DeployResult, out: Path) -> dict[str, Path]:

@@ -64,7 +64,7 @@ def _plans(result: DeployResult, metric: str, fp32_ms: float | None, shares: dic
         if not trace:
             continue
         built_ms = artifact_latency(result.bench.results, build.precision)
-        chosen = next((t for t in reversed(trace) if t.get("nodes") == budget.get("kept")), None)
+        chosen = next((t for t in trace if t.get("nodes") == budget.get("kept")), None)  # first, as seen
         share = chosen.get("low_macs_share") if chosen else None
         if share is not None:
             shares[build.precision] = float(share)
