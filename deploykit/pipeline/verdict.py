@@ -49,7 +49,7 @@ class Verdict:
                                                 _times(self.speedup_vs_fp32 if self.precision != BASELINE.name
                                                        else None, "FP32")) if part)
             metrics = ", ".join(f"{k} {_num(v)}" for k, v in self.task_metrics.items())
-            head = (f"verdict: ship {self.ship} ({self.precision}): {_num(self.latency_ms)} ms median"
+            head = (f"verdict: ship {self.ship} ({self.precision}): {_num(self.latency_ms)} ms median at batch 1"
                     + (f", {speed}" if speed else "") + (f"; {metrics} against PyTorch" if metrics else ""))
         return [head, *(f"  not {r.artifact} ({r.precision}): {r.reason}" for r in self.rejected)]
 

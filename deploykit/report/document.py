@@ -73,7 +73,7 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;"
-         "padding:3px 8px;text-align:right;overflow-wrap:anywhere}td.t{text-align:left}th{background:#f3f3f3}"
+         "padding:3px 8px;text-align:right}td.t{text-align:left;overflow-wrap:anywhere}th{background:#f3f3f3}"
          "img{max-width:100%}")
 
 

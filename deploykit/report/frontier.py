@@ -84,7 +84,7 @@ def _plans(result: DeployResult, metric: str, fp32_ms: float | None, shares: dic
                 latency, estimated = None, False
             points.append(Point(f"{build.precision}, {len(nodes)} kept", "chosen" if entry is chosen else "plan",
                                 float(entry["scores"][metric]), latency, estimated, len(nodes)))
-    return points
+    return sorted(points, key=lambda p: (p.label.split(",")[0], p.kept or 0))
 
 
 def frontier(result: DeployResult) -> Frontier | None:
