@@ -1,7 +1,11 @@
 """The deploy verdict (issue 13, item 1): which artifact to ship and why the others were not chosen.
 
 The artifact to ship is the fastest (median latency at batch 1 in this run's benchmark) of those that pass every
-parity gate; each other artifact gets a one-line reason: the gates it failed, or that a passing artifact is faster.
+parity gate, except that passing artifacts within TIE (5%) of the fastest count as equally fast and the one of
+highest precision among them is shipped: medians of runs with the same numerics differ by that much on a loaded
+CPU (FP16 and FP32 artifacts compute alike under ONNX Runtime's CPU provider, and measured 0.4759 against
+0.4766 ms on the tiny MSI-Net, 307 against 300 ms on the demo DeepLabv3+). Each other artifact gets a one-line
+reason: the gates it failed, or that a passing artifact is faster (or as fast and more precise).
 Speed-ups are PyTorch eager's (and the FP32 artifact's) median divided by the shipped artifact's. The same
 Verdict is the top of report.md / report.html, the last lines `deploy` prints, and summary.json's "verdict".
 """
@@ -18,9 +22,11 @@ from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.parity.metrics import METRICS
-from deploykit.precision.table import BASELINE
+from deploykit.precision.table import BASELINE, PRECISIONS
 
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None)
+# The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.
+TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None and m.column and m.budget)
+TIE = 0.05
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,12 @@ def _failures(candidate: CandidateResult) -> str:
     return "fails parity: " + "; ".join(failed[:3]) + (f" (+{len(failed) - 3} more)" if len(failed) > 3 else "")
 
 
+def _rank(precision: str) -> int:
+    """Position in the precision table, highest precision (fp32) first."""
+    order = list(PRECISIONS)
+    return order.index(precision) if precision in order else len(order)
+
+
 def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchReport) -> Verdict:
     """The verdict of one deploy (module docstring); builds and parity candidates are in the same order."""
     latency = {b.precision: artifact_latency(bench.results, b.precision) for b in builds}
@@ -96,6 +108,10 @@ def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchRepo
     passing = [(b, c) for b, c in pairs if c.passed]
     timed = sorted(passing, key=lambda bc: (latency[bc[0].precision] is None, latency[bc[0].precision] or 0.0))
     chosen = timed[0] if timed else None
+    fastest = latency[chosen[0].precision] if chosen else None
+    if fastest is not None:
+        tied = [bc for bc in timed if (ms := latency[bc[0].precision]) is not None and ms <= fastest * (1 + TIE)]
+        chosen = min(tied, key=lambda bc: _rank(bc[0].precision))
     rejected = []
     for build, candidate in pairs:
         if chosen is not None and build is chosen[0]:
@@ -104,8 +120,12 @@ def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchRepo
             reason = _failures(candidate)
         else:
             mine, best = latency[build.precision], latency[chosen[0].precision] if chosen else None
-            reason = (f"passes, but slower ({_num(mine)} ms against {_num(best)} ms)" if mine and best
-                      else "passes, but was not timed")
+            if mine and best and mine <= (fastest or best) * (1 + TIE):
+                reason = (f"passes, as fast within {TIE:.0%} ({_num(mine)} ms against {_num(best)} ms); "
+                          f"{chosen[0].precision if chosen else '-'} is the higher precision")
+            else:
+                reason = (f"passes, but slower ({_num(mine)} ms against {_num(best)} ms)" if mine and best
+                          else "passes, but was not timed")
         rejected.append(Rejected(build.path.name, build.precision, reason))
     if chosen is None:
         return Verdict(ship=None, rejected=tuple(rejected))

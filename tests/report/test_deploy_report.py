@@ -132,3 +132,16 @@ def test_a_resumed_deploy_draws_the_pictures_without_rerunning_parity(deployed: 
     steps = {s["name"]: s["skipped"] for s in json.loads(again.stdout)["steps"]}
     assert steps["parity"] and steps["build-int8"]
     assert 'alt="where the candidates differ"' in (out / "report.html").read_text()
+
+
+def test_artifacts_within_timing_noise_ship_the_higher_precision(deployed: tuple[Path, Result]) -> None:
+    loaded = _loaded(deployed[0])
+    fp32 = next(r for r in loaded.bench.results if r.backend != "torch" and r.precision == "fp32")
+    int8 = next(r for r in loaded.bench.results if r.precision == "int8")
+    for factor, shipped in ((0.97, "model.fp32.ort.onnx"), (0.9, "model.int8.ort.onnx")):
+        int8.latency = replace(int8.latency, median=fp32.latency.median * factor)
+        verdict = decide(loaded.builds, loaded.parity, loaded.bench)
+        assert verdict.ship == shipped, factor
+    assert "slower" in verdict.rejected[0].reason
+    int8.latency = replace(int8.latency, median=fp32.latency.median * 0.97)
+    assert "as fast within 5%" in decide(loaded.builds, loaded.parity, loaded.bench).rejected[0].reason
