@@ -103,19 +103,22 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
 
 
 def frontier_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
+    """Latency against the task metric (report.frontier), as a table and the plot."""
     found = frontier(result)
-    if found is None or not any(p.kind != "artifact" for p in found.points):
+    if found is None or len(found.points) < 2:
         return []
     rows = [[p.label, p.kind, p.kept, p.metric, p.latency_ms, "estimated" if p.estimated else
              ("measured" if p.latency_ms is not None else "not estimated")] for p in found.points]
-    out: list[Block] = [
-        Heading("Speed/accuracy frontier"),
-        Paragraph(f"Every artifact (scored on the parity inputs) and every plan the accuracy-budget search evaluated "
-                  f"(scored on its held-out calibration inputs), {found.metric} against latency. A plan's latency "
-                  "is measured only for the plan that was built; the others are estimated by interpolating between "
-                  "FP32 and the built artifact in the share of multiply-adds run in low precision."),
-        table(["plan", "kind", "nodes kept in float", found.metric, "latency ms", "latency"], rows)]
-    if any(p.latency_ms is None for p in found.points):
+    searched = any(p.kind != "artifact" for p in found.points)
+    text = (f"Every artifact (scored on the parity inputs) and every plan the accuracy-budget search evaluated "
+            f"(scored on its held-out calibration inputs), {found.metric} against latency. A plan's latency is "
+            "measured only for the plan that was built; the others are estimated by interpolating between FP32 "
+            "and the built artifact in the share of multiply-adds run in low precision." if searched else
+            f"Each artifact's {found.metric} on the parity inputs against its latency. With --accuracy-budget, "
+            "every plan the budget search evaluates (nodes kept in float) is added here.")
+    out: list[Block] = [Heading("Speed/accuracy frontier"), Paragraph(text),
+                        table(["plan", "kind", "nodes kept in float", found.metric, "latency ms", "latency"], rows)]
+    if any(p.latency_ms is None for p in found.points if p.kind == "plan"):
         shares = ", ".join(f"{k} {100 * v:.2g}%" for k, v in found.built_shares.items())
         out.append(Note(f"Latency not estimated where a plan runs more than {MAX_EXTRAPOLATION:g} times the built "
                         f"plan's share of multiply-adds in low precision (built: {shares or 'unknown'}): a straight "
