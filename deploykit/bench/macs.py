@@ -37,6 +37,7 @@ class GraphMacs:
     by_op: dict[str, int]
     input_shapes: dict[str, tuple[int, ...]]
     unresolved: list[str] = field(default_factory=list)  # nodes whose shapes stayed unknown (not counted)
+    by_node: dict[str, int] = field(default_factory=dict)  # node name (else its first output) -> multiply-adds
 
     @property
     def gflops(self) -> float:
@@ -164,12 +165,14 @@ def count_onnx_macs(model: onnx.ModelProto | str | os.PathLike[str],
         with contextlib.suppress(Exception):
             shapes.update(_measure_shapes(work, missing, input_shapes, _elem_types(work)))
     by_op: dict[str, int] = {}
+    by_node: dict[str, int] = {}
     unresolved: list[str] = []
     for node in counted:
         if any(t not in shapes for t in _needed(node)):
             unresolved.append(node.name or node.output[0])
             continue
-        by_op[node.op_type] = by_op.get(node.op_type, 0) + _node_macs(node, shapes)
+        by_node[node.name or node.output[0]] = madds = _node_macs(node, shapes)
+        by_op[node.op_type] = by_op.get(node.op_type, 0) + madds
     return GraphMacs(madds=sum(by_op.values()), by_op=by_op,
                      input_shapes={k: tuple(int(d) for d in v) for k, v in input_shapes.items()},
-                     unresolved=unresolved)
+                     unresolved=unresolved, by_node=by_node)

@@ -49,6 +49,7 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     else:
         click.echo((result.out / "report.md").read_text(encoding="utf-8"))
         click.echo(f"report: {result.out / 'report.html'}")
+        click.echo("\n".join(result.verdict.lines()))
     if not result.parity.passed:
         from deploykit.errors import ParityError
 

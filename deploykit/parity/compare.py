@@ -5,6 +5,10 @@ Each input is fed to every target in turn (one batch in memory at a time), cast 
 input takes (an FP16 model with float16 I/O gets float16). Outputs pair by name, or by position when the names
 differ but the counts agree. Numeric metrics are computed per input and aggregated (metrics.aggregate_numeric);
 task metrics stream over inputs (metrics.TaskAccumulator) on every output shaped like the task's prediction.
+For the report (issue 13, items 2 and 3) the run also keeps, from the first task output: per-class damage of
+segmentation candidates (parity.classes.DamageAccumulator, in parity.json) and the pictures of the inputs where the
+candidates disagree most (parity.pictured.PictureKeeper; in memory, saved by the deploy pipeline as an .npz), so
+the report draws without re-running a model. The argmax is taken once per target and input and shared by both.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from deploykit.backends.onnxruntime.runner import provider_chain
 from deploykit.backends.targets import Target
 from deploykit.errors import ParityError
 from deploykit.parity import gates as gating
+from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
 from deploykit.parity.localize import TOLERANCES, Localization, localize
 from deploykit.parity.metrics import (
@@ -34,6 +39,7 @@ from deploykit.parity.metrics import (
     is_class_map,
     numeric_metrics,
 )
+from deploykit.parity.pictured import PictureKeeper, Pictures
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
 
@@ -126,6 +132,10 @@ class ParityResult:
     input_count: int
     candidates: list[CandidateResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # provenance mismatches that explain a failure
+    class_damage: ClassDamageResult | None = None  # segmentation: per-class damage of the first task output
+    class_names: tuple[str, ...] | None = None  # from the models' metadata (report.masks.class_names_from)
+    pictures: Pictures | None = None  # in memory only: the pipeline saves them and records `pictures_file`
+    pictures_file: str | None = None  # relative to the folder parity.json lies in
 
     @property
     def passed(self) -> bool:
@@ -141,7 +151,10 @@ class ParityResult:
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "reference_backend": self.reference_backend, "task": self.task,
                 "inputs": self.inputs, "input_count": self.input_count, "passed": self.passed,
-                "summary": self.summary(), "notes": self.notes, "candidates": [c.to_dict() for c in self.candidates]}
+                "summary": self.summary(), "notes": self.notes, "candidates": [c.to_dict() for c in self.candidates],
+                "class_damage": self.class_damage.to_dict() if self.class_damage else None,
+                "class_names": list(self.class_names) if self.class_names is not None else None,
+                "pictures_file": self.pictures_file}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ParityResult:
@@ -149,7 +162,15 @@ class ParityResult:
                    task=data.get("task"), inputs=str(data.get("inputs", "")),
                    input_count=int(data.get("input_count", 0)),
                    candidates=[CandidateResult.from_dict(c) for c in data.get("candidates", [])],
-                   notes=list(data.get("notes", [])))
+                   notes=list(data.get("notes", [])),
+                   class_damage=ClassDamageResult.from_dict(damage) if (damage := data.get("class_damage")) else None,
+                   class_names=tuple(names) if (names := data.get("class_names")) is not None else None,
+                   pictures_file=data.get("pictures_file"))
+
+    def load_pictures(self, folder: Path) -> None:
+        """Read the pictures saved beside parity.json back (a resumed deploy whose parity step was skipped)."""
+        if self.pictures is None and self.pictures_file and (folder / self.pictures_file).is_file():
+            self.pictures = Pictures.from_npz(folder / self.pictures_file)
 
 
 def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -221,6 +242,43 @@ class _Tally:
                                outputs=outputs, worst_input=self.worst[1])
 
 
+class _Kept:
+    """What the report needs from the first task output (module docstring): class damage and pictures."""
+
+    def __init__(self, task: str, reference: Target, candidates: Sequence[Target]) -> None:
+        from deploykit.report.masks import class_names_from
+
+        self.task = task
+        labels = [c.label for c in candidates]
+        self.damage = DamageAccumulator(labels) if task == "segmentation" else None
+        self.keeper = PictureKeeper(task, labels,  # type: ignore[arg-type]
+                                    reference.preprocessing or next((c.preprocessing for c in candidates
+                                                                     if c.preprocessing), None))
+        self.names = next((n for t in (reference, *candidates) if (n := class_names_from(t.metadata))), None)
+        self.name: str | None = None
+
+    def add(self, index: int, x: np.ndarray, expected: dict[str, np.ndarray], outputs: list[dict[str, np.ndarray]],
+            tallies: Sequence[_Tally]) -> None:
+        if self.name is None:
+            self.name = next((n for n, v in expected.items() if fits_task(self.task, v.shape)), "")
+        if not self.name or x.ndim != 4 or x.shape[1] != 3:
+            return  # no task output, or inputs that are not images: nothing to picture
+        names = [dict(t.pairs or [])[self.name] for t in tallies]
+        ref, cands = expected[self.name], [out[n] for out, n in zip(outputs, names, strict=True)]
+        if self.task == "segmentation":
+            ref, cands = class_labels(ref), [class_labels(c) for c in cands]
+            assert self.damage is not None
+            self.damage.add(ref, cands)
+        self.keeper.offer(index, x, ref, cands)
+
+    def result(self) -> tuple[ClassDamageResult | None, Pictures | None, tuple[str, ...] | None]:
+        if not self.name:
+            return None, None, None
+        pictures = self.keeper.result()
+        return (self.damage.result() if self.damage is not None else None, pictures if pictures.inputs else None,
+                self.names)
+
+
 def compare(
     reference: Target,
     candidates: Sequence[Target],
@@ -233,22 +291,31 @@ def compare(
     task = reference.task or next((c.task for c in candidates if c.task), None)
     tallies = [_Tally(c, task, settings.atol, settings.rtol) for c in candidates]
     worst: list[np.ndarray | None] = [None] * len(candidates)
+    kept = _Kept(task, reference, candidates) if task is not None and candidates else None
+    position = 0
     with contextlib.ExitStack() as stack:
         for target in (reference, *candidates):
             stack.enter_context(target.runner)
         for index, x in enumerate(inputs.batches()):
             say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
+            outputs = []
             for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
-                tally.add(index, expected, target.runner.infer(_feed(target, x)))
+                outputs.append(target.runner.infer(_feed(target, x)))
+                tally.add(index, expected, outputs[-1])
                 if tally.worst[1] == index:
                     worst[i] = x
+            if kept is not None:
+                kept.add(position, x, expected, outputs, tallies)
+            position += x.shape[0]
     if not any(t.pairs for t in tallies):
         raise ParityError("no inputs were compared; check --inputs / --random / --limit")
     result = ParityResult(reference=reference.label, reference_backend=reference.runner.describe(), task=task,
                           inputs=inputs.description, input_count=inputs.count,
                           candidates=[t.result(settings.precision or c.precision, settings.gates)
                                       for t, c in zip(tallies, candidates, strict=True)])
+    if kept is not None:
+        result.class_damage, result.pictures, result.class_names = kept.result()
     failed = {c.label for c in result.candidates if not c.passed}
     result.notes = [note for label, note in provenance_notes(reference, candidates) if label in failed]
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]

@@ -33,7 +33,7 @@ from deploykit.export import ExportResult
 from deploykit.io.outputs import write_json
 from deploykit.parity.compare import ParityResult
 from deploykit.parity.inputs import InputSet
-from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, _build_dict
+from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, _build_dict, _parity
 from deploykit.pipeline.steps import StepRecord
 from deploykit.precision.table import PRECISIONS, precision_of
 from deploykit.types import Progress
@@ -45,6 +45,7 @@ __all__ = ["BENCH_WARMUP_S", "DEFAULT_BENCH_SECONDS", "PRECISIONS", "DeployOptio
 DEFAULT_BENCH_SECONDS = 3.0  # trtexec's default duration (NVIDIA's trtexec docs: --duration=3)
 BENCH_WARMUP_S = 0.5
 CALIB_KEYWORDS = ("synthetic", "photos")  # --calib-data values that name no folder
+PICTURES = "pictures.npz"  # what the parity run kept for the report's pictures (parity.pictured)
 T = TypeVar("T")
 
 
@@ -173,6 +174,12 @@ class _Run:
         from deploykit.parity.compare import ParitySettings, run_parity
 
         result = run_parity(self.reference, self.candidates, self.inputs, ParitySettings(), progress=self.say)
+        pictures = self.opts.out / PICTURES
+        if result.pictures is not None:
+            result.pictures.save(pictures, force=True)
+            result.pictures_file = PICTURES
+        else:
+            pictures.unlink(missing_ok=True)  # a stale picture of other artifacts must not be drawn
         write_json(self.opts.out / "parity.json", result.to_dict(), force=True)
         return result
 
@@ -268,7 +275,8 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
             BuildResult.from_dict))
     artifacts = [b.path for b in run.builds]
     parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder)},
-                  [opts.out / "parity.json"], run.parity, ParityResult.from_dict)
+                  [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
+                  functools.partial(_parity, out=opts.out))
     layers = step("layers", {"onnx": run.onnx_path, "artifacts": artifacts, "parity": opts.out / "parity.json"},
                   [opts.out / "layers.json"], lambda: run.layers(parity), LayersResult.from_dict)
     bench = step("bench", {"artifacts": artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source},

@@ -16,6 +16,7 @@ from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult
 from deploykit.export import ExportResult
 from deploykit.parity.compare import ParityResult
+from deploykit.pipeline.verdict import Verdict, decide
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,18 @@ class DeployResult:
     steps: list[StepLog] = field(default_factory=list)
 
     @property
+    def verdict(self) -> Verdict:
+        """The artifact to ship and why not the others (deploykit.pipeline.verdict)."""
+        return decide(self.builds, self.parity, self.bench)
+
+    @property
     def summary(self) -> dict[str, Any]:
         """summary.json's content (kept under this name for callers of the dict-based result)."""
         return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "options": self.options, "weights": self.weights, "backend": self.backend,
+        return {"verdict": self.verdict.to_dict(),
+                "model": self.model, "options": self.options, "weights": self.weights, "backend": self.backend,
                 "backend_note": self.backend_note, "export": self.export.to_dict(),
                 "builds": [_build_dict(b) for b in self.builds], "parity": self.parity.to_dict(),
                 "layers": self.layers.to_dict(), "bench": self.bench.to_dict(),
@@ -90,9 +97,16 @@ class DeployResult:
                    weights=data.get("weights"), backend=str(data["backend"]),
                    backend_note=str(data.get("backend_note", "")), export=ExportResult.from_dict(data["export"]),
                    builds=[BuildResult.from_dict(b) for b in data["builds"]],
-                   parity=ParityResult.from_dict(data["parity"]), layers=LayersResult.from_dict(data["layers"]),
+                   parity=_parity(data["parity"], out), layers=LayersResult.from_dict(data["layers"]),
                    bench=BenchReport.from_dict(data["bench"]),
                    steps=[StepLog(s["name"], bool(s["skipped"]), float(s["seconds"])) for s in data.get("steps", [])])
+
+
+def _parity(data: Mapping[str, Any], out: Path) -> ParityResult:
+    """A parity result with the pictures it saved beside it (a resumed deploy draws them without re-running)."""
+    result = ParityResult.from_dict(data)
+    result.load_pictures(out)
+    return result
 
 
 def _build_dict(build: BuildResult) -> dict[str, Any]:

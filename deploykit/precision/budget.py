@@ -175,13 +175,24 @@ class BudgetResult:
     candidates: int
     evaluations: int
     unrestricted: dict[str, float]  # the budgeted metrics with every candidate in low precision
-    trace: list[dict[str, object]] = field(default_factory=list)  # kept count and metrics of each try
+    # Every plan the search evaluated, in order (the report's speed/accuracy frontier): "kept" (count),
+    # "nodes" (kept in higher precision), the budgeted metrics at top level, "scores" (every metric measured),
+    # and with multiply-add counts "low_macs_share" (share of the graph's multiply-adds in low precision).
+    trace: list[dict[str, object]] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)  # node -> its sensitivity score
 
     def to_dict(self) -> dict[str, object]:
         return {"budget": self.budget, "reached": self.reached, "kept": self.kept, "candidates": self.candidates,
                 "evaluations": self.evaluations, "unrestricted": self.unrestricted, "trace": self.trace,
                 "sensitivity": self.sensitivity}
+
+
+@dataclass(frozen=True)
+class MacShare:
+    """Multiply-adds per node and of the whole graph (bench.macs.count_onnx_macs), for the trace's shares."""
+
+    by_node: Mapping[str, int]
+    total: int
 
 
 Build = Callable[[frozenset[str]], bytes]  # nodes kept in higher precision -> candidate model (serialized)
@@ -224,11 +235,12 @@ def local_sensitivities(reference: onnx.ModelProto, lowered: onnx.ModelProto,
 
 def search(build: Build, candidates: Sequence[str], evaluator: Evaluator, budget: Budget, *,
            max_kept: int | None = None, sensitivity: Mapping[str, float] | None = None,
-           rank_build: Build | None = None, low: str = "INT8",
+           rank_build: Build | None = None, low: str = "INT8", macs: MacShare | None = None,
            progress: Progress | None = None) -> BudgetResult:
     """The shortest prefix of the sensitivity order that meets `budget` (see the module docstring).
     `rank_build` (default `build`) makes the models the "single" sensitivity scores: a cheaper stand-in for
-    the deployed model is enough to rank nodes."""
+    the deployed model is enough to rank nodes. `macs` (node -> multiply-adds, and the graph's total) lets each
+    plan of the trace record the share of multiply-adds it runs in low precision."""
     say = progress or (lambda _m: None)
     trace: list[dict[str, object]] = []
     # tries at most: all low, the cap, then doubling and bisection over at most log2(cap) steps each
@@ -236,7 +248,12 @@ def search(build: Build, candidates: Sequence[str], evaluator: Evaluator, budget
 
     def measure(kept: Sequence[str]) -> dict[str, float]:
         scores = evaluator.score(build(frozenset(kept)))
-        trace.append({"kept": len(kept), **budget.values(scores)})
+        entry: dict[str, object] = {"kept": len(kept), **budget.values(scores), "nodes": list(kept),
+                                    "scores": dict(scores)}
+        if macs is not None and macs.total > 0:
+            low_set = set(candidates) - set(kept)
+            entry["low_macs_share"] = sum(macs.by_node.get(n, 0) for n in low_set) / macs.total
+        trace.append(entry)
         say(f"budget search: {len(kept)} node(s) kept -> {budget.show(scores)}")
         say(Progressed("budget search (tries, at most)", min(len(trace), most - 1), most))
         return scores

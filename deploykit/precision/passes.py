@@ -27,7 +27,15 @@ from deploykit.errors import BuildError, CalibrationError, InputError
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
 from deploykit.graph.tensors import activations, ensure_node_names, index_graph
 from deploykit.io.metadata import ModelMetadata, write_metadata
-from deploykit.precision.budget import Budget, BudgetResult, Evaluator, local_sensitivities, parse_budget, search
+from deploykit.precision.budget import (
+    Budget,
+    BudgetResult,
+    Evaluator,
+    MacShare,
+    local_sensitivities,
+    parse_budget,
+    search,
+)
 from deploykit.types import Progress
 
 MAX_HOLDOUT = 8
@@ -339,7 +347,22 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         sensitivity = local_sensitivities(source, lowered(frozenset()), triples, inputs, threads)
         sensitivity.update({name: 0.0 for name in candidates if name not in sensitivity})
     return search(deployed, candidates, evaluator, budget, max_kept=options.max_kept, sensitivity=sensitivity,
-                  rank_build=lambda kept: lowered(kept).SerializeToString(), low=low, progress=progress)
+                  rank_build=lambda kept: lowered(kept).SerializeToString(), low=low,
+                  macs=_mac_share(source, inputs[0].shape, progress), progress=progress)
+
+
+def _mac_share(model: onnx.ModelProto, shape: tuple[int, ...], progress: Progress) -> MacShare | None:
+    """Multiply-adds per node at the held-out input shape, so the report can estimate the latency of plans it
+    did not time; None (and a note) when they cannot be counted: the search itself does not need them."""
+    from deploykit.bench.macs import count_onnx_macs
+
+    try:
+        counted = count_onnx_macs(model, shape)
+    except Exception as exc:  # counting is best effort: a failure must not stop the build
+        progress(f"could not count multiply-adds per node ({type(exc).__name__}: {exc}); the report will not "
+                 "estimate the latency of untimed plans")
+        return None
+    return MacShare(counted.by_node, counted.madds)
 
 
 def _node_tensors(model: onnx.ModelProto, names: Sequence[str]) -> list[tuple[str, list[str], str]]:

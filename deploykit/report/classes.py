@@ -22,30 +22,42 @@ def _worst(damage: CandidateDamage, class_names: Sequence[str] | None, baseline:
     return ", ".join(f"{class_name(k, class_names)} (-{fmt(loss, 3)})" for k, loss in worst) or "none"
 
 
-def damage_summary(result: ClassDamageResult, class_names: Sequence[str] | None = None,
-                   table: Table = text_table) -> str:
-    """One row per candidate: agreement, mIoU against the reference, where its flips lie, the classes that lose
-    most (1 - IoU; against ground truth, the reference's IoU minus the candidate's)."""
+def damage_tables(result: ClassDamageResult, class_names: Sequence[str] | None = None
+                  ) -> list[tuple[str, list[str], list[list[object]]]]:
+    """(caption, headers, rows) of the summary tables: one row per candidate with its agreement, mIoU against
+    the reference, where its flips lie and the classes that lose most (1 - IoU); with ground truth, a second
+    table scoring every model against it (a class's loss: the reference's IoU minus the candidate's)."""
     headers = ["candidate", "pixel agree", "mIoU vs reference", f"flips on edges (≤{BOUNDARY_WIDTH} px)",
                "edge band share", "flip rate edge / interior", "classes losing most"]
-    rows = []
+    rows: list[list[object]] = []
     for damage in result.candidates:
         split = damage.boundary
         rates = f"{fmt(split.boundary_rate)} / {fmt(split.interior_rate)}" if split else "-"
         rows.append([damage.label, damage.pixel_agreement, damage.miou, split.boundary_share if split else None,
                      split.band_share if split else None, rates, _worst(damage, class_names, None)])
-    lines = [table(headers, rows)]
+    tables = [("", headers, rows)]
     baseline = result.baseline()
     if baseline is not None:
-        truth_rows = [[d.label, d.pixel_agreement, d.miou,
-                       "-" if d is baseline else _worst(d, class_names, baseline)] for d in result.labels]
-        lines += ["", "Against the ground-truth labels:",
-                  table(["model", "pixel accuracy", "mIoU", "classes losing most vs the reference"], truth_rows)]
+        truth_rows: list[list[object]] = [[d.label, d.pixel_agreement, d.miou,
+                                           "-" if d is baseline else _worst(d, class_names, baseline)]
+                                          for d in result.labels]
+        tables.append(("Against the ground-truth labels:",
+                       ["model", "pixel accuracy", "mIoU", "classes losing most vs the reference"], truth_rows))
+    return tables
+
+
+def damage_summary(result: ClassDamageResult, class_names: Sequence[str] | None = None,
+                   table: Table = text_table) -> str:
+    """damage_tables as text (or Markdown with format.markdown_table as `table`)."""
+    lines: list[str] = []
+    for caption, headers, rows in damage_tables(result, class_names):
+        lines += ["", caption] if caption else []
+        lines.append(table(headers, rows))
     return "\n".join(lines)
 
 
-def class_table(result: ClassDamageResult, class_names: Sequence[str] | None = None,
-                table: Table = text_table) -> str:
+def class_rows(result: ClassDamageResult, class_names: Sequence[str] | None = None
+               ) -> tuple[list[str], list[list[object]]]:
     """One row per class present: the reference's pixel share, each candidate's IoU and pixel share, and with
     ground truth each model's IoU against it."""
     indices = sorted({c.index for d in (*result.candidates, *result.labels) for c in d.classes})
@@ -62,4 +74,10 @@ def class_table(result: ClassDamageResult, class_names: Sequence[str] | None = N
             row += [found.iou if found else None, found.candidate_share if found else 0.0]
         row += [d.iou(index) for d in result.labels]
         rows.append(row)
-    return table(headers, rows)
+    return headers, rows
+
+
+def class_table(result: ClassDamageResult, class_names: Sequence[str] | None = None,
+                table: Table = text_table) -> str:
+    """class_rows as text (or Markdown)."""
+    return table(*class_rows(result, class_names))

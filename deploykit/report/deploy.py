@@ -3,15 +3,19 @@ rendered from one DeployResult (deploykit.pipeline.results) through one block li
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deploykit.backends.base import REFERENCE
 from deploykit.io.outputs import write_json, write_text
+from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.parity.metrics import METRICS
 from deploykit.precision.table import BASELINE
+from deploykit.report.classes import class_rows, damage_tables
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
 from deploykit.report.format import fmt
+from deploykit.report.frontier import MAX_EXTRAPOLATION, frontier
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
@@ -46,20 +50,103 @@ def accuracy_rows(parity: ParityResult) -> list[list[object]]:
     return rows
 
 
-def blocks(result: DeployResult, plots: dict[str, Path]) -> list[Block]:
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def verdict_blocks(result: DeployResult) -> list[Block]:
+    """The answer first (pipeline.verdict): what to ship, and one line per artifact not chosen."""
+    head, *others = result.verdict.lines()
+    out: list[Block] = [Heading("Verdict"), Paragraph(_sentence(head.removeprefix("verdict: ")))]
+    if others:
+        out.append(Bullets(tuple(line.strip() for line in others)))
+    return out
+
+
+def short_labels(parity: ParityResult) -> dict[str, str]:
+    """Candidate label -> its precision when those are distinct (a deploy's case), else the file name: full
+    paths make the pictures' captions and the class table's headers unreadable."""
+    precisions = [c.precision for c in parity.candidates]
+    distinct = len(set(precisions)) == len(precisions)
+    return {c.label: c.precision if distinct else Path(c.label).name for c in parity.candidates}
+
+
+def _relabelled(damage: ClassDamageResult, names: dict[str, str]) -> ClassDamageResult:
+    def short(items: tuple[CandidateDamage, ...]) -> tuple[CandidateDamage, ...]:
+        return tuple(replace(d, label=names.get(d.label, d.label)) for d in items)
+    return replace(damage, candidates=short(damage.candidates), labels=short(damage.labels))
+
+
+def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
+    """Where the candidates differ (report.masks) and which classes suffer (report.classes)."""
+    out: list[Block] = []
+    if pictures is not None and parity.pictures is not None:
+        kind = "masks" if parity.pictures.task == "segmentation" else "saliency maps"
+        indices = ", ".join(str(p.index) for p in parity.pictures.inputs)
+        out += [Heading("Where the candidates differ"),
+                Paragraph(f"The {len(parity.pictures.inputs)} input(s) where the candidates disagree most with "
+                          f"PyTorch (input {indices} of {parity.input_count}), as {kind}, drawn from the parity "
+                          "run's own outputs."),
+                Image("where the candidates differ", pictures)]
+    damage = _relabelled(parity.class_damage, short_labels(parity)) if parity.class_damage else None
+    if damage is not None:
+        out += [Heading("Per-class damage"),
+                Paragraph(f"IoU of each class against PyTorch's mask, and where the disagreeing pixels lie: within "
+                          f"{BOUNDARY_WIDTH} px of the reference's class edges (outline flips, usually benign) or "
+                          "inside classes (blobs that change what the mask says). 'edge band share' is the share of "
+                          "all pixels in that band: a flip share near it means flips scattered at random.")]
+        for caption, headers, rows in damage_tables(damage, parity.class_names):
+            out += [Paragraph(caption)] if caption else []
+            out.append(table(headers, rows))
+        out.append(table(*class_rows(damage, parity.class_names)))
+    return out
+
+
+def frontier_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
+    """Latency against the task metric (report.frontier), as a table and the plot."""
+    found = frontier(result)
+    if found is None or len(found.points) < 2:
+        return []
+    rows = [[p.label, p.kind, p.kept, p.metric, p.latency_ms, "estimated" if p.estimated else
+             ("measured" if p.latency_ms is not None else "not estimated")] for p in found.points]
+    searched = any(p.kind != "artifact" for p in found.points)
+    text = (f"Every artifact (scored on the parity inputs) and every plan the accuracy-budget search evaluated "
+            f"(scored on its held-out calibration inputs), {found.metric} against latency. A plan's latency is "
+            "measured only for the plan that was built; the others are estimated by interpolating between FP32 "
+            "and the built artifact in the share of multiply-adds run in low precision." if searched else
+            f"Each artifact's {found.metric} on the parity inputs against its latency. With --accuracy-budget, "
+            "every plan the budget search evaluates (nodes kept in float) is added here.")
+    out: list[Block] = [Heading("Speed/accuracy frontier"), Paragraph(text),
+                        table(["plan", "kind", "nodes kept in float", found.metric, "latency ms", "latency"], rows)]
+    if any(p.latency_ms is None for p in found.points if p.kind == "plan"):
+        shares = ", ".join(f"{k} {100 * v:.2g}%" for k, v in found.built_shares.items())
+        out.append(Note(f"Latency not estimated where a plan runs more than {MAX_EXTRAPOLATION:g} times the built "
+                        f"plan's share of multiply-adds in low precision (built: {shares or 'unknown'}): a straight "
+                        "line through one measured point would be a guess."))
+    if plot is not None:
+        out.append(Image("speed/accuracy frontier", plot))
+    return out
+
+
+def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None = None) -> list[Block]:
     parity, bench, layers = result.parity, result.bench, result.layers
+    plots = dict(plots)
+    frontier_plot = plots.pop("frontier", None)
     out: list[Block] = [
         Heading(f"deploykit report: {result.model}", 1),
+        *verdict_blocks(result),
         Paragraph(f"Options {result.options or '(defaults)'}; weights {result.weights or '(builder initialisation)'}; "
                   f"backend {result.backend} ({result.backend_note})."),
         Heading("Accuracy against PyTorch"),
         Paragraph(f"{parity.input_count} inputs: {parity.inputs}. {parity.summary()}."),
         table(["precision", "output", "cosine", "max abs", "SNR dB", "task metrics", "verdict"],
               accuracy_rows(parity)),
+        *picture_blocks(parity, pictures),
         Heading("Latency"),
         table(["backend", "precision", "batch", "input", "median ms", "p90 ms", "p99 ms", "images/s", "GFLOP/s",
                "% GEMM peak"], latency_rows(bench)),
         table(["run", "median ms", "speed-up vs PyTorch", "speed-up vs fp32"], _ratio_rows(bench)),
+        *frontier_blocks(result, frontier_plot),
     ]
     if bench.peaks:
         peaks = bench.peaks
@@ -95,13 +182,25 @@ def markdown(result: DeployResult, plots: dict[str, Path]) -> str:
     return to_markdown(blocks(result, plots))
 
 
+def write_pictures(parity: ParityResult, out: Path) -> Path | None:
+    """pictures.png from what the parity run kept (report.masks), or None when nothing disagrees."""
+    from deploykit.report.masks import pictures_png, write_png
+
+    if parity.pictures is None or not parity.pictures.inputs:
+        return None
+    names = short_labels(parity)
+    pictures = replace(parity.pictures, labels=tuple(names.get(label, label) for label in parity.pictures.labels))
+    return write_png(out / "pictures.png", pictures_png(pictures, class_names=parity.class_names), force=True)
+
+
 def write_report(result: DeployResult, out: Path) -> dict[str, Path]:
     """Write report.md, report.html, summary.json and the plots into `out`; returns the files."""
     from deploykit.report.deploy_plots import make_plots
 
     plots = make_plots(result, out)
-    parts = blocks(result, plots)
+    pictures = write_pictures(result.parity, out)
+    parts = blocks(result, plots, pictures)
     files = {"markdown": write_text(out / "report.md", to_markdown(parts), force=True),
              "html": write_text(out / "report.html", to_html(parts, "deploykit report"), force=True),
              "json": write_json(out / "summary.json", result.to_dict(), force=True)}
-    return {**files, **plots}
+    return {**files, **plots, **({"pictures": pictures} if pictures else {})}

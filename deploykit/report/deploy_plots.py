@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from deploykit.errors import BackendUnavailable
 from deploykit.parity.metrics import METRICS
 from deploykit.report.format import require_matplotlib, save_png
+from deploykit.report.frontier import Frontier, frontier
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
@@ -81,6 +82,35 @@ def _precision_map(plt: Any, builds: list[BuildResult], path: Path) -> Path | No
     return save_png(fig, path, force=True)
 
 
+def _frontier(plt: Any, found: Frontier | None, path: Path) -> Path | None:
+    """Latency against the task metric (report.frontier): artifacts, plans the budget search tried (hollow where
+    the latency is estimated), the chosen plan starred."""
+    if found is None or not any(p.latency_ms is not None for p in found.points):
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    styles = {("artifact", False): ("s", "#4c72b0", "artifact (parity inputs; latency measured)"),
+              ("plan", True): ("o", "none", "plan tried by the budget search (held-out inputs; latency estimated "
+                                           "from the low-precision share of multiply-adds)"),
+              ("plan", False): ("o", "#dd8452", "plan tried by the budget search (latency measured)"),
+              ("chosen", False): ("*", "#c44e52", "chosen plan (held-out inputs; its artifact, measured)")}
+    for (kind, estimated), (marker, face, label) in styles.items():
+        chosen = [p for p in found.points if p.kind == kind and p.estimated == estimated and p.latency_ms is not None]
+        if chosen:
+            ax.scatter([p.latency_ms for p in chosen], [p.metric for p in chosen], marker=marker, s=140 if
+                       marker == "*" else 45, facecolors=face, edgecolors="#dd8452" if face == "none" else face,
+                       label=label, zorder=3 if kind == "chosen" else 2)
+    for point in found.points:
+        if point.latency_ms is not None and point.kind != "plan":
+            ax.annotate(point.label, (point.latency_ms, point.metric), textcoords="offset points", xytext=(6, 4),
+                        fontsize=8)
+    ax.set_xlabel("latency ms (median, batch 1)")
+    ax.set_ylabel(f"{found.metric} against PyTorch")
+    ax.set_title("Speed/accuracy frontier")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    return save_png(fig, path, force=True)
+
+
 def make_plots(result: DeployResult, out: Path) -> dict[str, Path]:
     try:
         plt = require_matplotlib()
@@ -91,5 +121,6 @@ def make_plots(result: DeployResult, out: Path) -> dict[str, Path]:
         "accuracy": _accuracy(plt, result.parity, out / "accuracy.png"),
         "layers": _layers(plt, result.layers, out / "layers.png"),
         "precision map": _precision_map(plt, result.builds, out / "precision_map.png"),
+        "frontier": _frontier(plt, frontier(result), out / "frontier.png"),
     }
     return {name: path for name, path in made.items() if path is not None}

@@ -73,7 +73,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;"
-         "padding:3px 8px;text-align:right}th{background:#f3f3f3}img{max-width:100%}")
+         "padding:3px 8px;text-align:right}td.t{text-align:left;overflow-wrap:anywhere}th{background:#f3f3f3}"
+         "img{max-width:100%}")
 
 
 def _html_block(block: Block) -> str:
@@ -87,8 +88,8 @@ def _html_block(block: Block) -> str:
         return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>"
-                       for row in block.rows)
+        body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(c, str) else ''}>{html.escape(fmt(c))}</td>"
+                                        for c in row) + "</tr>" for row in block.rows)
         return f"<table><tr>{head}</tr>{body}</table>"
     data = base64.b64encode(block.path.read_bytes()).decode()
     return f'<figure><img alt="{html.escape(block.name)}" src="data:image/png;base64,{data}"></figure>'

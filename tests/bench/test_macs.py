@@ -57,6 +57,7 @@ def test_counts_match_the_module_counter_at_another_shape(mixed_onnx: tuple[Path
     assert counted.madds == expected
     assert not counted.unresolved
     assert set(counted.by_op) == {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+    assert sum(counted.by_node.values()) == expected and len(counted.by_node) >= len(counted.by_op)
     assert counted.gflops == pytest.approx(2 * expected / 1e9)
     assert count_onnx_macs(path, (1, 3, 32, 32)).madds == count_complexity(model, (1, 3, 32, 32)).madds
 

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from deploykit.errors import CalibrationError, InputError
-from deploykit.precision.budget import Budget, Evaluator, Term, parse_budget, search
+from deploykit.precision.budget import Budget, Evaluator, MacShare, Term, parse_budget, search
 from tests.fixtures.precision_models import resize_graph
 
 
@@ -56,6 +56,21 @@ def test_search_keeps_the_fewest_most_sensitive_nodes() -> None:
     assert result.unrestricted == {"pixel_agreement": pytest.approx(1 - sum(ERRORS.values()))}
     assert list(result.sensitivity)[:3] == ["n3", "n1", "n5"]
     assert result.evaluations == evaluator.evaluations <= len(ERRORS) + 2 + 2 * 3
+
+
+def test_the_trace_records_every_plan_evaluated_for_the_frontier() -> None:
+    macs = MacShare({name: 10 * (i + 1) for i, name in enumerate(ERRORS)}, total=400)  # 360 in candidates
+    result = search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.985",
+                                                                             "segmentation"), macs=macs)
+    assert len(result.trace) == result.evaluations - len(ERRORS)  # every plan, not the sensitivity runs
+    first, cap = result.trace[0], result.trace[1]
+    assert first["nodes"] == [] and first["low_macs_share"] == pytest.approx(360 / 400)
+    assert cap["kept"] == len(ERRORS) and cap["low_macs_share"] == 0.0
+    chosen = next(t for t in result.trace if t["nodes"] == result.kept)
+    # n3, n1, n5 (40 + 20 + 60 multiply-adds) back in float
+    assert chosen["low_macs_share"] == pytest.approx((360 - 120) / 400)
+    assert chosen["scores"] == {"cosine": pytest.approx(1 - 0.0038), "pixel_agreement": pytest.approx(1 - 0.0076)}
+    assert chosen["pixel_agreement"] == chosen["scores"]["pixel_agreement"]  # type: ignore[index]
 
 
 def test_every_term_of_a_budget_must_hold() -> None:

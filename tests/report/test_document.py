@@ -17,5 +17,5 @@ def test_markdown_and_html_render_the_same_blocks(tmp_path: Path) -> None:
     assert markdown.startswith("# Report <x>") and "| cosine |" in markdown and "| name | value |" in markdown
     assert "> busy machine" in markdown and "- two" in markdown and "![plot](plot.png)" in markdown
     assert "<h1>Report &lt;x&gt;</h1>" in html and "<blockquote>busy machine</blockquote>" in html
-    assert "<td>cosine</td>" in html and "<li>two</li>" in html and "data:image/png;base64," in html
+    assert "<td class=t>cosine</td>" in html and "<li>two</li>" in html and "data:image/png;base64," in html
     assert html.count("<tr>") == 3  # the header and two rows, never a Markdown rule parsed as a row

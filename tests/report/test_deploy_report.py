@@ -1,0 +1,147 @@
+"""The deploy report people act on (issue 13): the verdict first and last, pictures and per-class damage from the
+parity run's own outputs, the speed/accuracy frontier of the budget search, and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from dataclasses import replace
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from deploykit.cli import cli
+from deploykit.parity.pictured import Pictures
+from deploykit.pipeline.results import DeployResult
+from deploykit.pipeline.verdict import decide
+from deploykit.report.frontier import frontier
+
+ARGS = ["deploy", "deeplabv3plus_mobilenetv2", "--set", "width_multiplier=0.25", "--input-shape", "1,3,65,65",
+        "--precisions", "fp32,int8", "--calib-data", "photos", "--accuracy-budget", "pixel_agreement>=0.999",
+        "--bench-seconds", "0.2", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
+    out = tmp_path_factory.mktemp("report") / "dl"
+    result = CliRunner().invoke(cli, [*ARGS, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def _loaded(out: Path) -> DeployResult:
+    return DeployResult.from_dict(json.loads((out / "summary.json").read_text()), out)
+
+
+class _Sources(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.sources += [(tag, name, value or "") for name, value in attrs if name in ("src", "href", "srcset",
+                                                                                      "poster", "data")]
+
+
+def test_html_is_self_contained_and_every_image_decodes(deployed: tuple[Path, Result]) -> None:
+    out, _ = deployed
+    html = (out / "report.html").read_text()
+    parser = _Sources()
+    parser.feed(html)
+    assert {tag for tag, _, _ in parser.sources} == {"img"}  # no <script src>, <link href>, <a href> to follow
+    assert not re.search(r"url\(|@import", html)  # nor CSS that fetches
+    for _, _, value in parser.sources:
+        assert value.startswith("data:image/png;base64,"), value[:80]
+        with Image.open(io.BytesIO(base64.b64decode(value.split(",", 1)[1]))) as image:
+            image.load()  # decodes every pixel, not just the header
+            assert image.width > 50 and image.height > 50
+    alts = re.findall(r'<img alt="([^"]+)"', html)
+    assert "where the candidates differ" in alts and "speed/accuracy frontier" in alts
+
+
+def test_the_verdict_opens_the_report_and_closes_the_output(deployed: tuple[Path, Result]) -> None:
+    out, result = deployed
+    summary = json.loads((out / "summary.json").read_text())
+    verdict = summary["verdict"]
+    assert verdict["ship"] in {"model.fp32.ort.onnx", "model.int8.ort.onnx"}
+    assert result.output.rstrip().splitlines()[-len(verdict["text"]):] == verdict["text"]
+    assert verdict["text"][0].startswith(f"verdict: ship {verdict['ship']}")
+    assert len(verdict["rejected"]) == 1 and "slower" in verdict["rejected"][0]["reason"]
+    report = (out / "report.md").read_text()
+    assert report.index("## Verdict") < report.index("## Accuracy against PyTorch")
+    assert verdict["speedup_vs_torch"] > 1 and set(verdict["task_metrics"]) >= {"pixel_agreement", "miou"}
+
+
+def test_a_failing_artifact_is_not_shipped_and_says_why(deployed: tuple[Path, Result]) -> None:
+    loaded = _loaded(deployed[0])
+    fp32 = loaded.parity.candidates[0]
+    output = fp32.outputs[0]
+    output.checks[0] = replace(output.checks[0], passed=False)
+    verdict = decide(loaded.builds, loaded.parity, loaded.bench)
+    assert verdict.ship == "model.int8.ort.onnx"
+    assert [r.artifact for r in verdict.rejected] == ["model.fp32.ort.onnx"]
+    assert verdict.rejected[0].reason.startswith("fails parity: output ")
+    for check in (c for o in loaded.parity.candidates[1].outputs for c in o.checks):
+        object.__setattr__(check, "passed", False)
+    assert decide(loaded.builds, loaded.parity, loaded.bench).lines()[0] == (
+        "verdict: nothing to ship: no artifact passes every parity gate")
+
+
+def test_pictures_and_class_damage_come_from_the_parity_run(deployed: tuple[Path, Result]) -> None:
+    out, _ = deployed
+    pictures = Pictures.from_npz(out / "pictures.npz")
+    assert pictures.task == "segmentation" and 1 <= len(pictures.inputs) <= 4
+    assert len(pictures.labels) == 2 and pictures.inputs[0].image.shape == (65, 65, 3)
+    parity = json.loads((out / "parity.json").read_text())
+    damage = parity["class_damage"]
+    assert [c["label"] for c in damage["candidates"]] == [c["label"] for c in parity["candidates"]]
+    int8 = damage["candidates"][1]
+    assert int8["pixel_agreement"] == pytest.approx(parity["candidates"][1]["outputs"][0]["metrics"]
+                                                    ["pixel_agreement"])
+    report = (out / "report.md").read_text()
+    assert "## Where the candidates differ" in report and "| class | reference share | fp32 IoU |" in report
+
+
+def test_the_frontier_holds_every_plan_the_search_evaluated(deployed: tuple[Path, Result]) -> None:
+    loaded = _loaded(deployed[0])
+    trace = loaded.builds[1].report["budget"]["trace"]
+    assert all({"nodes", "scores", "low_macs_share"} <= set(entry) for entry in trace)
+    found = frontier(loaded)
+    assert found is not None and found.metric == "pixel_agreement"
+    plans = [p for p in found.points if p.kind != "artifact"]
+    assert len(plans) == len({tuple(t["nodes"]) for t in trace})
+    chosen = [p for p in plans if p.kind == "chosen"]
+    assert len(chosen) == 1 and not chosen[0].estimated
+    assert chosen[0].latency_ms == next(p.latency_ms for p in found.points if p.label == "int8 artifact")
+    everything_float = next(p for p in plans if p.kept == loaded.builds[1].report["budget"]["candidates"])
+    fp32_ms = next(p.latency_ms for p in found.points if p.label == "fp32 artifact")
+    assert everything_float.estimated and everything_float.latency_ms == pytest.approx(fp32_ms)
+    assert "## Speed/accuracy frontier" in (deployed[0] / "report.md").read_text()
+
+
+def test_a_resumed_deploy_draws_the_pictures_without_rerunning_parity(deployed: tuple[Path, Result]) -> None:
+    out, _ = deployed
+    (out / "report.html").unlink()
+    again = CliRunner().invoke(cli, [*ARGS, "--out", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    steps = {s["name"]: s["skipped"] for s in json.loads(again.stdout)["steps"]}
+    assert steps["parity"] and steps["build-int8"]
+    assert 'alt="where the candidates differ"' in (out / "report.html").read_text()
+
+
+def test_artifacts_within_timing_noise_ship_the_higher_precision(deployed: tuple[Path, Result]) -> None:
+    loaded = _loaded(deployed[0])
+    fp32 = next(r for r in loaded.bench.results if r.backend != "torch" and r.precision == "fp32")
+    int8 = next(r for r in loaded.bench.results if r.precision == "int8")
+    for factor, shipped in ((0.97, "model.fp32.ort.onnx"), (0.9, "model.int8.ort.onnx")):
+        int8.latency = replace(int8.latency, median=fp32.latency.median * factor)
+        verdict = decide(loaded.builds, loaded.parity, loaded.bench)
+        assert verdict.ship == shipped, factor
+    assert "slower" in verdict.rejected[0].reason
+    int8.latency = replace(int8.latency, median=fp32.latency.median * 0.97)
+    assert "as fast within 5%" in decide(loaded.builds, loaded.parity, loaded.bench).rejected[0].reason
