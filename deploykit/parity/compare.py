@@ -5,6 +5,8 @@ Each input is fed to every target in turn (one batch in memory at a time), cast 
 input takes (an FP16 model with float16 I/O gets float16). Outputs pair by name, or by position when the names
 differ but the counts agree. Numeric metrics are computed per input and aggregated (metrics.aggregate_numeric);
 task metrics stream over inputs (metrics.TaskAccumulator) on every output shaped like the task's prediction.
+With ground-truth masks (settings.labels, parity/labels.py) every segmentation output of the reference and of
+each candidate is also scored against them (metrics.LabelAccumulator: miou_gt, and miou_drop in points).
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ import numpy as np
 
 from deploykit.backends.onnxruntime.runner import provider_chain
 from deploykit.backends.targets import Target
-from deploykit.errors import ParityError
+from deploykit.errors import InputError, ParityError
 from deploykit.parity import gates as gating
 from deploykit.parity.inputs import InputSet
+from deploykit.parity.labels import LabelSet, match_labels
 from deploykit.parity.localize import TOLERANCES, Localization, localize
-from deploykit.parity.metrics import NumericMetrics, TaskAccumulator, aggregate_numeric, fits_task, numeric_metrics
+from deploykit.parity.metrics import (
+    LabelAccumulator,
+    NumericMetrics,
+    TaskAccumulator,
+    aggregate_numeric,
+    fits_task,
+    numeric_metrics,
+)
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress
 
@@ -44,6 +54,7 @@ class ParitySettings:
     top_k: int = 5
     localize_tolerance: float | None = None
     providers: tuple[str, ...] = ("cpu",)
+    labels: str | None = None  # a folder of ground-truth PNG masks matched to --inputs images by file name
 
 
 @dataclass
@@ -118,6 +129,7 @@ class ParityResult:
     input_count: int
     candidates: list[CandidateResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # provenance mismatches that explain a failure
+    reference_miou_gt: dict[str, float] = field(default_factory=dict)  # per output, with --labels
 
     @property
     def passed(self) -> bool:
@@ -133,7 +145,8 @@ class ParityResult:
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "reference_backend": self.reference_backend, "task": self.task,
                 "inputs": self.inputs, "input_count": self.input_count, "passed": self.passed,
-                "summary": self.summary(), "notes": self.notes, "candidates": [c.to_dict() for c in self.candidates]}
+                "summary": self.summary(), "notes": self.notes, "reference_miou_gt": self.reference_miou_gt,
+                "candidates": [c.to_dict() for c in self.candidates]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ParityResult:
@@ -141,7 +154,8 @@ class ParityResult:
                    task=data.get("task"), inputs=str(data.get("inputs", "")),
                    input_count=int(data.get("input_count", 0)),
                    candidates=[CandidateResult.from_dict(c) for c in data.get("candidates", [])],
-                   notes=list(data.get("notes", [])))
+                   notes=list(data.get("notes", [])),
+                   reference_miou_gt={k: float(v) for k, v in data.get("reference_miou_gt", {}).items()})
 
 
 def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -168,9 +182,11 @@ class _Tally:
         self.pairs: list[tuple[str, str]] | None = None
         self.numeric: dict[str, list[NumericMetrics]] = {}
         self.tasks: dict[str, TaskAccumulator] = {}
+        self.truth: dict[str, LabelAccumulator] = {}
         self.worst = (math.inf, 0)
 
-    def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+    def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+            truth: np.ndarray | None = None) -> None:
         self.pairs = self.pairs or pair_outputs(reference, candidate, self.target.label)
         for ref_name, cand_name in self.pairs:
             r, c = reference[ref_name], candidate[cand_name]
@@ -181,11 +197,14 @@ class _Tally:
             self.numeric.setdefault(ref_name, []).append(metrics)
             if self.task is not None and fits_task(self.task, r.shape):
                 self.tasks.setdefault(ref_name, TaskAccumulator(self.task)).add(r, c)
+                if truth is not None:
+                    self.truth.setdefault(ref_name, LabelAccumulator()).add(c, truth)
             first = ref_name == self.pairs[0][0]
             if first and not math.isnan(self.worst[0]) and not metrics.cosine >= self.worst[0]:
                 self.worst = (metrics.cosine, index)
 
-    def result(self, precision: str, overrides: Sequence[gating.Gate]) -> CandidateResult:
+    def result(self, precision: str, overrides: Sequence[gating.Gate],
+               reference_gt: Mapping[str, float]) -> CandidateResult:
         assert self.pairs is not None
         gates = gating.gates_for(precision, overrides)
         gating.check_gate_outputs(overrides, [name for name, _ in self.pairs])
@@ -194,6 +213,9 @@ class _Tally:
             metrics: dict[str, float] = dict(aggregate_numeric(self.numeric[ref_name]).to_dict())
             if ref_name in self.tasks:
                 metrics.update(self.tasks[ref_name].result())
+            if ref_name in self.truth:
+                metrics["miou_gt"] = self.truth[ref_name].miou()
+                metrics["miou_drop"] = 100.0 * (reference_gt[ref_name] - metrics["miou_gt"])
             outputs.append(OutputResult(ref_name, cand_name, metrics, gating.evaluate(gates, ref_name, metrics)))
         return CandidateResult(label=self.target.label, backend=self.target.runner.describe(), precision=precision,
                                outputs=outputs, worst_input=self.worst[1])
@@ -211,25 +233,46 @@ def compare(
     task = reference.task or next((c.task for c in candidates if c.task), None)
     tallies = [_Tally(c, task, settings.atol, settings.rtol) for c in candidates]
     worst: list[np.ndarray | None] = [None] * len(candidates)
+    labels = _labels(settings.labels, task, inputs)
+    reference_truth: dict[str, LabelAccumulator] = {}
     with contextlib.ExitStack() as stack:
         for target in (reference, *candidates):
             stack.enter_context(target.runner)
         for index, x in enumerate(inputs.batches()):
             say(f"input {index + 1}/{inputs.count}")
             expected = reference.runner.infer(_feed(reference, x))
+            truth = labels.read(index) if labels is not None else None
+            if truth is not None:
+                for name, value in expected.items():
+                    if fits_task("segmentation", value.shape):
+                        reference_truth.setdefault(name, LabelAccumulator()).add(value, truth)
             for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
-                tally.add(index, expected, target.runner.infer(_feed(target, x)))
+                tally.add(index, expected, target.runner.infer(_feed(target, x)), truth)
                 if tally.worst[1] == index:
                     worst[i] = x
     if not any(t.pairs for t in tallies):
         raise ParityError("no inputs were compared; check --inputs / --random / --limit")
     result = ParityResult(reference=reference.label, reference_backend=reference.runner.describe(), task=task,
                           inputs=inputs.description, input_count=inputs.count,
-                          candidates=[t.result(settings.precision or c.precision, settings.gates)
-                                      for t, c in zip(tallies, candidates, strict=True)])
+                          reference_miou_gt={k: v.miou() for k, v in reference_truth.items()})
+    result.candidates = [t.result(settings.precision or c.precision, settings.gates, result.reference_miou_gt)
+                         for t, c in zip(tallies, candidates, strict=True)]
     failed = {c.label for c in result.candidates if not c.passed}
     result.notes = [note for label, note in provenance_notes(reference, candidates) if label in failed]
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
+
+
+def _labels(folder: str | None, task: str | None, inputs: InputSet) -> LabelSet | None:
+    """The ground-truth mask of each input, checked before any model runs (None without --labels)."""
+    if folder is None:
+        return None
+    if task != "segmentation":
+        raise InputError(f"--labels scores segmentation masks; this model's task is {task or 'unknown'} "
+                          "(give --task segmentation for a user model)")
+    if not inputs.files or len(inputs.files) != inputs.count:
+        raise InputError("--labels matches masks to input images by file name; give --inputs DIR (a folder of "
+                          "images) and no --random")
+    return match_labels(folder, inputs.files)
 
 
 def provenance_notes(reference: Target, candidates: Sequence[Target]) -> list[tuple[str, str]]:

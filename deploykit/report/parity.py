@@ -58,9 +58,13 @@ def localization_lines(candidate: CandidateResult, table: Table = text_table) ->
     return lines
 
 
+def _truth_lines(result: ParityResult) -> list[str]:
+    return [f"reference mIoU vs labels ({name}): {fmt(value)}" for name, value in result.reference_miou_gt.items()]
+
+
 def text_report(result: ParityResult) -> str:
     lines = [f"reference: {result.reference} ({result.reference_backend}); task: {result.task or 'unknown'}",
-             f"inputs: {result.inputs}", "", summary_table(result)]
+             f"inputs: {result.inputs}", *_truth_lines(result), "", summary_table(result)]
     failures = [(c.label, f) for c in result.candidates for o in c.outputs for f in o.failures()]
     if failures:
         lines += ["", *(f"FAIL {label}: {failure}" for label, failure in failures)]
