@@ -105,6 +105,11 @@ def _load_array(path: Path) -> np.ndarray:
         raise InputError(f"cannot read calibration data {path}: {exc}") from exc
     if array.ndim != 4:
         raise InputError(f"{path}: array of shape {list(array.shape)}; expected preprocessed N,C,H,W inputs")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{path} holds {array.dtype} values; calibration inputs are preprocessed float tensors "
+                         "(normalised as the model expects), not raw pixels: save float32, or give the images folder")
+    if array.shape[0] == 0:
+        raise InputError(f"{path} holds no inputs (shape {list(array.shape)})")
     return array
 
 

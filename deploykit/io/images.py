@@ -79,6 +79,9 @@ def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
         array = loaded[input_name if input_name in names else names[0]]
     if array.ndim != 4:
         raise InputError(f"{file}: array of shape {list(array.shape)}; expected N,C,H,W")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{file} holds {array.dtype} values; inputs are preprocessed float tensors, not raw pixels "
+                         "(save float32, or give a folder of images)")
     return [array[i : i + 1].astype(np.float32) for i in range(array.shape[0])]
 
 

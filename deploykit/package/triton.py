@@ -19,7 +19,8 @@ import onnx
 
 from deploykit.backends.base import BACKENDS
 from deploykit.backends.targets import ONNX_RUNNER
-from deploykit.errors import BackendUnavailable, InputError, OutputExists
+from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, OutputExists
+from deploykit.io.outputs import check_output_dir
 from deploykit.io.sidecar import read_sidecar
 
 _TRITON_TYPES: dict[int, str] = {
@@ -144,10 +145,14 @@ def write_repository(
 ) -> list[TritonModel]:
     """Write a model repository for `artifacts`; the folder appears complete or not at all."""
     target = Path(out)
+    if len(names) > len(artifacts):
+        raise ConfigConflict(f"{len(names)} --name values for {len(artifacts)} artifact(s); give at most one "
+                             "--name per artifact, in the artifacts' order")
     if target.exists() and not force:
         raise OutputExists(f"{target} exists already; pass --force to replace it")
+    check_output_dir(target)
     if not target.parent.is_dir():
-        raise InputError(f"cannot write {target}: folder {target.parent} does not exist")
+        raise InputError(f"cannot write {target}: folder {target.parent} does not exist; create it first")
     models = [describe_artifact(a, name=names[i] if i < len(names) else None, max_batch_size=max_batch_size)
               for i, a in enumerate(artifacts)]
     duplicates = sorted({m.name for m in models if [x.name for x in models].count(m.name) > 1})

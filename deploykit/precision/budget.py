@@ -117,7 +117,8 @@ class Evaluator:
     def _run(self, model: bytes) -> list[list[np.ndarray]]:
         session = session_from_onnx(model, threads=self.threads)
         name = session.get_inputs()[0].name
-        return [list(session.run(None, {name: x})) for x in self.inputs]
+        dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32  # --fp16-io
+        return [list(session.run(None, {name: x.astype(dtype, copy=False)})) for x in self.inputs]
 
     def score(self, model: bytes) -> dict[str, float]:
         """cosine (worst output, worst input) and, for a known task, the task metrics of output 0."""
