@@ -140,9 +140,12 @@ def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, t
 
 def _read_graph(path: Path) -> onnx.ModelProto:
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf decode errors have no common type
         raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from exc
+    if not model.graph.input or not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
+    return model
 
 
 def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], threads: int | None) -> Target:

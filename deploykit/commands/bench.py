@@ -126,6 +126,8 @@ def _read_baseline(path: str) -> Any:
                          "`deploykit bench` run") from None
     try:
         return BenchReport.from_dict(data)
+    except InputError as exc:
+        raise InputError(f"--compare {path} is not a deploykit bench JSON: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"--compare {path} is JSON but not a `deploykit bench -o` report (missing or wrong "
                          f"{exc}); give the -o file of an earlier bench run") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
         raise InputError(f"input file {file} does not exist")
     try:
         loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read {file}: {exc}") from exc
     if isinstance(loaded, np.ndarray):
         array = loaded

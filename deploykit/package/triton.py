@@ -109,7 +109,13 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         if not graph_file.is_file():
             raise InputError(f"{file}: its sidecar does not name a readable source ONNX; rebuild with build-engine")
     platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
-    graph = onnx.load(str(graph_file), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(graph_file), load_external_data=False).graph
+    except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
+        raise InputError(f"{graph_file} is not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else exc})"
+                         ) from None
+    if not graph.input or not graph.output:
+        raise InputError(f"{graph_file} holds no ONNX graph (an empty or truncated file); export it again")
     first = graph.input[0].type.tensor_type.shape.dim
     batched = bool(first) and not first[0].HasField("dim_value") and max_batch_size > 0
     return TritonModel(

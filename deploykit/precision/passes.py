@@ -23,7 +23,7 @@ from deploykit.calib.methods import MinMax, amax, make_method
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, InputError
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
-from deploykit.graph.tensors import activations, ensure_node_names, index_graph
+from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.precision.budget import Budget, BudgetResult, Evaluator, local_sensitivities, parse_budget, search
 from deploykit.types import Progress
@@ -139,6 +139,8 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     with a budget the fewest most sensitive nodes stay float32 until it is met."""
     source = onnx.ModelProto.FromString(source.SerializeToString())
     ensure_node_names(source.graph)
+    if keep:  # a typo fails now, before calibration writes its cache
+        match_nodes(source.graph, keep, index_graph(source), option="--keep-fp32")
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
     if budget is not None and options.data is None:
         raise CalibrationError("an accuracy budget needs --calib-data (a quarter of it is held out to measure it)")
@@ -194,6 +196,10 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
                          f"{opset}: re-export it with `deploykit export --opset 18`")
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
+    if keep_float:  # a typo fails now, before calibration writes its cache (on a copy named as QdqBuilder names)
+        named = onnx.ModelProto.FromString(source.SerializeToString())
+        ensure_node_names(named.graph)
+        match_nodes(named.graph, keep_float, index_graph(named), option="--keep-float")
     data, held = _split(_data(options, source, meta, progress), options, budget)
     method = make_method(options.method, percentile=options.percentile)
     tensors = calibration_tensors(source)
