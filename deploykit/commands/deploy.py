@@ -74,8 +74,8 @@ def _early_checks(model: str, task: str | None, budget: str | None, labels: str 
 
     if not is_factory_path(model) and not Path(model).exists():
         task = task or get_model_spec(model).task
-    if budget is not None:
-        parse_budget(budget, task)
+    if budget is not None and parse_budget(budget, task).needs_labels and labels is None:
+        raise ConfigConflict(f"accuracy budget {budget} is measured against ground truth; add --labels DIR")
     if labels is not None:
         if not Path(labels).is_dir():
             raise InputError(f"--labels {labels} is not a folder; give the folder of ground-truth PNG masks")

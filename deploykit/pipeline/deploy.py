@@ -181,7 +181,8 @@ class _Run:
 
         opts = self.opts
         result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend.name,
-                                calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n),
+                                calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n,
+                                                               labels=opts.labels),
                                 accuracy_budget=_budget(opts, precision), threads=opts.threads, force=True,
                                 progress=self.say, source=self.onnx_model)
         write_json(record, _build_dict(result), force=True)

@@ -67,6 +67,11 @@ class Budget:
     def show(self, scores: Mapping[str, float]) -> str:
         return ", ".join(f"{term.metric} {scores[term.metric]:.6g}" for term in self.terms)
 
+    @property
+    def needs_labels(self) -> bool:
+        """Whether a term is measured against ground truth (miou_gt, miou_drop: --labels)."""
+        return any(METRICS[term.metric].needs_labels for term in self.terms)
+
 
 def parse_term(text: str, task: str | None) -> Term:
     budgeted = [m.name for m in METRICS.values() if m.budget]
@@ -105,14 +110,27 @@ class Evaluator:
     """Held-out inputs with the FP32 model's outputs; scores candidate models against them."""
 
     def __init__(self, reference: bytes, inputs: Sequence[np.ndarray], task: str | None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, truth: Sequence[np.ndarray] | None = None) -> None:
         if not inputs:
             raise CalibrationError("an accuracy budget needs at least one held-out input")
+        if truth is not None and len(truth) != len(inputs):
+            raise CalibrationError(f"{len(truth)} ground-truth masks for {len(inputs)} held-out inputs")
         self.inputs = list(inputs)
         self.task = task
         self.threads = threads
+        self.truth = list(truth) if truth is not None else None
         self.evaluations = 0
         self.references = self._run(reference)
+        self.reference_gt = self._miou_gt(self.references) if self.truth is not None else None
+
+    def _miou_gt(self, outputs: Sequence[Sequence[np.ndarray]]) -> float:
+        from deploykit.parity.metrics import LabelAccumulator
+
+        assert self.truth is not None
+        accumulator = LabelAccumulator()
+        for out, mask in zip(outputs, self.truth, strict=True):
+            accumulator.add(out[0], mask)
+        return accumulator.miou()
 
     def _run(self, model: bytes) -> list[list[np.ndarray]]:
         session = session_from_onnx(model, threads=self.threads)
@@ -133,6 +151,9 @@ class Evaluator:
             reference = np.concatenate([ref[0] for ref in self.references])
             candidate = np.concatenate([out[0] for out in outputs])
             scores.update(task_metrics(self.task, reference, candidate))
+        if self.reference_gt is not None:  # against ground truth: miou_gt, and miou_drop in points
+            scores["miou_gt"] = self._miou_gt(outputs)
+            scores["miou_drop"] = 100.0 * (self.reference_gt - scores["miou_gt"])
         return scores
 
 

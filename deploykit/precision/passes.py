@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -21,7 +22,7 @@ from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
 from deploykit.calib.methods import MinMax, amax, make_method
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
-from deploykit.errors import BuildError, CalibrationError, InputError
+from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
 from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
 from deploykit.io.metadata import ModelMetadata, write_metadata
@@ -47,6 +48,7 @@ class CalibrationOptions:
     holdout: int | None = None  # inputs held out for an accuracy budget
     max_kept: int | None = None  # most weighted nodes the budget search may keep in float
     sensitivity: str | None = None  # "single" (default) or "local" (see deploykit.precision.budget)
+    labels: str | None = None  # ground-truth masks of the held-out images, for miou_gt / miou_drop budgets
 
 
 @dataclass
@@ -147,7 +149,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     chosen = options.data if options.data is not None else ("photos" if meta is not None else None)
     absmax: dict[str, float] = {}
     info: dict[str, Any] = {"overflow_scan": "skipped: no --calib-data and no deploykit metadata"}
-    data_sha, held = "", None
+    data_sha, held, truth = "", None, None
     if chosen is not None:
         try:
             data = _data(replace(options, data=chosen), source, meta, progress)
@@ -157,6 +159,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
             data, info = None, {"overflow_scan": f"skipped: {exc}"}
         if data is not None:
             data, held = _split(data, options, budget)
+            truth = _held_truth(held, options, budget)
             index = index_graph(source)
             tensors = sorted(t for t in activations(source, index) if index.types.get(t) == TensorProto.FLOAT)
             ranges, info = _ranges(source, source_sha, data, MinMax(), tensors, options, histograms=False,
@@ -172,7 +175,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     if budget is not None and held is not None:
         weighted = {n.name for n in source.graph.node if n.op_type in WEIGHTED}
         candidates = [name for name in result.half_nodes if name in weighted]
-        found = _search(source, candidates, lambda kept: build(kept).model, held, budget, meta, options,
+        found = _search(source, candidates, lambda kept: build(kept).model, held, truth, budget, meta, options,
                         backend=backend, low="FP16", threads=threads, progress=progress)
         result = build(frozenset(found.kept))
         report["budget"], info["holdout"] = found.to_dict(), len(held)
@@ -201,6 +204,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         ensure_node_names(named.graph)
         match_nodes(named.graph, keep_float, index_graph(named), option="--keep-float")
     data, held = _split(_data(options, source, meta, progress), options, budget)
+    truth = _held_truth(held, options, budget)
     method = make_method(options.method, percentile=options.percentile)
     tensors = calibration_tensors(source)
     ranges, info = _ranges(source, source_sha, data, method, tensors, options,
@@ -209,7 +213,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     result = builder.build()
     report: dict[str, Any] = {"method": method.to_dict()}
     if budget is not None and held is not None:
-        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, budget,
+        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, truth, budget,
                         meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
         result = builder.build(found.kept)
         report["budget"], info["holdout"] = found.to_dict(), len(held)
@@ -219,8 +223,27 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     return PrecisionResult(result.model, {**result.report(), **report}, info, info["data_sha256"])
 
 
+def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budget: Budget | None
+                ) -> list[np.ndarray] | None:
+    """The ground-truth mask of each held-out image (parity.labels matches them by name), read now so that a
+    missing mask fails before calibration; None unless the budget is measured against ground truth."""
+    if budget is None or not budget.needs_labels:
+        return None
+    if options.labels is None:
+        raise ConfigConflict(f"accuracy budget {budget.describe()} is measured against ground truth; add --labels "
+                             "DIR (PNG masks named like the --calib-data images)")
+    if held is None or held.kind != "folder":
+        raise ConfigConflict("an accuracy budget against --labels needs --calib-data DIR, a folder of images "
+                             "whose held-out part the masks are matched to by file name")
+    from deploykit.parity.labels import match_labels
+
+    found = match_labels(options.labels, held.items)
+    return [found.read(i) for i in range(len(found))]
+
+
 def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[frozenset[str]], onnx.ModelProto],
-            held: CalibrationData, budget: Budget, meta: ModelMetadata | None, options: CalibrationOptions, *,
+            held: CalibrationData, truth: list[np.ndarray] | None, budget: Budget, meta: ModelMetadata | None,
+            options: CalibrationOptions, *,
             backend: str, low: str, threads: int | None, progress: Progress) -> BudgetResult:
     """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
     lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
@@ -240,7 +263,8 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
     if method not in ("local", "single"):
         raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
-    evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads)
+    evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads,
+                          truth=truth)
     sensitivity = None
     if method == "local" and candidates:
         triples = _node_tensors(source, candidates)

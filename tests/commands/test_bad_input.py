@@ -96,6 +96,14 @@ CASES = [
          "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget accuracy>=0.9 -o {t}/x.onnx"),
     case("build-budget-wrong-direction", "higher-is-better",
          "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget cosine<=0.9 -o {t}/x.onnx"),
+    case("build-budget-needs-labels", "add --labels",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --accuracy-budget miou_drop<=0.5 -o {t}/x.onnx"),
+    case("build-budget-labels-mask-missing", "no mask b.png",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --accuracy-budget miou_drop<=0.5 "
+         "--labels {d}/labels_partial -o {t}/x.onnx"),
+    case("build-budget-labels-on-photos", "needs --calib-data DIR",
+         "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget miou_drop<=0.5 "
+         "--labels {d}/labels -o {t}/x.onnx"),
     case("build-keep-matches-nothing", "matches no node",
          "build-engine {d}/net.onnx --fp16 --keep-fp32 Nope -o {t}/x.onnx"),
     case("build-fp16-io-on-int8", "--fp16-io applies to --fp16 builds only",
@@ -154,6 +162,8 @@ CASES = [
     case("deploy-unknown-model", "unknown model", "deploy no_such_model --out {t}/out"),
     case("deploy-budget-malformed", "is not METRIC>=VALUE", "deploy {ZOO} --out {t}/out --accuracy-budget miou=0.9"),
     case("deploy-budget-other-task", "is a saliency metric", "deploy {ZOO} --out {t}/out --accuracy-budget cc>=0.9"),
+    case("deploy-budget-needs-labels", "add --labels",
+         "deploy {ZOO} --out {t}/out --accuracy-budget miou_drop<=0.5"),
     case("deploy-precisions-unknown", "choose from", "deploy {USER} --out {t}/out --precisions fp64"),
     case("deploy-calib-missing", "does not exist", "deploy {USER} --out {t}/out --calib-data {t}/nowhere"),
     case("deploy-labels-without-images", "give --inputs DIR", "deploy {USER} --out {t}/out --labels {d}/labels"),

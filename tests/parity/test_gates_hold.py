@@ -154,3 +154,26 @@ def test_parity_labels_reports_miou_gt_and_drop_and_gates_the_drop(labelled: tup
     gated = CliRunner().invoke(cli, [*base, "--gate", "miou_drop<=0.5"])
     assert gated.exit_code == 2
     assert "miou_drop" in gated.stderr.strip().splitlines()[-1] and "reference mIoU vs labels" in gated.stdout
+
+
+def test_build_engine_budget_on_miou_drop_uses_the_labels_of_the_held_out_images(
+        labelled: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from deploykit.backends.targets import open_target
+    from deploykit.export import onnx_from_torch
+
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+    images, labels = labelled
+    target = open_target(USER_MODEL)
+    assert target.loaded is not None
+    model = tmp_path / "tiny.onnx"
+    assert onnx_from_torch(target.loaded, model, input_shape=(1, 3, 64, 64), simplify=False).passed
+    args = ["build-engine", str(model), "--int8", "--calib-data", str(images), "--holdout", "1",
+            "--accuracy-budget", "miou_drop<=0.5", "-o", str(tmp_path / "tiny.int8.ort.onnx")]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "add --labels" in refused.stderr
+    result = CliRunner().invoke(cli, [*args, "--labels", str(labels), "--json"])
+    assert result.exit_code == 0, result.output
+    budget = json.loads(result.stdout)["report"]["budget"]
+    assert budget["budget"] == "miou_drop<=0.5" and budget["reached"]["miou_drop"] <= 0.5
