@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -55,8 +56,9 @@ def _check_folder(folder: Path, out: Path) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".deploykit-probe.", dir=folder)
     except OSError as exc:
-        raise InputError(f"cannot write {out}: nothing can be created in {folder} ({exc.strerror or exc}); "
-                         "choose another output path") from None
+        why = "nothing can be created there" if exc.errno == errno.ENOENT else (exc.strerror or str(exc))
+        raise InputError(f"cannot write {out}: folder {folder} is not writable ({why}); choose another output "
+                         "path") from None
     os.close(fd)
     os.unlink(probe)
 

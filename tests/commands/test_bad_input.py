@@ -24,6 +24,7 @@ from deploykit.export import onnx_from_torch
 from deploykit.zoo.sources import load_model
 
 USER = "tests.fixtures.user_models:tiny_segmenter"
+PROC = "folder /proc is not writable (nothing can be created there)"
 ZOO = "deeplabv3plus_mobilenetv2"
 
 
@@ -46,7 +47,7 @@ CASES = [
          "export tests.fixtures.user_models:raising_factory --input-shape 1,3,64,64 -o {t}/x.onnx"),
     case("export-factory-not-a-module", "not a torch.nn.Module",
          "export tests.fixtures.user_models:not_a_module --input-shape 1,3,64,64 -o {t}/x.onnx"),
-    case("export-out-under-proc", "nothing can be created in /proc",
+    case("export-out-under-proc", PROC,
          "export {USER} --input-shape 1,3,64,64 -o /proc/x.onnx"),
     case("export-parent-is-a-file", "is a file, not a folder",
          "export {USER} --input-shape 1,3,64,64 -o {d}/afile/x.onnx"),
@@ -108,7 +109,7 @@ CASES = [
          "build-engine {d}/net.onnx --fp16 --keep-fp32 Nope -o {t}/x.onnx"),
     case("build-fp16-io-on-int8", "--fp16-io applies to --fp16 builds only",
          "build-engine {d}/net.onnx --int8 --fp16-io --calib-data photos -o {t}/x.onnx"),
-    case("build-out-under-proc", "nothing can be created in /proc", "build-engine {d}/net.onnx --fp16 -o /proc/x.onnx"),
+    case("build-out-under-proc", PROC, "build-engine {d}/net.onnx --fp16 -o /proc/x.onnx"),
     case("build-out-parent-is-a-file", "is a file, not a folder",
          "build-engine {d}/net.onnx --fp16 -o {d}/afile/x.onnx"),
     case("build-out-exists", "exists already", "build-engine {d}/net.onnx -o {d}/existing.onnx"),
@@ -137,7 +138,7 @@ CASES = [
          "parity {USER} {d}/net.onnx --inputs {d}/images --labels {d}/labels_rgb"),
     case("parity-labels-on-saliency", "scores segmentation masks",
          "parity {d}/sal.onnx {d}/sal.onnx --inputs {d}/images --labels {d}/labels"),
-    case("parity-report-under-proc", "nothing can be created in /proc",
+    case("parity-report-under-proc", PROC,
          "parity {USER} {d}/net.onnx --report /proc/r.md"),
     case("parity-report-exists", "exists already", "parity {USER} {d}/net.onnx --report {d}/existing.md"),
     # bench
@@ -151,14 +152,14 @@ CASES = [
          "bench {d}/net.onnx --iterations 2 --no-roofline --compare {d}/int64.npz"),
     case("bench-batch-malformed", "integers", "bench {d}/net.onnx --batch 1,x"),
     case("bench-duration-and-iterations", "not both", "bench {d}/net.onnx --duration 1 --iterations 3"),
-    case("bench-out-under-proc", "nothing can be created in /proc",
+    case("bench-out-under-proc", PROC,
          "bench {d}/net.onnx --iterations 2 --no-roofline -o /proc/b.json"),
     case("bench-out-exists", "exists already", "bench {d}/net.onnx --iterations 2 -o {d}/existing.json"),
     case("bench-target-missing", "does not exist", "bench {t}/none.onnx --iterations 2 --no-roofline"),
     # deploy
     case("deploy-out-is-a-file", "is a file", "deploy {USER} --out {d}/afile"),
     case("deploy-out-under-file", "is a file, not a folder", "deploy {USER} --out {d}/afile/sub/out"),
-    case("deploy-out-under-proc", "nothing can be created in /proc", "deploy {USER} --out /proc/deploykit"),
+    case("deploy-out-under-proc", PROC, "deploy {USER} --out /proc/deploykit"),
     case("deploy-unknown-model", "unknown model", "deploy no_such_model --out {t}/out"),
     case("deploy-budget-malformed", "is not METRIC>=VALUE", "deploy {ZOO} --out {t}/out --accuracy-budget miou=0.9"),
     case("deploy-budget-other-task", "is a saliency metric", "deploy {ZOO} --out {t}/out --accuracy-budget cc>=0.9"),
@@ -172,7 +173,7 @@ CASES = [
          "package --triton {d}/net.onnx --name a --name b --out {t}/repo"),
     case("package-artifact-missing", "does not exist", "package --triton {t}/none.onnx --out {t}/repo"),
     case("package-artifact-empty", "holds no ONNX graph", "package --triton {d}/empty.onnx --out {t}/repo"),
-    case("package-out-under-proc", "nothing can be created in /proc", "package --triton {d}/net.onnx --out /proc/repo"),
+    case("package-out-under-proc", PROC, "package --triton {d}/net.onnx --out /proc/repo"),
     case("package-out-parent-is-a-file", "is a file", "package --triton {d}/net.onnx --out {d}/afile/repo"),
     case("package-out-exists", "exists already", "package --triton {d}/net.onnx --out {d}/existing_repo"),
     # lint
