@@ -93,7 +93,7 @@ class _TorchTargetRunner(TorchRunner):
     @torch.inference_mode()
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.input_names]
-        outputs = outputs_as_tuple(self.module(*args))
+        outputs = outputs_as_tuple(self.forward(args))
         names = self.output_names
         if len(names) != len(outputs):
             names = ("output",) if len(outputs) == 1 else tuple(f"output_{i}" for i in range(len(outputs)))

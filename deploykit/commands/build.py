@@ -115,8 +115,13 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
     Every later command (parity, bench) loads OUT through its sidecar."""
     from deploykit.build import build_artifact
+    from deploykit.io.outputs import check_output_path
     from deploykit.precision.passes import CalibrationOptions
     from deploykit.report.format import text_table
+
+    for cache in (calib_cache, trt.get("timing_cache")):  # read if present, written after the work: check now
+        if cache:
+            check_output_path(cache, force=True)
 
     calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
                                      cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,
