@@ -49,8 +49,10 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
            localize_tol: float | None, labels: str | None, report: str | None, force: bool,
            as_json: bool) -> None:
     """Run REFERENCE and each CANDIDATE on the same inputs and compare every output: numeric metrics, task
-    metrics (segmentation: pixel agreement, mIoU; saliency: CC, KLD, SIM, NSS) and gates chosen by each
-    candidate's precision. Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
+    metrics (segmentation: pixel agreement, mIoU, mIoU over the classes covering >= 1% of the reference's
+    pixels; with --labels, mIoU against ground truth and its drop in points; saliency: CC, KLD, SIM, NSS) and
+    gates chosen by each candidate's precision (segmentation: pixel agreement and miou_major, which one stray
+    pixel cannot flip). Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
     Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
     Exits 2 when a candidate fails."""
     from deploykit.backends.targets import is_file_target, open_target

@@ -18,7 +18,9 @@ Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]
 
 
 def _columns(result: ParityResult) -> tuple[tuple[str, str], ...]:
-    return NUMERIC_COLUMNS + TASK_COLUMNS.get(result.task or "", ())
+    task = tuple(c for c in TASK_COLUMNS.get(result.task or "", ())
+                 if result.reference_miou_gt or not METRICS[c[0]].needs_labels)  # ground truth: with --labels
+    return NUMERIC_COLUMNS + task
 
 
 def summary_table(result: ParityResult, table: Table = text_table) -> str:
