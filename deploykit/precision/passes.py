@@ -80,8 +80,25 @@ def input_shape(model: onnx.ModelProto, meta: ModelMetadata | None) -> tuple[int
 def _data(options: CalibrationOptions, model: onnx.ModelProto, meta: ModelMetadata | None,
           say: Progress) -> CalibrationData:
     assert options.data is not None
-    return calibration_data(options.data, input_shape=input_shape(model, meta),
+    data = calibration_data(options.data, input_shape=input_shape(model, meta),
                             preprocessing=meta.preprocessing if meta else None, n=options.n, warn=say)
+    _check_static_size(data, model)
+    return data
+
+
+def _check_static_size(data: CalibrationData, model: onnx.ModelProto) -> None:
+    """Arrays of another height or width than a static graph input fail here in one line, not in ONNX Runtime
+    mid-calibration (images are resized to the model's size; arrays are taken as they are)."""
+    initializers = {init.name for init in model.graph.initializer}
+    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
+    if data.kind != "array" or graph_input is None:
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    for axis, (want, got) in enumerate(zip(dims[1:], data.input_shape[1:], strict=False), start=1):
+        if want and want != got:
+            raise InputError(f"{data.source}: inputs of shape {list(data.input_shape[1:])} (C,H,W), but the model's "
+                             f"input is fixed at {dims[1:]} (axis {axis}); save inputs of that size or export "
+                             "with dynamic shapes")
 
 
 def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, method: Any, tensors: Sequence[str],

@@ -85,6 +85,8 @@ CASES = [
          "build-engine {d}/net.onnx --int8 --calib-data {d}/truncated.npz -o {t}/x.onnx"),
     case("build-calib-npz-wrong-channels", "the model takes 3 channels",
          "build-engine {d}/net.onnx --int8 --calib-data {d}/channels1.npz -o {t}/x.onnx"),
+    case("build-calib-npz-wrong-size-for-static", "input is fixed at [3, 64, 64]",
+         "build-engine {d}/static.onnx --int8 --calib-data {d}/small.npz -o {t}/x.onnx"),
     case("build-calib-npz-two-arrays", "keep exactly one",
          "build-engine {d}/net.onnx --int8 --calib-data {d}/two.npz -o {t}/x.onnx"),
     case("build-calib-folder-empty", "holds no images",
@@ -138,6 +140,8 @@ CASES = [
     case("parity-inputs-npz-int64", "holds int64 values", "parity {USER} {d}/net.onnx --inputs {d}/int64.npz"),
     case("parity-inputs-npz-wrong-rank", "expected N,C,H,W", "parity {USER} {d}/net.onnx --inputs {d}/rank3.npz"),
     case("parity-inputs-one-image", "not one image", "parity {USER} {d}/net.onnx --inputs {d}/images/a.png"),
+    case("parity-inputs-npz-wrong-size-for-static", "has 32 at axis 2; expected 64",
+         "parity {USER} {d}/static.onnx --inputs {d}/small.npz"),
     case("parity-shape-malformed", "positive integers", "parity {USER} {d}/net.onnx --input-shape 1x3"),
     case("parity-labels-missing-folder", "not a folder",
          "parity {USER} {d}/net.onnx --inputs {d}/images --labels {t}/nowhere"),
@@ -207,6 +211,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("bad-input")
     loaded = load_model(USER)
     assert onnx_from_torch(loaded, d / "net.onnx", input_shape=(1, 3, 64, 64), simplify=False).passed
+    assert onnx_from_torch(loaded, d / "static.onnx", input_shape=(1, 3, 64, 64), dynamic=False, simplify=False).passed
     sal = load_model("tests.fixtures.user_models:tiny_segmenter", options={"num_classes": 1}, task="saliency")
     assert onnx_from_torch(sal, d / "sal.onnx", input_shape=(1, 3, 64, 64), simplify=False).passed
     data = (d / "net.onnx").read_bytes()
@@ -223,6 +228,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _save_npz(d / "int64.npz", x=np.zeros((2, 3, 64, 64), np.int64))
     _save_npz(d / "norows.npz", x=np.zeros((0, 3, 64, 64), np.float32))
     _save_npz(d / "channels1.npz", x=np.zeros((2, 1, 64, 64), np.float32))
+    _save_npz(d / "small.npz", x=np.zeros((2, 3, 32, 48), np.float32))
     _save_npz(d / "two.npz", x=np.zeros((2, 3, 64, 64), np.float32), y=np.zeros((2, 3, 64, 64), np.float32))
     whole = (d / "channels1.npz").read_bytes()
     (d / "truncated.npz").write_bytes(whole[: len(whole) // 3])
