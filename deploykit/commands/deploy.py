@@ -42,6 +42,10 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
 
     check_output_dir(out)
     _early_checks(model, task, accuracy_budget, labels, inputs or calib_data)
+    if calib_data and Path(calib_data).suffix in (".npy", ".npz") and Path(calib_data).is_file():
+        from deploykit.calib.data import calibration_data
+
+        calibration_data(calib_data, input_shape=None, preprocessing=None)  # a bad array fails before the export
 
     opts = DeployOptions(
         source=model, out=Path(out), options=parse_options(set_options), weights=weights,

@@ -184,6 +184,7 @@ CASES = [
          "deploy {ZOO} --out {t}/out --accuracy-budget miou_drop<=0.5"),
     case("deploy-precisions-unknown", "choose from", "deploy {USER} --out {t}/out --precisions fp64"),
     case("deploy-calib-missing", "does not exist", "deploy {USER} --out {t}/out --calib-data {t}/nowhere"),
+    case("deploy-calib-npz-int64", "holds int64 values", "deploy {USER} --out {t}/out --calib-data {d}/int64.npz"),
     case("deploy-labels-without-images", "give --inputs DIR", "deploy {USER} --out {t}/out --labels {d}/labels"),
     # package
     case("package-more-names-than-artifacts", "2 --name values for 1 artifact",
