@@ -22,7 +22,8 @@ from deploykit.commands.build import backend_option
 @click.option("--inputs", default=None, help="Parity images (default: the calibration folder, else sample photos).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Ground-truth masks (PNG class indices, DIR/<image name>.png) for the parity images: adds mIoU "
-                   "against them and its drop in points from PyTorch (see `deploykit parity --labels`).")
+                   "against them and its drop in points from PyTorch (see `deploykit parity --labels`), and "
+                   "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
 @click.option("--bench-seconds", type=float, default=None, help="Timed seconds per benchmark run (default 3).")
 @click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
