@@ -86,7 +86,7 @@ def test_full_size_fp16_and_int8_pass_the_gates(name: str, calib_with_parity: Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["deeplabv3plus_mobilenetv2", "msinet"])
 def test_trained_checkpoints_pass_the_gates_on_unseen_photographs(name: str, tmp_path: Path) -> None:
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
     checkpoint = benchmarks / "checkpoints" / f"{name}_small.pt"
     if not checkpoint.is_file():
         pytest.skip(f"{checkpoint} is missing; run python benchmarks/train_small.py")
