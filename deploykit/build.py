@@ -105,9 +105,12 @@ def load_onnx(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
     if not path.is_file():
         raise InputError(f"ONNX model {path} does not exist; export one with `deploykit export`")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as exc:  # protobuf and onnx raise various types
         raise InputError(f"{path} is not a readable ONNX model ({exc})") from exc
+    if not model.graph.input or not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
+    return model
 
 
 def _write_model(model: onnx.ModelProto, path: Path, *, force: bool) -> None:

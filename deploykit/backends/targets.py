@@ -93,7 +93,7 @@ class _TorchTargetRunner(TorchRunner):
     @torch.inference_mode()
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.input_names]
-        outputs = outputs_as_tuple(self.module(*args))
+        outputs = outputs_as_tuple(self.forward(args))
         names = self.output_names
         if len(names) != len(outputs):
             names = ("output",) if len(outputs) == 1 else tuple(f"output_{i}" for i in range(len(outputs)))
@@ -140,9 +140,12 @@ def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, t
 
 def _read_graph(path: Path) -> onnx.ModelProto:
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf decode errors have no common type
         raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from exc
+    if not model.graph.input or not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
+    return model
 
 
 def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], threads: int | None) -> Target:

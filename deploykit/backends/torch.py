@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,8 +83,21 @@ class TorchRunner(Runner):
     def output_specs(self) -> list[TensorSpec]:
         return [TensorSpec(name, ("batch", None, "height", "width"), "float32") for name in self.output_names]
 
+    def forward(self, args: Sequence[torch.Tensor]) -> Any:
+        """The module's forward; a user model's own exception becomes a UserCodeError (exit 2, its file and
+        line), since the traceback is the user's to fix; a zoo model's stays a deploykit bug."""
+        try:
+            return self.module(*args)
+        except Exception as exc:
+            if type(self.module).__module__.split(".")[0] == "deploykit":
+                raise
+            from deploykit.errors import UserCodeError
+
+            shape = "x".join(str(d) for d in args[0].shape) if args else "?"
+            raise UserCodeError.from_exception(f"your model's forward (on input {shape})", exc) from exc
+
     @torch.inference_mode()
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.input_names]
-        outputs = outputs_as_tuple(self.module(*args))
+        outputs = outputs_as_tuple(self.forward(args))
         return {name: out.detach().float().numpy() for name, out in zip(self.output_names, outputs, strict=True)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -101,10 +102,15 @@ def _load_array(path: Path) -> np.ndarray:
                 if len(names) != 1:
                     raise InputError(f"{path} holds arrays {names}; keep exactly one (the model input)")
                 array = archive[names[0]]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read calibration data {path}: {exc}") from exc
     if array.ndim != 4:
         raise InputError(f"{path}: array of shape {list(array.shape)}; expected preprocessed N,C,H,W inputs")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{path} holds {array.dtype} values; calibration inputs are preprocessed float tensors "
+                         "(normalised as the model expects), not raw pixels: save float32, or give the images folder")
+    if array.shape[0] == 0:
+        raise InputError(f"{path} holds no inputs (shape {list(array.shape)})")
     return array
 
 
@@ -132,6 +138,9 @@ def calibration_data(
     path = Path(text)
     if text != "photos" and path.is_file() and path.suffix in (".npy", ".npz"):
         array = _load_array(path)
+        if input_shape is not None and array.shape[1] != input_shape[1]:
+            raise InputError(f"{path}: inputs of shape {list(array.shape[1:])} (C,H,W), but the model takes "
+                             f"{input_shape[1]} channels; save N,{input_shape[1]},H,W preprocessed inputs")
         rows = _limit([str(i) for i in range(array.shape[0])], n)
         shape = (1, int(array.shape[1]), int(array.shape[2]), int(array.shape[3]))
         return CalibrationData("array", str(path), rows, shape)

@@ -73,10 +73,8 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
     inputs in and outputs out, over several distinct inputs in rotation. Reports min, mean, median, p90,
     p95, p99, max and std (nearest-rank percentiles, as trtexec), throughput (queries / walltime), achieved
     GFLOP/s and the share of this machine's measured sgemm peak, with an environment manifest."""
-    import json
-
     from deploykit.bench.harness import TimingConfig
-    from deploykit.bench.run import BenchReport, compare_reports, run_bench, to_csv
+    from deploykit.bench.run import compare_reports, run_bench, to_csv
     from deploykit.errors import ConfigConflict
     from deploykit.io.outputs import check_output_path, write_json
     from deploykit.zoo.sources import parse_options, parse_shape
@@ -87,6 +85,7 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
         raise click.BadParameter("--iterations must be positive")
     if output:
         check_output_path(output, force=force)
+    previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "task": task}
@@ -95,9 +94,7 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
                        threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
                        progress=progress)
     comparison = None
-    if baseline:
-        with open(baseline, encoding="utf-8") as handle:
-            previous = BenchReport.from_dict(json.load(handle))
+    if previous is not None:
         comparison = compare_reports(previous, report, **({} if min_change is None else
                                                           {"min_change": min_change / 100}))
     if output:
@@ -112,6 +109,28 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
         _render(report, comparison)
     if output:
         progress(f"wrote {output}")
+
+
+def _read_baseline(path: str) -> Any:
+    """The BenchReport of an earlier `bench -o` run, or a one-line error saying why the file is not one."""
+    import json
+
+    from deploykit.bench.run import BenchReport
+    from deploykit.errors import InputError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"--compare {path} is not a JSON file ({exc}); give the -o file of an earlier "
+                         "`deploykit bench` run") from None
+    try:
+        return BenchReport.from_dict(data)
+    except InputError as exc:
+        raise InputError(f"--compare {path} is not a deploykit bench JSON: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"--compare {path} is JSON but not a `deploykit bench -o` report (missing or wrong "
+                         f"{exc}); give the -o file of an earlier bench run") from None
 
 
 def _render(report: Any, comparison: Any) -> None:

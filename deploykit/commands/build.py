@@ -91,6 +91,9 @@ def backend_option(func: Any) -> Any:
               help="FP16/INT8: keep the fewest nodes in higher precision so that e.g. pixel_agreement>=0.995 "
                    "(or miou, cc, sim, kld<=, cosine) holds on held-out data; repeat for several.")
 @click.option("--holdout", type=int, default=None, help="Calibration inputs held out to measure the budget.")
+@click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Ground-truth PNG masks named like the --calib-data images: lets a budget be "
+                   "'miou_drop<=0.5' (mIoU points lost against the labels on the held-out images).")
 @click.option("--max-float", "max_kept", type=int, default=None,
               help="Most weighted nodes the budget search may keep in float (default: all).")
 @click.option("--sensitivity", type=click.Choice(["local", "single"]), default=None,
@@ -107,19 +110,25 @@ def backend_option(func: Any) -> Any:
 def build_engine(model: str, output: str, precision: str | None, backend: str | None, fp16_io: bool,
                  keep_fp32: tuple[str, ...], keep_float: tuple[str, ...], calib_data: str | None,
                  calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,
-                 no_calib_cache: bool, accuracy_budget: tuple[str, ...], holdout: int | None, max_kept: int | None,
-                 sensitivity: str | None, qdq_layout: str | None, int8_float: str | None, threads: int | None,
-                 force: bool, as_json: bool, **trt: Any) -> None:
+                 no_calib_cache: bool, accuracy_budget: tuple[str, ...], holdout: int | None, labels: str | None,
+                 max_kept: int | None, sensitivity: str | None, qdq_layout: str | None, int8_float: str | None,
+                 threads: int | None, force: bool, as_json: bool, **trt: Any) -> None:
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
     Every later command (parity, bench) loads OUT through its sidecar."""
     from deploykit.build import build_artifact
+    from deploykit.io.outputs import check_output_path
     from deploykit.precision.passes import CalibrationOptions
     from deploykit.report.format import text_table
 
+    for cache in (calib_cache, trt.get("timing_cache")):  # read if present, written after the work: check now
+        if cache:
+            check_output_path(cache, force=True)
+
     calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
                                      cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,
-                                     max_kept=max_kept, sensitivity=sensitivity, int8_float=int8_float)
+                                     max_kept=max_kept, sensitivity=sensitivity, int8_float=int8_float,
+                                     labels=labels)
     result = build_artifact(model, output, precision=precision, backend=backend,
                             calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
                             accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,

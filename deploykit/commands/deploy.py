@@ -20,6 +20,10 @@ from deploykit.commands.build import backend_option
 @click.option("--calib-n", type=int, default=None, help="Calibration images to use.")
 @click.option("--accuracy-budget", default=None, metavar="METRIC>=X", help="INT8 budget, e.g. pixel_agreement>=0.995.")
 @click.option("--inputs", default=None, help="Parity images (default: the calibration folder, else sample photos).")
+@click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Ground-truth masks (PNG class indices, DIR/<image name>.png) for the parity images: adds mIoU "
+                   "against them and its drop in points from PyTorch (see `deploykit parity --labels`), and "
+                   "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
 @click.option("--bench-seconds", type=float, default=None, help="Timed seconds per benchmark run (default 3).")
 @click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
@@ -27,13 +31,22 @@ from deploykit.commands.build import backend_option
 @json_option
 def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
            out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
-           accuracy_budget: str | None, inputs: str | None, input_shape: str | None, bench_seconds: float | None,
+           accuracy_budget: str | None, inputs: str | None, labels: str | None, input_shape: str | None,
+           bench_seconds: float | None,
            threads: int | None, rerun: bool, as_json: bool) -> None:
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
     Re-running skips the steps whose inputs did not change."""
+    from deploykit.io.outputs import check_output_dir
     from deploykit.pipeline.deploy import DeployOptions, run_deploy
     from deploykit.zoo.sources import parse_options, parse_shape
+
+    check_output_dir(out)
+    _early_checks(model, task, accuracy_budget, labels, inputs or calib_data)
+    if calib_data and Path(calib_data).suffix in (".npy", ".npz") and Path(calib_data).is_file():
+        from deploykit.calib.data import calibration_data
+
+        calibration_data(calib_data, input_shape=None, preprocessing=None)  # a bad array fails before the export
 
     opts = DeployOptions(
         source=model, out=Path(out), options=parse_options(set_options), weights=weights,
@@ -41,7 +54,7 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
         precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
         backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
         input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]
-        bench_seconds=bench_seconds, threads=threads, rerun=rerun,
+        bench_seconds=bench_seconds, threads=threads, rerun=rerun, labels=labels,
     )
     result = run_deploy(opts, progress=progress)
     if as_json:
@@ -54,3 +67,24 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
         from deploykit.errors import ParityError
 
         raise ParityError(f"{result.parity.summary()} (report in {result.out})")
+
+
+def _early_checks(model: str, task: str | None, budget: str | None, labels: str | None,
+                  parity_images: str | None) -> None:
+    """What can be refused before the export starts: an unknown zoo name, a malformed budget, --labels
+    without a folder of images to match it to."""
+    from deploykit.errors import ConfigConflict, InputError
+    from deploykit.precision.budget import parse_budget
+    from deploykit.zoo import get_model_spec
+    from deploykit.zoo.sources import is_factory_path
+
+    if not is_factory_path(model) and not Path(model).exists():
+        task = task or get_model_spec(model).task
+    if budget is not None and parse_budget(budget, task).needs_labels and labels is None:
+        raise ConfigConflict(f"accuracy budget {budget} is measured against ground truth; add --labels DIR")
+    if labels is not None:
+        if not Path(labels).is_dir():
+            raise InputError(f"--labels {labels} is not a folder; give the folder of ground-truth PNG masks")
+        if not parity_images or not Path(parity_images).is_dir():
+            raise ConfigConflict("--labels matches masks to the parity images by file name; give --inputs DIR "
+                                 "(or --calib-data DIR) as a folder of images")

@@ -35,6 +35,9 @@ from deploykit.precision.table import PRECISIONS
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Nodes listed by --localize (5).")
 @click.option("--localize-tol", type=float, default=None,
               help="Relative-error tolerance of --localize (default per precision: 1e-4, 1e-2, 1e-1).")
+@click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Ground-truth masks (PNG class indices, DIR/<image name>.png) for the --inputs images: adds "
+                   "miou_gt per side and miou_drop in points from the reference, e.g. --gate 'miou_drop<=0.5'.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write a Markdown report.")
 @force_option
 @json_option
@@ -43,23 +46,31 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
            input_shape: str | None, limit: int | None, seed: int | None, providers: str | None,
            threads: int | None, precision: str | None, gates: tuple[str, ...], atol: float | None,
            rtol: float | None, localize: bool, reference_onnx: str | None, top_k: int | None,
-           localize_tol: float | None, report: str | None, force: bool, as_json: bool) -> None:
+           localize_tol: float | None, labels: str | None, report: str | None, force: bool,
+           as_json: bool) -> None:
     """Run REFERENCE and each CANDIDATE on the same inputs and compare every output: numeric metrics, task
-    metrics (segmentation: pixel agreement, mIoU; saliency: CC, KLD, SIM, NSS) and gates chosen by each
-    candidate's precision. Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
+    metrics (segmentation: pixel agreement, mIoU, mIoU over the classes covering >= 1% of the reference's
+    pixels; with --labels, mIoU against ground truth and its drop in points; saliency: CC, KLD, SIM, NSS) and
+    gates chosen by each candidate's precision (segmentation: pixel agreement and miou_major, which one stray
+    pixel cannot flip). Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
     Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
     Exits 2 when a candidate fails."""
     from deploykit.backends.targets import is_file_target, open_target
-    from deploykit.errors import ParityError
+    from deploykit.errors import ConfigConflict, ParityError
     from deploykit.io.outputs import check_output_path, write_text
     from deploykit.parity.compare import ParitySettings, run_parity
     from deploykit.parity.gates import parse_gate
     from deploykit.parity.inputs import resolve_inputs
+    from deploykit.parity.metrics import METRICS
     from deploykit.report.parity import markdown_report, text_report
     from deploykit.zoo.sources import parse_options, parse_shape
 
     if report:
         check_output_path(report, force=force)
+    parsed_gates = tuple(parse_gate(g) for g in gates)
+    truth_gates = [g.describe() for g in parsed_gates if METRICS[g.metric].needs_labels]
+    if truth_gates and not labels:
+        raise ConfigConflict(f"gate {truth_gates[0]} is measured against ground truth; add --labels DIR")
     chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
     options = parse_options(set_options)
     opened = []
@@ -74,8 +85,8 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
                                **given(seed=seed))
     progress(f"inputs: {input_set.description}")
     settings = ParitySettings(
-        gates=tuple(parse_gate(g) for g in gates), precision=precision, localize=localize,
-        reference_onnx=reference_onnx, localize_tolerance=localize_tol,
+        gates=parsed_gates, precision=precision, localize=localize,
+        reference_onnx=reference_onnx, localize_tolerance=localize_tol, labels=labels,
         **given(atol=atol, rtol=rtol, top_k=top_k, providers=chosen))
     result = run_parity(opened[0], opened[1:], input_set, settings, progress)
     if as_json:

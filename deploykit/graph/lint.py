@@ -395,4 +395,6 @@ def lint_onnx(path: str | os.PathLike[str], *, target: str | None = None) -> Lin
     except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
         raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") \
             from exc
+    if not model.graph.input or not model.graph.output:
+        raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
     return lint_model(model, target=target, source=str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
         raise InputError(f"input file {file} does not exist")
     try:
         loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read {file}: {exc}") from exc
     if isinstance(loaded, np.ndarray):
         array = loaded
@@ -79,6 +80,9 @@ def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
         array = loaded[input_name if input_name in names else names[0]]
     if array.ndim != 4:
         raise InputError(f"{file}: array of shape {list(array.shape)}; expected N,C,H,W")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{file} holds {array.dtype} values; inputs are preprocessed float tensors, not raw pixels "
+                         "(save float32, or give a folder of images)")
     return [array[i : i + 1].astype(np.float32) for i in range(array.shape[0])]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,11 +23,44 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool) -> Path:
     if out.exists() and not force:
         raise OutputExists(f"{out} exists already; pass --force to overwrite it")
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {out}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {out}: folder {parent} is not writable; choose another -o path")
+    _check_folder(parent, out)
     return out
+
+
+def check_output_dir(path: str | os.PathLike[str], *, force: bool | None = None) -> Path:
+    """Fail before any work is done if folder `path` cannot be made or written: an existing file in its
+    place, a file among its parents, or a place nothing can be created in (/proc, a read-only mount). With
+    `force` False an existing folder is refused too (None: reusing it is allowed, as deploy re-runs do)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output folder {out} is a file; give a folder path")
+    if out.is_dir():
+        if force is False:
+            raise OutputExists(f"{out} exists already; pass --force to replace it")
+        _check_folder(out, out)
+        return out
+    existing = out.parent if str(out.parent) else Path(".")
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    _check_folder(existing, out)
+    return out
+
+
+def _check_folder(folder: Path, out: Path) -> None:
+    """`folder` exists, is a folder, and a file can really be created in it. os.access is not enough: root
+    passes it on read-only folders, and /proc says yes to everyone; a probe file says what will happen."""
+    if not folder.exists():
+        raise InputError(f"cannot write {out}: folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise InputError(f"cannot write {out}: {folder} is a file, not a folder; choose another output path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deploykit-probe.", dir=folder)
+    except OSError as exc:
+        why = "nothing can be created there" if exc.errno == errno.ENOENT else (exc.strerror or str(exc))
+        raise InputError(f"cannot write {out}: folder {folder} is not writable ({why}); choose another output "
+                         "path") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextmanager

@@ -19,7 +19,8 @@ import onnx
 
 from deploykit.backends.base import BACKENDS
 from deploykit.backends.targets import ONNX_RUNNER
-from deploykit.errors import BackendUnavailable, InputError, OutputExists
+from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, OutputExists
+from deploykit.io.outputs import check_output_dir
 from deploykit.io.sidecar import read_sidecar
 
 _TRITON_TYPES: dict[int, str] = {
@@ -108,7 +109,13 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         if not graph_file.is_file():
             raise InputError(f"{file}: its sidecar does not name a readable source ONNX; rebuild with build-engine")
     platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
-    graph = onnx.load(str(graph_file), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(graph_file), load_external_data=False).graph
+    except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
+        raise InputError(f"{graph_file} is not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else exc})"
+                         ) from None
+    if not graph.input or not graph.output:
+        raise InputError(f"{graph_file} holds no ONNX graph (an empty or truncated file); export it again")
     first = graph.input[0].type.tensor_type.shape.dim
     batched = bool(first) and not first[0].HasField("dim_value") and max_batch_size > 0
     return TritonModel(
@@ -144,10 +151,14 @@ def write_repository(
 ) -> list[TritonModel]:
     """Write a model repository for `artifacts`; the folder appears complete or not at all."""
     target = Path(out)
+    if len(names) > len(artifacts):
+        raise ConfigConflict(f"{len(names)} --name values for {len(artifacts)} artifact(s); give at most one "
+                             "--name per artifact, in the artifacts' order")
     if target.exists() and not force:
         raise OutputExists(f"{target} exists already; pass --force to replace it")
+    check_output_dir(target)
     if not target.parent.is_dir():
-        raise InputError(f"cannot write {target}: folder {target.parent} does not exist")
+        raise InputError(f"cannot write {target}: folder {target.parent} does not exist; create it first")
     models = [describe_artifact(a, name=names[i] if i < len(names) else None, max_batch_size=max_batch_size)
               for i, a in enumerate(artifacts)]
     duplicates = sorted({m.name for m in models if [x.name for x in models].count(m.name) > 1})

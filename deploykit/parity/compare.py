@@ -9,6 +9,8 @@ For the report (issue 13, items 2 and 3) the run also keeps, from the first task
 segmentation candidates (parity.classes.DamageAccumulator, in parity.json) and the pictures of the inputs where the
 candidates disagree most (parity.pictured.PictureKeeper; in memory, saved by the deploy pipeline as an .npz), so
 the report draws without re-running a model. The argmax is taken once per target and input and shared by both.
+With ground-truth masks (settings.labels, parity/labels.py) every segmentation output of the reference and of
+each candidate is also scored against them (metrics.LabelAccumulator: miou_gt, and miou_drop in points).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import numpy as np
 
 from deploykit.backends.onnxruntime.runner import provider_chain
 from deploykit.backends.targets import Target
-from deploykit.errors import ParityError
+from deploykit.errors import InputError, ParityError
 from deploykit.parity import gates as gating
 from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
+from deploykit.parity.labels import LabelSet, match_labels
 from deploykit.parity.localize import TOLERANCES, Localization, localize
 from deploykit.parity.metrics import (
+    LabelAccumulator,
     NumericMetrics,
     TaskAccumulator,
     aggregate_numeric,
@@ -38,6 +42,7 @@ from deploykit.parity.metrics import (
     fits_task,
     is_class_map,
     numeric_metrics,
+    resize_mask,
 )
 from deploykit.parity.pictured import PictureKeeper, Pictures
 from deploykit.precision.table import BASELINE
@@ -58,6 +63,7 @@ class ParitySettings:
     top_k: int = 5
     localize_tolerance: float | None = None
     providers: tuple[str, ...] = ("cpu",)
+    labels: str | None = None  # a folder of ground-truth PNG masks matched to --inputs images by file name
 
 
 @dataclass
@@ -136,6 +142,7 @@ class ParityResult:
     class_names: tuple[str, ...] | None = None  # from the models' metadata (report.masks.class_names_from)
     pictures: Pictures | None = None  # in memory only: the pipeline saves them and records `pictures_file`
     pictures_file: str | None = None  # relative to the folder parity.json lies in
+    reference_miou_gt: dict[str, float] = field(default_factory=dict)  # per output, with --labels
 
     @property
     def passed(self) -> bool:
@@ -154,7 +161,8 @@ class ParityResult:
                 "summary": self.summary(), "notes": self.notes, "candidates": [c.to_dict() for c in self.candidates],
                 "class_damage": self.class_damage.to_dict() if self.class_damage else None,
                 "class_names": list(self.class_names) if self.class_names is not None else None,
-                "pictures_file": self.pictures_file}
+                "pictures_file": self.pictures_file,
+                "reference_miou_gt": self.reference_miou_gt}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ParityResult:
@@ -165,7 +173,8 @@ class ParityResult:
                    notes=list(data.get("notes", [])),
                    class_damage=ClassDamageResult.from_dict(damage) if (damage := data.get("class_damage")) else None,
                    class_names=tuple(names) if (names := data.get("class_names")) is not None else None,
-                   pictures_file=data.get("pictures_file"))
+                   pictures_file=data.get("pictures_file"),
+                   reference_miou_gt={k: float(v) for k, v in data.get("reference_miou_gt", {}).items()})
 
     def load_pictures(self, folder: Path) -> None:
         """Read the pictures saved beside parity.json back (a resumed deploy whose parity step was skipped)."""
@@ -198,9 +207,11 @@ class _Tally:
         self.numeric: dict[str, list[NumericMetrics]] = {}
         self.tasks: dict[str, TaskAccumulator] = {}
         self.class_maps: set[str] = set()  # reference outputs compared as class maps (no numeric metrics)
+        self.truth: dict[str, LabelAccumulator] = {}
         self.worst = (math.inf, 0)
 
-    def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+    def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+            truth: np.ndarray | None = None) -> None:
         self.pairs = self.pairs or pair_outputs(reference, candidate, self.target.label)
         for ref_name, cand_name in self.pairs:
             r, c = reference[ref_name], candidate[cand_name]
@@ -214,6 +225,8 @@ class _Tally:
             self.numeric.setdefault(ref_name, []).append(metrics)
             if self.task is not None and fits_task(self.task, r.shape):
                 self.tasks.setdefault(ref_name, TaskAccumulator(self.task)).add(r, c)
+                if truth is not None:
+                    self.truth.setdefault(ref_name, LabelAccumulator()).add(c, truth)
             first = ref_name == self.pairs[0][0]
             if first and not math.isnan(self.worst[0]) and not metrics.cosine >= self.worst[0]:
                 self.worst = (metrics.cosine, index)
@@ -227,7 +240,8 @@ class _Tally:
         if self.pairs and ref_name == self.pairs[0][0] and agreement < self.worst[0]:
             self.worst = (agreement, index)
 
-    def result(self, precision: str, overrides: Sequence[gating.Gate]) -> CandidateResult:
+    def result(self, precision: str, overrides: Sequence[gating.Gate],
+               reference_gt: Mapping[str, float]) -> CandidateResult:
         assert self.pairs is not None
         gates = gating.gates_for(precision, overrides)
         gating.check_gate_outputs(overrides, [name for name, _ in self.pairs])
@@ -237,6 +251,9 @@ class _Tally:
                 dict(aggregate_numeric(self.numeric[ref_name]).to_dict())
             if ref_name in self.tasks:
                 metrics.update(self.tasks[ref_name].result())
+            if ref_name in self.truth:
+                metrics["miou_gt"] = self.truth[ref_name].miou()
+                metrics["miou_drop"] = 100.0 * (reference_gt[ref_name] - metrics["miou_gt"])
             outputs.append(OutputResult(ref_name, cand_name, metrics, gating.evaluate(gates, ref_name, metrics)))
         return CandidateResult(label=self.target.label, backend=self.target.runner.describe(), precision=precision,
                                outputs=outputs, worst_input=self.worst[1])
@@ -258,7 +275,7 @@ class _Kept:
         self.name: str | None = None
 
     def add(self, index: int, x: np.ndarray, expected: dict[str, np.ndarray], outputs: list[dict[str, np.ndarray]],
-            tallies: Sequence[_Tally]) -> None:
+            tallies: Sequence[_Tally], truth: np.ndarray | None = None) -> None:
         if self.name is None:
             self.name = next((n for n, v in expected.items() if fits_task(self.task, v.shape)), "")
         if not self.name or x.ndim != 4 or x.shape[1] != 3:
@@ -268,7 +285,9 @@ class _Kept:
         if self.task == "segmentation":
             ref, cands = class_labels(ref), [class_labels(c) for c in cands]
             assert self.damage is not None
-            self.damage.add(ref, cands)
+            # --labels: per-class IoU against the ground truth too (one image per batch, mask at the output size)
+            gt = resize_mask(truth, ref.shape[-2:])[None] if truth is not None and ref.shape[0] == 1 else None
+            self.damage.add(ref, cands, gt)
         self.keeper.offer(index, x, ref, cands)
 
     def result(self) -> tuple[ClassDamageResult | None, Pictures | None, tuple[str, ...] | None]:
@@ -293,32 +312,53 @@ def compare(
     worst: list[np.ndarray | None] = [None] * len(candidates)
     kept = _Kept(task, reference, candidates) if task is not None and candidates else None
     position = 0
+    labels = _labels(settings.labels, task, inputs)
+    reference_truth: dict[str, LabelAccumulator] = {}
     with contextlib.ExitStack() as stack:
         for target in (reference, *candidates):
             stack.enter_context(target.runner)
         for index, x in enumerate(inputs.batches()):
             say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
+            truth = labels.read(index) if labels is not None else None
+            if truth is not None:
+                for name, value in expected.items():
+                    if fits_task("segmentation", value.shape):
+                        reference_truth.setdefault(name, LabelAccumulator()).add(value, truth)
             outputs = []
             for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
                 outputs.append(target.runner.infer(_feed(target, x)))
-                tally.add(index, expected, outputs[-1])
+                tally.add(index, expected, outputs[-1], truth)
                 if tally.worst[1] == index:
                     worst[i] = x
             if kept is not None:
-                kept.add(position, x, expected, outputs, tallies)
+                kept.add(position, x, expected, outputs, tallies, truth)
             position += x.shape[0]
     if not any(t.pairs for t in tallies):
         raise ParityError("no inputs were compared; check --inputs / --random / --limit")
     result = ParityResult(reference=reference.label, reference_backend=reference.runner.describe(), task=task,
                           inputs=inputs.description, input_count=inputs.count,
-                          candidates=[t.result(settings.precision or c.precision, settings.gates)
-                                      for t, c in zip(tallies, candidates, strict=True)])
+                          reference_miou_gt={k: v.miou() for k, v in reference_truth.items()})
+    result.candidates = [t.result(settings.precision or c.precision, settings.gates, result.reference_miou_gt)
+                         for t, c in zip(tallies, candidates, strict=True)]
     if kept is not None:
         result.class_damage, result.pictures, result.class_names = kept.result()
     failed = {c.label for c in result.candidates if not c.passed}
     result.notes = [note for label, note in provenance_notes(reference, candidates) if label in failed]
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
+
+
+def _labels(folder: str | None, task: str | None, inputs: InputSet) -> LabelSet | None:
+    """The ground-truth mask of each input, checked before any model runs (None without --labels)."""
+    if folder is None:
+        return None
+    if task != "segmentation":
+        raise InputError(f"--labels scores segmentation masks; this model's task is {task or 'unknown'} "
+                          "(give --task segmentation for a user model)")
+    if not inputs.files or len(inputs.files) != inputs.count:
+        raise InputError("--labels matches masks to input images by file name; give --inputs DIR (a folder of "
+                          "images) and no --random")
+    return match_labels(folder, inputs.files)
 
 
 def provenance_notes(reference: Target, candidates: Sequence[Target]) -> list[tuple[str, str]]:

@@ -37,6 +37,7 @@ class InputSet:
     count: int
     shape: tuple[int, ...]  # of one batch
     batches: Callable[[], Iterator[np.ndarray]]
+    files: tuple[str, ...] = ()  # the image file of each input, when every input is one (--labels matches them)
 
 
 def _image_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None) -> tuple[int, int]:
@@ -76,7 +77,8 @@ def _batch_shape(targets: Sequence[Target], input_shape: tuple[int, ...] | None,
     return (static[0] if static else 1, static[1] if static else 3, *size)
 
 
-Part = tuple[str, int, tuple[int, ...], Callable[[], Iterator[np.ndarray]]]  # description, count, shape, make
+# description, count, shape, make, the image file of each input (empty unless all are)
+Part = tuple[str, int, tuple[int, ...], Callable[[], Iterator[np.ndarray]], tuple[str, ...]]
 
 
 def resolve_inputs(
@@ -96,16 +98,17 @@ def resolve_inputs(
         shape = _batch_shape(targets, input_shape, _spatial_size(targets, input_shape))
         count = random
         parts.append((f"{count} random normal tensors of shape {'x'.join(map(str, shape))} (seed {seed})", count,
-                      shape, lambda: iter(random_inputs(shape, count, seed))))  # type: ignore[arg-type]
+                      shape, lambda: iter(random_inputs(shape, count, seed)), ()))  # type: ignore[arg-type]
     if not parts:
         parts.append(_sample_photographs(targets, input_shape, limit))
 
     def batches() -> Iterator[np.ndarray]:
-        for *_, make in parts:
-            yield from make()
+        for part in parts:
+            yield from part[3]()
 
+    files = parts[0][4] if len(parts) == 1 else ()
     return InputSet(description="; ".join(p[0] for p in parts), count=sum(p[1] for p in parts),
-                    shape=parts[0][2], batches=batches)
+                    shape=parts[0][2], batches=batches, files=files)
 
 
 def _given_inputs(targets: Sequence[Target], path: Path, input_shape: tuple[int, ...] | None,
@@ -114,14 +117,14 @@ def _given_inputs(targets: Sequence[Target], path: Path, input_shape: tuple[int,
         arrays = read_npz(path, targets[0].input_name)[:limit]
         if not arrays:
             raise InputError(f"{path} holds no inputs")
-        return f"{len(arrays)} inputs from {path.name}", len(arrays), arrays[0].shape, lambda: iter(arrays)
+        return f"{len(arrays)} inputs from {path.name}", len(arrays), arrays[0].shape, lambda: iter(arrays), ()
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(f"--inputs {path}: give a folder of images or an .npz/.npy file, not one image")
     size = _image_size(targets, input_shape)
     pre, how = _preprocessing(targets)
     files = list_images(path)[:limit]
     return (f"{len(files)} images from {path} at {size[0]}x{size[1]}, {how}", len(files), (1, 3, *size),
-            lambda: iter_folder(path, pre, size, limit))
+            lambda: iter_folder(path, pre, size, limit), tuple(str(f) for f in files))
 
 
 def _sample_photographs(targets: Sequence[Target], input_shape: tuple[int, ...] | None, limit: int | None) -> Part:
@@ -131,4 +134,5 @@ def _sample_photographs(targets: Sequence[Target], input_shape: tuple[int, ...] 
     photos = sample_photographs(names)
     description = (f"no --inputs given: {len(names)} scikit-image sample photographs ({', '.join(names)}) "
                    f"at {size[0]}x{size[1]}, {how}")
-    return description, len(photos), (1, 3, *size), lambda: (preprocess(photo, pre, size) for photo in photos)
+    return (description, len(photos), (1, 3, *size), lambda: (preprocess(photo, pre, size) for photo in photos),
+            ())

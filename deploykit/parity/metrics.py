@@ -19,7 +19,23 @@ Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label 
 - miou = mean over classes k of |R_k & C_k| / |R_k | C_k|, R_k / C_k the pixels labelled k by the reference /
   the candidate, counted over all inputs (dataset-level IoU, as in PASCAL VOC and Cityscapes). Classes absent
   from both label maps are ignored (their IoU is 0/0); a class present in only one of them scores 0. The
-  reference's labels play the part of the ground truth.
+  reference's labels play the part of the ground truth. Reported, not gated by default: a class the candidate
+  puts on one stray pixel scores 0 and, among three classes present, takes mIoU from 1.0 to 0.75 while pixel
+  agreement stays 0.99998 (tests/parity/test_parity_metrics.py; issue 12: a real INT8 run had pixel agreement
+  0.988 and mIoU 0.60).
+- miou_major = the same mean over the classes k that cover at least MAJOR_CLASS_SHARE (1%) of the reference's
+  pixels (|R_k| >= 1% of all pixels, over all inputs); the largest class when none does. This is what the
+  default gates use. Why 1%: a class of A pixels shaped like a square loses about 4 / sqrt(A) of its IoU when
+  its outline moves by one pixel, so at 512x512 a 1% class (2,621 px) keeps IoU ~0.92 under a benign boundary
+  shift, while a class of a handful of pixels swings between 0 and 1; classes a candidate invents never reach
+  the share because it is measured on the reference. mIoU over all classes stays reported beside it.
+
+Segmentation against ground truth (`LabelAccumulator`; parity --labels DIR, PNG class indices):
+- miou_gt = dataset-level mIoU of a side's argmax labels against the ground-truth masks, over the pixels not
+  labelled IGNORE_INDEX (255, PASCAL VOC's void); classes in neither map are ignored (mmsegmentation's
+  nanmean). Masks of another size than the output are resized to it by nearest neighbour.
+- miou_drop = 100 * (miou_gt of the FP32 reference - miou_gt of the candidate), in mIoU points, the figure
+  MMDeploy's and papers' INT8 tables report (e.g. -6.65 points, qualcomm/ai-hub-models#200).
 
 Saliency, maps N,1,H,W or N,H,W, per image, then averaged over images (as the MIT saliency benchmark does).
 Definitions follow the MIT/Tuebingen benchmark code (Bylinskii et al., "What do different evaluation metrics
@@ -148,6 +164,8 @@ def aggregate_numeric(per_input: list[NumericMetrics]) -> NumericMetrics:
 
 
 TASKS = ("segmentation", "saliency")
+MAJOR_CLASS_SHARE = 0.01  # miou_major's share of the reference's pixels (module docstring: why 1%)
+IGNORE_INDEX = 255  # ground-truth pixels not scored (PASCAL VOC's void outline)
 FIXATION_FRACTION = 0.02
 MATLAB_EPS = 2.2204e-16
 
@@ -251,6 +269,7 @@ class TaskAccumulator:
         self._pixels = 0
         self._intersection: np.ndarray = np.zeros(0, dtype=np.int64)
         self._union: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._reference: np.ndarray = np.zeros(0, dtype=np.int64)  # pixels per class, reference side
         self._saliency: dict[str, list[float]] = {"cc": [], "kld": [], "nss": [], "sim": [], "nss_ratio": []}
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
@@ -285,11 +304,13 @@ class TaskAccumulator:
         if self._intersection.size < classes:
             self._intersection = np.pad(self._intersection, (0, classes - self._intersection.size))
             self._union = np.pad(self._union, (0, classes - self._union.size))
+            self._reference = np.pad(self._reference, (0, classes - self._reference.size))
         ref_counts = np.bincount(ref.ravel(), minlength=classes)
         cand_counts = np.bincount(cand.ravel(), minlength=classes)
         both = np.bincount(ref[ref == cand].ravel(), minlength=classes)
         self._intersection[:classes] += both
         self._union[:classes] += ref_counts + cand_counts - both
+        self._reference[:classes] += ref_counts[:classes]
 
     def _add_saliency(self, ref: np.ndarray, cand: np.ndarray) -> None:
         fixations = fixations_from_reference(ref)
@@ -304,11 +325,60 @@ class TaskAccumulator:
             if self._pixels == 0:
                 raise ParityError("no segmentation outputs were compared")
             present = self._union > 0
-            miou = float(np.mean(self._intersection[present] / self._union[present]))
-            return {"pixel_agreement": self._agree / self._pixels, "miou": miou}
+            iou = np.zeros(self._union.size)
+            iou[present] = self._intersection[present] / self._union[present]
+            major = self._reference >= MAJOR_CLASS_SHARE * self._pixels
+            if not major.any():
+                major = self._reference == self._reference.max()
+            return {"pixel_agreement": self._agree / self._pixels, "miou": float(np.mean(iou[present])),
+                    "miou_major": float(np.mean(iou[major]))}
         if not self._saliency["cc"]:
             raise ParityError("no saliency maps were compared")
         return {key: float(np.mean(values)) for key, values in self._saliency.items()}
+
+
+class LabelAccumulator:
+    """mIoU of argmax labels against ground-truth masks (miou_gt), streamed; see the module docstring."""
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+        self.ignore_index = ignore_index
+        self._intersection: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._union: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.pixels = 0
+
+    def add(self, output: np.ndarray, truth: np.ndarray) -> None:
+        """output: N,C,H,W scores of one batch; truth: N,H,W (or H,W for N == 1) integer class indices."""
+        predicted = segmentation_labels(output)
+        masks = truth[None] if truth.ndim == 2 else truth
+        if masks.shape[0] != predicted.shape[0]:
+            raise ParityError(f"{masks.shape[0]} label masks for a batch of {predicted.shape[0]} outputs")
+        masks = np.stack([resize_mask(m, predicted.shape[1:]) for m in masks]).astype(np.int64)
+        valid = masks != self.ignore_index
+        truth_flat, pred_flat = masks[valid], predicted[valid].astype(np.int64)
+        size = int(max(truth_flat.max(initial=0), pred_flat.max(initial=0))) + 1
+        if self._union.size < size:
+            self._intersection = np.pad(self._intersection, (0, size - self._intersection.size))
+            self._union = np.pad(self._union, (0, size - self._union.size))
+        both = np.bincount(truth_flat[truth_flat == pred_flat], minlength=size)
+        self._intersection[:size] += both
+        self._union[:size] += (np.bincount(truth_flat, minlength=size) + np.bincount(pred_flat, minlength=size)
+                               - both)
+        self.pixels += int(valid.sum())
+
+    def miou(self) -> float:
+        if self.pixels == 0:
+            raise ParityError("every ground-truth pixel is labelled 255 (ignored); no mIoU against labels")
+        present = self._union > 0
+        return float(np.mean(self._intersection[present] / self._union[present]))
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """A H,W class mask at another H,W by nearest neighbour (pixel centres), so no class index is invented."""
+    if mask.shape == tuple(size):
+        return mask
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * mask.shape[0] / size[0]).astype(np.int64), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * mask.shape[1] / size[1]).astype(np.int64), mask.shape[1] - 1)
+    return mask[rows][:, cols]
 
 
 def task_metrics(task: str, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
@@ -340,6 +410,8 @@ class Metric:
     budget: bool = False  # usable in --accuracy-budget
     aliases: tuple[str, ...] = ()  # other spellings accepted in budgets and gates (mIoU, CC, ...)
     column: bool = True  # a column of the parity tables (deploykit.report.parity), in table order
+    needs_labels: bool = False  # measured against ground-truth masks (parity --labels), not the reference
+    default_gate: bool = True  # a bounded task metric every precision gates (False: reported only, see gates.py)
 
     @property
     def direction(self) -> str:
@@ -359,7 +431,13 @@ METRICS: dict[str, Metric] = {
         Metric("nan", None, None, "NaN", column=False),
         Metric("inf", None, None, "Inf", column=False),
         Metric("pixel_agreement", "segmentation", True, "pixel agree", 1.0, budget=True, aliases=("agreement",)),
-        Metric("miou", "segmentation", True, "mIoU", 1.0, budget=True, aliases=("mIoU",)),
+        Metric("miou", "segmentation", True, "mIoU", 1.0, budget=True, aliases=("mIoU",), default_gate=False),
+        Metric("miou_major", "segmentation", True, "mIoU >=1% classes", 1.0, budget=True,
+               aliases=("mIoU_major",)),
+        Metric("miou_gt", "segmentation", True, "mIoU vs labels", budget=True, aliases=("mIoU_gt",),
+               needs_labels=True),
+        Metric("miou_drop", "segmentation", False, "mIoU drop (points)", budget=True, aliases=("mIoU_drop",),
+               needs_labels=True),
         Metric("cc", "saliency", True, "CC", 1.0, budget=True, aliases=("CC",)),
         Metric("kld", "saliency", False, "KLD", budget=True, aliases=("KLD",)),
         Metric("sim", "saliency", True, "SIM", 1.0, budget=True, aliases=("SIM",)),

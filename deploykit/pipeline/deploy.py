@@ -68,6 +68,7 @@ class DeployOptions:
     bench_seconds: float | None = None
     threads: int | None = None
     rerun: bool = False  # ignore the step record and redo everything
+    labels: str | None = None  # ground-truth masks for parity (parity --labels): miou_gt and miou_drop
 
     @property
     def chosen_precisions(self) -> tuple[str, ...]:
@@ -88,6 +89,23 @@ def _check(opts: DeployOptions) -> None:
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
     if opts.inputs and not Path(opts.inputs).exists():
         raise InputError(f"--inputs {opts.inputs} does not exist; give a folder of images or an .npz")
+
+
+UNTRAINED = ("untrained weights: no --weights given, so {what} keeps its builder's random initialisation "
+             "(seeded 0); the task gates then measure ties between near-equal random scores, not the quality a "
+             "trained model keeps; pass --weights CHECKPOINT for figures that mean something")
+
+
+def untrained_note(opts: DeployOptions) -> str:
+    """The warning deploy gives first and writes into its report when the model has no trained weights
+    ("" when --weights is given). A user factory may load weights itself, so it is told so, not asserted."""
+    from deploykit.zoo.sources import is_factory_path
+
+    if opts.weights:
+        return ""
+    if is_factory_path(opts.source):
+        return UNTRAINED.format(what=f"{opts.source}, unless the factory loads trained weights itself,")
+    return UNTRAINED.format(what=opts.source)
 
 
 def _folder_fingerprint(path: str | None) -> Any:
@@ -164,7 +182,8 @@ class _Run:
 
         opts = self.opts
         result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend.name,
-                                calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n),
+                                calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n,
+                                                               labels=opts.labels),
                                 accuracy_budget=_budget(opts, precision), threads=opts.threads, force=True,
                                 progress=self.say, source=self.onnx_model)
         write_json(record, _build_dict(result), force=True)
@@ -173,7 +192,8 @@ class _Run:
     def parity(self) -> ParityResult:
         from deploykit.parity.compare import ParitySettings, run_parity
 
-        result = run_parity(self.reference, self.candidates, self.inputs, ParitySettings(), progress=self.say)
+        result = run_parity(self.reference, self.candidates, self.inputs, ParitySettings(labels=self.opts.labels),
+                            progress=self.say)
         pictures = self.opts.out / PICTURES
         if result.pictures is not None:
             result.pictures.save(pictures, force=True)
@@ -236,6 +256,9 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     """The whole flow; see the module docstring."""
     say = progress or (lambda _m: None)
     _check(opts)
+    weights_note = untrained_note(opts)
+    if weights_note:
+        say(f"warning: {weights_note}")
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -283,7 +306,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
                  [opts.out / "bench.json"], run.bench, BenchReport.from_dict)
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,
-                          parity=parity, layers=layers, bench=bench, steps=steps)
+                          parity=parity, layers=layers, bench=bench, steps=steps, weights_note=weights_note)
     from deploykit.report.deploy import write_report
 
     say("writing the report")

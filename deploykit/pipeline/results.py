@@ -72,6 +72,7 @@ class DeployResult:
     layers: LayersResult
     bench: BenchReport
     steps: list[StepLog] = field(default_factory=list)
+    weights_note: str = ""  # the untrained-weights warning (pipeline.deploy.untrained_note), "" with --weights
 
     @property
     def verdict(self) -> Verdict:
@@ -86,7 +87,7 @@ class DeployResult:
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict.to_dict(),
                 "model": self.model, "options": self.options, "weights": self.weights, "backend": self.backend,
-                "backend_note": self.backend_note, "export": self.export.to_dict(),
+                "backend_note": self.backend_note, "weights_note": self.weights_note, "export": self.export.to_dict(),
                 "builds": [_build_dict(b) for b in self.builds], "parity": self.parity.to_dict(),
                 "layers": self.layers.to_dict(), "bench": self.bench.to_dict(),
                 "steps": [{"name": s.name, "skipped": s.skipped, "seconds": round(s.seconds, 2)} for s in self.steps]}
@@ -99,7 +100,8 @@ class DeployResult:
                    builds=[BuildResult.from_dict(b) for b in data["builds"]],
                    parity=_parity(data["parity"], out), layers=LayersResult.from_dict(data["layers"]),
                    bench=BenchReport.from_dict(data["bench"]),
-                   steps=[StepLog(s["name"], bool(s["skipped"]), float(s["seconds"])) for s in data.get("steps", [])])
+                   steps=[StepLog(s["name"], bool(s["skipped"]), float(s["seconds"])) for s in data.get("steps", [])],
+                   weights_note=str(data.get("weights_note", "")))
 
 
 def _parity(data: Mapping[str, Any], out: Path) -> ParityResult:

@@ -69,6 +69,11 @@ class Budget:
     def show(self, scores: Mapping[str, float]) -> str:
         return ", ".join(f"{term.metric} {scores[term.metric]:.6g}" for term in self.terms)
 
+    @property
+    def needs_labels(self) -> bool:
+        """Whether a term is measured against ground truth (miou_gt, miou_drop: --labels)."""
+        return any(METRICS[term.metric].needs_labels for term in self.terms)
+
 
 def parse_term(text: str, task: str | None) -> Term:
     budgeted = [m.name for m in METRICS.values() if m.budget]
@@ -114,21 +119,36 @@ class Evaluator:
     """
 
     def __init__(self, reference: bytes, inputs: Sequence[np.ndarray], task: str | None,
-                 threads: int | None = None, rank_inputs: int | None = None) -> None:
+                 threads: int | None = None, rank_inputs: int | None = None,
+                 truth: Sequence[np.ndarray] | None = None) -> None:
         if not inputs:
             raise CalibrationError("an accuracy budget needs at least one held-out input")
+        if truth is not None and len(truth) != len(inputs):
+            raise CalibrationError(f"{len(truth)} ground-truth masks for {len(inputs)} held-out inputs")
         self.inputs = list(inputs)
         self.task = task
         self.threads = threads
+        self.truth = list(truth) if truth is not None else None
         self.evaluations = 0
         self.rank_inputs = max(1, min(rank_inputs or len(self.inputs), len(self.inputs)))
         self.references = self._run(reference, len(self.inputs))
         self._norms = [[_norm(r) for r in ref] for ref in self.references]
+        self.reference_gt = self._miou_gt(self.references) if self.truth is not None else None
+
+    def _miou_gt(self, outputs: Sequence[Sequence[np.ndarray]]) -> float:
+        from deploykit.parity.metrics import LabelAccumulator
+
+        assert self.truth is not None
+        accumulator = LabelAccumulator()
+        for out, mask in zip(outputs, self.truth, strict=True):
+            accumulator.add(out[0], mask)
+        return accumulator.miou()
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
         session = session_from_onnx(model, threads=self.threads)
         name = session.get_inputs()[0].name
-        return [list(session.run(None, {name: x})) for x in self.inputs[:count]]
+        dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32  # --fp16-io
+        return [list(session.run(None, {name: x.astype(dtype, copy=False)})) for x in self.inputs[:count]]
 
     def score(self, model: bytes, tasks: bool = True) -> dict[str, float]:
         """cosine (worst output, worst input) and, for a known task and `tasks`, the task metrics of output 0;
@@ -144,6 +164,9 @@ class Evaluator:
             reference = np.concatenate([ref[0] for ref in self.references])
             candidate = np.concatenate([out[0] for out in outputs])
             scores.update(task_metrics(self.task, reference, candidate))
+        if self.reference_gt is not None and tasks:  # against ground truth: miou_gt, and miou_drop in points
+            scores["miou_gt"] = self._miou_gt(outputs)
+            scores["miou_drop"] = 100.0 * (self.reference_gt - scores["miou_gt"])
         return scores
 
 

@@ -23,9 +23,9 @@ from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
 from deploykit.calib.methods import MinMax, amax, make_method
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
-from deploykit.errors import BuildError, CalibrationError, InputError
+from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
-from deploykit.graph.tensors import activations, ensure_node_names, index_graph
+from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.precision.budget import (
     Budget,
@@ -60,6 +60,7 @@ class CalibrationOptions:
     holdout: int | None = None  # inputs held out for an accuracy budget
     max_kept: int | None = None  # most weighted nodes the budget search may keep in float
     sensitivity: str | None = None  # "single" (default) or "local" (see deploykit.precision.budget)
+    labels: str | None = None  # ground-truth masks of the held-out images, for miou_gt / miou_drop budgets
     int8_float: str | None = None  # INT8's float remainder: fp32 (default) | fp16 | auto (see INT8_FLOAT)
 
 
@@ -102,8 +103,25 @@ def input_shape(model: onnx.ModelProto, meta: ModelMetadata | None) -> tuple[int
 def _data(options: CalibrationOptions, model: onnx.ModelProto, meta: ModelMetadata | None,
           say: Progress) -> CalibrationData:
     assert options.data is not None
-    return calibration_data(options.data, input_shape=input_shape(model, meta),
+    data = calibration_data(options.data, input_shape=input_shape(model, meta),
                             preprocessing=meta.preprocessing if meta else None, n=options.n, warn=say)
+    _check_static_size(data, model)
+    return data
+
+
+def _check_static_size(data: CalibrationData, model: onnx.ModelProto) -> None:
+    """Arrays of another height or width than a static graph input fail here in one line, not in ONNX Runtime
+    mid-calibration (images are resized to the model's size; arrays are taken as they are)."""
+    initializers = {init.name for init in model.graph.initializer}
+    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
+    if data.kind != "array" or graph_input is None:
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    for axis, (want, got) in enumerate(zip(dims[1:], data.input_shape[1:], strict=False), start=1):
+        if want and want != got:
+            raise InputError(f"{data.source}: inputs of shape {list(data.input_shape[1:])} (C,H,W), but the model's "
+                             f"input is fixed at {dims[1:]} (axis {axis}); save inputs of that size or export "
+                             "with dynamic shapes")
 
 
 def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, method: Any, tensors: Sequence[str],
@@ -163,13 +181,15 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     with a budget the fewest most sensitive nodes stay float32 until it is met."""
     source = onnx.ModelProto.FromString(source.SerializeToString())
     ensure_node_names(source.graph)
+    if keep:  # a typo fails now, before calibration writes its cache
+        match_nodes(source.graph, keep, index_graph(source), option="--keep-fp32")
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
     if budget is not None and options.data is None:
         raise CalibrationError("an accuracy budget needs --calib-data (a quarter of it is held out to measure it)")
     chosen = options.data if options.data is not None else ("photos" if meta is not None else None)
     absmax: dict[str, float] = {}
     info: dict[str, Any] = {"overflow_scan": "skipped: no --calib-data and no deploykit metadata"}
-    data_sha, held = "", None
+    data_sha, held, truth = "", None, None
     if chosen is not None:
         try:
             data = _data(replace(options, data=chosen), source, meta, progress)
@@ -179,6 +199,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
             data, info = None, {"overflow_scan": f"skipped: {exc}"}
         if data is not None:
             data, held = _split(data, options, budget)
+            truth = _held_truth(held, options, budget)
             index = index_graph(source)
             tensors = sorted(t for t in activations(source, index) if index.types.get(t) == TensorProto.FLOAT)
             ranges, info = _ranges(source, source_sha, data, MinMax(), tensors, options, histograms=False,
@@ -194,7 +215,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     if budget is not None and held is not None:
         weighted = {n.name for n in source.graph.node if n.op_type in WEIGHTED}
         candidates = [name for name in result.half_nodes if name in weighted]
-        found = _search(source, candidates, lambda kept: build(kept).model, held, budget, meta, options,
+        found = _search(source, candidates, lambda kept: build(kept).model, held, truth, budget, meta, options,
                         backend=backend, low="FP16", threads=threads, progress=progress)
         result = build(frozenset(found.kept))
         report["budget"], info["holdout"] = found.to_dict(), len(held)
@@ -218,7 +239,12 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
                          f"{opset}: re-export it with `deploykit export --opset 18`")
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
+    if keep_float:  # a typo fails now, before calibration writes its cache (on a copy named as QdqBuilder names)
+        named = onnx.ModelProto.FromString(source.SerializeToString())
+        ensure_node_names(named.graph)
+        match_nodes(named.graph, keep_float, index_graph(named), option="--keep-float")
     data, held = _split(_data(options, source, meta, progress), options, budget)
+    truth = _held_truth(held, options, budget)
     method = make_method(options.method, percentile=options.percentile)
     tensors = calibration_tensors(source)
     ranges, info = _ranges(source, source_sha, data, method, tensors, options,
@@ -227,7 +253,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     result = builder.build()
     report: dict[str, Any] = {"method": method.to_dict()}
     if budget is not None and held is not None:
-        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, budget,
+        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, truth, budget,
                         meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
         result = builder.build(found.kept)
         report["budget"], info["holdout"] = found.to_dict(), len(held)
@@ -318,8 +344,27 @@ def _qdq_lint(model: onnx.ModelProto, progress: Progress) -> dict[str, Any]:
             "by_rule": {rule: sum(f.rule == rule for f in findings) for rule in sorted({f.rule for f in findings})}}
 
 
+def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budget: Budget | None
+                ) -> list[np.ndarray] | None:
+    """The ground-truth mask of each held-out image (parity.labels matches them by name), read now so that a
+    missing mask fails before calibration; None unless the budget is measured against ground truth."""
+    if budget is None or not budget.needs_labels:
+        return None
+    if options.labels is None:
+        raise ConfigConflict(f"accuracy budget {budget.describe()} is measured against ground truth; add --labels "
+                             "DIR (PNG masks named like the --calib-data images)")
+    if held is None or held.kind != "folder":
+        raise ConfigConflict("an accuracy budget against --labels needs --calib-data DIR, a folder of images "
+                             "whose held-out part the masks are matched to by file name")
+    from deploykit.parity.labels import match_labels
+
+    found = match_labels(options.labels, held.items)
+    return [found.read(i) for i in range(len(found))]
+
+
 def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[frozenset[str]], onnx.ModelProto],
-            held: CalibrationData, budget: Budget, meta: ModelMetadata | None, options: CalibrationOptions, *,
+            held: CalibrationData, truth: list[np.ndarray] | None, budget: Budget, meta: ModelMetadata | None,
+            options: CalibrationOptions, *,
             backend: str, low: str, threads: int | None, progress: Progress) -> BudgetResult:
     """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
     lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
@@ -340,7 +385,7 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
     evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads,
-                          rank_inputs=RANK_INPUTS)
+                          rank_inputs=RANK_INPUTS, truth=truth)
     sensitivity = None
     if method == "local" and candidates:
         triples = _node_tensors(source, candidates)

@@ -97,15 +97,15 @@ PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
         Precision("fp32", "--fp32", "Keep float32.", "FP32", None, frozenset(), "", "",
-                  (*_ALWAYS, "cosine>=0.99999", "pixel_agreement>=0.999", "miou>=0.99", "cc>=0.9999", "sim>=0.999",
-                   "kld<=0.001"), lambda _m: True, 0),
+                  (*_ALWAYS, "cosine>=0.99999", "pixel_agreement>=0.999", "miou_major>=0.99", "cc>=0.9999",
+                   "sim>=0.999", "kld<=0.001"), lambda _m: True, 0),
         Precision("fp16", "--fp16", "Weights and activations in float16.", "FP16", _fp16_pass,
                   frozenset({"keep", "fp16_io", "accuracy_budget"}), "keep_fp32", "kept_fp32",
-                  (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou>=0.95", "cc>=0.999", "sim>=0.99",
+                  (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou_major>=0.95", "cc>=0.999", "sim>=0.99",
                    "kld<=0.01"), _is_fp16, 1),
         Precision("int8", "--int8", "Explicit INT8 Q/DQ from calibration data.", "INT8", _int8_pass,
                   frozenset({"keep", "accuracy_budget"}), "keep_float", "kept_float",
-                  (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou>=0.85", "cc>=0.98", "sim>=0.95",
+                  (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou_major>=0.85", "cc>=0.98", "sim>=0.95",
                    "kld<=0.05"), _is_int8, 2, budget_in_deploy=True),
     )
 }

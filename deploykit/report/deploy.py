@@ -137,6 +137,7 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
         *verdict_blocks(result),
         Paragraph(f"Options {result.options or '(defaults)'}; weights {result.weights or '(builder initialisation)'}; "
                   f"backend {result.backend} ({result.backend_note})."),
+        *([Paragraph(f"**Warning: {result.weights_note}.**")] if result.weights_note else []),
         Heading("Accuracy against PyTorch"),
         Paragraph(f"{parity.input_count} inputs: {parity.inputs}. {parity.summary()}."),
         table(["precision", "output", "cosine", "max abs", "SNR dB", "task metrics", "verdict"],

@@ -18,7 +18,9 @@ Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]
 
 
 def _columns(result: ParityResult) -> tuple[tuple[str, str], ...]:
-    return NUMERIC_COLUMNS + TASK_COLUMNS.get(result.task or "", ())
+    task = tuple(c for c in TASK_COLUMNS.get(result.task or "", ())
+                 if result.reference_miou_gt or not METRICS[c[0]].needs_labels)  # ground truth: with --labels
+    return NUMERIC_COLUMNS + task
 
 
 def summary_table(result: ParityResult, table: Table = text_table) -> str:
@@ -58,9 +60,13 @@ def localization_lines(candidate: CandidateResult, table: Table = text_table) ->
     return lines
 
 
+def _truth_lines(result: ParityResult) -> list[str]:
+    return [f"reference mIoU vs labels ({name}): {fmt(value)}" for name, value in result.reference_miou_gt.items()]
+
+
 def text_report(result: ParityResult) -> str:
     lines = [f"reference: {result.reference} ({result.reference_backend}); task: {result.task or 'unknown'}",
-             f"inputs: {result.inputs}", "", summary_table(result)]
+             f"inputs: {result.inputs}", *_truth_lines(result), "", summary_table(result)]
     failures = [(c.label, f) for c in result.candidates for o in c.outputs for f in o.failures()]
     if failures:
         lines += ["", *(f"FAIL {label}: {failure}" for label, failure in failures)]

@@ -71,3 +71,13 @@ def test_int8_float_fp16_and_the_qdq_lint_of_both_layouts(model: Path, tmp_path:
         assert linted.exit_code == 0, linted.output
         rules = {f["rule"] for f in json.loads(linted.stdout)["findings"]}
         assert ("qdq-unfused-dq" in rules) == (layout == "inputs+outputs"), rules
+
+
+def test_fp16_io_with_an_accuracy_budget_builds(model: Path, tmp_path: Path) -> None:
+    """Was 'a bug in deploykit' (exit 1): the budget fed float32 to a graph with float16 inputs."""
+    out = tmp_path / "net.fp16io.ort.onnx"
+    result = CliRunner().invoke(cli, ["build-engine", str(model), "--fp16", "--fp16-io", "--calib-data", "photos",
+                                      "--calib-n", "4", "--accuracy-budget", "cosine>=0.99", "--json", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    budget = json.loads(result.stdout)["report"]["budget"]
+    assert budget["reached"]["cosine"] >= 0.99

@@ -75,7 +75,7 @@ def test_json_output_is_parseable_and_carries_the_verdict(models: dict[str, Path
 
 
 def test_gates_can_be_overridden(models: dict[str, Path]) -> None:
-    loose = ["--gate", "cosine>=0.1", "--gate", "pixel_agreement>=0.1", "--gate", "output:miou>=0.05"]
+    loose = ["--gate", "cosine>=0.1", "--gate", "pixel_agreement>=0.1", "--gate", "output:miou_major>=0.05"]
     assert invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, *loose).exit_code == 0
     strict = invoke(USER_MODEL, str(models["clean"]), "--input-shape", SHAPE, "--gate", "max_abs<=0")
     assert strict.exit_code == 2 and "output max_abs" in strict.stderr

@@ -1,0 +1,32 @@
+"""deploy on untrained weights says so first and in its report (issue 12, item 3): task gates on random
+weights measure ties between near-equal scores, not quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from deploykit.cli import cli
+from deploykit.pipeline.deploy import DeployOptions, untrained_note
+
+USER = "tests.fixtures.user_models:tiny_segmenter"
+
+
+def test_the_note_names_zoo_and_user_models_and_is_empty_with_weights() -> None:
+    assert untrained_note(DeployOptions(source="deeplabv3plus", out=Path("d"))).startswith(
+        "untrained weights: no --weights given, so deeplabv3plus keeps its builder's random initialisation")
+    assert "unless the factory loads trained weights itself" in untrained_note(DeployOptions(source=USER,
+                                                                                              out=Path("d")))
+    assert untrained_note(DeployOptions(source="deeplabv3plus", out=Path("d"), weights="w.pt")) == ""
+
+
+def test_deploy_on_random_weights_warns_first_and_in_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    result = CliRunner().invoke(cli, ["deploy", USER, "--input-shape", "1,3,64,64", "--precisions", "fp32",
+                                      "--out", str(out), "--bench-seconds", "0.1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0].startswith("… warning: untrained weights: no --weights given")
+    assert "**Warning: untrained weights" in (out / "report.md").read_text(encoding="utf-8")
+    assert json.loads((out / "summary.json").read_text())["weights_note"].startswith("untrained weights")
