@@ -138,4 +138,4 @@ def test_rank_scores_use_the_first_inputs_and_the_cosine_only() -> None:
     full = Evaluator(noisy.SerializeToString(), inputs[:1], None).references[0]
     expected = min(numeric_metrics(r, c).cosine for r, c in zip(evaluator.references[0], full, strict=True))
     assert rank["cosine"] == pytest.approx(expected, abs=1e-12) and rank["cosine"] < 0.999
-    assert set(evaluator.score(noisy.SerializeToString())) == {"cosine", "pixel_agreement", "miou"}
+    assert set(evaluator.score(noisy.SerializeToString())) == {"cosine", "pixel_agreement", "miou", "miou_major"}
