@@ -1,7 +1,8 @@
 """build-engine: precision pass (ONNX -> FP16 or INT8 Q/DQ ONNX), then the chosen backend's compile step.
 
 Outputs, beside OUT:
-- OUT: the artifact (ONNX Runtime: the ORT-optimized model; TensorRT: the engine);
+- OUT: the artifact (ONNX Runtime: the ORT-optimized model; TensorRT: the engine; OpenVINO: the IR .xml, with
+  the files its table entry lists as companions beside it, its .bin);
 - OUT + ".deploykit.json": the sidecar every later command loads the artifact through, written once, last;
 - <OUT stem>.fp16.onnx / <OUT stem>.int8.onnx: the precision graph, backend-independent (TensorRT compiles it).
 Defaults, documented once here: precision fp32 (deploykit.precision.table.DEFAULT); backend "auto" = the ready
@@ -147,6 +148,8 @@ def build_artifact(
     check_output_path(sidecar_path(out_path), force=force)
     chosen, note = resolve_backend(backend)
     chosen.check_options(options)
+    for companion in chosen.files(out_path)[1:]:
+        check_output_path(companion, force=force)
     model = source if source is not None else load_onnx(onnx_path)
     chosen.preflight(model, str(onnx_path))
     meta = read_metadata(model)
@@ -163,11 +166,12 @@ def build_artifact(
         _write_model(result.model, transformed, force=force)
         graph_path = transformed
         say(f"wrote the {entry.name} graph {transformed}")
+    fresh = [f for f in chosen.files(out_path) if not f.exists()]  # what a failed build must not leave behind
     try:
         compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say)
     except BaseException as exc:
-        if transformed is not None:
-            transformed.unlink(missing_ok=True)  # no precision graph without its artifact
+        for left in ([transformed] if transformed is not None else []) + fresh:
+            left.unlink(missing_ok=True)  # no precision graph without its artifact, no half an artifact
         if isinstance(exc, ImportError):  # a lazy import inside the backend's compile step
             raise BackendUnavailable(f"the {chosen.name} backend cannot be loaded here: {exc}") from exc
         raise
