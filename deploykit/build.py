@@ -1,12 +1,15 @@
 """build-engine: precision pass (ONNX -> FP16 or INT8 Q/DQ ONNX), then the chosen backend's compile step.
 
 Outputs, beside OUT:
-- OUT: the artifact (ONNX Runtime: the ORT-optimized model; TensorRT: the engine);
+- OUT: the artifact (ONNX Runtime: the ORT-optimized model; TensorRT: the engine; OpenVINO: the IR .xml, with
+  the files its table entry lists as companions beside it, its .bin);
 - OUT + ".deploykit.json": the sidecar every later command loads the artifact through, written once, last;
 - <OUT stem>.fp16.onnx / <OUT stem>.int8.onnx: the precision graph, backend-independent (TensorRT compiles it).
-Defaults, documented once here: precision fp32 (deploykit.precision.table.DEFAULT); backend "auto" = the ready
+Defaults, documented once here: precision fp32 (deploykit.precision.table.DEFAULT); no backend = the ready
 backend of highest rank in deploykit.backends.base.BACKENDS (TensorRT where a builder can be constructed, else
-ONNX Runtime); Q/DQ layout: the backend's entry; INT8 calibration method minmax on up to 64 inputs; FP16
+ONNX Runtime); an explicit "auto" on a CPU builds every ready CPU backend's artifact and keeps the fastest,
+measured on the model (deploykit.backends.race; the artifact's suffix becomes the winner's, e.g. OUT.xml);
+Q/DQ layout: the backend's entry; INT8 calibration method minmax on up to 64 inputs; FP16
 overflow scan on scikit-image's photographs when no --calib-data is given; accuracy-budget hold-out = a quarter
 of the data (1 to 8 inputs).
 """
@@ -25,6 +28,9 @@ import onnx
 
 import deploykit
 from deploykit.backends.base import Backend, Compiled, resolve_backend
+from deploykit.backends.race import candidates as race_candidates
+from deploykit.backends.race import check_outputs as check_racers
+from deploykit.backends.race import race
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
@@ -150,6 +156,11 @@ def build_artifact(
     check_output_path(sidecar_path(out_path), force=force)
     chosen, note = resolve_backend(backend)
     chosen.check_options(options)
+    for companion in chosen.files(out_path)[1:]:
+        check_output_path(companion, force=force)
+    racers = race_candidates(backend, chosen, layout_given=qdq_layout is not None)
+    if racers:
+        check_racers(out_path, racers, force=force)
     model = source if source is not None else load_onnx(onnx_path)
     chosen.preflight(model, str(onnx_path))
     meta = read_metadata(model)
@@ -166,12 +177,21 @@ def build_artifact(
         _write_model(result.model, transformed, force=force)
         graph_path = transformed
         say(f"wrote the {entry.name} graph {transformed}")
+    fresh = [f for f in chosen.files(out_path) if not f.exists()]  # what a failed build must not leave behind
     try:
-        compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say,
-                                    float_source=Path(onnx_path) if transformed is not None else None)
+        if racers:
+            raced = race(graph_path, out_path, racers, input_size=meta.input_size if meta else None, force=force,
+                         threads=threads, progress=say,
+                         float_source=Path(onnx_path) if transformed is not None else None)
+            chosen, out_path, note = raced.winner, raced.path, raced.reason
+            compiled = replace(raced.compiled, build_options={**raced.compiled.build_options, "auto": raced.record()})
+            say(f"auto: {note}")
+        else:
+            compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say,
+                                      float_source=Path(onnx_path) if transformed is not None else None)
     except BaseException as exc:
-        if transformed is not None:
-            transformed.unlink(missing_ok=True)  # no precision graph without its artifact
+        for left in ([transformed] if transformed is not None else []) + fresh:
+            left.unlink(missing_ok=True)  # no precision graph without its artifact, no half an artifact
         if isinstance(exc, ImportError):  # a lazy import inside the backend's compile step
             raise BackendUnavailable(f"the {chosen.name} backend cannot be loaded here: {exc}") from exc
         raise

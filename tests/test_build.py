@@ -55,7 +55,7 @@ def test_auto_backend_says_why() -> None:
     if tensorrt_status().state != "ready":
         assert backend.name == "onnxruntime" and "default here" in note and "TensorRT is" in note
     with pytest.raises(ConfigConflict, match="unknown backend"):
-        resolve_backend("openvino")
+        resolve_backend("coreml")
 
 
 def test_fp32_artifact_and_sidecar(workdir: Path, tmp_path: Path) -> None:

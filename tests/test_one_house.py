@@ -69,7 +69,7 @@ def test_every_backend_entry_names_a_module_with_the_protocol() -> None:
         if not entry.reference:
             for name in ("compile", "open", "preflight", "as_deployed"):
                 assert callable(getattr(module, name)), f"{entry.name}.{name}"
-            assert entry.suffix and entry.suffixes and entry.triton_platform, entry.name
+            assert entry.suffix and entry.suffixes and entry.servable, entry.name
 
 
 def test_auto_takes_the_ready_backend_of_highest_rank() -> None:

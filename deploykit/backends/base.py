@@ -17,7 +17,11 @@ only when the entry is used) defines
   `float_source` is the float model the precision graph was made from (a ModelProto for as_deployed, its path for
   compile; None for an fp32 build): a lowering may re-derive weights from it rather than from INT8 codes;
 - `open(artifact, sidecar, *, providers, threads) -> Runner`: a Runner for a built artifact (not yet entered).
-plus ONE `Backend` entry in `BACKENDS` below with its static facts. Nothing else names a backend: commands,
+plus ONE `Backend` entry in `BACKENDS` below with its static facts: among them the files that travel with
+the artifact (`companions`: OpenVINO's .bin beside its .xml), which the build checks and cleans up and Triton
+packaging copies; Triton's `platform` or, for a backend Triton serves through a backend rather than a platform,
+`triton_backend`; and whether the artifact carries the model's metadata itself (`self_describing`: a bare file
+opens without a sidecar and its Runner's `metadata()` answers). Nothing else names a backend: commands,
 deploy, targets, bench, Triton packaging and doctor ask this table (tests/test_one_house.py greps for literals).
 """
 
@@ -85,6 +89,10 @@ class Runner(ABC):
 
     def describe(self) -> str:
         return self.backend
+
+    def metadata(self) -> Any:
+        """The deploykit ModelMetadata the artifact itself carries (a self-describing backend's), else None."""
+        return None
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._active:
@@ -177,7 +185,10 @@ class Backend:
     suffixes: tuple[str, ...] = ()  # every suffix that marks a file as this backend's artifact
     runs_onnx: bool = False  # runs a plain .onnx file without a build
     device: Literal["cpu", "gpu"] = "cpu"
-    triton_platform: str = ""  # Triton's platform name ("" = not servable by Triton)
+    triton_platform: str = ""  # Triton's platform name ("" = not servable by Triton, or see triton_backend)
+    triton_backend: str = ""  # Triton's backend name, for a backend Triton names with `backend:` not `platform:`
+    companions: tuple[str, ...] = ()  # suffixes of the files beside the artifact that belong to it (".bin")
+    self_describing: bool = False  # a bare artifact (no sidecar) opens; its Runner's metadata() has the facts
     triton_file: str = ""  # the file name Triton expects in a model version folder
     triton_kind: str = "KIND_CPU"
     qdq_layout: str = "inputs+outputs"  # default INT8 Q/DQ placement; see deploykit.calib.qdq
@@ -187,6 +198,16 @@ class Backend:
     auto_rank: int = 0  # `--backend auto` takes the ready backend of highest rank (0: never chosen by auto)
     # bench choices this backend answers to -> the execution providers to ask for (ONNX Runtime's CUDA EP)
     bench_choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def servable(self) -> bool:
+        """Whether Triton serves this backend's artifacts."""
+        return bool(self.triton_platform or self.triton_backend)
+
+    def files(self, artifact: str | Path) -> list[Path]:
+        """The artifact and its companions: what is checked, cleaned up, copied and moved together."""
+        path = Path(artifact)
+        return [path, *(path.with_suffix(s) for s in self.companions)]
 
     def load(self) -> Any:
         try:
@@ -239,12 +260,23 @@ BACKENDS: dict[str, Backend] = {
                 lint_target="tensorrt",
                 ready_note="found a working builder",
                 bench_choices={"tensorrt": ()}),
+        Backend("openvino", "deploykit.backends.openvino.backend",
+                "OpenVINO IR on its CPU plugin (pip install 'deploykit[openvino]')", "OpenVINO",
+                suffix=".xml", suffixes=(".xml",), companions=(".bin",), triton_backend="openvino",
+                triton_file="model.xml", qdq_layout="inputs+outputs", auto_rank=1, artifact="IR",
+                self_describing=True, bench_choices={"openvino": ()}),
     )
 }
 REFERENCE = next(b for b in BACKENDS.values() if b.reference)
 COMPILERS = tuple(name for name, b in BACKENDS.items() if not b.reference)  # what build-engine can target
 BENCH_CHOICES = {choice: b for b in BACKENDS.values() for choice in b.bench_choices}
 FILE_SUFFIXES = tuple(dict.fromkeys(s for b in BACKENDS.values() for s in b.suffixes))
+
+
+def self_described(path: str | Path) -> Backend | None:
+    """The backend whose self-describing artifacts end like `path` (a bare OpenVINO .xml), else None."""
+    suffix = Path(path).suffix.lower()
+    return next((b for b in BACKENDS.values() if b.self_describing and suffix in b.suffixes), None)
 
 
 def backend_of(name: str, *, what: str = "backend") -> Backend:

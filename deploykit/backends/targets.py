@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Runner
+from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Backend, Runner, self_described
 from deploykit.backends.torch import TorchRunner, outputs_as_tuple
 from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
@@ -81,6 +81,9 @@ def open_target(
         opened = _artifact_target(path, sidecar, task=task, providers=providers, threads=threads)
         opened.onnx_path = _built_from(path, sidecar.build_options) or opened.onnx_path
         return opened
+    bare = self_described(path)
+    if bare is not None:
+        return _bare_target(path, bare, task=task, providers=providers, threads=threads)
     if path.suffix.lower() not in ONNX_RUNNER.suffixes:
         raise InputError(f"{path} has no sidecar {sidecar_path(path).name}; engines are run only with the "
                          "sidecar build-engine writes beside them (rebuild it with `deploykit build-engine`)")
@@ -190,6 +193,16 @@ def _artifact_target(path: Path, sidecar: Sidecar, *, task: Task | None, provide
     meta = ModelMetadata.from_record(sidecar.model)
     runner = entry.open(path, sidecar, providers=providers, threads=threads)
     model = _read_graph(path) if entry.runs_onnx else None
-    if model is not None and meta is None:
-        meta = read_metadata(model)
+    if meta is None:
+        meta = read_metadata(model) if model is not None else runner.metadata()
     return _file_target(runner, "artifact", path, meta, model, sidecar.precision, task)
+
+
+def _bare_target(path: Path, entry: Backend, *, task: Task | None, providers: Sequence[str],
+                 threads: int | None) -> Target:
+    """An artifact without a sidecar from a self-describing backend (an OpenVINO .xml): its model facts are
+    the metadata it carries (ModelMetadata via the Runner), its precision the one recorded there."""
+    runner = entry.open(path, None, providers=providers, threads=threads)
+    meta = runner.metadata()
+    precision = meta.precision if meta is not None and meta.precision else BASELINE.name
+    return _file_target(runner, "artifact", path, meta, None, precision, task)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit.backends.base import BACKENDS, BENCH_CHOICES, REFERENCE, Runner
+from deploykit.backends.base import BACKENDS, BENCH_CHOICES, REFERENCE, Runner, self_described
 from deploykit.backends.targets import ONNX_RUNNER, Target, is_file_target, open_target
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
 from deploykit.io.sidecar import read_sidecar
@@ -89,7 +89,8 @@ def _providers(choice: str) -> tuple[str, ...]:
 
 def _file_target(path: str, choice: str, threads: int | None, cuda_graph: bool) -> BenchTarget:
     sidecar = read_sidecar(path) if os.path.isfile(path) else None
-    built_for = BACKENDS[sidecar.backend] if sidecar and sidecar.backend in BACKENDS else ONNX_RUNNER
+    built_for = (BACKENDS[sidecar.backend] if sidecar and sidecar.backend in BACKENDS
+                 else self_described(path) or ONNX_RUNNER)
     wanted = BENCH_CHOICES[choice]
     if wanted.reference:
         raise BackendUnavailable(f"a file has no PyTorch module; bench the zoo model by name for {choice}")
@@ -189,7 +190,7 @@ def _open_bench_targets(target: str | Target, backends: Sequence[str] | None, *,
     sidecar = read_sidecar(target)
     out: list[BenchTarget] = []
     skipped: list[Skipped] = []
-    for backend in backends or [sidecar.backend if sidecar else ONNX_RUNNER.name]:
+    for backend in backends or [sidecar.backend if sidecar else (self_described(target) or ONNX_RUNNER).name]:
         try:
             out.append(_file_target(target, backend, threads, cuda_graph))
         except (BackendUnavailable, ImportError) as exc:

@@ -63,8 +63,9 @@ def backend_option(func: Any) -> Any:
     from deploykit.backends.base import COMPILERS
 
     return click.option("--backend", type=click.Choice(["auto", *COMPILERS]), default=None,
-                        help="auto (default): the best backend ready here (TensorRT where a builder can be "
-                             "constructed), else ONNX Runtime.")(func)
+                        help="Default: the best backend ready here (TensorRT where a builder can be "
+                             "constructed), else ONNX Runtime. auto on a CPU (build-engine): build every ready "
+                             "CPU backend's artifact and keep the fastest, measured on the model.")(func)
 
 
 @click.command("build-engine", short_help="Build an FP32/FP16/INT8 artifact (ONNX Runtime or TensorRT).")

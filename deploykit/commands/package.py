@@ -22,17 +22,18 @@ from deploykit.commands._options import echo_json, force_option, json_option
 def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str, ...], max_batch_size: int,
             instances: int, max_queue_delay_us: int, force: bool, as_json: bool) -> None:
     """Write a Triton model repository for ARTIFACTS (.onnx files or build-engine artifacts): config.pbtxt with
-    platform onnxruntime_onnx or tensorrt_plan, inputs/outputs with dims and dynamic batch, dynamic batching,
-    instance groups and version folders, each config validated against Triton's protobuf schema."""
+    the platform (onnxruntime_onnx, tensorrt_plan) or backend (openvino) that serves it, inputs/outputs with
+    dims and dynamic batch, dynamic batching, instance groups and version folders (with the artifact's
+    companion files, an IR's .bin), each config validated against Triton's protobuf schema."""
     from deploykit.package.triton import write_repository
 
     models = write_repository(artifacts, out, names=names, max_batch_size=max_batch_size, instances=instances,
                               max_queue_delay_us=max_queue_delay_us, force=force)
     if as_json:
-        echo_json([{"name": m.name, "platform": m.platform, "max_batch_size": m.max_batch_size,
+        echo_json([{"name": m.name, "platform": m.serving, "max_batch_size": m.max_batch_size,
                     "inputs": m.inputs, "outputs": m.outputs} for m in models])
         return
     for m in models:
-        click.echo(f"{out}/{m.name}: {m.platform}, max_batch_size {m.max_batch_size}, "
+        click.echo(f"{out}/{m.name}: {m.serving}, max_batch_size {m.max_batch_size}, "
                    f"inputs {', '.join(f'{t.name}{list(t.dims)}' for t in m.inputs)}")
     click.echo(f"serve with: tritonserver --model-repository {out}")

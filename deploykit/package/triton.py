@@ -1,6 +1,7 @@
 """Triton Inference Server model repositories from built artifacts (or plain ONNX files).
 
-Layout: OUT/<model name>/config.pbtxt and OUT/<model name>/<version>/model.onnx|model.plan. Each config is
+Layout: OUT/<model name>/config.pbtxt and OUT/<model name>/<version>/model.onnx|model.plan|model.xml (+ the
+artifact's companions, model.bin). Each config is
 validated by parsing it with Triton's own protobuf schema (tritonclient's model_config_pb2) when that
 package is installed (the `triton` extra).
 """
@@ -47,6 +48,20 @@ class TritonModel:
     inputs: tuple[TritonTensor, ...]
     outputs: tuple[TritonTensor, ...]
     kind: str  # KIND_CPU | KIND_GPU
+    backend: str = ""  # Triton's `backend:` (OpenVINO) in place of a platform
+    companions: tuple[str, ...] = ()  # suffixes of the files copied beside file_name (OpenVINO's .bin)
+
+    @property
+    def serving(self) -> str:
+        """What serves it in Triton: the platform, else the backend."""
+        return self.platform or self.backend
+
+    @property
+    def files(self) -> list[tuple[Path, str]]:
+        """(source file, name in the version folder): the artifact, then its companions."""
+        target = Path(self.file_name)
+        return [(self.source, self.file_name),
+                *((self.source.with_suffix(s), target.with_suffix(s).name) for s in self.companions)]
 
     def config_text(self, instances: int, max_queue_delay_us: int) -> str:
         def tensors(field: str, items: Sequence[TritonTensor]) -> str:
@@ -60,7 +75,9 @@ class TritonModel:
         batching = (f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n"
                     if self.max_batch_size > 0 else "")
         return (
-            f'name: "{self.name}"\nplatform: "{self.platform}"\nmax_batch_size: {self.max_batch_size}\n'
+            f'name: "{self.name}"\n'
+            + (f'platform: "{self.platform}"\n' if self.platform else f'backend: "{self.backend}"\n')
+            + f'max_batch_size: {self.max_batch_size}\n'
             f'default_model_filename: "{self.file_name}"\n'
             f"{tensors('input', self.inputs)}\n{tensors('output', self.outputs)}\n{batching}"
             f"instance_group [\n  {{\n    count: {instances}\n    kind: {self.kind}\n  }}\n]\n"
@@ -100,7 +117,7 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         raise InputError(f"artifact {file} does not exist; build one with `deploykit build-engine`")
     sidecar = read_sidecar(file)
     entry = BACKENDS.get(sidecar.backend) if sidecar else (ONNX_RUNNER if file.suffix == ".onnx" else None)
-    if entry is None or not entry.triton_platform:
+    if entry is None or not entry.servable:
         raise InputError(f"{file} is neither an .onnx model nor an artifact with a deploykit sidecar")
     graph_file = file
     if not entry.runs_onnx:
@@ -108,6 +125,9 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         graph_file = Path(str(sidecar.build_options.get("onnx_path", ""))) if sidecar else Path()
         if not graph_file.is_file():
             raise InputError(f"{file}: its sidecar does not name a readable source ONNX; rebuild with build-engine")
+    missing = [f.name for f in entry.files(file)[1:] if not f.is_file()]
+    if missing:
+        raise InputError(f"{file} has no {', '.join(missing)} beside it; copy it with the artifact or rebuild")
     platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
     try:
         graph = onnx.load(str(graph_file), load_external_data=False).graph
@@ -122,6 +142,7 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         name=_model_name(file, name), platform=platform, file_name=file_name, source=file,
         max_batch_size=max_batch_size if batched else 0,
         inputs=_onnx_tensors(graph.input, batched), outputs=_onnx_tensors(graph.output, batched), kind=kind,
+        backend=entry.triton_backend, companions=entry.companions,
     )
 
 
@@ -171,7 +192,8 @@ def write_repository(
             validate_config(text)
             folder = staging / model.name / str(version)
             folder.mkdir(parents=True)
-            shutil.copyfile(model.source, folder / model.file_name)
+            for source, name in model.files:
+                shutil.copyfile(source, folder / name)
             (staging / model.name / "config.pbtxt").write_text(text, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)

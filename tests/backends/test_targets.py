@@ -108,8 +108,8 @@ def test_bad_targets_say_what_to_do(exported: Path, tmp_path: Path) -> None:
     plan.write_bytes(b"\0")
     with pytest.raises(InputError, match=re.escape("no sidecar model.plan.deploykit.json")):
         open_target(str(plan))
-    _sidecar(plan, "openvino", "fp32", {})
-    with pytest.raises(InputError, match="backend 'openvino'"):
+    _sidecar(plan, "coreml", "fp32", {})
+    with pytest.raises(InputError, match="backend 'coreml'"):
         open_target(str(plan))
     with pytest.raises(ConfigConflict, match="--set and --weights apply to PyTorch models"):
         open_target(str(exported), weights="w.pth")

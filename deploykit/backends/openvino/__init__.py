@@ -2,8 +2,10 @@
 OpenVinoRunner (runner.py). The `openvino` package is an optional extra (`pip install 'deploykit[openvino]'`),
 imported only when this backend is used.
 
-The backend's seams, for the one backend table: `availability()`, `compile(graph, out, ...)` and
-`open_runner(artifact, ...)`, re-exported here; the artifact is OUT.xml with OUT.bin beside it.
+The table entry (deploykit.backends.base.BACKENDS["openvino"]) calls backend.py, which implements the backend
+protocol over compile.py and runner.py; `availability()`, `compile(graph, out, ...)` and `open_runner(artifact,
+...)` are re-exported here for direct use. The artifact is OUT.xml with OUT.bin beside it (the entry's
+`companions`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""`--backend auto` on a CPU, measured: build every ready CPU backend's artifact from the same precision graph,
+time them interleaved on the model's input, keep the fastest.
+
+Which backends race: those of the table with a positive `auto_rank`, `device` "cpu", ready here, and the Q/DQ
+layout of the one the table would pick (the precision graph is built once, for that layout; a layout given
+with --qdq-layout applies to all). Where the table picks a GPU backend (TensorRT with a working builder), auto
+stays with it: there is nothing to measure against on the CPU.
+
+Timing: RUNS rounds after WARMUP untimed ones; each round runs every candidate once on the same random input
+(batch 1, the model's input size), in an order that rotates each round, so a burst of load elsewhere hits
+every candidate alike (as benchmarks/bench_cpu_peers.py does). The medians, the runs and the reason are
+recorded in the sidecar (build_options["auto"]) and in the build's backend note.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Backend, Compiled, Runner
+from deploykit.io.outputs import check_output_path
+from deploykit.types import Progress
+
+RUNS = 20  # enough for a stable median between backends whose latencies differ by more than a few percent
+WARMUP = 2
+DEFAULT_SIDE = 224  # a dynamic spatial dimension without a recorded input size
+
+
+@dataclass(frozen=True)
+class Raced:
+    winner: Backend
+    path: Path  # where the winner's artifact now is
+    compiled: Compiled
+    medians_ms: dict[str, float]
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        """What the sidecar keeps under build_options["auto"]."""
+        return {"chosen": self.winner.name, "medians_ms": self.medians_ms, "runs": RUNS, "warmup": WARMUP,
+                "reason": self.reason}
+
+
+def candidates(asked: str | None, chosen: Backend, *, layout_given: bool) -> list[Backend]:
+    """The CPU backends an explicit `--backend auto` races (none when only one qualifies, or the table's pick is
+    not a CPU backend)."""
+    if asked != "auto" or chosen.device != "cpu":
+        return []
+    racers = [b for b in BACKENDS.values() if b.auto_rank > 0 and b.device == "cpu"
+              and (layout_given or b.qdq_layout == chosen.qdq_layout) and b.availability().ready]
+    return racers if len(racers) > 1 else []
+
+
+def artifact_for(out: Path, entry: Backend) -> Path:
+    """OUT when its suffix is one of `entry`'s, else OUT's name without the known artifact suffixes plus
+    `entry`'s (model.ort.onnx -> model.xml when OpenVINO wins)."""
+    if out.suffix.lower() in entry.suffixes:
+        return out
+    stem = out.name
+    while any(stem.endswith(s) and len(stem) > len(s) for s in FILE_SUFFIXES):
+        stem = next(stem[: -len(s)] for s in FILE_SUFFIXES if stem.endswith(s) and len(stem) > len(s))
+    return out.with_name(stem + entry.suffix)
+
+
+def check_outputs(out: Path, racers: Sequence[Backend], *, force: bool) -> None:
+    """Refuse before building when any racer's artifact (or its companions or sidecar) would overwrite a file."""
+    from deploykit.io.sidecar import sidecar_path
+
+    for entry in racers:
+        target = artifact_for(out, entry)
+        for path in (*entry.files(target), sidecar_path(target)):
+            check_output_path(path, force=force)
+
+
+def _feed(runner: Runner, input_size: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feed = {}
+    for spec in runner.input_specs():
+        side = list(input_size or (DEFAULT_SIDE, DEFAULT_SIDE))
+        shape: list[int] = []
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            else:
+                shape.append(1 if axis == 0 else side.pop(0) if side else DEFAULT_SIDE)
+        feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+    return feed
+
+
+def _time(runners: dict[str, Runner], feed: dict[str, np.ndarray]) -> dict[str, float]:
+    names = list(runners)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(WARMUP + RUNS):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            runners[name].infer_unchecked(feed)
+            if index >= WARMUP:
+                times[name].append((time.perf_counter() - started) * 1e3)
+    return {name: round(statistics.median(t), 3) for name, t in times.items()}
+
+
+def race(graph: Path, out: Path, racers: Sequence[Backend], *, input_size: tuple[int, int] | None, force: bool,
+         threads: int | None, progress: Progress, float_source: Path | None = None) -> Raced:
+    """Compile `graph` with every racer in a temporary folder beside OUT, time them, move the fastest's files
+    into place (artifact_for(out, winner)); the others are deleted."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.auto.", dir=out.parent or Path(".")))
+    try:
+        built: dict[str, tuple[Path, Compiled]] = {}
+        for entry in racers:
+            path = folder / f"candidate{entry.suffix}"
+            built[entry.name] = path, entry.compile(graph, path, None, force=True, threads=threads,
+                                                    progress=progress, float_source=float_source)
+        with ExitStack() as stack:
+            runners = {name: stack.enter_context(BACKENDS[name].open(path, None, threads=threads))
+                       for name, (path, _) in built.items()}
+            feed = _feed(next(iter(runners.values())), input_size)
+            shapes = ", ".join(f"{k}[{'x'.join(map(str, v.shape))}]" for k, v in feed.items())
+            progress(f"auto: timing {', '.join(BACKENDS[n].title for n in runners)} on {shapes}, {RUNS} "
+                     "interleaved runs each")
+            medians = _time(runners, feed)
+        ranked = sorted(medians, key=lambda name: medians[name])
+        winner = BACKENDS[ranked[0]]
+        others = "; ".join(f"{BACKENDS[n].title} {medians[n]:.3g} ms" for n in ranked[1:])
+        reason = (f"{winner.title} was the fastest here: median {medians[winner.name]:.3g} ms against {others} "
+                  f"({RUNS} interleaved runs on {shapes}, measured at build time on {_cpu()})")
+        target = artifact_for(out, winner)
+        source, compiled = built[winner.name]
+        for src, dst in zip(winner.files(source), winner.files(target), strict=True):
+            check_output_path(dst, force=force)
+            os.replace(src, dst)
+        return Raced(winner, target, compiled, medians, reason)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cpu() -> str:
+    from deploykit.environment import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count() or 1} cores"

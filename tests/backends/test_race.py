@@ -1,0 +1,72 @@
+"""`--backend auto` on a CPU: every ready CPU backend is built and timed, the fastest kept, its medians and the
+reason recorded in the sidecar; without an explicit auto, or where the table picks a GPU backend, no race."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from deploykit.backends import race as race_module
+from deploykit.backends.base import BACKENDS, backend_of
+from deploykit.backends.race import artifact_for, candidates
+from deploykit.build import build_artifact
+
+CPU = backend_of("onnxruntime")
+
+
+def test_only_an_explicit_auto_on_a_cpu_races() -> None:
+    gpu = next(b for b in BACKENDS.values() if b.device == "gpu")
+    assert candidates(None, CPU, layout_given=False) == []
+    assert candidates(CPU.name, CPU, layout_given=False) == []
+    assert candidates("auto", gpu, layout_given=False) == []  # TensorRT ready: auto stays TensorRT
+    racers = candidates("auto", CPU, layout_given=False)
+    ready = [b for b in BACKENDS.values() if b.device == "cpu" and b.auto_rank and b.availability().ready]
+    assert racers == (ready if len(ready) > 1 else [])
+
+
+def test_artifact_names_follow_the_winner() -> None:
+    openvino = backend_of("openvino")
+    assert artifact_for(Path("d/m.int8.ort.onnx"), CPU) == Path("d/m.int8.ort.onnx")
+    assert artifact_for(Path("d/m.int8.ort.onnx"), openvino) == Path("d/m.int8.xml")
+    assert artifact_for(Path("d/m.xml"), CPU) == Path("d/m.ort.onnx")
+
+
+def test_feed_fills_dynamic_dims_from_the_input_size() -> None:
+    from deploykit.backends.base import TensorSpec
+
+    class Specs:
+        def input_specs(self) -> list[TensorSpec]:
+            return [TensorSpec("x", (None, 3, "h", "w"), "float32")]
+
+    feed = race_module._feed(Specs(), (32, 48))  # type: ignore[arg-type]
+    assert feed["x"].shape == (1, 3, 32, 48) and feed["x"].dtype == np.float32
+
+
+@pytest.mark.parametrize("fastest", ["openvino", "onnxruntime"])
+def test_auto_keeps_the_fastest_and_records_why(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                fastest: str) -> None:
+    pytest.importorskip("openvino", reason="a race needs a second CPU backend: pip install 'deploykit[openvino]'")
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+    timed: list[list[str]] = []
+
+    def fake_time(runners: dict[str, Any], feed: dict[str, np.ndarray]) -> dict[str, float]:
+        for runner in runners.values():
+            runner.infer_unchecked(feed)  # each candidate really runs
+        timed.append(sorted(runners))
+        return {name: 1.0 if name == fastest else 2.0 for name in runners}
+
+    monkeypatch.setattr(race_module, "_time", fake_time)
+    out = tmp_path / "m.ort.onnx"
+    result = build_artifact(tiny_onnx, out, backend="auto", threads=1)
+    winner = backend_of(fastest)
+    assert timed == [["onnxruntime", "openvino"]]
+    assert result.backend == fastest and result.path == artifact_for(out, winner)
+    record = json.loads(result.sidecar_path.read_text())["build_options"]["auto"]
+    assert record["chosen"] == fastest and record["medians_ms"][fastest] == 1.0 and len(record["medians_ms"]) == 2
+    assert f"{winner.title} was the fastest" in result.backend_note == record["reason"]
+    files = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert files == sorted([*(f.name for f in winner.files(result.path)), result.sidecar_path.name])
