@@ -69,6 +69,7 @@ from deploykit.graph.tensors import (
 )
 
 QMAX = 127
+SHAPE_ONLY = frozenset({"Shape", "Size"})  # ops that read a tensor's shape, not its values
 MIN_AMAX = 1e-8  # a tensor that was always zero still needs a positive scale
 
 
@@ -286,8 +287,9 @@ def _readers(model: onnx.ModelProto, index: GraphIndex, chosen: list[QuantNode],
             consumers = index.consumers.get(output, [])
             if any(c.name in reach for c, _ in consumers):
                 readers.setdefault(output, set()).update(c.name for c, _ in consumers)
-        for tensor, read in readers.items():
-            read.update(c.name for c, _ in index.consumers.get(tensor, []) if c.name not in floats)
+        for tensor, read in readers.items():  # Shape/Size read no values: they keep the float tensor
+            read.update(c.name for c, _ in index.consumers.get(tensor, [])
+                        if c.name not in floats and c.op_type not in SHAPE_ONLY)
     return readers
 
 
