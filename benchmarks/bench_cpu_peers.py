@@ -49,7 +49,7 @@ SHOWN_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx
 REFERENCE = "PyTorch eager"
 
 
-def say(message: str) -> None:
+def say(message: object) -> None:  # a str or a deploykit.types.Progressed
     print(f"[bench_cpu_peers] {message}", file=sys.stderr, flush=True)
 
 

@@ -67,7 +67,7 @@ FULL_TIMING = TimingConfig(warmup_s=1.0, duration_s=10.0, min_iterations=10, min
 TINY_TIMING = TimingConfig(warmup_s=0.0, duration_s=0.0, iterations=5, min_warmup_iterations=1)
 
 
-def say(message: str) -> None:
+def say(message: object) -> None:  # a str or a deploykit.types.Progressed
     print(f"… {message}", file=sys.stderr, flush=True)
 
 

@@ -50,6 +50,9 @@ class Progressed:
     done: int
     total: int
 
+    def __str__(self) -> str:  # how plain-text progress (benchmarks, logs) shows a count
+        return f"{self.what} {self.done}/{self.total}"
+
 
 # What long-running library functions report: a str is a one-line status message, a Progressed a count.
 ProgressEvent = str | Progressed
