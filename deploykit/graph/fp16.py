@@ -42,7 +42,7 @@ from deploykit.graph.tensors import (
     GraphIndex,
     activations,
     all_names,
-    constant_array,
+    constant_value,
     ensure_node_names,
     index_graph,
     match_nodes,
@@ -113,13 +113,6 @@ def _data_inputs(node: onnx.NodeProto) -> list[int]:
     return list(range(len(node.input))) if positions is None else [p for p in positions if p < len(node.input)]
 
 
-def _constant(index: GraphIndex, name: str) -> np.ndarray | None:
-    init = index.initializers.get(name)
-    if init is not None:
-        return numpy_helper.to_array(init)
-    producer = index.producer.get(name)
-    return constant_array(producer) if producer is not None and producer.op_type == "Constant" else None
-
 
 def _extent(node: onnx.NodeProto, index: GraphIndex, shapes: Mapping[str, list[int]]) -> int | None:
     """How many elements each output element of a reduction accumulates, when shapes are static."""
@@ -133,7 +126,7 @@ def _extent(node: onnx.NodeProto, index: GraphIndex, shapes: Mapping[str, list[i
         return dims[int(attrs.get("axis", -1))]
     axes = attrs.get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        value = _constant(index, node.input[1])
+        value = constant_value(index, node.input[1])
         axes = None if value is None else [int(a) for a in value.reshape(-1)]
     axes = axes if axes else list(range(len(dims)))
     return int(np.prod([dims[a] for a in axes]))
@@ -159,7 +152,7 @@ def _keep_reason(node: onnx.NodeProto, index: GraphIndex, absmax: Mapping[str, f
     for name in (*[node.input[p] for p in _data_inputs(node)], *node.output):
         if not name or not index.is_float(name):
             continue
-        value = _constant(index, name)
+        value = constant_value(index, name)
         if value is not None:
             peak = float(np.abs(value.astype(np.float64)).max(initial=0.0))
             if peak > FP16_MAX:
@@ -232,10 +225,7 @@ class _Rewriter:
         if name in self.to_half:
             return self.to_half[name]
         new = unique_name(f"{name}_fp16", self.taken)
-        init = self.index.initializers.get(name)
-        producer = self.index.producer.get(name)
-        value = numpy_helper.to_array(init) if init is not None else (
-            constant_array(producer) if producer is not None and producer.op_type == "Constant" else None)
+        value = constant_value(self.index, name)
         if value is not None and value.dtype == np.float32:
             # Values beyond float16's range were caught by the plan; nonzero values below its smallest
             # subnormal become that subnormal, not zero (module docstring).

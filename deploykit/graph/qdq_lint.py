@@ -29,9 +29,8 @@ from typing import Literal
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from deploykit.graph.tensors import GraphIndex, constant_array
+from deploykit.graph.tensors import GraphIndex, constant_value
 
 # Ops TensorRT runs in INT8 when their inputs are dequantized (the guide's quantizable layers).
 QUANTIZABLE = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "GlobalAveragePool", "Add"})
@@ -44,13 +43,6 @@ FIX_LAYOUT = ("build with `deploykit build-engine --int8 --backend tensorrt` (Q/
 Finding = tuple[str, Literal["error", "warning", "info"], onnx.NodeProto, str, str]  # rule, severity, node, why, fix
 
 
-def _value(index: GraphIndex, name: str) -> np.ndarray | None:
-    init = index.initializers.get(name)
-    if init is not None:
-        return numpy_helper.to_array(init)
-    node = index.producer.get(name)
-    return constant_array(node) if node is not None and node.op_type == "Constant" else None
-
 
 def _activation_scale(index: GraphIndex, node: onnx.NodeProto) -> float | None:
     """The scalar scale of an activation Q or DQ (None for per-channel weights or a computed scale)."""
@@ -58,7 +50,7 @@ def _activation_scale(index: GraphIndex, node: onnx.NodeProto) -> float | None:
         return None
     if node.op_type == "DequantizeLinear" and node.input[0] in index.initializers:
         return None  # a constant weight
-    scale = _value(index, node.input[1])
+    scale = constant_value(index, node.input[1])
     return float(scale.reshape(-1)[0]) if scale is not None and scale.size == 1 else None
 
 

@@ -160,6 +160,15 @@ def constant_array(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
+def constant_value(index: GraphIndex, name: str) -> np.ndarray | None:
+    """The value of tensor `name` when it is an initializer or a Constant node's output, else None."""
+    init = index.initializers.get(name)
+    if init is not None:
+        return numpy_helper.to_array(init)
+    producer = index.producer.get(name)
+    return constant_array(producer) if producer is not None and producer.op_type == "Constant" else None
+
+
 def remove_unused_initializers(model: onnx.ModelProto) -> None:
     used = {name for node in model.graph.node for name in node.input}
     used |= subgraph_reads(model.graph)

@@ -189,11 +189,12 @@ def class_labels(output: np.ndarray) -> np.ndarray:
     return output.astype(np.int64) if is_class_map(output) else segmentation_labels(output)
 
 
-def _saliency_maps(output: np.ndarray) -> np.ndarray:
+def saliency_maps(output: np.ndarray, dtype: type[np.floating[Any]] = np.float64) -> np.ndarray:
+    """N,H,W maps from a saliency output of shape N,1,H,W or N,H,W."""
     if output.ndim == 4 and output.shape[1] == 1:
-        return output[:, 0].astype(np.float64)
+        return output[:, 0].astype(dtype)
     if output.ndim == 3:
-        return output.astype(np.float64)
+        return output.astype(dtype)
     raise ParityError(f"a saliency output must be N,1,H,W or N,H,W; got shape {list(output.shape)}")
 
 
@@ -283,7 +284,7 @@ class TaskAccumulator:
             self._add_segmentation(segmentation_labels(reference), segmentation_labels(candidate),
                                    max(2, reference.shape[1]))
         else:
-            for r, c in zip(_saliency_maps(reference), _saliency_maps(candidate), strict=True):
+            for r, c in zip(saliency_maps(reference), saliency_maps(candidate), strict=True):
                 self._add_saliency(r, c)
 
     def _add_class_maps(self, reference: np.ndarray, candidate: np.ndarray) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from deploykit.errors import InputError, ParityError
 from deploykit.io.outputs import atomic_output
 from deploykit.parity.classes import PICTURED_INPUTS, saliency_disagreement
-from deploykit.parity.metrics import segmentation_labels
+from deploykit.parity.metrics import class_labels, saliency_maps
 from deploykit.types import Preprocessing, Task
 
 
@@ -103,16 +103,9 @@ class Pictures:
 
 def _compact_labels(output: np.ndarray) -> np.ndarray:
     """N,C,H,W scores, or N,H,W class maps already taken from them, as uint8 (uint16 beyond 256 classes)."""
-    labels = output if output.ndim == 3 and np.issubdtype(output.dtype, np.integer) else segmentation_labels(output)
+    labels = class_labels(output)
     return labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
 
-
-def _saliency(output: np.ndarray) -> np.ndarray:
-    if output.ndim == 4 and output.shape[1] == 1:
-        return output[:, 0].astype(np.float32)
-    if output.ndim == 3:
-        return output.astype(np.float32)
-    raise ParityError(f"a saliency output must be N,1,H,W or N,H,W; got shape {list(output.shape)}")
 
 
 class PictureKeeper:
@@ -133,7 +126,7 @@ class PictureKeeper:
         if self.task == "segmentation":
             ref, cands = _compact_labels(reference), [_compact_labels(c) for c in candidates]
         else:
-            ref, cands = _saliency(reference), [_saliency(c) for c in candidates]
+            ref, cands = saliency_maps(reference, np.float32), [saliency_maps(c, np.float32) for c in candidates]
         for n in range(ref.shape[0]):
             if self.task == "segmentation":
                 scores = tuple(float(np.mean(ref[n] != c[n])) for c in cands)
