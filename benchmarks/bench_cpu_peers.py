@@ -339,12 +339,20 @@ def contenders(p: Prepared, args: argparse.Namespace, skipped: list[str]) -> lis
 
 # --- timing, agreement, results -------------------------------------------------------------------------------
 
-def time_round_robin(entries: list[Contender], inputs: list[np.ndarray], rounds: int, warmup: int) -> None:
-    """One inference per contender per round, on the round's input; the order rotates each round."""
+PARK_S = 0.05  # untimed pause between contenders (see time_round_robin)
+
+
+def time_round_robin(entries: list[Contender], inputs: list[np.ndarray], rounds: int, warmup: int,
+                     park_s: float = PARK_S) -> None:
+    """One inference per contender per round, on the round's input; the order rotates each round. Between two
+    contenders an untimed pause lets the last one's worker threads stop spin-waiting (ONNX Runtime's intra-op
+    pool and OpenMP spin after a run): without it they took the cores of whichever contender ran next, and the
+    same graph timed 15.7 and 37.2 ms in one run (MSI-Net, OpenVINO fp32 of the same model.onnx)."""
     for index in range(warmup + rounds):
         x = inputs[index % len(inputs)]
         shift = index % len(entries)
         for entry in entries[shift:] + entries[:shift]:
+            time.sleep(park_s)
             started = time.perf_counter()
             entry.run(x)
             elapsed = (time.perf_counter() - started) * 1e3
