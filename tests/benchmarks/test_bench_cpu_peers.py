@@ -3,26 +3,18 @@ order, and the issue 15 targets are judged from the rows (the full run needs the
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cpu_peers.py"
+from tests.benchmarks import load_script
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_cpu_peers", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_cpu_peers"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_cpu_peers")
 
 
 def test_round_robin_rotates_order_and_inputs(script: ModuleType) -> None:

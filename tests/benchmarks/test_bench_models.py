@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,18 +11,12 @@ import pytest
 
 from deploykit.bench.harness import Timing, result_from_timing
 from deploykit.bench.roofline import Peaks
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_models.py"
+from tests.benchmarks import load_script
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_models", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_models"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_models")
 
 
 def _row(model: str, medians: dict[str, float], agreement: dict[str, dict[str, float]],
