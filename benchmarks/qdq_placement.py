@@ -8,7 +8,7 @@ when run through ONNX Runtime with an FP32 or an FP16 float remainder (--int8-fl
 Per model: quantized weighted nodes, residual Adds reading a quantized skip, Concats sharing one scale, the Q/DQ
 lint's findings (deploykit.graph.qdq_lint) by rule, and agreement against the FP32 ONNX model on the images in
 benchmarks/data/heldout (calibration: benchmarks/data/calib). ONNX Runtime simulates the INT8 graph, without its
-WeightBiasQuantization pass (deploykit.precision.passes.TensorRTFormEvaluator); these are not TensorRT
+WeightBiasQuantization pass (deploykit.precision.int8_choices.TensorRTFormEvaluator); these are not TensorRT
 figures. The tiny variants are untrained, so their agreement says little; the trained ones do.
 """
 
@@ -31,12 +31,8 @@ from deploykit.calib.data import calibration_data  # noqa: E402
 from deploykit.export import onnx_from_torch  # noqa: E402
 from deploykit.graph.tensors import activations, index_graph  # noqa: E402
 from deploykit.io.metadata import read_metadata  # noqa: E402
-from deploykit.precision.passes import (  # noqa: E402
-    CalibrationOptions,
-    TensorRTFormEvaluator,
-    input_shape,
-    int8_graph,
-)
+from deploykit.precision.int8_choices import TensorRTFormEvaluator  # noqa: E402
+from deploykit.precision.passes import CalibrationOptions, input_shape, int8_graph  # noqa: E402
 from deploykit.zoo import get_model_spec, list_models  # noqa: E402
 from deploykit.zoo.sources import load_model  # noqa: E402
 

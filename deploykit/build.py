@@ -16,10 +16,12 @@ of the data (1 to 8 inputs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -179,16 +181,17 @@ def build_artifact(
         say(f"wrote the {entry.name} graph {transformed}")
     fresh = [f for f in chosen.files(out_path) if not f.exists()]  # what a failed build must not leave behind
     try:
-        if racers:
-            raced = race(graph_path, out_path, racers, input_size=meta.input_size if meta else None, force=force,
-                         threads=threads, progress=say,
-                         float_source=Path(onnx_path) if transformed is not None else None)
-            chosen, out_path, note = raced.winner, raced.path, raced.reason
-            compiled = replace(raced.compiled, build_options={**raced.compiled.build_options, "auto": raced.record()})
-            say(f"auto: {note}")
-        else:
-            compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say,
-                                      float_source=Path(onnx_path) if transformed is not None else None)
+        with _float_source(Path(onnx_path), result) as float_source:
+            if racers:
+                raced = race(graph_path, out_path, racers, input_size=meta.input_size if meta else None,
+                             force=force, threads=threads, progress=say, float_source=float_source)
+                chosen, out_path, note = raced.winner, raced.path, raced.reason
+                compiled = replace(raced.compiled,
+                                   build_options={**raced.compiled.build_options, "auto": raced.record()})
+                say(f"auto: {note}")
+            else:
+                compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads,
+                                          progress=say, float_source=float_source)
     except BaseException as exc:
         for left in ([transformed] if transformed is not None else []) + fresh:
             left.unlink(missing_ok=True)  # no precision graph without its artifact, no half an artifact
@@ -202,6 +205,23 @@ def build_artifact(
     return BuildResult(path=out_path, sidecar=sidecar, backend=chosen.name, backend_note=note,
                        precision=entry.name, precision_onnx=transformed, report=dict(sidecar.precision_report),
                        seconds=time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _float_source(onnx_path: Path, result: PrecisionResult | None) -> Iterator[Path | None]:
+    """The float model the precision graph was made from, as a file for the backend's lowering: the source
+    ONNX, or the model the pass transformed before quantizing (cross-layer equalized) in a temporary file;
+    None for an fp32 build."""
+    if result is None:
+        yield None
+        return
+    if result.float_model is None:
+        yield onnx_path
+        return
+    with tempfile.TemporaryDirectory(prefix="deploykit-float-") as folder:
+        path = Path(folder) / "float.onnx"
+        onnx.save(result.float_model, str(path))
+        yield path
 
 
 def _sidecar(out: Path, source_sha: str, graph: Path, meta: ModelMetadata | None, precision: Precision,

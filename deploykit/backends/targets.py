@@ -46,6 +46,7 @@ class Target:
     loaded: LoadedModel | None = None  # torch targets: the model itself (e.g. to export a reference ONNX)
     metadata: ModelMetadata | None = None
     static_input: tuple[int, ...] | None = None  # an ONNX input with every dimension fixed
+    budget: str | None = None  # the accuracy budget an artifact was built to (its sidecar), held by parity
 
 
 def is_file_target(target: str) -> bool:
@@ -80,6 +81,7 @@ def open_target(
     if sidecar is not None:
         opened = _artifact_target(path, sidecar, task=task, providers=providers, threads=threads)
         opened.onnx_path = _built_from(path, sidecar.build_options) or opened.onnx_path
+        opened.budget = (sidecar.precision_report.get("budget") or {}).get("budget")
         return opened
     bare = self_described(path)
     if bare is not None:

@@ -61,6 +61,7 @@ from deploykit.graph.tensors import (
     activations,
     all_names,
     constant_array,
+    constant_value,
     ensure_node_names,
     index_graph,
     match_nodes,
@@ -116,8 +117,11 @@ def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> int | None:
 
 
 def weighted_nodes(model: onnx.ModelProto, index: GraphIndex, keep: Iterable[str] = (),
-                   chosen: Iterable[str] = ()) -> tuple[list[QuantNode], list[KeptNode]]:
-    """The weighted nodes that can be quantized, and those that cannot or are kept (with reasons)."""
+                   chosen: Iterable[str] = (), reasons: Mapping[str, str] | None = None
+                   ) -> tuple[list[QuantNode], list[KeptNode]]:
+    """The weighted nodes that can be quantized, and those that cannot or are kept (with reasons): `keep` by
+    --keep-float, `chosen` by the accuracy budget, `reasons` (node -> why) by the pass's own defaults."""
+    reasons = reasons or {}
     live = activations(model, index)
     keep, chosen = set(keep), set(chosen)
     nodes: list[QuantNode] = []
@@ -136,6 +140,8 @@ def weighted_nodes(model: onnx.ModelProto, index: GraphIndex, keep: Iterable[str
             kept.append(KeptNode(node.name, node.op_type, "weight is not a 2-D matrix"))
         elif node.name in keep:
             kept.append(KeptNode(node.name, node.op_type, "kept by --keep-float"))
+        elif node.name in reasons:
+            kept.append(KeptNode(node.name, node.op_type, reasons[node.name]))
         elif node.name in chosen:
             kept.append(KeptNode(node.name, node.op_type, "kept by the accuracy budget"))
         else:
@@ -243,8 +249,20 @@ def unit_output(node: onnx.NodeProto, index: GraphIndex) -> str:
         follower = consumers[0][0]
         floor = _clip_floor(follower, index) if follower.op_type == "Clip" else None
         if follower.op_type == "Relu" or (floor is not None and floor >= 0.0):
-            return follower.output[0]
+            return channel_clip(follower, index) or follower.output[0]
     return node.output[0]
+
+
+def channel_clip(activation: onnx.NodeProto, index: GraphIndex) -> str | None:
+    """The output of a Min by non-negative constants that alone reads `activation`'s output: an equalized
+    ReLU6 (deploykit.calib.equalize), part of the quantized unit; else None."""
+    readers = index.consumers.get(activation.output[0], [])
+    if len(readers) != 1 or readers[0][0].op_type != "Min" or len(readers[0][0].input) != 2:
+        return None
+    minimum = readers[0][0]
+    other = minimum.input[1 - readers[0][1]]
+    bound = constant_value(index, other)
+    return minimum.output[0] if bound is not None and bound.size and float(bound.min()) >= 0.0 else None
 
 
 def _residual_skips(model: onnx.ModelProto, index: GraphIndex, names: set[str]) -> dict[str, str]:
@@ -319,24 +337,52 @@ def _shared_concat_scales(model: onnx.ModelProto, readers: Mapping[str, set[str]
     return {name: groups[root(name)] for name in parent}, concats
 
 
+def _set_bias(node: onnx.NodeProto, name: str) -> None:
+    """Point a Conv / ConvTranspose / Gemm at bias `name` (its third input; added when it had none)."""
+    if len(node.input) > 2:
+        node.input[2] = name
+    else:
+        node.input.append(name)
+
+
 class QdqBuilder:
     """Builds Q/DQ variants of one model for different keep sets; the graph index, the --keep-float matches
     and the quantized weights are computed once (the accuracy-budget search builds many variants)."""
 
     def __init__(self, model: onnx.ModelProto, amax: Mapping[str, float], *, keep_float: Iterable[str] = (),
-                 quantize_outputs: bool = True) -> None:
+                 quantize_outputs: bool = True, float_grouped: str = "") -> None:
+        """float_grouped: when not empty, depthwise and grouped convolutions stay float, with that reason."""
         self.model = onnx.ModelProto.FromString(model.SerializeToString())
         ensure_node_names(self.model.graph)
         self.index = index_graph(self.model)
         self.amax = dict(amax)
         self.keep = match_nodes(self.model.graph, keep_float, self.index, option="--keep-float")
+        self.reasons = {n.name: float_grouped for n in self.model.graph.node
+                        if float_grouped and n.op_type == "Conv" and _attr(n, "group", 1) > 1}
         self.quantize_outputs = quantize_outputs
         self._weights: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        # node -> its float bias with the shift bias correction measured (deploykit.calib.bias_correction)
+        self.biases: dict[str, np.ndarray] = {}
 
     def candidates(self) -> list[str]:
         """Weighted nodes that would be quantized with nothing kept by the budget."""
-        nodes, _ = weighted_nodes(self.model, self.index, self.keep)
+        nodes, _ = weighted_nodes(self.model, self.index, self.keep, reasons=self.reasons)
         return [n.name for n in nodes if n.activation in self.amax]
+
+    def specs(self, names: Iterable[str]) -> dict[str, QuantNode]:
+        """The quantization spec (weight, axis) of each of the named weighted nodes that can be quantized."""
+        wanted = set(names)
+        nodes, _ = weighted_nodes(self.model, self.index)
+        return {n.name: n for n in nodes if n.name in wanted}
+
+    def weight_codes(self, node: QuantNode) -> tuple[np.ndarray, np.ndarray]:
+        """A node's INT8 weight codes and per-channel scales (rounded to nearest unless set_codes chose)."""
+        return self._weight(node.weight, node.axis)
+
+    def set_codes(self, node: QuantNode, codes: np.ndarray) -> None:
+        """Use `codes` (same grid: the per-channel scales stay) for a node's weight in every later build."""
+        _, scale = self._weight(node.weight, node.axis)
+        self._weights[(node.weight, node.axis)] = (codes.astype(np.int8), scale)
 
     def _weight(self, name: str, axis: int) -> tuple[np.ndarray, np.ndarray]:
         if (name, axis) not in self._weights:
@@ -347,7 +393,7 @@ class QdqBuilder:
     def build(self, keep_names: Iterable[str] = ()) -> QdqResult:
         model = onnx.ModelProto.FromString(self.model.SerializeToString())
         graph, index, amax = model.graph, self.index, self.amax
-        candidates, kept = weighted_nodes(self.model, index, self.keep, keep_names)
+        candidates, kept = weighted_nodes(self.model, index, self.keep, keep_names, self.reasons)
         chosen: list[QuantNode] = []
         for node in candidates:
             if node.activation not in amax:
@@ -375,6 +421,8 @@ class QdqBuilder:
                 spec = by_name[node.name]
                 weight_nodes, node.input[1] = inserter.weight(spec.weight, spec.axis)
                 new_nodes.extend(weight_nodes)
+                if node.name in self.biases:
+                    _set_bias(node, inserter.scalar(f"{node.name}_corrected_bias", self.biases[node.name]))
             new_nodes.append(node)
             for output in node.output:
                 if output in readers and output not in dequantized:

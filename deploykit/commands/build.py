@@ -82,7 +82,7 @@ def backend_option(func: Any) -> Any:
 @click.option("--calib-data", default=None, metavar="DIR|FILE|photos|synthetic",
               help="Calibration inputs: images (model's preprocessing), .npy/.npz, scikit-image photos, or noise.")
 @click.option("--calib-n", type=int, default=None, help="Calibration inputs to use (default 64).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile", "mse"]), default=None,
               help="INT8 range method (default minmax, as NVIDIA ModelOpt; see deploykit.calib.methods).")
 @click.option("--percentile", type=float, default=None, help="Percentile of |x| for --calib-method percentile.")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
@@ -102,8 +102,19 @@ def backend_option(func: Any) -> Any:
 @click.option("--qdq-layout", type=click.Choice(["inputs", "inputs+outputs"]), default=None,
               help="INT8 Q/DQ placement (default: inputs for TensorRT, inputs+outputs for ONNX Runtime).")
 @click.option("--int8-float", "int8_float", type=click.Choice(["fp32", "fp16", "auto"]), default=None,
-              help="INT8: precision of the ops left unquantized (default fp32; auto: fp16 where the "
-                   "--accuracy-budget holds; see deploykit.precision.passes.INT8_FLOAT).")
+              help="INT8: precision of the ops left unquantized (default: fp16 for TensorRT, auto with an "
+                   "--accuracy-budget; fp32 on CPUs; see deploykit.precision.int8_choices).")
+@click.option("--int8-grouped", "int8_grouped", type=click.Choice(["int8", "float"]), default=None,
+              help="INT8: depthwise/grouped convolutions quantized or left float (default: float for TensorRT, "
+                   "which runs them faster in FP16; int8 on CPUs).")
+@click.option("--int8-rounding", type=click.Choice(["nearest", "adaround"]), default=None,
+              help="INT8 weight rounding: nearest (default) or adaround (per-layer learned rounding on the "
+                   "calibration data; slower to build; see deploykit.calib.adaround).")
+@click.option("--int8-bias-correction/--no-int8-bias-correction", default=None,
+              help="INT8: restore each quantized layer's mean output per channel (default: on).")
+@click.option("--int8-equalize", type=click.Choice(["none", "relu", "relu+relu6"]), default=None,
+              help="INT8 cross-layer equalization of Conv-ReLU-Conv (relu) and Conv-ReLU6-Conv pairs (default: "
+                   "see deploykit.precision.recovery).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and checks.")
 @tensorrt_options
 @force_option
@@ -113,13 +124,15 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
                  calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,
                  no_calib_cache: bool, accuracy_budget: tuple[str, ...], holdout: int | None, labels: str | None,
                  max_kept: int | None, sensitivity: str | None, qdq_layout: str | None, int8_float: str | None,
-                 threads: int | None, force: bool, as_json: bool, **trt: Any) -> None:
+                 int8_grouped: str | None, int8_rounding: str | None, int8_bias_correction: bool | None,
+                 int8_equalize: str | None, threads: int | None, force: bool, as_json: bool, **trt: Any) -> None:
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
     Every later command (parity, bench) loads OUT through its sidecar."""
     from deploykit.build import build_artifact
     from deploykit.io.outputs import check_output_path
     from deploykit.precision.passes import CalibrationOptions
+    from deploykit.precision.recovery import recovery_options
     from deploykit.report.format import text_table
 
     for cache in (calib_cache, trt.get("timing_cache")):  # read if present, written after the work: check now
@@ -129,7 +142,9 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
                                      cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,
                                      max_kept=max_kept, sensitivity=sensitivity, int8_float=int8_float,
-                                     labels=labels)
+                                     labels=labels, grouped=int8_grouped,
+                                     recovery=recovery_options(rounding=int8_rounding, equalize=int8_equalize,
+                                                               bias_correction=int8_bias_correction))
     result = build_artifact(model, output, precision=precision, backend=backend,
                             calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
                             accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,

@@ -19,6 +19,8 @@ explicit quantization: Q/DQ fusion and the layer-placement recommendations) and 
   the residual input", the guide's ResNet recommendation).
 - int8-grouped-conv (info, in deploykit.graph.lint): depthwise/grouped convolutions in INT8, often slower than
   in FP16 (NVIDIA/TensorRT#4529, #1409).
+- int8-fp32-remainder (info): a Q/DQ graph with no float16 at all: a strongly typed TensorRT network runs
+  every op outside INT8 in FP32, where FP16 is faster (ModelOpt's default remainder is FP16).
 Each finding names the node, says why, and gives the fix deploykit offers.
 """
 
@@ -111,10 +113,26 @@ def has_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
+def _fp32_remainder(model: onnx.ModelProto, index: GraphIndex) -> list[Finding]:
+    """One finding for the whole graph when nothing in it is float16 (module docstring)."""
+    from onnx import TensorProto
+
+    half = TensorProto.FLOAT16
+    if any(t == half for t in index.types.values()):
+        return []
+    first = next((n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")), None)
+    if first is None:
+        return []
+    return [("int8-fp32-remainder", "info", first,
+             "every op outside INT8 is float32: a strongly typed TensorRT network runs them in FP32, slower than "
+             "the FP16 remainder TensorRT's own INT8 recipe uses",
+             "build with `--int8-float fp16`, or `--int8-float auto` with an --accuracy-budget")]
+
+
 def qdq_findings(model: onnx.ModelProto, index: GraphIndex) -> list[Finding]:
     """Every Q/DQ placement in `model`'s main graph that TensorRT will not fuse (module docstring)."""
     found: list[Finding] = []
     for node in model.graph.node:
         for rule in RULES:
             found.extend(rule(index, node))
-    return found
+    return found + _fp32_remainder(model, index)

@@ -19,7 +19,7 @@ import contextlib
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +83,13 @@ class OutputResult:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "candidate_name": self.candidate_name, "passed": self.passed,
                 "metrics": self.metrics,
-                "gates": [{"gate": c.gate.describe(), "value": c.value, "passed": c.passed} for c in self.checks]}
+                "gates": [{"gate": c.gate.describe(), "value": c.value, "passed": c.passed, "budget": c.gate.budget}
+                          for c in self.checks]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OutputResult:
-        checks = [gating.GateCheck(gating.parse_gate(g["gate"]), float(g["value"]), bool(g["passed"]))
-                  for g in data.get("gates", [])]
+        checks = [gating.GateCheck(replace(gating.parse_gate(g["gate"]), budget=bool(g.get("budget"))),
+                                   float(g["value"]), bool(g["passed"])) for g in data.get("gates", [])]
         return cls(name=str(data["name"]), candidate_name=str(data.get("candidate_name", data["name"])),
                    metrics={k: float(v) for k, v in data.get("metrics", {}).items()}, checks=checks)
 
@@ -243,7 +244,7 @@ class _Tally:
     def result(self, precision: str, overrides: Sequence[gating.Gate],
                reference_gt: Mapping[str, float]) -> CandidateResult:
         assert self.pairs is not None
-        gates = gating.gates_for(precision, overrides)
+        gates = gating.gates_for(precision, overrides, self.target.budget)
         gating.check_gate_outputs(overrides, [name for name, _ in self.pairs])
         outputs = []
         for ref_name, cand_name in self.pairs:

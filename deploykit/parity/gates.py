@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deploykit.errors import InputError
 from deploykit.parity.metrics import METRICS, parse_condition
@@ -52,6 +52,7 @@ class Gate:
     op: str
     threshold: float
     output: str | None = None  # None: every output that has the metric
+    budget: bool = False  # a term of the accuracy budget the artifact was built to (its sidecar's)
 
     def describe(self) -> str:
         return f"{self.output + ':' if self.output else ''}{self.metric}{self.op}{self.threshold:g}"
@@ -68,7 +69,8 @@ class GateCheck:
 
     def describe(self) -> str:
         shown = f"{self.value:.6g}"
-        return f"{self.gate.metric} {shown} {'ok' if self.passed else 'fails'} {self.gate.op}{self.gate.threshold:g}"
+        verdict = "ok" if self.passed else ("misses the budget" if self.gate.budget else "fails")
+        return f"{self.gate.metric} {shown} {verdict} {self.gate.op}{self.gate.threshold:g}"
 
 
 def parse_gate(text: str) -> Gate:
@@ -82,14 +84,34 @@ def parse_gate(text: str) -> Gate:
     return Gate(metric=found.metric.name, op=found.op, threshold=found.threshold, output=found.output)
 
 
-def gates_for(precision: str, overrides: Sequence[Gate] = ()) -> list[Gate]:
-    """The default gates of `precision` with the user's gates replacing those on the same metric and output."""
+def budget_gates(budget: str | None) -> list[Gate]:
+    """The terms of an accuracy budget ("pixel_agreement>=0.99", comma-separated terms) as gates: an artifact
+    built to a budget is held to it on the parity inputs, where the user looks (issue 20)."""
+    if not budget:
+        return []
+    return [replace(parse_gate(term.strip()), budget=True) for term in budget.split(" and ") for term in
+            term.split(",") if term.strip()]
+
+
+def gates_for(precision: str, overrides: Sequence[Gate] = (), budget: str | None = None) -> list[Gate]:
+    """The default gates of `precision`, then the artifact's accuracy budget (on the same metric the stricter
+    one counts), with the user's gates replacing those on the same metric and output."""
     if precision not in DEFAULT_GATES:
         raise InputError(f"no default gates for precision {precision!r}; pass --precision "
                          f"{'|'.join(PRECISIONS)} to choose them")
     replaced = {(g.metric, g.output) for g in overrides}
-    defaults = [parse_gate(text) for text in DEFAULT_GATES[precision]]
-    return [g for g in defaults if (g.metric, g.output) not in replaced] + list(overrides)
+    chosen: dict[tuple[str, str | None], Gate] = {}
+    for gate in [parse_gate(text) for text in DEFAULT_GATES[precision]] + budget_gates(budget):
+        key = (gate.metric, gate.output)
+        if key not in replaced and (key not in chosen or _stricter(gate, chosen[key])):
+            chosen[key] = gate
+    return list(chosen.values()) + list(overrides)
+
+
+def _stricter(gate: Gate, other: Gate) -> bool:
+    if gate.op != other.op or gate.op not in (">=", "<=", ">", "<"):
+        return gate.budget
+    return gate.threshold > other.threshold if gate.op in (">=", ">") else gate.threshold < other.threshold
 
 
 def evaluate(gates: Sequence[Gate], output: str, metrics: Mapping[str, float]) -> list[GateCheck]:

@@ -90,9 +90,20 @@ def artifact_latency(results: Sequence[BenchResult], precision: str) -> float | 
     return runs[0].latency.median / runs[0].batch if runs else None
 
 
-def _failures(candidate: CandidateResult) -> str:
-    failed = [f for o in candidate.outputs for f in o.failures()]
-    return "fails parity: " + "; ".join(failed[:3]) + (f" (+{len(failed) - 3} more)" if len(failed) > 3 else "")
+def _failures(candidate: CandidateResult, inputs: int) -> str:
+    """Why a candidate fails: its accuracy budget first, as it missed it on the parity inputs (the search
+    held it on its held-out share), then the gates it fails."""
+    budget = [f"budget missed: {c.gate.metric} {_num(c.value)} {_MISSED[c.gate.op]} {c.gate.threshold:g} on "
+              f"{inputs} input{'s' if inputs != 1 else ''}"
+              for o in candidate.outputs for c in o.checks if c.gate.budget and not c.passed]
+    failed = [f"{o.name} {c.describe()}" for o in candidate.outputs for c in o.checks
+              if not c.passed and not c.gate.budget]
+    parts = budget + (["fails parity: " + "; ".join(failed[:3]) + (f" (+{len(failed) - 3} more)"
+                                                                    if len(failed) > 3 else "")] if failed else [])
+    return "; ".join(parts)
+
+
+_MISSED = {">=": "<", ">": "<=", "<=": ">", "<": ">=", "==": "!="}  # how a missed budget term reads
 
 
 def _rank(precision: str) -> int:
@@ -117,7 +128,7 @@ def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchRepo
         if chosen is not None and build is chosen[0]:
             continue
         if not candidate.passed:
-            reason = _failures(candidate)
+            reason = _failures(candidate, parity.input_count)
         else:
             mine, best = latency[build.precision], latency[chosen[0].precision] if chosen else None
             if mine and best and mine <= (fastest or best) * (1 + TIE):

@@ -36,6 +36,8 @@ from deploykit.precision.budget import (
     parse_budget,
     search,
 )
+from deploykit.precision.int8_choices import float_remainder, grouped_reason, qdq_lint
+from deploykit.precision.recovery import RecoveryOptions, equalized_source, recover
 from deploykit.types import Progress
 
 MAX_HOLDOUT = 8
@@ -61,17 +63,9 @@ class CalibrationOptions:
     max_kept: int | None = None  # most weighted nodes the budget search may keep in float
     sensitivity: str | None = None  # "single" (default) or "local" (see deploykit.precision.budget)
     labels: str | None = None  # ground-truth masks of the held-out images, for miou_gt / miou_drop budgets
-    int8_float: str | None = None  # INT8's float remainder: fp32 (default) | fp16 | auto (see INT8_FLOAT)
-
-
-# --int8-float: what the ops outside the quantized ones compute in. fp32 is the default: on the trained
-# DeepLabv3+ MobileNetV2 (same calibration, simulated in ONNX Runtime) ModelOpt's FP16 remainder (its
-# high_precision_dtype=fp16 default) reached pixel agreement 0.907 against 0.968 with an FP32 remainder.
-# fp16 halves the float traffic on TensorRT; auto takes fp16 only where it meets the --accuracy-budget on the
-# held-out inputs, else fp32 (without a budget, auto is fp32).
-INT8_FLOAT = ("fp32", "fp16", "auto")
-FP32_REMAINDER, FP16_REMAINDER, AUTO_REMAINDER = INT8_FLOAT
-FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19
+    int8_float: str | None = None  # INT8's float remainder: fp32 | fp16 | auto (deploykit.precision.int8_choices)
+    grouped: str | None = None  # INT8 depthwise/grouped convs: int8 | float (default: the backend's)
+    recovery: RecoveryOptions = field(default_factory=RecoveryOptions)  # INT8 accuracy recovery
 
 
 @dataclass
@@ -80,6 +74,9 @@ class PrecisionResult:
     report: dict[str, Any]
     calibration: dict[str, Any] = field(default_factory=dict)  # data, count, method, cache use
     calibration_sha256: str = ""
+    # The float model the graph was quantized from when the pass changed it first (cross-layer equalization):
+    # backend lowerings that re-derive weights from float (deploykit.graph.seven_bit) read this one.
+    float_model: onnx.ModelProto | None = None
 
 
 def input_shape(model: onnx.ModelProto, meta: ModelMetadata | None) -> tuple[int, int, int, int] | None:
@@ -228,7 +225,45 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
 def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
                options: CalibrationOptions, *, keep_float: Sequence[str], accuracy_budget: Sequence[str],
                layout: str, backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
-    """INT8 Q/DQ graph from calibration ranges; with a budget, the fewest nodes kept in float that meet it."""
+    """INT8 Q/DQ graph from calibration ranges, with the accuracy recovery steps (deploykit.precision.recovery);
+    with a budget, the fewest nodes kept in float that meet it; then the float remainder."""
+    _check_int8(source, options, layout, keep_float)
+    entry = backend_of(backend)
+    budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
+    data, held = _split(_data(options, source, meta, progress), options, budget)
+    truth = _held_truth(held, options, budget)
+    method = make_method(options.method, percentile=options.percentile)
+    source, source_sha, equalized = equalized_source(source, source_sha, options.recovery, progress)
+    ranges, info = _ranges(source, source_sha, data, method, calibration_tensors(source), options,
+                           histograms=not isinstance(method, MinMax), threads=threads, say=progress)
+    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs",
+                         float_grouped=grouped_reason(options.grouped, entry))
+    report: dict[str, Any] = {"method": method.to_dict(), "recovery": options.recovery.to_dict(),
+                              "equalization": equalized, **recover(builder, options.recovery, entry, data,
+                                                                   threads=threads, progress=progress)}
+    result = builder.build()
+    if budget is not None and held is not None:
+        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, truth, budget,
+                        meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
+        result = builder.build(found.kept)
+        report["budget"], info["holdout"] = found.to_dict(), len(held)
+    model, report["int8_float"] = float_remainder(builder.model, result.model, options.int8_float, entry, budget,
+                                                  held, meta, ranges.absmax, threads=threads, progress=progress)
+    info["int8_float"] = report["int8_float"]["chosen"]
+    if entry.lint_target:  # the placement rules are the compiling backend's (TensorRT's)
+        choices = {"int8-fp32-remainder": report["int8_float"]["why"],
+                   "int8-grouped-conv": "asked for (--int8-grouped int8)"}
+        report["qdq_lint"] = qdq_lint(model, choices, progress)
+    _verify(model, "INT8")
+    _with_metadata(model, meta, "int8", [k.to_dict() for k in result.kept])
+    progress(f"INT8: {len(result.quantized)} weighted nodes quantized, {len(result.kept)} kept in float; "
+             f"float remainder {report['int8_float']['chosen']}")
+    return PrecisionResult(model, {**result.report(), **report}, info, info["data_sha256"],
+                           float_model=builder.model if equalized["pairs"] else None)
+
+
+def _check_int8(source: onnx.ModelProto, options: CalibrationOptions, layout: str, keep_float: Sequence[str]) -> None:
+    """What can fail before calibration starts (and before its cache is written) fails here."""
     if options.data is None:
         raise CalibrationError("INT8 needs calibration data: --calib-data DIR (images), FILE.npz (preprocessed "
                                "inputs), 'photos' (scikit-image's photographs) or 'synthetic' (noise; poor ranges)")
@@ -238,110 +273,10 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     if opset < 13:
         raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
                          f"{opset}: re-export it with `deploykit export --opset 18`")
-    budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
-    if keep_float:  # a typo fails now, before calibration writes its cache (on a copy named as QdqBuilder names)
+    if keep_float:  # a typo fails now (on a copy named as QdqBuilder names)
         named = onnx.ModelProto.FromString(source.SerializeToString())
         ensure_node_names(named.graph)
         match_nodes(named.graph, keep_float, index_graph(named), option="--keep-float")
-    data, held = _split(_data(options, source, meta, progress), options, budget)
-    truth = _held_truth(held, options, budget)
-    method = make_method(options.method, percentile=options.percentile)
-    tensors = calibration_tensors(source)
-    ranges, info = _ranges(source, source_sha, data, method, tensors, options,
-                           histograms=not isinstance(method, MinMax), threads=threads, say=progress)
-    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs")
-    result = builder.build()
-    report: dict[str, Any] = {"method": method.to_dict()}
-    if budget is not None and held is not None:
-        found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, truth, budget,
-                        meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
-        result = builder.build(found.kept)
-        report["budget"], info["holdout"] = found.to_dict(), len(held)
-    model, report["int8_float"] = _float_remainder(builder.model, result.model, options, budget, held, meta,
-                                                   ranges.absmax, backend=backend, threads=threads,
-                                                   progress=progress)
-    info["int8_float"] = report["int8_float"]["chosen"]
-    if backend_of(backend).lint_target:  # the placement rules are the compiling backend's (TensorRT's)
-        report["qdq_lint"] = _qdq_lint(model, progress)
-    _verify(model, "INT8")
-    _with_metadata(model, meta, "int8", [k.to_dict() for k in result.kept])
-    progress(f"INT8: {len(result.quantized)} weighted nodes quantized, {len(result.kept)} kept in float; "
-             f"float remainder {report['int8_float']['chosen']}")
-    return PrecisionResult(model, {**result.report(), **report}, info, info["data_sha256"])
-
-
-class TensorRTFormEvaluator(Evaluator):
-    """Scores Q/DQ graphs as TensorRT computes them, in ONNX Runtime: without its WeightBiasQuantization pass,
-    which turns a float bias into INT32 with scale input_scale x weight_scale (TensorRT keeps biases float),
-    and which with float16 scales underflows (trained DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out
-    images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
-
-    def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        import onnxruntime as ort
-
-        from deploykit.backends.onnxruntime.runner import session_options
-
-        session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"],
-                                       disabled_optimizers=["WeightBiasQuantization"])
-        name = session.get_inputs()[0].name
-        return [list(session.run(None, {name: x})) for x in self.inputs[:count]]
-
-
-def fp16_remainder(model: onnx.ModelProto, absmax: dict[str, float]) -> onnx.ModelProto:
-    """The INT8 graph with its float ops in float16 and float16 Q/DQ scales (opset raised to 19: the ops
-    deploykit exports changed between 18 and 19 only by new optional attributes and modes)."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx") and entry.version < FP16_QDQ_OPSET:
-            entry.version = FP16_QDQ_OPSET
-    model.ir_version = max(model.ir_version, 9)
-    return fp16_from_onnx(model, activation_absmax=absmax, qdq=True).model
-
-
-def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: CalibrationOptions,
-                     budget: Budget | None,
-                     held: CalibrationData | None, meta: ModelMetadata | None, absmax: dict[str, float], *,
-                     backend: str, threads: int | None, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """--int8-float: the graph with its float remainder in fp32 or fp16, and the record of the choice; auto
-    scores the fp16 remainder against the FP32 `source` on the held-out inputs, as the budget search does."""
-    asked = options.int8_float or FP32_REMAINDER
-    if asked not in INT8_FLOAT:
-        raise BuildError(f"unknown --int8-float {asked!r}; choose one of {', '.join(INT8_FLOAT)}")
-    record: dict[str, Any] = {"asked": asked, "chosen": FP32_REMAINDER if asked == AUTO_REMAINDER else asked}
-    if asked == FP32_REMAINDER or (asked == AUTO_REMAINDER and (budget is None or held is None)):
-        if asked == AUTO_REMAINDER:
-            record["why"] = "no accuracy budget: fp32 (see deploykit.precision.passes.INT8_FLOAT)"
-        return model, record
-    half = fp16_remainder(model, absmax)
-    if asked == FP16_REMAINDER:
-        return half, record
-    assert budget is not None and held is not None
-    # A backend held to TensorRT's rules compiles the Q/DQ graph as it is: score it as TensorRT computes it.
-    entry = backend_of(backend)
-    kind = TensorRTFormEvaluator if entry.lint_target else Evaluator
-    evaluator = kind(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads)
-    deployed = entry.as_deployed(half, threads=threads, optimize=False, float_source=source)
-    scores = evaluator.score(deployed.SerializeToString())
-    record["fp16_scores"] = scores
-    if budget.met(scores):
-        record.update(chosen="fp16", why=f"fp16 remainder meets {budget.describe()} on {len(held)} held-out input(s)")
-        progress(f"--int8-float auto: fp16 remainder meets {budget.describe()}")
-        return half, record
-    record["why"] = f"fp16 remainder misses {budget.describe()} on {len(held)} held-out input(s)"
-    progress(f"--int8-float auto: fp32 remainder (fp16 misses {budget.describe()})")
-    return model, record
-
-
-def _qdq_lint(model: onnx.ModelProto, progress: Progress) -> dict[str, Any]:
-    """The Q/DQ placement lint (deploykit.graph.qdq_lint) on the graph TensorRT compiles, for the report."""
-    from deploykit.graph.lint import lint_model
-
-    findings = [f for f in lint_model(model).findings if f.rule.startswith(("qdq-", "int8-"))]
-    for finding in findings:
-        if finding.severity != "info":
-            progress(f"Q/DQ lint {finding.severity}: {finding.node} [{finding.rule}] {finding.why}")
-    return {"findings": [f.to_dict() for f in findings],
-            "by_rule": {rule: sum(f.rule == rule for f in findings) for rule in sorted({f.rule for f in findings})}}
 
 
 def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budget: Budget | None

@@ -64,7 +64,7 @@ def test_int8_float_fp16_and_the_qdq_lint_of_both_layouts(model: Path, tmp_path:
                                           "--json", "-o", str(out)])
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)
-        assert data["report"]["int8_float"] == {"asked": "fp16", "chosen": "fp16"}
+        assert data["report"]["int8_float"] == {"asked": "fp16", "chosen": "fp16", "why": "asked for"}
         sidecar = json.loads(Path(str(out) + ".deploykit.json").read_text())
         assert sidecar["build_options"]["calibration"]["int8_float"] == "fp16"
         linted = CliRunner().invoke(cli, ["lint", data["precision_onnx"], "--target", "tensorrt", "--json"])

@@ -60,7 +60,7 @@ def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int 
                                   float_source=float_source)
     if lowered.seven_bit:
         progress("INT8 weights quantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
-                 "deploykit.backends.onnxruntime.weights)")
+                 "deploykit.graph.seven_bit)")
     lowering = {"uint8_activations": lowered.unsigned, "seven_bit_weights": lowered.seven_bit,
                 "seven_bit_from_float": lowered.seven_bit_from_float}
     return Compiled(backend_version=onnxruntime.__version__, device=_device(),

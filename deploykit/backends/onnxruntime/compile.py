@@ -17,7 +17,7 @@ to it, model.int8.onnx, is what TensorRT compiles and stays symmetric):
   those through the existing Q (QLinearAdd), a Resize of a dequantized tensor gets its input's Q/DQ on its
   output (UINT8 Resize, then QLinearConcat), a MaxPool of a Relu output keeps zero point 0 (UINT8 MaxPool).
   Together: no float Add, Concat or MaxPool left in DeepLabv3+ MobileNetV2 / ResNet-50 (test_ort_int8_lowering).
-- 7-bit weights on x86 CPUs without VNNI (deploykit.backends.onnxruntime.weights): ORT's u8 x s8 kernels
+- 7-bit weights on x86 CPUs without VNNI (deploykit.graph.seven_bit): ORT's u8 x s8 kernels
   saturate in int16 there; with VNNI (and AMX) full-range weights are kept. Quantized from the float weights
   when the source model is given (rounded once), else from the INT8 codes. On a measured tiny DeepLabv3+ the
   full-range artifact on a non-VNNI CPU reached cosine 0.991 against FP32, the 7-bit one 0.998. The sidecar
@@ -41,9 +41,9 @@ import onnxruntime as ort
 
 from deploykit.backends.onnxruntime.runner import session_options
 from deploykit.backends.onnxruntime.unsigned import quantized_adds, quantized_resizes, unsigned_activations
-from deploykit.backends.onnxruntime.weights import float_weights, needs_seven_bit_weights
-from deploykit.backends.onnxruntime.weights import seven_bit_weights as _seven_bit
 from deploykit.errors import BuildError
+from deploykit.graph.seven_bit import float_weights, needs_seven_bit_weights
+from deploykit.graph.seven_bit import seven_bit_weights as _seven_bit
 from deploykit.io.outputs import atomic_output
 
 OPTIMIZATION = "extended"
@@ -67,7 +67,7 @@ def unsigned_after_activation(model: onnx.ModelProto, *, everywhere: bool = True
 
 
 def seven_bit_weights(model: onnx.ModelProto, floats: Mapping[str, np.ndarray] | None = None) -> int:
-    """Per-channel INT8 weights to [-63, 63] in place (deploykit.backends.onnxruntime.weights); how many."""
+    """Per-channel INT8 weights to [-63, 63] in place (deploykit.graph.seven_bit); how many."""
     return _seven_bit(model, floats)[0]
 
 

@@ -40,15 +40,18 @@ def preflight(model: onnx.ModelProto, source: str) -> None:
 
 def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
                 float_source: onnx.ModelProto | None = None) -> onnx.ModelProto:
-    """OpenVINO compiles the Q/DQ graph as it is; ONNX Runtime running it is the stand-in the budget scores."""
-    return model
+    """The Q/DQ graph OpenVINO compiles (7-bit weights on CPUs without VNNI, deploykit.backends.openvino.compile);
+    ONNX Runtime running it is the stand-in the budget scores."""
+    from deploykit.backends.openvino.compile import lowered
+
+    return lowered(model, float_source)[0]
 
 
 def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int | None,
             progress: Progress, float_source: Path | None = None) -> Compiled:
     from deploykit.backends.openvino.compile import compile as to_ir
 
-    facts = to_ir(graph, out, force=force, threads=threads, progress=progress)
+    facts = to_ir(graph, out, force=force, threads=threads, progress=progress, float_source=float_source)
     return Compiled(backend_version=str(facts["backend_version"]), device=dict(facts["device"]),
                     build_options=dict(facts["build_options"]))
 

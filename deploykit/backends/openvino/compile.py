@@ -5,6 +5,11 @@ low-precision transformations run the quantized Convolutions in INT8 (measured h
 symmetric Q/DQ graph runs as u8 x i8 in the CPU plugin's runtime model). So the precision stays a graph
 transform: the same calibration, accuracy budget, parity and report as ONNX Runtime and TensorRT.
 
+On x86 CPUs without VNNI the INT8 weights are lowered to 7 bits first (deploykit.graph.seven_bit): the CPU
+plugin's u8 x s8 kernels there saturate in int16 as ONNX Runtime's do (measured on an AVX2 EPYC: 18% of the
+output range off the Q/DQ graph's own values with full-range weights, 2e-7 with 7-bit ones). The sidecar
+records the lowering and the CPU flags.
+
 The IR is saved with `compress_to_fp16=False`: `openvino.save_model` compresses weights to FP16 by default,
 which would silently turn a deploykit FP32 build into FP16 weights (OpenVINO docs, "Conversion Parameters").
 An FP16 graph keeps its FP16 weights as they are. The IR is compiled once at build time, so a graph the CPU
@@ -20,6 +25,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import onnx
 
 from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict
 from deploykit.io.outputs import atomic_output, check_output_path
@@ -73,10 +80,25 @@ def weights_path(artifact: str | os.PathLike[str]) -> Path:
     return Path(artifact).with_suffix(".bin")
 
 
+def lowered(model: onnx.ModelProto, float_source: onnx.ModelProto | None = None
+            ) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """The graph the CPU plugin is given: 7-bit INT8 weights on x86 CPUs without VNNI (module docstring), from
+    the float weights of `float_source` where the codes are those rounded to nearest; and what changed."""
+    from deploykit.graph.seven_bit import float_weights, needs_seven_bit_weights, seven_bit_weights
+
+    if not needs_seven_bit_weights():
+        return model, {"seven_bit_weights": 0}
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    floats = float_weights(model, float_source) if float_source is not None else None
+    changed, from_float = seven_bit_weights(model, floats)
+    return model, {"seven_bit_weights": changed, "seven_bit_from_float": from_float}
+
+
 def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool,
-            threads: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+            threads: int | None = None, progress: Progress | None = None,
+            float_source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Write OUT (.xml) and its .bin from `graph_onnx`, atomically; return the sidecar's facts
-    (backend_version, device, build_options)."""
+    (backend_version, device, build_options). `float_source`: the float model a Q/DQ graph was built from."""
     from deploykit.backends.openvino.runner import compile_options, runtime_precisions
 
     say = progress or (lambda _m: None)
@@ -88,10 +110,20 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     check_output_path(weights_path(out_path), force=force)
     ov = _openvino()
     say(f"converting {Path(graph_onnx).name} to OpenVINO IR (OpenVINO {ov.get_version()})")
-    try:
-        model = ov.convert_model(str(graph_onnx))
-    except Exception as exc:  # the frontend raises OpConversionFailure, GeneralFailure, ...
-        raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {str(exc).strip().splitlines()[0]}") from exc
+    source = onnx.load(str(graph_onnx))
+    graph, lowering = lowered(source, onnx.load(str(float_source)) if float_source is not None else None)
+    if lowering["seven_bit_weights"]:
+        say(f"INT8 weights quantized to 7 bits for OpenVINO ({lowering['seven_bit_weights']}): this CPU has no "
+            "VNNI (see deploykit.graph.seven_bit)")
+    with tempfile.TemporaryDirectory(prefix="deploykit-ov-") as folder:
+        path = Path(graph_onnx)
+        if graph is not source:
+            path = Path(folder) / "graph.onnx"
+            onnx.save(graph, str(path))
+        try:
+            model = ov.convert_model(str(path))
+        except Exception as exc:  # the frontend raises OpConversionFailure, GeneralFailure, ...
+            raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {str(exc).strip().splitlines()[0]}") from exc
     core = ov.Core()
     options = compile_options(threads)
     try:
@@ -105,7 +137,8 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
         + ", ".join(f"{op} {dict(counts)}" for op, counts in precisions.items()))
     return {"backend_version": str(ov.get_version()), "device": device_facts(core),
             "build_options": {"ir": "openvino", "weights": weights_path(out_path).name,
-                              "compile_options": options, "runtime_precisions": precisions}}
+                              "compile_options": options, "runtime_precisions": precisions,
+                              "int8_lowering": lowering}}
 
 
 def _save(ov: Any, model: Any, out: Path, *, force: bool) -> None:

@@ -20,6 +20,8 @@ from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_grap
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deploykit[openvino]')")
 
 from deploykit.backends.openvino import availability, compile, open_runner, runtime_precisions  # noqa: E402
+from deploykit.backends.openvino.backend import as_deployed  # noqa: E402
+from deploykit.graph.seven_bit import needs_seven_bit_weights  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -115,11 +117,32 @@ def test_int8_qdq_graph_runs_in_low_precision(tiny_onnx: Path, tmp_path: Path) -
         x = {"input": _x()}
         assert runtime_precisions(runner.compiled_model(x)) == {"Convolution": convs}
         got = runner.infer(x)["output"]
-    qdq = _run(OnnxRuntimeRunner, graph, _x())
+    # The graph the CPU plugin is given (7-bit weights on x86 CPUs without VNNI, deploykit.graph.seven_bit):
+    # full-range weights saturate there, 18% of the output range off on an AVX2 EPYC.
+    deployed = tmp_path / "tiny.int8.deployed.onnx"
+    onnx.save(as_deployed(onnx.load(str(graph)), threads=1, optimize=False, float_source=onnx.load(str(tiny_onnx))),
+              str(deployed))
+    qdq = _run(OnnxRuntimeRunner, deployed, _x())
     fp32 = _run(OnnxRuntimeRunner, tiny_onnx, _x())
     scale = float(np.abs(fp32).max())
     assert np.abs(got - qdq).max() < 2e-2 * scale  # the same quantized model (rounding may differ by a step)
     assert np.abs(got - fp32).max() > 1e-5 * scale  # and quantized indeed
+    lowering = facts["build_options"]["int8_lowering"]
+    assert (lowering["seven_bit_weights"] == 3) == needs_seven_bit_weights()
+
+
+def test_seven_bit_lowering_on_a_cpu_without_vnni(tiny_onnx: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever this CPU is: without VNNI the IR gets 7-bit weights rounded once from the float weights (those
+    the graph was quantized from: the build hands the equalized float model to the lowering)."""
+    import deploykit.graph.seven_bit as seven_bit
+    from deploykit.build import build_artifact
+
+    monkeypatch.setattr(seven_bit, "needs_seven_bit_weights", lambda *_a: True)
+    result = build_artifact(tiny_onnx, tmp_path / "tiny.int8.xml", precision="int8", backend="openvino", threads=1,
+                            calibration=CalibrationOptions(data="synthetic", n=4))
+    assert result.report["equalization"]["pairs"] > 0  # the float weights changed before quantization
+    assert result.sidecar.build_options["int8_lowering"] == {"seven_bit_weights": 3, "seven_bit_from_float": 3}
 
 
 def test_refuses_to_overwrite_and_wrong_suffix(tiny_onnx: Path, tmp_path: Path) -> None:

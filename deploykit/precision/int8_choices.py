@@ -1,0 +1,153 @@
+"""The INT8 pass's precision choices a backend rewards, each recorded with why it was made (issue 19 item 5):
+the float remainder (--int8-float) and depthwise/grouped convolutions (--int8-grouped).
+
+--int8-float, what the ops outside the quantized ones compute in:
+- TensorRT (a strongly typed network runs every op in the precision the graph gives it): fp16 by default, the
+  precision NVIDIA's own INT8 recipe leaves the rest in (ModelOpt's high_precision_dtype) and half the float
+  traffic; with an --accuracy-budget, auto: the fp16 remainder if it meets the budget on the held-out inputs,
+  scored as TensorRT computes the graph, else fp32. Measured on the trained DeepLabv3+ MobileNetV2 (TensorRT-form
+  graph in ONNX Runtime, benchmarks/qdq_placement.py --trained): the fp16 remainder costs at most 0.0016 pixel
+  agreement (minmax 0.968 / 0.969); ModelOpt's graph lost 0.061 with its fp16 remainder for other reasons.
+- CPU backends (ONNX Runtime, OpenVINO): fp32. CPUs without native float16 arithmetic run an fp16 remainder as
+  Casts around float32 kernels (slower), and ONNX Runtime's WeightBiasQuantization underflows float16 bias
+  scales (see TensorRTFormEvaluator).
+--int8-grouped, depthwise and grouped convolutions:
+- TensorRT: kept out of INT8 (they then run in the remainder's precision, FP16 by default): TensorRT often runs
+  them slower in INT8 than in FP16 (NVIDIA/TensorRT#1310, #1409, #4529). `--int8-grouped int8` quantizes them.
+- CPU backends: quantized (ONNX Runtime and OpenVINO fuse them into INT8 convolutions).
+Where a build's choice is not what TensorRT rewards (asked for, or the budget's measurement decided), the
+precision report says why and the Q/DQ lint of the TensorRT graph repeats it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+
+from deploykit.backends.base import Backend
+from deploykit.calib.data import CalibrationData
+from deploykit.errors import BuildError
+from deploykit.graph.fp16 import fp16_from_onnx
+from deploykit.io.metadata import ModelMetadata
+from deploykit.precision.budget import Budget, Evaluator
+from deploykit.types import Progress
+
+INT8_FLOAT = ("fp32", "fp16", "auto")
+FP32_REMAINDER, FP16_REMAINDER, AUTO_REMAINDER = INT8_FLOAT
+GROUPED = ("int8", "float")
+FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19
+TENSORRT_GROUPED = ("kept out of INT8 for TensorRT: depthwise/grouped convolutions often run slower in INT8 than "
+                    "in FP16 there (NVIDIA/TensorRT#1310, #4529); --int8-grouped int8 quantizes them")
+
+
+def rewards_fp16(entry: Backend) -> bool:
+    """Whether the backend compiles the graph as TensorRT does (strongly typed; FP16 is its fast float)."""
+    return entry.lint_target == "tensorrt"
+
+
+def grouped_reason(asked: str | None, entry: Backend) -> str:
+    """Why depthwise/grouped convolutions stay float in this build ("" when they are quantized)."""
+    if asked is not None and asked not in GROUPED:
+        raise BuildError(f"unknown --int8-grouped {asked!r}; choose one of {', '.join(GROUPED)}")
+    if asked == "float":
+        return "kept out of INT8 by --int8-grouped float"
+    return TENSORRT_GROUPED if asked is None and rewards_fp16(entry) else ""
+
+
+def remainder_asked(asked: str | None, entry: Backend, budget: Budget | None) -> tuple[str, str]:
+    """The --int8-float choice to make and why: the user's, else the backend's default (module docstring)."""
+    if asked is not None:
+        if asked not in INT8_FLOAT:
+            raise BuildError(f"unknown --int8-float {asked!r}; choose one of {', '.join(INT8_FLOAT)}")
+        return asked, "asked for"
+    if rewards_fp16(entry):
+        if budget is not None:
+            return AUTO_REMAINDER, "TensorRT's default with a budget: fp16 where the budget holds"
+        return FP16_REMAINDER, "TensorRT's default: the remainder in FP16, as TensorRT runs it fastest"
+    return FP32_REMAINDER, f"{entry.title}'s default: CPUs run float16 as casts around float32 kernels"
+
+
+class TensorRTFormEvaluator(Evaluator):
+    """Scores Q/DQ graphs as TensorRT computes them, in ONNX Runtime: without its WeightBiasQuantization pass,
+    which turns a float bias into INT32 with scale input_scale x weight_scale (TensorRT keeps biases float),
+    and which with float16 scales underflows (trained DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out
+    images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
+
+    def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
+        import onnxruntime as ort
+
+        from deploykit.backends.onnxruntime.runner import session_options
+
+        session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=["WeightBiasQuantization"])
+        name = session.get_inputs()[0].name
+        return [list(session.run(None, {name: x})) for x in self.inputs[:count]]
+
+
+def evaluator_for(entry: Backend) -> type[Evaluator]:
+    """How the backend's graphs are scored: as TensorRT computes them, or as ONNX Runtime runs them."""
+    return TensorRTFormEvaluator if entry.lint_target else Evaluator
+
+
+def fp16_remainder(model: onnx.ModelProto, absmax: dict[str, float]) -> onnx.ModelProto:
+    """The INT8 graph with its float ops in float16 and float16 Q/DQ scales (opset raised to 19: the ops
+    deploykit exports changed between 18 and 19 only by new optional attributes and modes)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version < FP16_QDQ_OPSET:
+            entry.version = FP16_QDQ_OPSET
+    model.ir_version = max(model.ir_version, 9)
+    return fp16_from_onnx(model, activation_absmax=absmax, qdq=True).model
+
+
+def float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, asked: str | None, entry: Backend,
+                    budget: Budget | None, held: CalibrationData | None, meta: ModelMetadata | None,
+                    absmax: dict[str, float], *, threads: int | None,
+                    progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The graph with its float remainder in fp32 or fp16, and the record of the choice (asked, chosen, why);
+    auto scores the fp16 remainder against the FP32 `source` on the held-out inputs, as the budget search does."""
+    choice, why = remainder_asked(asked, entry, budget)
+    record: dict[str, Any] = {"asked": asked or "default", "chosen": choice, "why": why}
+    if choice == FP32_REMAINDER or (choice == AUTO_REMAINDER and (budget is None or held is None)):
+        if choice == AUTO_REMAINDER:
+            record.update(chosen=FP32_REMAINDER, why="auto without an accuracy budget: fp32")
+        return model, record
+    half = fp16_remainder(model, absmax)
+    if choice == FP16_REMAINDER:
+        return half, record
+    assert budget is not None and held is not None
+    evaluator = evaluator_for(entry)(source.SerializeToString(), list(held), meta.task if meta else None,
+                                     threads=threads)
+    deployed = entry.as_deployed(half, threads=threads, optimize=False, float_source=source)
+    scores = evaluator.score(deployed.SerializeToString())
+    record["fp16_scores"] = scores
+    if budget.met(scores):
+        record.update(chosen=FP16_REMAINDER,
+                      why=f"fp16 remainder meets {budget.describe()} on {len(held)} held-out input(s)")
+        progress(f"--int8-float auto: fp16 remainder meets {budget.describe()}")
+        return half, record
+    record.update(chosen=FP32_REMAINDER,
+                  why=f"fp16 remainder misses {budget.describe()} on {len(held)} held-out input(s) "
+                      f"({budget.show(scores)}): fp32")
+    progress(f"--int8-float auto: fp32 remainder (fp16 misses {budget.describe()})")
+    return model, record
+
+
+def qdq_lint(model: onnx.ModelProto, choices: Mapping[str, str], progress: Progress) -> dict[str, Any]:
+    """The Q/DQ lint (deploykit.graph.qdq_lint) of the graph TensorRT compiles, for the report; a finding
+    about a choice this build made (`choices`: lint rule -> why the build chose so) says why."""
+    from dataclasses import replace
+
+    from deploykit.graph.lint import lint_model
+
+    findings = [f for f in lint_model(model).findings if f.rule.startswith(("qdq-", "int8-"))]
+    findings = [replace(f, why=f"{f.why}; this build: {choices[f.rule]}") if f.rule in choices else f
+                for f in findings]
+    for finding in findings:
+        if finding.severity != "info":
+            progress(f"Q/DQ lint {finding.severity}: {finding.node} [{finding.rule}] {finding.why}")
+    return {"findings": [f.to_dict() for f in findings],
+            "by_rule": {rule: sum(f.rule == rule for f in findings) for rule in sorted({f.rule for f in findings})}}

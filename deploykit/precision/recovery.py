@@ -1,0 +1,138 @@
+"""INT8 accuracy recovery, wired into the INT8 pass: each step is a typed option recorded in the sidecar.
+
+The steps live in deploykit.calib, one module per method; this module decides when each runs and on what:
+- bias correction (deploykit.calib.bias_correction), measured on the graph as the backend computes it
+  (`as_deployed`: for ONNX Runtime its UINT8 / 7-bit lowering, for TensorRT the symmetric graph itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from deploykit.backends.base import Backend
+from deploykit.calib.adaround import AdaRound, adaround
+from deploykit.calib.bias_correction import CHANNEL_AXIS, BiasCorrection, corrected_bias, measure_shifts
+from deploykit.calib.equalize import Equalization, equalize
+from deploykit.calib.qdq import QdqBuilder, QdqResult
+from deploykit.types import Progress
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """The accuracy-recovery steps of the INT8 pass (module docstring); defaults are the measured best."""
+
+    bias_correction: BiasCorrection = field(default_factory=BiasCorrection)
+    equalization: Equalization = field(default_factory=Equalization)
+    rounding: AdaRound | None = None  # None: round to nearest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bias_correction": self.bias_correction.to_dict(), "equalization": self.equalization.to_dict(),
+                "rounding": self.rounding.to_dict() if self.rounding else {"rounding": "nearest"}}
+
+
+EQUALIZE = {"none": Equalization(relu=False, relu6=False), "relu": Equalization(relu6=False),
+            "relu+relu6": Equalization()}
+
+
+def recovery_options(*, rounding: str | None = None, bias_correction: bool | None = None,
+                     equalize: str | None = None) -> RecoveryOptions:
+    """RecoveryOptions from the build-engine flags (None: the default of each)."""
+    default = RecoveryOptions()
+    return RecoveryOptions(
+        bias_correction=BiasCorrection(bias_correction) if bias_correction is not None else default.bias_correction,
+        equalization=EQUALIZE[equalize] if equalize is not None else default.equalization,
+        rounding=AdaRound() if rounding == "adaround" else default.rounding if rounding is None else None)
+
+
+def equalized_source(source: onnx.ModelProto, source_sha: str, options: RecoveryOptions, progress: Progress
+                     ) -> tuple[onnx.ModelProto, str, dict[str, Any]]:
+    """The float model calibration and quantization start from: cross-layer equalized when asked (the same
+    function), with the key its calibration cache is filed under, and the report's record."""
+    if not options.equalization.enabled:
+        return source, source_sha, {"pairs": 0}
+    done = equalize(source, options.equalization)
+    if not done.pairs:
+        return source, source_sha, done.report()
+    progress(f"cross-layer equalization: {len(done.pairs)} Conv pairs")
+    key = hashlib.sha256(json.dumps([source_sha, options.equalization.to_dict()]).encode()).hexdigest()
+    return done.model, key, done.report()
+
+
+def _float_weights(model: onnx.ModelProto, nodes: Iterable[str]) -> dict[str, np.ndarray]:
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = set(nodes)
+    return {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in model.graph.node
+            if n.name in wanted and len(n.input) > 1 and n.input[1] in inits}
+
+
+def _float_biases(model: onnx.ModelProto, nodes: Iterable[str]) -> dict[str, np.ndarray | None]:
+    """node -> its float bias (None when it has none); nodes whose bias is not a per-channel vector are left out
+    (a Gemm's C may broadcast over rows; MatMul has no bias input)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = set(nodes)
+    found: dict[str, np.ndarray | None] = {}
+    for node in model.graph.node:
+        if node.name not in wanted or node.op_type not in CHANNEL_AXIS or node.op_type == "MatMul":
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            bias = inits.get(node.input[2])
+            if bias is not None and len(bias.dims) == 1:
+                found[node.name] = numpy_helper.to_array(bias)
+        else:
+            found[node.name] = None
+    return found
+
+
+def correct_biases(builder: QdqBuilder, result: QdqResult, entry: Backend, inputs: Iterable[np.ndarray], *,
+                   threads: int | None, progress: Progress) -> dict[str, Any]:
+    """Measure the mean output shift of every quantized node of `result` (the all-INT8 build) as `entry`
+    computes the graph, and give `builder` the corrected biases for every later build; the report's record."""
+    biases = _float_biases(builder.model, result.quantized)
+    deployed = entry.as_deployed(result.model, threads=threads, optimize=False, float_source=builder.model)
+    progress(f"bias correction: measuring {len(biases)} layers' mean output shift on the calibration inputs")
+    shifts = measure_shifts(deployed, _float_weights(builder.model, biases), list(biases), inputs,
+                            threads=threads)
+    builder.biases = {name: corrected_bias(bias, shift) for name, shift in shifts.items()
+                      if (bias := biases[name]) is None or bias.shape == shift.shape}
+    largest = max((float(np.max(np.abs(s))) for s in shifts.values()), default=0.0)
+    return {"layers": len(builder.biases), "largest_shift": largest}
+
+
+def round_weights(builder: QdqBuilder, result: QdqResult, entry: Backend, inputs: Iterable[np.ndarray],
+                  options: AdaRound, *, threads: int | None, progress: Progress) -> dict[str, Any]:
+    """AdaRound the weights of every quantized Conv of `result` (the all-INT8 build, as `entry` computes it);
+    `builder` uses the new codes in every later build. The report's record."""
+    specs = builder.specs(result.quantized)
+    scales = {name: builder.weight_codes(spec)[1] for name, spec in specs.items()}
+    weights = _float_weights(builder.model, specs)
+    deployed = entry.as_deployed(result.model, threads=threads, optimize=False, float_source=builder.model)
+    progress(f"AdaRound: {len(specs)} layers, {options.iterations} iterations each")
+    codes = adaround(builder.model, deployed, scales, weights, inputs, options, threads=threads, progress=progress)
+    changed = 0
+    for name, new in codes.items():
+        nearest = builder.weight_codes(specs[name])[0]
+        changed += int(np.count_nonzero(new != nearest))
+        builder.set_codes(specs[name], new)
+    return {"layers": len(codes), "weights_rounded_otherwise": changed}
+
+
+def recover(builder: QdqBuilder, options: RecoveryOptions, entry: Backend, inputs: Iterable[np.ndarray], *,
+            threads: int | None, progress: Progress) -> dict[str, Any]:
+    """The weight and bias steps on `builder` (AdaRound, then bias correction measured with the rounded
+    weights), each measured on the all-INT8 build as `entry` computes it; the report's records."""
+    report: dict[str, Any] = {}
+    if options.rounding is not None and builder.candidates():
+        report["adaround"] = round_weights(builder, builder.build(), entry, inputs, options.rounding,
+                                           threads=threads, progress=progress)
+    if options.bias_correction.enabled and builder.candidates():
+        report["bias_correction"] = correct_biases(builder, builder.build(), entry, inputs, threads=threads,
+                                                   progress=progress)
+    return report
