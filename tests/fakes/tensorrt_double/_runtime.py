@@ -1,8 +1,12 @@
 """The double's Runtime, ICudaEngine and IExecutionContext: plans made by the double's builder, run through ONNX
 Runtime on the fake device memory (tests/fakes/device.py).
 
-Deserialisation enforces what NVIDIA documents: same TensorRT version unless version-compatible (which also
-needs `engine_host_code_allowed`), same compute capability unless built AMPERE_PLUS (then 8.0+).
+Deserialisation enforces what NVIDIA documents: same TensorRT version unless version-compatible, same compute
+capability unless built AMPERE_PLUS (then 8.0+) (Developer Guide, "Version Compatibility" and "Hardware
+Compatibility"). A version-compatible plan also needs `engine_host_code_allowed = True` before
+`deserialize_cuda_engine`: NVIDIA/TensorRT samples/common/sampleEngines.cpp (release/10.16 l.137-141:
+"Application needs to opt into allowing deserialization of engines with embedded lean runtime") and
+tools/Polygraphy/polygraphy/backend/trt/loader.py EngineFromBytes (l.717-719).
 Execution enforces the documented contract of execute_async_v3: every input shape set (within the profile)
 and every I/O address set, on a stream. It only enqueues: the work runs when the stream is synchronized
 (tests/fakes/device.py), and under a CUDA-graph capture it is recorded instead. Stricter than TensorRT, which
