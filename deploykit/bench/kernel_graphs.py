@@ -191,7 +191,7 @@ def _dq_conv(x: torch.Tensor, op: ConvOp, wts: ConvWeights, s_in: float, unsigne
     (float in TensorRT's form, rounded to the int32 grid in ONNX Runtime's)."""
     w_scale = weight_scales(wts.weight, weight_levels(unsigned))
     weight = quantize(wts.weight, w_scale, axis=0).astype(np.float32) * w_scale[:, None, None, None]
-    bias = wts.bias.astype(np.float32)
+    bias: np.ndarray = wts.bias
     if unsigned:
         bias = quantize(wts.bias, s_in * w_scale, axis=0, dtype=np.int32).astype(np.float32) * (s_in * w_scale)
     return F.conv2d(x, torch.from_numpy(weight), torch.from_numpy(bias.astype(np.float32)), padding=op.padding,
