@@ -37,16 +37,6 @@ main()
 """
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def run(profile: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="selftest-double-") as tmp:
         evidence = Path(tmp) / "evidence"
@@ -76,6 +66,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     runs = [run(profile) for profile in args.profile or ("10", "11")]
+    from deploykit.environment import cpu_model
+
     report = {"cpu": cpu_model(), "cores": os.cpu_count(), "runs": runs,
               "total_wall_s": round(sum(r["wall_s"] for r in runs), 1)}
     for r in runs:
