@@ -21,7 +21,9 @@ from onnx import TensorProto, helper
 
 from deploykit.errors import InputError
 from deploykit.graph import trt_support as support
+from deploykit.graph.qdq_lint import has_qdq, qdq_findings
 from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
+from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 
 Severity = Literal["error", "warning", "info"]
 TARGETS = ("tensorrt",)
@@ -314,8 +316,6 @@ NODE_RULES: dict[str, Rule] = {
 
 def _qdq_placement_findings(model: onnx.ModelProto, ctx: _Context) -> list[Finding]:
     """Q/DQ placements TensorRT will not fuse (deploykit.graph.qdq_lint), for graphs with Q/DQ nodes."""
-    from deploykit.graph.qdq_lint import has_qdq, qdq_findings
-
     if not has_qdq(model):
         return []
     return [_finding(node, rule, severity, why, fix)
@@ -338,8 +338,13 @@ class FloatRemainder:
     int8: int  # weighted ops whose data and weights are both dequantized (TensorRT fuses them into INT8)
 
     @property
+    def half(self) -> bool:
+        """Every float op outside the INT8 ones computes in float16 (--int8-float fp16)."""
+        return bool(self.fp16) and not self.fp32
+
+    @property
     def kind(self) -> str:
-        return "fp16" if self.fp16 and not self.fp32 else "fp32" if not self.fp16 else "mixed"
+        return "fp16" if self.half else "fp32" if not self.fp16 else "mixed"
 
     def describe(self) -> str:
         runs = {"fp32": f"all {self.fp32} in FP32", "fp16": f"all {self.fp16} in FP16",
@@ -380,7 +385,7 @@ def _remainder_findings(model: onnx.ModelProto, ctx: _Context) -> list[Finding]:
     remainder = float_remainder(model, ctx.index)
     if remainder is None or not (remainder.fp32 or remainder.fp16):
         return []
-    if remainder.kind == "fp16":
+    if remainder.half:
         fix = "nothing to do: this is --int8-float fp16"
     else:
         fix = ("this is --int8-float fp32 (deploykit's default; most accurate): `--int8-float fp16` runs them in "
@@ -391,8 +396,6 @@ def _remainder_findings(model: onnx.ModelProto, ctx: _Context) -> list[Finding]:
 
 def _unpooling_findings(model: onnx.ModelProto) -> list[Finding]:
     """MaxUnpool and MaxPool Indices, split into what deploykit's rewrite fixes and what it cannot."""
-    from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
-
     found = find_unsupported_unpooling(model)
     if not found:
         return []

@@ -39,6 +39,7 @@ from typing import Any
 
 from deploykit.backends.tensorrt.common import import_tensorrt, new_runtime, process_logger
 from deploykit.errors import BuildError, InputError
+from deploykit.io.sidecar import read_sidecar
 
 QUANTIZED = ("int8", "fp8", "int4", "fp4")
 FLOATING = (*QUANTIZED, "fp16", "bf16", "fp32")
@@ -321,8 +322,6 @@ def inspect_plan(trt: Any, logger: Any, plan: bytes, shapes: Mapping[str, Sequen
 
 def inspect_artifact(path: str | os.PathLike[str]) -> Inspection:
     """Inspect a deploykit-built engine at its profile's opt shapes (from its sidecar)."""
-    from deploykit.io.sidecar import read_sidecar
-
     sidecar = read_sidecar(path)
     if sidecar is None:
         raise InputError(f"{path} has no sidecar; only engines built by deploykit can be inspected here")

@@ -26,8 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deploykit.backends.tensorrt import selftest_checks
-from deploykit.backends.tensorrt.selftest_checks import (
+from deploykit.backends.tensorrt.build import TensorRTBuildOptions
+from deploykit.build import build_artifact
+from deploykit.doctor import selftest_checks
+from deploykit.doctor.selftest_checks import (
     Session,
     Verdict,
     audit_check,
@@ -37,6 +39,10 @@ from deploykit.backends.tensorrt.selftest_checks import (
     selftest_images,
 )
 from deploykit.errors import InputError
+from deploykit.export import onnx_from_torch
+from deploykit.metrics.numeric import numeric_metrics
+from deploykit.precision.passes import CalibrationOptions
+from deploykit.zoo.sources import load_model
 
 SIZE = (64, 64)
 PROFILE = ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 96, 96))  # min, opt, max; height and width multiples of 4
@@ -98,9 +104,6 @@ def tiny_checks(session: Session, folder: Path, calib_n: int) -> None:
 
 
 def _export(session: Session, source: Path, headed: Path, images: Path, count: int) -> Verdict:
-    from deploykit.export import onnx_from_torch
-    from deploykit.zoo.sources import load_model
-
     for out, head in ((source, None), (headed, "argmax")):
         onnx_from_torch(load_model(TINY), out, input_shape=(1, 3, *SIZE), simplify=False, head=head,
                         progress=session.say)
@@ -110,18 +113,13 @@ def _export(session: Session, source: Path, headed: Path, images: Path, count: i
     return Verdict(True, "exported twice (logits, and --head argmax), checked against PyTorch")
 
 
-def _options(**kwargs: object) -> object:
-    from deploykit.backends.tensorrt.build import TensorRTBuildOptions
-
+def _options(**kwargs: object) -> TensorRTBuildOptions:
     names = ("min_shapes", "opt_shapes", "max_shapes")
     return TensorRTBuildOptions(**{n: {"input": s} for n, s in zip(names, PROFILE, strict=True)}, **kwargs)  # type: ignore[arg-type]
 
 
 def _build(session: Session, source: Path, plan: Path, precision: str, images: Path | None, count: int, *,
            remainder: str | None = None, **options: object) -> dict[str, Any]:
-    from deploykit.build import build_artifact
-    from deploykit.precision.passes import CalibrationOptions
-
     calibration = CalibrationOptions(data=str(images) if images else None, n=count, int8_float=remainder,
                                      use_cache=False)  # calibrate for real; leave no cache behind
     built = build_artifact(source, plan, precision=precision, backend="tensorrt", calibration=calibration,
@@ -166,8 +164,6 @@ def _argmax(session: Session, headed: Path, plan: Path) -> Verdict:
 
 
 def _dynamic(source: Path, plan: Path) -> Verdict:
-    from deploykit.parity.metrics import numeric_metrics
-
     cosines = {}
     for label, shape in zip(("min", "opt", "max"), PROFILE, strict=True):
         x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)

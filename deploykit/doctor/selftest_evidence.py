@@ -21,9 +21,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deploykit.backends.tensorrt.selftest_checks import FullSelfTestResult, first_line
+import deploykit
+from deploykit.backends.tensorrt.audit import inspect_artifact
+from deploykit.backends.tensorrt.common import import_tensorrt, process_logger
+from deploykit.doctor.machine import probe_machine
+from deploykit.doctor.selftest_checks import FullSelfTestResult, first_line
 from deploykit.errors import OutputExists
 from deploykit.io.outputs import check_output_dir, write_json, write_text
+from deploykit.io.sidecar import read_sidecar, sidecar_path
 
 SIMULATED = ("SIMULATED: this run went through deploykit's TensorRT test double (ONNX Runtime on the CPU behind "
              "TensorRT's API). Nothing in this folder is a TensorRT result; timings are CPU host times.")
@@ -53,30 +58,24 @@ def write_evidence(folder: Path, result: FullSelfTestResult, engines: Mapping[st
 
 
 def _readme(result: FullSelfTestResult, error: str | None) -> str:
-    import deploykit
-
     lines = [SIMULATED, ""] if result.simulated else []
     lines += [f"deploykit {deploykit.__version__} full TensorRT self-test evidence",
               "made by: deploykit doctor --selftest --full --evidence DIR",
               f"TensorRT {result.tensorrt_version or '(not usable)'} on {result.gpu}; {result.model}",
               f"result: {'could not run: ' + error if error else 'passed' if result.passed else 'FAILED'}",
-              "", "files: see deploykit/backends/tensorrt/selftest_evidence.py (verdict.txt first)"]
+              "", "files: see deploykit/doctor/selftest_evidence.py (verdict.txt first)"]
     return "\n".join(lines) + "\n"
 
 
 def _environment() -> dict[str, Any]:
     try:
-        from deploykit.environment import probe
-
-        return probe().to_dict()
+        return probe_machine().to_dict()
     except Exception as exc:  # evidence is written whatever is broken: say what could not be read
         return {"could_not_probe": first_line(exc)}
 
 
 def _gpu(engines: Mapping[str, Path]) -> dict[str, Any]:
     """The GPU as the engines' sidecars recorded it, and what torch says of the device (memory, SMs)."""
-    from deploykit.io.sidecar import read_sidecar
-
     gpu: dict[str, Any] = {}
     for plan in engines.values():
         sidecar = read_sidecar(plan) if plan.is_file() else None
@@ -110,9 +109,6 @@ def _driver() -> str:
 
 
 def _engine(folder: Path, name: str, plan: Path) -> None:
-    from deploykit.backends.tensorrt.audit import inspect_artifact
-    from deploykit.io.sidecar import read_sidecar, sidecar_path
-
     sidecar = read_sidecar(plan) if plan.is_file() else None
     if sidecar is not None:
         write_text(folder / f"{name}.sidecar.json", sidecar_path(plan).read_text(encoding="utf-8"), force=False)
@@ -129,8 +125,6 @@ def _engine(folder: Path, name: str, plan: Path) -> None:
 def _log(log: Sequence[str]) -> str:
     lines = list(log)
     try:
-        from deploykit.backends.tensorrt.common import import_tensorrt, process_logger
-
         kept = process_logger(import_tensorrt()).kept()
         lines += ["", f"TensorRT errors and warnings ({len(kept)}, oldest first):"]
         lines += [f"[{kind}] {message}" for kind, message in kept]

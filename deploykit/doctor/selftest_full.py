@@ -32,7 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.tensorrt.selftest_checks import (
+from deploykit.backends.tensorrt.backend import availability as tensorrt_availability
+from deploykit.backends.tensorrt.runner import TensorRTRunner
+from deploykit.build import build_artifact
+from deploykit.doctor import selftest_evidence, selftest_tiny
+from deploykit.doctor.selftest_checks import (
     FullSelfTestResult,
     Session,
     Verdict,
@@ -43,7 +47,10 @@ from deploykit.backends.tensorrt.selftest_checks import (
     selftest_images,
 )
 from deploykit.errors import BackendUnavailable
+from deploykit.export import onnx_from_torch
+from deploykit.precision.passes import CalibrationOptions
 from deploykit.types import Progress
+from deploykit.zoo.sources import load_model
 
 MODEL = "deeplabv3plus_mobilenetv2"
 SIZE = (257, 257)
@@ -66,9 +73,6 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
                   evidence: Path | None = None) -> FullSelfTestResult:
     """Run every check (see the module docstring); BackendUnavailable when TensorRT cannot run here at all.
     With `evidence`, write the run there (selftest_evidence.write_evidence), also when TensorRT cannot run."""
-    from deploykit.backends.tensorrt import selftest_evidence, selftest_tiny
-    from deploykit.environment import tensorrt_status
-
     log: list[str] = []
 
     def say(message: object) -> None:
@@ -76,10 +80,10 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
         if progress is not None:
             progress(message)  # type: ignore[arg-type]
 
-    status = tensorrt_status()
+    status = tensorrt_availability()
     result = FullSelfTestResult(status.version, "?", f"{model} at {size[0]}x{size[1]}",
                                 simulated=_simulated(status.version))
-    if status.state != "ready":
+    if not status.ready:
         error = BackendUnavailable(f"the TensorRT self-test cannot run: TensorRT {status.version} is "
                                    f"{status.state}: {status.reason}")
         if evidence is not None:
@@ -103,9 +107,6 @@ def _zoo_checks(session: Session, folder: Path, model: str, size: tuple[int, int
     source, images_path = folder / f"{model}.onnx", folder / f"{model}.images.npy"
 
     def export() -> Verdict:
-        from deploykit.export import onnx_from_torch
-        from deploykit.zoo.sources import load_model
-
         exported = onnx_from_torch(load_model(model, options=options), source, input_shape=(1, 3, *size),
                                    simplify=False, progress=session.say)
         images, what = selftest_images(size, calib_n)
@@ -132,9 +133,6 @@ def _zoo_checks(session: Session, folder: Path, model: str, size: tuple[int, int
 
 
 def _build(session: Session, source: Path, plan: Path, precision: str, images: Path, calib_n: int) -> Verdict:
-    from deploykit.build import build_artifact
-    from deploykit.precision.passes import CalibrationOptions
-
     built = build_artifact(source, plan, precision=precision, backend="tensorrt", progress=session.say,
                            calibration=CalibrationOptions(data=str(images), n=calib_n, use_cache=False), force=True)
     session.result.gpu = str(built.sidecar.device.get("gpu", "?"))
@@ -149,8 +147,6 @@ def _parity(session: Session, plan: Path, bounds: tuple[float, float]) -> Verdic
 
 
 def _replay(plan: Path, x: np.ndarray) -> Verdict:
-    from deploykit.backends.tensorrt.runner import TensorRTRunner
-
     want = engine_outputs(plan, x)
     with TensorRTRunner.from_artifact(plan, cuda_graph=True) as graphed:
         name = graphed.input_specs()[0].name
@@ -164,8 +160,6 @@ def _replay(plan: Path, x: np.ndarray) -> Verdict:
 
 def _speed(session: Session, plans: Mapping[str, Path]) -> Verdict:
     """GPU compute medians of the engines, timed round-robin from CUDA graphs; which one TensorRT should ship."""
-    from deploykit.backends.tensorrt.runner import TensorRTRunner
-
     x = session.made["feed"]
     samples: dict[str, list[float]] = {p: [] for p in plans}
     with ExitStack() as stack:

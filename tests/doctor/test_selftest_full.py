@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploykit.backends.tensorrt import selftest_checks, selftest_full
-from deploykit.backends.tensorrt.selftest_checks import FullSelfTestResult, Session, Verdict
+import deploykit.commands.doctor as doctor_command
 from deploykit.cli import cli
+from deploykit.doctor import selftest_checks, selftest_full
+from deploykit.doctor.selftest_checks import FullSelfTestResult, Session, Verdict
 from deploykit.errors import BuildError
 from tests.fakes.fixtures import TrtDouble, install_double
 
@@ -37,7 +38,7 @@ def _tiny_zoo(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(progress, size=(64, 64), options={"width_multiplier": 0.125, "num_classes": 5}, calib_n=4,
                         **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(selftest_full, "full_selftest", tiny)
+    monkeypatch.setattr(doctor_command, "full_selftest", tiny)  # what the command calls
 
 
 def test_full_selftest_and_its_evidence(trt_double: TrtDouble, tmp_path: Path,

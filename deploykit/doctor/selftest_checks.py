@@ -18,8 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.errors import DeployKitError
-from deploykit.types import Progress
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.backends.tensorrt.audit import PrecisionAudit
+from deploykit.backends.tensorrt.runner import TensorRTRunner
+from deploykit.errors import DeployKitError, InputError
+from deploykit.io.images import preprocess, sample_photographs
+from deploykit.io.sidecar import read_sidecar
+from deploykit.metrics.numeric import numeric_metrics
+from deploykit.metrics.tasks import task_metrics
+from deploykit.types import IMAGENET, Progress
 
 REPORT = ("to report a failure, run `deploykit doctor --selftest --full --evidence DIR` and attach DIR (zipped) "
           "to an issue")
@@ -119,10 +126,6 @@ def selftest_images(size: tuple[int, int], count: int, seed: int = 0) -> tuple[n
     """`count` preprocessed 1x3xHxW images stacked (N,3,H,W), and what they are: scikit-image's photographs
     (mirrored for more) when it is installed, else deterministic synthetic scenes (smooth colour gradients with
     a few flat shapes: edges and regions a segmenter responds to, unlike noise)."""
-    from deploykit.errors import InputError
-    from deploykit.io.images import preprocess, sample_photographs
-    from deploykit.types import IMAGENET
-
     try:
         photos = sample_photographs()
         what = "scikit-image photographs"
@@ -147,16 +150,12 @@ def _scene(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
 
 def reference_outputs(onnx_path: Path, x: np.ndarray) -> np.ndarray:
     """Output 0 of the FP32 ONNX on ONNX Runtime: what every engine is compared with."""
-    from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-
     with OnnxRuntimeRunner(onnx_path) as runner:
         name = runner.input_specs()[0].name
         return next(iter(runner.infer({name: x}).values()))
 
 
 def engine_outputs(plan: Path, x: np.ndarray, *, cuda_graph: bool = False) -> np.ndarray:
-    from deploykit.backends.tensorrt.runner import TensorRTRunner
-
     with TensorRTRunner.from_artifact(plan, cuda_graph=cuda_graph) as runner:
         name = runner.input_specs()[0].name
         return next(iter(runner.infer({name: x}).values()))
@@ -165,8 +164,6 @@ def engine_outputs(plan: Path, x: np.ndarray, *, cuda_graph: bool = False) -> np
 def parity(plan: Path, reference: np.ndarray, x: np.ndarray, bounds: tuple[float, float], *,
            pixels: bool = True) -> Verdict:
     """Logit cosine (and pixel agreement of the arg-max) of the engine against the ONNX Runtime reference."""
-    from deploykit.parity.metrics import numeric_metrics, task_metrics
-
     got = engine_outputs(plan, x)
     cosine = numeric_metrics(reference, got).cosine
     low_cos, low_agree = bounds
@@ -185,9 +182,6 @@ def audit_check(plan: Path, precision: str, share: float | None = None) -> Verdi
     """At least `share` (default AUDIT_SHARE) of the engine's FLOPs (of its layers when FLOPs are not known) run
     in `precision`, as the build's precision audit read it from the engine inspector."""
     share = AUDIT_SHARE if share is None else share
-    from deploykit.backends.tensorrt.audit import PrecisionAudit
-    from deploykit.io.sidecar import read_sidecar
-
     sidecar = read_sidecar(plan)
     record = sidecar.build_options.get("precision_audit") if sidecar else None
     if not record:
