@@ -49,7 +49,7 @@ from deploykit.doctor.selftest_checks import (
 from deploykit.errors import BackendUnavailable
 from deploykit.export import onnx_from_torch
 from deploykit.precision.passes import CalibrationOptions
-from deploykit.types import Progress
+from deploykit.types import Progress, Progressed
 from deploykit.zoo.sources import load_model
 
 MODEL = "deeplabv3plus_mobilenetv2"
@@ -75,10 +75,11 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
     With `evidence`, write the run there (selftest_evidence.write_evidence), also when TensorRT cannot run."""
     log: list[str] = []
 
-    def say(message: object) -> None:
-        log.append(str(message))
+    def say(message: str | Progressed) -> None:
+        if isinstance(message, str):  # counts (Progressed) are for the progress bar, not the log
+            log.append(message)
         if progress is not None:
-            progress(message)  # type: ignore[arg-type]
+            progress(message)
 
     status = tensorrt_availability()
     result = FullSelfTestResult(status.version, "?", f"{model} at {size[0]}x{size[1]}",

@@ -113,13 +113,14 @@ def _export(session: Session, source: Path, headed: Path, images: Path, count: i
     return Verdict(True, "exported twice (logits, and --head argmax), checked against PyTorch")
 
 
-def _options(**kwargs: object) -> TensorRTBuildOptions:
-    names = ("min_shapes", "opt_shapes", "max_shapes")
-    return TensorRTBuildOptions(**{n: {"input": s} for n, s in zip(names, PROFILE, strict=True)}, **kwargs)  # type: ignore[arg-type]
+def _options(**kwargs: Any) -> TensorRTBuildOptions:
+    low, opt, high = PROFILE
+    return TensorRTBuildOptions(min_shapes={"input": low}, opt_shapes={"input": opt}, max_shapes={"input": high},
+                                **kwargs)
 
 
 def _build(session: Session, source: Path, plan: Path, precision: str, images: Path | None, count: int, *,
-           remainder: str | None = None, **options: object) -> dict[str, Any]:
+           remainder: str | None = None, **options: Any) -> dict[str, Any]:
     calibration = CalibrationOptions(data=str(images) if images else None, n=count, int8_float=remainder,
                                      use_cache=False)  # calibrate for real; leave no cache behind
     built = build_artifact(source, plan, precision=precision, backend="tensorrt", calibration=calibration,
