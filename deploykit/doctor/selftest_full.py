@@ -69,7 +69,7 @@ def _simulated(version: str) -> bool:
 
 
 def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size: tuple[int, int] = SIZE,
-                  options: Mapping[str, Any] | None = None, calib_n: int = 8,
+                  options: Mapping[str, Any] | None = None, calib_n: int = 4,
                   evidence: Path | None = None) -> FullSelfTestResult:
     """Run every check (see the module docstring); BackendUnavailable when TensorRT cannot run here at all.
     With `evidence`, write the run there (selftest_evidence.write_evidence), also when TensorRT cannot run."""
