@@ -182,3 +182,13 @@ def test_a_version_compatible_build_keeps_its_audit(trt_double: TrtDouble, tiny_
                                progress=messages.append)
     assert sidecar.build_options["precision_audit"]["layer_share"] == {"fp32": 1.0}
     assert not any("audit skipped" in m for m in messages)
+
+
+@pytest.mark.parametrize("text,precision", [("Float", "fp32"), ("Half", "fp16"), ("BFloat16", "bf16"),
+                                            ("Int8", "int8"), ("FP8", "fp8"), ("Float8E4M3FN", "fp8"),
+                                            ("Row major linear FP32 format (kLINEAR)", "fp32"),
+                                            ("Int64", "other"), ("UInt8", "other"), ("kLINEAR", "")])
+def test_data_type_words_of_both_layouts(text: str, precision: str) -> None:
+    from deploykit.backends.tensorrt.audit import tensor_precision
+
+    assert tensor_precision({"Name": "t", "DataType": text}) == precision

@@ -46,6 +46,7 @@ FLOATING = (*QUANTIZED, "fp16", "bf16", "fp32")
 UNKNOWN = "unknown"
 # word in a format or data type string -> precision; checked in this order ("bfloat16" before "float").
 _WORDS = (("bfloat16", "bf16"), ("bf16", "bf16"), ("float8", "fp8"), ("fp8", "fp8"), ("e4m3", "fp8"),
+          ("float8e4m3", "fp8"), ("float8e4m3fn", "fp8"), ("e4m3fn", "fp8"), ("float4e2m1", "fp4"), ("e2m1", "fp4"),
           ("int8", "int8"), ("int4", "int4"), ("fp4", "fp4"), ("fp16", "fp16"), ("half", "fp16"),
           ("fp32", "fp32"), ("tf32", "fp32"), ("float", "fp32"), ("int32", "other"), ("int64", "other"),
           ("bool", "other"), ("uint8", "other"))
@@ -56,9 +57,10 @@ OPAQUE_TYPES = ("myelin", "kgen")
 
 
 def _type_keys(tensor: Mapping[str, Any]) -> list[str]:
-    """The keys of a layer tensor that name its type: any "...datatype..." key, then "Format" (which in 10.x
-    strings and 11.x I/O formats still names the type, "Row major linear FP32 format (kLINEAR)")."""
-    keys = [k for k in tensor if "datatype" in k.lower().replace("/", "").replace("_", "")]
+    """The keys of a layer tensor that may name its type: "Format/Datatype", "DataType", "Datatype" (or any other
+    key with "type" in it), then "Format" (whose 10.x-style strings and 11.x I/O formats still name the type:
+    "Row major linear FP32 format (kLINEAR)")."""
+    keys = [k for k in tensor if "type" in k.lower()]
     return keys + [k for k in tensor if k.lower() == "format" and k not in keys]
 
 
