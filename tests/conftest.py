@@ -16,15 +16,17 @@ def _cuda_available() -> bool:
 def _tensorrt_ready() -> tuple[bool, str]:
     if importlib.util.find_spec("tensorrt") is None:
         return False, "TensorRT is not installed (pip install 'deploykit[tensorrt]' on a GPU machine)"
-    from deploykit.environment import tensorrt_status
+    from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 
     status = tensorrt_status()
-    return status.state == "ready", f"TensorRT is {status.state}: {status.reason}"
+    return status.ready, f"TensorRT is {status.state}: {status.reason}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    needs_gpu = [item for item in items if "gpu" in item.keywords]
-    needs_trt = [item for item in items if "trt" in item.keywords]
+    # Markers, not keywords: keywords also hold directory names, so a checkout in a folder named "trt" or "gpu"
+    # would skip every test.
+    needs_gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    needs_trt = [item for item in items if item.get_closest_marker("trt") is not None]
     if needs_gpu and not _cuda_available():
         for item in needs_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch here"))

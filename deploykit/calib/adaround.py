@@ -31,6 +31,7 @@ import onnx
 
 from deploykit.calib.collect import probe_model
 from deploykit.errors import CalibrationError
+from deploykit.evaluate import session_from_onnx
 from deploykit.types import Progress, Progressed
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
@@ -119,8 +120,6 @@ def gram_matrices(float_model: onnx.ModelProto, qdq: onnx.ModelProto, layers: Se
                   progress: Progress | None = None) -> dict[str, tuple[Any, Any]]:
     """node -> (X_q^T X_q, X_q^T X) per group (module docstring), summed over `inputs`."""
     import torch
-
-    from deploykit.backends.onnxruntime.runner import session_from_onnx
 
     float_inputs, quant_inputs = [layer.float_input for layer in layers], [layer.quant_input for layer in layers]
     sessions = [session_from_onnx(probe_model(m, tensors).SerializeToString(), threads=threads, optimization="basic")

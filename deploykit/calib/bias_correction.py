@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from deploykit.errors import CalibrationError
+from deploykit.evaluate import session_options
 from deploykit.graph.tensors import all_names, index_graph, unique_name
 from deploykit.types import Progress, Progressed
 
@@ -112,10 +114,6 @@ def measure_shifts(qdq: onnx.ModelProto, float_weights: Mapping[str, np.ndarray]
                    inputs: Iterable[np.ndarray], *, threads: int | None = None,
                    progress: Progress | None = None) -> dict[str, np.ndarray]:
     """node -> the mean over `inputs` of its float twin's output minus its own, per output channel."""
-    import onnxruntime as ort
-
-    from deploykit.backends.onnxruntime.runner import session_options
-
     probe, twins = probe_model(qdq, float_weights, nodes)
     if not twins:
         return {}

@@ -115,9 +115,7 @@ def has_qdq(model: onnx.ModelProto) -> bool:
 
 def _fp32_remainder(model: onnx.ModelProto, index: GraphIndex) -> list[Finding]:
     """One finding for the whole graph when nothing in it is float16 (module docstring)."""
-    from onnx import TensorProto
-
-    half = TensorProto.FLOAT16
+    half = onnx.TensorProto.FLOAT16
     if any(t == half for t in index.types.values()):
         return []
     first = next((n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")), None)

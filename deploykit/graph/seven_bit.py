@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from deploykit.environment import cpu_flags
 from deploykit.graph.tensors import ensure_node_names
 
 QMAX = 127
@@ -38,8 +39,6 @@ WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 def needs_seven_bit_weights(flags: set[str] | None = None, machine: str | None = None) -> bool:
     """True on x86 CPUs without VNNI (module docstring); `flags` default to /proc/cpuinfo's."""
-    from deploykit.environment import cpu_flags
-
     arch = (machine or platform.machine()).lower()
     if arch not in ("x86_64", "amd64", "i686", "x86"):
         return False

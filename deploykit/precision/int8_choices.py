@@ -22,15 +22,19 @@ precision report says why and the Q/DQ lint of the TensorRT graph repeats it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from deploykit.backends.base import Backend
 from deploykit.calib.data import CalibrationData
 from deploykit.errors import BuildError
+from deploykit.evaluate import session_options
 from deploykit.graph.fp16 import fp16_from_onnx
+from deploykit.graph.lint import lint_model
 from deploykit.io.metadata import ModelMetadata
 from deploykit.precision.budget import Budget, Evaluator
 from deploykit.types import Progress
@@ -77,10 +81,6 @@ class TensorRTFormEvaluator(Evaluator):
     images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        import onnxruntime as ort
-
-        from deploykit.backends.onnxruntime.runner import session_options
-
         session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"],
                                        disabled_optimizers=["WeightBiasQuantization"])
         name = session.get_inputs()[0].name
@@ -139,10 +139,6 @@ def float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, asked: str 
 def qdq_lint(model: onnx.ModelProto, choices: Mapping[str, str], progress: Progress) -> dict[str, Any]:
     """The Q/DQ lint (deploykit.graph.qdq_lint) of the graph TensorRT compiles, for the report; a finding
     about a choice this build made (`choices`: lint rule -> why the build chose so) says why."""
-    from dataclasses import replace
-
-    from deploykit.graph.lint import lint_model
-
     findings = [f for f in lint_model(model).findings if f.rule.startswith(("qdq-", "int8-"))]
     findings = [replace(f, why=f"{f.why}; this build: {choices[f.rule]}") if f.rule in choices else f
                 for f in findings]

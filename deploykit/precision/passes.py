@@ -25,7 +25,9 @@ from deploykit.calib.methods import MinMax, amax, make_method
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
+from deploykit.graph.macs import count_onnx_macs
 from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
+from deploykit.io.labels import match_labels
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.precision.budget import (
     Budget,
@@ -281,7 +283,7 @@ def _check_int8(source: onnx.ModelProto, options: CalibrationOptions, layout: st
 
 def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budget: Budget | None
                 ) -> list[np.ndarray] | None:
-    """The ground-truth mask of each held-out image (parity.labels matches them by name), read now so that a
+    """The ground-truth mask of each held-out image (io.labels matches them by name), read now so that a
     missing mask fails before calibration; None unless the budget is measured against ground truth."""
     if budget is None or not budget.needs_labels:
         return None
@@ -291,7 +293,6 @@ def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budge
     if held is None or held.kind != "folder":
         raise ConfigConflict("an accuracy budget against --labels needs --calib-data DIR, a folder of images "
                              "whose held-out part the masks are matched to by file name")
-    from deploykit.parity.labels import match_labels
 
     found = match_labels(options.labels, held.items)
     return [found.read(i) for i in range(len(found))]
@@ -334,8 +335,6 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
 def _mac_share(model: onnx.ModelProto, shape: tuple[int, ...], progress: Progress) -> MacShare | None:
     """Multiply-adds per node at the held-out input shape, so the report can estimate the latency of plans it
     did not time; None (and a note) when they cannot be counted: the search itself does not need them."""
-    from deploykit.bench.macs import count_onnx_macs
-
     try:
         counted = count_onnx_macs(model, shape)
     except Exception as exc:  # counting is best effort: a failure must not stop the build

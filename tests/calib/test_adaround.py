@@ -8,11 +8,11 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.calib.adaround import AdaRound, adaround
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
+from deploykit.evaluate import session_from_onnx
 from tests.calib.recovery_models import conv, inputs, model
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.calib.bias_correction import corrected_bias, measure_shifts
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
+from deploykit.evaluate import session_from_onnx
 from tests.calib.recovery_models import conv, inputs, model
 
 

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.calib.equalize import Equalization, equalize, find_pairs
 from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
+from deploykit.evaluate import session_from_onnx
 from deploykit.graph.tensors import index_graph
 from tests.calib.recovery_models import clip_node, conv, inputs, model
 

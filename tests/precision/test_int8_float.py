@@ -15,10 +15,10 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from deploykit.backends.base import backend_of
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.build import build_artifact
 from deploykit.calib.data import calibration_data
 from deploykit.errors import BuildError
+from deploykit.evaluate import session_from_onnx
 from deploykit.io.metadata import read_metadata
 from deploykit.precision.budget import parse_budget
 from deploykit.precision.int8_choices import TensorRTFormEvaluator, float_remainder
