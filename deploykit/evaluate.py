@@ -87,3 +87,15 @@ def session_from_onnx(
     except Exception as exc:  # ORT raises its own unrelated exception types
         raise InputError(f"ONNX Runtime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
                          f"{str(exc).splitlines()[0]}") from exc
+
+
+# ONNX Runtime's WeightBiasQuantization turns a float bias read beside dequantized inputs into INT32 with scale
+# input_scale x weight_scale; TensorRT keeps biases float, and with float16 scales the INT32 scale underflows.
+AS_WRITTEN_DISABLED = ("WeightBiasQuantization",)
+
+
+def session_as_written(model: bytes, *, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session that computes a Q/DQ graph as written, as TensorRT does: ONNX Runtime's optimizations but
+    the one that would quantize its float biases (AS_WRITTEN_DISABLED)."""
+    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(AS_WRITTEN_DISABLED))

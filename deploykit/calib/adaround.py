@@ -5,15 +5,18 @@ a channel's weights add up over its inputs, and rounding some weights the other 
 "Up or Down? Adaptive Rounding for Post-Training Quantization", ICML 2020; AIMET's AdaRound). For each layer a
 continuous variable V per weight picks floor(w / s) + h(V), h a rectified sigmoid, trained to minimize
 
-    || W~ x_q - W x ||^2  +  lambda * sum(1 - |2 h(V) - 1|^beta)
+    || (W~ - W) x ||^2 / || (W_nearest - W) x ||^2  +  lambda * mean(1 - |2 h(V) - 1|^beta)
 
-with x the layer's input in the float model, x_q its (dequantized) input in the quantized graph as the backend
-computes it (the paper's "asymmetric reconstruction": the rounding also absorbs the input's quantization
-error), and the regularizer, its beta annealed from 20 to 2, pushing every h to 0 or 1. The data enter only
-through the Gram matrices X_q^T X_q and X_q^T X of the layer's input patches (convolutions unfolded, per
-group), accumulated over the calibration inputs at up to `positions` sampled output positions each, so the
-optimization's cost does not depend on the image size. Every layer is optimized from the same all-INT8 graph
-(no layer-by-layer re-run: a simplification of the paper's sequential procedure).
+over the layer's inputs x in the float model (the paper's layer-wise objective), the regularizer, its beta
+annealed from 20 to 2 after a warm-up, pushing every h to 0 or 1 (lambda 1 against the reconstruction error
+relative to nearest rounding's: on the test layer of tests/calib/test_adaround.py, lambda 0.01 / 0.1 / 1 left
+0.86 / 0.61 / 0.36 of nearest rounding's error, and 1 to 10 the same 0.36 from 500 iterations on). The data enter only through the Gram matrix
+X X^T of the layer's input patches (convolutions unfolded, per group), accumulated over the calibration inputs
+at up to `positions` sampled output positions each, so the optimization's cost does not depend on the image
+size. Inputs from the quantized graph instead (the paper's "asymmetric reconstruction", which also absorbs the
+input's quantization error) need the layers optimized one after another with the graph re-run in between;
+optimizing every layer against the same all-INT8 graph measured worse than nearest rounding (trained DeepLabv3+
+MobileNetV2: pixel agreement 0.896 against 0.968), since every layer then compensates the same upstream error.
 
 The result is INT8 codes on the same per-channel grid (scale max|w| / 127, narrow range), written as INT8
 initializers with a DequantizeLinear like every deploykit weight: TensorRT reads the codes as they are and does
@@ -43,8 +46,8 @@ SMALL_LAYER_FLOPS = 20_000_000  # multiply-adds per reconstruction step below wh
 class AdaRound:
     """--int8-rounding adaround (deploykit.calib.adaround); nearest rounding when not asked for."""
 
-    iterations: int = 1000
-    regularization: float = 0.01  # lambda
+    iterations: int = 500
+    regularization: float = 1.0  # lambda, against the reconstruction error relative to nearest rounding's
     warmup: float = 0.2  # share of the iterations without the rounding regularizer
     positions: int = 2048  # output positions sampled per input and layer
     seed: int = 0
@@ -64,31 +67,26 @@ class Layer:
     pads: tuple[int, ...]
     dilations: tuple[int, ...]
     float_input: str  # the layer's input tensor in the float model
-    quant_input: str  # the dequantized tensor it reads in the quantized graph
 
 
 def _ints(node: onnx.NodeProto, name: str, default: Sequence[int]) -> tuple[int, ...]:
     return next((tuple(int(v) for v in a.ints) for a in node.attribute if a.name == name), tuple(default))
 
 
-def conv_layers(float_model: onnx.ModelProto, qdq: onnx.ModelProto, scales: Mapping[str, np.ndarray],
+def conv_layers(float_model: onnx.ModelProto, scales: Mapping[str, np.ndarray],
                 weights: Mapping[str, np.ndarray]) -> list[Layer]:
     """The 2-D Conv nodes named in `scales` (node -> per-channel weight scale) with their float weights."""
-    float_nodes = {n.name: n for n in float_model.graph.node}
     layers = []
-    for node in qdq.graph.node:
-        twin = float_nodes.get(node.name)
-        if node.op_type != "Conv" or node.name not in scales or twin is None or node.name not in weights:
+    for node in float_model.graph.node:
+        if node.op_type != "Conv" or node.name not in scales or node.name not in weights:
             continue
         weight = weights[node.name]
-        if weight.ndim != 4 or _ints(node, "auto_pad", ()) or any(
-                a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in node.attribute):
+        if weight.ndim != 4 or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in node.attribute):
             continue
-        kernel = tuple(weight.shape[2:])
         layers.append(Layer(node.name, weight.astype(np.float32), scales[node.name],
-                            next((int(a.i) for a in node.attribute if a.name == "group"), 1), kernel,
-                            _ints(node, "strides", (1, 1)), _ints(node, "pads", (0, 0, 0, 0)),
-                            _ints(node, "dilations", (1, 1)), twin.input[0], node.input[0]))
+                            next((int(a.i) for a in node.attribute if a.name == "group"), 1),
+                            tuple(weight.shape[2:]), _ints(node, "strides", (1, 1)),
+                            _ints(node, "pads", (0, 0, 0, 0)), _ints(node, "dilations", (1, 1)), node.input[0]))
     return layers
 
 
@@ -115,30 +113,27 @@ def _output_size(x: np.ndarray, layer: Layer) -> tuple[int, int]:
     return (height - span[0]) // layer.strides[0] + 1, (width - span[1]) // layer.strides[1] + 1
 
 
-def gram_matrices(float_model: onnx.ModelProto, qdq: onnx.ModelProto, layers: Sequence[Layer],
-                  inputs: Iterable[np.ndarray], options: AdaRound, *, threads: int | None = None,
-                  progress: Progress | None = None) -> dict[str, tuple[Any, Any]]:
-    """node -> (X_q^T X_q, X_q^T X) per group (module docstring), summed over `inputs`."""
+def gram_matrices(float_model: onnx.ModelProto, layers: Sequence[Layer], inputs: Iterable[np.ndarray],
+                  options: AdaRound, *, threads: int | None = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """node -> X X^T per group (groups, K, K) of its input patches (module docstring), summed over `inputs`."""
     import torch
 
-    float_inputs, quant_inputs = [layer.float_input for layer in layers], [layer.quant_input for layer in layers]
-    sessions = [session_from_onnx(probe_model(m, tensors).SerializeToString(), threads=threads, optimization="basic")
-                for m, tensors in ((float_model, float_inputs), (qdq, quant_inputs))]
-    name = sessions[0].get_inputs()[0].name
+    tensors = [layer.float_input for layer in layers]
+    session = session_from_onnx(probe_model(float_model, tensors).SerializeToString(), threads=threads,
+                                optimization="basic")
+    name = session.get_inputs()[0].name
     rng = np.random.default_rng(options.seed)
-    grams: dict[str, tuple[Any, Any]] = {}
+    grams: dict[str, Any] = {}
     count = 0
     for x in inputs:
-        floats = sessions[0].run(float_inputs, {name: x})
-        quants = sessions[1].run(quant_inputs, {name: x})
-        for layer, xf, xq in zip(layers, floats, quants, strict=True):
-            height, width = _output_size(xf, layer)
+        for layer, value in zip(layers, session.run(tensors, {name: x}), strict=True):
+            height, width = _output_size(value, layer)
             chosen = rng.choice(height * width, min(height * width, options.positions), replace=False)
             rows, cols = np.divmod(chosen, width)
-            pf, pq = _patches(xf, layer, rows, cols), _patches(xq, layer, rows, cols)
-            qq, qf = torch.bmm(pq, pq.transpose(1, 2)), torch.bmm(pq, pf.transpose(1, 2))
-            old = grams.get(layer.node)
-            grams[layer.node] = (qq, qf) if old is None else (old[0] + qq, old[1] + qf)
+            patches = _patches(value, layer, rows, cols)
+            gram = torch.bmm(patches, patches.transpose(1, 2))
+            grams[layer.node] = gram if layer.node not in grams else grams[layer.node] + gram
         count += 1
         if progress:
             progress(Progressed("AdaRound statistics (inputs)", count, count))
@@ -153,51 +148,52 @@ def _h(v: Any) -> Any:
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
-def optimize_layer(layer: Layer, gram_qq: Any, gram_qf: Any, options: AdaRound) -> np.ndarray:
-    """The layer's INT8 codes (Cout, Cin/groups, *kernel) after AdaRound. With d = W~ - W the objective is
-    d G_qq d^T + 2 d (G_qq - G_qf) W^T (plus a constant): no difference of large terms, so float32 suffices."""
+def optimize_layer(layer: Layer, gram: Any, options: AdaRound) -> np.ndarray:
+    """The layer's INT8 codes (Cout, Cin/groups, *kernel) after AdaRound (module docstring)."""
     import torch
 
     torch.manual_seed(options.seed)
     groups = layer.groups
     cout = layer.weight.shape[0]
-    w64 = torch.from_numpy(layer.weight.reshape(groups, cout // groups, -1)).double()
-    energy = (torch.bmm(w64, gram_qq) * w64).sum().clamp_min(1e-30)  # the float output's: normalizes the loss
-    linear = (torch.bmm(w64, (gram_qq - gram_qf).transpose(1, 2)) / energy).float()
-    gram = (gram_qq / energy).float()
-    w = w64.float()
-    s = torch.from_numpy(layer.scale.astype(np.float32)).reshape(groups, cout // groups, 1)
+    w = torch.from_numpy(layer.weight.reshape(groups, cout // groups, -1)).double()
+    s = torch.from_numpy(layer.scale.astype(np.float64)).reshape(groups, cout // groups, 1)
     floor = torch.floor(w / s)
-    rest = (w / s - floor).clamp(1e-4, 1 - 1e-4)
+    nearest = torch.clamp(torch.round(w / s), -QMAX, QMAX) * s - w
+    baseline = (torch.bmm(nearest, gram) * nearest).sum().clamp_min(1e-30)
+    gram32, w32, s32, floor32 = (gram / baseline).float(), w.float(), s.float(), floor.float()
+    rest = (w / s - floor).clamp(1e-4, 1 - 1e-4).float()
     v = torch.nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0))
     optimizer = torch.optim.Adam([v], lr=1e-2)
     warm = int(options.iterations * options.warmup)
     for step in range(options.iterations):
         h = _h(v)
-        d = torch.clamp(floor + h, -QMAX, QMAX) * s - w
-        loss = (torch.bmm(d, gram) * d).sum() + 2 * (d * linear).sum()
+        d = torch.clamp(floor32 + h, -QMAX, QMAX) * s32 - w32
+        loss = (torch.bmm(d, gram32) * d).sum()
         if step >= warm:
             beta = 20.0 - (20.0 - 2.0) * (step - warm) / max(1, options.iterations - warm)
-            loss = loss + options.regularization * torch.sum(1 - torch.abs(2 * h - 1) ** beta) / h.numel()
+            loss = loss + options.regularization * torch.mean(1 - torch.abs(2 * h - 1) ** beta)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        codes = torch.clamp(floor + (_h(v) >= 0.5).float(), -QMAX, QMAX)
+        codes = torch.clamp(floor32 + (_h(v) >= 0.5).float(), -QMAX, QMAX)
+        chosen = codes * s32 - w32
+        if (torch.bmm(chosen.double(), gram) * chosen.double()).sum() > baseline:
+            codes = torch.clamp(torch.round(w / s), -QMAX, QMAX).float()  # never worse than nearest
     return codes.reshape(layer.weight.shape).numpy().astype(np.int8)
 
 
-def adaround(float_model: onnx.ModelProto, qdq: onnx.ModelProto, scales: Mapping[str, np.ndarray],
-             weights: Mapping[str, np.ndarray], inputs: Iterable[np.ndarray], options: AdaRound, *,
-             threads: int | None = None, progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """node -> its AdaRound INT8 codes, for the 2-D Convs named in `scales` (node -> per-channel scale) and
-    `weights` (node -> float weight): `qdq` is the quantized graph as the backend computes it."""
+def adaround(float_model: onnx.ModelProto, scales: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
+             inputs: Iterable[np.ndarray], options: AdaRound, *, threads: int | None = None,
+             progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """node -> its AdaRound INT8 codes, for the 2-D Convs of `float_model` named in `scales` (node -> per-channel
+    scale) and `weights` (node -> float weight)."""
     import torch
 
-    layers = conv_layers(float_model, qdq, scales, weights)
+    layers = conv_layers(float_model, scales, weights)
     if not layers:
         return {}
-    grams = gram_matrices(float_model, qdq, layers, inputs, options, threads=threads, progress=progress)
+    grams = gram_matrices(float_model, layers, inputs, options, threads=threads, progress=progress)
     codes = {}
     before = torch.get_num_threads()
     try:
@@ -206,7 +202,7 @@ def adaround(float_model: onnx.ModelProto, qdq: onnx.ModelProto, scales: Mapping
             # product took 2 ms with 2 threads against 4 us with one on a loaded 2-core machine).
             flops = layer.weight.shape[0] * (layer.weight[0].size ** 2) // layer.groups
             torch.set_num_threads(1 if flops < SMALL_LAYER_FLOPS else (threads or before))
-            codes[layer.node] = optimize_layer(layer, *grams[layer.node], options)
+            codes[layer.node] = optimize_layer(layer, grams[layer.node], options)
             if progress:
                 progress(Progressed("AdaRound (layers)", count, len(layers)))
     finally:

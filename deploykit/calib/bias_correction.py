@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from deploykit.errors import CalibrationError
-from deploykit.evaluate import session_options
+from deploykit.evaluate import session_as_written
 from deploykit.graph.tensors import all_names, index_graph, unique_name
 from deploykit.types import Progress, Progressed
 
@@ -117,9 +116,7 @@ def measure_shifts(qdq: onnx.ModelProto, float_weights: Mapping[str, np.ndarray]
     probe, twins = probe_model(qdq, float_weights, nodes)
     if not twins:
         return {}
-    # Exactly what the graph says: ONNX Runtime's WeightBiasQuantization would turn the biases into INT32.
-    session = ort.InferenceSession(probe.SerializeToString(), session_options(threads, optimization="basic"),
-                                   providers=["CPUExecutionProvider"], disabled_optimizers=["WeightBiasQuantization"])
+    session = session_as_written(probe.SerializeToString(), threads=threads)  # exactly what the graph says
     name = session.get_inputs()[0].name
     outputs = [t.output for t in twins]
     totals: list[np.ndarray] | None = None

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import deploykit
 from deploykit.errors import DeployKitError
 from deploykit.io.outputs import write_json
 
-SCHEMA = 2  # bump when a range method's algorithm changes, so old caches are not trusted
+SCHEMA = 3  # bump when a range method's algorithm or the cache's fields change, so old caches are not trusted
 
 
 def cache_dir() -> Path:
@@ -40,6 +40,7 @@ class CachedRanges:
     amax: dict[str, float]  # the method's range per tensor
     absmax: dict[str, float]  # max |x| per tensor (the FP16 overflow guard reads these)
     inputs: int  # how many calibration inputs were seen
+    observed: dict[str, tuple[float, float]] = field(default_factory=dict)  # (min, max) per tensor
 
 
 def default_path(key: str) -> Path:
@@ -54,7 +55,8 @@ def load(path: Path, key: str) -> CachedRanges | None:
     if not isinstance(data, dict) or data.get("key") != key or data.get("schema") != SCHEMA:
         return None
     return CachedRanges(key=key, amax={k: float(v) for k, v in data["amax"].items()},
-                        absmax={k: float(v) for k, v in data["absmax"].items()}, inputs=int(data["inputs"]))
+                        absmax={k: float(v) for k, v in data["absmax"].items()}, inputs=int(data["inputs"]),
+                        observed={k: (float(v[0]), float(v[1])) for k, v in data.get("observed", {}).items()})
 
 
 def store(path: Path, ranges: CachedRanges, *, onnx_sha256: str, data_sha256: str,
@@ -64,6 +66,7 @@ def store(path: Path, ranges: CachedRanges, *, onnx_sha256: str, data_sha256: st
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"schema": SCHEMA, "key": ranges.key, "onnx_sha256": onnx_sha256,
                           "data_sha256": data_sha256, "method": dict(method), "inputs": ranges.inputs,
-                          "amax": ranges.amax, "absmax": ranges.absmax}, force=True)
+                          "amax": ranges.amax, "absmax": ranges.absmax,
+                          "observed": {k: list(v) for k, v in ranges.observed.items()}}, force=True)
     except (OSError, DeployKitError):
         pass

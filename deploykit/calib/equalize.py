@@ -99,8 +99,12 @@ def _clip_bounds(node: onnx.NodeProto, index: GraphIndex) -> tuple[float, float]
 
 
 def _float_weight(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    """A 2-D Conv whose weight (and bias, if any) are float32 initializers: what equalization rescales."""
     init = index.initializers.get(node.input[1]) if len(node.input) > 1 else None
-    return init is not None and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 4
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    bias_ok = bias is None or (bias in index.initializers
+                               and index.initializers[bias].data_type == onnx.TensorProto.FLOAT)
+    return init is not None and init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 4 and bias_ok
 
 
 def find_pairs(model: onnx.ModelProto, options: Equalization) -> list[Pair]:

@@ -68,6 +68,7 @@ from deploykit.graph.tensors import (
     remove_unused_initializers,
     unique_name,
 )
+from deploykit.io.metadata import write_observed_ranges
 
 QMAX = 127
 SHAPE_ONLY = frozenset({"Shape", "Size"})  # ops that read a tensor's shape, not its values
@@ -350,8 +351,12 @@ class QdqBuilder:
     and the quantized weights are computed once (the accuracy-budget search builds many variants)."""
 
     def __init__(self, model: onnx.ModelProto, amax: Mapping[str, float], *, keep_float: Iterable[str] = (),
-                 quantize_outputs: bool = True, float_grouped: str = "") -> None:
-        """float_grouped: when not empty, depthwise and grouped convolutions stay float, with that reason."""
+                 quantize_outputs: bool = True, float_grouped: str = "",
+                 observed: Mapping[str, tuple[float, float]] | None = None) -> None:
+        """float_grouped: when not empty, depthwise and grouped convolutions stay float, with that reason;
+        observed: tensor -> (min, max) seen in calibration, recorded in each build for the CPU lowerings
+        (deploykit.io.metadata.write_observed_ranges)."""
+        self.observed = dict(observed or {})
         self.model = onnx.ModelProto.FromString(model.SerializeToString())
         ensure_node_names(self.model.graph)
         self.index = index_graph(self.model)
@@ -432,6 +437,8 @@ class QdqBuilder:
         graph.node.extend(new_nodes)
         graph.initializer.extend(inserter.initializers)
         remove_unused_initializers(model)
+        if self.observed:
+            write_observed_ranges(model, {t: self.observed[t] for t in readers if t in self.observed})
         skips = _residual_skips(self.model, index, set(by_name))
         adds = sorted(add for add, skip in skips.items() if add in readers.get(skip, set()))
         return QdqResult(model=model, quantized=[n.name for n in chosen], kept=kept, tensors=list(readers),

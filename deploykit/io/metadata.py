@@ -116,3 +116,27 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> None:
 
 def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
     return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+
+
+# The observed [min, max] of each quantized activation of an INT8 graph, for CPU lowerings that may use
+# asymmetric ranges (deploykit.backends.onnxruntime.unsigned); outside the deploykit.* namespace, so model
+# metadata rewrites keep it and sidecars do not copy it.
+RANGES_KEY = "deploykit-int8.observed_ranges"
+
+
+def write_observed_ranges(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]]) -> None:
+    kept = [p for p in model.metadata_props if p.key != RANGES_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    rounded = {name: [float(f"{low:.7g}"), float(f"{high:.7g}")] for name, (low, high) in sorted(ranges.items())}
+    model.metadata_props.add(key=RANGES_KEY, value=json.dumps(rounded, separators=(",", ":")))
+
+
+def read_observed_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """tensor -> (min, max) as the INT8 pass observed it on the calibration data ({} when not recorded)."""
+    text = next((p.value for p in model.metadata_props if p.key == RANGES_KEY), "")
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {str(k): (float(v[0]), float(v[1])) for k, v in data.items() if isinstance(v, list) and len(v) == 2}

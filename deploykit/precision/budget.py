@@ -22,6 +22,14 @@ Search (cheap on a laptop CPU: one session per tried assignment, a few held-out 
    CalibrationError;
 4. doubling k = 1, 2, 4, ... to the first prefix that meets the budget, then bisection for the shortest
    (assuming keeping more nodes in higher precision does not hurt, true but for noise-level differences).
+
+What "meets" means (issue 20: a budget is a promise on the user's data, not on the held-out share): a task
+metric pooled over the held-out inputs is, for same-sized inputs, the mean of its per-input values, and another
+set of inputs of the same kind scatters around it by their spread over sqrt(count). The search takes a plan
+only when the one-sided CONFIDENCE lower bound of each budgeted task metric (upper for kld) meets the budget:
+pooled value -/+ t(CONFIDENCE, n - 1) * sd(per-input values) / sqrt(n), Student's t over the n held-out inputs
+("{metric}:bound" in the scores). Few or very unequal held-out inputs widen the bound, so the search keeps
+more in higher precision rather than promising what it did not see; cosine is already the worst input's.
 """
 
 from __future__ import annotations
@@ -39,6 +47,22 @@ from deploykit.metrics.table import METRICS, parse_condition
 from deploykit.metrics.tasks import LabelAccumulator, task_metrics
 from deploykit.types import Progress, Progressed
 
+CONFIDENCE = 0.9
+# Student's t quantile at CONFIDENCE, one-sided, by degrees of freedom (held-out inputs - 1); 1.2816 beyond 30.
+T_QUANTILE = {1: 3.078, 2: 1.886, 3: 1.638, 4: 1.533, 5: 1.476, 6: 1.440, 7: 1.415, 8: 1.397, 9: 1.383,
+              10: 1.372, 11: 1.363, 12: 1.356, 13: 1.350, 14: 1.345, 15: 1.341, 16: 1.337, 17: 1.333, 18: 1.330,
+              19: 1.328, 20: 1.325, 25: 1.316, 30: 1.310}
+BOUND = ":bound"  # scores key suffix: the metric's confidence bound over the held-out inputs
+
+
+def confidence_margin(per_input: Sequence[float]) -> float:
+    """t * sd / sqrt(n) over per-input values (module docstring); 0 for fewer than two inputs."""
+    n = len(per_input)
+    if n < 2:
+        return 0.0
+    t = T_QUANTILE[max(k for k in T_QUANTILE if k <= n - 1)] if n - 1 <= 30 else 1.2816  # the next smaller df
+    return float(t * np.std(np.asarray(per_input, dtype=np.float64), ddof=1) / np.sqrt(n))
+
 
 @dataclass(frozen=True)
 class Term:
@@ -51,6 +75,10 @@ class Term:
             return False
         return value >= self.threshold if self.op == ">=" else value <= self.threshold
 
+    def value(self, scores: Mapping[str, float]) -> float:
+        """What the term is judged on: the metric's confidence bound where measured, else the metric."""
+        return float(scores.get(self.metric + BOUND, scores[self.metric]))
+
     def describe(self) -> str:
         return f"{self.metric}{self.op}{self.threshold:g}"
 
@@ -60,16 +88,20 @@ class Budget:
     terms: tuple[Term, ...]
 
     def met(self, scores: Mapping[str, float]) -> bool:
-        return all(term.met(scores[term.metric]) for term in self.terms)
+        return all(term.met(term.value(scores)) for term in self.terms)
 
     def describe(self) -> str:
         return " and ".join(term.describe() for term in self.terms)
 
     def values(self, scores: Mapping[str, float]) -> dict[str, float]:
-        return {term.metric: float(scores[term.metric]) for term in self.terms}
+        """The budgeted metrics and, where measured, their confidence bounds (module docstring)."""
+        return {key: float(scores[key]) for term in self.terms for key in (term.metric, term.metric + BOUND)
+                if key in scores}
 
     def show(self, scores: Mapping[str, float]) -> str:
-        return ", ".join(f"{term.metric} {scores[term.metric]:.6g}" for term in self.terms)
+        return ", ".join(f"{term.metric} {scores[term.metric]:.6g}"
+                         + (f" (bound {scores[term.metric + BOUND]:.6g})" if term.metric + BOUND in scores else "")
+                         for term in self.terms)
 
     @property
     def needs_labels(self) -> bool:
@@ -162,10 +194,28 @@ class Evaluator:
             reference = np.concatenate([ref[0] for ref in self.references])
             candidate = np.concatenate([out[0] for out in outputs])
             scores.update(task_metrics(self.task, reference, candidate))
+            scores.update(self._bounds(scores, outputs))
         if self.reference_gt is not None and tasks:  # against ground truth: miou_gt, and miou_drop in points
             scores["miou_gt"] = self._miou_gt(outputs)
             scores["miou_drop"] = 100.0 * (self.reference_gt - scores["miou_gt"])
         return scores
+
+
+    def _bounds(self, pooled: Mapping[str, float], outputs: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
+        """The confidence bound of each task metric over the inputs (module docstring)."""
+        assert self.task is not None
+        if len(outputs) < 2:
+            return {}
+        per_input = [task_metrics(self.task, ref[0], out[0]) for ref, out in zip(self.references, outputs,
+                                                                                   strict=True)]
+        bounds = {}
+        for metric in per_input[0]:
+            entry = METRICS.get(metric)
+            if entry is None or not entry.budget or entry.higher_is_better is None:
+                continue
+            margin = confidence_margin([values[metric] for values in per_input])
+            bounds[metric + BOUND] = pooled[metric] - margin if entry.higher_is_better else pooled[metric] + margin
+        return bounds
 
 
 def _norm(x: np.ndarray) -> float:

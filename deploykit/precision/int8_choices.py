@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from deploykit.backends.base import Backend
 from deploykit.calib.data import CalibrationData
 from deploykit.errors import BuildError
-from deploykit.evaluate import session_options
+from deploykit.evaluate import session_as_written
 from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.graph.lint import lint_model
 from deploykit.io.metadata import ModelMetadata
@@ -81,8 +80,7 @@ class TensorRTFormEvaluator(Evaluator):
     images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"],
-                                       disabled_optimizers=["WeightBiasQuantization"])
+        session = session_as_written(model, threads=self.threads)
         name = session.get_inputs()[0].name
         return [list(session.run(None, {name: x})) for x in self.inputs[:count]]
 

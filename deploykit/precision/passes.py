@@ -145,7 +145,9 @@ def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, metho
         raise CalibrationError(f"no calibration inputs were read from {data.source}")
     ranges = calib_cache.CachedRanges(
         key=key, amax={name: amax(stats, method) for name, stats in collection.stats.items()},
-        absmax={name: stats.absmax for name, stats in collection.stats.items()}, inputs=collection.inputs)
+        absmax={name: stats.absmax for name, stats in collection.stats.items()}, inputs=collection.inputs,
+        observed={name: (stats.minimum, stats.maximum) for name, stats in collection.stats.items()
+                  if stats.count})
     if options.use_cache:
         calib_cache.store(path, ranges, onnx_sha256=model_sha, data_sha256=data_sha, method=method_record)
     return ranges, {**info, "cache_hit": False}
@@ -239,7 +241,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     ranges, info = _ranges(source, source_sha, data, method, calibration_tensors(source), options,
                            histograms=not isinstance(method, MinMax), threads=threads, say=progress)
     builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs",
-                         float_grouped=grouped_reason(options.grouped, entry))
+                         float_grouped=grouped_reason(options.grouped, entry), observed=ranges.observed)
     report: dict[str, Any] = {"method": method.to_dict(), "recovery": options.recovery.to_dict(),
                               "equalization": equalized, **recover(builder, options.recovery, entry, data,
                                                                    threads=threads, progress=progress)}

@@ -106,16 +106,15 @@ def correct_biases(builder: QdqBuilder, result: QdqResult, entry: Backend, input
     return {"layers": len(builder.biases), "largest_shift": largest}
 
 
-def round_weights(builder: QdqBuilder, result: QdqResult, entry: Backend, inputs: Iterable[np.ndarray],
-                  options: AdaRound, *, threads: int | None, progress: Progress) -> dict[str, Any]:
-    """AdaRound the weights of every quantized Conv of `result` (the all-INT8 build, as `entry` computes it);
-    `builder` uses the new codes in every later build. The report's record."""
-    specs = builder.specs(result.quantized)
+def round_weights(builder: QdqBuilder, inputs: Iterable[np.ndarray], options: AdaRound, *, threads: int | None,
+                  progress: Progress) -> dict[str, Any]:
+    """AdaRound the weights of every quantized Conv (deploykit.calib.adaround); `builder` uses the new codes in
+    every later build. The report's record."""
+    specs = builder.specs(builder.candidates())
     scales = {name: builder.weight_codes(spec)[1] for name, spec in specs.items()}
     weights = _float_weights(builder.model, specs)
-    deployed = entry.as_deployed(result.model, threads=threads, optimize=False, float_source=builder.model)
     progress(f"AdaRound: {len(specs)} layers, {options.iterations} iterations each")
-    codes = adaround(builder.model, deployed, scales, weights, inputs, options, threads=threads, progress=progress)
+    codes = adaround(builder.model, scales, weights, inputs, options, threads=threads, progress=progress)
     changed = 0
     for name, new in codes.items():
         nearest = builder.weight_codes(specs[name])[0]
@@ -130,7 +129,7 @@ def recover(builder: QdqBuilder, options: RecoveryOptions, entry: Backend, input
     weights), each measured on the all-INT8 build as `entry` computes it; the report's records."""
     report: dict[str, Any] = {}
     if options.rounding is not None and builder.candidates():
-        report["adaround"] = round_weights(builder, builder.build(), entry, inputs, options.rounding,
+        report["adaround"] = round_weights(builder, inputs, options.rounding,
                                            threads=threads, progress=progress)
     if options.bias_correction.enabled and builder.candidates():
         report["bias_correction"] = correct_biases(builder, builder.build(), entry, inputs, threads=threads,

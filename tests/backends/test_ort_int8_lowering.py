@@ -18,9 +18,10 @@ from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, unsign
 from deploykit.build import build_artifact
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
-from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
+from deploykit.calib.qdq import QdqBuilder, calibration_tensors, qdq_from_ranges
 from deploykit.evaluate import session_from_onnx, session_options
 from deploykit.graph.seven_bit import SEVEN_BIT, needs_seven_bit_weights
+from deploykit.io.metadata import read_observed_ranges
 from deploykit.precision.passes import CalibrationOptions
 from tests.fixtures.precision_models import export_user_model
 
@@ -169,3 +170,28 @@ def test_build_without_vnni_takes_float_weights(tmp_path: Path, monkeypatch: pyt
     assert lowering["seven_bit_weights"] == lowering["seven_bit_from_float"] == 6
     weights = [a for a in _inits(onnx.load(str(out))).values() if a.dtype == np.int8 and a.ndim == 4]
     assert weights and all(np.abs(w).max() <= SEVEN_BIT for w in weights)
+
+
+def test_observed_ranges_give_asymmetric_steps(net: onnx.ModelProto, inputs: list[np.ndarray]) -> None:
+    """With the ranges the INT8 pass observed recorded in the graph, a pair whose tensor is skewed (here the
+    graph input shifted to [-0.5, 3.5]) gets UINT8 steps over [min, max] instead of [-amax, amax]: finer, and
+    closer to the float tensor; the TensorRT graph itself stays symmetric."""
+    shifted = [(x - x.min()) / (x.max() - x.min()) * 4.0 - 0.5 for x in inputs]
+    collection = collect_stats(net, calibration_tensors(net), iter(shifted))
+    ranges = {name: amax(stats, MinMax()) for name, stats in collection.stats.items()}
+    observed = {name: (s.minimum, s.maximum) for name, s in collection.stats.items()}
+    symmetric = QdqBuilder(net, ranges).build().model
+    recorded = QdqBuilder(net, ranges, observed=observed).build().model
+    assert read_observed_ranges(recorded)["input"] == pytest.approx(observed["input"])
+    plain = lower_for_onnxruntime(symmetric, seven_bit=False)
+    asymmetric = lower_for_onnxruntime(recorded, seven_bit=False)
+    input_q = next(n for n in asymmetric.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    scale, zero = _inits(asymmetric.model)[input_q.input[1]], _inits(asymmetric.model)[input_q.input[2]]
+    assert float(scale) == pytest.approx(4.0 / 255, rel=1e-3) and int(zero) == round(0.5 / (4.0 / 255))
+    old_q = next(n for n in plain.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    assert float(_inits(plain.model)[old_q.input[1]]) == pytest.approx(3.5 / 127, rel=1e-3)  # symmetric amax 3.5
+    assert all(int(z) == 0 for n, z in _inits(recorded).items() if n.endswith("_zero_point"))  # TensorRT's graph
+    x = shifted[0]
+    error = {name: float(np.mean((_run(m.model, x) - _run(net, x)) ** 2)) for name, m in
+             (("symmetric", plain), ("asymmetric", asymmetric))}
+    assert error["asymmetric"] < error["symmetric"]

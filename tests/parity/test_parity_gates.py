@@ -65,3 +65,16 @@ def test_nan_fails_any_gate_and_unknown_precision_or_output_is_an_error() -> Non
         gates_for("bf16")
     with pytest.raises(InputError, match="names output 'aux'; the outputs are output"):
         check_gate_outputs([parse_gate("aux:cosine>=0.9")], ["output"])
+
+
+def test_an_artifacts_budget_is_a_gate_where_it_is_stricter() -> None:
+    """An artifact built to an accuracy budget is held to it on the parity inputs (issue 20): the budget's term
+    replaces a looser default on the same metric, is marked as the budget, and a user's gate still wins."""
+    gates = {g.metric: g for g in gates_for("int8", budget="pixel_agreement>=0.99 and cosine>=0.9")}
+    assert gates["pixel_agreement"].threshold == 0.99 and gates["pixel_agreement"].budget
+    assert gates["cosine"].threshold == 0.98 and not gates["cosine"].budget  # the default is stricter
+    check = evaluate(list(gates.values()), "out", {"pixel_agreement": 0.9872, "cosine": 0.99})
+    missed = next(c for c in check if c.gate.metric == "pixel_agreement")
+    assert not missed.passed and missed.describe() == "pixel_agreement 0.9872 misses the budget >=0.99"
+    user = gates_for("int8", [parse_gate("pixel_agreement>=0.9")], budget="pixel_agreement>=0.99")
+    assert [(g.threshold, g.budget) for g in user if g.metric == "pixel_agreement"] == [(0.9, False)]

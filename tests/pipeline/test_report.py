@@ -145,3 +145,18 @@ def test_artifacts_within_timing_noise_ship_the_higher_precision(deployed: tuple
     assert "slower" in verdict.rejected[0].reason
     int8.latency = replace(int8.latency, median=fp32.latency.median * 0.97)
     assert "as fast within 5%" in decide(loaded.builds, loaded.parity, loaded.bench).rejected[0].reason
+
+
+def test_an_artifact_missing_its_budget_on_the_parity_inputs_is_not_shipped(deployed: tuple[Path, Result]) -> None:
+    """The INT8 artifact was searched to its budget on held-out calibration inputs; parity holds it to the same
+    budget on the inputs the report shows, and the verdict says so and ships the next artifact that holds."""
+    loaded = _loaded(deployed[0])
+    int8 = loaded.parity.candidates[1]
+    checks = int8.outputs[0].checks
+    position = next(i for i, c in enumerate(checks) if c.gate.budget)
+    assert checks[position].gate.describe() == "pixel_agreement>=0.999"
+    checks[position] = replace(checks[position], value=0.9872, passed=False)
+    verdict = decide(loaded.builds, loaded.parity, loaded.bench)
+    assert verdict.ship == "model.fp32.ort.onnx"
+    count = loaded.parity.input_count
+    assert verdict.rejected[0].reason == f"budget missed: pixel_agreement 0.9872 < 0.999 on {count} inputs"

@@ -7,7 +7,16 @@ import onnx
 import pytest
 
 from deploykit.errors import CalibrationError, InputError
-from deploykit.precision.budget import Budget, Evaluator, MacShare, Term, parse_budget, search
+from deploykit.metrics.tasks import task_metrics
+from deploykit.precision.budget import (
+    Budget,
+    Evaluator,
+    MacShare,
+    Term,
+    confidence_margin,
+    parse_budget,
+    search,
+)
 from tests.fixtures.precision_models import resize_graph
 
 
@@ -138,4 +147,40 @@ def test_rank_scores_use_the_first_inputs_and_the_cosine_only() -> None:
     full = Evaluator(noisy.SerializeToString(), inputs[:1], None).references[0]
     expected = min(numeric_metrics(r, c).cosine for r, c in zip(evaluator.references[0], full, strict=True))
     assert rank["cosine"] == pytest.approx(expected, abs=1e-12) and rank["cosine"] < 0.999
-    assert set(evaluator.score(noisy.SerializeToString())) == {"cosine", "pixel_agreement", "miou", "miou_major"}
+    metrics = {"pixel_agreement", "miou", "miou_major"}
+    assert set(evaluator.score(noisy.SerializeToString())) == {"cosine", *metrics, *(m + ":bound" for m in metrics)}
+
+
+def test_a_budget_is_judged_on_its_confidence_bound_over_the_held_out_inputs() -> None:
+    """Two candidates with the same pooled pixel agreement: one equal on every input, one that is perfect on
+    some inputs and poor on others. Only the first is a promise another set of such inputs can keep."""
+    budget = parse_budget("pixel_agreement>=0.99", "segmentation")
+    even = [0.995] * 6
+    uneven = [1.0, 1.0, 1.0, 0.99, 0.99, 0.99]  # same mean, spread 0.0055: bound 0.9917
+    assert confidence_margin(even) == 0.0
+    margin = confidence_margin(uneven)
+    assert margin == pytest.approx(1.476 * np.std(uneven, ddof=1) / np.sqrt(6))  # Student t(0.9, 5)
+    strict = parse_budget("pixel_agreement>=0.993", "segmentation")
+    assert strict.met({"pixel_agreement": 0.995, "pixel_agreement:bound": 0.995 - confidence_margin(even)})
+    assert not strict.met({"pixel_agreement": 0.995, "pixel_agreement:bound": 0.995 - margin})
+    assert budget.met({"pixel_agreement": 0.995, "pixel_agreement:bound": 0.995 - margin})
+    assert confidence_margin([0.5]) == 0.0  # one input: no spread to judge by
+
+
+def test_the_evaluator_scores_the_bound_from_per_input_agreement() -> None:
+    model = resize_graph("linear", "half_pixel", "scales")
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 3, 8, 10)).astype(np.float32) for _ in range(4)]
+    evaluator = Evaluator(model.SerializeToString(), inputs, "segmentation")
+    noisy = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in noisy.graph.initializer:
+        if init.name == "w2":
+            weight = onnx.numpy_helper.to_array(init)
+            init.CopyFrom(onnx.numpy_helper.from_array(weight + 0.3 * rng.standard_normal(weight.shape).astype(
+                weight.dtype), "w2"))
+    scores = evaluator.score(noisy.SerializeToString())
+    per_input = [task_metrics("segmentation", ref[0], out[0])["pixel_agreement"]
+                 for ref, out in zip(evaluator.references, evaluator._run(noisy.SerializeToString(), 4), strict=True)]
+    assert scores["pixel_agreement"] == pytest.approx(float(np.mean(per_input)))  # same-sized inputs
+    assert scores["pixel_agreement:bound"] == pytest.approx(scores["pixel_agreement"] - confidence_margin(per_input))
+    assert scores["pixel_agreement:bound"] < scores["pixel_agreement"]

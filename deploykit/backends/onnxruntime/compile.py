@@ -44,6 +44,7 @@ from deploykit.errors import BuildError
 from deploykit.evaluate import session_options
 from deploykit.graph.seven_bit import float_weights, needs_seven_bit_weights
 from deploykit.graph.seven_bit import seven_bit_weights as _seven_bit
+from deploykit.io.metadata import read_observed_ranges
 from deploykit.io.outputs import atomic_output
 
 OPTIMIZATION = "extended"
@@ -75,7 +76,7 @@ def lower_for_onnxruntime(model: onnx.ModelProto, *, seven_bit: bool | None = No
                           float_source: onnx.ModelProto | None = None) -> Lowered:
     """Both INT8 lowerings (module docstring); a model without Q/DQ comes back unchanged. `float_source`, the
     float model the Q/DQ graph was built from, gives 7-bit weights rounded once from the float weights."""
-    lowered = unsigned_after_activation(model)
+    lowered = Lowered(*unsigned_activations(model, observed=read_observed_ranges(model)))
     quantized_adds(lowered.model)
     quantized_resizes(lowered.model)
     count = from_float = 0
