@@ -12,6 +12,7 @@ from deploykit.backends.tensorrt.build import TensorRTBuildOptions
 from deploykit.build import build_artifact
 from deploykit.commands._options import echo_json, force_option, json_option, progress
 from deploykit.io.outputs import check_output_path
+from deploykit.precision.int8_choices import describe as describe_int8
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.recovery import recovery_options
 from deploykit.precision.table import DEFAULT, PRECISIONS
@@ -164,6 +165,8 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
         click.echo(f"accuracy budget {budget['budget']}: reached {shown(budget['reached'])} with "
                    f"{len(budget['kept'])} of {budget['candidates']} candidate nodes kept in higher precision "
                    f"(none kept: {shown(budget['unrestricted'])}; {budget['evaluations']} evaluations)")
+    for line in describe_int8(result.report):
+        click.echo(f"INT8: {line}")
     audit = result.sidecar.build_options.get("precision_audit")
     if audit:
 

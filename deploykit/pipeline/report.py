@@ -13,6 +13,7 @@ from deploykit.metrics.table import METRICS
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
 from deploykit.pipeline.plots import make_plots
+from deploykit.precision.int8_choices import describe as describe_int8
 from deploykit.precision.table import BASELINE
 from deploykit.report.classes import class_rows, damage_tables
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
@@ -166,6 +167,9 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
         kept_lines.append(f"{build.precision}: {len(kept)} kept" + (f": {names}" if kept else "")
                           + (" …" if len(kept) > 12 else ""))
     out.append(Bullets(tuple(kept_lines)))
+    choices = [line for build in result.builds for line in describe_int8(build.report)]
+    if choices:
+        out += [Heading("INT8 choices"), Bullets(tuple(choices))]
     out.append(Heading("Per-layer error"))
     if layers.nodes:
         worst = sorted(layers.nodes, key=lambda n: -n.growth)[:5]

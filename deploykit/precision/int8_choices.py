@@ -35,7 +35,7 @@ from deploykit.evaluate import session_as_written
 from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.graph.lint import lint_model
 from deploykit.io.metadata import ModelMetadata
-from deploykit.precision.budget import Budget, Evaluator
+from deploykit.precision.budget import BOUND, CONFIDENCE, Budget, Evaluator
 from deploykit.types import Progress
 
 INT8_FLOAT = ("fp32", "fp16", "auto")
@@ -145,3 +145,33 @@ def qdq_lint(model: onnx.ModelProto, choices: Mapping[str, str], progress: Progr
             progress(f"Q/DQ lint {finding.severity}: {finding.node} [{finding.rule}] {finding.why}")
     return {"findings": [f.to_dict() for f in findings],
             "by_rule": {rule: sum(f.rule == rule for f in findings) for rule in sorted({f.rule for f in findings})}}
+
+
+def describe(report: Mapping[str, Any]) -> list[str]:
+    """One line per INT8 choice an INT8 precision report records, with why (the build-engine output and the
+    deploy report): float remainder, grouped convolutions, the accuracy-recovery steps, the budget's evidence."""
+    if "int8_float" not in report:
+        return []
+    remainder = report["int8_float"]
+    lines = [f"float remainder {remainder['chosen']}: {remainder.get('why', '')}"]
+    grouped = [k for k in report.get("kept_float") or [] if "depthwise/grouped" in str(k.get("reason", ""))]
+    if grouped:
+        lines.append(f"{len(grouped)} depthwise/grouped convolutions {grouped[0]['reason']}")
+    steps = []
+    if "equalization" in report and report["equalization"].get("pairs"):
+        equalized = report["equalization"]
+        steps.append(f"cross-layer equalization of {equalized['pairs']} Conv pairs "
+                     f"({equalized.get('relu6_pairs', 0)} through ReLU6, clip points moved per channel)")
+    if "adaround" in report:
+        steps.append(f"AdaRound on {report['adaround']['layers']} layers "
+                     f"({report['adaround']['weights_rounded_otherwise']} weights rounded the other way)")
+    if "bias_correction" in report:
+        steps.append(f"bias correction of {report['bias_correction']['layers']} layers")
+    lines.append("accuracy recovery: " + ("; ".join(steps) if steps else "none"))
+    budget = report.get("budget")
+    if budget and budget.get("held_out"):
+        bound = {k: v for k, v in (budget.get("reached") or {}).items() if k.endswith(BOUND)}
+        lines.append(f"budget {budget['budget']} judged on {budget['held_out']} held-out inputs"
+                     + (f", at its {CONFIDENCE:.0%} confidence bound ("
+                        + ", ".join(f"{k[:-len(BOUND)]} {v:.4f}" for k, v in bound.items()) + ")" if bound else ""))
+    return lines

@@ -250,7 +250,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, truth, budget,
                         meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
         result = builder.build(found.kept)
-        report["budget"], info["holdout"] = found.to_dict(), len(held)
+        report["budget"], info["holdout"] = {**found.to_dict(), "held_out": len(held)}, len(held)
     model, report["int8_float"] = float_remainder(builder.model, result.model, options.int8_float, entry, budget,
                                                   held, meta, ranges.absmax, threads=threads, progress=progress)
     info["int8_float"] = report["int8_float"]["chosen"]
