@@ -13,8 +13,8 @@ relative to nearest rounding's: on the test layer of tests/calib/test_adaround.p
 0.86 / 0.61 / 0.36 of nearest rounding's error, and 1 to 10 the same 0.36 from 500 iterations on). The data
 enter only through the Gram matrix X X^T of the layer's input patches (convolutions unfolded, per group),
 accumulated over the calibration inputs at up to `positions` sampled output positions each, so the
-optimization's cost does not depend on the image size. Inputs from the quantized graph instead (the paper's "asymmetric reconstruction", which also absorbs the
-input's quantization error) need the layers optimized one after another with the graph re-run in between;
+optimization's cost does not depend on the image size. Inputs from the quantized graph instead (the paper's
+"asymmetric reconstruction", which also absorbs the input's quantization error) need the layers optimized one after another with the graph re-run in between;
 optimizing every layer against the same all-INT8 graph measured worse than nearest rounding (trained DeepLabv3+
 MobileNetV2: pixel agreement 0.896 against 0.968), since every layer then compensates the same upstream error.
 
