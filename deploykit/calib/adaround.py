@@ -14,9 +14,10 @@ relative to nearest rounding's: on the test layer of tests/calib/test_adaround.p
 enter only through the Gram matrix X X^T of the layer's input patches (convolutions unfolded, per group),
 accumulated over the calibration inputs at up to `positions` sampled output positions each, so the
 optimization's cost does not depend on the image size. Inputs from the quantized graph instead (the paper's
-"asymmetric reconstruction", which also absorbs the input's quantization error) need the layers optimized one after another with the graph re-run in between;
-optimizing every layer against the same all-INT8 graph measured worse than nearest rounding (trained DeepLabv3+
-MobileNetV2: pixel agreement 0.896 against 0.968), since every layer then compensates the same upstream error.
+"asymmetric reconstruction", which also absorbs the input's quantization error) need the layers optimized one
+after another with the graph re-run in between; optimizing every layer against the same all-INT8 graph measured
+worse than nearest rounding (trained DeepLabv3+ MobileNetV2: pixel agreement 0.896 against 0.968), since every
+layer then compensates the same upstream error.
 
 The result is INT8 codes on the same per-channel grid (scale max|w| / 127, narrow range), written as INT8
 initializers with a DequantizeLinear like every deploykit weight: TensorRT reads the codes as they are and does
