@@ -1,0 +1,67 @@
+"""model.py of NAME_pre and NAME_post, the two Python-backend steps of a deploykit image ensemble
+(NAME_image = NAME_pre -> NAME -> NAME_post; see deploykit/package/images.py).
+
+NAME_pre: `image` (the encoded PNG/JPEG file as a UINT8 vector, one image per request) -> the model's input
+tensor, preprocessed as the model's metadata says (deploykit.io.images.preprocess, the code parity uses), and
+`size`, the image's own (height, width). NAME_post: the model's output and `size` -> `mask`, the class map
+(uint8 up to 256 classes) or the saliency map at the image's own size (deploykit.io.masks). A bad image is
+answered with INVALID_ARG (HTTP 400) and the message; the other requests of the batch are unaffected.
+
+The deploykit modules these need (numpy and Pillow only) are copied beside this file, so NVIDIA's container
+needs only `pip install pillow`. Settings come from the config's `deploykit` parameter (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # Triton's Python backend provides it
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        self.settings: dict[str, Any] = json.loads(config["parameters"]["deploykit"]["string_value"])
+        for path in (*self.settings.get("sys_path", []), str(Path(__file__).parent)):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        from deploykit.errors import DeployKitError
+        from deploykit.io.images import decode_image, preprocess
+        from deploykit.io.masks import prediction_at_size
+        from deploykit.types import Preprocessing
+
+        self.errors = DeployKitError
+        self.decode, self.preprocess, self.prediction_at_size = decode_image, preprocess, prediction_at_size
+        self.preprocessing = Preprocessing.from_dict(self.settings["preprocessing"])
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        step = self._pre if self.settings["step"] == "pre" else self._post
+        responses = []
+        for request in requests:
+            try:
+                responses.append(pb_utils.InferenceResponse(step(request)))
+            except (self.errors, ValueError) as exc:
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+        return responses
+
+    def _pre(self, request: Any) -> list[Any]:
+        encoded = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+        if encoded.shape[0] != 1:
+            raise ValueError(f"send one image per request (shape [1, bytes]); got shape {list(encoded.shape)}")
+        rgb = self.decode(encoded[0].tobytes(), max_bytes=self.settings["max_image_bytes"])
+        height, width = self.settings["input_size"]
+        tensor = self.preprocess(rgb, self.preprocessing, (height, width)).astype(self.settings["input_dtype"])
+        size = np.array([rgb.shape[:2]], dtype=np.int32)
+        return [pb_utils.Tensor("tensor", tensor), pb_utils.Tensor("size", size)]
+
+    def _post(self, request: Any) -> list[Any]:
+        scores = pb_utils.get_input_tensor_by_name(request, "scores").as_numpy()
+        size = pb_utils.get_input_tensor_by_name(request, "size").as_numpy()
+        masks = [self.prediction_at_size(s, self.settings["task"], self.settings["num_classes"],
+                                         (int(hw[0]), int(hw[1]))) for s, hw in zip(scores, size, strict=True)]
+        return [pb_utils.Tensor("mask", np.stack(masks))]
