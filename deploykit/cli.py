@@ -18,6 +18,7 @@ from deploykit.commands.lint import lint
 from deploykit.commands.models import models
 from deploykit.commands.package import package
 from deploykit.commands.parity import parity
+from deploykit.commands.serve import serve
 from deploykit.errors import DeployKitError
 
 EXAMPLES = {
@@ -30,6 +31,7 @@ EXAMPLES = {
     "package": "deploykit package --triton deeplab.int8.onnx --out model_repository",
     "parity": "deploykit parity deeplabv3plus_mobilenetv2 model.onnx model.int8.onnx --localize",
     "bench": "deploykit bench model.int8.onnx --batch 1,4 -o run.json (or: deploykit bench kernels --quick)",
+    "serve": "deploykit serve deeplab.int8.ort.onnx --port 8000",
 }
 
 
@@ -88,7 +90,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-for _command in (doctor, models, export, build_engine, parity, bench, deploy, lint, package):
+for _command in (doctor, models, export, build_engine, parity, bench, deploy, lint, package, serve):
     cli.add_command(_command)
 
 

@@ -52,7 +52,9 @@ def read_image(path: Path | io.BytesIO, what: str = "") -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:  # truncated or corrupt files
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read image {what or path}: not a PNG, JPEG or other format Pillow decodes") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt files
         raise InputError(f"cannot read image {what or path}: {exc}") from exc
 
 

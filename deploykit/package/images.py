@@ -3,10 +3,9 @@
 NAME_pre and NAME_post are Python-backend models (deploykit/package/triton_models/image_step.py) over the same
 deploykit code parity uses (io/images.py preprocess, io/masks.py); NAME is the artifact's own model, which
 NVIDIA's container serves with its ONNX Runtime, OpenVINO or TensorRT backend and `deploykit serve` with a
-Python-backend Runner model. The encoded image travels as a UINT8 vector (`image`, one image per request,
-ragged so that images of any byte length batch): the Python backend stub bundled with nvidia-pytriton 0.7.0
-crashes on BYTES inputs, and one interface for both servers was worth more than the BYTES type. NAME's dynamic
-batcher merges the preprocessed tensors, which all have the model's input size.
+Python-backend Runner model. The encoded image travels as a BYTES tensor of shape [1] per image (`image`),
+so image requests batch whatever their sizes; NAME's dynamic batcher merges the preprocessed tensors, which all
+have the model's input size.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ class ImagePipeline:
             step(self.post.name, {"scores": "_scores", "size": "_size"}, {MASK_OUTPUT: MASK_OUTPUT}),
         ))
         return (f'name: "{self.ensemble_name}"\nplatform: "ensemble"\nmax_batch_size: {art.max_batch_size}\n'
-                f'input [\n{replace(self.pre.inputs[0], ragged=False).text()}\n]\noutput [\n{mask.text()}\n]\n'
+                f'input [\n{self.pre.inputs[0].text()}\n]\noutput [\n{mask.text()}\n]\n'
                 f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n")
 
 
@@ -78,17 +77,16 @@ def image_pipeline(artifact: TritonModel, *, max_image_bytes: int, sys_path: Seq
     settings = {"task": meta.task, "num_classes": meta.num_classes, "preprocessing": meta.preprocessing.to_dict(),
                 "input_size": list(size), "input_dtype": _NUMPY_TYPES[tensor.data_type],
                 "max_image_bytes": max_image_bytes, "sys_path": list(sys_path)}
-    scores = artifact.outputs[0]
-    common = {"platform": "", "backend": "python", "file_name": "model.py", "source": STEP_FILE,
-              "max_batch_size": artifact.max_batch_size, "kind": "KIND_CPU", "companions": ()}
     size_tensor = TritonTensor("size", "TYPE_INT32", (2,))
-    pre = TritonModel(name=f"{artifact.name}_pre", inputs=(TritonTensor(IMAGE_INPUT, "TYPE_UINT8", (-1,), True),),
-                      outputs=(TritonTensor("tensor", tensor.data_type, (tensor.dims[0], *size)), size_tensor),
-                      parameters=(("deploykit", json.dumps({**settings, "step": "pre"})),), **common)
+    step = TritonModel(name="", platform="", backend="python", file_name="model.py", source=STEP_FILE,
+                       max_batch_size=artifact.max_batch_size, inputs=(), outputs=(), kind="KIND_CPU")
+    pre = replace(step, name=f"{artifact.name}_pre", inputs=(TritonTensor(IMAGE_INPUT, "TYPE_STRING", (1,)),),
+                  outputs=(TritonTensor("tensor", tensor.data_type, (tensor.dims[0], *size)), size_tensor),
+                  parameters=(("deploykit", json.dumps({**settings, "step": "pre"})),))
     mask = TritonTensor(MASK_OUTPUT, _TRITON_OF[mask_dtype(meta.task, meta.num_classes)], (-1, -1))
-    post = TritonModel(name=f"{artifact.name}_post", inputs=(replace(scores, name="scores"), size_tensor),
-                       outputs=(mask,), parameters=(("deploykit", json.dumps({**settings, "step": "post"})),),
-                       **common)
+    post = replace(step, name=f"{artifact.name}_post", inputs=(replace(artifact.outputs[0], name="scores"),
+                                                                size_tensor),
+                   outputs=(mask,), parameters=(("deploykit", json.dumps({**settings, "step": "post"})),))
     return ImagePipeline(pre=pre, post=post, ensemble_name=f"{artifact.name}_image", artifact=artifact)
 
 

@@ -10,6 +10,7 @@ InferenceService manifest at the repository's root, where Triton ignores files.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -77,7 +78,7 @@ def stage(models: Sequence[TritonModel], folder: Path, options: RepositoryOption
     for model in models:
         pipeline = (image_pipeline(model, max_image_bytes=options.max_image_bytes, sys_path=sys_path)
                     if options.images else None)
-        _write_model(folder, model, options, lambda version, m=model: _copy_files(m, version))
+        _write_model(folder, model, options, functools.partial(_copy_files, model))
         if pipeline is not None:
             for step in pipeline.steps:
                 _write_model(folder, step, options, copy_step_code)

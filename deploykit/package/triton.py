@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +18,8 @@ import onnx
 
 from deploykit.backends.base import BACKENDS
 from deploykit.backends.targets import ONNX_RUNNER
-from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, OutputExists
+from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
-from deploykit.io.outputs import check_output_dir
 from deploykit.io.sidecar import read_sidecar
 
 _TRITON_TYPES: dict[int, str] = {
@@ -37,12 +34,10 @@ class TritonTensor:
     name: str
     data_type: str
     dims: tuple[int, ...]  # -1 for dynamic; without the batch axis when the model batches
-    ragged: bool = False  # an input whose requests batch whatever their lengths (encoded images)
 
     def text(self) -> str:
-        ragged = "\n    allow_ragged_batch: true" if self.ragged else ""
         return (f'  {{\n    name: "{self.name}"\n    data_type: {self.data_type}\n'
-                f'    dims: [ {", ".join(map(str, self.dims))} ]{ragged}\n  }}')
+                f'    dims: [ {", ".join(map(str, self.dims))} ]\n  }}')
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """model.py of NAME_pre and NAME_post, the two Python-backend steps of a deploykit image ensemble
 (NAME_image = NAME_pre -> NAME -> NAME_post; see deploykit/package/images.py).
 
-NAME_pre: `image` (the encoded PNG/JPEG file as a UINT8 vector, one image per request) -> the model's input
-tensor, preprocessed as the model's metadata says (deploykit.io.images.preprocess, the code parity uses), and
-`size`, the image's own (height, width). NAME_post: the model's output and `size` -> `mask`, the class map
-(uint8 up to 256 classes) or the saliency map at the image's own size (deploykit.io.masks). A bad image is
-answered with INVALID_ARG (HTTP 400) and the message; the other requests of the batch are unaffected.
+NAME_pre: `image` (the encoded PNG/JPEG file, BYTES of shape [1] per image) -> the model's input tensor,
+preprocessed as the model's metadata says (deploykit.io.images.preprocess, the code parity uses), and `size`,
+the image's own (height, width). NAME_post: the model's output and `size` -> `mask`, the class map (uint8 up to
+256 classes) or the saliency map at the image's own size (deploykit.io.masks). A bad image is answered with
+INVALID_ARG (HTTP 400) and the message; the other requests of the batch are unaffected.
 
 The deploykit modules these need (numpy and Pillow only) are copied beside this file, so NVIDIA's container
 needs only `pip install pillow`. Settings come from the config's `deploykit` parameter (JSON).
@@ -51,13 +51,14 @@ class TritonPythonModel:
 
     def _pre(self, request: Any) -> list[Any]:
         encoded = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
-        if encoded.shape[0] != 1:
-            raise ValueError(f"send one image per request (shape [1, bytes]); got shape {list(encoded.shape)}")
-        rgb = self.decode(encoded[0].tobytes(), max_bytes=self.settings["max_image_bytes"])
         height, width = self.settings["input_size"]
-        tensor = self.preprocess(rgb, self.preprocessing, (height, width)).astype(self.settings["input_dtype"])
-        size = np.array([rgb.shape[:2]], dtype=np.int32)
-        return [pb_utils.Tensor("tensor", tensor), pb_utils.Tensor("size", size)]
+        tensors, sizes = [], []
+        for data in encoded[:, 0]:  # one image per row: [batch, 1]
+            rgb = self.decode(bytes(data), max_bytes=self.settings["max_image_bytes"])
+            tensors.append(self.preprocess(rgb, self.preprocessing, (height, width)))
+            sizes.append(rgb.shape[:2])
+        tensor = np.concatenate(tensors).astype(self.settings["input_dtype"])
+        return [pb_utils.Tensor("tensor", tensor), pb_utils.Tensor("size", np.array(sizes, dtype=np.int32))]
 
     def _post(self, request: Any) -> list[Any]:
         scores = pb_utils.get_input_tensor_by_name(request, "scores").as_numpy()
