@@ -226,3 +226,24 @@ def test_sigterm_drains_in_flight_requests_and_exits_within_10_s(artifact: Path)
     assert code == 0, draining.process.stdout.read().decode() if draining.process.stdout else ""
     assert statuses == [200] * 8
     assert os.path.exists(artifact)
+
+
+def test_bench_url_measures_the_served_model(server: Server, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from deploykit.bench.run import BenchReport
+    from deploykit.cli import cli
+
+    out = tmp_path / "served.json"
+    result = CliRunner().invoke(cli, ["bench", "--url", f"http://127.0.0.1:{server.port}", "--model", "seg",
+                                      "--input-shape", "1,3,32,32", "--concurrency", "1,4", "--duration", "0.5",
+                                      "--warmup", "0.2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "infer/s" in result.output and "server batches" in result.output
+    report = BenchReport.from_dict(json.loads(out.read_text()))
+    assert [r.concurrency for r in report.results] == [1, 4]
+    for r in report.results:
+        assert r.errors == 0 and r.latency.count == len(r.samples_ms) > 0
+        executions = sum(b["executions"] for b in r.server_batches if b["model"] == "seg")
+        served = sum(b["batch_size"] * b["executions"] for b in r.server_batches if b["model"] == "seg")
+        assert executions > 0 and served >= r.latency.count  # every timed request was executed by the server
