@@ -67,9 +67,9 @@ class Server:
             connection.close()
 
 
-def start_server(artifact: Path, *extra: str) -> Server:
+def start_server(artifacts: list[Path], *extra: str) -> Server:
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", str(artifact), "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", *map(str, artifacts), "--port", str(port),
                                 "--queue-delay-us", "2000", "--max-input-mb", "1", "--max-image-mb", "0.05",
                                 *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
@@ -78,7 +78,7 @@ def start_server(artifact: Path, *extra: str) -> Server:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
                 if response.status == 200:
-                    return Server(process, port, artifact)
+                    return Server(process, port, artifacts[0])
         except OSError:
             time.sleep(0.3)
     process.kill()
@@ -93,8 +93,25 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(artifact: Path) -> Iterator[Server]:
-    running = start_server(artifact)
+def openvino_artifact(artifact: Path) -> Path | None:
+    """The same model built by the OpenVINO backend, when OpenVINO is installed (the test extra has it)."""
+    from click.testing import CliRunner
+
+    from deploykit.backends.base import BACKENDS
+    from deploykit.cli import cli
+
+    if not BACKENDS["openvino"].availability().ready:
+        return None
+    out = artifact.with_name("seg.xml")
+    result = CliRunner().invoke(cli, ["build-engine", str(artifact), "--backend", "openvino", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(artifact: Path, openvino_artifact: Path | None) -> Iterator[Server]:
+    extra = [openvino_artifact] if openvino_artifact else []
+    running = start_server([artifact, *extra], "--name", "seg", *(["--name", "seg_ov"] if extra else []))
     yield running
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(30)
@@ -212,7 +229,7 @@ def test_protocol_endpoints(server: Server) -> None:
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_within_10_s(artifact: Path) -> None:
-    draining = start_server(artifact, "--max-input-mb", "16")
+    draining = start_server([artifact], "--max-input-mb", "16")
     x = np.random.default_rng(1).standard_normal((1, 3, 256, 256), dtype=np.float32)
     body = tensor_body(x)
     with ThreadPoolExecutor(8) as pool:
@@ -247,3 +264,15 @@ def test_bench_url_measures_the_served_model(server: Server, tmp_path: Path) -> 
         executions = sum(b["executions"] for b in r.server_batches if b["model"] == "seg")
         served = sum(b["batch_size"] * b["executions"] for b in r.server_batches if b["model"] == "seg")
         assert executions > 0 and served >= r.latency.count  # every timed request was executed by the server
+
+
+def test_an_openvino_artifact_is_served_through_its_runner(server: Server, openvino_artifact: Path | None) -> None:
+    if openvino_artifact is None:
+        pytest.skip("OpenVINO is not installed")
+    x = np.random.default_rng(5).standard_normal((2, 3, 24, 32), dtype=np.float32)
+    with open_target(str(openvino_artifact)).runner as ov_runner:
+        expected = ov_runner.infer({"input": x})["output"]
+    got = answer(*server.post("seg_ov", *tensor_body(x)), "output")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    data = encoded(30, 41, "PNG", 6)
+    assert answer(*server.post("seg_ov_image", *image_body(data)), "mask").shape == (1, 30, 41)
