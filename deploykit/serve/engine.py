@@ -131,7 +131,7 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(self.settings.drain_s + 5)
+                self.process.wait(self.settings.drain_s + 1)  # Triton gives up after drain_s itself
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
