@@ -6,21 +6,23 @@ and errors are deploykit.serve.execute's. Settings come from the config's `deplo
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from typing import Any
 
 import numpy as np
-import triton_python_backend_utils as pb_utils  # Triton's Python backend provides it
+
+pb_utils: Any = None
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        global pb_utils  # Triton's Python backend provides the module; importable elsewhere, runnable only there
+        pb_utils = importlib.import_module("triton_python_backend_utils")
         config = json.loads(args["model_config"])
         settings: dict[str, Any] = json.loads(config["parameters"]["deploykit"]["string_value"])
-        for path in settings["sys_path"]:
-            if path not in sys.path:
-                sys.path.insert(0, path)
+        sys.path[:0] = [p for p in settings["sys_path"] if p not in sys.path]  # in this process's order
         from deploykit.serve.execute import BatchedRunner
 
         self.runner = BatchedRunner.open(settings["artifact"], batched=config["max_batch_size"] > 0,

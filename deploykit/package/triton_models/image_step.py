@@ -13,22 +13,26 @@ needs only `pip install pillow`. Settings come from the config's `deploykit` par
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import triton_python_backend_utils as pb_utils  # Triton's Python backend provides it
+
+pb_utils: Any = None
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        global pb_utils  # Triton's Python backend provides the module; importable elsewhere, runnable only there
+        pb_utils = importlib.import_module("triton_python_backend_utils")
         config = json.loads(args["model_config"])
         self.settings: dict[str, Any] = json.loads(config["parameters"]["deploykit"]["string_value"])
-        for path in (*self.settings.get("sys_path", []), str(Path(__file__).parent)):
-            if path not in sys.path:
-                sys.path.insert(0, path)
+        # the deploykit modules copied beside this file first, then (under deploykit serve) the server's own path
+        wanted = [str(Path(__file__).parent), *self.settings.get("sys_path", [])]
+        sys.path[:0] = [p for p in wanted if p not in sys.path]
         from deploykit.errors import DeployKitError
         from deploykit.io.images import decode_image, preprocess
         from deploykit.io.masks import prediction_at_size
