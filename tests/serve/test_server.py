@@ -276,3 +276,17 @@ def test_an_openvino_artifact_is_served_through_its_runner(server: Server, openv
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     data = encoded(30, 41, "PNG", 6)
     assert answer(*server.post("seg_ov_image", *image_body(data)), "mask").shape == (1, 30, 41)
+
+
+def test_bench_url_json_requests_and_images(server: Server) -> None:
+    from deploykit.bench.remote import LoadConfig, run_remote_bench
+
+    config = LoadConfig(concurrency=(2,), duration_s=0.5, warmup_s=0.1)
+    url = f"http://127.0.0.1:{server.port}"
+    tensors = run_remote_bench(url, "seg", config=config, input_shape=(1, 3, 16, 16), binary=False)
+    images = run_remote_bench(url, "seg_image", config=config)
+    for report in (tensors, images):
+        result = report.results[0]
+        assert result.errors == 0 and result.latency.count > 0 and result.concurrency == 2
+    assert tensors.config["binary"] is False and images.results[0].input_shape == (1, 1)
+    assert {b["model"] for b in images.results[0].server_batches} >= {"seg_pre", "seg", "seg_post"}
