@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from deploykit.bench.harness import BenchResult
 from deploykit.bench.run import BenchReport, busy_warning, environment_manifest, load_average
 from deploykit.bench.stats import summarize
 from deploykit.errors import BackendUnavailable, InputError
+from deploykit.io.images import sample_photographs
 from deploykit.types import Progress
 
 _NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -122,10 +124,6 @@ def encoded_image(path: Path | None) -> bytes:
             return Path(path).read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read --image {path}: {exc.strerror}") from None
-    from PIL import Image
-
-    from deploykit.io.images import sample_photographs
-
     try:
         rgb = sample_photographs(("astronaut",))[0]
     except InputError:  # no scikit-image: pixels with some structure, so the JPEG is not trivially small

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import click
 
+from deploykit.bench.harness import TimingConfig
+from deploykit.bench.kernels import run_kernels
+from deploykit.bench.remote import SERVING_HEADERS, LoadConfig, run_remote_bench, serving_rows
+from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
 from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
+from deploykit.errors import ConfigConflict, InputError
+from deploykit.io.outputs import check_output_path, write_json
+from deploykit.report.bench_plots import plot_dilated, plot_separable, require_matplotlib
+from deploykit.report.format import fmt, text_table
+from deploykit.targets.bench import run_bench
+from deploykit.zoo.sources import parse_options, parse_shape
 
 
 class _BenchGroup(click.Group):
@@ -18,7 +30,7 @@ class _BenchGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=_BenchGroup, short_help="Latency/throughput of a model, or the dilated/separable kernel sweep.")
+@click.group(cls=_BenchGroup)
 def bench() -> None:
     """Benchmark a model (`deploykit bench TARGET`, same as `bench run TARGET`) or the convolution kernels
     dense-prediction models depend on (`deploykit bench kernels`)."""
@@ -85,10 +97,6 @@ def run(target: str | None, url: str | None, served_model: str | None, concurren
     With --url and --model, measure a served model instead, as perf_analyzer does: throughput and latency
     percentiles at each --concurrency level, with the server's batch sizes where it reports them (Triton's
     statistics extension), in the same JSON."""
-    from deploykit.bench.run import compare_reports, to_csv
-    from deploykit.errors import ConfigConflict
-    from deploykit.io.outputs import check_output_path, write_json
-
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
     if iterations is not None and iterations <= 0:
@@ -122,8 +130,6 @@ def run(target: str | None, url: str | None, served_model: str | None, concurren
 
 def _check_source(target: str | None, url: str | None, served_model: str | None, concurrency: str | None,
                   image: str | None) -> None:
-    from deploykit.errors import ConfigConflict
-
     if url is None:
         if target is None:
             raise click.UsageError("give a TARGET to time, or --url URL --model NAME for a served model")
@@ -139,10 +145,6 @@ def _in_process(target: str, backends: tuple[str, ...], batches: str | None, inp
                 warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
                 no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
                 allow_partial: bool, task: str | None) -> Any:
-    from deploykit.bench.harness import TimingConfig
-    from deploykit.bench.run import run_bench
-    from deploykit.zoo.sources import parse_options, parse_shape
-
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "task": task}
@@ -154,12 +156,6 @@ def _in_process(target: str, backends: tuple[str, ...], batches: str | None, inp
 
 def _served(url: str, model: str, concurrency: str | None, image: str | None, input_shape: str | None,
             warmup: float | None, duration: float | None, iterations: int | None) -> Any:
-    from pathlib import Path
-
-    from deploykit.bench.remote import LoadConfig, run_remote_bench
-    from deploykit.errors import ConfigConflict
-    from deploykit.zoo.sources import parse_shape
-
     if iterations is not None:
         raise ConfigConflict("--iterations times one request after another; a served model runs for --duration")
     levels = _csv_ints(concurrency, "--concurrency")
@@ -170,11 +166,6 @@ def _served(url: str, model: str, concurrency: str | None, image: str | None, in
 
 def _read_baseline(path: str) -> Any:
     """The BenchReport of an earlier `bench -o` run, or a one-line error saying why the file is not one."""
-    import json
-
-    from deploykit.bench.run import BenchReport
-    from deploykit.errors import InputError
-
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -191,10 +182,6 @@ def _read_baseline(path: str) -> Any:
 
 
 def _render(report: Any, comparison: Any) -> None:
-    from deploykit.bench.remote import SERVING_HEADERS, serving_rows
-    from deploykit.bench.run import HEADERS, phase_rows, table_rows
-    from deploykit.report.format import fmt, text_table
-
     served = [r for r in report.results if r.concurrency is not None]
     if served:
         click.echo(f"{served[0].target}, input {'x'.join(map(str, served[0].input_shape))}, {served[0].mode}:")
@@ -222,8 +209,6 @@ def _render(report: Any, comparison: Any) -> None:
 
 
 def _comparison_table(comparison: Any) -> str:
-    from deploykit.report.format import text_table
-
     rows = [[c.target, c.backend, c.precision, c.batch, c.change.baseline_median, c.change.current_median,
              f"{100 * c.change.relative:+.1f}%", f"[{c.change.low:+.3f}, {c.change.high:+.3f}]", c.change.verdict]
             for c in comparison.comparisons]
@@ -253,14 +238,10 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     """Time 3x3 dilated convolutions (rates 1-36 on DeepLab's shapes) and depthwise-separable pairs against
     the standard 3x3 they replace (MobileNetV2, Xception-65 shapes) in PyTorch eager, ONNX Runtime fp32/
     fp16/int8 and TensorRT when present; GFLOP/s, GB/s and efficiency against the measured roofline."""
-    from deploykit.bench.kernels import run_kernels
-    from deploykit.io.outputs import check_output_path, write_json
-
     paths = _kernel_paths(output, not no_plots)
     for path in paths:
         check_output_path(path, force=force)
     if len(paths) > 1:
-        from deploykit.report.bench_plots import require_matplotlib
 
         require_matplotlib()  # fail before a long sweep, not after it
     report = run_kernels(quick=quick, **given(suites=list(suites) or None),
@@ -270,7 +251,6 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if output:
         written.append(write_json(output, report.to_dict(), force=force))
         if not no_plots:
-            from deploykit.report.bench_plots import plot_dilated, plot_separable
 
             written += [p for p in (plot_dilated(report.results, paths[1], force=force),
                                     plot_separable(report.results, paths[2], force=force)) if p is not None]
@@ -290,8 +270,6 @@ def _kernel_paths(output: str | None, plots: bool) -> list[str]:
 
 
 def _render_kernels(report: Any) -> None:
-    from deploykit.report.format import text_table
-
     rows = [[r.shape, r.variant, r.dilation, r.backend, r.precision, r.median_ms, r.gflops, r.gbps,
              r.roofline_gflops, r.efficiency_percent] for r in report.results]
     click.echo(text_table(["shape", "variant", "rate", "backend", "precision", "median ms", "GFLOP/s", "GB/s",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._options import echo_json, force_option, json_option
+from deploykit.package.repository import RepositoryOptions, write_repository
 
 
-@click.command(short_help="Package artifacts as a Triton Inference Server model repository.")
+@click.command()
 @click.argument("artifacts", nargs=-1, required=True)
 @click.option("--triton", "triton", is_flag=True, required=True, help="Write a Triton model repository.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The model_repository folder.")
@@ -34,8 +35,6 @@ def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str
     metadata, also the image ensemble NAME_image (NAME_pre -> NAME -> NAME_post: encoded image in, the class map
     or saliency map at the image's size out), and at the root a Dockerfile (NVIDIA's container) and a KServe
     InferenceService manifest."""
-    from deploykit.package.repository import RepositoryOptions, write_repository
-
     options = RepositoryOptions(max_batch_size=max_batch_size, instances=instances,
                                 max_queue_delay_us=max_queue_delay_us, images=images,
                                 max_image_bytes=int(max_image_mb * 2**20))

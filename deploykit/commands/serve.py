@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._options import given, progress
+from deploykit.serve.server import ServeOptions, run_until_signal, start
 
 
 @click.command(short_help="Serve artifacts over the KServe v2 protocol (Triton's server, dynamic batching).")
@@ -36,8 +37,6 @@ def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, 
     binary tensors), GET /v2/models/NAME/stats; tritonclient and perf_analyzer work against it. NAME takes the
     artifact's tensors; NAME_image takes an encoded PNG/JPEG (BYTES, shape [1]) and returns `mask`. Runs until
     SIGTERM or Ctrl-C, which drain in-flight requests."""
-    from deploykit.serve.server import ServeOptions, run_until_signal, start
-
     options = ServeOptions(names=names, images=images, **given(
         host=host, port=port, grpc_port=grpc_port, max_batch_size=max_batch_size,
         max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, max_image_mb=max_image_mb,

@@ -9,6 +9,7 @@ argmax`) is only resized. Saliency: the float32 map resized bilinearly.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from deploykit.errors import InputError
 from deploykit.types import Task
@@ -25,8 +26,6 @@ def mask_dtype(task: Task, num_classes: int) -> np.dtype:
 
 def prediction_at_size(output: np.ndarray, task: Task, num_classes: int, size: tuple[int, int]) -> np.ndarray:
     """One image's output (C,H,W scores, 1,H,W or H,W) as an (height, width) = `size` map; see the module doc."""
-    from PIL import Image
-
     height, width = size
     if task == "saliency":
         plane = output[0] if output.ndim == 3 else output

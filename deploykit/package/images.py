@@ -62,8 +62,7 @@ class ImagePipeline:
                 f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n")
 
 
-def image_pipeline(artifact: TritonModel, *, max_image_bytes: int, sys_path: Sequence[str] = ()) -> \
-        ImagePipeline | None:
+def image_pipeline(artifact: TritonModel, *, max_image_bytes: int) -> ImagePipeline | None:
     """The image models for `artifact`, or None when it cannot take images: no deploykit metadata (task and
     preprocessing unknown), no batch axis, or an input that is not one float image tensor."""
     meta = artifact.metadata
@@ -76,7 +75,7 @@ def image_pipeline(artifact: TritonModel, *, max_image_bytes: int, sys_path: Seq
     size = fixed if all(d > 0 for d in fixed) else tuple(meta.input_size)
     settings = {"task": meta.task, "num_classes": meta.num_classes, "preprocessing": meta.preprocessing.to_dict(),
                 "input_size": list(size), "input_dtype": _NUMPY_TYPES[tensor.data_type],
-                "max_image_bytes": max_image_bytes, "sys_path": list(sys_path)}
+                "max_image_bytes": max_image_bytes}
     size_tensor = TritonTensor("size", "TYPE_INT32", (2,))
     step = TritonModel(name="", platform="", backend="python", file_name="model.py", source=STEP_FILE,
                        max_batch_size=artifact.max_batch_size, inputs=(), outputs=(), kind="KIND_CPU")

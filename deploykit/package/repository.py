@@ -71,13 +71,11 @@ def describe_artifacts(artifacts: Sequence[str | os.PathLike[str]], names: Seque
     return models
 
 
-def stage(models: Sequence[TritonModel], folder: Path, options: RepositoryOptions, *,
-          sys_path: Sequence[str] = ()) -> list[Packaged]:
+def stage(models: Sequence[TritonModel], folder: Path, options: RepositoryOptions) -> list[Packaged]:
     """Write `models` (and their image models) into the empty folder `folder`."""
     packaged = []
     for model in models:
-        pipeline = (image_pipeline(model, max_image_bytes=options.max_image_bytes, sys_path=sys_path)
-                    if options.images else None)
+        pipeline = image_pipeline(model, max_image_bytes=options.max_image_bytes) if options.images else None
         _write_model(folder, model, options, functools.partial(_copy_files, model))
         if pipeline is not None:
             for step in pipeline.steps:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from deploykit.backends.base import BACKENDS
-from deploykit.backends.targets import ONNX_RUNNER
+from deploykit.backends.base import BACKENDS, ONNX_RUNNER
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.sidecar import read_sidecar

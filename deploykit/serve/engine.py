@@ -147,7 +147,8 @@ def start_server(repository: Path, workdir: Path, settings: ServerSettings) -> S
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (str(bundle.libraries), str(libpython), env.get("LD_LIBRARY_PATH", "")) if p)
     # The stub embeds Python without a program path: it finds `python3` on PATH and takes that interpreter's
-    # prefix and site-packages. This interpreter first, so it sees this environment's packages (a venv's).
+    # prefix and site-packages (it ignores PYTHONPATH). This interpreter first, so that the models see this
+    # environment's packages (a venv's: deploykit, numpy < 2, the runtimes), not the base installation's.
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     grpc = (["--allow-grpc", "true", "--grpc-address", settings.host, "--grpc-port", str(settings.grpc_port)]
             if settings.grpc_port else ["--allow-grpc", "false"])

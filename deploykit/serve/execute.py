@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import Runner
-from deploykit.backends.targets import open_target
 from deploykit.errors import DeployKitError, InputError
+from deploykit.runner import Runner
+from deploykit.targets.resolve import open_target
 
 Feed = Mapping[str, np.ndarray]
 Answer = dict[str, np.ndarray] | DeployKitError

@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -71,14 +70,9 @@ class Serving:
 def runner_model(model: TritonModel, options: ServeOptions) -> TritonModel:
     """The artifact's Triton model as a Python-backend model running its deploykit Runner."""
     settings = {"artifact": str(model.source.resolve()), "threads": options.threads,
-                "max_elements": max_elements_of(options.max_input_mb), "sys_path": _sys_path()}
+                "max_elements": max_elements_of(options.max_input_mb)}
     return replace(model, platform="", backend="python", file_name="model.py", source=RUNNER_MODEL,
                    kind="KIND_CPU", companions=(), parameters=(("deploykit", json.dumps(settings)),))
-
-
-def _sys_path() -> list[str]:
-    """Where the stub (which ignores PYTHONPATH) finds deploykit, numpy and the runtimes: this process's path."""
-    return [p for p in sys.path if p and Path(p).is_dir()]
 
 
 def _free_port(host: str, port: int) -> int:
@@ -108,7 +102,7 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
     try:
         repository = workdir / "models"
         repository.mkdir()
-        packaged = stage(models, repository, options.repository(), sys_path=_sys_path())
+        packaged = stage(models, repository, options.repository())
         say(f"starting Triton on {options.host}:{port} with {sum(len(p.names) for p in packaged)} models")
         process = start_server(repository, workdir, ServerSettings(host=options.host, http_port=port,
                                                                    grpc_port=grpc, drain_s=options.drain_s))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from typing import Any
 
 import numpy as np
+
+from deploykit.serve.execute import BatchedRunner
 
 pb_utils: Any = None
 
@@ -22,9 +23,6 @@ class TritonPythonModel:
         pb_utils = importlib.import_module("triton_python_backend_utils")
         config = json.loads(args["model_config"])
         settings: dict[str, Any] = json.loads(config["parameters"]["deploykit"]["string_value"])
-        sys.path[:0] = [p for p in settings["sys_path"] if p not in sys.path]  # in this process's order
-        from deploykit.serve.execute import BatchedRunner
-
         self.runner = BatchedRunner.open(settings["artifact"], batched=config["max_batch_size"] > 0,
                                          max_elements=settings["max_elements"], threads=settings["threads"])
         self.outputs = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}

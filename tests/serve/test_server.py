@@ -34,11 +34,11 @@ except Exception as exc:  # the serve extra is not installed: nothing to start
 import tritonclient.http as triton_http
 from PIL import Image
 
-from deploykit.backends.targets import open_target
 from deploykit.export import onnx_from_torch
 from deploykit.io.images import decode_image, preprocess
 from deploykit.io.masks import prediction_at_size
 from deploykit.io.metadata import read_metadata
+from deploykit.targets.resolve import open_target
 from deploykit.zoo.sources import load_model
 
 USER = "tests.fixtures.user_models:tiny_segmenter"

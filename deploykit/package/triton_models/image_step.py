@@ -8,7 +8,8 @@ the image's own (height, width). NAME_post: the model's output and `size` -> `ma
 INVALID_ARG (HTTP 400) and the message; the other requests of the batch are unaffected.
 
 The deploykit modules these need (numpy and Pillow only) are copied beside this file, so NVIDIA's container
-needs only `pip install pillow`. Settings come from the config's `deploykit` parameter (JSON).
+needs only `pip install pillow`; they are imported from there first. Settings come from the config's `deploykit`
+parameter (JSON).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if (Path(__file__).parent / "deploykit").is_dir():  # in a model repository: the copied modules come first
+    sys.path.insert(0, str(Path(__file__).parent))
+
 import numpy as np
+
+from deploykit.errors import DeployKitError
+from deploykit.io.images import decode_image, preprocess
+from deploykit.io.masks import prediction_at_size
+from deploykit.types import Preprocessing
 
 pb_utils: Any = None
 
@@ -30,16 +39,6 @@ class TritonPythonModel:
         pb_utils = importlib.import_module("triton_python_backend_utils")
         config = json.loads(args["model_config"])
         self.settings: dict[str, Any] = json.loads(config["parameters"]["deploykit"]["string_value"])
-        # the deploykit modules copied beside this file first, then (under deploykit serve) the server's own path
-        wanted = [str(Path(__file__).parent), *self.settings.get("sys_path", [])]
-        sys.path[:0] = [p for p in wanted if p not in sys.path]
-        from deploykit.errors import DeployKitError
-        from deploykit.io.images import decode_image, preprocess
-        from deploykit.io.masks import prediction_at_size
-        from deploykit.types import Preprocessing
-
-        self.errors = DeployKitError
-        self.decode, self.preprocess, self.prediction_at_size = decode_image, preprocess, prediction_at_size
         self.preprocessing = Preprocessing.from_dict(self.settings["preprocessing"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -48,7 +47,7 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(pb_utils.InferenceResponse(step(request)))
-            except (self.errors, ValueError) as exc:
+            except (DeployKitError, ValueError) as exc:
                 error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
@@ -58,8 +57,8 @@ class TritonPythonModel:
         height, width = self.settings["input_size"]
         tensors, sizes = [], []
         for data in encoded[:, 0]:  # one image per row: [batch, 1]
-            rgb = self.decode(bytes(data), max_bytes=self.settings["max_image_bytes"])
-            tensors.append(self.preprocess(rgb, self.preprocessing, (height, width)))
+            rgb = decode_image(bytes(data), max_bytes=self.settings["max_image_bytes"])
+            tensors.append(preprocess(rgb, self.preprocessing, (height, width)))
             sizes.append(rgb.shape[:2])
         tensor = np.concatenate(tensors).astype(self.settings["input_dtype"])
         return [pb_utils.Tensor("tensor", tensor), pb_utils.Tensor("size", np.array(sizes, dtype=np.int32))]
@@ -67,6 +66,6 @@ class TritonPythonModel:
     def _post(self, request: Any) -> list[Any]:
         scores = pb_utils.get_input_tensor_by_name(request, "scores").as_numpy()
         size = pb_utils.get_input_tensor_by_name(request, "size").as_numpy()
-        masks = [self.prediction_at_size(s, self.settings["task"], self.settings["num_classes"],
+        masks = [prediction_at_size(s, self.settings["task"], self.settings["num_classes"],
                                          (int(hw[0]), int(hw[1]))) for s, hw in zip(scores, size, strict=True)]
         return [pb_utils.Tensor("mask", np.stack(masks))]
