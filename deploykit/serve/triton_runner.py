@@ -6,12 +6,11 @@ and errors are deploykit.serve.execute's. Settings come from the config's `deplo
 
 from __future__ import annotations
 
-import importlib
-import json
 from typing import Any
 
 import numpy as np
 
+from deploykit.package.triton_models import triton_settings
 from deploykit.serve.execute import BatchedRunner
 
 pb_utils: Any = None
@@ -19,10 +18,8 @@ pb_utils: Any = None
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        global pb_utils  # Triton's Python backend provides the module; importable elsewhere, runnable only there
-        pb_utils = importlib.import_module("triton_python_backend_utils")
-        config = json.loads(args["model_config"])
-        settings: dict[str, Any] = json.loads(config["parameters"]["deploykit"]["string_value"])
+        global pb_utils  # Triton's Python backend provides the module: importable elsewhere, runnable only there
+        pb_utils, config, settings = triton_settings(args)
         self.runner = BatchedRunner.open(settings["artifact"], batched=config["max_batch_size"] > 0,
                                          max_elements=settings["max_elements"], threads=settings["threads"])
         self.outputs = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}

@@ -14,8 +14,6 @@ parameter (JSON).
 
 from __future__ import annotations
 
-import importlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 from deploykit.errors import DeployKitError
 from deploykit.io.images import decode_image, preprocess
 from deploykit.io.masks import prediction_at_size
+from deploykit.package.triton_models import triton_settings
 from deploykit.types import Preprocessing
 
 pb_utils: Any = None
@@ -35,10 +34,8 @@ pb_utils: Any = None
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        global pb_utils  # Triton's Python backend provides the module; importable elsewhere, runnable only there
-        pb_utils = importlib.import_module("triton_python_backend_utils")
-        config = json.loads(args["model_config"])
-        self.settings: dict[str, Any] = json.loads(config["parameters"]["deploykit"]["string_value"])
+        global pb_utils  # Triton's Python backend provides the module: importable elsewhere, runnable only there
+        pb_utils, _, self.settings = triton_settings(args)
         self.preprocessing = Preprocessing.from_dict(self.settings["preprocessing"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
