@@ -57,13 +57,14 @@ def _onnx_madds(path: str | os.PathLike[str]) -> MaddsAt:
 
 def _torch_madds(loaded: Any) -> MaddsAt:
     from deploykit.zoo.flops import complexity_at, count_complexity
-    from deploykit.zoo.sources import is_factory_path
+    from deploykit.zoo.sources import is_factory_path, model_code
 
     def at(shape: tuple[int, ...]) -> int | None:
         nchw = (shape[0], shape[1], shape[2], shape[3])
         if not is_factory_path(loaded.spec.name):
             return complexity_at(lambda: loaded.spec.build(**loaded.options), nchw).madds
-        return count_complexity(loaded.module, nchw).madds  # a user factory may not build on the meta device
+        with model_code(loaded.spec, f" (counting multiply-adds on {'x'.join(map(str, nchw))})"):
+            return count_complexity(loaded.module, nchw).madds  # a user factory may not build on the meta device
     return at
 
 

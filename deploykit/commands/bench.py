@@ -66,7 +66,8 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
 @json_option
 def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
         duration: float | None, iterations: int | None, threads: int | None, no_roofline: bool, cuda_graph: bool,
-        set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
+        set_options: tuple[str, ...], weights: str | None, allow_partial: bool, trust_checkpoint: bool,
+        task: str | None,
         output: str | None, baseline: str | None, min_change: float | None, as_csv: bool, force: bool,
         as_json: bool) -> None:
     """Time TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
@@ -88,7 +89,7 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
     previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
-                               "allow_partial": allow_partial, "task": task}
+                               "allow_partial": allow_partial, "trust_checkpoint": trust_checkpoint, "task": task}
     report = run_bench(target, backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
                        input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                        threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,

@@ -58,6 +58,7 @@ class DeployOptions:
     options: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     allow_partial: bool = False
+    trust_checkpoint: bool = False  # unpickle --weights in full (zoo.checkpoints.read_checkpoint)
     precisions: tuple[str, ...] | None = None
     backend: str | None = None
     calib_data: str | None = None
@@ -140,7 +141,7 @@ class _Run:
 
         self.say(f"building {self.label}")
         return load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
-                          allow_partial=self.opts.allow_partial)
+                          allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint)
 
     @functools.cached_property
     def onnx_model(self) -> onnx.ModelProto:
