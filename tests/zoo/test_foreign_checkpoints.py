@@ -96,19 +96,26 @@ def _max_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet", "resnet101"])
-def test_vainf_checkpoints_reproduce_the_vainf_model(backbone: str, tmp_path: Path) -> None:
-    theirs = foreign.randomize(foreign.VainfDeepLab(backbone, num_classes=21))
+@pytest.mark.parametrize(("backbone", "plus", "separable", "output_stride"), [
+    ("mobilenet", True, False, 16), ("resnet101", True, False, 16),  # deeplabv3plus_*
+    ("mobilenet", False, False, 16), ("resnet50", False, False, 8),  # deeplabv3_* (DeepLabHead, no decoder)
+    ("mobilenet", True, True, 8), ("resnet50", True, True, 16),  # deeplabv3plus_* --separable_conv
+])
+def test_vainf_checkpoints_reproduce_the_vainf_model(backbone: str, plus: bool, separable: bool, output_stride: int,
+                                                     tmp_path: Path) -> None:
+    theirs = foreign.randomize(foreign.VainfDeepLab(backbone, num_classes=21, output_stride=output_stride,
+                                                    plus=plus, separable=separable))
     keys = theirs.state_dict()
     if backbone == "mobilenet":  # the layout: slices keep their indices
         assert "backbone.high_level_features.4.conv.0.0.weight" in keys
         assert "backbone.low_level_features.3.conv.2.weight" in keys
-    ours = _loaded(tmp_path, f"deeplabv3plus_{backbone}v2" if backbone == "mobilenet" else "deeplabv3plus_resnet101",
-                   {"model_state": keys, "cur_itrs": 1})
+    assert any(".body." in k for k in keys) == separable
+    model = "deeplabv3plus_mobilenetv2" if backbone == "mobilenet" else f"deeplabv3plus_{backbone}"
+    ours = _loaded(tmp_path, model, {"model_state": keys, "cur_itrs": 1}, output_stride=output_stride)
     x = torch.randn(1, 3, 65, 65)
     with torch.inference_mode():
         error = _max_error(ours(x), theirs(x))
-    print(f"vainf {backbone}: max abs error {error:.3g}")
+    print(f"vainf {backbone} plus={plus} separable={separable} os{output_stride}: max abs error {error:.3g}")
     assert error <= 1e-4
 
 
