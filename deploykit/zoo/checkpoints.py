@@ -68,7 +68,7 @@ def _numpy_globals() -> list[Any]:
 
 # What training scripts keep beside the weights, allowed on top of torch's own weights_only set (tensors,
 # containers, OrderedDict, primitive types): these build values and call no code of the file's choosing.
-SAFE_GLOBALS: tuple[Any, ...] = (*_numpy_globals(), argparse.Namespace)
+SAFE_GLOBALS: tuple[Any, ...] = (*_numpy_globals(), argparse.Namespace, bytes)  # bytes: an empty array's data
 TRUST_HINT = "--trust-checkpoint"
 
 
@@ -105,6 +105,7 @@ def _unsafe_globals(file: Path, exc: Exception) -> str:
         names = list(torch.serialization.get_unsafe_globals_in_checkpoint(file))
     except Exception:  # an older layout torch cannot scan: the one global the error names
         names = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))[:1]
+    names.sort(key=lambda name: name.startswith("torch."))  # the training code's own classes first
     return _list(names, limit=4) if names else "objects other than tensors"
 
 
@@ -124,7 +125,7 @@ def _unpickle_trusted(file: Path) -> Any:
 
 def plain_state_dict(obj: Any) -> StateDict | None:
     """A bare state_dict, or one under a common wrapper key, with DataParallel's `module.` prefix removed."""
-    for key in ("state_dict", "model_state", "model", "net", "params"):
+    for key in ("state_dict", "model_state_dict", "model_state", "model", "net", "params"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
