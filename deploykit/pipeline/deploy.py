@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from deploykit.io.outputs import write_json
 from deploykit.parity.compare import ParityResult
 from deploykit.parity.inputs import InputSet
 from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, _build_dict, _parity
-from deploykit.pipeline.steps import StepRecord
+from deploykit.pipeline.steps import RECORD, StepRecord
 from deploykit.precision.table import PRECISIONS, precision_of
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel
@@ -260,6 +261,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     weights_note = untrained_note(opts)
     if weights_note:
         say(f"warning: {weights_note}")
+    fresh = not opts.out.exists()
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -276,8 +278,13 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
              load: Callable[[dict[str, Any]], T]) -> T:
         started = time.perf_counter()
         say(f"[{name}] starting")
-        outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action,
-                             lambda: load(_read(outputs[-1])))
+        try:
+            outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action,
+                                 lambda: load(_read(outputs[-1])))
+        except BaseException:
+            if fresh and {p.name for p in opts.out.iterdir()} <= {RECORD}:  # (a user's model that raises)
+                shutil.rmtree(opts.out, ignore_errors=True)  # nothing made yet: leave no folder behind
+            raise
         steps.append(StepLog(name, outcome.skipped, time.perf_counter() - started))
         say(f"[{name}] {'unchanged since the last run: skipped' if outcome.skipped else 'done'} "
             f"({steps[-1].seconds:.1f} s)")

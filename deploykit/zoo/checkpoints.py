@@ -84,7 +84,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         try:
             return torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises pickle, zip and runtime errors alike
-            if "Weights only load failed" not in str(exc):
+            needed = _unsafe_globals(file, exc)
+            if not needed:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise CheckpointError(
                     f"cannot read checkpoint {file}: it is not a file saved with torch.save ({first[:160]}); "
@@ -92,21 +93,22 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
                 ) from exc
             if not trust:
                 raise CheckpointError(
-                    f"checkpoint {file} is a torch.save file that also pickles {_unsafe_globals(file, exc)}, "
-                    "which loading with weights_only=True refuses (unpickling them runs code the file names); "
-                    f"if you trust the file, pass {TRUST_HINT}, or save only the state_dict"
+                    f"checkpoint {file} is a torch.save file that also pickles {_list(needed, limit=4)}, which "
+                    "loading with weights_only=True refuses (unpickling them runs code the file names); if you "
+                    f"trust the file, pass {TRUST_HINT}, or save only the state_dict"
                 ) from exc
     return _unpickle_trusted(file)
 
 
-def _unsafe_globals(file: Path, exc: Exception) -> str:
-    """The globals the file needs beyond the allowed ones (all of them where torch can list them)."""
+def _unsafe_globals(file: Path, exc: Exception) -> list[str]:
+    """The globals a torch.save file needs beyond the allowed ones, the training code's own classes first
+    (all of them where torch can list them); [] when the file is no torch.save file at all."""
+    named = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))
     try:
-        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(file))
-    except Exception:  # an older layout torch cannot scan: the one global the error names
-        names = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))[:1]
-    names.sort(key=lambda name: name.startswith("torch."))  # the training code's own classes first
-    return _list(names, limit=4) if names else "objects other than tensors"
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(file)) or named
+    except Exception:  # the legacy (non-zip) layout, which torch cannot scan: the one global the error names
+        names = named
+    return sorted(names, key=lambda name: name.startswith("torch."))
 
 
 def _unpickle_trusted(file: Path) -> Any:
