@@ -107,6 +107,9 @@ CASES: dict[str, Case] = {
     "wkentaro_fcn8s": (
         "fcn8s", lambda: foreign_vgg.WkentaroFCN8s(21, ch=lambda c: scaled(c, 0.0625)), wkentaro_best,
         {"width": 0.0625}, "model_best.pth.tar"),
+    "wkentaro_fcn8s_at_once": (
+        "fcn8s", lambda: foreign_vgg.WkentaroFCN8sAtOnce(21, ch=lambda c: scaled(c, 0.0625)), wkentaro_best,
+        {"width": 0.0625}, "model_best.pth.tar"),
 }
 
 
