@@ -6,16 +6,20 @@ channels, BN+ReLU, 1x1 projection, dropout 0.1. Decoder: low-level features (str
 channels; ASPP output resized to their size; concat [ASPP, low-level]; `decoder_convs` 3x3 convs of 256
 channels (paper: two); 1x1 logits; bilinear resize to the input size. `separable` makes the ASPP's atrous
 convs and the decoder's 3x3 convs depthwise-separable with BN+ReLU after the depthwise (the paper's "SC").
-`decoder=False` is DeepLabv3 as in the TF reference (ASPP -> logits). align_corners=True is the TF reference's
-resize; VainF/DeepLabV3Plus-Pytorch uses False.
+`decoder=False` is DeepLabv3 as in the TF reference (ASPP -> logits); `head_convs=1` adds the 3x3 conv-BN-ReLU
+that torchvision's and VainF's DeepLabHead put between ASPP and the logits (Chen et al. 2017, arXiv 1706.05587,
+has none). align_corners=True is the TF reference's resize; VainF/DeepLabV3Plus-Pytorch uses False.
 
 Deviations from the TF reference: torchvision-layout ResNets by default (the layout of every PyTorch
 checkpoint; `resnet_layout="tf_beta"` builds the paper's resnet_v1_beta, see backbones/resnet.py), ImageNet
 mean/std input normalisation (as both PyTorch repositories; TF scales Xception, MobileNet and ResNet-beta input to
 [-1, 1]), the MobileNetV2 variant has ASPP and decoder (as VainF; TF's MobileNetV2 model has neither).
 `compat` reproduces a PyTorch repository's computation exactly (set when loading its checkpoints; formats at the
-end of this file): "vainf" concatenates [low-level, ASPP] and changes MobileNetV2 padding; "jfzhang95" changes
-backbone dilations and Xception details. The output is logits at input resolution, named "output".
+end of this file): "vainf" concatenates [low-level, ASPP], changes MobileNetV2 padding and, with `separable`, builds
+its --separable_conv form (network/_deeplab.py convert_to_separable_conv: every 3x3 conv of the ASPP and decoder
+or DeepLabHead becomes depthwise -> pointwise with no BN or ReLU between them, the BN and ReLU after the pointwise
+conv kept: the original Xception's separable conv, not the paper's "SC" with BN+ReLU after the depthwise conv);
+"jfzhang95" changes backbone dilations and Xception details. The output is logits at input resolution, named "output".
 """
 
 from __future__ import annotations
