@@ -5,8 +5,10 @@ The CLI turns every DeployKitError into one line on stderr and exit status 2; an
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class DeployKitError(Exception):
@@ -74,9 +76,6 @@ class UserCodeError(DeployKitError):
 def raised_at(exc: BaseException) -> tuple[str, int] | None:
     """(file, line) of the deepest traceback frame outside deploykit and torch, else of the deepest frame
     (None without a traceback)."""
-    import traceback
-    from pathlib import Path
-
     import torch
 
     ours = tuple(str(Path(p).resolve().parent) + "/" for p in (__file__, torch.__file__))

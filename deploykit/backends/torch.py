@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploykit.backends.base import Availability, Runner, TensorSpec
+from deploykit.backends.base import Availability
 from deploykit.errors import users_code
+from deploykit.runner import Runner, TensorSpec
 
 
 def availability() -> Availability:

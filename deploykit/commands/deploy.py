@@ -6,11 +6,18 @@ from pathlib import Path
 
 import click
 
+from deploykit.calib.data import calibration_data
 from deploykit.commands._options import echo_json, json_option, model_source_options, progress
 from deploykit.commands.build import backend_option
+from deploykit.errors import ConfigConflict, InputError, ParityError
+from deploykit.io.outputs import check_output_dir
+from deploykit.pipeline.deploy import DeployOptions, run_deploy
+from deploykit.precision.budget import parse_budget
+from deploykit.zoo import get_model_spec
+from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 
 
-@click.command(short_help="Export, build every precision, check parity, bench, and write a report.")
+@click.command()
 @click.argument("model")
 @model_source_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
@@ -38,14 +45,9 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
     Re-running skips the steps whose inputs did not change."""
-    from deploykit.io.outputs import check_output_dir
-    from deploykit.pipeline.deploy import DeployOptions, run_deploy
-    from deploykit.zoo.sources import parse_options, parse_shape
-
     check_output_dir(out)
     _early_checks(model, task, accuracy_budget, labels, inputs or calib_data)
     if calib_data and Path(calib_data).suffix in (".npy", ".npz") and Path(calib_data).is_file():
-        from deploykit.calib.data import calibration_data
 
         calibration_data(calib_data, input_shape=None, preprocessing=None)  # a bad array fails before the export
 
@@ -65,7 +67,6 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
         click.echo(f"report: {result.out / 'report.html'}")
         click.echo("\n".join(result.verdict.lines()))
     if not result.parity.passed:
-        from deploykit.errors import ParityError
 
         raise ParityError(f"{result.parity.summary()} (report in {result.out})")
 
@@ -74,11 +75,6 @@ def _early_checks(model: str, task: str | None, budget: str | None, labels: str 
                   parity_images: str | None) -> None:
     """What can be refused before the export starts: an unknown zoo name, a malformed budget, --labels
     without a folder of images to match it to."""
-    from deploykit.errors import ConfigConflict, InputError
-    from deploykit.precision.budget import parse_budget
-    from deploykit.zoo import get_model_spec
-    from deploykit.zoo.sources import is_factory_path
-
     if not is_factory_path(model) and not Path(model).exists():
         task = task or get_model_spec(model).task
     if budget is not None and parse_budget(budget, task).needs_labels and labels is None:

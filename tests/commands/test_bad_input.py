@@ -130,7 +130,7 @@ CASES = [
     # parity
     case("parity-factory-raises", "raised FileNotFoundError: no weights",
          "parity tests.fixtures.user_models:raising_factory {d}/net.onnx"),
-    case("parity-forward-raises", "your model's forward (on input 1x3x64x64) raised ValueError",
+    case("parity-forward-raises", "raising_model (on input 1x3x64x64) raised ValueError",
          "parity tests.fixtures.user_models:raising_model {d}/net.onnx"),
     case("parity-candidate-missing", "does not exist", "parity {USER} {t}/none.onnx"),
     case("parity-candidate-empty", "empty.onnx holds no ONNX graph", "parity {USER} {d}/empty.onnx"),
@@ -173,7 +173,7 @@ CASES = [
     case("bench-out-under-proc", PROC,
          "bench {d}/net.onnx --iterations 2 --no-roofline -o /proc/b.json"),
     case("bench-out-exists", "exists already", "bench {d}/net.onnx --iterations 2 -o {d}/existing.json"),
-    case("bench-forward-raises", "your model's forward",
+    case("bench-forward-raises", "raising_model (on input 1x3x32x32) raised ValueError",
          "bench tests.fixtures.user_models:raising_model --input-shape 1,3,32,32 --iterations 2 --no-roofline"),
     case("bench-kernels-out-under-proc", PROC, "bench kernels --quick --no-plots -o /proc/k.json"),
     case("bench-target-missing", "does not exist", "bench {t}/none.onnx --iterations 2 --no-roofline"),
