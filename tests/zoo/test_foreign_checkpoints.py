@@ -8,7 +8,7 @@ memory). The output tests run the foreign model and deploykit's on the same inpu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,8 @@ from deploykit.zoo.sources import load_model
 from tests.zoo import foreign, foreign_vgg
 
 # Loading into a meta-device model copies nothing (the key test needs only names and shapes).
-pytestmark = pytest.mark.filterwarnings("ignore:.*meta parameter:UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:.*meta parameter:UserWarning"),
+              pytest.mark.usefixtures("two_threads")]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import collections
 import datetime
 import fractions
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,7 @@ from deploykit.zoo.sources import load_model
 from tests.fixtures import user_models
 from tests.zoo import foreign, foreign_vgg
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def _trained_optimizer(model: nn.Module, groups: int = 1) -> torch.optim.SGD:
