@@ -116,7 +116,8 @@ def test_a_training_scripts_best_checkpoint_loads_with_weights_only_and_reproduc
     path = tmp_path / file_name
     torch.save(checkpoint, path)
     unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    assert unsafe and {name.rpartition(".")[0] for name in unsafe} <= {"numpy", "numpy._core.multiarray", "numpy.core.multiarray"}  # NumPy 2 and 1 names
+    numpy_modules = {"numpy", "numpy._core.multiarray", "numpy.core.multiarray"}  # NumPy 2 and 1 names
+    assert unsafe and {name.rpartition(".")[0] for name in unsafe} <= numpy_modules
     with pytest.raises(Exception, match="Weights only load failed"):  # what a bare weights_only load says
         torch.load(path, weights_only=True)
     loaded = load_model(model_name, weights=path, options=options)
