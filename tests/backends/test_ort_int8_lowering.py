@@ -13,7 +13,6 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from deploykit.backends.onnxruntime import compile as ort_compile
 from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, unsigned_after_activation
 from deploykit.build import build_artifact
 from deploykit.calib.collect import collect_stats
@@ -23,6 +22,7 @@ from deploykit.evaluate import session_from_onnx, session_options
 from deploykit.graph.seven_bit import SEVEN_BIT, needs_seven_bit_weights
 from deploykit.io.metadata import read_observed_ranges
 from deploykit.precision.passes import CalibrationOptions
+from tests.fixtures.cpu import simulate_cpu
 from tests.fixtures.precision_models import export_user_model
 
 FLOAT_CONVS = ("Conv", "FusedConv", "ConvTranspose")
@@ -160,16 +160,25 @@ def test_vnni_keeps_full_range_weights() -> None:
     assert not needs_seven_bit_weights(set(), "aarch64")
 
 
-def test_build_without_vnni_takes_float_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("vnni", [False, True], ids=["no-vnni", "vnni"])
+def test_build_takes_seven_bit_float_weights_only_without_vnni(vnni: bool, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever CPU runs this: as build-engine sees a CPU without VNNI, 7-bit weights rounded once from the
+    float weights; with VNNI, full-range INT8 weights."""
     fp32 = export_user_model(tmp_path / "net.onnx")
-    monkeypatch.setattr(ort_compile, "needs_seven_bit_weights", lambda: True)
+    simulate_cpu(monkeypatch, vnni=vnni)
     out = tmp_path / "int8.onnx"
     result = build_artifact(fp32, out, precision="int8", backend="onnxruntime",
                             calibration=CalibrationOptions(data="synthetic", n=2))
     lowering = json.loads(json.dumps(result.sidecar.build_options))["int8_lowering"]
-    assert lowering["seven_bit_weights"] == lowering["seven_bit_from_float"] == 6
     weights = [a for a in _inits(onnx.load(str(out))).values() if a.dtype == np.int8 and a.ndim == 4]
-    assert weights and all(np.abs(w).max() <= SEVEN_BIT for w in weights)
+    assert weights
+    if vnni:
+        assert lowering["seven_bit_weights"] == lowering["seven_bit_from_float"] == 0
+        assert max(int(np.abs(w).max()) for w in weights) > SEVEN_BIT
+    else:
+        assert lowering["seven_bit_weights"] == lowering["seven_bit_from_float"] == 6
+        assert all(np.abs(w).max() <= SEVEN_BIT for w in weights)
 
 
 def test_observed_ranges_give_asymmetric_steps(net: onnx.ModelProto, inputs: list[np.ndarray]) -> None:

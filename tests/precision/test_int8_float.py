@@ -23,6 +23,7 @@ from deploykit.io.metadata import read_metadata
 from deploykit.precision.budget import parse_budget
 from deploykit.precision.int8_choices import TensorRTFormEvaluator, float_remainder
 from deploykit.precision.passes import CalibrationOptions, input_shape, int8_graph
+from tests.fixtures.cpu import simulate_cpu
 from tests.fixtures.precision_models import export_user_model, photo_folder
 
 
@@ -66,8 +67,17 @@ def test_default_remainder_is_fp32_on_a_cpu(source: Path, calib: Path, tmp_path:
     assert not any(i.data_type == TensorProto.FLOAT16 for i in graph.graph.initializer)
 
 
-def test_fp16_remainder_has_float16_ops_and_scales(source: Path, calib: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("vnni", [False, True], ids=["no-vnni", "vnni"])
+def test_fp16_remainder_has_float16_ops_and_scales(vnni: bool, source: Path, calib: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """On either kind of CPU the ONNX Runtime artifact builds: without VNNI its 7-bit weights keep float16
+    scales (float32 ones bound Conv's T to two types and ONNX Runtime refused the graph)."""
+    simulate_cpu(monkeypatch, vnni=vnni)
     report, graph = _build(source, calib, tmp_path / "b.int8.onnx", int8_float="fp16")
+    artifact = onnx.load(str(tmp_path / "b.int8.onnx"))
+    widest = max(int(np.abs(numpy_helper.to_array(i)).max()) for i in artifact.graph.initializer
+                 if i.data_type == TensorProto.INT8 and len(i.dims) == 4)
+    assert (widest <= 63) != vnni  # 7-bit weights only without VNNI
     assert report["int8_float"]["chosen"] == "fp16"
     assert next(o.version for o in graph.opset_import if o.domain == "") == 19
     onnx.checker.check_model(graph, full_check=True)

@@ -51,7 +51,7 @@ def lowered(model: onnx.ModelProto, float_source: onnx.ModelProto | None = None
     """The graph the CPU plugin is given: 7-bit INT8 weights on x86 CPUs without VNNI (module docstring), from
     the float weights of `float_source` where the codes are those rounded to nearest; and what changed."""
     if not needs_seven_bit_weights():
-        return model, {"seven_bit_weights": 0}
+        return model, {"seven_bit_weights": 0, "seven_bit_from_float": 0}
     model = onnx.ModelProto.FromString(model.SerializeToString())
     floats = float_weights(model, float_source) if float_source is not None else None
     changed, from_float = seven_bit_weights(model, floats)

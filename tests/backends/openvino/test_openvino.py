@@ -16,6 +16,7 @@ from deploykit.errors import ConfigConflict, InputError, OutputExists
 from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_graph
+from tests.fixtures.cpu import simulate_cpu
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deploykit[openvino]')")
 
@@ -132,18 +133,21 @@ def test_int8_qdq_graph_runs_in_low_precision(tiny_onnx: Path, tmp_path: Path) -
     assert (lowering["seven_bit_weights"] == 3) == needs_seven_bit_weights()
 
 
-def test_seven_bit_lowering_on_a_cpu_without_vnni(tiny_onnx: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever this CPU is: without VNNI the IR gets 7-bit weights rounded once from the float weights (those
-    the graph was quantized from: the build hands the equalized float model to the lowering)."""
-    import deploykit.graph.seven_bit as seven_bit
+@pytest.mark.parametrize("vnni", [False, True], ids=["no-vnni", "vnni"])
+def test_weight_width_follows_vnni(vnni: bool, tiny_onnx: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever this CPU is: as the build sees a CPU without VNNI, the IR gets 7-bit weights rounded once from
+    the float weights (those the graph was quantized from: the build hands the equalized float model to the
+    lowering); with VNNI it keeps full-range weights."""
     from deploykit.build import build_artifact
 
-    monkeypatch.setattr(seven_bit, "needs_seven_bit_weights", lambda *_a: True)
+    simulate_cpu(monkeypatch, vnni=vnni)
     result = build_artifact(tiny_onnx, tmp_path / "tiny.int8.xml", precision="int8", backend="openvino", threads=1,
                             calibration=CalibrationOptions(data="synthetic", n=4))
     assert result.report["equalization"]["pairs"] > 0  # the float weights changed before quantization
-    assert result.sidecar.build_options["int8_lowering"] == {"seven_bit_weights": 3, "seven_bit_from_float": 3}
+    width = 0 if vnni else 3
+    assert result.sidecar.build_options["int8_lowering"] == {"seven_bit_weights": width,
+                                                             "seven_bit_from_float": width}
 
 
 def test_refuses_to_overwrite_and_wrong_suffix(tiny_onnx: Path, tmp_path: Path) -> None:
