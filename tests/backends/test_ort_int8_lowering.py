@@ -83,6 +83,8 @@ def _float_output_units(graph: onnx.ModelProto) -> int:
         after = readers.get(node.output[0], [])
         if len(after) == 1 and after[0].op_type in ("Relu", "Clip"):
             after = readers.get(after[0].output[0], [])
+        if len(after) == 1 and after[0].op_type == "Min":  # an equalized ReLU6's per-channel clip
+            after = readers.get(after[0].output[0], [])
         count += not after or any(r.op_type != "QuantizeLinear" for r in after)
     return count
 
@@ -199,8 +201,43 @@ def test_observed_ranges_give_asymmetric_steps(net: onnx.ModelProto, inputs: lis
     assert float(scale) == pytest.approx(4.0 / 255, rel=1e-3) and int(zero) == round(0.5 / (4.0 / 255))
     old_q = next(n for n in plain.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
     assert float(_inits(plain.model)[old_q.input[1]]) == pytest.approx(3.5 / 127, rel=1e-3)  # symmetric amax 3.5
-    assert all(int(z) == 0 for n, z in _inits(recorded).items() if n.endswith("_zero_point"))  # TensorRT's graph
+    assert all(not z.any() for n, z in _inits(recorded).items() if n.endswith("_zero_point"))  # TensorRT's graph
     x = shifted[0]
     error = {name: float(np.mean((_run(m.model, x) - _run(net, x)) ** 2)) for name, m in
              (("symmetric", plain), ("asymmetric", asymmetric))}
     assert error["asymmetric"] < error["symmetric"]
+
+
+def test_equalized_relu6_min_runs_on_uint8_and_the_conv_fuses(tmp_path: Path) -> None:
+    """Cross-layer equalization turns ReLU6 into Relu + a per-channel Min; the lowering moves the Q before the
+    Min (a UINT8 Min of the quantized bounds), which gives the same codes, and ONNX Runtime then fuses the
+    convolution with its Relu and Q into QLinearConv (with the float Min between them it ran in float)."""
+    from deploykit.backends.onnxruntime.unsigned import quantized_mins, unsigned_activations
+    from deploykit.calib.equalize import Equalization, equalize
+    from tests.calib.recovery_models import clip_node, conv, model
+    from tests.calib.recovery_models import inputs as recovery_inputs
+
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((8, 3, 3, 3)) * rng.uniform(0.1, 4, (8, 1, 1, 1))
+    first, first_inits = conv("first", "x", "a", weight, rng.standard_normal(8))
+    relu6, relu6_inits = clip_node("relu6", "a", "b")
+    second, second_inits = conv("second", "b", "y", rng.standard_normal((4, 8, 3, 3)), None)
+    equalized = equalize(model([first, relu6, second], first_inits + relu6_inits + second_inits, 3, 4),
+                         Equalization())
+    assert equalized.pairs and any(n.op_type == "Min" for n in equalized.model.graph.node)
+    xs = recovery_inputs(4, 3, scale=2.0)
+    collection = collect_stats(equalized.model, calibration_tensors(equalized.model), iter(xs))
+    ranges = {name: amax(stats, MinMax()) for name, stats in collection.stats.items()}
+    observed = {name: (s.minimum, s.maximum) for name, s in collection.stats.items()}
+    graph = QdqBuilder(equalized.model, ranges, observed=observed).build().model
+    float_min = unsigned_activations(graph, observed=read_observed_ranges(graph))[0]
+    moved = onnx.ModelProto.FromString(float_min.SerializeToString())
+    assert quantized_mins(moved) == 1
+    assert np.array_equal(_run(moved, xs[0]), _run(float_min, xs[0]))  # the same codes
+    for name, lowered in (("float-min", float_min), ("uint8-min", moved)):
+        onnx.save(lowered, str(tmp_path / f"{name}.onnx"))
+    assert _ops_after_ort(tmp_path / "float-min.onnx", tmp_path).count("QLinearConv") == 0
+    assert _ops_after_ort(tmp_path / "uint8-min.onnx", tmp_path).count("QLinearConv") == 1  # the last stays float
+    lowered = lower_for_onnxruntime(graph, seven_bit=False).model  # the artifact's lowering moves it too
+    producers = {o: n.op_type for n in lowered.graph.node for o in n.output}
+    assert [producers[n.input[0]] for n in lowered.graph.node if n.op_type == "Min"] == ["QuantizeLinear"]

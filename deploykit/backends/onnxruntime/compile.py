@@ -17,6 +17,8 @@ to it, model.int8.onnx, is what TensorRT compiles and stays symmetric):
   those through the existing Q (QLinearAdd), a Resize of a dequantized tensor gets its input's Q/DQ on its
   output (UINT8 Resize, then QLinearConcat), a MaxPool of a Relu output keeps zero point 0 (UINT8 MaxPool).
   Together: no float Add, Concat or MaxPool left in DeepLabv3+ MobileNetV2 / ResNet-50 (test_ort_int8_lowering).
+- An equalized ReLU6's per-channel Min (deploykit.calib.equalize) runs on UINT8 after the Q, the same codes
+  (quantized_mins): between Conv and Q it kept 34 of 61 MobileNetV2 convolutions out of QLinearConv.
 - 7-bit weights on x86 CPUs without VNNI (deploykit.graph.seven_bit): ORT's u8 x s8 kernels
   saturate in int16 there; with VNNI (and AMX) full-range weights are kept. Quantized from the float weights
   when the source model is given (rounded once), else from the INT8 codes. On a measured tiny DeepLabv3+ the
@@ -39,7 +41,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from deploykit.backends.onnxruntime.unsigned import quantized_adds, quantized_resizes, unsigned_activations
+from deploykit.backends.onnxruntime.unsigned import (
+    quantized_adds,
+    quantized_mins,
+    quantized_resizes,
+    unsigned_activations,
+)
 from deploykit.errors import BuildError
 from deploykit.evaluate import session_options
 from deploykit.graph.seven_bit import float_weights, needs_seven_bit_weights
@@ -77,6 +84,7 @@ def lower_for_onnxruntime(model: onnx.ModelProto, *, seven_bit: bool | None = No
     """Both INT8 lowerings (module docstring); a model without Q/DQ comes back unchanged. `float_source`, the
     float model the Q/DQ graph was built from, gives 7-bit weights rounded once from the float weights."""
     lowered = Lowered(*unsigned_activations(model, observed=read_observed_ranges(model)))
+    quantized_mins(lowered.model)
     quantized_adds(lowered.model)
     quantized_resizes(lowered.model)
     count = from_float = 0
