@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from deploykit.commands._options import echo_json, json_option, progress
+from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
 
 if TYPE_CHECKING:
     from deploykit.backends.tensorrt.selftest import SelfTestResult
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 def doctor(as_json: bool, selftest: bool, full: bool) -> None:
     """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, TensorRT's
     state (probed by constructing a builder), CUDA devices, and the CPU. With --selftest, build a tiny engine
-    and compare it with ONNX Runtime; exit status 2 when the self-test cannot run here or fails."""
+    and compare it with ONNX Runtime; exit status 1 when the self-test fails, 2 when it cannot run here."""
     from deploykit.environment import probe
 
     if full and not selftest:
@@ -33,9 +34,11 @@ def doctor(as_json: bool, selftest: bool, full: bool) -> None:
         return
     if as_json:
         data = env.to_dict()
-        if selftest:
-            data["selftest"] = _selftest().to_dict()
-        echo_json(data)
+        result = _selftest() if selftest else None
+        if result is not None:
+            data["selftest"] = result.to_dict()
+        echo_json(data, CHECK_FAILED if result is not None and not result.passed else DONE)
+        _check(result)
         return
     from deploykit.backends.base import Availability
 
@@ -50,29 +53,31 @@ def doctor(as_json: bool, selftest: bool, full: bool) -> None:
     ]
     click.echo("\n".join(lines))
     if selftest:
-        click.echo(f"selftest        {_selftest().describe()}")
+        result = _selftest()
+        click.echo(f"selftest        {result.describe()}")
+        _check(result)
 
 
 def _selftest() -> SelfTestResult:
     from deploykit.backends.tensorrt.selftest import selftest
-    from deploykit.errors import ParityError
 
-    result = selftest(progress=progress)
-    if not result.passed:
-        raise ParityError(f"TensorRT self-test {result.describe()}")
-    return result
+    return selftest(progress=progress)
+
+
+def _check(result: SelfTestResult | None) -> None:
+    if result is not None and not result.passed:
+        raise CheckFailed(f"TensorRT self-test {result.describe()}")
 
 
 def _full_selftest(as_json: dict[str, Any] | None) -> None:
-    """The --full verdict (JSON under the environment when as_json is given); exit status 2 when a check fails."""
+    """The --full verdict (JSON under the environment when as_json is given); exit status 1 when a check fails."""
     from deploykit.backends.tensorrt.selftest_full import full_selftest
-    from deploykit.errors import ParityError
 
     result = full_selftest(progress=progress)
     if as_json is not None:
-        echo_json({**as_json, "selftest_full": result.to_dict()})
+        echo_json({**as_json, "selftest_full": result.to_dict()}, DONE if result.passed else CHECK_FAILED)
     else:
         click.echo(result.describe())
     if not result.passed:
         failed = [c.name for c in result.checks if c.passed is False]
-        raise ParityError(f"TensorRT full self-test: {', '.join(failed)} failed (see the verdict above)")
+        raise CheckFailed(f"TensorRT full self-test: {', '.join(failed)} failed (see the verdict above)")

@@ -30,8 +30,8 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
            exporter: str | None, no_simplify: bool, head: str | None, force: bool, as_json: bool) -> None:
     """Export MODEL (a zoo name or package.module:factory) to ONNX. The result is checked, simplified where
     parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
-    differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
-    from deploykit.errors import ExportError
+    differently shaped inputs; a model beyond tolerance is not written and the command exits 1."""
+    from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
     from deploykit.export import onnx_from_torch
     from deploykit.io.outputs import check_output_path
     from deploykit.report.format import text_table
@@ -53,12 +53,12 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     rows = [["x".join(map(str, c.input_shape)), name, m.max_abs, m.cosine, "ok" if c.passed else "FAIL"]
             for c in result.checks for name, m in c.outputs.items()]
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(result.to_dict(), DONE if result.passed else CHECK_FAILED)
     else:
         click.echo(text_table(["input", "output", "max abs err", "cosine", "verdict"], rows))
         click.echo(f"{result.simplify_note}; {result.seconds:.1f} s")
     if not result.passed:
-        raise ExportError(f"ONNX Runtime disagrees with PyTorch beyond tolerance (table above); {output} was "
+        raise CheckFailed(f"ONNX Runtime disagrees with PyTorch beyond tolerance (table above); {output} was "
                           "not written. Try --exporter dynamo or --no-simplify, or report the model")
     if not as_json:
         click.echo(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset}, "

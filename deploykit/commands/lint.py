@@ -12,19 +12,19 @@ from deploykit.commands._options import echo_json, json_option
 @click.option("--target", type=click.Choice(["tensorrt"]), default=None,
               help="What to check against (default: tensorrt, TensorRT 10.x/11.x's ONNX parser).")
 @json_option
-@click.pass_context
-def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> None:
+def lint(model: str, target: str | None, as_json: bool) -> None:
     """Check MODEL.onnx's operators, attributes and opset against TensorRT's ONNX parser (onnx-tensorrt's
     operators.md), and in an INT8 Q/DQ graph the placements TensorRT will not fuse (unfused dequantize, Concat
     scales, residual Adds, INT8 around Resize, grouped convs in INT8): each finding names the node, says why,
     and says which fix deploykit offers.
     Exit status 0 when TensorRT should parse the model, 1 when a finding is an error, 2 when MODEL is
     unusable. build-engine runs the same checks before building a TensorRT engine."""
+    from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
     from deploykit.graph.lint import lint_onnx
 
     report = lint_onnx(model, target=target)
     if as_json:
-        echo_json(report.to_dict())
+        echo_json(report.to_dict(), DONE if report.ok else CHECK_FAILED)
     else:
         for finding in report.findings:
             click.echo(f"{finding.severity:<7} {finding.node} ({finding.op}) [{finding.rule}]")
@@ -32,4 +32,4 @@ def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> N
             click.echo(f"        fix: {finding.fix}")
         click.echo(report.summary())
     if not report.ok:
-        ctx.exit(1)
+        raise CheckFailed(report.summary())

@@ -30,8 +30,8 @@ def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str
     models = write_repository(artifacts, out, names=names, max_batch_size=max_batch_size, instances=instances,
                               max_queue_delay_us=max_queue_delay_us, force=force)
     if as_json:
-        echo_json([{"name": m.name, "platform": m.serving, "max_batch_size": m.max_batch_size,
-                    "inputs": m.inputs, "outputs": m.outputs} for m in models])
+        echo_json({"models": [{"name": m.name, "platform": m.serving, "max_batch_size": m.max_batch_size,
+                               "inputs": m.inputs, "outputs": m.outputs} for m in models]})
         return
     for m in models:
         click.echo(f"{out}/{m.name}: {m.serving}, max_batch_size {m.max_batch_size}, "

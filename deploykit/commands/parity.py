@@ -54,9 +54,9 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
     gates chosen by each candidate's precision (segmentation: pixel agreement and miou_major, which one stray
     pixel cannot flip). Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
     Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
-    Exits 2 when a candidate fails."""
+    Exit status 1 when a candidate fails its gates (2: bad input)."""
     from deploykit.backends.targets import is_file_target, open_target
-    from deploykit.errors import ConfigConflict, ParityError
+    from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict
     from deploykit.io.outputs import check_output_path, write_text
     from deploykit.parity.compare import ParitySettings, run_parity
     from deploykit.parity.gates import parse_gate
@@ -90,11 +90,11 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
         **given(atol=atol, rtol=rtol, top_k=top_k, providers=chosen))
     result = run_parity(opened[0], opened[1:], input_set, settings, progress)
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(result.to_dict(), DONE if result.passed else CHECK_FAILED)
     else:
         click.echo(text_report(result))
     if report:
         write_text(report, markdown_report(result), force=force)
         progress(f"wrote {report}")
     if not result.passed:
-        raise ParityError(result.summary())
+        raise CheckFailed(result.summary())

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deploykit.errors import BuildError
+from deploykit.errors import BuildError, CheckFailed
 
 QUANTIZED = ("int8", "fp8", "int4", "fp4")
 FLOATING = (*QUANTIZED, "fp16", "bf16", "fp32")
@@ -166,7 +166,7 @@ def inspect_engine(trt: Any, engine: Any, context: Any | None = None) -> Precisi
 
 
 def require_precision(audit: PrecisionAudit | None, precision: str, required: float, source: str) -> None:
-    """BuildError unless at least `required` (0-1) of the engine runs in `precision` (of FLOPs when known)."""
+    """CheckFailed unless at least `required` (0-1) of the engine runs in `precision` (of FLOPs when known)."""
     if audit is None or not audit.detailed:
         raise BuildError(f"--require-precision {required}: the engine inspector gave no per-layer precision for "
                          f"{source}, so the {precision} share cannot be checked")
@@ -174,6 +174,6 @@ def require_precision(audit: PrecisionAudit | None, precision: str, required: fl
     if got < required:
         of = "FLOPs" if audit.flops else "layers"
         others = f"; largest layers in another precision: {', '.join(audit.outliers)}" if audit.outliers else ""
-        raise BuildError(f"the engine from {source} runs {got:.1%} of its {of} in {precision.upper()}, below "
+        raise CheckFailed(f"the engine from {source} runs {got:.1%} of its {of} in {precision.upper()}, below "
                          f"--require-precision {required:g}{others}; check the {precision} graph (`deploykit lint`) "
                          "and what it keeps in higher precision")
