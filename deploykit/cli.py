@@ -72,6 +72,10 @@ class DeployKitGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[JSON_WANTED] = "--json" in args
+        for arg in args:  # a file name the shell passed as bytes that are not UTF-8 cannot go into JSON or reports
+            if not _utf8(arg):
+                _end(ctx, BAD_INPUT, f"deploykit: error: argument {_printable(arg)} is not valid UTF-8; rename the "
+                                     "file (deploykit records names in JSON and reports)")
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -101,9 +105,23 @@ class DeployKitGroup(click.Group):
                            "(a bug in deploykit; rerun with --debug for the traceback and report it)")
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _end(ctx: click.Context, outcome: Outcome, line: str) -> None:
-    """One line on stderr (no newline inside it), the outcome on stdout for --json, and the exit status."""
-    click.echo(" ".join(line.split("\n")), err=True)
+    """One line on stderr (no newline inside it, bytes that are not UTF-8 escaped), the outcome on stdout for
+    --json, and the exit status."""
+    line = _printable(" ".join(line.splitlines()))
+    click.echo(line, err=True)
     _json_outcome(ctx, outcome, line.split(": ", 2)[-1])
     ctx.exit(outcome.exit_status)
 

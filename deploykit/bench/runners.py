@@ -9,7 +9,6 @@ names. A backend that cannot run a target here is skipped with its reason, never
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 from deploykit.backends.base import BACKENDS, BENCH_CHOICES, REFERENCE, Runner, self_described
 from deploykit.backends.targets import ONNX_RUNNER, Target, is_file_target, open_target
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
+from deploykit.io.outputs import scratch_folder
 from deploykit.io.sidecar import read_sidecar
 from deploykit.types import Progress
 
@@ -142,7 +142,7 @@ def _export_temporary(opened: Target, stack: ExitStack, progress: Progress) -> s
     from deploykit.export import onnx_from_torch
 
     assert opened.loaded is not None
-    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="deploykit-bench-"))
+    folder = stack.enter_context(scratch_folder("deploykit-bench-"))
     path = os.path.join(folder, "model.onnx")
     result = onnx_from_torch(opened.loaded, path, dynamic=True, force=True, progress=progress)
     if not result.passed:

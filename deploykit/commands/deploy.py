@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from deploykit.commands._options import echo_json, json_option, model_source_options, progress
+from deploykit.commands._options import at_least, echo_json, json_option, model_source_options, progress, reads
 from deploykit.commands.build import backend_option
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict
 from deploykit.precision.table import PRECISIONS
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @click.option("--precisions", default=None, help="Comma-separated: fp32,fp16,int8 (default: all three).")
 @backend_option
 @click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
-@click.option("--calib-n", type=int, default=None, help="Calibration images to use.")
+@click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration images to use (default 64).")
 @click.option("--accuracy-budget", default=None, metavar="METRIC>=X", help="INT8 budget, e.g. pixel_agreement>=0.995.")
 @click.option("--inputs", default=None, help="Parity images (default: the calibration folder, else sample photos).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -31,12 +31,15 @@ if TYPE_CHECKING:
                    "against them and its drop in points from PyTorch (see `deploykit parity --labels`), and "
                    "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
-@click.option("--bench-seconds", type=float, default=None, help="Timed seconds per benchmark run (default 3).")
-@click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
+@click.option("--bench-seconds", type=at_least(0, open_=True), default=None,
+              help="Timed seconds per benchmark run (default 3).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
 @click.option("--require", type=click.Choice(list(PRECISIONS)), default=None, metavar="PRECISION",
               help="Exit status 1 unless the verdict ships this precision (e.g. --require int8 in CI).")
 @json_option
+@reads("model", "weights", "calib_data", "inputs", "labels")
 def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
            out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
            accuracy_budget: str | None, inputs: str | None, labels: str | None, input_shape: str | None,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
+from deploykit.commands._options import (
+    echo_json,
+    force_option,
+    json_option,
+    model_source_options,
+    progress,
+    reads,
+)
 
 
 @click.command(short_help="Export a zoo or user model to ONNX, verified against PyTorch.")
@@ -16,7 +23,7 @@ from deploykit.commands._options import echo_json, force_option, json_option, mo
 @click.option("--size-multiple", type=click.IntRange(min=1), default=None, metavar="N",
               help="Height and width must be multiples of N (verification keeps them so; default: the zoo's "
                    "value, or detected for a user model).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
+@click.option("--opset", type=click.IntRange(7, 24), default=None, help="ONNX opset (default 18).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default=None,
               help="torch.onnx exporter (default: the one the model needs; TorchScript is much faster).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim (it is kept only where parity still holds).")
@@ -25,6 +32,7 @@ from deploykit.commands._options import echo_json, force_option, json_option, mo
                    "normalize (saliency: per-image min-max to [0, 1]).")
 @force_option
 @json_option
+@reads("model", "weights")
 def export(model: str, output: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
            task: str | None, input_shape: str | None, static: bool, size_multiple: int | None, opset: int | None,
            exporter: str | None, no_simplify: bool, head: str | None, force: bool, as_json: bool) -> None:

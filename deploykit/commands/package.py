@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from deploykit.commands._options import echo_json, force_option, json_option
+from deploykit.commands._options import echo_json, force_option, json_option, reads
 
 
 @click.command(short_help="Package artifacts as a Triton Inference Server model repository.")
@@ -12,13 +12,15 @@ from deploykit.commands._options import echo_json, force_option, json_option
 @click.option("--triton", "triton", is_flag=True, required=True, help="Write a Triton model repository.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The model_repository folder.")
 @click.option("--name", "names", multiple=True, help="Model name per artifact, in order (default: file stem).")
-@click.option("--max-batch-size", type=int, default=8, show_default=True,
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=8, show_default=True,
               help="Largest batch Triton forms (0 disables batching).")
-@click.option("--instances", type=int, default=1, show_default=True, help="Model instances per device.")
-@click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Model instances per device.")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100, show_default=True,
               help="How long dynamic batching waits to fill a batch.")
 @force_option
 @json_option
+@reads("artifacts")
 def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str, ...], max_batch_size: int,
             instances: int, max_queue_delay_us: int, force: bool, as_json: bool) -> None:
     """Write a Triton model repository for ARTIFACTS (.onnx files or build-engine artifacts): config.pbtxt with

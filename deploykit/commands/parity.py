@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
+from deploykit.commands._options import (
+    at_least,
+    echo_json,
+    force_option,
+    given,
+    json_option,
+    model_source_options,
+    progress,
+    reads,
+)
 from deploykit.precision.table import PRECISIONS
 
 
@@ -19,7 +28,7 @@ from deploykit.precision.table import PRECISIONS
               help="Add N random normal inputs.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images or .npz inputs.")
-@click.option("--seed", type=int, default=None, help="Seed of --random (default 0).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of --random (default 0).")
 @click.option("--providers", default=None, metavar="cpu|cuda|tensorrt",
               help="ONNX Runtime execution providers, comma-separated (default cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runner.")
@@ -27,13 +36,13 @@ from deploykit.precision.table import PRECISIONS
               help="Judge candidates with this precision's gates (default: each candidate's own).")
 @click.option("--gate", "gates", multiple=True, metavar="[OUTPUT:]METRIC>=X",
               help="Replace a default gate, e.g. 'pixel_agreement>=0.99' or 'out:cosine>=0.9' (repeatable).")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance of the beyond_tol share (1e-4).")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance of the beyond_tol share (1e-3).")
+@click.option("--atol", type=at_least(0), default=None, help="Absolute tolerance of the beyond_tol share (1e-4).")
+@click.option("--rtol", type=at_least(0), default=None, help="Relative tolerance of the beyond_tol share (1e-3).")
 @click.option("--localize", is_flag=True, help="For failing ONNX candidates, find the first diverging node.")
 @click.option("--reference-onnx", type=click.Path(dir_okay=False, exists=True), default=None,
               help="FP32 ONNX reference for --localize (default: the reference, exported if it is PyTorch).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Nodes listed by --localize (5).")
-@click.option("--localize-tol", type=float, default=None,
+@click.option("--localize-tol", type=at_least(0, open_=True), default=None,
               help="Relative-error tolerance of --localize (default per precision: 1e-4, 1e-2, 1e-1).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Ground-truth masks (PNG class indices, DIR/<image name>.png) for the --inputs images: adds "
@@ -41,6 +50,7 @@ from deploykit.precision.table import PRECISIONS
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write a Markdown report.")
 @force_option
 @json_option
+@reads("reference", "candidates", "weights", "inputs", "labels", "reference_onnx")
 def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, ...], weights: str | None,
            allow_partial: bool, task: str | None, inputs: str | None, random_count: int | None,
            input_shape: str | None, limit: int | None, seed: int | None, providers: str | None,

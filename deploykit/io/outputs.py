@@ -83,7 +83,7 @@ def refuse_inputs(out: str | os.PathLike[str], *, folder: bool = False) -> None:
             linked = "" if os.path.abspath(out) == os.path.abspath(entry.given) else " (the same file through a link)"
             raise InputError(f"output {out} is the input {entry.given}{linked}; deploykit never overwrites its "
                              "inputs, even with --force: choose another output path")
-        if folder and _inside(entry.real, real):
+        if folder and os.path.exists(entry.real) and _inside(entry.real, real):
             raise InputError(f"output folder {out} holds the input {entry.given}; deploykit never replaces or "
                              "writes over its inputs: choose an output folder that holds none of them")
 
@@ -227,6 +227,7 @@ class Stage:
             self.root = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.folder))
 
     def path(self, final: str | os.PathLike[str]) -> Path:
+        """Where to write `final` (a file, or a folder for the stage to create) until the stage commits."""
         final_path = Path(final)
         if self.root is None or final_path.parent.resolve() != self.folder.resolve():
             raise ValueError(f"{final_path} is not an output of the stage in {self.folder}")
@@ -237,16 +238,23 @@ class Stage:
         return self.folder / Path(staged).name
 
     def commit(self) -> list[Path]:
-        """Move every staged file into place, sidecars last, with SIGINT/SIGTERM held: all land or none."""
+        """Move everything staged into place (files, sidecars last, and folders, which replace the folder of
+        their name), with SIGINT/SIGTERM held: all land or none."""
         assert self.root is not None
-        files = sorted((p for p in self.root.iterdir() if p.is_file()), key=lambda p: p.name.endswith(".json"))
-        finals = [self.folder / p.name for p in files]
-        for final in finals:
-            check_output_path(final, force=self.force)
+        entries = sorted(self.root.iterdir(), key=lambda p: p.name.endswith(".json"))
+        finals = [self.folder / p.name for p in entries]
+        for entry, final in zip(entries, finals, strict=True):
+            if entry.is_dir():
+                check_output_dir(final, force=None if self.force else False)
+            else:
+                check_output_path(final, force=self.force)
         with deferred():
-            for staged_file, final in zip(files, finals, strict=True):
-                os.chmod(staged_file, 0o666 & ~_umask())
-                os.replace(staged_file, final)
+            for entry, final in zip(entries, finals, strict=True):
+                if entry.is_dir():
+                    shutil.rmtree(final, ignore_errors=True)
+                else:
+                    os.chmod(entry, 0o666 & ~_umask())
+                os.replace(entry, final)
         return finals
 
     def discard(self) -> None:
@@ -307,14 +315,15 @@ def write_json(path: str | os.PathLike[str], data: Any, *, force: bool) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", force=force)
 
 
-_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+_DIGESTS: dict[tuple[int, int, int, int], str] = {}
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The file's sha256, cached per process by (path, device, inode, size, modification time): verifying a
-    sidecar on every load of the same artifact hashes it once (about 0.2 s per 100 MB on one core)."""
+    """The file's sha256, cached per process by (device, inode, size, modification time), which a rename keeps:
+    verifying a sidecar on each load of an artifact the process built or opened before hashes it once (about
+    0.2 s per 100 MB on one core)."""
     stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     cached = _DIGESTS.get(key)
     if cached is not None:
         return cached

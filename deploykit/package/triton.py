@@ -1,9 +1,10 @@
 """Triton Inference Server model repositories from built artifacts (or plain ONNX files).
 
 Layout: OUT/<model name>/config.pbtxt and OUT/<model name>/<version>/model.onnx|model.plan|model.xml (+ the
-artifact's companions, model.bin). Each config is
-validated by parsing it with Triton's own protobuf schema (tritonclient's model_config_pb2) when that
-package is installed (the `triton` extra).
+artifact's companions, model.bin, and an ONNX model's external data under the names its tensors give). Each
+config is validated by parsing it with Triton's own protobuf schema (tritonclient's model_config_pb2) when that
+package is installed (the `triton` extra); each copied model is opened where its backend runs here, so a
+repository whose copy would not load is never written.
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from deploykit.backends.base import BACKENDS
+from deploykit.backends.base import BACKENDS, Backend
 from deploykit.backends.targets import ONNX_RUNNER
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, OutputExists
-from deploykit.io.outputs import check_output_dir
-from deploykit.io.sidecar import read_sidecar
+from deploykit.io.metadata import external_data_files
+from deploykit.io.outputs import check_output_dir, sha256_file, staged
+from deploykit.io.sidecar import read_sidecar, verify_sidecar
 
 _TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
@@ -50,6 +51,8 @@ class TritonModel:
     kind: str  # KIND_CPU | KIND_GPU
     backend: str = ""  # Triton's `backend:` (OpenVINO) in place of a platform
     companions: tuple[str, ...] = ()  # suffixes of the files copied beside file_name (OpenVINO's .bin)
+    external: tuple[str, ...] = ()  # an ONNX model's external-data files, relative to its folder
+    runtime: str = ""  # deploykit's backend entry that runs it (to check that the copy loads)
 
     @property
     def serving(self) -> str:
@@ -61,7 +64,8 @@ class TritonModel:
         """(source file, name in the version folder): the artifact, then its companions."""
         target = Path(self.file_name)
         return [(self.source, self.file_name),
-                *((self.source.with_suffix(s), target.with_suffix(s).name) for s in self.companions)]
+                *((self.source.with_suffix(s), target.with_suffix(s).name) for s in self.companions),
+                *((self.source.parent / name, name) for name in self.external)]
 
     def config_text(self, instances: int, max_queue_delay_us: int) -> str:
         def tensors(field: str, items: Sequence[TritonTensor]) -> str:
@@ -128,6 +132,9 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
     missing = [f.name for f in entry.files(file)[1:] if not f.is_file()]
     if missing:
         raise InputError(f"{file} has no {', '.join(missing)} beside it; copy it with the artifact or rebuild")
+    if sidecar is not None:
+        verify_sidecar(file, sidecar, backend=entry.name, suffixes=entry.suffixes,
+                       companions=dict(zip(entry.companions, entry.files(file)[1:], strict=True)))
     platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
     try:
         graph = onnx.load(str(graph_file), load_external_data=False).graph
@@ -142,8 +149,45 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         name=_model_name(file, name), platform=platform, file_name=file_name, source=file,
         max_batch_size=max_batch_size if batched else 0,
         inputs=_onnx_tensors(graph.input, batched), outputs=_onnx_tensors(graph.output, batched), kind=kind,
-        backend=entry.triton_backend, companions=entry.companions,
+        backend=entry.triton_backend, companions=entry.companions, external=_external(file, entry),
+        runtime=entry.name,
     )
+
+
+def _external(file: Path, entry: Backend) -> tuple[str, ...]:
+    """The external-data files of an ONNX artifact, relative to its folder; each must exist and stay inside it."""
+    if not entry.runs_onnx:
+        return ()
+    names = []
+    for data in external_data_files(file):
+        name = os.path.relpath(data, file.parent)
+        if os.path.isabs(name) or name.split(os.sep)[0] == "..":
+            raise InputError(f"{file} keeps tensors in {data}, outside its folder; a Triton version folder holds "
+                             "only what is beside the model: move the data beside it (onnx.save with "
+                             "save_as_external_data) and package again")
+        if not data.is_file():
+            raise InputError(f"{file} keeps tensors in {name}, which is not beside it; copy it with the model")
+        names.append(name)
+    return tuple(names)
+
+
+def check_copy_loads(model: TritonModel, folder: Path) -> None:
+    """Open the copied model where its backend runs here (ONNX Runtime and OpenVINO on the CPU), so that a
+    repository missing a file its model needs is never written; a GPU backend's copy is compared byte for byte."""
+    entry = BACKENDS[model.runtime]
+    copied = folder / model.file_name
+    if entry.device != "cpu" or not entry.availability().ready:
+        for source, name in model.files:
+            if sha256_file(source) != sha256_file(folder / name):
+                raise InputError(f"the copy of {source} in {folder} differs from it; package again")
+        return
+    try:
+        with entry.open(copied, None):
+            pass
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(f"the copy of {model.source} in {folder} does not load in {entry.title} ({first}); "
+                         "check that every file it needs is beside it") from exc
 
 
 def validate_config(text: str) -> None:
@@ -185,19 +229,20 @@ def write_repository(
     duplicates = sorted({m.name for m in models if [x.name for x in models].count(m.name) > 1})
     if duplicates:
         raise InputError(f"two artifacts would both be named {', '.join(duplicates)}; give --name for each")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged(target.parent, force=force, needs=sum(_size(s) for m in models for s, _ in m.files)) as stage:
+        staging = stage.path(target)
         for model in models:
             text = model.config_text(instances, max_queue_delay_us)
             validate_config(text)
             folder = staging / model.name / str(version)
             folder.mkdir(parents=True)
             for source, name in model.files:
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, folder / name)
+            check_copy_loads(model, folder)
             (staging / model.name / "config.pbtxt").write_text(text, encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return models
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from deploykit.backends.onnxruntime.runner import provider_chain
 from deploykit.backends.targets import Target
 from deploykit.errors import InputError, ParityError
+from deploykit.io.outputs import scratch_folder
 from deploykit.parity import gates as gating
 from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
@@ -320,7 +320,7 @@ def compare(
         for index, x in enumerate(inputs.batches()):
             say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
-            truth = labels.read(index) if labels is not None else None
+            truth = labels.read(index, _classes(reference, expected)) if labels is not None else None
             if truth is not None:
                 for name, value in expected.items():
                     if fits_task("segmentation", value.shape):
@@ -346,6 +346,13 @@ def compare(
     failed = {c.label for c in result.candidates if not c.passed}
     result.notes = [note for label, note in provenance_notes(reference, candidates) if label in failed]
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
+
+
+def _classes(reference: Target, outputs: Mapping[str, np.ndarray]) -> int | None:
+    """How many classes the model scores: its metadata's count, else the channels of its first score map."""
+    if reference.num_classes:
+        return reference.num_classes
+    return next((v.shape[1] for v in outputs.values() if fits_task("segmentation", v.shape)), None)
 
 
 def _labels(folder: str | None, task: str | None, inputs: InputSet) -> LabelSet | None:
@@ -401,7 +408,7 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
     """Attach a Localization to each failing candidate that is an ONNX model (see localize.py), computed on
     the input where that candidate's first output was worst."""
     reference_onnx = settings.reference_onnx
-    with tempfile.TemporaryDirectory(prefix="deploykit-localize-") as tmp:
+    with scratch_folder("deploykit-localize-") as tmp:
         exported: Path | None = None
         for outcome, target, x in zip(result.candidates, candidates, worst_inputs, strict=True):
             if outcome.passed:

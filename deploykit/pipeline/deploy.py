@@ -230,7 +230,8 @@ class _Run:
         from deploykit.bench.run import apply_peaks, run_bench
 
         opts = self.opts
-        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=opts.bench_seconds or DEFAULT_BENCH_SECONDS)
+        seconds = DEFAULT_BENCH_SECONDS if opts.bench_seconds is None else opts.bench_seconds
+        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=seconds)
         run = functools.partial(run_bench, config=config, threads=opts.threads, input_shape=opts.input_shape,
                                 progress=self.say)
         reports = [run(self.reference, backends=[REFERENCE.name], roofline=True)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import os
 import sys
 import traceback
@@ -69,10 +70,25 @@ def is_user_model(spec: ModelSpec) -> bool:
     return is_factory_path(spec.name)
 
 
-def _import_factory(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
+def _user_import_path() -> None:
     if "" not in sys.path and "." not in sys.path:  # console scripts do not put the working folder on sys.path
         sys.path.insert(0, os.getcwd())
+
+
+def factory_file(source: str) -> str | None:
+    """The file of a package.module:factory source's module, found without running the module itself (its
+    parent packages are imported); None when it cannot be found (importing it later says why)."""
+    _user_import_path()
+    try:
+        spec = importlib.util.find_spec(source.partition(":")[0])
+    except Exception:  # a parent package's import error, reported in one line when the model is loaded
+        return None
+    return spec.origin if spec is not None and spec.origin and os.path.isfile(spec.origin) else None
+
+
+def _import_factory(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    _user_import_path()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

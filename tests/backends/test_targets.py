@@ -17,6 +17,7 @@ from deploykit.backends.targets import detect_precision, is_file_target, open_ta
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, UnknownModel
 from deploykit.export import onnx_from_torch
 from deploykit.io.metadata import read_metadata
+from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.zoo import get_model_spec
 
@@ -85,7 +86,7 @@ def test_precision_is_read_from_the_graph() -> None:
 
 
 def _sidecar(path: Path, backend: str, precision: str, model: dict[str, object]) -> None:
-    sidecar = Sidecar(backend=backend, precision=precision, artifact_sha256="", source_onnx_sha256="",
+    sidecar = Sidecar(backend=backend, precision=precision, artifact_sha256=sha256_file(path), source_onnx_sha256="",
                       deploykit_version="0", backend_version="0", model=model)
     sidecar_path(path).write_text(json.dumps(sidecar.to_dict()), encoding="utf-8")
 

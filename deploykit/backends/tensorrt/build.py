@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
 from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, InputError, UnknownModel
 from deploykit.io.metadata import ModelMetadata, read_metadata
-from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
+from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder, sha256_file, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.types import Progress
 
@@ -253,7 +252,7 @@ def engine_from_onnx(
     defaulted = [] if "" in options.min_shapes else [n for n in profile if n not in options.min_shapes]
     profile = fit_default_min(model, profile, defaulted, say)
     device = trt_device.default_device().info()
-    with tempfile.TemporaryDirectory(prefix="deploykit-trt-") as tmp:
+    with scratch_folder("deploykit-trt-") as tmp:
         source = Path(onnx_path)
         if rewrites:
             source = Path(tmp) / "rewritten.onnx"

@@ -13,7 +13,6 @@ hence loose INT8 bounds: the point is a working toolchain, not accuracy (`deploy
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import BackendUnavailable, DeployKitError
+from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import PRECISIONS
 from deploykit.types import Progress
 
@@ -150,7 +150,7 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     result = FullSelfTestResult(status.version, "?", f"{model} at {size[0]}x{size[1]}")
-    with tempfile.TemporaryDirectory(prefix="deploykit-selftest-") as tmp:
+    with scratch_folder("deploykit-selftest-") as tmp:
         source = Path(tmp) / f"{model}.onnx"
         say(f"exporting {model} ({size[0]}x{size[1]})")
         onnx_from_torch(load_model(model, options=options), source, input_shape=(1, 3, *size), simplify=False)
