@@ -33,6 +33,7 @@ from deploykit.io.signals import deferred
 STAGE_PREFIX = ".deploykit-stage."
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large")
+NEARLY_FULL = 1 << 20  # bytes free below which a failed write is reported as a full disk (_nearly_full)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ def _disk_full(out: Path, where: Path, exc: BaseException, needs: int | None, wr
         free = shutil.disk_usage(folder).free
     except OSError:
         free = 0
-    need = f"about {_mb(needs)}" if needs and needs > written else f"more than the {_mb(written)} written so far"
+    need = (f"about {_mb(needs)}" if needs and needs > written else
+            f"more than the {_mb(written)} it wrote before the disk filled" if written else "more than that")
     fix = "point TMPDIR at a roomier folder" if _inside(os.path.realpath(folder), tempfile.gettempdir()) else \
         "choose another output folder"
     return DiskFull(f"disk full: cannot write {out} ({folder} has {_mb(free)} free; it needs {need}); free some "
@@ -186,10 +188,21 @@ def _full_disk_named(out: Path, scratch: Path | None, needs: int | None) -> Iter
     try:
         yield
     except Exception as exc:
-        if not _is_full(exc):
-            raise
         where = scratch if scratch is not None else out.parent
+        if not (_is_full(exc) or _nearly_full(where)):
+            raise
         raise _disk_full(out, where, exc, needs, _size(scratch) if scratch is not None else 0) from exc
+
+
+def _nearly_full(where: Path) -> bool:
+    """Whether the disk holding `where` has less than NEARLY_FULL bytes free: some writers report a full disk
+    without its errno (ONNX Runtime's optimized-model writer says "Protobuf serialization failed"), so a failure
+    while writing there is taken for what it most likely is."""
+    folder = where if where.is_dir() else where.parent
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
 @contextmanager
