@@ -8,7 +8,9 @@ an interrupt into 130 (SIGINT) or 143 (SIGTERM) after cleanup, and anything else
 from __future__ import annotations
 
 import signal
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,6 @@ class UserCodeError(DeployKitError):
     def from_exception(cls, what: str, exc: BaseException) -> UserCodeError:
         """`what` is e.g. "your factory pkg.mod:make"; the location is the deepest frame outside deploykit
         and torch (the user's line, or the library they call), else the deepest frame."""
-        import traceback
-        from pathlib import Path
-
         import torch
 
         ours = tuple(str(Path(p).resolve().parent) + "/" for p in (__file__, torch.__file__))

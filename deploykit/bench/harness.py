@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import Runner, TensorSpec
 from deploykit.bench.stats import LatencyStats, summarize
 from deploykit.errors import InputError
+from deploykit.runner import Runner, TensorSpec
 from deploykit.types import Progress, Progressed
 
 PHASES = ("h2d", "compute", "d2h", "enqueue")

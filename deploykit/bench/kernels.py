@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.backends.base import BACKENDS
+from deploykit.backends.tensorrt import build as trt_backend
 from deploykit.bench import kernel_graphs as kg
 from deploykit.bench.harness import TimingConfig, pool_size, time_calls
 from deploykit.bench.roofline import (
@@ -42,8 +43,10 @@ from deploykit.bench.roofline import (
     spread_warning,
     torch_threads,
 )
+from deploykit.bench.run import busy_warning, environment_manifest, load_average
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
+from deploykit.evaluate import session_from_onnx
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
@@ -199,16 +202,12 @@ def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeigh
 
 
 def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) -> Step:
-    from deploykit.backends.onnxruntime.runner import session_from_onnx
-
     session = session_from_onnx(model, threads=threads)
     return lambda i: session.run(None, {"x": feeds[i % len(feeds)]})
 
 
 def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack) -> Step:
     """Build an engine from the one-op graph with the TensorRT helper's loader and time its runner."""
-    from deploykit.backends.tensorrt import build as trt_backend
-
     onnx_path = os.path.join(folder, "kernel.onnx")
     with open(onnx_path, "wb") as handle:
         handle.write(model)
@@ -303,8 +302,6 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
                 progress: Progress | None = None, seed: int = 0) -> KernelReport:
     """Time every case on every available (backend, precision); failures are skipped once with the reason.
     TensorRT kernels are measured against the GPU's peaks (measured with torch on CUDA) when torch sees one."""
-    from deploykit.bench.run import busy_warning, environment_manifest, load_average
-
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     load_before = load_average()

@@ -8,14 +8,12 @@ import datetime
 import io
 import os
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import BENCH_CHOICES, Runner
-from deploykit.backends.targets import Target
+from deploykit.backends.base import BENCH_CHOICES, availabilities
 from deploykit.bench.harness import (
     BenchResult,
     TimingConfig,
@@ -26,9 +24,11 @@ from deploykit.bench.harness import (
     result_from_timing,
 )
 from deploykit.bench.roofline import Peaks, best_of, measure_peaks, spread_warning
-from deploykit.bench.runners import BenchTarget, Skipped, open_bench_targets
+from deploykit.bench.runners import BenchTarget, Skipped
 from deploykit.bench.stats import Change, compare_samples
+from deploykit.environment import cpu_flags, probe
 from deploykit.errors import BackendUnavailable, InputError
+from deploykit.runner import Runner
 from deploykit.types import Progress
 
 HEADERS = ["target", "backend", "precision", "batch", "input", "min ms", "median ms", "mean ms", "p90 ms",
@@ -72,9 +72,7 @@ def load_average() -> float | None:
 def environment_manifest(threads: int | None, load_before: float | None = None) -> dict[str, Any]:
     """environment.probe() plus the vector extensions, the thread count and the machine's load (1-minute
     average before and after the run): the things that shape CPU timings."""
-    from deploykit.environment import cpu_flags, probe
-
-    env = probe().to_dict()
+    env = {**probe().to_dict(), "backends": {n: a.to_dict() for n, a in availabilities().items()}}
     flags = cpu_flags()
     env["cpu_flags"] = sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni",
                                        "avx512_bf16", "amx_int8", "amx_bf16"})
@@ -157,29 +155,28 @@ def measure_peaks_twice(before: Peaks, threads: int | None, say: Progress) -> tu
     return best_of(before, after), warning
 
 
-def run_bench(target: str | Target, *, backends: Sequence[str] | None = None, batches: Sequence[int] = (1,),
-              input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
-              threads: int | None = None, model_options: Mapping[str, Any] | None = None, roofline: bool = True,
-              cuda_graph: bool = False, progress: Progress | None = None,
-              madds_of: Target | None = None) -> BenchReport:
-    """Time `target` on each backend and batch. Backends that cannot run here are listed in `skipped`.
-    `madds_of`: a PyTorch target to count multiply-adds on (see open_bench_targets)."""
-    say = progress or (lambda _msg: None)
-    config = config or TimingConfig()
-    load_before = load_average()
+def check_batches(batches: Sequence[int]) -> None:
     if any(b <= 0 for b in batches):
         raise InputError(f"batch sizes must be positive; got {list(batches)}")
-    with ExitStack() as stack:
-        targets, skipped = open_bench_targets(target, backends, threads=threads, model_options=model_options or {},
-                                              stack=stack, progress=say, cuda_graph=cuda_graph, madds_of=madds_of)
-        if not targets:
-            reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
-            name = target.label if isinstance(target, Target) else target
-            raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
-        peaks = _peaks(threads, say) if roofline else None
-        results: list[BenchResult] = []
-        for opened in targets:
-            results += bench_target(opened, batches, input_shape, config, threads, say, skipped)
+
+
+def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, name: str, batches: Sequence[int] = (1,),
+                  input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
+                  threads: int | None = None, roofline: bool = True, progress: Progress | None = None,
+                  load_before: float | None = None) -> BenchReport:
+    """Time each opened target at each batch (`name`: what was asked for, for the message when none can run).
+    Backends that cannot run here are listed in `skipped`; `load_before`: the machine's load before the targets
+    were opened."""
+    say = progress or (lambda _msg: None)
+    config = config or TimingConfig()
+    check_batches(batches)
+    if not targets:
+        reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
+        raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
+    peaks = _peaks(threads, say) if roofline else None
+    results: list[BenchResult] = []
+    for opened in targets:
+        results += bench_target(opened, batches, input_shape, config, threads, say, skipped)
     notes = [w for w in (busy_warning(load_before),) if w]
     if peaks is not None:
         peaks, warning = measure_peaks_twice(peaks, threads, say)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 
+from deploykit.bench.harness import TimingConfig
+from deploykit.bench.kernels import run_kernels
+from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
+from deploykit.commands._inputs import reads
 from deploykit.commands._options import (
     at_least,
     echo_json,
@@ -14,8 +19,13 @@ from deploykit.commands._options import (
     json_option,
     model_source_options,
     progress,
-    reads,
 )
+from deploykit.errors import ConfigConflict, InputError
+from deploykit.io.outputs import check_output_path, write_json
+from deploykit.report.bench_plots import plot_dilated, plot_separable, require_matplotlib
+from deploykit.report.format import fmt, text_table
+from deploykit.targets.bench import run_bench
+from deploykit.zoo.sources import parse_options, parse_shape
 
 
 class _BenchGroup(click.Group):
@@ -27,7 +37,7 @@ class _BenchGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=_BenchGroup, short_help="Latency/throughput of a model, or the dilated/separable kernel sweep.")
+@click.group(cls=_BenchGroup)
 def bench() -> None:
     """Benchmark a model (`deploykit bench TARGET`, same as `bench run TARGET`) or the convolution kernels
     dense-prediction models depend on (`deploykit bench kernels`)."""
@@ -86,12 +96,6 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
     inputs in and outputs out, over several distinct inputs in rotation. Reports min, mean, median, p90,
     p95, p99, max and std (nearest-rank percentiles, as trtexec), throughput (queries / walltime), achieved
     GFLOP/s and the share of this machine's measured sgemm peak, with an environment manifest."""
-    from deploykit.bench.harness import TimingConfig
-    from deploykit.bench.run import compare_reports, run_bench, to_csv
-    from deploykit.errors import ConfigConflict
-    from deploykit.io.outputs import check_output_path, write_json
-    from deploykit.zoo.sources import parse_options, parse_shape
-
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
     if output:
@@ -124,11 +128,6 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
 
 def _read_baseline(path: str) -> Any:
     """The BenchReport of an earlier `bench -o` run, or a one-line error saying why the file is not one."""
-    import json
-
-    from deploykit.bench.run import BenchReport
-    from deploykit.errors import InputError
-
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -145,9 +144,6 @@ def _read_baseline(path: str) -> Any:
 
 
 def _render(report: Any, comparison: Any) -> None:
-    from deploykit.bench.run import HEADERS, phase_rows, table_rows
-    from deploykit.report.format import fmt, text_table
-
     click.echo(text_table(HEADERS, table_rows(report)))
     phases = phase_rows(report)
     if phases:
@@ -170,8 +166,6 @@ def _render(report: Any, comparison: Any) -> None:
 
 
 def _comparison_table(comparison: Any) -> str:
-    from deploykit.report.format import text_table
-
     rows = [[c.target, c.backend, c.precision, c.batch, c.change.baseline_median, c.change.current_median,
              f"{100 * c.change.relative:+.1f}%", f"[{c.change.low:+.3f}, {c.change.high:+.3f}]", c.change.verdict]
             for c in comparison.comparisons]
@@ -201,14 +195,10 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     """Time 3x3 dilated convolutions (rates 1-36 on DeepLab's shapes) and depthwise-separable pairs against
     the standard 3x3 they replace (MobileNetV2, Xception-65 shapes) in PyTorch eager, ONNX Runtime fp32/
     fp16/int8 and TensorRT when present; GFLOP/s, GB/s and efficiency against the measured roofline."""
-    from deploykit.bench.kernels import run_kernels
-    from deploykit.io.outputs import check_output_path, write_json
-
     paths = _kernel_paths(output, not no_plots)
     for path in paths:
         check_output_path(path, force=force)
     if len(paths) > 1:
-        from deploykit.report.bench_plots import require_matplotlib
 
         require_matplotlib()  # fail before a long sweep, not after it
     report = run_kernels(quick=quick, **given(suites=list(suites) or None),
@@ -218,7 +208,6 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if output:
         written.append(write_json(output, report.to_dict(), force=force))
         if not no_plots:
-            from deploykit.report.bench_plots import plot_dilated, plot_separable
 
             written += [p for p in (plot_dilated(report.results, paths[1], force=force),
                                     plot_separable(report.results, paths[2], force=force)) if p is not None]
@@ -238,8 +227,6 @@ def _kernel_paths(output: str | None, plots: bool) -> list[str]:
 
 
 def _render_kernels(report: Any) -> None:
-    from deploykit.report.format import text_table
-
     rows = [[r.shape, r.variant, r.dilation, r.backend, r.precision, r.median_ms, r.gflops, r.gbps,
              r.roofline_gflops, r.efficiency_percent] for r in report.results]
     click.echo(text_table(["shape", "variant", "rate", "backend", "precision", "median ms", "GFLOP/s", "GB/s",

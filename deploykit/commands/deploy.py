@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from deploykit.commands._options import at_least, echo_json, json_option, model_source_options, progress, reads
+from deploykit.calib.data import calibration_data
+from deploykit.commands._inputs import reads
+from deploykit.commands._options import at_least, echo_json, json_option, model_source_options, progress
 from deploykit.commands.build import backend_option
-from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict
+from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict, InputError
+from deploykit.io.outputs import check_output_dir
+from deploykit.pipeline.deploy import DeployOptions, run_deploy
+from deploykit.pipeline.verdict import Verdict
+from deploykit.precision.budget import parse_budget
 from deploykit.precision.table import PRECISIONS
+from deploykit.zoo import get_model_spec
+from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 
-if TYPE_CHECKING:
-    from deploykit.pipeline.verdict import Verdict
 
-
-@click.command(short_help="Export, build every precision, check parity, bench, and write a report.")
+@click.command()
 @click.argument("model")
 @model_source_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
@@ -50,18 +54,12 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     Re-running skips the steps whose inputs did not change. Exit status 0 when the verdict ships an artifact
     (candidates that fail their gates are named in it), 1 when none passes or --require's precision is not
     the one shipped."""
-    from deploykit.io.outputs import check_output_dir
-    from deploykit.pipeline.deploy import DeployOptions, run_deploy
-    from deploykit.zoo.sources import parse_options, parse_shape
-
     check_output_dir(out)
     chosen = tuple(p.strip() for p in precisions.split(",")) if precisions else None
     if require is not None and chosen is not None and require not in chosen:
         raise ConfigConflict(f"--require {require} is not among --precisions {precisions}; add it")
     _early_checks(model, task, accuracy_budget, labels, inputs or calib_data)
     if calib_data and Path(calib_data).suffix in (".npy", ".npz") and Path(calib_data).is_file():
-        from deploykit.calib.data import calibration_data
-
         calibration_data(calib_data, input_shape=None, preprocessing=None)  # a bad array fails before the export
 
     opts = DeployOptions(
@@ -98,11 +96,6 @@ def _early_checks(model: str, task: str | None, budget: str | None, labels: str 
                   parity_images: str | None) -> None:
     """What can be refused before the export starts: an unknown zoo name, a malformed budget, --labels
     without a folder of images to match it to."""
-    from deploykit.errors import InputError
-    from deploykit.precision.budget import parse_budget
-    from deploykit.zoo import get_model_spec
-    from deploykit.zoo.sources import is_factory_path
-
     if not is_factory_path(model) and not Path(model).exists():
         task = task or get_model_spec(model).task
     if budget is not None and parse_budget(budget, task).needs_labels and labels is None:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from deploykit.commands._options import echo_json, json_option, progress
+from deploykit.doctor.machine import probe_machine
+from deploykit.doctor.selftest import SelfTestResult
+from deploykit.doctor.selftest import selftest as tiny_engine_selftest
+from deploykit.doctor.selftest_full import full_selftest
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
 
-if TYPE_CHECKING:
-    from deploykit.backends.tensorrt.selftest import SelfTestResult
 
-
-@click.command(short_help="Report versions, ONNX Runtime providers, TensorRT state, GPUs and CPU.")
+@click.command()
 @json_option
 @click.option("--selftest", is_flag=True,
               help="Also build a tiny TensorRT engine and check it against ONNX Runtime (needs a GPU; seconds).")
@@ -24,34 +25,21 @@ def doctor(as_json: bool, selftest: bool, full: bool) -> None:
     """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, TensorRT's
     state (probed by constructing a builder), CUDA devices, and the CPU. With --selftest, build a tiny engine
     and compare it with ONNX Runtime; exit status 1 when the self-test fails, 2 when it cannot run here."""
-    from deploykit.environment import probe
-
     if full and not selftest:
         raise click.UsageError("--full extends --selftest: use `deploykit doctor --selftest --full`")
-    env = probe()
+    machine = probe_machine()
     if full:
-        _full_selftest(env.to_dict() if as_json else None)
+        _full_selftest(machine.to_dict() if as_json else None)
         return
     if as_json:
-        data = env.to_dict()
+        data = machine.to_dict()
         result = _selftest() if selftest else None
         if result is not None:
             data["selftest"] = result.to_dict()
         echo_json(data, CHECK_FAILED if result is not None and not result.passed else DONE)
         _check(result)
         return
-    from deploykit.backends.base import Availability
-
-    states = {name: Availability(**state) for name, state in env.backends.items()}  # type: ignore[arg-type]
-    lines = [
-        f"python          {env.python} on {env.platform}",
-        f"cpu             {env.cpu}, {env.cores} cores",
-        *(f"{name:<15} {version}" for name, version in env.versions.items() if name not in states),
-        f"ort providers   {', '.join(env.onnxruntime_providers)}",
-        *(f"{name:<15} {state.describe()}" for name, state in states.items()),
-        f"cuda devices    {', '.join(env.cuda_devices) or 'none'}",
-    ]
-    click.echo("\n".join(lines))
+    click.echo(machine.describe())
     if selftest:
         result = _selftest()
         click.echo(f"selftest        {result.describe()}")
@@ -59,9 +47,7 @@ def doctor(as_json: bool, selftest: bool, full: bool) -> None:
 
 
 def _selftest() -> SelfTestResult:
-    from deploykit.backends.tensorrt.selftest import selftest
-
-    return selftest(progress=progress)
+    return tiny_engine_selftest(progress=progress)
 
 
 def _check(result: SelfTestResult | None) -> None:
@@ -71,8 +57,6 @@ def _check(result: SelfTestResult | None) -> None:
 
 def _full_selftest(as_json: dict[str, Any] | None) -> None:
     """The --full verdict (JSON under the environment when as_json is given); exit status 1 when a check fails."""
-    from deploykit.backends.tensorrt.selftest_full import full_selftest
-
     result = full_selftest(progress=progress)
     if as_json is not None:
         echo_json({**as_json, "selftest_full": result.to_dict()}, DONE if result.passed else CHECK_FAILED)

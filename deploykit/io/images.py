@@ -15,15 +15,12 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deploykit.errors import InputError
 from deploykit.types import Preprocessing
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -46,8 +43,6 @@ def check_name(path: str | os.PathLike[str], what: str = "file") -> None:
 
 def preprocess(rgb: np.ndarray, pre: Preprocessing, size: tuple[int, int]) -> np.ndarray:
     """One HxWx3 uint8 RGB image -> a 1x3xHxW float32 tensor at `size` (height, width), bilinear resize."""
-    from PIL import Image
-
     if rgb.ndim == 2:
         rgb = np.stack([rgb] * 3, axis=-1)
     image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8))
@@ -79,8 +74,6 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 @contextmanager
 def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
     """The image at `path`, single-frame and EXIF-oriented, or an InputError naming the file and the reason."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     check_name(path, what)
     try:
         with warnings.catch_warnings():
@@ -100,8 +93,6 @@ def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
 
 def image_size(path: Path, what: str = "image") -> tuple[int, int]:
     """(height, width) as displayed (EXIF orientation applied), read from the header, not the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
     check_name(path, what)
     try:
         with warnings.catch_warnings():

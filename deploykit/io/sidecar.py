@@ -1,7 +1,7 @@
 """Built artifacts and their sidecar JSON: what was built, from what, for which runtime and device.
 
 `model.onnx` / `model.plan` sits beside `model.onnx.deploykit.json` / `model.plan.deploykit.json`.
-Every command that takes an artifact loads it through `deploykit.backends.targets.open_target`, which reads the
+Every command that takes an artifact loads it through `deploykit.targets.resolve.open_target`, which reads the
 sidecar first (`read_sidecar` checks its schema version and fields); every backend's open checks that the sidecar
 belongs to the artifact (`verify_sidecar`: backend, file kind, the sha256 of the artifact and its companions), and
 the TensorRT runner checks it against the running TensorRT and GPU. Hashing costs about 0.2 s per 100 MB

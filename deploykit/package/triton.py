@@ -18,8 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from deploykit.backends.base import BACKENDS, Backend
-from deploykit.backends.targets import ONNX_RUNNER
+from deploykit.backends.base import BACKENDS, ONNX_RUNNER, Backend
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, OutputExists
 from deploykit.io.metadata import external_data_files
 from deploykit.io.outputs import check_output_dir, sha256_file, staged

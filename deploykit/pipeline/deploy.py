@@ -24,20 +24,27 @@ from typing import Any, TypeVar
 import onnx
 
 import deploykit
-from deploykit.backends.base import REFERENCE, Backend, resolve_backend
-from deploykit.backends.targets import Target, open_target, source_label, torch_target
-from deploykit.bench.run import BenchReport
-from deploykit.build import BuildResult
-from deploykit.errors import ConfigConflict, InputError
-from deploykit.export import ExportResult
+from deploykit.backends.base import REFERENCE, Backend, backend_of, resolve_backend
+from deploykit.bench.harness import TimingConfig
+from deploykit.bench.roofline import Peaks
+from deploykit.bench.run import BenchReport, apply_peaks
+from deploykit.build import BuildResult, build_artifact, load_onnx
+from deploykit.errors import ConfigConflict, ExportError, InputError
+from deploykit.export import ExportResult, onnx_from_torch
 from deploykit.io.outputs import write_json
-from deploykit.parity.compare import ParityResult
-from deploykit.parity.inputs import InputSet
+from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
+from deploykit.parity.inputs import InputSet, resolve_inputs
+from deploykit.parity.localize import localize
+from deploykit.pipeline.report import write_report
 from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, _build_dict, _parity
 from deploykit.pipeline.steps import StepRecord
+from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, precision_of
+from deploykit.runner import Target
+from deploykit.targets.bench import run_bench
+from deploykit.targets.resolve import open_target, source_label, torch_target
 from deploykit.types import Progress
-from deploykit.zoo.sources import LoadedModel
+from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model
 
 __all__ = ["BENCH_WARMUP_S", "DEFAULT_BENCH_SECONDS", "PRECISIONS", "DeployOptions", "DeployResult", "StepLog",
            "artifact_name", "run_deploy"]
@@ -99,8 +106,6 @@ UNTRAINED = ("untrained weights: no --weights given, so {what} keeps its builder
 def untrained_note(opts: DeployOptions) -> str:
     """The warning deploy gives first and writes into its report when the model has no trained weights
     ("" when --weights is given). A user factory may load weights itself, so it is told so, not asserted."""
-    from deploykit.zoo.sources import is_factory_path
-
     if opts.weights:
         return ""
     if is_factory_path(opts.source):
@@ -120,8 +125,6 @@ def _folder_fingerprint(path: str | None) -> Any:
 
 def artifact_name(precision: str, backend: str) -> str:
     """model.<precision><the backend's artifact suffix>, e.g. model.int8.ort.onnx or model.fp16.plan."""
-    from deploykit.backends.base import backend_of
-
     return f"model.{precision}{backend_of(backend).suffix}"
 
 
@@ -136,16 +139,12 @@ class _Run:
 
     @functools.cached_property
     def loaded(self) -> LoadedModel:
-        from deploykit.zoo.sources import load_model
-
         self.say(f"building {self.label}")
         return load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
                           allow_partial=self.opts.allow_partial)
 
     @functools.cached_property
     def onnx_model(self) -> onnx.ModelProto:
-        from deploykit.build import load_onnx
-
         return load_onnx(self.onnx_path)
 
     @functools.cached_property
@@ -158,15 +157,10 @@ class _Run:
 
     @functools.cached_property
     def inputs(self) -> InputSet:
-        from deploykit.parity.inputs import resolve_inputs
-
         return resolve_inputs([self.reference, *self.candidates], inputs=self.opts.parity_folder,
                               input_shape=self.opts.input_shape)
 
     def export(self) -> ExportResult:
-        from deploykit.errors import ExportError
-        from deploykit.export import onnx_from_torch
-
         result = onnx_from_torch(self.loaded, self.onnx_path, input_shape=self.opts.input_shape, force=True,
                                  progress=self.say)
         if not result.passed:
@@ -177,9 +171,6 @@ class _Run:
         return result
 
     def build(self, precision: str, artifact: Path, record: Path) -> BuildResult:
-        from deploykit.build import build_artifact
-        from deploykit.precision.passes import CalibrationOptions
-
         opts = self.opts
         result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend.name,
                                 calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n,
@@ -190,8 +181,6 @@ class _Run:
         return result
 
     def parity(self) -> ParityResult:
-        from deploykit.parity.compare import ParitySettings, run_parity
-
         result = run_parity(self.reference, self.candidates, self.inputs, ParitySettings(labels=self.opts.labels),
                             progress=self.say)
         pictures = self.opts.out / PICTURES
@@ -206,8 +195,6 @@ class _Run:
     def layers(self, parity: ParityResult) -> LayersResult:
         """Per-node error of the worst candidate against the FP32 ONNX, in graph order (for the report's plot),
         on the first parity input."""
-        from deploykit.parity.localize import localize
-
         ranked = sorted(zip(self.builds, parity.candidates, strict=True), key=lambda pair: pair[1].worst_cosine())
         build, worst = ranked[0]
         result = LayersResult(candidate=worst.label, precision=build.precision)
@@ -225,10 +212,6 @@ class _Run:
         return result
 
     def bench(self) -> BenchReport:
-        from deploykit.bench.harness import TimingConfig
-        from deploykit.bench.roofline import Peaks
-        from deploykit.bench.run import apply_peaks, run_bench
-
         opts = self.opts
         seconds = DEFAULT_BENCH_SECONDS if opts.bench_seconds is None else opts.bench_seconds
         config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=seconds)
@@ -308,7 +291,6 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,
                           parity=parity, layers=layers, bench=bench, steps=steps, weights_note=weights_note)
-    from deploykit.report.deploy import write_report
 
     say("writing the report")
     write_report(result, opts.out)

@@ -13,11 +13,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from deploykit.backends.targets import open_target
 from deploykit.build import build_artifact
 from deploykit.cli import cli
 from deploykit.errors import InputError
 from deploykit.io.sidecar import sidecar_path
+from deploykit.targets.resolve import open_target
 from tests.fakes.fixtures import TrtDouble, trt_double  # noqa: F401 - the TensorRT double as a fixture
 
 openvino = pytest.importorskip("openvino", reason="the OpenVINO rows need the openvino extra")

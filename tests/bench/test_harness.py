@@ -7,7 +7,6 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from deploykit.backends.base import Runner, TensorSpec
 from deploykit.bench.harness import (
     Timing,
     TimingConfig,
@@ -20,6 +19,7 @@ from deploykit.bench.harness import (
     time_calls,
 )
 from deploykit.errors import InputError
+from deploykit.runner import Runner, TensorSpec
 
 EXACT = TimingConfig(warmup_s=0.0, duration_s=0.0, iterations=7, min_warmup_iterations=2)
 

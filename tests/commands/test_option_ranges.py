@@ -34,7 +34,11 @@ BASE = {
 
 
 def commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:
-    for name, command in group.commands.items():
+    """Every command, as --help lists them (the CLI loads each command's module when it is asked for)."""
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             yield from commands(command, (*prefix, name))
         else:

@@ -25,11 +25,11 @@ USER = "tests.fixtures.user_models:tiny_segmenter"
 SHAPE = ("--input-shape", "1,3,64,64")
 BY_STATUS = {o.exit_status: o.name for o in OUTCOMES.values()}
 # The one library call each command makes (replaced to raise in the bug and interrupt rows).
-CALLS = {"doctor": "deploykit.environment.probe", "models": "deploykit.zoo.list_models",
-         "export": "deploykit.export.onnx_from_torch", "build-engine": "deploykit.build.build_artifact",
-         "parity": "deploykit.parity.compare.run_parity", "bench": "deploykit.bench.run.run_bench",
-         "deploy": "deploykit.pipeline.deploy.run_deploy", "lint": "deploykit.graph.lint.lint_onnx",
-         "package": "deploykit.package.triton.write_repository"}
+CALLS = {"doctor": "deploykit.commands.doctor.probe_machine", "models": "deploykit.commands.models.list_models",
+         "export": "deploykit.commands.export.onnx_from_torch", "build-engine": "deploykit.commands.build.build_artifact",
+         "parity": "deploykit.commands.parity.run_parity", "bench": "deploykit.commands.bench.run_bench",
+         "deploy": "deploykit.commands.deploy.run_deploy", "lint": "deploykit.commands.lint.lint_onnx",
+         "package": "deploykit.commands.package.write_repository"}
 DEPLOY = ("deploy", USER, *SHAPE, "--out", "{t}/d", "--precisions", "fp32,fp16", "--calib-data", "{d}/calib.npz",
           "--bench-seconds", "0.01", "--threads", "1")
 

@@ -96,7 +96,7 @@ def leftovers(out: Path, tmp: Path) -> list[str]:
 def artifact_pairs(out: Path) -> list[str]:
     """Problems with what landed: an artifact without its sidecar or a sidecar without its artifact, a
     precision graph without its artifact, and any artifact that does not load."""
-    from deploykit.backends.targets import open_target
+    from deploykit.targets.resolve import open_target
 
     problems = []
     sidecars = {p for p in out.rglob("*" + SIDECAR_SUFFIX)}

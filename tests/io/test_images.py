@@ -15,7 +15,7 @@ from PIL import Image
 
 from deploykit.errors import InputError
 from deploykit.io.images import image_size, list_images, read_image
-from deploykit.parity.labels import match_labels
+from deploykit.io.labels import match_labels
 
 RNG = np.random.default_rng(0)
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import Runner, TensorSpec
 from deploykit.backends.tensorrt import device as trt_device
 from deploykit.backends.tensorrt.common import (
     IoType,
@@ -36,6 +35,7 @@ from deploykit.backends.tensorrt.common import (
 from deploykit.backends.tensorrt.device import Buffer, DeviceLayer, Graph, Stream
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path, verify_sidecar
+from deploykit.runner import Runner, TensorSpec
 
 Timings = dict[str, float]
 

@@ -1,18 +1,4 @@
-"""Numeric metrics between a reference output and a candidate output of the same shape.
-
-Definitions (r = reference, c = candidate, both flattened, float64):
-- max_abs = max |c - r|;  mean_abs = mean |c - r|;  p99_abs = 99th percentile of |c - r| (linear interpolation).
-- max_rel = max |c - r| / max(|r|, eps) with eps = 1e-6 * max|r| + 1e-12 (so near-zero references do not explode).
-- cosine = <r, c> / (|r| |c|); 1.0 when both are all zeros, 0.0 when exactly one is.
-- snr_db = 10 log10(sum r^2 / sum (c - r)^2); +inf when identical, -inf for a non-finite candidate.
-- beyond_tol = share of elements with |c - r| > atol + rtol * |r| (numpy.isclose's rule).
-- nan / inf = counts in the candidate (a non-finite candidate fails every verdict).
-
-Over several inputs (`aggregate_numeric`, inputs of equal size): max_abs, p99_abs, max_rel, nan, inf take the
-worst input (max, or sum for the counts); cosine and snr_db the worst input (min); mean_abs and beyond_tol the
-mean over inputs, which equals the value over all elements because the inputs have the same size.
-
-Task metrics (`task_metrics`, or `TaskAccumulator` to stream inputs one at a time):
+"""Task metrics (`task_metrics`, or `TaskAccumulator` to stream inputs one at a time):
 
 Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label = value > 0):
 - pixel_agreement = share of pixels where argmax_c(candidate) == argmax_c(reference).
@@ -60,112 +46,15 @@ metrics (kld, sim); cc and nss are invariant to that shift.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from deploykit.errors import ParityError
-
-
-@dataclass(frozen=True)
-class NumericMetrics:
-    max_abs: float
-    mean_abs: float
-    p99_abs: float
-    max_rel: float
-    cosine: float
-    snr_db: float
-    beyond_tol: float
-    nan: int
-    inf: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float = 1e-4,
-                    rtol: float = 1e-3) -> NumericMetrics:
-    """See the module docstring. Written for few passes over the data, in place where it can: a 21-class
-    513x513 output is 5.5 M values, and the first version (one temporary per term) took 0.3 s per call, 148 s
-    of the demo deploy's budget search and a sixth of its parity step (cProfile)."""
-    if reference.shape != candidate.shape:
-        raise ParityError(f"output shapes differ: reference {list(reference.shape)}, candidate {list(candidate.shape)}")
-    r = np.asarray(reference, dtype=np.float64).ravel()
-    c = np.asarray(candidate, dtype=np.float64).ravel()
-    if r.size == 0:
-        nan, inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
-        return NumericMetrics(0.0, 0.0, 0.0, 0.0, 1.0, math.inf, 0.0, nan, inf)
-    finite = np.isfinite(c)
-    all_finite = bool(finite.all())
-    nan, inf = (0, 0) if all_finite else (int(np.isnan(c).sum()), int(np.isinf(c).sum()))
-    diff = np.subtract(c, r)
-    np.abs(diff, out=diff)
-    if not all_finite:
-        diff[~finite] = np.inf
-    ref_abs = np.abs(r)
-    eps = 1e-6 * float(ref_abs.max()) + 1e-12
-    signal = float(np.dot(r, r))
-    norm_r = math.sqrt(signal)
-    norm_c = math.sqrt(float(np.dot(c, c))) if all_finite else (
-        float(np.linalg.norm(c[finite])) if finite.any() else 0.0)
-    if not all_finite:
-        cosine = float("nan")
-    elif norm_r == 0.0 and norm_c == 0.0:
-        cosine = 1.0
-    elif norm_r == 0.0 or norm_c == 0.0:
-        cosine = 0.0
-    else:
-        cosine = float(np.dot(r, c) / (norm_r * norm_c))
-    noise = float(np.dot(diff, diff)) if all_finite else math.inf
-    if noise == 0.0:
-        snr = math.inf
-    elif signal == 0.0 or math.isinf(noise):
-        snr = -math.inf
-    else:
-        snr = 10 * math.log10(signal / noise)
-    tolerance = np.multiply(ref_abs, rtol)
-    tolerance += atol
-    beyond = float(np.count_nonzero(diff > tolerance) / diff.size)
-    np.maximum(ref_abs, eps, out=ref_abs)
-    np.divide(diff, ref_abs, out=tolerance)
-    return NumericMetrics(
-        max_abs=float(diff.max()),
-        mean_abs=float(diff.mean()),
-        p99_abs=float(np.percentile(diff, 99)) if all_finite else math.inf,
-        max_rel=float(tolerance.max()),
-        cosine=cosine,
-        snr_db=snr,
-        beyond_tol=beyond,
-        nan=nan,
-        inf=inf,
-    )
-
-
-def aggregate_numeric(per_input: list[NumericMetrics]) -> NumericMetrics:
-    """Metrics over several inputs of equal size: worst case for errors and similarities, mean for shares."""
-    if not per_input:
-        raise ParityError("no inputs were compared")
-    if len(per_input) == 1:
-        return per_input[0]
-    return NumericMetrics(
-        max_abs=max(m.max_abs for m in per_input),
-        mean_abs=float(np.mean([m.mean_abs for m in per_input])),
-        p99_abs=max(m.p99_abs for m in per_input),
-        max_rel=max(m.max_rel for m in per_input),
-        cosine=min(m.cosine for m in per_input),
-        snr_db=min(m.snr_db for m in per_input),
-        beyond_tol=float(np.mean([m.beyond_tol for m in per_input])),
-        nan=sum(m.nan for m in per_input),
-        inf=sum(m.inf for m in per_input),
-    )
-
+from deploykit.io.labels import IGNORE_INDEX
 
 TASKS = ("segmentation", "saliency")
 MAJOR_CLASS_SHARE = 0.01  # miou_major's share of the reference's pixels (module docstring: why 1%)
-IGNORE_INDEX = 255  # ground-truth pixels not scored (PASCAL VOC's void outline)
 FIXATION_FRACTION = 0.02
 MATLAB_EPS = 2.2204e-16
 
@@ -396,97 +285,3 @@ def fits_task(task: str, shape: tuple[int, ...]) -> bool:
     if task == "saliency":
         return (len(shape) == 4 and shape[1] == 1) or len(shape) == 3
     return False
-
-
-# The one metric table: every fact that depends on a metric's name lives in its entry. Gates (parity), accuracy
-# budgets (precision) and the report ask it; `parse_condition` is the one parser of "[output:]METRIC OP X".
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    task: str | None  # the task whose outputs have it; None: every output (numeric metrics)
-    higher_is_better: bool | None  # None: a count or an error whose gate is ==
-    title: str  # how tables name it
-    perfect: float | None = None  # the value of identical outputs, where the metric is bounded by it
-    budget: bool = False  # usable in --accuracy-budget
-    aliases: tuple[str, ...] = ()  # other spellings accepted in budgets and gates (mIoU, CC, ...)
-    column: bool = True  # a column of the parity tables (deploykit.report.parity), in table order
-    needs_labels: bool = False  # measured against ground-truth masks (parity --labels), not the reference
-    default_gate: bool = True  # a bounded task metric every precision gates (False: reported only, see gates.py)
-
-    @property
-    def direction(self) -> str:
-        return {True: "higher is better", False: "lower is better", None: "exact"}[self.higher_is_better]
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("cosine", None, True, "cosine", 1.0, budget=True),
-        Metric("max_abs", None, False, "max abs"),
-        Metric("p99_abs", None, False, "p99 abs"),
-        Metric("snr_db", None, True, "SNR dB"),
-        Metric("mean_abs", None, False, "mean abs", column=False),
-        Metric("max_rel", None, False, "max rel", column=False),
-        Metric("beyond_tol", None, False, "beyond tol", column=False),
-        Metric("nan", None, None, "NaN", column=False),
-        Metric("inf", None, None, "Inf", column=False),
-        Metric("pixel_agreement", "segmentation", True, "pixel agree", 1.0, budget=True, aliases=("agreement",)),
-        Metric("miou", "segmentation", True, "mIoU", 1.0, budget=True, aliases=("mIoU",), default_gate=False),
-        Metric("miou_major", "segmentation", True, "mIoU >=1% classes", 1.0, budget=True,
-               aliases=("mIoU_major",)),
-        Metric("miou_gt", "segmentation", True, "mIoU vs labels", budget=True, aliases=("mIoU_gt",),
-               needs_labels=True),
-        Metric("miou_drop", "segmentation", False, "mIoU drop (points)", budget=True, aliases=("mIoU_drop",),
-               needs_labels=True),
-        Metric("cc", "saliency", True, "CC", 1.0, budget=True, aliases=("CC",)),
-        Metric("kld", "saliency", False, "KLD", budget=True, aliases=("KLD",)),
-        Metric("sim", "saliency", True, "SIM", 1.0, budget=True, aliases=("SIM",)),
-        Metric("nss", "saliency", True, "NSS", budget=True, aliases=("NSS",), column=False),
-        Metric("nss_ratio", "saliency", True, "NSS ratio"),
-    )
-}
-_ALIASES = {alias: m.name for m in METRICS.values() for alias in m.aliases}
-_CONDITION_OPS = (">=", "<=", "==", ">", "<")
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One parsed "[output:]METRIC OP X"."""
-
-    metric: Metric
-    op: str
-    threshold: float
-    output: str | None = None
-
-
-def metric_named(name: str) -> Metric | None:
-    """The entry for `name` or one of its aliases (case-insensitive), else None."""
-    return METRICS.get(name) or METRICS.get(_ALIASES.get(name, name.lower())) or METRICS.get(
-        _ALIASES.get(name.lower(), ""))
-
-
-def task_metric_names(task: str | None) -> tuple[str, ...]:
-    """The metrics of `task`'s outputs, in table order (none for an unknown task)."""
-    return tuple(m.name for m in METRICS.values() if m.task is not None and m.task == task)
-
-
-_CONDITION = re.compile(r"^\s*(?:(?P<output>[^:<>=]+):)?\s*(?P<metric>[A-Za-z0-9_]+)\s*(?P<op>>=|<=|==|>|<)\s*"
-                        r"(?P<value>[-+0-9.eE]+|[-+]?inf)\s*$")
-
-
-def parse_condition(text: str, *, ops: Sequence[str] = _CONDITION_OPS, outputs: bool = True) -> Condition:
-    """Parse "[output:]METRIC OP X" (OP among `ops`; an output prefix only when `outputs`). Raises ValueError
-    with what is wrong; callers turn it into their own message (gates, budgets)."""
-    match = _CONDITION.match(text)
-    if match is None or match["op"] not in ops or (match["output"] and not outputs):
-        raise ValueError(f"not {'[output:]' if outputs else ''}METRIC OP NUMBER with OP one of {', '.join(ops)}")
-    metric = metric_named(match["metric"])
-    if metric is None:
-        raise ValueError(f"unknown metric {match['metric']!r}; known: {', '.join(METRICS)}")
-    try:
-        threshold = float(match["value"])
-    except ValueError:
-        raise ValueError(f"{match['value']!r} is not a number") from None
-    output = match["output"].strip() if match["output"] else None
-    return Condition(metric, match["op"], threshold, output)

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING
 
 from deploykit.backends.base import REFERENCE
 from deploykit.io.outputs import write_json, write_text
+from deploykit.metrics.table import METRICS
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
-from deploykit.parity.metrics import METRICS
+from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
+from deploykit.pipeline.plots import make_plots
 from deploykit.precision.table import BASELINE
 from deploykit.report.classes import class_rows, damage_tables
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
 from deploykit.report.format import fmt
-from deploykit.report.frontier import MAX_EXTRAPOLATION, frontier
+from deploykit.report.masks import pictures_png, write_png
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
@@ -103,7 +105,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
 
 
 def frontier_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
-    """Latency against the task metric (report.frontier), as a table and the plot."""
+    """Latency against the task metric (pipeline.frontier), as a table and the plot."""
     found = frontier(result)
     if found is None or len(found.points) < 2:
         return []
@@ -185,8 +187,6 @@ def markdown(result: DeployResult, plots: dict[str, Path]) -> str:
 
 def write_pictures(parity: ParityResult, out: Path) -> Path | None:
     """pictures.png from what the parity run kept (report.masks), or None when nothing disagrees."""
-    from deploykit.report.masks import pictures_png, write_png
-
     if parity.pictures is None or not parity.pictures.inputs:
         return None
     names = short_labels(parity)
@@ -196,8 +196,6 @@ def write_pictures(parity: ParityResult, out: Path) -> Path | None:
 
 def write_report(result: DeployResult, out: Path) -> dict[str, Path]:
     """Write report.md, report.html, summary.json and the plots into `out`; returns the files."""
-    from deploykit.report.deploy_plots import make_plots
-
     plots = make_plots(result, out)
     pictures = write_pictures(result.parity, out)
     parts = blocks(result, plots, pictures)

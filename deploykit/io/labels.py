@@ -2,7 +2,7 @@
 
 A mask is DIR/<image stem>.png (PASCAL VOC's SegmentationClass layout: JPEGImages/2007_000032.jpg ->
 SegmentationClass/2007_000032.png), an 8- or 16-bit single-channel or palette PNG whose pixel values are class
-indices, 255 meaning "not scored" (metrics.IGNORE_INDEX). Every image must have its mask, of its image's size
+indices, 255 meaning "not scored" (IGNORE_INDEX). Every image must have its mask, of its image's size
 (as displayed: EXIF orientation applied), checked from the file headers before any model runs, so a missing or
 mis-sized mask fails in a second, not after the candidates ran; a class index the model does not have is an
 error naming the mask when it is read (`LabelSet.read` with the model's number of classes).
@@ -18,9 +18,9 @@ import numpy as np
 
 from deploykit.errors import InputError
 from deploykit.io.images import image_size, open_image, shown
-from deploykit.parity.metrics import IGNORE_INDEX
 
 MASK_MODES = ("L", "P", "I", "I;16")
+IGNORE_INDEX = 255  # ground-truth pixels not scored (PASCAL VOC's void outline)
 
 
 @dataclass(frozen=True)
