@@ -31,7 +31,7 @@ from deploykit.bench.run import BenchReport, apply_peaks
 from deploykit.build import BuildResult, build_artifact, load_onnx
 from deploykit.errors import ConfigConflict, ExportError, InputError
 from deploykit.export import ExportResult, onnx_from_torch
-from deploykit.io.outputs import write_json
+from deploykit.io.outputs import remove_output, write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
@@ -188,7 +188,7 @@ class _Run:
             result.pictures.save(pictures, force=True)
             result.pictures_file = PICTURES
         else:
-            pictures.unlink(missing_ok=True)  # a stale picture of other artifacts must not be drawn
+            remove_output(pictures)  # a stale picture of other artifacts must not be drawn
         write_json(self.opts.out / "parity.json", result.to_dict(), force=True)
         return result
 

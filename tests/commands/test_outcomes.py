@@ -24,12 +24,11 @@ from tests.graph import graphs
 USER = "tests.fixtures.user_models:tiny_segmenter"
 SHAPE = ("--input-shape", "1,3,64,64")
 BY_STATUS = {o.exit_status: o.name for o in OUTCOMES.values()}
-# The one library call each command makes (replaced to raise in the bug and interrupt rows).
-CALLS = {"doctor": "deploykit.commands.doctor.probe_machine", "models": "deploykit.commands.models.list_models",
-         "export": "deploykit.commands.export.onnx_from_torch", "build-engine": "deploykit.commands.build.build_artifact",
-         "parity": "deploykit.commands.parity.run_parity", "bench": "deploykit.commands.bench.run_bench",
-         "deploy": "deploykit.commands.deploy.run_deploy", "lint": "deploykit.commands.lint.lint_onnx",
-         "package": "deploykit.commands.package.write_repository"}
+# The one library call each command makes, in its deploykit.commands module (replaced to raise in the bug and
+# interrupt rows).
+CALLS = {"doctor": "doctor.probe_machine", "models": "models.list_models", "export": "export.onnx_from_torch",
+         "build-engine": "build.build_artifact", "parity": "parity.run_parity", "bench": "bench.run_bench",
+         "deploy": "deploy.run_deploy", "lint": "lint.lint_onnx", "package": "package.write_repository"}
 DEPLOY = ("deploy", USER, *SHAPE, "--out", "{t}/d", "--precisions", "fp32,fp16", "--calib-data", "{d}/calib.npz",
           "--bench-seconds", "0.01", "--threads", "1")
 
@@ -113,7 +112,7 @@ def test_exit_status_by_meaning(case: Row, as_json: bool, fixtures: Path, tmp_pa
         pytest.skip("no --json")
     monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
     if case.raises is not None:
-        module, _, name = CALLS[case.words[0]].rpartition(".")
+        module, _, name = f"deploykit.commands.{CALLS[case.words[0]]}".rpartition(".")
         error = case.raises
 
         def broken(*_args: object, **_kwargs: object) -> None:
@@ -156,6 +155,17 @@ def test_deploy_json_carries_its_outcome(fixtures: Path, tmp_path: Path, monkeyp
     problems = [line for line in required.stderr.splitlines() if not line.startswith(("…", "warning:"))]
     assert len(problems) == 1 and problems[0].startswith(f"deploykit: check failed: --require {other}: the "
                                                          f"verdict ships model.{shipped}"), problems
+
+
+def test_a_deploy_that_ships_nothing_is_a_failed_check(tmp_path: Path) -> None:
+    from deploykit.commands.deploy import _failed_check
+    from deploykit.pipeline.verdict import Rejected, Verdict
+
+    nothing = Verdict(ship=None, rejected=(Rejected("model.fp32.ort.onnx", "fp32", "fails parity: ..."),))
+    assert _failed_check(nothing, None, tmp_path).startswith("nothing to ship: no artifact passes every parity gate")
+    shipped = Verdict(ship="model.fp32.ort.onnx", precision="fp32")
+    assert _failed_check(shipped, None, tmp_path) == "" and _failed_check(shipped, "fp32", tmp_path) == ""
+    assert _failed_check(shipped, "int8", tmp_path).startswith("--require int8: the verdict ships model.fp32")
 
 
 def test_help_documents_the_exit_statuses() -> None:
