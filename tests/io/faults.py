@@ -16,6 +16,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -221,21 +222,30 @@ def invoke(argv: list[str]) -> Result:
 # -- subprocess injection -------------------------------------------------------------------------------------
 
 
-def run_with_signal(argv: list[str], k: int | None, sig: int, *, cwd: Path, tmp: Path) -> tuple[int, int, str]:
+def run_with_signal(argv: list[str], k: int | None, sig: int, *, cwd: Path, tmp: Path
+                    ) -> tuple[int, list[str], str]:
     """Run `deploykit ARGV` in a child process; send `sig` when its k-th progress line arrives. Returns (exit
-    status, progress lines seen, the last lines of stderr)."""
+    status, the progress lines seen, the last lines of stderr)."""
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO), "DEPLOYKIT_CACHE_DIR": str(tmp.parent / "c")}
     child = subprocess.Popen([sys.executable, "-m", "deploykit.cli", *argv], cwd=cwd, env=env, text=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert child.stderr is not None
-    seen, tail = 0, []
+    seen: list[str] = []
+    tail: list[str] = []
     for line in child.stderr:
         tail = [*tail[-4:], line.rstrip()]
         if line.startswith("…"):
-            seen += 1
-            if seen == k:
+            seen.append(line[2:].rstrip())
+            if len(seen) == k:
                 child.send_signal(sig)
     return child.wait(timeout=600), seen, "\n".join(tail)
+
+
+def distinct_events(events: list[str]) -> list[int]:
+    """The event numbers whose text differs from the event before once figures are ignored: a count's ticks
+    ("timing ... 37/100") come between the same two writes, so one of them stands for the rest."""
+    shapes = [re.sub(r"[\d.]+", "#", e) for e in events]
+    return [k + 1 for k, shape in enumerate(shapes) if k == 0 or shape != shapes[k - 1]]
 
 
 def exit_status_of(sig: int) -> int:

@@ -30,6 +30,7 @@ from tests.io.faults import (
     SIGNALS,
     Flow,
     check_after_fault,
+    distinct_events,
     exit_status_of,
     fresh,
     full_disk_at_write,
@@ -134,8 +135,7 @@ def test_signals_and_full_disks_during_deploy_leave_a_resumable_folder(inputs: P
 def test_signals_at_every_deploy_event_leave_a_resumable_folder(inputs: Path, isolated: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     flow = FLOWS["deploy"]
-    events = _clean_run(flow, inputs, isolated, monkeypatch)
-    for k in range(1, len(events) + 1):
+    for k in distinct_events(_clean_run(flow, inputs, isolated, monkeypatch)):
         for sig in SIGNALS:
             _interrupt_at(flow, inputs, isolated, k, sig, monkeypatch, rerun=True)
 
@@ -255,7 +255,7 @@ def _child_sweep(flow: Flow, inputs: Path, root: Path, ks: list[int] | None) -> 
         out, tmp = fresh(root, "child-clean")
         code, events, tail = run_with_signal(flow.argv(inputs, out), None, signal.SIGINT, cwd=root, tmp=tmp)
         assert code == 0, tail
-        ks = list(range(1, events + 1))
+        ks = distinct_events(events)
     for k in ks:
         for sig in SIGNALS:
             before = snapshot(inputs)
