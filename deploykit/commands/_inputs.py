@@ -37,11 +37,12 @@ def reads(*params: str) -> Callable[[F], F]:
 
 def _input_paths(value: str) -> list[str | Path]:
     """The files an input argument stands for: an artifact and what belongs to it, a folder, the module file
-    of a package.module:factory; a zoo name or a keyword (photos) stands for none that exists."""
+    of a package.module:factory. A zoo name, a keyword (photos) or a missing file stands for nothing to protect
+    (`deploy msinet --out msinet` is fine; a missing input is reported by the command)."""
     if is_factory_path(value):
         return [p for p in [factory_file(value)] if p is not None]
     if os.path.isfile(value):
         return list(artifact_files(value))
-    return [value]
+    return [value] if os.path.isdir(value) else []
 
 
