@@ -266,7 +266,8 @@ def _child_sweep(flow: Flow, inputs: Path, root: Path, ks: list[int] | None) -> 
             if code != 0:
                 assert tail.splitlines()[-1].startswith("deploykit: "), tail
             check_after_fault(flow, inputs, out, tmp, before)
-            if code != 0 and (flow.resumable or sig == signal.SIGTERM):
+            landed = bool(flow.finals) and (out / flow.finals[0]).exists()  # signalled after they landed
+            if code != 0 and not landed and (flow.resumable or sig == signal.SIGTERM):
                 again, _, tail = run_with_signal(flow.argv(inputs, out), None, sig, cwd=root, tmp=tmp)
                 assert again == 0, tail
 
