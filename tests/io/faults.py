@@ -136,12 +136,19 @@ def one_error_line(result_stderr: str) -> list[str]:
 # -- in-process injection ------------------------------------------------------------------------------------
 
 
-Trigger = int | str | None  # the k-th event or write, the first whose text holds this, or never
+Point = tuple[str, int]  # the n-th run of events of one shape (see distinct_points)
+Trigger = int | str | Point | None  # the k-th event or write, the first whose text holds this, a Point, or never
+
+
+def _shape(event: str) -> str:
+    return re.sub(r"[\d.]+", "#", event)
 
 
 def _fires(when: Trigger, seen: list[str]) -> bool:
     if isinstance(when, int):
         return len(seen) == when
+    if isinstance(when, tuple):
+        return len(seen) in distinct_events(seen) and distinct_points(seen)[-1] == when
     return when is not None and when in seen[-1] and not any(when in s for s in seen[:-1])
 
 
@@ -244,8 +251,20 @@ def run_with_signal(argv: list[str], k: int | None, sig: int, *, cwd: Path, tmp:
 def distinct_events(events: list[str]) -> list[int]:
     """The event numbers whose text differs from the event before once figures are ignored: a count's ticks
     ("timing ... 37/100") come between the same two writes, so one of them stands for the rest."""
-    shapes = [re.sub(r"[\d.]+", "#", e) for e in events]
+    shapes = [_shape(e) for e in events]
     return [k + 1 for k, shape in enumerate(shapes) if k == 0 or shape != shapes[k - 1]]
+
+
+def distinct_points(events: list[str]) -> list[Point]:
+    """distinct_events as (shape, how many runs of that shape came before): the same point in another run of
+    the flow, whose counts tick a different number of times (a benchmark's progress depends on its speed)."""
+    seen: dict[str, int] = {}
+    points = []
+    for k in distinct_events(events):
+        shape = _shape(events[k - 1])
+        points.append((shape, seen.get(shape, 0)))
+        seen[shape] = seen.get(shape, 0) + 1
+    return points
 
 
 def exit_status_of(sig: int) -> int:

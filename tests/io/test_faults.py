@@ -29,8 +29,10 @@ from tests.io.faults import (
     FLOWS,
     SIGNALS,
     Flow,
+    Trigger,
     check_after_fault,
     distinct_events,
+    distinct_points,
     exit_status_of,
     fresh,
     full_disk_at_write,
@@ -75,10 +77,10 @@ def _clean_run(flow: Flow, inputs: Path, root: Path, monkeypatch: pytest.MonkeyP
     return list(events)
 
 
-def _interrupt_at(flow: Flow, inputs: Path, root: Path, k: int, sig: int, monkeypatch: pytest.MonkeyPatch,
+def _interrupt_at(flow: Flow, inputs: Path, root: Path, k: Trigger, sig: int, monkeypatch: pytest.MonkeyPatch,
                   *, rerun: bool) -> None:
     before = snapshot(inputs)
-    out, tmp = fresh(root, f"{sig}-{k}")
+    out, tmp = fresh(root, f"{sig}-{abs(hash(k))}")
     _point_tmpdir(tmp, monkeypatch)
     with monkeypatch.context() as patch, signal_at_event(k, sig, patch):
         result = invoke(flow.argv(inputs, out))
@@ -135,9 +137,9 @@ def test_signals_and_full_disks_during_deploy_leave_a_resumable_folder(inputs: P
 def test_signals_at_every_deploy_event_leave_a_resumable_folder(inputs: Path, isolated: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     flow = FLOWS["deploy"]
-    for k in distinct_events(_clean_run(flow, inputs, isolated, monkeypatch)):
+    for point in distinct_points(_clean_run(flow, inputs, isolated, monkeypatch)):
         for sig in SIGNALS:
-            _interrupt_at(flow, inputs, isolated, k, sig, monkeypatch, rerun=True)
+            _interrupt_at(flow, inputs, isolated, point, sig, monkeypatch, rerun=True)
 
 
 def _full_disk_at(flow: Flow, inputs: Path, root: Path, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
