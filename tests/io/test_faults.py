@@ -61,10 +61,12 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def _point_tmpdir(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$TMPDIR and the calibration cache of one run (an empty cache: every run calibrates and writes alike)."""
     import tempfile
 
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp.parent / "cache"))
 
 
 def _clean_run(flow: Flow, inputs: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
