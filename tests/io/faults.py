@@ -141,7 +141,8 @@ Trigger = int | str | Point | None  # the k-th event or write, the first whose t
 
 
 def _shape(event: str) -> str:
-    return re.sub(r"[\d.]+", "#", event)
+    """An event without what differs between runs of one flow: figures, and paths (each run has its folder)."""
+    return re.sub(r"[\d.]+", "#", re.sub(r"/\S+", "<path>", event))
 
 
 def _fires(when: Trigger, seen: list[str]) -> bool:

@@ -169,8 +169,11 @@ def _writes(flow: Flow, inputs: Path, root: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def _first_writes(writes: list[str]) -> list[int]:
-    """The first write into each file (the later ones of the same file fail alike)."""
-    return [i + 1 for i, w in enumerate(writes) if i == 0 or writes[i - 1] != w]
+    """The first write into each file (the later ones of the same file fail alike), but the calibration
+    cache's: a cache that cannot be written only costs time next run (deploykit.calib.cache.store), so the
+    flow goes on without it."""
+    return [i + 1 for i, w in enumerate(writes)
+            if (i == 0 or writes[i - 1] != w) and "/cache/calibration/" not in w]
 
 
 @pytest.mark.parametrize("name", FAST)
