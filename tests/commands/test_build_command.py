@@ -81,3 +81,31 @@ def test_fp16_io_with_an_accuracy_budget_builds(model: Path, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     budget = json.loads(result.stdout)["report"]["budget"]
     assert budget["reached"]["cosine"] >= 0.99
+
+
+def test_int8_recovery_steps_are_options_recorded_in_the_sidecar(model: Path, tmp_path: Path) -> None:
+    """Bias correction and cross-layer equalization run by default, AdaRound when asked; each step's option
+    and what it did land in the sidecar's precision report and in build-engine's output."""
+    def build(name: str, *flags: str) -> tuple[dict[str, object], str]:
+        out = tmp_path / name / "net.int8.ort.onnx"
+        out.parent.mkdir()
+        result = CliRunner().invoke(cli, ["build-engine", str(model), "--int8", "--calib-data", "synthetic",
+                                          "--calib-n", "3", *flags, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        sidecar = json.loads(Path(str(out) + ".deploykit.json").read_text())
+        return sidecar["precision_report"], result.stdout
+
+    report, shown = build("defaults")
+    assert report["recovery"] == {"bias_correction": {"enabled": True},
+                                  "equalization": {"relu": True, "relu6": True, "rounds": 8},
+                                  "rounding": {"rounding": "nearest"}}
+    assert report["bias_correction"]["layers"] > 0 and report["equalization"]["pairs"] > 0
+    assert "adaround" not in report
+    assert "INT8: accuracy recovery: " in shown and "bias correction" in shown
+    report, shown = build("asked", "--no-int8-bias-correction", "--int8-equalize", "none",
+                          "--int8-rounding", "adaround")
+    assert report["recovery"]["bias_correction"] == {"enabled": False}
+    assert report["recovery"]["rounding"]["rounding"] == "adaround"
+    assert "bias_correction" not in report and not report["equalization"]["pairs"]
+    assert 0 < report["adaround"]["layers"] <= report["quantized_nodes"]  # the convs
+    assert "AdaRound" in shown
