@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.backends.base import BACKENDS, REFERENCE
-from deploykit.bench.harness import TimingConfig
+from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.roofline import Peaks, measure_peaks
 from deploykit.bench.run import (
     apply_peaks,

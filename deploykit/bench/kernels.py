@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,7 +33,9 @@ import numpy as np
 
 from deploykit.backends.base import BACKENDS
 from deploykit.bench import kernel_graphs as kg
-from deploykit.bench.harness import TimingConfig, pool_size, time_calls
+from deploykit.bench.harness import pool_size
+from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
+from deploykit.bench.load import LoadProbe
 from deploykit.bench.roofline import (
     Peaks,
     best_of,
@@ -166,9 +168,6 @@ def _float_inputs(case: KernelCase, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
 
 
-Step = Callable[[int], object]
-
-
 def _torch_step(ops: Sequence[kg.ConvOp], weights: Sequence[kg.ConvWeights], inputs: Sequence[np.ndarray]) -> Step:
     import torch
 
@@ -205,14 +204,14 @@ def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) ->
     return lambda i: session.run(None, {"x": feeds[i % len(feeds)]})
 
 
-def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack) -> Step:
+def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack, tag: str) -> Step:
     """Build an engine from the one-op graph with the TensorRT helper's loader and time its runner."""
     from deploykit.backends.tensorrt import build as trt_backend
 
-    onnx_path = os.path.join(folder, "kernel.onnx")
+    onnx_path = os.path.join(folder, f"kernel-{tag}.onnx")  # one file per variant: a case's variants run together
     with open(onnx_path, "wb") as handle:
         handle.write(model)
-    engine = os.path.join(folder, "kernel.plan")
+    engine = os.path.join(folder, f"kernel-{tag}.plan")
     trt_backend.engine_from_onnx(onnx_path, engine, trt_backend.TensorRTBuildOptions(), force=True, progress=None)
     runner = stack.enter_context(trt_backend.TensorRTRunner.from_artifact(engine))
     name = runner.input_specs()[0].name
@@ -265,28 +264,29 @@ def available_variants(backends: Sequence[str] | None,
 
 def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], config: TimingConfig,
            threads: int | None, peaks: Peaks, say: Progress, skipped: list[Skipped], seed: int) -> list[Timed]:
+    """Per case, every variant that runs it, timed round-robin (deploykit.bench.interleave)."""
     timed: list[Timed] = []
     broken: set[tuple[str, str]] = set()
-    total = len(cases) * len(variants)
-    done = 0
     with tempfile.TemporaryDirectory(prefix="deploykit-kernels-") as folder, torch_threads(threads):
-        for case in cases:
+        for number, case in enumerate(cases, start=1):
+            say(Progressed("kernel sweep (shapes)", number - 1, len(cases)))
             weights = kg.random_weights(case.ops(), seed)
             inputs = _float_inputs(case, seed + 1)
-            for backend, precision in variants:
-                done += 1
-                say(Progressed("kernel sweep (runs)", done, total))
-                if (backend, precision) in broken:
+            with ExitStack() as stack:
+                steps: dict[tuple[str, str], Step] = {}
+                for variant in (v for v in variants if v not in broken):
+                    try:
+                        steps[variant] = _make_step(case, *variant, weights, inputs, threads, folder, stack)
+                        steps[variant](0)  # a backend that cannot run one of these graphs cannot run the others
+                    except Exception as exc:
+                        steps.pop(variant, None)
+                        broken.add(variant)
+                        skipped.append(Skipped(" ".join(variant), f"{type(exc).__name__}: "
+                                                                  f"{str(exc).strip().splitlines()[0][:200]}"))
+                if not steps:
                     continue
-                try:
-                    with ExitStack() as stack:
-                        step = _make_step(case, backend, precision, weights, inputs, threads, folder, stack)
-                        timing = time_calls(step, config)
-                except Exception as exc:  # a backend that cannot run one of these graphs cannot run the others
-                    broken.add((backend, precision))
-                    skipped.append(Skipped(f"{backend} {precision}", f"{type(exc).__name__}: "
-                                                                     f"{str(exc).strip().splitlines()[0][:200]}"))
-                    continue
+                run = time_interleaved({" ".join(v): step for v, step in steps.items()}, config)
+            for (backend, precision), timing in zip(steps, run.timings.values(), strict=True):
                 # On a GPU the kernel is its compute time (CUDA events); transfers are not the kernel's.
                 gpu = timing.phases_ms.get("compute")
                 timed.append(Timed(case, backend, precision, gpu or timing.samples_ms,
@@ -294,6 +294,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                 result = _result(timed[-1], peaks)
                 say(f"{case.describe()}: {backend} {precision} {result.median_ms:.2f} ms, "
                     f"{result.gflops:.1f} GFLOP/s, {result.efficiency_percent:.0f}% of roofline")
+        say(Progressed("kernel sweep (shapes)", len(cases), len(cases)))
     return timed
 
 
@@ -303,21 +304,21 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
                 progress: Progress | None = None, seed: int = 0) -> KernelReport:
     """Time every case on every available (backend, precision); failures are skipped once with the reason.
     TensorRT kernels are measured against the GPU's peaks (measured with torch on CUDA) when torch sees one."""
-    from deploykit.bench.run import busy_warning, environment_manifest, load_average
+    from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    load_before = load_average()
+    probe = LoadProbe()
     config = config or (QUICK_CONFIG if quick else FULL_CONFIG)
     variants, skipped = available_variants(backends, precisions)
-    say(f"measuring this machine's fp32 GEMM and memory-copy peaks ({threads or 'default'} threads)")
+    say(f"{PEAKS_MESSAGE} ({threads or 'default'} threads, before and after)")
     peaks = measure_peaks(threads, quick=quick)
     say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
     gpu = measure_gpu_peaks(quick=quick) if any(BACKENDS[b].device == "gpu" for b, _ in variants) else None
     timed = _sweep(plan_cases(quick=quick, suites=suites), variants, config, threads, peaks, say, skipped, seed)
-    say("measuring the peaks again")
+    load = probe.stop()
     after = measure_peaks(threads, quick=quick)
-    warnings = [w for w in (busy_warning(load_before), spread_warning(peaks, after)) if w]
+    warnings = [w for w in (load.warning(), spread_warning(peaks, after)) if w]
     if any(BACKENDS[t.backend].device == "gpu" for t in timed) and gpu is None:
         warnings.append("torch sees no CUDA device, so TensorRT kernels are set against the CPU's peaks: their "
                         "efficiencies mean nothing")
@@ -326,7 +327,7 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
     peaks = best_of(peaks, after)
     results = [_result(t, gpu if gpu is not None and BACKENDS[t.backend].device == "gpu" else peaks) for t in timed]
     return KernelReport(results=results, skipped=skipped, peaks=peaks.to_dict(),
-                        environment=environment_manifest(threads, load_before),
+                        environment=environment_manifest(threads, load),
                         config={**config.to_dict(), "quick": quick, "suites": list(suites)},
                         seconds=time.perf_counter() - started, notes=NOTES + warnings,
                         gpu_peaks=gpu.to_dict() if gpu else None)
@@ -349,4 +350,4 @@ def _make_step(case: KernelCase, backend: str, precision: str, weights: Sequence
     model, feeds = _onnx_model(case, precision, weights, inputs)
     if BACKENDS[backend].runs_onnx:
         return _ort_step(model, feeds, threads)
-    return _tensorrt_step(model, feeds, folder, stack)
+    return _tensorrt_step(model, feeds, folder, stack, precision)

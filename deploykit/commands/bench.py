@@ -10,7 +10,7 @@ from deploykit.commands._options import echo_json, force_option, given, json_opt
 
 
 class _BenchGroup(click.Group):
-    """`bench TARGET ...` runs `bench run TARGET ...`; `bench kernels` is the kernel sweep."""
+    """`bench TARGET...` runs `bench run TARGET...`; `bench kernels` is the kernel sweep."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
@@ -20,7 +20,7 @@ class _BenchGroup(click.Group):
 
 @click.group(cls=_BenchGroup, short_help="Latency/throughput of a model, or the dilated/separable kernel sweep.")
 def bench() -> None:
-    """Benchmark a model (`deploykit bench TARGET`, same as `bench run TARGET`) or the convolution kernels
+    """Benchmark models (`deploykit bench TARGET...`, same as `bench run TARGET...`) or the convolution kernels
     dense-prediction models depend on (`deploykit bench kernels`)."""
 
 
@@ -41,16 +41,17 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
     return words or None
 
 
-@bench.command("run", short_help="Time a zoo model, an .onnx file or a built artifact.")
-@click.argument("target")
+@bench.command("run", short_help="Time zoo models, .onnx files or built artifacts against each other.")
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
               help="torch, onnxruntime, onnxruntime-cuda, tensorrt (default: the target's own; a zoo model "
                    "given onnxruntime is exported to a temporary ONNX file first).")
 @click.option("--batch", "batches", default=None, metavar="1,2,4,8", help="Batch sizes to time (default 1).")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's size).")
-@click.option("--warmup", type=float, default=None, help="Warm-up seconds, excluded (default 0.2).")
-@click.option("--duration", type=float, default=None, help="Seconds to time per case (default 3, >= 10 iterations).")
-@click.option("--iterations", type=int, default=None, help="Time exactly this many iterations instead.")
+@click.option("--warmup", type=float, default=None, help="Warm-up seconds per case, excluded (default 0.2).")
+@click.option("--duration", type=float, default=None,
+              help="Seconds per case (default 3, >= 10 rounds); all cases run round-robin in that total.")
+@click.option("--iterations", type=int, default=None, help="Time exactly this many rounds instead.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: the backend's, all cores).")
 @click.option("--no-roofline", is_flag=True, help="Skip measuring the machine's peaks (no efficiency column).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the engine as a CUDA graph (as trtexec 11).")
@@ -64,16 +65,19 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @force_option
 @json_option
-def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
-        duration: float | None, iterations: int | None, threads: int | None, no_roofline: bool, cuda_graph: bool,
-        set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
+def run(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None, input_shape: str | None,
+        warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
+        no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
+        allow_partial: bool, task: str | None,
         output: str | None, baseline: str | None, min_change: float | None, as_csv: bool, force: bool,
         as_json: bool) -> None:
-    """Time TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
-    inputs in and outputs out, over several distinct inputs in rotation. Reports min, mean, median, p90,
-    p95, p99, max and std (nearest-rank percentiles, as trtexec), throughput (queries / walltime), achieved
-    GFLOP/s and the share of this machine's measured sgemm peak, with an environment manifest."""
-    from deploykit.bench.harness import TimingConfig
+    """Time each TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
+    inputs in and outputs out, over several distinct inputs in rotation. Every (target, backend, batch) case
+    runs in one round-robin: one inference of each per round, the order rotating, an untimed pause between
+    cases, so other work on the machine slows all alike. Reports min, p10, median, mean, p90, p95, p99, max
+    and std (nearest-rank percentiles, as trtexec), throughput, achieved GFLOP/s and the share of this
+    machine's measured sgemm peak, with an environment manifest and the machine's load while timing."""
+    from deploykit.bench.interleave import TimingConfig
     from deploykit.bench.run import compare_reports, run_bench, to_csv
     from deploykit.errors import ConfigConflict
     from deploykit.io.outputs import check_output_path, write_json
@@ -89,7 +93,7 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "task": task}
-    report = run_bench(target, backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
+    report = run_bench(list(targets), backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
                        input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                        threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
                        progress=progress)

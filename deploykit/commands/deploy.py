@@ -28,15 +28,17 @@ from deploykit.commands.build import backend_option
 @click.option("--bench-seconds", type=float, default=None, help="Timed seconds per benchmark run (default 3).")
 @click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
+@click.option("--print-report", is_flag=True, help="Also print report.md (the summary is printed either way).")
 @json_option
 def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
            out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
            accuracy_budget: str | None, inputs: str | None, labels: str | None, input_shape: str | None,
            bench_seconds: float | None,
-           threads: int | None, rerun: bool, as_json: bool) -> None:
+           threads: int | None, rerun: bool, print_report: bool, as_json: bool) -> None:
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
-    Re-running skips the steps whose inputs did not change."""
+    Prints progress, then a short summary ending with the verdict. Re-running skips the steps whose inputs did
+    not change."""
     from deploykit.io.outputs import check_output_dir
     from deploykit.pipeline.deploy import DeployOptions, run_deploy
     from deploykit.zoo.sources import parse_options, parse_shape
@@ -60,9 +62,11 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     if as_json:
         echo_json(result.to_dict())
     else:
-        click.echo((result.out / "report.md").read_text(encoding="utf-8"))
-        click.echo(f"report: {result.out / 'report.html'}")
-        click.echo("\n".join(result.verdict.lines()))
+        from deploykit.report.deploy import summary_lines
+
+        if print_report:
+            click.echo((result.out / "report.md").read_text(encoding="utf-8"))
+        click.echo("\n".join(summary_lines(result, result.out / "report.html")))
     if not result.parity.passed:
         from deploykit.errors import ParityError
 

@@ -7,7 +7,8 @@ PyTorch model is built once (and only when a step needs it), model.onnx is loade
 opened once for parity and bench with the sidecar its build returned, and the per-layer step uses the parity
 inputs.
 Defaults, documented once here: every precision of deploykit.precision.table.PRECISIONS; backend auto (see
-deploykit.build); DEFAULT_BENCH_SECONDS timed seconds per benchmark run after BENCH_WARMUP_S of warm-up;
+deploykit.build); DEFAULT_BENCH_SECONDS timed seconds per contender after BENCH_WARMUP_S of warm-up each, PyTorch
+eager and every artifact timed round-robin in one run;
 parity inputs: --inputs, else the calibration folder, else deploykit.parity.inputs' sample photographs.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,8 @@ from typing import Any, TypeVar
 import onnx
 
 import deploykit
-from deploykit.backends.base import REFERENCE, Backend, resolve_backend
+from deploykit.backends.base import Backend, resolve_backend
+from deploykit.backends.race import candidates as race_candidates
 from deploykit.backends.targets import Target, open_target, source_label, torch_target
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult
@@ -128,8 +130,8 @@ def artifact_name(precision: str, backend: str) -> str:
 class _Run:
     """The state one deploy builds once and hands to its steps."""
 
-    def __init__(self, opts: DeployOptions, backend: Backend, say: Progress) -> None:
-        self.opts, self.backend, self.say = opts, backend, say
+    def __init__(self, opts: DeployOptions, backend: Backend, say: Progress, racers: Sequence[Backend]) -> None:
+        self.opts, self.backend, self.say, self.racers = opts, backend, say, racers
         self.onnx_path = opts.out / "model.onnx"
         self.label = source_label(opts.source, opts.options, opts.weights)
         self.builds: list[BuildResult] = []
@@ -181,7 +183,9 @@ class _Run:
         from deploykit.precision.passes import CalibrationOptions
 
         opts = self.opts
-        result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend.name,
+        # With racers, build-engine's own race picks each precision's backend (deploykit.backends.race).
+        backend = self.opts.backend if self.racers else self.backend.name
+        result = build_artifact(self.onnx_path, artifact, precision=precision, backend=backend,
                                 calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n,
                                                                labels=opts.labels),
                                 accuracy_budget=_budget(opts, precision), threads=opts.threads, force=True,
@@ -225,27 +229,34 @@ class _Run:
         return result
 
     def bench(self) -> BenchReport:
-        from deploykit.bench.harness import TimingConfig
-        from deploykit.bench.roofline import Peaks
-        from deploykit.bench.run import apply_peaks, run_bench
+        """PyTorch eager and every artifact in one round-robin run (deploykit.bench.interleave)."""
+        from deploykit.bench.interleave import TimingConfig
+        from deploykit.bench.run import run_bench
 
         opts = self.opts
         config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=opts.bench_seconds or DEFAULT_BENCH_SECONDS)
-        run = functools.partial(run_bench, config=config, threads=opts.threads, input_shape=opts.input_shape,
-                                progress=self.say)
-        reports = [run(self.reference, backends=[REFERENCE.name], roofline=True)]
-        reports += [run(target, roofline=False) for target in self.candidates]
-        peaks = reports[0].peaks
-        if peaks:
-            known = set(Peaks.__dataclass_fields__)
-            for report in reports[1:]:
-                apply_peaks(report.results, Peaks(**{k: v for k, v in peaks.items() if k in known}))
-        merged = BenchReport(results=[r for report in reports for r in report.results],
-                             skipped=[s for report in reports for s in report.skipped],
-                             environment=reports[0].environment, peaks=peaks, config=reports[0].config,
-                             notes=_distinct_notes(n for report in reports for n in report.notes))
-        write_json(opts.out / "bench.json", merged.to_dict(), force=True)
-        return merged
+        report = run_bench([self.reference, *self.candidates], config=config, threads=opts.threads,
+                           input_shape=opts.input_shape, progress=self.say, roofline=True)
+        write_json(opts.out / "bench.json", report.to_dict(), force=True)
+        return report
+
+
+def build_files(build: BuildResult) -> list[Path]:
+    """The files a build step wrote: the artifact with its companions, and its sidecar."""
+    from deploykit.backends.base import backend_of
+
+    return [*backend_of(build.backend).files(build.path), build.sidecar_path]
+
+
+def _backend_note(asked: str | None, backend: Backend, note: str, racers: Sequence[Backend]) -> str:
+    """Why these backends: a race among the ready CPU backends, or the table's pick (TensorRT where a builder
+    can be constructed: `--backend auto` builds it without a CPU race)."""
+    if racers:
+        return (f"--backend auto: {', '.join(b.title for b in racers)} are ready here; each precision is built with "
+                "every one of them and the fastest measured is kept (deploykit.backends.race)")
+    if asked == "auto" and backend.device != "cpu":
+        return f"{note}: --backend auto builds {backend.title} here, with no CPU race (nothing to measure it against)"
+    return note
 
 
 def _budget(opts: DeployOptions, precision: str) -> str | None:
@@ -267,15 +278,20 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     if opts.rerun:
         record.entries.clear()
     backend, backend_note = resolve_backend(opts.backend)
+    racers = race_candidates(opts.backend, backend, layout_given=False)
+    backend_note = _backend_note(opts.backend, backend, backend_note, racers)
     say(backend_note)
     steps: list[StepLog] = []
-    run = _Run(opts, backend, say)
+    run = _Run(opts, backend, say, racers)
 
     def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
-             load: Callable[[dict[str, Any]], T]) -> T:
+             load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None) -> T:
+        """Run or skip one step; its result is rebuilt from outputs[-1] (a JSON) when skipped. `produced`: the
+        files it wrote besides `outputs`, known from its result."""
         started = time.perf_counter()
         say(f"[{name}] starting")
-        outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action,
+        files = (lambda result: [*produced(result), *outputs]) if produced else outputs
+        outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, files, action,
                              lambda: load(_read(outputs[-1])))
         steps.append(StepLog(name, outcome.skipped, time.perf_counter() - started))
         say(f"[{name}] {'unchanged since the last run: skipped' if outcome.skipped else 'done'} "
@@ -292,10 +308,10 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         run.builds.append(step(
             f"build-{precision}",
             {"onnx": run.onnx_path, "precision": precision, "backend": backend.name,
-             "calib": _folder_fingerprint(opts.calib_data), "calib_n": opts.calib_n,
-             "budget": _budget(opts, precision)},
-            [artifact, record_file], functools.partial(run.build, precision, artifact, record_file),
-            BuildResult.from_dict))
+             "race": [b.name for b in racers], "calib": _folder_fingerprint(opts.calib_data),
+             "calib_n": opts.calib_n, "budget": _budget(opts, precision)},
+            [record_file], functools.partial(run.build, precision, artifact, record_file), BuildResult.from_dict,
+            produced=lambda build: build_files(build)))
     artifacts = [b.path for b in run.builds]
     parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder)},
                   [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
@@ -317,11 +333,3 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
 def _read(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
-
-
-def _distinct_notes(notes: Iterable[str]) -> list[str]:
-    """One note per kind: the runs of one deploy repeat the same warning with slightly different figures."""
-    seen: dict[str, str] = {}
-    for note in notes:
-        seen.setdefault(note.split("(")[0], note)
-    return list(seen.values())

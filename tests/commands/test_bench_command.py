@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from deploykit.bench import kernels as kernels_module
-from deploykit.bench.harness import TimingConfig
+from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.kernels import KernelCase
 from deploykit.bench.roofline import Peaks
 from deploykit.cli import cli
