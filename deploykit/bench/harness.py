@@ -109,7 +109,6 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_shape"] = list(self.input_shape)
-        data["samples_ms"] = [round(s, 4) for s in self.samples_ms]
         return data
 
     @classmethod
@@ -159,7 +158,8 @@ def step_for(runner: Runner, feeds: Sequence[Mapping[str, np.ndarray]]) -> Calla
 def result_from_timing(timing: Timing, *, target: str, backend: str, precision: str, batch: int,
                        input_shape: tuple[int, ...], mode: str, threads: int | None, distinct_inputs: int,
                        madds: int | None, peak_gflops: float | None, run_id: str = "") -> BenchResult:
-    latency = summarize(timing.samples_ms)
+    samples = [round(ms, 4) for ms in timing.samples_ms]  # 0.1 us: what the JSON keeps, so a reload decides alike
+    latency = summarize(samples)
     qps = len(timing.samples_ms) / timing.walltime_s if timing.walltime_s > 0 else 0.0
     achieved = 2 * madds / (latency.median * 1e-3) / 1e9 if madds else None
     efficiency = 100 * achieved / peak_gflops if achieved is not None and peak_gflops else None
@@ -168,4 +168,4 @@ def result_from_timing(timing: Timing, *, target: str, backend: str, precision: 
         mode=mode, latency=latency, throughput_qps=qps, images_per_s=qps * batch, walltime_s=timing.walltime_s,
         warmup_iterations=timing.warmup_iterations, distinct_inputs=distinct_inputs, threads=threads,
         phases={p: summarize(v) for p, v in timing.phases_ms.items()}, madds=madds, achieved_gflops=achieved,
-        efficiency_percent=efficiency, samples_ms=timing.samples_ms, run_id=run_id)
+        efficiency_percent=efficiency, samples_ms=samples, run_id=run_id)

@@ -156,6 +156,18 @@ def _render(report: Any, comparison: Any) -> None:
                + f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}")
     if report.results:
         click.echo(f"mode: {report.results[0].mode}")
+    if len(report.results) > 1:
+        from deploykit.bench.harness import speedup
+
+        first = report.results[0]
+        click.echo(f"\nround-robin in one run; speed-up over {first.target} {first.backend} {first.precision} batch "
+                   f"{first.batch} (ratio of medians per image, 95% bootstrap interval; an interval containing 1 "
+                   "is a tie):")
+        for result in report.results[1:]:
+            click.echo(f"  {result.target} {result.backend} {result.precision} batch {result.batch}: "
+                       f"{speedup(first, result).text()}")
+    if report.load is not None:
+        click.echo(f"machine load while timing: {report.load.describe()}")
     for note in report.notes:
         click.echo(f"note: {note}")
     if comparison is not None:
