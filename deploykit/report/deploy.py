@@ -62,8 +62,7 @@ def race_rows(result: DeployResult) -> list[list[object]]:
             ratio = Ratio.from_dict(ratios.get(name))
             low, high = spread.get(name) or (None, None)
             rows.append([build.precision, name, median, _spread(low, high),
-                         "chosen" if name == record.get("chosen") else (f"{ratio.text()} of the chosen" if ratio
-                                                                        else "-")])
+                         "chosen" if name == record.get("chosen") else (ratio.text() if ratio else "-")])
     return rows
 
 
@@ -84,7 +83,7 @@ def latency_blocks(result: DeployResult) -> list[Block]:
     if raced:
         out += [Paragraph("`--backend auto` built every ready CPU backend's artifact per precision and timed them "
                           "round-robin on one input at build time; the chosen one was kept:"),
-                table(["precision", "backend", "median ms", "p10-p90 ms", "ratio"], raced)]
+                table(["precision", "backend", "median ms", "p10-p90 ms", "time over the chosen's"], raced)]
     return out
 
 
