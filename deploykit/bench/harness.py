@@ -101,6 +101,7 @@ class BenchResult:
     output_bytes: int | None = None  # per inference, all outputs (an --head argmax class map: 1 byte a pixel)
     samples_ms: list[float] = field(default_factory=list)
     run_id: str = ""  # results of one round-robin run share it: samples_ms[i] of each comes from round i
+    set_aside_ms: list[float] = field(default_factory=list)  # disturbed rounds' samples, not in the figures
 
     @property
     def key(self) -> tuple[str, str, str, int, tuple[int, ...]]:
@@ -168,4 +169,5 @@ def result_from_timing(timing: Timing, *, target: str, backend: str, precision: 
         mode=mode, latency=latency, throughput_qps=qps, images_per_s=qps * batch, walltime_s=timing.walltime_s,
         warmup_iterations=timing.warmup_iterations, distinct_inputs=distinct_inputs, threads=threads,
         phases={p: summarize(v) for p, v in timing.phases_ms.items()}, madds=madds, achieved_gflops=achieved,
-        efficiency_percent=efficiency, samples_ms=samples, run_id=run_id)
+        efficiency_percent=efficiency, samples_ms=samples, run_id=run_id,
+        set_aside_ms=[round(ms, 4) for ms in timing.set_aside_ms])

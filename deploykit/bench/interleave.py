@@ -12,6 +12,11 @@
 - Rounds: exactly `iterations`, or until `duration_s` per contender of wall time has passed (pauses
   included) and at least `min_iterations` rounds ran (trtexec's defaults: 0.2 s warm-up, 3 s, 10 iterations).
   Each call is timed host to host with perf_counter: end-to-end latency, arrays in and arrays out.
+- Disturbed rounds: a round during which other processes took more than bench.load.DISTURBED of a core is set
+  aside (bursts of other work slow runtimes unequally, so they move the ratios, not just the milliseconds), and
+  the rounds go on until as many undisturbed ones as asked for have run, up to EXTEND times the rounds or the
+  time. When fewer remain than asked for, nothing is set aside and the machine's load says it was disturbed
+  throughout. Set-aside samples are kept beside the others.
 - Beside the samples: the machine's load before and after (deploykit.bench.load). Round i's sample of every
   contender is samples_ms[i], so two contenders' ratio can be bootstrapped by round (bench.stats.median_ratio).
 
@@ -28,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.bench.load import LoadProbe, MachineLoad
+from deploykit.bench.load import LoadProbe, MachineLoad, RoundMeter
 from deploykit.types import Progress, Progressed
 
 Step = Callable[[int], object]
 PHASES = ("h2d", "compute", "d2h", "enqueue")
 PAUSE_S = 0.05
+EXTEND = 2  # at most this many times the asked rounds (or time) to collect undisturbed rounds
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Timing:
     walltime_s: float  # the timed calls' sum (pauses and the other contenders excluded)
     warmup_iterations: int
     phases_ms: dict[str, list[float]] = field(default_factory=dict)
+    set_aside_ms: list[float] = field(default_factory=list)  # samples of disturbed rounds, not in the figures
 
 
 @dataclass
@@ -64,8 +71,8 @@ class Interleaved:
     """A round-robin run: every contender's Timing (samples_ms[i] from round i) and the machine's load."""
 
     timings: dict[str, Timing]
-    rounds: int
-    load: MachineLoad
+    rounds: int  # the rounds in the figures
+    load: MachineLoad  # with every round's count and those set aside
 
 
 def phase_times(result: object) -> dict[str, float] | None:
@@ -98,43 +105,48 @@ def _warm_up(step: Step, config: TimingConfig) -> int:
     return calls
 
 
-def _finished(config: TimingConfig, rounds: int, elapsed: float, contenders: int) -> bool:
+def _finished(config: TimingConfig, rounds: int, quiet: int, elapsed: float, contenders: int) -> bool:
+    """Enough undisturbed rounds (or time in them), or EXTEND times what was asked for."""
     if config.iterations is not None:
-        return rounds >= config.iterations
-    return rounds >= config.min_iterations and elapsed >= config.duration_s * contenders
+        return quiet >= config.iterations or rounds >= EXTEND * config.iterations
+    budget = config.duration_s * contenders
+    quiet_time = elapsed * quiet / rounds if rounds else 0.0
+    if quiet >= config.min_iterations and quiet_time >= budget:
+        return True
+    return rounds >= EXTEND * config.min_iterations and elapsed >= EXTEND * budget
 
 
 def time_interleaved(steps: Mapping[str, Step], config: TimingConfig, *, progress: Progress | None = None,
-                     label: str = "", report_every_s: float = 10.0) -> Interleaved:
-    """Warm every contender up, then time them round-robin (module docstring)."""
+                     label: str = "", report_every_s: float = 10.0, meter: RoundMeter | None = None) -> Interleaved:
+    """Warm every contender up, then time them round-robin (module docstring). `meter`: what tells disturbed
+    rounds apart (a RoundMeter reading /proc/stat unless given)."""
     if not steps:
         raise ValueError("nothing to time")
     names = list(steps)
     probe = LoadProbe()
     warm = {name: _warm_up(steps[name], config) for name in names}
     timings = {name: Timing([], 0.0, warm[name]) for name in names}
+    phases: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     pause = config.pause_s if len(names) > 1 else 0.0
     counted, shown, rounds = _counted(config, label), 0, 0
+    meter = meter or RoundMeter()
     started = last_report = time.perf_counter()
-    while not _finished(config, rounds, time.perf_counter() - started, len(names)):
+    while not _finished(config, rounds, meter.quiet_so_far(), time.perf_counter() - started, len(names)):
         for name in rotated(names, rounds):
             if pause:
                 time.sleep(pause)
-            timing = timings[name]
             t0 = time.perf_counter()
             result = steps[name](warm[name] + rounds)
-            elapsed = time.perf_counter() - t0
-            timing.samples_ms.append(elapsed * 1e3)
-            timing.walltime_s += elapsed
-            for phase, ms in (phase_times(result) or {}).items():
-                timing.phases_ms.setdefault(phase, []).append(ms)
+            timings[name].samples_ms.append((time.perf_counter() - t0) * 1e3)
+            phases[name].append(phase_times(result) or {})
         rounds += 1
+        meter.round_done()
         now = time.perf_counter()
         if progress and counted is not None:
             budget = config.duration_s * len(names)
             done = rounds if config.iterations else min(99, int(100 * (now - started) / budget) if budget else 99)
             if done > shown:
-                progress(Progressed(counted, done, config.iterations or 100))
+                progress(Progressed(counted, min(done, config.iterations or 100), config.iterations or 100))
                 shown = done
         if progress and now - last_report >= report_every_s:
             medians = ", ".join(f"{n} {np.median(timings[n].samples_ms):.2f} ms" for n in names)
@@ -142,7 +154,34 @@ def time_interleaved(steps: Mapping[str, Step], config: TimingConfig, *, progres
             last_report = now
     if progress and counted is not None and shown < (config.iterations or 100):
         progress(Progressed(counted, config.iterations or 100, config.iterations or 100))
-    return Interleaved(timings, rounds, probe.stop())
+    disturbed = meter.disturbed()
+    kept, throughout = _kept_rounds(disturbed, config)
+    aside = 0 if throughout else sum(disturbed)
+    for name in names:
+        _keep(timings[name], phases[name], set(kept))
+    return Interleaved(timings, len(kept), probe.stop(rounds, aside, throughout))
+
+
+def _kept_rounds(disturbed: Sequence[bool], config: TimingConfig) -> tuple[list[int], bool]:
+    """The rounds in the figures, and whether too few were undisturbed to leave any out. With `iterations`,
+    exactly that many: the first undisturbed ones, else the first ones."""
+    quiet = [i for i, d in enumerate(disturbed) if not d]
+    asked = config.iterations or config.min_iterations
+    throughout = len(quiet) < asked and any(disturbed)
+    kept = list(range(len(disturbed))) if throughout else quiet
+    return (kept[:config.iterations] if config.iterations else kept), throughout
+
+
+def _keep(timing: Timing, phases: list[dict[str, float]], kept: set[int]) -> None:
+    """Only the kept rounds' samples in the figures; the others beside them."""
+    samples = timing.samples_ms
+    timing.samples_ms = [ms for i, ms in enumerate(samples) if i in kept]
+    timing.set_aside_ms = [ms for i, ms in enumerate(samples) if i not in kept]
+    timing.walltime_s = sum(timing.samples_ms) / 1e3
+    for i, found in enumerate(phases):
+        if i in kept:
+            for phase, ms in found.items():
+                timing.phases_ms.setdefault(phase, []).append(ms)
 
 
 def _counted(config: TimingConfig, label: str) -> str | None:

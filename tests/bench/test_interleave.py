@@ -3,7 +3,7 @@ contenders, round counts, phase times, progress, and the machine's load beside t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import pytest
@@ -12,6 +12,23 @@ from deploykit.bench.interleave import TimingConfig, phase_times, rotated, time_
 from deploykit.types import Progressed
 
 EXACT = TimingConfig(warmup_s=0.0, duration_s=0.0, iterations=6, min_warmup_iterations=2, pause_s=0.0)
+
+
+class Meter:
+    """A scripted RoundMeter: the rounds listed in `disturbed` had other processes on the CPU."""
+
+    def __init__(self, disturbed: Collection[int] = ()) -> None:
+        self.marked = set(disturbed)
+        self.rounds = 0
+
+    def round_done(self) -> None:
+        self.rounds += 1
+
+    def quiet_so_far(self) -> int:
+        return sum(1 for i in range(self.rounds) if i not in self.marked)
+
+    def disturbed(self) -> list[bool]:
+        return [i in self.marked for i in range(self.rounds)]
 
 
 def test_every_contender_warms_up_then_runs_once_per_round_in_a_rotating_order() -> None:
@@ -58,7 +75,7 @@ def test_round_i_of_every_contender_is_sample_i(clock: Clock) -> None:
             clock.now += ms * (3 if i - 1 in (2, 4) else 1) / 1e3  # one warm-up call, then input 1 + round
         return run
     config = TimingConfig(warmup_s=0.0, iterations=6, min_warmup_iterations=1, pause_s=0.05)
-    run = time_interleaved({"x": step(20.0), "y": step(10.0)}, config)
+    run = time_interleaved({"x": step(20.0), "y": step(10.0)}, config, meter=Meter())
     assert run.timings["x"].samples_ms == pytest.approx([20, 20, 60, 20, 60, 20])
     assert run.timings["y"].samples_ms == pytest.approx([10, 10, 30, 10, 30, 10])
     assert run.timings["x"].walltime_s == pytest.approx(0.2)  # the timed calls only
@@ -66,10 +83,10 @@ def test_round_i_of_every_contender_is_sample_i(clock: Clock) -> None:
 
 def test_a_pause_comes_before_every_call_when_there_are_several_contenders(clock: Clock) -> None:
     config = TimingConfig(warmup_s=0.0, iterations=3, min_warmup_iterations=1, pause_s=0.05)
-    run = time_interleaved({"a": lambda i: None, "b": lambda i: None}, config)
+    run = time_interleaved({"a": lambda i: None, "b": lambda i: None}, config, meter=Meter())
     assert clock.pauses == [0.05] * 6 and all(s == 0 for t in run.timings.values() for s in t.samples_ms)
     clock.pauses.clear()
-    time_interleaved({"alone": lambda i: None}, config)
+    time_interleaved({"alone": lambda i: None}, config, meter=Meter())
     assert clock.pauses == []  # one contender: nobody's spinning threads to wait for
 
 
@@ -78,8 +95,26 @@ def test_duration_counts_per_contender_with_the_pauses(clock: Clock) -> None:
 
     def busy(i: int) -> None:
         clock.now += 0.05
-    run = time_interleaved({"a": busy, "b": busy}, config)
+    run = time_interleaved({"a": busy, "b": busy}, config, meter=Meter())
     assert run.rounds == 10  # 2 s for 2 contenders; a round takes 2 x (0.05 pause + 0.05 call)
+    run = time_interleaved({"a": busy, "b": busy}, config, meter=Meter(disturbed=range(0, 40, 2)))
+    assert run.rounds == 10 and run.load.rounds in (20, 21)  # every other round disturbed: twice the time
+
+
+def test_disturbed_rounds_are_set_aside_and_made_up_for() -> None:
+    calls: list[int] = []
+    run = time_interleaved({"a": lambda i: calls.append(i), "b": lambda i: None}, EXACT, meter=Meter({1, 3}))
+    assert run.rounds == 6 and len(calls) == 2 + 8  # two more rounds make up for the two set aside
+    assert all(len(t.samples_ms) == 6 and len(t.set_aside_ms) == 2 for t in run.timings.values())
+    assert (run.load.rounds, run.load.rounds_set_aside, run.load.disturbed_throughout) == (8, 2, False)
+    assert "2 of 8 rounds set aside" in run.load.describe()
+
+
+def test_a_machine_disturbed_throughout_keeps_every_round_and_says_so() -> None:
+    run = time_interleaved({"a": lambda i: None}, EXACT, meter=Meter(range(100)))
+    assert run.rounds == 6 and run.load.rounds == 12  # it tried twice the rounds, then kept the first six
+    assert run.load.disturbed_throughout and run.load.busy and "too many of the 12 rounds" in (run.load.warning()
+                                                                                               or "")
 
 
 def test_rounds_have_a_minimum_and_something_to_time() -> None:

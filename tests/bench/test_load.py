@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.bench import load as load_module
-from deploykit.bench.load import LoadProbe, MachineLoad
+from deploykit.bench.load import LoadProbe, MachineLoad, RoundMeter
 
 
 def _stat(busy: int, idle: int) -> str:
@@ -38,6 +38,21 @@ def test_other_processes_share_is_busy_time_minus_our_own(tmp_path: Path, monkey
     assert found.busy and "other processes kept 1.00 of" in (found.warning() or "")
 
 
+def test_rounds_are_measured_in_windows_and_disturbed_ones_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (wall s, every CPU's busy s, our own CPU s) at each reading
+    readings = iter([(0.0, 100.0, 10.0), (0.05, 100.1, 10.1), (0.12, 100.24, 10.24),  # rounds 0-1: ours only
+                     (0.32, 100.64, 10.44),  # round 2: others kept 0.2 s / 0.2 s = 1 core busy
+                     (0.45, 100.9, 10.7)])  # round 3: quiet again
+    monkeypatch.setattr(load_module, "_read", lambda: load_module._Reading(*next(readings)))
+    meter = RoundMeter()
+    for _ in range(3):
+        meter.round_done()
+    assert meter.shares == [pytest.approx(0.0)] * 2 + [pytest.approx(1.0)]  # the first two measured together
+    assert meter.quiet_so_far() == 2
+    meter.round_done()
+    assert meter.disturbed() == [False, False, True, False]
+
+
 def test_quiet_and_unknown_machines() -> None:
     quiet = MachineLoad(cores=2, seconds=10, load_before=1.9, load_after=2.0, others_cores=0.05)
     assert not quiet.busy and quiet.warning() is None  # a high load average of our own making is not a warning
@@ -50,6 +65,6 @@ def test_a_real_probe_sees_a_busy_child_as_others() -> None:
     if not os.path.exists("/proc/stat"):
         pytest.skip("needs /proc/stat (Linux)")
     probe = LoadProbe()
-    time.sleep(0.05)
+    time.sleep(0.15)  # longer than one window of CPU ticks
     found = probe.stop()
     assert found.others_cores is not None and found.others_cores >= 0
