@@ -125,6 +125,7 @@ def figures(state: dict[str, Any], bench: Any) -> dict[str, Any]:
     """What the verdict states for this timing, and the INT8 artifact's speed-ups (None without INT8)."""
     from deploykit.bench.harness import speedup
     from deploykit.pipeline.verdict import artifact_run, decide, reference_run
+    from deploykit.precision.table import BASELINE
 
     verdict = decide(state["builds"], state["parity"], bench)
     torch, fp32, int8 = (reference_run(bench.results), artifact_run(bench.results, "fp32"),
@@ -134,7 +135,8 @@ def figures(state: dict[str, Any], bench: Any) -> dict[str, Any]:
         return speedup(slow, fast).to_dict() if slow and fast else None
     return {"ship": verdict.ship, "verdict": verdict.lines()[0],
             "speedup_vs_torch": verdict.speedup_vs_torch.to_dict() if verdict.speedup_vs_torch else None,
-            "speedup_vs_fp32": verdict.speedup_vs_fp32.to_dict() if verdict.speedup_vs_fp32 else None,
+            "speedup_vs_fp32": verdict.speedup_vs_fp32.to_dict() if verdict.speedup_vs_fp32 and
+            verdict.precision != BASELINE.name else None,  # the verdict states none when it ships FP32
             "int8_vs_fp32": ratio(fp32, int8), "int8_vs_torch": ratio(torch, int8),
             "medians_ms": {f"{r.backend} {r.precision}": round(r.latency.median, 3) for r in bench.results},
             "load": bench.load.to_dict() if bench.load else None}
