@@ -33,7 +33,7 @@ from deploykit.bench.stats import Ratio, median_ratio, summarize
 from deploykit.io.outputs import check_output_path
 from deploykit.types import Progress
 
-RUNS = 20  # enough to tell apart backends whose latencies differ by more than a few percent
+RUNS = 12  # rounds: enough to tell apart backends 10% apart; closer ones tie and keep the table's preference
 WARMUP = 2
 TIMING = TimingConfig(warmup_s=0.0, iterations=RUNS, min_warmup_iterations=WARMUP)
 DEFAULT_SIDE = 224  # a dynamic spatial dimension without a recorded input size

@@ -186,11 +186,13 @@ def run_bench(targets: str | Target | Sequence[str | Target], *, backends: Seque
               batches: Sequence[int] = (1,), input_shape: tuple[int, ...] | None = None,
               config: TimingConfig | None = None, threads: int | None = None,
               model_options: Mapping[str, Any] | None = None, roofline: bool = True, cuda_graph: bool = False,
-              progress: Progress | None = None, madds_of: Target | None = None) -> BenchReport:
+              progress: Progress | None = None, madds_of: Target | None = None,
+              quick_peaks: bool = False) -> BenchReport:
     """Time every target on each backend and batch, all in one round-robin run (deploykit.bench.interleave).
     Backends that cannot run here are listed in `skipped`. `backends` apply to every target given by name
     (an opened Target keeps its own unless it is a PyTorch model). `madds_of`: a PyTorch target to count
-    multiply-adds on (see open_bench_targets)."""
+    multiply-adds on (see open_bench_targets). `quick_peaks`: the machine's peaks from shorter measurements
+    (bench.roofline.measure_peaks(quick=True)), as deploy takes them."""
     say = progress or (lambda _msg: None)
     config = config or TimingConfig()
     if any(b <= 0 for b in batches):
@@ -211,7 +213,7 @@ def run_bench(targets: str | Target | Sequence[str | Target], *, backends: Seque
             names = ", ".join(t.label if isinstance(t, Target) else t for t in listed)
             raise BackendUnavailable(f"no requested backend can run {names} here ({reasons})")
         contenders = _contenders(opened, stack, batches, input_shape, say, skipped)
-        peaks_after = measure_peaks_around(threads, say) if roofline else None
+        peaks_after = measure_peaks_around(threads, say, quick=quick_peaks) if roofline else None
         results, load = time_contenders(contenders, config, threads, say) if contenders else ([], None)
     notes = [w for w in (load.warning() if load else None,) if w]
     peaks = None

@@ -25,7 +25,8 @@ from deploykit.commands.build import backend_option
                    "against them and its drop in points from PyTorch (see `deploykit parity --labels`), and "
                    "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
-@click.option("--bench-seconds", type=float, default=None, help="Timed seconds per benchmark run (default 3).")
+@click.option("--bench-seconds", type=float, default=None,
+              help="Timed seconds per contender, all round-robin in one run (default 2).")
 @click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
 @click.option("--print-report", is_flag=True, help="Also print report.md (the summary is printed either way).")

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deploykit.bench import interleave
+from deploykit.bench.load import RoundMeter
 from tests.benchmarks import load_script
 
 
@@ -18,7 +20,18 @@ def script() -> ModuleType:
     return load_script("bench_cpu_peers")
 
 
-def test_round_robin_rotates_order_and_inputs(script: ModuleType) -> None:
+class QuietMeter(RoundMeter):
+    """No round disturbed, whatever else runs on this machine."""
+
+    def disturbed(self) -> list[bool]:
+        return [False] * len(super().disturbed())
+
+    def quiet_so_far(self) -> int:
+        return len(self.shares) + self.pending
+
+
+def test_round_robin_rotates_order_and_inputs(script: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(interleave, "RoundMeter", QuietMeter)
     calls: list[tuple[str, float]] = []
 
     def contender(label: str) -> Any:
