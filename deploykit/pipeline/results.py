@@ -112,5 +112,7 @@ def _parity(data: Mapping[str, Any], out: Path) -> ParityResult:
 
 
 def _build_dict(build: BuildResult) -> dict[str, Any]:
-    """A build as deploy records it: precision_onnx is the graph compiled (the source ONNX for fp32)."""
-    return {**build.to_dict(), "precision_onnx": str(build.graph)}
+    """A build as deploy records it: precision_onnx is the graph compiled (the source ONNX for fp32), and with
+    --backend auto on a CPU the race (every backend's median, spread and ratio to the chosen, and why)."""
+    race = build.sidecar.build_options.get("auto")
+    return {**build.to_dict(), "precision_onnx": str(build.graph), **({"race": race} if race else {})}

@@ -40,6 +40,7 @@ def test_auto_races_every_ready_cpu_backend_per_precision(tmp_path: Path) -> Non
         loser = next(n for n in record["medians_ms"] if n != build.backend)
         assert loser in record["ratios_to_chosen"] and record["reason"] in build.backend_note
         assert "load average" in record["reason"]
+    assert [b["race"]["chosen"] for b in summary["builds"]] == [b.backend for b in result.builds]
     report = (tmp_path / "report.md").read_text()
     after = report[report.index("`--backend auto` built every ready CPU backend"):].split("\n\n")[1]
     rows = after.splitlines()[2:]  # the race table, under its header and rule
