@@ -105,9 +105,9 @@ def _weights(args: argparse.Namespace) -> dict[str, str]:
 
 def prepare(name: str, args: argparse.Namespace, weights: str | None) -> Prepared:
     """Load the model, export model.onnx (static shape) and preprocess the calibration and held-out images."""
-    from deploykit.backends.targets import open_target
     from deploykit.export import onnx_from_torch
     from deploykit.io.images import iter_folder
+    from deploykit.targets.resolve import open_target
     from deploykit.zoo import get_model_spec
 
     spec = get_model_spec(name)
@@ -189,7 +189,7 @@ def _build(p: Prepared, precision: str, args: argparse.Namespace) -> Path:
 
 def deploykit_ort(precision: str) -> Callable[[Prepared, argparse.Namespace], Contender]:
     def make(p: Prepared, args: argparse.Namespace) -> Contender:
-        from deploykit.backends.targets import open_target
+        from deploykit.targets.resolve import open_target
 
         target = open_target(str(_build(p, precision, args)), threads=args.threads)
         return _from_runner(f"deploykit ORT {precision}", precision, "deploykit", target.runner)
@@ -265,7 +265,8 @@ def openvino_default_hint(p: Prepared, threads: int) -> Contender:
 def deploykit_openvino(layout: str | None) -> Callable[[Prepared, argparse.Namespace], Contender]:
     """deploykit's openvino backend: fp32 (layout None) or its INT8 Q/DQ graph in the given layout."""
     def make(p: Prepared, args: argparse.Namespace) -> Contender:
-        from deploykit.backends.openvino import compile, open_runner
+        from deploykit.backends.openvino.compile import compile
+        from deploykit.backends.openvino.runner import open_runner
 
         graph = p.onnx if layout is None else _int8_graph(p, args, layout)
         tag = "fp32" if layout is None else f"int8-{layout.replace('+', '-')}"
@@ -358,7 +359,7 @@ def time_round_robin(entries: list[Contender], inputs: list[np.ndarray], rounds:
 
 def agreement(p: Prepared, entries: list[Contender]) -> dict[str, dict[str, float]]:
     """Task metrics of every contender's outputs against PyTorch eager's on the held-out images."""
-    from deploykit.parity.metrics import task_metrics
+    from deploykit.metrics.tasks import task_metrics
 
     outputs = {e.label: np.concatenate([np.asarray(e.run(x), np.float32) for x in p.heldout]) for e in entries}
     reference = outputs.get(REFERENCE)

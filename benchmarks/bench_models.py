@@ -38,12 +38,13 @@ from deploykit.backends.base import BACKENDS, REFERENCE
 from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.load import LoadProbe
 from deploykit.bench.roofline import Peaks
-from deploykit.bench.run import apply_peaks, environment_manifest, measure_peaks_around, run_bench
+from deploykit.bench.run import apply_peaks, environment_manifest, measure_peaks_around
 from deploykit.bench.runners import Skipped
 from deploykit.errors import DeployKitError
 from deploykit.io.outputs import write_json, write_text
 from deploykit.precision.table import BASELINE, PRECISIONS
 from deploykit.report.format import markdown_table
+from deploykit.targets.bench import run_bench
 
 MODELS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenetv2",
           "deeplabv3plus_xception65", "msinet")
@@ -100,10 +101,10 @@ def _weights(pairs: Sequence[str]) -> dict[str, str]:
 def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | None) -> dict[str, Any]:
     """Export the model and build its fp16 / int8 ONNX Runtime artifacts with the library calls deploy uses;
     returns the PyTorch target (built once) and the paths of the three ONNX Runtime models."""
-    from deploykit.backends.targets import source_label, torch_target
     from deploykit.build import build_artifact
     from deploykit.export import onnx_from_torch
     from deploykit.precision.passes import CalibrationOptions
+    from deploykit.targets.resolve import source_label, torch_target
     from deploykit.zoo import get_model_spec
     from deploykit.zoo.sources import load_model
 
@@ -135,9 +136,9 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
 
 def _agreement(prepared: dict[str, Any], threads: int | None, images: str | None) -> dict[str, dict[str, float]]:
     """Task metrics of each ONNX Runtime variant against ONNX Runtime fp32 on real photographs (and --images)."""
-    from deploykit.backends.targets import open_target
     from deploykit.io.images import iter_folder, preprocess, sample_photographs
-    from deploykit.parity.metrics import task_metrics
+    from deploykit.metrics.tasks import task_metrics
+    from deploykit.targets.resolve import open_target
 
     batch = [preprocess(photo, prepared["preprocessing"], prepared["size"])
              for photo in sample_photographs(EVAL_PHOTOS)]
@@ -157,7 +158,7 @@ def _agreement(prepared: dict[str, Any], threads: int | None, images: str | None
 
 def bench_model(name: str, args: argparse.Namespace, weights: str | None, config: TimingConfig,
                 skipped: list[Skipped]) -> dict[str, Any]:
-    from deploykit.backends.targets import open_target
+    from deploykit.targets.resolve import open_target
 
     prepared = _prepare(name, args.out_dir / name, args, weights)
     shape = (1, 3, *prepared["size"])

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from deploykit.backends.onnxruntime.runner import session_options
+from deploykit.evaluate import session_options
 
 CALIB = Path(__file__).parent / "data" / "calib"
 HELDOUT = Path(__file__).parent / "data" / "heldout"
@@ -55,8 +55,8 @@ def _images(folder: Path, model: Path, n: int | None) -> list[np.ndarray]:
 
 def export(name: str, folder: Path, *, weights: str | None, options: Mapping[str, Any]) -> Path:
     """The zoo model `name` exported at its benchmark input size (static shape) to folder/model.onnx."""
-    from deploykit.backends.targets import open_target
     from deploykit.export import onnx_from_torch
+    from deploykit.targets.resolve import open_target
     from deploykit.zoo import get_model_spec
 
     spec = get_model_spec(name)

@@ -108,8 +108,9 @@ def neighbours(count: int, low: float, high: float, seed: int) -> Iterator[None]
 def time_once(state: dict[str, Any], way: str, seconds: float, threads: int | None) -> Any:
     """One timing of the deploy's contenders, the product's way (one round-robin run) or one after the other."""
     from deploykit.bench.interleave import TimingConfig
-    from deploykit.bench.run import BenchReport, run_bench
+    from deploykit.bench.run import BenchReport
     from deploykit.pipeline.deploy import BENCH_WARMUP_S
+    from deploykit.targets.bench import run_bench
 
     config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=seconds)
     targets = [state["reference"], *state["candidates"]]
@@ -144,8 +145,8 @@ def figures(state: dict[str, Any], bench: Any) -> dict[str, Any]:
 
 def load_state(summary_path: Path, threads: int | None) -> dict[str, Any]:
     """The deploy's builds and parity (from its summary) and its contenders, opened as deploy opens them."""
-    from deploykit.backends.targets import open_target, source_label, torch_target
     from deploykit.pipeline.results import DeployResult
+    from deploykit.targets.resolve import open_target, source_label, torch_target
     from deploykit.zoo.sources import load_model
 
     result = DeployResult.from_dict(json.loads(summary_path.read_text()), summary_path.parent)

@@ -235,7 +235,7 @@ def evaluate(recipe: Recipe, model: torch.nn.Module, folder: Path, labels: np.nd
              ) -> dict[str, float]:
     """Held-out metrics against the generated ground truth (mIoU over classes present; saliency CC, KLD)."""
     from deploykit.io.images import list_images, read_image
-    from deploykit.parity.metrics import cc, kld
+    from deploykit.metrics.tasks import cc, kld
 
     spec = get_model_spec(recipe.model)
     size = labels.shape[1:]

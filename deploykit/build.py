@@ -8,8 +8,8 @@ Outputs, beside OUT:
 Defaults, documented once here: precision fp32 (deploykit.precision.table.DEFAULT); no backend = the ready
 backend of highest rank in deploykit.backends.base.BACKENDS (TensorRT where a builder can be constructed, else
 ONNX Runtime); an explicit "auto" on a CPU builds every ready CPU backend's artifact and keeps the fastest,
-measured on the model (deploykit.backends.race; the artifact's suffix becomes the winner's, e.g. OUT.xml);
-Q/DQ layout: the backend's entry; INT8 calibration method minmax on up to 64 inputs; FP16
+measured on the model (the `racer` deploykit.targets.race.racer_for gives; the artifact's suffix becomes the
+winner's, e.g. OUT.xml); Q/DQ layout: the backend's entry; INT8 calibration method minmax on up to 64 inputs; FP16
 overflow scan on scikit-image's photographs when no --calib-data is given; accuracy-budget hold-out = a quarter
 of the data (1 to 8 inputs).
 """
@@ -22,24 +22,46 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import onnx
 
 import deploykit
-from deploykit.backends.base import Backend, Compiled, resolve_backend
-from deploykit.backends.race import candidates as race_candidates
-from deploykit.backends.race import check_outputs as check_racers
-from deploykit.backends.race import race
+from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, resolve_backend
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.passes import CalibrationOptions, PrecisionResult
-from deploykit.precision.table import GraphRequest, Precision, check_build_options, kept_nodes, precision_of
+from deploykit.precision.table import (
+    GraphRequest,
+    Precision,
+    check_build_options,
+    detect_precision,
+    kept_nodes,
+    precision_of,
+)
 from deploykit.types import Progress
 
-__all__ = ["BuildResult", "build_artifact", "precision_path", "resolve_backend"]
+
+@dataclass(frozen=True)
+class Chosen:
+    """What a Racer built and kept: the backend, where its artifact is, its compile facts, and why."""
+
+    backend: Backend
+    path: Path
+    compiled: Compiled
+    note: str
+
+
+class Racer(Protocol):
+    """Compiles the precision graph with several backends and keeps one (deploykit.targets.race.Race: `--backend
+    auto` on a CPU, measured on the model)."""
+
+    def check_outputs(self, out: Path, *, force: bool) -> None: ...
+
+    def __call__(self, graph: Path, out: Path, *, input_size: tuple[int, int] | None, precision: str, force: bool,
+                 threads: int | None, progress: Progress, float_source: onnx.ModelProto | None) -> Chosen: ...
 
 
 @dataclass
@@ -94,8 +116,6 @@ def _empty_sidecar(data: Mapping[str, Any]) -> Sidecar:
 def precision_path(out: str | os.PathLike[str], precision: str) -> Path:
     """Where the precision graph goes: OUT's name without .onnx/.ort/.plan/.engine/.<precision>, plus
     .<precision>.onnx, beside OUT (model.int8.ort.onnx -> model.int8.onnx)."""
-    from deploykit.backends.base import FILE_SUFFIXES
-
     out = Path(out)
     stem = out.name
     suffixes = (*FILE_SUFFIXES, f".{precision}")
@@ -141,10 +161,12 @@ def build_artifact(
     force: bool = False,
     progress: Progress | None = None,
     source: onnx.ModelProto | None = None,
+    racer: Racer | None = None,
 ) -> BuildResult:
     """Build OUT from `onnx_path` at `precision` for `backend`; write the artifact, its sidecar and the
     precision graph. `options` is the backend's typed options (e.g. TensorRTBuildOptions), None for its
-    defaults; `source` is the already loaded `onnx_path` (deploy loads it once). Raises a DeployKitError
+    defaults; `source` is the already loaded `onnx_path` (deploy loads it once); `racer` builds several backends'
+    artifacts and keeps one (deploykit.targets.race.racer_for). Raises a DeployKitError
     (nothing half-written is left) when any step fails."""
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -158,9 +180,8 @@ def build_artifact(
     chosen.check_options(options)
     for companion in chosen.files(out_path)[1:]:
         check_output_path(companion, force=force)
-    racers = race_candidates(backend, chosen, layout_given=qdq_layout is not None)
-    if racers:
-        check_racers(out_path, racers, force=force)
+    if racer is not None:
+        racer.check_outputs(out_path, force=force)
     model = source if source is not None else load_onnx(onnx_path)
     chosen.preflight(model, str(onnx_path))
     meta = read_metadata(model)
@@ -177,18 +198,18 @@ def build_artifact(
         _write_model(result.model, transformed, force=force)
         graph_path = transformed
         say(f"wrote the {entry.name} graph {transformed}")
+    graph_precision = detect_precision(result.model if result is not None else model, meta)
     fresh = [f for f in chosen.files(out_path) if not f.exists()]  # what a failed build must not leave behind
     try:
-        if racers:
-            raced = race(graph_path, out_path, racers, input_size=meta.input_size if meta else None, force=force,
-                         threads=threads, progress=say,
-                         float_source=Path(onnx_path) if transformed is not None else None)
-            chosen, out_path, note = raced.winner, raced.path, raced.reason
-            compiled = replace(raced.compiled, build_options={**raced.compiled.build_options, "auto": raced.record()})
-            say(f"auto: {note}")
+        if racer is not None:
+            kept = racer(graph_path, out_path, input_size=meta.input_size if meta else None,
+                         precision=graph_precision, force=force, threads=threads, progress=say,
+                         float_source=model if transformed is not None else None)
+            chosen, out_path, compiled, note = kept.backend, kept.path, kept.compiled, kept.note
         else:
-            compiled = chosen.compile(graph_path, out_path, options, force=force, threads=threads, progress=say,
-                                      float_source=Path(onnx_path) if transformed is not None else None)
+            compiled = chosen.compile(graph_path, out_path, options, precision=graph_precision, force=force,
+                                      threads=threads, progress=say,
+                                      float_source=model if transformed is not None else None)
     except BaseException as exc:
         for left in ([transformed] if transformed is not None else []) + fresh:
             left.unlink(missing_ok=True)  # no precision graph without its artifact, no half an artifact

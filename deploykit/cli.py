@@ -1,53 +1,73 @@
-"""The `deploykit` command line. Commands live in deploykit.commands; errors become messages here, once."""
+"""The `deploykit` command line. Commands live in deploykit.commands, listed in COMMANDS; errors become messages
+here, once."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from deploykit import __version__
-from deploykit.commands.bench import bench
-from deploykit.commands.build import build_engine
-from deploykit.commands.deploy import deploy
-from deploykit.commands.doctor import doctor
-from deploykit.commands.export import export
-from deploykit.commands.lint import lint
-from deploykit.commands.models import models
-from deploykit.commands.package import package
-from deploykit.commands.parity import parity
 from deploykit.errors import DeployKitError
 
-EXAMPLES = {
-    "doctor": "deploykit doctor --json",
-    "models": "deploykit models deeplabv3plus_xception65",
-    "export": "deploykit export deeplabv3plus -o deeplab.onnx",
-    "build-engine": "deploykit build-engine deeplab.onnx --int8 --calib-data photos/ -o deeplab.int8.ort.onnx",
-    "lint": "deploykit lint deeplab.onnx --target tensorrt",
-    "deploy": "deploykit deploy deeplabv3plus --calib-data photos/ --out deploy/deeplab",
-    "package": "deploykit package --triton deeplab.int8.onnx --out model_repository",
-    "parity": "deploykit parity deeplabv3plus_mobilenetv2 model.onnx model.int8.onnx --localize",
-    "bench": "deploykit bench model.int8.onnx --batch 1,4 -o run.json (or: deploykit bench kernels --quick)",
-}
+
+@dataclass(frozen=True)
+class Command:
+    """One command: its module in deploykit.commands (imported only when the command runs or shows its help, so
+    `deploykit --help` starts without torch), the attribute there, and what `deploykit --help` shows."""
+
+    name: str
+    module: str
+    attribute: str
+    summary: str
+    example: str
+
+
+COMMANDS = {c.name: c for c in (  # in the order of the flow, which --help keeps
+    Command("doctor", "doctor", "doctor",
+            "Report versions, ONNX Runtime providers, each backend's state, GPUs and CPU.", "deploykit doctor --json"),
+    Command("models", "models", "models", "List the model zoo, or show one model's spec and options.",
+            "deploykit models deeplabv3plus_xception65"),
+    Command("export", "export", "export", "Export a zoo or user model to ONNX, verified against PyTorch.",
+            "deploykit export deeplabv3plus -o deeplab.onnx"),
+    Command("build-engine", "build", "build_engine", "Build an FP32/FP16/INT8 artifact (ONNX Runtime or TensorRT).",
+            "deploykit build-engine deeplab.onnx --int8 --calib-data photos/ -o deeplab.int8.ort.onnx"),
+    Command("parity", "parity", "parity", "Compare a reference with candidates on task metrics; localise divergence.",
+            "deploykit parity deeplabv3plus_mobilenetv2 model.onnx model.int8.onnx --localize"),
+    Command("bench", "bench", "bench", "Latency/throughput of a model, or the dilated/separable kernel sweep.",
+            "deploykit bench model.int8.onnx --batch 1,4 -o run.json (or: deploykit bench kernels --quick)"),
+    Command("deploy", "deploy", "deploy", "Export, build every precision, check parity, bench, and write a report.",
+            "deploykit deploy deeplabv3plus --calib-data photos/ --out deploy/deeplab"),
+    Command("lint", "lint", "lint", "Check an ONNX model against TensorRT's ONNX support (no GPU needed).",
+            "deploykit lint deeplab.onnx --target tensorrt"),
+    Command("package", "package", "package", "Package artifacts as a Triton Inference Server model repository.",
+            "deploykit package --triton deeplab.int8.onnx --out model_repository"),
+)}
 
 
 class DeployKitGroup(click.Group):
     """Lists each command with a summary and an example; turns DeployKitError into one line and exit 2."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # the order of the flow, not the alphabet
+        return list(COMMANDS)  # the order of the flow, not the alphabet
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        command: click.Command = getattr(importlib.import_module(f"deploykit.commands.{entry.module}"),
+                                         entry.attribute)
+        command.short_help = entry.summary
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is None or command.hidden:
-                continue
-            rows.append((name, command.get_short_help_str(limit=200)))
-            if name in EXAMPLES:
-                rows.append(("", f"e.g. {EXAMPLES[name]}"))
+        for entry in COMMANDS.values():
+            rows += [(entry.name, entry.summary), ("", f"e.g. {entry.example}")]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -86,10 +106,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     artifacts. ONNX Runtime on CPU is the default everywhere; TensorRT is used where a GPU and TensorRT are."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-for _command in (doctor, models, export, build_engine, parity, bench, deploy, lint, package):
-    cli.add_command(_command)
 
 
 def main() -> None:

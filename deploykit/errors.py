@@ -5,6 +5,9 @@ The CLI turns every DeployKitError into one line on stderr and exit status 2; an
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 
 class DeployKitError(Exception):
     """Base class: a problem with the user's input or environment, not a bug in deploykit."""
@@ -58,9 +61,6 @@ class UserCodeError(DeployKitError):
     def from_exception(cls, what: str, exc: BaseException) -> UserCodeError:
         """`what` is e.g. "your factory pkg.mod:make"; the location is the deepest frame outside deploykit
         and torch (the user's line, or the library they call), else the deepest frame."""
-        import traceback
-        from pathlib import Path
-
         import torch
 
         ours = tuple(str(Path(p).resolve().parent) + "/" for p in (__file__, torch.__file__))

@@ -28,7 +28,7 @@ from deploykit.errors import ExportError, InputError, UserCodeError
 from deploykit.graph.heads import apply_head
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.io.outputs import atomic_output, check_output_path
-from deploykit.parity.metrics import NumericMetrics, numeric_metrics
+from deploykit.metrics.numeric import NumericMetrics, numeric_metrics
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model
 

@@ -16,10 +16,10 @@ def _cuda_available() -> bool:
 def _tensorrt_ready() -> tuple[bool, str]:
     if importlib.util.find_spec("tensorrt") is None:
         return False, "TensorRT is not installed (pip install 'deploykit[tensorrt]' on a GPU machine)"
-    from deploykit.environment import tensorrt_status
+    from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 
     status = tensorrt_status()
-    return status.state == "ready", f"TensorRT is {status.state}: {status.reason}"
+    return status.ready, f"TensorRT is {status.state}: {status.reason}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,14 +10,15 @@ import numpy as np
 import onnx
 import pytest
 
-from deploykit.backends.targets import open_target
-from deploykit.build import build_artifact, precision_path, resolve_backend
-from deploykit.environment import tensorrt_status
+from deploykit.backends.base import resolve_backend
+from deploykit.backends.tensorrt.backend import availability as tensorrt_status
+from deploykit.build import build_artifact, precision_path
 from deploykit.errors import BackendUnavailable, CalibrationError, ConfigConflict, OutputExists
 from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.targets.resolve import open_target
 from tests.fixtures.precision_models import export_user_model, photo_folder
 
 
@@ -52,7 +53,7 @@ def test_precision_path_names() -> None:
 
 def test_auto_backend_says_why() -> None:
     backend, note = resolve_backend(None)
-    if tensorrt_status().state != "ready":
+    if not tensorrt_status().ready:
         assert backend.name == "onnxruntime" and "default here" in note and "TensorRT is" in note
     with pytest.raises(ConfigConflict, match="unknown backend"):
         resolve_backend("coreml")
@@ -152,7 +153,7 @@ def test_failures_are_clear(workdir: Path, tmp_path: Path) -> None:
     (tmp_path / "exists.onnx").write_bytes(b"")
     with pytest.raises(OutputExists):
         build_artifact(source, tmp_path / "exists.onnx")
-    if tensorrt_status().state != "ready":
+    if not tensorrt_status().ready:
         with pytest.raises(BackendUnavailable, match="--backend onnxruntime"):
             build_artifact(source, tmp_path / "a.plan", backend="tensorrt")
     with pytest.raises(CalibrationError, match="no assignment reaches"):

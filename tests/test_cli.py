@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import click
 import onnx
 import pytest
 import torch
 from click.testing import CliRunner
 
-from deploykit.cli import cli
+from deploykit.cli import COMMANDS, cli
 from deploykit.io.metadata import read_metadata
 
 USER = "tests.fixtures.user_models:tiny_segmenter"
@@ -39,9 +40,10 @@ def _assert_one_line_error(result, fragment: str) -> None:  # type: ignore[no-un
 def test_help_lists_every_command_with_an_example(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in cli.commands:
+    for name in COMMANDS:
         assert f"  {name}" in result.output
-    assert result.output.count("e.g. deploykit ") == len(cli.commands)
+        assert cli.get_command(click.Context(cli), name) is not None, name
+    assert result.output.count("e.g. deploykit ") == len(COMMANDS)
 
 
 def test_export_user_model_end_to_end(runner: CliRunner, tmp_path: Path, checkpoint: Path) -> None:
@@ -150,12 +152,12 @@ def test_existing_output_needs_force(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_unexpected_exception_exits_1_and_debug_shows_traceback(runner: CliRunner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import deploykit.environment
+    import deploykit.commands.doctor
 
     def boom() -> None:
         raise ZeroDivisionError("kaput")
 
-    monkeypatch.setattr(deploykit.environment, "probe", boom)
+    monkeypatch.setattr(deploykit.commands.doctor, "probe_machine", boom)
     result = runner.invoke(cli, ["doctor"])
     assert result.exit_code == 1
     assert "rerun with --debug" in result.output and "Traceback" not in result.output
@@ -170,7 +172,7 @@ def test_doctor_json(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert "CPUExecutionProvider" in data["onnxruntime_providers"]
-    assert data["tensorrt"]["state"] in {"not installed", "unusable", "ready"}
+    assert data["backends"]["tensorrt"]["state"] in {"not installed", "unusable", "ready"}
     assert data["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     assert data["cores"] >= 1
 
@@ -179,7 +181,7 @@ def test_tolerance_accepts_rare_switch_flips_but_not_broad_errors() -> None:
     import numpy as np
 
     from deploykit.export import Tolerance
-    from deploykit.parity.metrics import numeric_metrics
+    from deploykit.metrics.numeric import numeric_metrics
 
     rng = np.random.default_rng(0)
     ref = rng.standard_normal(200_000).astype(np.float32)

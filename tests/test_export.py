@@ -25,7 +25,7 @@ from deploykit.export import (
     verification_shapes,
     verify_against_torch,
 )
-from deploykit.parity.metrics import numeric_metrics
+from deploykit.metrics.numeric import numeric_metrics
 from deploykit.zoo.sources import LoadedModel, load_model
 from tests.fixtures import user_models
 

@@ -35,7 +35,7 @@ def test_help_and_doctor_without_tensorrt() -> None:
         help_ = runner.invoke(cli, ['--help'])
         doctor = runner.invoke(cli, ['doctor', '--json'])
         print(json.dumps({'help': help_.exit_code, 'doctor': doctor.exit_code,
-                          'state': json.loads(doctor.output)['tensorrt']['state'],
+                          'state': json.loads(doctor.output)['backends']['tensorrt']['state'],
                           'heavy': sorted(m for m in sys.modules if m.split('.')[0] == 'tensorrt')}))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

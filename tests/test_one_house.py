@@ -1,6 +1,6 @@
 """One table per axis: no backend, precision or metric name is compared with a string literal outside its own
 entry (deploykit.backends.base.BACKENDS and the backend's folder, deploykit.precision.table.PRECISIONS,
-deploykit.parity.metrics.METRICS), and the tables are complete."""
+deploykit.metrics.table.METRICS), and the tables are complete."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from deploykit.backends.base import BACKENDS, BENCH_CHOICES, resolve_backend
-from deploykit.parity.metrics import METRICS, parse_condition
+from deploykit.metrics.table import METRICS, parse_condition
 from deploykit.precision.table import PRECISIONS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "deploykit"
 NAMES = {
     "backend": (set(BACKENDS) | set(BENCH_CHOICES), {"backends/base.py"}),
     "precision": (set(PRECISIONS), {"precision/table.py"}),
-    "metric": (set(METRICS), {"parity/metrics.py"}),
+    "metric": (set(METRICS), {"metrics/table.py"}),
 }
 
 

@@ -1,7 +1,4 @@
-"""The Runner interface and the one backend table, `BACKENDS`.
-
-A Runner implements `_open`, `_infer` and the two spec methods; the base class validates every feed the
-same way (names, rank, fixed dimensions, dtype), so all backends reject bad input alike.
+"""The one backend table, `BACKENDS`, and what a backend reports (Availability, Compiled).
 
 The backend protocol: a backend is a folder deploykit/backends/<name>/ whose `backend` module (imported lazily,
 only when the entry is used) defines
@@ -12,10 +9,11 @@ only when the entry is used) defines
   precision pass (a no-op for most);
 - `as_deployed(model, *, threads, optimize, float_source) -> ModelProto`: the graph as its artifact would compute
   it (its INT8 lowering, and with `optimize` its graph optimizations), which the accuracy-budget search scores;
-- `compile(graph, out, options, *, force, threads, progress, float_source) -> Compiled`: the precision graph to
-  the artifact at `out` (atomically); deploykit.build writes the sidecar from what it returns, once.
-  `float_source` is the float model the precision graph was made from (a ModelProto for as_deployed, its path for
-  compile; None for an fp32 build): a lowering may re-derive weights from it rather than from INT8 codes;
+- `compile(graph, out, options, *, precision, force, threads, progress, float_source) -> Compiled`: the precision
+  graph to the artifact at `out` (atomically); deploykit.build writes the sidecar from what it returns, once.
+  `precision` names the precision the graph computes in (deploykit.precision.table.detect_precision's answer);
+  `float_source` is the float model the precision graph was made from (the ModelProto the build has loaded; None
+  for an fp32 build): a lowering may re-derive weights from it rather than from INT8 codes;
 - `open(artifact, sidecar, *, providers, threads) -> Runner`: a Runner for a built artifact (not yet entered).
 plus ONE `Backend` entry in `BACKENDS` below with its static facts: among them the files that travel with
 the artifact (`companions`: OpenVINO's .bin beside its .xml), which the build checks and cleans up and Triton
@@ -28,116 +26,13 @@ deploy, targets, bench, Triton packaging and doctor ask this table (tests/test_o
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
-import numpy as np
-
-from deploykit.errors import BackendUnavailable, ConfigConflict, InputError
-
-Dim = int | str | None  # a str or None is a dynamic dimension
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[Dim, ...]
-    dtype: str  # numpy dtype name: "float32", "float16", "int64", ...
-
-    def describe(self) -> str:
-        dims = "x".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
-        return f"{self.name}: {self.dtype}[{dims}]"
-
-
-class Runner(ABC):
-    """Runs one model. Use as a context manager; `infer` maps input names to arrays and back."""
-
-    backend: str = ""
-
-    def __init__(self) -> None:
-        self._active = False
-
-    def __enter__(self) -> Runner:
-        self._open()
-        self._active = True
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._active = False
-        self._close()
-
-    @abstractmethod
-    def _open(self) -> None: ...
-
-    def _close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
-        """Release resources; most backends need nothing here."""
-
-    @abstractmethod
-    def input_specs(self) -> list[TensorSpec]: ...
-
-    @abstractmethod
-    def output_specs(self) -> list[TensorSpec]: ...
-
-    @abstractmethod
-    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-    def describe(self) -> str:
-        return self.backend
-
-    def metadata(self) -> Any:
-        """The deploykit ModelMetadata the artifact itself carries (a self-describing backend's), else None."""
-        return None
-
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._active:
-            raise RuntimeError("Runner.infer called outside its `with` block")
-        self.validate_feed(feed)
-        return self._infer(feed)
-
-    def infer_unchecked(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`infer` without validation, for a feed `validate_feed` has already accepted: bench validates each
-        feed once, outside its timed loop, so it times inference rather than checks."""
-        if not self._active:
-            raise RuntimeError("Runner.infer_unchecked called outside its `with` block")
-        return self._infer(feed)
-
-    def validate_feed(self, feed: Mapping[str, np.ndarray]) -> None:
-        specs = {spec.name: spec for spec in self.input_specs()}
-        missing = sorted(set(specs) - set(feed))
-        unexpected = sorted(set(feed) - set(specs))
-        if missing or unexpected:
-            expected = ", ".join(s.describe() for s in specs.values())
-            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-                [f"unexpected {', '.join(unexpected)}"] if unexpected else []
-            )
-            raise InputError(f"{self.backend} feed: {'; '.join(parts)}; the model expects {expected}")
-        for name, array in feed.items():
-            spec = specs[name]
-            if not isinstance(array, np.ndarray):
-                raise InputError(f"{self.backend} feed: input {name!r} is {type(array).__name__}, not a numpy array")
-            if array.ndim != len(spec.shape):
-                raise InputError(
-                    f"{self.backend} feed: input {name!r} has rank {array.ndim} (shape {list(array.shape)}); "
-                    f"expected rank {len(spec.shape)} ({spec.describe()})"
-                )
-            for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
-                if isinstance(want, int) and want >= 0 and got != want:
-                    raise InputError(
-                        f"{self.backend} feed: input {name!r} has {got} at axis {axis}; expected {want} "
-                        f"({spec.describe()})"
-                    )
-            if array.dtype != np.dtype(spec.dtype):
-                raise InputError(
-                    f"{self.backend} feed: input {name!r} is {array.dtype}; expected {spec.dtype}; "
-                    f"convert it with .astype(np.{spec.dtype})"
-                )
-
+from deploykit.errors import BackendUnavailable, ConfigConflict
+from deploykit.runner import Runner
 
 State = Literal["ready", "unusable", "not installed"]
 
@@ -231,11 +126,11 @@ class Backend:
     def as_deployed(self, model: Any, *, threads: int | None, optimize: bool, float_source: Any = None) -> Any:
         return self.load().as_deployed(model, threads=threads, optimize=optimize, float_source=float_source)
 
-    def compile(self, graph: Path, out: Path, options: object | None, *, force: bool, threads: int | None,
-                progress: Callable[[str], None], float_source: Path | None = None) -> Compiled:
+    def compile(self, graph: Path, out: Path, options: object | None, *, precision: str, force: bool,
+                threads: int | None, progress: Callable[[str], None], float_source: Any = None) -> Compiled:
         self.check_options(options)
-        compiled: Compiled = self.load().compile(graph, out, options, force=force, threads=threads,
-                                                 progress=progress, float_source=float_source)
+        compiled: Compiled = self.load().compile(graph, out, options, precision=precision, force=force,
+                                                 threads=threads, progress=progress, float_source=float_source)
         return compiled
 
     def open(self, artifact: Path, sidecar: Any, *, providers: Sequence[str] = ("cpu",),
@@ -268,6 +163,7 @@ BACKENDS: dict[str, Backend] = {
     )
 }
 REFERENCE = next(b for b in BACKENDS.values() if b.reference)
+ONNX_RUNNER = next(b for b in BACKENDS.values() if b.runs_onnx)  # what runs a plain .onnx file
 COMPILERS = tuple(name for name, b in BACKENDS.items() if not b.reference)  # what build-engine can target
 BENCH_CHOICES = {choice: b for b in BACKENDS.values() for choice in b.bench_choices}
 FILE_SUFFIXES = tuple(dict.fromkeys(s for b in BACKENDS.values() for s in b.suffixes))
@@ -277,6 +173,17 @@ def self_described(path: str | Path) -> Backend | None:
     """The backend whose self-describing artifacts end like `path` (a bare OpenVINO .xml), else None."""
     suffix = Path(path).suffix.lower()
     return next((b for b in BACKENDS.values() if b.self_describing and suffix in b.suffixes), None)
+
+
+def availabilities() -> dict[str, Availability]:
+    """Every backend's availability here; a backend whose module cannot be loaded is "not installed"."""
+    found = {}
+    for name, entry in BACKENDS.items():
+        try:
+            found[name] = entry.availability()
+        except BackendUnavailable as exc:
+            found[name] = Availability("not installed", reason=str(exc))
+    return found
 
 
 def backend_of(name: str, *, what: str = "backend") -> Backend:

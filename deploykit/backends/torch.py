@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploykit.backends.base import Availability, Runner, TensorSpec
+from deploykit.backends.base import Availability
+from deploykit.errors import UserCodeError
+from deploykit.runner import Runner, TensorSpec
 
 
 def availability() -> Availability:
@@ -91,7 +93,6 @@ class TorchRunner(Runner):
         except Exception as exc:
             if type(self.module).__module__.split(".")[0] == "deploykit":
                 raise
-            from deploykit.errors import UserCodeError
 
             shape = "x".join(str(d) for d in args[0].shape) if args else "?"
             raise UserCodeError.from_exception(f"your model's forward (on input {shape})", exc) from exc

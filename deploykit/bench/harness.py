@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import Runner, TensorSpec
 from deploykit.bench.interleave import Timing
 from deploykit.bench.stats import LatencyStats, Ratio, median_ratio, summarize
 from deploykit.errors import InputError
+from deploykit.runner import Runner, TensorSpec
 
 POOL_BYTES = 64 * 2**20
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.backends.base import BACKENDS
+from deploykit.backends.tensorrt import build as trt_backend
 from deploykit.bench import kernel_graphs as kg
 from deploykit.bench.harness import pool_size
 from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
@@ -45,8 +46,10 @@ from deploykit.bench.roofline import (
     spread_warning,
     torch_threads,
 )
+from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
+from deploykit.evaluate import session_from_onnx
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
 
@@ -198,16 +201,12 @@ def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeigh
 
 
 def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) -> Step:
-    from deploykit.backends.onnxruntime.runner import session_from_onnx
-
     session = session_from_onnx(model, threads=threads)
     return lambda i: session.run(None, {"x": feeds[i % len(feeds)]})
 
 
 def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack, tag: str) -> Step:
     """Build an engine from the one-op graph with the TensorRT helper's loader and time its runner."""
-    from deploykit.backends.tensorrt import build as trt_backend
-
     onnx_path = os.path.join(folder, f"kernel-{tag}.onnx")  # one file per variant: a case's variants run together
     with open(onnx_path, "wb") as handle:
         handle.write(model)
@@ -304,8 +303,6 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
                 progress: Progress | None = None, seed: int = 0) -> KernelReport:
     """Time every case on every available (backend, precision); failures are skipped once with the reason.
     TensorRT kernels are measured against the GPU's peaks (measured with torch on CUDA) when torch sees one."""
-    from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
-
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     probe = LoadProbe()

@@ -1,5 +1,6 @@
-"""`deploykit bench TARGET...` as a library call: time every target, backend and batch round-robin, attach the
-environment manifest and the machine's peaks, render tables/CSV, and compare against a saved baseline."""
+"""`deploykit bench TARGET...` as a library call on opened targets (deploykit.targets.bench opens them): time every
+target, backend and batch round-robin, attach the environment manifest and the machine's peaks, render tables/CSV,
+and compare against a saved baseline."""
 
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import BENCH_CHOICES, Runner
-from deploykit.backends.targets import Target
+from deploykit.backends.base import BENCH_CHOICES, availabilities
 from deploykit.bench.harness import BenchResult, input_pool, mode_of, resolve_shapes, result_from_timing, step_for
 from deploykit.bench.interleave import TimingConfig, time_interleaved
 from deploykit.bench.load import MachineLoad
 from deploykit.bench.roofline import Peaks, best_of, measure_peaks, spread_warning
-from deploykit.bench.runners import BenchTarget, Skipped, open_bench_targets
+from deploykit.bench.runners import BenchTarget, Skipped
 from deploykit.bench.stats import Change, compare_samples
+from deploykit.environment import cpu_flags, probe
 from deploykit.errors import BackendUnavailable, InputError
+from deploykit.runner import Runner
 from deploykit.types import Progress
 
 HEADERS = ["target", "backend", "precision", "batch", "input", "min ms", "p10 ms", "median ms", "mean ms",
@@ -63,9 +65,7 @@ class BenchReport:
 def environment_manifest(threads: int | None, load: MachineLoad | None = None) -> dict[str, Any]:
     """environment.probe() plus the vector extensions, the thread count and the machine's load around the
     timing (1-minute average before and after): the things that shape CPU timings."""
-    from deploykit.environment import cpu_flags, probe
-
-    env = probe().to_dict()
+    env = {**probe().to_dict(), "backends": {n: a.to_dict() for n, a in availabilities().items()}}
     flags = cpu_flags()
     env["cpu_flags"] = sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni",
                                        "avx512_bf16", "amx_int8", "amx_bf16"})
@@ -182,37 +182,27 @@ def measure_peaks_around(threads: int | None, say: Progress, *, quick: bool = Fa
     return after
 
 
-def run_bench(targets: str | Target | Sequence[str | Target], *, backends: Sequence[str] | None = None,
-              batches: Sequence[int] = (1,), input_shape: tuple[int, ...] | None = None,
-              config: TimingConfig | None = None, threads: int | None = None,
-              model_options: Mapping[str, Any] | None = None, roofline: bool = True, cuda_graph: bool = False,
-              progress: Progress | None = None, madds_of: Target | None = None,
-              quick_peaks: bool = False) -> BenchReport:
-    """Time every target on each backend and batch, all in one round-robin run (deploykit.bench.interleave).
-    Backends that cannot run here are listed in `skipped`. `backends` apply to every target given by name
-    (an opened Target keeps its own unless it is a PyTorch model). `madds_of`: a PyTorch target to count
-    multiply-adds on (see open_bench_targets). `quick_peaks`: the machine's peaks from shorter measurements
-    (bench.roofline.measure_peaks(quick=True)), as deploy takes them."""
-    say = progress or (lambda _msg: None)
-    config = config or TimingConfig()
+def check_batches(batches: Sequence[int]) -> None:
     if any(b <= 0 for b in batches):
         raise InputError(f"batch sizes must be positive; got {list(batches)}")
-    listed = [targets] if isinstance(targets, (str, Target)) else list(targets)
-    if not listed:
-        raise InputError("nothing to bench; give at least one target")
+
+
+def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, name: str, batches: Sequence[int] = (1,),
+                  input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
+                  threads: int | None = None, roofline: bool = True, progress: Progress | None = None,
+                  quick_peaks: bool = False) -> BenchReport:
+    """Time every opened target at each batch, all in one round-robin run (deploykit.bench.interleave); `name`:
+    what was asked for, for the message when none can run. Backends and batches that cannot run here are listed
+    in `skipped`. `quick_peaks`: the machine's peaks from shorter measurements (roofline.measure_peaks(quick=True)),
+    as deploy takes them."""
+    say = progress or (lambda _msg: None)
+    config = config or TimingConfig()
+    check_batches(batches)
+    if not targets:
+        reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
+        raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
     with ExitStack() as stack:
-        opened: list[BenchTarget] = []
-        skipped: list[Skipped] = []
-        for target in listed:
-            found, missed = open_bench_targets(target, backends, threads=threads, model_options=model_options or {},
-                                               stack=stack, progress=say, cuda_graph=cuda_graph, madds_of=madds_of)
-            opened += found
-            skipped += missed
-        if not opened:
-            reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
-            names = ", ".join(t.label if isinstance(t, Target) else t for t in listed)
-            raise BackendUnavailable(f"no requested backend can run {names} here ({reasons})")
-        contenders = _contenders(opened, stack, batches, input_shape, say, skipped)
+        contenders = _contenders(targets, stack, batches, input_shape, say, skipped)
         peaks_after = measure_peaks_around(threads, say, quick=quick_peaks) if roofline else None
         results, load = time_contenders(contenders, config, threads, say) if contenders else ([], None)
     notes = [w for w in (load.warning() if load else None,) if w]

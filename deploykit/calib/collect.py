@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
+from deploykit.evaluate import session_from_onnx
+from deploykit.graph.tensors import index_graph
 from deploykit.types import Progress, Progressed
 
 BINS = 2048
@@ -92,8 +93,6 @@ class Collection:
 
 def probe_model(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
     """A copy of `model` whose graph also outputs `tensors`, typed as the graph types them (float32 if unknown)."""
-    from deploykit.graph.tensors import index_graph
-
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     types = index_graph(probe).types
     present = {o.name for o in probe.graph.output}

@@ -1,12 +1,23 @@
-"""`deploykit bench TARGET` (latency, throughput, roofline efficiency) and `deploykit bench kernels`."""
+"""`deploykit bench TARGET...` (latency, throughput, roofline efficiency) and `deploykit bench kernels`."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 
+from deploykit.bench.harness import speedup
+from deploykit.bench.interleave import TimingConfig
+from deploykit.bench.kernels import run_kernels
+from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
 from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
+from deploykit.errors import ConfigConflict, InputError
+from deploykit.io.outputs import check_output_path, write_json
+from deploykit.report.bench_plots import plot_dilated, plot_separable, require_matplotlib
+from deploykit.report.format import fmt, text_table
+from deploykit.targets.bench import run_bench
+from deploykit.zoo.sources import parse_options, parse_shape
 
 
 class _BenchGroup(click.Group):
@@ -18,7 +29,7 @@ class _BenchGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=_BenchGroup, short_help="Latency/throughput of a model, or the dilated/separable kernel sweep.")
+@click.group(cls=_BenchGroup)
 def bench() -> None:
     """Benchmark models (`deploykit bench TARGET...`, same as `bench run TARGET...`) or the convolution kernels
     dense-prediction models depend on (`deploykit bench kernels`)."""
@@ -77,12 +88,6 @@ def run(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None
     cases, so other work on the machine slows all alike. Reports min, p10, median, mean, p90, p95, p99, max
     and std (nearest-rank percentiles, as trtexec), throughput, achieved GFLOP/s and the share of this
     machine's measured sgemm peak, with an environment manifest and the machine's load while timing."""
-    from deploykit.bench.interleave import TimingConfig
-    from deploykit.bench.run import compare_reports, run_bench, to_csv
-    from deploykit.errors import ConfigConflict
-    from deploykit.io.outputs import check_output_path, write_json
-    from deploykit.zoo.sources import parse_options, parse_shape
-
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
     if iterations is not None and iterations <= 0:
@@ -117,11 +122,6 @@ def run(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None
 
 def _read_baseline(path: str) -> Any:
     """The BenchReport of an earlier `bench -o` run, or a one-line error saying why the file is not one."""
-    import json
-
-    from deploykit.bench.run import BenchReport
-    from deploykit.errors import InputError
-
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -138,9 +138,6 @@ def _read_baseline(path: str) -> Any:
 
 
 def _render(report: Any, comparison: Any) -> None:
-    from deploykit.bench.run import HEADERS, phase_rows, table_rows
-    from deploykit.report.format import fmt, text_table
-
     click.echo(text_table(HEADERS, table_rows(report)))
     phases = phase_rows(report)
     if phases:
@@ -157,8 +154,6 @@ def _render(report: Any, comparison: Any) -> None:
     if report.results:
         click.echo(f"mode: {report.results[0].mode}")
     if len(report.results) > 1:
-        from deploykit.bench.harness import speedup
-
         first = report.results[0]
         click.echo(f"\nround-robin in one run; speed-up over {first.target} {first.backend} {first.precision} batch "
                    f"{first.batch} (ratio of medians per image, 95% bootstrap interval; an interval containing 1 "
@@ -175,8 +170,6 @@ def _render(report: Any, comparison: Any) -> None:
 
 
 def _comparison_table(comparison: Any) -> str:
-    from deploykit.report.format import text_table
-
     rows = [[c.target, c.backend, c.precision, c.batch, c.change.baseline_median, c.change.current_median,
              f"{100 * c.change.relative:+.1f}%", f"[{c.change.low:+.3f}, {c.change.high:+.3f}]", c.change.verdict]
             for c in comparison.comparisons]
@@ -206,14 +199,10 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     """Time 3x3 dilated convolutions (rates 1-36 on DeepLab's shapes) and depthwise-separable pairs against
     the standard 3x3 they replace (MobileNetV2, Xception-65 shapes) in PyTorch eager, ONNX Runtime fp32/
     fp16/int8 and TensorRT when present; GFLOP/s, GB/s and efficiency against the measured roofline."""
-    from deploykit.bench.kernels import run_kernels
-    from deploykit.io.outputs import check_output_path, write_json
-
     paths = _kernel_paths(output, not no_plots)
     for path in paths:
         check_output_path(path, force=force)
     if len(paths) > 1:
-        from deploykit.report.bench_plots import require_matplotlib
 
         require_matplotlib()  # fail before a long sweep, not after it
     report = run_kernels(quick=quick, **given(suites=list(suites) or None),
@@ -223,7 +212,6 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if output:
         written.append(write_json(output, report.to_dict(), force=force))
         if not no_plots:
-            from deploykit.report.bench_plots import plot_dilated, plot_separable
 
             written += [p for p in (plot_dilated(report.results, paths[1], force=force),
                                     plot_separable(report.results, paths[2], force=force)) if p is not None]
@@ -243,8 +231,6 @@ def _kernel_paths(output: str | None, plots: bool) -> list[str]:
 
 
 def _render_kernels(report: Any) -> None:
-    from deploykit.report.format import text_table
-
     rows = [[r.shape, r.variant, r.dilation, r.backend, r.precision, r.median_ms, r.gflops, r.gbps,
              r.roofline_gflops, r.efficiency_percent] for r in report.results]
     click.echo(text_table(["shape", "variant", "rate", "backend", "precision", "median ms", "GFLOP/s", "GB/s",

@@ -6,7 +6,16 @@ from typing import Any
 
 import click
 
+from deploykit.backends.base import COMPILERS
+from deploykit.backends.tensorrt.audit import PrecisionAudit
+from deploykit.backends.tensorrt.build import TensorRTBuildOptions
+from deploykit.build import build_artifact
 from deploykit.commands._options import echo_json, force_option, json_option, progress
+from deploykit.io.outputs import check_output_path
+from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import DEFAULT, PRECISIONS
+from deploykit.report.format import text_table
+from deploykit.targets.race import racer_for
 
 
 def tensorrt_options(func: Any) -> Any:
@@ -44,15 +53,12 @@ def typed_tensorrt_options(trt: dict[str, Any]) -> object | None:
     given = {k: v for k, v in trt.items() if v not in (None, (), False)}
     if not given:
         return None
-    from deploykit.backends.tensorrt.build import TensorRTBuildOptions
 
     return TensorRTBuildOptions.from_cli(**given)
 
 
 def precision_flags(func: Any) -> Any:
     """--fp32 / --fp16 / --int8, one per PRECISIONS entry."""
-    from deploykit.precision.table import DEFAULT, PRECISIONS
-
     for entry in reversed(PRECISIONS.values()):
         func = click.option(entry.flag, "precision", flag_value=entry.name,
                             help=entry.help.rstrip(".") + (" (the default)." if entry.name == DEFAULT else "."))(func)
@@ -60,15 +66,13 @@ def precision_flags(func: Any) -> Any:
 
 
 def backend_option(func: Any) -> Any:
-    from deploykit.backends.base import COMPILERS
-
     return click.option("--backend", type=click.Choice(["auto", *COMPILERS]), default=None,
                         help="Default: the best backend ready here (TensorRT where a builder can be "
                              "constructed), else ONNX Runtime. auto on a CPU (build-engine): build every ready "
                              "CPU backend's artifact and keep the fastest, measured on the model.")(func)
 
 
-@click.command("build-engine", short_help="Build an FP32/FP16/INT8 artifact (ONNX Runtime or TensorRT).")
+@click.command("build-engine")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The artifact to write (its sidecar OUT.deploykit.json goes beside it).")
@@ -117,11 +121,6 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
     Every later command (parity, bench) loads OUT through its sidecar."""
-    from deploykit.build import build_artifact
-    from deploykit.io.outputs import check_output_path
-    from deploykit.precision.passes import CalibrationOptions
-    from deploykit.report.format import text_table
-
     for cache in (calib_cache, trt.get("timing_cache")):  # read if present, written after the work: check now
         if cache:
             check_output_path(cache, force=True)
@@ -133,7 +132,8 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     result = build_artifact(model, output, precision=precision, backend=backend,
                             calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
                             accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,
-                            options=typed_tensorrt_options(trt), progress=progress)
+                            options=typed_tensorrt_options(trt), progress=progress,
+                            racer=racer_for(backend, layout_given=qdq_layout is not None))
     if as_json:
         echo_json({**result.to_dict(), "precision_audit": result.sidecar.build_options.get("precision_audit")})
         return
@@ -151,7 +151,6 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
                    f"(none kept: {shown(budget['unrestricted'])}; {budget['evaluations']} evaluations)")
     audit = result.sidecar.build_options.get("precision_audit")
     if audit:
-        from deploykit.backends.tensorrt.audit import PrecisionAudit
 
         click.echo(PrecisionAudit.from_dict(audit).describe())
     if result.precision_onnx:

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import click
 
+from deploykit.calib.data import calibration_data
 from deploykit.commands._options import echo_json, json_option, model_source_options, progress
 from deploykit.commands.build import backend_option
+from deploykit.errors import ConfigConflict, InputError, ParityError
+from deploykit.io.outputs import check_output_dir
+from deploykit.pipeline.deploy import DeployOptions, run_deploy
+from deploykit.pipeline.report import summary_lines
+from deploykit.precision.budget import parse_budget
+from deploykit.zoo import get_model_spec
+from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 
 
-@click.command(short_help="Export, build every precision, check parity, bench, and write a report.")
+@click.command()
 @click.argument("model")
 @model_source_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
@@ -40,14 +48,9 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
     Prints progress, then a short summary ending with the verdict. Re-running skips the steps whose inputs did
     not change."""
-    from deploykit.io.outputs import check_output_dir
-    from deploykit.pipeline.deploy import DeployOptions, run_deploy
-    from deploykit.zoo.sources import parse_options, parse_shape
-
     check_output_dir(out)
     _early_checks(model, task, accuracy_budget, labels, inputs or calib_data)
     if calib_data and Path(calib_data).suffix in (".npy", ".npz") and Path(calib_data).is_file():
-        from deploykit.calib.data import calibration_data
 
         calibration_data(calib_data, input_shape=None, preprocessing=None)  # a bad array fails before the export
 
@@ -63,13 +66,10 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     if as_json:
         echo_json(result.to_dict())
     else:
-        from deploykit.report.deploy import summary_lines
-
         if print_report:
             click.echo((result.out / "report.md").read_text(encoding="utf-8"))
         click.echo("\n".join(summary_lines(result, result.out / "report.html")))
     if not result.parity.passed:
-        from deploykit.errors import ParityError
 
         raise ParityError(f"{result.parity.summary()} (report in {result.out})")
 
@@ -78,11 +78,6 @@ def _early_checks(model: str, task: str | None, budget: str | None, labels: str 
                   parity_images: str | None) -> None:
     """What can be refused before the export starts: an unknown zoo name, a malformed budget, --labels
     without a folder of images to match it to."""
-    from deploykit.errors import ConfigConflict, InputError
-    from deploykit.precision.budget import parse_budget
-    from deploykit.zoo import get_model_spec
-    from deploykit.zoo.sources import is_factory_path
-
     if not is_factory_path(model) and not Path(model).exists():
         task = task or get_model_spec(model).task
     if budget is not None and parse_budget(budget, task).needs_labels and labels is None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from deploykit.commands._options import echo_json, json_option, progress
+from deploykit.doctor.machine import probe_machine
+from deploykit.doctor.selftest import SelfTestResult
+from deploykit.doctor.selftest import selftest as tiny_engine_selftest
+from deploykit.doctor.selftest_full import full_selftest
+from deploykit.errors import ParityError
 
-if TYPE_CHECKING:
-    from deploykit.backends.tensorrt.selftest import SelfTestResult
 
-
-@click.command(short_help="Report versions, ONNX Runtime providers, TensorRT state, GPUs and CPU.")
+@click.command()
 @json_option
 @click.option("--selftest", is_flag=True,
               help="Also build a tiny TensorRT engine and check it against ONNX Runtime (needs a GPU; seconds).")
@@ -23,41 +25,25 @@ def doctor(as_json: bool, selftest: bool, full: bool) -> None:
     """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, TensorRT's
     state (probed by constructing a builder), CUDA devices, and the CPU. With --selftest, build a tiny engine
     and compare it with ONNX Runtime; exit status 2 when the self-test cannot run here or fails."""
-    from deploykit.environment import probe
-
     if full and not selftest:
         raise click.UsageError("--full extends --selftest: use `deploykit doctor --selftest --full`")
-    env = probe()
+    machine = probe_machine()
     if full:
-        _full_selftest(env.to_dict() if as_json else None)
+        _full_selftest(machine.to_dict() if as_json else None)
         return
     if as_json:
-        data = env.to_dict()
+        data = machine.to_dict()
         if selftest:
             data["selftest"] = _selftest().to_dict()
         echo_json(data)
         return
-    from deploykit.backends.base import Availability
-
-    states = {name: Availability(**state) for name, state in env.backends.items()}  # type: ignore[arg-type]
-    lines = [
-        f"python          {env.python} on {env.platform}",
-        f"cpu             {env.cpu}, {env.cores} cores",
-        *(f"{name:<15} {version}" for name, version in env.versions.items() if name not in states),
-        f"ort providers   {', '.join(env.onnxruntime_providers)}",
-        *(f"{name:<15} {state.describe()}" for name, state in states.items()),
-        f"cuda devices    {', '.join(env.cuda_devices) or 'none'}",
-    ]
-    click.echo("\n".join(lines))
+    click.echo(machine.describe())
     if selftest:
         click.echo(f"selftest        {_selftest().describe()}")
 
 
 def _selftest() -> SelfTestResult:
-    from deploykit.backends.tensorrt.selftest import selftest
-    from deploykit.errors import ParityError
-
-    result = selftest(progress=progress)
+    result = tiny_engine_selftest(progress=progress)
     if not result.passed:
         raise ParityError(f"TensorRT self-test {result.describe()}")
     return result
@@ -65,9 +51,6 @@ def _selftest() -> SelfTestResult:
 
 def _full_selftest(as_json: dict[str, Any] | None) -> None:
     """The --full verdict (JSON under the environment when as_json is given); exit status 2 when a check fails."""
-    from deploykit.backends.tensorrt.selftest_full import full_selftest
-    from deploykit.errors import ParityError
-
     result = full_selftest(progress=progress)
     if as_json is not None:
         echo_json({**as_json, "selftest_full": result.to_dict()})

@@ -5,9 +5,14 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
+from deploykit.errors import ExportError
+from deploykit.export import onnx_from_torch
+from deploykit.io.outputs import check_output_path
+from deploykit.report.format import text_table
+from deploykit.zoo.sources import load_model, parse_options, parse_shape
 
 
-@click.command(short_help="Export a zoo or user model to ONNX, verified against PyTorch.")
+@click.command()
 @click.argument("model")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
 @model_source_options
@@ -31,12 +36,6 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     """Export MODEL (a zoo name or package.module:factory) to ONNX. The result is checked, simplified where
     parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
     differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
-    from deploykit.errors import ExportError
-    from deploykit.export import onnx_from_torch
-    from deploykit.io.outputs import check_output_path
-    from deploykit.report.format import text_table
-    from deploykit.zoo.sources import load_model, parse_options, parse_shape
-
     check_output_path(output, force=force)
     shape = parse_shape(input_shape) if input_shape else None
     if shape is None and ":" in model:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._options import echo_json, json_option
+from deploykit.graph.lint import lint_onnx
 
 
-@click.command(short_help="Check an ONNX model against TensorRT's ONNX support (no GPU needed).")
+@click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", type=click.Choice(["tensorrt"]), default=None,
               help="What to check against (default: tensorrt, TensorRT 10.x/11.x's ONNX parser).")
@@ -20,8 +21,6 @@ def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> N
     and says which fix deploykit offers.
     Exit status 0 when TensorRT should parse the model, 1 when a finding is an error, 2 when MODEL is
     unusable. build-engine runs the same checks before building a TensorRT engine."""
-    from deploykit.graph.lint import lint_onnx
-
     report = lint_onnx(model, target=target)
     if as_json:
         echo_json(report.to_dict())

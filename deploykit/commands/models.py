@@ -8,12 +8,13 @@ from typing import Any
 import click
 
 from deploykit.commands._options import echo_json, json_option
+from deploykit.report.format import text_table
+from deploykit.zoo import get_model_spec, list_models
+from deploykit.zoo._registry import aliases
+from deploykit.zoo.flops import complexity_at
 
 
 def _summary(name: str) -> dict[str, Any]:
-    from deploykit.zoo import get_model_spec
-    from deploykit.zoo.flops import complexity_at
-
     spec = get_model_spec(name)
     h, w = spec.input_size
     cost = complexity_at(spec.build, (1, 3, h, w))
@@ -22,8 +23,6 @@ def _summary(name: str) -> dict[str, Any]:
 
 
 def _details(name: str) -> dict[str, Any]:
-    from deploykit.zoo import get_model_spec
-
     spec = get_model_spec(name)
     options = {}
     for option, param in spec.options().items():
@@ -35,16 +34,12 @@ def _details(name: str) -> dict[str, Any]:
             "size_multiple": spec.size_multiple, "exporter": spec.exporter}
 
 
-@click.command(short_help="List the model zoo, or show one model's spec and options.")
+@click.command()
 @click.argument("name", required=False)
 @json_option
 def models(name: str | None, as_json: bool) -> None:
     """List every registered model with task, default input size, parameters and multiply-adds at that
     size; with NAME, show its spec, preprocessing and builder options (pass them with --set KEY=VALUE)."""
-    from deploykit.report.format import text_table
-    from deploykit.zoo import list_models
-    from deploykit.zoo._registry import aliases
-
     if name:
         info = _details(name)
         if as_json:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._options import echo_json, force_option, json_option
+from deploykit.package.triton import write_repository
 
 
-@click.command(short_help="Package artifacts as a Triton Inference Server model repository.")
+@click.command()
 @click.argument("artifacts", nargs=-1, required=True)
 @click.option("--triton", "triton", is_flag=True, required=True, help="Write a Triton model repository.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The model_repository folder.")
@@ -25,8 +26,6 @@ def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str
     the platform (onnxruntime_onnx, tensorrt_plan) or backend (openvino) that serves it, inputs/outputs with
     dims and dynamic batch, dynamic batching, instance groups and version folders (with the artifact's
     companion files, an IR's .bin), each config validated against Triton's protobuf schema."""
-    from deploykit.package.triton import write_repository
-
     models = write_repository(artifacts, out, names=names, max_batch_size=max_batch_size, instances=instances,
                               max_queue_delay_us=max_queue_delay_us, force=force)
     if as_json:

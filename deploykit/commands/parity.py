@@ -5,10 +5,19 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
+from deploykit.errors import ConfigConflict, ParityError
+from deploykit.io.outputs import check_output_path, write_text
+from deploykit.metrics.table import METRICS
+from deploykit.parity.compare import ParitySettings, run_parity
+from deploykit.parity.gates import parse_gate
+from deploykit.parity.inputs import resolve_inputs
 from deploykit.precision.table import PRECISIONS
+from deploykit.report.parity import markdown_report, text_report
+from deploykit.targets.resolve import is_file_target, open_target
+from deploykit.zoo.sources import parse_options, parse_shape
 
 
-@click.command(short_help="Compare a reference with candidates on task metrics; localise divergence.")
+@click.command()
 @click.argument("reference")
 @click.argument("candidates", nargs=-1, required=True)
 @model_source_options
@@ -55,16 +64,6 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
     pixel cannot flip). Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
     Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
     Exits 2 when a candidate fails."""
-    from deploykit.backends.targets import is_file_target, open_target
-    from deploykit.errors import ConfigConflict, ParityError
-    from deploykit.io.outputs import check_output_path, write_text
-    from deploykit.parity.compare import ParitySettings, run_parity
-    from deploykit.parity.gates import parse_gate
-    from deploykit.parity.inputs import resolve_inputs
-    from deploykit.parity.metrics import METRICS
-    from deploykit.report.parity import markdown_report, text_report
-    from deploykit.zoo.sources import parse_options, parse_shape
-
     if report:
         check_output_path(report, force=force)
     parsed_gates = tuple(parse_gate(g) for g in gates)

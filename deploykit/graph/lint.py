@@ -21,7 +21,9 @@ from onnx import TensorProto, helper
 
 from deploykit.errors import InputError
 from deploykit.graph import trt_support as support
+from deploykit.graph.qdq_lint import has_qdq, qdq_findings
 from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
+from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 
 Severity = Literal["error", "warning", "info"]
 TARGETS = ("tensorrt",)
@@ -295,8 +297,6 @@ NODE_RULES: dict[str, Rule] = {
 
 def _qdq_placement_findings(model: onnx.ModelProto, ctx: _Context) -> list[Finding]:
     """Q/DQ placements TensorRT will not fuse (deploykit.graph.qdq_lint), for graphs with Q/DQ nodes."""
-    from deploykit.graph.qdq_lint import has_qdq, qdq_findings
-
     if not has_qdq(model):
         return []
     return [_finding(node, rule, severity, why, fix)
@@ -305,8 +305,6 @@ def _qdq_placement_findings(model: onnx.ModelProto, ctx: _Context) -> list[Findi
 
 def _unpooling_findings(model: onnx.ModelProto) -> list[Finding]:
     """MaxUnpool and MaxPool Indices, split into what deploykit's rewrite fixes and what it cannot."""
-    from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
-
     found = find_unsupported_unpooling(model)
     if not found:
         return []

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from deploykit.errors import InputError
 from deploykit.types import Preprocessing
@@ -17,8 +18,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 def preprocess(rgb: np.ndarray, pre: Preprocessing, size: tuple[int, int]) -> np.ndarray:
     """One HxWx3 uint8 RGB image -> a 1x3xHxW float32 tensor at `size` (height, width), bilinear resize."""
-    from PIL import Image
-
     if rgb.ndim == 2:
         rgb = np.stack([rgb] * 3, axis=-1)
     image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8))
@@ -45,8 +44,6 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))

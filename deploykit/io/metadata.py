@@ -48,6 +48,17 @@ class ModelMetadata:
         props.update(self.extra)
         return {PREFIX + key: value for key, value in props.items()}
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Class names (`deploykit.class_names`, a JSON list, lands in `extra`), or None."""
+        if "class_names" not in self.extra:
+            return None
+        try:
+            names = json.loads(self.extra["class_names"])
+        except ValueError:
+            return None
+        return tuple(str(n) for n in names) if isinstance(names, list) else None
+
     def to_record(self) -> dict[str, Any]:
         """As plain JSON values, for an artifact sidecar's `model` field (read back by from_record)."""
         return {

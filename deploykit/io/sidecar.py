@@ -1,7 +1,7 @@
 """Built artifacts and their sidecar JSON: what was built, from what, for which runtime and device.
 
 `model.onnx` / `model.plan` sits beside `model.onnx.deploykit.json` / `model.plan.deploykit.json`.
-Every command that takes an artifact loads it through `deploykit.backends.targets.open_target`, which reads the
+Every command that takes an artifact loads it through `deploykit.targets.resolve.open_target`, which reads the
 sidecar first (and the TensorRT runner checks it against the running TensorRT and GPU).
 """
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from deploykit.backends.base import BACKENDS
-from deploykit.backends.targets import ONNX_RUNNER
+from deploykit.backends.base import BACKENDS, ONNX_RUNNER
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, OutputExists
 from deploykit.io.outputs import check_output_dir
 from deploykit.io.sidecar import read_sidecar

@@ -25,27 +25,26 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.onnxruntime.runner import provider_chain
-from deploykit.backends.targets import Target
 from deploykit.errors import InputError, ParityError
-from deploykit.parity import gates as gating
-from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
-from deploykit.parity.inputs import InputSet
-from deploykit.parity.labels import LabelSet, match_labels
-from deploykit.parity.localize import TOLERANCES, Localization, localize
-from deploykit.parity.metrics import (
+from deploykit.evaluate import provider_chain
+from deploykit.export import onnx_from_torch
+from deploykit.io.labels import LabelSet, match_labels
+from deploykit.metrics.numeric import NumericMetrics, aggregate_numeric, numeric_metrics
+from deploykit.metrics.tasks import (
     LabelAccumulator,
-    NumericMetrics,
     TaskAccumulator,
-    aggregate_numeric,
     class_labels,
     fits_task,
     is_class_map,
-    numeric_metrics,
     resize_mask,
 )
+from deploykit.parity import gates as gating
+from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
+from deploykit.parity.inputs import InputSet
+from deploykit.parity.localize import TOLERANCES, Localization, localize
 from deploykit.parity.pictured import PictureKeeper, Pictures
 from deploykit.precision.table import BASELINE
+from deploykit.runner import Target
 from deploykit.types import Progress, Progressed
 
 
@@ -139,7 +138,7 @@ class ParityResult:
     candidates: list[CandidateResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # provenance mismatches that explain a failure
     class_damage: ClassDamageResult | None = None  # segmentation: per-class damage of the first task output
-    class_names: tuple[str, ...] | None = None  # from the models' metadata (report.masks.class_names_from)
+    class_names: tuple[str, ...] | None = None  # from the models' metadata (ModelMetadata.class_names)
     pictures: Pictures | None = None  # in memory only: the pipeline saves them and records `pictures_file`
     pictures_file: str | None = None  # relative to the folder parity.json lies in
     reference_miou_gt: dict[str, float] = field(default_factory=dict)  # per output, with --labels
@@ -263,15 +262,13 @@ class _Kept:
     """What the report needs from the first task output (module docstring): class damage and pictures."""
 
     def __init__(self, task: str, reference: Target, candidates: Sequence[Target]) -> None:
-        from deploykit.report.masks import class_names_from
-
         self.task = task
         labels = [c.label for c in candidates]
         self.damage = DamageAccumulator(labels) if task == "segmentation" else None
         self.keeper = PictureKeeper(task, labels,  # type: ignore[arg-type]
                                     reference.preprocessing or next((c.preprocessing for c in candidates
                                                                      if c.preprocessing), None))
-        self.names = next((n for t in (reference, *candidates) if (n := class_names_from(t.metadata))), None)
+        self.names = next((n for t in (reference, *candidates) if t.metadata and (n := t.metadata.class_names)), None)
         self.name: str | None = None
 
     def add(self, index: int, x: np.ndarray, expected: dict[str, np.ndarray], outputs: list[dict[str, np.ndarray]],
@@ -433,7 +430,6 @@ def _reference_onnx(reference: Target, candidate: Target, shape: tuple[int, ...]
         return reference.onnx_path
     if reference.loaded is None:
         raise ParityError("--localize needs an FP32 ONNX reference; pass --reference-onnx")
-    from deploykit.export import onnx_from_torch
 
     exporter = candidate.metadata.exporter if candidate.metadata and candidate.metadata.exporter else None
     if progress:

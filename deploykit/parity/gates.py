@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deploykit.errors import InputError
-from deploykit.parity.metrics import METRICS, parse_condition
+from deploykit.metrics.table import METRICS, parse_condition
 from deploykit.precision.table import PRECISIONS
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.backends.targets import Target
 from deploykit.errors import InputError
 from deploykit.io.images import (
     IMAGE_SUFFIXES,
@@ -26,6 +25,7 @@ from deploykit.io.images import (
     read_npz,
     sample_photographs,
 )
+from deploykit.runner import Target
 from deploykit.types import IMAGENET, Preprocessing
 
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")

@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from deploykit.errors import ParityError
+from deploykit.evaluate import session_from_onnx
 from deploykit.types import Progress
 
 TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
@@ -218,8 +219,6 @@ def _chunks(items: Sequence[Comparison], size: int) -> Iterator[list[Comparison]
 
 def _run_exposed(graph: _Graph, names: list[str], x: np.ndarray, providers: Sequence[str]) -> dict[str, np.ndarray]:
     """Run with `names` as the graph's only outputs; optimisation off so every node runs as written."""
-    from deploykit.backends.onnxruntime.runner import session_from_onnx
-
     if not names:
         return {}
     outputs = list(graph.model.graph.output)

@@ -23,8 +23,8 @@ import numpy as np
 
 from deploykit.errors import InputError, ParityError
 from deploykit.io.outputs import atomic_output
+from deploykit.metrics.tasks import class_labels, saliency_maps
 from deploykit.parity.classes import PICTURED_INPUTS, saliency_disagreement
-from deploykit.parity.metrics import class_labels, saliency_maps
 from deploykit.types import Preprocessing, Task
 
 

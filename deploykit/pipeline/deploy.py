@@ -25,21 +25,27 @@ from typing import Any, TypeVar
 import onnx
 
 import deploykit
-from deploykit.backends.base import Backend, resolve_backend
-from deploykit.backends.race import candidates as race_candidates
-from deploykit.backends.targets import Target, open_target, source_label, torch_target
+from deploykit.backends.base import Backend, backend_of, resolve_backend
+from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
-from deploykit.build import BuildResult
-from deploykit.errors import ConfigConflict, InputError
-from deploykit.export import ExportResult
+from deploykit.build import BuildResult, build_artifact, load_onnx
+from deploykit.errors import ConfigConflict, ExportError, InputError
+from deploykit.export import ExportResult, onnx_from_torch
 from deploykit.io.outputs import write_json
-from deploykit.parity.compare import ParityResult
-from deploykit.parity.inputs import InputSet
+from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
+from deploykit.parity.inputs import InputSet, resolve_inputs
+from deploykit.parity.localize import localize
+from deploykit.pipeline.report import write_report
 from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, _build_dict, _parity
 from deploykit.pipeline.steps import StepRecord
+from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, precision_of
+from deploykit.runner import Target
+from deploykit.targets.bench import run_bench
+from deploykit.targets.race import Race, racer_for
+from deploykit.targets.resolve import open_target, source_label, torch_target
 from deploykit.types import Progress
-from deploykit.zoo.sources import LoadedModel
+from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model
 
 __all__ = ["BENCH_WARMUP_S", "DEFAULT_BENCH_SECONDS", "PRECISIONS", "DeployOptions", "DeployResult", "StepLog",
            "artifact_name", "run_deploy"]
@@ -103,8 +109,6 @@ UNTRAINED = ("untrained weights: no --weights given, so {what} keeps its builder
 def untrained_note(opts: DeployOptions) -> str:
     """The warning deploy gives first and writes into its report when the model has no trained weights
     ("" when --weights is given). A user factory may load weights itself, so it is told so, not asserted."""
-    from deploykit.zoo.sources import is_factory_path
-
     if opts.weights:
         return ""
     if is_factory_path(opts.source):
@@ -124,32 +128,26 @@ def _folder_fingerprint(path: str | None) -> Any:
 
 def artifact_name(precision: str, backend: str) -> str:
     """model.<precision><the backend's artifact suffix>, e.g. model.int8.ort.onnx or model.fp16.plan."""
-    from deploykit.backends.base import backend_of
-
     return f"model.{precision}{backend_of(backend).suffix}"
 
 
 class _Run:
     """The state one deploy builds once and hands to its steps."""
 
-    def __init__(self, opts: DeployOptions, backend: Backend, say: Progress, racers: Sequence[Backend]) -> None:
-        self.opts, self.backend, self.say, self.racers = opts, backend, say, racers
+    def __init__(self, opts: DeployOptions, backend: Backend, say: Progress, racer: Race | None) -> None:
+        self.opts, self.backend, self.say, self.racer = opts, backend, say, racer
         self.onnx_path = opts.out / "model.onnx"
         self.label = source_label(opts.source, opts.options, opts.weights)
         self.builds: list[BuildResult] = []
 
     @functools.cached_property
     def loaded(self) -> LoadedModel:
-        from deploykit.zoo.sources import load_model
-
         self.say(f"building {self.label}")
         return load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
                           allow_partial=self.opts.allow_partial)
 
     @functools.cached_property
     def onnx_model(self) -> onnx.ModelProto:
-        from deploykit.build import load_onnx
-
         return load_onnx(self.onnx_path)
 
     @functools.cached_property
@@ -162,15 +160,10 @@ class _Run:
 
     @functools.cached_property
     def inputs(self) -> InputSet:
-        from deploykit.parity.inputs import resolve_inputs
-
         return resolve_inputs([self.reference, *self.candidates], inputs=self.opts.parity_folder,
                               input_shape=self.opts.input_shape)
 
     def export(self) -> ExportResult:
-        from deploykit.errors import ExportError
-        from deploykit.export import onnx_from_torch
-
         result = onnx_from_torch(self.loaded, self.onnx_path, input_shape=self.opts.input_shape, force=True,
                                  progress=self.say)
         if not result.passed:
@@ -181,23 +174,17 @@ class _Run:
         return result
 
     def build(self, precision: str, artifact: Path, record: Path) -> BuildResult:
-        from deploykit.build import build_artifact
-        from deploykit.precision.passes import CalibrationOptions
-
         opts = self.opts
-        # With racers, build-engine's own race picks each precision's backend (deploykit.backends.race).
-        backend = self.opts.backend if self.racers else self.backend.name
-        result = build_artifact(self.onnx_path, artifact, precision=precision, backend=backend,
+        # With a racer, build-engine's own race picks each precision's backend (deploykit.targets.race).
+        result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend.name,
                                 calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n,
                                                                labels=opts.labels),
                                 accuracy_budget=_budget(opts, precision), threads=opts.threads, force=True,
-                                progress=self.say, source=self.onnx_model)
+                                progress=self.say, source=self.onnx_model, racer=self.racer)
         write_json(record, _build_dict(result), force=True)
         return result
 
     def parity(self) -> ParityResult:
-        from deploykit.parity.compare import ParitySettings, run_parity
-
         result = run_parity(self.reference, self.candidates, self.inputs, ParitySettings(labels=self.opts.labels),
                             progress=self.say)
         pictures = self.opts.out / PICTURES
@@ -212,8 +199,6 @@ class _Run:
     def layers(self, parity: ParityResult) -> LayersResult:
         """Per-node error of the worst candidate against the FP32 ONNX, in graph order (for the report's plot),
         on the first parity input."""
-        from deploykit.parity.localize import localize
-
         ranked = sorted(zip(self.builds, parity.candidates, strict=True), key=lambda pair: pair[1].worst_cosine())
         build, worst = ranked[0]
         result = LayersResult(candidate=worst.label, precision=build.precision)
@@ -232,9 +217,6 @@ class _Run:
 
     def bench(self) -> BenchReport:
         """PyTorch eager and every artifact in one round-robin run (deploykit.bench.interleave)."""
-        from deploykit.bench.interleave import TimingConfig
-        from deploykit.bench.run import run_bench
-
         opts = self.opts
         config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=opts.bench_seconds or DEFAULT_BENCH_SECONDS)
         report = run_bench([self.reference, *self.candidates], config=config, threads=opts.threads,
@@ -245,8 +227,6 @@ class _Run:
 
 def build_files(build: BuildResult) -> list[Path]:
     """The files a build step wrote: the artifact with its companions, and its sidecar."""
-    from deploykit.backends.base import backend_of
-
     return [*backend_of(build.backend).files(build.path), build.sidecar_path]
 
 
@@ -255,7 +235,7 @@ def _backend_note(asked: str | None, backend: Backend, note: str, racers: Sequen
     can be constructed: `--backend auto` builds it without a CPU race)."""
     if racers:
         return (f"--backend auto: {', '.join(b.title for b in racers)} are ready here; each precision is built with "
-                "every one of them and the fastest measured is kept (deploykit.backends.race)")
+                "every one of them and the fastest measured is kept (deploykit.targets.race)")
     if asked == "auto" and backend.device != "cpu":
         return f"{note}: --backend auto builds {backend.title} here, with no CPU race (nothing to measure it against)"
     return note
@@ -280,11 +260,12 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     if opts.rerun:
         record.entries.clear()
     backend, backend_note = resolve_backend(opts.backend)
-    racers = race_candidates(opts.backend, backend, layout_given=False)
+    racer = racer_for(opts.backend, layout_given=False)
+    racers = racer.racers if racer else ()
     backend_note = _backend_note(opts.backend, backend, backend_note, racers)
     say(backend_note)
     steps: list[StepLog] = []
-    run = _Run(opts, backend, say, racers)
+    run = _Run(opts, backend, say, racer)
 
     def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
              load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None) -> T:
@@ -325,7 +306,6 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,
                           parity=parity, layers=layers, bench=bench, steps=steps, weights_note=weights_note)
-    from deploykit.report.deploy import write_report
 
     say("writing the report")
     write_report(result, opts.out)

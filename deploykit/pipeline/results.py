@@ -2,7 +2,7 @@
 
 The step results are the library's own (ExportResult, BuildResult, ParityResult, BenchReport) plus
 LayersResult here; a resumed step rebuilds its result from the JSON it wrote. summary.json is
-DeployResult.to_dict(), and the report (deploykit.report.deploy) renders a DeployResult.
+DeployResult.to_dict(), and the report (deploykit.pipeline.report) renders a DeployResult.
 """
 
 from __future__ import annotations

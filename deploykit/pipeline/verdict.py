@@ -23,8 +23,8 @@ from deploykit.bench.harness import BenchResult, speedup
 from deploykit.bench.run import BenchReport
 from deploykit.bench.stats import Ratio
 from deploykit.build import BuildResult
+from deploykit.metrics.table import METRICS
 from deploykit.parity.compare import CandidateResult, ParityResult
-from deploykit.parity.metrics import METRICS
 from deploykit.precision.table import BASELINE, PRECISIONS
 
 # The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
+from deploykit.calib.collect import probe_model
 from deploykit.errors import CalibrationError, InputError
-from deploykit.parity.metrics import METRICS, parse_condition
+from deploykit.evaluate import session_from_onnx
+from deploykit.metrics.table import METRICS, parse_condition
+from deploykit.metrics.tasks import LabelAccumulator, task_metrics
 from deploykit.types import Progress, Progressed
 
 
@@ -136,8 +138,6 @@ class Evaluator:
         self.reference_gt = self._miou_gt(self.references) if self.truth is not None else None
 
     def _miou_gt(self, outputs: Sequence[Sequence[np.ndarray]]) -> float:
-        from deploykit.parity.metrics import LabelAccumulator
-
         assert self.truth is not None
         accumulator = LabelAccumulator()
         for out, mask in zip(outputs, self.truth, strict=True):
@@ -153,8 +153,6 @@ class Evaluator:
     def score(self, model: bytes, tasks: bool = True) -> dict[str, float]:
         """cosine (worst output, worst input) and, for a known task and `tasks`, the task metrics of output 0;
         without `tasks`, the cosine over the first `rank_inputs` inputs only."""
-        from deploykit.parity.metrics import task_metrics
-
         self.evaluations += 1
         outputs = self._run(model, len(self.inputs) if tasks else self.rank_inputs)
         cosines = [_cosine(r, norm, c) for ref, norms, out in zip(self.references, self._norms, outputs, strict=False)
@@ -212,7 +210,7 @@ class BudgetResult:
 
 @dataclass(frozen=True)
 class MacShare:
-    """Multiply-adds per node and of the whole graph (bench.macs.count_onnx_macs), for the trace's shares."""
+    """Multiply-adds per node and of the whole graph (graph.macs.count_onnx_macs), for the trace's shares."""
 
     by_node: Mapping[str, int]
     total: int
@@ -238,8 +236,6 @@ def local_sensitivities(reference: onnx.ModelProto, lowered: onnx.ModelProto,
                         threads: int | None = None) -> dict[str, float]:
     """node -> relative noise power of its output minus that of its noisiest input, in `lowered` against
     `reference` (nodes as (name, input tensors, output tensor), tensors named alike in both models)."""
-    from deploykit.calib.collect import probe_model
-
     tensors = list(dict.fromkeys(t for _, xs, y in nodes for t in (*xs, y)))
     sessions = [session_from_onnx(probe_model(m, tensors).SerializeToString(), threads=threads,
                                   optimization="basic") for m in (reference, lowered)]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto
 
 from deploykit.backends.base import backend_of
@@ -24,8 +25,12 @@ from deploykit.calib.data import CalibrationData, calibration_data
 from deploykit.calib.methods import MinMax, amax, make_method
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError
+from deploykit.evaluate import session_options
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
+from deploykit.graph.lint import lint_model
+from deploykit.graph.macs import count_onnx_macs
 from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
+from deploykit.io.labels import match_labels
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.precision.budget import (
     Budget,
@@ -277,10 +282,6 @@ class TensorRTFormEvaluator(Evaluator):
     images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        import onnxruntime as ort
-
-        from deploykit.backends.onnxruntime.runner import session_options
-
         session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"],
                                        disabled_optimizers=["WeightBiasQuantization"])
         name = session.get_inputs()[0].name
@@ -334,8 +335,6 @@ def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: C
 
 def _qdq_lint(model: onnx.ModelProto, progress: Progress) -> dict[str, Any]:
     """The Q/DQ placement lint (deploykit.graph.qdq_lint) on the graph TensorRT compiles, for the report."""
-    from deploykit.graph.lint import lint_model
-
     findings = [f for f in lint_model(model).findings if f.rule.startswith(("qdq-", "int8-"))]
     for finding in findings:
         if finding.severity != "info":
@@ -346,7 +345,7 @@ def _qdq_lint(model: onnx.ModelProto, progress: Progress) -> dict[str, Any]:
 
 def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budget: Budget | None
                 ) -> list[np.ndarray] | None:
-    """The ground-truth mask of each held-out image (parity.labels matches them by name), read now so that a
+    """The ground-truth mask of each held-out image (io.labels matches them by name), read now so that a
     missing mask fails before calibration; None unless the budget is measured against ground truth."""
     if budget is None or not budget.needs_labels:
         return None
@@ -356,7 +355,6 @@ def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budge
     if held is None or held.kind != "folder":
         raise ConfigConflict("an accuracy budget against --labels needs --calib-data DIR, a folder of images "
                              "whose held-out part the masks are matched to by file name")
-    from deploykit.parity.labels import match_labels
 
     found = match_labels(options.labels, held.items)
     return [found.read(i) for i in range(len(found))]
@@ -399,8 +397,6 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
 def _mac_share(model: onnx.ModelProto, shape: tuple[int, ...], progress: Progress) -> MacShare | None:
     """Multiply-adds per node at the held-out input shape, so the report can estimate the latency of plans it
     did not time; None (and a note) when they cannot be counted: the search itself does not need them."""
-    from deploykit.bench.macs import count_onnx_macs
-
     try:
         counted = count_onnx_macs(model, shape)
     except Exception as exc:  # counting is best effort: a failure must not stop the build

@@ -13,7 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from onnx import TensorProto
+
 from deploykit.errors import ConfigConflict
+from deploykit.precision.passes import fp16_graph, int8_graph
 
 if TYPE_CHECKING:
     import onnx
@@ -43,15 +46,11 @@ class GraphRequest:
 
 
 def _fp16_pass(r: GraphRequest) -> PrecisionResult:
-    from deploykit.precision.passes import fp16_graph
-
     return fp16_graph(r.source, r.meta, r.source_sha, r.calibration, keep=r.keep, fp16_io=r.fp16_io,
                       accuracy_budget=r.budget, backend=r.backend, threads=r.threads, progress=r.progress)
 
 
 def _int8_pass(r: GraphRequest) -> PrecisionResult:
-    from deploykit.precision.passes import int8_graph
-
     return int8_graph(r.source, r.meta, r.source_sha, r.calibration, keep_float=r.keep, accuracy_budget=r.budget,
                       layout=r.layout, backend=r.backend, threads=r.threads, progress=r.progress)
 
@@ -65,8 +64,6 @@ def _is_int8(model: onnx.ModelProto) -> bool:
 
 
 def _is_fp16(model: onnx.ModelProto) -> bool:
-    from onnx import TensorProto
-
     half = TensorProto.FLOAT16
     return any(init.data_type == half for init in model.graph.initializer) or any(
         node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute)

@@ -12,7 +12,7 @@ Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]
 
 
 def class_name(index: int, class_names: Sequence[str] | None) -> str:
-    """`3 rocket` with names (model metadata, report.masks.class_names_from), else `class 3`."""
+    """`3 rocket` with names (model metadata, ModelMetadata.class_names), else `class 3`."""
     return f"{index} {class_names[index]}" if class_names is not None and index < len(class_names) \
         else f"class {index}"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from deploykit.errors import InputError
-from deploykit.io.metadata import ModelMetadata
 from deploykit.io.outputs import atomic_output
 from deploykit.parity.classes import BOUNDARY_WIDTH, boundary_band
 from deploykit.parity.pictured import Pictures
@@ -111,21 +110,8 @@ def colorize(labels: np.ndarray, palette: np.ndarray | None = None) -> np.ndarra
     return colours[np.asarray(labels, dtype=np.int64) % len(colours)]
 
 
-def class_names_from(metadata: ModelMetadata | None) -> tuple[str, ...] | None:
-    """Class names from the model's metadata (`deploykit.class_names`, a JSON list, lands in `extra`), or None."""
-    if metadata is None or "class_names" not in metadata.extra:
-        return None
-    try:
-        names = json.loads(metadata.extra["class_names"])
-    except ValueError:
-        return None
-    return tuple(str(n) for n in names) if isinstance(names, list) else None
-
-
 def _fit(rgb: np.ndarray, size: tuple[int, int], nearest: bool) -> Any:
     """An H,W,3 array as a PIL image of size (width, height)."""
-    from PIL import Image
-
     image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
     if image.size != size:
         image = image.resize(size, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
@@ -133,8 +119,6 @@ def _fit(rgb: np.ndarray, size: tuple[int, int], nearest: bool) -> Any:
 
 
 def _font(size: int = 12) -> Any:
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
@@ -150,8 +134,6 @@ def _clip_text(draw: Any, text: str, width: int, font: Any) -> str:
 
 
 def _canvas(grid: Grid, titles: Sequence[str], captions: Sequence[str], legend_height: int) -> tuple[Any, Any]:
-    from PIL import Image, ImageDraw
-
     canvas = Image.new("RGB", (grid.width, grid.rows_bottom + legend_height), "white")
     draw, font = ImageDraw.Draw(canvas), _font()
     for column, title in enumerate(titles):
@@ -234,8 +216,6 @@ def difference_map(image: np.ndarray, reference: np.ndarray, candidate: np.ndarr
 def _resized_mask(mask: np.ndarray, size: tuple[int, int], any_under: bool) -> np.ndarray:
     """A bool mask at size (width, height): nearest when growing; when shrinking, True where any pixel under
     the panel pixel is (PIL's box filter averages the area, and any share above 0 counts)."""
-    from PIL import Image
-
     picture = Image.fromarray(mask.astype(np.uint8) * 255)
     if not any_under:
         return np.asarray(picture.resize(size, Image.Resampling.NEAREST)) > 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from deploykit.metrics.table import METRICS, task_metric_names
+from deploykit.metrics.tasks import TASKS
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.parity.gates import DEFAULT_GATES
-from deploykit.parity.metrics import METRICS, TASKS, task_metric_names
 from deploykit.report.format import fmt, markdown_table, text_table
 
 NUMERIC_COLUMNS = tuple((m.name, m.title) for m in METRICS.values() if m.task is None and m.column)

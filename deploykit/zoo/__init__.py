@@ -1,5 +1,6 @@
-"""The model zoo: seed architectures registered by name."""
+"""The model zoo: seed architectures registered by name (importing the package registers them all)."""
 
+from deploykit.zoo import models  # noqa: F401  (registers every architecture)
 from deploykit.zoo._registry import (
     ModelSpec,
     Preprocessing,

@@ -72,7 +72,6 @@ def register_model(spec: ModelSpec, *, aliases: tuple[str, ...] = ()) -> ModelSp
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    _load_zoo()
     canonical = _ALIASES.get(name, name)
     if canonical not in _REGISTRY:
         close = [n for n in list_models() if name.lower() in n]
@@ -85,15 +84,8 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def list_models() -> list[str]:
-    _load_zoo()
     return sorted(_REGISTRY)
 
 
 def aliases() -> dict[str, str]:
-    _load_zoo()
     return dict(_ALIASES)
-
-
-def _load_zoo() -> None:
-    # Importing the architecture modules registers them; done lazily so the registry has no import cycle.
-    import deploykit.zoo.models  # noqa: F401

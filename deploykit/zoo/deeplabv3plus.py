@@ -29,7 +29,8 @@ from torch import nn
 
 from deploykit.errors import CheckpointError
 from deploykit.zoo._registry import IMAGENET, ModelSpec, register_model
-from deploykit.zoo.backbones import Backbone, build_backbone, check_output_stride, scaled
+from deploykit.zoo.backbones import build_backbone
+from deploykit.zoo.backbones.base import Backbone, check_output_stride, scaled
 from deploykit.zoo.backbones.resnet import BLOCKS, ResNet
 from deploykit.zoo.checkpoints import Converted, StateDict, register_checkpoint_format
 from deploykit.zoo.layers import ASPP, ConvBNReLU, conv3x3_bn_relu, init_conv_weights, resize_to

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploykit.backends.base import Runner
-from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner, available_providers, provider_chain
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner
 from deploykit.errors import BackendUnavailable, InputError
+from deploykit.evaluate import available_providers, provider_chain
+from deploykit.runner import Runner
 from tests.fixtures.user_models import tiny_segmenter
 
 

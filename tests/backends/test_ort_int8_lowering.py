@@ -15,12 +15,12 @@ from onnx import numpy_helper
 
 from deploykit.backends.onnxruntime import compile as ort_compile
 from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, unsigned_after_activation
-from deploykit.backends.onnxruntime.runner import session_from_onnx, session_options
 from deploykit.backends.onnxruntime.weights import SEVEN_BIT, needs_seven_bit_weights
 from deploykit.build import build_artifact
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
+from deploykit.evaluate import session_from_onnx, session_options
 from deploykit.precision.passes import CalibrationOptions
 from tests.fixtures.precision_models import export_user_model
 

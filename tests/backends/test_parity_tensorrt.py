@@ -8,9 +8,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from deploykit.backends.targets import open_target
 from deploykit.backends.tensorrt.build import engine_from_onnx
 from deploykit.cli import cli
+from deploykit.targets.resolve import open_target
 from tests.fakes.fixtures import TrtDouble
 
 TINY = "tests.fixtures.user_models:tiny_segmenter"

@@ -82,14 +82,15 @@ def test_doctor_selftest_says_why_it_cannot_run(trt_double_no_gpu: TrtDouble, ru
 
 def test_doctor_selftest_full_gives_one_verdict(trt_double: TrtDouble, runner: CliRunner,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploykit.backends.tensorrt import selftest_full
+    import deploykit.commands.doctor as doctor_command
+    from deploykit.doctor import selftest_full
 
     original = selftest_full.full_selftest
 
     def tiny(progress: object = None) -> selftest_full.FullSelfTestResult:  # the zoo model's test variant
         return original(None, size=(64, 64), options={"width_multiplier": 0.125, "num_classes": 5}, calib_n=4)
 
-    monkeypatch.setattr(selftest_full, "full_selftest", tiny)
+    monkeypatch.setattr(doctor_command, "full_selftest", tiny)  # what the command calls
     result = runner.invoke(cli, ["doctor", "--selftest", "--full"])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -103,14 +104,15 @@ def test_doctor_selftest_full_gives_one_verdict(trt_double: TrtDouble, runner: C
 
 
 def test_doctor_selftest_full_reports_a_failing_check(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploykit.backends.tensorrt import selftest_full
+    import deploykit.commands.doctor as doctor_command
+    from deploykit.doctor import selftest_full
     from tests.fakes.fixtures import install_double
 
     install_double(monkeypatch, "10")  # one profile is enough here: the passing run covers both
 
     original = selftest_full.full_selftest
     monkeypatch.setattr(selftest_full, "AUDIT_SHARE", 1.01)  # no engine can pass: the audit checks must fail
-    monkeypatch.setattr(selftest_full, "full_selftest", lambda progress=None: original(
+    monkeypatch.setattr(doctor_command, "full_selftest", lambda progress=None: original(
         None, size=(64, 64), options={"width_multiplier": 0.125, "num_classes": 5}, calib_n=4))
     result = runner.invoke(cli, ["doctor", "--selftest", "--full", "--json"])
     assert result.exit_code == 2

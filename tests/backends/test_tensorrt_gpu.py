@@ -11,7 +11,7 @@ from skimage import data
 
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.tensorrt.build import TensorRTBuildOptions, TensorRTRunner, engine_from_onnx
-from deploykit.backends.tensorrt.selftest import selftest
+from deploykit.doctor.selftest import selftest
 from deploykit.io.images import preprocess
 from deploykit.types import IMAGENET
 
@@ -40,7 +40,7 @@ def test_real_engine_matches_onnx_runtime(tiny_onnx: Path, tmp_path: Path) -> No
 
 
 def test_full_selftest_passes_on_this_gpu() -> None:
-    from deploykit.backends.tensorrt.selftest_full import full_selftest
+    from deploykit.doctor.selftest_full import full_selftest
 
     result = full_selftest()
     assert result.passed, result.describe()

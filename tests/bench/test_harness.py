@@ -7,7 +7,6 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from deploykit.backends.base import Runner, TensorSpec
 from deploykit.bench.harness import (
     BenchResult,
     input_pool,
@@ -20,6 +19,7 @@ from deploykit.bench.harness import (
 from deploykit.bench.interleave import Timing, TimingConfig, time_interleaved
 from deploykit.bench.stats import summarize
 from deploykit.errors import InputError
+from deploykit.runner import Runner, TensorSpec
 
 
 class Recorder(Runner):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.bench import kernel_graphs as kg
 from deploykit.bench.kernels import RATES, KernelCase, plan_cases
+from deploykit.evaluate import session_from_onnx
 
 DILATED = [kg.ConvOp(6, 8, 3, dilation=2)]
 SEPARABLE = [kg.ConvOp(6, 6, 3, dilation=2, groups=6), kg.ConvOp(6, 4, 1)]

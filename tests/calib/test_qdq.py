@@ -9,11 +9,11 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, seven_bit_weights
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
 from deploykit.errors import ConfigConflict
+from deploykit.evaluate import session_from_onnx
 from tests.fixtures.precision_models import export_user_model
 
 

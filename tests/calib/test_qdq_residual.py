@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
+from deploykit.evaluate import session_from_onnx
 
 
 def _conv(name: str, x: str, out: str, rng: np.random.Generator) -> tuple[onnx.NodeProto, onnx.TensorProto]:

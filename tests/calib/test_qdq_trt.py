@@ -9,10 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqResult, calibration_tensors, qdq_from_ranges
+from deploykit.evaluate import session_from_onnx
 from deploykit.export import onnx_from_torch
 from deploykit.graph.lint import lint_model
 from deploykit.zoo import get_model_spec

@@ -188,9 +188,9 @@ def test_kernels_sweep_writes_json_and_plots(tmp_path: Path, monkeypatch: pytest
 
 
 def test_kernels_lists_an_absent_tensorrt_once(monkeypatch: pytest.MonkeyPatch, fixed_peaks: None) -> None:
-    from deploykit.environment import tensorrt_status
+    from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 
-    if tensorrt_status().state == "ready":
+    if tensorrt_status().ready:
         pytest.skip("TensorRT works here")
     monkeypatch.setattr(kernels_module, "plan_cases", _tiny_cases)
     code, text, _ = _invoke(["bench", "kernels", "--backend", "torch,tensorrt", "--suite", "dilated"])

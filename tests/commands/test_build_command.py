@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 from deploykit.cli import cli
-from deploykit.environment import tensorrt_status
 from tests.fixtures.precision_models import export_user_model
 
 
@@ -28,7 +28,7 @@ def test_fp16_build_says_which_backend(model: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["build-engine", str(model), "--fp16", "--calib-data", "photos",
                                       "--calib-n", "2", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    if tensorrt_status().state != "ready":
+    if not tensorrt_status().ready:
         assert "backend: ONNX Runtime, the default here: TensorRT is" in result.stdout
     assert (tmp_path / "net.fp16.onnx").is_file() and Path(str(out) + ".deploykit.json").is_file()
     again = CliRunner().invoke(cli, ["build-engine", str(model), "--fp16", "-o", str(out)])

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from deploykit.backends.targets import open_target
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
 from deploykit.io.images import sample_photographs
+from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
 from tests.parity.helpers import USER_MODEL, corrupted_copy
 

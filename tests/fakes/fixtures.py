@@ -1,5 +1,6 @@
 """Installing the tensorrt double: `sys.modules["tensorrt"]` becomes the double and deploykit's device layer
-becomes the CPU fake sharing its memory. Imported by tests/backends/conftest.py."""
+becomes the CPU fake sharing its memory; and the tiny exported model the backend and target tests share. Imported
+by tests/backends/conftest.py and tests/targets/conftest.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import types
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from deploykit.backends.tensorrt import device as trt_device
+from deploykit.export import onnx_from_torch
+from deploykit.zoo.sources import load_model
 from tests.fakes.device import FakeDevice, FakeMemory
 from tests.fakes.tensorrt_double import (
     DEFAULT_GPU,
@@ -67,3 +71,15 @@ def trt_double(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 def trt_double_no_gpu(monkeypatch: pytest.MonkeyPatch) -> TrtDouble:
     """TensorRT importable but no CUDA device (trt.Builder fails, as without a driver)."""
     return install_double(monkeypatch, "10", gpu=None)
+
+
+TINY = "tests.fixtures.user_models:tiny_segmenter"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_segmenter exported by deploykit (dynamic batch/height/width, metadata input size 64x64)."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    result = onnx_from_torch(load_model(TINY), path, input_shape=(1, 3, 64, 64), simplify=False)
+    assert result.passed
+    return path

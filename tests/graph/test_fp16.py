@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import ConfigConflict
+from deploykit.evaluate import session_from_onnx
 from deploykit.graph.fp16 import FP16_MAX, fp16_from_onnx
 from tests.fixtures.precision_models import RESIZE_CASES, export_user_model, resize_graph
 

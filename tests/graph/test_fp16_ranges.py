@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
+from deploykit.evaluate import session_from_onnx
 from deploykit.graph.fp16 import FP16_TINY, fp16_from_onnx
 
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from deploykit.backends.targets import open_target
 from deploykit.errors import ExportError
 from deploykit.graph.heads import apply_head, head_of
 from deploykit.graph.lint import lint_model
+from deploykit.metrics.tasks import task_metrics
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.inputs import resolve_inputs
-from deploykit.parity.metrics import task_metrics
+from deploykit.targets.resolve import open_target
 from tests.fixtures.user_models import tiny_segmenter
 from tests.graph import graphs
 

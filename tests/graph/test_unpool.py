@@ -14,8 +14,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import ExportError
+from deploykit.evaluate import session_from_onnx
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 
 DIMS = ["n", "c", "h", "w"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploykit.backends.targets import open_target
 from deploykit.export import onnx_from_torch
 from deploykit.io.images import preprocess, sample_photographs
+from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
 from tests.parity.helpers import USER_MODEL, ZOO_MODEL, zoo_target
 

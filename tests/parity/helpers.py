@@ -7,7 +7,8 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from deploykit.backends.targets import Target, open_target
+from deploykit.runner import Target
+from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
 
 ZOO_MODEL = "deeplabv3plus_mobilenetv2"

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import ParityError
+from deploykit.evaluate import session_from_onnx
+from deploykit.metrics.tasks import TaskAccumulator, segmentation_labels
 from deploykit.parity.classes import (
     ClassDamageResult,
     DamageAccumulator,
@@ -19,7 +20,6 @@ from deploykit.parity.classes import (
     most_disagreeing,
     saliency_disagreement,
 )
-from deploykit.parity.metrics import TaskAccumulator, segmentation_labels
 from tests.parity.helpers import corrupted_copy
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploykit.backends.targets import open_target
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.parity.compare import ParityResult, ParitySettings, _Kept, compare
 from deploykit.parity.inputs import InputSet
+from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
 from tests.parity.helpers import ZOO_MODEL, corrupted_copy, zoo_target
 

@@ -12,15 +12,10 @@ from PIL import Image
 
 from deploykit.cli import cli
 from deploykit.errors import InputError
+from deploykit.io.labels import match_labels, read_mask
+from deploykit.metrics.numeric import numeric_metrics
+from deploykit.metrics.tasks import MAJOR_CLASS_SHARE, LabelAccumulator, resize_mask, task_metrics
 from deploykit.parity.gates import evaluate, gates_for
-from deploykit.parity.labels import match_labels, read_mask
-from deploykit.parity.metrics import (
-    MAJOR_CLASS_SHARE,
-    LabelAccumulator,
-    numeric_metrics,
-    resize_mask,
-    task_metrics,
-)
 from deploykit.precision.table import PRECISIONS
 from tests.fixtures.precision_models import photo_folder
 from tests.parity.helpers import USER_MODEL, corrupted_copy
@@ -132,8 +127,8 @@ def test_parity_labels_reports_miou_gt_and_drop_and_gates_the_drop(labelled: tup
                                                                    tmp_path: Path) -> None:
     import json
 
-    from deploykit.backends.targets import open_target
     from deploykit.export import onnx_from_torch
+    from deploykit.targets.resolve import open_target
 
     images, labels = labelled
     target = open_target(USER_MODEL)
@@ -160,8 +155,8 @@ def test_build_engine_budget_on_miou_drop_uses_the_labels_of_the_held_out_images
         labelled: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from deploykit.backends.targets import open_target
     from deploykit.export import onnx_from_torch
+    from deploykit.targets.resolve import open_target
 
     monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
     images, labels = labelled

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploykit.backends.targets import open_target
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.inputs import resolve_inputs
+from deploykit.targets.resolve import open_target
 from deploykit.types import Progressed
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import OutputExists
+from deploykit.evaluate import session_from_onnx
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.parity.pictured import PictureKeeper, Pictures, image_from_input
 from deploykit.report.masks import INTERIOR_FLIP, pictures_png

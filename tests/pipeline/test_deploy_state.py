@@ -12,10 +12,11 @@ import numpy as np
 import onnx
 import pytest
 
-import deploykit.backends.targets as targets_module
-import deploykit.bench.runners as runners_module
-import deploykit.parity.localize as localize_module
+import deploykit.pipeline.deploy as deploy_module
+import deploykit.targets.bench as bench_targets_module
+import deploykit.targets.resolve as targets_module
 import deploykit.zoo.sources as sources
+from deploykit.parity.inputs import resolve_inputs
 from deploykit.pipeline.deploy import DeployOptions, run_deploy
 from deploykit.pipeline.results import DeployResult
 
@@ -34,7 +35,7 @@ def test_one_deploy_builds_the_model_once_and_reads_no_sidecar_twice(tmp_path: P
     onnx_loads: Counter[str] = Counter()
     seen: dict[str, Any] = {}
     real_load_model, real_read_sidecar, real_onnx_load = sources.load_model, targets_module.read_sidecar, onnx.load
-    real_localize = localize_module.localize
+    real_localize = deploy_module.localize
 
     def load_model(*args: Any, **kwargs: Any) -> Any:
         calls["load_model"] += 1
@@ -52,18 +53,17 @@ def test_one_deploy_builds_the_model_once_and_reads_no_sidecar_twice(tmp_path: P
         seen["x"] = x
         return real_localize(reference, candidate, x, **kwargs)
 
-    monkeypatch.setattr(sources, "load_model", load_model)
+    for module in (sources, deploy_module, targets_module):  # each module that builds a model calls it
+        monkeypatch.setattr(module, "load_model", load_model)
     monkeypatch.setattr(targets_module, "read_sidecar", read_sidecar)
-    monkeypatch.setattr(runners_module, "read_sidecar", read_sidecar)
+    monkeypatch.setattr(bench_targets_module, "read_sidecar", read_sidecar)
     monkeypatch.setattr(onnx, "load", onnx_load)
-    monkeypatch.setattr(localize_module, "localize", localize)
+    monkeypatch.setattr(deploy_module, "localize", localize)
     first = run_deploy(_options(tmp_path))
     assert calls == Counter({"load_model": 1})  # export, parity and bench share one PyTorch model
     # OUT/model.onnx: once for both builds (deploykit.build), once by ONNX Runtime's compile of the fp32 graph,
     # once by the layers step's localize and once by the MAC counter of the fp32 artifact's bench (it was 6+).
     assert onnx_loads[str(tmp_path / "model.onnx")] <= 4, onnx_loads
-    from deploykit.parity.inputs import resolve_inputs
-
     first_input = next(iter(resolve_inputs([targets_module.open_target(SOURCE, options=OPTIONS)],
                                            input_shape=(1, 3, 65, 65)).batches()))
     assert np.array_equal(seen["x"], first_input[:1])  # the parity inputs, not a fixed photograph

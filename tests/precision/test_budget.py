@@ -122,7 +122,7 @@ def test_search_reports_typed_counts_and_closes_them() -> None:
 
 
 def test_rank_scores_use_the_first_inputs_and_the_cosine_only() -> None:
-    from deploykit.parity.metrics import numeric_metrics
+    from deploykit.metrics.numeric import numeric_metrics
 
     model = resize_graph("linear", "half_pixel", "scales")
     rng = np.random.default_rng(1)

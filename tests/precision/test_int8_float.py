@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.build import build_artifact
 from deploykit.errors import BuildError
+from deploykit.evaluate import session_from_onnx
 from deploykit.io.metadata import read_metadata
 from deploykit.precision.passes import CalibrationOptions, TensorRTFormEvaluator, int8_graph
 from tests.fixtures.precision_models import export_user_model, photo_folder

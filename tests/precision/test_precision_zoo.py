@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploykit.backends.targets import open_target
 from deploykit.build import build_artifact
 from deploykit.export import onnx_from_torch
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.inputs import resolve_inputs
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec, list_models
 from deploykit.zoo.sources import load_model
 from tests.fixtures.precision_models import photo_folder

@@ -20,7 +20,6 @@ from deploykit.report.masks import (
     INTERIOR_FLIP,
     MaskRow,
     SaliencyRow,
-    class_names_from,
     colorize,
     pictures_png,
     png_data_uri,
@@ -165,10 +164,9 @@ def test_class_names_come_from_metadata_extra() -> None:
     meta = ModelMetadata(model="m", task="segmentation", num_classes=2, preprocessing=IMAGENET, input_size=(8, 8),
                          input_names=("input",), output_names=("output",),
                          extra={"class_names": '["background", "cat"]'})
-    assert class_names_from(meta) == ("background", "cat")
+    assert meta.class_names == ("background", "cat")
     parsed = ModelMetadata.from_props(meta.to_props())
-    assert class_names_from(parsed) == ("background", "cat")
-    assert class_names_from(None) is None
+    assert parsed is not None and parsed.class_names == ("background", "cat")
 
 
 def test_rows_that_do_not_fit_fail_clearly() -> None:

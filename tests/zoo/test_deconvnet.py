@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import CheckpointError, ConfigConflict, ExportError
+from deploykit.evaluate import session_from_onnx
 from deploykit.export import Tolerance, onnx_from_torch
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 from deploykit.io.images import preprocess

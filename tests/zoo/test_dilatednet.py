@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage import data
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
+from deploykit.evaluate import session_from_onnx
 from deploykit.export import onnx_from_torch
 from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec

@@ -10,8 +10,8 @@ import torch
 from skimage import data
 from torch import nn
 
-from deploykit.backends.onnxruntime.runner import session_from_onnx
 from deploykit.errors import CheckpointError
+from deploykit.evaluate import session_from_onnx
 from deploykit.export import onnx_from_torch
 from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec

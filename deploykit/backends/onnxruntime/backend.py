@@ -11,9 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import onnxruntime
 
-from deploykit.backends.base import Availability, Compiled, Runner
+from deploykit.backends.base import Availability, Compiled
+from deploykit.backends.onnxruntime.compile import (
+    OPTIMIZATION,
+    lower_for_onnxruntime,
+    needs_seven_bit_weights,
+    ort_model_from_onnx,
+    ort_optimized,
+)
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.environment import cpu_flags, cpu_model
+from deploykit.evaluate import provider_chain
 from deploykit.io.sidecar import Sidecar
+from deploykit.runner import Runner
 from deploykit.types import Progress
 
 Options = None  # ONNX Runtime builds take no options beyond threads
@@ -21,11 +33,7 @@ CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni",
 
 
 def availability() -> Availability:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        return Availability("not installed", reason=f"pip install onnxruntime ({exc})")
-    return Availability("ready", str(onnxruntime.__version__))
+    return Availability("ready", str(onnxruntime.__version__))  # a dependency of deploykit: always here
 
 
 def preflight(model: onnx.ModelProto, source: str) -> None:
@@ -35,26 +43,18 @@ def preflight(model: onnx.ModelProto, source: str) -> None:
 def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
                 float_source: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """The INT8 lowering the artifact gets, and with `optimize` ONNX Runtime's optimizations too."""
-    from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, ort_optimized
-
     lowered = lower_for_onnxruntime(model, float_source=float_source).model
     return ort_optimized(lowered, threads=threads) if optimize else lowered
 
 
 def _device() -> dict[str, Any]:
-    from deploykit.environment import cpu_flags, cpu_model
-
     flags = cpu_flags()
     return {"cpu": cpu_model(), "cpu_flags": [f for f in CPU_FLAGS if f in flags],
             "providers": ["CPUExecutionProvider"]}
 
 
-def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int | None,
-            progress: Progress, float_source: Path | None = None) -> Compiled:
-    import onnxruntime
-
-    from deploykit.backends.onnxruntime.compile import OPTIMIZATION, needs_seven_bit_weights, ort_model_from_onnx
-
+def compile(graph: Path, out: Path, options: None, *, precision: str, force: bool, threads: int | None,
+            progress: Progress, float_source: onnx.ModelProto | None = None) -> Compiled:
     progress(f"compiling with ONNX Runtime (optimization level {OPTIMIZATION}, portable across CPUs)")
     lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=needs_seven_bit_weights(),
                                   float_source=float_source)
@@ -69,6 +69,4 @@ def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int 
 
 def open(artifact: Path, sidecar: Sidecar | None, *, providers: Sequence[str] = ("cpu",),
          threads: int | None = None) -> Runner:
-    from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner, provider_chain
-
     return OnnxRuntimeRunner(artifact, providers=provider_chain(providers), threads=threads)

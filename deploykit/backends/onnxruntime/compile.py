@@ -39,11 +39,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from deploykit.backends.onnxruntime.runner import session_options
 from deploykit.backends.onnxruntime.unsigned import quantized_adds, quantized_resizes, unsigned_activations
 from deploykit.backends.onnxruntime.weights import float_weights, needs_seven_bit_weights
 from deploykit.backends.onnxruntime.weights import seven_bit_weights as _seven_bit
 from deploykit.errors import BuildError
+from deploykit.evaluate import session_options
 from deploykit.io.outputs import atomic_output
 
 OPTIMIZATION = "extended"
@@ -101,14 +101,13 @@ def ort_optimized(model: onnx.ModelProto, *, threads: int | None = None, what: s
 
 def ort_model_from_onnx(
     onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool, threads: int | None = None,
-    seven_bit: bool | None = None, float_source: str | os.PathLike[str] | None = None,
+    seven_bit: bool | None = None, float_source: onnx.ModelProto | None = None,
 ) -> Lowered:
     """Write ONNX Runtime's optimized form of `onnx_path` to `out` (atomically); metadata is carried over.
-    `float_source` is the float model a Q/DQ `onnx_path` was built from (for 7-bit weights from float).
+    `float_source` is the float model a Q/DQ `onnx_path` was built from, as loaded (for 7-bit weights from float).
     Returns what the INT8 lowerings changed (its model is the lowered graph before ORT's optimizations)."""
     source = onnx.load(str(onnx_path))
-    floats = onnx.load(str(float_source)) if float_source is not None and seven_bit is not False else None
-    result = lower_for_onnxruntime(source, seven_bit=seven_bit, float_source=floats)
+    result = lower_for_onnxruntime(source, seven_bit=seven_bit, float_source=float_source)
     model = ort_optimized(result.model, threads=threads, what=str(onnx_path))
     del model.metadata_props[:]
     model.metadata_props.extend(source.metadata_props)

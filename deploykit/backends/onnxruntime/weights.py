@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from deploykit.backends.onnxruntime.unsigned import QMAX
+from deploykit.environment import cpu_flags
 from deploykit.graph.tensors import ensure_node_names
 
 SEVEN_BIT = 63
@@ -31,8 +32,6 @@ WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 def needs_seven_bit_weights(flags: set[str] | None = None, machine: str | None = None) -> bool:
     """True on x86 CPUs without VNNI (module docstring); `flags` default to /proc/cpuinfo's."""
-    from deploykit.environment import cpu_flags
-
     arch = (machine or platform.machine()).lower()
     if arch not in ("x86_64", "amd64", "i686", "x86"):
         return False

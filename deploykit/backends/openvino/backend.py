@@ -9,13 +9,17 @@ the closest float simulation of what the CPU plugin runs.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
 
-from deploykit.backends.base import Availability, Compiled, Runner
+from deploykit.backends.base import Availability, Compiled
+from deploykit.backends.openvino.compile import compile as to_ir
+from deploykit.backends.openvino.runner import DEVICE, open_runner
 from deploykit.io.sidecar import Sidecar
+from deploykit.runner import Runner
 from deploykit.types import Progress
 
 __all__ = ["Options", "as_deployed", "availability", "compile", "open", "preflight"]
@@ -24,14 +28,21 @@ Options = None  # OpenVINO builds take no options beyond threads
 
 
 def availability() -> Availability:
-    from deploykit.backends.openvino.compile import availability as probe
-
-    state, reason = probe()
-    if state != "ready":
-        return Availability("not installed" if state == "not installed" else "unusable", reason=reason)
-    import openvino
-
-    return Availability("ready", str(openvino.get_version()).split("-")[0])
+    """Ready when the package imports and its Core lists a CPU device."""
+    try:
+        ov = importlib.import_module("openvino")
+    except ImportError:
+        return Availability("not installed", reason="pip install 'deploykit[openvino]'")
+    except Exception as exc:  # a broken install raises OSError / RuntimeError
+        return Availability("unusable", reason=f"import openvino failed: {str(exc).splitlines()[0]}")
+    try:
+        devices = list(ov.Core().available_devices)
+    except Exception as exc:  # the Core constructor loads the device plugins
+        return Availability("unusable", reason=f"openvino.Core() failed: {str(exc).splitlines()[0]}")
+    if DEVICE not in devices:
+        listed = ", ".join(devices) or "none"
+        return Availability("unusable", reason=f"OpenVINO lists no CPU device (devices: {listed})")
+    return Availability("ready", str(ov.get_version()).split("-")[0])
 
 
 def preflight(model: onnx.ModelProto, source: str) -> None:
@@ -44,10 +55,8 @@ def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
     return model
 
 
-def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int | None,
-            progress: Progress, float_source: Path | None = None) -> Compiled:
-    from deploykit.backends.openvino.compile import compile as to_ir
-
+def compile(graph: Path, out: Path, options: None, *, precision: str, force: bool, threads: int | None,
+            progress: Progress, float_source: onnx.ModelProto | None = None) -> Compiled:
     facts = to_ir(graph, out, force=force, threads=threads, progress=progress)
     return Compiled(backend_version=str(facts["backend_version"]), device=dict(facts["device"]),
                     build_options=dict(facts["build_options"]))
@@ -55,6 +64,4 @@ def compile(graph: Path, out: Path, options: None, *, force: bool, threads: int 
 
 def open(artifact: Path, sidecar: Sidecar | None, *, providers: Sequence[str] = ("cpu",),
          threads: int | None = None) -> Runner:
-    from deploykit.backends.openvino.runner import open_runner
-
     return open_runner(artifact, threads=threads)

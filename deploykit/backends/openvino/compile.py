@@ -14,71 +14,34 @@ recorded in the sidecar.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict
+from deploykit.backends.openvino.runner import DEVICE, compile_options, load_openvino, runtime_precisions, weights_path
+from deploykit.environment import cpu_flags, cpu_model
+from deploykit.errors import BuildError, ConfigConflict
 from deploykit.io.outputs import atomic_output, check_output_path
 from deploykit.types import Progress
 
 ARTIFACT_SUFFIX = ".xml"
-DEVICE = "CPU"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
              "avx512_fp16", "amx_fp16")
 
 
-def _openvino() -> Any:
-    try:
-        return importlib.import_module("openvino")
-    except ImportError as exc:
-        raise BackendUnavailable("OpenVINO is not installed: pip install 'deploykit[openvino]'") from exc
-
-
-def availability() -> tuple[str, str]:
-    """(state, reason): "ready" when the package imports and its Core lists a CPU device."""
-    try:
-        ov = importlib.import_module("openvino")
-    except ImportError:
-        return "not installed", "pip install 'deploykit[openvino]'"
-    except Exception as exc:  # a broken install raises OSError / RuntimeError
-        return "unusable", f"import openvino failed: {str(exc).splitlines()[0]}"
-    try:
-        devices = list(ov.Core().available_devices)
-    except Exception as exc:  # the Core constructor loads the device plugins
-        return "unusable", f"openvino.Core() failed: {str(exc).splitlines()[0]}"
-    if DEVICE not in devices:
-        return "unusable", f"OpenVINO lists no CPU device (devices: {', '.join(devices) or 'none'})"
-    return "ready", f"OpenVINO {ov.get_version()} with its CPU plugin"
-
-
-def is_available() -> bool:
-    return availability()[0] == "ready"
-
-
 def device_facts(core: Any) -> dict[str, Any]:
     """What the sidecar records about the CPU: model, the flags OpenVINO's kernels key on, its capabilities."""
-    from deploykit.environment import cpu_flags, cpu_model
-
     flags = cpu_flags()
     return {"cpu": cpu_model(), "cpu_flags": [f for f in CPU_FLAGS if f in flags], "device": DEVICE,
             "optimization_capabilities": list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))}
-
-
-def weights_path(artifact: str | os.PathLike[str]) -> Path:
-    """The .bin OpenVINO reads beside an .xml (read_model's default)."""
-    return Path(artifact).with_suffix(".bin")
 
 
 def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool,
             threads: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Write OUT (.xml) and its .bin from `graph_onnx`, atomically; return the sidecar's facts
     (backend_version, device, build_options)."""
-    from deploykit.backends.openvino.runner import compile_options, runtime_precisions
-
     say = progress or (lambda _m: None)
     out_path = Path(out)
     if out_path.suffix != ARTIFACT_SUFFIX:
@@ -86,7 +49,7 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
                              f"{out_path.with_suffix(ARTIFACT_SUFFIX).name}, not {out_path.name}")
     check_output_path(out_path, force=force)
     check_output_path(weights_path(out_path), force=force)
-    ov = _openvino()
+    ov = load_openvino()
     say(f"converting {Path(graph_onnx).name} to OpenVINO IR (OpenVINO {ov.get_version()})")
     try:
         model = ov.convert_model(str(graph_onnx))

@@ -14,6 +14,7 @@ plugin's static-shape kernels are faster than its dynamic path, and a bench or p
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -22,9 +23,25 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import Dim, Runner, TensorSpec
-from deploykit.errors import InputError
+from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata
+from deploykit.runner import Dim, Runner, TensorSpec
+
+DEVICE = "CPU"
+
+
+def load_openvino() -> Any:
+    try:
+        return importlib.import_module("openvino")
+    except ImportError as exc:
+        raise BackendUnavailable("OpenVINO is not installed: pip install 'deploykit[openvino]'") from exc
+
+
+def weights_path(artifact: str | os.PathLike[str]) -> Path:
+    """The .bin OpenVINO reads beside an .xml (read_model's default)."""
+    return Path(artifact).with_suffix(".bin")
+
+
 
 WEIGHTED_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 SHAPES_KEPT = 4
@@ -73,9 +90,7 @@ class OpenVinoRunner(Runner):
     def _open(self) -> None:
         if self._model is not None:
             return
-        from deploykit.backends.openvino.compile import _openvino, weights_path
-
-        ov = _openvino()
+        ov = load_openvino()
         if not self.model_path.is_file():
             raise InputError(f"OpenVINO model {self.model_path} does not exist")
         if self.model_path.suffix == ".xml" and not weights_path(self.model_path).is_file():

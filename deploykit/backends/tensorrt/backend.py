@@ -1,29 +1,45 @@
 """TensorRT's entry points for the backend table (deploykit.backends.base explains the protocol).
 
-TensorRT counts as available only when a builder can be constructed: `import tensorrt` works without a CUDA
-driver, `trt.Builder(logger)` does not (see deploykit.environment.tensorrt_status).
+TensorRT counts as available only when a builder can be constructed, not when it imports: `import tensorrt`
+succeeds without a CUDA driver, but `trt.Builder(logger)` fails there (NVIDIA's TensorRT Python API: the Builder
+constructor needs an initialised CUDA context).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
 
-from deploykit.backends.base import Availability, Compiled, Runner
+from deploykit.backends.base import Availability, Compiled
 from deploykit.backends.tensorrt.build import TensorRTBuildOptions as Options
 from deploykit.backends.tensorrt.build import engine_from_onnx, lint_or_fail
+from deploykit.backends.tensorrt.common import process_logger
+from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.io.sidecar import Sidecar
+from deploykit.runner import Runner
 from deploykit.types import Progress
 
 __all__ = ["Options", "as_deployed", "availability", "compile", "open", "preflight"]
 
 
 def availability() -> Availability:
-    from deploykit.environment import tensorrt_status
-
-    return tensorrt_status()
+    try:
+        trt = importlib.import_module("tensorrt")
+    except ImportError:
+        return Availability("not installed", reason="pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU")
+    except Exception as exc:  # a broken install (missing libnvinfer) raises OSError and others
+        return Availability("unusable", reason=f"import tensorrt failed: {str(exc).splitlines()[0]}")
+    version = str(getattr(trt, "__version__", ""))
+    try:
+        builder = trt.Builder(process_logger(trt))  # TensorRT keeps the first logger it is given
+    except Exception as exc:  # pybind11 raises TypeError/RuntimeError without a CUDA driver
+        return Availability("unusable", version, f"cannot construct a builder: {str(exc).splitlines()[0]}")
+    if builder is None:
+        return Availability("unusable", version, "trt.Builder returned None (no CUDA device?)")
+    return Availability("ready", version)
 
 
 def preflight(model: onnx.ModelProto, source: str) -> None:
@@ -37,15 +53,14 @@ def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
     return model
 
 
-def compile(graph: Path, out: Path, options: Options | None, *, force: bool, threads: int | None,
-            progress: Progress, float_source: Path | None = None) -> Compiled:
-    written = engine_from_onnx(graph, out, options, force=force, progress=progress, write_sidecar=False)
+def compile(graph: Path, out: Path, options: Options | None, *, precision: str, force: bool, threads: int | None,
+            progress: Progress, float_source: onnx.ModelProto | None = None) -> Compiled:
+    written = engine_from_onnx(graph, out, options, precision=precision, force=force, progress=progress,
+                               write_sidecar=False)
     return Compiled(backend_version=written.backend_version, device=dict(written.device),
                     build_options=dict(written.build_options), artifact_sha256=written.artifact_sha256)
 
 
 def open(artifact: Path, sidecar: Sidecar | None, *, providers: Sequence[str] = ("cpu",),
          threads: int | None = None) -> Runner:
-    from deploykit.backends.tensorrt.runner import TensorRTRunner
-
     return TensorRTRunner.from_artifact(artifact)

@@ -42,10 +42,13 @@ from deploykit.backends.tensorrt.common import (
 from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
 from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, InputError, UnknownModel
+from deploykit.graph.lint import lint_model
+from deploykit.graph.unpool import rewrite_unpooling
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.types import Progress
+from deploykit.zoo import get_model_spec
 
 if TYPE_CHECKING:
     from deploykit.graph.lint import LintReport
@@ -110,7 +113,6 @@ def _load(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
 def _size_multiple(meta: ModelMetadata | None) -> int:
     if meta is None:
         return 1
-    from deploykit.zoo import get_model_spec
 
     try:
         return get_model_spec(meta.model).size_multiple
@@ -118,16 +120,8 @@ def _size_multiple(meta: ModelMetadata | None) -> int:
         return 1
 
 
-def _precision(model: onnx.ModelProto, meta: ModelMetadata | None) -> str:
-    from deploykit.precision.table import detect_precision
-
-    return detect_precision(model, meta)
-
-
 def lint_or_fail(model: onnx.ModelProto, source: str) -> LintReport:
     """deploykit's TensorRT lint; a BuildError naming the nodes, why and the fix when it finds errors."""
-    from deploykit.graph.lint import lint_model
-
     report = lint_model(model, target="tensorrt", source=source)
     if report.errors:
         listed = "; ".join(f"{f.node} ({f.op}): {f.why} -> {f.fix}" for f in report.errors[:5])
@@ -141,7 +135,6 @@ def _lint_and_rewrite(model: onnx.ModelProto, source: str, say: Progress) -> tup
     """Stop on lint errors; rewrite the unpooling TensorRT cannot parse when deploykit can (lint says so)."""
     report = lint_or_fail(model, source)
     if any(f.rule == "unpooling" for f in report.findings):
-        from deploykit.graph.unpool import rewrite_unpooling
 
         say("rewriting max-pool switches/unpooling into operators TensorRT parses")
         return rewrite_unpooling(model), ["unpooling"]
@@ -225,12 +218,15 @@ def engine_from_onnx(
     out: str | os.PathLike[str],
     options: TensorRTBuildOptions | None = None,
     *,
+    precision: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
     write_sidecar: bool = True,
 ) -> Sidecar:
     """Build a TensorRT engine from `onnx_path` and write it with its sidecar to `out` (both atomically).
-    With write_sidecar=False (deploykit.build, which writes the complete sidecar once) only the engine."""
+    With write_sidecar=False (deploykit.build, which writes the complete sidecar once) only the engine.
+    `precision`: what the graph computes in (deploykit.build passes what it detected; default: what the graph's
+    deploykit metadata records, fp32 without any), which --require-precision checks and the sidecar records."""
     say = progress or (lambda _msg: None)
     options = options or TensorRTBuildOptions()
     options.validate()
@@ -239,6 +235,7 @@ def engine_from_onnx(
         check_output_path(sidecar_path(out), force=force)
     model = _load(onnx_path)
     meta = read_metadata(model)
+    precision = precision or (meta.precision if meta is not None else "fp32")
     profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
                              max_shapes=options.max_shapes, input_size=meta.input_size if meta else None,
                              size_multiple=_size_multiple(meta))
@@ -272,9 +269,9 @@ def engine_from_onnx(
     plan = memoryview(serialized).tobytes()
     audit = _audit(trt, logger, plan, profile, say)
     if options.require_precision is not None:
-        require_precision(audit, _precision(model, meta), options.require_precision, str(onnx_path))
-    return _write(plan, out, onnx_path, model, meta, options, profile, rewrites, trt, device, audit, force=force,
-                  write_sidecar=write_sidecar)
+        require_precision(audit, precision, options.require_precision, str(onnx_path))
+    return _write(plan, out, onnx_path, precision, meta, options, profile, rewrites, trt, device, audit,
+                  force=force, write_sidecar=write_sidecar)
 
 
 def _audit(trt: Any, logger: Any, plan: bytes, profile: Mapping[str, ShapeRange],
@@ -294,7 +291,7 @@ def _audit(trt: Any, logger: Any, plan: bytes, profile: Mapping[str, ShapeRange]
     return audit
 
 
-def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLike[str], model: onnx.ModelProto,
+def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLike[str], precision: str,
            meta: ModelMetadata | None, options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange],
            rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, audit: PrecisionAudit | None, *,
            force: bool, write_sidecar: bool) -> Sidecar:
@@ -304,7 +301,7 @@ def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLik
     build_options = {**options.to_dict(), "profile": {n: r.to_dict() for n, r in profile.items()},
                      "strongly_typed": True, "graph_rewrites": rewrites, "precision_audit": audit_record}
     sidecar = Sidecar(
-        backend="tensorrt", precision=_precision(model, meta), artifact_sha256=hashlib.sha256(plan).hexdigest(),
+        backend="tensorrt", precision=precision, artifact_sha256=hashlib.sha256(plan).hexdigest(),
         source_onnx_sha256=sha256_file(onnx_path), deploykit_version=deploykit.__version__,
         backend_version=str(trt.__version__),
         device={"gpu": device.name, "compute_capability": device.cc, "index": device.index},

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.backends.base import Runner, TensorSpec
 from deploykit.backends.tensorrt import device as trt_device
 from deploykit.backends.tensorrt.common import (
     IoType,
@@ -37,6 +36,7 @@ from deploykit.backends.tensorrt.device import Buffer, DeviceLayer, Graph, Strea
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
+from deploykit.runner import Runner, TensorSpec
 
 Timings = dict[str, float]
 

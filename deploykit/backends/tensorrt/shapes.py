@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
 from deploykit.errors import ConfigConflict, InputError
+from deploykit.evaluate import session_from_onnx
 
 Shape = tuple[int, ...]
 MAX_BATCH = 4  # default max batch of a dynamic batch dimension
@@ -213,9 +215,6 @@ def fit_default_min(model: onnx.ModelProto, profile: Mapping[str, ShapeRange], d
     names = [n for n in defaulted if n in fitted and len(fitted[n].min) == 4 and fitted[n].min != fitted[n].opt]
     if not names:
         return fitted
-    import numpy as np
-
-    from deploykit.backends.onnxruntime.runner import session_from_onnx
 
     feed = {}
     for inp in onnx_inputs(model):

@@ -6,30 +6,10 @@ and reaches output stride 16 or 8 by replacing strides with dilation (atrous con
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-COMPAT_CHOICES: tuple[str, ...] = ("paper", "vainf", "jfzhang95")
-
-
-class Backbone(nn.Module):
-    """A feature extractor: forward(x) -> (features at output_stride, features at stride 4)."""
-
-    out_channels: int
-    low_level_channels: int
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-
-def scaled(channels: int, multiplier: float) -> int:
-    """`channels` scaled for narrow test variants; never below 4 (BN needs a few channels to mean anything)."""
-    return channels if multiplier == 1.0 else max(4, round(channels * multiplier))
-
-
-def check_output_stride(output_stride: int) -> None:
-    if output_stride not in (8, 16):
-        raise ValueError(f"output_stride must be 16 or 8, got {output_stride!r}")
+from deploykit.zoo.backbones.base import COMPAT_CHOICES, Backbone, check_output_stride
+from deploykit.zoo.backbones.mobilenetv2 import MobileNetV2
+from deploykit.zoo.backbones.resnet import ResNet
+from deploykit.zoo.backbones.xception import Xception65
 
 
 def build_backbone(name: str, *, output_stride: int, width_multiplier: float, compat: str) -> Backbone:
@@ -39,11 +19,6 @@ def build_backbone(name: str, *, output_stride: int, width_multiplier: float, co
         raise ValueError(f"compat must be one of {', '.join(COMPAT_CHOICES)}, got {compat!r}")
     if not width_multiplier > 0:
         raise ValueError(f"width_multiplier must be positive, got {width_multiplier!r}")
-    # Imported here: each backbone module imports this one for Backbone and scaled().
-    from deploykit.zoo.backbones.mobilenetv2 import MobileNetV2
-    from deploykit.zoo.backbones.resnet import ResNet
-    from deploykit.zoo.backbones.xception import Xception65
-
     if name in ("resnet50", "resnet101"):
         blocks = (3, 4, 6, 3) if name == "resnet50" else (3, 4, 23, 3)
         return ResNet(blocks, output_stride=output_stride, width_multiplier=width_multiplier, compat=compat)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.zoo.backbones import Backbone
+from deploykit.zoo.backbones.base import Backbone
 from deploykit.zoo.layers import init_conv_weights
 
 # expansion t, channels c, repeats n, stride s (the paper's Table 2)

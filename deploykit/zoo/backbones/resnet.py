@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from deploykit.zoo.backbones import Backbone, scaled
+from deploykit.zoo.backbones.base import Backbone, scaled
 from deploykit.zoo.layers import ConvBNReLU
 
 LAYOUTS = ("torchvision", "tf_beta")

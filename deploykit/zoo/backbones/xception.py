@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.zoo.backbones import Backbone, scaled
+from deploykit.zoo.backbones.base import Backbone, scaled
 from deploykit.zoo.backbones.resnet import RESIDUAL_BN_SCALE
 from deploykit.zoo.layers import SeparableConv2d, init_conv_weights
 

@@ -19,7 +19,9 @@ from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_grap
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deploykit[openvino]')")
 
-from deploykit.backends.openvino import availability, compile, open_runner, runtime_precisions  # noqa: E402
+from deploykit.backends.openvino.backend import availability  # noqa: E402
+from deploykit.backends.openvino.compile import compile  # noqa: E402
+from deploykit.backends.openvino.runner import open_runner, runtime_precisions  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +56,8 @@ def _run(runner_factory: Any, path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_available_here() -> None:
-    state, reason = availability()
-    assert state == "ready" and "OpenVINO" in reason
+    found = availability()
+    assert found.ready and found.version
 
 
 def test_reports_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,8 +70,8 @@ def test_reports_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(builtins, "__import__", no_openvino)
     monkeypatch.delitem(__import__("sys").modules, "openvino")
-    state, reason = availability()
-    assert state == "not installed" and "deploykit[openvino]" in reason
+    found = availability()
+    assert found.state == "not installed" and "deploykit[openvino]" in found.reason
 
 
 def test_fp32_ir_matches_onnxruntime(tiny_onnx: Path, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_build_writes_ir_bin_graph_and_sidecar(built: Path) -> None:
 
 
 def _output(target: str) -> tuple[Any, np.ndarray]:
-    from deploykit.backends.targets import open_target
+    from deploykit.targets.resolve import open_target
 
     opened = open_target(target, threads=1)
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
@@ -74,7 +74,7 @@ def test_artifact_and_bare_ir_open_alike(built: Path, tmp_path: Path) -> None:
 def test_bench_times_an_ir_by_its_own_backend(built: Path) -> None:
     from contextlib import ExitStack
 
-    from deploykit.bench.runners import open_bench_targets
+    from deploykit.targets.bench import open_bench_targets
 
     with ExitStack() as stack:
         targets, skipped = open_bench_targets(str(built), None, threads=1, model_options={}, stack=stack,
@@ -117,7 +117,7 @@ def test_a_failed_build_leaves_no_bin(tiny_onnx: Path, tmp_path: Path, monkeypat
 
 
 def test_doctor_lists_it() -> None:
-    from deploykit.environment import probe
+    from deploykit.doctor.machine import probe_machine
 
-    assert probe().backends[ENTRY.name]["state"] == "ready"
+    assert probe_machine().backends[ENTRY.name].ready
     assert ENTRY.name in BACKENDS

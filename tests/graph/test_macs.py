@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from deploykit.bench import macs
-from deploykit.bench.macs import count_onnx_macs
+from deploykit.graph import macs
+from deploykit.graph.macs import count_onnx_macs
 from deploykit.zoo.flops import count_complexity
 
 

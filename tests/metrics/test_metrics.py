@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 
 from deploykit.errors import ParityError
-from deploykit.parity.metrics import (
-    TaskAccumulator,
-    aggregate_numeric,
-    cc,
-    fixations_from_reference,
-    kld,
-    nss,
-    numeric_metrics,
-    sim,
-    task_metrics,
-)
+from deploykit.metrics.numeric import aggregate_numeric, numeric_metrics
+from deploykit.metrics.tasks import TaskAccumulator, cc, fixations_from_reference, kld, nss, sim, task_metrics
 
 
 def test_numeric_metrics_by_hand() -> None:

@@ -13,11 +13,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from deploykit.backends.targets import detect_precision, is_file_target, open_target
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, UnknownModel
 from deploykit.export import onnx_from_torch
 from deploykit.io.metadata import read_metadata
 from deploykit.io.sidecar import Sidecar, sidecar_path
+from deploykit.precision.table import detect_precision
+from deploykit.targets.resolve import is_file_target, open_target
 from deploykit.zoo import get_model_spec
 
 USER = "tests.fixtures.user_models:tiny_segmenter"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploykit.parity.metrics import FIXATION_FRACTION, fixations_from_reference, nss, task_metrics
+from deploykit.metrics.tasks import FIXATION_FRACTION, fixations_from_reference, nss, task_metrics
 
 
 def plateau_map() -> np.ndarray:

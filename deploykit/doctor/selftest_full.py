@@ -23,9 +23,21 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.backends.tensorrt.audit import PrecisionAudit
+from deploykit.backends.tensorrt.backend import availability as tensorrt_availability
+from deploykit.backends.tensorrt.runner import TensorRTRunner
+from deploykit.build import build_artifact
 from deploykit.errors import BackendUnavailable, DeployKitError
+from deploykit.export import onnx_from_torch
+from deploykit.io.images import preprocess
+from deploykit.io.sidecar import read_sidecar
+from deploykit.metrics.numeric import numeric_metrics
+from deploykit.metrics.tasks import task_metrics
+from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS
-from deploykit.types import Progress
+from deploykit.types import IMAGENET, Progress
+from deploykit.zoo.sources import load_model
 
 MODEL = "deeplabv3plus_mobilenetv2"
 SIZE = (257, 257)
@@ -73,9 +85,6 @@ class FullSelfTestResult:
 def _photo(size: tuple[int, int]) -> np.ndarray:
     from skimage import data
 
-    from deploykit.io.images import preprocess
-    from deploykit.types import IMAGENET
-
     return preprocess(data.astronaut(), IMAGENET, size)
 
 
@@ -90,9 +99,6 @@ def _timed(checks: list[Check], name: str, step: Callable[[], tuple[bool, str]])
 
 
 def _parity(plan: Path, reference: np.ndarray, feed: Mapping[str, np.ndarray], precision: str) -> tuple[bool, str]:
-    from deploykit.backends.tensorrt.runner import TensorRTRunner
-    from deploykit.parity.metrics import numeric_metrics, task_metrics
-
     with TensorRTRunner.from_artifact(plan) as engine:
         got = next(iter(engine.infer(feed).values()))
     cosine = numeric_metrics(reference, got).cosine
@@ -103,9 +109,6 @@ def _parity(plan: Path, reference: np.ndarray, feed: Mapping[str, np.ndarray], p
 
 
 def _audit(plan: Path, precision: str) -> tuple[bool, str]:
-    from deploykit.backends.tensorrt.audit import PrecisionAudit
-    from deploykit.io.sidecar import read_sidecar
-
     sidecar = read_sidecar(plan)
     record = sidecar.build_options.get("precision_audit") if sidecar else None
     if not record:
@@ -118,8 +121,6 @@ def _audit(plan: Path, precision: str) -> tuple[bool, str]:
 
 
 def _graph_and_bench(plan: Path, feed: Mapping[str, np.ndarray]) -> tuple[bool, str]:
-    from deploykit.backends.tensorrt.runner import TensorRTRunner
-
     with TensorRTRunner.from_artifact(plan) as plain:
         want = next(iter(plain.infer(feed).values()))
     graphed = TensorRTRunner.from_artifact(plan, cuda_graph=True)
@@ -137,14 +138,8 @@ def _graph_and_bench(plan: Path, feed: Mapping[str, np.ndarray]) -> tuple[bool, 
 def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size: tuple[int, int] = SIZE,
                   options: Mapping[str, Any] | None = None, calib_n: int = 8) -> FullSelfTestResult:
     """Run every check (see the module docstring); BackendUnavailable when TensorRT cannot run here at all."""
-    from deploykit.build import build_artifact
-    from deploykit.environment import tensorrt_status
-    from deploykit.export import onnx_from_torch
-    from deploykit.precision.passes import CalibrationOptions
-    from deploykit.zoo.sources import load_model
-
-    status = tensorrt_status()
-    if status.state != "ready":
+    status = tensorrt_availability()
+    if not status.ready:
         raise BackendUnavailable(f"the TensorRT self-test cannot run: TensorRT {status.version} is {status.state}: "
                                  f"{status.reason}")
     say = progress or (lambda _msg: None)
@@ -155,7 +150,6 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
         say(f"exporting {model} ({size[0]}x{size[1]})")
         onnx_from_torch(load_model(model, options=options), source, input_shape=(1, 3, *size), simplify=False)
         feed = {"input": _photo(size)}
-        from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 
         with OnnxRuntimeRunner(source) as reference_runner:
             name = reference_runner.input_specs()[0].name

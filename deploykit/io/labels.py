@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from deploykit.errors import InputError
 
@@ -53,8 +54,6 @@ def match_labels(folder: str | Path, images: Sequence[str | Path]) -> LabelSet:
 
 def read_mask(path: Path) -> np.ndarray:
     """H,W int64 class indices from a single-channel or palette PNG."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             if image.mode not in MASK_MODES:

@@ -21,16 +21,21 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
-from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Backend, Compiled, Runner
+from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Backend, Compiled, resolve_backend
 from deploykit.bench.interleave import Interleaved, TimingConfig, time_interleaved
 from deploykit.bench.stats import Ratio, median_ratio, summarize
+from deploykit.build import Chosen
+from deploykit.environment import cpu_model
 from deploykit.io.outputs import check_output_path
+from deploykit.io.sidecar import sidecar_path
+from deploykit.runner import Runner
 from deploykit.types import Progress
 
 RUNS = 12  # rounds: enough to tell apart backends 10% apart; closer ones tie and keep the table's preference
@@ -96,8 +101,6 @@ def artifact_for(out: Path, entry: Backend) -> Path:
 
 def check_outputs(out: Path, racers: Sequence[Backend], *, force: bool) -> None:
     """Refuse before building when any racer's artifact (or its companions or sidecar) would overwrite a file."""
-    from deploykit.io.sidecar import sidecar_path
-
     for entry in racers:
         target = artifact_for(out, entry)
         for path in (*entry.files(target), sidecar_path(target)):
@@ -145,8 +148,8 @@ def standing(run: Interleaved, shapes: str, preferred: Sequence[str]) -> Standin
                     {n: (round(s.p10 or s.min, 3), round(s.p90, 3)) for n, s in stats.items()}, ratios, reason, run)
 
 
-def race(graph: Path, out: Path, racers: Sequence[Backend], *, input_size: tuple[int, int] | None, force: bool,
-         threads: int | None, progress: Progress, float_source: Path | None = None) -> Raced:
+def race(graph: Path, out: Path, racers: Sequence[Backend], *, input_size: tuple[int, int] | None, precision: str,
+         force: bool, threads: int | None, progress: Progress, float_source: onnx.ModelProto | None = None) -> Raced:
     """Compile `graph` with every racer in a temporary folder beside OUT, time them, move the fastest's files
     into place (artifact_for(out, winner)); the others are deleted."""
     folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.auto.", dir=out.parent or Path(".")))
@@ -154,8 +157,8 @@ def race(graph: Path, out: Path, racers: Sequence[Backend], *, input_size: tuple
         built: dict[str, tuple[Path, Compiled]] = {}
         for entry in racers:
             path = folder / f"candidate{entry.suffix}"
-            built[entry.name] = path, entry.compile(graph, path, None, force=True, threads=threads,
-                                                    progress=progress, float_source=float_source)
+            built[entry.name] = path, entry.compile(graph, path, None, precision=precision, force=True,
+                                                    threads=threads, progress=progress, float_source=float_source)
         with ExitStack() as stack:
             runners = {name: stack.enter_context(BACKENDS[name].open(path, None, threads=threads))
                        for name, (path, _) in built.items()}
@@ -183,6 +186,32 @@ def _step(runner: Runner, feed: dict[str, np.ndarray]) -> Any:
 
 
 def _cpu() -> str:
-    from deploykit.environment import cpu_model
-
     return f"{cpu_model()}, {os.cpu_count() or 1} cores"
+
+
+@dataclass(frozen=True)
+class Race:
+    """deploykit.build's Racer for `--backend auto` on a CPU: compile the precision graph with every racer, keep
+    the fastest (its medians, spreads, ratios and the reason go into the sidecar's build_options["auto"])."""
+
+    racers: tuple[Backend, ...]
+
+    def check_outputs(self, out: Path, *, force: bool) -> None:
+        check_outputs(out, self.racers, force=force)
+
+    def __call__(self, graph: Path, out: Path, *, input_size: tuple[int, int] | None, precision: str, force: bool,
+                 threads: int | None, progress: Progress, float_source: onnx.ModelProto | None) -> Chosen:
+        raced = race(graph, out, self.racers, input_size=input_size, precision=precision, force=force,
+                     threads=threads, progress=progress, float_source=float_source)
+        compiled = replace(raced.compiled, build_options={**raced.compiled.build_options, "auto": raced.record()})
+        progress(f"auto: {raced.reason}")
+        return Chosen(raced.winner, raced.path, compiled, raced.reason)
+
+
+def racer_for(asked: str | None, *, layout_given: bool) -> Race | None:
+    """The race an explicit `--backend auto` runs here (see `candidates`), else None."""
+    if asked != "auto":
+        return None
+    chosen, _note = resolve_backend(asked)
+    racers = candidates(asked, chosen, layout_given=layout_given)
+    return Race(tuple(racers)) if racers else None

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploykit.backends import race as race_module
 from deploykit.backends.base import BACKENDS, backend_of
-from deploykit.backends.race import artifact_for, candidates
 from deploykit.bench.interleave import Interleaved, Timing
 from deploykit.bench.load import MachineLoad
 from deploykit.build import build_artifact
+from deploykit.targets import race as race_module
+from deploykit.targets.race import artifact_for, candidates
 
 CPU = backend_of("onnxruntime")
 
@@ -38,7 +38,7 @@ def test_artifact_names_follow_the_winner() -> None:
 
 
 def test_feed_fills_dynamic_dims_from_the_input_size() -> None:
-    from deploykit.backends.base import TensorSpec
+    from deploykit.runner import TensorSpec
 
     class Specs:
         def input_specs(self) -> list[TensorSpec]:
@@ -92,7 +92,8 @@ def test_auto_keeps_the_fastest_and_records_why(tiny_onnx: Path, tmp_path: Path,
 
     monkeypatch.setattr(race_module, "time_interleaved", fake_time)
     out = tmp_path / "m.ort.onnx"
-    result = build_artifact(tiny_onnx, out, backend="auto", threads=1)
+    result = build_artifact(tiny_onnx, out, backend="auto", threads=1,
+                            racer=race_module.racer_for("auto", layout_given=False))
     winner = backend_of(fastest)
     assert timed == [["onnxruntime", "openvino"]]
     assert result.backend == fastest and result.path == artifact_for(out, winner)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from deploykit.parity.metrics import METRICS
+from deploykit.metrics.table import METRICS
 from deploykit.pipeline.verdict import artifact_latency
 from deploykit.precision.table import BASELINE
 

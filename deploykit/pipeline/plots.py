@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import BackendUnavailable
-from deploykit.parity.metrics import METRICS
+from deploykit.metrics.table import METRICS
+from deploykit.pipeline.frontier import Frontier, frontier
 from deploykit.report.format import require_matplotlib, save_png
-from deploykit.report.frontier import Frontier, frontier
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
@@ -83,7 +83,7 @@ def _precision_map(plt: Any, builds: list[BuildResult], path: Path) -> Path | No
 
 
 def _frontier(plt: Any, found: Frontier | None, path: Path) -> Path | None:
-    """Latency against the task metric (report.frontier): artifacts, plans the budget search tried (hollow where
+    """Latency against the task metric (pipeline.frontier): artifacts, plans the budget search tried (hollow where
     the latency is estimated), the chosen plan starred."""
     if found is None or not any(p.latency_ms is not None for p in found.points):
         return None

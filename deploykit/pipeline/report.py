@@ -10,14 +10,16 @@ from typing import TYPE_CHECKING
 from deploykit.bench.harness import speedup
 from deploykit.bench.stats import Ratio
 from deploykit.io.outputs import write_json, write_text
+from deploykit.metrics.table import METRICS
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
-from deploykit.parity.metrics import METRICS
+from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
+from deploykit.pipeline.plots import make_plots
 from deploykit.pipeline.verdict import artifact_run, reference_run
 from deploykit.precision.table import BASELINE
 from deploykit.report.classes import class_rows, damage_tables
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
 from deploykit.report.format import fmt
-from deploykit.report.frontier import MAX_EXTRAPOLATION, frontier
+from deploykit.report.masks import pictures_png, write_png
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
@@ -50,7 +52,7 @@ def _ratio_rows(bench: BenchReport) -> list[list[object]]:
 
 
 def race_rows(result: DeployResult) -> list[list[object]]:
-    """Every backend `--backend auto` raced per precision (deploykit.backends.race's record in the sidecar)."""
+    """Every backend `--backend auto` raced per precision (deploykit.targets.race's record in the sidecar)."""
     rows: list[list[object]] = []
     for build in result.builds:
         record = build.sidecar.build_options.get("auto")
@@ -172,7 +174,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
 
 
 def frontier_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
-    """Latency against the task metric (report.frontier), as a table and the plot."""
+    """Latency against the task metric (pipeline.frontier), as a table and the plot."""
     found = frontier(result)
     if found is None or len(found.points) < 2:
         return []
@@ -252,8 +254,6 @@ def markdown(result: DeployResult, plots: dict[str, Path]) -> str:
 
 def write_pictures(parity: ParityResult, out: Path) -> Path | None:
     """pictures.png from what the parity run kept (report.masks), or None when nothing disagrees."""
-    from deploykit.report.masks import pictures_png, write_png
-
     if parity.pictures is None or not parity.pictures.inputs:
         return None
     names = short_labels(parity)
@@ -263,8 +263,6 @@ def write_pictures(parity: ParityResult, out: Path) -> Path | None:
 
 def write_report(result: DeployResult, out: Path) -> dict[str, Path]:
     """Write report.md, report.html, summary.json and the plots into `out`; returns the files."""
-    from deploykit.report.deploy_plots import make_plots
-
     plots = make_plots(result, out)
     pictures = write_pictures(result.parity, out)
     parts = blocks(result, plots, pictures)

@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
+from deploykit.evaluate import session_from_onnx
+
 # op_type -> (kind, index of the weight/B input)
 MAC_OPS: dict[str, tuple[str, int]] = {
     "Conv": ("conv", 1), "FusedConv": ("conv", 1), "ConvInteger": ("conv", 1), "QLinearConv": ("conv", 3),
@@ -118,8 +120,6 @@ def _node_macs(node: onnx.NodeProto, shapes: Shapes) -> int:
 def _measure_shapes(model: onnx.ModelProto, names: Sequence[str], input_shapes: Mapping[str, Sequence[int]],
                     types: Mapping[str, int]) -> Shapes:
     """Run the model once in ONNX Runtime with `names` exposed as outputs, and read their shapes."""
-    from deploykit.backends.onnxruntime.runner import session_from_onnx
-
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     present = {o.name for o in probe.graph.output}

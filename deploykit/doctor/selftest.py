@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
+from deploykit.backends.tensorrt.backend import availability as tensorrt_availability
+from deploykit.backends.tensorrt.build import engine_from_onnx
+from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.errors import BackendUnavailable
+from deploykit.metrics.numeric import numeric_metrics
 from deploykit.types import Progress
 
 SHAPE = (1, 3, 64, 64)
@@ -63,17 +68,11 @@ def _tiny_onnx() -> bytes:
 
 def selftest(progress: Progress | None = None) -> SelfTestResult:
     """Raise BackendUnavailable (saying why) when TensorRT cannot run here; else build, run and compare."""
-    from deploykit.environment import tensorrt_status
-
-    status = tensorrt_status()
-    if status.state != "ready":
+    status = tensorrt_availability()
+    if not status.ready:
         version = f" {status.version}" if status.version else ""
         raise BackendUnavailable(f"the TensorRT self-test cannot run: TensorRT{version} is {status.state}: "
                                  f"{status.reason}")
-    from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-    from deploykit.backends.tensorrt.build import engine_from_onnx
-    from deploykit.backends.tensorrt.runner import TensorRTRunner
-    from deploykit.parity.metrics import numeric_metrics
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()

@@ -7,45 +7,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
-from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Backend, Runner, self_described
+from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, ONNX_RUNNER, Backend, self_described
 from deploykit.backends.torch import TorchRunner, outputs_as_tuple
 from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
 from deploykit.precision.table import BASELINE, detect_precision
-from deploykit.types import Preprocessing, Task
+from deploykit.runner import Kind, Runner, Target
+from deploykit.types import Task
 from deploykit.zoo.sources import LoadedModel, load_model
-
-Kind = Literal["torch", "onnx", "artifact"]  # kinds of target, not backends: "torch" is a PyTorch module
-ONNX_RUNNER = next(b for b in BACKENDS.values() if b.runs_onnx)  # what runs a plain .onnx file
-
-
-@dataclass
-class Target:
-    runner: Runner  # not yet entered: use `with target.runner:`
-    kind: Kind
-    label: str
-    task: Task | None
-    num_classes: int
-    preprocessing: Preprocessing | None  # None: an ONNX file without deploykit metadata
-    input_size: tuple[int, int] | None  # (height, width)
-    precision: str
-    input_name: str
-    # The ONNX graph behind the target (what --localize compares): the .onnx itself, or for an artifact the
-    # FP16 / Q/DQ graph it was compiled from (sidecar build_options["onnx_path"]), else an ONNX Runtime
-    # artifact itself; None for PyTorch and for engines whose graph is not found.
-    onnx_path: Path | None = None
-    loaded: LoadedModel | None = None  # torch targets: the model itself (e.g. to export a reference ONNX)
-    metadata: ModelMetadata | None = None
-    static_input: tuple[int, ...] | None = None  # an ONNX input with every dimension fixed
 
 
 def is_file_target(target: str) -> bool:

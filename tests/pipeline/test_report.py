@@ -21,9 +21,9 @@ from deploykit.bench.run import BenchReport
 from deploykit.bench.stats import summarize
 from deploykit.cli import cli
 from deploykit.parity.pictured import Pictures
+from deploykit.pipeline.frontier import frontier
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
-from deploykit.report.frontier import frontier
 
 ARGS = ["deploy", "deeplabv3plus_mobilenetv2", "--set", "width_multiplier=0.25", "--input-shape", "1,3,65,65",
         "--precisions", "fp32,int8", "--calib-data", "photos", "--accuracy-budget", "pixel_agreement>=0.999",

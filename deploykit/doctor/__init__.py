@@ -1,0 +1,2 @@
+"""`deploykit doctor`'s library: what this machine offers (versions, CPU, GPUs, every backend's availability) and
+the TensorRT self-tests."""

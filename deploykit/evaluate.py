@@ -1,0 +1,89 @@
+"""Run an ONNX graph on CPU (or an ONNX Runtime execution provider): sessions, their options, provider chains.
+
+The one ONNX evaluator of the house: calibration, the accuracy-budget search, parity's localisation, export's
+check, MAC counting and the kernel sweeps run graphs through it; the ONNX Runtime backend's Runner
+(deploykit.backends.onnxruntime.runner) opens its sessions here too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnxruntime as ort
+
+from deploykit.errors import BackendUnavailable, InputError
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+# ONNX Runtime needs the fallbacks listed after the provider the user asked for.
+PROVIDER_CHAINS = {"cpu": ("cpu",), "cuda": ("cuda", "cpu"), "tensorrt": ("tensorrt", "cuda", "cpu")}
+
+
+def provider_chain(providers: Sequence[str]) -> tuple[str, ...]:
+    """The providers asked for, each followed by the fallbacks ONNX Runtime needs, checked to exist here."""
+    chain: list[str] = []
+    for provider in providers:
+        for name in PROVIDER_CHAINS.get(provider, (provider,)):
+            if name not in chain:
+                chain.append(name)
+    have = available_providers()
+    absent = [p for p in chain if PROVIDER_ALIASES.get(p, p) not in have]
+    if absent:
+        raise BackendUnavailable(
+            f"ONNX Runtime has no {', '.join(absent)} execution provider here (available: {', '.join(have)}); "
+            "CUDA and TensorRT need onnxruntime-gpu (pip install 'deploykit[gpu]') and an NVIDIA GPU; "
+            "or use --providers cpu")
+    return tuple(chain)
+
+
+def session_options(threads: int | None = None, *, optimization: str = "all") -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    return options
+
+
+def session_from_onnx(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    providers: Sequence[str] = ("cpu",),
+    threads: int | None = None,
+    optimization: str = "all",
+) -> ort.InferenceSession:
+    """An InferenceSession on the named providers ("cpu", "cuda", "tensorrt" or ORT's own names)."""
+    wanted = [PROVIDER_ALIASES.get(p, p) for p in providers]
+    have = available_providers()
+    absent = [p for p in wanted if p not in have]
+    if absent:
+        raise BackendUnavailable(
+            f"ONNX Runtime has no {', '.join(absent)} here (available: {', '.join(have)}); "
+            "install deploykit[gpu] on a machine with an NVIDIA GPU, or use --providers cpu"
+        )
+    source = model if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and not Path(model).is_file():
+        raise InputError(f"ONNX model {model} does not exist")
+    try:
+        return ort.InferenceSession(source, sess_options=session_options(threads, optimization=optimization),
+                                    providers=wanted)
+    except Exception as exc:  # ORT raises its own unrelated exception types
+        raise InputError(f"ONNX Runtime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
+                         f"{str(exc).splitlines()[0]}") from exc

@@ -1,0 +1,144 @@
+"""What runs a model, whatever runs it: the Runner interface, its tensor specs, and a Target (a Runner with the
+facts known about its model).
+
+A Runner implements `_open`, `_infer` and the two spec methods; the base class validates every feed the
+same way (names, rank, fixed dimensions, dtype), so all backends reject bad input alike. deploykit.targets
+opens a Target from a zoo name, a factory, an .onnx file or a built artifact; parity and bench take Targets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+from deploykit.errors import InputError
+from deploykit.io.metadata import ModelMetadata
+from deploykit.types import Preprocessing, Task
+from deploykit.zoo.sources import LoadedModel
+
+Dim = int | str | None  # a str or None is a dynamic dimension
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str  # numpy dtype name: "float32", "float16", "int64", ...
+
+    def describe(self) -> str:
+        dims = "x".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+class Runner(ABC):
+    """Runs one model. Use as a context manager; `infer` maps input names to arrays and back."""
+
+    backend: str = ""
+
+    def __init__(self) -> None:
+        self._active = False
+
+    def __enter__(self) -> Runner:
+        self._open()
+        self._active = True
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._active = False
+        self._close()
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    def _close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
+        """Release resources; most backends need nothing here."""
+
+    @abstractmethod
+    def input_specs(self) -> list[TensorSpec]: ...
+
+    @abstractmethod
+    def output_specs(self) -> list[TensorSpec]: ...
+
+    @abstractmethod
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def describe(self) -> str:
+        return self.backend
+
+    def metadata(self) -> Any:
+        """The deploykit ModelMetadata the artifact itself carries (a self-describing backend's), else None."""
+        return None
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._active:
+            raise RuntimeError("Runner.infer called outside its `with` block")
+        self.validate_feed(feed)
+        return self._infer(feed)
+
+    def infer_unchecked(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`infer` without validation, for a feed `validate_feed` has already accepted: bench validates each
+        feed once, outside its timed loop, so it times inference rather than checks."""
+        if not self._active:
+            raise RuntimeError("Runner.infer_unchecked called outside its `with` block")
+        return self._infer(feed)
+
+    def validate_feed(self, feed: Mapping[str, np.ndarray]) -> None:
+        specs = {spec.name: spec for spec in self.input_specs()}
+        missing = sorted(set(specs) - set(feed))
+        unexpected = sorted(set(feed) - set(specs))
+        if missing or unexpected:
+            expected = ", ".join(s.describe() for s in specs.values())
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unexpected {', '.join(unexpected)}"] if unexpected else []
+            )
+            raise InputError(f"{self.backend} feed: {'; '.join(parts)}; the model expects {expected}")
+        for name, array in feed.items():
+            spec = specs[name]
+            if not isinstance(array, np.ndarray):
+                raise InputError(f"{self.backend} feed: input {name!r} is {type(array).__name__}, not a numpy array")
+            if array.ndim != len(spec.shape):
+                raise InputError(
+                    f"{self.backend} feed: input {name!r} has rank {array.ndim} (shape {list(array.shape)}); "
+                    f"expected rank {len(spec.shape)} ({spec.describe()})"
+                )
+            for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
+                if isinstance(want, int) and want >= 0 and got != want:
+                    raise InputError(
+                        f"{self.backend} feed: input {name!r} has {got} at axis {axis}; expected {want} "
+                        f"({spec.describe()})"
+                    )
+            if array.dtype != np.dtype(spec.dtype):
+                raise InputError(
+                    f"{self.backend} feed: input {name!r} is {array.dtype}; expected {spec.dtype}; "
+                    f"convert it with .astype(np.{spec.dtype})"
+                )
+
+
+Kind = Literal["torch", "onnx", "artifact"]  # kinds of target, not backends: "torch" is a PyTorch module
+
+@dataclass
+class Target:
+    runner: Runner  # not yet entered: use `with target.runner:`
+    kind: Kind
+    label: str
+    task: Task | None
+    num_classes: int
+    preprocessing: Preprocessing | None  # None: an ONNX file without deploykit metadata
+    input_size: tuple[int, int] | None  # (height, width)
+    precision: str
+    input_name: str
+    # The ONNX graph behind the target (what --localize compares): the .onnx itself, or for an artifact the
+    # FP16 / Q/DQ graph it was compiled from (sidecar build_options["onnx_path"]), else an ONNX Runtime
+    # artifact itself; None for PyTorch and for engines whose graph is not found.
+    onnx_path: Path | None = None
+    loaded: LoadedModel | None = None  # torch targets: the model itself (e.g. to export a reference ONNX)
+    metadata: ModelMetadata | None = None
+    static_input: tuple[int, ...] | None = None  # an ONNX input with every dimension fixed
