@@ -93,12 +93,12 @@ while True:  # busy (a tight loop), then idle, in turns of low..high seconds, un
 
 
 @contextmanager
-def neighbours(count: int, low: float, high: float, seed: int) -> Iterator[None]:
+def neighbours(count: int, low: float, high: float, seed: int) -> Iterator[list[subprocess.Popen[bytes]]]:
     """`count` bursty neighbour processes for the duration of the block."""
     procs = [subprocess.Popen([sys.executable, "-c", NEIGHBOUR, str(seed + k), str(low), str(high)])
              for k in range(count)]
     try:
-        yield
+        yield procs
     finally:
         for proc in procs:
             proc.terminate()

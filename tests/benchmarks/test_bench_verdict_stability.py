@@ -4,8 +4,8 @@ stop, and the report lists every run (the full run needs the demo's deploy: see 
 
 from __future__ import annotations
 
-import os
-import time
+import sys
+import types
 from types import ModuleType
 from typing import Any
 
@@ -49,12 +49,39 @@ def test_spreads_are_judged_per_way_of_timing(script: ModuleType) -> None:
     assert "other processes kept 0.02 of 2 cores busy" in text
 
 
-def test_neighbours_burn_cpu_in_bursts_and_stop(script: ModuleType) -> None:
-    before = os.times()
-    started = time.perf_counter()
-    with script.neighbours(1, 0.05, 0.1, seed=0):
-        time.sleep(1.0)
-    after = os.times()
-    children = (after.children_user + after.children_system) - (before.children_user + before.children_system)
-    wall = time.perf_counter() - started
-    assert 0.05 < children < wall  # busy for part of the time, not all of it, and reaped when the block ends
+class _Stop(Exception):
+    pass
+
+
+class _FakeTime(types.ModuleType):
+    """What the neighbour's `import time` gets: a clock that a busy loop advances, and a sleep that records."""
+
+    def __init__(self) -> None:
+        super().__init__("time")
+        self.now, self.busy_polls, self.sleeps = 0.0, 0, []
+
+    def perf_counter(self) -> float:
+        self.busy_polls += 1
+        self.now += 0.01
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if len(self.sleeps) == 3:
+            raise _Stop
+
+
+def test_a_neighbour_is_busy_then_idle_in_turns(script: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeTime()
+    monkeypatch.setitem(sys.modules, "time", fake)
+    monkeypatch.setattr(sys, "argv", ["-c", "7", "0.2", "1.5"])
+    with pytest.raises(_Stop):
+        exec(compile(script.NEIGHBOUR, "neighbour", "exec"), {})
+    assert len(fake.sleeps) == 3 and all(0.2 <= s <= 1.5 for s in fake.sleeps)  # idle turns
+    assert fake.busy_polls >= 3 * 20  # busy turns of at least 0.2 s, spun in 0.01 s steps
+
+
+def test_neighbours_run_during_the_block_and_are_reaped_after(script: ModuleType) -> None:
+    with script.neighbours(2, 0.05, 0.1, seed=0) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    assert all(p.returncode is not None for p in procs)
