@@ -6,7 +6,7 @@
 # calibration and parity use images generated from real photographs (benchmarks/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh images,plots,openvino
+bash scripts/setup.sh plots,openvino
 . .venv/bin/activate
 deploykit doctor
 deploykit deploy deeplabv3plus_mobilenetv2 \

@@ -73,10 +73,10 @@ def latency_blocks(result: DeployResult) -> list[Block]:
     raced at build time, and how the timing ran (interleaved, the machine's load)."""
     bench = result.bench
     rounds = {len(r.samples_ms) for r in bench.results}
-    how = ("PyTorch eager and every artifact were timed in one run, round-robin (one inference of each per round, "
-           "the order rotating, an untimed pause between them), so a burst of other work slows all alike; "
-           f"{'/'.join(map(str, sorted(rounds)))} rounds. Speed-ups are ratios of medians with their 95% bootstrap "
-           "interval over rounds; two artifacts whose interval contains 1 are tied.")
+    how = (f"Timed on {machine_text(bench)}. PyTorch eager and every artifact were timed in one run, round-robin "
+           "(one inference of each per round, the order rotating, an untimed pause between them), so a burst of "
+           f"other work slows all alike; {'/'.join(map(str, sorted(rounds)))} rounds. Speed-ups are ratios of "
+           "medians with their 95% bootstrap interval over rounds; two artifacts whose interval contains 1 are tied.")
     if bench.load is not None:
         how += f" Machine load: {bench.load.describe()}."
     out: list[Block] = [Heading("Latency"), Paragraph(how), table(LATENCY_HEADERS, latency_rows(bench)),
@@ -116,10 +116,18 @@ def verdict_blocks(result: DeployResult) -> list[Block]:
     return out
 
 
+def machine_text(bench: BenchReport) -> str:
+    """'AMD EPYC, 2 cores (avx2, fma, f16c)': the CPU the figures belong to."""
+    env = bench.environment
+    flags = ", ".join(env.get("cpu_flags") or [])
+    return f"{env.get('cpu', 'an unknown CPU')}, {env.get('cores', '?')} cores" + (f" ({flags})" if flags else "")
+
+
 def summary_lines(result: DeployResult, report: Path) -> list[str]:
     """What `deploy` prints after its progress: one line per artifact (parity, task metric, latency with its
     spread and speed-up with its interval), where the report is, a busy-machine warning, then the verdict."""
-    lines = ["artifacts (median ms at batch 1, p10-p90; speed-up over PyTorch eager with its 95% interval):"]
+    lines = [f"artifacts timed on {machine_text(result.bench)} (median ms at batch 1, p10-p90; speed-up over "
+             "PyTorch eager with its 95% interval):"]
     base = reference_run(result.bench.results)
     for build, candidate in zip(result.builds, result.parity.candidates, strict=True):
         metrics = candidate.outputs[0].metrics if candidate.outputs else {}
