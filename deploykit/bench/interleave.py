@@ -15,8 +15,8 @@
 - Disturbed rounds: a round during which other processes took more than bench.load.DISTURBED of a core is set
   aside (bursts of other work slow runtimes unequally, so they move the ratios, not just the milliseconds), and
   the rounds go on until as many undisturbed ones as asked for have run, up to EXTEND times the rounds or the
-  time. When fewer remain than asked for, nothing is set aside and the machine's load says it was disturbed
-  throughout. Set-aside samples are kept beside the others.
+  time. When fewer than that are undisturbed, the figures take the asked number of least disturbed rounds and
+  the machine's load says it was disturbed throughout. Set-aside samples are kept beside the others.
 - Beside the samples: the machine's load before and after (deploykit.bench.load). Round i's sample of every
   contender is samples_ms[i], so two contenders' ratio can be bootstrapped by round (bench.stats.median_ratio).
 
@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.bench.load import LoadProbe, MachineLoad, RoundMeter
+from deploykit.bench.load import DISTURBED, LoadProbe, MachineLoad, RoundMeter
 from deploykit.types import Progress, Progressed
 
 Step = Callable[[int], object]
 PHASES = ("h2d", "compute", "d2h", "enqueue")
 PAUSE_S = 0.05
-EXTEND = 2  # at most this many times the asked rounds (or time) to collect undisturbed rounds
+EXTEND = 3  # at most this many times the asked rounds (or time) to collect undisturbed rounds
 
 
 @dataclass(frozen=True)
@@ -154,22 +154,22 @@ def time_interleaved(steps: Mapping[str, Step], config: TimingConfig, *, progres
             last_report = now
     if progress and counted is not None and shown < (config.iterations or 100):
         progress(Progressed(counted, config.iterations or 100, config.iterations or 100))
-    disturbed = meter.disturbed()
-    kept, throughout = _kept_rounds(disturbed, config)
-    aside = 0 if throughout else sum(disturbed)
+    kept, throughout = _kept_rounds(meter.finish(), config)
     for name in names:
         _keep(timings[name], phases[name], set(kept))
-    return Interleaved(timings, len(kept), probe.stop(rounds, aside, throughout))
+    return Interleaved(timings, len(kept), probe.stop(rounds, rounds - len(kept), throughout))
 
 
-def _kept_rounds(disturbed: Sequence[bool], config: TimingConfig) -> tuple[list[int], bool]:
-    """The rounds in the figures, and whether too few were undisturbed to leave any out. With `iterations`,
-    exactly that many: the first undisturbed ones, else the first ones."""
-    quiet = [i for i, d in enumerate(disturbed) if not d]
+def _kept_rounds(shares: Sequence[float], config: TimingConfig) -> tuple[list[int], bool]:
+    """The rounds in the figures (in order), and whether some of them were disturbed: every undisturbed round
+    when there are as many as asked for (with `iterations`, exactly that many), else the asked number of least
+    disturbed ones."""
+    quiet = [i for i, share in enumerate(shares) if share < DISTURBED]
     asked = config.iterations or config.min_iterations
-    throughout = len(quiet) < asked and any(disturbed)
-    kept = list(range(len(disturbed))) if throughout else quiet
-    return (kept[:config.iterations] if config.iterations else kept), throughout
+    if len(quiet) >= asked:
+        return (quiet[:config.iterations] if config.iterations else quiet), False
+    least = sorted(sorted(range(len(shares)), key=lambda i: shares[i])[:asked])
+    return least, any(shares[i] >= DISTURBED for i in least)
 
 
 def _keep(timing: Timing, phases: list[dict[str, float]], kept: set[int]) -> None:

@@ -63,7 +63,7 @@ class MachineLoad:
     load_after: float | None
     others_cores: float | None  # cores other processes kept busy on average during the run (None: unknown)
     rounds: int = 0  # timed rounds, set aside ones included (0: not a round-robin run)
-    rounds_set_aside: int = 0  # disturbed rounds left out of the figures
+    rounds_set_aside: int = 0  # rounds left out of the figures, the most disturbed
     disturbed_throughout: bool = False  # too few undisturbed rounds: the figures include disturbed ones
 
     @property
@@ -80,11 +80,12 @@ class MachineLoad:
         shown = [f"1-minute load average {_num(self.load_before)} before, {_num(self.load_after)} after"]
         if self.others_cores is not None:
             shown.append(f"other processes kept {self.others_cores:.2f} of {self.cores} cores busy")
-        if self.rounds_set_aside:
+        if self.disturbed_throughout:
+            shown.append(f"other processes took more than {DISTURBED:g} of a core during most of the {self.rounds} "
+                         f"rounds; the {self.rounds - self.rounds_set_aside} least disturbed are in the figures")
+        elif self.rounds_set_aside:
             shown.append(f"{self.rounds_set_aside} of {self.rounds} rounds set aside (other processes took more "
                          f"than {DISTURBED:g} of a core during them)")
-        elif self.disturbed_throughout:
-            shown.append(f"other processes disturbed too many of the {self.rounds} rounds to set them aside")
         return "; ".join(shown)
 
     def warning(self) -> str | None:
@@ -133,7 +134,7 @@ def _others(before: _Reading, after: _Reading) -> float | None:
 
 class RoundMeter:
     """Other processes' share of the cores in each timed round (module docstring): `round_done()` after each
-    round, `disturbed()` at the end."""
+    round, `finish()` at the end."""
 
     def __init__(self) -> None:
         self.last = _read()
@@ -155,11 +156,11 @@ class RoundMeter:
         """Rounds not known to be disturbed (the open window's count as quiet until it closes)."""
         return sum(1 for s in self.shares if s is None or s < DISTURBED) + self.pending
 
-    def disturbed(self) -> list[bool]:
-        """Per round: whether other processes took more than DISTURBED of a core during it."""
+    def finish(self) -> list[float]:
+        """Per round: the cores other processes kept busy during it (0 where that is unknown)."""
         if self.pending:
             self._close(_read())
-        return [s is not None and s >= DISTURBED for s in self.shares]
+        return [s or 0.0 for s in self.shares]
 
 
 class LoadProbe:

@@ -50,7 +50,7 @@ def test_rounds_are_measured_in_windows_and_disturbed_ones_marked(monkeypatch: p
     assert meter.shares == [pytest.approx(0.0)] * 2 + [pytest.approx(1.0)]  # the first two measured together
     assert meter.quiet_so_far() == 2
     meter.round_done()
-    assert meter.disturbed() == [False, False, True, False]
+    assert meter.finish() == pytest.approx([0.0, 0.0, 1.0, 0.0])
 
 
 def test_quiet_and_unknown_machines() -> None:

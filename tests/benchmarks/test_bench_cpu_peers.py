@@ -23,8 +23,8 @@ def script() -> ModuleType:
 class QuietMeter(RoundMeter):
     """No round disturbed, whatever else runs on this machine."""
 
-    def disturbed(self) -> list[bool]:
-        return [False] * len(super().disturbed())
+    def finish(self) -> list[float]:
+        return [0.0] * len(super().finish())
 
     def quiet_so_far(self) -> int:
         return len(self.shares) + self.pending
