@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ import click
 from deploykit.bench.harness import speedup
 from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.kernels import run_kernels
+from deploykit.bench.remote import SERVING_HEADERS, LoadConfig, run_remote_bench, serving_rows
 from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
 from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
 from deploykit.errors import ConfigConflict, InputError
@@ -52,8 +54,16 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
     return words or None
 
 
-@bench.command("run", short_help="Time zoo models, .onnx files or built artifacts against each other.")
-@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@bench.command("run", short_help="Time zoo models, .onnx files or built artifacts against each other, or a served "
+                                 "model.")
+@click.argument("targets", nargs=-1, metavar="TARGET...")
+@click.option("--url", default=None, metavar="http://HOST:PORT",
+              help="Measure a served model instead (any KServe v2 endpoint: deploykit serve, Triton, KServe).")
+@click.option("--model", "served_model", default=None, help="With --url: the model's name on the server.")
+@click.option("--concurrency", default=None, metavar="1,4,16",
+              help="With --url: concurrent clients, one level after another (default 1,4,16).")
+@click.option("--image", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="With --url: the encoded image sent to a BYTES input (default: a photograph).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
               help="torch, onnxruntime, onnxruntime-cuda, tensorrt (default: the target's own; a zoo model "
                    "given onnxruntime is exported to a temporary ONNX file first).")
@@ -76,32 +86,35 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @force_option
 @json_option
-def run(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None, input_shape: str | None,
+def run(targets: tuple[str, ...], url: str | None, served_model: str | None, concurrency: str | None,
+        image: str | None, backends: tuple[str, ...], batches: str | None, input_shape: str | None,
         warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
         no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
-        allow_partial: bool, task: str | None,
-        output: str | None, baseline: str | None, min_change: float | None, as_csv: bool, force: bool,
-        as_json: bool) -> None:
+        allow_partial: bool, task: str | None, output: str | None, baseline: str | None, min_change: float | None,
+        as_csv: bool, force: bool, as_json: bool) -> None:
     """Time each TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
     inputs in and outputs out, over several distinct inputs in rotation. Every (target, backend, batch) case
     runs in one round-robin: one inference of each per round, the order rotating, an untimed pause between
     cases, so other work on the machine slows all alike. Reports min, p10, median, mean, p90, p95, p99, max
     and std (nearest-rank percentiles, as trtexec), throughput, achieved GFLOP/s and the share of this
-    machine's measured sgemm peak, with an environment manifest and the machine's load while timing."""
+    machine's measured sgemm peak, with an environment manifest and the machine's load while timing.
+
+    With --url and --model, measure a served model instead, as perf_analyzer does: throughput and latency
+    percentiles at each --concurrency level, with the server's batch sizes where it reports them (Triton's
+    statistics extension), in the same JSON."""
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
     if iterations is not None and iterations <= 0:
         raise click.BadParameter("--iterations must be positive")
+    _check_source(targets, url, served_model, concurrency, image)
     if output:
         check_output_path(output, force=force)
     previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
-    config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
-    options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
-                               "allow_partial": allow_partial, "task": task}
-    report = run_bench(list(targets), backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
-                       input_shape=parse_shape(input_shape) if input_shape else None, config=config,
-                       threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
-                       progress=progress)
+    if url is not None:
+        report = _served(url, str(served_model), concurrency, image, input_shape, warmup, duration, iterations)
+    else:
+        report = _in_process(targets, backends, batches, input_shape, warmup, duration, iterations, threads,
+                             no_roofline, cuda_graph, set_options, weights, allow_partial, task)
     comparison = None
     if previous is not None:
         comparison = compare_reports(previous, report, **({} if min_change is None else
@@ -118,6 +131,42 @@ def run(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None
         _render(report, comparison)
     if output:
         progress(f"wrote {output}")
+
+
+def _check_source(targets: tuple[str, ...], url: str | None, served_model: str | None, concurrency: str | None,
+                  image: str | None) -> None:
+    if url is None:
+        if not targets:
+            raise click.UsageError("give a TARGET to time, or --url URL --model NAME for a served model")
+        if served_model or concurrency or image:
+            raise ConfigConflict("--model, --concurrency and --image measure a served model: add --url URL")
+    elif targets:
+        raise ConfigConflict(f"give TARGET ({' '.join(targets)}) or --url, not both")
+    elif not served_model:
+        raise click.UsageError("--url needs --model NAME (the model's name on the server)")
+
+
+def _in_process(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None, input_shape: str | None,
+                warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
+                no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
+                allow_partial: bool, task: str | None) -> Any:
+    config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
+    options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
+                               "allow_partial": allow_partial, "task": task}
+    return run_bench(list(targets), backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
+                     input_shape=parse_shape(input_shape) if input_shape else None, config=config,
+                     threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
+                     progress=progress)
+
+
+def _served(url: str, model: str, concurrency: str | None, image: str | None, input_shape: str | None,
+            warmup: float | None, duration: float | None, iterations: int | None) -> Any:
+    if iterations is not None:
+        raise ConfigConflict("--iterations times one request after another; a served model runs for --duration")
+    levels = _csv_ints(concurrency, "--concurrency")
+    config = LoadConfig(**given(concurrency=tuple(levels) if levels else None, warmup_s=warmup, duration_s=duration))
+    return run_remote_bench(url, model, config=config, input_shape=parse_shape(input_shape) if input_shape else None,
+                            image=Path(image) if image else None, progress=progress)
 
 
 def _read_baseline(path: str) -> Any:
@@ -138,7 +187,12 @@ def _read_baseline(path: str) -> Any:
 
 
 def _render(report: Any, comparison: Any) -> None:
-    click.echo(text_table(HEADERS, table_rows(report)))
+    served = [r for r in report.results if r.concurrency is not None]
+    if served:
+        click.echo(f"{served[0].target}, input {'x'.join(map(str, served[0].input_shape))}, {served[0].mode}:")
+        click.echo(text_table(SERVING_HEADERS, serving_rows(report)))
+    else:
+        click.echo(text_table(HEADERS, table_rows(report)))
     phases = phase_rows(report)
     if phases:
         click.echo("\nGPU phases (median ms; latency above is end-to-end, compute is compute-only):")
@@ -151,9 +205,9 @@ def _render(report: Any, comparison: Any) -> None:
                + (f"peaks: sgemm {fmt(peaks['gemm_gflops'])} GFLOP/s, copy {fmt(peaks['copy_gbps'])} GB/s; "
                   if peaks else "")
                + f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}")
-    if report.results:
+    if report.results and not served:
         click.echo(f"mode: {report.results[0].mode}")
-    if len(report.results) > 1:
+    if len(report.results) > 1 and not served:
         first = report.results[0]
         click.echo(f"\nround-robin in one run; speed-up over {first.target} {first.backend} {first.precision} batch "
                    f"{first.batch} (ratio of medians per image, 95% bootstrap interval; an interval containing 1 "

@@ -81,7 +81,7 @@ class Pictures:
             "candidates": np.stack([np.stack(p.candidates) for p in self.inputs]),
         }
         with atomic_output(path, force=force) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type, unused-ignore]  # numpy 2 stubs only
         return Path(path)
 
     @classmethod
