@@ -17,13 +17,16 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from deploykit.backends.base import REFERENCE
+from deploykit.bench.load import MachineLoad
 from deploykit.bench.run import BenchReport
 from deploykit.bench.stats import summarize
 from deploykit.cli import cli
 from deploykit.parity.pictured import Pictures
 from deploykit.pipeline.frontier import frontier
+from deploykit.pipeline.report import summary_lines, verdict_blocks
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
+from deploykit.report.document import to_markdown
 
 ARGS = ["deploy", "deeplabv3plus_mobilenetv2", "--set", "width_multiplier=0.25", "--input-shape", "1,3,65,65",
         "--precisions", "fp32,int8", "--calib-data", "photos", "--accuracy-budget", "pixel_agreement>=0.999",
@@ -137,6 +140,20 @@ def test_artifacts_tied_within_timing_noise_ship_the_higher_precision(deployed: 
     assert reason.startswith("passes, as fast within this run's noise") and "fp32 is the higher precision" in reason
     steady = {**noisy, "fp32": 40 * np.ones(30), "int8": 40 * 0.97 * np.ones(30)}
     assert decide(loaded.builds, loaded.parity, _timed(loaded.bench, steady)).ship == "model.int8.ort.onnx"
+
+
+def test_a_busy_machine_is_named_under_the_verdict_and_in_the_summary(deployed: tuple[Path, Result]) -> None:
+    loaded = _loaded(deployed[0])
+    quiet = MachineLoad(cores=2, seconds=9.0, load_before=1.8, load_after=1.9, others_cores=0.02, rounds=24)
+    busy = replace(quiet, others_cores=1.2, rounds_set_aside=6)
+    for load, warned in ((quiet, False), (busy, True)):
+        result = replace(loaded, bench=replace(loaded.bench, load=load))
+        verdict_md = to_markdown(verdict_blocks(result))
+        summary = summary_lines(result, deployed[0] / "report.html")
+        assert ("the machine was busy while timing" in verdict_md.lower()) is warned
+        assert any(line.startswith("warning: the machine was busy") for line in summary) is warned
+    assert "6 of 24 rounds set aside" in verdict_md and summary[-len(result.verdict.lines()):] == \
+        result.verdict.lines()
 
 
 def test_a_failing_artifact_is_not_shipped_and_says_why(deployed: tuple[Path, Result]) -> None:
