@@ -90,8 +90,8 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
         image: str | None, backends: tuple[str, ...], batches: str | None, input_shape: str | None,
         warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
         no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
-        allow_partial: bool, task: str | None, output: str | None, baseline: str | None, min_change: float | None,
-        as_csv: bool, force: bool, as_json: bool) -> None:
+        allow_partial: bool, trust_checkpoint: bool, task: str | None, output: str | None, baseline: str | None,
+        min_change: float | None, as_csv: bool, force: bool, as_json: bool) -> None:
     """Time each TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
     inputs in and outputs out, over several distinct inputs in rotation. Every (target, backend, batch) case
     runs in one round-robin: one inference of each per round, the order rotating, an untimed pause between
@@ -114,7 +114,7 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
         report = _served(url, str(served_model), concurrency, image, input_shape, warmup, duration, iterations)
     else:
         report = _in_process(targets, backends, batches, input_shape, warmup, duration, iterations, threads,
-                             no_roofline, cuda_graph, set_options, weights, allow_partial, task)
+                             no_roofline, cuda_graph, set_options, weights, allow_partial, trust_checkpoint, task)
     comparison = None
     if previous is not None:
         comparison = compare_reports(previous, report, **({} if min_change is None else
@@ -149,10 +149,10 @@ def _check_source(targets: tuple[str, ...], url: str | None, served_model: str |
 def _in_process(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None, input_shape: str | None,
                 warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
                 no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
-                allow_partial: bool, task: str | None) -> Any:
+                allow_partial: bool, trust_checkpoint: bool, task: str | None) -> Any:
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
-                               "allow_partial": allow_partial, "task": task}
+                               "allow_partial": allow_partial, "trust_checkpoint": trust_checkpoint, "task": task}
     return run_bench(list(targets), backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
                      input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                      threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
