@@ -22,7 +22,6 @@ on a quiet machine; `deploykit bench kernels -o k.json` records its own duration
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -51,6 +50,7 @@ from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 from deploykit.errors import BackendUnavailable
 from deploykit.evaluate import session_from_onnx
+from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
 
@@ -267,7 +267,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
     """Per case, every variant that runs it, timed round-robin (deploykit.bench.interleave)."""
     timed: list[Timed] = []
     broken: set[tuple[str, str]] = set()
-    with tempfile.TemporaryDirectory(prefix="deploykit-kernels-") as folder, torch_threads(threads):
+    with scratch_folder("deploykit-kernels-") as folder, torch_threads(threads):
         for number, case in enumerate(cases, start=1):
             say(Progressed("kernel sweep (shapes)", number - 1, len(cases)))
             weights = kg.random_weights(case.ops(), seed)
@@ -276,7 +276,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                 steps: dict[tuple[str, str], Step] = {}
                 for variant in (v for v in variants if v not in broken):
                     try:
-                        steps[variant] = _make_step(case, *variant, weights, inputs, threads, folder, stack)
+                        steps[variant] = _make_step(case, *variant, weights, inputs, threads, str(folder), stack)
                         steps[variant](0)  # fails now, before the others are timed
                     except BackendUnavailable as exc:  # a backend that cannot run here cannot run the other cases
                         # Anything else is a kernel graph the backend refuses, i.e. a bug in these graphs: it is

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
 from tqdm import tqdm
 
+from deploykit.errors import DONE, Outcome
 from deploykit.types import Progressed, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,8 +53,17 @@ def given(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+JSON_WANTED = "deploykit.json_wanted"  # ctx.meta keys: --json given, and its document printed
+JSON_PRINTED = "deploykit.json_printed"
+
+
+def echo_json(data: Mapping[str, Any], outcome: Outcome = DONE) -> None:
+    """The command's one JSON document, with how it ended (outcome, exit_status: deploykit.errors.OUTCOMES);
+    a command that raises CheckFailed after it passes outcome=CHECK_FAILED."""
+    click.echo(json.dumps({**data, **outcome.record()}, indent=2, sort_keys=True, default=str))
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.meta[JSON_PRINTED] = True
 
 
 class ProgressDrawer:
@@ -121,3 +132,18 @@ _DRAWER = ProgressDrawer()
 def progress(event: ProgressEvent) -> None:
     """The CLI's progress callback: see ProgressDrawer."""
     _DRAWER(event)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which pass every comparison click makes or run forever)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def at_least(low: float, *, open_: bool = False, high: float | None = None) -> FiniteFloatRange:
+    """A finite float >= low (> low with open_), optionally <= high: the range --help shows, checked on parse."""
+    return FiniteFloatRange(min=low, max=high, min_open=open_)

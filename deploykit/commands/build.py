@@ -10,7 +10,8 @@ from deploykit.backends.base import COMPILERS
 from deploykit.backends.tensorrt.audit import PrecisionAudit
 from deploykit.backends.tensorrt.build import TensorRTBuildOptions
 from deploykit.build import build_artifact
-from deploykit.commands._options import echo_json, force_option, json_option, progress
+from deploykit.commands._inputs import reads
+from deploykit.commands._options import at_least, echo_json, force_option, json_option, progress
 from deploykit.io.outputs import check_output_path
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import DEFAULT, PRECISIONS
@@ -27,7 +28,7 @@ def tensorrt_options(func: Any) -> Any:
                      help="TensorRT profile: the shape to tune for (default 1 x C x H x W)."),
         click.option("--max-shape", "max_shape", multiple=True, metavar="NAME:NxCxHxW",
                      help="TensorRT profile: largest input shape (default 4 x C x 2H x 2W)."),
-        click.option("--workspace", "workspace_mib", type=int, default=None, metavar="MIB",
+        click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=None, metavar="MIB",
                      help="TensorRT workspace limit in MiB (default: TensorRT's, the GPU's memory)."),
         click.option("--builder-optimization-level", "optimization_level", type=click.IntRange(0, 5), default=None,
                      help="TensorRT builder optimization level 0-5 (default 3; higher builds longer)."),
@@ -38,7 +39,7 @@ def tensorrt_options(func: Any) -> Any:
         click.option("--hardware-compatibility", "hardware_compatibility", type=click.Choice(["none", "ampere+"]),
                      default=None, help="TensorRT: ampere+ runs on every GPU of compute capability 8.0+ "
                                         "(may be slower; default none: this GPU's compute capability)."),
-        click.option("--require-precision", "require_precision", type=click.FloatRange(0, 1, min_open=True),
+        click.option("--require-precision", "require_precision", type=at_least(0, open_=True, high=1),
                      default=None, metavar="SHARE",
                      help="TensorRT: fail unless this share (e.g. 0.9) of the engine's FLOPs runs in the requested "
                           "precision, per the engine inspector's precision audit."),
@@ -85,22 +86,24 @@ def backend_option(func: Any) -> Any:
               help="INT8: keep this node name or op type unquantized (repeatable; DepthwiseConv works too).")
 @click.option("--calib-data", default=None, metavar="DIR|FILE|photos|synthetic",
               help="Calibration inputs: images (model's preprocessing), .npy/.npz, scikit-image photos, or noise.")
-@click.option("--calib-n", type=int, default=None, help="Calibration inputs to use (default 64).")
+@click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration inputs to use (default 64).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
               help="INT8 range method (default minmax, as NVIDIA ModelOpt; see deploykit.calib.methods).")
-@click.option("--percentile", type=float, default=None, help="Percentile of |x| for --calib-method percentile.")
+@click.option("--percentile", type=at_least(0, open_=True, high=100), default=None,
+              help="Percentile of |x| for --calib-method percentile (default 99.99).")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
               help="Calibration cache file (default: keyed file in ~/.cache/deploykit/calibration).")
 @click.option("--no-calib-cache", is_flag=True, help="Neither read nor write a calibration cache.")
 @click.option("--accuracy-budget", multiple=True, metavar="METRIC>=VALUE",
               help="FP16/INT8: keep the fewest nodes in higher precision so that e.g. pixel_agreement>=0.995 "
                    "(or miou, cc, sim, kld<=, cosine) holds on held-out data; repeat for several.")
-@click.option("--holdout", type=int, default=None, help="Calibration inputs held out to measure the budget.")
+@click.option("--holdout", type=click.IntRange(min=1), default=None,
+              help="Calibration inputs held out to measure the budget (default a quarter, 1 to 8).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Ground-truth PNG masks named like the --calib-data images: lets a budget be "
                    "'miou_drop<=0.5' (mIoU points lost against the labels on the held-out images).")
-@click.option("--max-float", "max_kept", type=int, default=None,
-              help="Most weighted nodes the budget search may keep in float (default: all).")
+@click.option("--max-float", "max_kept", type=click.IntRange(min=0), default=None,
+              help="Most weighted nodes the budget search may keep in float (default: all; 0: none).")
 @click.option("--sensitivity", type=click.Choice(["local", "single"]), default=None,
               help="Budget search ranking: single (default: one node at a time) or local (two runs, coarser).")
 @click.option("--qdq-layout", type=click.Choice(["inputs", "inputs+outputs"]), default=None,
@@ -108,10 +111,12 @@ def backend_option(func: Any) -> Any:
 @click.option("--int8-float", "int8_float", type=click.Choice(["fp32", "fp16", "auto"]), default=None,
               help="INT8: precision of the ops left unquantized (default fp32; auto: fp16 where the "
                    "--accuracy-budget holds; see deploykit.precision.passes.INT8_FLOAT).")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and checks.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ONNX Runtime threads for calibration and checks (default: all cores).")
 @tensorrt_options
 @force_option
 @json_option
+@reads("model", "calib_data", "labels")
 def build_engine(model: str, output: str, precision: str | None, backend: str | None, fp16_io: bool,
                  keep_fp32: tuple[str, ...], keep_float: tuple[str, ...], calib_data: str | None,
                  calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,

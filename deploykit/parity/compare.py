@@ -9,7 +9,7 @@ For the report (issue 13, items 2 and 3) the run also keeps, from the first task
 segmentation candidates (parity.classes.DamageAccumulator, in parity.json) and the pictures of the inputs where the
 candidates disagree most (parity.pictured.PictureKeeper; in memory, saved by the deploy pipeline as an .npz), so
 the report draws without re-running a model. The argmax is taken once per target and input and shared by both.
-With ground-truth masks (settings.labels, parity/labels.py) every segmentation output of the reference and of
+With ground-truth masks (settings.labels, io/labels.py) every segmentation output of the reference and of
 each candidate is also scored against them (metrics.LabelAccumulator: miou_gt, and miou_drop in points).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from deploykit.errors import InputError, ParityError
 from deploykit.evaluate import provider_chain
 from deploykit.export import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
+from deploykit.io.outputs import scratch_folder
 from deploykit.metrics.numeric import NumericMetrics, aggregate_numeric, numeric_metrics
 from deploykit.metrics.tasks import (
     LabelAccumulator,
@@ -317,7 +317,7 @@ def compare(
         for index, x in enumerate(inputs.batches()):
             say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
-            truth = labels.read(index) if labels is not None else None
+            truth = labels.read(index, _classes(reference, expected)) if labels is not None else None
             if truth is not None:
                 for name, value in expected.items():
                     if fits_task("segmentation", value.shape):
@@ -343,6 +343,13 @@ def compare(
     failed = {c.label for c in result.candidates if not c.passed}
     result.notes = [note for label, note in provenance_notes(reference, candidates) if label in failed]
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
+
+
+def _classes(reference: Target, outputs: Mapping[str, np.ndarray]) -> int | None:
+    """How many classes the model scores: its metadata's count, else the channels of its first score map."""
+    if reference.num_classes:
+        return reference.num_classes
+    return next((v.shape[1] for v in outputs.values() if fits_task("segmentation", v.shape)), None)
 
 
 def _labels(folder: str | None, task: str | None, inputs: InputSet) -> LabelSet | None:
@@ -398,7 +405,7 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
     """Attach a Localization to each failing candidate that is an ONNX model (see localize.py), computed on
     the input where that candidate's first output was worst."""
     reference_onnx = settings.reference_onnx
-    with tempfile.TemporaryDirectory(prefix="deploykit-localize-") as tmp:
+    with scratch_folder("deploykit-localize-") as tmp:
         exported: Path | None = None
         for outcome, target, x in zip(result.candidates, candidates, worst_inputs, strict=True):
             if outcome.passed:

@@ -32,7 +32,7 @@ from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact, load_onnx
 from deploykit.errors import ConfigConflict, ExportError, InputError
 from deploykit.export import ExportResult, onnx_from_torch
-from deploykit.io.outputs import write_json
+from deploykit.io.outputs import remove_output, write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
@@ -194,7 +194,7 @@ class _Run:
             result.pictures.save(pictures, force=True)
             result.pictures_file = PICTURES
         else:
-            pictures.unlink(missing_ok=True)  # a stale picture of other artifacts must not be drawn
+            remove_output(pictures)  # a stale picture of other artifacts must not be drawn
         write_json(self.opts.out / "parity.json", result.to_dict(), force=True)
         return result
 
@@ -220,7 +220,8 @@ class _Run:
     def bench(self) -> BenchReport:
         """PyTorch eager and every artifact in one round-robin run (deploykit.bench.interleave)."""
         opts = self.opts
-        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=opts.bench_seconds or DEFAULT_BENCH_SECONDS)
+        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=DEFAULT_BENCH_SECONDS if opts.bench_seconds is None
+                              else opts.bench_seconds)
         report = run_bench([self.reference, *self.candidates], config=config, threads=opts.threads,
                            input_shape=opts.input_shape, progress=self.say, roofline=True, quick_peaks=True)
         write_json(opts.out / "bench.json", report.to_dict(), force=True)
