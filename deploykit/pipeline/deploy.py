@@ -37,7 +37,15 @@ from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
 from deploykit.pipeline.report import write_report
-from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, _build_dict, _parity
+from deploykit.pipeline.results import (
+    DeployResult,
+    LayerError,
+    LayersResult,
+    StepLog,
+    _build_dict,
+    _parity,
+    build_in,
+)
 from deploykit.pipeline.steps import RECORD, StepRecord
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, precision_of
@@ -302,7 +310,8 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
             {"onnx": run.onnx_path, "precision": precision, "backend": backend.name,
              "race": [b.name for b in racers], "calib": _folder_fingerprint(opts.calib_data),
              "calib_n": opts.calib_n, "budget": _budget(opts, precision)},
-            [record_file], functools.partial(run.build, precision, artifact, record_file), BuildResult.from_dict,
+            [record_file], functools.partial(run.build, precision, artifact, record_file),
+            functools.partial(build_in, out=opts.out),
             produced=lambda build: build_files(build)))
     artifacts = [b.path for b in run.builds]
     parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder)},
