@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.base import backend_of
 from deploykit.io.outputs import write_json, write_text
+from deploykit.precision.table import precision_of
 from deploykit.report.format import markdown_table
 
 ROOT = Path(__file__).resolve().parent
@@ -182,7 +184,8 @@ def _build(p: Prepared, precision: str, args: argparse.Namespace) -> Path:
 
     out = p.folder / f"model-{precision}-ort.onnx"
     say(f"{p.name}: deploykit build-engine --backend onnxruntime --{precision}")
-    build_artifact(p.onnx, out, precision=precision, backend="onnxruntime", threads=args.threads, force=True,
+    build_artifact(p.onnx, out, precision=precision_of(precision), backend=backend_of("onnxruntime"),
+                   threads=args.threads, force=True,
                    calibration=CalibrationOptions(data=args.calib_data, n=args.calib_n), progress=say)
     return out
 
@@ -289,7 +292,8 @@ def _int8_graph(p: Prepared, args: argparse.Namespace, layout: str) -> Path:
     source = onnx.load(str(p.onnx))
     result = int8_graph(source, read_metadata(source), sha256_file(p.onnx),
                         CalibrationOptions(data=args.calib_data, n=args.calib_n), keep_float=(),
-                        accuracy_budget=(), layout=layout, backend="openvino", threads=args.threads, progress=say)
+                        accuracy_budget=(), layout=layout, backend=backend_of("openvino"), threads=args.threads,
+                        progress=say)
     path = p.folder / f"model-{layout.replace('+', '-')}.int8.onnx"
     onnx.save(result.model, str(path))
     return path

@@ -41,7 +41,7 @@ from deploykit.bench.run import apply_peaks, busy_warning, environment_manifest,
 from deploykit.bench.runners import Skipped
 from deploykit.errors import DeployKitError
 from deploykit.io.outputs import write_json, write_text
-from deploykit.precision.table import BASELINE, PRECISIONS
+from deploykit.precision.table import BASELINE, PRECISIONS, precision_of
 from deploykit.report.format import markdown_table
 from deploykit.targets.bench import run_bench
 
@@ -125,7 +125,7 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
         out = folder / f"model-{precision}-ort.onnx"
         say(f"{name}: building the {precision} ONNX Runtime artifact")
         budget = args.accuracy_budget if PRECISIONS[precision].budget_in_deploy else None
-        build_artifact(fp32, out, precision=precision, backend=ORT.name, calibration=calibration,
+        build_artifact(fp32, out, precision=precision_of(precision), backend=ORT, calibration=calibration,
                        accuracy_budget=budget, threads=args.threads, force=True, progress=say)
         paths[f"{ORT.name} {precision}"] = out
     return {"opened": opened, "paths": paths, "size": size, "options": options, "task": spec.task,

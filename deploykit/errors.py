@@ -53,6 +53,10 @@ class OutputExists(DeployKitError):
     """An output that exists already; pass --force to overwrite it."""
 
 
+class PluginError(DeployKitError):
+    """A package's deploykit entry point (a backend, precision or metric) that cannot be loaded or clashes."""
+
+
 class UserCodeError(DeployKitError):
     """The user's own code (a factory, a model's forward) raised: reported with its first line and the user's
     file and line, since the traceback is theirs to fix, not a bug in deploykit."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.base import resolve_backend
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.tensorrt.audit import PrecisionAudit
 from deploykit.backends.tensorrt.backend import availability as tensorrt_availability
@@ -35,14 +36,12 @@ from deploykit.io.sidecar import read_sidecar
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.metrics.tasks import task_metrics
 from deploykit.precision.passes import CalibrationOptions
-from deploykit.precision.table import PRECISIONS
-from deploykit.types import IMAGENET, Progress
+from deploykit.precision.table import PRECISIONS, Precision
+from deploykit.types import IMAGENET, Progress, Task
 from deploykit.zoo.sources import load_model
 
 MODEL = "deeplabv3plus_mobilenetv2"
 SIZE = (257, 257)
-# Bounds per precision: minimum logit cosine and pixel agreement vs FP32 ONNX Runtime.
-BOUNDS = {"fp16": (0.999, 0.98), "int8": (0.95, 0.80)}
 AUDIT_SHARE = 0.9
 BENCH_ITERATIONS = 20
 REPORT = ("to report a failure, open an issue with the output of `deploykit doctor --selftest --full --json` "
@@ -98,12 +97,15 @@ def _timed(checks: list[Check], name: str, step: Callable[[], tuple[bool, str]])
     return passed
 
 
-def _parity(plan: Path, reference: np.ndarray, feed: Mapping[str, np.ndarray], precision: str) -> tuple[bool, str]:
+def _parity(plan: Path, reference: np.ndarray, feed: Mapping[str, np.ndarray], precision: Precision,
+            task: Task) -> tuple[bool, str]:
+    """Its bounds are the precision entry's selftest_bounds (minimum logit cosine and pixel agreement)."""
     with TensorRTRunner.from_artifact(plan) as engine:
         got = next(iter(engine.infer(feed).values()))
     cosine = numeric_metrics(reference, got).cosine
-    agreement = task_metrics("segmentation", reference, got)["pixel_agreement"]
-    low_cos, low_agree = BOUNDS[precision]
+    agreement = task_metrics(task, reference, got)["pixel_agreement"]
+    assert precision.selftest_bounds is not None
+    low_cos, low_agree = precision.selftest_bounds
     return (cosine >= low_cos and agreement >= low_agree,
             f"cosine {cosine:.5f} (>= {low_cos}), pixel agreement {agreement:.4f} (>= {low_agree})")
 
@@ -148,7 +150,8 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
     with tempfile.TemporaryDirectory(prefix="deploykit-selftest-") as tmp:
         source = Path(tmp) / f"{model}.onnx"
         say(f"exporting {model} ({size[0]}x{size[1]})")
-        onnx_from_torch(load_model(model, options=options), source, input_shape=(1, 3, *size), simplify=False)
+        loaded = load_model(model, options=options)
+        onnx_from_torch(loaded, source, input_shape=(1, 3, *size), simplify=False)
         feed = {"input": _photo(size)}
 
         with OnnxRuntimeRunner(source) as reference_runner:
@@ -156,26 +159,31 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
             feed = {name: feed["input"]}
             reference = next(iter(reference_runner.infer(feed).values()))
         plans: dict[str, Path] = {}
-        for precision in (p.name for p in PRECISIONS.values() if p.lowered):  # FP16 and INT8
-            plan = Path(tmp) / f"{model}.{precision}.plan"
+        tested = [p for p in PRECISIONS.values() if p.selftest_bounds is not None]  # FP16 and INT8
+        engine, note = resolve_backend("tensorrt")
+        for precision in tested:
+            plan = Path(tmp) / f"{model}.{precision.name}.plan"
 
-            def build(precision: str = precision, plan: Path = plan) -> tuple[bool, str]:
-                say(f"building the {precision} engine")
-                built = build_artifact(source, plan, precision=precision, backend="tensorrt", progress=say,
+            def build(precision: Precision = precision, plan: Path = plan) -> tuple[bool, str]:
+                say(f"building the {precision.name} engine")
+                built = build_artifact(source, plan, precision=precision, backend=engine, backend_note=note,
+                                       progress=say,
                                        calibration=CalibrationOptions(data="photos", n=calib_n))
                 result.gpu = str(built.sidecar.device.get("gpu", "?"))
                 return True, f"{built.backend_note}, {built.seconds:.1f} s"
 
-            if _timed(result.checks, f"{precision} build", build):
-                plans[precision] = plan
-                _timed(result.checks, f"{precision} parity", partial(_parity, plan, reference, feed, precision))
-                _timed(result.checks, f"{precision} audit", partial(_audit, plan, precision))
+            if _timed(result.checks, f"{precision.name} build", build):
+                plans[precision.name] = plan
+                _timed(result.checks, f"{precision.name} parity",
+                       partial(_parity, plan, reference, feed, precision, loaded.spec.task))
+                _timed(result.checks, f"{precision.name} audit", partial(_audit, plan, precision.name))
             else:
-                result.checks += [Check(f"{precision} parity", None, "no engine"),
-                                  Check(f"{precision} audit", None, "no engine")]
-        if "fp16" in plans:
-            _timed(result.checks, "fp16 CUDA graph, bench", lambda: _graph_and_bench(plans["fp16"], feed))
+                result.checks += [Check(f"{precision.name} parity", None, "no engine"),
+                                  Check(f"{precision.name} audit", None, "no engine")]
+        first = tested[0].name  # the CUDA graph is replayed on the first precision's engine (FP16)
+        if first in plans:
+            _timed(result.checks, f"{first} CUDA graph, bench", lambda: _graph_and_bench(plans[first], feed))
         else:
-            result.checks.append(Check("fp16 CUDA graph, bench", None, "no fp16 engine"))
+            result.checks.append(Check(f"{first} CUDA graph, bench", None, f"no {first} engine"))
     result.seconds = time.perf_counter() - started
     return result

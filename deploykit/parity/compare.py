@@ -41,9 +41,9 @@ from deploykit.metrics.tasks import (
 from deploykit.parity import gates as gating
 from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
-from deploykit.parity.localize import TOLERANCES, Localization, localize
+from deploykit.parity.localize import Localization, localize
 from deploykit.parity.pictured import PictureKeeper, Pictures
-from deploykit.precision.table import BASELINE
+from deploykit.precision.table import BASELINE, PRECISIONS
 from deploykit.runner import Target
 from deploykit.types import Progress, Progressed
 
@@ -51,7 +51,7 @@ from deploykit.types import Progress, Progressed
 @dataclass(frozen=True)
 class ParitySettings:
     """How to judge a parity run. Gates replace the precision's defaults (gates.py); tolerances of the
-    beyond_tol share follow numpy.isclose; localize_tolerance None means localize.TOLERANCES."""
+    beyond_tol share follow numpy.isclose; localize_tolerance None means the precision entry's."""
 
     gates: tuple[gating.Gate, ...] = ()
     precision: str | None = None  # None: each candidate's own (sidecar, metadata, or its graph)
@@ -412,8 +412,9 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
             ref_path = Path(reference_onnx) if reference_onnx is not None else exported
             assert ref_path is not None
             tol = settings.localize_tolerance
-            if tol is None:
-                tol = TOLERANCES.get(outcome.precision, TOLERANCES["int8"])
+            if tol is None:  # the candidate's precision's, else the loosest
+                entry = PRECISIONS.get(outcome.precision)
+                tol = entry.localize_tolerance if entry else max(p.localize_tolerance for p in PRECISIONS.values())
             outcome.localization = localize(ref_path, target.onnx_path, x, tolerance=tol, top_k=settings.top_k,
                                             providers=provider_chain(settings.providers),
                                             progress=progress)

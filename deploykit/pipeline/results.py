@@ -88,7 +88,7 @@ class DeployResult:
         return {"verdict": self.verdict.to_dict(),
                 "model": self.model, "options": self.options, "weights": self.weights, "backend": self.backend,
                 "backend_note": self.backend_note, "weights_note": self.weights_note, "export": self.export.to_dict(),
-                "builds": [_build_dict(b) for b in self.builds], "parity": self.parity.to_dict(),
+                "builds": [build_record(b) for b in self.builds], "parity": self.parity.to_dict(),
                 "layers": self.layers.to_dict(), "bench": self.bench.to_dict(),
                 "steps": [{"name": s.name, "skipped": s.skipped, "seconds": round(s.seconds, 2)} for s in self.steps]}
 
@@ -98,19 +98,19 @@ class DeployResult:
                    weights=data.get("weights"), backend=str(data["backend"]),
                    backend_note=str(data.get("backend_note", "")), export=ExportResult.from_dict(data["export"]),
                    builds=[BuildResult.from_dict(b) for b in data["builds"]],
-                   parity=_parity(data["parity"], out), layers=LayersResult.from_dict(data["layers"]),
+                   parity=parity_from_record(data["parity"], out), layers=LayersResult.from_dict(data["layers"]),
                    bench=BenchReport.from_dict(data["bench"]),
                    steps=[StepLog(s["name"], bool(s["skipped"]), float(s["seconds"])) for s in data.get("steps", [])],
                    weights_note=str(data.get("weights_note", "")))
 
 
-def _parity(data: Mapping[str, Any], out: Path) -> ParityResult:
+def parity_from_record(data: Mapping[str, Any], out: Path) -> ParityResult:
     """A parity result with the pictures it saved beside it (a resumed deploy draws them without re-running)."""
     result = ParityResult.from_dict(data)
     result.load_pictures(out)
     return result
 
 
-def _build_dict(build: BuildResult) -> dict[str, Any]:
+def build_record(build: BuildResult) -> dict[str, Any]:
     """A build as deploy records it: precision_onnx is the graph compiled (the source ONNX for fp32)."""
     return {**build.to_dict(), "precision_onnx": str(build.graph)}

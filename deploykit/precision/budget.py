@@ -122,7 +122,7 @@ class Evaluator:
 
     def __init__(self, reference: bytes, inputs: Sequence[np.ndarray], task: str | None,
                  threads: int | None = None, rank_inputs: int | None = None,
-                 truth: Sequence[np.ndarray] | None = None) -> None:
+                 truth: Sequence[np.ndarray] | None = None, disabled_optimizers: Sequence[str] = ()) -> None:
         if not inputs:
             raise CalibrationError("an accuracy budget needs at least one held-out input")
         if truth is not None and len(truth) != len(inputs):
@@ -130,6 +130,7 @@ class Evaluator:
         self.inputs = list(inputs)
         self.task = task
         self.threads = threads
+        self.disabled_optimizers = tuple(disabled_optimizers)
         self.truth = list(truth) if truth is not None else None
         self.evaluations = 0
         self.rank_inputs = max(1, min(rank_inputs or len(self.inputs), len(self.inputs)))
@@ -145,7 +146,7 @@ class Evaluator:
         return accumulator.miou()
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        session = session_from_onnx(model, threads=self.threads)
+        session = session_from_onnx(model, threads=self.threads, disabled_optimizers=self.disabled_optimizers)
         name = session.get_inputs()[0].name
         dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32  # --fp16-io
         return [list(session.run(None, {name: x.astype(dtype, copy=False)})) for x in self.inputs[:count]]

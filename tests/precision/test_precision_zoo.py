@@ -22,6 +22,7 @@ from deploykit.export import onnx_from_torch
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.inputs import resolve_inputs
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import PRECISIONS
 from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec, list_models
 from deploykit.zoo.sources import load_model
@@ -58,9 +59,9 @@ def _check(name: str, options: dict[str, object], size: tuple[int, int], calib: 
     source = tmp_path / f"{name}.onnx"
     assert onnx_from_torch(loaded, source, input_shape=(1, 3, *size), simplify=False).passed
     options = CalibrationOptions(data=str(calib), holdout=holdout)
-    fp16 = build_artifact(source, tmp_path / f"{name}.fp16.ort.onnx", precision="fp16", calibration=options,
+    fp16 = build_artifact(source, tmp_path / f"{name}.fp16.ort.onnx", precision=PRECISIONS["fp16"], calibration=options,
                           accuracy_budget=BUDGETS[("fp16", spec.task)])
-    int8 = build_artifact(source, tmp_path / f"{name}.int8.ort.onnx", precision="int8", calibration=options,
+    int8 = build_artifact(source, tmp_path / f"{name}.int8.ort.onnx", precision=PRECISIONS["int8"], calibration=options,
                           accuracy_budget=BUDGETS[("int8", spec.task)])
     reference = open_target(str(source))
     candidates = [open_target(str(fp16.path)), open_target(str(int8.path))]

@@ -13,11 +13,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from deploykit.backends.base import backend_of
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, UnknownModel
 from deploykit.export import onnx_from_torch
 from deploykit.io.metadata import read_metadata
 from deploykit.io.sidecar import Sidecar, sidecar_path
-from deploykit.precision.table import detect_precision
+from deploykit.precision.table import PRECISIONS, detect_precision
 from deploykit.targets.resolve import is_file_target, open_target
 from deploykit.zoo import get_model_spec
 
@@ -133,7 +134,7 @@ def test_built_artifact_points_at_the_graph_it_was_compiled_from(exported: Path,
     from deploykit.build import build_artifact
 
     out = tmp_path / "tiny.fp16.ort.onnx"
-    build_artifact(exported, out, precision="fp16", backend="onnxruntime")
+    build_artifact(exported, out, precision=PRECISIONS["fp16"], backend=backend_of("onnxruntime"))
     target = open_target(str(out))
     assert (target.kind, target.precision) == ("artifact", "fp16")
     assert target.onnx_path is not None and target.onnx_path != out  # the FP16 graph, not ORT's fused model
