@@ -41,6 +41,9 @@ from deploykit.io.outputs import write_json, write_text
 from deploykit.precision.table import precision_of
 from deploykit.report.format import markdown_table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # --tiny: tests/fixtures/tiny.py
+from tests.fixtures.tiny import TINY
+
 ROOT = Path(__file__).resolve().parent
 MODELS = ("deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50", "msinet")
 CHECKPOINTS = {"deeplabv3plus_mobilenetv2": ROOT / "checkpoints" / "deeplabv3plus_mobilenetv2_small.pt",
@@ -113,8 +116,8 @@ def prepare(name: str, args: argparse.Namespace, weights: str | None) -> Prepare
     from deploykit.zoo import get_model_spec
 
     spec = get_model_spec(name)
-    size = tuple(spec.test_input_size if args.tiny else spec.input_size)
-    opened = open_target(name, options=dict(spec.test_options) if args.tiny else {}, weights=weights,
+    size = tuple(TINY[spec.name].input_size if args.tiny else spec.input_size)
+    opened = open_target(name, options=dict(TINY[spec.name].options) if args.tiny else {}, weights=weights,
                          threads=args.threads)
     folder = args.out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -367,7 +370,7 @@ def time_round_robin(entries: list[Contender], inputs: list[np.ndarray], rounds:
 
 def agreement(p: Prepared, entries: list[Contender]) -> dict[str, dict[str, float]]:
     """Task metrics of every contender's outputs against PyTorch eager's on the held-out images."""
-    from deploykit.metrics.tasks import task_metrics
+    from deploykit.metrics.scores import task_metrics
 
     outputs = {e.label: np.concatenate([np.asarray(e.run(x), np.float32) for x in p.heldout]) for e in entries}
     reference = outputs.get(REFERENCE)

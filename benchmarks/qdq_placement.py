@@ -1,7 +1,7 @@
 """Q/DQ placement summary of the TensorRT-form INT8 graph for every zoo model, and its task agreement with FP32
 when run through ONNX Runtime with an FP32 or an FP16 float remainder (--int8-float).
 
-    python benchmarks/qdq_placement.py                 # tiny test variants (spec.test_options, test_input_size)
+    python benchmarks/qdq_placement.py                 # tiny test variants (tests/fixtures/tiny.py)
     python benchmarks/qdq_placement.py --trained       # + the checkpoints in benchmarks/checkpoints
     python benchmarks/qdq_placement.py --trained --methods minmax,entropy,percentile
 
@@ -36,6 +36,7 @@ from deploykit.precision.budget import Evaluator  # noqa: E402
 from deploykit.precision.passes import CalibrationOptions, input_shape, int8_graph  # noqa: E402
 from deploykit.zoo import get_model_spec, list_models  # noqa: E402
 from deploykit.zoo.sources import load_model  # noqa: E402
+from tests.fixtures.tiny import TINY  # noqa: E402
 
 TENSORRT = backend_of("tensorrt")
 TRAINED = {"deeplabv3plus_mobilenetv2": (513, 513), "msinet": (240, 320)}  # as benchmarks/results/trained.md
@@ -50,7 +51,7 @@ def _export(name: str, folder: Path, *, trained: bool) -> Path:
         loaded = load_model(name, options=recipe["options"], weights=weights)
         size = TRAINED[name]
     else:
-        loaded, size = load_model(name, options=dict(spec.test_options)), spec.test_input_size
+        loaded, size = load_model(name, options=dict(TINY[spec.name].options)), TINY[spec.name].input_size
     path = folder / f"{name}{'.trained' if trained else ''}.onnx"
     onnx_from_torch(loaded, path, input_shape=(1, 3, *size), simplify=False, force=True)
     return path

@@ -1,6 +1,6 @@
-"""One table per axis: no backend, precision or metric name is compared with a string literal outside its own
-entry (deploykit.backends.base.BACKENDS and the backend's folder, deploykit.precision.table.PRECISIONS,
-deploykit.metrics.table.METRICS), and the tables are complete."""
+"""One table per axis: no backend, precision, metric or task name is compared with a string literal outside its
+own entry (deploykit.backends.base.BACKENDS and the backend's folder, deploykit.precision.table.PRECISIONS,
+deploykit.metrics.table.METRICS, deploykit.metrics.tasks.TASKS), and the tables are complete."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from deploykit.backends.base import BACKENDS, BENCH_CHOICES, resolve_backend
 from deploykit.metrics.table import METRICS, parse_condition
+from deploykit.metrics.tasks import TASKS
 from deploykit.precision.table import PRECISIONS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "deploykit"
@@ -18,6 +19,7 @@ NAMES = {
     "backend": (set(BACKENDS) | set(BENCH_CHOICES), {"backends/base.py"}),
     "precision": (set(PRECISIONS), {"precision/table.py"}),
     "metric": (set(METRICS), {"metrics/table.py"}),
+    "task": (set(TASKS), {"metrics/tasks.py"}),
 }
 
 
@@ -93,3 +95,9 @@ def test_one_parser_serves_gates_and_budgets() -> None:
     assert parse_term("mIoU>=0.9", "segmentation").metric == "miou"
     with pytest.raises(ValueError, match="unknown metric"):
         parse_condition("accuracy>=0.9")
+
+
+def test_every_metric_entry_computes_itself() -> None:
+    for metric in METRICS.values():
+        assert (metric.compute is None) != (metric.derive is None), metric.name  # one way to get its value
+        assert metric.task is None or metric.task in TASKS, metric.name

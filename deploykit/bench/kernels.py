@@ -51,6 +51,7 @@ from deploykit.build import build_artifact
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
 
+SUITES = ("dilated", "separable")
 RATES = (1, 2, 4, 6, 12, 18, 24, 36)
 QUICK_RATES = (1, 2, 6, 12, 24)
 # (name, cin, cout, feature size) at 513x513 input
@@ -104,7 +105,7 @@ class KernelCase:
         return f"{self.shape}: {self.variant} {self.cin}->{self.cout} @{self.size}{rate}"
 
 
-def plan_cases(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable")) -> list[KernelCase]:
+def plan_cases(*, quick: bool = False, suites: Sequence[str] = SUITES) -> list[KernelCase]:
     cases = []
     if "dilated" in suites:
         for name, cin, cout, size in DILATED_SHAPES:
@@ -292,7 +293,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
     return timed
 
 
-def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable"),
+def run_kernels(*, quick: bool = False, suites: Sequence[str] = SUITES,
                 backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
                 threads: int | None = None, config: TimingConfig | None = None,
                 progress: Progress | None = None, seed: int = 0) -> KernelReport:

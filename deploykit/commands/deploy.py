@@ -13,6 +13,7 @@ from deploykit.errors import ConfigConflict, InputError, ParityError
 from deploykit.io.outputs import check_output_dir
 from deploykit.pipeline.deploy import DeployOptions, run_deploy
 from deploykit.precision.budget import parse_budget
+from deploykit.precision.table import PRECISIONS
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 
@@ -21,7 +22,8 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 @click.argument("model")
 @model_source_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
-@click.option("--precisions", default=None, help="Comma-separated: fp32,fp16,int8 (default: all three).")
+@click.option("--precisions", default=None,
+              help=f"Comma-separated: {','.join(PRECISIONS)} (default: all {len(PRECISIONS)}).")
 @backend_option
 @click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
 @click.option("--calib-n", type=int, default=None, help="Calibration images to use.")
@@ -47,7 +49,6 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     check_output_dir(out)
     _early_checks(model, task, accuracy_budget, labels, inputs or calib_data)
     if calib_data and Path(calib_data).suffix in (".npy", ".npz") and Path(calib_data).is_file():
-
         calibration_data(calib_data, input_shape=None, preprocessing=None)  # a bad array fails before the export
 
     opts = DeployOptions(
@@ -66,7 +67,6 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
         click.echo(f"report: {result.out / 'report.html'}")
         click.echo("\n".join(result.verdict.lines()))
     if not result.parity.passed:
-
         raise ParityError(f"{result.parity.summary()} (report in {result.out})")
 
 

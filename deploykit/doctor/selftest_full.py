@@ -34,7 +34,7 @@ from deploykit.export import onnx_from_torch
 from deploykit.io.images import preprocess
 from deploykit.io.sidecar import read_sidecar
 from deploykit.metrics.numeric import numeric_metrics
-from deploykit.metrics.tasks import task_metrics
+from deploykit.metrics.scores import task_metrics
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, Precision
 from deploykit.types import IMAGENET, Progress, Task

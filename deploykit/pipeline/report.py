@@ -7,12 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deploykit.backends.base import REFERENCE
 from deploykit.io.outputs import write_json, write_text
-from deploykit.metrics.table import METRICS
+from deploykit.metrics.table import selected
+from deploykit.metrics.tasks import TASKS
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
 from deploykit.pipeline.plots import make_plots
+from deploykit.pipeline.verdict import artifact_latency, per_image_ms, reference_latency, speedup
 from deploykit.precision.table import BASELINE
 from deploykit.report.classes import class_rows, damage_tables
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from deploykit.parity.compare import ParityResult
     from deploykit.pipeline.results import DeployResult
 
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None)
+TASK_KEYS = selected()
 
 
 def latency_rows(bench: BenchReport) -> list[list[object]]:
@@ -33,12 +34,10 @@ def latency_rows(bench: BenchReport) -> list[list[object]]:
 
 
 def _ratio_rows(bench: BenchReport) -> list[list[object]]:
-    results = bench.results
-    base = next((r for r in results if r.backend == REFERENCE.name), None)
-    fp32 = next((r for r in results if r.precision == BASELINE.name and r.backend != REFERENCE.name), None)
-    return [[f"{r.backend} {r.precision}", r.latency.median,
-             base.latency.median / r.latency.median if base else None,
-             fp32.latency.median / r.latency.median if fp32 else None] for r in results]
+    """Each run's speed-ups (per image, verdict.speedup: the verdict's rule)."""
+    torch, fp32 = reference_latency(bench.results), artifact_latency(bench.results, BASELINE.name)
+    return [[f"{r.backend} {r.precision}", r.latency.median, speedup(per_image_ms(r), torch),
+             speedup(per_image_ms(r), fp32)] for r in bench.results]
 
 
 def accuracy_rows(parity: ParityResult) -> list[list[object]]:
@@ -83,7 +82,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
     """Where the candidates differ (report.masks) and which classes suffer (report.classes)."""
     out: list[Block] = []
     if pictures is not None and parity.pictures is not None:
-        kind = "masks" if parity.pictures.task == "segmentation" else "saliency maps"
+        kind = "masks" if TASKS[parity.pictures.task].labelled else "saliency maps"
         indices = ", ".join(str(p.index) for p in parity.pictures.inputs)
         out += [Heading("Where the candidates differ"),
                 Paragraph(f"The {len(parity.pictures.inputs)} input(s) where the candidates disagree most with "
@@ -179,10 +178,6 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
     out += [Heading("Steps"), table(["step", "skipped (unchanged)", "seconds"],
                                     [[s.name, s.skipped, round(s.seconds, 2)] for s in result.steps])]
     return out
-
-
-def markdown(result: DeployResult, plots: dict[str, Path]) -> str:
-    return to_markdown(blocks(result, plots))
 
 
 def write_pictures(parity: ParityResult, out: Path) -> Path | None:

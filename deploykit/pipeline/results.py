@@ -79,11 +79,6 @@ class DeployResult:
         """The artifact to ship and why not the others (deploykit.pipeline.verdict)."""
         return decide(self.builds, self.parity, self.bench)
 
-    @property
-    def summary(self) -> dict[str, Any]:
-        """summary.json's content (kept under this name for callers of the dict-based result)."""
-        return self.to_dict()
-
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict.to_dict(),
                 "model": self.model, "options": self.options, "weights": self.weights, "backend": self.backend,

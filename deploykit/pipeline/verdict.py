@@ -6,7 +6,8 @@ highest precision among them is shipped: medians of runs with the same numerics 
 CPU (FP16 and FP32 artifacts compute alike under ONNX Runtime's CPU provider, and measured 0.4759 against
 0.4766 ms on the tiny MSI-Net, 307 against 300 ms on the demo DeepLabv3+). Each other artifact gets a one-line
 reason: the gates it failed, or that a passing artifact is faster (or as fast and more precise).
-Speed-ups are PyTorch eager's (and the FP32 artifact's) median divided by the shipped artifact's. The same
+Speed-ups are PyTorch eager's (and the FP32 artifact's) median per image divided by the artifact's (`speedup`, the
+one rule the report's latency table uses too), each at its smallest batch timed. The same
 Verdict is the top of report.md / report.html, the last lines `deploy` prints, and summary.json's "verdict".
 """
 
@@ -20,12 +21,12 @@ from deploykit.backends.base import REFERENCE
 from deploykit.bench.harness import BenchResult
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult
-from deploykit.metrics.table import METRICS
+from deploykit.metrics.table import selected
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.precision.table import BASELINE, PRECISIONS
 
 # The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None and m.column and m.budget)
+TASK_KEYS = selected(shown=True, budget=True)
 TIE = 0.05
 
 
@@ -83,11 +84,28 @@ def _times(ratio: float | None, over: str) -> str:
     return f"{ratio:.2f}x over {over}" if ratio is not None else ""
 
 
+def per_image_ms(result: BenchResult) -> float:
+    return result.latency.median / result.batch
+
+
+def _smallest_batch(results: Sequence[BenchResult]) -> float | None:
+    runs = sorted(results, key=lambda r: r.batch)
+    return per_image_ms(runs[0]) if runs else None
+
+
 def artifact_latency(results: Sequence[BenchResult], precision: str) -> float | None:
     """Median ms at batch 1 (else the smallest batch, per image) of the non-PyTorch run of `precision`."""
-    runs = sorted((r for r in results if r.precision == precision and r.backend != REFERENCE.name),
-                  key=lambda r: r.batch)
-    return runs[0].latency.median / runs[0].batch if runs else None
+    return _smallest_batch([r for r in results if r.precision == precision and r.backend != REFERENCE.name])
+
+
+def reference_latency(results: Sequence[BenchResult]) -> float | None:
+    """PyTorch eager's median ms per image at its smallest batch."""
+    return _smallest_batch([r for r in results if r.backend == REFERENCE.name])
+
+
+def speedup(ms: float | None, over: float | None) -> float | None:
+    """How many times faster `ms` is than `over` (both per image): the one rule of every speed-up."""
+    return over / ms if over and ms else None
 
 
 def _failures(candidate: CandidateResult) -> str:
@@ -131,11 +149,9 @@ def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchRepo
         return Verdict(ship=None, rejected=tuple(rejected))
     build, candidate = chosen
     mine = latency[build.precision]
-    torch = next((r.latency.median / r.batch for r in sorted(bench.results, key=lambda r: r.batch)
-                  if r.backend == REFERENCE.name), None)
     fp32 = latency.get(BASELINE.name) or artifact_latency(bench.results, BASELINE.name)
     metrics = candidate.outputs[0].metrics if candidate.outputs else {}
     return Verdict(ship=build.path.name, precision=build.precision, latency_ms=mine,
-                   speedup_vs_torch=torch / mine if torch and mine else None,
-                   speedup_vs_fp32=fp32 / mine if fp32 and mine else None,
+                   speedup_vs_torch=speedup(mine, reference_latency(bench.results)),
+                   speedup_vs_fp32=speedup(mine, fp32),
                    task_metrics={k: metrics[k] for k in TASK_KEYS if k in metrics}, rejected=tuple(rejected))

@@ -25,6 +25,7 @@ from deploykit.evaluate import session_from_onnx, session_options
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS
 from tests.fixtures.precision_models import export_user_model
+from tests.fixtures.tiny import TINY
 
 FLOAT_CONVS = ("Conv", "FusedConv", "ConvTranspose")
 
@@ -96,8 +97,8 @@ def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Pat
 
     spec = get_model_spec(name)
     fp32 = tmp_path / "model.onnx"
-    assert onnx_from_torch(load_model(name, options=dict(spec.test_options)), fp32, dynamic=False,
-                           input_shape=(1, 3, *spec.test_input_size)).passed
+    assert onnx_from_torch(load_model(name, options=dict(TINY[spec.name].options)), fp32, dynamic=False,
+                           input_shape=(1, 3, *TINY[spec.name].input_size)).passed
     calibration = CalibrationOptions(data="synthetic", n=2)
     out = tmp_path / "model-int8.onnx"
     result = build_artifact(fp32, out, precision=PRECISIONS["int8"], backend=backend_of("onnxruntime"),

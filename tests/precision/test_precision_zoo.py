@@ -27,6 +27,7 @@ from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec, list_models
 from deploykit.zoo.sources import load_model
 from tests.fixtures.precision_models import photo_folder
+from tests.fixtures.tiny import TINY
 
 # The parity gates' task and cosine terms (deploykit/parity/gates.py), as budgets.
 BUDGETS = {
@@ -74,7 +75,7 @@ def _check(name: str, options: dict[str, object], size: tuple[int, int], calib: 
 @pytest.mark.parametrize("name", list_models())
 def test_tiny_fp16_and_int8_pass_the_gates(name: str, calib_with_parity: Path, tmp_path: Path) -> None:
     spec = get_model_spec(name)
-    _check(name, dict(spec.test_options), spec.test_input_size, calib_with_parity, tmp_path, holdout=4)
+    _check(name, dict(TINY[spec.name].options), TINY[spec.name].input_size, calib_with_parity, tmp_path, holdout=4)
 
 
 @pytest.mark.slow

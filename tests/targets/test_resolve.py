@@ -21,6 +21,7 @@ from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.table import PRECISIONS, detect_precision
 from deploykit.targets.resolve import is_file_target, open_target
 from deploykit.zoo import get_model_spec
+from tests.fixtures.tiny import TINY
 
 USER = "tests.fixtures.user_models:tiny_segmenter"
 
@@ -42,11 +43,11 @@ def _run(target_path: str, x: np.ndarray) -> np.ndarray:
 
 def test_zoo_name_is_a_seeded_torch_target() -> None:
     spec = get_model_spec("msinet")
-    target = open_target("msinet", options=dict(spec.test_options))
+    target = open_target("msinet", options=dict(TINY[spec.name].options))
     assert (target.kind, target.task, target.precision, target.onnx_path) == ("torch", "saliency", "fp32", None)
     assert target.input_size == spec.input_size and target.preprocessing == spec.preprocessing
     assert "width=" in target.label
-    again = open_target("msinet", options=dict(spec.test_options))
+    again = open_target("msinet", options=dict(TINY[spec.name].options))
     assert target.loaded is not None and again.loaded is not None
     for a, b in zip(target.loaded.module.state_dict().values(), again.loaded.module.state_dict().values(),
                     strict=True):

@@ -23,8 +23,9 @@ from deploykit.zoo.checkpoints import convert_checkpoint, load_state_dict_strict
 from deploykit.zoo.deconvnet import SPEC, DeconvNet, MaskMaxPool2d, MaskMaxUnpool2d, deconvnet
 from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.sources import LoadedModel
+from tests.fixtures.tiny import TINY
 
-TINY = dict(SPEC.test_options)
+TINY = dict(TINY[SPEC.name].options)
 # What the mask formulation may export to: all parsed by TensorRT (no MaxUnpool, no ScatterND).
 TENSORRT_READY_OPS = {
     "BatchNormalization", "Cast", "Concat", "Constant", "Conv", "ConvTranspose", "Equal", "Gather", "Identity",
@@ -195,7 +196,7 @@ def test_spec_and_options() -> None:
 
 def _export(tmp_path: Path, module: torch.nn.Module, options: dict[str, object], **kw: object) -> Path:
     out = tmp_path / "deconvnet.onnx"
-    result = onnx_from_torch(LoadedModel(module, SPEC, options), out, input_shape=(1, 3, *SPEC.test_input_size),
+    result = onnx_from_torch(LoadedModel(module, SPEC, options), out, input_shape=(1, 3, *TINY[SPEC.name].input_size),
                              **kw)  # type: ignore[arg-type]
     assert result.passed, [c.outputs for c in result.checks]
     assert len(result.checks) == 2 and result.checks[0].input_shape != result.checks[1].input_shape
