@@ -8,7 +8,7 @@ Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label 
   from both label maps are ignored (their IoU is 0/0); a class present in only one of them scores 0. The
   reference's labels play the part of the ground truth. Reported, not gated by default: a class the candidate
   puts on one stray pixel scores 0 and, among three classes present, takes mIoU from 1.0 to 0.75 while pixel
-  agreement stays 0.99998 (tests/parity/test_parity_metrics.py; issue 12: a real INT8 run had pixel agreement
+  agreement stays 0.99998 (tests/metrics/test_metrics.py; issue 12: a real INT8 run had pixel agreement
   0.988 and mIoU 0.60).
 - miou_major = the same mean over the classes k that cover at least MAJOR_CLASS_SHARE (1%) of the reference's
   pixels (|R_k| >= 1% of all pixels, over all inputs); the largest class when none does. This is what the
