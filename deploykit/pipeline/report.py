@@ -15,7 +15,7 @@ from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
 from deploykit.pipeline.plots import make_plots
 from deploykit.pipeline.verdict import artifact_latency, per_image_ms, reference_latency, speedup
 from deploykit.precision.table import BASELINE
-from deploykit.report.classes import class_rows, damage_tables
+from deploykit.report.classes import class_table, damage_blocks
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
 from deploykit.report.format import fmt
 from deploykit.report.masks import pictures_png, write_png
@@ -96,10 +96,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
                           f"{BOUNDARY_WIDTH} px of the reference's class edges (outline flips, usually benign) or "
                           "inside classes (blobs that change what the mask says). 'edge band share' is the share of "
                           "all pixels in that band: a flip share near it means flips scattered at random.")]
-        for caption, headers, rows in damage_tables(damage, parity.class_names):
-            out += [Paragraph(caption)] if caption else []
-            out.append(table(headers, rows))
-        out.append(table(*class_rows(damage, parity.class_names)))
+        out += [*damage_blocks(damage, parity.class_names), class_table(damage, parity.class_names)]
     return out
 
 
