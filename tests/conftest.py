@@ -23,8 +23,10 @@ def _tensorrt_ready() -> tuple[bool, str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    needs_gpu = [item for item in items if "gpu" in item.keywords]
-    needs_trt = [item for item in items if "trt" in item.keywords]
+    # Markers, not keywords: keywords also hold directory names, so a checkout in a folder named "trt" or "gpu"
+    # would skip every test.
+    needs_gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    needs_trt = [item for item in items if item.get_closest_marker("trt") is not None]
     if needs_gpu and not _cuda_available():
         for item in needs_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch here"))

@@ -2,16 +2,18 @@
 and the same arithmetic in PyTorch, so each backend and precision times exactly the kernel in question.
 
 - fp32 / fp16: inputs, weights, biases and outputs all in that type (no Cast at the edges).
-- int8: explicit Q/DQ as deploykit's INT8 pass writes it (symmetric, zero points 0; weights per output
-  channel on axis 0; bias int32 with scale = input scale x weight scale). The graph takes and returns int8
-  tensors: DequantizeLinear -> Conv -> QuantizeLinear per convolution, which TensorRT fuses into one INT8
-  convolution. ONNX Runtime fuses it into QLinearConv only where signed activations are safe: on x86
-  without VNNI (AVX2) it keeps DQ -> fp32 Conv -> Q, because its u8s8 kernels (VPMADDUBSW) need unsigned
+- int8: explicit Q/DQ as deploykit's INT8 pass writes it, TensorRT's form (symmetric, zero points 0; weights per
+  output channel on axis 0; the bias stays float: IDequantizeLayer takes INT8, FP8, INT4 or FP4 only,
+  NVIDIA/TensorRT include/NvInfer.h, so an INT32 bias behind a DequantizeLinear does not parse). The graph takes
+  and returns int8 tensors: DequantizeLinear -> Conv -> QuantizeLinear per convolution, which TensorRT fuses
+  into one INT8 convolution. ONNX Runtime fuses it into QLinearConv only where signed activations are safe: on
+  x86 without VNNI (AVX2) it keeps DQ -> fp32 Conv -> Q, because its u8s8 kernels (VPMADDUBSW) need unsigned
   activations.
-- int8u8: activations re-encoded as uint8 with zero point 128 (q_u8 = q_s8 + 128, same scale: identical
-  numbers), which ONNX Runtime on AVX2 does run as QLinearConv, and weights in 7 bits ([-63, 63], ORT's
-  "reduce_range"): VPMADDUBSW adds two u8 x s8 products in int16, which saturates with full-range weights
-  (2 x 255 x 127 > 32767) and gives wrong results on CPUs without VNNI (seen here: errors of 100 steps).
+- int8u8: ONNX Runtime's QOperator form: activations re-encoded as uint8 with zero point 128 (q_u8 = q_s8 + 128,
+  same scale: identical numbers), which ONNX Runtime on AVX2 does run as QLinearConv, the bias int32 with scale
+  = input scale x weight scale (its QDQ Conv pattern), and weights in 7 bits ([-63, 63], ORT's "reduce_range"):
+  VPMADDUBSW adds two u8 x s8 products in int16, which saturates with full-range weights (2 x 255 x 127 > 32767)
+  and gives wrong results on CPUs without VNNI (seen here: errors of 100 steps).
 Weights are random with variance 1/fan_in so activations stay near unit scale; inputs are standard normal.
 """
 
@@ -151,17 +153,20 @@ def int8_graph(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], size: int,
             numpy_helper.from_array(quantize(wts.weight, w_scale, axis=0), f"wq{i}"),
             numpy_helper.from_array(w_scale, f"ws{i}"),
             numpy_helper.from_array(np.zeros(op.cout, np.int8), f"wz{i}"),
-            numpy_helper.from_array(quantize(wts.bias, s_in * w_scale, axis=0, dtype=np.int32), f"bq{i}"),
-            numpy_helper.from_array((s_in * w_scale).astype(np.float32), f"bs{i}"),
-            numpy_helper.from_array(np.zeros(op.cout, np.int32), f"bz{i}"),
         ]
-        out = "y" if i == len(ops) - 1 else f"q{i}"
         nodes += [
             helper.make_node("DequantizeLinear", [current, f"s{i}", f"z{i}"], [f"xf{i}"]),
             helper.make_node("DequantizeLinear", [f"wq{i}", f"ws{i}", f"wz{i}"], [f"wf{i}"], axis=0),
-            helper.make_node("DequantizeLinear", [f"bq{i}", f"bs{i}", f"bz{i}"], [f"bf{i}"], axis=0),
-            _conv_node(op, f"xf{i}", f"wf{i}", f"bf{i}", f"yf{i}"),
         ]
+        if unsigned:  # ONNX Runtime's QOperator form: an int32 bias on the input x weight scale grid
+            inits += [numpy_helper.from_array(quantize(wts.bias, s_in * w_scale, axis=0, dtype=np.int32), f"bq{i}"),
+                      numpy_helper.from_array((s_in * w_scale).astype(np.float32), f"bs{i}"),
+                      numpy_helper.from_array(np.zeros(op.cout, np.int32), f"bz{i}")]
+            nodes.append(helper.make_node("DequantizeLinear", [f"bq{i}", f"bs{i}", f"bz{i}"], [f"bf{i}"], axis=0))
+        else:  # TensorRT's form: the bias stays float
+            inits.append(numpy_helper.from_array(wts.bias.astype(np.float32), f"bf{i}"))
+        out = "y" if i == len(ops) - 1 else f"q{i}"
+        nodes.append(_conv_node(op, f"xf{i}", f"wf{i}", f"bf{i}", f"yf{i}"))
         inits += [numpy_helper.from_array(np.array(s_out, np.float32), f"so{i}"),
                   numpy_helper.from_array(act_zero, f"zo{i}")]
         nodes.append(helper.make_node("QuantizeLinear", [f"yf{i}", f"so{i}", f"zo{i}"], [out]))
@@ -195,11 +200,14 @@ def torch_chain(ops: Sequence[ConvOp], weights: Sequence[ConvWeights]) -> torch.
     return torch.nn.Sequential(*layers).eval()
 
 
-def _dq_conv(x: torch.Tensor, op: ConvOp, wts: ConvWeights, s_in: float, levels: int) -> torch.Tensor:
-    """Conv of a dequantized input with weights and bias rounded to their int8 / int32 grids."""
-    w_scale = weight_scales(wts.weight, levels)
+def _dq_conv(x: torch.Tensor, op: ConvOp, wts: ConvWeights, s_in: float, unsigned: bool) -> torch.Tensor:
+    """Conv of a dequantized input with weights rounded to their int8 grid, and the bias as the graph holds it
+    (float in TensorRT's form, rounded to the int32 grid in ONNX Runtime's)."""
+    w_scale = weight_scales(wts.weight, weight_levels(unsigned))
     weight = quantize(wts.weight, w_scale, axis=0).astype(np.float32) * w_scale[:, None, None, None]
-    bias = quantize(wts.bias, s_in * w_scale, axis=0, dtype=np.int32).astype(np.float32) * (s_in * w_scale)
+    bias: np.ndarray = wts.bias
+    if unsigned:
+        bias = quantize(wts.bias, s_in * w_scale, axis=0, dtype=np.int32).astype(np.float32) * (s_in * w_scale)
     return F.conv2d(x, torch.from_numpy(weight), torch.from_numpy(bias.astype(np.float32)), padding=op.padding,
                     dilation=op.dilation, groups=op.groups)
 
@@ -212,8 +220,7 @@ def calibrate_scales(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], samp
     current = quantize(sample, scales[0])
     with torch.inference_mode():
         for op, wts in zip(ops, weights, strict=True):
-            y = _dq_conv(torch.from_numpy(current.astype(np.float32) * scales[-1]), op, wts, scales[-1],
-                         weight_levels(unsigned))
+            y = _dq_conv(torch.from_numpy(current.astype(np.float32) * scales[-1]), op, wts, scales[-1], unsigned)
             scales.append(max(float(y.abs().max()), 1e-6) / 127.0)
             current = quantize(y.numpy(), scales[-1])
     return scales
@@ -222,12 +229,11 @@ def calibrate_scales(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], samp
 def int8_reference(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], scales: Sequence[float],
                    x_q: np.ndarray, *, unsigned: bool = False) -> np.ndarray:
     """What the int8 graph (`unsigned`: the int8u8 graph) computes, in float arithmetic: dequantize, conv
-    with quantized weights and bias, requantize, per convolution. Returns the int8 output (signed)."""
+    with quantized weights and the graph's bias, requantize, per convolution. Returns the int8 output (signed)."""
     current = x_q
     with torch.inference_mode():
         for i, (op, wts) in enumerate(zip(ops, weights, strict=True)):
-            y = _dq_conv(torch.from_numpy(current.astype(np.float32) * scales[i]), op, wts, scales[i],
-                         weight_levels(unsigned))
+            y = _dq_conv(torch.from_numpy(current.astype(np.float32) * scales[i]), op, wts, scales[i], unsigned)
             current = quantize(y.numpy(), scales[i + 1])
     return current
 

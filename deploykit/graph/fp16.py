@@ -17,8 +17,9 @@ replaced by named empty constants, Casts inserted after their consumers). This p
   (2**-24) become that subnormal instead of zero, as AutoCast converts them, so `x / (x * x + 1e-9)` stays 0 at
   x = 0 instead of turning into 0/0 = NaN.
 - Reductions are checked on what they accumulate, not only their inputs and outputs (AutoCast's
-  DepthOfReductionRule has the same concern): ReduceMean and GlobalAveragePool sum |result| * extent,
-  Softmax/LogSoftmax sum up to `extent` exponentials; beyond the limit the node stays float32.
+  DepthOfReductionRule has the same concern): ReduceMean and GlobalAveragePool sum up to max|input| * extent
+  (the running sum is bounded by the inputs' range; the result's, a mean, can be near zero while the partial sums
+  are not), Softmax/LogSoftmax sum up to `extent` exponentials; beyond the limit the node stays float32.
 - The overflow limit: a calibration maximum may reach half of float16's range (32752, for 2x headroom on
   inputs beyond the calibration set); constants may reach 65504 (AutoCast's init_max). AutoCast's data_max
   defaults to 512, far stricter: it keeps any node whose I/O exceeds 512 in FP32, a precision heuristic (the
@@ -54,7 +55,8 @@ from deploykit.graph.tensors import (
 FP16_MAX = 65504.0
 FP16_TINY = 2.0 ** -24  # smallest positive float16 subnormal
 QDQ_T = {"QuantizeLinear": (0, 1), "DequantizeLinear": (1,)}  # inputs typed T (x, scale) in opset 19
-# Reductions: how their accumulator relates to the result r, for an extent of n reduced elements.
+# Reductions: what their accumulator sums, for an extent of n reduced elements ("mean": n inputs; "count": n
+# exponentials, each at most 1 after the max is subtracted).
 # (ReduceSum's accumulator is its result, which the activation check already covers; norms have no FP16 rule.)
 ACCUMULATES = {"ReduceMean": "mean", "GlobalAveragePool": "mean", "Softmax": "count", "LogSoftmax": "count"}
 # Share of float16's range a calibration maximum may reach before the node stays float32: inputs beyond the
@@ -138,8 +140,7 @@ def _reduction_reason(node: onnx.NodeProto, index: GraphIndex, absmax: Mapping[s
     extent = _extent(node, index, shapes) if kind else None
     if kind is None or extent is None:
         return ""
-    result = absmax.get(node.output[0], 0.0)
-    total = result * extent if kind == "mean" else float(extent)
+    total = absmax.get(node.input[0], 0.0) * extent if kind == "mean" else float(extent)
     if total > limit:
         return (f"{node.op_type} over {extent} elements accumulates up to {total:.4g} in float16 "
                 f"(> {limit:.4g})")

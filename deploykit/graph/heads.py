@@ -5,7 +5,11 @@ application uses instead of what the network computes.
   classes (int32 otherwise): the engine returns an N,H,W class map. For VOC's 21 classes that is 21x fewer
   output values and 84x fewer bytes than float32 logits, and no host-side argmax. TensorRT users report
   host-side ArgMax/TopK and large device-to-host copies as pain points (onnx/onnx-tensorrt#671, #792,
-  NVIDIA/TensorRT#4403, #1940); TensorRT parses ONNX ArgMax as a TopK layer (k=1), see graph/lint.py.
+  NVIDIA/TensorRT#4403, #1940); TensorRT parses ONNX ArgMax as a TopK layer (k=1) whose indices are integers
+  (onnx-tensorrt argMinMaxHelper casts them to INT64), and converts to UINT8 only from FLOAT or HALF
+  (NVIDIA/TensorRT include/NvInferRuntimeBase.h, DataType::kUINT8: "kUINT8 conversions are only supported for
+  {kFLOAT, kHALF}"). So the uint8 map is ArgMax -> Cast(float) -> Cast(uint8), which every backend runs and
+  which is exact: class indices below 256 are whole numbers float32 holds exactly.
   ONNX ArgMax keeps the first index of tied maxima (select_last_index=0), as numpy.argmax does, so parity
   against a host-side argmax is exact for equal logits.
 - "normalize" (saliency): the per-image min-max normalisation to [0, 1] that MSI-Net's reference code applies
@@ -80,10 +84,14 @@ def argmax_head(model: onnx.ModelProto, num_classes: int | None) -> HeadResult:
         raise ExportError("--head argmax needs at least two classes; a binary output is a threshold, not an argmax")
     out_type = TensorProto.UINT8 if classes <= 256 else TensorProto.INT32
     name, inner = _rename_output(model, "_logits")
-    model.graph.node.extend([
-        helper.make_node("ArgMax", [inner], [f"{name}_argmax"], name="head_argmax", axis=1, keepdims=0),
-        helper.make_node("Cast", [f"{name}_argmax"], [name], name="head_cast", to=out_type),
-    ])
+    model.graph.node.append(
+        helper.make_node("ArgMax", [inner], [f"{name}_argmax"], name="head_argmax", axis=1, keepdims=0))
+    indices = f"{name}_argmax"
+    if out_type == TensorProto.UINT8:  # TensorRT casts to UINT8 from FLOAT/HALF only (module docstring)
+        model.graph.node.append(helper.make_node("Cast", [indices], [f"{name}_argmax_float"], name="head_to_float",
+                                                 to=TensorProto.FLOAT))
+        indices = f"{name}_argmax_float"
+    model.graph.node.append(helper.make_node("Cast", [indices], [name], name="head_cast", to=out_type))
     del model.graph.output[0]
     model.graph.output.insert(0, helper.make_tensor_value_info(name, out_type, [dims[0], dims[2], dims[3]]))
     kind = "uint8" if out_type == TensorProto.UINT8 else "int32"

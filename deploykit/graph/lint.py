@@ -29,6 +29,7 @@ Severity = Literal["error", "warning", "info"]
 TARGETS = ("tensorrt",)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _INT32 = np.iinfo(np.int32)
+_UINT8_SOURCES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8)
 
 
 @dataclass(frozen=True)
@@ -249,14 +250,31 @@ def _topk_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
 
 
 def _argmax_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
-    """The TensorRT ONNX parser imports ArgMax/ArgMin as a TopK layer with k=1 over `axis` (onnx-tensorrt
-    argMinMaxHelper), rejecting UINT8 data; its indices are INT32 where ONNX says INT64 (`--head argmax`
-    casts them to uint8 for the device-to-host copy)."""
+    """The TensorRT ONNX parser imports ArgMax/ArgMin as a TopK layer with k=1 over `axis`, rejecting UINT8 data,
+    and casts the indices to INT64 as ONNX declares them (onnx-tensorrt importerUtils.cpp argMinMaxHelper)."""
     if ctx.index.types.get(node.input[0]) == onnx.TensorProto.UINT8:
         return [_finding(node, "argmax-uint8", "error", f"{node.op_type} of UINT8 data: the TensorRT parser rejects "
                          "it", "take the arg-max of the float scores (before any cast to uint8)")]
-    return [_finding(node, "argmax-topk", "info", f"{node.op_type} becomes a TensorRT TopK layer (k=1) with INT32 "
-                     "indices", "nothing to do; a Cast after it sets the output type the host receives")]
+    readers = [c for c, _ in ctx.index.consumers.get(node.output[0], [])]
+    to_bytes = [c for c in readers if c.op_type == "Cast" and _attrs(c).get("to") == TensorProto.UINT8]
+    fix = ("fix the Cast after it (see the cast-uint8 error)" if to_bytes else
+           "nothing to change here; a uint8 class map must pass through a Cast to float first (`deploykit export "
+           "--head argmax` writes ArgMax -> Cast(float) -> Cast(uint8))")
+    return [_finding(node, "argmax-topk", "info", f"{node.op_type} becomes a TensorRT TopK layer (k=1) with integer "
+                     "indices (INT64, as ONNX declares them); TensorRT converts to UINT8 only from FLOAT or HALF", fix)]
+
+
+def _cast_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    """NVIDIA/TensorRT include/NvInferRuntimeBase.h, DataType::kUINT8: "kUINT8 conversions are only supported for
+    {kFLOAT, kHALF}" (and "not supported for {kINT8, kINT32, kBOOL}"); INT64 indices are refused alike."""
+    source = ctx.index.types.get(node.input[0]) if node.input else None
+    if _attrs(node).get("to") != TensorProto.UINT8 or source in (None, 0, *_UINT8_SOURCES):
+        return []
+    kind = TensorProto.DataType.Name(source)
+    return [_finding(node, "cast-uint8", "error", f"Cast from {kind} to UINT8: TensorRT converts to UINT8 only "
+                     "from FLOAT or HALF (NvInferRuntimeBase.h, kUINT8)",
+                     "cast to float first (Cast(to=FLOAT) then Cast(to=UINT8)), or keep the int32 output; "
+                     "`deploykit export --head argmax` writes the float route")]
 
 
 def _misc_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
@@ -290,6 +308,7 @@ NODE_RULES: dict[str, Rule] = {
     "Conv": _conv_rule,
     "TopK": _topk_rule,
     "ArgMax": _argmax_rule, "ArgMin": _argmax_rule,
+    "Cast": _cast_rule,
     "ScatterND": _misc_rule, "LayerNormalization": _misc_rule, "CumSum": _misc_rule, "Dropout": _misc_rule,
     "Constant": _misc_rule,
 }
@@ -301,6 +320,78 @@ def _qdq_placement_findings(model: onnx.ModelProto, ctx: _Context) -> list[Findi
         return []
     return [_finding(node, rule, severity, why, fix)
             for rule, severity, node, why, fix in qdq_findings(model, ctx.index)]
+
+
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_NOT_COMPUTE = {"QuantizeLinear", "DequantizeLinear", "Constant", "Cast", "Shape", "Identity"}
+
+
+@dataclass(frozen=True)
+class FloatRemainder:
+    """How the ops of a Q/DQ graph outside its INT8 ones compute: a strongly typed TensorRT network (the only
+    kind deploykit builds, and the only kind 11.x has) runs every op in the type its ONNX inputs have: "Every
+    tensor in the network has a data type defined in the network following only type inference rules and the
+    inputs/operator annotations" (NVIDIA/TensorRT include/NvInfer.h, NetworkDefinitionCreationFlag::kSTRONGLY_TYPED)."""
+
+    fp32: int
+    fp16: int
+    int8: int  # weighted ops whose data and weights are both dequantized (TensorRT fuses them into INT8)
+
+    @property
+    def half(self) -> bool:
+        """Every float op outside the INT8 ones computes in float16 (--int8-float fp16)."""
+        return bool(self.fp16) and not self.fp32
+
+    @property
+    def kind(self) -> str:
+        return "fp16" if self.half else "fp32" if not self.fp16 else "mixed"
+
+    def describe(self) -> str:
+        runs = {"fp32": f"all {self.fp32} in FP32", "fp16": f"all {self.fp16} in FP16",
+                "mixed": f"{self.fp32} in FP32 and {self.fp16} in FP16"}[self.kind]
+        return (f"INT8 graph: {self.int8} weighted ops in INT8; the float ops around them run {runs} (a strongly "
+                "typed network runs what the ONNX says)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "fp32_ops": self.fp32, "fp16_ops": self.fp16, "int8_ops": self.int8}
+
+
+def float_remainder(model: onnx.ModelProto, index: GraphIndex | None = None) -> FloatRemainder | None:
+    """The FloatRemainder of a graph with Q/DQ nodes; None for a graph without them."""
+    if not any(n.op_type == "DequantizeLinear" for n in model.graph.node):
+        return None
+    index = index or index_graph(model)
+
+    def dequantized(name: str) -> bool:
+        node = index.producer.get(name)
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    counts: dict[int, int] = {TensorProto.FLOAT: 0, TensorProto.FLOAT16: 0}
+    int8 = 0
+    for node in model.graph.node:
+        if node.op_type in _NOT_COMPUTE or not node.output:
+            continue
+        if node.op_type in WEIGHTED and len(node.input) > 1 and dequantized(node.input[0]) \
+                and dequantized(node.input[1]):
+            int8 += 1
+            continue
+        kind = index.types.get(node.output[0])
+        if kind in counts:
+            counts[kind] += 1
+    return FloatRemainder(counts[TensorProto.FLOAT], counts[TensorProto.FLOAT16], int8)
+
+
+def _remainder_findings(model: onnx.ModelProto, ctx: _Context) -> list[Finding]:
+    remainder = float_remainder(model, ctx.index)
+    if remainder is None or not (remainder.fp32 or remainder.fp16):
+        return []
+    if remainder.half:
+        fix = "nothing to do: this is --int8-float fp16"
+    else:
+        fix = ("this is --int8-float fp32 (deploykit's default; most accurate): `--int8-float fp16` runs them in "
+               "FP16, as NVIDIA ModelOpt's default high_precision_dtype does (faster, less accurate), and "
+               "`--int8-float auto` with --accuracy-budget picks by measured accuracy")
+    return [Finding("int8-float-remainder", "info", "(model)", "", remainder.describe(), fix)]
 
 
 def _unpooling_findings(model: onnx.ModelProto) -> list[Finding]:
@@ -377,6 +468,7 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
         if rule is not None and node.domain in _DEFAULT_DOMAINS:
             report.findings += rule(node, ctx)
     report.findings += _qdq_placement_findings(model, ctx)
+    report.findings += _remainder_findings(model, ctx)
     report.findings += _unpooling_findings(model)
     report.findings += _tensor_type_findings(ctx)
     order = {"error": 0, "warning": 1, "info": 2}

@@ -102,7 +102,8 @@ PRECISIONS: dict[str, Precision] = with_plugins("deploykit.precisions", Precisio
     for p in (
         Precision("fp32", "--fp32", "Keep float32.", "FP32", None, frozenset(), "", "",
                   (*_ALWAYS, "cosine>=0.99999", "pixel_agreement>=0.999", "miou_major>=0.99", "cc>=0.9999",
-                   "sim>=0.999", "kld<=0.001"), lambda _m: True, 0, localize_tolerance=1e-4),
+                   "sim>=0.999", "kld<=0.001"), lambda _m: True, 0, localize_tolerance=1e-4,
+                  selftest_bounds=(0.9999, 0.995)),
         Precision("fp16", "--fp16", "Weights and activations in float16.", "FP16", _fp16_pass,
                   frozenset({"keep", "fp16_io", "accuracy_budget"}), "keep_fp32", "kept_fp32",
                   (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou_major>=0.95", "cc>=0.999", "sim>=0.99",

@@ -45,19 +45,36 @@ def test_an_engine_refuses_other_backends(trt_double: TrtDouble, tiny_onnx: Path
     assert result.exit_code == 2 and "TensorRT engine" in result.stderr
 
 
-def test_kernels_run_through_tensorrt(trt_double: TrtDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+def _tiny_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     cases = [KernelCase("dilated", "tiny", "dilated", 8, 8, 9, 2),
              KernelCase("separable", "tiny sep", "separable", 8, 4, 9, 1)]
     monkeypatch.setattr(kernels_module, "plan_cases", lambda **_kw: cases)
     monkeypatch.setattr(kernels_module, "measure_peaks", lambda threads=None, quick=False: FIXED)
     monkeypatch.setattr(kernels_module, "QUICK_CONFIG", TimingConfig(warmup_s=0, iterations=2,
                                                                        min_warmup_iterations=1))
+
+
+def test_a_kernel_graph_tensorrt_refuses_fails_the_sweep(trt_double: TrtDouble,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph TensorRT refuses is a bug in the kernel graphs: said, not skipped (the sweep once swallowed it)."""
+    from deploykit.bench import kernel_graphs as kg
+
+    _tiny_sweep(monkeypatch)
+    original = kg.int8_graph
+    monkeypatch.setattr(kg, "int8_graph", lambda *a, **kw: original(*a, **{**kw, "unsigned": True}))  # UINT8 Q/DQ
+    result = CliRunner().invoke(cli, ["bench", "kernels", "--quick", "--backend", "tensorrt", "--precision", "int8"])
+    assert result.exit_code != 0 and "UINT8" in result.output
+
+
+def test_kernels_run_through_tensorrt(trt_double: TrtDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+    _tiny_sweep(monkeypatch)
     result = CliRunner().invoke(cli, ["bench", "kernels", "--quick", "--backend", "tensorrt", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     ran = {(r["precision"], r["shape"]) for r in data["results"]}
-    skipped = {s["backend"]: s["reason"] for s in data["skipped"]}
-    assert {p for p, _ in ran} | {b.split()[1] for b in skipped} == {"fp32", "fp16", "int8"}
-    assert ("fp32", "tiny") in ran, skipped
+    # Every TensorRT precision runs, INT8 included: its graphs keep the bias in float (IDequantizeLayer takes
+    # INT8/FP8/INT4/FP4 only; the double refuses an INT32 bias as TensorRT does), and nothing is skipped quietly.
+    assert not data["skipped"], data["skipped"]
+    assert ran == {(p, shape) for p in ("fp32", "fp16", "int8") for shape in ("tiny", "tiny sep")}
     assert all(r["timing"] == "GPU compute (CUDA events)" for r in data["results"])  # kernels exclude transfers
     assert any("no CUDA device" in note for note in data["notes"]) and data["gpu_peaks"] is None

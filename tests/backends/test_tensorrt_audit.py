@@ -112,3 +112,83 @@ def test_deconvolution_flops_count_per_input_element() -> None:
               "Outputs": [{"Name": "y", "Dimensions": [1, 6, 8, 8], "Format/Datatype": "Half"}]}
     audit = parse_engine_information(json.dumps({"Bindings": [], "Layers": [deconv]}))
     assert audit.flops == 2 * (1 * 8 * 4 * 4) * 6 * 16 // 2 and audit.flop_share == {"fp16": 1.0}
+
+
+def test_fused_conv_act_pool_and_depthwise_layers_count_in_10x() -> None:
+    from tests.backends.inspector_layouts import DEPTHWISE_FLOPS, POINTWISE_FLOPS, STEM_FLOPS, resnet_like_10x
+
+    audit = parse_engine_information(json.dumps(resnet_like_10x()))
+    assert audit.layout == "10.x" and audit.readable
+    # The ConvActPool stem: its conv FLOPs from ConvKernel/ConvStride/ConvPrePadding, at the conv's own output size
+    # (32x32), not the pooled one the layer writes (16x16).
+    assert audit.flops == STEM_FLOPS + DEPTHWISE_FLOPS + POINTWISE_FLOPS
+    assert audit.flop_share == {"int8": 1.0}
+    assert {"ConvKernel", "ConvGroups", "Kernel", "Groups", "Format/Datatype"} <= set(audit.keys_used)
+    assert {"ConvKernel", "PoolingWindowSize", "Origin"} <= set(audit.layer_keys)
+    assert not audit.uncounted
+
+
+def test_myelin_layers_are_named_not_counted_as_zero() -> None:
+    from tests.backends.inspector_layouts import myelin_10x
+
+    audit = parse_engine_information(json.dumps(myelin_10x()))
+    assert audit.uncounted == ("{ForeignNode[/Constant_7_output_0 + ONNXTRT_Broadcast.../Einsum_1]} (Myelin)",)
+    assert "FLOPs not counted for 1 layer" in audit.describe() and "Myelin" in audit.describe()
+
+
+@pytest.mark.parametrize("key", ["Datatype", "DataType"])
+def test_11x_layout_with_myelin_sublayers(key: str) -> None:
+    from tests.backends.inspector_layouts import GEMM_FLOPS, myelin_11x
+
+    audit = parse_engine_information(json.dumps(myelin_11x(key)))
+    conv = 2 * (1 * 4 * 16 * 16) * 8 * 9
+    assert audit.layout == "11.x" and audit.readable
+    assert audit.flops == conv + GEMM_FLOPS  # gemm: [128,128] x [128,128]; kgen cannot be counted
+    assert audit.flop_share == {"fp16": conv / (conv + GEMM_FLOPS), "fp32": GEMM_FLOPS / (conv + GEMM_FLOPS)}
+    assert audit.uncounted == ("__myl_MulAddRes_myl0_1 (kgen)",)
+    assert key in audit.keys_used and "Format/Datatype" in audit.keys_used
+
+
+def test_an_unknown_per_layer_format_is_unknown_not_zero(tmp_path: Path) -> None:
+    layers = [{"Name": f"l{i}", "LayerType": "CaskConvolution", "Inputs": [{"Name": "x", "ElementKind": "Half"}],
+               "Outputs": [{"Name": "y", "ElementKind": "Half"}]} for i in range(3)]
+    audit = parse_engine_information(json.dumps({"I/O Tensors": [], "Layers": layers}))
+    assert audit.detailed and not audit.readable and audit.unknown_layers == 3
+    assert "ElementKind" in audit.tensor_keys
+    text = audit.describe()
+    assert "unknown inspector format" in text and "ElementKind" in text and "0.0%" not in text
+    with pytest.raises(BuildError, match=r"unknown inspector format.*ElementKind"):
+        require_precision(audit, "fp16", 0.9, "m.onnx")
+    assert PrecisionAudit.from_dict(json.loads(json.dumps(audit.to_dict()))) == audit
+
+
+def test_a_partly_unknown_format_counts_against_the_share() -> None:
+    from tests.backends.inspector_layouts import resnet_like_10x
+
+    info = resnet_like_10x()
+    info["Layers"].append({"Name": "odd", "LayerType": "Mystery", "Inputs": [{"Name": "a", "Kind": "?"}],
+                           "Outputs": [{"Name": "b", "Kind": "?"}]})
+    audit = parse_engine_information(json.dumps(info))
+    assert audit.readable and audit.unknown_layers == 1 and audit.layer_share["unknown"] == 1 / 7
+    assert "1 layer of unknown format" in audit.describe()
+
+
+def test_a_version_compatible_build_keeps_its_audit(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path) -> None:
+    """A version-compatible plan deserializes only with engine_host_code_allowed (sampleEngines.cpp, Polygraphy's
+    loader): the audit must set it too, or --version-compatible --require-precision always fails."""
+    messages: list[str] = []
+    sidecar = engine_from_onnx(tiny_onnx, tmp_path / "vc.plan",
+                               TensorRTBuildOptions(version_compatible=True, require_precision=0.9),
+                               progress=messages.append)
+    assert sidecar.build_options["precision_audit"]["layer_share"] == {"fp32": 1.0}
+    assert not any("audit skipped" in m for m in messages)
+
+
+@pytest.mark.parametrize("text,precision", [("Float", "fp32"), ("Half", "fp16"), ("BFloat16", "bf16"),
+                                            ("Int8", "int8"), ("FP8", "fp8"), ("Float8E4M3FN", "fp8"),
+                                            ("Row major linear FP32 format (kLINEAR)", "fp32"),
+                                            ("Int64", "other"), ("UInt8", "other"), ("kLINEAR", "")])
+def test_data_type_words_of_both_layouts(text: str, precision: str) -> None:
+    from deploykit.backends.tensorrt.audit import tensor_precision
+
+    assert tensor_precision({"Name": "t", "DataType": text}) == precision

@@ -54,23 +54,57 @@ def test_build_options_reach_the_builder(trt_double: TrtDouble, tiny_onnx: Path,
 def test_timing_cache_is_read_and_updated(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path) -> None:
     cache = tmp_path / "timing.cache"
     options = TensorRTBuildOptions(timing_cache=str(cache))
-    engine_from_onnx(tiny_onnx, tmp_path / "a.plan", options)
+    built = engine_from_onnx(tiny_onnx, tmp_path / "a.plan", options)
     first = json.loads(cache.read_bytes())
     assert first["entries"] and trt_double.state.timing_cache_hits == 0
+    assert built.build_options["timing_cache_record"]["status"] == "new"
     messages: list[str] = []
-    engine_from_onnx(tiny_onnx, tmp_path / "b.plan", options, progress=messages.append)
+    again = engine_from_onnx(tiny_onnx, tmp_path / "b.plan", options, progress=messages.append)
     assert trt_double.state.timing_cache_hits == len(first["entries"])  # every entry reused
-    assert any("reading timing cache" in m for m in messages)
+    assert any(m.startswith(f"read timing cache {cache}") for m in messages)
+    record = again.build_options["timing_cache_record"]
+    assert record["status"] == "read" and record["read_entries"] == record["written_entries"] == len(first["entries"])
 
 
-def test_corrupt_timing_cache_starts_fresh(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path) -> None:
+def test_a_corrupt_timing_cache_is_left_alone(trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path) -> None:
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"not a cache")
     messages: list[str] = []
-    engine_from_onnx(tiny_onnx, tmp_path / "a.plan", TensorRTBuildOptions(timing_cache=str(cache)),
-                     progress=messages.append)
-    assert any("starting a new one" in m for m in messages)
-    assert json.loads(cache.read_bytes())["entries"]
+    built = engine_from_onnx(tiny_onnx, tmp_path / "a.plan", TensorRTBuildOptions(timing_cache=str(cache)),
+                             progress=messages.append)
+    assert any("left as it is" in m for m in messages) and cache.read_bytes() == b"not a cache"
+    assert built.build_options["timing_cache_record"]["status"] == "refused"
+
+
+def test_a_timing_cache_from_another_gpu_is_said_and_kept(trt_double: TrtDouble, tiny_onnx: Path,
+                                                          tmp_path: Path) -> None:
+    cache = tmp_path / "timing.cache"
+    options = TensorRTBuildOptions(timing_cache=str(cache))
+    engine_from_onnx(tiny_onnx, tmp_path / "a.plan", options)
+    theirs = cache.read_bytes()
+    trt_double.set_gpu(SimulatedGpu("NVIDIA L4 (simulated by the test double)", (8, 9)))
+    messages: list[str] = []
+    engine_from_onnx(tiny_onnx, tmp_path / "b.plan", options, progress=messages.append)
+    assert cache.read_bytes() == theirs  # the other GPU's timings are not overwritten
+    assert any("made on another GPU or TensorRT version" in m and "left as it is" in m for m in messages)
+
+
+def test_tensorrt_warnings_are_shown_and_recorded(trt_double: TrtDouble, tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    huge = numpy_helper.from_array(np.array([1e39, 1, 2, 3], np.float64), "big")  # beyond float32's range
+    nodes = [helper.make_node("Cast", ["big"], ["bigf"], to=TensorProto.FLOAT, name="cast"),
+             helper.make_node("Add", ["x", "bigf"], ["y"], name="add")]
+    path = tmp_path / "double_weights.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [huge]),
+                                opset_imports=[helper.make_opsetid("", 18)]), path)
+    messages: list[str] = []
+    sidecar = engine_from_onnx(path, tmp_path / "m.plan", progress=messages.append)
+    shown = [m for m in messages if m.startswith("TensorRT warning: ")]
+    assert shown and "out of range. Clamping to" in shown[0]
+    assert sidecar.build_options["tensorrt_warnings"] == [m.removeprefix("TensorRT warning: ") for m in shown]
 
 
 def test_parser_errors_name_the_node(trt_double: TrtDouble, tmp_path: Path) -> None:

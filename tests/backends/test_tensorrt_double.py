@@ -173,40 +173,89 @@ def test_buffers_of_another_dtype_or_stream_are_refused(trt_double: TrtDouble, t
     assert context.set_tensor_address("input", device.allocate((1, 3, 64, 64), np.dtype("float32"), mine).ptr)
     assert not context.execute_async_v3(other.handle)  # buffers of `mine` used on `other`, no event between
     assert any("no event ordering them" in m for _, m in logger.messages)
-    event = device.event()
-    event.record(mine)
-    other.wait(event)
-    assert context.execute_async_v3(other.handle)
+    assert context.execute_async_v3(mine.handle)
     buffer = device.allocate((2,), np.dtype("float32"), mine)
     with pytest.raises(TypeError, match="never casts"):
         buffer.upload(np.zeros(2, np.float64), mine)
 
 
-@pytest.mark.parametrize("case", ["uint8 zero point", "no zero point", "double input"])
-def test_uint8_qdq_and_double_io_are_refused(trt_double: TrtDouble, case: str) -> None:
+@pytest.mark.parametrize("case", ["uint8 zero point", "no zero point"])
+def test_uint8_qdq_is_refused(trt_double: TrtDouble, case: str) -> None:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    elem = TensorProto.DOUBLE if case == "double input" else TensorProto.FLOAT
-    x = helper.make_tensor_value_info("x", elem, [1, 4])
-    y = helper.make_tensor_value_info("y", elem, [1, 4])
-    inits = [numpy_helper.from_array(np.array(0.1, np.float32 if elem == TensorProto.FLOAT else np.float64), "s")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s")]
     q_inputs = ["x", "s"]
     if case == "uint8 zero point":
         inits.append(numpy_helper.from_array(np.array(0, np.uint8), "z"))
         q_inputs.append("z")
     nodes = [helper.make_node("QuantizeLinear", q_inputs, ["q"], name="q"),
              helper.make_node("DequantizeLinear", ["q", *q_inputs[1:]], ["y"], name="dq")]
-    if case == "double input":
-        nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 19)])
+    assert "UINT8" in _refusal(trt_double, helper.make_graph(nodes, "g", [x], [y], inits))
+
+
+def _refusal(trt_double: TrtDouble, graph, opset: int = 19) -> str:  # type: ignore[no-untyped-def]
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     trt = trt_double.module
     logger = Logger()
     network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     assert not parser.parse(model.SerializeToString())
-    assert ("DOUBLE" if case == "double input" else "UINT8") in parser.get_error(0).desc()
+    return str(parser.get_error(0).desc())
+
+
+@pytest.mark.parametrize("source", ["INT64", "INT32", "INT8", "BOOL"])
+def test_a_cast_from_an_integer_to_uint8_is_refused(trt_double: TrtDouble, source: str) -> None:
+    """NvInferRuntimeBase.h, DataType::kUINT8: UINT8 conversions only from FLOAT/HALF (ArgMax's INT64 indices
+    cast straight to uint8 were the old `--head argmax`)."""
+    from onnx import TensorProto, helper
+
+    elem = getattr(TensorProto, source)
+    x = helper.make_tensor_value_info("x", elem, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4])
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.UINT8, name="to_bytes")],
+                              "g", [x], [y])
+    assert f"Cast from {source} to UINT8" in _refusal(trt_double, graph)
+
+
+@pytest.mark.parametrize("kind", ["INT32", "FLOAT"])
+def test_dequantizing_anything_but_a_quantized_type_is_refused(trt_double: TrtDouble, kind: str) -> None:
+    """IDequantizeLayer takes INT8, FP8, INT4 or FP4 (NvInfer.h): an INT32 bias through DequantizeLinear is not
+    TensorRT's form (it keeps biases in float)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    values = np.arange(4, dtype=np.int32 if kind == "INT32" else np.float32)
+    inits = [numpy_helper.from_array(values, "b"), numpy_helper.from_array(np.array(0.5, np.float32), "s")]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("DequantizeLinear", ["b", "s"], ["y"], name="dq_bias")], "g", [],
+                              [y], inits)
+    assert f"DequantizeLinear of {kind} data" in _refusal(trt_double, graph, opset=21)
+
+
+def test_double_graph_io_becomes_float(trt_double: TrtDouble, tmp_path: Path) -> None:
+    """onnx-tensorrt casts DOUBLE graph inputs and outputs to FLOAT (importerUtils.cpp convertDtype), so the engine
+    takes and returns float32."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from deploykit.backends.tensorrt.build import engine_from_onnx
+    from deploykit.backends.tensorrt.runner import TensorRTRunner
+
+    x = helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "d.onnx")
+    engine_from_onnx(tmp_path / "d.onnx", tmp_path / "d.plan")
+    with TensorRTRunner.from_artifact(tmp_path / "d.plan") as runner:
+        assert [s.dtype for s in (*runner.input_specs(), *runner.output_specs())] == ["float32", "float32"]
+        got = runner.infer({"x": np.array([[-1, 0, 2, 3]], np.float32)})["y"]
+    assert got.dtype == np.float32 and got.tolist() == [[0, 0, 2, 3]]
 
 
 def test_inspector_layouts_and_verbosity(trt_double: TrtDouble, tiny_onnx: Path) -> None:

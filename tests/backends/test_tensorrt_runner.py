@@ -193,3 +193,18 @@ def test_a_missing_synchronize_reads_stale_outputs(trt_double: TrtDouble, tiny_o
         assert engine.infer(_photo((64, 64)))["output"].any()
         monkeypatch.setattr(FakeStream, "synchronize", lambda self: None)
         assert not engine.infer(_photo((96, 96)))["output"].any()  # new buffers, never written
+
+
+def test_every_device_layer_member_has_a_caller() -> None:
+    """The device layer offers what the runner and the build use, nothing more: a member no path calls is code
+    no test exercises on a GPU (a cross-stream event wait sat here unused)."""
+    import inspect
+
+    from deploykit.backends.tensorrt import build, device, runner
+
+    callers = inspect.getsource(runner) + inspect.getsource(build)
+    for protocol in (device.Stream, device.Buffer, device.Event, device.Graph, device.DeviceLayer):
+        members = [name for name in vars(protocol) if not name.startswith("_")]
+        assert members, protocol
+        unused = [name for name in members if f".{name}" not in callers]
+        assert not unused, f"{protocol.__name__}: {unused} have no caller in the runner or the build"

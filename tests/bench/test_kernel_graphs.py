@@ -4,6 +4,7 @@ issue's: rates 1-36 on DeepLab shapes, separable vs standard on MobileNetV2 / Xc
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -86,3 +87,18 @@ def test_sweep_plans() -> None:
     quick = plan_cases(quick=True)
     assert 0 < len(quick) < len(full) / 4
     assert plan_cases(suites=["separable"]) == separable
+
+
+def test_the_int8_graph_is_tensorrts_form_and_int8u8_is_onnxruntimes() -> None:
+    """TensorRT's IDequantizeLayer takes INT8/FP8/INT4/FP4 only (NvInfer.h): the int8 graph keeps its bias float;
+    the int8u8 graph (ONNX Runtime's QOperator form) dequantizes an int32 bias."""
+    weights = kg.random_weights(DILATED, seed=1)
+    scales = kg.calibrate_scales(DILATED, weights, _input(6))
+
+    def dequantized_types(model: object) -> set[int]:
+        inits = {i.name: i.data_type for i in model.graph.initializer}  # type: ignore[attr-defined]
+        return {inits[n.input[0]] for n in model.graph.node  # type: ignore[attr-defined]
+                if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+
+    assert dequantized_types(kg.int8_graph(DILATED, weights, 11, scales)) == {onnx.TensorProto.INT8}
+    assert onnx.TensorProto.INT32 in dequantized_types(kg.int8_graph(DILATED, weights, 11, scales, unsigned=True))

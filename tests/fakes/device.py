@@ -8,8 +8,8 @@ to appear. Rules, each from CUDA's or torch's documented behaviour:
   with respect to the host). A result read before the synchronize is stale, so a missing synchronize fails.
 - `elapsed_ms` of an event that has not completed raises, as cudaEventElapsedTime returns cudaErrorNotReady.
 - A buffer belongs to the stream it was allocated for ("The caching allocator is aware of only the stream where
-  a tensor was allocated", PyTorch docs, torch.Tensor.record_stream); using it on another stream without
-  `wait` on an event of that stream raises.
+  a tensor was allocated", PyTorch docs, torch.Tensor.record_stream); using it on another stream raises (the
+  device layer offers no cross-stream ordering: the runner keeps all its work on one stream).
 - Uploads copy only an array of the buffer's own dtype and shape (deploykit.backends.tensorrt.device).
 - A CUDA-graph capture records the enqueued work instead of queueing it; replay queues it again.
 Event times are host times of this fake and are not GPU figures.
@@ -68,17 +68,16 @@ class FakeMemory:
 
     def check_owner(self, address: int, handle: int, what: str) -> None:
         owner = self.owners.get(address, handle)
-        if owner != handle and owner not in self.streams[handle].waited:
+        if owner != handle:
             raise RuntimeError(f"{what} at {address:#x} was allocated for stream {owner:#x} and used on stream "
                                f"{handle:#x} with no event ordering them (torch: allocate on the stream that "
-                               "uses it, or wait on an event)")
+                               "uses it)")
 
 
 class FakeStream:
     def __init__(self, memory: FakeMemory, handle: int) -> None:
         self.memory, self._handle = memory, handle
         self.queue: list[Step] = []
-        self.waited: set[int] = set()  # streams this one has waited on an event of
         self.synchronizations = 0
 
     @property
@@ -95,13 +94,6 @@ class FakeStream:
     def synchronize(self) -> None:
         self.synchronizations += 1
         self.run_until()
-
-    def wait(self, event: Event) -> None:
-        assert isinstance(event, FakeEvent)
-        if event.stream is not None:
-            self.waited.add(event.stream.handle)
-            source, marker = event.stream, event.marker
-            self.queue.append(lambda: source.run_until(marker))
 
 
 class FakeBuffer:

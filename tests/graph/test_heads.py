@@ -85,10 +85,30 @@ def test_normalize_head_scales_each_image_to_0_1_once() -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_lint_names_how_tensorrt_parses_argmax() -> None:
-    report = lint_model(apply_head(_segmenter(), "argmax", "segmentation", 3).model)
-    assert [f.rule for f in report.findings if f.op == "ArgMax"] == ["argmax-topk"] and report.ok
+    headed = apply_head(_segmenter(), "argmax", "segmentation", 3).model
+    report = lint_model(headed)
+    found = [f for f in report.findings if f.op == "ArgMax"]
+    assert [f.rule for f in found] == ["argmax-topk"] and report.ok
+    assert "INT64" in found[0].why and "FLOAT or HALF" in found[0].why and "nothing to do" not in found[0].fix
+    # TensorRT converts to UINT8 only from FLOAT/HALF (NvInferRuntimeBase.h): the head goes through float
+    producers = {o: n for n in headed.graph.node for o in n.output}
+    to_bytes = producers[headed.graph.output[0].name]
+    assert to_bytes.op_type == "Cast" and producers[to_bytes.input[0]].op_type == "Cast"
     on_bytes = graphs.model([helper.make_node("ArgMax", ["x"], ["y"], axis=1)], elem=TensorProto.UINT8)
     assert any(f.rule == "argmax-uint8" and f.severity == "error" for f in lint_model(on_bytes).findings)
+
+
+def test_lint_refuses_integer_indices_cast_straight_to_uint8() -> None:
+    """The first `--head argmax`: ArgMax (INT64) -> Cast(UINT8), which TensorRT refuses."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 4])
+    nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0, name="argmax"),
+             helper.make_node("Cast", ["i"], ["y"], to=TensorProto.UINT8, name="to_bytes")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 18)])
+    report = lint_model(model)
+    errors = [f for f in report.errors if f.rule == "cast-uint8"]
+    assert not report.ok and len(errors) == 1 and "Cast from INT64 to UINT8" in errors[0].why
+    assert "see the cast-uint8 error" in next(f.fix for f in report.findings if f.rule == "argmax-topk")
 
 
 def test_task_metrics_compare_a_class_map_with_logits() -> None:

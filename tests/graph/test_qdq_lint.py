@@ -66,9 +66,8 @@ def test_residual_add_with_a_float_skip_does_not_fuse() -> None:
     assert not _findings(_residual(skip_quantized=True), "qdq-residual-add")
 
 
-def test_the_onnxruntime_layout_is_flagged_and_the_tensorrt_layout_is_clean() -> None:
-    """conv -> relu -> sigmoid gate: the inputs+outputs layout puts a Q/DQ before the Sigmoid, which TensorRT
-    cannot fuse; the inputs layout (TensorRT's) does not."""
+def _gated() -> tuple[onnx.ModelProto, dict[str, float]]:
+    """conv -> relu -> conv -> relu -> sigmoid gate -> conv, and its calibrated ranges."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
              numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2"),
@@ -83,8 +82,31 @@ def test_the_onnxruntime_layout_is_flagged_and_the_tensorrt_layout_is_clean() ->
     model = _graph(nodes, inits)
     inputs = [np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(2)]
     stats = collect_stats(model, calibration_tensors(model), iter(inputs)).stats
-    ranges = {name: amax(s, MinMax()) for name, s in stats.items()}
+    return model, {name: amax(s, MinMax()) for name, s in stats.items()}
+
+
+def test_the_onnxruntime_layout_is_flagged_and_the_tensorrt_layout_is_clean() -> None:
+    """The inputs+outputs layout puts a Q/DQ before the Sigmoid gate, which TensorRT cannot fuse; the inputs
+    layout (TensorRT's) does not."""
+    model, ranges = _gated()
     ort_form = qdq_from_ranges(model, ranges, quantize_outputs=True).model
     assert set(_findings(ort_form, "qdq-unfused-dq")) == {"gate", "gated"}
     trt_form = qdq_from_ranges(model, ranges, quantize_outputs=False).model
     assert not [f for f in lint_model(trt_form).findings if f.rule.startswith("qdq-")]
+
+
+def test_the_float_remainder_of_an_int8_graph_is_said() -> None:
+    """A strongly typed TensorRT network runs the ops outside the INT8 ones in the type the ONNX gives them: with
+    --int8-float fp32 (the default) that is FP32, and the lint says so and how to change it."""
+    from deploykit.graph.lint import float_remainder
+    from deploykit.precision.passes import fp16_remainder
+
+    model, ranges = _gated()
+    int8 = qdq_from_ranges(model, ranges, quantize_outputs=False).model
+    fp32 = float_remainder(int8)
+    assert fp32 is not None and (fp32.kind, fp32.int8, fp32.fp32, fp32.fp16) == ("fp32", 3, 4, 0)
+    finding = next(f for f in lint_model(int8).findings if f.rule == "int8-float-remainder")
+    assert "run all 4 in FP32" in finding.why and "--int8-float fp16" in finding.fix
+    half = float_remainder(fp16_remainder(int8, ranges))
+    assert half is not None and half.kind == "fp16" and half.int8 == 3
+    assert float_remainder(model) is None

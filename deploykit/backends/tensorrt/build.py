@@ -8,7 +8,8 @@ Written against NVIDIA's documented TensorRT 10.x / 11.x Python API, using only 
 - one optimization profile (`set_shape(name, min, opt, max)`) covering the ONNX's dynamic dimensions;
 - `set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)`, `builder_optimization_level`;
 - a timing cache read with `create_timing_cache(bytes)` + `set_timing_cache(cache, False)` and written back
-  from `get_timing_cache().serialize()`;
+  from `get_timing_cache().serialize()`, never over a cache TensorRT refused (timing_cache.py);
+- TensorRT's warnings during the build are printed and kept in the sidecar ("tensorrt_warnings");
 - `BuilderFlag.VERSION_COMPATIBLE`, `HardwareCompatibilityLevel.AMPERE_PLUS`;
 - `build_serialized_network(network, config)`, which returns None on failure;
 - `config.profiling_verbosity = ProfilingVerbosity.DETAILED`, so the engine inspector can tell the precision of
@@ -32,7 +33,7 @@ import onnx
 
 import deploykit
 from deploykit.backends.tensorrt import device as trt_device
-from deploykit.backends.tensorrt.audit import PrecisionAudit, inspect_engine, require_precision
+from deploykit.backends.tensorrt.audit import PrecisionAudit, inspect_plan, require_precision
 from deploykit.backends.tensorrt.common import (
     HARDWARE_LEVELS,
     check_engine_compatibility,
@@ -41,8 +42,9 @@ from deploykit.backends.tensorrt.common import (
 )
 from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
+from deploykit.backends.tensorrt.timing_cache import TimingCacheRecord, save_timing_cache, use_timing_cache
 from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, InputError, UnknownModel
-from deploykit.graph.lint import lint_model
+from deploykit.graph.lint import float_remainder, lint_model
 from deploykit.graph.unpool import rewrite_unpooling
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
@@ -57,6 +59,7 @@ __all__ = ["TensorRTBuildOptions", "TensorRTRunner", "check_engine_compatibility
            "lint_or_fail"]
 
 MIB = 1 << 20
+WARNINGS_KEPT = 50  # TensorRT warnings recorded in the sidecar (all are printed)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,17 @@ def _lint_and_rewrite(model: onnx.ModelProto, source: str, say: Progress) -> tup
     return model, []
 
 
+def _float_remainder(model: onnx.ModelProto, say: Progress) -> dict[str, Any] | None:
+    """What an INT8 graph runs outside its INT8 ops (the precision pass's --int8-float choice, read from the
+    graph TensorRT compiles), said and recorded; None for graphs without Q/DQ."""
+    remainder = float_remainder(model)
+    if remainder is None:
+        return None
+    note = ("; `--int8-float fp16` runs them in FP16 (faster, less accurate)" if not remainder.half else "")
+    say(f"{remainder.describe()}{note}")
+    return remainder.to_dict()
+
+
 def _builder(trt: Any, logger: Any, mark: int) -> Any:
     try:
         builder = trt.Builder(logger)
@@ -190,26 +204,21 @@ def _configure(trt: Any, builder: Any, options: TensorRTBuildOptions,
     return config
 
 
-def _use_timing_cache(config: Any, path: str | None, say: Progress) -> None:
-    if not path:
-        return  # TensorRT keeps its own in-memory cache for the build
-    data = b""
-    if Path(path).is_file():
-        data = Path(path).read_bytes()
-        say(f"reading timing cache {path} ({len(data)} bytes)")
-    cache = config.create_timing_cache(data)
-    if cache is None or not config.set_timing_cache(cache, False):
-        say(f"timing cache {path} does not fit this GPU/TensorRT (or is corrupt); starting a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+@dataclass
+class _Record:
+    """What a build learnt besides the plan, for the sidecar's build_options."""
 
+    rewrites: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    timing_cache: TimingCacheRecord | None = None
+    float_remainder: dict[str, Any] | None = None
+    audit: PrecisionAudit | None = None
 
-def _save_timing_cache(config: Any, path: str | None, say: Progress) -> None:
-    if not path:
-        return
-    serialized = config.get_timing_cache().serialize()
-    with atomic_output(path, force=True) as tmp:
-        tmp.write_bytes(memoryview(serialized).tobytes())
-    say(f"updated timing cache {path}")
+    def to_dict(self) -> dict[str, Any]:
+        audit = self.audit.to_dict() if self.audit is not None else None
+        return {"graph_rewrites": self.rewrites, "tensorrt_warnings": self.warnings[:WARNINGS_KEPT],
+                "timing_cache_record": self.timing_cache.to_dict() if self.timing_cache else None,
+                "float_remainder": self.float_remainder, "precision_audit": audit}
 
 
 def engine_from_onnx(
@@ -238,9 +247,10 @@ def engine_from_onnx(
     profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
                              max_shapes=options.max_shapes, input_size=meta.input_size if meta else None,
                              size_multiple=_size_multiple(meta))
-    rewrites: list[str] = []
+    record = _Record()
     if options.lint:
-        model, rewrites = _lint_and_rewrite(model, str(onnx_path), say)
+        model, record.rewrites = _lint_and_rewrite(model, str(onnx_path), say)
+    record.float_remainder = _float_remainder(model, say)
     trt = import_tensorrt()
     logger = process_logger(trt)
     mark = logger.mark()
@@ -249,56 +259,63 @@ def engine_from_onnx(
     defaulted = [] if "" in options.min_shapes else [n for n in profile if n not in options.min_shapes]
     profile = fit_default_min(model, profile, defaulted, say)
     device = trt_device.default_device().info()
+    plan = _build_plan(trt, builder, logger, mark, model, Path(onnx_path), options, profile, record, device, say)
+    record.audit = _audit(trt, logger, plan, profile, options.version_compatible, say)
+    if options.require_precision is not None:
+        require_precision(record.audit, precision, options.require_precision, str(onnx_path))
+    return _write(plan, out, onnx_path, precision, meta, options, profile, record, trt, device, force=force,
+                  write_sidecar=write_sidecar)
+
+
+def _build_plan(trt: Any, builder: Any, logger: Any, mark: int, model: onnx.ModelProto, onnx_path: Path,
+                options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange], record: _Record,
+                device: trt_device.DeviceInfo, say: Progress) -> bytes:
+    """Parse, configure and build; TensorRT's warnings are shown (and recorded), not only kept for errors."""
     with tempfile.TemporaryDirectory(prefix="deploykit-trt-") as tmp:
-        source = Path(onnx_path)
-        if rewrites:
+        source = onnx_path
+        if record.rewrites:
             source = Path(tmp) / "rewritten.onnx"
             onnx.save(model, str(source))
         say(f"parsing {onnx_path} into a strongly typed TensorRT {trt.__version__} network")
         network, _parser = _parse(trt, builder, logger, mark, source)
         config = _configure(trt, builder, options, profile)
-        _use_timing_cache(config, options.timing_cache, say)
+        record.timing_cache = use_timing_cache(config, options.timing_cache, say)
         for name, rng in profile.items():
             say(f"profile {name}: {rng.describe()}")
         say(f"building the engine on {device.name} (compute capability {device.cc}); this can take minutes")
         serialized = builder.build_serialized_network(network, config)
+    record.warnings = logger.warned(mark)
+    for warning in record.warnings:
+        say(f"TensorRT warning: {warning}")
     if serialized is None:
         raise BuildError(f"TensorRT failed to build an engine from {onnx_path}: {logger.said(mark)}")
-    _save_timing_cache(config, options.timing_cache, say)
-    plan = memoryview(serialized).tobytes()
-    audit = _audit(trt, logger, plan, profile, say)
-    if options.require_precision is not None:
-        require_precision(audit, precision, options.require_precision, str(onnx_path))
-    return _write(plan, out, onnx_path, precision, meta, options, profile, rewrites, trt, device, audit,
-                  force=force, write_sidecar=write_sidecar)
+    save_timing_cache(config, record.timing_cache, say)
+    return memoryview(serialized).tobytes()
 
 
-def _audit(trt: Any, logger: Any, plan: bytes, profile: Mapping[str, ShapeRange],
+def _audit(trt: Any, logger: Any, plan: bytes, profile: Mapping[str, ShapeRange], version_compatible: bool,
            say: Progress) -> PrecisionAudit | None:
-    """The precision audit of the built plan, inspected at the profile's opt shapes; None (said why) when the
-    plan cannot be deserialized here (the audit is a report: only --require-precision makes it a gate)."""
-    mark = logger.mark()
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-    context = engine.create_execution_context() if engine is not None else None
-    if engine is None or context is None:
-        say(f"precision audit skipped: the new engine could not be inspected ({logger.said(mark)})")
+    """The precision audit of the built plan, inspected at the profile's opt shapes as the runner would load it
+    (a version-compatible plan needs host code allowed); None (said why) when it cannot be deserialized here
+    (the audit is a report: only --require-precision makes it a gate)."""
+    try:
+        inspection = inspect_plan(trt, logger, plan, {n: r.opt for n, r in profile.items()},
+                                  version_compatible=version_compatible)
+    except BuildError as exc:
+        say(f"precision audit skipped: {exc}")
         return None
-    for name, rng in profile.items():
-        context.set_input_shape(name, rng.opt)
-    audit = inspect_engine(trt, engine, context)
-    say(audit.describe())
-    return audit
+    say(inspection.audit.describe())
+    return inspection.audit
 
 
 def _write(plan: bytes, out: str | os.PathLike[str], onnx_path: str | os.PathLike[str], precision: str,
            meta: ModelMetadata | None, options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange],
-           rewrites: list[str], trt: Any, device: trt_device.DeviceInfo, audit: PrecisionAudit | None, *,
-           force: bool, write_sidecar: bool) -> Sidecar:
+           record: _Record, trt: Any, device: trt_device.DeviceInfo, *, force: bool, write_sidecar: bool) -> Sidecar:
     """The engine and its sidecar, each written atomically; the sidecar's hash ties it to this engine. The audit
     goes into build_options (which deploykit.build carries into the final sidecar) and precision_report."""
-    audit_record = audit.to_dict() if audit is not None else None
     build_options = {**options.to_dict(), "profile": {n: r.to_dict() for n, r in profile.items()},
-                     "strongly_typed": True, "graph_rewrites": rewrites, "precision_audit": audit_record}
+                     "strongly_typed": True, **record.to_dict()}
+    audit_record = build_options["precision_audit"]
     sidecar = Sidecar(
         backend="tensorrt", precision=precision, artifact_sha256=hashlib.sha256(plan).hexdigest(),
         source_onnx_sha256=sha256_file(onnx_path), deploykit_version=deploykit.__version__,

@@ -92,7 +92,35 @@ def _make_logger(trt: Any) -> Any:
                 recent = [m for n, m in self.errors if n > since][-limit:]
             return "; ".join(recent) or "TensorRT logged no error"
 
+        def warned(self, since: int = 0) -> list[str]:
+            """The distinct warnings logged after `since`, in order (a build shows them; they are often the
+            only sign of a clamped weight or a layer that fell back)."""
+            with self._lock:
+                return list(dict.fromkeys(m for n, m in self.warnings if n > since))
+
+        def kept(self) -> list[tuple[str, str]]:
+            """Every kept error and warning, oldest first, as (severity, message): the self-test's log."""
+            with self._lock:
+                merged = sorted([(n, "error", m) for n, m in self.errors] +
+                                [(n, "warning", m) for n, m in self.warnings])
+            return [(kind, message) for _, kind, message in merged]
+
     return KeepingLogger()
+
+
+def new_runtime(trt: Any, logger: Any, mark: int, *, version_compatible: bool) -> Any:
+    """A trt.Runtime able to deserialize the plan. A version-compatible plan carries its lean runtime, which
+    TensorRT runs only when the application allows host code: "Application needs to opt into allowing
+    deserialization of engines with embedded lean runtime" (NVIDIA/TensorRT samples/common/sampleEngines.cpp,
+    setEngineHostCodeAllowed; Polygraphy's EngineFromBytes sets `engine_host_code_allowed = True` too)."""
+    try:
+        runtime = trt.Runtime(logger)
+    except Exception as exc:  # no CUDA driver: pybind11 raises from the constructor
+        raise BackendUnavailable(f"TensorRT cannot create a runtime ({str(exc).splitlines()[0]}; "
+                                 f"{logger.said(mark)})") from exc
+    if version_compatible:
+        runtime.engine_host_code_allowed = True
+    return runtime
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ torch is already a dependency; pycuda is not used (sdist only, needs the CUDA to
 Ordering: a buffer is allocated for one stream and used only on it. "The caching allocator is aware of only the
 stream where a tensor was allocated ... if a tensor is used on a stream different from the stream of origin,
 the allocator might reuse the memory unexpectedly" (PyTorch docs, torch.Tensor.record_stream), so device
-tensors are allocated with the runner's stream current; work on another stream must first `wait` on an event
-recorded after the last use (the docs' preferred alternative to record_stream).
+tensors are allocated with the runner's stream current, and every copy, launch, capture and replay of a runner
+runs on that one stream: nothing crosses streams, so no event orders them (a `wait` on an event of another
+stream was offered here once; no caller needed it, and an interface no path uses is untested code).
 Host staging copies are checked, not cast: a feed of another dtype is a caller bug, not something to round.
 """
 
@@ -43,8 +44,6 @@ class Stream(Protocol):
     def handle(self) -> int: ...  # the cudaStream_t given to execute_async_v3
 
     def synchronize(self) -> None: ...
-
-    def wait(self, event: Event) -> None: ...  # later work on this stream waits for `event`
 
 
 class Buffer(Protocol):
@@ -100,10 +99,6 @@ class _TorchStream:
 
     def synchronize(self) -> None:
         self.raw.synchronize()
-
-    def wait(self, event: Event) -> None:
-        assert isinstance(event, _TorchEvent)
-        self.raw.wait_event(event.raw)
 
 
 def check_host_dtype(array: np.ndarray, buffer: Buffer) -> None:

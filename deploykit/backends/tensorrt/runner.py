@@ -30,6 +30,7 @@ from deploykit.backends.tensorrt.common import (
     check_engine_compatibility,
     import_tensorrt,
     io_type,
+    new_runtime,
     process_logger,
 )
 from deploykit.backends.tensorrt.device import Buffer, DeviceLayer, Graph, Stream
@@ -103,13 +104,8 @@ class TensorRTRunner(Runner):
         logger = self._logger = process_logger(trt)
         self.device = self.device or trt_device.default_device()
         mark = logger.mark()
-        try:
-            runtime = trt.Runtime(logger)
-        except Exception as exc:  # no CUDA driver: pybind11 raises from the constructor
-            raise BackendUnavailable(f"TensorRT cannot create a runtime ({str(exc).splitlines()[0]}; "
-                                     f"{logger.said(mark)})") from exc
-        if self.sidecar is not None and self.sidecar.build_options.get("version_compatible"):
-            runtime.engine_host_code_allowed = True  # version-compatible plans carry their lean runtime
+        runtime = new_runtime(trt, logger, mark, version_compatible=bool(
+            self.sidecar is not None and self.sidecar.build_options.get("version_compatible")))
         self._runtime = runtime
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:

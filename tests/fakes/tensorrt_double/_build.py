@@ -1,15 +1,23 @@
 """The double's Builder, IBuilderConfig, IOptimizationProfile, ITimingCache and IHostMemory.
 
 "Building" validates what a real build needs and serialises a plan: a header (versions, GPU, flags, profile,
-profiling verbosity) plus the ONNX, which the double's runtime executes with ONNX Runtime. Rules and sources:
-- a parsed network with outputs ("Network must have at least one output", TensorRT's builder error);
-- an optimization profile for every dynamic input, matching its fixed dimensions (Developer Guide, "Working
-  with Dynamic Shapes": dynamic inputs need at least one profile);
-- no precision flags on a strongly typed network (Developer Guide, "Strongly Typed Networks": builder precision
-  flags are not allowed; 11.x removes them, "Migrating from TensorRT 10.x to 11.x");
-- builder_optimization_level 0-5 (IBuilderConfig docs); AMPERE_PLUS only on compute capability 8.0+
-  ("Hardware Compatibility");
-- ProfilingVerbosity defaults to LAYER_NAMES_ONLY (EngineInspector docs), recorded for the inspector.
+profiling verbosity) plus the ONNX, which the double's runtime executes with ONNX Runtime. Rules and sources
+(NvInfer.h is NVIDIA/TensorRT include/NvInfer.h; line numbers of release/10.16):
+- a parsed network with outputs ("Network must have at least one output", the builder's error);
+- an optimization profile for every dynamic input, matching its fixed dimensions (NvInfer.h
+  IBuilderConfig::addOptimizationProfile, l.11421: "must be called at least once if the network has dynamic or
+  shape input tensors"; -1 for an invalid profile, l.11427);
+- no precision flags on a strongly typed network (Developer Guide, "Strongly Typed Networks"; NvInfer.h
+  BuilderFlag kFP16/kINT8/... "Deprecated in TensorRT 10.12. Superseded by strong typing", removed in 11.x);
+- builder_optimization_level 0-5 (NvInfer.h IBuilderConfig::setBuilderOptimizationLevel, l.11780-11799);
+  AMPERE_PLUS only on compute capability 8.0+ (NvInfer.h HardwareCompatibilityLevel::kAMPERE_PLUS, l.10969: "only
+  supported for engines built on NVIDIA Ampere and later GPUs");
+- ProfilingVerbosity defaults to LAYER_NAMES_ONLY (NvInfer.h IBuilderConfig::setProfilingVerbosity, l.11464),
+  recorded for the inspector;
+- a timing cache refuses another device's entries unless ignore_mismatch (NvInfer.h
+  IBuilderConfig::setTimingCache, l.11660-11662: "A failure will be reported if the CUDA device property in the
+  provided cache is different from current environment"), and lists its keys (ITimingCache::queryKeys, l.10761;
+  Python binding "queryKeys", python/src/infer/pyCore.cpp).
 """
 
 from __future__ import annotations
@@ -69,6 +77,9 @@ class ITimingCache(Base):
 
     def serialize(self) -> IHostMemory:
         return IHostMemory(json.dumps({"device": self.device, "entries": sorted(self.entries)}).encode())
+
+    def queryKeys(self) -> list[str]:  # the binding's name (python/src/infer/pyCore.cpp: .def("queryKeys"))
+        return sorted(self.entries)
 
     def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
         if input_cache.device != self.device and not ignore_mismatch:

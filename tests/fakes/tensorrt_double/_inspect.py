@@ -1,16 +1,21 @@
 """The double's IEngineInspector: engine information JSON in the 10.x or the 11.x layout, per API profile.
 
-Layouts as NVIDIA's "Migrating IEngineInspector Usage from TensorRT 10.x to 11.x" describes them: 10.x has
-"Bindings" (a list of I/O names) and one "Format/Datatype" string per layer tensor (strings as TensorRT
-prints them, e.g. "Row major linear FP32", "Row major Int8 format"); 11.x has "I/O Tensors" (Name, IOMode,
-DataType, Dimensions, Location, IsShapeInferenceIO, ProfileInfo) and separate "Format" and "DataType".
-With ProfilingVerbosity other than DETAILED (the default is LAYER_NAMES_ONLY) layers are names only
-("Engine Inspector": "only the layer names will be printed").
-
+Sources, rule by rule:
+- 10.x: "Bindings" (a list of I/O names) and one "Format/Datatype" string per layer tensor ("Row major linear
+  FP32", "Row major Int8 format"), as the engine dumps of NVIDIA/TensorRT tools/experimental/trt-engine-explorer
+  (release/10.16, examples/pytorch/resnet/A100/*/ *.engine.graph.json) show them;
+- 11.x: "I/O Tensors" (Name, IOMode, DataType "Float", Dimensions, Location, IsShapeInferenceIO, ProfileInfo) in
+  place of "Bindings", and the tensor string split into "Format" and a data type field ("Migrating IEngineInspector
+  Usage from TensorRT 10.x to 11.x", docs.nvidia.com, TensorRT 11.0-11.4);
+- with ProfilingVerbosity other than DETAILED (the default is LAYER_NAMES_ONLY) layers are names only ("Engine
+  Inspector": "only the layer names will be printed"; NvInfer.h IBuilderConfig::setProfilingVerbosity).
 "Layers" are the ONNX nodes less Q/DQ and Constant, which TensorRT fuses ("Explicit Quantization": a
 DequantizeLinear feeding a convolution or matrix multiply fuses into an INT8 kernel, so that layer reads INT8);
 every other layer's type is its ONNX output type. Dimensions come from ONNX shape inference at the shapes set on
-`execution_context`, else -1 for dynamic dimensions, as in TensorRT.
+`execution_context`, else -1 for dynamic dimensions, as in TensorRT (IEngineInspector::setExecutionContext:
+"Otherwise, values dependent on input shapes will be displayed as -1"). The double does not fuse layers the way
+TensorRT's tactics do (ConvActPool, Myelin): the audit's tests use dumps in those layouts directly
+(tests/backends/inspector_layouts.py).
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
 """The double's INetworkDefinition and OnnxParser.
 
 "Parsing" checks the ONNX with onnx.checker and rejects, with the parser's error codes and the failing node's
-name, a few things TensorRT's parser is documented to reject (onnx-tensorrt operators.md): opsets outside
-9-24, unsupported operators (MaxUnpool, ...), MaxPool's Indices output, Resize modes other than
-nearest/linear, non-zero Q/DQ zero points, UINT8 Q/DQ (operators.md, TensorRT 10.15: DequantizeLinear takes
-"INT8, FP8, FP4, INT4"; "UINT8 is only supported as network input or output tensor types"), DOUBLE graph
-inputs and outputs (the parser's "Unsupported ONNX data type: DOUBLE (11)"; only double *weights* are cast
-down, onnx-tensorrt#674) and non-standard domains. It is written independently of deploykit's lint, so the
-two check each other.
+name, what TensorRT's parser or network rejects. It is written independently of deploykit's lint, so the two
+check each other. Each rule cites its source where it is applied (`_check`, `_node_problem`, `_float_io`):
+- opsets outside 9-24, unsupported operators, MaxPool's Indices output, Resize modes other than nearest/linear:
+  onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15 table);
+- UINT8 or asymmetric Q/DQ, DequantizeLinear of anything but INT8/FP8/INT4/FP4 (an INT32 bias included):
+  onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper and NVIDIA/TensorRT include/NvInfer.h
+  IDequantizeLayer;
+- a Cast to UINT8 from an integer or bool tensor: NVIDIA/TensorRT include/NvInferRuntimeBase.h DataType::kUINT8;
+- ConvTranspose weights quantized on axis 1: NVIDIA/TensorRT#2380;
+- non-standard domains: onnx-tensorrt ModelImporter.cpp parseGraph (no importer -> plugin fallback fails).
+DOUBLE graph inputs and outputs are accepted and become FLOAT network tensors, as onnx-tensorrt's importInput
+and output marking do (importerUtils.cpp convertDtype maps DOUBLE to kFLOAT).
 """
 
 from __future__ import annotations
@@ -24,10 +29,20 @@ from tests.fakes.tensorrt_double._state import Base, Dims
 UNSUPPORTED = {"MaxUnpool", "MaxRoiPool", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                "DynamicQuantizeLinear", "Unique", "SequenceConstruct", "SequenceAt", "SplitToSequence",
                "ConcatFromSequence", "Det", "DFT", "Compress", "Multinomial", "TfIdfVectorizer", "StringNormalizer"}
+# onnx-tensorrt importerUtils.cpp convertDtype: ONNX element type -> nvinfer1::DataType ("case DOUBLE: *trt_dtype =
+# kFLOAT"); FLOAT4E2M1 -> kFP4 from operators.md (TensorRT 10.15 data types).
 ONNX_TO_TRT = {TensorProto.FLOAT: "FLOAT", TensorProto.FLOAT16: "HALF", TensorProto.INT64: "INT64",
                TensorProto.INT32: "INT32", TensorProto.INT8: "INT8", TensorProto.UINT8: "UINT8",
                TensorProto.BOOL: "BOOL", TensorProto.BFLOAT16: "BF16", TensorProto.FLOAT8E4M3FN: "FP8",
-               TensorProto.INT4: "INT4", TensorProto.FLOAT4E2M1: "FP4"}
+               TensorProto.INT4: "INT4", TensorProto.FLOAT4E2M1: "FP4", TensorProto.DOUBLE: "FLOAT"}
+# NVIDIA/TensorRT include/NvInfer.h, class IDequantizeLayer (release/10.16 l.5690-5694, main l.5516-5520): "The
+# input type, if constrained, must be constrained to DataType::kINT8, DataType::kFP8, DataType::kINT4 or
+# DataType::kFP4"; operators.md (10.15): DequantizeLinear "INT8, FP8, FP4, INT4".
+DEQUANTIZABLE = {TensorProto.INT8, TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1}
+# NVIDIA/TensorRT include/NvInferRuntimeBase.h, DataType::kUINT8 (release/10.16 l.167-173, main l.170-176):
+# "kUINT8 conversions are only supported for {kFLOAT, kHALF}" and "are not supported for {kINT8, kINT32, kBOOL}";
+# onnx-tensorrt's Cast importer (onnxOpImporters.cpp, DEFINE_BUILTIN_OP_IMPORTER(Cast)) adds an ICastLayer as is.
+UINT8_CASTS_FROM = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8}
 
 
 class ITensor(Base):
@@ -57,11 +72,13 @@ class INetworkDefinition(Base):
     def get_output(self, index: int) -> ITensor:
         return self._outputs[index]
 
-    def fill(self, model: onnx.ModelProto, model_bytes: bytes) -> None:
+    def fill(self, model: onnx.ModelProto) -> None:
+        """The network of `model`: its DOUBLE I/O becomes FLOAT (see _float_io), and the plan runs that graph."""
+        model = _float_io(model)
         initializers = {i.name for i in model.graph.initializer}
         self._inputs = [self._tensor(v) for v in model.graph.input if v.name not in initializers]
         self._outputs = [self._tensor(v) for v in model.graph.output]
-        self.model_bytes = model_bytes
+        self.model_bytes = model.SerializeToString()
 
     def _tensor(self, value: onnx.ValueInfoProto) -> ITensor:
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
@@ -139,25 +156,43 @@ class OnnxParserBase(Base):
             self.logger.log(self.trt.ILogger.Severity.ERROR, f"ModelImporter: {error.node_name()}: {error.desc()}")
         if self._errors:
             return False
-        self.network.fill(proto, bytes(model))
+        self.network.fill(self._clamp_double_weights(proto))
         return True
+
+    def _clamp_double_weights(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        """DOUBLE weights are cast down to FLOAT, out-of-range values clamped with a warning per value
+        (onnx-tensorrt WeightsContext.cpp convertDouble: LOG_WARNING("Weight at index " << i << ": " << value
+        << " is out of range. Clamping to: " << clamped)); the double keeps them DOUBLE, clamped, for ONNX
+        Runtime."""
+        limit = float(np.finfo(np.float32).max)
+        for init in proto.graph.initializer:
+            if init.data_type != TensorProto.DOUBLE:
+                continue
+            values = numpy_helper.to_array(init)
+            flat = values.reshape(-1).copy()
+            for i in np.flatnonzero(np.abs(flat) > limit):
+                clamped = float(np.clip(flat[i], -limit, limit))
+                self.logger.log(self.trt.ILogger.Severity.WARNING,
+                                f"Weight at index {i}: {flat[i]:g} is out of range. Clamping to: {clamped:g}")
+                flat[i] = clamped
+            init.CopyFrom(numpy_helper.from_array(flat.reshape(values.shape), init.name))
+        return proto
 
     def _check(self, proto: onnx.ModelProto) -> list[ParserError]:
         codes = self.trt.ErrorCode
+        # operators.md (onnx/onnx-tensorrt docs/operators.md, TensorRT 10.15): "opset 9 to opset 24".
         opset = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), 0)
         if not 9 <= opset <= 24:
             return [ParserError(codes.UNSUPPORTED_GRAPH, f"Unsupported ONNX opset {opset}; supported 9 to 24")]
         constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-        errors = [ParserError(codes.UNSUPPORTED_GRAPH, f"Unsupported ONNX data type: DOUBLE (11) for graph I/O "
-                                                       f"tensor {v.name}", -1, v.name, "")
-                  for v in (*proto.graph.input, *proto.graph.output)
-                  if v.type.tensor_type.elem_type == TensorProto.DOUBLE and v.name not in constants]
+        types = _element_types(proto)
+        errors = []
         dequantized_on = {  # DequantizeLinear output -> (axis, number of scales), for the ConvTranspose check
             n.output[0]: (next((int(a.i) for a in n.attribute if a.name == "axis"), 1),
                           int(constants[n.input[1]].size) if n.input[1] in constants else 1)
             for n in proto.graph.node if n.op_type == "DequantizeLinear"}
         for index, node in enumerate(proto.graph.node):
-            problem = self._node_problem(node, constants, dequantized_on)
+            problem = self._node_problem(node, constants, dequantized_on) or _type_problem(node, types)
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
@@ -167,22 +202,33 @@ class OnnxParserBase(Base):
     def _node_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
                       dequantized_on: dict[str, tuple[int, int]]) -> tuple[str, str] | None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        # onnx-tensorrt ModelImporter.cpp parseGraph: an op with no importer goes to FallbackPluginImporter, which
+        # fails without a registered plugin ("No importer registered for op").
         if node.domain not in ("", "ai.onnx"):
             return "UNSUPPORTED_NODE", f"No importer registered for op: {node.op_type}"
+        # operators.md (10.15): "N" in the Supported column.
         if node.op_type in UNSUPPORTED:
             return "UNSUPPORTED_NODE", f"No importer registered for op: {node.op_type}"
+        # operators.md (10.15), MaxPool: "`Indices` output tensor unsupported".
         if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
             return "UNSUPPORTED_NODE", "TensorRT does not support the indices output in MaxPool"
+        # operators.md (10.15), Resize: "Supported resize modes: `nearest`, `linear`".
         if node.op_type == "Resize" and attrs.get("mode", b"nearest") not in (b"nearest", b"linear"):
             return "UNSUPPORTED_NODE_ATTR", f"Unsupported resize mode: {attrs['mode'].decode()}"
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             data = constants.get(node.input[0])
-            # ONNX: QuantizeLinear without a zero point (or output_dtype) quantizes to UINT8.
+            # onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper: notInvalidType(input 0, {"UINT8"}) and,
+            # for QuantizeLinear, notInvalidType(zero point, {"UINT8"}). A QuantizeLinear with no zero point is
+            # UINT8 in ONNX; TensorRT quantizes it to INT8 instead ("ONNX default is UINT8, TRT will default to
+            # INT8"), which ONNX Runtime (the double's engine) would compute differently: refused here, and
+            # deploykit never writes one.
             unsigned = (zero is not None and zero.dtype == np.uint8) or (data is not None and data.dtype == np.uint8) \
                 or (node.op_type == "QuantizeLinear" and zero is None and attrs.get("output_dtype", 2) == 2)
             if unsigned:
                 return "UNSUPPORTED_NODE_DATATYPE", f"{node.op_type} with UINT8 data: TensorRT quantizes to INT8/FP8"
+            # NvInfer.h IDequantizeLayer / IQuantizeLayer: "zeroPt must only contain zero-valued coefficients,
+            # because only symmetric quantization is supported"; operators.md: "`x_zero_point` must be zero".
             if zero is not None and np.any(zero != 0):
                 return "INVALID_NODE", "TensorRT only supports symmetric quantization: zero point must be 0"
         # ConvTranspose weights quantized per output channel (axis 1 of the ONNX weight): TensorRT's deconvolution
@@ -193,3 +239,68 @@ class OnnxParserBase(Base):
                 return "UNSUPPORTED_NODE", ("ConvTranspose: per-channel weight quantization is supported on axis 0 "
                                             f"(input channels) only, got axis {axis}")
         return None
+
+
+def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name -> ONNX element type, from ONNX shape inference and the declarations (the parser knows every
+    tensor's type: TensorOrWeights::getType)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False)
+    except Exception:  # an unusual graph: fall back to what is declared
+        inferred = proto
+    graph = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)
+             if v.type.HasField("tensor_type")}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    return types
+
+
+def _type_problem(node: onnx.NodeProto, types: dict[str, int]) -> tuple[str, str] | None:
+    """Rules on the types TensorRT's layers accept (sources at DEQUANTIZABLE and UINT8_CASTS_FROM)."""
+    source = types.get(node.input[0], TensorProto.UNDEFINED) if node.input else TensorProto.UNDEFINED
+    name = TensorProto.DataType.Name(source) if source else "UNDEFINED"
+    if node.op_type == "DequantizeLinear" and source not in (*DEQUANTIZABLE, TensorProto.UINT8,
+                                                             TensorProto.UNDEFINED):
+        return "UNSUPPORTED_NODE_DATATYPE", (f"DequantizeLinear of {name} data: IDequantizeLayer takes INT8, FP8, "
+                                             "INT4 or FP4 (keep biases in float)")
+    if node.op_type == "Cast" and source and source not in UINT8_CASTS_FROM:
+        to = next((a.i for a in node.attribute if a.name == "to"), 0)
+        if to == TensorProto.UINT8:
+            return "INVALID_NODE", (f"Cast from {name} to UINT8: kUINT8 conversions are only supported for "
+                                    "{kFLOAT, kHALF}")
+    return None
+
+
+def _float_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """DOUBLE graph inputs and outputs as TensorRT's network has them: FLOAT, with the graph's own DOUBLE
+    computation behind Casts (onnx-tensorrt ModelImporter.cpp importInput: addInput with convertDtype's kFLOAT;
+    outputs are marked with convertDtype's type too; operators.md: "TensorRT will attempt to cast DOUBLE down to
+    FLOAT"). The double then runs the graph with float32 I/O, as the engine would."""
+    graph = model.graph
+    doubles_in = [v for v in graph.input if v.type.tensor_type.elem_type == TensorProto.DOUBLE]
+    doubles_out = [v for v in graph.output if v.type.tensor_type.elem_type == TensorProto.DOUBLE]
+    if not doubles_in and not doubles_out:
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    casts = []
+    for value in graph.input:
+        if value.type.tensor_type.elem_type == TensorProto.DOUBLE:
+            inner = f"{value.name}__as_double"
+            for node in graph.node:
+                node.input[:] = [inner if i == value.name else i for i in node.input]
+            casts.append(onnx.helper.make_node("Cast", [value.name], [inner], to=TensorProto.DOUBLE))
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    tail = []
+    for value in graph.output:
+        if value.type.tensor_type.elem_type == TensorProto.DOUBLE:
+            inner = f"{value.name}__double"
+            for node in graph.node:
+                node.output[:] = [inner if o == value.name else o for o in node.output]
+                node.input[:] = [inner if i == value.name else i for i in node.input]
+            tail.append(onnx.helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT))
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    nodes = [*casts, *graph.node, *tail]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model

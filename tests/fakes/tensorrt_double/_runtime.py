@@ -1,13 +1,22 @@
 """The double's Runtime, ICudaEngine and IExecutionContext: plans made by the double's builder, run through ONNX
 Runtime on the fake device memory (tests/fakes/device.py).
 
-Deserialisation enforces what NVIDIA documents: same TensorRT version unless version-compatible (which also
-needs `engine_host_code_allowed`), same compute capability unless built AMPERE_PLUS (then 8.0+).
-Execution enforces the documented contract of execute_async_v3: every input shape set (within the profile)
-and every I/O address set, on a stream. It only enqueues: the work runs when the stream is synchronized
-(tests/fakes/device.py), and under a CUDA-graph capture it is recorded instead. Stricter than TensorRT, which
-reads raw bytes: an address whose buffer is not of the engine's dtype, too small, or owned by another stream
-with no event between them is refused, since on a GPU it would be a silent reinterpretation or a race.
+Deserialisation enforces what NVIDIA documents: same TensorRT version unless version-compatible, same compute
+capability unless built AMPERE_PLUS (then 8.0+) (Developer Guide, "Version Compatibility" and "Hardware
+Compatibility"). A version-compatible plan also needs `engine_host_code_allowed = True` before
+`deserialize_cuda_engine`: NVIDIA/TensorRT samples/common/sampleEngines.cpp (release/10.16 l.137-141:
+"Application needs to opt into allowing deserialization of engines with embedded lean runtime") and
+tools/Polygraphy/polygraphy/backend/trt/loader.py EngineFromBytes (l.717-719).
+Execution enforces the documented contract of execute_async_v3 (NVIDIA/TensorRT include/NvInferRuntime.h,
+release/10.16): every input shape set, agreeing with the network's dimensions and within the optimization
+profile (IExecutionContext::setInputShape, l.4485-4493; IOptimizationProfile), and every I/O address set
+("Before calling enqueueV3(), each input must have a non-null address and each output must have a non-null
+address", setTensorAddress, l.4740-4741), on a stream (enqueueV3, l.5007-5025). It only enqueues: the work runs
+when the stream is synchronized ("Modifying or releasing memory ... before stream synchronization ... results in
+undefined behavior", ibid.; tests/fakes/device.py), and under a CUDA-graph capture it is recorded instead.
+Stricter than TensorRT, which reads raw bytes: an address whose buffer is not of the engine's dtype, too small
+("a device buffer of sufficient size", l.4748), or owned by another stream with no event between them is
+refused, since on a GPU it would be a silent reinterpretation or a race.
 `create_engine_inspector` returns the double's IEngineInspector (_inspect.py).
 """
 

@@ -41,8 +41,9 @@ class Base:
     state: DoubleState
 
     def require_logger(self, logger: Any) -> None:
-        # pybind11 refuses an ILogger subclass whose __init__ did not call ILogger.__init__ (TensorRT Python API,
-        # ILogger: "ensure that you explicitly instantiate the base class in __init__()").
+        # pybind11 refuses an ILogger subclass whose __init__ did not call ILogger.__init__ (NVIDIA/TensorRT
+        # python/docstrings/infer/pyCoreDoc.h l.29, ILogger: "ensure that you explicitly instantiate the base class
+        # in __init__()").
         if not getattr(logger, "_ilogger_initialised", False):
             raise TypeError("tensorrt.ILogger.__init__() must be called when overriding __init__")
 
@@ -57,8 +58,10 @@ class Base:
         return self.state.logger
 
     def require_gpu(self, logger: Any) -> None:
-        # Without a CUDA driver `import tensorrt` works and the constructors fail as below (shared notes,
-        # checked against the 10.x/11.x bindings: "CUDA initialization failure", then pybind11's nullptr error).
+        # Without a CUDA driver `import tensorrt` works and the constructors fail as below: the bindings construct
+        # with py::init([](ILogger& logger) { return nvinfer1::createInferBuilder(logger); }) (NVIDIA/TensorRT
+        # python/src/infer/pyCore.cpp l.1907; createInferRuntime l.1961), and pybind11 raises "factory function
+        # returned nullptr" when that returns null, after TensorRT logs "CUDA initialization failure".
         if self.state.gpu is None:
             logger.log(Severity.ERROR, "CUDA initialization failure with error: 35. Please check your CUDA "
                                        "installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux")
