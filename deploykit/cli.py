@@ -46,6 +46,8 @@ COMMANDS = {c.name: c for c in (  # in the order of the flow, which --help keeps
             "deploykit lint deeplab.onnx --target tensorrt"),
     Command("package", "package", "package", "Package artifacts as a Triton Inference Server model repository.",
             "deploykit package --triton deeplab.int8.onnx --out model_repository"),
+    Command("serve", "serve", "serve", "Serve artifacts over the KServe v2 protocol on Triton's server (batching).",
+            "deploykit serve deeplab.int8.ort.onnx --port 8000"),
 )}
 
 

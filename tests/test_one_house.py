@@ -1,6 +1,6 @@
 """One table per axis: no backend, precision, metric or task name is compared with a string literal outside its
 own entry (deploykit.backends.base.BACKENDS and the backend's folder, deploykit.precision.table.PRECISIONS,
-deploykit.metrics.table.METRICS, deploykit.metrics.tasks.TASKS), and the tables are complete."""
+deploykit.metrics.table.METRICS, deploykit.types.TASKS), and the tables are complete."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 
 from deploykit.backends.base import BACKENDS, BENCH_CHOICES, resolve_backend
 from deploykit.metrics.table import METRICS, parse_condition
-from deploykit.metrics.tasks import TASKS
 from deploykit.precision.table import PRECISIONS
+from deploykit.types import TASKS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "deploykit"
 NAMES = {
     "backend": (set(BACKENDS) | set(BENCH_CHOICES), {"backends/base.py"}),
     "precision": (set(PRECISIONS), {"precision/table.py"}),
     "metric": (set(METRICS), {"metrics/table.py"}),
-    "task": (set(TASKS), {"metrics/tasks.py"}),
+    "task": (set(TASKS), {"types.py"}),
 }
 
 

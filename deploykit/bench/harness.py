@@ -186,10 +186,14 @@ class BenchResult:
     madds_source: str = ""  # what counted the multiply-adds
     output_bytes: int | None = None  # per inference, all outputs (an --head argmax class map: 1 byte a pixel)
     samples_ms: list[float] = field(default_factory=list)
+    concurrency: int | None = None  # a served endpoint's concurrent clients (bench --url); None: in process
+    errors: int = 0  # requests the endpoint answered with an error (not timed)
+    # how the server batched the requests, where it reports it: {"model", "batch_size", "executions"}
+    server_batches: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def key(self) -> tuple[str, str, str, int, tuple[int, ...]]:
-        return (self.target, self.backend, self.precision, self.batch, tuple(self.input_shape))
+    def key(self) -> tuple[str, str, str, int, tuple[int, ...], int | None]:
+        return (self.target, self.backend, self.precision, self.batch, tuple(self.input_shape), self.concurrency)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

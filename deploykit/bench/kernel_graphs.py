@@ -133,8 +133,8 @@ def quantize(values: np.ndarray, scale: np.ndarray | float, axis: int | None = N
         shape = [1] * values.ndim
         shape[axis] = -1
         scale_array = scale_array.reshape(shape)
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(values / scale_array), info.min, info.max).astype(dtype)
+    low, high = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+    return np.clip(np.rint(values / scale_array), low, high).astype(dtype)
 
 
 def int8_graph(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], size: int, activation_scales: Sequence[float],

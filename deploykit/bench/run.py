@@ -212,11 +212,12 @@ def to_csv(report: BenchReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([*HEADERS, "throughput qps", "iterations", "threads", "h2d median ms",
-                     "compute median ms", "d2h median ms", "mode", "output bytes"])
+                     "compute median ms", "d2h median ms", "mode", "output bytes", "concurrency", "errors"])
     for r, row in zip(report.results, table_rows(report), strict=True):
         phases = [r.phases[p].median if p in r.phases else "" for p in ("h2d", "compute", "d2h")]
         writer.writerow([*("" if v is None else v for v in row), r.throughput_qps, r.latency.count, r.threads,
-                         *phases, r.mode, "" if r.output_bytes is None else r.output_bytes])
+                         *phases, r.mode, "" if r.output_bytes is None else r.output_bytes,
+                         "" if r.concurrency is None else r.concurrency, r.errors])
     return buffer.getvalue()
 
 

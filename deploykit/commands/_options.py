@@ -14,8 +14,7 @@ from tqdm import tqdm
 
 from deploykit.backends.base import BACKENDS, Backend, CliOption
 from deploykit.errors import ConfigConflict
-from deploykit.metrics.tasks import TASKS
-from deploykit.types import Progressed, ProgressEvent
+from deploykit.types import TASKS, Progressed, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
 

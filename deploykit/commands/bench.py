@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 
 from deploykit.bench.harness import TimingConfig
 from deploykit.bench.kernels import SUITES, VARIANTS, run_kernels
+from deploykit.bench.remote import SERVING_HEADERS, LoadConfig, run_remote_bench, serving_rows
 from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
 from deploykit.bench.runners import BACKEND_CHOICES
 from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
@@ -52,8 +54,15 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
     return words or None
 
 
-@bench.command("run", short_help="Time a zoo model, an .onnx file or a built artifact.")
-@click.argument("target")
+@bench.command("run", short_help="Time a zoo model, an .onnx file or a built artifact, or a served model.")
+@click.argument("target", required=False)
+@click.option("--url", default=None, metavar="http://HOST:PORT",
+              help="Measure a served model instead (any KServe v2 endpoint: deploykit serve, Triton, KServe).")
+@click.option("--model", "served_model", default=None, help="With --url: the model's name on the server.")
+@click.option("--concurrency", default=None, metavar="1,4,16",
+              help="With --url: concurrent clients, one level after another (default 1,4,16).")
+@click.option("--image", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="With --url: the encoded image sent to a BYTES input (default: a photograph).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
               help=f"{', '.join(BACKEND_CHOICES)} (default: the target's own; a zoo model given a backend that runs "
                    "ONNX is exported to a temporary ONNX file first).")
@@ -75,7 +84,8 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @force_option
 @json_option
-def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
+def run(target: str | None, url: str | None, served_model: str | None, concurrency: str | None, image: str | None,
+        backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
         duration: float | None, iterations: int | None, threads: int | None, no_roofline: bool, cuda_graph: bool,
         set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
         output: str | None, baseline: str | None, min_change: float | None, as_csv: bool, force: bool,
@@ -83,21 +93,24 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
     """Time TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
     inputs in and outputs out, over several distinct inputs in rotation. Reports min, mean, median, p90,
     p95, p99, max and std (nearest-rank percentiles, as trtexec), throughput (queries / walltime), achieved
-    GFLOP/s and the share of this machine's measured sgemm peak, with an environment manifest."""
+    GFLOP/s and the share of this machine's measured sgemm peak, with an environment manifest.
+
+    With --url and --model, measure a served model instead, as perf_analyzer does: throughput and latency
+    percentiles at each --concurrency level, with the server's batch sizes where it reports them (Triton's
+    statistics extension), in the same JSON."""
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
     if iterations is not None and iterations <= 0:
         raise click.BadParameter("--iterations must be positive")
+    _check_source(target, url, served_model, concurrency, image)
     if output:
         check_output_path(output, force=force)
     previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
-    config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
-    options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
-                               "allow_partial": allow_partial, "task": task}
-    report = run_bench(target, backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
-                       input_shape=parse_shape(input_shape) if input_shape else None, config=config,
-                       threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
-                       progress=progress)
+    if url is not None:
+        report = _served(url, str(served_model), concurrency, image, input_shape, warmup, duration, iterations)
+    else:
+        report = _in_process(str(target), backends, batches, input_shape, warmup, duration, iterations, threads,
+                             no_roofline, cuda_graph, set_options, weights, allow_partial, task)
     comparison = None
     if previous is not None:
         comparison = compare_reports(previous, report, **({} if min_change is None else
@@ -114,6 +127,42 @@ def run(target: str, backends: tuple[str, ...], batches: str | None, input_shape
         _render(report, comparison)
     if output:
         progress(f"wrote {output}")
+
+
+def _check_source(target: str | None, url: str | None, served_model: str | None, concurrency: str | None,
+                  image: str | None) -> None:
+    if url is None:
+        if target is None:
+            raise click.UsageError("give a TARGET to time, or --url URL --model NAME for a served model")
+        if served_model or concurrency or image:
+            raise ConfigConflict("--model, --concurrency and --image measure a served model: add --url URL")
+    elif target is not None:
+        raise ConfigConflict(f"give TARGET ({target}) or --url, not both")
+    elif not served_model:
+        raise click.UsageError("--url needs --model NAME (the model's name on the server)")
+
+
+def _in_process(target: str, backends: tuple[str, ...], batches: str | None, input_shape: str | None,
+                warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
+                no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
+                allow_partial: bool, task: str | None) -> Any:
+    config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
+    options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
+                               "allow_partial": allow_partial, "task": task}
+    return run_bench(target, backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
+                     input_shape=parse_shape(input_shape) if input_shape else None, config=config,
+                     threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
+                     progress=progress)
+
+
+def _served(url: str, model: str, concurrency: str | None, image: str | None, input_shape: str | None,
+            warmup: float | None, duration: float | None, iterations: int | None) -> Any:
+    if iterations is not None:
+        raise ConfigConflict("--iterations times one request after another; a served model runs for --duration")
+    levels = _csv_ints(concurrency, "--concurrency")
+    config = LoadConfig(**given(concurrency=tuple(levels) if levels else None, warmup_s=warmup, duration_s=duration))
+    return run_remote_bench(url, model, config=config, input_shape=parse_shape(input_shape) if input_shape else None,
+                            image=Path(image) if image else None, progress=progress)
 
 
 def _read_baseline(path: str) -> Any:
@@ -134,7 +183,12 @@ def _read_baseline(path: str) -> Any:
 
 
 def _render(report: Any, comparison: Any) -> None:
-    click.echo(text_table(HEADERS, table_rows(report)))
+    served = [r for r in report.results if r.concurrency is not None]
+    if served:
+        click.echo(f"{served[0].target}, input {'x'.join(map(str, served[0].input_shape))}, {served[0].mode}:")
+        click.echo(text_table(SERVING_HEADERS, serving_rows(report)))
+    else:
+        click.echo(text_table(HEADERS, table_rows(report)))
     phases = phase_rows(report)
     if phases:
         click.echo("\nGPU phases (median ms; latency above is end-to-end, compute is compute-only):")
@@ -147,7 +201,7 @@ def _render(report: Any, comparison: Any) -> None:
                + (f"peaks: sgemm {fmt(peaks['gemm_gflops'])} GFLOP/s, copy {fmt(peaks['copy_gbps'])} GB/s; "
                   if peaks else "")
                + f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}")
-    if report.results:
+    if report.results and not served:
         click.echo(f"mode: {report.results[0].mode}")
     for note in report.notes:
         click.echo(f"note: {note}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._options import echo_json, force_option, json_option
-from deploykit.package.triton import write_repository
+from deploykit.package.repository import RepositoryOptions, write_repository
 
 
 @click.command()
@@ -18,21 +18,36 @@ from deploykit.package.triton import write_repository
 @click.option("--instances", type=int, default=1, show_default=True, help="Model instances per device.")
 @click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
               help="How long dynamic batching waits to fill a batch.")
+@click.option("--images/--no-images", default=True, show_default=True,
+              help="Also write NAME_image (encoded image in, class or saliency map out) for artifacts with "
+                   "deploykit metadata.")
+@click.option("--max-image-mb", type=float, default=32, show_default=True,
+              help="Largest encoded image the image models accept.")
 @force_option
 @json_option
 def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str, ...], max_batch_size: int,
-            instances: int, max_queue_delay_us: int, force: bool, as_json: bool) -> None:
+            instances: int, max_queue_delay_us: int, images: bool, max_image_mb: float, force: bool,
+            as_json: bool) -> None:
     """Write a Triton model repository for ARTIFACTS (.onnx files or build-engine artifacts): config.pbtxt with
     the platform (onnxruntime_onnx, tensorrt_plan) or backend (openvino) that serves it, inputs/outputs with
     dims and dynamic batch, dynamic batching, instance groups and version folders (with the artifact's
-    companion files, an IR's .bin), each config validated against Triton's protobuf schema."""
-    models = write_repository(artifacts, out, names=names, max_batch_size=max_batch_size, instances=instances,
-                              max_queue_delay_us=max_queue_delay_us, force=force)
+    companion files, an IR's .bin), each config validated against Triton's protobuf schema. With deploykit
+    metadata, also the image ensemble NAME_image (NAME_pre -> NAME -> NAME_post: encoded image in, the class map
+    or saliency map at the image's size out), and at the root a Dockerfile (NVIDIA's container) and a KServe
+    InferenceService manifest."""
+    options = RepositoryOptions(max_batch_size=max_batch_size, instances=instances,
+                                max_queue_delay_us=max_queue_delay_us, images=images,
+                                max_image_bytes=int(max_image_mb * 2**20))
+    packaged = write_repository(artifacts, out, names=names, options=options, force=force)
     if as_json:
-        echo_json([{"name": m.name, "platform": m.serving, "max_batch_size": m.max_batch_size,
-                    "inputs": m.inputs, "outputs": m.outputs} for m in models])
+        echo_json([{"name": p.model.name, "platform": p.model.serving, "max_batch_size": p.model.max_batch_size,
+                    "inputs": p.model.inputs, "outputs": p.model.outputs,
+                    "image_model": p.images.ensemble_name if p.images else None} for p in packaged])
         return
-    for m in models:
+    for p in packaged:
+        m = p.model
         click.echo(f"{out}/{m.name}: {m.serving}, max_batch_size {m.max_batch_size}, "
-                   f"inputs {', '.join(f'{t.name}{list(t.dims)}' for t in m.inputs)}")
-    click.echo(f"serve with: tritonserver --model-repository {out}")
+                   f"inputs {', '.join(f'{t.name}{list(t.dims)}' for t in m.inputs)}"
+                   + (f"; images: {p.images.ensemble_name}" if p.images else ""))
+    click.echo(f"serve with: tritonserver --model-repository {out} (or docker build {out}; KServe: "
+               f"{out}/inferenceservice.yaml)")

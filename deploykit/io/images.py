@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -43,12 +44,25 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path | io.BytesIO, what: str = "") -> np.ndarray:
+    """An image file (or encoded bytes in a BytesIO) as HxWx3 uint8 RGB; `what` names it in the error."""
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from exc
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read image {what or path}: not a PNG, JPEG or other format Pillow decodes") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt files
+        raise InputError(f"cannot read image {what or path}: {exc}") from exc
+
+
+def decode_image(data: bytes, max_bytes: int | None = None) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) as HxWx3 uint8 RGB (a server's image input); at most
+    `max_bytes` of them, and no decompression bomb (Pillow's pixel limit)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InputError(f"the image has {len(data)} bytes; this server takes at most {max_bytes}")
+    if not data:
+        raise InputError("the image is empty (0 bytes)")
+    return read_image(io.BytesIO(data), what=f"of {len(data)} bytes")
 
 
 def iter_folder(

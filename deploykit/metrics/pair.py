@@ -14,14 +14,8 @@ import numpy as np
 
 from deploykit.errors import ParityError
 from deploykit.metrics.numeric import NumericMetrics, numeric_metrics
-from deploykit.metrics.tasks import (
-    ClassCounts,
-    TaskEntry,
-    class_counts,
-    label_pair,
-    saliency_scores,
-    truth_counts,
-)
+from deploykit.metrics.tasks import ClassCounts, class_counts, label_pair, saliency_scores, truth_counts
+from deploykit.types import TaskEntry
 
 
 class Pair:

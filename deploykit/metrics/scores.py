@@ -18,7 +18,8 @@ import numpy as np
 from deploykit.errors import ParityError
 from deploykit.metrics.pair import Pair
 from deploykit.metrics.table import METRICS, Metric
-from deploykit.metrics.tasks import LABELLED, TaskEntry, task_of
+from deploykit.metrics.tasks import task_of
+from deploykit.types import LABELLED, TaskEntry
 
 
 class Scores:

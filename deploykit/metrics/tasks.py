@@ -1,4 +1,4 @@
-"""Task metrics: the tasks' table (TASKS) and what each task metric is computed from, one batch at a time
+"""Task metrics: what each task metric is computed from, one batch at a time (the tasks' table is types.TASKS)
 (deploykit.metrics.scores streams them over inputs; the METRICS entries name these functions):
 
 Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label = value > 0):
@@ -47,13 +47,14 @@ metrics (kld, sim); cc and nss are invariant to that shift.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from deploykit.errors import ParityError
+from deploykit.types import TASKS, TaskEntry
 
 MAJOR_CLASS_SHARE = 0.01  # miou_major's share of the reference's pixels (module docstring: why 1%)
 IGNORE_INDEX = 255  # ground-truth pixels not scored (PASCAL VOC's void outline)
@@ -288,32 +289,6 @@ def resize_mask(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     rows = np.minimum(((np.arange(size[0]) + 0.5) * mask.shape[0] / size[0]).astype(np.int64), mask.shape[0] - 1)
     cols = np.minimum(((np.arange(size[1]) + 0.5) * mask.shape[1] / size[1]).astype(np.int64), mask.shape[1] - 1)
     return mask[rows][:, cols]
-
-
-def _fits_segmentation(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 4
-
-
-def _fits_saliency(shape: tuple[int, ...]) -> bool:
-    return (len(shape) == 4 and shape[1] == 1) or len(shape) == 3
-
-
-@dataclass(frozen=True)
-class TaskEntry:
-    """One task: which outputs are its predictions, and whether they are class scores (labelled: argmax label
-    maps, class maps from --head argmax, per-class damage, ground-truth masks) or maps drawn as they are."""
-
-    name: str
-    fits: Callable[[tuple[int, ...]], bool]  # an output of this shape is the task's prediction
-    labelled: bool
-
-
-# The one task table (types.Task names the same two for type checking); code asks an entry, never a name.
-TASKS: dict[str, TaskEntry] = {t.name: t for t in (
-    TaskEntry("segmentation", _fits_segmentation, labelled=True),
-    TaskEntry("saliency", _fits_saliency, labelled=False),
-)}
-LABELLED = next(t for t in TASKS.values() if t.labelled)  # what a class map is a prediction of
 
 
 def task_of(name: str | None) -> TaskEntry | None:

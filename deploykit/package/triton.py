@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
 from deploykit.backends.base import BACKENDS, ONNX_RUNNER
-from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, OutputExists
-from deploykit.io.outputs import check_output_dir
+from deploykit.errors import BackendUnavailable, InputError
+from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.sidecar import read_sidecar
 
 _TRITON_TYPES: dict[int, str] = {
@@ -36,6 +34,10 @@ class TritonTensor:
     data_type: str
     dims: tuple[int, ...]  # -1 for dynamic; without the batch axis when the model batches
 
+    def text(self) -> str:
+        return (f'  {{\n    name: "{self.name}"\n    data_type: {self.data_type}\n'
+                f'    dims: [ {", ".join(map(str, self.dims))} ]\n  }}')
+
 
 @dataclass(frozen=True)
 class TritonModel:
@@ -49,6 +51,8 @@ class TritonModel:
     kind: str  # KIND_CPU | KIND_GPU
     backend: str = ""  # Triton's `backend:` (OpenVINO) in place of a platform
     companions: tuple[str, ...] = ()  # suffixes of the files copied beside file_name (OpenVINO's .bin)
+    parameters: tuple[tuple[str, str], ...] = ()  # config `parameters` (what a Python-backend model reads)
+    metadata: ModelMetadata | None = field(default=None, compare=False)  # deploykit's, when the artifact has it
 
     @property
     def serving(self) -> str:
@@ -64,11 +68,7 @@ class TritonModel:
 
     def config_text(self, instances: int, max_queue_delay_us: int) -> str:
         def tensors(field: str, items: Sequence[TritonTensor]) -> str:
-            body = ",\n".join(
-                f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n'
-                f'    dims: [ {", ".join(map(str, t.dims))} ]\n  }}'
-                for t in items
-            )
+            body = ",\n".join(t.text() for t in items)
             return f"{field} [\n{body}\n]"
 
         batching = (f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n"
@@ -81,7 +81,14 @@ class TritonModel:
             f"{tensors('input', self.inputs)}\n{tensors('output', self.outputs)}\n{batching}"
             f"instance_group [\n  {{\n    count: {instances}\n    kind: {self.kind}\n  }}\n]\n"
             "version_policy: { latest { num_versions: 1 } }\n"
+            + "".join(f'parameters {{\n  key: "{key}"\n  value {{ string_value: "{pbtxt_escape(value)}" }}\n}}\n'
+                      for key, value in self.parameters)
         )
+
+
+def pbtxt_escape(text: str) -> str:
+    """`text` (ASCII) as the inside of a protobuf text-format string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _onnx_tensors(values: Sequence[onnx.ValueInfoProto], batched: bool) -> tuple[TritonTensor, ...]:
@@ -129,10 +136,11 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         raise InputError(f"{file} has no {', '.join(missing)} beside it; copy it with the artifact or rebuild")
     platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
     try:
-        graph = onnx.load(str(graph_file), load_external_data=False).graph
+        proto = onnx.load(str(graph_file), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
         raise InputError(f"{graph_file} is not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else exc})"
                          ) from None
+    graph = proto.graph
     if not graph.input or not graph.output:
         raise InputError(f"{graph_file} holds no ONNX graph (an empty or truncated file); export it again")
     first = graph.input[0].type.tensor_type.shape.dim
@@ -142,6 +150,7 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         max_batch_size=max_batch_size if batched else 0,
         inputs=_onnx_tensors(graph.input, batched), outputs=_onnx_tensors(graph.output, batched), kind=kind,
         backend=entry.triton_backend, companions=entry.companions,
+        metadata=(ModelMetadata.from_record(sidecar.model) if sidecar else None) or read_metadata(proto),
     )
 
 
@@ -156,47 +165,3 @@ def validate_config(text: str) -> None:
         text_format.Parse(text, model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:
         raise InputError(f"generated config.pbtxt is not valid for Triton: {exc}") from exc
-
-
-def write_repository(
-    artifacts: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    names: Sequence[str] = (),
-    max_batch_size: int = 8,
-    instances: int = 1,
-    max_queue_delay_us: int = 100,
-    version: int = 1,
-    force: bool = False,
-) -> list[TritonModel]:
-    """Write a model repository for `artifacts`; the folder appears complete or not at all."""
-    target = Path(out)
-    if len(names) > len(artifacts):
-        raise ConfigConflict(f"{len(names)} --name values for {len(artifacts)} artifact(s); give at most one "
-                             "--name per artifact, in the artifacts' order")
-    if target.exists() and not force:
-        raise OutputExists(f"{target} exists already; pass --force to replace it")
-    check_output_dir(target)
-    if not target.parent.is_dir():
-        raise InputError(f"cannot write {target}: folder {target.parent} does not exist; create it first")
-    models = [describe_artifact(a, name=names[i] if i < len(names) else None, max_batch_size=max_batch_size)
-              for i, a in enumerate(artifacts)]
-    duplicates = sorted({m.name for m in models if [x.name for x in models].count(m.name) > 1})
-    if duplicates:
-        raise InputError(f"two artifacts would both be named {', '.join(duplicates)}; give --name for each")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        for model in models:
-            text = model.config_text(instances, max_queue_delay_us)
-            validate_config(text)
-            folder = staging / model.name / str(version)
-            folder.mkdir(parents=True)
-            for source, name in model.files:
-                shutil.copyfile(source, folder / name)
-            (staging / model.name / "config.pbtxt").write_text(text, encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return models

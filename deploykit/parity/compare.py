@@ -32,7 +32,7 @@ from deploykit.export import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
 from deploykit.metrics.scores import Scores, needing_truth
 from deploykit.metrics.table import METRICS
-from deploykit.metrics.tasks import LABELLED, TaskEntry, class_labels, is_class_map, resize_mask, task_of
+from deploykit.metrics.tasks import class_labels, is_class_map, resize_mask, task_of
 from deploykit.parity import gates as gating
 from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
@@ -40,7 +40,7 @@ from deploykit.parity.localize import Localization, localize
 from deploykit.parity.pictured import PictureKeeper, Pictures
 from deploykit.precision.table import BASELINE, PRECISIONS
 from deploykit.runner import Target
-from deploykit.types import Progress, Progressed
+from deploykit.types import LABELLED, Progress, Progressed, TaskEntry
 
 
 @dataclass(frozen=True)

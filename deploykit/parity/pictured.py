@@ -23,9 +23,9 @@ import numpy as np
 
 from deploykit.errors import InputError, ParityError
 from deploykit.io.outputs import atomic_output
-from deploykit.metrics.tasks import TASKS, TaskEntry, class_labels, saliency_maps
+from deploykit.metrics.tasks import class_labels, saliency_maps
 from deploykit.parity.classes import PICTURED_INPUTS, saliency_disagreement
-from deploykit.types import Preprocessing, Task
+from deploykit.types import TASKS, Preprocessing, Task, TaskEntry
 
 
 def image_from_input(x: np.ndarray, preprocessing: Preprocessing | None) -> np.ndarray:
@@ -81,7 +81,7 @@ class Pictures:
             "candidates": np.stack([np.stack(p.candidates) for p in self.inputs]),
         }
         with atomic_output(path, force=force) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type, unused-ignore]  # numpy 2 stubs only
         return Path(path)
 
     @classmethod

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from deploykit.io.outputs import write_json, write_text
 from deploykit.metrics.table import selected
-from deploykit.metrics.tasks import TASKS
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
 from deploykit.pipeline.plots import make_plots
@@ -19,6 +18,7 @@ from deploykit.report.classes import class_table, damage_blocks
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
 from deploykit.report.format import fmt
 from deploykit.report.masks import pictures_png, write_png
+from deploykit.types import TASKS
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport

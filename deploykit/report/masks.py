@@ -28,9 +28,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from deploykit.errors import InputError
 from deploykit.io.outputs import atomic_output
-from deploykit.metrics.tasks import TASKS
 from deploykit.parity.classes import BOUNDARY_WIDTH, boundary_band
 from deploykit.parity.pictured import Pictures
+from deploykit.types import TASKS
 
 PANEL = 160  # panel height in pixels; width follows the maps' aspect
 GAP = 6

@@ -10,7 +10,8 @@ import pytest
 from deploykit.errors import ParityError
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.metrics.scores import Scores, task_metrics
-from deploykit.metrics.tasks import TASKS, cc, fixations_from_reference, kld, nss, sim
+from deploykit.metrics.tasks import cc, fixations_from_reference, kld, nss, sim
+from deploykit.types import TASKS
 
 
 def test_numeric_metrics_by_hand() -> None:

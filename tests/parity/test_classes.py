@@ -12,7 +12,7 @@ import pytest
 from deploykit.errors import ParityError
 from deploykit.evaluate import session_from_onnx
 from deploykit.metrics.scores import Scores
-from deploykit.metrics.tasks import TASKS, segmentation_labels
+from deploykit.metrics.tasks import segmentation_labels
 from deploykit.parity.classes import (
     ClassDamageResult,
     DamageAccumulator,
@@ -21,6 +21,7 @@ from deploykit.parity.classes import (
     most_disagreeing,
     saliency_disagreement,
 )
+from deploykit.types import TASKS
 from tests.parity.helpers import corrupted_copy
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from deploykit.io.images import preprocess, sample_photographs
-from deploykit.metrics.tasks import TASKS
 from deploykit.parity.compare import ParityResult, ParitySettings, _Kept, compare
 from deploykit.parity.inputs import InputSet
 from deploykit.targets.resolve import open_target
+from deploykit.types import TASKS
 from deploykit.zoo import get_model_spec
 from tests.fixtures.tiny import TINY
 from tests.parity.helpers import ZOO_MODEL, corrupted_copy, zoo_target

@@ -15,9 +15,10 @@ from deploykit.errors import InputError
 from deploykit.io.labels import match_labels, read_mask
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.metrics.scores import Scores, task_metrics
-from deploykit.metrics.tasks import MAJOR_CLASS_SHARE, TASKS, resize_mask
+from deploykit.metrics.tasks import MAJOR_CLASS_SHARE, resize_mask
 from deploykit.parity.gates import evaluate, gates_for
 from deploykit.precision.table import PRECISIONS
+from deploykit.types import TASKS
 from tests.fixtures.precision_models import photo_folder
 from tests.parity.helpers import USER_MODEL, corrupted_copy
 

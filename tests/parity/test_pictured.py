@@ -12,10 +12,9 @@ from PIL import Image
 from deploykit.errors import OutputExists
 from deploykit.evaluate import session_from_onnx
 from deploykit.io.images import preprocess, sample_photographs
-from deploykit.metrics.tasks import TASKS
 from deploykit.parity.pictured import PictureKeeper, Pictures, image_from_input
 from deploykit.report.masks import INTERIOR_FLIP, pictures_png
-from deploykit.types import IMAGENET, Preprocessing
+from deploykit.types import IMAGENET, TASKS, Preprocessing
 from tests.parity.helpers import corrupted_copy
 
 

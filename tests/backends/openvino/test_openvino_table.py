@@ -87,10 +87,11 @@ def test_bench_times_an_ir_by_its_own_backend(built: Path) -> None:
 
 
 def test_triton_repository_names_the_backend_and_copies_the_bin(built: Path, tmp_path: Path) -> None:
-    from deploykit.package.triton import write_repository
+    from deploykit.package.repository import write_repository
 
     pytest.importorskip("tritonclient", reason="validating config.pbtxt needs tritonclient")
-    [model] = write_repository([built], tmp_path / "repo")
+    [packaged] = write_repository([built], tmp_path / "repo")
+    model = packaged.model
     config = (tmp_path / "repo" / model.name / "config.pbtxt").read_text()
     assert 'backend: "openvino"' in config and "platform" not in config
     assert 'default_model_filename: "model.xml"' in config

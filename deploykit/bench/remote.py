@@ -1,0 +1,318 @@
+"""`deploykit bench --url URL --model NAME`: a client-side load generator for any KServe v2 endpoint
+(Triton, `deploykit serve`, MLServer, KServe), measured as perf_analyzer measures: at each concurrency level N,
+N clients each keep one request in flight (a new one as soon as the answer arrives) for a fixed time after a
+warm-up; latency is request to full answer, throughput the answered requests over the walltime. Requests whose
+answer is an error are counted, not timed. The server's batch sizes come from Triton's statistics extension
+(`GET /v2/models/stats`, differences over each level) where the endpoint has it.
+
+Inputs: the model's metadata (`GET /v2/models/NAME`) gives names, datatypes and shapes; unknown dimensions come
+from --input-shape (the batch axis is 1). A BYTES input gets an encoded image (--image, default a photograph
+from scikit-image, else generated pixels). Bodies use Triton's binary tensor extension when the server lists it
+(and tritonclient is installed), else JSON; they are built once, before timing, several distinct ones in turn.
+Clients are Python threads on keep-alive connections: on a small machine they share its cores with the server,
+so a loopback figure is a floor for what the server does with a separate client machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import io
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from deploykit.bench.harness import BenchResult
+from deploykit.bench.run import BenchReport, busy_warning, environment_manifest, load_average
+from deploykit.bench.stats import summarize
+from deploykit.errors import BackendUnavailable, InputError
+from deploykit.io.images import sample_photographs
+from deploykit.types import Progress
+
+_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+          "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
+          "FP32": np.float32, "FP64": np.float64}
+DISTINCT_BODIES = 8
+STATS = "/v2/models/stats"  # Triton's statistics extension, every model
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    concurrency: tuple[int, ...] = (1, 4, 16)
+    duration_s: float = 5.0  # timed, per level
+    warmup_s: float = 1.0  # per level, not timed
+    timeout_s: float = 60.0  # one request
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    prefix: str  # a path before /v2, e.g. behind a gateway
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise InputError(f"--url {url}: give http://HOST:PORT (plain HTTP; put TLS in front with a proxy)")
+        return cls(parsed.hostname, parsed.port or 80, parsed.path.rstrip("/"))
+
+    def connect(self, timeout: float) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def get(self, path: str, timeout: float = 10.0) -> Any:
+        """GET a JSON document; None when the endpoint does not have it (404, 400)."""
+        connection = self.connect(timeout)
+        try:
+            connection.request("GET", self.prefix + path)
+            response = connection.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise InputError(f"cannot reach http://{self.host}:{self.port}{self.prefix} ({exc}); is the server "
+                             "up? (deploykit serve ARTIFACT)") from None
+        finally:
+            connection.close()
+        if response.status != 200:
+            return None
+        return json.loads(body)
+
+
+@dataclass(frozen=True)
+class Body:
+    data: bytes
+    headers: dict[str, str]
+
+
+def model_inputs(endpoint: Endpoint, model: str) -> list[dict[str, Any]]:
+    meta = endpoint.get(f"/v2/models/{urllib.parse.quote(model)}")
+    if meta is None:
+        raise InputError(f"the endpoint has no model {model!r} (GET /v2/models/{model} failed); check --model")
+    return list(meta.get("inputs") or [])
+
+
+def resolve_shape(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The request shape of one input: its dims, -1 batch as 1, other unknown dims from --input-shape."""
+    dims = [int(d) for d in spec["shape"]]
+    if spec["datatype"] == "BYTES":
+        return tuple(1 if d < 0 else d for d in dims)
+    if input_shape is not None:
+        if len(input_shape) != len(dims):
+            raise InputError(f"--input-shape has {len(input_shape)} dimensions; {spec['name']} has {len(dims)} "
+                             f"({dims})")
+        return tuple(int(d) for d in input_shape)
+    if any(d < 0 for d in dims[1:]):
+        raise InputError(f"input {spec['name']} has unknown dimensions {dims}; give --input-shape, e.g. "
+                         f"{','.join(str(d if d > 0 else 1 if i == 0 else 512) for i, d in enumerate(dims))}")
+    return tuple(1 if i == 0 and d < 0 else d for i, d in enumerate(dims))
+
+
+def encoded_image(path: Path | None) -> bytes:
+    """The bytes of --image, or a photograph (scikit-image) / generated pixels encoded as JPEG."""
+    if path is not None:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read --image {path}: {exc.strerror}") from None
+    try:
+        rgb = sample_photographs(("astronaut",))[0]
+    except InputError:  # no scikit-image: pixels with some structure, so the JPEG is not trivially small
+        rows = np.linspace(0, 255, 512, dtype=np.float32)
+        rgb = np.stack([np.add.outer(rows, rows) / 2, np.outer(rows, np.ones(512)), rows[::-1][None].repeat(512, 0)],
+                       axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_bodies(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, tuple[int, ...]], image: bytes,
+                binary: bool, count: int = DISTINCT_BODIES, seed: int = 0) -> list[Body]:
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for _ in range(count):
+        arrays: dict[str, np.ndarray] = {}
+        for spec in inputs:
+            name, datatype, shape = spec["name"], spec["datatype"], shapes[spec["name"]]
+            if datatype == "BYTES":
+                arrays[name] = np.full(shape, image, dtype=object)
+            elif datatype not in _NUMPY:
+                raise InputError(f"input {name} has datatype {datatype}, which bench --url cannot generate")
+            elif np.issubdtype(_NUMPY[datatype], np.floating):
+                arrays[name] = rng.standard_normal(shape, dtype=np.float32).astype(_NUMPY[datatype])
+            else:
+                arrays[name] = np.zeros(shape, dtype=_NUMPY[datatype])
+        bodies.append(_binary_body(arrays, inputs) if binary else _json_body(arrays, inputs))
+    return bodies
+
+
+def _json_body(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]]) -> Body:
+    def values(array: np.ndarray) -> list[Any]:
+        flat = array.ravel().tolist()
+        return [v.decode("latin-1") if isinstance(v, bytes) else v for v in flat]
+
+    document = {"inputs": [{"name": s["name"], "shape": list(arrays[s["name"]].shape), "datatype": s["datatype"],
+                            "data": values(arrays[s["name"]])} for s in inputs]}
+    return Body(json.dumps(document).encode(), {"Content-Type": "application/json"})
+
+
+def _binary_body(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]]) -> Body:
+    """Triton's binary tensor extension, built by tritonclient (outputs come back binary as well)."""
+    try:
+        import tritonclient.http as triton_http
+    except ImportError as exc:
+        raise BackendUnavailable(f"binary requests need tritonclient: pip install 'deploykit[triton]' ({exc})"
+                                 ) from None
+    tensors = []
+    for spec in inputs:
+        tensor = triton_http.InferInput(spec["name"], list(arrays[spec["name"]].shape), spec["datatype"])
+        tensor.set_data_from_numpy(arrays[spec["name"]], binary_data=True)
+        tensors.append(tensor)
+    data, json_size = triton_http.InferenceServerClient.generate_request_body(tensors)
+    headers = {"Content-Type": "application/octet-stream"}
+    if json_size is not None:
+        headers["Inference-Header-Content-Length"] = str(json_size)
+    return Body(data, headers)
+
+
+@dataclass
+class LevelRun:
+    samples_ms: list[float]
+    errors: list[str]
+    walltime_s: float
+    snapshot: Any = None  # what `snapshot` returned at the start of timing
+
+
+def run_level(endpoint: Endpoint, path: str, bodies: Sequence[Body], clients: int, config: LoadConfig,
+              snapshot: Callable[[], Any] = lambda: None) -> LevelRun:
+    """`clients` threads, each with one request in flight, warm-up then `duration_s` timed; `snapshot`
+    (the server's statistics) is taken when the warm-up ends."""
+    start = time.perf_counter()
+    timed_from, timed_until = start + config.warmup_s, start + config.warmup_s + config.duration_s
+    samples: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        connection = endpoint.connect(config.timeout_s)
+        turn = index
+        try:
+            while (now := time.perf_counter()) < timed_until:
+                body = bodies[turn % len(bodies)]
+                turn += 1
+                try:
+                    connection.request("POST", path, body=body.data, headers=body.headers)
+                    response = connection.getresponse()
+                    answer = response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException) as exc:
+                    status, answer = 0, str(exc).encode()
+                    connection.close()
+                    connection = endpoint.connect(config.timeout_s)
+                done = time.perf_counter()
+                if now < timed_from:
+                    continue
+                if status == 200:
+                    samples[index].append((done - now) * 1e3)
+                else:
+                    with lock:
+                        errors.append(f"{status}: {answer[:200].decode('utf-8', 'replace')}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, timed_from - time.perf_counter()))
+    taken = snapshot()
+    for thread in threads:
+        thread.join()
+    ended = max(time.perf_counter(), timed_until)
+    return LevelRun([s for per in samples for s in per], errors, ended - timed_from, taken)
+
+
+def _batch_counts(stats: Any) -> dict[tuple[str, int], int]:
+    counts: dict[tuple[str, int], int] = {}
+    for model in (stats or {}).get("model_stats", []):
+        for entry in model.get("batch_stats", []):
+            executions = int(entry.get("compute_infer", {}).get("count", 0))
+            counts[(model["name"], int(entry["batch_size"]))] = executions
+    return counts
+
+
+def batch_difference(before: Any, after: Any) -> list[dict[str, Any]]:
+    """Executions per (model, batch size) between two statistics snapshots, the changed ones only."""
+    old, new = _batch_counts(before), _batch_counts(after)
+    return [{"model": model, "batch_size": size, "executions": count - old.get((model, size), 0)}
+            for (model, size), count in sorted(new.items()) if count - old.get((model, size), 0) > 0]
+
+
+def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
+                     input_shape: Sequence[int] | None = None, image: Path | None = None, binary: bool | None = None,
+                     progress: Progress | None = None) -> BenchReport:
+    """Measure `model` at `url` at each concurrency level; see the module docstring."""
+    say = progress or (lambda _msg: None)
+    config = config or LoadConfig()
+    if not config.concurrency or any(c < 1 for c in config.concurrency):
+        raise InputError(f"concurrency levels must be positive; got {list(config.concurrency)}")
+    if config.duration_s <= 0 or config.warmup_s < 0:
+        raise InputError("--duration must be positive and --warmup not negative")
+    endpoint = Endpoint.parse(url)
+    server = endpoint.get("/v2") or {}
+    inputs = model_inputs(endpoint, model)
+    shapes = {spec["name"]: resolve_shape(spec, input_shape) for spec in inputs}
+    if binary is None:
+        binary = "binary_tensor_data" in server.get("extensions", [])
+    image_bytes = encoded_image(image) if any(s["datatype"] == "BYTES" for s in inputs) else b""
+    bodies = make_bodies(inputs, shapes, image_bytes, binary)
+    path = f"{endpoint.prefix}/v2/models/{urllib.parse.quote(model)}/infer"
+    load_before = load_average()
+    results = []
+    first = shapes[inputs[0]["name"]] if inputs else ()
+    for clients in config.concurrency:
+        say(f"{model} at {url}: {clients} concurrent client(s), {config.warmup_s:g} s warm-up + "
+            f"{config.duration_s:g} s")
+        run = run_level(endpoint, path, bodies, clients, config, snapshot=functools.partial(endpoint.get, STATS))
+        before, after = run.snapshot, endpoint.get(STATS)
+        if not run.samples_ms:
+            raise InputError(f"no request to {model} at {url} succeeded ({len(run.errors)} errors; first: "
+                             f"{run.errors[0] if run.errors else 'none answered in time'})")
+        qps = len(run.samples_ms) / run.walltime_s
+        results.append(BenchResult(
+            target=f"{model} at {url}", backend=f"KServe v2 ({server.get('name', 'server')})", precision="",
+            batch=int(first[0]) if first else 1, input_shape=tuple(first), latency=summarize(run.samples_ms),
+            mode=f"served (KServe v2 over HTTP, {'binary' if binary else 'JSON'} tensors): request to answer",
+            throughput_qps=qps, images_per_s=qps * (int(first[0]) if first else 1), walltime_s=run.walltime_s,
+            warmup_iterations=0, distinct_inputs=len(bodies), threads=None, samples_ms=run.samples_ms,
+            concurrency=clients, errors=len(run.errors), server_batches=batch_difference(before, after)))
+    notes = [w for w in (busy_warning(load_before),) if w]
+    errors = sum(r.errors for r in results)
+    if errors:
+        notes.append(f"{errors} request(s) were answered with an error and not timed")
+    environment = environment_manifest(None, load_before)
+    environment["server"] = {"url": url, "model": model, "name": server.get("name"), "version": server.get("version")}
+    return BenchReport(results=results, skipped=[], environment=environment, peaks=None,
+                       config={**config.to_dict(), "binary": binary}, notes=notes)
+
+
+def serving_rows(report: BenchReport) -> list[list[object]]:
+    """perf_analyzer's table: concurrency, throughput, latency percentiles, errors and the server's batches."""
+    rows: list[list[object]] = []
+    for r in report.results:
+        batches = ", ".join(f"{b['model']} {b['batch_size']}x{b['executions']}" for b in r.server_batches)
+        rows.append([r.concurrency, r.latency.count, r.errors, r.throughput_qps, r.latency.median, r.latency.p90,
+                     r.latency.p95, r.latency.p99, r.latency.mean, batches or "-"])
+    return rows
+
+
+SERVING_HEADERS = ["concurrency", "requests", "errors", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
+                   "mean ms", "server batches (model size x executions)"]

@@ -1,0 +1,54 @@
+"""`deploykit serve ARTIFACT...`: KServe v2 (Triton) inference endpoints for artifacts, on Triton's server."""
+
+from __future__ import annotations
+
+import click
+
+from deploykit.commands._options import given, progress
+from deploykit.serve.server import ServeOptions, run_until_signal, start
+
+
+@click.command(short_help="Serve artifacts over the KServe v2 protocol (Triton's server, dynamic batching).")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--name", "names", multiple=True, help="Model name per artifact, in order (default: file stem).")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1, loopback only).")
+@click.option("--port", type=int, default=None, help="HTTP port (default 8000; 0: any free port).")
+@click.option("--grpc-port", type=int, default=None, help="Also open Triton's gRPC endpoint on this port.")
+@click.option("--max-batch", "max_batch_size", type=int, default=None,
+              help="Largest batch the dynamic batcher forms from same-shape requests (default 8; 0: none).")
+@click.option("--queue-delay-us", "max_queue_delay_us", type=int, default=None,
+              help="How long the batcher waits to fill a batch (default 500 us).")
+@click.option("--instances", type=int, default=None, help="Model instances (default 1).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads per instance (default: the backend's).")
+@click.option("--images/--no-images", default=True, show_default=True,
+              help="Also serve NAME_image: an encoded image in, the class or saliency map at its size out.")
+@click.option("--max-image-mb", type=float, default=None, help="Largest encoded image accepted (default 32).")
+@click.option("--max-input-mb", type=float, default=None,
+              help="Largest input tensor accepted, in MB of float32 (default 256).")
+@click.option("--drain", "drain_s", type=int, default=None,
+              help="Seconds in-flight requests get after SIGTERM / Ctrl-C (default 8).")
+def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, port: int | None,
+          grpc_port: int | None, max_batch_size: int | None, max_queue_delay_us: int | None, instances: int | None,
+          threads: int | None, images: bool, max_image_mb: float | None, max_input_mb: float | None,
+          drain_s: int | None) -> None:
+    """Serve ARTIFACTS (.onnx files or build-engine artifacts: ONNX Runtime, OpenVINO, TensorRT) with the Triton
+    server bundled in nvidia-pytriton (pip install 'deploykit[serve]'), each through its deploykit Runner.
+    Speaks KServe v2: GET /v2/health/ready, GET /v2/models/NAME, POST /v2/models/NAME/infer (JSON or Triton's
+    binary tensors), GET /v2/models/NAME/stats; tritonclient and perf_analyzer work against it. NAME takes the
+    artifact's tensors; NAME_image takes an encoded PNG/JPEG (BYTES, shape [1]) and returns `mask`. Runs until
+    SIGTERM or Ctrl-C, which drain in-flight requests."""
+    options = ServeOptions(names=names, images=images, **given(
+        host=host, port=port, grpc_port=grpc_port, max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, max_image_mb=max_image_mb,
+        max_input_mb=max_input_mb, drain_s=drain_s))
+    serving = start(artifacts, options, progress=progress)
+    for artifact, packaged in zip(artifacts, serving.packaged, strict=True):
+        model = packaged.model
+        click.echo(f"{serving.url}/v2/models/{model.name}: {artifact}, inputs "
+                   + ", ".join(f"{t.name} {t.data_type[5:]}{list(t.dims)}" for t in model.inputs)
+                   + f", max batch {model.max_batch_size}")
+        if packaged.images:
+            click.echo(f"{serving.url}/v2/models/{packaged.images.ensemble_name}: image (encoded PNG/JPEG, "
+                       f"BYTES[1]) -> mask {packaged.images.post.outputs[0].data_type[5:]}[height, width]")
+    click.echo(f"ready: {serving.url} (KServe v2; SIGTERM or Ctrl-C drains and stops)", err=True)
+    run_until_signal(serving, progress=progress)

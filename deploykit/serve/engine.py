@@ -1,0 +1,163 @@
+"""The serving engine: the Triton Inference Server binary that nvidia-pytriton bundles (Triton 2.51 with its
+Python backend), run on its own. PyTriton's Python proxy is not used (it fails on Python 3.11.7, its issue #51);
+the server reads a model repository deploykit stages, whose artifact models are Python-backend models wrapping
+deploykit's Runner (deploykit/serve/triton_runner.py).
+
+What running the bundled server needs, and this module provides: the wheel's shared libraries and this
+Python's shared libpython on LD_LIBRARY_PATH; a backend directory holding the Python backend with the stub for
+this Python version; numpy < 2 (the bundled stub reads and writes tensors through numpy's 1.x C layout: with
+numpy 2 it returns wrong values without an error, which is why nvidia-pytriton pins numpy < 2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.errors import BackendUnavailable, DeployKitError
+
+INSTALL = "pip install 'deploykit[serve]'"
+
+
+@dataclass(frozen=True)
+class TritonBundle:
+    binary: Path
+    libraries: Path  # the wheel's shared libraries (libtritonserver, ...)
+    python_backend: Path  # libtriton_python.so and triton_python_backend_utils.py
+    stub: Path  # triton_python_backend_stub for this Python version
+
+    def stage_backends(self, folder: Path) -> Path:
+        """A backend directory with the Python backend and this Python's stub; returns it."""
+        python = folder / "backends" / "python"
+        python.mkdir(parents=True)
+        for item in self.python_backend.iterdir():
+            if item.is_file():
+                shutil.copyfile(item, python / item.name)
+        shutil.copy2(self.stub, python / self.stub.name)  # copy2 keeps the executable bit
+        return python.parent
+
+
+def find_bundle() -> TritonBundle:
+    """The bundled server, or a clear error naming what to install."""
+    spec = importlib.util.find_spec("pytriton")  # located, not imported: its proxy needs packages we skip
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable(f"deploykit serve runs the Triton server that nvidia-pytriton bundles: {INSTALL}")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    server = root / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    bundle = TritonBundle(binary=server / "bin" / "tritonserver", libraries=root.parent / "nvidia_pytriton.libs",
+                          python_backend=server / "backends" / "python",
+                          stub=server / "python_backend_stubs" / version / "triton_python_backend_stub")
+    missing = [str(p) for p in (bundle.binary, bundle.libraries, bundle.python_backend, bundle.stub) if not p.exists()]
+    if missing:
+        raise BackendUnavailable(f"nvidia-pytriton at {root} lacks {', '.join(missing)} (no server for Python "
+                                 f"{version}?); reinstall it: {INSTALL}")
+    return bundle
+
+
+def check_runtime() -> Path:
+    """What the Python backend stub needs from this interpreter; returns the folder of its shared libpython."""
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise BackendUnavailable(f"the Python backend bundled with nvidia-pytriton needs numpy < 2 (with numpy "
+                                 f"{np.__version__} it reads tensors wrongly); pip install 'numpy<2' ({INSTALL} "
+                                 "pins it)")
+    libdir = Path(str(sysconfig.get_config_var("LIBDIR") or ""))
+    library = str(sysconfig.get_config_var("LDLIBRARY") or "")
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED") or not (libdir / library).exists():
+        raise BackendUnavailable(f"Triton's Python backend loads libpython{sys.version_info.major}."
+                                 f"{sys.version_info.minor} as a shared library, and this Python ({sys.executable}) "
+                                 "has none: use a Python built with --enable-shared (pyenv: "
+                                 "PYTHON_CONFIGURE_OPTS=--enable-shared; Debian/Ubuntu's python3 has it)")
+    return libdir
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int | None = None  # None: no gRPC endpoint
+    drain_s: int = 8  # in-flight requests get this long after SIGTERM
+    ready_timeout_s: float = 120.0
+
+
+class ServerProcess:
+    """A running tritonserver; `stop()` sends SIGTERM (Triton drains in-flight requests) and waits."""
+
+    def __init__(self, process: subprocess.Popen[bytes], settings: ServerSettings, log: Path) -> None:
+        self.process, self.settings, self.log = process, settings, log
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        return f"http://{host}:{self.settings.http_port}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(line for line in text[-lines:] if not line.startswith(("|", "+")))
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DeployKitError(f"the Triton server exited with status {self.process.returncode} while "
+                                     f"loading the models:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise DeployKitError(f"the Triton server was not ready after {self.settings.ready_timeout_s:g} s:\n"
+                             f"{self.log_tail()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(self.settings.drain_s + 1)  # Triton gives up after drain_s itself
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(repository: Path, workdir: Path, settings: ServerSettings) -> ServerProcess:
+    """Start the bundled tritonserver on `repository`; logs go to workdir/server.log."""
+    bundle = find_bundle()
+    libpython = check_runtime()
+    backends = bundle.stage_backends(workdir)
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(bundle.libraries), str(libpython), env.get("LD_LIBRARY_PATH", "")) if p)
+    # The stub embeds Python without a program path: it finds `python3` on PATH and takes that interpreter's
+    # prefix and site-packages (it ignores PYTHONPATH). This interpreter first, so that the models see this
+    # environment's packages (a venv's: deploykit, numpy < 2, the runtimes), not the base installation's.
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
+    grpc = (["--allow-grpc", "true", "--grpc-address", settings.host, "--grpc-port", str(settings.grpc_port)]
+            if settings.grpc_port else ["--allow-grpc", "false"])
+    command = [str(bundle.binary), "--model-repository", str(repository), "--backend-directory", str(backends),
+               "--http-address", settings.host, "--http-port", str(settings.http_port), *grpc,
+               "--allow-metrics", "false", "--exit-timeout-secs", str(settings.drain_s),
+               "--strict-readiness", "true", "--disable-auto-complete-config", "--exit-on-error", "true"]
+    log = workdir / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # our Ctrl-C reaches it through stop(), once
+    return ServerProcess(process, settings, log)

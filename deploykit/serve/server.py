@@ -1,0 +1,139 @@
+"""`deploykit serve` as a library call: stage a Triton model repository for the artifacts, start the bundled
+Triton server on it (deploykit.serve.engine), and run until SIGTERM or Ctrl-C, which drain in-flight requests.
+
+The repository is the one `package --triton` writes (the image ensemble and its steps included), except that
+each artifact's own model is a Python-backend model running deploykit's Runner (deploykit/serve/triton_runner.py)
+instead of Triton's ONNX Runtime / OpenVINO / TensorRT backends, which only NVIDIA's container has.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+
+from deploykit.errors import ConfigConflict, DeployKitError, InputError
+from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
+from deploykit.package.triton import TritonModel
+from deploykit.serve.engine import ServerProcess, ServerSettings, check_runtime, find_bundle, start_server
+from deploykit.serve.execute import max_elements_of
+from deploykit.types import Progress
+
+RUNNER_MODEL = Path(__file__).with_name("triton_runner.py")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    names: tuple[str, ...] = ()
+    host: str = "127.0.0.1"  # loopback unless asked otherwise
+    port: int = 8000  # 0: any free port
+    grpc_port: int | None = None  # Triton's gRPC endpoint too, when given
+    max_batch_size: int = 8
+    max_queue_delay_us: int = 500
+    instances: int = 1
+    threads: int | None = None  # each instance's intra-op threads (default: the backend's)
+    images: bool = True
+    max_image_mb: float = 32.0
+    max_input_mb: float = 256.0  # per input tensor, as float32
+    drain_s: int = 8
+
+    def repository(self) -> RepositoryOptions:
+        return RepositoryOptions(max_batch_size=self.max_batch_size, instances=self.instances,
+                                 max_queue_delay_us=self.max_queue_delay_us, images=self.images,
+                                 max_image_bytes=int(self.max_image_mb * 2**20))
+
+
+@dataclass
+class Serving:
+    process: ServerProcess
+    packaged: list[Packaged]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def stop(self) -> int:
+        try:
+            return self.process.stop()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def runner_model(model: TritonModel, options: ServeOptions) -> TritonModel:
+    """The artifact's Triton model as a Python-backend model running its deploykit Runner."""
+    settings = {"artifact": str(model.source.resolve()), "threads": options.threads,
+                "max_elements": max_elements_of(options.max_input_mb)}
+    return replace(model, platform="", backend="python", file_name="model.py", source=RUNNER_MODEL,
+                   kind="KIND_CPU", companions=(), parameters=(("deploykit", json.dumps(settings)),))
+
+
+def _free_port(host: str, port: int) -> int:
+    """`port` if it can be bound on `host` (any free one for 0), else a clear error before the server starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no clash
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host"
+                             ) from None
+        return int(probe.getsockname()[1])
+
+
+def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | None = None) -> Serving:
+    """Serve `artifacts`; returns once every model is ready (or raises with the server's log)."""
+    say = progress or (lambda _msg: None)
+    if options.max_batch_size < 0 or options.instances < 1 or options.drain_s < 1 or options.max_input_mb <= 0:
+        raise ConfigConflict("serve needs --max-batch >= 0, --instances >= 1, --drain >= 1 and --max-input-mb > 0")
+    find_bundle()
+    check_runtime()  # both fail with what to install before any artifact is opened
+    models = [runner_model(m, options) for m in describe_artifacts(artifacts, options.names, options.max_batch_size)]
+    port = _free_port(options.host, options.port)
+    grpc = _free_port(options.host, options.grpc_port) if options.grpc_port is not None else None
+    workdir = Path(tempfile.mkdtemp(prefix="deploykit-serve-"))
+    try:
+        repository = workdir / "models"
+        repository.mkdir()
+        packaged = stage(models, repository, options.repository())
+        say(f"starting Triton on {options.host}:{port} with {sum(len(p.names) for p in packaged)} models")
+        process = start_server(repository, workdir, ServerSettings(host=options.host, http_port=port,
+                                                                   grpc_port=grpc, drain_s=options.drain_s))
+        try:
+            process.wait_ready()
+        except DeployKitError:
+            process.stop()
+            raise
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return Serving(process, packaged, workdir)
+
+
+def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
+    """Block until SIGTERM / SIGINT (then drain and stop) or until the server dies; its exit status."""
+    say = progress or (lambda _msg: None)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(0.2):
+            if serving.process.process.poll() is not None:
+                raise DeployKitError(f"the Triton server stopped (status {serving.process.process.returncode}):\n"
+                                     f"{serving.process.log_tail()}")
+        say(f"stopping: draining in-flight requests (up to {serving.process.settings.drain_s} s)")
+        return serving.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        serving.stop()

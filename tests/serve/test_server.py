@@ -1,0 +1,295 @@
+"""`deploykit serve` under load and bad requests: the real server (Triton bundled in nvidia-pytriton) on a free
+loopback port, a tiny segmenter; every answer is checked against the artifact's own Runner."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("tritonclient.http")
+from deploykit.serve.engine import find_bundle
+
+try:
+    find_bundle()
+except Exception as exc:  # the serve extra is not installed: nothing to start
+    pytest.skip(f"no bundled Triton server: {exc}", allow_module_level=True)
+
+import tritonclient.http as triton_http
+from PIL import Image
+
+from deploykit.export import onnx_from_torch
+from deploykit.io.images import decode_image, preprocess
+from deploykit.io.masks import prediction_at_size
+from deploykit.io.metadata import read_metadata
+from deploykit.targets.resolve import open_target
+from deploykit.zoo.sources import load_model
+
+USER = "tests.fixtures.user_models:tiny_segmenter"
+SIZE = (32, 32)  # the model's recorded input size, which images are resized to
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    artifact: Path
+
+    def post(self, model: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            connection.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read(), dict(response.getheaders())
+        finally:
+            connection.close()
+
+
+def start_server(artifacts: list[Path], *extra: str) -> Server:
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", *map(str, artifacts), "--port", str(port),
+                                "--queue-delay-us", "2000", "--max-input-mb", "1", "--max-image-mb", "0.05",
+                                *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return Server(process, port, artifacts[0])
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError("the server was not ready in 180 s")
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("serve") / "seg.onnx"
+    onnx_from_torch(load_model(USER, options={"num_classes": 4}), path, input_shape=(1, 3, *SIZE), simplify=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def openvino_artifact(artifact: Path) -> Path | None:
+    """The same model built by the OpenVINO backend, when OpenVINO is installed (the test extra has it)."""
+    from click.testing import CliRunner
+
+    from deploykit.backends.base import BACKENDS
+    from deploykit.cli import cli
+
+    if not BACKENDS["openvino"].availability().ready:
+        return None
+    out = artifact.with_name("seg.xml")
+    result = CliRunner().invoke(cli, ["build-engine", str(artifact), "--backend", "openvino", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(artifact: Path, openvino_artifact: Path | None) -> Iterator[Server]:
+    extra = [openvino_artifact] if openvino_artifact else []
+    running = start_server([artifact, *extra], "--name", "seg", *(["--name", "seg_ov"] if extra else []))
+    yield running
+    running.process.send_signal(signal.SIGTERM)
+    running.process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def runner(artifact: Path) -> Iterator[Any]:
+    with open_target(str(artifact)).runner as opened:
+        yield opened
+
+
+def tensor_body(x: np.ndarray, name: str = "input", datatype: str = "FP32") -> tuple[bytes, dict[str, str]]:
+    tensor = triton_http.InferInput(name, list(x.shape), datatype)
+    tensor.set_data_from_numpy(x, binary_data=True)
+    body, json_size = triton_http.InferenceServerClient.generate_request_body([tensor])
+    return body, {"Inference-Header-Content-Length": str(json_size)}
+
+
+def image_body(data: bytes) -> tuple[bytes, dict[str, str]]:
+    return tensor_body(np.array([[data]], dtype=object), name="image", datatype="BYTES")
+
+
+def answer(status: int, body: bytes, headers: dict[str, str], output: str) -> np.ndarray:
+    assert status == 200, body[:300]
+    length = headers.get("Inference-Header-Content-Length")
+    result = triton_http.InferenceServerClient.parse_response_body(
+        body, header_length=int(length) if length else None)
+    return np.asarray(result.as_numpy(output))
+
+
+def encoded(height: int, width: int, fmt: str, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def masks_agree(mask: np.ndarray, logits: np.ndarray, size: tuple[int, int]) -> bool:
+    """The served class map equals the Runner's, except where the Runner's own top two scores tie within
+    float noise (a batched inference may order such a pixel either way)."""
+    expected = prediction_at_size(logits, "segmentation", 4, size)
+    top2 = np.sort(logits, axis=0)[-2:]
+    near_tie = prediction_at_size((top2[1] - top2[0] < 1e-4)[None].astype(np.float32) - 0.5,
+                                  "segmentation", 1, size).astype(bool)
+    return mask.shape == size and mask.dtype == np.uint8 and bool(np.all((mask == expected) | near_tie))
+
+
+def test_500_mixed_requests_from_16_clients_all_equal_the_runner(server: Server, runner: Any) -> None:
+    shapes = [(1, 3, 32, 32), (1, 3, 24, 40), (2, 3, 32, 32), (1, 3, 48, 16)]
+    images = [encoded(37, 53, "PNG", 1), encoded(64, 48, "JPEG", 2), encoded(20, 20, "PNG", 3)]
+    rng = np.random.default_rng(0)
+    tensors = [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+
+    def one(index: int) -> str:
+        if index % 3 == 2:
+            data = images[index % len(images)]
+            mask = answer(*server.post("seg_image", *image_body(data)), "mask")[0]
+            rgb = decode_image(data)
+            logits = runner.infer({"input": preprocess(rgb, load_pre(server), SIZE)})["output"][0]
+            return "" if masks_agree(mask, logits, rgb.shape[:2]) else f"image {index} differs"
+        x = tensors[index % len(tensors)]
+        got = answer(*server.post("seg", *tensor_body(x)), "output")
+        expected = runner.infer({"input": x})["output"]
+        return "" if got.shape == expected.shape and np.allclose(got, expected, rtol=1e-5, atol=1e-5) else \
+            f"tensor {index} differs"
+
+    with ThreadPoolExecutor(16) as pool:
+        failures = [f for f in pool.map(one, range(500)) if f]
+    assert not failures, failures[:5]
+    stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v2/models/seg/stats").read())
+    batches = {b["batch_size"] for b in stats["model_stats"][0]["batch_stats"]}
+    assert max(batches) > 1, f"the dynamic batcher never merged requests: {batches}"
+
+
+def load_pre(server: Server) -> Any:
+    meta = read_metadata(onnx.load(str(server.artifact)))
+    assert meta is not None
+    return meta.preprocessing
+
+
+BAD = {
+    "wrong dtype": ("seg", lambda: tensor_body(np.zeros((1, 3, 8, 8), np.int32), datatype="INT32"), "data-type"),
+    "wrong shape": ("seg", lambda: tensor_body(np.zeros((1, 2, 8, 8), np.float32)), "shape"),
+    "wrong name": ("seg", lambda: tensor_body(np.zeros((1, 3, 8, 8), np.float32), name="pixels"), "pixels"),
+    "corrupt image": ("seg_image", lambda: image_body(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64), "cannot read image"),
+    "oversize image": ("seg_image", lambda: image_body(encoded(200, 200, "PNG", 4)), "at most"),
+    "oversize tensor": ("seg", lambda: tensor_body(np.zeros((1, 3, 320, 320), np.float32)), "too large"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(server: Server, runner: Any,
+                                                                         case: str) -> None:
+    model, make, words = BAD[case]
+    status, body, _ = server.post(model, *make())
+    assert 400 <= status < 500, (status, body[:300])
+    assert words in json.loads(body)["error"]
+    x = np.ones((1, 3, 16, 16), np.float32)
+    np.testing.assert_allclose(answer(*server.post("seg", *tensor_body(x)), "output"),
+                               runner.infer({"input": x})["output"], rtol=1e-5, atol=1e-5)
+
+
+def test_protocol_endpoints(server: Server) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    assert urllib.request.urlopen(f"{base}/v2/health/ready").status == 200
+    meta = json.loads(urllib.request.urlopen(f"{base}/v2/models/seg").read())
+    assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [("input", "FP32", [-1, 3, -1, -1])]
+    image = json.loads(urllib.request.urlopen(f"{base}/v2/models/seg_image").read())
+    assert image["inputs"][0]["datatype"] == "BYTES" and image["outputs"][0]["datatype"] == "UINT8"
+    body = {"inputs": [{"name": "input", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [0.5] * 12}]}
+    request = urllib.request.Request(f"{base}/v2/models/seg/infer", data=json.dumps(body).encode())
+    reply = json.loads(urllib.request.urlopen(request).read())  # plain JSON, no binary extension
+    assert reply["outputs"][0]["shape"] == [1, 4, 2, 2] and len(reply["outputs"][0]["data"]) == 16
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_within_10_s(artifact: Path) -> None:
+    draining = start_server([artifact], "--max-input-mb", "16")
+    x = np.random.default_rng(1).standard_normal((1, 3, 256, 256), dtype=np.float32)
+    body = tensor_body(x)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(draining.post, "seg", *body) for _ in range(8)]
+        time.sleep(0.3)  # the requests are in flight
+        sent = time.monotonic()
+        draining.process.send_signal(signal.SIGTERM)
+        statuses = [f.result()[0] for f in futures]
+    code = draining.process.wait(15)
+    assert time.monotonic() - sent < 10
+    assert code == 0, draining.process.stdout.read().decode() if draining.process.stdout else ""
+    assert statuses == [200] * 8
+    assert os.path.exists(artifact)
+
+
+def test_bench_url_measures_the_served_model(server: Server, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from deploykit.bench.run import BenchReport
+    from deploykit.cli import cli
+
+    out = tmp_path / "served.json"
+    result = CliRunner().invoke(cli, ["bench", "--url", f"http://127.0.0.1:{server.port}", "--model", "seg",
+                                      "--input-shape", "1,3,32,32", "--concurrency", "1,4", "--duration", "0.5",
+                                      "--warmup", "0.2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "infer/s" in result.output and "server batches" in result.output
+    report = BenchReport.from_dict(json.loads(out.read_text()))
+    assert [r.concurrency for r in report.results] == [1, 4]
+    for r in report.results:
+        assert r.errors == 0 and r.latency.count == len(r.samples_ms) > 0
+        # the server's own count of the level's executions (the snapshot at the end of the warm-up may come
+        # a few requests late on a busy machine, so no equality with the client's count)
+        sizes = [b["batch_size"] for b in r.server_batches if b["model"] == "seg" and b["executions"] > 0]
+        assert sizes and max(sizes) <= 8
+
+
+def test_an_openvino_artifact_is_served_through_its_runner(server: Server, openvino_artifact: Path | None) -> None:
+    if openvino_artifact is None:
+        pytest.skip("OpenVINO is not installed")
+    x = np.random.default_rng(5).standard_normal((2, 3, 24, 32), dtype=np.float32)
+    with open_target(str(openvino_artifact)).runner as ov_runner:
+        expected = ov_runner.infer({"input": x})["output"]
+    got = answer(*server.post("seg_ov", *tensor_body(x)), "output")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    data = encoded(30, 41, "PNG", 6)
+    assert answer(*server.post("seg_ov_image", *image_body(data)), "mask").shape == (1, 30, 41)
+
+
+def test_bench_url_json_requests_and_images(server: Server, tmp_path: Path) -> None:
+    from deploykit.bench.remote import LoadConfig, run_remote_bench
+
+    config = LoadConfig(concurrency=(2,), duration_s=0.5, warmup_s=0.1)
+    url = f"http://127.0.0.1:{server.port}"
+    tensors = run_remote_bench(url, "seg", config=config, input_shape=(1, 3, 16, 16), binary=False)
+    image = tmp_path / "small.png"
+    image.write_bytes(encoded(40, 30, "PNG", 7))  # under the test server's --max-image-mb
+    images = run_remote_bench(url, "seg_image", config=config, image=image)
+    for report in (tensors, images):
+        result = report.results[0]
+        assert result.errors == 0 and result.latency.count > 0 and result.concurrency == 2
+    assert tensors.config["binary"] is False and images.results[0].input_shape == (1, 1)
+    assert {b["model"] for b in images.results[0].server_batches} >= {"seg_pre", "seg", "seg_post"}
