@@ -24,13 +24,14 @@ import torch
 import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, named_outputs, outputs_as_tuple
-from deploykit.errors import ExportError, InputError, UserCodeError
+from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError, UserCodeError
 from deploykit.graph.heads import apply_head
+from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.io.outputs import atomic_output, check_output_path
 from deploykit.metrics.numeric import NumericMetrics, numeric_metrics
 from deploykit.types import Progress
-from deploykit.zoo.sources import LoadedModel, is_user_model
+from deploykit.zoo.sources import LoadedModel, is_user_model, model_code, user_code_name
 
 DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
 
@@ -131,14 +132,13 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 
 def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
-    """One forward pass on a random input; an exception from a user's model is theirs (exit 2, their line)."""
+    """One forward pass on a random input; what a user's model raises is theirs (exit 2, their line)."""
     try:
-        with torch.inference_mode():
+        with model_code(loaded.spec, f" (on input {_shape_text(shape)})"), torch.inference_mode():
             return loaded.module(torch.randn(shape))
-    except Exception as exc:  # user code raises anything
-        if is_user_model(loaded.spec):
-            raise UserCodeError.from_exception(f"your model {loaded.spec.name} (on input {_shape_text(shape)})",
-                                               exc) from exc
+    except Exception as exc:  # a zoo model that cannot take this shape
+        if isinstance(exc, DeployKitError):
+            raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"{loaded.spec.name} cannot run on input {list(shape)}: {first[:300]}") from exc
 
@@ -216,6 +216,24 @@ def _run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Pa
     except Exception as exc:  # exporters raise many unrelated types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {first[:300]}") from exc
+    except NOT_THEIRS:
+        raise
+    except BaseException as exc:  # sys.exit() in a forward being traced
+        if not is_user_model(loaded.spec):
+            raise
+        raise UserCodeError.from_exception(f"your model {loaded.spec.name} (while the {name} exporter traced "
+                                           "it)", exc) from exc
+
+
+def _check_reads_input(model: onnx.ModelProto, name: str) -> None:
+    """Refuse a graph whose outputs are constants: the trace saw no torch operation on the input."""
+    if not any(output.name in input_dependent(model) for output in model.graph.output):
+        what = "has no input" if not model.graph.input else "computes no output from its input"
+        raise ExportError(
+            f"the exported graph of {name} {what}: the tracer saw no torch operation on the input, so it kept "
+            "only constants (a forward that computes in NumPy or Python numbers, e.g. x.numpy(), x.tolist() or "
+            "x.item(), or that ignores its input); compute the outputs from the input with torch operations"
+        )
 
 
 def _check(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -236,11 +254,13 @@ def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) ->
     return [shape, (n + 1, c, h + step, w + 2 * step)]
 
 
-def _rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> Exception | None:
+def _rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None:
     try:
         with torch.inference_mode():
             loaded.module(torch.randn(shape))
-    except Exception as exc:  # user code raises anything
+    except NOT_THEIRS:
+        raise
+    except BaseException as exc:  # user code raises anything, SystemExit included
         return exc
     return None
 
@@ -318,7 +338,8 @@ def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequenc
     with ort_runner:
         input_name = ort_runner.input_specs()[0].name
         output_names = [s.name for s in ort_runner.output_specs()]
-        with TorchRunner(loaded.module, input_names=(input_name,), output_names=output_names) as torch_runner:
+        with TorchRunner(loaded.module, input_names=(input_name,), output_names=output_names,
+                         user_code=user_code_name(loaded.spec)) as torch_runner:
             for shape in shapes:
                 feed = {input_name: rng.standard_normal(shape).astype(np.float32)}
                 expected, got = torch_runner.infer(feed), _ort_infer(ort_runner, feed, shape)
@@ -403,6 +424,7 @@ def onnx_from_torch(
         exported = onnx.load(str(raw))
         _pin_output_dims(exported, output_shapes, dynamic, shape)
         model = _check(exported)
+        _check_reads_input(model, spec.name)
     meta = _metadata(loaded, shape, chosen, input_names, output_names)
     write_metadata(model, meta)
     say(f"verifying against PyTorch on shapes {', '.join('x'.join(map(str, s)) for s in shapes)}")

@@ -30,6 +30,7 @@ from deploykit.zoo.sources import LoadedModel, load_model
 from tests.fixtures import user_models
 
 FIXTURES = "tests.fixtures.user_models"
+EXITING_MODULE = Path(user_models.__file__).with_name("exiting_module.py")  # never imported here: it exits
 
 
 def _export(tmp_path: Path, factory: str, shape: tuple[int, int, int, int], **kw: object) -> tuple[object, list[str]]:
@@ -112,6 +113,56 @@ def test_a_raising_forward_is_exit_2_with_the_users_file_and_line(tmp_path: Path
     assert message.startswith(f"your model {FIXTURES}:raising_model (on input 1x3x32x32) raised ValueError: "
                               "expected 4 input channels, got 3")
     assert message.endswith(f"user_models.py:{line})")
+
+
+@pytest.mark.parametrize(("source", "says", "fragment", "where"), [
+    (f"{FIXTURES}:exiting_model", "your model tests.fixtures.user_models:exiting_model (on input 1x3x32x32) "
+     "raised SystemExit: 3", "sys.exit(3)", user_models.ExitingModel),
+    (f"{FIXTURES}:exiting_factory", "your factory tests.fixtures.user_models:exiting_factory raised SystemExit: "
+     "cannot find the config", "raise SystemExit", user_models.exiting_factory),
+    (f"{FIXTURES}:halting_model", "raised Halt: stop here", 'raise Halt("stop here")', user_models.HaltingModel),
+    ("tests.fixtures.exiting_module:build", "your module tests.fixtures.exiting_module raised SystemExit: run me "
+     "as a script", "sys.exit(", EXITING_MODULE),
+])
+def test_sys_exit_and_other_base_exceptions_in_user_code_are_theirs(source: str, says: str, fragment: str,
+                                                                    where: object, tmp_path: Path) -> None:
+    if where is EXITING_MODULE:
+        line = next(i for i, text in enumerate(EXITING_MODULE.read_text().splitlines(), 1) if fragment in text)
+        file = EXITING_MODULE.name
+    else:
+        line, file = _line_of(fragment, where), "user_models.py"
+    result = CliRunner().invoke(cli, ["export", source, "--input-shape", "1,3,32,32", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert says in result.stderr and result.stderr.rstrip().endswith(f"{file}:{line})"), result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("factory", ["numpy_model", "ignores_input"])
+def test_a_graph_that_reads_no_input_is_refused_with_the_reason(factory: str, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"has no input: the tracer saw no torch operation on the input.*NumPy"):
+        _export(tmp_path, factory, (1, 3, 32, 32))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_dynamo_graph_whose_input_feeds_no_output_is_refused(tmp_path: Path) -> None:
+    # The dynamo exporter keeps the unused input: the graph has an input, but no output depends on it.
+    with pytest.raises(ExportError, match="computes no output from its input"):
+        _export(tmp_path, "ignores_input", (1, 3, 32, 32), exporter="dynamo")
+
+
+def test_a_model_that_changes_its_input_in_place_exports_and_verifies(tmp_path: Path) -> None:
+    result, _ = _export(tmp_path, "in_place_on_input", (1, 3, 32, 32))
+    assert result.passed, [c.outputs for c in result.checks]  # type: ignore[attr-defined]
+    # The reference saw the same feed as ONNX Runtime: the graph reproduces the in-place arithmetic.
+    loaded = load_model(f"{FIXTURES}:in_place_on_input")
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        changed = torch.relu(torch.from_numpy(x) * 2 - 0.5)
+        expected = user_models.TinySegmenter.forward(loaded.module, changed)  # type: ignore[arg-type]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected.numpy(), atol=1e-5)
 
 
 def test_options_a_factory_does_not_take_are_still_a_config_conflict() -> None:

@@ -13,7 +13,7 @@ from deploykit.backends.base import BENCH_CHOICES
 from deploykit.graph.macs import count_onnx_macs
 from deploykit.runner import Runner, Target
 from deploykit.zoo.flops import complexity_at, count_complexity
-from deploykit.zoo.sources import is_factory_path
+from deploykit.zoo.sources import is_factory_path, model_code
 
 BACKEND_CHOICES = tuple(BENCH_CHOICES)  # from the backend table: each backend's bench_choices
 MaddsAt = Callable[[tuple[int, ...]], int | None]
@@ -51,7 +51,8 @@ def torch_madds(loaded: Any) -> MaddsAt:
         nchw = (shape[0], shape[1], shape[2], shape[3])
         if not is_factory_path(loaded.spec.name):
             return complexity_at(lambda: loaded.spec.build(**loaded.options), nchw).madds
-        return count_complexity(loaded.module, nchw).madds  # a user factory may not build on the meta device
+        with model_code(loaded.spec, f" (counting multiply-adds on {'x'.join(map(str, nchw))})"):
+            return count_complexity(loaded.module, nchw).madds  # a user factory may not build on the meta device
     return at
 
 

@@ -20,7 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def model_source_options(func: F) -> F:
-    """--set, --weights, --allow-partial, --task: how a zoo name or user factory becomes a model."""
+    """--set, --weights, --allow-partial, --trust-checkpoint, --task: how a zoo name or user factory becomes a
+    model."""
     for option in reversed([
         click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
                      help="Model option passed to the builder (repeatable), e.g. --set output_stride=8."),
@@ -28,6 +29,10 @@ def model_source_options(func: F) -> F:
                      help="Checkpoint: a state_dict or a popular repo's layout (see `deploykit models NAME`)."),
         click.option("--allow-partial", is_flag=True,
                      help="Accept weights that cover only part of the model (e.g. backbone-only); lists the rest."),
+        click.option("--trust-checkpoint", is_flag=True,
+                     help="Unpickle --weights in full when it holds more than tensors, numbers, NumPy values and "
+                          "containers (a class of the training code, a whole model): runs code the file names, "
+                          "so only for files you trust."),
         click.option("--task", type=click.Choice(list(TASKS)), default=None,
                      help="Task of a user model (zoo models know theirs)."),
     ]):

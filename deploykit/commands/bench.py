@@ -87,7 +87,8 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
 def run(target: str | None, url: str | None, served_model: str | None, concurrency: str | None, image: str | None,
         backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
         duration: float | None, iterations: int | None, threads: int | None, no_roofline: bool, cuda_graph: bool,
-        set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
+        set_options: tuple[str, ...], weights: str | None, allow_partial: bool, trust_checkpoint: bool,
+        task: str | None,
         output: str | None, baseline: str | None, min_change: float | None, as_csv: bool, force: bool,
         as_json: bool) -> None:
     """Time TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
@@ -110,7 +111,7 @@ def run(target: str | None, url: str | None, served_model: str | None, concurren
         report = _served(url, str(served_model), concurrency, image, input_shape, warmup, duration, iterations)
     else:
         report = _in_process(str(target), backends, batches, input_shape, warmup, duration, iterations, threads,
-                             no_roofline, cuda_graph, set_options, weights, allow_partial, task)
+                             no_roofline, cuda_graph, set_options, weights, allow_partial, trust_checkpoint, task)
     comparison = None
     if previous is not None:
         comparison = compare_reports(previous, report, **({} if min_change is None else
@@ -145,10 +146,10 @@ def _check_source(target: str | None, url: str | None, served_model: str | None,
 def _in_process(target: str, backends: tuple[str, ...], batches: str | None, input_shape: str | None,
                 warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
                 no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
-                allow_partial: bool, task: str | None) -> Any:
+                allow_partial: bool, trust_checkpoint: bool, task: str | None) -> Any:
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
-                               "allow_partial": allow_partial, "task": task}
+                               "allow_partial": allow_partial, "trust_checkpoint": trust_checkpoint, "task": task}
     return run_bench(target, backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
                      input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                      threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,

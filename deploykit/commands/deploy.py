@@ -38,7 +38,8 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 @click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
 @json_option
-def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool, task: str | None,
+def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
+           trust_checkpoint: bool, task: str | None,
            out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
            accuracy_budget: str | None, inputs: str | None, labels: str | None, input_shape: str | None,
            bench_seconds: float | None,
@@ -53,7 +54,7 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
 
     opts = DeployOptions(
         source=model, out=Path(out), options=parse_options(set_options), weights=weights,
-        allow_partial=allow_partial,
+        allow_partial=allow_partial, trust_checkpoint=trust_checkpoint,
         precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
         backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
         input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]

@@ -32,8 +32,9 @@ from deploykit.zoo.sources import load_model, parse_options, parse_shape
 @force_option
 @json_option
 def export(model: str, output: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
-           task: str | None, input_shape: str | None, static: bool, size_multiple: int | None, opset: int | None,
-           exporter: str | None, no_simplify: bool, head: str | None, force: bool, as_json: bool) -> None:
+           trust_checkpoint: bool, task: str | None, input_shape: str | None, static: bool,
+           size_multiple: int | None, opset: int | None, exporter: str | None, no_simplify: bool, head: str | None,
+           force: bool, as_json: bool) -> None:
     """Export MODEL (a zoo name or package.module:factory) to ONNX. The result is checked, simplified where
     parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
     differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
@@ -43,7 +44,7 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
         raise click.UsageError("a user model needs --input-shape N,C,H,W")
     progress(f"building {model}")
     loaded = load_model(model, options=parse_options(set_options), weights=weights, allow_partial=allow_partial,
-                        task=task)  # type: ignore[arg-type]
+                        task=task, trust_checkpoint=trust_checkpoint)  # type: ignore[arg-type]
     if loaded.load_report and loaded.load_report.left_random:
         progress(f"weights left {len(loaded.load_report.left_random)} tensors at their initialisation "
                  f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")

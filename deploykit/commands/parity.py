@@ -53,7 +53,8 @@ from deploykit.zoo.sources import parse_options, parse_shape
 @force_option
 @json_option
 def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, ...], weights: str | None,
-           allow_partial: bool, task: str | None, inputs: str | None, random_count: int | None,
+           allow_partial: bool, trust_checkpoint: bool, task: str | None, inputs: str | None,
+           random_count: int | None,
            input_shape: str | None, limit: int | None, seed: int | None, providers: str | None,
            threads: int | None, precision: str | None, gates: tuple[str, ...], atol: float | None,
            rtol: float | None, localize: bool, reference_onnx: str | None, top_k: int | None,
@@ -80,7 +81,8 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
         progress(f"loading {source}")
         opened.append(open_target(source, options=options if torch_side else None,
                                   weights=weights if torch_side else None, allow_partial=allow_partial,
-                                  task=task, threads=threads, **given(providers=chosen)))  # type: ignore[arg-type]
+                                  trust_checkpoint=trust_checkpoint, task=task,  # type: ignore[arg-type]
+                                  threads=threads, **given(providers=chosen)))
     shape = parse_shape(input_shape) if input_shape else None
     input_set = resolve_inputs(opened, inputs=inputs, random=random_count, input_shape=shape, limit=limit,
                                **given(seed=seed))

@@ -178,12 +178,22 @@ def remove_unused_initializers(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(kept)
 
 
-def activations(model: onnx.ModelProto, index: GraphIndex, shape_ops: Sequence[str] = ("Shape", "Size")) -> set[str]:
-    """Float tensors that carry data derived from a graph input (not shapes, not constants)."""
-    live = {v.name for v in model.graph.input if v.name not in index.initializers}
+def input_dependent(model: onnx.ModelProto, shape_ops: Sequence[str] = ("Shape", "Size")) -> set[str]:
+    """Tensors whose values derive from a graph input's values (not from its shape only, not constants).
+    A node with subgraphs counts as reading what they read from the outer graph."""
+    initializers = {init.name for init in model.graph.initializer}
+    live = {v.name for v in model.graph.input if v.name not in initializers}
     for node in model.graph.node:
         if node.op_type in shape_ops:
             continue
-        if any(name in live for name in node.input if name):
+        reads = [name for name in node.input if name]
+        if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
+            reads += subgraph_reads(onnx.helper.make_graph([node], "node", [], []))
+        if any(name in live for name in reads):
             live.update(name for name in node.output if name)
-    return {name for name in live if index.is_float(name)}
+    return live
+
+
+def activations(model: onnx.ModelProto, index: GraphIndex, shape_ops: Sequence[str] = ("Shape", "Size")) -> set[str]:
+    """Float tensors that carry data derived from a graph input (not shapes, not constants)."""
+    return {name for name in input_dependent(model, shape_ops) if index.is_float(name)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
 from deploykit.pipeline.report import write_report
 from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, build_record, parity_from_record
-from deploykit.pipeline.steps import StepRecord
+from deploykit.pipeline.steps import RECORD, StepRecord
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, Precision, precision_of
 from deploykit.runner import Target
@@ -62,6 +63,7 @@ class DeployOptions:
     options: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     allow_partial: bool = False
+    trust_checkpoint: bool = False  # unpickle --weights in full (zoo.checkpoints.read_checkpoint)
     precisions: tuple[str, ...] | None = None
     backend: str | None = None
     calib_data: str | None = None
@@ -138,7 +140,7 @@ class _Run:
     def loaded(self) -> LoadedModel:
         self.say(f"building {self.label}")
         return load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
-                          allow_partial=self.opts.allow_partial)
+                          allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint)
 
     @functools.cached_property
     def onnx_model(self) -> onnx.ModelProto:
@@ -240,6 +242,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     weights_note = untrained_note(opts)
     if weights_note:
         say(f"warning: {weights_note}")
+    fresh = not opts.out.exists()
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -256,8 +259,13 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
              load: Callable[[dict[str, Any]], T]) -> T:
         started = time.perf_counter()
         say(f"[{name}] starting")
-        outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action,
-                             lambda: load(_read(outputs[-1])))
+        try:
+            outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action,
+                                 lambda: load(_read(outputs[-1])))
+        except BaseException:
+            if fresh and {p.name for p in opts.out.iterdir()} <= {RECORD}:  # (a user's model that raises)
+                shutil.rmtree(opts.out, ignore_errors=True)  # nothing made yet: leave no folder behind
+            raise
         steps.append(StepLog(name, outcome.skipped, time.perf_counter() - started))
         say(f"[{name}] {'unchanged since the last run: skipped' if outcome.skipped else 'done'} "
             f"({steps[-1].seconds:.1f} s)")

@@ -10,19 +10,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-import torch
 
 from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, ONNX_RUNNER, Backend, self_described
-from deploykit.backends.torch import TorchRunner, outputs_as_tuple
+from deploykit.backends.torch import TorchRunner
 from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
 from deploykit.precision.table import BASELINE, detect_precision
 from deploykit.runner import Kind, Runner, Target
 from deploykit.types import Task
-from deploykit.zoo.sources import LoadedModel, load_model
+from deploykit.zoo.sources import LoadedModel, load_model, user_code_name
 
 
 def is_file_target(target: str) -> bool:
@@ -36,6 +34,7 @@ def open_target(
     options: Mapping[str, Any] | None = None,
     weights: str | os.PathLike[str] | None = None,
     allow_partial: bool = False,
+    trust_checkpoint: bool = False,
     task: Task | None = None,
     providers: Sequence[str] = ("cpu",),
     threads: int | None = None,
@@ -44,8 +43,8 @@ def open_target(
     """Resolve `target` to a Runner and its model facts; see the module docstring. `sidecar`: the artifact's
     sidecar when the caller has read it already (deploy), so it is not read again."""
     if not is_file_target(target):
-        return _torch_target(target, options=options, weights=weights, allow_partial=allow_partial, task=task,
-                             threads=threads)
+        return _torch_target(target, options=options, weights=weights, allow_partial=allow_partial,
+                             trust_checkpoint=trust_checkpoint, task=task, threads=threads)
     if options or weights is not None:
         raise ConfigConflict(f"--set and --weights apply to PyTorch models; {target} is a file with its weights "
                              "inside")
@@ -70,20 +69,17 @@ def open_target(
 class _TorchTargetRunner(TorchRunner):
     """TorchRunner naming outputs as the exporter does: the spec's names if they fit, else output/output_i."""
 
-    @torch.inference_mode()
-    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.input_names]
-        outputs = outputs_as_tuple(self.forward(args))
-        names = self.output_names
-        if len(names) != len(outputs):
-            names = ("output",) if len(outputs) == 1 else tuple(f"output_{i}" for i in range(len(outputs)))
-        return {name: out.detach().float().numpy() for name, out in zip(names, outputs, strict=True)}
+    def names_for(self, count: int) -> tuple[str, ...]:
+        if len(self.output_names) == count:
+            return self.output_names
+        return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
 
 
 def _torch_target(source: str, *, options: Mapping[str, Any] | None, weights: str | os.PathLike[str] | None,
-                  allow_partial: bool, task: Task | None, threads: int | None) -> Target:
+                  allow_partial: bool, trust_checkpoint: bool, task: Task | None, threads: int | None) -> Target:
     # Seeded so that a model without weights gets the same initialisation in every process.
-    loaded = load_model(source, options=options, weights=weights, allow_partial=allow_partial, task=task)
+    loaded = load_model(source, options=options, weights=weights, allow_partial=allow_partial, task=task,
+                        trust_checkpoint=trust_checkpoint)
     return torch_target(loaded, source_label(source, options, weights), threads=threads)
 
 
@@ -91,7 +87,7 @@ def torch_target(loaded: LoadedModel, label: str, *, threads: int | None = None)
     """A Target over a model already built (deploy builds it once and hands it to every step)."""
     spec = loaded.spec
     runner = _TorchTargetRunner(loaded.module, input_names=spec.input_names, output_names=spec.output_names,
-                                threads=threads)
+                                threads=threads, user_code=user_code_name(spec))
     return Target(runner=runner, kind="torch", label=label, task=spec.task, num_classes=spec.num_classes,
                   preprocessing=spec.preprocessing, input_size=spec.input_size, precision=BASELINE.name,
                   input_name=spec.input_names[0], loaded=loaded)

@@ -7,16 +7,20 @@ register the formats of the repositories that train them, next to the architectu
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from deploykit.errors import CheckpointError
+from deploykit.errors import CheckpointError, UserCodeError, users_code
 
 StateDict = dict[str, torch.Tensor]
 FormatFn = Callable[[Any], "Converted | None"]
@@ -47,29 +51,99 @@ def registered_formats() -> tuple[str, ...]:
     return tuple(sorted(_FORMATS))
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+def _numpy_globals() -> list[Any]:
+    """NumPy scalars (np.nanmean's float64 score beside the weights), dtypes and arrays. Pickles name the
+    reconstructors numpy.core.multiarray.* (NumPy 1) or numpy._core.multiarray.* (NumPy 2): both are allowed,
+    so a file saved under either NumPy loads under the other."""
+    multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")
+    allowed: list[Any] = [np.dtype, np.ndarray]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(multiarray, name)
+        allowed += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
+    dtypes = getattr(np, "dtypes", None)  # NumPy >= 1.25: one class per dtype, pickled by some versions
+    if dtypes is not None:
+        allowed += [cls for cls in vars(dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
+    return allowed
+
+
+# What training scripts keep beside the weights, allowed on top of torch's own weights_only set (tensors,
+# containers, OrderedDict, primitive types): these build values and call no code of the file's choosing.
+SAFE_GLOBALS: tuple[Any, ...] = (*_numpy_globals(), argparse.Namespace, bytes)  # bytes: an empty array's data
+TRUST_HINT = "--trust-checkpoint"
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
+    """torch.load with weights_only=True and SAFE_GLOBALS allowed. A torch.save file that needs any other
+    global (a class of the training code, a whole pickled model) is refused naming the globals, unless
+    `trust`: then it is unpickled in full, which runs code the file names (whatever that code raises is the
+    user's: UserCodeError)."""
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"checkpoint {file} does not exist")
+    with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+            needed = _unsafe_globals(file, exc)
+            if not needed:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise CheckpointError(
+                    f"cannot read checkpoint {file}: it is not a file saved with torch.save ({first[:160]}); "
+                    "give a .pth/.pt holding a state_dict, or a dict holding one"
+                ) from exc
+            if not trust:
+                raise CheckpointError(
+                    f"checkpoint {file} is a torch.save file that also pickles {_list(needed, limit=4)}, which "
+                    "loading with weights_only=True refuses (unpickling them runs code the file names); if you "
+                    f"trust the file, pass {TRUST_HINT}, or save only the state_dict"
+                ) from exc
+    return _unpickle_trusted(file)
+
+
+def _unsafe_globals(file: Path, exc: Exception) -> list[str]:
+    """The globals a torch.save file needs beyond the allowed ones, the training code's own classes first
+    (all of them where torch can list them); [] when the file is no torch.save file at all."""
+    named = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(
-            f"cannot read checkpoint {file}: it is not a file saved with torch.save ({first[:160]}); "
-            "give a .pth/.pt holding a state_dict, or a dict holding one"
-        ) from exc
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(file)) or named
+    except Exception:  # the legacy (non-zip) layout, which torch cannot scan: the one global the error names
+        names = named
+    return sorted(names, key=lambda name: name.startswith("torch."))
+
+
+def _unpickle_trusted(file: Path) -> Any:
+    try:
+        with users_code(f"unpickling checkpoint {file.name} (--trust-checkpoint)"):
+            return torch.load(file, map_location="cpu", weights_only=False)
+    except UserCodeError as error:
+        cause = error.__cause__
+        if isinstance(cause, (ModuleNotFoundError, AttributeError)):  # the code that saved it is not here
+            raise CheckpointError(
+                f"checkpoint {file} pickles objects of code that is not importable here ({cause}); run from the "
+                "folder of the code that saved it (or add it to PYTHONPATH), or save only the state_dict"
+            ) from cause
+        raise
 
 
 def plain_state_dict(obj: Any) -> StateDict | None:
     """A bare state_dict, or one under a common wrapper key, with DataParallel's `module.` prefix removed."""
-    for key in ("state_dict", "model_state", "model", "net", "params"):
+    for key in ("state_dict", "model_state_dict", "model_state", "model", "net", "params"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         return None
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _modules_as_state_dicts(obj: Any) -> Any:
+    """A whole pickled model (torch.save(model), read with --trust-checkpoint) stands for its state_dict, at
+    the top level or under a wrapper key."""
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping) and any(isinstance(v, nn.Module) for v in obj.values()):
+        return {k: v.state_dict() if isinstance(v, nn.Module) else v for k, v in obj.items()}
+    return obj
 
 
 def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
@@ -79,6 +153,7 @@ def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
     benchmarks/train_small.py) has them applied whichever layout its keys are in; options a format infers
     from the keys take precedence.
     """
+    obj = _modules_as_state_dicts(obj)
     saved = obj.get("options") if isinstance(obj, Mapping) else None
     saved_options = dict(saved) if isinstance(saved, Mapping) else {}
     for name in formats:

@@ -6,16 +6,20 @@ channels, BN+ReLU, 1x1 projection, dropout 0.1. Decoder: low-level features (str
 channels; ASPP output resized to their size; concat [ASPP, low-level]; `decoder_convs` 3x3 convs of 256
 channels (paper: two); 1x1 logits; bilinear resize to the input size. `separable` makes the ASPP's atrous
 convs and the decoder's 3x3 convs depthwise-separable with BN+ReLU after the depthwise (the paper's "SC").
-`decoder=False` is DeepLabv3 as in the TF reference (ASPP -> logits). align_corners=True is the TF reference's
-resize; VainF/DeepLabV3Plus-Pytorch uses False.
+`decoder=False` is DeepLabv3 as in the TF reference (ASPP -> logits); `head_convs=1` adds the 3x3 conv-BN-ReLU
+that torchvision's and VainF's DeepLabHead put between ASPP and the logits (Chen et al. 2017, arXiv 1706.05587,
+has none). align_corners=True is the TF reference's resize; VainF/DeepLabV3Plus-Pytorch uses False.
 
 Deviations from the TF reference: torchvision-layout ResNets by default (the layout of every PyTorch
 checkpoint; `resnet_layout="tf_beta"` builds the paper's resnet_v1_beta, see backbones/resnet.py), ImageNet
 mean/std input normalisation (as both PyTorch repositories; TF scales Xception, MobileNet and ResNet-beta input to
 [-1, 1]), the MobileNetV2 variant has ASPP and decoder (as VainF; TF's MobileNetV2 model has neither).
 `compat` reproduces a PyTorch repository's computation exactly (set when loading its checkpoints; formats at the
-end of this file): "vainf" concatenates [low-level, ASPP] and changes MobileNetV2 padding; "jfzhang95" changes
-backbone dilations and Xception details. The output is logits at input resolution, named "output".
+end of this file): "vainf" concatenates [low-level, ASPP], changes MobileNetV2 padding and, with `separable`, builds
+its --separable_conv form (network/_deeplab.py convert_to_separable_conv: every 3x3 conv of the ASPP and decoder
+or DeepLabHead becomes depthwise -> pointwise with no BN or ReLU between them, the BN and ReLU after the pointwise
+conv kept: the original Xception's separable conv, not the paper's "SC" with BN+ReLU after the depthwise conv);
+"jfzhang95" changes backbone dilations and Xception details. The output is logits at input resolution, named "output".
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit.errors import CheckpointError
 from deploykit.zoo._registry import IMAGENET, ModelSpec, register_model
 from deploykit.zoo.backbones import build_backbone
 from deploykit.zoo.backbones.base import Backbone, check_output_stride, scaled
@@ -43,15 +46,12 @@ class Decoder(nn.Module):
     """Low-level projection to 48 channels, concat with the resized ASPP output, `num_convs` 3x3 convs."""
 
     def __init__(self, low_level_channels: int, aspp_channels: int, *, project_channels: int, channels: int,
-                 num_convs: int, separable: bool, align_corners: bool, low_level_first: bool) -> None:
+                 num_convs: int, separable: bool, align_corners: bool, low_level_first: bool,
+                 depthwise_norm: bool) -> None:
         super().__init__()
         self.project = ConvBNReLU(low_level_channels, project_channels, 1)
-        convs = []
-        in_channels = aspp_channels + project_channels
-        for _ in range(num_convs):
-            convs.append(conv3x3_bn_relu(in_channels, channels, separable=separable))
-            in_channels = channels
-        self.convs = nn.Sequential(*convs)
+        self.convs = conv_stack(aspp_channels + project_channels, channels, num_convs, separable=separable,
+                                depthwise_norm=depthwise_norm)
         self.out_channels = channels
         self.align_corners = align_corners
         self.low_level_first = low_level_first  # VainF's concat order
@@ -63,25 +63,35 @@ class Decoder(nn.Module):
         return self.convs(torch.cat(parts, dim=1))
 
 
+def conv_stack(in_channels: int, channels: int, count: int, *, separable: bool, depthwise_norm: bool) -> nn.Sequential:
+    """`count` 3x3 conv-BN-ReLU layers of `channels` (dense, or separable: see conv3x3_bn_relu)."""
+    return nn.Sequential(*(conv3x3_bn_relu(in_channels if i == 0 else channels, channels, separable=separable,
+                                           depthwise_norm=depthwise_norm) for i in range(count)))
+
+
 class DeepLabV3Plus(nn.Module):
-    """backbone -> ASPP -> [decoder] -> 1x1 logits -> resize to the input size."""
+    """backbone -> ASPP -> [decoder | head convs] -> 1x1 logits -> resize to the input size."""
 
     def __init__(self, backbone: Backbone, *, num_classes: int, output_stride: int, decoder: bool,
-                 decoder_convs: int, separable: bool, align_corners: bool, width_multiplier: float,
-                 low_level_first: bool) -> None:
+                 decoder_convs: int, head_convs: int, separable: bool, depthwise_norm: bool, align_corners: bool,
+                 width_multiplier: float, low_level_first: bool) -> None:
         super().__init__()
         channels = scaled(256, width_multiplier)
         self.backbone = backbone
         self.aspp = ASPP(backbone.out_channels, channels, ASPP_RATES[output_stride], separable=separable,
-                         align_corners=align_corners)
+                         align_corners=align_corners, depthwise_norm=depthwise_norm)
         self.decoder: Decoder | None = None
+        self.head: nn.Sequential | None = None
         if decoder:
             self.decoder = Decoder(backbone.low_level_channels, channels, project_channels=scaled(48, width_multiplier),
                                    channels=channels, num_convs=decoder_convs, separable=separable,
-                                   align_corners=align_corners, low_level_first=low_level_first)
+                                   align_corners=align_corners, low_level_first=low_level_first,
+                                   depthwise_norm=depthwise_norm)
+        elif head_convs:
+            self.head = conv_stack(channels, channels, head_convs, separable=separable, depthwise_norm=depthwise_norm)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.align_corners = align_corners
-        for module in (self.aspp, self.decoder, self.classifier):
+        for module in (self.aspp, self.decoder, self.head, self.classifier):
             if module is not None:
                 init_conv_weights(module)
 
@@ -90,17 +100,21 @@ class DeepLabV3Plus(nn.Module):
         y = self.aspp(features)
         if self.decoder is not None:
             y = self.decoder(y, low_level)
+        elif self.head is not None:
+            y = self.head(y)
         return resize_to(self.classifier(y), x.shape[-2:], self.align_corners)
 
 
 def _build(backbone: str, *, output_stride: int, decoder: bool, separable: bool, decoder_convs: int,
-           align_corners: bool, num_classes: int, width_multiplier: float, compat: str,
+           head_convs: int, align_corners: bool, num_classes: int, width_multiplier: float, compat: str,
            resnet_layout: str = "torchvision") -> DeepLabV3Plus:
     check_output_stride(output_stride)
     if decoder and decoder_convs < 1:
         raise ValueError(f"decoder_convs must be at least 1 with the decoder on (paper: 2), got {decoder_convs}")
-    if decoder_convs < 0:
-        raise ValueError(f"decoder_convs must not be negative, got {decoder_convs}")
+    if decoder_convs < 0 or head_convs < 0:
+        raise ValueError(f"decoder_convs and head_convs must not be negative, got {decoder_convs}, {head_convs}")
+    if decoder and head_convs:
+        raise ValueError(f"head_convs={head_convs} is for DeepLabv3 (decoder=False); the decoder has decoder_convs")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     net: Backbone
@@ -110,47 +124,53 @@ def _build(backbone: str, *, output_stride: int, decoder: bool, separable: bool,
         net = ResNet(BLOCKS[backbone], output_stride=output_stride, width_multiplier=width_multiplier,
                      compat=compat, layout=resnet_layout)
     return DeepLabV3Plus(net, num_classes=num_classes, output_stride=output_stride, decoder=decoder,
-                         decoder_convs=decoder_convs, separable=separable, align_corners=align_corners,
+                         decoder_convs=decoder_convs, head_convs=head_convs, separable=separable,
+                         depthwise_norm=compat != "vainf", align_corners=align_corners,
                          width_multiplier=width_multiplier, low_level_first=compat == "vainf")
 
 
 # Registered builders: the same keyword options for every backbone (documented once, here).
 def deeplabv3plus_resnet50(*, output_stride: int = 16, decoder: bool = True, separable: bool = False,
-                           decoder_convs: int = 2, align_corners: bool = True, num_classes: int = 21,
-                           width_multiplier: float = 1.0, compat: str = "paper",
+                           decoder_convs: int = 2, head_convs: int = 0, align_corners: bool = True,
+                           num_classes: int = 21, width_multiplier: float = 1.0, compat: str = "paper",
                            resnet_layout: str = "torchvision") -> DeepLabV3Plus:
     """DeepLabv3+ with ResNet-50.
 
     output_stride: 16 (ASPP rates 6/12/18) or 8 (12/24/36). decoder: False gives DeepLabv3.
     separable: depthwise-separable ASPP and decoder convs (the paper's "SC"). decoder_convs: number of 3x3
-    decoder convs (paper 2, VainF 1). align_corners: bilinear resize mode (TF reference True, VainF False).
-    num_classes: logits channels. width_multiplier: scales every channel count (narrow test variants).
-    compat: "paper", "vainf" or "jfzhang95": reproduce that PyTorch repository's computation (set by loading
-    its checkpoints). resnet_layout: "torchvision" (every PyTorch checkpoint) or "tf_beta" (the paper's TF
-    resnet_v1_beta: three 3x3 stem convs, stride in the last unit of each block; ResNet builders only).
+    decoder convs (paper 2, VainF 1). head_convs: 3x3 convs between ASPP and the logits of DeepLabv3
+    (decoder=False; paper 0, torchvision's and VainF's DeepLabHead 1). align_corners: bilinear resize mode (TF
+    reference True, VainF False). num_classes: logits channels. width_multiplier: scales every channel count
+    (narrow test variants). compat: "paper", "vainf" or "jfzhang95": reproduce that PyTorch repository's
+    computation (set by loading its checkpoints; "vainf" with separable also drops the BN and ReLU after each
+    depthwise conv, as its --separable_conv). resnet_layout: "torchvision" (every PyTorch checkpoint) or
+    "tf_beta" (the paper's TF resnet_v1_beta: three 3x3 stem convs, stride in the last unit of each block;
+    ResNet builders only).
     """
     return _build("resnet50", **locals())
 
 
 def deeplabv3plus_resnet101(*, output_stride: int = 16, decoder: bool = True, separable: bool = False,
-                            decoder_convs: int = 2, align_corners: bool = True, num_classes: int = 21,
-                            width_multiplier: float = 1.0, compat: str = "paper",
+                            decoder_convs: int = 2, head_convs: int = 0, align_corners: bool = True,
+                            num_classes: int = 21, width_multiplier: float = 1.0, compat: str = "paper",
                             resnet_layout: str = "torchvision") -> DeepLabV3Plus:
     """DeepLabv3+ with ResNet-101 (options as deeplabv3plus_resnet50)."""
     return _build("resnet101", **locals())
 
 
 def deeplabv3plus_xception65(*, output_stride: int = 16, decoder: bool = True, separable: bool = True,
-                             decoder_convs: int = 2, align_corners: bool = True, num_classes: int = 21,
-                             width_multiplier: float = 1.0, compat: str = "paper") -> DeepLabV3Plus:
+                             decoder_convs: int = 2, head_convs: int = 0, align_corners: bool = True,
+                             num_classes: int = 21, width_multiplier: float = 1.0,
+                             compat: str = "paper") -> DeepLabV3Plus:
     """DeepLabv3+ with modified aligned Xception-65; separable ("SC") by default as the TF reference trains it
     (options as deeplabv3plus_resnet50)."""
     return _build("xception65", **locals())
 
 
 def deeplabv3plus_mobilenetv2(*, output_stride: int = 16, decoder: bool = True, separable: bool = False,
-                              decoder_convs: int = 2, align_corners: bool = True, num_classes: int = 21,
-                              width_multiplier: float = 1.0, compat: str = "paper") -> DeepLabV3Plus:
+                              decoder_convs: int = 2, head_convs: int = 0, align_corners: bool = True,
+                              num_classes: int = 21, width_multiplier: float = 1.0,
+                             compat: str = "paper") -> DeepLabV3Plus:
     """DeepLabv3+ with MobileNetV2 (options as deeplabv3plus_resnet50)."""
     return _build("mobilenetv2", **locals())
 
@@ -216,34 +236,49 @@ def _apply(state: StateDict, rules: Sequence[tuple[str, Replacement]]) -> StateD
     return renamed
 
 
-_VAINF_RULES: tuple[tuple[str, Replacement], ...] = (
-    # features[0:4] and features[4:-1]: slicing an nn.Sequential keeps the children's names, so the keys run
-    # low_level_features.0-3 and high_level_features.4-17, the indices of features itself.
-    (r"^backbone\.(low|high)_level_features\.", "backbone.features."),
-    (r"^classifier\.aspp\.", "aspp."),
-    (r"^classifier\.project\.", "decoder.project."),
-    (r"^classifier\.classifier\.([01])\.", r"decoder.convs.0.\1."),
-    (r"^classifier\.classifier\.3\.", "classifier."),
-)
+def _vainf_rules(plus: bool, separable: bool) -> list[tuple[str, Replacement]]:
+    """VainF's keys: classifier = DeepLabHeadV3Plus (project, aspp, classifier = [3x3 conv, BN, ReLU, 1x1]) or
+    DeepLabHead (classifier = [ASPP, 3x3 conv, BN, ReLU, 1x1]). --separable_conv (convert_to_separable_conv)
+    replaces each 3x3 conv by `body` = [depthwise, pointwise], the BN after it unchanged."""
+    aspp = r"classifier\.aspp\." if plus else r"classifier\.classifier\.0\."
+    conv, bn, logits = (0, 1, 3) if plus else (1, 2, 4)
+    target = "decoder.convs.0" if plus else "head.0"
+    rules: list[tuple[str, Replacement]] = [
+        # features[0:4] and features[4:-1]: slicing an nn.Sequential keeps the children's names, so the keys run
+        # low_level_features.0-3 and high_level_features.4-17, the indices of features itself.
+        (r"^backbone\.(low|high)_level_features\.", "backbone.features."),
+    ]
+    if separable:
+        rules += [(rf"^{aspp}convs\.([123])\.0\.body\.0\.", r"aspp.convs.\1.depthwise."),
+                  (rf"^{aspp}convs\.([123])\.0\.body\.1\.", r"aspp.convs.\1.pointwise."),
+                  (rf"^{aspp}convs\.([123])\.1\.", r"aspp.convs.\1.pointwise_bn."),
+                  (rf"^classifier\.classifier\.{conv}\.body\.0\.", f"{target}.depthwise."),
+                  (rf"^classifier\.classifier\.{conv}\.body\.1\.", f"{target}.pointwise."),
+                  (rf"^classifier\.classifier\.{bn}\.", f"{target}.pointwise_bn.")]
+    else:
+        rules += [(rf"^classifier\.classifier\.{conv}\.", f"{target}.0."),
+                  (rf"^classifier\.classifier\.{bn}\.", f"{target}.1.")]
+    return [*rules, (rf"^{aspp}", "aspp."), (r"^classifier\.project\.", "decoder.project."),
+            (rf"^classifier\.classifier\.{logits}\.", "classifier.")]
 
 
 def vainf_deeplabv3plus(obj: Any) -> Converted | None:
-    """VainF/DeepLabV3Plus-Pytorch: ckpt['model_state'], one decoder 3x3 conv, align_corners=False."""
+    """VainF/DeepLabV3Plus-Pytorch: ckpt['model_state'] of its deeplabv3plus_* (one decoder 3x3 conv) or
+    deeplabv3_* (DeepLabHead: one 3x3 conv after ASPP) models, dense or --separable_conv; align_corners=False."""
+    plus = True
     state = _tensors(obj, "model_state", "classifier.aspp.project.0.weight")
     if state is None:
-        if _tensors(obj, "model_state", "classifier.classifier.0.project.0.weight") is not None:
-            raise CheckpointError(f"this is a {VAINF_SOURCE} DeepLabV3 checkpoint (no decoder, an extra 3x3 "
-                                  "conv after ASPP); deploykit loads its DeepLabV3+ checkpoints only")
-        return None
-    if any(".body." in key for key in state):
-        raise CheckpointError(f"{VAINF_SOURCE} checkpoint trained with --separable_conv: its separable convs "
-                              "have no BN between depthwise and pointwise, unlike the paper's (deploykit's)")
-    logits = state.get("classifier.classifier.3.weight")
-    options: dict[str, Any] = {"decoder": True, "decoder_convs": 1, "separable": False,
-                               "align_corners": False, "compat": "vainf"}
+        plus = False
+        state = _tensors(obj, "model_state", "classifier.classifier.0.project.0.weight")
+        if state is None:
+            return None
+    separable = any(".body." in key for key in state)
+    options: dict[str, Any] = {"decoder": plus, **({"decoder_convs": 1} if plus else {"head_convs": 1}),
+                               "separable": separable, "align_corners": False, "compat": "vainf"}
+    logits = state.get(f"classifier.classifier.{3 if plus else 4}.weight")
     if logits is not None:
         options["num_classes"] = int(logits.shape[0])
-    return Converted(_apply(state, _VAINF_RULES), options,
+    return Converted(_apply(state, _vainf_rules(plus, separable)), options,
                      source=f"{VAINF_SOURCE} (output_stride is not stored: pass the training value)")
 
 

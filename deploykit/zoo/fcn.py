@@ -10,10 +10,12 @@ reference's lr_mult 0). The skip and output crops are the reference's: score_poo
 the output from 19 (32s), 27 (16s) or 31 (8s). Crops are fixed offsets with lengths taken from the tensors, so
 the exported graph keeps dynamic batch, height and width.
 
-Deviations: none in the architecture. The wkentaro "at once" variant's scaling of pool3/pool4 (0.0001/0.01) is
-not part of fcn8s (as in wkentaro's FCN8s). Fresh convolutions are He-normal with zero biases instead of the
-reference's zero score layers, so a freshly built model gives input-dependent outputs to verify exports with
-(trained weights come from a checkpoint). `width` scales VGG channels for the small test variant.
+Deviations: none in the architecture. `at_once=True` is the reference's FCN-8s trained at once (Caffe
+voc-fcn8s-atonce, wkentaro's FCN8sAtOnce): pool4 and pool3 are scaled by 0.01 and 0.0001 before their score
+layers; a wkentaro trainer checkpoint whose `arch` is FCN8sAtOnce sets it. Fresh convolutions are He-normal
+with zero biases instead of the reference's zero score layers, so a freshly built model gives input-dependent
+outputs to verify exports with (trained weights come from a checkpoint). `width` scales VGG channels for the
+small test variant.
 """
 
 from __future__ import annotations
@@ -61,11 +63,15 @@ def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
 class FCN(nn.Module):
     """FCN-{32,16,8}s; input (N, 3, H, W) of any size, logits (N, num_classes, H, W)."""
 
-    def __init__(self, *, stride: Stride = 8, num_classes: int = 21, width: float = 1.0) -> None:
+    def __init__(self, *, stride: Stride = 8, num_classes: int = 21, width: float = 1.0,
+                 at_once: bool = False) -> None:
         super().__init__()
         if stride not in CROP_OUTPUT:
             raise ValueError(f"stride must be 32, 16 or 8, got {stride!r}")
+        if at_once and stride != 8:
+            raise ValueError(f"at_once is FCN-8s trained at once (stride 8), not stride {stride}")
         self.stride = stride
+        self.skip_scales = (0.01, 0.0001) if at_once else (1.0, 1.0)  # pool4, pool3
         for name, layer in vgg16_convs(width=width, stem_padding=100).items():
             self.add_module(name, layer)
         fc = vgg16_fc(width=width)
@@ -95,27 +101,36 @@ class FCN(nn.Module):
         if self.stride == 32:
             return _crop(self.upscore(h), CROP_OUTPUT[32], x)
         h = self.upscore2(h)
-        h = h + _crop(self.score_pool4(pools[3]), CROP_POOL4, h)
+        h = h + _crop(self.score_pool4(_times(pools[3], self.skip_scales[0])), CROP_POOL4, h)
         if self.stride == 16:
             return _crop(self.upscore16(h), CROP_OUTPUT[16], x)
         h = self.upscore_pool4(h)
-        h = h + _crop(self.score_pool3(pools[2]), CROP_POOL3, h)
+        h = h + _crop(self.score_pool3(_times(pools[2], self.skip_scales[1])), CROP_POOL3, h)
         return _crop(self.upscore8(h), CROP_OUTPUT[8], x)
 
 
-def _fcn(*, stride: Stride = 8, num_classes: int = 21, width: float = 1.0) -> FCN:
-    return FCN(stride=stride, num_classes=num_classes, width=width)
+def _times(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return x if scale == 1.0 else x * scale
+
+
+def _fcn(*, stride: Stride = 8, num_classes: int = 21, width: float = 1.0, at_once: bool = False) -> FCN:
+    """stride: 32, 16 or 8 (the variant). num_classes: score channels. width: scales VGG channels (test
+    variants). at_once: FCN-8s trained at once (module docstring)."""
+    return FCN(stride=stride, num_classes=num_classes, width=width, at_once=at_once)
 
 
 def _wkentaro_format(obj: Any) -> Converted | None:
     """wkentaro/pytorch-fcn: its pretrained files are plain state_dicts and its trainer saves
-    {'model_state_dict': ..., 'arch': 'FCN8s', ...}; the key names are already deploykit's."""
-    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):
-        obj = obj["model_state_dict"]
+    {'model_state_dict': ..., 'arch': 'FCN8s', ...}; the key names are already deploykit's. The class count
+    comes from score_fr; arch FCN8sAtOnce means at_once."""
+    arch = obj.get("arch") if isinstance(obj, dict) else None
     state = plain_state_dict(obj)
     if state is None or "score_fr.weight" not in state or "conv1_1.weight" not in state:
         return None
-    return Converted(state, source="wkentaro/pytorch-fcn")
+    options: dict[str, Any] = {"num_classes": int(state["score_fr.weight"].shape[0])}
+    if arch == "FCN8sAtOnce":
+        options["at_once"] = True
+    return Converted(state, options, source=f"wkentaro/pytorch-fcn{f' ({arch})' if arch else ''}")
 
 
 register_checkpoint_format("wkentaro_fcn", _wkentaro_format)

@@ -45,17 +45,21 @@ class SeparableConv2d(nn.Module):
     DeepLabv3+ adds BN (and ReLU) after the depthwise convolution, unlike the original Xception. The TF reference
     uses ReLU at both places in the ASPP/decoder "SC" convolutions and in Xception's exit flow block2; the other
     Xception modules apply a ReLU *before* the separable conv instead (relu_depthwise=relu_pointwise=False).
-    Padding is symmetric (`dilation * (k - 1) / 2`), like the reference's explicit `fixed_padding`.
+    `depthwise_norm=False` drops the BN and ReLU after the depthwise conv: the original Xception's separable
+    conv, which VainF/DeepLabV3Plus-Pytorch's `--separable_conv` builds. Padding is symmetric
+    (`dilation * (k - 1) / 2`), like the reference's explicit `fixed_padding`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1,
-                 dilation: int = 1, relu_depthwise: bool = True, relu_pointwise: bool = True) -> None:
+                 dilation: int = 1, relu_depthwise: bool = True, relu_pointwise: bool = True,
+                 depthwise_norm: bool = True) -> None:
         super().__init__()
         pad = dilation * (kernel_size - 1) // 2
         self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=pad,
                                    dilation=dilation, groups=in_channels, bias=False)
-        self.depthwise_bn = nn.BatchNorm2d(in_channels)
-        self.depthwise_act: nn.Module = nn.ReLU(inplace=True) if relu_depthwise else nn.Identity()
+        self.depthwise_bn: nn.Module = nn.BatchNorm2d(in_channels) if depthwise_norm else nn.Identity()
+        self.depthwise_act: nn.Module = (nn.ReLU(inplace=True) if relu_depthwise and depthwise_norm
+                                         else nn.Identity())
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.pointwise_bn = nn.BatchNorm2d(out_channels)
         self.pointwise_act: nn.Module = nn.ReLU(inplace=True) if relu_pointwise else nn.Identity()
@@ -76,10 +80,12 @@ def init_conv_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def conv3x3_bn_relu(in_channels: int, out_channels: int, *, dilation: int = 1, separable: bool) -> nn.Module:
-    """The 3x3 conv of ASPP branches and decoders: dense (ConvBNReLU) or DeepLabv3+'s separable "SC" form."""
+def conv3x3_bn_relu(in_channels: int, out_channels: int, *, dilation: int = 1, separable: bool,
+                    depthwise_norm: bool = True) -> nn.Module:
+    """The 3x3 conv of ASPP branches and decoders: dense (ConvBNReLU) or DeepLabv3+'s separable "SC" form
+    (without BN and ReLU after the depthwise conv when not `depthwise_norm`, see SeparableConv2d)."""
     if separable:
-        return SeparableConv2d(in_channels, out_channels, 3, dilation=dilation)
+        return SeparableConv2d(in_channels, out_channels, 3, dilation=dilation, depthwise_norm=depthwise_norm)
     return ConvBNReLU(in_channels, out_channels, 3, dilation=dilation)
 
 
@@ -111,12 +117,13 @@ class ASPP(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int], *, separable: bool,
-                 align_corners: bool, dropout: float = 0.1) -> None:
+                 align_corners: bool, dropout: float = 0.1, depthwise_norm: bool = True) -> None:
         super().__init__()
         if len(rates) != 3:
             raise ValueError(f"ASPP takes three atrous rates, got {list(rates)}")
         branches: list[nn.Module] = [ConvBNReLU(in_channels, out_channels, 1)]
-        branches += [conv3x3_bn_relu(in_channels, out_channels, dilation=r, separable=separable) for r in rates]
+        branches += [conv3x3_bn_relu(in_channels, out_channels, dilation=r, separable=separable,
+                                     depthwise_norm=depthwise_norm) for r in rates]
         branches.append(ImagePooling(in_channels, out_channels, align_corners=align_corners))
         self.convs = nn.ModuleList(branches)
         self.project = nn.Sequential(

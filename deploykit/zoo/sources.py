@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import os
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit.errors import ConfigConflict, InputError, UnknownModel, UserCodeError
+from deploykit.errors import NOT_THEIRS, ConfigConflict, InputError, UnknownModel, UserCodeError, users_code
 from deploykit.io.outputs import sha256_file
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
@@ -69,6 +70,19 @@ def is_user_model(spec: ModelSpec) -> bool:
     return is_factory_path(spec.name)
 
 
+def user_code_name(spec: ModelSpec) -> str | None:
+    """How errors name a user's model ("your model pkg.mod:make"); None for a zoo model."""
+    return f"your model {spec.name}" if is_user_model(spec) else None
+
+
+def model_code(spec: ModelSpec, what: str = "") -> contextlib.AbstractContextManager[None]:
+    """Run code of the model `spec` names: what a user's model raises is theirs (errors.users_code, exit 2,
+    their file and line); what a zoo model raises stays a bug in deploykit. `what` adds context, e.g. the
+    input shape."""
+    name = user_code_name(spec)
+    return users_code(f"{name}{what}") if name is not None else contextlib.nullcontext()
+
+
 def _import_factory(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if "" not in sys.path and "." not in sys.path:  # console scripts do not put the working folder on sys.path
@@ -77,7 +91,9 @@ def _import_factory(path: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UnknownModel(f"cannot import {module_name!r} for {path!r}: {exc}; check PYTHONPATH") from exc
-    except Exception as exc:  # a SyntaxError or whatever the module's top level raises
+    except NOT_THEIRS:
+        raise
+    except BaseException as exc:  # a SyntaxError, a SystemExit or whatever else the module's top level raises
         raise UserCodeError.from_exception(f"your module {module_name}", exc) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -104,13 +120,16 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     allow_partial: bool = False,
     task: Task | None = None,
+    trust_checkpoint: bool = False,
 ) -> LoadedModel:
-    """Build the model and load its weights; checkpoint-implied options must agree with the user's."""
+    """Build the model and load its weights; checkpoint-implied options must agree with the user's.
+    trust_checkpoint: unpickle a checkpoint in full when it needs more than weights_only allows
+    (see read_checkpoint)."""
     spec = spec_for_source(source, task=task)
     options = dict(options or {})
     converted = None
     if weights is not None:
-        converted = convert_checkpoint(read_checkpoint(weights), spec.checkpoint_formats)
+        converted = convert_checkpoint(read_checkpoint(weights, trust=trust_checkpoint), spec.checkpoint_formats)
         for key, value in converted.options.items():
             if key in options and options[key] != value:
                 raise ConfigConflict(
@@ -124,11 +143,13 @@ def load_model(
         module = spec.build(**options) if not is_factory_path(source) else _build_user(spec, options)
     report = None
     weights_id = ""
-    if converted is not None and weights is not None:
-        report = load_state_dict_strict(module, converted.state_dict, allow_partial=allow_partial,
-                                        source=converted.source)
-        weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
-    module.eval()
+    # A user's module may override load_state_dict, its hooks or train(): what they raise is theirs too.
+    with model_code(spec):
+        if converted is not None and weights is not None:
+            report = load_state_dict_strict(module, converted.state_dict, allow_partial=allow_partial,
+                                            source=converted.source)
+            weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
+        module.eval()
     # The built model is the truth: a checkpoint or --set may change the class count (e.g. 19 for Cityscapes).
     classes = options.get("num_classes", spec.num_classes) or _guess_classes(module)
     if classes != spec.num_classes:
@@ -145,7 +166,9 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
         if len(traceback.extract_tb(exc.__traceback__)) > 1:
             raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
         raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}") from exc
-    except Exception as exc:  # the user's code may raise anything
+    except NOT_THEIRS:
+        raise
+    except BaseException as exc:  # the user's code may raise anything, SystemExit included
         raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
         raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")

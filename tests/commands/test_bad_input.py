@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -23,7 +24,8 @@ from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
 from deploykit.zoo.sources import load_model
 
-USER = "tests.fixtures.user_models:tiny_segmenter"
+FIXTURES = "tests.fixtures.user_models"
+USER = f"{FIXTURES}:tiny_segmenter"
 PROC = "folder /proc is not writable (nothing can be created there)"
 ZOO = "deeplabv3plus_mobilenetv2"
 
@@ -36,8 +38,10 @@ class Case:
 
 
 def case(id: str, says: str, words: str) -> Case:
-    """A case from its command line as one string (no argument holds a space); {USER}, {ZOO} name models."""
-    return Case(id, tuple(w.replace("{USER}", USER).replace("{ZOO}", ZOO) for w in words.split()), says)
+    """A case from its command line as one string (no argument holds a space); {USER}, {ZOO} name models,
+    {F} the user-model fixtures module."""
+    words = words.replace("{USER}", USER).replace("{ZOO}", ZOO).replace("{F}", FIXTURES)
+    return Case(id, tuple(words.split()), says)
 
 
 CASES = [
@@ -126,7 +130,7 @@ CASES = [
     # parity
     case("parity-factory-raises", "raised FileNotFoundError: no weights",
          "parity tests.fixtures.user_models:raising_factory {d}/net.onnx"),
-    case("parity-forward-raises", "your model's forward (on input 1x3x64x64) raised ValueError",
+    case("parity-forward-raises", "raising_model (on input 1x3x64x64) raised ValueError",
          "parity tests.fixtures.user_models:raising_model {d}/net.onnx"),
     case("parity-candidate-missing", "does not exist", "parity {USER} {t}/none.onnx"),
     case("parity-candidate-empty", "empty.onnx holds no ONNX graph", "parity {USER} {d}/empty.onnx"),
@@ -169,7 +173,7 @@ CASES = [
     case("bench-out-under-proc", PROC,
          "bench {d}/net.onnx --iterations 2 --no-roofline -o /proc/b.json"),
     case("bench-out-exists", "exists already", "bench {d}/net.onnx --iterations 2 -o {d}/existing.json"),
-    case("bench-forward-raises", "your model's forward",
+    case("bench-forward-raises", "raising_model (on input 1x3x32x32) raised ValueError",
          "bench tests.fixtures.user_models:raising_model --input-shape 1,3,32,32 --iterations 2 --no-roofline"),
     case("bench-kernels-out-under-proc", PROC, "bench kernels --quick --no-plots -o /proc/k.json"),
     case("bench-target-missing", "does not exist", "bench {t}/none.onnx --iterations 2 --no-roofline"),
@@ -200,6 +204,47 @@ CASES = [
     case("lint-model-empty", "holds no ONNX graph", "lint {d}/empty.onnx"),
     # models
     case("models-unknown", "unknown model", "models no_such_model"),
+    # user code and checkpoints (issue 18, items 6 and 7; files from _checkpoint_fixtures)
+    case("export-forward-sys-exit", "exiting_model (on input 1x3x64x64) raised SystemExit: 3",
+         "export {F}:exiting_model --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-factory-sys-exit", "raised SystemExit: cannot find the config",
+         "export {F}:exiting_factory --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-module-sys-exit", "your module tests.fixtures.exiting_module raised SystemExit",
+         "export tests.fixtures.exiting_module:build --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-forward-base-exception", "raised Halt: stop here",
+         "export {F}:halting_model --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-forward-in-numpy", "has no input: the tracer saw no torch operation",
+         "export {F}:numpy_model --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-forward-ignores-input", "has no input",
+         "export {F}:ignores_input --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-dynamo-ignores-input", "computes no output from its input",
+         "export {F}:ignores_input --exporter dynamo --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("parity-forward-sys-exit", "raised SystemExit: 3",
+         "parity {F}:exiting_model {d}/net.onnx --random 1 --input-shape 1,3,64,64"),
+    case("bench-forward-sys-exit", "raised SystemExit: 3",
+         "bench {F}:exiting_model --input-shape 1,3,64,64 --iterations 2 --warmup 0"),
+    case("deploy-forward-sys-exit", "raised SystemExit: 3",
+         "deploy {F}:exiting_model --input-shape 1,3,64,64 --precisions fp32 --out {t}/out"),
+    case("export-weights-unsafe-global", "pickles tests.fixtures.user_models.Halt",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_unsafe.pth -o {t}/x.onnx"),
+    case("export-weights-whole-model", "pickles tests.fixtures.user_models.TinySegmenter",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_whole.pth -o {t}/x.onnx"),
+    case("export-weights-trusted-missing-class", "not importable here",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_missing.pth --trust-checkpoint -o {t}/x.onnx"),
+    case("export-weights-trusted-raises", "unpickling checkpoint ckpt_raises.pth (--trust-checkpoint) raised",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_raises.pth --trust-checkpoint -o {t}/x.onnx"),
+    case("export-weights-scores-only", "holds no state_dict",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_scores.pth -o {t}/x.onnx"),
+    case("export-weights-other-model", "does not fit the model",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_other.pth -o {t}/x.onnx"),
+    case("parity-weights-unsafe-global", "--trust-checkpoint",
+         "parity {USER} {d}/net.onnx --weights {d}/ckpt_unsafe.pth --random 1 --input-shape 1,3,64,64"),
+    case("bench-weights-unsafe-global", "--trust-checkpoint",
+         "bench {USER} --weights {d}/ckpt_unsafe.pth --input-shape 1,3,64,64 --iterations 2"),
+    case("deploy-weights-unsafe-global", "--trust-checkpoint",
+         "deploy {USER} --weights {d}/ckpt_unsafe.pth --input-shape 1,3,64,64 --out {t}/out"),
+    case("export-head-convs-with-decoder", "head_convs=1 is for DeepLabv3",
+         "export {ZOO} --set head_convs=1 --input-shape 1,3,65,65 -o {t}/x.onnx"),
 ]
 
 
@@ -245,7 +290,33 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Image.fromarray(np.zeros((64, 64), np.uint8), mode="L").save(d / "labels" / f"{name}.png")
         Image.new("RGB", (64, 64)).save(d / "labels_rgb" / f"{name}.png")
     shutil.copy(d / "labels" / "a.png", d / "labels_partial" / "a.png")
+    _checkpoint_fixtures(d)
     return d
+
+
+def _checkpoint_fixtures(d: Path) -> None:
+    """Checkpoints that need more than weights_only allows, or hold no fitting weights."""
+    from tests.fixtures import user_models
+
+    weights = user_models.tiny_segmenter().state_dict()
+    score = np.float64(0.5)  # as training scripts keep their best mIoU: allowed
+    torch.save({"state_dict": weights, "best": score, "stop": user_models.Halt("x")}, d / "ckpt_unsafe.pth")
+    torch.save({"model": user_models.tiny_segmenter(), "best": score}, d / "ckpt_whole.pth")
+    torch.save({"best_pred": score, "epoch": 3}, d / "ckpt_scores.pth")
+    torch.save({"state_dict": {"backbone.conv.weight": torch.zeros(2, 3, 3, 3)}}, d / "ckpt_other.pth")
+    torch.save({"state_dict": weights, "stop": user_models.Halt("x")}, d / "ckpt_missing.pth")
+    _rename_global(d / "ckpt_missing.pth", b"Halt", b"Gone")  # a class the code here does not have
+    torch.save({"state_dict": weights, "config": user_models.RaisingState()}, d / "ckpt_raises.pth")
+
+
+def _rename_global(path: Path, old: bytes, new: bytes) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, "w") as out:
+        for info, data in entries:
+            out.writestr(info, data.replace(old, new) if info.filename.endswith("data.pkl") else data)
 
 
 def _snapshot(*roots: Path) -> dict[str, str]:

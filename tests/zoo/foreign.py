@@ -227,22 +227,66 @@ class VainfHeadV3Plus(nn.Module):
         return self.classifier(torch.cat([low, out], dim=1))
 
 
-class VainfDeepLab(nn.Module):
-    """modeling.deeplabv3plus_{mobilenet,resnet50,resnet101}: backbone + DeepLabHeadV3Plus, logits resized to
-    the input with align_corners=False."""
+class VainfHeadV3(nn.Module):
+    """DeepLabHead (deeplabv3_*): classifier Seq(ASPP, conv 3x3 256->256, BN, ReLU, conv 1x1); no decoder."""
 
-    def __init__(self, backbone: str, num_classes: int = 21, output_stride: int = 16) -> None:
+    def __init__(self, cin: int, num_classes: int, rates: Sequence[int]) -> None:
+        super().__init__()
+        self.classifier = nn.Sequential(VainfASPP(cin, rates), *conv_bn(256, 256, 3, padding=1),
+                                        nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.classifier(features["out"])
+
+
+class VainfSeparable(nn.Module):
+    """AtrousSeparableConvolution: body Seq(depthwise kxk with the replaced conv's stride/padding/dilation and
+    bias, pointwise 1x1); no BN or activation between them."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        bias = conv.bias is not None
+        self.body = nn.Sequential(
+            nn.Conv2d(conv.in_channels, conv.in_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
+                      conv.dilation, groups=conv.in_channels, bias=bias),
+            nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def vainf_separable(module: nn.Module) -> nn.Module:
+    """convert_to_separable_conv (main.py --separable_conv, applied to model.classifier): every conv with a
+    kernel larger than 1 becomes a VainfSeparable, in place, children first."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and child.kernel_size[0] > 1:
+            setattr(module, name, VainfSeparable(child))
+        else:
+            vainf_separable(child)
+    return module
+
+
+class VainfDeepLab(nn.Module):
+    """modeling.deeplabv3plus_{mobilenet,resnet50,resnet101} (backbone + DeepLabHeadV3Plus) or, with
+    plus=False, modeling.deeplabv3_* (DeepLabHead, the backbone's "out" only); logits resized to the input with
+    align_corners=False. separable: main.py's --separable_conv."""
+
+    def __init__(self, backbone: str, num_classes: int = 21, output_stride: int = 16, *, plus: bool = True,
+                 separable: bool = False) -> None:
         super().__init__()
         rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
         self.backbone: nn.Module
+        cin, low = (320, 24) if backbone == "mobilenet" else (2048, 256)
         if backbone == "mobilenet":
             self.backbone = VainfMobileNetBackbone(output_stride)
-            self.classifier = VainfHeadV3Plus(320, 24, num_classes, rates)
         else:
             dilate = (False, False, True) if output_stride == 16 else (False, True, True)
             resnet = TvResNet({"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}[backbone], dilate)
             self.backbone = IntermediateLayers(resnet, {"layer4": "out", "layer1": "low_level"})
-            self.classifier = VainfHeadV3Plus(2048, 256, num_classes, rates)
+        self.classifier = VainfHeadV3Plus(cin, low, num_classes, rates) if plus else VainfHeadV3(cin, num_classes,
+                                                                                                 rates)
+        if separable:
+            vainf_separable(self.classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.classifier(self.backbone(x))

@@ -41,6 +41,9 @@ class WkentaroFCN8s(nn.Module):
     ceil_mode=True) pool1-5, fc6 Conv 7x7 valid, fc7 1x1, score_fr, score_pool3/4, ConvTranspose2d upscore2
     (4, s2), upscore_pool4 (4, s2), upscore8 (16, s8) without bias; crops 5, 9, 31."""
 
+    # FCN8sAtOnce (train_fcn8s_atonce.py): the same modules, pool4 x 0.01 and pool3 x 0.0001 before scoring.
+    pool_scales = (1.0, 1.0)
+
     def __init__(self, n_class: int = 21, ch: Ch = full) -> None:
         super().__init__()
         cin, block = 3, 1
@@ -74,10 +77,14 @@ class WkentaroFCN8s(nn.Module):
             pools[block] = h
         h = self.drop7(self.relu7(self.fc7(self.drop6(self.relu6(self.fc6(h))))))
         up2 = self.upscore2(self.score_fr(h))
-        h = up2 + self.score_pool4(pools[4])[:, :, 5:5 + up2.shape[2], 5:5 + up2.shape[3]]
+        h = up2 + self.score_pool4(pools[4] * self.pool_scales[0])[:, :, 5:5 + up2.shape[2], 5:5 + up2.shape[3]]
         up4 = self.upscore_pool4(h)
-        h = up4 + self.score_pool3(pools[3])[:, :, 9:9 + up4.shape[2], 9:9 + up4.shape[3]]
+        h = up4 + self.score_pool3(pools[3] * self.pool_scales[1])[:, :, 9:9 + up4.shape[2], 9:9 + up4.shape[3]]
         return self.upscore8(h)[:, :, 31:31 + x.shape[2], 31:31 + x.shape[3]]
+
+
+class WkentaroFCN8sAtOnce(WkentaroFCN8s):
+    pool_scales = (0.01, 0.0001)
 
 
 # --- khawkins98/foveacast-training: src/foveacast_training/msinet.py ------------------------------------------

@@ -297,15 +297,19 @@ def test_mismatched_keys_are_all_listed() -> None:
     assert "unexpected: aspp.convs.5.0.weight" in message and "missing: decoder.project.0.weight" in message
 
 
-def test_unsupported_vainf_checkpoints_say_why() -> None:
+def test_vainf_deeplabv3_and_separable_checkpoints_imply_their_options() -> None:
     formats = get_model_spec("deeplabv3plus_resnet50").checkpoint_formats
     separable = {"classifier.aspp.project.0.weight": torch.zeros(1),
                  "classifier.aspp.convs.1.0.body.0.weight": torch.zeros(1)}
-    with pytest.raises(CheckpointError, match="separable"):
-        convert_checkpoint({"model_state": separable}, formats)
-    deeplabv3 = {"classifier.classifier.0.project.0.weight": torch.zeros(1)}
-    with pytest.raises(CheckpointError, match="DeepLabV3 checkpoint"):
-        convert_checkpoint({"model_state": deeplabv3}, formats)
+    converted = convert_checkpoint({"model_state": separable}, formats)
+    assert converted.options["separable"] and converted.options["decoder"] and converted.options["compat"] == "vainf"
+    assert "aspp.convs.1.depthwise.weight" in converted.state_dict
+    deeplabv3 = {"classifier.classifier.0.project.0.weight": torch.zeros(1),
+                 "classifier.classifier.4.weight": torch.zeros(7, 256, 1, 1)}
+    converted = convert_checkpoint({"model_state": deeplabv3}, formats)
+    assert converted.options == {"decoder": False, "head_convs": 1, "separable": False, "align_corners": False,
+                                 "compat": "vainf", "num_classes": 7}
+    assert set(converted.state_dict) == {"aspp.project.0.weight", "classifier.weight"}
 
 
 def test_plain_state_dicts_still_load() -> None:

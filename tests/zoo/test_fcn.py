@@ -128,7 +128,9 @@ def test_loads_wkentaro_trainer_checkpoints() -> None:
     state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
     checkpoint = {"epoch": 3, "iteration": 1000, "arch": "FCN8s", "optim_state_dict": {}, "model_state_dict": state}
     converted = convert_checkpoint(checkpoint, get_model_spec("fcn8s").checkpoint_formats)
-    assert converted.source == "wkentaro/pytorch-fcn"
+    assert converted.source == "wkentaro/pytorch-fcn (FCN8s)" and converted.options == {"num_classes": 21}
+    at_once = convert_checkpoint({**checkpoint, "arch": "FCN8sAtOnce"}, get_model_spec("fcn8s").checkpoint_formats)
+    assert at_once.options == {"num_classes": 21, "at_once": True}
     load_state_dict_strict(model, converted.state_dict, allow_partial=False, source=converted.source)
     assert torch.equal(model.score_pool3.weight, state["score_pool3.weight"])
     fcn32 = FCN(stride=32, width=0.0625)

@@ -8,7 +8,7 @@ memory). The output tests run the foreign model and deploykit's on the same inpu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,8 @@ from deploykit.zoo.sources import load_model
 from tests.zoo import foreign, foreign_vgg
 
 # Loading into a meta-device model copies nothing (the key test needs only names and shapes).
-pytestmark = pytest.mark.filterwarnings("ignore:.*meta parameter:UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:.*meta parameter:UserWarning"),
+              pytest.mark.usefixtures("two_threads")]
 
 
 @dataclass(frozen=True)
@@ -96,19 +89,26 @@ def _max_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet", "resnet101"])
-def test_vainf_checkpoints_reproduce_the_vainf_model(backbone: str, tmp_path: Path) -> None:
-    theirs = foreign.randomize(foreign.VainfDeepLab(backbone, num_classes=21))
+@pytest.mark.parametrize(("backbone", "plus", "separable", "output_stride"), [
+    ("mobilenet", True, False, 16), ("resnet101", True, False, 16),  # deeplabv3plus_*
+    ("mobilenet", False, False, 16), ("resnet50", False, False, 8),  # deeplabv3_* (DeepLabHead, no decoder)
+    ("mobilenet", True, True, 8), ("resnet50", True, True, 16),  # deeplabv3plus_* --separable_conv
+])
+def test_vainf_checkpoints_reproduce_the_vainf_model(backbone: str, plus: bool, separable: bool, output_stride: int,
+                                                     tmp_path: Path) -> None:
+    theirs = foreign.randomize(foreign.VainfDeepLab(backbone, num_classes=21, output_stride=output_stride,
+                                                    plus=plus, separable=separable))
     keys = theirs.state_dict()
     if backbone == "mobilenet":  # the layout: slices keep their indices
         assert "backbone.high_level_features.4.conv.0.0.weight" in keys
         assert "backbone.low_level_features.3.conv.2.weight" in keys
-    ours = _loaded(tmp_path, f"deeplabv3plus_{backbone}v2" if backbone == "mobilenet" else "deeplabv3plus_resnet101",
-                   {"model_state": keys, "cur_itrs": 1})
+    assert any(".body." in k for k in keys) == separable
+    model = "deeplabv3plus_mobilenetv2" if backbone == "mobilenet" else f"deeplabv3plus_{backbone}"
+    ours = _loaded(tmp_path, model, {"model_state": keys, "cur_itrs": 1}, output_stride=output_stride)
     x = torch.randn(1, 3, 65, 65)
     with torch.inference_mode():
         error = _max_error(ours(x), theirs(x))
-    print(f"vainf {backbone}: max abs error {error:.3g}")
+    print(f"vainf {backbone} plus={plus} separable={separable} os{output_stride}: max abs error {error:.3g}")
     assert error <= 1e-4
 
 
