@@ -30,7 +30,7 @@ import deploykit
 from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, require_ready, resolve_backend
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
-from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
+from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, staged, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.passes import CalibrationOptions, PrecisionResult
 from deploykit.precision.table import (
@@ -143,7 +143,7 @@ def load_onnx(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def _write_model(model: onnx.ModelProto, path: Path, *, force: bool) -> None:
-    with atomic_output(path, force=force) as tmp:
+    with atomic_output(path, force=force, needs=model.ByteSize()) as tmp:
         onnx.save(model, str(tmp))
 
 
@@ -191,7 +191,6 @@ def build_artifact(
     chosen.preflight(model, str(onnx_path))
     meta = read_metadata(model)
     source_sha = sha256_file(onnx_path)
-    graph_path = Path(onnx_path)
     result: PrecisionResult | None = None
     transformed: Path | None = None
     if entry.graph_pass is not None:
@@ -200,42 +199,51 @@ def build_artifact(
         result = entry.graph_pass(GraphRequest(
             model, meta, source_sha, calibration or CalibrationOptions(), keep=keep, fp16_io=fp16_io, budget=budget,
             layout=qdq_layout or chosen.qdq_layout, backend=chosen, threads=threads, progress=say))
-        _write_model(result.model, transformed, force=force)
-        graph_path = transformed
-        say(f"wrote the {entry.name} graph {transformed}")
     graph_precision = detect_precision(result.model if result is not None else model, meta)
-    fresh = [f for f in chosen.files(out_path) if not f.exists()]  # what a failed build must not leave behind
-    try:
-        if racer is not None:
-            kept = racer(graph_path, out_path, input_size=meta.input_size if meta else None,
-                         precision=graph_precision, force=force, threads=threads, progress=say,
-                         float_source=model if transformed is not None else None)
-            chosen, out_path, compiled, note = kept.backend, kept.path, kept.compiled, kept.note
-        else:
-            compiled = chosen.compile(graph_path, out_path, options, precision=graph_precision, force=force,
-                                      threads=threads, progress=say,
-                                      float_source=model if transformed is not None else None)
-    except BaseException as exc:
-        for left in ([transformed] if transformed is not None else []) + fresh:
-            left.unlink(missing_ok=True)  # no precision graph without its artifact, no half an artifact
-        if isinstance(exc, ImportError):  # a lazy import inside the backend's compile step
+    float_source = model if transformed is not None else None
+    # The precision graph, the artifact with its companions and the sidecar land together or not at all.
+    with staged(out_path.parent, force=force, needs=_expected_bytes(model, result)) as stage:
+        graph_path = Path(onnx_path)
+        if result is not None and transformed is not None:
+            graph_path = stage.path(transformed)
+            _write_model(result.model, graph_path, force=True)
+        try:
+            if racer is not None:
+                kept = racer(graph_path, stage.path(out_path), input_size=meta.input_size if meta else None,
+                             precision=graph_precision, force=True, threads=threads, progress=say,
+                             float_source=float_source)
+                chosen, out_path, compiled, note = kept.backend, stage.final(kept.path), kept.compiled, kept.note
+            else:
+                compiled = chosen.compile(graph_path, stage.path(out_path), options, precision=graph_precision,
+                                          force=True, threads=threads, progress=say, float_source=float_source)
+        except ImportError as exc:  # a lazy import inside the backend's compile step
             raise BackendUnavailable(f"the {chosen.name} backend cannot be loaded here: {exc}") from exc
-        raise
-    sidecar = _sidecar(out_path, source_sha, graph_path, meta, entry, chosen, compiled, result, keep=keep,
-                       fp16_io=fp16_io, threads=threads, source=onnx_path)
-    write_json(sidecar_path(out_path), sidecar.to_dict(), force=True)  # ours: written (or replaced) last, once
+        sidecar = _sidecar(stage.path(out_path), source_sha, graph_path, transformed or Path(onnx_path), meta, entry,
+                           chosen, compiled, result, keep=keep, fp16_io=fp16_io, threads=threads, source=onnx_path)
+        write_json(stage.path(sidecar_path(out_path)), sidecar.to_dict(), force=True)
+    if transformed is not None:
+        say(f"wrote the {entry.name} graph {transformed}")
     sidecar = Sidecar.from_dict(json.loads(json.dumps(sidecar.to_dict(), default=str)))  # as later loads see it
     return BuildResult(path=out_path, sidecar=sidecar, backend=chosen.name, backend_note=note,
                        precision=entry.name, precision_onnx=transformed, report=dict(sidecar.precision_report),
                        seconds=time.perf_counter() - started, notes=list(compiled.notes))
 
 
-def _sidecar(out: Path, source_sha: str, graph: Path, meta: ModelMetadata | None, precision: Precision,
-             backend: Backend, compiled: Compiled, result: PrecisionResult | None, *, keep: Sequence[str],
-             fp16_io: bool, threads: int | None, source: str | os.PathLike[str]) -> Sidecar:
+def _expected_bytes(model: onnx.ModelProto, result: PrecisionResult | None) -> int:
+    """About what a build writes, for the message when the disk fills: the artifact (about the graph's size)
+    and, for FP16 / INT8, the precision graph beside it."""
+    size = model.ByteSize()
+    return size + (result.model.ByteSize() if result is not None else 0)
+
+
+def _sidecar(out: Path, source_sha: str, graph: Path, graph_record: Path, meta: ModelMetadata | None,
+             precision: Precision, backend: Backend, compiled: Compiled, result: PrecisionResult | None, *,
+             keep: Sequence[str], fp16_io: bool, threads: int | None, source: str | os.PathLike[str]) -> Sidecar:
+    """The sidecar of the artifact at `out` (hashed there, with its companions), compiled from `graph` (hashed),
+    recorded as `graph_record`: the paths where both will be once they land."""
     options: dict[str, Any] = {
         **dict(compiled.build_options),
-        "onnx_path": str(graph), "source_onnx": str(source), "precision": precision.name, "threads": threads,
+        "onnx_path": str(graph_record), "source_onnx": str(source), "precision": precision.name, "threads": threads,
     }
     if "fp16_io" in precision.options:
         options["fp16_io"] = fp16_io
@@ -245,12 +253,14 @@ def _sidecar(out: Path, source_sha: str, graph: Path, meta: ModelMetadata | None
     calibration_sha = ""
     if result is not None:
         options["calibration"] = result.calibration
-        report = {**result.report, "precision_onnx": str(graph), "precision_onnx_sha256": sha256_file(graph)}
+        report = {**result.report, "precision_onnx": str(graph_record), "precision_onnx_sha256": sha256_file(graph)}
         calibration_sha = result.calibration_sha256
     built_meta = replace(meta, precision=precision.name) if meta is not None else None
     return Sidecar(
         backend=backend.name, precision=precision.name,
         artifact_sha256=compiled.artifact_sha256 or sha256_file(out),
+        companions_sha256={suffix: sha256_file(path)
+                           for suffix, path in zip(backend.companions, backend.files(out)[1:], strict=True)},
         source_onnx_sha256=source_sha, deploykit_version=deploykit.__version__,
         backend_version=str(compiled.backend_version), device=dict(compiled.device),
         build_options=options, calibration_sha256=calibration_sha, precision_report=report,

@@ -4,6 +4,7 @@ here, once."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -12,7 +13,20 @@ from typing import Any
 import click
 
 from deploykit import __version__
-from deploykit.errors import DeployKitError
+from deploykit.commands import JSON_PRINTED, JSON_WANTED
+from deploykit.errors import (
+    BAD_INPUT,
+    BUG,
+    CHECK_FAILED,
+    INTERRUPTED,
+    OUTCOMES,
+    TERMINATED,
+    CheckFailed,
+    DeployKitError,
+    Outcome,
+    Terminated,
+)
+from deploykit.io.signals import interrupts_raise
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,8 @@ COMMANDS = {c.name: c for c in (  # in the order of the flow, which --help keeps
 
 
 class DeployKitGroup(click.Group):
-    """Lists each command with a summary and an example; turns DeployKitError into one line and exit 2."""
+    """Lists each command with a summary and an example; the one place that turns how a command ended into
+    its exit status and one line (deploykit.errors.OUTCOMES)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)  # the order of the flow, not the alphabet
@@ -73,26 +88,70 @@ class DeployKitGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Exit status (every command; --json output carries it as outcome and exit_status)"):
+            formatter.write_dl([(f"{o.exit_status} {o.name}", o.meaning) for o in OUTCOMES.values()])
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[JSON_WANTED] = "--json" in args
+        for arg in args:  # a file name the shell passed as bytes that are not UTF-8 cannot go into JSON or reports
+            if not _utf8(arg):
+                _end(ctx, BAD_INPUT, f"deploykit: error: argument {_printable(arg)} is not valid UTF-8; rename the "
+                                     "file (deploykit records names in JSON and reports)")
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with interrupts_raise():
+                return super().invoke(ctx)
+        except CheckFailed as exc:
+            _end(ctx, CHECK_FAILED, f"deploykit: check failed: {exc}")
         except DeployKitError as exc:
             if _debug(ctx):
                 raise
-            click.echo(f"deploykit: error: {exc}", err=True)
-            ctx.exit(2)
+            _end(ctx, BAD_INPUT, f"deploykit: error: {exc}")
+        except click.UsageError as exc:
+            _json_outcome(ctx, BAD_INPUT, exc.format_message())
+            raise
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except Terminated:
+            _end(ctx, TERMINATED, "deploykit: terminated; outputs of unfinished steps were not written")
         except KeyboardInterrupt:
-            click.echo("deploykit: interrupted; outputs of unfinished steps were not written", err=True)
-            ctx.exit(130)
+            _end(ctx, INTERRUPTED, "deploykit: interrupted; outputs of unfinished steps were not written")
         except Exception as exc:
             if _debug(ctx):
                 raise
             first = (str(exc).strip().splitlines() or [""])[0]
-            click.echo(f"deploykit: unexpected {type(exc).__name__}: {first} "
-                       "(a bug in deploykit; rerun with --debug for the traceback and report it)", err=True)
-            ctx.exit(1)
+            _end(ctx, BUG, f"deploykit: unexpected {type(exc).__name__}: {first} "
+                           "(a bug in deploykit; rerun with --debug for the traceback and report it)")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _end(ctx: click.Context, outcome: Outcome, line: str) -> None:
+    """One line on stderr (no newline inside it, bytes that are not UTF-8 escaped), the outcome on stdout for
+    --json, and the exit status."""
+    line = _printable(" ".join(line.splitlines()))
+    click.echo(line, err=True)
+    _json_outcome(ctx, outcome, line.split(": ", 2)[-1])
+    ctx.exit(outcome.exit_status)
+
+
+def _json_outcome(ctx: click.Context, outcome: Outcome, message: str) -> None:
+    """With --json, a command that ended before printing its document prints one that says how it ended."""
+    if ctx.meta.get(JSON_WANTED) and not ctx.meta.get(JSON_PRINTED):
+        click.echo(json.dumps({**outcome.record(), "error": message}, indent=2, sort_keys=True))
 
 
 def _debug(ctx: click.Context) -> bool:

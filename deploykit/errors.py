@@ -1,14 +1,52 @@
-"""The errors deploykit raises on purpose. Each message says what was wrong and how to fix it.
+"""The errors deploykit raises on purpose, and the exit status each outcome has (`OUTCOMES`).
 
-The CLI turns every DeployKitError into one line on stderr and exit status 2; anything else is a bug.
+Each message says what was wrong and how to fix it. The CLI turns every DeployKitError into one line on stderr
+and exit status 2 (bad input), a CheckFailed into one line and exit status 1 (the work ran; a check failed),
+an interrupt into 130 (SIGINT) or 143 (SIGTERM) after cleanup, and anything else into exit status 3 (a bug).
 """
 
 from __future__ import annotations
 
+import signal
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended, as scripts see it: the exit status and the name `--json` output carries."""
+
+    name: str
+    exit_status: int
+    meaning: str
+
+    def record(self) -> dict[str, object]:
+        """The fields every `--json` document carries."""
+        return {"outcome": self.name, "exit_status": self.exit_status}
+
+
+DONE = Outcome("done", 0, "done (deploy: its verdict ships an artifact)")
+CHECK_FAILED = Outcome("check-failed", 1, "a check failed: a parity gate, an accuracy budget, --require-precision, "
+                                          "a deploy with nothing to ship or without its --require precision, "
+                                          "an export beyond tolerance, a lint error")
+BAD_INPUT = Outcome("bad-input", 2, "bad input: one line says what was wrong and how to fix it; nothing written")
+BUG = Outcome("bug", 3, "a bug in deploykit: rerun with --debug for the traceback and report it")
+INTERRUPTED = Outcome("interrupted", 128 + signal.SIGINT, "interrupted by SIGINT (Ctrl-C), after cleanup")
+TERMINATED = Outcome("terminated", 128 + signal.SIGTERM, "terminated by SIGTERM, after cleanup")
+OUTCOMES = {o.name: o for o in (DONE, CHECK_FAILED, BAD_INPUT, BUG, INTERRUPTED, TERMINATED)}
+
+
+class CheckFailed(Exception):
+    """The work ran and a check failed: a parity gate, an accuracy budget, --require-precision, a deploy that
+    ships nothing (or not its --require precision). Not bad input: the inputs were usable, the result is not
+    good enough. The message is the one-line summary; the command has printed the details."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so the same cleanup runs (deploykit.io.signals)."""
 
 
 class DeployKitError(Exception):
@@ -57,6 +95,11 @@ class OutputExists(DeployKitError):
 
 class PluginError(DeployKitError):
     """A package's deploykit entry point (a backend, precision or metric) that cannot be loaded or clashes."""
+
+
+class DiskFull(DeployKitError):
+    """The disk (or quota) filled while writing: the message names the path, the free space and what is needed;
+    nothing half-written is left."""
 
 
 class UserCodeError(DeployKitError):

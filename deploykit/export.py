@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError
 from deploykit.graph.heads import apply_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
-from deploykit.io.outputs import atomic_output, check_output_path
+from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
 from deploykit.metrics.numeric import NumericMetrics, numeric_metrics
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model, model_code, user_code_name
@@ -399,7 +398,7 @@ def onnx_from_torch(
     `head` (graph/heads.py) is appended after verification, which compares the network's own outputs.
     """
     say = progress or (lambda _msg: None)
-    opset = opset or DEFAULT_OPSET
+    opset = DEFAULT_OPSET if opset is None else opset
     check_output_path(out, force=force)
     tolerance = tolerance or Tolerance()
     spec = loaded.spec
@@ -415,7 +414,7 @@ def onnx_from_torch(
     loaded, output_names, output_shapes = _outputs(loaded, tuple(shape))
     shapes, multiple = _size_checked_shapes(loaded, tuple(shape), dynamic, size_multiple, say)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="deploykit-export-") as tmp:
+    with scratch_folder("deploykit-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
         say(f"exporting {spec.name} with the {chosen} exporter (opset {opset}, "
             f"{'dynamic batch/height/width' if dynamic else 'static shape'})")
@@ -453,6 +452,6 @@ def onnx_from_torch(
         return result  # the caller reports the mismatch; nothing is written
     if head is not None:
         say(apply_head(model, head, spec.task, spec.num_classes).note)
-    with atomic_output(out, force=force) as tmp_path:
+    with atomic_output(out, force=force, needs=model.ByteSize()) as tmp_path:
         onnx.save(model, str(tmp_path))
     return result

@@ -13,7 +13,7 @@ import pytest
 from deploykit.backends.base import backend_of, resolve_backend
 from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 from deploykit.build import build_artifact, precision_path
-from deploykit.errors import BackendUnavailable, CalibrationError, ConfigConflict, OutputExists
+from deploykit.errors import BackendUnavailable, CalibrationError, CheckFailed, ConfigConflict, OutputExists
 from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar
@@ -158,7 +158,7 @@ def test_failures_are_clear(workdir: Path, tmp_path: Path) -> None:
     if not tensorrt_status().ready:
         with pytest.raises(BackendUnavailable, match="--backend onnxruntime"):
             build_artifact(source, tmp_path / "a.plan", backend=backend_of("tensorrt"))
-    with pytest.raises(CalibrationError, match="no assignment reaches"):
+    with pytest.raises(CheckFailed, match="no assignment reaches"):
         build_artifact(source, tmp_path / "b.onnx", precision=PRECISIONS["int8"], accuracy_budget="cosine>=0.99999999",
                        calibration=CalibrationOptions(data=str(workdir / "calib"), max_kept=0))
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()

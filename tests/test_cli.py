@@ -151,7 +151,7 @@ def test_existing_output_needs_force(runner: CliRunner, tmp_path: Path) -> None:
     assert onnx.load(str(out)).graph.node
 
 
-def test_unexpected_exception_exits_1_and_debug_shows_traceback(runner: CliRunner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_unexpected_exception_exits_3_and_debug_shows_traceback(runner: CliRunner, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import deploykit.commands.doctor
 
     def boom() -> None:
@@ -159,7 +159,7 @@ def test_unexpected_exception_exits_1_and_debug_shows_traceback(runner: CliRunne
 
     monkeypatch.setattr(deploykit.commands.doctor, "probe_machine", boom)
     result = runner.invoke(cli, ["doctor"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "rerun with --debug" in result.output and "Traceback" not in result.output
     debug = runner.invoke(cli, ["--debug", "doctor"])
     assert isinstance(debug.exception, ZeroDivisionError)

@@ -32,12 +32,15 @@ Availability is probed once per process (`Backend.availability`; TensorRT's prob
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from deploykit.errors import BackendUnavailable, ConfigConflict
+from deploykit.io.metadata import external_data_files
+from deploykit.io.sidecar import Sidecar, sidecar_path, verify_sidecar
 from deploykit.plugins import with_plugins
 from deploykit.runner import Runner
 
@@ -175,8 +178,13 @@ class Backend:
                                                  threads=threads, progress=progress, float_source=float_source)
         return compiled
 
-    def open(self, artifact: Path, sidecar: Any, *, providers: Sequence[str] = ("cpu",),
+    def open(self, artifact: Path, sidecar: Sidecar | None, *, providers: Sequence[str] = ("cpu",),
              threads: int | None = None) -> Runner:
+        """A Runner for `artifact`; with a sidecar, after checking that it belongs to the artifact (one line
+        naming what differs when it does not: the backend, the file kind, or the sha256 of a file)."""
+        if sidecar is not None:
+            verify_sidecar(artifact, sidecar, backend=self.name, suffixes=self.suffixes,
+                           companions=dict(zip(self.companions, self.files(artifact)[1:], strict=True)))
         runner: Runner = self.load().open(artifact, sidecar, providers=providers, threads=threads)
         return runner
 
@@ -222,6 +230,23 @@ ONNX_RUNNER = next(b for b in BACKENDS.values() if b.runs_onnx)  # what runs a p
 COMPILERS = tuple(name for name, b in BACKENDS.items() if not b.reference)  # what build-engine can target
 BENCH_CHOICES = {choice: b for b in BACKENDS.values() for choice in b.bench_choices}
 FILE_SUFFIXES = tuple(dict.fromkeys(s for b in BACKENDS.values() for s in b.suffixes))
+
+
+def artifact_files(path: str | Path) -> list[Path]:
+    """Every file that belongs with the model file or artifact at `path`: itself, its sidecar, the companions
+    of the backend whose artifacts end like it (OpenVINO's .bin), an ONNX file's external data, and the graph
+    its sidecar says it was compiled from. What no output may replace, and what travels with it."""
+    file = Path(path)
+    companions = [c for b in BACKENDS.values() if file.suffix.lower() in b.suffixes for c in b.files(file)[1:]]
+    built_from: list[Path] = []
+    if sidecar_path(file).is_file():
+        try:
+            recorded = json.loads(sidecar_path(file).read_text(encoding="utf-8")).get("build_options", {})
+            graph = str(recorded.get("onnx_path") or "")
+            built_from = [p for p in (file.parent / graph, Path(graph)) if graph and p.is_file()]
+        except (OSError, ValueError, AttributeError):
+            pass  # an unreadable sidecar is reported by whatever opens the artifact
+    return list(dict.fromkeys([file, sidecar_path(file), *companions, *external_data_files(file), *built_from]))
 
 
 def self_described(path: str | Path) -> Backend | None:

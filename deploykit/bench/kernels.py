@@ -21,7 +21,6 @@ on a quiet machine; `deploykit bench kernels -o k.json` records its own duration
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -49,6 +48,7 @@ from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 from deploykit.build import build_artifact
 from deploykit.errors import BackendUnavailable
+from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
 
@@ -266,7 +266,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
     broken: set[tuple[str, str]] = set()
     total = len(cases) * len(variants)
     done = 0
-    with tempfile.TemporaryDirectory(prefix="deploykit-kernels-") as folder, torch_threads(threads):
+    with scratch_folder("deploykit-kernels-") as folder, torch_threads(threads):
         for case in cases:
             weights = kg.random_weights(case.ops(), seed)
             inputs = _float_inputs(case, seed + 1)
@@ -277,7 +277,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                     continue
                 try:
                     with ExitStack() as stack:
-                        step = _make_step(case, backend, precision, weights, inputs, threads, folder, stack)
+                        step = _make_step(case, backend, precision, weights, inputs, threads, str(folder), stack)
                         timing = time_calls(step, config)
                 except BackendUnavailable as exc:  # a backend that cannot run here cannot run the other cases
                     # Anything else is a kernel graph the backend refuses, i.e. a bug in these graphs: it is raised,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO, TypeVar
 
@@ -13,7 +14,8 @@ import click
 from tqdm import tqdm
 
 from deploykit.backends.base import BACKENDS, Backend, CliOption
-from deploykit.errors import ConfigConflict
+from deploykit.commands import JSON_PRINTED
+from deploykit.errors import DONE, ConfigConflict, Outcome
 from deploykit.types import TASKS, Progressed, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,7 +48,7 @@ def _click_option(option: CliOption) -> Callable[[F], F]:
     kinds: dict[str, Any] = {
         "text": str, "flag": None, "file": click.Path(dir_okay=False), "choice": click.Choice(option.choices),
         "int": click.IntRange(low, high, min_open=option.low_open) if bounded else int,
-        "float": click.FloatRange(option.low, option.high, min_open=option.low_open) if bounded else float}
+        "float": FiniteFloatRange(option.low, option.high, min_open=option.low_open) if bounded else float}
     if option.kind == "flag":
         return click.option(option.flag, option.dest, is_flag=True, default=None, help=option.help)
     return click.option(option.flag, option.dest, type=kinds[option.kind], multiple=option.multiple,
@@ -111,8 +113,13 @@ def given(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+def echo_json(data: Mapping[str, Any], outcome: Outcome = DONE) -> None:
+    """The command's one JSON document, with how it ended (outcome, exit_status: deploykit.errors.OUTCOMES);
+    a command that raises CheckFailed after it passes outcome=CHECK_FAILED."""
+    click.echo(json.dumps({**data, **outcome.record()}, indent=2, sort_keys=True, default=str))
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.meta[JSON_PRINTED] = True
 
 
 class ProgressDrawer:
@@ -181,3 +188,18 @@ _DRAWER = ProgressDrawer()
 def progress(event: ProgressEvent) -> None:
     """The CLI's progress callback: see ProgressDrawer."""
     _DRAWER(event)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which pass every comparison click makes or run forever)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def at_least(low: float, *, open_: bool = False, high: float | None = None) -> FiniteFloatRange:
+    """A finite float >= low (> low with open_), optionally <= high: the range --help shows, checked on parse."""
+    return FiniteFloatRange(min=low, max=high, min_open=open_)

@@ -13,7 +13,16 @@ from deploykit.bench.kernels import SUITES, VARIANTS, run_kernels
 from deploykit.bench.remote import SERVING_HEADERS, LoadConfig, run_remote_bench, serving_rows
 from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
 from deploykit.bench.runners import BACKEND_CHOICES
-from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
+from deploykit.commands._inputs import reads
+from deploykit.commands._options import (
+    at_least,
+    echo_json,
+    force_option,
+    given,
+    json_option,
+    model_source_options,
+    progress,
+)
 from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.outputs import check_output_path, write_json
 from deploykit.report.bench_plots import plot_dilated, plot_separable, require_matplotlib
@@ -68,10 +77,13 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
                    "ONNX is exported to a temporary ONNX file first).")
 @click.option("--batch", "batches", default=None, metavar="1,2,4,8", help="Batch sizes to time (default 1).")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's size).")
-@click.option("--warmup", type=float, default=None, help="Warm-up seconds, excluded (default 0.2).")
-@click.option("--duration", type=float, default=None, help="Seconds to time per case (default 3, >= 10 iterations).")
-@click.option("--iterations", type=int, default=None, help="Time exactly this many iterations instead.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the backend's, all cores).")
+@click.option("--warmup", type=at_least(0), default=None, help="Warm-up seconds, excluded (default 0.2).")
+@click.option("--duration", type=at_least(0, open_=True), default=None,
+              help="Seconds to time per case (default 3, >= 10 iterations).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Time exactly this many iterations instead.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads (default: the backend's, all cores).")
 @click.option("--no-roofline", is_flag=True, help="Skip measuring the machine's peaks (no efficiency column).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the engine as a CUDA graph (as trtexec 11).")
 @model_source_options
@@ -79,11 +91,12 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
               help="Write the full JSON (every sample, environment, peaks) here: a baseline for --compare.")
 @click.option("--compare", "baseline", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A JSON from an earlier run: flag changes beyond the measured noise.")
-@click.option("--min-change", type=float, default=None, metavar="PERCENT",
+@click.option("--min-change", type=at_least(0), default=None, metavar="PERCENT",
               help="With --compare: smallest change of the median worth flagging (default 2).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @force_option
 @json_option
+@reads("target", "weights", "baseline", "image")
 def run(target: str | None, url: str | None, served_model: str | None, concurrency: str | None, image: str | None,
         backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
         duration: float | None, iterations: int | None, threads: int | None, no_roofline: bool, cuda_graph: bool,
@@ -101,8 +114,6 @@ def run(target: str | None, url: str | None, served_model: str | None, concurren
     statistics extension), in the same JSON."""
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
-    if iterations is not None and iterations <= 0:
-        raise click.BadParameter("--iterations must be positive")
     _check_source(target, url, served_model, concurrency, image)
     if output:
         check_output_path(output, force=force)
@@ -229,7 +240,7 @@ def _comparison_table(comparison: Any) -> str:
               help=f"{', '.join(dict.fromkeys(b for b, _ in VARIANTS))} (default: all that are available).")
 @click.option("--precision", "precisions", multiple=True, metavar="P[,P]",
               help=f"{', '.join(dict.fromkeys(p for _, p in VARIANTS))} (default all).")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: all cores).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON here, with the PNG plots beside it (NAME.dilated.png, NAME.separable.png).")
 @click.option("--no-plots", is_flag=True, help="Do not draw the PNG plots.")

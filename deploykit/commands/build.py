@@ -11,7 +11,9 @@ from deploykit.backends.base import BACKENDS, COMPILERS
 from deploykit.build import build_artifact
 from deploykit.calib.methods import DEFAULT_METHOD, METHODS
 from deploykit.calib.qdq import LAYOUTS
+from deploykit.commands._inputs import reads
 from deploykit.commands._options import (
+    at_least,
     backend_option_groups,
     backend_options,
     echo_json,
@@ -64,10 +66,11 @@ def _layouts() -> str:
 @click.option("--fp16-io", is_flag=True, help="FP16: float16 graph inputs and outputs too (default float32).")
 @click.option("--calib-data", default=None, metavar="DIR|FILE|photos|synthetic",
               help="Calibration inputs: images (model's preprocessing), .npy/.npz, scikit-image photos, or noise.")
-@click.option("--calib-n", type=int, default=None, help="Calibration inputs to use (default 64).")
+@click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration inputs to use (default 64).")
 @click.option("--calib-method", type=click.Choice(list(METHODS)), default=None,
               help=f"INT8 range method (default {DEFAULT_METHOD}, as NVIDIA ModelOpt; see deploykit.calib.methods).")
-@click.option("--percentile", type=float, default=None, help="Percentile of |x| for --calib-method percentile.")
+@click.option("--percentile", type=at_least(0, open_=True, high=100), default=None,
+              help="Percentile of |x| for --calib-method percentile (default 99.99).")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
               help="Calibration cache file (default: keyed file in ~/.cache/deploykit/calibration).")
 @click.option("--no-calib-cache", is_flag=True, help="Neither read nor write a calibration cache.")
@@ -75,12 +78,13 @@ def _layouts() -> str:
               help="FP16/INT8: keep the fewest nodes in higher precision so that e.g. pixel_agreement>=0.995 "
                    f"(metrics: {', '.join(m.name for m in METRICS.values() if m.budget)}) holds on held-out data; "
                    "repeat for several.")
-@click.option("--holdout", type=int, default=None, help="Calibration inputs held out to measure the budget.")
+@click.option("--holdout", type=click.IntRange(min=1), default=None,
+              help="Calibration inputs held out to measure the budget (default a quarter, 1 to 8).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Ground-truth PNG masks named like the --calib-data images: lets a budget be "
                    "'miou_drop<=0.5' (mIoU points lost against the labels on the held-out images).")
-@click.option("--max-float", "max_kept", type=int, default=None,
-              help="Most weighted nodes the budget search may keep in float (default: all).")
+@click.option("--max-float", "max_kept", type=click.IntRange(min=0), default=None,
+              help="Most weighted nodes the budget search may keep in float (default: all; 0: none).")
 @click.option("--sensitivity", type=click.Choice(SENSITIVITIES), default=None,
               help="Budget search ranking: single (default: one node at a time) or local (two runs, coarser).")
 @click.option("--qdq-layout", type=click.Choice(LAYOUTS), default=None,
@@ -88,10 +92,12 @@ def _layouts() -> str:
 @click.option("--int8-float", "int8_float", type=click.Choice(INT8_FLOAT), default=None,
               help=f"INT8: precision of the ops left unquantized (default {INT8_FLOAT[0]}; auto: fp16 where the "
                    "--accuracy-budget holds; see deploykit.precision.passes.INT8_FLOAT).")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and checks.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ONNX Runtime threads for calibration and checks (default: all cores).")
 @backend_option_groups
 @force_option
 @json_option
+@reads("model", "calib_data", "labels")
 def build_engine(model: str, output: str, precision: str | None, backend: str | None, fp16_io: bool,
                  calib_data: str | None, calib_n: int | None, calib_method: str | None, percentile: float | None,
                  calib_cache: str | None, no_calib_cache: bool, accuracy_budget: tuple[str, ...],

@@ -7,11 +7,13 @@ from pathlib import Path
 import click
 
 from deploykit.calib.data import calibration_data
-from deploykit.commands._options import echo_json, json_option, model_source_options, progress
+from deploykit.commands._inputs import reads
+from deploykit.commands._options import at_least, echo_json, json_option, model_source_options, progress
 from deploykit.commands.build import backend_option
-from deploykit.errors import ConfigConflict, InputError, ParityError
+from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict, InputError
 from deploykit.io.outputs import check_output_dir
 from deploykit.pipeline.deploy import DeployOptions, run_deploy
+from deploykit.pipeline.verdict import Verdict
 from deploykit.precision.budget import parse_budget
 from deploykit.precision.table import PRECISIONS
 from deploykit.zoo import get_model_spec
@@ -26,7 +28,7 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
               help=f"Comma-separated: {','.join(PRECISIONS)} (default: all {len(PRECISIONS)}).")
 @backend_option
 @click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
-@click.option("--calib-n", type=int, default=None, help="Calibration images to use.")
+@click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration images to use (default 64).")
 @click.option("--accuracy-budget", default=None, metavar="METRIC>=X", help="INT8 budget, e.g. pixel_agreement>=0.995.")
 @click.option("--inputs", default=None, help="Parity images (default: the calibration folder, else sample photos).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -34,20 +36,30 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
                    "against them and its drop in points from PyTorch (see `deploykit parity --labels`), and "
                    "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
-@click.option("--bench-seconds", type=float, default=None, help="Timed seconds per benchmark run (default 3).")
-@click.option("--threads", type=int, default=None, help="CPU threads for every runtime (default: all cores).")
+@click.option("--bench-seconds", type=at_least(0, open_=True), default=None,
+              help="Timed seconds per benchmark run (default 3).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
+@click.option("--require", type=click.Choice(list(PRECISIONS)), default=None, metavar="PRECISION",
+              help="Exit status 1 unless the verdict ships this precision (e.g. --require int8 in CI).")
 @json_option
+@reads("model", "weights", "calib_data", "inputs", "labels")
 def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
            trust_checkpoint: bool, task: str | None,
            out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
            accuracy_budget: str | None, inputs: str | None, labels: str | None, input_shape: str | None,
            bench_seconds: float | None,
-           threads: int | None, rerun: bool, as_json: bool) -> None:
+           threads: int | None, rerun: bool, require: str | None, as_json: bool) -> None:
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
-    Re-running skips the steps whose inputs did not change."""
+    Re-running skips the steps whose inputs did not change. Exit status 0 when the verdict ships an artifact
+    (candidates that fail their gates are named in it), 1 when none passes or --require's precision is not
+    the one shipped."""
     check_output_dir(out)
+    chosen = tuple(p.strip() for p in precisions.split(",")) if precisions else None
+    if require is not None and chosen is not None and require not in chosen:
+        raise ConfigConflict(f"--require {require} is not among --precisions {precisions}; add it")
     _early_checks(model, task, accuracy_budget, labels, inputs or calib_data)
     if calib_data and Path(calib_data).suffix in (".npy", ".npz") and Path(calib_data).is_file():
         calibration_data(calib_data, input_shape=None, preprocessing=None)  # a bad array fails before the export
@@ -55,20 +67,31 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     opts = DeployOptions(
         source=model, out=Path(out), options=parse_options(set_options), weights=weights,
         allow_partial=allow_partial, trust_checkpoint=trust_checkpoint,
-        precisions=tuple(p.strip() for p in precisions.split(",")) if precisions else None,
+        precisions=chosen,
         backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
         input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]
         bench_seconds=bench_seconds, threads=threads, rerun=rerun, labels=labels,
     )
     result = run_deploy(opts, progress=progress)
+    failed = _failed_check(result.verdict, require, result.out)
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(result.to_dict(), CHECK_FAILED if failed else DONE)
     else:
         click.echo((result.out / "report.md").read_text(encoding="utf-8"))
         click.echo(f"report: {result.out / 'report.html'}")
         click.echo("\n".join(result.verdict.lines()))
-    if not result.parity.passed:
-        raise ParityError(f"{result.parity.summary()} (report in {result.out})")
+    if failed:
+        raise CheckFailed(failed)
+
+
+def _failed_check(verdict: Verdict, require: str | None, out: Path) -> str:
+    """Why the deploy's check failed ("" when the verdict ships an artifact, of the --require precision)."""
+    if verdict.ship is None:
+        return f"nothing to ship: no artifact passes every parity gate (the verdict above; report in {out})"
+    if require is not None and verdict.precision != require:
+        why = next((f"; {r.artifact}: {r.reason}" for r in verdict.rejected if r.precision == require), "")
+        return f"--require {require}: the verdict ships {verdict.ship} ({verdict.precision}){why}"
+    return ""
 
 
 def _early_checks(model: str, task: str | None, budget: str | None, labels: str | None,

@@ -12,7 +12,7 @@ from deploykit.doctor.selftest import SelfTestResult
 from deploykit.doctor.selftest import selftest as tiny_engine_selftest
 from deploykit.doctor.selftest_evidence import check_evidence_folder
 from deploykit.doctor.selftest_full import full_selftest
-from deploykit.errors import ParityError
+from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
 
 
 @click.command()
@@ -29,7 +29,7 @@ from deploykit.errors import ParityError
 def doctor(as_json: bool, selftest: bool, full: bool, evidence: str | None) -> None:
     """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, TensorRT's
     state (probed by constructing a builder), CUDA devices, and the CPU. With --selftest, build a tiny engine
-    and compare it with ONNX Runtime; exit status 2 when the self-test cannot run here or fails."""
+    and compare it with ONNX Runtime; exit status 1 when the self-test fails, 2 when it cannot run here."""
     if full and not selftest:
         raise click.UsageError("--full extends --selftest: use `deploykit doctor --selftest --full`")
     if evidence is not None and not full:
@@ -41,33 +41,39 @@ def doctor(as_json: bool, selftest: bool, full: bool, evidence: str | None) -> N
         return
     if as_json:
         data = machine.to_dict()
-        if selftest:
-            data["selftest"] = _selftest().to_dict()
-        echo_json(data)
+        result = _selftest() if selftest else None
+        if result is not None:
+            data["selftest"] = result.to_dict()
+        echo_json(data, CHECK_FAILED if result is not None and not result.passed else DONE)
+        _check(result)
         return
     click.echo(machine.describe())
     if selftest:
-        click.echo(f"selftest        {_selftest().describe()}")
+        result = _selftest()
+        click.echo(f"selftest        {result.describe()}")
+        _check(result)
 
 
 def _selftest() -> SelfTestResult:
-    result = tiny_engine_selftest(progress=progress)
-    if not result.passed:
-        raise ParityError(f"TensorRT self-test {result.describe()}")
-    return result
+    return tiny_engine_selftest(progress=progress)
+
+
+def _check(result: SelfTestResult | None) -> None:
+    if result is not None and not result.passed:
+        raise CheckFailed(f"TensorRT self-test {result.describe()}")
 
 
 def _full_selftest(as_json: dict[str, Any] | None, evidence: str | None) -> None:
-    """The --full verdict (JSON under the environment when as_json is given); exit status 2 when a check fails
+    """The --full verdict (JSON under the environment when as_json is given); exit status 1 when a check fails
     or could not run."""
     folder = check_evidence_folder(evidence) if evidence is not None else None
     result = full_selftest(progress=progress, evidence=folder)
     if as_json is not None:
-        echo_json({**as_json, "selftest_full": result.to_dict()})
+        echo_json({**as_json, "selftest_full": result.to_dict()}, DONE if result.passed else CHECK_FAILED)
     else:
         click.echo(result.describe())
     if folder is not None:
         click.echo(f"evidence written to {folder}: attach it (zipped) to a bug report", err=as_json is not None)
     if not result.passed:
         bad = [c.name for c in result.checks if c.passed is not True]
-        raise ParityError(f"TensorRT full self-test: {', '.join(bad)} did not pass (see the verdict above)")
+        raise CheckFailed(f"TensorRT full self-test: {', '.join(bad)} did not pass (see the verdict above)")

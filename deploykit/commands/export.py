@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from deploykit.commands._inputs import reads
 from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
-from deploykit.errors import ExportError
+from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
 from deploykit.export import EXPORTERS, onnx_from_torch
 from deploykit.graph.heads import HEADS
 from deploykit.io.outputs import check_output_path
@@ -22,7 +23,7 @@ from deploykit.zoo.sources import load_model, parse_options, parse_shape
 @click.option("--size-multiple", type=click.IntRange(min=1), default=None, metavar="N",
               help="Height and width must be multiples of N (verification keeps them so; default: the zoo's "
                    "value, or detected for a user model).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 18).")
+@click.option("--opset", type=click.IntRange(7, 24), default=None, help="ONNX opset (default 18).")
 @click.option("--exporter", type=click.Choice(list(EXPORTERS)), default=None,
               help="torch.onnx exporter (default: the one the model needs; TorchScript is much faster).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim (it is kept only where parity still holds).")
@@ -31,13 +32,14 @@ from deploykit.zoo.sources import load_model, parse_options, parse_shape
                    "normalize (saliency: per-image min-max to [0, 1]).")
 @force_option
 @json_option
+@reads("model", "weights")
 def export(model: str, output: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
            trust_checkpoint: bool, task: str | None, input_shape: str | None, static: bool,
            size_multiple: int | None, opset: int | None, exporter: str | None, no_simplify: bool, head: str | None,
            force: bool, as_json: bool) -> None:
     """Export MODEL (a zoo name or package.module:factory) to ONNX. The result is checked, simplified where
     parity still holds, carries its metadata, and is verified in ONNX Runtime against PyTorch on two
-    differently shaped inputs; a model beyond tolerance is not written and the command exits 2."""
+    differently shaped inputs; a model beyond tolerance is not written and the command exits 1."""
     check_output_path(output, force=force)
     shape = parse_shape(input_shape) if input_shape else None
     if shape is None and ":" in model:
@@ -54,12 +56,12 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     rows = [["x".join(map(str, c.input_shape)), name, m.max_abs, m.cosine, "ok" if c.passed else "FAIL"]
             for c in result.checks for name, m in c.outputs.items()]
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(result.to_dict(), DONE if result.passed else CHECK_FAILED)
     else:
         click.echo(text_table(["input", "output", "max abs err", "cosine", "verdict"], rows))
         click.echo(f"{result.simplify_note}; {result.seconds:.1f} s")
     if not result.passed:
-        raise ExportError(f"ONNX Runtime disagrees with PyTorch beyond tolerance (table above); {output} was "
+        raise CheckFailed(f"ONNX Runtime disagrees with PyTorch beyond tolerance (table above); {output} was "
                           "not written. Try --exporter dynamo or --no-simplify, or report the model")
     if not as_json:
         click.echo(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset}, "

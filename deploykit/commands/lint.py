@@ -6,6 +6,7 @@ import click
 
 from deploykit.backends.base import BACKENDS
 from deploykit.commands._options import echo_json, json_option
+from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
 from deploykit.graph.lint import TARGETS, lint_onnx
 
 
@@ -15,8 +16,7 @@ from deploykit.graph.lint import TARGETS, lint_onnx
               help=f"What to check against (default: {TARGETS[0]}, the ONNX parser of "
                    f"{' and '.join(b.title for b in BACKENDS.values() if b.lint_target == TARGETS[0])} 10.x/11.x).")
 @json_option
-@click.pass_context
-def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> None:
+def lint(model: str, target: str | None, as_json: bool) -> None:
     """Check MODEL.onnx's operators, attributes and opset against TensorRT's ONNX parser (onnx-tensorrt's
     operators.md), and in an INT8 Q/DQ graph the placements TensorRT will not fuse (unfused dequantize, Concat
     scales, residual Adds, INT8 around Resize, grouped convs in INT8): each finding names the node, says why,
@@ -25,7 +25,7 @@ def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> N
     unusable. build-engine runs the same checks before building a TensorRT engine."""
     report = lint_onnx(model, target=target)
     if as_json:
-        echo_json(report.to_dict())
+        echo_json(report.to_dict(), DONE if report.ok else CHECK_FAILED)
     else:
         for finding in report.findings:
             click.echo(f"{finding.severity:<7} {finding.node} ({finding.op}) [{finding.rule}]")
@@ -33,4 +33,4 @@ def lint(ctx: click.Context, model: str, target: str | None, as_json: bool) -> N
             click.echo(f"        fix: {finding.fix}")
         click.echo(report.summary())
     if not report.ok:
-        ctx.exit(1)
+        raise CheckFailed(report.summary())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from deploykit.commands._options import echo_json, force_option, json_option
+from deploykit.commands._inputs import reads
+from deploykit.commands._options import at_least, echo_json, force_option, json_option
 from deploykit.package.repository import RepositoryOptions, write_repository
 
 
@@ -13,18 +14,20 @@ from deploykit.package.repository import RepositoryOptions, write_repository
 @click.option("--triton", "triton", is_flag=True, required=True, help="Write a Triton model repository.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The model_repository folder.")
 @click.option("--name", "names", multiple=True, help="Model name per artifact, in order (default: file stem).")
-@click.option("--max-batch-size", type=int, default=8, show_default=True,
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=8, show_default=True,
               help="Largest batch Triton forms (0 disables batching).")
-@click.option("--instances", type=int, default=1, show_default=True, help="Model instances per device.")
-@click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Model instances per device.")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100, show_default=True,
               help="How long dynamic batching waits to fill a batch.")
 @click.option("--images/--no-images", default=True, show_default=True,
               help="Also write NAME_image (encoded image in, class or saliency map out) for artifacts with "
                    "deploykit metadata.")
-@click.option("--max-image-mb", type=float, default=32, show_default=True,
+@click.option("--max-image-mb", type=at_least(0, open_=True), default=32, show_default=True,
               help="Largest encoded image the image models accept.")
 @force_option
 @json_option
+@reads("artifacts")
 def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str, ...], max_batch_size: int,
             instances: int, max_queue_delay_us: int, images: bool, max_image_mb: float, force: bool,
             as_json: bool) -> None:
@@ -40,9 +43,10 @@ def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str
                                 max_image_bytes=int(max_image_mb * 2**20))
     packaged = write_repository(artifacts, out, names=names, options=options, force=force)
     if as_json:
-        echo_json([{"name": p.model.name, "platform": p.model.serving, "max_batch_size": p.model.max_batch_size,
-                    "inputs": p.model.inputs, "outputs": p.model.outputs,
-                    "image_model": p.images.ensemble_name if p.images else None} for p in packaged])
+        echo_json({"models": [{"name": p.model.name, "platform": p.model.serving,
+                               "max_batch_size": p.model.max_batch_size, "inputs": p.model.inputs,
+                               "outputs": p.model.outputs,
+                               "image_model": p.images.ensemble_name if p.images else None} for p in packaged]})
         return
     for p in packaged:
         m = p.model

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from deploykit.commands._options import echo_json, force_option, given, json_option, model_source_options, progress
-from deploykit.errors import ConfigConflict, ParityError
+from deploykit.commands._inputs import reads
+from deploykit.commands._options import (
+    at_least,
+    echo_json,
+    force_option,
+    given,
+    json_option,
+    model_source_options,
+    progress,
+)
+from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict
 from deploykit.evaluate import PROVIDER_ALIASES
 from deploykit.io.outputs import check_output_path, write_text
 from deploykit.metrics.table import METRICS
@@ -29,7 +38,7 @@ from deploykit.zoo.sources import parse_options, parse_shape
               help="Add N random normal inputs.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images or .npz inputs.")
-@click.option("--seed", type=int, default=None, help="Seed of --random (default 0).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of --random (default 0).")
 @click.option("--providers", default=None, metavar="|".join(PROVIDER_ALIASES),
               help="ONNX Runtime execution providers, comma-separated (default cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runner.")
@@ -37,13 +46,13 @@ from deploykit.zoo.sources import parse_options, parse_shape
               help="Judge candidates with this precision's gates (default: each candidate's own).")
 @click.option("--gate", "gates", multiple=True, metavar="[OUTPUT:]METRIC>=X",
               help="Replace a default gate, e.g. 'pixel_agreement>=0.99' or 'out:cosine>=0.9' (repeatable).")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance of the beyond_tol share (1e-4).")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance of the beyond_tol share (1e-3).")
+@click.option("--atol", type=at_least(0), default=None, help="Absolute tolerance of the beyond_tol share (1e-4).")
+@click.option("--rtol", type=at_least(0), default=None, help="Relative tolerance of the beyond_tol share (1e-3).")
 @click.option("--localize", is_flag=True, help="For failing ONNX candidates, find the first diverging node.")
 @click.option("--reference-onnx", type=click.Path(dir_okay=False, exists=True), default=None,
               help="FP32 ONNX reference for --localize (default: the reference, exported if it is PyTorch).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Nodes listed by --localize (5).")
-@click.option("--localize-tol", type=float, default=None,
+@click.option("--localize-tol", type=at_least(0, open_=True), default=None,
               help="Relative-error tolerance of --localize (default per precision: "
                    f"{', '.join(f'{p.name} {p.localize_tolerance:g}' for p in PRECISIONS.values())}).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -52,6 +61,7 @@ from deploykit.zoo.sources import parse_options, parse_shape
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write a Markdown report.")
 @force_option
 @json_option
+@reads("reference", "candidates", "weights", "inputs", "labels", "reference_onnx")
 def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, ...], weights: str | None,
            allow_partial: bool, trust_checkpoint: bool, task: str | None, inputs: str | None,
            random_count: int | None,
@@ -66,7 +76,7 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
     gates chosen by each candidate's precision (segmentation: pixel agreement and miou_major, which one stray
     pixel cannot flip). Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
     Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
-    Exits 2 when a candidate fails."""
+    Exit status 1 when a candidate fails its gates (2: bad input)."""
     if report:
         check_output_path(report, force=force)
     parsed_gates = tuple(parse_gate(g) for g in gates)
@@ -93,11 +103,11 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
         **given(atol=atol, rtol=rtol, top_k=top_k, providers=chosen))
     result = run_parity(opened[0], opened[1:], input_set, settings, progress)
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(result.to_dict(), DONE if result.passed else CHECK_FAILED)
     else:
         click.echo(text_report(result))
     if report:
         write_text(report, markdown_report(result), force=force)
         progress(f"wrote {report}")
     if not result.passed:
-        raise ParityError(result.summary())
+        raise CheckFailed(result.summary())

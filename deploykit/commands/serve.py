@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from deploykit.commands._options import given, progress
+from deploykit.commands._inputs import reads
+from deploykit.commands._options import at_least, given, progress
 from deploykit.serve.server import ServeOptions, run_until_signal, start
 
 
@@ -12,21 +13,25 @@ from deploykit.serve.server import ServeOptions, run_until_signal, start
 @click.argument("artifacts", nargs=-1, required=True)
 @click.option("--name", "names", multiple=True, help="Model name per artifact, in order (default: file stem).")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1, loopback only).")
-@click.option("--port", type=int, default=None, help="HTTP port (default 8000; 0: any free port).")
-@click.option("--grpc-port", type=int, default=None, help="Also open Triton's gRPC endpoint on this port.")
-@click.option("--max-batch", "max_batch_size", type=int, default=None,
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="HTTP port (default 8000; 0: any free port).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+              help="Also open Triton's gRPC endpoint on this port.")
+@click.option("--max-batch", "max_batch_size", type=click.IntRange(min=0), default=None,
               help="Largest batch the dynamic batcher forms from same-shape requests (default 8; 0: none).")
-@click.option("--queue-delay-us", "max_queue_delay_us", type=int, default=None,
+@click.option("--queue-delay-us", "max_queue_delay_us", type=click.IntRange(min=0), default=None,
               help="How long the batcher waits to fill a batch (default 500 us).")
-@click.option("--instances", type=int, default=None, help="Model instances (default 1).")
-@click.option("--threads", type=int, default=None, help="Intra-op threads per instance (default: the backend's).")
+@click.option("--instances", type=click.IntRange(min=1), default=None, help="Model instances (default 1).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads per instance (default: the backend's).")
 @click.option("--images/--no-images", default=True, show_default=True,
               help="Also serve NAME_image: an encoded image in, the class or saliency map at its size out.")
-@click.option("--max-image-mb", type=float, default=None, help="Largest encoded image accepted (default 32).")
-@click.option("--max-input-mb", type=float, default=None,
+@click.option("--max-image-mb", type=at_least(0, open_=True), default=None,
+              help="Largest encoded image accepted (default 32).")
+@click.option("--max-input-mb", type=at_least(0, open_=True), default=None,
               help="Largest input tensor accepted, in MB of float32 (default 256).")
-@click.option("--drain", "drain_s", type=int, default=None,
+@click.option("--drain", "drain_s", type=click.IntRange(min=0), default=None,
               help="Seconds in-flight requests get after SIGTERM / Ctrl-C (default 8).")
+@reads("artifacts")
 def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, port: int | None,
           grpc_port: int | None, max_batch_size: int | None, max_queue_delay_us: int | None, instances: int | None,
           threads: int | None, images: bool, max_image_mb: float | None, max_input_mb: float | None,

@@ -9,7 +9,6 @@ later by default, hence a tolerance relative to the output's scale rather than f
 from __future__ import annotations
 
 import io
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from deploykit.backends.tensorrt.backend import availability as tensorrt_availab
 from deploykit.backends.tensorrt.build import engine_from_onnx
 from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.errors import BackendUnavailable
+from deploykit.io.outputs import scratch_folder
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.types import Progress
 
@@ -76,7 +76,7 @@ def selftest(progress: Progress | None = None) -> SelfTestResult:
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="deploykit-selftest-") as tmp:
+    with scratch_folder("deploykit-selftest-") as tmp:
         onnx_path, plan = Path(tmp) / "tiny.onnx", Path(tmp) / "tiny.plan"
         onnx_path.write_bytes(_tiny_onnx())
         say("building a tiny TensorRT engine")

@@ -22,7 +22,6 @@ model has seeded random weights, hence loose INT8 bounds: the point is a working
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -49,6 +48,7 @@ from deploykit.doctor.selftest_checks import (
 )
 from deploykit.errors import BackendUnavailable
 from deploykit.export import onnx_from_torch
+from deploykit.io.outputs import scratch_folder
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, precision_of
 from deploykit.types import Progress, Progressed
@@ -94,7 +94,7 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
         raise error
     started = time.perf_counter()
     session = Session(result, say)
-    with tempfile.TemporaryDirectory(prefix="deploykit-selftest-") as tmp:
+    with scratch_folder("deploykit-selftest-") as tmp:
         folder = Path(tmp)
         _zoo_checks(session, folder, model, size, options, calib_n)
         selftest_tiny.tiny_checks(session, folder, calib_n)

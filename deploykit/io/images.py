@@ -1,20 +1,45 @@
-"""Images in, model inputs out: reading folders and .npz files, and the model's own preprocessing."""
+"""Images in, model inputs out: reading folders and .npz files, and the model's own preprocessing.
+
+Image files are read as HxWx3 8-bit RGB the way they are displayed: EXIF orientation applied, 16-bit samples
+scaled to 8 bits (not clipped), grayscale repeated to three channels, palette colours looked up, CMYK converted,
+alpha dropped (the colours as stored). What has no single right reading is refused by name: animations and
+multi-page files (which frame?), 32-bit integer and float pixels (what range?), images beyond PIL's
+decompression-bomb limit, and file names that are not valid UTF-8.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deploykit.errors import InputError
 from deploykit.types import Preprocessing
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+NO_RANGE = {"I": "32-bit integer", "F": "32-bit float"}  # modes whose sample range a file does not state
+TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as a message can print it: bytes that are not UTF-8 written as escapes."""
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_name(path: str | os.PathLike[str], what: str = "file") -> None:
+    """InputError for a file name that is not valid UTF-8 (deploykit records names in JSON and reports)."""
+    try:
+        os.fsdecode(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} {shown(path)} has a name that is not valid UTF-8; rename it") from None
 
 
 def preprocess(rgb: np.ndarray, pre: Preprocessing, size: tuple[int, int]) -> np.ndarray:
@@ -37,32 +62,84 @@ def preprocess(rgb: np.ndarray, pre: Preprocessing, size: tuple[int, int]) -> np
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
-        raise InputError(f"image folder {root} does not exist")
+        raise InputError(f"image folder {shown(root)} does not exist")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise InputError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point at a folder of photos")
+        raise InputError(f"{shown(root)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point at a folder "
+                         "of photos")
+    for file in files:
+        check_name(file, "image")
     return files
 
 
-def read_image(path: Path | io.BytesIO, what: str = "") -> np.ndarray:
-    """An image file (or encoded bytes in a BytesIO) as HxWx3 uint8 RGB; `what` names it in the error."""
+@contextmanager
+def open_image(path: Path | io.BytesIO, what: str = "image") -> Iterator[Image.Image]:
+    """The image at `path` (or encoded bytes in a BytesIO, which `what` then names), single-frame and
+    EXIF-oriented, or an InputError naming the file and the reason."""
+    named = _named(path, what)
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused, not merely warned about
+            with Image.open(path) as image:
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    raise InputError(f"{named} has {frames} frames (an animation or a multi-page file); give "
+                                     "single-frame images, e.g. the frame you mean saved as PNG")
+                yield ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{named} is too large to decode safely ({exc}); give images of a usual size (resize "
+                         "it first)") from None
     except UnidentifiedImageError:
-        raise InputError(f"cannot read image {what or path}: not a PNG, JPEG or other format Pillow decodes") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt files
-        raise InputError(f"cannot read image {what or path}: {exc}") from exc
+        raise InputError(f"cannot read {named}: not a PNG, JPEG or other format Pillow decodes") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt files
+        raise InputError(f"cannot read {named}: {exc}") from exc
+
+
+def _named(path: Path | io.BytesIO, what: str) -> str:
+    """How messages name an image: `what` and the file (its name checked), or `what` alone for bytes."""
+    if isinstance(path, io.BytesIO):
+        return what
+    check_name(path, what)
+    return f"{what} {shown(path)}"
+
+
+def image_size(path: Path, what: str = "image") -> tuple[int, int]:
+    """(height, width) as displayed (EXIF orientation applied), read from the header, not the pixels."""
+    check_name(path, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size alone is harmless
+            with Image.open(path) as image:
+                width, height = image.size
+                turned = image.getexif().get(0x0112) in TRANSPOSED
+    except (Image.DecompressionBombError, OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read {what} {shown(path)}: {exc}") from exc
+    return (width, height) if turned else (height, width)
+
+
+def read_image(path: Path | io.BytesIO, what: str = "image") -> np.ndarray:
+    """HxWx3 uint8 RGB as the image is displayed (module docstring); `what` names it in errors."""
+    with open_image(path, what) as image:
+        if image.mode in NO_RANGE:
+            raise InputError(f"{_named(path, what)} has {NO_RANGE[image.mode]} pixels, whose range the file does "
+                             "not state; save it as 8- or 16-bit")
+        if image.mode in SIXTEEN_BIT:
+            wide = np.asarray(image).astype(np.uint32)
+            gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+            return np.stack([gray] * 3, axis=-1)
+        if image.mode == "P" and "transparency" in image.info:  # through RGBA, as PIL asks: no warning printed
+            image = image.convert("RGBA")
+        return np.asarray(image.convert("RGB"))
 
 
 def decode_image(data: bytes, max_bytes: int | None = None) -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, ...) as HxWx3 uint8 RGB (a server's image input); at most
-    `max_bytes` of them, and no decompression bomb (Pillow's pixel limit)."""
+    """Encoded image bytes (PNG, JPEG, ...) as HxWx3 uint8 RGB (a server's image input), read as read_image
+    reads files; at most `max_bytes` of them."""
     if max_bytes is not None and len(data) > max_bytes:
         raise InputError(f"the image has {len(data)} bytes; this server takes at most {max_bytes}")
     if not data:
         raise InputError("the image is empty (0 bytes)")
-    return read_image(io.BytesIO(data), what=f"of {len(data)} bytes")
+    return read_image(io.BytesIO(data), what=f"image of {len(data)} bytes")
 
 
 def iter_folder(

@@ -54,10 +54,10 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import ParityError
+from deploykit.io.labels import IGNORE_INDEX
 from deploykit.types import TASKS, TaskEntry
 
 MAJOR_CLASS_SHARE = 0.01  # miou_major's share of the reference's pixels (module docstring: why 1%)
-IGNORE_INDEX = 255  # ground-truth pixels not scored (PASCAL VOC's void outline)
 FIXATION_FRACTION = 0.02
 MATLAB_EPS = 2.2204e-16
 

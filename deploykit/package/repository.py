@@ -14,15 +14,14 @@ import functools
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.errors import ConfigConflict, InputError, OutputExists
-from deploykit.io.outputs import check_output_dir
+from deploykit.io.outputs import check_output_dir, staged
 from deploykit.package.images import ImagePipeline, check_image_names, copy_step_code, image_pipeline
-from deploykit.package.triton import TritonModel, describe_artifact, validate_config
+from deploykit.package.triton import TritonModel, check_copy_loads, describe_artifact, validate_config
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"  # any recent release; TensorRT plans need theirs
 
@@ -88,6 +87,7 @@ def stage(models: Sequence[TritonModel], folder: Path, options: RepositoryOption
 
 def _copy_files(model: TritonModel, version: Path) -> None:
     for source, name in model.files:
+        (version / name).parent.mkdir(parents=True, exist_ok=True)  # external data may sit in a subfolder
         shutil.copyfile(source, version / name)
 
 
@@ -119,17 +119,20 @@ def write_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os.
     if not target.parent.is_dir():
         raise InputError(f"cannot write {target}: folder {target.parent} does not exist; create it first")
     models = describe_artifacts(artifacts, names, options.max_batch_size)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    needs = sum(_size(source) for m in models for source, _ in m.files)
+    with staged(target.parent, force=force, needs=needs) as stage_:
+        staging = stage_.path(target)
+        staging.mkdir()
         packaged = stage(models, staging, options)
+        for model in models:  # a repository whose copy would not load is never written
+            check_copy_loads(model, staging / model.name / str(options.version))
         (staging / "Dockerfile").write_text(dockerfile(), encoding="utf-8")
         (staging / "inferenceservice.yaml").write_text(inference_service(models), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return packaged
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
 
 
 def dockerfile() -> str:

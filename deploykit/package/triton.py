@@ -1,9 +1,10 @@
 """Triton Inference Server model repositories from built artifacts (or plain ONNX files).
 
 Layout: OUT/<model name>/config.pbtxt and OUT/<model name>/<version>/model.onnx|model.plan|model.xml (+ the
-artifact's companions, model.bin). Each config is
-validated by parsing it with Triton's own protobuf schema (tritonclient's model_config_pb2) when that
-package is installed (the `triton` extra).
+artifact's companions, model.bin, and an ONNX model's external data under the names its tensors give). Each
+config is validated by parsing it with Triton's own protobuf schema (tritonclient's model_config_pb2) when that
+package is installed (the `triton` extra); each copied model is opened where its backend runs here, so a
+repository whose copy would not load is never written.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import onnx
 
-from deploykit.backends.base import BACKENDS, ONNX_RUNNER
+from deploykit.backends.base import BACKENDS, ONNX_RUNNER, Backend
 from deploykit.errors import BackendUnavailable, InputError
-from deploykit.io.metadata import ModelMetadata, read_metadata
-from deploykit.io.sidecar import read_sidecar
+from deploykit.io.metadata import ModelMetadata, external_data_files, read_metadata
+from deploykit.io.outputs import sha256_file
+from deploykit.io.sidecar import read_sidecar, verify_sidecar
 
 _TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
@@ -53,6 +55,8 @@ class TritonModel:
     companions: tuple[str, ...] = ()  # suffixes of the files copied beside file_name (OpenVINO's .bin)
     parameters: tuple[tuple[str, str], ...] = ()  # config `parameters` (what a Python-backend model reads)
     metadata: ModelMetadata | None = field(default=None, compare=False)  # deploykit's, when the artifact has it
+    external: tuple[str, ...] = ()  # an ONNX model's external-data files, relative to its folder
+    runtime: str = ""  # deploykit's backend entry that runs it (to check that the copy loads)
 
     @property
     def serving(self) -> str:
@@ -64,7 +68,8 @@ class TritonModel:
         """(source file, name in the version folder): the artifact, then its companions."""
         target = Path(self.file_name)
         return [(self.source, self.file_name),
-                *((self.source.with_suffix(s), target.with_suffix(s).name) for s in self.companions)]
+                *((self.source.with_suffix(s), target.with_suffix(s).name) for s in self.companions),
+                *((self.source.parent / name, name) for name in self.external)]
 
     def config_text(self, instances: int, max_queue_delay_us: int) -> str:
         def tensors(field: str, items: Sequence[TritonTensor]) -> str:
@@ -134,6 +139,9 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
     missing = [f.name for f in entry.files(file)[1:] if not f.is_file()]
     if missing:
         raise InputError(f"{file} has no {', '.join(missing)} beside it; copy it with the artifact or rebuild")
+    if sidecar is not None:
+        verify_sidecar(file, sidecar, backend=entry.name, suffixes=entry.suffixes,
+                       companions=dict(zip(entry.companions, entry.files(file)[1:], strict=True)))
     platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
     try:
         proto = onnx.load(str(graph_file), load_external_data=False)
@@ -149,9 +157,46 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         name=_model_name(file, name), platform=platform, file_name=file_name, source=file,
         max_batch_size=max_batch_size if batched else 0,
         inputs=_onnx_tensors(graph.input, batched), outputs=_onnx_tensors(graph.output, batched), kind=kind,
-        backend=entry.triton_backend, companions=entry.companions,
+        backend=entry.triton_backend, companions=entry.companions, external=_external(file, entry),
+        runtime=entry.name,
         metadata=(ModelMetadata.from_record(sidecar.model) if sidecar else None) or read_metadata(proto),
     )
+
+
+def _external(file: Path, entry: Backend) -> tuple[str, ...]:
+    """The external-data files of an ONNX artifact, relative to its folder; each must exist and stay inside it."""
+    if not entry.runs_onnx:
+        return ()
+    names = []
+    for data in external_data_files(file):
+        name = os.path.relpath(data, file.parent)
+        if os.path.isabs(name) or name.split(os.sep)[0] == "..":
+            raise InputError(f"{file} keeps tensors in {data}, outside its folder; a Triton version folder holds "
+                             "only what is beside the model: move the data beside it (onnx.save with "
+                             "save_as_external_data) and package again")
+        if not data.is_file():
+            raise InputError(f"{file} keeps tensors in {name}, which is not beside it; copy it with the model")
+        names.append(name)
+    return tuple(names)
+
+
+def check_copy_loads(model: TritonModel, folder: Path) -> None:
+    """Open the copied model where its backend runs here (ONNX Runtime and OpenVINO on the CPU), so that a
+    repository missing a file its model needs is never written; a GPU backend's copy is compared byte for byte."""
+    entry = BACKENDS[model.runtime]
+    copied = folder / model.file_name
+    if entry.device != "cpu" or not entry.availability().ready:
+        for source, name in model.files:
+            if sha256_file(source) != sha256_file(folder / name):
+                raise InputError(f"the copy of {source} in {folder} differs from it; package again")
+        return
+    try:
+        with entry.open(copied, None):
+            pass
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(f"the copy of {model.source} in {folder} does not load in {entry.title} ({first}); "
+                         "check that every file it needs is beside it") from exc
 
 
 def validate_config(text: str) -> None:

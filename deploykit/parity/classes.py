@@ -31,8 +31,8 @@ from typing import Any, Literal
 import numpy as np
 
 from deploykit.errors import ParityError
+from deploykit.io.labels import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 BOUNDARY_WIDTH = 2
 PICTURED_INPUTS = 4
 Against = Literal["reference", "labels"]

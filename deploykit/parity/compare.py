@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from deploykit.errors import InputError, ParityError
 from deploykit.evaluate import provider_chain
 from deploykit.export import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
+from deploykit.io.outputs import scratch_folder
 from deploykit.metrics.scores import Scores, needing_truth
 from deploykit.metrics.table import METRICS
 from deploykit.metrics.tasks import class_labels, is_class_map, resize_mask, task_of
@@ -308,7 +308,7 @@ def compare(
         for index, x in enumerate(inputs.batches()):
             say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
-            truth = labels.read(index) if labels is not None else None
+            truth = labels.read(index, _classes(reference, task, expected)) if labels is not None else None
             if truth is not None and task is not None:
                 for name, value in expected.items():
                     if task.fits(value.shape) and not is_class_map(value):
@@ -336,6 +336,15 @@ def compare(
     failed = {c.label for c in result.candidates if not c.passed}
     result.notes = [note for label, note in provenance_notes(reference, candidates) if label in failed]
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
+
+
+def _classes(reference: Target, task: TaskEntry | None, outputs: Mapping[str, np.ndarray]) -> int | None:
+    """How many classes the model scores: its metadata's count, else the channels of its first score map."""
+    if reference.num_classes:
+        return reference.num_classes
+    if task is None or not task.labelled:
+        return None
+    return next((v.shape[1] for v in outputs.values() if task.fits(v.shape) and not is_class_map(v)), None)
 
 
 def _labels(folder: str | None, task: TaskEntry | None, inputs: InputSet) -> LabelSet | None:
@@ -391,7 +400,7 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
     """Attach a Localization to each failing candidate that is an ONNX model (see localize.py), computed on
     the input where that candidate's first output was worst."""
     reference_onnx = settings.reference_onnx
-    with tempfile.TemporaryDirectory(prefix="deploykit-localize-") as tmp:
+    with scratch_folder("deploykit-localize-") as tmp:
         exported: Path | None = None
         for outcome, target, x in zip(result.candidates, candidates, worst_inputs, strict=True):
             if outcome.passed:

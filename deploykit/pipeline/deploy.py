@@ -32,7 +32,7 @@ from deploykit.bench.run import BenchReport, apply_peaks
 from deploykit.build import BuildResult, build_artifact, load_onnx
 from deploykit.errors import ConfigConflict, ExportError, InputError
 from deploykit.export import ExportResult, onnx_from_torch
-from deploykit.io.outputs import write_json
+from deploykit.io.outputs import remove_output, write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
@@ -188,7 +188,7 @@ class _Run:
             result.pictures.save(pictures, force=True)
             result.pictures_file = PICTURES
         else:
-            pictures.unlink(missing_ok=True)  # a stale picture of other artifacts must not be drawn
+            remove_output(pictures)  # a stale picture of other artifacts must not be drawn
         write_json(self.opts.out / "parity.json", result.to_dict(), force=True)
         return result
 
@@ -213,7 +213,8 @@ class _Run:
 
     def bench(self) -> BenchReport:
         opts = self.opts
-        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=opts.bench_seconds or DEFAULT_BENCH_SECONDS)
+        seconds = DEFAULT_BENCH_SECONDS if opts.bench_seconds is None else opts.bench_seconds
+        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=seconds)
         run = functools.partial(run_bench, config=config, threads=opts.threads, input_shape=opts.input_shape,
                                 progress=self.say)
         reports = [run(self.reference, backends=[REFERENCE.name], roofline=True)]

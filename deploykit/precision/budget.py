@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from deploykit.calib.collect import probe_model
-from deploykit.errors import CalibrationError, InputError
+from deploykit.errors import CalibrationError, CheckFailed, InputError
 from deploykit.evaluate import session_from_onnx
 from deploykit.metrics.scores import Scores, needing_truth
 from deploykit.metrics.table import METRICS, parse_condition
@@ -283,7 +283,7 @@ def search(build: Build, candidates: Sequence[str], evaluator: Evaluator, budget
     unrestricted = measure(())
     if budget.met(unrestricted) or not candidates:
         if not budget.met(unrestricted):
-            raise CalibrationError(f"{budget.describe()} is not reached ({budget.show(unrestricted)}) and the "
+            raise CheckFailed(f"{budget.describe()} is not reached ({budget.show(unrestricted)}) and the "
                                    "model has no candidate node to keep in higher precision")
         return finish(BudgetResult(budget.describe(), budget.values(unrestricted), [], len(candidates),
                                    evaluator.evaluations, budget.values(unrestricted), trace))
@@ -295,7 +295,7 @@ def search(build: Build, candidates: Sequence[str], evaluator: Evaluator, budget
     at_cap = measure(order[:cap])
     if not budget.met(at_cap):
         scope = "every candidate node" if cap == len(order) else f"the {cap} most sensitive of {len(order)} nodes"
-        raise CalibrationError(
+        raise CheckFailed(
             f"no assignment reaches {budget.describe()}: all {low} gives {budget.show(unrestricted)}, and even "
             f"keeping {scope} in higher precision gives {budget.show(at_cap)}; relax the budget, use more "
             "held-out images, or choose a higher precision"

@@ -203,7 +203,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
             data, info = None, {"overflow_scan": f"skipped: {exc}"}
         if data is not None:
             data, held = _split(data, options, budget)
-            truth = _held_truth(held, options, budget)
+            truth = _held_truth(held, options, budget, meta)
             index = index_graph(source)
             tensors = sorted(t for t in activations(source, index) if index.types.get(t) == TensorProto.FLOAT)
             ranges, info = _ranges(source, source_sha, data, MinMax(), tensors, options, histograms=False,
@@ -248,7 +248,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         ensure_node_names(named.graph)
         match_nodes(named.graph, keep_float, index_graph(named), option="--keep-float")
     data, held = _split(_data(options, source, meta, progress), options, budget)
-    truth = _held_truth(held, options, budget)
+    truth = _held_truth(held, options, budget, meta)
     method = make_method(options.method, percentile=options.percentile)
     tensors = calibration_tensors(source)
     ranges, info = _ranges(source, source_sha, data, method, tensors, options,
@@ -328,8 +328,8 @@ def _qdq_lint(model: onnx.ModelProto, target: str, progress: Progress) -> dict[s
             "by_rule": {rule: sum(f.rule == rule for f in findings) for rule in sorted({f.rule for f in findings})}}
 
 
-def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budget: Budget | None
-                ) -> list[np.ndarray] | None:
+def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budget: Budget | None,
+                meta: ModelMetadata | None) -> list[np.ndarray] | None:
     """The ground-truth mask of each held-out image (io.labels matches them by name), read now so that a
     missing mask fails before calibration; None unless the budget is measured against ground truth."""
     if budget is None or not budget.needs_labels:
@@ -342,7 +342,7 @@ def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budge
                              "whose held-out part the masks are matched to by file name")
 
     found = match_labels(options.labels, held.items)
-    return [found.read(i) for i in range(len(found))]
+    return [found.read(i, meta.num_classes if meta else None) for i in range(len(found))]
 
 
 def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[frozenset[str]], onnx.ModelProto],

@@ -9,7 +9,6 @@ half-run. `run_bench` opens the targets and hands them to deploykit.bench.run.be
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +20,7 @@ from deploykit.bench.run import BenchReport, bench_targets, check_batches, load_
 from deploykit.bench.runners import BACKEND_CHOICES, TORCH_COUNT, BenchTarget, Skipped, as_bench_target, torch_madds
 from deploykit.errors import BackendUnavailable, ConfigConflict, ExportError, InputError
 from deploykit.export import onnx_from_torch
+from deploykit.io.outputs import scratch_folder
 from deploykit.io.sidecar import read_sidecar
 from deploykit.runner import Target
 from deploykit.targets.resolve import is_file_target, open_target
@@ -83,7 +83,7 @@ def _model_targets(target: str, backends: Sequence[str], *, threads: int | None,
 
 def _export_temporary(opened: Target, stack: ExitStack, progress: Progress) -> str:
     assert opened.loaded is not None
-    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="deploykit-bench-"))
+    folder = stack.enter_context(scratch_folder("deploykit-bench-"))
     path = os.path.join(folder, "model.onnx")
     result = onnx_from_torch(opened.loaded, path, dynamic=True, force=True, progress=progress)
     if not result.passed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import importlib.util
 import os
 import sys
 import traceback
@@ -83,10 +84,27 @@ def model_code(spec: ModelSpec, what: str = "") -> contextlib.AbstractContextMan
     return users_code(f"{name}{what}") if name is not None else contextlib.nullcontext()
 
 
-def _import_factory(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
+def _user_import_path() -> None:
     if "" not in sys.path and "." not in sys.path:  # console scripts do not put the working folder on sys.path
         sys.path.insert(0, os.getcwd())
+
+
+def factory_file(source: str) -> str | None:
+    """The file of a package.module:factory source's module, found without running the module itself (its
+    parent packages are imported); None when it cannot be found (importing it later says why)."""
+    _user_import_path()
+    try:
+        spec = importlib.util.find_spec(source.partition(":")[0])
+    except NOT_THEIRS:
+        raise
+    except BaseException:  # a parent package's import error or exit, reported when the model is loaded
+        return None
+    return spec.origin if spec is not None and spec.origin and os.path.isfile(spec.origin) else None
+
+
+def _import_factory(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    _user_import_path()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

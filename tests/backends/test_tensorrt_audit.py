@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from deploykit.backends.tensorrt.audit import PrecisionAudit, parse_engine_information, require_precision
 from deploykit.backends.tensorrt.build import TensorRTBuildOptions, engine_from_onnx
 from deploykit.cli import cli
-from deploykit.errors import BuildError, ConfigConflict
+from deploykit.errors import BuildError, CheckFailed, ConfigConflict
 from deploykit.io.metadata import read_metadata, write_metadata
 from deploykit.io.sidecar import read_sidecar
 from tests.fakes.fixtures import TrtDouble
@@ -83,7 +83,7 @@ def test_require_precision_fails_an_engine_that_is_not_what_it_says(trt_double: 
     write_metadata(model, replace(meta, precision="fp16"))  # an FP32 graph that calls itself FP16 (rf-detr#1453)
     labelled = tmp_path / "labelled.onnx"
     onnx.save(model, str(labelled))
-    with pytest.raises(BuildError, match=r"runs 0\.0% of its FLOPs in FP16, below --require-precision 0\.9"):
+    with pytest.raises(CheckFailed, match=r"runs 0\.0% of its FLOPs in FP16, below --require-precision 0\.9"):
         engine_from_onnx(labelled, tmp_path / "m.plan", TensorRTBuildOptions(require_precision=0.9))
     assert not (tmp_path / "m.plan").exists()
     with pytest.raises(ConfigConflict):

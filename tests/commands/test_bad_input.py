@@ -9,8 +9,10 @@ nothing can be created, or a path whose parent is a regular file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from PIL import Image
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
 from deploykit.zoo.sources import load_model
+from tests.io.faults import REPO, THIRD_PARTY_TMP
 
 FIXTURES = "tests.fixtures.user_models"
 USER = f"{FIXTURES}:tiny_segmenter"
@@ -39,9 +42,10 @@ class Case:
 
 def case(id: str, says: str, words: str) -> Case:
     """A case from its command line as one string (no argument holds a space); {USER}, {ZOO} name models,
-    {F} the user-model fixtures module."""
-    words = words.replace("{USER}", USER).replace("{ZOO}", ZOO).replace("{F}", FIXTURES)
-    return Case(id, tuple(words.split()), says)
+    {F} the user-model fixtures module ("\\udcff" in a string is a byte that is not UTF-8, as Python decodes it
+    from the command line)."""
+    return Case(id, tuple(w.replace("{USER}", USER).replace("{ZOO}", ZOO).replace("{F}", FIXTURES)
+                          for w in words.split()), says)
 
 
 CASES = [
@@ -73,6 +77,19 @@ CASES = [
     case("export-set-unknown-option", "rejected options {'depth': 3}",
          "export {USER} --input-shape 1,3,64,64 --set depth=3 -o {t}/x.onnx"),
     case("export-user-model-without-shape", "--input-shape", "export {USER} -o {t}/x.onnx"),
+    # export: outputs that are inputs (issue 18, item 1) and numbers out of range (item 5)
+    case("export-out-is-the-weights", "is the input", "export {USER} --input-shape 1,3,64,64 --weights {d}/w.pt "
+         "-o {d}/w.pt --force"),
+    case("export-out-links-to-the-weights", "(the same file through a link)",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/w.pt -o {d}/wlink.pt --force"),
+    case("export-out-is-the-user-module", "user_models.py is the input",
+         "export {USER} --input-shape 1,3,64,64 -o {r}/tests/fixtures/user_models.py --force"),
+    case("export-opset-zero", "--opset", "export {USER} --input-shape 1,3,64,64 --opset 0 -o {t}/x.onnx"),
+    case("export-opset-too-new", "--opset", "export {USER} --input-shape 1,3,64,64 --opset 99 -o {t}/x.onnx"),
+    case("export-size-multiple-zero", "--size-multiple",
+         "export {USER} --input-shape 1,3,64,64 --size-multiple 0 -o {t}/x.onnx"),
+    case("export-argument-not-utf8", "is not valid UTF-8",
+         "export {USER} --input-shape 1,3,64,64 -o {t}/\udcff.onnx"),
     # build-engine
     case("build-model-missing", "does not exist; export one", "build-engine {t}/none.onnx -o {t}/x.onnx"),
     case("build-model-empty", "holds no ONNX graph", "build-engine {d}/empty.onnx -o {t}/x.onnx"),
@@ -127,6 +144,47 @@ CASES = [
          "build-engine {d}/net.onnx --int8 --calib-data photos --calib-cache {d}/afile/c.json -o {t}/x.onnx"),
     case("build-trt-option-on-onnxruntime", "do not apply to --backend onnxruntime",
          "build-engine {d}/net.onnx --backend onnxruntime --workspace 64 -o {t}/x.onnx"),
+    # build-engine: outputs that are inputs, hostile images and labels, numbers out of range
+    case("build-out-is-the-model", "is the input", "build-engine {d}/net.onnx -o {d}/net.onnx --force"),
+    case("build-out-is-the-model-by-another-path", "is the input",
+         "build-engine {d}/net.onnx -o {d}/./../{n}/net.onnx --force"),
+    case("build-out-hard-links-the-model", "(the same file through a link)",
+         "build-engine {d}/net.onnx -o {d}/hard.onnx --force"),
+    case("build-precision-graph-is-the-model", "m.fp16.onnx is the input",
+         "build-engine {d}/m.fp16.onnx --fp16 -o {d}/m.fp16.ort.onnx --force"),
+    case("build-out-inside-the-calib-folder", "inside the input folder",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images -o {d}/images/x.onnx"),
+    case("build-out-inside-the-labels-folder", "inside the input folder",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --labels {d}/labels -o {d}/labels/x.onnx"),
+    case("build-calib-cache-is-the-model", "is the input",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --calib-cache {d}/net.onnx -o {t}/x.onnx"),
+    case("build-timing-cache-is-the-model", "is the input",
+         "build-engine {d}/net.onnx --timing-cache {d}/link.onnx -o {t}/x.onnx"),
+    case("build-calib-bomb", "too large to decode safely",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/bomb -o {t}/x.onnx"),
+    case("build-calib-animated", "has 2 frames", "build-engine {d}/net.onnx --int8 --calib-data {d}/animated "
+         "-o {t}/x.onnx"),
+    case("build-calib-name-not-utf8", "not valid UTF-8",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/badname -o {t}/x.onnx"),
+    case("build-calib-float-pixels", "32-bit float pixels",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/floats -o {t}/x.onnx"),
+    case("build-calib-truncated-png", "cannot read image",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/truncated -o {t}/x.onnx"),
+    case("build-budget-labels-wrong-size", "is 32x32, but its image",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --accuracy-budget miou_drop<=0.5 "
+         "--labels {d}/labels_small -o {t}/x.onnx"),
+    case("build-calib-n-negative", "--calib-n", "build-engine {d}/net.onnx --int8 --calib-n -3 -o {t}/x.onnx"),
+    case("build-percentile-over-100", "--percentile",
+         "build-engine {d}/net.onnx --int8 --calib-method percentile --percentile 101 -o {t}/x.onnx"),
+    case("build-percentile-nan", "--percentile", "build-engine {d}/net.onnx --int8 --percentile nan -o {t}/x.onnx"),
+    case("build-holdout-zero", "--holdout", "build-engine {d}/net.onnx --int8 --holdout 0 -o {t}/x.onnx"),
+    case("build-max-float-negative", "--max-float", "build-engine {d}/net.onnx --int8 --max-float -1 -o {t}/x.onnx"),
+    case("build-threads-zero", "--threads", "build-engine {d}/net.onnx --threads 0 -o {t}/x.onnx"),
+    case("build-workspace-zero", "--workspace", "build-engine {d}/net.onnx --workspace 0 -o {t}/x.onnx"),
+    case("build-require-precision-nan", "--require-precision",
+         "build-engine {d}/net.onnx --require-precision nan -o {t}/x.onnx"),
+    case("build-optimization-level-six", "--builder-optimization-level",
+         "build-engine {d}/net.onnx --builder-optimization-level 6 -o {t}/x.onnx"),
     # parity
     case("parity-factory-raises", "raised FileNotFoundError: no weights",
          "parity tests.fixtures.user_models:raising_factory {d}/net.onnx"),
@@ -159,6 +217,42 @@ CASES = [
     case("parity-report-under-proc", PROC,
          "parity {USER} {d}/net.onnx --report /proc/r.md"),
     case("parity-report-exists", "exists already", "parity {USER} {d}/net.onnx --report {d}/existing.md"),
+    # parity: outputs that are inputs, sidecars that do not belong, hostile images and labels, numbers
+    case("parity-report-is-a-candidate", "is the input", "parity {USER} {d}/net.onnx --report {d}/net.onnx --force"),
+    case("parity-report-is-the-reference-onnx", "is the input",
+         "parity {USER} {d}/net.onnx --reference-onnx {d}/static.onnx --report {d}/static.onnx --force"),
+    case("parity-report-is-a-candidates-sidecar", "is the input",
+         "parity {USER} {d}/art.ort.onnx --report {d}/art.ort.onnx.deploykit.json --force"),
+    case("parity-report-inside-the-inputs", "inside the input folder",
+         "parity {USER} {d}/net.onnx --inputs {d}/images --report {d}/images/r.md"),
+    case("parity-report-inside-the-labels", "inside the input folder",
+         "parity {USER} {d}/net.onnx --inputs {d}/images --labels {d}/labels --report {d}/labels/r.md"),
+    case("parity-report-is-the-weights", "is the input",
+         "parity {USER} --weights {d}/w.pt {d}/net.onnx --report {d}/w.pt --force"),
+    case("parity-sidecar-of-another-artifact", "does not match its sidecar", "parity {USER} {d}/swapped.ort.onnx"),
+    case("parity-sidecar-newer-schema", "newer than this deploykit reads", "parity {USER} {d}/newer.ort.onnx"),
+    case("parity-sidecar-not-json", "is unreadable", "parity {USER} {d}/garbled.ort.onnx"),
+    case("parity-sidecar-a-list", "is not a deploykit sidecar", "parity {USER} {d}/listed.ort.onnx"),
+    case("parity-sidecar-other-backend", "says it is a openvino artifact", "parity {USER} {d}/elsewhere.ort.onnx"),
+    case("parity-sidecar-no-hash", "lacks or garbles artifact_sha256", "parity {USER} {d}/unhashed.ort.onnx"),
+    case("parity-inputs-bomb", "too large to decode safely", "parity {USER} {d}/net.onnx --inputs {d}/bomb"),
+    case("parity-inputs-animated", "has 2 frames", "parity {USER} {d}/net.onnx --inputs {d}/animated"),
+    case("parity-inputs-name-not-utf8", "not valid UTF-8", "parity {USER} {d}/net.onnx --inputs {d}/badname"),
+    case("parity-inputs-int32-pixels", "32-bit integer pixels", "parity {USER} {d}/net.onnx --inputs {d}/ints"),
+    case("parity-inputs-empty-png", "cannot read image", "parity {USER} {d}/net.onnx --inputs {d}/emptypng"),
+    case("parity-labels-wrong-size", "is 32x32, but its image a.png is 64x64",
+         "parity {USER} {d}/net.onnx --inputs {d}/images --labels {d}/labels_small"),
+    case("parity-labels-unknown-class", "holds class 9, but the model has 3 classes",
+         "parity {USER} {d}/net.onnx --inputs {d}/images --labels {d}/labels_class9"),
+    case("parity-labels-mask-bomb", "cannot read label mask",
+         "parity {USER} {d}/net.onnx --inputs {d}/images --labels {d}/labels_bomb"),
+    case("parity-labels-mask-animated", "has 2 frames",
+         "parity {USER} {d}/net.onnx --inputs {d}/images --labels {d}/labels_animated"),
+    case("parity-seed-negative", "--seed", "parity {USER} {d}/net.onnx --random 1 --seed -1"),
+    case("parity-atol-negative", "--atol", "parity {USER} {d}/net.onnx --atol -0.1"),
+    case("parity-rtol-inf", "--rtol", "parity {USER} {d}/net.onnx --rtol inf"),
+    case("parity-localize-tol-zero", "--localize-tol", "parity {USER} {d}/net.onnx --localize --localize-tol 0"),
+    case("parity-threads-zero", "--threads", "parity {USER} {d}/net.onnx --threads 0"),
     # bench
     case("bench-compare-not-json", "is not a JSON file",
          "bench {d}/net.onnx --iterations 2 --no-roofline --compare {d}/bad.json"),
@@ -177,6 +271,29 @@ CASES = [
          "bench tests.fixtures.user_models:raising_model --input-shape 1,3,32,32 --iterations 2 --no-roofline"),
     case("bench-kernels-out-under-proc", PROC, "bench kernels --quick --no-plots -o /proc/k.json"),
     case("bench-target-missing", "does not exist", "bench {t}/none.onnx --iterations 2 --no-roofline"),
+    # bench: outputs that are inputs, sidecars that do not belong, numbers out of range
+    case("bench-out-is-the-target", "is the input", "bench {d}/net.onnx --iterations 2 --no-roofline "
+         "-o {d}/net.onnx --force"),
+    case("bench-out-links-to-the-target", "(the same file through a link)",
+         "bench {d}/net.onnx --iterations 2 --no-roofline -o {d}/link.onnx --force"),
+    case("bench-out-is-the-linked-target", "(the same file through a link)",
+         "bench {d}/link.onnx --iterations 2 --no-roofline -o {d}/net.onnx --force"),
+    case("bench-out-is-the-sidecar", "is the input", "bench {d}/art.ort.onnx --iterations 2 --no-roofline "
+         "-o {d}/art.ort.onnx.deploykit.json --force"),
+    case("bench-out-is-the-baseline", "is the input", "bench {d}/net.onnx --iterations 2 --no-roofline "
+         "--compare {d}/bad.json -o {d}/bad.json --force"),
+    case("bench-out-is-the-weights", "is the input", "bench {USER} --input-shape 1,3,32,32 --weights {d}/w.pt "
+         "--iterations 2 --no-roofline -o {d}/w.pt --force"),
+    case("bench-sidecar-of-another-artifact", "does not match its sidecar",
+         "bench {d}/swapped.ort.onnx --iterations 2 --no-roofline"),
+    case("bench-sidecar-empty", "is unreadable", "bench {d}/blank.ort.onnx --iterations 2 --no-roofline"),
+    case("bench-iterations-zero", "--iterations", "bench {d}/net.onnx --iterations 0"),
+    case("bench-threads-negative", "--threads", "bench {d}/net.onnx --threads -1"),
+    case("bench-duration-negative", "--duration", "bench {d}/net.onnx --duration -1"),
+    case("bench-duration-inf", "--duration", "bench {d}/net.onnx --duration inf"),
+    case("bench-warmup-nan", "--warmup", "bench {d}/net.onnx --warmup nan"),
+    case("bench-min-change-negative", "--min-change", "bench {d}/net.onnx --min-change -5"),
+    case("bench-kernels-threads-zero", "--threads", "bench kernels --quick --threads 0"),
     # deploy
     case("deploy-out-is-a-file", "is a file", "deploy {USER} --out {d}/afile"),
     case("deploy-out-under-file", "is a file, not a folder", "deploy {USER} --out {d}/afile/sub/out"),
@@ -190,6 +307,18 @@ CASES = [
     case("deploy-calib-missing", "does not exist", "deploy {USER} --out {t}/out --calib-data {t}/nowhere"),
     case("deploy-calib-npz-int64", "holds int64 values", "deploy {USER} --out {t}/out --calib-data {d}/int64.npz"),
     case("deploy-labels-without-images", "give --inputs DIR", "deploy {USER} --out {t}/out --labels {d}/labels"),
+    # deploy: an output folder that is or holds an input, numbers out of range, --require
+    case("deploy-out-is-the-calib-folder", "inside the input folder",
+         "deploy {USER} --out {d}/images --calib-data {d}/images"),
+    case("deploy-out-holds-the-weights", "holds the input", "deploy {USER} --weights {d}/w.pt --out {d}"),
+    case("deploy-out-inside-the-labels", "inside the input folder",
+         "deploy {USER} --out {d}/labels/out --inputs {d}/images --labels {d}/labels"),
+    case("deploy-threads-zero", "--threads", "deploy {USER} --out {t}/out --threads 0"),
+    case("deploy-bench-seconds-zero", "--bench-seconds", "deploy {USER} --out {t}/out --bench-seconds 0"),
+    case("deploy-calib-n-zero", "--calib-n", "deploy {USER} --out {t}/out --calib-n 0"),
+    case("deploy-require-unbuilt", "--require int8 is not among --precisions",
+         "deploy {USER} --out {t}/out --precisions fp32 --require int8"),
+    case("deploy-require-unknown", "--require", "deploy {USER} --out {t}/out --require fp64"),
     # package
     case("package-more-names-than-artifacts", "2 --name values for 1 artifact",
          "package --triton {d}/net.onnx --name a --name b --out {t}/repo"),
@@ -198,6 +327,19 @@ CASES = [
     case("package-out-under-proc", PROC, "package --triton {d}/net.onnx --out /proc/repo"),
     case("package-out-parent-is-a-file", "is a file", "package --triton {d}/net.onnx --out {d}/afile/repo"),
     case("package-out-exists", "exists already", "package --triton {d}/net.onnx --out {d}/existing_repo"),
+    # package: an output folder that holds the artifacts, sidecars that do not belong, numbers out of range
+    case("package-out-holds-the-artifact", "holds the input", "package --triton {d}/net.onnx --out {d} --force"),
+    case("package-out-links-to-the-artifacts-folder", "holds the input",
+         "package --triton {d}/net.onnx --out {d}/dirlink --force"),
+    case("package-sidecar-of-another-artifact", "does not match its sidecar",
+         "package --triton {d}/swapped.ort.onnx --out {t}/repo"),
+    case("package-sidecar-newer-schema", "newer than this deploykit reads",
+         "package --triton {d}/newer.ort.onnx --out {t}/repo"),
+    case("package-instances-zero", "--instances", "package --triton {d}/net.onnx --out {t}/repo --instances 0"),
+    case("package-max-batch-negative", "--max-batch-size",
+         "package --triton {d}/net.onnx --out {t}/repo --max-batch-size -1"),
+    case("package-queue-delay-negative", "--max-queue-delay-us",
+         "package --triton {d}/net.onnx --out {t}/repo --max-queue-delay-us -1"),
     # lint
     case("lint-model-missing", "does not exist", "lint {t}/none.onnx"),
     case("lint-model-not-onnx", "is not a readable ONNX model", "lint {d}/text.onnx"),
@@ -291,6 +433,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Image.new("RGB", (64, 64)).save(d / "labels_rgb" / f"{name}.png")
     shutil.copy(d / "labels" / "a.png", d / "labels_partial" / "a.png")
     _checkpoint_fixtures(d)
+    _hostile_fixtures(d)
     return d
 
 
@@ -319,6 +462,54 @@ def _rename_global(path: Path, old: bytes, new: bytes) -> None:
             out.writestr(info, data.replace(old, new) if info.filename.endswith("data.pkl") else data)
 
 
+def _hostile_fixtures(d: Path) -> None:
+    """Links to inputs, artifacts whose sidecars do not belong to them, images PIL cannot read as they are, masks
+    of the wrong size or classes (issue 18, items 1, 2 and 4)."""
+    import torch
+
+    from deploykit.build import build_artifact
+    from deploykit.io.sidecar import sidecar_path
+    from deploykit.precision.table import PRECISIONS
+    from tests.io.test_images import bomb_png
+
+    (d / "link.onnx").symlink_to(d / "net.onnx")
+    os.link(d / "net.onnx", d / "hard.onnx")
+    (d / "dirlink").symlink_to(d)
+    shutil.copy(d / "net.onnx", d / "m.fp16.onnx")
+    torch.save(load_model(USER).module.state_dict(), d / "w.pt")
+    (d / "wlink.pt").symlink_to(d / "w.pt")
+    art = build_artifact(d / "net.onnx", d / "art.ort.onnx").path
+    other = build_artifact(d / "net.onnx", d / "other.fp16.ort.onnx", precision=PRECISIONS["fp16"]).path
+    sidecar = json.loads(sidecar_path(art).read_text())
+    for name, text in {"swapped": sidecar_path(other).read_text(), "newer": json.dumps({**sidecar, "schema": 2}),
+                       "garbled": "{not json", "listed": "[1, 2]", "blank": "",
+                       "elsewhere": json.dumps({**sidecar, "backend": "openvino"}),
+                       "unhashed": json.dumps({k: v for k, v in sidecar.items() if k != "artifact_sha256"})}.items():
+        shutil.copy(art, d / f"{name}.ort.onnx")
+        sidecar_path(d / f"{name}.ort.onnx").write_text(text)
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(2)]
+    for folder in ("bomb", "animated", "badname", "floats", "ints", "truncated", "emptypng", "labels_small",
+                   "labels_class9", "labels_bomb", "labels_animated"):
+        (d / folder).mkdir()
+    bomb_png(d / "bomb" / "a.png")
+    frames[0].save(d / "animated" / "a.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(os.fsencode(d / "badname") + b"/\xff.png")
+    Image.fromarray(rng.standard_normal((64, 64)).astype(np.float32), mode="F").save(d / "floats" / "a.tif")
+    Image.fromarray(rng.integers(0, 1 << 20, (64, 64)).astype(np.int32), mode="I").save(d / "ints" / "a.tif")
+    frames[0].save(d / "truncated" / "a.png")
+    (d / "truncated" / "a.png").write_bytes((d / "truncated" / "a.png").read_bytes()[:200])
+    (d / "emptypng" / "a.png").write_bytes(b"")
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((32, 32), np.uint8), mode="L").save(d / "labels_small" / f"{name}.png")
+        Image.fromarray(np.full((64, 64), 9, np.uint8), mode="L").save(d / "labels_class9" / f"{name}.png")
+        shutil.copy(d / "labels" / f"{name}.png", d / "labels_animated" / f"{name}.png")
+        shutil.copy(d / "labels" / f"{name}.png", d / "labels_bomb" / f"{name}.png")
+    bomb_png(d / "labels_bomb" / "a.png")
+    masks = [Image.fromarray(np.zeros((64, 64), np.uint8), mode="L") for _ in range(2)]
+    masks[0].save(d / "labels_animated" / "a.png", save_all=True, append_images=masks[1:])
+
+
 def _snapshot(*roots: Path) -> dict[str, str]:
     """Every file and folder under `roots`, with a digest of each file's bytes."""
     found: dict[str, str] = {}
@@ -329,7 +520,7 @@ def _snapshot(*roots: Path) -> dict[str, str]:
 
 
 def test_the_table_is_large_and_names_each_case_once() -> None:
-    assert len(CASES) >= 40
+    assert len(CASES) >= 150
     assert len({c.id for c in CASES}) == len(CASES)
     assert {c.args[0] for c in CASES} >= {
         "export",
@@ -347,11 +538,14 @@ def test_the_table_is_large_and_names_each_case_once() -> None:
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     bad: Case, fixtures: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    own = tmp_path / "case"
+    own, scratch = tmp_path / "case", tmp_path / "tmp"
     own.mkdir()
+    scratch.mkdir()
     monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(own / "cache"))  # a calibration cache counts as a write
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.chdir(own)
-    args = [a.format(d=fixtures, t=own) for a in bad.args]
+    args = [a.format(d=fixtures, t=own, r=REPO, n=fixtures.name) for a in bad.args]
     before = _snapshot(fixtures, own)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
@@ -367,3 +561,4 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert bad.says in problems[0], problems[0]
     assert _snapshot(fixtures, own) == before
     assert not [p for p in os.listdir("/proc") if p.startswith(".x.onnx") or p.startswith(".deploykit")]
+    assert not [p.name for p in scratch.iterdir() if p.name not in THIRD_PARTY_TMP]  # nothing left in $TMPDIR

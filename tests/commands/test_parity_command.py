@@ -47,12 +47,12 @@ def test_matching_model_passes_on_sample_photographs(models: dict[str, Path]) ->
     assert "onnxruntime[cpu]" in row and "fp32" in row and row.rstrip().endswith("pass")
 
 
-def test_corrupted_model_fails_with_exit_2_and_localize_names_the_layer(models: dict[str, Path]) -> None:
+def test_corrupted_model_fails_its_check_with_exit_1_and_localize_names_the_layer(models: dict[str, Path]) -> None:
     result = invoke(USER_MODEL, str(models["clean"]), str(models["bad"]), "--input-shape", SHAPE, "--localize")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert result.stderr.startswith("…") and "Traceback" not in result.output
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("deploykit: error: 1 of 2 candidate(s) fail parity") and "cosine" in error
+    assert error.startswith("deploykit: check failed: 1 of 2 candidate(s) fail parity") and "cosine" in error
     assert "first node beyond tolerance: /context/context.0/Conv (Conv) from PyTorch module context.0" \
         in result.stdout
     assert "exporting the reference" in result.stderr  # the FP32 reference ONNX was made from the PyTorch model
@@ -60,15 +60,16 @@ def test_corrupted_model_fails_with_exit_2_and_localize_names_the_layer(models: 
 
 def test_a_mismatch_in_options_is_pointed_out(models: dict[str, Path]) -> None:
     result = invoke(USER_MODEL, "--set", "width=4", str(models["clean"]), "--limit", "1")
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "note: " in result.stdout and "was exported with options {}, the reference is built with {'width': 4}: " \
         "pass the same --set" in result.stdout
 
 
 def test_json_output_is_parseable_and_carries_the_verdict(models: dict[str, Path]) -> None:
     result = invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, "--random", "1", "--json")
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     data = json.loads(result.stdout)
+    assert data["outcome"] == "check-failed" and data["exit_status"] == 1
     assert data["passed"] is False and data["input_count"] == 1 and data["task"] == "segmentation"
     output = data["candidates"][0]["outputs"][0]
     assert output["metrics"]["cosine"] < 0.99 and 0 < output["metrics"]["pixel_agreement"] < 0.99
@@ -79,8 +80,8 @@ def test_gates_can_be_overridden(models: dict[str, Path]) -> None:
     loose = ["--gate", "cosine>=0.1", "--gate", "pixel_agreement>=0.1", "--gate", "output:miou_major>=0.05"]
     assert invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, *loose).exit_code == 0
     strict = invoke(USER_MODEL, str(models["clean"]), "--input-shape", SHAPE, "--gate", "max_abs<=0")
-    assert strict.exit_code == 2 and "output max_abs" in strict.stderr
-    assert invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, "--precision", "int8").exit_code == 2
+    assert strict.exit_code == 1 and "output max_abs" in strict.stderr
+    assert invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, "--precision", "int8").exit_code == 1
 
 
 def test_report_is_written_and_not_overwritten_without_force(models: dict[str, Path], tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from deploykit.errors import CalibrationError, InputError
+from deploykit.errors import CheckFailed, InputError
 from deploykit.precision.budget import Budget, Evaluator, MacShare, Term, parse_budget, search
 from tests.fixtures.precision_models import resize_graph
 
@@ -86,10 +86,10 @@ def test_search_returns_at_once_when_all_int8_meets_the_budget() -> None:
 
 
 def test_search_fails_clearly_when_no_assignment_reaches_the_budget() -> None:
-    with pytest.raises(CalibrationError, match=r"no assignment reaches pixel_agreement>=0\.995.*3 most sensitive"):
+    with pytest.raises(CheckFailed, match=r"no assignment reaches pixel_agreement>=0\.995.*3 most sensitive"):
         search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.995", "segmentation"),
                max_kept=3)
-    with pytest.raises(CalibrationError, match="every candidate node"):
+    with pytest.raises(CheckFailed, match="every candidate node"):
         search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=1.01", "segmentation"))
 
 

@@ -17,6 +17,7 @@ from deploykit.backends.base import backend_of
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, UnknownModel
 from deploykit.export import onnx_from_torch
 from deploykit.io.metadata import read_metadata
+from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.table import PRECISIONS, detect_precision
 from deploykit.targets.resolve import is_file_target, open_target
@@ -88,7 +89,7 @@ def test_precision_is_read_from_the_graph() -> None:
 
 
 def _sidecar(path: Path, backend: str, precision: str, model: dict[str, object]) -> None:
-    sidecar = Sidecar(backend=backend, precision=precision, artifact_sha256="", source_onnx_sha256="",
+    sidecar = Sidecar(backend=backend, precision=precision, artifact_sha256=sha256_file(path), source_onnx_sha256="",
                       deploykit_version="0", backend_version="0", model=model)
     sidecar_path(path).write_text(json.dumps(sidecar.to_dict()), encoding="utf-8")
 

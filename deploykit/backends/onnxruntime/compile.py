@@ -30,7 +30,6 @@ to it, model.int8.onnx, is what TensorRT compiles and stays symmetric):
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from deploykit.backends.onnxruntime.weights import float_weights, needs_seven_bi
 from deploykit.backends.onnxruntime.weights import seven_bit_weights as _seven_bit
 from deploykit.errors import BuildError
 from deploykit.evaluate import session_options
-from deploykit.io.outputs import atomic_output
+from deploykit.io.outputs import atomic_output, scratch_folder
 
 OPTIMIZATION = "extended"
 __all__ = ["OPTIMIZATION", "Lowered", "lower_for_onnxruntime", "needs_seven_bit_weights", "ort_model_from_onnx",
@@ -88,7 +87,7 @@ def lower_for_onnxruntime(model: onnx.ModelProto, *, seven_bit: bool | None = No
 def ort_optimized(model: onnx.ModelProto, *, threads: int | None = None, what: str = "the model"
                   ) -> onnx.ModelProto:
     """ONNX Runtime's optimized form of an already lowered `model` (what the artifact holds), in memory."""
-    with tempfile.TemporaryDirectory(prefix="deploykit-ort-") as tmp:
+    with scratch_folder("deploykit-ort-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
         options = session_options(threads, optimization=OPTIMIZATION)
         options.optimized_model_filepath = str(optimized)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.backends.tensorrt.common import import_tensorrt, new_runtime, process_logger
-from deploykit.errors import BuildError, InputError
+from deploykit.errors import BuildError, CheckFailed, InputError
 from deploykit.io.sidecar import read_sidecar
 
 QUANTIZED = ("int8", "fp8", "int4", "fp4")
@@ -334,7 +334,7 @@ def inspect_artifact(path: str | os.PathLike[str]) -> Inspection:
 
 
 def require_precision(audit: PrecisionAudit | None, precision: str, required: float, source: str) -> None:
-    """BuildError unless at least `required` (0-1) of the engine runs in `precision` (of FLOPs when known)."""
+    """CheckFailed unless at least `required` (0-1) of the engine runs in `precision` (of FLOPs when known)."""
     if audit is None or not audit.readable:
         why = audit.format_problem() if audit is not None else "the engine could not be inspected"
         raise BuildError(f"--require-precision {required}: the engine inspector gave no per-layer precision for "
@@ -345,6 +345,6 @@ def require_precision(audit: PrecisionAudit | None, precision: str, required: fl
         others = f"; largest layers in another precision: {', '.join(audit.outliers)}" if audit.outliers else ""
         unknown = (f"; {_count(audit.unknown_layers, 'layer')} of unknown inspector format count against it"
                    if audit.unknown_layers else "")
-        raise BuildError(f"the engine from {source} runs {got:.1%} of its {of} in {precision.upper()}, below "
-                         f"--require-precision {required:g}{others}{unknown}; check the {precision} graph "
-                         "(`deploykit lint`) and what it keeps in higher precision")
+        raise CheckFailed(f"the engine from {source} runs {got:.1%} of its {of} in {precision.upper()}, below "
+                          f"--require-precision {required:g}{others}{unknown}; check the {precision} graph "
+                          "(`deploykit lint`) and what it keeps in higher precision")

@@ -34,7 +34,7 @@ OPTIONS = (
     CliOption("--max-shape", "max_shape", "TensorRT profile: largest input shape (default 4 x C x 2H x 2W).",
               multiple=True, metavar="NAME:NxCxHxW"),
     CliOption("--workspace", "workspace_mib", "TensorRT workspace limit in MiB (default: TensorRT's, the GPU's "
-              "memory).", kind="int", metavar="MIB"),
+              "memory).", kind="int", metavar="MIB", low=1),
     CliOption("--builder-optimization-level", "optimization_level", "TensorRT builder optimization level 0-5 "
               "(default 3; higher builds longer).", kind="int", low=0, high=5),
     CliOption("--timing-cache", "timing_cache", "TensorRT timing cache file: read if present, updated after the "

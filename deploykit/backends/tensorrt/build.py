@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, Inp
 from deploykit.graph.lint import float_remainder, lint_model
 from deploykit.graph.unpool import rewrite_unpooling
 from deploykit.io.metadata import ModelMetadata, read_metadata
-from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
+from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder, sha256_file, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.types import Progress
 from deploykit.zoo import get_model_spec
@@ -271,7 +270,7 @@ def _build_plan(trt: Any, builder: Any, logger: Any, mark: int, model: onnx.Mode
                 options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange], record: _Record,
                 device: trt_device.DeviceInfo, say: Progress) -> bytes:
     """Parse, configure and build; TensorRT's warnings are shown (and recorded), not only kept for errors."""
-    with tempfile.TemporaryDirectory(prefix="deploykit-trt-") as tmp:
+    with scratch_folder("deploykit-trt-") as tmp:
         source = onnx_path
         if record.rewrites:
             source = Path(tmp) / "rewritten.onnx"

@@ -35,8 +35,7 @@ from deploykit.backends.tensorrt.common import (
 )
 from deploykit.backends.tensorrt.device import Buffer, DeviceLayer, Graph, Stream
 from deploykit.errors import BackendUnavailable, InputError
-from deploykit.io.outputs import sha256_file
-from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
+from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path, verify_sidecar
 from deploykit.runner import Runner, TensorSpec
 
 Timings = dict[str, float]
@@ -83,11 +82,7 @@ class TensorRTRunner(Runner):
         if sidecar is None:
             raise InputError(f"{path} has no sidecar ({sidecar_path(path).name}), so deploykit cannot check that it "
                              "fits this TensorRT and GPU; rebuild it with `deploykit build-engine --backend tensorrt`")
-        if sidecar.backend != "tensorrt":
-            raise InputError(f"{path}'s sidecar says it is a {sidecar.backend} artifact, not a TensorRT engine")
-        if sidecar.artifact_sha256 and sidecar.artifact_sha256 != sha256_file(path):
-            raise InputError(f"{path} does not match its sidecar (sha256 differs): the engine was replaced or "
-                             "damaged after it was built; rebuild it with `deploykit build-engine`")
+        verify_sidecar(path, sidecar, backend="tensorrt", suffixes=(), companions={})  # also when called directly
         trt = import_tensorrt()
         layer = device or trt_device.default_device()
         notes = check_engine_compatibility(sidecar, trt_version=str(trt.__version__), device=layer.info(),
