@@ -35,9 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.base import backend_of
 from deploykit.bench.load import MachineLoad
 from deploykit.io.outputs import write_json, write_text
+from deploykit.precision.table import precision_of
 from deploykit.report.format import markdown_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # --tiny: tests/fixtures/tiny.py
+from tests.fixtures.tiny import TINY
 
 ROOT = Path(__file__).resolve().parent
 MODELS = ("deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50", "msinet")
@@ -111,8 +116,8 @@ def prepare(name: str, args: argparse.Namespace, weights: str | None) -> Prepare
     from deploykit.zoo import get_model_spec
 
     spec = get_model_spec(name)
-    size = tuple(spec.test_input_size if args.tiny else spec.input_size)
-    opened = open_target(name, options=dict(spec.test_options) if args.tiny else {}, weights=weights,
+    size = tuple(TINY[spec.name].input_size if args.tiny else spec.input_size)
+    opened = open_target(name, options=dict(TINY[spec.name].options) if args.tiny else {}, weights=weights,
                          threads=args.threads)
     folder = args.out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -182,7 +187,8 @@ def _build(p: Prepared, precision: str, args: argparse.Namespace) -> Path:
 
     out = p.folder / f"model-{precision}-ort.onnx"
     say(f"{p.name}: deploykit build-engine --backend onnxruntime --{precision}")
-    build_artifact(p.onnx, out, precision=precision, backend="onnxruntime", threads=args.threads, force=True,
+    build_artifact(p.onnx, out, precision=precision_of(precision), backend=backend_of("onnxruntime"),
+                   threads=args.threads, force=True,
                    calibration=CalibrationOptions(data=args.calib_data, n=args.calib_n), progress=say)
     return out
 
@@ -289,7 +295,8 @@ def _int8_graph(p: Prepared, args: argparse.Namespace, layout: str) -> Path:
     source = onnx.load(str(p.onnx))
     result = int8_graph(source, read_metadata(source), sha256_file(p.onnx),
                         CalibrationOptions(data=args.calib_data, n=args.calib_n), keep_float=(),
-                        accuracy_budget=(), layout=layout, backend="openvino", threads=args.threads, progress=say)
+                        accuracy_budget=(), layout=layout, backend=backend_of("openvino"), threads=args.threads,
+                        progress=say)
     path = p.folder / f"model-{layout.replace('+', '-')}.int8.onnx"
     onnx.save(result.model, str(path))
     return path
@@ -359,7 +366,7 @@ def time_round_robin(entries: list[Contender], inputs: list[np.ndarray], rounds:
 
 def agreement(p: Prepared, entries: list[Contender]) -> dict[str, dict[str, float]]:
     """Task metrics of every contender's outputs against PyTorch eager's on the held-out images."""
-    from deploykit.metrics.tasks import task_metrics
+    from deploykit.metrics.scores import task_metrics
 
     outputs = {e.label: np.concatenate([np.asarray(e.run(x), np.float32) for x in p.heldout]) for e in entries}
     reference = outputs.get(REFERENCE)

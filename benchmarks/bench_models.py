@@ -42,9 +42,12 @@ from deploykit.bench.run import apply_peaks, environment_manifest, measure_peaks
 from deploykit.bench.runners import Skipped
 from deploykit.errors import DeployKitError
 from deploykit.io.outputs import write_json, write_text
-from deploykit.precision.table import BASELINE, PRECISIONS
+from deploykit.precision.table import BASELINE, PRECISIONS, precision_of
 from deploykit.report.format import markdown_table
 from deploykit.targets.bench import run_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # --tiny: tests/fixtures/tiny.py
+from tests.fixtures.tiny import TINY
 
 MODELS = ("deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_mobilenetv2",
           "deeplabv3plus_xception65", "msinet")
@@ -109,8 +112,8 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
     from deploykit.zoo.sources import load_model
 
     spec = get_model_spec(name)
-    options = dict(spec.test_options) if args.tiny else {}
-    size = spec.test_input_size if args.tiny else spec.input_size
+    options = dict(TINY[spec.name].options) if args.tiny else {}
+    size = TINY[spec.name].input_size if args.tiny else spec.input_size
     loaded = load_model(name, options=options, weights=weights)
     opened = torch_target(loaded, source_label(name, options, weights), threads=args.threads)
     assert opened.loaded is not None
@@ -127,7 +130,7 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
         out = folder / f"model-{precision}-ort.onnx"
         say(f"{name}: building the {precision} ONNX Runtime artifact")
         budget = args.accuracy_budget if PRECISIONS[precision].budget_in_deploy else None
-        build_artifact(fp32, out, precision=precision, backend=ORT.name, calibration=calibration,
+        build_artifact(fp32, out, precision=precision_of(precision), backend=ORT, calibration=calibration,
                        accuracy_budget=budget, threads=args.threads, force=True, progress=say)
         paths[f"{ORT.name} {precision}"] = out
     return {"opened": opened, "paths": paths, "size": size, "options": options, "task": spec.task,
@@ -137,7 +140,7 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
 def _agreement(prepared: dict[str, Any], threads: int | None, images: str | None) -> dict[str, dict[str, float]]:
     """Task metrics of each ONNX Runtime variant against ONNX Runtime fp32 on real photographs (and --images)."""
     from deploykit.io.images import iter_folder, preprocess, sample_photographs
-    from deploykit.metrics.tasks import task_metrics
+    from deploykit.metrics.scores import task_metrics
     from deploykit.targets.resolve import open_target
 
     batch = [preprocess(photo, prepared["preprocessing"], prepared["size"])

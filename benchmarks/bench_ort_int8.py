@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from deploykit.backends.base import backend_of
 from deploykit.evaluate import session_options
+from deploykit.precision.table import PRECISIONS
 
 CALIB = Path(__file__).parent / "data" / "calib"
 HELDOUT = Path(__file__).parent / "data" / "heldout"
@@ -75,7 +77,8 @@ def deploykit_int8(fp32: Path, out: Path, threads: int | None = None) -> Path:
     from deploykit.precision.passes import CalibrationOptions
 
     calibration = CalibrationOptions(data=str(CALIB), n=CALIB_N, use_cache=False)
-    build_artifact(fp32, out, precision="int8", backend="onnxruntime", calibration=calibration, threads=threads,
+    build_artifact(fp32, out, precision=PRECISIONS["int8"], backend=backend_of("onnxruntime"), calibration=calibration,
+                   threads=threads,
                    force=True)
     return out
 

@@ -21,17 +21,17 @@ on a quiet machine; `deploykit bench kernels -o k.json` records its own duration
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnx import helper
 
-from deploykit.backends.base import BACKENDS
-from deploykit.backends.tensorrt import build as trt_backend
+from deploykit.backends.base import BACKENDS, Backend
 from deploykit.bench import kernel_graphs as kg
 from deploykit.bench.harness import pool_size
 from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
@@ -48,12 +48,13 @@ from deploykit.bench.roofline import (
 from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
+from deploykit.build import build_artifact
 from deploykit.errors import BackendUnavailable
-from deploykit.evaluate import session_from_onnx
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
 
+SUITES = ("dilated", "separable")
 RATES = (1, 2, 4, 6, 12, 18, 24, 36)
 QUICK_RATES = (1, 2, 6, 12, 24)
 # (name, cin, cout, feature size) at 513x513 input
@@ -78,8 +79,8 @@ SEPARABLE_SHAPES = (
     ("Xception-65 exit (1536 -> 2048, rate 2)", 1536, 2048, 33, 2),
 )
 QUICK_SEPARABLE = ("MobileNetV2 block 4 (384 -> 64)", "Xception-65 middle (728 -> 728)")
-VARIANTS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
-            ("onnxruntime", "int8u8"), ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8"))
+# (backend, precision) pairs, from each backend entry's kernel_precisions
+VARIANTS = tuple((b.name, p) for b in BACKENDS.values() for p in b.kernel_precisions)
 QUICK_CONFIG = TimingConfig(warmup_s=0.05, duration_s=0.25, min_iterations=3, min_warmup_iterations=1)
 FULL_CONFIG = TimingConfig(warmup_s=0.2, duration_s=1.0, min_iterations=5, min_warmup_iterations=2)
 
@@ -107,7 +108,7 @@ class KernelCase:
         return f"{self.shape}: {self.variant} {self.cin}->{self.cout} @{self.size}{rate}"
 
 
-def plan_cases(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable")) -> list[KernelCase]:
+def plan_cases(*, quick: bool = False, suites: Sequence[str] = SUITES) -> list[KernelCase]:
     cases = []
     if "dilated" in suites:
         for name, cin, cout, size in DILATED_SHAPES:
@@ -184,41 +185,38 @@ def _torch_step(ops: Sequence[kg.ConvOp], weights: Sequence[kg.ConvWeights], inp
     return step
 
 
-FLOAT_DTYPES = {"fp32": np.float32, "fp16": np.float16}  # the kernel sweep's float precisions
-
-
 def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeights],
                 inputs: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
     ops = case.ops()
-    if precision in FLOAT_DTYPES:
-        dtype = FLOAT_DTYPES[precision]
+    if kg.is_float(precision):
+        dtype = helper.tensor_dtype_to_np_dtype(kg.element_type(precision))
         return kg.float_graph(ops, weights, case.size, precision).SerializeToString(), [x.astype(dtype)
                                                                                            for x in inputs]
-    unsigned = precision == "int8u8"
+    unsigned = precision == kg.UNSIGNED
     scales = kg.calibrate_scales(ops, weights, inputs[0], unsigned=unsigned)
     model = kg.int8_graph(ops, weights, case.size, scales, unsigned=unsigned)
     quantized = [kg.quantize(x, scales[0]) for x in inputs]
     return model.SerializeToString(), [kg.as_unsigned(q) for q in quantized] if unsigned else quantized
 
 
-def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) -> Step:
-    session = session_from_onnx(model, threads=threads)
-    return lambda i: session.run(None, {"x": feeds[i % len(feeds)]})
-
-
-def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack, tag: str) -> Step:
-    """Build an engine from the one-op graph with the TensorRT helper's loader and time its runner."""
-    onnx_path = os.path.join(folder, f"kernel-{tag}.onnx")  # one file per variant: a case's variants run together
-    with open(onnx_path, "wb") as handle:
-        handle.write(model)
-    engine = os.path.join(folder, f"kernel-{tag}.plan")
-    trt_backend.engine_from_onnx(onnx_path, engine, trt_backend.TensorRTBuildOptions(), force=True, progress=None)
-    runner = stack.enter_context(trt_backend.TensorRTRunner.from_artifact(engine))
+def _backend_step(entry: Backend, model: bytes, feeds: Sequence[np.ndarray], threads: int | None, folder: str,
+                  stack: ExitStack, tag: str) -> Step:
+    """The backend's Runner on the one-op graph: the graph itself for a backend that runs ONNX, else the artifact
+    it builds from it (the build-engine path); a runner with `infer_timed` (TensorRT) reports its GPU phases.
+    `tag` names the files: a case's variants are open together, timed round-robin."""
+    graph = Path(folder) / f"kernel-{tag}.onnx"
+    graph.write_bytes(model)
+    if entry.runs_onnx:
+        runner = stack.enter_context(entry.open(graph, None, threads=threads))
+    else:
+        built = build_artifact(graph, Path(folder) / f"kernel-{tag}{entry.suffix}", backend=entry, threads=threads,
+                               force=True)
+        runner = stack.enter_context(entry.open(built.path, built.sidecar, threads=threads))
     name = runner.input_specs()[0].name
     timed = getattr(runner, "infer_timed", None)
     if callable(timed):
         return lambda i: timed({name: feeds[i % len(feeds)]})
-    return lambda i: runner.infer({name: feeds[i % len(feeds)]})
+    return lambda i: runner.infer_unchecked({name: feeds[i % len(feeds)]})
 
 
 @dataclass(frozen=True)
@@ -253,7 +251,7 @@ def available_variants(backends: Sequence[str] | None,
     """The (backend, precision) pairs to run, and the requested ones that cannot run here, with why."""
     wanted = [(b, p) for b, p in VARIANTS if (not backends or b in backends) and (not precisions or p in precisions)]
     skipped: list[Skipped] = []
-    for name in dict.fromkeys(b for b, _ in wanted if BACKENDS[b].device == "gpu"):
+    for name in dict.fromkeys(b for b, _ in wanted):
         status = BACKENDS[name].availability()
         if not status.ready:
             wanted = [(b, p) for b, p in wanted if b != name]
@@ -300,7 +298,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
     return timed
 
 
-def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable"),
+def run_kernels(*, quick: bool = False, suites: Sequence[str] = SUITES,
                 backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
                 threads: int | None = None, config: TimingConfig | None = None,
                 progress: Progress | None = None, seed: int = 0) -> KernelReport:
@@ -348,6 +346,4 @@ def _make_step(case: KernelCase, backend: str, precision: str, weights: Sequence
     if BACKENDS[backend].reference:
         return _torch_step(case.ops(), weights, inputs)
     model, feeds = _onnx_model(case, precision, weights, inputs)
-    if BACKENDS[backend].runs_onnx:
-        return _ort_step(model, feeds, threads)
-    return _tensorrt_step(model, feeds, folder, stack, precision)
+    return _backend_step(BACKENDS[backend], model, feeds, threads, folder, stack, f"{backend}-{precision}")

@@ -10,9 +10,10 @@ import click
 
 from deploykit.bench.harness import speedup
 from deploykit.bench.interleave import TimingConfig
-from deploykit.bench.kernels import run_kernels
+from deploykit.bench.kernels import SUITES, VARIANTS, run_kernels
 from deploykit.bench.remote import SERVING_HEADERS, LoadConfig, run_remote_bench, serving_rows
 from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
+from deploykit.bench.runners import BACKEND_CHOICES
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import (
     at_least,
@@ -74,8 +75,8 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--image", type=click.Path(dir_okay=False, exists=True), default=None,
               help="With --url: the encoded image sent to a BYTES input (default: a photograph).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
-              help="torch, onnxruntime, onnxruntime-cuda, tensorrt (default: the target's own; a zoo model "
-                   "given onnxruntime is exported to a temporary ONNX file first).")
+              help=f"{', '.join(BACKEND_CHOICES)} (default: the target's own; a zoo model given a backend that runs "
+                   "ONNX is exported to a temporary ONNX file first).")
 @click.option("--batch", "batches", default=None, metavar="1,2,4,8", help="Batch sizes to time (default 1).")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's size).")
 @click.option("--warmup", type=at_least(0), default=None, help="Warm-up seconds per case, excluded (default 0.2).")
@@ -245,12 +246,12 @@ def _comparison_table(comparison: Any) -> str:
 
 @bench.command("kernels", short_help="Dilated and depthwise-separable convolutions vs the machine's roofline.")
 @click.option("--quick", is_flag=True, help="A short sweep (about a minute): fewer shapes and rates.")
-@click.option("--suite", "suites", multiple=True, type=click.Choice(["dilated", "separable"]),
+@click.option("--suite", "suites", multiple=True, type=click.Choice(SUITES),
               help="Which sweep (default both).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
-              help="torch, onnxruntime, tensorrt (default: all that are available).")
+              help=f"{', '.join(dict.fromkeys(b for b, _ in VARIANTS))} (default: all that are available).")
 @click.option("--precision", "precisions", multiple=True, metavar="P[,P]",
-              help="fp32, fp16, int8, int8u8 (default all).")
+              help=f"{', '.join(dict.fromkeys(p for _, p in VARIANTS))} (default all).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: all cores).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON here, with the PNG plots beside it (NAME.dilated.png, NAME.separable.png).")
@@ -266,7 +267,6 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     for path in paths:
         check_output_path(path, force=force)
     if len(paths) > 1:
-
         require_matplotlib()  # fail before a long sweep, not after it
     report = run_kernels(quick=quick, **given(suites=list(suites) or None),
                          backends=_csv_words(backends), precisions=_csv_words(precisions), threads=threads,
@@ -275,7 +275,6 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if output:
         written.append(write_json(output, report.to_dict(), force=force))
         if not no_plots:
-
             written += [p for p in (plot_dilated(report.results, paths[1], force=force),
                                     plot_separable(report.results, paths[2], force=force)) if p is not None]
     if as_json:

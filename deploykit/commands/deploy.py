@@ -25,7 +25,8 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 @click.argument("model")
 @model_source_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
-@click.option("--precisions", default=None, help="Comma-separated: fp32,fp16,int8 (default: all three).")
+@click.option("--precisions", default=None,
+              help=f"Comma-separated: {','.join(PRECISIONS)} (default: all {len(PRECISIONS)}).")
 @backend_option
 @click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
 @click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration images to use (default 64).")

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.base import resolve_backend
 from deploykit.backends.tensorrt.backend import availability as tensorrt_availability
 from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
@@ -50,14 +51,15 @@ from deploykit.errors import BackendUnavailable
 from deploykit.export import onnx_from_torch
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import PRECISIONS, precision_of
 from deploykit.types import Progress, Progressed
 from deploykit.zoo.sources import load_model
 
 MODEL = "deeplabv3plus_mobilenetv2"
 SIZE = (257, 257)
-PRECISIONS = ("fp32", "fp16", "int8")
-# Minimum logit cosine and pixel agreement vs FP32 ONNX Runtime (FP32 on TensorRT runs convolutions in TF32).
-BOUNDS = {"fp32": (0.9999, 0.995), "fp16": (0.999, 0.98), "int8": (0.95, 0.80)}
+# The precisions tested, and each one's minimum logit cosine and pixel agreement vs FP32 ONNX Runtime: their
+# entries' selftest_bounds (FP32 on TensorRT runs convolutions in TF32).
+TESTED = tuple(p.name for p in PRECISIONS.values() if p.selftest_bounds is not None)
 REPLAY_TOLERANCE = 1e-3  # max |replay - plain run| over max |plain run|
 # The engines' speed through deploykit's one timing core (bench.interleave): round-robin, one replay of each per
 # round, 0.6 s each and at least 10 rounds; two untimed runs first (warm-up, then the CUDA-graph capture). No
@@ -121,22 +123,30 @@ def _zoo_checks(session: Session, folder: Path, model: str, size: tuple[int, int
                                         "Runtime (FP32)")
 
     session.check("export + ONNX Runtime reference", export)
-    for precision in PRECISIONS:
+    for precision in TESTED:
         plan = folder / f"{model}.{precision}.plan"
         name = f"{precision} build"
         session.check(name, partial(_build, session, source, plan, precision, images_path, calib_n),
                       needs=["export + ONNX Runtime reference"])
-        session.check(f"{precision} parity", partial(_parity, session, plan, BOUNDS[precision]), needs=[name])
+        session.check(f"{precision} parity", partial(_parity, session, plan, _bounds(precision)), needs=[name])
         session.check(f"{precision} audit", partial(audit_check, plan, precision), needs=[name])
     fp16 = folder / f"{model}.fp16.plan"
     session.check("fp16 CUDA-graph replay", lambda: _replay(fp16, session.made["feed"]), needs=["fp16 build"])
-    plans = {p: folder / f"{model}.{p}.plan" for p in PRECISIONS}
+    plans = {p: folder / f"{model}.{p}.plan" for p in TESTED}
     session.check("speed: INT8 vs FP16 vs FP32", lambda: _speed(session, plans),
-                  needs=[f"{p} build" for p in PRECISIONS])
+                  needs=[f"{p} build" for p in TESTED])
+
+
+def _bounds(precision: str) -> tuple[float, float]:
+    bounds = precision_of(precision).selftest_bounds
+    assert bounds is not None
+    return bounds
 
 
 def _build(session: Session, source: Path, plan: Path, precision: str, images: Path, calib_n: int) -> Verdict:
-    built = build_artifact(source, plan, precision=precision, backend="tensorrt", progress=session.say,
+    engine, note = resolve_backend("tensorrt")
+    built = build_artifact(source, plan, precision=precision_of(precision), backend=engine, backend_note=note,
+                           progress=session.say,
                            calibration=CalibrationOptions(data=str(images), n=calib_n, use_cache=False), force=True)
     session.result.gpu = str(built.sidecar.device.get("gpu", "?"))
     session.made[f"engine:{plan.stem}"] = plan

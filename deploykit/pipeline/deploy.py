@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import onnx
 
 import deploykit
-from deploykit.backends.base import Backend, backend_of, resolve_backend
+from deploykit.backends.base import Backend, backend_of
 from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact, load_onnx
@@ -42,22 +42,19 @@ from deploykit.pipeline.results import (
     LayerError,
     LayersResult,
     StepLog,
-    _build_dict,
-    _parity,
     build_in,
+    build_record,
+    parity_from_record,
 )
 from deploykit.pipeline.steps import RECORD, StepRecord
 from deploykit.precision.passes import CalibrationOptions
-from deploykit.precision.table import PRECISIONS, precision_of
+from deploykit.precision.table import PRECISIONS, Precision, precision_of
 from deploykit.runner import Target
 from deploykit.targets.bench import run_bench
-from deploykit.targets.race import Race, racer_for
+from deploykit.targets.race import Race, choose_backend
 from deploykit.targets.resolve import open_target, source_label, torch_target
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model
-
-__all__ = ["BENCH_WARMUP_S", "DEFAULT_BENCH_SECONDS", "PRECISIONS", "DeployOptions", "DeployResult", "StepLog",
-           "artifact_name", "run_deploy"]
 
 # Per contender: 4 contenders round-robin take 8 s, about 20 rounds of the demo's model with the pauses, enough
 # for intervals that tell INT8 from FP32 (trtexec times 3 s, one engine at a time).
@@ -136,16 +133,17 @@ def _folder_fingerprint(path: str | None) -> Any:
             for p in files]
 
 
-def artifact_name(precision: str, backend: str) -> str:
+def artifact_name(precision: Precision, backend: Backend) -> str:
     """model.<precision><the backend's artifact suffix>, e.g. model.int8.ort.onnx or model.fp16.plan."""
-    return f"model.{precision}{backend_of(backend).suffix}"
+    return f"model.{precision.name}{backend.suffix}"
 
 
 class _Run:
     """The state one deploy builds once and hands to its steps."""
 
-    def __init__(self, opts: DeployOptions, backend: Backend, say: Progress, racer: Race | None) -> None:
-        self.opts, self.backend, self.say, self.racer = opts, backend, say, racer
+    def __init__(self, opts: DeployOptions, backend: Backend, backend_note: str, say: Progress,
+                 racer: Race | None) -> None:
+        self.opts, self.backend, self.backend_note, self.say, self.racer = opts, backend, backend_note, say, racer
         self.onnx_path = opts.out / "model.onnx"
         self.label = source_label(opts.source, opts.options, opts.weights)
         self.builds: list[BuildResult] = []
@@ -183,15 +181,16 @@ class _Run:
         write_json(self.opts.out / "export.json", result.to_dict(), force=True)
         return result
 
-    def build(self, precision: str, artifact: Path, record: Path) -> BuildResult:
+    def build(self, precision: Precision, artifact: Path, record: Path) -> BuildResult:
         opts = self.opts
         # With a racer, build-engine's own race picks each precision's backend (deploykit.targets.race).
-        result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend.name,
+        result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend,
+                                backend_note=self.backend_note,
                                 calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n,
                                                                labels=opts.labels),
                                 accuracy_budget=_budget(opts, precision), threads=opts.threads, force=True,
                                 progress=self.say, source=self.onnx_model, racer=self.racer)
-        write_json(record, _build_dict(result), force=True)
+        write_json(record, build_record(result), force=True)
         return result
 
     def parity(self) -> ParityResult:
@@ -252,8 +251,8 @@ def _backend_note(asked: str | None, backend: Backend, note: str, racers: Sequen
     return note
 
 
-def _budget(opts: DeployOptions, precision: str) -> str | None:
-    return opts.accuracy_budget if precision_of(precision).budget_in_deploy else None
+def _budget(opts: DeployOptions, precision: Precision) -> str | None:
+    return opts.accuracy_budget if precision.budget_in_deploy else None
 
 
 def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
@@ -271,13 +270,12 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     record = StepRecord(opts.out)
     if opts.rerun:
         record.entries.clear()
-    backend, backend_note = resolve_backend(opts.backend)
-    racer = racer_for(opts.backend, layout_given=False)
+    backend, backend_note, racer = choose_backend(opts.backend, layout_given=False)
     racers = racer.racers if racer else ()
     backend_note = _backend_note(opts.backend, backend, backend_note, racers)
     say(backend_note)
     steps: list[StepLog] = []
-    run = _Run(opts, backend, say, racer)
+    run = _Run(opts, backend, backend_note, say, racer)
 
     def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
              load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None) -> T:
@@ -303,11 +301,12 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     export = step("export", {**source, "weights": Path(opts.weights) if opts.weights else None,
                              "input_shape": opts.input_shape},
                   [run.onnx_path, opts.out / "export.json"], run.export, ExportResult.from_dict)
-    for precision in opts.chosen_precisions:
-        artifact, record_file = opts.out / artifact_name(precision, backend.name), opts.out / f"build.{precision}.json"
+    for precision in (precision_of(name) for name in opts.chosen_precisions):
+        artifact = opts.out / artifact_name(precision, backend)
+        record_file = opts.out / f"build.{precision.name}.json"
         run.builds.append(step(
-            f"build-{precision}",
-            {"onnx": run.onnx_path, "precision": precision, "backend": backend.name,
+            f"build-{precision.name}",
+            {"onnx": run.onnx_path, "precision": precision.name, "backend": backend.name,
              "race": [b.name for b in racers], "calib": _folder_fingerprint(opts.calib_data),
              "calib_n": opts.calib_n, "budget": _budget(opts, precision)},
             [record_file], functools.partial(run.build, precision, artifact, record_file),
@@ -316,7 +315,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     artifacts = [b.path for b in run.builds]
     parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder)},
                   [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
-                  functools.partial(_parity, out=opts.out))
+                  functools.partial(parity_from_record, out=opts.out))
     layers = step("layers", {"onnx": run.onnx_path, "artifacts": artifacts, "parity": opts.out / "parity.json"},
                   [opts.out / "layers.json"], lambda: run.layers(parity), LayersResult.from_dict)
     bench = step("bench", {"artifacts": artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source},

@@ -10,23 +10,24 @@ from typing import TYPE_CHECKING
 from deploykit.bench.harness import speedup
 from deploykit.bench.stats import Ratio
 from deploykit.io.outputs import write_json, write_text
-from deploykit.metrics.table import METRICS
+from deploykit.metrics.table import selected
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
 from deploykit.pipeline.plots import make_plots
 from deploykit.pipeline.verdict import artifact_run, reference_run
 from deploykit.precision.table import BASELINE
-from deploykit.report.classes import class_rows, damage_tables
+from deploykit.report.classes import class_table, damage_blocks
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
 from deploykit.report.format import fmt
 from deploykit.report.masks import pictures_png, write_png
+from deploykit.types import TASKS
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
     from deploykit.parity.compare import ParityResult
     from deploykit.pipeline.results import DeployResult
 
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None)
+TASK_KEYS = selected()
 
 
 LATENCY_HEADERS = ["backend", "precision", "batch", "input", "median ms", "p10-p90 ms", "p99 ms", "images/s",
@@ -160,7 +161,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
     """Where the candidates differ (report.masks) and which classes suffer (report.classes)."""
     out: list[Block] = []
     if pictures is not None and parity.pictures is not None:
-        kind = "masks" if parity.pictures.task == "segmentation" else "saliency maps"
+        kind = "masks" if TASKS[parity.pictures.task].labelled else "saliency maps"
         indices = ", ".join(str(p.index) for p in parity.pictures.inputs)
         out += [Heading("Where the candidates differ"),
                 Paragraph(f"The {len(parity.pictures.inputs)} input(s) where the candidates disagree most with "
@@ -174,10 +175,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
                           f"{BOUNDARY_WIDTH} px of the reference's class edges (outline flips, usually benign) or "
                           "inside classes (blobs that change what the mask says). 'edge band share' is the share of "
                           "all pixels in that band: a flip share near it means flips scattered at random.")]
-        for caption, headers, rows in damage_tables(damage, parity.class_names):
-            out += [Paragraph(caption)] if caption else []
-            out.append(table(headers, rows))
-        out.append(table(*class_rows(damage, parity.class_names)))
+        out += [*damage_blocks(damage, parity.class_names), class_table(damage, parity.class_names)]
     return out
 
 
@@ -254,10 +252,6 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
     out += [Heading("Steps"), table(["step", "skipped (unchanged)", "seconds"],
                                     [[s.name, s.skipped, round(s.seconds, 2)] for s in result.steps])]
     return out
-
-
-def markdown(result: DeployResult, plots: dict[str, Path]) -> str:
-    return to_markdown(blocks(result, plots))
 
 
 def write_pictures(parity: ParityResult, out: Path) -> Path | None:

@@ -23,12 +23,12 @@ from deploykit.bench.harness import BenchResult, speedup
 from deploykit.bench.run import BenchReport
 from deploykit.bench.stats import Ratio
 from deploykit.build import BuildResult
-from deploykit.metrics.table import METRICS
+from deploykit.metrics.table import selected
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.precision.table import BASELINE, PRECISIONS
 
 # The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None and m.column and m.budget)
+TASK_KEYS = selected(shown=True, budget=True)
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,15 @@ def artifact_run(results: Sequence[BenchResult], precision: str) -> BenchResult 
     runs = sorted((r for r in results if r.precision == precision and r.backend != REFERENCE.name),
                   key=lambda r: r.batch)
     return runs[0] if runs else None
+
+
+def per_image_ms(result: BenchResult) -> float:
+    return result.latency.median / result.batch
+
+
+def _smallest_batch(results: Sequence[BenchResult]) -> float | None:
+    runs = sorted(results, key=lambda r: r.batch)
+    return per_image_ms(runs[0]) if runs else None
 
 
 def artifact_latency(results: Sequence[BenchResult], precision: str) -> float | None:

@@ -15,17 +15,15 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto
 
-from deploykit.backends.base import backend_of
+from deploykit.backends.base import Backend
 from deploykit.calib import cache as calib_cache
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
 from deploykit.calib.methods import MinMax, amax, make_method
-from deploykit.calib.qdq import QdqBuilder, calibration_tensors
+from deploykit.calib.qdq import LAYOUTS, QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError
-from deploykit.evaluate import session_options
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
 from deploykit.graph.lint import lint_model
 from deploykit.graph.macs import count_onnx_macs
@@ -50,6 +48,7 @@ RANK_INPUTS = 2
 # FP16 budget candidates: the nodes where float16 accumulation and weight rounding happen; elementwise ops
 # between them gain little from float32 and would multiply the search's cost.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+SENSITIVITIES = ("single", "local")  # the budget search's rankings (deploykit.precision.budget), default first
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ def _split(data: CalibrationData, options: CalibrationOptions, budget: Budget | 
 
 def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
                options: CalibrationOptions, *, keep: Sequence[str], fp16_io: bool, accuracy_budget: Sequence[str],
-               backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
+               backend: Backend, threads: int | None, progress: Progress) -> PrecisionResult:
     """FP16 graph; activations that overflow float16 on the calibration data keep their nodes in float32, and
     with a budget the fewest most sensitive nodes stay float32 until it is met."""
     source = onnx.ModelProto.FromString(source.SerializeToString())
@@ -232,13 +231,13 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
 
 def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
                options: CalibrationOptions, *, keep_float: Sequence[str], accuracy_budget: Sequence[str],
-               layout: str, backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
+               layout: str, backend: Backend, threads: int | None, progress: Progress) -> PrecisionResult:
     """INT8 Q/DQ graph from calibration ranges; with a budget, the fewest nodes kept in float that meet it."""
     if options.data is None:
         raise CalibrationError("INT8 needs calibration data: --calib-data DIR (images), FILE.npz (preprocessed "
                                "inputs), 'photos' (scikit-image's photographs) or 'synthetic' (noise; poor ranges)")
-    if layout not in ("inputs", "inputs+outputs"):
-        raise BuildError(f"unknown Q/DQ layout {layout!r}; choose inputs or inputs+outputs")
+    if layout not in LAYOUTS:
+        raise BuildError(f"unknown Q/DQ layout {layout!r}; choose {' or '.join(LAYOUTS)}")
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
@@ -254,7 +253,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     tensors = calibration_tensors(source)
     ranges, info = _ranges(source, source_sha, data, method, tensors, options,
                            histograms=not isinstance(method, MinMax), threads=threads, say=progress)
-    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs")
+    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == LAYOUTS[1])
     result = builder.build()
     report: dict[str, Any] = {"method": method.to_dict()}
     if budget is not None and held is not None:
@@ -266,26 +265,13 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
                                                    ranges.absmax, backend=backend, threads=threads,
                                                    progress=progress)
     info["int8_float"] = report["int8_float"]["chosen"]
-    if backend_of(backend).lint_target:  # the placement rules are the compiling backend's (TensorRT's)
-        report["qdq_lint"] = _qdq_lint(model, progress)
+    if backend.lint_target:  # the placement rules are the compiling backend's (TensorRT's)
+        report["qdq_lint"] = _qdq_lint(model, backend.lint_target, progress)
     _verify(model, "INT8")
     _with_metadata(model, meta, "int8", [k.to_dict() for k in result.kept])
     progress(f"INT8: {len(result.quantized)} weighted nodes quantized, {len(result.kept)} kept in float; "
              f"float remainder {report['int8_float']['chosen']}")
     return PrecisionResult(model, {**result.report(), **report}, info, info["data_sha256"])
-
-
-class TensorRTFormEvaluator(Evaluator):
-    """Scores Q/DQ graphs as TensorRT computes them, in ONNX Runtime: without its WeightBiasQuantization pass,
-    which turns a float bias into INT32 with scale input_scale x weight_scale (TensorRT keeps biases float),
-    and which with float16 scales underflows (trained DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out
-    images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
-
-    def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        session = ort.InferenceSession(model, session_options(self.threads), providers=["CPUExecutionProvider"],
-                                       disabled_optimizers=["WeightBiasQuantization"])
-        name = session.get_inputs()[0].name
-        return [list(session.run(None, {name: x})) for x in self.inputs[:count]]
 
 
 def fp16_remainder(model: onnx.ModelProto, absmax: dict[str, float]) -> onnx.ModelProto:
@@ -300,9 +286,9 @@ def fp16_remainder(model: onnx.ModelProto, absmax: dict[str, float]) -> onnx.Mod
 
 
 def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: CalibrationOptions,
-                     budget: Budget | None,
-                     held: CalibrationData | None, meta: ModelMetadata | None, absmax: dict[str, float], *,
-                     backend: str, threads: int | None, progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any]]:
+                     budget: Budget | None, held: CalibrationData | None, meta: ModelMetadata | None,
+                     absmax: dict[str, float], *, backend: Backend, threads: int | None,
+                     progress: Progress) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """--int8-float: the graph with its float remainder in fp32 or fp16, and the record of the choice; auto
     scores the fp16 remainder against the FP32 `source` on the held-out inputs, as the budget search does."""
     asked = options.int8_float or FP32_REMAINDER
@@ -317,11 +303,10 @@ def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: C
     if asked == FP16_REMAINDER:
         return half, record
     assert budget is not None and held is not None
-    # A backend held to TensorRT's rules compiles the Q/DQ graph as it is: score it as TensorRT computes it.
-    entry = backend_of(backend)
-    kind = TensorRTFormEvaluator if entry.lint_target else Evaluator
-    evaluator = kind(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads)
-    deployed = entry.as_deployed(half, threads=threads, optimize=False, float_source=source)
+    # Scored as the backend computes the graph: its form (as_deployed), without the optimizations it lacks.
+    evaluator = Evaluator(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads,
+                          disabled_optimizers=backend.scored_without)
+    deployed = backend.as_deployed(half, threads=threads, optimize=False, float_source=source)
     scores = evaluator.score(deployed.SerializeToString())
     record["fp16_scores"] = scores
     if budget.met(scores):
@@ -333,9 +318,9 @@ def _float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, options: C
     return model, record
 
 
-def _qdq_lint(model: onnx.ModelProto, progress: Progress) -> dict[str, Any]:
-    """The Q/DQ placement lint (deploykit.graph.qdq_lint) on the graph TensorRT compiles, for the report."""
-    findings = [f for f in lint_model(model).findings if f.rule.startswith(("qdq-", "int8-"))]
+def _qdq_lint(model: onnx.ModelProto, target: str, progress: Progress) -> dict[str, Any]:
+    """The Q/DQ placement lint (deploykit.graph.qdq_lint) on the graph the backend compiles, for the report."""
+    findings = [f for f in lint_model(model, target=target).findings if f.rule.startswith(("qdq-", "int8-"))]
     for finding in findings:
         if finding.severity != "info":
             progress(f"Q/DQ lint {finding.severity}: {finding.node} [{finding.rule}] {finding.why}")
@@ -363,24 +348,21 @@ def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budge
 def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[frozenset[str]], onnx.ModelProto],
             held: CalibrationData, truth: list[np.ndarray] | None, budget: Budget, meta: ModelMetadata | None,
             options: CalibrationOptions, *,
-            backend: str, low: str, threads: int | None, progress: Progress) -> BudgetResult:
+            backend: Backend, low: str, threads: int | None, progress: Progress) -> BudgetResult:
     """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
     lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
     Casts round activations to float16 where a plain float16 graph on CPU drops them)."""
-
-    entry = backend_of(backend)
-
     def lowered(kept: frozenset[str]) -> onnx.ModelProto:
-        return entry.as_deployed(build(kept), threads=threads, optimize=False, float_source=source)
+        return backend.as_deployed(build(kept), threads=threads, optimize=False, float_source=source)
 
     def deployed(kept: frozenset[str]) -> bytes:
-        return bytes(entry.as_deployed(build(kept), threads=threads, optimize=True,
-                                       float_source=source).SerializeToString())
+        return bytes(backend.as_deployed(build(kept), threads=threads, optimize=True,
+                                         float_source=source).SerializeToString())
 
     inputs = list(held)
-    method = options.sensitivity or "single"
-    if method not in ("local", "single"):
-        raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
+    method = options.sensitivity or SENSITIVITIES[0]
+    if method not in SENSITIVITIES:
+        raise CalibrationError(f"unknown sensitivity method {method!r}; choose {' or '.join(SENSITIVITIES)}")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
     evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads,
                           rank_inputs=RANK_INPUTS, truth=truth)

@@ -1,5 +1,5 @@
-"""A tiny document model: a report is a list of blocks, rendered to Markdown and to HTML from the same blocks
-(the HTML is no longer made by re-parsing the Markdown)."""
+"""A tiny document model: a report is a list of blocks, rendered to Markdown, to HTML and to terminal text from
+the same blocks (no format is made by re-parsing another)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploykit.report.format import fmt, markdown_table
+from deploykit.report.format import fmt, markdown_table, text_table
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,20 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             lines.append(f"![{block.name}]({block.path.name})")
         lines.append("")
     return "\n".join(lines)
+
+
+def to_text(blocks: Sequence[Block]) -> str:
+    """For the terminal: headings and paragraphs as lines, bullets one per line, tables aligned; a blank line
+    between blocks (images are left out)."""
+    parts: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading | Paragraph | Note):
+            parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(block.items))
+        elif isinstance(block, Table):
+            parts.append(text_table(block.headers, block.rows))
+    return "\n\n".join(parts)
 
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"

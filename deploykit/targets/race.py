@@ -208,10 +208,9 @@ class Race:
         return Chosen(raced.winner, raced.path, compiled, raced.reason)
 
 
-def racer_for(asked: str | None, *, layout_given: bool) -> Race | None:
-    """The race an explicit `--backend auto` runs here (see `candidates`), else None."""
-    if asked != "auto":
-        return None
-    chosen, _note = resolve_backend(asked)
+def choose_backend(asked: str | None, *, layout_given: bool) -> tuple[Backend, str, Race | None]:
+    """The backend `--backend` names (None: the table's default), why, and the race an explicit `auto` runs on
+    a CPU (see `candidates`; None when there is nothing to race): resolved once, handed to deploykit.build."""
+    chosen, note = resolve_backend(asked)
     racers = candidates(asked, chosen, layout_given=layout_given)
-    return Race(tuple(racers)) if racers else None
+    return chosen, note, Race(tuple(racers)) if racers else None

@@ -92,8 +92,8 @@ def test_auto_keeps_the_fastest_and_records_why(tiny_onnx: Path, tmp_path: Path,
 
     monkeypatch.setattr(race_module, "time_interleaved", fake_time)
     out = tmp_path / "m.ort.onnx"
-    result = build_artifact(tiny_onnx, out, backend="auto", threads=1,
-                            racer=race_module.racer_for("auto", layout_given=False))
+    chosen, note, racer = race_module.choose_backend("auto", layout_given=False)
+    result = build_artifact(tiny_onnx, out, backend=chosen, backend_note=note, threads=1, racer=racer)
     winner = backend_of(fastest)
     assert timed == [["onnxruntime", "openvino"]]
     assert result.backend == fastest and result.path == artifact_for(out, winner)

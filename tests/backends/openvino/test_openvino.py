@@ -19,6 +19,7 @@ from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_grap
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deploykit[openvino]')")
 
+from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.backends.openvino.backend import availability  # noqa: E402
 from deploykit.backends.openvino.compile import compile  # noqa: E402
 from deploykit.backends.openvino.runner import open_runner, runtime_precisions  # noqa: E402
@@ -38,12 +39,13 @@ def _graph(source: Path, precision: str, folder: Path) -> Path:
     model = onnx.load(str(source))
     meta, sha, say = read_metadata(model), sha256_file(source), (lambda _m: None)
     calibration = CalibrationOptions(data="synthetic", n=4)
+    onnxruntime = backend_of("onnxruntime")  # the graph is backend-independent
     if precision == "fp16":
         result = fp16_graph(model, meta, sha, calibration, keep=(), fp16_io=False, accuracy_budget=(),
-                            backend="onnxruntime", threads=1, progress=say)  # the graph is backend-independent
+                            backend=onnxruntime, threads=1, progress=say)
     else:
         result = int8_graph(model, meta, sha, calibration, keep_float=(), accuracy_budget=(), layout="inputs",
-                            backend="onnxruntime", threads=1, progress=say)  # the graph is backend-independent
+                            backend=onnxruntime, threads=1, progress=say)
     path = folder / f"tiny.{precision}.onnx"
     onnx.save(result.model, str(path))
     return path
