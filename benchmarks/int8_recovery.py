@@ -9,7 +9,7 @@ benchmarks/checkpoints, exported with static shapes), calibrated on the same fir
 benchmarks/data/calib. Each configuration is built three ways and scored:
 - TensorRT form: the graph `build-engine --backend tensorrt` writes and TensorRT would compile (symmetric INT8;
   by default the float remainder in FP16 and depthwise/grouped convolutions kept in FP16), run by ONNX Runtime
-  as TensorRT computes it (deploykit.precision.int8_choices.TensorRTFormEvaluator). Not a TensorRT measurement;
+  as TensorRT computes it (deploykit.evaluate.session_as_written). Not a TensorRT measurement;
 - ONNX Runtime: the artifact `build-engine --backend onnxruntime` writes (UINT8 activations on the observed
   ranges; 7-bit weights on CPUs without VNNI), run by ONNX Runtime;
 - OpenVINO: the IR `build-engine --backend openvino` writes, run by OpenVINO's CPU plugin.
@@ -40,11 +40,13 @@ sys.path.insert(0, str(ROOT.parent))
 
 import bench_cpu_peers as peers  # noqa: E402
 
+from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.calib.adaround import AdaRound  # noqa: E402
 from deploykit.calib.bias_correction import BiasCorrection  # noqa: E402
 from deploykit.io.outputs import write_json, write_text  # noqa: E402
 from deploykit.precision.passes import CalibrationOptions  # noqa: E402
 from deploykit.precision.recovery import EQUALIZE, RecoveryOptions  # noqa: E402
+from deploykit.precision.table import precision_of  # noqa: E402
 from deploykit.report.format import markdown_table  # noqa: E402
 
 MODELS = ("deeplabv3plus_mobilenetv2", "msinet")
@@ -86,7 +88,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _scores(p: peers.Prepared, outputs: list[np.ndarray], reference: np.ndarray) -> dict[str, float]:
-    from deploykit.metrics.tasks import task_metrics
+    from deploykit.metrics.scores import task_metrics
 
     return task_metrics(p.task, reference, np.concatenate([np.asarray(o, np.float32) for o in outputs]))
 
@@ -118,10 +120,11 @@ def _built(p: peers.Prepared, backend: str, method: str, recovery: RecoveryOptio
 
         source = onnx.load(str(p.onnx))
         result = int8_graph(source, read_metadata(source), sha256_file(p.onnx), options, keep_float=(),
-                            accuracy_budget=(), layout="inputs", backend="tensorrt", threads=args.threads,
+                            accuracy_budget=(), layout="inputs", backend=backend_of("tensorrt"), threads=args.threads,
                             progress=lambda _m: None)
         return tensorrt_form(result.model, p), result.report
-    built = build_artifact(p.onnx, out, precision="int8", backend=backend, calibration=options, force=True,
+    built = build_artifact(p.onnx, out, precision=precision_of("int8"), backend=backend_of(backend),
+                           calibration=options, force=True,
                            threads=args.threads, progress=lambda _m: None)
     target = open_target(str(built.path), threads=args.threads, sidecar=built.sidecar)
     with target.runner as runner:

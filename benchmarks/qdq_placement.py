@@ -1,14 +1,14 @@
 """Q/DQ placement summary of the TensorRT-form INT8 graph for every zoo model, and its task agreement with FP32
 when run through ONNX Runtime with an FP32 or an FP16 float remainder (--int8-float).
 
-    python benchmarks/qdq_placement.py                 # tiny test variants (spec.test_options, test_input_size)
+    python benchmarks/qdq_placement.py                 # tiny test variants (tests/fixtures/tiny.py)
     python benchmarks/qdq_placement.py --trained       # + the checkpoints in benchmarks/checkpoints
     python benchmarks/qdq_placement.py --trained --methods minmax,entropy,percentile
 
 Per model: quantized weighted nodes, residual Adds reading a quantized skip, Concats sharing one scale, the Q/DQ
 lint's findings (deploykit.graph.qdq_lint) by rule, and agreement against the FP32 ONNX model on the images in
 benchmarks/data/heldout (calibration: benchmarks/data/calib). ONNX Runtime simulates the INT8 graph, without its
-WeightBiasQuantization pass (deploykit.precision.int8_choices.TensorRTFormEvaluator); these are not TensorRT
+WeightBiasQuantization pass (the TensorRT entry's scored_without); these are not TensorRT
 figures. The tiny variants are untrained, so their agreement says little; the trained ones do.
 """
 
@@ -27,15 +27,18 @@ import onnx
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.calib.data import calibration_data  # noqa: E402
 from deploykit.export import onnx_from_torch  # noqa: E402
 from deploykit.graph.tensors import activations, index_graph  # noqa: E402
 from deploykit.io.metadata import read_metadata  # noqa: E402
-from deploykit.precision.int8_choices import TensorRTFormEvaluator  # noqa: E402
+from deploykit.precision.budget import Evaluator  # noqa: E402
 from deploykit.precision.passes import CalibrationOptions, input_shape, int8_graph  # noqa: E402
 from deploykit.zoo import get_model_spec, list_models  # noqa: E402
 from deploykit.zoo.sources import load_model  # noqa: E402
+from tests.fixtures.tiny import TINY  # noqa: E402
 
+TENSORRT = backend_of("tensorrt")
 TRAINED = {"deeplabv3plus_mobilenetv2": (513, 513), "msinet": (240, 320)}  # as benchmarks/results/trained.md
 TASK_KEYS = {"segmentation": ("pixel_agreement", "miou"), "saliency": ("cc", "kld")}
 
@@ -48,7 +51,7 @@ def _export(name: str, folder: Path, *, trained: bool) -> Path:
         loaded = load_model(name, options=recipe["options"], weights=weights)
         size = TRAINED[name]
     else:
-        loaded, size = load_model(name, options=dict(spec.test_options)), spec.test_input_size
+        loaded, size = load_model(name, options=dict(TINY[spec.name].options)), TINY[spec.name].input_size
     path = folder / f"{name}{'.trained' if trained else ''}.onnx"
     onnx_from_torch(loaded, path, input_shape=(1, 3, *size), simplify=False, force=True)
     return path
@@ -60,13 +63,13 @@ def _row(name: str, path: Path, method: str, n: int) -> dict[str, Any]:
     held = list(calibration_data(str(ROOT / "data" / "heldout"), input_shape=input_shape(source, meta),
                                  preprocessing=meta.preprocessing if meta else None))
     task = meta.task if meta else None
-    evaluator = TensorRTFormEvaluator(source.SerializeToString(), held, task)
+    evaluator = Evaluator(source.SerializeToString(), held, task, disabled_optimizers=TENSORRT.scored_without)
     row: dict[str, Any] = {"model": name, "input": "x".join(map(str, input_shape(source, meta) or ())),
                            "method": method}
     for remainder in ("fp32", "fp16"):
         options = CalibrationOptions(data=str(ROOT / "data" / "calib"), n=n, method=method, int8_float=remainder)
         result = int8_graph(source, meta, f"{path.name}-{path.stat().st_size}", options, keep_float=(),
-                            accuracy_budget=(), layout="inputs", backend="tensorrt", threads=None,
+                            accuracy_budget=(), layout="inputs", backend=TENSORRT, threads=None,
                             progress=lambda _m: None)
         scores = evaluator.score(result.model.SerializeToString())
         keys = TASK_KEYS.get(task or "", ())

@@ -8,7 +8,7 @@ Outputs, beside OUT:
 Defaults, documented once here: precision fp32 (deploykit.precision.table.DEFAULT); no backend = the ready
 backend of highest rank in deploykit.backends.base.BACKENDS (TensorRT where a builder can be constructed, else
 ONNX Runtime); an explicit "auto" on a CPU builds every ready CPU backend's artifact and keeps the fastest,
-measured on the model (the `racer` deploykit.targets.race.racer_for gives; the artifact's suffix becomes the
+measured on the model (the `racer` deploykit.targets.race.choose_backend gives; the artifact's suffix becomes the
 winner's, e.g. OUT.xml); Q/DQ layout: the backend's entry; INT8 calibration method minmax on up to 64 inputs; FP16
 overflow scan on scikit-image's photographs when no --calib-data is given; accuracy-budget hold-out = a quarter
 of the data (1 to 8 inputs).
@@ -27,13 +27,14 @@ from typing import Any, Protocol
 import onnx
 
 import deploykit
-from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, resolve_backend
+from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, require_ready, resolve_backend
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, staged, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.passes import CalibrationOptions, PrecisionResult
 from deploykit.precision.table import (
+    DEFAULT,
     GraphRequest,
     Precision,
     check_build_options,
@@ -74,6 +75,7 @@ class BuildResult:
     precision_onnx: Path | None  # the FP16 / INT8 graph kept beside the artifact
     report: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the backend tells the user (Compiled.notes)
 
     @property
     def sidecar_path(self) -> Path:
@@ -94,7 +96,7 @@ class BuildResult:
         return {"path": str(self.path), "sidecar": str(self.sidecar_path), "backend": self.backend,
                 "backend_note": self.backend_note, "precision": self.precision,
                 "precision_onnx": str(self.precision_onnx) if self.precision_onnx else None,
-                "report": self.report, "seconds": round(self.seconds, 2)}
+                "report": self.report, "seconds": round(self.seconds, 2), "notes": self.notes}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BuildResult:
@@ -105,7 +107,8 @@ class BuildResult:
         return cls(path=path, sidecar=Sidecar.from_dict(sidecar) if sidecar else _empty_sidecar(data),
                    backend=str(data["backend"]), backend_note=str(data.get("backend_note", "")),
                    precision=str(data["precision"]), precision_onnx=Path(onnx_path) if onnx_path else None,
-                   report=dict(data.get("report") or {}), seconds=float(data.get("seconds", 0.0)))
+                   report=dict(data.get("report") or {}), seconds=float(data.get("seconds", 0.0)),
+                   notes=list(data.get("notes") or []))
 
 
 def _empty_sidecar(data: Mapping[str, Any]) -> Sidecar:
@@ -148,11 +151,11 @@ def build_artifact(
     onnx_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    precision: str | None = None,
-    backend: str | None = None,
+    precision: Precision = DEFAULT,
+    backend: Backend | None = None,
+    backend_note: str = "",
     calibration: CalibrationOptions | None = None,
-    keep_fp32: Sequence[str] = (),
-    keep_float: Sequence[str] = (),
+    keeps: Mapping[str, Sequence[str]] | None = None,
     fp16_io: bool = False,
     accuracy_budget: str | Sequence[str] | None = None,
     qdq_layout: str | None = None,
@@ -163,20 +166,22 @@ def build_artifact(
     source: onnx.ModelProto | None = None,
     racer: Racer | None = None,
 ) -> BuildResult:
-    """Build OUT from `onnx_path` at `precision` for `backend`; write the artifact, its sidecar and the
-    precision graph. `options` is the backend's typed options (e.g. TensorRTBuildOptions), None for its
-    defaults; `source` is the already loaded `onnx_path` (deploy loads it once); `racer` builds several backends'
-    artifacts and keeps one (deploykit.targets.race.racer_for). Raises a DeployKitError
-    (nothing half-written is left) when any step fails."""
+    """Build OUT from `onnx_path` at `precision` for `backend` (entries resolved by the caller: None is the
+    table's default, see the module docstring; `backend_note` says why it was chosen); write the artifact, its
+    sidecar and the precision graph. `keeps` maps a precision's keep_option to the nodes it keeps in higher
+    precision; `options` is the backend's typed options (e.g. TensorRTBuildOptions), None for its defaults;
+    `source` is the already loaded `onnx_path` (deploy loads it once); `racer` builds several backends'
+    artifacts and keeps one (deploykit.targets.race.choose_backend). Raises a DeployKitError (nothing
+    half-written is left) when any step fails."""
     say = progress or (lambda _m: None)
     started = time.perf_counter()
-    entry = precision_of(precision)
+    entry = precision
     budget = [accuracy_budget] if isinstance(accuracy_budget, str) else list(accuracy_budget or ())
-    keep = check_build_options(entry, keeps={"keep_fp32": keep_fp32, "keep_float": keep_float}, fp16_io=fp16_io,
-                               accuracy_budget=budget)
+    keep = check_build_options(entry, keeps=keeps or {}, fp16_io=fp16_io, accuracy_budget=budget)
     out_path = check_output_path(out, force=force)
     check_output_path(sidecar_path(out_path), force=force)
-    chosen, note = resolve_backend(backend)
+    chosen, note = (backend, backend_note) if backend is not None else resolve_backend(None)
+    require_ready(chosen)
     chosen.check_options(options)
     for companion in chosen.files(out_path)[1:]:
         check_output_path(companion, force=force)
@@ -193,7 +198,7 @@ def build_artifact(
         check_output_path(transformed, force=force)
         result = entry.graph_pass(GraphRequest(
             model, meta, source_sha, calibration or CalibrationOptions(), keep=keep, fp16_io=fp16_io, budget=budget,
-            layout=qdq_layout or chosen.qdq_layout, backend=chosen.name, threads=threads, progress=say))
+            layout=qdq_layout or chosen.qdq_layout, backend=chosen, threads=threads, progress=say))
     graph_precision = detect_precision(result.model if result is not None else model, meta)
     # The float model the precision graph was made from (the equalized one when the pass changed it).
     float_source = (result.float_model or model) if result is not None else None
@@ -222,7 +227,7 @@ def build_artifact(
     sidecar = Sidecar.from_dict(json.loads(json.dumps(sidecar.to_dict(), default=str)))  # as later loads see it
     return BuildResult(path=out_path, sidecar=sidecar, backend=chosen.name, backend_note=note,
                        precision=entry.name, precision_onnx=transformed, report=dict(sidecar.precision_report),
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, notes=list(compiled.notes))
 
 
 def _expected_bytes(model: onnx.ModelProto, result: PrecisionResult | None) -> int:

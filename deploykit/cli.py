@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from deploykit import __version__
-from deploykit.commands._options import JSON_PRINTED, JSON_WANTED
+from deploykit.commands import JSON_PRINTED, JSON_WANTED
 from deploykit.errors import (
     BAD_INPUT,
     BUG,

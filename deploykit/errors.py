@@ -93,6 +93,10 @@ class OutputExists(DeployKitError):
     """An output that exists already; pass --force to overwrite it."""
 
 
+class PluginError(DeployKitError):
+    """A package's deploykit entry point (a backend, precision or metric) that cannot be loaded or clashes."""
+
+
 class DiskFull(DeployKitError):
     """The disk (or quota) filled while writing: the message names the path, the free space and what is needed;
     nothing half-written is left."""

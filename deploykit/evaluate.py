@@ -68,8 +68,10 @@ def session_from_onnx(
     providers: Sequence[str] = ("cpu",),
     threads: int | None = None,
     optimization: str = "all",
+    disabled_optimizers: Sequence[str] = (),
 ) -> ort.InferenceSession:
-    """An InferenceSession on the named providers ("cpu", "cuda", "tensorrt" or ORT's own names)."""
+    """An InferenceSession on the named providers ("cpu", "cuda", "tensorrt" or ORT's own names), without the
+    graph optimizers named in `disabled_optimizers`."""
     wanted = [PROVIDER_ALIASES.get(p, p) for p in providers]
     have = available_providers()
     absent = [p for p in wanted if p not in have]
@@ -83,7 +85,7 @@ def session_from_onnx(
         raise InputError(f"ONNX model {model} does not exist")
     try:
         return ort.InferenceSession(source, sess_options=session_options(threads, optimization=optimization),
-                                    providers=wanted)
+                                    providers=wanted, disabled_optimizers=list(disabled_optimizers) or None)
     except Exception as exc:  # ORT raises its own unrelated exception types
         raise InputError(f"ONNX Runtime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
                          f"{str(exc).splitlines()[0]}") from exc

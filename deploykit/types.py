@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Task = Literal["segmentation", "saliency"]
+Task = Literal["segmentation", "saliency"]  # the names of TASKS, for type checking
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,33 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing()
+
+
+def _fits_segmentation(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 4
+
+
+def _fits_saliency(shape: tuple[int, ...]) -> bool:
+    return (len(shape) == 4 and shape[1] == 1) or len(shape) == 3
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """One task: which outputs are its predictions, and whether they are class scores (labelled: argmax label
+    maps, class maps from --head argmax, per-class damage, ground-truth masks) or maps drawn as they are."""
+
+    name: str
+    fits: Callable[[tuple[int, ...]], bool]  # an output of this shape is the task's prediction
+    labelled: bool
+
+
+# The one task table (Task above names the same for type checking); code asks an entry, never a name. It sits
+# here, at the bottom, so that every layer (io's masks for a server, metrics, parity, reports) can ask it.
+TASKS: dict[str, TaskEntry] = {t.name: t for t in (
+    TaskEntry("segmentation", _fits_segmentation, labelled=True),
+    TaskEntry("saliency", _fits_saliency, labelled=False),
+)}
+LABELLED = next(t for t in TASKS.values() if t.labelled)  # what a class map is a prediction of
 
 
 @dataclass(frozen=True)

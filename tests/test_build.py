@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from deploykit.backends.base import resolve_backend
+from deploykit.backends.base import backend_of, resolve_backend
 from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 from deploykit.build import build_artifact, precision_path
 from deploykit.errors import BackendUnavailable, CalibrationError, CheckFailed, ConfigConflict, OutputExists
@@ -18,6 +18,7 @@ from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import PRECISIONS
 from deploykit.targets.resolve import open_target
 from tests.fixtures.precision_models import export_user_model, photo_folder
 
@@ -76,8 +77,9 @@ def test_fp32_artifact_and_sidecar(workdir: Path, tmp_path: Path) -> None:
 
 def test_fp16_artifact(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "net.fp16.ort.onnx"
-    result = build_artifact(workdir / "net.onnx", out, precision="fp16",
-                            calibration=CalibrationOptions(data=str(workdir / "calib")), keep_fp32=["ConvTranspose"])
+    result = build_artifact(workdir / "net.onnx", out, precision=PRECISIONS["fp16"],
+                            calibration=CalibrationOptions(data=str(workdir / "calib")),
+                            keeps={"keep_fp32": ["ConvTranspose"]})
     graph = tmp_path / "net.fp16.onnx"
     assert result.precision_onnx == graph and graph.is_file()
     meta = read_metadata(onnx.load(str(graph)))
@@ -96,13 +98,13 @@ def test_fp16_artifact(workdir: Path, tmp_path: Path) -> None:
 def test_int8_artifact_with_cache(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "net.int8.ort.onnx"
     options = CalibrationOptions(data=str(workdir / "calib"), method="percentile", percentile=99.99)
-    first = build_artifact(workdir / "net.onnx", out, precision="int8", calibration=options)
+    first = build_artifact(workdir / "net.onnx", out, precision=PRECISIONS["int8"], calibration=options)
     calibration = first.sidecar.build_options["calibration"]
     assert calibration["cache_hit"] is False and Path(calibration["cache"]).is_file()
     assert first.report["quantized_nodes"] == 6 and first.report["qdq_layout"] == "inputs+outputs"
     graph = onnx.load(str(tmp_path / "net.int8.onnx")).graph
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 6
-    second = build_artifact(workdir / "net.onnx", out, precision="int8", calibration=options, force=True)
+    second = build_artifact(workdir / "net.onnx", out, precision=PRECISIONS["int8"], calibration=options, force=True)
     assert second.sidecar.build_options["calibration"]["cache_hit"] is True
     assert second.sidecar.precision_report["precision_onnx_sha256"] == first.report["precision_onnx_sha256"]
     reference, got = _outputs(workdir / "net.onnx", _x()), _outputs(out, _x())
@@ -112,7 +114,7 @@ def test_int8_artifact_with_cache(workdir: Path, tmp_path: Path) -> None:
 
 def test_int8_accuracy_budget(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "net.int8.ort.onnx"
-    result = build_artifact(workdir / "net.onnx", out, precision="int8",
+    result = build_artifact(workdir / "net.onnx", out, precision=PRECISIONS["int8"],
                             calibration=CalibrationOptions(data=str(workdir / "calib"), holdout=2),
                             accuracy_budget="cosine>=0.9995")
     budget = result.report["budget"]
@@ -127,12 +129,12 @@ def test_int8_accuracy_budget(workdir: Path, tmp_path: Path) -> None:
 def test_fp16_accuracy_budget_keeps_float32(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "net.fp16.ort.onnx"
     options = CalibrationOptions(data=str(workdir / "calib"), holdout=2)
-    easy = build_artifact(workdir / "net.onnx", out, precision="fp16", calibration=options,
+    easy = build_artifact(workdir / "net.onnx", out, precision=PRECISIONS["fp16"], calibration=options,
                           accuracy_budget=["cosine>=0.5"])
     unrestricted = easy.report["budget"]["unrestricted"]["cosine"]
     assert easy.report["budget"]["kept"] == [] and 0.999 < unrestricted < 1.0
     wanted = unrestricted + (1.0 - unrestricted) / 2  # halve float16's error: some nodes must stay float32
-    result = build_artifact(workdir / "net.onnx", out, precision="fp16", calibration=options,
+    result = build_artifact(workdir / "net.onnx", out, precision=PRECISIONS["fp16"], calibration=options,
                             accuracy_budget=[f"cosine>={wanted!r}"], force=True)
     budget = result.report["budget"]
     assert budget["reached"]["cosine"] >= wanted and budget["kept"]
@@ -143,11 +145,11 @@ def test_fp16_accuracy_budget_keeps_float32(workdir: Path, tmp_path: Path) -> No
 def test_failures_are_clear(workdir: Path, tmp_path: Path) -> None:
     source = workdir / "net.onnx"
     with pytest.raises(CalibrationError, match="INT8 needs calibration data"):
-        build_artifact(source, tmp_path / "a.onnx", precision="int8")
+        build_artifact(source, tmp_path / "a.onnx", precision=PRECISIONS["int8"])
     with pytest.raises(ConfigConflict, match="--fp16 builds only"):
-        build_artifact(source, tmp_path / "a.onnx", precision="int8", keep_fp32=["Conv"])
+        build_artifact(source, tmp_path / "a.onnx", precision=PRECISIONS["int8"], keeps={"keep_fp32": ["Conv"]})
     with pytest.raises(ConfigConflict, match="--int8 builds only"):
-        build_artifact(source, tmp_path / "a.onnx", precision="fp16", keep_float=["Conv"])
+        build_artifact(source, tmp_path / "a.onnx", precision=PRECISIONS["fp16"], keeps={"keep_float": ["Conv"]})
     with pytest.raises(ConfigConflict, match="--fp16 and --int8"):
         build_artifact(source, tmp_path / "a.onnx", accuracy_budget="cosine>=0.9")
     (tmp_path / "exists.onnx").write_bytes(b"")
@@ -155,8 +157,8 @@ def test_failures_are_clear(workdir: Path, tmp_path: Path) -> None:
         build_artifact(source, tmp_path / "exists.onnx")
     if not tensorrt_status().ready:
         with pytest.raises(BackendUnavailable, match="--backend onnxruntime"):
-            build_artifact(source, tmp_path / "a.plan", backend="tensorrt")
+            build_artifact(source, tmp_path / "a.plan", backend=backend_of("tensorrt"))
     with pytest.raises(CheckFailed, match="no assignment reaches"):
-        build_artifact(source, tmp_path / "b.onnx", precision="int8", accuracy_budget="cosine>=0.99999999",
+        build_artifact(source, tmp_path / "b.onnx", precision=PRECISIONS["int8"], accuracy_budget="cosine>=0.99999999",
                        calibration=CalibrationOptions(data=str(workdir / "calib"), max_kept=0))
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()

@@ -1,6 +1,6 @@
-"""One table per axis: no backend, precision or metric name is compared with a string literal outside its own
-entry (deploykit.backends.base.BACKENDS and the backend's folder, deploykit.precision.table.PRECISIONS,
-deploykit.metrics.table.METRICS), and the tables are complete."""
+"""One table per axis: no backend, precision, metric or task name is compared with a string literal outside its
+own entry (deploykit.backends.base.BACKENDS and the backend's folder, deploykit.precision.table.PRECISIONS,
+deploykit.metrics.table.METRICS, deploykit.types.TASKS), and the tables are complete."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import pytest
 from deploykit.backends.base import BACKENDS, BENCH_CHOICES, resolve_backend
 from deploykit.metrics.table import METRICS, parse_condition
 from deploykit.precision.table import PRECISIONS
+from deploykit.types import TASKS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "deploykit"
 NAMES = {
     "backend": (set(BACKENDS) | set(BENCH_CHOICES), {"backends/base.py"}),
     "precision": (set(PRECISIONS), {"precision/table.py"}),
     "metric": (set(METRICS), {"metrics/table.py"}),
+    "task": (set(TASKS), {"types.py"}),
 }
 
 
@@ -93,3 +95,43 @@ def test_one_parser_serves_gates_and_budgets() -> None:
     assert parse_term("mIoU>=0.9", "segmentation").metric == "miou"
     with pytest.raises(ValueError, match="unknown metric"):
         parse_condition("accuracy>=0.9")
+
+
+def test_every_metric_entry_computes_itself() -> None:
+    for metric in METRICS.values():
+        assert (metric.compute is None) != (metric.derive is None), metric.name  # one way to get its value
+        assert metric.task is None or metric.task in TASKS, metric.name
+
+
+def test_availability_is_probed_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploykit.backends import base
+
+    entry = next(b for b in BACKENDS.values() if not b.reference)
+    module = entry.load()
+    calls: list[int] = []
+    real = module.availability
+    monkeypatch.setattr(base, "_PROBED", {})
+    monkeypatch.setattr(module, "availability", lambda: calls.append(1) or real())
+    first, again = entry.availability(), entry.availability()
+    assert first is again and calls == [1]
+    base.forget_availability()
+    entry.availability()
+    assert calls == [1, 1]
+
+
+def test_choice_lists_and_defaults_come_from_the_tables() -> None:
+    from click.testing import CliRunner
+
+    from deploykit.cli import cli
+
+    runner = CliRunner()
+    build = runner.invoke(cli, ["build-engine", "--help"]).output
+    for entry in PRECISIONS.values():
+        assert entry.flag in build and (not entry.keep_option or f"--{entry.keep_option.replace('_', '-')}" in build)
+    for entry in BACKENDS.values():
+        for option in entry.options_group():  # each backend's own group, from its entry
+            assert option.flag in build, option.flag
+    bench = " ".join(runner.invoke(cli, ["bench", "run", "--help"]).output.split())
+    assert all(choice in bench for choice in BENCH_CHOICES)
+    parity = " ".join(runner.invoke(cli, ["parity", "--help"]).output.split())
+    assert all(f"{p.name} {p.localize_tolerance:g}" in parity for p in PRECISIONS.values())

@@ -1,1 +1,1 @@
-"""Runners: one interface over torch, ONNX Runtime and TensorRT."""
+"""Backends only: the table and protocol (base.py: BACKENDS, Availability, Compiled) and one folder per backend."""

@@ -4,7 +4,9 @@ The backend protocol: a backend is a folder deploykit/backends/<name>/ whose `ba
 only when the entry is used) defines
 - `availability() -> Availability`: whether it can run here, and why not (probe what fails, not the import:
   TensorRT imports without a driver but cannot construct a builder);
-- `Options`: its typed compile-options dataclass (or None when it takes none), built by the command;
+- `Options`: its typed compile-options dataclass (or None when it takes none), made by the command with
+  `Options.from_cli(**given)` from its option group `OPTIONS` (CliOption: the CLI knows no backend's options,
+  each backend owns a group, as Polygraphy's argument groups);
 - `preflight(model, source) -> None`: raise a DeployKitError on a graph it cannot compile, before a slow
   precision pass (a no-op for most);
 - `as_deployed(model, *, threads, optimize, float_source) -> ModelProto`: the graph as its artifact would compute
@@ -15,12 +17,16 @@ only when the entry is used) defines
   `float_source` is the float model the precision graph was made from (the ModelProto the build has loaded; None
   for an fp32 build): a lowering may re-derive weights from it rather than from INT8 codes;
 - `open(artifact, sidecar, *, providers, threads) -> Runner`: a Runner for a built artifact (not yet entered).
-plus ONE `Backend` entry in `BACKENDS` below with its static facts: among them the files that travel with
+plus ONE `Backend` entry in `BACKENDS` below (or, from another package, an entry point `deploykit.backends`
+naming one: deploykit.plugins) with its static facts: among them the files that travel with
 the artifact (`companions`: OpenVINO's .bin beside its .xml), which the build checks and cleans up and Triton
 packaging copies; Triton's `platform` or, for a backend Triton serves through a backend rather than a platform,
 `triton_backend`; and whether the artifact carries the model's metadata itself (`self_describing`: a bare file
-opens without a sidecar and its Runner's `metadata()` answers). Nothing else names a backend: commands,
-deploy, targets, bench, Triton packaging and doctor ask this table (tests/test_one_house.py greps for literals).
+opens without a sidecar and its Runner's `metadata()` answers); what differs in how a backend computes (the
+ONNX Runtime optimizations it lacks, which the accuracy-budget search leaves out when it scores its graphs),
+its lint target, the precisions the kernel sweep times on it. Nothing else names a backend: commands, deploy,
+targets, bench, Triton packaging and doctor ask this table (tests/test_one_house.py greps for literals).
+Availability is probed once per process (`Backend.availability`; TensorRT's probe constructs a builder).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any, Literal
 from deploykit.errors import BackendUnavailable, ConfigConflict
 from deploykit.io.metadata import external_data_files
 from deploykit.io.sidecar import Sidecar, sidecar_path, verify_sidecar
+from deploykit.plugins import with_plugins
 from deploykit.runner import Runner
 
 State = Literal["ready", "unusable", "not installed"]
@@ -68,6 +75,24 @@ class Compiled:
     device: Mapping[str, Any]
     build_options: Mapping[str, Any]
     artifact_sha256: str = ""  # "" when the caller should hash the artifact itself
+    notes: tuple[str, ...] = ()  # what the build tells the user besides progress (TensorRT's precision audit)
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """One option of a backend's command-line group (its module's `OPTIONS`); deploykit.commands turns it into
+    a click option and passes the given values to the backend's `Options.from_cli` under `dest`."""
+
+    flag: str  # "--min-shape"
+    dest: str  # the from_cli keyword
+    help: str
+    kind: Literal["text", "int", "float", "file", "flag", "choice"] = "text"
+    multiple: bool = False
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    low: float | None = None  # bounds of an int or float
+    high: float | None = None
+    low_open: bool = False  # the low bound itself is not allowed
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,9 @@ class Backend:
     triton_kind: str = "KIND_CPU"
     qdq_layout: str = "inputs+outputs"  # default INT8 Q/DQ placement; see deploykit.calib.qdq
     lint_target: str = ""  # the deploykit.graph.lint target its precision graphs are checked against ("": none)
+    # ONNX Runtime optimizers it does not apply: scoring its graphs (accuracy budgets) leaves them out
+    scored_without: tuple[str, ...] = ()
+    kernel_precisions: tuple[str, ...] = ()  # what `bench kernels` times on it (deploykit.bench.kernel_graphs)
     artifact: str = "artifact"  # what its artifact is called in messages ("engine")
     ready_note: str = "found ready"  # why auto chose it
     auto_rank: int = 0  # `--backend auto` takes the ready backend of highest rank (0: never chosen by auto)
@@ -114,8 +142,22 @@ class Backend:
             raise BackendUnavailable(f"the {self.name} backend cannot be loaded here: {exc}") from exc
 
     def availability(self) -> Availability:
-        probe: Callable[[], Availability] = self.load().availability
-        return probe()
+        """Probed once per process (forget_availability() starts over, for tests that swap a package)."""
+        if self.name not in _PROBED:
+            probe: Callable[[], Availability] = self.load().availability
+            _PROBED[self.name] = probe()
+        return _PROBED[self.name]
+
+    def options_group(self) -> tuple[CliOption, ...]:
+        """Its command-line options (none for a backend without Options)."""
+        return tuple(getattr(self.load(), "OPTIONS", ()))
+
+    def options_from_cli(self, given: Mapping[str, Any]) -> object | None:
+        """Its typed Options from the values given on the command line (None when none was given)."""
+        if not given:
+            return None
+        made: object = self.load().Options.from_cli(**given)
+        return made
 
     def check_options(self, options: object | None) -> None:
         """Fail clearly when another backend's options are given to this one."""
@@ -147,29 +189,42 @@ class Backend:
         return runner
 
 
-BACKENDS: dict[str, Backend] = {
+_PROBED: dict[str, Availability] = {}
+
+
+def forget_availability() -> None:
+    """Probe again on the next `availability()` (a test that installs or removes a package)."""
+    _PROBED.clear()
+
+
+BACKENDS: dict[str, Backend] = with_plugins("deploykit.backends", Backend, {
     backend.name: backend
     for backend in (
         Backend("torch", "deploykit.backends.torch", "PyTorch eager on CPU (the reference)", "PyTorch",
-                reference=True, bench_choices={"torch": ()}),
+                reference=True, bench_choices={"torch": ()}, kernel_precisions=("fp32",)),
         Backend("onnxruntime", "deploykit.backends.onnxruntime.backend",
                 "ONNX Runtime (CPU; CUDA/TensorRT EPs with onnxruntime-gpu)", "ONNX Runtime",
                 suffix=".ort.onnx", suffixes=(".onnx", ".ort"), runs_onnx=True, triton_platform="onnxruntime_onnx",
                 triton_file="model.onnx", qdq_layout="inputs+outputs", auto_rank=1, artifact="optimized model",
-                bench_choices={"onnxruntime": ("cpu",), "onnxruntime-cuda": ("cuda",)}),
+                bench_choices={"onnxruntime": ("cpu",), "onnxruntime-cuda": ("cuda",)},
+                kernel_precisions=("fp32", "fp16", "int8", "int8u8")),
         Backend("tensorrt", "deploykit.backends.tensorrt.backend", "TensorRT engines on NVIDIA GPUs", "TensorRT",
                 suffix=".plan", suffixes=(".plan", ".engine", ".trt"), device="gpu", triton_platform="tensorrt_plan",
                 triton_file="model.plan", triton_kind="KIND_GPU", qdq_layout="inputs", auto_rank=2, artifact="engine",
-                lint_target="tensorrt",
-                ready_note="found a working builder",
-                bench_choices={"tensorrt": ()}),
+                # ONNX Runtime's WeightBiasQuantization turns a float bias into INT32 with scale input_scale x
+                # weight_scale; TensorRT keeps biases float, and with float16 scales the pass underflows (trained
+                # DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out images: pixel agreement 0.878 with
+                # the pass, 0.944 without it or with no optimization at all)
+                lint_target="tensorrt", scored_without=("WeightBiasQuantization",),
+                ready_note="found a working builder", bench_choices={"tensorrt": ()},
+                kernel_precisions=("fp32", "fp16", "int8")),
         Backend("openvino", "deploykit.backends.openvino.backend",
                 "OpenVINO IR on its CPU plugin (pip install 'deploykit[openvino]')", "OpenVINO",
                 suffix=".xml", suffixes=(".xml",), companions=(".bin",), triton_backend="openvino",
                 triton_file="model.xml", qdq_layout="inputs+outputs", auto_rank=1, artifact="IR",
                 self_describing=True, bench_choices={"openvino": ()}),
     )
-}
+})
 REFERENCE = next(b for b in BACKENDS.values() if b.reference)
 ONNX_RUNNER = next(b for b in BACKENDS.values() if b.runs_onnx)  # what runs a plain .onnx file
 COMPILERS = tuple(name for name, b in BACKENDS.items() if not b.reference)  # what build-engine can target
@@ -218,6 +273,16 @@ def backend_of(name: str, *, what: str = "backend") -> Backend:
     return BACKENDS[name]
 
 
+def require_ready(entry: Backend) -> Availability:
+    """Its availability, or BackendUnavailable saying what to build with instead."""
+    state = entry.availability()
+    if not state.ready:
+        fallback = max((b for b in BACKENDS.values() if b.auto_rank and b.device == "cpu"), key=lambda b: b.auto_rank)
+        raise BackendUnavailable(f"{entry.title} is {state.state} here ({state.reason}); build with "
+                                 f"--backend {fallback.name}, or on a machine where {entry.title} is ready")
+    return state
+
+
 def resolve_backend(backend: str | None) -> tuple[Backend, str]:
     """(backend, one-line reason). "auto" (the default) takes the ready backend of highest `auto_rank`:
     TensorRT only where a builder can be constructed, else ONNX Runtime (the embedded default)."""
@@ -226,13 +291,7 @@ def resolve_backend(backend: str | None) -> tuple[Backend, str]:
         if chosen not in COMPILERS:
             raise ConfigConflict(f"unknown backend {chosen!r}; choose one of auto, {', '.join(COMPILERS)}")
         entry = BACKENDS[chosen]
-        state = entry.availability()
-        if not state.ready:
-            fallback = max((b for b in BACKENDS.values() if b.auto_rank and b.device == "cpu"),
-                           key=lambda b: b.auto_rank)
-            raise BackendUnavailable(f"{entry.title} is {state.state} here ({state.reason}); build with "
-                                     f"--backend {fallback.name}, or on a machine where {entry.title} is ready")
-        return entry, f"{entry.title} {state.version} (asked for)".replace("  ", " ")
+        return entry, f"{entry.title} {require_ready(entry).version} (asked for)".replace("  ", " ")
     passed: list[str] = []
     for entry in sorted((b for b in BACKENDS.values() if b.auto_rank), key=lambda b: -b.auto_rank):
         state = entry.availability()

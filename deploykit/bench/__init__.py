@@ -1,2 +1,2 @@
 """Benchmarks: latency statistics (stats.py), the timing harness (harness.py), measured machine peaks
-(roofline.py), multiply-add counts of ONNX graphs (macs.py), kernel sweeps (kernels.py) and plots (plots.py)."""
+(roofline.py), what bench times (runners.py), a run and its report (run.py) and kernel sweeps (kernels.py)."""

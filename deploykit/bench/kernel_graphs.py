@@ -29,10 +29,24 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch.nn import functional as F
 
+from deploykit.precision.table import PRECISIONS
+
 OPSET = 18
-ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int8u8": 1}
-_ONNX_TYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "int8": TensorProto.INT8}
-_NP_TYPES = {"fp32": np.float32, "fp16": np.float16, "int8": np.int8}
+UNSIGNED = "int8u8"  # the sweep's own variant beside the precisions of the table (module docstring)
+
+
+def element_type(variant: str) -> int:
+    """The ONNX element type a variant's graph computes in: its precision entry's, uint8 for int8u8."""
+    return TensorProto.UINT8 if variant == UNSIGNED else PRECISIONS[variant].element_type
+
+
+def element_bytes(variant: str) -> int:
+    return int(np.dtype(helper.tensor_dtype_to_np_dtype(element_type(variant))).itemsize)
+
+
+def is_float(variant: str) -> bool:
+    """Whether a variant's graph is a float chain (float_graph) rather than a Q/DQ one (int8_graph)."""
+    return bool(np.issubdtype(helper.tensor_dtype_to_np_dtype(element_type(variant)), np.floating))
 INPUT_RANGE = 4.0  # activations are quantized over +-4 (4 standard deviations of the inputs)
 
 
@@ -59,7 +73,7 @@ class ConvOp:
     def bytes_moved(self, size: int, precision: str, batch: int = 1) -> int:
         """Minimum traffic: read input and weights once, write the output once."""
         elements = batch * size * size * (self.cin + self.cout) + math.prod(self.weight_shape())
-        return elements * ELEMENT_BYTES[precision]
+        return elements * element_bytes(precision)
 
 
 @dataclass
@@ -88,7 +102,7 @@ def _conv_node(op: ConvOp, x: str, w: str, b: str, y: str) -> onnx.NodeProto:
 def float_graph(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], size: int, precision: str = "fp32",
                 batch: int = 1) -> onnx.ModelProto:
     """The chain of convolutions in fp32 or fp16 throughout."""
-    dtype = _NP_TYPES[precision]
+    dtype = helper.tensor_dtype_to_np_dtype(element_type(precision))
     nodes, inits = [], []
     current = "x"
     for i, (op, wts) in enumerate(zip(ops, weights, strict=True)):
@@ -97,7 +111,7 @@ def float_graph(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], size: int
                   numpy_helper.from_array(wts.bias.astype(dtype), f"b{i}")]
         nodes.append(_conv_node(op, current, f"w{i}", f"b{i}", out))
         current = out
-    return _model(nodes, inits, ops, size, batch, _ONNX_TYPES[precision], f"conv chain {precision}")
+    return _model(nodes, inits, ops, size, batch, element_type(precision), f"conv chain {precision}")
 
 
 def weight_scales(weight: np.ndarray, levels: int = 127) -> np.ndarray:
@@ -158,7 +172,7 @@ def int8_graph(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], size: int,
         nodes.append(helper.make_node("QuantizeLinear", [f"yf{i}", f"so{i}", f"zo{i}"], [out]))
         current = out
     elem = TensorProto.UINT8 if unsigned else TensorProto.INT8
-    return _model(nodes, inits, ops, size, batch, elem, f"conv chain {'int8u8' if unsigned else 'int8'} Q/DQ")
+    return _model(nodes, inits, ops, size, batch, elem, f"conv chain {UNSIGNED if unsigned else 'int8'} Q/DQ")
 
 
 def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], ops: Sequence[ConvOp], size: int,

@@ -21,19 +21,21 @@ on a quiet machine; `deploykit bench kernels -o k.json` records its own duration
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnx import helper
 
-from deploykit.backends.base import BACKENDS
-from deploykit.backends.tensorrt import build as trt_backend
+from deploykit.backends.base import BACKENDS, Backend
 from deploykit.bench import kernel_graphs as kg
-from deploykit.bench.harness import TimingConfig, pool_size, time_calls
+from deploykit.bench.harness import pool_size
+from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
+from deploykit.bench.load import LoadProbe
 from deploykit.bench.roofline import (
     Peaks,
     best_of,
@@ -43,15 +45,16 @@ from deploykit.bench.roofline import (
     spread_warning,
     torch_threads,
 )
-from deploykit.bench.run import busy_warning, environment_manifest, load_average
+from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
+from deploykit.build import build_artifact
 from deploykit.errors import BackendUnavailable
-from deploykit.evaluate import session_from_onnx
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
 
+SUITES = ("dilated", "separable")
 RATES = (1, 2, 4, 6, 12, 18, 24, 36)
 QUICK_RATES = (1, 2, 6, 12, 24)
 # (name, cin, cout, feature size) at 513x513 input
@@ -76,8 +79,8 @@ SEPARABLE_SHAPES = (
     ("Xception-65 exit (1536 -> 2048, rate 2)", 1536, 2048, 33, 2),
 )
 QUICK_SEPARABLE = ("MobileNetV2 block 4 (384 -> 64)", "Xception-65 middle (728 -> 728)")
-VARIANTS = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
-            ("onnxruntime", "int8u8"), ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8"))
+# (backend, precision) pairs, from each backend entry's kernel_precisions
+VARIANTS = tuple((b.name, p) for b in BACKENDS.values() for p in b.kernel_precisions)
 QUICK_CONFIG = TimingConfig(warmup_s=0.05, duration_s=0.25, min_iterations=3, min_warmup_iterations=1)
 FULL_CONFIG = TimingConfig(warmup_s=0.2, duration_s=1.0, min_iterations=5, min_warmup_iterations=2)
 
@@ -105,7 +108,7 @@ class KernelCase:
         return f"{self.shape}: {self.variant} {self.cin}->{self.cout} @{self.size}{rate}"
 
 
-def plan_cases(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable")) -> list[KernelCase]:
+def plan_cases(*, quick: bool = False, suites: Sequence[str] = SUITES) -> list[KernelCase]:
     cases = []
     if "dilated" in suites:
         for name, cin, cout, size in DILATED_SHAPES:
@@ -170,9 +173,6 @@ def _float_inputs(case: KernelCase, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
 
 
-Step = Callable[[int], object]
-
-
 def _torch_step(ops: Sequence[kg.ConvOp], weights: Sequence[kg.ConvWeights], inputs: Sequence[np.ndarray]) -> Step:
     import torch
 
@@ -185,41 +185,38 @@ def _torch_step(ops: Sequence[kg.ConvOp], weights: Sequence[kg.ConvWeights], inp
     return step
 
 
-FLOAT_DTYPES = {"fp32": np.float32, "fp16": np.float16}  # the kernel sweep's float precisions
-
-
 def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeights],
                 inputs: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
     ops = case.ops()
-    if precision in FLOAT_DTYPES:
-        dtype = FLOAT_DTYPES[precision]
+    if kg.is_float(precision):
+        dtype = helper.tensor_dtype_to_np_dtype(kg.element_type(precision))
         return kg.float_graph(ops, weights, case.size, precision).SerializeToString(), [x.astype(dtype)
                                                                                            for x in inputs]
-    unsigned = precision == "int8u8"
+    unsigned = precision == kg.UNSIGNED
     scales = kg.calibrate_scales(ops, weights, inputs[0], unsigned=unsigned)
     model = kg.int8_graph(ops, weights, case.size, scales, unsigned=unsigned)
     quantized = [kg.quantize(x, scales[0]) for x in inputs]
     return model.SerializeToString(), [kg.as_unsigned(q) for q in quantized] if unsigned else quantized
 
 
-def _ort_step(model: bytes, feeds: Sequence[np.ndarray], threads: int | None) -> Step:
-    session = session_from_onnx(model, threads=threads)
-    return lambda i: session.run(None, {"x": feeds[i % len(feeds)]})
-
-
-def _tensorrt_step(model: bytes, feeds: Sequence[np.ndarray], folder: str, stack: ExitStack) -> Step:
-    """Build an engine from the one-op graph with the TensorRT helper's loader and time its runner."""
-    onnx_path = os.path.join(folder, "kernel.onnx")
-    with open(onnx_path, "wb") as handle:
-        handle.write(model)
-    engine = os.path.join(folder, "kernel.plan")
-    trt_backend.engine_from_onnx(onnx_path, engine, trt_backend.TensorRTBuildOptions(), force=True, progress=None)
-    runner = stack.enter_context(trt_backend.TensorRTRunner.from_artifact(engine))
+def _backend_step(entry: Backend, model: bytes, feeds: Sequence[np.ndarray], threads: int | None, folder: str,
+                  stack: ExitStack, tag: str) -> Step:
+    """The backend's Runner on the one-op graph: the graph itself for a backend that runs ONNX, else the artifact
+    it builds from it (the build-engine path); a runner with `infer_timed` (TensorRT) reports its GPU phases.
+    `tag` names the files: a case's variants are open together, timed round-robin."""
+    graph = Path(folder) / f"kernel-{tag}.onnx"
+    graph.write_bytes(model)
+    if entry.runs_onnx:
+        runner = stack.enter_context(entry.open(graph, None, threads=threads))
+    else:
+        built = build_artifact(graph, Path(folder) / f"kernel-{tag}{entry.suffix}", backend=entry, threads=threads,
+                               force=True)
+        runner = stack.enter_context(entry.open(built.path, built.sidecar, threads=threads))
     name = runner.input_specs()[0].name
     timed = getattr(runner, "infer_timed", None)
     if callable(timed):
         return lambda i: timed({name: feeds[i % len(feeds)]})
-    return lambda i: runner.infer({name: feeds[i % len(feeds)]})
+    return lambda i: runner.infer_unchecked({name: feeds[i % len(feeds)]})
 
 
 @dataclass(frozen=True)
@@ -254,7 +251,7 @@ def available_variants(backends: Sequence[str] | None,
     """The (backend, precision) pairs to run, and the requested ones that cannot run here, with why."""
     wanted = [(b, p) for b, p in VARIANTS if (not backends or b in backends) and (not precisions or p in precisions)]
     skipped: list[Skipped] = []
-    for name in dict.fromkeys(b for b, _ in wanted if BACKENDS[b].device == "gpu"):
+    for name in dict.fromkeys(b for b, _ in wanted):
         status = BACKENDS[name].availability()
         if not status.ready:
             wanted = [(b, p) for b, p in wanted if b != name]
@@ -265,30 +262,31 @@ def available_variants(backends: Sequence[str] | None,
 
 def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], config: TimingConfig,
            threads: int | None, peaks: Peaks, say: Progress, skipped: list[Skipped], seed: int) -> list[Timed]:
+    """Per case, every variant that runs it, timed round-robin (deploykit.bench.interleave)."""
     timed: list[Timed] = []
     broken: set[tuple[str, str]] = set()
-    total = len(cases) * len(variants)
-    done = 0
     with scratch_folder("deploykit-kernels-") as folder, torch_threads(threads):
-        for case in cases:
+        for number, case in enumerate(cases, start=1):
+            say(Progressed("kernel sweep (shapes)", number - 1, len(cases)))
             weights = kg.random_weights(case.ops(), seed)
             inputs = _float_inputs(case, seed + 1)
-            for backend, precision in variants:
-                done += 1
-                say(Progressed("kernel sweep (runs)", done, total))
-                if (backend, precision) in broken:
+            with ExitStack() as stack:
+                steps: dict[tuple[str, str], Step] = {}
+                for variant in (v for v in variants if v not in broken):
+                    try:
+                        steps[variant] = _make_step(case, *variant, weights, inputs, threads, str(folder), stack)
+                        steps[variant](0)  # fails now, before the others are timed
+                    except BackendUnavailable as exc:  # a backend that cannot run here cannot run the other cases
+                        # Anything else is a kernel graph the backend refuses, i.e. a bug in these graphs: it is
+                        # raised, not skipped (an INT32 bias once hid every TensorRT INT8 row behind a "skipped").
+                        steps.pop(variant, None)
+                        broken.add(variant)
+                        skipped.append(Skipped(" ".join(variant), f"{type(exc).__name__}: "
+                                                                  f"{str(exc).strip().splitlines()[0][:200]}"))
+                if not steps:
                     continue
-                try:
-                    with ExitStack() as stack:
-                        step = _make_step(case, backend, precision, weights, inputs, threads, str(folder), stack)
-                        timing = time_calls(step, config)
-                except BackendUnavailable as exc:  # a backend that cannot run here cannot run the other cases
-                    # Anything else is a kernel graph the backend refuses, i.e. a bug in these graphs: it is raised,
-                    # not skipped (an INT32 bias once hid every TensorRT INT8 row behind a "skipped").
-                    broken.add((backend, precision))
-                    skipped.append(Skipped(f"{backend} {precision}", f"{type(exc).__name__}: "
-                                                                     f"{str(exc).strip().splitlines()[0][:200]}"))
-                    continue
+                run = time_interleaved({" ".join(v): step for v, step in steps.items()}, config)
+            for (backend, precision), timing in zip(steps, run.timings.values(), strict=True):
                 # On a GPU the kernel is its compute time (CUDA events); transfers are not the kernel's.
                 gpu = timing.phases_ms.get("compute")
                 timed.append(Timed(case, backend, precision, gpu or timing.samples_ms,
@@ -296,10 +294,11 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                 result = _result(timed[-1], peaks)
                 say(f"{case.describe()}: {backend} {precision} {result.median_ms:.2f} ms, "
                     f"{result.gflops:.1f} GFLOP/s, {result.efficiency_percent:.0f}% of roofline")
+        say(Progressed("kernel sweep (shapes)", len(cases), len(cases)))
     return timed
 
 
-def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "separable"),
+def run_kernels(*, quick: bool = False, suites: Sequence[str] = SUITES,
                 backends: Sequence[str] | None = None, precisions: Sequence[str] | None = None,
                 threads: int | None = None, config: TimingConfig | None = None,
                 progress: Progress | None = None, seed: int = 0) -> KernelReport:
@@ -307,17 +306,17 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
     TensorRT kernels are measured against the GPU's peaks (measured with torch on CUDA) when torch sees one."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    load_before = load_average()
+    probe = LoadProbe()
     config = config or (QUICK_CONFIG if quick else FULL_CONFIG)
     variants, skipped = available_variants(backends, precisions)
-    say(f"measuring this machine's fp32 GEMM and memory-copy peaks ({threads or 'default'} threads)")
+    say(f"{PEAKS_MESSAGE} ({threads or 'default'} threads, before and after)")
     peaks = measure_peaks(threads, quick=quick)
     say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
     gpu = measure_gpu_peaks(quick=quick) if any(BACKENDS[b].device == "gpu" for b, _ in variants) else None
     timed = _sweep(plan_cases(quick=quick, suites=suites), variants, config, threads, peaks, say, skipped, seed)
-    say("measuring the peaks again")
+    load = probe.stop()
     after = measure_peaks(threads, quick=quick)
-    warnings = [w for w in (busy_warning(load_before), spread_warning(peaks, after)) if w]
+    warnings = [w for w in (load.warning(), spread_warning(peaks, after)) if w]
     if any(BACKENDS[t.backend].device == "gpu" for t in timed) and gpu is None:
         warnings.append("torch sees no CUDA device, so TensorRT kernels are set against the CPU's peaks: their "
                         "efficiencies mean nothing")
@@ -326,7 +325,7 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = ("dilated", "sep
     peaks = best_of(peaks, after)
     results = [_result(t, gpu if gpu is not None and BACKENDS[t.backend].device == "gpu" else peaks) for t in timed]
     return KernelReport(results=results, skipped=skipped, peaks=peaks.to_dict(),
-                        environment=environment_manifest(threads, load_before),
+                        environment=environment_manifest(threads, load),
                         config={**config.to_dict(), "quick": quick, "suites": list(suites)},
                         seconds=time.perf_counter() - started, notes=NOTES + warnings,
                         gpu_peaks=gpu.to_dict() if gpu else None)
@@ -347,6 +346,4 @@ def _make_step(case: KernelCase, backend: str, precision: str, weights: Sequence
     if BACKENDS[backend].reference:
         return _torch_step(case.ops(), weights, inputs)
     model, feeds = _onnx_model(case, precision, weights, inputs)
-    if BACKENDS[backend].runs_onnx:
-        return _ort_step(model, feeds, threads)
-    return _tensorrt_step(model, feeds, folder, stack)
+    return _backend_step(BACKENDS[backend], model, feeds, threads, folder, stack, f"{backend}-{precision}")

@@ -71,6 +71,7 @@ from deploykit.graph.tensors import (
 from deploykit.io.metadata import write_observed_ranges
 
 QMAX = 127
+LAYOUTS = ("inputs", "inputs+outputs")  # Q/DQ placements (module docstring); each backend entry names its own
 SHAPE_ONLY = frozenset({"Shape", "Size"})  # ops that read a tensor's shape, not its values
 MIN_AMAX = 1e-8  # a tensor that was always zero still needs a positive scale
 

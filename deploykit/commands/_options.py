@@ -7,13 +7,16 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
 from tqdm import tqdm
 
-from deploykit.errors import DONE, Outcome
-from deploykit.types import Progressed, ProgressEvent
+from deploykit.backends.base import BACKENDS, Backend, CliOption
+from deploykit.commands import JSON_PRINTED
+from deploykit.errors import DONE, ConfigConflict, Outcome
+from deploykit.types import TASKS, Progressed, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,11 +35,68 @@ def model_source_options(func: F) -> F:
                      help="Unpickle --weights in full when it holds more than tensors, numbers, NumPy values and "
                           "containers (a class of the training code, a whole model): runs code the file names, "
                           "so only for files you trust."),
-        click.option("--task", type=click.Choice(["segmentation", "saliency"]), default=None,
+        click.option("--task", type=click.Choice(list(TASKS)), default=None,
                      help="Task of a user model (zoo models know theirs)."),
     ]):
         func = option(func)
     return func
+
+
+def _click_option(option: CliOption) -> Callable[[F], F]:
+    bounded = option.low is not None or option.high is not None
+    low, high = (None if v is None else int(v) for v in (option.low, option.high))
+    kinds: dict[str, Any] = {
+        "text": str, "flag": None, "file": click.Path(dir_okay=False), "choice": click.Choice(option.choices),
+        "int": click.IntRange(low, high, min_open=option.low_open) if bounded else int,
+        "float": FiniteFloatRange(option.low, option.high, min_open=option.low_open) if bounded else float}
+    if option.kind == "flag":
+        return click.option(option.flag, option.dest, is_flag=True, default=None, help=option.help)
+    return click.option(option.flag, option.dest, type=kinds[option.kind], multiple=option.multiple,
+                        default=None, metavar=option.metavar, help=option.help)
+
+
+def backend_option_groups(func: F) -> F:
+    """Every backend's own options (Backend.options_group, Polygraphy's argument groups): the command knows none
+    of them; `backend_options` sorts what was given back into the groups."""
+    for entry in reversed(BACKENDS.values()):
+        for option in reversed(entry.options_group()):
+            func = _click_option(option)(func)
+    return func
+
+
+@dataclass(frozen=True)
+class GivenOptions:
+    """The backend options given on the command line, by backend."""
+
+    by_backend: dict[str, dict[str, Any]]
+
+    @property
+    def files(self) -> list[str]:
+        """Given file options (a cache read if present, written after the work: checked before it starts)."""
+        kinds = {o.dest: o.kind for b in BACKENDS.values() for o in b.options_group()}
+        return [v for values in self.by_backend.values() for k, v in values.items() if kinds[k] == "file"]
+
+    def typed_for(self, backend: Backend) -> object | None:
+        """`backend`'s typed Options (None when none of its options was given); another backend's options
+        given too are a ConfigConflict, naming them."""
+        foreign = [f"--{k.replace('_', '-')}" for name, values in self.by_backend.items() if name != backend.name
+                   for k in values]
+        if foreign:
+            owners = sorted(BACKENDS[n].title for n in self.by_backend if n != backend.name)
+            raise ConfigConflict(f"{', '.join(foreign)}: {' and '.join(owners)} options do not apply to "
+                                 f"--backend {backend.name}")
+        return backend.options_from_cli(self.by_backend.get(backend.name, {}))
+
+
+def backend_options(values: dict[str, Any]) -> GivenOptions:
+    """The given values (not None, (), False) of the backends' option groups, by the backend owning each."""
+    by_backend: dict[str, dict[str, Any]] = {}
+    for entry in BACKENDS.values():
+        for option in entry.options_group():
+            value = values.get(option.dest)
+            if value not in (None, (), False):
+                by_backend.setdefault(entry.name, {})[option.dest] = value
+    return GivenOptions(by_backend)
 
 
 def json_option(func: F) -> F:
@@ -51,10 +111,6 @@ def given(**values: Any) -> dict[str, Any]:
     """The options the user gave (None means "not given"), to pass on as keywords so that the library's own
     defaults apply to the rest: a command never restates a library default."""
     return {name: value for name, value in values.items() if value is not None}
-
-
-JSON_WANTED = "deploykit.json_wanted"  # ctx.meta keys: --json given, and its document printed
-JSON_PRINTED = "deploykit.json_printed"
 
 
 def echo_json(data: Mapping[str, Any], outcome: Outcome = DONE) -> None:

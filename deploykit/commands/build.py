@@ -1,4 +1,5 @@
-"""`deploykit build-engine`: an ONNX model to an FP32/FP16/INT8 artifact for ONNX Runtime or TensorRT."""
+"""`deploykit build-engine`: an ONNX model to an artifact of any precision and backend in the tables; each
+backend's own options come from its entry (its option group), the precision flags and keep options from PRECISIONS."""
 
 from __future__ import annotations
 
@@ -6,73 +7,57 @@ from typing import Any
 
 import click
 
-from deploykit.backends.base import COMPILERS
-from deploykit.backends.tensorrt.audit import PrecisionAudit
-from deploykit.backends.tensorrt.build import TensorRTBuildOptions
+from deploykit.backends.base import BACKENDS, COMPILERS
 from deploykit.build import build_artifact
+from deploykit.calib.methods import DEFAULT_METHOD, METHODS
+from deploykit.calib.qdq import LAYOUTS
 from deploykit.commands._inputs import reads
-from deploykit.commands._options import at_least, echo_json, force_option, json_option, progress
+from deploykit.commands._options import (
+    at_least,
+    backend_option_groups,
+    backend_options,
+    echo_json,
+    force_option,
+    json_option,
+    progress,
+)
 from deploykit.io.outputs import check_output_path
+from deploykit.metrics.table import METRICS
+from deploykit.precision.int8_choices import INT8_FLOAT
 from deploykit.precision.int8_choices import describe as describe_int8
-from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.passes import SENSITIVITIES, CalibrationOptions
 from deploykit.precision.recovery import recovery_options
-from deploykit.precision.table import DEFAULT, PRECISIONS
+from deploykit.precision.table import DEFAULT, PRECISIONS, precision_of
 from deploykit.report.format import text_table
-from deploykit.targets.race import racer_for
-
-
-def tensorrt_options(func: Any) -> Any:
-    """--backend tensorrt options; each is passed on only when given (ONNX Runtime builds reject them)."""
-    for option in reversed([
-        click.option("--min-shape", "min_shape", multiple=True, metavar="NAME:NxCxHxW",
-                     help="TensorRT profile: smallest input shape (default 1 x C x H/2 x W/2 of the model's size)."),
-        click.option("--opt-shape", "opt_shape", multiple=True, metavar="NAME:NxCxHxW",
-                     help="TensorRT profile: the shape to tune for (default 1 x C x H x W)."),
-        click.option("--max-shape", "max_shape", multiple=True, metavar="NAME:NxCxHxW",
-                     help="TensorRT profile: largest input shape (default 4 x C x 2H x 2W)."),
-        click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=None, metavar="MIB",
-                     help="TensorRT workspace limit in MiB (default: TensorRT's, the GPU's memory)."),
-        click.option("--builder-optimization-level", "optimization_level", type=click.IntRange(0, 5), default=None,
-                     help="TensorRT builder optimization level 0-5 (default 3; higher builds longer)."),
-        click.option("--timing-cache", "timing_cache", type=click.Path(dir_okay=False), default=None,
-                     help="TensorRT timing cache file: read if present, updated after the build."),
-        click.option("--version-compatible", "version_compatible", is_flag=True,
-                     help="TensorRT: an engine later TensorRT versions can load (may be slower)."),
-        click.option("--hardware-compatibility", "hardware_compatibility", type=click.Choice(["none", "ampere+"]),
-                     default=None, help="TensorRT: ampere+ runs on every GPU of compute capability 8.0+ "
-                                        "(may be slower; default none: this GPU's compute capability)."),
-        click.option("--require-precision", "require_precision", type=at_least(0, open_=True, high=1),
-                     default=None, metavar="SHARE",
-                     help="TensorRT: fail unless this share (e.g. 0.9) of the engine's FLOPs runs in the requested "
-                          "precision, per the engine inspector's precision audit."),
-    ]):
-        func = option(func)
-    return func
-
-
-def typed_tensorrt_options(trt: dict[str, Any]) -> object | None:
-    """The TensorRT options given on the command line as TensorRTBuildOptions (None when none was given, so
-    that an ONNX Runtime build rejects any of them)."""
-    given = {k: v for k, v in trt.items() if v not in (None, (), False)}
-    if not given:
-        return None
-
-    return TensorRTBuildOptions.from_cli(**given)
+from deploykit.targets.race import choose_backend
 
 
 def precision_flags(func: Any) -> Any:
-    """--fp32 / --fp16 / --int8, one per PRECISIONS entry."""
+    """--fp32 / --fp16 / --int8, one per PRECISIONS entry, and each one's keep option (--keep-fp32, ...)."""
+    for entry in reversed(PRECISIONS.values()):
+        if entry.keep_option:
+            func = click.option(f"--{entry.keep_option.replace('_', '-')}", entry.keep_option, multiple=True,
+                                metavar="NODE_OR_OPTYPE", help=entry.keep_help)(func)
     for entry in reversed(PRECISIONS.values()):
         func = click.option(entry.flag, "precision", flag_value=entry.name,
-                            help=entry.help.rstrip(".") + (" (the default)." if entry.name == DEFAULT else "."))(func)
+                            help=entry.help.rstrip(".") + (" (the default)." if entry is DEFAULT else "."))(func)
     return func
 
 
 def backend_option(func: Any) -> Any:
+    ranked = sorted((b for b in BACKENDS.values() if b.auto_rank), key=lambda b: -b.auto_rank)
+    default = ", else ".join(f"{b.title}{f' where it {b.ready_note}' if b.ready_note != 'found ready' else ''}"
+                             for b in ranked)
     return click.option("--backend", type=click.Choice(["auto", *COMPILERS]), default=None,
-                        help="Default: the best backend ready here (TensorRT where a builder can be "
-                             "constructed), else ONNX Runtime. auto on a CPU (build-engine): build every ready "
+                        help=f"Default: the best backend ready here ({default}). auto on a CPU: build every ready "
                              "CPU backend's artifact and keep the fastest, measured on the model.")(func)
+
+
+def _layouts() -> str:
+    """Each layout and the backends whose default it is, from the table."""
+    owners = {layout: [b.title for b in BACKENDS.values() if b.qdq_layout == layout and not b.reference]
+              for layout in LAYOUTS}
+    return ", ".join(f"{layout} for {' and '.join(titles)}" for layout, titles in owners.items() if titles)
 
 
 @click.command("build-engine")
@@ -82,15 +67,11 @@ def backend_option(func: Any) -> Any:
 @precision_flags
 @backend_option
 @click.option("--fp16-io", is_flag=True, help="FP16: float16 graph inputs and outputs too (default float32).")
-@click.option("--keep-fp32", multiple=True, metavar="NODE_OR_OPTYPE",
-              help="FP16: keep this node name or op type in float32 (repeatable; DepthwiseConv works too).")
-@click.option("--keep-float", multiple=True, metavar="NODE_OR_OPTYPE",
-              help="INT8: keep this node name or op type unquantized (repeatable; DepthwiseConv works too).")
 @click.option("--calib-data", default=None, metavar="DIR|FILE|photos|synthetic",
               help="Calibration inputs: images (model's preprocessing), .npy/.npz, scikit-image photos, or noise.")
 @click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration inputs to use (default 64).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile", "mse"]), default=None,
-              help="INT8 range method (default minmax, as NVIDIA ModelOpt; see deploykit.calib.methods).")
+@click.option("--calib-method", type=click.Choice(list(METHODS)), default=None,
+              help=f"INT8 range method (default {DEFAULT_METHOD}, as NVIDIA ModelOpt; see deploykit.calib.methods).")
 @click.option("--percentile", type=at_least(0, open_=True, high=100), default=None,
               help="Percentile of |x| for --calib-method percentile (default 99.99).")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
@@ -98,7 +79,8 @@ def backend_option(func: Any) -> Any:
 @click.option("--no-calib-cache", is_flag=True, help="Neither read nor write a calibration cache.")
 @click.option("--accuracy-budget", multiple=True, metavar="METRIC>=VALUE",
               help="FP16/INT8: keep the fewest nodes in higher precision so that e.g. pixel_agreement>=0.995 "
-                   "(or miou, cc, sim, kld<=, cosine) holds on held-out data; repeat for several.")
+                   f"(metrics: {', '.join(m.name for m in METRICS.values() if m.budget)}) holds on held-out data; "
+                   "repeat for several.")
 @click.option("--holdout", type=click.IntRange(min=1), default=None,
               help="Calibration inputs held out to measure the budget (default a quarter, 1 to 8).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -106,11 +88,11 @@ def backend_option(func: Any) -> Any:
                    "'miou_drop<=0.5' (mIoU points lost against the labels on the held-out images).")
 @click.option("--max-float", "max_kept", type=click.IntRange(min=0), default=None,
               help="Most weighted nodes the budget search may keep in float (default: all; 0: none).")
-@click.option("--sensitivity", type=click.Choice(["local", "single"]), default=None,
+@click.option("--sensitivity", type=click.Choice(SENSITIVITIES), default=None,
               help="Budget search ranking: single (default: one node at a time) or local (two runs, coarser).")
-@click.option("--qdq-layout", type=click.Choice(["inputs", "inputs+outputs"]), default=None,
-              help="INT8 Q/DQ placement (default: inputs for TensorRT, inputs+outputs for ONNX Runtime).")
-@click.option("--int8-float", "int8_float", type=click.Choice(["fp32", "fp16", "auto"]), default=None,
+@click.option("--qdq-layout", type=click.Choice(LAYOUTS), default=None,
+              help=f"INT8 Q/DQ placement (default: {_layouts()}).")
+@click.option("--int8-float", "int8_float", type=click.Choice(INT8_FLOAT), default=None,
               help="INT8: precision of the ops left unquantized (default: fp16 for TensorRT, auto with an "
                    "--accuracy-budget; fp32 on CPUs; see deploykit.precision.int8_choices).")
 @click.option("--int8-grouped", "int8_grouped", type=click.Choice(["int8", "float"]), default=None,
@@ -126,21 +108,24 @@ def backend_option(func: Any) -> Any:
                    "see deploykit.precision.recovery).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="ONNX Runtime threads for calibration and checks (default: all cores).")
-@tensorrt_options
+@backend_option_groups
 @force_option
 @json_option
 @reads("model", "calib_data", "labels")
 def build_engine(model: str, output: str, precision: str | None, backend: str | None, fp16_io: bool,
-                 keep_fp32: tuple[str, ...], keep_float: tuple[str, ...], calib_data: str | None,
-                 calib_n: int | None, calib_method: str | None, percentile: float | None, calib_cache: str | None,
-                 no_calib_cache: bool, accuracy_budget: tuple[str, ...], holdout: int | None, labels: str | None,
-                 max_kept: int | None, sensitivity: str | None, qdq_layout: str | None, int8_float: str | None,
-                 int8_grouped: str | None, int8_rounding: str | None, int8_bias_correction: bool | None,
-                 int8_equalize: str | None, threads: int | None, force: bool, as_json: bool, **trt: Any) -> None:
+                 calib_data: str | None, calib_n: int | None, calib_method: str | None, percentile: float | None,
+                 calib_cache: str | None, no_calib_cache: bool, accuracy_budget: tuple[str, ...],
+                 holdout: int | None, labels: str | None, max_kept: int | None, sensitivity: str | None,
+                 qdq_layout: str | None, int8_float: str | None, int8_grouped: str | None,
+                 int8_rounding: str | None, int8_bias_correction: bool | None, int8_equalize: str | None,
+                 threads: int | None, force: bool, as_json: bool,
+                 **grouped: Any) -> None:
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
     Every later command (parity, bench) loads OUT through its sidecar."""
-    for cache in (calib_cache, trt.get("timing_cache")):  # read if present, written after the work: check now
+    keeps = {p.keep_option: grouped.pop(p.keep_option) for p in PRECISIONS.values() if p.keep_option}
+    options = backend_options(grouped)  # what is left: the backends' option groups
+    for cache in (calib_cache, *options.files):  # read if present, written after the work: check now
         if cache:
             check_output_path(cache, force=True)
 
@@ -150,11 +135,11 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
                                      labels=labels, grouped=int8_grouped,
                                      recovery=recovery_options(rounding=int8_rounding, equalize=int8_equalize,
                                                                bias_correction=int8_bias_correction))
-    result = build_artifact(model, output, precision=precision, backend=backend,
-                            calibration=calibration, keep_fp32=keep_fp32, keep_float=keep_float, fp16_io=fp16_io,
-                            accuracy_budget=accuracy_budget, qdq_layout=qdq_layout, threads=threads, force=force,
-                            options=typed_tensorrt_options(trt), progress=progress,
-                            racer=racer_for(backend, layout_given=qdq_layout is not None))
+    chosen, note, racer = choose_backend(backend, layout_given=qdq_layout is not None)
+    result = build_artifact(model, output, precision=precision_of(precision), backend=chosen, backend_note=note,
+                            calibration=calibration, keeps=keeps, fp16_io=fp16_io, accuracy_budget=accuracy_budget,
+                            qdq_layout=qdq_layout, threads=threads, force=force,
+                            options=options.typed_for(chosen), progress=progress, racer=racer)
     if as_json:
         echo_json({**result.to_dict(), "precision_audit": result.sidecar.build_options.get("precision_audit")})
         return
@@ -172,10 +157,8 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
                    f"(none kept: {shown(budget['unrestricted'])}; {budget['evaluations']} evaluations)")
     for line in describe_int8(result.report):
         click.echo(f"INT8: {line}")
-    audit = result.sidecar.build_options.get("precision_audit")
-    if audit:
-
-        click.echo(PrecisionAudit.from_dict(audit).describe())
+    for note in result.notes:
+        click.echo(note)
     if result.precision_onnx:
         click.echo(f"wrote {result.precision_onnx} ({result.precision} graph)")
     click.echo(f"wrote {result.path} and {result.sidecar_path.name} ({result.precision}, {result.backend}, "

@@ -7,7 +7,8 @@ import click
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
-from deploykit.export import onnx_from_torch
+from deploykit.export import EXPORTERS, onnx_from_torch
+from deploykit.graph.heads import HEADS
 from deploykit.io.outputs import check_output_path
 from deploykit.report.format import text_table
 from deploykit.zoo.sources import load_model, parse_options, parse_shape
@@ -23,10 +24,10 @@ from deploykit.zoo.sources import load_model, parse_options, parse_shape
               help="Height and width must be multiples of N (verification keeps them so; default: the zoo's "
                    "value, or detected for a user model).")
 @click.option("--opset", type=click.IntRange(7, 24), default=None, help="ONNX opset (default 18).")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default=None,
+@click.option("--exporter", type=click.Choice(list(EXPORTERS)), default=None,
               help="torch.onnx exporter (default: the one the model needs; TorchScript is much faster).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim (it is kept only where parity still holds).")
-@click.option("--head", type=click.Choice(["argmax", "normalize"]), default=None,
+@click.option("--head", type=click.Choice(list(HEADS)), default=None,
               help="Append an output head: argmax (segmentation: an N,H,W uint8 class map instead of logits) or "
                    "normalize (saliency: per-image min-max to [0, 1]).")
 @force_option

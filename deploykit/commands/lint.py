@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import click
 
+from deploykit.backends.base import BACKENDS
 from deploykit.commands._options import echo_json, json_option
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
-from deploykit.graph.lint import lint_onnx
+from deploykit.graph.lint import TARGETS, lint_onnx
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", type=click.Choice(["tensorrt"]), default=None,
-              help="What to check against (default: tensorrt, TensorRT 10.x/11.x's ONNX parser).")
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help=f"What to check against (default: {TARGETS[0]}, the ONNX parser of "
+                   f"{' and '.join(b.title for b in BACKENDS.values() if b.lint_target == TARGETS[0])} 10.x/11.x).")
 @json_option
 def lint(model: str, target: str | None, as_json: bool) -> None:
     """Check MODEL.onnx's operators, attributes and opset against TensorRT's ONNX parser (onnx-tensorrt's

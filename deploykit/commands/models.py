@@ -9,8 +9,7 @@ import click
 
 from deploykit.commands._options import echo_json, json_option
 from deploykit.report.format import text_table
-from deploykit.zoo import get_model_spec, list_models
-from deploykit.zoo._registry import aliases
+from deploykit.zoo import aliases, get_model_spec, list_models
 from deploykit.zoo.flops import complexity_at
 
 

@@ -15,6 +15,7 @@ from deploykit.commands._options import (
     progress,
 )
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict
+from deploykit.evaluate import PROVIDER_ALIASES
 from deploykit.io.outputs import check_output_path, write_text
 from deploykit.metrics.table import METRICS
 from deploykit.parity.compare import ParitySettings, run_parity
@@ -38,7 +39,7 @@ from deploykit.zoo.sources import parse_options, parse_shape
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use at most this many images or .npz inputs.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of --random (default 0).")
-@click.option("--providers", default=None, metavar="cpu|cuda|tensorrt",
+@click.option("--providers", default=None, metavar="|".join(PROVIDER_ALIASES),
               help="ONNX Runtime execution providers, comma-separated (default cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runner.")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
@@ -52,7 +53,8 @@ from deploykit.zoo.sources import parse_options, parse_shape
               help="FP32 ONNX reference for --localize (default: the reference, exported if it is PyTorch).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Nodes listed by --localize (5).")
 @click.option("--localize-tol", type=at_least(0, open_=True), default=None,
-              help="Relative-error tolerance of --localize (default per precision: 1e-4, 1e-2, 1e-1).")
+              help="Relative-error tolerance of --localize (default per precision: "
+                   f"{', '.join(f'{p.name} {p.localize_tolerance:g}' for p in PRECISIONS.values())}).")
 @click.option("--labels", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Ground-truth masks (PNG class indices, DIR/<image name>.png) for the --inputs images: adds "
                    "miou_gt per side and miou_drop in points from the reference, e.g. --gate 'miou_drop<=0.5'.")

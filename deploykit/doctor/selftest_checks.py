@@ -25,7 +25,7 @@ from deploykit.errors import DeployKitError, InputError
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.io.sidecar import read_sidecar
 from deploykit.metrics.numeric import numeric_metrics
-from deploykit.metrics.tasks import task_metrics
+from deploykit.metrics.scores import task_metrics
 from deploykit.types import IMAGENET, Progress
 
 REPORT = ("to report a failure, run `deploykit doctor --selftest --full --evidence DIR` and attach DIR (zipped) "

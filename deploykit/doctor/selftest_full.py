@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.backends.base import resolve_backend
 from deploykit.backends.tensorrt.backend import availability as tensorrt_availability
 from deploykit.backends.tensorrt.runner import TensorRTRunner
+from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
 from deploykit.build import build_artifact
 from deploykit.doctor import selftest_evidence, selftest_tiny
 from deploykit.doctor.selftest_checks import (
@@ -49,18 +51,20 @@ from deploykit.errors import BackendUnavailable
 from deploykit.export import onnx_from_torch
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import PRECISIONS, precision_of
 from deploykit.types import Progress, Progressed
 from deploykit.zoo.sources import load_model
 
 MODEL = "deeplabv3plus_mobilenetv2"
 SIZE = (257, 257)
-PRECISIONS = ("fp32", "fp16", "int8")
-# Minimum logit cosine and pixel agreement vs FP32 ONNX Runtime (FP32 on TensorRT runs convolutions in TF32).
-BOUNDS = {"fp32": (0.9999, 0.995), "fp16": (0.999, 0.98), "int8": (0.95, 0.80)}
+# The precisions tested, and each one's minimum logit cosine and pixel agreement vs FP32 ONNX Runtime: their
+# entries' selftest_bounds (FP32 on TensorRT runs convolutions in TF32).
+TESTED = tuple(p.name for p in PRECISIONS.values() if p.selftest_bounds is not None)
 REPLAY_TOLERANCE = 1e-3  # max |replay - plain run| over max |plain run|
-# Round-robin timing: each round runs every engine for ROUND_SECONDS (at least MIN_ITERATIONS), as trtexec times
-# by duration; on a GPU that is hundreds of replays per engine, through the test double a handful.
-TIMING_ROUNDS, ROUND_SECONDS, MIN_ITERATIONS = 3, 0.2, 1
+# The engines' speed through deploykit's one timing core (bench.interleave): round-robin, one replay of each per
+# round, 0.6 s each and at least 10 rounds; two untimed runs first (warm-up, then the CUDA-graph capture). No
+# pause between calls: CUDA events time the GPU's compute, which no CPU runtime's spinning threads disturb.
+TIMING = TimingConfig(warmup_s=0.0, min_warmup_iterations=2, duration_s=0.6, min_iterations=10, pause_s=0.0)
 
 
 def _simulated(version: str) -> bool:
@@ -119,22 +123,30 @@ def _zoo_checks(session: Session, folder: Path, model: str, size: tuple[int, int
                                         "Runtime (FP32)")
 
     session.check("export + ONNX Runtime reference", export)
-    for precision in PRECISIONS:
+    for precision in TESTED:
         plan = folder / f"{model}.{precision}.plan"
         name = f"{precision} build"
         session.check(name, partial(_build, session, source, plan, precision, images_path, calib_n),
                       needs=["export + ONNX Runtime reference"])
-        session.check(f"{precision} parity", partial(_parity, session, plan, BOUNDS[precision]), needs=[name])
+        session.check(f"{precision} parity", partial(_parity, session, plan, _bounds(precision)), needs=[name])
         session.check(f"{precision} audit", partial(audit_check, plan, precision), needs=[name])
     fp16 = folder / f"{model}.fp16.plan"
     session.check("fp16 CUDA-graph replay", lambda: _replay(fp16, session.made["feed"]), needs=["fp16 build"])
-    plans = {p: folder / f"{model}.{p}.plan" for p in PRECISIONS}
+    plans = {p: folder / f"{model}.{p}.plan" for p in TESTED}
     session.check("speed: INT8 vs FP16 vs FP32", lambda: _speed(session, plans),
-                  needs=[f"{p} build" for p in PRECISIONS])
+                  needs=[f"{p} build" for p in TESTED])
+
+
+def _bounds(precision: str) -> tuple[float, float]:
+    bounds = precision_of(precision).selftest_bounds
+    assert bounds is not None
+    return bounds
 
 
 def _build(session: Session, source: Path, plan: Path, precision: str, images: Path, calib_n: int) -> Verdict:
-    built = build_artifact(source, plan, precision=precision, backend="tensorrt", progress=session.say,
+    engine, note = resolve_backend("tensorrt")
+    built = build_artifact(source, plan, precision=precision_of(precision), backend=engine, backend_note=note,
+                           progress=session.say,
                            calibration=CalibrationOptions(data=str(images), n=calib_n, use_cache=False), force=True)
     session.result.gpu = str(built.sidecar.device.get("gpu", "?"))
     session.made[f"engine:{plan.stem}"] = plan
@@ -159,30 +171,28 @@ def _replay(plan: Path, x: np.ndarray) -> Verdict:
                    {"max_relative_difference": worst})
 
 
+def _replay_step(runner: TensorRTRunner, feed: dict[str, np.ndarray]) -> Step:
+    runner.validate_feed(feed)  # once, before timing
+    return lambda _i: runner.infer_timed(feed, validate=False)
+
+
 def _speed(session: Session, plans: Mapping[str, Path]) -> Verdict:
     """GPU compute medians of the engines, timed round-robin from CUDA graphs; which one TensorRT should ship."""
     x = session.made["feed"]
-    samples: dict[str, list[float]] = {p: [] for p in plans}
     with ExitStack() as stack:
         runners = {p: TensorRTRunner.from_artifact(path, cuda_graph=True) for p, path in plans.items()}
         for runner in runners.values():
             stack.enter_context(runner)
-        feeds = {p: {r.input_specs()[0].name: x} for p, r in runners.items()}
-        for p, runner in runners.items():
-            for _ in range(2):  # warm-up, then the capture; every timed run is a replay
-                runner.infer(feeds[p])
-        for _ in range(TIMING_ROUNDS):
-            for p, runner in runners.items():
-                ends, done = time.perf_counter() + ROUND_SECONDS, 0
-                while done < MIN_ITERATIONS or time.perf_counter() < ends:
-                    samples[p].append(runner.infer_timed(feeds[p], validate=False)[1]["compute_ms"])
-                    done += 1
+        steps = {p: _replay_step(runner, {runner.input_specs()[0].name: x}) for p, runner in runners.items()}
+        run = time_interleaved(steps, TIMING)
+    samples = {p: run.timings[p].phases_ms.get("compute") or run.timings[p].samples_ms for p in plans}
     medians = {p: statistics.median(v) for p, v in samples.items()}
     counts = ", ".join(f"{len(v)}" for v in samples.values())
     shown = ", ".join(f"{p.upper()} {medians[p]:.3f} ms" for p in plans)
     eligible = [p for p in plans if session.passed(f"{p} parity")]
     best = min(eligible or list(plans), key=lambda p: medians[p])
-    figures = {"median_compute_ms": medians, "samples": {p: len(v) for p, v in samples.items()}}
+    figures = {"median_compute_ms": medians, "samples": {p: len(v) for p, v in samples.items()},
+               "machine_load": run.load.to_dict()}
     if session.result.simulated:  # host times of ONNX Runtime behind the double: no advice about TensorRT
         return Verdict(True, f"test double, not TensorRT: CPU host-time medians ({counts} runs) {shown}", figures)
     advice = f"ship {best.upper()}" if eligible else f"no engine passed parity; {best.upper()} is fastest"

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deploykit.backends.base import resolve_backend
 from deploykit.backends.tensorrt.build import TensorRTBuildOptions
 from deploykit.build import build_artifact
 from deploykit.doctor import selftest_checks
@@ -42,12 +43,12 @@ from deploykit.errors import InputError
 from deploykit.export import onnx_from_torch
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import precision_of
 from deploykit.zoo.sources import load_model
 
 SIZE = (64, 64)
 PROFILE = ((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 96, 96))  # min, opt, max; height and width multiples of 4
 OUTSIDE = (1, 3, 160, 160)
-COSINE = {"fp16": 0.999, "int8": 0.95}
 FP16, INT8_FP32, INT8_FP16 = "tiny fp16 (dynamic, timing cache)", "tiny int8, FP32 remainder", \
     "tiny int8, FP16 remainder"
 EXPORT = "tiny export (ConvTranspose, Add, Concat, Resize)"
@@ -119,12 +120,20 @@ def _options(**kwargs: Any) -> TensorRTBuildOptions:
                                 **kwargs)
 
 
+def _cosine(precision: str) -> float:
+    """The minimum logit cosine of the precision's entry (its selftest_bounds)."""
+    bounds = precision_of(precision).selftest_bounds
+    assert bounds is not None
+    return bounds[0]
+
+
 def _build(session: Session, source: Path, plan: Path, precision: str, images: Path | None, count: int, *,
            remainder: str | None = None, **options: Any) -> dict[str, Any]:
     calibration = CalibrationOptions(data=str(images) if images else None, n=count, int8_float=remainder,
                                      use_cache=False)  # calibrate for real; leave no cache behind
-    built = build_artifact(source, plan, precision=precision, backend="tensorrt", calibration=calibration,
-                           options=_options(**options), force=True, progress=session.say)
+    engine, note = resolve_backend("tensorrt")
+    built = build_artifact(source, plan, precision=precision_of(precision), backend=engine, backend_note=note,
+                           calibration=calibration, options=_options(**options), force=True, progress=session.say)
     session.made[f"engine:{plan.stem}"] = plan
     return dict(built.sidecar.build_options)
 
@@ -133,7 +142,7 @@ def _precision(session: Session, source: Path, plan: Path, precision: str, image
                remainder: str | None = None, cache: Path | None = None) -> Verdict:
     record = _build(session, source, plan, precision, images, count, remainder=remainder,
                     timing_cache=str(cache) if cache else None)
-    checked = parity(plan, session.made["tiny reference"], session.made["tiny feed"], (COSINE[precision], 0.0),
+    checked = parity(plan, session.made["tiny reference"], session.made["tiny feed"], (_cosine(precision), 0.0),
                      pixels=False)
     audit = audit_check(plan, precision)
     float_ops = record.get("float_remainder") or {}
@@ -147,7 +156,7 @@ def _precision(session: Session, source: Path, plan: Path, precision: str, image
 def _version_compatible(session: Session, source: Path, plan: Path, images: Path, count: int) -> Verdict:
     _build(session, source, plan, "fp16", images, count, version_compatible=True,
            require_precision=selftest_checks.AUDIT_SHARE)
-    checked = parity(plan, session.made["tiny reference"], session.made["tiny feed"], (COSINE["fp16"], 0.0),
+    checked = parity(plan, session.made["tiny reference"], session.made["tiny feed"], (_cosine("fp16"), 0.0),
                      pixels=False)
     audit = audit_check(plan, "fp16")
     return Verdict(checked.passed and audit.passed, f"built, audited and loaded (host code allowed): "
@@ -172,7 +181,7 @@ def _dynamic(source: Path, plan: Path) -> Verdict:
         cosines[label] = numeric_metrics(reference_outputs(source, x), got).cosine
     worst = min(cosines.values())
     shown = ", ".join(f"{k} {'x'.join(map(str, s))}: {cosines[k]:.5f}" for k, s in zip(cosines, PROFILE, strict=True))
-    return Verdict(worst >= COSINE["fp16"], f"cosine vs ONNX Runtime at {shown} (>= {COSINE['fp16']})", cosines)
+    return Verdict(worst >= _cosine("fp16"), f"cosine vs ONNX Runtime at {shown} (>= {_cosine('fp16')})", cosines)
 
 
 def _outside(plan: Path) -> Verdict:

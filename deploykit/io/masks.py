@@ -12,14 +12,14 @@ import numpy as np
 from PIL import Image
 
 from deploykit.errors import InputError
-from deploykit.types import Task
+from deploykit.types import TASKS, Task
 
 UINT8_CLASSES = 256
 
 
 def mask_dtype(task: Task, num_classes: int) -> np.dtype:
     """What `prediction_at_size` returns for this model: uint8 / int32 class maps, float32 saliency maps."""
-    if task == "saliency":
+    if not TASKS[task].labelled:
         return np.dtype(np.float32)
     return np.dtype(np.uint8 if 0 < num_classes <= UINT8_CLASSES else np.int32)
 
@@ -27,7 +27,7 @@ def mask_dtype(task: Task, num_classes: int) -> np.dtype:
 def prediction_at_size(output: np.ndarray, task: Task, num_classes: int, size: tuple[int, int]) -> np.ndarray:
     """One image's output (C,H,W scores, 1,H,W or H,W) as an (height, width) = `size` map; see the module doc."""
     height, width = size
-    if task == "saliency":
+    if not TASKS[task].labelled:
         plane = output[0] if output.ndim == 3 else output
         if plane.ndim != 2:
             raise InputError(f"a saliency output must be 1,H,W or H,W per image; got {list(output.shape)}")

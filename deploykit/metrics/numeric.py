@@ -8,9 +8,9 @@ Definitions (r = reference, c = candidate, both flattened, float64):
 - beyond_tol = share of elements with |c - r| > atol + rtol * |r| (numpy.isclose's rule).
 - nan / inf = counts in the candidate (a non-finite candidate fails every verdict).
 
-Over several inputs (`aggregate_numeric`, inputs of equal size): max_abs, p99_abs, max_rel, nan, inf take the
-worst input (max, or sum for the counts); cosine and snr_db the worst input (min); mean_abs and beyond_tol the
-mean over inputs, which equals the value over all elements because the inputs have the same size.
+Over several inputs (each METRICS entry's `aggregate`, inputs of equal size): max_abs, p99_abs, max_rel, nan,
+inf take the worst input (max, or sum for the counts); cosine and snr_db the worst input (min); mean_abs and
+beyond_tol the mean over inputs, which equals the value over all elements because the inputs have the same size.
 """
 
 from __future__ import annotations
@@ -95,23 +95,4 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
         beyond_tol=beyond,
         nan=nan,
         inf=inf,
-    )
-
-
-def aggregate_numeric(per_input: list[NumericMetrics]) -> NumericMetrics:
-    """Metrics over several inputs of equal size: worst case for errors and similarities, mean for shares."""
-    if not per_input:
-        raise ParityError("no inputs were compared")
-    if len(per_input) == 1:
-        return per_input[0]
-    return NumericMetrics(
-        max_abs=max(m.max_abs for m in per_input),
-        mean_abs=float(np.mean([m.mean_abs for m in per_input])),
-        p99_abs=max(m.p99_abs for m in per_input),
-        max_rel=max(m.max_rel for m in per_input),
-        cosine=min(m.cosine for m in per_input),
-        snr_db=min(m.snr_db for m in per_input),
-        beyond_tol=float(np.mean([m.beyond_tol for m in per_input])),
-        nan=sum(m.nan for m in per_input),
-        inf=sum(m.inf for m in per_input),
     )

@@ -1,15 +1,33 @@
-"""The one metric table, `METRICS`: every fact that depends on a metric's name lives in its entry.
+"""The one metric table, `METRICS`: every fact that depends on a metric's name lives in its entry, its
+computation included: `compute(pair)` takes one batch of one output (deploykit.metrics.pair.Pair) to this
+metric's part, `aggregate(parts)` the parts of every batch to its value; a metric derived from other
+metrics (miou_drop, from the reference's and the candidate's miou_gt) has `derive(candidate, reference)`
+instead. deploykit.metrics.scores streams them over inputs for parity and the accuracy-budget search alike.
 
-Gates (parity), accuracy budgets (precision) and the reports ask it; `parse_condition` is the one parser of
-"[output:]METRIC OP X". The metrics themselves are defined in deploykit.metrics.numeric (any two outputs) and
-deploykit.metrics.tasks (segmentation and saliency outputs).
+Gates (parity), accuracy budgets (precision) and the reports ask the table; `parse_condition` is the one parser
+of "[output:]METRIC OP X"; `selected` is the one selector of task metrics. The metric functions are in
+deploykit.metrics.numeric (any two outputs) and deploykit.metrics.tasks (segmentation and saliency outputs).
+A package adds a metric through an entry point `deploykit.metrics` (deploykit.plugins) naming a Metric; set
+its `default_gate` to False unless the precision entries gate it.
 """
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deploykit.metrics import tasks
+from deploykit.metrics.pair import Pair
+from deploykit.plugins import with_plugins
+
+
+def mean(parts: Sequence[float]) -> float:
+    return float(np.mean(parts))
 
 
 @dataclass(frozen=True)
@@ -24,39 +42,65 @@ class Metric:
     column: bool = True  # a column of the parity tables (deploykit.report.parity), in table order
     needs_labels: bool = False  # measured against ground-truth masks (parity --labels), not the reference
     default_gate: bool = True  # a bounded task metric every precision gates (False: reported only, see gates.py)
+    compute: Callable[[Pair], Any] | None = None  # one batch's part (module docstring)
+    aggregate: Callable[[Sequence[Any]], float] = mean  # the parts of every batch -> the value
+    # derived from other metrics: (the candidate's values, the reference's own values) -> the value
+    derive: Callable[[Mapping[str, float], Mapping[str, float]], float] | None = None
 
     @property
     def direction(self) -> str:
         return {True: "higher is better", False: "lower is better", None: "exact"}[self.higher_is_better]
 
 
-METRICS: dict[str, Metric] = {
+def _numeric(name: str) -> Callable[[Pair], float]:
+    return lambda pair: getattr(pair.numeric, name)
+
+
+def _saliency(name: str) -> Callable[[Pair], list[float]]:
+    return lambda pair: pair.saliency[name]
+
+
+def _drop(candidate: Mapping[str, float], reference: Mapping[str, float]) -> float:
+    """mIoU points lost against the ground truth, from the reference's miou_gt to the candidate's."""
+    return 100.0 * (reference["miou_gt"] - candidate["miou_gt"])
+
+
+_COUNTS, _TRUTH = operator.attrgetter("class_counts"), operator.attrgetter("truth_counts")
+# Numeric metrics over several inputs of equal size: the worst input for errors and similarities (max, min),
+# the sum of the non-finite counts, the mean for shares (which equals the share of all elements).
+METRICS: dict[str, Metric] = with_plugins("deploykit.metrics", Metric, {
     m.name: m
     for m in (
-        Metric("cosine", None, True, "cosine", 1.0, budget=True),
-        Metric("max_abs", None, False, "max abs"),
-        Metric("p99_abs", None, False, "p99 abs"),
-        Metric("snr_db", None, True, "SNR dB"),
-        Metric("mean_abs", None, False, "mean abs", column=False),
-        Metric("max_rel", None, False, "max rel", column=False),
-        Metric("beyond_tol", None, False, "beyond tol", column=False),
-        Metric("nan", None, None, "NaN", column=False),
-        Metric("inf", None, None, "Inf", column=False),
-        Metric("pixel_agreement", "segmentation", True, "pixel agree", 1.0, budget=True, aliases=("agreement",)),
-        Metric("miou", "segmentation", True, "mIoU", 1.0, budget=True, aliases=("mIoU",), default_gate=False),
+        Metric("cosine", None, True, "cosine", 1.0, budget=True, compute=_numeric("cosine"), aggregate=min),
+        Metric("max_abs", None, False, "max abs", compute=_numeric("max_abs"), aggregate=max),
+        Metric("p99_abs", None, False, "p99 abs", compute=_numeric("p99_abs"), aggregate=max),
+        Metric("snr_db", None, True, "SNR dB", compute=_numeric("snr_db"), aggregate=min),
+        Metric("mean_abs", None, False, "mean abs", column=False, compute=_numeric("mean_abs")),
+        Metric("max_rel", None, False, "max rel", column=False, compute=_numeric("max_rel"), aggregate=max),
+        Metric("beyond_tol", None, False, "beyond tol", column=False, compute=_numeric("beyond_tol")),
+        Metric("nan", None, None, "NaN", column=False, compute=_numeric("nan"), aggregate=sum),
+        Metric("inf", None, None, "Inf", column=False, compute=_numeric("inf"), aggregate=sum),
+        Metric("pixel_agreement", "segmentation", True, "pixel agree", 1.0, budget=True, aliases=("agreement",),
+               compute=_COUNTS, aggregate=tasks.pixel_agreement),
+        Metric("miou", "segmentation", True, "mIoU", 1.0, budget=True, aliases=("mIoU",), default_gate=False,
+               compute=_COUNTS, aggregate=tasks.mean_iou),
         Metric("miou_major", "segmentation", True, "mIoU >=1% classes", 1.0, budget=True,
-               aliases=("mIoU_major",)),
+               aliases=("mIoU_major",), compute=_COUNTS, aggregate=tasks.major_iou),
         Metric("miou_gt", "segmentation", True, "mIoU vs labels", budget=True, aliases=("mIoU_gt",),
-               needs_labels=True),
+               needs_labels=True, compute=_TRUTH, aggregate=tasks.truth_iou),
         Metric("miou_drop", "segmentation", False, "mIoU drop (points)", budget=True, aliases=("mIoU_drop",),
-               needs_labels=True),
-        Metric("cc", "saliency", True, "CC", 1.0, budget=True, aliases=("CC",)),
-        Metric("kld", "saliency", False, "KLD", budget=True, aliases=("KLD",)),
-        Metric("sim", "saliency", True, "SIM", 1.0, budget=True, aliases=("SIM",)),
-        Metric("nss", "saliency", True, "NSS", budget=True, aliases=("NSS",), column=False),
-        Metric("nss_ratio", "saliency", True, "NSS ratio"),
+               needs_labels=True, derive=_drop),
+        Metric("cc", "saliency", True, "CC", 1.0, budget=True, aliases=("CC",), compute=_saliency("cc"),
+               aggregate=tasks.image_mean),
+        Metric("kld", "saliency", False, "KLD", budget=True, aliases=("KLD",), compute=_saliency("kld"),
+               aggregate=tasks.image_mean),
+        Metric("sim", "saliency", True, "SIM", 1.0, budget=True, aliases=("SIM",), compute=_saliency("sim"),
+               aggregate=tasks.image_mean),
+        Metric("nss", "saliency", True, "NSS", budget=True, aliases=("NSS",), column=False,
+               compute=_saliency("nss"), aggregate=tasks.image_mean),
+        Metric("nss_ratio", "saliency", True, "NSS ratio", compute=_saliency("nss_ratio"), aggregate=tasks.image_mean),
     )
-}
+})
 _ALIASES = {alias: m.name for m in METRICS.values() for alias in m.aliases}
 _CONDITION_OPS = (">=", "<=", "==", ">", "<")
 
@@ -77,9 +121,12 @@ def metric_named(name: str) -> Metric | None:
         _ALIASES.get(name.lower(), ""))
 
 
-def task_metric_names(task: str | None) -> tuple[str, ...]:
-    """The metrics of `task`'s outputs, in table order (none for an unknown task)."""
-    return tuple(m.name for m in METRICS.values() if m.task is not None and m.task == task)
+def selected(*, task: str | None = None, bounded: bool = False, shown: bool = False,
+             budget: bool = False) -> tuple[str, ...]:
+    """The one selector of task metrics, in table order: those of `task` (None: of any task), and of them the
+    `bounded` ones (perfect == 1), the `shown` ones (parity table columns) or the `budget` ones."""
+    return tuple(m.name for m in METRICS.values() if m.task is not None and (task is None or m.task == task)
+                 and (not bounded or m.perfect == 1.0) and (not shown or m.column) and (not budget or m.budget))
 
 
 _CONDITION = re.compile(r"^\s*(?:(?P<output>[^:<>=]+):)?\s*(?P<metric>[A-Za-z0-9_]+)\s*(?P<op>>=|<=|==|>|<)\s*"

@@ -1,4 +1,5 @@
-"""Task metrics (`task_metrics`, or `TaskAccumulator` to stream inputs one at a time):
+"""Task metrics: what each task metric is computed from, one batch at a time (the tasks' table is types.TASKS)
+(deploykit.metrics.scores streams them over inputs; the METRICS entries name these functions):
 
 Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label = value > 0):
 - pixel_agreement = share of pixels where argmax_c(candidate) == argmax_c(reference).
@@ -7,7 +8,7 @@ Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label 
   from both label maps are ignored (their IoU is 0/0); a class present in only one of them scores 0. The
   reference's labels play the part of the ground truth. Reported, not gated by default: a class the candidate
   puts on one stray pixel scores 0 and, among three classes present, takes mIoU from 1.0 to 0.75 while pixel
-  agreement stays 0.99998 (tests/parity/test_parity_metrics.py; issue 12: a real INT8 run had pixel agreement
+  agreement stays 0.99998 (tests/metrics/test_metrics.py; issue 12: a real INT8 run had pixel agreement
   0.988 and mIoU 0.60).
 - miou_major = the same mean over the classes k that cover at least MAJOR_CLASS_SHARE (1%) of the reference's
   pixels (|R_k| >= 1% of all pixels, over all inputs); the largest class when none does. This is what the
@@ -16,7 +17,7 @@ Segmentation, outputs N,C,H,W of logits or probabilities (C == 1: binary, label 
   shift, while a class of a handful of pixels swings between 0 and 1; classes a candidate invents never reach
   the share because it is measured on the reference. mIoU over all classes stays reported beside it.
 
-Segmentation against ground truth (`LabelAccumulator`; parity --labels DIR, PNG class indices):
+Segmentation against ground truth (`truth_counts`; parity --labels DIR, PNG class indices):
 - miou_gt = dataset-level mIoU of a side's argmax labels against the ground-truth masks, over the pixels not
   labelled IGNORE_INDEX (255, PASCAL VOC's void); classes in neither map are ignored (mmsegmentation's
   nanmean). Masks of another size than the output are resized to it by nearest neighbour.
@@ -46,14 +47,16 @@ metrics (kld, sim); cc and nss are invariant to that shift.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from deploykit.errors import ParityError
 from deploykit.io.labels import IGNORE_INDEX
+from deploykit.types import TASKS, TaskEntry
 
-TASKS = ("segmentation", "saliency")
 MAJOR_CLASS_SHARE = 0.01  # miou_major's share of the reference's pixels (module docstring: why 1%)
 FIXATION_FRACTION = 0.02
 MATLAB_EPS = 2.2204e-16
@@ -148,36 +151,82 @@ def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
     return float(np.sum(standardised * weights) / total)
 
 
-class TaskAccumulator:
-    """Task metrics streamed over inputs: add reference/candidate outputs one batch at a time, then `result`."""
+@dataclass(frozen=True)
+class ClassCounts:
+    """What the label metrics of one batch add up: pixels where two label maps agree, of how many, and per class
+    the intersection, union and pixels of the first (the reference's, or the ground truth's) map."""
 
-    def __init__(self, task: str) -> None:
-        if task not in TASKS:
-            raise ParityError(f"unknown task {task!r}; task metrics exist for {', '.join(TASKS)}")
-        self.task = task
-        self._agree = 0
-        self._pixels = 0
-        self._intersection: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._union: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._reference: np.ndarray = np.zeros(0, dtype=np.int64)  # pixels per class, reference side
-        self._saliency: dict[str, list[float]] = {"cc": [], "kld": [], "nss": [], "sim": [], "nss_ratio": []}
+    agree: int
+    pixels: int
+    intersection: np.ndarray
+    union: np.ndarray
+    first: np.ndarray
 
-    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
-        if self.task == "segmentation" and (is_class_map(reference) or is_class_map(candidate)):
-            self._add_class_maps(reference, candidate)
-            return
-        if reference.shape != candidate.shape:
-            raise ParityError(f"output shapes differ: reference {list(reference.shape)}, "
-                              f"candidate {list(candidate.shape)}")
-        if self.task == "segmentation":
-            self._add_segmentation(segmentation_labels(reference), segmentation_labels(candidate),
-                                   max(2, reference.shape[1]))
-        else:
-            for r, c in zip(saliency_maps(reference), saliency_maps(candidate), strict=True):
-                self._add_saliency(r, c)
 
-    def _add_class_maps(self, reference: np.ndarray, candidate: np.ndarray) -> None:
-        """A class map on either side: compare labels directly (scores on the other side are argmaxed)."""
+def class_counts(first: np.ndarray, second: np.ndarray, classes: int) -> ClassCounts:
+    """ClassCounts of two label maps of the same shape holding labels below `classes`."""
+    first_counts = np.bincount(first.ravel(), minlength=classes)
+    second_counts = np.bincount(second.ravel(), minlength=classes)
+    both = np.bincount(first[first == second].ravel(), minlength=classes)
+    return ClassCounts(int(np.sum(first == second)), first.size, both, first_counts + second_counts - both,
+                       first_counts)
+
+
+def summed(parts: Sequence[ClassCounts]) -> ClassCounts:
+    """Batches' counts added up, over as many classes as the widest batch saw (dataset-level IoU)."""
+    size = max(len(p.union) for p in parts)
+
+    def total(arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return np.sum([np.pad(a, (0, size - len(a))) for a in arrays], axis=0)
+    return ClassCounts(sum(p.agree for p in parts), sum(p.pixels for p in parts),
+                       total([p.intersection for p in parts]), total([p.union for p in parts]),
+                       total([p.first for p in parts]))
+
+
+def _counted(parts: Sequence[ClassCounts], what: str) -> ClassCounts:
+    counts = summed(parts) if parts else None
+    if counts is None or counts.pixels == 0:
+        raise ParityError(what)
+    return counts
+
+
+def pixel_agreement(parts: Sequence[ClassCounts]) -> float:
+    counts = _counted(parts, "no segmentation outputs were compared")
+    return counts.agree / counts.pixels
+
+
+def mean_iou(parts: Sequence[ClassCounts]) -> float:
+    """mIoU over the classes present in either map (module docstring)."""
+    counts = _counted(parts, "no segmentation outputs were compared")
+    present = counts.union > 0
+    return float(np.mean(counts.intersection[present] / counts.union[present]))
+
+
+def major_iou(parts: Sequence[ClassCounts]) -> float:
+    """mIoU over the classes covering MAJOR_CLASS_SHARE of the first map's pixels (the largest when none does)."""
+    counts = _counted(parts, "no segmentation outputs were compared")
+    iou = np.zeros(counts.union.size)
+    present = counts.union > 0
+    iou[present] = counts.intersection[present] / counts.union[present]
+    major = counts.first >= MAJOR_CLASS_SHARE * counts.pixels
+    if not major.any():
+        major = counts.first == counts.first.max()
+    return float(np.mean(iou[major]))
+
+
+def truth_iou(parts: Sequence[ClassCounts]) -> float:
+    """mIoU of predicted labels against ground truth (miou_gt), the ignored pixels left out."""
+    counts = summed(parts) if parts else None
+    if counts is None or counts.pixels == 0:
+        raise ParityError("every ground-truth pixel is labelled 255 (ignored); no mIoU against labels")
+    present = counts.union > 0
+    return float(np.mean(counts.intersection[present] / counts.union[present]))
+
+
+def label_pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Both sides' N,H,W labels and the number of classes they range over: from scores (argmax), or compared
+    directly where either side is a class map (an --head argmax output; scores on the other side argmaxed)."""
+    if is_class_map(reference) or is_class_map(candidate):
         ref, cand = class_labels(reference), class_labels(candidate)
         if ref.shape != cand.shape:
             raise ParityError(f"class maps differ in shape: reference {list(ref.shape)}, candidate "
@@ -185,81 +234,52 @@ class TaskAccumulator:
         if min(int(ref.min(initial=0)), int(cand.min(initial=0))) < 0:
             raise ParityError("a class map holds negative labels")
         scores = [x.shape[1] for x in (reference, candidate) if not is_class_map(x)]
-        classes = max(2, *scores, int(ref.max(initial=0)) + 1, int(cand.max(initial=0)) + 1)
-        self._add_segmentation(ref, cand, classes)
+        return ref, cand, max(2, *scores, int(ref.max(initial=0)) + 1, int(cand.max(initial=0)) + 1)
+    _same_shape(reference, candidate)
+    return segmentation_labels(reference), segmentation_labels(candidate), max(2, reference.shape[1])
 
-    def _add_segmentation(self, ref: np.ndarray, cand: np.ndarray, classes: int) -> None:
-        self._agree += int(np.sum(ref == cand))
-        self._pixels += ref.size
-        if self._intersection.size < classes:
-            self._intersection = np.pad(self._intersection, (0, classes - self._intersection.size))
-            self._union = np.pad(self._union, (0, classes - self._union.size))
-            self._reference = np.pad(self._reference, (0, classes - self._reference.size))
-        ref_counts = np.bincount(ref.ravel(), minlength=classes)
-        cand_counts = np.bincount(cand.ravel(), minlength=classes)
-        both = np.bincount(ref[ref == cand].ravel(), minlength=classes)
-        self._intersection[:classes] += both
-        self._union[:classes] += ref_counts + cand_counts - both
-        self._reference[:classes] += ref_counts[:classes]
 
-    def _add_saliency(self, ref: np.ndarray, cand: np.ndarray) -> None:
+def truth_counts(output: np.ndarray, truth: np.ndarray, ignore_index: int = IGNORE_INDEX) -> ClassCounts:
+    """ClassCounts of ground-truth masks (N,H,W, or H,W for one output) against one batch's argmax labels;
+    masks of another size are resized by nearest neighbour, IGNORE_INDEX pixels left out."""
+    predicted = segmentation_labels(output)
+    masks = truth[None] if truth.ndim == 2 else truth
+    if masks.shape[0] != predicted.shape[0]:
+        raise ParityError(f"{masks.shape[0]} label masks for a batch of {predicted.shape[0]} outputs")
+    masks = np.stack([resize_mask(m, predicted.shape[1:]) for m in masks]).astype(np.int64)
+    valid = masks != ignore_index
+    truth_flat, pred_flat = masks[valid], predicted[valid].astype(np.int64)
+    size = int(max(truth_flat.max(initial=0), pred_flat.max(initial=0))) + 1
+    counts = class_counts(truth_flat, pred_flat, size)
+    return ClassCounts(counts.agree, int(valid.sum()), counts.intersection, counts.union, counts.first)
+
+
+def saliency_scores(reference: np.ndarray, candidate: np.ndarray) -> dict[str, list[float]]:
+    """Each saliency metric (module docstring) per image of one batch."""
+    _same_shape(reference, candidate)
+    scores: dict[str, list[float]] = {"cc": [], "kld": [], "nss": [], "sim": [], "nss_ratio": []}
+    for ref, cand in zip(saliency_maps(reference), saliency_maps(candidate), strict=True):
         fixations = fixations_from_reference(ref)
         ref_nss, cand_nss = nss(ref, fixations), nss(cand, fixations)
         values = {"cc": cc(ref, cand), "kld": kld(ref, cand), "sim": sim(ref, cand), "nss": cand_nss,
                   "nss_ratio": cand_nss / ref_nss if ref_nss != 0.0 else float(cand_nss == 0.0)}
         for key, value in values.items():
-            self._saliency[key].append(value)
-
-    def result(self) -> dict[str, float]:
-        if self.task == "segmentation":
-            if self._pixels == 0:
-                raise ParityError("no segmentation outputs were compared")
-            present = self._union > 0
-            iou = np.zeros(self._union.size)
-            iou[present] = self._intersection[present] / self._union[present]
-            major = self._reference >= MAJOR_CLASS_SHARE * self._pixels
-            if not major.any():
-                major = self._reference == self._reference.max()
-            return {"pixel_agreement": self._agree / self._pixels, "miou": float(np.mean(iou[present])),
-                    "miou_major": float(np.mean(iou[major]))}
-        if not self._saliency["cc"]:
-            raise ParityError("no saliency maps were compared")
-        return {key: float(np.mean(values)) for key, values in self._saliency.items()}
+            scores[key].append(value)
+    return scores
 
 
-class LabelAccumulator:
-    """mIoU of argmax labels against ground-truth masks (miou_gt), streamed; see the module docstring."""
+def image_mean(parts: Sequence[Sequence[float]]) -> float:
+    """The mean over every image of every batch (per-image metrics, as the MIT saliency benchmark averages)."""
+    values = [v for part in parts for v in part]
+    if not values:
+        raise ParityError("no saliency maps were compared")
+    return float(np.mean(values))
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
-        self.ignore_index = ignore_index
-        self._intersection: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._union: np.ndarray = np.zeros(0, dtype=np.int64)
-        self.pixels = 0
 
-    def add(self, output: np.ndarray, truth: np.ndarray) -> None:
-        """output: N,C,H,W scores of one batch; truth: N,H,W (or H,W for N == 1) integer class indices."""
-        predicted = segmentation_labels(output)
-        masks = truth[None] if truth.ndim == 2 else truth
-        if masks.shape[0] != predicted.shape[0]:
-            raise ParityError(f"{masks.shape[0]} label masks for a batch of {predicted.shape[0]} outputs")
-        masks = np.stack([resize_mask(m, predicted.shape[1:]) for m in masks]).astype(np.int64)
-        valid = masks != self.ignore_index
-        truth_flat, pred_flat = masks[valid], predicted[valid].astype(np.int64)
-        size = int(max(truth_flat.max(initial=0), pred_flat.max(initial=0))) + 1
-        if self._union.size < size:
-            self._intersection = np.pad(self._intersection, (0, size - self._intersection.size))
-            self._union = np.pad(self._union, (0, size - self._union.size))
-        both = np.bincount(truth_flat[truth_flat == pred_flat], minlength=size)
-        self._intersection[:size] += both
-        self._union[:size] += (np.bincount(truth_flat, minlength=size) + np.bincount(pred_flat, minlength=size)
-                               - both)
-        self.pixels += int(valid.sum())
-
-    def miou(self) -> float:
-        if self.pixels == 0:
-            raise ParityError("every ground-truth pixel is labelled 255 (ignored); no mIoU against labels")
-        present = self._union > 0
-        return float(np.mean(self._intersection[present] / self._union[present]))
+def _same_shape(reference: np.ndarray, candidate: np.ndarray) -> None:
+    if reference.shape != candidate.shape:
+        raise ParityError(f"output shapes differ: reference {list(reference.shape)}, candidate "
+                          f"{list(candidate.shape)}")
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
@@ -271,17 +291,10 @@ def resize_mask(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return mask[rows][:, cols]
 
 
-def task_metrics(task: str, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Task metrics between two batches of outputs; see the module docstring for each definition."""
-    accumulator = TaskAccumulator(task)
-    accumulator.add(reference, candidate)
-    return accumulator.result()
-
-
-def fits_task(task: str, shape: tuple[int, ...]) -> bool:
-    """Whether an output of this shape is a task prediction (segmentation scores or a saliency map)."""
-    if task == "segmentation":
-        return len(shape) == 4
-    if task == "saliency":
-        return (len(shape) == 4 and shape[1] == 1) or len(shape) == 3
-    return False
+def task_of(name: str | None) -> TaskEntry | None:
+    """The entry of `name` (None for None), or a ParityError listing the tasks."""
+    if name is None:
+        return None
+    if name not in TASKS:
+        raise ParityError(f"unknown task {name!r}; task metrics exist for {', '.join(TASKS)}")
+    return TASKS[name]

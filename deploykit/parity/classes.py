@@ -89,10 +89,6 @@ class BoundarySplit:
         return self.on_boundary / self.disagreeing if self.disagreeing else 0.0
 
     @property
-    def interior_share(self) -> float:
-        return 1.0 - self.boundary_share if self.disagreeing else 0.0
-
-    @property
     def band_share(self) -> float:
         """Share of all pixels in the band: the boundary_share that uniformly scattered flips would give."""
         return self.band / self.pixels if self.pixels else 0.0

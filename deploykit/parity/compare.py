@@ -3,14 +3,15 @@ and localise the divergence of failing ONNX candidates.
 
 Each input is fed to every target in turn (one batch in memory at a time), cast to the dtype the target's
 input takes (an FP16 model with float16 I/O gets float16). Outputs pair by name, or by position when the names
-differ but the counts agree. Numeric metrics are computed per input and aggregated (metrics.aggregate_numeric);
-task metrics stream over inputs (metrics.TaskAccumulator) on every output shaped like the task's prediction.
+differ but the counts agree. Every metric of the table that applies to an output streams over the inputs
+(deploykit.metrics.scores.Scores: numeric metrics on every output, task metrics on those shaped like the task's
+prediction).
 For the report (issue 13, items 2 and 3) the run also keeps, from the first task output: per-class damage of
 segmentation candidates (parity.classes.DamageAccumulator, in parity.json) and the pictures of the inputs where the
 candidates disagree most (parity.pictured.PictureKeeper; in memory, saved by the deploy pipeline as an .npz), so
 the report draws without re-running a model. The argmax is taken once per target and input and shared by both.
-With ground-truth masks (settings.labels, io/labels.py) every segmentation output of the reference and of
-each candidate is also scored against them (metrics.LabelAccumulator: miou_gt, and miou_drop in points).
+With ground-truth masks (settings.labels, io/labels.py) every output of a labelled task, the reference's and each
+candidate's, is also scored against them (miou_gt, and miou_drop in points, derived from both).
 """
 
 from __future__ import annotations
@@ -29,29 +30,23 @@ from deploykit.evaluate import provider_chain
 from deploykit.export import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
 from deploykit.io.outputs import scratch_folder
-from deploykit.metrics.numeric import NumericMetrics, aggregate_numeric, numeric_metrics
-from deploykit.metrics.tasks import (
-    LabelAccumulator,
-    TaskAccumulator,
-    class_labels,
-    fits_task,
-    is_class_map,
-    resize_mask,
-)
+from deploykit.metrics.scores import Scores, needing_truth
+from deploykit.metrics.table import METRICS
+from deploykit.metrics.tasks import class_labels, is_class_map, resize_mask, task_of
 from deploykit.parity import gates as gating
 from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
-from deploykit.parity.localize import TOLERANCES, Localization, localize
+from deploykit.parity.localize import Localization, localize
 from deploykit.parity.pictured import PictureKeeper, Pictures
-from deploykit.precision.table import BASELINE
+from deploykit.precision.table import BASELINE, PRECISIONS
 from deploykit.runner import Target
-from deploykit.types import Progress, Progressed
+from deploykit.types import LABELLED, Progress, Progressed, TaskEntry
 
 
 @dataclass(frozen=True)
 class ParitySettings:
     """How to judge a parity run. Gates replace the precision's defaults (gates.py); tolerances of the
-    beyond_tol share follow numpy.isclose; localize_tolerance None means localize.TOLERANCES."""
+    beyond_tol share follow numpy.isclose; localize_tolerance None means the precision entry's."""
 
     gates: tuple[gating.Gate, ...] = ()
     precision: str | None = None  # None: each candidate's own (sidecar, metadata, or its graph)
@@ -142,7 +137,8 @@ class ParityResult:
     class_names: tuple[str, ...] | None = None  # from the models' metadata (ModelMetadata.class_names)
     pictures: Pictures | None = None  # in memory only: the pipeline saves them and records `pictures_file`
     pictures_file: str | None = None  # relative to the folder parity.json lies in
-    reference_miou_gt: dict[str, float] = field(default_factory=dict)  # per output, with --labels
+    # with --labels: the reference's own values of the metrics against ground truth (miou_gt), per output
+    reference_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -162,7 +158,7 @@ class ParityResult:
                 "class_damage": self.class_damage.to_dict() if self.class_damage else None,
                 "class_names": list(self.class_names) if self.class_names is not None else None,
                 "pictures_file": self.pictures_file,
-                "reference_miou_gt": self.reference_miou_gt}
+                "reference_scores": self.reference_scores}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ParityResult:
@@ -174,12 +170,16 @@ class ParityResult:
                    class_damage=ClassDamageResult.from_dict(damage) if (damage := data.get("class_damage")) else None,
                    class_names=tuple(names) if (names := data.get("class_names")) is not None else None,
                    pictures_file=data.get("pictures_file"),
-                   reference_miou_gt={k: float(v) for k, v in data.get("reference_miou_gt", {}).items()})
+                   reference_scores={k: {m: float(v) for m, v in scores.items()}
+                                     for k, scores in data.get("reference_scores", {}).items()})
 
     def load_pictures(self, folder: Path) -> None:
         """Read the pictures saved beside parity.json back (a resumed deploy whose parity step was skipped)."""
         if self.pictures is None and self.pictures_file and (folder / self.pictures_file).is_file():
             self.pictures = Pictures.from_npz(folder / self.pictures_file)
+
+
+EXACT = tuple(m.name for m in METRICS.values() if m.task is None and m.higher_is_better is None)  # NaN, Inf
 
 
 def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -199,15 +199,13 @@ def pair_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarr
 
 
 class _Tally:
-    """One candidate's running comparison."""
+    """One candidate's running comparison: a Scores per output (deploykit.metrics.scores)."""
 
-    def __init__(self, target: Target, task: str | None, atol: float, rtol: float) -> None:
+    def __init__(self, target: Target, task: TaskEntry | None, atol: float, rtol: float) -> None:
         self.target, self.task, self.atol, self.rtol = target, task, atol, rtol
         self.pairs: list[tuple[str, str]] | None = None
-        self.numeric: dict[str, list[NumericMetrics]] = {}
-        self.tasks: dict[str, TaskAccumulator] = {}
+        self.scores: dict[str, Scores] = {}
         self.class_maps: set[str] = set()  # reference outputs compared as class maps (no numeric metrics)
-        self.truth: dict[str, LabelAccumulator] = {}
         self.worst = (math.inf, 0)
 
     def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
@@ -215,45 +213,38 @@ class _Tally:
         self.pairs = self.pairs or pair_outputs(reference, candidate, self.target.label)
         for ref_name, cand_name in self.pairs:
             r, c = reference[ref_name], candidate[cand_name]
-            if is_class_map(r) or is_class_map(c):  # an --head argmax output: a segmentation label map
-                self._add_class_maps(index, ref_name, r, c)
-                continue
-            if r.shape != c.shape:
+            class_map = is_class_map(r) or is_class_map(c)  # an --head argmax output: a label map
+            if not class_map and r.shape != c.shape:
                 raise ParityError(f"{self.target.label}: output {cand_name} has shape {list(c.shape)}, the "
                                   f"reference's {ref_name} {list(r.shape)}")
-            metrics = numeric_metrics(r, c, atol=self.atol, rtol=self.rtol)
-            self.numeric.setdefault(ref_name, []).append(metrics)
-            if self.task is not None and fits_task(self.task, r.shape):
-                self.tasks.setdefault(ref_name, TaskAccumulator(self.task)).add(r, c)
-                if truth is not None:
-                    self.truth.setdefault(ref_name, LabelAccumulator()).add(c, truth)
-            first = ref_name == self.pairs[0][0]
-            if first and not math.isnan(self.worst[0]) and not metrics.cosine >= self.worst[0]:
-                self.worst = (metrics.cosine, index)
-
-    def _add_class_maps(self, index: int, ref_name: str, r: np.ndarray, c: np.ndarray) -> None:
-        """An --head argmax output: pixel agreement and mIoU only (numeric metrics of labels mean nothing);
-        the worst input is the one with the lowest agreement."""
-        self.tasks.setdefault(ref_name, TaskAccumulator("segmentation")).add(r, c)
-        self.class_maps.add(ref_name)
-        agreement = float(np.mean(class_labels(r) == class_labels(c)))
-        if self.pairs and ref_name == self.pairs[0][0] and agreement < self.worst[0]:
-            self.worst = (agreement, index)
+            task = self.task if self.task is not None and self.task.fits(r.shape) else None
+            scored = truth is not None and task is not None and task.labelled and not class_map
+            if ref_name not in self.scores:
+                self.scores[ref_name] = Scores(task, class_map=class_map, truth=scored, atol=self.atol,
+                                               rtol=self.rtol)
+                if class_map:
+                    self.class_maps.add(ref_name)
+            pair = self.scores[ref_name].add(r, c, truth if scored else None)
+            if ref_name != self.pairs[0][0]:
+                continue
+            # the worst input: the lowest cosine, or for a label map the lowest agreement
+            if class_map:
+                counts = pair.class_counts
+                if counts.agree / counts.pixels < self.worst[0]:
+                    self.worst = (counts.agree / counts.pixels, index)
+            elif not math.isnan(self.worst[0]) and not pair.numeric.cosine >= self.worst[0]:
+                self.worst = (pair.numeric.cosine, index)
 
     def result(self, precision: str, overrides: Sequence[gating.Gate],
-               reference_gt: Mapping[str, float]) -> CandidateResult:
+               reference_scores: Mapping[str, Mapping[str, float]]) -> CandidateResult:
         assert self.pairs is not None
         gates = gating.gates_for(precision, overrides, self.target.budget)
         gating.check_gate_outputs(overrides, [name for name, _ in self.pairs])
         outputs = []
         for ref_name, cand_name in self.pairs:
-            metrics: dict[str, float] = {"nan": 0.0, "inf": 0.0} if ref_name in self.class_maps else \
-                dict(aggregate_numeric(self.numeric[ref_name]).to_dict())
-            if ref_name in self.tasks:
-                metrics.update(self.tasks[ref_name].result())
-            if ref_name in self.truth:
-                metrics["miou_gt"] = self.truth[ref_name].miou()
-                metrics["miou_drop"] = 100.0 * (reference_gt[ref_name] - metrics["miou_gt"])
+            # a label map's exact counts (NaN, Inf) are 0: its values are integers
+            metrics = {m: 0.0 for m in EXACT} if ref_name in self.class_maps else {}
+            metrics.update(self.scores[ref_name].result(reference_scores.get(ref_name, {})))
             outputs.append(OutputResult(ref_name, cand_name, metrics, gating.evaluate(gates, ref_name, metrics)))
         return CandidateResult(label=self.target.label, backend=self.target.runner.describe(), precision=precision,
                                outputs=outputs, worst_input=self.worst[1])
@@ -262,11 +253,11 @@ class _Tally:
 class _Kept:
     """What the report needs from the first task output (module docstring): class damage and pictures."""
 
-    def __init__(self, task: str, reference: Target, candidates: Sequence[Target]) -> None:
+    def __init__(self, task: TaskEntry, reference: Target, candidates: Sequence[Target]) -> None:
         self.task = task
         labels = [c.label for c in candidates]
-        self.damage = DamageAccumulator(labels) if task == "segmentation" else None
-        self.keeper = PictureKeeper(task, labels,  # type: ignore[arg-type]
+        self.damage = DamageAccumulator(labels) if task.labelled else None
+        self.keeper = PictureKeeper(task, labels,
                                     reference.preprocessing or next((c.preprocessing for c in candidates
                                                                      if c.preprocessing), None))
         self.names = next((n for t in (reference, *candidates) if t.metadata and (n := t.metadata.class_names)), None)
@@ -275,12 +266,12 @@ class _Kept:
     def add(self, index: int, x: np.ndarray, expected: dict[str, np.ndarray], outputs: list[dict[str, np.ndarray]],
             tallies: Sequence[_Tally], truth: np.ndarray | None = None) -> None:
         if self.name is None:
-            self.name = next((n for n, v in expected.items() if fits_task(self.task, v.shape)), "")
+            self.name = next((n for n, v in expected.items() if self.task.fits(v.shape)), "")
         if not self.name or x.ndim != 4 or x.shape[1] != 3:
             return  # no task output, or inputs that are not images: nothing to picture
         names = [dict(t.pairs or [])[self.name] for t in tallies]
         ref, cands = expected[self.name], [out[n] for out, n in zip(outputs, names, strict=True)]
-        if self.task == "segmentation":
+        if self.task.labelled:
             ref, cands = class_labels(ref), [class_labels(c) for c in cands]
             assert self.damage is not None
             # --labels: per-class IoU against the ground truth too (one image per batch, mask at the output size)
@@ -305,24 +296,25 @@ def compare(
 ) -> tuple[ParityResult, list[np.ndarray]]:
     """Compare each candidate with the reference; also returns each candidate's worst input (for --localize)."""
     say = progress or (lambda _msg: None)
-    task = reference.task or next((c.task for c in candidates if c.task), None)
+    task = task_of(reference.task or next((c.task for c in candidates if c.task), None))
     tallies = [_Tally(c, task, settings.atol, settings.rtol) for c in candidates]
     worst: list[np.ndarray | None] = [None] * len(candidates)
     kept = _Kept(task, reference, candidates) if task is not None and candidates else None
     position = 0
     labels = _labels(settings.labels, task, inputs)
-    reference_truth: dict[str, LabelAccumulator] = {}
+    reference_truth: dict[str, Scores] = {}  # the reference against the masks, for the derived metrics
     with contextlib.ExitStack() as stack:
         for target in (reference, *candidates):
             stack.enter_context(target.runner)
         for index, x in enumerate(inputs.batches()):
             say(Progressed("parity (inputs)", index + 1, inputs.count))
             expected = reference.runner.infer(_feed(reference, x))
-            truth = labels.read(index, _classes(reference, expected)) if labels is not None else None
-            if truth is not None:
+            truth = labels.read(index, _classes(reference, task, expected)) if labels is not None else None
+            if truth is not None and task is not None:
                 for name, value in expected.items():
-                    if fits_task("segmentation", value.shape):
-                        reference_truth.setdefault(name, LabelAccumulator()).add(value, truth)
+                    if task.fits(value.shape) and not is_class_map(value):
+                        reference_truth.setdefault(name, Scores(task, numeric=False, truth=True,
+                                                                names=needing_truth())).add(value, value, truth)
             outputs = []
             for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
                 outputs.append(target.runner.infer(_feed(target, x)))
@@ -334,10 +326,11 @@ def compare(
             position += x.shape[0]
     if not any(t.pairs for t in tallies):
         raise ParityError("no inputs were compared; check --inputs / --random / --limit")
-    result = ParityResult(reference=reference.label, reference_backend=reference.runner.describe(), task=task,
-                          inputs=inputs.description, input_count=inputs.count,
-                          reference_miou_gt={k: v.miou() for k, v in reference_truth.items()})
-    result.candidates = [t.result(settings.precision or c.precision, settings.gates, result.reference_miou_gt)
+    result = ParityResult(reference=reference.label, reference_backend=reference.runner.describe(),
+                          task=task.name if task is not None else None, inputs=inputs.description,
+                          input_count=inputs.count,
+                          reference_scores={k: v.result() for k, v in reference_truth.items()})
+    result.candidates = [t.result(settings.precision or c.precision, settings.gates, result.reference_scores)
                          for t, c in zip(tallies, candidates, strict=True)]
     if kept is not None:
         result.class_damage, result.pictures, result.class_names = kept.result()
@@ -346,20 +339,22 @@ def compare(
     return result, [w if w is not None else np.zeros(inputs.shape, np.float32) for w in worst]
 
 
-def _classes(reference: Target, outputs: Mapping[str, np.ndarray]) -> int | None:
+def _classes(reference: Target, task: TaskEntry | None, outputs: Mapping[str, np.ndarray]) -> int | None:
     """How many classes the model scores: its metadata's count, else the channels of its first score map."""
     if reference.num_classes:
         return reference.num_classes
-    return next((v.shape[1] for v in outputs.values() if fits_task("segmentation", v.shape)), None)
+    if task is None or not task.labelled:
+        return None
+    return next((v.shape[1] for v in outputs.values() if task.fits(v.shape) and not is_class_map(v)), None)
 
 
-def _labels(folder: str | None, task: str | None, inputs: InputSet) -> LabelSet | None:
+def _labels(folder: str | None, task: TaskEntry | None, inputs: InputSet) -> LabelSet | None:
     """The ground-truth mask of each input, checked before any model runs (None without --labels)."""
     if folder is None:
         return None
-    if task != "segmentation":
-        raise InputError(f"--labels scores segmentation masks; this model's task is {task or 'unknown'} "
-                          "(give --task segmentation for a user model)")
+    if task is None or not task.labelled:
+        raise InputError(f"--labels scores {LABELLED.name} masks; this model's task is "
+                         f"{task.name if task else 'unknown'} (give --task {LABELLED.name} for a user model)")
     if not inputs.files or len(inputs.files) != inputs.count:
         raise InputError("--labels matches masks to input images by file name; give --inputs DIR (a folder of "
                           "images) and no --random")
@@ -420,8 +415,9 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
             ref_path = Path(reference_onnx) if reference_onnx is not None else exported
             assert ref_path is not None
             tol = settings.localize_tolerance
-            if tol is None:
-                tol = TOLERANCES.get(outcome.precision, TOLERANCES["int8"])
+            if tol is None:  # the candidate's precision's, else the loosest
+                entry = PRECISIONS.get(outcome.precision)
+                tol = entry.localize_tolerance if entry else max(p.localize_tolerance for p in PRECISIONS.values())
             outcome.localization = localize(ref_path, target.onnx_path, x, tolerance=tol, top_k=settings.top_k,
                                             providers=provider_chain(settings.providers),
                                             progress=progress)

@@ -35,13 +35,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from deploykit.errors import InputError
-from deploykit.metrics.table import METRICS, parse_condition
+from deploykit.metrics.table import parse_condition
 from deploykit.precision.table import PRECISIONS
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
 }
-KNOWN_METRICS = tuple(METRICS)
 # The thresholds above live in each precision's entry (deploykit.precision.table.PRECISIONS[p].gates).
 DEFAULT_GATES: dict[str, tuple[str, ...]] = {name: entry.gates for name, entry in PRECISIONS.items()}
 

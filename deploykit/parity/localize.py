@@ -15,9 +15,9 @@ first node in topological order whose error crosses the tolerance, and the top-k
 with an error above f, each with its
 op type, ONNX node name and the PyTorch module it came from (read from the exporter's records, `module_path`).
 
-Default tolerances on the relative error, per candidate precision: fp32 1e-4 (fp32 runtimes differ at ~1e-6),
-fp16 1e-2 (an 11-bit mantissa gives ~5e-4 per op, growing with depth), int8 1e-1 (per-tensor activation
-quantisation costs a few percent per layer).
+The default tolerance on the relative error is the candidate precision's entry's `localize_tolerance`
+(deploykit.precision.table): fp32 1e-4 (fp32 runtimes differ at ~1e-6), fp16 1e-2 (an 11-bit mantissa gives
+~5e-4 per op, growing with depth), int8 1e-1 (per-tensor activation quantisation costs a few percent per layer).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from deploykit.errors import ParityError
 from deploykit.evaluate import session_from_onnx
 from deploykit.types import Progress
 
-TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}
 PASSTHROUGH = {"Cast", "QuantizeLinear", "DequantizeLinear"}
 SKIPPED_OPS = {"Constant", "Shape", "Size"}
 CHUNK = 64  # tensors exposed per session: bounds the memory held by intermediate outputs

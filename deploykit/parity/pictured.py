@@ -25,7 +25,7 @@ from deploykit.errors import InputError, ParityError
 from deploykit.io.outputs import atomic_output
 from deploykit.metrics.tasks import class_labels, saliency_maps
 from deploykit.parity.classes import PICTURED_INPUTS, saliency_disagreement
-from deploykit.types import Preprocessing, Task
+from deploykit.types import TASKS, Preprocessing, Task, TaskEntry
 
 
 def image_from_input(x: np.ndarray, preprocessing: Preprocessing | None) -> np.ndarray:
@@ -96,7 +96,7 @@ class Pictures:
                 task = str(data["task"])
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"cannot read pictured inputs from {path}: {exc}") from exc
-        if task not in ("segmentation", "saliency"):
+        if task not in TASKS:
             raise InputError(f"{path}: unknown task {task!r}")
         return cls(task=task, labels=labels, inputs=inputs)  # type: ignore[arg-type]
 
@@ -111,7 +111,7 @@ def _compact_labels(output: np.ndarray) -> np.ndarray:
 class PictureKeeper:
     """Keep the `count` inputs where candidates disagree most, offered one batch at a time (module docstring)."""
 
-    def __init__(self, task: Task, labels: Sequence[str], preprocessing: Preprocessing | None, *,
+    def __init__(self, task: TaskEntry, labels: Sequence[str], preprocessing: Preprocessing | None, *,
                  count: int = PICTURED_INPUTS) -> None:
         self.task, self.labels, self.preprocessing, self.count = task, tuple(labels), preprocessing, count
         self._kept: list[tuple[tuple[float, float, int], PicturedInput]] = []
@@ -123,12 +123,12 @@ class PictureKeeper:
         loop that also feeds classes.DamageAccumulator should take it once and hand both the maps."""
         if len(candidates) != len(self.labels):
             raise ParityError(f"{len(candidates)} candidate outputs for {len(self.labels)} candidates")
-        if self.task == "segmentation":
+        if self.task.labelled:
             ref, cands = _compact_labels(reference), [_compact_labels(c) for c in candidates]
         else:
             ref, cands = saliency_maps(reference, np.float32), [saliency_maps(c, np.float32) for c in candidates]
         for n in range(ref.shape[0]):
-            if self.task == "segmentation":
+            if self.task.labelled:
                 scores = tuple(float(np.mean(ref[n] != c[n])) for c in cands)
             else:
                 scores = tuple(saliency_disagreement(ref[n], c[n]) for c in cands)
@@ -142,4 +142,5 @@ class PictureKeeper:
             self._kept = sorted([*self._kept, (key, kept)], key=lambda item: item[0])[:self.count]
 
     def result(self) -> Pictures:
-        return Pictures(task=self.task, labels=self.labels, inputs=tuple(p for _, p in self._kept))
+        return Pictures(task=self.task.name, labels=self.labels,  # type: ignore[arg-type]
+                        inputs=tuple(p for _, p in self._kept))

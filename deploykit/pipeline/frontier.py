@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from deploykit.metrics.table import METRICS
+from deploykit.metrics.table import selected
 from deploykit.pipeline.verdict import artifact_latency
 from deploykit.precision.table import BASELINE
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from deploykit.pipeline.results import DeployResult
 
 MAX_EXTRAPOLATION = 2.0
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None)
+TASK_KEYS = selected()
 
 
 @dataclass(frozen=True)

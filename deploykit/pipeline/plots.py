@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import BackendUnavailable
-from deploykit.metrics.table import METRICS
+from deploykit.metrics.table import selected
 from deploykit.pipeline.frontier import Frontier, frontier
 from deploykit.report.format import require_matplotlib, save_png
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from deploykit.pipeline.results import DeployResult, LayersResult
 
 # Task metrics bounded by 1 for identical outputs: the plot shows 1 - metric.
-TASK_KEYS = tuple(m.name for m in METRICS.values() if m.task is not None and m.perfect == 1.0)
+TASK_KEYS = selected(bounded=True)  # on a 0-1 scale: one axis
 
 
 def _latency(plt: Any, bench: BenchReport, path: Path) -> Path | None:

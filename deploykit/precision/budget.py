@@ -43,8 +43,9 @@ import onnx
 from deploykit.calib.collect import probe_model
 from deploykit.errors import CalibrationError, CheckFailed, InputError
 from deploykit.evaluate import session_from_onnx
+from deploykit.metrics.scores import Scores, needing_truth, task_metrics
 from deploykit.metrics.table import METRICS, parse_condition
-from deploykit.metrics.tasks import LabelAccumulator, task_metrics
+from deploykit.metrics.tasks import task_of
 from deploykit.types import Progress, Progressed
 
 CONFIDENCE = 0.9
@@ -154,7 +155,7 @@ class Evaluator:
 
     def __init__(self, reference: bytes, inputs: Sequence[np.ndarray], task: str | None,
                  threads: int | None = None, rank_inputs: int | None = None,
-                 truth: Sequence[np.ndarray] | None = None) -> None:
+                 truth: Sequence[np.ndarray] | None = None, disabled_optimizers: Sequence[str] = ()) -> None:
         if not inputs:
             raise CalibrationError("an accuracy budget needs at least one held-out input")
         if truth is not None and len(truth) != len(inputs):
@@ -162,22 +163,25 @@ class Evaluator:
         self.inputs = list(inputs)
         self.task = task
         self.threads = threads
+        self.disabled_optimizers = tuple(disabled_optimizers)
         self.truth = list(truth) if truth is not None else None
         self.evaluations = 0
         self.rank_inputs = max(1, min(rank_inputs or len(self.inputs), len(self.inputs)))
         self.references = self._run(reference, len(self.inputs))
         self._norms = [[_norm(r) for r in ref] for ref in self.references]
-        self.reference_gt = self._miou_gt(self.references) if self.truth is not None else None
+        # The reference scored against the ground truth itself, for the metrics derived from both (miou_drop).
+        self.reference_scores = self._task_scores(self.references, names=needing_truth()) if truth else {}
 
-    def _miou_gt(self, outputs: Sequence[Sequence[np.ndarray]]) -> float:
-        assert self.truth is not None
-        accumulator = LabelAccumulator()
-        for out, mask in zip(outputs, self.truth, strict=True):
-            accumulator.add(out[0], mask)
-        return accumulator.miou()
+    def _task_scores(self, outputs: Sequence[Sequence[np.ndarray]], names: Sequence[str] | None = None
+                     ) -> dict[str, float]:
+        """The task metrics of output 0 over the held-out inputs (deploykit.metrics.scores)."""
+        scores = Scores(task_of(self.task), numeric=False, truth=self.truth is not None, names=names)
+        for index, (ref, out) in enumerate(zip(self.references, outputs, strict=False)):
+            scores.add(ref[0], out[0], self.truth[index] if self.truth is not None else None)
+        return scores.result(self.reference_scores if names is None else None)
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        session = session_from_onnx(model, threads=self.threads)
+        session = session_from_onnx(model, threads=self.threads, disabled_optimizers=self.disabled_optimizers)
         name = session.get_inputs()[0].name
         dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32  # --fp16-io
         return [list(session.run(None, {name: x.astype(dtype, copy=False)})) for x in self.inputs[:count]]
@@ -191,27 +195,22 @@ class Evaluator:
                    for r, norm, c in zip(ref, norms, out, strict=True)]
         scores = {"cosine": float(min(cosines))}
         if self.task is not None and tasks:
-            reference = np.concatenate([ref[0] for ref in self.references])
-            candidate = np.concatenate([out[0] for out in outputs])
-            scores.update(task_metrics(self.task, reference, candidate))
+            scores.update(self._task_scores(outputs))
             scores.update(self._bounds(scores, outputs))
-        if self.reference_gt is not None and tasks:  # against ground truth: miou_gt, and miou_drop in points
-            scores["miou_gt"] = self._miou_gt(outputs)
-            scores["miou_drop"] = 100.0 * (self.reference_gt - scores["miou_gt"])
         return scores
 
 
     def _bounds(self, pooled: Mapping[str, float], outputs: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
-        """The confidence bound of each task metric over the inputs (module docstring)."""
-        assert self.task is not None
+        """The confidence bound of each budgeted task metric over the inputs (module docstring)."""
         if len(outputs) < 2:
             return {}
+        assert self.task is not None
         per_input = [task_metrics(self.task, ref[0], out[0]) for ref, out in zip(self.references, outputs,
-                                                                                   strict=True)]
+                                                                                   strict=False)]
         bounds = {}
         for metric in per_input[0]:
             entry = METRICS.get(metric)
-            if entry is None or not entry.budget or entry.higher_is_better is None:
+            if entry is None or not entry.budget or entry.higher_is_better is None or metric not in pooled:
                 continue
             margin = confidence_margin([values[metric] for values in per_input])
             bounds[metric + BOUND] = pooled[metric] - margin if entry.higher_is_better else pooled[metric] + margin

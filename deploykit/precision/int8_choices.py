@@ -10,7 +10,7 @@ the float remainder (--int8-float) and depthwise/grouped convolutions (--int8-gr
   agreement (minmax 0.968 / 0.969); ModelOpt's graph lost 0.061 with its fp16 remainder for other reasons.
 - CPU backends (ONNX Runtime, OpenVINO): fp32. CPUs without native float16 arithmetic run an fp16 remainder as
   Casts around float32 kernels (slower), and ONNX Runtime's WeightBiasQuantization underflows float16 bias
-  scales (see TensorRTFormEvaluator).
+  scales (Backend.scored_without).
 --int8-grouped, depthwise and grouped convolutions:
 - TensorRT: kept out of INT8 (they then run in the remainder's precision, FP16 by default): TensorRT often runs
   them slower in INT8 than in FP16 (NVIDIA/TensorRT#1310, #1409, #4529). `--int8-grouped int8` quantizes them.
@@ -25,13 +25,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import onnx
 
 from deploykit.backends.base import Backend
 from deploykit.calib.data import CalibrationData
 from deploykit.errors import BuildError
-from deploykit.evaluate import session_as_written
 from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.graph.lint import lint_model
 from deploykit.io.metadata import ModelMetadata
@@ -73,23 +71,6 @@ def remainder_asked(asked: str | None, entry: Backend, budget: Budget | None) ->
     return FP32_REMAINDER, f"{entry.title}'s default: CPUs run float16 as casts around float32 kernels"
 
 
-class TensorRTFormEvaluator(Evaluator):
-    """Scores Q/DQ graphs as TensorRT computes them, in ONNX Runtime: without its WeightBiasQuantization pass,
-    which turns a float bias into INT32 with scale input_scale x weight_scale (TensorRT keeps biases float),
-    and which with float16 scales underflows (trained DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out
-    images: pixel agreement 0.878 with the pass, 0.944 without it or with no optimization at all)."""
-
-    def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
-        session = session_as_written(model, threads=self.threads)
-        name = session.get_inputs()[0].name
-        return [list(session.run(None, {name: x})) for x in self.inputs[:count]]
-
-
-def evaluator_for(entry: Backend) -> type[Evaluator]:
-    """How the backend's graphs are scored: as TensorRT computes them, or as ONNX Runtime runs them."""
-    return TensorRTFormEvaluator if entry.lint_target else Evaluator
-
-
 def fp16_remainder(model: onnx.ModelProto, absmax: dict[str, float]) -> onnx.ModelProto:
     """The INT8 graph with its float ops in float16 and float16 Q/DQ scales (opset raised to 19: the ops
     deploykit exports changed between 18 and 19 only by new optional attributes and modes)."""
@@ -117,8 +98,9 @@ def float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, asked: str 
     if choice == FP16_REMAINDER:
         return half, record
     assert budget is not None and held is not None
-    evaluator = evaluator_for(entry)(source.SerializeToString(), list(held), meta.task if meta else None,
-                                     threads=threads)
+    # Scored as the backend computes the graph: its form (as_deployed), without the optimizations it lacks.
+    evaluator = Evaluator(source.SerializeToString(), list(held), meta.task if meta else None, threads=threads,
+                          disabled_optimizers=entry.scored_without)
     deployed = entry.as_deployed(half, threads=threads, optimize=False, float_source=source)
     scores = evaluator.score(deployed.SerializeToString())
     record["fp16_scores"] = scores
@@ -134,10 +116,10 @@ def float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, asked: str 
     return model, record
 
 
-def qdq_lint(model: onnx.ModelProto, choices: Mapping[str, str], progress: Progress) -> dict[str, Any]:
-    """The Q/DQ lint (deploykit.graph.qdq_lint) of the graph TensorRT compiles, for the report; a finding
-    about a choice this build made (`choices`: lint rule -> why the build chose so) says why."""
-    findings = [f for f in lint_model(model).findings if f.rule.startswith(("qdq-", "int8-"))]
+def qdq_lint(model: onnx.ModelProto, target: str, choices: Mapping[str, str], progress: Progress) -> dict[str, Any]:
+    """The Q/DQ lint (deploykit.graph.qdq_lint) of the graph the backend compiles (`target`), for the report; a
+    finding about a choice this build made (`choices`: lint rule -> why the build chose so) says why."""
+    findings = [f for f in lint_model(model, target=target).findings if f.rule.startswith(("qdq-", "int8-"))]
     findings = [replace(f, why=f"{f.why}; this build: {choices[f.rule]}") if f.rule in choices else f
                 for f in findings]
     for finding in findings:

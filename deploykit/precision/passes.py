@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from deploykit.backends.base import backend_of
+from deploykit.backends.base import Backend
 from deploykit.calib import cache as calib_cache
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
 from deploykit.calib.methods import MinMax, amax, make_method
-from deploykit.calib.qdq import QdqBuilder, calibration_tensors
+from deploykit.calib.qdq import LAYOUTS, QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
 from deploykit.graph.macs import count_onnx_macs
@@ -49,6 +49,7 @@ RANK_INPUTS = 2
 # FP16 budget candidates: the nodes where float16 accumulation and weight rounding happen; elementwise ops
 # between them gain little from float32 and would multiply the search's cost.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+SENSITIVITIES = ("single", "local")  # the budget search's rankings (deploykit.precision.budget), default first
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def _split(data: CalibrationData, options: CalibrationOptions, budget: Budget | 
 
 def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
                options: CalibrationOptions, *, keep: Sequence[str], fp16_io: bool, accuracy_budget: Sequence[str],
-               backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
+               backend: Backend, threads: int | None, progress: Progress) -> PrecisionResult:
     """FP16 graph; activations that overflow float16 on the calibration data keep their nodes in float32, and
     with a budget the fewest most sensitive nodes stay float32 until it is met."""
     source = onnx.ModelProto.FromString(source.SerializeToString())
@@ -228,11 +229,11 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
 
 def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
                options: CalibrationOptions, *, keep_float: Sequence[str], accuracy_budget: Sequence[str],
-               layout: str, backend: str, threads: int | None, progress: Progress) -> PrecisionResult:
+               layout: str, backend: Backend, threads: int | None, progress: Progress) -> PrecisionResult:
     """INT8 Q/DQ graph from calibration ranges, with the accuracy recovery steps (deploykit.precision.recovery);
     with a budget, the fewest nodes kept in float that meet it; then the float remainder."""
     _check_int8(source, options, layout, keep_float)
-    entry = backend_of(backend)
+    entry = backend
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
     data, held = _split(_data(options, source, meta, progress), options, budget)
     truth = _held_truth(held, options, budget, meta)
@@ -240,7 +241,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     source, source_sha, equalized = equalized_source(source, source_sha, options.recovery, progress)
     ranges, info = _ranges(source, source_sha, data, method, calibration_tensors(source), options,
                            histograms=not isinstance(method, MinMax), threads=threads, say=progress)
-    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == "inputs+outputs",
+    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == LAYOUTS[1],
                          float_grouped=grouped_reason(options.grouped, entry), observed=ranges.observed)
     report: dict[str, Any] = {"method": method.to_dict(), "recovery": options.recovery.to_dict(),
                               "equalization": equalized, **recover(builder, options.recovery, entry, data,
@@ -257,7 +258,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     if entry.lint_target:  # the placement rules are the compiling backend's (TensorRT's)
         choices = {"int8-fp32-remainder": report["int8_float"]["why"],
                    "int8-grouped-conv": "asked for (--int8-grouped int8)"}
-        report["qdq_lint"] = qdq_lint(model, choices, progress)
+        report["qdq_lint"] = qdq_lint(model, entry.lint_target, choices, progress)
     _verify(model, "INT8")
     _with_metadata(model, meta, "int8", [k.to_dict() for k in result.kept])
     progress(f"INT8: {len(result.quantized)} weighted nodes quantized, {len(result.kept)} kept in float; "
@@ -271,8 +272,8 @@ def _check_int8(source: onnx.ModelProto, options: CalibrationOptions, layout: st
     if options.data is None:
         raise CalibrationError("INT8 needs calibration data: --calib-data DIR (images), FILE.npz (preprocessed "
                                "inputs), 'photos' (scikit-image's photographs) or 'synthetic' (noise; poor ranges)")
-    if layout not in ("inputs", "inputs+outputs"):
-        raise BuildError(f"unknown Q/DQ layout {layout!r}; choose inputs or inputs+outputs")
+    if layout not in LAYOUTS:
+        raise BuildError(f"unknown Q/DQ layout {layout!r}; choose {' or '.join(LAYOUTS)}")
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
@@ -303,24 +304,21 @@ def _held_truth(held: CalibrationData | None, options: CalibrationOptions, budge
 def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[frozenset[str]], onnx.ModelProto],
             held: CalibrationData, truth: list[np.ndarray] | None, budget: Budget, meta: ModelMetadata | None,
             options: CalibrationOptions, *,
-            backend: str, low: str, threads: int | None, progress: Progress) -> BudgetResult:
+            backend: Backend, low: str, threads: int | None, progress: Progress) -> BudgetResult:
     """The budget search, scored on the held-out inputs with what the backend would run: for ONNX Runtime the
     lowered and optimized model the artifact holds (its numerics differ from the plain graph's: the saved
     Casts round activations to float16 where a plain float16 graph on CPU drops them)."""
-
-    entry = backend_of(backend)
-
     def lowered(kept: frozenset[str]) -> onnx.ModelProto:
-        return entry.as_deployed(build(kept), threads=threads, optimize=False, float_source=source)
+        return backend.as_deployed(build(kept), threads=threads, optimize=False, float_source=source)
 
     def deployed(kept: frozenset[str]) -> bytes:
-        return bytes(entry.as_deployed(build(kept), threads=threads, optimize=True,
-                                       float_source=source).SerializeToString())
+        return bytes(backend.as_deployed(build(kept), threads=threads, optimize=True,
+                                         float_source=source).SerializeToString())
 
     inputs = list(held)
-    method = options.sensitivity or "single"
-    if method not in ("local", "single"):
-        raise CalibrationError(f"unknown sensitivity method {method!r}; choose local or single")
+    method = options.sensitivity or SENSITIVITIES[0]
+    if method not in SENSITIVITIES:
+        raise CalibrationError(f"unknown sensitivity method {method!r}; choose {' or '.join(SENSITIVITIES)}")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
     evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads,
                           rank_inputs=RANK_INPUTS, truth=truth)

@@ -1,29 +1,30 @@
 """The one precision table, `PRECISIONS`: every fact that depends on the precision lives in its entry.
 
 An entry names its CLI flag, its graph pass (FP32 ONNX -> this precision's ONNX; None for fp32), the build
-options that apply to it, the report key listing the nodes kept in higher precision, its default parity
-gates and tolerances (deploykit.parity.gates documents why each threshold), and how to recognise a graph of it.
-Code outside this file asks the table (`precision_of`, `detect_precision`), never compares a precision name.
-Adding a precision is one entry here plus its pass in deploykit.precision.passes.
+options that apply to it (its keep option's name and help become a build-engine option), the report key listing
+the nodes kept in higher precision, its default parity gates (deploykit.parity.gates documents why each
+threshold), the tolerance --localize flags nodes at, the bounds of doctor's full self-test, its element type
+(the kernel sweep's graphs), and how to recognise a graph of it. Code outside this file asks the table
+(`precision_of`, `detect_precision`) or takes an entry, never compares a precision name. Adding a precision is
+one entry here plus its pass in deploykit.precision.passes, or, from another package, an entry point
+`deploykit.precisions` (deploykit.plugins) naming a Precision whose graph_pass is its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import onnx
 from onnx import TensorProto
 
+from deploykit.backends.base import Backend
 from deploykit.errors import ConfigConflict
-from deploykit.precision.passes import fp16_graph, int8_graph
-
-if TYPE_CHECKING:
-    import onnx
-
-    from deploykit.io.metadata import ModelMetadata
-    from deploykit.precision.passes import CalibrationOptions, PrecisionResult
-    from deploykit.types import Progress
+from deploykit.io.metadata import ModelMetadata
+from deploykit.plugins import with_plugins
+from deploykit.precision.passes import CalibrationOptions, PrecisionResult, fp16_graph, int8_graph
+from deploykit.types import Progress
 
 _ALWAYS = ("nan==0", "inf==0")
 
@@ -40,7 +41,7 @@ class GraphRequest:
     fp16_io: bool
     budget: Sequence[str]
     layout: str  # the backend's Q/DQ layout (BACKENDS[b].qdq_layout) unless the user chose one
-    backend: str
+    backend: Backend  # the compiling backend: what the budget search scores, whose lint rules apply
     threads: int | None
     progress: Progress
 
@@ -83,6 +84,12 @@ class Precision:
     gates: tuple[str, ...]  # default parity gates
     detect: Callable[[onnx.ModelProto], bool]  # does a graph compute in this precision
     detect_rank: int  # the first matching detector of highest rank wins (int8 graphs hold fp16 casts too)
+    localize_tolerance: float = 1e-1  # per-node relative error --localize flags (deploykit.parity.localize)
+    keep_help: str = ""  # help of its keep option on the command line
+    element_type: int = TensorProto.FLOAT  # what its weights and activations are (the kernel sweep's graphs)
+    # doctor --selftest --full: minimum logit cosine and pixel agreement of its TensorRT engine against FP32
+    # ONNX Runtime, on a model with random weights (hence looser than the gates); None: not self-tested
+    selftest_bounds: tuple[float, float] | None = None
     budget_in_deploy: bool = False  # deploy applies --accuracy-budget to this precision's build
 
     @property
@@ -90,30 +97,35 @@ class Precision:
         return self.graph_pass is not None
 
 
-PRECISIONS: dict[str, Precision] = {
+PRECISIONS: dict[str, Precision] = with_plugins("deploykit.precisions", Precision, {
     p.name: p
     for p in (
         Precision("fp32", "--fp32", "Keep float32.", "FP32", None, frozenset(), "", "",
                   (*_ALWAYS, "cosine>=0.99999", "pixel_agreement>=0.999", "miou_major>=0.99", "cc>=0.9999",
-                   "sim>=0.999", "kld<=0.001"), lambda _m: True, 0),
+                   "sim>=0.999", "kld<=0.001"), lambda _m: True, 0, localize_tolerance=1e-4,
+                  selftest_bounds=(0.9999, 0.995)),
         Precision("fp16", "--fp16", "Weights and activations in float16.", "FP16", _fp16_pass,
                   frozenset({"keep", "fp16_io", "accuracy_budget"}), "keep_fp32", "kept_fp32",
                   (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou_major>=0.95", "cc>=0.999", "sim>=0.99",
-                   "kld<=0.01"), _is_fp16, 1),
+                   "kld<=0.01"), _is_fp16, 1, localize_tolerance=1e-2,
+                  keep_help="FP16: keep this node name or op type in float32 (repeatable; DepthwiseConv works too).",
+                  element_type=TensorProto.FLOAT16, selftest_bounds=(0.999, 0.98)),
         Precision("int8", "--int8", "Explicit INT8 Q/DQ from calibration data.", "INT8", _int8_pass,
                   frozenset({"keep", "accuracy_budget"}), "keep_float", "kept_float",
                   (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou_major>=0.85", "cc>=0.98", "sim>=0.95",
-                   "kld<=0.05"), _is_int8, 2, budget_in_deploy=True),
+                   "kld<=0.05"), _is_int8, 2, localize_tolerance=1e-1,
+                  keep_help="INT8: keep this node name or op type unquantized (repeatable; DepthwiseConv works too).",
+                  element_type=TensorProto.INT8, selftest_bounds=(0.95, 0.80), budget_in_deploy=True),
     )
-}
-DEFAULT = "fp32"  # build-engine's precision when no flag is given
+})
+DEFAULT = PRECISIONS["fp32"]  # build-engine's precision when no flag is given
 BASELINE = next(p for p in PRECISIONS.values() if not p.lowered)  # what the others are compared with
 KEPT_KEYS = tuple(p.kept_key for p in PRECISIONS.values() if p.kept_key)
 
 
 def precision_of(name: str | None, *, what: str = "precision") -> Precision:
     """The entry for `name` (None: the default), or a clear error listing the known ones."""
-    chosen = name or DEFAULT
+    chosen = name or DEFAULT.name
     if chosen not in PRECISIONS:
         raise ConfigConflict(f"unknown {what} {chosen!r}; choose one of {', '.join(PRECISIONS)}")
     return PRECISIONS[chosen]

@@ -1,14 +1,13 @@
-"""Per-class damage for people (issue 13, item 3): a summary per candidate and a table per class, as text or
-Markdown from the same parity.classes.ClassDamageResult (pass format.markdown_table as `table`)."""
+"""Per-class damage for people (issue 13, item 3): a summary per candidate and a table per class, as blocks of
+the document model (deploykit.report.document renders them as text, Markdown or HTML)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
-from deploykit.report.format import fmt, text_table
-
-Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]
+from deploykit.report.document import Block, Paragraph, Table, table
+from deploykit.report.format import fmt
 
 
 def class_name(index: int, class_names: Sequence[str] | None) -> str:
@@ -22,9 +21,8 @@ def _worst(damage: CandidateDamage, class_names: Sequence[str] | None, baseline:
     return ", ".join(f"{class_name(k, class_names)} (-{fmt(loss, 3)})" for k, loss in worst) or "none"
 
 
-def damage_tables(result: ClassDamageResult, class_names: Sequence[str] | None = None
-                  ) -> list[tuple[str, list[str], list[list[object]]]]:
-    """(caption, headers, rows) of the summary tables: one row per candidate with its agreement, mIoU against
+def damage_blocks(result: ClassDamageResult, class_names: Sequence[str] | None = None) -> list[Block]:
+    """The summary tables: one row per candidate with its agreement, mIoU against
     the reference, where its flips lie and the classes that lose most (1 - IoU); with ground truth, a second
     table scoring every model against it (a class's loss: the reference's IoU minus the candidate's)."""
     headers = ["candidate", "pixel agree", "mIoU vs reference", f"flips on edges (≤{BOUNDARY_WIDTH} px)",
@@ -35,29 +33,18 @@ def damage_tables(result: ClassDamageResult, class_names: Sequence[str] | None =
         rates = f"{fmt(split.boundary_rate)} / {fmt(split.interior_rate)}" if split else "-"
         rows.append([damage.label, damage.pixel_agreement, damage.miou, split.boundary_share if split else None,
                      split.band_share if split else None, rates, _worst(damage, class_names, None)])
-    tables = [("", headers, rows)]
+    blocks: list[Block] = [table(headers, rows)]
     baseline = result.baseline()
     if baseline is not None:
         truth_rows: list[list[object]] = [[d.label, d.pixel_agreement, d.miou,
                                            "-" if d is baseline else _worst(d, class_names, baseline)]
                                           for d in result.labels]
-        tables.append(("Against the ground-truth labels:",
-                       ["model", "pixel accuracy", "mIoU", "classes losing most vs the reference"], truth_rows))
-    return tables
+        blocks += [Paragraph("Against the ground-truth labels:"),
+                   table(["model", "pixel accuracy", "mIoU", "classes losing most vs the reference"], truth_rows)]
+    return blocks
 
 
-def damage_summary(result: ClassDamageResult, class_names: Sequence[str] | None = None,
-                   table: Table = text_table) -> str:
-    """damage_tables as text (or Markdown with format.markdown_table as `table`)."""
-    lines: list[str] = []
-    for caption, headers, rows in damage_tables(result, class_names):
-        lines += ["", caption] if caption else []
-        lines.append(table(headers, rows))
-    return "\n".join(lines)
-
-
-def class_rows(result: ClassDamageResult, class_names: Sequence[str] | None = None
-               ) -> tuple[list[str], list[list[object]]]:
+def class_table(result: ClassDamageResult, class_names: Sequence[str] | None = None) -> Table:
     """One row per class present: the reference's pixel share, each candidate's IoU and pixel share, and with
     ground truth each model's IoU against it."""
     indices = sorted({c.index for d in (*result.candidates, *result.labels) for c in d.classes})
@@ -74,10 +61,4 @@ def class_rows(result: ClassDamageResult, class_names: Sequence[str] | None = No
             row += [found.iou if found else None, found.candidate_share if found else 0.0]
         row += [d.iou(index) for d in result.labels]
         rows.append(row)
-    return headers, rows
-
-
-def class_table(result: ClassDamageResult, class_names: Sequence[str] | None = None,
-                table: Table = text_table) -> str:
-    """class_rows as text (or Markdown)."""
-    return table(*class_rows(result, class_names))
+    return table(headers, rows)

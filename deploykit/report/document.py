@@ -1,5 +1,5 @@
-"""A tiny document model: a report is a list of blocks, rendered to Markdown and to HTML from the same blocks
-(the HTML is no longer made by re-parsing the Markdown)."""
+"""A tiny document model: a report is a list of blocks, rendered to Markdown, to HTML and to terminal text from
+the same blocks (no format is made by re-parsing another)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploykit.report.format import fmt, markdown_table
+from deploykit.report.format import fmt, markdown_table, text_table
 
 
 @dataclass(frozen=True)
@@ -71,21 +71,43 @@ def to_markdown(blocks: Sequence[Block]) -> str:
     return "\n".join(lines)
 
 
+def to_text(blocks: Sequence[Block]) -> str:
+    """For the terminal: headings and paragraphs as lines, bullets one per line, tables aligned; a blank line
+    between blocks (images are left out)."""
+    parts: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading | Paragraph | Note):
+            parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(block.items))
+        elif isinstance(block, Table):
+            parts.append(text_table(block.headers, block.rows))
+    return "\n\n".join(parts)
+
+
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;"
          "padding:3px 8px;text-align:right}td.t{text-align:left;overflow-wrap:anywhere}th{background:#f3f3f3}"
          "img{max-width:100%}")
 
 
+def _inline(text: str) -> str:
+    """Escaped text with Markdown's `code` spans as <code> (the one inline markup the report's text uses)."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays a backtick
+        return html.escape(text)
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
 def _html_block(block: Block) -> str:
     if isinstance(block, Heading):
         return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
     if isinstance(block, Paragraph):
-        return f"<p>{html.escape(block.text)}</p>"
+        return f"<p>{_inline(block.text)}</p>"
     if isinstance(block, Note):
-        return f"<blockquote>{html.escape(block.text)}</blockquote>"
+        return f"<blockquote>{_inline(block.text)}</blockquote>"
     if isinstance(block, Bullets):
-        return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>"
+        return "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
         body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(c, str) else ''}>{html.escape(fmt(c))}</td>"

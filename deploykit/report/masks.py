@@ -30,6 +30,7 @@ from deploykit.errors import InputError
 from deploykit.io.outputs import atomic_output
 from deploykit.parity.classes import BOUNDARY_WIDTH, boundary_band
 from deploykit.parity.pictured import Pictures
+from deploykit.types import TASKS
 
 PANEL = 160  # panel height in pixels; width follows the maps' aspect
 GAP = 6
@@ -340,7 +341,7 @@ def pictures_png(pictures: Pictures, *, class_names: Sequence[str] | None = None
     """The picture of a parity run's kept inputs (parity.pictured), by its task."""
     if not pictures.inputs:
         raise InputError("no pictured inputs: no candidate disagrees with the reference on any input")
-    if pictures.task == "segmentation":
+    if TASKS[pictures.task].labelled:
         return segmentation_png([MaskRow(p.image, p.reference, p.candidates) for p in pictures.inputs],
                                 pictures.labels, class_names=class_names, panel=panel)
     return saliency_png([SaliencyRow(p.image, p.reference, p.candidates) for p in pictures.inputs],

@@ -1,44 +1,36 @@
-"""Parity results for people: a text table for the terminal and a Markdown report."""
+"""Parity results for people: the terminal's text and the Markdown report, both from the same blocks
+(deploykit.report.document)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-from deploykit.metrics.table import METRICS, task_metric_names
-from deploykit.metrics.tasks import TASKS
+from deploykit.metrics.table import METRICS, selected
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.parity.gates import DEFAULT_GATES
-from deploykit.report.format import fmt, markdown_table, text_table
+from deploykit.report.document import Block, Bullets, Heading, Paragraph, Table, table, to_markdown, to_text
+from deploykit.report.format import fmt
 
-NUMERIC_COLUMNS = tuple((m.name, m.title) for m in METRICS.values() if m.task is None and m.column)
-TASK_COLUMNS = {task: tuple((m, METRICS[m].title) for m in task_metric_names(task) if METRICS[m].column)
-                for task in TASKS}
+NUMERIC_COLUMNS = tuple(m.name for m in METRICS.values() if m.task is None and m.column)
 LOCALIZE_HEADERS = ["rank", "ONNX node", "op", "PyTorch module", "rel. error", "input error", "growth"]
 
-Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]
+
+def _columns(result: ParityResult) -> tuple[str, ...]:
+    """The numeric columns, then the task's shown metrics (those against ground truth only with --labels)."""
+    task = selected(task=result.task, shown=True) if result.task else ()
+    return NUMERIC_COLUMNS + tuple(m for m in task if result.reference_scores or not METRICS[m].needs_labels)
 
 
-def _columns(result: ParityResult) -> tuple[tuple[str, str], ...]:
-    task = tuple(c for c in TASK_COLUMNS.get(result.task or "", ())
-                 if result.reference_miou_gt or not METRICS[c[0]].needs_labels)  # ground truth: with --labels
-    return NUMERIC_COLUMNS + task
-
-
-def summary_table(result: ParityResult, table: Table = text_table) -> str:
+def summary_table(result: ParityResult) -> Table:
     columns = _columns(result)
-    headers = ["candidate", "backend", "precision", "output", *(title for _, title in columns), "verdict"]
-    rows = []
-    for candidate in result.candidates:
-        for output in candidate.outputs:
-            values = [output.metrics.get(key) for key, _ in columns]
-            rows.append([candidate.label, candidate.backend, candidate.precision, output.name, *values,
-                         "pass" if output.passed else "FAIL"])
+    headers = ["candidate", "backend", "precision", "output", *(METRICS[m].title for m in columns), "verdict"]
+    rows = [[candidate.label, candidate.backend, candidate.precision, output.name,
+             *(output.metrics.get(m) for m in columns), "pass" if output.passed else "FAIL"]
+            for candidate in result.candidates for output in candidate.outputs]
     return table(headers, rows)
 
 
-def localization_lines(candidate: CandidateResult, table: Table = text_table) -> list[str]:
+def localization_blocks(candidate: CandidateResult) -> list[Block]:
     if candidate.localize_note:
-        return [f"localize {candidate.label}: {candidate.localize_note}"]
+        return [Paragraph(f"localize {candidate.label}: {candidate.localize_note}")]
     found = candidate.localization
     if found is None:
         return []
@@ -57,42 +49,46 @@ def localization_lines(candidate: CandidateResult, table: Table = text_table) ->
     rows = [[i + 1, n.node, n.op_type, n.module or "-", n.error, n.input_error, n.growth]
             for i, n in enumerate(found.top)]
     lines.append(f"top {len(rows)} nodes by error growth (error of the output relative to error of the inputs):")
-    lines.append(table(LOCALIZE_HEADERS, rows))
-    return lines
+    return [Paragraph("\n".join(lines)), table(LOCALIZE_HEADERS, rows)]
 
 
 def _truth_lines(result: ParityResult) -> list[str]:
-    return [f"reference mIoU vs labels ({name}): {fmt(value)}" for name, value in result.reference_miou_gt.items()]
+    """The reference's own values against the ground truth (--labels)."""
+    return [f"reference {METRICS[m].title} ({name}): {fmt(value)}" for name, scores in result.reference_scores.items()
+            for m, value in scores.items()]
 
 
 def text_report(result: ParityResult) -> str:
-    lines = [f"reference: {result.reference} ({result.reference_backend}); task: {result.task or 'unknown'}",
-             f"inputs: {result.inputs}", *_truth_lines(result), "", summary_table(result)]
-    failures = [(c.label, f) for c in result.candidates for o in c.outputs for f in o.failures()]
+    head = [f"reference: {result.reference} ({result.reference_backend}); task: {result.task or 'unknown'}",
+            f"inputs: {result.inputs}", *_truth_lines(result)]
+    blocks: list[Block] = [Paragraph("\n".join(head)), summary_table(result)]
+    failures = [f"FAIL {c.label}: {f}" for c in result.candidates for o in c.outputs for f in o.failures()]
     if failures:
-        lines += ["", *(f"FAIL {label}: {failure}" for label, failure in failures)]
+        blocks.append(Bullets(tuple(failures)))
     if result.notes:
-        lines += ["", *(f"note: {note}" for note in result.notes)]
+        blocks.append(Bullets(tuple(f"note: {note}" for note in result.notes)))
     for candidate in result.candidates:
-        extra = localization_lines(candidate)
-        if extra:
-            lines += ["", *extra]
-    return "\n".join(lines)
+        blocks += localization_blocks(candidate)
+    return to_text(blocks)
+
+
+def _gates_of(candidate: CandidateResult) -> str:
+    return ", ".join(sorted({check.gate.describe() for o in candidate.outputs for check in o.checks})) or "none"
 
 
 def markdown_report(result: ParityResult) -> str:
     verdict = "pass" if result.passed else "FAIL"
-    lines = [f"# Parity report: {verdict}", "", f"- Reference: `{result.reference}` ({result.reference_backend})",
-             f"- Task: {result.task or 'unknown'}", f"- Inputs: {result.inputs}", f"- Verdict: {result.summary()}",
-             *(f"- Note: {note}" for note in result.notes),
-             "", "## Outputs", "", summary_table(result, markdown_table), "", "## Gates", ""]
+    gates = [f"`{c.label}` ({c.precision}): {_gates_of(c)}" for c in result.candidates]
+    blocks: list[Block] = [
+        Heading(f"Parity report: {verdict}", level=1),
+        Bullets((f"Reference: `{result.reference}` ({result.reference_backend})", f"Task: {result.task or 'unknown'}",
+                 f"Inputs: {result.inputs}", f"Verdict: {result.summary()}",
+                 *(f"Note: {note}" for note in result.notes))),
+        Heading("Outputs"), summary_table(result), Heading("Gates"), Bullets(tuple(gates)),
+        Paragraph("Defaults per precision (deploykit.parity.gates): "
+                  + "; ".join(f"{p}: {', '.join(g)}" for p, g in DEFAULT_GATES.items()))]
     for candidate in result.candidates:
-        checks = {c.gate.describe() for o in candidate.outputs for c in o.checks}
-        lines.append(f"- `{candidate.label}` ({candidate.precision}): {', '.join(sorted(checks)) or 'none'}")
-    lines += ["", "Defaults per precision (deploykit.parity.gates): "
-              + "; ".join(f"{p}: {', '.join(g)}" for p, g in DEFAULT_GATES.items())]
-    for candidate in result.candidates:
-        extra = localization_lines(candidate, markdown_table)
+        extra = localization_blocks(candidate)
         if extra:
-            lines += ["", f"## Localisation: `{candidate.label}`", "", *extra]
-    return "\n".join(lines) + "\n"
+            blocks += [Heading(f"Localisation: `{candidate.label}`"), *extra]
+    return to_markdown(blocks)

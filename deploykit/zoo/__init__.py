@@ -4,9 +4,10 @@ from deploykit.zoo import models  # noqa: F401  (registers every architecture)
 from deploykit.zoo._registry import (
     ModelSpec,
     Preprocessing,
+    aliases,
     get_model_spec,
     list_models,
     register_model,
 )
 
-__all__ = ["ModelSpec", "Preprocessing", "get_model_spec", "list_models", "register_model"]
+__all__ = ["ModelSpec", "Preprocessing", "aliases", "get_model_spec", "list_models", "register_model"]

@@ -31,9 +31,6 @@ class ModelSpec:
     checkpoint_formats: tuple[str, ...] = ("state_dict",)
     size_multiple: int = 1  # height and width must be multiples of this
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
-    # A small variant for the default test suite: builder options and input size.
-    test_options: Mapping[str, Any] = field(default_factory=dict)
-    test_input_size: tuple[int, int] = (65, 65)
 
     def options(self) -> dict[str, inspect.Parameter]:
         """The builder's keyword options (name -> parameter), as documented by its signature."""

@@ -276,6 +276,4 @@ SPEC = register_model(ModelSpec(
     checkpoint_formats=("state_dict", "deconvnet_torchvision_vgg16_bn"),
     size_multiple=32,
     exporter="torchscript",
-    test_options={"width_divisor": 16, "fc_kernel": 2},
-    test_input_size=(64, 64),
 ))

@@ -197,8 +197,6 @@ for _builder, _backbone, _formats, _aliases in _VARIANTS:
             description=f"DeepLabv3+ ({_backbone} backbone, ASPP + decoder), PASCAL VOC 21 classes",
             output_names=("output",),
             checkpoint_formats=_formats,
-            test_options={"width_multiplier": 0.125},
-            test_input_size=(65, 65),
         ),
         aliases=_aliases,
     )

@@ -158,7 +158,5 @@ for _name, (_stride, _what) in _VARIANTS.items():
             description=f"FCN-{_stride}s on VGG16 (conv1_1 padded 100, fc6 7x7 valid, fixed bilinear "
             f"transposed-conv upsampling): {_what}. Any input size; output has the input's size.",
             checkpoint_formats=("wkentaro_fcn", "torchvision_vgg16"),
-            test_options={"width": 0.0625},
-            test_input_size=(40, 56),
         )
     )

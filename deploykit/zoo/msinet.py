@@ -128,7 +128,5 @@ register_model(
         output_names=("saliency",),
         checkpoint_formats=("msinet_foveacast", "torchvision_vgg16_features"),
         size_multiple=8,
-        test_options={"width": 0.0625},
-        test_input_size=(48, 64),
     )
 )

@@ -131,7 +131,5 @@ register_model(
         "must be 16k+60 >= 188 (they step by 16, hence size_multiple 16). padded=True gives a same-size output "
         "for sides that are multiples of 16.",
         size_multiple=16,
-        test_options={"width": 0.0625},
-        test_input_size=(188, 204),
     )
 )

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+from deploykit.backends.base import backend_of
 from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, unsigned_after_activation
 from deploykit.build import build_artifact
 from deploykit.calib.collect import collect_stats
@@ -22,8 +23,10 @@ from deploykit.evaluate import session_from_onnx, session_options
 from deploykit.graph.seven_bit import SEVEN_BIT, needs_seven_bit_weights
 from deploykit.io.metadata import read_observed_ranges
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import PRECISIONS
 from tests.fixtures.cpu import simulate_cpu
 from tests.fixtures.precision_models import export_user_model
+from tests.fixtures.tiny import TINY
 
 FLOAT_CONVS = ("Conv", "FusedConv", "ConvTranspose")
 
@@ -97,11 +100,12 @@ def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Pat
 
     spec = get_model_spec(name)
     fp32 = tmp_path / "model.onnx"
-    assert onnx_from_torch(load_model(name, options=dict(spec.test_options)), fp32, dynamic=False,
-                           input_shape=(1, 3, *spec.test_input_size)).passed
+    assert onnx_from_torch(load_model(name, options=dict(TINY[spec.name].options)), fp32, dynamic=False,
+                           input_shape=(1, 3, *TINY[spec.name].input_size)).passed
     calibration = CalibrationOptions(data="synthetic", n=2)
     out = tmp_path / "model-int8.onnx"
-    result = build_artifact(fp32, out, precision="int8", backend="onnxruntime", calibration=calibration)
+    result = build_artifact(fp32, out, precision=PRECISIONS["int8"], backend=backend_of("onnxruntime"),
+                            calibration=calibration)
     assert result.precision_onnx is not None
     graph = onnx.load(str(result.precision_onnx))
     convs = sum(n.op_type == "Conv" for n in graph.graph.node)
@@ -116,8 +120,9 @@ def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Pat
     # a node kept by the user stays float, and nothing else does
     kept_name = next(n.name for n in graph.graph.node if n.op_type == "Conv")
     kept_out = tmp_path / "kept.onnx"
-    build_artifact(fp32, kept_out, precision="int8", backend="onnxruntime", calibration=calibration,
-                   keep_float=[kept_name])
+    build_artifact(fp32, kept_out, precision=PRECISIONS["int8"], backend=backend_of("onnxruntime"),
+                   calibration=calibration,
+                   keeps={"keep_float": [kept_name]})
     assert sum(op in FLOAT_CONVS for op in _ops_after_ort(kept_out, tmp_path)) == 2
 
 
@@ -170,7 +175,7 @@ def test_build_takes_seven_bit_float_weights_only_without_vnni(vnni: bool, tmp_p
     fp32 = export_user_model(tmp_path / "net.onnx")
     simulate_cpu(monkeypatch, vnni=vnni)
     out = tmp_path / "int8.onnx"
-    result = build_artifact(fp32, out, precision="int8", backend="onnxruntime",
+    result = build_artifact(fp32, out, precision=PRECISIONS["int8"], backend=backend_of("onnxruntime"),
                             calibration=CalibrationOptions(data="synthetic", n=2))
     lowering = json.loads(json.dumps(result.sidecar.build_options))["int8_lowering"]
     weights = [a for a in _inits(onnx.load(str(out))).values() if a.dtype == np.int8 and a.ndim == 4]

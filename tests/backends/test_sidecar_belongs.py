@@ -13,10 +13,12 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from deploykit.backends.base import backend_of
 from deploykit.build import build_artifact
 from deploykit.cli import cli
 from deploykit.errors import InputError
 from deploykit.io.sidecar import sidecar_path
+from deploykit.precision.table import PRECISIONS
 from deploykit.targets.resolve import open_target
 from tests.fakes.fixtures import TrtDouble, trt_double  # noqa: F401 - the TensorRT double as a fixture
 
@@ -29,7 +31,8 @@ def built(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     made = {}
     for name, backend, precision in (("a.ort.onnx", "onnxruntime", "fp32"), ("b.fp16.ort.onnx", "onnxruntime", "fp16"),
                                      ("c.xml", "openvino", "fp32"), ("d.fp16.xml", "openvino", "fp16")):
-        made[name] = build_artifact(tiny_onnx, folder / name, backend=backend, precision=precision).path
+        made[name] = build_artifact(tiny_onnx, folder / name, backend=backend_of(backend),
+                                    precision=PRECISIONS[precision]).path
     return made
 
 
@@ -97,8 +100,9 @@ def test_a_sidecar_naming_another_backend_is_refused(built: dict[str, Path], tmp
 
 def test_a_tensorrt_engine_checks_its_sidecar_too(trt_double: TrtDouble, tiny_onnx: Path,  # noqa: F811
                                                   tmp_path: Path) -> None:
-    first = build_artifact(tiny_onnx, tmp_path / "e.plan", backend="tensorrt").path
-    second = build_artifact(tiny_onnx, tmp_path / "f.fp16.plan", backend="tensorrt", precision="fp16").path
+    first = build_artifact(tiny_onnx, tmp_path / "e.plan", backend=backend_of("tensorrt")).path
+    second = build_artifact(tiny_onnx, tmp_path / "f.fp16.plan", backend=backend_of("tensorrt"),
+                            precision=PRECISIONS["fp16"]).path
     shutil.copyfile(sidecar_path(second), sidecar_path(first))
     with pytest.raises(InputError, match=r"e\.plan does not match its sidecar"):
         open_target(str(first))

@@ -16,6 +16,7 @@ from deploykit.graph.lint import lint_onnx
 from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from tests.fakes.fixtures import TrtDouble
+from tests.fixtures.tiny import TINY
 
 pytestmark = pytest.mark.slow  # the dynamo exporter takes about 40 s here
 
@@ -27,8 +28,8 @@ def deconvnet_indices(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     spec = get_model_spec("deconvnet")
     path = tmp_path_factory.mktemp("deconvnet") / "deconvnet_indices.onnx"
-    loaded = load_model("deconvnet", options={**spec.test_options, "unpool": "indices"})
-    assert onnx_from_torch(loaded, path, input_shape=(1, 3, *spec.test_input_size), exporter="dynamo",
+    loaded = load_model("deconvnet", options={**TINY[spec.name].options, "unpool": "indices"})
+    assert onnx_from_torch(loaded, path, input_shape=(1, 3, *TINY[spec.name].input_size), exporter="dynamo",
                            simplify=False).passed
     return path
 
@@ -43,6 +44,6 @@ def test_deconvnet_indices_builds_and_matches(trt_double: TrtDouble, deconvnet_i
     assert sidecar.build_options["profile"]["input"]["min"] == [1, 3, 64, 64]  # 32x32 cannot run
     assert any("min raised" in m for m in messages)
     spec = get_model_spec("deconvnet")
-    feed = {"input": preprocess(data.coffee(), spec.preprocessing, spec.test_input_size)}
+    feed = {"input": preprocess(data.coffee(), spec.preprocessing, TINY[spec.name].input_size)}
     with OnnxRuntimeRunner(deconvnet_indices) as reference, TensorRTRunner.from_artifact(plan) as engine:
         np.testing.assert_allclose(engine.infer(feed)["output"], reference.infer(feed)["output"], atol=1e-5)

@@ -19,6 +19,7 @@ from deploykit.zoo import get_model_spec
 from deploykit.zoo.sources import load_model
 from tests.fakes.tensorrt_double import make_tensorrt
 from tests.fakes.tensorrt_double._state import Logger
+from tests.fixtures.tiny import TINY
 
 
 def _inputs(shape: tuple[int, ...], n: int = 3) -> list[np.ndarray]:
@@ -111,14 +112,14 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, onnx.ModelProto]:
     for name in ("deeplabv3plus_mobilenetv2", "unet", "deconvnet"):
         spec = get_model_spec(name)
         path = folder / f"{name}.onnx"
-        loaded = load_model(name, options=dict(spec.test_options))
-        assert onnx_from_torch(loaded, path, input_shape=(1, 3, *spec.test_input_size), simplify=False).passed
+        loaded = load_model(name, options=dict(TINY[spec.name].options))
+        assert onnx_from_torch(loaded, path, input_shape=(1, 3, *TINY[spec.name].input_size), simplify=False).passed
         models[name] = onnx.load(str(path))
     return models
 
 
 def _size(name: str) -> tuple[int, int, int, int]:
-    return (1, 3, *get_model_spec(name).test_input_size)
+    return (1, 3, *TINY[get_model_spec(name).name].input_size)
 
 
 def test_every_residual_add_of_mobilenetv2_reads_a_quantized_skip(zoo: dict[str, onnx.ModelProto]) -> None:

@@ -469,6 +469,7 @@ def _hostile_fixtures(d: Path) -> None:
 
     from deploykit.build import build_artifact
     from deploykit.io.sidecar import sidecar_path
+    from deploykit.precision.table import PRECISIONS
     from tests.io.test_images import bomb_png
 
     (d / "link.onnx").symlink_to(d / "net.onnx")
@@ -478,7 +479,7 @@ def _hostile_fixtures(d: Path) -> None:
     torch.save(load_model(USER).module.state_dict(), d / "w.pt")
     (d / "wlink.pt").symlink_to(d / "w.pt")
     art = build_artifact(d / "net.onnx", d / "art.ort.onnx").path
-    other = build_artifact(d / "net.onnx", d / "other.fp16.ort.onnx", precision="fp16").path
+    other = build_artifact(d / "net.onnx", d / "other.fp16.ort.onnx", precision=PRECISIONS["fp16"]).path
     sidecar = json.loads(sidecar_path(art).read_text())
     for name, text in {"swapped": sidecar_path(other).read_text(), "newer": json.dumps({**sidecar, "schema": 2}),
                        "garbled": "{not json", "listed": "[1, 2]", "blank": "",

@@ -16,6 +16,7 @@ from deploykit.export import onnx_from_torch
 from deploykit.io.images import sample_photographs
 from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
+from tests.fixtures.tiny import TINY
 from tests.parity.helpers import USER_MODEL, corrupted_copy
 
 SHAPE = "1,3,64,64"
@@ -131,11 +132,11 @@ def test_bad_input_is_one_line_and_exit_2(models: dict[str, Path], args: list[st
 
 def test_saliency_model_reports_saliency_metrics(tmp_path: Path) -> None:
     spec = get_model_spec("msinet")
-    target = open_target("msinet", options=dict(spec.test_options))
+    target = open_target("msinet", options=dict(TINY[spec.name].options))
     assert target.loaded is not None
     path = tmp_path / "msinet.onnx"
-    assert onnx_from_torch(target.loaded, path, input_shape=(1, 3, *spec.test_input_size), simplify=False).passed
-    options = [f"--set={k}={v}" for k, v in spec.test_options.items()]
+    assert onnx_from_torch(target.loaded, path, input_shape=(1, 3, *TINY[spec.name].input_size), simplify=False).passed
+    options = [f"--set={k}={v}" for k, v in TINY[spec.name].options.items()]
     result = invoke("msinet", *options, str(path), "--limit", "2", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["candidates"][0]["outputs"][0]["metrics"]

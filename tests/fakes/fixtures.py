@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from deploykit.backends import base as backends_base
+from deploykit.backends.base import forget_availability
 from deploykit.backends.tensorrt import device as trt_device
 from deploykit.export import onnx_from_torch
 from deploykit.zoo.sources import load_model
@@ -42,6 +44,7 @@ class TrtDouble:
 
     def set_gpu(self, gpu: SimulatedGpu | None) -> None:
         self.state.gpu = gpu
+        forget_availability()  # what the backend table probed no longer holds
 
 
 def install_double(monkeypatch: pytest.MonkeyPatch, profile: str,
@@ -56,6 +59,7 @@ def install_double(monkeypatch: pytest.MonkeyPatch, profile: str,
     device = FakeDevice(memory, current_gpu)
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setattr(trt_device, "default_device", lambda: device)
+    monkeypatch.setattr(backends_base, "_PROBED", {})  # probed afresh under the double, and again after it
     return TrtDouble(module, device, profile)
 
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from deploykit.errors import ExportError
 from deploykit.graph.heads import apply_head, head_of
 from deploykit.graph.lint import lint_model
-from deploykit.metrics.tasks import task_metrics
+from deploykit.metrics.scores import task_metrics
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.inputs import resolve_inputs
 from deploykit.targets.resolve import open_target

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from deploykit.errors import ParityError
-from deploykit.metrics.numeric import aggregate_numeric, numeric_metrics
-from deploykit.metrics.tasks import TaskAccumulator, cc, fixations_from_reference, kld, nss, sim, task_metrics
+from deploykit.metrics.numeric import numeric_metrics
+from deploykit.metrics.scores import Scores, task_metrics
+from deploykit.metrics.tasks import cc, fixations_from_reference, kld, nss, sim
+from deploykit.types import TASKS
 
 
 def test_numeric_metrics_by_hand() -> None:
@@ -45,13 +47,16 @@ def test_aggregate_takes_the_worst_input_and_the_mean_share() -> None:
     ref = np.array([1.0, 2.0, 3.0, 4.0])
     good = numeric_metrics(ref, ref + 0.01)
     bad = numeric_metrics(ref, ref * np.array([1, 1, 1, 2]))
-    total = aggregate_numeric([good, bad])
-    assert total.max_abs == bad.max_abs == 4.0
-    assert total.cosine == bad.cosine < good.cosine
-    assert total.snr_db == bad.snr_db
-    assert total.mean_abs == pytest.approx((0.01 + 1.0) / 2)  # (mean 0.01 + mean 4/4) / 2
-    with pytest.raises(ParityError):
-        aggregate_numeric([])
+    scores = Scores(None)  # the numeric metrics, aggregated as their METRICS entries say
+    scores.add(ref, ref + 0.01)
+    scores.add(ref, ref * np.array([1, 1, 1, 2]))
+    total = scores.result()
+    assert total["max_abs"] == bad.max_abs == 4.0
+    assert total["cosine"] == bad.cosine < good.cosine
+    assert total["snr_db"] == bad.snr_db
+    assert total["mean_abs"] == pytest.approx((0.01 + 1.0) / 2)  # (mean 0.01 + mean 4/4) / 2
+    with pytest.raises(ParityError, match="no inputs"):
+        Scores(None).result()
 
 
 def _logits(labels: list[list[int]], classes: int) -> np.ndarray:
@@ -83,7 +88,7 @@ def test_binary_segmentation_thresholds_at_zero() -> None:
 
 
 def test_miou_is_dataset_level_over_streamed_batches() -> None:
-    accumulator = TaskAccumulator("segmentation")
+    accumulator = Scores(TASKS["segmentation"], numeric=False)
     accumulator.add(_logits([[0, 0], [0, 0]], 2), _logits([[0, 0], [0, 0]], 2))
     accumulator.add(_logits([[1, 1], [1, 1]], 2), _logits([[1, 1], [1, 0]], 2))
     got = accumulator.result()

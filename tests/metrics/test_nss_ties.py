@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploykit.metrics.tasks import FIXATION_FRACTION, fixations_from_reference, nss, task_metrics
+from deploykit.metrics.scores import task_metrics
+from deploykit.metrics.tasks import FIXATION_FRACTION, fixations_from_reference, nss
 
 
 def plateau_map() -> np.ndarray:

@@ -11,6 +11,7 @@ from deploykit.export import onnx_from_torch
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
+from tests.fixtures.tiny import TINY
 from tests.parity.helpers import USER_MODEL, ZOO_MODEL, zoo_target
 
 
@@ -20,7 +21,7 @@ def zoo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = zoo_target()
     assert target.loaded is not None
     path = tmp_path_factory.mktemp("zoo") / f"{ZOO_MODEL}.onnx"
-    size = get_model_spec(ZOO_MODEL).test_input_size
+    size = TINY[get_model_spec(ZOO_MODEL).name].input_size
     result = onnx_from_torch(target.loaded, path, input_shape=(1, 3, *size), simplify=False)
     assert result.passed
     return path
@@ -39,4 +40,4 @@ def user_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def astronaut_65() -> np.ndarray:
     """The astronaut photograph preprocessed for the tiny zoo model."""
     spec = get_model_spec(ZOO_MODEL)
-    return preprocess(sample_photographs(("astronaut",))[0], spec.preprocessing, spec.test_input_size)
+    return preprocess(sample_photographs(("astronaut",))[0], spec.preprocessing, TINY[spec.name].input_size)

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 from deploykit.runner import Target
 from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
+from tests.fixtures.tiny import TINY
 
 ZOO_MODEL = "deeplabv3plus_mobilenetv2"
 USER_MODEL = "tests.fixtures.user_models:tiny_segmenter"
@@ -17,7 +18,7 @@ USER_MODEL = "tests.fixtures.user_models:tiny_segmenter"
 
 def zoo_target() -> Target:
     spec = get_model_spec(ZOO_MODEL)
-    return open_target(ZOO_MODEL, options=dict(spec.test_options))
+    return open_target(ZOO_MODEL, options=dict(TINY[spec.name].options))
 def middle_conv(model: onnx.ModelProto) -> onnx.NodeProto:
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     return convs[len(convs) // 2]

@@ -1,5 +1,5 @@
 """Per-class damage: IoU, shares, worst classes and the boundary/interior split on small maps checked by hand,
-and on a real zoo model against metrics.TaskAccumulator."""
+and on a real zoo model against the task metrics (metrics.scores.Scores)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from deploykit.errors import ParityError
 from deploykit.evaluate import session_from_onnx
-from deploykit.metrics.tasks import TaskAccumulator, segmentation_labels
+from deploykit.metrics.scores import Scores
+from deploykit.metrics.tasks import segmentation_labels
 from deploykit.parity.classes import (
     ClassDamageResult,
     DamageAccumulator,
@@ -20,6 +21,7 @@ from deploykit.parity.classes import (
     most_disagreeing,
     saliency_disagreement,
 )
+from deploykit.types import TASKS
 from tests.parity.helpers import corrupted_copy
 
 
@@ -151,7 +153,7 @@ def test_real_zoo_model_agrees_with_the_task_metrics(zoo_onnx: Path, astronaut_6
     good_session, bad_session = session_from_onnx(zoo_onnx), session_from_onnx(bad)
     name = good_session.get_inputs()[0].name
     inputs = [astronaut_65, astronaut_65[:, :, ::-1].copy()]
-    accumulator, task = DamageAccumulator(["bad"]), TaskAccumulator("segmentation")
+    accumulator, task = DamageAccumulator(["bad"]), Scores(TASKS["segmentation"], numeric=False)
     for x in inputs:
         ref, cand = good_session.run(None, {name: x})[0], bad_session.run(None, {name: x})[0]
         accumulator.add(segmentation_labels(ref), [segmentation_labels(cand)])

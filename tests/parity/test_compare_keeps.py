@@ -13,14 +13,17 @@ from deploykit.io.images import preprocess, sample_photographs
 from deploykit.parity.compare import ParityResult, ParitySettings, _Kept, compare
 from deploykit.parity.inputs import InputSet
 from deploykit.targets.resolve import open_target
+from deploykit.types import TASKS
 from deploykit.zoo import get_model_spec
+from tests.fixtures.tiny import TINY
 from tests.parity.helpers import ZOO_MODEL, corrupted_copy, zoo_target
 
 
 def test_segmentation_run_keeps_class_damage_and_the_most_disagreeing_pictures(zoo_onnx: Path,
                                                                                 tmp_path: Path) -> None:
     spec = get_model_spec(ZOO_MODEL)
-    images = np.concatenate([preprocess(p, spec.preprocessing, spec.test_input_size) for p in sample_photographs()])
+    size = TINY[spec.name].input_size
+    images = np.concatenate([preprocess(p, spec.preprocessing, size) for p in sample_photographs()])
     bad, _ = corrupted_copy(zoo_onnx, tmp_path / "bad.onnx", factor=3.0)
     inputs = InputSet("photos", len(images), (1, *images.shape[1:]), lambda: iter(images[i:i + 1]
                                                                                for i in range(len(images))))
@@ -46,7 +49,7 @@ def _target(label: str) -> Any:
 
 
 def test_saliency_keeps_pictures_but_no_class_damage() -> None:
-    kept = _Kept("saliency", _target("torch"), [_target("fp16")])
+    kept = _Kept(TASKS["saliency"], _target("torch"), [_target("fp16")])
     tally = SimpleNamespace(pairs=[("map", "saliency")])
     rng = np.random.default_rng(0)
     for index in range(6):

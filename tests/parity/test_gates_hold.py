@@ -14,9 +14,11 @@ from deploykit.cli import cli
 from deploykit.errors import InputError
 from deploykit.io.labels import match_labels, read_mask
 from deploykit.metrics.numeric import numeric_metrics
-from deploykit.metrics.tasks import MAJOR_CLASS_SHARE, LabelAccumulator, resize_mask, task_metrics
+from deploykit.metrics.scores import Scores, task_metrics
+from deploykit.metrics.tasks import MAJOR_CLASS_SHARE, resize_mask
 from deploykit.parity.gates import evaluate, gates_for
 from deploykit.precision.table import PRECISIONS
+from deploykit.types import TASKS
 from tests.fixtures.precision_models import photo_folder
 from tests.parity.helpers import USER_MODEL, corrupted_copy
 
@@ -80,15 +82,16 @@ def test_miou_against_ground_truth_by_hand_ignores_255_and_resizes_by_nearest() 
     scores[0, 1, 1, 0] = 1.0
     scores[0, 2, 1, 1] = 1.0  # predicted labels 0 0 / 1 2
     truth = np.array([[0, 1], [1, 255]])  # the 255 pixel is not scored
-    accumulator = LabelAccumulator()
-    accumulator.add(scores, truth)
+    def miou_gt(masks: np.ndarray) -> float:
+        accumulator = Scores(TASKS["segmentation"], numeric=False, truth=True, names=("miou_gt",))
+        accumulator.add(scores, scores, masks)
+        return accumulator.result()["miou_gt"]
+
     # class 0: I 1, U 2; class 1: I 1, U 2; class 2 never appears on a scored pixel
-    assert accumulator.miou() == pytest.approx(0.5)
+    assert miou_gt(truth) == pytest.approx(0.5)
     big = np.kron(truth, np.ones((3, 3), np.int64))
     assert np.array_equal(resize_mask(big, (2, 2)), truth)
-    again = LabelAccumulator()
-    again.add(scores, big)
-    assert again.miou() == pytest.approx(0.5)
+    assert miou_gt(big) == pytest.approx(0.5)
 
 
 def _masks(images: Path, out: Path) -> Path:
@@ -141,7 +144,7 @@ def test_parity_labels_reports_miou_gt_and_drop_and_gates_the_drop(labelled: tup
     result = CliRunner().invoke(cli, [*base, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    reference_gt = data["reference_miou_gt"]["output"]
+    reference_gt = data["reference_scores"]["output"]["miou_gt"]
     clean_out, bad_out = (c["outputs"][0]["metrics"] for c in data["candidates"])
     assert clean_out["miou_gt"] == pytest.approx(reference_gt, abs=1e-6) and abs(clean_out["miou_drop"]) < 1e-4
     assert bad_out["miou_drop"] == pytest.approx(100 * (reference_gt - bad_out["miou_gt"]))

@@ -14,7 +14,8 @@ from torch import nn
 
 from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.io.images import preprocess, sample_photographs
-from deploykit.parity.localize import TOLERANCES, localize, module_path, scoped_name_to_module
+from deploykit.parity.localize import localize, module_path, scoped_name_to_module
+from deploykit.precision.table import PRECISIONS
 from deploykit.types import IMAGENET
 from tests.parity.helpers import corrupted_copy, middle_conv, scale_initializer, zoo_target
 
@@ -35,7 +36,7 @@ def _expected_module(conv: onnx.NodeProto, model: onnx.ModelProto) -> str:
 def test_localize_names_the_corrupted_conv_in_the_zoo_model(zoo_onnx: Path, astronaut_65: np.ndarray,
                                                             tmp_path: Path) -> None:
     bad, name = corrupted_copy(zoo_onnx, tmp_path / "bad.onnx")
-    found = localize(zoo_onnx, bad, astronaut_65, tolerance=TOLERANCES["fp32"])
+    found = localize(zoo_onnx, bad, astronaut_65, tolerance=PRECISIONS["fp32"].localize_tolerance)
     assert found.first is not None and found.first.node == name
     assert found.first.op_type == "Conv"
     assert found.first.module == _expected_module(middle_conv(onnx.load(str(zoo_onnx))), onnx.load(str(zoo_onnx)))
@@ -45,7 +46,7 @@ def test_localize_names_the_corrupted_conv_in_the_zoo_model(zoo_onnx: Path, astr
 
 
 def test_clean_copy_has_no_divergence(zoo_onnx: Path, astronaut_65: np.ndarray) -> None:
-    found = localize(zoo_onnx, zoo_onnx, astronaut_65, tolerance=TOLERANCES["fp32"])
+    found = localize(zoo_onnx, zoo_onnx, astronaut_65, tolerance=PRECISIONS["fp32"].localize_tolerance)
     assert found.first is None and found.top == []
 
 
@@ -54,14 +55,14 @@ def test_localize_in_an_fp16_model(zoo_onnx: Path, astronaut_65: np.ndarray, tmp
     conv = middle_conv(onnx.load(str(zoo_onnx)))
     clean = tmp_path / "half.onnx"
     onnx.save(half, str(clean))
-    quiet = localize(zoo_onnx, clean, astronaut_65, tolerance=TOLERANCES["fp16"])
+    quiet = localize(zoo_onnx, clean, astronaut_65, tolerance=PRECISIONS["fp16"].localize_tolerance)
     assert quiet.first is None  # float16 rounding stays below 1e-2 through this small network
     assert any(row.op_type == "Cast" for row in quiet.top)  # the input cast is where float16 error enters
     half_conv = next(n for n in half.graph.node if n.name == conv.name)
     scale_initializer(half, half_conv.input[1], 4.0)
     bad = tmp_path / "half_bad.onnx"
     onnx.save(half, str(bad))
-    found = localize(zoo_onnx, bad, astronaut_65, tolerance=TOLERANCES["fp16"])
+    found = localize(zoo_onnx, bad, astronaut_65, tolerance=PRECISIONS["fp16"].localize_tolerance)
     assert found.first is not None and found.first.node == conv.name
     assert found.top[0].node == conv.name and found.top[0].module == module_path(conv)
 
@@ -88,7 +89,7 @@ def test_localize_in_an_int8_qdq_model(zoo_onnx: Path, astronaut_65: np.ndarray,
     assert weight_dq.op_type == "DequantizeLinear"
     scale_initializer(model, weight_dq.input[1], 4.0)  # corrupt the weight's scale: the int8 weights are intact
     onnx.save(model, str(qdq))
-    found = localize(zoo_onnx, qdq, astronaut_65, tolerance=TOLERANCES["int8"])
+    found = localize(zoo_onnx, qdq, astronaut_65, tolerance=PRECISIONS["int8"].localize_tolerance)
     assert found.top[0].node == conv.name and found.top[0].module == module_path(conv)
     # activation quantisation is measured as its own step, between producer and consumer
     assert any(row.op_type == "QuantizeLinear+DequantizeLinear" for row in found.top)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from deploykit.cli import cli
 from deploykit.zoo import get_model_spec
+from tests.fixtures.tiny import TINY
 from tests.parity.helpers import ZOO_MODEL, corrupted_copy
 
 
@@ -19,7 +20,7 @@ def test_cli_localizes_the_corrupted_conv_in_the_zoo_model(zoo_onnx: Path, tmp_p
     spec = get_model_spec(ZOO_MODEL)
     clean = zoo_onnx
     bad, node = corrupted_copy(clean, tmp_path / "zoo_bad.onnx")
-    options = [f"--set={k}={v}" for k, v in spec.test_options.items()]
+    options = [f"--set={k}={v}" for k, v in TINY[spec.name].options.items()]
     result = CliRunner().invoke(cli, ["parity", ZOO_MODEL, *options, str(clean), str(bad), "--localize",
                                       "--reference-onnx", str(clean)])
     assert result.exit_code == 1, result.output

@@ -14,7 +14,7 @@ from deploykit.evaluate import session_from_onnx
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.parity.pictured import PictureKeeper, Pictures, image_from_input
 from deploykit.report.masks import INTERIOR_FLIP, pictures_png
-from deploykit.types import IMAGENET, Preprocessing
+from deploykit.types import IMAGENET, TASKS, Preprocessing
 from tests.parity.helpers import corrupted_copy
 
 
@@ -30,7 +30,7 @@ def _flipped(count: int) -> np.ndarray:
 
 
 def test_keeper_keeps_the_most_disagreeing_inputs_in_order() -> None:
-    keeper = PictureKeeper("segmentation", ["fp16", "int8"], IMAGENET, count=2)
+    keeper = PictureKeeper(TASKS["segmentation"], ["fp16", "int8"], IMAGENET, count=2)
     x = np.zeros((1, 3, 4, 5), dtype=np.float32)
     reference = _scores(_flipped(0))
     flips = [(0, 0), (1, 3), (0, 5), (4, 4), (2, 0)]  # (fp16, int8) pixels flipped per input
@@ -42,7 +42,7 @@ def test_keeper_keeps_the_most_disagreeing_inputs_in_order() -> None:
     assert first.disagreement == (0.0, 0.25)
     assert first.reference.dtype == np.uint8 and first.candidates[1].sum() == 2 * 5
     assert first.image.shape == (4, 5, 3) and first.image.dtype == np.uint8
-    from_maps = PictureKeeper("segmentation", ["fp16", "int8"], IMAGENET, count=2)
+    from_maps = PictureKeeper(TASKS["segmentation"], ["fp16", "int8"], IMAGENET, count=2)
     for index, (a, b) in enumerate(flips):
         from_maps.offer(index, x, _flipped(0), [_flipped(a), _flipped(b)])
     assert [p.index for p in from_maps.result().inputs] == [2, 3]
@@ -50,7 +50,7 @@ def test_keeper_keeps_the_most_disagreeing_inputs_in_order() -> None:
 
 
 def test_keeper_skips_inputs_without_disagreement_and_reads_batches() -> None:
-    keeper = PictureKeeper("saliency", ["fp16"], None)
+    keeper = PictureKeeper(TASKS["saliency"], ["fp16"], None)
     reference = np.zeros((2, 1, 4, 4), dtype=np.float32)
     reference[:, :, 0, 0] = 1.0
     candidate = reference.copy()
@@ -63,7 +63,7 @@ def test_keeper_skips_inputs_without_disagreement_and_reads_batches() -> None:
 
 
 def test_pictures_round_trip_through_npz(tmp_path: Path) -> None:
-    keeper = PictureKeeper("segmentation", ["int8"], IMAGENET)
+    keeper = PictureKeeper(TASKS["segmentation"], ["int8"], IMAGENET)
     keeper.offer(0, np.zeros((1, 3, 4, 5), np.float32), _scores(_flipped(0)), [_scores(_flipped(3))])
     pictures = keeper.result()
     path = pictures.save(tmp_path / "pictures.npz", force=False)
@@ -94,7 +94,7 @@ def test_real_zoo_outputs_are_kept_and_drawn(zoo_onnx: Path, tmp_path: Path) -> 
     bad, _ = corrupted_copy(zoo_onnx, tmp_path / "bad.onnx", factor=3.0)
     good_session, bad_session = session_from_onnx(zoo_onnx), session_from_onnx(bad)
     name = good_session.get_inputs()[0].name
-    keeper = PictureKeeper("segmentation", ["bad"], IMAGENET, count=2)
+    keeper = PictureKeeper(TASKS["segmentation"], ["bad"], IMAGENET, count=2)
     for index, photo in enumerate(sample_photographs(("astronaut", "coffee", "chelsea"))):
         x = preprocess(photo, IMAGENET, (65, 65))
         keeper.offer(index, x, good_session.run(None, {name: x})[0], [bad_session.run(None, {name: x})[0]])

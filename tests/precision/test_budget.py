@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from deploykit.errors import CheckFailed, InputError
-from deploykit.metrics.tasks import task_metrics
+from deploykit.metrics.scores import task_metrics
 from deploykit.precision.budget import (
     Budget,
     Evaluator,

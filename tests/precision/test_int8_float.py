@@ -20,9 +20,10 @@ from deploykit.calib.data import calibration_data
 from deploykit.errors import BuildError
 from deploykit.evaluate import session_from_onnx
 from deploykit.io.metadata import read_metadata
-from deploykit.precision.budget import parse_budget
-from deploykit.precision.int8_choices import TensorRTFormEvaluator, float_remainder
+from deploykit.precision.budget import Evaluator, parse_budget
+from deploykit.precision.int8_choices import float_remainder
 from deploykit.precision.passes import CalibrationOptions, input_shape, int8_graph
+from deploykit.precision.table import PRECISIONS
 from tests.fixtures.cpu import simulate_cpu
 from tests.fixtures.precision_models import export_user_model, photo_folder
 
@@ -44,7 +45,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _build(source: Path, calib: Path, out: Path, **options: object) -> tuple[dict[str, object], onnx.ModelProto]:
     budget = options.pop("budget", None)
-    result = build_artifact(source, out, precision="int8", accuracy_budget=budget,  # type: ignore[arg-type]
+    result = build_artifact(source, out, precision=PRECISIONS["int8"], accuracy_budget=budget,  # type: ignore[arg-type]
                             calibration=CalibrationOptions(data=str(calib), **options))  # type: ignore[arg-type]
     assert result.precision_onnx is not None
     assert result.sidecar.build_options["calibration"]["int8_float"] == result.report["int8_float"]["chosen"]
@@ -102,7 +103,7 @@ def test_auto_takes_fp16_only_where_the_budget_holds(source: Path, calib: Path) 
     model = onnx.load(str(source))
     meta = read_metadata(model)
     int8 = int8_graph(model, meta, "0" * 64, CalibrationOptions(data=str(calib), int8_float="fp32"), keep_float=(),
-                      accuracy_budget=(), layout="inputs", backend="tensorrt", threads=None,
+                      accuracy_budget=(), layout="inputs", backend=backend_of("tensorrt"), threads=None,
                       progress=lambda _m: None).model
     shape = input_shape(model, meta)
     assert shape is not None
@@ -134,7 +135,7 @@ def test_tensorrt_defaults_are_what_tensorrt_rewards(source: Path, calib: Path) 
         return int8_graph(model, read_metadata(model), "0" * 64,
                           CalibrationOptions(data=str(calib), **options),  # type: ignore[arg-type]
                           keep_float=(), accuracy_budget=budget, layout="inputs",  # type: ignore[arg-type]
-                          backend="tensorrt", threads=None, progress=lambda _m: None).report
+                          backend=backend_of("tensorrt"), threads=None, progress=lambda _m: None).report
 
     default = build()
     assert default["int8_float"]["chosen"] == "fp16" and "TensorRT's default" in default["int8_float"]["why"]
@@ -159,7 +160,7 @@ def test_unknown_choice_fails(source: Path, calib: Path, tmp_path: Path) -> None
 def test_tensorrt_graph_report_carries_the_qdq_lint(source: Path, calib: Path) -> None:
     model = onnx.load(str(source))
     result = int8_graph(model, read_metadata(model), "0" * 64, CalibrationOptions(data=str(calib)), keep_float=(),
-                        accuracy_budget=(), layout="inputs", backend="tensorrt", threads=None,
+                        accuracy_budget=(), layout="inputs", backend=backend_of("tensorrt"), threads=None,
                         progress=lambda _m: None)
     lint = result.report["qdq_lint"]
     assert not [f for f in lint["findings"] if f["rule"].startswith("qdq-")]  # deploykit's TensorRT layout
@@ -173,7 +174,8 @@ def test_tensorrt_form_scoring_matches_the_unoptimized_graph(source: Path, calib
     and computes what the graph says (ONNX Runtime with no optimization at all)."""
     _, graph = _build(source, calib, tmp_path / "g.int8.onnx", int8_float="fp16")
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 40)).astype(np.float32)
-    evaluator = TensorRTFormEvaluator(onnx.load(str(source)).SerializeToString(), [x], "segmentation")
+    evaluator = Evaluator(onnx.load(str(source)).SerializeToString(), [x], "segmentation",
+                          disabled_optimizers=backend_of("tensorrt").scored_without)
     simulated = evaluator._run(graph.SerializeToString(), 1)[0][0]
     exact = session_from_onnx(graph.SerializeToString(), optimization="disable")
     assert np.allclose(simulated, exact.run(None, {exact.get_inputs()[0].name: x})[0], atol=1e-3)

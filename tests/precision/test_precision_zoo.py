@@ -22,10 +22,12 @@ from deploykit.export import onnx_from_torch
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.inputs import resolve_inputs
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import PRECISIONS
 from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec, list_models
 from deploykit.zoo.sources import load_model
 from tests.fixtures.precision_models import photo_folder
+from tests.fixtures.tiny import TINY
 
 # The parity gates' task and cosine terms (deploykit/parity/gates.py), as budgets.
 BUDGETS = {
@@ -58,9 +60,9 @@ def _check(name: str, options: dict[str, object], size: tuple[int, int], calib: 
     source = tmp_path / f"{name}.onnx"
     assert onnx_from_torch(loaded, source, input_shape=(1, 3, *size), simplify=False).passed
     options = CalibrationOptions(data=str(calib), holdout=holdout)
-    fp16 = build_artifact(source, tmp_path / f"{name}.fp16.ort.onnx", precision="fp16", calibration=options,
+    fp16 = build_artifact(source, tmp_path / f"{name}.fp16.ort.onnx", precision=PRECISIONS["fp16"], calibration=options,
                           accuracy_budget=BUDGETS[("fp16", spec.task)])
-    int8 = build_artifact(source, tmp_path / f"{name}.int8.ort.onnx", precision="int8", calibration=options,
+    int8 = build_artifact(source, tmp_path / f"{name}.int8.ort.onnx", precision=PRECISIONS["int8"], calibration=options,
                           accuracy_budget=BUDGETS[("int8", spec.task)])
     reference = open_target(str(source))
     candidates = [open_target(str(fp16.path)), open_target(str(int8.path))]
@@ -73,7 +75,7 @@ def _check(name: str, options: dict[str, object], size: tuple[int, int], calib: 
 @pytest.mark.parametrize("name", list_models())
 def test_tiny_fp16_and_int8_pass_the_gates(name: str, calib_with_parity: Path, tmp_path: Path) -> None:
     spec = get_model_spec(name)
-    _check(name, dict(spec.test_options), spec.test_input_size, calib_with_parity, tmp_path, holdout=4)
+    _check(name, dict(TINY[spec.name].options), TINY[spec.name].input_size, calib_with_parity, tmp_path, holdout=4)
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from deploykit.parity.classes import ClassDamageResult, class_damage
-from deploykit.report.classes import class_table, damage_summary
-from deploykit.report.format import markdown_table
+from deploykit.report.classes import class_table, damage_blocks
+from deploykit.report.document import to_markdown, to_text
 
 
 def _result(with_truth: bool = False) -> ClassDamageResult:
@@ -21,7 +21,7 @@ def _result(with_truth: bool = False) -> ClassDamageResult:
 
 
 def test_summary_names_the_worst_classes_and_where_flips_lie() -> None:
-    lines = damage_summary(_result(), class_names=["background", "cat"]).splitlines()
+    lines = to_text(damage_blocks(_result(), class_names=["background", "cat"])).splitlines()
     assert lines[2].split() == ["fp16", "1.0", "1.0", "0", "0.5", "0", "/", "0", "none"]
     assert lines[3].split()[:8] == ["int8", "0.8438", "0.7247", "0.8", "0.5", "0.25", "/", "0.0625"]
     assert lines[3].endswith("1 cat (-0.312), 0 background (-0.238)")
@@ -30,11 +30,11 @@ def test_summary_names_the_worst_classes_and_where_flips_lie() -> None:
 
 def test_tables_with_ground_truth_in_markdown() -> None:
     result = _result(with_truth=True)
-    summary = damage_summary(result, table=markdown_table).splitlines()
-    assert summary[5] == "Against the ground-truth labels:"
-    assert summary[8:] == ["| reference | 1.0 | 1.0 | - |", "| fp16 | 1.0 | 1.0 | none |",
+    summary = [line for line in to_markdown(damage_blocks(result)).splitlines() if line]
+    assert summary[4] == "Against the ground-truth labels:"
+    assert summary[7:] == ["| reference | 1.0 | 1.0 | - |", "| fp16 | 1.0 | 1.0 | none |",
                            "| int8 | 0.8438 | 0.7247 | class 1 (-0.312), class 0 (-0.238) |"]
-    table = class_table(result, table=markdown_table).splitlines()
+    table = to_markdown([class_table(result)]).splitlines()
     assert table[0] == ("| class | reference share | fp16 IoU | fp16 share | int8 IoU | int8 share | "
                         "reference IoU vs labels | fp16 IoU vs labels | int8 IoU vs labels |")
     assert table[2:] == ["| class 0 | 0.5 | 1.0 | 0.5 | 0.7619 | 0.6562 | 1.0 | 1.0 | 0.7619 |",

@@ -13,14 +13,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from deploykit.backends.base import backend_of
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, UnknownModel
 from deploykit.export import onnx_from_torch
 from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import Sidecar, sidecar_path
-from deploykit.precision.table import detect_precision
+from deploykit.precision.table import PRECISIONS, detect_precision
 from deploykit.targets.resolve import is_file_target, open_target
 from deploykit.zoo import get_model_spec
+from tests.fixtures.tiny import TINY
 
 USER = "tests.fixtures.user_models:tiny_segmenter"
 
@@ -42,11 +44,11 @@ def _run(target_path: str, x: np.ndarray) -> np.ndarray:
 
 def test_zoo_name_is_a_seeded_torch_target() -> None:
     spec = get_model_spec("msinet")
-    target = open_target("msinet", options=dict(spec.test_options))
+    target = open_target("msinet", options=dict(TINY[spec.name].options))
     assert (target.kind, target.task, target.precision, target.onnx_path) == ("torch", "saliency", "fp32", None)
     assert target.input_size == spec.input_size and target.preprocessing == spec.preprocessing
     assert "width=" in target.label
-    again = open_target("msinet", options=dict(spec.test_options))
+    again = open_target("msinet", options=dict(TINY[spec.name].options))
     assert target.loaded is not None and again.loaded is not None
     for a, b in zip(target.loaded.module.state_dict().values(), again.loaded.module.state_dict().values(),
                     strict=True):
@@ -134,7 +136,7 @@ def test_built_artifact_points_at_the_graph_it_was_compiled_from(exported: Path,
     from deploykit.build import build_artifact
 
     out = tmp_path / "tiny.fp16.ort.onnx"
-    build_artifact(exported, out, precision="fp16", backend="onnxruntime")
+    build_artifact(exported, out, precision=PRECISIONS["fp16"], backend=backend_of("onnxruntime"))
     target = open_target(str(out))
     assert (target.kind, target.precision) == ("artifact", "fp16")
     assert target.onnx_path is not None and target.onnx_path != out  # the FP16 graph, not ORT's fused model

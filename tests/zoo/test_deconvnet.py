@@ -23,8 +23,9 @@ from deploykit.zoo.checkpoints import convert_checkpoint, load_state_dict_strict
 from deploykit.zoo.deconvnet import SPEC, DeconvNet, MaskMaxPool2d, MaskMaxUnpool2d, deconvnet
 from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.sources import LoadedModel
+from tests.fixtures.tiny import TINY
 
-TINY = dict(SPEC.test_options)
+SMALL = dict(TINY[SPEC.name].options)
 # What the mask formulation may export to: all parsed by TensorRT (no MaxUnpool, no ScatterND).
 TENSORRT_READY_OPS = {
     "BatchNormalization", "Cast", "Concat", "Constant", "Conv", "ConvTranspose", "Equal", "Gather", "Identity",
@@ -146,7 +147,7 @@ def test_remainder_handling_is_exported_when_traced_at_an_odd_size(tmp_path: Pat
 
 @pytest.mark.parametrize("size", [(96, 128), (100, 75)])
 def test_tiny_mask_model_equals_maxunpool_model_on_real_images(size: tuple[int, int]) -> None:
-    mask, reference = twins(seed=1, **TINY)
+    mask, reference = twins(seed=1, **SMALL)
     x = real_images(size)
     with torch.inference_mode():
         got, expected = mask(x), reference(x)
@@ -187,7 +188,7 @@ def test_spec_and_options() -> None:
     assert {"num_classes", "unpool", "width_divisor", "fc_kernel"} <= set(SPEC.options())
     with pytest.raises(ConfigConflict, match="unpool"):
         SPEC.build(unpool="scatter")
-    assert isinstance(built := SPEC.build(num_classes=5, **TINY), DeconvNet)
+    assert isinstance(built := SPEC.build(num_classes=5, **SMALL), DeconvNet)
     assert built.seg_score.out_channels == 5
 
 
@@ -195,7 +196,7 @@ def test_spec_and_options() -> None:
 
 def _export(tmp_path: Path, module: torch.nn.Module, options: dict[str, object], **kw: object) -> Path:
     out = tmp_path / "deconvnet.onnx"
-    result = onnx_from_torch(LoadedModel(module, SPEC, options), out, input_shape=(1, 3, *SPEC.test_input_size),
+    result = onnx_from_torch(LoadedModel(module, SPEC, options), out, input_shape=(1, 3, *TINY[SPEC.name].input_size),
                              **kw)  # type: ignore[arg-type]
     assert result.passed, [c.outputs for c in result.checks]
     assert len(result.checks) == 2 and result.checks[0].input_shape != result.checks[1].input_shape
@@ -205,8 +206,8 @@ def _export(tmp_path: Path, module: torch.nn.Module, options: dict[str, object],
 
 
 def test_tiny_export_is_tensorrt_ready_and_matches_torch(tmp_path: Path) -> None:
-    mask, _ = twins(seed=4, **TINY)
-    path = _export(tmp_path, mask, TINY, simplify=False)
+    mask, _ = twins(seed=4, **SMALL)
+    path = _export(tmp_path, mask, SMALL, simplify=False)
     model = onnx.load(str(path))
     ops = {n.op_type for n in model.graph.node}
     assert "MaxUnpool" not in ops and "ScatterND" not in ops
@@ -224,16 +225,16 @@ def test_tiny_export_is_tensorrt_ready_and_matches_torch(tmp_path: Path) -> None
 
 def test_indices_mode_refuses_the_torchscript_exporter(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = deconvnet(unpool="indices", **TINY).eval()
+    model = deconvnet(unpool="indices", **SMALL).eval()
     with pytest.raises(ExportError, match="dynamo"):
-        onnx_from_torch(LoadedModel(model, SPEC, {"unpool": "indices", **TINY}), tmp_path / "m.onnx",
+        onnx_from_torch(LoadedModel(model, SPEC, {"unpool": "indices", **SMALL}), tmp_path / "m.onnx",
                         input_shape=(1, 3, 64, 64), exporter="torchscript", simplify=False)
 
 
 @pytest.mark.slow
 def test_indices_mode_dynamo_export_is_rewritten_to_tensorrt_ready_ops(tmp_path: Path) -> None:
-    _, reference = twins(seed=5, **TINY)
-    path = _export(tmp_path, reference, {"unpool": "indices", **TINY}, exporter="dynamo", simplify=False)
+    _, reference = twins(seed=5, **SMALL)
+    path = _export(tmp_path, reference, {"unpool": "indices", **SMALL}, exporter="dynamo", simplify=False)
     exported = onnx.load(str(path))
     assert {n.op_type for n in find_unsupported_unpooling(exported)} == {"MaxPool"}
     rewritten = rewrite_unpooling(exported)
@@ -266,12 +267,12 @@ def test_full_size_export(tmp_path: Path) -> None:
 # --- checkpoints ---------------------------------------------------------------------------------------------
 
 def test_both_unpooling_modes_share_one_state_dict_and_load_plainly() -> None:
-    mask, reference = twins(seed=6, **TINY)
+    mask, reference = twins(seed=6, **SMALL)
     assert list(mask.state_dict()) == list(reference.state_dict())
     assert "conv1.conv1_1.conv.weight" in mask.state_dict() and "deconv5.deconv5_1.bn.running_var" in \
         mask.state_dict() and "fc6_deconv.conv.weight" in mask.state_dict()
     converted = convert_checkpoint({"state_dict": mask.state_dict()}, SPEC.checkpoint_formats)
-    fresh = deconvnet(**TINY).eval()
+    fresh = deconvnet(**SMALL).eval()
     load_state_dict_strict(fresh, converted.state_dict, allow_partial=False, source=converted.source)
     x = real_images((64, 64))
     with torch.inference_mode():
@@ -279,12 +280,12 @@ def test_both_unpooling_modes_share_one_state_dict_and_load_plainly() -> None:
 
 
 def test_mismatched_checkpoint_lists_the_keys() -> None:
-    state = deconvnet(**TINY).state_dict()
+    state = deconvnet(**SMALL).state_dict()
     state.pop("deconv2.deconv2_1.conv.weight")
     state["decoder.extra.weight"] = torch.zeros(1)
     state["seg_score.weight"] = torch.zeros(7, 4, 1, 1)
     with pytest.raises(CheckpointError) as err:
-        load_state_dict_strict(deconvnet(**TINY), state, allow_partial=False, source="test")
+        load_state_dict_strict(deconvnet(**SMALL), state, allow_partial=False, source="test")
     message = str(err.value)
     for key in ("deconv2.deconv2_1.conv.weight", "decoder.extra.weight", "seg_score.weight"):
         assert key in message

@@ -26,9 +26,10 @@ from deploykit.zoo.checkpoints import _FORMATS
 from deploykit.zoo.deeplabv3plus import DeepLabV3Plus
 from deploykit.zoo.layers import SeparableConv2d
 from deploykit.zoo.sources import load_model
+from tests.fixtures.tiny import TINY
 
 VARIANTS = [name for name in list_models() if name.startswith("deeplabv3plus_")]
-TINY = {"width_multiplier": 0.125}
+WIDTH = {"width_multiplier": 0.125}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,7 +53,7 @@ def photographs(height: int, width: int) -> torch.Tensor:
 
 
 def build(name: str, **options: object) -> DeepLabV3Plus:
-    model = get_model_spec(name).build(**{**TINY, **options})
+    model = get_model_spec(name).build(**{**WIDTH, **options})
     assert isinstance(model, DeepLabV3Plus)
     return model.eval()
 
@@ -83,7 +84,7 @@ def test_spec(name: str) -> None:
 def test_forward_logits_at_input_resolution(name: str) -> None:
     spec = get_model_spec(name)
     model = build(name)
-    height, width = spec.test_input_size
+    height, width = TINY[spec.name].input_size
     with torch.inference_mode():
         out = model(photographs(height, width))
         odd = model(torch.randn(1, 3, 50, 71))
@@ -97,9 +98,9 @@ def test_forward_logits_at_input_resolution(name: str) -> None:
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_export_runs_in_onnx_runtime_on_a_second_shape(name: str, tmp_path: Path) -> None:
-    loaded = load_model(name, options=dict(get_model_spec(name).test_options))
+    loaded = load_model(name, options=dict(TINY[get_model_spec(name).name].options))
     path = tmp_path / "model.onnx"
-    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *get_model_spec(name).test_input_size),
+    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *TINY[get_model_spec(name).name].input_size),
                              simplify=False)
     assert result.passed and result.exporter == "torchscript"
     graph = onnx.load(str(path)).graph

@@ -17,6 +17,7 @@ from deploykit.zoo import get_model_spec
 from deploykit.zoo.dilatednet import LABEL_MARGIN, ContextModule, DilatedNet, reflect101_index
 from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.sources import load_model
+from tests.fixtures.tiny import TINY
 
 DILATEDNET = ("dilatednet_frontend", "dilatednet_context_basic", "dilatednet_context_large")
 
@@ -118,16 +119,16 @@ def _photo(size: tuple[int, int]) -> np.ndarray:
 @pytest.mark.parametrize("name", DILATEDNET)
 def test_export_matches_onnx_runtime_on_two_shapes(name: str, tmp_path: Path) -> None:
     spec = get_model_spec(name)
-    loaded = load_model(name, options=dict(spec.test_options))
+    loaded = load_model(name, options=dict(TINY[spec.name].options))
     path = tmp_path / f"{name}.onnx"
-    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *spec.test_input_size), simplify=False)
+    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *TINY[spec.name].input_size), simplify=False)
     assert result.passed and result.dynamic and len(result.checks) == 2
     assert all(c.outputs["output"].max_abs <= 1e-4 for c in result.checks)
     photo = _photo((48, 64))
     (got,) = session_from_onnx(path).run(None, {"input": photo})
     with torch.inference_mode():
         expected = loaded.module(torch.from_numpy(photo)).numpy()
-    assert got.shape == expected.shape == (1, spec.test_options.get("num_classes", 21), 48, 64)
+    assert got.shape == expected.shape == (1, TINY[spec.name].options.get("num_classes", 21), 48, 64)
     assert np.abs(got - expected).max() <= 1e-4 * (1 + np.abs(expected).max())  # export's default tolerance
 
 

@@ -20,6 +20,7 @@ from deploykit.zoo.checkpoints import convert_checkpoint, load_state_dict_strict
 from deploykit.zoo.fcn import CROP_OUTPUT, CROP_POOL3, CROP_POOL4, FCN, bilinear_kernel
 from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.sources import load_model
+from tests.fixtures.tiny import TINY
 from tests.zoo.test_msinet import torchvision_vgg16_state
 
 FCNS = ("fcn32s", "fcn16s", "fcn8s")
@@ -160,9 +161,9 @@ def test_torchvision_vgg16_classifier_becomes_fc6_fc7() -> None:
 @pytest.mark.parametrize("name", FCNS)
 def test_export_matches_onnx_runtime_on_two_shapes(name: str, tmp_path: Path) -> None:
     spec = get_model_spec(name)
-    loaded = load_model(name, options=dict(spec.test_options))
+    loaded = load_model(name, options=dict(TINY[spec.name].options))
     path = tmp_path / f"{name}.onnx"
-    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *spec.test_input_size), simplify=False)
+    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *TINY[spec.name].input_size), simplify=False)
     assert result.passed and result.dynamic and len(result.checks) == 2
     assert result.checks[1].input_shape[2:] != result.checks[0].input_shape[2:]  # the crops follow the size
     photo = preprocess(data.chelsea(), spec.preprocessing, (45, 61))

@@ -21,6 +21,7 @@ from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.layers import resize_bilinear_tf1
 from deploykit.zoo.msinet import MSINet, _pool_same_stride1
 from deploykit.zoo.sources import load_model
+from tests.fixtures.tiny import TINY
 
 
 def tf1_resize_reference(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -143,9 +144,9 @@ def test_output_is_min_max_normalised_per_image() -> None:
 
 def test_export_matches_onnx_runtime_on_two_shapes_and_photos(tmp_path: Path) -> None:
     spec = get_model_spec("msinet")
-    loaded = load_model("msinet", options=dict(spec.test_options))
+    loaded = load_model("msinet", options=dict(TINY[spec.name].options))
     path = tmp_path / "msinet.onnx"
-    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *spec.test_input_size), simplify=False)
+    result = onnx_from_torch(loaded, path, input_shape=(1, 3, *TINY[spec.name].input_size), simplify=False)
     assert result.passed and result.dynamic
     assert [c.input_shape for c in result.checks] == [(1, 3, 48, 64), (2, 3, 56, 80)]
     assert all(c.outputs["saliency"].max_abs <= 1e-5 for c in result.checks)

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
-from deploykit.zoo import get_model_spec, list_models
-from deploykit.zoo._registry import aliases
+from deploykit.zoo import aliases, get_model_spec, list_models
 from deploykit.zoo.checkpoints import _FORMATS
 from deploykit.zoo.sources import load_model
+from tests.fixtures.tiny import TINY
 
 NAMES = list_models()
 
@@ -44,7 +44,7 @@ def test_spec_is_complete(name: str) -> None:
     assert all(fmt in _FORMATS for fmt in spec.checkpoint_formats if fmt != "state_dict")
     params = inspect.signature(spec.builder).parameters
     assert all(p.kind is p.KEYWORD_ONLY for p in params.values()), "builders take keyword-only options"
-    assert set(spec.test_options) <= set(params)
+    assert set(TINY[spec.name].options) <= set(params)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -57,8 +57,8 @@ def test_models_command_shows_the_spec(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_variant_exports_and_matches_onnx_runtime(name: str, tmp_path: Path) -> None:
     spec = get_model_spec(name)
-    loaded = load_model(name, options=dict(spec.test_options))
-    h, w = spec.test_input_size
+    loaded = load_model(name, options=dict(TINY[spec.name].options))
+    h, w = TINY[spec.name].input_size
     with torch.inference_mode():
         out = loaded.module(torch.randn(1, 3, h, w))
     assert torch.isfinite(out).all()

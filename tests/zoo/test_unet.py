@@ -17,12 +17,13 @@ from deploykit.zoo import get_model_spec
 from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.sources import load_model
 from deploykit.zoo.unet import UNet, _center_crop, valid_unet_output
+from tests.fixtures.tiny import TINY
 
-TINY = 0.0625
+WIDTH = 0.0625
 
 
 def test_paper_tile_572_gives_388() -> None:
-    model = UNet(width=TINY).eval()
+    model = UNet(width=WIDTH).eval()
     with torch.inference_mode():
         assert model(torch.zeros(1, 3, 572, 572)).shape == (1, 2, 388, 388)
     assert valid_unet_output(572) == 388 and valid_unet_output(188) == 4
@@ -43,11 +44,11 @@ def test_sizes_that_do_not_tile_are_refused(size: int, nearest: str) -> None:
     with pytest.raises(ValueError, match=f"use {nearest}"):
         valid_unet_output(size)
     with pytest.raises(InputError, match=f"input {size}x204"):
-        UNet(width=TINY).eval()(torch.zeros(1, 3, size, 204))
+        UNet(width=WIDTH).eval()(torch.zeros(1, 3, size, 204))
 
 
 def test_padded_option_keeps_the_size() -> None:
-    model = UNet(width=TINY, padded=True).eval()
+    model = UNet(width=WIDTH, padded=True).eval()
     with torch.inference_mode():
         assert model(torch.zeros(2, 3, 64, 80)).shape == (2, 2, 64, 80)
     with pytest.raises(InputError, match="multiples of 16"):
@@ -98,9 +99,9 @@ def test_multiply_adds_at_572() -> None:
 def test_export_matches_onnx_runtime_on_two_shapes(options: dict[str, bool], shape: tuple[int, ...] | None,
                                                     photo_size: tuple[int, int], tmp_path: Path) -> None:
     spec = get_model_spec("unet")
-    loaded = load_model("unet", options={**spec.test_options, **options})
+    loaded = load_model("unet", options={**TINY[spec.name].options, **options})
     path = tmp_path / "unet.onnx"
-    result = onnx_from_torch(loaded, path, input_shape=shape or (1, 3, *spec.test_input_size), simplify=False)
+    result = onnx_from_torch(loaded, path, input_shape=shape or (1, 3, *TINY[spec.name].input_size), simplify=False)
     assert result.passed and result.dynamic and len(result.checks) == 2
     photo = preprocess(data.camera(), spec.preprocessing, photo_size)
     (got,) = session_from_onnx(path).run(None, {"input": photo})

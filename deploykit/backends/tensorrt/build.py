@@ -137,7 +137,6 @@ def _lint_and_rewrite(model: onnx.ModelProto, source: str, say: Progress) -> tup
     """Stop on lint errors; rewrite the unpooling TensorRT cannot parse when deploykit can (lint says so)."""
     report = lint_or_fail(model, source)
     if any(f.rule == "unpooling" for f in report.findings):
-
         say("rewriting max-pool switches/unpooling into operators TensorRT parses")
         return rewrite_unpooling(model), ["unpooling"]
     return model, []

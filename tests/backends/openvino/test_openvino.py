@@ -16,10 +16,12 @@ from deploykit.errors import ConfigConflict, InputError, OutputExists
 from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_graph
+from deploykit.precision.table import precision_of
 from tests.fixtures.cpu import simulate_cpu
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deploykit[openvino]')")
 
+from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.backends.openvino.backend import as_deployed, availability  # noqa: E402
 from deploykit.backends.openvino.compile import compile  # noqa: E402
 from deploykit.backends.openvino.runner import open_runner, runtime_precisions  # noqa: E402
@@ -40,12 +42,13 @@ def _graph(source: Path, precision: str, folder: Path) -> Path:
     model = onnx.load(str(source))
     meta, sha, say = read_metadata(model), sha256_file(source), (lambda _m: None)
     calibration = CalibrationOptions(data="synthetic", n=4)
+    onnxruntime = backend_of("onnxruntime")  # the graph is backend-independent
     if precision == "fp16":
         result = fp16_graph(model, meta, sha, calibration, keep=(), fp16_io=False, accuracy_budget=(),
-                            backend="onnxruntime", threads=1, progress=say)  # the graph is backend-independent
+                            backend=onnxruntime, threads=1, progress=say)
     else:
         result = int8_graph(model, meta, sha, calibration, keep_float=(), accuracy_budget=(), layout="inputs",
-                            backend="onnxruntime", threads=1, progress=say)  # the graph is backend-independent
+                            backend=onnxruntime, threads=1, progress=say)
     path = folder / f"tiny.{precision}.onnx"
     onnx.save(result.model, str(path))
     return path
@@ -142,7 +145,8 @@ def test_weight_width_follows_vnni(vnni: bool, tiny_onnx: Path, tmp_path: Path,
     from deploykit.build import build_artifact
 
     simulate_cpu(monkeypatch, vnni=vnni)
-    result = build_artifact(tiny_onnx, tmp_path / "tiny.int8.xml", precision="int8", backend="openvino", threads=1,
+    result = build_artifact(tiny_onnx, tmp_path / "tiny.int8.xml", precision=precision_of("int8"),
+                            backend=backend_of("openvino"), threads=1,
                             calibration=CalibrationOptions(data="synthetic", n=4))
     assert result.report["equalization"]["pairs"] > 0  # the float weights changed before quantization
     width = 0 if vnni else 3

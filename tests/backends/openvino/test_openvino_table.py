@@ -14,6 +14,7 @@ from deploykit.backends.base import BACKENDS, backend_of, self_described
 from deploykit.build import build_artifact, precision_path
 from deploykit.errors import BuildError
 from deploykit.precision.passes import CalibrationOptions
+from deploykit.precision.table import PRECISIONS
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deploykit[openvino]')")
 
@@ -28,7 +29,7 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def built(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ov") / "tiny.int8.xml"
-    build_artifact(tiny_onnx, out, precision="int8", backend=ENTRY.name,
+    build_artifact(tiny_onnx, out, precision=PRECISIONS["int8"], backend=ENTRY,
                    calibration=CalibrationOptions(data="synthetic", n=4), threads=1)
     return out
 
@@ -113,7 +114,7 @@ def test_a_failed_build_leaves_no_bin(tiny_onnx: Path, tmp_path: Path, monkeypat
     monkeypatch.setattr(module, "compile", half_written)
     out = tmp_path / "t.xml"
     with pytest.raises(BuildError, match="CPU plugin"):
-        build_artifact(tiny_onnx, out, backend=ENTRY.name, threads=1)
+        build_artifact(tiny_onnx, out, backend=ENTRY, threads=1)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == []
 
 
