@@ -77,8 +77,8 @@ class OutputResult:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "candidate_name": self.candidate_name, "passed": self.passed,
                 "metrics": self.metrics,
-                "gates": [{"gate": c.gate.describe(), "value": c.value, "passed": c.passed, "budget": c.gate.budget}
-                          for c in self.checks]}
+                "gates": [{"gate": c.gate.describe(), "value": c.value, "passed": c.passed,
+                           **({"budget": True} if c.gate.budget else {})} for c in self.checks]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OutputResult:

@@ -45,8 +45,8 @@ TENSORRT_GROUPED = ("kept out of INT8 for TensorRT: depthwise/grouped convolutio
 
 
 def rewards_fp16(entry: Backend) -> bool:
-    """Whether the backend compiles the graph as TensorRT does (strongly typed; FP16 is its fast float)."""
-    return entry.lint_target == "tensorrt"
+    """Whether the backend runs float16 natively (a GPU: TensorRT), so the float remainder is fastest in FP16."""
+    return entry.device == "gpu"
 
 
 def grouped_reason(asked: str | None, entry: Backend) -> str:

@@ -99,7 +99,7 @@ def test_the_float_remainder_of_an_int8_graph_is_said() -> None:
     """A strongly typed TensorRT network runs the ops outside the INT8 ones in the type the ONNX gives them: with
     --int8-float fp32 (the default) that is FP32, and the lint says so and how to change it."""
     from deploykit.graph.lint import float_remainder
-    from deploykit.precision.passes import fp16_remainder
+    from deploykit.precision.int8_choices import fp16_remainder
 
     model, ranges = _gated()
     int8 = qdq_from_ranges(model, ranges, quantize_outputs=False).model
