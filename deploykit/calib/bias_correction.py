@@ -36,7 +36,7 @@ CHANNEL_AXIS = {"Conv": 1, "ConvTranspose": 1, "Gemm": -1, "MatMul": -1}
 @dataclass(frozen=True)
 class BiasCorrection:
     """--int8-bias-correction on|off (deploykit.calib.bias_correction). On by default: see
-    deploykit.precision.passes.RECOVERY for what it measured."""
+    benchmarks/int8_recovery.py for what it gives."""
 
     enabled: bool = True
 
