@@ -25,6 +25,8 @@ from deploykit.errors import (
     DeployKitError,
     Outcome,
     Terminated,
+    first_line,
+    out_of_memory,
 )
 from deploykit.io.signals import interrupts_raise
 
@@ -119,10 +121,13 @@ class DeployKitGroup(click.Group):
             _end(ctx, TERMINATED, "deploykit: terminated; outputs of unfinished steps were not written")
         except KeyboardInterrupt:
             _end(ctx, INTERRUPTED, "deploykit: interrupted; outputs of unfinished steps were not written")
-        except Exception as exc:
+        except (Exception, GeneratorExit) as exc:  # GeneratorExit: one that escaped a generator of ours
             if _debug(ctx):
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0]
+            if out_of_memory(exc):  # the sizes asked for do not fit this machine: the input's, not a bug
+                _end(ctx, BAD_INPUT, f"deploykit: error: out of memory ({first_line(exc, 200)}); use a smaller "
+                                     "--input-shape, --batch, model or fewer --threads, or free memory")
+            first = first_line(exc, 1000, default="")
             _end(ctx, BUG, f"deploykit: unexpected {type(exc).__name__}: {first} "
                            "(a bug in deploykit; rerun with --debug for the traceback and report it)")
 

@@ -47,7 +47,7 @@ from deploykit.bench.run import busy_warning, environment_manifest, load_average
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 from deploykit.build import build_artifact
-from deploykit.errors import BackendUnavailable
+from deploykit.errors import BackendUnavailable, first_line
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
@@ -284,7 +284,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                     # not skipped (an INT32 bias once hid every TensorRT INT8 row behind a "skipped").
                     broken.add((backend, precision))
                     skipped.append(Skipped(f"{backend} {precision}", f"{type(exc).__name__}: "
-                                                                     f"{str(exc).strip().splitlines()[0][:200]}"))
+                                                                     f"{first_line(exc, 200)}"))
                     continue
                 # On a GPU the kernel is its compute time (CUDA events); transfers are not the kernel's.
                 gpu = timing.phases_ms.get("compute")

@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from deploykit.backends.base import BACKENDS, ONNX_RUNNER, Backend
-from deploykit.errors import BackendUnavailable, InputError
+from deploykit.errors import BackendUnavailable, InputError, first_line
 from deploykit.io.metadata import ModelMetadata, external_data_files, read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar, verify_sidecar
@@ -194,7 +194,7 @@ def check_copy_loads(model: TritonModel, folder: Path) -> None:
         with entry.open(copied, None):
             pass
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc, 300)
         raise InputError(f"the copy of {model.source} in {folder} does not load in {entry.title} ({first}); "
                          "check that every file it needs is beside it") from exc
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from deploykit.backends.openvino.runner import DEVICE, compile_options, load_openvino, runtime_precisions, weights_path
 from deploykit.environment import cpu_flags, cpu_model
-from deploykit.errors import BuildError, ConfigConflict
+from deploykit.errors import BuildError, ConfigConflict, first_line
 from deploykit.io.outputs import atomic_output, check_output_path
 from deploykit.types import Progress
 
@@ -54,14 +54,14 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     try:
         model = ov.convert_model(str(graph_onnx))
     except Exception as exc:  # the frontend raises OpConversionFailure, GeneralFailure, ...
-        raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {str(exc).strip().splitlines()[0]}") from exc
+        raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {first_line(exc)}") from exc
     core = ov.Core()
     options = compile_options(threads)
     try:
         compiled = core.compile_model(model, DEVICE, options)
     except Exception as exc:
         raise BuildError(f"OpenVINO's CPU plugin cannot compile {graph_onnx}: "
-                         f"{str(exc).strip().splitlines()[0]}") from exc
+                         f"{first_line(exc)}") from exc
     precisions = runtime_precisions(compiled)
     _save(ov, model, out_path, force=force)
     say(f"wrote OpenVINO IR {out_path} (+ {weights_path(out_path).name}); weighted layers at run time: "
@@ -78,7 +78,7 @@ def _save(ov: Any, model: Any, out: Path, *, force: bool) -> None:
         try:
             ov.save_model(model, str(staged), compress_to_fp16=False)
         except Exception as exc:
-            raise BuildError(f"OpenVINO could not write the IR: {str(exc).strip().splitlines()[0]}") from exc
+            raise BuildError(f"OpenVINO could not write the IR: {first_line(exc)}") from exc
         with atomic_output(out, force=force) as xml_tmp, \
                 atomic_output(weights_path(out), force=force) as bin_tmp:
             shutil.move(str(staged.with_suffix(".bin")), bin_tmp)
