@@ -398,6 +398,15 @@ CASES = [
          "bench {d}/net.onnx --input-shape 1,3,1000000,1000000 --iterations 2 --no-roofline"),
     case("export-zoo-option-beyond-memory", "out of memory",
          "export {ZOO} --set num_classes=100000000000 -o {t}/x.onnx"),
+    # thresholds no value of the metric can meet: refused before the work, not failed after it
+    case("parity-gate-above-perfect", "cosine is at most 1", "parity {USER} {d}/net.onnx --gate cosine>=2"),
+    case("parity-gate-infinite", "is not a finite number", "parity {USER} {d}/net.onnx --gate max_abs<=-inf"),
+    case("build-budget-above-perfect", "pixel_agreement is at most 1",
+         "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget pixel_agreement>=1.5 -o {t}/x.onnx"),
+    case("build-budget-infinite", "is not a finite number",
+         "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget cosine>=inf -o {t}/x.onnx"),
+    case("deploy-budget-above-perfect", "miou is at most 1",
+         "deploy {ZOO} --out {t}/out --accuracy-budget miou>=1.01"),
     case("export-head-convs-with-decoder", "head_convs=1 is for DeepLabv3",
          "export {ZOO} --set head_convs=1 --input-shape 1,3,65,65 -o {t}/x.onnx"),
 ]
