@@ -200,7 +200,8 @@ CASES = [
     case("parity-gate-needs-labels", "add --labels", "parity {USER} {d}/net.onnx --gate miou_drop<=0.5"),
     case("parity-inputs-missing", "does not exist", "parity {USER} {d}/net.onnx --inputs {t}/nowhere"),
     case("parity-inputs-npz-int64", "holds int64 values", "parity {USER} {d}/net.onnx --inputs {d}/int64.npz"),
-    case("parity-inputs-npz-wrong-rank", "expected N,C,H,W", "parity {USER} {d}/net.onnx --inputs {d}/rank3.npz"),
+    case("parity-inputs-npz-wrong-rank", "expected preprocessed N,C,H,W",
+         "parity {USER} {d}/net.onnx --inputs {d}/rank3.npz"),
     case("parity-inputs-one-image", "not one image", "parity {USER} {d}/net.onnx --inputs {d}/images/a.png"),
     case("parity-inputs-npz-wrong-size-for-static", "has 32 at axis 2; expected 64",
          "parity {USER} {d}/static.onnx --inputs {d}/small.npz"),
@@ -407,6 +408,19 @@ CASES = [
          "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget cosine>=inf -o {t}/x.onnx"),
     case("deploy-budget-above-perfect", "miou is at most 1",
          "deploy {ZOO} --out {t}/out --accuracy-budget miou>=1.01"),
+    # arrays of inputs that cannot be inputs: NaN, object arrays (pickles), a folder named like a file
+    case("build-calib-npz-nan", "input 0 holds NaN or infinite values",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/nan.npz -o {t}/x.onnx"),
+    case("build-calib-npy-inf", "input 1 holds NaN or infinite values",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/inf.npy -o {t}/x.onnx"),
+    case("parity-inputs-npz-nan", "input 0 holds NaN or infinite values",
+         "parity {USER} {d}/net.onnx --inputs {d}/nan.npz"),
+    case("parity-inputs-npz-object-array", "Object arrays cannot be loaded",
+         "parity {USER} {d}/net.onnx --inputs {d}/objects.npz"),
+    case("build-calib-npz-object-array", "Object arrays cannot be loaded",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/objects.npz -o {t}/x.onnx"),
+    case("deploy-calib-npz-nan", "holds NaN or infinite values",
+         "deploy {USER} --input-shape 1,3,64,64 --precisions int8 --calib-data {d}/nan.npz --out {t}/out"),
     case("export-head-convs-with-decoder", "head_convs=1 is for DeepLabv3",
          "export {ZOO} --set head_convs=1 --input-shape 1,3,65,65 -o {t}/x.onnx"),
 ]
@@ -440,6 +454,11 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _save_npz(d / "channels1.npz", x=np.zeros((2, 1, 64, 64), np.float32))
     _save_npz(d / "small.npz", x=np.zeros((2, 3, 32, 48), np.float32))
     _save_npz(d / "two.npz", x=np.zeros((2, 3, 64, 64), np.float32), y=np.zeros((2, 3, 64, 64), np.float32))
+    _save_npz(d / "nan.npz", x=np.full((2, 3, 64, 64), np.nan, np.float32))
+    _save_npz(d / "objects.npz", x=np.array([np.zeros((3, 64, 64)), "a"], dtype=object))
+    inf = np.zeros((2, 3, 64, 64), np.float32)
+    inf[1, 0, 0, 0] = np.inf
+    np.save(d / "inf.npy", inf)
     whole = (d / "channels1.npz").read_bytes()
     (d / "truncated.npz").write_bytes(whole[: len(whole) // 3])
     (d / "bad.json").write_text("{not json")
