@@ -58,8 +58,12 @@ def _csv_ints(text: str | None, what: str) -> list[int] | None:
     return values
 
 
-def _csv_words(values: tuple[str, ...]) -> list[str] | None:
+def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
+    """The names given to a repeatable, comma-separated option; None when it was not given. Given but naming
+    nothing (`--backend ,`) is an error, not the default."""
     words = [w.strip() for v in values for w in v.split(",") if w.strip()]
+    if values and not words:
+        raise click.BadParameter("give at least one name", param_hint=option)
     return words or None
 
 
@@ -161,7 +165,7 @@ def _in_process(target: str, backends: tuple[str, ...], batches: str | None, inp
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "trust_checkpoint": trust_checkpoint, "task": task}
-    return run_bench(target, backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
+    return run_bench(target, backends=_csv_words(backends, "--backend"), **given(batches=_csv_ints(batches, "--batch")),
                      input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                      threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
                      progress=progress)
@@ -257,7 +261,8 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if len(paths) > 1:
         require_matplotlib()  # fail before a long sweep, not after it
     report = run_kernels(quick=quick, **given(suites=list(suites) or None),
-                         backends=_csv_words(backends), precisions=_csv_words(precisions), threads=threads,
+                         backends=_csv_words(backends, "--backend"),
+                         precisions=_csv_words(precisions, "--precision"), threads=threads,
                          progress=progress)
     written = []
     if output:

@@ -72,7 +72,7 @@ def read_sidecar(artifact: str | os.PathLike[str]) -> Sidecar | None:
         raise InputError(f"sidecar {path} is not a deploykit sidecar (JSON {type(data).__name__}, not an object); "
                          f"{REBUILD}")
     schema = data.get("schema")
-    if schema != SCHEMA:
+    if schema != SCHEMA or isinstance(schema, bool):  # JSON true equals 1 in Python
         if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
             raise InputError(f"sidecar {path} has schema version {schema}, newer than this deploykit reads "
                              f"({SCHEMA}): upgrade deploykit, or {REBUILD} of this version")

@@ -118,6 +118,9 @@ def _model_name(path: Path, given: str | None) -> str:
     name = given or re.sub(r"[^A-Za-z0-9_-]", "_", stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InputError(f"model name {name!r} has characters Triton does not allow; use letters, digits, _ . -")
+    if name.startswith("."):  # "..", "." or a hidden folder: the model's folder would not be one in the repository
+        raise InputError(f"model name {name!r} starts with a dot; it names a model folder in the repository: start "
+                         "it with a letter or digit")
     return name
 
 

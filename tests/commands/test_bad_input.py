@@ -421,6 +421,16 @@ CASES = [
          "build-engine {d}/net.onnx --int8 --calib-data {d}/objects.npz -o {t}/x.onnx"),
     case("deploy-calib-npz-nan", "holds NaN or infinite values",
          "deploy {USER} --input-shape 1,3,64,64 --precisions int8 --calib-data {d}/nan.npz --out {t}/out"),
+    # names that select nothing or escape their folder, a sidecar that says true for 1, a link to nowhere
+    case("bench-backend-names-nothing", "give at least one name",
+         "bench {d}/net.onnx --backend , --iterations 2 --no-roofline"),
+    case("bench-kernels-backend-unknown", "--backend nope: unknown", "bench kernels --quick --backend nope"),
+    case("bench-kernels-precision-unknown", "--precision fp64: unknown", "bench kernels --quick --precision fp64"),
+    case("bench-kernels-precision-names-nothing", "give at least one name", "bench kernels --quick --precision ,"),
+    case("package-name-dot-dot", "starts with a dot", "package --triton {d}/net.onnx --name .. --out {t}/repo"),
+    case("package-name-hidden", "starts with a dot", "package --triton {d}/net.onnx --name .m --out {t}/repo"),
+    case("parity-sidecar-schema-true", "has schema version True", "parity {USER} {d}/truthy.ort.onnx"),
+    case("build-out-link-to-nowhere", "exists already", "build-engine {d}/net.onnx -o {d}/nowhere.onnx"),
     case("export-head-convs-with-decoder", "head_convs=1 is for DeepLabv3",
          "export {ZOO} --set head_convs=1 --input-shape 1,3,65,65 -o {t}/x.onnx"),
 ]
@@ -514,6 +524,7 @@ def _hostile_fixtures(d: Path) -> None:
     from tests.io.test_images import bomb_png
 
     (d / "link.onnx").symlink_to(d / "net.onnx")
+    (d / "nowhere.onnx").symlink_to(d / "gone.onnx")
     os.link(d / "net.onnx", d / "hard.onnx")
     (d / "dirlink").symlink_to(d)
     shutil.copy(d / "net.onnx", d / "m.fp16.onnx")
@@ -524,6 +535,7 @@ def _hostile_fixtures(d: Path) -> None:
     sidecar = json.loads(sidecar_path(art).read_text())
     for name, text in {"swapped": sidecar_path(other).read_text(), "newer": json.dumps({**sidecar, "schema": 2}),
                        "garbled": "{not json", "listed": "[1, 2]", "blank": "",
+                       "truthy": json.dumps({**sidecar, "schema": True}),
                        "elsewhere": json.dumps({**sidecar, "backend": "openvino"}),
                        "unhashed": json.dumps({k: v for k, v in sidecar.items() if k != "artifact_sha256"})}.items():
         shutil.copy(art, d / f"{name}.ort.onnx")
