@@ -7,13 +7,15 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from deploykit import __version__
-from deploykit.commands import JSON_PRINTED, JSON_WANTED
+from deploykit.commands import JSON_PRINTED, JSON_STREAM, JSON_WANTED
 from deploykit.errors import (
     BAD_INPUT,
     BUG,
@@ -104,7 +106,7 @@ class DeployKitGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with interrupts_raise():
+            with interrupts_raise(), _stdout_for_json_only(ctx):
                 return super().invoke(ctx)
         except CheckFailed as exc:
             _end(ctx, CHECK_FAILED, f"deploykit: check failed: {exc}")
@@ -132,6 +134,18 @@ class DeployKitGroup(click.Group):
                            "(a bug in deploykit; rerun with --debug for the traceback and report it)")
 
 
+@contextmanager
+def _stdout_for_json_only(ctx: click.Context) -> Iterator[None]:
+    """With --json, stdout holds the JSON document alone: whatever else prints to it while the command runs (a
+    user's module or model calling print, a library's chatter) goes to stderr."""
+    if not ctx.meta.get(JSON_WANTED):
+        yield
+        return
+    ctx.meta[JSON_STREAM] = sys.stdout
+    with redirect_stdout(sys.stderr):
+        yield
+
+
 def _utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -156,7 +170,8 @@ def _end(ctx: click.Context, outcome: Outcome, line: str) -> None:
 def _json_outcome(ctx: click.Context, outcome: Outcome, message: str) -> None:
     """With --json, a command that ended before printing its document prints one that says how it ended."""
     if ctx.meta.get(JSON_WANTED) and not ctx.meta.get(JSON_PRINTED):
-        click.echo(json.dumps({**outcome.record(), "error": message}, indent=2, sort_keys=True))
+        click.echo(json.dumps({**outcome.record(), "error": message}, indent=2, sort_keys=True),
+                   file=ctx.meta.get(JSON_STREAM))
 
 
 def _debug(ctx: click.Context) -> bool:
