@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.backends.base import backend_of
+from deploykit.bench.load import MachineLoad
 from deploykit.io.outputs import write_json, write_text
 from deploykit.precision.table import precision_of
 from deploykit.report.format import markdown_table
@@ -88,7 +88,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", action="append", default=[], metavar="MODEL=FILE",
                         help="checkpoint per model (default: benchmarks/checkpoints/ for MobileNetV2 and MSI-Net)")
     parser.add_argument("--rounds", type=int, default=80)
-    parser.add_argument("--warmup", type=int, default=3, help="untimed round-robin rounds first")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per contender first")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--calib-data", default=str(ROOT / "data" / "calib"))
     parser.add_argument("--calib-n", type=int, default=16)
@@ -347,25 +347,21 @@ def contenders(p: Prepared, args: argparse.Namespace, skipped: list[str]) -> lis
 
 # --- timing, agreement, results -------------------------------------------------------------------------------
 
-PARK_S = 0.05  # untimed pause between contenders (see time_round_robin)
+def time_round_robin(entries: list[Contender], inputs: list[np.ndarray], rounds: int, warmup: int) -> MachineLoad:
+    """deploykit's timing core (deploykit.bench.interleave): `warmup` untimed calls per contender, then one inference
+    per contender per round on the round's input, the order rotating, with an untimed pause between contenders:
+    without it the worker threads of the runtime that just ran (ONNX Runtime's intra-op pool, OpenMP) spin on and
+    took the cores of the next one, and the same graph timed 15.7 and 37.2 ms in one run (MSI-Net, OpenVINO fp32
+    of the same model.onnx). Fills every entry's times_ms; returns the machine's load meanwhile."""
+    from deploykit.bench.interleave import TimingConfig, time_interleaved
 
-
-def time_round_robin(entries: list[Contender], inputs: list[np.ndarray], rounds: int, warmup: int,
-                     park_s: float = PARK_S) -> None:
-    """One inference per contender per round, on the round's input; the order rotates each round. Between two
-    contenders an untimed pause lets the last one's worker threads stop spin-waiting (ONNX Runtime's intra-op
-    pool and OpenMP spin after a run): without it they took the cores of whichever contender ran next, and the
-    same graph timed 15.7 and 37.2 ms in one run (MSI-Net, OpenVINO fp32 of the same model.onnx)."""
-    for index in range(warmup + rounds):
-        x = inputs[index % len(inputs)]
-        shift = index % len(entries)
-        for entry in entries[shift:] + entries[:shift]:
-            time.sleep(park_s)
-            started = time.perf_counter()
-            entry.run(x)
-            elapsed = (time.perf_counter() - started) * 1e3
-            if index >= warmup:
-                entry.times_ms.append(elapsed)
+    def step(entry: Contender) -> Callable[[int], object]:
+        return lambda i: entry.run(inputs[i % len(inputs)])
+    config = TimingConfig(warmup_s=0.0, iterations=rounds, min_warmup_iterations=warmup)
+    run = time_interleaved({entry.label: step(entry) for entry in entries}, config, progress=say, label="contenders")
+    for entry in entries:
+        entry.times_ms = run.timings[entry.label].samples_ms
+    return run.load
 
 
 def agreement(p: Prepared, entries: list[Contender]) -> dict[str, dict[str, float]]:
@@ -385,8 +381,8 @@ def bench_model(name: str, args: argparse.Namespace, weights: str | None, skippe
     try:
         say(f"{name}: agreement with PyTorch eager on {len(p.heldout)} held-out images")
         agreed = agreement(p, entries)
-        say(f"{name}: {len(entries)} contenders, {args.warmup} + {args.rounds} round-robin rounds")
-        time_round_robin(entries, p.heldout[:4] or p.calib[:4], args.rounds, args.warmup)
+        say(f"{name}: {len(entries)} contenders, {args.warmup} warm-up calls each + {args.rounds} round-robin rounds")
+        load = time_round_robin(entries, p.heldout[:4] or p.calib[:4], args.rounds, args.warmup)
     finally:
         for entry in entries:
             entry.close()
@@ -397,7 +393,7 @@ def bench_model(name: str, args: argparse.Namespace, weights: str | None, skippe
             for e in entries]
     return {"model": name, "task": p.task, "input_size": list(p.size), "weights": p.weights,
             "agreement_metric": key, "agreement_images": len(p.heldout), "rows": rows,
-            "targets": targets(rows)}
+            "targets": targets(rows), "load": load.to_dict()}
 
 
 def _best(rows: list[dict[str, Any]], by: str, precision: str) -> dict[str, Any] | None:
@@ -478,8 +474,11 @@ def markdown(results: list[dict[str, Any]], skipped: list[str], env: dict[str, A
     lines += ["## How it was measured", "",
               f"- CPU: {env['cpu']}, {env['cores']} cores; flags: {', '.join(env['cpu_flags'])}; threads "
               f"{env['threads']}; load average before/after {env['load_average']}.",
-              f"- {env['rounds']} timed round-robin rounds after {env['warmup_rounds']} warm-up rounds; median and "
+              f"- {env['rounds']} timed round-robin rounds after {env['warmup_rounds']} warm-up calls per contender "
+              "(deploykit.bench.interleave: rotating order, 50 ms untimed pause between contenders); median and "
               "p90 of single batch-1 inferences (numpy in, numpy out).",
+              *(f"- {r['model']}: {MachineLoad.from_dict(r['load']).describe()} while timing." for r in results
+                if r.get("load")),
               f"- INT8 calibration: the {env['calibration']} for every INT8 contender; agreement with PyTorch "
               f"eager on {env['agreement_images']}.",
               f"- Versions: {versions}.",

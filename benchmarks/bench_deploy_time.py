@@ -31,7 +31,7 @@ DEMO_ARGS = [
     "--weights", str(ROOT / "benchmarks/checkpoints/deeplabv3plus_mobilenetv2_small.pt"),
     "--calib-data", str(ROOT / "benchmarks/data/calib"), "--calib-n", "16",
     "--inputs", str(ROOT / "benchmarks/data/heldout"),
-    "--accuracy-budget", "pixel_agreement>=0.99",
+    "--accuracy-budget", "pixel_agreement>=0.99", "--backend", "auto",
 ]
 
 

@@ -13,7 +13,7 @@ one run on this CPU, for DeepLabv3+ (ResNet-50, ResNet-101, MobileNetV2, Xceptio
 Run the full table only on a quiet machine: other processes distort CPU timings badly (with as many threads
 as cores, OpenMP barriers wait for descheduled threads). Each model is exported (static shape), built to
 fp16 and int8 ONNX Runtime artifacts with deploykit.build.build_artifact (int8 calibrated on --calib-data),
-and all four are timed one after the other with the same harness as `deploykit bench`. Writes
+and all four are timed in one round-robin run (deploykit.bench.interleave, as `deploykit bench A B ...`). Writes
 OUT_DIR/bench_models.md and OUT_DIR/bench_models.json; the models and artifacts stay in OUT_DIR/<model>/.
 
 Targets from issue 8 (2-core AVX2 machine), checked in the Markdown:
@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from deploykit.backends.base import BACKENDS, REFERENCE
-from deploykit.bench.harness import TimingConfig
-from deploykit.bench.roofline import Peaks, measure_peaks
-from deploykit.bench.run import apply_peaks, busy_warning, environment_manifest, load_average, measure_peaks_twice
+from deploykit.bench.interleave import TimingConfig
+from deploykit.bench.load import LoadProbe
+from deploykit.bench.roofline import Peaks
+from deploykit.bench.run import apply_peaks, environment_manifest, measure_peaks_around
 from deploykit.bench.runners import Skipped
 from deploykit.errors import DeployKitError
 from deploykit.io.outputs import write_json, write_text
@@ -79,7 +80,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--calib-data", default="photos", help="INT8 calibration data (see build-engine)")
     parser.add_argument("--calib-n", type=int, default=None, help="calibration inputs (default: build's)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds timed per variant (default 10)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per variant, all four round-robin (default 10)")
     parser.add_argument("--images", default=None, metavar="DIR",
                         help="more agreement images, besides the scikit-image photographs")
     parser.add_argument("--accuracy-budget", action="append", default=[], metavar="METRIC>=X",
@@ -165,14 +167,13 @@ def bench_model(name: str, args: argparse.Namespace, weights: str | None, config
     shape = (1, 3, *prepared["size"])
     reference = prepared["opened"]
     targets = [reference, *(open_target(str(path), threads=args.threads) for path in prepared["paths"].values())]
-    results = []
-    for target in targets:  # the model's multiply-adds, whatever the graph's form
-        report = run_bench(target, batches=[1], input_shape=shape, config=config, threads=args.threads,
-                           roofline=False, progress=say, madds_of=reference)
-        results += report.results
-        skipped += report.skipped
-        for result in report.results:
-            result.target = reference.label
+    # One round-robin run; the model's multiply-adds are counted on it, whatever the graph's form.
+    report = run_bench(targets, batches=[1], input_shape=shape, config=config, threads=args.threads,
+                       roofline=False, progress=say, madds_of=reference)
+    results = report.results
+    skipped += report.skipped
+    for result in results:
+        result.target = reference.label
     say(f"{name}: agreement of fp16 / int8 with fp32 on {len(EVAL_PHOTOS)} photographs"
         + (f" and the images in {args.images}" if args.images else ""))
     agreement = _agreement(prepared, args.threads, args.images)
@@ -292,9 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in (markdown_path, json_path):
         if path.exists() and not args.force:
             raise SystemExit(f"{path} exists; pass --force to overwrite it")
-    load_before = load_average()
-    say("measuring this machine's fp32 GEMM and memory-copy peaks")
-    peaks = measure_peaks(args.threads, quick=args.tiny)
+    probe = LoadProbe()
+    peaks_after = measure_peaks_around(args.threads, say, quick=args.tiny)
     rows: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
     skipped: list[Skipped] = []
@@ -304,11 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DeployKitError as exc:  # one model's failure must not lose the others' figures
             failures[name] = str(exc)
             say(f"{name} failed: {exc}")
-    peaks, warning = measure_peaks_twice(peaks, args.threads, say)
+    load = probe.stop()
+    peaks, warning = peaks_after()
     for row in rows:
         apply_peaks(row["results"], peaks)
-    env = environment_manifest(args.threads, load_before)
-    notes = [w for w in (busy_warning(load_before), warning) if w]
+    env = environment_manifest(args.threads, load)
+    notes = [w for w in (load.warning(), warning) if w]
     write_text(markdown_path, markdown(rows, failures, peaks, env, args.tiny, notes), force=args.force)
     write_json(json_path, _json(rows, failures, peaks, env, skipped, notes, args.tiny), force=args.force)
     say(f"wrote {markdown_path} and {json_path}")

@@ -24,7 +24,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -150,17 +149,18 @@ def profile_ops(path: Path, x: np.ndarray, threads: int = 2, runs: int = 3) -> d
 
 def time_round_robin(paths: Mapping[str, Path], x: np.ndarray, *, threads: int = 2, rounds: int = 15,
                      warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds of each model, timed one run each in turn (so load changes hit all alike)."""
+    """Median milliseconds of each model, timed round-robin by deploykit's timing core (deploykit.bench.interleave:
+    rotating order, untimed pauses, so load changes hit all alike)."""
+    from deploykit.bench.interleave import TimingConfig, time_interleaved
+
     sessions = {label: _session(path, threads) for label, path in paths.items()}
-    feeds = {label: {s.get_inputs()[0].name: x} for label, s in sessions.items()}
-    times: dict[str, list[float]] = {label: [] for label in sessions}
-    for i in range(warmup + rounds):
-        for label, session in sessions.items():
-            start = time.perf_counter()
-            session.run(None, feeds[label])
-            if i >= warmup:
-                times[label].append((time.perf_counter() - start) * 1e3)
-    return {label: statistics.median(t) for label, t in times.items()}
+
+    def step(session: Any) -> Any:
+        feed = {session.get_inputs()[0].name: x}
+        return lambda _i: session.run(None, feed)
+    run = time_interleaved({label: step(s) for label, s in sessions.items()},
+                           TimingConfig(warmup_s=0.0, iterations=rounds, min_warmup_iterations=warmup))
+    return {label: statistics.median(t.samples_ms) for label, t in run.timings.items()}
 
 
 def agreement(paths: Mapping[str, Path], reference: str, images: Sequence[np.ndarray], threads: int = 2

@@ -1,10 +1,22 @@
-"""Shared test setup: hardware markers skip themselves with a reason when the hardware is absent."""
+"""Shared test setup: hardware markers skip themselves with a reason when the hardware is absent; the session
+caches calibration ranges in its own folder."""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_calibration_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Calibration ranges from this session only. The user's cache (~/.cache/deploykit) is shared by every
+    checkout and run on the machine, so a test's INT8 graph, and every verdict and gate built on it, depended
+    on which other code had calibrated the same model and data before."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path_factory.mktemp("deploykit-cache")))
+        yield
 
 
 def _cuda_available() -> bool:

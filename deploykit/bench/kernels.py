@@ -22,7 +22,7 @@ on a quiet machine; `deploykit bench kernels -o k.json` records its own duration
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +33,9 @@ from onnx import helper
 
 from deploykit.backends.base import BACKENDS, Backend
 from deploykit.bench import kernel_graphs as kg
-from deploykit.bench.harness import TimingConfig, pool_size, time_calls
+from deploykit.bench.harness import pool_size
+from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
+from deploykit.bench.load import LoadProbe
 from deploykit.bench.roofline import (
     Peaks,
     best_of,
@@ -43,7 +45,7 @@ from deploykit.bench.roofline import (
     spread_warning,
     torch_threads,
 )
-from deploykit.bench.run import busy_warning, environment_manifest, load_average
+from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 from deploykit.build import build_artifact
@@ -171,9 +173,6 @@ def _float_inputs(case: KernelCase, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
 
 
-Step = Callable[[int], object]
-
-
 def _torch_step(ops: Sequence[kg.ConvOp], weights: Sequence[kg.ConvWeights], inputs: Sequence[np.ndarray]) -> Step:
     import torch
 
@@ -201,15 +200,16 @@ def _onnx_model(case: KernelCase, precision: str, weights: Sequence[kg.ConvWeigh
 
 
 def _backend_step(entry: Backend, model: bytes, feeds: Sequence[np.ndarray], threads: int | None, folder: str,
-                  stack: ExitStack) -> Step:
+                  stack: ExitStack, tag: str) -> Step:
     """The backend's Runner on the one-op graph: the graph itself for a backend that runs ONNX, else the artifact
-    it builds from it (the build-engine path); a runner with `infer_timed` (TensorRT) reports its GPU phases."""
-    graph = Path(folder) / "kernel.onnx"
+    it builds from it (the build-engine path); a runner with `infer_timed` (TensorRT) reports its GPU phases.
+    `tag` names the files: a case's variants are open together, timed round-robin."""
+    graph = Path(folder) / f"kernel-{tag}.onnx"
     graph.write_bytes(model)
     if entry.runs_onnx:
         runner = stack.enter_context(entry.open(graph, None, threads=threads))
     else:
-        built = build_artifact(graph, Path(folder) / f"kernel{entry.suffix}", backend=entry, threads=threads,
+        built = build_artifact(graph, Path(folder) / f"kernel-{tag}{entry.suffix}", backend=entry, threads=threads,
                                force=True)
         runner = stack.enter_context(entry.open(built.path, built.sidecar, threads=threads))
     name = runner.input_specs()[0].name
@@ -267,30 +267,31 @@ def available_variants(backends: Sequence[str] | None,
 
 def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], config: TimingConfig,
            threads: int | None, peaks: Peaks, say: Progress, skipped: list[Skipped], seed: int) -> list[Timed]:
+    """Per case, every variant that runs it, timed round-robin (deploykit.bench.interleave)."""
     timed: list[Timed] = []
     broken: set[tuple[str, str]] = set()
-    total = len(cases) * len(variants)
-    done = 0
     with scratch_folder("deploykit-kernels-") as folder, torch_threads(threads):
-        for case in cases:
+        for number, case in enumerate(cases, start=1):
+            say(Progressed("kernel sweep (shapes)", number - 1, len(cases)))
             weights = kg.random_weights(case.ops(), seed)
             inputs = _float_inputs(case, seed + 1)
-            for backend, precision in variants:
-                done += 1
-                say(Progressed("kernel sweep (runs)", done, total))
-                if (backend, precision) in broken:
+            with ExitStack() as stack:
+                steps: dict[tuple[str, str], Step] = {}
+                for variant in (v for v in variants if v not in broken):
+                    try:
+                        steps[variant] = _make_step(case, *variant, weights, inputs, threads, str(folder), stack)
+                        steps[variant](0)  # fails now, before the others are timed
+                    except BackendUnavailable as exc:  # a backend that cannot run here cannot run the other cases
+                        # Anything else is a kernel graph the backend refuses, i.e. a bug in these graphs: it is
+                        # raised, not skipped (an INT32 bias once hid every TensorRT INT8 row behind a "skipped").
+                        steps.pop(variant, None)
+                        broken.add(variant)
+                        skipped.append(Skipped(" ".join(variant), f"{type(exc).__name__}: "
+                                                                  f"{first_line(exc, 200)}"))
+                if not steps:
                     continue
-                try:
-                    with ExitStack() as stack:
-                        step = _make_step(case, backend, precision, weights, inputs, threads, str(folder), stack)
-                        timing = time_calls(step, config)
-                except BackendUnavailable as exc:  # a backend that cannot run here cannot run the other cases
-                    # Anything else is a kernel graph the backend refuses, i.e. a bug in these graphs: it is raised,
-                    # not skipped (an INT32 bias once hid every TensorRT INT8 row behind a "skipped").
-                    broken.add((backend, precision))
-                    skipped.append(Skipped(f"{backend} {precision}", f"{type(exc).__name__}: "
-                                                                     f"{first_line(exc, 200)}"))
-                    continue
+                run = time_interleaved({" ".join(v): step for v, step in steps.items()}, config)
+            for (backend, precision), timing in zip(steps, run.timings.values(), strict=True):
                 # On a GPU the kernel is its compute time (CUDA events); transfers are not the kernel's.
                 gpu = timing.phases_ms.get("compute")
                 timed.append(Timed(case, backend, precision, gpu or timing.samples_ms,
@@ -298,6 +299,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                 result = _result(timed[-1], peaks)
                 say(f"{case.describe()}: {backend} {precision} {result.median_ms:.2f} ms, "
                     f"{result.gflops:.1f} GFLOP/s, {result.efficiency_percent:.0f}% of roofline")
+        say(Progressed("kernel sweep (shapes)", len(cases), len(cases)))
     return timed
 
 
@@ -309,17 +311,17 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = SUITES,
     TensorRT kernels are measured against the GPU's peaks (measured with torch on CUDA) when torch sees one."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    load_before = load_average()
+    probe = LoadProbe()
     config = config or (QUICK_CONFIG if quick else FULL_CONFIG)
     variants, skipped = available_variants(backends, precisions)
-    say(f"measuring this machine's fp32 GEMM and memory-copy peaks ({threads or 'default'} threads)")
+    say(f"{PEAKS_MESSAGE} ({threads or 'default'} threads, before and after)")
     peaks = measure_peaks(threads, quick=quick)
     say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
     gpu = measure_gpu_peaks(quick=quick) if any(BACKENDS[b].device == "gpu" for b, _ in variants) else None
     timed = _sweep(plan_cases(quick=quick, suites=suites), variants, config, threads, peaks, say, skipped, seed)
-    say("measuring the peaks again")
+    load = probe.stop()
     after = measure_peaks(threads, quick=quick)
-    warnings = [w for w in (busy_warning(load_before), spread_warning(peaks, after)) if w]
+    warnings = [w for w in (load.warning(), spread_warning(peaks, after)) if w]
     if any(BACKENDS[t.backend].device == "gpu" for t in timed) and gpu is None:
         warnings.append("torch sees no CUDA device, so TensorRT kernels are set against the CPU's peaks: their "
                         "efficiencies mean nothing")
@@ -328,7 +330,7 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = SUITES,
     peaks = best_of(peaks, after)
     results = [_result(t, gpu if gpu is not None and BACKENDS[t.backend].device == "gpu" else peaks) for t in timed]
     return KernelReport(results=results, skipped=skipped, peaks=peaks.to_dict(),
-                        environment=environment_manifest(threads, load_before),
+                        environment=environment_manifest(threads, load),
                         config={**config.to_dict(), "quick": quick, "suites": list(suites)},
                         seconds=time.perf_counter() - started, notes=NOTES + warnings,
                         gpu_peaks=gpu.to_dict() if gpu else None)
@@ -349,4 +351,4 @@ def _make_step(case: KernelCase, backend: str, precision: str, weights: Sequence
     if BACKENDS[backend].reference:
         return _torch_step(case.ops(), weights, inputs)
     model, feeds = _onnx_model(case, precision, weights, inputs)
-    return _backend_step(BACKENDS[backend], model, feeds, threads, folder, stack)
+    return _backend_step(BACKENDS[backend], model, feeds, threads, folder, stack, f"{backend}-{precision}")

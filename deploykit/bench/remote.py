@@ -31,7 +31,8 @@ import numpy as np
 from PIL import Image
 
 from deploykit.bench.harness import BenchResult
-from deploykit.bench.run import BenchReport, busy_warning, environment_manifest, load_average
+from deploykit.bench.load import LoadProbe, MachineLoad
+from deploykit.bench.run import BenchReport, environment_manifest
 from deploykit.bench.stats import summarize
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.images import sample_photographs
@@ -275,7 +276,7 @@ def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
     image_bytes = encoded_image(image) if any(s["datatype"] == "BYTES" for s in inputs) else b""
     bodies = make_bodies(inputs, shapes, image_bytes, binary)
     path = f"{endpoint.prefix}/v2/models/{urllib.parse.quote(model)}/infer"
-    load_before = load_average()
+    probe = LoadProbe()
     results = []
     first = shapes[inputs[0]["name"]] if inputs else ()
     for clients in config.concurrency:
@@ -294,14 +295,18 @@ def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
             throughput_qps=qps, images_per_s=qps * (int(first[0]) if first else 1), walltime_s=run.walltime_s,
             warmup_iterations=0, distinct_inputs=len(bodies), threads=None, samples_ms=run.samples_ms,
             concurrency=clients, errors=len(run.errors), server_batches=batch_difference(before, after)))
-    notes = [w for w in (busy_warning(load_before),) if w]
+    load = probe.stop()
+    # The server under test is another process on this machine, so its CPU time is not other work: only the load
+    # average before the run says whether the machine was busy.
+    before = MachineLoad(load.cores, load.seconds, load.load_before, load_after=None, others_cores=None)
+    notes = [w for w in (before.warning(),) if w]
     errors = sum(r.errors for r in results)
     if errors:
         notes.append(f"{errors} request(s) were answered with an error and not timed")
-    environment = environment_manifest(None, load_before)
+    environment = environment_manifest(None, load)
     environment["server"] = {"url": url, "model": model, "name": server.get("name"), "version": server.get("version")}
     return BenchReport(results=results, skipped=[], environment=environment, peaks=None,
-                       config={**config.to_dict(), "binary": binary}, notes=notes)
+                       config={**config.to_dict(), "binary": binary}, notes=notes, load=load)
 
 
 def serving_rows(report: BenchReport) -> list[list[object]]:

@@ -1,5 +1,6 @@
-"""`deploykit bench TARGET` as a library call: run every backend and batch, attach the environment
-manifest and the machine's peaks, render tables/CSV, and compare against a saved baseline."""
+"""`deploykit bench TARGET...` as a library call on opened targets (deploykit.targets.bench opens them): time every
+target, backend and batch round-robin, attach the environment manifest and the machine's peaks, render tables/CSV,
+and compare against a saved baseline."""
 
 from __future__ import annotations
 
@@ -7,22 +8,18 @@ import csv
 import datetime
 import io
 import os
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from deploykit.backends.base import BENCH_CHOICES, availabilities
-from deploykit.bench.harness import (
-    BenchResult,
-    TimingConfig,
-    input_pool,
-    measure,
-    mode_of,
-    resolve_shapes,
-    result_from_timing,
-)
+from deploykit.bench.harness import BenchResult, input_pool, mode_of, resolve_shapes, result_from_timing, step_for
+from deploykit.bench.interleave import TimingConfig, time_interleaved
+from deploykit.bench.load import MachineLoad
 from deploykit.bench.roofline import Peaks, best_of, measure_peaks, spread_warning
 from deploykit.bench.runners import BenchTarget, Skipped
 from deploykit.bench.stats import Change, compare_samples
@@ -31,8 +28,9 @@ from deploykit.errors import BackendUnavailable, InputError
 from deploykit.runner import Runner
 from deploykit.types import Progress
 
-HEADERS = ["target", "backend", "precision", "batch", "input", "min ms", "median ms", "mean ms", "p90 ms",
-           "p95 ms", "p99 ms", "max ms", "std ms", "images/s", "GFLOP/s", "% GEMM peak"]
+HEADERS = ["target", "backend", "precision", "batch", "input", "min ms", "p10 ms", "median ms", "mean ms",
+           "p90 ms", "p95 ms", "p99 ms", "max ms", "std ms", "images/s", "GFLOP/s", "% GEMM peak"]
+PeaksRecord = tuple[Peaks, str | None]
 
 
 @dataclass
@@ -44,11 +42,12 @@ class BenchReport:
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
+    load: MachineLoad | None = None  # the machine's load around the timing (deploykit.bench.load)
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": [r.to_dict() for r in self.results], "skipped": [asdict(s) for s in self.skipped],
                 "environment": self.environment, "peaks": self.peaks, "config": self.config,
-                "notes": self.notes, "created": self.created}
+                "notes": self.notes, "created": self.created, "load": self.load.to_dict() if self.load else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchReport:
@@ -57,36 +56,24 @@ class BenchReport:
                        skipped=[Skipped(**s) for s in data.get("skipped", [])],
                        environment=dict(data.get("environment") or {}), peaks=data.get("peaks"),
                        config=dict(data.get("config") or {}), notes=list(data.get("notes") or []),
-                       created=str(data.get("created", "")))
+                       created=str(data.get("created", "")),
+                       load=MachineLoad.from_dict(data["load"]) if data.get("load") else None)
         except (KeyError, TypeError) as exc:
             raise InputError(f"not a deploykit bench JSON ({exc}); write one with deploykit bench ... -o FILE") from exc
 
 
-def load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):  # not on every platform
-        return None
-
-
-def environment_manifest(threads: int | None, load_before: float | None = None) -> dict[str, Any]:
-    """environment.probe() plus the vector extensions, the thread count and the machine's load (1-minute
-    average before and after the run): the things that shape CPU timings."""
+def environment_manifest(threads: int | None, load: MachineLoad | None = None) -> dict[str, Any]:
+    """environment.probe() plus the vector extensions, the thread count and the machine's load around the
+    timing (1-minute average before and after): the things that shape CPU timings."""
     env = {**probe().to_dict(), "backends": {n: a.to_dict() for n, a in availabilities().items()}}
     flags = cpu_flags()
     env["cpu_flags"] = sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni",
                                        "avx512_bf16", "amx_int8", "amx_bf16"})
     env["threads_requested"] = threads
-    env["load_average_1m"] = {"before": load_before, "after": load_average()}
+    if load is not None:
+        env["load_average_1m"] = {"before": load.load_before, "after": load.load_after}
+        env["load"] = load.to_dict()
     return env
-
-
-def busy_warning(load_before: float | None) -> str | None:
-    """Other work on the machine distorts CPU timings badly (OpenMP barriers wait for descheduled threads)."""
-    if load_before is None or load_before < 1.0:
-        return None
-    return (f"the machine was busy before the run (1-minute load average {load_before:.2f}); CPU timings suffer "
-            "from other processes, especially with as many threads as cores: rerun on a quiet machine")
 
 
 def _threads_used(target: BenchTarget, threads: int | None) -> int:
@@ -97,13 +84,30 @@ def _threads_used(target: BenchTarget, threads: int | None) -> int:
     return threads or (os.cpu_count() or 1)  # ORT's default: one intra-op thread per core
 
 
-def bench_target(target: BenchTarget, batches: Sequence[int], input_shape: tuple[int, ...] | None,
-                 config: TimingConfig, threads: int | None, progress: Progress,
-                 skipped: list[Skipped]) -> list[BenchResult]:
-    """Time one opened target at each batch; batches it cannot run are added to `skipped`. Efficiency is
-    left for `apply_peaks`, once the machine's peaks are known."""
-    results = []
-    with target.runner as runner:
+@dataclass
+class _Contender:
+    """One (opened target, batch) to time, with what its result needs."""
+
+    target: BenchTarget
+    runner: Runner
+    batch: int
+    shape: tuple[int, ...]
+    feeds: list[dict[str, np.ndarray]]
+    madds: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.target.label} {self.target.backend} {self.target.precision} batch {self.batch}"
+
+
+def _contenders(targets: Sequence[BenchTarget], stack: ExitStack, batches: Sequence[int],
+                input_shape: tuple[int, ...] | None, progress: Progress,
+                skipped: list[Skipped]) -> list[_Contender]:
+    """Enter every target's runner and prepare each batch it can run; batches it cannot are added to
+    `skipped`."""
+    found = []
+    for target in targets:
+        runner = stack.enter_context(target.runner)
         specs = runner.input_specs()
         for batch in batches:
             try:
@@ -111,25 +115,39 @@ def bench_target(target: BenchTarget, batches: Sequence[int], input_shape: tuple
             except InputError as exc:
                 skipped.append(Skipped(f"{target.backend} batch {batch}", str(exc)))
                 continue
-            feeds = input_pool(specs, shapes)
             first = shapes[specs[0].name]
             try:
                 madds = target.madds_at(first)
             except Exception as exc:  # a count is a bonus; never lose the timing over it
                 progress(f"could not count multiply-adds ({type(exc).__name__}: {exc}); GFLOP/s left out")
                 madds = None
-            how = f"{config.iterations} iterations" if config.iterations else f"{config.duration_s:g} s"
-            label = f"{target.label} {target.backend} {target.precision} batch {batch}"
-            progress(f"timing {label} at {'x'.join(map(str, first))} ({how}, {len(feeds)} distinct inputs)")
-            timing = measure(runner, feeds, config, progress=progress, label=label)
-            result = result_from_timing(
-                timing, target=target.label, backend=target.backend, precision=target.precision, batch=batch,
-                input_shape=first, mode=mode_of(runner), threads=_threads_used(target, threads),
-                distinct_inputs=len(feeds), madds=madds, peak_gflops=None)
-            result.madds_source = target.madds_source if madds else ""
-            result.output_bytes = output_bytes(runner, feeds[0])
-            results.append(result)
-    return results
+            found.append(_Contender(target, runner, batch, first, input_pool(specs, shapes), madds))
+    return found
+
+
+def time_contenders(contenders: Sequence[_Contender], config: TimingConfig, threads: int | None,
+                    progress: Progress) -> tuple[list[BenchResult], MachineLoad]:
+    """Time every contender in one round-robin run (deploykit.bench.interleave); efficiency is left for
+    `apply_peaks`, once the machine's peaks are known."""
+    how = f"{config.iterations} rounds" if config.iterations else f"{config.duration_s:g} s each"
+    names = "; ".join(f"{c.name} at {'x'.join(map(str, c.shape))}" for c in contenders)
+    progress(f"timing {names} ({'round-robin, ' if len(contenders) > 1 else ''}{how})")
+    steps = {c.name: step_for(c.runner, c.feeds) for c in contenders}
+    label = contenders[0].name if len(contenders) == 1 else f"{len(contenders)} contenders round-robin"
+    run = time_interleaved(steps, config, progress=progress, label=label)
+    run_id = uuid.uuid4().hex[:12]
+    results = []
+    for contender in contenders:
+        target = contender.target
+        result = result_from_timing(
+            run.timings[contender.name], target=target.label, backend=target.backend, precision=target.precision,
+            batch=contender.batch, input_shape=contender.shape, mode=mode_of(contender.runner),
+            threads=_threads_used(target, threads), distinct_inputs=len(contender.feeds), madds=contender.madds,
+            peak_gflops=None, run_id=run_id)
+        result.madds_source = target.madds_source if contender.madds else ""
+        result.output_bytes = output_bytes(contender.runner, contender.feeds[0])
+        results.append(result)
+    return results, run.load
 
 
 def output_bytes(runner: Runner, feed: Mapping[str, np.ndarray]) -> int | None:
@@ -146,13 +164,22 @@ def apply_peaks(results: Sequence[BenchResult], peaks: Peaks) -> None:
             result.efficiency_percent = 100 * result.achieved_gflops / peaks.gemm_gflops
 
 
-def measure_peaks_twice(before: Peaks, threads: int | None, say: Progress) -> tuple[Peaks, str | None]:
-    """Measure again after a run; the better of both, and a warning when they disagree."""
-    after = _peaks(threads, say)
-    warning = spread_warning(before, after)
-    if warning:
-        say(f"warning: {warning}")
-    return best_of(before, after), warning
+PEAKS_MESSAGE = "measuring this machine's fp32 GEMM and memory-copy peaks"
+
+
+def measure_peaks_around(threads: int | None, say: Progress, *, quick: bool = False) -> Callable[[], PeaksRecord]:
+    """Measure the peaks now; the returned call measures them again (after a run) and gives the better of
+    both, with a warning when they disagree (another process busy during one measurement lowers it)."""
+    say(f"{PEAKS_MESSAGE} (before and after timing)")
+    before = measure_peaks(threads, quick=quick)
+
+    def after() -> PeaksRecord:
+        again = measure_peaks(threads, quick=quick)
+        warning = spread_warning(before, again)
+        if warning:
+            say(f"warning: {warning}")
+        return best_of(before, again), warning
+    return after
 
 
 def check_batches(batches: Sequence[int]) -> None:
@@ -163,39 +190,37 @@ def check_batches(batches: Sequence[int]) -> None:
 def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, name: str, batches: Sequence[int] = (1,),
                   input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
                   threads: int | None = None, roofline: bool = True, progress: Progress | None = None,
-                  load_before: float | None = None) -> BenchReport:
-    """Time each opened target at each batch (`name`: what was asked for, for the message when none can run).
-    Backends that cannot run here are listed in `skipped`; `load_before`: the machine's load before the targets
-    were opened."""
+                  quick_peaks: bool = False) -> BenchReport:
+    """Time every opened target at each batch, all in one round-robin run (deploykit.bench.interleave); `name`:
+    what was asked for, for the message when none can run. Backends and batches that cannot run here are listed
+    in `skipped`. `quick_peaks`: the machine's peaks from shorter measurements (roofline.measure_peaks(quick=True)),
+    as deploy takes them."""
     say = progress or (lambda _msg: None)
     config = config or TimingConfig()
     check_batches(batches)
     if not targets:
         reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
         raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
-    peaks = _peaks(threads, say) if roofline else None
-    results: list[BenchResult] = []
-    for opened in targets:
-        results += bench_target(opened, batches, input_shape, config, threads, say, skipped)
-    notes = [w for w in (busy_warning(load_before),) if w]
-    if peaks is not None:
-        peaks, warning = measure_peaks_twice(peaks, threads, say)
+    with ExitStack() as stack:
+        contenders = _contenders(targets, stack, batches, input_shape, say, skipped)
+        peaks_after = measure_peaks_around(threads, say, quick=quick_peaks) if roofline else None
+        results, load = time_contenders(contenders, config, threads, say) if contenders else ([], None)
+    notes = [w for w in (load.warning() if load else None,) if w]
+    peaks = None
+    if peaks_after is not None:
+        peaks, warning = peaks_after()
         notes += [warning] if warning else []
         apply_peaks(results, peaks)
-    return BenchReport(results=results, skipped=skipped, environment=environment_manifest(threads, load_before),
-                       peaks=peaks.to_dict() if peaks else None, config=config.to_dict(), notes=notes)
-
-
-def _peaks(threads: int | None, say: Progress) -> Peaks:
-    say("measuring this machine's fp32 GEMM and memory-copy peaks")
-    return measure_peaks(threads)
+    return BenchReport(results=results, skipped=skipped, environment=environment_manifest(threads, load),
+                       peaks=peaks.to_dict() if peaks else None, config=config.to_dict(), notes=notes,
+                       load=load)
 
 
 def table_rows(report: BenchReport) -> list[list[object]]:
     rows: list[list[object]] = []
     for r in report.results:
         s = r.latency
-        rows.append([r.target, r.backend, r.precision, r.batch, "x".join(map(str, r.input_shape)), s.min,
+        rows.append([r.target, r.backend, r.precision, r.batch, "x".join(map(str, r.input_shape)), s.min, s.p10,
                      s.median, s.mean, s.p90, s.p95, s.p99, s.max, s.std, r.images_per_s, r.achieved_gflops,
                      r.efficiency_percent])
     return rows

@@ -4,6 +4,11 @@ Percentiles are nearest-rank: the p-th percentile of n sorted samples is the cei
 (trtexec's `findPercentile` computes the same index, n - 1 - floor((1 - p/100) n), in float arithmetic);
 the median is the middle sample, or the mean of the two middle ones; std is the population deviation.
 
+The spread shown beside a median is p10-p90 (nearest rank). The ratio of two contenders' medians (a speed-up)
+carries a 95% percentile-bootstrap interval: contenders timed round-robin in one run are resampled by round
+(paired: round i's samples of both are kept together, so a burst of load that slowed both stays in both), others
+independently. Two contenders are tied when that interval contains 1.
+
 A change between two runs is flagged when the bootstrap 95% interval of the difference of their medians
 excludes zero and the difference exceeds a small practical threshold (default 2% of the baseline median):
 medians because latency distributions have long right tails, the bootstrap because it needs no model of
@@ -23,6 +28,8 @@ from typing import Any, Literal
 import numpy as np
 
 PERCENTILES = (90, 95, 99)
+CONFIDENCE = 0.95
+RESAMPLES = 1000
 Verdict = Literal["faster", "slower", "within noise"]
 
 
@@ -50,6 +57,7 @@ class LatencyStats:
     p99: float
     max: float
     std: float
+    p10: float | None = None  # absent from results written before the spread was recorded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +71,72 @@ def summarize(samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
     return LatencyStats(
         count=int(values.size), min=float(values[0]), mean=float(values.mean()), median=float(np.median(values)),
         p90=p90, p95=p95, p99=p99, max=float(values[-1]), std=float(values.std()),
+        p10=nearest_rank(values, 10),
     )
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """median(numerator) / median(denominator) with its bootstrap interval; a speed-up of B over A is
+    median_ratio(A's samples, B's samples)."""
+
+    value: float
+    low: float
+    high: float
+    paired: bool
+
+    @property
+    def tied(self) -> bool:
+        """The interval contains 1: the two cannot be told apart in this run."""
+        return self.low <= 1.0 <= self.high
+
+    def text(self) -> str:
+        """'1.90x (1.82-1.97)'."""
+        return f"{self.value:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Ratio | None:
+        """A Ratio from its dict; None for None, and a bare number (older results) as an interval of zero width."""
+        if data is None:
+            return None
+        if isinstance(data, (int, float)):
+            return cls(float(data), float(data), float(data), paired=False)
+        return cls(float(data["value"]), float(data["low"]), float(data["high"]), bool(data["paired"]))
+
+
+def median_ratio(numerator: Sequence[float] | np.ndarray, denominator: Sequence[float] | np.ndarray, *,
+                 paired: bool, resamples: int = RESAMPLES, seed: int = 0, max_samples: int = 4000) -> Ratio:
+    """median(numerator) / median(denominator) and its 95% percentile-bootstrap interval (module docstring).
+    Paired samples must be equally many, index i of both from the same round. Seeded: the same samples give
+    the same interval, so a verdict rebuilt from a saved run says the same."""
+    a = np.asarray(numerator, dtype=np.float64)
+    b = np.asarray(denominator, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("both contenders need samples")
+    if paired and a.size != b.size:
+        raise ValueError(f"paired samples must be equally many ({a.size} and {b.size})")
+    value = float(np.median(a) / np.median(b))
+    if min(a.size, b.size) < 2:
+        return Ratio(value, value, value, paired)
+    rng = np.random.default_rng(seed)
+    if a.size > max_samples:  # long runs of fast models: a random subset keeps this quick
+        keep = rng.choice(a.size, max_samples, replace=False)
+        a, b = (a[keep], b[keep]) if paired else (a[keep], b)
+    if not paired and b.size > max_samples:
+        b = rng.choice(b, max_samples, replace=False)
+    ratios = np.empty(resamples)
+    chunk = 200
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        rows_a = rng.integers(0, a.size, (size, a.size))
+        rows_b = rows_a if paired else rng.integers(0, b.size, (size, b.size))
+        ratios[start:start + size] = np.median(a[rows_a], axis=1) / np.median(b[rows_b], axis=1)
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return Ratio(value, float(min(low, value)), float(max(high, value)), paired)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`deploykit bench TARGET` (latency, throughput, roofline efficiency) and `deploykit bench kernels`."""
+"""`deploykit bench TARGET...` (latency, throughput, roofline efficiency) and `deploykit bench kernels`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from deploykit.bench.harness import TimingConfig
+from deploykit.bench.harness import speedup
+from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.kernels import SUITES, VARIANTS, run_kernels
 from deploykit.bench.remote import SERVING_HEADERS, LoadConfig, run_remote_bench, serving_rows
 from deploykit.bench.run import HEADERS, BenchReport, compare_reports, phase_rows, table_rows, to_csv
@@ -35,7 +36,7 @@ MAX_CONCURRENCY = 1024  # one client thread each
 
 
 class _BenchGroup(click.Group):
-    """`bench TARGET ...` runs `bench run TARGET ...`; `bench kernels` is the kernel sweep."""
+    """`bench TARGET...` runs `bench run TARGET...`; `bench kernels` is the kernel sweep."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
@@ -45,7 +46,7 @@ class _BenchGroup(click.Group):
 
 @click.group(cls=_BenchGroup)
 def bench() -> None:
-    """Benchmark a model (`deploykit bench TARGET`, same as `bench run TARGET`) or the convolution kernels
+    """Benchmark models (`deploykit bench TARGET...`, same as `bench run TARGET...`) or the convolution kernels
     dense-prediction models depend on (`deploykit bench kernels`)."""
 
 
@@ -70,8 +71,9 @@ def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
     return words or None
 
 
-@bench.command("run", short_help="Time a zoo model, an .onnx file or a built artifact, or a served model.")
-@click.argument("target", required=False)
+@bench.command("run", short_help="Time zoo models, .onnx files or built artifacts against each other, or a served "
+                                 "model.")
+@click.argument("targets", nargs=-1, metavar="TARGET...")
 @click.option("--url", default=None, metavar="http://HOST:PORT",
               help="Measure a served model instead (any KServe v2 endpoint: deploykit serve, Triton, KServe).")
 @click.option("--model", "served_model", default=None, help="With --url: the model's name on the server.")
@@ -86,11 +88,10 @@ def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--batch", "batches", default=None, metavar="1,2,4,8",
               help=f"Batch sizes to time (default 1; 1 to {MAX_BATCH}).")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's size).")
-@click.option("--warmup", type=at_least(0), default=None, help="Warm-up seconds, excluded (default 0.2).")
+@click.option("--warmup", type=at_least(0), default=None, help="Warm-up seconds per case, excluded (default 0.2).")
 @click.option("--duration", type=at_least(0, open_=True), default=None,
-              help="Seconds to time per case (default 3, >= 10 iterations).")
-@click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Time exactly this many iterations instead.")
+              help="Seconds per case (default 3, >= 10 rounds); all cases run round-robin in that total.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Time exactly this many rounds instead.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads (default: the backend's, all cores).")
 @click.option("--no-roofline", is_flag=True, help="Skip measuring the machine's peaks (no efficiency column).")
@@ -105,32 +106,33 @@ def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @force_option
 @json_option
-@reads("target", "weights", "baseline", "image")
-def run(target: str | None, url: str | None, served_model: str | None, concurrency: str | None, image: str | None,
-        backends: tuple[str, ...], batches: str | None, input_shape: str | None, warmup: float | None,
-        duration: float | None, iterations: int | None, threads: int | None, no_roofline: bool, cuda_graph: bool,
-        set_options: tuple[str, ...], weights: str | None, allow_partial: bool, trust_checkpoint: bool,
-        task: str | None,
-        output: str | None, baseline: str | None, min_change: float | None, as_csv: bool, force: bool,
-        as_json: bool) -> None:
-    """Time TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
-    inputs in and outputs out, over several distinct inputs in rotation. Reports min, mean, median, p90,
-    p95, p99, max and std (nearest-rank percentiles, as trtexec), throughput (queries / walltime), achieved
-    GFLOP/s and the share of this machine's measured sgemm peak, with an environment manifest.
+@reads("targets", "weights", "baseline", "image")
+def run(targets: tuple[str, ...], url: str | None, served_model: str | None, concurrency: str | None,
+        image: str | None, backends: tuple[str, ...], batches: str | None, input_shape: str | None,
+        warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
+        no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
+        allow_partial: bool, trust_checkpoint: bool, task: str | None, output: str | None, baseline: str | None,
+        min_change: float | None, as_csv: bool, force: bool, as_json: bool) -> None:
+    """Time each TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
+    inputs in and outputs out, over several distinct inputs in rotation. Every (target, backend, batch) case
+    runs in one round-robin: one inference of each per round, the order rotating, an untimed pause between
+    cases, so other work on the machine slows all alike. Reports min, p10, median, mean, p90, p95, p99, max
+    and std (nearest-rank percentiles, as trtexec), throughput, achieved GFLOP/s and the share of this
+    machine's measured sgemm peak, with an environment manifest and the machine's load while timing.
 
     With --url and --model, measure a served model instead, as perf_analyzer does: throughput and latency
     percentiles at each --concurrency level, with the server's batch sizes where it reports them (Triton's
     statistics extension), in the same JSON."""
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
-    _check_source(target, url, served_model, concurrency, image)
+    _check_source(targets, url, served_model, concurrency, image)
     if output:
         check_output_path(output, force=force)
     previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
     if url is not None:
         report = _served(url, str(served_model), concurrency, image, input_shape, warmup, duration, iterations)
     else:
-        report = _in_process(str(target), backends, batches, input_shape, warmup, duration, iterations, threads,
+        report = _in_process(targets, backends, batches, input_shape, warmup, duration, iterations, threads,
                              no_roofline, cuda_graph, set_options, weights, allow_partial, trust_checkpoint, task)
     comparison = None
     if previous is not None:
@@ -150,27 +152,27 @@ def run(target: str | None, url: str | None, served_model: str | None, concurren
         progress(f"wrote {output}")
 
 
-def _check_source(target: str | None, url: str | None, served_model: str | None, concurrency: str | None,
+def _check_source(targets: tuple[str, ...], url: str | None, served_model: str | None, concurrency: str | None,
                   image: str | None) -> None:
     if url is None:
-        if target is None:
+        if not targets:
             raise click.UsageError("give a TARGET to time, or --url URL --model NAME for a served model")
         if served_model or concurrency or image:
             raise ConfigConflict("--model, --concurrency and --image measure a served model: add --url URL")
-    elif target is not None:
-        raise ConfigConflict(f"give TARGET ({target}) or --url, not both")
+    elif targets:
+        raise ConfigConflict(f"give TARGET ({' '.join(targets)}) or --url, not both")
     elif not served_model:
         raise click.UsageError("--url needs --model NAME (the model's name on the server)")
 
 
-def _in_process(target: str, backends: tuple[str, ...], batches: str | None, input_shape: str | None,
+def _in_process(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None, input_shape: str | None,
                 warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
                 no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
                 allow_partial: bool, trust_checkpoint: bool, task: str | None) -> Any:
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "trust_checkpoint": trust_checkpoint, "task": task}
-    return run_bench(target, backends=_csv_words(backends, "--backend"),
+    return run_bench(list(targets), backends=_csv_words(backends, "--backend"),
                      **given(batches=_csv_ints(batches, "--batch", MAX_BATCH)),
                      input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                      threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
@@ -225,6 +227,16 @@ def _render(report: Any, comparison: Any) -> None:
                + f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}")
     if report.results and not served:
         click.echo(f"mode: {report.results[0].mode}")
+    if len(report.results) > 1 and not served:
+        first = report.results[0]
+        click.echo(f"\nround-robin in one run; speed-up over {first.target} {first.backend} {first.precision} batch "
+                   f"{first.batch} (ratio of medians per image, 95% bootstrap interval; an interval containing 1 "
+                   "is a tie):")
+        for result in report.results[1:]:
+            click.echo(f"  {result.target} {result.backend} {result.precision} batch {result.batch}: "
+                       f"{speedup(first, result).text()}")
+    if report.load is not None:
+        click.echo(f"machine load while timing: {report.load.describe()}")
     for note in report.notes:
         click.echo(f"note: {note}")
     if comparison is not None:

@@ -13,6 +13,7 @@ from deploykit.commands.build import backend_option
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict, InputError
 from deploykit.io.outputs import check_output_dir
 from deploykit.pipeline.deploy import DeployOptions, run_deploy
+from deploykit.pipeline.report import summary_lines
 from deploykit.pipeline.verdict import Verdict
 from deploykit.precision.budget import parse_budget
 from deploykit.precision.table import PRECISIONS
@@ -37,12 +38,13 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
                    "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
 @click.option("--bench-seconds", type=at_least(0, open_=True), default=None,
-              help="Timed seconds per benchmark run (default 3).")
+              help="Timed seconds per contender, all round-robin in one run (default 2).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
 @click.option("--require", type=click.Choice(list(PRECISIONS)), default=None, metavar="PRECISION",
               help="Exit status 1 unless the verdict ships this precision (e.g. --require int8 in CI).")
+@click.option("--print-report", is_flag=True, help="Also print report.md (the summary is printed either way).")
 @json_option
 @reads("model", "weights", "calib_data", "inputs", "labels")
 def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_partial: bool,
@@ -50,12 +52,12 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
            out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
            accuracy_budget: str | None, inputs: str | None, labels: str | None, input_shape: str | None,
            bench_seconds: float | None,
-           threads: int | None, rerun: bool, require: str | None, as_json: bool) -> None:
+           threads: int | None, rerun: bool, require: str | None, print_report: bool, as_json: bool) -> None:
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
-    Re-running skips the steps whose inputs did not change. Exit status 0 when the verdict ships an artifact
-    (candidates that fail their gates are named in it), 1 when none passes or --require's precision is not
-    the one shipped."""
+    Prints progress, then a short summary ending with the verdict. Re-running skips the steps whose inputs did
+    not change. Exit status 0 when the verdict ships an artifact (candidates that fail their gates are named in
+    it), 1 when none passes or --require's precision is not the one shipped."""
     check_output_dir(out)
     chosen = tuple(p.strip() for p in precisions.split(",")) if precisions else None
     if require is not None and chosen is not None and require not in chosen:
@@ -77,9 +79,9 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
     if as_json:
         echo_json(result.to_dict(), CHECK_FAILED if failed else DONE)
     else:
-        click.echo((result.out / "report.md").read_text(encoding="utf-8"))
-        click.echo(f"report: {result.out / 'report.html'}")
-        click.echo("\n".join(result.verdict.lines()))
+        if print_report:
+            click.echo((result.out / "report.md").read_text(encoding="utf-8"))
+        click.echo("\n".join(summary_lines(result, result.out / "report.html")))
     if failed:
         raise CheckFailed(failed)
 

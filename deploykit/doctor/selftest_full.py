@@ -34,6 +34,7 @@ import numpy as np
 from deploykit.backends.base import resolve_backend
 from deploykit.backends.tensorrt.backend import availability as tensorrt_availability
 from deploykit.backends.tensorrt.runner import TensorRTRunner
+from deploykit.bench.interleave import Step, TimingConfig, time_interleaved
 from deploykit.build import build_artifact
 from deploykit.doctor import selftest_evidence, selftest_tiny
 from deploykit.doctor.selftest_checks import (
@@ -60,9 +61,10 @@ SIZE = (257, 257)
 # entries' selftest_bounds (FP32 on TensorRT runs convolutions in TF32).
 TESTED = tuple(p.name for p in PRECISIONS.values() if p.selftest_bounds is not None)
 REPLAY_TOLERANCE = 1e-3  # max |replay - plain run| over max |plain run|
-# Round-robin timing: each round runs every engine for ROUND_SECONDS (at least MIN_ITERATIONS), as trtexec times
-# by duration; on a GPU that is hundreds of replays per engine, through the test double a handful.
-TIMING_ROUNDS, ROUND_SECONDS, MIN_ITERATIONS = 3, 0.2, 1
+# The engines' speed through deploykit's one timing core (bench.interleave): round-robin, one replay of each per
+# round, 0.6 s each and at least 10 rounds; two untimed runs first (warm-up, then the CUDA-graph capture). No
+# pause between calls: CUDA events time the GPU's compute, which no CPU runtime's spinning threads disturb.
+TIMING = TimingConfig(warmup_s=0.0, min_warmup_iterations=2, duration_s=0.6, min_iterations=10, pause_s=0.0)
 
 
 def _simulated(version: str) -> bool:
@@ -169,30 +171,28 @@ def _replay(plan: Path, x: np.ndarray) -> Verdict:
                    {"max_relative_difference": worst})
 
 
+def _replay_step(runner: TensorRTRunner, feed: dict[str, np.ndarray]) -> Step:
+    runner.validate_feed(feed)  # once, before timing
+    return lambda _i: runner.infer_timed(feed, validate=False)
+
+
 def _speed(session: Session, plans: Mapping[str, Path]) -> Verdict:
     """GPU compute medians of the engines, timed round-robin from CUDA graphs; which one TensorRT should ship."""
     x = session.made["feed"]
-    samples: dict[str, list[float]] = {p: [] for p in plans}
     with ExitStack() as stack:
         runners = {p: TensorRTRunner.from_artifact(path, cuda_graph=True) for p, path in plans.items()}
         for runner in runners.values():
             stack.enter_context(runner)
-        feeds = {p: {r.input_specs()[0].name: x} for p, r in runners.items()}
-        for p, runner in runners.items():
-            for _ in range(2):  # warm-up, then the capture; every timed run is a replay
-                runner.infer(feeds[p])
-        for _ in range(TIMING_ROUNDS):
-            for p, runner in runners.items():
-                ends, done = time.perf_counter() + ROUND_SECONDS, 0
-                while done < MIN_ITERATIONS or time.perf_counter() < ends:
-                    samples[p].append(runner.infer_timed(feeds[p], validate=False)[1]["compute_ms"])
-                    done += 1
+        steps = {p: _replay_step(runner, {runner.input_specs()[0].name: x}) for p, runner in runners.items()}
+        run = time_interleaved(steps, TIMING)
+    samples = {p: run.timings[p].phases_ms.get("compute") or run.timings[p].samples_ms for p in plans}
     medians = {p: statistics.median(v) for p, v in samples.items()}
     counts = ", ".join(f"{len(v)}" for v in samples.values())
     shown = ", ".join(f"{p.upper()} {medians[p]:.3f} ms" for p in plans)
     eligible = [p for p in plans if session.passed(f"{p} parity")]
     best = min(eligible or list(plans), key=lambda p: medians[p])
-    figures = {"median_compute_ms": medians, "samples": {p: len(v) for p, v in samples.items()}}
+    figures = {"median_compute_ms": medians, "samples": {p: len(v) for p, v in samples.items()},
+               "machine_load": run.load.to_dict()}
     if session.result.simulated:  # host times of ONNX Runtime behind the double: no advice about TensorRT
         return Verdict(True, f"test double, not TensorRT: CPU host-time medians ({counts} runs) {shown}", figures)
     advice = f"ship {best.upper()}" if eligible else f"no engine passed parity; {best.upper()} is fastest"

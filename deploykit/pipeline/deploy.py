@@ -7,7 +7,8 @@ PyTorch model is built once (and only when a step needs it), model.onnx is loade
 opened once for parity and bench with the sidecar its build returned, and the per-layer step uses the parity
 inputs.
 Defaults, documented once here: every precision of deploykit.precision.table.PRECISIONS; backend auto (see
-deploykit.build); DEFAULT_BENCH_SECONDS timed seconds per benchmark run after BENCH_WARMUP_S of warm-up;
+deploykit.build); DEFAULT_BENCH_SECONDS timed seconds per contender after BENCH_WARMUP_S of warm-up each, PyTorch
+eager and every artifact timed round-robin in one run;
 parity inputs: --inputs, else the calibration folder, else deploykit.parity.inputs' sample photographs.
 """
 
@@ -17,7 +18,7 @@ import functools
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,10 +26,9 @@ from typing import Any, TypeVar
 import onnx
 
 import deploykit
-from deploykit.backends.base import REFERENCE, Backend, resolve_backend
-from deploykit.bench.harness import TimingConfig
-from deploykit.bench.roofline import Peaks
-from deploykit.bench.run import BenchReport, apply_peaks
+from deploykit.backends.base import Backend, backend_of
+from deploykit.bench.interleave import TimingConfig
+from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact, load_onnx
 from deploykit.errors import ConfigConflict, ExportError, InputError
 from deploykit.export import ExportResult, onnx_from_torch
@@ -37,17 +37,28 @@ from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
 from deploykit.pipeline.report import write_report
-from deploykit.pipeline.results import DeployResult, LayerError, LayersResult, StepLog, build_record, parity_from_record
+from deploykit.pipeline.results import (
+    DeployResult,
+    LayerError,
+    LayersResult,
+    StepLog,
+    build_in,
+    build_record,
+    parity_from_record,
+)
 from deploykit.pipeline.steps import RECORD, StepRecord
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, Precision, precision_of
 from deploykit.runner import Target
 from deploykit.targets.bench import run_bench
+from deploykit.targets.race import Race, choose_backend
 from deploykit.targets.resolve import open_target, source_label, torch_target
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model
 
-DEFAULT_BENCH_SECONDS = 3.0  # trtexec's default duration (NVIDIA's trtexec docs: --duration=3)
+# Per contender: 4 contenders round-robin take 8 s, about 20 rounds of the demo's model with the pauses, enough
+# for intervals that tell INT8 from FP32 (trtexec times 3 s, one engine at a time).
+DEFAULT_BENCH_SECONDS = 2.0
 BENCH_WARMUP_S = 0.5
 CALIB_KEYWORDS = ("synthetic", "photos")  # --calib-data values that name no folder
 PICTURES = "pictures.npz"  # what the parity run kept for the report's pictures (parity.pictured)
@@ -130,8 +141,9 @@ def artifact_name(precision: Precision, backend: Backend) -> str:
 class _Run:
     """The state one deploy builds once and hands to its steps."""
 
-    def __init__(self, opts: DeployOptions, backend: Backend, backend_note: str, say: Progress) -> None:
-        self.opts, self.backend, self.backend_note, self.say = opts, backend, backend_note, say
+    def __init__(self, opts: DeployOptions, backend: Backend, backend_note: str, say: Progress,
+                 racer: Race | None) -> None:
+        self.opts, self.backend, self.backend_note, self.say, self.racer = opts, backend, backend_note, say, racer
         self.onnx_path = opts.out / "model.onnx"
         self.label = source_label(opts.source, opts.options, opts.weights)
         self.builds: list[BuildResult] = []
@@ -171,12 +183,13 @@ class _Run:
 
     def build(self, precision: Precision, artifact: Path, record: Path) -> BuildResult:
         opts = self.opts
+        # With a racer, build-engine's own race picks each precision's backend (deploykit.targets.race).
         result = build_artifact(self.onnx_path, artifact, precision=precision, backend=self.backend,
                                 backend_note=self.backend_note,
                                 calibration=CalibrationOptions(data=opts.calib_data, n=opts.calib_n,
                                                                labels=opts.labels),
                                 accuracy_budget=_budget(opts, precision), threads=opts.threads, force=True,
-                                progress=self.say, source=self.onnx_model)
+                                progress=self.say, source=self.onnx_model, racer=self.racer)
         write_json(record, build_record(result), force=True)
         return result
 
@@ -212,24 +225,30 @@ class _Run:
         return result
 
     def bench(self) -> BenchReport:
+        """PyTorch eager and every artifact in one round-robin run (deploykit.bench.interleave)."""
         opts = self.opts
-        seconds = DEFAULT_BENCH_SECONDS if opts.bench_seconds is None else opts.bench_seconds
-        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=seconds)
-        run = functools.partial(run_bench, config=config, threads=opts.threads, input_shape=opts.input_shape,
-                                progress=self.say)
-        reports = [run(self.reference, backends=[REFERENCE.name], roofline=True)]
-        reports += [run(target, roofline=False) for target in self.candidates]
-        peaks = reports[0].peaks
-        if peaks:
-            known = set(Peaks.__dataclass_fields__)
-            for report in reports[1:]:
-                apply_peaks(report.results, Peaks(**{k: v for k, v in peaks.items() if k in known}))
-        merged = BenchReport(results=[r for report in reports for r in report.results],
-                             skipped=[s for report in reports for s in report.skipped],
-                             environment=reports[0].environment, peaks=peaks, config=reports[0].config,
-                             notes=_distinct_notes(n for report in reports for n in report.notes))
-        write_json(opts.out / "bench.json", merged.to_dict(), force=True)
-        return merged
+        config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=DEFAULT_BENCH_SECONDS if opts.bench_seconds is None
+                              else opts.bench_seconds)
+        report = run_bench([self.reference, *self.candidates], config=config, threads=opts.threads,
+                           input_shape=opts.input_shape, progress=self.say, roofline=True, quick_peaks=True)
+        write_json(opts.out / "bench.json", report.to_dict(), force=True)
+        return report
+
+
+def build_files(build: BuildResult) -> list[Path]:
+    """The files a build step wrote: the artifact with its companions, and its sidecar."""
+    return [*backend_of(build.backend).files(build.path), build.sidecar_path]
+
+
+def _backend_note(asked: str | None, backend: Backend, note: str, racers: Sequence[Backend]) -> str:
+    """Why these backends: a race among the ready CPU backends, or the table's pick (TensorRT where a builder
+    can be constructed: `--backend auto` builds it without a CPU race)."""
+    if racers:
+        return (f"--backend auto: {', '.join(b.title for b in racers)} are ready here; each precision is built with "
+                "every one of them and the fastest measured is kept (deploykit.targets.race)")
+    if asked == "auto" and backend.device != "cpu":
+        return f"{note}: --backend auto builds {backend.title} here, with no CPU race (nothing to measure it against)"
+    return note
 
 
 def _budget(opts: DeployOptions, precision: Precision) -> str | None:
@@ -251,17 +270,22 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     record = StepRecord(opts.out)
     if opts.rerun:
         record.entries.clear()
-    backend, backend_note = resolve_backend(opts.backend)
+    backend, backend_note, racer = choose_backend(opts.backend, layout_given=False)
+    racers = racer.racers if racer else ()
+    backend_note = _backend_note(opts.backend, backend, backend_note, racers)
     say(backend_note)
     steps: list[StepLog] = []
-    run = _Run(opts, backend, backend_note, say)
+    run = _Run(opts, backend, backend_note, say, racer)
 
     def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
-             load: Callable[[dict[str, Any]], T]) -> T:
+             load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None) -> T:
+        """Run or skip one step; its result is rebuilt from outputs[-1] (a JSON) when skipped. `produced`: the
+        files it wrote besides `outputs`, known from its result."""
         started = time.perf_counter()
         say(f"[{name}] starting")
+        files = (lambda result: [*produced(result), *outputs]) if produced else outputs
         try:
-            outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, outputs, action,
+            outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, files, action,
                                  lambda: load(_read(outputs[-1])))
         except BaseException:
             if fresh and {p.name for p in opts.out.iterdir()} <= {RECORD}:  # (a user's model that raises)
@@ -283,10 +307,11 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         run.builds.append(step(
             f"build-{precision.name}",
             {"onnx": run.onnx_path, "precision": precision.name, "backend": backend.name,
-             "calib": _folder_fingerprint(opts.calib_data), "calib_n": opts.calib_n,
-             "budget": _budget(opts, precision)},
-            [artifact, record_file], functools.partial(run.build, precision, artifact, record_file),
-            BuildResult.from_dict))
+             "race": [b.name for b in racers], "calib": _folder_fingerprint(opts.calib_data),
+             "calib_n": opts.calib_n, "budget": _budget(opts, precision)},
+            [record_file], functools.partial(run.build, precision, artifact, record_file),
+            functools.partial(build_in, out=opts.out),
+            produced=lambda build: build_files(build)))
     artifacts = [b.path for b in run.builds]
     parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder)},
                   [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
@@ -307,11 +332,3 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
 def _read(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
-
-
-def _distinct_notes(notes: Iterable[str]) -> list[str]:
-    """One note per kind: the runs of one deploy repeat the same warning with slightly different figures."""
-    seen: dict[str, str] = {}
-    for note in notes:
-        seen.setdefault(note.split("(")[0], note)
-    return list(seen.values())

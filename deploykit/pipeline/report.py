@@ -7,12 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deploykit.bench.harness import speedup
+from deploykit.bench.stats import Ratio
 from deploykit.io.outputs import write_json, write_text
 from deploykit.metrics.table import selected
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
 from deploykit.pipeline.plots import make_plots
-from deploykit.pipeline.verdict import artifact_latency, per_image_ms, reference_latency, speedup
+from deploykit.pipeline.verdict import artifact_run, reference_run
 from deploykit.precision.table import BASELINE
 from deploykit.report.classes import class_table, damage_blocks
 from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
@@ -28,16 +30,64 @@ if TYPE_CHECKING:
 TASK_KEYS = selected()
 
 
+LATENCY_HEADERS = ["backend", "precision", "batch", "input", "median ms", "p10-p90 ms", "p99 ms", "images/s",
+                   "GFLOP/s", "% GEMM peak"]
+
+
+def _spread(low: float | None, high: float | None) -> str:
+    return f"{fmt(low)}-{fmt(high)}" if low is not None and high is not None else "-"
+
+
 def latency_rows(bench: BenchReport) -> list[list[object]]:
-    return [[r.backend, r.precision, r.batch, "x".join(map(str, r.input_shape)), r.latency.median, r.latency.p90,
-             r.latency.p99, r.images_per_s, r.achieved_gflops, r.efficiency_percent] for r in bench.results]
+    return [[r.backend, r.precision, r.batch, "x".join(map(str, r.input_shape)), r.latency.median,
+             _spread(r.latency.p10, r.latency.p90), r.latency.p99, r.images_per_s, r.achieved_gflops,
+             r.efficiency_percent] for r in bench.results]
 
 
 def _ratio_rows(bench: BenchReport) -> list[list[object]]:
-    """Each run's speed-ups (per image, verdict.speedup: the verdict's rule)."""
-    torch, fp32 = reference_latency(bench.results), artifact_latency(bench.results, BASELINE.name)
-    return [[f"{r.backend} {r.precision}", r.latency.median, speedup(per_image_ms(r), torch),
-             speedup(per_image_ms(r), fp32)] for r in bench.results]
+    """Each run's speed-up over PyTorch eager and over the FP32 artifact, with the interval of the ratio."""
+    base = reference_run(bench.results)
+    fp32 = artifact_run(bench.results, BASELINE.name)
+    return [[f"{r.backend} {r.precision}", r.latency.median, speedup(base, r).text() if base else "-",
+             speedup(fp32, r).text() if fp32 else "-"] for r in bench.results]
+
+
+def race_rows(result: DeployResult) -> list[list[object]]:
+    """Every backend `--backend auto` raced per precision (deploykit.targets.race's record in the sidecar)."""
+    rows: list[list[object]] = []
+    for build in result.builds:
+        record = build.sidecar.build_options.get("auto")
+        if not isinstance(record, dict):
+            continue
+        spread = record.get("spread_ms") or {}
+        ratios = record.get("ratios_to_chosen") or {}
+        for name, median in sorted(record.get("medians_ms", {}).items(), key=lambda item: item[1]):
+            ratio = Ratio.from_dict(ratios.get(name))
+            low, high = spread.get(name) or (None, None)
+            rows.append([build.precision, name, median, _spread(low, high),
+                         "chosen" if name == record.get("chosen") else (ratio.text() if ratio else "-")])
+    return rows
+
+
+def latency_blocks(result: DeployResult) -> list[Block]:
+    """The latency tables: every timed run with its spread, the speed-ups with their intervals, the backends
+    raced at build time, and how the timing ran (interleaved, the machine's load)."""
+    bench = result.bench
+    rounds = {len(r.samples_ms) for r in bench.results}
+    how = (f"Timed on {machine_text(bench)}. PyTorch eager and every artifact were timed in one run, round-robin "
+           "(one inference of each per round, the order rotating, an untimed pause between them), so a burst of "
+           f"other work slows all alike; {'/'.join(map(str, sorted(rounds)))} rounds. Speed-ups are ratios of "
+           "medians with their 95% bootstrap interval over rounds; two artifacts whose interval contains 1 are tied.")
+    if bench.load is not None:
+        how += f" Machine load: {bench.load.describe()}."
+    out: list[Block] = [Heading("Latency"), Paragraph(how), table(LATENCY_HEADERS, latency_rows(bench)),
+                        table(["run", "median ms", "speed-up vs PyTorch", "speed-up vs fp32"], _ratio_rows(bench))]
+    raced = race_rows(result)
+    if raced:
+        out += [Paragraph("`--backend auto` built every ready CPU backend's artifact per precision and timed them "
+                          "round-robin on one input at build time; the chosen one was kept:"),
+                table(["precision", "backend", "median ms", "p10-p90 ms", "time over the chosen's"], raced)]
+    return out
 
 
 def accuracy_rows(parity: ParityResult) -> list[list[object]]:
@@ -61,7 +111,36 @@ def verdict_blocks(result: DeployResult) -> list[Block]:
     out: list[Block] = [Heading("Verdict"), Paragraph(_sentence(head.removeprefix("verdict: ")))]
     if others:
         out.append(Bullets(tuple(line.strip() for line in others)))
+    warning = result.bench.load.warning() if result.bench.load else None
+    if warning:
+        out.append(Note(_sentence(warning)))
     return out
+
+
+def machine_text(bench: BenchReport) -> str:
+    """'AMD EPYC, 2 cores (avx2, fma, f16c)': the CPU the figures belong to."""
+    env = bench.environment
+    flags = ", ".join(env.get("cpu_flags") or [])
+    return f"{env.get('cpu', 'an unknown CPU')}, {env.get('cores', '?')} cores" + (f" ({flags})" if flags else "")
+
+
+def summary_lines(result: DeployResult, report: Path) -> list[str]:
+    """What `deploy` prints after its progress: one line per artifact (parity, task metric, latency with its
+    spread and speed-up with its interval), where the report is, a busy-machine warning, then the verdict."""
+    lines = [f"artifacts timed on {machine_text(result.bench)} (median ms at batch 1, p10-p90; speed-up over "
+             "PyTorch eager with its 95% interval):"]
+    base = reference_run(result.bench.results)
+    for build, candidate in zip(result.builds, result.parity.candidates, strict=True):
+        metrics = candidate.outputs[0].metrics if candidate.outputs else {}
+        shown = ", ".join(f"{k} {fmt(metrics[k])}" for k in TASK_KEYS if k in metrics)
+        run = artifact_run(result.bench.results, build.precision)
+        timing = (f"{fmt(run.latency.median)} ms ({_spread(run.latency.p10, run.latency.p90)})"
+                  + (f", {speedup(base, run).text()}" if base else "") if run else "not timed")
+        lines.append(f"  {build.path.name} ({build.precision}, {build.backend}): "
+                     f"{'pass' if candidate.passed else 'FAIL'}{'; ' + shown if shown else ''}; {timing}")
+    lines.append(f"report: {report} (and report.md, summary.json beside it)")
+    warning = result.bench.load.warning() if result.bench.load else None
+    return [*lines, *([f"warning: {warning}"] if warning else []), *result.verdict.lines()]
 
 
 def short_labels(parity: ParityResult) -> dict[str, str]:
@@ -141,17 +220,15 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
         table(["precision", "output", "cosine", "max abs", "SNR dB", "task metrics", "verdict"],
               accuracy_rows(parity)),
         *picture_blocks(parity, pictures),
-        Heading("Latency"),
-        table(["backend", "precision", "batch", "input", "median ms", "p90 ms", "p99 ms", "images/s", "GFLOP/s",
-               "% GEMM peak"], latency_rows(bench)),
-        table(["run", "median ms", "speed-up vs PyTorch", "speed-up vs fp32"], _ratio_rows(bench)),
+        *latency_blocks(result),
         *frontier_blocks(result, frontier_plot),
     ]
     if bench.peaks:
         peaks = bench.peaks
         out.append(Paragraph(f"Machine peaks measured in this run: fp32 GEMM {fmt(peaks['gemm_gflops'])} GFLOP/s, "
                              f"memory copy {fmt(peaks['copy_gbps'])} GB/s ({peaks['threads']} threads)."))
-    out += [Note(note) for note in bench.notes]
+    busy = bench.load.warning() if bench.load else None
+    out += [Note(note) for note in bench.notes if note != busy]  # the busy-machine warning is under the verdict
     out.append(Heading("Nodes kept in higher precision"))
     kept_lines = []
     for build in result.builds:

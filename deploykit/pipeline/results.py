@@ -92,11 +92,19 @@ class DeployResult:
         return cls(out=out, model=str(data["model"]), options=dict(data.get("options") or {}),
                    weights=data.get("weights"), backend=str(data["backend"]),
                    backend_note=str(data.get("backend_note", "")), export=ExportResult.from_dict(data["export"]),
-                   builds=[BuildResult.from_dict(b) for b in data["builds"]],
+                   builds=[build_in(b, out) for b in data["builds"]],
                    parity=parity_from_record(data["parity"], out), layers=LayersResult.from_dict(data["layers"]),
                    bench=BenchReport.from_dict(data["bench"]),
                    steps=[StepLog(s["name"], bool(s["skipped"]), float(s["seconds"])) for s in data.get("steps", [])],
                    weights_note=str(data.get("weights_note", "")))
+
+
+def build_in(data: Mapping[str, Any], out: Path) -> BuildResult:
+    """A deploy's build from its record, its files taken from the deploy folder `out`: the record's paths are as
+    the deploy that wrote it was given them (a relative --out is relative to where it ran), and the folder may
+    have moved since."""
+    files = {key: str(out / Path(data[key]).name) for key in ("path", "precision_onnx") if data.get(key)}
+    return BuildResult.from_dict({**data, **files})
 
 
 def parity_from_record(data: Mapping[str, Any], out: Path) -> ParityResult:
@@ -107,5 +115,7 @@ def parity_from_record(data: Mapping[str, Any], out: Path) -> ParityResult:
 
 
 def build_record(build: BuildResult) -> dict[str, Any]:
-    """A build as deploy records it: precision_onnx is the graph compiled (the source ONNX for fp32)."""
-    return {**build.to_dict(), "precision_onnx": str(build.graph)}
+    """A build as deploy records it: precision_onnx is the graph compiled (the source ONNX for fp32), and with
+    --backend auto on a CPU the race (every backend's median, spread and ratio to the chosen, and why)."""
+    race = build.sidecar.build_options.get("auto")
+    return {**build.to_dict(), "precision_onnx": str(build.graph), **({"race": race} if race else {})}

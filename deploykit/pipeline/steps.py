@@ -62,9 +62,10 @@ class StepRecord:
                 return False
         return True
 
-    def run(self, name: str, inputs: Mapping[str, Any], outputs: Sequence[Path],
+    def run(self, name: str, inputs: Mapping[str, Any], outputs: Sequence[Path] | Callable[[T], Sequence[Path]],
             action: Callable[[], T], load: Callable[[], T]) -> StepOutcome:
-        """Run `action` unless the step is fresh, in which case `load` rebuilds its result from the outputs."""
+        """Run `action` unless the step is fresh, in which case `load` rebuilds its result from the outputs.
+        `outputs` may depend on the result (a raced build's artifact is named after the winner)."""
         key = inputs_key(inputs)
         if self._fresh(name, key):
             return StepOutcome(name, True, load())
@@ -73,7 +74,8 @@ class StepRecord:
         result = action()
         self.entries[name] = {
             "key": key,
-            "outputs": {str(p.relative_to(self.folder)): sha256_file(p) for p in outputs if p.is_file()},
+            "outputs": {str(p.relative_to(self.folder)): sha256_file(p)
+                        for p in (outputs(result) if callable(outputs) else outputs) if p.is_file()},
         }
         self._save()
         return StepOutcome(name, False, result)

@@ -1,14 +1,15 @@
 """The deploy verdict (issue 13, item 1): which artifact to ship and why the others were not chosen.
 
 The artifact to ship is the fastest (median latency at batch 1 in this run's benchmark) of those that pass every
-parity gate, except that passing artifacts within TIE (5%) of the fastest count as equally fast and the one of
-highest precision among them is shipped: medians of runs with the same numerics differ by that much on a loaded
-CPU (FP16 and FP32 artifacts compute alike under ONNX Runtime's CPU provider, and measured 0.4759 against
-0.4766 ms on the tiny MSI-Net, 307 against 300 ms on the demo DeepLabv3+). Each other artifact gets a one-line
-reason: the gates it failed, or that a passing artifact is faster (or as fast and more precise).
-Speed-ups are PyTorch eager's (and the FP32 artifact's) median per image divided by the artifact's (`speedup`, the
-one rule the report's latency table uses too), each at its smallest batch timed. The same
-Verdict is the top of report.md / report.html, the last lines `deploy` prints, and summary.json's "verdict".
+parity gate, except that passing artifacts tied with the fastest are equally fast and the one of highest
+precision among them is shipped. Two artifacts are tied when the 95% bootstrap interval of the ratio of their
+medians contains 1 (deploy times every artifact in one round-robin run, so the interval is taken over rounds:
+deploykit.bench.stats.median_ratio); a fixed margin could not tell a real gap from a noisy one (FP16 and FP32
+artifacts compute alike under ONNX Runtime's CPU provider, yet timed 307 against 300 ms on a loaded machine).
+Each other artifact gets a one-line reason: the gates it failed, or that a passing artifact is faster (or as
+fast and more precise). Speed-ups are PyTorch eager's (and the FP32 artifact's) median divided by the shipped
+artifact's, each with its interval. The same Verdict is the top of report.md / report.html, the summary `deploy`
+prints, and summary.json's "verdict".
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploykit.backends.base import REFERENCE
-from deploykit.bench.harness import BenchResult
+from deploykit.bench.harness import BenchResult, speedup
 from deploykit.bench.run import BenchReport
+from deploykit.bench.stats import Ratio
 from deploykit.build import BuildResult
 from deploykit.metrics.table import selected
 from deploykit.parity.compare import CandidateResult, ParityResult
@@ -27,7 +29,6 @@ from deploykit.precision.table import BASELINE, PRECISIONS
 
 # The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.
 TASK_KEYS = selected(shown=True, budget=True)
-TIE = 0.05
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ class Verdict:
     ship: str | None  # artifact file name; None when nothing passes
     precision: str | None = None
     latency_ms: float | None = None
-    speedup_vs_torch: float | None = None
-    speedup_vs_fp32: float | None = None
+    latency_spread_ms: tuple[float, float] | None = None  # p10, p90 of the shipped artifact's samples
+    speedup_vs_torch: Ratio | None = None  # with its 95% bootstrap interval
+    speedup_vs_fp32: Ratio | None = None
     task_metrics: dict[str, float] = field(default_factory=dict)
     rejected: tuple[Rejected, ...] = ()
 
@@ -56,22 +58,42 @@ class Verdict:
                                                 _times(self.speedup_vs_fp32 if self.precision != BASELINE.name
                                                        else None, "FP32")) if part)
             metrics = ", ".join(f"{k} {_num(v)}" for k, v in self.task_metrics.items())
-            head = (f"verdict: ship {self.ship} ({self.precision}): {_num(self.latency_ms)} ms median at batch 1"
-                    + (f", {speed}" if speed else "") + (f"; {metrics} against PyTorch" if metrics else ""))
+            spread = (f" (p10-p90 {_num(self.latency_spread_ms[0])}-{_num(self.latency_spread_ms[1])})"
+                      if self.latency_spread_ms else "")
+            head = (f"verdict: ship {self.ship} ({self.precision}): {_num(self.latency_ms)} ms median{spread} at "
+                    "batch 1" + (f", {speed}" if speed else "") + (f"; {metrics} against PyTorch" if metrics else ""))
         return [head, *(f"  not {r.artifact} ({r.precision}): {r.reason}" for r in self.rejected)]
 
     def to_dict(self) -> dict[str, Any]:
+        """Speed-ups as numbers (what scripts compare) with their intervals beside them."""
+        def interval(ratio: Ratio | None) -> list[float] | None:
+            return [ratio.low, ratio.high] if ratio else None
         return {"ship": self.ship, "precision": self.precision, "latency_ms": self.latency_ms,
-                "speedup_vs_torch": self.speedup_vs_torch, "speedup_vs_fp32": self.speedup_vs_fp32,
+                "latency_p10_p90_ms": list(self.latency_spread_ms) if self.latency_spread_ms else None,
+                "speedup_vs_torch": self.speedup_vs_torch.value if self.speedup_vs_torch else None,
+                "speedup_vs_torch_interval": interval(self.speedup_vs_torch),
+                "speedup_vs_fp32": self.speedup_vs_fp32.value if self.speedup_vs_fp32 else None,
+                "speedup_vs_fp32_interval": interval(self.speedup_vs_fp32),
+                "interval": "95% bootstrap interval of the ratio of medians, resampled by round",
                 "task_metrics": self.task_metrics, "rejected": [vars(r).copy() for r in self.rejected],
                 "text": self.lines()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        spread = data.get("latency_p10_p90_ms")
         return cls(ship=data.get("ship"), precision=data.get("precision"), latency_ms=data.get("latency_ms"),
-                   speedup_vs_torch=data.get("speedup_vs_torch"), speedup_vs_fp32=data.get("speedup_vs_fp32"),
+                   latency_spread_ms=(float(spread[0]), float(spread[1])) if spread else None,
+                   speedup_vs_torch=_ratio(data, "speedup_vs_torch"), speedup_vs_fp32=_ratio(data, "speedup_vs_fp32"),
                    task_metrics={k: float(v) for k, v in (data.get("task_metrics") or {}).items()},
                    rejected=tuple(Rejected(**r) for r in data.get("rejected", [])))
+
+
+def _ratio(data: Mapping[str, Any], key: str) -> Ratio | None:
+    value, interval = data.get(key), data.get(f"{key}_interval")
+    if value is None:
+        return None
+    low, high = interval if interval else (value, value)
+    return Ratio(float(value), float(low), float(high), paired=bool(interval))
 
 
 def _num(value: float | None) -> str:
@@ -80,8 +102,15 @@ def _num(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1 else f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
 
 
-def _times(ratio: float | None, over: str) -> str:
-    return f"{ratio:.2f}x over {over}" if ratio is not None else ""
+def _times(ratio: Ratio | None, over: str) -> str:
+    return f"{ratio.text()} over {over}" if ratio is not None else ""
+
+
+def artifact_run(results: Sequence[BenchResult], precision: str) -> BenchResult | None:
+    """The run at batch 1 (else the smallest batch) of the non-PyTorch artifact of `precision`."""
+    runs = sorted((r for r in results if r.precision == precision and r.backend != REFERENCE.name),
+                  key=lambda r: r.batch)
+    return runs[0] if runs else None
 
 
 def per_image_ms(result: BenchResult) -> float:
@@ -94,18 +123,14 @@ def _smallest_batch(results: Sequence[BenchResult]) -> float | None:
 
 
 def artifact_latency(results: Sequence[BenchResult], precision: str) -> float | None:
-    """Median ms at batch 1 (else the smallest batch, per image) of the non-PyTorch run of `precision`."""
-    return _smallest_batch([r for r in results if r.precision == precision and r.backend != REFERENCE.name])
+    """Median ms per image at batch 1 (else the smallest batch) of the non-PyTorch run of `precision`."""
+    run = artifact_run(results, precision)
+    return run.latency.median / run.batch if run else None
 
 
-def reference_latency(results: Sequence[BenchResult]) -> float | None:
-    """PyTorch eager's median ms per image at its smallest batch."""
-    return _smallest_batch([r for r in results if r.backend == REFERENCE.name])
-
-
-def speedup(ms: float | None, over: float | None) -> float | None:
-    """How many times faster `ms` is than `over` (both per image): the one rule of every speed-up."""
-    return over / ms if over and ms else None
+def reference_run(results: Sequence[BenchResult]) -> BenchResult | None:
+    """PyTorch eager's run at the smallest batch."""
+    return next((r for r in sorted(results, key=lambda r: r.batch) if r.backend == REFERENCE.name), None)
 
 
 def _failures(candidate: CandidateResult) -> str:
@@ -121,37 +146,61 @@ def _rank(precision: str) -> int:
 
 def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchReport) -> Verdict:
     """The verdict of one deploy (module docstring); builds and parity candidates are in the same order."""
-    latency = {b.precision: artifact_latency(bench.results, b.precision) for b in builds}
+    runs = {b.precision: artifact_run(bench.results, b.precision) for b in builds}
     pairs = list(zip(builds, parity.candidates, strict=True))
     passing = [(b, c) for b, c in pairs if c.passed]
-    timed = sorted(passing, key=lambda bc: (latency[bc[0].precision] is None, latency[bc[0].precision] or 0.0))
-    chosen = timed[0] if timed else None
-    fastest = latency[chosen[0].precision] if chosen else None
-    if fastest is not None:
-        tied = [bc for bc in timed if (ms := latency[bc[0].precision]) is not None and ms <= fastest * (1 + TIE)]
-        chosen = min(tied, key=lambda bc: _rank(bc[0].precision))
+    timed = sorted(((b, c) for b, c in passing if runs[b.precision] is not None),
+                   key=lambda bc: _per_image(runs[bc[0].precision]))
+    fastest = runs[timed[0][0].precision] if timed else None
+    tied = [bc for bc in timed if fastest is not None and _tied(runs[bc[0].precision], fastest)]
+    chosen = min(tied, key=lambda bc: _rank(bc[0].precision)) if tied else (passing[0] if passing else None)
     rejected = []
     for build, candidate in pairs:
         if chosen is not None and build is chosen[0]:
             continue
-        if not candidate.passed:
-            reason = _failures(candidate)
-        else:
-            mine, best = latency[build.precision], latency[chosen[0].precision] if chosen else None
-            if mine and best and mine <= (fastest or best) * (1 + TIE):
-                reason = (f"passes, as fast within {TIE:.0%} ({_num(mine)} ms against {_num(best)} ms); "
-                          f"{chosen[0].precision if chosen else '-'} is the higher precision")
-            else:
-                reason = (f"passes, but slower ({_num(mine)} ms against {_num(best)} ms)" if mine and best
-                          else "passes, but was not timed")
+        reason = _failures(candidate) if not candidate.passed else _slower(runs[build.precision], fastest, chosen[0]
+                                                                           if chosen else None, runs)
         rejected.append(Rejected(build.path.name, build.precision, reason))
     if chosen is None:
         return Verdict(ship=None, rejected=tuple(rejected))
     build, candidate = chosen
-    mine = latency[build.precision]
-    fp32 = latency.get(BASELINE.name) or artifact_latency(bench.results, BASELINE.name)
+    mine = runs[build.precision]
+    torch, fp32 = reference_run(bench.results), runs.get(BASELINE.name) or artifact_run(bench.results, BASELINE.name)
     metrics = candidate.outputs[0].metrics if candidate.outputs else {}
-    return Verdict(ship=build.path.name, precision=build.precision, latency_ms=mine,
-                   speedup_vs_torch=speedup(mine, reference_latency(bench.results)),
-                   speedup_vs_fp32=speedup(mine, fp32),
+    return Verdict(ship=build.path.name, precision=build.precision,
+                   latency_ms=_per_image(mine) if mine else None,
+                   latency_spread_ms=_spread(mine) if mine else None,
+                   speedup_vs_torch=speedup(torch, mine) if torch and mine else None,
+                   speedup_vs_fp32=speedup(fp32, mine) if fp32 and mine else None,
                    task_metrics={k: metrics[k] for k in TASK_KEYS if k in metrics}, rejected=tuple(rejected))
+
+
+def _per_image(run: BenchResult | None) -> float:
+    return run.latency.median / run.batch if run else float("inf")
+
+
+def _spread(run: BenchResult) -> tuple[float, float]:
+    low = run.latency.p10 if run.latency.p10 is not None else run.latency.min
+    return low / run.batch, run.latency.p90 / run.batch
+
+
+def _tied(run: BenchResult | None, fastest: BenchResult) -> bool:
+    return run is fastest or (run is not None and speedup(run, fastest).tied)
+
+
+def _slower(mine: BenchResult | None, fastest: BenchResult | None, chosen: BuildResult | None,
+            runs: Mapping[str, BenchResult | None]) -> str:
+    """Why a passing artifact was not shipped: tied with the fastest but of lower precision (its time against the
+    shipped one's), or slower than the fastest."""
+    shipped = runs.get(chosen.precision) if chosen else None
+    if mine is None or fastest is None or chosen is None or shipped is None:
+        return "passes, but was not timed"
+    if _tied(mine, fastest):
+        ratio = speedup(mine, shipped)  # its time over the shipped artifact's
+        return (f"passes, as fast within this run's noise ({_num(_per_image(mine))} ms against "
+                f"{_num(_per_image(shipped))} ms, {ratio.text()} as long: tied with the fastest); "
+                f"{chosen.precision} is the higher precision")
+    ratio = speedup(mine, fastest)
+    versus = "" if shipped is fastest else f" for the fastest, {fastest.precision}"
+    return f"passes, but slower ({_num(_per_image(mine))} ms against {_num(_per_image(fastest))} ms{versus}, " \
+           f"{ratio.text()} as long)"

@@ -91,15 +91,23 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
          "img{max-width:100%}")
 
 
+def _inline(text: str) -> str:
+    """Escaped text with Markdown's `code` spans as <code> (the one inline markup the report's text uses)."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays a backtick
+        return html.escape(text)
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
 def _html_block(block: Block) -> str:
     if isinstance(block, Heading):
         return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
     if isinstance(block, Paragraph):
-        return f"<p>{html.escape(block.text)}</p>"
+        return f"<p>{_inline(block.text)}</p>"
     if isinstance(block, Note):
-        return f"<blockquote>{html.escape(block.text)}</blockquote>"
+        return f"<blockquote>{_inline(block.text)}</blockquote>"
     if isinstance(block, Bullets):
-        return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>"
+        return "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
         body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(c, str) else ''}>{html.escape(fmt(c))}</td>"

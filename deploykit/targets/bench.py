@@ -1,9 +1,10 @@
-"""What `deploykit bench TARGET` times: a runner per requested backend, opened from the target.
+"""What `deploykit bench TARGET...` times: a runner per requested backend, opened from each target.
 
 A zoo name or `package.module:factory` runs in PyTorch eager ("torch") or, exported on the fly to a temporary ONNX
 file, in ONNX Runtime ("onnxruntime", "onnxruntime-cuda"); an .onnx file runs in ONNX Runtime; a built artifact
 runs on the backend its sidecar names. A backend that cannot run a target here is skipped with its reason, never
-half-run. `run_bench` opens the targets and hands them to deploykit.bench.run.bench_targets.
+half-run. `run_bench` opens the targets and hands them all to deploykit.bench.run.bench_targets, which times them in
+one round-robin run.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.backends.base import BACKENDS, BENCH_CHOICES, ONNX_RUNNER, REFERENCE, self_described
-from deploykit.bench.harness import TimingConfig
-from deploykit.bench.run import BenchReport, bench_targets, check_batches, load_average
+from deploykit.bench.interleave import TimingConfig
+from deploykit.bench.run import BenchReport, bench_targets, check_batches
 from deploykit.bench.runners import BACKEND_CHOICES, TORCH_COUNT, BenchTarget, Skipped, as_bench_target, torch_madds
 from deploykit.errors import BackendUnavailable, ConfigConflict, ExportError, InputError
 from deploykit.export import onnx_from_torch
@@ -139,19 +140,29 @@ def _open_bench_targets(target: str | Target, backends: Sequence[str] | None, *,
     return out, skipped
 
 
-def run_bench(target: str | Target, *, backends: Sequence[str] | None = None, batches: Sequence[int] = (1,),
-              input_shape: tuple[int, ...] | None = None, config: TimingConfig | None = None,
-              threads: int | None = None, model_options: Mapping[str, Any] | None = None, roofline: bool = True,
-              cuda_graph: bool = False, progress: Progress | None = None,
-              madds_of: Target | None = None) -> BenchReport:
-    """Time `target` on each backend and batch. Backends that cannot run here are listed in `skipped`.
-    `madds_of`: a PyTorch target to count multiply-adds on (see open_bench_targets)."""
+def run_bench(targets: str | Target | Sequence[str | Target], *, backends: Sequence[str] | None = None,
+              batches: Sequence[int] = (1,), input_shape: tuple[int, ...] | None = None,
+              config: TimingConfig | None = None, threads: int | None = None,
+              model_options: Mapping[str, Any] | None = None, roofline: bool = True, cuda_graph: bool = False,
+              progress: Progress | None = None, madds_of: Target | None = None,
+              quick_peaks: bool = False) -> BenchReport:
+    """Time every target on each backend and batch, all in one round-robin run (deploykit.bench.interleave).
+    Backends that cannot run here are listed in `skipped`. `backends` apply to every target given by name (an
+    opened Target keeps its own unless it is a PyTorch model). `madds_of`: a PyTorch target to count
+    multiply-adds on (see open_bench_targets); `quick_peaks`: see bench_targets."""
     say = progress or (lambda _msg: None)
-    load_before = load_average()
     check_batches(batches)
+    listed = [targets] if isinstance(targets, (str, Target)) else list(targets)
+    if not listed:
+        raise InputError("nothing to bench; give at least one target")
     with ExitStack() as stack:
-        targets, skipped = open_bench_targets(target, backends, threads=threads, model_options=model_options or {},
-                                              stack=stack, progress=say, cuda_graph=cuda_graph, madds_of=madds_of)
-        return bench_targets(targets, skipped, name=target.label if isinstance(target, Target) else target,
-                             batches=batches, input_shape=input_shape, config=config, threads=threads,
-                             roofline=roofline, progress=say, load_before=load_before)
+        opened: list[BenchTarget] = []
+        skipped: list[Skipped] = []
+        for target in listed:
+            found, missed = open_bench_targets(target, backends, threads=threads, model_options=model_options or {},
+                                               stack=stack, progress=say, cuda_graph=cuda_graph, madds_of=madds_of)
+            opened += found
+            skipped += missed
+        name = ", ".join(t.label if isinstance(t, Target) else t for t in listed)
+        return bench_targets(opened, skipped, name=name, batches=batches, input_shape=input_shape, config=config,
+                             threads=threads, roofline=roofline, progress=say, quick_peaks=quick_peaks)

@@ -6,19 +6,19 @@ layout of the one the table would pick (the precision graph is built once, for t
 with --qdq-layout applies to all). Where the table picks a GPU backend (TensorRT with a working builder), auto
 stays with it: there is nothing to measure against on the CPU.
 
-Timing: RUNS rounds after WARMUP untimed ones; each round runs every candidate once on the same random input
-(batch 1, the model's input size), in an order that rotates each round, so a burst of load elsewhere hits
-every candidate alike (as benchmarks/bench_cpu_peers.py does). The medians, the runs and the reason are
-recorded in the sidecar (build_options["auto"]) and in the build's backend note.
+Timing: deploykit.bench.interleave, the one way deploykit times contenders: WARMUP untimed calls per candidate,
+then RUNS round-robin rounds on the same random input (batch 1, the model's input size), the order rotating
+and an untimed pause between candidates. The fastest median wins, unless the bootstrap interval of its ratio
+to a slower candidate's median contains 1: tied candidates keep the table's preference (`auto_rank`), since the
+run cannot tell them apart. Each median with its p10-p90 spread, each ratio with its interval, the machine's
+load and the reason are recorded in the sidecar (build_options["auto"]) and in the build's backend note.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 
 from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, Backend, Compiled, resolve_backend
+from deploykit.bench.interleave import Interleaved, TimingConfig, time_interleaved
+from deploykit.bench.stats import Ratio, median_ratio, summarize
 from deploykit.build import Chosen
 from deploykit.environment import cpu_model
 from deploykit.io.outputs import check_output_path
@@ -36,9 +38,29 @@ from deploykit.io.sidecar import sidecar_path
 from deploykit.runner import Runner
 from deploykit.types import Progress
 
-RUNS = 20  # enough for a stable median between backends whose latencies differ by more than a few percent
+RUNS = 12  # rounds: enough to tell apart backends 10% apart; closer ones tie and keep the table's preference
 WARMUP = 2
+TIMING = TimingConfig(warmup_s=0.0, iterations=RUNS, min_warmup_iterations=WARMUP)
 DEFAULT_SIDE = 224  # a dynamic spatial dimension without a recorded input size
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The race's outcome: the winner, and every candidate's median, spread and ratio to the winner."""
+
+    winner: str
+    medians_ms: dict[str, float]
+    spread_ms: dict[str, tuple[float, float]]  # p10, p90
+    slower: dict[str, Ratio]  # each other candidate's median over the winner's, with its interval
+    reason: str
+    run: Interleaved
+
+    def record(self) -> dict[str, Any]:
+        """What the sidecar keeps under build_options["auto"]."""
+        return {"chosen": self.winner, "medians_ms": self.medians_ms,
+                "spread_ms": {k: list(v) for k, v in self.spread_ms.items()},
+                "ratios_to_chosen": {k: v.to_dict() for k, v in self.slower.items()}, "runs": self.run.rounds,
+                "warmup": WARMUP, "pause_s": TIMING.pause_s, "load": self.run.load.to_dict(), "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -46,13 +68,14 @@ class Raced:
     winner: Backend
     path: Path  # where the winner's artifact now is
     compiled: Compiled
-    medians_ms: dict[str, float]
-    reason: str
+    standing: Standing
+
+    @property
+    def reason(self) -> str:
+        return self.standing.reason
 
     def record(self) -> dict[str, Any]:
-        """What the sidecar keeps under build_options["auto"]."""
-        return {"chosen": self.winner.name, "medians_ms": self.medians_ms, "runs": RUNS, "warmup": WARMUP,
-                "reason": self.reason}
+        return self.standing.record()
 
 
 def candidates(asked: str | None, chosen: Backend, *, layout_given: bool) -> list[Backend]:
@@ -99,17 +122,30 @@ def _feed(runner: Runner, input_size: tuple[int, int] | None) -> dict[str, np.nd
     return feed
 
 
-def _time(runners: dict[str, Runner], feed: dict[str, np.ndarray]) -> dict[str, float]:
-    names = list(runners)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(WARMUP + RUNS):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            runners[name].infer_unchecked(feed)
-            if index >= WARMUP:
-                times[name].append((time.perf_counter() - started) * 1e3)
-    return {name: round(statistics.median(t), 3) for name, t in times.items()}
+def standing(run: Interleaved, shapes: str, preferred: Sequence[str]) -> Standing:
+    """Rank a timed race (module docstring): `preferred` lists the candidates in the table's order of preference,
+    which breaks ties the timing cannot resolve."""
+    samples = {name: timing.samples_ms for name, timing in run.timings.items()}
+    stats = {name: summarize(values) for name, values in samples.items()}
+    fastest = min(samples, key=lambda name: stats[name].median)
+    ratios = {name: median_ratio(samples[name], samples[fastest], paired=True) for name in samples if name != fastest}
+    tied = [fastest, *(name for name, ratio in ratios.items() if ratio.tied)]
+    winner = min(tied, key=lambda name: preferred.index(name) if name in preferred else len(preferred))
+    if winner != fastest:  # ratios are stated against the one kept
+        ratios = {name: median_ratio(samples[name], samples[winner], paired=True)
+                  for name in samples if name != winner}
+    title = BACKENDS[winner].title
+    others = "; ".join(f"{BACKENDS[n].title} {stats[n].median:.3g} ms, {ratios[n].text()} of it"
+                       for n in sorted(ratios, key=lambda n: stats[n].median))
+    how = (f"{run.rounds} interleaved rounds on {shapes}, measured at build time on {_cpu()}; "
+           f"{run.load.describe()}")
+    if winner == fastest and not any(ratio.tied for ratio in ratios.values()):
+        reason = f"{title} was the fastest here: median {stats[winner].median:.3g} ms against {others} ({how})"
+    else:
+        reason = (f"{title} kept as the table's preference: the others were as fast within this run's noise (a "
+                  f"ratio interval containing 1); {title} {stats[winner].median:.3g} ms against {others} ({how})")
+    return Standing(winner, {n: round(s.median, 3) for n, s in stats.items()},
+                    {n: (round(s.p10 or s.min, 3), round(s.p90, 3)) for n, s in stats.items()}, ratios, reason, run)
 
 
 def race(graph: Path, out: Path, racers: Sequence[Backend], *, input_size: tuple[int, int] | None, precision: str,
@@ -129,21 +165,24 @@ def race(graph: Path, out: Path, racers: Sequence[Backend], *, input_size: tuple
             feed = _feed(next(iter(runners.values())), input_size)
             shapes = ", ".join(f"{k}[{'x'.join(map(str, v.shape))}]" for k, v in feed.items())
             progress(f"auto: timing {', '.join(BACKENDS[n].title for n in runners)} on {shapes}, {RUNS} "
-                     "interleaved runs each")
-            medians = _time(runners, feed)
-        ranked = sorted(medians, key=lambda name: medians[name])
-        winner = BACKENDS[ranked[0]]
-        others = "; ".join(f"{BACKENDS[n].title} {medians[n]:.3g} ms" for n in ranked[1:])
-        reason = (f"{winner.title} was the fastest here: median {medians[winner.name]:.3g} ms against {others} "
-                  f"({RUNS} interleaved runs on {shapes}, measured at build time on {_cpu()})")
+                     "interleaved rounds")
+            run = time_interleaved({name: _step(runner, feed) for name, runner in runners.items()}, TIMING)
+        preferred = [b.name for b in sorted(racers, key=lambda b: -b.auto_rank)]
+        result = standing(run, shapes, preferred)
+        winner = BACKENDS[result.winner]
         target = artifact_for(out, winner)
         source, compiled = built[winner.name]
         for src, dst in zip(winner.files(source), winner.files(target), strict=True):
             check_output_path(dst, force=force)
             os.replace(src, dst)
-        return Raced(winner, target, compiled, medians, reason)
+        return Raced(winner, target, compiled, result)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _step(runner: Runner, feed: dict[str, np.ndarray]) -> Any:
+    runner.validate_feed(feed)  # once, before timing: the timed calls skip validation
+    return lambda _i: runner.infer_unchecked(feed)
 
 
 def _cpu() -> str:
@@ -153,7 +192,7 @@ def _cpu() -> str:
 @dataclass(frozen=True)
 class Race:
     """deploykit.build's Racer for `--backend auto` on a CPU: compile the precision graph with every racer, keep
-    the fastest (its medians and the reason go into the sidecar's build_options["auto"])."""
+    the fastest (its medians, spreads, ratios and the reason go into the sidecar's build_options["auto"])."""
 
     racers: tuple[Backend, ...]
 

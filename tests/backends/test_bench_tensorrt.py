@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from deploykit.backends.tensorrt.build import engine_from_onnx
 from deploykit.bench import kernels as kernels_module
-from deploykit.bench.harness import TimingConfig
+from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.kernels import KernelCase
 from deploykit.bench.roofline import Peaks
 from deploykit.cli import cli

@@ -1,4 +1,4 @@
-"""The timing harness: iteration counts, input rotation, GPU phase times, shapes, derived figures."""
+"""What the harness gives a timed runner: input rotation, shapes, derived figures, speed-ups between results."""
 
 from __future__ import annotations
 
@@ -8,33 +8,18 @@ import numpy as np
 import pytest
 
 from deploykit.bench.harness import (
-    Timing,
-    TimingConfig,
+    BenchResult,
     input_pool,
-    phase_times,
     pool_size,
     resolve_shapes,
     result_from_timing,
+    speedup,
     step_for,
-    time_calls,
 )
+from deploykit.bench.interleave import Timing, TimingConfig, time_interleaved
+from deploykit.bench.stats import summarize
 from deploykit.errors import InputError
 from deploykit.runner import Runner, TensorSpec
-
-EXACT = TimingConfig(warmup_s=0.0, duration_s=0.0, iterations=7, min_warmup_iterations=2)
-
-
-def test_exact_iterations_after_warmup() -> None:
-    calls: list[int] = []
-    timing = time_calls(lambda i: calls.append(i), EXACT)
-    assert calls == list(range(9))  # 2 warm-up + 7 timed, consecutive indices
-    assert len(timing.samples_ms) == 7 and timing.warmup_iterations == 2
-    assert all(s >= 0 for s in timing.samples_ms) and timing.walltime_s >= 0
-
-
-def test_duration_mode_runs_at_least_the_minimum() -> None:
-    timing = time_calls(lambda i: None, TimingConfig(warmup_s=0.0, duration_s=0.0, min_iterations=10))
-    assert len(timing.samples_ms) == 10
 
 
 class Recorder(Runner):
@@ -66,7 +51,8 @@ def test_inputs_rotate_among_distinct_arrays() -> None:
     assert all(f["input"].dtype == np.float16 for f in feeds)
     assert len({f["input"].tobytes() for f in feeds}) == 4
     with runner:
-        time_calls(step_for(runner, feeds), TimingConfig(warmup_s=0, iterations=8, min_warmup_iterations=0))
+        time_interleaved({"r": step_for(runner, feeds)}, TimingConfig(warmup_s=0, iterations=8,
+                                                                     min_warmup_iterations=0))
     firsts = [float(f["input"].ravel()[0]) for f in feeds]
     assert runner.seen == firsts * 2
 
@@ -76,15 +62,6 @@ def test_pool_size_overflows_caches_within_limits() -> None:
     assert pool_size(3 * 513 * 513 * 4) == 16
     assert pool_size(8 * 2**20) == 8  # 64 MB / 8 MB
     assert pool_size(50 * 2**20) == 4  # never fewer than 4
-
-
-def test_phase_times_from_the_tensorrt_runner_format() -> None:
-    outputs = {"output": np.zeros(3)}
-    times = {"h2d_ms": 0.5, "compute_ms": 2.0, "d2h_ms": 0.25, "latency_ms": 2.75, "enqueue_ms": 0.1}
-    assert phase_times((outputs, times)) == {"h2d": 0.5, "compute": 2.0, "d2h": 0.25, "enqueue": 0.1}
-    assert phase_times(outputs) is None
-    timing = time_calls(lambda i: (outputs, times), EXACT)
-    assert timing.phases_ms["compute"] == [2.0] * 7
 
 
 def test_shapes_from_options_and_their_errors() -> None:
@@ -105,7 +82,7 @@ def test_derived_figures() -> None:
     result = result_from_timing(timing, target="m", backend="onnxruntime", precision="fp32", batch=2,
                                 input_shape=(2, 3, 8, 8), mode="end-to-end", threads=2, distinct_inputs=16,
                                 madds=10**9, peak_gflops=160.0)
-    assert result.throughput_qps == pytest.approx(20.0)  # 4 queries / 0.2 s
+    assert result.throughput_qps == pytest.approx(20.0)  # 4 queries / 0.2 s in the timed calls
     assert result.images_per_s == pytest.approx(40.0)
     assert result.latency.median == 25.0
     assert result.achieved_gflops == pytest.approx(80.0)  # 2 GFLOP / 25 ms
@@ -114,13 +91,31 @@ def test_derived_figures() -> None:
     assert again.key == result.key and again.latency == result.latency
 
 
-def test_timed_loops_report_a_typed_count() -> None:
-    from deploykit.types import Progressed
+def _result(samples: list[float], batch: int = 1, run_id: str = "") -> BenchResult:
+    timing = Timing(samples_ms=samples, walltime_s=sum(samples) / 1e3, warmup_iterations=0)
+    return result_from_timing(timing, target="m", backend="onnxruntime", precision="fp32", batch=batch,
+                              input_shape=(batch, 3, 8, 8), mode="", threads=1, distinct_inputs=4, madds=None,
+                              peak_gflops=None, run_id=run_id)
 
-    events: list[object] = []
-    time_calls(lambda i: None, EXACT, progress=events.append, label="m")
-    assert events == [Progressed("timing m (iterations)", k, 7) for k in range(1, 8)]
-    events.clear()
-    time_calls(lambda i: None, TimingConfig(warmup_s=0.0, duration_s=0.0, min_iterations=3),
-               progress=events.append, label="m")
-    assert events[-1] == Progressed("timing m (% of 0 s)", 100, 100)  # closed even when time ran out early
+
+def test_speedups_pair_results_of_one_run_and_count_per_image() -> None:
+    rng = np.random.default_rng(1)
+    load = rng.choice([1.0, 3.0], 40)  # bursts that slow both contenders of a round alike
+    slow, fast = _result(list(20 * load), run_id="a"), _result(list(10 * load), run_id="a")
+    paired = speedup(slow, fast)
+    assert paired.paired and paired.value == pytest.approx(2.0) and paired.low == pytest.approx(2.0)
+    apart = speedup(_result(list(20 * load), run_id="a"), _result(list(10 * load), run_id="b"))
+    assert not apart.paired and apart.value == pytest.approx(paired.value) and apart.high - apart.low > 0.5
+    batched = speedup(slow, _result(list(10 * load), batch=4, run_id="a"))  # 10 ms for 4 images
+    assert batched.value == pytest.approx(8.0)
+    assert speedup(_result([10.0]), _result([10.0])).tied
+
+
+def test_results_round_trip_with_their_spread_and_run() -> None:
+    result = _result([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], run_id="r1")
+    assert result.latency == summarize(result.samples_ms) and result.latency.p10 == 1.0
+    again = BenchResult.from_dict(result.to_dict())
+    assert again.run_id == "r1" and again.latency == result.latency
+    old = result.to_dict()
+    del old["latency"]["p10"], old["run_id"]  # a bench.json written before the spread was recorded
+    assert BenchResult.from_dict(old).latency.p10 is None

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from deploykit.bench.stats import compare_samples, nearest_rank, summarize
+from deploykit.bench.stats import Ratio, compare_samples, median_ratio, nearest_rank, summarize
 
 
 def test_nearest_rank_hand_cases() -> None:
@@ -84,3 +84,34 @@ def test_few_samples_use_the_iqr_band() -> None:
     assert change.verdict == "slower"
     close = compare_samples([10.0, 11.0, 12.0], [10.3, 11.3, 12.3])
     assert close.verdict == "within noise"
+
+
+def test_the_spread_is_p10_to_p90_by_nearest_rank() -> None:
+    stats = summarize([float(v) for v in range(1, 21)])
+    assert (stats.p10, stats.p90) == (2.0, 18.0)  # ranks ceil(2) and ceil(18)
+
+
+def test_a_paired_ratio_ignores_load_that_slowed_both_contenders_of_a_round() -> None:
+    rng = np.random.default_rng(0)
+    burst = rng.choice([1.0, 2.5], 60)  # half the rounds under a neighbour's burst
+    noise = rng.normal(1.0, 0.01, (3, 60))
+    slow, fast, twin = 30 * burst * noise[0], 20 * burst * noise[1], 30 * burst * noise[2]
+    paired = median_ratio(slow, fast, paired=True)
+    apart = median_ratio(slow, fast, paired=False)
+    assert paired.low < 1.5 < paired.high and paired.high - paired.low < 0.05
+    assert apart.high - apart.low > 5 * (paired.high - paired.low)  # the same samples, rounds forgotten
+    assert not paired.tied and median_ratio(slow, twin, paired=True).tied
+    assert median_ratio(slow, fast, paired=True) == paired  # seeded: a saved run gives the same verdict
+
+
+def test_ratio_edge_cases_and_round_trip() -> None:
+    single = median_ratio([10.0], [5.0], paired=True)
+    assert (single.value, single.low, single.high) == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="equally many"):
+        median_ratio([1.0, 2.0], [1.0], paired=True)
+    with pytest.raises(ValueError):
+        median_ratio([], [1.0], paired=False)
+    ratio = median_ratio([3.0, 3.2, 2.9, 3.1], [1.0, 1.1, 0.9, 1.0], paired=True)
+    assert ratio.low <= ratio.value <= ratio.high and Ratio.from_dict(ratio.to_dict()) == ratio
+    assert Ratio.from_dict(1.5) == Ratio(1.5, 1.5, 1.5, paired=False) and Ratio.from_dict(None) is None
+    assert Ratio(1.904, 1.851, 1.952, True).text() == "1.90x (1.85-1.95)"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from deploykit.bench.harness import Timing, result_from_timing
+from deploykit.bench.harness import result_from_timing
+from deploykit.bench.interleave import Timing
 from deploykit.bench.roofline import Peaks
 from tests.benchmarks import load_script
 

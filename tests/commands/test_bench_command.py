@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from deploykit.bench import kernels as kernels_module
-from deploykit.bench.harness import TimingConfig
+from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.kernels import KernelCase
 from deploykit.bench.roofline import Peaks
 from deploykit.cli import cli
@@ -65,6 +66,23 @@ def test_onnx_json_has_stats_counts_and_manifest(tiny_onnx: Path) -> None:
     assert "load_average_1m" in env and "cpu_flags" in env
     assert data["skipped"] == []
     assert "timing tiny.onnx onnxruntime fp32 batch 1" in err  # progress goes to stderr
+
+
+def test_several_targets_run_round_robin_in_one_run(tiny_onnx: Path, tmp_path: Path) -> None:
+    twin = tmp_path / "twin.onnx"
+    twin.write_bytes(tiny_onnx.read_bytes())
+    code, out, err = _invoke(["bench", str(tiny_onnx), str(twin), USER, "--input-shape", "1,3,32,32", "--iterations",
+                              "5", "--warmup", "0", "--no-roofline", "--json"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert [(r["target"], r["backend"]) for r in data["results"]] == [
+        ("tiny.onnx", "onnxruntime"), ("twin.onnx", "onnxruntime"), (USER, "torch")]
+    assert len({r["run_id"] for r in data["results"]}) == 1 and all(len(r["samples_ms"]) == 5 for r in data["results"])
+    assert data["load"]["cores"] >= 1 and "load_before" in data["load"]
+    assert "round-robin" in err
+    code, text, _ = _invoke(["bench", str(tiny_onnx), str(twin), "--input-shape", "1,3,32,32", *FAST])
+    assert code == 0 and "speed-up over tiny.onnx onnxruntime fp32 batch 1" in text
+    assert re.search(r"twin.onnx onnxruntime fp32 batch 1: \d+\.\d\dx \(\d+\.\d\d-\d+\.\d\d\)", text)
 
 
 def test_skipped_backends_are_listed_once_and_never_tabled(tiny_onnx: Path) -> None:
@@ -166,7 +184,7 @@ def test_kernels_sweep_writes_json_and_plots(tmp_path: Path, monkeypatch: pytest
         assert r["gflops"] == pytest.approx(2 * r["madds"] / (r["median_ms"] * 1e6))
     for name in ("k.dilated.png", "k.separable.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "% of roofline" in text and "kernel sweep (runs): 16/16" in err
+    assert "% of roofline" in text and "kernel sweep (shapes): 4/4" in err
 
 
 def test_kernels_lists_an_absent_tensorrt_once(monkeypatch: pytest.MonkeyPatch, fixed_peaks: None) -> None:

@@ -19,3 +19,11 @@ def test_markdown_and_html_render_the_same_blocks(tmp_path: Path) -> None:
     assert "<h1>Report &lt;x&gt;</h1>" in html and "<blockquote>busy machine</blockquote>" in html
     assert "<td class=t>cosine</td>" in html and "<li>two</li>" in html and "data:image/png;base64," in html
     assert html.count("<tr>") == 3  # the header and two rows, never a Markdown rule parsed as a row
+
+
+def test_code_spans_are_code_in_html_and_stay_backticks_in_markdown() -> None:
+    blocks = [Paragraph("`--backend auto` raced <both>"), Bullets(("keep `a` and `b`", "one ` alone"))]
+    html = to_html(blocks, "t")
+    assert "<p><code>--backend auto</code> raced &lt;both&gt;</p>" in html
+    assert "<li>keep <code>a</code> and <code>b</code></li>" in html and "<li>one ` alone</li>" in html
+    assert to_markdown(blocks).startswith("`--backend auto` raced <both>")

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from deploykit.backends.base import BACKENDS, backend_of
+from deploykit.bench.interleave import Interleaved, Timing
+from deploykit.bench.load import MachineLoad
 from deploykit.build import build_artifact
 from deploykit.targets import race as race_module
 from deploykit.targets.race import artifact_for, candidates
@@ -46,6 +48,35 @@ def test_feed_fills_dynamic_dims_from_the_input_size() -> None:
     assert feed["x"].shape == (1, 3, 32, 48) and feed["x"].dtype == np.float32
 
 
+def _run(samples: dict[str, list[float]]) -> Interleaved:
+    load = MachineLoad(cores=2, seconds=1.0, load_before=0.1, load_after=0.2, others_cores=0.0)
+    return Interleaved({name: Timing(list(ms), sum(ms) / 1e3, 2) for name, ms in samples.items()},
+                       len(next(iter(samples.values()))), load)
+
+
+def test_the_fastest_wins_when_its_interval_excludes_one() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(10.0, 0.2, 20)
+    result = race_module.standing(_run({"onnxruntime": list(base * 1.3), "openvino": list(base)}), "x[1x3x8x8]",
+                                  ["onnxruntime", "openvino"])
+    assert result.winner == "openvino" and result.slower["onnxruntime"].low > 1
+    assert "OpenVINO was the fastest here" in result.reason and "1.30x" in result.reason
+    record = result.record()
+    assert record["chosen"] == "openvino" and set(record["medians_ms"]) == {"onnxruntime", "openvino"}
+    assert record["ratios_to_chosen"]["onnxruntime"]["low"] > 1 and record["runs"] == 20
+    assert record["spread_ms"]["openvino"][0] <= record["medians_ms"]["openvino"] <= record["spread_ms"]["openvino"][1]
+    assert "load" in record and "pause_s" in record
+
+
+def test_a_tie_keeps_the_tables_preference() -> None:
+    rng = np.random.default_rng(1)
+    ort, ov = rng.normal(10.0, 1.0, 20), rng.normal(9.9, 1.0, 20)  # OpenVINO a hair faster: noise
+    result = race_module.standing(_run({"onnxruntime": list(ort), "openvino": list(ov)}), "x[1x3x8x8]",
+                                  ["onnxruntime", "openvino"])
+    assert result.winner == "onnxruntime" and result.slower["openvino"].tied
+    assert "kept as the table's preference" in result.reason
+
+
 @pytest.mark.parametrize("fastest", ["openvino", "onnxruntime"])
 def test_auto_keeps_the_fastest_and_records_why(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 fastest: str) -> None:
@@ -53,13 +84,13 @@ def test_auto_keeps_the_fastest_and_records_why(tiny_onnx: Path, tmp_path: Path,
     monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
     timed: list[list[str]] = []
 
-    def fake_time(runners: dict[str, Any], feed: dict[str, np.ndarray]) -> dict[str, float]:
-        for runner in runners.values():
-            runner.infer_unchecked(feed)  # each candidate really runs
-        timed.append(sorted(runners))
-        return {name: 1.0 if name == fastest else 2.0 for name in runners}
+    def fake_time(steps: dict[str, Any], config: Any) -> Interleaved:
+        for step in steps.values():
+            step(0)  # each candidate really runs
+        timed.append(sorted(steps))
+        return _run({name: [1.0] * 20 if name == fastest else [2.0] * 20 for name in steps})
 
-    monkeypatch.setattr(race_module, "_time", fake_time)
+    monkeypatch.setattr(race_module, "time_interleaved", fake_time)
     out = tmp_path / "m.ort.onnx"
     chosen, note, racer = race_module.choose_backend("auto", layout_given=False)
     result = build_artifact(tiny_onnx, out, backend=chosen, backend_note=note, threads=1, racer=racer)
