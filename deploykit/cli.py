@@ -7,13 +7,15 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from deploykit import __version__
-from deploykit.commands import JSON_PRINTED, JSON_WANTED
+from deploykit.commands import JSON_PRINTED, JSON_STREAM, JSON_WANTED
 from deploykit.errors import (
     BAD_INPUT,
     BUG,
@@ -25,6 +27,8 @@ from deploykit.errors import (
     DeployKitError,
     Outcome,
     Terminated,
+    first_line,
+    out_of_memory,
 )
 from deploykit.io.signals import interrupts_raise
 
@@ -102,7 +106,7 @@ class DeployKitGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with interrupts_raise():
+            with interrupts_raise(), _stdout_for_json_only(ctx):
                 return super().invoke(ctx)
         except CheckFailed as exc:
             _end(ctx, CHECK_FAILED, f"deploykit: check failed: {exc}")
@@ -119,12 +123,27 @@ class DeployKitGroup(click.Group):
             _end(ctx, TERMINATED, "deploykit: terminated; outputs of unfinished steps were not written")
         except KeyboardInterrupt:
             _end(ctx, INTERRUPTED, "deploykit: interrupted; outputs of unfinished steps were not written")
-        except Exception as exc:
+        except (Exception, GeneratorExit) as exc:  # GeneratorExit: one that escaped a generator of ours
             if _debug(ctx):
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0]
+            if out_of_memory(exc):  # the sizes asked for do not fit this machine: the input's, not a bug
+                _end(ctx, BAD_INPUT, f"deploykit: error: out of memory ({first_line(exc, 200)}); use a smaller "
+                                     "--input-shape, --batch, model or fewer --threads, or free memory")
+            first = first_line(exc, 1000, default="")
             _end(ctx, BUG, f"deploykit: unexpected {type(exc).__name__}: {first} "
                            "(a bug in deploykit; rerun with --debug for the traceback and report it)")
+
+
+@contextmanager
+def _stdout_for_json_only(ctx: click.Context) -> Iterator[None]:
+    """With --json, stdout holds the JSON document alone: whatever else prints to it while the command runs (a
+    user's module or model calling print, a library's chatter) goes to stderr."""
+    if not ctx.meta.get(JSON_WANTED):
+        yield
+        return
+    ctx.meta[JSON_STREAM] = sys.stdout
+    with redirect_stdout(sys.stderr):
+        yield
 
 
 def _utf8(text: str) -> bool:
@@ -151,7 +170,8 @@ def _end(ctx: click.Context, outcome: Outcome, line: str) -> None:
 def _json_outcome(ctx: click.Context, outcome: Outcome, message: str) -> None:
     """With --json, a command that ended before printing its document prints one that says how it ended."""
     if ctx.meta.get(JSON_WANTED) and not ctx.meta.get(JSON_PRINTED):
-        click.echo(json.dumps({**outcome.record(), "error": message}, indent=2, sort_keys=True))
+        click.echo(json.dumps({**outcome.record(), "error": message}, indent=2, sort_keys=True),
+                   file=ctx.meta.get(JSON_STREAM))
 
 
 def _debug(ctx: click.Context) -> bool:

@@ -111,13 +111,42 @@ class UserCodeError(DeployKitError):
         """`what` is e.g. "your factory pkg.mod:make"; the location is the deepest frame outside deploykit
         and torch (the user's line, or the library they call), else the deepest frame."""
         where = raised_at(exc)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc, 300, default="")
         location = f" ({where[0]}:{where[1]})" if where is not None else ""
         if isinstance(exc, SyntaxError) and exc.filename:  # raised by the compiler: no frame of the user's
             location = f" ({exc.filename}:{exc.lineno})"
             first = exc.msg
         said = f": {first}" if first else ""  # sys.exit() says nothing
         return cls(f"{what} raised {type(exc).__name__}{said}{location}")
+
+
+def first_line(exc: BaseException, limit: int = 300, *, default: str | None = None) -> str:
+    """The first line of `exc`'s message, at most `limit` characters; `default` (else the exception's type name)
+    when it says nothing. Never raises: a user's exception whose __str__ raises says so instead."""
+    try:
+        text = str(exc)
+    except Exception as broken:  # whatever a user's __str__ raises
+        text = f"(its message cannot be shown: __str__ raised {type(broken).__name__})"
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else (type(exc).__name__ if default is None else default))[:limit]
+
+
+# How allocators say that memory ran out: Python's MemoryError, NumPy's "Unable to allocate", PyTorch's CPU
+# allocator (a RuntimeError), ONNX Runtime's BFCArena.
+OUT_OF_MEMORY_TEXTS = ("Unable to allocate", "can't allocate memory", "Cannot allocate memory",
+                       "Failed to allocate memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc`, or what caused it, is an allocation that failed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError) or any(t in first_line(current, 10_000) for t in OUT_OF_MEMORY_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def raised_at(exc: BaseException) -> tuple[str, int] | None:
@@ -134,14 +163,15 @@ def raised_at(exc: BaseException) -> tuple[str, int] | None:
 
 
 # What a user's code may raise that is not theirs to answer for: an interrupt (Ctrl-C; a signal handler that
-# stops a run raises KeyboardInterrupt or a subclass of it) and a generator being closed.
-NOT_THEIRS = (KeyboardInterrupt, GeneratorExit, DeployKitError)
+# stops a run raises KeyboardInterrupt or a subclass of it). No block of user code holds a `yield`, so a
+# GeneratorExit raised inside one is the user's own, like any other exception.
+NOT_THEIRS = (KeyboardInterrupt, DeployKitError)
 
 
 @contextmanager
 def users_code(what: str) -> Iterator[None]:
     """Run code the user wrote (their factory, their model's forward, their checkpoint's unpickling): whatever
-    it raises, any Exception, SystemExit (`sys.exit(3)` in a forward) or other BaseException but
+    it raises, any Exception, SystemExit (`sys.exit(3)` in a forward), GeneratorExit or other BaseException but
     KeyboardInterrupt, is theirs: a UserCodeError naming `what`, their file and line (exit 2)."""
     try:
         yield

@@ -23,7 +23,7 @@ import torch
 import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, named_outputs, outputs_as_tuple
-from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError, UserCodeError
+from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError, UserCodeError, first_line
 from deploykit.graph.heads import apply_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
@@ -138,8 +138,8 @@ def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
     except Exception as exc:  # a zoo model that cannot take this shape
         if isinstance(exc, DeployKitError):
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"{loaded.spec.name} cannot run on input {list(shape)}: {first[:300]}") from exc
+        first = first_line(exc, 300)
+        raise ExportError(f"{loaded.spec.name} cannot run on input {list(shape)}: {first}") from exc
 
 
 def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, tuple[str, ...],
@@ -213,8 +213,8 @@ def _run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Pa
     try:
         EXPORTERS[name](loaded.module, sample, path, **kw)
     except Exception as exc:  # exporters raise many unrelated types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {first[:300]}") from exc
+        first = first_line(exc, 300)
+        raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {first}") from exc
     except NOT_THEIRS:
         raise
     except BaseException as exc:  # sys.exit() in a forward being traced

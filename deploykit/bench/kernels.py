@@ -49,7 +49,7 @@ from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 from deploykit.build import build_artifact
-from deploykit.errors import BackendUnavailable
+from deploykit.errors import BackendUnavailable, InputError, first_line
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.table import BASELINE
 from deploykit.types import Progress, Progressed
@@ -249,6 +249,11 @@ def _result(timed: Timed, peaks: Peaks) -> KernelResult:
 def available_variants(backends: Sequence[str] | None,
                        precisions: Sequence[str] | None) -> tuple[list[tuple[str, str]], list[Skipped]]:
     """The (backend, precision) pairs to run, and the requested ones that cannot run here, with why."""
+    for given, known, option in ((backends, dict.fromkeys(b for b, _ in VARIANTS), "--backend"),
+                                 (precisions, dict.fromkeys(p for _, p in VARIANTS), "--precision")):
+        unknown = [name for name in given or () if name not in known]
+        if unknown:
+            raise InputError(f"{option} {','.join(unknown)}: unknown; choose from {', '.join(known)}")
     wanted = [(b, p) for b, p in VARIANTS if (not backends or b in backends) and (not precisions or p in precisions)]
     skipped: list[Skipped] = []
     for name in dict.fromkeys(b for b, _ in wanted):
@@ -282,7 +287,7 @@ def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], con
                         steps.pop(variant, None)
                         broken.add(variant)
                         skipped.append(Skipped(" ".join(variant), f"{type(exc).__name__}: "
-                                                                  f"{str(exc).strip().splitlines()[0][:200]}"))
+                                                                  f"{first_line(exc, 200)}"))
                 if not steps:
                     continue
                 run = time_interleaved({" ".join(v): step for v, step in steps.items()}, config)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import deploykit
-from deploykit.errors import DeployKitError
+from deploykit.errors import DeployKitError, InputError
 from deploykit.io.outputs import write_json
 
 SCHEMA = 3  # bump when a range method's algorithm or the cache's fields change, so old caches are not trusted
@@ -47,16 +47,34 @@ def default_path(key: str) -> Path:
     return cache_dir() / "calibration" / f"{key[:32]}.json"
 
 
-def load(path: Path, key: str) -> CachedRanges | None:
+def _read(path: Path) -> dict[str, Any] | None:
+    """The cache file's fields, or None when it is not a calibration cache deploykit wrote (of any version)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("key") != key or data.get("schema") != SCHEMA:
+    return data if isinstance(data, dict) and {"schema", "key", "amax", "absmax"} <= set(data) else None
+
+
+def load(path: Path, key: str) -> CachedRanges | None:
+    data = _read(path)
+    if data is None or data.get("key") != key or data.get("schema") != SCHEMA:
         return None
-    return CachedRanges(key=key, amax={k: float(v) for k, v in data["amax"].items()},
-                        absmax={k: float(v) for k, v in data["absmax"].items()}, inputs=int(data["inputs"]),
-                        observed={k: (float(v[0]), float(v[1])) for k, v in data.get("observed", {}).items()})
+    try:
+        return CachedRanges(key=key, amax={k: float(v) for k, v in data["amax"].items()},
+                            absmax={k: float(v) for k, v in data["absmax"].items()}, inputs=int(data["inputs"]),
+                            observed={k: (float(v[0]), float(v[1])) for k, v in data.get("observed", {}).items()})
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):  # edited by hand: recalibrate
+        return None
+
+
+def check_cache_path(path: str | os.PathLike[str]) -> None:
+    """An explicit --calib-cache is read if it holds a cache and written after the work: a file there that is
+    not a calibration cache (a typo, another file) would be overwritten, so it is refused before the work."""
+    file = Path(path)
+    if os.path.lexists(file) and _read(file) is None:
+        raise InputError(f"--calib-cache {file} exists and is not a deploykit calibration cache, which would "
+                         "replace it; give a new path (or one a build wrote before)")
 
 
 def store(path: Path, ranges: CachedRanges, *, onnx_sha256: str, data_sha256: str,

@@ -24,7 +24,14 @@ from typing import Literal
 import numpy as np
 
 from deploykit.errors import CalibrationError, InputError
-from deploykit.io.images import IMAGE_SUFFIXES, list_images, preprocess, read_image, sample_photographs
+from deploykit.io.images import (
+    IMAGE_SUFFIXES,
+    checked_inputs,
+    list_images,
+    preprocess,
+    read_image,
+    sample_photographs,
+)
 from deploykit.io.outputs import sha256_file
 from deploykit.types import Preprocessing
 
@@ -104,14 +111,7 @@ def _load_array(path: Path) -> np.ndarray:
                 array = archive[names[0]]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read calibration data {path}: {exc}") from exc
-    if array.ndim != 4:
-        raise InputError(f"{path}: array of shape {list(array.shape)}; expected preprocessed N,C,H,W inputs")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InputError(f"{path} holds {array.dtype} values; calibration inputs are preprocessed float tensors "
-                         "(normalised as the model expects), not raw pixels: save float32, or give the images folder")
-    if array.shape[0] == 0:
-        raise InputError(f"{path} holds no inputs (shape {list(array.shape)})")
-    return array
+    return checked_inputs(array, path)
 
 
 def _limit(items: Sequence[str], n: int | None) -> tuple[str, ...]:

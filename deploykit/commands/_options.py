@@ -14,7 +14,7 @@ import click
 from tqdm import tqdm
 
 from deploykit.backends.base import BACKENDS, Backend, CliOption
-from deploykit.commands import JSON_PRINTED
+from deploykit.commands import JSON_PRINTED, JSON_STREAM
 from deploykit.errors import DONE, ConfigConflict, Outcome
 from deploykit.types import TASKS, Progressed, ProgressEvent
 
@@ -116,8 +116,9 @@ def given(**values: Any) -> dict[str, Any]:
 def echo_json(data: Mapping[str, Any], outcome: Outcome = DONE) -> None:
     """The command's one JSON document, with how it ended (outcome, exit_status: deploykit.errors.OUTCOMES);
     a command that raises CheckFailed after it passes outcome=CHECK_FAILED."""
-    click.echo(json.dumps({**data, **outcome.record()}, indent=2, sort_keys=True, default=str))
     context = click.get_current_context(silent=True)
+    stream = context.meta.get(JSON_STREAM) if context is not None else None
+    click.echo(json.dumps({**data, **outcome.record()}, indent=2, sort_keys=True, default=str), file=stream)
     if context is not None:
         context.meta[JSON_PRINTED] = True
 

@@ -31,6 +31,9 @@ from deploykit.report.format import fmt, text_table
 from deploykit.targets.bench import run_bench
 from deploykit.zoo.sources import parse_options, parse_shape
 
+MAX_BATCH = 65536
+MAX_CONCURRENCY = 1024  # one client thread each
+
 
 class _BenchGroup(click.Group):
     """`bench TARGET...` runs `bench run TARGET...`; `bench kernels` is the kernel sweep."""
@@ -47,20 +50,24 @@ def bench() -> None:
     dense-prediction models depend on (`deploykit bench kernels`)."""
 
 
-def _csv_ints(text: str | None, what: str) -> list[int] | None:
+def _csv_ints(text: str | None, what: str, most: int) -> list[int] | None:
     if text is None:
         return None
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"{what} must be integers separated by commas, e.g. 1,2,4,8") from None
-    if not values or any(v <= 0 for v in values):
-        raise click.BadParameter(f"{what} must be positive integers, e.g. 1,2,4,8")
+    if not values or any(v <= 0 or v > most for v in values):
+        raise click.BadParameter(f"{what} must be integers from 1 to {most}, e.g. 1,2,4,8")
     return values
 
 
-def _csv_words(values: tuple[str, ...]) -> list[str] | None:
+def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
+    """The names given to a repeatable, comma-separated option; None when it was not given. Given but naming
+    nothing (`--backend ,`) is an error, not the default."""
     words = [w.strip() for v in values for w in v.split(",") if w.strip()]
+    if values and not words:
+        raise click.BadParameter("give at least one name", param_hint=option)
     return words or None
 
 
@@ -71,13 +78,15 @@ def _csv_words(values: tuple[str, ...]) -> list[str] | None:
               help="Measure a served model instead (any KServe v2 endpoint: deploykit serve, Triton, KServe).")
 @click.option("--model", "served_model", default=None, help="With --url: the model's name on the server.")
 @click.option("--concurrency", default=None, metavar="1,4,16",
-              help="With --url: concurrent clients, one level after another (default 1,4,16).")
+              help=f"With --url: concurrent clients, one level after another (default 1,4,16; 1 to "
+                   f"{MAX_CONCURRENCY}).")
 @click.option("--image", type=click.Path(dir_okay=False, exists=True), default=None,
               help="With --url: the encoded image sent to a BYTES input (default: a photograph).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
               help=f"{', '.join(BACKEND_CHOICES)} (default: the target's own; a zoo model given a backend that runs "
                    "ONNX is exported to a temporary ONNX file first).")
-@click.option("--batch", "batches", default=None, metavar="1,2,4,8", help="Batch sizes to time (default 1).")
+@click.option("--batch", "batches", default=None, metavar="1,2,4,8",
+              help=f"Batch sizes to time (default 1; 1 to {MAX_BATCH}).")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's size).")
 @click.option("--warmup", type=at_least(0), default=None, help="Warm-up seconds per case, excluded (default 0.2).")
 @click.option("--duration", type=at_least(0, open_=True), default=None,
@@ -163,7 +172,8 @@ def _in_process(targets: tuple[str, ...], backends: tuple[str, ...], batches: st
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "trust_checkpoint": trust_checkpoint, "task": task}
-    return run_bench(list(targets), backends=_csv_words(backends), **given(batches=_csv_ints(batches, "--batch")),
+    return run_bench(list(targets), backends=_csv_words(backends, "--backend"),
+                     **given(batches=_csv_ints(batches, "--batch", MAX_BATCH)),
                      input_shape=parse_shape(input_shape) if input_shape else None, config=config,
                      threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
                      progress=progress)
@@ -173,7 +183,7 @@ def _served(url: str, model: str, concurrency: str | None, image: str | None, in
             warmup: float | None, duration: float | None, iterations: int | None) -> Any:
     if iterations is not None:
         raise ConfigConflict("--iterations times one request after another; a served model runs for --duration")
-    levels = _csv_ints(concurrency, "--concurrency")
+    levels = _csv_ints(concurrency, "--concurrency", MAX_CONCURRENCY)
     config = LoadConfig(**given(concurrency=tuple(levels) if levels else None, warmup_s=warmup, duration_s=duration))
     return run_remote_bench(url, model, config=config, input_shape=parse_shape(input_shape) if input_shape else None,
                             image=Path(image) if image else None, progress=progress)
@@ -269,7 +279,8 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if len(paths) > 1:
         require_matplotlib()  # fail before a long sweep, not after it
     report = run_kernels(quick=quick, **given(suites=list(suites) or None),
-                         backends=_csv_words(backends), precisions=_csv_words(precisions), threads=threads,
+                         backends=_csv_words(backends, "--backend"),
+                         precisions=_csv_words(precisions, "--precision"), threads=threads,
                          progress=progress)
     written = []
     if output:

@@ -9,6 +9,7 @@ import click
 
 from deploykit.backends.base import BACKENDS, COMPILERS
 from deploykit.build import build_artifact
+from deploykit.calib.cache import check_cache_path
 from deploykit.calib.methods import DEFAULT_METHOD, METHODS
 from deploykit.calib.qdq import LAYOUTS
 from deploykit.commands._inputs import reads
@@ -128,6 +129,8 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     for cache in (calib_cache, *options.files):  # read if present, written after the work: check now
         if cache:
             check_output_path(cache, force=True)
+    if calib_cache:
+        check_cache_path(calib_cache)
 
     calibration = CalibrationOptions(data=calib_data, n=calib_n, method=calib_method, percentile=percentile,
                                      cache=calib_cache, use_cache=not no_calib_cache, holdout=holdout,

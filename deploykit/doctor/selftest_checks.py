@@ -21,7 +21,7 @@ import numpy as np
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.tensorrt.audit import PrecisionAudit
 from deploykit.backends.tensorrt.runner import TensorRTRunner
-from deploykit.errors import DeployKitError, InputError
+from deploykit.errors import DeployKitError, InputError, first_line
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.io.sidecar import read_sidecar
 from deploykit.metrics.numeric import numeric_metrics
@@ -87,8 +87,9 @@ class FullSelfTestResult:
         return "\n".join([*lines, verdict])
 
 
-def first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:300]
+def error_text(exc: BaseException) -> str:
+    """The exception's type and the first line of its message."""
+    text = first_line(exc, 300, default="")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -112,9 +113,9 @@ class Session:
         try:
             verdict = step()
         except DeployKitError as exc:
-            check = Check(name, False, first_line(exc), time.perf_counter() - started)
+            check = Check(name, False, error_text(exc), time.perf_counter() - started)
         except Exception as exc:  # the verdict must come whatever a library raises; it says what and where
-            check = Check(name, None, f"could not run: {first_line(exc)}", time.perf_counter() - started)
+            check = Check(name, None, f"could not run: {error_text(exc)}", time.perf_counter() - started)
         else:
             check = Check(name, verdict.passed, verdict.detail, time.perf_counter() - started, dict(verdict.figures))
         self.result.checks.append(check)

@@ -25,7 +25,7 @@ import deploykit
 from deploykit.backends.tensorrt.audit import inspect_artifact
 from deploykit.backends.tensorrt.common import import_tensorrt, process_logger
 from deploykit.doctor.machine import probe_machine
-from deploykit.doctor.selftest_checks import FullSelfTestResult, first_line
+from deploykit.doctor.selftest_checks import FullSelfTestResult, error_text
 from deploykit.errors import OutputExists
 from deploykit.io.outputs import check_output_dir, write_json, write_text
 from deploykit.io.sidecar import read_sidecar, sidecar_path
@@ -71,7 +71,7 @@ def _environment() -> dict[str, Any]:
     try:
         return probe_machine().to_dict()
     except Exception as exc:  # evidence is written whatever is broken: say what could not be read
-        return {"could_not_probe": first_line(exc)}
+        return {"could_not_probe": error_text(exc)}
 
 
 def _gpu(engines: Mapping[str, Path]) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def _gpu(engines: Mapping[str, Path]) -> dict[str, Any]:
         else:
             gpu["torch"] = "torch sees no CUDA device"
     except Exception as exc:  # torch without CUDA support raises on some calls
-        gpu["torch"] = f"could not query: {first_line(exc)}"
+        gpu["torch"] = f"could not query: {error_text(exc)}"
     gpu["driver"] = _driver()
     return gpu
 
@@ -105,7 +105,7 @@ def _driver() -> str:
         pynvml.nvmlInit()
         return str(pynvml.nvmlSystemGetDriverVersion())
     except Exception as exc:  # not installed, or no NVIDIA driver
-        return f"unknown ({first_line(exc)})"
+        return f"unknown ({error_text(exc)})"
 
 
 def _engine(folder: Path, name: str, plan: Path) -> None:
@@ -115,7 +115,7 @@ def _engine(folder: Path, name: str, plan: Path) -> None:
     try:
         inspection = inspect_artifact(plan)
     except Exception as exc:  # the evidence says why an engine could not be inspected, and goes on
-        write_text(folder / f"{name}.inspector-error.txt", first_line(exc) + "\n", force=False)
+        write_text(folder / f"{name}.inspector-error.txt", error_text(exc) + "\n", force=False)
         return
     write_text(folder / f"{name}.inspector.json", inspection.raw, force=False)
     write_json(folder / f"{name}.audit.json", {**inspection.audit.to_dict(), "describe": inspection.audit.describe()},
@@ -129,6 +129,6 @@ def _log(log: Sequence[str]) -> str:
         lines += ["", f"TensorRT errors and warnings ({len(kept)}, oldest first):"]
         lines += [f"[{kind}] {message}" for kind, message in kept]
     except Exception as exc:  # TensorRT not importable: the progress log is still worth having
-        lines += ["", f"TensorRT's log could not be read: {first_line(exc)}"]
+        lines += ["", f"TensorRT's log could not be read: {error_text(exc)}"]
     return "\n".join(lines) + "\n"
 

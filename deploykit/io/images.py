@@ -157,21 +157,34 @@ def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
         raise InputError(f"input file {file} does not exist")
     try:
         loaded = np.load(file, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            array = loaded
+        else:
+            names = list(loaded.keys())
+            if input_name not in names and len(names) != 1:
+                raise InputError(f"{file} holds arrays {names}; name one {input_name!r} or keep just one")
+            array = loaded[input_name if input_name in names else names[0]]  # reads it: object arrays fail here
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read {file}: {exc}") from exc
-    if isinstance(loaded, np.ndarray):
-        array = loaded
-    else:
-        names = list(loaded.keys())
-        if input_name not in names and len(names) != 1:
-            raise InputError(f"{file} holds arrays {names}; name one {input_name!r} or keep just one")
-        array = loaded[input_name if input_name in names else names[0]]
-    if array.ndim != 4:
-        raise InputError(f"{file}: array of shape {list(array.shape)}; expected N,C,H,W")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InputError(f"{file} holds {array.dtype} values; inputs are preprocessed float tensors, not raw pixels "
-                         "(save float32, or give a folder of images)")
+    array = checked_inputs(array, file)
     return [array[i : i + 1].astype(np.float32) for i in range(array.shape[0])]
+
+
+def checked_inputs(array: np.ndarray, file: Path) -> np.ndarray:
+    """`array` if it holds preprocessed N,C,H,W float inputs (at least one, every value finite), else an
+    InputError naming what is wrong with `file`. Checked in slices: a memory-mapped .npy is not read whole."""
+    if array.ndim != 4:
+        raise InputError(f"{file}: array of shape {list(array.shape)}; expected preprocessed N,C,H,W inputs")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{file} holds {array.dtype} values; inputs are preprocessed float tensors (normalised as "
+                         "the model expects), not raw pixels: save float32, or give a folder of images")
+    if array.shape[0] == 0:
+        raise InputError(f"{file} holds no inputs (shape {list(array.shape)})")
+    for start in range(array.shape[0]):
+        if not np.isfinite(array[start]).all():
+            raise InputError(f"{file}: input {start} holds NaN or infinite values; inputs must be finite: check the "
+                             "preprocessing that saved them")
+    return array
 
 
 def sample_photographs(names: Sequence[str] = ("astronaut", "coffee", "chelsea", "rocket")) -> list[np.ndarray]:

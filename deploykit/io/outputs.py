@@ -95,7 +95,7 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool) -> Path:
     refuse_inputs(out)
     if out.is_dir():
         raise InputError(f"output {out} is a directory; give a file name")
-    if out.exists() and not force:
+    if os.path.lexists(out) and not force:  # a link to nowhere exists too: writing would replace it
         raise OutputExists(f"{out} exists already; pass --force to overwrite it")
     parent = out.parent if str(out.parent) else Path(".")
     _check_folder(parent, out)
@@ -220,7 +220,7 @@ def atomic_output(path: str | os.PathLike[str], *, force: bool, needs: int | Non
             yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         with deferred():
-            if out.exists() and not force:  # appeared while we worked
+            if os.path.lexists(out) and not force:  # appeared while we worked
                 raise OutputExists(f"{out} appeared while writing; pass --force to overwrite it")
             os.replace(tmp, out)
     finally:

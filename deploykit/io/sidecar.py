@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploykit.errors import InputError
+from deploykit.errors import InputError, first_line
 from deploykit.io.outputs import sha256_file
 
 SIDECAR_SUFFIX = ".deploykit.json"
@@ -67,12 +67,12 @@ def read_sidecar(artifact: str | os.PathLike[str]) -> Sidecar | None:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"sidecar {path} is unreadable ({_first_line(exc)}); {REBUILD}") from None
+        raise InputError(f"sidecar {path} is unreadable ({first_line(exc, 200)}); {REBUILD}") from None
     if not isinstance(data, dict):
         raise InputError(f"sidecar {path} is not a deploykit sidecar (JSON {type(data).__name__}, not an object); "
                          f"{REBUILD}")
     schema = data.get("schema")
-    if schema != SCHEMA:
+    if schema != SCHEMA or isinstance(schema, bool):  # JSON true equals 1 in Python
         if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
             raise InputError(f"sidecar {path} has schema version {schema}, newer than this deploykit reads "
                              f"({SCHEMA}): upgrade deploykit, or {REBUILD} of this version")
@@ -113,6 +113,3 @@ def verify_sidecar(artifact: str | os.PathLike[str], sidecar: Sidecar, *, backen
             raise InputError(f"{companion} does not match the sidecar {side} of {path.name} (sha256 differs): "
                              f"copy the artifact's own {suffix} beside it, or {REBUILD}")
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

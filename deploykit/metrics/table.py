@@ -13,6 +13,7 @@ its `default_gate` to False unless the precision entries gate it.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -133,9 +134,23 @@ _CONDITION = re.compile(r"^\s*(?:(?P<output>[^:<>=]+):)?\s*(?P<metric>[A-Za-z0-9
                         r"(?P<value>[-+0-9.eE]+|[-+]?inf)\s*$")
 
 
+class Unreachable(ValueError):
+    """A well-formed condition no value of its metric can meet (cosine>=2, a threshold of inf)."""
+
+
+def _check_reachable(metric: Metric, op: str, threshold: float) -> None:
+    if not math.isfinite(threshold):
+        raise Unreachable(f"the threshold {threshold:g} is not a finite number; give one {metric.name} can take")
+    best = metric.perfect if metric.higher_is_better else None
+    if best is not None and (threshold > best or (op == ">" and threshold >= best)) and op in (">=", ">", "=="):
+        raise Unreachable(f"{metric.name} is at most {best:g} (identical outputs), so {metric.name}{op}{threshold:g} "
+                          f"can never hold; give a threshold up to {best:g}")
+
+
 def parse_condition(text: str, *, ops: Sequence[str] = _CONDITION_OPS, outputs: bool = True) -> Condition:
     """Parse "[output:]METRIC OP X" (OP among `ops`; an output prefix only when `outputs`). Raises ValueError
-    with what is wrong; callers turn it into their own message (gates, budgets)."""
+    with what is wrong, Unreachable (a ValueError) for a condition no value meets; callers turn it into their
+    own message (gates, budgets)."""
     match = _CONDITION.match(text)
     if match is None or match["op"] not in ops or (match["output"] and not outputs):
         raise ValueError(f"not {'[output:]' if outputs else ''}METRIC OP NUMBER with OP one of {', '.join(ops)}")
@@ -146,5 +161,6 @@ def parse_condition(text: str, *, ops: Sequence[str] = _CONDITION_OPS, outputs: 
         threshold = float(match["value"])
     except ValueError:
         raise ValueError(f"{match['value']!r} is not a number") from None
+    _check_reachable(metric, match["op"], threshold)
     output = match["output"].strip() if match["output"] else None
     return Condition(metric, match["op"], threshold, output)

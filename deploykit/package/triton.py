@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from deploykit.backends.base import BACKENDS, ONNX_RUNNER, Backend
-from deploykit.errors import BackendUnavailable, InputError
+from deploykit.errors import BackendUnavailable, InputError, first_line
 from deploykit.io.metadata import ModelMetadata, external_data_files, read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar, verify_sidecar
@@ -118,6 +118,9 @@ def _model_name(path: Path, given: str | None) -> str:
     name = given or re.sub(r"[^A-Za-z0-9_-]", "_", stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InputError(f"model name {name!r} has characters Triton does not allow; use letters, digits, _ . -")
+    if name.startswith("."):  # "..", "." or a hidden folder: the model's folder would not be one in the repository
+        raise InputError(f"model name {name!r} starts with a dot; it names a model folder in the repository: start "
+                         "it with a letter or digit")
     return name
 
 
@@ -194,7 +197,7 @@ def check_copy_loads(model: TritonModel, folder: Path) -> None:
         with entry.open(copied, None):
             pass
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc, 300)
         raise InputError(f"the copy of {model.source} in {folder} does not load in {entry.title} ({first}); "
                          "check that every file it needs is beside it") from exc
 

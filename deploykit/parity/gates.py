@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from deploykit.errors import InputError
-from deploykit.metrics.table import parse_condition
+from deploykit.metrics.table import Unreachable, parse_condition
 from deploykit.precision.table import PRECISIONS
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -76,7 +76,7 @@ def parse_gate(text: str) -> Gate:
     try:
         found = parse_condition(text, ops=tuple(OPERATORS))
     except ValueError as exc:
-        if "unknown metric" in str(exc):
+        if "unknown metric" in str(exc) or isinstance(exc, Unreachable):
             raise InputError(f"gate {text!r}: {exc}") from None
         raise InputError(f"gate {text!r} is not [output:]metric OP number ({exc}); write e.g. "
                          "'pixel_agreement>=0.99' or 'logits:cosine>=0.999' (OP is one of >=, <=, >, <, ==)") from None

@@ -44,7 +44,7 @@ from deploykit.calib.collect import probe_model
 from deploykit.errors import CalibrationError, CheckFailed, InputError
 from deploykit.evaluate import session_from_onnx
 from deploykit.metrics.scores import Scores, needing_truth, task_metrics
-from deploykit.metrics.table import METRICS, parse_condition
+from deploykit.metrics.table import METRICS, Unreachable, parse_condition
 from deploykit.metrics.tasks import task_of
 from deploykit.types import Progress, Progressed
 
@@ -118,6 +118,8 @@ def parse_term(text: str, task: str | None) -> Term:
         if "unknown metric" in str(exc):
             raise InputError(f"accuracy budget {text!r}: unknown metric; choose one of {', '.join(budgeted)}") \
                 from None
+        if isinstance(exc, Unreachable):
+            raise InputError(f"accuracy budget {text!r}: {exc}") from None
         raise InputError(f"accuracy budget {text!r} is not METRIC>=VALUE (or <= for kld); write e.g. "
                          "'pixel_agreement>=0.995', 'miou>=0.95', 'cc>=0.99' or 'cosine>=0.999'") from None
     metric, needs, higher = found.metric.name, found.metric.task, found.metric.higher_is_better

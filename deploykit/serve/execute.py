@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.errors import DeployKitError, InputError
+from deploykit.errors import DeployKitError, InputError, first_line
 from deploykit.runner import Runner
 from deploykit.targets.resolve import open_target
 
@@ -66,7 +66,7 @@ class BatchedRunner:
         except DeployKitError as exc:
             return [exc] * len(feeds)
         except Exception as exc:  # the runtime's own refusal (a size the graph cannot take): the request's fault
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+            first = first_line(exc, 400)
             return [InputError(f"{self.runner.describe()} could not run this input: {first}")] * len(feeds)
         if len(feeds) == 1:
             return [outputs]

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from deploykit.errors import ConfigConflict, DeployKitError, InputError
+from deploykit.io.signals import deferred
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
 from deploykit.package.triton import TritonModel
 from deploykit.serve.engine import ServerProcess, ServerSettings, check_runtime, find_bundle, start_server
@@ -108,8 +109,9 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
                                                                    grpc_port=grpc, drain_s=options.drain_s))
         try:
             process.wait_ready()
-        except DeployKitError:
-            process.stop()
+        except BaseException:  # not ready, or SIGINT/SIGTERM while it starts: it runs in its own session, so
+            with deferred():  # only stop() ends it; a second signal must not cut that short
+                process.stop()
             raise
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

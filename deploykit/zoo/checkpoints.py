@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploykit.errors import CheckpointError, UserCodeError, users_code
+from deploykit.errors import CheckpointError, UserCodeError, first_line, users_code
 
 StateDict = dict[str, torch.Tensor]
 FormatFn = Callable[[Any], "Converted | None"]
@@ -86,10 +86,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         except Exception as exc:  # torch raises pickle, zip and runtime errors alike
             needed = _unsafe_globals(file, exc)
             if not needed:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise CheckpointError(
-                    f"cannot read checkpoint {file}: it is not a file saved with torch.save ({first[:160]}); "
-                    "give a .pth/.pt holding a state_dict, or a dict holding one"
+                    f"cannot read checkpoint {file}: it is not a file saved with torch.save "
+                    f"({first_line(exc, 160)}); give a .pth/.pt holding a state_dict, or a dict holding one"
                 ) from exc
             if not trust:
                 raise CheckpointError(

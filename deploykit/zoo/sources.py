@@ -50,6 +50,9 @@ def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return options
 
 
+MAX_DIM = 2**31 - 1
+
+
 def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
     """'1,3,512,512' or '1x3x512x512' -> (1, 3, 512, 512)."""
     parts = text.replace("x", ",").replace("X", ",").split(",")
@@ -59,6 +62,8 @@ def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
         dims = ()
     if len(dims) != rank or any(d <= 0 for d in dims):
         raise InputError(f"shape {text!r} is not {rank} positive integers; write it like 1,3,512,512 (N,C,H,W)")
+    if any(d > MAX_DIM for d in dims):  # beyond what tensors index (int32 in ONNX Runtime's and TensorRT's kernels)
+        raise InputError(f"shape {text!r} has a size above {MAX_DIM}; write it like 1,3,512,512 (N,C,H,W)")
     return dims
 
 

@@ -23,9 +23,9 @@ def test_engine_is_compared_in_its_own_backend(trt_double: TrtDouble, tiny_onnx:
     assert (target.kind, target.precision, target.task, target.input_size) == ("artifact", "fp32", "segmentation",
                                                                                (64, 64))
     assert target.onnx_path is None and target.runner.backend == "tensorrt"
-    result = CliRunner().invoke(cli, ["parity", TINY, str(plan), "--limit", "2", "--json", "--gate", "cosine>1.5",
+    result = CliRunner().invoke(cli, ["parity", TINY, str(plan), "--limit", "2", "--json", "--gate", "cosine<0.5",
                                       "--localize"])
-    assert result.exit_code == 1, result.output  # an impossible gate: a failing run
+    assert result.exit_code == 1, result.output  # a gate identical outputs fail: a failing run
     data = json.loads(result.stdout)
     candidate = data["candidates"][0]
     assert candidate["backend"].startswith("tensorrt") and candidate["precision"] == "fp32"

@@ -200,7 +200,8 @@ CASES = [
     case("parity-gate-needs-labels", "add --labels", "parity {USER} {d}/net.onnx --gate miou_drop<=0.5"),
     case("parity-inputs-missing", "does not exist", "parity {USER} {d}/net.onnx --inputs {t}/nowhere"),
     case("parity-inputs-npz-int64", "holds int64 values", "parity {USER} {d}/net.onnx --inputs {d}/int64.npz"),
-    case("parity-inputs-npz-wrong-rank", "expected N,C,H,W", "parity {USER} {d}/net.onnx --inputs {d}/rank3.npz"),
+    case("parity-inputs-npz-wrong-rank", "expected preprocessed N,C,H,W",
+         "parity {USER} {d}/net.onnx --inputs {d}/rank3.npz"),
     case("parity-inputs-one-image", "not one image", "parity {USER} {d}/net.onnx --inputs {d}/images/a.png"),
     case("parity-inputs-npz-wrong-size-for-static", "has 32 at axis 2; expected 64",
          "parity {USER} {d}/static.onnx --inputs {d}/small.npz"),
@@ -385,6 +386,64 @@ CASES = [
          "bench {USER} --weights {d}/ckpt_unsafe.pth --input-shape 1,3,64,64 --iterations 2"),
     case("deploy-weights-unsafe-global", "--trust-checkpoint",
          "deploy {USER} --weights {d}/ckpt_unsafe.pth --input-shape 1,3,64,64 --out {t}/out"),
+    # found by a hostile user (redteam): messages that raise, GeneratorExit, sizes beyond memory
+    case("export-factory-exception-message-raises", "raised Unprintable: (its message cannot be shown",
+         "export {F}:unprintable_factory --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("parity-forward-exception-message-raises", "raised Unprintable: (its message cannot be shown",
+         "parity {F}:unprintable_model {d}/net.onnx --random 1 --input-shape 1,3,64,64"),
+    case("export-forward-generator-exit", "raised GeneratorExit: closed",
+         "export {F}:closing_model --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-shape-beyond-memory", "out of memory",
+         "export {USER} --input-shape 1,3,1000000,1000000 -o {t}/x.onnx"),
+    case("bench-shape-beyond-memory", "out of memory",
+         "bench {d}/net.onnx --input-shape 1,3,1000000,1000000 --iterations 2 --no-roofline"),
+    case("export-zoo-option-beyond-memory", "out of memory",
+         "export {ZOO} --set num_classes=100000000000 -o {t}/x.onnx"),
+    # thresholds no value of the metric can meet: refused before the work, not failed after it
+    case("parity-gate-above-perfect", "cosine is at most 1", "parity {USER} {d}/net.onnx --gate cosine>=2"),
+    case("parity-gate-infinite", "is not a finite number", "parity {USER} {d}/net.onnx --gate max_abs<=-inf"),
+    case("build-budget-above-perfect", "pixel_agreement is at most 1",
+         "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget pixel_agreement>=1.5 -o {t}/x.onnx"),
+    case("build-budget-infinite", "is not a finite number",
+         "build-engine {d}/net.onnx --int8 --calib-data photos --accuracy-budget cosine>=inf -o {t}/x.onnx"),
+    case("deploy-budget-above-perfect", "miou is at most 1",
+         "deploy {ZOO} --out {t}/out --accuracy-budget miou>=1.01"),
+    # arrays of inputs that cannot be inputs: NaN, object arrays (pickles), a folder named like a file
+    case("build-calib-npz-nan", "input 0 holds NaN or infinite values",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/nan.npz -o {t}/x.onnx"),
+    case("build-calib-npy-inf", "input 1 holds NaN or infinite values",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/inf.npy -o {t}/x.onnx"),
+    case("parity-inputs-npz-nan", "input 0 holds NaN or infinite values",
+         "parity {USER} {d}/net.onnx --inputs {d}/nan.npz"),
+    case("parity-inputs-npz-object-array", "Object arrays cannot be loaded",
+         "parity {USER} {d}/net.onnx --inputs {d}/objects.npz"),
+    case("build-calib-npz-object-array", "Object arrays cannot be loaded",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/objects.npz -o {t}/x.onnx"),
+    case("deploy-calib-npz-nan", "holds NaN or infinite values",
+         "deploy {USER} --input-shape 1,3,64,64 --precisions int8 --calib-data {d}/nan.npz --out {t}/out"),
+    # names that select nothing or escape their folder, a sidecar that says true for 1, a link to nowhere
+    case("bench-backend-names-nothing", "give at least one name",
+         "bench {d}/net.onnx --backend , --iterations 2 --no-roofline"),
+    case("bench-kernels-backend-unknown", "--backend nope: unknown", "bench kernels --quick --backend nope"),
+    case("bench-kernels-precision-unknown", "--precision fp64: unknown", "bench kernels --quick --precision fp64"),
+    case("bench-kernels-precision-names-nothing", "give at least one name", "bench kernels --quick --precision ,"),
+    case("package-name-dot-dot", "starts with a dot", "package --triton {d}/net.onnx --name .. --out {t}/repo"),
+    case("package-name-hidden", "starts with a dot", "package --triton {d}/net.onnx --name .m --out {t}/repo"),
+    case("parity-sidecar-schema-true", "has schema version True", "parity {USER} {d}/truthy.ort.onnx"),
+    case("build-out-link-to-nowhere", "exists already", "build-engine {d}/net.onnx -o {d}/nowhere.onnx"),
+    # a calibration cache path that holds another file, sizes beyond any tensor, clients beyond reason
+    case("build-calib-cache-is-not-a-cache", "is not a deploykit calibration cache",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --calib-cache {d}/other.json -o {t}/x.onnx"),
+    case("build-calib-cache-is-an-empty-file", "is not a deploykit calibration cache",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --calib-cache {d}/empty.json -o {t}/x.onnx"),
+    case("export-shape-beyond-int64", "has a size above",
+         "export {USER} --input-shape 1,3,99999999999999999999,64 -o {t}/x.onnx"),
+    case("parity-shape-beyond-int32", "has a size above",
+         "parity {USER} {d}/net.onnx --random 1 --input-shape 1,3,4294967296,64"),
+    case("bench-batch-beyond-range", "--batch must be integers from 1 to",
+         "bench {d}/net.onnx --batch 99999999999 --iterations 2 --no-roofline"),
+    case("bench-concurrency-beyond-range", "--concurrency must be integers from 1 to",
+         "bench --url http://127.0.0.1:9 --model m --concurrency 100000000"),
     case("export-head-convs-with-decoder", "head_convs=1 is for DeepLabv3",
          "export {ZOO} --set head_convs=1 --input-shape 1,3,65,65 -o {t}/x.onnx"),
 ]
@@ -418,6 +477,11 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _save_npz(d / "channels1.npz", x=np.zeros((2, 1, 64, 64), np.float32))
     _save_npz(d / "small.npz", x=np.zeros((2, 3, 32, 48), np.float32))
     _save_npz(d / "two.npz", x=np.zeros((2, 3, 64, 64), np.float32), y=np.zeros((2, 3, 64, 64), np.float32))
+    _save_npz(d / "nan.npz", x=np.full((2, 3, 64, 64), np.nan, np.float32))
+    _save_npz(d / "objects.npz", x=np.array([np.zeros((3, 64, 64)), "a"], dtype=object))
+    inf = np.zeros((2, 3, 64, 64), np.float32)
+    inf[1, 0, 0, 0] = np.inf
+    np.save(d / "inf.npy", inf)
     whole = (d / "channels1.npz").read_bytes()
     (d / "truncated.npz").write_bytes(whole[: len(whole) // 3])
     (d / "bad.json").write_text("{not json")
@@ -473,6 +537,7 @@ def _hostile_fixtures(d: Path) -> None:
     from tests.io.test_images import bomb_png
 
     (d / "link.onnx").symlink_to(d / "net.onnx")
+    (d / "nowhere.onnx").symlink_to(d / "gone.onnx")
     os.link(d / "net.onnx", d / "hard.onnx")
     (d / "dirlink").symlink_to(d)
     shutil.copy(d / "net.onnx", d / "m.fp16.onnx")
@@ -483,6 +548,7 @@ def _hostile_fixtures(d: Path) -> None:
     sidecar = json.loads(sidecar_path(art).read_text())
     for name, text in {"swapped": sidecar_path(other).read_text(), "newer": json.dumps({**sidecar, "schema": 2}),
                        "garbled": "{not json", "listed": "[1, 2]", "blank": "",
+                       "truthy": json.dumps({**sidecar, "schema": True}),
                        "elsewhere": json.dumps({**sidecar, "backend": "openvino"}),
                        "unhashed": json.dumps({k: v for k, v in sidecar.items() if k != "artifact_sha256"})}.items():
         shutil.copy(art, d / f"{name}.ort.onnx")

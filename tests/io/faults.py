@@ -65,6 +65,12 @@ FLOWS = {
     "build-int8": Flow("build-int8", ("build-engine", "{d}/net.onnx", "--int8", "--calib-data", "{d}/calib",
                                       "--calib-n", "2", "--no-calib-cache", "-o", "{o}/net.int8.ort.onnx"),
                        ("net.int8.ort.onnx", "net.int8.ort.onnx" + SIDECAR_SUFFIX, "net.int8.onnx")),
+    # single outputs written at the end of other work (redteam): a report, a bench JSON, a Triton repository
+    "parity-report": Flow("parity-report", ("parity", USER, "{d}/net.onnx", "--inputs", "{d}/calib", "--threads",
+                                            "1", "--report", "{o}/parity.md"), ("parity.md",)),
+    "bench-out": Flow("bench-out", ("bench", "{d}/net.onnx", "--iterations", "3", "--warmup", "0", "--threads", "1",
+                                    "--no-roofline", "-o", "{o}/bench.json"), ("bench.json",)),
+    "package": Flow("package", ("package", "--triton", "{d}/net.onnx", "--out", "{o}/repo"), ("repo",)),
     "deploy": Flow("deploy", ("deploy", USER, "--input-shape", "1,3,64,64", "--out", "{o}/deploy", "--precisions",
                               "fp32,int8", "--calib-data", "{d}/calib", "--calib-n", "2", "--inputs", "{d}/calib",
                               "--bench-seconds", "0.01", "--threads", "1"), (), resumable=True),
@@ -206,6 +212,25 @@ def full_disk_at_write(when: Trigger, monkeypatch: pytest.MonkeyPatch, under: Pa
     k-th, or the first into a file whose path holds it) to a file under `under` raises ENOSPC, as a full disk
     does. Yields the files written, one entry per write. Files elsewhere (OpenVINO's telemetry in ~/intel) are
     not counted: they are not deploykit's."""
+
+    def full(name: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+
+    with _at_write(when, monkeypatch, under, full) as writes:
+        yield writes
+
+
+@contextmanager
+def signal_at_write(when: Trigger, sig: int, monkeypatch: pytest.MonkeyPatch, under: Path) -> Iterator[list[str]]:
+    """As full_disk_at_write, but the write `when` names sends `sig` to this process first: a signal in the
+    middle of writing, for commands that report no progress (package)."""
+    with _at_write(when, monkeypatch, under, lambda _name: os.kill(os.getpid(), sig)) as writes:
+        yield writes
+
+
+@contextmanager
+def _at_write(when: Trigger, monkeypatch: pytest.MonkeyPatch, under: Path,
+              fault: Callable[[str], None]) -> Iterator[list[str]]:
     root = str(under.resolve())
     writes: list[str] = []
     real_open = builtins.open
@@ -213,7 +238,7 @@ def full_disk_at_write(when: Trigger, monkeypatch: pytest.MonkeyPatch, under: Pa
     def tick(name: str) -> None:
         writes.append(name)
         if _fires(when, writes):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+            fault(name)
 
     def patched(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         handle = real_open(file, mode, *args, **kwargs)

@@ -41,10 +41,12 @@ from tests.io.faults import (
     one_error_line,
     run_with_signal,
     signal_at_event,
+    signal_at_write,
     snapshot,
 )
 
 FAST = ("export", "build-fp16", "build-int8")
+LATE_WRITES = ("parity-report", "bench-out", "package")  # flows whose one output is written after the work
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +184,32 @@ def test_a_full_disk_at_each_write_is_exit_2_naming_the_path(name: str, inputs: 
     flow = FLOWS[name]
     for k in range(1, len(_writes(flow, inputs, isolated, monkeypatch)) + 1):
         _full_disk_at(flow, inputs, isolated, k, monkeypatch)
+
+
+@pytest.mark.parametrize("name", LATE_WRITES)
+def test_signals_and_full_disks_while_reporting_leave_nothing_half_written(name: str, inputs: Path, isolated: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    flow = FLOWS[name]
+    events = _clean_run(flow, inputs, isolated, monkeypatch)
+    for k in distinct_events(events):
+        for sig in SIGNALS:
+            _interrupt_at(flow, inputs, isolated, k, sig, monkeypatch, rerun=k == distinct_events(events)[-1])
+    writes = _first_writes(_writes(flow, inputs, isolated, monkeypatch))
+    for k in writes:
+        _full_disk_at(flow, inputs, isolated, k, monkeypatch)
+        for sig in SIGNALS:  # package reports no progress: a signal while it writes each file
+            _signal_at_write(flow, inputs, isolated, k, sig, monkeypatch)
+
+
+def _signal_at_write(flow: Flow, inputs: Path, root: Path, k: int, sig: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(inputs)
+    out, tmp = fresh(root, f"signal-write-{k}-{sig}")
+    _point_tmpdir(tmp, monkeypatch)
+    with monkeypatch.context() as patch, signal_at_write(k, sig, patch, root):
+        result = invoke(flow.argv(inputs, out))
+    assert result.exit_code == exit_status_of(sig), (k, sig, result.output)
+    check_after_fault(flow, inputs, out, tmp, before)
+    assert invoke(flow.argv(inputs, out)).exit_code == 0  # nothing landed: the plain rerun works
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_an_installed_metric_is_computed_gated_and_budgeted(site: Path, tmp_path
     commands = [
         ["export", MODEL, "--input-shape", "1,3,32,32", "-o", "tiny.onnx"],
         ["parity", MODEL, "tiny.onnx", "--random", "2", "--json", "--gate", "dice>=0.99"],
-        ["parity", MODEL, "tiny.onnx", "--random", "2", "--gate", "dice>1.5"],
+        ["parity", MODEL, "tiny.onnx", "--random", "2", "--gate", "dice<0.5"],
         ["build-engine", "tiny.onnx", "--fp16", "--calib-data", "synthetic", "--calib-n", "8", "--holdout", "2",
          "--accuracy-budget", "dice>=0.5", "-o", "tiny.fp16.ort.onnx", "--json"],
     ]

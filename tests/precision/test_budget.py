@@ -98,8 +98,14 @@ def test_search_fails_clearly_when_no_assignment_reaches_the_budget() -> None:
     with pytest.raises(CheckFailed, match=r"no assignment reaches pixel_agreement>=0\.995.*3 most sensitive"):
         search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.995", "segmentation"),
                max_kept=3)
-    with pytest.raises(CheckFailed, match="every candidate node"):
-        search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=1.01", "segmentation"))
+    with pytest.raises(CheckFailed, match="every candidate node"):  # n3 and the rest stay INT8 whatever is kept
+        search(_build, ["n0", "n1"], FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.995", "segmentation"))
+
+
+def test_a_budget_no_score_can_meet_is_refused_before_any_search() -> None:
+    for text in ("pixel_agreement>=1.01", "cosine>=inf", "miou>=1.5"):
+        with pytest.raises(InputError, match=r"can never hold|not a finite number"):
+            parse_budget(text, "segmentation")
 
 
 def test_evaluator_scores_against_fp32_references() -> None:

@@ -293,3 +293,27 @@ def test_bench_url_json_requests_and_images(server: Server, tmp_path: Path) -> N
         assert result.errors == 0 and result.latency.count > 0 and result.concurrency == 2
     assert tensors.config["binary"] is False and images.results[0].input_shape == (1, 1)
     assert {b["model"] for b in images.results[0].server_batches} >= {"seg_pre", "seg", "seg_post"}
+
+
+
+def test_a_signal_while_the_server_starts_leaves_no_server_and_no_files(artifact: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (raised as Terminated) before the models are ready: the Triton process, which runs in its own
+    session that our signal does not reach, is stopped with us, and the staged repository is gone."""
+    import tempfile
+
+    from deploykit.errors import Terminated
+    from deploykit.serve import engine, server
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started: list[engine.ServerProcess] = []
+
+    def signalled(self: engine.ServerProcess) -> None:
+        started.append(self)
+        raise Terminated()
+
+    monkeypatch.setattr(engine.ServerProcess, "wait_ready", signalled)
+    with pytest.raises(Terminated):
+        server.start([str(artifact)], server.ServeOptions(port=0, drain_s=1))
+    assert started and started[0].process.poll() is not None, "a Triton server outlived the command"
+    assert not list(tmp_path.iterdir())

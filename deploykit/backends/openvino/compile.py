@@ -29,9 +29,9 @@ import onnx
 
 from deploykit.backends.openvino.runner import DEVICE, compile_options, load_openvino, runtime_precisions, weights_path
 from deploykit.environment import cpu_flags, cpu_model
-from deploykit.errors import BuildError, ConfigConflict
+from deploykit.errors import BuildError, ConfigConflict, first_line
 from deploykit.graph.seven_bit import float_weights, needs_seven_bit_weights, seven_bit_weights
-from deploykit.io.outputs import atomic_output, check_output_path
+from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
 from deploykit.types import Progress
 
 ARTIFACT_SUFFIX = ".xml"
@@ -77,7 +77,7 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     if lowering["seven_bit_weights"]:
         say(f"INT8 weights quantized to 7 bits for OpenVINO ({lowering['seven_bit_weights']}): this CPU has no "
             "VNNI (see deploykit.graph.seven_bit)")
-    with tempfile.TemporaryDirectory(prefix="deploykit-ov-") as folder:
+    with scratch_folder("deploykit-ov-") as folder:
         path = Path(graph_onnx)
         if graph is not source:
             path = Path(folder) / "graph.onnx"
@@ -85,14 +85,14 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
         try:
             model = ov.convert_model(str(path))
         except Exception as exc:  # the frontend raises OpConversionFailure, GeneralFailure, ...
-            raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {str(exc).strip().splitlines()[0]}") from exc
+            raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {first_line(exc)}") from exc
     core = ov.Core()
     options = compile_options(threads)
     try:
         compiled = core.compile_model(model, DEVICE, options)
     except Exception as exc:
         raise BuildError(f"OpenVINO's CPU plugin cannot compile {graph_onnx}: "
-                         f"{str(exc).strip().splitlines()[0]}") from exc
+                         f"{first_line(exc)}") from exc
     precisions = runtime_precisions(compiled)
     _save(ov, model, out_path, force=force)
     say(f"wrote OpenVINO IR {out_path} (+ {weights_path(out_path).name}); weighted layers at run time: "
@@ -110,7 +110,7 @@ def _save(ov: Any, model: Any, out: Path, *, force: bool) -> None:
         try:
             ov.save_model(model, str(staged), compress_to_fp16=False)
         except Exception as exc:
-            raise BuildError(f"OpenVINO could not write the IR: {str(exc).strip().splitlines()[0]}") from exc
+            raise BuildError(f"OpenVINO could not write the IR: {first_line(exc)}") from exc
         with atomic_output(out, force=force) as xml_tmp, \
                 atomic_output(weights_path(out), force=force) as bin_tmp:
             shutil.move(str(staged.with_suffix(".bin")), bin_tmp)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.errors import BackendUnavailable, InputError
+from deploykit.errors import BackendUnavailable, InputError, first_line
 from deploykit.io.metadata import ModelMetadata
 from deploykit.runner import Dim, Runner, TensorSpec
 
@@ -100,7 +100,7 @@ class OpenVinoRunner(Runner):
         try:
             self._model = self._core.read_model(str(self.model_path))
         except Exception as exc:  # OpenVINO's own exception types
-            raise InputError(f"OpenVINO cannot read {self.model_path}: {str(exc).strip().splitlines()[0]}") from exc
+            raise InputError(f"OpenVINO cannot read {self.model_path}: {first_line(exc)}") from exc
         if self._model.is_dynamic():
             return
         self._compile({})
