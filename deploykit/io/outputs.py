@@ -157,7 +157,8 @@ def _is_full(exc: BaseException) -> bool:
     return False
 
 
-def _size(path: Path) -> int:
+def disk_size(path: Path) -> int:
+    """Bytes in a file, or in every file under a folder (0 for anything else)."""
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
@@ -191,7 +192,7 @@ def _full_disk_named(out: Path, scratch: Path | None, needs: int | None) -> Iter
         where = scratch if scratch is not None else out.parent
         if not (_is_full(exc) or _nearly_full(where)):
             raise
-        raise _disk_full(out, where, exc, needs, _size(scratch) if scratch is not None else 0) from exc
+        raise _disk_full(out, where, exc, needs, disk_size(scratch) if scratch is not None else 0) from exc
 
 
 def _nearly_full(where: Path) -> bool:

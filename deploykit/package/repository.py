@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.errors import ConfigConflict, InputError, OutputExists
-from deploykit.io.outputs import check_output_dir, staged
+from deploykit.io.outputs import check_output_dir, disk_size, staged
 from deploykit.package.images import ImagePipeline, check_image_names, copy_step_code, image_pipeline
 from deploykit.package.triton import TritonModel, check_copy_loads, describe_artifact, validate_config
 
@@ -119,7 +119,7 @@ def write_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os.
     if not target.parent.is_dir():
         raise InputError(f"cannot write {target}: folder {target.parent} does not exist; create it first")
     models = describe_artifacts(artifacts, names, options.max_batch_size)
-    needs = sum(_size(source) for m in models for source, _ in m.files)
+    needs = sum(disk_size(source) for m in models for source, _ in m.files)
     with staged(target.parent, force=force, needs=needs) as stage_:
         staging = stage_.path(target)
         staging.mkdir()
@@ -129,10 +129,6 @@ def write_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os.
         (staging / "Dockerfile").write_text(dockerfile(), encoding="utf-8")
         (staging / "inferenceservice.yaml").write_text(inference_service(models), encoding="utf-8")
     return packaged
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else 0
 
 
 def dockerfile() -> str:
