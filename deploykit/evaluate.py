@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from deploykit.errors import BackendUnavailable, InputError
+from deploykit.errors import BackendUnavailable, InputError, first_line
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -88,7 +88,7 @@ def session_from_onnx(
                                     providers=wanted, disabled_optimizers=list(disabled_optimizers) or None)
     except Exception as exc:  # ORT raises its own unrelated exception types
         raise InputError(f"ONNX Runtime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
-                         f"{str(exc).splitlines()[0]}") from exc
+                         f"{first_line(exc)}") from exc
 
 
 # ONNX Runtime's WeightBiasQuantization turns a float bias read beside dequantized inputs into INT32 with scale

@@ -240,7 +240,7 @@ def _check(model: onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(model, full_check=True)
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"exported model fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
+        raise ExportError(f"exported model fails the ONNX checker: {first_line(exc)}") from exc
 
 
 def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) -> list[tuple[int, ...]]:

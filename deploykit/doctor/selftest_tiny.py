@@ -39,7 +39,7 @@ from deploykit.doctor.selftest_checks import (
     reference_outputs,
     selftest_images,
 )
-from deploykit.errors import InputError
+from deploykit.errors import InputError, first_line
 from deploykit.export import onnx_from_torch
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.precision.passes import CalibrationOptions
@@ -189,7 +189,7 @@ def _outside(plan: Path) -> Verdict:
     try:
         engine_outputs(plan, x)
     except InputError as exc:
-        said = str(exc).splitlines()[0]
+        said = first_line(exc)
         return Verdict("outside the engine's optimization profile" in said, f"refused clearly: {said}")
     return Verdict(False, f"a {'x'.join(map(str, OUTSIDE))} input ran on an engine whose profile ends at "
                           f"{'x'.join(map(str, PROFILE[2]))}")

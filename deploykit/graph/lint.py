@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from deploykit.errors import InputError
+from deploykit.errors import InputError, first_line
 from deploykit.graph import trt_support as support
 from deploykit.graph.qdq_lint import has_qdq, qdq_findings
 from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
@@ -483,7 +483,7 @@ def lint_onnx(path: str | os.PathLike[str], *, target: str | None = None) -> Lin
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
-        raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") \
+        raise InputError(f"{path} is not a readable ONNX model: {first_line(exc)}") \
             from exc
     if not model.graph.input or not model.graph.output:
         raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")

@@ -149,7 +149,7 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
     try:
         proto = onnx.load(str(graph_file), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
-        raise InputError(f"{graph_file} is not a readable ONNX model ({str(exc).splitlines()[0] if str(exc) else exc})"
+        raise InputError(f"{graph_file} is not a readable ONNX model ({first_line(exc)})"
                          ) from None
     graph = proto.graph
     if not graph.input or not graph.output:

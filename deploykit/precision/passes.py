@@ -23,7 +23,7 @@ from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
 from deploykit.calib.methods import MinMax, amax, make_method
 from deploykit.calib.qdq import LAYOUTS, QdqBuilder, calibration_tensors
-from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError
+from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError, first_line
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
 from deploykit.graph.macs import count_onnx_macs
 from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
@@ -164,7 +164,7 @@ def _verify(model: onnx.ModelProto, what: str) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise BuildError(f"the {what} graph fails the ONNX checker ({str(exc).splitlines()[0]}); this is a bug "
+        raise BuildError(f"the {what} graph fails the ONNX checker ({first_line(exc)}); this is a bug "
                          "in deploykit: please report it with the model") from exc
 
 

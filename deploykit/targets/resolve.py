@@ -14,7 +14,7 @@ import onnx
 
 from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, ONNX_RUNNER, Backend, self_described
 from deploykit.backends.torch import TorchRunner
-from deploykit.errors import ConfigConflict, InputError
+from deploykit.errors import ConfigConflict, InputError, first_line
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
 from deploykit.precision.table import BASELINE, detect_precision
@@ -119,7 +119,7 @@ def _read_graph(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf decode errors have no common type
-        raise InputError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"{path} is not a readable ONNX model: {first_line(exc)}") from exc
     if not model.graph.input or not model.graph.output:
         raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
     return model

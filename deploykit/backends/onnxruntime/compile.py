@@ -46,7 +46,7 @@ from deploykit.backends.onnxruntime.unsigned import (
     quantized_resizes,
     unsigned_activations,
 )
-from deploykit.errors import BuildError
+from deploykit.errors import BuildError, first_line
 from deploykit.evaluate import session_options
 from deploykit.graph.seven_bit import float_weights, needs_seven_bit_weights
 from deploykit.graph.seven_bit import seven_bit_weights as _seven_bit
@@ -103,7 +103,7 @@ def ort_optimized(model: onnx.ModelProto, *, threads: int | None = None, what: s
         try:
             ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT's own exception types
-            raise BuildError(f"ONNX Runtime could not optimize {what}: {str(exc).splitlines()[0]}") from exc
+            raise BuildError(f"ONNX Runtime could not optimize {what}: {first_line(exc)}") from exc
         return onnx.load(str(optimized))
 
 

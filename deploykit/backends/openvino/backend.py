@@ -19,6 +19,7 @@ from deploykit.backends.base import Availability, Compiled
 from deploykit.backends.openvino.compile import compile as to_ir
 from deploykit.backends.openvino.compile import lowered
 from deploykit.backends.openvino.runner import DEVICE, open_runner
+from deploykit.errors import first_line
 from deploykit.io.sidecar import Sidecar
 from deploykit.runner import Runner
 from deploykit.types import Progress
@@ -35,11 +36,11 @@ def availability() -> Availability:
     except ImportError:
         return Availability("not installed", reason="pip install 'deploykit[openvino]'")
     except Exception as exc:  # a broken install raises OSError / RuntimeError
-        return Availability("unusable", reason=f"import openvino failed: {str(exc).splitlines()[0]}")
+        return Availability("unusable", reason=f"import openvino failed: {first_line(exc)}")
     try:
         devices = list(ov.Core().available_devices)
     except Exception as exc:  # the Core constructor loads the device plugins
-        return Availability("unusable", reason=f"openvino.Core() failed: {str(exc).splitlines()[0]}")
+        return Availability("unusable", reason=f"openvino.Core() failed: {first_line(exc)}")
     if DEVICE not in devices:
         listed = ", ".join(devices) or "none"
         return Availability("unusable", reason=f"OpenVINO lists no CPU device (devices: {listed})")

@@ -19,6 +19,7 @@ from deploykit.backends.tensorrt.build import TensorRTBuildOptions as Options
 from deploykit.backends.tensorrt.build import engine_from_onnx, lint_or_fail
 from deploykit.backends.tensorrt.common import HARDWARE_LEVELS, process_logger
 from deploykit.backends.tensorrt.runner import TensorRTRunner
+from deploykit.errors import first_line
 from deploykit.io.sidecar import Sidecar
 from deploykit.runner import Runner
 from deploykit.types import Progress
@@ -56,12 +57,12 @@ def availability() -> Availability:
     except ImportError:
         return Availability("not installed", reason="pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU")
     except Exception as exc:  # a broken install (missing libnvinfer) raises OSError and others
-        return Availability("unusable", reason=f"import tensorrt failed: {str(exc).splitlines()[0]}")
+        return Availability("unusable", reason=f"import tensorrt failed: {first_line(exc)}")
     version = str(getattr(trt, "__version__", ""))
     try:
         builder = trt.Builder(process_logger(trt))  # TensorRT keeps the first logger it is given
     except Exception as exc:  # pybind11 raises TypeError/RuntimeError without a CUDA driver
-        return Availability("unusable", version, f"cannot construct a builder: {str(exc).splitlines()[0]}")
+        return Availability("unusable", version, f"cannot construct a builder: {first_line(exc)}")
     if builder is None:
         return Availability("unusable", version, "trt.Builder returned None (no CUDA device?)")
     return Availability("ready", version)

@@ -42,7 +42,7 @@ from deploykit.backends.tensorrt.common import (
 from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
 from deploykit.backends.tensorrt.timing_cache import TimingCacheRecord, save_timing_cache, use_timing_cache
-from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, InputError, UnknownModel
+from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, InputError, UnknownModel, first_line
 from deploykit.graph.lint import float_remainder, lint_model
 from deploykit.graph.unpool import rewrite_unpooling
 from deploykit.io.metadata import ModelMetadata, read_metadata
@@ -159,7 +159,7 @@ def _builder(trt: Any, logger: Any, mark: int) -> Any:
     except Exception as exc:  # pybind11 raises TypeError/RuntimeError when CUDA cannot initialise
         raise BackendUnavailable(
             f"TensorRT {getattr(trt, '__version__', '')} cannot construct a builder "
-            f"({str(exc).splitlines()[0]}; {logger.said(mark)}): it needs an NVIDIA GPU and driver; "
+            f"({first_line(exc)}; {logger.said(mark)}): it needs an NVIDIA GPU and driver; "
             "`deploykit doctor` shows what this machine has") from exc
     if builder is None:
         raise BackendUnavailable(f"trt.Builder returned None ({logger.said(mark)}); is a CUDA device visible?")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploykit.backends.tensorrt.device import DeviceInfo
-from deploykit.errors import BackendUnavailable
+from deploykit.errors import BackendUnavailable, first_line
 from deploykit.io.sidecar import Sidecar
 
 INSTALL_HINT = "pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU"
@@ -32,7 +32,7 @@ def import_tensorrt() -> Any:
     except ImportError as exc:
         raise BackendUnavailable(f"TensorRT is not installed ({exc}); {INSTALL_HINT}") from exc
     except Exception as exc:  # a broken install (libnvinfer missing) raises OSError and others
-        raise BackendUnavailable(f"import tensorrt failed: {str(exc).splitlines()[0]}; reinstall TensorRT") from exc
+        raise BackendUnavailable(f"import tensorrt failed: {first_line(exc)}; reinstall TensorRT") from exc
 
 
 _LOGGERS: dict[int, Any] = {}  # id(tensorrt module) -> its one logger (tests swap the module for a double)
@@ -116,7 +116,7 @@ def new_runtime(trt: Any, logger: Any, mark: int, *, version_compatible: bool) -
     try:
         runtime = trt.Runtime(logger)
     except Exception as exc:  # no CUDA driver: pybind11 raises from the constructor
-        raise BackendUnavailable(f"TensorRT cannot create a runtime ({str(exc).splitlines()[0]}; "
+        raise BackendUnavailable(f"TensorRT cannot create a runtime ({first_line(exc)}; "
                                  f"{logger.said(mark)})") from exc
     if version_compatible:
         runtime.engine_host_code_allowed = True

@@ -34,7 +34,7 @@ from deploykit.backends.tensorrt.common import (
     process_logger,
 )
 from deploykit.backends.tensorrt.device import Buffer, DeviceLayer, Graph, Stream
-from deploykit.errors import BackendUnavailable, InputError
+from deploykit.errors import BackendUnavailable, InputError, first_line
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path, verify_sidecar
 from deploykit.runner import Runner, TensorSpec
 
@@ -213,7 +213,7 @@ class TensorRTRunner(Runner):
                     captured = self._context.execute_async_v3(stream.handle)
             except RuntimeError as exc:  # torch raises when the capture is invalidated (uncapturable layers)
                 captured = False
-                self._logger.note(str(exc).splitlines()[0])
+                self._logger.note(first_line(exc))
             if not captured:
                 raise BackendUnavailable(f"this engine cannot be captured in a CUDA graph "
                                          f"({self._logger.said(mark)}); "

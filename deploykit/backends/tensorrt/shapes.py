@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from deploykit.errors import ConfigConflict, InputError
+from deploykit.errors import ConfigConflict, InputError, first_line
 from deploykit.evaluate import session_from_onnx
 
 Shape = tuple[int, ...]
@@ -227,6 +227,6 @@ def fit_default_min(model: onnx.ModelProto, profile: Mapping[str, ShapeRange], d
         for name in names:
             rng = fitted[name]
             fitted[name] = ShapeRange((*rng.min[:2], *rng.opt[2:]), rng.opt, rng.max)
-        say(f"the model does not run at the default min shape ({str(exc).splitlines()[0][:120]}); "
+        say(f"the model does not run at the default min shape ({first_line(exc)[:120]}); "
             f"min raised to opt's height and width; give --min-shape to choose another")
     return fitted
