@@ -51,6 +51,9 @@ class CalibrationData:
     items: tuple[str, ...]  # file paths, array row numbers, photograph names or seeds
     input_shape: tuple[int, int, int, int]
     preprocessing: Preprocessing | None = None
+    # The source's items beyond --calib-n (folders and arrays), never calibrated on: the accuracy budget's
+    # preferred held-out inputs (deploykit.precision.passes); not part of the fingerprint.
+    spare: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -98,6 +101,10 @@ class CalibrationData:
             )
         return replace(self, items=self.items[:-holdout]), replace(self, items=self.items[-holdout:])
 
+    def spare_part(self, count: int) -> CalibrationData:
+        """The first `count` items beyond --calib-n as data of their own."""
+        return replace(self, items=self.spare[:count], spare=())
+
 
 def _load_array(path: Path) -> np.ndarray:
     try:
@@ -118,6 +125,11 @@ def _limit(items: Sequence[str], n: int | None) -> tuple[str, ...]:
     if n is not None and n < 1:
         raise CalibrationError(f"--calib-n {n}: give at least 1")
     return tuple(items[: n if n is not None else DEFAULT_CALIB_N])
+
+
+def _beyond(items: Sequence[str], n: int | None) -> tuple[str, ...]:
+    """The items `_limit` leaves out."""
+    return tuple(items[n if n is not None else DEFAULT_CALIB_N:])
 
 
 def calibration_data(
@@ -141,9 +153,9 @@ def calibration_data(
         if input_shape is not None and array.shape[1] != input_shape[1]:
             raise InputError(f"{path}: inputs of shape {list(array.shape[1:])} (C,H,W), but the model takes "
                              f"{input_shape[1]} channels; save N,{input_shape[1]},H,W preprocessed inputs")
-        rows = _limit([str(i) for i in range(array.shape[0])], n)
+        rows = [str(i) for i in range(array.shape[0])]
         shape = (1, int(array.shape[1]), int(array.shape[2]), int(array.shape[3]))
-        return CalibrationData("array", str(path), rows, shape)
+        return CalibrationData("array", str(path), _limit(rows, n), shape, spare=_beyond(rows, n))
     if text != "photos" and not path.is_dir():
         raise CalibrationError(
             f"--calib-data {text}: not a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}), an .npy/.npz "
@@ -158,4 +170,4 @@ def calibration_data(
         sample_photographs(("astronaut",))  # fails clearly now, not mid-calibration, without scikit-image
         return CalibrationData("photos", "photos", _limit(PHOTOS, n), input_shape, preprocessing)
     files = [str(p) for p in list_images(path)]
-    return CalibrationData("folder", str(path), _limit(files, n), input_shape, preprocessing)
+    return CalibrationData("folder", str(path), _limit(files, n), input_shape, preprocessing, _beyond(files, n))

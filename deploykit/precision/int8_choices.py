@@ -153,7 +153,8 @@ def describe(report: Mapping[str, Any]) -> list[str]:
     budget = report.get("budget")
     if budget and budget.get("held_out"):
         bound = {k: v for k, v in (budget.get("reached") or {}).items() if k.endswith(BOUND)}
-        lines.append(f"budget {budget['budget']} judged on {budget['held_out']} held-out inputs"
+        origin = f" ({budget['held_out_from']})" if budget.get("held_out_from") else ""
+        lines.append(f"budget {budget['budget']} judged on {budget['held_out']} held-out inputs{origin}"
                      + (f", at its {CONFIDENCE:.0%} confidence bound ("
                         + ", ".join(f"{k[:-len(BOUND)]} {v:.4f}" for k, v in bound.items()) + ")" if bound else ""))
     return lines

@@ -34,6 +34,7 @@ from deploykit.precision.budget import (
     BudgetResult,
     Evaluator,
     MacShare,
+    halved,
     local_sensitivities,
     parse_budget,
     search,
@@ -42,10 +43,13 @@ from deploykit.precision.int8_choices import float_remainder, grouped_reason, qd
 from deploykit.precision.recovery import RecoveryOptions, equalized_source, recover
 from deploykit.types import Progress
 
+# Held-out inputs at most: the budget's bound is pooled -/+ t * sd / sqrt(n) (deploykit.precision.budget), and
+# its margin shrinks from 0.82 sd at 4 inputs to 0.50 at 8 and 0.39 at 12, while each search try runs them all.
 MAX_HOLDOUT = 8
 # Held-out inputs the "single" sensitivities are measured on (the budget itself is judged on all of them):
 # ranking 61 nodes took 61 x 4 ORT runs of 513x513 in the demo's deploy; see bench_deploy_time.py.
 RANK_INPUTS = 2
+RANK_MIN_SIDE = 128  # smallest side the "single" ranking is halved to (see _rank_evaluator)
 # FP16 budget candidates: the nodes where float16 accumulation and weight rounding happen; elementwise ops
 # between them gain little from float32 and would multiply the search's cost.
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -168,12 +172,21 @@ def _verify(model: onnx.ModelProto, what: str) -> None:
                          "in deploykit: please report it with the model") from exc
 
 
+BEYOND_CALIB_N, LAST_OF_CALIB_N = "beyond --calib-n", "the last of the --calib-n inputs"  # held-out origins
+
+
 def _split(data: CalibrationData, options: CalibrationOptions, budget: Budget | None
-           ) -> tuple[CalibrationData, CalibrationData | None]:
+           ) -> tuple[CalibrationData, CalibrationData | None, str]:
+    """(calibration inputs, held-out inputs for the budget, where those came from). By default the source's
+    inputs beyond --calib-n when it has at least as many as the quarter split would hold out (at most
+    MAX_HOLDOUT): then every --calib-n input calibrates and the held-out share is larger; else the last quarter
+    of the --calib-n inputs. --holdout N always holds out the last N of them."""
     if budget is None:
-        return data, None
-    holdout = options.holdout if options.holdout is not None else max(1, min(MAX_HOLDOUT, len(data) // 4))
-    return data.split(holdout)
+        return data, None, ""
+    quarter = max(1, min(MAX_HOLDOUT, len(data) // 4))
+    if options.holdout is None and len(data.spare[:MAX_HOLDOUT]) >= quarter:
+        return replace(data, spare=()), data.spare_part(MAX_HOLDOUT), BEYOND_CALIB_N
+    return (*data.split(options.holdout if options.holdout is not None else quarter), LAST_OF_CALIB_N)
 
 
 def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
@@ -200,7 +213,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
                 raise
             data, info = None, {"overflow_scan": f"skipped: {exc}"}
         if data is not None:
-            data, held = _split(data, options, budget)
+            data, held, _origin = _split(data, options, budget)
             truth = _held_truth(held, options, budget, meta)
             index = index_graph(source)
             tensors = sorted(t for t in activations(source, index) if index.types.get(t) == TensorProto.FLOAT)
@@ -235,7 +248,7 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     _check_int8(source, options, layout, keep_float)
     entry = backend
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
-    data, held = _split(_data(options, source, meta, progress), options, budget)
+    data, held, origin = _split(_data(options, source, meta, progress), options, budget)
     truth = _held_truth(held, options, budget, meta)
     method = make_method(options.method, percentile=options.percentile)
     source, source_sha, equalized = equalized_source(source, source_sha, options.recovery, progress)
@@ -251,7 +264,8 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, truth, budget,
                         meta, options, backend=backend, low="INT8", threads=threads, progress=progress)
         result = builder.build(found.kept)
-        report["budget"], info["holdout"] = {**found.to_dict(), "held_out": len(held)}, len(held)
+        report["budget"] = {**found.to_dict(), "held_out": len(held), "held_out_from": origin}
+        info["holdout"] = len(held)
     model, report["int8_float"] = float_remainder(builder.model, result.model, options.int8_float, entry, budget,
                                                   held, meta, ranges.absmax, threads=threads, progress=progress)
     info["int8_float"] = report["int8_float"]["chosen"]
@@ -329,7 +343,33 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         sensitivity.update({name: 0.0 for name in candidates if name not in sensitivity})
     return search(deployed, candidates, evaluator, budget, max_kept=options.max_kept, sensitivity=sensitivity,
                   rank_build=lambda kept: lowered(kept).SerializeToString(), low=low,
-                  macs=_mac_share(source, inputs[0].shape, progress), progress=progress)
+                  rank_evaluator=_rank_evaluator(source, inputs, meta, threads, progress) if method == "single"
+                  else None, macs=_mac_share(source, inputs[0].shape, progress), progress=progress)
+
+
+def _rank_evaluator(model: onnx.ModelProto, inputs: Sequence[np.ndarray], meta: ModelMetadata | None,
+                    threads: int | None, progress: Progress) -> Evaluator | None:
+    """An Evaluator on the first RANK_INPUTS held-out inputs at half their height and width, where the graph
+    takes any size and the halves are at least RANK_MIN_SIDE pixels (deploykit.precision.budget: "single"
+    ranks alike there, in a quarter of the time); None (rank at full size) otherwise."""
+    shape = inputs[0].shape
+    if len(shape) != 4 or min(shape[2:]) // 2 < RANK_MIN_SIDE or not _dynamic_size(model):
+        return None
+    small = [halved(x) for x in inputs[:RANK_INPUTS]]
+    try:
+        return Evaluator(model.SerializeToString(), small, meta.task if meta else None, threads=threads,
+                         rank_inputs=RANK_INPUTS)
+    except Exception as exc:  # a graph whose dims are dynamic but whose ops are not (ORT raises its own types)
+        progress(f"ranking at full size: the model does not run at {list(small[0].shape)} ({first_line(exc)})")
+        return None
+
+
+def _dynamic_size(model: onnx.ModelProto) -> bool:
+    """Whether the graph's first input has no fixed height and width."""
+    initializers = {i.name for i in model.graph.initializer}
+    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
+    dims = graph_input.type.tensor_type.shape.dim if graph_input is not None else []
+    return len(dims) == 4 and not (dims[2].HasField("dim_value") and dims[3].HasField("dim_value"))
 
 
 def _mac_share(model: onnx.ModelProto, shape: tuple[int, ...], progress: Progress) -> MacShare | None:

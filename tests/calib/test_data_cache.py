@@ -24,6 +24,11 @@ def test_folder_streams_preprocessed_images(tmp_path: Path) -> None:
     assert abs(float(np.mean(arrays[0]))) < 3.0 and float(np.std(arrays[0])) > 0.1  # normalised real pixels
     calib, held = calibration_data(folder, input_shape=SHAPE, preprocessing=IMAGENET).split(2)
     assert len(calib) == 3 and len(held) == 2 and not set(calib.items) & set(held.items)
+    assert len(data.spare) == 2 and not set(data.spare) & set(data.items)  # the images beyond --calib-n
+    beyond = data.spare_part(5)
+    assert beyond.items == data.spare and beyond.fingerprint() != data.fingerprint()
+    assert data.fingerprint() == calibration_data(folder, input_shape=SHAPE, preprocessing=IMAGENET,
+                                                  n=3).fingerprint()
 
 
 def test_fingerprint_follows_the_data(tmp_path: Path) -> None:
@@ -43,6 +48,7 @@ def test_npz_and_npy(tmp_path: Path) -> None:
         data = calibration_data(tmp_path / name, input_shape=None, preprocessing=None, n=4)
         rows = list(data)
         assert len(rows) == 4 and np.array_equal(rows[2], array[2:3])
+        assert np.array_equal(next(iter(data.spare_part(1))), array[4:5])
 
 
 def test_synthetic_only_when_asked_and_warns() -> None:

@@ -14,6 +14,7 @@ from deploykit.precision.budget import (
     MacShare,
     Term,
     confidence_margin,
+    halved,
     parse_budget,
     search,
 )
@@ -64,7 +65,16 @@ def test_search_keeps_the_fewest_most_sensitive_nodes() -> None:
     assert result.reached == {"pixel_agreement": pytest.approx(1 - 0.0076)}
     assert result.unrestricted == {"pixel_agreement": pytest.approx(1 - sum(ERRORS.values()))}
     assert list(result.sensitivity)[:3] == ["n3", "n1", "n5"]
-    assert result.evaluations == evaluator.evaluations <= len(ERRORS) + 2 + 2 * 3
+    # the sensitivities, all low, the cap, then bisection over [0, 8]: 3 tries (doubling first took 4)
+    assert result.evaluations == evaluator.evaluations == len(ERRORS) + 2 + 3
+
+
+def test_sensitivities_are_scored_by_the_rank_evaluator_and_the_budget_by_the_main_one() -> None:
+    main, ranking = FakeEvaluator(ERRORS), FakeEvaluator(ERRORS)
+    result = search(_build, list(ERRORS), main, parse_budget("pixel_agreement>=0.985", "segmentation"),
+                    rank_evaluator=ranking)
+    assert ranking.evaluations == len(ERRORS) and main.evaluations == len(result.trace) == 2 + 3
+    assert result.kept == ["n3", "n1", "n5"]
 
 
 def test_the_trace_records_every_plan_evaluated_for_the_frontier() -> None:
@@ -72,6 +82,7 @@ def test_the_trace_records_every_plan_evaluated_for_the_frontier() -> None:
     result = search(_build, list(ERRORS), FakeEvaluator(ERRORS), parse_budget("pixel_agreement>=0.985",
                                                                              "segmentation"), macs=macs)
     assert len(result.trace) == result.evaluations - len(ERRORS)  # every plan, not the sensitivity runs
+    assert [t["kept"] for t in result.trace] == [0, 8, 4, 2, 3]  # bisection between none and the cap
     first, cap = result.trace[0], result.trace[1]
     assert first["nodes"] == [] and first["low_macs_share"] == pytest.approx(360 / 400)
     assert cap["kept"] == len(ERRORS) and cap["low_macs_share"] == 0.0
@@ -190,3 +201,10 @@ def test_the_evaluator_scores_the_bound_from_per_input_agreement() -> None:
     assert scores["pixel_agreement"] == pytest.approx(float(np.mean(per_input)))  # same-sized inputs
     assert scores["pixel_agreement:bound"] == pytest.approx(scores["pixel_agreement"] - confidence_margin(per_input))
     assert scores["pixel_agreement:bound"] < scores["pixel_agreement"]
+
+
+def test_halved_averages_each_2x2_block_and_drops_an_odd_edge() -> None:
+    x = np.arange(2 * 5 * 7, dtype=np.float32).reshape(1, 2, 5, 7)
+    small = halved(x)
+    assert small.shape == (1, 2, 2, 3) and small.dtype == np.float32
+    assert small[0, 1, 1, 2] == pytest.approx(float(np.mean(x[0, 1, 2:4, 4:6])))
