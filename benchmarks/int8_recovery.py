@@ -24,6 +24,7 @@ TensorRT form. Figures differ by CPU only through the ONNX Runtime and OpenVINO 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ CONFIGS: tuple[tuple[str, str, RecoveryOptions], ...] = (
     ("+ bias correction + CLE (both) + AdaRound", "minmax", ADAROUND),
     ("MSE ranges, no recovery", "mse", PLAIN),
     ("deploykit's defaults", "minmax", RecoveryOptions()),
+    ("+ bias correction + CLE (ReLU6 pairs only)", "minmax", replace(BIAS, equalization=EQUALIZE["relu6"])),
 )
 
 
@@ -201,6 +203,9 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
             lines += ["TensorRT form against NVIDIA ModelOpt's ONNX quantizer (same model.onnx, same 16 images):", "",
                       markdown_table(["graph", f"{key.replace('_', ' ')} (TensorRT form)"], table), ""]
     lines += ["## How it was measured", "",
+              f"- Command: `{env['command']}` ({env['seconds']} s, {env['threads']} thread(s)).",
+              f"- Load: 1-minute load average {env['load_average_before']:.2f} before, {env['load_average_after']:.2f} "
+              "after, on 2 cores shared with other jobs (agreement does not depend on load; build seconds do).",
               f"- CPU: {env['cpu']}; flags: {', '.join(env['cpu_flags'])} (the ONNX Runtime and OpenVINO rows use "
               "7-bit weights on CPUs without VNNI).",
               f"- Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}.",
@@ -227,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    calib_data=args.calib_data, calib_n=args.calib_n, images=args.images, weights=[])
     weights = peers._weights(peer_args)
     results = []
+    load_before, started = os.getloadavg()[0], time.perf_counter()
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         p = peers.prepare(name, peer_args, weights.get(name))
         eager = peers.torch_eager(p, args.threads)
@@ -237,7 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "modelopt": modelopt(p, reference, args)})
     flags = cpu_flags()
     env = {"cpu": cpu_model(), "cpu_flags": [f for f in peers.SHOWN_FLAGS if f in flags],
-           "versions": {n: package_version(n) or "absent" for n in ("deploykit", "onnxruntime", "openvino", "torch")}}
+           "versions": {n: package_version(n) or "absent" for n in ("deploykit", "onnxruntime", "openvino", "torch")},
+           "command": " ".join(["python", "benchmarks/int8_recovery.py",
+                                *(argv if argv is not None else sys.argv[1:])]),
+           "threads": args.threads, "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+           "seconds": round(time.perf_counter() - started, 1)}
     write_json(args.out_dir / f"{args.name}.json", {"environment": env, "results": results}, force=True)
     text = markdown(results, env)
     write_text(args.out_dir / f"{args.name}.md", text, force=True)

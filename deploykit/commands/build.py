@@ -27,7 +27,7 @@ from deploykit.metrics.table import METRICS
 from deploykit.precision.int8_choices import INT8_FLOAT
 from deploykit.precision.int8_choices import describe as describe_int8
 from deploykit.precision.passes import SENSITIVITIES, CalibrationOptions
-from deploykit.precision.recovery import recovery_options
+from deploykit.precision.recovery import EQUALIZE, recovery_options
 from deploykit.precision.table import DEFAULT, PRECISIONS, precision_of
 from deploykit.report.format import text_table
 from deploykit.targets.race import choose_backend
@@ -104,9 +104,9 @@ def _layouts() -> str:
                    "calibration data; slower to build; see deploykit.calib.adaround).")
 @click.option("--int8-bias-correction/--no-int8-bias-correction", default=None,
               help="INT8: restore each quantized layer's mean output per channel (default: on).")
-@click.option("--int8-equalize", type=click.Choice(["none", "relu", "relu+relu6"]), default=None,
-              help="INT8 cross-layer equalization of Conv-ReLU-Conv (relu) and Conv-ReLU6-Conv pairs (default: "
-                   "see deploykit.precision.recovery).")
+@click.option("--int8-equalize", type=click.Choice(list(EQUALIZE)), default=None,
+              help="INT8 cross-layer equalization of Conv-ReLU-Conv (relu) and/or Conv-ReLU6-Conv (relu6) "
+                   "pairs (default: see deploykit.precision.recovery).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="ONNX Runtime threads for calibration and checks (default: all cores).")
 @backend_option_groups

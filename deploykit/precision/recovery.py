@@ -39,7 +39,7 @@ class RecoveryOptions:
 
 
 EQUALIZE = {"none": Equalization(relu=False, relu6=False), "relu": Equalization(relu6=False),
-            "relu+relu6": Equalization()}
+            "relu6": Equalization(relu=False), "relu+relu6": Equalization()}
 
 
 def recovery_options(*, rounding: str | None = None, bias_correction: bool | None = None,

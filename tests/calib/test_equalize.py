@@ -12,6 +12,7 @@ from deploykit.calib.equalize import Equalization, equalize, find_pairs
 from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
 from deploykit.evaluate import session_from_onnx
 from deploykit.graph.tensors import index_graph
+from deploykit.precision.recovery import EQUALIZE
 from tests.calib.recovery_models import clip_node, conv, inputs, model
 
 
@@ -107,6 +108,8 @@ def test_options_choose_the_pairs() -> None:
     assert find_pairs(_pair("relu"), Equalization(relu=False)) == []
     unchanged = equalize(_pair("relu"), Equalization(rounds=0))
     assert unchanged.pairs == []
+    assert find_pairs(_pair("relu"), EQUALIZE["relu6"]) == [] and find_pairs(_pair("relu6"), EQUALIZE["relu"]) == []
+    assert len(find_pairs(_pair("relu6"), EQUALIZE["relu6"])) == len(find_pairs(_pair("relu"), EQUALIZE["relu"])) == 1
 
 
 def test_a_shared_intermediate_tensor_is_left_alone() -> None:
