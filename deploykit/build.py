@@ -10,8 +10,8 @@ backend of highest rank in deploykit.backends.base.BACKENDS (TensorRT where a bu
 ONNX Runtime); an explicit "auto" on a CPU builds every ready CPU backend's artifact and keeps the fastest,
 measured on the model (the `racer` deploykit.targets.race.choose_backend gives; the artifact's suffix becomes the
 winner's, e.g. OUT.xml); Q/DQ layout: the backend's entry; INT8 calibration method minmax on up to 64 inputs; FP16
-overflow scan on scikit-image's photographs when no --calib-data is given; accuracy-budget hold-out = a quarter
-of the data (1 to 8 inputs).
+overflow scan on scikit-image's photographs when no --calib-data is given; accuracy-budget hold-out = up to 8
+inputs beyond --calib-n where the data has as many as a quarter of --calib-n, else a quarter of --calib-n (1 to 8).
 """
 
 from __future__ import annotations

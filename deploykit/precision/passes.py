@@ -200,7 +200,7 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
         match_nodes(source.graph, keep, index_graph(source), option="--keep-fp32")
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
     if budget is not None and options.data is None:
-        raise CalibrationError("an accuracy budget needs --calib-data (a quarter of it is held out to measure it)")
+        raise CalibrationError("an accuracy budget needs --calib-data (part of it is held out to measure it)")
     chosen = options.data if options.data is not None else ("photos" if meta is not None else None)
     absmax: dict[str, float] = {}
     info: dict[str, Any] = {"overflow_scan": "skipped: no --calib-data and no deploykit metadata"}
