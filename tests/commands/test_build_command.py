@@ -97,7 +97,7 @@ def test_int8_recovery_steps_are_options_recorded_in_the_sidecar(model: Path, tm
 
     report, shown = build("defaults")
     assert report["recovery"] == {"bias_correction": {"enabled": True},
-                                  "equalization": {"relu": True, "relu6": True, "rounds": 8},
+                                  "equalization": {"relu": False, "relu6": True, "rounds": 8},
                                   "rounding": {"rounding": "nearest"}}
     assert report["bias_correction"]["layers"] > 0 and report["equalization"]["pairs"] > 0
     assert "adaround" not in report

@@ -16,6 +16,7 @@ from deploykit.errors import ConfigConflict, InputError, OutputExists
 from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_graph
+from deploykit.precision.recovery import EQUALIZE, RecoveryOptions
 from deploykit.precision.table import precision_of
 from tests.fixtures.cpu import simulate_cpu
 
@@ -147,7 +148,8 @@ def test_weight_width_follows_vnni(vnni: bool, tiny_onnx: Path, tmp_path: Path,
     simulate_cpu(monkeypatch, vnni=vnni)
     result = build_artifact(tiny_onnx, tmp_path / "tiny.int8.xml", precision=precision_of("int8"),
                             backend=backend_of("openvino"), threads=1,
-                            calibration=CalibrationOptions(data="synthetic", n=4))
+                            calibration=CalibrationOptions(data="synthetic", n=4,
+                                                           recovery=RecoveryOptions(equalization=EQUALIZE["relu"])))
     assert result.report["equalization"]["pairs"] > 0  # the float weights changed before quantization
     width = 0 if vnni else 3
     assert result.sidecar.build_options["int8_lowering"] == {"seven_bit_weights": width,
