@@ -29,7 +29,7 @@ EQUALIZE = {"none": Equalization(relu=False, relu6=False), "relu": Equalization(
 # ReLU6 pairs only by default (benchmarks/results/int8_recovery*.md, the trained DeepLabv3+ MobileNetV2 and
 # MSI-Net, each form): with bias correction, equalizing the ReLU pairs too lost 0.010 CC on MSI-Net in TensorRT
 # form (0.9768 -> 0.9665) and changed the rest by at most 0.0008; the ReLU6 pairs gave DeepLabv3+ +0.005 in
-# TensorRT form. With per-channel weights, equalizing a pair mostly reshapes the activation ranges between them.
+# TensorRT form.
 DEFAULT_EQUALIZE = "relu6"
 
 
