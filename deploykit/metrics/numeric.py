@@ -88,7 +88,7 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
     return NumericMetrics(
         max_abs=float(diff.max()),
         mean_abs=float(diff.mean()),
-        p99_abs=float(np.percentile(diff, 99)) if all_finite else math.inf,
+        p99_abs=high_percentile(diff, 99) if all_finite else math.inf,
         max_rel=float(tolerance.max()),
         cosine=cosine,
         snr_db=snr,
@@ -96,3 +96,30 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
         nan=nan,
         inf=inf,
     )
+
+
+SAMPLE_STRIDE = 61  # every 61st value: a sample of a 5.5 M-value output is 90 k values (prime: no row alignment)
+
+
+def high_percentile(values: np.ndarray, q: float) -> float:
+    """np.percentile(values, q) (linear interpolation between the two order statistics around rank
+    q/100 * (n - 1)) of a flat array, for q near 100, without partitioning the whole array: the two order
+    statistics are among the values at or above a threshold taken from a sample a little below q, which is
+    checked (enough values at or above it) and else the whole array is used. np.percentile partitions a copy of
+    all 5.5 M values of a 21-class 513x513 output, 0.1 s per call and a quarter of the demo's parity step."""
+    count = values.size
+    position = q / 100 * (count - 1)
+    low = int(position)
+    high = min(low + 1, count - 1)
+    sample = values[::SAMPLE_STRIDE]
+    if sample.size < 1000:
+        return float(np.percentile(values, q))
+    rank = int(sample.size * max(0.0, q / 100 - 0.005))  # half a percent below q: rarely too high
+    threshold = np.partition(sample, rank)[rank]
+    top = values[values >= threshold]
+    below = count - top.size  # values under the threshold, all of lower rank than `low` when the check holds
+    if below > low:
+        return float(np.percentile(values, q))
+    ordered = np.partition(top, (low - below, high - below))
+    lower, upper = float(ordered[low - below]), float(ordered[high - below])
+    return lower + (upper - lower) * (position - low)
