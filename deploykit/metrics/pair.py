@@ -8,21 +8,32 @@ another package (an entry point `deploykit.metrics`) reads the same: e.g. `pair.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
 
 from deploykit.errors import ParityError
 from deploykit.metrics.numeric import NumericMetrics, numeric_metrics
-from deploykit.metrics.tasks import ClassCounts, class_counts, label_pair, saliency_scores, truth_counts
+from deploykit.metrics.tasks import (
+    ClassCounts,
+    class_counts,
+    class_labels,
+    label_pair,
+    saliency_scores,
+    truth_counts,
+)
 from deploykit.types import TaskEntry
 
 
 class Pair:
     def __init__(self, reference: np.ndarray, candidate: np.ndarray, task: TaskEntry | None, *,
-                 truth: np.ndarray | None = None, atol: float = 1e-4, rtol: float = 1e-3) -> None:
+                 truth: np.ndarray | None = None, atol: float = 1e-4, rtol: float = 1e-3,
+                 labels_of: Callable[[np.ndarray], np.ndarray] = class_labels) -> None:
+        """`labels_of`: how label maps are taken (tasks.class_labels; a tasks.LabelMaps shares them between the
+        pairs of one input)."""
         self.reference, self.candidate, self.task, self.truth = reference, candidate, task, truth
-        self.atol, self.rtol = atol, rtol
+        self.atol, self.rtol, self.labels_of = atol, rtol, labels_of
 
     @cached_property
     def numeric(self) -> NumericMetrics:
@@ -31,7 +42,7 @@ class Pair:
     @cached_property
     def labels(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Reference labels, candidate labels (N,H,W) and how many classes they range over."""
-        return label_pair(self.reference, self.candidate)
+        return label_pair(self.reference, self.candidate, self.labels_of)
 
     @cached_property
     def class_counts(self) -> ClassCounts:

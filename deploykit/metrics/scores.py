@@ -10,7 +10,7 @@ ground truth only when masks are given; derived ones (miou_drop) when the refere
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from deploykit.errors import ParityError
 from deploykit.metrics.pair import Pair
 from deploykit.metrics.table import METRICS, Metric
-from deploykit.metrics.tasks import task_of
+from deploykit.metrics.tasks import class_labels, task_of
 from deploykit.types import LABELLED, TaskEntry
 
 
@@ -39,8 +39,10 @@ class Scores:
         self.parts: dict[str, list[Any]] = {m.name: [] for m in self.metrics if m.compute is not None}
         self.batches = 0
 
-    def add(self, reference: np.ndarray, candidate: np.ndarray, truth: np.ndarray | None = None) -> Pair:
-        pair = Pair(reference, candidate, self.task, truth=truth, atol=self.atol, rtol=self.rtol)
+    def add(self, reference: np.ndarray, candidate: np.ndarray, truth: np.ndarray | None = None,
+            labels_of: Callable[[np.ndarray], np.ndarray] = class_labels) -> Pair:
+        """One batch; `labels_of`: see Pair."""
+        pair = Pair(reference, candidate, self.task, truth=truth, atol=self.atol, rtol=self.rtol, labels_of=labels_of)
         self.batches += 1
         for metric in self.metrics:
             if metric.compute is not None:
