@@ -10,15 +10,15 @@ ground truth only when masks are given; derived ones (miou_drop) when the refere
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 
 from deploykit.errors import ParityError
-from deploykit.metrics.pair import Pair
+from deploykit.metrics.pair import Pair, Shared
 from deploykit.metrics.table import METRICS, Metric
-from deploykit.metrics.tasks import class_labels, task_of
+from deploykit.metrics.tasks import task_of
 from deploykit.types import LABELLED, TaskEntry
 
 
@@ -40,9 +40,9 @@ class Scores:
         self.batches = 0
 
     def add(self, reference: np.ndarray, candidate: np.ndarray, truth: np.ndarray | None = None,
-            labels_of: Callable[[np.ndarray], np.ndarray] = class_labels) -> Pair:
-        """One batch; `labels_of`: see Pair."""
-        pair = Pair(reference, candidate, self.task, truth=truth, atol=self.atol, rtol=self.rtol, labels_of=labels_of)
+            shared: Shared | None = None) -> Pair:
+        """One batch; `shared`: see Pair."""
+        pair = Pair(reference, candidate, self.task, truth=truth, atol=self.atol, rtol=self.rtol, shared=shared)
         self.batches += 1
         for metric in self.metrics:
             if metric.compute is not None:

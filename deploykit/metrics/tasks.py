@@ -223,26 +223,11 @@ def truth_iou(parts: Sequence[ClassCounts]) -> float:
     return float(np.mean(counts.intersection[present] / counts.union[present]))
 
 
-class LabelMaps:
-    """class_labels of the arrays of one input, each taken once: parity compares one reference with every
-    candidate and pictures them all, and an argmax of 21 x 513 x 513 scores takes about 20 ms. Arrays are told
-    apart by identity (each kept alive beside its map, so an id is not reused); maps are shared: read only."""
-
-    def __init__(self) -> None:
-        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __call__(self, output: np.ndarray) -> np.ndarray:
-        kept = self._maps.get(id(output))
-        if kept is None or kept[0] is not output:
-            kept = self._maps[id(output)] = (output, class_labels(output))
-        return kept[1]
-
-
 def label_pair(reference: np.ndarray, candidate: np.ndarray,
                labels_of: Callable[[np.ndarray], np.ndarray] = class_labels) -> tuple[np.ndarray, np.ndarray, int]:
     """Both sides' N,H,W labels and the number of classes they range over: from scores (argmax), or compared
     directly where either side is a class map (an --head argmax output; scores on the other side argmaxed).
-    `labels_of`: class_labels, or a LabelMaps that keeps them."""
+    `labels_of`: class_labels, or pair.Shared.labels, which keeps them."""
     if is_class_map(reference) or is_class_map(candidate):
         ref, cand = labels_of(reference), labels_of(candidate)
         if ref.shape != cand.shape:

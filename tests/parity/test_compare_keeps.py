@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from deploykit.io.images import preprocess, sample_photographs
-from deploykit.metrics import tasks
+from deploykit.metrics import pair, tasks
+from deploykit.metrics.numeric import numeric_metrics
 from deploykit.parity.compare import ParityResult, ParitySettings, _Kept, compare
 from deploykit.parity.inputs import InputSet
 from deploykit.targets.resolve import open_target
@@ -60,17 +61,29 @@ def test_each_output_is_argmaxed_once_per_input(zoo_onnx: Path, tmp_path: Path,
     taken: list[tuple[int, ...]] = []
     argmax = tasks.segmentation_labels
     monkeypatch.setattr(tasks, "segmentation_labels", lambda output: taken.append(output.shape) or argmax(output))
+    sides: list[tuple[int, ...]] = []
+    derive = pair.reference_side
+    monkeypatch.setattr(pair, "reference_side", lambda r, **kw: sides.append(r.shape) or derive(r, **kw))
     again, _ = compare(zoo_target(), candidates, inputs, ParitySettings())
     assert len(taken) == len(images) * (1 + len(candidates))
+    assert len(sides) == len(images)  # the reference's side of the numeric metrics, once per input
     assert again.to_dict() == first.to_dict()
 
 
-def test_label_maps_are_kept_by_identity() -> None:
-    scores = np.random.default_rng(0).standard_normal((1, 4, 5, 6)).astype(np.float32)
-    maps = tasks.LabelMaps()
-    assert maps(scores) is maps(scores)
-    assert np.array_equal(maps(scores), tasks.class_labels(scores))
-    assert maps(scores.copy()) is not maps(scores)  # equal values, another array: taken again
+def test_shared_derivations_are_kept_by_identity() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((1, 4, 5, 6)).astype(np.float32)
+    shared = pair.Shared()
+    assert shared.labels(scores) is shared.labels(scores)
+    assert np.array_equal(shared.labels(scores), tasks.class_labels(scores))
+    assert shared.labels(scores.copy()) is not shared.labels(scores)  # equal values, another array: again
+    side = shared.reference_side(scores, 1e-4, 1e-3)
+    assert shared.reference_side(scores, 1e-4, 1e-3) is side
+    assert shared.reference_side(scores, 1e-3, 1e-3) is not side  # another tolerance
+    candidate = scores + rng.standard_normal(scores.shape).astype(np.float32) * 1e-3
+    assert numeric_metrics(scores, candidate, prepared=side) == numeric_metrics(scores, candidate)
+    with pytest.raises(ValueError, match="another reference or tolerance"):
+        numeric_metrics(scores, candidate, atol=1e-2, prepared=side)
 
 
 def _target(label: str) -> Any:
