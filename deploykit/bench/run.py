@@ -203,8 +203,12 @@ def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, nam
         raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
     with ExitStack() as stack:
         contenders = _contenders(targets, stack, batches, input_shape, say, skipped)
+        if not contenders:  # nothing would be timed: a report of nothing must not read as done
+            reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
+            raise InputError(f"nothing to time: no requested batch can run {name} ({reasons}); choose a batch "
+                             "the model accepts (--batch 1 for a fixed-batch model)")
         peaks_after = measure_peaks_around(threads, say, quick=quick_peaks) if roofline else None
-        results, load = time_contenders(contenders, config, threads, say) if contenders else ([], None)
+        results, load = time_contenders(contenders, config, threads, say)
     notes = [w for w in (load.warning() if load else None,) if w]
     peaks = None
     if peaks_after is not None:

@@ -125,6 +125,8 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
     statistics extension), in the same JSON."""
     if iterations is not None and duration is not None:
         raise ConfigConflict("give --duration or --iterations, not both")
+    if as_csv and as_json:
+        raise ConfigConflict("give --csv or --json, not both: each takes stdout whole")
     _check_source(targets, url, served_model, concurrency, image)
     if output:
         check_output_path(output, force=force)

@@ -22,7 +22,7 @@ def _result(with_truth: bool = False) -> ClassDamageResult:
 
 def test_summary_names_the_worst_classes_and_where_flips_lie() -> None:
     lines = to_text(damage_blocks(_result(), class_names=["background", "cat"])).splitlines()
-    assert lines[2].split() == ["fp16", "1.0", "1.0", "0", "0.5", "0", "/", "0", "none"]
+    assert lines[2].split() == ["fp16", "1", "1", "0", "0.5", "0", "/", "0", "none"]
     assert lines[3].split()[:8] == ["int8", "0.8438", "0.7247", "0.8", "0.5", "0.25", "/", "0.0625"]
     assert lines[3].endswith("1 cat (-0.312), 0 background (-0.238)")
     assert len(lines) == 4  # no ground-truth table without labels
@@ -32,10 +32,10 @@ def test_tables_with_ground_truth_in_markdown() -> None:
     result = _result(with_truth=True)
     summary = [line for line in to_markdown(damage_blocks(result)).splitlines() if line]
     assert summary[4] == "Against the ground-truth labels:"
-    assert summary[7:] == ["| reference | 1.0 | 1.0 | - |", "| fp16 | 1.0 | 1.0 | none |",
+    assert summary[7:] == ["| reference | 1 | 1 | - |", "| fp16 | 1 | 1 | none |",
                            "| int8 | 0.8438 | 0.7247 | class 1 (-0.312), class 0 (-0.238) |"]
     table = to_markdown([class_table(result)]).splitlines()
     assert table[0] == ("| class | reference share | fp16 IoU | fp16 share | int8 IoU | int8 share | "
                         "reference IoU vs labels | fp16 IoU vs labels | int8 IoU vs labels |")
-    assert table[2:] == ["| class 0 | 0.5 | 1.0 | 0.5 | 0.7619 | 0.6562 | 1.0 | 1.0 | 0.7619 |",
-                         "| class 1 | 0.5 | 1.0 | 0.5 | 0.6875 | 0.3438 | 1.0 | 1.0 | 0.6875 |"]
+    assert table[2:] == ["| class 0 | 0.5 | 1 | 0.5 | 0.7619 | 0.6562 | 1 | 1 | 0.7619 |",
+                         "| class 1 | 0.5 | 1 | 0.5 | 0.6875 | 0.3438 | 1 | 1 | 0.6875 |"]

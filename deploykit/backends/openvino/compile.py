@@ -95,7 +95,8 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
                          f"{first_line(exc)}") from exc
     precisions = runtime_precisions(compiled)
     _save(ov, model, out_path, force=force)
-    say(f"wrote OpenVINO IR {out_path} (+ {weights_path(out_path).name}); weighted layers at run time: "
+    # out_path may be a staging or race folder the user never sees: the landed artifact is named by the caller
+    say("compiled the OpenVINO IR; weighted layers at run time: "
         + ", ".join(f"{op} {dict(counts)}" for op, counts in precisions.items()))
     return {"backend_version": str(ov.get_version()), "device": device_facts(core),
             "build_options": {"ir": "openvino", "weights": weights_path(out_path).name,
