@@ -328,20 +328,31 @@ def _check_output_shapes(expected: dict[str, np.ndarray], got: dict[str, np.ndar
                               f"{_BAKED_SHAPE_HINT}")
 
 
+# PyTorch's outputs, keyed by what makes the input: the seed and the shapes drawn up to it (and the names)
+TorchOutputs = dict[tuple[object, ...], dict[str, np.ndarray]]
+
+
 def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequence[tuple[int, ...]],
-                         tolerance: Tolerance, seed: int = 0) -> list[ShapeCheck]:
-    """Run PyTorch and ONNX Runtime on the same random inputs of each shape and compare every output."""
+                         tolerance: Tolerance, seed: int = 0, torch_outputs: TorchOutputs | None = None
+                         ) -> list[ShapeCheck]:
+    """Run PyTorch and ONNX Runtime on the same random inputs of each shape and compare every output.
+    `torch_outputs`: PyTorch's outputs kept from an earlier call with the same seed (the inputs are the same),
+    filled on first use, so the exported and the simplified graph are checked against one PyTorch run."""
     rng = np.random.default_rng(seed)
     checks = []
+    kept: TorchOutputs = {} if torch_outputs is None else torch_outputs
     ort_runner = OnnxRuntimeRunner(onnx_bytes)
     with ort_runner:
         input_name = ort_runner.input_specs()[0].name
         output_names = [s.name for s in ort_runner.output_specs()]
         with TorchRunner(loaded.module, input_names=(input_name,), output_names=output_names,
                          user_code=user_code_name(loaded.spec)) as torch_runner:
-            for shape in shapes:
+            for drawn, shape in enumerate(shapes, 1):
                 feed = {input_name: rng.standard_normal(shape).astype(np.float32)}
-                expected, got = torch_runner.infer(feed), _ort_infer(ort_runner, feed, shape)
+                key = (seed, tuple(map(tuple, shapes[:drawn])), input_name, *output_names)
+                if key not in kept:
+                    kept[key] = torch_runner.infer(feed)
+                expected, got = kept[key], _ort_infer(ort_runner, feed, shape)
                 _check_output_shapes(expected, got, shape)
                 metrics = {name: numeric_metrics(expected[name], got[name], atol=tolerance.atol, rtol=tolerance.rtol)
                            for name in output_names}
@@ -427,7 +438,8 @@ def onnx_from_torch(
     meta = _metadata(loaded, shape, chosen, input_names, output_names)
     write_metadata(model, meta)
     say(f"verifying against PyTorch on shapes {', '.join('x'.join(map(str, s)) for s in shapes)}")
-    checks = verify_against_torch(loaded, model.SerializeToString(), shapes, tolerance)
+    torch_outputs: TorchOutputs = {}
+    checks = verify_against_torch(loaded, model.SerializeToString(), shapes, tolerance, torch_outputs=torch_outputs)
     simplified, note = False, "simplification off"
     if simplify:
         slim = _simplify(model)
@@ -435,7 +447,8 @@ def onnx_from_torch(
             note = "onnxslim not installed or failed; kept the exported graph"
         else:
             write_metadata(slim, meta)
-            slim_checks = verify_against_torch(loaded, slim.SerializeToString(), shapes, tolerance)
+            slim_checks = verify_against_torch(loaded, slim.SerializeToString(), shapes, tolerance,
+                                               torch_outputs=torch_outputs)
             if all(c.passed for c in slim_checks) or not all(c.passed for c in checks):
                 before, after = len(model.graph.node), len(slim.graph.node)
                 model, checks, simplified = slim, slim_checks, True

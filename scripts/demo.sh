@@ -6,8 +6,9 @@
 # calibration and parity use images generated from real photographs (benchmarks/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh plots,openvino
+bash scripts/setup.sh plots,openvino --no-warm-up
 . .venv/bin/activate
+unset PYTHONDONTWRITEBYTECODE  # doctor and deploy byte-compile what they import, once (setup.sh did not)
 deploykit doctor
 deploykit deploy deeplabv3plus_mobilenetv2 \
   --weights benchmarks/checkpoints/deeplabv3plus_mobilenetv2_small.pt \

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Creates .venv (if absent) and installs deploykit with the given extras. Used by demo.sh and test.sh.
 # Prints one line per step; pip's own output only when it fails.
+# Usage: setup.sh [EXTRAS] [--no-warm-up]; --no-warm-up leaves byte-compiling to the first import (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
+warm_up="${2:-}"
 python="${PYTHON:-python3}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
@@ -22,6 +24,9 @@ if ! PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet --disable-pip
   echo "setup failed: see pip's output above" >&2
   exit 1
 fi
+# demo.sh skips it (--no-warm-up): its two commands write their own bytecode as they import, which spares the
+# warm-up's own imports (about 3 s); pytest's workers under PYTHONDONTWRITEBYTECODE would each compile again.
+[ "$warm_up" = "--no-warm-up" ] && exit 0
 env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -c "
 import importlib.util
 import deploykit.cli, deploykit.pipeline.deploy, torch, torch.onnx, onnxruntime

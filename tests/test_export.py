@@ -227,6 +227,37 @@ def test_verification_catches_an_onnx_graph_that_zeroes_a_corner() -> None:
     assert not checks[0].passed
 
 
+def test_the_simplified_graph_is_verified_against_the_same_pytorch_run(tmp_path: Path) -> None:
+    """PyTorch runs once per verification shape although two graphs (exported, simplified) are checked."""
+    loaded = load_model("deeplabv3plus_mobilenetv2", options={"width_multiplier": 0.35})
+    shape = (1, 3, 65, 65)
+    seen: list[tuple[int, ...]] = []
+    loaded.module.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    result = onnx_from_torch(loaded, tmp_path / "m.onnx", input_shape=shape, simplify=True)
+    assert result.passed and result.simplified
+    second = verification_shapes(shape, True, loaded.spec.size_multiple)[1]  # run by verification alone
+    assert seen.count(second) == 1, seen
+
+
+def test_kept_pytorch_outputs_are_reused_only_for_the_same_inputs(tmp_path: Path) -> None:
+    loaded = load_model(f"{FIXTURES}:tiny_segmenter")
+    onnx_from_torch(loaded, tmp_path / "m.onnx", input_shape=(1, 3, 32, 32), simplify=False)
+    graph = (tmp_path / "m.onnx").read_bytes()
+    model = loaded.module
+    calls: list[int] = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    kept: dict[tuple[object, ...], dict[str, np.ndarray]] = {}
+    shapes = [(1, 3, 32, 32), (2, 3, 32, 32)]
+    first = verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), torch_outputs=kept)
+    again = verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), torch_outputs=kept)
+    assert len(calls) == 2 and first == again and all(c.passed for c in again)
+    verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), seed=1, torch_outputs=kept)
+    assert len(calls) == 4  # other inputs: PyTorch runs again
+    static = verify_against_torch(LoadedModel(model, loaded.spec), graph, [shapes[0]] * 2, Tolerance(),
+                                  torch_outputs=kept)  # --static checks one shape twice, on two inputs
+    assert len(calls) == 5 and all(c.passed for c in static)
+
+
 # --- real libraries, when installed (never downloading weights) ---------------------------------------------
 
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")

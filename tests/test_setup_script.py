@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STAND_IN = """#!/usr/bin/env bash
+echo "$1" >> "$(dirname "$0")/calls"
 if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; exit 0; fi
 if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
   echo "Obtaining file:///clone"; echo "BuildBackendWarning: Editable installation." >&2
@@ -36,9 +37,20 @@ def clone(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _setup(clone: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(clone / "scripts" / "setup.sh"), "plots,openvino"], capture_output=True,
-                          text=True, env={**os.environ, "PYTHON": str(clone / "python3"), **env}, timeout=60)
+def _setup(clone: Path, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(clone / "scripts" / "setup.sh"), "plots,openvino", *flags],
+                          capture_output=True, text=True, env={**os.environ, "PYTHON": str(clone / "python3"), **env},
+                          timeout=60)
+
+
+def test_the_warm_up_imports_unless_told_not_to(clone: Path) -> None:
+    """demo.sh's commands byte-compile what they import themselves; the warm-up would import it all once more."""
+    calls = clone / ".venv" / "bin" / "calls"
+    assert _setup(clone).returncode == 0
+    assert calls.read_text().splitlines() == ["-m", "-c"]  # pip, then the warm-up's import
+    calls.unlink()
+    assert _setup(clone, "--no-warm-up").returncode == 0
+    assert calls.read_text().splitlines() == ["-m"]
 
 
 def test_setup_prints_one_line_per_step_and_none_of_pips(clone: Path) -> None:
@@ -59,7 +71,7 @@ def test_a_failing_pip_shows_its_output_and_fails(clone: Path) -> None:
 
 def test_the_demo_installs_openvino_and_races_the_backends_as_the_readme_shows() -> None:
     demo = (ROOT / "scripts" / "demo.sh").read_text()
-    extras = re.search(r"^bash scripts/setup.sh (\S+)$", demo, flags=re.M)
+    extras = re.search(r"^bash scripts/setup.sh (\S+)( --no-warm-up)?$", demo, flags=re.M)
     assert extras is not None and "openvino" in extras.group(1).split(",")
     command = shlex.split(re.sub(r"\\\n\s*", " ", demo[demo.index("deploykit deploy"):]).replace('"$@"', ""))
     assert command[command.index("--backend") + 1] == "auto"

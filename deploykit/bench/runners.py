@@ -12,8 +12,8 @@ from typing import Any
 from deploykit.backends.base import BENCH_CHOICES
 from deploykit.graph.macs import count_onnx_macs
 from deploykit.runner import Runner, Target
-from deploykit.zoo.flops import complexity_at, count_complexity
-from deploykit.zoo.sources import is_factory_path, model_code
+from deploykit.zoo.flops import count_complexity
+from deploykit.zoo.sources import model_code
 
 BACKEND_CHOICES = tuple(BENCH_CHOICES)  # from the backend table: each backend's bench_choices
 MaddsAt = Callable[[tuple[int, ...]], int | None]
@@ -47,12 +47,18 @@ def _onnx_madds(path: str | Path) -> MaddsAt:
 
 
 def torch_madds(loaded: Any) -> MaddsAt:
+    """Multiply-adds counted on the model itself, one image per shape, times the batch (every counted layer's
+    work grows with it). Not on the meta device (zoo.flops.complexity_at): running a model there imports
+    torch._dynamo, 1-4 s in a process that has no other use for it (the demo's deploy), where one forward
+    pass of one image costs about 0.1 s; a user factory may not build on the meta device either."""
+    per_image: dict[tuple[int, ...], int] = {}
+
     def at(shape: tuple[int, ...]) -> int | None:
-        nchw = (shape[0], shape[1], shape[2], shape[3])
-        if not is_factory_path(loaded.spec.name):
-            return complexity_at(lambda: loaded.spec.build(**loaded.options), nchw).madds
-        with model_code(loaded.spec, f" (counting multiply-adds on {'x'.join(map(str, nchw))})"):
-            return count_complexity(loaded.module, nchw).madds  # a user factory may not build on the meta device
+        image = (1, shape[1], shape[2], shape[3])
+        if image not in per_image:
+            with model_code(loaded.spec, f" (counting multiply-adds on {'x'.join(map(str, image))})"):
+                per_image[image] = count_complexity(loaded.module, image).madds
+        return shape[0] * per_image[image]
     return at
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import ParityError
-from deploykit.metrics.pair import Pair
+from deploykit.metrics.pair import Pair, Shared
 from deploykit.metrics.table import METRICS, Metric
 from deploykit.metrics.tasks import task_of
 from deploykit.types import LABELLED, TaskEntry
@@ -39,8 +39,10 @@ class Scores:
         self.parts: dict[str, list[Any]] = {m.name: [] for m in self.metrics if m.compute is not None}
         self.batches = 0
 
-    def add(self, reference: np.ndarray, candidate: np.ndarray, truth: np.ndarray | None = None) -> Pair:
-        pair = Pair(reference, candidate, self.task, truth=truth, atol=self.atol, rtol=self.rtol)
+    def add(self, reference: np.ndarray, candidate: np.ndarray, truth: np.ndarray | None = None,
+            shared: Shared | None = None) -> Pair:
+        """One batch; `shared`: see Pair."""
+        pair = Pair(reference, candidate, self.task, truth=truth, atol=self.atol, rtol=self.rtol, shared=shared)
         self.batches += 1
         for metric in self.metrics:
             if metric.compute is not None:

@@ -47,7 +47,7 @@ metrics (kld, sim); cc and nss are invariant to that shift.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,11 +223,13 @@ def truth_iou(parts: Sequence[ClassCounts]) -> float:
     return float(np.mean(counts.intersection[present] / counts.union[present]))
 
 
-def label_pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def label_pair(reference: np.ndarray, candidate: np.ndarray,
+               labels_of: Callable[[np.ndarray], np.ndarray] = class_labels) -> tuple[np.ndarray, np.ndarray, int]:
     """Both sides' N,H,W labels and the number of classes they range over: from scores (argmax), or compared
-    directly where either side is a class map (an --head argmax output; scores on the other side argmaxed)."""
+    directly where either side is a class map (an --head argmax output; scores on the other side argmaxed).
+    `labels_of`: class_labels, or pair.Shared.labels, which keeps them."""
     if is_class_map(reference) or is_class_map(candidate):
-        ref, cand = class_labels(reference), class_labels(candidate)
+        ref, cand = labels_of(reference), labels_of(candidate)
         if ref.shape != cand.shape:
             raise ParityError(f"class maps differ in shape: reference {list(ref.shape)}, candidate "
                               f"{list(cand.shape)}")
@@ -236,7 +238,7 @@ def label_pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray
         scores = [x.shape[1] for x in (reference, candidate) if not is_class_map(x)]
         return ref, cand, max(2, *scores, int(ref.max(initial=0)) + 1, int(cand.max(initial=0)) + 1)
     _same_shape(reference, candidate)
-    return segmentation_labels(reference), segmentation_labels(candidate), max(2, reference.shape[1])
+    return labels_of(reference), labels_of(candidate), max(2, reference.shape[1])
 
 
 def truth_counts(output: np.ndarray, truth: np.ndarray, ignore_index: int = IGNORE_INDEX) -> ClassCounts:

@@ -30,6 +30,7 @@ from deploykit.evaluate import provider_chain
 from deploykit.export import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
 from deploykit.io.outputs import scratch_folder
+from deploykit.metrics.pair import Shared
 from deploykit.metrics.scores import Scores, needing_truth
 from deploykit.metrics.table import METRICS
 from deploykit.metrics.tasks import class_labels, is_class_map, resize_mask, task_of
@@ -209,7 +210,7 @@ class _Tally:
         self.worst = (math.inf, 0)
 
     def add(self, index: int, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
-            truth: np.ndarray | None = None) -> None:
+            truth: np.ndarray | None = None, shared: Shared | None = None) -> None:
         self.pairs = self.pairs or pair_outputs(reference, candidate, self.target.label)
         for ref_name, cand_name in self.pairs:
             r, c = reference[ref_name], candidate[cand_name]
@@ -224,7 +225,7 @@ class _Tally:
                                                rtol=self.rtol)
                 if class_map:
                     self.class_maps.add(ref_name)
-            pair = self.scores[ref_name].add(r, c, truth if scored else None)
+            pair = self.scores[ref_name].add(r, c, truth if scored else None, shared)
             if ref_name != self.pairs[0][0]:
                 continue
             # the worst input: the lowest cosine, or for a label map the lowest agreement
@@ -264,7 +265,7 @@ class _Kept:
         self.name: str | None = None
 
     def add(self, index: int, x: np.ndarray, expected: dict[str, np.ndarray], outputs: list[dict[str, np.ndarray]],
-            tallies: Sequence[_Tally], truth: np.ndarray | None = None) -> None:
+            tallies: Sequence[_Tally], truth: np.ndarray | None = None, shared: Shared | None = None) -> None:
         if self.name is None:
             self.name = next((n for n, v in expected.items() if self.task.fits(v.shape)), "")
         if not self.name or x.ndim != 4 or x.shape[1] != 3:
@@ -272,7 +273,8 @@ class _Kept:
         names = [dict(t.pairs or [])[self.name] for t in tallies]
         ref, cands = expected[self.name], [out[n] for out, n in zip(outputs, names, strict=True)]
         if self.task.labelled:
-            ref, cands = class_labels(ref), [class_labels(c) for c in cands]
+            labels = shared.labels if shared else class_labels
+            ref, cands = labels(ref), [labels(c) for c in cands]
             assert self.damage is not None
             # --labels: per-class IoU against the ground truth too (one image per batch, mask at the output size)
             gt = resize_mask(truth, ref.shape[-2:])[None] if truth is not None and ref.shape[0] == 1 else None
@@ -316,13 +318,14 @@ def compare(
                         reference_truth.setdefault(name, Scores(task, numeric=False, truth=True,
                                                                 names=needing_truth())).add(value, value, truth)
             outputs = []
+            shared = Shared()  # what is derived from the reference once for every candidate
             for i, (target, tally) in enumerate(zip(candidates, tallies, strict=True)):
                 outputs.append(target.runner.infer(_feed(target, x)))
-                tally.add(index, expected, outputs[-1], truth)
+                tally.add(index, expected, outputs[-1], truth, shared)
                 if tally.worst[1] == index:
                     worst[i] = x
             if kept is not None:
-                kept.add(position, x, expected, outputs, tallies, truth)
+                kept.add(position, x, expected, outputs, tallies, truth, shared)
             position += x.shape[0]
     if not any(t.pairs for t in tallies):
         raise ParityError("no inputs were compared; check --inputs / --random / --limit")

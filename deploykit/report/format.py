@@ -21,11 +21,10 @@ def fmt(value: object, digits: int = 4) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        if value.is_integer() and abs(value) < 1e6:  # 1.0 and 1 in one column read as two kinds of number
-            return f"{int(value):,}"
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
             return f"{value:.{max(digits - 2, 1)}e}"
-        return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:,.{max(digits - 3, 1)}f}"
+        # significant digits below 10, so 1.0 and 0.99999 (metrics of a perfect match) both read "1"
+        return f"{value:.{digits}g}" if abs(value) < 10 else f"{value:,.{max(digits - 3, 1)}f}"
     return str(value)
 
 

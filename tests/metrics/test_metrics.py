@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deploykit.errors import ParityError
-from deploykit.metrics.numeric import numeric_metrics
+from deploykit.metrics.numeric import SAMPLE_STRIDE, high_percentile, numeric_metrics
 from deploykit.metrics.scores import Scores, task_metrics
 from deploykit.metrics.tasks import cc, fixations_from_reference, kld, nss, sim
 from deploykit.types import TASKS
@@ -41,6 +41,26 @@ def test_numeric_metrics_identical_and_non_finite() -> None:
 def test_numeric_metrics_reject_shape_mismatch() -> None:
     with pytest.raises(ParityError, match=r"reference \[2\], candidate \[3\]"):
         numeric_metrics(np.zeros(2), np.zeros(3))
+
+
+@pytest.mark.parametrize("size", [1, 7, 999, 61_000, 200_003])
+@pytest.mark.parametrize("q", [99.0, 99.9, 95.0, 50.0])
+def test_high_percentile_is_numpys(size: int, q: float) -> None:
+    rng = np.random.default_rng(size)
+    for values in (np.abs(rng.standard_normal(size)), rng.integers(0, 3, size).astype(np.float64), np.zeros(size),
+                   np.sort(rng.standard_normal(size))):
+        assert high_percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12, abs=0)
+
+
+def test_high_percentile_checks_the_sampled_threshold() -> None:
+    """Every sampled value is large: the threshold is too high for the 95th percentile (a whole-array fallback)
+    and right for the 99th (a percent of the values are large)."""
+    values = np.zeros(100_000)
+    values[::SAMPLE_STRIDE] = 1.0
+    assert high_percentile(values, 95) == float(np.percentile(values, 95)) == 0.0
+    assert high_percentile(values, 99) == float(np.percentile(values, 99)) == 1.0
+    values[::SAMPLE_STRIDE] = np.linspace(1.0, 2.0, values[::SAMPLE_STRIDE].size)
+    assert high_percentile(values, 99.5) == pytest.approx(float(np.percentile(values, 99.5)), rel=1e-12)
 
 
 def test_aggregate_takes_the_worst_input_and_the_mean_share() -> None:
