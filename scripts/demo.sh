@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh plots,openvino --no-warm-up
 . .venv/bin/activate
-unset PYTHONDONTWRITEBYTECODE  # doctor and deploy byte-compile what they import, once (setup.sh did not)
-deploykit doctor
+unset PYTHONDONTWRITEBYTECODE  # deploy byte-compiles what it imports, once (setup.sh did not)
+# deploy names the ready backends and the CPU; `deploykit doctor` lists every backend and how to install it
 deploykit deploy deeplabv3plus_mobilenetv2 \
   --weights benchmarks/checkpoints/deeplabv3plus_mobilenetv2_small.pt \
   --calib-data benchmarks/data/calib --calib-n 16 \

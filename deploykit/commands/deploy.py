@@ -26,7 +26,8 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 @model_source_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
 @click.option("--precisions", default=None,
-              help=f"Comma-separated: {','.join(PRECISIONS)} (default: all {len(PRECISIONS)}).")
+              help=f"Comma-separated: {','.join(PRECISIONS)} (default: all {len(PRECISIONS)}, but fp16 only "
+                   "where a backend runs float16 natively, as a GPU does).")
 @backend_option
 @click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
 @click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration images to use (default 64).")
@@ -72,7 +73,7 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
         precisions=chosen,
         backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
         input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]
-        bench_seconds=bench_seconds, threads=threads, rerun=rerun, labels=labels,
+        bench_seconds=bench_seconds, threads=threads, rerun=rerun, labels=labels, require=require,
     )
     result = run_deploy(opts, progress=progress)
     failed = _failed_check(result.verdict, require, result.out)

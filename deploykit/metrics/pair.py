@@ -36,6 +36,13 @@ class Shared:
     def __init__(self) -> None:
         self._kept: dict[tuple[Hashable, int], tuple[np.ndarray, Any]] = {}
 
+    def fork(self) -> Shared:
+        """A Shared that starts with what this one derived and keeps what it derives later to itself: the
+        reference's side stays, the candidates' go with the fork (a budget search scores many candidates)."""
+        child = Shared()
+        child._kept = dict(self._kept)
+        return child
+
     def labels(self, output: np.ndarray) -> np.ndarray:
         """tasks.class_labels of `output`."""
         found: np.ndarray = self._derived("labels", output, class_labels)

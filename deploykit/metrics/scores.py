@@ -65,8 +65,10 @@ def needing_truth() -> tuple[str, ...]:
     return tuple(m.name for m in METRICS.values() if m.needs_labels and m.compute is not None)
 
 
-def task_metrics(task: str, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """The task metrics between two batches of outputs (deploykit.metrics.tasks defines each)."""
+def task_metrics(task: str, reference: np.ndarray, candidate: np.ndarray, shared: Shared | None = None
+                 ) -> dict[str, float]:
+    """The task metrics between two batches of outputs (deploykit.metrics.tasks defines each); `shared`: see
+    Pair."""
     scores = Scores(task_of(task), numeric=False)
-    scores.add(reference, candidate)
+    scores.add(reference, candidate, shared=shared)
     return scores.result()

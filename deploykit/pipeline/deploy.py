@@ -6,7 +6,8 @@ DeployKitError and leaves finished steps' outputs intact. State is built once an
 PyTorch model is built once (and only when a step needs it), model.onnx is loaded once per run, each artifact is
 opened once for parity and bench with the sidecar its build returned, and the per-layer step uses the parity
 inputs.
-Defaults, documented once here: every precision of deploykit.precision.table.PRECISIONS; backend auto (see
+Defaults, documented once here: every precision of deploykit.precision.table.PRECISIONS but FP16 where no backend
+in play runs float16 natively (default_precisions); backend auto (see
 deploykit.build); DEFAULT_BENCH_SECONDS timed seconds per contender after BENCH_WARMUP_S of warm-up each, PyTorch
 eager and every artifact timed round-robin in one run;
 parity inputs: --inputs, else the calibration folder, else deploykit.parity.inputs' sample photographs.
@@ -47,6 +48,7 @@ from deploykit.pipeline.results import (
     parity_from_record,
 )
 from deploykit.pipeline.steps import RECORD, StepRecord
+from deploykit.precision.int8_choices import rewards_fp16
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, Precision, precision_of
 from deploykit.runner import Target
@@ -85,6 +87,7 @@ class DeployOptions:
     bench_seconds: float | None = None
     threads: int | None = None
     rerun: bool = False  # ignore the step record and redo everything
+    require: str | None = None  # the precision that must ship (deploy --require): always built
     labels: str | None = None  # ground-truth masks for parity (parity --labels): miou_gt and miou_drop
 
     @property
@@ -251,6 +254,20 @@ def _backend_note(asked: str | None, backend: Backend, note: str, racers: Sequen
     return note
 
 
+def default_precisions(opts: DeployOptions, backends: Sequence[Backend]) -> tuple[tuple[str, ...], str]:
+    """The precisions to build and, when one is left out, why. Without --precisions: all, but FP16 only where a
+    backend in play runs float16 natively (a GPU): a CPU runs an FP16 artifact as float32 kernels between casts
+    (OpenVINO's CPU plugin reports f32 layers for it), so it can never be the faster artifact, and building,
+    checking and timing it took a tenth of the demo."""
+    if opts.precisions is not None:
+        return opts.precisions, ""
+    if any(rewards_fp16(b) for b in backends) or opts.require == "fp16":
+        return tuple(PRECISIONS), ""
+    return (tuple(p for p in PRECISIONS if p != "fp16"),
+            f"fp16 not built: no backend here runs float16 natively ({', '.join(b.title for b in backends)} on a "
+            "CPU run it as float32 between casts, never faster than fp32); --precisions fp32,fp16,int8 builds it")
+
+
 def _budget(opts: DeployOptions, precision: Precision) -> str | None:
     return opts.accuracy_budget if precision.budget_in_deploy else None
 
@@ -274,6 +291,10 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     racers = racer.racers if racer else ()
     backend_note = _backend_note(opts.backend, backend, backend_note, racers)
     say(backend_note)
+    precisions, left_out = default_precisions(opts, racers or (backend,))
+    if left_out:
+        say(left_out)
+        backend_note = f"{backend_note}; {left_out}"
     steps: list[StepLog] = []
     run = _Run(opts, backend, backend_note, say, racer)
 
@@ -301,7 +322,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     export = step("export", {**source, "weights": Path(opts.weights) if opts.weights else None,
                              "input_shape": opts.input_shape},
                   [run.onnx_path, opts.out / "export.json"], run.export, ExportResult.from_dict)
-    for precision in (precision_of(name) for name in opts.chosen_precisions):
+    for precision in (precision_of(name) for name in precisions):
         artifact = opts.out / artifact_name(precision, backend)
         record_file = opts.out / f"build.{precision.name}.json"
         run.builds.append(step(

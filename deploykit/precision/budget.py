@@ -48,6 +48,7 @@ import onnx
 from deploykit.calib.collect import probe_model
 from deploykit.errors import CalibrationError, CheckFailed, InputError
 from deploykit.evaluate import session_from_onnx
+from deploykit.metrics.pair import Shared
 from deploykit.metrics.scores import Scores, needing_truth, task_metrics
 from deploykit.metrics.table import METRICS, Unreachable, parse_condition
 from deploykit.metrics.tasks import task_of
@@ -176,15 +177,23 @@ class Evaluator:
         self.rank_inputs = max(1, min(rank_inputs or len(self.inputs), len(self.inputs)))
         self.references = self._run(reference, len(self.inputs))
         self._norms = [[_norm(r) for r in ref] for ref in self.references]
+        # Each input's reference labels, taken once: every try forks them (an argmax of 21 x 513 x 513 scores
+        # is about 20 ms, and the pooled and per-input metrics of each try needed four per input).
+        self._shared = [Shared() for _ in self.references]
+        entry = task_of(task)
+        if entry is not None and entry.labelled:
+            for shared, ref in zip(self._shared, self.references, strict=True):
+                shared.labels(ref[0])
         # The reference scored against the ground truth itself, for the metrics derived from both (miou_drop).
         self.reference_scores = self._task_scores(self.references, names=needing_truth()) if truth else {}
 
-    def _task_scores(self, outputs: Sequence[Sequence[np.ndarray]], names: Sequence[str] | None = None
-                     ) -> dict[str, float]:
+    def _task_scores(self, outputs: Sequence[Sequence[np.ndarray]], names: Sequence[str] | None = None,
+                     shared: Sequence[Shared] | None = None) -> dict[str, float]:
         """The task metrics of output 0 over the held-out inputs (deploykit.metrics.scores)."""
         scores = Scores(task_of(self.task), numeric=False, truth=self.truth is not None, names=names)
         for index, (ref, out) in enumerate(zip(self.references, outputs, strict=False)):
-            scores.add(ref[0], out[0], self.truth[index] if self.truth is not None else None)
+            scores.add(ref[0], out[0], self.truth[index] if self.truth is not None else None,
+                       shared=shared[index] if shared is not None else None)
         return scores.result(self.reference_scores if names is None else None)
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
@@ -202,18 +211,20 @@ class Evaluator:
                    for r, norm, c in zip(ref, norms, out, strict=True)]
         scores = {"cosine": float(min(cosines))}
         if self.task is not None and tasks:
-            scores.update(self._task_scores(outputs))
-            scores.update(self._bounds(scores, outputs))
+            shared = [kept.fork() for kept in self._shared]
+            scores.update(self._task_scores(outputs, shared=shared))
+            scores.update(self._bounds(scores, outputs, shared))
         return scores
 
 
-    def _bounds(self, pooled: Mapping[str, float], outputs: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
+    def _bounds(self, pooled: Mapping[str, float], outputs: Sequence[Sequence[np.ndarray]],
+                shared: Sequence[Shared]) -> dict[str, float]:
         """The confidence bound of each budgeted task metric over the inputs (module docstring)."""
         if len(outputs) < 2:
             return {}
         assert self.task is not None
-        per_input = [task_metrics(self.task, ref[0], out[0]) for ref, out in zip(self.references, outputs,
-                                                                                   strict=False)]
+        per_input = [task_metrics(self.task, ref[0], out[0], shared=kept)
+                     for ref, out, kept in zip(self.references, outputs, shared, strict=False)]
         bounds = {}
         for metric in per_input[0]:
             entry = METRICS.get(metric)
