@@ -50,7 +50,7 @@ from deploykit.pipeline.results import (
 from deploykit.pipeline.steps import RECORD, StepRecord
 from deploykit.precision.int8_choices import rewards_fp16
 from deploykit.precision.passes import CalibrationOptions
-from deploykit.precision.table import PRECISIONS, Precision, precision_of
+from deploykit.precision.table import BASELINE, PRECISIONS, Precision, precision_of
 from deploykit.runner import Target
 from deploykit.targets.bench import run_bench
 from deploykit.targets.race import Race, choose_backend
@@ -261,11 +261,14 @@ def default_precisions(opts: DeployOptions, backends: Sequence[Backend]) -> tupl
     checking and timing it took a tenth of the demo."""
     if opts.precisions is not None:
         return opts.precisions, ""
-    if any(rewards_fp16(b) for b in backends) or opts.require == "fp16":
-        return tuple(PRECISIONS), ""
-    return (tuple(p for p in PRECISIONS if p != "fp16"),
-            f"fp16 not built: no backend here runs float16 natively ({', '.join(b.title for b in backends)} on a "
-            "CPU run it as float32 between casts, never faster than fp32); --precisions fp32,fp16,int8 builds it")
+    native = any(rewards_fp16(b) for b in backends)
+    chosen = tuple(name for name, p in PRECISIONS.items() if native or not p.float16_compute or name == opts.require)
+    left = [name for name in PRECISIONS if name not in chosen]
+    if not left:
+        return chosen, ""
+    return chosen, (f"{', '.join(left)} not built: no backend here runs float16 natively "
+                    f"({', '.join(b.title for b in backends)} on a CPU run it as float32 between casts, never faster "
+                    f"than {BASELINE.name}); --precisions {','.join(PRECISIONS)} builds it")
 
 
 def _budget(opts: DeployOptions, precision: Precision) -> str | None:

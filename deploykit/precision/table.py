@@ -91,6 +91,8 @@ class Precision:
     # ONNX Runtime, on a model with random weights (hence looser than the gates); None: not self-tested
     selftest_bounds: tuple[float, float] | None = None
     budget_in_deploy: bool = False  # deploy applies --accuracy-budget to this precision's build
+    # Computes in float16: faster only where a backend runs float16 natively (deploy leaves it out elsewhere)
+    float16_compute: bool = False
 
     @property
     def lowered(self) -> bool:
@@ -109,7 +111,7 @@ PRECISIONS: dict[str, Precision] = with_plugins("deploykit.precisions", Precisio
                   (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou_major>=0.95", "cc>=0.999", "sim>=0.99",
                    "kld<=0.01"), _is_fp16, 1, localize_tolerance=1e-2,
                   keep_help="FP16: keep this node name or op type in float32 (repeatable; DepthwiseConv works too).",
-                  element_type=TensorProto.FLOAT16, selftest_bounds=(0.999, 0.98)),
+                  element_type=TensorProto.FLOAT16, selftest_bounds=(0.999, 0.98), float16_compute=True),
         Precision("int8", "--int8", "Explicit INT8 Q/DQ from calibration data.", "INT8", _int8_pass,
                   frozenset({"keep", "accuracy_budget"}), "keep_float", "kept_float",
                   (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou_major>=0.85", "cc>=0.98", "sim>=0.95",
