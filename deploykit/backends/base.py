@@ -126,6 +126,12 @@ class Backend:
     bench_choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
+    def runs_float16(self) -> bool:
+        """Whether it computes float16 natively (a GPU: TensorRT); a CPU backend runs float16 graphs as float32
+        kernels between casts, so FP16 is never faster there (deploy's default precisions, INT8's remainder)."""
+        return self.device == "gpu"
+
+    @property
     def servable(self) -> bool:
         """Whether Triton serves this backend's artifacts."""
         return bool(self.triton_platform or self.triton_backend)

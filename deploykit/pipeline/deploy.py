@@ -48,7 +48,6 @@ from deploykit.pipeline.results import (
     parity_from_record,
 )
 from deploykit.pipeline.steps import RECORD, StepRecord
-from deploykit.precision.int8_choices import rewards_fp16
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import BASELINE, PRECISIONS, Precision, precision_of
 from deploykit.runner import Target
@@ -261,7 +260,7 @@ def default_precisions(opts: DeployOptions, backends: Sequence[Backend]) -> tupl
     checking and timing it took a tenth of the demo."""
     if opts.precisions is not None:
         return opts.precisions, ""
-    native = any(rewards_fp16(b) for b in backends)
+    native = any(b.runs_float16 for b in backends)
     chosen = tuple(name for name, p in PRECISIONS.items() if native or not p.float16_compute or name == opts.require)
     left = [name for name in PRECISIONS if name not in chosen]
     if not left:

@@ -44,18 +44,13 @@ TENSORRT_GROUPED = ("kept out of INT8 for TensorRT: depthwise/grouped convolutio
                     "in FP16 there (NVIDIA/TensorRT#1310, #4529); --int8-grouped int8 quantizes them")
 
 
-def rewards_fp16(entry: Backend) -> bool:
-    """Whether the backend runs float16 natively (a GPU: TensorRT), so the float remainder is fastest in FP16."""
-    return entry.device == "gpu"
-
-
 def grouped_reason(asked: str | None, entry: Backend) -> str:
     """Why depthwise/grouped convolutions stay float in this build ("" when they are quantized)."""
     if asked is not None and asked not in GROUPED:
         raise BuildError(f"unknown --int8-grouped {asked!r}; choose one of {', '.join(GROUPED)}")
     if asked == "float":
         return "kept out of INT8 by --int8-grouped float"
-    return TENSORRT_GROUPED if asked is None and rewards_fp16(entry) else ""
+    return TENSORRT_GROUPED if asked is None and entry.runs_float16 else ""
 
 
 def remainder_asked(asked: str | None, entry: Backend, budget: Budget | None) -> tuple[str, str]:
@@ -64,7 +59,7 @@ def remainder_asked(asked: str | None, entry: Backend, budget: Budget | None) ->
         if asked not in INT8_FLOAT:
             raise BuildError(f"unknown --int8-float {asked!r}; choose one of {', '.join(INT8_FLOAT)}")
         return asked, "asked for"
-    if rewards_fp16(entry):
+    if entry.runs_float16:
         if budget is not None:
             return AUTO_REMAINDER, "TensorRT's default with a budget: fp16 where the budget holds"
         return FP16_REMAINDER, "TensorRT's default: the remainder in FP16, as TensorRT runs it fastest"

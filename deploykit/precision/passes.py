@@ -353,7 +353,7 @@ def _rank_evaluator(model: onnx.ModelProto, inputs: Sequence[np.ndarray], meta: 
     takes any size and the halves are at least RANK_MIN_SIDE pixels (deploykit.precision.budget: "single"
     ranks alike there, in a quarter of the time); None (rank at full size) otherwise."""
     shape = inputs[0].shape
-    if len(shape) != 4 or min(shape[2:]) // 2 < RANK_MIN_SIDE or not _dynamic_size(model):
+    if len(shape) != 4 or min(shape[2:]) // 2 < RANK_MIN_SIDE or input_shape(model, None) is not None:  # fixed H, W
         return None
     small = [halved(x) for x in inputs[:RANK_INPUTS]]
     try:
@@ -362,14 +362,6 @@ def _rank_evaluator(model: onnx.ModelProto, inputs: Sequence[np.ndarray], meta: 
     except Exception as exc:  # a graph whose dims are dynamic but whose ops are not (ORT raises its own types)
         progress(f"ranking at full size: the model does not run at {list(small[0].shape)} ({first_line(exc)})")
         return None
-
-
-def _dynamic_size(model: onnx.ModelProto) -> bool:
-    """Whether the graph's first input has no fixed height and width."""
-    initializers = {i.name for i in model.graph.initializer}
-    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
-    dims = graph_input.type.tensor_type.shape.dim if graph_input is not None else []
-    return len(dims) == 4 and not (dims[2].HasField("dim_value") and dims[3].HasField("dim_value"))
 
 
 def _mac_share(model: onnx.ModelProto, shape: tuple[int, ...], progress: Progress) -> MacShare | None:
