@@ -246,7 +246,7 @@ def test_kept_pytorch_outputs_are_reused_only_for_the_same_inputs(tmp_path: Path
     model = loaded.module
     calls: list[int] = []
     model.register_forward_hook(lambda *_: calls.append(1))
-    kept: dict[tuple[object, ...], dict[str, np.ndarray]] = {}
+    kept: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     shapes = [(1, 3, 32, 32), (2, 3, 32, 32)]
     first = verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), torch_outputs=kept)
     again = verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), torch_outputs=kept)
