@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deploykit.errors import ParityError
 from deploykit.metrics.numeric import SAMPLE_STRIDE, high_percentile, numeric_metrics
@@ -50,6 +52,19 @@ def test_high_percentile_is_numpys(size: int, q: float) -> None:
     for values in (np.abs(rng.standard_normal(size)), rng.integers(0, 3, size).astype(np.float64), np.zeros(size),
                    np.sort(rng.standard_normal(size))):
         assert high_percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12, abs=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(61_000, 140_000), q=st.floats(90.0, 100.0),
+       distinct=st.integers(1, 50), sampled=st.floats(0.0, 10.0), stride_offset=st.integers(0, SAMPLE_STRIDE - 1))
+def test_high_percentile_is_numpys_on_generated_arrays(seed: int, size: int, q: float, distinct: int,
+                                                        sampled: float, stride_offset: int) -> None:
+    """Ties (few distinct values) and values planted where the sample looks (every SAMPLE_STRIDE-th, shifted):
+    the cases where a sampled threshold can mislead."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, distinct, size).astype(np.float64) * rng.exponential()
+    values[stride_offset::SAMPLE_STRIDE] = sampled
+    assert high_percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12, abs=1e-300)
 
 
 def test_high_percentile_checks_the_sampled_threshold() -> None:
