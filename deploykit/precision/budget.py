@@ -216,7 +216,6 @@ class Evaluator:
             scores.update(self._bounds(scores, outputs, shared))
         return scores
 
-
     def _bounds(self, pooled: Mapping[str, float], outputs: Sequence[Sequence[np.ndarray]],
                 shared: Sequence[Shared]) -> dict[str, float]:
         """The confidence bound of each budgeted task metric over the inputs (module docstring)."""
