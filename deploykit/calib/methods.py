@@ -118,38 +118,44 @@ def percentile_amax(stats: TensorStats, percentile: float) -> float:
     return min(stats.absmax, (index + within) * _bin_width(stats))
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    p = p / p.sum()
-    q = q / q.sum()
-    mask = p > 0
-    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
-
-
-def _quantized(reference: np.ndarray, levels: int) -> np.ndarray:
-    """`reference` merged into `levels` groups (bin j into group floor(levels * j / size)), each group's mass
-    spread over its non-empty bins."""
-    size = reference.size
-    edges = -((-np.arange(levels + 1) * size) // levels)  # ceil(k * size / levels): the first bin of group k
-    totals = np.add.reduceat(reference, edges[:-1])
-    nonzero = np.add.reduceat((reference > 0).astype(np.float64), edges[:-1])
-    per_bin = np.divide(totals, nonzero, out=np.zeros(levels), where=nonzero > 0)
-    expanded = np.repeat(per_bin, np.diff(edges))
-    return np.where(reference > 0, expanded, 0.0)
+def _divergences(hist: np.ndarray, thresholds: np.ndarray, levels: int) -> np.ndarray:
+    """KL(P_i || Q_i) of every threshold i in `thresholds` at once (module docstring), inf where Q_i is empty.
+    P_i is hist[:i] with the clipped mass hist[i:] added to bin i-1; Q_i merges hist[:i] into `levels` groups
+    (bin j into group floor(levels * j / i)) and spreads each group's mass over its non-empty bins. Written
+    with prefix sums so that one threshold costs O(levels), not O(i): with N the total count and S_i the mass
+    below i, KL = (sum p log p - sum p log q) / N - log N with q normalized by S_i (and floored at 1e-12, as
+    the per-threshold form does); every bin of a group shares its q, so sum h log q is a sum over groups. The
+    exhaustive search took 20 s for the 118 tensors of DeepLabv3+ MobileNetV2 one threshold at a time."""
+    total = float(hist.sum())
+    mass_below = np.concatenate(([0.0], np.cumsum(hist)))
+    filled_below = np.concatenate(([0], np.cumsum(hist > 0)))
+    hlogh = np.concatenate(([0.0], np.cumsum(hist * np.log(np.where(hist > 0, hist, 1.0)))))
+    edges = -((-np.arange(levels + 1)[None, :] * thresholds[:, None]) // levels)  # ceil: each group's first bin
+    group_mass = mass_below[edges[:, 1:]] - mass_below[edges[:, :-1]]
+    group_filled = filled_below[edges[:, 1:]] - filled_below[edges[:, :-1]]
+    kept = mass_below[thresholds]  # S_i
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_q = np.log(np.maximum(group_mass / np.maximum(group_filled, 1) / kept[:, None], 1e-12))
+        cross = np.sum(np.where(group_mass > 0, group_mass * log_q, 0.0), axis=1)
+        last, clipped = hist[thresholds - 1], total - kept
+        last_log_q = np.where(last > 0, log_q[:, -1], np.log(1e-12))  # bin i-1 is in the last group
+        cross += (clipped * last_log_q)  # the last bin of P holds the clipped mass too
+        reference = last + clipped
+        own = hlogh[thresholds - 1] + np.where(reference > 0, reference * np.log(np.where(reference > 0, reference,
+                                                                                         1.0)), 0.0)
+        divergence = (own - cross) / total - np.log(total)
+    return np.where(kept > 0, divergence, np.inf)
 
 
 def _best_threshold(hist: np.ndarray, thresholds: range, levels: int, fallback: int) -> int:
     """The threshold of least KL divergence; the last one among equals, as NVIDIA's implementation."""
-    best_kl, best_i = np.inf, fallback
-    for i in thresholds:
-        reference = hist[:i].copy()
-        reference[-1] += hist[i:].sum()  # clipped outliers saturate into the last bin
-        candidate = _quantized(hist[:i], levels)
-        if candidate.sum() == 0:
-            continue
-        divergence = _kl(reference, candidate)
-        if divergence <= best_kl:
-            best_kl, best_i = divergence, i
-    return best_i
+    candidates = np.arange(thresholds.start, thresholds.stop, thresholds.step)
+    if candidates.size == 0:
+        return fallback
+    divergence = _divergences(hist, candidates, levels)
+    if not np.isfinite(divergence).any():
+        return fallback
+    return int(candidates[candidates.size - 1 - int(np.argmin(divergence[::-1]))])
 
 
 def entropy_amax(stats: TensorStats, options: Entropy) -> float:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import onnx
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from deploykit.calib.collect import BINS, TensorStats, collect_stats
 from deploykit.calib.methods import Entropy, MinMax, Mse, Percentile, amax, entropy_amax, make_method
@@ -141,6 +143,21 @@ def test_entropy_is_the_exhaustive_published_search(seed: int) -> None:
     expected = min(stats.absmax, _published_entropy_threshold(stats.hist) * width)
     assert entropy_amax(stats, Entropy()) == pytest.approx(expected, rel=1e-9)
 
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 10_000), min_size=70, max_size=300),
+       holes=st.lists(st.integers(0, 299), max_size=40), levels=st.sampled_from([8, 16, 64]))
+def test_entropy_prefix_sums_equal_the_search_one_threshold_at_a_time(counts: list[int], holes: list[int],
+                                                                      levels: int) -> None:
+    """Histograms with empty runs, sparse tails and fewer bins than levels x 2: the threshold the prefix-sum
+    divergences choose is the one the per-threshold search (written directly above) chooses."""
+    hist = np.array(counts, dtype=np.int64)
+    hist[[h for h in holes if h < hist.size]] = 0
+    stats = TensorStats(absmax=float(hist.size), count=int(hist.sum()), hist=hist, hist_range=float(hist.size))
+    assume(int(np.count_nonzero(np.r_[hist[1], hist[1:]])) > 1)  # else entropy_amax returns max |x| unsearched
+    expected = min(stats.absmax, float(_published_entropy_threshold(hist, levels)))
+    assert entropy_amax(stats, Entropy(levels=levels, start=levels)) == pytest.approx(expected, rel=1e-12)
 
 def _quantization_mse(values: np.ndarray, top: float) -> float:
     step = top / 127
