@@ -115,6 +115,7 @@ class Backend:
     triton_file: str = ""  # the file name Triton expects in a model version folder
     triton_kind: str = "KIND_CPU"
     qdq_layout: str = "inputs+outputs"  # default INT8 Q/DQ placement; see deploykit.calib.qdq
+    calib_method: str = "minmax"  # INT8 range method when --calib-method is not given (deploykit.calib.methods)
     lint_target: str = ""  # the deploykit.graph.lint target its precision graphs are checked against ("": none)
     # ONNX Runtime optimizers it does not apply: scoring its graphs (accuracy budgets) leaves them out
     scored_without: tuple[str, ...] = ()
@@ -222,6 +223,9 @@ BACKENDS: dict[str, Backend] = with_plugins("deploykit.backends", Backend, {
                 # DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out images: pixel agreement 0.878 with
                 # the pass, 0.944 without it or with no optimization at all)
                 lint_target="tensorrt", scored_without=("WeightBiasQuantization",),
+                # NVIDIA ModelOpt is the peer here, and an engine build takes minutes anyway: auto's scoring
+                # costs seconds (deploykit.precision.range_choice; benchmarks/results/int8_recovery.md)
+                calib_method="auto",
                 ready_note="found a working builder", bench_choices={"tensorrt": ()},
                 kernel_precisions=("fp32", "fp16", "int8")),
         Backend("openvino", "deploykit.backends.openvino.backend",

@@ -1,4 +1,5 @@
-"""Calibration cache: per-tensor ranges as JSON, keyed by the ONNX file, the data and the method.
+"""Calibration cache: per-tensor ranges as JSON, keyed by the ONNX file, the data and the method (for
+--calib-method auto, the list of its candidates: one file holds each candidate's ranges, all from one pass).
 
 Location: an explicit path (--calib-cache), else $DEPLOYKIT_CACHE_DIR, else $XDG_CACHE_HOME/deploykit, else
 ~/.cache/deploykit, in calibration/<key>.json. A cache whose key does not match is ignored, never trusted.
@@ -18,7 +19,7 @@ import deploykit
 from deploykit.errors import DeployKitError, InputError
 from deploykit.io.outputs import write_json
 
-SCHEMA = 3  # bump when a range method's algorithm or the cache's fields change, so old caches are not trusted
+SCHEMA = 4  # bump when a range method's algorithm or the cache's fields change, so old caches are not trusted
 
 
 def cache_dir() -> Path:
@@ -37,7 +38,7 @@ def cache_key(onnx_sha256: str, data_sha256: str, method: Mapping[str, Any]) -> 
 @dataclass(frozen=True)
 class CachedRanges:
     key: str
-    amax: dict[str, float]  # the method's range per tensor
+    amax: dict[str, dict[str, float]]  # range method name -> its range per tensor (auto: each candidate's)
     absmax: dict[str, float]  # max |x| per tensor (the FP16 overflow guard reads these)
     inputs: int  # how many calibration inputs were seen
     observed: dict[str, tuple[float, float]] = field(default_factory=dict)  # (min, max) per tensor
@@ -61,7 +62,8 @@ def load(path: Path, key: str) -> CachedRanges | None:
     if data is None or data.get("key") != key or data.get("schema") != SCHEMA:
         return None
     try:
-        return CachedRanges(key=key, amax={k: float(v) for k, v in data["amax"].items()},
+        return CachedRanges(key=key, amax={m: {k: float(v) for k, v in ranges.items()}
+                                           for m, ranges in data["amax"].items()},
                             absmax={k: float(v) for k, v in data["absmax"].items()}, inputs=int(data["inputs"]),
                             observed={k: (float(v[0]), float(v[1])) for k, v in data.get("observed", {}).items()})
     except (AttributeError, TypeError, ValueError, KeyError, IndexError):  # edited by hand: recalibrate

@@ -82,24 +82,51 @@ Method = MinMax | Percentile | Entropy | Mse
 METHODS: dict[str, type[MinMax] | type[Percentile] | type[Entropy] | type[Mse]] = {
     "minmax": MinMax, "percentile": Percentile, "entropy": Entropy, "mse": Mse,
 }
+
+
+@dataclass(frozen=True)
+class Auto:
+    """--calib-method auto: each candidate's ranges from the one collection of statistics, and the candidate
+    whose INT8 graph scores best kept (deploykit.precision.range_choice measures them). minmax and entropy: on
+    the trained DeepLabv3+ MobileNetV2 minmax is ahead by 0.05 pixel agreement, on the trained MSI-Net entropy
+    by 0.005-0.015 CC (TensorRT form, benchmarks/results/int8_recovery.md); percentile and mse were never
+    ahead of both by more than 0.003 there, so they do not earn a third and fourth scoring build."""
+
+    candidates: tuple[Method, ...] = (MinMax(), Entropy())
+    name = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.name, "candidates": [c.to_dict() for c in self.candidates]}
+
+
+AUTO = Auto.name
 # minmax, as NVIDIA ModelOpt's INT8 default: never clips, so never fails badly. Measured on the TensorRT-form
 # INT8 graph run by ONNX Runtime against FP32 on benchmarks/data/heldout (benchmarks/qdq_placement.py
 # --trained, calibrated on benchmarks/data/calib): trained small DeepLabv3+ MobileNetV2 at 513x513, pixel
 # agreement minmax 0.968 / percentile 99.99 0.970 / entropy (exhaustive) 0.923; trained small MSI-Net at
 # 240x320, CC minmax 0.973 / percentile 0.980 / entropy 0.983. Entropy (TensorRT's old calibrator default)
-# clips segmentation features too hard; choose it per model with --calib-method.
+# clips segmentation features too hard; a backend may default to auto instead (Backend.calib_method).
 DEFAULT_METHOD = "minmax"
+CHOICES = (*METHODS, AUTO)  # what --calib-method accepts
 
 
-def make_method(name: str | None, *, percentile: float | None = None) -> Method:
-    chosen = name or DEFAULT_METHOD
-    if chosen not in METHODS:
-        raise CalibrationError(f"unknown calibration method {chosen!r}; choose one of {', '.join(METHODS)}")
+def make_method(name: str | None, *, percentile: float | None = None,
+                default: str = DEFAULT_METHOD) -> Method | Auto:
+    chosen = name or default
+    if chosen not in CHOICES:
+        raise CalibrationError(f"unknown calibration method {chosen!r}; choose one of {', '.join(CHOICES)}")
     if percentile is not None and chosen != "percentile":
         raise CalibrationError(f"--percentile applies to the percentile method, not {chosen}")
+    if chosen == AUTO:
+        return Auto()
     if chosen == "percentile":
         return Percentile() if percentile is None else Percentile(percentile)
     return METHODS[chosen]()
+
+
+def candidates(method: Method | Auto) -> tuple[Method, ...]:
+    """The range methods whose ranges a calibration computes: auto's candidates, else the method itself."""
+    return method.candidates if isinstance(method, Auto) else (method,)
 
 
 def _bin_width(stats: TensorStats) -> float:

@@ -10,7 +10,7 @@ import click
 from deploykit.backends.base import BACKENDS, COMPILERS
 from deploykit.build import build_artifact
 from deploykit.calib.cache import check_cache_path
-from deploykit.calib.methods import DEFAULT_METHOD, METHODS
+from deploykit.calib.methods import CHOICES
 from deploykit.calib.qdq import LAYOUTS
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import (
@@ -61,6 +61,15 @@ def _layouts() -> str:
     return ", ".join(f"{layout} for {' and '.join(titles)}" for layout, titles in owners.items() if titles)
 
 
+def _calib_methods() -> str:
+    """Each default range method and the backends whose default it is, from the table."""
+    owners: dict[str, list[str]] = {}
+    for entry in BACKENDS.values():
+        if not entry.reference:
+            owners.setdefault(entry.calib_method, []).append(entry.title)
+    return ", ".join(f"{method} for {' and '.join(titles)}" for method, titles in owners.items())
+
+
 @click.command("build-engine")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -71,8 +80,9 @@ def _layouts() -> str:
 @click.option("--calib-data", default=None, metavar="DIR|FILE|photos|synthetic",
               help="Calibration inputs: images (model's preprocessing), .npy/.npz, scikit-image photos, or noise.")
 @click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration inputs to use (default 64).")
-@click.option("--calib-method", type=click.Choice(list(METHODS)), default=None,
-              help=f"INT8 range method (default {DEFAULT_METHOD}, as NVIDIA ModelOpt; see deploykit.calib.methods).")
+@click.option("--calib-method", type=click.Choice(CHOICES), default=None,
+              help=f"INT8 range method; auto scores each candidate's INT8 graph and keeps the best (default: "
+                   f"{_calib_methods()}; see deploykit.calib.methods).")
 @click.option("--percentile", type=at_least(0, open_=True, high=100), default=None,
               help="Percentile of |x| for --calib-method percentile (default 99.99).")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,

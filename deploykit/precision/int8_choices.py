@@ -131,6 +131,12 @@ def describe(report: Mapping[str, Any]) -> list[str]:
         return []
     remainder = report["int8_float"]
     lines = [f"float remainder {remainder['chosen']}: {remainder.get('why', '')}"]
+    choice = report.get("method_choice")
+    if choice:
+        metric = choice["metric"]
+        lines.append(f"calibration method {choice['chosen']}, chosen by auto on {choice['scored_on']} ("
+                     + ", ".join(f"{name} {metric} {s.get(metric, float('nan')):.4f}"
+                                 for name, s in choice["scores"].items()) + ")")
     grouped = [k for k in report.get("kept_float") or [] if "depthwise/grouped" in str(k.get("reason", ""))]
     if grouped:
         lines.append(f"{len(grouped)} depthwise/grouped convolutions {grouped[0]['reason']}")

@@ -21,7 +21,7 @@ from deploykit.backends.base import Backend
 from deploykit.calib import cache as calib_cache
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.data import CalibrationData, calibration_data
-from deploykit.calib.methods import MinMax, amax, make_method
+from deploykit.calib.methods import Auto, Method, MinMax, amax, candidates, make_method
 from deploykit.calib.qdq import LAYOUTS, QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError, first_line
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
@@ -40,6 +40,7 @@ from deploykit.precision.budget import (
     search,
 )
 from deploykit.precision.int8_choices import float_remainder, grouped_reason, qdq_lint
+from deploykit.precision.range_choice import SCORED_INPUTS, choose_method
 from deploykit.precision.recovery import RecoveryOptions, equalized_source, recover
 from deploykit.types import Progress
 
@@ -62,7 +63,7 @@ class CalibrationOptions:
 
     data: str | None = None  # folder, .npy/.npz, "photos" or "synthetic"
     n: int | None = None
-    method: str | None = None  # minmax | entropy | percentile
+    method: str | None = None  # minmax | entropy | percentile | mse | auto (default: the backend's)
     percentile: float | None = None
     cache: str | None = None  # explicit cache file; default: the cache folder, keyed
     use_cache: bool = True
@@ -128,28 +129,31 @@ def _check_static_size(data: CalibrationData, model: onnx.ModelProto) -> None:
                              "with dynamic shapes")
 
 
-def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, method: Any, tensors: Sequence[str],
-            options: CalibrationOptions, *, histograms: bool, threads: int | None,
+def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, method: Method | Auto,
+            tensors: Sequence[str], options: CalibrationOptions, *, threads: int | None,
             say: Progress) -> tuple[calib_cache.CachedRanges, dict[str, Any]]:
-    """Ranges of `tensors` under `method`, from the cache when its key matches, else measured (streamed)."""
+    """Ranges of `tensors` under `method` (auto: under each of its candidates, from one pass), from the cache
+    when its key matches, else measured (streamed); histograms only when a method reads them."""
     data_sha = data.fingerprint()
-    method_record = method.to_dict() if hasattr(method, "to_dict") else {"method": "absmax"}
+    method_record = method.to_dict()
+    methods = candidates(method)
     key = calib_cache.cache_key(model_sha, data_sha, method_record)
     path = Path(options.cache) if options.cache else calib_cache.default_path(key)
     info = {"source": data.source, "kind": data.kind, "inputs": len(data), "method": method_record,
             "data_sha256": data_sha, "cache": str(path) if options.use_cache else None}
     if options.use_cache:
         cached = calib_cache.load(path, key)
-        if cached is not None and set(tensors) <= set(cached.absmax):
+        if cached is not None and set(tensors) <= set(cached.absmax) and {m.name for m in methods} <= set(cached.amax):
             say(f"calibration ranges from cache {path}")
             return cached, {**info, "cache_hit": True}
     say(f"calibrating on {len(data)} input(s) from {data.source} ({method_record['method']})")
+    histograms = any(not isinstance(m, MinMax) for m in methods)
     collection = collect_stats(model, tensors, data, histograms=tensors if histograms else (),
                                threads=threads, progress=say)
     if collection.inputs == 0:
         raise CalibrationError(f"no calibration inputs were read from {data.source}")
     ranges = calib_cache.CachedRanges(
-        key=key, amax={name: amax(stats, method) for name, stats in collection.stats.items()},
+        key=key, amax={m.name: {name: amax(stats, m) for name, stats in collection.stats.items()} for m in methods},
         absmax={name: stats.absmax for name, stats in collection.stats.items()}, inputs=collection.inputs,
         observed={name: (stats.minimum, stats.maximum) for name, stats in collection.stats.items()
                   if stats.count})
@@ -189,6 +193,25 @@ def _split(data: CalibrationData, options: CalibrationOptions, budget: Budget | 
     return (*data.split(options.holdout if options.holdout is not None else quarter), LAST_OF_CALIB_N)
 
 
+def _scoring_inputs(data: CalibrationData, held: CalibrationData | None
+                    ) -> tuple[CalibrationData, CalibrationData, str]:
+    """(calibration inputs, the inputs --calib-method auto scores its candidates on, which they are), so that no
+    range is fitted to them (deploykit.precision.range_choice): the budget's held-out inputs, else the source's
+    inputs beyond --calib-n, else the last of the --calib-n inputs, left out of calibration as the budget's
+    held-out share is (a single calibration input is scored on itself)."""
+    if held is not None:
+        scored = replace(held, items=held.items[:SCORED_INPUTS])
+        return data, scored, f"{len(scored)} of the budget's held-out inputs"
+    if data.spare:
+        scored = data.spare_part(SCORED_INPUTS)
+        return data, scored, f"{len(scored)} input(s) {BEYOND_CALIB_N}"
+    count = min(SCORED_INPUTS, len(data) - 1)
+    if count == 0:
+        return data, data, "the one calibration input itself (no other input: it favours minmax)"
+    calibration, scored = data.split(count)
+    return calibration, scored, f"the last {count} of the --calib-n inputs, left out of calibration"
+
+
 def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: str,
                options: CalibrationOptions, *, keep: Sequence[str], fp16_io: bool, accuracy_budget: Sequence[str],
                backend: Backend, threads: int | None, progress: Progress) -> PrecisionResult:
@@ -217,8 +240,8 @@ def fp16_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
             truth = _held_truth(held, options, budget, meta)
             index = index_graph(source)
             tensors = sorted(t for t in activations(source, index) if index.types.get(t) == TensorProto.FLOAT)
-            ranges, info = _ranges(source, source_sha, data, MinMax(), tensors, options, histograms=False,
-                                   threads=threads, say=progress)
+            ranges, info = _ranges(source, source_sha, data, MinMax(), tensors, options, threads=threads,
+                                   say=progress)
             absmax, data_sha = ranges.absmax, info["data_sha256"]
             info["overflow_scan"] = f"{ranges.inputs} input(s)"
 
@@ -250,15 +273,26 @@ def int8_graph(source: onnx.ModelProto, meta: ModelMetadata | None, source_sha: 
     budget = parse_budget(accuracy_budget, meta.task if meta else None) if accuracy_budget else None
     data, held, origin = _split(_data(options, source, meta, progress), options, budget)
     truth = _held_truth(held, options, budget, meta)
-    method = make_method(options.method, percentile=options.percentile)
+    method = make_method(options.method, percentile=options.percentile, default=entry.calib_method)
+    if isinstance(method, Auto):
+        data, scoring, scored_on = _scoring_inputs(data, held)
     source, source_sha, equalized = equalized_source(source, source_sha, options.recovery, progress)
     ranges, info = _ranges(source, source_sha, data, method, calibration_tensors(source), options,
-                           histograms=not isinstance(method, MinMax), threads=threads, say=progress)
-    builder = QdqBuilder(source, ranges.amax, keep_float=keep_float, quantize_outputs=layout == LAYOUTS[1],
-                         float_grouped=grouped_reason(options.grouped, entry), observed=ranges.observed)
-    report: dict[str, Any] = {"method": method.to_dict(), "recovery": options.recovery.to_dict(),
-                              "equalization": equalized, **recover(builder, options.recovery, entry, data,
-                                                                   threads=threads, progress=progress)}
+                           threads=threads, say=progress)
+    builder = QdqBuilder(source, ranges.amax[candidates(method)[0].name], keep_float=keep_float,
+                         quantize_outputs=layout == LAYOUTS[1], float_grouped=grouped_reason(options.grouped, entry),
+                         observed=ranges.observed)
+    report: dict[str, Any] = {}
+    if isinstance(method, Auto):
+        choice, recovered = choose_method(builder, ranges.amax, method.candidates, options.recovery, entry, data,
+                                          list(scoring), scored_on, meta.task if meta else None, threads=threads,
+                                          progress=progress)
+        method, report["method_choice"] = choice.chosen, choice.to_dict()
+    else:
+        recovered = recover(builder, options.recovery.resolved(method), entry, data, threads=threads,
+                            progress=progress)
+    report.update({"method": method.to_dict(), "recovery": options.recovery.resolved(method).to_dict(),
+                   "equalization": equalized, **recovered})
     result = builder.build()
     if budget is not None and held is not None:
         found = _search(builder.model, result.quantized, lambda kept: builder.build(kept).model, held, truth, budget,

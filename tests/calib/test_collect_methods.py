@@ -123,6 +123,8 @@ def _published_entropy_threshold(hist: np.ndarray, levels: int = 128) -> int:
         q_level = np.bincount(level_of, weights=bins[:i], minlength=levels)
         used = np.bincount(level_of, weights=(bins[:i] > 0).astype(float), minlength=levels)
         q = np.where(bins[:i] > 0, q_level[level_of] / np.maximum(used[level_of], 1), 0.0)
+        if q.sum() == 0:
+            continue  # nothing below the threshold: no candidate distribution
         p = bins[:i].copy()
         p[-1] += bins[i:].sum()
         p, q = p / p.sum(), q / q.sum()

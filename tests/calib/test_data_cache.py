@@ -77,7 +77,7 @@ def test_cache_roundtrip_and_key_mismatch(tmp_path: Path, monkeypatch: pytest.Mo
     assert key != calib_cache.cache_key("onnx-sha", "data-sha", {"method": "entropy"})
     path = calib_cache.default_path(key)
     assert path.parent == tmp_path / "calibration"
-    ranges = calib_cache.CachedRanges(key, {"a": 1.5}, {"a": 2.0}, inputs=3)
+    ranges = calib_cache.CachedRanges(key, {"minmax": {"a": 1.5}, "entropy": {"a": 1.25}}, {"a": 2.0}, inputs=3)
     calib_cache.store(path, ranges, onnx_sha256="onnx-sha", data_sha256="data-sha", method={"method": "minmax"})
     assert calib_cache.load(path, key) == ranges
     assert calib_cache.load(path, "another-key") is None
