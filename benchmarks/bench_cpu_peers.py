@@ -211,7 +211,7 @@ def ort_quantize_static(p: Prepared, args: argparse.Namespace) -> Contender:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from deploykit.backends.onnxruntime.compile import needs_seven_bit_weights
+    from deploykit.graph.seven_bit import needs_seven_bit_weights
 
     name = ort.InferenceSession(str(p.onnx), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
