@@ -122,7 +122,7 @@ def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
 
 
 # The observed [min, max] of each quantized activation of an INT8 graph, for CPU lowerings that may use
-# asymmetric ranges (deploykit.backends.onnxruntime.unsigned); outside the deploykit.* namespace, so model
+# asymmetric ranges (deploykit.graph.unsigned); outside the deploykit.* namespace, so model
 # metadata rewrites keep it and sidecars do not copy it.
 RANGES_KEY = "deploykit-int8.observed_ranges"
 

@@ -2,8 +2,8 @@
 
 The steps live in deploykit.calib, one module per method; this module decides when each runs and on what:
 - bias correction (deploykit.calib.bias_correction), measured on the graph as the backend computes it
-  (`as_deployed`: for ONNX Runtime its UINT8 / 7-bit lowering, for TensorRT the symmetric graph itself). On by
-  default, but after entropy ranges (`RecoveryOptions.resolved`).
+  (`as_deployed`: for the CPU backends their UINT8 / 7-bit lowering, for TensorRT the symmetric graph itself).
+  On by default, but after entropy ranges (`RecoveryOptions.resolved`).
 """
 
 from __future__ import annotations

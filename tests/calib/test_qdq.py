@@ -8,12 +8,13 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, seven_bit_weights
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
 from deploykit.errors import ConfigConflict
 from deploykit.evaluate import session_from_onnx
+from deploykit.graph.cpu_int8 import lower_for_cpu
+from deploykit.graph.seven_bit import seven_bit_weights
 from tests.fixtures.precision_models import export_user_model
 
 
@@ -118,7 +119,7 @@ def test_keep_float_by_type_name_and_depthwise(net: onnx.ModelProto, ranges: dic
 def test_onnxruntime_lowering_is_uint8_after_activations(net: onnx.ModelProto, ranges: dict[str, float],
                                                         inputs: list[np.ndarray]) -> None:
     symmetric = qdq_from_ranges(net, ranges).model
-    lowered = lower_for_onnxruntime(symmetric, seven_bit=False)
+    lowered = lower_for_cpu(symmetric, seven_bit=False)
     assert lowered.unsigned >= 2 and lowered.seven_bit == 0
     inits = _inits(lowered.model)
     producers = {o: n for n in lowered.model.graph.node for o in n.output}
@@ -140,7 +141,7 @@ def test_onnxruntime_lowering_is_uint8_after_activations(net: onnx.ModelProto, r
 def test_seven_bit_weights_double_the_scale(net: onnx.ModelProto, ranges: dict[str, float]) -> None:
     model = qdq_from_ranges(net, ranges).model
     before = _inits(model)
-    changed = seven_bit_weights(model)
+    changed, _ = seven_bit_weights(model)
     after = _inits(model)
     assert changed == 6
     for name, array in after.items():

@@ -14,16 +14,12 @@ import onnx
 import onnxruntime
 
 from deploykit.backends.base import Availability, Compiled
-from deploykit.backends.onnxruntime.compile import (
-    OPTIMIZATION,
-    lower_for_onnxruntime,
-    needs_seven_bit_weights,
-    ort_model_from_onnx,
-    ort_optimized,
-)
+from deploykit.backends.onnxruntime.compile import OPTIMIZATION, ort_model_from_onnx, ort_optimized
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.environment import cpu_flags, cpu_model
 from deploykit.evaluate import provider_chain
+from deploykit.graph.cpu_int8 import lower_for_cpu
+from deploykit.graph.seven_bit import needs_seven_bit_weights
 from deploykit.io.sidecar import Sidecar
 from deploykit.runner import Runner
 from deploykit.types import Progress
@@ -43,7 +39,7 @@ def preflight(model: onnx.ModelProto, source: str) -> None:
 def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
                 float_source: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """The INT8 lowering the artifact gets, and with `optimize` ONNX Runtime's optimizations too."""
-    lowered = lower_for_onnxruntime(model, float_source=float_source).model
+    lowered = lower_for_cpu(model, float_source=float_source).model
     return ort_optimized(lowered, threads=threads) if optimize else lowered
 
 
@@ -61,10 +57,8 @@ def compile(graph: Path, out: Path, options: None, *, precision: str, force: boo
     if lowered.seven_bit:
         progress("INT8 weights quantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
                  "deploykit.graph.seven_bit)")
-    lowering = {"uint8_activations": lowered.unsigned, "seven_bit_weights": lowered.seven_bit,
-                "seven_bit_from_float": lowered.seven_bit_from_float}
     return Compiled(backend_version=onnxruntime.__version__, device=_device(),
-                    build_options={"optimization_level": OPTIMIZATION, "int8_lowering": lowering})
+                    build_options={"optimization_level": OPTIMIZATION, "int8_lowering": lowered.facts()})
 
 
 def open(artifact: Path, sidecar: Sidecar | None, *, providers: Sequence[str] = ("cpu",),

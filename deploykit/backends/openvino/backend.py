@@ -17,9 +17,9 @@ import onnx
 
 from deploykit.backends.base import Availability, Compiled
 from deploykit.backends.openvino.compile import compile as to_ir
-from deploykit.backends.openvino.compile import lowered
 from deploykit.backends.openvino.runner import DEVICE, open_runner
 from deploykit.errors import first_line
+from deploykit.graph.cpu_int8 import lower_for_cpu
 from deploykit.io.sidecar import Sidecar
 from deploykit.runner import Runner
 from deploykit.types import Progress
@@ -53,9 +53,9 @@ def preflight(model: onnx.ModelProto, source: str) -> None:
 
 def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
                 float_source: onnx.ModelProto | None = None) -> onnx.ModelProto:
-    """The Q/DQ graph OpenVINO compiles (7-bit weights on CPUs without VNNI, deploykit.backends.openvino.compile);
-    ONNX Runtime running it is the stand-in the budget scores."""
-    return lowered(model, float_source)[0]
+    """The lowered Q/DQ graph OpenVINO compiles (deploykit.graph.cpu_int8); ONNX Runtime running it is the
+    stand-in the budget scores."""
+    return lower_for_cpu(model, float_source=float_source).model
 
 
 def compile(graph: Path, out: Path, options: None, *, precision: str, force: bool, threads: int | None,

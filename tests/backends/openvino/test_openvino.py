@@ -135,6 +135,12 @@ def test_int8_qdq_graph_runs_in_low_precision(tiny_onnx: Path, tmp_path: Path) -
     assert np.abs(got - fp32).max() > 1e-5 * scale  # and quantized indeed
     lowering = facts["build_options"]["int8_lowering"]
     assert (lowering["seven_bit_weights"] == 3) == needs_seven_bit_weights()
+    # the CPU lowering ONNX Runtime's artifact gets (deploykit.graph.cpu_int8): UINT8 activations, the INT8
+    # pass's observed ranges as asymmetric FakeQuantize; the symmetric graph stays TensorRT's
+    assert lowering["uint8_activations"] > 0
+    zero_points = [i for i in onnx.load(str(deployed)).graph.initializer if i.name.endswith("_u8") and not i.dims
+                   and i.data_type == onnx.TensorProto.UINT8]
+    assert zero_points
 
 
 @pytest.mark.parametrize("vnni", [False, True], ids=["no-vnni", "vnni"])
@@ -152,8 +158,8 @@ def test_weight_width_follows_vnni(vnni: bool, tiny_onnx: Path, tmp_path: Path,
                                                            recovery=RecoveryOptions(equalization=EQUALIZE["relu"])))
     assert result.report["equalization"]["pairs"] > 0  # the float weights changed before quantization
     width = 0 if vnni else 3
-    assert result.sidecar.build_options["int8_lowering"] == {"seven_bit_weights": width,
-                                                             "seven_bit_from_float": width}
+    lowering = result.sidecar.build_options["int8_lowering"]
+    assert (lowering["seven_bit_weights"], lowering["seven_bit_from_float"]) == (width, width)
 
 
 def test_refuses_to_overwrite_and_wrong_suffix(tiny_onnx: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""ONNX Runtime INT8 lowering (issue 15 items 1 and 3): every quantized conv and residual Add of a zoo model
-fuses (QLinearConv, QLinearAdd) in the ORT artifact, the UINT8 zero point 128 lowering is exact, and 7-bit
-weights on CPUs without VNNI are rounded once from the float weights."""
+"""The CPU INT8 lowering (issue 15 items 1 and 3; deploykit.graph.cpu_int8): every quantized conv and residual
+Add of a zoo model fuses (QLinearConv, QLinearAdd) in the ORT artifact, the UINT8 zero point 128 lowering is
+exact, and 7-bit weights on CPUs without VNNI are rounded once from the float weights."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import pytest
 from onnx import numpy_helper
 
 from deploykit.backends.base import backend_of
-from deploykit.backends.onnxruntime.compile import lower_for_onnxruntime, unsigned_after_activation
 from deploykit.build import build_artifact
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors, qdq_from_ranges
 from deploykit.evaluate import session_from_onnx, session_options
+from deploykit.graph.cpu_int8 import lower_for_cpu
 from deploykit.graph.seven_bit import SEVEN_BIT, needs_seven_bit_weights
+from deploykit.graph.unsigned import unsigned_activations
 from deploykit.io.metadata import read_observed_ranges
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS
@@ -127,20 +128,20 @@ def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Pat
 
 
 def test_zero_point_128_lowering_is_exact(symmetric: onnx.ModelProto, inputs: list[np.ndarray]) -> None:
-    partial = unsigned_after_activation(symmetric, everywhere=False)
-    full = unsigned_after_activation(symmetric)
-    assert full.unsigned > partial.unsigned >= 2
-    inits = _inits(full.model)
-    zero_points = {int(inits[n.input[2]]) for n in full.model.graph.node if n.op_type == "QuantizeLinear"}
+    partial, partial_count = unsigned_activations(symmetric, everywhere=False)
+    full, full_count = unsigned_activations(symmetric)
+    assert full_count > partial_count >= 2
+    inits = _inits(full)
+    zero_points = {int(inits[n.input[2]]) for n in full.graph.node if n.op_type == "QuantizeLinear"}
     assert zero_points == {0, 128}
-    assert all(inits[n.input[2]].dtype == np.uint8 for n in full.model.graph.node if n.op_type == "QuantizeLinear")
+    assert all(inits[n.input[2]].dtype == np.uint8 for n in full.graph.node if n.op_type == "QuantizeLinear")
     for x in inputs:  # zero point 128 with the same scale: the same dequantized values as INT8 zero point 0
-        np.testing.assert_allclose(_run(full.model, x), _run(partial.model, x), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(_run(full, x), _run(partial, x), rtol=0, atol=1e-5)
 
 
 def test_seven_bit_weights_rounded_once_from_float(net: onnx.ModelProto, symmetric: onnx.ModelProto) -> None:
-    from_float = lower_for_onnxruntime(symmetric, seven_bit=True, float_source=net)
-    from_codes = lower_for_onnxruntime(symmetric, seven_bit=True)
+    from_float = lower_for_cpu(symmetric, seven_bit=True, float_source=net)
+    from_codes = lower_for_cpu(symmetric, seven_bit=True)
     assert from_float.seven_bit == from_float.seven_bit_from_float == 6 and from_codes.seven_bit_from_float == 0
     floats, lowered, twice = _inits(net), _inits(from_float.model), _inits(from_codes.model)
     worst_once = worst_twice = 0.0
@@ -199,8 +200,8 @@ def test_observed_ranges_give_asymmetric_steps(net: onnx.ModelProto, inputs: lis
     symmetric = QdqBuilder(net, ranges).build().model
     recorded = QdqBuilder(net, ranges, observed=observed).build().model
     assert read_observed_ranges(recorded)["input"] == pytest.approx(observed["input"])
-    plain = lower_for_onnxruntime(symmetric, seven_bit=False)
-    asymmetric = lower_for_onnxruntime(recorded, seven_bit=False)
+    plain = lower_for_cpu(symmetric, seven_bit=False)
+    asymmetric = lower_for_cpu(recorded, seven_bit=False)
     input_q = next(n for n in asymmetric.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
     scale, zero = _inits(asymmetric.model)[input_q.input[1]], _inits(asymmetric.model)[input_q.input[2]]
     assert float(scale) == pytest.approx(4.0 / 255, rel=1e-3) and int(zero) == round(0.5 / (4.0 / 255))
@@ -217,8 +218,8 @@ def test_equalized_relu6_min_runs_on_uint8_and_the_conv_fuses(tmp_path: Path) ->
     """Cross-layer equalization turns ReLU6 into Relu + a per-channel Min; the lowering moves the Q before the
     Min (a UINT8 Min of the quantized bounds), which gives the same codes, and ONNX Runtime then fuses the
     convolution with its Relu and Q into QLinearConv (with the float Min between them it ran in float)."""
-    from deploykit.backends.onnxruntime.unsigned import quantized_mins, unsigned_activations
     from deploykit.calib.equalize import Equalization, equalize
+    from deploykit.graph.unsigned import quantized_mins, unsigned_activations
     from tests.calib.recovery_models import clip_node, conv, model
     from tests.calib.recovery_models import inputs as recovery_inputs
 
@@ -243,6 +244,6 @@ def test_equalized_relu6_min_runs_on_uint8_and_the_conv_fuses(tmp_path: Path) ->
         onnx.save(lowered, str(tmp_path / f"{name}.onnx"))
     assert _ops_after_ort(tmp_path / "float-min.onnx", tmp_path).count("QLinearConv") == 0
     assert _ops_after_ort(tmp_path / "uint8-min.onnx", tmp_path).count("QLinearConv") == 1  # the last stays float
-    lowered = lower_for_onnxruntime(graph, seven_bit=False).model  # the artifact's lowering moves it too
+    lowered = lower_for_cpu(graph, seven_bit=False).model  # the artifact's lowering moves it too
     producers = {o: n.op_type for n in lowered.graph.node for o in n.output}
     assert [producers[n.input[0]] for n in lowered.graph.node if n.op_type == "Min"] == ["QuantizeLinear"]

@@ -1,4 +1,5 @@
-"""UINT8 activations everywhere: the symmetric INT8 Q/DQ graph lowered to ONNX Runtime's U8S8 form.
+"""UINT8 activations everywhere: the symmetric INT8 Q/DQ graph lowered to the CPU runtimes' U8S8 form
+(deploykit.graph.cpu_int8 applies it for ONNX Runtime and OpenVINO).
 
 Why (issue 15 item 1): ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv only when the DQ input and the Q
 output have the same element type (`ConvNodeGroupSelector::Check` in onnxruntime's qdq_selectors.cc; on x86
@@ -19,8 +20,8 @@ Each activation Q/DQ pair (a scalar INT8 zero point 0, read only by DequantizeLi
   255): the same range [0, 127 s] with steps half as coarse; elsewhere zero point 128 and the same scale:
   u = q + 128 for every value, so the dequantized values are exactly the symmetric graph's (INT8 saturates at
   [-128, 127] s, UINT8 with zero point 128 at the same points).
-Weights stay INT8 (the S8 of U8S8). Only the ONNX Runtime artifact is lowered; the precision graph TensorRT
-compiles keeps zero point 0.
+Weights stay INT8 (the S8 of U8S8). Only the CPU artifacts are lowered; the precision graph TensorRT compiles
+keeps zero point 0.
 """
 
 from __future__ import annotations
