@@ -14,7 +14,9 @@ benchmarks/data/calib. Each configuration is built three ways and scored:
   ranges; 7-bit weights on CPUs without VNNI), run by ONNX Runtime;
 - OpenVINO: the IR `build-engine --backend openvino` writes, run by OpenVINO's CPU plugin.
 The configurations add one step at a time to plain INT8 (minmax ranges, nearest rounding, no recovery); MSE
-ranges and the defaults stand alone. With --modelopt-python (a Python with nvidia-modelopt[onnx] installed, in
+ranges and the defaults stand alone, and the last rows take the other range methods (and --calib-method auto)
+with the default recovery steps (bias correction is off by default after entropy ranges; one row asks for it).
+Where the build chooses the range method (the defaults: auto for TensorRT; auto), a cell names the method kept. With --modelopt-python (a Python with nvidia-modelopt[onnx] installed, in
 a virtual environment of its own: never a dependency of deploykit), ModelOpt's ONNX quantizer
 (`python -m modelopt.onnx.quantization`, CPU calibration) quantizes the same model.onnx on the same 16 images,
 with its default settings and with max calibration and an FP32 remainder; its graphs are scored in the same
@@ -56,17 +58,24 @@ BIAS = replace(PLAIN, bias_correction=BiasCorrection())
 CLE_RELU = replace(BIAS, equalization=EQUALIZE["relu"])
 CLE_ALL = replace(BIAS, equalization=EQUALIZE["relu+relu6"])
 ADAROUND = replace(CLE_ALL, rounding=AdaRound())
-# (label, range method, recovery): the ablation's rows
-CONFIGS: tuple[tuple[str, str, RecoveryOptions], ...] = (
+# (label, range method (None: the backend's default), recovery): the ablation's rows
+CONFIGS: tuple[tuple[str, str | None, RecoveryOptions], ...] = (
     ("plain INT8 (minmax, nearest, no recovery)", "minmax", PLAIN),
     ("+ bias correction", "minmax", BIAS),
     ("+ bias correction + CLE (ReLU pairs)", "minmax", CLE_RELU),
     ("+ bias correction + CLE (ReLU and ReLU6 pairs)", "minmax", CLE_ALL),
     ("+ bias correction + CLE (both) + AdaRound", "minmax", ADAROUND),
     ("MSE ranges, no recovery", "mse", PLAIN),
-    ("deploykit's defaults", "minmax", RecoveryOptions()),
+    ("deploykit's defaults (range method: auto for TensorRT, minmax on CPUs)", None, RecoveryOptions()),
     ("+ bias correction + CLE (ReLU6 pairs only)", "minmax", replace(BIAS, equalization=EQUALIZE["relu6"])),
+    ("entropy ranges + bias correction + CLE (ReLU6 pairs only)", "entropy",
+     replace(BIAS, equalization=EQUALIZE["relu6"])),
+    ("entropy ranges, defaults (no bias correction after entropy)", "entropy", RecoveryOptions()),
+    ("percentile ranges, defaults", "percentile", RecoveryOptions()),
+    ("MSE ranges, defaults", "mse", RecoveryOptions()),
+    ("--calib-method auto, defaults", "auto", RecoveryOptions()),
 )
+CHOSEN = (None, "auto")  # rows whose range method the build chooses: their cells name the method kept
 
 
 def say(message: object) -> None:
@@ -104,7 +113,7 @@ def tensorrt_form(graph: Any, p: peers.Prepared) -> list[np.ndarray]:
     return [session.run(None, {name: x})[0] for x in p.heldout]
 
 
-def _built(p: peers.Prepared, backend: str, method: str, recovery: RecoveryOptions, args: argparse.Namespace,
+def _built(p: peers.Prepared, backend: str, method: str | None, recovery: RecoveryOptions, args: argparse.Namespace,
            **extra: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Build with `backend` and run the artifact (TensorRT: its graph, in TensorRT form) on the held-out images."""
     import onnx
@@ -152,7 +161,8 @@ def ablation(p: peers.Prepared, reference: np.ndarray, args: argparse.Namespace)
                 row[backend] = {"skipped": str(exc)}
                 continue
             row[backend] = {**_scores(p, outputs, reference), "build_s": round(time.perf_counter() - started, 1),
-                            "quantized": report.get("quantized_nodes")}
+                            "quantized": report.get("quantized_nodes"), "method": report["method"]["method"],
+                            **({"method_choice": report["method_choice"]} if "method_choice" in report else {})}
             say(f"{p.name}: {label}: {backend} {row[backend]}")
         rows.append(row)
     return rows
@@ -181,9 +191,12 @@ def modelopt(p: peers.Prepared, reference: np.ndarray, args: argparse.Namespace)
             continue
         outputs = tensorrt_form(onnx.load(str(out)), p)
         rows.append({"config": label, "command": " ".join(command[1:]), "tensorrt": _scores(p, outputs, reference)})
-    for label, grouped in (("deploykit, its TensorRT defaults", None), ("deploykit, depthwise convs INT8 too", "int8")):
-        outputs, _ = _built(p, "tensorrt", "minmax", RecoveryOptions(), args, grouped=grouped)
-        rows.append({"config": label, "tensorrt": _scores(p, outputs, reference)})
+    for label, method, grouped in (("deploykit, its TensorRT defaults", None, None),
+                                   ("deploykit, depthwise convs INT8 too", None, "int8"),
+                                   ("deploykit, --calib-method minmax (the default before auto)", "minmax", None)):
+        outputs, report = _built(p, "tensorrt", method, RecoveryOptions(), args, grouped=grouped)
+        rows.append({"config": label, "tensorrt": {**_scores(p, outputs, reference),
+                                                   "method": report["method"]["method"]}})
     return rows
 
 
@@ -193,13 +206,13 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
         key = result["metric"]
         lines += [f"## {result['model']} at {result['input_size'][0]}x{result['input_size'][1]} ({result['weights']})",
                   "", f"{key.replace('_', ' ')} against PyTorch eager on {result['images']} held-out images:", ""]
-        table = [[r["config"], *(_cell(r.get(b), key) for b in ("tensorrt", "onnxruntime", "openvino"))]
-                 for r in result["ablation"]]
+        table = [[r["config"], *(_cell(r.get(b), key, chosen=r["method"] in CHOSEN)
+                                 for b in ("tensorrt", "onnxruntime", "openvino"))] for r in result["ablation"]]
         lines += [markdown_table(["configuration", "TensorRT form", "ONNX Runtime artifact", "OpenVINO artifact"],
                                  table), ""]
         if result["modelopt"]:
-            table = [[r["config"], _cell(r.get("tensorrt"), key) if "failed" not in r else f"failed: {r['failed']}"]
-                     for r in result["modelopt"]]
+            table = [[r["config"], _cell(r.get("tensorrt"), key, chosen=r["config"].startswith("deploykit"))
+                      if "failed" not in r else f"failed: {r['failed']}"] for r in result["modelopt"]]
             lines += ["TensorRT form against NVIDIA ModelOpt's ONNX quantizer (same model.onnx, same 16 images):", "",
                       markdown_table(["graph", f"{key.replace('_', ' ')} (TensorRT form)"], table), ""]
     lines += ["## How it was measured", "",
@@ -213,14 +226,15 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cell(scores: dict[str, Any] | None, key: str) -> str:
+def _cell(scores: dict[str, Any] | None, key: str, *, chosen: bool = False) -> str:
+    """A score cell; `chosen`: also the range method the build kept."""
     if not scores:
         return "-"
     if "skipped" in scores:
         return "skipped"
     extra = f", mIoU {scores['miou']:.4f}" if "miou" in scores else f", KLD {scores['kld']:.4f}" if "kld" in scores \
         else ""
-    return f"{scores[key]:.4f}{extra}"
+    return f"{scores[key]:.4f}{extra}" + (f" ({scores['method']})" if chosen and "method" in scores else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -174,6 +174,9 @@ def _divergences(hist: np.ndarray, thresholds: np.ndarray, levels: int) -> np.nd
     return np.where(kept > 0, divergence, np.inf)
 
 
+TIE = 1e-12  # divergences this close are equal: summed in another order, an exact tie differs by ~1e-16
+
+
 def _best_threshold(hist: np.ndarray, thresholds: range, levels: int, fallback: int) -> int:
     """The threshold of least KL divergence; the last one among equals, as NVIDIA's implementation."""
     candidates = np.arange(thresholds.start, thresholds.stop, thresholds.step)
@@ -182,7 +185,7 @@ def _best_threshold(hist: np.ndarray, thresholds: range, levels: int, fallback: 
     divergence = _divergences(hist, candidates, levels)
     if not np.isfinite(divergence).any():
         return fallback
-    return int(candidates[candidates.size - 1 - int(np.argmin(divergence[::-1]))])
+    return int(candidates[np.flatnonzero(divergence <= divergence.min() + TIE)[-1]])
 
 
 def entropy_amax(stats: TensorStats, options: Entropy) -> float:
