@@ -16,11 +16,14 @@ benchmarks/data/calib. Each configuration is built three ways and scored:
 The configurations add one step at a time to plain INT8 (minmax ranges, nearest rounding, no recovery); MSE
 ranges and the defaults stand alone, and the last rows take the other range methods (and --calib-method auto)
 with the default recovery steps (bias correction is off by default after entropy ranges; one row asks for it).
-Where the build chooses the range method (the defaults: auto for TensorRT; auto), a cell names the method kept. With --modelopt-python (a Python with nvidia-modelopt[onnx] installed, in
-a virtual environment of its own: never a dependency of deploykit), ModelOpt's ONNX quantizer
-(`python -m modelopt.onnx.quantization`, CPU calibration) quantizes the same model.onnx on the same 16 images,
-with its default settings and with max calibration and an FP32 remainder; its graphs are scored in the same
-TensorRT form. Figures differ by CPU only through the ONNX Runtime and OpenVINO rows' weight width (VNNI or not).
+Where the build chooses the range method (the defaults: auto for TensorRT; auto), a cell names the method kept.
+With --modelopt-python (a Python with nvidia-modelopt[onnx] installed, in a virtual environment of its own:
+never a dependency of deploykit), ModelOpt's ONNX quantizer (`python -m modelopt.onnx.quantization`, CPU
+calibration) quantizes the same model.onnx on the same 16 images, with its default settings and with max
+calibration and an FP32 remainder; its graphs are scored in the same TensorRT form, beside deploykit's
+TensorRT graphs, one of them with the convolutions ModelOpt's default graph leaves in float left float too
+(--keep-float: the same placement). Figures differ by CPU only through the ONNX Runtime and OpenVINO rows'
+weight width (VNNI or not).
 """
 
 from __future__ import annotations
@@ -114,8 +117,9 @@ def tensorrt_form(graph: Any, p: peers.Prepared) -> list[np.ndarray]:
 
 
 def _built(p: peers.Prepared, backend: str, method: str | None, recovery: RecoveryOptions, args: argparse.Namespace,
-           **extra: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Build with `backend` and run the artifact (TensorRT: its graph, in TensorRT form) on the held-out images."""
+           keep_float: Sequence[str] = (), **extra: Any) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Build with `backend` and run the artifact (TensorRT: its graph, in TensorRT form) on the held-out images;
+    `keep_float` (TensorRT only) as --keep-float."""
     import onnx
 
     from deploykit.build import build_artifact
@@ -130,7 +134,7 @@ def _built(p: peers.Prepared, backend: str, method: str | None, recovery: Recove
         from deploykit.precision.passes import int8_graph
 
         source = onnx.load(str(p.onnx))
-        result = int8_graph(source, read_metadata(source), sha256_file(p.onnx), options, keep_float=(),
+        result = int8_graph(source, read_metadata(source), sha256_file(p.onnx), options, keep_float=keep_float,
                             accuracy_budget=(), layout="inputs", backend=backend_of("tensorrt"), threads=args.threads,
                             progress=lambda _m: None)
         return tensorrt_form(result.model, p), result.report
@@ -191,13 +195,31 @@ def modelopt(p: peers.Prepared, reference: np.ndarray, args: argparse.Namespace)
             continue
         outputs = tensorrt_form(onnx.load(str(out)), p)
         rows.append({"config": label, "command": " ".join(command[1:]), "tensorrt": _scores(p, outputs, reference)})
-    for label, method, grouped in (("deploykit, its TensorRT defaults", None, None),
-                                   ("deploykit, depthwise convs INT8 too", None, "int8"),
-                                   ("deploykit, --calib-method minmax (the default before auto)", "minmax", None)):
-        outputs, report = _built(p, "tensorrt", method, RecoveryOptions(), args, grouped=grouped)
-        rows.append({"config": label, "tensorrt": {**_scores(p, outputs, reference),
-                                                   "method": report["method"]["method"]}})
+    floats = _float_convs(p.folder / "modelopt-0.onnx", onnx.load(str(p.onnx)))
+    for label, method, grouped, keep in (
+            ("deploykit, its TensorRT defaults", None, None, ()),
+            ("deploykit, depthwise convs INT8 too", None, "int8", ()),
+            ("deploykit, --calib-method minmax (the default before auto)", "minmax", None, ()),
+            (f"deploykit, the {len(floats)} convs ModelOpt's default leaves float left float too", None, None, floats)):
+        if label.endswith("float too") and not floats:
+            continue
+        outputs, report = _built(p, "tensorrt", method, RecoveryOptions(), args, keep_float=keep, grouped=grouped)
+        rows.append({"config": label, "keep_float": list(keep),
+                     "tensorrt": {**_scores(p, outputs, reference), "method": report["method"]["method"]}})
     return rows
+
+
+def _float_convs(graph: Path, source: Any) -> list[str]:
+    """The weighted nodes of `source` whose activation input ModelOpt's `graph` does not dequantize (its
+    heuristics leave them float), by name; none when its graph is absent or names them otherwise."""
+    import onnx
+
+    if not graph.is_file():
+        return []
+    quantized = onnx.load(str(graph))
+    dequantized = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    weighted = {n.name for n in source.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
+    return sorted(n.name for n in quantized.graph.node if n.name in weighted and n.input[0] not in dequantized)
 
 
 def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
