@@ -223,8 +223,9 @@ BACKENDS: dict[str, Backend] = with_plugins("deploykit.backends", Backend, {
                 # DeepLabv3+, percentile ranges, FP16 remainder, 4 held-out images: pixel agreement 0.878 with
                 # the pass, 0.944 without it or with no optimization at all)
                 lint_target="tensorrt", scored_without=("WeightBiasQuantization",),
-                # NVIDIA ModelOpt is the peer here, and an engine build takes minutes anyway: auto's scoring
-                # costs seconds (deploykit.precision.range_choice; benchmarks/results/int8_recovery.md)
+                # NVIDIA ModelOpt is the peer here, and an engine build takes minutes anyway: auto's candidates
+                # cost 4.3 s on DeepLabv3+ at 513x513 (INT8 pass 6.7 -> 11.0 s), and in TensorRT form it keeps
+                # minmax there and entropy on MSI-Net, each model's better (benchmarks/results/int8_recovery.md)
                 calib_method="auto",
                 ready_note="found a working builder", bench_choices={"tensorrt": ()},
                 kernel_precisions=("fp32", "fp16", "int8")),

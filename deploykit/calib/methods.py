@@ -87,10 +87,12 @@ METHODS: dict[str, type[MinMax] | type[Percentile] | type[Entropy] | type[Mse]] 
 @dataclass(frozen=True)
 class Auto:
     """--calib-method auto: each candidate's ranges from the one collection of statistics, and the candidate
-    whose INT8 graph scores best kept (deploykit.precision.range_choice measures them). minmax and entropy: on
-    the trained DeepLabv3+ MobileNetV2 minmax is ahead by 0.05 pixel agreement, on the trained MSI-Net entropy
-    by 0.005-0.015 CC (TensorRT form, benchmarks/results/int8_recovery.md); percentile and mse were never
-    ahead of both by more than 0.003 there, so they do not earn a third and fourth scoring build."""
+    whose INT8 graph scores best kept (deploykit.precision.range_choice measures them). minmax and entropy, in
+    TensorRT form on benchmarks/data/heldout (benchmarks/results/int8_recovery.md, default recovery steps): the
+    trained DeepLabv3+ MobileNetV2 needs minmax (pixel agreement 0.9747 against 0.9271), the trained MSI-Net
+    entropy (CC 0.9831 against 0.9768). percentile and mse were ahead of the better of the two by 0.003 at
+    most (mse on DeepLabv3+ 0.9776), within what one image's flips move agreement, and each would cost another
+    recovery pass and scoring build (mse's exhaustive search alone took 41 s on DeepLabv3+ at 513x513)."""
 
     candidates: tuple[Method, ...] = (MinMax(), Entropy())
     name = "auto"
@@ -100,12 +102,15 @@ class Auto:
 
 
 AUTO = Auto.name
-# minmax, as NVIDIA ModelOpt's INT8 default: never clips, so never fails badly. Measured on the TensorRT-form
-# INT8 graph run by ONNX Runtime against FP32 on benchmarks/data/heldout (benchmarks/qdq_placement.py
-# --trained, calibrated on benchmarks/data/calib): trained small DeepLabv3+ MobileNetV2 at 513x513, pixel
-# agreement minmax 0.968 / percentile 99.99 0.970 / entropy (exhaustive) 0.923; trained small MSI-Net at
-# 240x320, CC minmax 0.973 / percentile 0.980 / entropy 0.983. Entropy (TensorRT's old calibrator default)
-# clips segmentation features too hard; a backend may default to auto instead (Backend.calib_method).
+# minmax: never clips, so never fails badly. Measured on the TensorRT-form INT8 graph run by ONNX Runtime
+# against FP32 on benchmarks/data/heldout (benchmarks/qdq_placement.py --trained, calibrated on
+# benchmarks/data/calib): trained small DeepLabv3+ MobileNetV2 at 513x513, pixel agreement minmax 0.968 /
+# percentile 99.99 0.970 / entropy (exhaustive) 0.923; trained small MSI-Net at 240x320, CC minmax 0.973 /
+# percentile 0.980 / entropy 0.983. Entropy (TensorRT's old calibrator default, ModelOpt's default) clips
+# segmentation features too hard. A backend may default to auto instead (Backend.calib_method: TensorRT). The
+# CPU backends keep minmax: auto made the demo's INT8 build 4.6 s slower (26.7 -> 31.4 s, same artifact), and
+# in their UINT8 form it kept entropy for MSI-Net on the two images it scores, 0.007 CC behind minmax on the
+# held-out images (benchmarks/results/int8_recovery.md).
 DEFAULT_METHOD = "minmax"
 CHOICES = (*METHODS, AUTO)  # what --calib-method accepts
 
