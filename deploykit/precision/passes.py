@@ -369,7 +369,7 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         raise CalibrationError(f"unknown sensitivity method {method!r}; choose {' or '.join(SENSITIVITIES)}")
     progress(f"accuracy budget {budget.describe()} on {len(inputs)} held-out input(s), {method} sensitivity")
     evaluator = Evaluator(source.SerializeToString(), inputs, meta.task if meta else None, threads=threads,
-                          rank_inputs=RANK_INPUTS, truth=truth)
+                          rank_inputs=RANK_INPUTS, truth=truth, disabled_optimizers=backend.scored_without)
     sensitivity = None
     if method == "local" and candidates:
         triples = _node_tensors(source, candidates)
@@ -377,12 +377,13 @@ def _search(source: onnx.ModelProto, candidates: list[str], build: Callable[[fro
         sensitivity.update({name: 0.0 for name in candidates if name not in sensitivity})
     return search(deployed, candidates, evaluator, budget, max_kept=options.max_kept, sensitivity=sensitivity,
                   rank_build=lambda kept: lowered(kept).SerializeToString(), low=low,
-                  rank_evaluator=_rank_evaluator(source, inputs, meta, threads, progress) if method == "single"
-                  else None, macs=_mac_share(source, inputs[0].shape, progress), progress=progress)
+                  rank_evaluator=_rank_evaluator(source, inputs, meta, backend, threads, progress)
+                  if method == "single" else None, macs=_mac_share(source, inputs[0].shape, progress),
+                  progress=progress)
 
 
 def _rank_evaluator(model: onnx.ModelProto, inputs: Sequence[np.ndarray], meta: ModelMetadata | None,
-                    threads: int | None, progress: Progress) -> Evaluator | None:
+                    backend: Backend, threads: int | None, progress: Progress) -> Evaluator | None:
     """An Evaluator on the first RANK_INPUTS held-out inputs at half their height and width, where the graph
     takes any size and the halves are at least RANK_MIN_SIDE pixels (deploykit.precision.budget: "single"
     ranks alike there, in a quarter of the time); None (rank at full size) otherwise."""
@@ -392,7 +393,7 @@ def _rank_evaluator(model: onnx.ModelProto, inputs: Sequence[np.ndarray], meta: 
     small = [halved(x) for x in inputs[:RANK_INPUTS]]
     try:
         return Evaluator(model.SerializeToString(), small, meta.task if meta else None, threads=threads,
-                         rank_inputs=RANK_INPUTS)
+                         rank_inputs=RANK_INPUTS, disabled_optimizers=backend.scored_without)
     except Exception as exc:  # a graph whose dims are dynamic but whose ops are not (ORT raises its own types)
         progress(f"ranking at full size: the model does not run at {list(small[0].shape)} ({first_line(exc)})")
         return None
