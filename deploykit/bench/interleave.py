@@ -6,9 +6,12 @@
   round, so a burst of other work on the machine lands on every contender alike instead of on whichever was
   being timed then. Timing each contender in turn let the same demo deploy state 1.40x and 1.94x on a quiet
   machine, and 10.68x beside bursty neighbours.
-- An untimed pause of `pause_s` (50 ms) before every call when there are several contenders: the runtime that
-  just ran leaves its worker threads spin-waiting (ONNX Runtime's intra-op pool, OpenMP), and they took the
-  cores of the next one (benchmarks/bench_cpu_peers.py measured one graph at 15.7 and 37.2 ms in one run).
+- An untimed pause before every call when there are several contenders, at least `pause_s` and then until
+  this process's threads are idle (`settle`, at most SETTLE_MAX_S): the runtime that just ran leaves its worker
+  threads spin-waiting (ONNX Runtime's intra-op pool, OpenMP), and they took the cores of the next one
+  (benchmarks/bench_cpu_peers.py measured one graph at 15.7 and 37.2 ms in one run). A fixed 50 ms was not
+  enough on a 2-core AMD EPYC with ONNX Runtime 1.32: four sessions of the trained MSI-Net round-robin took
+  20 ms each with 50 ms pauses and 13.1 ms with 100 ms (12.5 ms alone); their pools spin past 50 ms.
 - Rounds: exactly `iterations`, or until `duration_s` per contender of wall time has passed (pauses
   included) and at least `min_iterations` rounds ran (trtexec's defaults: 0.2 s warm-up, 3 s, 10 iterations).
   Each call is timed host to host with perf_counter: end-to-end latency, arrays in and arrays out.
@@ -38,7 +41,10 @@ from deploykit.types import Progress, Progressed
 
 Step = Callable[[int], object]
 PHASES = ("h2d", "compute", "d2h", "enqueue")
-PAUSE_S = 0.05
+PAUSE_S = 0.02  # the least pause; `settle` waits on while the process's threads spin
+SETTLE_WINDOW_S = 0.01
+SETTLE_BUSY = 0.25  # of one core over a window: the process's threads are still spinning
+SETTLE_MAX_S = 0.3  # a thread of the caller's that never idles must not stall the run
 EXTEND = 3  # at most this many times the asked rounds (or time) to collect undisturbed rounds
 
 
@@ -49,7 +55,7 @@ class TimingConfig:
     iterations: int | None = None  # when set, exactly this many rounds (duration ignored)
     min_iterations: int = 10
     min_warmup_iterations: int = 2
-    pause_s: float = PAUSE_S  # untimed, before each call, when there are several contenders
+    pause_s: float = PAUSE_S  # untimed, before each call, when there are several contenders (then `settle`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +140,7 @@ def time_interleaved(steps: Mapping[str, Step], config: TimingConfig, *, progres
     while not _finished(config, rounds, meter.quiet_so_far(), time.perf_counter() - started, len(names)):
         for name in rotated(names, rounds):
             if pause:
-                time.sleep(pause)
+                settle(pause)
             t0 = time.perf_counter()
             result = steps[name](warm[name] + rounds)
             timings[name].samples_ms.append((time.perf_counter() - t0) * 1e3)
@@ -158,6 +164,20 @@ def time_interleaved(steps: Mapping[str, Step], config: TimingConfig, *, progres
     for name in names:
         _keep(timings[name], phases[name], set(kept))
     return Interleaved(timings, len(kept), probe.stop(rounds, rounds - len(kept), throughout))
+
+
+def settle(least_s: float, most_s: float = SETTLE_MAX_S) -> float:
+    """Sleep at least `least_s`, then on in SETTLE_WINDOW_S steps while this process's threads used SETTLE_BUSY
+    of a core or more over the last sleep (the last contender's worker pools still spin), at most `most_s` in
+    all; the time slept. time.process_time counts every thread of this process and nothing of others."""
+    start, wait = time.perf_counter(), least_s
+    while True:
+        used, slept_from = time.process_time(), time.perf_counter()
+        time.sleep(wait)
+        now = time.perf_counter()
+        if time.process_time() - used < SETTLE_BUSY * (now - slept_from) or now - start >= most_s:
+            return now - start
+        wait = SETTLE_WINDOW_S
 
 
 def _kept_rounds(shares: Sequence[float], config: TimingConfig) -> tuple[list[int], bool]:

@@ -3,12 +3,14 @@ contenders, round counts, phase times, progress, and the machine's load beside t
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Collection
 
 import numpy as np
 import pytest
 
-from deploykit.bench.interleave import TimingConfig, phase_times, rotated, time_interleaved
+from deploykit.bench.interleave import SETTLE_WINDOW_S, TimingConfig, phase_times, rotated, time_interleaved
 from deploykit.types import Progressed
 
 EXACT = TimingConfig(warmup_s=0.0, duration_s=0.0, iterations=6, min_warmup_iterations=2, pause_s=0.0)
@@ -88,6 +90,34 @@ def test_a_pause_comes_before_every_call_when_there_are_several_contenders(clock
     clock.pauses.clear()
     time_interleaved({"alone": lambda i: None}, config, meter=Meter())
     assert clock.pauses == []  # one contender: nobody's spinning threads to wait for
+
+
+def test_the_pause_waits_for_the_last_contenders_threads_to_stop_spinning() -> None:
+    """A contender whose worker thread spins on after it returns (ONNX Runtime's intra-op pool does, for more
+    than 50 ms on a 2-core EPYC) must not share the cores with the next call: the pause lasts until this
+    process's threads are idle (at most SETTLE_MAX_S). The spinner here runs 0.12 s; the least pause is 0.02 s,
+    so a fixed pause would call the next contender about 0.1 s before the spinner ends."""
+    ends: list[float] = []
+    early: list[float] = []  # how long before the last spinner's end each call of the other contender came
+
+    def spin_after(i: int) -> None:
+        if i >= 1:  # timed rounds only (one warm-up call)
+            ends.append(time.perf_counter() + 0.12)
+            threading.Thread(target=_spin_until, args=(ends[-1],)).start()
+
+    def watch(i: int) -> None:
+        if ends:
+            early.append(ends[-1] - time.perf_counter())
+
+    config = TimingConfig(warmup_s=0.0, iterations=3, min_warmup_iterations=1, pause_s=0.02)
+    time_interleaved({"spins": spin_after, "watches": watch}, config, meter=Meter())
+    # settle stops within the window the spinner ends in (a window it spun less than SETTLE_BUSY of)
+    assert len(ends) == 3 and early and max(early) <= SETTLE_WINDOW_S
+
+
+def _spin_until(end: float) -> None:
+    while time.perf_counter() < end:
+        pass
 
 
 def test_duration_counts_per_contender_with_the_pauses(clock: Clock) -> None:
