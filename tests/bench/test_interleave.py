@@ -3,14 +3,20 @@ contenders, round counts, phase times, progress, and the machine's load beside t
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Collection
 
 import numpy as np
 import pytest
 
-from deploykit.bench.interleave import SETTLE_WINDOW_S, TimingConfig, phase_times, rotated, time_interleaved
+from deploykit.bench.interleave import (
+    SETTLE_MAX_S,
+    SETTLE_WINDOW_S,
+    TimingConfig,
+    phase_times,
+    rotated,
+    settle,
+    time_interleaved,
+)
 from deploykit.types import Progressed
 
 EXACT = TimingConfig(warmup_s=0.0, duration_s=0.0, iterations=6, min_warmup_iterations=2, pause_s=0.0)
@@ -92,32 +98,39 @@ def test_a_pause_comes_before_every_call_when_there_are_several_contenders(clock
     assert clock.pauses == []  # one contender: nobody's spinning threads to wait for
 
 
-def test_the_pause_waits_for_the_last_contenders_threads_to_stop_spinning() -> None:
-    """A contender whose worker thread spins on after it returns (ONNX Runtime's intra-op pool does, for more
+def test_the_pause_waits_for_the_last_contenders_threads_to_stop_spinning(clock: Clock,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A contender whose worker threads spin on after it returns (ONNX Runtime's intra-op pool does, for more
     than 50 ms on a 2-core EPYC) must not share the cores with the next call: the pause lasts until this
-    process's threads are idle (at most SETTLE_MAX_S). The spinner here runs 0.12 s; the least pause is 0.02 s,
-    so a fixed pause would call the next contender about 0.1 s before the spinner ends."""
-    ends: list[float] = []
-    early: list[float] = []  # how long before the last spinner's end each call of the other contender came
+    process's threads are idle, in SETTLE_WINDOW_S steps, at most SETTLE_MAX_S. Here a spinner keeps one core
+    busy for 0.12 s after each timed call of "spins" (process time advances with the clock while it spins)."""
+    from deploykit.bench import interleave
 
-    def spin_after(i: int) -> None:
+    spin_until = [0.0]
+    used = [0.0]
+    clock_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        used[0] += max(0.0, min(clock.now + seconds, spin_until[0]) - clock.now)
+        clock_sleep(seconds)
+
+    monkeypatch.setattr(interleave.time, "sleep", sleep)
+    monkeypatch.setattr(interleave.time, "process_time", lambda: used[0])
+    early: list[float] = []  # how long before the spinner's end each call of "watches" came
+
+    def spins(i: int) -> None:
         if i >= 1:  # timed rounds only (one warm-up call)
-            ends.append(time.perf_counter() + 0.12)
-            threading.Thread(target=_spin_until, args=(ends[-1],)).start()
+            spin_until[0] = clock.now + 0.12
 
-    def watch(i: int) -> None:
-        if ends:
-            early.append(ends[-1] - time.perf_counter())
+    def watches(i: int) -> None:
+        early.append(spin_until[0] - clock.now)
 
     config = TimingConfig(warmup_s=0.0, iterations=3, min_warmup_iterations=1, pause_s=0.02)
-    time_interleaved({"spins": spin_after, "watches": watch}, config, meter=Meter())
-    # settle stops within the window the spinner ends in (a window it spun less than SETTLE_BUSY of)
-    assert len(ends) == 3 and early and max(early) <= SETTLE_WINDOW_S
-
-
-def _spin_until(end: float) -> None:
-    while time.perf_counter() < end:
-        pass
+    time_interleaved({"spins": spins, "watches": watches}, config, meter=Meter())
+    assert len(early) == 4 and max(early[1:]) <= 0.0 < spin_until[0]  # never while the spinner runs
+    assert SETTLE_WINDOW_S in clock.pauses  # it waited on in windows
+    spin_until[0] = clock.now + 10.0  # a thread that never idles: the pause gives up at SETTLE_MAX_S
+    assert settle(0.02) == pytest.approx(SETTLE_MAX_S, abs=SETTLE_WINDOW_S)
 
 
 def test_duration_counts_per_contender_with_the_pauses(clock: Clock) -> None:
