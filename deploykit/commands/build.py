@@ -54,20 +54,13 @@ def backend_option(func: Any) -> Any:
                              "CPU backend's artifact and keep the fastest, measured on the model.")(func)
 
 
-def _layouts() -> str:
-    """Each layout and the backends whose default it is, from the table."""
-    owners = {layout: [b.title for b in BACKENDS.values() if b.qdq_layout == layout and not b.reference]
-              for layout in LAYOUTS}
-    return ", ".join(f"{layout} for {' and '.join(titles)}" for layout, titles in owners.items() if titles)
-
-
-def _calib_methods() -> str:
-    """Each default range method and the backends whose default it is, from the table."""
+def _defaults(field: str) -> str:
+    """Each value of a Backend default (`qdq_layout`, `calib_method`) and the backends whose default it is."""
     owners: dict[str, list[str]] = {}
     for entry in BACKENDS.values():
         if not entry.reference:
-            owners.setdefault(entry.calib_method, []).append(entry.title)
-    return ", ".join(f"{method} for {' and '.join(titles)}" for method, titles in owners.items())
+            owners.setdefault(getattr(entry, field), []).append(entry.title)
+    return ", ".join(f"{value} for {' and '.join(titles)}" for value, titles in owners.items())
 
 
 @click.command("build-engine")
@@ -82,7 +75,7 @@ def _calib_methods() -> str:
 @click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration inputs to use (default 64).")
 @click.option("--calib-method", type=click.Choice(CHOICES), default=None,
               help=f"INT8 range method; auto scores each candidate's INT8 graph and keeps the best (default: "
-                   f"{_calib_methods()}; see deploykit.calib.methods).")
+                   f"{_defaults('calib_method')}; see deploykit.calib.methods).")
 @click.option("--percentile", type=at_least(0, open_=True, high=100), default=None,
               help="Percentile of |x| for --calib-method percentile (default 99.99).")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
@@ -102,7 +95,7 @@ def _calib_methods() -> str:
 @click.option("--sensitivity", type=click.Choice(SENSITIVITIES), default=None,
               help="Budget search ranking: single (default: one node at a time) or local (two runs, coarser).")
 @click.option("--qdq-layout", type=click.Choice(LAYOUTS), default=None,
-              help=f"INT8 Q/DQ placement (default: {_layouts()}).")
+              help=f"INT8 Q/DQ placement (default: {_defaults('qdq_layout')}).")
 @click.option("--int8-float", "int8_float", type=click.Choice(INT8_FLOAT), default=None,
               help="INT8: precision of the ops left unquantized (default: fp16 for TensorRT, auto with an "
                    "--accuracy-budget; fp32 on CPUs; see deploykit.precision.int8_choices).")
