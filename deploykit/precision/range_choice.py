@@ -95,10 +95,7 @@ def choose_method(builder: QdqBuilder, ranges: Mapping[str, Mapping[str, float]]
         scored = evaluator.score(deployed.SerializeToString())
         scores[method.name] = {name: value for name, value in scored.items() if not name.endswith(BOUND)}
         states[method.name] = (builder.amax, builder.biases, report)
-    best = methods[0]
-    for method in methods[1:]:
-        if _value(scores[method.name], metric) > _value(scores[best.name], metric):
-            best = method
+    best = max(methods, key=lambda m: _value(scores[m.name], metric))  # the first of equals: minmax on a tie
     builder.amax, builder.biases, report = states[best.name]
     choice = MethodChoice(best, metric, scores, scored_on)
     progress(choice.describe())
