@@ -500,6 +500,13 @@ def markdown(results: list[dict[str, Any]], skipped: list[str], env: dict[str, A
     return "\n".join(lines)
 
 
+def publish(out_dir: Path, name: str, data: dict[str, Any], text: str) -> None:
+    """OUT_DIR/NAME.json and NAME.md, and the Markdown on stdout (this script's and the INT8 benchmarks')."""
+    write_json(out_dir / f"{name}.json", data, force=True)
+    write_text(out_dir / f"{name}.md", text, force=True)
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -508,11 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         results.append(bench_model(name, args, weights.get(name), skipped))
     env = environment(args, {"before": before, "after": os.getloadavg()[0]})
-    write_json(args.out_dir / f"{args.name}.json", {"environment": env, "results": results, "skipped": skipped},
-               force=True)
-    text = markdown(results, skipped, env)
-    write_text(args.out_dir / f"{args.name}.md", text, force=True)
-    print(text)
+    publish(args.out_dir, args.name, {"environment": env, "results": results, "skipped": skipped},
+            markdown(results, skipped, env))
     return 0
 
 

@@ -35,7 +35,6 @@ from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.evaluate import session_from_onnx  # noqa: E402
 from deploykit.graph.cpu_int8 import lower_for_cpu  # noqa: E402
 from deploykit.graph.seven_bit import needs_seven_bit_weights  # noqa: E402
-from deploykit.io.outputs import write_json, write_text  # noqa: E402
 from deploykit.metrics.scores import task_metrics  # noqa: E402
 from deploykit.precision.passes import CalibrationOptions, int8_graph  # noqa: E402
 from deploykit.report.format import markdown_table  # noqa: E402
@@ -138,10 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
            "command": " ".join(["python", "benchmarks/int8_keep_curve.py",
                                 *(argv if argv is not None else sys.argv[1:])]),
            "seconds": round(time.perf_counter() - started, 1)}
-    write_json(args.out_dir / f"{args.name}.json", {"environment": env, "result": result}, force=True)
-    text = markdown(result, env)
-    write_text(args.out_dir / f"{args.name}.md", text, force=True)
-    print(text)
+    peers.publish(args.out_dir, args.name, {"environment": env, "result": result}, markdown(result, env))
     return 0
 
 

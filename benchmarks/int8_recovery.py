@@ -49,7 +49,6 @@ import bench_cpu_peers as peers  # noqa: E402
 from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.calib.adaround import AdaRound  # noqa: E402
 from deploykit.calib.bias_correction import BiasCorrection  # noqa: E402
-from deploykit.io.outputs import write_json, write_text  # noqa: E402
 from deploykit.precision.passes import CalibrationOptions  # noqa: E402
 from deploykit.precision.recovery import EQUALIZE, RecoveryOptions  # noqa: E402
 from deploykit.precision.table import precision_of  # noqa: E402
@@ -284,10 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 *(argv if argv is not None else sys.argv[1:])]),
            "threads": args.threads, "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
            "seconds": round(time.perf_counter() - started, 1)}
-    write_json(args.out_dir / f"{args.name}.json", {"environment": env, "results": results}, force=True)
-    text = markdown(results, env)
-    write_text(args.out_dir / f"{args.name}.md", text, force=True)
-    print(text)
+    peers.publish(args.out_dir, args.name, {"environment": env, "results": results}, markdown(results, env))
     return 0
 
 
