@@ -26,6 +26,7 @@ import numpy as np
 from deploykit.errors import CalibrationError, InputError
 from deploykit.io.images import (
     IMAGE_SUFFIXES,
+    check_images,
     checked_inputs,
     list_images,
     preprocess,
@@ -102,7 +103,9 @@ class CalibrationData:
         return replace(self, items=self.items[:-holdout]), replace(self, items=self.items[-holdout:])
 
     def spare_part(self, count: int) -> CalibrationData:
-        """The first `count` items beyond --calib-n as data of their own."""
+        """The first `count` items beyond --calib-n as data of their own (images checked now)."""
+        if self.kind == "folder":
+            check_images(self.spare[:count])
         return replace(self, items=self.spare[:count], spare=())
 
 
@@ -170,4 +173,6 @@ def calibration_data(
         sample_photographs(("astronaut",))  # fails clearly now, not mid-calibration, without scikit-image
         return CalibrationData("photos", "photos", _limit(PHOTOS, n), input_shape, preprocessing)
     files = [str(p) for p in list_images(path)]
-    return CalibrationData("folder", str(path), _limit(files, n), input_shape, preprocessing, _beyond(files, n))
+    chosen = _limit(files, n)
+    check_images(chosen)
+    return CalibrationData("folder", str(path), chosen, input_shape, preprocessing, _beyond(files, n))

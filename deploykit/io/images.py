@@ -13,7 +13,7 @@ import io
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,9 +73,10 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 @contextmanager
-def open_image(path: Path | io.BytesIO, what: str = "image") -> Iterator[Image.Image]:
+def open_image(path: Path | io.BytesIO, what: str = "image", *, draft: bool = False) -> Iterator[Image.Image]:
     """The image at `path` (or encoded bytes in a BytesIO, which `what` then names), single-frame and
-    EXIF-oriented, or an InputError naming the file and the reason."""
+    EXIF-oriented, or an InputError naming the file and the reason, also for a decoding error in the caller's
+    block. draft: a JPEG decodes at 1/8 scale (only for checking it)."""
     named = _named(path, what)
     try:
         with warnings.catch_warnings():
@@ -85,6 +86,8 @@ def open_image(path: Path | io.BytesIO, what: str = "image") -> Iterator[Image.I
                 if frames > 1:
                     raise InputError(f"{named} has {frames} frames (an animation or a multi-page file); give "
                                      "single-frame images, e.g. the frame you mean saved as PNG")
+                if draft:
+                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
                 yield ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{named} is too large to decode safely ({exc}); give images of a usual size (resize "
@@ -120,9 +123,7 @@ def image_size(path: Path, what: str = "image") -> tuple[int, int]:
 def read_image(path: Path | io.BytesIO, what: str = "image") -> np.ndarray:
     """HxWx3 uint8 RGB as the image is displayed (module docstring); `what` names it in errors."""
     with open_image(path, what) as image:
-        if image.mode in NO_RANGE:
-            raise InputError(f"{_named(path, what)} has {NO_RANGE[image.mode]} pixels, whose range the file does "
-                             "not state; save it as 8- or 16-bit")
+        _check_range(image, path, what)
         if image.mode in SIXTEEN_BIT:
             wide = np.asarray(image).astype(np.uint32)
             gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
@@ -130,6 +131,22 @@ def read_image(path: Path | io.BytesIO, what: str = "image") -> np.ndarray:
         if image.mode == "P" and "transparency" in image.info:  # through RGBA, as PIL asks: no warning printed
             image = image.convert("RGBA")
         return np.asarray(image.convert("RGB"))
+
+
+def check_images(paths: Iterable[str | os.PathLike[str]], what: str = "image") -> None:
+    """Decode every image now (JPEGs at 1/8 scale, which still reads every byte), so that an unreadable file
+    fails before the long work that reads it in turn, with the error read_image would give."""
+    for path in paths:
+        with open_image(Path(path), what, draft=True) as image:
+            _check_range(image, path, what)
+            image.load()
+
+
+def _check_range(image: Image.Image, path: str | os.PathLike[str] | io.BytesIO, what: str) -> None:
+    if image.mode in NO_RANGE:
+        named = _named(path if isinstance(path, io.BytesIO) else Path(path), what)
+        raise InputError(f"{named} has {NO_RANGE[image.mode]} pixels, whose range the file does not state; save "
+                         "it as 8- or 16-bit")
 
 
 def decode_image(data: bytes, max_bytes: int | None = None) -> np.ndarray:

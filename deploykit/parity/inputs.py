@@ -18,6 +18,7 @@ import numpy as np
 from deploykit.errors import InputError
 from deploykit.io.images import (
     IMAGE_SUFFIXES,
+    check_images,
     iter_folder,
     list_images,
     preprocess,
@@ -123,6 +124,7 @@ def _given_inputs(targets: Sequence[Target], path: Path, input_shape: tuple[int,
     size = _image_size(targets, input_shape)
     pre, how = _preprocessing(targets)
     files = list_images(path)[:limit]
+    check_images(files)
     return (f"{len(files)} images from {path} at {size[0]}x{size[1]}, {how}", len(files), (1, 3, *size),
             lambda: iter_folder(path, pre, size, limit), tuple(str(f) for f in files))
 

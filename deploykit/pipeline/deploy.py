@@ -31,8 +31,10 @@ from deploykit.backends.base import Backend, backend_of
 from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact, load_onnx
+from deploykit.calib.data import DEFAULT_CALIB_N
 from deploykit.errors import ConfigConflict, ExportError, InputError
 from deploykit.export import ExportResult, onnx_from_torch
+from deploykit.io.images import check_images, list_images
 from deploykit.io.outputs import remove_output, write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
@@ -108,6 +110,11 @@ def _check(opts: DeployOptions) -> None:
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
     if opts.inputs and not Path(opts.inputs).exists():
         raise InputError(f"--inputs {opts.inputs} does not exist; give a folder of images or an .npz")
+    # Every image the run will read decodes now, not when its step comes minutes later.
+    if opts.parity_folder and Path(opts.parity_folder).is_dir():
+        check_images(list_images(opts.parity_folder))
+    if opts.calib_data and opts.calib_data != opts.parity_folder and Path(opts.calib_data).is_dir():
+        check_images(list_images(opts.calib_data)[: opts.calib_n or DEFAULT_CALIB_N])
 
 
 UNTRAINED = ("untrained weights: no --weights given, so {what} keeps its builder's random initialisation "
