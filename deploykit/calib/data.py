@@ -95,11 +95,13 @@ class CalibrationData:
 
     def split(self, holdout: int) -> tuple[CalibrationData, CalibrationData]:
         """(calibration part, held-out part): the last `holdout` items are held out."""
-        if not 0 < holdout < len(self.items):
-            raise CalibrationError(
-                f"cannot hold out {holdout} of {len(self.items)} calibration items; an accuracy budget needs at "
-                "least 2 items (raise --calib-n or add images)"
-            )
+        count = len(self.items)
+        if count < 2:
+            raise CalibrationError(f"an accuracy budget needs at least 2 calibration items (one to calibrate on, "
+                                   f"one held out), and {self.source} gives {count}; raise --calib-n or add images")
+        if not 0 < holdout < count:
+            raise CalibrationError(f"--holdout {holdout} leaves none of the {count} calibration items to calibrate "
+                                   f"on; give --holdout {count - 1} or less, or more items (--calib-n, more images)")
         return replace(self, items=self.items[:-holdout]), replace(self, items=self.items[-holdout:])
 
     def spare_part(self, count: int) -> CalibrationData:

@@ -178,6 +178,12 @@ CASES = [
          "build-engine {d}/net.onnx --int8 --calib-method percentile --percentile 101 -o {t}/x.onnx"),
     case("build-percentile-nan", "--percentile", "build-engine {d}/net.onnx --int8 --percentile nan -o {t}/x.onnx"),
     case("build-holdout-zero", "--holdout", "build-engine {d}/net.onnx --int8 --holdout 0 -o {t}/x.onnx"),
+    case("build-holdout-takes-every-item", "--holdout 9 leaves none of the",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --accuracy-budget cosine>=0.9 --holdout 9 "
+         "-o {t}/x.onnx"),
+    case("build-budget-on-one-item", "needs at least 2 calibration items",
+         "build-engine {d}/net.onnx --int8 --calib-data synthetic --calib-n 1 --accuracy-budget cosine>=0.9 "
+         "-o {t}/x.onnx"),
     case("build-max-float-negative", "--max-float", "build-engine {d}/net.onnx --int8 --max-float -1 -o {t}/x.onnx"),
     case("build-threads-zero", "--threads", "build-engine {d}/net.onnx --threads 0 -o {t}/x.onnx"),
     case("build-workspace-zero", "--workspace", "build-engine {d}/net.onnx --workspace 0 -o {t}/x.onnx"),
