@@ -80,16 +80,21 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"checkpoint {file} does not exist")
+    kind = checkpoint_kind(file)
+    if kind == "safetensors":
+        return _read_safetensors(file)
+    if kind != "torch.save":
+        raise CheckpointError(f"cannot read checkpoint {file}: it is {kind}, not a PyTorch checkpoint; give the "
+                              f"{ACCEPTED}")
     with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
         try:
             return torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises pickle, zip and runtime errors alike
             needed = _unsafe_globals(file, exc)
             if not needed:
-                raise CheckpointError(
-                    f"cannot read checkpoint {file}: it is not a file saved with torch.save "
-                    f"({first_line(exc, 160)}); give a .pth/.pt holding a state_dict, or a dict holding one"
-                ) from exc
+                raise CheckpointError(f"cannot read checkpoint {file}: it starts like a torch.save file but does "
+                                      f"not load ({_torch_reason(exc)}); is it complete? give the {ACCEPTED}"
+                                      ) from exc
             if not trust:
                 raise CheckpointError(
                     f"checkpoint {file} is a torch.save file that also pickles {_list(needed, limit=4)}, which "
@@ -97,6 +102,58 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
                     f"trust the file, pass {TRUST_HINT}, or save only the state_dict"
                 ) from exc
     return _unpickle_trusted(file)
+
+
+ACCEPTED = "file torch.save wrote (.pt/.pth/.bin) or a .safetensors file, holding a state_dict"
+# How files that are not checkpoints start, to name what was given instead (the common mix-ups).
+_OTHER_KINDS = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"\x89HDF", "an HDF5 file (Keras?)"),
+                (b"GGUF", "a GGUF file"), (b"\x08", "possibly an ONNX model (a protobuf)"))
+
+
+def checkpoint_kind(file: Path) -> str:
+    """"torch.save" (a zip archive, or a legacy pickle), "safetensors", or what the file looks like instead,
+    from its first bytes: so that a file of another kind is named, not reported as an unpickling error."""
+    with open(file, "rb") as handle:
+        head = handle.read(16)
+    size = file.stat().st_size
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or pickle protocol 2+
+        return "torch.save"
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    if not head:
+        return "an empty file"
+    for magic, kind in _OTHER_KINDS:
+        if head.startswith(magic):
+            return kind
+    try:
+        head.decode("ascii")
+    except UnicodeDecodeError:
+        return "a binary file of an unknown kind"
+    return "a text file"
+
+
+def _read_safetensors(file: Path) -> StateDict:
+    """A .safetensors file's tensors (a flat state_dict; the format holds no code)."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:  # a core dependency; only a broken install lacks it
+        raise CheckpointError(f"checkpoint {file} is a .safetensors file, which needs the safetensors package: "
+                              "pip install safetensors") from None
+    try:
+        return load_file(file, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {file}: a .safetensors file that does not load "
+                              f"({first_line(exc, 160)}); is it complete?") from exc
+
+
+def _torch_reason(exc: Exception) -> str:
+    """What torch.load's error says went wrong, without its paragraph on weights_only (which, for a damaged
+    file, wrongly suggests that loading it in full would work)."""
+    text = str(exc)
+    detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+    lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:160]
 
 
 def _unsafe_globals(file: Path, exc: Exception) -> list[str]:
