@@ -343,10 +343,12 @@ def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequenc
     kept: TorchOutputs = [] if torch_outputs is None else torch_outputs
     ort_runner = OnnxRuntimeRunner(onnx_bytes)
     with ort_runner:
-        input_name = ort_runner.input_specs()[0].name
+        input_spec = ort_runner.input_specs()[0]
+        input_name, channels = input_spec.name, input_spec.shape[1] if len(input_spec.shape) == 4 else None
         output_names = [s.name for s in ort_runner.output_specs()]
         with TorchRunner(loaded.module, input_names=(input_name,), output_names=output_names,
-                         user_code=user_code_name(loaded.spec)) as torch_runner:
+                         user_code=user_code_name(loaded.spec),
+                         channels=channels if isinstance(channels, int) else None) as torch_runner:
             for shape in shapes:
                 x = rng.standard_normal(shape).astype(np.float32)
                 feed = {input_name: x}
@@ -354,6 +356,7 @@ def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequenc
                                  and np.array_equal(seen, x) and set(outputs) == set(output_names)), None)
                 if expected is None:
                     expected = torch_runner.infer(feed)
+                    _check_finite(loaded, expected, shape)
                     kept.append((x, expected))
                 got = _ort_infer(ort_runner, feed, shape)
                 _check_output_shapes(expected, got, shape)
@@ -362,6 +365,18 @@ def verify_against_torch(loaded: LoadedModel, onnx_bytes: bytes, shapes: Sequenc
                 passed = all(tolerance.passes(metrics[n], float(np.abs(expected[n]).max())) for n in output_names)
                 checks.append(ShapeCheck(tuple(shape), metrics, passed))
     return checks
+
+
+def _check_finite(loaded: LoadedModel, outputs: Mapping[str, np.ndarray], shape: Sequence[int]) -> None:
+    """A model whose PyTorch output holds NaN or infinity gives nothing to verify the export against: bad input
+    (the model or its weights), said as such, not reported as ONNX Runtime disagreeing."""
+    for name, value in outputs.items():
+        bad = ~np.isfinite(value)
+        if bad.any():
+            what = "NaN" if np.isnan(value).any() else "infinite values"
+            raise InputError(f"{loaded.spec.name} gives {what} in PyTorch itself ({bad.mean():.0%} of output {name!r} "
+                             f"on a random normal input {'x'.join(map(str, shape))}), so there is nothing to verify "
+                             "the export against; check the model and its weights")
 
 
 def _simplify(model: onnx.ModelProto) -> onnx.ModelProto | None:

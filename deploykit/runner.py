@@ -142,4 +142,5 @@ class Target:
     loaded: LoadedModel | None = None  # torch targets: the model itself (e.g. to export a reference ONNX)
     metadata: ModelMetadata | None = None
     static_input: tuple[int, ...] | None = None  # an ONNX input with every dimension fixed
+    channels: int | None = None  # an ONNX input's fixed channel count (images give 3)
     budget: str | None = None  # the accuracy budget an artifact was built to (its sidecar), held by parity

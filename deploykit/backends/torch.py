@@ -74,11 +74,14 @@ class TorchRunner(Runner):
         output_names: Sequence[str] = ("output",),
         threads: int | None = None,
         user_code: str | None = None,
+        channels: int | None = 3,
     ) -> None:
         """user_code: how errors name the module when it is the user's own code ("your model pkg.mod:make"):
         whatever its forward raises is then theirs (exit 2, their file and line). None for deploykit's own
-        models, whose exceptions are deploykit's bugs."""
+        models, whose exceptions are deploykit's bugs. channels: the input's channel count (None: any, for a
+        user's module, whose forward then says what it takes)."""
         super().__init__()
+        self.channels = channels
         self.module = module.eval()
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
@@ -90,7 +93,7 @@ class TorchRunner(Runner):
             torch.set_num_threads(self.threads)
 
     def input_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(name, ("batch", 3, "height", "width"), "float32") for name in self.input_names]
+        return [TensorSpec(name, ("batch", self.channels, "height", "width"), "float32") for name in self.input_names]
 
     def output_specs(self) -> list[TensorSpec]:
         return [TensorSpec(name, ("batch", None, "height", "width"), "float32") for name in self.output_names]

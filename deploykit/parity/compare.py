@@ -268,8 +268,8 @@ class _Kept:
             tallies: Sequence[_Tally], truth: np.ndarray | None = None, shared: Shared | None = None) -> None:
         if self.name is None:
             self.name = next((n for n, v in expected.items() if self.task.fits(v.shape)), "")
-        if not self.name or x.ndim != 4 or x.shape[1] != 3:
-            return  # no task output, or inputs that are not images: nothing to picture
+        if not self.name:
+            return  # no task output
         names = [dict(t.pairs or [])[self.name] for t in tallies]
         ref, cands = expected[self.name], [out[n] for out, n in zip(outputs, names, strict=True)]
         if self.task.labelled:
@@ -279,7 +279,8 @@ class _Kept:
             # --labels: per-class IoU against the ground truth too (one image per batch, mask at the output size)
             gt = resize_mask(truth, ref.shape[-2:])[None] if truth is not None and ref.shape[0] == 1 else None
             self.damage.add(ref, cands, gt)
-        self.keeper.offer(index, x, ref, cands)
+        if x.ndim == 4 and x.shape[1] == 3:  # inputs that are not RGB images: nothing to picture
+            self.keeper.offer(index, x, ref, cands)
 
     def result(self) -> tuple[ClassDamageResult | None, Pictures | None, tuple[str, ...] | None]:
         if not self.name:

@@ -44,8 +44,14 @@ class InputSet:
 def _image_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None) -> tuple[int, int]:
     """Height and width for photographs, which always have 3 channels and come one at a time."""
     if input_shape is not None and input_shape[1] != 3:
-        raise InputError(f"--input-shape has {input_shape[1]} channels, but images have 3; use --random or an "
-                         ".npz for other inputs")
+        raise InputError(f"--input-shape has {input_shape[1]} channels, but images are read as 3-channel RGB; give "
+                         f"--inputs as an .npz/.npy of preprocessed N,{input_shape[1]},H,W inputs (parity also takes "
+                         "--random N)")
+    other = next((t for t in targets if t.channels not in (None, 3)), None)
+    if other is not None:
+        raise InputError(f"{other.label} takes {other.channels}-channel inputs, but images are read as 3-channel "
+                         f"RGB; give --inputs as an .npz/.npy of preprocessed N,{other.channels},H,W inputs (parity "
+                         "also takes --random N)")
     return _spatial_size(targets, input_shape)
 
 
@@ -75,7 +81,8 @@ def _batch_shape(targets: Sequence[Target], input_shape: tuple[int, ...] | None,
     if input_shape is not None:
         return tuple(input_shape)
     static = next((t.static_input for t in targets if t.static_input is not None and len(t.static_input) == 4), None)
-    return (static[0] if static else 1, static[1] if static else 3, *size)
+    channels = next((t.channels for t in targets if t.channels is not None), 3)
+    return (static[0] if static else 1, static[1] if static else channels, *size)
 
 
 # description, count, shape, make, the image file of each input (empty unless all are)
@@ -93,6 +100,10 @@ def resolve_inputs(
 ) -> InputSet:
     """The inputs for `targets` (reference first); see the module docstring for the precedence."""
     parts: list[Part] = []
+    fixed = next((t for t in targets if t.channels is not None), None)
+    if input_shape is not None and len(input_shape) == 4 and fixed is not None and input_shape[1] != fixed.channels:
+        raise InputError(f"--input-shape has {input_shape[1]} channels, but {fixed.label} takes {fixed.channels}; "
+                         f"give N,{fixed.channels},H,W")
     if inputs is not None:
         parts.append(_given_inputs(targets, Path(inputs), input_shape, limit))
     if random:

@@ -110,6 +110,13 @@ def _check(opts: DeployOptions) -> None:
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
     if opts.inputs and not Path(opts.inputs).exists():
         raise InputError(f"--inputs {opts.inputs} does not exist; give a folder of images or an .npz")
+    channels = opts.input_shape[1] if opts.input_shape else 3
+    reads = [("--inputs", opts.parity_folder)] + ([("--calib-data", opts.calib_data)] if "int8" in
+                                                  opts.chosen_precisions else [])
+    for flag, given in reads:  # images and photographs are RGB; arrays and noise take the model's channels
+        if channels != 3 and given != "synthetic" and not str(given or "").endswith((".npz", ".npy")):
+            raise InputError(f"--input-shape has {channels} channels, but images are read as 3-channel RGB; give "
+                             f"{flag} as an .npz/.npy of preprocessed N,{channels},H,W inputs")
     # Every image the run will read decodes now, not when its step comes minutes later.
     if opts.parity_folder and Path(opts.parity_folder).is_dir():
         check_images(list_images(opts.parity_folder))

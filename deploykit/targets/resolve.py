@@ -87,8 +87,9 @@ def _torch_target(source: str, *, options: Mapping[str, Any] | None, weights: st
 def torch_target(loaded: LoadedModel, label: str, *, threads: int | None = None) -> Target:
     """A Target over a model already built (deploy builds it once and hands it to every step)."""
     spec = loaded.spec
+    user_code = user_code_name(spec)
     runner = _TorchTargetRunner(loaded.module, input_names=spec.input_names, output_names=spec.output_names,
-                                threads=threads, user_code=user_code_name(spec))
+                                threads=threads, user_code=user_code, channels=None if user_code else 3)
     return Target(runner=runner, kind="torch", label=label, task=spec.task, num_classes=spec.num_classes,
                   preprocessing=spec.preprocessing, input_size=spec.input_size, precision=BASELINE.name,
                   input_name=spec.input_names[0], loaded=loaded)
@@ -100,6 +101,15 @@ def source_label(source: str, options: Mapping[str, Any] | None, weights: str | 
         return source
     parts = [f"{k}={v}" for k, v in (options or {}).items()]
     return f"{source} ({', '.join(parts + ([Path(weights).name] if weights is not None else []))})"
+
+
+def _graph_channels(model: onnx.ModelProto) -> int | None:
+    """The first graph input's channel count (axis 1 of N,C,H,W) when it is fixed."""
+    initializers = {init.name for init in model.graph.initializer}
+    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
+    dims = list(graph_input.type.tensor_type.shape.dim) if graph_input is not None else []
+    fixed = len(dims) == 4 and dims[1].HasField("dim_value") and dims[1].dim_value > 0
+    return int(dims[1].dim_value) if fixed else None
 
 
 def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, tuple[int, int] | None]:
@@ -135,6 +145,7 @@ def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], thr
 def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | None, model: onnx.ModelProto | None,
                  precision: str, task: Task | None) -> Target:
     name, static, size = _graph_input(model) if model is not None else ("", None, None)
+    channels = _graph_channels(model) if model is not None else None
     if meta is not None and task is not None and task != meta.task:
         raise ConfigConflict(f"{path} is a {meta.task} model (its metadata says so); drop --task {task}")
     return Target(
@@ -142,7 +153,7 @@ def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | N
         num_classes=meta.num_classes if meta else 0, preprocessing=meta.preprocessing if meta else None,
         input_size=size or (meta.input_size if meta else None), precision=precision,
         input_name=name or (meta.input_names[0] if meta else runner.input_specs()[0].name),
-        onnx_path=path if model is not None else None, metadata=meta, static_input=static,
+        onnx_path=path if model is not None else None, metadata=meta, static_input=static, channels=channels,
     )
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from deploykit.errors import CheckpointError, UserCodeError, first_line, users_code
@@ -134,12 +136,6 @@ def checkpoint_kind(file: Path) -> str:
 
 def _read_safetensors(file: Path) -> StateDict:
     """A .safetensors file's tensors (a flat state_dict; the format holds no code)."""
-    try:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-    except ImportError:  # a core dependency; only a broken install lacks it
-        raise CheckpointError(f"checkpoint {file} is a .safetensors file, which needs the safetensors package: "
-                              "pip install safetensors") from None
     try:
         return load_file(file, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

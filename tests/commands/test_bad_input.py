@@ -73,6 +73,10 @@ CASES = [
          "export {USER} --input-shape 1,3,64,64 --weights {d}/empty.pt -o {t}/x.onnx"),
     case("export-weights-garbage", "it is a text file, not a PyTorch checkpoint",
          "export {USER} --input-shape 1,3,64,64 --weights {d}/text.onnx -o {t}/x.onnx"),
+    case("export-model-gives-nan", "gives NaN in PyTorch itself",
+         "export {F}:diverged --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-weights-hold-nan", "gives NaN in PyTorch itself",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/nan.pt -o {t}/x.onnx"),
     case("export-weights-an-image", "it is a PNG image, not a PyTorch checkpoint",
          "export {USER} --input-shape 1,3,64,64 --weights {d}/images/a.png -o {t}/x.onnx"),
     case("export-set-malformed", "KEY=VALUE", "export {USER} --input-shape 1,3,64,64 --set width -o {t}/x.onnx"),
@@ -553,6 +557,8 @@ def _hostile_fixtures(d: Path) -> None:
     (d / "dirlink").symlink_to(d)
     shutil.copy(d / "net.onnx", d / "m.fp16.onnx")
     torch.save(load_model(USER).module.state_dict(), d / "w.pt")
+    torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in
+                load_model(USER).module.state_dict().items()}, d / "nan.pt")
     (d / "wlink.pt").symlink_to(d / "w.pt")
     art = build_artifact(d / "net.onnx", d / "art.ort.onnx").path
     other = build_artifact(d / "net.onnx", d / "other.fp16.ort.onnx", precision=PRECISIONS["fp16"]).path
