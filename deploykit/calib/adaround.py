@@ -26,7 +26,8 @@ not round the weights again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from deploykit.types import Progress, Progressed
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
 QMAX = 127
 SMALL_LAYER_FLOPS = 20_000_000  # multiply-adds per reconstruction step below which one thread is faster
+Quantized = Callable[[Mapping[str, np.ndarray]], onnx.ModelProto]  # codes chosen so far -> the Q/DQ graph
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class AdaRound:
     regularization: float = 1.0  # lambda, against the reconstruction error relative to nearest rounding's
     warmup: float = 0.2  # share of the iterations without the rounding regularizer
     positions: int = 2048  # output positions sampled per input and layer
+    energy: float = 0.9999  # share of each Gram matrix's trace its low-rank factor keeps
+    asymmetric: bool = False  # inputs from the graph with the layers before INT8 (module docstring)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +95,7 @@ def conv_layers(float_model: onnx.ModelProto, scales: Mapping[str, np.ndarray],
     return layers
 
 
-def _patches(x: np.ndarray, layer: Layer, rows: np.ndarray, cols: np.ndarray) -> Any:
+def input_patches(x: np.ndarray, layer: Layer, rows: np.ndarray, cols: np.ndarray) -> Any:
     """The input patches of the output positions (rows, cols): (groups, K, positions), K ordered as the
     weight's (input channel, kernel row, kernel column); gathered directly, not unfolded over the whole map."""
     import torch
@@ -114,33 +118,101 @@ def _output_size(x: np.ndarray, layer: Layer) -> tuple[int, int]:
     return (height - span[0]) // layer.strides[0] + 1, (width - span[1]) // layer.strides[1] + 1
 
 
-def gram_matrices(float_model: onnx.ModelProto, layers: Sequence[Layer], inputs: Iterable[np.ndarray],
-                  options: AdaRound, *, threads: int | None = None,
-                  progress: Progress | None = None) -> dict[str, Any]:
-    """node -> X X^T per group (groups, K, K) of its input patches (module docstring), summed over `inputs`."""
+@dataclass
+class Statistics:
+    """What a layer's reconstruction loss needs (module docstring), per group: the Gram matrix X X^T of its
+    input patches X and, in asymmetric mode, (X - X_float) X^T (the upstream error against the patches)."""
+
+    gram: Any  # torch float64 (groups, K, K)
+    cross: Any = None  # torch float64 (groups, K, K), or None: inputs from the float model
+
+    def add(self, patches: Any, float_patches: Any = None) -> None:
+        import torch
+
+        self.gram += torch.bmm(patches, patches.transpose(1, 2))
+        if float_patches is not None:
+            self.cross += torch.bmm(patches - float_patches, patches.transpose(1, 2))
+
+
+def _sample(value: np.ndarray, layer: Layer, rng: np.random.Generator, positions: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    height, width = _output_size(value, layer)
+    chosen = rng.choice(height * width, min(height * width, positions), replace=False)
+    rows, cols = np.divmod(chosen, width)
+    return rows, cols
+
+
+def _empty(layer: Layer, cross: bool) -> Statistics:
     import torch
 
+    k = layer.weight[0].size
+    zeros = torch.zeros((layer.groups, k, k), dtype=torch.float64)
+    return Statistics(zeros, zeros.clone() if cross else None)
+
+
+def gram_matrices(float_model: onnx.ModelProto, layers: Sequence[Layer], inputs: Iterable[np.ndarray],
+                  options: AdaRound, *, threads: int | None = None,
+                  progress: Progress | None = None) -> dict[str, Statistics]:
+    """node -> the Gram matrix per group (groups, K, K) of its input patches in the float model (module
+    docstring), summed over `inputs`."""
     tensors = [layer.float_input for layer in layers]
     session = session_from_onnx(probe_model(float_model, tensors).SerializeToString(), threads=threads,
                                 optimization="basic")
     name = session.get_inputs()[0].name
     rng = np.random.default_rng(options.seed)
-    grams: dict[str, Any] = {}
+    stats = {layer.node: _empty(layer, cross=False) for layer in layers}
     count = 0
     for x in inputs:
         for layer, value in zip(layers, session.run(tensors, {name: x}), strict=True):
-            height, width = _output_size(value, layer)
-            chosen = rng.choice(height * width, min(height * width, options.positions), replace=False)
-            rows, cols = np.divmod(chosen, width)
-            patches = _patches(value, layer, rows, cols)
-            gram = torch.bmm(patches, patches.transpose(1, 2))
-            grams[layer.node] = gram if layer.node not in grams else grams[layer.node] + gram
+            rows, cols = _sample(value, layer, rng, options.positions)
+            stats[layer.node].add(input_patches(value, layer, rows, cols))
         count += 1
         if progress:
             progress(Progressed("AdaRound statistics (inputs)", count, count))
     if not count:
         raise CalibrationError("AdaRound needs calibration inputs; none were read")
-    return grams
+    return stats
+
+
+def asymmetric_statistics(layer: Layer, float_session: Any, quantized: onnx.ModelProto,
+                          inputs: Sequence[np.ndarray], options: AdaRound, *, threads: int | None) -> Statistics:
+    """The layer's statistics with its input patches from `quantized` (the Q/DQ graph with the layers before it
+    INT8) against the float model's patches at the same positions (module docstring)."""
+    node = next((n for n in quantized.graph.node if n.name == layer.node), None)
+    if node is None:
+        raise CalibrationError(f"AdaRound: node {layer.node} is not in the quantized graph")
+    session = session_from_onnx(probe_model(quantized, [node.input[0]]).SerializeToString(), threads=threads,
+                                optimization="basic")
+    name, float_name = session.get_inputs()[0].name, float_session.get_inputs()[0].name
+    rng = np.random.default_rng([options.seed, zlib.crc32(layer.node.encode())])
+    stats = _empty(layer, cross=True)
+    for x in inputs:
+        value = session.run([node.input[0]], {name: x})[0]
+        float_value = float_session.run([layer.float_input], {float_name: x})[0]
+        rows, cols = _sample(value, layer, rng, options.positions)
+        stats.add(input_patches(value, layer, rows, cols), input_patches(float_value, layer, rows, cols))
+    return stats
+
+
+def factor(stats: Statistics, weight: Any, energy: float) -> tuple[Any, Any]:
+    """(L, b) with ||d L + b||^2 the layer's loss up to a constant (module docstring), for d = W~ - W per group
+    (groups, Cout/groups, K): L (groups, K, r) from the Gram's leading eigenvectors holding `energy` of its
+    trace (r the most any group needs), b (groups, Cout/groups, r), zero without a cross term."""
+    import torch
+
+    values, vectors = torch.linalg.eigh(stats.gram)  # ascending
+    values = values.clamp_min(0.0)
+    total = values.sum(dim=1, keepdim=True).clamp_min(1e-300)
+    held = torch.flip(values, [1]).cumsum(dim=1) / total  # share of the trace in the top 1, 2, ... directions
+    rank = int((held < energy).sum(dim=1).max()) + 1
+    rank = min(rank, values.shape[1])
+    values, vectors = values[:, -rank:], vectors[:, :, -rank:]
+    root = values.sqrt()
+    lower = vectors * root[:, None, :]
+    if stats.cross is None:
+        return lower, torch.zeros((weight.shape[0], weight.shape[1], rank), dtype=torch.float64)
+    inverse = torch.where(root > root.amax(dim=1, keepdim=True) * 1e-9, 1.0 / root.clamp_min(1e-300), 0.0)
+    return lower, torch.bmm(torch.bmm(weight, stats.cross), vectors) * inverse[:, None, :]
 
 
 def _h(v: Any) -> Any:
@@ -149,7 +221,17 @@ def _h(v: Any) -> Any:
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
-def optimize_layer(layer: Layer, gram: Any, options: AdaRound) -> np.ndarray:
+def exact_loss(d: Any, stats: Statistics, weight: Any) -> Any:
+    """The layer's exact loss (||d X + W E||^2 up to a constant) from the full statistics, float64."""
+    import torch
+
+    loss = (torch.bmm(d, stats.gram) * d).sum()
+    if stats.cross is not None:
+        loss = loss + 2.0 * (torch.bmm(weight, stats.cross) * d).sum()
+    return loss
+
+
+def optimize_layer(layer: Layer, stats: Statistics, options: AdaRound) -> np.ndarray:
     """The layer's INT8 codes (Cout, Cin/groups, *kernel) after AdaRound (module docstring)."""
     import torch
 
@@ -159,9 +241,13 @@ def optimize_layer(layer: Layer, gram: Any, options: AdaRound) -> np.ndarray:
     w = torch.from_numpy(layer.weight.reshape(groups, cout // groups, -1)).double()
     s = torch.from_numpy(layer.scale.astype(np.float64)).reshape(groups, cout // groups, 1)
     floor = torch.floor(w / s)
-    nearest = torch.clamp(torch.round(w / s), -QMAX, QMAX) * s - w
-    baseline = (torch.bmm(nearest, gram) * nearest).sum().clamp_min(1e-30)
-    gram32, w32, s32, floor32 = (gram / baseline).float(), w.float(), s.float(), floor.float()
+    nearest_codes = torch.clamp(torch.round(w / s), -QMAX, QMAX)
+    lower, target = factor(stats, w, options.energy)
+    nearest = nearest_codes * s - w
+    # the loss relative to nearest rounding's (its constant part left out: it is the same for every rounding)
+    baseline = ((torch.bmm(nearest, lower) + target) ** 2).sum().clamp_min(1e-30)
+    lower32, target32 = (lower / baseline.sqrt()).float(), (target / baseline.sqrt()).float()
+    w32, s32, floor32 = w.float(), s.float(), floor.float()
     rest = (w / s - floor).clamp(1e-4, 1 - 1e-4).float()
     v = torch.nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0))
     optimizer = torch.optim.Adam([v], lr=1e-2)
@@ -169,7 +255,7 @@ def optimize_layer(layer: Layer, gram: Any, options: AdaRound) -> np.ndarray:
     for step in range(options.iterations):
         h = _h(v)
         d = torch.clamp(floor32 + h, -QMAX, QMAX) * s32 - w32
-        loss = (torch.bmm(d, gram32) * d).sum()
+        loss = ((torch.bmm(d, lower32) + target32) ** 2).sum()
         if step >= warm:
             beta = 20.0 - (20.0 - 2.0) * (step - warm) / max(1, options.iterations - warm)
             loss = loss + options.regularization * torch.mean(1 - torch.abs(2 * h - 1) ** beta)
@@ -177,33 +263,49 @@ def optimize_layer(layer: Layer, gram: Any, options: AdaRound) -> np.ndarray:
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        codes = torch.clamp(floor32 + (_h(v) >= 0.5).float(), -QMAX, QMAX)
-        chosen = codes * s32 - w32
-        if (torch.bmm(chosen.double(), gram) * chosen.double()).sum() > baseline:
-            codes = torch.clamp(torch.round(w / s), -QMAX, QMAX).float()  # never worse than nearest
+        codes = torch.clamp(floor + (_h(v) >= 0.5).double(), -QMAX, QMAX)
+        if exact_loss(codes * s - w, stats, w) > exact_loss(nearest, stats, w):
+            codes = nearest_codes  # never worse than nearest on the exact loss
     return codes.reshape(layer.weight.shape).numpy().astype(np.int8)
 
 
 def adaround(float_model: onnx.ModelProto, scales: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray],
-             inputs: Iterable[np.ndarray], options: AdaRound, *, threads: int | None = None,
-             progress: Progress | None = None) -> dict[str, np.ndarray]:
+             inputs: Iterable[np.ndarray], options: AdaRound, *, quantized: Quantized | None = None,
+             threads: int | None = None, progress: Progress | None = None) -> dict[str, np.ndarray]:
     """node -> its AdaRound INT8 codes, for the 2-D Convs of `float_model` named in `scales` (node -> per-channel
-    scale) and `weights` (node -> float weight)."""
+    scale) and `weights` (node -> float weight). Asymmetric mode needs `quantized`: the Q/DQ graph with the
+    codes chosen so far (node -> codes; nearest rounding for the rest)."""
     import torch
 
     layers = conv_layers(float_model, scales, weights)
     if not layers:
         return {}
-    grams = gram_matrices(float_model, layers, inputs, options, threads=threads, progress=progress)
-    codes = {}
+    if options.asymmetric:
+        if quantized is None:
+            raise CalibrationError("asymmetric AdaRound needs the quantized graph")
+        data = list(inputs)
+        if not data:
+            raise CalibrationError("AdaRound needs calibration inputs; none were read")
+        probe = probe_model(float_model, [layer.float_input for layer in layers])
+        float_session = session_from_onnx(probe.SerializeToString(), threads=threads, optimization="basic")
+    else:
+        grams = gram_matrices(float_model, layers, inputs, options, threads=threads, progress=progress)
+    codes: dict[str, np.ndarray] = {}
     before = torch.get_num_threads()
     try:
         for count, layer in enumerate(layers, start=1):
+            if options.asymmetric:
+                assert quantized is not None
+                stats = asymmetric_statistics(layer, float_session, quantized(codes), data, options,
+                                              threads=threads)
+            else:
+                stats = grams.pop(layer.node)
             # One thread for small layers: torch's thread pool costs more than the work (a 6x36 @ 36x36
             # product took 2 ms with 2 threads against 4 us with one on a loaded 2-core machine).
             flops = layer.weight.shape[0] * (layer.weight[0].size ** 2) // layer.groups
             torch.set_num_threads(1 if flops < SMALL_LAYER_FLOPS else (threads or before))
-            codes[layer.node] = optimize_layer(layer, grams[layer.node], options)
+            codes[layer.node] = optimize_layer(layer, stats, options)
+            torch.set_num_threads(before)
             if progress:
                 progress(Progressed("AdaRound (layers)", count, len(layers)))
     finally:

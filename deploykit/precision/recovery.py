@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -132,14 +132,22 @@ def round_weights(builder: QdqBuilder, inputs: Iterable[np.ndarray], options: Ad
     """AdaRound the weights of every quantized Conv (deploykit.calib.adaround); `builder` uses the new codes in
     every later build. The report's record."""
     specs = builder.specs(builder.candidates())
-    scales = {name: builder.weight_codes(spec)[1] for name, spec in specs.items()}
+    nearest = {name: builder.weight_codes(spec) for name, spec in specs.items()}  # (codes, scales) before
+    scales = {name: scale for name, (_, scale) in nearest.items()}
     weights = _float_weights(builder.model, specs)
-    progress(f"AdaRound: {len(specs)} layers, {options.iterations} iterations each")
-    codes = adaround(builder.model, scales, weights, inputs, options, threads=threads, progress=progress)
+    progress(f"AdaRound: {len(specs)} layers, {options.iterations} iterations each"
+             + (", each on the graph with the layers before it INT8" if options.asymmetric else ""))
+
+    def quantized(chosen: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+        for name, new in chosen.items():
+            builder.set_codes(specs[name], new)
+        return builder.build().model
+
+    codes = adaround(builder.model, scales, weights, inputs, options, quantized=quantized, threads=threads,
+                     progress=progress)
     changed = 0
     for name, new in codes.items():
-        nearest = builder.weight_codes(specs[name])[0]
-        changed += int(np.count_nonzero(new != nearest))
+        changed += int(np.count_nonzero(new != nearest[name][0]))
         builder.set_codes(specs[name], new)
     return {"layers": len(codes), "weights_rounded_otherwise": changed}
 

@@ -3,12 +3,17 @@ DequantizeLinear) and the quantized layer reproduces its float output better tha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, numpy_helper
 
-from deploykit.calib.adaround import AdaRound, adaround
+from deploykit.calib.adaround import (AdaRound, Layer, Statistics, adaround, exact_loss, factor,
+                                      input_patches, optimize_layer)
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
@@ -76,3 +81,92 @@ def _dequantized(source: onnx.ModelProto, codes: np.ndarray, scale: np.ndarray) 
         if init.name == "c.weight":
             init.CopyFrom(numpy_helper.from_array((codes * scale.reshape(-1, 1, 1, 1)).astype(np.float32), init.name))
     return copy
+
+
+def _random_layer(rng: np.random.Generator, cin: int, cout: int, groups: int, kernel: int, dilation: int,
+                  ) -> tuple[Layer, np.ndarray]:
+    """A conv layer with one large weight per output channel (coarse INT8 steps) and per-channel scales."""
+    weight = rng.standard_normal((cout, cin // groups, kernel, kernel)) * 0.05
+    weight[:, 0, 0, 0] = 1.0
+    scale = np.abs(weight).reshape(cout, -1).max(axis=1) / 127
+    pad = dilation * (kernel - 1) // 2
+    layer = Layer("c", weight.astype(np.float32), scale, groups, (kernel, kernel), (1, 1), (pad,) * 4,
+                  (dilation, dilation), "x")
+    return layer, weight
+
+
+def _statistics(layer: Layer, xs: list[np.ndarray], float_xs: list[np.ndarray] | None = None) -> Statistics:
+    import torch
+
+    k = layer.weight[0].size
+    zeros = torch.zeros((layer.groups, k, k), dtype=torch.float64)
+    stats = Statistics(zeros, None if float_xs is None else zeros.clone())
+    for number, x in enumerate(xs):
+        height, width = x.shape[2], x.shape[3]
+        rows, cols = np.divmod(np.arange(height * width), width)
+        float_patches = None if float_xs is None else input_patches(float_xs[number], layer, rows, cols)
+        stats.add(input_patches(x, layer, rows, cols), float_patches)
+    return stats
+
+
+def _exact_error(layer: Layer, codes: np.ndarray, stats: Statistics) -> float:
+    import torch
+
+    cout, groups = layer.weight.shape[0], layer.groups
+    w = torch.from_numpy(layer.weight.reshape(groups, cout // groups, -1)).double()
+    d = torch.from_numpy((codes * layer.scale.reshape(-1, 1, 1, 1)).reshape(groups, cout // groups, -1)) - w
+    return float(exact_loss(d, stats, w))
+
+
+shapes = st.tuples(st.sampled_from([(4, 6, 1), (4, 4, 2), (6, 6, 3), (4, 8, 4), (2, 4, 1)]),
+                   st.sampled_from([1, 3]), st.sampled_from([1, 2]), st.integers(0, 2**16))
+
+
+@settings(max_examples=5, deadline=None)
+@given(shapes)
+def test_low_rank_factor_rounds_as_well_as_the_full_gram(shape: tuple[tuple[int, int, int], int, int, int]
+                                                         ) -> None:
+    """The fast path (the Gram's leading eigenvectors only, `energy` < 1) reaches a reconstruction error no worse
+    than the full-rank reference (within 5% of nearest rounding's), with a rank below K on inputs whose channels
+    span few directions (as real feature maps do)."""
+    (cin, cout, groups), kernel, dilation, seed = shape
+    rng = np.random.default_rng(seed)
+    layer, _ = _random_layer(rng, cin, cout, groups, kernel, dilation)
+    basis = rng.standard_normal((cin, 2))
+    xs = [np.einsum("cb,bhw->chw", basis, rng.standard_normal((2, 10, 10)))[None]
+          + 0.01 * rng.standard_normal((1, cin, 10, 10)) for _ in range(3)]
+    stats = _statistics(layer, xs)
+    w = np.asarray(layer.weight, np.float64).reshape(groups, cout // groups, -1)
+    lower, _ = factor(stats, __import__("torch").from_numpy(w), 0.999)
+    if cin // groups > 2:  # then the inputs span fewer directions than K
+        assert lower.shape[2] < cin // groups * kernel * kernel
+    nearest = np.clip(np.round(layer.weight / layer.scale.reshape(-1, 1, 1, 1)), -127, 127)
+    options = AdaRound(iterations=200)
+    fast = optimize_layer(layer, stats, replace(options, energy=0.999))
+    full = optimize_layer(layer, stats, replace(options, energy=1.0))
+    floor = np.floor(layer.weight / layer.scale.reshape(-1, 1, 1, 1))
+    assert np.all((fast == floor) | (fast == floor + 1) | (fast == nearest))
+    errors = [_exact_error(layer, codes, stats) for codes in (fast, full, nearest)]
+    assert errors[0] <= errors[1] + 0.05 * errors[2] and errors[0] <= errors[2]
+
+
+@settings(max_examples=5, deadline=None)
+@given(shapes)
+def test_factor_reproduces_the_exact_loss_up_to_a_constant(shape: tuple[tuple[int, int, int], int, int, int]
+                                                           ) -> None:
+    """||d L + b||^2 - (d G d^T + 2 d . W C) is the same for every rounding d (full rank, asymmetric terms)."""
+    import torch
+
+    (cin, cout, groups), kernel, dilation, seed = shape
+    rng = np.random.default_rng(seed)
+    layer, weight = _random_layer(rng, cin, cout, groups, kernel, dilation)
+    float_xs = [rng.standard_normal((1, cin, 8, 8)) for _ in range(2)]
+    xs = [x + 0.2 * rng.standard_normal(x.shape) for x in float_xs]  # upstream error
+    stats = _statistics(layer, xs, float_xs)
+    w = torch.from_numpy(weight.reshape(groups, cout // groups, -1))
+    lower, target = factor(stats, w, 1.0)
+    gaps = []
+    for _ in range(3):
+        d = torch.from_numpy(rng.standard_normal(w.shape) * 0.01)
+        gaps.append(float(((torch.bmm(d, lower) + target) ** 2).sum() - exact_loss(d, stats, w)))
+    np.testing.assert_allclose(gaps, gaps[0], rtol=1e-6, atol=1e-8)
