@@ -40,6 +40,7 @@ from deploykit.evaluate import session_from_onnx
 from deploykit.types import Progress, Progressed
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
+ADAM_LR, ADAM_BETAS = 1e-2, (0.9, 0.999)
 QMAX = 127
 SMALL_LAYER_FLOPS = 20_000_000  # multiply-adds per reconstruction step below which one thread is faster
 Quantized = Callable[[Mapping[str, np.ndarray]], onnx.ModelProto]  # codes chosen so far -> the Q/DQ graph
@@ -231,11 +232,38 @@ def exact_loss(d: Any, stats: Statistics, weight: Any) -> Any:
     return loss
 
 
+def _descend(v: Any, floor: Any, s: Any, w: Any, lower: Any, target: Any, options: AdaRound) -> None:
+    """Adam on V in place for ||d L + b||^2 + lambda * mean(1 - |2 h(V) - 1|^beta), the gradient written out:
+    autograd's bookkeeping cost more than the arithmetic on all but the largest layers."""
+    import torch
+
+    first, second = torch.zeros_like(v), torch.zeros_like(v)
+    lower_t = lower.transpose(1, 2)
+    warm = int(options.iterations * options.warmup)
+    weight = options.regularization / v.numel()
+    for step in range(options.iterations):
+        sig = torch.sigmoid(v)
+        raw = sig * (ZETA - GAMMA) + GAMMA
+        h = raw.clamp(0.0, 1.0)
+        codes = floor + h
+        d = codes.clamp(-QMAX, QMAX) * s - w
+        grad = torch.bmm(torch.baddbmm(target, d, lower), lower_t).mul_(2.0).mul_(s)
+        grad.mul_(codes <= QMAX)
+        if step >= warm:
+            beta = 20.0 - (20.0 - 2.0) * (step - warm) / max(1, options.iterations - warm)
+            centered = 2.0 * h - 1.0
+            grad.sub_(centered.abs().pow(beta - 1.0).mul_(torch.sign(centered)).mul_(2.0 * beta * weight))
+        grad.mul_(sig * (1.0 - sig) * (ZETA - GAMMA)).mul_((raw > 0.0) & (raw < 1.0))
+        first.mul_(ADAM_BETAS[0]).add_(grad, alpha=1.0 - ADAM_BETAS[0])
+        second.mul_(ADAM_BETAS[1]).addcmul_(grad, grad, value=1.0 - ADAM_BETAS[1])
+        corrected = (second / (1.0 - ADAM_BETAS[1] ** (step + 1))).sqrt_().add_(1e-8)
+        v.addcdiv_(first, corrected, value=-ADAM_LR / (1.0 - ADAM_BETAS[0] ** (step + 1)))
+
+
 def optimize_layer(layer: Layer, stats: Statistics, options: AdaRound) -> np.ndarray:
     """The layer's INT8 codes (Cout, Cin/groups, *kernel) after AdaRound (module docstring)."""
     import torch
 
-    torch.manual_seed(options.seed)
     groups = layer.groups
     cout = layer.weight.shape[0]
     w = torch.from_numpy(layer.weight.reshape(groups, cout // groups, -1)).double()
@@ -249,21 +277,10 @@ def optimize_layer(layer: Layer, stats: Statistics, options: AdaRound) -> np.nda
     lower32, target32 = (lower / baseline.sqrt()).float(), (target / baseline.sqrt()).float()
     w32, s32, floor32 = w.float(), s.float(), floor.float()
     rest = (w / s - floor).clamp(1e-4, 1 - 1e-4).float()
-    v = torch.nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0))
-    optimizer = torch.optim.Adam([v], lr=1e-2)
-    warm = int(options.iterations * options.warmup)
-    for step in range(options.iterations):
-        h = _h(v)
-        d = torch.clamp(floor32 + h, -QMAX, QMAX) * s32 - w32
-        loss = ((torch.bmm(d, lower32) + target32) ** 2).sum()
-        if step >= warm:
-            beta = 20.0 - (20.0 - 2.0) * (step - warm) / max(1, options.iterations - warm)
-            loss = loss + options.regularization * torch.mean(1 - torch.abs(2 * h - 1) ** beta)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    v = -torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0)
+    _descend(v, floor32, s32, w32, lower32, target32, options)
     with torch.no_grad():
-        codes = torch.clamp(floor + (_h(v) >= 0.5).double(), -QMAX, QMAX)
+        codes = torch.clamp(floor + (_h(v.double()) >= 0.5).double(), -QMAX, QMAX)
         if exact_loss(codes * s - w, stats, w) > exact_loss(nearest, stats, w):
             codes = nearest_codes  # never worse than nearest on the exact loss
     return codes.reshape(layer.weight.shape).numpy().astype(np.int8)

@@ -12,8 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, numpy_helper
 
-from deploykit.calib.adaround import (AdaRound, Layer, Statistics, adaround, exact_loss, factor,
-                                      input_patches, optimize_layer)
+from deploykit.calib.adaround import (
+    AdaRound,
+    Layer,
+    Statistics,
+    adaround,
+    exact_loss,
+    factor,
+    input_patches,
+    optimize_layer,
+)
 from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
