@@ -76,6 +76,8 @@ CONFIGS: tuple[tuple[str, str | None, RecoveryOptions], ...] = (
     ("percentile ranges, defaults", "percentile", RecoveryOptions()),
     ("MSE ranges, defaults", "mse", RecoveryOptions()),
     ("--calib-method auto, defaults", "auto", RecoveryOptions()),
+    ("+ bias correction + CLE (both) + AdaRound, asymmetric (inputs from the INT8 graph)", "minmax",
+     replace(CLE_ALL, rounding=AdaRound(asymmetric=True))),
 )
 CHOSEN = (None, "auto")  # rows whose range method the build chooses: their cells name the method kept
 

@@ -33,10 +33,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from deploykit.calib.collect import probe_model
 from deploykit.errors import CalibrationError
 from deploykit.evaluate import session_from_onnx
+from deploykit.graph.tensors import remove_unused_initializers
 from deploykit.types import Progress, Progressed
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
@@ -175,21 +177,42 @@ def gram_matrices(float_model: onnx.ModelProto, layers: Sequence[Layer], inputs:
     return stats
 
 
-def asymmetric_statistics(layer: Layer, float_session: Any, quantized: onnx.ModelProto,
+def _up_to(model: onnx.ModelProto, tensor: str, threads: int | None) -> Any:
+    """A session computing only the nodes `tensor` needs (ONNX Runtime runs every node of the graph it is
+    given, whatever outputs are asked for)."""
+    part = onnx.ModelProto.FromString(model.SerializeToString())
+    producer = {output: index for index, node in enumerate(part.graph.node) for output in node.output}
+    needed: set[int] = set()
+    pending = [tensor]
+    while pending:
+        index = producer.get(pending.pop())
+        if index is not None and index not in needed:
+            needed.add(index)
+            pending.extend(part.graph.node[index].input)
+    kept = [node for index, node in enumerate(part.graph.node) if index in needed]
+    del part.graph.node[:]
+    part.graph.node.extend(kept)
+    del part.graph.output[:]
+    part.graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    remove_unused_initializers(part)
+    return session_from_onnx(part.SerializeToString(), threads=threads, optimization="basic")
+
+
+def asymmetric_statistics(layer: Layer, float_model: onnx.ModelProto, quantized: onnx.ModelProto,
                           inputs: Sequence[np.ndarray], options: AdaRound, *, threads: int | None) -> Statistics:
     """The layer's statistics with its input patches from `quantized` (the Q/DQ graph with the layers before it
     INT8) against the float model's patches at the same positions (module docstring)."""
     node = next((n for n in quantized.graph.node if n.name == layer.node), None)
     if node is None:
         raise CalibrationError(f"AdaRound: node {layer.node} is not in the quantized graph")
-    session = session_from_onnx(probe_model(quantized, [node.input[0]]).SerializeToString(), threads=threads,
-                                optimization="basic")
+    session, float_session = _up_to(quantized, node.input[0], threads), _up_to(float_model, layer.float_input,
+                                                                                threads)
     name, float_name = session.get_inputs()[0].name, float_session.get_inputs()[0].name
     rng = np.random.default_rng([options.seed, zlib.crc32(layer.node.encode())])
     stats = _empty(layer, cross=True)
     for x in inputs:
-        value = session.run([node.input[0]], {name: x})[0]
-        float_value = float_session.run([layer.float_input], {float_name: x})[0]
+        value = session.run(None, {name: x})[0]
+        float_value = float_session.run(None, {float_name: x})[0]
         rows, cols = _sample(value, layer, rng, options.positions)
         stats.add(input_patches(value, layer, rows, cols), input_patches(float_value, layer, rows, cols))
     return stats
@@ -253,7 +276,7 @@ def _descend(v: Any, floor: Any, s: Any, w: Any, lower: Any, target: Any, option
             beta = 20.0 - (20.0 - 2.0) * (step - warm) / max(1, options.iterations - warm)
             centered = 2.0 * h - 1.0
             grad.sub_(centered.abs().pow(beta - 1.0).mul_(torch.sign(centered)).mul_(2.0 * beta * weight))
-        grad.mul_(sig * (1.0 - sig) * (ZETA - GAMMA)).mul_((raw > 0.0) & (raw < 1.0))
+        grad.mul_(sig * (1.0 - sig) * (ZETA - GAMMA))
         first.mul_(ADAM_BETAS[0]).add_(grad, alpha=1.0 - ADAM_BETAS[0])
         second.mul_(ADAM_BETAS[1]).addcmul_(grad, grad, value=1.0 - ADAM_BETAS[1])
         corrected = (second / (1.0 - ADAM_BETAS[1] ** (step + 1))).sqrt_().add_(1e-8)
@@ -272,8 +295,8 @@ def optimize_layer(layer: Layer, stats: Statistics, options: AdaRound) -> np.nda
     nearest_codes = torch.clamp(torch.round(w / s), -QMAX, QMAX)
     lower, target = factor(stats, w, options.energy)
     nearest = nearest_codes * s - w
-    # the loss relative to nearest rounding's (its constant part left out: it is the same for every rounding)
-    baseline = ((torch.bmm(nearest, lower) + target) ** 2).sum().clamp_min(1e-30)
+    # in units of nearest rounding's error on these inputs, so the regularizer weighs the same in either mode
+    baseline = (torch.bmm(nearest, lower) ** 2).sum().clamp_min(1e-30)
     lower32, target32 = (lower / baseline.sqrt()).float(), (target / baseline.sqrt()).float()
     w32, s32, floor32 = w.float(), s.float(), floor.float()
     rest = (w / s - floor).clamp(1e-4, 1 - 1e-4).float()
@@ -303,8 +326,6 @@ def adaround(float_model: onnx.ModelProto, scales: Mapping[str, np.ndarray], wei
         data = list(inputs)
         if not data:
             raise CalibrationError("AdaRound needs calibration inputs; none were read")
-        probe = probe_model(float_model, [layer.float_input for layer in layers])
-        float_session = session_from_onnx(probe.SerializeToString(), threads=threads, optimization="basic")
     else:
         grams = gram_matrices(float_model, layers, inputs, options, threads=threads, progress=progress)
     codes: dict[str, np.ndarray] = {}
@@ -313,7 +334,7 @@ def adaround(float_model: onnx.ModelProto, scales: Mapping[str, np.ndarray], wei
         for count, layer in enumerate(layers, start=1):
             if options.asymmetric:
                 assert quantized is not None
-                stats = asymmetric_statistics(layer, float_session, quantized(codes), data, options,
+                stats = asymmetric_statistics(layer, float_model, quantized(codes), data, options,
                                               threads=threads)
             else:
                 stats = grams.pop(layer.node)
