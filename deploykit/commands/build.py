@@ -102,9 +102,10 @@ def _defaults(field: str) -> str:
 @click.option("--int8-grouped", "int8_grouped", type=click.Choice(["int8", "float"]), default=None,
               help="INT8: depthwise/grouped convolutions quantized or left float (default: float for TensorRT, "
                    "which runs them faster in FP16; int8 on CPUs).")
-@click.option("--int8-rounding", type=click.Choice(["nearest", "adaround"]), default=None,
-              help="INT8 weight rounding: nearest (default) or adaround (per-layer learned rounding on the "
-                   "calibration data; slower to build; see deploykit.calib.adaround).")
+@click.option("--int8-rounding", type=click.Choice(["nearest", "adaround", "adaround-asymmetric"]), default=None,
+              help="INT8 weight rounding: nearest (default), adaround (per-layer learned rounding on the "
+                   "calibration data; slower to build) or adaround-asymmetric (each layer against its inputs "
+                   "from the graph with the layers before it INT8; slower still; see deploykit.calib.adaround).")
 @click.option("--int8-bias-correction/--no-int8-bias-correction", default=None,
               help="INT8: restore each quantized layer's mean output per channel (default: on).")
 @click.option("--int8-equalize", type=click.Choice(list(EQUALIZE)), default=None,

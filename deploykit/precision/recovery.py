@@ -33,6 +33,8 @@ EQUALIZE = {"none": Equalization(relu=False, relu6=False), "relu": Equalization(
 # form (0.9768 -> 0.9665) and changed the rest by at most 0.0008; the ReLU6 pairs gave DeepLabv3+ +0.005 in
 # TensorRT form.
 DEFAULT_EQUALIZE = "relu6"
+ROUNDINGS: dict[str, AdaRound | None] = {"nearest": None, "adaround": AdaRound(),
+                                         "adaround-asymmetric": AdaRound(asymmetric=True)}
 # Bias correction is off by default after entropy ranges. Entropy clips each tensor's rare large values, and
 # the shift the correction measures is then mostly theirs: what clipping took from a few positions, averaged
 # and added back to every position of the channel. TensorRT form against FP32 on benchmarks/data/heldout
@@ -70,7 +72,7 @@ def recovery_options(*, rounding: str | None = None, bias_correction: bool | Non
     return RecoveryOptions(
         bias_correction=BiasCorrection(bias_correction) if bias_correction is not None else default.bias_correction,
         equalization=EQUALIZE[equalize] if equalize is not None else default.equalization,
-        rounding=AdaRound() if rounding == "adaround" else default.rounding if rounding is None else None)
+        rounding=ROUNDINGS[rounding] if rounding is not None else default.rounding)
 
 
 def equalized_source(source: onnx.ModelProto, source_sha: str, options: RecoveryOptions, progress: Progress

@@ -26,7 +26,7 @@ from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqBuilder, calibration_tensors
 from deploykit.evaluate import session_from_onnx
-from deploykit.precision.recovery import round_weights
+from deploykit.precision.recovery import RecoveryOptions, recovery_options, round_weights
 from tests.calib.recovery_models import conv, inputs, model
 
 
@@ -201,3 +201,10 @@ def test_asymmetric_mode_reconstructs_the_float_output_from_quantized_inputs() -
         assert report["layers"] == 2
         errors[asymmetric] = _error(builder.build().model, source, calibration)
     assert errors[True] < 0.95 * errors[False]
+
+
+def test_the_rounding_flag_names_the_mode() -> None:
+    assert recovery_options(rounding="adaround-asymmetric").rounding == AdaRound(asymmetric=True)
+    assert recovery_options(rounding="adaround").rounding == AdaRound()
+    assert recovery_options(rounding="nearest").rounding is None
+    assert RecoveryOptions(rounding=AdaRound(asymmetric=True)).to_dict()["rounding"]["asymmetric"] is True

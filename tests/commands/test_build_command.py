@@ -106,6 +106,7 @@ def test_int8_recovery_steps_are_options_recorded_in_the_sidecar(model: Path, tm
                           "--int8-rounding", "adaround")
     assert report["recovery"]["bias_correction"] == {"enabled": False}
     assert report["recovery"]["rounding"]["rounding"] == "adaround"
+    assert report["recovery"]["rounding"]["asymmetric"] is False  # the mode is recorded in the sidecar
     assert "bias_correction" not in report and not report["equalization"]["pairs"]
     assert 0 < report["adaround"]["layers"] <= report["quantized_nodes"]  # the convs
     assert "AdaRound" in shown
