@@ -11,13 +11,30 @@ over the layer's inputs x in the float model (the paper's layer-wise objective),
 annealed from 20 to 2 after a warm-up, pushing every h to 0 or 1 (lambda 1 against the reconstruction error
 relative to nearest rounding's: on the test layer of tests/calib/test_adaround.py, lambda 0.01 / 0.1 / 1 left
 0.86 / 0.61 / 0.36 of nearest rounding's error, and 1 to 10 the same 0.36 from 500 iterations on). The data
-enter only through the Gram matrix X X^T of the layer's input patches (convolutions unfolded, per group),
+enter only through the Gram matrix G = X X^T of the layer's input patches (convolutions unfolded, per group),
 accumulated over the calibration inputs at up to `positions` sampled output positions each, so the
-optimization's cost does not depend on the image size. Inputs from the quantized graph instead (the paper's
-"asymmetric reconstruction", which also absorbs the input's quantization error) need the layers optimized one
-after another with the graph re-run in between; optimizing every layer against the same all-INT8 graph measured
-worse than nearest rounding (trained DeepLabv3+ MobileNetV2: pixel agreement 0.896 against 0.968), since every
-layer then compensates the same upstream error.
+optimization's cost does not depend on the image size.
+
+The loss needs d G d^T only (d = W~ - W), so each layer is optimized on ||d L||^2 with L (K, r) = the Gram's
+leading eigenvectors scaled by the roots of their eigenvalues, r the fewest holding `energy` (0.9999) of its
+trace: each step costs Cout * K * r instead of Cout * K^2. r is at most the number of sampled positions, which
+is what makes the deep layers cheap at small inputs (the demo's DeepLabv3+ at 129x129, 2 calibration inputs: its
+ASPP 3x3 convs have K = 2880 and r = 159-162; its decoder 3x3 convs, 33x33 outputs, K = 2736 / 2304 and r = 705 /
+1122). Per layer, the error relative to nearest rounding (exact G) averaged 0.481 with r and 0.480 with the full
+G over that model's 48 smaller layers; energy 0.999 was worse on several (the first conv 0.26 against 0.17).
+The gradient and Adam are written out (autograd's bookkeeping cost more than the arithmetic on small layers,
+about 2.5x on a 32x192 1x1 conv). The codes are kept only where their exact loss beats nearest rounding's.
+
+Asymmetric mode (`asymmetric`, `--int8-rounding adaround-asymmetric`, the paper's "asymmetric
+reconstruction"): the layers are optimized in graph order, each on its inputs X_q from the Q/DQ graph with the
+codes chosen so far (weights rounded as chosen, activations quantized as the graph does; only the nodes the
+input needs are run) against the float model's output W X_f, so each layer also absorbs its inputs'
+quantization error: ||W~ X_q - W X_f||^2 = d G_q d^T + 2 d . (W (X_q - X_f) X_q^T) + const, the same factor
+of G_q with a constant target row b per channel (||d L + b||^2). It re-runs the graph up to each layer on every
+calibration input, so it is slower. On the two-layer test of tests/calib/test_adaround.py it needed more
+iterations than float inputs do: at 500 it erred 10% more than the float-input mode, at 1000 9% less. (An
+earlier try, every layer against the same all-INT8 graph with float targets not separated, measured worse than
+nearest rounding on the trained DeepLabv3+ MobileNetV2: pixel agreement 0.896 against 0.968.)
 
 The result is INT8 codes on the same per-channel grid (scale max|w| / 127, narrow range), written as INT8
 initializers with a DequantizeLinear like every deploykit weight: TensorRT reads the codes as they are and does
