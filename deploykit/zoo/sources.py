@@ -6,6 +6,7 @@ import ast
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -195,7 +196,23 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
         raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
         raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")
+    _check_one_input(spec.name, module)
     return module
+
+
+def _check_one_input(name: str, module: nn.Module) -> None:
+    """deploykit feeds a model one image tensor: a forward that needs more is refused now, by its parameters,
+    not by the TypeError of the first call."""
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):  # a forward without a readable signature (a C extension): the call will tell
+        return
+    needed = [p.name for p in parameters if p.default is inspect.Parameter.empty
+              and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if len(needed) > 1:
+        raise UnknownModel(f"{name}'s forward takes {len(needed)} inputs ({', '.join(needed)}); deploykit feeds one "
+                           "image tensor N,C,H,W: wrap the model in a module whose forward takes one (e.g. x alone, "
+                           "the others fixed or derived from it)")
 
 
 def _guess_classes(module: nn.Module) -> int:

@@ -73,6 +73,8 @@ CASES = [
          "export {USER} --input-shape 1,3,64,64 --weights {d}/empty.pt -o {t}/x.onnx"),
     case("export-weights-garbage", "it is a text file, not a PyTorch checkpoint",
          "export {USER} --input-shape 1,3,64,64 --weights {d}/text.onnx -o {t}/x.onnx"),
+    case("export-forward-takes-two-inputs", "forward takes 2 inputs (x, depth)",
+         "export {F}:two_inputs --input-shape 1,3,64,64 -o {t}/x.onnx"),
     case("export-model-gives-nan", "gives NaN in PyTorch itself",
          "export {F}:diverged --input-shape 1,3,64,64 -o {t}/x.onnx"),
     case("export-weights-hold-nan", "gives NaN in PyTorch itself",
