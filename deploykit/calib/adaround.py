@@ -22,6 +22,9 @@ is what makes the deep layers cheap at small inputs (the demo's DeepLabv3+ at 12
 ASPP 3x3 convs have K = 2880 and r = 159-162; its decoder 3x3 convs, 33x33 outputs, K = 2736 / 2304 and r = 705 /
 1122). Per layer, the error relative to nearest rounding (exact G) averaged 0.481 with r and 0.480 with the full
 G over that model's 48 smaller layers; energy 0.999 was worse on several (the first conv 0.26 against 0.17).
+CPU seconds for one layer (1 thread, loaded 2-core AMD EPYC without AVX-512; the full G's 500 iterations
+extrapolated from 100): ASPP 3x3 conv 16 against about 100, decoder 3x3 conv 28 against about 75 (its r is
+large, and the eigendecomposition of a 2880x2880 G alone takes about 8).
 The gradient and Adam are written out (autograd's bookkeeping cost more than the arithmetic on small layers,
 about 2.5x on a 32x192 1x1 conv). The codes are kept only where their exact loss beats nearest rounding's.
 
