@@ -296,7 +296,7 @@ def _descend(v: Any, floor: Any, s: Any, w: Any, lower: Any, target: Any, option
             beta = 20.0 - (20.0 - 2.0) * (step - warm) / max(1, options.iterations - warm)
             centered = 2.0 * h - 1.0
             grad.sub_(centered.abs().pow(beta - 1.0).mul_(torch.sign(centered)).mul_(2.0 * beta * weight))
-        grad.mul_(sig * (1.0 - sig) * (ZETA - GAMMA))
+        grad.mul_(sig * (1.0 - sig) * (ZETA - GAMMA)).mul_((raw > 0.0) & (raw < 1.0))
         first.mul_(ADAM_BETAS[0]).add_(grad, alpha=1.0 - ADAM_BETAS[0])
         second.mul_(ADAM_BETAS[1]).addcmul_(grad, grad, value=1.0 - ADAM_BETAS[1])
         corrected = (second / (1.0 - ADAM_BETAS[1] ** (step + 1))).sqrt_().add_(1e-8)
