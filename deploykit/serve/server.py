@@ -76,15 +76,16 @@ def runner_model(model: TritonModel, options: ServeOptions) -> TritonModel:
                    kind="KIND_CPU", companions=(), parameters=(("deploykit", json.dumps(settings)),))
 
 
-def _free_port(host: str, port: int) -> int:
-    """`port` if it can be bound on `host` (any free one for 0), else a clear error before the server starts."""
+def _free_port(host: str, port: int, flag: str = "--port") -> int:
+    """`port` if it can be bound on `host` (any free one for 0), else a clear error naming `flag` before the
+    server starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no clash
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host"
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another {flag} or --host"
                              ) from None
         return int(probe.getsockname()[1])
 
@@ -98,7 +99,7 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
     check_runtime()  # both fail with what to install before any artifact is opened
     models = [runner_model(m, options) for m in describe_artifacts(artifacts, options.names, options.max_batch_size)]
     port = _free_port(options.host, options.port)
-    grpc = _free_port(options.host, options.grpc_port) if options.grpc_port is not None else None
+    grpc = _free_port(options.host, options.grpc_port, "--grpc-port") if options.grpc_port is not None else None
     workdir = Path(tempfile.mkdtemp(prefix="deploykit-serve-"))
     try:
         repository = workdir / "models"
