@@ -389,7 +389,7 @@ def test_any_tensor_request_is_answered_like_the_runner_or_refused_with_a_reason
         assert 400 <= status < 500 and json.loads(reply)["error"], (status, reply[:300])
 
 
-def test_a_busy_grpc_port_or_no_drain_is_refused_in_one_line_naming_the_option(artifact: Path) -> None:
+def test_a_busy_or_shared_port_an_ipv6_host_or_no_drain_is_refused_in_one_line_naming_it(artifact: Path) -> None:
     from click.testing import CliRunner
 
     from deploykit.cli import cli
@@ -401,6 +401,10 @@ def test_a_busy_grpc_port_or_no_drain_is_refused_in_one_line_naming_the_option(a
         result = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "0", "--grpc-port", taken])
     assert result.exit_code == 2 and "choose another --grpc-port" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--port", taken, "--grpc-port", taken])
+    assert result.exit_code == 2 and "a port each" in result.output, result.output  # not Triton's usage text
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--host", "::1"])
+    assert result.exit_code == 2 and "IPv4" in result.output, result.output  # not 2 minutes unreachable
     result = CliRunner().invoke(cli, ["serve", str(artifact), "--drain", "0"])
     assert result.exit_code == 2 and "Invalid value for '--drain'" in result.output, result.output
 
