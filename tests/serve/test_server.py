@@ -103,19 +103,25 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def openvino_artifact(artifact: Path) -> Path | None:
-    """The same model built by the OpenVINO backend, when OpenVINO is installed (the test extra has it)."""
+def built(artifact: Path) -> dict[str, Path]:
+    """The same model built by the other CPU backends, served beside it by name: ONNX Runtime INT8 and, when
+    OpenVINO is installed (the test extra has it), OpenVINO fp32."""
     from click.testing import CliRunner
 
     from deploykit.backends.base import BACKENDS
     from deploykit.cli import cli
 
-    if not BACKENDS["openvino"].availability().ready:
-        return None
-    out = artifact.with_name("seg.xml")
-    result = CliRunner().invoke(cli, ["build-engine", str(artifact), "--backend", "openvino", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+    builds = {"seg_q": ("seg.int8.ort.onnx", "onnxruntime", "--int8", "--calib-data", "synthetic")}
+    if BACKENDS["openvino"].availability().ready:
+        builds["seg_ov"] = ("seg.xml", "openvino")
+    artifacts = {}
+    for name, (file, backend, *options) in builds.items():
+        out = artifact.with_name(file)
+        result = CliRunner().invoke(cli, ["build-engine", str(artifact), "--backend", backend, *options, "-o",
+                                          str(out)])
+        assert result.exit_code == 0, result.output
+        artifacts[name] = out
+    return artifacts
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +134,9 @@ def gray_artifact(artifact: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(artifact: Path, gray_artifact: Path, openvino_artifact: Path | None) -> Iterator[Server]:
-    extra = [openvino_artifact] if openvino_artifact else []
-    running = start_server([artifact, gray_artifact, *extra], "--name", "seg", "--name", "gray",
-                           *(["--name", "seg_ov"] if extra else []), grpc=True)
+def server(artifact: Path, gray_artifact: Path, built: dict[str, Path]) -> Iterator[Server]:
+    names = [f"--name={name}" for name in ("seg", "gray", *built)]
+    running = start_server([artifact, gray_artifact, *built.values()], *names, grpc=True)
     yield running
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(30)
@@ -291,16 +296,18 @@ def test_bench_url_measures_the_served_model(server: Server, tmp_path: Path) -> 
         assert sizes and max(sizes) <= 8
 
 
-def test_an_openvino_artifact_is_served_through_its_runner(server: Server, openvino_artifact: Path | None) -> None:
-    if openvino_artifact is None:
+@pytest.mark.parametrize("name", ["seg_q", "seg_ov"])
+def test_an_artifact_of_each_cpu_backend_is_served_through_its_runner(server: Server, built: dict[str, Path],
+                                                                      name: str) -> None:
+    if name not in built:
         pytest.skip("OpenVINO is not installed")
     x = np.random.default_rng(5).standard_normal((2, 3, 24, 32), dtype=np.float32)
-    with open_target(str(openvino_artifact)).runner as ov_runner:
-        expected = ov_runner.infer({"input": x})["output"]
-    got = answer(*server.post("seg_ov", *tensor_body(x)), "output")
+    with open_target(str(built[name])).runner as built_runner:
+        expected = built_runner.infer({"input": x})["output"]
+    got = answer(*server.post(name, *tensor_body(x)), "output")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     data = encoded(30, 41, "PNG", 6)
-    assert answer(*server.post("seg_ov_image", *image_body(data)), "mask").shape == (1, 30, 41)
+    assert answer(*server.post(f"{name}_image", *image_body(data)), "mask").shape == (1, 30, 41)
 
 
 def test_bench_url_json_requests_and_images(server: Server, tmp_path: Path) -> None:
