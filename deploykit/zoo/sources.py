@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import traceback
 from collections.abc import Mapping
@@ -69,7 +70,11 @@ def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
 
 
 def is_factory_path(source: str) -> bool:
-    return ":" in source and not os.path.exists(source)
+    return ":" in source and not os.path.exists(source) and not _is_url(source)
+
+
+def _is_url(source: str) -> bool:
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source) is not None  # http://host:port/... has a colon too
 
 
 def is_user_model(spec: ModelSpec) -> bool:
@@ -127,6 +132,10 @@ def _import_factory(path: str) -> Any:
 
 def spec_for_source(source: str, *, task: Task | None = None) -> ModelSpec:
     """The zoo's spec for a name, or a spec made up for a user factory (ImageNet preprocessing by default)."""
+    if _is_url(source):
+        raise UnknownModel(f"{source} is a URL; models are a zoo name, package.module:factory, an .onnx file or a "
+                           "built artifact (a served model is measured with `deploykit bench run --url URL --model "
+                           "NAME`)")
     if not is_factory_path(source):
         spec = get_model_spec(source)
         if task is not None and task != spec.task:
