@@ -37,6 +37,7 @@ from deploykit.io.signals import deferred
 
 STAGE_PREFIX = ".deploykit-stage."
 PROBE_PREFIX = ".deploykit-probe."
+COMMITTING = ".committing"  # in a stage: its entries are complete and being moved into place
 UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 # Temporary names this module makes: hidden `.NAME.PID.XXXX.part` files and `.deploykit-stage.PID.XXXX` /
 # `.deploykit-probe.PID.XXXX` entries beside outputs, `deploykit-WHAT-PID.XXXX` folders in $TMPDIR.
@@ -104,6 +105,7 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool) -> Path:
     """Fail before any work is done if `path` cannot be written, exists without `force`, or is an input."""
     out = Path(path)
     refuse_inputs(out)
+    _sweep_stale(out.parent if str(out.parent) else Path("."))  # a killed run's half-landed set is completed
     if out.is_dir():
         raise InputError(f"output {out} is a directory; give a file name")
     if os.path.lexists(out) and not force:  # a link to nowhere exists too: writing would replace it
@@ -297,7 +299,8 @@ class Stage:
         """Move everything staged into place (files, sidecars last, and folders, which replace the folder of
         their name), with SIGINT/SIGTERM held: all land or none."""
         assert self.root is not None
-        entries = sorted(self.root.iterdir(), key=lambda p: p.name.endswith(".json"))
+        entries = sorted((p for p in self.root.iterdir() if p.name != COMMITTING),
+                         key=lambda p: p.name.endswith(".json"))
         finals = [self.folder / p.name for p in entries]
         for entry, final in zip(entries, finals, strict=True):
             if entry.is_dir():
@@ -310,6 +313,9 @@ class Stage:
             _on_disk(entry)
         landed: list[Path] = []
         with deferred():
+            # From here the set is decided: if the process is killed outright between the renames, the next
+            # run that writes into this folder lands the rest (_sweep_stale) instead of leaving half a set.
+            (self.root / COMMITTING).touch()
             try:
                 for entry, final in zip(entries, finals, strict=True):
                     if entry.is_dir():
@@ -399,12 +405,26 @@ def _sweep_stale(folder: Path) -> None:
             continue
         stale = folder / name
         try:
+            if (stale / COMMITTING).is_file():
+                _land_the_rest(stale, folder)
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale)
             else:
                 stale.unlink()
         except OSError:  # not ours to remove after all (read-only, another user's): left as it was
             pass
+
+
+def _land_the_rest(stage: Path, folder: Path) -> None:
+    """Finish the commit of a stage whose process was killed between its renames: what is left in it is
+    complete (written and synced before the first rename), so it lands beside what already did."""
+    for entry in sorted(stage.iterdir(), key=lambda p: p.name.endswith(".json")):
+        if entry.name == COMMITTING:
+            continue
+        final = folder / entry.name
+        if entry.is_dir():
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(entry, final)
 
 
 def remove_output(path: str | os.PathLike[str]) -> None:
