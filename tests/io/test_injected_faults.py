@@ -96,7 +96,7 @@ def invalid_outputs(root: Path) -> list[str]:
     artifact without its sidecar or one that does not open with it."""
     problems = artifact_pairs(root / "out")
     for path in [*(root / "out").rglob("*"), *(root / "cache").rglob("*")]:
-        if path.name.startswith(".") and path.name != ".deploykit-steps.json" or not path.is_file():
+        if (path.name.startswith(".") and path.name != ".deploykit-steps.json") or not path.is_file():
             continue
         try:
             if path.suffix == ".onnx":
