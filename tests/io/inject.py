@@ -128,9 +128,9 @@ def install() -> None:
         _tick("mkdir", path)
         real_mkdir(path, *args, **kwargs)
 
-    builtins.open = io.open = _open  # type: ignore[assignment]
-    os.open, os.write, os.fsync = os_open, os_write, os_fsync  # type: ignore[assignment]
-    os.replace, os.rename, os.mkdir = os_replace, os_rename, os_mkdir  # type: ignore[assignment]
+    builtins.open = io.open = _open
+    os.open, os.write, os.fsync = os_open, os_write, os_fsync
+    os.replace, os.rename, os.mkdir = os_replace, os_rename, os_mkdir
 
 
 if __name__ == "__main__":
