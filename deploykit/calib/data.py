@@ -171,6 +171,9 @@ def calibration_data(
             f"images in {text} need the model's preprocessing and input size, which this ONNX file does not "
             "carry (it was not exported by deploykit); give --calib-data as an .npz of preprocessed N,C,H,W inputs"
         )
+    if input_shape[1] != 3:
+        raise InputError(f"the model takes {input_shape[1]}-channel inputs, but images are read as 3-channel RGB; give "
+                         f"--calib-data as an .npz/.npy of preprocessed N,{input_shape[1]},H,W inputs (or 'synthetic')")
     if text == "photos":
         sample_photographs(("astronaut",))  # fails clearly now, not mid-calibration, without scikit-image
         return CalibrationData("photos", "photos", _limit(PHOTOS, n), input_shape, preprocessing)

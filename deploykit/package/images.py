@@ -65,12 +65,13 @@ class ImagePipeline:
 
 def image_pipeline(artifact: TritonModel, *, max_image_bytes: int) -> ImagePipeline | None:
     """The image models for `artifact`, or None when it cannot take images: no deploykit metadata (task and
-    preprocessing unknown), no batch axis, or an input that is not one float image tensor."""
+    preprocessing unknown), no batch axis, or an input that is not one float RGB image tensor (an image gives 3
+    channels: a grayscale or multispectral model takes its tensors only)."""
     meta = artifact.metadata
     if meta is None or artifact.max_batch_size <= 0 or len(artifact.inputs) != 1:
         return None
     tensor = artifact.inputs[0]
-    if tensor.data_type not in _NUMPY_TYPES or len(tensor.dims) != 3:
+    if tensor.data_type not in _NUMPY_TYPES or len(tensor.dims) != 3 or tensor.dims[0] not in (3, -1):
         return None
     fixed = tuple(tensor.dims[1:])
     size = fixed if all(d > 0 for d in fixed) else tuple(meta.input_size)

@@ -33,7 +33,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     proto = onnx.load(str(seg))
     del proto.metadata_props[:]  # an ONNX file from elsewhere: no task, no preprocessing
     onnx.save(proto, str(bare))
-    return {"seg": seg, "sal": sal, "bare": bare}
+    gray = folder / "gray.onnx"  # one input channel: images cannot feed it
+    onnx_from_torch(load_model(USER, options={"in_channels": 1}), gray, input_shape=(1, 1, 32, 32), simplify=False)
+    return {"seg": seg, "sal": sal, "bare": bare, "gray": gray}
 
 
 def _config(path: Path) -> model_config_pb2.ModelConfig:
@@ -69,6 +71,14 @@ def test_no_images_and_models_without_metadata_get_no_image_models(models: dict[
     result = CliRunner().invoke(cli, ["package", "--triton", str(models["seg"]), "--out", str(out), "--no-images"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["seg"]
+
+
+def test_a_model_whose_input_is_not_rgb_gets_no_image_models(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "repo"
+    result = CliRunner().invoke(cli, ["package", "--triton", str(models["gray"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["gray"]
+    assert list(_config(out / "gray" / "config.pbtxt").input[0].dims) == [1, -1, -1]
 
 
 def test_image_steps_carry_the_deploykit_code_they_import_and_nothing_heavy(models: dict[str, Path],
