@@ -41,8 +41,10 @@ COMMITTING = ".committing"  # in a stage: its entries are complete and being mov
 UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 # Temporary names this module makes: hidden `.NAME.PID.XXXX.part` files and `.deploykit-stage.PID.XXXX` /
 # `.deploykit-probe.PID.XXXX` entries beside outputs, `deploykit-WHAT-PID.XXXX` folders in $TMPDIR.
-_TEMPORARY = re.compile(r"^(?:\..+\.(?P<part>\d+)\.[^.]+\.part|\.deploykit-(?:stage|probe)\.(?P<stage>\d+)\..+"
-                        r"|deploykit-[a-z]+-(?P<scratch>\d+)\..+)$")
+_RANDOM = r"[a-z0-9_]{8}"  # tempfile's random part
+_TEMPORARY = re.compile(rf"^(?:\..+\.(?P<part>\d+)\.{_RANDOM}\.part"
+                        rf"|\.deploykit-(?:stage|probe)\.(?P<stage>\d+)\.{_RANDOM})$")
+_SCRATCH = re.compile(rf"^deploykit-[a-z]+-(?P<scratch>\d+)\.{_RANDOM}$")  # only in $TMPDIR
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large")
 NEARLY_FULL = 1 << 20  # bytes free below which a failed write is reported as a full disk (_nearly_full)
@@ -396,8 +398,9 @@ def _sweep_stale(folder: Path) -> None:
         names = os.listdir(folder)
     except OSError:
         return
+    scratch = os.path.realpath(folder) == os.path.realpath(tempfile.gettempdir())
     for name in names:
-        match = _TEMPORARY.match(name)
+        match = _TEMPORARY.match(name) or (_SCRATCH.match(name) if scratch else None)
         if match is None:
             continue
         pid = int(next(g for g in match.groups() if g is not None))
