@@ -24,7 +24,7 @@ import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, named_outputs, outputs_as_tuple
 from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError, UserCodeError, first_line
-from deploykit.graph.heads import apply_head
+from deploykit.graph.heads import apply_head, check_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
@@ -438,9 +438,13 @@ def onnx_from_torch(
     if chosen not in EXPORTERS:
         raise ExportError(f"unknown exporter {chosen!r}; choose one of {', '.join(EXPORTERS)}")
     _check_multiple(tuple(shape), size_multiple)
+    if head is not None:
+        check_head(head, spec.task)
     sample = torch.randn(shape)
     input_names = spec.input_names
     loaded, output_names, output_shapes = _outputs(loaded, tuple(shape))
+    if head is not None:
+        check_head(head, spec.task, output_shapes[0] if output_shapes else None)
     shapes, multiple = _size_checked_shapes(loaded, tuple(shape), dynamic, size_multiple, say)
     started = time.perf_counter()
     with scratch_folder("deploykit-export-") as tmp:

@@ -114,4 +114,7 @@ class TorchRunner(Runner):
         args = [torch.tensor(feed[name]) for name in self.input_names]  # copies (class docstring)
         outputs = outputs_as_tuple(self.forward(args))
         names = self.names_for(len(outputs))
-        return {name: out.detach().float().numpy() for name, out in zip(names, outputs, strict=True)}
+        # float outputs as float32 (what the exported graph gives for fp16/bf16 too); integer ones (a class map
+        # from an argmax inside the model) keep their type, which tells a class map from scores
+        return {name: (out.detach().float() if out.is_floating_point() else out.detach()).numpy()
+                for name, out in zip(names, outputs, strict=True)}

@@ -11,7 +11,7 @@ from deploykit.export import EXPORTERS, onnx_from_torch
 from deploykit.graph.heads import HEADS
 from deploykit.io.outputs import check_output_path
 from deploykit.report.format import text_table
-from deploykit.zoo.sources import load_model, parse_options, parse_shape
+from deploykit.zoo.sources import is_factory_path, load_model, parse_options, parse_shape
 
 
 @click.command()
@@ -42,7 +42,7 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     differently shaped inputs; a model beyond tolerance is not written and the command exits 1."""
     check_output_path(output, force=force)
     shape = parse_shape(input_shape) if input_shape else None
-    if shape is None and ":" in model:
+    if shape is None and is_factory_path(model):
         raise click.UsageError("a user model needs --input-shape N,C,H,W")
     progress(f"building {model}")
     loaded = load_model(model, options=parse_options(set_options), weights=weights, allow_partial=allow_partial,

@@ -6,6 +6,7 @@ import click
 
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import at_least, echo_json, force_option, json_option
+from deploykit.package.images import why_no_images
 from deploykit.package.repository import RepositoryOptions, write_repository
 
 
@@ -52,6 +53,7 @@ def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str
         m = p.model
         click.echo(f"{out}/{m.name}: {m.serving}, max_batch_size {m.max_batch_size}, "
                    f"inputs {', '.join(f'{t.name}{list(t.dims)}' for t in m.inputs)}"
-                   + (f"; images: {p.images.ensemble_name}" if p.images else ""))
+                   + (f"; images: {p.images.ensemble_name}" if p.images else
+                      f"; no {m.name}_image: {why_no_images(m)}" if images else ""))
     click.echo(f"serve with: tritonserver --model-repository {out} (or docker build {out}; KServe: "
                f"{out}/inferenceservice.yaml)")

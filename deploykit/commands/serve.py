@@ -6,6 +6,7 @@ import click
 
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import at_least, given, progress
+from deploykit.package.images import why_no_images
 from deploykit.serve.server import ServeOptions, run_until_signal, start
 
 
@@ -29,7 +30,7 @@ from deploykit.serve.server import ServeOptions, run_until_signal, start
               help="Largest encoded image accepted (default 32).")
 @click.option("--max-input-mb", type=at_least(0, open_=True), default=None,
               help="Largest input tensor accepted, in MB of float32 (default 256).")
-@click.option("--drain", "drain_s", type=click.IntRange(min=0), default=None,
+@click.option("--drain", "drain_s", type=click.IntRange(min=1), default=None,
               help="Seconds in-flight requests get after SIGTERM / Ctrl-C (default 8).")
 @reads("artifacts")
 def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, port: int | None,
@@ -55,5 +56,7 @@ def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, 
         if packaged.images:
             click.echo(f"{serving.url}/v2/models/{packaged.images.ensemble_name}: image (encoded PNG/JPEG, "
                        f"BYTES[1]) -> mask {packaged.images.post.outputs[0].data_type[5:]}[height, width]")
+        elif images:
+            click.echo(f"no {model.name}_image: {why_no_images(model)}; send {model.name} tensors")
     click.echo(f"ready: {serving.url} (KServe v2; SIGTERM or Ctrl-C drains and stops)", err=True)
     run_until_signal(serving, progress=progress)

@@ -144,14 +144,23 @@ HEADS: dict[str, tuple[str, Callable[[onnx.ModelProto, int | None], HeadResult]]
 }
 
 
-def apply_head(model: onnx.ModelProto, head: str, task: str | None, num_classes: int | None) -> HeadResult:
-    """Append `head` to output 0 of `model` (in place) and record it in the metadata; see the module docstring."""
+def check_head(head: str, task: str | None, first_output: tuple[int, ...] | None = None) -> None:
+    """ExportError when `head` cannot apply to a `task` model whose output 0 has shape `first_output`: checked
+    before the export's long work, from the model's task and one forward's output shape."""
     if head not in HEADS:
         raise ExportError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    needs, function = HEADS[head]
+    needs = HEADS[head][0]
     if task is not None and task != needs:
         raise ExportError(f"--head {head} is for {needs} models; this one is a {task} model")
-    result = function(model, num_classes)
+    if head == "argmax" and first_output is not None and len(first_output) != 4:
+        raise ExportError(f"--head argmax needs an N,C,H,W segmentation output; the model's first output has shape "
+                          f"{list(first_output)}")
+
+
+def apply_head(model: onnx.ModelProto, head: str, task: str | None, num_classes: int | None) -> HeadResult:
+    """Append `head` to output 0 of `model` (in place) and record it in the metadata; see the module docstring."""
+    check_head(head, task)
+    result = HEADS[head][1](model, num_classes)
     props = {p.key: p.value for p in model.metadata_props}
     props[HEAD_KEY] = head
     del model.metadata_props[:]

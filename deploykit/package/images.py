@@ -63,16 +63,27 @@ class ImagePipeline:
                 f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n")
 
 
+def why_no_images(artifact: TritonModel) -> str | None:
+    """Why `artifact` cannot take encoded images (its NAME_image is not made), or None when it can."""
+    if artifact.metadata is None:
+        return "no deploykit metadata (its task and preprocessing are unknown)"
+    if artifact.max_batch_size <= 0:
+        return "no batch axis (--max-batch 0, or the model's input has a fixed batch)"
+    tensor = artifact.inputs[0]
+    if len(artifact.inputs) != 1 or tensor.data_type not in _NUMPY_TYPES or len(tensor.dims) != 3:
+        return "its input is not one float N,C,H,W image tensor"
+    if tensor.dims[0] not in (-1, 3):  # decoded images are RGB: a 1- or 4-channel model cannot take them
+        channels = f"{tensor.dims[0]} channel{'' if tensor.dims[0] == 1 else 's'}"
+        return f"its input has {channels} and images are read as 3-channel RGB"
+    return None
+
+
 def image_pipeline(artifact: TritonModel, *, max_image_bytes: int) -> ImagePipeline | None:
-    """The image models for `artifact`, or None when it cannot take images: no deploykit metadata (task and
-    preprocessing unknown), no batch axis, or an input that is not one float RGB image tensor (an image gives 3
-    channels: a grayscale or multispectral model takes its tensors only)."""
+    """The image models for `artifact`, or None when it cannot take images (`why_no_images` says why)."""
     meta = artifact.metadata
-    if meta is None or artifact.max_batch_size <= 0 or len(artifact.inputs) != 1:
+    if meta is None or why_no_images(artifact) is not None:
         return None
     tensor = artifact.inputs[0]
-    if tensor.data_type not in _NUMPY_TYPES or len(tensor.dims) != 3 or tensor.dims[0] not in (3, -1):
-        return None
     fixed = tuple(tensor.dims[1:])
     size = fixed if all(d > 0 for d in fixed) else tuple(meta.input_size)
     settings = {"task": meta.task, "num_classes": meta.num_classes, "preprocessing": meta.preprocessing.to_dict(),

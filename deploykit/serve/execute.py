@@ -50,6 +50,10 @@ class BatchedRunner:
                 answers[index] = InputError(f"input too large: {', '.join(too_large)}; this server takes at most "
                                             f"{self.max_elements} per input (serve --max-input-mb)")
                 continue
+            empty = [f"{name} has shape {list(array.shape)}" for name, array in feed.items() if array.size == 0]
+            if empty:
+                answers[index] = InputError(f"empty input: {', '.join(empty)}; every dimension must be at least 1")
+                continue
             key = tuple((name, feed[name].shape[1:] if self.batched else feed[name].shape, feed[name].dtype.str)
                         for name in sorted(feed))
             groups.setdefault(key if self.batched else (index,), []).append(index)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from deploykit.errors import ConfigConflict, DeployKitError, InputError
+from deploykit.errors import CheckFailed, ConfigConflict, DeployKitError, InputError
 from deploykit.io.signals import deferred
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
 from deploykit.package.triton import TritonModel
@@ -76,15 +76,15 @@ def runner_model(model: TritonModel, options: ServeOptions) -> TritonModel:
                    kind="KIND_CPU", companions=(), parameters=(("deploykit", json.dumps(settings)),))
 
 
-def _free_port(host: str, port: int) -> int:
-    """`port` if it can be bound on `host` (any free one for 0), else a clear error before the server starts."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+def _free_port(host: str, port: int, flag: str = "--port") -> int:
+    """`port` if it can be bound on `host` (any free one for 0), else a clear error naming `flag` before the
+    server starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no clash
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host"
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another {flag} or --host"
                              ) from None
         return int(probe.getsockname()[1])
 
@@ -97,8 +97,13 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
     find_bundle()
     check_runtime()  # both fail with what to install before any artifact is opened
     models = [runner_model(m, options) for m in describe_artifacts(artifacts, options.names, options.max_batch_size)]
+    if ":" in options.host:  # Triton reads it as an IPv4 address, binds 255.255.255.255 and is never reachable
+        raise InputError(f"--host {options.host}: the bundled Triton server (2.51) listens on IPv4 addresses only "
+                         "(triton-inference-server/server#5305); give one such as 127.0.0.1 or 0.0.0.0")
+    if options.grpc_port and options.grpc_port == options.port:
+        raise InputError(f"--port and --grpc-port are both {options.port}; HTTP and gRPC need a port each")
     port = _free_port(options.host, options.port)
-    grpc = _free_port(options.host, options.grpc_port) if options.grpc_port is not None else None
+    grpc = _free_port(options.host, options.grpc_port, "--grpc-port") if options.grpc_port is not None else None
     workdir = Path(tempfile.mkdtemp(prefix="deploykit-serve-"))
     try:
         repository = workdir / "models"
@@ -120,7 +125,8 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
 
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
-    """Block until SIGTERM / SIGINT (then drain and stop) or until the server dies; its exit status."""
+    """Block until SIGTERM / SIGINT (then drain and stop) or until the server dies; its exit status (0), or
+    CheckFailed when in-flight requests outlived --drain and were cut off."""
     say = progress or (lambda _msg: None)
     stop = threading.Event()
 
@@ -133,8 +139,13 @@ def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
             if serving.process.process.poll() is not None:
                 raise DeployKitError(f"the Triton server stopped (status {serving.process.process.returncode}):\n"
                                      f"{serving.process.log_tail()}")
-        say(f"stopping: draining in-flight requests (up to {serving.process.settings.drain_s} s)")
-        return serving.stop()
+        drain = serving.process.settings.drain_s
+        say(f"stopping: draining in-flight requests (up to {drain} s)")
+        status = serving.stop()
+        if status != 0:  # Triton's exit timeout ran out (or our kill after it): in-flight requests were dropped
+            raise CheckFailed(f"the server did not drain within --drain {drain} s (Triton's exit status {status}): "
+                              "requests still in flight were cut off; give a longer --drain")
+        return status
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

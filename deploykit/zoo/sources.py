@@ -6,7 +6,9 @@ import ast
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
+import re
 import sys
 import traceback
 from collections.abc import Mapping
@@ -68,7 +70,11 @@ def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
 
 
 def is_factory_path(source: str) -> bool:
-    return ":" in source and not os.path.exists(source)
+    return ":" in source and not os.path.exists(source) and not _is_url(source)
+
+
+def _is_url(source: str) -> bool:
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source) is not None  # http://host:port/... has a colon too
 
 
 def is_user_model(spec: ModelSpec) -> bool:
@@ -126,6 +132,10 @@ def _import_factory(path: str) -> Any:
 
 def spec_for_source(source: str, *, task: Task | None = None) -> ModelSpec:
     """The zoo's spec for a name, or a spec made up for a user factory (ImageNet preprocessing by default)."""
+    if _is_url(source):
+        raise UnknownModel(f"{source} is a URL; models are a zoo name, package.module:factory, an .onnx file or a "
+                           "built artifact (a served model is measured with `deploykit bench run --url URL --model "
+                           "NAME`)")
     if not is_factory_path(source):
         spec = get_model_spec(source)
         if task is not None and task != spec.task:
@@ -195,7 +205,23 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
         raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
         raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")
+    _check_one_input(spec.name, module)
     return module
+
+
+def _check_one_input(name: str, module: nn.Module) -> None:
+    """deploykit feeds a model one image tensor: a forward that needs more is refused now, by its parameters,
+    not by the TypeError of the first call."""
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):  # a forward without a readable signature (a C extension): the call will tell
+        return
+    needed = [p.name for p in parameters if p.default is inspect.Parameter.empty
+              and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if len(needed) > 1:
+        raise UnknownModel(f"{name}'s forward takes {len(needed)} inputs ({', '.join(needed)}); deploykit feeds one "
+                           "image tensor N,C,H,W: wrap the model in a module whose forward takes one (e.g. x alone, "
+                           "the others fixed or derived from it)")
 
 
 def _guess_classes(module: nn.Module) -> int:

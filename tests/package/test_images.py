@@ -73,12 +73,15 @@ def test_no_images_and_models_without_metadata_get_no_image_models(models: dict[
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["seg"]
 
 
-def test_a_model_whose_input_is_not_rgb_gets_no_image_models(models: dict[str, Path], tmp_path: Path) -> None:
+def test_a_model_whose_input_is_not_rgb_gets_no_image_models_and_the_output_says_why(models: dict[str, Path],
+                                                                                      tmp_path: Path) -> None:
+    """Decoded images are 3-channel RGB: a 1-channel model's NAME_image could only fail on every request."""
     out = tmp_path / "repo"
     result = CliRunner().invoke(cli, ["package", "--triton", str(models["gray"]), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["gray"]
     assert list(_config(out / "gray" / "config.pbtxt").input[0].dims) == [1, -1, -1]
+    assert "no gray_image: its input has 1 channel and images are read as 3-channel RGB" in result.output
 
 
 def test_image_steps_carry_the_deploykit_code_they_import_and_nothing_heavy(models: dict[str, Path],

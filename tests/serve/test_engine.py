@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+import sys
 import sysconfig
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploykit.cli import cli
-from deploykit.errors import BackendUnavailable
+from deploykit.errors import BackendUnavailable, CheckFailed
 from deploykit.serve import engine
 
 
@@ -40,3 +44,33 @@ def test_a_python_without_a_shared_libpython_is_refused(monkeypatch: pytest.Monk
     monkeypatch.setattr(sysconfig, "get_config_var", static)
     with pytest.raises(BackendUnavailable, match="enable-shared"):
         engine.check_runtime()
+
+
+@pytest.mark.parametrize("status_on_sigterm", [0, 1])
+def test_a_drain_that_runs_out_is_a_failed_check_not_a_clean_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  status_on_sigterm: int) -> None:
+    """Triton exits 1 when requests are still in flight at its exit timeout (--drain): they were cut off, and
+    `serve` says so with exit status 1 instead of 0. A stand-in process exits as Triton would on SIGTERM."""
+    from deploykit.serve.server import Serving, run_until_signal
+
+    stand_in = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, "
+                                 f"lambda *_: sys.exit({status_on_sigterm})); print(flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE)
+    assert stand_in.stdout is not None and stand_in.stdout.readline()  # its handler is in place
+    serving = Serving(engine.ServerProcess(stand_in, engine.ServerSettings(drain_s=1), tmp_path / "log"), [],
+                      tmp_path / "work")
+    real_signal = signal.signal
+
+    def signalled_at_once(signum: int, handler: Any) -> Any:  # the user's SIGTERM, as soon as serve listens
+        previous = real_signal(signum, handler)
+        if signum == signal.SIGTERM and callable(handler):
+            handler(signum, None)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", signalled_at_once)
+    if status_on_sigterm:
+        with pytest.raises(CheckFailed, match="did not drain within --drain 1 s"):
+            run_until_signal(serving)
+    else:
+        assert run_until_signal(serving) == 0
+    assert stand_in.poll() == status_on_sigterm

@@ -32,7 +32,9 @@ except Exception as exc:  # the serve extra is not installed: nothing to start
     pytest.skip(f"no bundled Triton server: {exc}", allow_module_level=True)
 
 import tritonclient.http as triton_http
-from PIL import Image
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageOps
 
 from deploykit.export import onnx_from_torch
 from deploykit.io.images import decode_image, preprocess
@@ -45,10 +47,16 @@ USER = "tests.fixtures.user_models:tiny_segmenter"
 SIZE = (32, 32)  # the model's recorded input size, which images are resized to
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports(count: int = 1) -> list[int]:
+    """`count` distinct free loopback ports (each held while the next is found)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 @dataclass
@@ -56,6 +64,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     artifact: Path
+    grpc_port: int | None = None
 
     def post(self, model: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
@@ -67,18 +76,19 @@ class Server:
             connection.close()
 
 
-def start_server(artifacts: list[Path], *extra: str) -> Server:
-    port = _free_port()
+def start_server(artifacts: list[Path], *extra: str, grpc: bool = False) -> Server:
+    port, grpc_port = _free_ports(2)
     process = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", *map(str, artifacts), "--port", str(port),
                                 "--queue-delay-us", "2000", "--max-input-mb", "1", "--max-image-mb", "0.05",
-                                *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                *(["--grpc-port", str(grpc_port)] if grpc else []), *extra],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
                 if response.status == 200:
-                    return Server(process, port, artifacts[0])
+                    return Server(process, port, artifacts[0], grpc_port if grpc else None)
         except OSError:
             time.sleep(0.3)
     process.kill()
@@ -93,25 +103,40 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def openvino_artifact(artifact: Path) -> Path | None:
-    """The same model built by the OpenVINO backend, when OpenVINO is installed (the test extra has it)."""
+def built(artifact: Path) -> dict[str, Path]:
+    """The same model built by the other CPU backends, served beside it by name: ONNX Runtime INT8 and, when
+    OpenVINO is installed (the test extra has it), OpenVINO fp32."""
     from click.testing import CliRunner
 
     from deploykit.backends.base import BACKENDS
     from deploykit.cli import cli
 
-    if not BACKENDS["openvino"].availability().ready:
-        return None
-    out = artifact.with_name("seg.xml")
-    result = CliRunner().invoke(cli, ["build-engine", str(artifact), "--backend", "openvino", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+    builds = {"seg_q": ("seg.int8.ort.onnx", "onnxruntime", "--int8", "--calib-data", "synthetic")}
+    if BACKENDS["openvino"].availability().ready:
+        builds["seg_ov"] = ("seg.xml", "openvino")
+    artifacts = {}
+    for name, (file, backend, *options) in builds.items():
+        out = artifact.with_name(file)
+        result = CliRunner().invoke(cli, ["build-engine", str(artifact), "--backend", backend, *options, "-o",
+                                          str(out)])
+        assert result.exit_code == 0, result.output
+        artifacts[name] = out
+    return artifacts
 
 
 @pytest.fixture(scope="module")
-def server(artifact: Path, openvino_artifact: Path | None) -> Iterator[Server]:
-    extra = [openvino_artifact] if openvino_artifact else []
-    running = start_server([artifact, *extra], "--name", "seg", *(["--name", "seg_ov"] if extra else []))
+def gray_artifact(artifact: Path) -> Path:
+    """A model whose input has 1 channel: served as tensors, never as images (which decode to RGB)."""
+    path = artifact.with_name("gray.onnx")
+    onnx_from_torch(load_model(USER, options={"num_classes": 4, "in_channels": 1}), path,
+                    input_shape=(1, 1, *SIZE), simplify=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(artifact: Path, gray_artifact: Path, built: dict[str, Path]) -> Iterator[Server]:
+    names = [f"--name={name}" for name in ("seg", "gray", *built)]
+    running = start_server([artifact, gray_artifact, *built.values()], *names, grpc=True)
     yield running
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(30)
@@ -200,6 +225,10 @@ BAD = {
     "corrupt image": ("seg_image", lambda: image_body(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64), "cannot read image"),
     "oversize image": ("seg_image", lambda: image_body(encoded(200, 200, "PNG", 4)), "at most"),
     "oversize tensor": ("seg", lambda: tensor_body(np.zeros((1, 3, 320, 320), np.float32)), "too large"),
+    "zero-sized dimension": ("seg", lambda: tensor_body(np.zeros((1, 3, 0, 8), np.float32)), "[1, 3, 0, 8]"),
+    "images of two sizes": ("seg_image", lambda: tensor_body(np.array([[encoded(9, 7, "PNG", 8)],
+                                                                       [encoded(7, 9, "PNG", 8)]], dtype=object),
+                                                             name="image", datatype="BYTES"), "9x7, 7x9"),
 }
 
 
@@ -267,16 +296,18 @@ def test_bench_url_measures_the_served_model(server: Server, tmp_path: Path) -> 
         assert sizes and max(sizes) <= 8
 
 
-def test_an_openvino_artifact_is_served_through_its_runner(server: Server, openvino_artifact: Path | None) -> None:
-    if openvino_artifact is None:
+@pytest.mark.parametrize("name", ["seg_q", "seg_ov"])
+def test_an_artifact_of_each_cpu_backend_is_served_through_its_runner(server: Server, built: dict[str, Path],
+                                                                      name: str) -> None:
+    if name not in built:
         pytest.skip("OpenVINO is not installed")
     x = np.random.default_rng(5).standard_normal((2, 3, 24, 32), dtype=np.float32)
-    with open_target(str(openvino_artifact)).runner as ov_runner:
-        expected = ov_runner.infer({"input": x})["output"]
-    got = answer(*server.post("seg_ov", *tensor_body(x)), "output")
+    with open_target(str(built[name])).runner as built_runner:
+        expected = built_runner.infer({"input": x})["output"]
+    got = answer(*server.post(name, *tensor_body(x)), "output")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     data = encoded(30, 41, "PNG", 6)
-    assert answer(*server.post("seg_ov_image", *image_body(data)), "mask").shape == (1, 30, 41)
+    assert answer(*server.post(f"{name}_image", *image_body(data)), "mask").shape == (1, 30, 41)
 
 
 def test_bench_url_json_requests_and_images(server: Server, tmp_path: Path) -> None:
@@ -317,3 +348,90 @@ def test_a_signal_while_the_server_starts_leaves_no_server_and_no_files(artifact
         server.start([str(artifact)], server.ServeOptions(port=0, drain_s=1))
     assert started and started[0].process.poll() is not None, "a Triton server outlived the command"
     assert not list(tmp_path.iterdir())
+
+
+def test_a_1_channel_model_answers_tensors_over_grpc_and_has_no_image_model(server: Server,
+                                                                           gray_artifact: Path) -> None:
+    import tritonclient.grpc as triton_grpc
+
+    x = np.random.default_rng(9).standard_normal((2, 1, 20, 28), dtype=np.float32)
+    tensor = triton_grpc.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    got = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").infer("gray", [tensor])
+    with open_target(str(gray_artifact)).runner as gray_runner:
+        np.testing.assert_allclose(got.as_numpy("output"), gray_runner.infer({"input": x})["output"],
+                                   rtol=1e-5, atol=1e-5)
+    status, body, _ = server.post("gray_image", *image_body(encoded(20, 20, "PNG", 10)))
+    assert status == 404 and "gray_image" in json.loads(body)["error"]  # not a model that fails every request
+
+
+def test_an_exif_rotated_jpeg_gets_the_mask_of_the_displayed_image(server: Server, runner: Any) -> None:
+    stored = Image.fromarray((np.random.default_rng(11).random((30, 50, 3)) * 255).astype(np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6  # displayed turned a quarter: 50 high, 30 wide
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif.tobytes())
+    mask = answer(*server.post("seg_image", *image_body(buffer.getvalue())), "mask")[0]
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))).convert("RGB"))
+    logits = runner.infer({"input": preprocess(shown, load_pre(server), SIZE)})["output"][0]
+    assert shown.shape[:2] == (50, 30) and masks_agree(mask, logits, (50, 30))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.integers(0, 10), channels=st.sampled_from([1, 3, 4]), height=st.integers(0, 40),
+       width=st.integers(0, 40), json_data=st.booleans(), seed=st.integers(0, 2**16))
+def test_any_tensor_request_is_answered_like_the_runner_or_refused_with_a_reason(
+        server: Server, runner: Any, batch: int, channels: int, height: int, width: int, json_data: bool,
+        seed: int) -> None:
+    x = np.random.default_rng(seed).standard_normal((batch, channels, height, width), dtype=np.float32)
+    tensor = triton_http.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=not json_data)
+    body, json_size = triton_http.InferenceServerClient.generate_request_body([tensor])
+    status, reply, headers = server.post("seg", body, {"Inference-Header-Content-Length": str(json_size)}
+                                         if json_size else {})
+    if 1 <= batch <= 8 and channels == 3 and height > 0 and width > 0:
+        np.testing.assert_allclose(answer(status, reply, headers, "output"), runner.infer({"input": x})["output"],
+                                   rtol=1e-5, atol=1e-5)
+    else:
+        assert 400 <= status < 500 and json.loads(reply)["error"], (status, reply[:300])
+
+
+def test_a_busy_or_shared_port_an_ipv6_host_or_no_drain_is_refused_in_one_line_naming_it(artifact: Path) -> None:
+    from click.testing import CliRunner
+
+    from deploykit.cli import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = str(busy.getsockname()[1])
+        result = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "0", "--grpc-port", taken])
+    assert result.exit_code == 2 and "choose another --grpc-port" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--port", taken, "--grpc-port", taken])
+    assert result.exit_code == 2 and "a port each" in result.output, result.output  # not Triton's usage text
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--host", "::1"])
+    assert result.exit_code == 2 and "IPv4" in result.output, result.output  # not 2 minutes unreachable
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--drain", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--drain'" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_drains_in_flight_requests_then_refuses_new_connections(artifact: Path) -> None:
+    draining = start_server([artifact], "--max-input-mb", "16", "--max-batch", "0")
+    body = tensor_body(np.random.default_rng(12).standard_normal((1, 3, 320, 320), dtype=np.float32))
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(draining.post, "seg", *body) for _ in range(6)]
+        time.sleep(0.5)  # the requests are in flight
+        draining.process.send_signal(signal.SIGINT)
+        late: list[int | str] = []  # until the server stops listening, new requests are answered in full or
+        while not late or late[-1] != "refused":  # dropped at the connection (a reset while it closes), no 5xx
+            try:
+                late.append(draining.post("seg", *body)[0])
+            except ConnectionRefusedError:
+                late.append("refused")
+            except ConnectionError:
+                late.append("reset")
+        statuses = [f.result()[0] for f in futures]
+    assert draining.process.wait(30) == 0
+    assert statuses == [200] * 6 and set(late) <= {200, "reset", "refused"}, (statuses, late)

@@ -57,6 +57,10 @@ class TritonPythonModel:
             rgb = decode_image(bytes(data), max_bytes=self.settings["max_image_bytes"])
             tensors.append(preprocess(rgb, self.preprocessing, (height, width)))
             sizes.append(rgb.shape[:2])
+        if len(set(sizes)) > 1:  # the masks of one request form one tensor: they need one size
+            shown = ", ".join(f"{h}x{w}" for h, w in sizes)
+            raise DeployKitError(f"the {len(sizes)} images of one request have different sizes ({shown}, height x "
+                                 "width); send images of different sizes as separate requests")
         tensor = np.concatenate(tensors).astype(self.settings["input_dtype"])
         return [pb_utils.Tensor("tensor", tensor), pb_utils.Tensor("size", np.array(sizes, dtype=np.int32))]
 
