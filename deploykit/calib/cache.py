@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import deploykit
-from deploykit.errors import DeployKitError, InputError
+from deploykit.errors import DeployKitError, InputError, first_line
 from deploykit.io.outputs import write_json
 
 SCHEMA = 4  # bump when a range method's algorithm or the cache's fields change, so old caches are not trusted
@@ -80,13 +80,15 @@ def check_cache_path(path: str | os.PathLike[str]) -> None:
 
 
 def store(path: Path, ranges: CachedRanges, *, onnx_sha256: str, data_sha256: str,
-          method: Mapping[str, Any]) -> None:
-    """Write the cache atomically; a cache that cannot be written only costs time next run."""
+          method: Mapping[str, Any]) -> str | None:
+    """Write the cache atomically. A cache that cannot be written only costs time next run, so the build goes
+    on: returns why it was not written (for the caller to say), or None when it was."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"schema": SCHEMA, "key": ranges.key, "onnx_sha256": onnx_sha256,
                           "data_sha256": data_sha256, "method": dict(method), "inputs": ranges.inputs,
                           "amax": ranges.amax, "absmax": ranges.absmax,
                           "observed": {k: list(v) for k, v in ranges.observed.items()}}, force=True)
-    except (OSError, DeployKitError):
-        pass
+    except (OSError, DeployKitError) as exc:
+        return first_line(exc, 300)
+    return None

@@ -8,8 +8,12 @@
 - `staged`: several files that land together or not at all (an artifact, its companions and its sidecar): written
   into a hidden folder beside them and moved into place with SIGINT/SIGTERM held (deploykit.io.signals).
 - `scratch_folder`: a temporary folder in $TMPDIR, removed however the work ends.
-A full disk while writing any of them is DiskFull (exit 2) naming the path and the space needed, with nothing
-left behind.
+A full disk while writing any of them (writing, flushing, syncing or renaming) is DiskFull (exit 2) naming the
+path and the space needed; a place that refuses the write (read-only, permission denied) is InputError (exit 2)
+naming it; either way nothing is left behind. A file lands only after its bytes are on disk (fsync), so a power
+cut never leaves a truncated output under the final name. A process killed outright (SIGKILL) cannot clean up:
+the temporary names carry its process id, and the next deploykit writing into the same folder (or $TMPDIR)
+removes those of processes that no longer run (`_sweep_stale`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +36,15 @@ from deploykit.errors import DiskFull, InputError, OutputExists
 from deploykit.io.signals import deferred
 
 STAGE_PREFIX = ".deploykit-stage."
+PROBE_PREFIX = ".deploykit-probe."
+COMMITTING = ".committing"  # in a stage: its entries are complete and being moved into place
+UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+# Temporary names this module makes: hidden `.NAME.PID.XXXX.part` files and `.deploykit-stage.PID.XXXX` /
+# `.deploykit-probe.PID.XXXX` entries beside outputs, `deploykit-WHAT-PID.XXXX` folders in $TMPDIR.
+_RANDOM = r"[a-z0-9_]{8}"  # tempfile's random part
+_TEMPORARY = re.compile(rf"^(?:\..+\.(?P<part>\d+)\.{_RANDOM}\.part"
+                        rf"|\.deploykit-(?:stage|probe)\.(?P<stage>\d+)\.{_RANDOM})$")
+_SCRATCH = re.compile(rf"^deploykit-[a-z]+-(?P<scratch>\d+)\.{_RANDOM}$")  # only in $TMPDIR
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large")
 NEARLY_FULL = 1 << 20  # bytes free below which a failed write is reported as a full disk (_nearly_full)
@@ -93,6 +107,7 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool) -> Path:
     """Fail before any work is done if `path` cannot be written, exists without `force`, or is an input."""
     out = Path(path)
     refuse_inputs(out)
+    _sweep_stale(out.parent if str(out.parent) else Path("."))  # a killed run's half-landed set is completed
     if out.is_dir():
         raise InputError(f"output {out} is a directory; give a file name")
     if os.path.lexists(out) and not force:  # a link to nowhere exists too: writing would replace it
@@ -132,7 +147,7 @@ def _check_folder(folder: Path, out: Path) -> None:
         raise InputError(f"cannot write {out}: {folder} is a file, not a folder; choose another output path")
     try:
         with deferred():  # the probe is gone however the command ends
-            fd, probe = tempfile.mkstemp(prefix=".deploykit-probe.", dir=folder)
+            fd, probe = tempfile.mkstemp(prefix=f"{PROBE_PREFIX}{os.getpid()}.", dir=folder)
             os.close(fd)
             os.unlink(probe)
     except OSError as exc:
@@ -190,9 +205,36 @@ def _full_disk_named(out: Path, scratch: Path | None, needs: int | None) -> Iter
         yield
     except Exception as exc:
         where = scratch if scratch is not None else out.parent
+        denied = _refused(exc, [p for p in (out.parent, scratch) if p is not None])
+        if denied is not None:
+            raise _unwritable(out, denied) from exc
         if not (_is_full(exc) or _nearly_full(where)):
             raise
         raise _disk_full(out, where, exc, needs, disk_size(scratch) if scratch is not None else 0) from exc
+
+
+def _refused(exc: BaseException, places: list[Path]) -> OSError | None:
+    """The OSError in `exc`'s chain that says a path in `places` refuses writing (read-only file system,
+    permission denied, an immutable file), or None. An input that cannot be read is not this: only errors
+    naming a path inside the output's folder or the scratch folder count."""
+    roots = [os.path.realpath(p) for p in places]
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in UNWRITABLE_ERRNOS:
+            named = [os.path.realpath(os.fsdecode(n)) for n in (current.filename, current.filename2)
+                     if isinstance(n, (str, bytes, os.PathLike))]
+            if any(_inside(n, r) for n in named for r in roots):
+                return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _unwritable(out: Path, exc: OSError) -> InputError:
+    fix = "point TMPDIR at a writable folder" if _inside(os.path.realpath(out), tempfile.gettempdir()) else \
+        "make it writable or choose another output path"
+    return InputError(f"cannot write {out}: {exc.strerror or exc} ({exc.filename}); {fix}")
 
 
 def _nearly_full(where: Path) -> bool:
@@ -214,16 +256,19 @@ def atomic_output(path: str | os.PathLike[str], *, force: bool, needs: int | Non
     tmp: Path | None = None
     try:
         with deferred(), _full_disk_named(out, None, needs):
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent or ".")
+            _sweep_stale(out.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".part",
+                                            dir=out.parent or ".")
             os.close(fd)
             tmp = Path(tmp_name)
         with _full_disk_named(out, tmp, needs):
             yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        with deferred():
-            if os.path.lexists(out) and not force:  # appeared while we worked
-                raise OutputExists(f"{out} appeared while writing; pass --force to overwrite it")
-            os.replace(tmp, out)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+            _on_disk(tmp)
+            with deferred():
+                if os.path.lexists(out) and not force:  # appeared while we worked
+                    raise OutputExists(f"{out} appeared while writing; pass --force to overwrite it")
+                os.replace(tmp, out)
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -238,7 +283,8 @@ class Stage:
 
     def open(self) -> None:
         with deferred(), _full_disk_named(self.folder / STAGE_PREFIX, None, self.needs):
-            self.root = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.folder))
+            _sweep_stale(self.folder)
+            self.root = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}.", dir=self.folder))
 
     def path(self, final: str | os.PathLike[str]) -> Path:
         """Where to write `final` (a file, or a folder for the stage to create) until the stage commits."""
@@ -255,20 +301,36 @@ class Stage:
         """Move everything staged into place (files, sidecars last, and folders, which replace the folder of
         their name), with SIGINT/SIGTERM held: all land or none."""
         assert self.root is not None
-        entries = sorted(self.root.iterdir(), key=lambda p: p.name.endswith(".json"))
+        entries = sorted((p for p in self.root.iterdir() if p.name != COMMITTING),
+                         key=lambda p: p.name.endswith(".json"))
         finals = [self.folder / p.name for p in entries]
         for entry, final in zip(entries, finals, strict=True):
             if entry.is_dir():
                 check_output_dir(final, force=None if self.force else False)
             else:
                 check_output_path(final, force=self.force)
+        for entry in entries:
+            if entry.is_file():
+                os.chmod(entry, 0o666 & ~_umask())
+            _on_disk(entry)
+        landed: list[Path] = []
         with deferred():
-            for entry, final in zip(entries, finals, strict=True):
-                if entry.is_dir():
-                    shutil.rmtree(final, ignore_errors=True)
-                else:
-                    os.chmod(entry, 0o666 & ~_umask())
-                os.replace(entry, final)
+            # From here the set is decided: if the process is killed outright between the renames, the next
+            # run that writes into this folder lands the rest (_sweep_stale) instead of leaving half a set.
+            (self.root / COMMITTING).touch()
+            try:
+                for entry, final in zip(entries, finals, strict=True):
+                    if entry.is_dir():
+                        shutil.rmtree(final, ignore_errors=True)
+                    os.replace(entry, final)
+                    landed.append(final)
+            except BaseException:  # a rename refused (read-only, full): the ones that landed go too
+                for final in landed:
+                    if final.is_dir():
+                        shutil.rmtree(final, ignore_errors=True)
+                    else:
+                        final.unlink(missing_ok=True)
+                raise
         return finals
 
     def discard(self) -> None:
@@ -287,7 +349,7 @@ def staged(folder: str | os.PathLike[str], *, force: bool, needs: int | None = N
         assert stage.root is not None
         with _full_disk_named(stage.folder, stage.root, needs):
             yield stage
-        stage.commit()
+            stage.commit()
     finally:
         stage.discard()
 
@@ -299,12 +361,73 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
     folder: Path | None = None
     try:
         with deferred(), _full_disk_named(Path(tempfile.gettempdir()) / prefix, None, None):
-            folder = Path(tempfile.mkdtemp(prefix=prefix))
+            _sweep_stale(Path(tempfile.gettempdir()))
+            folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}."))
         with _full_disk_named(folder, folder, None):
             yield folder
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _on_disk(path: Path) -> None:
+    """fsync a file (or each file of a folder) before it is renamed into place: after a power cut or a crash of
+    the machine, the final name holds the whole file or the old one, never a truncated one."""
+    for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it runs
+        return True
+    return True
+
+
+def _sweep_stale(folder: Path) -> None:
+    """Remove the temporary files and folders (see _TEMPORARY) that a deploykit killed outright left in
+    `folder`: those whose process no longer runs. A process id reused since only delays their removal."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    scratch = os.path.realpath(folder) == os.path.realpath(tempfile.gettempdir())
+    for name in names:
+        match = _TEMPORARY.match(name) or (_SCRATCH.match(name) if scratch else None)
+        if match is None:
+            continue
+        pid = int(next(g for g in match.groups() if g is not None))
+        if pid == os.getpid() or _running(pid):
+            continue
+        stale = folder / name
+        try:
+            if (stale / COMMITTING).is_file():
+                _land_the_rest(stale, folder)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+        except OSError:  # not ours to remove after all (read-only, another user's): left as it was
+            pass
+
+
+def _land_the_rest(stage: Path, folder: Path) -> None:
+    """Finish the commit of a stage whose process was killed between its renames: what is left in it is
+    complete (written and synced before the first rename), so it lands beside what already did."""
+    for entry in sorted(stage.iterdir(), key=lambda p: p.name.endswith(".json")):
+        if entry.name == COMMITTING:
+            continue
+        final = folder / entry.name
+        if entry.is_dir():
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(entry, final)
 
 
 def remove_output(path: str | os.PathLike[str]) -> None:

@@ -158,7 +158,12 @@ def _ranges(model: onnx.ModelProto, model_sha: str, data: CalibrationData, metho
         observed={name: (stats.minimum, stats.maximum) for name, stats in collection.stats.items()
                   if stats.count})
     if options.use_cache:
-        calib_cache.store(path, ranges, onnx_sha256=model_sha, data_sha256=data_sha, method=method_record)
+        unwritten = calib_cache.store(path, ranges, onnx_sha256=model_sha, data_sha256=data_sha,
+                                      method=method_record)
+        if unwritten is not None:
+            say(f"calibration cache not written ({unwritten}); the build goes on, and the next one calibrates "
+                "again")
+            info = {**info, "cache": None, "cache_not_written": unwritten}
     return ranges, {**info, "cache_hit": False}
 
 

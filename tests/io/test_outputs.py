@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,43 @@ def test_sha256_names_the_content(tmp_path: Path) -> None:
     a.write_bytes(b"same")
     b.write_bytes(b"same")
     assert sha256_file(a) == sha256_file(b) and len(sha256_file(a)) == 64
+
+
+def test_a_killed_runs_temporary_files_go_and_nothing_else(tmp_path: Path) -> None:
+    """SIGKILL leaves temporary names carrying the dead process's id: the next write into the folder removes
+    them, keeps a running process's, and never touches a user's file that only looks alike."""
+    from deploykit.io.outputs import write_text
+
+    dead = _dead_pid()
+    stale = [tmp_path / f".out.onnx.{dead}.ab12cd_3.part", tmp_path / f".deploykit-stage.{dead}.zz99yy88"]
+    stale[0].write_bytes(b"half")
+    stale[1].mkdir()
+    (stale[1] / "net.onnx").write_bytes(b"staged")
+    kept = [tmp_path / f".out.onnx.{os.getppid()}.ab12cd_3.part",
+            tmp_path / f"deploykit-report-{dead}.abcdefgh", tmp_path / f".notes.{dead}.part"]
+    for path in kept:
+        path.write_bytes(b"keep")
+    write_text(tmp_path / "new.txt", "x", force=False)
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"keep" for p in kept)
+
+
+def test_a_set_killed_between_its_renames_lands_whole_on_the_next_write(tmp_path: Path) -> None:
+    from deploykit.io.outputs import COMMITTING, check_output_path
+
+    stage = tmp_path / f".deploykit-stage.{_dead_pid()}.abcdefgh"
+    stage.mkdir()
+    (stage / COMMITTING).touch()
+    (stage / "a.onnx.deploykit.json").write_text("{}")
+    (tmp_path / "a.onnx").write_bytes(b"landed before the kill")
+    check_output_path(tmp_path / "other.json", force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "a.onnx.deploykit.json"]
+
+
+def _dead_pid() -> int:
+    """A process id that no process has now: a child that has exited and been waited for."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
