@@ -11,6 +11,7 @@ numpy 2 it returns wrong values without an error, which is why nvidia-pytriton p
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -135,6 +136,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # Triton's python-backend stubs (the image steps) run in its session and outlive a server that was
+        # killed or crashed, re-parented to init: end whatever of the session is left.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
 
 

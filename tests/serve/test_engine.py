@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,28 @@ def test_a_drain_that_runs_out_is_a_failed_check_not_a_clean_exit(tmp_path: Path
     else:
         assert run_until_signal(serving) == 0
     assert stand_in.poll() == status_on_sigterm
+
+
+def test_stopping_a_server_that_will_not_stop_leaves_none_of_its_session_behind(tmp_path: Path) -> None:
+    """Triton runs in a session of its own (start_new_session) with a python-backend stub per image step; a
+    server killed after its drain ran out left those stubs running, re-parented to init. A stand-in that ignores
+    SIGTERM and has a child stands for both."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import signal, subprocess, sys, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                                 "print(child.pid, flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE, start_new_session=True)
+    assert stand_in.stdout is not None
+    child = int(stand_in.stdout.readline())
+    engine.ServerProcess(stand_in, engine.ServerSettings(drain_s=0), tmp_path / "log").stop()
+    for _ in range(50):  # the child is gone once SIGKILL is delivered; a zombie until init reaps it
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, 9)
+        raise AssertionError("the server's child outlived stop()")
