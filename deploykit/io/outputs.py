@@ -180,7 +180,12 @@ def disk_size(path: Path) -> int:
 
 
 def _mb(size: float) -> str:
-    return f"{size / 1e6:.1f} MB"
+    """A size as a message says it: MB, or kB or bytes when MB would round it to 0.0."""
+    if size >= 1e9:
+        return f"{size / 1e9:.1f} GB"
+    if size >= 50_000:
+        return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e3:.1f} kB" if size >= 1000 else f"{int(size)} bytes"
 
 
 def _disk_full(out: Path, where: Path, exc: BaseException, needs: int | None, written: int) -> DiskFull:
