@@ -28,7 +28,7 @@ from deploykit.precision.int8_choices import INT8_FLOAT
 from deploykit.precision.int8_choices import describe as describe_int8
 from deploykit.precision.passes import SENSITIVITIES, CalibrationOptions
 from deploykit.precision.recovery import EQUALIZE, recovery_options
-from deploykit.precision.table import DEFAULT, PRECISIONS, precision_of
+from deploykit.precision.table import DEFAULT, PRECISIONS, check_flags_apply, precision_of
 from deploykit.report.format import text_table
 from deploykit.targets.race import choose_backend
 
@@ -128,6 +128,14 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     """Build MODEL.onnx into OUT at the chosen precision. FP16 and INT8 are graph transforms written beside
     OUT (<OUT stem>.fp16.onnx / .int8.onnx, what TensorRT compiles); the backend then compiles that graph.
     Every later command (parity, bench) loads OUT through its sidecar."""
+    given = {"--calib-data": calib_data, "--calib-n": calib_n, "--calib-cache": calib_cache,
+             "--no-calib-cache": no_calib_cache or None, "--calib-method": calib_method, "--percentile": percentile,
+             "--qdq-layout": qdq_layout, "--int8-float": int8_float, "--int8-grouped": int8_grouped,
+             "--int8-rounding": int8_rounding, "--int8-bias-correction": int8_bias_correction,
+             "--int8-equalize": int8_equalize, "--holdout": holdout, "--labels": labels, "--max-float": max_kept,
+             "--sensitivity": sensitivity}
+    check_flags_apply(precision_of(precision), [flag for flag, value in given.items() if value is not None],
+                      budget=bool(accuracy_budget))
     keeps = {p.keep_option: grouped.pop(p.keep_option) for p in PRECISIONS.values() if p.keep_option}
     options = backend_options(grouped)  # what is left: the backends' option groups
     for cache in (calib_cache, *options.files):  # read if present, written after the work: check now

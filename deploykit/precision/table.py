@@ -78,7 +78,7 @@ class Precision:
     help: str
     title: str  # how reports and progress messages name it
     graph_pass: Callable[[GraphRequest], PrecisionResult] | None  # None: the FP32 graph is compiled as it is
-    options: frozenset[str]  # build options that apply: keep, fp16_io, accuracy_budget
+    options: frozenset[str]  # build options that apply: keep, fp16_io, accuracy_budget, calibration, int8
     keep_option: str  # the build_artifact keyword (and CLI option) naming nodes kept in higher precision
     kept_key: str  # report key listing the nodes kept in higher precision ("" for fp32)
     gates: tuple[str, ...]  # default parity gates
@@ -107,13 +107,13 @@ PRECISIONS: dict[str, Precision] = with_plugins("deploykit.precisions", Precisio
                    "sim>=0.999", "kld<=0.001"), lambda _m: True, 0, localize_tolerance=1e-4,
                   selftest_bounds=(0.9999, 0.995)),
         Precision("fp16", "--fp16", "Weights and activations in float16.", "FP16", _fp16_pass,
-                  frozenset({"keep", "fp16_io", "accuracy_budget"}), "keep_fp32", "kept_fp32",
+                  frozenset({"keep", "fp16_io", "accuracy_budget", "calibration"}), "keep_fp32", "kept_fp32",
                   (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou_major>=0.95", "cc>=0.999", "sim>=0.99",
                    "kld<=0.01"), _is_fp16, 1, localize_tolerance=1e-2,
                   keep_help="FP16: keep this node name or op type in float32 (repeatable; DepthwiseConv works too).",
                   element_type=TensorProto.FLOAT16, selftest_bounds=(0.999, 0.98), float16_compute=True),
         Precision("int8", "--int8", "Explicit INT8 Q/DQ from calibration data.", "INT8", _int8_pass,
-                  frozenset({"keep", "accuracy_budget"}), "keep_float", "kept_float",
+                  frozenset({"keep", "accuracy_budget", "calibration", "int8"}), "keep_float", "kept_float",
                   (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou_major>=0.85", "cc>=0.98", "sim>=0.95",
                    "kld<=0.05"), _is_int8, 2, localize_tolerance=1e-1,
                   keep_help="INT8: keep this node name or op type unquantized (repeatable; DepthwiseConv works too).",
@@ -140,6 +140,26 @@ def detect_precision(model: onnx.ModelProto, meta: ModelMetadata | None = None) 
     if not found.lowered and meta is not None:
         return meta.precision
     return found.name
+
+
+# Build flags that only some precisions read (FLAG_NEEDS: the Precision.options entry a flag needs): the
+# calibration data feed FP16's overflow scan and INT8's ranges; the range and recovery flags are INT8's.
+FLAG_NEEDS = {
+    **dict.fromkeys(("--calib-data", "--calib-n", "--calib-cache", "--no-calib-cache"), "calibration"),
+    **dict.fromkeys(("--calib-method", "--percentile", "--qdq-layout", "--int8-float", "--int8-grouped",
+                     "--int8-rounding", "--int8-bias-correction", "--int8-equalize"), "int8"),
+}
+BUDGET_FLAGS = ("--holdout", "--labels", "--max-float", "--sensitivity")  # the budget search's
+
+
+def check_flags_apply(precision: Precision, given: Sequence[str], *, budget: bool) -> None:
+    """ConfigConflict naming every flag in `given` that this build would ignore: one that `precision` does not
+    read, or a budget search flag without --accuracy-budget (a user who typed it expects it to act)."""
+    wrong = [f"{flag} applies to {' and '.join(p.flag for p in PRECISIONS.values() if FLAG_NEEDS[flag] in p.options)}"
+             " builds only" for flag in given if flag in FLAG_NEEDS and FLAG_NEEDS[flag] not in precision.options]
+    wrong += [f"{flag} applies only with --accuracy-budget" for flag in given if flag in BUDGET_FLAGS and not budget]
+    if wrong:
+        raise ConfigConflict(f"{'; '.join(wrong)} (this build is {precision.flag})")
 
 
 def kept_nodes(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -166,7 +166,12 @@ CASES = [
     case("build-out-inside-the-calib-folder", "inside the input folder",
          "build-engine {d}/net.onnx --int8 --calib-data {d}/images -o {d}/images/x.onnx"),
     case("build-out-inside-the-labels-folder", "inside the input folder",
-         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --labels {d}/labels -o {d}/labels/x.onnx"),
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --accuracy-budget miou_drop<=0.5 --labels "
+         "{d}/labels -o {d}/labels/x.onnx"),
+    case("build-budget-flag-without-budget", "--labels applies only with --accuracy-budget",
+         "build-engine {d}/net.onnx --int8 --calib-data {d}/images --labels {d}/labels -o {t}/x.onnx"),
+    case("build-int8-flag-on-fp32", "--calib-method applies to --int8 builds only (this build is --fp32)",
+         "build-engine {d}/net.onnx --calib-method entropy -o {t}/x.onnx"),
     case("build-calib-cache-is-the-model", "is the input",
          "build-engine {d}/net.onnx --int8 --calib-data {d}/images --calib-cache {d}/net.onnx -o {t}/x.onnx"),
     case("build-timing-cache-is-the-model", "is the input",
