@@ -28,6 +28,7 @@ from deploykit.io.images import (
     IMAGE_SUFFIXES,
     check_images,
     checked_inputs,
+    images_cannot_feed,
     list_images,
     preprocess,
     read_image,
@@ -172,8 +173,8 @@ def calibration_data(
             "carry (it was not exported by deploykit); give --calib-data as an .npz of preprocessed N,C,H,W inputs"
         )
     if input_shape[1] != 3:
-        raise InputError(f"the model takes {input_shape[1]}-channel inputs, but images are read as 3-channel RGB; give "
-                         f"--calib-data as an .npz/.npy of preprocessed N,{input_shape[1]},H,W inputs (or 'synthetic')")
+        raise images_cannot_feed(f"the model takes {input_shape[1]}-channel inputs", input_shape[1], "--calib-data",
+                                 " (or 'synthetic')")
     if text == "photos":
         sample_photographs(("astronaut",))  # fails clearly now, not mid-calibration, without scikit-image
         return CalibrationData("photos", "photos", _limit(PHOTOS, n), input_shape, preprocessing)

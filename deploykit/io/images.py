@@ -133,6 +133,13 @@ def read_image(path: Path | io.BytesIO, what: str = "image") -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def images_cannot_feed(subject: str, channels: int, flag: str, extra: str = "") -> InputError:
+    """The error for images given to a model whose input is not RGB (`subject` says whose channel count):
+    images are read as 3-channel RGB, so such a model takes arrays of its own channel count."""
+    return InputError(f"{subject}, but images are read as 3-channel RGB; give {flag} as an .npz/.npy of "
+                      f"preprocessed N,{channels},H,W inputs{extra}")
+
+
 def check_images(paths: Iterable[str | os.PathLike[str]], what: str = "image") -> None:
     """Decode every image now (JPEGs at 1/8 scale, which still reads every byte), so that an unreadable file
     fails before the long work that reads it in turn, with the error read_image would give."""

@@ -39,8 +39,9 @@ STAGE_PREFIX = ".deploykit-stage."
 PROBE_PREFIX = ".deploykit-probe."
 COMMITTING = ".committing"  # in a stage: its entries are complete and being moved into place
 UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
-# Temporary names this module makes: hidden `.NAME.PID.XXXX.part` files and `.deploykit-stage.PID.XXXX` /
-# `.deploykit-probe.PID.XXXX` entries beside outputs, `deploykit-WHAT-PID.XXXX` folders in $TMPDIR.
+# Temporary names this module makes (<pid> the writer's process id, <random> tempfile's 8 characters): hidden
+# `.<name>.<pid>.<random>.part` files and `.deploykit-stage.<pid>.<random>` / `.deploykit-probe.<pid>.<random>`
+# entries beside outputs, `deploykit-<what>-<pid>.<random>` folders in $TMPDIR.
 _RANDOM = r"[a-z0-9_]{8}"  # tempfile's random part
 _TEMPORARY = re.compile(rf"^(?:\..+\.(?P<part>\d+)\.{_RANDOM}\.part"
                         rf"|\.deploykit-(?:stage|probe)\.(?P<stage>\d+)\.{_RANDOM})$")

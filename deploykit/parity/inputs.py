@@ -19,6 +19,7 @@ from deploykit.errors import InputError
 from deploykit.io.images import (
     IMAGE_SUFFIXES,
     check_images,
+    images_cannot_feed,
     iter_folder,
     list_images,
     preprocess,
@@ -29,6 +30,7 @@ from deploykit.io.images import (
 from deploykit.runner import Target
 from deploykit.types import IMAGENET, Preprocessing
 
+RANDOM_TOO = " (parity also takes --random N)"
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
@@ -44,14 +46,10 @@ class InputSet:
 def _image_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None) -> tuple[int, int]:
     """Height and width for photographs, which always have 3 channels and come one at a time."""
     if input_shape is not None and input_shape[1] != 3:
-        raise InputError(f"--input-shape has {input_shape[1]} channels, but images are read as 3-channel RGB; give "
-                         f"--inputs as an .npz/.npy of preprocessed N,{input_shape[1]},H,W inputs (parity also takes "
-                         "--random N)")
-    other = next((t for t in targets if t.channels not in (None, 3)), None)
+        raise images_cannot_feed(f"--input-shape has {input_shape[1]} channels", input_shape[1], "--inputs", RANDOM_TOO)
+    other = next(((t.label, t.channels) for t in targets if t.channels is not None and t.channels != 3), None)
     if other is not None:
-        raise InputError(f"{other.label} takes {other.channels}-channel inputs, but images are read as 3-channel "
-                         f"RGB; give --inputs as an .npz/.npy of preprocessed N,{other.channels},H,W inputs (parity "
-                         "also takes --random N)")
+        raise images_cannot_feed(f"{other[0]} takes {other[1]}-channel inputs", other[1], "--inputs", RANDOM_TOO)
     return _spatial_size(targets, input_shape)
 
 

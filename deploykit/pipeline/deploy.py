@@ -34,7 +34,7 @@ from deploykit.build import BuildResult, build_artifact, load_onnx
 from deploykit.calib.data import DEFAULT_CALIB_N
 from deploykit.errors import ConfigConflict, ExportError, InputError
 from deploykit.export import ExportResult, onnx_from_torch
-from deploykit.io.images import check_images, list_images
+from deploykit.io.images import check_images, images_cannot_feed, list_images
 from deploykit.io.outputs import remove_output, write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
@@ -115,8 +115,7 @@ def _check(opts: DeployOptions) -> None:
                                                   opts.chosen_precisions else [])
     for flag, given in reads:  # images and photographs are RGB; arrays and noise take the model's channels
         if channels != 3 and given != "synthetic" and not str(given or "").endswith((".npz", ".npy")):
-            raise InputError(f"--input-shape has {channels} channels, but images are read as 3-channel RGB; give "
-                             f"{flag} as an .npz/.npy of preprocessed N,{channels},H,W inputs")
+            raise images_cannot_feed(f"--input-shape has {channels} channels", channels, flag)
     # Every image the run will read decodes now, not when its step comes minutes later.
     if opts.parity_folder and Path(opts.parity_folder).is_dir():
         check_images(list_images(opts.parity_folder))
