@@ -19,9 +19,9 @@ numbers either CPU backend computes.
 - An equalized ReLU6's per-channel Min (deploykit.calib.equalize) runs on UINT8 after the Q, the same codes
   (quantized_mins): between Conv and Q it kept 34 of 61 MobileNetV2 convolutions out of QLinearConv.
 - 7-bit weights on x86 CPUs without VNNI (deploykit.graph.seven_bit): the u8 x s8 kernels of both runtimes
-  saturate in int16 there; with VNNI (and AMX) full-range weights are kept. Quantized from the float weights
-  when the source model is given (rounded once), else from the INT8 codes. The sidecar records the choice and
-  the CPU flags.
+  saturate in int16 there (their depthwise kernels do not: depthwise convs keep full range); with VNNI (and AMX)
+  full-range weights are kept. Quantized from the float weights when the source model is given (rounded once),
+  else from the INT8 codes. The sidecar records the choice and the CPU flags.
 - A quantized conv whose output the placement leaves float (the logits conv, deploykit.calib.qdq) stays a float
   Conv on dequantized inputs: ORT needs a Q after it to fuse, and the exact alternative, ConvInteger + rescale,
   took 8.5% of MobileNetV2 DeepLabv3+'s time against 0.9% for the float Conv (ORT profiler, this Zen CPU).

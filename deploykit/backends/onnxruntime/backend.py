@@ -55,8 +55,8 @@ def compile(graph: Path, out: Path, options: None, *, precision: str, force: boo
     lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=needs_seven_bit_weights(),
                                   float_source=float_source)
     if lowered.seven_bit:
-        progress("INT8 weights quantized to 7 bits for ONNX Runtime: this CPU has no VNNI (see "
-                 "deploykit.graph.seven_bit)")
+        progress(f"INT8 weights of {lowered.seven_bit} convs quantized to 7 bits for ONNX Runtime (depthwise convs "
+                 "keep 8): this CPU has no VNNI (see deploykit.graph.seven_bit)")
     return Compiled(backend_version=onnxruntime.__version__, device=_device(),
                     build_options={"optimization_level": OPTIMIZATION, "int8_lowering": lowered.facts()})
 

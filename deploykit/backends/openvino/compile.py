@@ -10,7 +10,8 @@ ranges the INT8 pass observed (asymmetric FakeQuantize; the convolutions still r
 than the symmetric graph: trained MSI-Net CC 0.9917 against 0.9828 at the same speed), and on x86 CPUs without
 VNNI 7-bit weights (deploykit.graph.seven_bit): the CPU plugin's u8 x s8 kernels there saturate in int16 as
 ONNX Runtime's do (measured on an AVX2 EPYC: 18% of the output range off the Q/DQ graph's own values with
-full-range weights, 2e-7 with 7-bit ones). The sidecar records the lowering and the CPU flags.
+full-range weights, 2e-7 with 7-bit ones); depthwise convs keep full-range weights, which its depthwise kernel
+computes exactly. The sidecar records the lowering and the CPU flags.
 
 The IR is saved with `compress_to_fp16=False`: `openvino.save_model` compresses weights to FP16 by default,
 which would silently turn a deploykit FP32 build into FP16 weights (OpenVINO docs, "Conversion Parameters").
@@ -65,8 +66,8 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     source = onnx.load(str(graph_onnx))
     lowering = lower_for_cpu(source, float_source=float_source)
     if lowering.seven_bit:
-        say(f"INT8 weights quantized to 7 bits for OpenVINO ({lowering.seven_bit}): this CPU has no VNNI (see "
-            "deploykit.graph.seven_bit)")
+        say(f"INT8 weights of {lowering.seven_bit} convs quantized to 7 bits for OpenVINO (depthwise convs keep 8): "
+            "this CPU has no VNNI (see deploykit.graph.seven_bit)")
     with scratch_folder("deploykit-ov-") as folder:
         path = Path(graph_onnx)
         if any(lowering.facts().values()):  # an INT8 graph: OpenVINO reads the lowered copy
