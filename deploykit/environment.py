@@ -57,6 +57,14 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and taskset narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def cuda_devices() -> list[str]:
     import torch
 

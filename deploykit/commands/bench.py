@@ -23,6 +23,7 @@ from deploykit.commands._options import (
     json_option,
     model_source_options,
     progress,
+    threads_option,
 )
 from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.outputs import check_output_path, write_json
@@ -92,8 +93,7 @@ def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--duration", type=at_least(0, open_=True), default=None,
               help="Seconds per case (default 3, >= 10 rounds); all cases run round-robin in that total.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="Time exactly this many rounds instead.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op threads (default: the backend's, all cores).")
+@threads_option("Intra-op threads (default: the backend's, all cores).")
 @click.option("--no-roofline", is_flag=True, help="Skip measuring the machine's peaks (no efficiency column).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the engine as a CUDA graph (as trtexec 11).")
 @model_source_options
@@ -264,7 +264,7 @@ def _comparison_table(comparison: Any) -> str:
               help=f"{', '.join(dict.fromkeys(b for b, _ in VARIANTS))} (default: all that are available).")
 @click.option("--precision", "precisions", multiple=True, metavar="P[,P]",
               help=f"{', '.join(dict.fromkeys(p for _, p in VARIANTS))} (default all).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: all cores).")
+@threads_option("Intra-op threads (default: all cores).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON here, with the PNG plots beside it (NAME.dilated.png, NAME.separable.png).")
 @click.option("--no-plots", is_flag=True, help="Do not draw the PNG plots.")

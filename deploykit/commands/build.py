@@ -21,6 +21,7 @@ from deploykit.commands._options import (
     force_option,
     json_option,
     progress,
+    threads_option,
 )
 from deploykit.io.outputs import check_output_path
 from deploykit.metrics.table import METRICS
@@ -111,8 +112,7 @@ def _defaults(field: str) -> str:
 @click.option("--int8-equalize", type=click.Choice(list(EQUALIZE)), default=None,
               help="INT8 cross-layer equalization of Conv-ReLU-Conv (relu) and/or Conv-ReLU6-Conv (relu6) "
                    "pairs (default: see deploykit.precision.recovery).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="ONNX Runtime threads for calibration and checks (default: all cores).")
+@threads_option("ONNX Runtime threads for calibration and checks (default: all cores).")
 @backend_option_groups
 @force_option
 @json_option

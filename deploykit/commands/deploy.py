@@ -8,7 +8,14 @@ import click
 
 from deploykit.calib.data import calibration_data
 from deploykit.commands._inputs import reads
-from deploykit.commands._options import at_least, echo_json, json_option, model_source_options, progress
+from deploykit.commands._options import (
+    at_least,
+    echo_json,
+    json_option,
+    model_source_options,
+    progress,
+    threads_option,
+)
 from deploykit.commands.build import backend_option
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict, InputError
 from deploykit.io.outputs import check_output_dir
@@ -40,8 +47,7 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
 @click.option("--bench-seconds", type=at_least(0, open_=True), default=None,
               help="Timed seconds per contender, all round-robin in one run (default 2).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for every runtime (default: all cores).")
+@threads_option("CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
 @click.option("--require", type=click.Choice(list(PRECISIONS)), default=None, metavar="PRECISION",
               help="Exit status 1 unless the verdict ships this precision (e.g. --require int8 in CI).")

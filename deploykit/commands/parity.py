@@ -13,6 +13,7 @@ from deploykit.commands._options import (
     json_option,
     model_source_options,
     progress,
+    threads_option,
 )
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict
 from deploykit.evaluate import PROVIDER_ALIASES
@@ -41,7 +42,7 @@ from deploykit.zoo.sources import parse_options, parse_shape
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of --random (default 0).")
 @click.option("--providers", default=None, metavar="|".join(PROVIDER_ALIASES),
               help="ONNX Runtime execution providers, comma-separated (default cpu).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads per runner.")
+@threads_option("Threads per runner.")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="Judge candidates with this precision's gates (default: each candidate's own).")
 @click.option("--gate", "gates", multiple=True, metavar="[OUTPUT:]METRIC>=X",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from deploykit.commands._inputs import reads
-from deploykit.commands._options import at_least, given, progress
+from deploykit.commands._options import CpuCount, at_least, given, progress, threads_option
 from deploykit.package.images import why_no_images
 from deploykit.serve.server import ServeOptions, run_until_signal, start
 
@@ -21,9 +21,9 @@ from deploykit.serve.server import ServeOptions, run_until_signal, start
               help="Largest batch the dynamic batcher forms from same-shape requests (default 8; 0: none).")
 @click.option("--queue-delay-us", "max_queue_delay_us", type=click.IntRange(min=0), default=None,
               help="How long the batcher waits to fill a batch (default 500 us).")
-@click.option("--instances", type=click.IntRange(min=1), default=None, help="Model instances (default 1).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op threads per instance (default: the backend's).")
+@click.option("--instances", type=CpuCount(), default=None,
+              help="Model instances (default 1; at most one per CPU).")
+@threads_option("Intra-op threads per instance (default: the backend's).")
 @click.option("--images/--no-images", default=True, show_default=True,
               help="Also serve NAME_image: an encoded image in, the class or saliency map at its size out.")
 @click.option("--max-image-mb", type=at_least(0, open_=True), default=None,

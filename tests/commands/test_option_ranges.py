@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from deploykit.cli import cli
-from deploykit.commands._options import FiniteFloatRange
+from deploykit.commands._options import CpuCount, FiniteFloatRange
+from deploykit.environment import usable_cpus
 
 # The least each command needs to get past argument parsing (nothing here has to exist: a range is checked
 # while parsing, before the command runs).
@@ -112,3 +113,19 @@ def test_values_inside_the_range_reach_the_command(monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(target, "callback", lambda _seen=seen, _name=option.name, **kw: _seen.append(kw[_name]))
         result = CliRunner().invoke(cli, [*command.split(), *BASE[command], option.opts[0], str(bound)])
         assert result.exit_code == 0 and seen == [bound], (command, option.opts[0], result.output)
+
+
+def test_thread_and_instance_counts_stop_at_this_machines_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A count that takes a CPU per unit (threads, served instances) is refused above the CPUs this process may
+    use, naming them: `bench --threads 99999` once started 12,354 threads before anything could stop it."""
+    counted = {(name, option.opts[0]) for name, option in NUMERIC if isinstance(option.type, CpuCount)}
+    assert counted == {("bench run", "--threads"), ("bench kernels", "--threads"), ("build-engine", "--threads"),
+                       ("deploy", "--threads"), ("parity", "--threads"), ("serve", "--threads"),
+                       ("serve", "--instances")}
+    cpus = usable_cpus()
+    for command, flag in sorted(counted):
+        target = next(c for name, c in commands() if name == command)
+        monkeypatch.setattr(target, "callback", lambda **_kw: pytest.fail("the command ran"))
+        result = CliRunner().invoke(cli, [*command.split(), *BASE[command], flag, str(cpus + 1)])
+        assert result.exit_code == 2 and f"more than the {cpus} CPUs this process may use" in result.stderr, \
+            result.stderr
