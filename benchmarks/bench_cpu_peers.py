@@ -290,7 +290,7 @@ def deploykit_openvino(layout: str | None) -> Callable[[Prepared, argparse.Names
         options = built.sidecar.build_options
         note = f"runtime precisions {options['runtime_precisions']}"
         if options.get("int8_lowering", {}).get("seven_bit_weights"):
-            note += "; 7-bit weights (no VNNI)"
+            note += "; 7-bit weights, depthwise full range (no VNNI)"
         from deploykit.backends.openvino.runner import open_runner
 
         return _from_runner(label, "fp32" if layout is None else "int8", "deploykit",

@@ -112,7 +112,7 @@ def markdown(result: dict[str, Any], env: dict[str, Any]) -> str:
     table = [[str(r["kept"]), *(f"{r[f'{form}|{key}']['mean']:.4f}" for form in ("this CPU", "exact 8-bit")
                                 for key in ("report", "held_out")),
               f"{min(r['exact 8-bit|report']['per_input']):.3f}"] for r in result["rows"]]
-    width = "7-bit weights (no VNNI)" if result["seven_bit"] else "full-range weights (VNNI)"
+    width = "7-bit weights, depthwise full range (no VNNI)" if result["seven_bit"] else "full-range weights (VNNI)"
     return "\n".join([
         f"# Convs kept in float against INT8 pixel agreement ({result['model']}, {result['weights']})", "",
         markdown_table([f"convs kept (of {result['candidates']})", f"this CPU, {report} report images",

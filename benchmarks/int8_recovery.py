@@ -11,7 +11,7 @@ benchmarks/data/calib. Each configuration is built three ways and scored:
   by default the float remainder in FP16 and depthwise/grouped convolutions kept in FP16), run by ONNX Runtime
   as TensorRT computes it (deploykit.evaluate.session_as_written). Not a TensorRT measurement;
 - ONNX Runtime: the artifact `build-engine --backend onnxruntime` writes (UINT8 activations on the observed
-  ranges; 7-bit weights on CPUs without VNNI), run by ONNX Runtime;
+  ranges; 7-bit weights on CPUs without VNNI, depthwise convs excepted), run by ONNX Runtime;
 - OpenVINO: the IR `build-engine --backend openvino` writes, run by OpenVINO's CPU plugin.
 The configurations add one step at a time to plain INT8 (minmax ranges, nearest rounding, no recovery); MSE
 ranges and the defaults stand alone, and the last rows take the other range methods (and --calib-method auto)
@@ -243,7 +243,7 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
               f"- Load: 1-minute load average {env['load_average_before']:.2f} before, {env['load_average_after']:.2f} "
               "after, on 2 cores shared with other jobs (agreement does not depend on load; build seconds do).",
               f"- CPU: {env['cpu']}; flags: {', '.join(env['cpu_flags'])} (the ONNX Runtime and OpenVINO rows use "
-              "7-bit weights on CPUs without VNNI).",
+              "7-bit weights on CPUs without VNNI, depthwise convs full range).",
               f"- Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}.",
               "- TensorRT form: the graph run by ONNX Runtime as TensorRT computes it, not a TensorRT measurement.", ""]
     return "\n".join(lines)
