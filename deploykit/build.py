@@ -28,8 +28,9 @@ import onnx
 
 import deploykit
 from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, require_ready, resolve_backend
-from deploykit.errors import BackendUnavailable, InputError
+from deploykit.errors import BackendUnavailable
 from deploykit.io.metadata import ModelMetadata, read_metadata
+from deploykit.io.model_files import read_onnx
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, staged, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.passes import CalibrationOptions, PrecisionResult
@@ -128,20 +129,6 @@ def precision_path(out: str | os.PathLike[str], precision: str) -> Path:
     return path if path != out else out.with_name(f"{stem}.{precision}.graph.onnx")
 
 
-def load_onnx(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """The ONNX model at `onnx_path`, or an InputError saying how to get one."""
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise InputError(f"ONNX model {path} does not exist; export one with `deploykit export`")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf and onnx raise various types
-        raise InputError(f"{path} is not a readable ONNX model ({exc})") from exc
-    if not model.graph.input or not model.graph.output:
-        raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
-    return model
-
-
 def _write_model(model: onnx.ModelProto, path: Path, *, force: bool) -> None:
     with atomic_output(path, force=force, needs=model.ByteSize()) as tmp:
         onnx.save(model, str(tmp))
@@ -187,7 +174,7 @@ def build_artifact(
         check_output_path(companion, force=force)
     if racer is not None:
         racer.check_outputs(out_path, force=force)
-    model = source if source is not None else load_onnx(onnx_path)
+    model = source if source is not None else read_onnx(onnx_path)
     chosen.preflight(model, str(onnx_path))
     meta = read_metadata(model)
     source_sha = sha256_file(onnx_path)

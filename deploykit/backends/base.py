@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deploykit.errors import BackendUnavailable, ConfigConflict
-from deploykit.io.metadata import external_data_files
+from deploykit.io.model_files import external_data_files
 from deploykit.io.sidecar import Sidecar, sidecar_path, verify_sidecar
 from deploykit.plugins import with_plugins
 from deploykit.runner import Runner

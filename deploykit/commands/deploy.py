@@ -24,8 +24,7 @@ from deploykit.pipeline.report import summary_lines
 from deploykit.pipeline.verdict import Verdict
 from deploykit.precision.budget import parse_budget
 from deploykit.precision.table import PRECISIONS
-from deploykit.zoo import get_model_spec
-from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape
+from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape, spec_for_source
 
 
 @click.command()
@@ -107,8 +106,8 @@ def _early_checks(model: str, task: str | None, budget: str | None, labels: str 
                   parity_images: str | None) -> None:
     """What can be refused before the export starts: an unknown zoo name, a malformed budget, --labels
     without a folder of images to match it to."""
-    if not is_factory_path(model) and not Path(model).exists():
-        task = task or get_model_spec(model).task
+    if not is_factory_path(model):  # a zoo name, or a file or folder given by mistake (spec_for_source says so)
+        task = task or spec_for_source(model).task
     if budget is not None and parse_budget(budget, task).needs_labels and labels is None:
         raise ConfigConflict(f"accuracy budget {budget} is measured against ground truth; add --labels DIR")
     if labels is not None:

@@ -19,11 +19,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from deploykit.errors import InputError, first_line
+from deploykit.errors import InputError
 from deploykit.graph import trt_support as support
 from deploykit.graph.qdq_lint import has_qdq, qdq_findings
 from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
+from deploykit.io.model_files import read_onnx
 
 Severity = Literal["error", "warning", "info"]
 TARGETS = ("tensorrt",)
@@ -478,13 +479,4 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
 
 def lint_onnx(path: str | os.PathLike[str], *, target: str | None = None) -> LintReport:
     """Load the ONNX file at `path` (external data included) and lint it."""
-    if not os.path.isfile(path):
-        raise InputError(f"ONNX model {path} does not exist")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
-        raise InputError(f"{path} is not a readable ONNX model: {first_line(exc)}") \
-            from exc
-    if not model.graph.input or not model.graph.output:
-        raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
-    return lint_model(model, target=target, source=str(path))
+    return lint_model(read_onnx(path), target=target, source=str(path))

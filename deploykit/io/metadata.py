@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import mmap
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -145,36 +142,4 @@ def read_observed_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float
     return {str(k): (float(v[0]), float(v[1])) for k, v in data.items() if isinstance(v, list) and len(v) == 2}
 
 
-def external_data_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The files an ONNX model keeps tensors in beside itself (model.onnx.data), as its tensors name them
-    (relative to the model's folder); [] for a model that keeps them inside, or a file that is not ONNX. A byte
-    search for the `location` key rules most files out without parsing them."""
-    file = Path(path)
-    try:
-        with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data.find(b"location") < 0:
-                return []
-        model = onnx.load(str(file), load_external_data=False)
-    except Exception:  # an empty, unreadable or non-ONNX file has no external data (its reader says why)
-        return []
-    found: dict[Path, None] = {}
-    for tensor in _tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            if location:
-                found[file.parent / location] = None
-    return list(found)
 
-
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor a graph holds: initializers, and constant attributes of its nodes and their subgraphs."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)

@@ -19,7 +19,8 @@ import onnx
 
 from deploykit.backends.base import BACKENDS, ONNX_RUNNER, Backend
 from deploykit.errors import BackendUnavailable, InputError, first_line
-from deploykit.io.metadata import ModelMetadata, external_data_files, read_metadata
+from deploykit.io.metadata import ModelMetadata, read_metadata
+from deploykit.io.model_files import external_data_files, read_onnx, require_file
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar, verify_sidecar
 
@@ -126,9 +127,7 @@ def _model_name(path: Path, given: str | None) -> str:
 
 def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, max_batch_size: int = 8) -> TritonModel:
     """What Triton needs to know about one artifact: platform, file, I/O tensors, batching."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"artifact {file} does not exist; build one with `deploykit build-engine`")
+    file = require_file(path, "artifact", "build one with `deploykit build-engine`")
     sidecar = read_sidecar(file)
     entry = BACKENDS.get(sidecar.backend) if sidecar else (ONNX_RUNNER if file.suffix == ".onnx" else None)
     if entry is None or not entry.servable:
@@ -146,14 +145,8 @@ def describe_artifact(path: str | os.PathLike[str], *, name: str | None = None, 
         verify_sidecar(file, sidecar, backend=entry.name, suffixes=entry.suffixes,
                        companions=dict(zip(entry.companions, entry.files(file)[1:], strict=True)))
     platform, file_name, kind = entry.triton_platform, entry.triton_file, entry.triton_kind
-    try:
-        proto = onnx.load(str(graph_file), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
-        raise InputError(f"{graph_file} is not a readable ONNX model ({first_line(exc)})"
-                         ) from None
+    proto = read_onnx(graph_file, external_data=False)
     graph = proto.graph
-    if not graph.input or not graph.output:
-        raise InputError(f"{graph_file} holds no ONNX graph (an empty or truncated file); export it again")
     first = graph.input[0].type.tensor_type.shape.dim
     batched = bool(first) and not first[0].HasField("dim_value") and max_batch_size > 0
     return TritonModel(

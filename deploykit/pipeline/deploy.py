@@ -30,11 +30,12 @@ import deploykit
 from deploykit.backends.base import Backend, backend_of
 from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
-from deploykit.build import BuildResult, build_artifact, load_onnx
+from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
 from deploykit.errors import ConfigConflict, ExportError, InputError
 from deploykit.export import ExportResult, onnx_from_torch
 from deploykit.io.images import check_images, images_cannot_feed, list_images
+from deploykit.io.model_files import read_onnx
 from deploykit.io.outputs import remove_output, write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
@@ -171,7 +172,7 @@ class _Run:
 
     @functools.cached_property
     def onnx_model(self) -> onnx.ModelProto:
-        return load_onnx(self.onnx_path)
+        return read_onnx(self.onnx_path)
 
     @functools.cached_property
     def reference(self) -> Target:

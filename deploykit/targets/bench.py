@@ -21,10 +21,11 @@ from deploykit.bench.run import BenchReport, bench_targets, check_batches
 from deploykit.bench.runners import BACKEND_CHOICES, TORCH_COUNT, BenchTarget, Skipped, as_bench_target, torch_madds
 from deploykit.errors import BackendUnavailable, ConfigConflict, ExportError, InputError
 from deploykit.export import onnx_from_torch
+from deploykit.io.model_files import require_file
 from deploykit.io.outputs import scratch_folder
 from deploykit.io.sidecar import read_sidecar
 from deploykit.runner import Target
-from deploykit.targets.resolve import is_file_target, open_target
+from deploykit.targets.resolve import FILE_TARGET_HINT, is_file_target, open_target
 from deploykit.types import Progress
 
 
@@ -124,8 +125,7 @@ def _open_bench_targets(target: str | Target, backends: Sequence[str] | None, *,
     if not is_file_target(target):
         return _model_targets(target, backends or [REFERENCE.name], threads=threads, model_options=model_options,
                               stack=stack, progress=progress)
-    if not os.path.isfile(target):
-        raise InputError(f"{target} does not exist")
+    require_file(target, "model", FILE_TARGET_HINT)
     if model_options.get("options") or model_options.get("weights") is not None:
         raise ConfigConflict(f"--set and --weights apply to PyTorch models; {target} is a file with its weights "
                              "inside")

@@ -14,13 +14,16 @@ import onnx
 
 from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, ONNX_RUNNER, Backend, self_described
 from deploykit.backends.torch import TorchRunner
-from deploykit.errors import ConfigConflict, InputError, first_line
+from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
+from deploykit.io.model_files import read_onnx, require_file
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
 from deploykit.precision.table import BASELINE, detect_precision
 from deploykit.runner import Kind, Runner, Target
 from deploykit.types import Task
 from deploykit.zoo.sources import LoadedModel, load_model, user_code_name
+
+FILE_TARGET_HINT = "give an .onnx file, a built artifact, a zoo name (`deploykit models`) or package.module:factory"
 
 
 def is_file_target(target: str) -> bool:
@@ -48,10 +51,7 @@ def open_target(
     if options or weights is not None:
         raise ConfigConflict(f"--set and --weights apply to PyTorch models; {target} is a file with its weights "
                              "inside")
-    path = Path(target)
-    if not path.is_file():
-        raise InputError(f"{target} does not exist; give an .onnx file, a built artifact, a zoo name "
-                         "(`deploykit models`) or package.module:factory")
+    path = require_file(target, "model", FILE_TARGET_HINT)
     sidecar = sidecar or read_sidecar(path)
     if sidecar is not None:
         opened = _artifact_target(path, sidecar, task=task, providers=providers, threads=threads)
@@ -125,18 +125,8 @@ def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, t
     return inputs[0].name, full, size
 
 
-def _read_graph(path: Path) -> onnx.ModelProto:
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have no common type
-        raise InputError(f"{path} is not a readable ONNX model: {first_line(exc)}") from exc
-    if not model.graph.input or not model.graph.output:
-        raise InputError(f"{path} holds no ONNX graph (an empty or truncated file); export it again")
-    return model
-
-
 def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], threads: int | None) -> Target:
-    model = _read_graph(path)
+    model = read_onnx(path, external_data=False)
     meta = read_metadata(model)
     runner = ONNX_RUNNER.open(path, None, providers=providers, threads=threads)
     return _file_target(runner, "onnx", path, meta, model, detect_precision(model, meta), task)
@@ -177,7 +167,7 @@ def _artifact_target(path: Path, sidecar: Sidecar, *, task: Task | None, provide
                          "rebuild it with `deploykit build-engine`")
     meta = ModelMetadata.from_record(sidecar.model)
     runner = entry.open(path, sidecar, providers=providers, threads=threads)
-    model = _read_graph(path) if entry.runs_onnx else None
+    model = read_onnx(path, external_data=False) if entry.runs_onnx else None
     if meta is None:
         meta = read_metadata(model) if model is not None else runner.metadata()
     return _file_target(runner, "artifact", path, meta, model, sidecar.precision, task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,7 +72,8 @@ def register_model(spec: ModelSpec, *, aliases: tuple[str, ...] = ()) -> ModelSp
 def get_model_spec(name: str) -> ModelSpec:
     canonical = _ALIASES.get(name, name)
     if canonical not in _REGISTRY:
-        close = [n for n in list_models() if name.lower() in n]
+        names = list_models()
+        close = [n for n in names if name.lower() in n] or difflib.get_close_matches(name.lower(), names, n=4)
         hint = f" Did you mean {', '.join(close[:4])}?" if close else ""
         raise UnknownModel(
             f"unknown model {name!r}.{hint} Run `deploykit models` for the list, "

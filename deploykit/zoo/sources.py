@@ -77,6 +77,28 @@ def _is_url(source: str) -> bool:
     return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source) is not None  # http://host:port/... has a colon too
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", ".safetensors", ".pkl")
+MODEL_FILE_SUFFIXES = (".onnx", ".xml", ".engine", ".plan", ".trt")
+
+
+def _refuse_a_file(source: str) -> None:
+    """A file or folder given where a PyTorch model is named: say what goes where, not "unknown model"."""
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if ":" in source and not path.exists():
+        return  # package.module:factory
+    if suffix in CHECKPOINT_SUFFIXES:
+        raise UnknownModel(f"{source} is a checkpoint file; name the model (a zoo name, see `deploykit models`, "
+                           "or package.module:factory) and give the file as --weights")
+    if suffix in MODEL_FILE_SUFFIXES:
+        raise UnknownModel(f"{source} is a model file; export and deploy start from a PyTorch model (a zoo name "
+                           "or package.module:factory); an ONNX file or built artifact goes to `deploykit "
+                           "build-engine`, `deploykit parity` and `deploykit bench`")
+    if path.is_dir():
+        raise UnknownModel(f"{source} is a folder; name the model as a zoo name (`deploykit models`) or "
+                           "package.module:factory")
+
+
 def is_user_model(spec: ModelSpec) -> bool:
     """A spec made up for a user's package.module:factory (its code, not the zoo's, runs)."""
     return is_factory_path(spec.name)
@@ -136,6 +158,7 @@ def spec_for_source(source: str, *, task: Task | None = None) -> ModelSpec:
         raise UnknownModel(f"{source} is a URL; models are a zoo name, package.module:factory, an .onnx file or a "
                            "built artifact (a served model is measured with `deploykit bench run --url URL --model "
                            "NAME`)")
+    _refuse_a_file(source)
     if not is_factory_path(source):
         spec = get_model_spec(source)
         if task is not None and task != spec.task:

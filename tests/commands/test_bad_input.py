@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from click.testing import CliRunner
@@ -473,6 +474,41 @@ CASES = [
          "export {ZOO} --set head_convs=1 --input-shape 1,3,65,65 -o {t}/x.onnx"),
 ]
 
+# A model file in a state no reader takes, handed to each command that reads one: every command says the same
+# thing (one reader, deploykit.io.model_files), before any work.
+MODEL_FILE_FAULTS = {
+    "missing": ("{t}/nowhere.onnx", "does not exist"),
+    "folder": ("{d}/folder.onnx", "is a folder, not a file"),
+    "empty": ("{d}/empty.onnx", "holds no ONNX graph"),
+    "truncated": ("{d}/truncated.onnx", "is not a readable ONNX model"),
+    "not-onnx": ("{d}/text.onnx", "is not a readable ONNX model"),
+    "data-gone": ("{d}/datagone.onnx", "keeps tensors in datagone.data, which is not beside it"),
+}
+MODEL_READERS = {
+    "lint": "lint {m}",
+    "build": "build-engine {m} -o {t}/x.onnx",
+    "bench": "bench {m}",
+    "parity-reference": "parity {m} {d}/net.onnx",
+    "parity-candidate": "parity {d}/net.onnx {m}",
+    "package": "package {m} --triton --out {t}/repo",
+}
+CASES += [
+    case(f"{reader}-model-file-{fault}",
+         "is a directory" if fault == "folder" and reader in ("lint", "build") else says,  # click's own check
+         words.replace("{m}", path))
+    for reader, words in MODEL_READERS.items() for fault, (path, says) in MODEL_FILE_FAULTS.items()
+]
+# A file where export and deploy take a PyTorch model: what goes where, not "unknown model".
+CASES += [
+    case(f"{command}-model-is-{kind}", says, f"{command} {path} " + ("-o {t}/x.onnx" if command == "export"
+                                                                      else "--out {t}/out"))
+    for command in ("export", "deploy")
+    for kind, path, says in (("onnx", "{d}/net.onnx", "is a model file"),
+                             ("missing-onnx", "{t}/nowhere.onnx", "is a model file"),
+                             ("checkpoint", "{d}/w.pt", "is a checkpoint file"),
+                             ("folder", "{d}/images", "is a folder"))
+]
+
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     np.savez(path, **arrays)  # type: ignore[arg-type]
@@ -491,6 +527,10 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "empty.onnx").write_bytes(b"")
     (d / "empty.pt").write_bytes(b"")
     (d / "text.onnx").write_text("not a model\n")
+    (d / "folder.onnx").mkdir()
+    onnx.save(onnx.load(str(d / "net.onnx")), str(d / "datagone.onnx"), save_as_external_data=True,
+              location="datagone.data", size_threshold=0)
+    (d / "datagone.data").unlink()
     (d / "afile").write_text("a regular file\n")
     for name in ("existing.onnx", "existing.md", "existing.json"):
         (d / name).write_bytes(b"an output from before\n")

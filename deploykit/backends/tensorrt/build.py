@@ -42,10 +42,11 @@ from deploykit.backends.tensorrt.common import (
 from deploykit.backends.tensorrt.runner import TensorRTRunner
 from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
 from deploykit.backends.tensorrt.timing_cache import TimingCacheRecord, save_timing_cache, use_timing_cache
-from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, InputError, UnknownModel, first_line
+from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, UnknownModel, first_line
 from deploykit.graph.lint import float_remainder, lint_model
 from deploykit.graph.unpool import rewrite_unpooling
 from deploykit.io.metadata import ModelMetadata, read_metadata
+from deploykit.io.model_files import read_onnx
 from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder, sha256_file, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.types import Progress
@@ -101,15 +102,6 @@ class TensorRTBuildOptions:
         for key in ("min_shapes", "opt_shapes", "max_shapes"):
             data[key] = {k: list(v) for k, v in data[key].items()}
         return data
-
-
-def _load(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
-    if not Path(onnx_path).is_file():
-        raise InputError(f"ONNX model {onnx_path} does not exist")
-    try:
-        return onnx.load(str(onnx_path))
-    except Exception as exc:  # protobuf raises DecodeError and others
-        raise InputError(f"{onnx_path} is not a readable ONNX model ({exc})") from exc
 
 
 def _size_multiple(meta: ModelMetadata | None) -> int:
@@ -240,7 +232,7 @@ def engine_from_onnx(
     check_output_path(out, force=force)
     if write_sidecar:
         check_output_path(sidecar_path(out), force=force)
-    model = _load(onnx_path)
+    model = read_onnx(onnx_path)
     meta = read_metadata(model)
     precision = precision or (meta.precision if meta is not None else "fp32")
     profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
