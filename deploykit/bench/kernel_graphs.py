@@ -11,7 +11,7 @@ and the same arithmetic in PyTorch, so each backend and precision times exactly 
   activations.
 - int8u8: ONNX Runtime's QOperator form: activations re-encoded as uint8 with zero point 128 (q_u8 = q_s8 + 128,
   same scale: identical numbers), which ONNX Runtime on AVX2 does run as QLinearConv, the bias int32 with scale
-  = input scale x weight scale (its QDQ Conv pattern), and weights in 7 bits ([-63, 63], ORT's "reduce_range"):
+  = input scale x weight scale (its QDQ Conv pattern), and weights in 7 bits ([-64, 64], ORT's "reduce_range"):
   VPMADDUBSW adds two u8 x s8 products in int16, which saturates with full-range weights (2 x 255 x 127 > 32767)
   and gives wrong results on CPUs without VNNI (seen here: errors of 100 steps).
 Weights are random with variance 1/fan_in so activations stay near unit scale; inputs are standard normal.
@@ -29,6 +29,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch.nn import functional as F
 
+from deploykit.graph.seven_bit import SEVEN_BIT
 from deploykit.precision.table import PRECISIONS
 
 OPSET = 18
@@ -115,14 +116,14 @@ def float_graph(ops: Sequence[ConvOp], weights: Sequence[ConvWeights], size: int
 
 
 def weight_scales(weight: np.ndarray, levels: int = 127) -> np.ndarray:
-    """Symmetric per-output-channel scales (max |w| / levels; 127, or 63 for 7-bit weights)."""
+    """Symmetric per-output-channel scales (max |w| / levels; 127, or 64 for 7-bit weights)."""
     peak = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1)
     return (np.maximum(peak, 1e-8) / levels).astype(np.float32)
 
 
 def weight_levels(unsigned: bool) -> int:
     """Weight range: full int8, or 7 bits beside uint8 activations (see the module docstring)."""
-    return 63 if unsigned else 127
+    return SEVEN_BIT if unsigned else 127
 
 
 def quantize(values: np.ndarray, scale: np.ndarray | float, axis: int | None = None,

@@ -42,7 +42,7 @@ from deploykit.io.metadata import read_observed_ranges
 class Lowered:
     model: onnx.ModelProto
     unsigned: int  # QuantizeLinear nodes turned UINT8
-    seven_bit: int = 0  # weights quantized to [-63, 63]
+    seven_bit: int = 0  # weights quantized to [-64, 64]
     seven_bit_from_float: int = 0  # of which from the float weights (rounded once)
 
     def facts(self) -> dict[str, int]:

@@ -14,7 +14,7 @@ from deploykit.calib.qdq import calibration_tensors, qdq_from_ranges
 from deploykit.errors import ConfigConflict
 from deploykit.evaluate import session_from_onnx
 from deploykit.graph.cpu_int8 import lower_for_cpu
-from deploykit.graph.seven_bit import depthwise_weights, seven_bit_weights
+from deploykit.graph.seven_bit import SEVEN_BIT, depthwise_weights, seven_bit_weights
 from tests.fixtures.precision_models import export_user_model
 
 
@@ -149,9 +149,9 @@ def test_seven_bit_weights_double_the_scale(net: onnx.ModelProto, ranges: dict[s
         if name in depthwise:
             assert np.array_equal(array, before[name]) and np.abs(array).max() == 127
         elif array.dtype == np.int8 and array.ndim == 4:
-            assert np.abs(array).max() <= 63
+            assert np.abs(array).max() <= SEVEN_BIT
             dequantized_before = before[name].astype(np.float32)
-            assert np.abs(array.astype(np.float32) * 127 / 63 - dequantized_before).max() <= 1.01
+            assert np.abs(array.astype(np.float32) * 127 / SEVEN_BIT - dequantized_before).max() <= 1.01
 
 
 def test_calibration_tensors_cover_every_assignment(net: onnx.ModelProto) -> None:

@@ -19,6 +19,7 @@ from deploykit.build import build_artifact
 from deploykit.calib.data import calibration_data
 from deploykit.errors import BuildError
 from deploykit.evaluate import session_from_onnx
+from deploykit.graph.seven_bit import SEVEN_BIT
 from deploykit.io.metadata import read_metadata
 from deploykit.precision.budget import Evaluator, parse_budget
 from deploykit.precision.int8_choices import float_remainder
@@ -79,7 +80,7 @@ def test_fp16_remainder_has_float16_ops_and_scales(vnni: bool, source: Path, cal
     depthwise = depthwise_int8_weights(artifact)
     widest = max(int(np.abs(numpy_helper.to_array(i)).max()) for i in artifact.graph.initializer
                  if i.data_type == TensorProto.INT8 and len(i.dims) == 4 and i.name not in depthwise)
-    assert (widest <= 63) != vnni  # 7-bit weights only without VNNI (depthwise convs keep full range)
+    assert (widest <= SEVEN_BIT) != vnni  # 7-bit weights only without VNNI (depthwise convs keep full range)
     assert report["int8_float"]["chosen"] == "fp16"
     assert next(o.version for o in graph.opset_import if o.domain == "") == 19
     onnx.checker.check_model(graph, full_check=True)
