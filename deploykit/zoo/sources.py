@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import math
 import os
 import re
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deploykit.environment import available_memory
 from deploykit.errors import NOT_THEIRS, ConfigConflict, InputError, UnknownModel, UserCodeError, users_code
 from deploykit.io.outputs import sha256_file
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
@@ -66,6 +68,10 @@ def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
         raise InputError(f"shape {text!r} is not {rank} positive integers; write it like 1,3,512,512 (N,C,H,W)")
     if any(d > MAX_DIM for d in dims):  # beyond what tensors index (int32 in ONNX Runtime's and TensorRT's kernels)
         raise InputError(f"shape {text!r} has a size above {MAX_DIM}; write it like 1,3,512,512 (N,C,H,W)")
+    needed, free = math.prod(dims) * 4, available_memory()  # float32; the activations need several times more
+    if free is not None and needed > free:
+        raise InputError(f"shape {text!r} needs {needed / 1e9:.1f} GB for the float32 input alone and this machine "
+                         f"has {free / 1e9:.1f} GB available; give a smaller shape")
     return dims
 
 
