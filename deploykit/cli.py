@@ -30,6 +30,7 @@ from deploykit.errors import (
     first_line,
     out_of_memory,
 )
+from deploykit.io.outputs import settle_tempdir
 from deploykit.io.signals import interrupts_raise
 
 
@@ -105,6 +106,7 @@ class DeployKitGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        settle_tempdir()
         try:
             with interrupts_raise(), _stdout_for_json_only(ctx):
                 return super().invoke(ctx)

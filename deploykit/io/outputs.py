@@ -397,6 +397,21 @@ def _running(pid: int) -> bool:
     return True
 
 
+def settle_tempdir() -> None:
+    """Choose the temporary folder as tempfile would ($TMPDIR, $TEMP, $TMP, then /tmp, /var/tmp, /usr/tmp: the
+    first writable), without its probe: tempfile.gettempdir() tests each candidate by writing and deleting a file
+    of a random name, and a process killed between the two leaves that file behind, which nothing can tell from a
+    user's (the faults sweep found one after `bench` was killed at its second file operation). Once
+    tempfile.tempdir is set, neither deploykit nor a library in its process probes again."""
+    if tempfile.tempdir is not None:
+        return
+    candidates = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")] + ["/tmp", "/var/tmp", "/usr/tmp"]
+    for folder in candidates:
+        if folder and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
+            tempfile.tempdir = os.path.abspath(folder)
+            return
+
+
 def _sweep_stale(folder: Path) -> None:
     """Remove the temporary files and folders (see _TEMPORARY) that a deploykit killed outright left in
     `folder`: those whose process no longer runs. A process id reused since only delays their removal."""
@@ -404,6 +419,7 @@ def _sweep_stale(folder: Path) -> None:
         names = os.listdir(folder)
     except OSError:
         return
+    settle_tempdir()  # before gettempdir(), which would otherwise probe with a file of its own
     scratch = os.path.realpath(folder) == os.path.realpath(tempfile.gettempdir())
     for name in names:
         match = _TEMPORARY.match(name) or (_SCRATCH.match(name) if scratch else None)
