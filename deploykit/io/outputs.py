@@ -180,8 +180,8 @@ def disk_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
-def _mb(size: float) -> str:
-    """A size as a message says it: MB, or kB or bytes when MB would round it to 0.0."""
+def size_text(size: float) -> str:
+    """A size as a message says it: GB or MB, or kB or bytes where MB would round it to 0.0."""
     if size >= 1e9:
         return f"{size / 1e9:.1f} GB"
     if size >= 50_000:
@@ -195,11 +195,11 @@ def _disk_full(out: Path, where: Path, exc: BaseException, needs: int | None, wr
         free = shutil.disk_usage(folder).free
     except OSError:
         free = 0
-    need = (f"about {_mb(needs)}" if needs and needs > written else
-            f"more than the {_mb(written)} it wrote before the disk filled" if written else "more than that")
-    fix = "point TMPDIR at a roomier folder" if _inside(os.path.realpath(folder), tempfile.gettempdir()) else \
+    need = (f"about {size_text(needs)}" if needs and needs > written else
+            f"more than the {size_text(written)} it wrote before the disk filled" if written else "more than that")
+    fix = "point TMPDIR at a roomier folder" if _inside(os.path.realpath(folder), settle_tempdir()) else \
         "choose another output folder"
-    return DiskFull(f"disk full: cannot write {out} ({folder} has {_mb(free)} free; it needs {need}); free some "
+    return DiskFull(f"disk full: cannot write {out} ({folder} has {size_text(free)} free; it needs {need}); free some "
                     f"space or {fix}")
 
 
@@ -238,7 +238,7 @@ def _refused(exc: BaseException, places: list[Path]) -> OSError | None:
 
 
 def _unwritable(out: Path, exc: OSError) -> InputError:
-    fix = "point TMPDIR at a writable folder" if _inside(os.path.realpath(out), tempfile.gettempdir()) else \
+    fix = "point TMPDIR at a writable folder" if _inside(os.path.realpath(out), settle_tempdir()) else \
         "make it writable or choose another output path"
     return InputError(f"cannot write {out}: {exc.strerror or exc} ({exc.filename}); {fix}")
 
@@ -366,8 +366,8 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
     is DiskFull naming the folder."""
     folder: Path | None = None
     try:
-        with deferred(), _full_disk_named(Path(tempfile.gettempdir()) / prefix, None, None):
-            _sweep_stale(Path(tempfile.gettempdir()))
+        with deferred(), _full_disk_named(Path(settle_tempdir()) / prefix, None, None):
+            _sweep_stale(Path(settle_tempdir()))
             folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}."))
         with _full_disk_named(folder, folder, None):
             yield folder
@@ -397,19 +397,20 @@ def _running(pid: int) -> bool:
     return True
 
 
-def settle_tempdir() -> None:
-    """Choose the temporary folder as tempfile would ($TMPDIR, $TEMP, $TMP, then /tmp, /var/tmp, /usr/tmp: the
-    first writable), without its probe: tempfile.gettempdir() tests each candidate by writing and deleting a file
-    of a random name, and a process killed between the two leaves that file behind, which nothing can tell from a
-    user's (the faults sweep found one after `bench` was killed at its second file operation). Once
-    tempfile.tempdir is set, neither deploykit nor a library in its process probes again."""
-    if tempfile.tempdir is not None:
-        return
-    candidates = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")] + ["/tmp", "/var/tmp", "/usr/tmp"]
-    for folder in candidates:
-        if folder and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
-            tempfile.tempdir = os.path.abspath(folder)
-            return
+def settle_tempdir() -> str:
+    """The temporary folder, chosen as tempfile would ($TMPDIR, $TEMP, $TMP, then /tmp, /var/tmp, /usr/tmp: the
+    first writable) but without its probe: tempfile.gettempdir() tests each candidate by writing and deleting a
+    file of a random name, and a process killed between the two leaves that file behind, which nothing can tell
+    from a user's (the faults sweep found one after `bench` was killed at its second file operation). Once
+    tempfile.tempdir is set, neither deploykit nor a library in its process probes again; this module asks for
+    the folder only through here."""
+    if tempfile.tempdir is None:
+        candidates = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")] + ["/tmp", "/var/tmp", "/usr/tmp"]
+        for folder in candidates:
+            if folder and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
+                tempfile.tempdir = os.path.abspath(folder)
+                break
+    return tempfile.gettempdir()
 
 
 def _sweep_stale(folder: Path) -> None:
@@ -419,8 +420,7 @@ def _sweep_stale(folder: Path) -> None:
         names = os.listdir(folder)
     except OSError:
         return
-    settle_tempdir()  # before gettempdir(), which would otherwise probe with a file of its own
-    scratch = os.path.realpath(folder) == os.path.realpath(tempfile.gettempdir())
+    scratch = os.path.realpath(folder) == os.path.realpath(settle_tempdir())
     for name in names:
         match = _TEMPORARY.match(name) or (_SCRATCH.match(name) if scratch else None)
         if match is None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from deploykit.environment import available_memory
 from deploykit.errors import NOT_THEIRS, ConfigConflict, InputError, UnknownModel, UserCodeError, users_code
-from deploykit.io.outputs import sha256_file
+from deploykit.io.outputs import sha256_file, size_text
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
 
@@ -70,8 +70,8 @@ def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
         raise InputError(f"shape {text!r} has a size above {MAX_DIM}; write it like 1,3,512,512 (N,C,H,W)")
     needed, free = math.prod(dims) * 4, available_memory()  # float32; the activations need several times more
     if free is not None and needed > free:
-        raise InputError(f"shape {text!r} needs {needed / 1e9:.1f} GB for the float32 input alone and this machine "
-                         f"has {free / 1e9:.1f} GB available; give a smaller shape")
+        raise InputError(f"shape {text!r} needs {size_text(needed)} for the float32 input alone and this machine "
+                         f"has {size_text(free)} available; give a smaller shape")
     return dims
 
 
@@ -91,8 +91,8 @@ def _refuse_a_file(source: str) -> None:
     """A file or folder given where a PyTorch model is named: say what goes where, not "unknown model"."""
     path = Path(source)
     suffix = path.suffix.lower()
-    if ":" in source and not path.exists():
-        return  # package.module:factory
+    if is_factory_path(source):
+        return
     if suffix in CHECKPOINT_SUFFIXES:
         raise UnknownModel(f"{source} is a checkpoint file; name the model (a zoo name, see `deploykit models`, "
                            "or package.module:factory) and give the file as --weights")
