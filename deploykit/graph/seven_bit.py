@@ -15,14 +15,15 @@ every CPU: neither runtime runs them through VPMADDUBSW. ONNX Runtime's depthwis
 qdwconv_avx2.cpp, MlasConvDepthwiseKernelAvx2) widens inputs and weights to int16 and accumulates their
 products in int32; OpenVINO's depthwise INT8 kernel matched the graph's own arithmetic on an AVX2 EPYC too
 (tests/graph/test_saturation.py checks both, on this CPU). Their weights have 9 values per channel, which 7 bits
-round coarsely: on the demo's DeepLabv3+ MobileNetV2 (17 depthwise convs, 12 report images, AVX2 EPYC) the
-ONNX Runtime artifact's pixel agreement went from 0.9687 to 0.9724 and OpenVINO's from 0.9696 to 0.9715.
+round coarsely: on the demo's DeepLabv3+ MobileNetV2 (17 depthwise convs, 12 report images, AVX2 EPYC, `python
+benchmarks/bench_cpu_peers.py --models deeplabv3plus_mobilenetv2,msinet --rounds 20 --warmup 2`) the ONNX Runtime
+artifact's pixel agreement went from 0.9687 to 0.9716 and OpenVINO's from 0.9698 to 0.9713.
 
 The 7-bit weights are quantized from the float weights, once: q7 = clip(round(w / s7), -64, 64) with
 s7 = max|w| / 64 per output channel. [-64, 64] is the widest grid whose pair sums cannot saturate
 (2 * 255 * 64 = 32640 <= 32767; ONNX Runtime's reduce_range grid); [-63, 63], used before, was 1.6% coarser for
-nothing (demo model: ONNX Runtime pixel agreement 0.9716 -> 0.9744 on the 12 report images, 0.9845 -> 0.9809 on
-8 unused calibration images, 0.9768 -> 0.9770 over the 20: near-tie images move either way). Requantizing the
+nothing (same benchmark: ONNX Runtime pixel agreement 0.9716 -> 0.9738 on the 12 report images, 0.9845 -> 0.9809
+on 8 unused calibration images; near-tie images move either way). Requantizing the
 INT8 codes instead (round(q8 * 64 / 127)) rounds twice and can be off by one 7-bit step more. The float weights
 come from the source model handed to the lowering: the Q/DQ graph keeps every node name, so a weighted node's
 float weight is its namesake's input 1 in the source (the precision graph itself stays as TensorRT needs it, INT8
