@@ -105,6 +105,10 @@ def _check(opts: DeployOptions) -> None:
     unknown = [p for p in opts.chosen_precisions if p not in PRECISIONS]
     if unknown or not opts.chosen_precisions:
         raise ConfigConflict(f"--precisions {','.join(opts.chosen_precisions)}: choose from {','.join(PRECISIONS)}")
+    asked = [*(opts.precisions or ()), *([opts.require] if opts.require else [])]
+    if not opts.calib_data and (starved := [p for p in dict.fromkeys(asked) if PRECISIONS[p].needs_data]):
+        raise ConfigConflict(f"{', '.join(starved)} needs calibration data: give --calib-data DIR (your images), "
+                             "'photos' or 'synthetic'")
     if opts.out.exists() and not opts.out.is_dir():
         raise InputError(f"--out {opts.out} is a file; give a folder")
     if opts.calib_data and opts.calib_data not in CALIB_KEYWORDS and not Path(opts.calib_data).exists():
@@ -275,13 +279,17 @@ def default_precisions(opts: DeployOptions, backends: Sequence[Backend]) -> tupl
     if opts.precisions is not None:
         return opts.precisions, ""
     native = any(b.runs_float16 for b in backends)
-    chosen = tuple(name for name, p in PRECISIONS.items() if native or not p.float16_compute or name == opts.require)
-    left = [name for name in PRECISIONS if name not in chosen]
-    if not left:
-        return chosen, ""
-    return chosen, (f"{', '.join(left)} not built: no backend here runs float16 natively "
-                    f"({', '.join(b.title for b in backends)} on a CPU run it as float32 between casts, never faster "
-                    f"than {BASELINE.name}); --precisions {','.join(PRECISIONS)} builds it")
+    chosen = tuple(name for name, p in PRECISIONS.items() if name == opts.require
+                   or ((native or not p.float16_compute) and (opts.calib_data or not p.needs_data)))
+    why = []
+    if slow := [name for name, p in PRECISIONS.items() if name not in chosen and p.float16_compute and not native]:
+        why.append(f"{', '.join(slow)} not built: no backend here runs float16 natively "
+                   f"({', '.join(b.title for b in backends)} on a CPU run it as float32 between casts, never faster "
+                   f"than {BASELINE.name}); --precisions {','.join(PRECISIONS)} builds it")
+    if starved := [name for name, p in PRECISIONS.items() if name not in chosen and p.needs_data]:
+        why.append(f"{', '.join(starved)} not built: no --calib-data given (a folder of your images, 'photos' or "
+                   "'synthetic' builds it)")
+    return chosen, "; ".join(why)
 
 
 def _budget(opts: DeployOptions, precision: Precision) -> str | None:

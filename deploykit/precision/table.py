@@ -93,6 +93,7 @@ class Precision:
     budget_in_deploy: bool = False  # deploy applies --accuracy-budget to this precision's build
     # Computes in float16: faster only where a backend runs float16 natively (deploy leaves it out elsewhere)
     float16_compute: bool = False
+    needs_data: bool = False  # cannot build without --calib-data (deploy leaves it out when none is given)
 
     @property
     def lowered(self) -> bool:
@@ -117,7 +118,8 @@ PRECISIONS: dict[str, Precision] = with_plugins("deploykit.precisions", Precisio
                   (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou_major>=0.85", "cc>=0.98", "sim>=0.95",
                    "kld<=0.05"), _is_int8, 2, localize_tolerance=1e-1,
                   keep_help="INT8: keep this node name or op type unquantized (repeatable; DepthwiseConv works too).",
-                  element_type=TensorProto.INT8, selftest_bounds=(0.95, 0.80), budget_in_deploy=True),
+                  element_type=TensorProto.INT8, selftest_bounds=(0.95, 0.80), budget_in_deploy=True,
+                  needs_data=True),
     )
 })
 DEFAULT = PRECISIONS["fp32"]  # build-engine's precision when no flag is given

@@ -150,6 +150,11 @@ CASES = [
     case("build-out-parent-is-a-file", "is a file, not a folder",
          "build-engine {d}/net.onnx --fp16 -o {d}/afile/x.onnx"),
     case("build-out-exists", "exists already", "build-engine {d}/net.onnx -o {d}/existing.onnx"),
+    # INT8 asked for without calibration data: refused before the export, not at its build minutes later
+    case("deploy-int8-without-calibration-data", "int8 needs calibration data",
+         "deploy {USER} --input-shape 1,3,64,64 --precisions fp32,int8 --out {t}/run"),
+    case("deploy-require-int8-without-calibration-data", "int8 needs calibration data",
+         "deploy {USER} --input-shape 1,3,64,64 --require int8 --out {t}/run"),
     # --set values of another kind than the option's default
     case("export-set-a-switch-to-a-word", "--set decoder takes true or false",
          "export {ZOO} --set decoder=maybe --input-shape 1,3,65,65 -o {t}/x.onnx"),
