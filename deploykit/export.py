@@ -6,6 +6,7 @@ The verified model is written atomically; a model that does not match PyTorch is
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import re
@@ -22,7 +23,7 @@ import torch
 
 import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-from deploykit.backends.torch import TorchRunner, named_outputs, outputs_as_tuple
+from deploykit.backends.torch import TorchRunner, as_model_input, module_dtype, named_outputs, outputs_as_tuple
 from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError, UserCodeError, first_line
 from deploykit.graph.heads import apply_head, check_head
 from deploykit.graph.tensors import input_dependent
@@ -33,6 +34,9 @@ from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model, model_code, user_code_name
 
 DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
+
+
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,19 @@ class Tolerance:
     min_cosine: float = 0.99999
     max_outliers: float = 1e-4
     outlier_rtol: float = 1e-2
+
+    @classmethod
+    def for_dtype(cls, dtype: torch.dtype) -> Tolerance:
+        """The tolerance for a reference model computing in `dtype`: a float16 or bfloat16 model is judged by
+        its own precision (ten of its rounding steps, 2**-10 and 2**-7, of the output's largest magnitude),
+        since its PyTorch outputs carry that much rounding and the float32 graph does not; float32 and float64
+        ones by the default."""
+        if dtype not in REDUCED_PRECISION:
+            return cls()
+        steps = 10 * torch.finfo(dtype).eps
+        # relative to the output's largest magnitude only: an absolute allowance that size would pass a zeroed
+        # corner of an output whose values are all small
+        return cls(rtol=steps, min_cosine=1 - steps**2, outlier_rtol=max(cls.outlier_rtol, 2 * steps))
 
     def passes(self, metrics: NumericMetrics, ref_scale: float) -> bool:
         if metrics.nan or metrics.inf or not metrics.cosine >= self.min_cosine:
@@ -84,6 +101,8 @@ class ExportResult:
     checks: list[ShapeCheck] = field(default_factory=list)
     size_multiple: int = 1  # the height/width multiple the verification shapes kept (given or detected)
     head: str | None = None  # the output head appended after verification (graph/heads.py), if any
+    model_dtype: str = "float32"  # the floating dtype the user's model computes in (see `_for_export`)
+    as_float32: bool = False  # a float16/bfloat16/float64 model exported as its float32 copy
 
     @property
     def passed(self) -> bool:
@@ -97,6 +116,7 @@ class ExportResult:
                 "input_shape": list(self.input_shape), "input_names": list(self.input_names),
                 "output_names": list(self.output_names), "simplified": self.simplified,
                 "simplify_note": self.simplify_note, "seconds": round(self.seconds, 2),
+                "model_dtype": self.model_dtype, "as_float32": self.as_float32,
                 "checks": [{"input_shape": list(c.input_shape), "passed": c.passed,
                             "max_abs": max((m.max_abs for m in c.outputs.values()), default=0.0),
                             "cosine": min((m.cosine for m in c.outputs.values()), default=1.0),
@@ -111,7 +131,8 @@ class ExportResult:
                    input_names=tuple(data.get("input_names", ())), output_names=tuple(data.get("output_names", ())),
                    simplified=bool(data.get("simplified", False)), simplify_note=str(data.get("simplify_note", "")),
                    seconds=float(data.get("seconds", 0.0)), checks=checks,
-                   size_multiple=int(data.get("size_multiple", 1)), head=data.get("head"))
+                   size_multiple=int(data.get("size_multiple", 1)), head=data.get("head"),
+                   model_dtype=str(data.get("model_dtype", "float32")), as_float32=bool(data.get("as_float32", False)))
 
 
 class _FlatOutputs(torch.nn.Module):
@@ -126,6 +147,44 @@ class _FlatOutputs(torch.nn.Module):
         return outputs_as_tuple(self.model(x))
 
 
+class _ComputesIn(torch.nn.Module):
+    """A reduced-precision model that cannot run widened (its forward casts to its own dtype): fed float32 and
+    giving float32, as every deploykit artifact is, and computing in its own dtype in between."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = outputs_as_tuple(self.model(x.to(self.dtype)))
+        return tuple(t.float() if t.is_floating_point() else t for t in outputs)
+
+
+def _for_export(loaded: LoadedModel, shape: tuple[int, ...], say: Progress) -> tuple[LoadedModel, bool]:
+    """The model the exporter traces, and whether it is a widened copy. A float16, bfloat16 or float64 model
+    (`.half()`) is exported as its float32 copy: widening float16/bfloat16 weights is exact, every deploykit
+    artifact takes and gives float32, and FP16 is build-engine's precision pass (with its float32 fallback for
+    overflowing nodes), which a float16 graph would leave nothing to choose for. A model that cannot run
+    widened (its forward casts to its own dtype) is exported as it computes."""
+    dtype = module_dtype(loaded.module)
+    if dtype == torch.float32:
+        return loaded, False
+    name = str(dtype).removeprefix("torch.")
+    try:
+        widened: LoadedModel | None = replace(loaded, module=copy.deepcopy(loaded.module).float())
+    except Exception:  # a module that cannot be copied is exported as it computes
+        widened = None
+    if widened is not None and _rejects(widened, shape) is None:
+        judged = "float32's tolerance" if dtype not in REDUCED_PRECISION else f"{name}'s precision"
+        how = "rounded to float32" if dtype.itemsize > 4 else "widened exactly"
+        say(f"{loaded.spec.name} computes in {name}: exported in float32 (its weights {how}) and verified "
+            f"against your {name} model within {judged}; `build-engine --fp16` builds an FP16 artifact")
+        return widened, True
+    say(f"{loaded.spec.name} computes in {name} and does not run widened to float32; exported as it computes, "
+        f"in {name} between float32 input and output, and verified within {name}'s precision")
+    return replace(loaded, module=_ComputesIn(loaded.module, dtype).eval()), False
+
+
 def _shape_text(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 
@@ -134,7 +193,7 @@ def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
     """One forward pass on a random input; what a user's model raises is theirs (exit 2, their line)."""
     try:
         with model_code(loaded.spec, f" (on input {_shape_text(shape)})"), torch.inference_mode():
-            return loaded.module(torch.randn(shape))
+            return loaded.module(as_model_input(torch.randn(shape), loaded.module))
     except Exception as exc:  # a zoo model that cannot take this shape
         if isinstance(exc, DeployKitError):
             raise
@@ -256,7 +315,7 @@ def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) ->
 def _rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None:
     try:
         with torch.inference_mode():
-            loaded.module(torch.randn(shape))
+            loaded.module(as_model_input(torch.randn(shape), loaded.module))
     except NOT_THEIRS:
         raise
     except BaseException as exc:  # user code raises anything, SystemExit included
@@ -429,7 +488,6 @@ def onnx_from_torch(
     say = progress or (lambda _msg: None)
     opset = DEFAULT_OPSET if opset is None else opset
     check_output_path(out, force=force)
-    tolerance = tolerance or Tolerance()
     spec = loaded.spec
     shape = input_shape or (1, 3, *spec.input_size)
     if not 7 <= opset <= 24:
@@ -446,13 +504,16 @@ def onnx_from_torch(
     if head is not None:
         check_head(head, spec.task, output_shapes[0] if output_shapes else None)
     shapes, multiple = _size_checked_shapes(loaded, tuple(shape), dynamic, size_multiple, say)
+    traced, widened = _for_export(loaded, tuple(shape), say)
+    model_dtype = module_dtype(loaded.module)
+    tolerance = tolerance or Tolerance.for_dtype(model_dtype)
     started = time.perf_counter()
     with scratch_folder("deploykit-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
         say(f"exporting {spec.name} with the {chosen} exporter (opset {opset}, "
             f"{'dynamic batch/height/width' if dynamic else 'static shape'})")
         kwargs = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic=dynamic)
-        _run_exporter(chosen, loaded, sample, raw, **kwargs)
+        _run_exporter(chosen, traced, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
         _pin_output_dims(exported, output_shapes, dynamic, shape)
         model = _check(exported)
@@ -481,7 +542,7 @@ def onnx_from_torch(
         path=Path(out), exporter=chosen, opset=opset, dynamic=dynamic, input_shape=tuple(shape),
         input_names=tuple(input_names), output_names=tuple(output_names), simplified=simplified,
         simplify_note=note, seconds=time.perf_counter() - started, checks=checks, size_multiple=multiple,
-        head=head,
+        head=head, model_dtype=str(model_dtype).removeprefix("torch."), as_float32=widened,
     )
     if not result.passed:
         return result  # the caller reports the mismatch; nothing is written

@@ -65,4 +65,5 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
                           "not written. Try --exporter dynamo or --no-simplify, or report the model")
     if not as_json:
         click.echo(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset}, "
-                   f"{'dynamic' if result.dynamic else 'static'} shapes)")
+                   f"{'dynamic' if result.dynamic else 'static'} shapes"
+                   f"{f'; your {result.model_dtype} model as float32' if result.as_float32 else ''})")
