@@ -210,6 +210,7 @@ def load_model(
         if converted is not None and weights is not None:
             report = load_state_dict_strict(module, converted.state_dict, allow_partial=allow_partial,
                                             source=converted.source)
+            report = replace(report, note="; ".join(n for n in (converted.note, report.note) if n))
             weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
         module.eval()
     # The built model is the truth: a checkpoint or --set may change the class count (e.g. 19 for Cityscapes).
