@@ -58,7 +58,7 @@ from deploykit.targets.bench import run_bench
 from deploykit.targets.race import Race, choose_backend
 from deploykit.targets.resolve import open_target, source_label, torch_target
 from deploykit.types import Progress
-from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model
+from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model, user_code_fingerprint
 
 # Per contender: 4 contenders round-robin take 8 s, about 20 rounds of the demo's model with the pauses, enough
 # for intervals that tell INT8 from FP32 (trtexec times 3 s, one engine at a time).
@@ -334,7 +334,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         result: T = outcome.result
         return result
 
-    source = {"source": opts.source, "options": opts.options}
+    source = {"source": opts.source, "options": opts.options, "code": user_code_fingerprint(opts.source)}
     export = step("export", {**source, "weights": Path(opts.weights) if opts.weights else None,
                              "input_shape": opts.input_shape},
                   [run.onnx_path, opts.out / "export.json"], run.export, ExportResult.from_dict)

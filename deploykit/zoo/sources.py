@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -139,6 +140,24 @@ def factory_file(source: str) -> str | None:
     except BaseException:  # a parent package's import error or exit, reported when the model is loaded
         return None
     return spec.origin if spec is not None and spec.origin and os.path.isfile(spec.origin) else None
+
+
+def user_code_fingerprint(source: str, limit: int = 2000) -> str | None:
+    """A hash of the code a package.module:factory source runs, found without running it, so that a rerun
+    (deploy's steps) sees an edited model: the .py files of the module's top-level package (the module's own
+    file when it is in none, or when the package holds more than `limit` files). None for a zoo name."""
+    if not is_factory_path(source) or (file := factory_file(source)) is None:
+        return None
+    module = source.partition(":")[0]
+    depth = module.count(".") - (Path(file).name != "__init__.py")  # of the top-level package's folder
+    root = Path(file).parents[depth] if depth >= 0 else None
+    files = sorted(root.rglob("*.py")) if root is not None and (root / "__init__.py").is_file() else []
+    digest = hashlib.sha256()
+    for path in files if 0 < len(files) <= limit else [Path(file)]:
+        digest.update(str(path).encode() + b"\0")
+        with contextlib.suppress(OSError):  # a file gone while listed: its name alone is hashed
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _import_factory(path: str) -> Any:
