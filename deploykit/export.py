@@ -6,7 +6,6 @@ The verified model is written atomically; a model that does not match PyTorch is
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import os
 import re
@@ -23,8 +22,9 @@ import torch
 
 import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-from deploykit.backends.torch import TorchRunner, as_model_input, module_dtype, named_outputs, outputs_as_tuple
-from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError, UserCodeError, first_line
+from deploykit.backends.torch import TorchRunner, as_model_input, module_dtype, named_outputs
+from deploykit.errors import DeployKitError, ExportError, InputError, UserCodeError, first_line
+from deploykit.exporters import EXPORTERS, REDUCED_PRECISION, FlatOutputs, rejects, run_exporter, traced_model
 from deploykit.graph.heads import apply_head, check_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
@@ -34,9 +34,6 @@ from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model, model_code, user_code_name
 
 DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
-
-
-REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ class ExportResult:
     checks: list[ShapeCheck] = field(default_factory=list)
     size_multiple: int = 1  # the height/width multiple the verification shapes kept (given or detected)
     head: str | None = None  # the output head appended after verification (graph/heads.py), if any
-    model_dtype: str = "float32"  # the floating dtype the user's model computes in (see `_for_export`)
+    model_dtype: str = "float32"  # the floating dtype the user's model computes in (see `exporters.traced_model`)
     as_float32: bool = False  # a float16/bfloat16/float64 model exported as its float32 copy
 
     @property
@@ -135,56 +132,6 @@ class ExportResult:
                    model_dtype=str(data.get("model_dtype", "float32")), as_float32=bool(data.get("as_float32", False)))
 
 
-class _FlatOutputs(torch.nn.Module):
-    """The user's model with its dict/dataclass/nested outputs returned as a flat tuple (the form both
-    exporters and the runners take), in the order of `named_outputs`."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return outputs_as_tuple(self.model(x))
-
-
-class _ComputesIn(torch.nn.Module):
-    """A reduced-precision model that cannot run widened (its forward casts to its own dtype): fed float32 and
-    giving float32, as every deploykit artifact is, and computing in its own dtype in between."""
-
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.model, self.dtype = model, dtype
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = outputs_as_tuple(self.model(x.to(self.dtype)))
-        return tuple(t.float() if t.is_floating_point() else t for t in outputs)
-
-
-def _for_export(loaded: LoadedModel, shape: tuple[int, ...], say: Progress) -> tuple[LoadedModel, bool]:
-    """The model the exporter traces, and whether it is a widened copy. A float16, bfloat16 or float64 model
-    (`.half()`) is exported as its float32 copy: widening float16/bfloat16 weights is exact, every deploykit
-    artifact takes and gives float32, and FP16 is build-engine's precision pass (with its float32 fallback for
-    overflowing nodes), which a float16 graph would leave nothing to choose for. A model that cannot run
-    widened (its forward casts to its own dtype) is exported as it computes."""
-    dtype = module_dtype(loaded.module)
-    if dtype == torch.float32:
-        return loaded, False
-    name = str(dtype).removeprefix("torch.")
-    try:
-        widened: LoadedModel | None = replace(loaded, module=copy.deepcopy(loaded.module).float())
-    except Exception:  # a module that cannot be copied is exported as it computes
-        widened = None
-    if widened is not None and _rejects(widened, shape) is None:
-        judged = "float32's tolerance" if dtype not in REDUCED_PRECISION else f"{name}'s precision"
-        how = "rounded to float32" if dtype.itemsize > 4 else "widened exactly"
-        say(f"{loaded.spec.name} computes in {name}: exported in float32 (its weights {how}) and verified "
-            f"against your {name} model within {judged}; `build-engine --fp16` builds an FP16 artifact")
-        return widened, True
-    say(f"{loaded.spec.name} computes in {name} and does not run widened to float32; exported as it computes, "
-        f"in {name} between float32 input and output, and verified within {name}'s precision")
-    return replace(loaded, module=_ComputesIn(loaded.module, dtype).eval()), False
-
-
 def _shape_text(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 
@@ -216,7 +163,7 @@ def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, 
     if plain:
         names = loaded.spec.output_names if len(loaded.spec.output_names) == len(named) else tuple(named)
         return loaded, tuple(names), shapes
-    return replace(loaded, module=_FlatOutputs(loaded.module).eval()), tuple(named), shapes
+    return replace(loaded, module=FlatOutputs(loaded.module).eval()), tuple(named), shapes
 
 
 def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], dynamic: bool,
@@ -236,51 +183,6 @@ def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], 
                 continue
             dim.Clear()
             dim.dim_value = size
-
-
-def _torchscript_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
-                        input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
-    axes: dict[str, dict[int, str]] | None = None
-    if dynamic:
-        axes = {name: {0: "batch", 2: "height", 3: "width"} for name in (*input_names, *output_names)}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (sample,), str(path), dynamo=False, opset_version=opset,
-                          input_names=list(input_names), output_names=list(output_names),
-                          dynamic_axes=axes, do_constant_folding=True)
-
-
-def _dynamo_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
-                   input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
-    shapes: Any = None
-    if dynamic:
-        dim = torch.export.Dim.DYNAMIC
-        shapes = ({0: dim, 2: dim, 3: dim},)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (sample,), dynamo=True, opset_version=opset,
-                                    input_names=list(input_names), output_names=list(output_names),
-                                    dynamic_shapes=shapes, optimize=True, verbose=False)
-        assert program is not None
-        program.save(str(path))
-
-
-EXPORTERS = {"torchscript": _torchscript_export, "dynamo": _dynamo_export}
-
-
-def _run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Path, **kw: Any) -> None:
-    try:
-        EXPORTERS[name](loaded.module, sample, path, **kw)
-    except Exception as exc:  # exporters raise many unrelated types
-        first = first_line(exc, 300)
-        raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {first}") from exc
-    except NOT_THEIRS:
-        raise
-    except BaseException as exc:  # sys.exit() in a forward being traced
-        if not is_user_model(loaded.spec):
-            raise
-        raise UserCodeError.from_exception(f"your model {loaded.spec.name} (while the {name} exporter traced "
-                                           "it)", exc) from exc
 
 
 def _check_reads_input(model: onnx.ModelProto, name: str) -> None:
@@ -312,17 +214,6 @@ def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) ->
     return [shape, (n + 1, c, h + step, w + 2 * step)]
 
 
-def _rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None:
-    try:
-        with torch.inference_mode():
-            loaded.module(as_model_input(torch.randn(shape), loaded.module))
-    except NOT_THEIRS:
-        raise
-    except BaseException as exc:  # user code raises anything, SystemExit included
-        return exc
-    return None
-
-
 def _size_checked_shapes(loaded: LoadedModel, shape: tuple[int, ...], dynamic: bool, given: int | None,
                          say: Progress) -> tuple[list[tuple[int, ...]], int]:
     """Verification shapes the model accepts, and the size multiple they keep.
@@ -335,14 +226,14 @@ def _size_checked_shapes(loaded: LoadedModel, shape: tuple[int, ...], dynamic: b
     multiple = given or loaded.spec.size_multiple
     shapes = verification_shapes(shape, dynamic, multiple)
     # Zoo models declare their multiple (and are tested); only a user's model costs this extra forward pass.
-    if not dynamic or not is_user_model(loaded.spec) or (error := _rejects(loaded, shapes[1])) is None:
+    if not dynamic or not is_user_model(loaded.spec) or (error := rejects(loaded, shapes[1])) is None:
         return shapes, multiple
     rejected = UserCodeError.from_exception(f"{loaded.spec.name} on {_shape_text(shapes[1])}", error)
     if not given and multiple < 32 and shape[2] % 32 == 0 and shape[3] % 32 == 0:
         retry = verification_shapes(shape, dynamic, 32)
         say(f"the model rejects input {_shape_text(shapes[1])} ({rejected}); retrying with a height and width "
             f"that are multiples of 32: {_shape_text(retry[1])} (--size-multiple N chooses the multiple)")
-        if _rejects(loaded, retry[1]) is None:
+        if rejects(loaded, retry[1]) is None:
             return retry, 32
     raise ExportError(f"{rejected}. The export shape worked: if the model needs sizes divisible by N, pass "
                       "--size-multiple N (with an --input-shape divisible by N) to verify on such sizes, or "
@@ -504,7 +395,7 @@ def onnx_from_torch(
     if head is not None:
         check_head(head, spec.task, output_shapes[0] if output_shapes else None)
     shapes, multiple = _size_checked_shapes(loaded, tuple(shape), dynamic, size_multiple, say)
-    traced, widened = _for_export(loaded, tuple(shape), say)
+    traced, widened = traced_model(loaded, tuple(shape), say)
     model_dtype = module_dtype(loaded.module)
     tolerance = tolerance or Tolerance.for_dtype(model_dtype)
     started = time.perf_counter()
@@ -513,7 +404,7 @@ def onnx_from_torch(
         say(f"exporting {spec.name} with the {chosen} exporter (opset {opset}, "
             f"{'dynamic batch/height/width' if dynamic else 'static shape'})")
         kwargs = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic=dynamic)
-        _run_exporter(chosen, traced, sample, raw, **kwargs)
+        run_exporter(chosen, traced, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
         _pin_output_dims(exported, output_shapes, dynamic, shape)
         model = _check(exported)

@@ -7,7 +7,8 @@ import click
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
-from deploykit.export import EXPORTERS, onnx_from_torch
+from deploykit.export import onnx_from_torch
+from deploykit.exporters import EXPORTERS
 from deploykit.graph.heads import HEADS
 from deploykit.io.outputs import check_output_path
 from deploykit.report.format import text_table

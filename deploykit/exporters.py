@@ -1,0 +1,128 @@
+"""What the exporter traces and how: the user's model made exportable (flat outputs, one input, float32), and
+the two torch.onnx exporters, run so that what they or the model raise or print is said in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deploykit.backends.torch import as_model_input, module_dtype, outputs_as_tuple
+from deploykit.errors import NOT_THEIRS, ExportError, UserCodeError, first_line
+from deploykit.types import Progress
+from deploykit.zoo.sources import LoadedModel, is_user_model
+
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class FlatOutputs(torch.nn.Module):
+    """The user's model with its dict/dataclass/nested outputs returned as a flat tuple (the form both
+    exporters and the runners take), in the order of `named_outputs`."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return outputs_as_tuple(self.model(x))
+
+
+class _ComputesIn(torch.nn.Module):
+    """A reduced-precision model that cannot run widened (its forward casts to its own dtype): fed float32 and
+    giving float32, as every deploykit artifact is, and computing in its own dtype in between."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = outputs_as_tuple(self.model(x.to(self.dtype)))
+        return tuple(t.float() if t.is_floating_point() else t for t in outputs)
+
+
+def traced_model(loaded: LoadedModel, shape: tuple[int, ...], say: Progress) -> tuple[LoadedModel, bool]:
+    """The model the exporter traces, and whether it is a widened copy. A float16, bfloat16 or float64 model
+    (`.half()`) is exported as its float32 copy: widening float16/bfloat16 weights is exact, every deploykit
+    artifact takes and gives float32, and FP16 is build-engine's precision pass (with its float32 fallback for
+    overflowing nodes), which a float16 graph would leave nothing to choose for. A model that cannot run
+    widened (its forward casts to its own dtype) is exported as it computes."""
+    dtype = module_dtype(loaded.module)
+    if dtype == torch.float32:
+        return loaded, False
+    name = str(dtype).removeprefix("torch.")
+    try:
+        widened: LoadedModel | None = replace(loaded, module=copy.deepcopy(loaded.module).float())
+    except Exception:  # a module that cannot be copied is exported as it computes
+        widened = None
+    if widened is not None and rejects(widened, shape) is None:
+        judged = "float32's tolerance" if dtype not in REDUCED_PRECISION else f"{name}'s precision"
+        how = "rounded to float32" if dtype.itemsize > 4 else "widened exactly"
+        say(f"{loaded.spec.name} computes in {name}: exported in float32 (its weights {how}) and verified "
+            f"against your {name} model within {judged}; `build-engine --fp16` builds an FP16 artifact")
+        return widened, True
+    say(f"{loaded.spec.name} computes in {name} and does not run widened to float32; exported as it computes, "
+        f"in {name} between float32 input and output, and verified within {name}'s precision")
+    return replace(loaded, module=_ComputesIn(loaded.module, dtype).eval()), False
+
+
+def rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None:
+    try:
+        with torch.inference_mode():
+            loaded.module(as_model_input(torch.randn(shape), loaded.module))
+    except NOT_THEIRS:
+        raise
+    except BaseException as exc:  # user code raises anything, SystemExit included
+        return exc
+    return None
+
+
+def _torchscript_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
+                        input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
+    axes: dict[str, dict[int, str]] | None = None
+    if dynamic:
+        axes = {name: {0: "batch", 2: "height", 3: "width"} for name in (*input_names, *output_names)}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (sample,), str(path), dynamo=False, opset_version=opset,
+                          input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes=axes, do_constant_folding=True)
+
+
+def _dynamo_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
+                   input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
+    shapes: Any = None
+    if dynamic:
+        dim = torch.export.Dim.DYNAMIC
+        shapes = ({0: dim, 2: dim, 3: dim},)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (sample,), dynamo=True, opset_version=opset,
+                                    input_names=list(input_names), output_names=list(output_names),
+                                    dynamic_shapes=shapes, optimize=True, verbose=False)
+        assert program is not None
+        program.save(str(path))
+
+
+EXPORTERS = {"torchscript": _torchscript_export, "dynamo": _dynamo_export}
+
+
+def run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Path, **kw: Any) -> None:
+    try:
+        EXPORTERS[name](loaded.module, sample, path, **kw)
+    except Exception as exc:  # exporters raise many unrelated types
+        first = first_line(exc, 300)
+        raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {first}") from exc
+    except NOT_THEIRS:
+        raise
+    except BaseException as exc:  # sys.exit() in a forward being traced
+        if not is_user_model(loaded.spec):
+            raise
+        raise UserCodeError.from_exception(f"your model {loaded.spec.name} (while the {name} exporter traced "
+                                           "it)", exc) from exc
