@@ -24,7 +24,16 @@ import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, as_model_input, module_dtype, named_outputs
 from deploykit.errors import DeployKitError, ExportError, InputError, UserCodeError, first_line
-from deploykit.exporters import EXPORTERS, REDUCED_PRECISION, FlatOutputs, rejects, run_exporter, traced_model
+from deploykit.exporters import (
+    EXPORTERS,
+    REDUCED_PRECISION,
+    FlatOutputs,
+    rejects,
+    run_exporter,
+    script_hint,
+    takes_only_its_input,
+    traced_model,
+)
 from deploykit.graph.heads import apply_head, check_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
@@ -150,8 +159,9 @@ def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
 
 def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, tuple[str, ...],
                                                                      list[tuple[int, ...]]]:
-    """The model to export (flattened when it returns a dict, dataclass or nested tuple), its output names
-    and shapes. Dict keys and dataclass fields name the outputs; a zoo model's spec names plain ones."""
+    """The model to export (wrapped when it returns a dict, dataclass or nested tuple, or its forward has more
+    parameters than its input), its output names and shapes. Dict keys and dataclass fields name the outputs; a
+    zoo model's spec names plain ones."""
     result = _run_model(loaded, shape)
     try:
         named = named_outputs(result)
@@ -160,10 +170,12 @@ def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, 
     shapes = [tuple(t.shape) for t in named.values()]
     plain = isinstance(result, torch.Tensor) or (
         isinstance(result, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in result))
-    if plain:
-        names = loaded.spec.output_names if len(loaded.spec.output_names) == len(named) else tuple(named)
-        return loaded, tuple(names), shapes
-    return replace(loaded, module=FlatOutputs(loaded.module).eval()), tuple(named), shapes
+    names = tuple(named)
+    if plain and len(loaded.spec.output_names) == len(named):
+        names = tuple(loaded.spec.output_names)
+    if plain and takes_only_its_input(loaded.module):
+        return loaded, names, shapes
+    return replace(loaded, module=FlatOutputs(loaded.module).eval()), names, shapes
 
 
 def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], dynamic: bool,
@@ -196,12 +208,12 @@ def _check_reads_input(model: onnx.ModelProto, name: str) -> None:
         )
 
 
-def _check(model: onnx.ModelProto) -> onnx.ModelProto:
+def _check(model: onnx.ModelProto, hint: str = "") -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=True)
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"exported model fails the ONNX checker: {first_line(exc)}") from exc
+        raise ExportError(f"exported model fails the ONNX checker: {first_line(exc)}{hint}") from exc
 
 
 def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) -> list[tuple[int, ...]]:
@@ -407,7 +419,7 @@ def onnx_from_torch(
         run_exporter(chosen, traced, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
         _pin_output_dims(exported, output_shapes, dynamic, shape)
-        model = _check(exported)
+        model = _check(exported, script_hint(traced.module))
         _check_reads_input(model, spec.name)
     meta = _metadata(loaded, shape, chosen, input_names, output_names)
     write_metadata(model, meta)

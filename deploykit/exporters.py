@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
+import os
+import re
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +26,21 @@ from deploykit.zoo.sources import LoadedModel, is_user_model
 REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def takes_only_its_input(module: torch.nn.Module) -> bool:
+    """Whether `module`'s forward has no parameter besides its input. Optional ones (`scale=1.0`) would be
+    traced as graph inputs of their default's value, which no runtime is then fed."""
+    if isinstance(module, torch.jit.ScriptModule):  # its graph's inputs are fixed; a wrapper cannot be traced
+        return True
+    try:
+        parameters = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):  # no readable signature (a C extension's forward): wrapped to be safe
+        return False
+    return len(parameters) <= 1
+
+
 class FlatOutputs(torch.nn.Module):
-    """The user's model with its dict/dataclass/nested outputs returned as a flat tuple (the form both
-    exporters and the runners take), in the order of `named_outputs`."""
+    """The user's model called with its input alone, its dict/dataclass/nested outputs returned as a flat tuple
+    (the form both exporters and the runners take), in the order of `named_outputs`."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -113,12 +129,32 @@ def _dynamo_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *,
 EXPORTERS = {"torchscript": _torchscript_export, "dynamo": _dynamo_export}
 
 
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """File descriptors 1 and 2 sent to the null device: torch's TorchScript exporter prints its whole IR graph
+    from C++ (to stdout, past sys.stdout, so into --json's document) when an operator does not export (its
+    setup_onnx_logging switches the ONNX log on whatever `verbose` says); the failure is deploykit's one line."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    try:
+        with open(os.devnull, "wb") as null:
+            for fd in (1, 2):
+                os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        for fd, kept in zip((1, 2), saved, strict=True):
+            os.dup2(kept, fd)
+            os.close(kept)
+
+
 def run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Path, **kw: Any) -> None:
     try:
-        EXPORTERS[name](loaded.module, sample, path, **kw)
+        with _native_output_silenced():
+            EXPORTERS[name](loaded.module, sample, path, **kw)
     except Exception as exc:  # exporters raise many unrelated types
-        first = first_line(exc, 300)
-        raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {first}") from exc
+        raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {_exporter_reason(exc)}"
+                          f"{_exporter_hint(name, loaded.module, exc)}") from exc
     except NOT_THEIRS:
         raise
     except BaseException as exc:  # sys.exit() in a forward being traced
@@ -126,3 +162,36 @@ def run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Pat
             raise
         raise UserCodeError.from_exception(f"your model {loaded.spec.name} (while the {name} exporter traced "
                                            "it)", exc) from exc
+
+
+def _exporter_reason(exc: BaseException) -> str:
+    """The first line of the innermost cause (the dynamo exporter's own first line is advice on filing a
+    report; its cause names the operator), without terminal colour codes."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc, 300))
+
+
+def _exporter_hint(name: str, module: torch.nn.Module, exc: BaseException) -> str:
+    """How to get past an exporter failure that has a known way round."""
+    if script_hint(module):
+        return script_hint(module)
+    reason = _exporter_reason(exc)
+    if name == "torchscript" and "is not supported" in reason:
+        return "; try --exporter dynamo, which exports more operators (it decomposes them), or avoid the operator"
+    if "No ONNX function found" in reason:
+        return ("; ONNX has no equivalent of this operator: compute it with other operators, or leave it out of the "
+                "exported model (run it as post-processing)")
+    return ""
+
+
+def script_hint(module: torch.nn.Module) -> str:
+    """For a TorchScript module ("" for any other), what to give instead when its export fails: a scripted
+    forward's shapes and control flow are not what the exporters trace well."""
+    if not isinstance(module, torch.jit.ScriptModule) and not any(
+            isinstance(m, torch.jit.ScriptModule) for m in module.children()):
+        return ""
+    return ("; the model is a TorchScript module (torch.jit.script or trace), which the exporters take only in "
+            "part: return the torch.nn.Module from before scripting")

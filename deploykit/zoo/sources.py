@@ -247,15 +247,24 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
     except TypeError as exc:
         if len(traceback.extract_tb(exc.__traceback__)) > 1:
             raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
-        raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}") from exc
+        raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}; give the factory's arguments "
+                             "with --set NAME=VALUE (Python literals), and only the ones it takes") from exc
     except NOT_THEIRS:
         raise
     except BaseException as exc:  # the user's code may raise anything, SystemExit included
         raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
         raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")
+    module = _uncompiled(module)
     _check_one_input(spec.name, module)
     return module
+
+
+def _uncompiled(module: nn.Module) -> nn.Module:
+    """The module torch.compile wrapped (its OptimizedModule computes what the module does, through code the
+    exporters cannot trace); the module itself otherwise."""
+    inner = getattr(module, "_orig_mod", None)
+    return inner if type(module).__name__ == "OptimizedModule" and isinstance(inner, nn.Module) else module
 
 
 def _check_one_input(name: str, module: nn.Module) -> None:
@@ -265,8 +274,15 @@ def _check_one_input(name: str, module: nn.Module) -> None:
         parameters = inspect.signature(module.forward).parameters.values()
     except (TypeError, ValueError):  # a forward without a readable signature (a C extension): the call will tell
         return
-    needed = [p.name for p in parameters if p.default is inspect.Parameter.empty
-              and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in parameters if p.default is inspect.Parameter.empty]
+    needed = [p.name for p in required
+              if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    keywords = [p.name for p in required if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if keywords:
+        raise UnknownModel(f"{name}'s forward needs keyword argument{'s' * (len(keywords) > 1)} "
+                           f"{', '.join(keywords)}; deploykit feeds one image tensor N,C,H,W: give "
+                           f"{'them defaults' if len(keywords) > 1 else 'it a default'}, or wrap the model in a "
+                           "module whose forward takes the image alone and passes the value it needs")
     if len(needed) > 1:
         raise UnknownModel(f"{name}'s forward takes {len(needed)} inputs ({', '.join(needed)}); deploykit feeds one "
                            "image tensor N,C,H,W: wrap the model in a module whose forward takes one (e.g. x alone, "

@@ -1,0 +1,54 @@
+"""User models of the forms real code has, through `deploykit export` from outside: a forward with optional or
+keyword-only parameters, a torch.compile'd model, operators an exporter cannot write, a scripted module, a
+factory with required arguments. Each exports, or exits 2 with one line saying what to do and writes nothing;
+nothing torch prints reaches stdout or stderr past that line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from deploykit.cli import cli
+
+FIXTURES = "tests.fixtures.user_models"
+SHAPE = ["--input-shape", "1,3,32,32"]
+
+
+def _export(factory: str, out: Path, *extra: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["export", f"{FIXTURES}:{factory}", *SHAPE, "-o", str(out), "--no-simplify",
+                                      *extra])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("factory", ["optional_arguments", "compiled_model"])
+def test_a_forward_with_optional_arguments_and_a_compiled_model_export_with_one_input(factory: str,
+                                                                                      tmp_path: Path) -> None:
+    code, _, errors = _export(factory, tmp_path / "m.onnx")
+    assert code == 0, errors
+    assert [i.name for i in onnx.load(str(tmp_path / "m.onnx")).graph.input] == ["input"]
+
+
+@pytest.mark.parametrize(("factory", "extra", "says"), [
+    ("keyword_argument", (), "needs keyword argument return_aux"),
+    ("spectral_model", (), "try --exporter dynamo"),
+    ("svd_model", ("--exporter", "dynamo"), "ONNX has no equivalent of this operator"),
+    ("scripted_model", (), "return the torch.nn.Module from before scripting"),
+    ("factory_with_required", (), "--set NAME=VALUE"),
+])
+def test_what_cannot_export_is_one_line_saying_what_to_do(factory: str, extra: tuple[str, ...], says: str,
+                                                          tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    code, output, errors = _export(factory, tmp_path / "m.onnx", *extra, "--json")
+    native = capfd.readouterr()  # what torch wrote to the file descriptors themselves, past sys.stdout/stderr
+    assert code == 2 and not (tmp_path / "m.onnx").exists()
+    error = json.loads(output)["error"]
+    assert says in error and "\n" not in error and errors.strip().splitlines()[-1] == f"deploykit: error: {error}"
+    assert "graph(" not in native.out + native.err and "Traceback" not in errors
+
+
+def test_an_operator_the_torchscript_exporter_lacks_exports_with_dynamo(tmp_path: Path) -> None:
+    code, _, errors = _export("spectral_model", tmp_path / "m.onnx", "--exporter", "dynamo")
+    assert code == 0, errors
