@@ -109,10 +109,21 @@ class ExportResult:
     head: str | None = None  # the output head appended after verification (graph/heads.py), if any
     model_dtype: str = "float32"  # the floating dtype the user's model computes in (see `exporters.traced_model`)
     as_float32: bool = False  # a float16/bfloat16/float64 model exported as its float32 copy
+    trace_warnings: tuple[str, ...] = ()  # where the tracer read tensor values in the model's code (exporters)
 
     @property
     def passed(self) -> bool:
         return all(check.passed for check in self.checks)
+
+    def mismatch(self) -> str:
+        """What a failed verification says, with its likely cause when the tracer warned about the model's code."""
+        if not self.trace_warnings:
+            return ("ONNX Runtime disagrees with PyTorch beyond tolerance; try --exporter dynamo or --no-simplify, "
+                    "or report the model")
+        return (f"ONNX Runtime disagrees with PyTorch beyond tolerance, likely because the trace fixed a path through "
+                f"Python code that reads tensor values ({self.trace_warnings[0]}): the graph repeats what this one "
+                "input did; compute it with torch operations (torch.where for a branch), or try --exporter dynamo, "
+                "which names such code")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (export --json, deploy's export.json): per check the worst max_abs and cosine over
@@ -123,6 +134,7 @@ class ExportResult:
                 "output_names": list(self.output_names), "simplified": self.simplified,
                 "simplify_note": self.simplify_note, "seconds": round(self.seconds, 2),
                 "model_dtype": self.model_dtype, "as_float32": self.as_float32,
+                "trace_warnings": list(self.trace_warnings),
                 "checks": [{"input_shape": list(c.input_shape), "passed": c.passed,
                             "max_abs": max((m.max_abs for m in c.outputs.values()), default=0.0),
                             "cosine": min((m.cosine for m in c.outputs.values()), default=1.0),
@@ -138,7 +150,8 @@ class ExportResult:
                    simplified=bool(data.get("simplified", False)), simplify_note=str(data.get("simplify_note", "")),
                    seconds=float(data.get("seconds", 0.0)), checks=checks,
                    size_multiple=int(data.get("size_multiple", 1)), head=data.get("head"),
-                   model_dtype=str(data.get("model_dtype", "float32")), as_float32=bool(data.get("as_float32", False)))
+                   model_dtype=str(data.get("model_dtype", "float32")), as_float32=bool(data.get("as_float32", False)),
+                   trace_warnings=tuple(data.get("trace_warnings", ())))
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -416,7 +429,7 @@ def onnx_from_torch(
         say(f"exporting {spec.name} with the {chosen} exporter (opset {opset}, "
             f"{'dynamic batch/height/width' if dynamic else 'static shape'})")
         kwargs = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic=dynamic)
-        run_exporter(chosen, traced, sample, raw, **kwargs)
+        trace_warnings = run_exporter(chosen, traced, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
         _pin_output_dims(exported, output_shapes, dynamic, shape)
         model = _check(exported, script_hint(traced.module))
@@ -446,6 +459,7 @@ def onnx_from_torch(
         input_names=tuple(input_names), output_names=tuple(output_names), simplified=simplified,
         simplify_note=note, seconds=time.perf_counter() - started, checks=checks, size_multiple=multiple,
         head=head, model_dtype=str(model_dtype).removeprefix("torch."), as_float32=widened,
+        trace_warnings=tuple(trace_warnings),
     )
     if not result.passed:
         return result  # the caller reports the mismatch; nothing is written

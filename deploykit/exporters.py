@@ -10,6 +10,7 @@ import io
 import os
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+import deploykit
 from deploykit.backends.torch import as_model_input, module_dtype, outputs_as_tuple
 from deploykit.errors import NOT_THEIRS, ExportError, UserCodeError, first_line
 from deploykit.types import Progress
@@ -100,19 +102,33 @@ def rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None
 
 
 def _torchscript_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
-                        input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
+                        input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> list[str]:
     axes: dict[str, dict[int, str]] | None = None
     if dynamic:
         axes = {name: {0: "batch", 2: "height", 3: "width"} for name in (*input_names, *output_names)}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("always")
         torch.onnx.export(module, (sample,), str(path), dynamo=False, opset_version=opset,
                           input_names=list(input_names), output_names=list(output_names),
                           dynamic_axes=axes, do_constant_folding=True)
+    return _trace_warnings(caught)
+
+
+def _trace_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """The tracer's warnings about the model's own code ("Converting a tensor to a Python boolean might cause
+    the trace to be incorrect"), as "file:line: message": where a trace may have fixed a value-dependent path."""
+    library = tuple(str(Path(m.__file__).resolve().parent) for m in (torch, deploykit) if m.__file__)
+    notes = []
+    for caught_warning in caught:
+        if issubclass(caught_warning.category, torch.jit.TracerWarning) \
+                and not str(Path(caught_warning.filename).resolve()).startswith(library):
+            text = str(caught_warning.message).split(". ")[0]
+            notes.append(f"{Path(caught_warning.filename).name}:{caught_warning.lineno}: {text}")
+    return list(dict.fromkeys(notes))
 
 
 def _dynamo_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
-                   input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
+                   input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> list[str]:
     shapes: Any = None
     if dynamic:
         dim = torch.export.Dim.DYNAMIC
@@ -124,6 +140,7 @@ def _dynamo_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *,
                                     dynamic_shapes=shapes, optimize=True, verbose=False)
         assert program is not None
         program.save(str(path))
+    return []  # torch.export refuses value-dependent Python code itself
 
 
 EXPORTERS = {"torchscript": _torchscript_export, "dynamo": _dynamo_export}
@@ -148,10 +165,11 @@ def _native_output_silenced() -> Iterator[None]:
             os.close(kept)
 
 
-def run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Path, **kw: Any) -> None:
+def run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Path, **kw: Any) -> list[str]:
+    """Export to `path`; the tracer's warnings about the model's code (see `_trace_warnings`)."""
     try:
         with _native_output_silenced():
-            EXPORTERS[name](loaded.module, sample, path, **kw)
+            return EXPORTERS[name](loaded.module, sample, path, **kw)
     except Exception as exc:  # exporters raise many unrelated types
         raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {_exporter_reason(exc)}"
                           f"{_exporter_hint(name, loaded.module, exc)}") from exc
@@ -181,6 +199,11 @@ def _exporter_hint(name: str, module: torch.nn.Module, exc: BaseException) -> st
     reason = _exporter_reason(exc)
     if name == "torchscript" and "is not supported" in reason:
         return "; try --exporter dynamo, which exports more operators (it decomposes them), or avoid the operator"
+    if "data-dependent expression" in reason:
+        where = _model_line(exc, module)
+        at = f" (at {where})" if where else ""
+        return (f"; the forward branches on a tensor's value{at}: compute both sides and choose with torch.where, or "
+                "use torch.cond")
     if "No ONNX function found" in reason:
         return ("; ONNX has no equivalent of this operator: compute it with other operators, or leave it out of the "
                 "exported model (run it as post-processing)")
@@ -195,3 +218,21 @@ def script_hint(module: torch.nn.Module) -> str:
         return ""
     return ("; the model is a TorchScript module (torch.jit.script or trace), which the exporters take only in "
             "part: return the torch.nn.Module from before scripting")
+
+
+def _model_line(exc: BaseException, module: torch.nn.Module) -> str:
+    """"file.py:line" of the last frame in the model's own source files among `exc`'s tracebacks and those of
+    its causes ("" when none is): where the model's code was when an exporter gave up on it."""
+    files = set()
+    for part in module.modules():
+        with contextlib.suppress(TypeError, OSError):
+            files.add(inspect.getsourcefile(type(part)))
+    found, seen = "", set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for frame in traceback.extract_tb(current.__traceback__):
+            if frame.filename in files:
+                found = f"{Path(frame.filename).name}:{frame.lineno}"
+        current = current.__cause__ or current.__context__
+    return found

@@ -64,8 +64,7 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
         click.echo(text_table(["input", "output", "max abs err", "cosine", "verdict"], rows))
         click.echo(f"{result.simplify_note}; {result.seconds:.1f} s")
     if not result.passed:
-        raise CheckFailed(f"ONNX Runtime disagrees with PyTorch beyond tolerance (table above); {output} was "
-                          "not written. Try --exporter dynamo or --no-simplify, or report the model")
+        raise CheckFailed(f"{result.mismatch()} (table above); {output} was not written")
     if not as_json:
         click.echo(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset}, "
                    f"{'dynamic' if result.dynamic else 'static'} shapes"

@@ -32,7 +32,7 @@ from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
-from deploykit.errors import ConfigConflict, ExportError, InputError
+from deploykit.errors import CheckFailed, ConfigConflict, InputError
 from deploykit.export import ExportResult, onnx_from_torch
 from deploykit.io.images import check_images, images_cannot_feed, list_images
 from deploykit.io.model_files import read_onnx
@@ -193,7 +193,7 @@ class _Run:
         if not result.passed:
             checks = [{"input_shape": c["input_shape"], "max_abs": c["max_abs"], "cosine": c["cosine"]}
                       for c in result.to_dict()["checks"]]
-            raise ExportError(f"the ONNX export of {self.opts.source} disagrees with PyTorch: {checks}")
+            raise CheckFailed(f"the ONNX export of {self.opts.source}: {result.mismatch()}; checks: {checks}")
         write_json(self.opts.out / "export.json", result.to_dict(), force=True)
         return result
 

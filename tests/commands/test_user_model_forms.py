@@ -5,6 +5,7 @@ nothing torch prints reaches stdout or stderr past that line."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploykit.cli import cli
+from tests.fixtures import user_models
 
 FIXTURES = "tests.fixtures.user_models"
 SHAPE = ["--input-shape", "1,3,32,32"]
@@ -52,3 +54,19 @@ def test_what_cannot_export_is_one_line_saying_what_to_do(factory: str, extra: t
 def test_an_operator_the_torchscript_exporter_lacks_exports_with_dynamo(tmp_path: Path) -> None:
     code, _, errors = _export("spectral_model", tmp_path / "m.onnx", "--exporter", "dynamo")
     assert code == 0, errors
+
+
+def _branch_line() -> str:
+    lines, start = inspect.getsourcelines(user_models.ValueBranch)
+    return f"user_models.py:{start + next(i for i, line in enumerate(lines) if 'the line a user must see' in line)}"
+
+
+@pytest.mark.parametrize(("command", "exit_code"), [("export", 1), ("export --exporter dynamo", 2), ("deploy", 1)])
+def test_a_branch_on_a_tensors_value_is_named_by_its_line(command: str, exit_code: int, tmp_path: Path) -> None:
+    """The trace keeps the branch its input took, so the second verification input disagrees (a check that
+    failed, exit 1, in export and deploy alike); the dynamo exporter refuses the branch itself (exit 2)."""
+    out = tmp_path / "out"
+    target = ["--out", str(out), "--precisions", "fp32"] if command == "deploy" else ["-o", str(out)]
+    result = CliRunner().invoke(cli, [*command.split(), f"{FIXTURES}:value_branch", *SHAPE, *target])
+    assert result.exit_code == exit_code, result.output
+    assert _branch_line() in result.stderr.strip().splitlines()[-1] and not out.exists()
