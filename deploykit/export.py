@@ -28,9 +28,9 @@ from deploykit.exporters import (
     EXPORTERS,
     REDUCED_PRECISION,
     FlatOutputs,
+    checker_hint,
     rejects,
     run_exporter,
-    script_hint,
     takes_only_its_input,
     traced_model,
 )
@@ -221,12 +221,13 @@ def _check_reads_input(model: onnx.ModelProto, name: str) -> None:
         )
 
 
-def _check(model: onnx.ModelProto, hint: str = "") -> onnx.ModelProto:
+def _check(model: onnx.ModelProto, traced: torch.nn.Module) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=True)
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"exported model fails the ONNX checker: {first_line(exc)}{hint}") from exc
+        reason = first_line(exc)
+        raise ExportError(f"exported model fails the ONNX checker: {reason}{checker_hint(traced, reason)}") from exc
 
 
 def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) -> list[tuple[int, ...]]:
@@ -432,7 +433,7 @@ def onnx_from_torch(
         trace_warnings = run_exporter(chosen, traced, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
         _pin_output_dims(exported, output_shapes, dynamic, shape)
-        model = _check(exported, script_hint(traced.module))
+        model = _check(exported, traced.module)
         _check_reads_input(model, spec.name)
     meta = _metadata(loaded, shape, chosen, input_names, output_names)
     write_metadata(model, meta)

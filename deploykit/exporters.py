@@ -236,3 +236,13 @@ def _model_line(exc: BaseException, module: torch.nn.Module) -> str:
                 found = f"{Path(frame.filename).name}:{frame.lineno}"
         current = current.__cause__ or current.__context__
     return found
+
+
+def checker_hint(module: torch.nn.Module, reason: str) -> str:
+    """What to do about an exported graph the ONNX checker refuses, where it is known ("" otherwise)."""
+    reduced = re.search(r"unsupported type: tensor\((bfloat16|float16)\)", reason)
+    if reduced:
+        return (f"; the graph computes in {reduced[1]} where the ONNX operator takes no such type (a torch.autocast "
+                "block or a cast to a reduced precision in the forward): export the model's float32 computation "
+                "without it; `build-engine --fp16` makes the FP16 artifact")
+    return script_hint(module)

@@ -40,6 +40,7 @@ def test_a_forward_with_optional_arguments_and_a_compiled_model_export_with_one_
     ("svd_model", ("--exporter", "dynamo"), "ONNX has no equivalent of this operator"),
     ("scripted_model", (), "return the torch.nn.Module from before scripting"),
     ("factory_with_required", (), "--set NAME=VALUE"),
+    ("autocast_model", (), "computes in bfloat16 where the ONNX operator takes no such type"),
 ])
 def test_what_cannot_export_is_one_line_saying_what_to_do(factory: str, extra: tuple[str, ...], says: str,
                                                           tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
