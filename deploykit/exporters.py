@@ -21,7 +21,7 @@ import torch
 
 import deploykit
 from deploykit.backends.torch import as_model_input, module_dtype, outputs_as_tuple
-from deploykit.errors import NOT_THEIRS, ExportError, UserCodeError, first_line
+from deploykit.errors import ExportError, UserCodeError, first_line, not_theirs
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model
 
@@ -94,9 +94,9 @@ def rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None
     try:
         with torch.inference_mode():
             loaded.module(as_model_input(torch.randn(shape), loaded.module))
-    except NOT_THEIRS:
-        raise
     except BaseException as exc:  # user code raises anything, SystemExit included
+        if not_theirs(exc):
+            raise
         return exc
     return None
 
@@ -173,9 +173,9 @@ def run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Pat
     except Exception as exc:  # exporters raise many unrelated types
         raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {_exporter_reason(exc)}"
                           f"{_exporter_hint(name, loaded.module, exc)}") from exc
-    except NOT_THEIRS:
-        raise
     except BaseException as exc:  # sys.exit() in a forward being traced
+        if not_theirs(exc):
+            raise
         if not is_user_model(loaded.spec):
             raise
         raise UserCodeError.from_exception(f"your model {loaded.spec.name} (while the {name} exporter traced "

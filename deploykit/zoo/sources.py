@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from deploykit.environment import available_memory
-from deploykit.errors import NOT_THEIRS, ConfigConflict, InputError, UnknownModel, UserCodeError, users_code
+from deploykit.errors import ConfigConflict, InputError, UnknownModel, UserCodeError, not_theirs, users_code
 from deploykit.io.outputs import sha256_file, size_text
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
@@ -135,9 +135,9 @@ def factory_file(source: str) -> str | None:
     _user_import_path()
     try:
         spec = importlib.util.find_spec(source.partition(":")[0])
-    except NOT_THEIRS:
-        raise
-    except BaseException:  # a parent package's import error or exit, reported when the model is loaded
+    except BaseException as exc:  # a parent package's import error or exit, reported when the model is loaded
+        if not_theirs(exc):
+            raise
         return None
     return spec.origin if spec is not None and spec.origin and os.path.isfile(spec.origin) else None
 
@@ -167,9 +167,9 @@ def _import_factory(path: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UnknownModel(f"cannot import {module_name!r} for {path!r}: {exc}; check PYTHONPATH") from exc
-    except NOT_THEIRS:
-        raise
     except BaseException as exc:  # a SyntaxError, a SystemExit or whatever else the module's top level raises
+        if not_theirs(exc):
+            raise
         raise UserCodeError.from_exception(f"your module {module_name}", exc) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -249,9 +249,9 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
             raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
         raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}; give the factory's arguments "
                              "with --set NAME=VALUE (Python literals), and only the ones it takes") from exc
-    except NOT_THEIRS:
-        raise
     except BaseException as exc:  # the user's code may raise anything, SystemExit included
+        if not_theirs(exc):
+            raise
         raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
         raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -71,3 +74,29 @@ def test_a_branch_on_a_tensors_value_is_named_by_its_line(command: str, exit_cod
     result = CliRunner().invoke(cli, [*command.split(), f"{FIXTURES}:value_branch", *SHAPE, *target])
     assert result.exit_code == exit_code, result.output
     assert _branch_line() in result.stderr.strip().splitlines()[-1] and not out.exists()
+
+
+def _line(cls: type, fragment: str = "the line a user must see") -> str:
+    lines, start = inspect.getsourcelines(cls)
+    return f"user_models.py:{start + next(i for i, line in enumerate(lines) if fragment in line)}"
+
+
+@pytest.mark.parametrize("factory", ["interrupting_model", "interrupting_factory"])
+def test_a_keyboard_interrupt_the_users_code_raises_is_theirs(factory: str, tmp_path: Path) -> None:
+    code, _, errors = _export(factory, tmp_path / "m.onnx")
+    where = _line(user_models.InterruptingModel) if factory == "interrupting_model" else \
+        _line(user_models.interrupting_factory)  # type: ignore[arg-type]
+    assert code == 2 and "raised KeyboardInterrupt" in errors and where in errors, errors
+
+
+def test_ctrl_c_during_the_users_forward_is_still_an_interrupt(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploykit", "export", f"{FIXTURES}:waiting_model", *SHAPE, "-o",
+         str(tmp_path / "m.onnx")], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # the forward has started: the signal arrives inside the user's code
+        if "forward started" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130 and "interrupted" in rest and not (tmp_path / "m.onnx").exists()
