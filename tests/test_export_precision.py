@@ -3,6 +3,7 @@ by their own precision; PyTorch runs them as their users do, on inputs of their 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +53,20 @@ def test_a_model_that_casts_its_own_input_is_exported_as_it_computes(tmp_path: P
     assert any("does not run widened" in str(line) for line in said)
 
 
-def test_the_cli_exports_a_half_model_and_compares_parity_against_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_cli_exports_a_reduced_precision_model_and_its_parity_is_judged_at_its_precision(
+        dtype: str, tmp_path: Path) -> None:
+    """The float32 export agrees with the model within the model's own rounding: parity judges it by the
+    reference's precision's gates (fp32's cosine >= 0.99999 is finer than bfloat16's own rounding)."""
     out = tmp_path / "m.onnx"
-    model = f"{FIXTURES}:reduced_precision"
-    exported = CliRunner().invoke(cli, ["export", model, "--input-shape", "1,3,32,32", "-o", str(out), "--json"])
+    model = [f"{FIXTURES}:reduced_precision", "--set", f"dtype={dtype!r}", "--set", "depth=3"]
+    exported = CliRunner().invoke(cli, ["export", *model, "--input-shape", "1,3,32,32", "-o", str(out)])
     assert exported.exit_code == 0, exported.output
-    parity = CliRunner().invoke(cli, ["parity", model, str(out), "--random", "2", "--input-shape", "1,3,32,32"])
+    parity = CliRunner().invoke(cli, ["parity", *model, str(out), "--random", "4", "--input-shape", "1,3,32,32",
+                                      "--json"])
     assert parity.exit_code == 0, parity.output
+    gates = [gate["gate"] for gate in json.loads(parity.stdout)["candidates"][0]["outputs"][0]["gates"]]
+    assert "cosine>=0.999" in gates and "pixel_agreement>=0.99" in gates, gates  # fp16's, not fp32's
 
 
 def test_the_torch_runner_feeds_a_model_its_own_dtype_and_gives_float32() -> None:
