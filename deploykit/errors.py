@@ -162,20 +162,34 @@ def raised_at(exc: BaseException) -> tuple[str, int] | None:
     return (where[0].filename, where[0].lineno or 0) if where else None
 
 
-# What a user's code may raise that is not theirs to answer for: an interrupt (Ctrl-C; a signal handler that
-# stops a run raises KeyboardInterrupt or a subclass of it). No block of user code holds a `yield`, so a
-# GeneratorExit raised inside one is the user's own, like any other exception.
-NOT_THEIRS = (KeyboardInterrupt, DeployKitError)
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) while a command runs: raised by deploykit's handler (`raise_interrupted`, put in place by
+    deploykit.io.signals), so that it is told from a KeyboardInterrupt a user's code raises itself."""
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(f"interrupted by signal {signum}")
+
+
+def not_theirs(exc: BaseException) -> bool:
+    """Whether `exc`, raised while a user's code ran, is not theirs to answer for: deploykit's own errors and an
+    interrupt. While deploykit's handlers are in place (a command) Ctrl-C raises Interrupted and SIGTERM
+    Terminated, so a bare KeyboardInterrupt is the user's code's own (exit 2, their line); without them (a
+    library caller), every KeyboardInterrupt is taken for Ctrl-C. No block of user code holds a `yield`, so a
+    GeneratorExit raised inside one is the user's own, like any other exception."""
+    if isinstance(exc, (DeployKitError, Interrupted, Terminated)):
+        return True
+    return isinstance(exc, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is not raise_interrupted
 
 
 @contextmanager
 def users_code(what: str) -> Iterator[None]:
     """Run code the user wrote (their factory, their model's forward, their checkpoint's unpickling): whatever
     it raises, any Exception, SystemExit (`sys.exit(3)` in a forward), GeneratorExit or other BaseException but
-    KeyboardInterrupt, is theirs: a UserCodeError naming `what`, their file and line (exit 2)."""
+    an interrupt (`not_theirs`), is theirs: a UserCodeError naming `what`, their file and line (exit 2)."""
     try:
         yield
-    except NOT_THEIRS:
-        raise
     except BaseException as exc:
+        if not_theirs(exc):
+            raise
         raise UserCodeError.from_exception(what, exc) from exc

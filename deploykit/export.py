@@ -22,8 +22,18 @@ import torch
 
 import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-from deploykit.backends.torch import TorchRunner, named_outputs, outputs_as_tuple
-from deploykit.errors import NOT_THEIRS, DeployKitError, ExportError, InputError, UserCodeError, first_line
+from deploykit.backends.torch import TorchRunner, as_model_input, module_dtype, named_outputs
+from deploykit.errors import DeployKitError, ExportError, InputError, UserCodeError, first_line
+from deploykit.exporters import (
+    EXPORTERS,
+    REDUCED_PRECISION,
+    FlatOutputs,
+    checker_hint,
+    rejects,
+    run_exporter,
+    takes_only_its_input,
+    traced_model,
+)
 from deploykit.graph.heads import apply_head, check_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
@@ -53,6 +63,19 @@ class Tolerance:
     min_cosine: float = 0.99999
     max_outliers: float = 1e-4
     outlier_rtol: float = 1e-2
+
+    @classmethod
+    def for_dtype(cls, dtype: torch.dtype) -> Tolerance:
+        """The tolerance for a reference model computing in `dtype`: a float16 or bfloat16 model is judged by
+        its own precision (ten of its rounding steps, 2**-10 and 2**-7, of the output's largest magnitude),
+        since its PyTorch outputs carry that much rounding and the float32 graph does not; float32 and float64
+        ones by the default."""
+        if dtype not in REDUCED_PRECISION:
+            return cls()
+        steps = 10 * torch.finfo(dtype).eps
+        # relative to the output's largest magnitude only: an absolute allowance that size would pass a zeroed
+        # corner of an output whose values are all small
+        return cls(rtol=steps, min_cosine=1 - steps**2, outlier_rtol=max(cls.outlier_rtol, 2 * steps))
 
     def passes(self, metrics: NumericMetrics, ref_scale: float) -> bool:
         if metrics.nan or metrics.inf or not metrics.cosine >= self.min_cosine:
@@ -84,10 +107,23 @@ class ExportResult:
     checks: list[ShapeCheck] = field(default_factory=list)
     size_multiple: int = 1  # the height/width multiple the verification shapes kept (given or detected)
     head: str | None = None  # the output head appended after verification (graph/heads.py), if any
+    model_dtype: str = "float32"  # the floating dtype the user's model computes in (see `exporters.traced_model`)
+    as_float32: bool = False  # a float16/bfloat16/float64 model exported as its float32 copy
+    trace_warnings: tuple[str, ...] = ()  # where the tracer read tensor values in the model's code (exporters)
 
     @property
     def passed(self) -> bool:
         return all(check.passed for check in self.checks)
+
+    def mismatch(self) -> str:
+        """What a failed verification says, with its likely cause when the tracer warned about the model's code."""
+        if not self.trace_warnings:
+            return ("ONNX Runtime disagrees with PyTorch beyond tolerance; try --exporter dynamo or --no-simplify, "
+                    "or report the model")
+        return (f"ONNX Runtime disagrees with PyTorch beyond tolerance, likely because the trace fixed a path through "
+                f"Python code that reads tensor values ({self.trace_warnings[0]}): the graph repeats what this one "
+                "input did; compute it with torch operations (torch.where for a branch), or try --exporter dynamo, "
+                "which names such code")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (export --json, deploy's export.json): per check the worst max_abs and cosine over
@@ -97,6 +133,8 @@ class ExportResult:
                 "input_shape": list(self.input_shape), "input_names": list(self.input_names),
                 "output_names": list(self.output_names), "simplified": self.simplified,
                 "simplify_note": self.simplify_note, "seconds": round(self.seconds, 2),
+                "model_dtype": self.model_dtype, "as_float32": self.as_float32,
+                "trace_warnings": list(self.trace_warnings),
                 "checks": [{"input_shape": list(c.input_shape), "passed": c.passed,
                             "max_abs": max((m.max_abs for m in c.outputs.values()), default=0.0),
                             "cosine": min((m.cosine for m in c.outputs.values()), default=1.0),
@@ -111,19 +149,9 @@ class ExportResult:
                    input_names=tuple(data.get("input_names", ())), output_names=tuple(data.get("output_names", ())),
                    simplified=bool(data.get("simplified", False)), simplify_note=str(data.get("simplify_note", "")),
                    seconds=float(data.get("seconds", 0.0)), checks=checks,
-                   size_multiple=int(data.get("size_multiple", 1)), head=data.get("head"))
-
-
-class _FlatOutputs(torch.nn.Module):
-    """The user's model with its dict/dataclass/nested outputs returned as a flat tuple (the form both
-    exporters and the runners take), in the order of `named_outputs`."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return outputs_as_tuple(self.model(x))
+                   size_multiple=int(data.get("size_multiple", 1)), head=data.get("head"),
+                   model_dtype=str(data.get("model_dtype", "float32")), as_float32=bool(data.get("as_float32", False)),
+                   trace_warnings=tuple(data.get("trace_warnings", ())))
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -134,7 +162,7 @@ def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
     """One forward pass on a random input; what a user's model raises is theirs (exit 2, their line)."""
     try:
         with model_code(loaded.spec, f" (on input {_shape_text(shape)})"), torch.inference_mode():
-            return loaded.module(torch.randn(shape))
+            return loaded.module(as_model_input(torch.randn(shape), loaded.module))
     except Exception as exc:  # a zoo model that cannot take this shape
         if isinstance(exc, DeployKitError):
             raise
@@ -144,8 +172,9 @@ def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
 
 def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, tuple[str, ...],
                                                                      list[tuple[int, ...]]]:
-    """The model to export (flattened when it returns a dict, dataclass or nested tuple), its output names
-    and shapes. Dict keys and dataclass fields name the outputs; a zoo model's spec names plain ones."""
+    """The model to export (wrapped when it returns a dict, dataclass or nested tuple, or its forward has more
+    parameters than its input), its output names and shapes. Dict keys and dataclass fields name the outputs; a
+    zoo model's spec names plain ones."""
     result = _run_model(loaded, shape)
     try:
         named = named_outputs(result)
@@ -154,10 +183,12 @@ def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, 
     shapes = [tuple(t.shape) for t in named.values()]
     plain = isinstance(result, torch.Tensor) or (
         isinstance(result, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in result))
-    if plain:
-        names = loaded.spec.output_names if len(loaded.spec.output_names) == len(named) else tuple(named)
-        return loaded, tuple(names), shapes
-    return replace(loaded, module=_FlatOutputs(loaded.module).eval()), tuple(named), shapes
+    names = tuple(named)
+    if plain and len(loaded.spec.output_names) == len(named):
+        names = tuple(loaded.spec.output_names)
+    if plain and takes_only_its_input(loaded.module):
+        return loaded, names, shapes
+    return replace(loaded, module=FlatOutputs(loaded.module).eval()), names, shapes
 
 
 def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], dynamic: bool,
@@ -179,51 +210,6 @@ def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], 
             dim.dim_value = size
 
 
-def _torchscript_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
-                        input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
-    axes: dict[str, dict[int, str]] | None = None
-    if dynamic:
-        axes = {name: {0: "batch", 2: "height", 3: "width"} for name in (*input_names, *output_names)}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (sample,), str(path), dynamo=False, opset_version=opset,
-                          input_names=list(input_names), output_names=list(output_names),
-                          dynamic_axes=axes, do_constant_folding=True)
-
-
-def _dynamo_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,
-                   input_names: Sequence[str], output_names: Sequence[str], dynamic: bool) -> None:
-    shapes: Any = None
-    if dynamic:
-        dim = torch.export.Dim.DYNAMIC
-        shapes = ({0: dim, 2: dim, 3: dim},)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (sample,), dynamo=True, opset_version=opset,
-                                    input_names=list(input_names), output_names=list(output_names),
-                                    dynamic_shapes=shapes, optimize=True, verbose=False)
-        assert program is not None
-        program.save(str(path))
-
-
-EXPORTERS = {"torchscript": _torchscript_export, "dynamo": _dynamo_export}
-
-
-def _run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Path, **kw: Any) -> None:
-    try:
-        EXPORTERS[name](loaded.module, sample, path, **kw)
-    except Exception as exc:  # exporters raise many unrelated types
-        first = first_line(exc, 300)
-        raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {first}") from exc
-    except NOT_THEIRS:
-        raise
-    except BaseException as exc:  # sys.exit() in a forward being traced
-        if not is_user_model(loaded.spec):
-            raise
-        raise UserCodeError.from_exception(f"your model {loaded.spec.name} (while the {name} exporter traced "
-                                           "it)", exc) from exc
-
-
 def _check_reads_input(model: onnx.ModelProto, name: str) -> None:
     """Refuse a graph whose outputs are constants: the trace saw no torch operation on the input."""
     if not any(output.name in input_dependent(model) for output in model.graph.output):
@@ -235,12 +221,13 @@ def _check_reads_input(model: onnx.ModelProto, name: str) -> None:
         )
 
 
-def _check(model: onnx.ModelProto) -> onnx.ModelProto:
+def _check(model: onnx.ModelProto, traced: torch.nn.Module) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=True)
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"exported model fails the ONNX checker: {first_line(exc)}") from exc
+        reason = first_line(exc)
+        raise ExportError(f"exported model fails the ONNX checker: {reason}{checker_hint(traced, reason)}") from exc
 
 
 def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) -> list[tuple[int, ...]]:
@@ -251,17 +238,6 @@ def verification_shapes(shape: tuple[int, ...], dynamic: bool, multiple: int) ->
     step = multiple * -(-8 // multiple)
     n, c, h, w = shape
     return [shape, (n + 1, c, h + step, w + 2 * step)]
-
-
-def _rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None:
-    try:
-        with torch.inference_mode():
-            loaded.module(torch.randn(shape))
-    except NOT_THEIRS:
-        raise
-    except BaseException as exc:  # user code raises anything, SystemExit included
-        return exc
-    return None
 
 
 def _size_checked_shapes(loaded: LoadedModel, shape: tuple[int, ...], dynamic: bool, given: int | None,
@@ -276,14 +252,14 @@ def _size_checked_shapes(loaded: LoadedModel, shape: tuple[int, ...], dynamic: b
     multiple = given or loaded.spec.size_multiple
     shapes = verification_shapes(shape, dynamic, multiple)
     # Zoo models declare their multiple (and are tested); only a user's model costs this extra forward pass.
-    if not dynamic or not is_user_model(loaded.spec) or (error := _rejects(loaded, shapes[1])) is None:
+    if not dynamic or not is_user_model(loaded.spec) or (error := rejects(loaded, shapes[1])) is None:
         return shapes, multiple
     rejected = UserCodeError.from_exception(f"{loaded.spec.name} on {_shape_text(shapes[1])}", error)
     if not given and multiple < 32 and shape[2] % 32 == 0 and shape[3] % 32 == 0:
         retry = verification_shapes(shape, dynamic, 32)
         say(f"the model rejects input {_shape_text(shapes[1])} ({rejected}); retrying with a height and width "
             f"that are multiples of 32: {_shape_text(retry[1])} (--size-multiple N chooses the multiple)")
-        if _rejects(loaded, retry[1]) is None:
+        if rejects(loaded, retry[1]) is None:
             return retry, 32
     raise ExportError(f"{rejected}. The export shape worked: if the model needs sizes divisible by N, pass "
                       "--size-multiple N (with an --input-shape divisible by N) to verify on such sizes, or "
@@ -429,7 +405,6 @@ def onnx_from_torch(
     say = progress or (lambda _msg: None)
     opset = DEFAULT_OPSET if opset is None else opset
     check_output_path(out, force=force)
-    tolerance = tolerance or Tolerance()
     spec = loaded.spec
     shape = input_shape or (1, 3, *spec.input_size)
     if not 7 <= opset <= 24:
@@ -446,16 +421,19 @@ def onnx_from_torch(
     if head is not None:
         check_head(head, spec.task, output_shapes[0] if output_shapes else None)
     shapes, multiple = _size_checked_shapes(loaded, tuple(shape), dynamic, size_multiple, say)
+    traced, widened = traced_model(loaded, tuple(shape), say)
+    model_dtype = module_dtype(loaded.module)
+    tolerance = tolerance or Tolerance.for_dtype(model_dtype)
     started = time.perf_counter()
     with scratch_folder("deploykit-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
         say(f"exporting {spec.name} with the {chosen} exporter (opset {opset}, "
             f"{'dynamic batch/height/width' if dynamic else 'static shape'})")
         kwargs = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic=dynamic)
-        _run_exporter(chosen, loaded, sample, raw, **kwargs)
+        trace_warnings = run_exporter(chosen, traced, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
         _pin_output_dims(exported, output_shapes, dynamic, shape)
-        model = _check(exported)
+        model = _check(exported, traced.module)
         _check_reads_input(model, spec.name)
     meta = _metadata(loaded, shape, chosen, input_names, output_names)
     write_metadata(model, meta)
@@ -481,7 +459,8 @@ def onnx_from_torch(
         path=Path(out), exporter=chosen, opset=opset, dynamic=dynamic, input_shape=tuple(shape),
         input_names=tuple(input_names), output_names=tuple(output_names), simplified=simplified,
         simplify_note=note, seconds=time.perf_counter() - started, checks=checks, size_multiple=multiple,
-        head=head,
+        head=head, model_dtype=str(model_dtype).removeprefix("torch."), as_float32=widened,
+        trace_warnings=tuple(trace_warnings),
     )
     if not result.passed:
         return result  # the caller reports the mismatch; nothing is written

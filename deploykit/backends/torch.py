@@ -53,6 +53,20 @@ def named_outputs(result: object) -> dict[str, torch.Tensor]:
     return found
 
 
+def module_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype a module computes in, as its user feeds it: its first floating parameter's (else
+    buffer's), float32 when it has none. A `.half()` model takes float16 inputs, a `.double()` one float64."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def as_model_input(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """`x` (float32, as every runtime is fed) in the floating dtype `module` computes in."""
+    return x.to(module_dtype(module)) if x.is_floating_point() else x
+
+
 def outputs_as_tuple(result: object) -> tuple[torch.Tensor, ...]:
     """A model's forward result as a tuple of tensors, in the order of `named_outputs`."""
     return tuple(named_outputs(result).values())
@@ -111,7 +125,8 @@ class TorchRunner(Runner):
 
     @torch.inference_mode()
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.tensor(feed[name]) for name in self.input_names]  # copies (class docstring)
+        # copies (class docstring), in the model's own floating dtype (a `.half()` model is fed float16)
+        args = [as_model_input(torch.tensor(feed[name]), self.module) for name in self.input_names]
         outputs = outputs_as_tuple(self.forward(args))
         names = self.names_for(len(outputs))
         # float outputs as float32 (what the exported graph gives for fp16/bf16 too); integer ones (a class map

@@ -7,7 +7,8 @@ import click
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
-from deploykit.export import EXPORTERS, onnx_from_torch
+from deploykit.export import onnx_from_torch
+from deploykit.exporters import EXPORTERS
 from deploykit.graph.heads import HEADS
 from deploykit.io.outputs import check_output_path
 from deploykit.report.format import text_table
@@ -47,6 +48,8 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     progress(f"building {model}")
     loaded = load_model(model, options=parse_options(set_options), weights=weights, allow_partial=allow_partial,
                         task=task, trust_checkpoint=trust_checkpoint)  # type: ignore[arg-type]
+    if loaded.load_report and loaded.load_report.note:
+        progress(f"weights: {loaded.load_report.note}")
     if loaded.load_report and loaded.load_report.left_random:
         progress(f"weights left {len(loaded.load_report.left_random)} tensors at their initialisation "
                  f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")
@@ -61,8 +64,8 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
         click.echo(text_table(["input", "output", "max abs err", "cosine", "verdict"], rows))
         click.echo(f"{result.simplify_note}; {result.seconds:.1f} s")
     if not result.passed:
-        raise CheckFailed(f"ONNX Runtime disagrees with PyTorch beyond tolerance (table above); {output} was "
-                          "not written. Try --exporter dynamo or --no-simplify, or report the model")
+        raise CheckFailed(f"{result.mismatch()} (table above); {output} was not written")
     if not as_json:
         click.echo(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset}, "
-                   f"{'dynamic' if result.dynamic else 'static'} shapes)")
+                   f"{'dynamic' if result.dynamic else 'static'} shapes"
+                   f"{f'; your {result.model_dtype} model as float32' if result.as_float32 else ''})")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from deploykit.errors import Terminated
+from deploykit.errors import Terminated, raise_interrupted
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -30,12 +30,13 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def interrupts_raise() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated inside the block (main thread only)."""
+    """SIGINT raises Interrupted (a KeyboardInterrupt) and SIGTERM Terminated inside the block (main thread
+    only)."""
     if not _main_thread():
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in HANDLED}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield

@@ -237,9 +237,10 @@ class _Tally:
                 self.worst = (pair.numeric.cosine, index)
 
     def result(self, precision: str, overrides: Sequence[gating.Gate],
-               reference_scores: Mapping[str, Mapping[str, float]]) -> CandidateResult:
+               reference_scores: Mapping[str, Mapping[str, float]], gates_of: str | None = None) -> CandidateResult:
+        """`gates_of`: the precision whose default gates judge the candidate (`precision` when None)."""
         assert self.pairs is not None
-        gates = gating.gates_for(precision, overrides, self.target.budget)
+        gates = gating.gates_for(gates_of or precision, overrides, self.target.budget)
         gating.check_gate_outputs(overrides, [name for name, _ in self.pairs])
         outputs = []
         for ref_name, cand_name in self.pairs:
@@ -334,7 +335,8 @@ def compare(
                           task=task.name if task is not None else None, inputs=inputs.description,
                           input_count=inputs.count,
                           reference_scores={k: v.result() for k, v in reference_truth.items()})
-    result.candidates = [t.result(settings.precision or c.precision, settings.gates, result.reference_scores)
+    result.candidates = [t.result(settings.precision or c.precision, settings.gates, result.reference_scores,
+                                  gates_of=settings.precision or _judged_as(c.precision, reference.precision))
                          for t, c in zip(tallies, candidates, strict=True)]
     if kept is not None:
         result.class_damage, result.pictures, result.class_names = kept.result()
@@ -425,6 +427,13 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
             outcome.localization = localize(ref_path, target.onnx_path, x, tolerance=tol, top_k=settings.top_k,
                                             providers=provider_chain(settings.providers),
                                             progress=progress)
+
+
+def _judged_as(candidate: str, reference: str) -> str:
+    """The precision whose gates judge a candidate: its own, but a float32 candidate of a reference that
+    computes in a reduced precision (a `.half()` PyTorch model) is judged by the reference's: the reference's
+    own rounding is all the two can be expected to agree within."""
+    return reference if candidate == BASELINE.name else candidate
 
 
 def _reference_onnx(reference: Target, candidate: Target, shape: tuple[int, ...], out: Path,

@@ -32,7 +32,7 @@ from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
-from deploykit.errors import ConfigConflict, ExportError, InputError
+from deploykit.errors import CheckFailed, ConfigConflict, InputError
 from deploykit.export import ExportResult, onnx_from_torch
 from deploykit.io.images import check_images, images_cannot_feed, list_images
 from deploykit.io.model_files import read_onnx
@@ -58,7 +58,7 @@ from deploykit.targets.bench import run_bench
 from deploykit.targets.race import Race, choose_backend
 from deploykit.targets.resolve import open_target, source_label, torch_target
 from deploykit.types import Progress
-from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model
+from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model, user_code_fingerprint
 
 # Per contender: 4 contenders round-robin take 8 s, about 20 rounds of the demo's model with the pauses, enough
 # for intervals that tell INT8 from FP32 (trtexec times 3 s, one engine at a time).
@@ -197,7 +197,7 @@ class _Run:
         if not result.passed:
             checks = [{"input_shape": c["input_shape"], "max_abs": c["max_abs"], "cosine": c["cosine"]}
                       for c in result.to_dict()["checks"]]
-            raise ExportError(f"the ONNX export of {self.opts.source} disagrees with PyTorch: {checks}")
+            raise CheckFailed(f"the ONNX export of {self.opts.source}: {result.mismatch()}; checks: {checks}")
         write_json(self.opts.out / "export.json", result.to_dict(), force=True)
         return result
 
@@ -342,7 +342,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         result: T = outcome.result
         return result
 
-    source = {"source": opts.source, "options": opts.options}
+    source = {"source": opts.source, "options": opts.options, "code": user_code_fingerprint(opts.source)}
     export = step("export", {**source, "weights": Path(opts.weights) if opts.weights else None,
                              "input_shape": opts.input_shape},
                   [run.onnx_path, opts.out / "export.json"], run.export, ExportResult.from_dict)

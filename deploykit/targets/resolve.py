@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import torch
+from torch import nn
 
 from deploykit.backends.base import BACKENDS, FILE_SUFFIXES, ONNX_RUNNER, Backend, self_described
-from deploykit.backends.torch import TorchRunner
+from deploykit.backends.torch import TorchRunner, module_dtype
 from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.model_files import read_onnx, require_file
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
-from deploykit.precision.table import BASELINE, detect_precision
+from deploykit.precision.table import BASELINE, PRECISIONS, detect_precision
 from deploykit.runner import Kind, Runner, Target
 from deploykit.types import Task
 from deploykit.zoo.sources import LoadedModel, load_model, user_code_name
@@ -91,8 +93,16 @@ def torch_target(loaded: LoadedModel, label: str, *, threads: int | None = None)
     runner = _TorchTargetRunner(loaded.module, input_names=spec.input_names, output_names=spec.output_names,
                                 threads=threads, user_code=user_code, channels=None if user_code else 3)
     return Target(runner=runner, kind="torch", label=label, task=spec.task, num_classes=spec.num_classes,
-                  preprocessing=spec.preprocessing, input_size=spec.input_size, precision=BASELINE.name,
-                  input_name=spec.input_names[0], loaded=loaded)
+                  preprocessing=spec.preprocessing, input_size=spec.input_size,
+                  precision=torch_precision(loaded.module), input_name=spec.input_names[0], loaded=loaded)
+
+
+def torch_precision(module: nn.Module) -> str:
+    """The precision a PyTorch model computes in, as PRECISIONS names it: a float16 or bfloat16 model (`.half()`)
+    the float16-computing entry's, any other the baseline's."""
+    if module_dtype(module) not in (torch.float16, torch.bfloat16):
+        return BASELINE.name
+    return next((p.name for p in PRECISIONS.values() if p.float16_compute), BASELINE.name)
 
 
 def source_label(source: str, options: Mapping[str, Any] | None, weights: str | os.PathLike[str] | None) -> str:

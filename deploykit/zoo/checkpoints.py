@@ -35,6 +35,7 @@ class Converted:
     state_dict: StateDict
     options: Mapping[str, Any] = field(default_factory=dict)
     source: str = "state_dict"
+    note: str = ""  # what the checkpoint holds beside the weights taken (EMA weights), for the user to see
 
 
 _FORMATS: dict[str, FormatFn] = {}
@@ -177,9 +178,13 @@ def _unpickle_trusted(file: Path) -> Any:
         raise
 
 
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net", "params")
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema", "ema_state_dict", "ema_model", "model_ema_state_dict")
+
+
 def plain_state_dict(obj: Any) -> StateDict | None:
     """A bare state_dict, or one under a common wrapper key, with DataParallel's `module.` prefix removed."""
-    for key in ("state_dict", "model_state_dict", "model_state", "model", "net", "params"):
+    for key in (*WRAPPER_KEYS, *EMA_KEYS):  # EMA weights when they are the only ones
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
@@ -219,7 +224,20 @@ def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
             "checkpoint holds no state_dict (a mapping of names to tensors, possibly under "
             "'state_dict' or 'model_state'); save one with torch.save(model.state_dict(), path)"
         )
-    return Converted(plain, options=saved_options)
+    return Converted(plain, options=saved_options, note=_ema_note(obj))
+
+
+
+def _ema_note(obj: Any) -> str:
+    """A checkpoint with EMA weights beside the model's (timm, YOLO-style trainers): the model's are taken, as
+    most evaluation scripts do by default; the user is told, since the EMA ones are often the better."""
+    if not isinstance(obj, Mapping) or not any(isinstance(obj.get(k), Mapping) for k in WRAPPER_KEYS):
+        return ""
+    held = [k for k in EMA_KEYS if isinstance(obj.get(k), Mapping)]
+    if not held:
+        return ""
+    return (f"the checkpoint also holds EMA weights under {held[0]!r}, not taken (the model's are); to deploy "
+            f"them, save checkpoint[{held[0]!r}] alone with torch.save and give that file")
 
 
 def _list(keys: list[str], limit: int = 8) -> str:
@@ -232,11 +250,57 @@ class LoadReport:
     source: str
     loaded: int
     left_random: tuple[str, ...]  # parameters the checkpoint did not cover (only with allow_partial)
+    note: str = ""  # what was not plain: keys renamed (align_keys), weights beside the ones taken (EMA)
+
+
+def _compiled(key: str) -> str:
+    """`key` without torch.compile's `_orig_mod.` (a compiled model's, or a compiled submodule's)."""
+    return key.replace("._orig_mod.", ".").removeprefix("_orig_mod.")
+
+
+def _prefixes(keys: list[str], depth: int = 2) -> list[str]:
+    """The dotted prefixes of the first `depth` components that any of `keys` starts with ("model.", ...)."""
+    found = {".".join(k.split(".")[:i]) + "." for k in keys for i in range(1, min(depth, k.count(".")) + 1)}
+    return sorted(found, key=len)
+
+
+def align_keys(state: StateDict, own: list[str]) -> tuple[StateDict, str]:
+    """The checkpoint with its keys renamed to the model's by the renaming that fits best, and what was done
+    ("" when the keys fit as they are). What wraps a model in training prefixes its keys: torch.compile
+    (`_orig_mod.`), a Lightning module (`model.`, `net.`, beside e.g. a loss's own weights, which are then
+    left out), a wrapper in the user's factory (the model's keys carry a prefix the checkpoint's lack). A
+    renaming that fits exactly is taken; else the one matching the most keys, so that the mismatch named is
+    the keys that differ (a checkpoint of another architecture matches none and is named as it is)."""
+    own_keys = set(own)
+    wanted = {k for k in own if not k.endswith("num_batches_tracked")}
+
+    def score(keys: set[str]) -> tuple[bool, int]:
+        return wanted <= keys <= own_keys, len(keys & own_keys) - len(keys - own_keys)
+
+    candidates: list[tuple[StateDict, str]] = [(state, "")]
+    if any("_orig_mod." in k for k in state):
+        state = {_compiled(k): v for k, v in state.items()}
+        candidates.append((state, "torch.compile's _orig_mod. removed"))
+    compiled = candidates[-1][1]
+    for prefix in _prefixes(list(state)):
+        under = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        left = sorted(k for k in state if not k.startswith(prefix))
+        note = f"the weights under {prefix!r} taken" + (f" (left out: {_list(left, 4)})" if left else "")
+        candidates.append((under, "; ".join(n for n in (compiled, note) if n)))
+    for prefix in _prefixes(own):
+        if all(k.startswith(prefix) for k in own):
+            note = f"keys prefixed with the model's {prefix!r}"
+            candidates.append(({prefix + k: v for k, v in state.items()}, "; ".join(n for n in (compiled, note) if n)))
+    return max(candidates, key=lambda c: score(set(c[0])))  # the first of the best: the checkpoint as it is
 
 
 def load_state_dict_strict(module: nn.Module, state: StateDict, *, allow_partial: bool, source: str) -> LoadReport:
-    """Load with every mismatch named; with allow_partial, only missing keys are tolerated and reported."""
+    """Load with every mismatch named; with allow_partial, only missing keys are tolerated and reported. Keys
+    that differ from the model's by a wrapper's prefix are note first (`align_keys`)."""
     own = module.state_dict()
+    state, note = align_keys(state, list(own))
+    if note:
+        source = f"{source}, {note}"
     missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in own)
     misshaped = sorted(
@@ -255,4 +319,4 @@ def load_state_dict_strict(module: nn.Module, state: StateDict, *, allow_partial
         hint = " (pass --allow-partial to load backbone-only weights)" if missing and not misshaped else ""
         raise CheckpointError(f"checkpoint ({source}) does not fit the model: {'; '.join(problems)}{hint}")
     module.load_state_dict(state, strict=False)
-    return LoadReport(source=source, loaded=len(state), left_random=tuple(missing))
+    return LoadReport(source=source, loaded=len(state), left_random=tuple(missing), note=note)

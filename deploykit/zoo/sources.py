@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from deploykit.environment import available_memory
-from deploykit.errors import NOT_THEIRS, ConfigConflict, InputError, UnknownModel, UserCodeError, users_code
+from deploykit.errors import ConfigConflict, InputError, UnknownModel, UserCodeError, not_theirs, users_code
 from deploykit.io.outputs import sha256_file, size_text
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
@@ -134,11 +135,29 @@ def factory_file(source: str) -> str | None:
     _user_import_path()
     try:
         spec = importlib.util.find_spec(source.partition(":")[0])
-    except NOT_THEIRS:
-        raise
-    except BaseException:  # a parent package's import error or exit, reported when the model is loaded
+    except BaseException as exc:  # a parent package's import error or exit, reported when the model is loaded
+        if not_theirs(exc):
+            raise
         return None
     return spec.origin if spec is not None and spec.origin and os.path.isfile(spec.origin) else None
+
+
+def user_code_fingerprint(source: str, limit: int = 2000) -> str | None:
+    """A hash of the code a package.module:factory source runs, found without running it, so that a rerun
+    (deploy's steps) sees an edited model: the .py files of the module's top-level package (the module's own
+    file when it is in none, or when the package holds more than `limit` files). None for a zoo name."""
+    if not is_factory_path(source) or (file := factory_file(source)) is None:
+        return None
+    module = source.partition(":")[0]
+    depth = module.count(".") - (Path(file).name != "__init__.py")  # of the top-level package's folder
+    root = Path(file).parents[depth] if depth >= 0 else None
+    files = sorted(root.rglob("*.py")) if root is not None and (root / "__init__.py").is_file() else []
+    digest = hashlib.sha256()
+    for path in files if 0 < len(files) <= limit else [Path(file)]:
+        digest.update(str(path).encode() + b"\0")
+        with contextlib.suppress(OSError):  # a file gone while listed: its name alone is hashed
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _import_factory(path: str) -> Any:
@@ -148,9 +167,9 @@ def _import_factory(path: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UnknownModel(f"cannot import {module_name!r} for {path!r}: {exc}; check PYTHONPATH") from exc
-    except NOT_THEIRS:
-        raise
     except BaseException as exc:  # a SyntaxError, a SystemExit or whatever else the module's top level raises
+        if not_theirs(exc):
+            raise
         raise UserCodeError.from_exception(f"your module {module_name}", exc) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -210,6 +229,7 @@ def load_model(
         if converted is not None and weights is not None:
             report = load_state_dict_strict(module, converted.state_dict, allow_partial=allow_partial,
                                             source=converted.source)
+            report = replace(report, note="; ".join(n for n in (converted.note, report.note) if n))
             weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
         module.eval()
     # The built model is the truth: a checkpoint or --set may change the class count (e.g. 19 for Cityscapes).
@@ -227,15 +247,24 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
     except TypeError as exc:
         if len(traceback.extract_tb(exc.__traceback__)) > 1:
             raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
-        raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}") from exc
-    except NOT_THEIRS:
-        raise
+        raise ConfigConflict(f"{spec.name} rejected options {dict(options)}: {exc}; give the factory's arguments "
+                             "with --set NAME=VALUE (Python literals), and only the ones it takes") from exc
     except BaseException as exc:  # the user's code may raise anything, SystemExit included
+        if not_theirs(exc):
+            raise
         raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
         raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")
+    module = _uncompiled(module)
     _check_one_input(spec.name, module)
     return module
+
+
+def _uncompiled(module: nn.Module) -> nn.Module:
+    """The module torch.compile wrapped (its OptimizedModule computes what the module does, through code the
+    exporters cannot trace); the module itself otherwise."""
+    inner = getattr(module, "_orig_mod", None)
+    return inner if type(module).__name__ == "OptimizedModule" and isinstance(inner, nn.Module) else module
 
 
 def _check_one_input(name: str, module: nn.Module) -> None:
@@ -245,8 +274,15 @@ def _check_one_input(name: str, module: nn.Module) -> None:
         parameters = inspect.signature(module.forward).parameters.values()
     except (TypeError, ValueError):  # a forward without a readable signature (a C extension): the call will tell
         return
-    needed = [p.name for p in parameters if p.default is inspect.Parameter.empty
-              and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in parameters if p.default is inspect.Parameter.empty]
+    needed = [p.name for p in required
+              if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    keywords = [p.name for p in required if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if keywords:
+        raise UnknownModel(f"{name}'s forward needs keyword argument{'s' * (len(keywords) > 1)} "
+                           f"{', '.join(keywords)}; deploykit feeds one image tensor N,C,H,W: give "
+                           f"{'them defaults' if len(keywords) > 1 else 'it a default'}, or wrap the model in a "
+                           "module whose forward takes the image alone and passes the value it needs")
     if len(needed) > 1:
         raise UnknownModel(f"{name}'s forward takes {len(needed)} inputs ({', '.join(needed)}); deploykit feeds one "
                            "image tensor N,C,H,W: wrap the model in a module whose forward takes one (e.g. x alone, "

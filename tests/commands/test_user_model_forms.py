@@ -1,0 +1,102 @@
+"""User models of the forms real code has, through `deploykit export` from outside: a forward with optional or
+keyword-only parameters, a torch.compile'd model, operators an exporter cannot write, a scripted module, a
+factory with required arguments. Each exports, or exits 2 with one line saying what to do and writes nothing;
+nothing torch prints reaches stdout or stderr past that line."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from deploykit.cli import cli
+from tests.fixtures import user_models
+
+FIXTURES = "tests.fixtures.user_models"
+SHAPE = ["--input-shape", "1,3,32,32"]
+
+
+def _export(factory: str, out: Path, *extra: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["export", f"{FIXTURES}:{factory}", *SHAPE, "-o", str(out), "--no-simplify",
+                                      *extra])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("factory", ["optional_arguments", "compiled_model"])
+def test_a_forward_with_optional_arguments_and_a_compiled_model_export_with_one_input(factory: str,
+                                                                                      tmp_path: Path) -> None:
+    code, _, errors = _export(factory, tmp_path / "m.onnx")
+    assert code == 0, errors
+    assert [i.name for i in onnx.load(str(tmp_path / "m.onnx")).graph.input] == ["input"]
+
+
+@pytest.mark.parametrize(("factory", "extra", "says"), [
+    ("keyword_argument", (), "needs keyword argument return_aux"),
+    ("spectral_model", (), "try --exporter dynamo"),
+    ("svd_model", ("--exporter", "dynamo"), "ONNX has no equivalent of this operator"),
+    ("scripted_model", (), "return the torch.nn.Module from before scripting"),
+    ("factory_with_required", (), "--set NAME=VALUE"),
+    ("autocast_model", (), "computes in bfloat16 where the ONNX operator takes no such type"),
+])
+def test_what_cannot_export_is_one_line_saying_what_to_do(factory: str, extra: tuple[str, ...], says: str,
+                                                          tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    code, output, errors = _export(factory, tmp_path / "m.onnx", *extra, "--json")
+    native = capfd.readouterr()  # what torch wrote to the file descriptors themselves, past sys.stdout/stderr
+    assert code == 2 and not (tmp_path / "m.onnx").exists()
+    error = json.loads(output)["error"]
+    assert says in error and "\n" not in error and errors.strip().splitlines()[-1] == f"deploykit: error: {error}"
+    assert "graph(" not in native.out + native.err and "Traceback" not in errors
+
+
+def test_an_operator_the_torchscript_exporter_lacks_exports_with_dynamo(tmp_path: Path) -> None:
+    code, _, errors = _export("spectral_model", tmp_path / "m.onnx", "--exporter", "dynamo")
+    assert code == 0, errors
+
+
+def _branch_line() -> str:
+    lines, start = inspect.getsourcelines(user_models.ValueBranch)
+    return f"user_models.py:{start + next(i for i, line in enumerate(lines) if 'the line a user must see' in line)}"
+
+
+@pytest.mark.parametrize(("command", "exit_code"), [("export", 1), ("export --exporter dynamo", 2), ("deploy", 1)])
+def test_a_branch_on_a_tensors_value_is_named_by_its_line(command: str, exit_code: int, tmp_path: Path) -> None:
+    """The trace keeps the branch its input took, so the second verification input disagrees (a check that
+    failed, exit 1, in export and deploy alike); the dynamo exporter refuses the branch itself (exit 2)."""
+    out = tmp_path / "out"
+    target = ["--out", str(out), "--precisions", "fp32"] if command == "deploy" else ["-o", str(out)]
+    result = CliRunner().invoke(cli, [*command.split(), f"{FIXTURES}:value_branch", *SHAPE, *target])
+    assert result.exit_code == exit_code, result.output
+    assert _branch_line() in result.stderr.strip().splitlines()[-1] and not out.exists()
+
+
+def _line(cls: type, fragment: str = "the line a user must see") -> str:
+    lines, start = inspect.getsourcelines(cls)
+    return f"user_models.py:{start + next(i for i, line in enumerate(lines) if fragment in line)}"
+
+
+@pytest.mark.parametrize("factory", ["interrupting_model", "interrupting_factory"])
+def test_a_keyboard_interrupt_the_users_code_raises_is_theirs(factory: str, tmp_path: Path) -> None:
+    code, _, errors = _export(factory, tmp_path / "m.onnx")
+    where = _line(user_models.InterruptingModel) if factory == "interrupting_model" else \
+        _line(user_models.interrupting_factory)  # type: ignore[arg-type]
+    assert code == 2 and "raised KeyboardInterrupt" in errors and where in errors, errors
+
+
+def test_ctrl_c_during_the_users_forward_is_still_an_interrupt(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploykit", "export", f"{FIXTURES}:waiting_model", *SHAPE, "-o",
+         str(tmp_path / "m.onnx")], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # the forward has started: the signal arrives inside the user's code
+        if "forward started" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130 and "interrupted" in rest and not (tmp_path / "m.onnx").exists()

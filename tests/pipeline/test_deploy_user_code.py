@@ -1,0 +1,67 @@
+"""A rerun of deploy sees an edited user model: the code of a package.module:factory is an input of the
+export, parity and bench steps (zoo.sources.user_code_fingerprint), so a changed forward is exported again, not
+reported against the stale ONNX."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from deploykit.cli import cli
+from deploykit.zoo.sources import user_code_fingerprint
+
+MODEL = '''import torch
+from torch import nn
+
+
+def make() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.{act}(), nn.Conv2d(4, 3, 1))
+'''
+
+
+def _package(root: Path, act: str) -> Path:
+    (root / "userpkg" / "models").mkdir(parents=True, exist_ok=True)
+    (root / "userpkg" / "__init__.py").write_text("")
+    (root / "userpkg" / "models" / "__init__.py").write_text("")
+    (root / "userpkg" / "models" / "net.py").write_text(MODEL.format(act=act))
+    return root / "userpkg" / "models" / "net.py"
+
+
+def _forget_userpkg() -> None:
+    """What a new process would do: import the user's package afresh."""
+    for name in [n for n in sys.modules if n == "userpkg" or n.startswith("userpkg.")]:
+        del sys.modules[name]
+
+
+def test_the_fingerprint_follows_every_file_of_the_users_package(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, "ReLU")
+    first = user_code_fingerprint("userpkg.models.net:make")
+    (tmp_path / "userpkg" / "layers.py").write_text("WIDTH = 4\n")  # another file of the package
+    assert first is not None and user_code_fingerprint("userpkg.models.net:make") != first
+    assert user_code_fingerprint("deeplabv3plus_mobilenetv2") is None
+    _forget_userpkg()
+
+
+def test_an_edited_forward_is_exported_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = _package(tmp_path, "ReLU")
+    out = tmp_path / "out"
+    args = ["deploy", "userpkg.models.net:make", "--input-shape", "1,3,16,16", "--precisions", "fp32",
+            "--backend", "onnxruntime", "--bench-seconds", "0.2", "--threads", "1", "--out", str(out), "--json"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    module.write_text(MODEL.format(act="Sigmoid"))
+    _forget_userpkg()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    steps = {s["name"]: s["skipped"] for s in json.loads(again.stdout)["steps"]}
+    assert not steps["export"] and not steps["parity"] and not steps["bench"]
+    assert [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node] == ["Conv", "Sigmoid", "Conv"]
+    _forget_userpkg()
