@@ -18,14 +18,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from deploykit.errors import CheckFailed, ConfigConflict, DeployKitError, InputError
+from deploykit.errors import BackendUnavailable, CheckFailed, ConfigConflict, DeployKitError, InputError
 from deploykit.io.signals import deferred
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
 from deploykit.package.triton import TritonModel
-from deploykit.serve.engine import ServerProcess, ServerSettings, check_runtime, find_bundle, start_server
+from deploykit.serve.engine import (
+    INSTALL,
+    ServerProcess,
+    ServerSettings,
+    check_runtime,
+    find_bundle,
+    start_server,
+)
 from deploykit.serve.execute import max_elements_of
 from deploykit.types import Progress
+
+if TYPE_CHECKING:
+    from deploykit.serve.front import Front
 
 RUNNER_MODEL = Path(__file__).with_name("triton_runner.py")
 
@@ -56,14 +67,20 @@ class Serving:
     process: ServerProcess
     packaged: list[Packaged]
     workdir: Path
+    front: Front | None = None  # what clients reach over HTTP (Triton's own HTTP port is private)
+    front_url: str = ""
 
     @property
     def url(self) -> str:
-        return self.process.url
+        return self.front_url or self.process.url
 
     def stop(self) -> int:
+        """Stop taking requests, drain in-flight ones, stop Triton: its exit status, or 1 when the front had to
+        cut requests off."""
         try:
-            return self.process.stop()
+            drained = self.front.stop() if self.front is not None else True
+            status = self.process.stop()
+            return status if status or drained else 1
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -104,16 +121,18 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
         raise InputError(f"--port and --grpc-port are both {options.port}; HTTP and gRPC need a port each")
     port = _free_port(options.host, options.port)
     grpc = _free_port(options.host, options.grpc_port, "--grpc-port") if options.grpc_port is not None else None
+    private = _free_port("127.0.0.1", 0)  # Triton's own HTTP port, which only the front talks to
     workdir = Path(tempfile.mkdtemp(prefix="deploykit-serve-"))
     try:
         repository = workdir / "models"
         repository.mkdir()
         packaged = stage(models, repository, options.repository())
         say(f"starting Triton on {options.host}:{port} with {sum(len(p.names) for p in packaged)} models")
-        process = start_server(repository, workdir, ServerSettings(host=options.host, http_port=port,
-                                                                   grpc_port=grpc, drain_s=options.drain_s))
+        process = start_server(repository, workdir, ServerSettings(http_port=private, grpc_port=grpc,
+                                                                   grpc_host=options.host, drain_s=options.drain_s))
         try:
             process.wait_ready()
+            front = _open_front(options, process.url, port)
         except BaseException:  # not ready, or SIGINT/SIGTERM while it starts: it runs in its own session, so
             with deferred():  # only stop() ends it; a second signal must not cut that short
                 process.stop()
@@ -121,7 +140,26 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return Serving(process, packaged, workdir)
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    return Serving(process, packaged, workdir, front, f"http://{host}:{port}")
+
+
+def _open_front(options: ServeOptions, upstream: str, port: int) -> Front:
+    """deploykit's HTTP front on the user's address, passing safe requests on to Triton at `upstream`."""
+    try:
+        from deploykit.serve.front import Front, FrontLimits
+    except ImportError as exc:
+        raise BackendUnavailable(f"deploykit serve needs aiohttp ({exc}): {INSTALL}") from exc
+    max_elements = max_elements_of(options.max_input_mb)
+    # A body may carry a largest tensor as INT64 or as JSON text (about 8 bytes a value), or a batch of images.
+    largest = max(8 * 4 * max_elements, max(1, options.max_batch_size) * int(options.max_image_mb * 2**20))
+    front = Front(upstream, FrontLimits(max_elements=max_elements, max_body_bytes=largest + 2**20))
+    try:
+        front.start(options.host, port, options.drain_s)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {options.host}:{port} ({exc.strerror}); choose another --port or "
+                         "--host") from None
+    return front
 
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
