@@ -226,6 +226,9 @@ BAD = {
     "oversize image": ("seg_image", lambda: image_body(encoded(200, 200, "PNG", 4)), "at most"),
     "oversize tensor": ("seg", lambda: tensor_body(np.zeros((1, 3, 320, 320), np.float32)), "too large"),
     "zero-sized dimension": ("seg", lambda: tensor_body(np.zeros((1, 3, 0, 8), np.float32)), "[1, 3, 0, 8]"),
+    "NaN": ("seg", lambda: tensor_body(np.full((1, 3, 4, 4), np.nan, np.float32)), "input has 48 of 48"),
+    "infinities": ("seg", lambda: tensor_body(np.where(np.eye(4, dtype=bool), np.inf, 0).astype(np.float32)
+                                              [None, None].repeat(3, 1)), "input has 12 of 48"),
     "images of two sizes": ("seg_image", lambda: tensor_body(np.array([[encoded(9, 7, "PNG", 8)],
                                                                        [encoded(7, 9, "PNG", 8)]], dtype=object),
                                                              name="image", datatype="BYTES"), "9x7, 7x9"),
