@@ -21,7 +21,14 @@ from pathlib import Path
 from deploykit.errors import ConfigConflict, InputError, OutputExists
 from deploykit.io.outputs import check_output_dir, disk_size, staged
 from deploykit.package.images import ImagePipeline, check_image_names, copy_step_code, image_pipeline
-from deploykit.package.triton import TritonModel, check_copy_loads, describe_artifact, validate_config
+from deploykit.package.triton import (
+    INT32_MAX,
+    UINT64_MAX,
+    TritonModel,
+    check_copy_loads,
+    describe_artifact,
+    validate_config,
+)
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"  # any recent release; TensorRT plans need theirs
 
@@ -36,9 +43,10 @@ class RepositoryOptions:
     max_image_bytes: int = 32 * 2**20  # larger encoded images are refused (HTTP 400)
 
     def check(self) -> None:
-        if self.max_batch_size < 0 or self.instances < 1 or self.max_queue_delay_us < 0 or self.version < 1:
-            raise ConfigConflict("batching options: max batch size >= 0, instances >= 1, queue delay >= 0 us, "
-                                 "version >= 1")
+        if not (0 <= self.max_batch_size <= INT32_MAX and 1 <= self.instances <= INT32_MAX
+                and 0 <= self.max_queue_delay_us <= UINT64_MAX and 1 <= self.version <= INT32_MAX):
+            raise ConfigConflict(f"batching options: max batch size 0..{INT32_MAX}, instances and version "
+                                 f"1..{INT32_MAX}, queue delay 0..{UINT64_MAX} us (what Triton's config holds)")
         if self.max_image_bytes < 1:
             raise ConfigConflict("the largest image must be at least 1 byte")
 

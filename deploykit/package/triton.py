@@ -24,6 +24,10 @@ from deploykit.io.model_files import external_data_files, read_onnx, require_fil
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar, verify_sidecar
 
+# The largest values Triton's ModelConfig fields and command line hold: counts and seconds are int32,
+# max_queue_delay_microseconds is uint64.
+INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
+
 _TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
     onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.UINT8: "TYPE_UINT8",

@@ -86,10 +86,9 @@ def check_runtime() -> Path:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"  # HTTP: deploykit's front (deploykit/serve/front.py) passes requests on
+    host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int | None = None  # None: no gRPC endpoint
-    grpc_host: str = "127.0.0.1"
     drain_s: int = 8  # in-flight requests get this long after SIGTERM
     ready_timeout_s: float = 120.0
 
@@ -156,7 +155,7 @@ def start_server(repository: Path, workdir: Path, settings: ServerSettings) -> S
     # prefix and site-packages (it ignores PYTHONPATH). This interpreter first, so that the models see this
     # environment's packages (a venv's: deploykit, numpy < 2, the runtimes), not the base installation's.
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
-    grpc = (["--allow-grpc", "true", "--grpc-address", settings.grpc_host, "--grpc-port", str(settings.grpc_port)]
+    grpc = (["--allow-grpc", "true", "--grpc-address", settings.host, "--grpc-port", str(settings.grpc_port)]
             if settings.grpc_port else ["--allow-grpc", "false"])
     command = [str(bundle.binary), "--model-repository", str(repository), "--backend-directory", str(backends),
                "--http-address", settings.host, "--http-port", str(settings.http_port), *grpc,

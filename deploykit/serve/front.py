@@ -69,15 +69,14 @@ def _why_input_refused(tensor: Any, max_elements: int) -> str | None:
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         return "each of `inputs` must be an object with a `name`"
     name, shape = tensor["name"], tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         return f"input {name}: `shape` must be a list of whole numbers >= 0, not {str(shape)[:80]}"
     if not isinstance(tensor.get("datatype"), str):
         return f"input {name}: `datatype` must be a string such as \"FP32\""
+    too_large = why_shape_refused(name, shape, max_elements)
+    if too_large:
+        return too_large
     elements = math.prod(shape)
-    if elements > max_elements:
-        return (f"input too large: {name} has shape {shape}, {elements} values; this server takes at most "
-                f"{max_elements} per input (serve --max-input-mb)")
     size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor.get("parameters"),
                                                                                     (dict, type(None))) else None
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
@@ -90,6 +89,18 @@ def _why_input_refused(tensor: Any, max_elements: int) -> str | None:
         if not all(isinstance(v, wanted) for v in leaves):
             kind = "strings" if wanted is str else "numbers"
             return f"input {name}: `data` of a {tensor['datatype'][:20]} tensor must hold {kind}"
+    return None
+
+
+def why_shape_refused(name: str, shape: list[int], max_elements: int) -> str | None:
+    """Why a tensor of `shape` must not reach Triton (a negative dimension, more values than the limit; counted
+    without overflow, as Triton's 64-bit byte count is not), or None."""
+    if any(d < 0 for d in shape):
+        return f"input {name}: `shape` must be a list of whole numbers >= 0, not {str(shape)[:80]}"
+    elements = math.prod(shape)
+    if elements > max_elements:
+        return (f"input too large: {name} has shape {shape}, {elements} values; this server takes at most "
+                f"{max_elements} per input (serve --max-input-mb)")
     return None
 
 
@@ -120,11 +131,12 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-class Front:
-    """The front on (host, port), in a thread of its own, passing requests to Triton at `upstream`."""
+class HttpFront:
+    """The front on (host, port), in a thread of its own, passing requests to Triton at `upstream`; in-flight
+    requests get `drain_s` when it stops."""
 
-    def __init__(self, upstream: str, limits: FrontLimits) -> None:
-        self.upstream, self.limits = upstream, limits
+    def __init__(self, upstream: str, limits: FrontLimits, drain_s: float) -> None:
+        self.upstream, self.limits, self.drain_s = upstream, limits, drain_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="deploykit-serve-front", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -132,11 +144,11 @@ class Front:
         self._cut = 0  # requests still in flight when the drain ran out
         self._closing = False
 
-    def start(self, host: str, port: int, drain_s: float) -> None:
+    def start(self, host: str, port: int) -> None:
         """Listen on host:port (an OSError when it cannot)."""
         self._thread.start()
         try:
-            asyncio.run_coroutine_threadsafe(self._open(host, port, drain_s), self._loop).result()
+            asyncio.run_coroutine_threadsafe(self._open(host, port), self._loop).result()
         except BaseException:
             self.stop()
             raise
@@ -150,12 +162,12 @@ class Front:
             self._loop.close()
         return self._cut == 0
 
-    async def _open(self, host: str, port: int, drain_s: float) -> None:
+    async def _open(self, host: str, port: int) -> None:
         self._session = ClientSession(connector=TCPConnector(limit=0), auto_decompress=False,
                                       timeout=ClientTimeout(total=None, sock_connect=10))
         app = web.Application(client_max_size=self.limits.max_body_bytes)
         app.router.add_route("*", "/{path:.*}", self._pass)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_s)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.drain_s)
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, host, port, reuse_address=True).start()

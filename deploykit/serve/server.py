@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from deploykit.errors import BackendUnavailable, CheckFailed, ConfigConflict, DeployKitError, InputError
 from deploykit.io.signals import deferred
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
-from deploykit.package.triton import TritonModel
+from deploykit.package.triton import INT32_MAX, TritonModel
 from deploykit.serve.engine import (
     INSTALL,
     ServerProcess,
@@ -34,9 +34,6 @@ from deploykit.serve.engine import (
 )
 from deploykit.serve.execute import max_elements_of
 from deploykit.types import Progress
-
-if TYPE_CHECKING:
-    from deploykit.serve.front import Front
 
 RUNNER_MODEL = Path(__file__).with_name("triton_runner.py")
 
@@ -62,13 +59,21 @@ class ServeOptions:
                                  max_image_bytes=int(self.max_image_mb * 2**20))
 
 
+class Front(Protocol):
+    """What clients reach (deploykit/serve/front.py, grpc_front.py); Triton listens on private ports."""
+
+    def stop(self) -> bool:
+        """Stop listening, drain, close; whether no request was cut off."""
+
+
 @dataclass
 class Serving:
     process: ServerProcess
     packaged: list[Packaged]
     workdir: Path
-    front: Front | None = None  # what clients reach over HTTP (Triton's own HTTP port is private)
+    fronts: tuple[Front, ...] = ()
     front_url: str = ""
+    grpc_address: str | None = None
 
     @property
     def url(self) -> str:
@@ -78,7 +83,7 @@ class Serving:
         """Stop taking requests, drain in-flight ones, stop Triton: its exit status, or 1 when the front had to
         cut requests off."""
         try:
-            drained = self.front.stop() if self.front is not None else True
+            drained = all([front.stop() for front in self.fronts])  # each one stopped
             status = self.process.stop()
             return status if status or drained else 1
         finally:
@@ -109,8 +114,9 @@ def _free_port(host: str, port: int, flag: str = "--port") -> int:
 def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | None = None) -> Serving:
     """Serve `artifacts`; returns once every model is ready (or raises with the server's log)."""
     say = progress or (lambda _msg: None)
-    if options.max_batch_size < 0 or options.instances < 1 or options.drain_s < 1 or options.max_input_mb <= 0:
-        raise ConfigConflict("serve needs --max-batch >= 0, --instances >= 1, --drain >= 1 and --max-input-mb > 0")
+    if not (options.instances >= 1 and 1 <= options.drain_s <= INT32_MAX and options.max_input_mb > 0):
+        raise ConfigConflict(f"serve needs --instances >= 1, --drain 1..{INT32_MAX} and --max-input-mb > 0")
+    options.repository().check()
     find_bundle()
     check_runtime()  # both fail with what to install before any artifact is opened
     models = [runner_model(m, options) for m in describe_artifacts(artifacts, options.names, options.max_batch_size)]
@@ -121,45 +127,57 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
         raise InputError(f"--port and --grpc-port are both {options.port}; HTTP and gRPC need a port each")
     port = _free_port(options.host, options.port)
     grpc = _free_port(options.host, options.grpc_port, "--grpc-port") if options.grpc_port is not None else None
-    private = _free_port("127.0.0.1", 0)  # Triton's own HTTP port, which only the front talks to
+    private = [_free_port("127.0.0.1", 0) for _ in range(2)]  # Triton's own ports: only the fronts talk to them
     workdir = Path(tempfile.mkdtemp(prefix="deploykit-serve-"))
     try:
         repository = workdir / "models"
         repository.mkdir()
         packaged = stage(models, repository, options.repository())
         say(f"starting Triton on {options.host}:{port} with {sum(len(p.names) for p in packaged)} models")
-        process = start_server(repository, workdir, ServerSettings(http_port=private, grpc_port=grpc,
-                                                                   grpc_host=options.host, drain_s=options.drain_s))
+        settings = ServerSettings(http_port=private[0], grpc_port=private[1] if grpc is not None else None,
+                                  drain_s=options.drain_s)
+        process = start_server(repository, workdir, settings)
+        fronts: list[Front] = []
         try:
             process.wait_ready()
-            front = _open_front(options, process.url, port)
+            _open_fronts(fronts, options, settings, port, grpc)
         except BaseException:  # not ready, or SIGINT/SIGTERM while it starts: it runs in its own session, so
             with deferred():  # only stop() ends it; a second signal must not cut that short
+                for front in fronts:
+                    front.stop()
                 process.stop()
             raise
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    host = f"[{options.host}]" if ":" in options.host else options.host
-    return Serving(process, packaged, workdir, front, f"http://{host}:{port}")
+    return Serving(process, packaged, workdir, tuple(fronts), f"http://{options.host}:{port}",
+                   f"{options.host}:{grpc}" if grpc is not None else None)
 
 
-def _open_front(options: ServeOptions, upstream: str, port: int) -> Front:
-    """deploykit's HTTP front on the user's address, passing safe requests on to Triton at `upstream`."""
+def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSettings, port: int,
+                 grpc: int | None) -> None:
+    """deploykit's HTTP (and gRPC) front on the user's address, passing safe requests on to Triton's private
+    ports; each is appended to `fronts` once listening."""
     try:
-        from deploykit.serve.front import Front, FrontLimits
+        from deploykit.serve.front import FrontLimits, HttpFront
+        from deploykit.serve.grpc_front import GrpcFront
     except ImportError as exc:
-        raise BackendUnavailable(f"deploykit serve needs aiohttp ({exc}): {INSTALL}") from exc
+        raise BackendUnavailable(f"deploykit serve needs aiohttp and grpcio ({exc}): {INSTALL}") from exc
     max_elements = max_elements_of(options.max_input_mb)
     # A body may carry a largest tensor as INT64 or as JSON text (about 8 bytes a value), or a batch of images.
     largest = max(8 * 4 * max_elements, max(1, options.max_batch_size) * int(options.max_image_mb * 2**20))
-    front = Front(upstream, FrontLimits(max_elements=max_elements, max_body_bytes=largest + 2**20))
+    limits = FrontLimits(max_elements=max_elements, max_body_bytes=largest + 2**20)
     try:
-        front.start(options.host, port, options.drain_s)
+        http = HttpFront(f"http://{settings.host}:{settings.http_port}", limits, options.drain_s)
+        http.start(options.host, port)
+        fronts.append(http)
+        if grpc is not None:
+            remote = GrpcFront(f"{settings.host}:{settings.grpc_port}", limits, options.drain_s)
+            remote.start(options.host, grpc)
+            fronts.append(remote)
     except OSError as exc:
-        raise InputError(f"cannot listen on {options.host}:{port} ({exc.strerror}); choose another --port or "
-                         "--host") from None
-    return front
+        raise InputError(f"cannot listen on {options.host} ({exc.strerror or exc}); choose another --port, "
+                         "--grpc-port or --host") from None
 
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:

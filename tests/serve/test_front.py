@@ -31,7 +31,7 @@ MAX_ELEMENTS = 2**20 // 4  # --max-input-mb 1
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any]]:
     path = tmp_path_factory.mktemp("front") / "seg.onnx"
     onnx_from_torch(load_model(USER, options={"num_classes": 4}), path, input_shape=(1, 3, 32, 32), simplify=False)
-    running = start_server([path], "--name=seg", "--no-images")
+    running = start_server([path], "--name=seg", "--no-images", grpc=True)
     with open_target(str(path)).runner as runner:
         yield running, runner
     running.process.send_signal(signal.SIGTERM)
@@ -138,3 +138,28 @@ def test_a_shape_beyond_the_limit_is_refused_whatever_its_product_wraps_to(shape
     header = json_body([{"name": "input", "shape": shape, "datatype": "FP32"}])
     reason = why_refused(header, None, MAX_ELEMENTS)
     assert (reason is not None and "too large" in reason) == (int(np.prod(shape, dtype=object)) > MAX_ELEMENTS)
+
+
+def test_a_grpc_shape_that_killed_the_models_stub_is_refused_and_the_model_still_answers(
+        served: tuple[Server, Any]) -> None:
+    """Triton's gRPC endpoint had the same hole: a ModelInfer input whose byte size wraps to 0, with 0 bytes."""
+    import grpc
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    server, runner = served
+    request = service_pb2.ModelInferRequest(model_name="seg")
+    tensor = request.inputs.add(name="input", datatype="FP32")
+    tensor.shape.extend([2, 3, 2**62, 4])
+    request.raw_input_contents.append(b"")
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel, pytest.raises(grpc.RpcError) as refused:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in str(refused.value.details())
+    x = np.random.default_rng(4).standard_normal((2, 3, 12, 20), dtype=np.float32)
+    good = triton_grpc.InferInput("input", list(x.shape), "FP32")
+    good.set_data_from_numpy(x)
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert client.is_server_ready()
+    np.testing.assert_allclose(client.infer("seg", [good]).as_numpy("output"), runner.infer({"input": x})["output"],
+                               rtol=1e-5, atol=1e-5)
+    good_request_matches(server, runner)
