@@ -8,11 +8,11 @@ instead of Triton's ONNX Runtime / OpenVINO / TensorRT backends, which only NVID
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Protocol
 
 from deploykit.errors import BackendUnavailable, CheckFailed, ConfigConflict, DeployKitError, InputError
+from deploykit.io.outputs import scratch_folder
 from deploykit.io.signals import deferred
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
 from deploykit.package.triton import INT32_MAX, TritonModel
@@ -74,6 +75,7 @@ class Serving:
     fronts: tuple[Front, ...] = ()
     front_url: str = ""
     grpc_address: str | None = None
+    scratch: contextlib.ExitStack | None = None  # holds the workdir (a scratch folder: dropping it removes it)
 
     @property
     def url(self) -> str:
@@ -87,6 +89,8 @@ class Serving:
             status = self.process.stop()
             return status if status or drained else 1
         finally:
+            if self.scratch is not None:
+                self.scratch.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -128,8 +132,8 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
     port = _free_port(options.host, options.port)
     grpc = _free_port(options.host, options.grpc_port, "--grpc-port") if options.grpc_port is not None else None
     private = [_free_port("127.0.0.1", 0) for _ in range(2)]  # Triton's own ports: only the fronts talk to them
-    workdir = Path(tempfile.mkdtemp(prefix="deploykit-serve-"))
-    try:
+    with contextlib.ExitStack() as scratch:  # a deploykit killed outright leaves it; the next run removes it
+        workdir = scratch.enter_context(scratch_folder("deploykit-serve-"))
         repository = workdir / "models"
         repository.mkdir()
         packaged = stage(models, repository, options.repository())
@@ -147,11 +151,9 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
                     front.stop()
                 process.stop()
             raise
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
+        owned = scratch.pop_all()  # from here the Serving owns the folder: its stop() removes it
     return Serving(process, packaged, workdir, tuple(fronts), f"http://{options.host}:{port}",
-                   f"{options.host}:{grpc}" if grpc is not None else None)
+                   f"{options.host}:{grpc}" if grpc is not None else None, owned)
 
 
 def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSettings, port: int,
