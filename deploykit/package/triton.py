@@ -42,7 +42,7 @@ class TritonTensor:
     dims: tuple[int, ...]  # -1 for dynamic; without the batch axis when the model batches
 
     def text(self) -> str:
-        return (f'  {{\n    name: "{self.name}"\n    data_type: {self.data_type}\n'
+        return (f'  {{\n    name: "{pbtxt_escape(self.name)}"\n    data_type: {self.data_type}\n'
                 f'    dims: [ {", ".join(map(str, self.dims))} ]\n  }}')
 
 
@@ -97,8 +97,11 @@ class TritonModel:
 
 
 def pbtxt_escape(text: str) -> str:
-    """`text` (ASCII) as the inside of a protobuf text-format string."""
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    """`text` as the inside of a protobuf text-format string: quotes and backslashes escaped, control characters
+    as octal escapes, the rest as UTF-8. Tensor names are the model's own (an ONNX name may hold any of them): an
+    unescaped quote or newline made the config invalid, and a backslash changed the name Triton read."""
+    return "".join(f"\\{ch}" if ch in '\\"' else f"\\{ord(ch):03o}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch
+                   for ch in text)
 
 
 def _onnx_tensors(values: Sequence[onnx.ValueInfoProto], batched: bool) -> tuple[TritonTensor, ...]:

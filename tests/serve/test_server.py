@@ -133,10 +133,23 @@ def gray_artifact(artifact: Path) -> Path:
     return path
 
 
+ODD_NAMES = {"input": 'in"put\\b', "output": "out\nput"}  # a quote, a backslash, a newline
+
+
 @pytest.fixture(scope="module")
-def server(artifact: Path, gray_artifact: Path, built: dict[str, Path]) -> Iterator[Server]:
-    names = [f"--name={name}" for name in ("seg", "gray", *built)]
-    running = start_server([artifact, gray_artifact, *built.values()], *names, grpc=True)
+def odd_artifact(artifact: Path) -> Path:
+    """The segmenter with tensor names that need escaping in config.pbtxt."""
+    from tests.package.test_triton import renamed
+
+    path = artifact.with_name("odd.onnx")
+    onnx.save(renamed(onnx.load(str(artifact)), ODD_NAMES), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(artifact: Path, gray_artifact: Path, built: dict[str, Path], odd_artifact: Path) -> Iterator[Server]:
+    names = [f"--name={name}" for name in ("seg", "gray", *built, "odd")]
+    running = start_server([artifact, gray_artifact, *built.values(), odd_artifact], *names, grpc=True)
     yield running
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(30)
@@ -438,3 +451,12 @@ def test_ctrl_c_drains_in_flight_requests_then_refuses_new_connections(artifact:
         statuses = [f.result()[0] for f in futures]
     assert draining.process.wait(30) == 0
     assert statuses == [200] * 6 and set(late) <= {200, "reset", "refused"}, (statuses, late)
+
+
+def test_tensor_names_with_quotes_backslashes_and_newlines_are_served_as_the_model_names_them(
+        server: Server, runner: Any) -> None:
+    x = np.random.default_rng(13).standard_normal((2, 3, 20, 12), dtype=np.float32)
+    got = answer(*server.post("odd", *tensor_body(x, name=ODD_NAMES["input"])), ODD_NAMES["output"])
+    np.testing.assert_allclose(got, runner.infer({"input": x})["output"], rtol=1e-5, atol=1e-5)
+    mask = answer(*server.post("odd_image", *image_body(encoded(21, 17, "PNG", 14))), "mask")
+    assert mask.shape == (1, 21, 17)
