@@ -116,8 +116,9 @@ def copy_step_code(folder: Path) -> None:
 
 def check_image_names(models: Sequence[TritonModel]) -> None:
     """No artifact's model name may be another's image-step name (seg and seg_pre would collide)."""
-    taken = {m.name for m in models}
-    clashes = sorted(f"{m.name}{s}" for m in models for s in ("_pre", "_post", "_image") if f"{m.name}{s}" in taken)
+    taken = {m.name.casefold() for m in models}  # case-blind, as duplicate names are
+    clashes = sorted(f"{m.name}{s}" for m in models for s in ("_pre", "_post", "_image")
+                     if f"{m.name}{s}".casefold() in taken)
     if clashes:
         raise InputError(f"model name(s) {', '.join(clashes)} are also image-step names; rename with --name")
 

@@ -23,6 +23,7 @@ from deploykit.io.outputs import check_output_dir, disk_size, staged
 from deploykit.package.images import ImagePipeline, check_image_names, copy_step_code, image_pipeline
 from deploykit.package.triton import (
     INT32_MAX,
+    ROOT_FILES,
     UINT64_MAX,
     TritonModel,
     check_copy_loads,
@@ -71,9 +72,13 @@ def describe_artifacts(artifacts: Sequence[str | os.PathLike[str]], names: Seque
                              "--name per artifact, in the artifacts' order")
     models = [describe_artifact(a, name=names[i] if i < len(names) else None, max_batch_size=max_batch_size)
               for i, a in enumerate(artifacts)]
-    duplicates = sorted({m.name for m in models if [x.name for x in models].count(m.name) > 1})
+    folded = [m.name.casefold() for m in models]  # one folder on macOS and Windows, where repositories get copied
+    duplicates = sorted({m.name for m in models if folded.count(m.name.casefold()) > 1})
     if duplicates:
-        raise InputError(f"two artifacts would both be named {', '.join(duplicates)}; give --name for each")
+        cased = len(duplicates) > len({d.casefold() for d in duplicates})
+        raise InputError(f"two artifacts would both be named {' / '.join(duplicates)}"
+                         + (" (names that differ only in case are one folder on macOS and Windows)" if cased else "")
+                         + "; give --name for each")
     check_image_names(models)
     return models
 
@@ -134,8 +139,8 @@ def write_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os.
         packaged = stage(models, staging, options)
         for model in models:  # a repository whose copy would not load is never written
             check_copy_loads(model, staging / model.name / str(options.version))
-        (staging / "Dockerfile").write_text(dockerfile(), encoding="utf-8")
-        (staging / "inferenceservice.yaml").write_text(inference_service(models), encoding="utf-8")
+        for name, text in zip(ROOT_FILES, (dockerfile(), inference_service(models)), strict=True):
+            (staging / name).write_text(text, encoding="utf-8")
     return packaged
 
 

@@ -27,6 +27,9 @@ from deploykit.io.sidecar import read_sidecar, verify_sidecar
 # The largest values Triton's ModelConfig fields and command line hold: counts and seconds are int32,
 # max_queue_delay_microseconds is uint64.
 INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
+ROOT_FILES = ("Dockerfile", "inferenceservice.yaml")  # what `package` writes beside the model folders
+# A model's folder name, and its image models' (NAME_image, the longest), must fit a file name (255 bytes).
+MAX_NAME = 200
 
 _TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
@@ -129,6 +132,12 @@ def _model_name(path: Path, given: str | None) -> str:
     if name.startswith("."):  # "..", "." or a hidden folder: the model's folder would not be one in the repository
         raise InputError(f"model name {name!r} starts with a dot; it names a model folder in the repository: start "
                          "it with a letter or digit")
+    if name.casefold() in {f.casefold() for f in ROOT_FILES}:
+        raise InputError(f"model name {name!r} is a file `package` writes at the repository's root; choose another "
+                         "with --name")
+    if len(name) > MAX_NAME:
+        raise InputError(f"model name {name[:24]}... has {len(name)} characters; at most {MAX_NAME} (its folder and "
+                         f"its image models' must fit a file name): give a shorter --name")
     return name
 
 

@@ -128,3 +128,19 @@ def test_any_tensor_name_reaches_every_config_as_the_model_has_it(onnx_pair: tup
     ensemble = _config(folder / "repo" / "odd_image" / "config.pbtxt")
     step = ensemble.ensemble_scheduling.step[1]
     assert list(step.input_map) == [input_name] and list(step.output_map) == [output_name]
+
+
+@pytest.mark.parametrize(("names", "words"), [
+    (["x" * 300], "at most 200"),  # a folder name too long for the file system: exit 3 before
+    (["Dockerfile"], "repository's root"),  # the model folder and the Dockerfile collided: exit 3 before
+    (["inferenceservice.yaml"], "repository's root"),
+    (["seg", "SEG"], "differ only in case"),  # one folder once copied to macOS or Windows
+    (["seg", "Seg_image"], "image-step names"),
+])
+def test_model_names_the_repository_cannot_hold_are_refused_before_anything_is_written(
+        onnx_pair: tuple[Path, Path], tmp_path: Path, names: list[str], words: str) -> None:
+    artifacts = [str(onnx_pair[0])] * len(names)
+    result = CliRunner().invoke(cli, ["package", "--triton", *artifacts, *(f"--name={n}" for n in names), "--out",
+                                      str(tmp_path / "repo")])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert not list(tmp_path.iterdir())
