@@ -6,9 +6,10 @@ import click
 
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import CpuCount, at_least, given, progress, threads_option
+from deploykit.io.signals import deferred
 from deploykit.package.images import why_no_images
 from deploykit.package.triton import INT32_MAX, UINT64_MAX
-from deploykit.serve.server import ServeOptions, run_until_signal, start
+from deploykit.serve.server import ServeOptions, Serving, run_until_signal, start
 
 
 @click.command(short_help="Serve artifacts over the KServe v2 protocol (Triton's server, dynamic batching).")
@@ -49,6 +50,16 @@ def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, 
         max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, max_image_mb=max_image_mb,
         max_input_mb=max_input_mb, drain_s=drain_s))
     serving = start(artifacts, options, progress=progress)
+    try:
+        _describe(serving, artifacts, images)
+    except BaseException:  # SIGTERM / Ctrl-C before run_until_signal listens for them: stop what runs,
+        with deferred():  # and let no second signal cut that short
+            serving.stop()
+        raise
+    run_until_signal(serving, progress=progress)
+
+
+def _describe(serving: Serving, artifacts: tuple[str, ...], images: bool) -> None:
     for artifact, packaged in zip(artifacts, serving.packaged, strict=True):
         model = packaged.model
         click.echo(f"{serving.url}/v2/models/{model.name}: {artifact}, inputs "
@@ -61,4 +72,3 @@ def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, 
             click.echo(f"no {model.name}_image: {why_no_images(model)}; send {model.name} tensors")
     grpc = f", gRPC on {serving.grpc_address}" if serving.grpc_address else ""
     click.echo(f"ready: {serving.url} (KServe v2{grpc}; SIGTERM or Ctrl-C drains and stops)", err=True)
-    run_until_signal(serving, progress=progress)

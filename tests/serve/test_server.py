@@ -366,6 +366,37 @@ def test_a_signal_while_the_server_starts_leaves_no_server_and_no_files(artifact
     assert not list(tmp_path.iterdir())
 
 
+def test_a_signal_while_serve_prints_its_endpoints_stops_the_server_and_removes_its_files(
+        artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM after the server is ready but before serve listens for signals (while it prints the endpoints):
+    Triton, its stubs and the staged repository outlived the command."""
+    import tempfile
+
+    import click
+    from click.testing import CliRunner
+
+    from deploykit.cli import cli
+    from deploykit.errors import Terminated
+    from deploykit.serve import engine, server
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started: list[engine.ServerProcess] = []
+
+    def recorded(*args: Any) -> engine.ServerProcess:
+        started.append(engine.start_server(*args))
+        return started[-1]
+
+    def signalled(*_args: Any, **_kwargs: Any) -> None:
+        raise Terminated()
+
+    monkeypatch.setattr(server, "start_server", recorded)
+    monkeypatch.setattr(click, "echo", signalled)
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "0", "--drain", "1"])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output  # click: "Aborted!"
+    assert started and started[0].process.poll() is not None, "a Triton server outlived the command"
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_1_channel_model_answers_tensors_over_grpc_and_has_no_image_model(server: Server,
                                                                            gray_artifact: Path) -> None:
     import tritonclient.grpc as triton_grpc
