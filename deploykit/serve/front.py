@@ -163,7 +163,10 @@ class HttpFront:
         return self._cut == 0
 
     async def _open(self, host: str, port: int) -> None:
+        # The client's own headers only: aiohttp would add Accept-Encoding: gzip, and Triton would compress the
+        # answer to a client that never asked for it (curl printed gzip bytes).
         self._session = ClientSession(connector=TCPConnector(limit=0), auto_decompress=False,
+                                      skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
                                       timeout=ClientTimeout(total=None, sock_connect=10))
         app = web.Application(client_max_size=self.limits.max_body_bytes)
         app.router.add_route("*", "/{path:.*}", self._pass)

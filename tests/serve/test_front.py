@@ -163,3 +163,22 @@ def test_a_grpc_shape_that_killed_the_models_stub_is_refused_and_the_model_still
     np.testing.assert_allclose(client.infer("seg", [good]).as_numpy("output"), runner.infer({"input": x})["output"],
                                rtol=1e-5, atol=1e-5)
     good_request_matches(server, runner)
+
+
+@pytest.mark.parametrize("accepted", [None, "gzip"])
+def test_an_answer_is_compressed_only_when_the_client_asks(served: tuple[Server, Any], accepted: str | None) -> None:
+    """The front's own HTTP client asked Triton for gzip: curl, which sends no Accept-Encoding, got gzip bytes."""
+    server, runner = served
+    x = np.random.default_rng(5).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    body = json_body([{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}])
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.putrequest("POST", "/v2/models/seg/infer", skip_accept_encoding=True)  # as curl sends it
+    for key, value in {"Content-Length": str(len(body)), **({"Accept-Encoding": accepted} if accepted else {})}.items():
+        connection.putheader(key, value)
+    connection.endheaders(body)
+    reply = connection.getresponse()
+    data = reply.read()
+    assert reply.status == 200 and reply.getheader("Content-Encoding") == accepted
+    got = json.loads(gzip.decompress(data) if accepted else data)["outputs"][0]
+    np.testing.assert_allclose(np.reshape(got["data"], got["shape"]), runner.infer({"input": x})["output"],
+                               rtol=1e-5, atol=1e-5)
