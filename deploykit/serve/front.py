@@ -194,6 +194,8 @@ class HttpFront:
             raise
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "POST"):  # Triton answered HEAD with a body, which broke the connection
+            return _error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

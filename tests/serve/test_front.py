@@ -182,3 +182,15 @@ def test_an_answer_is_compressed_only_when_the_client_asks(served: tuple[Server,
     got = json.loads(gzip.decompress(data) if accepted else data)["outputs"][0]
     np.testing.assert_allclose(np.reshape(got["data"], got["shape"]), runner.infer({"input": x})["output"],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"])
+def test_a_method_kserve_does_not_have_gets_405_not_a_5xx(served: tuple[Server, Any], method: str) -> None:
+    """Triton answered HEAD /v2/health/ready with a 405 that carried a body, which the front read as a broken
+    connection (503)."""
+    server, runner = served
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request(method, "/v2/health/ready")
+    reply = connection.getresponse()
+    assert reply.status == 405, (reply.status, reply.read()[:200])
+    good_request_matches(server, runner)
