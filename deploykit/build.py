@@ -170,6 +170,8 @@ def build_artifact(
     chosen, note = (backend, backend_note) if backend is not None else resolve_backend(None)
     require_ready(chosen)
     chosen.check_options(options)
+    if racer is None:  # a race names the artifact after its winner
+        chosen.check_artifact_name(out_path)
     for companion in chosen.files(out_path)[1:]:
         check_output_path(companion, force=force)
     if racer is not None:

@@ -35,6 +35,15 @@ class TensorSpec:
         dims = "x".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
         return f"{self.name}: {self.dtype}[{dims}]"
 
+    def numpy_dtype(self) -> np.dtype[Any]:
+        """The NumPy type of this input, or an InputError for one deploykit cannot make arrays of (strings,
+        sequences, maps: a model that does not take an image tensor)."""
+        try:
+            return np.dtype(self.dtype)
+        except TypeError:
+            raise InputError(f"{self.describe()} is not a numeric tensor; deploykit feeds models numeric "
+                             "(image) tensors") from None
+
 
 class Runner(ABC):
     """Runs one model. Use as a context manager; `infer` maps input names to arrays and back."""
@@ -115,7 +124,7 @@ class Runner(ABC):
                         f"{self.backend} feed: input {name!r} has {got} at axis {axis}; expected {want} "
                         f"({spec.describe()})"
                     )
-            if array.dtype != np.dtype(spec.dtype):
+            if array.dtype != spec.numpy_dtype():
                 raise InputError(
                     f"{self.backend} feed: input {name!r} is {array.dtype}; expected {spec.dtype}; "
                     f"convert it with .astype(np.{spec.dtype})"

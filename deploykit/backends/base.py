@@ -142,6 +142,22 @@ class Backend:
         path = Path(artifact)
         return [path, *(path.with_suffix(s) for s in self.companions)]
 
+    def check_artifact_name(self, out: Path) -> None:
+        """Refuse a file name that says another backend's artifact (x.plan for ONNX Runtime), and for a backend
+        with companions (OpenVINO's .bin, named after the .xml) any suffix but its own: once a sidecar is lost or a
+        file is handed on, the name is what tells the files apart."""
+        name = out.name.lower()
+        if any(name.endswith(s) for s in self.suffixes):  # suffixes may have two parts (".ort.onnx")
+            return
+        owned = [(s, b) for b in BACKENDS.values() for s in (*b.suffixes, *b.companions) if name.endswith(s)]
+        if not owned and not self.companions:
+            return
+        suffix, owner = max(owned, key=lambda pair: len(pair[0])) if owned else (out.suffix, None)
+        said = f", a suffix of {owner.title}'s files" if owner is not None else ""
+        renamed = out.name[: len(out.name) - len(suffix)] + self.suffix
+        raise ConfigConflict(f"{out.name} ends in '{suffix}'{said}; name the {self.title} {self.artifact} "
+                             f"{renamed} (its suffixes: {', '.join(self.suffixes)})")
+
     def load(self) -> Any:
         try:
             return importlib.import_module(self.module)

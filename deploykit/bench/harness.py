@@ -20,7 +20,9 @@ import numpy as np
 
 from deploykit.bench.interleave import Timing
 from deploykit.bench.stats import LatencyStats, Ratio, median_ratio, summarize
+from deploykit.environment import available_memory
 from deploykit.errors import InputError
+from deploykit.io.outputs import size_text
 from deploykit.runner import Runner, TensorSpec
 
 POOL_BYTES = 64 * 2**20
@@ -31,13 +33,27 @@ def pool_size(bytes_per_feed: int, minimum: int = 4, maximum: int = 16) -> int:
     return max(minimum, min(maximum, math.ceil(POOL_BYTES / max(bytes_per_feed, 1))))
 
 
+def feed_bytes(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shapes[s.name]) * np.dtype(s.dtype).itemsize for s in specs)
+
+
+def check_pool_fits(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse, before any array is made, a pool of inputs larger than the memory available: under overcommit
+    the allocation would succeed and the kernel's OOM killer end the run without a word."""
+    size = feed_bytes(specs, shapes)
+    needed, free = size * pool_size(size), available_memory()
+    if free is not None and needed > free:
+        first = "x".join(map(str, shapes[specs[0].name]))
+        raise InputError(f"inputs of {first} need {size_text(needed)} ({pool_size(size)} distinct ones, for the "
+                         f"input alone) and this machine has {size_text(free)} available")
+
+
 def input_pool(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], *, count: int | None = None,
                seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Distinct random feeds (standard normal, in each input's dtype) for the given full shapes."""
     rng = np.random.default_rng(seed)
-    size = sum(math.prod(shapes[s.name]) * np.dtype(s.dtype).itemsize for s in specs)
     feeds = []
-    for _ in range(count or pool_size(size)):
+    for _ in range(count or pool_size(feed_bytes(specs, shapes))):
         feed = {}
         for spec in specs:
             if np.issubdtype(np.dtype(spec.dtype), np.floating):
@@ -54,6 +70,7 @@ def resolve_shapes(specs: Sequence[TensorSpec], batch: int, input_shape: tuple[i
     its own input size. Fails with the fix when a dimension stays unknown."""
     shapes: dict[str, tuple[int, ...]] = {}
     for index, spec in enumerate(specs):
+        spec.numpy_dtype()  # before any shape: a string input has nothing to time
         if index == 0 and input_shape is not None:
             if len(input_shape) != len(spec.shape):
                 raise InputError(f"--input-shape has {len(input_shape)} dimensions; {spec.describe()} needs "

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from deploykit.backends.base import BENCH_CHOICES, availabilities
-from deploykit.bench.harness import BenchResult, input_pool, mode_of, resolve_shapes, result_from_timing, step_for
+from deploykit.bench.harness import (
+    BenchResult,
+    check_pool_fits,
+    input_pool,
+    mode_of,
+    resolve_shapes,
+    result_from_timing,
+    step_for,
+)
 from deploykit.bench.interleave import TimingConfig, time_interleaved
 from deploykit.bench.load import MachineLoad
 from deploykit.bench.roofline import Peaks, best_of, measure_peaks, spread_warning
@@ -112,6 +120,7 @@ def _contenders(targets: Sequence[BenchTarget], stack: ExitStack, batches: Seque
         for batch in batches:
             try:
                 shapes = resolve_shapes(specs, batch, input_shape, target.default_hw)
+                check_pool_fits(specs, shapes)
             except InputError as exc:
                 skipped.append(Skipped(f"{target.backend} batch {batch}", str(exc)))
                 continue

@@ -34,8 +34,7 @@ def read_onnx(path: str | os.PathLike[str], *, external_data: bool = True,
         model = onnx.load(str(file), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
         raise InputError(f"{file} is not a readable ONNX model ({first_line(exc)}); export it again") from None
-    if not model.graph.input or not model.graph.output:
-        raise InputError(f"{file} holds no ONNX graph (an empty or truncated file); export it again")
+    _check_structure(model, file)
     for data in _locations(model, file):
         if not data.is_file():
             raise InputError(f"{file} keeps tensors in {os.path.relpath(data, file.parent)}, which is not beside "
@@ -47,6 +46,35 @@ def read_onnx(path: str | os.PathLike[str], *, external_data: bool = True,
             raise InputError(f"{file}: its external data cannot be read ({first_line(exc)}); copy it again "
                              "with the model") from None
     return model
+
+
+def _check_structure(model: onnx.ModelProto, file: Path) -> None:
+    """What no runtime can load, said before one tries (their messages name C++ functions): an empty graph, a
+    graph without inputs or outputs, versions newer than the installed onnx knows, a name nothing makes."""
+    graph = model.graph
+    if not graph.node and not graph.input and not graph.output:
+        raise InputError(f"{file} holds no ONNX graph (an empty or truncated file); export it again")
+    if not graph.input:
+        raise InputError(f"{file} takes no inputs (its graph has none); deploykit runs models that take an "
+                         "image tensor: export the model with its input")
+    if not graph.output:
+        raise InputError(f"{file} has no outputs (its graph lists none); export the model with its outputs")
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if model.ir_version > onnx.IR_VERSION or (opset is not None and opset > newest):
+        raise InputError(f"{file} is ONNX IR version {model.ir_version}, opset {opset}; the installed onnx "
+                         f"{onnx.__version__} reads up to IR version {onnx.IR_VERSION}, opset {newest}: export "
+                         f"it with an opset up to {newest}, or upgrade onnx and onnxruntime")
+    made = {*(v.name for v in graph.input), *(t.name for t in graph.initializer),
+            *(t.values.name for t in graph.sparse_initializer), *(o for n in graph.node for o in n.output), ""}
+    node = next((n for n in graph.node for i in n.input if i not in made), None)
+    if node is not None:
+        name = next(i for i in node.input if i not in made)
+        raise InputError(f"{file}: node {node.name or node.op_type} reads {name!r}, which no node, input or "
+                         "initializer makes (a broken graph); export it again")
+    output = next((o.name for o in graph.output if o.name not in made), None)
+    if output is not None:
+        raise InputError(f"{file}: output {output!r} is made by no node (a broken graph); export it again")
 
 
 def external_data_files(path: str | os.PathLike[str]) -> list[Path]:

@@ -184,7 +184,7 @@ EXACT = tuple(m.name for m in METRICS.values() if m.task is None and m.higher_is
 
 
 def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
-    dtype = np.dtype(target.runner.input_specs()[0].dtype)
+    dtype = target.runner.input_specs()[0].numpy_dtype()
     return {target.input_name: x.astype(dtype) if x.dtype != dtype else x}
 
 

@@ -150,6 +150,33 @@ CASES = [
     case("build-out-parent-is-a-file", "is a file, not a folder",
          "build-engine {d}/net.onnx --fp16 -o {d}/afile/x.onnx"),
     case("build-out-exists", "exists already", "build-engine {d}/net.onnx -o {d}/existing.onnx"),
+    # ONNX files no runtime loads, or that take no image tensor: one message from every reader, before any work
+    case("lint-opset-newer-than-onnx", "opset 99", "lint {d}/opset99.onnx"),
+    case("build-opset-newer-than-onnx", "opset 99", "build-engine {d}/opset99.onnx -o {t}/x.onnx"),
+    case("bench-reads-a-name-nothing-makes", "reads 'nowhere', which no node", "bench run {d}/dangling.onnx"),
+    case("lint-reads-a-name-nothing-makes", "reads 'nowhere', which no node", "lint {d}/dangling.onnx"),
+    case("build-output-nothing-makes", "output 'output' is made by no node",
+         "build-engine {d}/unmade.onnx --int8 --calib-data {d}/images -o {t}/x.onnx"),
+    case("parity-model-without-inputs", "takes no inputs", "parity {d}/noinputs.onnx {d}/net.onnx"),
+    case("lint-model-without-outputs", "has no outputs", "lint {d}/nooutputs.onnx"),
+    case("bench-string-input", "is not a numeric tensor", "bench run {d}/strings.onnx"),
+    case("parity-string-input", "is not a numeric tensor",
+         "parity {d}/strings.onnx {d}/strings.onnx --input-shape 1,3,8,8"),
+    # an output path that ends in '/' names a folder: pathlib would drop the slash and write a file called "out"
+    case("build-out-ends-in-a-slash", "ends in '/'", "build-engine {d}/net.onnx -o {t}/out/"),
+    case("export-out-ends-in-a-slash", "ends in '/'", "export {USER} --input-shape 1,3,64,64 -o {t}/exported/"),
+    case("bench-out-ends-in-a-slash", "ends in '/'", "bench run {d}/net.onnx --iterations 2 -o {t}/runs/"),
+    case("build-calib-cache-ends-in-a-slash", "ends in '/'",
+         "build-engine {d}/net.onnx --int8 --calib-data photos --calib-cache {t}/cache/ -o {t}/x.onnx"),
+    # a name that says another backend's artifact, refused before calibration (the cache would be a write)
+    case("build-onnxruntime-named-like-an-engine", "a suffix of TensorRT's files",
+         "build-engine {d}/net.onnx --backend onnxruntime --int8 --calib-data {d}/images -o {t}/x.plan"),
+    case("build-onnxruntime-named-like-an-ir", "a suffix of OpenVINO's files",
+         "build-engine {d}/net.onnx --backend onnxruntime --fp16 -o {t}/x.xml"),
+    case("build-onnxruntime-named-like-ir-weights", "a suffix of OpenVINO's files",
+         "build-engine {d}/net.onnx --backend onnxruntime -o {t}/x.bin"),
+    case("build-openvino-named-like-onnx", "name the OpenVINO IR x.xml",
+         "build-engine {d}/net.onnx --backend openvino --int8 --calib-data {d}/images -o {t}/x.onnx"),
     case("build-calib-cache-under-proc", PROC,
          "build-engine {d}/net.onnx --int8 --calib-data photos --calib-cache /proc/c.json -o {t}/x.onnx"),
     case("build-calib-cache-parent-is-a-file", "is a file, not a folder",
@@ -569,7 +596,33 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(d / "labels" / "a.png", d / "labels_partial" / "a.png")
     _checkpoint_fixtures(d)
     _hostile_fixtures(d)
+    _graph_fixtures(d)
     return d
+
+
+def _graph_fixtures(d: Path) -> None:
+    """ONNX files that parse but no runtime can load, or that take no image tensor."""
+    from onnx import TensorProto, helper
+
+    def save(name: str, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+             outputs: list[onnx.ValueInfoProto], opset: int = 17) -> None:
+        model = helper.make_model(helper.make_graph(nodes, name, inputs, outputs),
+                                  opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 8
+        onnx.save(model, str(d / f"{name}.onnx"))
+
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    relu = helper.make_node("Relu", ["input"], ["output"])
+    save("opset99", [relu], [image], [out], opset=99)
+    save("dangling", [helper.make_node("Add", ["input", "nowhere"], ["output"])], [image], [out])
+    save("unmade", [helper.make_node("Relu", ["input"], ["other"])], [image], [out])
+    save("noinputs", [helper.make_node("Constant", [], ["output"], value=onnx.numpy_helper.from_array(
+        np.zeros((1, 3, 4, 4), np.float32)))], [], [out])
+    save("nooutputs", [relu], [image], [])
+    text = helper.make_tensor_value_info("input", TensorProto.STRING, [1])
+    save("strings", [helper.make_node("Identity", ["input"], ["output"])], [text],
+         [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])
 
 
 def _checkpoint_fixtures(d: Path) -> None:

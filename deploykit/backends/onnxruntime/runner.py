@@ -17,7 +17,11 @@ _ORT_TYPES = {
     "tensor(double)": "float64",
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
     "tensor(int8)": "int8",
+    "tensor(uint64)": "uint64",
+    "tensor(uint32)": "uint32",
+    "tensor(uint16)": "uint16",
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
 }

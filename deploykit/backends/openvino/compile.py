@@ -32,12 +32,11 @@ import onnx
 
 from deploykit.backends.openvino.runner import DEVICE, compile_options, load_openvino, runtime_precisions, weights_path
 from deploykit.environment import cpu_flags, cpu_model
-from deploykit.errors import BuildError, ConfigConflict, first_line
+from deploykit.errors import BuildError, first_line
 from deploykit.graph.cpu_int8 import lower_for_cpu
 from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
 from deploykit.types import Progress
 
-ARTIFACT_SUFFIX = ".xml"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
              "avx512_fp16", "amx_fp16")
 
@@ -56,9 +55,6 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
     (backend_version, device, build_options). `float_source`: the float model a Q/DQ graph was built from."""
     say = progress or (lambda _m: None)
     out_path = Path(out)
-    if out_path.suffix != ARTIFACT_SUFFIX:
-        raise ConfigConflict(f"an OpenVINO artifact is an IR .xml (with its .bin beside it); name it "
-                             f"{out_path.with_suffix(ARTIFACT_SUFFIX).name}, not {out_path.name}")
     check_output_path(out_path, force=force)
     check_output_path(weights_path(out_path), force=force)
     ov = load_openvino()

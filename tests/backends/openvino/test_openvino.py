@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
-from deploykit.errors import ConfigConflict, InputError, OutputExists
+from deploykit.errors import InputError, OutputExists
 from deploykit.io.metadata import read_metadata
 from deploykit.io.outputs import sha256_file
 from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_graph
@@ -162,14 +162,12 @@ def test_weight_width_follows_vnni(vnni: bool, tiny_onnx: Path, tmp_path: Path,
     assert (lowering["seven_bit_weights"], lowering["seven_bit_from_float"]) == (width, width)
 
 
-def test_refuses_to_overwrite_and_wrong_suffix(tiny_onnx: Path, tmp_path: Path) -> None:
+def test_refuses_to_overwrite(tiny_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "tiny.xml"
     compile(tiny_onnx, out, force=False)
     with pytest.raises(OutputExists, match="--force"):
         compile(tiny_onnx, out, force=False)
     compile(tiny_onnx, out, force=True)
-    with pytest.raises(ConfigConflict, match=r"tiny\.xml"):
-        compile(tiny_onnx, tmp_path / "tiny.onnx", force=False)
 
 
 def test_runner_errors(tiny_onnx: Path, tmp_path: Path) -> None:
