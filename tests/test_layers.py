@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "deploykit"
 # Optional extras, and torch (a dependency, but 3 s to import: `deploykit --help` and `doctor` must not pay for it).
 LAZY = {"tensorrt", "openvino", "matplotlib", "skimage", "onnxslim", "transformers", "tritonclient", "google",
-        "torch", "cuda", "pycuda", "pynvml"}
+        "torch", "cuda", "pycuda", "pynvml", "aiohttp", "grpc"}
 
 
 def _imported(node: ast.Import | ast.ImportFrom) -> set[str]:

@@ -20,9 +20,10 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+if TYPE_CHECKING:  # aiohttp comes with the serve extra (tritonclient[http]): imported where the front runs
+    from aiohttp import ClientSession, web
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _INFER = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
@@ -128,6 +129,8 @@ def _leaves(data: Any) -> Iterator[Any]:
 
 
 def _error(status: int, message: str) -> web.Response:
+    from aiohttp import web
+
     return web.json_response({"error": message}, status=status)
 
 
@@ -163,6 +166,8 @@ class HttpFront:
         return self._cut == 0
 
     async def _open(self, host: str, port: int) -> None:
+        from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
         # The client's own headers only: aiohttp would add Accept-Encoding: gzip, and Triton would compress the
         # answer to a client that never asked for it (curl printed gzip bytes).
         self._session = ClientSession(connector=TCPConnector(limit=0), auto_decompress=False,
@@ -194,6 +199,8 @@ class HttpFront:
             raise
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import ClientError, web
+
         if request.method not in ("GET", "POST"):  # Triton answered HEAD with a body, which broke the connection
             return _error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
         try:

@@ -13,11 +13,12 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-
-import grpc
-from tritonclient.grpc import service_pb2
+from typing import TYPE_CHECKING
 
 from deploykit.serve.front import FrontLimits, why_shape_refused
+
+if TYPE_CHECKING:  # grpcio and tritonclient come with the serve extra: imported where the front runs
+    import grpc
 
 _SERVICE = "/inference.GRPCInferenceService/"
 _INFER, _STREAM = _SERVICE + "ModelInfer", _SERVICE + "ModelStreamInfer"
@@ -26,6 +27,8 @@ _LARGEST_MESSAGE = 2**31 - 1  # gRPC's own limit
 
 def why_infer_refused(raw: bytes, max_elements: int) -> str | None:
     """Why this serialized ModelInferRequest must not reach Triton, or None."""
+    from tritonclient.grpc import service_pb2
+
     request = service_pb2.ModelInferRequest()
     try:
         request.ParseFromString(raw)
@@ -42,6 +45,8 @@ class GrpcFront:
     """The gRPC front on (host, port), passing calls to Triton's gRPC endpoint at `upstream` (host:port)."""
 
     def __init__(self, upstream: str, limits: FrontLimits, drain_s: float) -> None:
+        import grpc
+
         self.max_elements, self.drain_s = limits.max_elements, drain_s
         largest = min(limits.max_body_bytes, _LARGEST_MESSAGE)
         self._channel = grpc.insecure_channel(upstream, options=[("grpc.max_send_message_length", -1),
@@ -72,6 +77,8 @@ class GrpcFront:
     @contextlib.contextmanager
     def _counted(self, context: grpc.ServicerContext) -> Iterator[None]:
         """One call in flight; Triton's errors are passed on as it gave them."""
+        import grpc
+
         with self._lock:
             self._active += 1
         try:
@@ -83,6 +90,8 @@ class GrpcFront:
                 self._active -= 1
 
     def unary(self, method: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        import grpc
+
         upstream = self._channel.unary_unary(method)
 
         def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -95,6 +104,8 @@ class GrpcFront:
         return handle
 
     def stream(self, method: str) -> Callable[[Iterator[bytes], grpc.ServicerContext], Iterator[bytes]]:
+        import grpc
+
         upstream = self._channel.stream_stream(method)
 
         def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
@@ -121,11 +132,15 @@ def _passed(context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:
             if m.key != "user-agent" and not m.key.startswith("grpc-")]
 
 
-class _Passing(grpc.GenericRpcHandler):
+class _Passing:
+    """A grpc.GenericRpcHandler (grpc asks only for its `service` method)."""
+
     def __init__(self, front: GrpcFront) -> None:
         self.front = front
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        import grpc
+
         method = str(handler_call_details.method)
         if method == _STREAM:
             return grpc.stream_stream_rpc_method_handler(self.front.stream(method))

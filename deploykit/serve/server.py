@@ -34,6 +34,8 @@ from deploykit.serve.engine import (
     start_server,
 )
 from deploykit.serve.execute import max_elements_of
+from deploykit.serve.front import FrontLimits, HttpFront
+from deploykit.serve.grpc_front import GrpcFront
 from deploykit.types import Progress
 
 RUNNER_MODEL = Path(__file__).with_name("triton_runner.py")
@@ -160,11 +162,6 @@ def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSet
                  grpc: int | None) -> None:
     """deploykit's HTTP (and gRPC) front on the user's address, passing safe requests on to Triton's private
     ports; each is appended to `fronts` once listening."""
-    try:
-        from deploykit.serve.front import FrontLimits, HttpFront
-        from deploykit.serve.grpc_front import GrpcFront
-    except ImportError as exc:
-        raise BackendUnavailable(f"deploykit serve needs aiohttp and grpcio ({exc}): {INSTALL}") from exc
     max_elements = max_elements_of(options.max_input_mb)
     # A body may carry a largest tensor as INT64 or as JSON text (about 8 bytes a value), or a batch of images.
     largest = max(8 * 4 * max_elements, max(1, options.max_batch_size) * int(options.max_image_mb * 2**20))
@@ -180,6 +177,8 @@ def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSet
     except OSError as exc:
         raise InputError(f"cannot listen on {options.host} ({exc.strerror or exc}); choose another --port, "
                          "--grpc-port or --host") from None
+    except ImportError as exc:  # the serve extra brings aiohttp and grpcio
+        raise BackendUnavailable(f"deploykit serve's fronts need aiohttp and grpcio ({exc}): {INSTALL}") from exc
 
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
