@@ -16,6 +16,7 @@ import click
 
 from deploykit import __version__
 from deploykit.commands import JSON_PRINTED, JSON_STREAM, JSON_WANTED
+from deploykit.environment import runtime_telemetry_off
 from deploykit.errors import (
     BAD_INPUT,
     BUG,
@@ -106,6 +107,7 @@ class DeployKitGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        runtime_telemetry_off()  # before a command's module imports ONNX Runtime
         settle_tempdir()
         try:
             with interrupts_raise(), _stdout_for_json_only(ctx):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,11 +48,40 @@ class ModelSpec:
                 f"model {self.name!r} has no option {', '.join(unknown)}; "
                 f"its options are: {', '.join(sorted(known)) or '(none)'}"
             )
-        kwargs = {**self.defaults, **overrides}
+        typed = {name: _typed_like(name, value, self.defaults.get(name, known[name].default))
+                 for name, value in overrides.items()}
+        kwargs = {**self.defaults, **typed}
         try:
             return self.builder(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigConflict(f"model {self.name!r} rejected options {kwargs}: {exc}") from exc
+
+
+def _typed_like(name: str, value: Any, default: Any) -> Any:
+    """An option's value in the type of its default (what `deploykit models NAME` shows): --set parses text, so
+    decoder=maybe, num_classes=2.5 or width_multiplier=nan reach no builder. Options without a default of a
+    plain type (None, tuples) pass as given."""
+    if isinstance(default, bool):
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise ConfigConflict(f"--set {name} takes true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigConflict(f"--set {name} takes an integer (default {default}), got {value!r}")
+    if isinstance(default, float):
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if number is None and isinstance(value, str):
+            try:
+                number = float(value)  # nan and inf, which --set's literal parsing leaves as text
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number):
+            raise ConfigConflict(f"--set {name} takes a finite number (default {default}), got {value!r}")
+        return float(number)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigConflict(f"--set {name} takes text (default {default!r}), got {value!r}")
+    return value
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

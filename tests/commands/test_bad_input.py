@@ -150,6 +150,11 @@ CASES = [
     case("build-out-parent-is-a-file", "is a file, not a folder",
          "build-engine {d}/net.onnx --fp16 -o {d}/afile/x.onnx"),
     case("build-out-exists", "exists already", "build-engine {d}/net.onnx -o {d}/existing.onnx"),
+    # --set values of another kind than the option's default
+    case("export-set-a-switch-to-a-word", "--set decoder takes true or false",
+         "export {ZOO} --set decoder=maybe --input-shape 1,3,65,65 -o {t}/x.onnx"),
+    case("deploy-set-a-count-to-a-fraction", "--set num_classes takes an integer",
+         "deploy {ZOO} --set num_classes=2.5 --out {t}/run"),
     # ONNX files no runtime loads, or that take no image tensor: one message from every reader, before any work
     case("lint-opset-newer-than-onnx", "opset 99", "lint {d}/opset99.onnx"),
     case("build-opset-newer-than-onnx", "opset 99", "build-engine {d}/opset99.onnx -o {t}/x.onnx"),

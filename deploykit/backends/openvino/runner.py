@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.environment import runtime_telemetry_off
 from deploykit.errors import BackendUnavailable, InputError, first_line
 from deploykit.io.metadata import ModelMetadata
 from deploykit.runner import Dim, Runner, TensorSpec
@@ -31,6 +32,7 @@ DEVICE = "CPU"
 
 
 def load_openvino() -> Any:
+    runtime_telemetry_off()  # before the first import of openvino, which imports its telemetry
     try:
         return importlib.import_module("openvino")
     except ImportError as exc:
