@@ -8,6 +8,7 @@ from deploykit.commands._inputs import reads
 from deploykit.commands._options import at_least, echo_json, force_option, json_option
 from deploykit.package.images import why_no_images
 from deploykit.package.repository import RepositoryOptions, write_repository
+from deploykit.package.triton import INT32_MAX, UINT64_MAX
 
 
 @click.command()
@@ -15,11 +16,11 @@ from deploykit.package.repository import RepositoryOptions, write_repository
 @click.option("--triton", "triton", is_flag=True, required=True, help="Write a Triton model repository.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The model_repository folder.")
 @click.option("--name", "names", multiple=True, help="Model name per artifact, in order (default: file stem).")
-@click.option("--max-batch-size", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--max-batch-size", type=click.IntRange(0, INT32_MAX), default=8, show_default=True,
               help="Largest batch Triton forms (0 disables batching).")
-@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--instances", type=click.IntRange(1, INT32_MAX), default=1, show_default=True,
               help="Model instances per device.")
-@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--max-queue-delay-us", type=click.IntRange(0, UINT64_MAX), default=100, show_default=True,
               help="How long dynamic batching waits to fill a batch.")
 @click.option("--images/--no-images", default=True, show_default=True,
               help="Also write NAME_image (encoded image in, class or saliency map out) for artifacts with "

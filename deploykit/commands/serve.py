@@ -6,8 +6,10 @@ import click
 
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import CpuCount, at_least, given, progress, threads_option
+from deploykit.io.signals import deferred
 from deploykit.package.images import why_no_images
-from deploykit.serve.server import ServeOptions, run_until_signal, start
+from deploykit.package.triton import INT32_MAX, UINT64_MAX
+from deploykit.serve.server import ServeOptions, Serving, run_until_signal, start
 
 
 @click.command(short_help="Serve artifacts over the KServe v2 protocol (Triton's server, dynamic batching).")
@@ -17,9 +19,9 @@ from deploykit.serve.server import ServeOptions, run_until_signal, start
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="HTTP port (default 8000; 0: any free port).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
               help="Also open Triton's gRPC endpoint on this port.")
-@click.option("--max-batch", "max_batch_size", type=click.IntRange(min=0), default=None,
+@click.option("--max-batch", "max_batch_size", type=click.IntRange(0, INT32_MAX), default=None,
               help="Largest batch the dynamic batcher forms from same-shape requests (default 8; 0: none).")
-@click.option("--queue-delay-us", "max_queue_delay_us", type=click.IntRange(min=0), default=None,
+@click.option("--queue-delay-us", "max_queue_delay_us", type=click.IntRange(0, UINT64_MAX), default=None,
               help="How long the batcher waits to fill a batch (default 500 us).")
 @click.option("--instances", type=CpuCount(), default=None,
               help="Model instances (default 1; at most one per CPU).")
@@ -30,7 +32,7 @@ from deploykit.serve.server import ServeOptions, run_until_signal, start
               help="Largest encoded image accepted (default 32).")
 @click.option("--max-input-mb", type=at_least(0, open_=True), default=None,
               help="Largest input tensor accepted, in MB of float32 (default 256).")
-@click.option("--drain", "drain_s", type=click.IntRange(min=1), default=None,
+@click.option("--drain", "drain_s", type=click.IntRange(1, INT32_MAX), default=None,
               help="Seconds in-flight requests get after SIGTERM / Ctrl-C (default 8).")
 @reads("artifacts")
 def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, port: int | None,
@@ -48,6 +50,16 @@ def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, 
         max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, max_image_mb=max_image_mb,
         max_input_mb=max_input_mb, drain_s=drain_s))
     serving = start(artifacts, options, progress=progress)
+    try:
+        _describe(serving, artifacts, images)
+    except BaseException:  # SIGTERM / Ctrl-C before run_until_signal listens for them: stop what runs,
+        with deferred():  # and let no second signal cut that short
+            serving.stop()
+        raise
+    run_until_signal(serving, progress=progress)
+
+
+def _describe(serving: Serving, artifacts: tuple[str, ...], images: bool) -> None:
     for artifact, packaged in zip(artifacts, serving.packaged, strict=True):
         model = packaged.model
         click.echo(f"{serving.url}/v2/models/{model.name}: {artifact}, inputs "
@@ -58,5 +70,5 @@ def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, 
                        f"BYTES[1]) -> mask {packaged.images.post.outputs[0].data_type[5:]}[height, width]")
         elif images:
             click.echo(f"no {model.name}_image: {why_no_images(model)}; send {model.name} tensors")
-    click.echo(f"ready: {serving.url} (KServe v2; SIGTERM or Ctrl-C drains and stops)", err=True)
-    run_until_signal(serving, progress=progress)
+    grpc = f", gRPC on {serving.grpc_address}" if serving.grpc_address else ""
+    click.echo(f"ready: {serving.url} (KServe v2{grpc}; SIGTERM or Ctrl-C drains and stops)", err=True)

@@ -21,7 +21,7 @@ import numpy as np
 import deploykit
 from deploykit.errors import InputError
 from deploykit.io.masks import mask_dtype
-from deploykit.package.triton import TritonModel, TritonTensor
+from deploykit.package.triton import TritonModel, TritonTensor, pbtxt_escape
 
 IMAGE_INPUT, MASK_OUTPUT = "image", "mask"
 STEP_FILE = Path(__file__).with_name("triton_models") / "image_step.py"
@@ -48,8 +48,10 @@ class ImagePipeline:
     def ensemble_text(self) -> str:
         """The ensemble's config.pbtxt: image -> NAME_pre -> NAME -> NAME_post -> mask."""
         def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
-            maps = "".join(f'      input_map {{ key: "{k}" value: "{v}" }}\n' for k, v in inputs.items())
-            maps += "".join(f'      output_map {{ key: "{k}" value: "{v}" }}\n' for k, v in outputs.items())
+            maps = "".join(f'      input_map {{ key: "{pbtxt_escape(k)}" value: "{pbtxt_escape(v)}" }}\n'
+                           for k, v in inputs.items())
+            maps += "".join(f'      output_map {{ key: "{pbtxt_escape(k)}" value: "{pbtxt_escape(v)}" }}\n'
+                            for k, v in outputs.items())
             return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
         art, mask = self.artifact, self.post.outputs[0]
@@ -114,8 +116,9 @@ def copy_step_code(folder: Path) -> None:
 
 def check_image_names(models: Sequence[TritonModel]) -> None:
     """No artifact's model name may be another's image-step name (seg and seg_pre would collide)."""
-    taken = {m.name for m in models}
-    clashes = sorted(f"{m.name}{s}" for m in models for s in ("_pre", "_post", "_image") if f"{m.name}{s}" in taken)
+    taken = {m.name.casefold() for m in models}  # case-blind, as duplicate names are
+    clashes = sorted(f"{m.name}{s}" for m in models for s in ("_pre", "_post", "_image")
+                     if f"{m.name}{s}".casefold() in taken)
     if clashes:
         raise InputError(f"model name(s) {', '.join(clashes)} are also image-step names; rename with --name")
 

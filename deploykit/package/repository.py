@@ -21,7 +21,15 @@ from pathlib import Path
 from deploykit.errors import ConfigConflict, InputError, OutputExists
 from deploykit.io.outputs import check_output_dir, disk_size, staged
 from deploykit.package.images import ImagePipeline, check_image_names, copy_step_code, image_pipeline
-from deploykit.package.triton import TritonModel, check_copy_loads, describe_artifact, validate_config
+from deploykit.package.triton import (
+    INT32_MAX,
+    ROOT_FILES,
+    UINT64_MAX,
+    TritonModel,
+    check_copy_loads,
+    describe_artifact,
+    validate_config,
+)
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"  # any recent release; TensorRT plans need theirs
 
@@ -36,9 +44,10 @@ class RepositoryOptions:
     max_image_bytes: int = 32 * 2**20  # larger encoded images are refused (HTTP 400)
 
     def check(self) -> None:
-        if self.max_batch_size < 0 or self.instances < 1 or self.max_queue_delay_us < 0 or self.version < 1:
-            raise ConfigConflict("batching options: max batch size >= 0, instances >= 1, queue delay >= 0 us, "
-                                 "version >= 1")
+        if not (0 <= self.max_batch_size <= INT32_MAX and 1 <= self.instances <= INT32_MAX
+                and 0 <= self.max_queue_delay_us <= UINT64_MAX and 1 <= self.version <= INT32_MAX):
+            raise ConfigConflict(f"batching options: max batch size 0..{INT32_MAX}, instances and version "
+                                 f"1..{INT32_MAX}, queue delay 0..{UINT64_MAX} us (what Triton's config holds)")
         if self.max_image_bytes < 1:
             raise ConfigConflict("the largest image must be at least 1 byte")
 
@@ -63,9 +72,13 @@ def describe_artifacts(artifacts: Sequence[str | os.PathLike[str]], names: Seque
                              "--name per artifact, in the artifacts' order")
     models = [describe_artifact(a, name=names[i] if i < len(names) else None, max_batch_size=max_batch_size)
               for i, a in enumerate(artifacts)]
-    duplicates = sorted({m.name for m in models if [x.name for x in models].count(m.name) > 1})
+    folded = [m.name.casefold() for m in models]  # one folder on macOS and Windows, where repositories get copied
+    duplicates = sorted({m.name for m in models if folded.count(m.name.casefold()) > 1})
     if duplicates:
-        raise InputError(f"two artifacts would both be named {', '.join(duplicates)}; give --name for each")
+        cased = len(duplicates) > len({d.casefold() for d in duplicates})
+        raise InputError(f"two artifacts would both be named {' / '.join(duplicates)}"
+                         + (" (names that differ only in case are one folder on macOS and Windows)" if cased else "")
+                         + "; give --name for each")
     check_image_names(models)
     return models
 
@@ -126,8 +139,8 @@ def write_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os.
         packaged = stage(models, staging, options)
         for model in models:  # a repository whose copy would not load is never written
             check_copy_loads(model, staging / model.name / str(options.version))
-        (staging / "Dockerfile").write_text(dockerfile(), encoding="utf-8")
-        (staging / "inferenceservice.yaml").write_text(inference_service(models), encoding="utf-8")
+        for name, text in zip(ROOT_FILES, (dockerfile(), inference_service(models)), strict=True):
+            (staging / name).write_text(text, encoding="utf-8")
     return packaged
 
 

@@ -24,6 +24,13 @@ from deploykit.io.model_files import external_data_files, read_onnx, require_fil
 from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar, verify_sidecar
 
+# The largest values Triton's ModelConfig fields and command line hold: counts and seconds are int32,
+# max_queue_delay_microseconds is uint64.
+INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
+ROOT_FILES = ("Dockerfile", "inferenceservice.yaml")  # what `package` writes beside the model folders
+# A model's folder name, and its image models' (NAME_image, the longest), must fit a file name (255 bytes).
+MAX_NAME = 200
+
 _TRITON_TYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.INT64: "TYPE_INT64",
     onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.UINT8: "TYPE_UINT8",
@@ -38,7 +45,7 @@ class TritonTensor:
     dims: tuple[int, ...]  # -1 for dynamic; without the batch axis when the model batches
 
     def text(self) -> str:
-        return (f'  {{\n    name: "{self.name}"\n    data_type: {self.data_type}\n'
+        return (f'  {{\n    name: "{pbtxt_escape(self.name)}"\n    data_type: {self.data_type}\n'
                 f'    dims: [ {", ".join(map(str, self.dims))} ]\n  }}')
 
 
@@ -93,8 +100,11 @@ class TritonModel:
 
 
 def pbtxt_escape(text: str) -> str:
-    """`text` (ASCII) as the inside of a protobuf text-format string."""
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    """`text` as the inside of a protobuf text-format string: quotes and backslashes escaped, control characters
+    as octal escapes, the rest as UTF-8. Tensor names are the model's own (an ONNX name may hold any of them): an
+    unescaped quote or newline made the config invalid, and a backslash changed the name Triton read."""
+    return "".join(f"\\{ch}" if ch in '\\"' else f"\\{ord(ch):03o}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch
+                   for ch in text)
 
 
 def _onnx_tensors(values: Sequence[onnx.ValueInfoProto], batched: bool) -> tuple[TritonTensor, ...]:
@@ -122,6 +132,12 @@ def _model_name(path: Path, given: str | None) -> str:
     if name.startswith("."):  # "..", "." or a hidden folder: the model's folder would not be one in the repository
         raise InputError(f"model name {name!r} starts with a dot; it names a model folder in the repository: start "
                          "it with a letter or digit")
+    if name.casefold() in {f.casefold() for f in ROOT_FILES}:
+        raise InputError(f"model name {name!r} is a file `package` writes at the repository's root; choose another "
+                         "with --name")
+    if len(name) > MAX_NAME:
+        raise InputError(f"model name {name[:24]}... has {len(name)} characters; at most {MAX_NAME} (its folder and "
+                         f"its image models' must fit a file name): give a shorter --name")
     return name
 
 

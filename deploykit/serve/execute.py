@@ -54,6 +54,11 @@ class BatchedRunner:
             if empty:
                 answers[index] = InputError(f"empty input: {', '.join(empty)}; every dimension must be at least 1")
                 continue
+            not_finite = [f"{name} has {np.count_nonzero(~np.isfinite(array))} of {array.size}"
+                          for name, array in feed.items() if array.dtype.kind == "f" and not np.isfinite(array).all()]
+            if not_finite:
+                answers[index] = InputError(f"NaN or infinite values: {', '.join(not_finite)}; send finite numbers")
+                continue
             key = tuple((name, feed[name].shape[1:] if self.batched else feed[name].shape, feed[name].dtype.str)
                         for name in sorted(feed))
             groups.setdefault(key if self.batched else (index,), []).append(index)

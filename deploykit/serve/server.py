@@ -8,23 +8,34 @@ instead of Triton's ONNX Runtime / OpenVINO / TensorRT backends, which only NVID
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
-from deploykit.errors import CheckFailed, ConfigConflict, DeployKitError, InputError
+from deploykit.errors import BackendUnavailable, CheckFailed, ConfigConflict, DeployKitError, InputError
+from deploykit.io.outputs import scratch_folder
 from deploykit.io.signals import deferred
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
-from deploykit.package.triton import TritonModel
-from deploykit.serve.engine import ServerProcess, ServerSettings, check_runtime, find_bundle, start_server
+from deploykit.package.triton import INT32_MAX, TritonModel
+from deploykit.serve.engine import (
+    INSTALL,
+    ServerProcess,
+    ServerSettings,
+    check_runtime,
+    find_bundle,
+    start_server,
+)
 from deploykit.serve.execute import max_elements_of
+from deploykit.serve.front import FrontLimits, HttpFront
+from deploykit.serve.grpc_front import GrpcFront
 from deploykit.types import Progress
 
 RUNNER_MODEL = Path(__file__).with_name("triton_runner.py")
@@ -51,20 +62,37 @@ class ServeOptions:
                                  max_image_bytes=int(self.max_image_mb * 2**20))
 
 
+class Front(Protocol):
+    """What clients reach (deploykit/serve/front.py, grpc_front.py); Triton listens on private ports."""
+
+    def stop(self) -> bool:
+        """Stop listening, drain, close; whether no request was cut off."""
+
+
 @dataclass
 class Serving:
     process: ServerProcess
     packaged: list[Packaged]
     workdir: Path
+    fronts: tuple[Front, ...] = ()
+    front_url: str = ""
+    grpc_address: str | None = None
+    scratch: contextlib.ExitStack | None = None  # holds the workdir (a scratch folder: dropping it removes it)
 
     @property
     def url(self) -> str:
-        return self.process.url
+        return self.front_url or self.process.url
 
     def stop(self) -> int:
+        """Stop taking requests, drain in-flight ones, stop Triton: its exit status, or 1 when the front had to
+        cut requests off."""
         try:
-            return self.process.stop()
+            drained = all([front.stop() for front in self.fronts])  # each one stopped
+            status = self.process.stop()
+            return status if status or drained else 1
         finally:
+            if self.scratch is not None:
+                self.scratch.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -92,8 +120,9 @@ def _free_port(host: str, port: int, flag: str = "--port") -> int:
 def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | None = None) -> Serving:
     """Serve `artifacts`; returns once every model is ready (or raises with the server's log)."""
     say = progress or (lambda _msg: None)
-    if options.max_batch_size < 0 or options.instances < 1 or options.drain_s < 1 or options.max_input_mb <= 0:
-        raise ConfigConflict("serve needs --max-batch >= 0, --instances >= 1, --drain >= 1 and --max-input-mb > 0")
+    if not (options.instances >= 1 and 1 <= options.drain_s <= INT32_MAX and options.max_input_mb > 0):
+        raise ConfigConflict(f"serve needs --instances >= 1, --drain 1..{INT32_MAX} and --max-input-mb > 0")
+    options.repository().check()
     find_bundle()
     check_runtime()  # both fail with what to install before any artifact is opened
     models = [runner_model(m, options) for m in describe_artifacts(artifacts, options.names, options.max_batch_size)]
@@ -104,24 +133,52 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
         raise InputError(f"--port and --grpc-port are both {options.port}; HTTP and gRPC need a port each")
     port = _free_port(options.host, options.port)
     grpc = _free_port(options.host, options.grpc_port, "--grpc-port") if options.grpc_port is not None else None
-    workdir = Path(tempfile.mkdtemp(prefix="deploykit-serve-"))
-    try:
+    private = [_free_port("127.0.0.1", 0) for _ in range(2)]  # Triton's own ports: only the fronts talk to them
+    with contextlib.ExitStack() as scratch:  # a deploykit killed outright leaves it; the next run removes it
+        workdir = scratch.enter_context(scratch_folder("deploykit-serve-"))
         repository = workdir / "models"
         repository.mkdir()
         packaged = stage(models, repository, options.repository())
         say(f"starting Triton on {options.host}:{port} with {sum(len(p.names) for p in packaged)} models")
-        process = start_server(repository, workdir, ServerSettings(host=options.host, http_port=port,
-                                                                   grpc_port=grpc, drain_s=options.drain_s))
+        settings = ServerSettings(http_port=private[0], grpc_port=private[1] if grpc is not None else None,
+                                  drain_s=options.drain_s)
+        process = start_server(repository, workdir, settings)
+        fronts: list[Front] = []
         try:
             process.wait_ready()
+            _open_fronts(fronts, options, settings, port, grpc)
         except BaseException:  # not ready, or SIGINT/SIGTERM while it starts: it runs in its own session, so
             with deferred():  # only stop() ends it; a second signal must not cut that short
+                for front in fronts:
+                    front.stop()
                 process.stop()
             raise
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return Serving(process, packaged, workdir)
+        owned = scratch.pop_all()  # from here the Serving owns the folder: its stop() removes it
+    return Serving(process, packaged, workdir, tuple(fronts), f"http://{options.host}:{port}",
+                   f"{options.host}:{grpc}" if grpc is not None else None, owned)
+
+
+def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSettings, port: int,
+                 grpc: int | None) -> None:
+    """deploykit's HTTP (and gRPC) front on the user's address, passing safe requests on to Triton's private
+    ports; each is appended to `fronts` once listening."""
+    max_elements = max_elements_of(options.max_input_mb)
+    # A body may carry a largest tensor as INT64 or as JSON text (about 8 bytes a value), or a batch of images.
+    largest = max(8 * 4 * max_elements, max(1, options.max_batch_size) * int(options.max_image_mb * 2**20))
+    limits = FrontLimits(max_elements=max_elements, max_body_bytes=largest + 2**20)
+    try:
+        http = HttpFront(f"http://{settings.host}:{settings.http_port}", limits, options.drain_s)
+        http.start(options.host, port)
+        fronts.append(http)
+        if grpc is not None:
+            remote = GrpcFront(f"{settings.host}:{settings.grpc_port}", limits, options.drain_s)
+            remote.start(options.host, grpc)
+            fronts.append(remote)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {options.host} ({exc.strerror or exc}); choose another --port, "
+                         "--grpc-port or --host") from None
+    except ImportError as exc:  # the serve extra brings aiohttp and grpcio
+        raise BackendUnavailable(f"deploykit serve's fronts need aiohttp and grpcio ({exc}): {INSTALL}") from exc
 
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:

@@ -129,3 +129,17 @@ def test_thread_and_instance_counts_stop_at_this_machines_cpus(monkeypatch: pyte
         result = CliRunner().invoke(cli, [*command.split(), *BASE[command], flag, str(cpus + 1)])
         assert result.exit_code == 2 and f"more than the {cpus} CPUs this process may use" in result.stderr, \
             result.stderr
+
+
+@pytest.mark.parametrize(("command", "option", "above"), [
+    ("serve", "--max-batch", 2**31), ("serve", "--queue-delay-us", 2**64), ("serve", "--drain", 2**31),
+    ("package", "--max-batch-size", 2**31), ("package", "--instances", 2**31),
+    ("package", "--max-queue-delay-us", 2**64)])
+def test_a_value_triton_cannot_hold_is_refused_naming_the_option(command: str, option: str, above: int) -> None:
+    """Triton's config holds int32 batch sizes and counts and uint64 microseconds, its --exit-timeout-secs an
+    int32: beyond those, serve failed after staging with Triton's usage text or "generated config.pbtxt is not
+    valid", naming no option."""
+    refused = CliRunner().invoke(cli, [command, *BASE[command], option, str(above)])
+    assert refused.exit_code == 2 and f"Invalid value for '{option}'" in refused.output, refused.output
+    largest = CliRunner().invoke(cli, [command, *BASE[command], option, str(above - 1)])
+    assert "Invalid value" not in largest.output, largest.output  # on to the (missing) artifact

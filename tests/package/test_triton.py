@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import onnx
 import pytest
 from click.testing import CliRunner
 from google.protobuf import text_format
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from tritonclient.grpc import model_config_pb2
 
 from deploykit.cli import cli
@@ -91,3 +94,53 @@ def test_default_names_keep_the_precision(onnx_pair: tuple[Path, Path], tmp_path
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.endswith(("_pre", "_post", "_image"))
                   ) == ["model_fp16", "model_int8"]
+
+
+def renamed(model: onnx.ModelProto, names: dict[str, str]) -> onnx.ModelProto:
+    """`model` with its graph inputs and outputs renamed (and every node that reads or writes them)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    for value in (*copy.graph.input, *copy.graph.output):
+        value.name = names.get(value.name, value.name)
+    return copy
+
+
+_names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(input_name=_names, output_name=_names)
+def test_any_tensor_name_reaches_every_config_as_the_model_has_it(onnx_pair: tuple[Path, Path], tmp_path: Path,
+                                                                   input_name: str, output_name: str) -> None:
+    """Tensor names are written as they are in the model, whatever they hold: a quote or a newline made the
+    config invalid, a backslash changed the name Triton read (\\b became a backspace)."""
+    assume(input_name != output_name)
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    model = folder / "odd.onnx"
+    onnx.save(renamed(onnx.load(str(onnx_pair[0])), {"input": input_name, "output": output_name}), str(model))
+    result = CliRunner().invoke(cli, ["package", "--triton", str(model), "--out", str(folder / "repo")])
+    assert result.exit_code == 0, result.output
+    config = _config(folder / "repo" / "odd" / "config.pbtxt")
+    assert [i.name for i in config.input] == [input_name] and [o.name for o in config.output] == [output_name]
+    ensemble = _config(folder / "repo" / "odd_image" / "config.pbtxt")
+    step = ensemble.ensemble_scheduling.step[1]
+    assert list(step.input_map) == [input_name] and list(step.output_map) == [output_name]
+
+
+@pytest.mark.parametrize(("names", "words"), [
+    (["x" * 300], "at most 200"),  # a folder name too long for the file system: exit 3 before
+    (["Dockerfile"], "repository's root"),  # the model folder and the Dockerfile collided: exit 3 before
+    (["inferenceservice.yaml"], "repository's root"),
+    (["seg", "SEG"], "differ only in case"),  # one folder once copied to macOS or Windows
+    (["seg", "Seg_image"], "image-step names"),
+])
+def test_model_names_the_repository_cannot_hold_are_refused_before_anything_is_written(
+        onnx_pair: tuple[Path, Path], tmp_path: Path, names: list[str], words: str) -> None:
+    artifacts = [str(onnx_pair[0])] * len(names)
+    result = CliRunner().invoke(cli, ["package", "--triton", *artifacts, *(f"--name={n}" for n in names), "--out",
+                                      str(tmp_path / "repo")])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert not list(tmp_path.iterdir())

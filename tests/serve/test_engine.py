@@ -101,3 +101,59 @@ def test_stopping_a_server_that_will_not_stop_leaves_none_of_its_session_behind(
     else:
         os.kill(child, 9)
         raise AssertionError("the server's child outlived stop()")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (children first found through /proc/PID/task/*/children)."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for task in Path(f"/proc/{pending.pop()}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            pending.extend(children - found)
+            found |= children
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_serve_killed_outright_takes_triton_and_its_stubs_along_and_the_next_run_removes_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL cannot be cleaned up after: Triton (in a session of its own) and its Python stubs kept running
+    for good on ports no one used, and the staged repository stayed in $TMPDIR."""
+    from deploykit.export import onnx_from_torch
+    from deploykit.io.outputs import scratch_folder
+    from deploykit.zoo.sources import load_model
+    from tests.serve.test_server import USER, start_server  # skips without the bundled server
+
+    artifact = tmp_path / "seg.onnx"
+    onnx_from_torch(load_model(USER, options={"num_classes": 2}), artifact, input_shape=(1, 3, 16, 16),
+                    simplify=False)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    server = start_server([artifact])  # with its image steps: three Python stubs under Triton
+    below = _descendants(server.process.pid)
+    assert len(below) >= 2, below
+    staged = [path for path in scratch.iterdir() if path.name.startswith("deploykit-serve-")]
+    assert staged
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 20
+    while not all(_gone(pid) for pid in below) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in below if not _gone(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "Triton or its stubs outlived a killed serve"
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    with scratch_folder("deploykit-test-"):  # the next deploykit run in that $TMPDIR
+        assert not any(path.exists() for path in staged), staged

@@ -133,10 +133,23 @@ def gray_artifact(artifact: Path) -> Path:
     return path
 
 
+ODD_NAMES = {"input": 'in"put\\b', "output": "out\nput"}  # a quote, a backslash, a newline
+
+
 @pytest.fixture(scope="module")
-def server(artifact: Path, gray_artifact: Path, built: dict[str, Path]) -> Iterator[Server]:
-    names = [f"--name={name}" for name in ("seg", "gray", *built)]
-    running = start_server([artifact, gray_artifact, *built.values()], *names, grpc=True)
+def odd_artifact(artifact: Path) -> Path:
+    """The segmenter with tensor names that need escaping in config.pbtxt."""
+    from tests.package.test_triton import renamed
+
+    path = artifact.with_name("odd.onnx")
+    onnx.save(renamed(onnx.load(str(artifact)), ODD_NAMES), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(artifact: Path, gray_artifact: Path, built: dict[str, Path], odd_artifact: Path) -> Iterator[Server]:
+    names = [f"--name={name}" for name in ("seg", "gray", *built, "odd")]
+    running = start_server([artifact, gray_artifact, *built.values(), odd_artifact], *names, grpc=True)
     yield running
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(30)
@@ -226,6 +239,9 @@ BAD = {
     "oversize image": ("seg_image", lambda: image_body(encoded(200, 200, "PNG", 4)), "at most"),
     "oversize tensor": ("seg", lambda: tensor_body(np.zeros((1, 3, 320, 320), np.float32)), "too large"),
     "zero-sized dimension": ("seg", lambda: tensor_body(np.zeros((1, 3, 0, 8), np.float32)), "[1, 3, 0, 8]"),
+    "NaN": ("seg", lambda: tensor_body(np.full((1, 3, 4, 4), np.nan, np.float32)), "input has 48 of 48"),
+    "infinities": ("seg", lambda: tensor_body(np.where(np.eye(4, dtype=bool), np.inf, 0).astype(np.float32)
+                                              [None, None].repeat(3, 1)), "input has 12 of 48"),
     "images of two sizes": ("seg_image", lambda: tensor_body(np.array([[encoded(9, 7, "PNG", 8)],
                                                                        [encoded(7, 9, "PNG", 8)]], dtype=object),
                                                              name="image", datatype="BYTES"), "9x7, 7x9"),
@@ -350,6 +366,37 @@ def test_a_signal_while_the_server_starts_leaves_no_server_and_no_files(artifact
     assert not list(tmp_path.iterdir())
 
 
+def test_a_signal_while_serve_prints_its_endpoints_stops_the_server_and_removes_its_files(
+        artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM after the server is ready but before serve listens for signals (while it prints the endpoints):
+    Triton, its stubs and the staged repository outlived the command."""
+    import tempfile
+
+    import click
+    from click.testing import CliRunner
+
+    from deploykit.cli import cli
+    from deploykit.errors import Terminated
+    from deploykit.serve import engine, server
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started: list[engine.ServerProcess] = []
+
+    def recorded(*args: Any) -> engine.ServerProcess:
+        started.append(engine.start_server(*args))
+        return started[-1]
+
+    def signalled(*_args: Any, **_kwargs: Any) -> None:
+        raise Terminated()
+
+    monkeypatch.setattr(server, "start_server", recorded)
+    monkeypatch.setattr(click, "echo", signalled)
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "0", "--drain", "1"])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output  # click: "Aborted!"
+    assert started and started[0].process.poll() is not None, "a Triton server outlived the command"
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_1_channel_model_answers_tensors_over_grpc_and_has_no_image_model(server: Server,
                                                                            gray_artifact: Path) -> None:
     import tritonclient.grpc as triton_grpc
@@ -435,3 +482,12 @@ def test_ctrl_c_drains_in_flight_requests_then_refuses_new_connections(artifact:
         statuses = [f.result()[0] for f in futures]
     assert draining.process.wait(30) == 0
     assert statuses == [200] * 6 and set(late) <= {200, "reset", "refused"}, (statuses, late)
+
+
+def test_tensor_names_with_quotes_backslashes_and_newlines_are_served_as_the_model_names_them(
+        server: Server, runner: Any) -> None:
+    x = np.random.default_rng(13).standard_normal((2, 3, 20, 12), dtype=np.float32)
+    got = answer(*server.post("odd", *tensor_body(x, name=ODD_NAMES["input"])), ODD_NAMES["output"])
+    np.testing.assert_allclose(got, runner.infer({"input": x})["output"], rtol=1e-5, atol=1e-5)
+    mask = answer(*server.post("odd_image", *image_body(encoded(21, 17, "PNG", 14))), "mask")
+    assert mask.shape == (1, 21, 17)

@@ -1,0 +1,147 @@
+"""deploykit serve's gRPC front: what `--grpc-port` clients reach, passing each call to Triton's gRPC endpoint
+on a private loopback port as bytes, after checking the shapes of inference requests.
+
+Triton's gRPC endpoint has the HTTP one's hole (deploykit/serve/front.py): a ModelInfer input whose shape's
+byte size wraps to 0, sent with 0 bytes, aborts the model's Python stub, and every later request to that
+model fails while the server reports it ready. Inference requests (ModelInfer, and each message of
+ModelStreamInfer) are parsed and such shapes refused with INVALID_ARGUMENT; every other call passes unread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from deploykit.serve.front import FrontLimits, why_shape_refused
+
+if TYPE_CHECKING:  # grpcio and tritonclient come with the serve extra: imported where the front runs
+    import grpc
+
+_SERVICE = "/inference.GRPCInferenceService/"
+_INFER, _STREAM = _SERVICE + "ModelInfer", _SERVICE + "ModelStreamInfer"
+_LARGEST_MESSAGE = 2**31 - 1  # gRPC's own limit
+
+
+def why_infer_refused(raw: bytes, max_elements: int) -> str | None:
+    """Why this serialized ModelInferRequest must not reach Triton, or None."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest()
+    try:
+        request.ParseFromString(raw)
+    except Exception as exc:  # protobuf's DecodeError, whichever implementation
+        return f"the request is not a ModelInferRequest ({str(exc)[:200]})"
+    for tensor in request.inputs:
+        reason = why_shape_refused(tensor.name, list(tensor.shape), max_elements)
+        if reason:
+            return reason
+    return None
+
+
+class GrpcFront:
+    """The gRPC front on (host, port), passing calls to Triton's gRPC endpoint at `upstream` (host:port)."""
+
+    def __init__(self, upstream: str, limits: FrontLimits, drain_s: float) -> None:
+        import grpc
+
+        self.max_elements, self.drain_s = limits.max_elements, drain_s
+        largest = min(limits.max_body_bytes, _LARGEST_MESSAGE)
+        self._channel = grpc.insecure_channel(upstream, options=[("grpc.max_send_message_length", -1),
+                                                                 ("grpc.max_receive_message_length", -1)])
+        self._server = grpc.server(ThreadPoolExecutor(32, thread_name_prefix="deploykit-serve-grpc"),
+                                   handlers=[_Passing(self)],
+                                   options=[("grpc.max_receive_message_length", largest),
+                                            ("grpc.max_send_message_length", -1)])
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def start(self, host: str, port: int) -> None:
+        """Listen on host:port (an OSError when it cannot)."""
+        try:
+            bound = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # grpcio raises where older versions returned 0
+            raise OSError(f"cannot bind {host}:{port}") from exc
+        if not bound:
+            raise OSError(f"cannot bind {host}:{port}")
+        self._server.start()
+
+    def stop(self) -> bool:
+        """Stop taking calls, give in-flight ones the drain, close; whether none was cut off."""
+        self._server.stop(grace=self.drain_s).wait()
+        self._channel.close()
+        return self._active == 0
+
+    @contextlib.contextmanager
+    def _counted(self, context: grpc.ServicerContext) -> Iterator[None]:
+        """One call in flight; Triton's errors are passed on as it gave them."""
+        import grpc
+
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        except grpc.RpcError as exc:
+            context.abort(exc.code(), exc.details() or "")
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def unary(self, method: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        import grpc
+
+        upstream = self._channel.unary_unary(method)
+
+        def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            reason = why_infer_refused(raw, self.max_elements) if method == _INFER else None
+            if reason:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+            remaining = context.time_remaining()  # about 2**63 when the client set no deadline
+            with self._counted(context):
+                return bytes(upstream(raw, metadata=_passed(context), timeout=remaining if remaining < 1e9 else None))
+        return handle
+
+    def stream(self, method: str) -> Callable[[Iterator[bytes], grpc.ServicerContext], Iterator[bytes]]:
+        import grpc
+
+        upstream = self._channel.stream_stream(method)
+
+        def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            refused: list[str] = []
+
+            def checked() -> Iterator[bytes]:
+                for raw in requests:
+                    reason = why_infer_refused(raw, self.max_elements) if method == _STREAM else None
+                    if reason:  # the stream ends here; the client is told why below
+                        refused.append(reason)
+                        return
+                    yield raw
+
+            with self._counted(context):
+                yield from upstream(checked(), metadata=_passed(context))
+            if refused:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
+        return handle
+
+
+def _passed(context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:
+    """The client's metadata, without what each gRPC connection sets for itself."""
+    return [(m.key, m.value) for m in context.invocation_metadata()
+            if m.key != "user-agent" and not m.key.startswith("grpc-")]
+
+
+class _Passing:
+    """A grpc.GenericRpcHandler (grpc asks only for its `service` method)."""
+
+    def __init__(self, front: GrpcFront) -> None:
+        self.front = front
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        import grpc
+
+        method = str(handler_call_details.method)
+        if method == _STREAM:
+            return grpc.stream_stream_rpc_method_handler(self.front.stream(method))
+        return grpc.unary_unary_rpc_method_handler(self.front.unary(method))

@@ -1,0 +1,196 @@
+"""deploykit serve's HTTP front against hostile requests, on the real server: requests that took the bundled
+Triton down (the whole server, or one model's Python stub for good) get a 4xx naming what was wrong, and the
+model answers correctly afterwards."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import io
+import json
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deploykit.export import onnx_from_torch
+from deploykit.serve.front import why_refused
+from deploykit.targets.resolve import open_target
+from deploykit.zoo.sources import load_model
+from tests.serve.test_server import Server, answer, start_server, tensor_body  # skips without the bundled server
+
+USER = "tests.fixtures.user_models:tiny_segmenter"
+MAX_ELEMENTS = 2**20 // 4  # --max-input-mb 1
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any]]:
+    path = tmp_path_factory.mktemp("front") / "seg.onnx"
+    onnx_from_torch(load_model(USER, options={"num_classes": 4}), path, input_shape=(1, 3, 32, 32), simplify=False)
+    running = start_server([path], "--name=seg", "--no-images", grpc=True)
+    with open_target(str(path)).runner as runner:
+        yield running, runner
+    running.process.send_signal(signal.SIGTERM)
+    running.process.wait(30)
+
+
+def json_body(inputs: list[dict[str, Any]], **extra: Any) -> bytes:
+    return json.dumps({"inputs": inputs, **extra}).encode()
+
+
+def binary_header(shape: list[int], size: int) -> tuple[bytes, dict[str, str]]:
+    header = json_body([{"name": "input", "shape": shape, "datatype": "FP32",
+                         "parameters": {"binary_data_size": size}}])
+    return header + bytes(size), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def spaces_bomb() -> bytes:
+    """A 50 MB JSON request (mostly spaces) gzipped to about 50 kB."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as sink:
+        sink.write(json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 3]}])[:-1])
+        for _ in range(50):
+            sink.write(b" " * 2**20)
+        sink.write(b"}")
+    return buffer.getvalue()
+
+
+HOSTILE = {  # what Triton 2.51's own front end did with each: see deploykit/serve/front.py
+    "a JSON shape of 3e10 values (Triton aborted)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 100000, 100000], "datatype": "FP32",
+                             "data": [0.5] * 12}]), {}), 400, "too large"),
+    "a shape whose byte size overflows to 0, with 0 bytes (the model's stub died for good)": (
+        lambda: binary_header([2, 3, 2**62, 4], 0), 400, "too large"),
+    "the same in JSON": (
+        lambda: (json_body([{"name": "input", "shape": [2, 3, 2**62, 4], "datatype": "FP32", "data": []}]), {}),
+        400, "too large"),
+    "a gzip body inflating past the limit (Triton inflated 3 GB and aborted)": (
+        lambda: (spaces_bomb(), {"Content-Encoding": "gzip"}), 413, "larger than"),
+    "a body that is not JSON (Triton: 500)": (lambda: (b"{\"inputs\": [", {}), 400, "not valid JSON"),
+    "no inputs list (Triton: 500)": (lambda: (b"{}", {}), 400, "`inputs` list"),
+    "data that does not fill its shape (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [0.5] * 5}]),
+                 {}), 400, "holds 5 values"),
+    "strings as FP32 data (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": ["a"] * 3}]),
+                 {}), 400, "must hold numbers"),
+    "a negative dimension (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, -2, 2], "datatype": "FP32", "data": [0.5] * 12}]),
+                 {}), 400, "whole numbers >= 0"),
+    "a parameter of the wrong type (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 3]}],
+                           parameters={"binary_data_output": "yes"}), {}), 400, "true or false"),
+    "a header length past the body": (
+        lambda: (b"{}", {"Inference-Header-Content-Length": "999"}), 400, "body has 2 bytes"),
+}
+
+
+def good_request_matches(server: Server, runner: Any) -> None:
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16), dtype=np.float32)
+    np.testing.assert_allclose(answer(*server.post("seg", *tensor_body(x)), "output"),
+                               runner.infer({"input": x})["output"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_requests_that_took_triton_down_get_4xx_naming_the_fault_and_the_model_still_answers(
+        served: tuple[Server, Any], case: str) -> None:
+    server, runner = served
+    make, expected_status, words = HOSTILE[case]
+    status, body, _ = server.post("seg", *make())
+    assert status == expected_status and words in json.loads(body)["error"], (status, body[:300])
+    good_request_matches(server, runner)
+
+
+_dims = st.one_of(st.integers(0, 40), st.integers(0, 2**64), st.integers(-3, -1))
+_values = st.lists(st.floats(allow_nan=False, width=32), max_size=64)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.lists(_dims, min_size=0, max_size=5), data=st.one_of(st.none(), _values),
+       binary_size=st.one_of(st.none(), st.integers(0, 256)), datatype=st.sampled_from(["FP32", "INT64", "BYTES"]))
+def test_any_inference_header_is_answered_or_refused_and_never_breaks_the_server(
+        served: tuple[Server, Any], shape: list[int], data: list[float] | None, binary_size: int | None,
+        datatype: str) -> None:
+    server, runner = served
+    tensor: dict[str, Any] = {"name": "input", "shape": shape, "datatype": datatype}
+    if data is not None:
+        tensor["data"] = data
+    headers = {}
+    body = json_body([tensor])
+    if binary_size is not None:
+        tensor["parameters"] = {"binary_data_size": binary_size}
+        header = json_body([tensor])
+        body, headers = header + bytes(binary_size), {"Inference-Header-Content-Length": str(len(header))}
+    try:
+        status, reply, _ = server.post("seg", body, headers)
+    except http.client.HTTPException as exc:
+        raise AssertionError(f"no answer to {body[:200]!r}") from exc
+    assert status == 200 or (400 <= status < 500 and json.loads(reply)["error"]), (status, reply[:300])
+    good_request_matches(server, runner)
+
+
+@given(shape=st.lists(st.integers(0, 2**70), min_size=1, max_size=6))
+def test_a_shape_beyond_the_limit_is_refused_whatever_its_product_wraps_to(shape: list[int]) -> None:
+    header = json_body([{"name": "input", "shape": shape, "datatype": "FP32"}])
+    reason = why_refused(header, None, MAX_ELEMENTS)
+    assert (reason is not None and "too large" in reason) == (int(np.prod(shape, dtype=object)) > MAX_ELEMENTS)
+
+
+def test_a_grpc_shape_that_killed_the_models_stub_is_refused_and_the_model_still_answers(
+        served: tuple[Server, Any]) -> None:
+    """Triton's gRPC endpoint had the same hole: a ModelInfer input whose byte size wraps to 0, with 0 bytes."""
+    import grpc
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    server, runner = served
+    request = service_pb2.ModelInferRequest(model_name="seg")
+    tensor = request.inputs.add(name="input", datatype="FP32")
+    tensor.shape.extend([2, 3, 2**62, 4])
+    request.raw_input_contents.append(b"")
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel, pytest.raises(grpc.RpcError) as refused:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in str(refused.value.details())
+    x = np.random.default_rng(4).standard_normal((2, 3, 12, 20), dtype=np.float32)
+    good = triton_grpc.InferInput("input", list(x.shape), "FP32")
+    good.set_data_from_numpy(x)
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert client.is_server_ready()
+    np.testing.assert_allclose(client.infer("seg", [good]).as_numpy("output"), runner.infer({"input": x})["output"],
+                               rtol=1e-5, atol=1e-5)
+    good_request_matches(server, runner)
+
+
+@pytest.mark.parametrize("accepted", [None, "gzip"])
+def test_an_answer_is_compressed_only_when_the_client_asks(served: tuple[Server, Any], accepted: str | None) -> None:
+    """The front's own HTTP client asked Triton for gzip: curl, which sends no Accept-Encoding, got gzip bytes."""
+    server, runner = served
+    x = np.random.default_rng(5).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    body = json_body([{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}])
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.putrequest("POST", "/v2/models/seg/infer", skip_accept_encoding=True)  # as curl sends it
+    for key, value in {"Content-Length": str(len(body)), **({"Accept-Encoding": accepted} if accepted else {})}.items():
+        connection.putheader(key, value)
+    connection.endheaders(body)
+    reply = connection.getresponse()
+    data = reply.read()
+    assert reply.status == 200 and reply.getheader("Content-Encoding") == accepted
+    got = json.loads(gzip.decompress(data) if accepted else data)["outputs"][0]
+    np.testing.assert_allclose(np.reshape(got["data"], got["shape"]), runner.infer({"input": x})["output"],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"])
+def test_a_method_kserve_does_not_have_gets_405_not_a_5xx(served: tuple[Server, Any], method: str) -> None:
+    """Triton answered HEAD /v2/health/ready with a 405 that carried a body, which the front read as a broken
+    connection (503)."""
+    server, runner = served
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request(method, "/v2/health/ready")
+    reply = connection.getresponse()
+    assert reply.status == 405, (reply.status, reply.read()[:200])
+    good_request_matches(server, runner)
