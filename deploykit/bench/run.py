@@ -214,8 +214,9 @@ def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, nam
         contenders = _contenders(targets, stack, batches, input_shape, say, skipped)
         if not contenders:  # nothing would be timed: a report of nothing must not read as done
             reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
-            raise InputError(f"nothing to time: no requested batch can run {name} ({reasons}); choose a batch "
-                             "the model accepts (--batch 1 for a fixed-batch model)")
+            batch_hint = ("; choose a batch the model accepts (--batch 1 for a fixed-batch model)"
+                          if any("fixed batch" in s.reason for s in skipped) else "")  # other reasons say their fix
+            raise InputError(f"nothing to time: no requested batch can run {name} ({reasons}){batch_hint}")
         peaks_after = measure_peaks_around(threads, say, quick=quick_peaks) if roofline else None
         results, load = time_contenders(contenders, config, threads, say)
     notes = [w for w in (load.warning() if load else None,) if w]

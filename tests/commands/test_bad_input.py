@@ -508,7 +508,7 @@ CASES = [
          "parity {USER} {d}/net.onnx --random 1 --input-shape 1,3,4294967296,64"),
     case("bench-batch-beyond-range", "--batch must be integers from 1 to",
          "bench {d}/net.onnx --batch 99999999999 --iterations 2 --no-roofline"),
-    case("bench-batch-the-model-cannot-take", "nothing to time",
+    case("bench-batch-the-model-cannot-take", "cannot run); choose a batch the model accepts (--batch 1",
          "bench {d}/static.onnx --batch 2 --iterations 2 --no-roofline"),
     case("bench-csv-and-json", "--csv or --json", "bench {d}/net.onnx --iterations 2 --no-roofline --csv --json"),
     case("bench-concurrency-beyond-range", "--concurrency must be integers from 1 to",

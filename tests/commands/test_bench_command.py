@@ -10,6 +10,7 @@ import re
 import warnings
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from click.testing import CliRunner
@@ -105,6 +106,19 @@ def test_a_batch_whose_inputs_exceed_the_free_memory_is_skipped_before_any_array
     assert [row[3] for row in table] == ["1"]
     code, _, err = _invoke(["bench", str(tiny_onnx), "--batch", "64", "--input-shape", "1,3,32,32", *FAST])
     assert code == 2 and "need 12.6 MB" in err and "available" in err, err
+
+
+def test_nothing_to_time_gives_each_reasons_own_fix_and_the_batch_hint_only_for_a_batch(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    text = helper.make_tensor_value_info("input", TensorProto.STRING, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "g", [text],
+                              [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "strings.onnx"))
+    code, _, err = _invoke(["bench", str(tmp_path / "strings.onnx"), *FAST])
+    assert code == 2 and "is not a numeric tensor" in err and "choose a batch" not in err, err
 
 
 def test_no_runnable_backend_is_an_error(tiny_onnx: Path) -> None:
