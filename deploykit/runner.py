@@ -152,4 +152,5 @@ class Target:
     metadata: ModelMetadata | None = None
     static_input: tuple[int, ...] | None = None  # an ONNX input with every dimension fixed
     channels: int | None = None  # an ONNX input's fixed channel count (images give 3)
+    integer_input: bool = False  # an ONNX input of an integer type (uint8 images): it takes pixels, not floats
     budget: str | None = None  # the accuracy budget an artifact was built to (its sidecar), held by parity

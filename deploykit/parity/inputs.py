@@ -67,10 +67,18 @@ def _spatial_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None
                      "give --input-shape N,C,H,W")
 
 
+# What an integer-input model takes: the pixels themselves (it normalises inside, or works on the integers)
+PIXELS = Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_range=(0.0, 255.0))
+
+
 def _preprocessing(targets: Sequence[Target]) -> tuple[Preprocessing, str]:
     for target in targets:
         if target.preprocessing is not None:
             return target.preprocessing, f"preprocessed as {target.label} expects"
+    integer = next((t for t in targets if t.integer_input), None)
+    if integer is not None:  # ImageNet-normalised floats cast to integers would be noise
+        return PIXELS, (f"as pixels in [0, 255] ({integer.label} takes an integer input; no target records its "
+                        "preprocessing)")
     return IMAGENET, "preprocessed with ImageNet mean/std (no target records its preprocessing)"
 
 

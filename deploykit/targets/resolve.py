@@ -154,7 +154,20 @@ def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | N
         input_size=size or (meta.input_size if meta else None), precision=precision,
         input_name=name or (meta.input_names[0] if meta else runner.input_specs()[0].name),
         onnx_path=path if model is not None else None, metadata=meta, static_input=static, channels=channels,
+        integer_input=model is not None and _integer_input(model),
     )
+
+
+INTEGER_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16, onnx.TensorProto.INT16,
+                 onnx.TensorProto.UINT32, onnx.TensorProto.INT32, onnx.TensorProto.UINT64, onnx.TensorProto.INT64}
+
+
+def _integer_input(model: onnx.ModelProto) -> bool:
+    """Whether the first graph input holds integers (a model that takes uint8 pixels and normalises itself)."""
+    initializers = {i.name for i in model.graph.initializer}
+    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
+    kind = graph_input.type.tensor_type.elem_type if graph_input is not None else 0
+    return kind in INTEGER_TYPES
 
 
 def _built_from(artifact: Path, build_options: Mapping[str, Any]) -> Path | None:
