@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,26 +114,32 @@ def source_label(source: str, options: Mapping[str, Any] | None, weights: str | 
     return f"{source} ({', '.join(parts + ([Path(weights).name] if weights is not None else []))})"
 
 
-def _graph_channels(model: onnx.ModelProto) -> int | None:
-    """The first graph input's channel count (axis 1 of N,C,H,W) when it is fixed."""
-    initializers = {init.name for init in model.graph.initializer}
-    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
-    dims = list(graph_input.type.tensor_type.shape.dim) if graph_input is not None else []
-    fixed = len(dims) == 4 and dims[1].HasField("dim_value") and dims[1].dim_value > 0
-    return int(dims[1].dim_value) if fixed else None
+INTEGER_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16, onnx.TensorProto.INT16,
+                 onnx.TensorProto.UINT32, onnx.TensorProto.INT32, onnx.TensorProto.UINT64, onnx.TensorProto.INT64}
 
 
-def _graph_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...] | None, tuple[int, int] | None]:
-    """The first real graph input: name, full static shape (or None), static (H, W) (or None)."""
+@dataclass(frozen=True)
+class _GraphInput:
+    """What the first real graph input (not an initializer) tells about the model's input."""
+
+    name: str
+    static: tuple[int, ...] | None  # every dimension fixed
+    size: tuple[int, int] | None  # fixed (H, W) of N,C,H,W
+    channels: int | None  # fixed C of N,C,H,W
+    integer: bool  # holds integers: a model that takes uint8 pixels and normalises itself
+
+
+def _graph_input(model: onnx.ModelProto) -> _GraphInput:
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if not inputs:
         raise InputError("the ONNX model has no inputs")
-    dims = inputs[0].type.tensor_type.shape.dim
-    values = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+    tensor = inputs[0].type.tensor_type
+    values = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim]
     full = tuple(int(v) for v in values if v is not None) if all(v is not None for v in values) else None
     size = (int(values[2]), int(values[3])) if len(values) == 4 and values[2] and values[3] else None
-    return inputs[0].name, full, size
+    channels = int(values[1]) if len(values) == 4 and values[1] else None
+    return _GraphInput(inputs[0].name, full, size, channels, tensor.elem_type in INTEGER_TYPES)
 
 
 def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], threads: int | None) -> Target:
@@ -144,30 +151,17 @@ def _onnx_target(path: Path, *, task: Task | None, providers: Sequence[str], thr
 
 def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | None, model: onnx.ModelProto | None,
                  precision: str, task: Task | None) -> Target:
-    name, static, size = _graph_input(model) if model is not None else ("", None, None)
-    channels = _graph_channels(model) if model is not None else None
+    graph = _graph_input(model) if model is not None else _GraphInput("", None, None, None, False)
     if meta is not None and task is not None and task != meta.task:
         raise ConfigConflict(f"{path} is a {meta.task} model (its metadata says so); drop --task {task}")
     return Target(
         runner=runner, kind=kind, label=str(path), task=meta.task if meta else task,
         num_classes=meta.num_classes if meta else 0, preprocessing=meta.preprocessing if meta else None,
-        input_size=size or (meta.input_size if meta else None), precision=precision,
-        input_name=name or (meta.input_names[0] if meta else runner.input_specs()[0].name),
-        onnx_path=path if model is not None else None, metadata=meta, static_input=static, channels=channels,
-        integer_input=model is not None and _integer_input(model),
+        input_size=graph.size or (meta.input_size if meta else None), precision=precision,
+        input_name=graph.name or (meta.input_names[0] if meta else runner.input_specs()[0].name),
+        onnx_path=path if model is not None else None, metadata=meta, static_input=graph.static,
+        channels=graph.channels, integer_input=graph.integer,
     )
-
-
-INTEGER_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16, onnx.TensorProto.INT16,
-                 onnx.TensorProto.UINT32, onnx.TensorProto.INT32, onnx.TensorProto.UINT64, onnx.TensorProto.INT64}
-
-
-def _integer_input(model: onnx.ModelProto) -> bool:
-    """Whether the first graph input holds integers (a model that takes uint8 pixels and normalises itself)."""
-    initializers = {i.name for i in model.graph.initializer}
-    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
-    kind = graph_input.type.tensor_type.elem_type if graph_input is not None else 0
-    return kind in INTEGER_TYPES
 
 
 def _built_from(artifact: Path, build_options: Mapping[str, Any]) -> Path | None:
