@@ -41,11 +41,11 @@ def check_pool_fits(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int,
     """Refuse, before any array is made, a pool of inputs larger than the memory available: under overcommit
     the allocation would succeed and the kernel's OOM killer end the run without a word."""
     size = feed_bytes(specs, shapes)
-    needed, free = size * pool_size(size), available_memory()
-    if free is not None and needed > free:
+    count, free = pool_size(size), available_memory()
+    if free is not None and size * count > free:
         first = "x".join(map(str, shapes[specs[0].name]))
-        raise InputError(f"inputs of {first} need {size_text(needed)} ({pool_size(size)} distinct ones, for the "
-                         f"input alone) and this machine has {size_text(free)} available")
+        raise InputError(f"inputs of {first} need {size_text(size * count)} ({count} distinct ones, for the input "
+                         f"alone) and this machine has {size_text(free)} available")
 
 
 def input_pool(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], *, count: int | None = None,
