@@ -281,7 +281,7 @@ class _Ops:
         high = np.minimum(low + 1, length - 1)
         shape = [1] * x.dim()
         shape[axis] = -1
-        weight = torch.from_numpy(source - low).reshape(shape)
+        weight = torch.from_numpy((source - low).astype(np.float32)).reshape(shape)
         return (torch.index_select(x, axis, torch.from_numpy(low)) * (1 - weight)
                 + torch.index_select(x, axis, torch.from_numpy(high)) * weight)
 
@@ -330,6 +330,13 @@ class _Ops:
         return x[tuple(index)]
 
 
+def _tensor(array: np.ndarray, torch: Any) -> Any:
+    """A constant as the graph's arithmetic here takes it: float32 for floats, int64 for integers and bools."""
+    kind = array.dtype.kind
+    return torch.tensor(array.astype(np.float32) if kind == "f" else array.astype(np.int64) if kind in "iub"
+                        else array)
+
+
 class _Zero:
     """A zero point: its value (float, for arithmetic) and its type's range."""
 
@@ -355,14 +362,11 @@ class TorchGraph:
         self.constants: dict[str, Any] = {}
         for init in graph.initializer:
             array = numpy_helper.to_array(init)
-            self.constants[init.name] = (_Zero(array, torch) if init.name in zero_names
-                                         else torch.tensor(array.astype(np.float32) if array.dtype.kind == "f"
-                                                           else array.astype(np.int64) if array.dtype.kind in "iub"
-                                                           else array))
+            self.constants[init.name] = _Zero(array, torch) if init.name in zero_names else _tensor(array, torch)
         self.nodes: list[tuple[Callable[..., Any], dict[str, Any], list[str], list[str]]] = []
         for node in graph.node:
             if node.op_type == "Constant":
-                self.constants[node.output[0]] = torch.tensor(numpy_helper.to_array(node.attribute[0].t))
+                self.constants[node.output[0]] = _tensor(numpy_helper.to_array(node.attribute[0].t), torch)
                 continue
             if node.domain not in ("", "ai.onnx") or not hasattr(self.ops, node.op_type):
                 raise Unsupported(f"operator {node.op_type}")

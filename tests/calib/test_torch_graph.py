@@ -91,7 +91,7 @@ def test_the_torch_run_agrees_with_onnx_runtime(case: tuple[onnx.ModelProto, np.
         return
     with torch.no_grad():
         got = TorchGraph(model).run([torch.from_numpy(x)])[0].numpy()
-    assert got.shape == expected.shape
+    assert got.shape == expected.shape and got.dtype == expected.dtype
     close = np.isclose(got, expected, rtol=1e-4, atol=1e-4)
     # a value on a rounding boundary may round the other way (x / s computed differently): rare, one step
     shown = [(n.op_type, {a.name: helper.get_attribute_value(a) for a in n.attribute}) for n in model.graph.node]
