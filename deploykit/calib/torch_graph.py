@@ -212,6 +212,42 @@ class _Ops:
             raise Unsupported(f"Pad {mode} of the batch or channel axis")
         return self.F.pad(x, trimmed, mode={"reflect": "reflect", "edge": "replicate"}.get(mode, mode))
 
+    # shape arithmetic of dynamic-shape exports (integer tensors, no gradient)
+    def ConstantOfShape(self, a: dict[str, Any], shape: Any) -> Any:
+        value = a.get("value")
+        fill = _tensor(numpy_helper.to_array(value), self.torch) if value is not None else self.torch.tensor([0.0])
+        return fill.reshape(-1)[:1].expand([int(d) for d in shape]).clone()
+
+    def Expand(self, a: dict[str, Any], x: Any, shape: Any) -> Any:
+        return x * self.torch.ones([int(d) for d in shape], dtype=x.dtype)
+
+    def Tile(self, a: dict[str, Any], x: Any, repeats: Any) -> Any:
+        return x.repeat([int(r) for r in repeats])
+
+    def Range(self, a: dict[str, Any], start: Any, limit: Any, delta: Any) -> Any:
+        return self.torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
+
+    def Equal(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x == y
+
+    def Less(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x < y
+
+    def Greater(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x > y
+
+    def Not(self, a: dict[str, Any], x: Any) -> Any:
+        return ~x.bool()
+
+    def Where(self, a: dict[str, Any], condition: Any, x: Any, y: Any) -> Any:
+        return self.torch.where(condition.bool(), x, y)
+
+    def Floor(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.floor(x)
+
+    def Ceil(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.ceil(x)
+
     def Exp(self, a: dict[str, Any], x: Any) -> Any:
         return self.torch.exp(x)
 
@@ -322,12 +358,11 @@ class _Ops:
     def Slice(self, a: dict[str, Any], x: Any, starts: Any, ends: Any, axes: Any = None, steps: Any = None) -> Any:
         axes = range(len(starts)) if axes is None else [int(v) for v in axes]
         steps = [1] * len(starts) if steps is None else [int(v) for v in steps]
-        index = [slice(None)] * x.dim()
         for s, e, axis, step in zip(starts, ends, axes, steps, strict=True):
-            if step != 1:
-                raise Unsupported("Slice step")
-            index[axis] = slice(int(s), min(int(e), x.shape[axis]))
-        return x[tuple(index)]
+            # ONNX clamps starts and ends as Python's slices do (numpy's semantics), negative steps included
+            kept = np.ascontiguousarray(np.arange(x.shape[axis])[slice(int(s), int(e), step)])
+            x = self.torch.index_select(x, axis, self.torch.from_numpy(kept))
+        return x
 
 
 def _tensor(array: np.ndarray, torch: Any) -> Any:

@@ -150,6 +150,11 @@ def describe(report: Mapping[str, Any]) -> list[str]:
                      f"({report['adaround']['weights_rounded_otherwise']} weights rounded the other way)")
     if "bias_correction" in report:
         steps.append(f"bias correction of {report['bias_correction']['layers']} layers")
+    distilled = report.get("distillation")
+    if distilled:
+        steps.append(f"distillation of {distilled['layers']} layers, {distilled['steps']} steps: loss "
+                     f"{distilled['loss_before']:.4g} -> {distilled['loss_after']:.4g}" if distilled["trained"]
+                     else f"no distillation ({distilled['why']})")
     lines.append("accuracy recovery: " + ("; ".join(steps) if steps else "none"))
     budget = report.get("budget")
     if budget and budget.get("held_out"):

@@ -112,3 +112,19 @@ def test_rounding_passes_the_gradient_straight_through() -> None:
     y.sum().backward()
     assert y.tolist() == [0.0, 1.0, 2.0, -2.0]  # half to even, as ONNX's QuantizeLinear
     assert x.grad is not None and x.grad.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 32, 40), (1, 3, 24, 36)])
+def test_a_dynamic_shape_export_runs_as_onnx_runtime_runs_it(tmp_path_factory: pytest.TempPathFactory,
+                                                              shape: tuple[int, int, int, int]) -> None:
+    """deploykit's own export of a user model: Shape/Gather/Slice (negative steps)/ConstantOfShape arithmetic
+    feeding Pad and Resize, a ConvTranspose; run at the export size and another."""
+    from tests.fixtures.precision_models import export_user_model
+
+    model = onnx.load(str(export_user_model(tmp_path_factory.mktemp("dynamic") / "net.onnx")))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    expected = session_from_onnx(model.SerializeToString(), optimization="disable").run(
+        None, {model.graph.input[0].name: x})[0]
+    with torch.no_grad():
+        got = TorchGraph(model).run([torch.from_numpy(x)])[0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

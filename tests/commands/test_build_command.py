@@ -84,8 +84,8 @@ def test_fp16_io_with_an_accuracy_budget_builds(model: Path, tmp_path: Path) -> 
 
 
 def test_int8_recovery_steps_are_options_recorded_in_the_sidecar(model: Path, tmp_path: Path) -> None:
-    """Bias correction and cross-layer equalization run by default, AdaRound when asked; each step's option
-    and what it did land in the sidecar's precision report and in build-engine's output."""
+    """Bias correction and cross-layer equalization run by default, AdaRound and distillation when asked; each
+    step's option and what it did land in the sidecar's precision report and in build-engine's output."""
     def build(name: str, *flags: str) -> tuple[dict[str, object], str]:
         out = tmp_path / name / "net.int8.ort.onnx"
         out.parent.mkdir()
@@ -98,7 +98,7 @@ def test_int8_recovery_steps_are_options_recorded_in_the_sidecar(model: Path, tm
     report, shown = build("defaults")
     assert report["recovery"] == {"bias_correction": {"enabled": True},
                                   "equalization": {"relu": False, "relu6": True, "rounds": 8},
-                                  "rounding": {"rounding": "nearest"}}
+                                  "rounding": {"rounding": "nearest"}, "distillation": {"steps": 0}}
     assert report["bias_correction"]["layers"] > 0 and report["equalization"]["pairs"] > 0
     assert "adaround" not in report
     assert "INT8: accuracy recovery: " in shown and "bias correction" in shown
@@ -110,3 +110,8 @@ def test_int8_recovery_steps_are_options_recorded_in_the_sidecar(model: Path, tm
     assert "bias_correction" not in report and not report["equalization"]["pairs"]
     assert 0 < report["adaround"]["layers"] <= report["quantized_nodes"]  # the convs
     assert "AdaRound" in shown
+    report, shown = build("distilled", "--int8-distill", "32")
+    assert report["recovery"]["distillation"]["steps"] == 32
+    record = report["distillation"]
+    assert record["layers"] > 0 and record["loss_after"] <= record["loss_before"], record
+    assert "distillation of" in shown or "no distillation (" in shown
