@@ -16,9 +16,9 @@ from PIL import Image
 from deploykit.cli import cli
 
 
-def _model(path: Path, elem_type: int) -> None:
+def _model(path: Path, elem_type: int, seed: int = 0) -> None:
     """Pixels (N,3,H,W) -> 4 class scores: a 1x1 convolution of pixels / 255, after a Cast for integer input."""
-    weights = np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)
+    weights = np.random.default_rng(seed).standard_normal((4, 3, 1, 1)).astype(np.float32)
     nodes = [helper.make_node("Div", ["pixels", "scale"], ["x"]),
              helper.make_node("Conv", ["x", "w"], ["output"])]
     if elem_type != TensorProto.FLOAT:
@@ -34,14 +34,18 @@ def _model(path: Path, elem_type: int) -> None:
     onnx.save(model, str(path))
 
 
+def _images(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    return folder
+
+
 def test_an_integer_input_model_is_fed_pixels_and_agrees_with_its_float_twin(tmp_path: Path) -> None:
     _model(tmp_path / "u8.onnx", TensorProto.UINT8)
     _model(tmp_path / "f32.onnx", TensorProto.FLOAT)
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(1)
-    for index in range(3):
-        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(images / f"{index}.png")
+    images = _images(tmp_path / "images", 3)
     result = CliRunner().invoke(cli, ["parity", str(tmp_path / "u8.onnx"), str(tmp_path / "f32.onnx"),
                                       "--inputs", str(images), "--task", "segmentation", "--input-shape", "1,3,24,32",
                                       "--json"])
@@ -50,3 +54,19 @@ def test_an_integer_input_model_is_fed_pixels_and_agrees_with_its_float_twin(tmp
     assert "as pixels in [0, 255]" in json.dumps(report)
     scores = json.dumps(report)
     assert '"pixel_agreement": 1.0' in scores or '"pixel_agreement": 1' in scores, scores[:2000]
+
+
+def test_localize_feeds_an_integer_input_model_what_the_comparison_fed_it(tmp_path: Path) -> None:
+    """--localize runs the graphs on the comparison's worst input, converted the one way the comparison converts
+    it (TensorSpec.feed): on one image, the cosine it measures at the graph's output is the comparison's."""
+    _model(tmp_path / "reference.onnx", TensorProto.UINT8)
+    _model(tmp_path / "candidate.onnx", TensorProto.UINT8, seed=2)
+    images = _images(tmp_path / "images", 1)
+    result = CliRunner().invoke(cli, ["parity", str(tmp_path / "reference.onnx"), str(tmp_path / "candidate.onnx"),
+                                      "--inputs", str(images), "--task", "segmentation", "--input-shape", "1,3,24,32",
+                                      "--localize", "--json"])
+    assert result.exit_code == 1, result.output  # the candidate's other weights fail the gates
+    candidate = json.loads(result.stdout)["candidates"][0]
+    compared = candidate["outputs"][0]["metrics"]["cosine"]
+    at_output = [row for row in candidate["localization"]["top"] if row["tensor"] == "output"]
+    assert at_output and abs(at_output[0]["cosine"] - compared) < 1e-6, (compared, candidate["localization"])
