@@ -26,7 +26,8 @@ _ORT_TYPES = {
     "tensor(bool)": "bool",
 }
 
-def _specs(values: Sequence[ort.NodeArg]) -> list[TensorSpec]:
+def tensor_specs(values: Sequence[ort.NodeArg]) -> list[TensorSpec]:
+    """A session's inputs or outputs as TensorSpecs (feed with `TensorSpec.feed`)."""
     return [
         TensorSpec(v.name, tuple(d if isinstance(d, int) else (d or None) for d in v.shape),
                    _ORT_TYPES.get(v.type, v.type))
@@ -67,10 +68,10 @@ class OnnxRuntimeRunner(Runner):
         return self.session
 
     def input_specs(self) -> list[TensorSpec]:
-        return _specs(self._session().get_inputs())
+        return tensor_specs(self._session().get_inputs())
 
     def output_specs(self) -> list[TensorSpec]:
-        return _specs(self._session().get_outputs())
+        return tensor_specs(self._session().get_outputs())
 
     def describe(self) -> str:
         return f"onnxruntime[{','.join(self.providers)}]"
