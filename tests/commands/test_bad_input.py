@@ -22,6 +22,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from safetensors.torch import save_file
 
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
@@ -85,6 +86,17 @@ CASES = [
          "export {USER} --input-shape 1,3,64,64 --weights {d}/nan.pt -o {t}/x.onnx"),
     case("export-weights-an-image", "it is a PNG image, not a PyTorch checkpoint",
          "export {USER} --input-shape 1,3,64,64 --weights {d}/images/a.png -o {t}/x.onnx"),
+    # --weights given a Hugging Face model folder: the file to pass is named (deploykit does not pick one)
+    case("export-weights-hf-folder", "hf is a folder; pass its weights file: --weights",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/hf -o {t}/x.onnx"),
+    case("parity-weights-hf-folder", "hf/model.safetensors or --weights ",
+         "parity {USER} --weights {d}/hf {d}/net.onnx --random 1"),
+    case("export-weights-folder-without-weights", "a folder with no weights file",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/empty_dir -o {t}/x.onnx"),
+    case("export-weights-sharded-folder", "split into shards, and deploykit reads one file",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/sharded -o {t}/x.onnx"),
+    case("export-weights-shard-index", "split into shards, and deploykit reads one file",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/sharded/model.safetensors.index.json -o {t}/x.onnx"),
     case("export-set-malformed", "KEY=VALUE", "export {USER} --input-shape 1,3,64,64 --set width -o {t}/x.onnx"),
     case("export-set-unknown-option", "rejected options {'depth': 3}",
          "export {USER} --input-shape 1,3,64,64 --set depth=3 -o {t}/x.onnx"),
@@ -640,6 +652,13 @@ def _checkpoint_fixtures(d: Path) -> None:
     from tests.fixtures import user_models
 
     weights = user_models.tiny_segmenter().state_dict()
+    for folder in ("hf", "sharded"):  # Hugging Face's layouts: one file beside config.json, or shards and an index
+        (d / folder).mkdir()
+        (d / folder / "config.json").write_text("{}")
+    save_file(weights, d / "hf" / "model.safetensors")
+    torch.save(weights, d / "hf" / "pytorch_model.bin")
+    save_file(weights, d / "sharded" / "model-00001-of-00001.safetensors")
+    (d / "sharded" / "model.safetensors.index.json").write_text('{"weight_map": {}}')
     score = np.float64(0.5)  # as training scripts keep their best mIoU: allowed
     torch.save({"state_dict": weights, "best": score, "stop": user_models.Halt("x")}, d / "ckpt_unsafe.pth")
     torch.save({"model": user_models.tiny_segmenter(), "best": score}, d / "ckpt_whole.pth")
