@@ -181,6 +181,12 @@ CASES = [
          "build-engine {d}/unmade.onnx --int8 --calib-data {d}/images -o {t}/x.onnx"),
     case("parity-model-without-inputs", "takes no inputs", "parity {d}/noinputs.onnx {d}/net.onnx"),
     case("lint-model-without-outputs", "has no outputs", "lint {d}/nooutputs.onnx"),
+    case("lint-name-made-twice", "ONNX Runtime refuses: 'output' is made twice", "lint {d}/madetwice.onnx"),
+    # an ONNX model that loads but cannot run at the shape asked for, as a PyTorch forward that raises
+    case("bench-shape-the-graph-cannot-run", "cannot run on inputs of shape input 1x3x65x65: node",
+         "bench {d}/oddsizes.onnx --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
+    case("parity-shape-the-graph-cannot-run", "does not take this shape",
+         "parity {d}/oddsizes.onnx {d}/net.onnx --random 1 --input-shape 1,3,65,65 --task segmentation"),
     case("bench-string-input", "is not a numeric tensor", "bench run {d}/strings.onnx"),
     case("parity-string-input", "is not a numeric tensor",
          "parity {d}/strings.onnx {d}/strings.onnx --input-shape 1,3,8,8"),
@@ -642,6 +648,12 @@ def _graph_fixtures(d: Path) -> None:
     save("noinputs", [helper.make_node("Constant", [], ["output"], value=onnx.numpy_helper.from_array(
         np.zeros((1, 3, 4, 4), np.float32)))], [], [out])
     save("nooutputs", [relu], [image], [])
+    save("madetwice", [relu, helper.make_node("Neg", ["output"], ["output"])], [image], [out])
+    scales = onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32))
+    save("oddsizes", [helper.make_node("MaxPool", ["input"], ["half"], kernel_shape=[2, 2], strides=[2, 2]),
+                      helper.make_node("Constant", [], ["scales"], value=scales),
+                      helper.make_node("Resize", ["half", "", "scales"], ["up"], mode="nearest"),
+                      helper.make_node("Add", ["up", "input"], ["output"])], [image], [out])  # even sizes only
     text = helper.make_tensor_value_info("input", TensorProto.STRING, [1])
     save("strings", [helper.make_node("Identity", ["input"], ["output"])], [text],
          [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])
