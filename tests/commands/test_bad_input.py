@@ -33,6 +33,7 @@ FIXTURES = "tests.fixtures.user_models"
 USER = f"{FIXTURES}:tiny_segmenter"
 PROC = "folder /proc is not writable (nothing can be created there)"
 ZOO = "deeplabv3plus_mobilenetv2"
+LONG = "a" * 300  # a name beyond the 255 bytes file systems take
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,14 @@ CASES = [
          "build-engine {d}/unmade.onnx --int8 --calib-data {d}/images -o {t}/x.onnx"),
     case("parity-model-without-inputs", "takes no inputs", "parity {d}/noinputs.onnx {d}/net.onnx"),
     case("lint-model-without-outputs", "has no outputs", "lint {d}/nooutputs.onnx"),
+    # names longer than the file system takes (ENAMETOOLONG after the work was exit 3)
+    case("build-out-name-too-long", "bytes; this file system takes names of up to",
+         f"build-engine {{d}}/net.onnx -o {{t}}/{LONG}.onnx"),
+    case("parity-report-name-too-long", "give a shorter name",
+         f"parity {{d}}/net.onnx {{d}}/net.onnx --random 1 --report {{t}}/{LONG}.md"),
+    case("package-out-name-too-long", "give a shorter name", f"package --triton {{d}}/net.onnx --out {{t}}/{LONG}"),
+    case("deploy-out-folder-name-too-long", "give a shorter name",
+         f"deploy {{USER}} --input-shape 1,3,32,32 --out {{t}}/{LONG}/run"),
     case("lint-name-made-twice", "ONNX Runtime refuses: 'output' is made twice", "lint {d}/madetwice.onnx"),
     # an ONNX model that loads but cannot run at the shape asked for, as a PyTorch forward that raises
     case("bench-shape-the-graph-cannot-run", "cannot run on inputs of shape input 1x3x65x65: node",
