@@ -49,6 +49,7 @@ import bench_cpu_peers as peers  # noqa: E402
 from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.calib.adaround import AdaRound  # noqa: E402
 from deploykit.calib.bias_correction import BiasCorrection  # noqa: E402
+from deploykit.calib.distill import Distillation  # noqa: E402
 from deploykit.precision.passes import CalibrationOptions  # noqa: E402
 from deploykit.precision.recovery import EQUALIZE, RecoveryOptions  # noqa: E402
 from deploykit.precision.table import precision_of  # noqa: E402
@@ -78,6 +79,7 @@ CONFIGS: tuple[tuple[str, str | None, RecoveryOptions], ...] = (
     ("--calib-method auto, defaults", "auto", RecoveryOptions()),
     ("+ bias correction + CLE (both) + AdaRound, asymmetric (inputs from the INT8 graph)", "minmax",
      replace(CLE_ALL, rounding=AdaRound(asymmetric=True))),
+    ("deploykit's defaults + distillation (96 steps)", None, replace(RecoveryOptions(), distillation=Distillation())),
 )
 CHOSEN = (None, "auto")  # rows whose range method the build chooses: their cells name the method kept
 

@@ -390,6 +390,25 @@ class QdqBuilder:
         _, scale = self._weight(node.weight, node.axis)
         self._weights[(node.weight, node.axis)] = (codes.astype(np.int8), scale)
 
+    def set_float(self, node: str, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Replace a weighted node's float weight and bias in the model every later build derives from (its
+        codes are rounded again from the new weight); a node without a bias gets one."""
+        spec = self.specs([node])[node]
+        self.index.initializers[spec.weight].CopyFrom(numpy_helper.from_array(weight.astype(np.float32),
+                                                                              spec.weight))
+        self._weights = {key: value for key, value in self._weights.items() if key[0] != spec.weight}
+        target = next(n for n in self.model.graph.node if n.name == node)
+        if len(target.input) > 2 and target.input[2] in self.index.initializers:
+            name = target.input[2]
+            self.index.initializers[name].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), name))
+            return
+        name = unique_name(f"{node}_bias", all_names(self.model))
+        self.model.graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), name))
+        self.index.initializers[name] = self.model.graph.initializer[-1]
+        self.index.types[name] = TensorProto.FLOAT
+        del target.input[2:]
+        target.input.append(name)
+
     def _weight(self, name: str, axis: int) -> tuple[np.ndarray, np.ndarray]:
         if (name, axis) not in self._weights:
             self._weights[(name, axis)] = _quantize_weight(numpy_helper.to_array(self.index.initializers[name]),

@@ -32,7 +32,7 @@ from deploykit.calib.methods import Method
 from deploykit.calib.qdq import QdqBuilder
 from deploykit.metrics.table import selected
 from deploykit.precision.budget import BOUND, Evaluator
-from deploykit.precision.recovery import RecoveryOptions, recover
+from deploykit.precision.recovery import RecoveryOptions, distill_weights, recover
 from deploykit.types import Progress
 
 SCORED_INPUTS = 2  # inputs each candidate is scored on (full size: the choice is cheap next to calibration)
@@ -87,6 +87,8 @@ def choose_method(builder: QdqBuilder, ranges: Mapping[str, Mapping[str, float]]
     for number, method in enumerate(methods):
         builder.amax, builder.biases = dict(ranges[method.name]), {}
         steps = recovery.resolved(method)
+        # distillation changes the float weights every candidate starts from: it runs once, on the chosen one
+        steps = replace(steps, distillation=None)
         report = recover(builder, steps if number == 0 else replace(steps, rounding=None), entry, calibration,
                          threads=threads, progress=progress)
         rounded = {"adaround": report.pop("adaround")} if "adaround" in report else rounded
@@ -99,4 +101,7 @@ def choose_method(builder: QdqBuilder, ranges: Mapping[str, Mapping[str, float]]
     builder.amax, builder.biases, report = states[best.name]
     choice = MethodChoice(best, metric, scores, scored_on)
     progress(choice.describe())
+    if recovery.distillation is not None and builder.candidates():
+        report["distillation"] = distill_weights(builder, entry, calibration, recovery.distillation,
+                                                 threads=threads, progress=progress)
     return choice, {**rounded, **report}

@@ -4,6 +4,10 @@ The steps live in deploykit.calib, one module per method; this module decides wh
 - bias correction (deploykit.calib.bias_correction), measured on the graph as the backend computes it
   (`as_deployed`: for the CPU backends their UINT8 / 7-bit lowering, for TensorRT the symmetric graph itself).
   On by default, but after entropy ranges (`RecoveryOptions.resolved`).
+- distillation (deploykit.calib.distill, `--int8-distill STEPS`), last: it trains the float weights and biases
+  through the deployed graph, so the builder derives every later build (the budget search's too) from the
+  trained model. Under `--calib-method auto` it runs once, on the chosen candidate (deploykit.precision.
+  range_choice). Off by default: benchmarks/results/int8_recovery_distill.md.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from onnx import numpy_helper
 from deploykit.backends.base import Backend
 from deploykit.calib.adaround import AdaRound, adaround
 from deploykit.calib.bias_correction import CHANNEL_AXIS, BiasCorrection, corrected_bias, measure_shifts
+from deploykit.calib.distill import Distillation, distill
 from deploykit.calib.equalize import Equalization, equalize
 from deploykit.calib.methods import Entropy, Method
 from deploykit.calib.qdq import QdqBuilder, QdqResult
@@ -52,6 +57,7 @@ class RecoveryOptions:
     bias_correction: BiasCorrection | None = None  # None: on, but after entropy ranges (see `resolved`)
     equalization: Equalization = field(default_factory=lambda: EQUALIZE[DEFAULT_EQUALIZE])
     rounding: AdaRound | None = None  # None: round to nearest
+    distillation: Distillation | None = None  # None: not trained
 
     def resolved(self, method: Method) -> RecoveryOptions:
         """These options with the bias correction decided for ranges of `method` (NO_BIAS_CORRECTION_AFTER)."""
@@ -62,17 +68,20 @@ class RecoveryOptions:
     def to_dict(self) -> dict[str, Any]:
         correction = self.bias_correction.to_dict() if self.bias_correction else {"enabled": "by range method"}
         return {"bias_correction": correction, "equalization": self.equalization.to_dict(),
-                "rounding": self.rounding.to_dict() if self.rounding else {"rounding": "nearest"}}
+                "rounding": self.rounding.to_dict() if self.rounding else {"rounding": "nearest"},
+                "distillation": self.distillation.to_dict() if self.distillation else {"steps": 0}}
 
 
 def recovery_options(*, rounding: str | None = None, bias_correction: bool | None = None,
-                     equalize: str | None = None) -> RecoveryOptions:
+                     equalize: str | None = None, distill_steps: int | None = None) -> RecoveryOptions:
     """RecoveryOptions from the build-engine flags (None: the default of each)."""
     default = RecoveryOptions()
+    distillation = default.distillation if distill_steps is None else (
+        Distillation(steps=distill_steps) if distill_steps > 0 else None)
     return RecoveryOptions(
         bias_correction=BiasCorrection(bias_correction) if bias_correction is not None else default.bias_correction,
         equalization=EQUALIZE[equalize] if equalize is not None else default.equalization,
-        rounding=ROUNDINGS[rounding] if rounding is not None else default.rounding)
+        rounding=ROUNDINGS[rounding] if rounding is not None else default.rounding, distillation=distillation)
 
 
 def equalized_source(source: onnx.ModelProto, source_sha: str, options: RecoveryOptions, progress: Progress
@@ -154,10 +163,44 @@ def round_weights(builder: QdqBuilder, inputs: Iterable[np.ndarray], options: Ad
     return {"layers": len(codes), "weights_rounded_otherwise": changed}
 
 
+def _single_use(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:
+    """The nodes whose weight initializer no other node reads (training it changes that node alone)."""
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    wanted = set(nodes)
+    return [n.name for n in model.graph.node if n.name in wanted and readers.get(n.input[1], 0) == 1
+            and (len(n.input) < 3 or not n.input[2] or readers.get(n.input[2], 0) == 1)]
+
+
+def distill_weights(builder: QdqBuilder, entry: Backend, inputs: Iterable[np.ndarray], options: Distillation, *,
+                    threads: int | None, progress: Progress) -> dict[str, Any]:
+    """Train the quantized layers' float weights and biases against the float model (deploykit.calib.distill),
+    on the all-INT8 build as `entry` computes it; `builder` derives every later build from the trained model.
+    The report's record."""
+    result = builder.build()
+    names = _single_use(builder.model, result.quantized)
+    deployed = entry.as_deployed(result.model, threads=threads, optimize=False, float_source=builder.model)
+    progress(f"distillation: {len(names)} layers against the float model, {options.steps} steps")
+    done = distill(deployed, builder.model, _float_weights(builder.model, names), list(inputs), options,
+                   threads=threads, progress=progress)
+    floats = _float_biases(builder.model, done.nodes)
+    for name, trained in done.nodes.items():
+        before = floats.get(name)
+        before = np.zeros(trained.weight.shape[0], np.float32) if before is None else before
+        read = builder.biases.get(name, before)  # what the trained graph's layer read: bias correction's
+        bias = before if trained.bias is None else trained.bias - (read - before)
+        builder.set_float(name, trained.weight, bias)
+        if trained.bias is not None and name in builder.biases:
+            builder.biases[name] = trained.bias
+    return done.report
+
+
 def recover(builder: QdqBuilder, options: RecoveryOptions, entry: Backend, inputs: Iterable[np.ndarray], *,
             threads: int | None, progress: Progress) -> dict[str, Any]:
     """The weight and bias steps on `builder` (AdaRound, then bias correction measured with the rounded
-    weights), each measured on the all-INT8 build as `entry` computes it; the report's records."""
+    weights, then distillation), each on the all-INT8 build as `entry` computes it; the report's records."""
     report: dict[str, Any] = {}
     if options.rounding is not None and builder.candidates():
         report["adaround"] = round_weights(builder, inputs, options.rounding,
@@ -165,4 +208,7 @@ def recover(builder: QdqBuilder, options: RecoveryOptions, entry: Backend, input
     if options.bias_correction is not None and options.bias_correction.enabled and builder.candidates():
         report["bias_correction"] = correct_biases(builder, builder.build(), entry, inputs, threads=threads,
                                                    progress=progress)
+    if options.distillation is not None and builder.candidates():
+        report["distillation"] = distill_weights(builder, entry, inputs, options.distillation, threads=threads,
+                                                 progress=progress)
     return report

@@ -149,7 +149,7 @@ def detect_precision(model: onnx.ModelProto, meta: ModelMetadata | None = None) 
 FLAG_NEEDS = {
     **dict.fromkeys(("--calib-data", "--calib-n", "--calib-cache", "--no-calib-cache"), "calibration"),
     **dict.fromkeys(("--calib-method", "--percentile", "--qdq-layout", "--int8-float", "--int8-grouped",
-                     "--int8-rounding", "--int8-bias-correction", "--int8-equalize"), "int8"),
+                     "--int8-rounding", "--int8-bias-correction", "--int8-equalize", "--int8-distill"), "int8"),
 }
 BUDGET_FLAGS = ("--holdout", "--labels", "--max-float", "--sensitivity")  # the budget search's
 

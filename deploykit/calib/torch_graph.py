@@ -1,0 +1,307 @@
+"""An ONNX graph run by PyTorch, differentiably, so a Q/DQ graph can be trained against its float model
+(deploykit.calib.distill).
+
+Each node becomes the torch function that computes what the ONNX operator defines, in float32. Q/DQ pairs are
+fake quantization: QuantizeLinear rounds with a straight-through gradient (round(x) forward, identity backward)
+and clamps to its zero point's type, so the gradient of a scale is LSQ's (Esser et al., "Learned Step Size
+Quantization", ICLR 2020). The operators are those of the dense-prediction graphs deploykit quantizes; a graph
+with any other operator is refused (`Unsupported`), and the caller leaves the step out, saying why.
+Shape arithmetic (Shape, Gather, Slice, Concat of sizes) runs on integer tensors, without gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+INT_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+class Unsupported(Exception):
+    """The graph has an operator (or an attribute) this module does not compute."""
+
+
+def round_ste(x: Any) -> Any:
+    """round(x) forward, the identity's gradient backward."""
+    return x + (x.round() - x).detach()
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _text(value: Any, default: str) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or default)
+
+
+def _per_axis(value: Any, like: Any, axis: int) -> Any:
+    if value.dim() != 1 or like.dim() <= 1:
+        return value
+    shape = [1] * like.dim()
+    shape[axis % like.dim()] = -1
+    return value.reshape(shape)
+
+
+def _pads(pads: Sequence[int]) -> tuple[list[int], bool]:
+    """ONNX pads (begin..., end...) as torch's symmetric padding when they are, else F.pad's list."""
+    half = len(pads) // 2
+    begin, end = list(pads[:half]), list(pads[half:])
+    if begin == end:
+        return begin, True
+    flat: list[int] = []
+    for b, e in zip(reversed(begin), reversed(end), strict=True):
+        flat += [b, e]
+    return flat, False
+
+
+class _Ops:
+    """One method per ONNX operator: (node attributes, inputs) -> outputs."""
+
+    def __init__(self) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        self.torch, self.F = torch, F
+
+    def Conv(self, a: dict[str, Any], x: Any, w: Any, b: Any = None) -> Any:
+        if _text(a.get("auto_pad"), "NOTSET") != "NOTSET":
+            raise Unsupported("Conv auto_pad")
+        padding, symmetric = _pads(a.get("pads", [0] * (2 * (w.dim() - 2))))
+        if not symmetric:
+            x, padding = self.F.pad(x, padding), [0] * (w.dim() - 2)
+        conv = {3: self.F.conv1d, 4: self.F.conv2d, 5: self.F.conv3d}[w.dim()]
+        return conv(x, w, b, stride=a.get("strides", 1), padding=padding, dilation=a.get("dilations", 1),
+                    groups=a.get("group", 1))
+
+    def ConvTranspose(self, a: dict[str, Any], x: Any, w: Any, b: Any = None) -> Any:
+        if w.dim() != 4 or "output_shape" in a or _text(a.get("auto_pad"), "NOTSET") != "NOTSET":
+            raise Unsupported("ConvTranspose form")
+        padding, symmetric = _pads(a.get("pads", [0, 0, 0, 0]))
+        if not symmetric:
+            raise Unsupported("ConvTranspose asymmetric pads")
+        return self.F.conv_transpose2d(x, w, b, stride=a.get("strides", 1), padding=padding,
+                                       output_padding=a.get("output_padding", 0), groups=a.get("group", 1),
+                                       dilation=a.get("dilations", 1))
+
+    def Gemm(self, a: dict[str, Any], x: Any, w: Any, b: Any = None) -> Any:
+        x = x.t() if a.get("transA", 0) else x
+        w = w.t() if a.get("transB", 0) else w
+        y = a.get("alpha", 1.0) * x @ w
+        return y if b is None else y + a.get("beta", 1.0) * b
+
+    def MatMul(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x @ y
+
+    def QuantizeLinear(self, a: dict[str, Any], x: Any, scale: Any, zero: Any = None) -> Any:
+        axis = a.get("axis", 1)
+        low, high = INT_RANGES[np.dtype(np.uint8)] if zero is None else zero.range
+        z = 0.0 if zero is None else _per_axis(zero.value, x, axis)
+        return self.torch.clamp(round_ste(x / _per_axis(scale, x, axis)) + z, low, high)
+
+    def DequantizeLinear(self, a: dict[str, Any], q: Any, scale: Any, zero: Any = None) -> Any:
+        axis = a.get("axis", 1)
+        z = 0.0 if zero is None else _per_axis(zero.value, q, axis)
+        return (q - z) * _per_axis(scale, q, axis)
+
+    def Relu(self, a: dict[str, Any], x: Any) -> Any:
+        return self.F.relu(x)
+
+    def LeakyRelu(self, a: dict[str, Any], x: Any) -> Any:
+        return self.F.leaky_relu(x, a.get("alpha", 0.01))
+
+    def Clip(self, a: dict[str, Any], x: Any, low: Any = None, high: Any = None) -> Any:
+        low = a.get("min") if low is None else float(low)
+        high = a.get("max") if high is None else float(high)
+        return self.torch.clamp(x, low, high)
+
+    def Sigmoid(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.sigmoid(x)
+
+    def Tanh(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.tanh(x)
+
+    def HardSigmoid(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1)
+
+    def HardSwish(self, a: dict[str, Any], x: Any) -> Any:
+        return self.F.hardswish(x)
+
+    def Softmax(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.softmax(x, a.get("axis", -1))
+
+    def Add(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x + y
+
+    def Sub(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x - y
+
+    def Mul(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x * y
+
+    def Div(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return x / y if x.is_floating_point() or y.is_floating_point() else self.torch.div(x, y, rounding_mode="trunc")
+
+    def Min(self, a: dict[str, Any], *xs: Any) -> Any:
+        out = xs[0]
+        for x in xs[1:]:
+            out = self.torch.minimum(out, x)
+        return out
+
+    def Max(self, a: dict[str, Any], *xs: Any) -> Any:
+        out = xs[0]
+        for x in xs[1:]:
+            out = self.torch.maximum(out, x)
+        return out
+
+    def Identity(self, a: dict[str, Any], x: Any) -> Any:
+        return x
+
+    def Concat(self, a: dict[str, Any], *xs: Any) -> Any:
+        return self.torch.cat(xs, a["axis"])
+
+    def GlobalAveragePool(self, a: dict[str, Any], x: Any) -> Any:
+        return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+
+    def ReduceMean(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+        dims = a.get("axes") if axes is None else [int(v) for v in axes]
+        dims = tuple(range(x.dim())) if dims is None else tuple(dims)
+        return x.mean(dim=dims, keepdim=bool(a.get("keepdims", 1)))
+
+    def _pool(self, a: dict[str, Any], x: Any, pool: Callable[..., Any], **extra: Any) -> Any:
+        if _text(a.get("auto_pad"), "NOTSET") != "NOTSET" or x.dim() != 4:
+            raise Unsupported("pool form")
+        padding, symmetric = _pads(a.get("pads", [0, 0, 0, 0]))
+        if not symmetric:
+            raise Unsupported("pool asymmetric pads")
+        return pool(x, a["kernel_shape"], stride=a.get("strides", 1), padding=padding,
+                    ceil_mode=bool(a.get("ceil_mode", 0)), **extra)
+
+    def MaxPool(self, a: dict[str, Any], x: Any) -> Any:
+        if a.get("dilations", [1, 1]) != [1, 1]:
+            raise Unsupported("MaxPool dilations")
+        return self._pool(a, x, self.F.max_pool2d)
+
+    def AveragePool(self, a: dict[str, Any], x: Any) -> Any:
+        return self._pool(a, x, self.F.avg_pool2d, count_include_pad=bool(a.get("count_include_pad", 0)))
+
+    def Resize(self, a: dict[str, Any], x: Any, roi: Any = None, scales: Any = None, sizes: Any = None) -> Any:
+        mode = _text(a.get("mode"), "nearest")
+        transform = _text(a.get("coordinate_transformation_mode"), "half_pixel")
+        size = None if sizes is None or sizes.numel() == 0 else [int(v) for v in sizes[2:]]
+        factor = None if size is not None else [float(v) for v in scales[2:]]
+        if mode == "nearest" and transform == "asymmetric" and _text(a.get("nearest_mode"), "") == "floor":
+            return self._nearest(x, size, factor)
+        if mode == "linear" and transform in ("align_corners", "half_pixel", "pytorch_half_pixel"):
+            return self.F.interpolate(x, size=size, scale_factor=factor, mode="bilinear",
+                                      align_corners=transform == "align_corners")
+        raise Unsupported(f"Resize {mode}/{transform}")
+
+    def _nearest(self, x: Any, size: list[int] | None, factor: list[float] | None) -> Any:
+        """ONNX's asymmetric floor: source index floor(i / scale), scale = out / in (or given), in float32 as
+        ONNX Runtime computes it (torch's own nearest rounds some exact ratios the other way)."""
+        torch = self.torch
+        for axis in (2, 3):
+            length = x.shape[axis]
+            out = size[axis - 2] if size is not None else int(np.floor(length * factor[axis - 2]))  # type: ignore[index]
+            scale = (np.float32(out) / np.float32(length) if size is not None
+                     else np.float32(factor[axis - 2]))  # type: ignore[index]
+            index = np.floor(np.arange(out, dtype=np.float32) / scale).astype(np.int64).clip(0, length - 1)
+            x = torch.index_select(x, axis, torch.from_numpy(index))
+        return x
+
+    def BatchNormalization(self, a: dict[str, Any], x: Any, g: Any, b: Any, mean: Any, var: Any) -> Any:
+        return self.F.batch_norm(x, mean, var, g, b, training=False, eps=a.get("epsilon", 1e-5))
+
+    def Flatten(self, a: dict[str, Any], x: Any) -> Any:
+        axis = a.get("axis", 1)
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+    def Reshape(self, a: dict[str, Any], x: Any, shape: Any) -> Any:
+        dims = [int(d) if int(d) != 0 else x.shape[i] for i, d in enumerate(shape)]
+        return x.reshape(dims)
+
+    def Transpose(self, a: dict[str, Any], x: Any) -> Any:
+        return x.permute(a.get("perm", list(reversed(range(x.dim())))))
+
+    def Shape(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.tensor(list(x.shape)[a.get("start", 0):a.get("end")], dtype=self.torch.int64)
+
+    def Gather(self, a: dict[str, Any], x: Any, i: Any) -> Any:
+        return self.torch.index_select(x, a.get("axis", 0), i.reshape(-1).long()).reshape(
+            [*x.shape[:a.get("axis", 0)], *i.shape, *x.shape[a.get("axis", 0) + 1:]])
+
+    def Unsqueeze(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+        for axis in sorted(int(v) for v in (a["axes"] if axes is None else axes)):
+            x = x.unsqueeze(axis)
+        return x
+
+    def Squeeze(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+        dims = a.get("axes") if axes is None else [int(v) for v in axes]
+        return x.squeeze() if dims is None else x.squeeze(tuple(dims))
+
+    def Cast(self, a: dict[str, Any], x: Any) -> Any:
+        dtype = helper.tensor_dtype_to_np_dtype(a["to"])
+        return x.float() if dtype.kind == "f" else x.long()
+
+    def Slice(self, a: dict[str, Any], x: Any, starts: Any, ends: Any, axes: Any = None, steps: Any = None) -> Any:
+        axes = range(len(starts)) if axes is None else [int(v) for v in axes]
+        steps = [1] * len(starts) if steps is None else [int(v) for v in steps]
+        index = [slice(None)] * x.dim()
+        for s, e, axis, step in zip(starts, ends, axes, steps, strict=True):
+            if step != 1:
+                raise Unsupported("Slice step")
+            index[axis] = slice(int(s), min(int(e), x.shape[axis]))
+        return x[tuple(index)]
+
+
+class _Zero:
+    """A zero point: its value (float, for arithmetic) and its type's range."""
+
+    def __init__(self, array: np.ndarray, torch: Any) -> None:
+        self.value = torch.tensor(array.astype(np.float32))
+        self.range = INT_RANGES.get(array.dtype) or (-(2 ** 31), 2 ** 31 - 1)
+
+
+class TorchGraph:
+    """`run(inputs, values)`: the graph's outputs, with `values` (name -> tensor) overriding initializers.
+
+    Zero points are kept apart from the other initializers (their type sets the clamp range)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        import torch
+
+        self.torch, self.ops = torch, _Ops()
+        graph = model.graph
+        self.inputs = [i.name for i in graph.input]
+        self.outputs = [o.name for o in graph.output]
+        zero_names = {n.input[2] for n in graph.node
+                      if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2]}
+        self.constants: dict[str, Any] = {}
+        for init in graph.initializer:
+            array = numpy_helper.to_array(init)
+            self.constants[init.name] = (_Zero(array, torch) if init.name in zero_names
+                                         else torch.tensor(array.astype(np.float32) if array.dtype.kind == "f"
+                                                           else array.astype(np.int64) if array.dtype.kind in "iub"
+                                                           else array))
+        self.nodes: list[tuple[Callable[..., Any], dict[str, Any], list[str], list[str]]] = []
+        for node in graph.node:
+            if node.op_type == "Constant":
+                self.constants[node.output[0]] = torch.tensor(numpy_helper.to_array(node.attribute[0].t))
+                continue
+            if node.domain not in ("", "ai.onnx") or not hasattr(self.ops, node.op_type):
+                raise Unsupported(f"operator {node.op_type}")
+            self.nodes.append((getattr(self.ops, node.op_type), _attrs(node), list(node.input), list(node.output)))
+
+    def run(self, inputs: Sequence[Any], values: Mapping[str, Any] | None = None) -> list[Any]:
+        env: dict[str, Any] = {**self.constants, **(values or {}), **dict(zip(self.inputs, inputs, strict=True))}
+        for op, attrs, names, outputs in self.nodes:
+            args = [env[n] if n else None for n in names]
+            while args and args[-1] is None:
+                args.pop()
+            result = op(attrs, *args)
+            env[outputs[0]] = result
+        return [env[o] for o in self.outputs]
