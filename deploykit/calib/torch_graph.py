@@ -166,10 +166,64 @@ class _Ops:
     def GlobalAveragePool(self, a: dict[str, Any], x: Any) -> Any:
         return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
 
-    def ReduceMean(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+    def _reduce(self, a: dict[str, Any], x: Any, axes: Any, reduce: Callable[[Any, int, bool], Any]) -> Any:
         dims = a.get("axes") if axes is None else [int(v) for v in axes]
-        dims = tuple(range(x.dim())) if dims is None else tuple(dims)
-        return x.mean(dim=dims, keepdim=bool(a.get("keepdims", 1)))
+        if not dims and a.get("noop_with_empty_axes", 0):
+            return x
+        keep = bool(a.get("keepdims", 1))
+        for axis in sorted((d % x.dim() for d in (dims or range(x.dim()))), reverse=True):
+            x = reduce(x, axis, keep)
+        return x
+
+    def ReduceMean(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+        return self._reduce(a, x, axes, lambda t, d, k: t.mean(dim=d, keepdim=k))
+
+    def ReduceSum(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+        return self._reduce(a, x, axes, lambda t, d, k: t.sum(dim=d, keepdim=k))
+
+    def ReduceMax(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+        return self._reduce(a, x, axes, lambda t, d, k: t.amax(dim=d, keepdim=k))
+
+    def ReduceMin(self, a: dict[str, Any], x: Any, axes: Any = None) -> Any:
+        return self._reduce(a, x, axes, lambda t, d, k: t.amin(dim=d, keepdim=k))
+
+    def Pad(self, a: dict[str, Any], x: Any, pads: Any = None, value: Any = None, axes: Any = None) -> Any:
+        if axes is not None:
+            raise Unsupported("Pad axes")
+        widths = [int(v) for v in (a["pads"] if pads is None else pads)]
+        half = len(widths) // 2
+        flat: list[int] = []
+        for begin, end in zip(reversed(widths[:half]), reversed(widths[half:]), strict=True):
+            flat += [begin, end]
+        mode = _text(a.get("mode"), "constant")
+        if mode == "constant":
+            fill = a.get("value", 0.0) if value is None or value.numel() == 0 else float(value)
+            return self.F.pad(x, flat, value=fill)
+        trimmed = flat[:2 * (x.dim() - 2)]  # torch pads reflect/replicate over the spatial axes only
+        if any(flat[len(trimmed):]):
+            raise Unsupported(f"Pad {mode} of the batch or channel axis")
+        return self.F.pad(x, trimmed, mode={"reflect": "reflect", "edge": "replicate"}.get(mode, mode))
+
+    def Exp(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.exp(x)
+
+    def Log(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.log(x)
+
+    def Sqrt(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.sqrt(x)
+
+    def Neg(self, a: dict[str, Any], x: Any) -> Any:
+        return -x
+
+    def Abs(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.abs(x)
+
+    def Pow(self, a: dict[str, Any], x: Any, y: Any) -> Any:
+        return self.torch.pow(x, y)
+
+    def Erf(self, a: dict[str, Any], x: Any) -> Any:
+        return self.torch.erf(x)
 
     def _pool(self, a: dict[str, Any], x: Any, pool: Callable[..., Any], **extra: Any) -> Any:
         if _text(a.get("auto_pad"), "NOTSET") != "NOTSET" or x.dim() != 4:

@@ -21,8 +21,9 @@ def _scalar(name: str, value: float | int, dtype: type) -> onnx.TensorProto:
 
 @st.composite
 def graphs(draw: st.DrawFn) -> tuple[onnx.ModelProto, np.ndarray]:
-    """conv (kernel, stride, dilation, groups, asymmetric pads) -> activation -> Q/DQ (int8 or uint8) ->
-    conv with per-channel INT8 weights -> resize -> concat with a pooled branch -> output."""
+    """[pad] -> conv (kernel, stride, dilation, groups, asymmetric pads) -> activation -> Q/DQ (int8 or uint8) ->
+    conv with per-channel INT8 weights -> resize -> concat with a head (pooled scale, or min-max normalized as
+    saliency models end) -> output."""
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
     channels, size = draw(st.sampled_from([2, 4])), draw(st.integers(5, 11))
     kernel, stride = draw(st.sampled_from([1, 3])), draw(st.sampled_from([1, 2]))
@@ -33,6 +34,8 @@ def graphs(draw: st.DrawFn) -> tuple[onnx.ModelProto, np.ndarray]:
     unsigned = draw(st.booleans()) and activation in ("Relu", "Clip", "Sigmoid")
     mode = draw(st.sampled_from([("linear", "align_corners"), ("linear", "half_pixel"),
                                  ("nearest", "asymmetric")]))
+    pad_mode = draw(st.sampled_from(["none", "constant", "reflect", "edge"]))
+    head = draw(st.sampled_from(["scale", "minmax"]))
     inits = [numpy_helper.from_array(rng.standard_normal((channels, channels // group, kernel, kernel))
                                      .astype(np.float32), "w1"),
              numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b1"),
@@ -41,10 +44,21 @@ def graphs(draw: st.DrawFn) -> tuple[onnx.ModelProto, np.ndarray]:
              numpy_helper.from_array(rng.integers(-127, 128, (3, channels, 1, 1)).astype(np.int8), "w2q"),
              numpy_helper.from_array(rng.uniform(0.001, 0.01, 3).astype(np.float32), "w2s"),
              numpy_helper.from_array(np.zeros(3, np.int8), "w2z"),
-             numpy_helper.from_array(np.array([1, 3, size + 3, size + 1], np.int64), "sizes")]
+             numpy_helper.from_array(np.array([1, 3, size + 3, size + 1], np.int64), "sizes"),
+             numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "spatial"), _scalar("eps", 1e-3, np.float32)]
     act_inputs = {"Clip": ["a", "lo", "hi"]}.get(activation, ["a"])
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], kernel_shape=[kernel, kernel], strides=[stride] * 2,
-                              dilations=[dilation] * 2, group=group, pads=pads),
+    padded = [] if pad_mode == "none" else [helper.make_node("Pad", ["x", "pads"], ["xp"], mode=pad_mode)]
+    heads = {"scale": [helper.make_node("GlobalAveragePool", ["u"], ["g"]), helper.make_node("Mul", ["u", "g"], ["m"])],
+             "minmax": [helper.make_node("ReduceMin", ["u", "spatial"], ["lo_u"], keepdims=1),
+                        helper.make_node("ReduceMax", ["u", "spatial"], ["hi_u"], keepdims=1),
+                        helper.make_node("Sub", ["u", "lo_u"], ["num"]),
+                        helper.make_node("Sub", ["hi_u", "lo_u"], ["den"]),
+                        helper.make_node("Add", ["den", "eps"], ["den_eps"]),
+                        helper.make_node("Div", ["num", "den_eps"], ["m"])]}[head]
+    nodes = [*padded, helper.make_node("Conv", ["xp" if padded else "x", "w1", "b1"], ["a"],
+                                       kernel_shape=[kernel, kernel], strides=[stride] * 2,
+                                       dilations=[dilation] * 2, group=group, pads=pads),
              helper.make_node(activation, act_inputs, ["r"]),
              helper.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"]),
              helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["rd"]),
@@ -53,8 +67,7 @@ def graphs(draw: st.DrawFn) -> tuple[onnx.ModelProto, np.ndarray]:
              helper.make_node("Resize", ["c", "", "", "sizes"], ["u"], mode=mode[0],
                               coordinate_transformation_mode=mode[1],
                               **({"nearest_mode": "floor"} if mode[0] == "nearest" else {})),
-             helper.make_node("GlobalAveragePool", ["u"], ["g"]),
-             helper.make_node("Mul", ["u", "g"], ["m"]),
+             *heads,
              helper.make_node("Concat", ["u", "m"], ["y"], axis=1)]
     graph = helper.make_graph(nodes, "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, None, None])],
@@ -83,10 +96,10 @@ def test_the_torch_run_agrees_with_onnx_runtime(case: tuple[onnx.ModelProto, np.
 
 
 def test_an_operator_it_does_not_compute_is_refused_by_name() -> None:
-    graph = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "g",
+    graph = helper.make_graph([helper.make_node("NonMaxSuppression", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    with pytest.raises(Unsupported, match="Erf"):
+    with pytest.raises(Unsupported, match="NonMaxSuppression"):
         TorchGraph(helper.make_model(graph))
 
 
