@@ -75,13 +75,15 @@ def _mutation(draw: st.DrawFn, model: onnx.ModelProto) -> None:
     elif kind == "dangling_input":
         node.input[0] = "nowhere"
     elif kind == "opset":
-        model.opset_import[0].version = draw(st.integers(1, onnx.defs.onnx_opset_version() + 2))
+        version = draw(st.integers(1, onnx.defs.onnx_opset_version() + 2))
+        for opset in model.opset_import[:1]:  # none left after a no_opset mutation
+            opset.version = version
     elif kind == "ir":
         model.ir_version = draw(st.integers(0, onnx.IR_VERSION + 2))
     elif kind == "initializer_dtype" and graph.initializer:
         tensor = graph.initializer[_pick(draw, list(graph.initializer))]
         dtype = draw(st.sampled_from((np.int64, np.float16, np.int32, np.float64)))
-        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(dtype), tensor.name))
+        tensor.CopyFrom(numpy_helper.from_array(np.ones(tuple(tensor.dims), dtype), tensor.name))
     elif kind == "duplicate_output":
         node.output[0] = nodes[_pick(draw, list(nodes))].output[0]
     elif kind == "empty_name":
