@@ -148,6 +148,9 @@ def distill(deployed: onnx.ModelProto, teacher: onnx.ModelProto, weights: Mappin
     torch.set_num_threads(max(1, threads or previous_threads))
     try:
         return _train(graph, deployed, teacher, weights, variables, inputs, options, progress)
+    except Unsupported as exc:  # a form found only when the node runs (its inputs' shapes)
+        return Distilled({}, {"trained": False, "why": f"not trained: {exc} is not computed by deploykit's "
+                                                       "PyTorch runner (deploykit.calib.torch_graph)"})
     finally:
         torch.set_num_threads(previous_threads)
 

@@ -19,6 +19,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 INT_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+# Resize's coordinate transformations: output index i -> source position (ONNX's Resize definition)
+SOURCE_POSITION: dict[str, Callable[[np.ndarray, Any, int, int], np.ndarray]] = {
+    "half_pixel": lambda i, scale, length, out: (i + 0.5) / scale - 0.5,
+    "pytorch_half_pixel": lambda i, scale, length, out: (i + 0.5) / scale - 0.5 if out > 1 else i * 0,
+    "align_corners": lambda i, scale, length, out: i * np.float32(length - 1) / np.float32(out - 1) if out > 1
+    else i * 0,
+    "asymmetric": lambda i, scale, length, out: i / scale,
+}
 
 
 class Unsupported(Exception):
@@ -245,27 +253,37 @@ class _Ops:
     def Resize(self, a: dict[str, Any], x: Any, roi: Any = None, scales: Any = None, sizes: Any = None) -> Any:
         mode = _text(a.get("mode"), "nearest")
         transform = _text(a.get("coordinate_transformation_mode"), "half_pixel")
+        if x.dim() != 4 or "axes" in a:
+            raise Unsupported("Resize of other than the two spatial axes")
         size = None if sizes is None or sizes.numel() == 0 else [int(v) for v in sizes[2:]]
         factor = None if size is not None else [float(v) for v in scales[2:]]
-        if mode == "nearest" and transform == "asymmetric" and _text(a.get("nearest_mode"), "") == "floor":
-            return self._nearest(x, size, factor)
-        if mode == "linear" and transform in ("align_corners", "half_pixel", "pytorch_half_pixel"):
-            return self.F.interpolate(x, size=size, scale_factor=factor, mode="bilinear",
-                                      align_corners=transform == "align_corners")
-        raise Unsupported(f"Resize {mode}/{transform}")
-
-    def _nearest(self, x: Any, size: list[int] | None, factor: list[float] | None) -> Any:
-        """ONNX's asymmetric floor: source index floor(i / scale), scale = out / in (or given), in float32 as
-        ONNX Runtime computes it (torch's own nearest rounds some exact ratios the other way)."""
-        torch = self.torch
         for axis in (2, 3):
             length = x.shape[axis]
             out = size[axis - 2] if size is not None else int(np.floor(length * factor[axis - 2]))  # type: ignore[index]
             scale = (np.float32(out) / np.float32(length) if size is not None
                      else np.float32(factor[axis - 2]))  # type: ignore[index]
-            index = np.floor(np.arange(out, dtype=np.float32) / scale).astype(np.int64).clip(0, length - 1)
-            x = torch.index_select(x, axis, torch.from_numpy(index))
+            if mode == "nearest" and transform == "asymmetric" and _text(a.get("nearest_mode"), "") == "floor":
+                index = np.floor(np.arange(out, dtype=np.float32) / scale).astype(np.int64).clip(0, length - 1)
+                x = self.torch.index_select(x, axis, self.torch.from_numpy(index))
+            elif mode == "linear" and transform in SOURCE_POSITION:
+                x = self._linear(x, axis, SOURCE_POSITION[transform](np.arange(out, dtype=np.float32), scale,
+                                                                     length, out))
+            else:
+                raise Unsupported(f"Resize {mode}/{transform}")
         return x
+
+    def _linear(self, x: Any, axis: int, source: np.ndarray) -> Any:
+        """Linear interpolation along `axis` at the source positions (clamped to the input, as ONNX Runtime)."""
+        torch = self.torch
+        length = x.shape[axis]
+        source = np.clip(source, 0, length - 1).astype(np.float32)
+        low = np.floor(source).astype(np.int64)
+        high = np.minimum(low + 1, length - 1)
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        weight = torch.from_numpy((source - low).astype(np.float32)).reshape(shape)
+        return (torch.index_select(x, axis, torch.from_numpy(low)) * (1 - weight)
+                + torch.index_select(x, axis, torch.from_numpy(high)) * weight)
 
     def BatchNormalization(self, a: dict[str, Any], x: Any, g: Any, b: Any, mean: Any, var: Any) -> Any:
         return self.F.batch_norm(x, mean, var, g, b, training=False, eps=a.get("epsilon", 1e-5))
@@ -312,6 +330,13 @@ class _Ops:
         return x[tuple(index)]
 
 
+def _tensor(array: np.ndarray, torch: Any) -> Any:
+    """A constant as the graph's arithmetic here takes it: float32 for floats, int64 for integers and bools."""
+    kind = array.dtype.kind
+    return torch.tensor(array.astype(np.float32) if kind == "f" else array.astype(np.int64) if kind in "iub"
+                        else array)
+
+
 class _Zero:
     """A zero point: its value (float, for arithmetic) and its type's range."""
 
@@ -337,14 +362,11 @@ class TorchGraph:
         self.constants: dict[str, Any] = {}
         for init in graph.initializer:
             array = numpy_helper.to_array(init)
-            self.constants[init.name] = (_Zero(array, torch) if init.name in zero_names
-                                         else torch.tensor(array.astype(np.float32) if array.dtype.kind == "f"
-                                                           else array.astype(np.int64) if array.dtype.kind in "iub"
-                                                           else array))
+            self.constants[init.name] = _Zero(array, torch) if init.name in zero_names else _tensor(array, torch)
         self.nodes: list[tuple[Callable[..., Any], dict[str, Any], list[str], list[str]]] = []
         for node in graph.node:
             if node.op_type == "Constant":
-                self.constants[node.output[0]] = torch.tensor(numpy_helper.to_array(node.attribute[0].t))
+                self.constants[node.output[0]] = _tensor(numpy_helper.to_array(node.attribute[0].t), torch)
                 continue
             if node.domain not in ("", "ai.onnx") or not hasattr(self.ops, node.op_type):
                 raise Unsupported(f"operator {node.op_type}")

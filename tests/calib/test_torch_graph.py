@@ -32,8 +32,9 @@ def graphs(draw: st.DrawFn) -> tuple[onnx.ModelProto, np.ndarray]:
     pads = draw(st.lists(st.integers(0, 2), min_size=4, max_size=4))
     activation = draw(st.sampled_from(["Relu", "Clip", "Sigmoid", "LeakyRelu"]))
     unsigned = draw(st.booleans()) and activation in ("Relu", "Clip", "Sigmoid")
-    mode = draw(st.sampled_from([("linear", "align_corners"), ("linear", "half_pixel"),
-                                 ("nearest", "asymmetric")]))
+    mode = draw(st.sampled_from([("linear", "align_corners"), ("linear", "half_pixel"), ("linear", "asymmetric"),
+                                 ("linear", "pytorch_half_pixel"), ("nearest", "asymmetric")]))
+    scaled = draw(st.booleans())  # Resize by scales rather than sizes
     pad_mode = draw(st.sampled_from(["none", "constant", "reflect", "edge"]))
     head = draw(st.sampled_from(["scale", "minmax"]))
     inits = [numpy_helper.from_array(rng.standard_normal((channels, channels // group, kernel, kernel))
@@ -46,6 +47,7 @@ def graphs(draw: st.DrawFn) -> tuple[onnx.ModelProto, np.ndarray]:
              numpy_helper.from_array(np.zeros(3, np.int8), "w2z"),
              numpy_helper.from_array(np.array([1, 3, size + 3, size + 1], np.int64), "sizes"),
              numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.array([1, 1, 2, 1.5], np.float32), "scales"),
              numpy_helper.from_array(np.array([2, 3], np.int64), "spatial"), _scalar("eps", 1e-3, np.float32)]
     act_inputs = {"Clip": ["a", "lo", "hi"]}.get(activation, ["a"])
     padded = [] if pad_mode == "none" else [helper.make_node("Pad", ["x", "pads"], ["xp"], mode=pad_mode)]
@@ -64,7 +66,8 @@ def graphs(draw: st.DrawFn) -> tuple[onnx.ModelProto, np.ndarray]:
              helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["rd"]),
              helper.make_node("DequantizeLinear", ["w2q", "w2s", "w2z"], ["w2"], axis=0),
              helper.make_node("Conv", ["rd", "w2"], ["c"], kernel_shape=[1, 1]),
-             helper.make_node("Resize", ["c", "", "", "sizes"], ["u"], mode=mode[0],
+             helper.make_node("Resize", ["c", "", "scales", ""] if scaled else ["c", "", "", "sizes"], ["u"],
+                              mode=mode[0],
                               coordinate_transformation_mode=mode[1],
                               **({"nearest_mode": "floor"} if mode[0] == "nearest" else {})),
              *heads,
@@ -88,7 +91,7 @@ def test_the_torch_run_agrees_with_onnx_runtime(case: tuple[onnx.ModelProto, np.
         return
     with torch.no_grad():
         got = TorchGraph(model).run([torch.from_numpy(x)])[0].numpy()
-    assert got.shape == expected.shape
+    assert got.shape == expected.shape and got.dtype == expected.dtype
     close = np.isclose(got, expected, rtol=1e-4, atol=1e-4)
     # a value on a rounding boundary may round the other way (x / s computed differently): rare, one step
     shown = [(n.op_type, {a.name: helper.get_attribute_value(a) for a in n.attribute}) for n in model.graph.node]
