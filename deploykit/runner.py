@@ -44,6 +44,20 @@ class TensorSpec:
             raise InputError(f"{self.describe()} is not a numeric tensor; deploykit feeds models numeric "
                              "(image) tensors") from None
 
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """`x` as this input takes it (`as_input`)."""
+        return as_input(x, self.numpy_dtype())
+
+
+def as_input(x: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """`x` as an input of type `dtype` takes it: the one conversion every caller that feeds a model images uses.
+    An integer input (uint8 pixels) gets `x` rounded and clipped to its range: pixels computed in float
+    (254.99998) are the integer they stand for, and a plain cast would wrap them."""
+    if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
+        bounds = np.iinfo(dtype)
+        x = np.clip(np.rint(x), bounds.min, bounds.max)
+    return x.astype(dtype) if x.dtype != dtype else x
+
 
 class Runner(ABC):
     """Runs one model. Use as a context manager; `infer` maps input names to arrays and back."""

@@ -40,6 +40,9 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing()
+# What a model with an integer input (uint8 pixels) and no recorded preprocessing takes: the pixels themselves
+# (it normalises inside, or works on the integers)
+PIXELS = Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_range=(0.0, 255.0))
 
 
 def _fits_segmentation(shape: tuple[int, ...]) -> bool:

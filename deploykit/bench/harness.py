@@ -64,6 +64,10 @@ def input_pool(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]
     return feeds
 
 
+class FixedBatch(InputError):
+    """A batch the model's input, fixed at another batch, cannot take."""
+
+
 def resolve_shapes(specs: Sequence[TensorSpec], batch: int, input_shape: tuple[int, ...] | None,
                    default_hw: tuple[int, int] | None) -> dict[str, tuple[int, ...]]:
     """Full input shapes at `batch`: --input-shape for the first input, else the model's fixed dims and
@@ -88,7 +92,7 @@ def resolve_shapes(specs: Sequence[TensorSpec], batch: int, input_shape: tuple[i
             raise InputError(f"the size of {spec.describe()} is not known; give --input-shape N,C,H,W")
         fixed = spec.shape[0]
         if isinstance(fixed, int) and fixed > 0 and fixed != batch:
-            raise InputError(f"{spec.describe()} has a fixed batch of {fixed}; --batch {batch} cannot run")
+            raise FixedBatch(f"{spec.describe()} has a fixed batch of {fixed}; --batch {batch} cannot run")
         shapes[spec.name] = tuple(dims)
     return shapes
 

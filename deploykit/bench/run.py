@@ -19,6 +19,7 @@ import numpy as np
 from deploykit.backends.base import BENCH_CHOICES, availabilities
 from deploykit.bench.harness import (
     BenchResult,
+    FixedBatch,
     check_pool_fits,
     input_pool,
     mode_of,
@@ -122,7 +123,8 @@ def _contenders(targets: Sequence[BenchTarget], stack: ExitStack, batches: Seque
                 shapes = resolve_shapes(specs, batch, input_shape, target.default_hw)
                 check_pool_fits(specs, shapes)
             except InputError as exc:
-                skipped.append(Skipped(f"{target.backend} batch {batch}", str(exc)))
+                skipped.append(Skipped(f"{target.backend} batch {batch}", str(exc),
+                                       batch_refused=isinstance(exc, FixedBatch)))
                 continue
             first = shapes[specs[0].name]
             try:
@@ -215,7 +217,7 @@ def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, nam
         if not contenders:  # nothing would be timed: a report of nothing must not read as done
             reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
             batch_hint = ("; choose a batch the model accepts (--batch 1 for a fixed-batch model)"
-                          if any("fixed batch" in s.reason for s in skipped) else "")  # other reasons say their fix
+                          if any(s.batch_refused for s in skipped) else "")  # other reasons say their fix
             raise InputError(f"nothing to time: no requested batch can run {name} ({reasons}){batch_hint}")
         peaks_after = measure_peaks_around(threads, say, quick=quick_peaks) if roofline else None
         results, load = time_contenders(contenders, config, threads, say)

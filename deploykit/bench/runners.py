@@ -37,6 +37,7 @@ class BenchTarget:
 class Skipped:
     backend: str
     reason: str
+    batch_refused: bool = False  # the model's fixed batch is why: choosing another --batch is the fix
 
 
 def _onnx_madds(path: str | Path) -> MaddsAt:

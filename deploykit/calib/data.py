@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,7 +35,8 @@ from deploykit.io.images import (
     sample_photographs,
 )
 from deploykit.io.outputs import sha256_file
-from deploykit.types import Preprocessing
+from deploykit.runner import as_input
+from deploykit.types import PIXELS, Preprocessing
 
 Kind = Literal["folder", "array", "photos", "synthetic"]
 DEFAULT_CALIB_N = 64  # items used when --calib-n is not given
@@ -46,7 +47,8 @@ SYNTHETIC_WARNING = ("calibrating on synthetic noise (--calib-data synthetic): a
 
 @dataclass(frozen=True)
 class CalibrationData:
-    """`len(data)` items, streamed by iterating; each item is one 1xCxHxW float32 input."""
+    """`len(data)` items, streamed by iterating; each item is one 1xCxHxW input of the model's input type
+    (float32, or the pixels for a model taking integers: `deploykit.runner.as_input`)."""
 
     kind: Kind
     source: str
@@ -56,19 +58,21 @@ class CalibrationData:
     # The source's items beyond --calib-n (folders and arrays), never calibrated on: the accuracy budget's
     # preferred held-out inputs (deploykit.precision.passes); not part of the fingerprint.
     spare: tuple[str, ...] = ()
+    dtype: str = "float32"  # the model input's NumPy type
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        dtype = np.dtype(self.dtype)
         if self.kind == "array":
-            array = _load_array(Path(self.source))
+            array = _load_array(Path(self.source), pixels=_integer(dtype))
             for item in self.items:
-                yield np.ascontiguousarray(array[int(item) : int(item) + 1], dtype=np.float32)
+                yield np.ascontiguousarray(as_input(array[int(item) : int(item) + 1], dtype))
             return
         load = self._loader()
         for item in self.items:
-            yield load(item)
+            yield as_input(load(item), dtype)
 
     def _loader(self) -> Callable[[str], np.ndarray]:
         size = (self.input_shape[2], self.input_shape[3])
@@ -112,7 +116,11 @@ class CalibrationData:
         return replace(self, items=self.spare[:count], spare=())
 
 
-def _load_array(path: Path) -> np.ndarray:
+def _integer(dtype: np.dtype[Any]) -> bool:
+    return bool(np.issubdtype(dtype, np.integer))
+
+
+def _load_array(path: Path, *, pixels: bool = False) -> np.ndarray:
     try:
         if path.suffix == ".npy":
             array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -124,7 +132,7 @@ def _load_array(path: Path) -> np.ndarray:
                 array = archive[names[0]]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read calibration data {path}: {exc}") from exc
-    return checked_inputs(array, path)
+    return checked_inputs(array, path, pixels=pixels)
 
 
 def _limit(items: Sequence[str], n: int | None) -> tuple[str, ...]:
@@ -145,23 +153,29 @@ def calibration_data(
     preprocessing: Preprocessing | None,
     n: int | None = None,
     warn: Callable[[str], None] | None = None,
+    dtype: str = "float32",
 ) -> CalibrationData:
-    """Resolve a --calib-data value. Images need the model's preprocessing and a fixed input shape."""
+    """Resolve a --calib-data value for a model whose input is of NumPy type `dtype`. Images need the model's
+    preprocessing (an integer input without one takes the pixels) and a fixed input shape."""
     text = str(spec)
+    integer = _integer(np.dtype(dtype))
+    if preprocessing is None and integer:
+        preprocessing = PIXELS
     if text == "synthetic":
         if input_shape is None:
             raise CalibrationError("synthetic calibration data needs the model's input size; export with deploykit")
         (warn or (lambda _m: None))(SYNTHETIC_WARNING)
-        return CalibrationData("synthetic", "synthetic", _limit([str(i) for i in range(n or 16)], n), input_shape)
+        return CalibrationData("synthetic", "synthetic", _limit([str(i) for i in range(n or 16)], n), input_shape,
+                               dtype=dtype)
     path = Path(text)
     if text != "photos" and path.is_file() and path.suffix in (".npy", ".npz"):
-        array = _load_array(path)
+        array = _load_array(path, pixels=integer)
         if input_shape is not None and array.shape[1] != input_shape[1]:
             raise InputError(f"{path}: inputs of shape {list(array.shape[1:])} (C,H,W), but the model takes "
                              f"{input_shape[1]} channels; save N,{input_shape[1]},H,W preprocessed inputs")
         rows = [str(i) for i in range(array.shape[0])]
         shape = (1, int(array.shape[1]), int(array.shape[2]), int(array.shape[3]))
-        return CalibrationData("array", str(path), _limit(rows, n), shape, spare=_beyond(rows, n))
+        return CalibrationData("array", str(path), _limit(rows, n), shape, spare=_beyond(rows, n), dtype=dtype)
     if text != "photos" and not path.is_dir():
         raise CalibrationError(
             f"--calib-data {text}: not a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}), an .npy/.npz "
@@ -177,8 +191,8 @@ def calibration_data(
                                  " (or 'synthetic')")
     if text == "photos":
         sample_photographs(("astronaut",))  # fails clearly now, not mid-calibration, without scikit-image
-        return CalibrationData("photos", "photos", _limit(PHOTOS, n), input_shape, preprocessing)
+        return CalibrationData("photos", "photos", _limit(PHOTOS, n), input_shape, preprocessing, dtype=dtype)
     files = [str(p) for p in list_images(path)]
     chosen = _limit(files, n)
     check_images(chosen)
-    return CalibrationData("folder", str(path), chosen, input_shape, preprocessing, _beyond(files, n))
+    return CalibrationData("folder", str(path), chosen, input_shape, preprocessing, _beyond(files, n), dtype)

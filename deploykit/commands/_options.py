@@ -28,7 +28,7 @@ def model_source_options(func: F) -> F:
     for option in reversed([
         click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
                      help="Model option passed to the builder (repeatable), e.g. --set output_stride=8."),
-        click.option("--weights", type=click.Path(dir_okay=False), default=None,
+        click.option("--weights", type=click.Path(), default=None,  # a folder is told which file to pass
                      help="Checkpoint: a state_dict or a popular repo's layout (see `deploykit models NAME`)."),
         click.option("--allow-partial", is_flag=True,
                      help="Accept weights that cover only part of the model (e.g. backbone-only); lists the rest."),

@@ -194,12 +194,13 @@ def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
     return [array[i : i + 1].astype(np.float32) for i in range(array.shape[0])]
 
 
-def checked_inputs(array: np.ndarray, file: Path) -> np.ndarray:
+def checked_inputs(array: np.ndarray, file: Path, *, pixels: bool = False) -> np.ndarray:
     """`array` if it holds preprocessed N,C,H,W float inputs (at least one, every value finite), else an
-    InputError naming what is wrong with `file`. Checked in slices: a memory-mapped .npy is not read whole."""
+    InputError naming what is wrong with `file`; with `pixels` (a model taking integers), integer pixels too.
+    Checked in slices: a memory-mapped .npy is not read whole."""
     if array.ndim != 4:
         raise InputError(f"{file}: array of shape {list(array.shape)}; expected preprocessed N,C,H,W inputs")
-    if not np.issubdtype(array.dtype, np.floating):
+    if not np.issubdtype(array.dtype, np.floating) and not (pixels and np.issubdtype(array.dtype, np.integer)):
         raise InputError(f"{file} holds {array.dtype} values; inputs are preprocessed float tensors (normalised as "
                          "the model expects), not raw pixels: save float32, or give a folder of images")
     if array.shape[0] == 0:

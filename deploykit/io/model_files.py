@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 
 from deploykit.errors import InputError, first_line
+from deploykit.io.onnx_graph_checks import GraphProblem, check_graph
 
 
 def require_file(path: str | os.PathLike[str], what: str, hint: str) -> Path:
@@ -50,7 +51,8 @@ def read_onnx(path: str | os.PathLike[str], *, external_data: bool = True,
 
 def _check_structure(model: onnx.ModelProto, file: Path) -> None:
     """What no runtime can load, said before one tries (their messages name C++ functions): an empty graph, a
-    graph without inputs or outputs, versions newer than the installed onnx knows, a name nothing makes."""
+    graph without inputs or outputs, versions newer than the installed onnx knows, a name nothing makes, then
+    the rest of what ONNX Runtime refuses (deploykit.io.onnx_graph_checks)."""
     graph = model.graph
     if not graph.node and not graph.input and not graph.output:
         raise InputError(f"{file} holds no ONNX graph (an empty or truncated file); export it again")
@@ -75,6 +77,10 @@ def _check_structure(model: onnx.ModelProto, file: Path) -> None:
     output = next((o.name for o in graph.output if o.name not in made), None)
     if output is not None:
         raise InputError(f"{file}: output {output!r} is made by no node (a broken graph); export it again")
+    try:
+        check_graph(model)
+    except GraphProblem as exc:
+        raise InputError(f"{file} is a graph ONNX Runtime refuses: {exc.problem}; {exc.fix}") from None
 
 
 def external_data_files(path: str | os.PathLike[str]) -> list[Path]:

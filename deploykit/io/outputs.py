@@ -109,6 +109,7 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool) -> Path:
     if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file named like the folder
         raise InputError(f"output {os.fspath(path)} ends in '/', so it names a folder; give a file path in it")
     out = Path(path)
+    _check_name(out)
     refuse_inputs(out)
     _sweep_stale(out.parent if str(out.parent) else Path("."))  # a killed run's half-landed set is completed
     if out.is_dir():
@@ -126,6 +127,7 @@ def check_output_dir(path: str | os.PathLike[str], *, force: bool | None = None)
     input folder (or one holding an input). With `force` False an existing folder is refused too (None:
     reusing it is allowed, as deploy re-runs do)."""
     out = Path(path)
+    _check_name(out)
     refuse_inputs(out, folder=True)
     if out.exists() and not out.is_dir():
         raise InputError(f"output folder {out} is a file; give a folder path")
@@ -139,6 +141,28 @@ def check_output_dir(path: str | os.PathLike[str], *, force: bool | None = None)
         existing = existing.parent
     _check_folder(existing, out)
     return out
+
+
+NAME_ROOM = 40  # bytes deploykit adds to an output's name at most: .NAME.deploykit.json.PID.RANDOM.part
+
+
+def _check_name(out: Path) -> None:
+    """Each part of `out` fits the file system's name limit (255 bytes on most), the output's own with room for
+    what deploykit adds to it, so a long name fails now in one line, not as ENAMETOOLONG after the work."""
+    limit = 255
+    for folder in (*out.parents, Path(".")):  # the nearest existing one (Path.exists raises on a long name)
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")
+            break
+        except (OSError, ValueError):
+            continue
+    for part in out.parts:
+        room = NAME_ROOM if part == out.name else 0
+        size = len(os.fsencode(part))
+        if size + room > limit:
+            adds = f", and deploykit adds up to {room} to an output's" if room else ""
+            raise InputError(f"output name {part[:40]}... is {size} bytes; this file system takes names of up to "
+                             f"{limit} bytes{adds}: give a shorter name")
 
 
 def _check_folder(folder: Path, out: Path) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploykit.errors import ConfigConflict, InputError, OutputExists
+from deploykit.errors import ConfigConflict, InputError
 from deploykit.io.outputs import check_output_dir, disk_size, staged
 from deploykit.package.images import ImagePipeline, check_image_names, copy_step_code, image_pipeline
 from deploykit.package.triton import (
@@ -125,10 +125,7 @@ def write_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os.
     complete or not at all."""
     options = options or RepositoryOptions()
     options.check()
-    target = Path(out)
-    if target.exists() and not force:
-        raise OutputExists(f"{target} exists already; pass --force to replace it")
-    check_output_dir(target)
+    target = check_output_dir(out, force=force or None)  # an existing folder only with --force
     if not target.parent.is_dir():
         raise InputError(f"cannot write {target}: folder {target.parent} does not exist; create it first")
     models = describe_artifacts(artifacts, names, options.max_batch_size)

@@ -184,11 +184,7 @@ EXACT = tuple(m.name for m in METRICS.values() if m.task is None and m.higher_is
 
 
 def _feed(target: Target, x: np.ndarray) -> dict[str, np.ndarray]:
-    dtype = target.runner.input_specs()[0].numpy_dtype()
-    if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
-        bounds = np.iinfo(dtype)  # pixels computed in float (254.99998) round to the integer they are
-        x = np.clip(np.rint(x), bounds.min, bounds.max)
-    return {target.input_name: x.astype(dtype) if x.dtype != dtype else x}
+    return {target.input_name: target.runner.input_specs()[0].feed(x)}
 
 
 def pair_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], label: str) -> list[

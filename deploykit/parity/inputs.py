@@ -28,7 +28,7 @@ from deploykit.io.images import (
     sample_photographs,
 )
 from deploykit.runner import Target
-from deploykit.types import IMAGENET, Preprocessing
+from deploykit.types import IMAGENET, PIXELS, Preprocessing
 
 RANDOM_TOO = " (parity also takes --random N)"
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -65,10 +65,6 @@ def _spatial_size(targets: Sequence[Target], input_shape: tuple[int, ...] | None
             return target.input_size
     raise InputError("no target says what input size it takes (ONNX without metadata and dynamic shapes); "
                      "give --input-shape N,C,H,W")
-
-
-# What an integer-input model takes: the pixels themselves (it normalises inside, or works on the integers)
-PIXELS = Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_range=(0.0, 255.0))
 
 
 def _preprocessing(targets: Sequence[Target]) -> tuple[Preprocessing, str]:

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.errors import ParityError
-from deploykit.evaluate import session_from_onnx
 from deploykit.types import Progress
 
 PASSTHROUGH = {"Cast", "QuantizeLinear", "DequantizeLinear"}
@@ -224,13 +224,13 @@ def _run_exposed(graph: _Graph, names: list[str], x: np.ndarray, providers: Sequ
     del graph.model.graph.output[:]
     graph.model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
     try:
-        session = session_from_onnx(graph.model.SerializeToString(), providers=providers, optimization="disable")
+        exposed = graph.model.SerializeToString()
     finally:
         del graph.model.graph.output[:]
         graph.model.graph.output.extend(outputs)
-    first = session.get_inputs()[0]
-    dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-    return dict(zip(names, session.run(names, {first.name: x.astype(dtype)}), strict=True))
+    with OnnxRuntimeRunner(exposed, providers=providers, optimization="disable") as runner:
+        first = runner.input_specs()[0]
+        return runner.infer({first.name: first.feed(x)})  # fed as parity's comparison feeds it
 
 
 def tensor_error(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:

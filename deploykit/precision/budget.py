@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from deploykit.backends.onnxruntime.runner import tensor_specs
 from deploykit.calib.collect import probe_model
 from deploykit.errors import CalibrationError, CheckFailed, InputError
 from deploykit.evaluate import session_from_onnx
@@ -198,9 +199,8 @@ class Evaluator:
 
     def _run(self, model: bytes, count: int) -> list[list[np.ndarray]]:
         session = session_from_onnx(model, threads=self.threads, disabled_optimizers=self.disabled_optimizers)
-        name = session.get_inputs()[0].name
-        dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32  # --fp16-io
-        return [list(session.run(None, {name: x.astype(dtype, copy=False)})) for x in self.inputs[:count]]
+        spec = tensor_specs(session.get_inputs())[0]  # float16 with --fp16-io, uint8 for a model taking pixels
+        return [list(session.run(None, {spec.name: spec.feed(x)})) for x in self.inputs[:count]]
 
     def score(self, model: bytes, tasks: bool = True) -> dict[str, float]:
         """cosine (worst output, worst input) and, for a known task and `tasks`, the task metrics of output 0;

@@ -25,7 +25,7 @@ from deploykit.calib.methods import Auto, Method, MinMax, amax, candidates, make
 from deploykit.calib.qdq import LAYOUTS, QdqBuilder, calibration_tensors
 from deploykit.errors import BuildError, CalibrationError, ConfigConflict, InputError, first_line
 from deploykit.graph.fp16 import Fp16Result, fp16_from_onnx
-from deploykit.graph.macs import count_onnx_macs
+from deploykit.graph.macs import count_onnx_macs, graph_inputs
 from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
 from deploykit.io.labels import match_labels
 from deploykit.io.metadata import ModelMetadata, write_metadata
@@ -109,9 +109,18 @@ def _data(options: CalibrationOptions, model: onnx.ModelProto, meta: ModelMetada
           say: Progress) -> CalibrationData:
     assert options.data is not None
     data = calibration_data(options.data, input_shape=input_shape(model, meta),
-                            preprocessing=meta.preprocessing if meta else None, n=options.n, warn=say)
+                            preprocessing=meta.preprocessing if meta else None, n=options.n, warn=say,
+                            dtype=_input_dtype(model))
     _check_static_size(data, model)
     return data
+
+
+def _input_dtype(model: onnx.ModelProto) -> str:
+    """The NumPy type of the first graph input (uint8 for a model taking pixels); float32 when it is not numeric."""
+    inputs = graph_inputs(model)
+    elem = inputs[0].type.tensor_type.elem_type if inputs else TensorProto.FLOAT
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
+    return dtype.name if dtype.kind in "fiu" else "float32"
 
 
 def _check_static_size(data: CalibrationData, model: onnx.ModelProto) -> None:

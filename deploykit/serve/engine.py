@@ -86,6 +86,11 @@ def check_runtime() -> Path:
     return libdir
 
 
+def address(host: str, port: int) -> str:
+    """host:port as URLs and gRPC write it: an IPv6 address in brackets ([::1]:8000)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
@@ -103,8 +108,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
-        return f"http://{host}:{self.settings.http_port}"
+        return f"http://{address(self.settings.host, self.settings.http_port)}"
 
     def log_tail(self, lines: int = 15) -> str:
         try:

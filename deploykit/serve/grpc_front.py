@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from deploykit.serve.engine import address
 from deploykit.serve.front import FrontLimits, why_shape_refused
 
 if TYPE_CHECKING:  # grpcio and tritonclient come with the serve extra: imported where the front runs
@@ -61,11 +62,11 @@ class GrpcFront:
     def start(self, host: str, port: int) -> None:
         """Listen on host:port (an OSError when it cannot)."""
         try:
-            bound = self._server.add_insecure_port(f"{host}:{port}")
+            bound = self._server.add_insecure_port(address(host, port))
         except RuntimeError as exc:  # grpcio raises where older versions returned 0
-            raise OSError(f"cannot bind {host}:{port}") from exc
+            raise OSError(f"cannot bind {address(host, port)}") from exc
         if not bound:
-            raise OSError(f"cannot bind {host}:{port}")
+            raise OSError(f"cannot bind {address(host, port)}")
         self._server.start()
 
     def stop(self) -> bool:

@@ -29,6 +29,7 @@ from deploykit.serve.engine import (
     INSTALL,
     ServerProcess,
     ServerSettings,
+    address,
     check_runtime,
     find_bundle,
     start_server,
@@ -105,15 +106,20 @@ def runner_model(model: TritonModel, options: ServeOptions) -> TritonModel:
 
 
 def _free_port(host: str, port: int, flag: str = "--port") -> int:
-    """`port` if it can be bound on `host` (any free one for 0), else a clear error naming `flag` before the
-    server starts."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """`port` if it can be bound on `host` (IPv4 or IPv6; any free one for 0), else a clear error naming `flag`
+    before the server starts."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(f"--host {host} is not an address of this machine ({exc}); give one such as 127.0.0.1, "
+                         "0.0.0.0, ::1 or ::") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no clash
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another {flag} or --host"
-                             ) from None
+            raise InputError(f"cannot listen on {address(host, port)} ({exc.strerror}); choose another {flag} or "
+                             "--host") from None
         return int(probe.getsockname()[1])
 
 
@@ -126,9 +132,8 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
     find_bundle()
     check_runtime()  # both fail with what to install before any artifact is opened
     models = [runner_model(m, options) for m in describe_artifacts(artifacts, options.names, options.max_batch_size)]
-    if ":" in options.host:  # Triton reads it as an IPv4 address, binds 255.255.255.255 and is never reachable
-        raise InputError(f"--host {options.host}: the bundled Triton server (2.51) listens on IPv4 addresses only "
-                         "(triton-inference-server/server#5305); give one such as 127.0.0.1 or 0.0.0.0")
+    # An IPv6 --host is the fronts' (aiohttp, grpcio) to listen on: Triton itself, which reads any address as an
+    # IPv4 one (triton-inference-server/server#5305), only ever listens on private IPv4 loopback ports.
     if options.grpc_port and options.grpc_port == options.port:
         raise InputError(f"--port and --grpc-port are both {options.port}; HTTP and gRPC need a port each")
     port = _free_port(options.host, options.port)
@@ -139,7 +144,7 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
         repository = workdir / "models"
         repository.mkdir()
         packaged = stage(models, repository, options.repository())
-        say(f"starting Triton on {options.host}:{port} with {sum(len(p.names) for p in packaged)} models")
+        say(f"starting Triton on {address(options.host, port)} with {sum(len(p.names) for p in packaged)} models")
         settings = ServerSettings(http_port=private[0], grpc_port=private[1] if grpc is not None else None,
                                   drain_s=options.drain_s)
         process = start_server(repository, workdir, settings)
@@ -154,8 +159,8 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
                 process.stop()
             raise
         owned = scratch.pop_all()  # from here the Serving owns the folder: its stop() removes it
-    return Serving(process, packaged, workdir, tuple(fronts), f"http://{options.host}:{port}",
-                   f"{options.host}:{grpc}" if grpc is not None else None, owned)
+    return Serving(process, packaged, workdir, tuple(fronts), f"http://{address(options.host, port)}",
+                   address(options.host, grpc) if grpc is not None else None, owned)
 
 
 def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSettings, port: int,

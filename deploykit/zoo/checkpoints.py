@@ -81,8 +81,12 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     `trust`: then it is unpickled in full, which runs code the file names (whatever that code raises is the
     user's: UserCodeError)."""
     file = Path(path)
+    if file.is_dir():
+        raise CheckpointError(_folder_fix(file))
     if not file.is_file():
         raise CheckpointError(f"checkpoint {file} does not exist")
+    if file.name.endswith(SHARD_INDEX):
+        raise CheckpointError(_sharded_fix(file))
     kind = checkpoint_kind(file)
     if kind == "safetensors":
         return _read_safetensors(file)
@@ -108,6 +112,29 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
 
 
 ACCEPTED = "file torch.save wrote (.pt/.pth/.bin) or a .safetensors file, holding a state_dict"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # safetensors first: it holds no code
+SHARD_INDEX = ".index.json"  # Hugging Face's map of a checkpoint split into shards (model.safetensors.index.json)
+
+
+def _folder_fix(folder: Path) -> str:
+    """What to pass instead of a folder (a Hugging Face model folder: config.json beside model.safetensors or
+    pytorch_model.bin): its one weights file, named; deploykit does not pick among several."""
+    index = sorted(folder.glob(f"*{SHARD_INDEX}"))
+    if index:
+        return _sharded_fix(index[0])
+    files = sorted((p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()),
+                   key=lambda p: (WEIGHT_SUFFIXES.index(p.suffix), p.name))
+    if not files:
+        return (f"--weights {folder} is a folder with no weights file ({', '.join(WEIGHT_SUFFIXES)}) in it; "
+                f"pass the {ACCEPTED}")
+    named = " or ".join(f"--weights {p}" for p in files[:3])
+    return f"--weights {folder} is a folder; pass its weights file: {named}"
+
+
+def _sharded_fix(index: Path) -> str:
+    return (f"{index} maps a checkpoint split into shards, and deploykit reads one file; save it unsharded "
+            "(model.save_pretrained(folder, max_shard_size=\"100GB\") writes one model.safetensors) or pass the "
+            "state_dict saved as one file")
 # How files that are not checkpoints start, to name what was given instead (the common mix-ups).
 _OTHER_KINDS = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"\x89HDF", "an HDF5 file (Keras?)"),
                 (b"GGUF", "a GGUF file"), (b"\x08", "possibly an ONNX model (a protobuf)"))

@@ -22,6 +22,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from safetensors.torch import save_file
 
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
@@ -32,6 +33,7 @@ FIXTURES = "tests.fixtures.user_models"
 USER = f"{FIXTURES}:tiny_segmenter"
 PROC = "folder /proc is not writable (nothing can be created there)"
 ZOO = "deeplabv3plus_mobilenetv2"
+LONG = "a" * 300  # a name beyond the 255 bytes file systems take
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,17 @@ CASES = [
          "export {USER} --input-shape 1,3,64,64 --weights {d}/nan.pt -o {t}/x.onnx"),
     case("export-weights-an-image", "it is a PNG image, not a PyTorch checkpoint",
          "export {USER} --input-shape 1,3,64,64 --weights {d}/images/a.png -o {t}/x.onnx"),
+    # --weights given a Hugging Face model folder: the file to pass is named (deploykit does not pick one)
+    case("export-weights-hf-folder", "hf is a folder; pass its weights file: --weights",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/hf -o {t}/x.onnx"),
+    case("parity-weights-hf-folder", "hf/model.safetensors or --weights ",
+         "parity {USER} --weights {d}/hf {d}/net.onnx --random 1"),
+    case("export-weights-folder-without-weights", "a folder with no weights file",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/empty_dir -o {t}/x.onnx"),
+    case("export-weights-sharded-folder", "split into shards, and deploykit reads one file",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/sharded -o {t}/x.onnx"),
+    case("export-weights-shard-index", "split into shards, and deploykit reads one file",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/sharded/model.safetensors.index.json -o {t}/x.onnx"),
     case("export-set-malformed", "KEY=VALUE", "export {USER} --input-shape 1,3,64,64 --set width -o {t}/x.onnx"),
     case("export-set-unknown-option", "rejected options {'depth': 3}",
          "export {USER} --input-shape 1,3,64,64 --set depth=3 -o {t}/x.onnx"),
@@ -169,6 +182,20 @@ CASES = [
          "build-engine {d}/unmade.onnx --int8 --calib-data {d}/images -o {t}/x.onnx"),
     case("parity-model-without-inputs", "takes no inputs", "parity {d}/noinputs.onnx {d}/net.onnx"),
     case("lint-model-without-outputs", "has no outputs", "lint {d}/nooutputs.onnx"),
+    # names longer than the file system takes (ENAMETOOLONG after the work was exit 3)
+    case("build-out-name-too-long", "bytes; this file system takes names of up to",
+         f"build-engine {{d}}/net.onnx -o {{t}}/{LONG}.onnx"),
+    case("parity-report-name-too-long", "give a shorter name",
+         f"parity {{d}}/net.onnx {{d}}/net.onnx --random 1 --report {{t}}/{LONG}.md"),
+    case("package-out-name-too-long", "give a shorter name", f"package --triton {{d}}/net.onnx --out {{t}}/{LONG}"),
+    case("deploy-out-folder-name-too-long", "give a shorter name",
+         f"deploy {{USER}} --input-shape 1,3,32,32 --out {{t}}/{LONG}/run"),
+    case("lint-name-made-twice", "ONNX Runtime refuses: 'output' is made twice", "lint {d}/madetwice.onnx"),
+    # an ONNX model that loads but cannot run at the shape asked for, as a PyTorch forward that raises
+    case("bench-shape-the-graph-cannot-run", "cannot run on inputs of shape input 1x3x65x65: node",
+         "bench {d}/oddsizes.onnx --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
+    case("parity-shape-the-graph-cannot-run", "does not take this shape",
+         "parity {d}/oddsizes.onnx {d}/net.onnx --random 1 --input-shape 1,3,65,65 --task segmentation"),
     case("bench-string-input", "is not a numeric tensor", "bench run {d}/strings.onnx"),
     case("parity-string-input", "is not a numeric tensor",
          "parity {d}/strings.onnx {d}/strings.onnx --input-shape 1,3,8,8"),
@@ -630,6 +657,12 @@ def _graph_fixtures(d: Path) -> None:
     save("noinputs", [helper.make_node("Constant", [], ["output"], value=onnx.numpy_helper.from_array(
         np.zeros((1, 3, 4, 4), np.float32)))], [], [out])
     save("nooutputs", [relu], [image], [])
+    save("madetwice", [relu, helper.make_node("Neg", ["output"], ["output"])], [image], [out])
+    scales = onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32))
+    save("oddsizes", [helper.make_node("MaxPool", ["input"], ["half"], kernel_shape=[2, 2], strides=[2, 2]),
+                      helper.make_node("Constant", [], ["scales"], value=scales),
+                      helper.make_node("Resize", ["half", "", "scales"], ["up"], mode="nearest"),
+                      helper.make_node("Add", ["up", "input"], ["output"])], [image], [out])  # even sizes only
     text = helper.make_tensor_value_info("input", TensorProto.STRING, [1])
     save("strings", [helper.make_node("Identity", ["input"], ["output"])], [text],
          [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])
@@ -640,6 +673,13 @@ def _checkpoint_fixtures(d: Path) -> None:
     from tests.fixtures import user_models
 
     weights = user_models.tiny_segmenter().state_dict()
+    for folder in ("hf", "sharded"):  # Hugging Face's layouts: one file beside config.json, or shards and an index
+        (d / folder).mkdir()
+        (d / folder / "config.json").write_text("{}")
+    save_file(weights, d / "hf" / "model.safetensors")
+    torch.save(weights, d / "hf" / "pytorch_model.bin")
+    save_file(weights, d / "sharded" / "model-00001-of-00001.safetensors")
+    (d / "sharded" / "model.safetensors.index.json").write_text('{"weight_map": {}}')
     score = np.float64(0.5)  # as training scripts keep their best mIoU: allowed
     torch.save({"state_dict": weights, "best": score, "stop": user_models.Halt("x")}, d / "ckpt_unsafe.pth")
     torch.save({"model": user_models.tiny_segmenter(), "best": score}, d / "ckpt_whole.pth")

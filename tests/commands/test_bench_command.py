@@ -108,11 +108,13 @@ def test_a_batch_whose_inputs_exceed_the_free_memory_is_skipped_before_any_array
     assert code == 2 and "need 12.6 MB" in err and "available" in err, err
 
 
-def test_nothing_to_time_gives_each_reasons_own_fix_and_the_batch_hint_only_for_a_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["input", "fixed batch"])  # the reason quotes the name: the hint reads no text
+def test_nothing_to_time_gives_each_reasons_own_fix_and_the_batch_hint_only_for_a_batch(tmp_path: Path,
+                                                                                        name: str) -> None:
     from onnx import TensorProto, helper
 
-    text = helper.make_tensor_value_info("input", TensorProto.STRING, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "g", [text],
+    text = helper.make_tensor_value_info(name, TensorProto.STRING, [1])
+    graph = helper.make_graph([helper.make_node("Identity", [name], ["output"])], "g", [text],
                               [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -65,9 +65,10 @@ class Server:
     port: int
     artifact: Path
     grpc_port: int | None = None
+    host: str = "127.0.0.1"
 
     def post(self, model: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
         try:
             connection.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
             response = connection.getresponse()
@@ -76,19 +77,20 @@ class Server:
             connection.close()
 
 
-def start_server(artifacts: list[Path], *extra: str, grpc: bool = False) -> Server:
+def start_server(artifacts: list[Path], *extra: str, grpc: bool = False, host: str = "127.0.0.1") -> Server:
     port, grpc_port = _free_ports(2)
     process = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", *map(str, artifacts), "--port", str(port),
                                 "--queue-delay-us", "2000", "--max-input-mb", "1", "--max-image-mb", "0.05",
-                                *(["--grpc-port", str(grpc_port)] if grpc else []), *extra],
+                                *(["--grpc-port", str(grpc_port)] if grpc else []), "--host", host, *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
+    where = f"[{host}]" if ":" in host else host
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"http://{where}:{port}/v2/health/ready", timeout=2) as response:
                 if response.status == 200:
-                    return Server(process, port, artifacts[0], grpc_port if grpc else None)
+                    return Server(process, port, artifacts[0], grpc_port if grpc else None, host)
         except OSError:
             time.sleep(0.3)
     process.kill()
@@ -443,7 +445,7 @@ def test_any_tensor_request_is_answered_like_the_runner_or_refused_with_a_reason
         assert 400 <= status < 500 and json.loads(reply)["error"], (status, reply[:300])
 
 
-def test_a_busy_or_shared_port_an_ipv6_host_or_no_drain_is_refused_in_one_line_naming_it(artifact: Path) -> None:
+def test_a_busy_or_shared_port_an_unknown_host_or_no_drain_is_refused_in_one_line_naming_it(artifact: Path) -> None:
     from click.testing import CliRunner
 
     from deploykit.cli import cli
@@ -457,10 +459,32 @@ def test_a_busy_or_shared_port_an_ipv6_host_or_no_drain_is_refused_in_one_line_n
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(cli, ["serve", str(artifact), "--port", taken, "--grpc-port", taken])
     assert result.exit_code == 2 and "a port each" in result.output, result.output  # not Triton's usage text
-    result = CliRunner().invoke(cli, ["serve", str(artifact), "--host", "::1"])
-    assert result.exit_code == 2 and "IPv4" in result.output, result.output  # not 2 minutes unreachable
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--host", "no-such-host.invalid"])
+    assert result.exit_code == 2 and "is not an address of this machine" in result.output, result.output
     result = CliRunner().invoke(cli, ["serve", str(artifact), "--drain", "0"])
     assert result.exit_code == 2 and "Invalid value for '--drain'" in result.output, result.output
+
+
+def test_an_ipv6_host_serves_http_and_grpc_through_the_fronts(artifact: Path) -> None:
+    """--host ::1 is the fronts' address (Triton itself listens on private IPv4 loopback ports): both answer over
+    IPv6 with the model's outputs, and the ready line writes the address in brackets."""
+    import tritonclient.grpc as triton_grpc
+
+    served = start_server([artifact], "--name=seg", "--no-images", grpc=True, host="::1")
+    try:
+        x = np.random.default_rng(21).standard_normal((1, 3, 16, 24), dtype=np.float32)
+        with open_target(str(artifact)).runner as runner:
+            expected = runner.infer({"input": x})["output"]
+        np.testing.assert_allclose(answer(*served.post("seg", *tensor_body(x)), "output"), expected,
+                                   rtol=1e-5, atol=1e-5)
+        tensor = triton_grpc.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        client = triton_grpc.InferenceServerClient(f"[::1]:{served.grpc_port}")
+        np.testing.assert_allclose(client.infer("seg", [tensor]).as_numpy("output"), expected, rtol=1e-5, atol=1e-5)
+    finally:
+        served.process.send_signal(signal.SIGTERM)
+        said = served.process.communicate(timeout=60)[0].decode()
+    assert f"ready: http://[::1]:{served.port} " in said and f"gRPC on [::1]:{served.grpc_port}" in said, said
 
 
 @pytest.mark.slow

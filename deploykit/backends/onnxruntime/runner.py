@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
 
+from deploykit.errors import InputError, first_line, out_of_memory
 from deploykit.evaluate import session_from_onnx
 from deploykit.runner import Runner, TensorSpec
 
@@ -26,7 +29,8 @@ _ORT_TYPES = {
     "tensor(bool)": "bool",
 }
 
-def _specs(values: Sequence[ort.NodeArg]) -> list[TensorSpec]:
+def tensor_specs(values: Sequence[ort.NodeArg]) -> list[TensorSpec]:
+    """A session's inputs or outputs as TensorSpecs (feed with `TensorSpec.feed`)."""
     return [
         TensorSpec(v.name, tuple(d if isinstance(d, int) else (d or None) for d in v.shape),
                    _ORT_TYPES.get(v.type, v.type))
@@ -67,10 +71,10 @@ class OnnxRuntimeRunner(Runner):
         return self.session
 
     def input_specs(self) -> list[TensorSpec]:
-        return _specs(self._session().get_inputs())
+        return tensor_specs(self._session().get_inputs())
 
     def output_specs(self) -> list[TensorSpec]:
-        return _specs(self._session().get_outputs())
+        return tensor_specs(self._session().get_outputs())
 
     def describe(self) -> str:
         return f"onnxruntime[{','.join(self.providers)}]"
@@ -78,4 +82,28 @@ class OnnxRuntimeRunner(Runner):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session()
         names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, dict(feed)), strict=True))
+        try:
+            return dict(zip(names, session.run(names, dict(feed)), strict=True))
+        except (Fail, RuntimeException) as exc:  # a node that cannot run on this feed (a validated one)
+            if out_of_memory(exc):
+                raise
+            model = "the model" if isinstance(self.model, bytes) else os.fspath(self.model)
+            shapes = ", ".join(f"{name} {'x'.join(map(str, array.shape))}" for name, array in feed.items())
+            raise InputError(f"{model} cannot run on inputs of shape {shapes}: {node_failure(exc)}; the model "
+                             "does not take this shape (choose another --input-shape or --batch), or its graph "
+                             "does not hold together (export it again)") from exc
+
+
+_NODE_FAILURE = re.compile(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", re.DOTALL)
+_SOURCE_LOCATION = re.compile(r"^\S+\.(?:h|cc|cpp):\d+ .*?\)\s*")  # "/onnxruntime_src/...cc:563 void f(...) "
+
+
+def node_failure(exc: BaseException) -> str:
+    """ONNX Runtime's "Non-zero status code returned while running Add node. Name:'skip' Status Message: <C++
+    location> <what>" as "node skip (Add): <what>"; its first line otherwise."""
+    found = _NODE_FAILURE.search(str(exc))
+    if found is None:
+        return first_line(exc, 300)
+    op_type, name, message = found.groups()
+    what = _SOURCE_LOCATION.sub("", message.strip()).splitlines()[0] if message.strip() else ""
+    return f"node {name or '?'} ({op_type}): {what[:240]}"

@@ -1,0 +1,182 @@
+"""What ONNX Runtime refuses when it loads a graph (Graph::Resolve), checked in Python before any command starts
+its work, so that every command, `lint` too (which never opens a session), refuses the same files with one line
+that says what is wrong, instead of a C++ function's name or a later failure. Held to ONNX Runtime by a property
+test over generated graphs (tests/io/test_onnx_structure_property.py): read_onnx accepts a graph iff ONNX
+Runtime's CPU provider creates a session for it.
+
+Deliberately not here: kernel coverage per op and opset (ONNX Runtime's registry), ops of domains other than the
+default one (ONNX Runtime's contrib ops, TensorRT plugins that `lint` reports on), and shape agreement (ONNX
+Runtime merges disagreeing shapes leniently; a graph inconsistent in shapes fails when it runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import onnx
+from onnx import TensorProto
+
+OLDEST_OPSET = 7  # ONNX Runtime only guarantees models stamped with opset 7 or newer (its own warning says so)
+
+
+class GraphProblem(Exception):
+    """What is wrong with the graph, and how to fix it (by default: export it again)."""
+
+    def __init__(self, problem: str, fix: str = "export it again") -> None:
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
+def check_graph(model: onnx.ModelProto) -> None:
+    """Raise GraphProblem for the first thing ONNX Runtime would refuse in `model` (external data not needed)."""
+    graph = model.graph
+    _check_opsets(model)
+    _check_values(graph)
+    _check_single_definitions(graph)
+    _check_initializers(graph.initializer)
+    _check_nodes(model)
+    order = _topological_order(graph)
+    _check_types(model, order)
+
+
+def _check_opsets(model: onnx.ModelProto) -> None:
+    imported = {o.domain or "ai.onnx" for o in model.opset_import}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+        raise GraphProblem("it imports no opset of the default ONNX domain, which its nodes use")
+    if opset is not None and opset < OLDEST_OPSET:
+        raise GraphProblem(f"it is opset {opset}; ONNX Runtime supports opset {OLDEST_OPSET} and newer",
+                           f"convert it with onnx.version_converter or export it at opset {OLDEST_OPSET} or newer")
+    domain = next((n.domain for n in model.graph.node if (n.domain or "ai.onnx") not in imported), None)
+    if domain is not None:
+        raise GraphProblem(f"its nodes use domain {domain!r}, which it does not import (opset_import)")
+
+
+def _check_values(graph: onnx.GraphProto) -> None:
+    for kind, values in (("input", graph.input), ("output", graph.output)):
+        if any(not v.name for v in values):
+            raise GraphProblem(f"a graph {kind} has an empty name")
+        untyped = next((v.name for v in values if v.type.HasField("tensor_type")
+                        and v.type.tensor_type.elem_type == TensorProto.UNDEFINED), None)
+        if untyped is not None:
+            raise GraphProblem(f"{kind} {untyped!r} is a tensor of undefined element type")
+    seen: set[str] = set()
+    for value in graph.input:
+        if value.name in seen:
+            raise GraphProblem(f"input {value.name!r} is listed twice")
+        seen.add(value.name)
+        if value.type.WhichOneof("value") is None:
+            raise GraphProblem(f"input {value.name!r} has no type")
+
+
+def _check_single_definitions(graph: onnx.GraphProto) -> None:
+    """Each name is made once (SSA): by one node, or as a graph input and/or initializer (older exporters list
+    initializers among the inputs; ONNX Runtime uses the last of repeated initializers)."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    defined |= {t.values.name for t in graph.sparse_initializer}
+    for node in graph.node:
+        for output in node.output:
+            if output and output in defined:
+                raise GraphProblem(f"{output!r} is made twice (node {node.name or node.op_type} and another node, "
+                                   "input or initializer)")
+            defined.add(output)
+
+
+def _check_initializers(tensors: Iterable[TensorProto]) -> None:
+    for tensor in tensors:
+        if tensor.data_type == TensorProto.UNDEFINED or tensor.data_type not in TensorProto.DataType.values():
+            raise GraphProblem(f"initializer {tensor.name!r} has no valid data type ({tensor.data_type})")
+        if not tensor.name:
+            raise GraphProblem("an initializer has an empty name")
+        if not tensor.HasField("raw_data") or tensor.data_location == TensorProto.EXTERNAL:
+            continue
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        size = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        if tensor.data_type not in (TensorProto.STRING,) and size and len(tensor.raw_data) != count * size:
+            raise GraphProblem(f"initializer {tensor.name!r} holds {len(tensor.raw_data)} bytes; its shape "
+                               f"{list(tensor.dims)} and type need {count * size} (a truncated or corrupt file)")
+
+
+def _check_nodes(model: onnx.ModelProto) -> None:
+    """Each default-domain node against its op's schema at the model's opset: known op, inputs and attributes."""
+    context = onnx.checker.C.CheckerContext()
+    context.ir_version = max(model.ir_version, 4)
+    context.opset_imports = {o.domain: o.version for o in model.opset_import}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue  # contrib ops and plugins: their runtime's to judge
+        try:
+            onnx.checker.check_node(node, context)
+        except onnx.checker.ValidationError as exc:
+            raise GraphProblem(f"node {node.name or node.op_type}: {_first(exc)}") from None
+
+
+def _topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes in an order that runs (ONNX Runtime sorts an unsorted graph itself); GraphProblem for a cycle."""
+    made = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    made |= {t.values.name for t in graph.sparse_initializer}
+    waiting = list(graph.node)
+    order: list[onnx.NodeProto] = []
+    while waiting:
+        ready = [n for n in waiting if all(i in made for i in n.input)]
+        if not ready:
+            node = waiting[0]
+            raise GraphProblem(f"node {node.name or node.op_type} is part of a cycle (the graph is not acyclic)")
+        ready_ids = {id(n) for n in ready}
+        waiting = [n for n in waiting if id(n) not in ready_ids]
+        order += ready
+        made.update(o for n in ready for o in n.output)
+    return order
+
+
+def _check_types(model: onnx.ModelProto, order: Sequence[onnx.NodeProto]) -> None:
+    """ONNX type inference over the sorted graph, shapes left out (ONNX Runtime merges disagreeing shapes), and
+    each declared type of an output or value_info against the inferred one."""
+    declared = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output]
+                if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+    typed = _typing_copy(model, order)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(typed, check_type=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise GraphProblem(f"types do not agree: {_first(exc)}") from None
+    except ValueError:  # a model over protobuf's 2 GB cannot be inferred in memory: ONNX Runtime will say
+        return
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        want, got = declared.get(value.name), value.type.tensor_type.elem_type
+        if want and got and want != got:
+            raise GraphProblem(f"{value.name!r} is declared {TensorProto.DataType.Name(want).lower()} but its node "
+                               f"makes {TensorProto.DataType.Name(got).lower()}")
+
+
+SHAPE_VALUES = 1024  # initializers up to this size keep their values (a Reshape's shape); larger ones are weights
+
+
+def _typing_copy(model: onnx.ModelProto, order: Sequence[onnx.NodeProto]) -> onnx.ModelProto:
+    """What type inference needs of `model`: its nodes in `order`, outputs untyped, and weights as typed inputs
+    instead of their data (copying a model's weights cost 0.2 s per 50 MB)."""
+    graph = model.graph
+    listed = {v.name for v in graph.input}
+    small, weights = [], []
+    for tensor in graph.initializer:
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        if count <= SHAPE_VALUES:
+            small.append(tensor)
+        elif tensor.name not in listed:
+            listed.add(tensor.name)
+            weights.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    outputs = [onnx.ValueInfoProto(name=o.name) for o in graph.output]
+    typed = onnx.helper.make_model(
+        onnx.helper.make_graph(order, graph.name, [*graph.input, *weights], outputs, initializer=small,
+                               sparse_initializer=graph.sparse_initializer),
+        opset_imports=model.opset_import, functions=model.functions)
+    typed.ir_version = max(model.ir_version, 4)  # below 4 inference ignores initializers not listed as inputs
+    return typed
+
+
+def _first(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -1,0 +1,191 @@
+"""read_onnx accepts a graph iff ONNX Runtime's CPU provider creates a session for it (property over generated
+small graphs with the defects files in the wild have), and a refused file is one line and exit status 2 from
+the CLI (`deploykit lint`, which opens no session of its own). Two refusals are deploykit's own: a graph without
+inputs or outputs (ONNX Runtime loads one; deploykit runs models that take an image and give a result), and
+opsets below 7 (ONNX Runtime only guarantees opset 7 and newer; whether it loads an older graph depends on each
+op's kernels)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from deploykit.cli import cli
+from deploykit.errors import InputError
+from deploykit.io.model_files import read_onnx
+from deploykit.io.onnx_graph_checks import OLDEST_OPSET
+
+UNARY = ("Relu", "Sigmoid", "Identity", "Neg", "Abs")
+BINARY = ("Add", "Mul", "Sub")
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> onnx.ModelProto:
+    """x (1,C,4,4) -> a chain of 1-4 nodes (unary ops, a 1x1 Conv, a binary op with an earlier tensor) -> y."""
+    channels = draw(st.integers(1, 3))
+    tensors, nodes, inits = ["x"], [], []
+    for index in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(("unary", "conv", "binary")))
+        out = f"t{index}"
+        if kind == "unary":
+            nodes.append(helper.make_node(draw(st.sampled_from(UNARY)), [tensors[-1]], [out], name=f"n{index}"))
+        elif kind == "conv":
+            weight = numpy_helper.from_array(np.ones((channels, channels, 1, 1), np.float32), f"w{index}")
+            inits.append(weight)
+            nodes.append(helper.make_node("Conv", [tensors[-1], weight.name], [out], name=f"n{index}"))
+        else:
+            other = draw(st.sampled_from(tensors))
+            nodes.append(helper.make_node(draw(st.sampled_from(BINARY)), [tensors[-1], other], [out], name=f"n{index}"))
+        tensors.append(out)
+    nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 4, 4])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", draw(st.integers(7, 21)))])
+    model.ir_version = draw(st.integers(3, onnx.IR_VERSION))
+    return model
+
+
+def _pick(draw: st.DrawFn, items: list) -> int:  # type: ignore[type-arg]
+    return draw(st.integers(0, len(items) - 1))
+
+
+def _mutation(draw: st.DrawFn, model: onnx.ModelProto) -> None:
+    """One defect, as truncation, hand edits and broken converters leave them."""
+    graph = model.graph
+    nodes = graph.node
+    kind = draw(st.sampled_from((
+        "drop_input", "drop_output", "dangling_input", "opset", "ir", "initializer_dtype", "duplicate_output",
+        "empty_name", "unknown_op", "extra_input", "unknown_attribute", "declared_type", "reorder", "cycle",
+        "truncated_data", "duplicate_graph_input", "no_opset", "writes_input", "output_is_input")))
+    node = nodes[_pick(draw, list(nodes))]
+    if kind == "drop_input":
+        del graph.input[:]
+    elif kind == "drop_output":
+        del graph.output[:]
+    elif kind == "dangling_input":
+        node.input[0] = "nowhere"
+    elif kind == "opset":
+        version = draw(st.integers(1, onnx.defs.onnx_opset_version() + 2))
+        for opset in model.opset_import[:1]:  # none left after a no_opset mutation
+            opset.version = version
+    elif kind == "ir":
+        model.ir_version = draw(st.integers(0, onnx.IR_VERSION + 2))
+    elif kind == "initializer_dtype" and graph.initializer:
+        tensor = graph.initializer[_pick(draw, list(graph.initializer))]
+        dtype = draw(st.sampled_from((np.int64, np.float16, np.int32, np.float64)))
+        tensor.CopyFrom(numpy_helper.from_array(np.ones(tuple(tensor.dims), dtype), tensor.name))
+    elif kind == "duplicate_output":
+        node.output[0] = nodes[_pick(draw, list(nodes))].output[0]
+    elif kind == "empty_name":
+        target = draw(st.sampled_from(("node_input", "node_output", "graph_input", "graph_output")))
+        if target == "node_input":
+            node.input[0] = ""
+        elif target == "node_output":
+            node.output[0] = ""
+        else:
+            for value in (graph.input if target == "graph_input" else graph.output)[:1]:
+                value.name = ""
+    elif kind == "unknown_op":
+        node.op_type = draw(st.sampled_from(("Foo", "relu", "Conv2d")))
+    elif kind == "extra_input":
+        node.input.append("x")
+    elif kind == "unknown_attribute":
+        node.attribute.append(helper.make_attribute("alpha", 1.0))
+    elif kind == "declared_type":
+        elem_type = draw(st.sampled_from((TensorProto.INT64, TensorProto.UNDEFINED, TensorProto.FLOAT16,
+                                          TensorProto.FLOAT)))
+        for value in draw(st.sampled_from((graph.input, graph.output)))[:1]:
+            value.type.tensor_type.elem_type = elem_type
+    elif kind == "reorder":
+        order = draw(st.permutations(list(nodes)))
+        copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in order]
+        del nodes[:]
+        nodes.extend(copies)
+    elif kind == "cycle":
+        node.input[0] = "y"
+    elif kind == "truncated_data" and graph.initializer:
+        tensor = graph.initializer[0]
+        tensor.raw_data = tensor.raw_data[: draw(st.integers(0, max(len(tensor.raw_data) - 1, 0)))]
+    elif kind == "duplicate_graph_input" and graph.input:
+        graph.input.append(graph.input[0])
+    elif kind == "no_opset":
+        del model.opset_import[:]
+    elif kind == "writes_input":
+        node.output[0] = "x"
+    elif kind == "output_is_input":
+        for value in graph.output[:1]:
+            value.name = "x"
+
+
+@st.composite
+def mutated_graphs(draw: st.DrawFn) -> onnx.ModelProto:
+    model = draw(graphs())
+    for _ in range(draw(st.integers(0, 2))):
+        _mutation(draw, model)
+    return model
+
+
+def _outcome(check: Callable[[], object]) -> bool:
+    try:
+        check()
+    except (InputError, ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.NotImplemented,
+            ort.capi.onnxruntime_pybind11_state.RuntimeException):
+        return False
+    return True
+
+
+def _opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=mutated_graphs())
+def test_read_onnx_accepts_exactly_what_onnx_runtime_loads(model: onnx.ModelProto, tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    loads = _outcome(lambda: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+    accepted = _outcome(lambda: read_onnx(path))
+    opset = _opset(model)
+    if (opset is not None and opset < OLDEST_OPSET) or not model.graph.input or not model.graph.output:
+        assert not accepted
+    else:
+        assert accepted == loads, (accepted, loads, onnx.printer.to_text(model), model.opset_import,
+                                   model.ir_version)
+    if not accepted:
+        result = CliRunner().invoke(cli, ["lint", str(path)])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: m.graph.node.append(helper.make_node("Relu", ["t"], ["x"])), "'x' is made twice"),
+    (lambda m: m.graph.node[0].input.__setitem__(0, "y"), "cycle"),
+    (lambda m: setattr(m.opset_import[0], "version", 5), "opset 5; ONNX Runtime supports opset 7"),
+    (lambda m: setattr(m.graph.output[0].type.tensor_type, "elem_type", TensorProto.INT64),
+     "'y' is declared int64 but its node makes float"),
+])
+def test_each_refusal_names_what_is_wrong(tmp_path: Path, edit: Callable[[onnx.ModelProto], None],
+                                          words: str) -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Neg", ["t"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    edit(model)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(InputError, match="ONNX Runtime refuses") as refused:
+        read_onnx(path)
+    assert words in str(refused.value)
