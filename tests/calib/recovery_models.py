@@ -1,4 +1,5 @@
-"""Tiny ONNX graphs for the accuracy-recovery tests (bias correction, equalization, AdaRound)."""
+"""Tiny ONNX graphs for the accuracy-recovery tests (bias correction, equalization, AdaRound, distillation), and
+what those tests measure them with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from deploykit.calib.collect import collect_stats
+from deploykit.calib.methods import MinMax, amax
+from deploykit.calib.qdq import QdqBuilder, calibration_tensors
+from deploykit.evaluate import session_from_onnx
 
 
 def conv(name: str, x: str, y: str, weight: np.ndarray, bias: np.ndarray | None, *, group: int = 1,
@@ -43,3 +49,27 @@ def inputs(count: int, channels: int, size: tuple[int, int] = (12, 14), *, seed:
            scale: float = 1.0, shift: float = 0.0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(shift + scale * rng.standard_normal((1, channels, *size))).astype(np.float32) for _ in range(count)]
+
+
+def two_layers(seed: int = 0) -> onnx.ModelProto:
+    """conv -> relu -> conv with one large weight per output channel: the INT8 grids are coarse for the other
+    weights, and the second layer's rounding errors add to the first's."""
+    rng = np.random.default_rng(seed)
+    w1, w2 = rng.standard_normal((8, 3, 3, 3)) * 0.1, rng.standard_normal((4, 8, 3, 3)) * 0.1
+    w1[:, 0, 0, 0], w2[:, 0, 0, 0] = 2.0, 2.0
+    first, inits1 = conv("c1", "x", "h", w1, rng.standard_normal(8) * 0.1)
+    second, inits2 = conv("c2", "r", "y", w2, rng.standard_normal(4) * 0.1)
+    return model([first, helper.make_node("Relu", ["h"], ["r"], name="relu"), second], [*inits1, *inits2], 3, 4)
+
+
+def minmax_builder(source: onnx.ModelProto, calibration: list[np.ndarray]) -> QdqBuilder:
+    """A Q/DQ builder of `source` with minmax ranges from `calibration`, inputs-only layout."""
+    stats = collect_stats(source, calibration_tensors(source), iter(calibration)).stats
+    return QdqBuilder(source, {name: amax(s, MinMax()) for name, s in stats.items()}, quantize_outputs=False)
+
+
+def output_error(graph: onnx.ModelProto, reference: onnx.ModelProto, xs: list[np.ndarray]) -> float:
+    """Mean squared difference of the two graphs' outputs over `xs` (ONNX Runtime, optimizations off)."""
+    runs = [session_from_onnx(m.SerializeToString(), optimization="disable") for m in (reference, graph)]
+    return float(np.mean([np.mean((runs[0].run(None, {"x": x})[0] - runs[1].run(None, {"x": x})[0]) ** 2)
+                          for x in xs]))

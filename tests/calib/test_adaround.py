@@ -22,12 +22,8 @@ from deploykit.calib.adaround import (
     input_patches,
     optimize_layer,
 )
-from deploykit.calib.collect import collect_stats
-from deploykit.calib.methods import MinMax, amax
-from deploykit.calib.qdq import QdqBuilder, calibration_tensors
-from deploykit.evaluate import session_from_onnx
 from deploykit.precision.recovery import RecoveryOptions, recovery_options, round_weights
-from tests.calib.recovery_models import conv, inputs, model
+from tests.calib.recovery_models import conv, inputs, minmax_builder, model, output_error
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +37,15 @@ def layer() -> onnx.ModelProto:
     return model([node], inits, 4, 6)
 
 
-def _builder(source: onnx.ModelProto, calibration: list[np.ndarray]) -> QdqBuilder:
-    stats = collect_stats(source, calibration_tensors(source), iter(calibration)).stats
-    return QdqBuilder(source, {name: amax(s, MinMax()) for name, s in stats.items()}, quantize_outputs=False)
 
 
-def _error(qdq: onnx.ModelProto, source: onnx.ModelProto, xs: list[np.ndarray]) -> float:
-    runs = [session_from_onnx(m.SerializeToString(), optimization="disable") for m in (source, qdq)]
-    return float(np.mean([np.mean((runs[0].run(None, {"x": x})[0] - runs[1].run(None, {"x": x})[0]) ** 2)
-                          for x in xs]))
 
 
 def test_adaround_codes_are_on_the_grid_and_reconstruct_better(layer: onnx.ModelProto) -> None:
     # Inputs with correlated channels (a shared component): rounding errors of weights reading correlated
     # inputs can cancel, which is what AdaRound exploits and nearest rounding ignores.
     calibration = [x + 2.0 * x[:, :1] for x in inputs(12, 4, (16, 16), seed=1)]
-    builder = _builder(layer, calibration)
+    builder = minmax_builder(layer, calibration)
     nearest = builder.build()
     spec = builder.specs(["c"])["c"]
     codes_before, scale = builder.weight_codes(spec)
@@ -75,12 +64,12 @@ def test_adaround_codes_are_on_the_grid_and_reconstruct_better(layer: onnx.Model
     np.testing.assert_array_equal(numpy_helper.to_array(inits[dq.input[0]]), codes)  # INT8 initializer + DQ
     held_out = [x + 2.0 * x[:, :1] for x in inputs(6, 4, (16, 16), seed=2)]
     # the layer's reconstruction error, ||(W~ - W) x||^2 on float inputs: what AdaRound minimizes
-    assert _error(_dequantized(layer, codes, scale), layer, calibration) < 0.5 * _error(
+    assert output_error(_dequantized(layer, codes, scale), layer, calibration) < 0.5 * output_error(
         _dequantized(layer, codes_before, scale), layer, calibration)
-    assert _error(_dequantized(layer, codes, scale), layer, held_out) < 0.7 * _error(
+    assert output_error(_dequantized(layer, codes, scale), layer, held_out) < 0.7 * output_error(
         _dequantized(layer, codes_before, scale), layer, held_out)
     # and the whole quantized layer (input Q/DQ too) errs less than with nearest rounding
-    assert _error(rounded, layer, held_out) < _error(nearest.model, layer, held_out)
+    assert output_error(rounded, layer, held_out) < output_error(nearest.model, layer, held_out)
 
 
 def _dequantized(source: onnx.ModelProto, codes: np.ndarray, scale: np.ndarray) -> onnx.ModelProto:
@@ -198,11 +187,11 @@ def test_asymmetric_mode_reconstructs_the_float_output_from_quantized_inputs() -
     calibration = [x + 2.0 * x[:, :1] for x in inputs(8, 4, (16, 16), seed=1)]
     errors = {}
     for asymmetric in (False, True):
-        builder = _builder(source, calibration)
+        builder = minmax_builder(source, calibration)
         report = round_weights(builder, calibration, AdaRound(iterations=1000, asymmetric=asymmetric),
                                threads=1, progress=lambda _m: None)
         assert report["layers"] == 2
-        errors[asymmetric] = _error(builder.build().model, source, calibration)
+        errors[asymmetric] = output_error(builder.build().model, source, calibration)
     assert errors[True] < 0.95 * errors[False]
 
 

@@ -5,61 +5,34 @@ stay on their channels' grids; a graph it cannot run is left as it was, saying w
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import helper, numpy_helper
 
 from deploykit.backends.base import backend_of
-from deploykit.calib.collect import collect_stats
 from deploykit.calib.distill import Distillation, distill
-from deploykit.calib.methods import MinMax, amax
-from deploykit.calib.qdq import QdqBuilder, calibration_tensors
-from deploykit.evaluate import session_from_onnx
 from deploykit.precision.recovery import distill_weights
-from tests.calib.recovery_models import conv, inputs, model
-
-
-def _two_layers(seed: int = 0) -> onnx.ModelProto:
-    """conv -> relu -> conv with one large weight per output channel: the INT8 grids are coarse for the other
-    weights, and the second layer's rounding errors add to the first's."""
-    rng = np.random.default_rng(seed)
-    w1, w2 = rng.standard_normal((8, 3, 3, 3)) * 0.1, rng.standard_normal((4, 8, 3, 3)) * 0.1
-    w1[:, 0, 0, 0], w2[:, 0, 0, 0] = 2.0, 2.0
-    first, inits1 = conv("c1", "x", "h", w1, rng.standard_normal(8) * 0.1)
-    second, inits2 = conv("c2", "r", "y", w2, rng.standard_normal(4) * 0.1)
-    return model([first, helper.make_node("Relu", ["h"], ["r"], name="relu"), second], [*inits1, *inits2], 3, 4)
-
-
-def _builder(source: onnx.ModelProto, calibration: list[np.ndarray]) -> QdqBuilder:
-    stats = collect_stats(source, calibration_tensors(source), iter(calibration)).stats
-    return QdqBuilder(source, {name: amax(s, MinMax()) for name, s in stats.items()}, quantize_outputs=False)
-
-
-def _error(graph: onnx.ModelProto, reference: onnx.ModelProto, xs: list[np.ndarray]) -> float:
-    runs = [session_from_onnx(m.SerializeToString(), optimization="disable") for m in (reference, graph)]
-    return float(np.mean([np.mean((runs[0].run(None, {"x": x})[0] - runs[1].run(None, {"x": x})[0]) ** 2)
-                          for x in xs]))
+from tests.calib.recovery_models import inputs, minmax_builder, output_error, two_layers
 
 
 def test_distillation_lowers_the_quantized_graphs_error_on_unseen_inputs() -> None:
-    source = _two_layers()
+    source = two_layers()
     calibration, unseen = inputs(8, 3, (12, 12), seed=1), inputs(6, 3, (12, 12), seed=2)
-    builder = _builder(source, calibration)
+    builder = minmax_builder(source, calibration)
     before = builder.build().model
     codes_before = {n: builder.weight_codes(s)[0].copy() for n, s in builder.specs(["c1", "c2"]).items()}
     record = distill_weights(builder, backend_of("tensorrt"), calibration, Distillation(steps=150),
                              threads=1, progress=lambda _m: None)
     assert record["trained"] and record["loss_after"] < record["loss_before"]
     after = builder.build().model
-    assert _error(after, source, unseen) < 0.8 * _error(before, source, unseen)
+    assert output_error(after, source, unseen) < 0.8 * output_error(before, source, unseen)
     changed = sum(int(np.count_nonzero(builder.weight_codes(s)[0] != codes_before[n]))
                   for n, s in builder.specs(["c1", "c2"]).items())
     assert changed > 0
 
 
 def test_trained_weights_round_back_to_the_trained_codes_on_unchanged_grids() -> None:
-    source = _two_layers(seed=3)
+    source = two_layers(seed=3)
     calibration = inputs(6, 3, (10, 10), seed=4)
-    builder = _builder(source, calibration)
+    builder = minmax_builder(source, calibration)
     specs = builder.specs(["c1", "c2"])
     scales = {n: builder.weight_codes(s)[1].copy() for n, s in specs.items()}
     qdq = builder.build().model
@@ -79,12 +52,12 @@ def test_trained_weights_round_back_to_the_trained_codes_on_unchanged_grids() ->
 
 
 def test_a_graph_it_cannot_run_is_left_as_it_was_saying_which_operator() -> None:
-    source = _two_layers()
+    source = two_layers()
     graph = source.graph
     graph.node.insert(1, helper.make_node("Hardmax", ["h"], ["e"], name="hardmax"))
     graph.node[2].input[0] = "e"
     calibration = inputs(4, 3, (10, 10), seed=5)
-    builder = _builder(source, calibration)
+    builder = minmax_builder(source, calibration)
     weights = {"c1": numpy_helper.to_array(graph.initializer[0])}
     done = distill(builder.build().model, source, weights, calibration, Distillation(steps=10), threads=1,
                    progress=lambda _m: None)

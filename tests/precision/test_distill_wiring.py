@@ -16,8 +16,7 @@ from deploykit.calib.qdq import QdqBuilder, calibration_tensors
 from deploykit.evaluate import session_from_onnx
 from deploykit.precision.range_choice import choose_method
 from deploykit.precision.recovery import RecoveryOptions, recover
-from tests.calib.recovery_models import inputs
-from tests.calib.test_distill import _two_layers
+from tests.calib.recovery_models import inputs, two_layers
 
 STEPS = Distillation(steps=64)
 
@@ -26,13 +25,13 @@ def _loss_of(builder: QdqBuilder, backend: str, calibration: list[np.ndarray]) -
     entry = backend_of(backend)
     deployed = entry.as_deployed(builder.build().model, threads=1, optimize=False, float_source=builder.model)
     student = session_from_onnx(deployed.SerializeToString(), optimization="disable")
-    teacher = session_from_onnx(_two_layers().SerializeToString(), optimization="disable")
+    teacher = session_from_onnx(two_layers().SerializeToString(), optimization="disable")
     return float(np.mean([float(_loss([torch.from_numpy(student.run(None, {"x": x})[0])],
                                       teacher.run(None, {"x": x}))) for x in calibration]))
 
 
 def _ranges(calibration: list[np.ndarray]) -> dict[str, dict[str, float]]:
-    source = _two_layers()
+    source = two_layers()
     stats = collect_stats(source, calibration_tensors(source), iter(calibration), histograms=calibration_tensors(
         source)).stats
     return {m.name: {name: amax(s, m) for name, s in stats.items()} for m in (MinMax(), Entropy())}
@@ -41,7 +40,7 @@ def _ranges(calibration: list[np.ndarray]) -> dict[str, dict[str, float]]:
 @pytest.mark.parametrize("backend", ["tensorrt", "onnxruntime"])
 def test_recover_leaves_the_builder_on_the_graph_it_trained(backend: str) -> None:
     calibration = inputs(6, 3, (12, 12), seed=7)
-    builder = QdqBuilder(_two_layers(), _ranges(calibration)["minmax"], quantize_outputs=backend == "onnxruntime")
+    builder = QdqBuilder(two_layers(), _ranges(calibration)["minmax"], quantize_outputs=backend == "onnxruntime")
     report = recover(builder, RecoveryOptions(distillation=STEPS), backend_of(backend), calibration, threads=1,
                      progress=lambda _m: None)
     record = report["distillation"]
@@ -52,7 +51,7 @@ def test_recover_leaves_the_builder_on_the_graph_it_trained(backend: str) -> Non
 
 def test_auto_trains_the_chosen_candidate_once_and_builds_it() -> None:
     calibration = inputs(8, 3, (12, 12), seed=8)
-    builder = QdqBuilder(_two_layers(), {}, quantize_outputs=False)
+    builder = QdqBuilder(two_layers(), {}, quantize_outputs=False)
     progress: list[str] = []
     _, report = choose_method(builder, _ranges(calibration), (MinMax(), Entropy()),
                               RecoveryOptions(distillation=STEPS), backend_of("tensorrt"), calibration[:6],
