@@ -97,6 +97,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--calib-n", type=int, default=16)
     parser.add_argument("--images", default=str(ROOT / "data" / "heldout"), help="agreement images")
     parser.add_argument("--skip", default="", help="comma-separated contender labels not to run")
+    parser.add_argument("--int8-distill", type=int, default=None, metavar="STEPS",
+                        help="deploykit's INT8 builds with build-engine --int8-distill STEPS (default: its default)")
     parser.add_argument("--tiny", action="store_true", help="the zoo's tiny test variants (smoke test)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
     parser.add_argument("--name", default="cpu_peers", help="OUT_DIR/NAME.md and NAME.json")
@@ -185,15 +187,22 @@ def ort_default(p: Prepared, threads: int) -> Contender:
                      note="model.onnx, default SessionOptions")
 
 
+def _calibration(args: argparse.Namespace) -> Any:
+    """deploykit's calibration options for this run (with --int8-distill when given)."""
+    from deploykit.precision.passes import CalibrationOptions
+    from deploykit.precision.recovery import recovery_options
+
+    return CalibrationOptions(data=args.calib_data, n=args.calib_n,
+                              recovery=recovery_options(distill_steps=getattr(args, "int8_distill", None)))
+
+
 def _build(p: Prepared, precision: str, args: argparse.Namespace) -> Path:
     from deploykit.build import build_artifact
-    from deploykit.precision.passes import CalibrationOptions
 
     out = p.folder / f"model-{precision}-ort.onnx"
     say(f"{p.name}: deploykit build-engine --backend onnxruntime --{precision}")
     build_artifact(p.onnx, out, precision=precision_of(precision), backend=backend_of("onnxruntime"),
-                   threads=args.threads, force=True,
-                   calibration=CalibrationOptions(data=args.calib_data, n=args.calib_n), progress=say)
+                   threads=args.threads, force=True, calibration=_calibration(args), progress=say)
     return out
 
 
@@ -277,7 +286,6 @@ def deploykit_openvino(layout: str | None) -> Callable[[Prepared, argparse.Names
     graph in the given layout, with the INT8 pass's defaults (accuracy recovery, the CPU's weight width)."""
     def make(p: Prepared, args: argparse.Namespace) -> Contender:
         from deploykit.build import build_artifact
-        from deploykit.precision.passes import CalibrationOptions
 
         tag = "fp32" if layout is None else f"int8-{layout.replace('+', '-')}"
         out = p.folder / f"model-{tag}-openvino.xml"
@@ -285,7 +293,7 @@ def deploykit_openvino(layout: str | None) -> Callable[[Prepared, argparse.Names
         built = build_artifact(p.onnx, out, precision=precision_of("fp32" if layout is None else "int8"),
                                backend=backend_of("openvino"),
                                qdq_layout=layout, threads=args.threads, force=True, progress=say,
-                               calibration=CalibrationOptions(data=args.calib_data, n=args.calib_n))
+                               calibration=_calibration(args))
         label = "deploykit OpenVINO fp32" if layout is None else f"deploykit OpenVINO int8 (Q/DQ {layout})"
         options = built.sidecar.build_options
         note = f"runtime precisions {options['runtime_precisions']}"
