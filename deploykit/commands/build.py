@@ -114,8 +114,8 @@ def _defaults(field: str) -> str:
                    "pairs (default: see deploykit.precision.recovery).")
 @click.option("--int8-distill", "int8_distill", type=click.IntRange(min=0), default=None, metavar="STEPS",
               help="INT8: train the quantized layers' weights and biases against the float model for STEPS steps "
-                   "on the calibration data, as the backend computes the graph (default: 0, off; about 1 s a "
-                   "step for DeepLabv3+ at 513x513 on 2 cores; see deploykit.calib.distill).")
+                   "on the calibration data, as the backend computes the graph (default: 0, off; 96 steps took "
+                   "2.5-3.5 min for DeepLabv3+ at 513x513 on 2 busy cores; see deploykit.calib.distill).")
 @threads_option("ONNX Runtime threads for calibration and checks (default: all cores).")
 @backend_option_groups
 @force_option
