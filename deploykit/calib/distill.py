@@ -21,10 +21,11 @@ its codes by rounding to nearest, as for an untrained model. Each channel's larg
 its grid (max |w| / levels) stays the same and rounding to nearest gives back exactly the trained codes; the
 other weights stay within it. The biases the trained graph read already held bias correction's shift; the float
 model gets the trained bias less that shift, and the builder adds the shift back to the quantized layers.
-The same build with the same thread count gives the same weights (fixed seeds); another thread count sums the
-gradients in another order, and the training takes another path: on the demo's 12 report images the DeepLabv3+
-ONNX Runtime artifact scored 0.9753 trained with 1 thread and 0.971 with 2 (benchmarks/results/
-int8_recovery_distill.md, cpu_peers_distill.md), while both moved up on the calibration data's distribution.
+The same build with the same thread count gives the same weights (fixed seeds); another thread count can sum
+the gradients in another order, and the training takes another path. On the demo's 12 report images the
+DeepLabv3+ ONNX Runtime artifact scored 0.9753 in one run (1 thread, before subnormals were flushed) and 0.971
+in another (2 threads, flushed; benchmarks/results/int8_recovery_distill.md, cpu_peers_distill.md), while on the
+calibration data's distribution it moved up in both.
 Rounding makes the loss jump from step to step, so every CHECK_EVERY steps the loss over all the calibration
 inputs (each read once, unmirrored) is measured, and the parameters with the lowest are kept: the untrained
 ones unless a trained graph did better.
