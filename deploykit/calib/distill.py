@@ -44,6 +44,7 @@ from onnx import numpy_helper
 
 from deploykit.calib.torch_graph import TorchGraph, Unsupported, round_ste
 from deploykit.evaluate import session_from_onnx
+from deploykit.graph.tensors import index_graph
 from deploykit.types import Progress
 
 CHECK_EVERY = 16  # steps between two measurements of the loss over every calibration input
@@ -86,17 +87,13 @@ class _Variable:
     frozen: Any  # 1 where the weight is its channel's largest magnitude (not trained)
 
 
-def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {o: n for n in model.graph.node for o in n.output}
-
-
 def _variables(deployed: onnx.ModelProto, weights: Mapping[str, np.ndarray]) -> list[_Variable]:
     """The trainable layers: each named node of `weights` whose weight the deployed graph dequantizes from
     integer codes along its output channels."""
     import torch
 
     inits = {i.name: numpy_helper.to_array(i) for i in deployed.graph.initializer}
-    producer = _producers(deployed)
+    producer = index_graph(deployed, infer_types=False).producer
     found = []
     for node in deployed.graph.node:
         dq = producer.get(node.input[1]) if node.name in weights and len(node.input) > 1 else None
@@ -134,6 +131,11 @@ def _loss(student: Sequence[Any], teacher: Sequence[np.ndarray]) -> Any:
     return total
 
 
+def _untrained(exc: Unsupported) -> Distilled:
+    return Distilled({}, {"trained": False, "why": f"not trained: {exc} is not computed by deploykit's PyTorch "
+                                                   "runner (deploykit.calib.torch_graph)"})
+
+
 def distill(deployed: onnx.ModelProto, teacher: onnx.ModelProto, weights: Mapping[str, np.ndarray],
             inputs: Sequence[np.ndarray], options: Distillation, *, threads: int | None,
             progress: Progress) -> Distilled:
@@ -143,8 +145,7 @@ def distill(deployed: onnx.ModelProto, teacher: onnx.ModelProto, weights: Mappin
     try:
         graph = TorchGraph(deployed)
     except Unsupported as exc:
-        return Distilled({}, {"trained": False, "why": f"not trained: {exc} is not computed by deploykit's "
-                                                       "PyTorch runner (deploykit.calib.torch_graph)"})
+        return _untrained(exc)
     variables = _variables(deployed, weights)
     if not variables or not inputs or options.steps <= 0:
         return Distilled({}, {"trained": False, "why": "nothing to train"})
@@ -157,8 +158,7 @@ def distill(deployed: onnx.ModelProto, teacher: onnx.ModelProto, weights: Mappin
     try:
         return _train(graph, deployed, teacher, weights, variables, inputs, options, progress)
     except Unsupported as exc:  # a form found only when the node runs (its inputs' shapes)
-        return Distilled({}, {"trained": False, "why": f"not trained: {exc} is not computed by deploykit's "
-                                                       "PyTorch runner (deploykit.calib.torch_graph)"})
+        return _untrained(exc)
     finally:
         torch.set_num_threads(previous_threads)
         torch.set_flush_denormal(False)

@@ -163,15 +163,12 @@ def round_weights(builder: QdqBuilder, inputs: Iterable[np.ndarray], options: Ad
     return {"layers": len(codes), "weights_rounded_otherwise": changed}
 
 
-def _single_use(model: onnx.ModelProto, nodes: Iterable[str]) -> list[str]:
-    """The nodes whose weight initializer no other node reads (training it changes that node alone)."""
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+def _single_use(builder: QdqBuilder, nodes: Iterable[str]) -> list[str]:
+    """The nodes whose weight (and bias) initializer no other node reads (training it changes that node alone)."""
+    readers = builder.index.consumers
     wanted = set(nodes)
-    return [n.name for n in model.graph.node if n.name in wanted and readers.get(n.input[1], 0) == 1
-            and (len(n.input) < 3 or not n.input[2] or readers.get(n.input[2], 0) == 1)]
+    return [n.name for n in builder.model.graph.node if n.name in wanted and len(readers[n.input[1]]) == 1
+            and (len(n.input) < 3 or not n.input[2] or len(readers[n.input[2]]) == 1)]
 
 
 def distill_weights(builder: QdqBuilder, entry: Backend, inputs: Iterable[np.ndarray], options: Distillation, *,
@@ -180,7 +177,7 @@ def distill_weights(builder: QdqBuilder, entry: Backend, inputs: Iterable[np.nda
     on the all-INT8 build as `entry` computes it; `builder` derives every later build from the trained model.
     The report's record."""
     result = builder.build()
-    names = _single_use(builder.model, result.quantized)
+    names = _single_use(builder, result.quantized)
     deployed = entry.as_deployed(result.model, threads=threads, optimize=False, float_source=builder.model)
     progress(f"distillation: {len(names)} layers against the float model, {options.steps} steps")
     done = distill(deployed, builder.model, _float_weights(builder.model, names), list(inputs), options,
