@@ -7,10 +7,18 @@ and clamps to its zero point's type, so the gradient of a scale is LSQ's (Esser 
 Quantization", ICLR 2020). The operators are those of the dense-prediction graphs deploykit quantizes; a graph
 with any other operator is refused (`Unsupported`), and the caller leaves the step out, saying why.
 Shape arithmetic (Shape, Gather, Slice, Concat of sizes) runs on integer tensors, without gradients.
+
+It computes what ONNX Runtime computes up to the order of float sums: PyTorch's convolutions add in another
+order than ONNX Runtime's, and where a sum lands on the other side of a rounding boundary its code moves by one
+step, which later layers carry on. On the generated graphs of tests/calib/test_torch_graph.py the outputs are
+equal; on DeepLabv3+ MobileNetV2's INT8 graph at 513x513 the argmax agreed on 0.9998 of a photograph's pixels
+and on 0.9925 of a noise image's (mean relative difference 0.006).
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -54,16 +62,20 @@ def _per_axis(value: Any, like: Any, axis: int) -> Any:
     return value.reshape(shape)
 
 
+def _pad_list(pads: Sequence[int]) -> list[int]:
+    """ONNX pads (begin of each axis..., end of each axis...) in F.pad's order (last axis first, begin, end)."""
+    half = len(pads) // 2
+    flat: list[int] = []
+    for b, e in zip(reversed(pads[:half]), reversed(pads[half:]), strict=True):
+        flat += [int(b), int(e)]
+    return flat
+
+
 def _pads(pads: Sequence[int]) -> tuple[list[int], bool]:
-    """ONNX pads (begin..., end...) as torch's symmetric padding when they are, else F.pad's list."""
+    """ONNX pads as torch's symmetric padding when they are, else F.pad's list."""
     half = len(pads) // 2
     begin, end = list(pads[:half]), list(pads[half:])
-    if begin == end:
-        return begin, True
-    flat: list[int] = []
-    for b, e in zip(reversed(begin), reversed(end), strict=True):
-        flat += [b, e]
-    return flat, False
+    return (begin, True) if begin == end else (_pad_list(pads), False)
 
 
 class _Ops:
@@ -74,6 +86,24 @@ class _Ops:
         import torch.nn.functional as F
 
         self.torch, self.F = torch, F
+        # operators without attributes: the torch function of their inputs
+        self.plain: dict[str, Callable[..., Any]] = {
+            "Relu": F.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "HardSwish": F.hardswish,
+            "Exp": torch.exp, "Log": torch.log, "Sqrt": torch.sqrt, "Abs": torch.abs, "Erf": torch.erf,
+            "Floor": torch.floor, "Ceil": torch.ceil, "Neg": operator.neg, "Identity": lambda x: x,
+            "Not": lambda x: ~x.bool(), "Add": operator.add, "Sub": operator.sub, "Mul": operator.mul,
+            "Pow": torch.pow, "Equal": operator.eq, "Less": operator.lt, "Greater": operator.gt,
+            "Min": lambda *xs: functools.reduce(torch.minimum, xs),
+            "Max": lambda *xs: functools.reduce(torch.maximum, xs),
+        }
+
+    def find(self, op_type: str) -> Callable[..., Any] | None:
+        """The function computing `op_type`, called with (attributes, *inputs); None when there is none."""
+        if op_type in self.plain:
+            function = self.plain[op_type]
+            return lambda a, *xs: function(*xs)
+        method = getattr(self, op_type, None) if op_type[:1].isupper() else None
+        return method if callable(method) else None
 
     def Conv(self, a: dict[str, Any], x: Any, w: Any, b: Any = None) -> Any:
         if _text(a.get("auto_pad"), "NOTSET") != "NOTSET":
@@ -115,9 +145,6 @@ class _Ops:
         z = 0.0 if zero is None else _per_axis(zero.value, q, axis)
         return (q - z) * _per_axis(scale, q, axis)
 
-    def Relu(self, a: dict[str, Any], x: Any) -> Any:
-        return self.F.relu(x)
-
     def LeakyRelu(self, a: dict[str, Any], x: Any) -> Any:
         return self.F.leaky_relu(x, a.get("alpha", 0.01))
 
@@ -126,47 +153,14 @@ class _Ops:
         high = a.get("max") if high is None else float(high)
         return self.torch.clamp(x, low, high)
 
-    def Sigmoid(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.sigmoid(x)
-
-    def Tanh(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.tanh(x)
-
     def HardSigmoid(self, a: dict[str, Any], x: Any) -> Any:
         return self.torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1)
-
-    def HardSwish(self, a: dict[str, Any], x: Any) -> Any:
-        return self.F.hardswish(x)
 
     def Softmax(self, a: dict[str, Any], x: Any) -> Any:
         return self.torch.softmax(x, a.get("axis", -1))
 
-    def Add(self, a: dict[str, Any], x: Any, y: Any) -> Any:
-        return x + y
-
-    def Sub(self, a: dict[str, Any], x: Any, y: Any) -> Any:
-        return x - y
-
-    def Mul(self, a: dict[str, Any], x: Any, y: Any) -> Any:
-        return x * y
-
     def Div(self, a: dict[str, Any], x: Any, y: Any) -> Any:
         return x / y if x.is_floating_point() or y.is_floating_point() else self.torch.div(x, y, rounding_mode="trunc")
-
-    def Min(self, a: dict[str, Any], *xs: Any) -> Any:
-        out = xs[0]
-        for x in xs[1:]:
-            out = self.torch.minimum(out, x)
-        return out
-
-    def Max(self, a: dict[str, Any], *xs: Any) -> Any:
-        out = xs[0]
-        for x in xs[1:]:
-            out = self.torch.maximum(out, x)
-        return out
-
-    def Identity(self, a: dict[str, Any], x: Any) -> Any:
-        return x
 
     def Concat(self, a: dict[str, Any], *xs: Any) -> Any:
         return self.torch.cat(xs, a["axis"])
@@ -198,11 +192,7 @@ class _Ops:
     def Pad(self, a: dict[str, Any], x: Any, pads: Any = None, value: Any = None, axes: Any = None) -> Any:
         if axes is not None:
             raise Unsupported("Pad axes")
-        widths = [int(v) for v in (a["pads"] if pads is None else pads)]
-        half = len(widths) // 2
-        flat: list[int] = []
-        for begin, end in zip(reversed(widths[:half]), reversed(widths[half:]), strict=True):
-            flat += [begin, end]
+        flat = _pad_list([int(v) for v in (a["pads"] if pads is None else pads)])
         mode = _text(a.get("mode"), "constant")
         if mode == "constant":
             fill = a.get("value", 0.0) if value is None or value.numel() == 0 else float(value)
@@ -227,47 +217,8 @@ class _Ops:
     def Range(self, a: dict[str, Any], start: Any, limit: Any, delta: Any) -> Any:
         return self.torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
-    def Equal(self, a: dict[str, Any], x: Any, y: Any) -> Any:
-        return x == y
-
-    def Less(self, a: dict[str, Any], x: Any, y: Any) -> Any:
-        return x < y
-
-    def Greater(self, a: dict[str, Any], x: Any, y: Any) -> Any:
-        return x > y
-
-    def Not(self, a: dict[str, Any], x: Any) -> Any:
-        return ~x.bool()
-
     def Where(self, a: dict[str, Any], condition: Any, x: Any, y: Any) -> Any:
         return self.torch.where(condition.bool(), x, y)
-
-    def Floor(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.floor(x)
-
-    def Ceil(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.ceil(x)
-
-    def Exp(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.exp(x)
-
-    def Log(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.log(x)
-
-    def Sqrt(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.sqrt(x)
-
-    def Neg(self, a: dict[str, Any], x: Any) -> Any:
-        return -x
-
-    def Abs(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.abs(x)
-
-    def Pow(self, a: dict[str, Any], x: Any, y: Any) -> Any:
-        return self.torch.pow(x, y)
-
-    def Erf(self, a: dict[str, Any], x: Any) -> Any:
-        return self.torch.erf(x)
 
     def _pool(self, a: dict[str, Any], x: Any, pool: Callable[..., Any], **extra: Any) -> Any:
         if _text(a.get("auto_pad"), "NOTSET") != "NOTSET" or x.dim() != 4:
@@ -403,9 +354,10 @@ class TorchGraph:
             if node.op_type == "Constant":
                 self.constants[node.output[0]] = _tensor(numpy_helper.to_array(node.attribute[0].t), torch)
                 continue
-            if node.domain not in ("", "ai.onnx") or not hasattr(self.ops, node.op_type):
+            op = self.ops.find(node.op_type) if node.domain in ("", "ai.onnx") else None
+            if op is None:
                 raise Unsupported(f"operator {node.op_type}")
-            self.nodes.append((getattr(self.ops, node.op_type), _attrs(node), list(node.input), list(node.output)))
+            self.nodes.append((op, _attrs(node), list(node.input), list(node.output)))
 
     def run(self, inputs: Sequence[Any], values: Mapping[str, Any] | None = None) -> list[Any]:
         env: dict[str, Any] = {**self.constants, **(values or {}), **dict(zip(self.inputs, inputs, strict=True))}
