@@ -171,14 +171,14 @@ def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSet
     # A body may carry a largest tensor as INT64 or as JSON text (about 8 bytes a value), or a batch of images.
     largest = max(8 * 4 * max_elements, max(1, options.max_batch_size) * int(options.max_image_mb * 2**20))
     limits = FrontLimits(max_elements=max_elements, max_body_bytes=largest + 2**20)
-    try:
-        http = HttpFront(f"http://{settings.host}:{settings.http_port}", limits, options.drain_s)
-        http.start(options.host, port)
-        fronts.append(http)
+    try:  # gRPC first: clients (and deploykit's own tests) take HTTP's health/ready as every endpoint listening
         if grpc is not None:
             remote = GrpcFront(f"{settings.host}:{settings.grpc_port}", limits, options.drain_s)
             remote.start(options.host, grpc)
             fronts.append(remote)
+        http = HttpFront(f"http://{settings.host}:{settings.http_port}", limits, options.drain_s)
+        http.start(options.host, port)
+        fronts.append(http)
     except OSError as exc:
         raise InputError(f"cannot listen on {options.host} ({exc.strerror or exc}); choose another --port, "
                          "--grpc-port or --host") from None

@@ -487,6 +487,32 @@ def test_an_ipv6_host_serves_http_and_grpc_through_the_fronts(artifact: Path) ->
     assert f"ready: http://[::1]:{served.port} " in said and f"gRPC on [::1]:{served.grpc_port}" in said, said
 
 
+def test_http_answers_ready_only_once_the_grpc_endpoint_listens(artifact: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients wait for /v2/health/ready, then call gRPC: while the gRPC front is still getting ready (slow on a busy
+    machine; here a second), the HTTP port must not answer yet (CI saw 'connection refused' on gRPC after ready)."""
+    from deploykit.serve import grpc_front, server
+
+    http_port, grpc_port = _free_ports(2)
+    http_answered: list[bool] = []
+    listen = grpc_front.GrpcFront.start
+
+    def slow_start(self: grpc_front.GrpcFront, host: str, port: int) -> None:
+        time.sleep(1)
+        with socket.socket() as probe:
+            http_answered.append(probe.connect_ex(("127.0.0.1", http_port)) == 0)
+        listen(self, host, port)
+
+    monkeypatch.setattr(grpc_front.GrpcFront, "start", slow_start)
+    serving = server.start([str(artifact)], server.ServeOptions(port=http_port, grpc_port=grpc_port, drain_s=1))
+    try:
+        with socket.create_connection(("127.0.0.1", grpc_port), timeout=5):
+            pass
+    finally:
+        serving.stop()
+    assert http_answered == [False]
+
+
 @pytest.mark.slow
 def test_ctrl_c_drains_in_flight_requests_then_refuses_new_connections(artifact: Path) -> None:
     draining = start_server([artifact], "--max-input-mb", "16", "--max-batch", "0")
