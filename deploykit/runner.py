@@ -145,6 +145,15 @@ class Runner(ABC):
                 )
 
 
+def shape_refused(model: str, feed: Mapping[str, np.ndarray], failure: str) -> InputError:
+    """A graph that loaded but cannot run on `feed` (a validated one): bad input naming the shape and the node,
+    as a PyTorch forward that raises would be."""
+    shapes = ", ".join(f"{name} {'x'.join(map(str, array.shape))}" for name, array in feed.items())
+    return InputError(f"{model} cannot run on inputs of shape {shapes}: {failure}; the model does not take this "
+                      "shape (choose another --input-shape or --batch), or its graph does not hold together (export "
+                      "it again)")
+
+
 Kind = Literal["torch", "onnx", "artifact"]  # kinds of target, not backends: "torch" is a PyTorch module
 
 @dataclass

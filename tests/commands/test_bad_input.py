@@ -196,6 +196,10 @@ CASES = [
          "bench {d}/oddsizes.onnx --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
     case("parity-shape-the-graph-cannot-run", "does not take this shape",
          "parity {d}/oddsizes.onnx {d}/net.onnx --random 1 --input-shape 1,3,65,65 --task segmentation"),
+    case("bench-openvino-shape-the-ir-cannot-run", "cannot run on inputs of shape input 1x3x65x65: node output (Add)",
+         "bench {d}/oddsizes.xml --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
+    case("parity-openvino-shape-the-ir-cannot-run", "does not take this shape",
+         "parity {d}/oddsizes.xml {d}/net.onnx --random 1 --input-shape 1,3,65,65 --task segmentation"),
     case("bench-string-input", "is not a numeric tensor", "bench run {d}/strings.onnx"),
     case("parity-string-input", "is not a numeric tensor",
          "parity {d}/strings.onnx {d}/strings.onnx --input-shape 1,3,8,8"),
@@ -663,6 +667,9 @@ def _graph_fixtures(d: Path) -> None:
                       helper.make_node("Constant", [], ["scales"], value=scales),
                       helper.make_node("Resize", ["half", "", "scales"], ["up"], mode="nearest"),
                       helper.make_node("Add", ["up", "input"], ["output"])], [image], [out])  # even sizes only
+    built = CliRunner().invoke(cli, ["build-engine", str(d / "oddsizes.onnx"), "--backend", "openvino", "-o",
+                                     str(d / "oddsizes.xml")])  # the test extra has OpenVINO
+    assert built.exit_code == 0, built.output
     text = helper.make_tensor_value_info("input", TensorProto.STRING, [1])
     save("strings", [helper.make_node("Identity", ["input"], ["output"])], [text],
          [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])

@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
 
-from deploykit.errors import InputError, first_line, out_of_memory
+from deploykit.errors import first_line, out_of_memory
 from deploykit.evaluate import session_from_onnx
-from deploykit.runner import Runner, TensorSpec
+from deploykit.runner import Runner, TensorSpec, shape_refused
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -88,10 +88,7 @@ class OnnxRuntimeRunner(Runner):
             if out_of_memory(exc):
                 raise
             model = "the model" if isinstance(self.model, bytes) else os.fspath(self.model)
-            shapes = ", ".join(f"{name} {'x'.join(map(str, array.shape))}" for name, array in feed.items())
-            raise InputError(f"{model} cannot run on inputs of shape {shapes}: {node_failure(exc)}; the model "
-                             "does not take this shape (choose another --input-shape or --batch), or its graph "
-                             "does not hold together (export it again)") from exc
+            raise shape_refused(model, feed, node_failure(exc)) from exc
 
 
 _NODE_FAILURE = re.compile(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", re.DOTALL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from deploykit.environment import runtime_telemetry_off
-from deploykit.errors import BackendUnavailable, InputError, first_line
+from deploykit.errors import BackendUnavailable, InputError, first_line, out_of_memory
 from deploykit.io.metadata import ModelMetadata
-from deploykit.runner import Dim, Runner, TensorSpec
+from deploykit.runner import Dim, Runner, TensorSpec, shape_refused
 
 DEVICE = "CPU"
 
@@ -155,9 +156,33 @@ class OpenVinoRunner(Runner):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._ready()
         shapes = {k: tuple(v.shape) for k, v in feed.items()} if self._model.is_dynamic() else {}
-        compiled, request = self._compile(shapes)
-        result = request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()}, share_inputs=True)
+        try:  # reshaping to the feed's shapes, or the CPU plugin at run time, may find a node that cannot take them
+            compiled, request = self._compile(shapes)
+            result = request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()}, share_inputs=True)
+        except RuntimeError as exc:  # OpenVINO raises its checks as RuntimeError
+            if out_of_memory(exc) or node_failure(exc) is None:
+                raise
+            raise shape_refused(os.fspath(self.model_path), feed, node_failure(exc) or "") from exc
         return {port.get_any_name(): result[port] for port in compiled.outputs}  # copies (share_outputs=False)
+
+
+# OpenVINO's two forms: shape inference ("While validating node '<op> ...' with friendly_name 'x':\n<what>")
+# and the CPU plugin's at run time ("[CPU] Add node with name 'x' Check '...' failed at <file>:<line>:\n<what>").
+_VALIDATING = re.compile(r"While validating node '(?:\w+::)?(\w+).*?' with friendly_name '([^']*)':\s*\n(.*)",
+                         re.DOTALL)
+_CPU_NODE = re.compile(r"\[CPU\] (\w+) node with name '([^']*)'.*?\n(.*)", re.DOTALL)
+
+
+def node_failure(exc: BaseException) -> str | None:
+    """OpenVINO's message for a node that cannot take the shapes it was given, as "node x (Add): <what>"; None
+    for any other error."""
+    text = str(exc)
+    found = _VALIDATING.search(text) or _CPU_NODE.search(text)
+    if found is None:
+        return None
+    op_type, name, what = found.groups()
+    lines = [line.strip() for line in what.splitlines() if line.strip()]
+    return f"node {name or '?'} ({op_type}): {lines[0].rstrip('.')[:240] if lines else 'shapes do not fit'}"
 
 
 def metadata_from_ir(model: Any) -> ModelMetadata | None:

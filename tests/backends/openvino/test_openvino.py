@@ -178,3 +178,29 @@ def test_runner_errors(tiny_onnx: Path, tmp_path: Path) -> None:
     (tmp_path / "tiny.bin").unlink()
     with pytest.raises(InputError, match=r"tiny\.bin"), open_runner(out):
         pass
+
+
+def test_node_failure_reads_both_of_openvinos_forms(tmp_path: Path) -> None:
+    """A shape a graph cannot take is refused by OpenVINO's shape inference when the model is reshaped, or by the
+    CPU plugin at run time when it is not: both messages (raised here by OpenVINO itself) name the node and why;
+    any other error is not read as one."""
+    from onnx import TensorProto, helper
+
+    from deploykit.backends.openvino.runner import node_failure
+
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])
+    scales = onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    graph = helper.make_graph([helper.make_node("MaxPool", ["input"], ["half"], kernel_shape=[2, 2], strides=[2, 2]),
+                               helper.make_node("Resize", ["half", "", "scales"], ["up"], mode="nearest"),
+                               helper.make_node("Add", ["up", "input"], ["sum"])], "odd", [image],
+                              [helper.make_tensor_value_info("sum", TensorProto.FLOAT, None)], [scales])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "odd.onnx"))
+    core = ov.Core()
+    model = core.read_model(str(tmp_path / "odd.onnx"))
+    with pytest.raises(RuntimeError) as reshaping:
+        model.clone().reshape({"input": [1, 3, 65, 65]})
+    with pytest.raises(RuntimeError) as running:
+        core.compile_model(model, "CPU").create_infer_request().infer({"input": _x(65, 65)})
+    assert node_failure(reshaping.value) == "node sum (Add): Argument shapes are inconsistent"
+    assert (node_failure(running.value) or "").startswith("node sum (Add): ")
+    assert node_failure(RuntimeError("Exception from src/inference/src/core.cpp:99: cannot read")) is None
