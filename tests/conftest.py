@@ -4,7 +4,10 @@ caches calibration ranges in its own folder."""
 from __future__ import annotations
 
 import importlib.util
+import signal
+import traceback
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 
@@ -17,6 +20,23 @@ def _own_calibration_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path_factory.mktemp("deploykit-cache")))
         yield
+
+
+class StraySigterm(Exception):
+    """A SIGTERM that reached the test process outside deploykit's own handling."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sigterm_fails_the_test_not_the_worker() -> Iterator[None]:
+    """Tests send SIGTERM to their own process while deploykit handles it. One that arrives when nothing handles
+    it (SIG_DFL) would end the pytest-xdist worker with no trace ("node down: Not properly terminated", seen
+    once in CI): here it fails the test that was running, with the stack where it landed."""
+    def stray(signum: int, frame: FrameType | None) -> None:
+        raise StraySigterm("SIGTERM outside deploykit's handlers, at:\n" + "".join(traceback.format_stack(frame)))
+
+    previous = signal.signal(signal.SIGTERM, stray)
+    yield
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _cuda_available() -> bool:

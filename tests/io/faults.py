@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,6 +174,7 @@ def signal_at_event(when: Trigger, sig: int, monkeypatch: pytest.MonkeyPatch) ->
         events.append(str(event))
         drawer(event)
         if _fires(when, events):
+            assert threading.current_thread() is threading.main_thread(), f"event {event} came from a thread"
             os.kill(os.getpid(), sig)
 
     monkeypatch.setattr(options_module, "_DRAWER", counting)
