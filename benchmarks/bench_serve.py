@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -52,17 +54,31 @@ def free_port() -> int:
         return int(probe_socket.getsockname()[1])
 
 
-def start(artifact: Path, port: int, threads: int | None) -> tuple[subprocess.Popen[bytes], float]:
+def start(artifact: Path, port: int, threads: int | None) -> tuple[subprocess.Popen[bytes], float, int]:
+    """`deploykit serve` on `port`, once ready: the process, the seconds to ready, and Triton's private HTTP port
+    (read from serve's progress line; bench_serve_front.py times the front against it)."""
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "deploykit", "serve", str(artifact), "--name", "model",
                                 "--port", str(port), *(["--threads", str(threads)] if threads else [])],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    private: list[int] = []
+
+    def read_progress() -> None:  # and keep draining it, so that serve never blocks on a full pipe
+        assert process.stderr is not None
+        for line in process.stderr:
+            found = re.search(rb"private HTTP port [0-9.]+:(\d+)", line)
+            if found:
+                private.append(int(found.group(1)))
+
+    threading.Thread(target=read_progress, daemon=True).start()
     while time.perf_counter() - started < 300:
         if process.poll() is not None:
             raise SystemExit(f"deploykit serve exited with {process.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2):
-                return process, time.perf_counter() - started
+                if not private:
+                    raise SystemExit("deploykit serve did not name Triton's private port")
+                return process, time.perf_counter() - started, private[0]
         except OSError:
             time.sleep(0.2)
     process.kill()
@@ -108,7 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         artifact = build(args.model, args.weights, args.input, Path(tmp))
         port = free_port()
-        process, ready_s = start(artifact, port, args.threads)
+        process, ready_s, _ = start(artifact, port, args.threads)
         try:
             runs = measure(f"http://127.0.0.1:{port}", shape, levels, LoadConfig(duration_s=args.duration,
                                                                                   warmup_s=args.warmup))

@@ -144,9 +144,11 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
         repository = workdir / "models"
         repository.mkdir()
         packaged = stage(models, repository, options.repository())
-        say(f"starting Triton on {address(options.host, port)} with {sum(len(p.names) for p in packaged)} models")
         settings = ServerSettings(http_port=private[0], grpc_port=private[1] if grpc is not None else None,
                                   drain_s=options.drain_s)
+        say(f"starting Triton with {sum(len(p.names) for p in packaged)} models on private HTTP port "
+            f"{settings.host}:{settings.http_port}{f' and gRPC port {settings.grpc_port}' if grpc is not None else ''}"
+            f", behind deploykit's front on {address(options.host, port)}")
         process = start_server(repository, workdir, settings)
         fronts: list[Front] = []
         try:

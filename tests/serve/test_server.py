@@ -504,10 +504,14 @@ def test_http_answers_ready_only_once_the_grpc_endpoint_listens(artifact: Path,
         listen(self, host, port)
 
     monkeypatch.setattr(grpc_front.GrpcFront, "start", slow_start)
-    serving = server.start([str(artifact)], server.ServeOptions(port=http_port, grpc_port=grpc_port, drain_s=1))
+    said: list[str] = []
+    serving = server.start([str(artifact)], server.ServeOptions(port=http_port, grpc_port=grpc_port, drain_s=1),
+                           said.append)
     try:
         with socket.create_connection(("127.0.0.1", grpc_port), timeout=5):
             pass
+        private = serving.process.settings  # the progress line names Triton's own ports (bench_serve_front.py)
+        assert f"private HTTP port 127.0.0.1:{private.http_port} and gRPC port {private.grpc_port}" in said[0], said
     finally:
         serving.stop()
     assert http_answered == [False]
