@@ -108,16 +108,24 @@ def table(runs: dict[str, list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def served_model_parser(description: str, *, concurrency: str, duration: float, warmup: float,
+                        writes: str) -> argparse.ArgumentParser:
+    """The options every serving benchmark takes: which model at which input, the load, where results go."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="deeplabv3plus_mobilenetv2")
     parser.add_argument("--weights", default=str(DEMO_WEIGHTS), help='"" for the builder\'s initialisation')
     parser.add_argument("--input", default="1,3,513,513", help="N,C,H,W of the tensor requests")
-    parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--duration", type=float, default=10.0, help="timed seconds per level and model")
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", default=concurrency)
+    parser.add_argument("--duration", type=float, default=duration, help="timed seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=warmup)
+    parser.add_argument("--out-dir", type=Path, default=None, help=f"write {writes} here")
+    return parser
+
+
+def main() -> None:
+    parser = served_model_parser(__doc__.split("\n")[0], concurrency="1,4,16", duration=10.0, warmup=2.0,
+                                 writes="serve.json and serve.md")
     parser.add_argument("--threads", type=int, default=None, help="the server's intra-op threads")
-    parser.add_argument("--out-dir", type=Path, default=None, help="write serve.json and serve.md here")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.input.split(","))
     levels = [int(v) for v in args.concurrency.split(",")]

@@ -14,7 +14,6 @@ ratio within a round means much, not the absolute figures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_serve import DEMO_WEIGHTS, build, free_port, start
+from bench_serve import build, free_port, served_model_parser, start
 
 from deploykit.bench.remote import LoadConfig, run_remote_bench
 from deploykit.environment import cpu_flags, probe
@@ -68,16 +67,10 @@ def table(levels: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="deeplabv3plus_mobilenetv2")
-    parser.add_argument("--weights", default=str(DEMO_WEIGHTS), help='"" for the builder\'s initialisation')
-    parser.add_argument("--input", default="1,3,513,513", help="N,C,H,W of the tensor requests")
-    parser.add_argument("--concurrency", default="1,4")
+    parser = served_model_parser(__doc__.split("\n")[0], concurrency="1,4", duration=8.0, warmup=1.0,
+                                 writes="serve_front.json and serve_front.md")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=8.0, help="timed seconds per contender and round")
-    parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between contenders")
-    parser.add_argument("--out-dir", type=Path, default=None, help="write serve_front.json and .md here")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.input.split(","))
     config = LoadConfig(duration_s=args.duration, warmup_s=args.warmup)
