@@ -26,17 +26,22 @@ class StraySigterm(Exception):
     """A SIGTERM that reached the test process outside deploykit's own handling."""
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _sigterm_fails_the_test_not_the_worker() -> Iterator[None]:
     """Tests send SIGTERM to their own process while deploykit handles it. One that arrives when nothing handles
     it (SIG_DFL) would end the pytest-xdist worker with no trace ("node down: Not properly terminated", seen
-    once in CI): here it fails the test that was running, with the stack where it landed."""
+    once in CI): while a test runs, the first such SIGTERM fails it with the stack where it landed. Only the
+    first, and only during a test: a second one, or one between tests (a supervisor ending pytest), still ends
+    the process as before."""
     def stray(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise StraySigterm("SIGTERM outside deploykit's handlers, at:\n" + "".join(traceback.format_stack(frame)))
 
     previous = signal.signal(signal.SIGTERM, stray)
-    yield
-    signal.signal(signal.SIGTERM, previous)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cuda_available() -> bool:

@@ -30,9 +30,16 @@ from typing import Any
 
 import onnx
 
-from deploykit.backends.openvino.runner import DEVICE, compile_options, load_openvino, runtime_precisions, weights_path
+from deploykit.backends.openvino.runner import (
+    DEVICE,
+    compile_options,
+    load_openvino,
+    openvino_reason,
+    runtime_precisions,
+    weights_path,
+)
 from deploykit.environment import cpu_flags, cpu_model
-from deploykit.errors import BuildError, first_line
+from deploykit.errors import BuildError
 from deploykit.graph.cpu_int8 import lower_for_cpu
 from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
 from deploykit.types import Progress
@@ -72,14 +79,14 @@ def compile(graph_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, 
         try:
             model = ov.convert_model(str(path))
         except Exception as exc:  # the frontend raises OpConversionFailure, GeneralFailure, ...
-            raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {first_line(exc)}") from exc
+            raise BuildError(f"OpenVINO cannot convert {graph_onnx}: {openvino_reason(exc)}") from exc
     core = ov.Core()
     options = compile_options(threads)
     try:
         compiled = core.compile_model(model, DEVICE, options)
     except Exception as exc:
         raise BuildError(f"OpenVINO's CPU plugin cannot compile {graph_onnx}: "
-                         f"{first_line(exc)}") from exc
+                         f"{openvino_reason(exc)}") from exc
     precisions = runtime_precisions(compiled)
     _save(ov, model, out_path, force=force)
     # out_path may be a staging or race folder the user never sees: the landed artifact is named by the caller
@@ -98,7 +105,7 @@ def _save(ov: Any, model: Any, out: Path, *, force: bool) -> None:
         try:
             ov.save_model(model, str(staged), compress_to_fp16=False)
         except Exception as exc:
-            raise BuildError(f"OpenVINO could not write the IR: {first_line(exc)}") from exc
+            raise BuildError(f"OpenVINO could not write the IR: {openvino_reason(exc)}") from exc
         with atomic_output(out, force=force) as xml_tmp, \
                 atomic_output(weights_path(out), force=force) as bin_tmp:
             shutil.move(str(staged.with_suffix(".bin")), bin_tmp)

@@ -103,7 +103,8 @@ class OpenVinoRunner(Runner):
         try:
             self._model = self._core.read_model(str(self.model_path))
         except Exception as exc:  # OpenVINO's own exception types
-            raise InputError(f"OpenVINO cannot read {self.model_path}: {first_line(exc)}") from exc
+            raise InputError(f"OpenVINO cannot read {self.model_path}: {openvino_reason(exc)}; copy its .xml and .bin "
+                             "together again, or rebuild it (deploykit build-engine --backend openvino)") from exc
         if self._model.is_dynamic():
             return
         self._compile({})
@@ -164,6 +165,20 @@ class OpenVinoRunner(Runner):
                 raise
             raise shape_refused(os.fspath(self.model_path), feed, node_failure(exc) or "") from exc
         return {port.get_any_name(): result[port] for port in compiled.outputs}  # copies (share_outputs=False)
+
+
+_SOURCE_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
+def openvino_reason(exc: BaseException, limit: int = 300) -> str:
+    """OpenVINO's message without the source locations it starts with ("Exception from src/inference/src/cpp/
+    core.cpp:84:", "Check '...' failed at ...:900:"): its first line that says what is wrong."""
+    try:
+        lines = [line.strip() for line in str(exc).splitlines()]
+    except Exception:  # a message that cannot be shown
+        return first_line(exc, limit)
+    said = [line for line in lines if line and not _SOURCE_LOCATION.match(line)]
+    return said[0].rstrip(".!")[:limit] if said else first_line(exc, limit)
 
 
 # OpenVINO's two forms: shape inference ("While validating node '<op> ...' with friendly_name 'x':\n<what>")
