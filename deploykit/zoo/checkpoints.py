@@ -186,8 +186,10 @@ def _unsafe_globals(file: Path, exc: Exception) -> list[str]:
     named = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))
     try:
         names = list(torch.serialization.get_unsafe_globals_in_checkpoint(file)) or named
-    except Exception:  # the legacy (non-zip) layout, which torch cannot scan: the one global the error names
-        names = named
+    except Exception:  # the legacy (non-zip) layout, which torch cannot scan: the one global the error names,
+        # unless the file ends inside that name ("collections.Ordered" of a cut OrderedDict): then it is cut short
+        data = file.read_bytes()
+        names = [n for n in named if "\n".join(n.rsplit(".", 1)).encode() + b"\n" in data]  # pickle's GLOBAL
     return sorted(names, key=lambda name: name.startswith("torch."))
 
 
