@@ -4,10 +4,7 @@ caches calibration ranges in its own folder."""
 from __future__ import annotations
 
 import importlib.util
-import signal
-import traceback
 from collections.abc import Iterator
-from types import FrameType
 
 import pytest
 
@@ -20,28 +17,6 @@ def _own_calibration_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path_factory.mktemp("deploykit-cache")))
         yield
-
-
-class StraySigterm(Exception):
-    """A SIGTERM that reached the test process outside deploykit's own handling."""
-
-
-@pytest.fixture(autouse=True)
-def _sigterm_fails_the_test_not_the_worker() -> Iterator[None]:
-    """Tests send SIGTERM to their own process while deploykit handles it. One that arrives when nothing handles
-    it (SIG_DFL) would end the pytest-xdist worker with no trace ("node down: Not properly terminated", seen
-    once in CI): while a test runs, the first such SIGTERM fails it with the stack where it landed. Only the
-    first, and only during a test: a second one, or one between tests (a supervisor ending pytest), still ends
-    the process as before."""
-    def stray(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise StraySigterm("SIGTERM outside deploykit's handlers, at:\n" + "".join(traceback.format_stack(frame)))
-
-    previous = signal.signal(signal.SIGTERM, stray)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _cuda_available() -> bool:
