@@ -175,6 +175,10 @@ def signal_at_event(when: Trigger, sig: int, monkeypatch: pytest.MonkeyPatch) ->
         drawer(event)
         if _fires(when, events):
             assert threading.current_thread() is threading.main_thread(), f"event {event} came from a thread"
+            # Outside deploykit's handlers the signal would end this process (a pytest-xdist worker, twice in CI
+            # with no trace): say which event instead.
+            assert signal.getsignal(sig) not in (signal.SIG_DFL, signal.default_int_handler), \
+                f"event {len(events)} ({event}) came while deploykit did not handle signal {sig}"
             os.kill(os.getpid(), sig)
 
     monkeypatch.setattr(options_module, "_DRAWER", counting)
