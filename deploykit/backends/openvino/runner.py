@@ -161,9 +161,10 @@ class OpenVinoRunner(Runner):
             compiled, request = self._compile(shapes)
             result = request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()}, share_inputs=True)
         except RuntimeError as exc:  # OpenVINO raises its checks as RuntimeError
-            if out_of_memory(exc) or node_failure(exc) is None:
+            failure = node_failure(exc)
+            if failure is None or out_of_memory(exc):
                 raise
-            raise shape_refused(os.fspath(self.model_path), feed, node_failure(exc) or "") from exc
+            raise shape_refused(os.fspath(self.model_path), feed, failure) from exc
         return {port.get_any_name(): result[port] for port in compiled.outputs}  # copies (share_outputs=False)
 
 
