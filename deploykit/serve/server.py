@@ -146,9 +146,10 @@ def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | 
         packaged = stage(models, repository, options.repository())
         settings = ServerSettings(http_port=private[0], grpc_port=private[1] if grpc is not None else None,
                                   drain_s=options.drain_s)
+        private_grpc = f" and gRPC port {settings.grpc_port}" if settings.grpc_port is not None else ""
         say(f"starting Triton with {sum(len(p.names) for p in packaged)} models on private HTTP port "
-            f"{settings.host}:{settings.http_port}{f' and gRPC port {settings.grpc_port}' if grpc is not None else ''}"
-            f", behind deploykit's front on {address(options.host, port)}")
+            f"{settings.host}:{settings.http_port}{private_grpc}, behind deploykit's front on "
+            f"{address(options.host, port)}")
         process = start_server(repository, workdir, settings)
         fronts: list[Front] = []
         try:
