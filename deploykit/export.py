@@ -25,6 +25,7 @@ from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, as_model_input, module_dtype, named_outputs
 from deploykit.errors import DeployKitError, ExportError, InputError, UserCodeError, first_line
 from deploykit.exporters import (
+    DEFAULT_OPSET,
     EXPORTERS,
     REDUCED_PRECISION,
     FlatOutputs,
@@ -37,12 +38,11 @@ from deploykit.exporters import (
 from deploykit.graph.heads import apply_head, check_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
+from deploykit.io.onnx_graph_checks import default_opset
 from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
 from deploykit.metrics.numeric import NumericMetrics, numeric_metrics
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model, model_code, user_code_name
-
-DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,10 @@ class ExportResult:
 
     def mismatch(self) -> str:
         """What a failed verification says, with its likely cause when the tracer warned about the model's code."""
+        if not self.trace_warnings and self.opset < DEFAULT_OPSET:
+            return (f"ONNX Runtime disagrees with PyTorch beyond tolerance at opset {self.opset}; try --opset "
+                    f"{DEFAULT_OPSET} (older opsets compute some operators, Resize among them, unlike PyTorch) or "
+                    "--no-simplify, or report the model")
         if not self.trace_warnings:
             return ("ONNX Runtime disagrees with PyTorch beyond tolerance; try --exporter dynamo or --no-simplify, "
                     "or report the model")
@@ -380,6 +384,19 @@ def _metadata(loaded: LoadedModel, shape: tuple[int, ...], exporter: str, inputs
     )
 
 
+def _check_opset_written(model: onnx.ModelProto, exporter: str, opset: int) -> None:
+    """Refuse a graph of another opset than the one asked for: torch's dynamo exporter writes opset 18 or newer
+    and converts down after, keeping 18 (with a warning, silenced here) when the conversion fails."""
+    written = default_opset(model)
+    if written == opset:
+        return
+    why = ("; it writes opset 18 and newer, and could not convert this model down"
+           if exporter == "dynamo" and opset < 18 else "")
+    other = " or --exporter torchscript, which writes opsets below 18" if why else ""
+    raise ExportError(f"the {exporter} exporter wrote opset {written}, not the {opset} asked for{why}; use "
+                      f"--opset {written}{other}")
+
+
 def onnx_from_torch(
     loaded: LoadedModel,
     out: str | os.PathLike[str],
@@ -432,6 +449,7 @@ def onnx_from_torch(
         kwargs = dict(opset=opset, input_names=input_names, output_names=output_names, dynamic=dynamic)
         trace_warnings = run_exporter(chosen, traced, sample, raw, **kwargs)
         exported = onnx.load(str(raw))
+        _check_opset_written(exported, chosen, opset)
         _pin_output_dims(exported, output_shapes, dynamic, shape)
         model = _check(exported, traced.module)
         _check_reads_input(model, spec.name)

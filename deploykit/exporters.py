@@ -25,6 +25,8 @@ from deploykit.errors import ExportError, UserCodeError, first_line, not_theirs
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model
 
+DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
+
 REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -172,7 +174,7 @@ def run_exporter(name: str, loaded: LoadedModel, sample: torch.Tensor, path: Pat
             return EXPORTERS[name](loaded.module, sample, path, **kw)
     except Exception as exc:  # exporters raise many unrelated types
         raise ExportError(f"the {name} exporter failed on {loaded.spec.name}: {_exporter_reason(exc)}"
-                          f"{_exporter_hint(name, loaded.module, exc)}") from exc
+                          f"{_exporter_hint(name, loaded.module, exc, kw.get('opset'))}") from exc
     except BaseException as exc:  # sys.exit() in a forward being traced
         if not_theirs(exc):
             raise
@@ -189,14 +191,22 @@ def _exporter_reason(exc: BaseException) -> str:
     while exc.__cause__ is not None and id(exc.__cause__) not in seen:
         exc = exc.__cause__
         seen.add(id(exc))
-    return re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc, 300))
+    reason = re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc, 600))
+    # the TorchScript exporter's appeal to file an issue, and the IR value it ends with, say nothing to the user
+    reason = re.sub(r"\s*Please feel free to request support.*$|\s*\[Caused by the value .*$", "", reason).rstrip(". ")
+    return reason if len(reason) <= 300 else reason[:299] + "…"
 
 
-def _exporter_hint(name: str, module: torch.nn.Module, exc: BaseException) -> str:
+def _exporter_hint(name: str, module: torch.nn.Module, exc: BaseException, opset: int | None) -> str:
     """How to get past an exporter failure that has a known way round."""
     if script_hint(module):
         return script_hint(module)
     reason = _exporter_reason(exc)
+    if name == "torchscript" and "onnx_opset_version" in reason:
+        return f"; the torchscript exporter does not write opset {opset}: use a lower --opset or --exporter dynamo"
+    if name == "torchscript" and "ONNX export of operator" in reason and opset is not None and opset < DEFAULT_OPSET:
+        return (f"; opset {opset} has no form of this operator that the torchscript exporter knows: use a newer "
+                f"--opset ({DEFAULT_OPSET} is the default)")
     if name == "torchscript" and "is not supported" in reason:
         return "; try --exporter dynamo, which exports more operators (it decomposes them), or avoid the operator"
     if "data-dependent expression" in reason:

@@ -299,6 +299,15 @@ def test_transformers_mobilevit_baked_shapes_are_an_error_naming_static(tmp_path
 PRECISION_FACTORY = "tests.fixtures.precision_models:precision_net"
 
 
+def test_a_mismatch_at_an_old_opset_advises_the_default_opset(tmp_path: Path) -> None:
+    """Opset 9's Upsample computes bilinear resizing unlike PyTorch: the advice is the default opset, not the
+    dynamo exporter (which writes opset 18 and newer)."""
+    result, _ = _export(tmp_path, "tiny_segmenter", (1, 3, 32, 32), opset=9)
+    assert not result.passed  # type: ignore[attr-defined]
+    said = result.mismatch()  # type: ignore[attr-defined]
+    assert f"try --opset {DEFAULT_OPSET}" in said and "dynamo" not in said, said
+
+
 def test_export_result_round_trips_and_the_library_picks_the_opset(tmp_path: Path) -> None:
     loaded = load_model(PRECISION_FACTORY, task="segmentation")
     out = tmp_path / "m.onnx"

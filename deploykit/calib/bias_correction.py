@@ -28,6 +28,7 @@ from onnx import helper, numpy_helper
 from deploykit.errors import CalibrationError
 from deploykit.evaluate import session_as_written
 from deploykit.graph.tensors import all_names, index_graph, unique_name
+from deploykit.io.onnx_graph_checks import default_opset
 from deploykit.types import Progress, Progressed
 
 CHANNEL_AXIS = {"Conv": 1, "ConvTranspose": 1, "Gemm": -1, "MatMul": -1}
@@ -50,10 +51,6 @@ class Twin:
     output: str  # the graph output holding mean(float - quantized) per channel
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _float_input(node: onnx.NodeProto, producer: Mapping[str, onnx.NodeProto]) -> str | None:
     """The float tensor behind a node's dequantized activation input: DequantizeLinear <- QuantizeLinear <- x."""
     dq = producer.get(node.input[0])
@@ -71,7 +68,7 @@ def probe_model(qdq: onnx.ModelProto, float_weights: Mapping[str, np.ndarray], n
     by_name = {n.name: n for n in model.graph.node}
     added: list[onnx.NodeProto] = []
     twins: list[Twin] = []
-    new_axes = _opset(model) >= 18  # ReduceMean takes its axes as an input from opset 18
+    new_axes = (default_opset(model) or 0) >= 18  # ReduceMean takes its axes as an input from opset 18
     for name in nodes:
         node = by_name.get(name)
         x = _float_input(node, index.producer) if node is not None else None

@@ -30,6 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from deploykit.errors import ExportError
+from deploykit.io.onnx_graph_checks import default_opset
 
 HEAD_KEY = "deploykit.head"
 EPS = 1e-8  # as MSI-Net's forward
@@ -114,7 +115,7 @@ def normalize_head(model: onnx.ModelProto, num_classes: int | None) -> HeadResul
     value, dims = _output(model)
     if _ends_normalised(model):
         return HeadResult(model, "normalize", f"{value.name} is already min-max normalised per image: no head added")
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(model) or 0
     axes = list(range(1, len(dims)))
     name, inner = _rename_output(model, "_raw")
     eps = numpy_helper.from_array(np.array(EPS, np.float32), f"{name}_eps")

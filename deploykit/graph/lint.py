@@ -25,6 +25,7 @@ from deploykit.graph.qdq_lint import has_qdq, qdq_findings
 from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 from deploykit.io.model_files import read_onnx
+from deploykit.io.onnx_graph_checks import default_opset
 
 Severity = Literal["error", "warning", "info"]
 TARGETS = ("tensorrt",)
@@ -458,7 +459,7 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
     if target not in TARGETS:
         raise InputError(f"unknown lint target {target!r}; choose one of {', '.join(TARGETS)}")
     ctx = _Context(model)
-    opset = next((e.version for e in model.opset_import if e.domain in _DEFAULT_DOMAINS), 0)
+    opset = default_opset(model) or 0
     report = LintReport(target, source, opset, len(model.graph.node))
     report.findings += _opset_findings(model)
     all_nodes = list(_walk(model.graph.node)) + [n for fn in model.functions for n in _walk(fn.node)]

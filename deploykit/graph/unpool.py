@@ -29,6 +29,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from deploykit.errors import ExportError
+from deploykit.io.onnx_graph_checks import default_opset
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _MAX_WINDOW = 16  # positions per window: priorities 2**15 .. 1 stay exact in float32 sums
@@ -212,10 +213,6 @@ def _unpool_from_mask(b: _Builder, node: onnx.NodeProto, sw: _Switches, dtype: i
         b.op("Pad", [out, pads], f"{prefix}/pad", output=node.output[0])
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), default=0)
-
-
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -236,8 +233,8 @@ def _taken_names(model: onnx.ModelProto) -> set[str]:
 
 def rewrite_unpooling(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with the main graph's switch unpooling rebuilt from TensorRT-supported operators."""
-    if _opset(model) < 13:
-        raise ExportError(f"the unpooling rewrite needs ONNX opset 13 or later (model: {_opset(model)}); "
+    if (default_opset(model) or 0) < 13:
+        raise ExportError(f"the unpooling rewrite needs ONNX opset 13 or later (model: {default_opset(model)}); "
                           "re-export with opset 18")
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from deploykit.errors import InputError, first_line
-from deploykit.io.onnx_graph_checks import GraphProblem, check_graph
+from deploykit.io.onnx_graph_checks import GraphProblem, check_graph, default_opset
 
 
 def require_file(path: str | os.PathLike[str], what: str, hint: str) -> Path:
@@ -62,7 +62,7 @@ def _check_structure(model: onnx.ModelProto, file: Path) -> None:
     if not graph.output:
         raise InputError(f"{file} has no outputs (its graph lists none); export the model with its outputs")
     newest = onnx.defs.onnx_opset_version()
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = default_opset(model)
     if model.ir_version > onnx.IR_VERSION or (opset is not None and opset > newest):
         raise InputError(f"{file} is ONNX IR version {model.ir_version}, opset {opset}; the installed onnx "
                          f"{onnx.__version__} reads up to IR version {onnx.IR_VERSION}, opset {newest}: export "

@@ -19,6 +19,11 @@ from onnx import TensorProto
 OLDEST_OPSET = 7  # ONNX Runtime only guarantees models stamped with opset 7 or newer (its own warning says so)
 
 
+def default_opset(model: onnx.ModelProto) -> int | None:
+    """The opset of the default ONNX domain ("" or "ai.onnx") the model imports; None when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 class GraphProblem(Exception):
     """What is wrong with the graph, and how to fix it (by default: export it again)."""
 
@@ -41,7 +46,7 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 def _check_opsets(model: onnx.ModelProto) -> None:
     imported = {o.domain or "ai.onnx" for o in model.opset_import}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = default_opset(model)
     if opset is None and any(n.domain in ("", "ai.onnx") for n in model.graph.node):
         raise GraphProblem("it imports no opset of the default ONNX domain, which its nodes use")
     if opset is not None and opset < OLDEST_OPSET:

@@ -29,6 +29,7 @@ from deploykit.graph.macs import count_onnx_macs, graph_inputs
 from deploykit.graph.tensors import activations, ensure_node_names, index_graph, match_nodes
 from deploykit.io.labels import match_labels
 from deploykit.io.metadata import ModelMetadata, write_metadata
+from deploykit.io.onnx_graph_checks import default_opset
 from deploykit.precision.budget import (
     Budget,
     BudgetResult,
@@ -336,7 +337,7 @@ def _check_int8(source: onnx.ModelProto, options: CalibrationOptions, layout: st
                                "inputs), 'photos' (scikit-image's photographs) or 'synthetic' (noise; poor ranges)")
     if layout not in LAYOUTS:
         raise BuildError(f"unknown Q/DQ layout {layout!r}; choose {' or '.join(LAYOUTS)}")
-    opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(source) or 0
     if opset < 13:
         raise BuildError(f"INT8 Q/DQ needs opset 13 or later (per-channel DequantizeLinear); this model is opset "
                          f"{opset}: re-export it with `deploykit export --opset 18`")

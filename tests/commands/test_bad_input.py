@@ -111,6 +111,13 @@ CASES = [
          "export {USER} --input-shape 1,3,64,64 -o {r}/tests/fixtures/user_models.py --force"),
     case("export-opset-zero", "--opset", "export {USER} --input-shape 1,3,64,64 --opset 0 -o {t}/x.onnx"),
     case("export-opset-too-new", "--opset", "export {USER} --input-shape 1,3,64,64 --opset 99 -o {t}/x.onnx"),
+    # export: an opset the chosen exporter cannot write, or cannot write this model's operators in
+    case("export-dynamo-opset-below-18", "the dynamo exporter wrote opset 18, not the 12 asked for",
+         "export {USER} --input-shape 1,3,64,64 --exporter dynamo --opset 12 -o {t}/x.onnx"),
+    case("export-torchscript-opset-beyond-it", "the torchscript exporter does not write opset 24",
+         "export {USER} --input-shape 1,3,64,64 --opset 24 -o {t}/x.onnx"),
+    case("export-operator-missing-from-opset", "opset 9 has no form of this operator",
+         "export {USER} --input-shape 1,3,64,64 --set align_corners=true --opset 9 -o {t}/x.onnx"),
     case("export-size-multiple-zero", "--size-multiple",
          "export {USER} --input-shape 1,3,64,64 --size-multiple 0 -o {t}/x.onnx"),
     case("export-argument-not-utf8", "is not valid UTF-8",
