@@ -121,7 +121,8 @@ def _contenders(targets: Sequence[BenchTarget], stack: ExitStack, batches: Seque
         for batch in batches:
             try:
                 shapes = resolve_shapes(specs, batch, input_shape, target.default_hw)
-                check_pool_fits(specs, shapes)
+                activations = target.activations_at(shapes[specs[0].name]) if target.activations_at else None
+                check_pool_fits(specs, shapes, activations)
             except InputError as exc:
                 skipped.append(Skipped(f"{target.backend} batch {batch}", str(exc),
                                        batch_refused=isinstance(exc, FixedBatch)))

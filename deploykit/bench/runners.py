@@ -4,19 +4,23 @@ model's input size, and how to count its multiply-adds). deploykit.targets.bench
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from deploykit.backends.base import BENCH_CHOICES
-from deploykit.graph.macs import count_onnx_macs
+from deploykit.graph.macs import arena_bytes, count_onnx_macs
 from deploykit.runner import Runner, Target
 from deploykit.zoo.flops import count_complexity
 from deploykit.zoo.sources import model_code
 
 BACKEND_CHOICES = tuple(BENCH_CHOICES)  # from the backend table: each backend's bench_choices
 MaddsAt = Callable[[tuple[int, ...]], int | None]
+BytesAt = Callable[[tuple[int, ...]], int | None]  # bytes the model's activations take at a full input shape
 TORCH_COUNT = "PyTorch modules (deploykit.zoo.flops)"
 ONNX_COUNT = "ONNX graph (Conv/ConvTranspose/Gemm/MatMul, deploykit.graph.macs)"
 
@@ -31,6 +35,7 @@ class BenchTarget:
     default_hw: tuple[int, int] | None  # the model's own input size, when it has one
     madds_at: MaddsAt  # multiply-adds of one run at a full input shape (None when unknown)
     madds_source: str
+    activations_at: BytesAt | None = None  # known for a target with an ONNX graph
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,25 @@ class Skipped:
     batch_refused: bool = False  # the model's fixed batch is why: choosing another --batch is the fix
 
 
-def _onnx_madds(path: str | Path) -> MaddsAt:
-    def at(shape: tuple[int, ...]) -> int | None:
-        counted = count_onnx_macs(path, shape)
+def _onnx_counts(path: str | Path) -> tuple[MaddsAt, BytesAt]:
+    """Multiply-adds and activation bytes of the ONNX graph at `path`, which is read once, when first asked."""
+    read: list[onnx.ModelProto] = []
+
+    def graph() -> onnx.ModelProto:
+        if not read:
+            read.append(onnx.load(os.fspath(path), load_external_data=False))
+        return read[0]
+
+    def madds(shape: tuple[int, ...]) -> int | None:
+        counted = count_onnx_macs(graph(), shape)
         return None if counted.unresolved and not counted.madds else counted.madds
-    return at
+
+    def activations(shape: tuple[int, ...]) -> int | None:
+        try:
+            return arena_bytes(graph(), shape)
+        except Exception:  # an estimate guards against the OOM killer; never a reason to refuse a run
+            return None
+    return madds, activations
 
 
 def torch_madds(loaded: Any) -> MaddsAt:
@@ -68,12 +87,15 @@ def _no_madds(_shape: tuple[int, ...]) -> int | None:
 
 
 def as_bench_target(opened: Target, backend: str, label: str | None = None) -> BenchTarget:
+    activations: BytesAt | None = None
     if opened.onnx_path is not None:
-        madds, source = _onnx_madds(opened.onnx_path), ONNX_COUNT
+        (madds, activations), source = _onnx_counts(opened.onnx_path), ONNX_COUNT
     elif opened.loaded is not None:
         madds, source = torch_madds(opened.loaded), TORCH_COUNT
     else:
         madds, source = _no_madds, "unknown (an engine carries no graph to count)"
     name = label or (opened.label if opened.loaded is not None else Path(opened.label).name)
     return BenchTarget(label=name, kind=opened.kind, backend=backend, precision=opened.precision,
-                       runner=opened.runner, default_hw=opened.input_size, madds_at=madds, madds_source=source)
+                       runner=opened.runner, default_hw=opened.input_size, madds_at=madds, madds_source=source,
+                       activations_at=activations)
+

@@ -21,7 +21,7 @@ from deploykit.io.outputs import check_output_path, write_text
 from deploykit.metrics.table import METRICS
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.gates import parse_gate
-from deploykit.parity.inputs import resolve_inputs
+from deploykit.parity.inputs import check_run_fits, resolve_inputs
 from deploykit.precision.table import PRECISIONS
 from deploykit.report.parity import markdown_report, text_report
 from deploykit.targets.resolve import is_file_target, open_target
@@ -97,6 +97,7 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
     shape = parse_shape(input_shape) if input_shape else None
     input_set = resolve_inputs(opened, inputs=inputs, random=random_count, input_shape=shape, limit=limit,
                                **given(seed=seed))
+    check_run_fits(opened, input_set.shape)
     progress(f"inputs: {input_set.description}")
     settings = ParitySettings(
         gates=parsed_gates, precision=precision, localize=localize,

@@ -47,6 +47,7 @@ class GraphMacs:
 
 
 Shapes = dict[str, tuple[int, ...]]
+InputShapes = Mapping[str, Sequence[int]] | Sequence[int]  # name -> shape, or one shape for a one-input model
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
@@ -144,9 +145,10 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def count_onnx_macs(model: onnx.ModelProto | str | os.PathLike[str],
-                    input_shapes: Mapping[str, Sequence[int]] | Sequence[int]) -> GraphMacs:
-    """Multiply-adds of one run at `input_shapes` (name -> shape, or one shape for a one-input model)."""
+def _at_shapes(model: onnx.ModelProto | str | os.PathLike[str],
+               input_shapes: InputShapes) -> tuple[onnx.ModelProto, Shapes]:
+    """A copy of the model with its inputs fixed at `input_shapes` (name -> shape, or one shape for a one-input
+    model), and the input shapes by name."""
     proto = onnx.load(os.fspath(model), load_external_data=False) if not isinstance(model, onnx.ModelProto) \
         else model
     inputs = graph_inputs(proto)
@@ -157,6 +159,47 @@ def count_onnx_macs(model: onnx.ModelProto | str | os.PathLike[str],
     work = onnx.ModelProto()
     work.CopyFrom(proto)
     _fix_inputs(work, input_shapes)
+    return work, {k: tuple(int(d) for d in v) for k, v in input_shapes.items()}
+
+
+def activation_bytes(model: onnx.ModelProto | str | os.PathLike[str], input_shapes: InputShapes) -> int:
+    """Bytes of the tensors alive at once, at their largest, when the nodes run in graph order at `input_shapes`
+    and each tensor is freed after its last reader (the inputs and outputs are held throughout; the weights and
+    tensors whose shapes inference cannot tell are not counted). What a runtime's memory planner needs at least,
+    give or take an in-place op; its own scratch buffers come on top."""
+    work, _ = _at_shapes(model, input_shapes)
+    shapes, types = _known_shapes(work), _elem_types(work)
+
+    def size(name: str) -> int:
+        if name not in shapes or not name:
+            return 0
+        elem = types.get(name, onnx.TensorProto.FLOAT)
+        return math.prod(shapes[name]) * np.dtype(helper.tensor_dtype_to_np_dtype(elem)).itemsize
+
+    held = {v.name for v in [*graph_inputs(work), *work.graph.output]}
+    weights = {init.name for init in work.graph.initializer}
+    last_read = {name: index for index, node in enumerate(work.graph.node) for name in node.input}
+    live = peak = sum(size(v.name) for v in graph_inputs(work))
+    for index, node in enumerate(work.graph.node):
+        live += sum(size(name) for name in node.output)
+        peak = max(peak, live)
+        live -= sum(size(name) for name in set(node.input)
+                    if last_read.get(name) == index and name not in held and name not in weights)
+    return peak
+
+
+ARENA_GROWTH = 2  # ONNX Runtime's arena grows in chunks that double: up to twice the tensors' bytes reserved
+
+
+def arena_bytes(model: onnx.ModelProto | str | os.PathLike[str], input_shapes: InputShapes) -> int:
+    """The memory an ONNX Runtime session may hold after one run at `input_shapes`: `activation_bytes` as its
+    arena reserves them."""
+    return ARENA_GROWTH * activation_bytes(model, input_shapes)
+
+
+def count_onnx_macs(model: onnx.ModelProto | str | os.PathLike[str], input_shapes: InputShapes) -> GraphMacs:
+    """Multiply-adds of one run at `input_shapes` (name -> shape, or one shape for a one-input model)."""
+    work, input_shapes = _at_shapes(model, input_shapes)
     shapes = _known_shapes(work)
     counted = [n for n in work.graph.node if n.op_type in MAC_OPS]
     missing = sorted({t for n in counted for t in _needed(n) if t not in shapes})
@@ -174,5 +217,5 @@ def count_onnx_macs(model: onnx.ModelProto | str | os.PathLike[str],
         by_node[node.name or node.output[0]] = madds = _node_macs(node, shapes)
         by_op[node.op_type] = by_op.get(node.op_type, 0) + madds
     return GraphMacs(madds=sum(by_op.values()), by_op=by_op,
-                     input_shapes={k: tuple(int(d) for d in v) for k, v in input_shapes.items()},
+                     input_shapes=dict(input_shapes),
                      unresolved=unresolved, by_node=by_node)

@@ -119,3 +119,18 @@ def test_results_round_trip_with_their_spread_and_run() -> None:
     old = result.to_dict()
     del old["latency"]["p10"], old["run_id"]  # a bench.json written before the spread was recorded
     assert BenchResult.from_dict(old).latency.p10 is None
+
+
+def test_a_run_whose_activations_do_not_fit_is_refused_before_any_input_is_made(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inputs alone fit, the inputs and the model's activations do not: refused, naming both, instead of a
+    run the kernel's OOM killer ends without a word."""
+    from deploykit.bench import harness
+
+    specs = [TensorSpec("input", ("batch", 3, "height", "width"), "float32")]
+    shapes = {"input": (8, 3, 64, 64)}
+    pool = harness.feed_bytes(specs, shapes) * pool_size(harness.feed_bytes(specs, shapes))
+    monkeypatch.setattr(harness, "available_memory", lambda: pool + 1000)
+    harness.check_pool_fits(specs, shapes, activations=1000)
+    with pytest.raises(InputError, match="the model's activations"):
+        harness.check_pool_fits(specs, shapes, activations=1001)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 from torch import nn
 
 from deploykit.graph import macs
@@ -80,3 +83,23 @@ def test_unresolved_nodes_are_reported_not_guessed(mixed_onnx: tuple[Path, nn.Mo
     counted = count_onnx_macs(path, (1, 3, 24, 24))
     assert counted.madds == 0
     assert len(counted.unresolved) == 7
+
+
+def relu_chain(length: int) -> onnx.ModelProto:
+    """x -> Relu -> ... -> y, every tensor float32 of x's shape (batch, 4, 5, 5)."""
+    names = ["x", *(f"t{i}" for i in range(1, length)), "y"]
+    nodes = [helper.make_node("Relu", [a], [b]) for a, b in itertools.pairwise(names)]
+    shape = ["batch", 4, 5, 5]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("length", [1, 2, 5])
+def test_activation_bytes_holds_a_node_s_inputs_and_outputs_and_frees_the_rest(length: int) -> None:
+    """The input and the output are held throughout; an intermediate tensor lives from its node until its last
+    reader: in a chain, one node's input and output at once besides them, whatever its length."""
+    one = 3 * 4 * 5 * 5 * 4  # a tensor at batch 3, in bytes
+    intermediates = min(length - 1, 1)
+    assert macs.activation_bytes(relu_chain(length), (3, 4, 5, 5)) == one * (2 + intermediates)
+    assert macs.arena_bytes(relu_chain(length), (3, 4, 5, 5)) == macs.ARENA_GROWTH * one * (2 + intermediates)

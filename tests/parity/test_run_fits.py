@@ -1,0 +1,45 @@
+"""A parity run whose models' activations cannot fit in memory is refused before any target runs (exit 2), not
+left to the kernel's OOM killer (a batch of 65536 small images was killed with no word, exit 137)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import onnx
+import pytest
+
+from deploykit.errors import InputError
+from deploykit.graph.macs import arena_bytes
+from deploykit.parity import inputs
+from tests.graph.test_macs import relu_chain
+
+
+def _target(path: Path | None, *, torch: bool = False) -> Any:
+    return SimpleNamespace(onnx_path=path, loaded=object() if torch else None)
+
+
+def test_sessions_and_the_pytorch_reference_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "chain.onnx"
+    onnx.save(relu_chain(3), str(path))
+    shape = (64, 4, 5, 5)
+    session = arena_bytes(path, shape)
+    # the reference (PyTorch, counted like the first graph) and two ONNX Runtime sessions
+    targets = [_target(None, torch=True), _target(path), _target(path)]
+    monkeypatch.setattr(inputs, "available_memory", lambda: 3 * session)
+    inputs.check_run_fits(targets, shape)
+    monkeypatch.setattr(inputs, "available_memory", lambda: 3 * session - 1)
+    with pytest.raises(InputError, match=r"a run at 64x4x5x5 needs about .* give a smaller batch or shape"):
+        inputs.check_run_fits(targets, shape)
+
+
+def test_nothing_is_refused_where_memory_or_the_graphs_are_unknown(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inputs, "available_memory", lambda: 1)
+    inputs.check_run_fits([_target(None, torch=True)], (1, 3, 8, 8))  # no ONNX graph to count
+    inputs.check_run_fits([_target(tmp_path / "missing.onnx")], (1, 3, 8, 8))  # an estimate that fails
+    monkeypatch.setattr(inputs, "available_memory", lambda: None)
+    path = tmp_path / "chain.onnx"
+    onnx.save(relu_chain(2), str(path))
+    inputs.check_run_fits([_target(path)], (1, 4, 5, 5))
