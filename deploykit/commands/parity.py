@@ -21,7 +21,8 @@ from deploykit.io.outputs import check_output_path, write_text
 from deploykit.metrics.table import METRICS
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.gates import parse_gate
-from deploykit.parity.inputs import check_run_fits, resolve_inputs
+from deploykit.parity.inputs import resolve_inputs
+from deploykit.parity.memory import check_run_fits
 from deploykit.precision.table import PRECISIONS
 from deploykit.report.parity import markdown_report, text_report
 from deploykit.targets.resolve import is_file_target, open_target

@@ -12,8 +12,8 @@ import pytest
 
 from deploykit.errors import InputError
 from deploykit.graph.macs import arena_bytes
-from deploykit.parity import inputs
-from tests.graph.test_macs import relu_chain
+from deploykit.parity import memory
+from tests.fixtures.graphs import relu_chain
 
 
 def _target(path: Path | None, *, torch: bool = False) -> Any:
@@ -27,19 +27,19 @@ def test_sessions_and_the_pytorch_reference_are_counted(tmp_path: Path, monkeypa
     session = arena_bytes(path, shape)
     # the reference (PyTorch, counted like the first graph) and two ONNX Runtime sessions
     targets = [_target(None, torch=True), _target(path), _target(path)]
-    monkeypatch.setattr(inputs, "available_memory", lambda: 3 * session)
-    inputs.check_run_fits(targets, shape)
-    monkeypatch.setattr(inputs, "available_memory", lambda: 3 * session - 1)
+    monkeypatch.setattr(memory, "available_memory", lambda: 3 * session)
+    memory.check_run_fits(targets, shape)
+    monkeypatch.setattr(memory, "available_memory", lambda: 3 * session - 1)
     with pytest.raises(InputError, match=r"a run at 64x4x5x5 needs about .* give a smaller batch or shape"):
-        inputs.check_run_fits(targets, shape)
+        memory.check_run_fits(targets, shape)
 
 
 def test_nothing_is_refused_where_memory_or_the_graphs_are_unknown(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inputs, "available_memory", lambda: 1)
-    inputs.check_run_fits([_target(None, torch=True)], (1, 3, 8, 8))  # no ONNX graph to count
-    inputs.check_run_fits([_target(tmp_path / "missing.onnx")], (1, 3, 8, 8))  # an estimate that fails
-    monkeypatch.setattr(inputs, "available_memory", lambda: None)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1)
+    memory.check_run_fits([_target(None, torch=True)], (1, 3, 8, 8))  # no ONNX graph to count
+    memory.check_run_fits([_target(tmp_path / "missing.onnx")], (1, 3, 8, 8))  # an estimate that fails
+    monkeypatch.setattr(memory, "available_memory", lambda: None)
     path = tmp_path / "chain.onnx"
     onnx.save(relu_chain(2), str(path))
-    inputs.check_run_fits([_target(path)], (1, 4, 5, 5))
+    memory.check_run_fits([_target(path)], (1, 4, 5, 5))
