@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from pathlib import Path
 
 import onnx
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from torch import nn
 
 from deploykit.graph import macs
 from deploykit.graph.macs import count_onnx_macs
 from deploykit.zoo.flops import count_complexity
+from tests.fixtures.graphs import relu_chain
 
 
 class Mixed(nn.Module):
@@ -85,16 +87,6 @@ def test_unresolved_nodes_are_reported_not_guessed(mixed_onnx: tuple[Path, nn.Mo
     assert len(counted.unresolved) == 7
 
 
-def relu_chain(length: int) -> onnx.ModelProto:
-    """x -> Relu -> ... -> y, every tensor float32 of x's shape (batch, 4, 5, 5)."""
-    names = ["x", *(f"t{i}" for i in range(1, length)), "y"]
-    nodes = [helper.make_node("Relu", [a], [b]) for a, b in itertools.pairwise(names)]
-    shape = ["batch", 4, 5, 5]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-
-
 @pytest.mark.parametrize("length", [1, 2, 5])
 def test_activation_bytes_holds_a_node_s_inputs_and_outputs_and_frees_the_rest(length: int) -> None:
     """The input and the output are held throughout; an intermediate tensor lives from its node until its last
@@ -103,3 +95,41 @@ def test_activation_bytes_holds_a_node_s_inputs_and_outputs_and_frees_the_rest(l
     intermediates = min(length - 1, 1)
     assert macs.activation_bytes(relu_chain(length), (3, 4, 5, 5)) == one * (2 + intermediates)
     assert macs.arena_bytes(relu_chain(length), (3, 4, 5, 5)) == macs.ARENA_GROWTH * one * (2 + intermediates)
+
+
+@st.composite
+def _dags(draw: st.DrawFn) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """A random graph of Relu, Add and Concat (channels) over one input (1, c, 4, 4), and each tensor's bytes."""
+    channels = {"x": draw(st.integers(1, 4))}
+    nodes = []
+    for index in range(draw(st.integers(1, 12))):
+        names = sorted(channels)
+        op = draw(st.sampled_from(["Relu", "Add", "Concat"]))
+        a = draw(st.sampled_from(names))
+        same = [n for n in names if channels[n] == channels[a]]
+        b = draw(st.sampled_from(same if op == "Add" else names))
+        out = f"t{index}"
+        inputs = [a] if op == "Relu" else [a, b]
+        nodes.append(helper.make_node(op, inputs, [out], **({"axis": 1} if op == "Concat" else {})))
+        channels[out] = channels[a] + channels[b] if op == "Concat" else channels[a]
+    read = {i for n in nodes for i in n.input}
+    outputs = [n.output[0] for n in nodes if n.output[0] not in read] or [nodes[-1].output[0]]
+    graph = helper.make_graph(nodes, "dag", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                           [1, channels["x"], 4, 4])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), \
+        {n: c * 16 * 4 for n, c in channels.items()}
+
+
+@given(_dags())
+@settings(max_examples=60, deadline=None)
+def test_activation_bytes_lies_between_what_any_node_holds_and_every_tensor(
+        case: tuple[onnx.ModelProto, dict[str, int]]) -> None:
+    """Whatever the graph: at least every node's distinct inputs and outputs together, and the graph's input and
+    outputs together (held to the end); at most every tensor at once."""
+    model, size = case
+    peak = macs.activation_bytes(model, (1, size["x"] // 64, 4, 4))
+    for node in model.graph.node:
+        assert peak >= sum(size[n] for n in {*node.input, *node.output})
+    assert peak >= size["x"] + sum(size[o.name] for o in model.graph.output)
+    assert peak <= sum(size.values())
