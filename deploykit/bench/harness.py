@@ -43,16 +43,16 @@ def check_pool_fits(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int,
     beside it, larger than the memory available: under overcommit the allocations would succeed and the kernel's
     OOM killer end the run without a word."""
     size = feed_bytes(specs, shapes)
-    count, free = pool_size(size), available_memory()
-    if free is None or size * count + (activations or 0) <= free:
+    count, free, model = pool_size(size), available_memory(), activations or 0
+    if free is None or size * count + model <= free:
         return
     first = "x".join(map(str, shapes[specs[0].name]))
     if size * count > free:
         raise InputError(f"inputs of {first} need {size_text(size * count)} ({count} distinct ones, for the input "
                          f"alone) and this machine has {size_text(free)} available")
-    raise InputError(f"a run at {first} needs about {size_text(size * count + (activations or 0))} ({count} "
-                     f"distinct inputs and the model's activations, {size_text(activations or 0)}) and this "
-                     f"machine has {size_text(free)} available; give a smaller batch or shape")
+    raise InputError(f"a run at {first} needs about {size_text(size * count + model)} ({count} distinct inputs and "
+                     f"the model's activations, {size_text(model)}) and this machine has {size_text(free)} "
+                     "available; give a smaller batch or shape")
 
 
 def input_pool(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], *, count: int | None = None,
