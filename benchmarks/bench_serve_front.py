@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_cpu_peers import SHOWN_FLAGS
 from bench_serve import build, free_port, served_model_parser, start
 
 from deploykit.bench.remote import LoadConfig, run_remote_bench
 from deploykit.environment import cpu_flags, probe
 
 CONTENDERS = ("front", "triton")
-SHOWN_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # what decides the speed
 
 
 def one_level(urls: dict[str, str], shape: tuple[int, ...], clients: int, rounds: int, config: LoadConfig,
