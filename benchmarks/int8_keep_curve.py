@@ -37,6 +37,7 @@ from deploykit.graph.cpu_int8 import lower_for_cpu  # noqa: E402
 from deploykit.graph.seven_bit import needs_seven_bit_weights  # noqa: E402
 from deploykit.metrics.scores import task_metrics  # noqa: E402
 from deploykit.precision.passes import CalibrationOptions, int8_graph  # noqa: E402
+from deploykit.precision.recovery import recovery_options  # noqa: E402
 from deploykit.report.format import markdown_table  # noqa: E402
 
 MODEL = "deeplabv3plus_mobilenetv2"
@@ -52,6 +53,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", default=str(ROOT / "data" / "heldout"), help="the report's images")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
     parser.add_argument("--name", default="int8_keep_curve")
+    parser.add_argument("--distill", type=int, default=0, metavar="STEPS",
+                        help="train the kept-K graphs with --int8-distill STEPS (the ranking build is untrained)")
     return parser.parse_args(argv)
 
 
@@ -76,8 +79,9 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
     sets = {"report": p.heldout, "held_out": p.spare}
     references = {k: [reference.run(None, {reference.get_inputs()[0].name: x})[0] for x in v] for k, v in sets.items()}
 
-    def build(kept: Sequence[str], budget: Sequence[str] = ()) -> Any:
-        options = CalibrationOptions(data=args.calib_data, n=args.calib_n)
+    def build(kept: Sequence[str], budget: Sequence[str] = (), distill: int = 0) -> Any:
+        options = CalibrationOptions(data=args.calib_data, n=args.calib_n,
+                                     recovery=recovery_options(distill_steps=distill))
         return int8_graph(source, meta, sha, options, keep_float=kept, accuracy_budget=budget,
                           layout=entry.qdq_layout, backend=entry, threads=args.threads, progress=lambda _m: None)
 
@@ -86,7 +90,7 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
     seven = needs_seven_bit_weights()
     rows = []
     for count in [int(k) for k in args.kept.split(",") if k.strip()]:
-        result = build(order[:count])
+        result = build(order[:count], distill=args.distill)
         float_source = result.float_model or source
         forms = {"this CPU": (lower_for_cpu(result.model, seven_bit=seven, float_source=float_source).model, "all"),
                  "exact 8-bit": (lower_for_cpu(result.model, seven_bit=False, float_source=float_source).model,
@@ -99,7 +103,7 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"{form}|{key}"] = {"mean": float(np.mean(per)), "per_input": per}
         say(f"{count} kept: " + ", ".join(f"{k} {v['mean']:.4f}" for k, v in row.items() if isinstance(v, dict)))
         rows.append(row)
-    return {"model": MODEL, "weights": p.weights, "candidates": len(order), "seven_bit": seven,
+    return {"model": MODEL, "weights": p.weights, "candidates": len(order), "seven_bit": seven, "distill": args.distill,
             "images": {k: len(v) for k, v in sets.items()}, "rows": rows}
 
 
@@ -121,7 +125,9 @@ def markdown(result: dict[str, Any], env: dict[str, Any]) -> str:
         "## How it was measured", "",
         f"- Command: `{env['command']}` ({env['seconds']} s).",
         f"- CPU: {env['cpu']}; flags: {', '.join(env['cpu_flags'])}; \"this CPU\" runs {width}.",
-        "- Nodes kept in the budget search's ranking order; default recovery steps; agreement with the FP32 graph.",
+        "- Nodes kept in the budget search's ranking order; default recovery steps"
+        + (f" and distillation ({result['distill']} steps)" if result.get("distill") else "")
+        + "; agreement with the FP32 graph.",
         ""])
 
 
