@@ -58,9 +58,10 @@ def _check_opsets(model: onnx.ModelProto) -> None:
 
 
 def _check_values(graph: onnx.GraphProto) -> None:
+    # ONNX Runtime loads a typed input named "" (once), as any other input; an output named "" it refuses
+    if any(not v.name for v in graph.output):
+        raise GraphProblem("a graph output has an empty name")
     for kind, values in (("input", graph.input), ("output", graph.output)):
-        if any(not v.name for v in values):
-            raise GraphProblem(f"a graph {kind} has an empty name")
         untyped = next((v.name for v in values if v.type.HasField("tensor_type")
                         and v.type.tensor_type.elem_type == TensorProto.UNDEFINED), None)
         if untyped is not None:

@@ -189,3 +189,23 @@ def test_each_refusal_names_what_is_wrong(tmp_path: Path, edit: Callable[[onnx.M
     with pytest.raises(InputError, match="ONNX Runtime refuses") as refused:
         read_onnx(path)
     assert words in str(refused.value)
+
+
+@pytest.mark.parametrize("inputs, outputs", [
+    (["", "x"], ["y"]),  # an unused typed input named "": ONNX Runtime loads it (hypothesis found it in CI)
+    (["x", "", ""], ["y"]),  # named "" twice
+    (["x"], ["y", ""]),  # an output named ""
+])
+def test_empty_names_are_read_as_onnx_runtime_reads_them(tmp_path: Path, inputs: list[str],
+                                                          outputs: list[str]) -> None:
+    def value(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 1, 4, 4])
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [value(n) for n in inputs],
+                              [value(n) for n in outputs])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    loads = _outcome(lambda: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+    assert _outcome(lambda: read_onnx(path)) == loads
