@@ -188,6 +188,14 @@ def activation_bytes(model: onnx.ModelProto | str | os.PathLike[str], input_shap
     return peak
 
 
+def output_values(model: onnx.ModelProto | str | os.PathLike[str], input_shapes: InputShapes) -> int:
+    """How many values the graph's outputs hold at `input_shapes` (outputs whose shapes inference cannot tell
+    are not counted)."""
+    work, _ = _at_shapes(model, input_shapes)
+    shapes = _known_shapes(work)
+    return sum(math.prod(shapes[v.name]) for v in work.graph.output if v.name in shapes)
+
+
 ARENA_GROWTH = 2  # ONNX Runtime's arena grows in chunks that double: up to twice the tensors' bytes reserved
 
 

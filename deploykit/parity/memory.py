@@ -4,29 +4,42 @@ killed so, exit 137)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from deploykit.environment import available_memory
 from deploykit.errors import InputError
-from deploykit.graph.macs import arena_bytes
+from deploykit.graph.macs import arena_bytes, output_values
 from deploykit.io.outputs import size_text
 from deploykit.runner import Target
 
+# Per output value: each target's output as float32, held until every candidate is compared (4 bytes a target),
+# and the comparison's float64 arrays (deploykit.metrics.numeric): the reference's values, tolerances and floors,
+# kept for every candidate, and one candidate's values, differences and relative differences (48 bytes).
+# Measured: parity of the tiny test model with itself at 8192x3x64x64 had a resident set of 9.2 GB; this counts
+# 9.8 GB.
+COMPARED_BYTES = 48
+OUTPUT_BYTES = 4
+
 
 def check_run_fits(targets: Sequence[Target], shape: tuple[int, ...]) -> None:
-    """Refuse a batch `shape` whose run cannot fit in the memory available. Each ONNX Runtime session keeps its
-    arena between runs; a PyTorch model is counted like the first ONNX graph (the same network, freed after each
-    run); targets without a graph are not counted."""
+    """Refuse a batch `shape` whose run cannot fit in the memory available: the input batch, each ONNX Runtime
+    session's arena (kept between runs; a PyTorch model is counted like the first ONNX graph, the same network),
+    every target's outputs and their comparison. Targets without a graph are not counted."""
     free = available_memory()
     graphs = [t.onnx_path for t in targets if t.onnx_path is not None]
     if free is None or not graphs:
         return
     try:
         sessions = [arena_bytes(path, shape) for path in graphs]
+        values = output_values(graphs[0], shape)
     except Exception:  # an estimate guards against the OOM killer; never a reason to refuse a run
         return
-    needed = sum(sessions) + (sessions[0] if any(t.loaded is not None for t in targets) else 0)
+    models = sum(sessions) + (sessions[0] if any(t.loaded is not None for t in targets) else 0)
+    outputs = values * (OUTPUT_BYTES * len(targets) + COMPARED_BYTES)
+    needed = 4 * math.prod(shape) + models + outputs
     if needed > free:
-        raise InputError(f"a run at {'x'.join(map(str, shape))} needs about {size_text(needed)} for the models' "
-                         f"activations and this machine has {size_text(free)} available; give a smaller batch or "
-                         "shape")
+        raise InputError(f"a run at {'x'.join(map(str, shape))} needs about {size_text(needed)} (the models' "
+                         f"activations {size_text(models)}, their outputs and the comparison "
+                         f"{size_text(outputs)}) and this machine has {size_text(free)} available; give a "
+                         "smaller batch or shape")

@@ -1,5 +1,6 @@
-"""A parity run whose models' activations cannot fit in memory is refused before any target runs (exit 2), not
-left to the kernel's OOM killer (a batch of 65536 small images was killed with no word, exit 137)."""
+"""A parity run whose models' activations, outputs and their comparison cannot fit in memory is refused before
+any target runs (exit 2), not left to the kernel's OOM killer (a batch of 65536 small images was killed with no
+word, exit 137)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,16 @@ def test_sessions_and_the_pytorch_reference_are_counted(tmp_path: Path, monkeypa
     onnx.save(relu_chain(3), str(path))
     shape = (64, 4, 5, 5)
     session = arena_bytes(path, shape)
-    # the reference (PyTorch, counted like the first graph) and two ONNX Runtime sessions
+    values = 64 * 4 * 5 * 5  # the chain's output is shaped like its input
+    # the reference (PyTorch, counted like the first graph) and two ONNX Runtime sessions; the input batch as
+    # float32; three targets' float32 outputs held at once, and the comparison's float64 arrays
     targets = [_target(None, torch=True), _target(path), _target(path)]
-    monkeypatch.setattr(memory, "available_memory", lambda: 3 * session)
+    needed = 3 * session + 4 * values + values * (3 * 4 + 48)
+    monkeypatch.setattr(memory, "available_memory", lambda: needed)
     memory.check_run_fits(targets, shape)
-    monkeypatch.setattr(memory, "available_memory", lambda: 3 * session - 1)
-    with pytest.raises(InputError, match=r"a run at 64x4x5x5 needs about .* give a smaller batch or shape"):
+    monkeypatch.setattr(memory, "available_memory", lambda: needed - 1)
+    with pytest.raises(InputError, match=r"a run at 64x4x5x5 needs about .*their outputs and the comparison .* "
+                                         r"give a smaller batch or shape"):
         memory.check_run_fits(targets, shape)
 
 
