@@ -34,6 +34,14 @@ def inputs_key(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _well_formed(entry: Any) -> bool:
+    """A record entry as StepRecord.run writes it: {"key": str, "outputs": {relative path: sha256}}."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+        return False
+    outputs = entry.get("outputs", {})
+    return isinstance(outputs, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in outputs.items())
+
+
 @dataclass
 class StepOutcome:
     name: str
@@ -48,9 +56,13 @@ class StepRecord:
         self.folder = Path(folder)
         self.path = self.folder / RECORD
         try:
-            self.entries: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+            entries = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            self.entries = {}
+            entries = {}
+        # An edited or foreign record (a list, an entry without its key or outputs) only means "not done": those
+        # steps run again (it was an AttributeError, exit 3).
+        self.entries: dict[str, Any] = {name: entry for name, entry in entries.items() if _well_formed(entry)} \
+            if isinstance(entries, dict) else {}
 
     def _fresh(self, name: str, key: str) -> bool:
         entry = self.entries.get(name)

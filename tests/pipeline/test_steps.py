@@ -50,3 +50,14 @@ def test_failed_step_is_not_recorded_as_fresh(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         StepRecord(tmp_path).run("s", {"a": 2}, [out], fail, lambda: None)
     assert StepRecord(tmp_path).run("s", {"a": 1}, [out], lambda: "again", lambda: "cached").skipped is False
+
+
+@pytest.mark.parametrize("record", ['[]', 'null', '"x"', '{"s": 1}', '{"s": {"outputs": {}}}',
+                                    '{"s": {"key": "KEY", "outputs": []}}', '{"s": {"key": "KEY", "outputs": "o"}}',
+                                    '{"s": {"key": "KEY", "outputs": {"o": 1}}}'])
+def test_an_edited_record_means_not_done(tmp_path: Path, record: str) -> None:
+    """Valid JSON of another shape in the record (edited, or another tool's) was an AttributeError, exit 3."""
+    (tmp_path / "o").write_text("x")
+    (tmp_path / ".deploykit-steps.json").write_text(record.replace("KEY", inputs_key({"a": 1})))
+    assert StepRecord(tmp_path).run("s", {"a": 1}, [], lambda: "ran", lambda: "cached").result == "ran"
+    assert StepRecord(tmp_path).run("s", {"a": 1}, [], lambda: "ran", lambda: "cached").result == "cached"
