@@ -48,6 +48,8 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape, s
               help="Timed seconds per contender, all round-robin in one run (default 2).")
 @threads_option("CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")
+@click.option("--force", is_flag=True, help="Write into an existing --out that holds other files (a deploy's own "
+              "folder is resumed without it).")
 @click.option("--require", type=click.Choice(list(PRECISIONS)), default=None, metavar="PRECISION",
               help="Exit status 1 unless the verdict ships this precision (e.g. --require int8 in CI).")
 @click.option("--print-report", is_flag=True, help="Also print report.md (the summary is printed either way).")
@@ -58,7 +60,8 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
            out: str, precisions: str | None, backend: str | None, calib_data: str | None, calib_n: int | None,
            accuracy_budget: str | None, inputs: str | None, labels: str | None, input_shape: str | None,
            bench_seconds: float | None,
-           threads: int | None, rerun: bool, require: str | None, print_report: bool, as_json: bool) -> None:
+           threads: int | None, rerun: bool, force: bool, require: str | None, print_report: bool,
+           as_json: bool) -> None:
     """Take MODEL from PyTorch to verified artifacts: export to ONNX, build each precision, compare each with
     PyTorch on the task, benchmark, and write report.md, report.html (with plots) and summary.json to --out.
     Prints progress, then a short summary ending with the verdict. Re-running skips the steps whose inputs did
@@ -78,7 +81,7 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
         precisions=chosen,
         backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
         input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]
-        bench_seconds=bench_seconds, threads=threads, rerun=rerun, labels=labels, require=require,
+        bench_seconds=bench_seconds, threads=threads, rerun=rerun, force=force, labels=labels, require=require,
     )
     result = run_deploy(opts, progress=progress)
     failed = _failed_check(result.verdict, require, result.out)

@@ -32,11 +32,11 @@ from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
-from deploykit.errors import CheckFailed, ConfigConflict, InputError
+from deploykit.errors import CheckFailed, ConfigConflict, InputError, OutputExists
 from deploykit.export import ExportResult, onnx_from_torch
 from deploykit.io.images import check_images, images_cannot_feed, list_images
 from deploykit.io.model_files import read_onnx
-from deploykit.io.outputs import remove_output, write_json
+from deploykit.io.outputs import remove_output, sha256_file, write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
@@ -89,6 +89,7 @@ class DeployOptions:
     bench_seconds: float | None = None
     threads: int | None = None
     rerun: bool = False  # ignore the step record and redo everything
+    force: bool = False  # write into an existing folder that holds files but no deploy (_check_out)
     require: str | None = None  # the precision that must ship (deploy --require): always built
     labels: str | None = None  # ground-truth masks for parity (parity --labels): miou_gt and miou_drop
 
@@ -109,8 +110,7 @@ def _check(opts: DeployOptions) -> None:
     if not opts.calib_data and (starved := [p for p in dict.fromkeys(asked) if PRECISIONS[p].needs_data]):
         raise ConfigConflict(f"{', '.join(starved)} needs calibration data: give --calib-data DIR (your images), "
                              "'photos' or 'synthetic'")
-    if opts.out.exists() and not opts.out.is_dir():
-        raise InputError(f"--out {opts.out} is a file; give a folder")
+    _check_out(opts)
     if opts.calib_data and opts.calib_data not in CALIB_KEYWORDS and not Path(opts.calib_data).exists():
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
     if opts.inputs and not Path(opts.inputs).exists():
@@ -126,6 +126,22 @@ def _check(opts: DeployOptions) -> None:
         check_images(list_images(opts.parity_folder))
     if opts.calib_data and opts.calib_data != opts.parity_folder and Path(opts.calib_data).is_dir():
         check_images(list_images(opts.calib_data)[: opts.calib_n or DEFAULT_CALIB_N])
+
+
+def _check_out(opts: DeployOptions) -> None:
+    """--out is a folder deploy may write into: new, empty, or a deploy's (its step record), which is resumed.
+    A folder of other files is refused without --force: deploy writes model.onnx, report.md and more there, and
+    silently replaced a user's files of those names. Hidden entries are not counted (deploy writes no hidden
+    name but its record and temporary files, which a killed run may leave before its record)."""
+    if opts.out.exists() and not opts.out.is_dir():
+        raise InputError(f"--out {opts.out} is a file; give a folder")
+    if opts.force or not opts.out.is_dir() or (opts.out / RECORD).is_file():
+        return
+    if others := sorted(p.name for p in opts.out.iterdir() if not p.name.startswith(".")):
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise OutputExists(f"--out {opts.out} holds files ({shown}) and no deploy ({RECORD}): deploy would write "
+                           "over files of its outputs' names; choose a new or empty folder, or pass --force to "
+                           "write into this one")
 
 
 UNTRAINED = ("untrained weights: no --weights given, so {what} keeps its builder's random initialisation "
@@ -144,13 +160,14 @@ def untrained_note(opts: DeployOptions) -> str:
 
 
 def _folder_fingerprint(path: str | None) -> Any:
-    """A cheap stand-in for a data folder's content in step keys: names, sizes and modification times."""
+    """A data folder's (or file's) content in step keys: each file's name and sha256. Sizes and whole-second
+    modification times missed an image replaced by another of its size in the same second, or copied in with
+    its time kept (cp -p, rsync -a, tar): a resumed deploy kept INT8 calibrated on the old images."""
     if not path or not Path(path).exists():
         return path
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    return [(str(p.relative_to(root) if root.is_dir() else p.name), p.stat().st_size, int(p.stat().st_mtime))
-            for p in files]
+    return [(str(p.relative_to(root) if root.is_dir() else p.name), sha256_file(p)) for p in files]
 
 
 def artifact_name(precision: Precision, backend: Backend) -> str:
@@ -256,8 +273,10 @@ class _Run:
 
 
 def build_files(build: BuildResult) -> list[Path]:
-    """The files a build step wrote: the artifact with its companions, and its sidecar."""
-    return [*backend_of(build.backend).files(build.path), build.sidecar_path]
+    """The files a build step wrote: the artifact with its companions, its sidecar and its precision graph (the
+    layers step reads it: a deleted one failed there as a bug)."""
+    graph = [build.precision_onnx] if build.precision_onnx is not None else []
+    return [*backend_of(build.backend).files(build.path), build.sidecar_path, *graph]
 
 
 def _backend_note(asked: str | None, backend: Backend, note: str, racers: Sequence[Backend]) -> str:
@@ -353,12 +372,15 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
             f"build-{precision.name}",
             {"onnx": run.onnx_path, "precision": precision.name, "backend": backend.name,
              "race": [b.name for b in racers], "calib": _folder_fingerprint(opts.calib_data),
-             "calib_n": opts.calib_n, "budget": _budget(opts, precision)},
+             "calib_n": opts.calib_n, "budget": _budget(opts, precision),
+             # a budget may be measured against the masks (miou_drop); without one the build never reads them
+             "labels": _folder_fingerprint(opts.labels) if _budget(opts, precision) else None},
             [record_file], functools.partial(run.build, precision, artifact, record_file),
             functools.partial(build_in, out=opts.out),
             produced=lambda build: build_files(build)))
     artifacts = [b.path for b in run.builds]
-    parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder)},
+    parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder),
+                             "labels": _folder_fingerprint(opts.labels)},
                   [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
                   functools.partial(parity_from_record, out=opts.out))
     layers = step("layers", {"onnx": run.onnx_path, "artifacts": artifacts, "parity": opts.out / "parity.json"},
