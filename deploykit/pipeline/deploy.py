@@ -315,6 +315,17 @@ def _budget(opts: DeployOptions, precision: Precision) -> str | None:
     return opts.accuracy_budget if precision.budget_in_deploy else None
 
 
+def _build_inputs(opts: DeployOptions, precision: Precision) -> dict[str, Any]:
+    """What a build of `precision` reads of the options, for its step key: only what it reads, so that
+    --calib-n given to a deploy rebuilds FP16 and INT8, not FP32 (which has no graph pass)."""
+    data = "calibration" in precision.options
+    budget = _budget(opts, precision)
+    return {"precision": precision.name, "calib": _folder_fingerprint(opts.calib_data) if data else None,
+            "calib_n": opts.calib_n if data else None, "budget": budget,
+            # a budget may be measured against the masks (miou_drop); without one the build never reads them
+            "labels": _folder_fingerprint(opts.labels) if budget else None}
+
+
 def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
     """The whole flow; see the module docstring."""
     say = progress or (lambda _m: None)
@@ -370,11 +381,8 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         record_file = opts.out / f"build.{precision.name}.json"
         run.builds.append(step(
             f"build-{precision.name}",
-            {"onnx": run.onnx_path, "precision": precision.name, "backend": backend.name,
-             "race": [b.name for b in racers], "calib": _folder_fingerprint(opts.calib_data),
-             "calib_n": opts.calib_n, "budget": _budget(opts, precision),
-             # a budget may be measured against the masks (miou_drop); without one the build never reads them
-             "labels": _folder_fingerprint(opts.labels) if _budget(opts, precision) else None},
+            {"onnx": run.onnx_path, "backend": backend.name, "race": [b.name for b in racers],
+             **_build_inputs(opts, precision)},
             [record_file], functools.partial(run.build, precision, artifact, record_file),
             functools.partial(build_in, out=opts.out),
             produced=lambda build: build_files(build)))

@@ -87,6 +87,13 @@ def test_a_deleted_precision_graph_is_built_again(resumed: tuple[Path, Path]) ->
     assert (out / "model.int8.onnx").is_file()
 
 
+def test_calibration_options_rebuild_only_the_precisions_that_calibrate(resumed: tuple[Path, Path]) -> None:
+    """--calib-n was in every build's key: changed, FP32 (no graph pass, no calibration) was built again."""
+    data, out = resumed
+    ran = _ran(_deploy(out, data, "--calib-n", "3"))
+    assert "build-int8" in ran and "build-fp32" not in ran and "export" not in ran
+
+
 def test_an_image_replaced_with_its_size_and_time_kept_recalibrates(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Calibration images were keyed by name, size and whole-second time: one replaced by another of its size
