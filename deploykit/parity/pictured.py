@@ -14,6 +14,7 @@ step was skipped can still draw them (Pictures.from_npz reads it back).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,8 +81,13 @@ class Pictures:
             "reference": np.stack([p.reference for p in self.inputs]),
             "candidates": np.stack([np.stack(p.candidates) for p in self.inputs]),
         }
-        with atomic_output(path, force=force) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type, unused-ignore]  # numpy 2 stubs only
+        # Zipped in memory, then written: numpy's ZipFile, writing into the file, stayed open when a write failed
+        # (a full disk) and was closed by the garbage collector after the file, printing "Exception ignored ...
+        # ValueError: seek of closed file" and its traceback under deploykit's one error line.
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type, unused-ignore]  # numpy 2 stubs only
+        with atomic_output(path, force=force) as tmp:
+            Path(tmp).write_bytes(buffer.getvalue())
         return Path(path)
 
     @classmethod

@@ -3,18 +3,21 @@ zoo model's outputs drawn by report.masks."""
 
 from __future__ import annotations
 
+import gc
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from deploykit.errors import OutputExists
+from deploykit.errors import DiskFull, OutputExists
 from deploykit.evaluate import session_from_onnx
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.parity.pictured import PictureKeeper, Pictures, image_from_input
 from deploykit.report.masks import INTERIOR_FLIP, pictures_png
 from deploykit.types import IMAGENET, TASKS, Preprocessing
+from tests.io.faults import full_disk_at_write
 from tests.parity.helpers import corrupted_copy
 
 
@@ -75,6 +78,19 @@ def test_pictures_round_trip_through_npz(tmp_path: Path) -> None:
     assert one.index == two.index and one.disagreement == two.disagreement
     assert np.array_equal(one.image, two.image) and np.array_equal(one.candidates[0], two.candidates[0])
     assert two.reference.dtype == np.uint8
+
+
+def test_a_full_disk_while_saving_says_so_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's ZipFile, left open by a failed write, was closed by the garbage collector after its file: an
+    "Exception ignored ... seek of closed file" traceback under deploy's one line (a full tmpfs)."""
+    keeper = PictureKeeper(TASKS["segmentation"], ["int8"], IMAGENET)
+    keeper.offer(0, np.zeros((1, 3, 4, 5), np.float32), _scores(_flipped(0)), [_scores(_flipped(3))])
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with full_disk_at_write(1, monkeypatch, tmp_path), pytest.raises(DiskFull):
+        keeper.result().save(tmp_path / "pictures.npz", force=False)
+    gc.collect()
+    assert not unraisable and not list(tmp_path.iterdir())
 
 
 def test_image_from_input_undoes_preprocessing_of_a_real_photograph() -> None:
