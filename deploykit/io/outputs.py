@@ -217,6 +217,8 @@ def size_text(size: float) -> str:
 
 def _disk_full(out: Path, where: Path, exc: BaseException, needs: int | None, written: int) -> DiskFull:
     folder = where if where.is_dir() else where.parent
+    if _TEMPORARY.match(folder.name):  # a stage: the user chose the folder it is in (the stage is gone next)
+        folder = folder.parent
     try:
         free = shutil.disk_usage(folder).free
     except OSError:

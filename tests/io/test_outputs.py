@@ -80,3 +80,17 @@ def _dead_pid() -> int:
 
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     return int(child.stdout)
+
+
+def test_a_full_disk_in_a_stage_names_the_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It named the stage ("cannot write OUT (OUT/.deploykit-stage.PID.RANDOM has 0 bytes free"), a hidden folder
+    gone by the time the user reads it (deploy into a full tmpfs)."""
+    from deploykit.errors import DiskFull
+    from deploykit.io.outputs import staged
+    from tests.io.faults import full_disk_at_write
+
+    with full_disk_at_write(1, monkeypatch, tmp_path), pytest.raises(DiskFull) as caught, \
+            staged(tmp_path, force=False) as stage:
+        stage.path(tmp_path / "net.onnx").write_bytes(b"x")
+    assert f"({tmp_path} has " in str(caught.value) and ".deploykit-stage" not in str(caught.value)
+    assert not list(tmp_path.iterdir())
