@@ -9,6 +9,13 @@ tensor first and aborts: a 200-byte request ends the server); a `shape` whose by
 answers malformed JSON with 500. The front answers all of these with 400 (413 for a body above the limit)
 and a message naming what was wrong; everything else (health, metadata, statistics, binary tensors, the
 answers) passes through unchanged. aiohttp decompresses bodies within the size limit.
+
+The front reads the JSON as Triton's parser (RapidJSON, through TritonJson) does, or refuses it: where Python's
+json and RapidJSON differ, a request the front checked is not the one Triton runs. Duplicate keys were the worst
+case (Triton takes the first `shape`, Python the last: a 170-byte request with two shapes aborted the server
+past the front); numbers beyond a double, lone UTF-16 surrogates and UTF-16/32 bodies, which Python reads and
+RapidJSON does not, got 500. So did every field Triton reads with a JSON type it did not get (`id` a number,
+`priority` negative, a boolean in FP32 `data`, a fraction in INT64 `data`): the front refuses those with 400.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +37,35 @@ _INFER = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
 # Hop-by-hop and framing headers: each side of the front sets its own.
 _NOT_PASSED = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host",
                "te", "trailer", "upgrade", "proxy-connection"}
-_BOOLEAN_PARAMETERS = ("binary_data", "binary_data_output")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """A JSON type Triton reads a field as (TritonJson's AsBool / AsUInt / AsInt / AsDouble / AsString)."""
+
+    words: str
+    accepts: Callable[[Any], bool]
+
+
+# Python's json reads a literal with a fraction or an exponent as float, an integer literal as int (RapidJSON reads
+# one beyond 64 bits as a double: the kinds of whole numbers check the range); bool is an int, hence `type(v)`.
+_BOOL = _Kind("true or false", lambda v: type(v) is bool)
+_UINT = _Kind("a whole number 0..2**64-1", lambda v: type(v) is int and 0 <= v < 2**64)
+_INT = _Kind("whole numbers -2**63..2**63-1", lambda v: type(v) is int and -(2**63) <= v < 2**63)
+_NUMBER = _Kind("numbers", lambda v: type(v) in (int, float))
+_STRING = _Kind("a string", lambda v: type(v) is str)
+_UINT_OR_STRING = _Kind("a whole number 0..2**64-1 or a string", lambda v: _UINT.accepts(v) or _STRING.accepts(v))
+_DATA_KINDS = {"BOOL": _Kind("true or false values", _BOOL.accepts), "BYTES": _Kind("strings", _STRING.accepts),
+               **{f"UINT{bits}": _Kind("whole numbers 0..2**64-1", _UINT.accepts) for bits in (8, 16, 32, 64)},
+               **{f"INT{bits}": _INT for bits in (8, 16, 32, 64)}}
+_SHARED_MEMORY = {"shared_memory_region": _STRING, "shared_memory_byte_size": _UINT, "shared_memory_offset": _UINT}
+# The parameters Triton's HTTP front end reads, with their types (http_server.cc: EVBufferToInput,
+# CheckBinaryInputData, CheckSharedMemoryData, CheckClassificationOutput, CheckBinaryOutputData).
+_REQUEST_PARAMETERS = {"sequence_id": _UINT_OR_STRING, "sequence_start": _BOOL, "sequence_end": _BOOL,
+                       "priority": _UINT, "timeout": _UINT, "binary_data_output": _BOOL}
+_INPUT_PARAMETERS = {"binary_data_size": _UINT, **_SHARED_MEMORY}
+_OUTPUT_PARAMETERS = {"binary_data": _BOOL, "classification": _UINT, **_SHARED_MEMORY}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -51,19 +86,80 @@ def why_refused(body: bytes, header_length: str | None, max_elements: int) -> st
             return f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes"
         body = body[:length]
     try:
-        request = json.loads(body)
+        request = read_json(body)
+    except _Unreadable as exc:
+        return str(exc)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return f"the request is not valid JSON ({str(exc)[:200]}); send a KServe v2 inference request"
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         return "the request needs an `inputs` list (KServe v2: {\"inputs\": [{\"name\", \"shape\", \"datatype\", " \
                "\"data\"}]})"
+    if "id" in request and not _STRING.accepts(request["id"]):
+        return f"`id` must be a string, not {str(request['id'])[:40]}"
     problems = (_why_input_refused(tensor, max_elements) for tensor in request["inputs"])
     outputs = request.get("outputs", [])
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                  for o in outputs):
         return "`outputs` must be a list of objects with a `name`"
-    parameters = [request.get("parameters", {}), *(o.get("parameters", {}) for o in outputs)]
-    return next((p for p in problems if p), None) or _why_parameters_refused(parameters)
+    return next((p for p in problems if p), None) or _why_parameters_refused(
+        "the request", request.get("parameters", {}), _REQUEST_PARAMETERS) or next(
+        (p for o in outputs if (p := _why_parameters_refused(f"output {o['name'][:80]}", o.get("parameters", {}),
+                                                            _OUTPUT_PARAMETERS))), None)
+
+
+class _Unreadable(ValueError):
+    """JSON that Python's json reads but Triton's RapidJSON reads otherwise, or not at all."""
+
+
+def read_json(body: bytes) -> Any:
+    """`body` as Triton reads it: UTF-8 (a byte-order mark allowed), no duplicate keys, numbers within a double
+    (an integer beyond 64 bits is one), no lone surrogates; _Unreadable (a ValueError) naming the difference."""
+    text = body.decode("utf-8").removeprefix("\ufeff")  # Python's json would also take UTF-16 and UTF-32
+    request = json.loads(text, object_pairs_hook=_unique_keys, parse_float=_double, parse_int=_integer)
+    if _SURROGATE_ESCAPE.search(text) and any(isinstance(s, str) and _lone_surrogate(s) for s in _scalars(request)):
+        raise _Unreadable("a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair); "
+                          "send valid Unicode")
+    return request
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) < len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise _Unreadable(f"key {twice[:80]!r} appears twice in one object (Triton would read the first, a JSON "
+                          "library the last); give each key once")
+    return dict(pairs)
+
+
+def _double(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _Unreadable(f"the number {literal[:40]} is beyond a double's range (about 1.8e308)")
+    return value
+
+
+def _integer(literal: str) -> int:
+    if len(literal.lstrip("-")) > 20:  # RapidJSON reads an integer beyond 64 bits as a double: within its range
+        _double(literal)
+    return int(literal)
+
+
+def _lone_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _scalars(value: Any) -> Iterator[Any]:
+    """Every key and scalar of a parsed JSON value, without recursion (nesting depth is the client's)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield from item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
 
 
 def _why_input_refused(tensor: Any, max_elements: int) -> str | None:
@@ -77,19 +173,23 @@ def _why_input_refused(tensor: Any, max_elements: int) -> str | None:
     too_large = why_shape_refused(name, shape, max_elements)
     if too_large:
         return too_large
-    elements = math.prod(shape)
-    size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor.get("parameters"),
-                                                                                    (dict, type(None))) else None
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        return f"input {name}: `binary_data_size` must be a whole number of bytes, not {str(size)[:40]}"
+    parameters = tensor.get("parameters")  # Triton ignores parameters that are not an object
+    if isinstance(parameters, dict):
+        wrong = _why_parameters_refused(f"input {name}", parameters, _INPUT_PARAMETERS)
+        if wrong:
+            return wrong
     if "data" in tensor:
-        leaves = list(_leaves(tensor["data"]))
-        if len(leaves) != elements:
-            return f"input {name}: `data` holds {len(leaves)} values but shape {shape} needs {elements}"
-        wanted = str if tensor["datatype"] == "BYTES" else (int, float)
-        if not all(isinstance(v, wanted) for v in leaves):
-            kind = "strings" if wanted is str else "numbers"
-            return f"input {name}: `data` of a {tensor['datatype'][:20]} tensor must hold {kind}"
+        return _why_data_refused(name, tensor["datatype"], tensor["data"], shape)
+    return None
+
+
+def _why_data_refused(name: str, datatype: str, data: Any, shape: list[int]) -> str | None:
+    leaves, elements = list(_leaves(data)), math.prod(shape)
+    if len(leaves) != elements:
+        return f"input {name}: `data` holds {len(leaves)} values but shape {shape} needs {elements}"
+    kind = _DATA_KINDS.get(datatype, _NUMBER)
+    if not all(kind.accepts(v) for v in leaves):
+        return f"input {name}: `data` of a {datatype[:20]} tensor must hold {kind.words}"
     return None
 
 
@@ -105,13 +205,14 @@ def why_shape_refused(name: str, shape: list[int], max_elements: int) -> str | N
     return None
 
 
-def _why_parameters_refused(parameters: list[Any]) -> str | None:
-    for given in parameters:
-        if not isinstance(given, dict):
-            return "`parameters` must be an object"
-        for key in _BOOLEAN_PARAMETERS:
-            if key in given and not isinstance(given[key], bool):
-                return f"parameter {key} must be true or false, not {str(given[key])[:40]}"
+def _why_parameters_refused(owner: str, given: Any, kinds: dict[str, _Kind]) -> str | None:
+    """Why `owner`'s parameters would be misread by Triton: not an object, or a parameter it reads with a JSON type
+    (`kinds`) of another type."""
+    if not isinstance(given, dict):
+        return f"`parameters` of {owner} must be an object"
+    for key, kind in kinds.items():
+        if key in given and not kind.accepts(given[key]):
+            return f"parameter {key} of {owner} must be {kind.words}, not {str(given[key])[:40]}"
     return None
 
 

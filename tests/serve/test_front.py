@@ -86,6 +86,29 @@ HOSTILE = {  # what Triton 2.51's own front end did with each: see deploykit/ser
                            parameters={"binary_data_output": "yes"}), {}), 400, "true or false"),
     "a header length past the body": (
         lambda: (b"{}", {"Inference-Header-Content-Length": "999"}), 400, "body has 2 bytes"),
+    # Where Python's json and Triton's RapidJSON read the same bytes differently:
+    "two `shape` keys, the first of 3e10 values (Triton read the first and aborted)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 100000, 100000], "datatype": "FP32",
+                             "data": [0.5] * 12}]).replace(b'"datatype"', b'"shape": [1, 3, 2, 2], "datatype"'),
+                 {}), 400, "appears twice"),
+    "a number beyond a double (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 0]}])
+                 .replace(b"0]", b"1e400]"), {}), 400, "beyond a double"),
+    "a lone surrogate (Triton: 500)": (
+        lambda: (json_body([{"name": "input\ud800", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 3]}]),
+                 {}), 400, "lone UTF-16 surrogate"),
+    "a UTF-16 body (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 3]}])
+                 .decode().encode("utf-16"), {}), 400, "not valid JSON"),
+    "a number as `id` (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 3]}],
+                           id=7), {}), 400, "`id` must be a string"),
+    "booleans in FP32 data (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [True] * 3}]),
+                 {}), 400, "must hold numbers"),
+    "a negative priority (Triton: 500)": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 1, 1], "datatype": "FP32", "data": [1, 2, 3]}],
+                           parameters={"priority": -1}), {}), 400, "priority of the request"),
 }
 
 
@@ -130,6 +153,40 @@ def test_any_inference_header_is_answered_or_refused_and_never_breaks_the_server
     except http.client.HTTPException as exc:
         raise AssertionError(f"no answer to {body[:200]!r}") from exc
     assert status == 200 or (400 <= status < 500 and json.loads(reply)["error"]), (status, reply[:300])
+    good_request_matches(server, runner)
+
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
+                          st.text(max_size=4), st.sampled_from(["\ud800", "x\udfff"]))
+_DATATYPES = ["BOOL", "UINT8", "UINT64", "INT8", "INT32", "INT64", "FP32", "FP64", "BYTES"]
+_TYPED = {"id": (), "sequence_id": ("parameters",), "sequence_start": ("parameters",), "priority": ("parameters",),
+          "timeout": ("parameters",), "binary_data_output": ("parameters",), "classification": ("outputs",),
+          "binary_data": ("outputs",), "binary_data_size": ("inputs",), "shared_memory_offset": ("inputs",)}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(datatype=st.sampled_from(_DATATYPES), values=st.lists(_json_scalars, min_size=12, max_size=12),
+       fields=st.dictionaries(st.sampled_from(list(_TYPED)), _json_scalars, max_size=3))
+def test_any_json_type_in_a_field_triton_reads_typed_gets_an_answer_or_a_4xx(
+        served: tuple[Server, Any], datatype: str, values: list[Any], fields: dict[str, Any]) -> None:
+    """Triton answered a field of the wrong JSON type (a string `priority`, a boolean in FP32 `data`, a fraction
+    in INT64 `data`, a lone surrogate, a number beyond a double) with 500."""
+    server, runner = served
+    tensor: dict[str, Any] = {"name": "input", "shape": [1, 3, 2, 2], "datatype": datatype, "data": values}
+    request: dict[str, Any] = {"inputs": [tensor]}
+    for key, value in fields.items():
+        where = _TYPED[key]
+        if not where:
+            request[key] = value
+        elif where == ("parameters",):
+            request.setdefault("parameters", {})[key] = value
+        elif where == ("outputs",):
+            request["outputs"] = [{"name": "output", "parameters": {key: value}}]
+        else:
+            tensor.setdefault("parameters", {})[key] = value
+    body = json.dumps(request).encode().replace(b"Infinity", b"1e999")  # what a client's float overflow sends
+    status, reply, _ = server.post("seg", body, {})
+    assert status == 200 or (400 <= status < 500 and json.loads(reply)["error"]), (status, reply[:300], body[:300])
     good_request_matches(server, runner)
 
 
