@@ -98,6 +98,14 @@ class ServerSettings:
     grpc_port: int | None = None  # None: no gRPC endpoint
     drain_s: int = 8  # in-flight requests get this long after SIGTERM
     ready_timeout_s: float = 120.0
+    unload_s: int = 15  # after the drain, Triton's time to unload its models
+
+    @property
+    def exit_timeout_s(self) -> int:
+        """Triton's --exit-timeout-secs (an int32): the drain, then the time to unload its models. Its timeout
+        covers both: the Python-backend stubs take about 3 s to stop (2 idle cores), and with the timeout at
+        --drain 1-3 Triton exited 1 with nothing in flight, which serve reported as requests cut off."""
+        return min(self.drain_s + self.unload_s, 2**31 - 1)
 
 
 class ServerProcess:
@@ -138,7 +146,7 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(self.settings.drain_s + 1)  # Triton gives up after drain_s itself
+                self.process.wait(self.settings.exit_timeout_s + 1)  # Triton gives up after that itself
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -177,7 +185,7 @@ def start_server(repository: Path, workdir: Path, settings: ServerSettings) -> S
             if settings.grpc_port else ["--allow-grpc", "false"])
     command = [str(bundle.binary), "--model-repository", str(repository), "--backend-directory", str(backends),
                "--http-address", settings.host, "--http-port", str(settings.http_port), *grpc,
-               "--allow-metrics", "false", "--exit-timeout-secs", str(settings.drain_s),
+               "--allow-metrics", "false", "--exit-timeout-secs", str(settings.exit_timeout_s),
                "--strict-readiness", "true", "--disable-auto-complete-config", "--exit-on-error", "true"]
     log = workdir / "server.log"
     with log.open("wb") as sink:

@@ -65,6 +65,7 @@ _REQUEST_PARAMETERS = {"sequence_id": _UINT_OR_STRING, "sequence_start": _BOOL, 
                        "priority": _UINT, "timeout": _UINT, "binary_data_output": _BOOL}
 _INPUT_PARAMETERS = {"binary_data_size": _UINT, **_SHARED_MEMORY}
 _OUTPUT_PARAMETERS = {"binary_data": _BOOL, "classification": _UINT, **_SHARED_MEMORY}
+_LAST_GRACE_S = 0.5  # after the drain, what aiohttp's shutdown gives a request before cancelling it
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -246,6 +247,7 @@ class HttpFront:
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
         self._cut = 0  # requests still in flight when the drain ran out
+        self._active = 0  # requests being answered
         self._closing = False
 
     def start(self, host: str, port: int) -> None:
@@ -276,7 +278,8 @@ class HttpFront:
                                       timeout=ClientTimeout(total=None, sock_connect=10))
         app = web.Application(client_max_size=self.limits.max_body_bytes)
         app.router.add_route("*", "/{path:.*}", self._pass)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.drain_s)
+        # The drain is _close's own: what aiohttp's shutdown still finds running has outlived it.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=_LAST_GRACE_S)
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, host, port, reuse_address=True).start()
@@ -285,19 +288,33 @@ class HttpFront:
             raise
 
     async def _close(self) -> None:
+        """Stop listening, wait (up to the drain) for the requests being answered, then close the connections.
+        Not aiohttp's shutdown alone: it stops reading every connection first, so a request whose body was still
+        arriving hung for the whole drain and was cut off."""
         self._closing = True
         if self._runner is not None:
+            for site in self._runner.sites:
+                await site.stop()  # open connections stay open and read
+            deadline = self._loop.time() + self.drain_s
+            while self._active and self._loop.time() < deadline:
+                await asyncio.sleep(0.05)
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
 
     async def _pass(self, request: web.Request) -> web.StreamResponse:
+        self._active += 1
         try:
-            return await self._answer(request)
+            response = await self._answer(request)
+            if self._closing:  # a keep-alive connection takes no further request while the front stops
+                response.force_close()
+            return response
         except asyncio.CancelledError:
             if self._closing:
                 self._cut += 1  # cancelled by the drain's end, not by a client that went away
             raise
+        finally:
+            self._active -= 1
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import ClientError, web

@@ -208,7 +208,7 @@ def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
         say(f"stopping: draining in-flight requests (up to {drain} s)")
         status = serving.stop()
         if status != 0:  # Triton's exit timeout ran out (or our kill after it): in-flight requests were dropped
-            raise CheckFailed(f"the server did not drain within --drain {drain} s (Triton's exit status {status}): "
+            raise CheckFailed(f"the server did not drain within --drain {drain} s (exit status {status}): "
                               "requests still in flight were cut off; give a longer --drain")
         return status
     finally:

@@ -91,7 +91,7 @@ def test_stopping_a_server_that_will_not_stop_leaves_none_of_its_session_behind(
                                 stdout=subprocess.PIPE, start_new_session=True)
     assert stand_in.stdout is not None
     child = int(stand_in.stdout.readline())
-    engine.ServerProcess(stand_in, engine.ServerSettings(drain_s=0), tmp_path / "log").stop()
+    engine.ServerProcess(stand_in, engine.ServerSettings(drain_s=0, unload_s=0), tmp_path / "log").stop()
     for _ in range(50):  # the child is gone once SIGKILL is delivered; a zombie until init reaps it
         try:
             state = Path(f"/proc/{child}/stat").read_text().split()[2]

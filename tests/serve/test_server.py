@@ -292,6 +292,42 @@ def test_sigterm_drains_in_flight_requests_and_exits_within_10_s(artifact: Path)
     assert os.path.exists(artifact)
 
 
+def test_a_request_still_sending_its_body_at_sigterm_is_answered_and_the_exit_is_clean(artifact: Path,
+                                                                                       runner: Any) -> None:
+    """aiohttp's shutdown stops reading every connection: a request whose body was still arriving hung for the
+    whole --drain, was cut off (the client saw the connection close) and serve exited 1 saying requests were cut
+    off; under load, a request that raced the SIGTERM did the same."""
+    draining = start_server([artifact], "--drain", "3", "--no-images")
+    x = np.random.default_rng(15).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    body, headers = tensor_body(x)
+    half = len(body) // 2
+    with socket.create_connection(("127.0.0.1", draining.port), timeout=30) as connection:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {**headers, "Content-Length": str(len(body))}.items())
+        connection.sendall(f"POST /v2/models/seg/infer HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + body[:half])
+        time.sleep(0.5)  # the front is reading the body
+        draining.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the front is stopping
+        sent = time.monotonic()
+        connection.sendall(body[half:])
+        reply = http.client.HTTPResponse(connection)
+        reply.begin()
+        got = answer(reply.status, reply.read(), dict(reply.getheaders()), "output")
+        assert time.monotonic() - sent < 2.5  # answered, not held until the drain ran out
+    code = draining.process.wait(60)
+    said = draining.process.stdout.read().decode() if draining.process.stdout else ""
+    np.testing.assert_allclose(got, runner.infer({"input": x})["output"], rtol=1e-5, atol=1e-5)
+    assert code == 0, said
+
+
+def test_sigterm_with_the_shortest_drain_and_nothing_in_flight_exits_0(artifact: Path) -> None:
+    """Triton's exit timeout was --drain, and unloading its models alone takes about 3 s: --drain 1 exited 1,
+    "requests still in flight were cut off", with no request ever sent."""
+    served = start_server([artifact], "--drain", "1", "--no-images")
+    served.process.send_signal(signal.SIGTERM)
+    code = served.process.wait(60)
+    assert code == 0, served.process.stdout.read().decode() if served.process.stdout else ""
+
+
 def test_bench_url_measures_the_served_model(server: Server, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
