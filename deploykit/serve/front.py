@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import threading
@@ -230,6 +231,22 @@ def _leaves(data: Any) -> Iterator[Any]:
             stack.pop()
 
 
+class _ClientFaults(logging.Filter):
+    """Drops aiohttp's tracebacks for requests the client got wrong (a body that does not decode, a request line
+    or header too long): the client gets its 400, and serve's output, where each printed some 30 lines of
+    traceback, stays quiet. Anything else aiohttp logs (a fault of the front's own) still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp import http_exceptions, web_protocol
+
+        fault = record.exc_info[1] if record.exc_info else None
+        return not isinstance(fault, (http_exceptions.HttpProcessingError, web_protocol.RequestPayloadError))
+
+
+_LOG = logging.getLogger("deploykit.serve.front")
+_LOG.addFilter(_ClientFaults())
+
+
 def _error(status: int, message: str) -> web.Response:
     from aiohttp import web
 
@@ -279,7 +296,7 @@ class HttpFront:
         app = web.Application(client_max_size=self.limits.max_body_bytes)
         app.router.add_route("*", "/{path:.*}", self._pass)
         # The drain is _close's own: what aiohttp's shutdown still finds running has outlived it.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=_LAST_GRACE_S)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=_LAST_GRACE_S, logger=_LOG)
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, host, port, reuse_address=True).start()

@@ -251,3 +251,31 @@ def test_a_method_kserve_does_not_have_gets_405_not_a_5xx(served: tuple[Server, 
     reply = connection.getresponse()
     assert reply.status == 405, (reply.status, reply.read()[:200])
     good_request_matches(server, runner)
+
+
+def test_a_body_or_request_line_the_client_got_wrong_gets_400_and_no_traceback_in_the_output(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp logged some 30 lines of traceback into serve's output for each such request (a body that does not
+    decode as its Content-Encoding says, a request line over 8190 bytes)."""
+    import logging
+
+    from deploykit.serve.front import FrontLimits, HttpFront
+    from tests.serve.test_server import _free_ports
+
+    port = _free_ports()[0]
+    front = HttpFront("http://127.0.0.1:9", FrontLimits(max_elements=MAX_ELEMENTS, max_body_bytes=2**20), 1)
+    front.start("127.0.0.1", port)
+    statuses = []
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for path, headers in [("/v2/models/seg/infer", {"Content-Encoding": "br"}),
+                                  ("/v2/models/seg/infer", {"Content-Encoding": "gzip"}),
+                                  ("/v2/models/" + "a" * 9000 + "/infer", {})]:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.request("POST", path, body=b"not compressed" * 100, headers=headers)
+                statuses.append(connection.getresponse().status)
+                connection.close()
+    finally:
+        assert front.stop()
+    assert statuses == [400, 400, 400]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
