@@ -26,7 +26,8 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -247,6 +248,23 @@ _LOG = logging.getLogger("deploykit.serve.front")
 _LOG.addFilter(_ClientFaults())
 
 
+# How TritonJson words a body that is not JSON, or a value of another JSON type than it reads; Triton answers
+# both with 500 on the endpoints the front passes unread (repository index, shared memory, logging, trace).
+_TRITON_JSON_FAULTS = ("failed to parse the request JSON buffer", "attempt to access JSON ")
+
+
+def _client_json_fault(status: int, answer: bytes, headers: Mapping[str, str]) -> bool:
+    """Whether Triton's answer is a 500 for the client's malformed JSON (then the front answers it as 400)."""
+    if status != 500:
+        return False
+    try:
+        text = zlib.decompress(answer, wbits=47) if headers.get("Content-Encoding") else answer  # gzip or zlib
+        message = json.loads(text)["error"]
+    except (zlib.error, ValueError, TypeError, KeyError):
+        return False
+    return isinstance(message, str) and message.startswith(_TRITON_JSON_FAULTS)
+
+
 def _error(status: int, message: str) -> web.Response:
     from aiohttp import web
 
@@ -356,6 +374,7 @@ class HttpFront:
                                              headers=headers) as reply:
                 answer = await reply.read()
                 passed = {k: v for k, v in reply.headers.items() if k.lower() not in _NOT_PASSED - {"content-encoding"}}
-                return web.Response(status=reply.status, body=answer, headers=passed)
+                status = 400 if _client_json_fault(reply.status, answer, reply.headers) else reply.status
+                return web.Response(status=status, body=answer, headers=passed)
         except ClientError as exc:
             return _error(503, f"the Triton server did not answer ({str(exc)[:200]})")

@@ -279,3 +279,21 @@ def test_a_body_or_request_line_the_client_got_wrong_gets_400_and_no_traceback_i
         assert front.stop()
     assert statuses == [400, 400, 400]
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize(("path", "body"), [("/v2/repository/index", b"{"), ("/v2/repository/index", b'{"ready": 1}'),
+                                            ("/v2/logging", b'{"log_info": 5}'),
+                                            ("/v2/systemsharedmemory/region/r/register", b'{"key": 5}')])
+def test_json_triton_cannot_read_on_another_endpoint_gets_400_not_500(served: tuple[Server, Any], path: str,
+                                                                    body: bytes) -> None:
+    """Triton's JSON reader reports a body that is not JSON, or a value of another type than it reads, as an
+    internal error (500) on the endpoints the front passes unread."""
+    server, runner = served
+    for accepted in ({}, {"Accept-Encoding": "gzip"}):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("POST", path, body=body, headers=accepted)
+        reply = connection.getresponse()
+        data = reply.read()
+        error = json.loads(gzip.decompress(data) if reply.getheader("Content-Encoding") else data)["error"]
+        assert reply.status == 400 and "JSON" in error, (reply.status, error)
+    good_request_matches(server, runner)
