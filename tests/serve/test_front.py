@@ -281,6 +281,28 @@ def test_a_body_or_request_line_the_client_got_wrong_gets_400_and_no_traceback_i
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
+def test_a_declared_length_beyond_the_limit_gets_413_at_once() -> None:
+    """The front read the body up to its limit before refusing it: a client that declared 1 TB and sent 100 bytes
+    waited for an answer that never came."""
+    import socket
+
+    from deploykit.serve.front import FrontLimits, HttpFront
+    from tests.serve.test_server import _free_ports
+
+    port = _free_ports()[0]
+    front = HttpFront("http://127.0.0.1:9", FrontLimits(max_elements=MAX_ELEMENTS, max_body_bytes=2**20), 1)
+    front.start("127.0.0.1", port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(b"POST /v2/models/seg/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n"
+                               b"\r\n" + b"{" * 100)
+            reply = http.client.HTTPResponse(connection)
+            reply.begin()  # a timeout here: no answer within 5 s
+            assert reply.status == 413 and "larger than" in json.loads(reply.read())["error"]
+    finally:
+        front.stop()
+
+
 @pytest.mark.parametrize(("path", "body"), [("/v2/repository/index", b"{"), ("/v2/repository/index", b'{"ready": 1}'),
                                             ("/v2/logging", b'{"log_info": 5}'),
                                             ("/v2/systemsharedmemory/region/r/register", b'{"key": 5}')])
