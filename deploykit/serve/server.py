@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from deploykit.environment import available_memory
 from deploykit.errors import BackendUnavailable, CheckFailed, ConfigConflict, DeployKitError, InputError
 from deploykit.io.outputs import scratch_folder
 from deploykit.io.signals import deferred
@@ -123,12 +124,24 @@ def _free_port(host: str, port: int, flag: str = "--port") -> int:
         return int(probe.getsockname()[1])
 
 
+def _check_inputs_fit(max_input_mb: float) -> None:
+    """A JSON request may declare an input of the largest size the front lets through, in 8-byte values, and
+    Triton allocates it before any model runs: one beyond memory ends the server (a 200-byte request did)."""
+    largest, free = 8 * max_elements_of(max_input_mb), available_memory()
+    if free is not None and largest > free:
+        raise InputError(f"--max-input-mb {max_input_mb:g} lets one request declare an input of "
+                         f"{largest / 2**30:.3g} GB (as 8-byte values, which Triton allocates before any model runs), "
+                         f"more than the {free / 2**30:.3g} GB of memory available here: that request would end the "
+                         f"server; give --max-input-mb {max(1, free // 2 // 2**20)} or less")
+
+
 def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | None = None) -> Serving:
     """Serve `artifacts`; returns once every model is ready (or raises with the server's log)."""
     say = progress or (lambda _msg: None)
     if not (options.instances >= 1 and 1 <= options.drain_s <= INT32_MAX and options.max_input_mb > 0):
         raise ConfigConflict(f"serve needs --instances >= 1, --drain 1..{INT32_MAX} and --max-input-mb > 0")
     options.repository().check()
+    _check_inputs_fit(options.max_input_mb)
     find_bundle()
     check_runtime()  # both fail with what to install before any artifact is opened
     models = [runner_model(m, options) for m in describe_artifacts(artifacts, options.names, options.max_batch_size)]

@@ -501,6 +501,25 @@ def test_a_busy_or_shared_port_an_unknown_host_or_no_drain_is_refused_in_one_lin
     assert result.exit_code == 2 and "Invalid value for '--drain'" in result.output, result.output
 
 
+def test_a_max_input_beyond_memory_is_refused_before_the_server_starts(artifact: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max-input-mb 1e300 started a server that any JSON request declaring a 3e10-value input ended (Triton
+    allocates a declared input before any model runs)."""
+    from click.testing import CliRunner
+
+    from deploykit.cli import cli
+    from deploykit.serve import server
+
+    def started() -> None:
+        raise AssertionError("the server was started")
+
+    monkeypatch.setattr(server, "find_bundle", started)
+    result = CliRunner().invoke(cli, ["serve", str(artifact), "--max-input-mb", "1e300"])
+    assert result.exit_code == 2 and "more than the" in result.output and "--max-input-mb" in result.output, \
+        result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_an_ipv6_host_serves_http_and_grpc_through_the_fronts(artifact: Path) -> None:
     """--host ::1 is the fronts' address (Triton itself listens on private IPv4 loopback ports): both answer over
     IPv6 with the model's outputs, and the ready line writes the address in brackets."""
