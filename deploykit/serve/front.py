@@ -284,6 +284,7 @@ class HttpFront:
         self._cut = 0  # requests still in flight when the drain ran out
         self._active = 0  # requests being answered
         self._closing = False
+        self._drained = False  # the drain is over: a request starting now is dropped with its connection
 
     def start(self, host: str, port: int) -> None:
         """Listen on host:port (an OSError when it cannot)."""
@@ -336,19 +337,21 @@ class HttpFront:
             deadline = self._loop.time() + self.drain_s
             while self._active and self._loop.time() < deadline:
                 await asyncio.sleep(0.05)
+            self._drained = True
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
 
     async def _pass(self, request: web.Request) -> web.StreamResponse:
-        self._active += 1
+        late = self._drained  # its connection was accepted before the front stopped listening, its request not
+        self._active += 1  # read until the drain was over: the client sees the connection reset, as if refused
         try:
             response = await self._answer(request)
             if self._closing:  # a keep-alive connection takes no further request while the front stops
                 response.force_close()
             return response
         except asyncio.CancelledError:
-            if self._closing:
+            if self._closing and not late:
                 self._cut += 1  # cancelled by the drain's end, not by a client that went away
             raise
         finally:
