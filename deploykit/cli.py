@@ -97,6 +97,9 @@ class DeployKitGroup(click.Group):
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Exit status (every command; --json output carries it as outcome and exit_status)"):
             formatter.write_dl([(f"{o.exit_status} {o.name}", o.meaning) for o in OUTCOMES.values()])
+            # a server's stop is its normal end: the signal asks for the drain, not for an interruption
+            formatter.write_text("serve ends on SIGINT or SIGTERM after draining its requests: 0, or 1 when "
+                                 "requests were cut off")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[JSON_WANTED] = "--json" in args

@@ -178,3 +178,5 @@ def test_help_documents_the_exit_statuses() -> None:
     text = CliRunner().invoke(cli, ["--help"]).output
     for outcome in OUTCOMES.values():
         assert f"{outcome.exit_status} {outcome.name}" in text
+    # serve's stop by a signal is its normal end (README, serve), the one exception to 130 / 143
+    assert "serve ends on SIGINT or SIGTERM after draining" in " ".join(text.split())
