@@ -118,6 +118,15 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://{address(self.settings.host, self.settings.http_port)}"
 
+    def ended(self) -> str:
+        """How the server process ended, for a message: its status, and the signal that killed it."""
+        status = self.process.returncode
+        if status is not None and status < 0:
+            name = signal.Signals(-status).name if -status in signal.valid_signals() else f"signal {-status}"
+            oom = " (the kernel's OOM killer sends it when memory runs out)" if -status == signal.SIGKILL else ""
+            return f"was killed by {name}{oom}"
+        return f"exited with status {status}"
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -129,8 +138,8 @@ class ServerProcess:
         deadline = time.monotonic() + self.settings.ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise DeployKitError(f"the Triton server exited with status {self.process.returncode} while "
-                                     f"loading the models:\n{self.log_tail()}")
+                raise DeployKitError(f"the Triton server {self.ended()} while loading the models:\n"
+                                     f"{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as response:
                     if response.status == 200:

@@ -215,7 +215,7 @@ def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
     try:
         while not stop.wait(0.2):
             if serving.process.process.poll() is not None:
-                raise DeployKitError(f"the Triton server stopped (status {serving.process.process.returncode}):\n"
+                raise DeployKitError(f"the Triton server {serving.process.ended()} while serving:\n"
                                      f"{serving.process.log_tail()}")
         drain = serving.process.settings.drain_s
         say(f"stopping: draining in-flight requests (up to {drain} s)")

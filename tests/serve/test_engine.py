@@ -159,3 +159,15 @@ def test_a_serve_killed_outright_takes_triton_and_its_stubs_along_and_the_next_r
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
     with scratch_folder("deploykit-test-"):  # the next deploykit run in that $TMPDIR
         assert not any(path.exists() for path in staged), staged
+
+
+@pytest.mark.parametrize(("kill", "says"), [(signal.SIGKILL, "was killed by SIGKILL (the kernel's OOM killer"),
+                                            (signal.SIGSEGV, "was killed by SIGSEGV"), (None, "exited with status 3")])
+def test_how_the_server_ended_is_said_in_words(kill: signal.Signals | None, says: str, tmp_path: Path) -> None:
+    """A server that died while serving said only 'status -9'; the signal and its usual cause are named."""
+    process = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(0 if len(sys.argv) > 1 else 30);"
+                                "sys.exit(3)", *(["now"] if kill is None else [])])
+    if kill is not None:
+        process.send_signal(kill)
+    process.wait(timeout=30)
+    assert engine.ServerProcess(process, engine.ServerSettings(), tmp_path / "log").ended().startswith(says)
