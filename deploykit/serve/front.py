@@ -7,8 +7,9 @@ tensor first and aborts: a 200-byte request ends the server); a `shape` whose by
 0, sent with 0 bytes (the model's Python stub aborts reading it and every later request to that model gets
 500 while /v2/health/ready still says 200); a gzip-compressed body that inflates past memory. It also
 answers malformed JSON with 500. The front answers all of these with 400 (413 for a body above the limit)
-and a message naming what was wrong; everything else (health, metadata, statistics, binary tensors, the
-answers) passes through unchanged. aiohttp decompresses bodies within the size limit.
+and a message naming what was wrong; Triton's administration (repository, shared memory, logging, trace) gets
+403 from clients on other machines (`why_forbidden`); everything else (health, metadata, statistics, binary
+tensors, the answers) passes through unchanged. aiohttp decompresses bodies within the size limit.
 
 The front reads the JSON as Triton's parser (RapidJSON, through TritonJson) does, or refuses it: where Python's
 json and RapidJSON differ, a request the front checked is not the one Triton runs. Duplicate keys were the worst
@@ -21,6 +22,7 @@ RapidJSON does not, got 500. So did every field Triton reads with a JSON type it
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import math
@@ -69,6 +71,32 @@ _INPUT_PARAMETERS = {"binary_data_size": _UINT, **_SHARED_MEMORY}
 _OUTPUT_PARAMETERS = {"binary_data": _BOOL, "classification": _UINT, **_SHARED_MEMORY}
 _LAST_GRACE_S = 0.5  # after the drain, what aiohttp's shutdown gives a request before cancelling it
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Triton's administration: what it serves (repository index, load, unload), shared-memory regions, log and trace
+# settings. A client on another machine has no use for this machine's shared memory and must not change what the
+# server loads or logs: with --host 0.0.0.0 anyone who reached the port could. Served to this machine's clients
+# only (Triton itself can only ask every client for a header key, --http-restricted-api).
+_ADMIN_PATH = re.compile(r"/v2/(repository|systemsharedmemory|cudasharedmemory|logging|trace)(/.*)?"
+                         r"|/v2/models/[^/]+(/versions/[^/]+)?/trace/setting")
+ADMIN_RPCS = frozenset({"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryStatus",
+                        "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister", "CudaSharedMemoryStatus",
+                        "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister", "TraceSetting", "LogSettings"})
+
+
+def is_admin_path(path: str) -> bool:
+    return _ADMIN_PATH.fullmatch(path) is not None
+
+
+def why_forbidden(what: str, client: str | None) -> str | None:
+    """Why a call to Triton's administration (`what`) from `client` (an IP address) is refused, or None: it is
+    served to loopback clients only."""
+    try:
+        local = client is not None and ipaddress.ip_address(client.split("%")[0]).is_loopback
+    except ValueError:
+        local = False
+    if local:
+        return None
+    return (f"{what} is Triton's administration, served to clients on the server's own machine only (loopback); "
+            "call it there")
 
 
 @dataclass(frozen=True)
@@ -374,6 +402,8 @@ class HttpFront:
             return _error(413, too_large)
         except Exception as exc:  # a body that does not decompress or ends early
             return _error(400, f"cannot read the request body: {' '.join(str(exc).split())[:200]}")
+        if is_admin_path(request.path) and (reason := why_forbidden(request.path[:100], request.remote)):
+            return _error(403, reason)
         if request.method == "POST" and _INFER.fullmatch(request.path):
             reason = why_refused(body, request.headers.get(HEADER_LENGTH), self.limits.max_elements)
             if reason:

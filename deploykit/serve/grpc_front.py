@@ -4,7 +4,9 @@ on a private loopback port as bytes, after checking the shapes of inference requ
 Triton's gRPC endpoint has the HTTP one's hole (deploykit/serve/front.py): a ModelInfer input whose shape's
 byte size wraps to 0, sent with 0 bytes, aborts the model's Python stub, and every later request to that
 model fails while the server reports it ready. Inference requests (ModelInfer, and each message of
-ModelStreamInfer) are parsed and such shapes refused with INVALID_ARGUMENT; every other call passes unread.
+ModelStreamInfer) are parsed and such shapes refused with INVALID_ARGUMENT; Triton's administration (ADMIN_RPCS)
+is refused with PERMISSION_DENIED to clients on other machines (front.why_forbidden); every other call passes
+unread.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from deploykit.serve.engine import address
-from deploykit.serve.front import FrontLimits, why_shape_refused
+from deploykit.serve.front import ADMIN_RPCS, FrontLimits, why_forbidden, why_shape_refused
 
 if TYPE_CHECKING:  # grpcio and tritonclient come with the serve extra: imported where the front runs
     import grpc
@@ -96,6 +98,9 @@ class GrpcFront:
         upstream = self._channel.unary_unary(method)
 
         def handle(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            name = method.removeprefix(_SERVICE)
+            if name in ADMIN_RPCS and (forbidden := why_forbidden(name, peer_address(context.peer()))):
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, forbidden)
             reason = why_infer_refused(raw, self.max_elements) if method == _INFER else None
             if reason:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
@@ -125,6 +130,16 @@ class GrpcFront:
             if refused:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
         return handle
+
+
+def peer_address(peer: str) -> str | None:
+    """The IP address in a gRPC peer name ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000"); None for another kind."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return None
 
 
 def _passed(context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:
