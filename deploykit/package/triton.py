@@ -126,6 +126,9 @@ def _model_name(path: Path, given: str | None) -> str:
         if stem.endswith(suffix) and len(stem) > len(suffix):
             stem = stem[: -len(suffix)]
             break
+    if given is not None and not given:  # `--name ''` took the file's name without a word
+        raise InputError("--name is empty; give the model a name (letters, digits, _ . -) or leave --name out for "
+                         "the file's")
     name = given or re.sub(r"[^A-Za-z0-9_-]", "_", stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InputError(f"model name {name!r} has characters Triton does not allow; use letters, digits, _ . -")

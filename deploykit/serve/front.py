@@ -70,6 +70,7 @@ _REQUEST_PARAMETERS = {"sequence_id": _UINT_OR_STRING, "sequence_start": _BOOL, 
 _INPUT_PARAMETERS = {"binary_data_size": _UINT, **_SHARED_MEMORY}
 _OUTPUT_PARAMETERS = {"binary_data": _BOOL, "classification": _UINT, **_SHARED_MEMORY}
 _LAST_GRACE_S = 0.5  # after the drain, what aiohttp's shutdown gives a request before cancelling it
+_ENCODINGS = {"", "identity", "gzip", "deflate", "br", "zstd"}  # what aiohttp's request parser decompresses
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Triton's administration: what it serves (repository index, load, unload), shared-memory regions, log and trace
 # settings. A client on another machine has no use for this machine's shared memory and must not change what the
@@ -392,6 +393,10 @@ class HttpFront:
             return _error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
         too_large = (f"the request body is larger than this server's {self.limits.max_body_bytes} bytes (serve "
                      "--max-input-mb, --max-image-mb)")
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in _ENCODINGS:  # aiohttp passed any other body on as it came: Triton read it as JSON
+            return _error(415, f"Content-Encoding {encoding[:40]!r} is not one this server reads; send gzip, "
+                               "deflate, br or an uncompressed body")
         declared = request.content_length  # aiohttp reads up to the limit first: a client that declared 1 TB and
         if declared is not None and declared > self.limits.max_body_bytes and not request.headers.get(
                 "Content-Encoding"):  # sent less waited for an answer that never came

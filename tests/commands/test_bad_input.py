@@ -537,6 +537,7 @@ CASES = [
     case("bench-kernels-precision-names-nothing", "give at least one name", "bench kernels --quick --precision ,"),
     case("package-name-dot-dot", "starts with a dot", "package --triton {d}/net.onnx --name .. --out {t}/repo"),
     case("package-name-hidden", "starts with a dot", "package --triton {d}/net.onnx --name .m --out {t}/repo"),
+    case("package-name-empty", "--name is empty", "package --triton {d}/net.onnx --name= --out {t}/repo"),
     case("parity-sidecar-schema-true", "has schema version True", "parity {USER} {d}/truthy.ort.onnx"),
     case("build-out-link-to-nowhere", "exists already", "build-engine {d}/net.onnx -o {d}/nowhere.onnx"),
     # a calibration cache path that holds another file, sizes beyond any tensor, clients beyond reason

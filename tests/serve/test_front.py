@@ -281,6 +281,31 @@ def test_a_body_or_request_line_the_client_got_wrong_gets_400_and_no_traceback_i
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
 
 
+@pytest.mark.parametrize(("encoding", "status"), [("compress", 415), ("x-custom", 415), ("gzip, br", 415),
+                                                  ("identity", 503), ("GZIP", 400)])
+def test_a_body_in_an_encoding_the_server_does_not_read_gets_415(encoding: str, status: int) -> None:
+    """Content-Encoding: compress (or any name aiohttp does not decompress) was passed on as it came, for Triton to
+    read as JSON. The upstream here is a closed port: a body the front reads and passes gets 503, a gzip body that
+    does not decompress 400."""
+    from deploykit.serve.front import FrontLimits, HttpFront
+    from tests.serve.test_server import _free_ports
+
+    port = _free_ports()[0]
+    front = HttpFront("http://127.0.0.1:9", FrontLimits(max_elements=MAX_ELEMENTS, max_body_bytes=2**20), 1)
+    front.start("127.0.0.1", port)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/v2/repository/index", body=b"{}", headers={"Content-Encoding": encoding})
+        response = connection.getresponse()
+        got, body = response.status, response.read()
+        connection.close()
+    finally:
+        assert front.stop()
+    assert got == status, body[:300]
+    if status == 415:
+        assert b"is not one this server reads" in body
+
+
 def test_a_declared_length_beyond_the_limit_gets_413_at_once() -> None:
     """The front read the body up to its limit before refusing it: a client that declared 1 TB and sent 100 bytes
     waited for an answer that never came."""
