@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     if kind == "safetensors":
         return _read_safetensors(file)
     if kind != "torch.save":
+        fix = _CONVERT.get(kind, "").format(file=file)
         raise CheckpointError(f"cannot read checkpoint {file}: it is {kind}, not a PyTorch checkpoint; give the "
-                              f"{ACCEPTED}")
+                              f"{ACCEPTED}{fix}")
     with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
         try:
             return torch.load(file, map_location="cpu", weights_only=True)
@@ -137,7 +139,34 @@ def _sharded_fix(index: Path) -> str:
             "state_dict saved as one file")
 # How files that are not checkpoints start, to name what was given instead (the common mix-ups).
 _OTHER_KINDS = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"\x89HDF", "an HDF5 file (Keras?)"),
-                (b"GGUF", "a GGUF file"), (b"\x08", "possibly an ONNX model (a protobuf)"))
+                (b"GGUF", "a GGUF file"), (b"\x93NUMPY", "a NumPy .npy array"),
+                (b"\x08", "possibly an ONNX model (a protobuf)"))
+TORCHSCRIPT = "a TorchScript archive (torch.jit.save)"
+NPZ = "a NumPy .npz archive"
+# How to turn what was given into a state_dict file, where one line of Python does it
+_CONVERT = {
+    TORCHSCRIPT: "; save its weights with torch.save(torch.jit.load('{file}').state_dict(), 'weights.pt')",
+    NPZ: "; save its arrays as one with torch.save({{k: torch.from_numpy(v) for k, v in "
+         "numpy.load('{file}').items()}}, 'weights.pt')",
+}
+
+
+def _zip_kind(file: Path) -> str:
+    """What a zip archive holds, by its entries: torch.save's (<name>/data.pkl), a TorchScript archive (it also
+    has <name>/constants.pkl and code/), NumPy's .npz (.npy entries) or another kind. A zip that does not open
+    (cut short) is taken for torch.save's, whose loading then says it is incomplete."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "torch.save"
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return TORCHSCRIPT
+    if any(n.endswith("data.pkl") for n in names):
+        return "torch.save"
+    if names and all(n.endswith(".npy") for n in names):
+        return NPZ
+    return "a zip archive of another kind"
 
 
 def checkpoint_kind(file: Path) -> str:
@@ -146,7 +175,9 @@ def checkpoint_kind(file: Path) -> str:
     with open(file, "rb") as handle:
         head = handle.read(16)
     size = file.stat().st_size
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or pickle protocol 2+
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_kind(file)
+    if head[:1] == b"\x80":  # pickle protocol 2+: torch.save's legacy layout
         return "torch.save"
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"  # 8-byte little-endian header length, then the JSON header
@@ -211,15 +242,76 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net",
 EMA_KEYS = ("state_dict_ema", "model_ema", "ema", "ema_state_dict", "ema_model", "model_ema_state_dict")
 
 
-def plain_state_dict(obj: Any) -> StateDict | None:
-    """A bare state_dict, or one under a common wrapper key, with DataParallel's `module.` prefix removed."""
-    for key in (*WRAPPER_KEYS, *EMA_KEYS):  # EMA weights when they are the only ones
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+def _is_weight(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) or (isinstance(value, np.ndarray) and value.dtype.kind in "biufc")
+
+
+def _weights(value: Mapping[Any, Any]) -> StateDict | None:
+    """`value` as a state_dict when it maps names to tensors or numeric NumPy arrays (weights converted from
+    another framework), else None."""
+    if not value or not all(_is_weight(v) for v in value.values()):
         return None
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return {str(k): v if isinstance(v, torch.Tensor) else torch.tensor(v) for k, v in value.items()}
+
+
+def _state_dict_keys(obj: Mapping[Any, Any]) -> list[Any]:
+    """The keys of `obj` under which a state_dict is."""
+    return [k for k, v in obj.items() if isinstance(v, Mapping) and _weights(v) is not None]
+
+
+def _wrapper_key(obj: Any) -> Any:
+    """The key a state_dict is wrapped under: a common one (EMA weights when they are the only ones), else the
+    one key of any name that holds a state_dict ('network', 'generator' alone); None when there is none or
+    several (student and teacher, generator and discriminator), which `no_state_dict` names."""
+    if not isinstance(obj, Mapping) or _weights(obj) is not None:
+        return None
+    known = [k for k in (*WRAPPER_KEYS, *EMA_KEYS) if isinstance(obj.get(k), Mapping)]
+    if known:
+        return known[0]
+    held = _state_dict_keys(obj)
+    return held[0] if len(held) == 1 else None
+
+
+def plain_state_dict(obj: Any) -> StateDict | None:
+    """A bare state_dict, or one under a wrapper key (`_wrapper_key`), with DataParallel's `module.` prefix
+    removed."""
+    key = _wrapper_key(obj)
+    state = _weights(obj[key] if key is not None else obj) if isinstance(obj, Mapping) else None
+    return None if state is None else {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, Mapping) and value and _weights(value) is not None:
+        return f"{len(value)} tensors"
+    return "None" if value is None else _a(type(value).__name__)
+
+
+def _held(obj: Any) -> str:
+    """What a checkpoint without a state_dict holds: its type, and a mapping's tensors and other entries."""
+    if obj is None:
+        return "None"
+    if not isinstance(obj, Mapping) or not obj:
+        return _a(f"{'empty ' * (not obj)}{type(obj).__name__}")
+    single = [k for k, v in obj.items() if _is_weight(v)]
+    others = [f"{k!r} ({_what(v)})" for k, v in obj.items() if k not in single]
+    tensors = f"{len(single)} tensors" + (" and " if others else "") if single else ""
+    return _a(f"{type(obj).__name__} of {tensors}{_list(others, 5)}")
+
+
+def no_state_dict(obj: Any) -> CheckpointError:
+    """The error for a checkpoint without one state_dict to take, naming what it holds instead."""
+    held = _state_dict_keys(obj) if isinstance(obj, Mapping) else []
+    if len(held) > 1:
+        return CheckpointError(f"checkpoint holds several state_dicts, under {_list([repr(k) for k in held], 4)}; "
+                               f"save the one to deploy alone with torch.save(checkpoint[{held[0]!r}], path) and "
+                               "give that file")
+    return CheckpointError(f"checkpoint holds no state_dict (a mapping of names to tensors, possibly under "
+                           f"'state_dict' or 'model_state'), but {_held(obj)}; save one with "
+                           "torch.save(model.state_dict(), path)")
 
 
 def _modules_as_state_dicts(obj: Any) -> Any:
@@ -249,21 +341,22 @@ def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
             return Converted(converted.state_dict, {**saved_options, **converted.options}, converted.source)
     plain = plain_state_dict(obj)
     if plain is None:
-        raise CheckpointError(
-            "checkpoint holds no state_dict (a mapping of names to tensors, possibly under "
-            "'state_dict' or 'model_state'); save one with torch.save(model.state_dict(), path)"
-        )
-    return Converted(plain, options=saved_options, note=_ema_note(obj))
+        raise no_state_dict(obj)
+    return Converted(plain, options=saved_options, note=_wrapper_note(obj))
 
 
 
-def _ema_note(obj: Any) -> str:
-    """A checkpoint with EMA weights beside the model's (timm, YOLO-style trainers): the model's are taken, as
-    most evaluation scripts do by default; the user is told, since the EMA ones are often the better."""
-    if not isinstance(obj, Mapping) or not any(isinstance(obj.get(k), Mapping) for k in WRAPPER_KEYS):
+def _wrapper_note(obj: Any) -> str:
+    """What the user should know of the wrapper the weights were taken from: a key of an uncommon name, or EMA
+    weights beside the model's (timm, YOLO-style trainers), which are not taken (the model's are, as most
+    evaluation scripts do by default) though they are often the better."""
+    key = _wrapper_key(obj)
+    if key is None:
         return ""
+    if key not in (*WRAPPER_KEYS, *EMA_KEYS):
+        return f"the weights under {key!r} taken"
     held = [k for k in EMA_KEYS if isinstance(obj.get(k), Mapping)]
-    if not held:
+    if key in EMA_KEYS or not held:
         return ""
     return (f"the checkpoint also holds EMA weights under {held[0]!r}, not taken (the model's are); to deploy "
             f"them, save checkpoint[{held[0]!r}] alone with torch.save and give that file")
@@ -323,6 +416,52 @@ def align_keys(state: StateDict, own: list[str]) -> tuple[StateDict, str]:
     return max(candidates, key=lambda c: score(set(c[0])))  # the first of the best: the checkpoint as it is
 
 
+# Tensors a checkpoint may hold that load_state_dict cannot copy, or copies into a float parameter losing what
+# they are: (test, what they are, how to save them as weights)
+_UNUSABLE: tuple[tuple[Callable[[torch.Tensor, torch.Tensor], bool], str, str], ...] = (
+    (lambda t, own: t.is_meta and not own.is_meta, "on the meta device (no values)",
+     "save the state_dict of a model whose weights are loaded, not one built on the meta device"),
+    (lambda t, _own: t.layout != torch.strided, "sparse", "save tensor.to_dense()"),
+    (lambda t, _own: t.is_quantized, "quantized", "save the float model's state_dict, or tensor.dequantize()"),
+    (lambda t, own: own.is_floating_point() and not t.is_floating_point(), "not floating point where the model's are",
+     "save the model's float weights"),
+)
+
+
+def _unusable(state: StateDict, own: Mapping[str, torch.Tensor]) -> list[str]:
+    """What makes tensors of the checkpoint unloadable into the model's (meta, sparse, quantized, complex or
+    integer weights for float parameters), named with the fix: load_state_dict would raise its own error (a bug
+    in deploykit, or blamed on the user's model) or cast them silently."""
+    found: list[str] = []
+    named: set[str] = set()
+    for test, what, fix in _UNUSABLE:  # each tensor named once, for the first thing wrong with it
+        keys = sorted(k for k, t in state.items() if k in own and k not in named and test(t, own[k]))
+        named.update(keys)
+        if keys:
+            dtype = f" ({state[keys[0]].dtype})" if "floating" in what else ""
+            found.append(f"{what}{dtype}: {_list(keys, 4)} ({fix})")
+    return found
+
+
+def _configuration_hint(module: nn.Module, state: StateDict, own: Mapping[str, torch.Tensor]) -> str:
+    """How to build the model the checkpoint's shapes fit: with its class count when only the last conv's
+    outputs differ (a checkpoint of another dataset), else with the options it was trained with."""
+    convs = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if convs:
+        name, last = convs[-1]
+        axis = 1 if isinstance(last, nn.ConvTranspose2d) else 0
+        keys = {f"{name}.weight", f"{name}.bias"} & set(state)
+        misshaped = {k for k in state if k in own and state[k].shape != own[k].shape}
+        weight = state.get(f"{name}.weight")
+        if misshaped and misshaped <= keys and weight is not None and weight.dim() == own[f"{name}.weight"].dim():
+            theirs, ours = int(weight.shape[axis]), int(own[f"{name}.weight"].shape[axis])
+            if theirs != ours and all(state[k].shape[axis if k.endswith("weight") else 0] == theirs for k in keys):
+                return (f"; its classifier {name} has {theirs} outputs and the model's {ours}: build the model "
+                        f"with {theirs} classes (e.g. --set num_classes={theirs}) or give weights for {ours}")
+    return ("; the checkpoint is of another configuration of the model: build it with the options the "
+            "checkpoint was trained with (--set KEY=VALUE), or give weights of this configuration")
+
+
 def load_state_dict_strict(module: nn.Module, state: StateDict, *, allow_partial: bool, source: str) -> LoadReport:
     """Load with every mismatch named; with allow_partial, only missing keys are tolerated and reported. Keys
     that differ from the model's by a wrapper's prefix are note first (`align_keys`)."""
@@ -337,7 +476,7 @@ def load_state_dict_strict(module: nn.Module, state: StateDict, *, allow_partial
         for k in state
         if k in own and state[k].shape != own[k].shape
     )
-    problems = []
+    problems = _unusable(state, own)
     if misshaped:
         problems.append(f"wrongly shaped: {_list(misshaped)}")
     if unexpected:
@@ -346,6 +485,10 @@ def load_state_dict_strict(module: nn.Module, state: StateDict, *, allow_partial
         problems.append(f"missing: {_list(missing)}")
     if problems:
         hint = " (pass --allow-partial to load backbone-only weights)" if missing and not misshaped else ""
+        if unexpected and not misshaped:
+            hint = ("; is it this model's checkpoint? build the model with the parts the unexpected weights belong "
+                    "to (--set KEY=VALUE), or save the state_dict without them")
+        hint = _configuration_hint(module, state, own) if misshaped else hint
         raise CheckpointError(f"checkpoint ({source}) does not fit the model: {'; '.join(problems)}{hint}")
     module.load_state_dict(state, strict=False)
     return LoadReport(source=source, loaded=len(state), left_random=tuple(missing), note=note)
