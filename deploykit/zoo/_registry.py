@@ -50,11 +50,20 @@ class ModelSpec:
             )
         typed = {name: _typed_like(name, value, self.defaults.get(name, known[name].default))
                  for name, value in overrides.items()}
+        for name in COUNTS:
+            if name in typed and typed[name] < 1:
+                default = self.defaults.get(name, known[name].default)
+                raise ConfigConflict(f"--set {name} takes a positive integer (default {default}), got {typed[name]!r}")
         kwargs = {**self.defaults, **typed}
         try:
             return self.builder(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigConflict(f"model {self.name!r} rejected options {kwargs}: {exc}") from exc
+
+
+# Options that count channels, at least 1: torch fails deep inside a builder given 0 or fewer (a negative
+# dimension, a division by zero), which read as a bug in deploykit.
+COUNTS = ("num_classes", "in_channels")
 
 
 def _typed_like(name: str, value: Any, default: Any) -> Any:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from deploykit.errors import ConfigConflict
 from deploykit.zoo import list_models
-from deploykit.zoo._registry import get_model_spec
+from deploykit.zoo._registry import COUNTS, get_model_spec
 from deploykit.zoo.sources import parse_option_value
 
 PLAIN = [(name, option, get_model_spec(name).defaults.get(option, parameter.default))
@@ -50,3 +50,18 @@ def test_a_set_value_of_another_kind_is_refused_before_the_builder_runs(entry: t
 
 def test_the_zoo_has_options_of_every_plain_kind() -> None:
     assert {type(default) for _, _, default in PLAIN} == {bool, int, float, str}
+
+
+COUNTED = [(name, option) for name, option, _ in PLAIN if option in COUNTS]
+
+
+@given(entry=st.sampled_from(COUNTED), value=st.integers(max_value=0))
+def test_a_count_below_one_is_refused_before_the_builder_runs(entry: tuple[str, str], value: int) -> None:
+    """num_classes=-1 reached torch ("negative dimension", exit 3), 0 a ZeroDivisionError in DilatedNet's context."""
+    name, option = entry
+    with pytest.raises(ConfigConflict, match=f"--set {option} takes a positive integer"):
+        get_model_spec(name).build(**{option: value})
+
+
+def test_every_zoo_model_counts_classes() -> None:
+    assert {name for name, option in COUNTED if option == "num_classes"} >= set(list_models()) - {"msinet"}
