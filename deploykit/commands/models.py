@@ -11,6 +11,7 @@ from deploykit.commands._options import echo_json, json_option
 from deploykit.report.format import text_table
 from deploykit.zoo import aliases, get_model_spec, list_models
 from deploykit.zoo.flops import complexity_at
+from deploykit.zoo.sources import zoo_spec
 
 
 def _summary(name: str) -> dict[str, Any]:
@@ -22,12 +23,12 @@ def _summary(name: str) -> dict[str, Any]:
 
 
 def _details(name: str) -> dict[str, Any]:
-    spec = get_model_spec(name)
+    spec = zoo_spec(name)
     options = {}
     for option, param in spec.options().items():
         default = spec.defaults.get(option, param.default)
         options[option] = None if default is inspect.Parameter.empty else default
-    return {**_summary(name), "description": spec.description, "options": options,
+    return {**_summary(spec.name), "description": spec.description, "options": options,
             "preprocessing": spec.preprocessing.to_dict(), "input_names": list(spec.input_names),
             "output_names": list(spec.output_names), "checkpoint_formats": list(spec.checkpoint_formats),
             "size_multiple": spec.size_multiple, "exporter": spec.exporter}
@@ -39,7 +40,7 @@ def _details(name: str) -> dict[str, Any]:
 def models(name: str | None, as_json: bool) -> None:
     """List every registered model with task, default input size, parameters and multiply-adds at that
     size; with NAME, show its spec, preprocessing and builder options (pass them with --set KEY=VALUE)."""
-    if name:
+    if name is not None:
         info = _details(name)
         if as_json:
             echo_json(info)

@@ -90,6 +90,9 @@ MODEL_FILE_SUFFIXES = (".onnx", ".xml", ".engine", ".plan", ".trt")
 
 def _refuse_a_file(source: str) -> None:
     """A file or folder given where a PyTorch model is named: say what goes where, not "unknown model"."""
+    if not source.strip():  # Path("") is the working folder: not "a folder" given
+        raise UnknownModel(f"the model name {source!r} is empty; give a zoo name (see `deploykit models`) or "
+                           "package.module:factory")
     path = Path(source)
     suffix = path.suffix.lower()
     if is_factory_path(source):
@@ -192,6 +195,15 @@ def spec_for_source(source: str, *, task: Task | None = None) -> ModelSpec:
     factory = _import_factory(source)
     return ModelSpec(name=source, task=task or "segmentation", builder=factory, input_size=(512, 512),
                      num_classes=0, description=f"user model {source}")
+
+
+def zoo_spec(name: str) -> ModelSpec:
+    """The zoo's spec for `name`, for what shows the zoo (`deploykit models NAME`): a user model, a file or a URL
+    is named as what it is, not as an unknown model."""
+    if is_factory_path(name):
+        raise UnknownModel(f"{name} is a user model (package.module:factory) and `deploykit models` shows the zoo's; "
+                           "its options are its factory's keyword arguments: pass them to export with --set KEY=VALUE")
+    return spec_for_source(name)
 
 
 def load_model(

@@ -449,6 +449,16 @@ CASES = [
     case("lint-model-empty", "holds no ONNX graph", "lint {d}/empty.onnx"),
     # models
     case("models-unknown", "unknown model", "models no_such_model"),
+    case("models-user-factory", "is a user model (package.module:factory) and `deploykit models` shows the zoo's",
+         "models {USER}"),
+    case("models-a-checkpoint", "is a checkpoint file", "models {d}/w.pt"),
+    Case("models-empty-name", ("models", ""), "the model name '' is empty"),  # Path("") is the working folder
+    Case("export-empty-model-name", ("export", "", "-o", "{t}/x.onnx"), "the model name '' is empty"),
+    # zoo options that count channels: at least 1 (num_classes=-1 was a "bug" from torch, 0 a ZeroDivisionError)
+    case("export-zoo-negative-classes", "--set num_classes takes a positive integer", "export fcn32s "
+         "--set num_classes=-1 -o {t}/x.onnx"),
+    case("export-zoo-no-classes", "--set num_classes takes a positive integer", "export dilatednet_context_basic "
+         "--set num_classes=0 -o {t}/x.onnx"),
     # user code and checkpoints (issue 18, items 6 and 7; files from _checkpoint_fixtures)
     case("export-forward-sys-exit", "exiting_model (on input 1x3x64x64) raised SystemExit: 3",
          "export {F}:exiting_model --input-shape 1,3,64,64 -o {t}/x.onnx"),
@@ -482,6 +492,19 @@ CASES = [
          "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_scores.pth -o {t}/x.onnx"),
     case("export-weights-other-model", "does not fit the model",
          "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_other.pth -o {t}/x.onnx"),
+    # checkpoints in layouts users have, that are not a state_dict to load (each was "your model raised
+    # RuntimeError: Error(s) in loading state_dict", exit 3 for a zoo model, or "is it complete?")
+    case("export-weights-torchscript", "it is a TorchScript archive (torch.jit.save), not a PyTorch checkpoint; "
+         "give the file torch.save wrote", "export {USER} --input-shape 1,3,64,64 --weights {d}/scripted.pt "
+         "-o {t}/x.onnx"),
+    case("export-weights-npz", "it is a NumPy .npz archive", "export {USER} --input-shape 1,3,64,64 --weights "
+         "{d}/weights.npz -o {t}/x.onnx"),
+    case("export-weights-on-meta", "on the meta device (no values): context.0.bias", "export {USER} "
+         "--input-shape 1,3,64,64 --weights {d}/ckpt_meta.pth -o {t}/x.onnx"),
+    case("export-weights-of-more-classes", "has 5 outputs and the model's 3: build the model with 5 classes (e.g. "
+         "--set num_classes=5)", "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_5.pth -o {t}/x.onnx"),
+    case("export-weights-generator-and-discriminator", "several state_dicts, under 'generator', 'discriminator'",
+         "export {USER} --input-shape 1,3,64,64 --weights {d}/ckpt_gan.pth -o {t}/x.onnx"),
     case("parity-weights-unsafe-global", "--trust-checkpoint",
          "parity {USER} {d}/net.onnx --weights {d}/ckpt_unsafe.pth --random 1 --input-shape 1,3,64,64"),
     case("bench-weights-unsafe-global", "--trust-checkpoint",
@@ -712,6 +735,11 @@ def _checkpoint_fixtures(d: Path) -> None:
     torch.save({"state_dict": weights, "stop": user_models.Halt("x")}, d / "ckpt_missing.pth")
     _rename_global(d / "ckpt_missing.pth", b"Halt", b"Gone")  # a class the code here does not have
     torch.save({"state_dict": weights, "config": user_models.RaisingState()}, d / "ckpt_raises.pth")
+    torch.jit.save(torch.jit.script(user_models.tiny_segmenter()), d / "scripted.pt")
+    np.savez(d / "weights.npz", **{k: v.numpy() for k, v in weights.items()})
+    torch.save({k: torch.empty_like(v, device="meta") for k, v in weights.items()}, d / "ckpt_meta.pth")
+    torch.save(user_models.tiny_segmenter(num_classes=5).state_dict(), d / "ckpt_5.pth")
+    torch.save({"generator": weights, "discriminator": weights}, d / "ckpt_gan.pth")
 
 
 def _rename_global(path: Path, old: bytes, new: bytes) -> None:
