@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,11 +115,29 @@ def check_output_path(path: str | os.PathLike[str], *, force: bool) -> Path:
     _sweep_stale(out.parent if str(out.parent) else Path("."))  # a killed run's half-landed set is completed
     if out.is_dir():
         raise InputError(f"output {out} is a directory; give a file name")
+    _refuse_special(out)
     if os.path.lexists(out) and not force:  # a link to nowhere exists too: writing would replace it
         raise OutputExists(f"{out} exists already; pass --force to overwrite it")
     parent = out.parent if str(out.parent) else Path(".")
     _check_folder(parent, out)
     return out
+
+
+_SPECIAL = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
+            (stat.S_ISSOCK, "a socket"))
+
+
+def _refuse_special(out: Path) -> None:
+    """An output that exists as a device, a pipe or a socket (-o /dev/null): outputs are written beside and renamed
+    into place, which with --force would replace the node itself (as root, /dev/null by a regular file)."""
+    try:
+        mode = os.lstat(out).st_mode
+    except OSError:  # absent (or unreadable: the folder check says so)
+        return
+    kind = next((name for test, name in _SPECIAL if test(mode)), None)
+    if kind is not None:
+        raise InputError(f"output {out} is {kind}, not a file: deploykit writes a file and renames it into place, "
+                         "which would replace it; give a file path")
 
 
 def check_output_dir(path: str | os.PathLike[str], *, force: bool | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,24 @@ def test_a_full_disk_in_a_stage_names_the_output_folder(tmp_path: Path, monkeypa
         stage.path(tmp_path / "net.onnx").write_bytes(b"x")
     assert f"({tmp_path} has " in str(caught.value) and ".deploykit-stage" not in str(caught.value)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["character device", "named pipe"])
+def test_a_device_or_pipe_in_the_outputs_place_is_refused_not_replaced(tmp_path: Path, kind: str) -> None:
+    """`-o /dev/null --force` renamed an ONNX file over /dev/null (as root): a node is never replaced."""
+    out = tmp_path / "sink"
+    if kind == "named pipe":
+        os.mkfifo(out)
+    else:
+        try:
+            os.mknod(out, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+    before = os.lstat(out)
+    for force in (False, True):
+        with pytest.raises(InputError, match=f"is a {kind}, not a file: .* give a file path"), \
+                atomic_output(out, force=force) as tmp:
+            tmp.write_bytes(b"onnx")
+    after = os.lstat(out)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sink"]
