@@ -6,6 +6,7 @@ They live here, not in the zoo, so metadata, images and calibration can use them
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,12 +32,22 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
-        return cls(
-            mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
-            channel_order=data["channel_order"],
-            input_range=tuple(float(v) for v in data["input_range"]),  # type: ignore[arg-type]
-        )
+        """From to_dict's form; a ValueError (or KeyError) says what does not fit: three finite means and
+        non-zero stds, RGB or BGR, an input range low < high."""
+        mean, std = _floats(data["mean"], 3, "mean"), _floats(data["std"], 3, "std")
+        low, high = _floats(data["input_range"], 2, "input_range")
+        if 0.0 in std or not low < high or data["channel_order"] not in ("RGB", "BGR"):
+            raise ValueError("std must be non-zero, input_range low < high and channel_order RGB or BGR")
+        return cls(mean=mean, std=std, channel_order=data["channel_order"],
+                   input_range=(low, high))
+
+
+def _floats(values: Any, count: int, what: str) -> Any:
+    """`count` finite floats from a JSON list, as a tuple."""
+    numbers = tuple(float(v) for v in values) if isinstance(values, (list, tuple)) else ()
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"{what} must be {count} finite numbers")
+    return numbers
 
 
 IMAGENET = Preprocessing()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
 
-from deploykit.types import Preprocessing, Task
+from deploykit.errors import InputError, first_line
+from deploykit.types import TASKS, Preprocessing, Task
 
 PREFIX = "deploykit."
 
@@ -71,17 +72,20 @@ class ModelMetadata:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ModelMetadata | None:
-        """Metadata from a sidecar's `model` field (keys prefixed or not, values as text or JSON)."""
+        """Metadata from a sidecar's `model` field (keys prefixed or not, values as text or JSON); None when it
+        does not hold valid metadata (the artifact's own graph is read instead)."""
         text = {k if k.startswith(PREFIX) else PREFIX + k: v if isinstance(v, str) else json.dumps(v)
                 for k, v in record.items()}
         try:
             return cls.from_props(text)
-        except (KeyError, ValueError, TypeError):
+        except InputError:
             return None
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str]) -> ModelMetadata | None:
-        """Parse `deploykit.*` props; None when the model was not exported by deploykit."""
+    def from_props(cls, props: Mapping[str, str], source: object = "the model") -> ModelMetadata | None:
+        """Parse `deploykit.*` props; None when the model was not exported by deploykit. A prop that is missing
+        or does not hold what export writes (an edited or garbled file) is an InputError naming it and `source`,
+        before any step reads it."""
         mine = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
         if "model" not in mine:
             return None
@@ -89,21 +93,68 @@ class ModelMetadata:
             "model", "task", "num_classes", "preprocessing", "input_size", "input_names",
             "output_names", "options", "exporter", "versions", "weights", "precision",
         }
+
+        def read(key: str, parse: Callable[[str], Any], default: str | None = None) -> Any:
+            text = mine.get(key, default)
+            try:
+                if text is None:
+                    raise ValueError("it is missing")
+                return parse(text)
+            except (ValueError, TypeError, KeyError) as exc:
+                shown = "" if text is None else f" {text[:60]!r}"
+                raise InputError(f"{source}: its metadata {PREFIX}{key}{shown} is not what `deploykit export` "
+                                 f"writes ({first_line(exc, 120)}); export the model again, or remove its "
+                                 f"{PREFIX}* metadata_props to run it as a plain ONNX model") from None
+
         return cls(
             model=mine["model"],
-            task=mine["task"],  # type: ignore[arg-type]
-            num_classes=int(mine["num_classes"]),
-            preprocessing=Preprocessing.from_dict(json.loads(mine["preprocessing"])),
-            input_size=(int(json.loads(mine["input_size"])[0]), int(json.loads(mine["input_size"])[1])),
-            input_names=tuple(json.loads(mine["input_names"])),
-            output_names=tuple(json.loads(mine["output_names"])),
-            options=json.loads(mine.get("options", "{}")),
+            task=read("task", _task),
+            num_classes=read("num_classes", _count),
+            preprocessing=read("preprocessing", lambda t: Preprocessing.from_dict(_json(t, dict))),
+            input_size=read("input_size", _size),
+            input_names=read("input_names", _names),
+            output_names=read("output_names", _names),
+            options=read("options", lambda t: _json(t, dict), "{}"),
             exporter=mine.get("exporter", ""),
-            versions=json.loads(mine.get("versions", "{}")),
+            versions=read("versions", lambda t: _json(t, dict), "{}"),
             weights=mine.get("weights", ""),
             precision=mine.get("precision", "fp32"),
             extra={k: v for k, v in mine.items() if k not in known},
         )
+
+
+def _json(text: str, kind: type) -> Any:
+    value = json.loads(text)
+    if not isinstance(value, kind):
+        raise ValueError(f"JSON {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _task(text: str) -> Task:
+    if text not in TASKS:
+        raise ValueError(f"tasks: {', '.join(TASKS)}")
+    return text  # type: ignore[return-value]
+
+
+def _count(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise ValueError("a class count is at least 0")
+    return number
+
+
+def _size(text: str) -> tuple[int, int]:
+    size = _json(text, list)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+        raise ValueError("expected [height, width], two positive integers")
+    return int(size[0]), int(size[1])
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = _json(text, list)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError("expected a JSON list of tensor names")
+    return tuple(names)
 
 
 def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> None:
@@ -114,8 +165,9 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> None:
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, **meta.to_props()})
 
 
-def read_metadata(model: onnx.ModelProto) -> ModelMetadata | None:
-    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+def read_metadata(model: onnx.ModelProto, source: object = "the model") -> ModelMetadata | None:
+    """The deploykit metadata of `model` (None without any); garbled metadata is an InputError naming `source`."""
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, source)
 
 
 # The observed [min, max] of each quantized activation of an INT8 graph, for CPU lowerings that may use

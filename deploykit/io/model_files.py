@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 
 from deploykit.errors import InputError, first_line
+from deploykit.io.metadata import read_metadata
 from deploykit.io.onnx_graph_checks import GraphProblem, check_graph, default_opset
 
 
@@ -77,6 +78,7 @@ def _check_structure(model: onnx.ModelProto, file: Path) -> None:
     output = next((o.name for o in graph.output if o.name not in made), None)
     if output is not None:
         raise InputError(f"{file}: output {output!r} is made by no node (a broken graph); export it again")
+    read_metadata(model, file)  # garbled deploykit.* metadata is refused here, naming the file
     try:
         check_graph(model)
     except GraphProblem as exc:

@@ -160,6 +160,34 @@ def test_arbitrary_bytes_as_a_label_mask(data: bytes, run: Any) -> None:
     case.check(result, 2)
 
 
+PROPS = ("task", "num_classes", "preprocessing", "input_size", "input_names", "output_names", "options", "versions")
+PROP_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(
+    ["null", "{}", "[]", "-1", "[0, 0]", "[64]", '"x"', '{"mean": [0.5], "std": [0.5]}', "saliency", "segmentation"]))
+
+
+@SETTINGS
+@given(key=st.sampled_from(PROPS), value=PROP_VALUES)
+def test_arbitrary_text_as_a_metadata_prop(key: str, value: str, run: Any) -> None:
+    """An ONNX file whose deploykit.* metadata was edited: either it still holds what export writes and the
+    commands run, or it is refused in one line naming the prop (it was int('L') or a KeyError deep inside)."""
+    import onnx
+
+    case = run()
+    model = onnx.load(str(case.fixtures / "net.onnx"))
+    props = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, f"deploykit.{key}": value})
+    edited = case.out.parent / f"{case.out.name}.onnx"
+    onnx.save(model, str(edited))
+    for args in (["parity", str(case.fixtures / "net.onnx"), str(edited), "--random", "1"],
+                 ["bench", str(edited), "--iterations", "1", "--no-roofline"],
+                 ["build-engine", str(edited), "--fp16", "-o", str(case.out / "x.fp16.ort.onnx")]):
+        result = case.invoke(args)
+        assert result.exit_code in (0, 2), (args[0], result.exit_code, result.output)
+        case.check(result, result.exit_code, f"deploykit.{key}" if result.exit_code else "")
+        shutil.rmtree(case.out)
+        case.out.mkdir()
+
+
 # -- arbitrary option values ----------------------------------------------------------------------------------
 
 

@@ -141,7 +141,7 @@ class OpenVinoRunner(Runner):
 
     def metadata(self) -> ModelMetadata | None:
         """The model's deploykit metadata (see metadata_from_ir), None for an IR from elsewhere."""
-        return metadata_from_ir(self._ready())
+        return metadata_from_ir(self._ready(), self.model_path)
 
     def describe(self) -> str:
         return f"openvino[CPU{f', {self.threads} threads' if self.threads else ''}]"
@@ -201,7 +201,7 @@ def node_failure(exc: BaseException) -> str | None:
     return f"node {name or '?'} ({op_type}): {lines[0].rstrip('.')[:240] if lines else 'shapes do not fit'}"
 
 
-def metadata_from_ir(model: Any) -> ModelMetadata | None:
+def metadata_from_ir(model: Any, source: object = "the OpenVINO IR") -> ModelMetadata | None:
     """deploykit's metadata of a read OpenVINO model: its ONNX metadata_props survive conversion as the IR's
     rt_info["framework"] entries, so a bare .xml still knows its task, preprocessing and input size."""
     info = model.get_rt_info()
@@ -209,7 +209,7 @@ def metadata_from_ir(model: Any) -> ModelMetadata | None:
         return None
     framework = info["framework"]
     props = {str(key): str(framework[key].astype(str)) for key in framework}
-    return ModelMetadata.from_props(props)
+    return ModelMetadata.from_props(props, source)
 
 
 def open_runner(artifact: str | os.PathLike[str], *, threads: int | None = None) -> OpenVinoRunner:
