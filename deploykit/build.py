@@ -29,8 +29,9 @@ import onnx
 import deploykit
 from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, require_ready, resolve_backend
 from deploykit.errors import BackendUnavailable
+from deploykit.graph.macs import graph_inputs
 from deploykit.io.metadata import ModelMetadata, read_metadata
-from deploykit.io.model_files import read_onnx
+from deploykit.io.model_files import read_onnx, require_one_input
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, staged, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.passes import CalibrationOptions, PrecisionResult
@@ -183,6 +184,7 @@ def build_artifact(
     result: PrecisionResult | None = None
     transformed: Path | None = None
     if entry.graph_pass is not None:
+        require_one_input(onnx_path, [i.name for i in graph_inputs(model)], f"the {entry.name} pass")
         transformed = precision_path(out_path, entry.name)
         check_output_path(transformed, force=force)
         result = entry.graph_pass(GraphRequest(

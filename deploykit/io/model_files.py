@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import onnx
@@ -25,6 +25,15 @@ def require_file(path: str | os.PathLike[str], what: str, hint: str) -> Path:
     if not file.is_file():
         raise InputError(f"{what} {file} does not exist; {hint}")
     return file
+
+
+def require_one_input(label: object, names: Sequence[str], feeder: str) -> None:
+    """Refuse a model that takes other than one input where `feeder` (calibration, parity) feeds it one image
+    tensor: the other inputs would be missing from every feed (a ValueError deep in calibration, exit 3)."""
+    if len(names) != 1:
+        raise InputError(f"{label} takes {len(names)} inputs ({', '.join(names)}); {feeder} feeds a model one "
+                         "image tensor N,C,H,W: export it with that one input (the others fixed inside it or derived "
+                         "from it)")
 
 
 def read_onnx(path: str | os.PathLike[str], *, external_data: bool = True,

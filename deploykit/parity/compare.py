@@ -195,7 +195,8 @@ def pair_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarr
     if len(reference) == len(candidate):
         return list(zip(reference, candidate, strict=True))
     raise ParityError(f"{label} has outputs {', '.join(candidate)}; the reference has {', '.join(reference)}; "
-                      "they cannot be paired")
+                      "they cannot be paired: compare models with the same outputs (by name, or as many in the same "
+                      "order)")
 
 
 class _Tally:

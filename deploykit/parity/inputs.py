@@ -27,6 +27,7 @@ from deploykit.io.images import (
     read_npz,
     sample_photographs,
 )
+from deploykit.io.model_files import require_one_input
 from deploykit.runner import Target
 from deploykit.types import IMAGENET, PIXELS, Preprocessing
 
@@ -101,6 +102,8 @@ def resolve_inputs(
     seed: int = 0,
 ) -> InputSet:
     """The inputs for `targets` (reference first); see the module docstring for the precedence."""
+    for target in targets:
+        require_one_input(target.label, [spec.name for spec in target.runner.input_specs()], "parity")
     parts: list[Part] = []
     fixed = next((t for t in targets if t.channels is not None), None)
     if input_shape is not None and len(input_shape) == 4 and fixed is not None and input_shape[1] != fixed.channels:

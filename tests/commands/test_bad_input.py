@@ -365,6 +365,15 @@ CASES = [
          "bench {d}/net.onnx --iterations 2 --no-roofline --compare {d}/other.json"),
     case("bench-compare-binary", "is not a JSON file",
          "bench {d}/net.onnx --iterations 2 --no-roofline --compare {d}/int64.npz"),
+    # a model of two inputs where one image tensor is fed (the FP16 / INT8 passes' calibration, parity)
+    case("build-fp16-two-inputs", "takes 2 inputs (input, bias); the fp16 pass feeds a model one image tensor",
+         "build-engine {d}/twoinputs.onnx --fp16 -o {t}/x.onnx"),
+    case("build-int8-two-inputs", "takes 2 inputs (input, bias); the int8 pass feeds",
+         "build-engine {d}/twoinputs.onnx --int8 --calib-data {d}/images -o {t}/x.onnx"),
+    case("parity-outputs-cannot-be-paired", "cannot be paired: compare models with the same outputs",
+         "parity {d}/net.onnx {d}/twooutputs.onnx --random 1"),
+    case("parity-two-inputs", "takes 2 inputs (input, bias); parity feeds",
+         "parity {d}/net.onnx {d}/twoinputs.onnx --random 1"),
     case("bench-batch-malformed", "integers", "bench {d}/net.onnx --batch 1,x"),
     case("bench-duration-and-iterations", "not both", "bench {d}/net.onnx --duration 1 --iterations 3"),
     case("bench-out-under-proc", PROC,
@@ -710,6 +719,10 @@ def _graph_fixtures(d: Path) -> None:
     (d / "cutbin.bin").write_bytes(weights[: len(weights) // 3])
     (d / "cutxml.xml").write_bytes(xml[: len(xml) // 2])
     (d / "cutxml.bin").write_bytes(weights)
+    bias = helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    save("twoinputs", [helper.make_node("Add", ["input", "bias"], ["output"])], [image, bias], [out])
+    save("twooutputs", [relu, helper.make_node("Neg", ["input"], ["negated"])], [image],
+         [out, helper.make_tensor_value_info("negated", TensorProto.FLOAT, ["n", 3, "h", "w"])])
     text = helper.make_tensor_value_info("input", TensorProto.STRING, [1])
     save("strings", [helper.make_node("Identity", ["input"], ["output"])], [text],
          [helper.make_tensor_value_info("output", TensorProto.STRING, [1])])
