@@ -146,16 +146,45 @@ class BenchResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchResult:
+        """From to_dict's form; what a comparison or a speed-up reads is checked here (an InputError naming the
+        field), so an edited file is refused when it is read, not after the timing it is compared with."""
         fields = dict(data)
-        fields["input_shape"] = tuple(fields["input_shape"])
+        for name in ("target", "backend", "precision"):
+            _check(name, fields[name], isinstance(fields[name], str), "text")
+        _check("batch", fields["batch"], _whole(fields["batch"]) and fields["batch"] > 0, "a positive integer")
+        shape = fields["input_shape"]
+        _check("input_shape", shape, isinstance(shape, list) and all(_whole(v) for v in shape), "a list of integers")
+        concurrency = fields.get("concurrency")
+        _check("concurrency", concurrency, concurrency is None or _whole(concurrency), "null or an integer")
+        for name in ("samples_ms", "set_aside_ms"):
+            times = fields.get(name, [])
+            _check(name, times, isinstance(times, list) and all(_time(v) for v in times), "a list of milliseconds")
+        fields["input_shape"] = tuple(shape)
         fields["latency"] = _stats(fields["latency"])
         fields["phases"] = {k: _stats(v) for k, v in (fields.get("phases") or {}).items()}
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in fields.items() if k in known})
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _time(value: object) -> bool:
+    """A duration in ms as JSON holds it: a finite number >= 0."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _check(name: str, value: object, ok: bool, expected: str) -> None:
+    if not ok:
+        raise InputError(f"its result field {name} is {str(value)[:60]!r}, not {expected} (an edited file); write "
+                         "one with deploykit bench ... -o FILE")
+
+
 def _stats(data: Mapping[str, Any]) -> LatencyStats:
     known = set(LatencyStats.__dataclass_fields__)
+    for name, value in data.items():
+        _check(f"latency {name}", value, name not in known or value is None or _time(value), "milliseconds")
     return LatencyStats(**{k: v for k, v in data.items() if k in known})
 
 

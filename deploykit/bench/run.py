@@ -60,6 +60,10 @@ class BenchReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchReport:
+        environment = data.get("environment") or {}
+        if not isinstance(environment, dict) or not isinstance(environment.get("versions") or {}, dict):
+            raise InputError("its environment is not an object with an object of versions (an edited file); "
+                             "write one with deploykit bench ... -o FILE")
         try:
             return cls(results=[BenchResult.from_dict(r) for r in data["results"]],
                        skipped=[Skipped(**s) for s in data.get("skipped", [])],

@@ -374,6 +374,10 @@ CASES = [
          "parity {d}/net.onnx {d}/twooutputs.onnx --random 1"),
     case("parity-two-inputs", "takes 2 inputs (input, bias); parity feeds",
          "parity {d}/net.onnx {d}/twoinputs.onnx --random 1"),
+    case("bench-compare-samples-edited", "its result field samples_ms is",
+         "bench {d}/net.onnx --iterations 2 --no-roofline --compare {d}/edited_samples.json -o {t}/run.json"),
+    case("bench-compare-versions-edited", "its environment is not an object with an object of versions",
+         "bench {d}/net.onnx --iterations 2 --no-roofline --compare {d}/edited_versions.json -o {t}/run.json"),
     case("bench-batch-malformed", "integers", "bench {d}/net.onnx --batch 1,x"),
     case("bench-duration-and-iterations", "not both", "bench {d}/net.onnx --duration 1 --iterations 3"),
     case("bench-out-under-proc", PROC,
@@ -670,6 +674,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "bad.json").write_text("{not json")
     (d / "empty.json").write_text("")
     (d / "other.json").write_text('{"results": 3}')
+    _baseline_fixtures(d)
     (d / "empty_dir").mkdir()
     for folder in ("images", "labels", "labels_partial", "labels_rgb"):
         (d / folder).mkdir()
@@ -683,6 +688,21 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _hostile_fixtures(d)
     _graph_fixtures(d)
     return d
+
+
+def _baseline_fixtures(d: Path) -> None:
+    """`bench -o` JSON files edited by hand: a sample that is not a number, versions that are not an object."""
+    from deploykit.bench.run import BenchReport
+
+    sample = {"target": "net.onnx", "backend": "onnxruntime", "precision": "fp32", "batch": 1,
+              "input_shape": [1, 3, 64, 64], "mode": "", "throughput_qps": 1.0, "images_per_s": 1.0,
+              "walltime_s": 1.0, "warmup_iterations": 0, "distinct_inputs": 1, "threads": 1,
+              "latency": {k: 1.0 for k in ("count", "min", "mean", "median", "p90", "p95", "p99", "max", "std")},
+              "samples_ms": [1.0, 1.0, 1.0]}
+    report = BenchReport.from_dict({"results": [sample], "environment": {"versions": {}}}).to_dict()
+    (d / "edited_samples.json").write_text(json.dumps(
+        {**report, "results": [{**sample, "samples_ms": [1.0, "net.onnx"]}]}))
+    (d / "edited_versions.json").write_text(json.dumps({**report, "environment": {"versions": ["onnx"]}}))
 
 
 def _graph_fixtures(d: Path) -> None:
