@@ -63,7 +63,13 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"image folder {shown(root)} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    named = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    # a link to nowhere was skipped without a word: calibration or parity then ran on fewer images than given
+    if dangling := [p for p in named if p.is_symlink() and not p.exists()]:
+        listed = ", ".join(shown(p) for p in dangling[:3]) + (", ..." if len(dangling) > 3 else "")
+        raise InputError(f"{shown(root)} holds {len(dangling)} link(s) to files that do not exist ({listed}); "
+                         "restore their targets or remove the links")
+    files = [p for p in named if p.is_file()]
     if not files:
         raise InputError(f"{shown(root)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point at a folder "
                          "of photos")

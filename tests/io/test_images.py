@@ -155,3 +155,17 @@ def test_class_ids_the_model_does_not_have_are_refused_and_255_is_ignored(tmp_pa
     (tmp_path / "labels").rmdir()
     image, labels = _labelled(tmp_path, mask)
     assert match_labels(labels, [image]).read(0, num_classes=3)[0, 1] == 255  # ignored, not an unknown class
+
+
+def test_links_to_nowhere_are_refused_by_name_and_links_to_images_are_read(tmp_path: Path) -> None:
+    """A dangling link among the images was skipped without a word: calibration ran on fewer images than given."""
+    photo = tmp_path / "elsewhere" / "b.png"
+    photo.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(photo)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").symlink_to(photo)
+    assert [p.name for p in list_images(folder)] == ["a.png"]
+    (folder / "c.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(InputError, match=r"holds 1 link\(s\) to files that do not exist \(.*c\.png\); restore"):
+        list_images(folder)
