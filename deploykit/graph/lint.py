@@ -203,17 +203,33 @@ def _resize_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
 
 
 def _qdq_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
+    """onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.12+): DequantizeLinear of UINT8 data is refused
+    (checkNotInvalidType(inputs.at(0), {"UINT8"})), as are nonzero zero points and a constant scale that is not all
+    positive ("Scale coefficients must all be positive", kINVALID_NODE). A UINT8 QuantizeLinear (a UINT8 zero
+    point, or none: the ONNX default) parses with a warning and becomes INT8 ("Defaulting to INT8 instead")."""
     found = []
-    zero = ctx.constant(node.input[2]) if len(node.input) > 2 else None
-    if zero is not None and zero.dtype == np.uint8:
+    uint8_fix = "quantize with deploykit's calibration (`build-engine --int8`: symmetric INT8 Q/DQ)"
+    zero = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    data = ctx.constant(node.input[0])
+    unsigned_q = node.op_type == "QuantizeLinear" and "output_dtype" not in _attrs(node) and (
+        zero is None or zero.dtype == np.uint8)
+    if node.op_type == "DequantizeLinear" and data is not None and data.dtype == np.uint8:
         found.append(_finding(node, "qdq-uint8", "error",
-                              "UINT8 quantization (ONNX Runtime's default QUInt8): TensorRT quantizes to INT8 only",
-                              "quantize with deploykit's calibration (`build-engine --int8`: symmetric INT8 Q/DQ)"))
+                              "DequantizeLinear of UINT8 data (ONNX Runtime's QUInt8): TensorRT's parser refuses it",
+                              uint8_fix))
     elif zero is not None and np.any(zero != 0):
         found.append(_finding(node, "qdq-zero-point", "error",
                               "asymmetric quantization (nonzero zero point): TensorRT requires zero points of 0",
                               "recalibrate with deploykit (`build-engine --int8`), which writes symmetric Q/DQ"))
+    elif unsigned_q:
+        found.append(_finding(node, "qdq-uint8", "warning",
+                              "UINT8 quantization: TensorRT quantizes to INT8 instead, so it keeps negatives and "
+                              "saturates at 127 where ONNX Runtime clamps at 0 and 255", uint8_fix))
     scale = ctx.constant(node.input[1]) if len(node.input) > 1 else None
+    if scale is not None and scale.dtype.kind == "f" and not np.all(scale > 0):
+        found.append(_finding(node, "qdq-scale", "error",
+                              "a scale that is zero or negative: TensorRT's parser needs all scales positive",
+                              "recalibrate with deploykit (`build-engine --int8`), which floors every scale"))
     axis = int(_attrs(node).get("axis", 1))
     weights_of = {c.op_type for c, pos in ctx.index.consumers.get(node.output[0], [])
                   if c.op_type in ("Conv", "ConvTranspose") and pos == 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.fakes.fixtures import TrtDouble
@@ -179,21 +180,64 @@ def test_buffers_of_another_dtype_or_stream_are_refused(trt_double: TrtDouble, t
         buffer.upload(np.zeros(2, np.float64), mine)
 
 
-@pytest.mark.parametrize("case", ["uint8 zero point", "no zero point"])
-def test_uint8_qdq_is_refused(trt_double: TrtDouble, case: str) -> None:
+def _qdq_graph(zero: object, scale: float = 0.1, data_zero: object = None):  # type: ignore[no-untyped-def]
+    """x -> QuantizeLinear(scale, zero) -> DequantizeLinear -> y; `zero` None: no zero point input."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s")]
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), "s")]
     q_inputs = ["x", "s"]
-    if case == "uint8 zero point":
-        inits.append(numpy_helper.from_array(np.array(0, np.uint8), "z"))
+    if zero is not None:
+        inits.append(numpy_helper.from_array(np.asarray(zero), "z"))
         q_inputs.append("z")
     nodes = [helper.make_node("QuantizeLinear", q_inputs, ["q"], name="q"),
              helper.make_node("DequantizeLinear", ["q", *q_inputs[1:]], ["y"], name="dq")]
-    assert "UINT8" in _refusal(trt_double, helper.make_graph(nodes, "g", [x], [y], inits))
+    return helper.make_graph(nodes, "g", [x], [y], inits)
+
+
+@pytest.mark.parametrize("case", ["uint8 zero point", "no zero point"])
+def test_uint8_quantize_linear_is_accepted_as_int8(trt_double: TrtDouble, case: str) -> None:
+    """onnx-tensorrt QuantDequantLinearHelper (10.12+): "ONNX default is UINT8, TRT will default to INT8", and a
+    UINT8 zero point only warns ("Defaulting to INT8 instead"). The double used to refuse both; it now parses
+    them and computes INT8, so a negative input survives (UINT8 would clamp it to 0)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    graph = _qdq_graph(np.array(0, np.uint8) if case == "uint8 zero point" else None)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    trt = trt_double.module
+    logger = Logger()
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, logger).parse(model.SerializeToString())
+    session = ort.InferenceSession(network.model_bytes, providers=["CPUExecutionProvider"])
+    x = np.array([[-1.0, -0.2, 0.3, 20.0]], np.float32)
+    assert np.allclose(session.run(None, {"x": x})[0], [[-1.0, -0.2, 0.3, 12.7]])
+    assert (case == "uint8 zero point") == any("Defaulting to INT8" in m for _, m in logger.messages)
+
+
+@pytest.mark.parametrize("zero,scale,message", [
+    (np.uint8(128), 0.1, "symmetric"), (np.int8(0), 0.0, "Scale coefficients must all be positive"),
+    (np.int8(0), -0.1, "Scale coefficients must all be positive")])
+def test_asymmetric_or_non_positive_scale_qdq_is_refused(trt_double: TrtDouble, zero: object, scale: float,
+                                                         message: str) -> None:
+    """QuantDequantLinearHelper: "Non-zero zero point is not supported" and "Scale coefficients must all be
+    positive" (kINVALID_NODE), the latter what a calibration that saw only zeros produces."""
+    assert message in _refusal(trt_double, _qdq_graph(zero, scale))
+
+
+def test_dequantizing_uint8_weights_is_refused(trt_double: TrtDouble) -> None:
+    """QuantDequantLinearHelper: checkNotInvalidType(inputs.at(0), {"UINT8"}) for DequantizeLinear."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones(4, np.uint8), "w"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "s")]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("DequantizeLinear", ["w", "s"], ["y"], name="dq_w")], "g", [], [y],
+                              inits)
+    assert "UINT8" in _refusal(trt_double, graph)
 
 
 def _refusal(trt_double: TrtDouble, graph, opset: int = 19) -> str:  # type: ignore[no-untyped-def]

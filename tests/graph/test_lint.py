@@ -94,8 +94,11 @@ def test_supported_resize_is_clean(transform: str) -> None:
 def test_qdq_restrictions() -> None:
     asymmetric = _rules(lint_model(graphs.qdq(np.array(3, dtype=np.int8))))
     assert asymmetric["qdq-zero-point"].node == "dq_w" and "symmetric" in asymmetric["qdq-zero-point"].fix
-    unsigned = _rules(lint_model(graphs.qdq(np.array(0, dtype=np.uint8))))
-    assert unsigned["qdq-uint8"].node in {"q_in", "dq_in", "dq_w"}
+    unsigned = lint_model(graphs.qdq(np.array(0, dtype=np.uint8)))
+    assert {(f.node, f.severity) for f in unsigned.findings if f.rule == "qdq-uint8"} == {("q_in", "warning"),
+                                                                                         ("dq_w", "error")}
+    dead = _rules(lint_model(graphs.qdq(np.array(0, dtype=np.int8), scale=np.array(0.0, np.float32))))
+    assert dead["qdq-scale"].node == "dq_w" and dead["qdq-scale"].severity == "error"
     wrong_axis = lint_model(graphs.qdq(np.zeros(3, dtype=np.int8), axis=1, scale=np.full(3, 0.1, np.float32)))
     assert _rules(wrong_axis)["qdq-weight-axis"].node == "dq_w"
     right = lint_model(graphs.qdq(np.zeros(4, dtype=np.int8), axis=0, scale=np.full(4, 0.1, np.float32)))
@@ -154,6 +157,12 @@ def test_report_json_shape() -> None:
     ("unique", graphs.model([helper.make_node("Unique", ["x"], ["y"], name="u")])),
     ("opset8", graphs.model([helper.make_node("Relu", ["x"], ["y"])], opset=8)),
     ("linear", graphs.resize()), ("qdq", graphs.qdq(np.array(0, dtype=np.int8))),
+    ("uint8", graphs.qdq(np.array(0, dtype=np.uint8))),
+    ("zero-scale", graphs.qdq(np.array(0, dtype=np.int8), scale=np.array(0.0, np.float32))),
+    ("uint8-activations", graphs.model([
+        helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s"], ["y"], name="dq")],
+        initializers=[graphs.const("s", np.array(0.1, np.float32))])),
 ])
 def test_lint_agrees_with_the_double_parser(name: str, model: onnx.ModelProto) -> None:
     """Lint (before any rewrite) reports a problem exactly where the independent parser double rejects."""

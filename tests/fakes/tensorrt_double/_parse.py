@@ -5,9 +5,10 @@ name, what TensorRT's parser or network rejects. It is written independently of 
 check each other. Each rule cites its source where it is applied (`_check`, `_node_problem`, `_float_io`):
 - opsets outside 9-24, unsupported operators, MaxPool's Indices output, Resize modes other than nearest/linear:
   onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15 table);
-- UINT8 or asymmetric Q/DQ, DequantizeLinear of anything but INT8/FP8/INT4/FP4 (an INT32 bias included):
-  onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper and NVIDIA/TensorRT include/NvInfer.h
-  IDequantizeLayer;
+- asymmetric Q/DQ, non-positive scales, DequantizeLinear of UINT8 data or of anything but INT8/FP8/INT4/FP4
+  (an INT32 bias included): onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper and NVIDIA/TensorRT
+  include/NvInfer.h IDequantizeLayer; a QuantizeLinear with no zero point or a UINT8 zero point of 0 is
+  accepted and quantizes to INT8, as the parser does (see _int8_quantization);
 - a Cast to UINT8 from an integer or bool tensor: NVIDIA/TensorRT include/NvInferRuntimeBase.h DataType::kUINT8;
 - ConvTranspose weights quantized on axis 1: NVIDIA/TensorRT#2380;
 - non-standard domains: onnx-tensorrt ModelImporter.cpp parseGraph (no importer -> plugin fallback fails).
@@ -156,8 +157,38 @@ class OnnxParserBase(Base):
             self.logger.log(self.trt.ILogger.Severity.ERROR, f"ModelImporter: {error.node_name()}: {error.desc()}")
         if self._errors:
             return False
-        self.network.fill(self._clamp_double_weights(proto))
+        self.network.fill(self._int8_quantization(self._clamp_double_weights(proto)))
         return True
+
+    def _int8_quantization(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        """Q/DQ as TensorRT quantizes them: INT8 where ONNX says UINT8. onnx-tensorrt onnxOpImporters.cpp
+        QuantDequantLinearHelper (10.12+): "ONNX default is UINT8, TRT will default to INT8 as TRT allows UINT8
+        quantization only on DLA", and for a UINT8 zero point LOG_WARNING("TensorRT supports QuantizeLinear/
+        DequantizeLinear with UINT8 zero_point only on DLA ... Defaulting to INT8 instead."). The double gives
+        those nodes an INT8 zero point of 0, so ONNX Runtime computes what the engine would."""
+        graph = proto.graph
+        inits = {i.name: i for i in graph.initializer}
+        changed: set[str] = set()
+        for node in graph.node:
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            zero = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            if zero is not None and zero.data_type == TensorProto.UINT8:
+                self.logger.log(self.trt.ILogger.Severity.WARNING,
+                                f"{node.name}: TensorRT supports QuantizeLinear/DequantizeLinear with UINT8 "
+                                "zero_point only on DLA. Defaulting to INT8 instead.")
+            elif not (zero is None and node.op_type == "QuantizeLinear"
+                      and not any(a.name == "output_dtype" for a in node.attribute)):
+                continue
+            scale = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else np.zeros(())
+            name = f"{node.output[0]}__int8_zero_point"
+            graph.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), name))
+            node.input[:] = [*node.input[:2], name]
+            changed.add(node.output[0])
+        for value in (*graph.value_info, *graph.output):  # Q outputs are INT8 now, as in TensorRT's network
+            if value.name in changed and value.type.tensor_type.elem_type == TensorProto.UINT8:
+                value.type.tensor_type.elem_type = TensorProto.INT8
+        return proto
 
     def _clamp_double_weights(self, proto: onnx.ModelProto) -> onnx.ModelProto:
         """DOUBLE weights are cast down to FLOAT, out-of-range values clamped with a warning per value
@@ -191,8 +222,10 @@ class OnnxParserBase(Base):
             n.output[0]: (next((int(a.i) for a in n.attribute if a.name == "axis"), 1),
                           int(constants[n.input[1]].size) if n.input[1] in constants else 1)
             for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+        # QuantizeLinear outputs are INT8 tensors in TensorRT's network whatever ONNX declares (_int8_quantization)
+        quantized = {n.output[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
         for index, node in enumerate(proto.graph.node):
-            problem = self._node_problem(node, constants, dequantized_on) or _type_problem(node, types)
+            problem = self._node_problem(node, constants, dequantized_on) or _type_problem(node, types, quantized)
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
@@ -218,15 +251,16 @@ class OnnxParserBase(Base):
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             data = constants.get(node.input[0])
-            # onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper: notInvalidType(input 0, {"UINT8"}) and,
-            # for QuantizeLinear, notInvalidType(zero point, {"UINT8"}). A QuantizeLinear with no zero point is
-            # UINT8 in ONNX; TensorRT quantizes it to INT8 instead ("ONNX default is UINT8, TRT will default to
-            # INT8"), which ONNX Runtime (the double's engine) would compute differently: refused here, and
-            # deploykit never writes one.
-            unsigned = (zero is not None and zero.dtype == np.uint8) or (data is not None and data.dtype == np.uint8) \
-                or (node.op_type == "QuantizeLinear" and zero is None and attrs.get("output_dtype", 2) == 2)
-            if unsigned:
+            # onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.12+): "if (isDQ &&
+            # !enableUInt8AsymmetricQuantization) checkNotInvalidType(inputs.at(0), {"UINT8"})". A QuantizeLinear's
+            # UINT8 zero point is no longer refused: it warns and quantizes to INT8 (_int8_quantization).
+            if node.op_type == "DequantizeLinear" and data is not None and data.dtype == np.uint8:
                 return "UNSUPPORTED_NODE_DATATYPE", f"{node.op_type} with UINT8 data: TensorRT quantizes to INT8/FP8"
+            # QuantDequantLinearHelper: ONNXTRT_CHECK_NODE(scaleAllPositive, "Scale coefficients must all be
+            # positive", ..., kINVALID_NODE) for a constant FLOAT/FLOAT16/BFLOAT16 scale (10.1-GA l.1403-1404).
+            scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+            if scale is not None and scale.dtype.kind == "f" and not np.all(scale > 0):
+                return "INVALID_NODE", "Scale coefficients must all be positive"
             # NvInfer.h IDequantizeLayer / IQuantizeLayer: "zeroPt must only contain zero-valued coefficients,
             # because only symmetric quantization is supported"; operators.md: "`x_zero_point` must be zero".
             if zero is not None and np.any(zero != 0):
@@ -255,12 +289,13 @@ def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _type_problem(node: onnx.NodeProto, types: dict[str, int]) -> tuple[str, str] | None:
+def _type_problem(node: onnx.NodeProto, types: dict[str, int], quantized: set[str]) -> tuple[str, str] | None:
     """Rules on the types TensorRT's layers accept (sources at DEQUANTIZABLE and UINT8_CASTS_FROM)."""
     source = types.get(node.input[0], TensorProto.UNDEFINED) if node.input else TensorProto.UNDEFINED
+    if source == TensorProto.UINT8 and node.input[0] in quantized:
+        source = TensorProto.INT8
     name = TensorProto.DataType.Name(source) if source else "UNDEFINED"
-    if node.op_type == "DequantizeLinear" and source not in (*DEQUANTIZABLE, TensorProto.UINT8,
-                                                             TensorProto.UNDEFINED):
+    if node.op_type == "DequantizeLinear" and source not in (*DEQUANTIZABLE, TensorProto.UNDEFINED):
         return "UNSUPPORTED_NODE_DATATYPE", (f"DequantizeLinear of {name} data: IDequantizeLayer takes INT8, FP8, "
                                              "INT4 or FP4 (keep biases in float)")
     if node.op_type == "Cast" and source and source not in UINT8_CASTS_FROM:
