@@ -186,13 +186,17 @@ def _resize_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
     if mode == "nearest" and nearest not in support.RESIZE_NEAREST_MODES:
         found.append(_finding(node, "resize-nearest-mode", "error", f"nearest_mode {nearest!r} is unsupported",
                               f"use one of {', '.join(support.RESIZE_NEAREST_MODES)}"))
+    # The parser's Resize importer never reads antialias or keep_aspect_ratio_policy (onnx-tensorrt
+    # onnxOpImporters.cpp, DEFINE_BUILTIN_OP_IMPORTER(Resize)): the engine builds and resizes without them.
     if attrs.get("antialias", 0):
-        found.append(_finding(node, "resize-antialias", "error", "TensorRT's Resize has no antialiasing",
+        found.append(_finding(node, "resize-antialias", "warning", "TensorRT's Resize has no antialiasing: the "
+                              "parser ignores it, so the engine's output differs from PyTorch's",
                               "use F.interpolate(..., antialias=False) and re-export"))
     policy = attrs.get("keep_aspect_ratio_policy", "stretch")
     if policy != "stretch":
-        found.append(_finding(node, "resize-aspect", "error", f"keep_aspect_ratio_policy {policy!r}: TensorRT "
-                              "supports 'stretch' only", "resize to an explicit size in the PyTorch model"))
+        found.append(_finding(node, "resize-aspect", "warning", f"keep_aspect_ratio_policy {policy!r}: TensorRT "
+                              "supports 'stretch' only and the parser ignores the policy, so the engine stretches",
+                              "resize to an explicit size in the PyTorch model"))
     if ctx.producer_op(node.input[0]) == "DequantizeLinear":
         found.append(_finding(node, "int8-resize", "info",
                               "TensorRT has no INT8 Resize: this one runs in float between Q/DQ reformats "

@@ -43,7 +43,10 @@ UNSUPPORTED = frozenset({
 
 UNPOOLING_OPS = frozenset({"MaxUnpool"})  # reported by the unpooling rule (deploykit.graph.unpool)
 
-RESIZE_MODES = ("nearest", "linear")
+# operators.md lists nearest and linear only, but the parser imports "cubic" as InterpolationMode::kCUBIC
+# (onnx-tensorrt onnxOpImporters.cpp, DEFINE_BUILTIN_OP_IMPORTER(Resize): `if (mode == "cubic")`; NvInfer.h
+# release/10.16 l.4102: "kCUBIC = 2 //!< Supports bicubic (2D) interpolation").
+RESIZE_MODES = ("nearest", "linear", "cubic")
 RESIZE_TRANSFORMS = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
 RESIZE_NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 TOPK_MAX_K = 3840

@@ -108,20 +108,29 @@ def test_tensorrt_warnings_are_shown_and_recorded(trt_double: TrtDouble, tmp_pat
 
 
 def test_parser_errors_name_the_node(trt_double: TrtDouble, tmp_path: Path) -> None:
-    path = tmp_path / "cubic.onnx"
-    onnx.save(graphs.resize(mode="cubic"), path)
+    path = tmp_path / "crop.onnx"
+    onnx.save(graphs.resize(transform="tf_crop_and_resize"), path)
     options = TensorRTBuildOptions.from_cli(opt_shape=["1x3x8x8"], lint=False)
-    with pytest.raises(BuildError, match=r"node up1 \(Resize\): UNSUPPORTED_NODE_ATTR: .*cubic"):
-        engine_from_onnx(path, tmp_path / "cubic.plan", options)
-    assert not (tmp_path / "cubic.plan").exists()
+    with pytest.raises(BuildError, match=r"node up1 \(Resize\): UNSUPPORTED_NODE: .*tf_crop_and_resize"):
+        engine_from_onnx(path, tmp_path / "crop.plan", options)
+    assert not (tmp_path / "crop.plan").exists()
 
 
 def test_lint_errors_stop_the_build_before_tensorrt(trt_double: TrtDouble, tmp_path: Path) -> None:
-    path = tmp_path / "cubic.onnx"
-    onnx.save(graphs.resize(mode="cubic"), path)
-    with pytest.raises(BuildError, match=r"up1 \(Resize\): Resize mode 'cubic'.*bilinear"):
-        engine_from_onnx(path, tmp_path / "cubic.plan", TensorRTBuildOptions.from_cli(opt_shape=["1x3x8x8"]))
+    path = tmp_path / "crop.onnx"
+    onnx.save(graphs.resize(transform="tf_crop_and_resize"), path)
+    with pytest.raises(BuildError, match=r"up1 \(Resize\): coordinate_transformation_mode 'tf_crop_and_resize'"):
+        engine_from_onnx(path, tmp_path / "crop.plan", TensorRTBuildOptions.from_cli(opt_shape=["1x3x8x8"]))
     assert trt_double.state.builds == []
+
+
+def test_cubic_resize_builds_and_antialias_is_ignored(trt_double: TrtDouble, tmp_path: Path) -> None:
+    """onnx-tensorrt's Resize importer takes mode "cubic" (kCUBIC) and never reads antialias: both build."""
+    for name, model in (("cubic", graphs.resize(mode="cubic")), ("aa", graphs.resize(antialias=1))):
+        onnx.save(model, tmp_path / f"{name}.onnx")
+        engine_from_onnx(tmp_path / f"{name}.onnx", tmp_path / f"{name}.plan",
+                         TensorRTBuildOptions.from_cli(opt_shape=["1x3x8x8"]))
+        assert (tmp_path / f"{name}.plan").exists()
 
 
 def test_unpooling_is_rewritten_and_matches_onnx_runtime(trt_double: TrtDouble, tmp_path: Path) -> None:

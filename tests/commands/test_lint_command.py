@@ -21,12 +21,13 @@ def test_lint_clean_model_exits_0(tmp_path: Path) -> None:
 
 
 def test_lint_errors_exit_1_with_node_why_and_fix(tmp_path: Path) -> None:
-    path = tmp_path / "cubic.onnx"
-    onnx.save(graphs.resize(mode="cubic"), path)
+    path = tmp_path / "crop.onnx"
+    onnx.save(graphs.resize(transform="tf_crop_and_resize"), path)
     result = CliRunner().invoke(cli, ["lint", str(path)])
     assert result.exit_code == 1
-    assert "error   up1 (Resize) [resize-mode]" in result.output
-    assert "why: Resize mode 'cubic'" in result.output and "fix: use mode='bilinear'" in result.output
+    assert "error   up1 (Resize) [resize-coordinates]" in result.output
+    assert "why: coordinate_transformation_mode 'tf_crop_and_resize'" in result.output
+    assert "fix: use F.interpolate with align_corners" in result.output
 
 
 def test_lint_json(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 "Parsing" checks the ONNX with onnx.checker and rejects, with the parser's error codes and the failing node's
 name, what TensorRT's parser or network rejects. It is written independently of deploykit's lint, so the two
 check each other. Each rule cites its source where it is applied (`_check`, `_node_problem`, `_float_io`):
-- opsets outside 9-24, unsupported operators, MaxPool's Indices output, Resize modes other than nearest/linear:
-  onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15 table);
+- opsets outside 9-24, unsupported operators, MaxPool's Indices output: onnx/onnx-tensorrt docs/operators.md
+  (TensorRT 10.15 table); Resize coordinate transforms outside the five it maps: onnx-tensorrt's Resize importer,
+  which also takes mode "cubic" and ignores antialias and keep_aspect_ratio_policy (see _as_imported);
 - asymmetric Q/DQ, non-positive scales, DequantizeLinear of UINT8 data or of anything but INT8/FP8/INT4/FP4
   (an INT32 bias included): onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper and NVIDIA/TensorRT
   include/NvInfer.h IDequantizeLayer; a QuantizeLinear with no zero point or a UINT8 zero point of 0 is
@@ -27,6 +28,7 @@ from onnx import TensorProto, numpy_helper
 
 from tests.fakes.tensorrt_double._state import Base, Dims
 
+RESIZE_TRANSFORMS = (b"align_corners", b"tf_half_pixel_for_nn", b"pytorch_half_pixel", b"half_pixel", b"asymmetric")
 UNSUPPORTED = {"MaxUnpool", "MaxRoiPool", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                "DynamicQuantizeLinear", "Unique", "SequenceConstruct", "SequenceAt", "SplitToSequence",
                "ConcatFromSequence", "Det", "DFT", "Compress", "Multinomial", "TfIdfVectorizer", "StringNormalizer"}
@@ -157,7 +159,7 @@ class OnnxParserBase(Base):
             self.logger.log(self.trt.ILogger.Severity.ERROR, f"ModelImporter: {error.node_name()}: {error.desc()}")
         if self._errors:
             return False
-        self.network.fill(self._int8_quantization(self._clamp_double_weights(proto)))
+        self.network.fill(_as_imported(self._int8_quantization(self._clamp_double_weights(proto))))
         return True
 
     def _int8_quantization(self, proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -225,7 +227,8 @@ class OnnxParserBase(Base):
         # QuantizeLinear outputs are INT8 tensors in TensorRT's network whatever ONNX declares (_int8_quantization)
         quantized = {n.output[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
         for index, node in enumerate(proto.graph.node):
-            problem = self._node_problem(node, constants, dequantized_on) or _type_problem(node, types, quantized)
+            problem = (self._node_problem(node, constants, dequantized_on, opset)
+                       or _type_problem(node, types, quantized))
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
@@ -233,7 +236,7 @@ class OnnxParserBase(Base):
 
     @staticmethod
     def _node_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
-                      dequantized_on: dict[str, tuple[int, int]]) -> tuple[str, str] | None:
+                      dequantized_on: dict[str, tuple[int, int]], opset: int) -> tuple[str, str] | None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         # onnx-tensorrt ModelImporter.cpp parseGraph: an op with no importer goes to FallbackPluginImporter, which
         # fails without a registered plugin ("No importer registered for op").
@@ -245,9 +248,13 @@ class OnnxParserBase(Base):
         # operators.md (10.15), MaxPool: "`Indices` output tensor unsupported".
         if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
             return "UNSUPPORTED_NODE", "TensorRT does not support the indices output in MaxPool"
-        # operators.md (10.15), Resize: "Supported resize modes: `nearest`, `linear`".
-        if node.op_type == "Resize" and attrs.get("mode", b"nearest") not in (b"nearest", b"linear"):
-            return "UNSUPPORTED_NODE_ATTR", f"Unsupported resize mode: {attrs['mode'].decode()}"
+        # onnx-tensorrt onnxOpImporters.cpp DEFINE_BUILTIN_OP_IMPORTER(Resize): mode "cubic" -> kCUBIC, "linear" ->
+        # kLINEAR, anything else kNEAREST (operators.md omits cubic; the importer takes it); from opset 11 a
+        # coordinate_transformation_mode other than these five fails: ONNXTRT_CHECK_NODE(false, "Unsupported
+        # coordinate transformation mode " << transformationMode, ..., kUNSUPPORTED_NODE).
+        transform = attrs.get("coordinate_transformation_mode", b"half_pixel")
+        if node.op_type == "Resize" and opset >= 11 and transform not in RESIZE_TRANSFORMS:
+            return "UNSUPPORTED_NODE", f"Unsupported coordinate transformation mode {transform.decode()}"
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             data = constants.get(node.input[0])
@@ -273,6 +280,22 @@ class OnnxParserBase(Base):
                 return "UNSUPPORTED_NODE", ("ConvTranspose: per-channel weight quantization is supported on axis 0 "
                                             f"(input channels) only, got axis {axis}")
         return None
+
+
+def _as_imported(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Resize as onnx-tensorrt's importer builds it (DEFINE_BUILTIN_OP_IMPORTER(Resize)): a mode other than
+    "cubic" or "linear" is kNEAREST, and antialias and keep_aspect_ratio_policy are never read, so the engine
+    resizes without them; ONNX Runtime then computes what the engine would."""
+    for node in proto.graph.node:
+        if node.op_type != "Resize":
+            continue
+        kept = [a for a in node.attribute if a.name not in ("antialias", "keep_aspect_ratio_policy")]
+        for attr in kept:
+            if attr.name == "mode" and attr.s not in (b"linear", b"cubic"):
+                attr.s = b"nearest"
+        del node.attribute[:]
+        node.attribute.extend(kept)
+    return proto
 
 
 def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
