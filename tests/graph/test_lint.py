@@ -162,6 +162,9 @@ def test_report_json_shape() -> None:
 @pytest.mark.parametrize("name,model", [
     ("cubic", graphs.resize(mode="cubic")), ("unpool", graphs.unpooling()),
     ("crop", graphs.resize(transform="tf_crop_and_resize")), ("antialias", graphs.resize(antialias=1)),
+    ("bitshift", graphs.model([helper.make_node("BitShift", ["x", "x"], ["y"], direction="LEFT", name="b")])),
+    ("col2im", graphs.model([helper.make_node("Col2Im", ["x", "shape", "shape"], ["y"], name="c")], opset=18,
+                            initializers=[graphs.const("shape", np.array([2, 2], np.int64))])),
     ("asymmetric", graphs.qdq(np.array(3, dtype=np.int8))),
     ("unique", graphs.model([helper.make_node("Unique", ["x"], ["y"], name="u")])),
     ("opset8", graphs.model([helper.make_node("Relu", ["x"], ["y"])], opset=8)),

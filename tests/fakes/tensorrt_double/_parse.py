@@ -29,9 +29,14 @@ from onnx import TensorProto, numpy_helper
 from tests.fakes.tensorrt_double._state import Base, Dims
 
 RESIZE_TRANSFORMS = (b"align_corners", b"tf_half_pixel_for_nn", b"pytorch_half_pixel", b"half_pixel", b"asymmetric")
-UNSUPPORTED = {"MaxUnpool", "MaxRoiPool", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-               "DynamicQuantizeLinear", "Unique", "SequenceConstruct", "SequenceAt", "SplitToSequence",
-               "ConcatFromSequence", "Det", "DFT", "Compress", "Multinomial", "TfIdfVectorizer", "StringNormalizer"}
+# onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15): every operator marked "N" in the Supported column.
+UNSUPPORTED = {"AffineGrid", "Bernoulli", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor",
+               "CenterCropPad", "Col2Im", "Compress", "ConcatFromSequence", "ConvInteger", "DFT", "Det",
+               "DynamicQuantizeLinear", "ImageDecoder", "MatMulInteger", "MaxRoiPool", "MaxUnpool", "MelWeightMatrix",
+               "Multinomial", "NegativeLogLikelihoodLoss", "Optional", "OptionalGetElement", "OptionalHasElement",
+               "QLinearConv", "QLinearMatMul", "RegexFullMatch", "SequenceAt", "SequenceConstruct", "SequenceEmpty",
+               "SequenceErase", "SequenceInsert", "SequenceLength", "SequenceMap", "SoftmaxCrossEntropyLoss",
+               "SplitToSequence", "StringConcat", "StringNormalizer", "StringSplit", "TfIdfVectorizer", "Unique"}
 # onnx-tensorrt importerUtils.cpp convertDtype: ONNX element type -> nvinfer1::DataType ("case DOUBLE: *trt_dtype =
 # kFLOAT"); FLOAT4E2M1 -> kFP4 from operators.md (TensorRT 10.15 data types).
 ONNX_TO_TRT = {TensorProto.FLOAT: "FLOAT", TensorProto.FLOAT16: "HALF", TensorProto.INT64: "INT64",
