@@ -329,3 +329,20 @@ def test_nptype_refuses_what_numpy_cannot_hold() -> None:
     for name in ("BF16", "FP8", "INT4", "FP4", "E8M0"):
         with pytest.raises(TypeError):
             trt.nptype(trt.DataType[name])
+
+
+@pytest.mark.parametrize("level,builds", [(-1, False), (5, True), (7, True)])
+def test_optimization_level_above_5_builds_as_5(trt_double: TrtDouble, tiny_onnx: Path, level: int,
+                                                builds: bool) -> None:
+    """NvInfer.h (10.16 l.11780-11782): valid from 0 to 5; "Setting it to greater than the maximum level results
+    in behavior identical to the maximum level" (the double used to refuse 6 and up)."""
+    trt = trt_double.module
+    builder, network = _network(trt, tiny_onnx)
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    config.add_optimization_profile(profile)
+    config.builder_optimization_level = level
+    assert (builder.build_serialized_network(network, config) is not None) == builds
+    if builds:
+        assert trt_double.state.builds[-1]["optimization_level"] == min(level, 5)

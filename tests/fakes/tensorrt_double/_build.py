@@ -9,7 +9,10 @@ profiling verbosity) plus the ONNX, which the double's runtime executes with ONN
   shape input tensors"; -1 for an invalid profile, l.11427);
 - no precision flags on a strongly typed network (Developer Guide, "Strongly Typed Networks"; NvInfer.h
   BuilderFlag kFP16/kINT8/... "Deprecated in TensorRT 10.12. Superseded by strong typing", removed in 11.x);
-- builder_optimization_level 0-5 (NvInfer.h IBuilderConfig::setBuilderOptimizationLevel, l.11780-11799);
+- builder_optimization_level: valid from 0; above 5 it builds as 5 (NvInfer.h
+  IBuilderConfig::setBuilderOptimizationLevel, l.11780-11782: "Valid values include integers from 0 to the maximum
+  optimization level, which is currently 5. Setting it to greater than the maximum level results in behavior
+  identical to the maximum level");
   AMPERE_PLUS only on compute capability 8.0+ (NvInfer.h HardwareCompatibilityLevel::kAMPERE_PLUS, l.10969: "only
   supported for engines built on NVIDIA Ampere and later GPUs");
 - ProfilingVerbosity defaults to LAYER_NAMES_ONLY (NvInfer.h IBuilderConfig::setProfilingVerbosity, l.11464),
@@ -208,7 +211,7 @@ class BuilderBase(Base):
         self.state.builds.append({
             **header, "flags": config.flags, "strongly_typed": network.strongly_typed,
             "workspace": config.get_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE),
-            "optimization_level": config.builder_optimization_level,
+            "optimization_level": min(config.builder_optimization_level, 5),
             "timing_cache": config.get_timing_cache() is not None,
         })
         return IHostMemory(pack_plan(header, network.model_bytes))
@@ -221,8 +224,8 @@ class BuilderBase(Base):
             used = [f for f in PRECISION_FLAGS if hasattr(flags, f) and config.get_flag(getattr(flags, f))]
             if used:
                 return f"BuilderFlag {', '.join(used)} is not allowed for a strongly typed network"
-        if not 0 <= config.builder_optimization_level <= 5:
-            return f"builder optimization level {config.builder_optimization_level} is outside 0-5"
+        if config.builder_optimization_level < 0:  # above 5 is clamped (module docstring, l.11780-11782)
+            return f"builder optimization level {config.builder_optimization_level} is negative (valid from 0)"
         level = config.hardware_compatibility_level
         assert self.state.gpu is not None
         if level == self.trt.HardwareCompatibilityLevel.AMPERE_PLUS and self.state.gpu.compute_capability < (8, 0):
