@@ -288,9 +288,15 @@ def _argmax_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
 
 def _cast_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
     """NVIDIA/TensorRT include/NvInferRuntimeBase.h, DataType::kUINT8: "kUINT8 conversions are only supported for
-    {kFLOAT, kHALF}" (and "not supported for {kINT8, kINT32, kBOOL}"); INT64 indices are refused alike."""
+    {kFLOAT, kHALF}" (and "not supported for {kINT8, kINT32, kBOOL}"); INT64 indices are refused alike. The rule
+    holds both ways: UINT8 converts "to {kFLOAT, kHALF}" only."""
     source = ctx.index.types.get(node.input[0]) if node.input else None
-    if _attrs(node).get("to") != TensorProto.UINT8 or source in (None, 0, *_UINT8_SOURCES):
+    to = _attrs(node).get("to")
+    if source == TensorProto.UINT8 and to not in _UINT8_SOURCES:
+        return [_finding(node, "cast-uint8", "error", f"Cast from UINT8 to {TensorProto.DataType.Name(to)}: "
+                         "TensorRT converts UINT8 only to FLOAT or HALF (NvInferRuntimeBase.h, kUINT8)",
+                         "cast the uint8 tensor to float first (Cast(to=FLOAT)), then to the type needed")]
+    if to != TensorProto.UINT8 or source in (None, 0, *_UINT8_SOURCES):
         return []
     kind = TensorProto.DataType.Name(source)
     return [_finding(node, "cast-uint8", "error", f"Cast from {kind} to UINT8: TensorRT converts to UINT8 only "

@@ -346,3 +346,16 @@ def test_optimization_level_above_5_builds_as_5(trt_double: TrtDouble, tiny_onnx
     assert (builder.build_serialized_network(network, config) is not None) == builds
     if builds:
         assert trt_double.state.builds[-1]["optimization_level"] == min(level, 5)
+
+
+@pytest.mark.parametrize("target", ["INT32", "INT64", "BOOL"])
+def test_a_cast_from_uint8_to_an_integer_is_refused(trt_double: TrtDouble, target: str) -> None:
+    """NvInferRuntimeBase.h (10.16 l.167): "kUINT8 conversions are only supported for {kFLOAT, kHALF}", which
+    holds for casts from UINT8 as well; the double used to accept UINT8 -> INT32."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])
+    y = helper.make_tensor_value_info("y", getattr(TensorProto, target), [1, 4])
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=getattr(TensorProto, target),
+                                                name="from_bytes")], "g", [x], [y])
+    assert f"Cast from UINT8 to {target}" in _refusal(trt_double, graph)

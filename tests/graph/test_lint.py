@@ -162,6 +162,10 @@ def test_report_json_shape() -> None:
 @pytest.mark.parametrize("name,model", [
     ("cubic", graphs.resize(mode="cubic")), ("unpool", graphs.unpooling()),
     ("crop", graphs.resize(transform="tf_crop_and_resize")), ("antialias", graphs.resize(antialias=1)),
+    ("from-uint8", graphs.model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT32, name="c")],
+                                elem=TensorProto.UINT8)),
+    ("uint8-to-float", graphs.model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT, name="c")],
+                                    elem=TensorProto.UINT8)),
     ("bitshift", graphs.model([helper.make_node("BitShift", ["x", "x"], ["y"], direction="LEFT", name="b")])),
     ("col2im", graphs.model([helper.make_node("Col2Im", ["x", "shape", "shape"], ["y"], name="c")], opset=18,
                             initializers=[graphs.const("shape", np.array([2, 2], np.int64))])),

@@ -326,11 +326,13 @@ def _type_problem(node: onnx.NodeProto, types: dict[str, int], quantized: set[st
     if node.op_type == "DequantizeLinear" and source not in (*DEQUANTIZABLE, TensorProto.UNDEFINED):
         return "UNSUPPORTED_NODE_DATATYPE", (f"DequantizeLinear of {name} data: IDequantizeLayer takes INT8, FP8, "
                                              "INT4 or FP4 (keep biases in float)")
-    if node.op_type == "Cast" and source and source not in UINT8_CASTS_FROM:
-        to = next((a.i for a in node.attribute if a.name == "to"), 0)
-        if to == TensorProto.UINT8:
-            return "INVALID_NODE", (f"Cast from {name} to UINT8: kUINT8 conversions are only supported for "
-                                    "{kFLOAT, kHALF}")
+    to = next((a.i for a in node.attribute if a.name == "to"), 0)
+    if node.op_type == "Cast" and source == TensorProto.UINT8 and to not in UINT8_CASTS_FROM:  # both ways
+        return "INVALID_NODE", (f"Cast from UINT8 to {TensorProto.DataType.Name(to)}: kUINT8 conversions are only "
+                                "supported for {kFLOAT, kHALF}")
+    if node.op_type == "Cast" and source and source not in UINT8_CASTS_FROM and to == TensorProto.UINT8:
+        return "INVALID_NODE", (f"Cast from {name} to UINT8: kUINT8 conversions are only supported for "
+                                "{kFLOAT, kHALF}")
     return None
 
 
