@@ -359,3 +359,12 @@ def test_a_cast_from_uint8_to_an_integer_is_refused(trt_double: TrtDouble, targe
     graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=getattr(TensorProto, target),
                                                 name="from_bytes")], "g", [x], [y])
     assert f"Cast from UINT8 to {target}" in _refusal(trt_double, graph)
+
+
+def test_builder_flags_follow_the_bindings() -> None:
+    """python/src/infer/pyCore.cpp py::enum_<BuilderFlag>: main (11.1) still binds the deprecated DIRECT_IO and no
+    longer binds REJECT_EMPTY_ALGORITHMS or WEIGHTLESS; release/10.16 binds all three."""
+    ten, eleven = make_tensorrt("10").BuilderFlag, make_tensorrt("11").BuilderFlag
+    assert {"DIRECT_IO", "REJECT_EMPTY_ALGORITHMS", "WEIGHTLESS", "DISTRIBUTIVE_INDEPENDENCE"} <= set(ten.__members__)
+    assert "DIRECT_IO" in eleven.__members__ and "DISTRIBUTIVE_INDEPENDENCE" in eleven.__members__
+    assert not {"REJECT_EMPTY_ALGORITHMS", "WEIGHTLESS"} & set(eleven.__members__)

@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 
+# BuilderFlag as bound in NVIDIA/TensorRT python/src/infer/pyCore.cpp, py::enum_<BuilderFlag>: release/10.16 has
+# all of these; main (11.1) binds no precision flags, REJECT_EMPTY_ALGORITHMS or WEIGHTLESS, and still binds the
+# deprecated DIRECT_IO (main l.1608: .value("DIRECT_IO", BuilderFlag::kDIRECT_IO, ...)).
 REMOVED_IN_11 = {
     "BuilderFlag": ["FP16", "BF16", "INT8", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
-                    "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"],
+                    "PREFER_PRECISION_CONSTRAINTS", "REJECT_EMPTY_ALGORITHMS", "WEIGHTLESS"],
     "NetworkDefinitionCreationFlag": ["EXPLICIT_BATCH"],
 }
 PRECISION_FLAGS = ("FP16", "BF16", "INT8", "FP8", "INT4", "FP4")
@@ -38,7 +41,7 @@ def make_enums(profile: str) -> dict[str, Any]:
                      "DIRECT_IO", "REJECT_EMPTY_ALGORITHMS", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "FP8",
                      "ERROR_ON_TIMING_CACHE_MISS", "BF16", "DISABLE_COMPILATION_CACHE", "STRIP_PLAN",
                      "REFIT_IDENTICAL", "WEIGHT_STREAMING", "INT4", "REFIT_INDIVIDUAL", "STRICT_NANS", "MONITOR_MEMORY",
-                     "FP4", "EDITABLE_TIMING_CACHE"]
+                     "FP4", "EDITABLE_TIMING_CACHE", "WEIGHTLESS", "DISTRIBUTIVE_INDEPENDENCE"]
     return {
         "BuilderFlag": _enum("BuilderFlag", builder_flags, profile),
         "NetworkDefinitionCreationFlag": _enum(
