@@ -368,3 +368,15 @@ def test_builder_flags_follow_the_bindings() -> None:
     assert {"DIRECT_IO", "REJECT_EMPTY_ALGORITHMS", "WEIGHTLESS", "DISTRIBUTIVE_INDEPENDENCE"} <= set(ten.__members__)
     assert "DIRECT_IO" in eleven.__members__ and "DISTRIBUTIVE_INDEPENDENCE" in eleven.__members__
     assert not {"REJECT_EMPTY_ALGORITHMS", "WEIGHTLESS"} & set(eleven.__members__)
+
+
+def test_a_negative_profile_dimension_fails_the_build(trt_double: TrtDouble, tiny_onnx: Path) -> None:
+    """NvInferRuntime.h IOptimizationProfile::setDimensions: "0 <= minDims.d[i] <= optDims.d[i] <= maxDims.d[i]",
+    fully validated at build time; the double used to build with a min batch of -1."""
+    trt = trt_double.module
+    builder, network = _network(trt, tiny_onnx)
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (-1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    config.add_optimization_profile(profile)
+    assert builder.build_serialized_network(network, config) is None

@@ -4,7 +4,7 @@
 profiling verbosity) plus the ONNX, which the double's runtime executes with ONNX Runtime. Rules and sources
 (NvInfer.h is NVIDIA/TensorRT include/NvInfer.h; line numbers of release/10.16):
 - a parsed network with outputs ("Network must have at least one output", the builder's error);
-- an optimization profile for every dynamic input, matching its fixed dimensions (NvInfer.h
+- an optimization profile for every dynamic input, matching its fixed dimensions, none negative (NvInfer.h
   IBuilderConfig::addOptimizationProfile, l.11421: "must be called at least once if the network has dynamic or
   shape input tensors"; -1 for an invalid profile, l.11427);
 - no precision flags on a strongly typed network (Developer Guide, "Strongly Typed Networks"; NvInfer.h
@@ -243,6 +243,10 @@ class BuilderBase(Base):
                 if len(shape) != len(tensor.shape) or any(d != -1 and d != s for d, s in zip(tensor.shape, shape,
                                                                                               strict=True)):
                     return f"profile shape {shape} for {tensor.name} does not match its dimensions {tensor.shape}"
+                # NvInferRuntime.h IOptimizationProfile::setDimensions (release/10.16 l.2686): "(2) 0 <= minDims.d[i]
+                # <= optDims.d[i] <= maxDims.d[i]"; "a full validation is performed at engine build time".
+                if min(shape) < 0:
+                    return f"profile shape {shape} for {tensor.name} has a negative dimension"
         return None
 
     def _use_cache(self, config: IBuilderConfigBase, model_bytes: bytes) -> None:
