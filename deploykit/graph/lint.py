@@ -230,6 +230,12 @@ def _qdq_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
                               "UINT8 quantization: TensorRT quantizes to INT8 instead, so it keeps negatives and "
                               "saturates at 127 where ONNX Runtime clamps at 0 and 255", uint8_fix))
     scale = ctx.constant(node.input[1]) if len(node.input) > 1 else None
+    # NvInfer.h IQuantizeLayer (release/10.16 l.5558): "Activations cannot be quantized per-channel."
+    if node.op_type == "QuantizeLinear" and scale is not None and scale.size > 1 and data is None:
+        found.append(_finding(node, "qdq-activation-per-channel", "error",
+                              f"per-channel quantization ({scale.size} scales) of an activation: TensorRT quantizes "
+                              "per channel only weights", "quantize activations per tensor (one scale); "
+                              "deploykit's `build-engine --int8` does"))
     if scale is not None and scale.dtype.kind == "f" and not np.all(scale > 0):
         found.append(_finding(node, "qdq-scale", "error",
                               "a scale that is zero or negative: TensorRT's parser needs all scales positive",

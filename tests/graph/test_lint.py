@@ -166,6 +166,10 @@ def test_report_json_shape() -> None:
                                 elem=TensorProto.UINT8)),
     ("uint8-to-float", graphs.model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT, name="c")],
                                     elem=TensorProto.UINT8)),
+    ("per-channel-activation", graphs.model([
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["y"], name="dq")],
+        initializers=[graphs.const("s", np.full(3, 0.1, np.float32)), graphs.const("z", np.zeros(3, np.int8))])),
     ("bitshift", graphs.model([helper.make_node("BitShift", ["x", "x"], ["y"], direction="LEFT", name="b")])),
     ("col2im", graphs.model([helper.make_node("Col2Im", ["x", "shape", "shape"], ["y"], name="c")], opset=18,
                             initializers=[graphs.const("shape", np.array([2, 2], np.int64))])),

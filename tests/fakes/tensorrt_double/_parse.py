@@ -223,6 +223,9 @@ class OnnxParserBase(Base):
         if not 9 <= opset <= 24:
             return [ParserError(codes.UNSUPPORTED_GRAPH, f"Unsupported ONNX opset {opset}; supported 9 to 24")]
         constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+        constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in proto.graph.node
+                          if n.op_type == "Constant" for a in n.attribute
+                          if a.name == "value" and a.type == onnx.AttributeProto.TENSOR})
         types = _element_types(proto)
         errors = []
         dequantized_on = {  # DequantizeLinear output -> (axis, number of scales), for the ConvTranspose check
@@ -273,6 +276,10 @@ class OnnxParserBase(Base):
             scale = constants.get(node.input[1]) if len(node.input) > 1 else None
             if scale is not None and scale.dtype.kind == "f" and not np.all(scale > 0):
                 return "INVALID_NODE", "Scale coefficients must all be positive"
+            # NvInfer.h IQuantizeLayer (release/10.16 l.5558): "Per-channel quantization is supported only for weight
+            # inputs. Thus, Activations cannot be quantized per-channel."
+            if node.op_type == "QuantizeLinear" and scale is not None and scale.size > 1 and data is None:
+                return "INVALID_NODE", "Per-channel quantization is supported only for weight inputs, not activations"
             # NvInfer.h IDequantizeLayer / IQuantizeLayer: "zeroPt must only contain zero-valued coefficients,
             # because only symmetric quantization is supported"; operators.md: "`x_zero_point` must be zero".
             if zero is not None and np.any(zero != 0):
