@@ -217,7 +217,10 @@ def _qdq_rule(node: onnx.NodeProto, ctx: _Context) -> list[Finding]:
     data = ctx.constant(node.input[0])
     unsigned_q = node.op_type == "QuantizeLinear" and "output_dtype" not in _attrs(node) and (
         zero is None or zero.dtype == np.uint8)
-    if node.op_type == "DequantizeLinear" and data is not None and data.dtype == np.uint8:
+    # A QuantizeLinear's output is INT8 in TensorRT's network whatever ONNX declares; any other UINT8 data is refused.
+    uint8_data = (data is not None and data.dtype == np.uint8) or (
+        ctx.index.types.get(node.input[0]) == TensorProto.UINT8 and ctx.producer_op(node.input[0]) != "QuantizeLinear")
+    if node.op_type == "DequantizeLinear" and uint8_data:
         found.append(_finding(node, "qdq-uint8", "error",
                               "DequantizeLinear of UINT8 data (ONNX Runtime's QUInt8): TensorRT's parser refuses it",
                               uint8_fix))

@@ -235,8 +235,9 @@ class OnnxParserBase(Base):
         # QuantizeLinear outputs are INT8 tensors in TensorRT's network whatever ONNX declares (_int8_quantization)
         quantized = {n.output[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
         for index, node in enumerate(proto.graph.node):
-            problem = (self._node_problem(node, constants, dequantized_on, opset)
-                       or _type_problem(node, types, quantized))
+            # Types first: QuantDequantLinearHelper checks DequantizeLinear's input type before anything else.
+            problem = (_type_problem(node, types, quantized)
+                       or self._node_problem(node, constants, dequantized_on, opset))
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
