@@ -67,7 +67,7 @@ ROWS = [
     row("bench-done", 0, "bench {d}/net.onnx --iterations 2 --no-roofline"),
     row("bench-bad-input", 2, "bench {d}/net.onnx --iterations 0"),
     row("lint-done", 0, "lint {d}/net.onnx"),
-    row("lint-check-failed", 1, "lint {d}/cubic.onnx"),
+    row("lint-check-failed", 1, "lint {d}/crop_and_resize.onnx"),
     row("lint-bad-input", 2, "lint {t}/none.onnx"),
     row("package-done", 0, "package --triton {d}/net.onnx --out {t}/repo"),
     row("package-bad-input", 2, "package --triton {d}/net.onnx --out {t}/repo --instances 0"),
@@ -95,7 +95,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     d = tmp_path_factory.mktemp("outcomes")
     assert onnx_from_torch(load_model(USER), d / "net.onnx", input_shape=(1, 3, 64, 64), simplify=False).passed
-    onnx.save(graphs.resize(mode="cubic"), d / "cubic.onnx")
+    onnx.save(graphs.resize(transform="tf_crop_and_resize"), d / "crop_and_resize.onnx")  # TensorRT refuses
     np.savez(d / "calib.npz", x=np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32))
     return d
 
