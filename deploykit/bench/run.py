@@ -53,6 +53,12 @@ class BenchReport:
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
     load: MachineLoad | None = None  # the machine's load around the timing (deploykit.bench.load)
 
+    def machine(self) -> str:
+        """'AMD EPYC, 2 cores (avx2, fma, f16c)': the CPU the figures belong to."""
+        env = self.environment
+        flags = ", ".join(env.get("cpu_flags") or [])
+        return f"{env.get('cpu', 'an unknown CPU')}, {env.get('cores', '?')} cores" + (f" ({flags})" if flags else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {"results": [r.to_dict() for r in self.results], "skipped": [asdict(s) for s in self.skipped],
                 "environment": self.environment, "peaks": self.peaks, "config": self.config,

@@ -47,6 +47,7 @@ class Metric:
     aggregate: Callable[[Sequence[Any]], float] = mean  # the parts of every batch -> the value
     # derived from other metrics: (the candidate's values, the reference's own values) -> the value
     derive: Callable[[Mapping[str, float], Mapping[str, float]], float] | None = None
+    unit: str = ""  # written after its value in sentences ("0.5 points"); "" for ratios and shares
 
     @property
     def direction(self) -> str:
@@ -75,7 +76,7 @@ METRICS: dict[str, Metric] = with_plugins("deploykit.metrics", Metric, {
         Metric("cosine", None, True, "cosine", 1.0, budget=True, compute=_numeric("cosine"), aggregate=min),
         Metric("max_abs", None, False, "max abs", compute=_numeric("max_abs"), aggregate=max),
         Metric("p99_abs", None, False, "p99 abs", compute=_numeric("p99_abs"), aggregate=max),
-        Metric("snr_db", None, True, "SNR dB", compute=_numeric("snr_db"), aggregate=min),
+        Metric("snr_db", None, True, "SNR dB", compute=_numeric("snr_db"), aggregate=min, unit="dB"),
         Metric("mean_abs", None, False, "mean abs", column=False, compute=_numeric("mean_abs")),
         Metric("max_rel", None, False, "max rel", column=False, compute=_numeric("max_rel"), aggregate=max),
         Metric("beyond_tol", None, False, "beyond tol", column=False, compute=_numeric("beyond_tol")),
@@ -90,7 +91,7 @@ METRICS: dict[str, Metric] = with_plugins("deploykit.metrics", Metric, {
         Metric("miou_gt", "segmentation", True, "mIoU vs labels", budget=True, aliases=("mIoU_gt",),
                needs_labels=True, compute=_TRUTH, aggregate=tasks.truth_iou),
         Metric("miou_drop", "segmentation", False, "mIoU drop (points)", budget=True, aliases=("mIoU_drop",),
-               needs_labels=True, derive=_drop),
+               needs_labels=True, derive=_drop, unit="points"),
         Metric("cc", "saliency", True, "CC", 1.0, budget=True, aliases=("CC",), compute=_saliency("cc"),
                aggregate=tasks.image_mean),
         Metric("kld", "saliency", False, "KLD", budget=True, aliases=("KLD",), compute=_saliency("kld"),

@@ -32,7 +32,8 @@ def _latency(plt: Any, bench: BenchReport, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(1.3 * len(results) + 2, 3.4))
     ax.bar(labels, medians, color="#4c72b0", yerr=[low, high], capsize=4)
     ax.set_ylabel("latency ms (median; whiskers min..p90)")
-    ax.set_title("Latency per backend and precision, batch 1")
+    batches = "/".join(sorted({str(r.batch) for r in results}, key=int))
+    ax.set_title(f"Latency per backend and precision, batch {batches}\non {bench.machine()}", fontsize=10)
     return save_png(fig, path, force=True)
 
 
@@ -82,7 +83,7 @@ def _precision_map(plt: Any, builds: list[BuildResult], path: Path) -> Path | No
     return save_png(fig, path, force=True)
 
 
-def _frontier(plt: Any, found: Frontier | None, path: Path) -> Path | None:
+def _frontier(plt: Any, found: Frontier | None, machine: str, path: Path) -> Path | None:
     """Latency against the task metric (pipeline.frontier): artifacts, plans the budget search tried (hollow where
     the latency is estimated), the chosen plan starred."""
     if found is None or not any(p.latency_ms is not None for p in found.points):
@@ -105,7 +106,7 @@ def _frontier(plt: Any, found: Frontier | None, path: Path) -> Path | None:
                         fontsize=8)
     ax.set_xlabel("latency ms (median, batch 1)")
     ax.set_ylabel(f"{found.metric} against PyTorch")
-    ax.set_title("Speed/accuracy frontier")
+    ax.set_title(f"Speed/accuracy frontier\nlatency on {machine}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     return save_png(fig, path, force=True)
@@ -121,6 +122,6 @@ def make_plots(result: DeployResult, out: Path) -> dict[str, Path]:
         "accuracy": _accuracy(plt, result.parity, out / "accuracy.png"),
         "layers": _layers(plt, result.layers, out / "layers.png"),
         "precision map": _precision_map(plt, result.builds, out / "precision_map.png"),
-        "frontier": _frontier(plt, frontier(result), out / "frontier.png"),
+        "frontier": _frontier(plt, frontier(result), result.bench.machine(), out / "frontier.png"),
     }
     return {name: path for name, path in made.items() if path is not None}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from deploykit.bench.harness import speedup
 from deploykit.bench.stats import Ratio
 from deploykit.io.outputs import write_json, write_text
-from deploykit.metrics.table import selected
+from deploykit.metrics.table import METRICS, selected
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
 from deploykit.pipeline.plots import make_plots
@@ -18,15 +18,28 @@ from deploykit.pipeline.verdict import artifact_run, reference_run
 from deploykit.precision.int8_choices import describe as describe_int8
 from deploykit.precision.table import BASELINE
 from deploykit.report.classes import class_table, damage_blocks
-from deploykit.report.document import Block, Bullets, Heading, Image, Note, Paragraph, table, to_html, to_markdown
-from deploykit.report.format import fmt
+from deploykit.report.document import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Image,
+    Note,
+    Paragraph,
+    Table,
+    table,
+    to_html,
+    to_markdown,
+)
+from deploykit.report.format import fmt, metrics_text
 from deploykit.report.masks import pictures_png, write_png
+from deploykit.report.parity import metric_columns
 from deploykit.types import TASKS
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
     from deploykit.parity.compare import ParityResult
-    from deploykit.pipeline.results import DeployResult
+    from deploykit.pipeline.results import DeployResult, LayersResult
 
 TASK_KEYS = selected()
 
@@ -70,12 +83,12 @@ def race_rows(result: DeployResult) -> list[list[object]]:
     return rows
 
 
-def latency_blocks(result: DeployResult) -> list[Block]:
+def latency_blocks(result: DeployResult, plot: Path | None = None) -> list[Block]:
     """The latency tables: every timed run with its spread, the speed-ups with their intervals, the backends
-    raced at build time, and how the timing ran (interleaved, the machine's load)."""
+    raced at build time, how the timing ran (interleaved, the machine's load and peaks), and the plot."""
     bench = result.bench
     rounds = {len(r.samples_ms) for r in bench.results}
-    how = (f"Timed on {machine_text(bench)}. PyTorch eager and every artifact were timed in one run, round-robin "
+    how = (f"Timed on {bench.machine()}. PyTorch eager and every artifact were timed in one run, round-robin "
            "(one inference of each per round, the order rotating, an untimed pause between them), so a burst of "
            f"other work slows all alike; {'/'.join(map(str, sorted(rounds)))} rounds. Speed-ups are ratios of "
            "medians with their 95% bootstrap interval over rounds; two artifacts whose interval contains 1 are tied.")
@@ -85,63 +98,71 @@ def latency_blocks(result: DeployResult) -> list[Block]:
                         table(["run", "median ms", "speed-up vs PyTorch", "speed-up vs fp32"], _ratio_rows(bench))]
     raced = race_rows(result)
     if raced:
-        out += [Paragraph("`--backend auto` built every ready CPU backend's artifact per precision and timed them "
-                          "round-robin on one input at build time; the chosen one was kept:"),
+        out += [Paragraph((Code("--backend auto"), " built every ready CPU backend's artifact per precision and timed "
+                           "them round-robin on one input at build time; the chosen one was kept:")),
                 table(["precision", "backend", "median ms", "p10-p90 ms", "time over the chosen's"], raced)]
-    return out
+    if bench.peaks:
+        peaks = bench.peaks
+        out.append(Paragraph(f"Machine peaks measured in this run: fp32 GEMM {fmt(peaks['gemm_gflops'])} GFLOP/s, "
+                             f"memory copy {fmt(peaks['copy_gbps'])} GB/s ({peaks['threads']} "
+                             f"thread{'s' if peaks['threads'] != 1 else ''})."))
+    busy = bench.load.warning() if bench.load else None
+    out += [Note(_sentence(note)) for note in bench.notes if note != busy]  # that one is under the verdict
+    return out + _image("latency", plot)
 
 
-def accuracy_rows(parity: ParityResult) -> list[list[object]]:
-    rows: list[list[object]] = []
-    for cand in parity.candidates:
-        for out in cand.outputs:
-            m = out.metrics
-            rows.append([cand.precision, out.name, m.get("cosine"), m.get("max_abs"), m.get("snr_db"),
-                         ", ".join(f"{k} {fmt(m[k])}" for k in TASK_KEYS if k in m) or "-",
-                         "pass" if out.passed else "FAIL"])
-    return rows
+def _image(name: str, plot: Path | None) -> list[Block]:
+    return [Image(name, plot)] if plot is not None else []
+
+
+def accuracy_table(parity: ParityResult) -> Table:
+    """Each candidate output's metrics (report.parity's columns: numeric, then the task's, each titled with its
+    unit, those against ground truth with --labels) and its verdict."""
+    columns = metric_columns(parity)
+    return table(["precision", "output", *(METRICS[m].title for m in columns), "verdict"],
+                 [[cand.precision, out.name, *(out.metrics.get(m) for m in columns), "pass" if out.passed else "FAIL"]
+                  for cand in parity.candidates for out in cand.outputs])
 
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+def warnings(result: DeployResult) -> list[str]:
+    """What qualifies the verdict's figures, under it in the report and before it in the summary: untrained
+    weights (task metrics that measure ties), a machine busy while timing (milliseconds that move)."""
+    busy = result.bench.load.warning() if result.bench.load else None
+    return [note for note in (result.weights_note, busy) if note]
+
+
 def verdict_blocks(result: DeployResult) -> list[Block]:
-    """The answer first (pipeline.verdict): what to ship, and one line per artifact not chosen."""
+    """The answer first (pipeline.verdict): what to ship, and one line per artifact not chosen, and the warnings
+    that qualify it."""
     head, *others = result.verdict.lines()
-    out: list[Block] = [Heading("Verdict"), Paragraph(_sentence(head.removeprefix("verdict: ")))]
+    shipped = _sentence(head.removeprefix("verdict: "))
+    timed = f" Timed on {result.bench.machine()}." if result.verdict.ship else ""
+    out: list[Block] = [Heading("Verdict"), Paragraph(shipped + timed)]
     if others:
         out.append(Bullets(tuple(line.strip() for line in others)))
-    warning = result.bench.load.warning() if result.bench.load else None
-    if warning:
-        out.append(Note(_sentence(warning)))
-    return out
-
-
-def machine_text(bench: BenchReport) -> str:
-    """'AMD EPYC, 2 cores (avx2, fma, f16c)': the CPU the figures belong to."""
-    env = bench.environment
-    flags = ", ".join(env.get("cpu_flags") or [])
-    return f"{env.get('cpu', 'an unknown CPU')}, {env.get('cores', '?')} cores" + (f" ({flags})" if flags else "")
+    return out + [Note(_sentence(warning)) for warning in warnings(result)]
 
 
 def summary_lines(result: DeployResult, report: Path) -> list[str]:
     """What `deploy` prints after its progress: one line per artifact (parity, task metric, latency with its
-    spread and speed-up with its interval), where the report is, a busy-machine warning, then the verdict."""
-    lines = [f"artifacts timed on {machine_text(result.bench)} (median ms at batch 1, p10-p90; speed-up over "
+    spread and speed-up with its interval), where the report is, the warnings, then the verdict."""
+    lines = [f"artifacts timed on {result.bench.machine()} (median ms at batch 1, p10-p90; speed-up over "
              "PyTorch eager with its 95% interval):"]
     base = reference_run(result.bench.results)
     for build, candidate in zip(result.builds, result.parity.candidates, strict=True):
         metrics = candidate.outputs[0].metrics if candidate.outputs else {}
-        shown = ", ".join(f"{k} {fmt(metrics[k])}" for k in TASK_KEYS if k in metrics)
+        shown = metrics_text({k: metrics[k] for k in TASK_KEYS if k in metrics}, "PyTorch")
         run = artifact_run(result.bench.results, build.precision)
         timing = (f"{fmt(run.latency.median)} ms ({_spread(run.latency.p10, run.latency.p90)})"
                   + (f", {speedup(base, run).text()}" if base else "") if run else "not timed")
         lines.append(f"  {build.path.name} ({build.precision}, {build.backend}): "
                      f"{'pass' if candidate.passed else 'FAIL'}{'; ' + shown if shown else ''}; {timing}")
     lines.append(f"report: {report} (and report.md, summary.json beside it)")
-    warning = result.bench.load.warning() if result.bench.load else None
-    return [*lines, *([f"warning: {warning}"] if warning else []), *result.verdict.lines()]
+    return [*lines, *(f"warning: {warning}" for warning in warnings(result)), *result.verdict.lines()]
 
 
 def short_labels(parity: ParityResult) -> dict[str, str]:
@@ -201,61 +222,55 @@ def frontier_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
         out.append(Note(f"Latency not estimated where a plan runs more than {MAX_EXTRAPOLATION:g} times the built "
                         f"plan's share of multiply-adds in low precision (built: {shares or 'unknown'}): a straight "
                         "line through one measured point would be a guess."))
-    if plot is not None:
-        out.append(Image("speed/accuracy frontier", plot))
-    return out
+    return out + _image("speed/accuracy frontier", plot)
 
 
-def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None = None) -> list[Block]:
-    parity, bench, layers = result.parity, result.bench, result.layers
-    plots = dict(plots)
-    frontier_plot = plots.pop("frontier", None)
-    out: list[Block] = [
-        Heading(f"deploykit report: {result.model}", 1),
-        *verdict_blocks(result),
-        Paragraph(f"Options {result.options or '(defaults)'}; weights {result.weights or '(builder initialisation)'}; "
-                  f"backend {result.backend} ({result.backend_note})."),
-        *([Paragraph(f"**Warning: {result.weights_note}.**")] if result.weights_note else []),
-        Heading("Accuracy against PyTorch"),
-        Paragraph(f"{parity.input_count} inputs: {parity.inputs}. {parity.summary()}."),
-        table(["precision", "output", "cosine", "max abs", "SNR dB", "task metrics", "verdict"],
-              accuracy_rows(parity)),
-        *picture_blocks(parity, pictures),
-        *latency_blocks(result),
-        *frontier_blocks(result, frontier_plot),
-    ]
-    if bench.peaks:
-        peaks = bench.peaks
-        out.append(Paragraph(f"Machine peaks measured in this run: fp32 GEMM {fmt(peaks['gemm_gflops'])} GFLOP/s, "
-                             f"memory copy {fmt(peaks['copy_gbps'])} GB/s ({peaks['threads']} threads)."))
-    busy = bench.load.warning() if bench.load else None
-    out += [Note(note) for note in bench.notes if note != busy]  # the busy-machine warning is under the verdict
-    out.append(Heading("Nodes kept in higher precision"))
-    kept_lines = []
+def kept_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
+    """The nodes each precision kept in higher precision, and the INT8 pass's choices."""
+    lines = []
     for build in result.builds:
         if build.precision_onnx is None:
             continue
         kept = build.kept
         names = ", ".join(f"{k.get('name')} ({k.get('op_type')}: {k.get('reason', '')})" for k in kept[:12])
-        kept_lines.append(f"{build.precision}: {len(kept)} kept" + (f": {names}" if kept else "")
-                          + (" …" if len(kept) > 12 else ""))
-    out.append(Bullets(tuple(kept_lines)))
+        lines.append(f"{build.precision}: {len(kept)} kept" + (f": {names}" if kept else "")
+                     + (" …" if len(kept) > 12 else ""))
+    out: list[Block] = [Heading("Nodes kept in higher precision"), Bullets(tuple(lines)),
+                        *_image("precision map", plot)]
     choices = [line for build in result.builds for line in describe_int8(build.report)]
-    if choices:
-        out += [Heading("INT8 choices"), Bullets(tuple(choices))]
-    out.append(Heading("Per-layer error"))
-    if layers.nodes:
-        worst = sorted(layers.nodes, key=lambda n: -n.growth)[:5]
-        out += [Paragraph(f"Worst candidate: {layers.candidate} ({layers.precision}); nodes with the largest error "
-                          "growth:"),
-                table(["node", "op", "PyTorch module", "error", "growth"],
-                      [[n.node, n.op_type, n.module or "-", n.error, n.growth] for n in worst])]
-    else:
-        out.append(Paragraph(layers.note or "no per-layer data"))
-    out += [Image(name, path) for name, path in plots.items()]
-    out += [Heading("Steps"), table(["step", "skipped (unchanged)", "seconds"],
-                                    [[s.name, s.skipped, round(s.seconds, 2)] for s in result.steps])]
-    return out
+    return out + ([Heading("INT8 choices"), Bullets(tuple(choices))] if choices else [])
+
+
+def layer_blocks(layers: LayersResult, plot: Path | None) -> list[Block]:
+    if not layers.nodes:
+        return [Heading("Per-layer error"), Paragraph(layers.note or "no per-layer data")]
+    worst = sorted(layers.nodes, key=lambda n: -n.growth)[:5]
+    return [Heading("Per-layer error"),
+            Paragraph(f"Worst candidate: {layers.candidate} ({layers.precision}); nodes with the largest error "
+                      "growth:"),
+            table(["node", "op", "PyTorch module", "error", "growth"],
+                  [[n.node, n.op_type, n.module or "-", n.error, n.growth] for n in worst]), *_image("layers", plot)]
+
+
+def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None = None) -> list[Block]:
+    """The report: the verdict first, then each section with its own plot (make_plots' names)."""
+    parity = result.parity
+    return [
+        Heading(f"deploykit report: {result.model}", 1),
+        *verdict_blocks(result),
+        Paragraph(f"Options {result.options or '(defaults)'}; weights {result.weights or '(builder initialisation)'}; "
+                  f"backend {result.backend} ({result.backend_note})."),
+        Heading("Accuracy against PyTorch"),
+        Paragraph(f"{parity.input_count} inputs: {parity.inputs}. {_sentence(parity.summary())}"),
+        accuracy_table(parity), *_image("accuracy", plots.get("accuracy")),
+        *picture_blocks(parity, pictures),
+        *latency_blocks(result, plots.get("latency")),
+        *frontier_blocks(result, plots.get("frontier")),
+        *kept_blocks(result, plots.get("precision map")),
+        *layer_blocks(result.layers, plots.get("layers")),
+        Heading("Steps"), table(["step", "skipped (unchanged)", "seconds"],
+                                [[s.name, s.skipped, round(s.seconds, 2)] for s in result.steps]),
+    ]
 
 
 def write_pictures(parity: ParityResult, out: Path) -> Path | None:

@@ -26,6 +26,7 @@ from deploykit.build import BuildResult
 from deploykit.metrics.table import selected
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.precision.table import BASELINE, PRECISIONS
+from deploykit.report.format import metrics_text
 
 # The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.
 TASK_KEYS = selected(shown=True, budget=True)
@@ -57,11 +58,11 @@ class Verdict:
             speed = ", ".join(part for part in (_times(self.speedup_vs_torch, "PyTorch eager"),
                                                 _times(self.speedup_vs_fp32 if self.precision != BASELINE.name
                                                        else None, "FP32")) if part)
-            metrics = ", ".join(f"{k} {_num(v)}" for k, v in self.task_metrics.items())
+            metrics = metrics_text(self.task_metrics, "PyTorch")
             spread = (f" (p10-p90 {_num(self.latency_spread_ms[0])}-{_num(self.latency_spread_ms[1])})"
                       if self.latency_spread_ms else "")
             head = (f"verdict: ship {self.ship} ({self.precision}): {_num(self.latency_ms)} ms median{spread} at "
-                    "batch 1" + (f", {speed}" if speed else "") + (f"; {metrics} against PyTorch" if metrics else ""))
+                    "batch 1" + (f", {speed}" if speed else "") + (f"; {metrics}" if metrics else ""))
         return [head, *(f"  not {r.artifact} ({r.precision}): {r.reason}" for r in self.rejected)]
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,36 +1,48 @@
 """A tiny document model: a report is a list of blocks, rendered to Markdown, to HTML and to terminal text from
-the same blocks (no format is made by re-parsing another)."""
+the same blocks (no format is made by re-parsing another).
+
+Text is plain: whatever a name from the user holds (a model, a file, a class, a node: |, <, &, *, backticks, a
+newline) reads back as itself from every format. The one inline markup is explicit, a Code part in a tuple."""
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploykit.report.format import fmt, markdown_table, text_table
+from deploykit.report.format import fmt, markdown_table, markdown_text, printable, text_table
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str  # shown as code: a command-line option, a file
+
+
+Text = str | tuple[str | Code, ...]  # plain text, or plain parts and Code parts in order
 
 
 @dataclass(frozen=True)
 class Heading:
-    text: str
+    text: Text
     level: int = 2
 
 
 @dataclass(frozen=True)
 class Paragraph:
-    text: str
+    text: Text
 
 
 @dataclass(frozen=True)
 class Note:
-    text: str  # a warning, shown as a quote
+    text: Text  # a warning, shown as a quote
 
 
 @dataclass(frozen=True)
 class Bullets:
-    items: tuple[str, ...]
+    items: tuple[Text, ...]
 
 
 @dataclass(frozen=True)
@@ -52,17 +64,51 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
     return Table(tuple(headers), tuple(tuple(r) for r in rows))
 
 
+def _spans(text: Text) -> list[tuple[str, bool]]:
+    """(part, is code), control characters shown (format.printable): what every renderer reads."""
+    parts = (text,) if isinstance(text, str) else text
+    return [(printable(p.text), True) if isinstance(p, Code) else (printable(p), False) for p in parts]
+
+
+def plain(text: Text) -> str:
+    return "".join(part for part, _ in _spans(text))
+
+
+def _code_markdown(part: str) -> str:
+    """A CommonMark code span showing `part` as it is: a fence longer than any run of backticks in it, padded
+    where it starts or ends with a backtick or a space (CommonMark strips one space from each end)."""
+    if not part:
+        return ""
+    fence = "`" * (max((len(run) for run in re.findall("`+", part)), default=0) + 1)
+    pad = " " if part.strip() and (part[0] in " `" or part[-1] in " `") else ""
+    return f"{fence}{pad}{part}{pad}{fence}"
+
+
+# What would make the start of a line a list item, an ordered-list item, a setext underline or a fence
+_BLOCK_START = re.compile(r"^([-+=~]|\d+(?=[.)]))")
+
+
+def _line_markdown(text: Text) -> str:
+    """One line of Markdown that a CommonMark renderer reads back as `text` (module docstring)."""
+    spans = _spans(text)
+    if spans:  # Markdown drops the spaces around a line: so does HTML
+        spans[0] = (spans[0][0].lstrip(), spans[0][1])
+        spans[-1] = (spans[-1][0].rstrip(), spans[-1][1])
+    line = "".join(_code_markdown(part) if code else markdown_text(part) for part, code in spans)
+    return _BLOCK_START.sub(lambda m: m.group() + "\\" if m.group()[0].isdigit() else "\\" + m.group(), line)
+
+
 def to_markdown(blocks: Sequence[Block]) -> str:
     lines: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            lines.append(f"{'#' * block.level} {block.text}")
+            lines.append(f"{'#' * block.level} {_line_markdown(block.text)}")
         elif isinstance(block, Paragraph):
-            lines.append(block.text)
+            lines.append(_line_markdown(block.text))
         elif isinstance(block, Note):
-            lines.append(f"> {block.text}")
+            lines.append(f"> {_line_markdown(block.text)}")
         elif isinstance(block, Bullets):
-            lines.append("\n".join(f"- {item}" for item in block.items))
+            lines.append("\n".join(f"- {_line_markdown(item)}" for item in block.items))
         elif isinstance(block, Table):
             lines.append(markdown_table(block.headers, block.rows))
         else:
@@ -77,40 +123,47 @@ def to_text(blocks: Sequence[Block]) -> str:
     parts: list[str] = []
     for block in blocks:
         if isinstance(block, Heading | Paragraph | Note):
-            parts.append(block.text)
+            parts.append(plain(block.text))
         elif isinstance(block, Bullets):
-            parts.append("\n".join(block.items))
+            parts.append("\n".join(plain(item) for item in block.items))
         elif isinstance(block, Table):
             parts.append(text_table(block.headers, block.rows))
     return "\n\n".join(parts)
 
 
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-         "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;"
-         "padding:3px 8px;text-align:right}td.t{text-align:left;overflow-wrap:anywhere}th{background:#f3f3f3}"
-         "img{max-width:100%}")
+# A long name breaks where it would overflow (break-word), never inside a number or a header that fits (anywhere
+# would also shrink every table column to one character's width); a long name in a table cell breaks anywhere.
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;"
+         "overflow-wrap:break-word}table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td.t{text-align:left;overflow-wrap:anywhere}"
+         "th.t{text-align:left}th{background:#f3f3f3}"
+         "blockquote{margin:1em 0;padding:.4em 1em;border-left:4px solid #d9a400;background:#fff8e0}"
+         "blockquote p{margin:0}img{max-width:100%}")
 
 
-def _inline(text: str) -> str:
-    """Escaped text with Markdown's `code` spans as <code> (the one inline markup the report's text uses)."""
-    parts = html.escape(text).split("`")
-    if len(parts) % 2 == 0:  # an unpaired backtick stays a backtick
-        return html.escape(text)
-    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+def _inline(text: Text) -> str:
+    """Escaped text with its Code parts as <code>."""
+    return "".join(f"<code>{html.escape(part)}</code>" if code else html.escape(part) for part, code in _spans(text))
+
+
+def _cell(value: object) -> str:
+    return html.escape(printable(fmt(value)))
 
 
 def _html_block(block: Block) -> str:
     if isinstance(block, Heading):
-        return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
+        return f"<h{block.level}>{_inline(block.text)}</h{block.level}>"
     if isinstance(block, Paragraph):
         return f"<p>{_inline(block.text)}</p>"
     if isinstance(block, Note):
-        return f"<blockquote>{_inline(block.text)}</blockquote>"
+        return f"<blockquote><p>{_inline(block.text)}</p></blockquote>"
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Table):
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
-        body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(c, str) else ''}>{html.escape(fmt(c))}</td>"
+        text = [all(isinstance(row[i], str) for row in block.rows) for i in range(len(block.headers))]
+        head = "".join(f"<th{' class=t' if left else ''}>{_cell(h)}</th>" for h, left in zip(block.headers, text,
+                                                                                           strict=True))
+        body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(c, str) else ''}>{_cell(c)}</td>"
                                         for c in row) + "</tr>" for row in block.rows)
         return f"<table><tr>{head}</tr>{body}</table>"
     data = base64.b64encode(block.path.read_bytes()).decode()

@@ -6,21 +6,21 @@ from __future__ import annotations
 from deploykit.metrics.table import METRICS, selected
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.parity.gates import DEFAULT_GATES
-from deploykit.report.document import Block, Bullets, Heading, Paragraph, Table, table, to_markdown, to_text
+from deploykit.report.document import Block, Bullets, Code, Heading, Paragraph, Table, table, to_markdown, to_text
 from deploykit.report.format import fmt
 
 NUMERIC_COLUMNS = tuple(m.name for m in METRICS.values() if m.task is None and m.column)
 LOCALIZE_HEADERS = ["rank", "ONNX node", "op", "PyTorch module", "rel. error", "input error", "growth"]
 
 
-def _columns(result: ParityResult) -> tuple[str, ...]:
+def metric_columns(result: ParityResult) -> tuple[str, ...]:
     """The numeric columns, then the task's shown metrics (those against ground truth only with --labels)."""
     task = selected(task=result.task, shown=True) if result.task else ()
     return NUMERIC_COLUMNS + tuple(m for m in task if result.reference_scores or not METRICS[m].needs_labels)
 
 
 def summary_table(result: ParityResult) -> Table:
-    columns = _columns(result)
+    columns = metric_columns(result)
     headers = ["candidate", "backend", "precision", "output", *(METRICS[m].title for m in columns), "verdict"]
     rows = [[candidate.label, candidate.backend, candidate.precision, output.name,
              *(output.metrics.get(m) for m in columns), "pass" if output.passed else "FAIL"]
@@ -49,7 +49,7 @@ def localization_blocks(candidate: CandidateResult) -> list[Block]:
     rows = [[i + 1, n.node, n.op_type, n.module or "-", n.error, n.input_error, n.growth]
             for i, n in enumerate(found.top)]
     lines.append(f"top {len(rows)} nodes by error growth (error of the output relative to error of the inputs):")
-    return [Paragraph("\n".join(lines)), table(LOCALIZE_HEADERS, rows)]
+    return [Bullets(tuple(lines)), table(LOCALIZE_HEADERS, rows)]  # one line each
 
 
 def _truth_lines(result: ParityResult) -> list[str]:
@@ -61,7 +61,7 @@ def _truth_lines(result: ParityResult) -> list[str]:
 def text_report(result: ParityResult) -> str:
     head = [f"reference: {result.reference} ({result.reference_backend}); task: {result.task or 'unknown'}",
             f"inputs: {result.inputs}", *_truth_lines(result)]
-    blocks: list[Block] = [Paragraph("\n".join(head)), summary_table(result)]
+    blocks: list[Block] = [Bullets(tuple(head)), summary_table(result)]  # one line each, as to_text shows bullets
     failures = [f"FAIL {c.label}: {f}" for c in result.candidates for o in c.outputs for f in o.failures()]
     if failures:
         blocks.append(Bullets(tuple(failures)))
@@ -78,11 +78,11 @@ def _gates_of(candidate: CandidateResult) -> str:
 
 def markdown_report(result: ParityResult) -> str:
     verdict = "pass" if result.passed else "FAIL"
-    gates = [f"`{c.label}` ({c.precision}): {_gates_of(c)}" for c in result.candidates]
+    gates = [(Code(c.label), f" ({c.precision}): {_gates_of(c)}") for c in result.candidates]
     blocks: list[Block] = [
         Heading(f"Parity report: {verdict}", level=1),
-        Bullets((f"Reference: `{result.reference}` ({result.reference_backend})", f"Task: {result.task or 'unknown'}",
-                 f"Inputs: {result.inputs}", f"Verdict: {result.summary()}",
+        Bullets((("Reference: ", Code(result.reference), f" ({result.reference_backend})"),
+                 f"Task: {result.task or 'unknown'}", f"Inputs: {result.inputs}", f"Verdict: {result.summary()}",
                  *(f"Note: {note}" for note in result.notes))),
         Heading("Outputs"), summary_table(result), Heading("Gates"), Bullets(tuple(gates)),
         Paragraph("Defaults per precision (deploykit.parity.gates): "
@@ -90,5 +90,5 @@ def markdown_report(result: ParityResult) -> str:
     for candidate in result.candidates:
         extra = localization_blocks(candidate)
         if extra:
-            blocks += [Heading(f"Localisation: `{candidate.label}`"), *extra]
+            blocks += [Heading(("Localisation: ", Code(candidate.label))), *extra]
     return to_markdown(blocks)

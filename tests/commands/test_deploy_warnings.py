@@ -28,5 +28,5 @@ def test_deploy_on_random_weights_warns_first_and_in_the_report(tmp_path: Path) 
                                       "--out", str(out), "--bench-seconds", "0.1", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[0].startswith("… warning: untrained weights: no --weights given")
-    assert "**Warning: untrained weights" in (out / "report.md").read_text(encoding="utf-8")
+    assert "> Untrained weights: no --weights given" in (out / "report.md").read_text(encoding="utf-8")
     assert json.loads((out / "summary.json").read_text())["weights_note"].startswith("untrained weights")

@@ -23,10 +23,10 @@ from deploykit.bench.stats import summarize
 from deploykit.cli import cli
 from deploykit.parity.pictured import Pictures
 from deploykit.pipeline.frontier import frontier
-from deploykit.pipeline.report import summary_lines, verdict_blocks
+from deploykit.pipeline.report import accuracy_table, summary_lines, verdict_blocks
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
-from deploykit.report.document import to_markdown
+from deploykit.report.document import to_html, to_markdown
 
 ARGS = ["deploy", "deeplabv3plus_mobilenetv2", "--set", "width_multiplier=0.25", "--input-shape", "1,3,65,65",
         "--precisions", "fp32,int8", "--calib-data", "photos", "--accuracy-budget", "pixel_agreement>=0.995",
@@ -233,3 +233,60 @@ def test_an_artifact_missing_its_budget_on_the_parity_inputs_is_not_shipped(depl
     assert verdict.ship == "model.fp32.ort.onnx"
     count = loaded.parity.input_count
     assert verdict.rejected[0].reason == f"budget missed: pixel_agreement 0.9872 < 0.995 on {count} inputs"
+
+
+def _section(report: str, heading: str) -> str:
+    start = report.index(f"## {heading}\n")
+    following = report.find("\n## ", start + 1)
+    return report[start:following if following != -1 else None]
+
+
+def test_each_plot_sits_in_its_own_section(deployed: tuple[Path, Result]) -> None:
+    report = (deployed[0] / "report.md").read_text()
+    assert "![accuracy](accuracy.png)" in _section(report, "Accuracy against PyTorch")
+    assert "![latency](latency.png)" in _section(report, "Latency")
+    assert "![layers](layers.png)" in _section(report, "Per-layer error")
+    assert "![speed/accuracy frontier](frontier.png)" in _section(report, "Speed/accuracy frontier")
+
+
+def test_warnings_qualify_the_verdict_in_the_report_and_the_summary(deployed: tuple[Path, Result]) -> None:
+    """Untrained weights (the fixture deploys without --weights) and a busy machine, each a note under the
+    verdict (a quote in Markdown, a styled box in HTML, never Markdown's ** shown as is) and a warning line of the
+    summary printed before the verdict."""
+    out, _ = deployed
+    loaded = _loaded(out)
+    busy = MachineLoad(cores=2, seconds=9.0, load_before=1.8, load_after=1.9, others_cores=1.2, rounds=24)
+    result = replace(loaded, bench=replace(loaded.bench, load=busy))
+    assert result.weights_note.startswith("untrained weights")
+    verdict = verdict_blocks(result)
+    markdown, html = to_markdown(verdict), to_html(verdict, "t")
+    assert "\n> Untrained weights: no --weights given" in markdown and "\n> The machine was busy" in markdown
+    assert "<blockquote><p>Untrained weights: no --weights given" in html and "**" not in html
+    summary = summary_lines(result, out / "report.html")
+    warned = [line for line in summary if line.startswith("warning: ")]
+    assert warned[0].startswith("warning: untrained weights") and warned[1].startswith("warning: the machine was busy")
+    assert summary.index(warned[1]) < summary.index(result.verdict.lines()[0])
+
+
+def test_the_verdict_names_the_cpu_its_milliseconds_were_timed_on(deployed: tuple[Path, Result]) -> None:
+    out, _ = deployed
+    loaded = _loaded(out)
+    cpu = loaded.bench.environment["cpu"]
+    verdict = _section((out / "report.md").read_text(), "Verdict")
+    assert f"Timed on {loaded.bench.machine()}." in verdict and cpu in loaded.bench.machine()
+
+
+def test_metrics_against_the_labels_say_so_with_their_unit() -> None:
+    """--labels adds miou_gt and miou_drop (points): measured against the ground truth, not PyTorch."""
+    verdict = Verdict(ship="model.int8.ort.onnx", precision="int8", latency_ms=2.0,
+                      task_metrics={"pixel_agreement": 0.99, "miou_gt": 0.5, "miou_drop": 1.25})
+    head = verdict.lines()[0]
+    assert head.endswith("; pixel_agreement 0.99 against PyTorch; miou_gt 0.5, miou_drop 1.25 points against the "
+                         "labels"), head
+
+
+def test_the_accuracy_table_titles_each_metric_with_its_unit(deployed: tuple[Path, Result]) -> None:
+    loaded = _loaded(deployed[0])
+    headers = accuracy_table(loaded.parity).headers
+    assert headers[:2] == ("precision", "output") and headers[-1] == "verdict"
+    assert {"cosine", "SNR dB", "pixel agree", "mIoU"} <= set(headers)
