@@ -84,8 +84,9 @@ def _code_markdown(part: str) -> str:
     return f"{fence}{pad}{part}{pad}{fence}"
 
 
-# What would make the start of a line a list item, an ordered-list item, a setext underline or a fence
-_BLOCK_START = re.compile(r"^([-+=~]|\d+(?=[.)]))")
+# What would make the start of a line a list item, an ordered-list item, a quote, a setext underline, a fence or
+# a link reference definition
+_BLOCK_START = re.compile(r"^([-+=>\[]|\d+(?=[.)]))")
 
 
 def _line_markdown(text: Text) -> str:

@@ -51,15 +51,19 @@ def printable(text: str) -> str:
     return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
-# Markdown's inline punctuation that could change what plain text means: an HTML tag or entity, emphasis, a link,
-# a code span, a table's cell break, a heading's closing #s, a backslash escape. `_` only where it can open or
-# close emphasis (not inside a word, so pixel_agreement stays as written).
-_MARKDOWN_SPECIAL = re.compile(r"[\\<>&*\[\]|`#]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+# What Markdown would read as markup inside a line, escaped only there so report.md stays readable as text
+# ("X < Y", "A & B", "deploykit[plots]" unchanged): a backslash escape, an HTML tag or entity, emphasis, a code
+# span, strikethrough, a heading's closing #s, a link's "](", and `_` only where it can open or close emphasis
+# (never inside a word: pixel_agreement stays as written). `|` only in a table, where it breaks a cell.
+_MARKDOWN_SPECIAL = (r"\\(?=[!-/:-@\[-`{-~]|$)|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)|[*`~#]|\](?=[(\[])"
+                     r"|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_INLINE, _CELL = re.compile(_MARKDOWN_SPECIAL), re.compile(_MARKDOWN_SPECIAL + r"|\|")
 
 
-def markdown_text(text: str) -> str:
-    """Plain text for Markdown: read back by a CommonMark renderer as exactly `printable(text)`, never markup."""
-    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), printable(text))
+def markdown_text(text: str, *, cell: bool = False) -> str:
+    """Plain text for Markdown (a table cell's with `cell`): read back by a CommonMark renderer as exactly
+    `printable(text)`, never markup."""
+    return (_CELL if cell else _INLINE).sub(lambda m: "\\" + m.group(), printable(text))
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -71,9 +75,9 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    head = "| " + " | ".join(markdown_text(h) for h in headers) + " |"
+    head = "| " + " | ".join(markdown_text(h, cell=True) for h in headers) + " |"
     rule = "|" + "|".join("---" for _ in headers) + "|"
-    body = ["| " + " | ".join(markdown_text(fmt(c)) for c in row) + " |" for row in rows]
+    body = ["| " + " | ".join(markdown_text(fmt(c), cell=True) for c in row) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 
 

@@ -74,9 +74,17 @@ def test_markdown_and_html_read_back_as_the_same_text(name: str) -> None:
 
 def test_a_name_with_a_newline_stays_on_its_line_and_shows_it() -> None:
     markdown = to_markdown(_blocks("my\nmodel|v2 <b>&amp;"))
-    assert "# deploykit report: my\\\\nmodel\\|v2 \\<b\\>\\&amp;" in markdown.splitlines()
+    lines = markdown.splitlines()
+    assert "# deploykit report: my\\nmodel|v2 \\<b>\\&amp;" in lines
+    assert "| my\\nmodel\\|v2 \\<b>\\&amp; | 0.5 |" in lines
     page = to_html(_blocks("my\nmodel|v2 <b>&amp;"), "t")
     assert "<h2>my\\nmodel|v2 &lt;b&gt;&amp;amp;</h2>" in page
+
+
+def test_plain_text_stays_readable_as_markdown() -> None:
+    """Only what Markdown would read as markup is escaped: report.md is also read as text (--print-report)."""
+    text = "budget missed: pixel_agreement 0.98 < 0.99 & miou_major >= 0.9; pip install 'deploykit[plots]' | C:\\x"
+    assert to_markdown([Paragraph(text)]) == text + "\n"
 
 
 def test_a_long_name_wraps_in_the_html_page() -> None:
