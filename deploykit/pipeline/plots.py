@@ -52,8 +52,9 @@ def _accuracy(plt: Any, parity: ParityResult, path: Path) -> Path | None:
         ax.bar([j + i * width for j in range(len(rows))], deltas, width, label=key)
     ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(rows))], [p for p, _ in rows])
     ax.set_ylabel("1 - metric (lower is better)")
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1e-3))  # nothing lost is a floor at 0, not an axis centred on it
     ax.set_title("Task agreement lost against PyTorch")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside: never on a bar
     return save_png(fig, path, force=True)
 
 
@@ -100,16 +101,32 @@ def _frontier(plt: Any, found: Frontier | None, machine: str, path: Path) -> Pat
             ax.scatter([p.latency_ms for p in chosen], [p.metric for p in chosen], marker=marker, s=140 if
                        marker == "*" else 45, facecolors=face, edgecolors="#dd8452" if face == "none" else face,
                        label=label, zorder=3 if kind == "chosen" else 2)
+    labels: dict[tuple[float, float], list[str]] = {}  # one label per spot: the chosen plan IS its artifact
     for point in found.points:
         if point.latency_ms is not None and point.kind != "plan":
-            ax.annotate(point.label, (point.latency_ms, point.metric), textcoords="offset points", xytext=(6, 4),
-                        fontsize=8)
+            labels.setdefault((point.latency_ms, point.metric), []).append(point.label)
     ax.set_xlabel("latency ms (median, batch 1)")
     ax.set_ylabel(f"{found.metric} against PyTorch")
     ax.set_title(f"Speed/accuracy frontier\nlatency on {machine}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    _annotate(ax, {spot: " = ".join(names) for spot, names in labels.items()})
     return save_png(fig, path, force=True)
+
+
+def _annotate(ax: Any, labels: dict[tuple[float, float], str]) -> None:
+    """Each label beside its point, moved down a line at a time while it would cover a label already placed
+    (artifacts a few microseconds and a few 1e-4 apart sit on one spot at the plot's scale)."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed: list[Any] = []
+    for spot, text in sorted(labels.items(), key=lambda item: (-item[0][1], item[0][0])):
+        for line in range(len(labels) + 1):
+            note = ax.annotate(text, spot, textcoords="offset points", xytext=(6, 4 - 10 * line), fontsize=8)
+            box = note.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            note.remove()
+        placed.append(box)
 
 
 def make_plots(result: DeployResult, out: Path) -> dict[str, Path]:

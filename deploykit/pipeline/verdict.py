@@ -25,7 +25,7 @@ from deploykit.bench.stats import Ratio
 from deploykit.build import BuildResult
 from deploykit.metrics.table import selected
 from deploykit.parity.compare import CandidateResult, ParityResult
-from deploykit.precision.table import BASELINE, PRECISIONS
+from deploykit.precision.table import BASELINE, PRECISIONS, lowered_nodes
 from deploykit.report.format import metrics_text
 
 # The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.
@@ -49,6 +49,7 @@ class Verdict:
     speedup_vs_fp32: Ratio | None = None
     task_metrics: dict[str, float] = field(default_factory=dict)
     rejected: tuple[Rejected, ...] = ()
+    caveat: str = ""  # what the shipped precision's name does not say (an INT8 artifact with no INT8 node)
 
     def lines(self) -> list[str]:
         """The verdict for people: the first line answers "what do I ship", one line per other artifact."""
@@ -61,7 +62,8 @@ class Verdict:
             metrics = metrics_text(self.task_metrics, "PyTorch")
             spread = (f" (p10-p90 {_num(self.latency_spread_ms[0])}-{_num(self.latency_spread_ms[1])})"
                       if self.latency_spread_ms else "")
-            head = (f"verdict: ship {self.ship} ({self.precision}): {_num(self.latency_ms)} ms median{spread} at "
+            precision = f"{self.precision}, {self.caveat}" if self.caveat else self.precision
+            head = (f"verdict: ship {self.ship} ({precision}): {_num(self.latency_ms)} ms median{spread} at "
                     "batch 1" + (f", {speed}" if speed else "") + (f"; {metrics}" if metrics else ""))
         return [head, *(f"  not {r.artifact} ({r.precision}): {r.reason}" for r in self.rejected)]
 
@@ -77,7 +79,7 @@ class Verdict:
                 "speedup_vs_fp32_interval": interval(self.speedup_vs_fp32),
                 "interval": "95% bootstrap interval of the ratio of medians, resampled by round",
                 "task_metrics": self.task_metrics, "rejected": [vars(r).copy() for r in self.rejected],
-                "text": self.lines()}
+                "caveat": self.caveat, "text": self.lines()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
@@ -86,7 +88,7 @@ class Verdict:
                    latency_spread_ms=(float(spread[0]), float(spread[1])) if spread else None,
                    speedup_vs_torch=_ratio(data, "speedup_vs_torch"), speedup_vs_fp32=_ratio(data, "speedup_vs_fp32"),
                    task_metrics={k: float(v) for k, v in (data.get("task_metrics") or {}).items()},
-                   rejected=tuple(Rejected(**r) for r in data.get("rejected", [])))
+                   rejected=tuple(Rejected(**r) for r in data.get("rejected", [])), caveat=str(data.get("caveat", "")))
 
 
 def _ratio(data: Mapping[str, Any], key: str) -> Ratio | None:
@@ -184,7 +186,18 @@ def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchRepo
                    latency_spread_ms=_spread(mine) if mine else None,
                    speedup_vs_torch=speedup(torch, mine) if torch and mine else None,
                    speedup_vs_fp32=speedup(fp32, mine) if fp32 and mine else None,
-                   task_metrics={k: metrics[k] for k in TASK_KEYS if k in metrics}, rejected=tuple(rejected))
+                   task_metrics={k: metrics[k] for k in TASK_KEYS if k in metrics}, rejected=tuple(rejected),
+                   caveat=_in_name_only(build))
+
+
+def _in_name_only(build: BuildResult) -> str:
+    """Said when the precision pass moved no node to the artifact's precision (an accuracy budget that kept every
+    quantizable node in float): its file name says int8, yet it computes as FP32 does."""
+    if lowered_nodes(build.precision, build.report) != 0:
+        return ""
+    kept = len(build.kept)
+    return f"in name only: no node runs in {PRECISIONS[build.precision].title}" + (
+        f", all {kept} it could move were kept in float" if kept else "")
 
 
 def _per_image(run: BenchResult | None) -> float:

@@ -94,6 +94,7 @@ class Precision:
     # Computes in float16: faster only where a backend runs float16 natively (deploy leaves it out elsewhere)
     float16_compute: bool = False
     needs_data: bool = False  # cannot build without --calib-data (deploy leaves it out when none is given)
+    lowered_key: str = ""  # report key counting the nodes its pass moved to this precision ("" for fp32)
 
     @property
     def lowered(self) -> bool:
@@ -112,14 +113,15 @@ PRECISIONS: dict[str, Precision] = with_plugins("deploykit.precisions", Precisio
                   (*_ALWAYS, "cosine>=0.999", "pixel_agreement>=0.99", "miou_major>=0.95", "cc>=0.999", "sim>=0.99",
                    "kld<=0.01"), _is_fp16, 1, localize_tolerance=1e-2,
                   keep_help="FP16: keep this node name or op type in float32 (repeatable; DepthwiseConv works too).",
-                  element_type=TensorProto.FLOAT16, selftest_bounds=(0.999, 0.98), float16_compute=True),
+                  element_type=TensorProto.FLOAT16, selftest_bounds=(0.999, 0.98), float16_compute=True,
+                  lowered_key="converted_nodes"),
         Precision("int8", "--int8", "Explicit INT8 Q/DQ from calibration data.", "INT8", _int8_pass,
                   frozenset({"keep", "accuracy_budget", "calibration", "int8"}), "keep_float", "kept_float",
                   (*_ALWAYS, "cosine>=0.98", "pixel_agreement>=0.95", "miou_major>=0.85", "cc>=0.98", "sim>=0.95",
                    "kld<=0.05"), _is_int8, 2, localize_tolerance=1e-1,
                   keep_help="INT8: keep this node name or op type unquantized (repeatable; DepthwiseConv works too).",
                   element_type=TensorProto.INT8, selftest_bounds=(0.95, 0.80), budget_in_deploy=True,
-                  needs_data=True),
+                  needs_data=True, lowered_key="quantized_nodes"),
     )
 })
 DEFAULT = PRECISIONS["fp32"]  # build-engine's precision when no flag is given
@@ -162,6 +164,14 @@ def check_flags_apply(precision: Precision, given: Sequence[str], *, budget: boo
     wrong += [f"{flag} applies only with --accuracy-budget" for flag in given if flag in BUDGET_FLAGS and not budget]
     if wrong:
         raise ConfigConflict(f"{'; '.join(wrong)} (this build is {precision.flag})")
+
+
+def lowered_nodes(precision: str, report: Mapping[str, Any]) -> int | None:
+    """How many nodes the precision pass moved to `precision` (0: its graph computes in float as FP32's does),
+    or None where the report does not say (FP32, a plugin precision without a lowered_key)."""
+    key = PRECISIONS[precision].lowered_key if precision in PRECISIONS else ""
+    count = report.get(key) if key else None
+    return int(count) if isinstance(count, int | float) else None
 
 
 def kept_nodes(report: dict[str, Any]) -> list[dict[str, Any]]:

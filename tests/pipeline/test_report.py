@@ -10,6 +10,7 @@ import re
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,11 +23,13 @@ from deploykit.bench.run import BenchReport
 from deploykit.bench.stats import summarize
 from deploykit.cli import cli
 from deploykit.parity.pictured import Pictures
-from deploykit.pipeline.frontier import frontier
+from deploykit.pipeline import plots
+from deploykit.pipeline.frontier import Frontier, Point, frontier
 from deploykit.pipeline.report import accuracy_table, summary_lines, verdict_blocks
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
 from deploykit.report.document import to_html, to_markdown
+from deploykit.report.format import require_matplotlib
 
 ARGS = ["deploy", "deeplabv3plus_mobilenetv2", "--set", "width_multiplier=0.25", "--input-shape", "1,3,65,65",
         "--precisions", "fp32,int8", "--calib-data", "photos", "--accuracy-budget", "pixel_agreement>=0.995",
@@ -290,3 +293,59 @@ def test_the_accuracy_table_titles_each_metric_with_its_unit(deployed: tuple[Pat
     headers = accuracy_table(loaded.parity).headers
     assert headers[:2] == ("precision", "output") and headers[-1] == "verdict"
     assert {"cosine", "SNR dB", "pixel agree", "mIoU"} <= set(headers)
+
+
+def test_a_shipped_artifact_that_lowers_no_node_says_so(deployed: tuple[Path, Result]) -> None:
+    """An accuracy budget that keeps every quantizable node in float leaves an int8-named artifact computing in
+    float: the verdict must not let its name stand for INT8."""
+    loaded = _loaded(deployed[0])
+    bench = _timed(loaded.bench, {"torch": _rounds(60, 0.03, 0), "fp32": _rounds(40, 0.03, 1),
+                                  "int8": _rounds(20, 0.03, 2)})
+    int8 = loaded.builds[1]
+    assert int8.report["quantized_nodes"] > 0
+    assert "in name only" not in decide(loaded.builds, loaded.parity, bench).lines()[0]
+    builds = [loaded.builds[0], replace(int8, report={**int8.report, "quantized_nodes": 0})]
+    verdict = decide(builds, loaded.parity, bench)
+    assert verdict.ship == "model.int8.ort.onnx"
+    assert verdict.lines()[0].startswith("verdict: ship model.int8.ort.onnx (int8, in name only: no node runs in INT8")
+    assert Verdict.from_dict(verdict.to_dict()).caveat == verdict.caveat
+
+
+def _figure(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The figures the plots draw, kept instead of saved."""
+    figures: list[Any] = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path, force: figures.append(fig) or Path(path))
+    return figures
+
+
+def test_plots_start_losses_at_zero_and_name_the_cpu(deployed: tuple[Path, Result], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing lost (every candidate agrees with PyTorch) is bars of height 0 on a floor, not an axis around 0."""
+    loaded = _loaded(deployed[0])
+    for output in (o for c in loaded.parity.candidates for o in c.outputs):
+        output.metrics.update({k: 1.0 for k in plots.TASK_KEYS if k in output.metrics})
+    figures = _figure(monkeypatch)
+    plots.make_plots(loaded, tmp_path)
+    drawn = {fig.axes[0].get_title(): fig.axes[0] for fig in figures}
+    accuracy_ax = drawn["Task agreement lost against PyTorch"]
+    assert accuracy_ax.get_ylim()[0] == 0 and accuracy_ax.get_legend() is not None
+    latency_ax = next(ax for title, ax in drawn.items() if title.startswith("Latency per backend"))
+    assert loaded.bench.machine() in latency_ax.get_title() and latency_ax.get_ylabel().startswith("latency ms")
+
+
+def test_frontier_labels_never_cover_each_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chosen plan is its artifact (one spot), and artifacts microseconds apart sit on one spot too."""
+    figures = _figure(monkeypatch)
+    found = Frontier("pixel_agreement", (
+        Point("fp32 artifact", "artifact", 1.0, 0.3412, False),
+        Point("fp16 artifact", "artifact", 0.9999, 0.3413, False),
+        Point("int8 artifact", "artifact", 0.996, 0.40, False),
+        Point("int8, 3 kept", "chosen", 0.996, 0.40, False, 3),
+        Point("int8, 0 kept", "plan", 0.99, 0.35, True, 0)), {"int8": 0.5})
+    plots._frontier(require_matplotlib(), found, "a CPU", tmp_path / "f.png")
+    ax = figures[0].axes[0]
+    renderer = figures[0].canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in ax.texts]
+    assert sorted(text.get_text() for text in ax.texts) == ["fp16 artifact", "fp32 artifact",
+                                                            "int8 artifact = int8, 3 kept"]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
