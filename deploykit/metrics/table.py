@@ -148,6 +148,19 @@ def _check_reachable(metric: Metric, op: str, threshold: float) -> None:
                           f"can never hold; give a threshold up to {best:g}")
 
 
+def against(value: float, threshold: float, digits: int = 4) -> str:
+    """`value` to at least `digits` significant digits, more where fewer would read as the threshold it is
+    compared with ("0.99496 < 0.995", never "0.995 < 0.995"), the threshold being shown as :g shows it."""
+    limit = f"{threshold:g}"
+    if value == float(limit):
+        return limit
+    for shown in range(digits, 18):
+        text = f"{value:.{shown}g}"
+        if not math.isfinite(value) or float(text) != float(limit):
+            return text
+    return repr(value)
+
+
 def parse_condition(text: str, *, ops: Sequence[str] = _CONDITION_OPS, outputs: bool = True) -> Condition:
     """Parse "[output:]METRIC OP X" (OP among `ops`; an output prefix only when `outputs`). Raises ValueError
     with what is wrong, Unreachable (a ValueError) for a condition no value meets; callers turn it into their

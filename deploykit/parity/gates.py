@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from deploykit.errors import InputError
-from deploykit.metrics.table import Unreachable, parse_condition
+from deploykit.metrics.table import Unreachable, against, parse_condition
 from deploykit.precision.table import PRECISIONS
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -67,7 +67,7 @@ class GateCheck:
     passed: bool
 
     def describe(self) -> str:
-        shown = f"{self.value:.6g}"
+        shown = against(self.value, self.gate.threshold, 6)
         verdict = "ok" if self.passed else ("misses the budget" if self.gate.budget else "fails")
         return f"{self.gate.metric} {shown} {verdict} {self.gate.op}{self.gate.threshold:g}"
 

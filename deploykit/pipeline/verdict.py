@@ -23,7 +23,7 @@ from deploykit.bench.harness import BenchResult, speedup
 from deploykit.bench.run import BenchReport
 from deploykit.bench.stats import Ratio
 from deploykit.build import BuildResult
-from deploykit.metrics.table import selected
+from deploykit.metrics.table import against, selected
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.precision.table import BASELINE, PRECISIONS, lowered_nodes
 from deploykit.report.format import metrics_text
@@ -139,8 +139,8 @@ def reference_run(results: Sequence[BenchResult]) -> BenchResult | None:
 def _failures(candidate: CandidateResult, inputs: int) -> str:
     """Why a candidate fails: its accuracy budget first, as it missed it on the parity inputs (the search
     held it on its held-out share), then the gates it fails."""
-    budget = [f"budget missed: {c.gate.metric} {_num(c.value)} {_MISSED[c.gate.op]} {c.gate.threshold:g} on "
-              f"{inputs} input{'s' if inputs != 1 else ''}"
+    budget = [f"budget missed: {c.gate.metric} {against(c.value, c.gate.threshold)} {_MISSED[c.gate.op]} "
+              f"{c.gate.threshold:g} on {inputs} input{'s' if inputs != 1 else ''}"
               for o in candidate.outputs for c in o.checks if c.gate.budget and not c.passed]
     failed = [f"{o.name} {c.describe()}" for o in candidate.outputs for c in o.checks
               if not c.passed and not c.gate.budget]

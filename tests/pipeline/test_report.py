@@ -349,3 +349,12 @@ def test_frontier_labels_never_cover_each_other(tmp_path: Path, monkeypatch: pyt
     assert sorted(text.get_text() for text in ax.texts) == ["fp16 artifact", "fp32 artifact",
                                                             "int8 artifact = int8, 3 kept"]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_a_near_miss_of_the_budget_never_reads_as_the_budget(deployed: tuple[Path, Result]) -> None:
+    loaded = _loaded(deployed[0], budget_held=False)
+    checks = loaded.parity.candidates[1].outputs[0].checks
+    position = next(i for i, c in enumerate(checks) if c.gate.budget)
+    checks[position] = replace(checks[position], value=0.99496, passed=False)
+    reason = decide(loaded.builds, loaded.parity, loaded.bench).rejected[0].reason
+    assert reason.startswith("budget missed: pixel_agreement 0.99496 < 0.995 on "), reason
