@@ -51,7 +51,8 @@ from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape, s
 @click.option("--force", is_flag=True, help="Write into an existing --out that holds other files (a deploy's own "
               "folder is resumed without it).")
 @click.option("--require", type=click.Choice(list(PRECISIONS)), default=None, metavar="PRECISION",
-              help="Exit status 1 unless the verdict ships this precision (e.g. --require int8 in CI).")
+              help="Exit status 1 unless the verdict ships this precision, computing in it (e.g. --require int8 in "
+                   "CI: not an int8 file whose nodes were all kept in float).")
 @click.option("--print-report", is_flag=True, help="Also print report.md (the summary is printed either way).")
 @json_option
 @reads("model", "weights", "calib_data", "inputs", "labels")
@@ -102,6 +103,8 @@ def _failed_check(verdict: Verdict, require: str | None, out: Path) -> str:
     if require is not None and verdict.precision != require:
         why = next((f"; {r.artifact}: {r.reason}" for r in verdict.rejected if r.precision == require), "")
         return f"--require {require}: the verdict ships {verdict.ship} ({verdict.precision}){why}"
+    if require is not None and verdict.caveat:  # an int8 file computing in float is not what CI asked for
+        return f"--require {require}: the verdict ships {verdict.ship}, {verdict.caveat}"
     return ""
 
 

@@ -172,6 +172,10 @@ def test_a_deploy_that_ships_nothing_is_a_failed_check(tmp_path: Path) -> None:
     shipped = Verdict(ship="model.fp32.ort.onnx", precision="fp32")
     assert _failed_check(shipped, None, tmp_path) == "" and _failed_check(shipped, "fp32", tmp_path) == ""
     assert _failed_check(shipped, "int8", tmp_path).startswith("--require int8: the verdict ships model.fp32")
+    in_name = Verdict(ship="model.int8.ort.onnx", precision="int8", caveat="in name only: no node runs in INT8")
+    assert _failed_check(in_name, None, tmp_path) == ""
+    assert _failed_check(in_name, "int8", tmp_path) == ("--require int8: the verdict ships model.int8.ort.onnx, in "
+                                                        "name only: no node runs in INT8")
 
 
 def test_help_documents_the_exit_statuses() -> None:
