@@ -27,11 +27,14 @@ def _latency(plt: Any, bench: BenchReport, path: Path) -> Path | None:
         return None
     labels = [f"{r.backend}\n{r.precision}" for r in results]
     medians = [r.latency.median for r in results]
-    low = [m - r.latency.min for m, r in zip(medians, results, strict=True)]
+    # the spread the tables and the verdict quote (p10-p90), min where a run has too few samples for a p10
+    p10 = all(r.latency.p10 is not None for r in results)
+    low = [m - (r.latency.p10 if p10 and r.latency.p10 is not None else r.latency.min)
+           for m, r in zip(medians, results, strict=True)]
     high = [r.latency.p90 - m for m, r in zip(medians, results, strict=True)]
     fig, ax = plt.subplots(figsize=(1.3 * len(results) + 2, 3.4))
     ax.bar(labels, medians, color="#4c72b0", yerr=[low, high], capsize=4)
-    ax.set_ylabel("latency ms (median; whiskers min..p90)")
+    ax.set_ylabel(f"latency ms (median; whiskers {'p10' if p10 else 'min'}..p90)")
     batches = "/".join(sorted({str(r.batch) for r in results}, key=int))
     ax.set_title(f"Latency per backend and precision, batch {batches}\non {bench.machine()}", fontsize=10)
     return save_png(fig, path, force=True)
