@@ -133,9 +133,10 @@ def parse_term(text: str, task: str | None) -> Term:
     if not found.metric.budget:
         raise InputError(f"accuracy budget {text!r}: unknown metric; choose one of {', '.join(budgeted)}")
     if needs is not None and needs != task:
+        fix = ("use cosine>=VALUE or a metric of its task" if task else
+               f"name it with --task {needs} (deploy, export), or use cosine>=VALUE")
         raise InputError(f"accuracy budget {text!r}: {metric} is a {needs} metric, but the model is "
-                         f"{'a ' + task + ' model' if task else 'of unknown task (no deploykit metadata)'}; "
-                         "use cosine>=VALUE or a metric of its task")
+                         f"{'a ' + task + ' model' if task else 'of unknown task (no deploykit metadata)'}; {fix}")
     op = found.op
     if (op == ">=") != higher:
         raise InputError(f"accuracy budget {text!r}: {metric} is {'higher' if higher else 'lower'}-is-better; "

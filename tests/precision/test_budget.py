@@ -208,3 +208,9 @@ def test_halved_averages_each_2x2_block_and_drops_an_odd_edge() -> None:
     small = halved(x)
     assert small.shape == (1, 2, 2, 3) and small.dtype == np.float32
     assert small[0, 1, 1, 2] == pytest.approx(float(np.mean(x[0, 1, 2:4, 4:6])))
+
+
+def test_a_task_metric_budget_for_a_model_of_unknown_task_says_how_to_name_the_task() -> None:
+    """A user model deployed without --task: its budget in pixel_agreement needs --task segmentation."""
+    with pytest.raises(InputError, match="name it with --task segmentation"):
+        parse_budget("pixel_agreement>=0.99", None)
