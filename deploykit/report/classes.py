@@ -25,13 +25,15 @@ def damage_blocks(result: ClassDamageResult, class_names: Sequence[str] | None =
     """The summary tables: one row per candidate with its agreement, mIoU against
     the reference, where its flips lie and the classes that lose most (1 - IoU); with ground truth, a second
     table scoring every model against it (a class's loss: the reference's IoU minus the candidate's)."""
-    headers = ["candidate", "pixel agree", "mIoU vs reference", f"flips on edges (≤{BOUNDARY_WIDTH} px)",
+    headers = ["candidate", "pixel agree", "mIoU vs reference", f"share of flips on edges (≤{BOUNDARY_WIDTH} px)",
                "edge band share", "flip rate edge / interior", "classes losing most"]
     rows: list[list[object]] = []
     for damage in result.candidates:
         split = damage.boundary
         rates = f"{fmt(split.boundary_rate)} / {fmt(split.interior_rate)}" if split else "-"
-        rows.append([damage.label, damage.pixel_agreement, damage.miou, split.boundary_share if split else None,
+        # no flip: no share of them (not 0)
+        on_edges = split.boundary_share if split is not None and damage.pixel_agreement < 1.0 else None
+        rows.append([damage.label, damage.pixel_agreement, damage.miou, on_edges,
                      split.band_share if split else None, rates, _worst(damage, class_names, None)])
     blocks: list[Block] = [table(headers, rows)]
     baseline = result.baseline()

@@ -22,7 +22,8 @@ def _result(with_truth: bool = False) -> ClassDamageResult:
 
 def test_summary_names_the_worst_classes_and_where_flips_lie() -> None:
     lines = to_text(damage_blocks(_result(), class_names=["background", "cat"])).splitlines()
-    assert lines[2].split() == ["fp16", "1", "1", "0", "0.5", "0", "/", "0", "none"]
+    assert "share of flips on edges (≤2 px)" in lines[0]  # a share of the flipped pixels, not a count
+    assert lines[2].split() == ["fp16", "1", "1", "-", "0.5", "0", "/", "0", "none"]  # no flips: no share
     assert lines[3].split()[:8] == ["int8", "0.8438", "0.7247", "0.8", "0.5", "0.25", "/", "0.0625"]
     assert lines[3].endswith("1 cat (-0.312), 0 background (-0.238)")
     assert len(lines) == 4  # no ground-truth table without labels
