@@ -68,7 +68,7 @@ def _layers(plt: Any, layers: LayersResult, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.semilogy(range(len(nodes)), [max(n.error, 1e-12) for n in nodes], lw=1)
     ax.set_xlabel("node (graph order)")
-    ax.set_ylabel("error vs FP32 ONNX")
+    ax.set_ylabel("relative L2 error vs FP32 ONNX")
     ax.set_title(f"Per-node error of {layers.precision} (worst candidate)")
     return save_png(fig, path, force=True)
 

@@ -246,9 +246,9 @@ def layer_blocks(layers: LayersResult, plot: Path | None) -> list[Block]:
         return [Heading("Per-layer error"), Paragraph(layers.note or "no per-layer data")]
     worst = sorted(layers.nodes, key=lambda n: -n.growth)[:5]
     return [Heading("Per-layer error"),
-            Paragraph(f"Worst candidate: {layers.candidate} ({layers.precision}); nodes with the largest error "
-                      "growth:"),
-            table(["node", "op", "PyTorch module", "error", "growth"],
+            Paragraph(f"Worst candidate: {layers.candidate} ({layers.precision}); the nodes whose relative L2 error "
+                      "against the FP32 graph grows most over their inputs' (growth: the ratio of the two):"),
+            table(["node", "op", "PyTorch module", "rel. error", "growth"],
                   [[n.node, n.op_type, n.module or "-", n.error, n.growth] for n in worst]), *_image("layers", plot)]
 
 

@@ -249,6 +249,7 @@ def test_each_plot_sits_in_its_own_section(deployed: tuple[Path, Result]) -> Non
     assert "![accuracy](accuracy.png)" in _section(report, "Accuracy against PyTorch")
     assert "![latency](latency.png)" in _section(report, "Latency")
     assert "![layers](layers.png)" in _section(report, "Per-layer error")
+    assert "| node | op | PyTorch module | rel. error | growth |" in _section(report, "Per-layer error")
     assert "![speed/accuracy frontier](frontier.png)" in _section(report, "Speed/accuracy frontier")
 
 
