@@ -5,8 +5,9 @@ test over generated graphs (tests/io/test_onnx_structure_property.py): read_onnx
 Runtime's CPU provider creates a session for it.
 
 Deliberately not here: kernel coverage per op and opset (ONNX Runtime's registry), ops of domains other than the
-default one (ONNX Runtime's contrib ops, TensorRT plugins that `lint` reports on), and shape agreement (ONNX
-Runtime merges disagreeing shapes leniently; a graph inconsistent in shapes fails when it runs).
+default one (ONNX Runtime's contrib ops, TensorRT plugins that `lint` reports on), and shape agreement between
+declared and inferred shapes (ONNX Runtime merges disagreeing shapes leniently; a graph inconsistent in shapes
+fails when it runs). An op's own shape inference failing (an axis beyond the rank) it refuses, and so do we.
 """
 
 from __future__ import annotations
@@ -150,15 +151,18 @@ def _topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 
 def _check_types(model: onnx.ModelProto, order: Sequence[onnx.NodeProto]) -> None:
-    """ONNX type inference over the sorted graph, shapes left out (ONNX Runtime merges disagreeing shapes), and
-    each declared type of an output or value_info against the inferred one."""
+    """ONNX type and shape inference over the sorted graph, declared shapes of outputs and value_info left out
+    (ONNX Runtime merges disagreeing shapes), in strict mode: ONNX Runtime runs each op's inference at load and
+    refuses the graph when it fails (ArgMax's axis beyond the rank, Expand given a 4-D float tensor as its
+    shape), which lenient mode lets by; then each declared type of an output or value_info against the inferred
+    one."""
     declared = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output]
                 if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
     typed = _typing_copy(model, order)
     try:
-        inferred = onnx.shape_inference.infer_shapes(typed, check_type=True)
+        inferred = onnx.shape_inference.infer_shapes(typed, check_type=True, strict_mode=True)
     except onnx.shape_inference.InferenceError as exc:
-        raise GraphProblem(f"types do not agree: {_first(exc)}") from None
+        raise GraphProblem(f"ONNX type and shape inference fails on it: {_first(exc)}") from None
     except ValueError:  # a model over protobuf's 2 GB cannot be inferred in memory: ONNX Runtime will say
         return
     for value in [*inferred.graph.value_info, *inferred.graph.output]:

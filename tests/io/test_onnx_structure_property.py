@@ -170,12 +170,22 @@ def test_read_onnx_accepts_exactly_what_onnx_runtime_loads(model: onnx.ModelProt
         assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
 
 
+def _expand_by_itself(model: onnx.ModelProto) -> None:
+    """y = Expand(t, t): a 4-D float tensor as the shape (lenient inference gives up on the rank silently)."""
+    model.graph.node[1].op_type = "Expand"
+    model.graph.node[1].input.append("t")
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda m: m.graph.node.append(helper.make_node("Relu", ["t"], ["x"])), "'x' is made twice"),
     (lambda m: m.graph.node[0].input.__setitem__(0, "y"), "cycle"),
     (lambda m: setattr(m.opset_import[0], "version", 5), "opset 5; ONNX Runtime supports opset 7"),
     (lambda m: setattr(m.graph.output[0].type.tensor_type, "elem_type", TensorProto.INT64),
      "'y' is declared int64 but its node makes float"),
+    # ONNX Runtime runs each op's inference and its type check at load; ONNX's lenient inference let these by
+    (lambda m: (setattr(m.graph.node[1], "op_type", "Softmax"),
+                m.graph.node[1].attribute.append(helper.make_attribute("axis", 4))), "'axis' must be in"),
+    (_expand_by_itself, "shape input must be 1D tensor"),
 ])
 def test_each_refusal_names_what_is_wrong(tmp_path: Path, edit: Callable[[onnx.ModelProto], None],
                                           words: str) -> None:
@@ -189,6 +199,7 @@ def test_each_refusal_names_what_is_wrong(tmp_path: Path, edit: Callable[[onnx.M
     with pytest.raises(InputError, match="ONNX Runtime refuses") as refused:
         read_onnx(path)
     assert words in str(refused.value)
+    assert not _outcome(lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
 
 
 @pytest.mark.parametrize("inputs, outputs", [
