@@ -28,6 +28,7 @@ from deploykit.errors import (
     DeployKitError,
     Outcome,
     Terminated,
+    broken_dependency,
     first_line,
     out_of_memory,
 )
@@ -136,6 +137,11 @@ class DeployKitGroup(click.Group):
             if out_of_memory(exc):  # the sizes asked for do not fit this machine: the input's, not a bug
                 _end(ctx, BAD_INPUT, f"deploykit: error: out of memory ({first_line(exc, 200)}); use a smaller "
                                      "--input-shape, --batch, model or fewer --threads, or free memory")
+            missing = broken_dependency(exc)
+            if missing is not None:  # the environment's, not a bug in deploykit
+                _end(ctx, BAD_INPUT, f"deploykit: error: {missing} cannot be imported ({first_line(exc, 200)}): "
+                                     "deploykit needs it; install or repair the package that provides it in this "
+                                     "environment (installing deploykit with pip installs what it needs)")
             first = first_line(exc, 1000, default="")
             _end(ctx, BUG, f"deploykit: unexpected {type(exc).__name__}: {first} "
                            "(a bug in deploykit; rerun with --debug for the traceback and report it)")

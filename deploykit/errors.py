@@ -149,6 +149,23 @@ def out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+def broken_dependency(exc: BaseException) -> str | None:
+    """The package a failed import names when the failure is the environment's, not deploykit's: a package
+    deploykit needs (torch, onnx, onnxruntime ...) missing or broken here (a wheel without its shared library).
+    None for any other exception, and for an import of deploykit's own modules, which is a bug."""
+    if not isinstance(exc, ImportError):
+        return None
+    if exc.name:
+        package = exc.name.split(".")[0]
+        return None if package == __package__ else package
+    ours = str(Path(__file__).resolve().parent) + "/"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    if not frames or str(Path(frames[-1].filename).resolve()).startswith(ours):
+        return None
+    parts = Path(frames[-1].filename).parts  # .../site-packages/torch/__init__.py -> torch
+    return parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else None
+
+
 def raised_at(exc: BaseException) -> tuple[str, int] | None:
     """(file, line) of the deepest traceback frame outside deploykit and torch, else of the deepest frame
     (None without a traceback)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -163,6 +165,28 @@ def test_unexpected_exception_exits_3_and_debug_shows_traceback(runner: CliRunne
     assert "rerun with --debug" in result.output and "Traceback" not in result.output
     debug = runner.invoke(cli, ["--debug", "doctor"])
     assert isinstance(debug.exception, ZeroDivisionError)
+
+
+@pytest.mark.parametrize("package, command", [("onnxruntime", "doctor"), ("torch", "lint"), ("onnx", "bench")])
+def test_a_dependency_that_cannot_be_imported_is_named_not_called_a_bug(tmp_path: Path, package: str,
+                                                                       command: str) -> None:
+    """A broken environment (a package deploykit needs missing, or a wheel without its library) is the user's to
+    repair: one line naming the package and exit status 2, not "a bug in deploykit" (it was exit 3)."""
+    blocked = f"import sys; sys.modules[{package!r}] = None; from deploykit.cli import main; main()"
+    args = {"doctor": ["doctor", "--json"], "lint": ["lint", str(tmp_path / "m.onnx")], "bench": ["bench", "kernels"]}
+    done = subprocess.run([sys.executable, "-c", blocked, *args[command]], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"deploykit: error: {package} cannot be imported") and "a bug" not in lines[0]
+
+
+def test_deploykit_s_own_failed_import_is_still_a_bug() -> None:
+    from deploykit.errors import broken_dependency
+
+    assert broken_dependency(ImportError("cannot import name 'x'", name="deploykit.graph")) is None
+    assert broken_dependency(ModuleNotFoundError("No module named 'torch'", name="torch.cuda")) == "torch"
+    assert broken_dependency(ValueError("torch")) is None
 
 
 def test_doctor_json(runner: CliRunner) -> None:
