@@ -128,7 +128,7 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
     if as_csv and as_json:
         raise ConfigConflict("give --csv or --json, not both: each takes stdout whole")
     _check_source(targets, url, served_model, concurrency, image)
-    if output:
+    if output is not None:
         check_output_path(output, force=force)
     previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
     if url is not None:
@@ -140,7 +140,7 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
     if previous is not None:
         comparison = compare_reports(previous, report, **({} if min_change is None else
                                                           {"min_change": min_change / 100}))
-    if output:
+    if output is not None:
         write_json(output, report.to_dict(), force=force)
     if as_json:
         echo_json({**report.to_dict(), **({"comparison": comparison.to_dict()} if comparison else {})})
@@ -150,7 +150,7 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
             click.echo(_comparison_table(comparison), err=True)
     else:
         _render(report, comparison)
-    if output:
+    if output is not None:
         progress(f"wrote {output}")
 
 
@@ -285,7 +285,7 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
                          precisions=_csv_words(precisions, "--precision"), threads=threads,
                          progress=progress)
     written = []
-    if output:
+    if output is not None:
         written.append(write_json(output, report.to_dict(), force=force))
         if not no_plots:
             written += [p for p in (plot_dilated(report.results, paths[1], force=force),
@@ -299,7 +299,7 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
 
 
 def _kernel_paths(output: str | None, plots: bool) -> list[str]:
-    if not output:
+    if output is None:
         return []
     stem = output[:-5] if output.endswith(".json") else output
     return [output, *([f"{stem}.dilated.png", f"{stem}.separable.png"] if plots else [])]

@@ -79,7 +79,7 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
     pixel cannot flip). Each side is a zoo name or package.module:factory (PyTorch), an .onnx file (ONNX
     Runtime) or a built artifact (its sidecar's backend); --set and --weights apply to the PyTorch sides.
     Exit status 1 when a candidate fails its gates (2: bad input)."""
-    if report:
+    if report is not None:
         check_output_path(report, force=force)
     parsed_gates = tuple(parse_gate(g) for g in gates)
     truth_gates = [g.describe() for g in parsed_gates if METRICS[g.metric].needs_labels]
@@ -109,7 +109,7 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
         echo_json(result.to_dict(), DONE if result.passed else CHECK_FAILED)
     else:
         click.echo(text_report(result))
-    if report:
+    if report is not None:
         write_text(report, markdown_report(result), force=force)
         progress(f"wrote {report}")
     if not result.passed:

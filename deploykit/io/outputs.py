@@ -107,6 +107,8 @@ def refuse_inputs(out: str | os.PathLike[str], *, folder: bool = False) -> None:
 
 def check_output_path(path: str | os.PathLike[str], *, force: bool) -> Path:
     """Fail before any work is done if `path` cannot be written, exists without `force`, or is an input."""
+    if not os.fspath(path):  # `-o ""` (an unset shell variable): Path("") is the current folder
+        raise InputError("the output path is empty (an unset variable?); give a file name")
     if os.fspath(path).endswith(("/", os.sep)):  # Path() would drop the slash and write a file named like the folder
         raise InputError(f"output {os.fspath(path)} ends in '/', so it names a folder; give a file path in it")
     out = Path(path)

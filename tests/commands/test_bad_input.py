@@ -192,6 +192,10 @@ CASES = [
     # names longer than the file system takes (ENAMETOOLONG after the work was exit 3)
     case("build-out-name-too-long", "bytes; this file system takes names of up to",
          f"build-engine {{d}}/net.onnx -o {{t}}/{LONG}.onnx"),
+    # `-o ""` (an unset shell variable) was taken as no output: the work ran and nothing was written
+    Case("bench-kernels-output-empty", ("bench", "kernels", "--quick", "-o", ""), "the output path is empty"),
+    Case("bench-output-empty", ("bench", "run", "{d}/net.onnx", "-o", ""), "the output path is empty"),
+    Case("parity-report-empty", ("parity", "{d}/net.onnx", "{d}/net.onnx", "--report", ""), "the output path is empty"),
     case("parity-report-name-too-long", "give a shorter name",
          f"parity {{d}}/net.onnx {{d}}/net.onnx --random 1 --report {{t}}/{LONG}.md"),
     case("package-out-name-too-long", "give a shorter name", f"package --triton {{d}}/net.onnx --out {{t}}/{LONG}"),
