@@ -1,0 +1,267 @@
+"""The per-node rules of `deploykit lint` (deploykit.graph.lint): for each operator with documented TensorRT
+restrictions (onnx-tensorrt docs/operators.md, TensorRT 10.15, and the importer's code where the table is
+silent), what a node of it must not do, as Findings that name the node, say why, and say the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from deploykit.graph import trt_support as support
+from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
+
+Severity = Literal["error", "warning", "info"]
+
+
+_UINT8_SOURCES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    node: str  # node name (or "<op> -> <first output>"), or "(model)"
+    op: str
+    why: str
+    fix: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def label(node: onnx.NodeProto) -> str:
+    return node.name or f"{node.op_type} -> {node.output[0] if node.output else '?'}"
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+class Context:
+    """The main graph's index plus constant values (initializers and Constant nodes) by tensor name."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.index: GraphIndex = index_graph(model)
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if not name:
+            return None
+        init = self.index.initializers.get(name)
+        if init is not None:
+            return onnx.numpy_helper.to_array(init)
+        node = self.index.producer.get(name)
+        return constant_array(node) if node is not None and node.op_type == "Constant" else None
+
+    def producer_op(self, name: str) -> str:
+        node = self.index.producer.get(name)
+        return node.op_type if node is not None else ""
+
+
+Rule = Callable[[onnx.NodeProto, Context], list[Finding]]
+
+
+def finding(node: onnx.NodeProto, rule: str, severity: Severity, why: str, fix: str) -> Finding:
+    return Finding(rule, severity, label(node), node.op_type, why, fix)
+
+
+def _pool_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    attrs = _attrs(node)
+    found = []
+    if len(attrs.get("kernel_shape", [0, 0])) not in (2, 3):
+        found.append(finding(node, "pool-rank", "error", "TensorRT pools 2-D or 3-D inputs only",
+                              "use a 2-D pool in PyTorch (a 1-D signal as height 1)"))
+    if any(d != 1 for d in attrs.get("dilations", [])):
+        found.append(finding(node, "pool-dilation", "error",
+                              f"{node.op_type} with dilations {list(attrs['dilations'])}: TensorRT needs them "
+                              "empty or all ones", "use dilation=1 pooling in the PyTorch model"))
+    return found
+
+
+def _resize_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    attrs = _attrs(node)
+    found = []
+    mode = attrs.get("mode", "nearest")
+    if mode not in support.RESIZE_MODES:
+        found.append(finding(node, "resize-mode", "error", f"Resize mode {mode!r}: TensorRT supports "
+                              f"{', '.join(support.RESIZE_MODES)}",
+                              "use mode='bilinear' (or 'nearest') in F.interpolate and re-export"))
+    transform = attrs.get("coordinate_transformation_mode", "half_pixel")
+    if transform not in support.RESIZE_TRANSFORMS:
+        found.append(finding(node, "resize-coordinates", "error",
+                              f"coordinate_transformation_mode {transform!r}: TensorRT supports "
+                              f"{', '.join(support.RESIZE_TRANSFORMS)}",
+                              "use F.interpolate with align_corners=False (half_pixel) or True (align_corners)"))
+    nearest = attrs.get("nearest_mode", "round_prefer_floor")
+    if mode == "nearest" and nearest not in support.RESIZE_NEAREST_MODES:
+        found.append(finding(node, "resize-nearest-mode", "error", f"nearest_mode {nearest!r} is unsupported",
+                              f"use one of {', '.join(support.RESIZE_NEAREST_MODES)}"))
+    # The parser's Resize importer never reads antialias or keep_aspect_ratio_policy (onnx-tensorrt
+    # onnxOpImporters.cpp, DEFINE_BUILTIN_OP_IMPORTER(Resize)): the engine builds and resizes without them.
+    if attrs.get("antialias", 0):
+        found.append(finding(node, "resize-antialias", "warning", "TensorRT's Resize has no antialiasing: the "
+                              "parser ignores it, so the engine's output differs from PyTorch's",
+                              "use F.interpolate(..., antialias=False) and re-export"))
+    policy = attrs.get("keep_aspect_ratio_policy", "stretch")
+    if policy != "stretch":
+        found.append(finding(node, "resize-aspect", "warning", f"keep_aspect_ratio_policy {policy!r}: TensorRT "
+                              "supports 'stretch' only and the parser ignores the policy, so the engine stretches",
+                              "resize to an explicit size in the PyTorch model"))
+    if ctx.producer_op(node.input[0]) == "DequantizeLinear":
+        found.append(finding(node, "int8-resize", "info",
+                              "TensorRT has no INT8 Resize: this one runs in float between Q/DQ reformats "
+                              "(NVIDIA/TensorRT#2976)",
+                              "keep the Resize out of INT8 quantization (the precision pass can exclude it by "
+                              "name or op type)"))
+    return found
+
+
+def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.12+): DequantizeLinear of UINT8 data is refused
+    (checkNotInvalidType(inputs.at(0), {"UINT8"})), as are nonzero zero points and a constant scale that is not all
+    positive ("Scale coefficients must all be positive", kINVALID_NODE). A UINT8 QuantizeLinear (a UINT8 zero
+    point, or none: the ONNX default) parses with a warning and becomes INT8 ("Defaulting to INT8 instead")."""
+    found = []
+    uint8_fix = "quantize with deploykit's calibration (`build-engine --int8`: symmetric INT8 Q/DQ)"
+    zero = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    data = ctx.constant(node.input[0])
+    unsigned_q = node.op_type == "QuantizeLinear" and "output_dtype" not in _attrs(node) and (
+        zero is None or zero.dtype == np.uint8)
+    # A QuantizeLinear's output is INT8 in TensorRT's network whatever ONNX declares; any other UINT8 data is refused.
+    uint8_data = (data is not None and data.dtype == np.uint8) or (
+        ctx.index.types.get(node.input[0]) == TensorProto.UINT8 and ctx.producer_op(node.input[0]) != "QuantizeLinear")
+    if node.op_type == "DequantizeLinear" and uint8_data:
+        found.append(finding(node, "qdq-uint8", "error",
+                              "DequantizeLinear of UINT8 data (ONNX Runtime's QUInt8): TensorRT's parser refuses it",
+                              uint8_fix))
+    elif zero is not None and np.any(zero != 0):
+        found.append(finding(node, "qdq-zero-point", "error",
+                              "asymmetric quantization (nonzero zero point): TensorRT requires zero points of 0",
+                              "recalibrate with deploykit (`build-engine --int8`), which writes symmetric Q/DQ"))
+    elif unsigned_q:
+        found.append(finding(node, "qdq-uint8", "warning",
+                              "UINT8 quantization: TensorRT quantizes to INT8 instead, so it keeps negatives and "
+                              "saturates at 127 where ONNX Runtime clamps at 0 and 255", uint8_fix))
+    scale = ctx.constant(node.input[1]) if len(node.input) > 1 else None
+    # NvInfer.h IQuantizeLayer (release/10.16 l.5558): "Activations cannot be quantized per-channel."
+    if node.op_type == "QuantizeLinear" and scale is not None and scale.size > 1 and data is None:
+        found.append(finding(node, "qdq-activation-per-channel", "error",
+                              f"per-channel quantization ({scale.size} scales) of an activation: TensorRT quantizes "
+                              "per channel only weights", "quantize activations per tensor (one scale); "
+                              "deploykit's `build-engine --int8` does"))
+    if scale is not None and scale.dtype.kind == "f" and not np.all(scale > 0):
+        found.append(finding(node, "qdq-scale", "error",
+                              "a scale that is zero or negative: TensorRT's parser needs all scales positive",
+                              "recalibrate with deploykit (`build-engine --int8`), which floors every scale"))
+    axis = int(_attrs(node).get("axis", 1))
+    weights_of = {c.op_type for c, pos in ctx.index.consumers.get(node.output[0], [])
+                  if c.op_type in ("Conv", "ConvTranspose") and pos == 1}
+    if node.op_type == "DequantizeLinear" and weights_of and scale is not None and scale.size > 1 and axis != 0:
+        what = ("convolution weights per output channel (axis 0)" if "Conv" in weights_of else
+                "ConvTranspose weights per input channel (axis 0 of (C_in, C_out/groups, kH, kW)); axis 1 is "
+                "unsupported (NVIDIA/TensorRT#2380, wrong results in #1694)")
+        found.append(finding(node, "qdq-weight-axis", "error",
+                              f"per-channel weight scales on axis {axis}: TensorRT quantizes {what}",
+                              "recalibrate with deploykit (`build-engine --int8`), which quantizes weights on axis 0"))
+    return found
+
+
+def _conv_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    group = int(_attrs(node).get("group", 1))
+    weight = node.input[1] if len(node.input) > 1 else ""
+    if group > 1 and ctx.producer_op(weight) == "DequantizeLinear":
+        return [finding(node, "int8-grouped-conv", "info",
+                         f"a grouped convolution (group {group}) in INT8: TensorRT often runs depthwise/grouped "
+                         "convolutions slower in INT8 than in FP16 (TensorRT issues #1310, #4529)",
+                         "measure it; keep it in FP16 by excluding it (name or op type DepthwiseConv) from INT8")]
+    return []
+
+
+def _topk_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    found = []
+    if int(_attrs(node).get("sorted", 1)) != 1:
+        found.append(finding(node, "topk-sorted", "error", "TopK with sorted=0: TensorRT needs sorted=1",
+                              "use torch.topk(..., sorted=True)"))
+    k = ctx.constant(node.input[1]) if len(node.input) > 1 else None
+    if k is not None and k.size == 1 and int(k.reshape(-1)[0]) >= support.TOPK_MAX_K:
+        found.append(finding(node, "topk-k", "error",
+                              f"TopK with K={int(k.reshape(-1)[0])}: TensorRT needs K < {support.TOPK_MAX_K}",
+                              "reduce K, or sort in PyTorch after the engine"))
+    return found
+
+
+def _argmax_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """The TensorRT ONNX parser imports ArgMax/ArgMin as a TopK layer with k=1 over `axis`, rejecting UINT8 data,
+    and casts the indices to INT64 as ONNX declares them (onnx-tensorrt importerUtils.cpp argMinMaxHelper)."""
+    if ctx.index.types.get(node.input[0]) == onnx.TensorProto.UINT8:
+        return [finding(node, "argmax-uint8", "error", f"{node.op_type} of UINT8 data: the TensorRT parser rejects "
+                         "it", "take the arg-max of the float scores (before any cast to uint8)")]
+    readers = [c for c, _ in ctx.index.consumers.get(node.output[0], [])]
+    to_bytes = [c for c in readers if c.op_type == "Cast" and _attrs(c).get("to") == TensorProto.UINT8]
+    fix = ("fix the Cast after it (see the cast-uint8 error)" if to_bytes else
+           "nothing to change here; a uint8 class map must pass through a Cast to float first (`deploykit export "
+           "--head argmax` writes ArgMax -> Cast(float) -> Cast(uint8))")
+    return [finding(node, "argmax-topk", "info", f"{node.op_type} becomes a TensorRT TopK layer (k=1) with integer "
+                     "indices (INT64, as ONNX declares them); TensorRT converts to UINT8 only from FLOAT or HALF", fix)]
+
+
+def _cast_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """NVIDIA/TensorRT include/NvInferRuntimeBase.h, DataType::kUINT8: "kUINT8 conversions are only supported for
+    {kFLOAT, kHALF}" (and "not supported for {kINT8, kINT32, kBOOL}"); INT64 indices are refused alike. The rule
+    holds both ways: UINT8 converts "to {kFLOAT, kHALF}" only."""
+    source = ctx.index.types.get(node.input[0]) if node.input else None
+    to = _attrs(node).get("to")
+    if source == TensorProto.UINT8 and to not in _UINT8_SOURCES:
+        return [finding(node, "cast-uint8", "error", f"Cast from UINT8 to {TensorProto.DataType.Name(to)}: "
+                         "TensorRT converts UINT8 only to FLOAT or HALF (NvInferRuntimeBase.h, kUINT8)",
+                         "cast the uint8 tensor to float first (Cast(to=FLOAT)), then to the type needed")]
+    if to != TensorProto.UINT8 or source in (None, 0, *_UINT8_SOURCES):
+        return []
+    kind = TensorProto.DataType.Name(source)
+    return [finding(node, "cast-uint8", "error", f"Cast from {kind} to UINT8: TensorRT converts to UINT8 only "
+                     "from FLOAT or HALF (NvInferRuntimeBase.h, kUINT8)",
+                     "cast to float first (Cast(to=FLOAT) then Cast(to=UINT8)), or keep the int32 output; "
+                     "`deploykit export --head argmax` writes the float route")]
+
+
+def _misc_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    attrs = _attrs(node)
+    if node.op_type == "ScatterND" and attrs.get("reduction", "none") != "none":
+        return [finding(node, "scatternd-reduction", "error",
+                         f"ScatterND reduction {attrs['reduction']!r}: TensorRT supports 'none' only",
+                         "scatter without reduction in the PyTorch model")]
+    if node.op_type == "LayerNormalization" and any(o for o in node.output[1:]):
+        return [finding(node, "layernorm-outputs", "error", "LayerNormalization's Mean/InvStdDev outputs are "
+                         "unsupported", "use only the normalized output")]
+    if node.op_type == "CumSum" and ctx.constant(node.input[1]) is None:
+        return [finding(node, "cumsum-axis", "error", "CumSum's axis must be a build-time constant",
+                         "pass a Python int as dim to torch.cumsum")]
+    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+        mode = ctx.constant(node.input[2])
+        if mode is None or bool(mode.reshape(-1)[0]):
+            return [finding(node, "dropout-training", "error", "Dropout's training_mode must be a constant False",
+                             "export with model.eval()")]
+    if node.op_type == "Constant" and any(a.name in ("sparse_value", "value_string", "value_strings")
+                                          for a in node.attribute):
+        return [finding(node, "constant-kind", "error", "sparse or string Constant values are unsupported",
+                         "make it a dense numeric constant")]
+    return []
+
+
+NODE_RULES: dict[str, Rule] = {
+    "MaxPool": _pool_rule, "AveragePool": _pool_rule, "LpPool": _pool_rule,
+    "Resize": _resize_rule,
+    "QuantizeLinear": _qdq_rule, "DequantizeLinear": _qdq_rule,
+    "Conv": _conv_rule,
+    "TopK": _topk_rule,
+    "ArgMax": _argmax_rule, "ArgMin": _argmax_rule,
+    "Cast": _cast_rule,
+    "ScatterND": _misc_rule, "LayerNormalization": _misc_rule, "CumSum": _misc_rule, "Dropout": _misc_rule,
+    "Constant": _misc_rule,
+}
