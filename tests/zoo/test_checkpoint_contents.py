@@ -90,6 +90,8 @@ def test_weights_of_another_class_count_or_width_say_how_to_build_the_model() ->
                                source="state_dict")
 
 
+# tracing a model with BatchNorm warns about its batch-size check; the archive is all this test wants of it
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize(("save", "named"), [
     (lambda p: torch.jit.save(torch.jit.script(tiny_segmenter()), p), "a TorchScript archive (torch.jit.save)"),
     (lambda p: torch.jit.save(torch.jit.trace(tiny_segmenter(), torch.randn(1, 3, 8, 8)), p),
