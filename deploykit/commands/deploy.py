@@ -24,7 +24,7 @@ from deploykit.pipeline.report import summary_lines
 from deploykit.pipeline.verdict import Verdict
 from deploykit.precision.budget import parse_budget
 from deploykit.precision.table import PRECISIONS
-from deploykit.zoo.sources import is_factory_path, parse_options, parse_shape, spec_for_source
+from deploykit.zoo.sources import USER_TASK, is_factory_path, parse_options, parse_shape, spec_for_source
 
 
 @click.command()
@@ -114,6 +114,7 @@ def _early_checks(model: str, task: str | None, budget: str | None, labels: str 
     without a folder of images to match it to."""
     if not is_factory_path(model):  # a zoo name, or a file or folder given by mistake (spec_for_source says so)
         task = task or spec_for_source(model).task
+    task = task or USER_TASK  # what export will record: a budget in pixel_agreement was refused, parity scored it
     if budget is not None and parse_budget(budget, task).needs_labels and labels is None:
         raise ConfigConflict(f"accuracy budget {budget} is measured against ground truth; add --labels DIR")
     if labels is not None:

@@ -180,6 +180,9 @@ def _import_factory(path: str) -> Any:
     return factory
 
 
+USER_TASK: Task = "segmentation"  # a user factory's task without --task: what export records and parity scores
+
+
 def spec_for_source(source: str, *, task: Task | None = None) -> ModelSpec:
     """The zoo's spec for a name, or a spec made up for a user factory (ImageNet preprocessing by default)."""
     if _is_url(source):
@@ -193,7 +196,7 @@ def spec_for_source(source: str, *, task: Task | None = None) -> ModelSpec:
             raise ConfigConflict(f"model {spec.name} is a {spec.task} model; drop --task {task}")
         return spec
     factory = _import_factory(source)
-    return ModelSpec(name=source, task=task or "segmentation", builder=factory, input_size=(512, 512),
+    return ModelSpec(name=source, task=task or USER_TASK, builder=factory, input_size=(512, 512),
                      num_classes=0, description=f"user model {source}")
 
 

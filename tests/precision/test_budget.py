@@ -211,6 +211,7 @@ def test_halved_averages_each_2x2_block_and_drops_an_odd_edge() -> None:
 
 
 def test_a_task_metric_budget_for_a_model_of_unknown_task_says_how_to_name_the_task() -> None:
-    """A user model deployed without --task: its budget in pixel_agreement needs --task segmentation."""
+    """A model of unknown task (an ONNX file without deploykit metadata): a budget in pixel_agreement says how
+    to name the task."""
     with pytest.raises(InputError, match="name it with --task segmentation"):
         parse_budget("pixel_agreement>=0.99", None)
