@@ -12,6 +12,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from deploykit.errors import InputError, size_text
+
 # Set to 1 to leave ONNX Runtime's and OpenVINO's usage telemetry as they ship it (see runtime_telemetry_off).
 RUNTIME_TELEMETRY = "DEPLOYKIT_RUNTIME_TELEMETRY"
 
@@ -96,6 +98,17 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def check_memory(needed: int, what: str, fix: str, parts: str = "") -> None:
+    """Refuse, before anything is allocated, work that needs more memory than is available: under overcommit the
+    allocations succeed and the kernel's OOM killer ends the process without a word (exit 137). `what` names
+    the work ("a run at 8x3x64x64"), `parts` says what the estimate counts, `fix` how to make it fit."""
+    free = available_memory()
+    if free is not None and needed > free:
+        counted = f" ({parts})" if parts else ""
+        raise InputError(f"{what} needs about {size_text(needed)}{counted} and this machine has {size_text(free)} "
+                         f"available; {fix}")
 
 
 def cuda_devices() -> list[str]:

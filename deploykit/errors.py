@@ -120,6 +120,15 @@ class UserCodeError(DeployKitError):
         return cls(f"{what} raised {type(exc).__name__}{said}{location}")
 
 
+def size_text(size: float) -> str:
+    """A size as a message says it: GB or MB, or kB or bytes where MB would round it to 0.0."""
+    if size >= 1e9:
+        return f"{size / 1e9:.1f} GB" if size < 1e13 else f"{size / 1e9:.3g} GB"  # not 300 digits of 1e300
+    if size >= 50_000:
+        return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e3:.1f} kB" if size >= 1000 else f"{int(size)} bytes"
+
+
 def first_line(exc: BaseException, limit: int = 300, *, default: str | None = None) -> str:
     """The first line of `exc`'s message, at most `limit` characters; `default` (else the exception's type name)
     when it says nothing. Never raises: a user's exception whose __str__ raises says so instead."""

@@ -52,3 +52,4 @@ def test_the_switch_is_set_before_the_runtimes_load_and_a_users_setting_wins(
     result = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True,
                             env=_env(tmp_path, **extra))
     assert result.stdout.split() == expected.split()
+

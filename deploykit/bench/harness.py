@@ -20,9 +20,8 @@ import numpy as np
 
 from deploykit.bench.interleave import Timing
 from deploykit.bench.stats import LatencyStats, Ratio, median_ratio, summarize
-from deploykit.environment import available_memory
-from deploykit.errors import InputError
-from deploykit.io.outputs import size_text
+from deploykit.environment import check_memory
+from deploykit.errors import InputError, size_text
 from deploykit.runner import Runner, TensorSpec
 
 POOL_BYTES = 64 * 2**20
@@ -43,16 +42,12 @@ def check_pool_fits(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int,
     beside it, larger than the memory available: under overcommit the allocations would succeed and the kernel's
     OOM killer end the run without a word."""
     size = feed_bytes(specs, shapes)
-    count, free, model = pool_size(size), available_memory(), activations or 0
-    if free is None or size * count + model <= free:
-        return
+    count, model = pool_size(size), activations or 0
     first = "x".join(map(str, shapes[specs[0].name]))
-    if size * count > free:
-        raise InputError(f"inputs of {first} need {size_text(size * count)} ({count} distinct ones, for the input "
-                         f"alone) and this machine has {size_text(free)} available")
-    raise InputError(f"a run at {first} needs about {size_text(size * count + model)} ({count} distinct inputs and "
-                     f"the model's activations, {size_text(model)}) and this machine has {size_text(free)} "
-                     "available; give a smaller batch or shape")
+    check_memory(size * count, f"a pool of {count} inputs of {first}", "give a smaller batch or shape",
+                 "the inputs alone")
+    check_memory(size * count + model, f"a run at {first}", "give a smaller batch or shape",
+                 f"{count} distinct inputs and the model's activations, {size_text(model)}")
 
 
 def input_pool(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]], *, count: int | None = None,

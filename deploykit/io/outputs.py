@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit.errors import DiskFull, InputError, OutputExists
+from deploykit.errors import DiskFull, InputError, OutputExists, size_text
 from deploykit.io.signals import deferred
 
 STAGE_PREFIX = ".deploykit-stage."
@@ -225,15 +225,6 @@ def disk_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
-
-
-def size_text(size: float) -> str:
-    """A size as a message says it: GB or MB, or kB or bytes where MB would round it to 0.0."""
-    if size >= 1e9:
-        return f"{size / 1e9:.1f} GB"
-    if size >= 50_000:
-        return f"{size / 1e6:.1f} MB"
-    return f"{size / 1e3:.1f} kB" if size >= 1000 else f"{int(size)} bytes"
 
 
 def _disk_full(out: Path, where: Path, exc: BaseException, needs: int | None, written: int) -> DiskFull:

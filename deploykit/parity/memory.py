@@ -7,10 +7,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from deploykit.environment import available_memory
-from deploykit.errors import InputError
+from deploykit.environment import check_memory
+from deploykit.errors import size_text
 from deploykit.graph.macs import arena_bytes, output_values
-from deploykit.io.outputs import size_text
 from deploykit.runner import Target
 
 # Per output value: each target's output as float32, held until every candidate is compared (4 bytes a target),
@@ -26,9 +25,8 @@ def check_run_fits(targets: Sequence[Target], shape: tuple[int, ...]) -> None:
     """Refuse a batch `shape` whose run cannot fit in the memory available: the input batch, each ONNX Runtime
     session's arena (kept between runs; a PyTorch model is counted like the first ONNX graph, the same network),
     every target's outputs and their comparison. Targets without a graph are not counted."""
-    free = available_memory()
     graphs = [t.onnx_path for t in targets if t.onnx_path is not None]
-    if free is None or not graphs:
+    if not graphs:
         return
     try:
         sessions = [arena_bytes(path, shape) for path in graphs]
@@ -37,9 +35,6 @@ def check_run_fits(targets: Sequence[Target], shape: tuple[int, ...]) -> None:
         return
     models = sum(sessions) + (sessions[0] if any(t.loaded is not None for t in targets) else 0)
     outputs = values * (OUTPUT_BYTES * len(targets) + COMPARED_BYTES)
-    needed = 4 * math.prod(shape) + models + outputs
-    if needed > free:
-        raise InputError(f"a run at {'x'.join(map(str, shape))} needs about {size_text(needed)} (the models' "
-                         f"activations {size_text(models)}, their outputs and the comparison "
-                         f"{size_text(outputs)}) and this machine has {size_text(free)} available; give a "
-                         "smaller batch or shape")
+    check_memory(4 * math.prod(shape) + models + outputs, f"a run at {'x'.join(map(str, shape))}",
+                 "give a smaller batch or shape",
+                 f"the models' activations {size_text(models)}, their outputs and the comparison {size_text(outputs)}")

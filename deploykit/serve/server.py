@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from deploykit.environment import available_memory
+from deploykit.environment import available_memory, check_memory
 from deploykit.errors import BackendUnavailable, CheckFailed, ConfigConflict, DeployKitError, InputError
 from deploykit.io.outputs import scratch_folder
 from deploykit.io.signals import deferred
@@ -127,12 +127,10 @@ def _free_port(host: str, port: int, flag: str = "--port") -> int:
 def _check_inputs_fit(max_input_mb: float) -> None:
     """A JSON request may declare an input of the largest size the front lets through, in 8-byte values, and
     Triton allocates it before any model runs: one beyond memory ends the server (a 200-byte request did)."""
-    largest, free = 8 * max_elements_of(max_input_mb), available_memory()
-    if free is not None and largest > free:
-        raise InputError(f"--max-input-mb {max_input_mb:g} lets one request declare an input of "
-                         f"{largest / 2**30:.3g} GB (as 8-byte values, which Triton allocates before any model runs), "
-                         f"more than the {free / 2**30:.3g} GB of memory available here: that request would end the "
-                         f"server; give --max-input-mb {max(1, free // 2 // 2**20)} or less")
+    free = available_memory() or 0
+    check_memory(8 * max_elements_of(max_input_mb), f"--max-input-mb {max_input_mb:g}",
+                 f"that request would end the server; give --max-input-mb {max(1, free // 2 // 2**20)} or less",
+                 "one request's input as 8-byte values, which Triton allocates before any model runs")
 
 
 def start(artifacts: Sequence[str], options: ServeOptions, progress: Progress | None = None) -> Serving:

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit.environment import available_memory
+from deploykit.environment import check_memory
 from deploykit.errors import ConfigConflict, InputError, UnknownModel, UserCodeError, not_theirs, users_code
-from deploykit.io.outputs import sha256_file, size_text
+from deploykit.io.outputs import sha256_file
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
 
@@ -69,10 +69,8 @@ def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
         raise InputError(f"shape {text!r} is not {rank} positive integers; write it like 1,3,512,512 (N,C,H,W)")
     if any(d > MAX_DIM for d in dims):  # beyond what tensors index (int32 in ONNX Runtime's and TensorRT's kernels)
         raise InputError(f"shape {text!r} has a size above {MAX_DIM}; write it like 1,3,512,512 (N,C,H,W)")
-    needed, free = math.prod(dims) * 4, available_memory()  # float32; the activations need several times more
-    if free is not None and needed > free:
-        raise InputError(f"shape {text!r} needs {size_text(needed)} for the float32 input alone and this machine "
-                         f"has {size_text(free)} available; give a smaller shape")
+    # float32; the activations need several times more
+    check_memory(math.prod(dims) * 4, f"shape {text!r}", "give a smaller shape", "for the float32 input alone")
     return dims
 
 

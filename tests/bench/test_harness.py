@@ -130,7 +130,7 @@ def test_a_run_whose_activations_do_not_fit_is_refused_before_any_input_is_made(
     specs = [TensorSpec("input", ("batch", 3, "height", "width"), "float32")]
     shapes = {"input": (8, 3, 64, 64)}
     pool = harness.feed_bytes(specs, shapes) * pool_size(harness.feed_bytes(specs, shapes))
-    monkeypatch.setattr(harness, "available_memory", lambda: pool + 1000)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: pool + 1000)
     harness.check_pool_fits(specs, shapes, activations=1000)
     with pytest.raises(InputError, match="the model's activations"):
         harness.check_pool_fits(specs, shapes, activations=1001)

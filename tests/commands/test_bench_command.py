@@ -98,14 +98,14 @@ def test_skipped_backends_are_listed_once_and_never_tabled(tiny_onnx: Path) -> N
 def test_a_batch_whose_inputs_exceed_the_free_memory_is_skipped_before_any_array_is_made(
         tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 1x3x32x32 float32 is 12 KB a feed (16 distinct: 197 KB); at batch 64, 786 KB a feed and 12.6 MB in all
-    monkeypatch.setattr("deploykit.bench.harness.available_memory", lambda: 8 * 2**20)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: 8 * 2**20)
     code, out, err = _invoke(["bench", str(tiny_onnx), "--batch", "1,64", "--input-shape", "1,3,32,32", *FAST])
     assert code == 0, err
-    assert "skipped onnxruntime batch 64: inputs of 64x3x32x32 need 12.6 MB" in out, out
+    assert "skipped onnxruntime batch 64: a pool of 16 inputs of 64x3x32x32 needs about 12.6 MB" in out, out
     table = [line.split() for line in out.splitlines() if line.startswith("tiny.onnx")]
     assert [row[3] for row in table] == ["1"]
     code, _, err = _invoke(["bench", str(tiny_onnx), "--batch", "64", "--input-shape", "1,3,32,32", *FAST])
-    assert code == 2 and "need 12.6 MB" in err and "available" in err, err
+    assert code == 2 and "needs about 12.6 MB" in err and "available" in err, err
 
 
 @pytest.mark.parametrize("name", ["input", "fixed batch"])  # the reason quotes the name: the hint reads no text

@@ -31,9 +31,9 @@ def test_sessions_and_the_pytorch_reference_are_counted(tmp_path: Path, monkeypa
     # float32; three targets' float32 outputs held at once, and the comparison's float64 arrays
     targets = [_target(None, torch=True), _target(path), _target(path)]
     needed = 3 * session + 4 * values + values * (3 * 4 + 48)
-    monkeypatch.setattr(memory, "available_memory", lambda: needed)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: needed)
     memory.check_run_fits(targets, shape)
-    monkeypatch.setattr(memory, "available_memory", lambda: needed - 1)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: needed - 1)
     with pytest.raises(InputError, match=r"a run at 64x4x5x5 needs about .*their outputs and the comparison .* "
                                          r"give a smaller batch or shape"):
         memory.check_run_fits(targets, shape)
@@ -41,10 +41,10 @@ def test_sessions_and_the_pytorch_reference_are_counted(tmp_path: Path, monkeypa
 
 def test_nothing_is_refused_where_memory_or_the_graphs_are_unknown(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory, "available_memory", lambda: 1)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: 1)
     memory.check_run_fits([_target(None, torch=True)], (1, 3, 8, 8))  # no ONNX graph to count
     memory.check_run_fits([_target(tmp_path / "missing.onnx")], (1, 3, 8, 8))  # an estimate that fails
-    monkeypatch.setattr(memory, "available_memory", lambda: None)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: None)
     path = tmp_path / "chain.onnx"
     onnx.save(relu_chain(2), str(path))
     memory.check_run_fits([_target(path)], (1, 4, 5, 5))

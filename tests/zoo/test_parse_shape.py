@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import deploykit.zoo.sources as sources
 from deploykit.errors import InputError
 from deploykit.zoo.sources import parse_shape
 
@@ -19,7 +18,7 @@ FREE = 64 * 2**20  # 64 MiB
 @given(st.lists(st.integers(1, 4096), min_size=4, max_size=4))
 def test_a_shape_is_taken_exactly_when_its_input_fits(dims: list[int]) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sources, "available_memory", lambda: FREE)
+        patch.setattr("deploykit.environment.available_memory", lambda: FREE)
         text = ",".join(map(str, dims))
         if math.prod(dims) * 4 <= FREE:
             assert parse_shape(text) == tuple(dims)
@@ -29,5 +28,5 @@ def test_a_shape_is_taken_exactly_when_its_input_fits(dims: list[int]) -> None:
 
 
 def test_unknown_free_memory_refuses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "available_memory", lambda: None)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: None)
     assert parse_shape("64,3,100000,100000") == (64, 3, 100000, 100000)
