@@ -43,6 +43,8 @@ _NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np
           "FP32": np.float32, "FP64": np.float64}
 DISTINCT_BODIES = 8
 STATS = "/v2/models/stats"  # Triton's statistics extension, every model
+MAX_DOCUMENT = 16 << 20  # bytes of a metadata or statistics document, or an answer's JSON: far above real ones
+READ_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -64,29 +66,107 @@ class Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
-        parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        fix = f"--url {url}: give http://HOST:PORT[/PREFIX] (plain HTTP; put TLS in front with a proxy)"
+        try:
+            parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+            port = parsed.port  # a port that is not a number in 0-65535 raises here
+        except ValueError as exc:  # also an unclosed IPv6 bracket
+            raise InputError(f"{fix}: {exc}") from None
         if parsed.scheme != "http" or not parsed.hostname:
-            raise InputError(f"--url {url}: give http://HOST:PORT (plain HTTP; put TLS in front with a proxy)")
-        return cls(parsed.hostname, parsed.port or 80, parsed.path.rstrip("/"))
+            raise InputError(fix)
+        if parsed.username is not None or parsed.password is not None:
+            raise InputError(f"{fix}: bench sends no credentials and would write them into its report; "
+                             "drop USER:PASSWORD@ (reach a server that needs them through a local proxy)")
+        if parsed.query or parsed.fragment or any(c.isspace() or not c.isprintable() for c in parsed.path):
+            raise InputError(f"{fix}: the URL has a query, a fragment or spaces, which bench would not send")
+        return cls(parsed.hostname, port or 80, parsed.path.rstrip("/"))
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"http://{host}:{self.port}{self.prefix}"
 
     def connect(self, timeout: float) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def get(self, path: str, timeout: float = 10.0) -> Any:
-        """GET a JSON document; None when the endpoint does not have it (404, 400)."""
+    def get(self, path: str, timeout: float = 10.0, *, optional: bool = False) -> Any:
+        """GET a JSON object; None when the endpoint does not have it (an answer other than 200). An answer that
+        is not a JSON object (an HTML page, a broken or endless body) is bad input, or None when `optional`."""
         connection = self.connect(timeout)
+        where = f"GET {self.url}{path}"
         try:
-            connection.request("GET", self.prefix + path)
-            response = connection.getresponse()
-            body = response.read()
+            answer = exchange(connection, "GET", self.prefix + path, deadline=time.perf_counter() + timeout,
+                              keep=MAX_DOCUMENT, whole=False)
+        except TimeoutError:
+            if optional:
+                return None
+            raise InputError(f"{where} got no whole answer within {timeout:g} s; is {self.url} a KServe v2 "
+                             "endpoint (Triton, deploykit serve), and not overloaded?") from None
         except OSError as exc:
-            raise InputError(f"cannot reach http://{self.host}:{self.port}{self.prefix} ({exc}); is the server "
+            if optional:
+                return None
+            raise InputError(f"cannot reach {self.url} ({exc or type(exc).__name__}: {where}); is the server "
                              "up? (deploykit serve ARTIFACT)") from None
+        except http.client.HTTPException as exc:
+            if optional:
+                return None
+            raise InputError(f"{where} answered with broken HTTP ({type(exc).__name__}: {exc}); is {self.url} "
+                             "a KServe v2 endpoint (Triton, deploykit serve)?") from None
         finally:
             connection.close()
-        if response.status != 200:
+        if answer.status != 200:
             return None
-        return json.loads(body)
+        document = _json_object(answer.body) if answer.complete else None
+        if document is None and not optional:
+            what = "more than 16 MB" if not answer.complete else repr(answer.body[:60])[1:]
+            raise InputError(f"{where} answered {what}, not a JSON object; is {self.url} a KServe v2 endpoint "
+                             "(Triton, deploykit serve)? Check --url")
+        return document
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(data)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    return document if isinstance(document, dict) else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes  # its first `keep` bytes
+    complete: bool  # whether `body` is all of it
+
+
+def exchange(connection: http.client.HTTPConnection, method: str, path: str, *, deadline: float, keep: int,
+             whole: bool = True, body: bytes | None = None, headers: Mapping[str, str] | None = None) -> Answer:
+    """One request and its answer by `deadline` (else TimeoutError), keeping the body's first `keep` bytes. The
+    deadline bounds the whole answer, not each read, so a server trickling bytes cannot hold a client forever;
+    the rest is read and dropped (`whole`: the answer arrived when its last byte did) or left unread, so an
+    endless or huge body costs no memory."""
+    def left() -> float:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise TimeoutError(f"no whole answer within the request's time ({method} {path})")
+        return remaining
+
+    connection.timeout = left()
+    connection.request(method, path, body=body, headers=dict(headers or {}))
+    sock = connection.sock  # getresponse() hands it to the response when the server closes after answering
+    response = connection.getresponse()
+    kept = bytearray()
+    while True:
+        if sock is not None:
+            sock.settimeout(left())
+        chunk = response.read1(READ_CHUNK)  # one read: returns what arrived, not a full chunk
+        kept += chunk[: keep - len(kept)]
+        if not chunk or (len(kept) >= keep and not whole):
+            # read1 leaves a finished response open, which would refuse the next request on this connection;
+            # one left unread is closed with its connection by the caller
+            response.close()
+            return Answer(response.status, response.headers, bytes(kept), not chunk)
 
 
 @dataclass(frozen=True)
@@ -96,10 +176,24 @@ class Body:
 
 
 def model_inputs(endpoint: Endpoint, model: str) -> list[dict[str, Any]]:
-    meta = endpoint.get(f"/v2/models/{urllib.parse.quote(model)}")
+    """The model's inputs from its metadata, checked against KServe v2's schema (name, datatype, shape of
+    integers) before any request is built from them."""
+    path = f"/v2/models/{urllib.parse.quote(model)}"
+    meta = endpoint.get(path)
     if meta is None:
-        raise InputError(f"the endpoint has no model {model!r} (GET /v2/models/{model} failed); check --model")
-    return list(meta.get("inputs") or [])
+        raise InputError(f"the endpoint has no model {model!r} (GET {endpoint.url}{path} failed); check --model "
+                         "and --url")
+    inputs = meta.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InputError(f"GET {endpoint.url}{path} lists no inputs (KServe v2 metadata has \"inputs\": [{{name, "
+                         "datatype, shape}]); is --url a KServe v2 endpoint and --model a model with inputs?")
+    for index, spec in enumerate(inputs):
+        if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("datatype"), str)
+                and isinstance(spec.get("shape"), list)
+                and all(isinstance(d, int) and not isinstance(d, bool) for d in spec["shape"])):
+            raise InputError(f"GET {endpoint.url}{path}: inputs[{index}] is {json.dumps(spec)[:120]}, not KServe "
+                             "v2 metadata ({name, datatype, shape of integers}); check --url")
+    return inputs
 
 
 def resolve_shape(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -185,6 +279,42 @@ def _binary_body(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str,
     return Body(data, headers)
 
 
+def check_inference(endpoint: Endpoint, path: str, body: Body, model: str, timeout: float) -> None:
+    """One request before timing: an input the model refuses, or an answer that is not a KServe v2 inference
+    response (a web page that answers 200 to anything), fails here in one line instead of being timed."""
+    connection = endpoint.connect(timeout)
+    where = f"POST {endpoint.url}{path[len(endpoint.prefix):]}"
+    try:
+        answer = exchange(connection, "POST", path, deadline=time.perf_counter() + timeout, keep=MAX_DOCUMENT,
+                          whole=False, body=body.data, headers=body.headers)
+    except (OSError, http.client.HTTPException) as exc:
+        raise InputError(f"{where} failed ({type(exc).__name__}: {exc}); is {endpoint.url} a KServe v2 endpoint "
+                         "that answers within the request timeout?") from None
+    finally:
+        connection.close()
+    text = answer.body[:200].decode("utf-8", "replace")
+    if answer.status != 200:
+        raise InputError(f"{model} refused a request ({where} answered {answer.status}: {text}); check --model and "
+                         "--input-shape against the model's inputs")
+    if not _is_inference_response(answer):
+        raise InputError(f"{where} answered 200 with {text!r}, not a KServe v2 inference response (a JSON object "
+                         f"with \"outputs\"); is {endpoint.url} a KServe v2 endpoint (Triton, deploykit serve)? "
+                         "Check --url")
+
+
+def _is_inference_response(answer: Answer) -> bool:
+    """Whether a 200 answer is KServe v2's: a JSON object with "outputs" (the JSON header before binary tensors)."""
+    size = answer.headers.get("Inference-Header-Content-Length", "")
+    if size.isdigit():
+        head, whole = answer.body[:int(size)], int(size) <= len(answer.body)
+    else:
+        head, whole = answer.body, answer.complete
+    if not whole:  # JSON tensors larger than MAX_DOCUMENT: only their opening is checked
+        return head.lstrip()[:1] == b"{"
+    document = _json_object(head)
+    return document is not None and isinstance(document.get("outputs"), list)
+
+
 @dataclass
 class LevelRun:
     samples_ms: list[float]
@@ -211,10 +341,9 @@ def run_level(endpoint: Endpoint, path: str, bodies: Sequence[Body], clients: in
                 body = bodies[turn % len(bodies)]
                 turn += 1
                 try:
-                    connection.request("POST", path, body=body.data, headers=body.headers)
-                    response = connection.getresponse()
-                    answer = response.read()
-                    status = response.status
+                    answered = exchange(connection, "POST", path, deadline=now + config.timeout_s, keep=200,
+                                        body=body.data, headers=body.headers)
+                    status, answer = answered.status, answered.body
                 except (OSError, http.client.HTTPException) as exc:
                     status, answer = 0, str(exc).encode()
                     connection.close()
@@ -242,11 +371,16 @@ def run_level(endpoint: Endpoint, path: str, bodies: Sequence[Body], clients: in
 
 
 def _batch_counts(stats: Any) -> dict[tuple[str, int], int]:
+    """Executions per (model, batch size); empty when the statistics are not Triton's: they are an optional
+    extension, so a server whose statistics are off the schema reports no batches rather than failing the run."""
     counts: dict[tuple[str, int], int] = {}
-    for model in (stats or {}).get("model_stats", []):
-        for entry in model.get("batch_stats", []):
-            executions = int(entry.get("compute_infer", {}).get("count", 0))
-            counts[(model["name"], int(entry["batch_size"]))] = executions
+    try:
+        for model in (stats or {}).get("model_stats", []):
+            for entry in model.get("batch_stats", []):
+                executions = int(entry.get("compute_infer", {}).get("count", 0))
+                counts[(str(model["name"]), int(entry["batch_size"]))] = executions
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return {}
     return counts
 
 
@@ -272,21 +406,25 @@ def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
     inputs = model_inputs(endpoint, model)
     shapes = {spec["name"]: resolve_shape(spec, input_shape) for spec in inputs}
     if binary is None:
-        binary = "binary_tensor_data" in server.get("extensions", [])
+        extensions = server.get("extensions")
+        binary = isinstance(extensions, list) and "binary_tensor_data" in extensions
     image_bytes = encoded_image(image) if any(s["datatype"] == "BYTES" for s in inputs) else b""
     bodies = make_bodies(inputs, shapes, image_bytes, binary)
     path = f"{endpoint.prefix}/v2/models/{urllib.parse.quote(model)}/infer"
+    check_inference(endpoint, path, bodies[0], model, config.timeout_s)
     probe = LoadProbe()
     results = []
-    first = shapes[inputs[0]["name"]] if inputs else ()
+    first = shapes[inputs[0]["name"]]
     for clients in config.concurrency:
         say(f"{model} at {url}: {clients} concurrent client(s), {config.warmup_s:g} s warm-up + "
             f"{config.duration_s:g} s")
-        run = run_level(endpoint, path, bodies, clients, config, snapshot=functools.partial(endpoint.get, STATS))
-        before, after = run.snapshot, endpoint.get(STATS)
+        stats = functools.partial(endpoint.get, STATS, optional=True)
+        run = run_level(endpoint, path, bodies, clients, config, snapshot=stats)
+        before, after = run.snapshot, stats()
         if not run.samples_ms:
             raise InputError(f"no request to {model} at {url} succeeded ({len(run.errors)} errors; first: "
-                             f"{run.errors[0] if run.errors else 'none answered in time'})")
+                             + (f"{run.errors[0]})" if run.errors else
+                                f"none answered within {config.duration_s:g} s); give a longer --duration"))
         qps = len(run.samples_ms) / run.walltime_s
         results.append(BenchResult(
             target=f"{model} at {url}", backend=f"KServe v2 ({server.get('name', 'server')})", precision="",

@@ -128,6 +128,11 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
     if as_csv and as_json:
         raise ConfigConflict("give --csv or --json, not both: each takes stdout whole")
     _check_source(targets, url, served_model, concurrency, image)
+    if url is not None:
+        _refuse_local_options({"--backend": bool(backends), "--batch": batches is not None, "--threads": threads,
+                               "--no-roofline": no_roofline, "--cuda-graph": cuda_graph, "--set": set_options,
+                               "--weights": weights, "--allow-partial": allow_partial,
+                               "--trust-checkpoint": trust_checkpoint, "--task": task})
     if output is not None:
         check_output_path(output, force=force)
     previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
@@ -165,6 +170,15 @@ def _check_source(targets: tuple[str, ...], url: str | None, served_model: str |
         raise ConfigConflict(f"give TARGET ({' '.join(targets)}) or --url, not both")
     elif not served_model:
         raise click.UsageError("--url needs --model NAME (the model's name on the server)")
+
+
+def _refuse_local_options(given_options: dict[str, object]) -> None:
+    """Options that shape a model timed in this process mean nothing to a served one: refused, not ignored."""
+    named = [name for name, value in given_options.items() if value not in (None, False, ())]
+    if named:
+        batch = " (a batch per request: --input-shape N,C,H,W)" if "--batch" in named else ""
+        raise ConfigConflict(f"{', '.join(named)}: only for a model timed in this process, not with --url (the "
+                             f"server runs the model as served); drop {'them' if len(named) > 1 else 'it'}{batch}")
 
 
 def _in_process(targets: tuple[str, ...], backends: tuple[str, ...], batches: str | None, input_shape: str | None,

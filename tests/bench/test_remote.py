@@ -4,12 +4,24 @@ and the command's argument checks. (tests/serve runs it against the real server.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deploykit.bench.remote import Endpoint, batch_difference, make_bodies, resolve_shape
+from deploykit.bench.remote import (
+    Endpoint,
+    LoadConfig,
+    batch_difference,
+    make_bodies,
+    resolve_shape,
+    run_remote_bench,
+)
 from deploykit.cli import cli
 from deploykit.errors import InputError
 
@@ -77,3 +89,127 @@ def test_batch_difference_counts_executions_per_size_over_the_level() -> None:
 def test_bench_url_arguments_fail_in_one_line(args: list[str], words: str) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and words in result.output, result.output
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("http://127.0.0.1:99999", "out of range"),
+    ("http://127.0.0.1:abc", "integer"),
+    ("http://[::1", "IPv6"),
+    ("http://user:secret@127.0.0.1:8000", "credentials"),
+    ("http://127.0.0.1:8000/?model=x", "query"),
+    ("http://127.0.0.1:8000/a b", "spaces"),
+])
+def test_endpoints_refuse_urls_they_would_not_send_as_given(url: str, words: str) -> None:
+    with pytest.raises(InputError, match=words):
+        Endpoint.parse(url)
+    assert Endpoint.parse("http://[::1]:8000").url == "http://[::1]:8000"
+
+
+_METADATA = {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]}
+_INFERRED = json.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1], "data": [0]}]}).encode()
+
+
+class _Server:
+    """A loopback HTTP server answering each path with what a test sets: (status, body), or raw bytes sent as
+    they are (not HTTP), or a generator of chunks for a body announced as `length` bytes."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Any] = {}
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        answers = self.answers
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = answers.get(self.path, (404, b"{}"))
+                try:
+                    if isinstance(answer, bytes):
+                        self.wfile.write(answer)
+                        self.close_connection = True
+                        return
+                    status, body, *length = answer
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(length[0] if length else len(body)))
+                    self.end_headers()
+                    for chunk in [body] if isinstance(body, bytes) else body:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    self.close_connection = bool(length)
+                except OSError:  # the client gave up on an endless answer
+                    self.close_connection = True
+
+            do_POST = do_GET
+
+        return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    fake = _Server()
+    fake.answers.update({"/v2": (200, b'{"name": "fake", "extensions": []}'),
+                         "/v2/models/m": (200, json.dumps(_METADATA).encode()),
+                         "/v2/models/m/infer": (200, _INFERRED)})
+    yield fake
+    fake.httpd.shutdown()
+    fake.httpd.server_close()
+
+
+def _trickle() -> Iterator[bytes]:
+    for _ in range(100):
+        yield b" "
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("path", "answer", "words"), [
+    ("/v2", (200, b"<html><body>hello</body></html>"), "not a JSON object"),
+    ("/v2", (200, b"\x00\xffgarbage{{"), "not a JSON object"),
+    ("/v2", (200, b"[1, 2]"), "not a JSON object"),
+    ("/v2", (200, b'{"na', 100), "not a JSON object"),  # the connection closes mid-answer
+    ("/v2", b"NOT HTTP\r\n\r\n", "broken HTTP"),
+    ("/v2", (200, iter([b" " * (1 << 20)] * 20), 1 << 34), "more than 16 MB"),
+    ("/v2/models/m", (200, b'{"inputs": [{"name": "x"}]}'), "not KServe v2 metadata"),
+    ("/v2/models/m", (200, b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": ["a"]}]}'), "shape of integers"),
+    ("/v2/models/m", (200, b'{"inputs": {"x": 1}}'), "lists no inputs"),
+    ("/v2/models/m/infer", (200, b"<html>ok</html>"), "not a KServe v2 inference response"),
+    ("/v2/models/m/infer", (400, b'{"error": "unexpected input name"}'), "unexpected input name"),
+])
+def test_bench_url_fails_in_one_line_on_what_is_not_a_kserve_answer(server: _Server, path: str, answer: Any,
+                                                                     words: str) -> None:
+    server.answers[path] = answer
+    result = CliRunner().invoke(cli, ["bench", "--url", server.url, "--model", "m", "--concurrency", "1",
+                                      "--duration", "0.1", "--warmup", "0"])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_trickling_answer_ends_at_the_request_timeout(server: _Server) -> None:
+    server.answers["/v2"] = (200, _trickle(), 100)
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=r"no whole answer within 0\.5 s"):
+        Endpoint.parse(server.url).get("/v2", timeout=0.5)
+    assert time.perf_counter() - started < 3
+
+
+def test_bench_url_times_a_kserve_server_and_ignores_statistics_off_the_schema(server: _Server) -> None:
+    server.answers["/v2/models/stats"] = (200, b'{"model_stats": [{"name": "m", "batch_stats": [{"x": 1}]}]}')
+    report = run_remote_bench(server.url, "m", config=LoadConfig(concurrency=(1, 2), duration_s=0.2, warmup_s=0))
+    assert [r.errors for r in report.results] == [0, 0] and all(r.latency.count > 0 for r in report.results)
+    assert all(r.server_batches == [] for r in report.results)
+
+
+@pytest.mark.parametrize("option", [["--batch", "4"], ["--backend", "openvino"], ["--threads", "1"],
+                                    ["--set", "output_stride=8"], ["--task", "saliency"], ["--no-roofline"]])
+def test_bench_url_refuses_options_of_a_model_timed_here(option: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["bench", "--url", "http://127.0.0.1:1", "--model", "m", *option])
+    assert result.exit_code == 2 and f"{option[0]}: only for a model timed in this process" in result.output, \
+        result.output
