@@ -175,6 +175,14 @@ def broken_dependency(exc: BaseException) -> str | None:
     return parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else None
 
 
+def not_installed(exc: ImportError, module: str) -> bool:
+    """Whether importing `module` failed because the package is absent, so that `pip install` is the fix. An
+    installed package that fails to import (its shared library missing: "libnvinfer.so.10: cannot open shared
+    object file"; its native submodule or a dependency of its own missing) raises ImportError too, and is
+    broken, not missing."""
+    return isinstance(exc, ModuleNotFoundError) and exc.name == module
+
+
 def raised_at(exc: BaseException) -> tuple[str, int] | None:
     """(file, line) of the deepest traceback frame outside deploykit and torch, else of the deepest frame
     (None without a traceback)."""

@@ -27,7 +27,7 @@ def test_help_and_doctor_without_tensorrt() -> None:
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path, target=None):
                 if name.split('.')[0] in {'tensorrt', 'pycuda', 'cuda', 'matplotlib'}:
-                    raise ImportError(f'blocked {name}')
+                    raise ModuleNotFoundError(f'No module named {name!r}', name=name)  # as when absent
         sys.meta_path.insert(0, Block())
         from click.testing import CliRunner
         from deploykit.cli import cli

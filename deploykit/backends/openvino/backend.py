@@ -18,7 +18,7 @@ import onnx
 from deploykit.backends.base import Availability, Compiled
 from deploykit.backends.openvino.compile import compile as to_ir
 from deploykit.backends.openvino.runner import DEVICE, open_runner
-from deploykit.errors import first_line
+from deploykit.errors import first_line, not_installed
 from deploykit.graph.cpu_int8 import lower_for_cpu
 from deploykit.io.sidecar import Sidecar
 from deploykit.runner import Runner
@@ -33,9 +33,11 @@ def availability() -> Availability:
     """Ready when the package imports and its Core lists a CPU device."""
     try:
         ov = importlib.import_module("openvino")
-    except ImportError:
-        return Availability("not installed", reason="pip install 'deploykit[openvino]'")
-    except Exception as exc:  # a broken install raises OSError / RuntimeError
+    except ImportError as exc:
+        if not_installed(exc, "openvino"):
+            return Availability("not installed", reason="pip install 'deploykit[openvino]'")
+        return Availability("unusable", reason=f"import openvino failed: {first_line(exc)}; reinstall OpenVINO")
+    except (Exception, SystemExit) as exc:  # a broken install raises OSError / RuntimeError
         return Availability("unusable", reason=f"import openvino failed: {first_line(exc)}")
     try:
         devices = list(ov.Core().available_devices)

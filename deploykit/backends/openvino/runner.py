@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.environment import runtime_telemetry_off
-from deploykit.errors import BackendUnavailable, InputError, first_line, out_of_memory
+from deploykit.errors import BackendUnavailable, InputError, first_line, not_installed, out_of_memory
 from deploykit.io.metadata import ModelMetadata
 from deploykit.runner import Dim, Runner, TensorSpec, shape_refused
 
@@ -37,7 +37,11 @@ def load_openvino() -> Any:
     try:
         return importlib.import_module("openvino")
     except ImportError as exc:
-        raise BackendUnavailable("OpenVINO is not installed: pip install 'deploykit[openvino]'") from exc
+        if not_installed(exc, "openvino"):
+            raise BackendUnavailable("OpenVINO is not installed: pip install 'deploykit[openvino]'") from exc
+        raise BackendUnavailable(f"import openvino failed: {first_line(exc)}; reinstall OpenVINO") from exc
+    except Exception as exc:  # a broken install raises OSError / RuntimeError, as availability() reports
+        raise BackendUnavailable(f"import openvino failed: {first_line(exc)}; reinstall OpenVINO") from exc
 
 
 def weights_path(artifact: str | os.PathLike[str]) -> Path:

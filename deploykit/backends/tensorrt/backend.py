@@ -19,7 +19,7 @@ from deploykit.backends.tensorrt.build import TensorRTBuildOptions as Options
 from deploykit.backends.tensorrt.build import engine_from_onnx, lint_or_fail
 from deploykit.backends.tensorrt.common import HARDWARE_LEVELS, process_logger
 from deploykit.backends.tensorrt.runner import TensorRTRunner
-from deploykit.errors import first_line
+from deploykit.errors import first_line, not_installed
 from deploykit.io.sidecar import Sidecar
 from deploykit.runner import Runner
 from deploykit.types import Progress
@@ -54,9 +54,12 @@ OPTIONS = (
 def availability() -> Availability:
     try:
         trt = importlib.import_module("tensorrt")
-    except ImportError:
-        return Availability("not installed", reason="pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU")
-    except Exception as exc:  # a broken install (missing libnvinfer) raises OSError and others
+    except ImportError as exc:
+        if not_installed(exc, "tensorrt"):
+            return Availability("not installed",
+                                reason="pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU")
+        return Availability("unusable", reason=f"import tensorrt failed: {first_line(exc)}; reinstall TensorRT")
+    except (Exception, SystemExit) as exc:  # a broken install (missing libnvinfer) raises OSError and others
         return Availability("unusable", reason=f"import tensorrt failed: {first_line(exc)}")
     version = str(getattr(trt, "__version__", ""))
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploykit.backends.tensorrt.device import DeviceInfo
-from deploykit.errors import BackendUnavailable, first_line
+from deploykit.errors import BackendUnavailable, first_line, not_installed
 from deploykit.io.sidecar import Sidecar
 
 INSTALL_HINT = "pip install 'deploykit[tensorrt]' on a machine with an NVIDIA GPU"
@@ -30,7 +30,9 @@ def import_tensorrt() -> Any:
     try:
         return importlib.import_module("tensorrt")
     except ImportError as exc:
-        raise BackendUnavailable(f"TensorRT is not installed ({exc}); {INSTALL_HINT}") from exc
+        if not_installed(exc, "tensorrt"):
+            raise BackendUnavailable(f"TensorRT is not installed ({exc}); {INSTALL_HINT}") from exc
+        raise BackendUnavailable(f"import tensorrt failed: {first_line(exc)}; reinstall TensorRT") from exc
     except Exception as exc:  # a broken install (libnvinfer missing) raises OSError and others
         raise BackendUnavailable(f"import tensorrt failed: {first_line(exc)}; reinstall TensorRT") from exc
 

@@ -71,7 +71,7 @@ def test_reports_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def no_openvino(name: str, *args: Any, **kwargs: Any) -> Any:
         if name == "openvino" or name.startswith("openvino."):
-            raise ImportError("No module named 'openvino'")
+            raise ModuleNotFoundError("No module named 'openvino'", name="openvino")  # what Python raises
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_openvino)
