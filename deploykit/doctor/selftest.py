@@ -70,9 +70,7 @@ def selftest(progress: Progress | None = None) -> SelfTestResult:
     """Raise BackendUnavailable (saying why) when TensorRT cannot run here; else build, run and compare."""
     status = tensorrt_availability()
     if not status.ready:
-        version = f" {status.version}" if status.version else ""
-        raise BackendUnavailable(f"the TensorRT self-test cannot run: TensorRT{version} is {status.state}: "
-                                 f"{status.reason}")
+        raise BackendUnavailable(f"the TensorRT self-test cannot run: TensorRT is {status.describe()}")
 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()

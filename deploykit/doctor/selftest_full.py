@@ -89,8 +89,7 @@ def full_selftest(progress: Progress | None = None, *, model: str = MODEL, size:
     result = FullSelfTestResult(status.version, "?", f"{model} at {size[0]}x{size[1]}",
                                 simulated=_simulated(status.version))
     if not status.ready:
-        error = BackendUnavailable(f"the TensorRT self-test cannot run: TensorRT {status.version} is "
-                                   f"{status.state}: {status.reason}")
+        error = BackendUnavailable(f"the TensorRT self-test cannot run: TensorRT is {status.describe()}")
         if evidence is not None:
             selftest_evidence.write_evidence(evidence, result, {}, log, error=str(error))
         raise error

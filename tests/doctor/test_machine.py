@@ -74,3 +74,11 @@ def test_only_the_package_itself_missing_is_not_installed() -> None:
     assert not not_installed(ModuleNotFoundError("x", name="tensorrt_libs"), "tensorrt")
     assert not not_installed(ModuleNotFoundError("x", name="openvino._pyopenvino"), "openvino")
     assert not not_installed(ImportError("libnvinfer.so.10: cannot open shared object file"), "tensorrt")
+
+
+@pytest.mark.parametrize("args", [["--selftest"], ["--selftest", "--full"]])
+def test_a_selftest_that_cannot_run_says_why_in_one_line(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt: ModuleNotFoundError, as when absent
+    result = CliRunner().invoke(cli, ["doctor", *args])
+    assert result.exit_code == 2, result.output
+    assert "cannot run: TensorRT is not installed: pip install 'deploykit[tensorrt]'" in result.output, result.output
