@@ -197,19 +197,21 @@ def model_inputs(endpoint: Endpoint, model: str) -> list[dict[str, Any]]:
 
 
 def resolve_shape(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, ...]:
-    """The request shape of one input: its dims, -1 batch as 1, other unknown dims from --input-shape."""
+    """The request shape of one input: --input-shape for an input of its rank, else its dims with the batch of
+    --input-shape (1 without it), so that a model whose inputs differ in rank (a score map and a size) takes
+    one --input-shape; an input with unknown dims besides the batch needs --input-shape of its rank."""
     dims = [int(d) for d in spec["shape"]]
     if spec["datatype"] == "BYTES":
         return tuple(1 if d < 0 else d for d in dims)
-    if input_shape is not None:
-        if len(input_shape) != len(dims):
-            raise InputError(f"--input-shape has {len(input_shape)} dimensions; {spec['name']} has {len(dims)} "
-                             f"({dims})")
+    if input_shape is not None and len(input_shape) == len(dims):
         return tuple(int(d) for d in input_shape)
     if any(d < 0 for d in dims[1:]):
-        raise InputError(f"input {spec['name']} has unknown dimensions {dims}; give --input-shape, e.g. "
-                         f"{','.join(str(d if d > 0 else 1 if i == 0 else 512) for i, d in enumerate(dims))}")
-    return tuple(1 if i == 0 and d < 0 else d for i, d in enumerate(dims))
+        example = ",".join(str(d if d > 0 else 1 if i == 0 else 512) for i, d in enumerate(dims))
+        given = f"--input-shape has {len(input_shape)} dimensions; " if input_shape is not None else ""
+        raise InputError(f"{given}input {spec['name']} has unknown dimensions {dims}; give --input-shape of its "
+                         f"{len(dims)} dimensions, e.g. {example}")
+    batch = int(input_shape[0]) if input_shape else 1
+    return tuple(batch if i == 0 and d < 0 else d for i, d in enumerate(dims))
 
 
 def encoded_image(path: Path | None) -> bytes:

@@ -44,6 +44,15 @@ def test_shapes_take_batch_1_and_the_given_input_shape() -> None:
         resolve_shape(spec, (1, 3, 4))
 
 
+def test_one_input_shape_serves_inputs_of_other_ranks_with_known_dims() -> None:
+    scores = {"name": "scores", "datatype": "FP32", "shape": [-1, 3, -1, -1]}
+    size = {"name": "size", "datatype": "INT32", "shape": [-1, 2]}  # the image step after a model (NAME_post)
+    assert resolve_shape(scores, (2, 3, 16, 16)) == (2, 3, 16, 16)
+    assert resolve_shape(size, (2, 3, 16, 16)) == (2, 2)
+    with pytest.raises(InputError, match="of its 2 dimensions"):
+        resolve_shape({"name": "size", "datatype": "INT32", "shape": [-1, -1]}, (2, 3, 16, 16))
+
+
 def test_json_bodies_carry_every_value_and_differ() -> None:
     inputs = [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 2, 2]},
               {"name": "image", "datatype": "BYTES", "shape": [-1, 1]}]
