@@ -222,3 +222,20 @@ def test_bench_url_refuses_options_of_a_model_timed_here(option: list[str]) -> N
     result = CliRunner().invoke(cli, ["bench", "--url", "http://127.0.0.1:1", "--model", "m", *option])
     assert result.exit_code == 2 and f"{option[0]}: only for a model timed in this process" in result.output, \
         result.output
+
+
+def test_requests_too_large_to_build_here_are_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    import deploykit.bench.remote as remote
+
+    monkeypatch.setattr(remote, "available_memory", lambda: 32 << 20)
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
+    remote.check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=True)  # 8 x 1 MB + 2 MB: fits
+    with pytest.raises(InputError, match=r"x 1x3x256x256 need about .*smaller --input-shape"):
+        remote.check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=False)  # 8 x 4 MB of JSON + 11 MB
+
+
+def test_a_server_declaring_a_huge_input_is_refused_in_one_line(server: _Server) -> None:
+    server.answers["/v2/models/m"] = (200, json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 100000, 100000, 100000]}]}).encode())
+    result = CliRunner().invoke(cli, ["bench", "--url", server.url, "--model", "m", "--concurrency", "1"])
+    assert result.exit_code == 2 and "smaller --input-shape" in result.output, result.output
