@@ -83,9 +83,16 @@ class Endpoint:
         if parsed.username is not None or parsed.password is not None:
             raise InputError(f"{fix}: bench sends no credentials and would write them into its report; "
                              "drop USER:PASSWORD@ (reach a server that needs them through a local proxy)")
-        if parsed.query or parsed.fragment or any(c.isspace() or not c.isprintable() for c in parsed.path):
-            raise InputError(f"{fix}: the URL has a query, a fragment or spaces, which bench would not send")
-        return cls(parsed.hostname, port or 80, parsed.path.rstrip("/"))
+        if parsed.query or parsed.fragment or any(c.isspace() or not c.isprintable() for c in parsed.netloc
+                                                  + parsed.path):
+            raise InputError(f"{fix}: the URL has a query, a fragment, spaces or control characters, which bench "
+                             "would not send")
+        try:
+            parsed.hostname.encode("idna")  # what http.client sends in the Host header
+        except UnicodeError:
+            raise InputError(f"{fix}: {parsed.hostname!r} is not a host name") from None
+        # a request line is ASCII: a path of other characters goes percent-encoded, as a browser sends it
+        return cls(parsed.hostname, port or 80, urllib.parse.quote(parsed.path.rstrip("/"), safe="/%:@!$&'()*+,;=~"))
 
     @property
     def url(self) -> str:

@@ -107,11 +107,14 @@ def test_bench_url_arguments_fail_in_one_line(args: list[str], words: str) -> No
     ("http://user:secret@127.0.0.1:8000", "credentials"),
     ("http://127.0.0.1:8000/?model=x", "query"),
     ("http://127.0.0.1:8000/a b", "spaces"),
+    ("http://\x08:8000", "control characters"),
+    ("http://.¡:8000", "not a host name"),
 ])
 def test_endpoints_refuse_urls_they_would_not_send_as_given(url: str, words: str) -> None:
     with pytest.raises(InputError, match=words):
         Endpoint.parse(url)
     assert Endpoint.parse("http://[::1]:8000").url == "http://[::1]:8000"
+    assert Endpoint.parse("http://127.0.0.1:8000/modèles/a%20b").prefix == "/mod%C3%A8les/a%20b"
 
 
 _METADATA = {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]}
