@@ -35,10 +35,9 @@ from deploykit.bench.harness import BenchResult
 from deploykit.bench.load import LoadProbe, MachineLoad
 from deploykit.bench.run import BenchReport, environment_manifest
 from deploykit.bench.stats import summarize
-from deploykit.environment import available_memory
+from deploykit.environment import check_memory
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.io.images import sample_photographs
-from deploykit.io.outputs import size_text
 from deploykit.types import Progress
 
 _NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -249,9 +248,6 @@ def check_bodies_fit(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, t
                      binary: bool) -> None:
     """Refuse requests too large to build here, before building them: the shapes come from the server's metadata
     or --input-shape, and under overcommit the allocations succeed and the OOM killer ends bench without a word."""
-    free = available_memory()
-    if free is None:
-        return
     kept = building = 0
     for spec in inputs:
         count = math.prod(shapes[spec["name"]])
@@ -261,11 +257,9 @@ def check_bodies_fit(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, t
         itemsize = np.dtype(_NUMPY.get(spec["datatype"], np.float64)).itemsize
         kept += count * (itemsize + 1 if binary else JSON_KEPT)
         building += count * (2 * itemsize if binary else JSON_BUILDING)
-    needed = DISTINCT_BODIES * kept + building
-    if needed > free:
-        described = ", ".join(f"{s['name']} {'x'.join(map(str, shapes[s['name']]))}" for s in inputs)
-        raise InputError(f"{DISTINCT_BODIES} distinct requests of {described} need about {size_text(needed)} to "
-                         f"build, and this machine has {size_text(free)} available; give a smaller --input-shape")
+    described = ", ".join(f"{s['name']} {'x'.join(map(str, shapes[s['name']]))}" for s in inputs)
+    check_memory(DISTINCT_BODIES * kept + building, f"building {DISTINCT_BODIES} distinct requests of {described}",
+                 "give a smaller --input-shape")
 
 
 def make_bodies(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, tuple[int, ...]], image: bytes,

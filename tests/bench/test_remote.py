@@ -230,10 +230,10 @@ def test_bench_url_refuses_options_of_a_model_timed_here(option: list[str]) -> N
 def test_requests_too_large_to_build_here_are_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
     import deploykit.bench.remote as remote
 
-    monkeypatch.setattr(remote, "available_memory", lambda: 32 << 20)
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: 32 << 20)
     inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
     remote.check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=True)  # 8 x 1 MB + 2 MB: fits
-    with pytest.raises(InputError, match=r"x 1x3x256x256 need about .*smaller --input-shape"):
+    with pytest.raises(InputError, match=r"x 1x3x256x256 needs about .*smaller --input-shape"):
         remote.check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=False)  # 8 x 4 MB of JSON + 11 MB
 
 
