@@ -8,10 +8,12 @@ check, MAC counting and the kernel sweeps run graphs through it; the ONNX Runtim
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from deploykit.errors import BackendUnavailable, InputError, first_line
 
@@ -58,7 +60,9 @@ def session_options(threads: int | None = None, *, optimization: str = "all") ->
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
+    # Fatal only: its warnings (unused initializers) are noise, and the errors it logs are the ones it raises,
+    # which deploykit reports in its one line (a node refusing a shape printed a second, red line before it).
+    options.log_severity_level = 4
     return options
 
 
@@ -89,6 +93,26 @@ def session_from_onnx(
     except Exception as exc:  # ORT raises its own unrelated exception types
         raise InputError(f"ONNX Runtime cannot load {model if not isinstance(model, bytes) else 'the model'}: "
                          f"{first_line(exc)}") from exc
+
+
+# What a loaded session raises when a node cannot run on a feed of the right names, ranks and types, i.e. on its
+# shape: Conv on a map smaller than its kernel raises InvalidArgument ("Invalid input shape: {2,2}", U-Net below
+# its smallest tile), Concat/Reshape/Mod raise Fail. Every caller that runs a session on user inputs catches these.
+RUN_FAILURES: tuple[type[Exception], ...] = (Fail, InvalidArgument, RuntimeException)
+
+_NODE_FAILURE = re.compile(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", re.DOTALL)
+_SOURCE_LOCATION = re.compile(r"^\S+\.(?:h|cc|cpp):\d+ .*?\)\s*")  # "/onnxruntime_src/...cc:563 void f(...) "
+
+
+def node_failure(exc: BaseException) -> str:
+    """ONNX Runtime's "Non-zero status code returned while running Add node. Name:'skip' Status Message: <C++
+    location> <what>" as "node skip (Add): <what>"; its first line otherwise."""
+    found = _NODE_FAILURE.search(str(exc))
+    if found is None:
+        return first_line(exc, 300)
+    op_type, name, message = found.groups()
+    what = _SOURCE_LOCATION.sub("", message.strip()).splitlines()[0] if message.strip() else ""
+    return f"node {name or '?'} ({op_type}): {what[:240]}"
 
 
 # ONNX Runtime's WeightBiasQuantization turns a float bias read beside dequantized inputs into INT32 with scale

@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from deploykit.evaluate import session_from_onnx
+from deploykit.errors import InputError
+from deploykit.evaluate import RUN_FAILURES, node_failure, session_from_onnx
 from deploykit.graph.tensors import index_graph
 from deploykit.types import Progress, Progressed
 
@@ -130,7 +133,7 @@ def collect_stats(
     collection = Collection({name: TensorStats() for name in dict.fromkeys(tensors)})
     total = len(inputs) if isinstance(inputs, Sized) else 0
     for count, batch in enumerate(inputs, start=1):
-        values = session.run(inner, {input_name: batch})
+        values = _run(session, inner, input_name, batch, count)
         if input_name in collection.stats:
             collection.stats[input_name].update(batch, histogram=input_name in with_hist)
         for name, value in zip(inner, values, strict=True):
@@ -142,3 +145,17 @@ def collect_stats(
         elif progress and count % 8 == 0:
             progress(f"calibration: {count} inputs")
     return collection
+
+
+def _run(session: ort.InferenceSession, outputs: list[str], input_name: str, batch: np.ndarray,
+         index: int) -> list[Any]:
+    """One calibration input through the probe graph; a shape the model cannot take (an array below U-Net's
+    smallest tile: arrays are fed as they are, images are resized to the model's size) is bad input."""
+    try:
+        values: list[Any] = session.run(outputs, {input_name: batch})
+    except RUN_FAILURES as exc:
+        shape = "x".join(map(str, batch.shape))
+        raise InputError(f"calibration input {index} of shape {shape}: the model cannot run on it "
+                         f"({node_failure(exc)}); give calibration inputs of a size the model takes, e.g. "
+                         "the size it was exported at") from exc
+    return values

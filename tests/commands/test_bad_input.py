@@ -207,6 +207,13 @@ CASES = [
          "bench {d}/oddsizes.onnx --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
     case("parity-shape-the-graph-cannot-run", "does not take this shape",
          "parity {d}/oddsizes.onnx {d}/net.onnx --random 1 --input-shape 1,3,65,65 --task segmentation"),
+    # a Conv whose map is smaller than its kernel: ONNX Runtime raises InvalidArgument, not Fail (was exit 3)
+    case("bench-shape-below-the-kernel", "cannot run on inputs of shape input 1x3x4x4: node",
+         "bench {d}/bigkernel.onnx --input-shape 1,3,4,4 --iterations 2 --no-roofline -o {t}/run.json"),
+    case("parity-shape-below-the-kernel", "does not take this shape",
+         "parity {d}/bigkernel.onnx {d}/bigkernel.onnx --random 1 --input-shape 1,3,4,4 --task segmentation"),
+    case("build-calibration-arrays-below-the-kernel", "calibration input 1 of shape 1x3x4x4: the model cannot run",
+         "build-engine {d}/bigkernel.onnx --int8 --calib-data {d}/four.npy --no-calib-cache -o {t}/x.onnx"),
     case("bench-openvino-shape-the-ir-cannot-run", "cannot run on inputs of shape input 1x3x65x65: node output (Add)",
          "bench {d}/oddsizes.xml --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
     case("parity-openvino-shape-the-ir-cannot-run", "does not take this shape",
@@ -743,6 +750,13 @@ def _graph_fixtures(d: Path) -> None:
     (d / "cutbin.bin").write_bytes(weights[: len(weights) // 3])
     (d / "cutxml.xml").write_bytes(xml[: len(xml) // 2])
     (d / "cutxml.bin").write_bytes(weights)
+    kernel = onnx.numpy_helper.from_array(np.ones((3, 3, 5, 5), np.float32), "kernel")
+    model = helper.make_model(helper.make_graph([helper.make_node("Conv", ["input", "kernel"], ["output"])],
+                                                "bigkernel", [image], [out], [kernel]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(d / "bigkernel.onnx"))  # sides of at least 5
+    np.save(d / "four.npy", np.zeros((2, 3, 4, 4), np.float32))
     bias = helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["n", 3, "h", "w"])
     save("twoinputs", [helper.make_node("Add", ["input", "bias"], ["output"])], [image, bias], [out])
     save("twooutputs", [relu, helper.make_node("Neg", ["input"], ["negated"])], [image],

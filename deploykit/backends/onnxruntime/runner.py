@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
 
-from deploykit.errors import first_line, out_of_memory
-from deploykit.evaluate import session_from_onnx
+from deploykit.errors import out_of_memory
+from deploykit.evaluate import RUN_FAILURES, node_failure, session_from_onnx
 from deploykit.runner import Runner, TensorSpec, shape_refused
 
 _ORT_TYPES = {
@@ -84,23 +82,9 @@ class OnnxRuntimeRunner(Runner):
         names = [o.name for o in session.get_outputs()]
         try:
             return dict(zip(names, session.run(names, dict(feed)), strict=True))
-        except (Fail, RuntimeException) as exc:  # a node that cannot run on this feed (a validated one)
+        except RUN_FAILURES as exc:  # a node that cannot run on this feed (a validated one)
             if out_of_memory(exc):
                 raise
             model = "the model" if isinstance(self.model, bytes) else os.fspath(self.model)
             raise shape_refused(model, feed, node_failure(exc)) from exc
 
-
-_NODE_FAILURE = re.compile(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", re.DOTALL)
-_SOURCE_LOCATION = re.compile(r"^\S+\.(?:h|cc|cpp):\d+ .*?\)\s*")  # "/onnxruntime_src/...cc:563 void f(...) "
-
-
-def node_failure(exc: BaseException) -> str:
-    """ONNX Runtime's "Non-zero status code returned while running Add node. Name:'skip' Status Message: <C++
-    location> <what>" as "node skip (Add): <what>"; its first line otherwise."""
-    found = _NODE_FAILURE.search(str(exc))
-    if found is None:
-        return first_line(exc, 300)
-    op_type, name, message = found.groups()
-    what = _SOURCE_LOCATION.sub("", message.strip()).splitlines()[0] if message.strip() else ""
-    return f"node {name or '?'} ({op_type}): {what[:240]}"
