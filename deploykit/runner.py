@@ -9,7 +9,7 @@ opens a Target from a zoo name, a factory, an .onnx file or a built artifact; pa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from deploykit.errors import InputError
+from deploykit.errors import InputError, UnknownModel
 from deploykit.io.metadata import ModelMetadata
 from deploykit.types import Preprocessing, Task
+from deploykit.zoo import get_model_spec
 from deploykit.zoo.sources import LoadedModel
 
 Dim = int | str | None  # a str or None is a dynamic dimension
@@ -59,10 +60,42 @@ def as_input(x: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     return x.astype(dtype) if x.dtype != dtype else x
 
 
+@dataclass(frozen=True)
+class InputSizes:
+    """What is known of the heights and widths a runner's model takes, so a feed it cannot take is refused in
+    one line that says which sizes work: the size it was exported and verified at, and a zoo model's size rule
+    (ModelSpec.size_rule: U-Net's graph crops any size, where only 16k+60 tiles)."""
+
+    verified: tuple[int, int] | None = None
+    rule: Callable[[int, int], None] | None = None  # raises InputError naming sizes that work
+
+    @classmethod
+    def of(cls, meta: ModelMetadata | None) -> InputSizes:
+        """From an exported model's metadata: its input size, and its zoo spec's rule under its options."""
+        if meta is None:
+            return cls()
+        try:
+            spec = get_model_spec(meta.model)
+        except UnknownModel:  # a user model (package.module:factory): no rule is known
+            return cls(meta.input_size)
+        if spec.size_rule is None:
+            return cls(meta.input_size)
+        return cls(meta.input_size, lambda height, width: spec.check_size(height, width, meta.options))
+
+    def check(self, shape: tuple[int, ...]) -> None:
+        if self.rule is not None and len(shape) == 4:
+            self.rule(int(shape[2]), int(shape[3]))
+
+    def note(self) -> str:
+        verified = self.verified
+        return f"it was exported and verified at {verified[0]}x{verified[1]}; " if verified else ""
+
+
 class Runner(ABC):
     """Runs one model. Use as a context manager; `infer` maps input names to arrays and back."""
 
     backend: str = ""
+    sizes: InputSizes = InputSizes()  # set by deploykit.targets from the model's metadata
 
     def __init__(self) -> None:
         self._active = False
@@ -143,15 +176,17 @@ class Runner(ABC):
                     f"{self.backend} feed: input {name!r} is {array.dtype}; expected {spec.dtype}; "
                     f"convert it with .astype(np.{spec.dtype})"
                 )
+            self.sizes.check(array.shape)
 
 
-def shape_refused(model: str, feed: Mapping[str, np.ndarray], failure: str) -> InputError:
+def shape_refused(model: str, feed: Mapping[str, np.ndarray], failure: str, sizes: InputSizes = InputSizes()
+                  ) -> InputError:
     """A graph that loaded but cannot run on `feed` (a validated one): bad input naming the shape and the node,
-    as a PyTorch forward that raises would be."""
+    as a PyTorch forward that raises would be, and the size it was verified at when known."""
     shapes = ", ".join(f"{name} {'x'.join(map(str, array.shape))}" for name, array in feed.items())
     return InputError(f"{model} cannot run on inputs of shape {shapes}: {failure}; the model does not take this "
-                      "shape (choose another --input-shape or --batch), or its graph does not hold together (export "
-                      "it again)")
+                      f"shape ({sizes.note()}choose another --input-shape or --batch), or its graph does not hold "
+                      "together (export it again)")
 
 
 Kind = Literal["torch", "onnx", "artifact"]  # kinds of target, not backends: "torch" is a PyTorch module

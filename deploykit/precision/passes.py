@@ -43,6 +43,7 @@ from deploykit.precision.budget import (
 from deploykit.precision.int8_choices import float_remainder, grouped_reason, qdq_lint
 from deploykit.precision.range_choice import SCORED_INPUTS, choose_method
 from deploykit.precision.recovery import RecoveryOptions, equalized_source, recover
+from deploykit.runner import InputSizes
 from deploykit.types import Progress
 
 # Held-out inputs at most: the budget's bound is pooled -/+ t * sd / sqrt(n) (deploykit.precision.budget), and
@@ -113,6 +114,11 @@ def _data(options: CalibrationOptions, model: onnx.ModelProto, meta: ModelMetada
                             preprocessing=meta.preprocessing if meta else None, n=options.n, warn=say,
                             dtype=_input_dtype(model))
     _check_static_size(data, model)
+    if data.kind == "array":  # images are resized to the model's size; arrays are taken as they are
+        try:
+            InputSizes.of(meta).check(data.input_shape)
+        except InputError as exc:
+            raise InputError(f"calibration data {data.source}: {exc}") from exc
     return data
 
 

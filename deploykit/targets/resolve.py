@@ -22,7 +22,7 @@ from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.model_files import read_onnx, require_file
 from deploykit.io.sidecar import Sidecar, read_sidecar, sidecar_path
 from deploykit.precision.table import BASELINE, PRECISIONS, detect_precision
-from deploykit.runner import Kind, Runner, Target
+from deploykit.runner import InputSizes, Kind, Runner, Target
 from deploykit.types import Task
 from deploykit.zoo.sources import LoadedModel, load_model, user_code_name
 
@@ -154,6 +154,7 @@ def _file_target(runner: Runner, kind: Kind, path: Path, meta: ModelMetadata | N
     graph = _graph_input(model) if model is not None else _GraphInput("", None, None, None, False)
     if meta is not None and task is not None and task != meta.task:
         raise ConfigConflict(f"{path} is a {meta.task} model (its metadata says so); drop --task {task}")
+    runner.sizes = InputSizes.of(meta)
     return Target(
         runner=runner, kind=kind, label=str(path), task=meta.task if meta else task,
         num_classes=meta.num_classes if meta else 0, preprocessing=meta.preprocessing if meta else None,

@@ -33,11 +33,19 @@ class ModelSpec:
     checkpoint_formats: tuple[str, ...] = ("state_dict",)
     size_multiple: int = 1  # height and width must be multiples of this
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    # ((height, width), builder options) -> None, raising InputError naming sizes that work: for a model whose
+    # graph runs on sizes the model cannot take (U-Net's ONNX crops any size; only 16k+60 tiles), so runners refuse
+    size_rule: Callable[[tuple[int, int], Mapping[str, Any]], None] | None = None
 
     def options(self) -> dict[str, inspect.Parameter]:
         """The builder's keyword options (name -> parameter), as documented by its signature."""
         params = inspect.signature(self.builder).parameters
         return {n: p for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+    def check_size(self, height: int, width: int, options: Mapping[str, Any]) -> None:
+        """InputError naming sizes that work when the model built with `options` cannot take height x width."""
+        if self.size_rule is not None:
+            self.size_rule((height, width), {**self.defaults, **options})
 
     def build(self, **overrides: Any) -> nn.Module:
         """Build the model with this name's defaults plus `overrides`, rejecting unknown options."""

@@ -18,6 +18,9 @@ in_channels=1). `width` scales the channel counts (64 is the paper) for the smal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -39,6 +42,26 @@ def valid_unet_output(size: int) -> int:
         f"the unpadded U-Net needs input sides of 16k+60 >= 188 (188, 204, ..., 572, ...); {size} does not tile, "
         f"use {nearest}, or padded=True"
     )
+
+
+def check_unet_size(height: int, width: int, *, padded: bool = False) -> None:
+    """InputError (deploykit's error for an unusable shape) naming valid sizes when the sides do not tile."""
+    try:
+        for side in (height, width):
+            if padded and side % 2**DEPTH:
+                below = side - side % 2**DEPTH
+                nearest = f"{below} or {below + 2**DEPTH}" if below else f"{2**DEPTH}"
+                raise ValueError(f"the padded U-Net needs sides that are multiples of 16; {side} is not, use "
+                                 f"{nearest}")
+            if not padded:
+                valid_unet_output(side)
+    except ValueError as exc:
+        raise InputError(f"input {height}x{width}: {exc}") from exc
+
+
+def _size_rule(size: tuple[int, int], options: Mapping[str, Any]) -> None:
+    """The spec's size_rule: the exported graph crops whatever it is given, so runners refuse by this."""
+    check_unet_size(*size, padded=bool(options.get("padded", False)))
 
 
 def _double_conv(in_ch: int, out_ch: int, padding: int) -> nn.Sequential:
@@ -85,20 +108,9 @@ class UNet(nn.Module):
                 assert module.bias is not None
                 nn.init.zeros_(module.bias)
 
-    def check_input_size(self, height: int, width: int) -> None:
-        """InputError (deploykit's error for an unusable shape) naming valid sizes when the sides do not tile."""
-        try:
-            for side in (height, width):
-                if self.padded and side % 2**DEPTH:
-                    raise ValueError(f"the padded U-Net needs sides that are multiples of 16; {side} is not")
-                if not self.padded:
-                    valid_unet_output(side)
-        except ValueError as exc:
-            raise InputError(f"input {height}x{width}: {exc}") from exc
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():  # eager only: a traced size is not a Python int
-            self.check_input_size(x.shape[2], x.shape[3])
+            check_unet_size(x.shape[2], x.shape[3], padded=self.padded)
         skips = []
         for level, block in enumerate(self.down):
             x = block(x)
@@ -131,5 +143,6 @@ register_model(
         "must be 16k+60 >= 188 (they step by 16, hence size_multiple 16). padded=True gives a same-size output "
         "for sides that are multiples of 16.",
         size_multiple=16,
+        size_rule=_size_rule,
     )
 )

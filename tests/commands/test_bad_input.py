@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ from safetensors.torch import save_file
 
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
+from deploykit.io.metadata import ModelMetadata, write_metadata
+from deploykit.types import IMAGENET
 from deploykit.zoo.sources import load_model
 from tests.io.faults import REPO, THIRD_PARTY_TMP
 
@@ -214,6 +216,15 @@ CASES = [
          "parity {d}/bigkernel.onnx {d}/bigkernel.onnx --random 1 --input-shape 1,3,4,4 --task segmentation"),
     case("build-calibration-arrays-below-the-kernel", "calibration input 1 of shape 1x3x4x4: the model cannot run",
          "build-engine {d}/bigkernel.onnx --int8 --calib-data {d}/four.npy --no-calib-cache -o {t}/x.onnx"),
+    case("bench-shape-refused-names-the-verified-size", "it was exported and verified at 64x64",
+         "bench {d}/bigkernel_meta.onnx --input-shape 1,3,4,4 --iterations 2 --no-roofline -o {t}/run.json"),
+    # a zoo model whose graph runs on sizes the model cannot take (U-Net crops any size): its rule refuses them
+    case("parity-unet-size-its-graph-would-crop", "the padded U-Net needs sides that are multiples of 16; 65 is not, "
+         "use 64 or 80", "parity {d}/unet_meta.onnx {d}/unet_meta.onnx --random 1 --input-shape 1,3,65,64"),
+    case("bench-unet-size-its-graph-would-crop", "multiples of 16; 72 is not",
+         "bench {d}/unet_meta.onnx --input-shape 1,3,64,72 --iterations 2 --no-roofline -o {t}/run.json"),
+    case("build-calibration-arrays-unet-cannot-take", "four.npy: input 4x4: the padded U-Net",
+         "build-engine {d}/unet_meta.onnx --int8 --calib-data {d}/four.npy --no-calib-cache -o {t}/x.onnx"),
     case("bench-openvino-shape-the-ir-cannot-run", "cannot run on inputs of shape input 1x3x65x65: node output (Add)",
          "bench {d}/oddsizes.xml --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
     case("parity-openvino-shape-the-ir-cannot-run", "does not take this shape",
@@ -756,6 +767,12 @@ def _graph_fixtures(d: Path) -> None:
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(d / "bigkernel.onnx"))  # sides of at least 5
+    verified = ModelMetadata(model=USER, task="segmentation", num_classes=3, preprocessing=IMAGENET,
+                             input_size=(64, 64), input_names=("input",), output_names=("output",))
+    write_metadata(model, verified)
+    onnx.save(model, str(d / "bigkernel_meta.onnx"))
+    write_metadata(model, replace(verified, model="unet", options={"padded": True, "width": 0.125}))
+    onnx.save(model, str(d / "unet_meta.onnx"))  # its metadata says U-Net: the rule is the spec's
     np.save(d / "four.npy", np.zeros((2, 3, 4, 4), np.float32))
     bias = helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["n", 3, "h", "w"])
     save("twoinputs", [helper.make_node("Add", ["input", "bias"], ["output"])], [image, bias], [out])

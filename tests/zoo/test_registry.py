@@ -45,6 +45,7 @@ def test_spec_is_complete(name: str) -> None:
     params = inspect.signature(spec.builder).parameters
     assert all(p.kind is p.KEYWORD_ONLY for p in params.values()), "builders take keyword-only options"
     assert set(TINY[spec.name].options) <= set(params)
+    spec.check_size(h, w, {})  # a size rule takes the model's own size
 
 
 @pytest.mark.parametrize("name", NAMES)

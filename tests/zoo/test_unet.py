@@ -55,6 +55,24 @@ def test_padded_option_keeps_the_size() -> None:
         model(torch.zeros(1, 3, 64, 72))
 
 
+@pytest.mark.parametrize(("options", "size", "fits"), [
+    ({}, (189, 188), False), ({}, (204, 220), True), ({"padded": True}, (65, 64), False),
+    ({"padded": True}, (64, 80), True), ({"padded": True, "width": 0.5}, (8, 16), False)])
+def test_the_spec_rule_is_the_forwards(options: dict[str, object], size: tuple[int, int], fits: bool) -> None:
+    """The exported graph crops any size (ONNX Runtime answers at 189x188), so runners refuse by the spec's
+    size_rule: it must refuse exactly what the eager forward refuses, under the options the metadata records."""
+    spec = get_model_spec("unet")
+    model = spec.build(**{"width": WIDTH, **options}).eval()
+    refused = []
+    for check in (lambda: spec.check_size(*size, options), lambda: model(torch.zeros(1, 3, *size))):
+        try:
+            with torch.inference_mode():
+                check()
+        except InputError as exc:
+            refused.append(str(exc))
+    assert refused == ([] if fits else [refused[0]] * 2)
+
+
 def test_skip_connections_are_centre_cropped() -> None:
     # Figure 1: 64x64 contracting maps are cropped to the 56x56 of the expanding path, 4 pixels on each side.
     skip = torch.arange(64.0 * 64).reshape(1, 1, 64, 64)
