@@ -163,7 +163,10 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 
 def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
-    """One forward pass on a random input; what a user's model raises is theirs (exit 2, their line)."""
+    """One forward pass on a random input; what a user's model raises is theirs (exit 2, their line). A size
+    the zoo spec's rule refuses is refused before it, in the rule's words."""
+    if len(shape) == 4:
+        loaded.spec.check_size(shape[2], shape[3], loaded.options)
     try:
         with model_code(loaded.spec, f" (on input {_shape_text(shape)})"), torch.inference_mode():
             return loaded.module(as_model_input(torch.randn(shape), loaded.module))
@@ -171,7 +174,9 @@ def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
         if isinstance(exc, DeployKitError):
             raise
         first = first_line(exc, 300)
-        raise ExportError(f"{loaded.spec.name} cannot run on input {list(shape)}: {first}") from exc
+        h, w = loaded.spec.input_size
+        raise ExportError(f"{loaded.spec.name} cannot run on input {list(shape)}: {first}; give an --input-shape "
+                          f"it takes, e.g. {shape[0]},{shape[1]},{h},{w} (its default size)") from exc
 
 
 def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, tuple[str, ...],

@@ -9,7 +9,7 @@ opens a Target from a zoo name, a factory, an .onnx file or a built artifact; pa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +20,7 @@ import numpy as np
 from deploykit.errors import InputError, UnknownModel
 from deploykit.io.metadata import ModelMetadata
 from deploykit.types import Preprocessing, Task
-from deploykit.zoo import get_model_spec
+from deploykit.zoo import ModelSpec, get_model_spec
 from deploykit.zoo.sources import LoadedModel
 
 Dim = int | str | None  # a str or None is a dynamic dimension
@@ -63,10 +63,10 @@ def as_input(x: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
 @dataclass(frozen=True)
 class InputSizes:
     """What is known of the heights and widths a runner's model takes, so a feed it cannot take is refused in
-    one line that says which sizes work: the size it was exported and verified at, and a zoo model's size rule
-    (ModelSpec.size_rule: U-Net's graph crops any size, where only 16k+60 tiles)."""
+    one line that says which sizes work: a size known to work, and a zoo model's size rule (ModelSpec.size_rule:
+    U-Net's graph crops any size, where only 16k+60 tiles)."""
 
-    verified: tuple[int, int] | None = None
+    works: str = ""  # "it was exported and verified at 64x64", "" when no size is known
     rule: Callable[[int, int], None] | None = None  # raises InputError naming sizes that work
 
     @classmethod
@@ -74,21 +74,23 @@ class InputSizes:
         """From an exported model's metadata: its input size, and its zoo spec's rule under its options."""
         if meta is None:
             return cls()
+        works = f"it was exported and verified at {meta.input_size[0]}x{meta.input_size[1]}"
         try:
             spec = get_model_spec(meta.model)
         except UnknownModel:  # a user model (package.module:factory): no rule is known
-            return cls(meta.input_size)
+            return cls(works)
+        return cls.of_spec(spec, meta.options, works)
+
+    @classmethod
+    def of_spec(cls, spec: ModelSpec, options: Mapping[str, Any], works: str = "") -> InputSizes:
+        """The spec's rule under `options` (none for a user model's spec)."""
         if spec.size_rule is None:
-            return cls(meta.input_size)
-        return cls(meta.input_size, lambda height, width: spec.check_size(height, width, meta.options))
+            return cls(works)
+        return cls(works, lambda height, width: spec.check_size(height, width, options))
 
     def check(self, shape: tuple[int, ...]) -> None:
         if self.rule is not None and len(shape) == 4:
             self.rule(int(shape[2]), int(shape[3]))
-
-    def note(self) -> str:
-        verified = self.verified
-        return f"it was exported and verified at {verified[0]}x{verified[1]}; " if verified else ""
 
 
 class Runner(ABC):
@@ -179,14 +181,16 @@ class Runner(ABC):
             self.sizes.check(array.shape)
 
 
-def shape_refused(model: str, feed: Mapping[str, np.ndarray], failure: str, sizes: InputSizes = InputSizes()
-                  ) -> InputError:
-    """A graph that loaded but cannot run on `feed` (a validated one): bad input naming the shape and the node,
-    as a PyTorch forward that raises would be, and the size it was verified at when known."""
-    shapes = ", ".join(f"{name} {'x'.join(map(str, array.shape))}" for name, array in feed.items())
-    return InputError(f"{model} cannot run on inputs of shape {shapes}: {failure}; the model does not take this "
-                      f"shape ({sizes.note()}choose another --input-shape or --batch), or its graph does not hold "
-                      "together (export it again)")
+def shape_refused(model: str, shapes: Mapping[str, Sequence[int]], failure: str, sizes: InputSizes = InputSizes(),
+                  *, eager: bool = False) -> InputError:
+    """A model that loaded but cannot run on a validated feed of `shapes` (name -> shape): bad input naming the
+    shape and the node, as a PyTorch forward that raises would be, and a size that works when one is known.
+    `eager`: a PyTorch module, which has no exported graph that could be broken."""
+    said = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes.items())
+    works = f"{sizes.works}; " if sizes.works else ""
+    graph = "" if eager else ", or its graph does not hold together (export it again)"
+    return InputError(f"{model} cannot run on inputs of shape {said}: {failure}; the model does not take this "
+                      f"shape ({works}choose another --input-shape or --batch){graph}")
 
 
 Kind = Literal["torch", "onnx", "artifact"]  # kinds of target, not backends: "torch" is a PyTorch module

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from deploykit.backends.base import Availability
-from deploykit.errors import users_code
-from deploykit.runner import Runner, TensorSpec
+from deploykit.errors import first_line, out_of_memory, users_code
+from deploykit.runner import Runner, TensorSpec, shape_refused
 
 
 def availability() -> Availability:
@@ -118,7 +118,14 @@ class TorchRunner(Runner):
 
     def forward(self, args: Sequence[torch.Tensor]) -> Any:
         if self.user_code is None:
-            return self.module(*args)
+            try:
+                return self.module(*args)
+            except RuntimeError as exc:  # a zoo model below its smallest size (a kernel larger than its map)
+                if out_of_memory(exc):
+                    raise
+                shapes = {name: tuple(arg.shape) for name, arg in zip(self.input_names, args, strict=True)}
+                raise shape_refused(type(self.module).__name__, shapes, first_line(exc), self.sizes,
+                                    eager=True) from exc
         shape = "x".join(str(d) for d in args[0].shape) if args else "?"
         with users_code(f"{self.user_code} (on input {shape})"):
             return self.module(*args)

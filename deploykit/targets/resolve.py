@@ -93,6 +93,8 @@ def torch_target(loaded: LoadedModel, label: str, *, threads: int | None = None)
     user_code = user_code_name(spec)
     runner = _TorchTargetRunner(loaded.module, input_names=spec.input_names, output_names=spec.output_names,
                                 threads=threads, user_code=user_code, channels=None if user_code else 3)
+    default = "" if user_code else f"its default size {spec.input_size[0]}x{spec.input_size[1]} works"
+    runner.sizes = InputSizes.of_spec(spec, loaded.options, default)
     return Target(runner=runner, kind="torch", label=label, task=spec.task, num_classes=spec.num_classes,
                   preprocessing=spec.preprocessing, input_size=spec.input_size,
                   precision=torch_precision(loaded.module), input_name=spec.input_names[0], loaded=loaded)

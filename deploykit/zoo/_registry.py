@@ -11,8 +11,18 @@ from typing import Any, Literal
 
 from torch import nn
 
-from deploykit.errors import ConfigConflict, UnknownModel
+from deploykit.errors import ConfigConflict, InputError, UnknownModel
 from deploykit.types import IMAGENET, Preprocessing, Task
+
+SizeRule = Callable[[tuple[int, int], Mapping[str, Any]], None]
+
+
+def min_side_rule(minimum: int, why: str) -> SizeRule:
+    """The size rule of a model whose height and width must be at least `minimum` pixels (`why`: what needs them)."""
+    def rule(size: tuple[int, int], options: Mapping[str, Any]) -> None:
+        if min(size) < minimum:
+            raise InputError(f"input {size[0]}x{size[1]}: {why}; use a height and width of at least {minimum}")
+    return rule
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,9 @@ class ModelSpec:
     size_multiple: int = 1  # height and width must be multiples of this
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     # ((height, width), builder options) -> None, raising InputError naming sizes that work: for a model whose
-    # graph runs on sizes the model cannot take (U-Net's ONNX crops any size; only 16k+60 tiles), so runners refuse
-    size_rule: Callable[[tuple[int, int], Mapping[str, Any]], None] | None = None
+    # graph runs on sizes the model cannot take (U-Net's ONNX crops any size; only 16k+60 tiles), so export and
+    # runners refuse them in one line
+    size_rule: SizeRule | None = None
 
     def options(self) -> dict[str, inspect.Parameter]:
         """The builder's keyword options (name -> parameter), as documented by its signature."""

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deploykit.zoo._registry import ModelSpec, Preprocessing, register_model
+from deploykit.zoo._registry import ModelSpec, Preprocessing, min_side_rule, register_model
 from deploykit.zoo.backbones.vgg import he_normal_init, run_vgg16_block, scaled, vgg16_convs, vgg16_fc
 from deploykit.zoo.layers import resize_bilinear_tf1
 
@@ -159,5 +159,8 @@ for _name, (_context, _what) in _VARIANTS.items():
             "upsampled x8 (asymmetric bilinear, as the reference's interp_map). H, W multiples of 8.",
             checkpoint_formats=("torchvision_vgg16",),
             size_multiple=OUTPUT_STRIDE,
+            # reflect-101 padding mirrors about the edge pixel: a 1-pixel side has no period (ZeroDivisionError
+            # in PyTorch, 'Integer modulo by zero' in ONNX Runtime)
+            size_rule=min_side_rule(2, "DilatedNet's mirrored margin needs sides of at least 2 pixels"),
         )
     )

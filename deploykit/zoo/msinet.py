@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deploykit.zoo._registry import ModelSpec, Preprocessing, register_model
+from deploykit.zoo._registry import ModelSpec, Preprocessing, min_side_rule, register_model
 from deploykit.zoo.backbones.vgg import he_normal_init, run_vgg16_block, scaled, vgg16_convs
 from deploykit.zoo.checkpoints import Converted, plain_state_dict, register_checkpoint_format
 from deploykit.zoo.layers import resize_bilinear_tf1
@@ -128,5 +128,8 @@ register_model(
         output_names=("saliency",),
         checkpoint_formats=("msinet_foveacast", "torchvision_vgg16_features"),
         size_multiple=8,
+        # PyTorch's max pooling refuses a side below 8 (a 0-pixel 1/8 map); the ONNX graph instead answers with
+        # an 8x8 map for a 2x2 input
+        size_rule=min_side_rule(8, "MSI-Net's 1/8 feature map needs sides of at least 8 pixels"),
     )
 )

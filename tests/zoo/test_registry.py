@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from deploykit.cli import cli
+from deploykit.errors import InputError
 from deploykit.export import onnx_from_torch
 from deploykit.zoo import aliases, get_model_spec, list_models
 from deploykit.zoo.checkpoints import _FORMATS
@@ -66,3 +67,29 @@ def test_tiny_variant_exports_and_matches_onnx_runtime(name: str, tmp_path: Path
     result = onnx_from_torch(loaded, tmp_path / "m.onnx", input_shape=(1, 3, h, w), simplify=False)
     assert result.passed, [(c.input_shape, {k: v.max_abs for k, v in c.outputs.items()}) for c in result.checks]
     assert len({c.input_shape for c in result.checks}) == 2 and (tmp_path / "m.onnx").is_file()
+
+
+RULED = [name for name in NAMES if get_model_spec(name).size_rule is not None]
+
+
+@pytest.mark.parametrize("name", RULED)
+@pytest.mark.parametrize("size", [(1, 1), (1, 8), (7, 9), (8, 9), (16, 16), (188, 189)])
+def test_a_size_rule_refuses_what_the_forward_refuses(name: str, size: tuple[int, int]) -> None:
+    """A size rule is what runners of the exported graph refuse by (ONNX Runtime answers where PyTorch raises:
+    MSI-Net's graph gives an 8x8 map for a 2x2 input, U-Net's crops any size), so below its model's smallest size
+    it must refuse exactly what the eager forward refuses."""
+    spec = get_model_spec(name)
+    options = dict(TINY[name].options)
+    module = spec.build(**options).eval()
+    try:
+        spec.check_size(*size, options)
+        ruled = True
+    except InputError:
+        ruled = False
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, 3, *size))
+        ran = True
+    except (InputError, RuntimeError, ZeroDivisionError):
+        ran = False
+    assert ruled == ran

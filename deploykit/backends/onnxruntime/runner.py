@@ -86,5 +86,5 @@ class OnnxRuntimeRunner(Runner):
             if out_of_memory(exc):
                 raise
             model = "the model" if isinstance(self.model, bytes) else os.fspath(self.model)
-            raise shape_refused(model, feed, node_failure(exc), self.sizes) from exc
+            raise shape_refused(model, {k: v.shape for k, v in feed.items()}, node_failure(exc), self.sizes) from exc
 

@@ -168,7 +168,8 @@ class OpenVinoRunner(Runner):
             failure = node_failure(exc)
             if failure is None or out_of_memory(exc):
                 raise
-            raise shape_refused(os.fspath(self.model_path), feed, failure, self.sizes) from exc
+            raise shape_refused(os.fspath(self.model_path), {k: v.shape for k, v in feed.items()}, failure,
+                                self.sizes) from exc
         return {port.get_any_name(): result[port] for port in compiled.outputs}  # copies (share_outputs=False)
 
 
