@@ -123,11 +123,21 @@ class ExportResult:
                     "--no-simplify, or report the model")
         if not self.trace_warnings:
             return ("ONNX Runtime disagrees with PyTorch beyond tolerance; try --exporter dynamo or --no-simplify, "
-                    "or report the model")
+                    f"or report the model{self._static_hint()}")
         return (f"ONNX Runtime disagrees with PyTorch beyond tolerance, likely because the trace fixed a path through "
                 f"Python code that reads tensor values ({self.trace_warnings[0]}): the graph repeats what this one "
                 "input did; compute it with torch operations (torch.where for a branch), or try --exporter dynamo, "
-                "which names such code")
+                f"which names such code{self._static_hint()}")
+
+    def _static_hint(self) -> str:
+        """Right at the export shape, wrong at the other: the number or branch the trace fixed may come from the
+        input's shape (float(x.shape[2]), a mean over int(h * w)), which only a static export makes true."""
+        if not self.dynamic or len(self.checks) < 2 or not self.checks[0].passed:
+            return ""
+        other = next(c for c in self.checks if not c.passed)
+        return (f"; it agrees at the export shape {_shape_text(self.input_shape)} but not at "
+                f"{_shape_text(other.input_shape)}: if the model computes a number from its input's shape "
+                "(int(x.shape[2]), float(h * w)), keep it a tensor, or export with --static for that one shape")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (export --json, deploy's export.json): per check the worst max_abs and cosine over

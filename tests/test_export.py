@@ -294,6 +294,17 @@ def test_transformers_mobilevit_baked_shapes_are_an_error_naming_static(tmp_path
     assert result.passed and result.output_names == ("logits",)  # type: ignore[attr-defined]
 
 
+def test_a_number_from_the_input_shape_is_named_with_static(tmp_path: Path) -> None:
+    """float(x.shape[2]) is a constant in the trace: right at the export shape, wrong at the second one. The
+    message says so and names --static, which exports the one shape where the number is true."""
+    result, _ = _export(tmp_path, "shape_number", (1, 3, 32, 32))
+    assert not result.passed and result.checks[0].passed  # type: ignore[attr-defined]
+    said = result.mismatch()  # type: ignore[attr-defined]
+    assert "agrees at the export shape 1x3x32x32 but not at 2x3x40x48" in said and "--static" in said, said
+    result, _ = _export(tmp_path, "shape_number", (1, 3, 32, 32), dynamic=False)
+    assert result.passed  # type: ignore[attr-defined]
+
+
 # --- the typed result ---------------------------------------------------------------------------------------
 
 PRECISION_FACTORY = "tests.fixtures.precision_models:precision_net"
