@@ -270,6 +270,7 @@ def _size_checked_shapes(loaded: LoadedModel, shape: tuple[int, ...], dynamic: b
     """
     multiple = given or loaded.spec.size_multiple
     shapes = verification_shapes(shape, dynamic, multiple)
+    _check_second_shape(loaded, shapes[1], given)
     # Zoo models declare their multiple (and are tested); only a user's model costs this extra forward pass.
     if not dynamic or not is_user_model(loaded.spec) or (error := rejects(loaded, shapes[1])) is None:
         return shapes, multiple
@@ -283,6 +284,19 @@ def _size_checked_shapes(loaded: LoadedModel, shape: tuple[int, ...], dynamic: b
     raise ExportError(f"{rejected}. The export shape worked: if the model needs sizes divisible by N, pass "
                       "--size-multiple N (with an --input-shape divisible by N) to verify on such sizes, or "
                       "--static to export the one shape")
+
+
+def _check_second_shape(loaded: LoadedModel, second: tuple[int, ...], given: int | None) -> None:
+    """A --size-multiple that makes the second verification shape one the zoo model's rule refuses (4 for
+    U-Net, whose sides step by 16) is the option's fault: say so, not the shape the user never gave."""
+    if given is None or len(second) != 4:
+        return
+    try:
+        loaded.spec.check_size(second[2], second[3], loaded.options)
+    except InputError as exc:
+        raise InputError(f"--size-multiple {given} makes the second verification shape {_shape_text(second)}, which "
+                         f"{loaded.spec.name} cannot take ({exc}); drop --size-multiple to keep the zoo's "
+                         f"{loaded.spec.size_multiple}") from exc
 
 
 def _check_multiple(shape: tuple[int, ...], given: int | None) -> None:

@@ -236,6 +236,8 @@ CASES = [
          "-o {t}/run.json"),
     case("export-zoo-below-its-smallest-map", "give an --input-shape it takes, e.g. 1,3,224,224",
          "export deconvnet --set width_divisor=16 --input-shape 1,3,64,64 -o {t}/x.onnx"),
+    case("export-size-multiple-the-rule-refuses", "--size-multiple 4 makes the second verification shape 2x3x196x204",
+         "export unet --set width=0.0625 --input-shape 1,3,188,188 --size-multiple 4 -o {t}/x.onnx"),
     case("bench-openvino-shape-the-ir-cannot-run", "cannot run on inputs of shape input 1x3x65x65: node output (Add)",
          "bench {d}/oddsizes.xml --input-shape 1,3,65,65 --iterations 2 --no-roofline -o {t}/run.json"),
     case("parity-openvino-shape-the-ir-cannot-run", "does not take this shape",
