@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from deploykit.errors import ConfigConflict
+from deploykit.io.onnx_graph_checks import outer_reads
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 # Pseudo op types a user may name in --keep-fp32 / --keep-float besides real ONNX op types.
@@ -92,15 +93,7 @@ def index_graph(model: onnx.ModelProto, *, infer_types: bool = True) -> GraphInd
 
 def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
     """Outer-scope tensor names read inside the subgraphs of `graph`'s nodes (recursively)."""
-    reads: set[str] = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subgraphs:
-                local = {v.name for v in (*sub.input, *sub.initializer)} | {o for n in sub.node for o in n.output}
-                reads |= {i for n in sub.node for i in n.input if i and i not in local}
-                reads |= subgraph_reads(sub) - local
-    return reads
+    return {name for node in graph.node for name in outer_reads(node)}
 
 
 def is_depthwise(node: onnx.NodeProto, index: GraphIndex) -> bool:

@@ -13,7 +13,7 @@ import onnx
 
 from deploykit.errors import InputError, first_line
 from deploykit.io.metadata import read_metadata
-from deploykit.io.onnx_graph_checks import GraphProblem, check_graph, default_opset
+from deploykit.io.onnx_graph_checks import GraphProblem, check_graph, default_opset, outer_reads
 
 
 def require_file(path: str | os.PathLike[str], what: str, hint: str) -> Path:
@@ -79,9 +79,9 @@ def _check_structure(model: onnx.ModelProto, file: Path) -> None:
                          f"it with an opset up to {newest}, or upgrade onnx and onnxruntime")
     made = {*(v.name for v in graph.input), *(t.name for t in graph.initializer),
             *(t.values.name for t in graph.sparse_initializer), *(o for n in graph.node for o in n.output), ""}
-    node = next((n for n in graph.node for i in n.input if i not in made), None)
+    node = next((n for n in graph.node for i in (*n.input, *outer_reads(n)) if i not in made), None)
     if node is not None:
-        name = next(i for i in node.input if i not in made)
+        name = next(i for i in (*node.input, *sorted(outer_reads(node))) if i not in made)
         raise InputError(f"{file}: node {node.name or node.op_type} reads {name!r}, which no node, input or "
                          "initializer makes (a broken graph); export it again")
     output = next((o.name for o in graph.output if o.name not in made), None)

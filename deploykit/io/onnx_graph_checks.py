@@ -111,13 +111,49 @@ def _check_nodes(model: onnx.ModelProto) -> None:
     context = onnx.checker.C.CheckerContext()
     context.ir_version = max(model.ir_version, 4)
     context.opset_imports = {o.domain: o.version for o in model.opset_import}
+    outer = _graph_names(model.graph)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             continue  # contrib ops and plugins: their runtime's to judge
         try:
-            onnx.checker.check_node(node, context)
+            if _subgraphs(node):
+                _check_scoped_node(node, outer, context)
+            else:
+                onnx.checker.check_node(node, context)
         except onnx.checker.ValidationError as exc:
             raise GraphProblem(f"node {node.name or node.op_type}: {_first(exc)}") from None
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
+
+
+def outer_reads(node: onnx.NodeProto) -> set[str]:
+    """The outer-scope tensors `node`'s subgraphs (If branches, Loop/Scan bodies, recursively) read: inputs of the
+    node as much as its listed ones, so the node runs after their producers."""
+    reads: set[str] = set()
+    for sub in _subgraphs(node):
+        local = {v.name for v in (*sub.input, *sub.initializer)} | {o for n in sub.node for o in n.output}
+        for inner in sub.node:
+            reads |= {i for i in (*inner.input, *outer_reads(inner)) if i and i not in local}
+    return reads
+
+
+def _graph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name `graph` defines: what its subgraphs may read from the outer scope."""
+    names = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    names |= {t.values.name for t in graph.sparse_initializer}
+    return names | {o for n in graph.node for o in n.output if o}
+
+
+def _check_scoped_node(node: onnx.NodeProto, outer: set[str], context: onnx.checker.C.CheckerContext) -> None:
+    """check_node on If/Loop/Scan sees no outer scope (its Python binding cannot fill one), so a branch reading
+    an outer tensor, which the ONNX spec allows and ONNX Runtime runs, would fail as unsorted: check the node in
+    a graph that declares every outer name as an input (types are not checked here; _check_types infers them)."""
+    names = sorted(outer - set(node.output))
+    declared = [onnx.helper.make_tensor_value_info(name, TensorProto.FLOAT, []) for name in names]
+    graph = onnx.helper.make_graph([node], "scope", declared, [])
+    onnx.checker.check_graph(graph, context)
 
 
 def _topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -125,10 +161,11 @@ def _topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     Kahn's algorithm: each node waits for the count of its inputs not yet made (linear in the graph's size)."""
     made = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
     made |= {t.values.name for t in graph.sparse_initializer}
-    missing = [len({i for i in node.input if i not in made}) for node in graph.node]
+    needs = [{i for i in (*node.input, *outer_reads(node)) if i not in made} for node in graph.node]
+    missing = [len(names) for names in needs]
     readers: dict[str, list[int]] = {}
-    for position, node in enumerate(graph.node):
-        for name in {i for i in node.input if i not in made}:
+    for position, names in enumerate(needs):
+        for name in names:
             readers.setdefault(name, []).append(position)
     ready = [position for position, count in enumerate(missing) if count == 0]
     order: list[onnx.NodeProto] = []

@@ -23,6 +23,7 @@ from deploykit.cli import cli
 from deploykit.errors import InputError
 from deploykit.io.model_files import read_onnx
 from deploykit.io.onnx_graph_checks import OLDEST_OPSET
+from tests.graph.graphs import CONTROL_FLOW, if_model
 
 UNARY = ("Relu", "Sigmoid", "Identity", "Neg", "Abs")
 BINARY = ("Add", "Mul", "Sub")
@@ -220,3 +221,23 @@ def test_empty_names_are_read_as_onnx_runtime_reads_them(tmp_path: Path, inputs:
     options.log_severity_level = 4
     loads = _outcome(lambda: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
     assert _outcome(lambda: read_onnx(path)) == loads
+
+
+@pytest.mark.parametrize("name", sorted(CONTROL_FLOW))
+def test_control_flow_reading_the_outer_scope_is_accepted(tmp_path: Path, name: str) -> None:
+    """If branches and Loop/Scan bodies read outer tensors (the ONNX spec allows it; ONNX Runtime runs it): the
+    If node then depends on `h` though its inputs do not name it, and onnx's check_node sees no outer scope."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(CONTROL_FLOW[name]().SerializeToString())
+    assert _outcome(lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+    read_onnx(path)
+
+
+def test_a_branch_reading_a_name_nothing_makes_is_refused_by_name(tmp_path: Path) -> None:
+    model = if_model()
+    model.graph.node[-1].attribute[0].g.node[0].input[0] = "nowhere"
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert not _outcome(lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+    with pytest.raises(InputError, match="reads 'nowhere', which no node"):
+        read_onnx(path)
