@@ -7,6 +7,8 @@ transforms, pooling dilations, Q/DQ zero points ...), plus what deploykit knows 
 fix deploykit offers. Severity: "error" (parsing or building fails), "warning" (builds, but may be wrong or
 lossy), "info" (builds and runs; a performance note). The per-operator rules are in deploykit.graph.lint_nodes;
 this module holds the graph-wide ones (opsets, domains, Q/DQ placement, unpooling, tensor types) and runs both.
+Operator and per-node rules apply inside If branches, Loop/Scan bodies and model-local functions too (TensorRT
+imports them node by node); a call of a local function is not a custom op.
 """
 
 from __future__ import annotations
@@ -98,7 +100,31 @@ def _opset_findings(model: onnx.ModelProto) -> list[Finding]:
     return found
 
 
-def _domain_and_op(node: onnx.NodeProto) -> list[Finding]:
+# onnx-tensorrt 10.1-GA (commit 96e7811) ModelImporter.cpp l.153-168, parseNode: a node is dispatched on its op_type
+# alone, "if (opImporters.count(nodeType))" first, "else if (ctx->localFunctions().count(nodeType))" second
+# (functions registered by name, without their domain: importLocalFunctions l.433-439), else the plugin fallback.
+def _function_call(node: onnx.NodeProto, functions: dict[str, onnx.FunctionProto]) -> list[Finding]:
+    function = functions[node.op_type]
+    if node.op_type in support.SUPPORTED or node.op_type in support.UNSUPPORTED:
+        return [finding(node, "function-name", "error",
+                         f"model-local function {node.domain}::{node.op_type} is named like the standard operator "
+                         f"{node.op_type}: TensorRT's parser looks functions up by name after its own operators, "
+                         "so it would import the standard operator instead of the function's body",
+                         "rename the function (the module class in PyTorch), or inline it: "
+                         "onnx.inliner.inline_local_functions")]
+    # onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.6461-6464, LocalFunctionImporter: ASSERT_NODE(node.input().size()
+    # == function.input().size(), "LocalFunction has an unexpected number of inputs!", ..., kINVALID_NODE).
+    if len(node.input) != len(function.input):
+        return [finding(node, "function-inputs", "error",
+                         f"the call passes {len(node.input)} inputs to function {node.op_type}, which declares "
+                         f"{len(function.input)}; TensorRT's parser requires exactly as many (optional ones too)",
+                         "inline the function (onnx.inliner.inline_local_functions) or pass every input")]
+    return []
+
+
+def _domain_and_op(node: onnx.NodeProto, functions: dict[str, onnx.FunctionProto]) -> list[Finding]:
+    if node.op_type in functions and node.domain == functions[node.op_type].domain:
+        return _function_call(node, functions)
     if node.domain not in _DEFAULT_DOMAINS:
         fix = support.CUSTOM_DOMAIN_FIXES.get(node.domain, support.PLUGIN_FIX)
         return [finding(node, "custom-domain", "error",
@@ -281,10 +307,13 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
     opset = default_opset(model) or 0
     report = LintReport(target, source, opset, len(model.graph.node))
     report.findings += _opset_findings(model)
+    # TensorRT's parser imports If branches, Loop/Scan bodies (parseGraph) and local functions' bodies node by node
+    # as it does the main graph, so every rule applies inside them too.
     all_nodes = list(_walk(model.graph.node)) + [n for fn in model.functions for n in _walk(fn.node)]
+    functions = {fn.name: fn for fn in model.functions}
     for node in all_nodes:
-        report.findings += _domain_and_op(node)
-    for node in model.graph.node:
+        report.findings += _domain_and_op(node, functions)
+    for node in all_nodes:
         rule = NODE_RULES.get(node.op_type)
         if rule is not None and node.domain in _DEFAULT_DOMAINS:
             report.findings += rule(node, ctx)

@@ -4,7 +4,7 @@ silent), what a node of it must not do, as Findings that name the node, say why,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -49,11 +49,20 @@ class Context:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self.index: GraphIndex = index_graph(model)
+        # Constants of If branches, Loop/Scan bodies and function bodies, whose nodes the rules check too
+        self.inner: dict[str, onnx.TensorProto] = {}
+        bodies = [fn.node for fn in model.functions]
+        graphs = list(_inner_graphs([*model.graph.node, *(n for body in bodies for n in body)]))
+        for graph in graphs:
+            self.inner.update((t.name, t) for t in graph.initializer)
+        for nodes in [*bodies, *(g.node for g in graphs)]:
+            self.inner.update((n.output[0], a.t) for n in nodes if n.op_type == "Constant" and n.output
+                              for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR)
 
     def constant(self, name: str) -> np.ndarray | None:
         if not name:
             return None
-        init = self.index.initializers.get(name)
+        init = self.index.initializers.get(name) or self.inner.get(name)
         if init is not None:
             return onnx.numpy_helper.to_array(init)
         node = self.index.producer.get(name)
@@ -62,6 +71,14 @@ class Context:
     def producer_op(self, name: str) -> str:
         node = self.index.producer.get(name)
         return node.op_type if node is not None else ""
+
+
+def _inner_graphs(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.GraphProto]:
+    for node in nodes:
+        for attr in node.attribute:
+            for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                yield graph
+                yield from _inner_graphs(graph.node)
 
 
 Rule = Callable[[onnx.NodeProto, Context], list[Finding]]
@@ -254,7 +271,30 @@ def _misc_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
     return []
 
 
+def _if_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """onnx-tensorrt docs/operators.md (10.1-GA, commit 96e7811, l.94), If: "Output tensors of the two conditional
+    branches must have the same rank and must have different names". Both branches are imported into one name
+    table (onnxOpImporters.cpp l.2629-2630, importSubgraph of then and else) unless the condition is a build-time
+    constant, when only the chosen branch is parsed (l.2595-2596: "For constant conditions, parse only the
+    selected subgraph")."""
+    if ctx.constant(node.input[0]) is not None:
+        return []
+    branches = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+    then, other = branches.get("then_branch"), branches.get("else_branch")
+    if then is None or other is None:
+        return []
+    shared = sorted({o.name for o in then.output} & {o.name for o in other.output})
+    if not shared:
+        return []
+    return [finding(node, "if-output-names", "error",
+                     f"both branches of this If name their output {', '.join(map(repr, shared))}; TensorRT needs "
+                     "the two branches' outputs named differently (docs/operators.md, If)",
+                     "rename one branch's output tensor (e.g. with onnx-graphsurgeon), or make the condition a "
+                     "build-time constant so only one branch is parsed")]
+
+
 NODE_RULES: dict[str, Rule] = {
+    "If": _if_rule,
     "MaxPool": _pool_rule, "AveragePool": _pool_rule, "LpPool": _pool_rule,
     "Resize": _resize_rule,
     "QuantizeLinear": _qdq_rule, "DequantizeLinear": _qdq_rule,

@@ -149,3 +149,22 @@ def function_model(last_op: str = "Add") -> onnx.ModelProto:
 
 CONTROL_FLOW = {"if": if_model, "loop": loop_model, "loop_if": lambda: loop_model(nested_if=True),
                 "scan": scan_model, "function": function_model}
+
+
+def in_branch(node: onnx.NodeProto, initializers: Sequence[onnx.TensorProto] = ()) -> onnx.ModelProto:
+    """if_model with `node` (reading `h`, writing `t_in`) inside its then branch, before the branch's Conv."""
+    model = if_model()
+    then = next(a.g for a in model.graph.node[-1].attribute if a.name == "then_branch")
+    then.node[0].input[0] = "t_in"
+    then.node.insert(0, node)
+    then.initializer.extend(initializers)
+    return model
+
+
+def if_same_output_names() -> onnx.ModelProto:
+    """if_model with both branches naming their output `out` (valid ONNX: each branch is its own scope)."""
+    model = if_model()
+    for attr in model.graph.node[-1].attribute:
+        attr.g.node[-1].output[0] = "out"
+        attr.g.output[0].name = "out"
+    return model

@@ -159,6 +159,12 @@ def test_report_json_shape() -> None:
     assert set(data["findings"][0]) == {"rule", "severity", "node", "op", "why", "fix"}
 
 
+def _function_call_with_inputs(count: int) -> onnx.ModelProto:
+    model = graphs.function_model()
+    del model.graph.node[-1].input[count:]
+    return model
+
+
 @pytest.mark.parametrize("name,model", [
     ("cubic", graphs.resize(mode="cubic")), ("unpool", graphs.unpooling()),
     ("crop", graphs.resize(transform="tf_crop_and_resize")), ("antialias", graphs.resize(antialias=1)),
@@ -186,6 +192,15 @@ def test_report_json_shape() -> None:
         helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q"),
         helper.make_node("DequantizeLinear", ["xq", "s"], ["y"], name="dq")],
         initializers=[graphs.const("s", np.array(0.1, np.float32))])),
+    # control flow and local functions: TensorRT imports their bodies node by node (deploykit.graph.lint)
+    *((name, graphs.CONTROL_FLOW[name]()) for name in sorted(graphs.CONTROL_FLOW)),
+    ("crop-in-branch", graphs.in_branch(
+        helper.make_node("Resize", ["h", "", "scales"], ["t_in"], name="up_in_branch",
+                         coordinate_transformation_mode="tf_crop_and_resize"),
+        [graphs.const("scales", np.ones(4, np.float32))])),
+    ("unique-in-branch", graphs.in_branch(helper.make_node("Unique", ["h"], ["t_in"], name="u"))),
+    ("if-same-output-names", graphs.if_same_output_names()),
+    ("function-fewer-inputs", _function_call_with_inputs(1)),
 ])
 def test_lint_agrees_with_the_double_parser(name: str, model: onnx.ModelProto) -> None:
     """Lint (before any rewrite) reports a problem exactly where the independent parser double rejects."""
@@ -194,3 +209,36 @@ def test_lint_agrees_with_the_double_parser(name: str, model: onnx.ModelProto) -
     parsed = trt.OnnxParser(network, Logger()).parse(model.SerializeToString())
     flagged = any(f.severity == "error" or f.rule == "unpooling" for f in lint_model(model).findings)
     assert flagged == (not parsed), name
+
+
+@pytest.mark.parametrize("name", sorted(graphs.CONTROL_FLOW))
+def test_control_flow_and_local_functions_are_clean(name: str) -> None:
+    """A call of a model-local function is not a custom op: TensorRT's parser imports its body."""
+    assert lint_model(graphs.CONTROL_FLOW[name]()).findings == []
+
+
+def test_rules_apply_inside_branches_and_function_bodies() -> None:
+    crop = helper.make_node("Resize", ["h", "", "scales"], ["t_in"], name="up_in_branch",
+                            coordinate_transformation_mode="tf_crop_and_resize")
+    report = lint_model(graphs.in_branch(crop, [graphs.const("scales", np.ones(4, np.float32))]))
+    assert [f.node for f in report.errors] == ["up_in_branch"]
+    # a constant read inside a body is a constant (CumSum's axis), not a false "must be constant" error
+    cumsum = helper.make_node("CumSum", ["h", "axis"], ["t_in"], name="cumsum_in_branch")
+    assert lint_model(graphs.in_branch(cumsum, [graphs.const("axis", np.array(1, np.int64))])).errors == []
+    assert "function-inputs" in _rules(lint_model(_function_call_with_inputs(1)))
+
+
+def test_if_branches_sharing_an_output_name() -> None:
+    report = lint_model(graphs.if_same_output_names())
+    assert "if-output-names" in _rules(report)
+    model = graphs.if_same_output_names()  # with a constant condition TensorRT parses one branch only
+    model.graph.initializer.append(graphs.const("cond", np.array(True)))
+    model.graph.node.remove(next(n for n in model.graph.node if n.name == "positive"))
+    assert "if-output-names" not in _rules(lint_model(model))
+
+
+def test_a_function_named_like_a_standard_operator() -> None:
+    """TensorRT dispatches on the op type alone, its own importers first: pkg::Relu would import as Relu."""
+    model = graphs.function_model()
+    model.functions[0].name = model.graph.node[-1].op_type = "Relu"
+    assert _rules(lint_model(model))["function-name"].node == "block"

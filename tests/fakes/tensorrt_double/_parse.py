@@ -12,7 +12,9 @@ check each other. Each rule cites its source where it is applied (`_check`, `_no
   accepted and quantizes to INT8, as the parser does (see _int8_quantization);
 - a Cast to UINT8 from an integer or bool tensor: NVIDIA/TensorRT include/NvInferRuntimeBase.h DataType::kUINT8;
 - ConvTranspose weights quantized on axis 1: NVIDIA/TensorRT#2380;
-- non-standard domains: onnx-tensorrt ModelImporter.cpp parseGraph (no importer -> plugin fallback fails).
+- non-standard domains: onnx-tensorrt ModelImporter.cpp parseGraph (no importer -> plugin fallback fails),
+  except calls of the model's local functions, whose bodies are checked like If branches and Loop/Scan bodies
+  (see _imported_nodes and _control_problem).
 DOUBLE graph inputs and outputs are accepted and become FLOAT network tensors, as onnx-tensorrt's importInput
 and output marking do (importerUtils.cpp convertDtype maps DOUBLE to kFLOAT).
 """
@@ -222,22 +224,28 @@ class OnnxParserBase(Base):
         opset = next((e.version for e in proto.opset_import if e.domain in ("", "ai.onnx")), 0)
         if not 9 <= opset <= 24:
             return [ParserError(codes.UNSUPPORTED_GRAPH, f"Unsupported ONNX opset {opset}; supported 9 to 24")]
-        constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-        constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in proto.graph.node
+        # The parser imports If branches and Loop/Scan bodies (onnxOpImporters.cpp 10.1-GA l.2606, 2629-2630,
+        # 2906, 5046: parseGraph / importSubgraph) and local functions' bodies (LocalFunctionImporter, l.6458)
+        # node by node, as it does the main graph: every rule applies to their nodes too.
+        nodes = _imported_nodes(proto)
+        scopes = [proto.graph, *_subgraphs(nodes)]
+        constants = {i.name: numpy_helper.to_array(i) for g in scopes for i in g.initializer}
+        constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in nodes
                           if n.op_type == "Constant" for a in n.attribute
                           if a.name == "value" and a.type == onnx.AttributeProto.TENSOR})
         types = _element_types(proto)
+        functions = {f.name: f for f in proto.functions}
         errors = []
         dequantized_on = {  # DequantizeLinear output -> (axis, number of scales), for the ConvTranspose check
             n.output[0]: (next((int(a.i) for a in n.attribute if a.name == "axis"), 1),
                           int(constants[n.input[1]].size) if n.input[1] in constants else 1)
-            for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+            for n in nodes if n.op_type == "DequantizeLinear"}
         # QuantizeLinear outputs are INT8 tensors in TensorRT's network whatever ONNX declares (_int8_quantization)
-        quantized = {n.output[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
-        for index, node in enumerate(proto.graph.node):
+        quantized = {n.output[0] for n in nodes if n.op_type == "QuantizeLinear"}
+        for index, node in enumerate(nodes):
             # Types first: QuantDequantLinearHelper checks DequantizeLinear's input type before anything else.
-            problem = (_type_problem(node, types, quantized)
-                       or self._node_problem(node, constants, dequantized_on, opset))
+            problem = (_type_problem(node, types, quantized) or _control_problem(node, constants, functions)
+                       or self._node_problem(node, constants, dequantized_on, opset, functions))
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
@@ -245,11 +253,13 @@ class OnnxParserBase(Base):
 
     @staticmethod
     def _node_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
-                      dequantized_on: dict[str, tuple[int, int]], opset: int) -> tuple[str, str] | None:
+                      dequantized_on: dict[str, tuple[int, int]], opset: int,
+                      functions: dict[str, onnx.FunctionProto]) -> tuple[str, str] | None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         # onnx-tensorrt ModelImporter.cpp parseGraph: an op with no importer goes to FallbackPluginImporter, which
-        # fails without a registered plugin ("No importer registered for op").
-        if node.domain not in ("", "ai.onnx"):
+        # fails without a registered plugin ("No importer registered for op"); a model-local function's name is
+        # looked up before that (10.1-GA l.159: "else if (ctx->localFunctions().count(nodeType))").
+        if node.domain not in ("", "ai.onnx") and node.op_type not in functions:
             return "UNSUPPORTED_NODE", f"No importer registered for op: {node.op_type}"
         # operators.md (10.15): "N" in the Supported column.
         if node.op_type in UNSUPPORTED:
@@ -293,6 +303,39 @@ class OnnxParserBase(Base):
                 return "UNSUPPORTED_NODE", ("ConvTranspose: per-channel weight quantization is supported on axis 0 "
                                             f"(input channels) only, got axis {axis}")
         return None
+
+
+def _subgraphs(nodes: list[onnx.NodeProto]) -> list[onnx.GraphProto]:
+    return [g for n in nodes for a in n.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
+
+
+def _imported_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The main graph's nodes, then those of local functions' bodies, then of every subgraph (recursively)."""
+    nodes = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
+    pending = _subgraphs(nodes)
+    while pending:
+        graph = pending.pop()
+        nodes.extend(graph.node)
+        pending.extend(_subgraphs(list(graph.node)))
+    return nodes
+
+
+def _control_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
+                     functions: dict[str, onnx.FunctionProto]) -> tuple[str, str] | None:
+    """If and local-function calls as the parser imports them."""
+    function = functions.get(node.op_type)
+    # onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.6461-6464, LocalFunctionImporter: ASSERT_NODE(node.input().size()
+    # == function.input().size(), "LocalFunction has an unexpected number of inputs! ...", kINVALID_NODE).
+    if function is not None and node.domain == function.domain and len(node.input) != len(function.input):
+        return "INVALID_NODE", "LocalFunction has an unexpected number of inputs!"
+    # docs/operators.md (10.1-GA l.94), If: "Output tensors of the two conditional branches must have the same rank
+    # and must have different names"; a build-time constant condition parses only the chosen branch
+    # (onnxOpImporters.cpp l.2595-2596).
+    if node.op_type == "If" and node.input[0] not in constants:
+        outputs = [{o.name for o in a.g.output} for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+        if len(outputs) == 2 and outputs[0] & outputs[1]:
+            return "INVALID_NODE", "If: the two conditional branches' output tensors must have different names"
+    return None
 
 
 def _as_imported(proto: onnx.ModelProto) -> onnx.ModelProto:
