@@ -30,6 +30,7 @@ import deploykit
 from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, require_ready, resolve_backend
 from deploykit.errors import BackendUnavailable
 from deploykit.graph.macs import graph_inputs
+from deploykit.graph.tensors import inline_functions
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.model_files import read_onnx, require_one_input
 from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, staged, write_json
@@ -187,9 +188,11 @@ def build_artifact(
         require_one_input(onnx_path, [i.name for i in graph_inputs(model)], f"the {entry.name} pass")
         transformed = precision_path(out_path, entry.name)
         check_output_path(transformed, force=force)
+        # local functions inlined: the passes convert and quantize their bodies, as TensorRT imports them
         result = entry.graph_pass(GraphRequest(
-            model, meta, source_sha, calibration or CalibrationOptions(), keep=keep, fp16_io=fp16_io, budget=budget,
-            layout=qdq_layout or chosen.qdq_layout, backend=chosen, threads=threads, progress=say))
+            inline_functions(model), meta, source_sha, calibration or CalibrationOptions(), keep=keep,
+            fp16_io=fp16_io, budget=budget, layout=qdq_layout or chosen.qdq_layout, backend=chosen, threads=threads,
+            progress=say))
     graph_precision = detect_precision(result.model if result is not None else model, meta)
     # The float model the precision graph was made from (the equalized one when the pass changed it).
     float_source = (result.float_model or model) if result is not None else None

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from deploykit.backends.base import backend_of, resolve_backend
+from deploykit.backends.base import BACKENDS, backend_of, resolve_backend
 from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 from deploykit.build import build_artifact, precision_path
 from deploykit.errors import BackendUnavailable, CalibrationError, CheckFailed, ConfigConflict, OutputExists
@@ -21,6 +21,7 @@ from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS
 from deploykit.targets.resolve import open_target
 from tests.fixtures.precision_models import export_user_model, photo_folder
+from tests.graph.graphs import CONTROL_FLOW
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,25 @@ def test_failures_are_clear(workdir: Path, tmp_path: Path) -> None:
         build_artifact(source, tmp_path / "b.onnx", precision=PRECISIONS["int8"], accuracy_budget="cosine>=0.99999999",
                        calibration=CalibrationOptions(data=str(workdir / "calib"), max_kept=0))
     assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_local_functions_are_lowered_and_control_flow_is_reported(tmp_path: Path, precision: str) -> None:
+    """A Conv inside a model-local function is converted/quantized like any other (the function is inlined for
+    the pass); a Conv inside an If branch is FP16 too, and INT8 lists it as kept in float with the reason."""
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, x=np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32))
+    options = CalibrationOptions(data=str(inputs))
+    reports = {}
+    for name in ("function", "if"):
+        source = tmp_path / f"{name}.onnx"
+        onnx.save(CONTROL_FLOW[name](), str(source))
+        reports[name] = build_artifact(source, tmp_path / f"{name}.{precision}.ort.onnx", calibration=options,
+                                       precision=PRECISIONS[precision], backend=BACKENDS["onnxruntime"]).report
+    if precision == "fp16":
+        assert reports["function"]["converted_nodes"] == 4 and reports["function"]["kept_fp32"] == []
+        assert [k["name"] for k in reports["if"]["kept_fp32"]] == ["stem"]  # read inside the branches
+    else:
+        assert reports["function"]["quantized_nodes"] == 2 and reports["function"]["kept_float"] == []
+        kept = {k["name"]: k["reason"] for k in reports["if"]["kept_float"]}
+        assert set(kept) == {"t_conv", "e_conv"} and "inside branch's then_branch" in kept["t_conv"]

@@ -66,6 +66,7 @@ from deploykit.graph.tensors import (
     index_graph,
     match_nodes,
     remove_unused_initializers,
+    subgraphs,
     unique_name,
 )
 from deploykit.io.metadata import write_observed_ranges
@@ -118,6 +119,24 @@ def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> int | None:
     return None
 
 
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _inside_subgraphs(node: onnx.NodeProto, where: str = "") -> list[KeptNode]:
+    """The weighted nodes inside an If/Loop/Scan node's bodies, which stay float: a Q/DQ needs a calibration range
+    of its input, and ONNX Runtime can output only main-graph tensors (the FP16 pass does convert them)."""
+    kept = []
+    for attr, body in subgraphs(node):
+        place = f"{where}{node.name or node.op_type}'s {attr}"
+        for inner in body.node:
+            if inner.op_type in WEIGHTED:
+                kept.append(KeptNode(inner.name or f"{place}/{inner.op_type}", inner.op_type,
+                                     f"inside {place}: INT8 calibration cannot observe tensors inside If/Loop/Scan "
+                                     "bodies, so it stays float"))
+            kept += _inside_subgraphs(inner, f"{place}/")
+    return kept
+
+
 def weighted_nodes(model: onnx.ModelProto, index: GraphIndex, keep: Iterable[str] = (),
                    chosen: Iterable[str] = (), reasons: Mapping[str, str] | None = None
                    ) -> tuple[list[QuantNode], list[KeptNode]]:
@@ -129,7 +148,8 @@ def weighted_nodes(model: onnx.ModelProto, index: GraphIndex, keep: Iterable[str
     nodes: list[QuantNode] = []
     kept: list[KeptNode] = []
     for node in model.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.input) < 2:
+        kept += _inside_subgraphs(node)
+        if node.op_type not in WEIGHTED or len(node.input) < 2:
             continue
         weight = index.initializers.get(node.input[1])
         if node.input[0] not in live:

@@ -28,6 +28,10 @@ replaced by named empty constants, Casts inserted after their consumers). This p
   float16 nodes and QuantizeLinear nodes of float16 tensors take float16 scales (opset 19), as ModelOpt's
   high_precision_dtype=fp16 graphs do, so no Cast sits between a Q/DQ and its convolution.
 Graph inputs and outputs stay float32 unless `fp16_io`.
+- If branches and Loop/Scan bodies are converted by the same rules, each as a graph of its own with float32
+  inputs and outputs (see _convert_bodies), so the If/Loop/Scan node's interface stays float32; tensors inside
+  them have no calibration maxima, so only constants are range-checked there. Model-local functions are inlined
+  before the pass (deploykit.graph.tensors.inline_functions, called by deploykit.build).
 """
 
 from __future__ import annotations
@@ -46,11 +50,14 @@ from deploykit.graph.tensors import (
     constant_value,
     ensure_node_names,
     index_graph,
+    is_depthwise,
     match_nodes,
     remove_unused_initializers,
     subgraph_reads,
+    subgraphs,
     unique_name,
 )
+from deploykit.io.onnx_graph_checks import outer_reads
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0 ** -24  # smallest positive float16 subnormal
@@ -188,6 +195,8 @@ def _plan(model: onnx.ModelProto, index: GraphIndex, keep: set[str], absmax: Map
         float_outputs = [o for o in node.output if o and o in live]
         if not float_outputs or (qdq and node.op_type in QDQ_T):
             continue  # shape arithmetic, constants, integer outputs: nothing to convert; Q/DQ: at rewrite
+        if subgraphs(node):
+            continue  # If/Loop/Scan: float32 at their boundary, their bodies converted inside (_convert_bodies)
         if node.name in keep:
             kept.append(KeptNode(node.name, node.op_type, "kept by --keep-fp32"))
         elif node.op_type not in FP16_OPS or node.domain not in ("", "ai.onnx"):
@@ -206,10 +215,10 @@ def _plan(model: onnx.ModelProto, index: GraphIndex, keep: set[str], absmax: Map
 class _Rewriter:
     """Builds the new node list, converting initializers/constants once and sharing boundary Casts."""
 
-    def __init__(self, model: onnx.ModelProto, index: GraphIndex) -> None:
+    def __init__(self, model: onnx.ModelProto, index: GraphIndex, taken: set[str]) -> None:
         self.model = model
         self.index = index
-        self.taken = all_names(model)
+        self.taken = taken
         self.half: set[str] = set()  # tensors that hold float16 values in the new graph
         self.to_half: dict[str, str] = {}
         self.to_float: dict[str, str] = {}
@@ -314,18 +323,42 @@ def fp16_from_onnx(
     graph = model.graph
     ensure_node_names(graph)
     index = index_graph(model)
-    limit = FP16_MAX * overflow_fraction
     keep_names = match_nodes(graph, keep, index, option="--keep-fp32")
-    half_nodes, kept = _plan(model, index, keep_names, activation_absmax or {}, limit, qdq=qdq)
-    rewriter = _Rewriter(model, index)
+    limit = FP16_MAX * overflow_fraction
+    scope = _Scope(frozenset(keep), activation_absmax or {}, limit, qdq, all_names(model))
+    return _convert(model, index, keep_names, scope, fp16_io=fp16_io)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What every graph of one conversion shares: the --keep-fp32 patterns, calibration maxima, the overflow
+    limit, the Q/DQ mode, and the names taken in every scope (new names stay unique across subgraphs)."""
+
+    patterns: frozenset[str]
+    absmax: Mapping[str, float]
+    limit: float
+    qdq: bool
+    taken: set[str]
+
+
+def _convert(model: onnx.ModelProto, index: GraphIndex, keep_names: set[str], scope: _Scope, *,
+             fp16_io: bool) -> Fp16Result:
+    graph = model.graph
+    qdq = scope.qdq
+    half_nodes, kept = _plan(model, index, keep_names, scope.absmax, scope.limit, qdq=qdq)
+    rewriter = _Rewriter(model, index, scope.taken)
     if fp16_io:
         for value in graph.input:
             if value.name not in index.initializers and value.type.tensor_type.elem_type == TensorProto.FLOAT:
                 value.type.tensor_type.elem_type = TensorProto.FLOAT16
                 rewriter.half.add(value.name)
+    converted = len(half_nodes)
     for node in list(graph.node):
+        _float_reads(node, rewriter)
         (rewriter.convert if node.name in half_nodes or (qdq and _qdq_to_half(node, index, half_nodes, rewriter))
          else rewriter.keep)(node)
+        inner, inner_kept = _convert_bodies(node, index, scope, model.opset_import)
+        converted, kept = converted + inner, kept + inner_kept
     _fix_outputs(graph, rewriter, fp16_io)
     del graph.node[:]
     graph.node.extend(rewriter.nodes)
@@ -333,5 +366,55 @@ def fp16_from_onnx(
     del graph.value_info[:]  # stale float32 annotations; ONNX Runtime and the checker re-infer them
     remove_unused_initializers(model)
     order = [n.name for n in graph.node if n.name in half_nodes]
-    return Fp16Result(model=model, converted=len(half_nodes), kept=kept, overflow_limit=limit, half_nodes=order)
+    return Fp16Result(model=model, converted=converted, kept=kept, overflow_limit=scope.limit, half_nodes=order)
 
+
+def _float_reads(node: onnx.NodeProto, rewriter: _Rewriter) -> None:
+    """Outer tensors a subgraph reads that are float16 here (graph inputs with fp16_io): the subgraph reads a
+    float32 Cast of them, made before the node, as every other consumer outside FP16 does."""
+    for name in sorted(outer_reads(node) & rewriter.half):
+        _rename_reads(node, name, rewriter.as_float(name))
+
+
+def _rename_reads(node: onnx.NodeProto, old: str, new: str) -> None:
+    for _, body in subgraphs(node):
+        for inner in body.node:
+            inner.input[:] = [new if i == old else i for i in inner.input]
+            _rename_reads(inner, old, new)
+
+
+def _convert_bodies(node: onnx.NodeProto, index: GraphIndex, scope: _Scope,
+                    opsets: Iterable[onnx.OperatorSetIdProto]) -> tuple[int, list[KeptNode]]:
+    """Convert the bodies of an If/Loop/Scan node in place, each as a graph of its own whose inputs are its formal
+    inputs plus the outer tensors it reads (constants among them copied in as its initializers) and whose outputs
+    are cast back to float32 under their names: the node's interface stays float32, so the graph around it is
+    unchanged, and the Conv/MatMul inside compute in float16 as the user asked. Tensors inside a body have no
+    calibration maxima (ONNX Runtime cannot output them), so only constants are range-checked there."""
+    converted, kept = 0, []
+    for attr, body in subgraphs(node):
+        local = {v.name for v in (*body.input, *body.initializer)} | {o for n in body.node for o in n.output}
+        reads = sorted({i for n in body.node for i in (*n.input, *outer_reads(n)) if i and i not in local})
+        unknown = [name for name in reads if name not in index.types and constant_value(index, name) is None]
+        if unknown:
+            kept.append(KeptNode(node.name, node.op_type, f"its {attr} reads {unknown[0]!r} of unknown type: "
+                                 "the nodes inside stay float32"))
+            continue
+        copied = {name: constant_value(index, name) for name in reads}
+        inputs = [*body.input, *(helper.make_tensor_value_info(name, index.types[name], None)
+                                 for name, value in copied.items() if value is None)]
+        constants = [numpy_helper.from_array(value, name) for name, value in copied.items() if value is not None]
+        inner = helper.make_model(helper.make_graph(list(body.node), body.name or attr, inputs, list(body.output),
+                                                    initializer=[*body.initializer, *constants]),
+                                  opset_imports=list(opsets))
+        for position, child in enumerate(inner.graph.node):
+            child.name = child.name or unique_name(f"{node.name}/{attr}/{child.op_type}_{position}", scope.taken)
+        inner_index = index_graph(inner)
+        keep = {n.name for n in inner.graph.node if n.name in scope.patterns or n.op_type in scope.patterns
+                or ("DepthwiseConv" in scope.patterns and is_depthwise(n, inner_index))}
+        result = _convert(inner, inner_index, keep, scope, fp16_io=False)
+        outer = {name for name, value in copied.items() if value is not None}
+        del body.node[:], body.initializer[:], body.value_info[:]
+        body.node.extend(result.model.graph.node)
+        body.initializer.extend(i for i in result.model.graph.initializer if i.name not in outer)
+        converted, kept = converted + result.converted, kept + result.kept
+    return converted, kept

@@ -1,7 +1,8 @@
 """Graph bookkeeping shared by the precision passes: tensor types, producers and consumers, node matching.
 
-Only the main graph is walked; nodes with subgraphs (If, Loop, Scan) are treated as opaque, and every outer
-tensor a subgraph reads is reported by `subgraph_reads` so passes can leave it in its original type.
+Only the main graph is indexed; nodes with subgraphs (If, Loop, Scan) are opaque to the index, and every outer
+tensor a subgraph reads is reported by `subgraph_reads` so passes can leave it in its original type. Names made
+by a pass are unique across every scope (`all_names`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import TensorProto, numpy_helper
 
 from deploykit.errors import ConfigConflict
@@ -135,14 +137,41 @@ def unique_name(base: str, taken: set[str]) -> str:
     return name
 
 
-def all_names(model: onnx.ModelProto) -> set[str]:
-    graph = model.graph
+def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """The graphs `node` holds (If's branches, Loop's and Scan's bodies), with their attribute names."""
+    return [(attr.name, graph) for attr in node.attribute
+            for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))]
+
+
+def graph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor and node name in `graph` and in its subgraphs (recursively)."""
     names = {v.name for v in (*graph.input, *graph.output, *graph.initializer, *graph.value_info)}
     for node in graph.node:
         names.update(node.input)
         names.update(node.output)
         names.add(node.name)
+        for _, sub in subgraphs(node):
+            names |= graph_names(sub)
     return names
+
+
+def all_names(model: onnx.ModelProto) -> set[str]:
+    """Every name in the model, subgraphs included: a name a pass makes must not be one a subgraph uses."""
+    return graph_names(model.graph)
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its model-local functions (torch.onnx's dynamo exporter writes modules as functions) expanded
+    in place, so the precision passes see, convert and quantize the nodes inside them, as TensorRT imports them
+    (onnx-tensorrt LocalFunctionImporter). Body nodes are named <function>/<op>_<k> first; the inliner suffixes
+    each call's copy (__1, __2 ...). `model` itself is returned when it has no functions."""
+    if not model.functions:
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for function in model.functions:
+        for position, node in enumerate(function.node):
+            node.name = node.name or f"{function.name}/{node.op_type}_{position}"
+    return onnx.inliner.inline_local_functions(model)
 
 
 def constant_array(node: onnx.NodeProto) -> np.ndarray | None:
