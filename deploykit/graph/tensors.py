@@ -109,16 +109,18 @@ def is_depthwise(node: onnx.NodeProto, index: GraphIndex) -> bool:
 def match_nodes(graph: onnx.GraphProto, patterns: Iterable[str], index: GraphIndex, *, option: str) -> set[str]:
     """Names of the nodes whose name or op type (or pseudo op type) equals one of `patterns`.
 
-    A pattern that matches nothing is a typo or a stale name: fail loudly rather than silently keep nothing.
+    A pattern that matches nothing is a typo or a stale name: fail loudly rather than silently keep nothing. One
+    that matches only nodes inside subgraphs is no typo (the FP16 pass applies the patterns inside them).
     """
     chosen: set[str] = set()
+    inner = inner_nodes(graph)
     for pattern in patterns:
         hits = {
             node.name for node in graph.node
             if pattern in (node.name, node.op_type) or (pattern == "DepthwiseConv" and is_depthwise(node, index))
         }
-        if not hits:
-            ops = sorted({node.op_type for node in graph.node})
+        if not hits and not any(pattern in (node.name, node.op_type) for node in inner):
+            ops = sorted({node.op_type for node in (*graph.node, *inner)})
             raise ConfigConflict(
                 f"{option} {pattern!r} matches no node name or op type in the model; op types present: "
                 f"{', '.join(ops)} (or {', '.join(PSEUDO_OPS)})"
@@ -141,6 +143,15 @@ def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
     """The graphs `node` holds (If's branches, Loop's and Scan's bodies), with their attribute names."""
     return [(attr.name, graph) for attr in node.attribute
             for graph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))]
+
+
+def inner_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes inside `graph`'s If branches and Loop/Scan bodies (recursively), not its own."""
+    found = []
+    for node in graph.node:
+        for _, sub in subgraphs(node):
+            found += [*sub.node, *inner_nodes(sub)]
+    return found
 
 
 def graph_names(graph: onnx.GraphProto) -> set[str]:

@@ -8,18 +8,11 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from deploykit.errors import ConfigConflict
 from deploykit.evaluate import session_from_onnx
 from deploykit.graph.fp16 import fp16_from_onnx
-from deploykit.graph.tensors import inline_functions, subgraphs
+from deploykit.graph.tensors import inline_functions, inner_nodes, subgraphs
 from tests.graph.graphs import CONTROL_FLOW
-
-
-def _inner_nodes(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    found = []
-    for node in nodes:
-        for _, body in subgraphs(node):
-            found += [*body.node, *_inner_nodes(list(body.node))]
-    return found
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -33,7 +26,7 @@ def test_bodies_compute_in_float16(name: str, fp16_io: bool) -> None:
     model = CONTROL_FLOW[name]()
     result = fp16_from_onnx(model, fp16_io=fp16_io)
     onnx.checker.check_model(result.model, full_check=True)
-    inner = _inner_nodes(list(result.model.graph.node))
+    inner = inner_nodes(result.model.graph)
     convs = [n for n in inner if n.op_type == "Conv"]
     weights = {i.name: i.data_type for n in [*result.model.graph.node, *inner] for _, body in subgraphs(n)
                for i in body.initializer}
@@ -65,3 +58,13 @@ def test_new_names_never_shadow_a_name_inside_a_subgraph() -> None:
     outer = {o for n in result.model.graph.node for o in n.output}
     assert "x_fp16" not in outer and "x_fp16_1" in outer
     onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_keep_names_a_node_inside_a_branch() -> None:
+    """The kept list names nodes inside subgraphs, so --keep-fp32 accepts those names (and still refuses typos)."""
+    result = fp16_from_onnx(CONTROL_FLOW["if"](), keep=["t_conv"])
+    assert {k.name: k.reason for k in result.kept}["t_conv"] == "kept by --keep-fp32"
+    conv = next(n for n in inner_nodes(result.model.graph) if n.name == "t_conv")
+    assert conv.input[1] == "w1"  # the float32 weight, not a float16 copy
+    with pytest.raises(ConfigConflict, match="'t_cnv' matches no node"):
+        fp16_from_onnx(CONTROL_FLOW["if"](), keep=["t_cnv"])
