@@ -192,3 +192,33 @@ def test_data_type_words_of_both_layouts(text: str, precision: str) -> None:
     from deploykit.backends.tensorrt.audit import tensor_precision
 
     assert tensor_precision({"Name": "t", "DataType": text}) == precision
+
+
+def test_the_audit_counts_the_layers_inside_if_branches(trt_double: TrtDouble, tmp_path: Path) -> None:
+    """TensorRT builds If branches' layers into the engine and the inspector lists them: an FP16 engine whose
+    branches held the FLOPs and stayed FP32 fails --require-precision instead of passing on the main graph's."""
+    from tests.graph.graphs import if_model
+
+    source = tmp_path / "if.onnx"
+    onnx.save(if_model(), str(source))
+    plan = tmp_path / "if.fp16.plan"
+    result = CliRunner().invoke(cli, ["build-engine", str(source), "--fp16", "--backend", "tensorrt", "-o", str(plan),
+                                      "--require-precision", "0.6"])
+    assert result.exit_code == 0, result.output
+    sidecar = read_sidecar(plan)
+    assert sidecar is not None
+    audit = sidecar.build_options["precision_audit"]
+    assert audit["flop_share"]["fp16"] > 0.6 and audit["layers"] > len(if_model().graph.node)
+
+
+def test_require_precision_names_the_layers_not_in_the_precision_asked_for() -> None:
+    """A mostly-FP32 engine failing an FP16 requirement names its FP32 layers, not its FP16 ones (the outliers of
+    the engine's main precision, FP32 here, were the FP16 layers)."""
+    half = {"Format/Datatype": "Row major linear FP16 format"}
+    single = {"Format/Datatype": "Row major linear FP32"}
+    big = {**_conv(single, single), "Name": "big_fp32_conv"}
+    big["Inputs"] = [{"Name": "x", "Dimensions": [1, 64, 16, 16], **single}]
+    audit = parse_engine_information(json.dumps({"Bindings": [], "Layers": [_conv(half, half), big]}))
+    with pytest.raises(CheckFailed, match=r"in another precision: big_fp32_conv \(fp32\);") as failed:
+        require_precision(audit, "fp16", 0.9, "m.onnx")
+    assert "conv1" not in str(failed.value)

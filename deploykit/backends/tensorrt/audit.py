@@ -44,6 +44,7 @@ from deploykit.io.sidecar import read_sidecar
 QUANTIZED = ("int8", "fp8", "int4", "fp4")
 FLOATING = (*QUANTIZED, "fp16", "bf16", "fp32")
 UNKNOWN = "unknown"
+OUTLIERS = 5  # layers named per precision (the heaviest)
 # word in a format or data type string -> precision; checked in this order ("bfloat16" before "float").
 _WORDS = (("bfloat16", "bf16"), ("bf16", "bf16"), ("float8", "fp8"), ("fp8", "fp8"), ("e4m3", "fp8"),
           ("float8e4m3", "fp8"), ("float8e4m3fn", "fp8"), ("e4m3fn", "fp8"), ("float4e2m1", "fp4"), ("e2m1", "fp4"),
@@ -178,7 +179,9 @@ class PrecisionAudit:
     layer_share: Mapping[str, float] = field(default_factory=dict)
     flop_share: Mapping[str, float] = field(default_factory=dict)  # empty when no layer's FLOPs are known
     flops: int = 0
-    outliers: Sequence[str] = ()  # the heaviest layers not in the engine's main precision: "name (fp32)"
+    # the heaviest layers of each precision (at most OUTLIERS each), heaviest first: "name (fp32)"; the ones not
+    # in the precision a check asked for are what --require-precision names
+    outliers: Sequence[str] = ()
     unknown_layers: int = 0  # layers none of whose tensors names a type deploykit can read
     uncounted: Sequence[str] = ()  # layers doing work whose FLOPs the inspector does not give: "name (LayerType)"
     layer_keys: Sequence[str] = ()  # every per-layer key the inspector gave (for bug reports)
@@ -281,13 +284,22 @@ def parse_engine_information(text: str) -> PrecisionAudit:
         flops[precision] = flops.get(precision, 0) + cost
         ranked.append((cost, str(layer.get("Name", "?")), precision))
     total_flops = sum(flops.values())
-    weights = flops if total_flops else counts
-    main = max((k for k in weights if k != UNKNOWN), key=lambda k: weights[k], default="")
-    outliers = [f"{name} ({p})" for _, name, p in sorted(ranked, key=lambda r: -r[0]) if p != main][:5]
+    outliers = _heaviest(ranked)
     layer_keys, tensor_keys = _keys(raw)
     return PrecisionAudit(layout, True, sum(counts.values()), shape_layers, _shares(counts, sum(counts.values())),
                           _shares(flops, total_flops), total_flops, tuple(outliers), counts.get(UNKNOWN, 0),
                           tuple(uncounted), layer_keys, tensor_keys, tuple(sorted(used)))
+
+
+def _heaviest(ranked: list[tuple[int, str, str]]) -> list[str]:
+    """The OUTLIERS heaviest layers of each precision, heaviest first, as "name (precision)"."""
+    taken: dict[str, int] = {}
+    found = []
+    for _, name, precision in sorted(ranked, key=lambda r: -r[0]):
+        if taken.get(precision, 0) < OUTLIERS:
+            taken[precision] = taken.get(precision, 0) + 1
+            found.append(f"{name} ({precision})")
+    return found
 
 
 def engine_information(trt: Any, engine: Any, context: Any | None = None) -> str:
@@ -342,7 +354,8 @@ def require_precision(audit: PrecisionAudit | None, precision: str, required: fl
     got = audit.share(precision)
     if got < required:
         of = "FLOPs" if audit.flops else "layers"
-        others = f"; largest layers in another precision: {', '.join(audit.outliers)}" if audit.outliers else ""
+        elsewhere = [o for o in audit.outliers if not o.endswith(f"({precision})")][:OUTLIERS]
+        others = f"; largest layers in another precision: {', '.join(elsewhere)}" if elsewhere else ""
         unknown = (f"; {_count(audit.unknown_layers, 'layer')} of unknown inspector format count against it"
                    if audit.unknown_layers else "")
         raise CheckFailed(f"the engine from {source} runs {got:.1%} of its {of} in {precision.upper()}, below "

@@ -9,8 +9,9 @@ Sources, rule by rule:
   Usage from TensorRT 10.x to 11.x", docs.nvidia.com, TensorRT 11.0-11.4);
 - with ProfilingVerbosity other than DETAILED (the default is LAYER_NAMES_ONLY) layers are names only ("Engine
   Inspector": "only the layer names will be printed"; NvInfer.h IBuilderConfig::setProfilingVerbosity).
-"Layers" are the ONNX nodes less Q/DQ and Constant, which TensorRT fuses ("Explicit Quantization": a
-DequantizeLinear feeding a convolution or matrix multiply fuses into an INT8 kernel, so that layer reads INT8);
+"Layers" are the ONNX nodes (those inside If branches and Loop/Scan bodies too) less Q/DQ and Constant, which
+TensorRT fuses ("Explicit Quantization": a DequantizeLinear feeding a convolution or matrix multiply fuses into an
+INT8 kernel, so that layer reads INT8);
 every other layer's type is its ONNX output type. Dimensions come from ONNX shape inference at the shapes set on
 `execution_context`, else -1 for dynamic dimensions, as in TensorRT (IEngineInspector::setExecutionContext:
 "Otherwise, values dependent on input shapes will be displayed as -1"). The double does not fuse layers the way
@@ -81,15 +82,18 @@ class EngineInspector(Base):
 
     def _layers(self) -> list[Any]:
         model = self._model()
-        nodes = [n for n in model.graph.node if n.op_type not in FUSED]
+        graphs = _graphs(model.graph)
+        every = [n for g in graphs for n in g.node]
+        nodes = [n for n in every if n.op_type not in FUSED]
         if self.engine.header.get("profiling_verbosity") != "DETAILED":
             return [n.name or n.op_type for n in nodes]
-        values = {v.name: v.type.tensor_type for v in (*model.graph.value_info, *model.graph.input,
-                                                       *model.graph.output)}
-        for init in model.graph.initializer:
+        values = {v.name: v.type.tensor_type for g in graphs for v in (*g.value_info, *g.input, *g.output)
+                  if v.type.HasField("tensor_type")}
+        initializers = [i for g in graphs for i in g.initializer]
+        for init in initializers:
             values.setdefault(init.name, onnx.helper.make_tensor_type_proto(init.data_type, init.dims).tensor_type)
-        producers = {o: n.op_type for n in model.graph.node for o in n.output}
-        weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        producers = {o: n.op_type for n in every for o in n.output}
+        weights = {i.name: numpy_helper.to_array(i) for i in initializers}
         return [self._layer(n, values, producers, weights) for n in nodes]
 
     def _tensor(self, name: str, values: dict[str, Any], quantized: bool) -> dict[str, Any]:
@@ -126,3 +130,15 @@ class EngineInspector(Base):
                 layer["Kernel"] = list(weight.shape[2:])
             layer["Groups"] = int(attrs.get("group", 1))
         return layer
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """`graph` and its If branches and Loop/Scan bodies (recursively): TensorRT builds their layers into the engine
+    (IIfConditional and ILoop hold ordinary layers; onnx-tensorrt imports each body node by node, parseGraph), and
+    the inspector lists them with the rest."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                found += _graphs(sub)
+    return found
