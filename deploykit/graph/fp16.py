@@ -53,7 +53,6 @@ from deploykit.graph.tensors import (
     is_depthwise,
     match_nodes,
     remove_unused_initializers,
-    subgraph_reads,
     subgraphs,
     unique_name,
 )
@@ -187,7 +186,6 @@ def _plan(model: onnx.ModelProto, index: GraphIndex, keep: set[str], absmax: Map
           limit: float, *, qdq: bool = False) -> tuple[set[str], list[KeptNode]]:
     """Names of the nodes to compute in float16, and the activation nodes kept in float32 with reasons."""
     live = activations(model, index)
-    pinned = subgraph_reads(model.graph)
     shapes = _static_shapes(model) if any(n.op_type in ACCUMULATES for n in model.graph.node) else {}
     half: set[str] = set()
     kept: list[KeptNode] = []
@@ -201,8 +199,6 @@ def _plan(model: onnx.ModelProto, index: GraphIndex, keep: set[str], absmax: Map
             kept.append(KeptNode(node.name, node.op_type, "kept by --keep-fp32"))
         elif node.op_type not in FP16_OPS or node.domain not in ("", "ai.onnx"):
             kept.append(KeptNode(node.name, node.op_type, f"no float16 rule for {node.op_type}"))
-        elif any(o in pinned for o in node.output):
-            kept.append(KeptNode(node.name, node.op_type, "output read inside a subgraph"))
         elif any(node.input[p] and not index.is_float(node.input[p]) for p in _data_inputs(node)):
             kept.append(KeptNode(node.name, node.op_type, "a typed input is not float"))
         elif reason := _keep_reason(node, index, absmax, limit, shapes):
@@ -342,11 +338,12 @@ class _Scope:
 
 
 def _convert(model: onnx.ModelProto, index: GraphIndex, keep_names: set[str], scope: _Scope, *,
-             fp16_io: bool) -> Fp16Result:
+             fp16_io: bool, half_inputs: Iterable[str] = ()) -> Fp16Result:
     graph = model.graph
     qdq = scope.qdq
     half_nodes, kept = _plan(model, index, keep_names, scope.absmax, scope.limit, qdq=qdq)
     rewriter = _Rewriter(model, index, scope.taken)
+    rewriter.half.update(half_inputs)  # a body's outer reads that are float16 outside it
     if fp16_io:
         for value in graph.input:
             if value.name not in index.initializers and value.type.tensor_type.elem_type == TensorProto.FLOAT:
@@ -354,11 +351,11 @@ def _convert(model: onnx.ModelProto, index: GraphIndex, keep_names: set[str], sc
                 rewriter.half.add(value.name)
     converted = len(half_nodes)
     for node in list(graph.node):
-        _float_reads(node, rewriter)
+        if subgraphs(node):
+            inner, inner_kept = _convert_bodies(node, index, scope, model.opset_import, rewriter)
+            converted, kept = converted + inner, kept + inner_kept
         (rewriter.convert if node.name in half_nodes or (qdq and _qdq_to_half(node, index, half_nodes, rewriter))
          else rewriter.keep)(node)
-        inner, inner_kept = _convert_bodies(node, index, scope, model.opset_import)
-        converted, kept = converted + inner, kept + inner_kept
     _fix_outputs(graph, rewriter, fp16_io)
     del graph.node[:]
     graph.node.extend(rewriter.nodes)
@@ -384,24 +381,28 @@ def _rename_reads(node: onnx.NodeProto, old: str, new: str) -> None:
 
 
 def _convert_bodies(node: onnx.NodeProto, index: GraphIndex, scope: _Scope,
-                    opsets: Iterable[onnx.OperatorSetIdProto]) -> tuple[int, list[KeptNode]]:
+                    opsets: Iterable[onnx.OperatorSetIdProto], rewriter: _Rewriter) -> tuple[int, list[KeptNode]]:
     """Convert the bodies of an If/Loop/Scan node in place, each as a graph of its own whose inputs are its formal
-    inputs plus the outer tensors it reads (constants among them copied in as its initializers) and whose outputs
-    are cast back to float32 under their names: the node's interface stays float32, so the graph around it is
-    unchanged, and the Conv/MatMul inside compute in float16 as the user asked. Tensors inside a body have no
-    calibration maxima (ONNX Runtime cannot output them), so only constants are range-checked there."""
-    converted, kept = 0, []
-    for attr, body in subgraphs(node):
-        local = {v.name for v in (*body.input, *body.initializer)} | {o for n in body.node for o in n.output}
-        reads = sorted({i for n in body.node for i in (*n.input, *outer_reads(n)) if i and i not in local})
-        unknown = [name for name in reads if name not in index.types and constant_value(index, name) is None]
-        if unknown:
-            kept.append(KeptNode(node.name, node.op_type, f"its {attr} reads {unknown[0]!r} of unknown type: "
-                                 "the nodes inside stay float32"))
-            continue
+    inputs plus the outer tensors it reads (float16 ones as float16, constants copied in as its initializers) and
+    whose outputs are cast back to float32 under their names: the node's interface stays float32, so the graph
+    around it is unchanged, and the Conv/MatMul inside compute in float16 as the user asked. Tensors inside a body
+    have no calibration maxima (ONNX Runtime cannot output them), so only constants are range-checked there. A
+    body reading an outer tensor of unknown type is left as it is, reading float32 Casts of float16 tensors."""
+    bodies = [(attr, body, _outer_reads(body)) for attr, body in subgraphs(node)]
+    unknown = [(attr, name) for attr, _, reads in bodies for name in reads
+               if name not in index.types and constant_value(index, name) is None]
+    if unknown:
+        _float_reads(node, rewriter)
+        attr, name = unknown[0]
+        return 0, [KeptNode(node.name, node.op_type, f"its {attr} reads {name!r} of unknown type: the nodes inside "
+                            "stay float32")]
+    converted, kept = 0, list[KeptNode]()
+    for attr, body, reads in bodies:
         copied = {name: constant_value(index, name) for name in reads}
-        inputs = [*body.input, *(helper.make_tensor_value_info(name, index.types[name], None)
-                                 for name, value in copied.items() if value is None)]
+        half = [name for name, value in copied.items() if value is None and name in rewriter.half]
+        inputs = [*body.input, *(helper.make_tensor_value_info(
+            name, TensorProto.FLOAT16 if name in half else index.types[name], None)
+            for name, value in copied.items() if value is None)]
         constants = [numpy_helper.from_array(value, name) for name, value in copied.items() if value is not None]
         inner = helper.make_model(helper.make_graph(list(body.node), body.name or attr, inputs, list(body.output),
                                                     initializer=[*body.initializer, *constants]),
@@ -411,10 +412,14 @@ def _convert_bodies(node: onnx.NodeProto, index: GraphIndex, scope: _Scope,
         inner_index = index_graph(inner)
         keep = {n.name for n in inner.graph.node if n.name in scope.patterns or n.op_type in scope.patterns
                 or ("DepthwiseConv" in scope.patterns and is_depthwise(n, inner_index))}
-        result = _convert(inner, inner_index, keep, scope, fp16_io=False)
-        outer = {name for name, value in copied.items() if value is not None}
+        result = _convert(inner, inner_index, keep, scope, fp16_io=False, half_inputs=half)
         del body.node[:], body.initializer[:], body.value_info[:]
         body.node.extend(result.model.graph.node)
-        body.initializer.extend(i for i in result.model.graph.initializer if i.name not in outer)
+        body.initializer.extend(i for i in result.model.graph.initializer if i.name not in copied)
         converted, kept = converted + result.converted, kept + result.kept
     return converted, kept
+
+
+def _outer_reads(body: onnx.GraphProto) -> list[str]:
+    local = {v.name for v in (*body.input, *body.initializer)} | {o for n in body.node for o in n.output}
+    return sorted({i for n in body.node for i in (*n.input, *outer_reads(n)) if i and i not in local})

@@ -40,7 +40,7 @@ def as_deployed(model: onnx.ModelProto, *, threads: int | None, optimize: bool,
                 float_source: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """The INT8 lowering the artifact gets, and with `optimize` ONNX Runtime's optimizations too."""
     lowered = lower_for_cpu(model, float_source=float_source).model
-    return ort_optimized(lowered, threads=threads) if optimize else lowered
+    return ort_optimized(lowered, threads=threads).model if optimize else lowered
 
 
 def _device() -> dict[str, Any]:
@@ -52,13 +52,15 @@ def _device() -> dict[str, Any]:
 def compile(graph: Path, out: Path, options: None, *, precision: str, force: bool, threads: int | None,
             progress: Progress, float_source: onnx.ModelProto | None = None) -> Compiled:
     progress(f"compiling with ONNX Runtime (optimization level {OPTIMIZATION}, portable across CPUs)")
-    lowered = ort_model_from_onnx(graph, out, force=force, threads=threads, seven_bit=needs_seven_bit_weights(),
-                                  float_source=float_source)
+    lowered, unoptimized = ort_model_from_onnx(graph, out, force=force, threads=threads,
+                                               seven_bit=needs_seven_bit_weights(), float_source=float_source)
     if lowered.seven_bit:
         progress(f"INT8 weights of {lowered.seven_bit} convs quantized to 7 bits for ONNX Runtime (depthwise convs "
                  "keep 8): this CPU has no VNNI (see deploykit.graph.seven_bit)")
+    level = "disable" if unoptimized else OPTIMIZATION  # the artifact's: sessions optimize it when they load it
     return Compiled(backend_version=onnxruntime.__version__, device=_device(),
-                    build_options={"optimization_level": OPTIMIZATION, "int8_lowering": lowered.facts()})
+                    build_options={"optimization_level": level, "int8_lowering": lowered.facts()},
+                    notes=(unoptimized,) if unoptimized else ())
 
 
 def open(artifact: Path, sidecar: Sidecar | None, *, providers: Sequence[str] = ("cpu",),

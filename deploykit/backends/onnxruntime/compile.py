@@ -14,6 +14,7 @@ precision graph kept next to the artifact, model.int8.onnx, is what TensorRT com
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -27,9 +28,17 @@ from deploykit.io.outputs import atomic_output, scratch_folder
 OPTIMIZATION = "extended"
 
 
-def ort_optimized(model: onnx.ModelProto, *, threads: int | None = None, what: str = "the model"
-                  ) -> onnx.ModelProto:
-    """ONNX Runtime's optimized form of an already lowered `model` (what the artifact holds), in memory."""
+@dataclass(frozen=True)
+class Optimized:
+    model: onnx.ModelProto
+    note: str = ""  # why the model is not ONNX Runtime's optimized form ("" when it is)
+
+
+def ort_optimized(model: onnx.ModelProto, *, threads: int | None = None, what: str = "the model") -> Optimized:
+    """ONNX Runtime's optimized form of an already lowered `model` (what the artifact holds), in memory; `model`
+    itself, with a note, when ONNX Runtime refuses to load the form it wrote (1.2x: two sibling If branches
+    reading one outer float16 tensor get casts it names alike, "InsertedPrecisionFreeCast_<name>", which breaks
+    SSA): a session optimizes the unoptimized graph at load time anyway, so the artifact still runs."""
     with scratch_folder("deploykit-ort-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
         options = session_options(threads, optimization=OPTIMIZATION)
@@ -38,21 +47,30 @@ def ort_optimized(model: onnx.ModelProto, *, threads: int | None = None, what: s
             ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT's own exception types
             raise BuildError(f"ONNX Runtime could not optimize {what}: {first_line(exc)}") from exc
-        return onnx.load(str(optimized))
+        try:
+            ort.InferenceSession(str(optimized), sess_options=session_options(threads, optimization="disable"),
+                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT's own exception types
+            return Optimized(model, f"ONNX Runtime's optimized form of {what} does not load again "
+                                    f"({first_line(exc)}); the artifact is the graph before its optimizations, "
+                                    "which sessions apply when they load it")
+        return Optimized(onnx.load(str(optimized)))
 
 
 def ort_model_from_onnx(
     onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool, threads: int | None = None,
     seven_bit: bool | None = None, float_source: onnx.ModelProto | None = None,
-) -> Lowered:
+) -> tuple[Lowered, str]:
     """Write ONNX Runtime's optimized form of `onnx_path` to `out` (atomically); metadata is carried over.
     `float_source` is the float model a Q/DQ `onnx_path` was built from, as loaded (for 7-bit weights from float).
-    Returns what the INT8 lowerings changed (its model is the lowered graph before ORT's optimizations)."""
+    Returns what the INT8 lowerings changed (its model is the lowered graph before ORT's optimizations), and why the
+    artifact is not ORT's optimized form ("" when it is: see ort_optimized)."""
     source = onnx.load(str(onnx_path))
     result = lower_for_cpu(source, seven_bit=seven_bit, float_source=float_source)
-    model = ort_optimized(result.model, threads=threads, what=str(onnx_path))
+    optimized = ort_optimized(result.model, threads=threads, what=str(onnx_path))
+    model = optimized.model
     del model.metadata_props[:]
     model.metadata_props.extend(source.metadata_props)
     with atomic_output(out, force=force) as tmp_path:
         onnx.save(model, str(tmp_path))
-    return result
+    return result, optimized.note
