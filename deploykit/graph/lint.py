@@ -74,13 +74,20 @@ class LintReport:
 
 
 
-def _walk(nodes: Any) -> Iterator[onnx.NodeProto]:
-    """Every node, including those inside If/Loop/Scan bodies."""
+def _walk(nodes: Any, ctx: Context) -> Iterator[onnx.NodeProto]:
+    """Every node TensorRT's parser imports, including those inside If/Loop/Scan bodies: of an If whose condition
+    is a build-time constant only the branch it selects (onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.2595-2599:
+    "For constant conditions, parse only the selected subgraph")."""
     for node in nodes:
         yield node
+        condition = ctx.constant(node.input[0]) if node.op_type == "If" and node.input else None
+        taken = None if condition is None or condition.size != 1 else \
+            ("then_branch" if bool(condition.reshape(-1)[0]) else "else_branch")
         for attr in node.attribute:
+            if taken is not None and attr.name != taken:
+                continue
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                yield from _walk(sub.node)
+                yield from _walk(sub.node, ctx)
 
 
 
@@ -309,7 +316,7 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
     report.findings += _opset_findings(model)
     # TensorRT's parser imports If branches, Loop/Scan bodies (parseGraph) and local functions' bodies node by node
     # as it does the main graph, so every rule applies inside them too.
-    all_nodes = list(_walk(model.graph.node)) + [n for fn in model.functions for n in _walk(fn.node)]
+    all_nodes = list(_walk(model.graph.node, ctx)) + [n for fn in model.functions for n in _walk(fn.node, ctx)]
     functions = {fn.name: fn for fn in model.functions}
     for node in all_nodes:
         report.findings += _domain_and_op(node, functions)

@@ -242,3 +242,16 @@ def test_a_function_named_like_a_standard_operator() -> None:
     model = graphs.function_model()
     model.functions[0].name = model.graph.node[-1].op_type = "Relu"
     assert _rules(lint_model(model))["function-name"].node == "block"
+
+
+def test_only_the_branch_a_constant_condition_selects_is_checked() -> None:
+    """TensorRT parses only the selected branch of an If whose condition is a build-time constant: an unsupported
+    op in the other one is no error, in the selected one it is."""
+    for condition, flagged in ((True, True), (False, False)):
+        model = graphs.in_branch(helper.make_node("Unique", ["h"], ["t_in"], name="u"))
+        model.graph.node.remove(next(n for n in model.graph.node if n.name == "positive"))
+        model.graph.initializer.append(graphs.const("cond", np.array(condition)))
+        assert ("unsupported-op" in _rules(lint_model(model))) == flagged
+        trt = make_tensorrt("11")
+        network = trt.Builder(Logger()).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        assert trt.OnnxParser(network, Logger()).parse(model.SerializeToString()) == (not flagged)

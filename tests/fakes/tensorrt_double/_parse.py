@@ -228,8 +228,9 @@ class OnnxParserBase(Base):
         # 2906, 5046: parseGraph / importSubgraph) and local functions' bodies (LocalFunctionImporter, l.6458)
         # node by node, as it does the main graph: every rule applies to their nodes too.
         nodes = _imported_nodes(proto)
-        scopes = [proto.graph, *_subgraphs(nodes)]
-        constants = {i.name: numpy_helper.to_array(i) for g in scopes for i in g.initializer}
+        constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+        for graph in [proto.graph, *_subgraphs(nodes, {})]:
+            constants.update(_constants(graph))
         constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in nodes
                           if n.op_type == "Constant" for a in n.attribute
                           if a.name == "value" and a.type == onnx.AttributeProto.TENSOR})
@@ -305,19 +306,37 @@ class OnnxParserBase(Base):
         return None
 
 
-def _subgraphs(nodes: list[onnx.NodeProto]) -> list[onnx.GraphProto]:
-    return [g for n in nodes for a in n.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
+def _subgraphs(nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray]) -> list[onnx.GraphProto]:
+    """The bodies the parser imports: of an If with a constant condition only the selected branch
+    (onnxOpImporters.cpp 10.1-GA l.2595-2599, "For constant conditions, parse only the selected subgraph")."""
+    found = []
+    for node in nodes:
+        branch = None
+        if node.op_type == "If" and node.input[0] in constants:
+            branch = "then_branch" if bool(np.asarray(constants[node.input[0]]).reshape(-1)[0]) else "else_branch"
+        found += [g for a in node.attribute if branch is None or a.name == branch
+                  for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
+    return found
 
 
 def _imported_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The main graph's nodes, then those of local functions' bodies, then of every subgraph (recursively)."""
     nodes = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
-    pending = _subgraphs(nodes)
+    constants = _constants(proto.graph)
+    pending = _subgraphs(nodes, constants)
     while pending:
         graph = pending.pop()
         nodes.extend(graph.node)
-        pending.extend(_subgraphs(list(graph.node)))
+        constants.update(_constants(graph))
+        pending.extend(_subgraphs(list(graph.node), constants))
     return nodes
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    values.update({n.output[0]: numpy_helper.to_array(a.t) for n in graph.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR})
+    return values
 
 
 def _control_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
