@@ -40,8 +40,8 @@ def check_graph(model: onnx.ModelProto) -> None:
     _check_values(graph)
     _check_single_definitions(graph)
     _check_initializers(graph.initializer)
+    order = _topological_order(graph)  # first: a subgraph reading its own node's output is a cycle
     _check_nodes(model)
-    order = _topological_order(graph)
     _check_types(model, order)
 
 
@@ -111,13 +111,12 @@ def _check_nodes(model: onnx.ModelProto) -> None:
     context = onnx.checker.C.CheckerContext()
     context.ir_version = max(model.ir_version, 4)
     context.opset_imports = {o.domain: o.version for o in model.opset_import}
-    outer = _graph_names(model.graph)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             continue  # contrib ops and plugins: their runtime's to judge
         try:
             if _subgraphs(node):
-                _check_scoped_node(node, outer, context)
+                _check_scoped_node(node, context)
             else:
                 onnx.checker.check_node(node, context)
         except onnx.checker.ValidationError as exc:
@@ -139,21 +138,15 @@ def outer_reads(node: onnx.NodeProto) -> set[str]:
     return reads
 
 
-def _graph_names(graph: onnx.GraphProto) -> set[str]:
-    """Every name `graph` defines: what its subgraphs may read from the outer scope."""
-    names = {v.name for v in graph.input} | {t.name for t in graph.initializer}
-    names |= {t.values.name for t in graph.sparse_initializer}
-    return names | {o for n in graph.node for o in n.output if o}
-
-
-def _check_scoped_node(node: onnx.NodeProto, outer: set[str], context: onnx.checker.C.CheckerContext) -> None:
+def _check_scoped_node(node: onnx.NodeProto, context: onnx.checker.C.CheckerContext) -> None:
     """check_node on If/Loop/Scan sees no outer scope (its Python binding cannot fill one), so a branch reading
     an outer tensor, which the ONNX spec allows and ONNX Runtime runs, would fail as unsorted: check the node in
-    a graph that declares every outer name as an input (types are not checked here; _check_types infers them)."""
-    names = sorted(outer - set(node.output))
+    a graph that declares its inputs and the outer names its subgraphs read (types are not checked here;
+    _check_types infers them). Only those: a subgraph may make a name the outer graph makes too (ONNX Runtime
+    loads it)."""
+    names = sorted({i for i in node.input if i} | outer_reads(node))
     declared = [onnx.helper.make_tensor_value_info(name, TensorProto.FLOAT, []) for name in names]
-    graph = onnx.helper.make_graph([node], "scope", declared, [])
-    onnx.checker.check_graph(graph, context)
+    onnx.checker.check_graph(onnx.helper.make_graph([node], "scope", declared, []), context)
 
 
 def _topological_order(graph: onnx.GraphProto) -> list[onnx.NodeProto]:

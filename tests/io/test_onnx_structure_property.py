@@ -241,3 +241,23 @@ def test_a_branch_reading_a_name_nothing_makes_is_refused_by_name(tmp_path: Path
     assert not _outcome(lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
     with pytest.raises(InputError, match="reads 'nowhere', which no node"):
         read_onnx(path)
+
+
+@pytest.mark.parametrize("edit, loads", [
+    # a branch making a name the outer graph makes too: ONNX Runtime loads it (the inner one shadows)
+    (lambda m: m.graph.node.insert(1, helper.make_node("Relu", ["h"], ["t_c"], name="outer_tc")), True),
+    # a branch reading its own If's output: a cycle
+    (lambda m: _then(m).node[0].input.__setitem__(0, "y"), False),
+])
+def test_subgraph_scopes_are_read_as_onnx_runtime_reads_them(tmp_path: Path, edit: Callable[[onnx.ModelProto], None],
+                                                              loads: bool) -> None:
+    model = if_model()
+    edit(model)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert _outcome(lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])) == loads
+    assert _outcome(lambda: read_onnx(path)) == loads
+
+
+def _then(model: onnx.ModelProto) -> onnx.GraphProto:
+    return next(a.g for a in model.graph.node[-1].attribute if a.name == "then_branch")
