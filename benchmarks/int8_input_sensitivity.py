@@ -62,8 +62,8 @@ def _input_scale(model: Any) -> float:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import onnx
 
+    from deploykit.io.digests import sha256_file
     from deploykit.io.metadata import read_metadata
-    from deploykit.io.outputs import sha256_file
 
     peer_args = argparse.Namespace(tiny=False, threads=args.threads, out_dir=args.out_dir / args.name,
                                    calib_data=args.calib_data, calib_n=args.calib_n, images=args.images, weights=[])

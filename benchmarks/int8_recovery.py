@@ -132,8 +132,8 @@ def _built(p: peers.Prepared, backend: str, method: str | None, recovery: Recove
     out = p.folder / f"ablation{suffix}"
     options = CalibrationOptions(data=args.calib_data, n=args.calib_n, method=method, recovery=recovery, **extra)
     if backend == "tensorrt":  # no TensorRT here: the INT8 pass alone, as build-engine --backend tensorrt runs it
+        from deploykit.io.digests import sha256_file
         from deploykit.io.metadata import read_metadata
-        from deploykit.io.outputs import sha256_file
         from deploykit.precision.passes import int8_graph
 
         source = onnx.load(str(p.onnx))

@@ -31,9 +31,11 @@ from deploykit.backends.base import FILE_SUFFIXES, Backend, Compiled, require_re
 from deploykit.errors import BackendUnavailable
 from deploykit.graph.macs import graph_inputs
 from deploykit.graph.tensors import inline_functions
+from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.model_files import read_onnx, require_one_input
-from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, staged, write_json
+from deploykit.io.output_checks import check_output_path
+from deploykit.io.outputs import atomic_output, staged, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.passes import CalibrationOptions, PrecisionResult
 from deploykit.precision.table import (

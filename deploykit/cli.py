@@ -32,8 +32,8 @@ from deploykit.errors import (
     first_line,
     out_of_memory,
 )
-from deploykit.io.outputs import settle_tempdir
 from deploykit.io.signals import interrupts_raise
+from deploykit.io.temporaries import settle_tempdir
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from deploykit.graph.heads import apply_head, check_head
 from deploykit.graph.tensors import input_dependent
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.io.onnx_graph_checks import default_opset
-from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
+from deploykit.io.output_checks import check_output_path
+from deploykit.io.outputs import atomic_output, scratch_folder
 from deploykit.metrics.numeric import NumericMetrics, numeric_metrics
 from deploykit.types import Progress
 from deploykit.zoo.sources import LoadedModel, is_user_model, model_code, user_code_name

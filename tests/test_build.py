@@ -14,8 +14,8 @@ from deploykit.backends.base import BACKENDS, backend_of, resolve_backend
 from deploykit.backends.tensorrt.backend import availability as tensorrt_status
 from deploykit.build import build_artifact, precision_path
 from deploykit.errors import BackendUnavailable, CalibrationError, CheckFailed, ConfigConflict, OutputExists
+from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import read_metadata
-from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS

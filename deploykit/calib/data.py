@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from deploykit.errors import CalibrationError, InputError
+from deploykit.io.digests import sha256_file
 from deploykit.io.images import (
     IMAGE_SUFFIXES,
     check_images,
@@ -34,7 +35,6 @@ from deploykit.io.images import (
     read_image,
     sample_photographs,
 )
-from deploykit.io.outputs import sha256_file
 from deploykit.runner import as_input
 from deploykit.types import PIXELS, Preprocessing
 

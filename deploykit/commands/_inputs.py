@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deploykit.backends.base import artifact_files
-from deploykit.io.outputs import reading
+from deploykit.io.output_checks import reading
 from deploykit.zoo.sources import factory_file, is_factory_path
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -19,7 +19,7 @@ def reads(*params: str) -> Callable[[F], F]:
     """Name the command's parameters that hold its inputs (files, folders, package.module:factory sources):
     while the command runs, every output check refuses them and the files that belong to them (sidecars,
     companions, external data: deploykit.backends.base.artifact_files), so no output can overwrite or delete an
-    input, with or without --force (deploykit.io.outputs.reading)."""
+    input, with or without --force (deploykit.io.output_checks.reading)."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)

@@ -26,7 +26,8 @@ from deploykit.commands._options import (
     threads_option,
 )
 from deploykit.errors import ConfigConflict, InputError
-from deploykit.io.outputs import check_output_path, write_json
+from deploykit.io.output_checks import check_output_path
+from deploykit.io.outputs import write_json
 from deploykit.report.bench_plots import plot_dilated, plot_separable, require_matplotlib
 from deploykit.report.format import fmt, text_table
 from deploykit.targets.bench import run_bench

@@ -23,7 +23,7 @@ from deploykit.commands._options import (
     progress,
     threads_option,
 )
-from deploykit.io.outputs import check_output_path
+from deploykit.io.output_checks import check_output_path
 from deploykit.metrics.table import METRICS
 from deploykit.precision.int8_choices import INT8_FLOAT
 from deploykit.precision.int8_choices import describe as describe_int8

@@ -18,7 +18,7 @@ from deploykit.commands._options import (
 )
 from deploykit.commands.build import backend_option
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict, InputError
-from deploykit.io.outputs import check_output_dir
+from deploykit.io.output_checks import check_output_dir
 from deploykit.pipeline.deploy import DeployOptions, run_deploy
 from deploykit.pipeline.report import summary_lines
 from deploykit.pipeline.verdict import Verdict

@@ -10,7 +10,7 @@ from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
 from deploykit.export import onnx_from_torch
 from deploykit.exporters import EXPORTERS
 from deploykit.graph.heads import HEADS
-from deploykit.io.outputs import check_output_path
+from deploykit.io.output_checks import check_output_path
 from deploykit.report.format import text_table
 from deploykit.zoo.sources import is_factory_path, load_model, parse_options, parse_shape
 

@@ -17,7 +17,8 @@ from deploykit.commands._options import (
 )
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed, ConfigConflict
 from deploykit.evaluate import PROVIDER_ALIASES
-from deploykit.io.outputs import check_output_path, write_text
+from deploykit.io.output_checks import check_output_path
+from deploykit.io.outputs import write_text
 from deploykit.metrics.table import METRICS
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.gates import parse_gate

@@ -27,7 +27,8 @@ from deploykit.backends.tensorrt.common import import_tensorrt, process_logger
 from deploykit.doctor.machine import probe_machine
 from deploykit.doctor.selftest_checks import FullSelfTestResult, error_text
 from deploykit.errors import OutputExists
-from deploykit.io.outputs import check_output_dir, write_json, write_text
+from deploykit.io.output_checks import check_output_dir
+from deploykit.io.outputs import write_json, write_text
 from deploykit.io.sidecar import read_sidecar, sidecar_path
 
 SIMULATED = ("SIMULATED: this run went through deploykit's TensorRT test double (ONNX Runtime on the CPU behind "

@@ -5,7 +5,7 @@ Every command that takes an artifact loads it through `deploykit.targets.resolve
 sidecar first (`read_sidecar` checks its schema version and fields); every backend's open checks that the sidecar
 belongs to the artifact (`verify_sidecar`: backend, file kind, the sha256 of the artifact and its companions), and
 the TensorRT runner checks it against the running TensorRT and GPU. Hashing costs about 0.2 s per 100 MB
-(AMD EPYC with SHA extensions, one core), once per process: deploykit.io.outputs.sha256_file caches it.
+(AMD EPYC with SHA extensions, one core), once per process: deploykit.io.digests.sha256_file caches it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.errors import InputError, first_line
-from deploykit.io.outputs import sha256_file
+from deploykit.io.digests import sha256_file
 
 SIDECAR_SUFFIX = ".deploykit.json"
 SCHEMA = 1

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.errors import ConfigConflict, InputError
-from deploykit.io.outputs import check_output_dir, disk_size, staged
+from deploykit.io.disk_full import disk_size
+from deploykit.io.output_checks import check_output_dir
+from deploykit.io.outputs import staged
 from deploykit.package.images import ImagePipeline, check_image_names, copy_step_code, image_pipeline
 from deploykit.package.triton import (
     INT32_MAX,

@@ -19,9 +19,9 @@ import onnx
 
 from deploykit.backends.base import BACKENDS, ONNX_RUNNER, Backend
 from deploykit.errors import BackendUnavailable, InputError, first_line
+from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.model_files import external_data_files, read_onnx, require_file
-from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import read_sidecar, verify_sidecar
 
 # The largest values Triton's ModelConfig fields and command line hold: counts and seconds are int32,

@@ -34,9 +34,11 @@ from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
 from deploykit.errors import CheckFailed, ConfigConflict, InputError, OutputExists
 from deploykit.export import ExportResult, onnx_from_torch
+from deploykit.io.digests import sha256_file
 from deploykit.io.images import check_images, images_cannot_feed, list_images
 from deploykit.io.model_files import read_onnx
-from deploykit.io.outputs import remove_output, sha256_file, write_json
+from deploykit.io.output_checks import remove_output
+from deploykit.io.outputs import write_json
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from deploykit.io.outputs import sha256_file, write_json
+from deploykit.io.digests import sha256_file
+from deploykit.io.outputs import write_json
 
 T = TypeVar("T")
 RECORD = ".deploykit-steps.json"

@@ -33,7 +33,7 @@ from deploykit.bench.interleave import Interleaved, TimingConfig, time_interleav
 from deploykit.bench.stats import Ratio, median_ratio, summarize
 from deploykit.build import Chosen
 from deploykit.environment import cpu_model
-from deploykit.io.outputs import check_output_path
+from deploykit.io.output_checks import check_output_path
 from deploykit.io.sidecar import sidecar_path
 from deploykit.runner import Runner
 from deploykit.types import Progress

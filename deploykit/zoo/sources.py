@@ -23,7 +23,7 @@ from torch import nn
 
 from deploykit.environment import check_memory
 from deploykit.errors import ConfigConflict, InputError, UnknownModel, UserCodeError, not_theirs, users_code
-from deploykit.io.outputs import sha256_file
+from deploykit.io.digests import sha256_file
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
 

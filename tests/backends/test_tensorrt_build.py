@@ -13,7 +13,7 @@ import pytest
 
 from deploykit.backends.tensorrt.build import TensorRTBuildOptions, engine_from_onnx
 from deploykit.errors import BackendUnavailable, BuildError, OutputExists
-from deploykit.io.outputs import sha256_file
+from deploykit.io.digests import sha256_file
 from deploykit.io.sidecar import read_sidecar, sidecar_path
 from tests.fakes.fixtures import TrtDouble
 from tests.fakes.tensorrt_double import SimulatedGpu

@@ -8,7 +8,7 @@ import pytest
 
 from deploykit.commands._inputs import _input_paths
 from deploykit.errors import InputError
-from deploykit.io.outputs import check_output_dir, check_output_path, reading
+from deploykit.io.output_checks import check_output_dir, check_output_path, reading
 
 
 def test_names_that_are_no_file_protect_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

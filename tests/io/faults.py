@@ -292,11 +292,15 @@ def distinct_events(events: list[str]) -> list[int]:
 
 def distinct_points(events: list[str]) -> list[Point]:
     """distinct_events as (shape, how many runs of that shape came before): the same point in another run of
-    the flow, whose counts tick a different number of times (a benchmark's progress depends on its speed)."""
+    the flow, whose counts tick a different number of times (a benchmark's progress depends on its speed).
+    Warnings are left out: they say how busy the machine was ("the machine's peaks changed during the run"),
+    so another run may not say them, and a signal due at one would never come."""
     seen: dict[str, int] = {}
     points = []
     for k in distinct_events(events):
         shape = _shape(events[k - 1])
+        if shape.startswith("warning:"):
+            continue
         points.append((shape, seen.get(shape, 0)))
         seen[shape] = seen.get(shape, 0) + 1
     return points

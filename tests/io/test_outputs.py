@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from deploykit.errors import InputError, OutputExists
-from deploykit.io.outputs import atomic_output, check_output_path, sha256_file, write_json
+from deploykit.io.digests import sha256_file
+from deploykit.io.output_checks import check_output_path
+from deploykit.io.outputs import atomic_output, write_json
 
 
 def test_an_existing_output_needs_force(tmp_path: Path) -> None:
@@ -63,7 +65,8 @@ def test_a_killed_runs_temporary_files_go_and_nothing_else(tmp_path: Path) -> No
 
 
 def test_a_set_killed_between_its_renames_lands_whole_on_the_next_write(tmp_path: Path) -> None:
-    from deploykit.io.outputs import COMMITTING, check_output_path
+    from deploykit.io.output_checks import check_output_path
+    from deploykit.io.temporaries import COMMITTING
 
     stage = tmp_path / f".deploykit-stage.{_dead_pid()}.abcdefgh"
     stage.mkdir()

@@ -1,4 +1,4 @@
-"""deploykit chooses the temporary folder without writing into it (deploykit.io.outputs.settle_tempdir):
+"""deploykit chooses the temporary folder without writing into it (deploykit.io.temporaries.settle_tempdir):
 tempfile.gettempdir() probes each candidate with a file of a random name, and a process killed between its write
 and its delete leaves that file where nothing can tell it from a user's."""
 
@@ -31,7 +31,7 @@ def _run(folder: Path, setup: str, env: dict[str, str]) -> list[str]:
 
 
 def test_the_temporary_folder_is_chosen_without_a_probe_file(tmp_path: Path) -> None:
-    settled = _run(tmp_path, "from deploykit.io.outputs import settle_tempdir; settle_tempdir()",
+    settled = _run(tmp_path, "from deploykit.io.temporaries import settle_tempdir; settle_tempdir()",
                    {"TMPDIR": str(tmp_path)})
     assert settled == [f"chose {tmp_path}"]
     probed = _run(tmp_path, "", {"TMPDIR": str(tmp_path)})  # what the stdlib alone does (why this exists)
@@ -42,12 +42,12 @@ def test_the_temporary_folder_is_chosen_without_a_probe_file(tmp_path: Path) -> 
 def test_an_unwritable_tmpdir_falls_back_as_tempfile_would(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    lines = _run(tmp_path, "from deploykit.io.outputs import settle_tempdir; settle_tempdir()",
+    lines = _run(tmp_path, "from deploykit.io.temporaries import settle_tempdir; settle_tempdir()",
                  {"TMPDIR": str(locked), "TEMP": str(tmp_path)})
     assert lines == [f"chose {tmp_path}"]
 
 
 def test_a_missing_tmpdir_falls_back_as_tempfile_would(tmp_path: Path) -> None:
-    lines = _run(tmp_path, "from deploykit.io.outputs import settle_tempdir; settle_tempdir()",
+    lines = _run(tmp_path, "from deploykit.io.temporaries import settle_tempdir; settle_tempdir()",
                  {"TMPDIR": str(tmp_path / "gone"), "TEMP": str(tmp_path)})
     assert lines == [f"chose {tmp_path}"]

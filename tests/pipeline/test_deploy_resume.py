@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from deploykit.cli import cli
-from deploykit.io import outputs
+from deploykit.io import digests
 from deploykit.pipeline.deploy import _folder_fingerprint
 
 USER = "tests.fixtures.user_models:tiny_segmenter"
@@ -104,7 +104,7 @@ def test_an_image_replaced_with_its_size_and_time_kept_recalibrates(tmp_path: Pa
     shutil.copyfile(folder / "b.png", folder / "a.png")
     os.utime(folder / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (folder / "a.png").stat().st_size == stat.st_size
-    monkeypatch.setattr(outputs, "_DIGESTS", {})  # the next deploy is a new process: no digest cached
+    monkeypatch.setattr(digests, "_DIGESTS", {})  # the next deploy is a new process: no digest cached
     assert _folder_fingerprint(str(folder)) != before
 
 

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 from deploykit.backends.base import backend_of
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, UnknownModel
 from deploykit.export import onnx_from_torch
+from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import read_metadata
-from deploykit.io.outputs import sha256_file
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.precision.table import PRECISIONS, detect_precision
 from deploykit.targets.resolve import is_file_target, open_target

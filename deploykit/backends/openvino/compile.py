@@ -41,7 +41,8 @@ from deploykit.backends.openvino.runner import (
 from deploykit.environment import cpu_flags, cpu_model
 from deploykit.errors import BuildError
 from deploykit.graph.cpu_int8 import lower_for_cpu
-from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder
+from deploykit.io.output_checks import check_output_path
+from deploykit.io.outputs import atomic_output, scratch_folder
 from deploykit.types import Progress
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",

@@ -45,9 +45,11 @@ from deploykit.backends.tensorrt.timing_cache import TimingCacheRecord, save_tim
 from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, UnknownModel, first_line
 from deploykit.graph.lint import float_remainder, lint_model
 from deploykit.graph.unpool import rewrite_unpooling
+from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.model_files import read_onnx
-from deploykit.io.outputs import atomic_output, check_output_path, scratch_folder, sha256_file, write_json
+from deploykit.io.output_checks import check_output_path
+from deploykit.io.outputs import atomic_output, scratch_folder, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
 from deploykit.types import Progress
 from deploykit.zoo import get_model_spec

@@ -13,8 +13,8 @@ import pytest
 
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.errors import InputError, OutputExists
+from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import read_metadata
-from deploykit.io.outputs import sha256_file
 from deploykit.precision.passes import CalibrationOptions, fp16_graph, int8_graph
 from deploykit.precision.recovery import EQUALIZE, RecoveryOptions
 from deploykit.precision.table import precision_of
