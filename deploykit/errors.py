@@ -7,12 +7,14 @@ an interrupt into 130 (SIGINT) or 143 (SIGTERM) after cleanup, and anything else
 
 from __future__ import annotations
 
+import importlib
 import signal
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,22 @@ def not_installed(exc: ImportError, module: str) -> bool:
     object file"; its native submodule or a dependency of its own missing) raises ImportError too, and is
     broken, not missing."""
     return isinstance(exc, ModuleNotFoundError) and exc.name == module
+
+
+def optional_import(module: str, needs: str, install: str, distribution: str | None = None) -> Any:
+    """Import a package of an optional extra: when it is absent, BackendUnavailable says "`needs` needs it:
+    `install`"; when it is installed but fails to import (a dependency of its own or a native part missing),
+    it says what failed and to reinstall `distribution` (the pip name; default the package's)."""
+    package = module.partition(".")[0]
+    try:
+        importlib.import_module(package)  # first: sys.modules may hold the submodule of a package marked absent
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if not_installed(exc, package):
+            raise BackendUnavailable(f"{needs} needs {package}: {install}") from exc
+        raise BackendUnavailable(f"{needs} needs {package}, which is installed but fails to import "
+                                 f"({first_line(exc)}); reinstall it: pip install --force-reinstall "
+                                 f"{distribution or package}") from exc
 
 
 def raised_at(exc: BaseException) -> tuple[str, int] | None:

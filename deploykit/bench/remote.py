@@ -36,7 +36,7 @@ from deploykit.bench.load import LoadProbe, MachineLoad
 from deploykit.bench.run import BenchReport, environment_manifest
 from deploykit.bench.stats import summarize
 from deploykit.environment import check_memory
-from deploykit.errors import BackendUnavailable, InputError
+from deploykit.errors import BackendUnavailable, InputError, optional_import
 from deploykit.io.images import sample_photographs
 from deploykit.types import Progress
 
@@ -235,7 +235,7 @@ def encoded_image(path: Path | None) -> bytes:
             raise InputError(f"cannot read --image {path}: {exc.strerror}") from None
     try:
         rgb = sample_photographs(("astronaut",))[0]
-    except InputError:  # no scikit-image: pixels with some structure, so the JPEG is not trivially small
+    except BackendUnavailable:  # no scikit-image: pixels with some structure, so the JPEG is not trivially small
         rows = np.linspace(0, 255, 512, dtype=np.float32)
         rgb = np.stack([np.add.outer(rows, rows) / 2, np.outer(rows, np.ones(512)), rows[::-1][None].repeat(512, 0)],
                        axis=-1).astype(np.uint8)
@@ -294,11 +294,8 @@ def _json_body(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, A
 
 def _binary_body(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]]) -> Body:
     """Triton's binary tensor extension, built by tritonclient (outputs come back binary as well)."""
-    try:
-        import tritonclient.http as triton_http
-    except ImportError as exc:
-        raise BackendUnavailable(f"binary requests need tritonclient: pip install 'deploykit[triton]' ({exc})"
-                                 ) from None
+    triton_http = optional_import("tritonclient.http", "binary requests", "pip install 'deploykit[triton]'",
+                                  "tritonclient[all]")
     tensors = []
     for spec in inputs:
         tensor = triton_http.InferInput(spec["name"], list(arrays[spec["name"]].shape), spec["datatype"])

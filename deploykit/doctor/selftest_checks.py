@@ -21,7 +21,7 @@ import numpy as np
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.tensorrt.audit import PrecisionAudit
 from deploykit.backends.tensorrt.runner import TensorRTRunner
-from deploykit.errors import DeployKitError, InputError, first_line
+from deploykit.errors import BackendUnavailable, DeployKitError, first_line
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.io.sidecar import read_sidecar
 from deploykit.metrics.numeric import numeric_metrics
@@ -130,9 +130,9 @@ def selftest_images(size: tuple[int, int], count: int, seed: int = 0) -> tuple[n
     try:
         photos = sample_photographs()
         what = "scikit-image photographs"
-    except InputError:
+    except BackendUnavailable:
         photos = [_scene(np.random.default_rng(seed + i), size) for i in range(count)]
-        what = "synthetic scenes (scikit-image is not installed)"
+        what = "synthetic scenes (scikit-image is not installed or fails to import)"
     pool = [*photos, *(p[:, ::-1] for p in photos)]
     return np.concatenate([preprocess(pool[i % len(pool)], IMAGENET, size) for i in range(count)]), what
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deploykit.errors import InputError
+from deploykit.errors import InputError, optional_import
 from deploykit.types import Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
@@ -220,10 +220,7 @@ def checked_inputs(array: np.ndarray, file: Path, *, pixels: bool = False) -> np
 
 def sample_photographs(names: Sequence[str] = ("astronaut", "coffee", "chelsea", "rocket")) -> list[np.ndarray]:
     """Real photographs shipped with scikit-image (the `images` extra), as HxWx3 uint8 RGB."""
-    try:
-        from skimage import data
-    except ImportError as exc:
-        raise InputError("sample photographs need scikit-image: pip install 'deploykit[images]'") from exc
+    data = optional_import("skimage.data", "sample photographs", "pip install 'deploykit[images]'", "scikit-image")
     return [np.asarray(getattr(data, name)())[..., :3] for name in names]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from deploykit.backends.base import BACKENDS, ONNX_RUNNER, Backend
-from deploykit.errors import BackendUnavailable, InputError, first_line
+from deploykit.errors import InputError, first_line, optional_import
 from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import ModelMetadata, read_metadata
 from deploykit.io.model_files import external_data_files, read_onnx, require_file
@@ -216,11 +216,9 @@ def check_copy_loads(model: TritonModel, folder: Path) -> None:
 
 def validate_config(text: str) -> None:
     """Parse with Triton's ModelConfig protobuf: unknown fields, bad enums and syntax errors fail."""
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as exc:
-        raise BackendUnavailable("validating config.pbtxt needs tritonclient: pip install 'deploykit[triton]'") from exc
+    needs, install = "validating config.pbtxt", "pip install 'deploykit[triton]'"
+    model_config_pb2 = optional_import("tritonclient.grpc.model_config_pb2", needs, install, "tritonclient[all]")
+    text_format = optional_import("google.protobuf.text_format", needs, install, "protobuf")
     try:
         text_format.Parse(text, model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:

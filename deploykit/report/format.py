@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deploykit.errors import BackendUnavailable
+from deploykit.errors import optional_import
 from deploykit.io.outputs import atomic_output
 from deploykit.metrics.table import METRICS
 
@@ -83,14 +83,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 def require_matplotlib() -> Any:
     """pyplot on the file-only Agg backend; matplotlib is the optional `plots` extra."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only; never a window
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise BackendUnavailable("plots need matplotlib: pip install 'deploykit[plots]' (or pass --no-plots)") \
-            from exc
+    plots, install = "plots", "pip install 'deploykit[plots]' (or pass --no-plots)"
+    optional_import("matplotlib", plots, install).use("Agg")  # files only; never a window
+    plt = optional_import("matplotlib.pyplot", plots, install)
     return plt
 
 

@@ -21,7 +21,13 @@ from types import FrameType
 from typing import Protocol
 
 from deploykit.environment import available_memory, check_memory
-from deploykit.errors import BackendUnavailable, CheckFailed, ConfigConflict, DeployKitError, InputError
+from deploykit.errors import (
+    CheckFailed,
+    ConfigConflict,
+    DeployKitError,
+    InputError,
+    optional_import,
+)
 from deploykit.io.outputs import scratch_folder
 from deploykit.io.signals import deferred
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
@@ -185,6 +191,9 @@ def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSet
     # A body may carry a largest tensor as INT64 or as JSON text (about 8 bytes a value), or a batch of images.
     largest = max(8 * 4 * max_elements, max(1, options.max_batch_size) * int(options.max_image_mb * 2**20))
     limits = FrontLimits(max_elements=max_elements, max_body_bytes=largest + 2**20)
+    optional_import("aiohttp", "deploykit serve's HTTP front", INSTALL)  # the serve extra brings both
+    if grpc is not None:
+        optional_import("grpc", "deploykit serve's gRPC front", INSTALL, "grpcio")
     try:  # gRPC first: clients (and deploykit's own tests) take HTTP's health/ready as every endpoint listening
         if grpc is not None:
             remote = GrpcFront(f"{settings.host}:{settings.grpc_port}", limits, options.drain_s)
@@ -196,8 +205,6 @@ def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSet
     except OSError as exc:
         raise InputError(f"cannot listen on {options.host} ({exc.strerror or exc}); choose another --port, "
                          "--grpc-port or --host") from None
-    except ImportError as exc:  # the serve extra brings aiohttp and grpcio
-        raise BackendUnavailable(f"deploykit serve's fronts need aiohttp and grpcio ({exc}): {INSTALL}") from exc
 
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
