@@ -190,7 +190,10 @@ def environment(args: argparse.Namespace, state: dict[str, Any], seconds: float)
 
 
 def _ratio_text(ratio: dict[str, Any] | None) -> str:
-    return "-" if not ratio else f"{ratio['value']:.2f}x ({ratio['low']:.2f}-{ratio['high']:.2f})"
+    from deploykit.bench.stats import Ratio  # its text says when a run had too few rounds for an interval
+
+    parsed = Ratio.from_dict(ratio)
+    return "-" if parsed is None else parsed.text()
 
 
 def markdown(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]], env: dict[str, Any]) -> str:

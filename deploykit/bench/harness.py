@@ -190,8 +190,7 @@ def speedup(slow: BenchResult, fast: BenchResult) -> Ratio:
     slow_ms = slow.samples_ms or [slow.latency.median]
     fast_ms = fast.samples_ms or [fast.latency.median]
     ratio = median_ratio(slow_ms, fast_ms, paired=paired)
-    per_image = fast.batch / slow.batch  # a batch-4 run's latency covers 4 images
-    return Ratio(ratio.value * per_image, ratio.low * per_image, ratio.high * per_image, ratio.paired)
+    return ratio.scaled(fast.batch / slow.batch)  # a batch-4 run's latency covers 4 images
 
 
 def mode_of(runner: Runner) -> str:

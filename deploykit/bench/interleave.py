@@ -150,7 +150,10 @@ def time_interleaved(steps: Mapping[str, Step], config: TimingConfig, *, progres
         now = time.perf_counter()
         if progress and counted is not None:
             budget = config.duration_s * len(names)
-            done = rounds if config.iterations else min(99, int(100 * (now - started) / budget) if budget else 99)
+            # rounds toward the asked number are the undisturbed ones: disturbed rounds extend the run, and
+            # counting them showed "20/20" again at every round past the 20th
+            done = (min(meter.quiet_so_far(), config.iterations) if config.iterations
+                    else min(99, int(100 * (now - started) / budget) if budget else 99))
             if done > shown:
                 progress(Progressed(counted, min(done, config.iterations or 100), config.iterations or 100))
                 shown = done

@@ -11,7 +11,7 @@ import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,8 @@ def time_contenders(contenders: Sequence[_Contender], config: TimingConfig, thre
     names = "; ".join(f"{c.name} at {'x'.join(map(str, c.shape))}" for c in contenders)
     progress(f"timing {names} ({'round-robin, ' if len(contenders) > 1 else ''}{how})")
     steps = {c.name: step_for(c.runner, c.feeds) for c in contenders}
+    if len(steps) < len(contenders):  # one would be timed and reported for both (distinct_labels prevents it)
+        raise ValueError(f"contenders share a name: {names}")
     label = contenders[0].name if len(contenders) == 1 else f"{len(contenders)} contenders round-robin"
     run = time_interleaved(steps, config, progress=progress, label=label)
     run_id = uuid.uuid4().hex[:12]
@@ -207,6 +209,23 @@ def measure_peaks_around(threads: int | None, say: Progress, *, quick: bool = Fa
 def check_batches(batches: Sequence[int]) -> None:
     if any(b <= 0 for b in batches):
         raise InputError(f"batch sizes must be positive; got {list(batches)}")
+    repeated = sorted({b for b in batches if list(batches).count(b) > 1})
+    if repeated:  # a repeated batch would be one contender shown twice
+        raise InputError(f"batch {', '.join(map(str, repeated))} is given twice in {list(batches)}; give each batch "
+                         "once")
+
+
+def distinct_labels(targets: Sequence[BenchTarget]) -> list[BenchTarget]:
+    """The targets, those sharing a label with an earlier one (the same file given twice, a/model.onnx and
+    b/model.onnx, a backend named twice) numbered in the order given ('model.onnx #2'): contenders are told
+    apart by name, so two of one name were timed as one and shown twice with the same samples."""
+    seen: dict[tuple[str, str, str], int] = {}
+    out = []
+    for target in targets:
+        key = (target.label, target.backend, target.precision)
+        seen[key] = seen.get(key, 0) + 1
+        out.append(replace(target, label=f"{target.label} #{seen[key]}") if seen[key] > 1 else target)
+    return out
 
 
 def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, name: str, batches: Sequence[int] = (1,),
@@ -224,7 +243,7 @@ def bench_targets(targets: Sequence[BenchTarget], skipped: list[Skipped], *, nam
         reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
         raise BackendUnavailable(f"no requested backend can run {name} here ({reasons})")
     with ExitStack() as stack:
-        contenders = _contenders(targets, stack, batches, input_shape, say, skipped)
+        contenders = _contenders(distinct_labels(targets), stack, batches, input_shape, say, skipped)
         if not contenders:  # nothing would be timed: a report of nothing must not read as done
             reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
             batch_hint = ("; choose a batch the model accepts (--batch 1 for a fixed-batch model)"

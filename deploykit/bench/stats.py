@@ -78,33 +78,45 @@ def summarize(samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
 @dataclass(frozen=True)
 class Ratio:
     """median(numerator) / median(denominator) with its bootstrap interval; a speed-up of B over A is
-    median_ratio(A's samples, B's samples)."""
+    median_ratio(A's samples, B's samples). low and high are None when there is no interval: a side with one
+    sample has nothing to resample (a zero-width interval there would claim a certainty one round cannot give),
+    and older results saved the bare number."""
 
     value: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     paired: bool
 
     @property
     def tied(self) -> bool:
-        """The interval contains 1: the two cannot be told apart in this run."""
-        return self.low <= 1.0 <= self.high
+        """The interval contains 1, or there is none: the two cannot be told apart in this run."""
+        return self.low is None or self.high is None or self.low <= 1.0 <= self.high
 
     def text(self) -> str:
-        """'1.90x (1.82-1.97)'."""
+        """'1.90x (1.82-1.97)', or '1.90x (no interval: ...)'."""
+        if self.low is None or self.high is None:
+            return f"{self.value:.2f}x (no interval: too few rounds to resample; time more rounds)"
         return f"{self.value:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+    def scaled(self, factor: float) -> Ratio:
+        """The same ratio and interval times `factor` (per image from per batch)."""
+        def times(bound: float | None) -> float | None:
+            return None if bound is None else bound * factor
+        return Ratio(self.value * factor, times(self.low), times(self.high), self.paired)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> Ratio | None:
-        """A Ratio from its dict; None for None, and a bare number (older results) as an interval of zero width."""
+        """A Ratio from its dict; None for None, and a bare number (older results) as one without an interval."""
         if data is None:
             return None
         if isinstance(data, (int, float)):
-            return cls(float(data), float(data), float(data), paired=False)
-        return cls(float(data["value"]), float(data["low"]), float(data["high"]), bool(data["paired"]))
+            return cls(float(data), None, None, paired=False)
+        low, high = data.get("low"), data.get("high")
+        return cls(float(data["value"]), None if low is None else float(low), None if high is None else float(high),
+                   bool(data["paired"]))
 
 
 def median_ratio(numerator: Sequence[float] | np.ndarray, denominator: Sequence[float] | np.ndarray, *,
@@ -119,8 +131,8 @@ def median_ratio(numerator: Sequence[float] | np.ndarray, denominator: Sequence[
     if paired and a.size != b.size:
         raise ValueError(f"paired samples must be equally many ({a.size} and {b.size})")
     value = float(np.median(a) / np.median(b))
-    if min(a.size, b.size) < 2:
-        return Ratio(value, value, value, paired)
+    if min(a.size, b.size) < 2:  # nothing to resample: no interval rather than one of zero width
+        return Ratio(value, None, None, paired)
     rng = np.random.default_rng(seed)
     if a.size > max_samples:  # long runs of fast models: a random subset keeps this quick
         keep = rng.choice(a.size, max_samples, replace=False)

@@ -70,7 +70,7 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """Speed-ups as numbers (what scripts compare) with their intervals beside them."""
         def interval(ratio: Ratio | None) -> list[float] | None:
-            return [ratio.low, ratio.high] if ratio else None
+            return [ratio.low, ratio.high] if ratio and ratio.low is not None and ratio.high is not None else None
         return {"ship": self.ship, "precision": self.precision, "latency_ms": self.latency_ms,
                 "latency_p10_p90_ms": list(self.latency_spread_ms) if self.latency_spread_ms else None,
                 "speedup_vs_torch": self.speedup_vs_torch.value if self.speedup_vs_torch else None,
@@ -95,8 +95,9 @@ def _ratio(data: Mapping[str, Any], key: str) -> Ratio | None:
     value, interval = data.get(key), data.get(f"{key}_interval")
     if value is None:
         return None
-    low, high = interval if interval else (value, value)
-    return Ratio(float(value), float(low), float(high), paired=bool(interval))
+    if not interval:  # none recorded (one round): none made up
+        return Ratio(float(value), None, None, paired=False)
+    return Ratio(float(value), float(interval[0]), float(interval[1]), paired=True)
 
 
 def _num(value: float | None) -> str:

@@ -192,6 +192,9 @@ def test_progress_counts_rounds_or_the_time_budget() -> None:
     events: list[object] = []
     time_interleaved({"a": lambda i: None}, EXACT, progress=events.append, label="m")
     assert events == [Progressed("timing m (rounds)", k, 6) for k in range(1, 7)]
+    events.clear()  # rounds set aside are made up for, and the count stays that of the undisturbed ones
+    time_interleaved({"a": lambda i: None}, EXACT, progress=events.append, label="m", meter=Meter({0, 2, 4}))
+    assert events == [Progressed("timing m (rounds)", k, 6) for k in range(1, 7)]
     events.clear()
     config = TimingConfig(warmup_s=0.0, duration_s=0.0, min_iterations=3, pause_s=0.0)
     time_interleaved({"a": lambda i: None}, config, progress=events.append, label="m")

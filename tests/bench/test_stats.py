@@ -106,12 +106,18 @@ def test_a_paired_ratio_ignores_load_that_slowed_both_contenders_of_a_round() ->
 
 def test_ratio_edge_cases_and_round_trip() -> None:
     single = median_ratio([10.0], [5.0], paired=True)
-    assert (single.value, single.low, single.high) == (2.0, 2.0, 2.0)
+    assert (single.value, single.low, single.high) == (2.0, None, None)  # one round: no interval, not (2.0-2.0)
+    assert single.tied and "no interval" in single.text() and "nan" not in single.text()
+    assert median_ratio([10.0, 11.0], [5.0], paired=False).low is None
+    assert Ratio.from_dict(single.to_dict()) == single
     with pytest.raises(ValueError, match="equally many"):
         median_ratio([1.0, 2.0], [1.0], paired=True)
     with pytest.raises(ValueError):
         median_ratio([], [1.0], paired=False)
     ratio = median_ratio([3.0, 3.2, 2.9, 3.1], [1.0, 1.1, 0.9, 1.0], paired=True)
+    assert ratio.low is not None and ratio.high is not None
     assert ratio.low <= ratio.value <= ratio.high and Ratio.from_dict(ratio.to_dict()) == ratio
-    assert Ratio.from_dict(1.5) == Ratio(1.5, 1.5, 1.5, paired=False) and Ratio.from_dict(None) is None
+    assert Ratio.from_dict(1.5) == Ratio(1.5, None, None, paired=False) and Ratio.from_dict(None) is None
+    assert Ratio(2.0, 1.5, 2.5, True).scaled(2) == Ratio(4.0, 3.0, 5.0, True)
+    assert Ratio(2.0, None, None, True).scaled(2) == Ratio(4.0, None, None, True)
     assert Ratio(1.904, 1.851, 1.952, True).text() == "1.90x (1.85-1.95)"
