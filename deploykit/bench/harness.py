@@ -153,7 +153,8 @@ class BenchResult:
         _check("concurrency", concurrency, concurrency is None or _whole(concurrency), "null or an integer")
         for name in ("samples_ms", "set_aside_ms"):
             times = fields.get(name, [])
-            _check(name, times, isinstance(times, list) and all(_time(v) for v in times), "a list of milliseconds")
+            _check(name, times, isinstance(times, list) and all(_time(v) and v > 0 for v in times),
+                   "a list of milliseconds above 0")  # a median of 0 ms makes every change and ratio infinite
         fields["input_shape"] = tuple(shape)
         fields["latency"] = _stats(fields["latency"])
         fields["phases"] = {k: _stats(v) for k, v in (fields.get("phases") or {}).items()}
@@ -165,9 +166,12 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_MS = 1e9  # 11.6 days: no call takes longer, and edited figures near 1e308 overflow a median to inf
+
+
 def _time(value: object) -> bool:
-    """A duration in ms as JSON holds it: a finite number >= 0."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    """A duration in ms as JSON holds it: a number from 0 to MAX_MS."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_MS
 
 
 def _check(name: str, value: object, ok: bool, expected: str) -> None:

@@ -70,6 +70,8 @@ class BenchReport:
         if not isinstance(environment, dict) or not isinstance(environment.get("versions") or {}, dict):
             raise InputError("its environment is not an object with an object of versions (an edited file); "
                              "write one with deploykit bench ... -o FILE")
+        if not isinstance(data.get("results"), list):  # a {} would read as a run of nothing, compared with nothing
+            raise InputError("its results are not a list (an edited file); write one with deploykit bench ... -o FILE")
         try:
             return cls(results=[BenchResult.from_dict(r) for r in data["results"]],
                        skipped=[Skipped(**s) for s in data.get("skipped", [])],

@@ -139,7 +139,8 @@ def test_a_run_whose_activations_do_not_fit_is_refused_before_any_input_is_made(
 @pytest.mark.parametrize(("field", "value"), [
     ("samples_ms", [1.0, "m.onnx"]), ("samples_ms", [1.0, [2.0]]), ("samples_ms", [{}]), ("samples_ms", [-1.0]),
     ("samples_ms", "1,2"), ("batch", "1"), ("batch", True), ("input_shape", [1, "3"]), ("input_shape", 4),
-    ("target", ["m"]), ("concurrency", 1.5), ("set_aside_ms", [None])])
+    ("target", ["m"]), ("concurrency", 1.5), ("set_aside_ms", [None]),
+    ("samples_ms", [0.0, 0.0]), ("samples_ms", [1e308, 1e308])])  # an infinite change: '+inf%', '+nan%'
 def test_an_edited_result_is_refused_when_read_naming_the_field(field: str, value: object) -> None:
     """A baseline JSON whose samples or key fields were edited was read as it was and failed in the comparison,
     after the whole timing (float('m.onnx'), an unhashable shape: exit 3)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deploykit.bench.interleave import TimingConfig
-from deploykit.bench.run import bench_targets, check_batches
+from deploykit.bench.run import BenchReport, bench_targets, check_batches
 from deploykit.bench.runners import BenchTarget
 from deploykit.errors import InputError
 from deploykit.runner import Runner, TensorSpec
@@ -56,3 +56,9 @@ def test_a_batch_given_twice_is_refused() -> None:
     with pytest.raises(InputError, match=r"batch 2 is given twice.*give each batch once"):
         check_batches([1, 2, 2])
     check_batches([1, 2, 4])
+
+
+def test_a_baseline_whose_results_are_not_a_list_is_refused() -> None:
+    """{"results": {}} read as a run of nothing: every result 'not in the baseline', exit 0."""
+    with pytest.raises(InputError, match="results are not a list"):
+        BenchReport.from_dict({"results": {}, "environment": {}})
