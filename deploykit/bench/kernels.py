@@ -45,7 +45,7 @@ from deploykit.bench.roofline import (
     spread_warning,
     torch_threads,
 )
-from deploykit.bench.run import PEAKS_MESSAGE, environment_manifest
+from deploykit.bench.run import PEAKS_MESSAGE, describe_machine, environment_manifest
 from deploykit.bench.runners import Skipped
 from deploykit.bench.stats import summarize
 from deploykit.build import build_artifact
@@ -159,6 +159,10 @@ class KernelReport:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     gpu_peaks: dict[str, Any] | None = None  # TensorRT kernels' roofline, when torch sees a CUDA device
+
+    def machine(self) -> str:
+        """The CPU the figures belong to (bench.run.describe_machine)."""
+        return describe_machine(self.environment)
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": [asdict(r) for r in self.results], "skipped": [asdict(s) for s in self.skipped],

@@ -54,10 +54,7 @@ class BenchReport:
     load: MachineLoad | None = None  # the machine's load around the timing (deploykit.bench.load)
 
     def machine(self) -> str:
-        """'AMD EPYC, 2 cores (avx2, fma, f16c)': the CPU the figures belong to."""
-        env = self.environment
-        flags = ", ".join(env.get("cpu_flags") or [])
-        return f"{env.get('cpu', 'an unknown CPU')}, {env.get('cores', '?')} cores" + (f" ({flags})" if flags else "")
+        return describe_machine(self.environment)
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": [r.to_dict() for r in self.results], "skipped": [asdict(s) for s in self.skipped],
@@ -81,6 +78,13 @@ class BenchReport:
                        load=MachineLoad.from_dict(data["load"]) if data.get("load") else None)
         except (KeyError, TypeError) as exc:
             raise InputError(f"not a deploykit bench JSON ({exc}); write one with deploykit bench ... -o FILE") from exc
+
+
+def describe_machine(environment: Mapping[str, Any]) -> str:
+    """'AMD EPYC, 2 cores (avx2, fma, f16c)': the CPU the figures belong to, from environment_manifest's record."""
+    flags = ", ".join(environment.get("cpu_flags") or [])
+    return (f"{environment.get('cpu') or 'an unknown CPU'}, {environment.get('cores', '?')} cores"
+            + (f" ({flags})" if flags else ""))
 
 
 def environment_manifest(threads: int | None, load: MachineLoad | None = None) -> dict[str, Any]:

@@ -238,7 +238,7 @@ def _render(report: Any, comparison: Any) -> None:
         click.echo(f"skipped {skipped.backend}: {skipped.reason}")
     env = report.environment
     peaks = report.peaks
-    click.echo(f"\n{env.get('cpu')} ({env.get('cores')} cores, {', '.join(env.get('cpu_flags', []))}); "
+    click.echo(f"\ntimed on {report.machine()}; "
                + (f"peaks: sgemm {fmt(peaks['gemm_gflops'])} GFLOP/s, copy {fmt(peaks['copy_gbps'])} GB/s; "
                   if peaks else "")
                + f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}")
@@ -303,8 +303,10 @@ def kernels(quick: bool, suites: tuple[str, ...], backends: tuple[str, ...], pre
     if output is not None:
         written.append(write_json(output, report.to_dict(), force=force))
         if not no_plots:
-            written += [p for p in (plot_dilated(report.results, paths[1], force=force),
-                                    plot_separable(report.results, paths[2], force=force)) if p is not None]
+            machine = report.machine()
+            written += [p for p in (plot_dilated(report.results, paths[1], force=force, machine=machine),
+                                    plot_separable(report.results, paths[2], force=force, machine=machine))
+                        if p is not None]
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -328,8 +330,8 @@ def _render_kernels(report: Any) -> None:
     for skipped in report.skipped:
         click.echo(f"skipped {skipped.backend}: {skipped.reason}")
     peaks = report.peaks
-    click.echo(f"\npeaks: sgemm {peaks['gemm_gflops']:.1f} GFLOP/s, copy {peaks['copy_gbps']:.1f} GB/s, "
-               f"{peaks['threads']} threads; {report.seconds:.0f} s")
+    click.echo(f"\ntimed on {report.machine()}; peaks: sgemm {peaks['gemm_gflops']:.1f} GFLOP/s, copy "
+               f"{peaks['copy_gbps']:.1f} GB/s, {peaks['threads']} threads; {report.seconds:.0f} s")
     if report.gpu_peaks:
         gpu = report.gpu_peaks
         click.echo(f"GPU peaks ({gpu['device']}): sgemm {gpu['gemm_gflops']:.0f} GFLOP/s, copy "

@@ -37,7 +37,9 @@ def _panels(rows: Sequence[KernelResult]) -> tuple[Any, Any, list[str]]:
     return fig, axes, shapes
 
 
-def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], *, force: bool = False) -> Path | None:
+def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], *, force: bool = False,
+                 machine: str = "") -> Path | None:
+    """Efficiency against the dilation rate, one panel per shape; `machine`: the CPU, named in the title."""
     rows = [r for r in results if r.suite == "dilated"]
     if not rows:
         return None
@@ -59,12 +61,13 @@ def plot_dilated(results: Sequence[KernelResult], path: str | os.PathLike[str], 
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
-    fig.suptitle("3x3 dilated convolution: efficiency vs dilation rate")
+    fig.suptitle("3x3 dilated convolution: efficiency vs dilation rate" + (f"\non {machine}" if machine else ""))
     return save_png(fig, path, force=force)
 
 
 def plot_separable(results: Sequence[KernelResult], path: str | os.PathLike[str], *,
-                   force: bool = False) -> Path | None:
+                   force: bool = False, machine: str = "") -> Path | None:
+    """Separable against standard medians per shape and variant; `machine`: the CPU, named in the title."""
     rows = [r for r in results if r.suite == "separable"]
     if not rows:
         return None
@@ -92,5 +95,6 @@ def plot_separable(results: Sequence[KernelResult], path: str | os.PathLike[str]
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
-    fig.suptitle("Depthwise-separable vs standard 3x3 convolution (speed-up above each pair)")
+    fig.suptitle("Depthwise-separable vs standard 3x3 convolution (speed-up above each pair)"
+                 + (f"\non {machine}" if machine else ""))
     return save_png(fig, path, force=force)

@@ -20,6 +20,7 @@ from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.kernels import KernelCase
 from deploykit.bench.roofline import Peaks
 from deploykit.cli import cli
+from deploykit.environment import cpu_model
 from deploykit.zoo.flops import count_complexity
 from tests.fixtures.user_models import tiny_segmenter
 
@@ -214,6 +215,7 @@ def test_kernels_sweep_writes_json_and_plots(tmp_path: Path, monkeypatch: pytest
     for name in ("k.dilated.png", "k.separable.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "% of roofline" in text and "kernel sweep (shapes): 4/4" in err
+    assert f"timed on {cpu_model()}, " in text  # the CPU beside the figures, as bench TARGET states it
 
 
 def test_kernels_lists_an_absent_tensorrt_once(monkeypatch: pytest.MonkeyPatch, fixed_peaks: None) -> None:
