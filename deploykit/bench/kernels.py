@@ -269,6 +269,17 @@ def available_variants(backends: Sequence[str] | None,
     return wanted, skipped
 
 
+def _why_nothing(skipped: Sequence[Skipped]) -> str:
+    reasons = "; ".join(f"{s.backend}: {s.reason}" for s in skipped)
+    return reasons or "no requested backend runs the requested precisions"
+
+
+def _runnable() -> str:
+    """The (backend, precision) pairs this machine can time, for the message when none was asked for."""
+    ready = {name for name in dict.fromkeys(b for b, _ in VARIANTS) if BACKENDS[name].availability().ready}
+    return ", ".join(f"--backend {b} --precision {p}" for b, p in VARIANTS if b in ready)
+
+
 def _sweep(cases: Sequence[KernelCase], variants: Sequence[tuple[str, str]], config: TimingConfig,
            threads: int | None, peaks: Peaks, say: Progress, skipped: list[Skipped], seed: int) -> list[Timed]:
     """Per case, every variant that runs it, timed round-robin (deploykit.bench.interleave)."""
@@ -318,11 +329,15 @@ def run_kernels(*, quick: bool = False, suites: Sequence[str] = SUITES,
     probe = LoadProbe()
     config = config or (QUICK_CONFIG if quick else FULL_CONFIG)
     variants, skipped = available_variants(backends, precisions)
+    if not variants:  # before the peaks are measured: a report of nothing must not read as done
+        raise InputError(f"nothing to time: {_why_nothing(skipped)}; choose from {_runnable()}")
     say(f"{PEAKS_MESSAGE} ({threads or 'default'} threads, before and after)")
     peaks = measure_peaks(threads, quick=quick)
     say(f"peaks: {peaks.gemm_gflops:.1f} GFLOP/s sgemm, {peaks.copy_gbps:.1f} GB/s copy")
     gpu = measure_gpu_peaks(quick=quick) if any(BACKENDS[b].device == "gpu" for b, _ in variants) else None
     timed = _sweep(plan_cases(quick=quick, suites=suites), variants, config, threads, peaks, say, skipped, seed)
+    if not timed:  # every variant failed on the first case
+        raise BackendUnavailable(f"nothing was timed: {_why_nothing(skipped)}")
     load = probe.stop()
     after = measure_peaks(threads, quick=quick)
     warnings = [w for w in (load.warning(), spread_warning(peaks, after)) if w]
