@@ -14,7 +14,8 @@ excludes zero and the difference exceeds a small practical threshold (default 2%
 medians because latency distributions have long right tails, the bootstrap because it needs no model of
 that tail. The interval covers the noise within the two runs; drift between runs (thermal state, other
 processes) is what the 2% floor is for. With fewer than 5 samples on either side the band is half the
-larger interquartile range.
+larger interquartile range; with a single sample on either side there is no band and no verdict ("too few
+samples"): one sample has no spread, and a band of zero width would call any difference real.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 PERCENTILES = (90, 95, 99)
 CONFIDENCE = 0.95
 RESAMPLES = 1000
-Verdict = Literal["faster", "slower", "within noise"]
+Verdict = Literal["faster", "slower", "within noise", "too few samples"]
 
 
 def nearest_rank(sorted_values: Sequence[float] | np.ndarray, percentile: float) -> float:
@@ -159,8 +160,8 @@ class Change:
     current_median: float
     diff: float  # current - baseline, ms (positive = slower)
     relative: float  # diff / baseline median
-    low: float  # noise band (bootstrap 95% interval of the difference, or +-IQR/2 without samples)
-    high: float
+    low: float | None  # noise band (bootstrap 95% interval of the difference, or +-IQR/2 with few samples);
+    high: float | None  # None with a single sample on a side
     method: str
     verdict: Verdict
 
@@ -202,6 +203,10 @@ def compare_samples(baseline: Sequence[float] | np.ndarray, current: Sequence[fl
         raise ValueError("both runs need samples")
     b_med, c_med = float(np.median(b)), float(np.median(c))
     diff = c_med - b_med
+    if min(b.size, c.size) < 2:  # no spread to measure the noise by (module docstring)
+        return Change(baseline_median=b_med, current_median=c_med, diff=diff, relative=_relative(b_med, c_med),
+                      low=None, high=None, method="a single sample on a side: no noise band",
+                      verdict="too few samples")
     if b.size >= 5 and c.size >= 5:
         low, high = bootstrap_median_diff(b, c, seed=seed)
         method = "bootstrap 95% interval of the difference of medians"
@@ -214,10 +219,14 @@ def compare_samples(baseline: Sequence[float] | np.ndarray, current: Sequence[fl
 
 def _verdict(b_med: float, c_med: float, low: float, high: float, method: str, min_change: float) -> Change:
     diff = c_med - b_med
-    relative = diff / b_med if b_med > 0 else math.inf
+    relative = _relative(b_med, c_med)
     beyond_noise = low > 0 or high < 0
     verdict: Verdict = "within noise"
     if beyond_noise and abs(relative) >= min_change:
         verdict = "slower" if diff > 0 else "faster"
     return Change(baseline_median=b_med, current_median=c_med, diff=diff, relative=relative, low=low,
                   high=high, method=method, verdict=verdict)
+
+
+def _relative(b_med: float, c_med: float) -> float:
+    return (c_med - b_med) / b_med if b_med > 0 else math.inf

@@ -260,9 +260,15 @@ def _render(report: Any, comparison: Any) -> None:
         click.echo("\n" + _comparison_table(comparison))
 
 
+def _band(change: Any) -> str:
+    if change.low is None or change.high is None:
+        return "none (1 sample)"
+    return f"[{change.low:+.3f}, {change.high:+.3f}]"
+
+
 def _comparison_table(comparison: Any) -> str:
     rows = [[c.target, c.backend, c.precision, c.batch, c.change.baseline_median, c.change.current_median,
-             f"{100 * c.change.relative:+.1f}%", f"[{c.change.low:+.3f}, {c.change.high:+.3f}]", c.change.verdict]
+             f"{100 * c.change.relative:+.1f}%", _band(c.change), c.change.verdict]
             for c in comparison.comparisons]
     lines = [text_table(["target", "backend", "precision", "batch", "baseline ms", "now ms", "change",
                          "noise band ms", "verdict"], rows)]

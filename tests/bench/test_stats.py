@@ -86,6 +86,15 @@ def test_few_samples_use_the_iqr_band() -> None:
     assert close.verdict == "within noise"
 
 
+@pytest.mark.parametrize(("baseline", "current"),
+                         [([10.0], [20.0]), ([10.0], [20.0, 20.1, 20.2]), ([10.0, 10.1], [9.0])])
+def test_a_single_sample_on_a_side_gives_no_band_and_no_verdict(baseline: list[float], current: list[float]) -> None:
+    """One sample against one: the IQR band had zero width, and any difference read as 'faster' or 'slower'."""
+    change = compare_samples(baseline, current)
+    assert (change.low, change.high, change.verdict) == (None, None, "too few samples")
+    assert change.diff == pytest.approx(float(np.median(current)) - float(np.median(baseline)))
+
+
 def test_the_spread_is_p10_to_p90_by_nearest_rank() -> None:
     stats = summarize([float(v) for v in range(1, 21)])
     assert (stats.p10, stats.p90) == (2.0, 18.0)  # ranks ceil(2) and ceil(18)
