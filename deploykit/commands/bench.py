@@ -238,7 +238,8 @@ def _render(report: Any, comparison: Any) -> None:
         click.echo(f"skipped {skipped.backend}: {skipped.reason}")
     env = report.environment
     peaks = report.peaks
-    click.echo(f"\ntimed on {report.machine()}; "
+    where = "client" if served else "timed on"  # a served model runs on the server; this is the client's CPU
+    click.echo(f"\n{where} {report.machine()}; "
                + (f"peaks: sgemm {fmt(peaks['gemm_gflops'])} GFLOP/s, copy {fmt(peaks['copy_gbps'])} GB/s; "
                   if peaks else "")
                + f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}")

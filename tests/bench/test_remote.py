@@ -23,6 +23,7 @@ from deploykit.bench.remote import (
     run_remote_bench,
 )
 from deploykit.cli import cli
+from deploykit.environment import cpu_model
 from deploykit.errors import InputError
 
 
@@ -217,6 +218,14 @@ def test_bench_url_times_a_kserve_server_and_ignores_statistics_off_the_schema(s
     report = run_remote_bench(server.url, "m", config=LoadConfig(concurrency=(1, 2), duration_s=0.2, warmup_s=0))
     assert [r.errors for r in report.results] == [0, 0] and all(r.latency.count > 0 for r in report.results)
     assert all(r.server_batches == [] for r in report.results)
+
+
+def test_bench_url_names_this_machine_as_the_client_not_where_it_was_timed(server: _Server) -> None:
+    """The model ran on the server: the CPU beside the figures is the client's, and said to be."""
+    result = CliRunner().invoke(cli, ["bench", "--url", server.url, "--model", "m", "--concurrency", "1",
+                                      "--duration", "0.1", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"\nclient {cpu_model()}, " in result.stdout and "timed on" not in result.stdout
 
 
 @pytest.mark.parametrize("option", [["--batch", "4"], ["--backend", "openvino"], ["--threads", "1"],
