@@ -6,10 +6,13 @@ stays bounded. Tensors are paired between the graphs:
 1. by node name and op type (export, FP16 conversion and Q/DQ insertion keep node names), else
 2. by output tensor name, else
 3. by structure: a candidate node of the same op type whose first input is the paired tensor, looking through
-   inserted Cast / QuantizeLinear / DequantizeLinear nodes.
+   inserted Cast / QuantizeLinear / DequantizeLinear nodes, else
+4. a reference node without a counterpart still has its outputs compared with candidate tensors of the same names
+   (the candidate computes them with other ops, e.g. INT8's Clip as Relu + Min).
 For each reference node, error = relative L2 error ||c - r|| / ||r|| of its worst output (tensors with an RMS
 below 1e-6 are measured in absolute terms); input error = the largest error among its activation inputs
-(weights are not activations, so a corrupted weight shows up as growth); growth = (error + f) / (input error + f)
+(weights are not activations, so a corrupted weight shows up as growth; an input never compared counts the error
+of the nearest compared tensors it comes from); growth = (error + f) / (input error + f)
 with f = tolerance / 100, so a node that turns exact inputs into a wrong output scores highest. Reported: the
 first node in topological order whose error crosses the tolerance, and the top-k nodes by growth among those
 with an error above f, each with its
@@ -162,6 +165,9 @@ def pair_tensors(reference: _Graph, candidate: _Graph) -> Pairing:
             continue
         match = reference_match(node, reference, candidate, pairs, structural, used)
         if match is None:
+            # No counterpart node (the candidate computes it with other ops, e.g. Clip as Relu + Min), but a
+            # tensor of the same name is the same value: compare it, or the error entering here goes unseen.
+            pairs.update({out: out for out in node.output if out and out in candidate.producer})
             continue
         used.add(id(match))
         nodes.append((node, match))
@@ -277,25 +283,50 @@ def _growth(error: float, input_error: float, floor: float) -> float:
     return (error + floor) / (input_error + floor) if math.isfinite(error) else math.inf
 
 
+def _upstream_errors(reference: _Graph, pairing: Pairing,
+                     errors: dict[Comparison, tuple[float, float]]) -> Callable[[str], float]:
+    """The error of a reference tensor: measured when it was compared, else the largest among the nearest compared
+    tensors it is computed from. A node whose input has no counterpart (fused or replaced in the candidate) must
+    not read that input as exact, or it takes the blame for the error entering through it. Weights count 0."""
+    known: dict[str, float] = {}
+
+    def error_of(tensor: str) -> float:
+        if tensor not in known:
+            known[tensor] = 0.0  # a cycle (none in a valid graph) or a weight ends the walk
+            pair = (tensor, pairing.tensors.get(tensor, ""))
+            producer = reference.producer.get(tensor)
+            if pair in errors:
+                known[tensor] = errors[pair][0]
+            elif producer is not None:
+                known[tensor] = max((error_of(reference.origin(i)) for i in producer.input if i), default=0.0)
+        return known[tensor]
+
+    return error_of
+
+
 def _rows(reference: _Graph, candidate: _Graph, pairing: Pairing, reads: dict[str, list[Comparison]],
           errors: dict[Comparison, tuple[float, float]], floor: float) -> list[NodeError]:
     """One row per compared reference node in topological order, preceded by rows for the conversions
     (Cast, Q/DQ) the candidate applies to its inputs."""
     rows: list[NodeError] = []
     shown: set[Comparison] = set()
+    upstream = _upstream_errors(reference, pairing, errors)
     for node in reference.model.graph.node:
         outs = [(o, pairing.tensors[o]) for o in node.output if (o, pairing.tensors.get(o, "")) in errors]
         if not outs:
             continue
         ins = []
+        measured = set()
         for read in reads.get(node.name or node.output[0], []):
             if read not in errors:
                 continue
             ins.append(errors[read][0])
+            measured.add(read[0])
             plain = (read[0], pairing.tensors[read[0]])
             if read != plain and read not in shown and plain in errors:
                 shown.add(read)
                 rows.append(_conversion_row(reference, candidate, read, errors[read], errors[plain][0], floor))
+        ins += [upstream(reference.origin(i)) for i in node.input if i and reference.origin(i) not in measured]
         worst = max(outs, key=lambda pair: errors[pair][0])
         error, cosine = errors[worst]
         input_error = max(ins, default=0.0)

@@ -210,3 +210,47 @@ def test_dynamo_export_module_paths_exist_in_the_model(tmp_path: Path) -> None:
     paths = [module_path(n) for n in convs]
     assert len(convs) == 6 and all(isinstance(modules.get(p), (nn.Conv2d, nn.BatchNorm2d)) for p in paths), paths
     assert {"stem.0", "stem.1.0", "head"} <= set(paths) and "blocks.0.bn" in paths
+
+
+def _conv_clip_conv(first_weight_scale: float = 1.0, clip: str = "Clip") -> onnx.ModelProto:
+    """input -> Conv 'c1' -> Clip 'act' (0, 6) -> Conv 'c2' -> output; `clip` 'Identity' replaces the activation
+    under the same node and tensor names, 'drop' removes it (c2 reads c1's output, as a fusing pass leaves it)."""
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * first_weight_scale,
+               rng.standard_normal((4, 4, 3, 3)).astype(np.float32)]
+    inits = [onnx.numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)]
+    inits += [onnx.numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0.0), ("hi", 6.0))]
+    c2_input = "c1_out" if clip == "drop" else "act_out"
+    nodes = [helper.make_node("Conv", ["input", "w0"], ["c1_out"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", [c2_input, "w1"], ["output"], name="c2", pads=[1, 1, 1, 1])]
+    if clip != "drop":
+        inputs = ["c1_out", "lo", "hi"] if clip == "Clip" else ["c1_out"]
+        nodes.insert(1, helper.make_node(clip, inputs, ["act_out"], name="act"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_node_replaced_by_another_op_is_named(tmp_path: Path) -> None:
+    """The candidate computes the activation's tensor with another op (Identity here; deploykit's INT8 pass writes
+    Clip as Relu + Min): its output is still compared under its name, so the activation is named, not the Conv
+    after it."""
+    onnx.save(_conv_clip_conv(), str(tmp_path / "ref.onnx"))
+    onnx.save(_conv_clip_conv(clip="Identity"), str(tmp_path / "cand.onnx"))
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32) * 4
+    found = localize(tmp_path / "ref.onnx", tmp_path / "cand.onnx", x, tolerance=1e-4)
+    assert found.first is not None and (found.first.node, found.first.op_type) == ("act", "Clip")
+    assert found.first.input_error == 0.0 and found.unmatched == 0
+
+
+def test_an_input_without_counterpart_is_not_read_as_exact(tmp_path: Path) -> None:
+    """c1 is corrupted and the candidate has no tensor for the activation after it: c2's input error is c1's
+    (what enters through the missing node), so c2 does not outrank c1 by growth."""
+    onnx.save(_conv_clip_conv(), str(tmp_path / "ref.onnx"))
+    onnx.save(_conv_clip_conv(first_weight_scale=1.5, clip="drop"), str(tmp_path / "cand.onnx"))
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    found = localize(tmp_path / "ref.onnx", tmp_path / "cand.onnx", x, tolerance=1e-4)
+    assert found.first is not None and found.first.node == "c1"
+    c2 = next(row for row in found.top if row.node == "c2")
+    assert c2.input_error == pytest.approx(found.first.error)
+    assert found.top[0].node == "c1" and found.unmatched == 1
