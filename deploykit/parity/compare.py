@@ -29,6 +29,7 @@ from deploykit.errors import InputError, ParityError
 from deploykit.evaluate import provider_chain
 from deploykit.export import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
+from deploykit.io.model_files import read_onnx
 from deploykit.io.outputs import scratch_folder
 from deploykit.metrics.pair import Shared
 from deploykit.metrics.scores import Scores, needing_truth
@@ -39,7 +40,7 @@ from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
 from deploykit.parity.localize import Localization, localize
 from deploykit.parity.pictured import PictureKeeper, Pictures
-from deploykit.precision.table import BASELINE, PRECISIONS
+from deploykit.precision.table import BASELINE, PRECISIONS, detect_precision
 from deploykit.runner import Target
 from deploykit.types import LABELLED, Progress, Progressed, TaskEntry
 
@@ -395,10 +396,20 @@ def provenance_notes(reference: Target, candidates: Sequence[Target]) -> list[tu
 def run_parity(reference: Target, candidates: Sequence[Target], inputs: InputSet, settings: ParitySettings,
                progress: Progress | None = None) -> ParityResult:
     """Compare, judge, and with settings.localize localise each failing ONNX candidate."""
+    if settings.localize and settings.reference_onnx is not None:  # refused before the comparison, not after
+        check_reference_onnx(settings.reference_onnx)
     result, worst = compare(reference, candidates, inputs, settings, progress)
     if settings.localize and not result.passed:
         localize_failures(result, reference, candidates, worst, settings, progress)
     return result
+
+
+def check_reference_onnx(path: str) -> None:
+    """--reference-onnx: a readable ONNX model computing in FP32, as every path to a localisation reference is."""
+    found = detect_precision(read_onnx(path, external_data=False, hint="pass the FP32 .onnx to --reference-onnx"))
+    if found != BASELINE.name:
+        raise ParityError(f"--localize compares with an FP32 reference; --reference-onnx {path} computes in {found}: "
+                          "pass the FP32 .onnx the candidate was built from")
 
 
 def localize_failures(result: ParityResult, reference: Target, candidates: Sequence[Target],

@@ -38,6 +38,7 @@ import onnx
 
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.errors import ParityError
+from deploykit.io.model_files import read_onnx
 from deploykit.types import Progress
 
 PASSTHROUGH = {"Cast", "QuantizeLinear", "DequantizeLinear"}
@@ -119,7 +120,7 @@ class _Graph:
     """A loaded ONNX model with the indexes pairing needs."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.model = onnx.load(str(path))
+        self.model = read_onnx(path)
         graph = self.model.graph
         self.initializers = {init.name for init in graph.initializer}
         self.inputs = [i.name for i in graph.input if i.name not in self.initializers]

@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
 from deploykit.cli import cli
 from deploykit.export import onnx_from_torch
+from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.io.images import sample_photographs
 from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec
@@ -56,6 +58,23 @@ def test_corrupted_model_fails_its_check_with_exit_1_and_localize_names_the_laye
     assert "first node beyond tolerance: /context/context.0/Conv (Conv) from PyTorch module context.0" \
         in result.stdout
     assert "exporting the reference" in result.stderr  # the FP32 reference ONNX was made from the PyTorch model
+
+
+@pytest.mark.parametrize("kind", ["not onnx", "fp16"])
+def test_a_reference_onnx_that_cannot_serve_is_refused_before_the_comparison(models: dict[str, Path], kind: str,
+                                                                              tmp_path: Path) -> None:
+    """A non-ONNX file was exit 3 (protobuf's DecodeError) after the whole comparison; an FP16 graph was used as
+    the 'FP32' reference, its own rounding hiding the divergence."""
+    reference = tmp_path / "reference.onnx"
+    if kind == "fp16":
+        onnx.save(fp16_from_onnx(onnx.load(str(models["clean"]))).model, str(reference))
+    else:
+        reference.write_text("not a model")
+    result = invoke(str(models["clean"]), str(models["bad"]), "--random", "1", "--localize",
+                    "--reference-onnx", str(reference))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("deploykit: error:") and "Traceback" not in result.output
+    assert "parity (inputs)" not in result.stderr  # refused before any model ran
 
 
 def test_a_mismatch_in_options_is_pointed_out(models: dict[str, Path]) -> None:
