@@ -57,6 +57,9 @@ class NodeError:
     input_error: float
     growth: float
     cosine: float
+    # reference nodes between this one and its compared inputs that have no tensor of their own in the candidate
+    # (fused into this node there, or computed otherwise): the error may enter in any of them
+    through: tuple[str, ...] = ()
 
 
 @dataclass
@@ -77,8 +80,12 @@ class Localization:
         first = data.get("first")
         return cls(candidate=str(data["candidate"]), reference_onnx=str(data["reference_onnx"]),
                    tolerance=float(data["tolerance"]), compared=int(data["compared"]),
-                   unmatched=int(data["unmatched"]), first=NodeError(**first) if first else None,
-                   top=[NodeError(**n) for n in data.get("top", [])])
+                   unmatched=int(data["unmatched"]), first=_node_error(first) if first else None,
+                   top=[_node_error(n) for n in data.get("top", [])])
+
+
+def _node_error(data: Mapping[str, Any]) -> NodeError:
+    return NodeError(**{**data, "through": tuple(data.get("through", ()))})
 
 
 def module_path(node: onnx.NodeProto) -> str:
@@ -165,6 +172,8 @@ def pair_tensors(reference: _Graph, candidate: _Graph) -> Pairing:
         if node.op_type in SKIPPED_OPS:
             continue
         match = reference_match(node, reference, candidate, pairs, structural, used)
+        if match is not None and not _outputs_agree(node, match, reference):
+            match = None
         if match is None:
             # No counterpart node (the candidate computes it with other ops, e.g. Clip as Relu + Min), but a
             # tensor of the same name is the same value: compare it, or the error entering here goes unseen.
@@ -176,6 +185,14 @@ def pair_tensors(reference: _Graph, candidate: _Graph) -> Pairing:
             if ref_out and cand_out:
                 pairs[ref_out] = cand_out
     return Pairing(pairs, nodes)
+
+
+def _outputs_agree(node: onnx.NodeProto, match: onnx.NodeProto, reference: _Graph) -> bool:
+    """A candidate node is not the reference node's counterpart when it writes a tensor the reference makes at
+    another node: it computes more (a Conv with the BatchNorm or activation after it fused in, keeping the Conv's
+    name), and pairing it would compare the Conv's output with the fused result."""
+    return all(cand == ref or cand not in reference.producer for ref, cand in zip(node.output, match.output,
+                                                                                     strict=False))
 
 
 def reference_match(node: onnx.NodeProto, reference: _Graph, candidate: _Graph, pairs: dict[str, str],
@@ -284,34 +301,41 @@ def _growth(error: float, input_error: float, floor: float) -> float:
     return (error + floor) / (input_error + floor) if math.isfinite(error) else math.inf
 
 
-def _upstream_errors(reference: _Graph, pairing: Pairing,
-                     errors: dict[Comparison, tuple[float, float]]) -> Callable[[str], float]:
-    """The error of a reference tensor: measured when it was compared, else the largest among the nearest compared
-    tensors it is computed from. A node whose input has no counterpart (fused or replaced in the candidate) must
-    not read that input as exact, or it takes the blame for the error entering through it. Weights count 0."""
-    known: dict[str, float] = {}
+Upstream = tuple[float, tuple[str, ...]]  # (error, reference nodes without a compared output walked through)
 
-    def error_of(tensor: str) -> float:
+
+def _upstream_errors(reference: _Graph, pairing: Pairing, errors: dict[Comparison, tuple[float, float]],
+                     wanted: Callable[[str], bool]) -> Callable[[str], Upstream]:
+    """The error of a reference activation: measured when it was compared, else the largest among the nearest
+    compared activations it is computed from, with the uncompared nodes in between. A node whose input has no
+    counterpart (fused or replaced in the candidate) must not read that input as exact, or it takes the blame
+    for the error entering through it; those nodes are named, as the candidate computes them with this one."""
+    known: dict[str, Upstream] = {}
+
+    def error_of(tensor: str) -> Upstream:
         if tensor not in known:
-            known[tensor] = 0.0  # a cycle (none in a valid graph) or a weight ends the walk
+            known[tensor] = (0.0, ())  # a cycle (none in a valid graph) or a weight ends the walk
             pair = (tensor, pairing.tensors.get(tensor, ""))
             producer = reference.producer.get(tensor)
             if pair in errors:
-                known[tensor] = errors[pair][0]
-            elif producer is not None:
-                known[tensor] = max((error_of(reference.origin(i)) for i in producer.input if i), default=0.0)
+                known[tensor] = (errors[pair][0], ())
+            elif producer is not None and wanted(tensor):
+                ups = [error_of(reference.origin(i)) for i in producer.input if i and wanted(reference.origin(i))]
+                names = (*(n for _, walked in ups for n in walked), producer.name or tensor)
+                known[tensor] = (max((e for e, _ in ups), default=0.0), tuple(dict.fromkeys(names)))
         return known[tensor]
 
     return error_of
 
 
 def _rows(reference: _Graph, candidate: _Graph, pairing: Pairing, reads: dict[str, list[Comparison]],
-          errors: dict[Comparison, tuple[float, float]], floor: float) -> list[NodeError]:
+          errors: dict[Comparison, tuple[float, float]], floor: float,
+          wanted: Callable[[str], bool]) -> list[NodeError]:
     """One row per compared reference node in topological order, preceded by rows for the conversions
     (Cast, Q/DQ) the candidate applies to its inputs."""
     rows: list[NodeError] = []
     shown: set[Comparison] = set()
-    upstream = _upstream_errors(reference, pairing, errors)
+    upstream = _upstream_errors(reference, pairing, errors, wanted)
     for node in reference.model.graph.node:
         outs = [(o, pairing.tensors[o]) for o in node.output if (o, pairing.tensors.get(o, "")) in errors]
         if not outs:
@@ -327,13 +351,16 @@ def _rows(reference: _Graph, candidate: _Graph, pairing: Pairing, reads: dict[st
             if read != plain and read not in shown and plain in errors:
                 shown.add(read)
                 rows.append(_conversion_row(reference, candidate, read, errors[read], errors[plain][0], floor))
-        ins += [upstream(reference.origin(i)) for i in node.input if i and reference.origin(i) not in measured]
+        walked = [upstream(reference.origin(i)) for i in node.input
+                  if i and reference.origin(i) not in measured and wanted(reference.origin(i))]
+        ins += [e for e, _ in walked]
+        through = tuple(dict.fromkeys(n for _, names in walked for n in names))
         worst = max(outs, key=lambda pair: errors[pair][0])
         error, cosine = errors[worst]
         input_error = max(ins, default=0.0)
         rows.append(NodeError(node=node.name, op_type=node.op_type, module=module_path(node), tensor=worst[0],
                               error=error, input_error=input_error, growth=_growth(error, input_error, floor),
-                              cosine=cosine))
+                              cosine=cosine, through=through))
     return rows
 
 
@@ -366,7 +393,7 @@ def localize(
         raise ParityError(f"no intermediate tensors of {candidate_onnx} could be paired with {reference_onnx}; "
                           "were they exported from the same model?")
     floor = tolerance / 100
-    rows = _rows(reference, candidate, pairing, reads, errors, floor)
+    rows = _rows(reference, candidate, pairing, reads, errors, floor, wanted)
     first = next((n for n in rows if not n.error <= tolerance), None)
     top = sorted((n for n in rows if not n.error <= floor), key=lambda n: -n.growth)[:top_k]
     node_outputs = {o for node in reference.model.graph.node if node.op_type not in SKIPPED_OPS

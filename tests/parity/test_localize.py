@@ -14,7 +14,7 @@ from torch import nn
 
 from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.io.images import preprocess, sample_photographs
-from deploykit.parity.localize import localize, module_path, scoped_name_to_module
+from deploykit.parity.localize import Localization, localize, module_path, scoped_name_to_module
 from deploykit.precision.table import PRECISIONS
 from deploykit.types import IMAGENET
 from tests.parity.helpers import corrupted_copy, middle_conv, scale_initializer, zoo_target
@@ -253,4 +253,20 @@ def test_an_input_without_counterpart_is_not_read_as_exact(tmp_path: Path) -> No
     assert found.first is not None and found.first.node == "c1"
     c2 = next(row for row in found.top if row.node == "c2")
     assert c2.input_error == pytest.approx(found.first.error)
+    assert c2.through == ("act",)  # named: the candidate computes it inside c2
     assert found.top[0].node == "c1" and found.unmatched == 1
+    assert Localization.from_dict(found.to_dict()) == found
+
+
+def test_a_fused_node_is_named_with_the_one_reported(tmp_path: Path) -> None:
+    """The candidate fuses the activation into c1 (a Conv of that name writing the activation's tensor, as
+    ONNX Runtime's FusedConv or a folded BatchNorm does): c1 is not paired with it (its output would be compared
+    with the fused result), the activation is first, and c1, with no tensor of its own there, is named with it."""
+    onnx.save(_conv_clip_conv(), str(tmp_path / "ref.onnx"))
+    fused = _conv_clip_conv(first_weight_scale=1.5, clip="drop")
+    fused.graph.node[0].output[0] = "act_out"  # c1 writes the activation's tensor: a Conv standing in for
+    fused.graph.node[1].input[0] = "act_out"  # a fused Conv + activation that keeps the Conv's name and op
+    onnx.save(fused, str(tmp_path / "cand.onnx"))
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    found = localize(tmp_path / "ref.onnx", tmp_path / "cand.onnx", x, tolerance=1e-4)
+    assert found.first is not None and found.first.node == "act" and found.first.through == ("c1",)
