@@ -45,13 +45,20 @@ def localization_blocks(candidate: CandidateResult) -> list[Block]:
         first = found.first
         lines.append(f"first node beyond tolerance: {first.node} ({first.op_type}) from PyTorch module "
                      f"{first.module or '(unknown)'}: relative error {fmt(first.error)}, its inputs' "
-                     f"{fmt(first.input_error)}" + (f"; in the candidate it is computed together with "
-                     f"{', '.join(first.through)} (no tensor of their own there): the error may enter in any of them"
-                     if first.through else ""))
+                     f"{fmt(first.input_error)}{_through(first.through)}")
     rows = [[i + 1, n.node, n.op_type, n.module or "-", n.error, n.input_error, n.growth]
             for i, n in enumerate(found.top)]
     lines.append(f"top {len(rows)} nodes by error growth (error of the output relative to error of the inputs):")
     return [Bullets(tuple(lines)), table(LOCALIZE_HEADERS, rows)]  # one line each
+
+
+def _through(nodes: tuple[str, ...], shown: int = 3) -> str:
+    """The reference nodes the candidate computes with the first one, the nearest few (all are in --json)."""
+    if not nodes:
+        return ""
+    more = f" and {len(nodes) - shown} more" if len(nodes) > shown else ""
+    return (f"; in the candidate it is computed together with {', '.join(nodes[-shown:])}{more} (no tensor of "
+            "their own there): the error may enter in any of them")
 
 
 def _truth_lines(result: ParityResult) -> list[str]:
