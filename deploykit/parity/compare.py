@@ -438,6 +438,8 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
             outcome.localization = localize(ref_path, target.onnx_path, x, tolerance=tol, top_k=settings.top_k,
                                             providers=provider_chain(settings.providers),
                                             progress=progress)
+            if ref_path == exported:  # a scratch file gone when this returns: name what it was made from
+                outcome.localization.reference_onnx = f"{reference.label} (exported to ONNX for --localize)"
 
 
 def _judged_as(candidate: str, reference: str) -> str:

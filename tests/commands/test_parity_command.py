@@ -77,6 +77,15 @@ def test_a_reference_onnx_that_cannot_serve_is_refused_before_the_comparison(mod
     assert "parity (inputs)" not in result.stderr  # refused before any model ran
 
 
+def test_json_names_an_exported_reference_by_its_source(models: dict[str, Path]) -> None:
+    """The reference exported for --localize is a scratch file removed at the end; --json named its gone path."""
+    result = invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, "--limit", "1", "--localize", "--json")
+    assert result.exit_code == 1, result.output
+    found = json.loads(result.stdout)["candidates"][0]["localization"]
+    assert found["reference_onnx"] == f"{USER_MODEL} (exported to ONNX for --localize)"
+    assert found["first"]["node"] == "/context/context.0/Conv"
+
+
 def test_a_mismatch_in_options_is_pointed_out(models: dict[str, Path]) -> None:
     result = invoke(USER_MODEL, "--set", "width=4", str(models["clean"]), "--limit", "1")
     assert result.exit_code == 1
