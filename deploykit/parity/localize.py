@@ -39,6 +39,7 @@ import onnx
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.errors import ParityError
 from deploykit.io.model_files import read_onnx
+from deploykit.runner import as_input
 from deploykit.types import Progress
 
 PASSTHROUGH = {"Cast", "QuantizeLinear", "DequantizeLinear"}
@@ -131,9 +132,15 @@ class _Graph:
         graph = self.model.graph
         self.initializers = {init.name for init in graph.initializer}
         self.inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.input_types = {i.name: i.type.tensor_type.elem_type for i in graph.input}
         self.producer = {out: node for node in graph.node for out in node.output if out}
         self.by_name = {node.name: node for node in graph.node if node.name}
         self.float_tensors = _float_tensors(self.model)
+
+    def fed(self, name: str, x: np.ndarray) -> np.ndarray:
+        """`x` as graph input `name` is fed it (float16 for a --fp16-io graph): its rounding is the first error."""
+        kind = self.input_types.get(name, onnx.TensorProto.UNDEFINED)
+        return as_input(x, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(kind))) if kind else x
 
     def origin(self, tensor: str) -> str:
         """Look through inserted Cast / Q / DQ nodes to the tensor they convert."""
@@ -275,7 +282,7 @@ def _tensor_errors(reference: _Graph, candidate: _Graph, comparisons: Sequence[C
         # Graph inputs are not fetched (ONNX Runtime cannot return an input as an output): they are the feed.
         ref = {name: x for name in reference.inputs}
         ref.update(_run_exposed(reference, list(dict.fromkeys(r for r, _ in chunk if r not in ref)), x, providers))
-        cand = {name: x for name in candidate.inputs}
+        cand = {name: candidate.fed(name, x) for name in candidate.inputs}
         cand.update(_run_exposed(candidate, list(dict.fromkeys(c for _, c in chunk if c not in cand)), x, providers))
         for r_name, c_name in chunk:
             r, c = ref[r_name], cand[c_name]

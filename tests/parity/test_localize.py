@@ -270,3 +270,22 @@ def test_a_fused_node_is_named_with_the_one_reported(tmp_path: Path) -> None:
     x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
     found = localize(tmp_path / "ref.onnx", tmp_path / "cand.onnx", x, tolerance=1e-4)
     assert found.first is not None and found.first.node == "act" and found.first.through == ("c1",)
+
+
+def test_a_float16_input_is_compared_as_fed(tmp_path: Path) -> None:
+    """A --fp16-io candidate is fed the input in float16: that rounding is the first Conv's input error, not
+    growth of its own (the input was compared as the float32 array on both sides)."""
+    weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    for kind, path in ((TensorProto.FLOAT, tmp_path / "ref.onnx"), (TensorProto.FLOAT16, tmp_path / "cand.onnx")):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(kind)
+        nodes = [helper.make_node("Conv", ["input", "w"], ["c1_out"], name="c1", pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["c1_out"], ["r_out"], name="r"),
+                 helper.make_node("Cast", ["r_out"], ["output"], name="out", to=TensorProto.FLOAT)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", kind, [1, 3, 16, 16])],
+                                  [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 16, 16])],
+                                  [onnx.numpy_helper.from_array(weight.astype(dtype), "w")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    found = localize(tmp_path / "ref.onnx", tmp_path / "cand.onnx", x, tolerance=1e-2)
+    conv = next(row for row in found.top if row.node == "c1")
+    assert 1e-5 < conv.input_error < 1e-3 and conv.growth < 10
