@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.errors import InputError, ParityError
+from deploykit.errors import ConfigConflict, InputError, ParityError
 from deploykit.evaluate import provider_chain
 from deploykit.export import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
@@ -38,7 +38,7 @@ from deploykit.metrics.tasks import class_labels, is_class_map, resize_mask, tas
 from deploykit.parity import gates as gating
 from deploykit.parity.classes import ClassDamageResult, DamageAccumulator
 from deploykit.parity.inputs import InputSet
-from deploykit.parity.localize import Localization, localize
+from deploykit.parity.localize import TOP_K, Localization, localize
 from deploykit.parity.pictured import PictureKeeper, Pictures
 from deploykit.precision.table import BASELINE, PRECISIONS, detect_precision
 from deploykit.runner import Target
@@ -56,7 +56,7 @@ class ParitySettings:
     rtol: float = 1e-3
     localize: bool = False
     reference_onnx: str | None = None
-    top_k: int = 5
+    top_k: int | None = None  # None: localize's default
     localize_tolerance: float | None = None
     providers: tuple[str, ...] = ("cpu",)
     labels: str | None = None  # a folder of ground-truth PNG masks matched to --inputs images by file name
@@ -396,12 +396,22 @@ def provenance_notes(reference: Target, candidates: Sequence[Target]) -> list[tu
 def run_parity(reference: Target, candidates: Sequence[Target], inputs: InputSet, settings: ParitySettings,
                progress: Progress | None = None) -> ParityResult:
     """Compare, judge, and with settings.localize localise each failing ONNX candidate."""
-    if settings.localize and settings.reference_onnx is not None:  # refused before the comparison, not after
-        check_reference_onnx(settings.reference_onnx)
+    check_localize_options(settings)
     result, worst = compare(reference, candidates, inputs, settings, progress)
     if settings.localize and not result.passed:
         localize_failures(result, reference, candidates, worst, settings, progress)
     return result
+
+
+def check_localize_options(settings: ParitySettings) -> None:
+    """Refused before the comparison, not after it: an option of --localize without it (a user who typed it
+    expects it to act), and a --reference-onnx that cannot serve."""
+    given = [flag for flag, value in (("--reference-onnx", settings.reference_onnx), ("--top-k", settings.top_k),
+                                      ("--localize-tol", settings.localize_tolerance)) if value is not None]
+    if given and not settings.localize:
+        raise ConfigConflict(f"{', '.join(given)} applies only with --localize; add --localize or drop it")
+    if settings.localize and settings.reference_onnx is not None:
+        check_reference_onnx(settings.reference_onnx)
 
 
 def check_reference_onnx(path: str) -> None:
@@ -435,7 +445,7 @@ def localize_failures(result: ParityResult, reference: Target, candidates: Seque
             if tol is None:  # the candidate's precision's, else the loosest
                 entry = PRECISIONS.get(outcome.precision)
                 tol = entry.localize_tolerance if entry else max(p.localize_tolerance for p in PRECISIONS.values())
-            outcome.localization = localize(ref_path, target.onnx_path, x, tolerance=tol, top_k=settings.top_k,
+            outcome.localization = localize(ref_path, target.onnx_path, x, tolerance=tol, top_k=settings.top_k or TOP_K,
                                             providers=provider_chain(settings.providers),
                                             progress=progress)
             if ref_path == exported:  # a scratch file gone when this returns: name what it was made from

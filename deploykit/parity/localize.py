@@ -44,6 +44,7 @@ from deploykit.types import Progress
 
 PASSTHROUGH = {"Cast", "QuantizeLinear", "DequantizeLinear"}
 SKIPPED_OPS = {"Constant", "Shape", "Size"}
+TOP_K = 5  # nodes listed by default
 CHUNK = 64  # tensors exposed per session: bounds the memory held by intermediate outputs
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -377,7 +378,7 @@ def localize(
     x: np.ndarray,
     *,
     tolerance: float,
-    top_k: int = 5,
+    top_k: int = TOP_K,
     providers: Sequence[str] = ("cpu",),
     progress: Progress | None = None,
 ) -> Localization:

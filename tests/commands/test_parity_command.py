@@ -77,6 +77,17 @@ def test_a_reference_onnx_that_cannot_serve_is_refused_before_the_comparison(mod
     assert "parity (inputs)" not in result.stderr  # refused before any model ran
 
 
+@pytest.mark.parametrize("option", [["--top-k", "3"], ["--localize-tol", "0.1"], ["--reference-onnx", "clean"]])
+def test_an_option_of_localize_without_it_is_refused(models: dict[str, Path], option: list[str]) -> None:
+    """They were ignored silently: a user who typed one expects it to act."""
+    value = str(models["clean"]) if option[1] == "clean" else option[1]
+    result = invoke(str(models["clean"]), str(models["bad"]), "--random", "1", option[0], value)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == (f"deploykit: error: {option[0]} applies only with --localize; "
+                                                      "add --localize or drop it")
+    assert "parity (inputs)" not in result.stderr
+
+
 def test_json_names_an_exported_reference_by_its_source(models: dict[str, Path]) -> None:
     """The reference exported for --localize is a scratch file removed at the end; --json named its gone path."""
     result = invoke(USER_MODEL, str(models["bad"]), "--input-shape", SHAPE, "--limit", "1", "--localize", "--json")
