@@ -396,14 +396,14 @@ def provenance_notes(reference: Target, candidates: Sequence[Target]) -> list[tu
 def run_parity(reference: Target, candidates: Sequence[Target], inputs: InputSet, settings: ParitySettings,
                progress: Progress | None = None) -> ParityResult:
     """Compare, judge, and with settings.localize localise each failing ONNX candidate."""
-    check_localize_options(settings)
+    check_localize_options(settings, inputs.shape)
     result, worst = compare(reference, candidates, inputs, settings, progress)
     if settings.localize and not result.passed:
         localize_failures(result, reference, candidates, worst, settings, progress)
     return result
 
 
-def check_localize_options(settings: ParitySettings) -> None:
+def check_localize_options(settings: ParitySettings, shape: tuple[int, ...]) -> None:
     """Refused before the comparison, not after it: an option of --localize without it (a user who typed it
     expects it to act), and a --reference-onnx that cannot serve."""
     given = [flag for flag, value in (("--reference-onnx", settings.reference_onnx), ("--top-k", settings.top_k),
@@ -411,12 +411,19 @@ def check_localize_options(settings: ParitySettings) -> None:
     if given and not settings.localize:
         raise ConfigConflict(f"{', '.join(given)} applies only with --localize; add --localize or drop it")
     if settings.localize and settings.reference_onnx is not None:
-        check_reference_onnx(settings.reference_onnx)
+        check_reference_onnx(settings.reference_onnx, shape)
 
 
-def check_reference_onnx(path: str) -> None:
-    """--reference-onnx: a readable ONNX model computing in FP32, as every path to a localisation reference is."""
-    found = detect_precision(read_onnx(path, external_data=False, hint="pass the FP32 .onnx to --reference-onnx"))
+def check_reference_onnx(path: str, shape: tuple[int, ...]) -> None:
+    """--reference-onnx: a readable ONNX model computing in FP32, as every path to a localisation reference is,
+    that takes inputs of `shape` (a graph of another model fails only after the whole comparison)."""
+    model = read_onnx(path, external_data=False, hint="pass the FP32 .onnx to --reference-onnx")
+    dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != len(shape) or any(d is not None and d != n for d, n in zip(dims, shape, strict=False)):
+        takes = "x".join(str(d or "?") for d in dims)
+        raise ParityError(f"--reference-onnx {path} takes input {takes}, the inputs are "
+                          f"{'x'.join(map(str, shape))}: pass the FP32 .onnx the candidate was built from")
+    found = detect_precision(model)
     if found != BASELINE.name:
         raise ParityError(f"--localize compares with an FP32 reference; --reference-onnx {path} computes in {found}: "
                           "pass the FP32 .onnx the candidate was built from")

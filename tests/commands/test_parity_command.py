@@ -60,13 +60,19 @@ def test_corrupted_model_fails_its_check_with_exit_1_and_localize_names_the_laye
     assert "exporting the reference" in result.stderr  # the FP32 reference ONNX was made from the PyTorch model
 
 
-@pytest.mark.parametrize("kind", ["not onnx", "fp16"])
+@pytest.mark.parametrize("kind", ["not onnx", "fp16", "another model"])
 def test_a_reference_onnx_that_cannot_serve_is_refused_before_the_comparison(models: dict[str, Path], kind: str,
                                                                               tmp_path: Path) -> None:
     """A non-ONNX file was exit 3 (protobuf's DecodeError) after the whole comparison; an FP16 graph was used as
-    the 'FP32' reference, its own rounding hiding the divergence."""
+    the 'FP32' reference, its own rounding hiding the divergence; a graph taking other shapes failed only after
+    the comparison."""
     reference = tmp_path / "reference.onnx"
-    if kind == "fp16":
+    if kind == "another model":
+        value = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 16, 16])
+        graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["input"], ["output"])], "g", [value],
+                                       [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, None)])
+        onnx.save(onnx.helper.make_model(graph), str(reference))
+    elif kind == "fp16":
         onnx.save(fp16_from_onnx(onnx.load(str(models["clean"]))).model, str(reference))
     else:
         reference.write_text("not a model")
