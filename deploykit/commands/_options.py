@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -17,6 +16,7 @@ from deploykit.backends.base import BACKENDS, Backend, CliOption
 from deploykit.commands import JSON_PRINTED, JSON_STREAM
 from deploykit.environment import usable_cpus
 from deploykit.errors import DONE, ConfigConflict, Outcome
+from deploykit.io.outputs import json_text
 from deploykit.types import TASKS, Progressed, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,7 +119,7 @@ def echo_json(data: Mapping[str, Any], outcome: Outcome = DONE) -> None:
     a command that raises CheckFailed after it passes outcome=CHECK_FAILED."""
     context = click.get_current_context(silent=True)
     stream = context.meta.get(JSON_STREAM) if context is not None else None
-    click.echo(json.dumps({**data, **outcome.record()}, indent=2, sort_keys=True, default=str), file=stream)
+    click.echo(json_text({**data, **outcome.record()}), file=stream)
     if context is not None:
         context.meta[JSON_PRINTED] = True
 

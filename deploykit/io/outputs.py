@@ -14,10 +14,11 @@ cannot clean up: deploykit.io.temporaries sweeps what it left.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -174,5 +175,22 @@ def write_text(path: str | os.PathLike[str], text: str, *, force: bool) -> Path:
     return Path(path)
 
 
+def json_text(data: Any) -> str:
+    """`data` as strict JSON, the one form deploykit writes and prints: a non-finite number (a metric of an
+    output holding inf) is null, since JSON has no NaN or Infinity and strict parsers (JSON.parse, jq) refuse
+    Python's bare NaN; what JSON cannot hold otherwise is its str()."""
+    return json.dumps(_finite(data), indent=2, sort_keys=True, default=str, allow_nan=False)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
 def write_json(path: str | os.PathLike[str], data: Any, *, force: bool) -> Path:
-    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", force=force)
+    return write_text(path, json_text(data) + "\n", force=force)
