@@ -46,6 +46,7 @@ def read_onnx(path: str | os.PathLike[str], *, external_data: bool = True,
     except Exception as exc:  # protobuf raises DecodeError and others for a non-ONNX file
         raise InputError(f"{file} is not a readable ONNX model ({first_line(exc)}); export it again") from None
     _check_structure(model, file)
+    _type_outputs(model, file)
     for data in _locations(model, file):
         if not data.is_file():
             raise InputError(f"{file} keeps tensors in {os.path.relpath(data, file.parent)}, which is not beside "
@@ -57,6 +58,26 @@ def read_onnx(path: str | os.PathLike[str], *, external_data: bool = True,
             raise InputError(f"{file}: its external data cannot be read ({first_line(exc)}); copy it again "
                              "with the model") from None
     return model
+
+
+def _type_outputs(model: onnx.ModelProto, file: Path) -> None:
+    """Give a graph output declared without a type (ONNX Runtime runs it: the type comes from its producer) the
+    type shape inference finds, so that every pass after reading sees one (the FP16 graph of such a model failed
+    the ONNX checker); refuse one whose type cannot be found."""
+    untyped = [o for o in model.graph.output if not o.type.tensor_type.elem_type and not o.type.WhichOneof("value")]
+    if not untyped:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a graph inference refuses: the message below names the output
+        inferred = onnx.ModelProto()
+    found = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.output)
+             if v.type.tensor_type.elem_type}
+    for output in untyped:
+        if output.name not in found:
+            raise InputError(f"{file}: output {output.name} is declared without a type, and none can be inferred "
+                             "from the node making it; export the model with typed outputs")
+        output.type.CopyFrom(found[output.name])
 
 
 def _check_structure(model: onnx.ModelProto, file: Path) -> None:

@@ -261,3 +261,23 @@ def test_subgraph_scopes_are_read_as_onnx_runtime_reads_them(tmp_path: Path, edi
 
 def _then(model: onnx.ModelProto) -> onnx.GraphProto:
     return next(a.g for a in model.graph.node[-1].attribute if a.name == "then_branch")
+
+
+def _untyped_output(path: Path) -> Path:
+    """x (1,3,8,8) -> Conv -> y, with y declared without a type (ONNX Runtime runs it)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([conv], "untyped", [x], [helper.make_value_info("y", onnx.TypeProto())], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # the oracle loads it
+    return path
+
+
+def test_an_output_declared_without_a_type_gets_its_inferred_type_and_builds(tmp_path: Path) -> None:
+    """Such a graph was read as it was, and its FP16 graph failed the ONNX checker: exit 2 calling it a bug."""
+    path = _untyped_output(tmp_path / "untyped.onnx")
+    assert read_onnx(path).graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    out = tmp_path / "untyped.fp16.ort.onnx"
+    result = CliRunner().invoke(cli, ["build-engine", str(path), "--fp16", "--backend", "onnxruntime", "-o", str(out)])
+    assert result.exit_code == 0 and out.is_file(), result.output
