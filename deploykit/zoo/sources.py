@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,7 @@ def load_model(
                 )
         options = {**converted.options, **options}
     # Seeded, so a model without weights is the same in every process (export, then parity, agree).
-    with torch.random.fork_rng():
+    with _global_torch_state_kept():
         torch.manual_seed(0)
         module = spec.build(**options) if not is_factory_path(source) else _build_user(spec, options)
     report = None
@@ -250,6 +250,26 @@ def load_model(
     if classes != spec.num_classes:
         spec = replace(spec, num_classes=int(classes))
     return LoadedModel(module=module, spec=spec, options=options, weights=weights_id, load_report=report)
+
+
+@contextlib.contextmanager
+def _global_torch_state_kept() -> Iterator[None]:
+    """The process-wide torch settings a factory may change as its training script's setup does (a seed,
+    torch.set_default_dtype(torch.float64), set_grad_enabled(False), set_num_threads(1), deterministic
+    algorithms), restored after it: they are the factory's setup, not the model's computation, and left set
+    they change deploykit's own tensors (a float64 default makes its float32 sample input float64, which the
+    exporter then feeds a float32 copy of the model) and its timings."""
+    dtype, grad, threads = torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:

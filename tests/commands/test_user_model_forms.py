@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+import torch
 from click.testing import CliRunner
 
 from deploykit.cli import cli
@@ -100,3 +101,21 @@ def test_ctrl_c_during_the_users_forward_is_still_an_interrupt(tmp_path: Path) -
     process.send_signal(signal.SIGINT)
     rest = process.stderr.read()
     assert process.wait(timeout=60) == 130 and "interrupted" in rest and not (tmp_path / "m.onnx").exists()
+
+
+def test_global_torch_settings_a_factory_makes_do_not_leak_into_the_export(tmp_path: Path) -> None:
+    """A float64 default dtype left set made deploykit's float32 sample input float64, which the exporter fed to
+    the model's float32 copy (exit 2, "Input type (double) and bias type (float) should be the same")."""
+    before = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads(),
+              torch.are_deterministic_algorithms_enabled())
+    try:
+        code, _, errors = _export("sets_global_state", tmp_path / "m.onnx")
+        after = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads(),
+                 torch.are_deterministic_algorithms_enabled())
+    finally:
+        torch.set_default_dtype(before[0])
+        torch.set_grad_enabled(before[1])
+        torch.set_num_threads(before[2])
+        torch.use_deterministic_algorithms(before[3])
+    assert code == 0, errors
+    assert after == before
