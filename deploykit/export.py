@@ -173,14 +173,15 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 
 
-def _run_model(loaded: LoadedModel, shape: tuple[int, ...]) -> object:
-    """One forward pass on a random input; what a user's model raises is theirs (exit 2, their line). A size
-    the zoo spec's rule refuses is refused before it, in the rule's words."""
+def _run_model(loaded: LoadedModel, x: torch.Tensor) -> object:
+    """One forward pass on a copy of `x` (a forward may change its input in place); what a user's model raises is
+    theirs (exit 2, their line). A size the zoo spec's rule refuses is refused before it, in the rule's words."""
+    shape = tuple(x.shape)
     if len(shape) == 4:
         loaded.spec.check_size(shape[2], shape[3], loaded.options)
     try:
         with model_code(loaded.spec, f" (on input {_shape_text(shape)})"), torch.inference_mode():
-            return loaded.module(as_model_input(torch.randn(shape), loaded.module))
+            return loaded.module(as_model_input(x.clone(), loaded.module))
     except Exception as exc:  # a zoo model that cannot take this shape
         if isinstance(exc, DeployKitError):
             raise
@@ -195,11 +196,15 @@ def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, 
     """The model to export (wrapped when it returns a dict, dataclass or nested tuple, or its forward has more
     parameters than its input), its output names and shapes. Dict keys and dataclass fields name the outputs; a
     zoo model's spec names plain ones."""
-    result = _run_model(loaded, shape)
+    x = torch.randn(shape)
+    result = _run_model(loaded, x)
     try:
         named = named_outputs(result)
     except TypeError as exc:
-        raise ExportError(f"{loaded.spec.name}: {exc}") from exc
+        raise ExportError(f"{loaded.spec.name}: {exc}; the exported graph gives tensors only: return the tensors "
+                          "alone, or wrap the model in a module whose forward does") from exc
+    if is_user_model(loaded.spec):  # zoo models are deterministic (tested); only a user's model costs this pass
+        _check_deterministic(loaded, x, named)
     shapes = [tuple(t.shape) for t in named.values()]
     plain = isinstance(result, torch.Tensor) or (
         isinstance(result, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in result))
@@ -209,6 +214,26 @@ def _outputs(loaded: LoadedModel, shape: tuple[int, ...]) -> tuple[LoadedModel, 
     if plain and takes_only_its_input(loaded.module):
         return loaded, names, shapes
     return replace(loaded, module=FlatOutputs(loaded.module).eval()), names, shapes
+
+
+def _check_deterministic(loaded: LoadedModel, x: torch.Tensor, first: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a model whose forward gives different outputs on the same input (torch.rand in it, dropout with
+    training=True): no export can match it, and a verification failure would blame the exporter. Judged by the
+    tolerance the export is; outputs holding NaN or infinity are left to the verification's own check."""
+    again = named_outputs(_run_model(loaded, x))
+    tolerance = Tolerance.for_dtype(module_dtype(loaded.module))
+    for name, value in first.items():
+        a = value.detach().float().numpy()
+        b = again[name].detach().float().numpy() if name in again else None
+        if not np.isfinite(a).all() or (b is not None and a.shape == b.shape and tolerance.passes(
+                numeric_metrics(a, b, atol=tolerance.atol, rtol=tolerance.rtol), float(np.abs(a).max(initial=0)))):
+            continue
+        differs = f"differs by up to {np.abs(a - b).max():.3g}" if b is not None and a.shape == b.shape else "changes"
+        raise InputError(f"{loaded.spec.name} gives different outputs for the same input in PyTorch itself (output "
+                         f"{name!r} {differs} between two runs on one random input {_shape_text(x.shape)}), so no "
+                         "export can match it: its forward draws random numbers (torch.rand or randn, dropout with "
+                         "training=True, added noise); make it deterministic in eval mode, e.g. "
+                         "F.dropout(x, p, training=self.training)")
 
 
 def _pin_output_dims(model: onnx.ModelProto, shapes: Sequence[tuple[int, ...]], dynamic: bool,

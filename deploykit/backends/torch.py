@@ -42,8 +42,9 @@ def named_outputs(result: object) -> dict[str, torch.Tensor]:
         elif isinstance(value, (tuple, list)):
             items = [(str(i), v) for i, v in enumerate(value)]
         else:
-            raise TypeError(f"model output {name or 'value'} is a {type(value).__name__}; expected tensors in a "
-                            "tensor, tuple, list, dict or dataclass")
+            kind = type(value).__name__
+            raise TypeError(f"model output {name or 'value'} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}; "
+                            "expected tensors in a tensor, tuple, list, dict or dataclass")
         for key, item in items:
             add(f"{name}_{key}" if name else key, item)
 

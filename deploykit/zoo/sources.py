@@ -287,10 +287,33 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
             raise
         raise UserCodeError.from_exception(f"your factory {spec.name}", exc) from exc
     if not isinstance(module, nn.Module):
-        raise UnknownModel(f"{spec.name} returned {type(module).__name__}, not a torch.nn.Module")
+        raise UnknownModel(f"{spec.name} returned {_what_it_is(module)}, not a torch.nn.Module; "
+                           f"{_how_to_return_a_module(module)}")
     module = _uncompiled(module)
     _check_one_input(spec.name, module)
     return module
+
+
+def _what_it_is(value: object) -> str:
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    if isinstance(value, (tuple, list)):
+        kinds = ", ".join(type(v).__name__ for v in value[:4]) + ", ..." * (len(value) > 4)
+        return f"a {type(value).__name__} ({kinds})"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _how_to_return_a_module(value: object) -> str:
+    """The fix for a factory's result that is not a module, by what it is."""
+    if isinstance(value, type) and issubclass(value, nn.Module):
+        return f"return an instance, {value.__name__}(...)"
+    if isinstance(value, (tuple, list, Mapping)) and any(
+            isinstance(v, nn.Module) for v in (value.values() if isinstance(value, Mapping) else value)):
+        return ("return the model alone (a factory that also makes a transform or an optimizer can return "
+                "just the model, or point deploykit at a second factory that does)")
+    if value is None:
+        return "end the factory with `return model`"
+    return "return the torch.nn.Module to export (a function's computation goes in a module's forward)"
 
 
 def _uncompiled(module: nn.Module) -> nn.Module:

@@ -45,6 +45,11 @@ def test_a_forward_with_optional_arguments_and_a_compiled_model_export_with_one_
     ("scripted_model", (), "return the torch.nn.Module from before scripting"),
     ("factory_with_required", (), "--set NAME=VALUE"),
     ("autocast_model", (), "computes in bfloat16 where the ONNX operator takes no such type"),
+    ("random_forward", (), "gives different outputs for the same input in PyTorch itself"),
+    ("model_and_transform", (), "returned a tuple (TinySegmenter, function), not a torch.nn.Module; return the "
+                                "model alone"),
+    ("count_alongside", (), "output output_1 is an int; expected tensors in a tensor, tuple, list, dict or "
+                            "dataclass; the exported graph gives tensors only: return the tensors alone"),
 ])
 def test_what_cannot_export_is_one_line_saying_what_to_do(factory: str, extra: tuple[str, ...], says: str,
                                                           tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
