@@ -290,8 +290,21 @@ def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
         raise UnknownModel(f"{spec.name} returned {_what_it_is(module)}, not a torch.nn.Module; "
                            f"{_how_to_return_a_module(module)}")
     module = _uncompiled(module)
+    _check_has_values(spec.name, module)
     _check_one_input(spec.name, module)
     return module
+
+
+def _check_has_values(name: str, module: nn.Module) -> None:
+    """Refuse a model built without values for its weights (torch.device("meta"), accelerate's
+    init_empty_weights): its forward cannot run, and loading weights into it with copy_ (load_state_dict's
+    default) keeps none of them."""
+    empty = next((n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta), None)
+    if empty is not None:
+        raise UnknownModel(f"{name} returned a model whose weights have no values ({empty} is on the meta device, "
+                           "as a model built under torch.device('meta') or init_empty_weights is): build it on the "
+                           "CPU (deploykit loads --weights into it), or load its weights in the factory with "
+                           "load_state_dict(state, assign=True)")
 
 
 def _what_it_is(value: object) -> str:

@@ -50,6 +50,7 @@ def test_a_forward_with_optional_arguments_and_a_compiled_model_export_with_one_
                                 "model alone"),
     ("count_alongside", (), "output output_1 is an int; expected tensors in a tensor, tuple, list, dict or "
                             "dataclass; the exported graph gives tensors only: return the tensors alone"),
+    ("meta_model", (), "stem.0.weight is on the meta device"),
 ])
 def test_what_cannot_export_is_one_line_saying_what_to_do(factory: str, extra: tuple[str, ...], says: str,
                                                           tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
