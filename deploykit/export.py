@@ -487,6 +487,10 @@ def onnx_from_torch(
     _check_multiple(tuple(shape), size_multiple)
     if head is not None:
         check_head(head, spec.task)
+    if loaded.was_training:
+        say(f"{spec.name} was in training mode: exported and verified in eval mode, as it is deployed "
+            f"({', '.join(loaded.was_training)} use their running statistics or are off; call model.eval() in the "
+            "factory to say so)")
     sample = torch.randn(shape)
     input_names = spec.input_names
     loaded, output_names, output_shapes = _outputs(loaded, tuple(shape))

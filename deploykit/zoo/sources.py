@@ -35,6 +35,9 @@ class LoadedModel:
     options: dict[str, Any] = field(default_factory=dict)
     weights: str = ""  # "file.pth sha256", or "" when the weights are the builder's initialisation
     load_report: LoadReport | None = None
+    # a user model's module kinds (BatchNorm, Dropout) that its factory left in training mode, whose forward
+    # eval mode changes: load_model puts the model in eval mode, and export says so
+    was_training: tuple[str, ...] = ()
 
 
 def parse_option_value(text: str) -> Any:
@@ -244,12 +247,20 @@ def load_model(
                                             source=converted.source)
             report = replace(report, note="; ".join(n for n in (converted.note, report.note) if n))
             weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
+        was_training = _training_modules(module) if is_factory_path(source) else ()  # zoo builders: by design
         module.eval()
     # The built model is the truth: a checkpoint or --set may change the class count (e.g. 19 for Cityscapes).
     classes = options.get("num_classes", spec.num_classes) or _guess_classes(module)
     if classes != spec.num_classes:
         spec = replace(spec, num_classes=int(classes))
-    return LoadedModel(module=module, spec=spec, options=options, weights=weights_id, load_report=report)
+    return LoadedModel(module=module, spec=spec, options=options, weights=weights_id, load_report=report,
+                       was_training=was_training)
+
+
+def _training_modules(module: nn.Module) -> tuple[str, ...]:
+    """The kinds of module in training mode whose forward eval mode changes: batch statistics, dropout."""
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+    return tuple(dict.fromkeys(type(m).__name__ for m in module.modules() if m.training and isinstance(m, kinds)))
 
 
 @contextlib.contextmanager

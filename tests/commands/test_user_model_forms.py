@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from click.testing import CliRunner
@@ -125,3 +127,14 @@ def test_global_torch_settings_a_factory_makes_do_not_leak_into_the_export(tmp_p
         torch.use_deterministic_algorithms(before[3])
     assert code == 0, errors
     assert after == before
+
+
+def test_a_model_left_in_training_mode_is_exported_in_eval_mode_and_export_says_so(tmp_path: Path) -> None:
+    code, _, errors = _export("left_in_training_mode", tmp_path / "m.onnx")
+    assert code == 0, errors
+    assert "was in training mode: exported and verified in eval mode" in errors and "BatchNorm2d" in errors
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        expected = user_models.left_in_training_mode().eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, atol=1e-4)
