@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -203,7 +204,30 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main() -> None:
-    cli.main(prog_name="deploykit", args=sys.argv[1:])
+    try:
+        cli.main(prog_name="deploykit", args=sys.argv[1:])
+    except SystemExit as exc:  # click's standalone mode ends every command with it
+        _exit_past_lingering_threads(exc)
+        raise
+
+
+def _exit_past_lingering_threads(end: SystemExit) -> None:
+    """End the process now when threads deploykit did not start are still running (all of its own are daemons):
+    a thread a user's factory or forward started (a logger's, a loader's) would otherwise make the interpreter
+    wait for it forever after the command finished. They are named on stderr, then left unjoined."""
+    lingering = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+                 and t.is_alive()]
+    if not lingering:
+        return
+    code = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
+    if end.code is not None and not isinstance(end.code, int):
+        print(end.code, file=sys.stderr)
+    print(f"deploykit: note: not waiting for {len(lingering)} thread{'s' * (len(lingering) > 1)} the model's code "
+          f"started and left running ({', '.join(lingering[:3])}): they end with this process (start them with "
+          "daemon=True to say so)", file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

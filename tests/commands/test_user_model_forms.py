@@ -138,3 +138,12 @@ def test_a_model_left_in_training_mode_is_exported_in_eval_mode_and_export_says_
     with torch.inference_mode():
         expected = user_models.left_in_training_mode().eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, atol=1e-4)
+
+
+def test_a_thread_the_factory_leaves_running_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    """Python waits for every non-daemon thread at exit: the export finished, then the process hung."""
+    done = subprocess.run([sys.executable, "-m", "deploykit", "export", f"{FIXTURES}:starts_a_thread", *SHAPE, "-o",
+                           str(tmp_path / "m.onnx"), "--no-simplify"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "not waiting for 1 thread the model's code started and left running (prefetch)" in done.stderr
+    assert (tmp_path / "m.onnx").exists()
