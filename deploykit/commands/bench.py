@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from deploykit.bench.harness import speedup
+from deploykit.bench.harness import BenchResult, speedup
 from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.kernels import SUITES, VARIANTS, run_kernels
 from deploykit.bench.remote import SERVING_HEADERS, LoadConfig, run_remote_bench, serving_rows
@@ -158,6 +159,16 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
         _render(report, comparison)
     if output is not None:
         progress(f"wrote {output}")
+    if previous is not None and comparison is not None and not comparison.comparisons:  # the run stands: shown, written
+        raise InputError(f"nothing in --compare {baseline} matches this run (it holds "
+                         f"{_described(previous.results)}; this run timed {_described(report.results)}): "
+                         "compare runs of the same model, batch and input shape")
+
+
+def _described(results: Sequence[BenchResult]) -> str:
+    shown = [f"{r.target} {r.backend} {r.precision} batch {r.batch} at {'x'.join(map(str, r.input_shape))}"
+             for r in results[:3]]
+    return ", ".join(shown) + (f" and {len(results) - 3} more" if len(results) > 3 else "") if shown else "no results"
 
 
 def _check_source(targets: tuple[str, ...], url: str | None, served_model: str | None, concurrency: str | None,

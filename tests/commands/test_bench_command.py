@@ -191,6 +191,19 @@ def test_compare_flags_a_slowdown_and_writes_nothing_over_a_baseline(tiny_onnx: 
     assert line.rstrip().endswith("slower")
 
 
+def test_a_baseline_that_matches_nothing_is_bad_input_after_the_run_is_shown_and_written(
+        tiny_onnx: Path, tmp_path: Path) -> None:
+    """A --compare baseline of another input shape compared nothing and exited 0 with an empty table."""
+    baseline, now = tmp_path / "base.json", tmp_path / "now.json"
+    code, _, err = _invoke(["bench", str(tiny_onnx), "--input-shape", "1,3,32,32", *FAST, "-o", str(baseline)])
+    assert code == 0, err
+    code, out, err = _invoke(["bench", str(tiny_onnx), "--input-shape", "1,3,40,40", *FAST, "--compare",
+                              str(baseline), "-o", str(now)])
+    assert code == 2 and "nothing in --compare" in err and "at 1x3x32x32" in err and "at 1x3x40x40" in err, err
+    assert [line for line in err.splitlines() if line.startswith("deploykit: error")] == err.strip().splitlines()[-1:]
+    assert json.loads(now.read_text())["results"] and "tiny.onnx" in out  # the run itself stands
+
+
 def _tiny_cases(*, quick: bool = False, suites: object = None) -> list[KernelCase]:
     return [KernelCase("dilated", "tiny dilated", "dilated", 8, 8, 9, rate) for rate in (1, 2)] + [
         KernelCase("separable", "tiny separable", variant, 8, 4, 9, 1) for variant in ("separable", "standard")]
