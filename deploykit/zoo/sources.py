@@ -279,8 +279,12 @@ def _global_torch_state_kept() -> Iterator[None]:
     finally:
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        if (deterministic, warn_only) != (torch.are_deterministic_algorithms_enabled(),
+                                          torch.is_deterministic_algorithms_warn_only_enabled()):
+            # only when changed: the call imports torch._inductor and torch._dynamo (4.5 s) every time
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _build_user(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
