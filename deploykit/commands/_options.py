@@ -223,6 +223,15 @@ def threads_option(help: str) -> Callable[[F], F]:
     return click.option("--threads", type=CpuCount(), default=None, help=help)
 
 
+MAX_SECONDS = 86400.0  # a time option above a day is a slip (ms for s, a digit too many), not a run to wait for
+
+
+def seconds(*, open_: bool = False) -> FiniteFloatRange:
+    """Seconds of work to do: from 0 (excluded with open_) up to a day, so that --duration 1e308 is refused on
+    parse instead of running until killed."""
+    return at_least(0, open_=open_, high=MAX_SECONDS)
+
+
 def at_least(low: float, *, open_: bool = False, high: float | None = None) -> FiniteFloatRange:
     """A finite float >= low (> low with open_), optionally <= high: the range --help shows, checked on parse."""
     return FiniteFloatRange(min=low, max=high, min_open=open_)

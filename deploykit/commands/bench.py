@@ -24,6 +24,7 @@ from deploykit.commands._options import (
     json_option,
     model_source_options,
     progress,
+    seconds,
     threads_option,
 )
 from deploykit.errors import ConfigConflict, InputError
@@ -91,8 +92,8 @@ def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--batch", "batches", default=None, metavar="1,2,4,8",
               help=f"Batch sizes to time (default 1; 1 to {MAX_BATCH}).")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Input shape (default: the model's size).")
-@click.option("--warmup", type=at_least(0), default=None, help="Warm-up seconds per case, excluded (default 0.2).")
-@click.option("--duration", type=at_least(0, open_=True), default=None,
+@click.option("--warmup", type=seconds(), default=None, help="Warm-up seconds per case, excluded (default 0.2).")
+@click.option("--duration", type=seconds(open_=True), default=None,
               help="Seconds per case (default 3, >= 10 rounds); all cases run round-robin in that total.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="Time exactly this many rounds instead.")
 @threads_option("Intra-op threads (default: the backend's, all cores).")

@@ -9,11 +9,11 @@ import click
 from deploykit.calib.data import calibration_data
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import (
-    at_least,
     echo_json,
     json_option,
     model_source_options,
     progress,
+    seconds,
     threads_option,
 )
 from deploykit.commands.build import backend_option
@@ -44,7 +44,7 @@ from deploykit.zoo.sources import USER_TASK, is_factory_path, parse_options, par
                    "against them and its drop in points from PyTorch (see `deploykit parity --labels`), and "
                    "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
-@click.option("--bench-seconds", type=at_least(0, open_=True), default=None,
+@click.option("--bench-seconds", type=seconds(open_=True), default=None,
               help="Timed seconds per contender, all round-robin in one run (default 2).")
 @threads_option("CPU threads for every runtime (default: all cores).")
 @click.option("--rerun", is_flag=True, help="Redo every step even where its inputs did not change.")

@@ -143,3 +143,13 @@ def test_a_value_triton_cannot_hold_is_refused_naming_the_option(command: str, o
     assert refused.exit_code == 2 and f"Invalid value for '{option}'" in refused.output, refused.output
     largest = CliRunner().invoke(cli, [command, *BASE[command], option, str(above - 1)])
     assert "Invalid value" not in largest.output, largest.output  # on to the (missing) artifact
+
+
+def test_every_time_option_stops_at_a_day() -> None:
+    """--duration 1e308 (or --warmup, --bench-seconds) was taken and the command ran until killed."""
+    timed = {(name, option.opts[0]) for name, option in NUMERIC
+             if any(word in option.opts[0] for word in ("seconds", "duration", "warmup"))}
+    assert timed == {("bench run", "--warmup"), ("bench run", "--duration"), ("deploy", "--bench-seconds")}
+    for command, flag in timed:
+        option = next(o for name, o in NUMERIC if name == command and o.opts[0] == flag)
+        assert isinstance(option.type, FiniteFloatRange) and option.type.max == 86400, (command, flag)
