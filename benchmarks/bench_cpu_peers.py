@@ -92,17 +92,29 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="checkpoint per model (default: benchmarks/checkpoints/ for MobileNetV2 and MSI-Net)")
     parser.add_argument("--rounds", type=int, default=80)
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per contender first")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--calib-data", default=str(ROOT / "data" / "calib"))
-    parser.add_argument("--calib-n", type=int, default=16)
-    parser.add_argument("--images", default=str(ROOT / "data" / "heldout"), help="agreement images")
     parser.add_argument("--skip", default="", help="comma-separated contender labels not to run")
     parser.add_argument("--int8-distill", type=int, default=None, metavar="STEPS",
                         help="deploykit's INT8 builds with build-engine --int8-distill STEPS (default: its default)")
     parser.add_argument("--tiny", action="store_true", help="the zoo's tiny test variants (smoke test)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
-    parser.add_argument("--name", default="cpu_peers", help="OUT_DIR/NAME.md and NAME.json")
+    data_options(parser, name="cpu_peers", threads=os.cpu_count() or 1)
     return parser.parse_args(argv)
+
+
+def data_options(parser: argparse.ArgumentParser, *, name: str, threads: int) -> None:
+    """The options this script shares with the INT8 studies (int8_recovery, int8_keep_curve,
+    int8_input_sensitivity): threads, calibration and agreement images, where results go."""
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--calib-data", default=str(ROOT / "data" / "calib"))
+    parser.add_argument("--calib-n", type=int, default=16)
+    parser.add_argument("--images", default=str(ROOT / "data" / "heldout"), help="agreement (the report's) images")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
+    parser.add_argument("--name", default=name, help="OUT_DIR/NAME.md and NAME.json")
+
+
+def study_args(args: argparse.Namespace, *, tiny: bool = False) -> argparse.Namespace:
+    """What `prepare` reads, from a study's data_options: models exported under OUT_DIR/NAME."""
+    return argparse.Namespace(tiny=tiny, threads=args.threads, out_dir=args.out_dir / args.name,
+                              calib_data=args.calib_data, calib_n=args.calib_n, images=args.images, weights=[])
 
 
 def _weights(args: argparse.Namespace) -> dict[str, str]:

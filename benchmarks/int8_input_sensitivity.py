@@ -14,7 +14,6 @@ Per report image (benchmarks/data/heldout), with the FP32 graph run by ONNX Runt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -40,12 +39,7 @@ MODEL = "deeplabv3plus_mobilenetv2"
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--calib-data", default=str(ROOT / "data" / "calib"))
-    parser.add_argument("--calib-n", type=int, default=16)
-    parser.add_argument("--images", default=str(ROOT / "data" / "heldout"), help="the report's images")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
-    parser.add_argument("--name", default="int8_input_sensitivity")
+    peers.data_options(parser, name="int8_input_sensitivity", threads=os.cpu_count() or 1)
     return parser.parse_args(argv)
 
 
@@ -65,8 +59,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from deploykit.io.digests import sha256_file
     from deploykit.io.metadata import read_metadata
 
-    peer_args = argparse.Namespace(tiny=False, threads=args.threads, out_dir=args.out_dir / args.name,
-                                   calib_data=args.calib_data, calib_n=args.calib_n, images=args.images, weights=[])
+    peer_args = peers.study_args(args)
     p = peers.prepare(MODEL, peer_args, peers._weights(peer_args).get(MODEL))
     source = onnx.load(str(p.onnx))
     meta = read_metadata(source)
@@ -113,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = (f"# {MODEL}: FP32 against itself on the 12 report images\n\n{result['cpu']}; input INT8 scale "
             f"{result['input_scale']:.6g}. `python benchmarks/int8_input_sensitivity.py`\n\n{table}\n")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.md").write_text(text, encoding="utf-8")
-    (args.out_dir / f"{args.name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(text)
+    peers.publish(args.out_dir, args.name, result, text)
 
 
 if __name__ == "__main__":

@@ -47,12 +47,7 @@ BUDGET = "pixel_agreement>=0.999"  # met only near all kept: the search then ran
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kept", default="0,7,14,21,28", help="comma-separated counts of convs kept in float")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--calib-data", default=str(ROOT / "data" / "calib"))
-    parser.add_argument("--calib-n", type=int, default=16)
-    parser.add_argument("--images", default=str(ROOT / "data" / "heldout"), help="the report's images")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
-    parser.add_argument("--name", default="int8_keep_curve")
+    peers.data_options(parser, name="int8_keep_curve", threads=os.cpu_count() or 1)
     parser.add_argument("--distill", type=int, default=0, metavar="STEPS",
                         help="train the kept-K graphs with --int8-distill STEPS (the ranking build is untrained)")
     return parser.parse_args(argv)
@@ -70,8 +65,7 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
     from deploykit.io.digests import sha256_file
     from deploykit.io.metadata import read_metadata
 
-    peer_args = argparse.Namespace(tiny=False, threads=args.threads, out_dir=args.out_dir / args.name,
-                                   calib_data=args.calib_data, calib_n=args.calib_n, images=args.images, weights=[])
+    peer_args = peers.study_args(args)
     p = peers.prepare(MODEL, peer_args, peers._weights(peer_args).get(MODEL))
     source = onnx.load(str(p.onnx))
     meta, sha, entry = read_metadata(source), sha256_file(p.onnx), backend_of("onnxruntime")

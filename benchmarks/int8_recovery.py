@@ -92,15 +92,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--configs", default="", help="comma-separated row numbers (1-based) to run; default all")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--calib-data", default=str(ROOT / "data" / "calib"))
-    parser.add_argument("--calib-n", type=int, default=16)
-    parser.add_argument("--images", default=str(ROOT / "data" / "heldout"))
     parser.add_argument("--modelopt-python", default="", help="a Python with nvidia-modelopt[onnx] (optional)")
     parser.add_argument("--skip-backends", default="", help="comma-separated: tensorrt, onnxruntime, openvino")
     parser.add_argument("--tiny", action="store_true", help="the zoo's tiny test variants (smoke test)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "results")
-    parser.add_argument("--name", default="int8_recovery")
+    peers.data_options(parser, name="int8_recovery", threads=2)
     return parser.parse_args(argv)
 
 
@@ -267,8 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parse(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    peer_args = argparse.Namespace(tiny=args.tiny, threads=args.threads, out_dir=args.out_dir / args.name,
-                                   calib_data=args.calib_data, calib_n=args.calib_n, images=args.images, weights=[])
+    peer_args = peers.study_args(args, tiny=args.tiny)
     weights = peers._weights(peer_args)
     results = []
     load_before, started = os.getloadavg()[0], time.perf_counter()
