@@ -159,7 +159,8 @@ def _fires(when: Trigger, seen: list[str]) -> bool:
     if isinstance(when, int):
         return len(seen) == when
     if isinstance(when, tuple):
-        return len(seen) in distinct_events(seen) and distinct_points(seen)[-1] == when
+        return len(seen) in distinct_events(seen) and not _load_dependent(seen[-1]) \
+            and distinct_points(seen)[-1] == when
     return when is not None and when in seen[-1] and not any(when in s for s in seen[:-1])
 
 
@@ -290,17 +291,22 @@ def distinct_events(events: list[str]) -> list[int]:
     return [k + 1 for k, shape in enumerate(shapes) if k == 0 or shape != shapes[k - 1]]
 
 
+def _load_dependent(event: str) -> bool:
+    """A warning: it says how busy the machine was ("the machine's peaks changed during the run"), so another
+    run may not say it, and a signal due at one would never come; such events are no points."""
+    return event.startswith("warning:")
+
+
 def distinct_points(events: list[str]) -> list[Point]:
     """distinct_events as (shape, how many runs of that shape came before): the same point in another run of
     the flow, whose counts tick a different number of times (a benchmark's progress depends on its speed).
-    Warnings are left out: they say how busy the machine was ("the machine's peaks changed during the run"),
-    so another run may not say them, and a signal due at one would never come."""
+    Load-dependent events (warnings) are left out."""
     seen: dict[str, int] = {}
     points = []
     for k in distinct_events(events):
-        shape = _shape(events[k - 1])
-        if shape.startswith("warning:"):
+        if _load_dependent(events[k - 1]):
             continue
+        shape = _shape(events[k - 1])
         points.append((shape, seen.get(shape, 0)))
         seen[shape] = seen.get(shape, 0) + 1
     return points
