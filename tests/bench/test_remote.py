@@ -14,14 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deploykit.bench.remote import (
-    Endpoint,
-    LoadConfig,
-    batch_difference,
-    make_bodies,
-    resolve_shape,
-    run_remote_bench,
-)
+from deploykit.bench.kserve_bodies import make_bodies, resolve_shape
+from deploykit.bench.kserve_http import Endpoint
+from deploykit.bench.remote import LoadConfig, batch_difference, run_remote_bench
 from deploykit.cli import cli
 from deploykit.environment import cpu_model
 from deploykit.errors import InputError
@@ -237,13 +232,13 @@ def test_bench_url_refuses_options_of_a_model_timed_here(option: list[str]) -> N
 
 
 def test_requests_too_large_to_build_here_are_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
-    import deploykit.bench.remote as remote
+    from deploykit.bench.kserve_bodies import check_bodies_fit
 
     monkeypatch.setattr("deploykit.environment.available_memory", lambda: 32 << 20)
     inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
-    remote.check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=True)  # 8 x 1 MB + 2 MB: fits
+    check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=True)  # 8 x 1 MB + 2 MB: fits
     with pytest.raises(InputError, match=r"x 1x3x256x256 needs about .*smaller --input-shape"):
-        remote.check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=False)  # 8 x 4 MB of JSON + 11 MB
+        check_bodies_fit(inputs, {"x": (1, 3, 256, 256)}, b"", binary=False)  # 8 x 4 MB of JSON + 11 MB
 
 
 def test_a_server_declaring_a_huge_input_is_refused_in_one_line(server: _Server) -> None:
