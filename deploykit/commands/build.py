@@ -30,7 +30,7 @@ from deploykit.precision.int8_choices import describe as describe_int8
 from deploykit.precision.passes import SENSITIVITIES, CalibrationOptions
 from deploykit.precision.recovery import EQUALIZE, recovery_options
 from deploykit.precision.table import DEFAULT, PRECISIONS, check_flags_apply, precision_of
-from deploykit.report.format import text_table
+from deploykit.report.format import fmt, text_table
 from deploykit.targets.race import choose_backend
 
 
@@ -171,7 +171,7 @@ def build_engine(model: str, output: str, precision: str | None, backend: str | 
     budget = result.report.get("budget")
     if budget:
         def shown(values: dict[str, float]) -> str:
-            return ", ".join(f"{k} {v:.6g}" for k, v in values.items())
+            return ", ".join(f"{k} {fmt(v)}" for k, v in values.items())  # as the tables show them
 
         click.echo(f"accuracy budget {budget['budget']}: reached {shown(budget['reached'])} with "
                    f"{len(budget['kept'])} of {budget['candidates']} candidate nodes kept in higher precision "

@@ -51,7 +51,7 @@ from deploykit.errors import CalibrationError, CheckFailed, InputError
 from deploykit.evaluate import session_from_onnx
 from deploykit.metrics.pair import Shared
 from deploykit.metrics.scores import Scores, needing_truth, task_metrics
-from deploykit.metrics.table import METRICS, Unreachable, parse_condition
+from deploykit.metrics.table import METRICS, Unreachable, against, parse_condition
 from deploykit.metrics.tasks import task_of
 from deploykit.types import Progress, Progressed
 
@@ -107,8 +107,10 @@ class Budget:
                 if key in scores}
 
     def show(self, scores: Mapping[str, float]) -> str:
-        return ", ".join(f"{term.metric} {scores[term.metric]:.6g}"
-                         + (f" (bound {scores[term.metric + BOUND]:.6g})" if term.metric + BOUND in scores else "")
+        """The budgeted metrics as tables show them, with the digits that tell them from the threshold."""
+        return ", ".join(f"{term.metric} {against(scores[term.metric], term.threshold)}"
+                         + (f" (bound {against(scores[term.metric + BOUND], term.threshold)})"
+                            if term.metric + BOUND in scores else "")
                          for term in self.terms)
 
     @property

@@ -215,3 +215,10 @@ def test_a_task_metric_budget_for_a_model_of_unknown_task_says_how_to_name_the_t
     to name the task."""
     with pytest.raises(InputError, match="name it with --task segmentation"):
         parse_budget("pixel_agreement>=0.99", None)
+
+
+def test_budget_figures_read_as_the_tables_show_them_but_never_as_their_threshold() -> None:
+    budget = parse_budget("pixel_agreement>=0.99", "segmentation")
+    assert budget.show({"pixel_agreement": 0.98641234}) == "pixel_agreement 0.9864"
+    assert budget.show({"pixel_agreement": 0.98996, "pixel_agreement:bound": 0.989996}) == \
+        "pixel_agreement 0.98996 (bound 0.989996)"
