@@ -28,10 +28,11 @@ import logging
 import math
 import re
 import threading
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from deploykit.serve.http_errors import json_error, json_error_runner, upstream_error
 
 if TYPE_CHECKING:  # aiohttp comes with the serve extra (tritonclient[http]): imported where the front runs
     from aiohttp import ClientSession, web
@@ -282,24 +283,6 @@ _LOG.addFilter(_ClientFaults())
 _TRITON_JSON_FAULTS = ("failed to parse the request JSON buffer", "attempt to access JSON ")
 
 
-def _client_json_fault(status: int, answer: bytes, headers: Mapping[str, str]) -> bool:
-    """Whether Triton's answer is a 500 for the client's malformed JSON (then the front answers it as 400)."""
-    if status != 500:
-        return False
-    try:
-        text = zlib.decompress(answer, wbits=47) if headers.get("Content-Encoding") else answer  # gzip or zlib
-        message = json.loads(text)["error"]
-    except (zlib.error, ValueError, TypeError, KeyError):
-        return False
-    return isinstance(message, str) and message.startswith(_TRITON_JSON_FAULTS)
-
-
-def _error(status: int, message: str) -> web.Response:
-    from aiohttp import web
-
-    return web.json_response({"error": message}, status=status)
-
-
 class HttpFront:
     """The front on (host, port), in a thread of its own, passing requests to Triton at `upstream`; in-flight
     requests get `drain_s` when it stops."""
@@ -346,7 +329,7 @@ class HttpFront:
         # The drain is _close's own: what aiohttp's shutdown still finds running has outlived it.
         # lingering_time 0: a body the front refused unread (a 413 on its declared length) is not read on for 10 s
         # after the answer; the connection closes instead.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=_LAST_GRACE_S, logger=_LOG,
+        self._runner = json_error_runner(app, access_log=None, shutdown_timeout=_LAST_GRACE_S, logger=_LOG,
                                      lingering_time=0)
         await self._runner.setup()
         try:
@@ -390,37 +373,40 @@ class HttpFront:
         from aiohttp import ClientError, web
 
         if request.method not in ("GET", "POST"):  # Triton answered HEAD with a body, which broke the connection
-            return _error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
+            return json_error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
         too_large = (f"the request body is larger than this server's {self.limits.max_body_bytes} bytes (serve "
                      "--max-input-mb, --max-image-mb)")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _ENCODINGS:  # aiohttp passed any other body on as it came: Triton read it as JSON
-            return _error(415, f"Content-Encoding {encoding[:40]!r} is not one this server reads; send gzip, "
+            return json_error(415, f"Content-Encoding {encoding[:40]!r} is not one this server reads; send gzip, "
                                "deflate, br or an uncompressed body")
         declared = request.content_length  # aiohttp reads up to the limit first: a client that declared 1 TB and
         if declared is not None and declared > self.limits.max_body_bytes and not request.headers.get(
                 "Content-Encoding"):  # sent less waited for an answer that never came
-            return _error(413, too_large)
+            return json_error(413, too_large)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, too_large)
+            return json_error(413, too_large)
         except Exception as exc:  # a body that does not decompress or ends early
-            return _error(400, f"cannot read the request body: {' '.join(str(exc).split())[:200]}")
+            return json_error(400, f"cannot read the request body: {' '.join(str(exc).split())[:200]}")
         if is_admin_path(request.path) and (reason := why_forbidden(request.path[:100], request.remote)):
-            return _error(403, reason)
+            return json_error(403, reason)
         if request.method == "POST" and _INFER.fullmatch(request.path):
             reason = why_refused(body, request.headers.get(HEADER_LENGTH), self.limits.max_elements)
             if reason:
-                return _error(400, reason)
+                return json_error(400, reason)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_PASSED}
         try:
             async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
                                              headers=headers) as reply:
                 answer = await reply.read()
+                if reply.status >= 400:  # in KServe's shape: Triton labels some of its JSON errors text/plain
+                    message = upstream_error(answer, reply.headers, reply.status)
+                    client_fault = reply.status == 500 and message.startswith(_TRITON_JSON_FAULTS)
+                    return json_error(400 if client_fault else reply.status, message)
                 passed = {k: v for k, v in reply.headers.items() if k.lower() not in _NOT_PASSED - {"content-encoding"}}
-                status = 400 if _client_json_fault(reply.status, answer, reply.headers) else reply.status
-                return web.Response(status=status, body=answer, headers=passed)
+                return web.Response(status=reply.status, body=answer, headers=passed)
         except ClientError as exc:
-            return _error(503, f"the Triton server did not answer ({str(exc)[:200]})")
+            return json_error(503, f"the Triton server did not answer ({str(exc)[:200]})")
