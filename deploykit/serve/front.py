@@ -105,6 +105,7 @@ def why_forbidden(what: str, client: str | None) -> str | None:
 class FrontLimits:
     max_elements: int  # values per input tensor
     max_body_bytes: int  # a request body, after decompression
+    idle_body_s: float = 60.0  # a body from which no byte came this long gets 408
 
 
 def why_refused(body: bytes, header_length: str | None, max_elements: int) -> str | None:
@@ -369,27 +370,42 @@ class HttpFront:
         finally:
             self._active -= 1
 
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        """The request's body (decompressed), or the error answer: 413 above the limit, 408 when no byte came for
+        `idle_body_s` (a client that announced more than it sent held its request, and at SIGTERM the drain, for
+        ever), 400 for a body that does not decompress or ends early."""
+        too_large = json_error(413, f"the request body is larger than this server's {self.limits.max_body_bytes} "
+                                    "bytes (serve --max-input-mb, --max-image-mb)")
+        declared = request.content_length  # a client that declared 1 TB and sent less must not wait for the
+        if declared is not None and declared > self.limits.max_body_bytes and not request.headers.get(
+                "Content-Encoding"):  # body to reach the limit
+            return too_large
+        body = bytearray()
+        try:
+            while chunk := await asyncio.wait_for(request.content.readany(), self.limits.idle_body_s):
+                body += chunk
+                if len(body) > self.limits.max_body_bytes:
+                    return too_large
+        except TimeoutError:
+            came = f"{len(body)} of {declared}" if declared is not None else f"{len(body)}"
+            return json_error(408, f"no byte of the request body came for {self.limits.idle_body_s:g} s ({came} "
+                                   "bytes came); send the whole body it announces")
+        except Exception as exc:  # a body that does not decompress or ends early
+            return json_error(400, f"cannot read the request body: {' '.join(str(exc).split())[:200]}")
+        return bytes(body)
+
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import ClientError, web
 
         if request.method not in ("GET", "POST"):  # Triton answered HEAD with a body, which broke the connection
             return json_error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
-        too_large = (f"the request body is larger than this server's {self.limits.max_body_bytes} bytes (serve "
-                     "--max-input-mb, --max-image-mb)")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _ENCODINGS:  # aiohttp passed any other body on as it came: Triton read it as JSON
             return json_error(415, f"Content-Encoding {encoding[:40]!r} is not one this server reads; send gzip, "
                                "deflate, br or an uncompressed body")
-        declared = request.content_length  # aiohttp reads up to the limit first: a client that declared 1 TB and
-        if declared is not None and declared > self.limits.max_body_bytes and not request.headers.get(
-                "Content-Encoding"):  # sent less waited for an answer that never came
-            return json_error(413, too_large)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return json_error(413, too_large)
-        except Exception as exc:  # a body that does not decompress or ends early
-            return json_error(400, f"cannot read the request body: {' '.join(str(exc).split())[:200]}")
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
         if is_admin_path(request.path) and (reason := why_forbidden(request.path[:100], request.remote)):
             return json_error(403, reason)
         if request.method == "POST" and _INFER.fullmatch(request.path):

@@ -344,3 +344,28 @@ def test_json_triton_cannot_read_on_another_endpoint_gets_400_not_500(served: tu
         error = json.loads(gzip.decompress(data) if reply.getheader("Content-Encoding") else data)["error"]
         assert reply.status == 400 and "JSON" in error, (reply.status, error)
     good_request_matches(server, runner)
+
+
+def test_a_body_that_stops_arriving_gets_408_and_does_not_hold_the_drain() -> None:
+    """A client that announced 100 kB and sent 9 bytes held its request open for good, and at SIGTERM the drain,
+    whose end counted it as cut off (serve exited 1)."""
+    import socket
+
+    from deploykit.serve.front import FrontLimits, HttpFront
+    from tests.serve.test_server import _free_ports
+
+    port = _free_ports()[0]
+    front = HttpFront("http://127.0.0.1:9", FrontLimits(max_elements=MAX_ELEMENTS, max_body_bytes=2**20,
+                                                        idle_body_s=0.5), 1)
+    front.start("127.0.0.1", port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(b"POST /v2/models/seg/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                               b'{"inputs"')
+            reply = http.client.HTTPResponse(connection)
+            reply.begin()  # a timeout here: no answer within 5 s
+            error = json.loads(reply.read())["error"]
+    finally:
+        drained = front.stop()
+    assert reply.status == 408 and "9 of 100000 bytes came" in error, (reply.status, error)
+    assert drained
