@@ -395,7 +395,7 @@ class HttpFront:
         return bytes(body)
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
-        from aiohttp import ClientError, web
+        from aiohttp import web
 
         if request.method not in ("GET", "POST"):  # Triton answered HEAD with a body, which broke the connection
             return json_error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
@@ -406,17 +406,28 @@ class HttpFront:
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
-        if is_admin_path(request.path) and (reason := why_forbidden(request.path[:100], request.remote)):
+        # The path as Triton reads it (it neither decodes %-escapes nor resolves dot segments), which is the one
+        # passed on. The front checked the decoded path and passed on the one yarl resolved: /v2/models/seg/./infer
+        # and /v2/models/x/../seg/infer reached Triton's inference unchecked (the 200-byte request that ends it).
+        path = request.rel_url.raw_path
+        if is_admin_path(path) and (reason := why_forbidden(path[:100], request.remote)):
             return json_error(403, reason)
-        if request.method == "POST" and _INFER.fullmatch(request.path):
+        if request.method == "POST" and _INFER.fullmatch(path):
             reason = why_refused(body, request.headers.get(HEADER_LENGTH), self.limits.max_elements)
             if reason:
                 return json_error(400, reason)
+        return await self._forward(request, body)
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """Triton's answer to the request, as it came (its path not resolved: see _answer)."""
+        from aiohttp import ClientError, web
+        from yarl import URL
+
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_PASSED}
+        target = URL(self.upstream + request.rel_url.raw_path_qs, encoded=True)
         try:
-            async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
-                                             headers=headers) as reply:
+            async with self._session.request(request.method, target, data=body, headers=headers) as reply:
                 answer = await reply.read()
                 if reply.status >= 400:  # in KServe's shape: Triton labels some of its JSON errors text/plain
                     message = upstream_error(answer, reply.headers, reply.status)

@@ -8,6 +8,7 @@ import gzip
 import http.client
 import io
 import json
+import re
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -369,3 +370,59 @@ def test_a_body_that_stops_arriving_gets_408_and_does_not_hold_the_drain() -> No
         drained = front.stop()
     assert reply.status == 408 and "9 of 100000 bytes came" in error, (reply.status, error)
     assert drained
+
+
+TRITON_INFER = re.compile(r"/v2/models/[^/]+(/versions/[0-9]+)?/infer")  # http_server.cc, on the raw path
+_SEGMENTS = st.sampled_from(["v2", "models", "seg", "infer", "versions", "1", ".", "..", "%2e", "%2E%2e", "se%67",
+                             "%69nfer", "", "x"])
+
+
+@pytest.fixture(scope="module")
+def recording_front() -> Iterator[tuple[int, list[str]]]:
+    """The front before a stand-in Triton that records each path it is asked for and answers 200."""
+    import http.server
+    import threading
+
+    from deploykit.serve.front import FrontLimits, HttpFront
+    from tests.serve.test_server import _free_ports
+
+    asked: list[str] = []
+
+    class Recording(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    triton = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=triton.serve_forever, daemon=True).start()
+    port = _free_ports()[0]
+    front = HttpFront(f"http://127.0.0.1:{triton.server_address[1]}",
+                      FrontLimits(max_elements=MAX_ELEMENTS, max_body_bytes=2**20), 1)
+    front.start("127.0.0.1", port)
+    yield port, asked
+    front.stop()
+    triton.shutdown()
+    triton.server_close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(segments=st.lists(_SEGMENTS, min_size=3, max_size=7))
+def test_a_path_triton_reads_as_inference_is_checked_whatever_its_dots_and_escapes(
+        recording_front: tuple[int, list[str]], segments: list[str]) -> None:
+    """The front checked the decoded path and passed on the one yarl resolved: /v2/models/seg/./infer and
+    /v2/models/x/../seg/infer reached Triton as /v2/models/seg/infer with a body the front refuses."""
+    port, asked = recording_front
+    path = "/" + "/".join(["v2", "models", *segments])
+    asked.clear()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", path, body=b'{"inputs": [], "id": "a", "id": "b"}')
+    reply = connection.getresponse()
+    reply.read()
+    connection.close()
+    assert not [p for p in asked if TRITON_INFER.fullmatch(p.partition("?")[0])], (path, asked, reply.status)
