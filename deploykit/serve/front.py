@@ -280,8 +280,11 @@ _LOG.addFilter(_ClientFaults())
 
 
 # How TritonJson words a body that is not JSON, or a value of another JSON type than it reads; Triton answers
-# both with 500 on the endpoints the front passes unread (repository index, shared memory, logging, trace).
-_TRITON_JSON_FAULTS = ("failed to parse the request JSON buffer", "attempt to access JSON ")
+# both with 500 on the endpoints the front passes unread (repository index, shared memory, logging, trace,
+# generate: "Unable to parse 'data': attempt to access JSON non-number as double" for `{"input": [true]}`,
+# "attempt to get members for non-object" for a body `[]`).
+_TRITON_JSON_FAULTS = re.compile(r"failed to parse the request JSON buffer|attempt to (access JSON|access non-|get "
+                                 r"members for non-|get size of non-|find member|add member to non-)")
 
 
 class HttpFront:
@@ -431,7 +434,7 @@ class HttpFront:
                 answer = await reply.read()
                 if reply.status >= 400:  # in KServe's shape: Triton labels some of its JSON errors text/plain
                     message = upstream_error(answer, reply.headers, reply.status)
-                    client_fault = reply.status == 500 and message.startswith(_TRITON_JSON_FAULTS)
+                    client_fault = reply.status == 500 and _TRITON_JSON_FAULTS.search(message) is not None
                     return json_error(400 if client_fault else reply.status, message)
                 passed = {k: v for k, v in reply.headers.items() if k.lower() not in _NOT_PASSED - {"content-encoding"}}
                 return web.Response(status=reply.status, body=answer, headers=passed)
