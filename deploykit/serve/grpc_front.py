@@ -4,7 +4,8 @@ on a private loopback port as bytes, after checking the shapes of inference requ
 Triton's gRPC endpoint has the HTTP one's hole (deploykit/serve/front.py): a ModelInfer input whose shape's
 byte size wraps to 0, sent with 0 bytes, aborts the model's Python stub, and every later request to that
 model fails while the server reports it ready. Inference requests (ModelInfer, and each message of
-ModelStreamInfer) are parsed and such shapes refused with INVALID_ARGUMENT; Triton's administration (ADMIN_RPCS)
+ModelStreamInfer) are parsed and such shapes refused with INVALID_ARGUMENT (in a stream, an in-stream error
+answer, as Triton gives for a request it refuses, and the stream goes on); Triton's administration (ADMIN_RPCS)
 is refused with PERMISSION_DENIED to clients on other machines (front.why_forbidden); every other call passes
 unread.
 """
@@ -12,6 +13,7 @@ unread.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,21 +117,49 @@ class GrpcFront:
         upstream = self._channel.stream_stream(method)
 
         def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-            refused: list[str] = []
+            """Triton's answers and, for each refused message, an in-stream error as Triton gives one: the stream
+            goes on. It ended at the first refused message, and the messages after it got no answer."""
+            answers: queue.Queue[bytes | grpc.RpcError | None] = queue.Queue()  # None: Triton's stream ended
 
             def checked() -> Iterator[bytes]:
                 for raw in requests:
                     reason = why_infer_refused(raw, self.max_elements) if method == _STREAM else None
-                    if reason:  # the stream ends here; the client is told why below
-                        refused.append(reason)
-                        return
-                    yield raw
+                    if reason:
+                        answers.put(stream_error(raw, reason))
+                    else:
+                        yield raw
+
+            call = upstream(checked(), metadata=_passed(context))
+            context.add_callback(call.cancel)  # the client went away: so does Triton's stream
+
+            def pump() -> None:
+                try:
+                    for answer in call:
+                        answers.put(answer)
+                    answers.put(None)
+                except grpc.RpcError as exc:
+                    answers.put(exc)
 
             with self._counted(context):
-                yield from upstream(checked(), metadata=_passed(context))
-            if refused:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
+                threading.Thread(target=pump, name="deploykit-serve-grpc-stream", daemon=True).start()
+                while (item := answers.get()) is not None:
+                    if isinstance(item, grpc.RpcError):
+                        raise item
+                    yield item
         return handle
+
+
+def stream_error(raw: bytes, reason: str) -> bytes:
+    """The ModelStreamInferResponse carrying `reason` for the request `raw` (its id and model, when it parses)."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest()
+    with contextlib.suppress(Exception):  # an unparsable request's answer names no id
+        request.ParseFromString(raw)
+    answer = service_pb2.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
+                                            id=request.id)
+    return bytes(service_pb2.ModelStreamInferResponse(error_message=reason, infer_response=answer)
+                 .SerializeToString())
 
 
 def peer_address(peer: str) -> str | None:

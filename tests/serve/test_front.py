@@ -223,6 +223,31 @@ def test_a_grpc_shape_that_killed_the_models_stub_is_refused_and_the_model_still
     good_request_matches(server, runner)
 
 
+def test_a_refused_message_in_a_grpc_stream_gets_its_error_and_the_stream_goes_on(served: tuple[Server, Any]) -> None:
+    """The front ended the stream at the first refused message: the requests after it got no answer."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    server, runner = served
+    xs = [np.random.default_rng(i).standard_normal((1, 3, 8, 8 + 4 * i), dtype=np.float32) for i in range(4)]
+    requests = []
+    for i, x in enumerate(xs):
+        request = service_pb2.ModelInferRequest(model_name="seg", id=str(i))
+        tensor = request.inputs.add(name="input", datatype="FP32")
+        tensor.shape.extend([2, 3, 2**62, 4] if i == 1 else x.shape)
+        request.raw_input_contents.append(b"" if i == 1 else x.tobytes())
+        requests.append(request)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        answers = list(service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter(requests), timeout=60))
+    errors = {a.infer_response.id: a.error_message for a in answers if a.error_message}
+    results = {a.infer_response.id: a.infer_response for a in answers if not a.error_message}
+    assert list(errors) == ["1"] and "too large" in errors["1"] and sorted(results) == ["0", "2", "3"]
+    for i in (0, 2, 3):
+        got = np.frombuffer(results[str(i)].raw_output_contents[0], np.float32)
+        np.testing.assert_allclose(got.reshape(results[str(i)].outputs[0].shape),
+                                   runner.infer({"input": xs[i]})["output"], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("accepted", [None, "gzip"])
 def test_an_answer_is_compressed_only_when_the_client_asks(served: tuple[Server, Any], accepted: str | None) -> None:
     """The front's own HTTP client asked Triton for gzip: curl, which sends no Accept-Encoding, got gzip bytes."""
