@@ -3,10 +3,11 @@ which tritonclient, KServe's clients and `requests(...).json()` read.
 
 Two sources answered otherwise. aiohttp itself, for a request it refuses before any handler runs (a malformed
 request line, header, chunk or Content-Length: `400 Bad Request` and the parser's words in text/plain, which
-tritonclient reported as "an exception occurred in the client while decoding the response") or a handler that
-raised (500 in text/plain or HTML). And Triton, whose errors are JSON labelled text/plain on some endpoints (an
-unknown model's 404 on /infer, an unknown path's 404, a model version not ready). `json_error_runner` covers the
-first for every connection, `upstream_error` the second for every answer passed on.
+tritonclient reported as "an exception occurred in the client while decoding the response"; an unknown
+`Expect:`, 417), or a handler that raised (500 in text/plain or HTML). And Triton, whose errors are JSON
+labelled text/plain on some endpoints (an unknown model's 404 on /infer, an unknown path's 404, a model version
+not ready). `json_error_runner` covers the first for every connection, `upstream_error` the second for every
+answer passed on.
 """
 
 from __future__ import annotations
@@ -50,20 +51,9 @@ def _phrase(status: int) -> str:
 
 
 def json_error_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """aiohttp's AppRunner for `app`, whose connections answer the requests aiohttp refuses itself (and the
-    HTTP errors a handler raises) in KServe v2's error shape, same status, aiohttp's words; not in text/plain."""
+    """aiohttp's AppRunner for `app`, whose connections answer the requests aiohttp refuses itself (and every
+    HTTP error raised) in KServe v2's error shape, same status, aiohttp's words; not in text/plain."""
     from aiohttp import web
-
-    @web.middleware
-    async def raised_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return json_error(exc.status, exc.reason)
-
-    app.middlewares.append(raised_as_json)
 
     class JsonErrors(web.RequestHandler):
         __slots__ = ()
@@ -75,6 +65,14 @@ def json_error_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
             answer = json_error(status, " ".join(said.split())[:_MESSAGE_CHARS])
             answer.force_close()  # as aiohttp's own: the connection's state is unknown after such a request
             return answer
+
+        async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                                  start_time: float | None) -> Any:
+            """Every answer passes here, also an HTTP error raised before the handler and its middlewares run
+            (an `Expect:` other than 100-continue got 417 "Unknown Expect: ..." in text/plain)."""
+            if isinstance(resp, web.HTTPException) and resp.status >= 400:
+                resp = json_error(resp.status, " ".join((resp.text or resp.reason).split())[:_MESSAGE_CHARS])
+            return await super().finish_response(request, resp, start_time)
 
     class JsonErrorServer(web.Server):
         def __call__(self) -> web.RequestHandler:

@@ -103,3 +103,10 @@ def test_tritonclient_reads_the_message_of_an_error_that_is_not_json(front: int)
         triton_http.InferenceServerClient(f"127.0.0.1:{front}").get_inference_statistics("seg")
     assert raised.value.status() == "502" and raised.value.message() == "<html>Bad Gateway</html>"
 
+
+
+def test_an_expectation_aiohttp_does_not_meet_gets_a_json_417(front: int) -> None:
+    """aiohttp raises it before the handler and its middlewares: "Unknown Expect: ..." came in text/plain."""
+    status, kind, body = _raw(front, b"POST /v2/models/seg/infer HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\n"
+                                     b"Content-Length: 2\r\n\r\n{}")
+    assert (status, kind.split(";")[0]) == (417, "application/json") and "something-else" in body["error"]
