@@ -61,6 +61,8 @@ class GrpcFront:
                                    options=[("grpc.max_receive_message_length", largest),
                                             ("grpc.max_send_message_length", -1)])
         self._active = 0
+        self._cut = 0  # calls the end of the drain cancelled
+        self._closing = False
         self._lock = threading.Lock()
 
     def start(self, host: str, port: int) -> None:
@@ -75,9 +77,10 @@ class GrpcFront:
 
     def stop(self) -> bool:
         """Stop taking calls, give in-flight ones the drain, close; whether none was cut off."""
+        self._closing = True
         self._server.stop(grace=self.drain_s).wait()
         self._channel.close()
-        return self._active == 0
+        return self._active == 0 and self._cut == 0
 
     @contextlib.contextmanager
     def _counted(self, context: grpc.ServicerContext) -> Iterator[None]:
@@ -93,6 +96,8 @@ class GrpcFront:
         finally:
             with self._lock:
                 self._active -= 1
+                # Ended by the drain's end, not done: a stream it cancelled ended here at once, not counted.
+                self._cut += self._closing and not context.is_active()
 
     def unary(self, method: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         import grpc

@@ -1,0 +1,71 @@
+"""deploykit serve's gRPC front before a stand-in Triton (a gRPC server answering each streamed request with
+its id): what the drain counts as cut off."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("grpc")
+pytest.importorskip("tritonclient.grpc")
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from deploykit.serve.front import FrontLimits
+from deploykit.serve.grpc_front import GrpcFront
+from tests.serve.test_http_errors import _free_port
+
+
+def _echo(requests: Iterator[bytes], _context: object) -> Iterator[bytes]:
+    for raw in requests:
+        request = service_pb2.ModelInferRequest.FromString(raw)
+        yield service_pb2.ModelStreamInferResponse(
+            infer_response=service_pb2.ModelInferResponse(id=request.id)).SerializeToString()
+
+
+class _Triton:
+    def service(self, details: object) -> object:
+        return grpc.stream_stream_rpc_method_handler(_echo)
+
+
+def _requests(count: int, every_s: float) -> Iterator[service_pb2.ModelInferRequest]:
+    for i in range(count):
+        yield service_pb2.ModelInferRequest(model_name="seg", id=str(i))
+        time.sleep(every_s)
+
+
+@pytest.mark.parametrize(("count", "cut"), [(3, False), (200, True)])
+def test_a_stream_the_drain_ends_is_counted_as_cut_off(count: int, cut: bool) -> None:
+    """A stream still open when the drain ran out was not counted (serve exited 0 after cutting it off) once the
+    front answered streams from a queue: its handler ended at once on the cancel."""
+    triton = grpc.server(ThreadPoolExecutor(4), handlers=[_Triton()])
+    upstream = triton.add_insecure_port("127.0.0.1:0")
+    triton.start()
+    front = GrpcFront(f"127.0.0.1:{upstream}", FrontLimits(max_elements=2**18, max_body_bytes=2**20), 1)
+    port = _free_port()
+    front.start("127.0.0.1", port)
+    answers: list[str] = []
+
+    def stream() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                for answer in service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(
+                        _requests(count, 0.05)):
+                    answers.append(answer.infer_response.id)
+            except grpc.RpcError as exc:
+                answers.append(str(exc.code()))
+
+    client = threading.Thread(target=stream)
+    client.start()
+    time.sleep(0.5)
+    try:
+        drained = front.stop()
+    finally:
+        triton.stop(None)
+        client.join(10)
+    assert drained is not cut, answers
+    assert answers[:3] == ["0", "1", "2"]
