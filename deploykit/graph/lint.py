@@ -286,6 +286,34 @@ def _tensor_type_findings(ctx: Context) -> list[Finding]:
     for init in graph.initializer:
         if init.data_type == TensorProto.INT64 and init.name in ctx.index.consumers:
             found.extend(_int64_range(init, ctx))
+    return found + _uint8_inside(ctx)
+
+
+# Readers of a UINT8 tensor that other rules judge: Cast (cast-uint8), DequantizeLinear (qdq-uint8), ArgMax/ArgMin
+# (argmax-uint8), GridSample (gridsample-type).
+_UINT8_JUDGED = {"Cast", "DequantizeLinear", "ArgMax", "ArgMin", "GridSample"}
+
+
+def _uint8_inside(ctx: Context) -> list[Finding]:
+    """UINT8 only at the network's edges: NVIDIA/TensorRT include/NvInferRuntimeBase.h, DataType::kUINT8 (v10.16
+    l.164-167, v11.1 l.167-170): "Use the IdentityLayer to convert kUINT8 network-level inputs to {kFLOAT, kHALF}
+    prior to use with other TensorRT layers, or to convert intermediate output before kUINT8 network-level outputs
+    from {kFLOAT, kHALF} to kUINT8"; onnx-tensorrt docs/operators.md (10.1-GA l.13): "UINT8 is only supported as
+    network input or output tensor types". A UINT8 tensor may feed a Cast (to float) and nothing else; a
+    QuantizeLinear's UINT8 output is INT8 in TensorRT's network, and Q/DQ zero points are weights."""
+    index = ctx.index
+    found = []
+    for name, kind in index.types.items():
+        if kind != TensorProto.UINT8 or ctx.producer_op(name) == "QuantizeLinear":
+            continue
+        readers = {label(node): node for node, position in index.consumers.get(name, [])
+                   if node.op_type not in _UINT8_JUDGED and not (node.op_type == "QuantizeLinear" and position == 2)}
+        for node in readers.values():
+            found.append(finding(node, "uint8-inside", "error",
+                                 f"{node.op_type} reads the UINT8 tensor {name!r}: TensorRT takes UINT8 only as a "
+                                 "network input or output, converted to or from float by a Cast",
+                                 "cast the uint8 tensor to float first (Cast(to=FLOAT)), or compute in float and cast "
+                                 "to uint8 last"))
     return found
 
 

@@ -19,6 +19,9 @@ Severity = Literal["error", "warning", "info"]
 
 
 _UINT8_SOURCES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8)
+# What TensorRT quantizes to (IQuantizeLayer/IDequantizeLayer in NvInfer.h): INT8, FP8, INT4, FP4.
+_QUANTIZED = (TensorProto.INT8, TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1)
+_HALF_SCALES = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,13 @@ class Finding:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+def _onnx_type(values: np.ndarray) -> int | None:
+    try:
+        return int(helper.np_dtype_to_tensor_dtype(values.dtype))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def label(node: onnx.NodeProto) -> str:
@@ -89,15 +99,24 @@ def finding(node: onnx.NodeProto, rule: str, severity: Severity, why: str, fix: 
 
 
 def _pool_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """onnx-tensorrt 10.1-GA (commit 96e7811) importerUtils.cpp poolingHelper l.1382-1401 (unchanged in 10.x since):
+    MaxPool/AveragePool of a 3-D input (kernel_shape of 1) is unsqueezed to 2-D and pooled, 2-D and 3-D pool as
+    they are, anything else fails ("The attribute kernel_shape misaligns", kUNSUPPORTED_NODE); LpPool (onnxOpImporters
+    .cpp l.3329-3382) calls addPoolingNd without that expansion: 2-D or 3-D only. Dilations are never read: both call
+    getKernelParams with dilations=nullptr (importerUtils.cpp l.770, l.1418), so the engine pools undilated
+    (operators.md 10.1-GA l.31/110/114: "`dilations` must be empty or all ones")."""
     attrs = _attrs(node)
     found = []
-    if len(attrs.get("kernel_shape", [0, 0])) not in (2, 3):
-        found.append(finding(node, "pool-rank", "error", "TensorRT pools 2-D or 3-D inputs only",
-                              "use a 2-D pool in PyTorch (a 1-D signal as height 1)"))
+    ranks = (2, 3) if node.op_type == "LpPool" else (1, 2, 3)
+    if len(attrs.get("kernel_shape", [0, 0])) not in ranks:
+        found.append(finding(node, "pool-rank", "error",
+                              f"TensorRT pools {'2-D or 3-D' if node.op_type == 'LpPool' else '1-D, 2-D or 3-D'} "
+                              "inputs only", "use a 2-D pool in PyTorch (a 1-D signal as height 1)"))
     if any(d != 1 for d in attrs.get("dilations", [])):
-        found.append(finding(node, "pool-dilation", "error",
-                              f"{node.op_type} with dilations {list(attrs['dilations'])}: TensorRT needs them "
-                              "empty or all ones", "use dilation=1 pooling in the PyTorch model"))
+        found.append(finding(node, "pool-dilation", "warning",
+                              f"{node.op_type} with dilations {list(attrs['dilations'])}: TensorRT's parser ignores "
+                              "pooling dilations, so the engine pools undilated and its output differs from PyTorch's",
+                              "use dilation=1 pooling in the PyTorch model"))
     return found
 
 
@@ -142,14 +161,17 @@ def _resize_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
 def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
     """onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.12+): DequantizeLinear of UINT8 data is refused
     (checkNotInvalidType(inputs.at(0), {"UINT8"})), as are nonzero zero points and a constant scale that is not all
-    positive ("Scale coefficients must all be positive", kINVALID_NODE). A UINT8 QuantizeLinear (a UINT8 zero
-    point, or none: the ONNX default) parses with a warning and becomes INT8 ("Defaulting to INT8 instead")."""
+    positive ("Scale coefficients must all be positive", kINVALID_NODE). A QuantizeLinear whose zero point is not
+    INT8/FP8/INT4/FP4 (UINT8, the ONNX default, or INT16, UINT16 ...) parses with a warning and quantizes to INT8
+    ("Defaulting to INT8 instead", "TensorRT will use INT8 instead"; 10.1-GA l.1450-1461 alike).
+    Types: _qdq_types."""
     found = []
     uint8_fix = "quantize with deploykit's calibration (`build-engine --int8`: symmetric INT8 Q/DQ)"
     zero = ctx.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     data = ctx.constant(node.input[0])
-    unsigned_q = node.op_type == "QuantizeLinear" and "output_dtype" not in _attrs(node) and (
-        zero is None or zero.dtype == np.uint8)
+    zero_type = None if zero is None else ctx.index.types.get(node.input[2]) or _onnx_type(zero)
+    as_int8 = node.op_type == "QuantizeLinear" and "output_dtype" not in _attrs(node) and (
+        zero is None or zero_type not in _QUANTIZED)
     # A QuantizeLinear's output is INT8 in TensorRT's network whatever ONNX declares; any other UINT8 data is refused.
     uint8_data = (data is not None and data.dtype == np.uint8) or (
         ctx.index.types.get(node.input[0]) == TensorProto.UINT8 and ctx.producer_op(node.input[0]) != "QuantizeLinear")
@@ -161,10 +183,11 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
         found.append(finding(node, "qdq-zero-point", "error",
                               "asymmetric quantization (nonzero zero point): TensorRT requires zero points of 0",
                               "recalibrate with deploykit (`build-engine --int8`), which writes symmetric Q/DQ"))
-    elif unsigned_q:
+    elif as_int8:
+        kind = TensorProto.DataType.Name(zero_type) if zero_type else "UINT8"
         found.append(finding(node, "qdq-uint8", "warning",
-                              "UINT8 quantization: TensorRT quantizes to INT8 instead, so it keeps negatives and "
-                              "saturates at 127 where ONNX Runtime clamps at 0 and 255", uint8_fix))
+                              f"{kind} quantization: TensorRT quantizes to INT8 instead, so it keeps negatives and "
+                              f"saturates at 127 where ONNX Runtime uses {kind}'s range", uint8_fix))
     scale = ctx.constant(node.input[1]) if len(node.input) > 1 else None
     # NvInfer.h IQuantizeLayer (release/10.16 l.5558): "Activations cannot be quantized per-channel."
     if node.op_type == "QuantizeLinear" and scale is not None and scale.size > 1 and data is None:
@@ -186,7 +209,34 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
         found.append(finding(node, "qdq-weight-axis", "error",
                               f"per-channel weight scales on axis {axis}: TensorRT quantizes {what}",
                               "recalibrate with deploykit (`build-engine --int8`), which quantizes weights on axis 0"))
-    return found
+    return found + _qdq_types(node, ctx)
+
+
+def _qdq_types(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """Types TensorRT's Q/DQ layers take, in the strongly typed network deploykit builds (10.x and 11.x).
+    DequantizeLinear: NVIDIA/TensorRT include/NvInfer.h IDequantizeLayer (v10.16 l.5691-5692, v11.1 l.5516-5517):
+    "input type ... must be constrained to DataType::kINT8, DataType::kFP8, DataType::kINT4 or DataType::kFP4" (an
+    INT32 bias included; a QuantizeLinear's output always is one of them). QuantizeLinear: IQuantizeLayer (v10.16
+    l.5544-5545, v11.1 l.5367-5368): "For strongly typed networks, if the scale data type is DataType::kHALF or
+    DataType::kBF16, it must match the input data type"; the parser casts the scale to the input's type only below
+    opset 19 (onnxOpImporters.cpp QuantDequantLinearHelper, 10.12+: `if (ctx->getOpsetVersion() < 19 &&
+    scaleInput->getType() != inputType)` -> addCast)."""
+    source = ctx.index.types.get(node.input[0])
+    if node.op_type == "DequantizeLinear":
+        if source in (None, 0, TensorProto.UINT8, *_QUANTIZED) or ctx.producer_op(node.input[0]) == "QuantizeLinear":
+            return []  # UINT8: the qdq-uint8 error
+        return [finding(node, "qdq-data-type", "error", f"DequantizeLinear of {TensorProto.DataType.Name(source)} "
+                         "data: TensorRT dequantizes only INT8, FP8, INT4 or FP4",
+                         "keep biases and other non-quantized constants in float")]
+    scale_type = ctx.index.types.get(node.input[1]) if len(node.input) > 1 else None
+    opset = next((e.version for e in ctx.model.opset_import if e.domain in ("", "ai.onnx")), 0)
+    if opset < 19 or scale_type not in _HALF_SCALES or source in (None, 0, scale_type):
+        return []
+    return [finding(node, "qdq-scale-type", "error",
+                     f"QuantizeLinear of {TensorProto.DataType.Name(source)} data with a "
+                     f"{TensorProto.DataType.Name(scale_type)} scale: a strongly typed TensorRT network needs a "
+                     "float16/bfloat16 scale to match the input's type (opset >= 19: the parser does not cast it)",
+                     "give the scale the input's type (or use a float32 scale)")]
 
 
 def _conv_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
@@ -201,14 +251,18 @@ def _conv_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
 
 
 def _topk_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.5724-5770 (and 10.x since) never reads `sorted`: the TopK layer
+    returns sorted results, which sorted=0 ("order unspecified") allows, so that is a note only (operators.md
+    10.1-GA l.207 lists "`sorted` must be 1"). K: NVIDIA/TensorRT include/NvInfer.h (v11.1, 82d1dca, l.3448 and
+    l.8595; v10.16 alike): "Currently only values of K up to 3840 are supported" (3840 itself included)."""
     found = []
     if int(_attrs(node).get("sorted", 1)) != 1:
-        found.append(finding(node, "topk-sorted", "error", "TopK with sorted=0: TensorRT needs sorted=1",
-                              "use torch.topk(..., sorted=True)"))
+        found.append(finding(node, "topk-sorted", "info", "TopK with sorted=0: TensorRT ignores it and returns the "
+                              "top K sorted (a valid order for sorted=0)", "nothing to change"))
     k = ctx.constant(node.input[1]) if len(node.input) > 1 else None
-    if k is not None and k.size == 1 and int(k.reshape(-1)[0]) >= support.TOPK_MAX_K:
+    if k is not None and k.size == 1 and int(k.reshape(-1)[0]) > support.TOPK_MAX_K:
         found.append(finding(node, "topk-k", "error",
-                              f"TopK with K={int(k.reshape(-1)[0])}: TensorRT needs K < {support.TOPK_MAX_K}",
+                              f"TopK with K={int(k.reshape(-1)[0])}: TensorRT supports K up to {support.TOPK_MAX_K}",
                               "reduce K, or sort in PyTorch after the engine"))
     return found
 
@@ -245,6 +299,33 @@ def _cast_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                      "from FLOAT or HALF (NvInferRuntimeBase.h, kUINT8)",
                      "cast to float first (Cast(to=FLOAT) then Cast(to=UINT8)), or keep the int32 output; "
                      "`deploykit export --head argmax` writes the float route")]
+
+
+def _grid_sample_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.5085-5146 (the same in 10.x since): BOOL/UINT8 inputs refused
+    (l.5087-5088), input and grid of one rank (l.5098, kINVALID_NODE), which IGridSampleLayer needs to be 4
+    (NVIDIA/TensorRT include/NvInfer.h v11.1 l.6075, v10.16 l.6239: "The input and grid tensors must be shape tensors
+    of rank 4"; operators.md 10.1-GA l.85: "Input must be 4D input"). align_corners 0 and 1 and the three
+    padding modes are all mapped (l.5108-5142). Modes: only "nearest", "bilinear" and "bicubic" are recognized
+    (l.5123-5137); any other name, such as opset 20's "linear" and "cubic", leaves kNEAREST."""
+    found = []
+    ranks = [ctx.index.ranks.get(name) for name in node.input[:2]]
+    if any(rank is not None and rank != 4 for rank in ranks):
+        found.append(finding(node, "gridsample-rank", "error", f"GridSample of rank {ranks[0]} (grid rank "
+                              f"{ranks[1]}): TensorRT samples 4-D inputs (N, C, H, W) with a 4-D grid only",
+                              "use 2-D grid_sample (4-D input) in the PyTorch model"))
+    kinds = {ctx.index.types.get(name) for name in node.input[:2]}
+    if kinds & {TensorProto.BOOL, TensorProto.UINT8}:
+        found.append(finding(node, "gridsample-type", "error", "GridSample of BOOL or UINT8 data: TensorRT's parser "
+                              "refuses it", "sample a float tensor (cast it to float first)"))
+    mode = _attrs(node).get("mode", "bilinear")
+    if mode not in ("nearest", "bilinear", "bicubic"):
+        found.append(finding(node, "gridsample-mode", "warning", f"GridSample mode {mode!r}: TensorRT's parser knows "
+                              "only 'nearest', 'bilinear' and 'bicubic' (opset 16 names) and imports any other mode "
+                              "as nearest, so the engine's output differs from PyTorch's",
+                              "export GridSample at opset 16-19 (`deploykit export --opset 18`), whose mode names "
+                              "the parser reads"))
+    return found
 
 
 def _misc_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
@@ -297,6 +378,7 @@ NODE_RULES: dict[str, Rule] = {
     "If": _if_rule,
     "MaxPool": _pool_rule, "AveragePool": _pool_rule, "LpPool": _pool_rule,
     "Resize": _resize_rule,
+    "GridSample": _grid_sample_rule,
     "QuantizeLinear": _qdq_rule, "DequantizeLinear": _qdq_rule,
     "Conv": _conv_rule,
     "TopK": _topk_rule,

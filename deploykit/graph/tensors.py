@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -32,6 +32,7 @@ class GraphIndex:
     consumers: dict[str, list[tuple[onnx.NodeProto, int]]]
     types: dict[str, int]  # tensor name -> TensorProto element type
     initializers: dict[str, onnx.TensorProto]
+    ranks: dict[str, int] = field(default_factory=dict)  # tensor name -> rank, where known
 
     def is_float(self, name: str) -> bool:
         return self.types.get(name) in FLOAT_TYPES
@@ -71,12 +72,16 @@ def index_graph(model: onnx.ModelProto, *, infer_types: bool = True) -> GraphInd
             inferred = model
     graph = inferred.graph
     types: dict[str, int] = {}
+    ranks: dict[str, int] = {}
     for value in (*graph.input, *graph.value_info, *graph.output):
         if value.type.HasField("tensor_type"):
             types[value.name] = value.type.tensor_type.elem_type
+            if value.type.tensor_type.HasField("shape"):
+                ranks[value.name] = len(value.type.tensor_type.shape.dim)
     initializers = {init.name: init for init in model.graph.initializer}
     for name, init in initializers.items():
         types[name] = init.data_type
+        ranks[name] = len(init.dims)
     producer: dict[str, onnx.NodeProto] = {}
     consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
     for node in model.graph.node:
@@ -90,7 +95,8 @@ def index_graph(model: onnx.ModelProto, *, infer_types: bool = True) -> GraphInd
         for position, name in enumerate(node.input):
             if name:
                 consumers[name].append((node, position))
-    return GraphIndex(producer=producer, consumers=dict(consumers), types=types, initializers=initializers)
+    return GraphIndex(producer=producer, consumers=dict(consumers), types=types, initializers=initializers,
+                      ranks=ranks)
 
 
 def subgraph_reads(graph: onnx.GraphProto) -> set[str]:

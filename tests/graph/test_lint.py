@@ -67,12 +67,17 @@ def test_unpooling_rewritable_is_a_warning_overlapping_is_an_error() -> None:
 
 
 def test_pooling_restrictions() -> None:
+    """onnx-tensorrt's poolingHelper ignores dilations (a warning: the engine pools undilated) and pools a 1-D
+    MaxPool/AveragePool as 2-D (clean); LpPool has no such expansion (an error)."""
     model = graphs.model([
         helper.make_node("MaxPool", ["x"], ["p"], name="dilated", kernel_shape=[2, 2], dilations=[2, 2]),
-        helper.make_node("AveragePool", ["p"], ["y"], name="one_d", kernel_shape=[2]),
-    ])
-    errors = _rules(lint_model(model))
-    assert errors["pool-dilation"].node == "dilated" and errors["pool-rank"].node == "one_d"
+        helper.make_node("Reshape", ["p", "shape"], ["flat"], name="to_1d"),
+        helper.make_node("AveragePool", ["flat"], ["a"], name="one_d", kernel_shape=[2]),
+        helper.make_node("LpPool", ["a"], ["y"], name="lp_one_d", kernel_shape=[2]),
+    ], initializers=[graphs.const("shape", np.array([0, 3, -1], np.int64))])
+    report = lint_model(model)
+    assert _rules(report, "warning")["pool-dilation"].node == "dilated"
+    assert [(f.rule, f.node) for f in report.errors] == [("pool-rank", "lp_one_d")]
 
 
 @pytest.mark.parametrize("kwargs,rule,severity", [
@@ -128,12 +133,18 @@ def test_int8_notes_resize_and_grouped_conv() -> None:
 
 
 def test_other_node_restrictions() -> None:
+    """TopK: the importer never reads `sorted` (sorted output is a valid sorted=0 result: a note), and NvInfer.h
+    supports K "up to 3840", 3840 included."""
     model = graphs.model([
         helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk", sorted=0),
         helper.make_node("ScatterND", ["x", "idx", "v"], ["y"], name="scatter", reduction="add"),
     ], initializers=[graphs.const("k", np.array([4], np.int64)), graphs.const("idx", np.zeros((1, 1), np.int64))])
-    errors = _rules(lint_model(model))
-    assert errors["topk-sorted"].node == "topk" and errors["scatternd-reduction"].node == "scatter"
+    report = lint_model(model)
+    assert [(f.rule, f.node) for f in report.errors] == [("scatternd-reduction", "scatter")]
+    assert _rules(report, "info")["topk-sorted"].node == "topk"
+    for k, flagged in ((3840, False), (3841, True)):
+        model.graph.initializer[0].CopyFrom(graphs.const("k", np.array([k], np.int64)))
+        assert ("topk-k" in _rules(lint_model(model))) == flagged
 
 
 def test_int64_beyond_int32_warns_except_slice_sentinels() -> None:

@@ -11,6 +11,8 @@ check each other. Each rule cites its source where it is applied (`_check`, `_no
   include/NvInfer.h IDequantizeLayer; a QuantizeLinear with no zero point or a UINT8 zero point of 0 is
   accepted and quantizes to INT8, as the parser does (see _int8_quantization);
 - a Cast to UINT8 from an integer or bool tensor: NVIDIA/TensorRT include/NvInferRuntimeBase.h DataType::kUINT8;
+- what TensorRT's layers refuse (UINT8 inside the network, GridSample ranks, a HALF scale on a FLOAT QuantizeLinear,
+  TopK K > 3840, ScatterND reduction, LayerNormalization's extra outputs, CumSum axis, Dropout training): _layers;
 - ConvTranspose weights quantized on axis 1: NVIDIA/TensorRT#2380;
 - non-standard domains: onnx-tensorrt ModelImporter.cpp parseGraph (no importer -> plugin fallback fails),
   except calls of the model's local functions, whose bodies are checked like If branches and Loop/Scan bodies
@@ -28,8 +30,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from tests.fakes.tensorrt_double._layers import layer_problem
 from tests.fakes.tensorrt_double._state import Base, Dims
 
+GRID_SAMPLE_MODES = (b"nearest", b"bilinear", b"bicubic")  # onnxOpImporters.cpp 10.1-GA l.5123-5137
 RESIZE_TRANSFORMS = (b"align_corners", b"tf_half_pixel_for_nn", b"pytorch_half_pixel", b"half_pixel", b"asymmetric")
 # onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15): every operator marked "N" in the Supported column.
 UNSUPPORTED = {"AffineGrid", "Bernoulli", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor",
@@ -186,6 +190,10 @@ class OnnxParserBase(Base):
                 self.logger.log(self.trt.ILogger.Severity.WARNING,
                                 f"{node.name}: TensorRT supports QuantizeLinear/DequantizeLinear with UINT8 "
                                 "zero_point only on DLA. Defaulting to INT8 instead.")
+            elif zero is not None and zero.data_type not in DEQUANTIZABLE:  # same helper: "else" branch
+                self.logger.log(self.trt.ILogger.Severity.WARNING,
+                                f"{node.name}: For zero_point with type {TensorProto.DataType.Name(zero.data_type)} "
+                                "TensorRT will use INT8 instead.")
             elif not (zero is None and node.op_type == "QuantizeLinear"
                       and not any(a.name == "output_dtype" for a in node.attribute)):
                 continue
@@ -193,9 +201,10 @@ class OnnxParserBase(Base):
             name = f"{node.output[0]}__int8_zero_point"
             graph.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), name))
             node.input[:] = [*node.input[:2], name]
-            changed.add(node.output[0])
+            if node.op_type == "QuantizeLinear":
+                changed.add(node.output[0])
         for value in (*graph.value_info, *graph.output):  # Q outputs are INT8 now, as in TensorRT's network
-            if value.name in changed and value.type.tensor_type.elem_type == TensorProto.UINT8:
+            if value.name in changed and value.type.tensor_type.elem_type not in DEQUANTIZABLE:
                 value.type.tensor_type.elem_type = TensorProto.INT8
         return proto
 
@@ -234,18 +243,20 @@ class OnnxParserBase(Base):
         constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in nodes
                           if n.op_type == "Constant" for a in n.attribute
                           if a.name == "value" and a.type == onnx.AttributeProto.TENSOR})
-        types = _element_types(proto)
+        types, ranks = _element_types(proto)
+        # QuantizeLinear outputs are INT8 tensors in TensorRT's network whatever ONNX declares (_int8_quantization)
+        quantized = {n.output[0] for n in nodes if n.op_type == "QuantizeLinear"}
+        types.update({name: TensorProto.INT8 for name in quantized if types.get(name) not in DEQUANTIZABLE})
         functions = {f.name: f for f in proto.functions}
         errors = []
         dequantized_on = {  # DequantizeLinear output -> (axis, number of scales), for the ConvTranspose check
             n.output[0]: (next((int(a.i) for a in n.attribute if a.name == "axis"), 1),
                           int(constants[n.input[1]].size) if n.input[1] in constants else 1)
             for n in nodes if n.op_type == "DequantizeLinear"}
-        # QuantizeLinear outputs are INT8 tensors in TensorRT's network whatever ONNX declares (_int8_quantization)
-        quantized = {n.output[0] for n in nodes if n.op_type == "QuantizeLinear"}
         for index, node in enumerate(nodes):
             # Types first: QuantDequantLinearHelper checks DequantizeLinear's input type before anything else.
-            problem = (_type_problem(node, types, quantized) or _control_problem(node, constants, functions)
+            problem = (_type_problem(node, types) or layer_problem(node, constants, types, ranks, opset)
+                       or _control_problem(node, constants, functions)
                        or self._node_problem(node, constants, dequantized_on, opset, functions))
             if problem is not None:
                 code, desc = problem
@@ -360,8 +371,17 @@ def _control_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
 def _as_imported(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Resize as onnx-tensorrt's importer builds it (DEFINE_BUILTIN_OP_IMPORTER(Resize)): a mode other than
     "cubic" or "linear" is kNEAREST, and antialias and keep_aspect_ratio_policy are never read, so the engine
-    resizes without them; ONNX Runtime then computes what the engine would."""
+    resizes without them; ONNX Runtime then computes what the engine would. Likewise pooling without its dilations
+    (importerUtils.cpp 10.1-GA l.770 and l.1418: getKernelParams(..., nullptr /*dilations*/)) and GridSample with
+    a mode other than nearest/bilinear/bicubic as nearest (onnxOpImporters.cpp 10.1-GA l.5123-5137)."""
     for node in proto.graph.node:
+        if node.op_type in ("MaxPool", "AveragePool", "LpPool"):
+            kept = [a for a in node.attribute if a.name != "dilations"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+        for attr in node.attribute:
+            if node.op_type == "GridSample" and attr.name == "mode" and attr.s not in GRID_SAMPLE_MODES:
+                attr.s = b"nearest"
         if node.op_type != "Resize":
             continue
         kept = [a for a in node.attribute if a.name not in ("antialias", "keep_aspect_ratio_policy")]
@@ -373,9 +393,9 @@ def _as_imported(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
-    """Tensor name -> ONNX element type, from ONNX shape inference and the declarations (the parser knows every
-    tensor's type: TensorOrWeights::getType)."""
+def _element_types(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
+    """Tensor name -> ONNX element type, and -> rank where known, from ONNX shape inference and the declarations
+    (the parser knows every tensor's type and rank: TensorOrWeights::getType, ITensor::getDimensions)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False)
     except Exception:  # an unusual graph: fall back to what is declared
@@ -384,14 +404,15 @@ def _element_types(proto: onnx.ModelProto) -> dict[str, int]:
     types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)
              if v.type.HasField("tensor_type")}
     types.update({i.name: i.data_type for i in proto.graph.initializer})
-    return types
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.input, *graph.value_info, *graph.output)
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+    ranks.update({i.name: len(i.dims) for i in proto.graph.initializer})
+    return types, ranks
 
 
-def _type_problem(node: onnx.NodeProto, types: dict[str, int], quantized: set[str]) -> tuple[str, str] | None:
+def _type_problem(node: onnx.NodeProto, types: dict[str, int]) -> tuple[str, str] | None:
     """Rules on the types TensorRT's layers accept (sources at DEQUANTIZABLE and UINT8_CASTS_FROM)."""
     source = types.get(node.input[0], TensorProto.UNDEFINED) if node.input else TensorProto.UNDEFINED
-    if source == TensorProto.UINT8 and node.input[0] in quantized:
-        source = TensorProto.INT8
     name = TensorProto.DataType.Name(source) if source else "UNDEFINED"
     if node.op_type == "DequantizeLinear" and source not in (*DEQUANTIZABLE, TensorProto.UNDEFINED):
         return "UNSUPPORTED_NODE_DATATYPE", (f"DequantizeLinear of {name} data: IDequantizeLayer takes INT8, FP8, "
