@@ -58,6 +58,12 @@ def _attribute_problem(node: onnx.NodeProto, attrs: dict[str, object],
         return "UNSUPPORTED_NODE", f"TopK: K={int(k.reshape(-1)[0])}; only values of K up to {TOPK_MAX_K} are supported"
     # 10.12+ DEFINE_BUILTIN_OP_IMPORTER(ScatterND): ONNXTRT_CHECK_NODE(mode == "none", "ScatterND with reduction is not
     # supported.", ..., kUNSUPPORTED_NODE_ATTR) (10.1-GA l.5151 refused any reduction attribute, "none" too).
+    # importerUtils.cpp 10.1-GA poolingHelper l.1387-1401: a 3-D input (kernel_shape of 1) is pooled as 2-D, 2-D/3-D
+    # as they are, else "The attribute kernel_shape misaligns ..." (kUNSUPPORTED_NODE); LpPool (onnxOpImporters.cpp
+    # l.3329-3382) has no such expansion and IPoolingLayer pools 2-D or 3-D.
+    kernel = len(attrs.get("kernel_shape", [0, 0])) if node.op_type in ("MaxPool", "AveragePool", "LpPool") else 2
+    if kernel not in ((2, 3) if node.op_type == "LpPool" else (1, 2, 3)):
+        return "UNSUPPORTED_NODE", "The attribute kernel_shape misaligns with the shape of the input tensor."
     if node.op_type == "ScatterND" and attrs.get("reduction", b"none") != b"none":
         return "UNSUPPORTED_NODE_ATTR", "ScatterND with reduction is not supported."
     # 10.1-GA l.2752-2815: the importer returns Y only (operators.md l.100: "Only the first output `Y` is supported").
