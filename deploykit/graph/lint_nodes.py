@@ -352,6 +352,22 @@ def _misc_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
     return []
 
 
+_REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+               "ReduceProd", "ReduceSum", "ReduceSumSquare")
+
+
+def _constant_axes_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """Axes TensorRT needs at build time: onnx-tensorrt 10.1-GA importerUtils.cpp reduceTensor l.1471-1474 ("Axis
+    input must be an initializer!", kUNSUPPORTED_NODE; the same in 10.12+) for the Reduce ops' `axes` input (opset
+    18), onnxOpImporters.cpp Pad l.3851-3870 ("TensorRT does not support dynamic axes for pad!") for Pad's."""
+    position = 3 if node.op_type == "Pad" else 1
+    name = node.input[position] if len(node.input) > position else ""
+    if not name or ctx.constant(name) is not None:
+        return []
+    return [finding(node, "dynamic-axes", "error", f"{node.op_type}'s axes input {name!r} is computed in the graph: "
+                     "TensorRT needs it as a build-time constant", "pass the axes as Python ints in PyTorch (dim=...)")]
+
+
 def _if_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
     """onnx-tensorrt docs/operators.md (10.1-GA, commit 96e7811, l.94), If: "Output tensors of the two conditional
     branches must have the same rank and must have different names". Both branches are imported into one name
@@ -386,4 +402,5 @@ NODE_RULES: dict[str, Rule] = {
     "Cast": _cast_rule,
     "ScatterND": _misc_rule, "LayerNormalization": _misc_rule, "CumSum": _misc_rule, "Dropout": _misc_rule,
     "Constant": _misc_rule,
+    "Pad": _constant_axes_rule, **{op: _constant_axes_rule for op in _REDUCE_OPS},
 }

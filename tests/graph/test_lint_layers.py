@@ -113,6 +113,13 @@ CASES = {
     "dropout-training": (node_case(helper.make_node("Dropout", ["x", "r", "t"], ["y"], name="d"),
                                    [graphs.const("r", np.array(0.5, np.float32)), graphs.const("t", np.array(True))]),
                          False),
+    "reducemax-axes-input": (node_case(helper.make_node("ReduceMax", ["x", "a"], ["y"], name="r"), [], inputs=2),
+                             False),  # reduceTensor: "Axis input must be an initializer!"
+    "reducemax-axes-constant": (node_case(helper.make_node("ReduceMax", ["x", "a"], ["y"], name="r"),
+                                          [graphs.const("a", np.array([2, 3], np.int64))]), True),
+    "pad-axes-input": (io_model([helper.make_node("Pad", ["x", "p", "", "a"], ["y"], name="pad")],
+                                [("x", F, graphs.IMAGE), ("a", TensorProto.INT64, [2])], [("y", F, graphs.IMAGE)],
+                                [graphs.const("p", np.ones(4, np.int64))]), False),
     "layernorm-mean-output": (node_case(helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], name="ln"),
                                         [graphs.const("s", np.ones(3, np.float32))]), False),
 }

@@ -64,6 +64,10 @@ def _attribute_problem(node: onnx.NodeProto, attrs: dict[str, object],
     kernel = len(attrs.get("kernel_shape", [0, 0])) if node.op_type in ("MaxPool", "AveragePool", "LpPool") else 2
     if kernel not in ((2, 3) if node.op_type == "LpPool" else (1, 2, 3)):
         return "UNSUPPORTED_NODE", "The attribute kernel_shape misaligns with the shape of the input tensor."
+    # importerUtils.cpp 10.1-GA reduceTensor l.1471-1474 ("Axis input must be an initializer!") and Pad l.3851-3870.
+    axes = 3 if node.op_type == "Pad" else 1 if node.op_type.startswith("Reduce") else 0
+    if axes and len(inputs) > axes and inputs[axes] and inputs[axes] not in constants:
+        return "UNSUPPORTED_NODE", f"{node.op_type}: axes input must be an initializer"
     if node.op_type == "ScatterND" and attrs.get("reduction", b"none") != b"none":
         return "UNSUPPORTED_NODE_ATTR", "ScatterND with reduction is not supported."
     # 10.1-GA l.2752-2815: the importer returns Y only (operators.md l.100: "Only the first output `Y` is supported").
