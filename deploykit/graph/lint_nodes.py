@@ -200,6 +200,7 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                               "a scale that is zero or negative: TensorRT's parser needs all scales positive",
                               "recalibrate with deploykit (`build-engine --int8`), which floors every scale"))
     axis = int(_attrs(node).get("axis", 1))
+    found += _scale_count(node, ctx, data, scale, axis)
     weights_of = {c.op_type for c, pos in ctx.index.consumers.get(node.output[0], [])
                   if c.op_type in ("Conv", "ConvTranspose") and pos == 1}
     if node.op_type == "DequantizeLinear" and weights_of and scale is not None and scale.size > 1 and axis != 0:
@@ -210,6 +211,22 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                               f"per-channel weight scales on axis {axis}: TensorRT quantizes {what}",
                               "recalibrate with deploykit (`build-engine --int8`), which quantizes weights on axis 0"))
     return found + _qdq_types(node, ctx)
+
+
+def _scale_count(node: onnx.NodeProto, ctx: Context, data: np.ndarray | None, scale: np.ndarray | None,
+                 axis: int) -> list[Finding]:
+    """QuantDequantLinearHelper (10.1-GA l.1533-1540, 10.12+ alike): "The number of scales is not equal to the number
+    of output channels" (kINVALID_NODE) when a 1-D scale's length is not the size of the axis of constant data; the
+    axis defaults to 0 below opset 13, when ONNX had no axis (the 10.12+ helper's "Use a default of 0")."""
+    opset = next((e.version for e in ctx.model.opset_import if e.domain in ("", "ai.onnx")), 0)
+    channel_axis = axis if opset >= 13 or "axis" in _attrs(node) else 0
+    if data is None or scale is None or scale.ndim != 1 or scale.size < 2 \
+            or not -data.ndim <= channel_axis < data.ndim or data.shape[channel_axis] == scale.size:
+        return []
+    return [finding(node, "qdq-scale-count", "error",
+                    f"{scale.size} scales for the {data.shape[channel_axis]} channels of axis {channel_axis}: TensorRT "
+                    "needs one scale per channel of the quantization axis", "recalibrate with deploykit "
+                    "(`build-engine --int8`), which writes one scale per output channel")]
 
 
 def _qdq_types(node: onnx.NodeProto, ctx: Context) -> list[Finding]:

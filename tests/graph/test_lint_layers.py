@@ -120,6 +120,10 @@ CASES = {
     "pad-axes-input": (io_model([helper.make_node("Pad", ["x", "p", "", "a"], ["y"], name="pad")],
                                 [("x", F, graphs.IMAGE), ("a", TensorProto.INT64, [2])], [("y", F, graphs.IMAGE)],
                                 [graphs.const("p", np.ones(4, np.int64))]), False),
+    "weight-scales-per-input-channel": (io_model(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["wd"], name="dq_w", axis=0),
+         helper.make_node("Conv", ["x", "wd"], ["y"], name="conv")], [("x", F, [1, 3, 8, 8])], [("y", F, [1, 4, 8, 8])],
+        [graphs.const("w", np.ones((4, 3, 1, 1), np.int8)), graphs.const("s", np.full(3, 0.1, np.float32))]), False),
     "layernorm-mean-output": (node_case(helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], name="ln"),
                                         [graphs.const("s", np.ones(3, np.float32))]), False),
 }

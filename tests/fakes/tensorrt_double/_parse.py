@@ -303,6 +303,12 @@ class OnnxParserBase(Base):
             # inputs. Thus, Activations cannot be quantized per-channel."
             if node.op_type == "QuantizeLinear" and scale is not None and scale.size > 1 and data is None:
                 return "INVALID_NODE", "Per-channel quantization is supported only for weight inputs, not activations"
+            # QuantDequantLinearHelper (10.1-GA l.1533-1540, 10.12+ alike): a 1-D scale has one coefficient per channel
+            # of the axis: "The number of scales is not equal to the number of output channels", kINVALID_NODE.
+            axis = int(attrs.get("axis", 1 if opset >= 13 else 0))
+            if data is not None and scale is not None and scale.ndim == 1 and scale.size > 1 \
+                    and -data.ndim <= axis < data.ndim and data.shape[axis] != scale.size:
+                return "INVALID_NODE", "The number of scales is not equal to the number of output channels."
             # NvInfer.h IDequantizeLayer / IQuantizeLayer: "zeroPt must only contain zero-valued coefficients,
             # because only symmetric quantization is supported"; operators.md: "`x_zero_point` must be zero".
             if zero is not None and np.any(zero != 0):
