@@ -23,12 +23,13 @@ import torch
 import deploykit
 from deploykit.backends.onnxruntime.runner import OnnxRuntimeRunner
 from deploykit.backends.torch import TorchRunner, as_model_input, module_dtype, named_outputs
-from deploykit.errors import DeployKitError, ExportError, InputError, UserCodeError, first_line
+from deploykit.errors import DeployKitError, ExportError, InputError, UserCodeError, first_line, out_of_memory
 from deploykit.exporters import (
     DEFAULT_OPSET,
     EXPORTERS,
     REDUCED_PRECISION,
     FlatOutputs,
+    check_export_fits,
     checker_hint,
     rejects,
     run_exporter,
@@ -183,7 +184,7 @@ def _run_model(loaded: LoadedModel, x: torch.Tensor) -> object:
         with model_code(loaded.spec, f" (on input {_shape_text(shape)})"), torch.inference_mode():
             return loaded.module(as_model_input(x.clone(), loaded.module))
     except Exception as exc:  # a zoo model that cannot take this shape
-        if isinstance(exc, DeployKitError):
+        if isinstance(exc, DeployKitError) or out_of_memory(exc):  # the CLI says an allocation failed as such
             raise
         first = first_line(exc, 300)
         h, w = loaded.spec.input_size
@@ -491,6 +492,9 @@ def onnx_from_torch(
         say(f"{spec.name} was in training mode: exported and verified in eval mode, as it is deployed "
             f"({', '.join(loaded.was_training)} use their running statistics or are off; call model.eval() in the "
             "factory to say so)")
+    check_export_fits(loaded, verification_shapes(tuple(shape), dynamic, size_multiple or spec.size_multiple),
+                      f"exporting {spec.name} at {_shape_text(shape)} (and verifying it)",
+                      "give a smaller --input-shape (a dynamic export runs at larger sizes too), or free memory")
     sample = torch.randn(shape)
     input_names = spec.input_names
     loaded, output_names, output_shapes = _outputs(loaded, tuple(shape))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,6 +67,60 @@ def module_dtype(module: nn.Module) -> torch.dtype:
 def as_model_input(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """`x` (float32, as every runtime is fed) in the floating dtype `module` computes in."""
     return x.to(module_dtype(module)) if x.is_floating_point() else x
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardBytes:
+    """What one forward pass held: the most bytes of module outputs alive at once (its input included), and
+    how many values its outputs have."""
+
+    peak: int
+    output_values: int
+
+
+def forward_bytes(module: nn.Module, x: torch.Tensor) -> ForwardBytes:
+    """Run `module` on `x` once and count the bytes of every module's output while it is alive (a forward hook,
+    freed with its tensor): the activations a run at this shape holds, to scale to a larger one before running
+    it there. Tensors made between modules (a torch.cat in a forward) and kernels' scratch are not seen; callers
+    allow for them. A hook, not a TorchDispatchMode, which would import torch._dynamo (3-10 s) for a guard."""
+    live = {"now": x.untyped_storage().nbytes(), "peak": 0}
+    live["peak"] = live["now"]
+    seen: set[int] = {x.untyped_storage().data_ptr()}
+
+    def freed(key: int, size: int) -> None:
+        seen.discard(key)
+        live["now"] -= size
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+        for tensor in _tensors(output):
+            storage = tensor.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if size and key not in seen:  # a view or an in-place op's output is counted once
+                seen.add(key)
+                live["now"] += size
+                live["peak"] = max(live["peak"], live["now"])
+                weakref.finalize(tensor, freed, key, size)
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        with torch.inference_mode():
+            result = module(as_model_input(x, module))
+    finally:
+        handle.remove()
+    return ForwardBytes(live["peak"], sum(t.numel() for t in _tensors(result)))
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a module's output, however nested (tuples, lists, dicts, dataclasses)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    return []
 
 
 def outputs_as_tuple(result: object) -> tuple[torch.Tensor, ...]:

@@ -10,15 +10,11 @@ from collections.abc import Sequence
 from deploykit.environment import check_memory
 from deploykit.errors import size_text
 from deploykit.graph.macs import arena_bytes, output_values
+from deploykit.metrics.numeric import COMPARED_BYTES, OUTPUT_BYTES
 from deploykit.runner import Target
 
-# Per output value: each target's output as float32, held until every candidate is compared (4 bytes a target),
-# and the comparison's float64 arrays (deploykit.metrics.numeric): the reference's values, tolerances and floors,
-# kept for every candidate, and one candidate's values, differences and relative differences (48 bytes).
-# Measured: parity of the tiny test model with itself at 8192x3x64x64 had a resident set of 9.2 GB; this counts
-# 9.8 GB.
-COMPARED_BYTES = 48
-OUTPUT_BYTES = 4
+# Per output value: each target's output as float32, held until every candidate is compared (OUTPUT_BYTES a
+# target), and the comparison's float64 arrays (COMPARED_BYTES, deploykit.metrics.numeric).
 
 
 def check_run_fits(targets: Sequence[Target], shape: tuple[int, ...]) -> None:
