@@ -6,8 +6,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from deploykit.backends.tensorrt.shapes import ShapeRange, derive_profile, parse_shape_specs
+from deploykit.backends.tensorrt.shapes import ShapeRange, derive_profile, follow_size_rule, parse_shape_specs
 from deploykit.errors import ConfigConflict, InputError
+from deploykit.runner import InputSizes
+from deploykit.zoo import get_model_spec
 
 
 def _model(*inputs: tuple[str, list[int | str]]) -> onnx.ModelProto:
@@ -92,3 +94,19 @@ def test_default_min_is_raised_when_the_model_cannot_run_there() -> None:
     assert fit_default_min(model, profile, [], said.append) == profile  # a min the user gave is kept
     roomy = derive_profile(model, input_size=(32, 32))
     assert fit_default_min(model, roomy, ["input"], said.append) == roomy
+
+
+def test_defaults_follow_a_zoo_size_rule_and_a_given_shape_it_refuses_names_the_nearest() -> None:
+    spec = get_model_spec("unet")
+    rule = InputSizes.of_spec(spec, {}).rule
+    profile = derive_profile(_model(DYNAMIC), input_size=spec.input_size, size_multiple=spec.size_multiple)
+    said: list[str] = []
+    fitted = follow_size_rule(profile, {}, rule, said.append)["input"]
+    assert (fitted.min[2:], fitted.opt[2:], fitted.max[2:]) == ((300, 300), (572, 572), (1148, 1148)), fitted
+    assert said and "size rule" in said[0]
+    with pytest.raises(InputError, match=r"--min-shape 1x3x288x288: .*use 284 or 300"):
+        follow_size_rule(profile, {"input": ["min"]}, rule, said.append)
+    msinet = get_model_spec("msinet")
+    low = derive_profile(_model(DYNAMIC), min_shapes={"input": (1, 3, 4, 4)}, input_size=msinet.input_size)
+    with pytest.raises(InputError, match="at least 8"):
+        follow_size_rule(low, {"input": ["min"]}, InputSizes.of_spec(msinet, {}).rule, said.append)

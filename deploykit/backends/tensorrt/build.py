@@ -40,7 +40,14 @@ from deploykit.backends.tensorrt.common import (
     process_logger,
 )
 from deploykit.backends.tensorrt.runner import TensorRTRunner
-from deploykit.backends.tensorrt.shapes import Shape, ShapeRange, derive_profile, fit_default_min, parse_shape_specs
+from deploykit.backends.tensorrt.shapes import (
+    Shape,
+    ShapeRange,
+    derive_profile,
+    fit_default_min,
+    follow_size_rule,
+    parse_shape_specs,
+)
 from deploykit.backends.tensorrt.timing_cache import TimingCacheRecord, save_timing_cache, use_timing_cache
 from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, UnknownModel, first_line
 from deploykit.graph.lint import float_remainder, lint_model
@@ -51,6 +58,7 @@ from deploykit.io.model_files import read_onnx
 from deploykit.io.output_checks import check_output_path
 from deploykit.io.outputs import atomic_output, scratch_folder, write_json
 from deploykit.io.sidecar import Sidecar, sidecar_path
+from deploykit.runner import InputSizes
 from deploykit.types import Progress
 from deploykit.zoo import get_model_spec
 
@@ -114,6 +122,16 @@ def _size_multiple(meta: ModelMetadata | None) -> int:
         return get_model_spec(meta.model).size_multiple
     except UnknownModel:  # a user factory: no known multiple
         return 1
+
+
+def _given_labels(options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange]) -> dict[str, list[str]]:
+    """Input name -> the profile shapes (min, opt, max) the user gave for it ("" names the only input)."""
+    given: dict[str, list[str]] = {}
+    for label, shapes in (("min", options.min_shapes), ("opt", options.opt_shapes), ("max", options.max_shapes)):
+        for name in profile:
+            if name in shapes or "" in shapes:
+                given.setdefault(name, []).append(label)
+    return given
 
 
 def lint_or_fail(model: onnx.ModelProto, source: str) -> LintReport:
@@ -240,6 +258,7 @@ def engine_from_onnx(
     profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
                              max_shapes=options.max_shapes, input_size=meta.input_size if meta else None,
                              size_multiple=_size_multiple(meta))
+    profile = follow_size_rule(profile, _given_labels(options, profile), InputSizes.of(meta).rule, say)
     record = _Record()
     if options.lint:
         model, record.rewrites = _lint_and_rewrite(model, str(onnx_path), say)

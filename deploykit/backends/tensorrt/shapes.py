@@ -230,3 +230,53 @@ def fit_default_min(model: onnx.ModelProto, profile: Mapping[str, ShapeRange], d
         say(f"the model does not run at the default min shape ({first_line(exc)[:120]}); "
             f"min raised to opt's height and width; give --min-shape to choose another")
     return fitted
+
+
+SizeCheck = Callable[[int, int], None]  # raises InputError naming sizes that work (a zoo spec's size rule)
+LABELS = ("min", "opt", "max")
+
+
+def follow_size_rule(profile: Mapping[str, ShapeRange], given: Mapping[str, Sequence[str]],
+                     check: SizeCheck | None, say: Callable[[str], None]) -> dict[str, ShapeRange]:
+    """The profile with every defaulted height and width moved to the nearest size the model takes (min up, max
+    down, opt to the nearest: U-Net takes only 16k+60, so the defaults 288/576/1152 become 300/572/1148); a shape
+    the user gave (`given`: input name -> the labels given) that the rule refuses is an InputError naming it."""
+    if check is None:
+        return dict(profile)
+    fitted = {}
+    for name, rng in profile.items():
+        shapes = []
+        for label, shape, mode in zip(LABELS, (rng.min, rng.opt, rng.max), ("up", "nearest", "down"), strict=True):
+            if len(shape) == 4 and label in given.get(name, ()):
+                try:
+                    check(shape[2], shape[3])
+                except InputError as exc:
+                    raise InputError(f"--{label}-shape {ShapeRange.text(shape)}: {exc}") from exc
+            elif len(shape) == 4:
+                shape = (*shape[:2], _side_taken(check, shape[2], mode), _side_taken(check, shape[3], mode))
+            shapes.append(shape)
+        fitted[name] = ShapeRange(*shapes)
+        if fitted[name] != rng:
+            say(f"profile {name} follows the model's size rule: {fitted[name].describe()} "
+                f"(from {rng.describe()})")
+    return fitted
+
+
+def _side_taken(check: SizeCheck, side: int, mode: str) -> int:
+    """The side nearest `side` in direction `mode` that `check` takes (`side` itself when none is near)."""
+    def takes(candidate: int) -> bool:
+        try:
+            check(candidate, candidate)
+        except InputError:
+            return False
+        return candidate > 0
+
+    for step in range(256):
+        ups = [side + step] if mode in ("up", "nearest") else []
+        downs = [side - step] if mode in ("down", "nearest") else []
+        for candidate in (*downs, *ups) if mode == "nearest" else (*ups, *downs):
+            if takes(candidate):
+                return candidate
+    if mode == "down":  # nothing at or below it (a max under the model's minimum): the nearest above
+        return _side_taken(check, side, "up")
+    return side
