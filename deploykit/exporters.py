@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import deploykit
-from deploykit.backends.torch import as_model_input, forward_bytes, module_dtype, outputs_as_tuple
+from deploykit.backends.torch import ForwardBytes, as_model_input, forward_bytes, module_dtype, outputs_as_tuple
 from deploykit.environment import check_memory
 from deploykit.errors import ExportError, InputError, UserCodeError, first_line, not_theirs, size_text
 from deploykit.metrics.numeric import COMPARED_BYTES, OUTPUT_BYTES
@@ -106,36 +106,47 @@ def rejects(loaded: LoadedModel, shape: tuple[int, ...]) -> BaseException | None
     return None
 
 
-# Memory of an export beyond its shapes' activations as the probe's module outputs count them: tensors made between
-# modules and kernels' scratch, the trace's forward, ONNX Runtime's arena (deploykit.graph.macs.ARENA_GROWTH).
-# Measured (resident set growth over exports at two sizes, per input pixel): MSI-Net 1097 B where the probe
-# counts 268 B of activations, 80 B of inputs and 56 B per output value (3.8 times the activations); the tiny
-# test model 233 B where it counts 36 B, 24 B and 168 B (1.1 times).
-ACTIVATION_COPIES = 4
+# Memory of a run beyond its activations as the probe's module outputs count them (backends.torch.forward_bytes):
+# tensors made between modules and kernels' scratch. Measured (resident set growth of a forward): MSI-Net and U-Net
+# 1.9-2.2 times what the probe counts. An export adds the trace's forward and ONNX Runtime's arena
+# (deploykit.graph.macs.ARENA_GROWTH): resident growth over exports at two sizes, per input pixel, MSI-Net 1097 B
+# where the probe counts 268 B of activations, 80 B of inputs and 56 B per output value (3.8 times the
+# activations); the tiny test model 233 B where it counts 36 B, 24 B and 168 B (1.1 times).
+TORCH_RUN_COPIES = 2
+EXPORT_COPIES = 4
 WEIGHT_COPIES = 4  # the module, the ONNX graph, its simplified copy, an ONNX Runtime session
 PROBE_PIXELS = 256 * 256  # a user model's probe: about this many pixels, its sides scaled alike
+
+
+def scaled_forward(loaded: LoadedModel, shape: tuple[int, ...]) -> ForwardBytes | None:
+    """What one forward pass at `shape` holds (module outputs alive at once, output values), measured on one pass
+    at a smaller size the model takes (its default size, or `shape` scaled down) and scaled by pixel count: to
+    refuse, before it runs, a size that cannot fit. None when `shape` is no larger than that (the zoo's default
+    sizes, tiny test models: nothing measured, no cost) or the model does not run at the probe's size."""
+    probe = _probe_shape(loaded, shape)
+    if probe is None:
+        return None
+    try:
+        measured = forward_bytes(loaded.module, torch.randn(probe))
+    except Exception:  # a guard, never a reason to refuse: the run itself says what the model cannot take
+        return None
+    scale = math.prod(shape) / math.prod(probe)
+    return ForwardBytes(int(measured.peak * scale), int(measured.output_values * scale))
 
 
 def check_export_fits(loaded: LoadedModel, shapes: Sequence[tuple[int, ...]], what: str, fix: str) -> None:
     """Refuse, before the long work, an export whose runs at `shapes` (the export and verification shapes) need
     more memory than is available: the allocations would succeed under overcommit and the OOM killer end the
-    export without a word after minutes. The activations are measured on one forward pass at a smaller size the
-    model takes (its default size, or the shapes scaled down) and scaled by pixel count; exports no larger than
-    that (the zoo's default sizes, tiny test models) are not measured. `what` names the export, `fix` the cure."""
+    export without a word after minutes. `what` names the export, `fix` the cure."""
     largest = max(shapes, key=math.prod)
-    probe = _probe_shape(loaded, largest)
-    if probe is None:
+    measured = scaled_forward(loaded, largest)
+    if measured is None:
         return
-    try:
-        measured = forward_bytes(loaded.module, torch.randn(probe))
-    except Exception:  # a guard, never a reason to refuse: the export's own run says what the model cannot take
-        return
-    scale = sum(math.prod(s) for s in shapes) / math.prod(probe)  # pixels of all the runs (each is held a while)
-    scale_largest = math.prod(largest) / math.prod(probe)
-    activations = ACTIVATION_COPIES * int(measured.peak * scale_largest)
-    outputs = int(measured.output_values * scale) * (2 * OUTPUT_BYTES + COMPARED_BYTES)
+    pixels = sum(math.prod(s) for s in shapes)  # the outputs of every run are held until compared
+    activations = EXPORT_COPIES * measured.peak
+    outputs = int(measured.output_values * pixels / math.prod(largest)) * (2 * OUTPUT_BYTES + COMPARED_BYTES)
     weights = WEIGHT_COPIES * sum(p.numel() * p.element_size() for p in loaded.module.parameters())
-    check_memory(2 * 4 * sum(math.prod(s) for s in shapes) + activations + outputs + weights, what, fix,
+    check_memory(2 * 4 * pixels + activations + outputs + weights, what, fix,
                  f"activations {size_text(activations)}, outputs and their comparison {size_text(outputs)}, "
                  f"weights {size_text(weights)}")
 

@@ -13,6 +13,7 @@ from typing import Any
 import onnx
 
 from deploykit.backends.base import BENCH_CHOICES
+from deploykit.exporters import TORCH_RUN_COPIES, scaled_forward
 from deploykit.graph.macs import arena_bytes, count_onnx_macs
 from deploykit.runner import Runner, Target
 from deploykit.zoo.flops import count_complexity
@@ -82,6 +83,15 @@ def torch_madds(loaded: Any) -> MaddsAt:
     return at
 
 
+def torch_activations(loaded: Any) -> BytesAt:
+    """Bytes a forward of the model itself holds at a full input shape, scaled from one pass at a smaller size
+    (exporters.scaled_forward); None where no smaller size is needed or known."""
+    def at(shape: tuple[int, ...]) -> int | None:
+        measured = scaled_forward(loaded, shape)
+        return None if measured is None else TORCH_RUN_COPIES * measured.peak
+    return at
+
+
 def _no_madds(_shape: tuple[int, ...]) -> int | None:
     return None
 
@@ -92,6 +102,7 @@ def as_bench_target(opened: Target, backend: str, label: str | None = None) -> B
         (madds, activations), source = _onnx_counts(opened.onnx_path), ONNX_COUNT
     elif opened.loaded is not None:
         madds, source = torch_madds(opened.loaded), TORCH_COUNT
+        activations = torch_activations(opened.loaded)
     else:
         madds, source = _no_madds, "unknown (an engine carries no graph to count)"
     name = label or (opened.label if opened.loaded is not None else Path(opened.label).name)

@@ -31,3 +31,18 @@ def test_counting_leaves_torch_dynamo_unimported() -> None:
             "print('torch._dynamo' in sys.modules)\n")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "False", found.stderr
+
+
+def test_a_pytorch_targets_activations_are_known_at_a_large_shape_and_leave_torch_dynamo_unimported() -> None:
+    """`bench tiny --input-shape 1,3,16384,16384` had no activations for its memory check and ran the model at
+    that size (counting multiply-adds) into an allocation failure; the estimate imports no torch._dynamo."""
+    code = ("import sys\n"
+            "from deploykit.bench.runners import torch_activations\n"
+            "from deploykit.zoo.sources import load_model\n"
+            "at = torch_activations(load_model('tests.fixtures.user_models:tiny_segmenter'))\n"
+            "assert at((1, 3, 64, 64)) is None\n"  # no larger than the probe: nothing measured
+            "big = at((2, 3, 4096, 4096))\n"
+            "assert big is not None and big > 2 * 8 * 2048 * 2048 * 4, big\n"  # the stem's 8-channel half-size map
+            "print('torch._dynamo' in sys.modules)\n")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "False", found.stderr

@@ -14,6 +14,7 @@ import pytest
 from deploykit.errors import InputError
 from deploykit.graph.macs import arena_bytes
 from deploykit.parity import memory
+from deploykit.zoo.sources import load_model
 from tests.fixtures.graphs import relu_chain
 
 
@@ -48,3 +49,15 @@ def test_nothing_is_refused_where_memory_or_the_graphs_are_unknown(tmp_path: Pat
     path = tmp_path / "chain.onnx"
     onnx.save(relu_chain(2), str(path))
     memory.check_run_fits([_target(path)], (1, 4, 5, 5))
+
+
+def test_a_run_of_pytorch_models_alone_is_counted_by_their_forward_at_a_smaller_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # `parity tiny tiny --input-shape 1,3,16384,16384` had no graph to count and ran into an allocation failure
+    # (under overcommit: the OOM killer) while preparing 3 GB images
+    tiny = load_model("tests.fixtures.user_models:tiny_segmenter")
+    monkeypatch.setattr("deploykit.environment.available_memory", lambda: 10**9)
+    targets = [SimpleNamespace(onnx_path=None, loaded=tiny), SimpleNamespace(onnx_path=None, loaded=tiny)]
+    memory.check_run_fits(targets, (1, 3, 256, 256))  # no larger than the probe: nothing measured
+    with pytest.raises(InputError, match=r"a run at 1x3x4096x4096 needs about .*the models' activations"):
+        memory.check_run_fits(targets, (1, 3, 4096, 4096))
