@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import onnx
 import pytest
 from click.testing import CliRunner
 
 from deploykit.cli import cli
+from deploykit.io.metadata import read_metadata, write_metadata
 from deploykit.io.sidecar import read_sidecar
 from tests.fakes.fixtures import TrtDouble
 
@@ -83,3 +86,35 @@ def test_doctor_selftest_says_why_it_cannot_run(trt_double_no_gpu: TrtDouble, ru
 def test_doctor_full_needs_selftest(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["doctor", "--full"])
     assert result.exit_code == 2 and "--selftest --full" in result.output
+
+
+def _tagged(tiny_onnx: Path, tmp_path: Path, model: str, size: tuple[int, int]) -> Path:
+    """The tiny graph with a zoo model's name and size in its metadata: build-engine then applies that model's
+    size rule (the double builds any graph)."""
+    graph = onnx.load(str(tiny_onnx))
+    meta = read_metadata(graph)
+    assert meta is not None
+    write_metadata(graph, replace(meta, model=model, input_size=size))
+    path = tmp_path / f"{model}.onnx"
+    onnx.save(graph, str(path))
+    return path
+
+
+def test_the_default_profile_follows_the_size_rule_and_a_refused_shape_is_bad_input(
+        trt_double: TrtDouble, tiny_onnx: Path, tmp_path: Path, runner: CliRunner) -> None:
+    """U-Net takes only 16k+60 sides: the defaults were 288/576/1152 (multiples of its 16), all refused."""
+    unet = _tagged(tiny_onnx, tmp_path, "unet", (572, 572))
+    plan = tmp_path / "unet.plan"
+    result = runner.invoke(cli, ["build-engine", str(unet), "--backend", "tensorrt", "-o", str(plan)])
+    assert result.exit_code == 0, result.output
+    assert "follows the model's size rule" in result.output
+    sidecar = read_sidecar(plan)
+    assert sidecar is not None
+    profile = sidecar.build_options["profile"]["input"]
+    assert (profile["min"][2:], profile["opt"][2:], profile["max"][2:]) == ([300, 300], [572, 572], [1148, 1148])
+    refused = runner.invoke(cli, ["build-engine", str(unet), "--backend", "tensorrt", "-o", str(tmp_path / "b.plan"),
+                                  "--max-shape", "input:2x3x1000x1000"])
+    assert refused.exit_code == 2, refused.output
+    line = refused.output.strip().splitlines()[-1]
+    assert line.startswith("deploykit: error: --max-shape 2x3x1000x1000") and "988 or 1004" in line, line
+    assert not (tmp_path / "b.plan").exists()
