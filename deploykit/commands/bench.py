@@ -33,7 +33,8 @@ from deploykit.io.outputs import write_json
 from deploykit.report.bench_plots import plot_dilated, plot_separable, require_matplotlib
 from deploykit.report.format import fmt, text_table
 from deploykit.targets.bench import run_bench
-from deploykit.zoo.sources import parse_options, parse_shape
+from deploykit.targets.resolve import is_file_target
+from deploykit.zoo.sources import check_source_size, parse_options, parse_shape
 
 MAX_BATCH = 65536
 MAX_CONCURRENCY = 1024  # one client thread each
@@ -201,9 +202,13 @@ def _in_process(targets: tuple[str, ...], backends: tuple[str, ...], batches: st
     config = TimingConfig(**given(warmup_s=warmup, duration_s=duration, iterations=iterations))
     options: dict[str, Any] = {"options": parse_options(set_options), "weights": weights,
                                "allow_partial": allow_partial, "trust_checkpoint": trust_checkpoint, "task": task}
+    shape = parse_shape(input_shape) if input_shape else None
+    for target in targets:
+        if not is_file_target(target):
+            check_source_size(target, shape, options["options"], weights)
     return run_bench(list(targets), backends=_csv_words(backends, "--backend"),
                      **given(batches=_csv_ints(batches, "--batch", MAX_BATCH)),
-                     input_shape=parse_shape(input_shape) if input_shape else None, config=config,
+                     input_shape=shape, config=config,
                      threads=threads, model_options=options, roofline=not no_roofline, cuda_graph=cuda_graph,
                      progress=progress)
 

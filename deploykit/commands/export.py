@@ -12,7 +12,7 @@ from deploykit.exporters import EXPORTERS
 from deploykit.graph.heads import HEADS
 from deploykit.io.output_checks import check_output_path
 from deploykit.report.format import text_table
-from deploykit.zoo.sources import is_factory_path, load_model, parse_options, parse_shape
+from deploykit.zoo.sources import check_source_size, is_factory_path, load_model, parse_options, parse_shape
 
 
 @click.command()
@@ -45,6 +45,7 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     shape = parse_shape(input_shape) if input_shape else None
     if shape is None and is_factory_path(model):
         raise click.UsageError("a user model needs --input-shape N,C,H,W")
+    check_source_size(model, shape, parse_options(set_options), weights)
     progress(f"building {model}")
     loaded = load_model(model, options=parse_options(set_options), weights=weights, allow_partial=allow_partial,
                         task=task, trust_checkpoint=trust_checkpoint)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from deploykit.parity.memory import check_run_fits
 from deploykit.precision.table import PRECISIONS
 from deploykit.report.parity import markdown_report, text_report
 from deploykit.targets.resolve import is_file_target, open_target
-from deploykit.zoo.sources import parse_options, parse_shape
+from deploykit.zoo.sources import check_source_size, parse_options, parse_shape
 
 
 @click.command()
@@ -88,6 +88,10 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
         raise ConfigConflict(f"gate {truth_gates[0]} is measured against ground truth; add --labels DIR")
     chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None
     options = parse_options(set_options)
+    shape = parse_shape(input_shape) if input_shape else None  # before any model is built
+    for source in (reference, *candidates):
+        if not is_file_target(source):
+            check_source_size(source, shape, options, weights)
     opened = []
     for source in (reference, *candidates):
         torch_side = not is_file_target(source)
@@ -96,7 +100,6 @@ def parity(reference: str, candidates: tuple[str, ...], set_options: tuple[str, 
                                   weights=weights if torch_side else None, allow_partial=allow_partial,
                                   trust_checkpoint=trust_checkpoint, task=task,  # type: ignore[arg-type]
                                   threads=threads, **given(providers=chosen)))
-    shape = parse_shape(input_shape) if input_shape else None
     input_set = resolve_inputs(opened, inputs=inputs, random=random_count, input_shape=shape, limit=limit,
                                **given(seed=seed))
     check_run_fits(opened, input_set.shape)

@@ -60,7 +60,13 @@ from deploykit.targets.bench import run_bench
 from deploykit.targets.race import Race, choose_backend
 from deploykit.targets.resolve import open_target, source_label, torch_target
 from deploykit.types import Progress
-from deploykit.zoo.sources import LoadedModel, is_factory_path, load_model, user_code_fingerprint
+from deploykit.zoo.sources import (
+    LoadedModel,
+    check_source_size,
+    is_factory_path,
+    load_model,
+    user_code_fingerprint,
+)
 
 # Per contender: 4 contenders round-robin take 8 s, about 20 rounds of the demo's model with the pauses, enough
 # for intervals that tell INT8 from FP32 (trtexec times 3 s, one engine at a time).
@@ -117,6 +123,7 @@ def _check(opts: DeployOptions) -> None:
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
     if opts.inputs and not Path(opts.inputs).exists():
         raise InputError(f"--inputs {opts.inputs} does not exist; give a folder of images or an .npz")
+    check_source_size(opts.source, opts.input_shape, opts.options, opts.weights)
     channels = opts.input_shape[1] if opts.input_shape else 3
     reads = [("--inputs", opts.parity_folder)] + ([("--calib-data", opts.calib_data)] if "int8" in
                                                   opts.chosen_precisions else [])

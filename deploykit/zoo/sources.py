@@ -77,6 +77,21 @@ def parse_shape(text: str, *, rank: int = 4) -> tuple[int, ...]:
     return dims
 
 
+def check_source_size(source: str, shape: tuple[int, ...] | None, options: Mapping[str, Any],
+                      weights: object = None) -> None:
+    """Refuse an --input-shape a zoo model's size rule refuses before the model is built (DilatedNet's 134M
+    parameters take 20 s to build here): the rule's one line names sizes that work. Files, user models and
+    unknown names pass (their own steps report them); so does a run with weights, whose checkpoint may imply
+    options the rule depends on (U-Net's padded), checked once they are known."""
+    if shape is None or len(shape) != 4 or weights is not None or is_factory_path(source):
+        return
+    try:
+        spec = get_model_spec(source)
+    except UnknownModel:
+        return
+    spec.check_size(shape[2], shape[3], options)
+
+
 def is_factory_path(source: str) -> bool:
     return ":" in source and not os.path.exists(source) and not _is_url(source)
 
