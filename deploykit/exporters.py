@@ -26,7 +26,7 @@ from deploykit.environment import check_memory
 from deploykit.errors import ExportError, InputError, UserCodeError, first_line, not_theirs, size_text
 from deploykit.metrics.numeric import COMPARED_BYTES, OUTPUT_BYTES
 from deploykit.types import Progress
-from deploykit.zoo.sources import LoadedModel, is_user_model
+from deploykit.zoo.sources import LoadedModel, is_user_model, model_code
 
 DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
 
@@ -126,8 +126,9 @@ def scaled_forward(loaded: LoadedModel, shape: tuple[int, ...]) -> ForwardBytes 
     probe = _probe_shape(loaded, shape)
     if probe is None:
         return None
-    try:
-        measured = forward_bytes(loaded.module, torch.randn(probe))
+    try:  # a user's forward may raise anything (sys.exit too): model_code makes it theirs, an Exception
+        with model_code(loaded.spec):
+            measured = forward_bytes(loaded.module, torch.randn(probe))
     except Exception:  # a guard, never a reason to refuse: the run itself says what the model cannot take
         return None
     scale = math.prod(shape) / math.prod(probe)

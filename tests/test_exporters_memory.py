@@ -44,3 +44,15 @@ def test_the_probe_is_a_smaller_size_the_model_takes_and_none_at_the_zoo_default
     assert probe is not None and probe[0] == 1 and all((side - 60) % 16 == 0 for side in probe[2:]), probe
     assert _probe_shape(unet, (2, 3, 572 + 16, 572 + 32)) is None
     assert _probe_shape(load_model(TINY), (2, 3, 72, 80)) is None
+
+
+@pytest.mark.parametrize("factory", ["exiting_model", "halting_model"])
+def test_what_a_users_forward_raises_at_the_probe_is_still_theirs(tmp_path: Path, factory: str) -> None:
+    """The probe ran the forward outside model_code: sys.exit(3) in it ended export with exit 3, a BaseException
+    of theirs with a traceback."""
+    out = tmp_path / "model.onnx"
+    result = CliRunner().invoke(cli, ["export", f"tests.fixtures.user_models:{factory}", "--input-shape",
+                                      "1,3,1024,1024", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith("deploykit: error: your model "), result.output
+    assert not out.exists()
