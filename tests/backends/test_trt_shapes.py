@@ -110,3 +110,10 @@ def test_defaults_follow_a_zoo_size_rule_and_a_given_shape_it_refuses_names_the_
     low = derive_profile(_model(DYNAMIC), min_shapes={"input": (1, 3, 4, 4)}, input_size=msinet.input_size)
     with pytest.raises(InputError, match="at least 8"):
         follow_size_rule(low, {"input": ["min"]}, InputSizes.of_spec(msinet, {}).rule, said.append)
+
+
+def test_a_profile_size_beyond_what_tensors_index_is_refused_as_input_shape_is() -> None:
+    """--max-shape input:1x3x188x1000000000000 built (the double); --input-shape refuses sizes above 2**31 - 1."""
+    with pytest.raises(InputError, match="above 2147483647"):
+        parse_shape_specs(["input:1x3x188x1000000000000"], "--max-shape")
+    assert parse_shape_specs(["1x3x2147483647x1"], "--max-shape") == {"": (1, 3, 2147483647, 1)}

@@ -21,6 +21,7 @@ import onnx
 
 from deploykit.errors import ConfigConflict, InputError, first_line
 from deploykit.evaluate import session_from_onnx
+from deploykit.zoo.sources import MAX_DIM
 
 Shape = tuple[int, ...]
 MAX_BATCH = 4  # default max batch of a dynamic batch dimension
@@ -86,6 +87,8 @@ def parse_shape_specs(texts: Sequence[str], option: str) -> dict[str, Shape]:
         if not dims or any(d <= 0 for d in dims):
             raise InputError(f"{option} {text!r} is not NAME:NxCxHxW with positive sizes; "
                              f"write e.g. {option} input:1x3x512x512")
+        if any(d > MAX_DIM for d in dims):  # as --input-shape (zoo.sources.parse_shape): int32 in the kernels
+            raise InputError(f"{option} {text!r} has a size above {MAX_DIM}; write e.g. {option} input:1x3x512x512")
         key = name.strip() if sep else ""
         if key in shapes:
             raise InputError(f"{option} is given twice for {key or 'the input'}")
