@@ -46,14 +46,14 @@ multiple of 32 has no remainder handling and rejects such sizes loudly (Reshape 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.errors import CheckpointError, ExportError
+from deploykit.errors import CheckpointError, ExportError, InputError
 from deploykit.zoo._registry import IMAGENET, ModelSpec, register_model
 from deploykit.zoo.checkpoints import Converted, plain_state_dict, register_checkpoint_format
 
@@ -262,6 +262,15 @@ def _convert_vgg16_bn(obj: dict[str, torch.Tensor]) -> Converted:
 
 register_checkpoint_format("deconvnet_torchvision_vgg16_bn", _torchvision_vgg16_bn)
 
+def _size_rule(size: tuple[int, int], options: Mapping[str, Any]) -> None:
+    """fc6 is a valid fc_kernel x fc_kernel convolution on the 1/32 map: smaller inputs leave it nothing."""
+    minimum = 32 * int(options.get("fc_kernel", 7))
+    if min(size) < minimum:
+        raise InputError(f"input {size[0]}x{size[1]}: DeconvNet's fc6 (a valid {minimum // 32}x{minimum // 32} "
+                         f"convolution on the 1/32 map) needs sides of at least {minimum}; use a height and width of "
+                         f"at least {minimum} (multiples of 32)")
+
+
 SPEC = register_model(ModelSpec(
     name="deconvnet",
     task="segmentation",
@@ -275,5 +284,6 @@ SPEC = register_model(ModelSpec(
                 "(TensorRT-ready mask formulation by default)",
     checkpoint_formats=("state_dict", "deconvnet_torchvision_vgg16_bn"),
     size_multiple=32,
+    size_rule=_size_rule,
     exporter="torchscript",
 ))

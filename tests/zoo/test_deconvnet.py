@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from deploykit.errors import CheckpointError, ConfigConflict, ExportError
+from deploykit.errors import CheckpointError, ConfigConflict, ExportError, InputError
 from deploykit.evaluate import session_from_onnx
 from deploykit.export import Tolerance, onnx_from_torch
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
@@ -334,3 +334,15 @@ def test_torchvision_vgg16_bn_weights_fill_the_encoder_only() -> None:
     pool5 = torch.randn(1, 32, 2, 2)
     fc6 = F.conv2d(pool5, sd["fc6.conv.weight"], sd["fc6.conv.bias"]).flatten()
     torch.testing.assert_close(fc6, F.linear(pool5.flatten(), tv["classifier.0.weight"], tv["classifier.0.bias"]))
+
+
+def test_sizes_too_small_for_fc6_are_refused_by_the_spec_as_every_runner_checks_it() -> None:
+    """The exported graph at a smaller size fails inside a runtime (or a TensorRT profile is built for it); the
+    spec's rule, which every runner and profile applies, refuses it first, by fc6's kernel."""
+    spec = SPEC
+    with pytest.raises(InputError, match="at least 224"):
+        spec.check_size(192, 320, {})
+    spec.check_size(224, 224, {})
+    spec.check_size(32, 64, {"fc_kernel": 1})
+    with pytest.raises(InputError, match="at least 64"):
+        spec.check_size(32, 64, {"fc_kernel": 2})
