@@ -32,6 +32,7 @@ from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
+from deploykit.environment import package_version
 from deploykit.errors import CheckFailed, ConfigConflict, InputError, OutputExists
 from deploykit.export import ExportResult, onnx_from_torch
 from deploykit.io.digests import sha256_file
@@ -335,6 +336,23 @@ def _build_inputs(opts: DeployOptions, precision: Precision) -> dict[str, Any]:
             "labels": _folder_fingerprint(opts.labels) if budget else None}
 
 
+def _model_inputs(opts: DeployOptions) -> dict[str, Any]:
+    """What building the PyTorch model reads, in the key of each step that builds it (export, parity, bench).
+    --allow-partial and --trust-checkpoint were in no key: a rerun without the flag its checkpoint needs skipped
+    every step and passed, where a fresh run refuses (exit 2)."""
+    return {"source": opts.source, "options": opts.options, "code": user_code_fingerprint(opts.source),
+            "weights": Path(opts.weights) if opts.weights else None, "allow_partial": opts.allow_partial,
+            "trust_checkpoint": opts.trust_checkpoint}
+
+
+def _versions(backends: Sequence[Backend]) -> dict[str, str]:
+    """The software every step's result depends on, in every step's key: deploykit's own version was, the
+    runtimes' were not, so after an upgrade of ONNX Runtime a resumed deploy kept the old one's builds, parity
+    figures and timings."""
+    return {"deploykit": deploykit.__version__, "torch": package_version("torch"), "onnx": package_version("onnx"),
+            **{b.name: b.availability().version for b in backends}}
+
+
 def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
     """The whole flow; see the module docstring."""
     say = progress or (lambda _m: None)
@@ -360,6 +378,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         backend_note = f"{backend_note}; {left_out}"
     steps: list[StepLog] = []
     run = _Run(opts, backend, backend_note, say, racer)
+    versions = _versions(racers or (backend,))
 
     def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
              load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None) -> T:
@@ -369,7 +388,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         say(f"[{name}] starting")
         files = (lambda result: [*produced(result), *outputs]) if produced else outputs
         try:
-            outcome = record.run(name, {**inputs, "deploykit": deploykit.__version__}, files, action,
+            outcome = record.run(name, {**inputs, "versions": versions}, files, action,
                                  lambda: load(_read(outputs[-1])))
         except BaseException:
             if fresh and {p.name for p in opts.out.iterdir()} <= {RECORD}:  # (a user's model that raises)
@@ -381,10 +400,11 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         result: T = outcome.result
         return result
 
-    source = {"source": opts.source, "options": opts.options, "code": user_code_fingerprint(opts.source)}
-    export = step("export", {**source, "weights": Path(opts.weights) if opts.weights else None,
-                             "input_shape": opts.input_shape},
-                  [run.onnx_path, opts.out / "export.json"], run.export, ExportResult.from_dict)
+    source = _model_inputs(opts)
+    # Parity and bench feed one image at a time at --input-shape's C,H,W; only export reads its batch.
+    fed = {"input_size": opts.input_shape[1:] if opts.input_shape else None}
+    export = step("export", {**source, "input_shape": opts.input_shape}, [run.onnx_path, opts.out / "export.json"],
+                  run.export, ExportResult.from_dict)
     for precision in (precision_of(name) for name in precisions):
         artifact = opts.out / artifact_name(precision, backend)
         record_file = opts.out / f"build.{precision.name}.json"
@@ -396,13 +416,14 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
             functools.partial(build_in, out=opts.out),
             produced=lambda build: build_files(build)))
     artifacts = [b.path for b in run.builds]
-    parity = step("parity", {"artifacts": artifacts, **source, "inputs": _folder_fingerprint(opts.parity_folder),
+    parity = step("parity", {"artifacts": artifacts, **source, **fed, "inputs": _folder_fingerprint(opts.parity_folder),
                              "labels": _folder_fingerprint(opts.labels)},
                   [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
                   functools.partial(parity_from_record, out=opts.out))
     layers = step("layers", {"onnx": run.onnx_path, "artifacts": artifacts, "parity": opts.out / "parity.json"},
                   [opts.out / "layers.json"], lambda: run.layers(parity), LayersResult.from_dict)
-    bench = step("bench", {"artifacts": artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source},
+    bench = step("bench", {"artifacts": artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source,
+                           **fed},
                  [opts.out / "bench.json"], run.bench, BenchReport.from_dict)
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,

@@ -8,12 +8,13 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import itertools
 import math
 import os
 import re
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -163,20 +164,37 @@ def factory_file(source: str) -> str | None:
 
 def user_code_fingerprint(source: str, limit: int = 2000) -> str | None:
     """A hash of the code a package.module:factory source runs, found without running it, so that a rerun
-    (deploy's steps) sees an edited model: the .py files of the module's top-level package (the module's own
-    file when it is in none, or when the package holds more than `limit` files). None for a zoo name."""
+    (deploy's steps) sees an edited model: the .py files of the module's top-level package, or of the folder of
+    a module in none (`_code_files`); the module's own file alone when they are more than `limit`. None for a
+    zoo name."""
     if not is_factory_path(source) or (file := factory_file(source)) is None:
         return None
     module = source.partition(":")[0]
-    depth = module.count(".") - (Path(file).name != "__init__.py")  # of the top-level package's folder
-    root = Path(file).parents[depth] if depth >= 0 else None
-    files = sorted(root.rglob("*.py")) if root is not None and (root / "__init__.py").is_file() else []
+    files = _code_files(module, Path(file), limit)
+    # Names as imported (from the sys.path folder), not absolute: a project folder moved or copied elsewhere
+    # holds the same code, and its absolute paths made every step of a deploy redo.
+    base = Path(file).parents[module.count(".") + (Path(file).name == "__init__.py")]
     digest = hashlib.sha256()
     for path in files if 0 < len(files) <= limit else [Path(file)]:
-        digest.update(str(path).encode() + b"\0")
+        digest.update(str(path.relative_to(base)).encode() + b"\0")
         with contextlib.suppress(OSError):  # a file gone while listed: its name alone is hashed
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _code_files(module: str, file: Path, limit: int) -> list[Path]:
+    """The .py files a module can import beside itself: its top-level package's; for a module in no package
+    (model.py run from its folder), the modules and packages of its folder. That module's own file alone was
+    hashed, so an edited layers.py it imports (`from layers import Block`) left deploy's steps skipped on the old
+    code. Listing stops past `limit` (a module in site-packages would list every package installed)."""
+    depth = module.count(".") - (file.name != "__init__.py")  # of the top-level package's folder
+    if depth >= 0:
+        root = file.parents[depth]
+        found: Iterable[Path] = root.rglob("*.py") if (root / "__init__.py").is_file() else ()
+    else:
+        packages = (p for p in file.parent.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+        found = itertools.chain(file.parent.glob("*.py"), (f for p in packages for f in p.rglob("*.py")))
+    return sorted(itertools.islice(found, limit + 1))
 
 
 def _import_factory(path: str) -> Any:

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
+from deploykit.backends import base
 from deploykit.cli import cli
 from deploykit.io import digests
 from deploykit.pipeline.deploy import _folder_fingerprint
+from tests.fixtures.user_models import tiny_segmenter
 
 USER = "tests.fixtures.user_models:tiny_segmenter"
 
@@ -106,6 +109,26 @@ def test_an_image_replaced_with_its_size_and_time_kept_recalibrates(tmp_path: Pa
     assert (folder / "a.png").stat().st_size == stat.st_size
     monkeypatch.setattr(digests, "_DIGESTS", {})  # the next deploy is a new process: no digest cached
     assert _folder_fingerprint(str(folder)) != before
+
+
+def test_a_rerun_without_the_flag_its_checkpoint_needs_is_refused(resumed: tuple[Path, Path]) -> None:
+    """--allow-partial was in no step's key: dropped on a rerun, every step was skipped and the deploy passed
+    (exit 0) with a checkpoint a fresh run refuses (exit 2)."""
+    data, out = resumed
+    partial = out.parent / "backbone.pt"
+    torch.save({k: v for k, v in tiny_segmenter().state_dict().items() if k.startswith("stem.")}, partial)
+    assert _ran(_deploy(out, data, "--weights", str(partial), "--allow-partial"))
+    refused = _deploy(out, data, "--weights", str(partial))
+    assert refused.exit_code == 2 and "--allow-partial" in refused.stderr, refused.output
+
+
+def test_another_runtime_version_redoes_every_step(resumed: tuple[Path, Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploykit's own version was in every step's key, the runtime's not: after an upgrade of ONNX Runtime a
+    resumed deploy kept the builds, parity figures and timings the old one made."""
+    data, out = resumed
+    monkeypatch.setitem(base._PROBED, "onnxruntime", base.Availability("ready", "0.0.0+other"))
+    assert _ran(_deploy(out, data)) == {"export", "build-fp32", "build-int8", "parity", "layers", "bench"}
 
 
 def test_a_folder_of_other_files_is_refused_without_force(deployed: tuple[Path, Path], tmp_path: Path) -> None:

@@ -50,6 +50,32 @@ def test_the_fingerprint_follows_every_file_of_the_users_package(tmp_path: Path,
     _forget_userpkg()
 
 
+@pytest.mark.parametrize("imported", ["layers.py", "blocks/conv.py"])
+def test_the_fingerprint_of_a_module_in_no_package_follows_its_folder(tmp_path: Path, imported: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.py in no package was hashed alone: the layers.py or blocks/ package beside it that it imports
+    (`from layers import head`) was edited and a resumed deploy kept the old export, parity and bench."""
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "__init__.py").write_text("")
+    for name in ("solo_model.py", "layers.py", "blocks/conv.py"):
+        (tmp_path / name).write_text("WIDTH = 4\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = user_code_fingerprint("solo_model:make")
+    (tmp_path / imported).write_text("WIDTH = 8\n")
+    assert first is not None and user_code_fingerprint("solo_model:make") != first
+
+
+def test_a_moved_project_keeps_its_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files were hashed with their absolute names: a project folder moved or copied redid every step."""
+    prints = []
+    for where in ("here", "there"):
+        (tmp_path / where).mkdir()
+        (tmp_path / where / "moved_model.py").write_text("WIDTH = 4\n")
+        monkeypatch.syspath_prepend(str(tmp_path / where))
+        prints.append(user_code_fingerprint("moved_model:make"))
+    assert prints[0] is not None and prints[0] == prints[1]
+
+
 def test_an_edited_forward_is_exported_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
     module = _package(tmp_path, "ReLU")
