@@ -327,10 +327,13 @@ def _budget(opts: DeployOptions, precision: Precision) -> str | None:
 
 def _build_inputs(opts: DeployOptions, precision: Precision) -> dict[str, Any]:
     """What a build of `precision` reads of the options, for its step key: only what it reads, so that
-    --calib-n given to a deploy rebuilds FP16 and INT8, not FP32 (which has no graph pass)."""
+    --calib-n given to a deploy rebuilds FP16 and INT8, not FP32 (which has no graph pass). --threads was not
+    in it: the CPU race times each backend at it (another count may pick another), the budget search and the
+    compile run at it and the sidecar records it, so a rerun with another kept the old count's builds."""
     data = "calibration" in precision.options
     budget = _budget(opts, precision)
-    return {"precision": precision.name, "calib": _folder_fingerprint(opts.calib_data) if data else None,
+    return {"precision": precision.name, "threads": opts.threads,
+            "calib": _folder_fingerprint(opts.calib_data) if data else None,
             "calib_n": opts.calib_n if data else None, "budget": budget,
             # a budget may be measured against the masks (miou_drop); without one the build never reads them
             "labels": _folder_fingerprint(opts.labels) if budget else None}
@@ -345,12 +348,16 @@ def _model_inputs(opts: DeployOptions) -> dict[str, Any]:
             "trust_checkpoint": opts.trust_checkpoint}
 
 
-def _versions(backends: Sequence[Backend]) -> dict[str, str]:
-    """The software every step's result depends on, in every step's key: deploykit's own version was, the
-    runtimes' were not, so after an upgrade of ONNX Runtime a resumed deploy kept the old one's builds, parity
-    figures and timings."""
-    return {"deploykit": deploykit.__version__, "torch": package_version("torch"), "onnx": package_version("onnx"),
-            **{b.name: b.availability().version for b in backends}}
+def _versions() -> dict[str, str]:
+    """The software every step's result depends on, in every step's key (torch's and ONNX's were in none)."""
+    return {"deploykit": deploykit.__version__, "torch": package_version("torch"), "onnx": package_version("onnx")}
+
+
+def _runtimes(backends: Sequence[Backend]) -> dict[str, str]:
+    """The version of each backend in play, in the key of each step that builds or runs artifacts (all but
+    export, which another backend leaves as it was): after an upgrade of ONNX Runtime a resumed deploy kept
+    the old one's builds, parity figures and timings."""
+    return {b.name: b.availability().version for b in backends}
 
 
 def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployResult:
@@ -378,7 +385,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         backend_note = f"{backend_note}; {left_out}"
     steps: list[StepLog] = []
     run = _Run(opts, backend, backend_note, say, racer)
-    versions = _versions(racers or (backend,))
+    versions, runtimes = _versions(), _runtimes(racers or (backend,))
 
     def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
              load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None) -> T:
@@ -410,19 +417,19 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         record_file = opts.out / f"build.{precision.name}.json"
         run.builds.append(step(
             f"build-{precision.name}",
-            {"onnx": run.onnx_path, "backend": backend.name, "race": [b.name for b in racers],
+            {"onnx": run.onnx_path, "backend": backend.name, "race": [b.name for b in racers], "runtimes": runtimes,
              **_build_inputs(opts, precision)},
             [record_file], functools.partial(run.build, precision, artifact, record_file),
             functools.partial(build_in, out=opts.out),
             produced=lambda build: build_files(build)))
-    artifacts = [b.path for b in run.builds]
-    parity = step("parity", {"artifacts": artifacts, **source, **fed, "inputs": _folder_fingerprint(opts.parity_folder),
+    artifacts = {"artifacts": [b.path for b in run.builds], "runtimes": runtimes}
+    parity = step("parity", {**artifacts, **source, **fed, "inputs": _folder_fingerprint(opts.parity_folder),
                              "labels": _folder_fingerprint(opts.labels)},
                   [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
                   functools.partial(parity_from_record, out=opts.out))
-    layers = step("layers", {"onnx": run.onnx_path, "artifacts": artifacts, "parity": opts.out / "parity.json"},
+    layers = step("layers", {"onnx": run.onnx_path, **artifacts, "parity": opts.out / "parity.json"},
                   [opts.out / "layers.json"], lambda: run.layers(parity), LayersResult.from_dict)
-    bench = step("bench", {"artifacts": artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source,
+    bench = step("bench", {**artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source,
                            **fed},
                  [opts.out / "bench.json"], run.bench, BenchReport.from_dict)
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,

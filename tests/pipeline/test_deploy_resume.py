@@ -122,13 +122,23 @@ def test_a_rerun_without_the_flag_its_checkpoint_needs_is_refused(resumed: tuple
     assert refused.exit_code == 2 and "--allow-partial" in refused.stderr, refused.output
 
 
-def test_another_runtime_version_redoes_every_step(resumed: tuple[Path, Path],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_runtime_version_redoes_every_step_that_runs_it(resumed: tuple[Path, Path],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """deploykit's own version was in every step's key, the runtime's not: after an upgrade of ONNX Runtime a
     resumed deploy kept the builds, parity figures and timings the old one made."""
     data, out = resumed
     monkeypatch.setitem(base._PROBED, "onnxruntime", base.Availability("ready", "0.0.0+other"))
-    assert _ran(_deploy(out, data)) == {"export", "build-fp32", "build-int8", "parity", "layers", "bench"}
+    assert _ran(_deploy(out, data)) == {"build-fp32", "build-int8", "parity", "layers", "bench"}
+
+
+def test_another_thread_count_builds_again(resumed: tuple[Path, Path]) -> None:
+    """--threads was no input of a build, which races backends, searches a budget and compiles at that count
+    and records it in the sidecar: a rerun with another count kept the sidecars saying "threads": 1."""
+    data, out = resumed
+    again = _deploy(out, data, "--threads", "2")
+    assert {"build-fp32", "build-int8", "bench"} <= _ran(again)
+    sidecar = json.loads((out / "model.int8.ort.onnx.deploykit.json").read_text())
+    assert sidecar["build_options"]["threads"] == 2
 
 
 def test_a_folder_of_other_files_is_refused_without_force(deployed: tuple[Path, Path], tmp_path: Path) -> None:
