@@ -436,6 +436,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,
                           parity=parity, layers=layers, bench=bench, steps=steps, weights_note=weights_note)
 
+    record.prune([s.name for s in steps])
     say("writing the report")
     write_report(result, opts.out)
     return result

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from deploykit.io.digests import sha256_file
+from deploykit.io.output_checks import remove_output
 from deploykit.io.outputs import write_json
 
 T = TypeVar("T")
@@ -64,6 +65,7 @@ class StepRecord:
         # steps run again (it was an AttributeError, exit 3).
         self.entries: dict[str, Any] = {name: entry for name, entry in entries.items() if _well_formed(entry)} \
             if isinstance(entries, dict) else {}
+        self.earlier = {output for entry in self.entries.values() for output in entry.get("outputs", {})}  # for `prune`
 
     def _fresh(self, name: str, key: str) -> bool:
         entry = self.entries.get(name)
@@ -95,3 +97,14 @@ class StepRecord:
 
     def _save(self) -> None:
         write_json(self.path, self.entries, force=True)
+
+    def prune(self, names: Collection[str]) -> None:
+        """Forget the steps not among `names` (this run's) and remove the files an earlier run's steps wrote that
+        no step of this run claims: a precision dropped from --precisions, or an artifact of another --backend,
+        stayed in the folder beside this run's, which a fresh run's folder does not hold."""
+        self.entries = {name: entry for name, entry in self.entries.items() if name in names}
+        kept = {output for entry in self.entries.values() for output in entry.get("outputs", {})}
+        for output in sorted(self.earlier - kept):
+            if Path(output).name == output:  # a name in the folder, as run() records them (not an edited path)
+                remove_output(self.folder / output)
+        self._save()

@@ -141,6 +141,15 @@ def test_another_thread_count_builds_again(resumed: tuple[Path, Path]) -> None:
     assert sidecar["build_options"]["threads"] == 2
 
 
+def test_a_dropped_precision_leaves_no_artifact_behind(resumed: tuple[Path, Path]) -> None:
+    """int8 dropped from --precisions on a rerun: its artifact, sidecar, graph and record stayed in the folder
+    beside this run's outputs, which a fresh run's folder does not hold; asked for again, it is built again."""
+    data, out = resumed
+    assert _ran(_deploy(out, data, "--precisions", "fp32")) == {"parity", "layers", "bench"}
+    assert not list(out.glob("*int8*"))
+    assert "build-int8" in _ran(_deploy(out, data))
+
+
 def test_a_folder_of_other_files_is_refused_without_force(deployed: tuple[Path, Path], tmp_path: Path) -> None:
     """deploy once wrote report.md, model.onnx and the rest over a user's files of those names."""
     data, _ = deployed

@@ -61,3 +61,20 @@ def test_an_edited_record_means_not_done(tmp_path: Path, record: str) -> None:
     (tmp_path / ".deploykit-steps.json").write_text(record.replace("KEY", inputs_key({"a": 1})))
     assert StepRecord(tmp_path).run("s", {"a": 1}, [], lambda: "ran", lambda: "cached").result == "ran"
     assert StepRecord(tmp_path).run("s", {"a": 1}, [], lambda: "ran", lambda: "cached").result == "cached"
+
+
+def test_prune_removes_only_files_the_record_names_in_its_folder(tmp_path: Path) -> None:
+    """prune deletes what earlier runs' steps wrote and this run's do not claim; an edited record naming a path
+    outside the folder removes nothing there."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("kept.txt", "dropped.txt", "mine.txt"):
+        (out / name).write_text(name)
+    (tmp_path / "victim.txt").write_text("x")
+    (out / ".deploykit-steps.json").write_text(
+        '{"a": {"key": "k", "outputs": {"kept.txt": "d"}}, "b": {"key": "k", "outputs": {"dropped.txt": "d", '
+        '"../victim.txt": "d"}}, "c": {"key": "k"}}')
+    StepRecord(out).prune(["a", "c"])
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["kept.txt", "mine.txt"]
+    assert (tmp_path / "victim.txt").is_file()
+    assert set(StepRecord(out).entries) == {"a", "c"}
