@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "deploykit"
 # Optional extras, torch (a dependency, but 3 s to import: `deploykit --help` and `doctor` must not pay for it), and
 # onnxruntime where the module that imports it also turns its telemetry off first (deploykit.environment).
 LAZY = {"tensorrt", "openvino", "matplotlib", "skimage", "onnxslim", "transformers", "tritonclient", "google",
-        "torch", "cuda", "pycuda", "pynvml", "onnxruntime", "aiohttp", "grpc"}
+        "torch", "cuda", "pycuda", "pynvml", "onnxruntime", "aiohttp", "yarl", "grpc"}  # yarl: aiohttp's URLs
 
 
 def _imported(node: ast.Import | ast.ImportFrom) -> set[str]:

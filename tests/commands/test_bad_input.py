@@ -225,16 +225,17 @@ CASES = [
          "bench {d}/unet_meta.onnx --input-shape 1,3,64,72 --iterations 2 --no-roofline -o {t}/run.json"),
     case("build-calibration-arrays-unet-cannot-take", "four.npy: input 4x4: the padded U-Net",
          "build-engine {d}/unet_meta.onnx --int8 --calib-data {d}/four.npy --no-calib-cache -o {t}/x.onnx"),
-    # below a zoo model's smallest size: its rule's words at export and in every runner; without a rule, the
-    # eager forward's failure is the model's, not a bug (was exit 3), and names the default size that works
+    # below a zoo model's smallest size: its rule's words at export and in every runner, before the model is built
+    # (DeconvNet's forward failed inside fc6 first: exit 3, later a line naming its default size)
     case("export-below-the-rules-smallest-size", "MSI-Net's 1/8 feature map needs sides of at least 8 pixels",
          "export msinet --set width=0.0625 --input-shape 1,3,4,64 -o {t}/x.onnx"),
     case("bench-zoo-below-the-rules-smallest-size", "input 7x9: MSI-Net's 1/8 feature map",
          "bench msinet --set width=0.0625 --input-shape 1,3,7,9 --iterations 2 --no-roofline -o {t}/run.json"),
-    case("bench-zoo-below-its-smallest-map", "(its default size 224x224 works; choose another --input-shape",
+    case("bench-zoo-below-its-smallest-map", "input 64x64: DeconvNet's fc6 (a valid 7x7 convolution on the 1/32 "
+         "map) needs sides of at least 224",
          "bench deconvnet --set width_divisor=16 --input-shape 1,3,64,64 --iterations 2 --no-roofline "
          "-o {t}/run.json"),
-    case("export-zoo-below-its-smallest-map", "give an --input-shape it takes, e.g. 1,3,224,224",
+    case("export-zoo-below-its-smallest-map", "use a height and width of at least 224 (multiples of 32)",
          "export deconvnet --set width_divisor=16 --input-shape 1,3,64,64 -o {t}/x.onnx"),
     case("export-size-multiple-the-rule-refuses", "--size-multiple 4 makes the second verification shape 2x3x196x204",
          "export unet --set width=0.0625 --input-shape 1,3,188,188 --size-multiple 4 -o {t}/x.onnx"),
