@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from deploykit.errors import (
     out_of_memory,
 )
 from deploykit.io.signals import interrupts_raise
+from deploykit.io.std_streams import BROKEN_PIPE_STATUS, reopen_closed, silence, write_failure
 from deploykit.io.temporaries import settle_tempdir
 
 
@@ -111,7 +112,16 @@ class DeployKitGroup(click.Group):
                                      "file (deploykit records names in JSON and reports)")
         return super().parse_args(ctx, args)
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        with _writes_that_fail_end():  # --help and --version print here, before click's own EPIPE handling
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
+        with _writes_that_fail_end():  # also a failure of the one line below
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         runtime_telemetry_off()  # before a command's module imports ONNX Runtime
         settle_tempdir()
         try:
@@ -133,7 +143,7 @@ class DeployKitGroup(click.Group):
         except KeyboardInterrupt:
             _end(ctx, INTERRUPTED, "deploykit: interrupted; outputs of unfinished steps were not written")
         except (Exception, GeneratorExit) as exc:  # GeneratorExit: one that escaped a generator of ours
-            if _debug(ctx):
+            if _debug(ctx) or write_failure(exc) is not None:
                 raise
             if out_of_memory(exc):  # the sizes asked for do not fit this machine: the input's, not a bug
                 _end(ctx, BAD_INPUT, f"deploykit: error: out of memory ({first_line(exc, 200)}); use a smaller "
@@ -146,6 +156,25 @@ class DeployKitGroup(click.Group):
             first = first_line(exc, 1000, default="")
             _end(ctx, BUG, f"deploykit: unexpected {type(exc).__name__}: {first} "
                            "(a bug in deploykit; rerun with --debug for the traceback and report it)")
+
+
+@contextmanager
+def _writes_that_fail_end() -> Iterator[None]:
+    """A write to stdout or stderr that fails ends the command as it ends other tools (deploykit.io.std_streams):
+    quietly with 141 when the reader of a pipe left (`deploykit models | head -1`), with one line and exit status
+    2 when the device is full or failing (`> /dev/full`); never as a bug."""
+    try:
+        yield
+    except OSError as exc:
+        failure = write_failure(exc)
+        if failure is None:
+            raise
+        if failure == "device":
+            with suppress(OSError):  # stderr is the failing one
+                click.echo(f"deploykit: error: cannot write the output ({first_line(exc, 200)}): stdout or stderr "
+                           "goes to a full or failing device; send it to another file or device", err=True)
+        silence()
+        raise SystemExit(BROKEN_PIPE_STATUS if failure == "pipe" else BAD_INPUT.exit_status) from None
 
 
 @contextmanager
@@ -204,8 +233,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main() -> None:
+    reopen_closed()  # before any file is opened: one would take a closed descriptor 1 or 2
     try:
-        cli.main(prog_name="deploykit", args=sys.argv[1:])
+        with _writes_that_fail_end():  # click's report of a usage error writes after its own handlers
+            cli.main(prog_name="deploykit", args=sys.argv[1:])
     except SystemExit as exc:  # click's standalone mode ends every command with it
         _exit_past_lingering_threads(exc)
         raise

@@ -1,0 +1,58 @@
+"""The standard streams as a shell hands them over: closed (`>&-`), a pipe whose reader left (`| head -1`), a full
+device (`> /dev/full`).
+
+A closed descriptor is reopened on the null device before anything else opens a file (`reopen_closed`):
+otherwise the next file deploykit opens takes descriptor 1 or 2, and what native code (torch's exporter, ONNX
+Runtime) prints to it lands inside the user's artifact; and sys.stdout is None, which every print fails on.
+A write that fails (`write_failure`) ends the command as other command-line tools do: a reader that left ends it
+quietly with 141, as SIGPIPE ends `cat` (`set -o pipefail` sees it), a full or failing device is bad input.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+
+# 141, as the shell reports a process that SIGPIPE ended (cat, grep); not 1, which deploykit gives a failed check
+BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
+# What a write to a device or a pipe fails with; a file's write deploykit makes is its own DiskFull.
+_DEVICE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+_STREAMS = ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY), (2, "stderr", os.O_WRONLY))
+
+
+def reopen_closed() -> None:
+    """Open the null device on each of descriptors 0, 1 and 2 that is closed, and give Python a stream on it."""
+    for fd, name, flags in _STREAMS:
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, flags)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        stream = open(fd, "r" if fd == 0 else "w", closefd=False, encoding="utf-8",  # noqa: SIM115  # for good
+                      errors="backslashreplace")
+        setattr(sys, name, stream)
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """"pipe" when `exc` is a write to a pipe whose reader left, "device" when a write to a full or failing
+    device without a file name (the standard streams: deploykit's own files raise DiskFull), else None."""
+    if isinstance(exc, BrokenPipeError):
+        return "pipe"
+    if isinstance(exc, OSError) and exc.errno in _DEVICE_FULL and exc.filename is None:
+        return "device"
+    return None
+
+
+def silence() -> None:
+    """Point stdout and stderr at the null device, so that the interpreter's last flush of what they still hold
+    does not fail again ("Exception ignored ... BrokenPipeError") after the command has ended."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(null, fd)
+    os.close(null)
