@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deploykit.backends.base import artifact_files
-from deploykit.io.output_checks import reading
+from deploykit.io.output_checks import check_input_name, reading
+from deploykit.io.sidecar import SIDECAR_SUFFIX
 from deploykit.zoo.sources import factory_file, is_factory_path
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +43,7 @@ def _input_paths(value: str) -> list[str | Path]:
     if is_factory_path(value):
         return [p for p in [factory_file(value)] if p is not None]
     if os.path.isfile(value):
+        check_input_name(Path(value), len(os.fsencode(SIDECAR_SUFFIX)))  # artifact_files looks for its sidecar
         return list(artifact_files(value))
     return [value] if os.path.isdir(value) else []
 

@@ -139,13 +139,7 @@ NAME_ROOM = 40  # bytes deploykit adds to an output's name at most: .NAME.deploy
 def _check_name(out: Path) -> None:
     """Each part of `out` fits the file system's name limit (255 bytes on most), the output's own with room for
     what deploykit adds to it, so a long name fails now in one line, not as ENAMETOOLONG after the work."""
-    limit = 255
-    for folder in (*out.parents, Path(".")):  # the nearest existing one (Path.exists raises on a long name)
-        try:
-            limit = os.pathconf(folder, "PC_NAME_MAX")
-            break
-        except (OSError, ValueError):
-            continue
+    limit = _name_limit(out)
     for part in out.parts:
         room = NAME_ROOM if part == out.name else 0
         size = len(os.fsencode(part))
@@ -153,6 +147,27 @@ def _check_name(out: Path) -> None:
             adds = f", and deploykit adds up to {room} to an output's" if room else ""
             raise InputError(f"output name {part[:40]}... is {size} bytes; this file system takes names of up to "
                              f"{limit} bytes{adds}: give a shorter name")
+
+
+def check_input_name(path: Path, room: int) -> None:
+    """An input file's name leaves `room` bytes for the names deploykit looks for beside it (its sidecar
+    NAME.deploykit.json): looking one up fails with ENAMETOOLONG otherwise, after the input was accepted."""
+    limit = _name_limit(path)
+    size = len(os.fsencode(path.name))
+    if size + room > limit:
+        raise InputError(f"input name {path.name[:40]}... is {size} bytes; this file system takes names of up to "
+                         f"{limit} bytes, and deploykit looks for files named after it, up to {room} bytes longer: "
+                         f"rename it to at most {limit - room} bytes")
+
+
+def _name_limit(path: Path) -> int:
+    """The longest name the file system holding `path` takes (255 bytes on most)."""
+    for folder in (*path.parents, Path(".")):  # the nearest existing one (Path.exists raises on a long name)
+        try:
+            return os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+    return 255
 
 
 def _check_folder(folder: Path, out: Path) -> None:

@@ -26,3 +26,18 @@ def test_a_file_protects_what_belongs_to_it(tmp_path: Path) -> None:
     with reading(*_input_paths(str(tmp_path / "m.xml"))), pytest.raises(InputError, match=r"m\.bin is the input"):
         check_output_path(tmp_path / "m.bin", force=True)
     assert _input_paths("tests.fixtures.user_models:tiny_segmenter")[0].endswith("tests/fixtures/user_models.py")
+
+
+def test_an_input_whose_sidecar_name_cannot_exist_is_bad_input(tmp_path: Path) -> None:
+    """A 255-byte model name is legal, but looking for its sidecar (NAME.deploykit.json) raised ENAMETOOLONG:
+    `deploykit bench <255-byte name>.onnx` ended as a bug (exit 3)."""
+    from click.testing import CliRunner
+
+    from deploykit.cli import cli
+
+    model = tmp_path / ("m" * 250 + ".onnx")
+    model.write_bytes(b"not read")
+    for args in (["bench", str(model)], ["build-engine", "--fp16", "-o", str(tmp_path / "a.ort.onnx"), str(model)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "rename it to at most 240 bytes" in result.output
