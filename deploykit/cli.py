@@ -34,7 +34,7 @@ from deploykit.errors import (
     out_of_memory,
 )
 from deploykit.io.signals import interrupts_raise
-from deploykit.io.std_streams import BROKEN_PIPE_STATUS, reopen_closed, silence, write_failure
+from deploykit.io.std_streams import BROKEN_PIPE_STATUS, reopen_closed, silence, undecodable, write_failure
 from deploykit.io.temporaries import settle_tempdir
 
 
@@ -107,9 +107,9 @@ class DeployKitGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[JSON_WANTED] = "--json" in args
         for arg in args:  # a file name the shell passed as bytes that are not UTF-8 cannot go into JSON or reports
-            if not _utf8(arg):
-                _end(ctx, BAD_INPUT, f"deploykit: error: argument {_printable(arg)} is not valid UTF-8; rename the "
-                                     "file (deploykit records names in JSON and reports)")
+            why = undecodable(arg)
+            if why is not None:
+                _end(ctx, BAD_INPUT, f"deploykit: error: argument {_printable(arg)} {why}")
         return super().parse_args(ctx, args)
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
@@ -187,14 +187,6 @@ def _stdout_for_json_only(ctx: click.Context) -> Iterator[None]:
     ctx.meta[JSON_STREAM] = sys.stdout
     with redirect_stdout(sys.stderr):
         yield
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _printable(text: str) -> str:

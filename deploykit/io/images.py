@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deploykit.errors import InputError, optional_import
+from deploykit.io.std_streams import undecodable
 from deploykit.types import Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
@@ -35,11 +36,10 @@ def shown(path: str | os.PathLike[str]) -> str:
 
 
 def check_name(path: str | os.PathLike[str], what: str = "file") -> None:
-    """InputError for a file name that is not valid UTF-8 (deploykit records names in JSON and reports)."""
-    try:
-        os.fsdecode(path).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(f"{what} {shown(path)} has a name that is not valid UTF-8; rename it") from None
+    """InputError for a file name that cannot go into JSON or reports (deploykit.io.std_streams.undecodable)."""
+    why = undecodable(os.fsdecode(path))
+    if why is not None:
+        raise InputError(f"{what} {shown(path)} {why}")
 
 
 def preprocess(rgb: np.ndarray, pre: Preprocessing, size: tuple[int, int]) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The standard streams as a shell hands them over: closed (`>&-`), a pipe whose reader left (`| head -1`), a full
-device (`> /dev/full`).
+"""What the shell hands over: names its locale decodes (`undecodable`), and the standard streams: closed
+(`>&-`), a pipe whose reader left (`| head -1`), a full device (`> /dev/full`).
 
 A closed descriptor is reopened on the null device before anything else opens a file (`reopen_closed`):
 otherwise the next file deploykit opens takes descriptor 1 or 2, and what native code (torch's exporter, ONNX
@@ -56,3 +56,20 @@ def silence() -> None:
     for fd in (1, 2):
         os.dup2(null, fd)
     os.close(null)
+
+
+def undecodable(name: str) -> str | None:
+    """Why `name` (an argument, a file name) holds bytes that cannot go into JSON or reports, and the fix; None when
+    it holds none. Either its bytes are not UTF-8, or this Python decodes names as ASCII (a C or POSIX locale
+    with PYTHONUTF8=0) and so cannot decode any non-ASCII name, UTF-8 or not."""
+    try:
+        name.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        pass
+    try:
+        os.fsencode(name).decode("utf-8")
+    except UnicodeError:
+        return "is not valid UTF-8; rename it (deploykit records names in JSON and reports)"
+    return (f"is not ASCII, and this Python decodes names as {sys.getfilesystemencoding()} (a C or POSIX locale "
+            "with PYTHONUTF8=0); set PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")

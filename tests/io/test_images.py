@@ -121,7 +121,7 @@ def test_decompression_bombs_are_refused_by_name(tmp_path: Path) -> None:
 def test_names_that_are_not_utf8_are_refused_by_name(tmp_path: Path) -> None:
     Image.fromarray(_rgb()).save(tmp_path / "fine.png")
     Image.fromarray(_rgb()).save(os.fsencode(tmp_path) + b"/caf\xe9.png")
-    with pytest.raises(InputError, match=r"caf\\udce9\.png has a name that is not valid UTF-8"):
+    with pytest.raises(InputError, match=r"caf\\udce9\.png is not valid UTF-8"):
         list_images(tmp_path)
 
 

@@ -56,3 +56,17 @@ def test_a_command_with_stderr_closed_ends_as_it_would_with_it_open(tmp_path: Pa
     result = subprocess.run(DEPLOYKIT + args, env=_env(), timeout=120, stdout=subprocess.DEVNULL,
                             preexec_fn=lambda: os.close(2))  # `2>&-`
     assert result.returncode == 2 and not list(tmp_path.iterdir())
+
+
+def test_a_utf8_name_under_an_ascii_locale_says_to_fix_the_locale(tmp_path: Path) -> None:
+    """LC_ALL=C with PYTHONUTF8=0 makes Python decode every non-ASCII argument to surrogates: `é.onnx` was
+    refused as "not valid UTF-8; rename the file" although its bytes are UTF-8 and the locale is the fix."""
+    model = tmp_path / "é.onnx"
+    model.write_bytes(b"not read")
+    env = {**_env(), "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([*DEPLOYKIT, "lint", str(model)], capture_output=True, text=True, env=env, timeout=120,
+                            errors="replace")
+    assert result.returncode == 2 and "set PYTHONUTF8=1 or a UTF-8 locale" in result.stderr
+    undecodable_bytes = subprocess.run([*DEPLOYKIT, "lint", os.fsdecode(b"caf\xe9.onnx")], capture_output=True,
+                                       text=True, env=_env(), timeout=120)
+    assert undecodable_bytes.returncode == 2 and "is not valid UTF-8; rename it" in undecodable_bytes.stderr
