@@ -162,7 +162,7 @@ class DeployKitGroup(click.Group):
 def _writes_that_fail_end() -> Iterator[None]:
     """A write to stdout or stderr that fails ends the command as it ends other tools (deploykit.io.std_streams):
     quietly with 141 when the reader of a pipe left (`deploykit models | head -1`), with one line and exit status
-    2 when the device is full or failing (`> /dev/full`); never as a bug."""
+    2 when the device is full (`> /dev/full`); never as a bug."""
     try:
         yield
     except OSError as exc:
@@ -172,7 +172,7 @@ def _writes_that_fail_end() -> Iterator[None]:
         if failure == "device":
             with suppress(OSError):  # stderr is the failing one
                 click.echo(f"deploykit: error: cannot write the output ({first_line(exc, 200)}): stdout or stderr "
-                           "goes to a full or failing device; send it to another file or device", err=True)
+                           "goes to a full device; send it to another file or device", err=True)
         silence()
         raise SystemExit(BROKEN_PIPE_STATUS if failure == "pipe" else BAD_INPUT.exit_status) from None
 

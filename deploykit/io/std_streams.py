@@ -5,7 +5,7 @@ A closed descriptor is reopened on the null device before anything else opens a 
 otherwise the next file deploykit opens takes descriptor 1 or 2, and what native code (torch's exporter, ONNX
 Runtime) prints to it lands inside the user's artifact; and sys.stdout is None, which every print fails on.
 A write that fails (`write_failure`) ends the command as other command-line tools do: a reader that left ends it
-quietly with 141, as SIGPIPE ends `cat` (`set -o pipefail` sees it), a full or failing device is bad input.
+quietly with 141, as SIGPIPE ends `cat` (`set -o pipefail` sees it), a full device is bad input.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import sys
 
 # 141, as the shell reports a process that SIGPIPE ended (cat, grep); not 1, which deploykit gives a failed check
 BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
-# What a write to a device or a pipe fails with; a file's write deploykit makes is its own DiskFull.
-_DEVICE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+# What a write to a full device fails with; deploykit's own file writes turn these into DiskFull (with the file's
+# name), so one without a name is a standard stream's. Not EIO: a read of a failing disk raises it without a name.
+_DEVICE_FULL = (errno.ENOSPC, errno.EDQUOT)
 _STREAMS = ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY), (2, "stderr", os.O_WRONLY))
 
 
@@ -40,8 +41,8 @@ def reopen_closed() -> None:
 
 
 def write_failure(exc: BaseException) -> str | None:
-    """"pipe" when `exc` is a write to a pipe whose reader left, "device" when a write to a full or failing
-    device without a file name (the standard streams: deploykit's own files raise DiskFull), else None."""
+    """"pipe" when `exc` is a write to a pipe whose reader left, "device" when a write to a full device without a
+    file name (the standard streams: deploykit's own files raise DiskFull), else None."""
     if isinstance(exc, BrokenPipeError):
         return "pipe"
     if isinstance(exc, OSError) and exc.errno in _DEVICE_FULL and exc.filename is None:
