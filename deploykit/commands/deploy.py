@@ -43,7 +43,9 @@ from deploykit.zoo.sources import USER_TASK, is_factory_path, parse_options, par
               help="Ground-truth masks (PNG class indices, DIR/<image name>.png) for the parity images: adds mIoU "
                    "against them and its drop in points from PyTorch (see `deploykit parity --labels`), and "
                    "--accuracy-budget 'miou_drop<=0.5' when the --calib-data images have masks there too.")
-@click.option("--input-shape", default=None, metavar="N,C,H,W", help="Shape for export, parity and bench.")
+@click.option("--input-shape", default=None, metavar="N,C,H,W",
+              help="Shape N,C,H,W: export traces it, parity feeds one image at a time at C,H,W, bench times batch 1 "
+                   "(which the verdict compares) and batch N where N > 1.")
 @click.option("--bench-seconds", type=seconds(open_=True), default=None,
               help="Timed seconds per contender, all round-robin in one run (default 2).")
 @threads_option("CPU threads for every runtime (default: all cores).")

@@ -277,9 +277,15 @@ class _Run:
         config = TimingConfig(warmup_s=BENCH_WARMUP_S, duration_s=DEFAULT_BENCH_SECONDS if opts.bench_seconds is None
                               else opts.bench_seconds)
         report = run_bench([self.reference, *self.candidates], config=config, threads=opts.threads,
-                           input_shape=opts.input_shape, progress=self.say, roofline=True, quick_peaks=True)
+                           batches=bench_batches(opts.input_shape), input_shape=opts.input_shape, progress=self.say,
+                           roofline=True, quick_peaks=True)
         write_json(opts.out / "bench.json", report.to_dict(), force=True)
         return report
+
+
+def bench_batches(input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    """Batch 1, which the verdict compares, and --input-shape's batch where it is larger: the throughput asked for."""
+    return (1,) if input_shape is None or input_shape[0] <= 1 else (1, int(input_shape[0]))
 
 
 def build_files(build: BuildResult) -> list[Path]:
@@ -408,7 +414,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
         return result
 
     source = _model_inputs(opts)
-    # Parity and bench feed one image at a time at --input-shape's C,H,W; only export reads its batch.
+    # Parity feeds one image at a time at --input-shape's C,H,W; export reads its batch, bench times it beside batch 1.
     fed = {"input_size": opts.input_shape[1:] if opts.input_shape else None}
     export = step("export", {**source, "input_shape": opts.input_shape}, [run.onnx_path, opts.out / "export.json"],
                   run.export, ExportResult.from_dict)
@@ -430,7 +436,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     layers = step("layers", {"onnx": run.onnx_path, **artifacts, "parity": opts.out / "parity.json"},
                   [opts.out / "layers.json"], lambda: run.layers(parity), LayersResult.from_dict)
     bench = step("bench", {**artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source,
-                           **fed},
+                           **fed, "batches": bench_batches(opts.input_shape)},
                  [opts.out / "bench.json"], run.bench, BenchReport.from_dict)
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,

@@ -69,3 +69,18 @@ def test_out_must_be_a_folder(tmp_path: Path) -> None:
     file.write_text("x")
     result = CliRunner().invoke(cli, ["deploy", *MODEL, "--out", str(file)])
     assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_the_batch_of_input_shape_is_timed_beside_batch_1_which_the_verdict_compares(tmp_path: Path) -> None:
+    model = ["tests.fixtures.user_models:tiny_segmenter", "--precisions", "fp32", "--out", str(tmp_path / "d"), *FAST]
+    first = CliRunner().invoke(cli, ["deploy", *model, "--input-shape", "3,3,32,32", "--json"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    timed = {(r["backend"], r["batch"]) for r in summary["bench"]["results"]}
+    assert timed == {("torch", 1), ("torch", 3), ("onnxruntime", 1), ("onnxruntime", 3)}
+    at_1 = next(r for r in summary["bench"]["results"] if r["backend"] == "onnxruntime" and r["batch"] == 1)
+    assert "at batch 1" in " ".join(summary["verdict"]["text"])
+    assert summary["verdict"]["latency_ms"] == pytest.approx(at_1["latency"]["median"], rel=1e-3)
+    again = CliRunner().invoke(cli, ["deploy", *model, "--input-shape", "2,3,32,32", "--json"])
+    steps = {s["name"]: s["skipped"] for s in json.loads(again.stdout)["steps"]}
+    assert steps["parity"] and not steps["bench"] and not steps["export"]
