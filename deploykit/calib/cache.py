@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +27,18 @@ SCHEMA = 4  # bump when a range method's algorithm or the cache's fields change,
 def cache_dir() -> Path:
     if os.environ.get("DEPLOYKIT_CACHE_DIR"):
         return Path(os.environ["DEPLOYKIT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "deploykit"
+    # The XDG base directory spec ignores a relative XDG_CACHE_HOME; an empty or relative HOME (HOME="" made
+    # ~ the root folder) is taken as unset, so the account's home from the password database is used.
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "deploykit"
+    home = os.environ.get("HOME", "")
+    if not os.path.isabs(home):
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:  # a uid with no account (a container's): a temporary folder, still a working cache
+            home = tempfile.gettempdir()
+    return Path(home) / ".cache" / "deploykit"
 
 
 def cache_key(onnx_sha256: str, data_sha256: str, method: Mapping[str, Any]) -> str:
