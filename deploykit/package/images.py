@@ -27,7 +27,7 @@ IMAGE_INPUT, MASK_OUTPUT = "image", "mask"
 STEP_FILE = Path(__file__).with_name("triton_models") / "image_step.py"
 # The deploykit modules the image steps import (numpy and Pillow only), copied beside their model.py.
 VENDORED = ("__init__.py", "errors.py", "types.py", "io/__init__.py", "io/images.py", "io/masks.py",
-            "package/__init__.py", "package/triton_models/__init__.py")
+            "io/std_streams.py", "package/__init__.py", "package/triton_models/__init__.py")
 _NUMPY_TYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16"}
 _TRITON_OF = {np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.int32): "TYPE_INT32", np.dtype(np.float32): "TYPE_FP32"}
 
