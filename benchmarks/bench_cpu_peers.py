@@ -127,7 +127,7 @@ def _weights(args: argparse.Namespace) -> dict[str, str]:
 
 def prepare(name: str, args: argparse.Namespace, weights: str | None) -> Prepared:
     """Load the model, export model.onnx (static shape) and preprocess the calibration and held-out images."""
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.io.images import iter_folder
     from deploykit.targets.resolve import open_target
     from deploykit.zoo import get_model_spec

@@ -105,7 +105,7 @@ def _prepare(name: str, folder: Path, args: argparse.Namespace, weights: str | N
     """Export the model and build its fp16 / int8 ONNX Runtime artifacts with the library calls deploy uses;
     returns the PyTorch target (built once) and the paths of the three ONNX Runtime models."""
     from deploykit.build import build_artifact
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.precision.passes import CalibrationOptions
     from deploykit.targets.resolve import source_label, torch_target
     from deploykit.zoo import get_model_spec

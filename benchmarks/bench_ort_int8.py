@@ -57,7 +57,7 @@ def _images(folder: Path, model: Path, n: int | None) -> list[np.ndarray]:
 
 def export(name: str, folder: Path, *, weights: str | None, options: Mapping[str, Any]) -> Path:
     """The zoo model `name` exported at its benchmark input size (static shape) to folder/model.onnx."""
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.targets.resolve import open_target
     from deploykit.zoo import get_model_spec
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from deploykit.backends.base import backend_of  # noqa: E402
 from deploykit.calib.data import calibration_data  # noqa: E402
-from deploykit.export import onnx_from_torch  # noqa: E402
+from deploykit.export.onnx_from_torch import onnx_from_torch  # noqa: E402
 from deploykit.graph.tensors import activations, index_graph  # noqa: E402
 from deploykit.io.metadata import read_metadata  # noqa: E402
 from deploykit.precision.budget import Evaluator  # noqa: E402

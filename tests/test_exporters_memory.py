@@ -23,7 +23,7 @@ def test_an_export_beyond_the_memory_available_is_refused_before_any_run_at_its_
     def ran(*_args: object) -> None:
         raise AssertionError("the model ran at the export size")
 
-    monkeypatch.setattr("deploykit.export._outputs", ran)
+    monkeypatch.setattr("deploykit.export.onnx_from_torch.model_outputs", ran)
     out = tmp_path / "model.onnx"
     result = CliRunner().invoke(cli, ["export", TINY, "--input-shape", "1,3,6144,6144", "-o", str(out)])
     assert result.exit_code == 2, result.output

@@ -7,7 +7,7 @@ import click
 from deploykit.commands._inputs import reads
 from deploykit.commands._options import echo_json, force_option, json_option, model_source_options, progress
 from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.exporters import EXPORTERS
 from deploykit.graph.heads import HEADS
 from deploykit.io.output_checks import check_output_path

@@ -48,7 +48,7 @@ from deploykit.doctor.selftest_checks import (
     selftest_images,
 )
 from deploykit.errors import BackendUnavailable
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.outputs import scratch_folder
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import PRECISIONS, precision_of

@@ -40,7 +40,7 @@ from deploykit.doctor.selftest_checks import (
     selftest_images,
 )
 from deploykit.errors import InputError, first_line
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.precision.passes import CalibrationOptions
 from deploykit.precision.table import precision_of

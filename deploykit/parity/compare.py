@@ -27,7 +27,7 @@ import numpy as np
 
 from deploykit.errors import ConfigConflict, InputError, ParityError
 from deploykit.evaluate import provider_chain
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.labels import LabelSet, match_labels
 from deploykit.io.model_files import read_onnx
 from deploykit.io.outputs import scratch_folder

@@ -34,7 +34,8 @@ from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
 from deploykit.environment import package_version
 from deploykit.errors import CheckFailed, ConfigConflict, InputError, OutputExists
-from deploykit.export import ExportResult, onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
+from deploykit.export.results import ExportResult
 from deploykit.io.digests import sha256_file
 from deploykit.io.images import check_images, images_cannot_feed, list_images
 from deploykit.io.model_files import read_onnx

@@ -14,7 +14,7 @@ from typing import Any
 
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult
-from deploykit.export import ExportResult
+from deploykit.export.results import ExportResult
 from deploykit.parity.compare import ParityResult
 from deploykit.pipeline.verdict import Verdict, decide
 

@@ -20,7 +20,7 @@ from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport, bench_targets, check_batches
 from deploykit.bench.runners import BACKEND_CHOICES, TORCH_COUNT, BenchTarget, Skipped, as_bench_target, torch_madds
 from deploykit.errors import BackendUnavailable, ConfigConflict, ExportError, InputError
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.model_files import require_file
 from deploykit.io.outputs import scratch_folder
 from deploykit.io.sidecar import read_sidecar

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # the dynamo exporter takes about 40 s here
 
 @pytest.fixture(scope="module")
 def deconvnet_indices(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.zoo.sources import load_model
 
     spec = get_model_spec("deconvnet")

@@ -13,7 +13,7 @@ from deploykit.calib.collect import collect_stats
 from deploykit.calib.methods import MinMax, amax
 from deploykit.calib.qdq import QdqResult, calibration_tensors, qdq_from_ranges
 from deploykit.evaluate import session_from_onnx
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.graph.lint import lint_model
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.sources import load_model

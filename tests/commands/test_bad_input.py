@@ -25,7 +25,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from deploykit.cli import cli
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.metadata import ModelMetadata, write_metadata
 from deploykit.types import IMAGENET
 from deploykit.zoo.sources import load_model

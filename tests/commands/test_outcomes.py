@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from deploykit.cli import cli
 from deploykit.errors import OUTCOMES, Terminated
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.zoo.sources import load_model
 from tests.graph import graphs
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from deploykit.cli import cli
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.graph.fp16 import fp16_from_onnx
 from deploykit.io.images import sample_photographs
 from deploykit.targets.resolve import open_target

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deploykit.cli import cli
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.zoo.sources import load_model
 from tests.commands.test_option_ranges import BASE, NUMERIC, commands
 from tests.io.faults import THIRD_PARTY_TMP

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from deploykit.backends.torch import TorchRunner
 from deploykit.cli import cli
 from deploykit.errors import UserCodeError
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.zoo.sources import load_model
 from tests.fixtures import user_models
 

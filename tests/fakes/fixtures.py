@@ -16,7 +16,7 @@ import pytest
 from deploykit.backends import base as backends_base
 from deploykit.backends.base import forget_availability
 from deploykit.backends.tensorrt import device as trt_device
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.zoo.sources import load_model
 from tests.fakes.device import FakeDevice, FakeMemory
 from tests.fakes.tensorrt_double import (

@@ -95,7 +95,7 @@ def _float_output_units(graph: onnx.ModelProto) -> int:
 
 @pytest.mark.parametrize("name", ["deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50"])
 def test_no_quantized_conv_of_a_zoo_model_runs_in_float(name: str, tmp_path: Path) -> None:
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.zoo import get_model_spec
     from deploykit.zoo.sources import load_model
 

@@ -80,7 +80,7 @@ FLOWS = {
 
 def make_inputs(folder: Path) -> Path:
     """net.onnx of the tiny user model and a folder of three 64x64 images."""
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.zoo.sources import load_model
 
     folder.mkdir(parents=True, exist_ok=True)

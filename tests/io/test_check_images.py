@@ -131,7 +131,7 @@ def test_the_command_stops_before_its_long_work_and_writes_nothing(
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.zoo.sources import load_model
 
     path = tmp_path_factory.mktemp("model") / "net.onnx"

@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from deploykit.cli import cli
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.zoo.sources import load_model
 
 USER = "tests.fixtures.user_models:tiny_segmenter"

@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2
 
 from deploykit.cli import cli
 from deploykit.errors import InputError
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.package.triton import validate_config
 from deploykit.zoo.sources import load_model
 

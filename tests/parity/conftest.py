@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.images import preprocess, sample_photographs
 from deploykit.targets.resolve import open_target
 from deploykit.zoo import get_model_spec

@@ -130,7 +130,7 @@ def test_parity_labels_reports_miou_gt_and_drop_and_gates_the_drop(labelled: tup
                                                                    tmp_path: Path) -> None:
     import json
 
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.targets.resolve import open_target
 
     images, labels = labelled
@@ -158,7 +158,7 @@ def test_build_engine_budget_on_miou_drop_uses_the_labels_of_the_held_out_images
         labelled: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.targets.resolve import open_target
 
     monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))

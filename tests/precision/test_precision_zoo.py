@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from deploykit.build import build_artifact
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.parity.compare import ParitySettings, run_parity
 from deploykit.parity.inputs import resolve_inputs
 from deploykit.precision.passes import CalibrationOptions

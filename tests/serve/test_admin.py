@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.serve.front import is_admin_path, why_forbidden
 from deploykit.serve.grpc_front import peer_address
 from deploykit.zoo.sources import load_model

@@ -131,7 +131,7 @@ def test_a_serve_killed_outright_takes_triton_and_its_stubs_along_and_the_next_r
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL cannot be cleaned up after: Triton (in a session of its own) and its Python stubs kept running
     for good on ports no one used, and the staged repository stayed in $TMPDIR."""
-    from deploykit.export import onnx_from_torch
+    from deploykit.export.onnx_from_torch import onnx_from_torch
     from deploykit.io.outputs import scratch_folder
     from deploykit.zoo.sources import load_model
     from tests.serve.test_server import USER, start_server  # skips without the bundled server

@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.images import decode_image, preprocess
 from deploykit.io.masks import prediction_at_size
 from deploykit.io.metadata import read_metadata

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from deploykit.backends.base import backend_of
 from deploykit.errors import BackendUnavailable, ConfigConflict, InputError, UnknownModel
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.digests import sha256_file
 from deploykit.io.metadata import read_metadata
 from deploykit.io.sidecar import Sidecar, sidecar_path

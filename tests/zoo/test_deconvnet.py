@@ -15,7 +15,8 @@ from skimage import data
 
 from deploykit.errors import CheckpointError, ConfigConflict, ExportError, InputError
 from deploykit.evaluate import session_from_onnx
-from deploykit.export import Tolerance, onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
+from deploykit.export.results import Tolerance
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 from deploykit.io.images import preprocess
 from deploykit.types import IMAGENET

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from deploykit.errors import ConfigConflict
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.types import IMAGENET
 from deploykit.zoo import get_model_spec, list_models
 from deploykit.zoo.backbones.mobilenetv2 import MobileNetV2, block_plan

@@ -11,7 +11,7 @@ import torch
 from skimage import data
 
 from deploykit.evaluate import session_from_onnx
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.dilatednet import LABEL_MARGIN, ContextModule, DilatedNet, reflect101_index

@@ -12,7 +12,7 @@ from torch import nn
 
 from deploykit.errors import CheckpointError
 from deploykit.evaluate import session_from_onnx
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.io.images import preprocess
 from deploykit.zoo import get_model_spec
 from deploykit.zoo.backbones.vgg import VGG16_BLOCKS

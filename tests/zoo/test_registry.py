@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from deploykit.cli import cli
 from deploykit.errors import InputError
-from deploykit.export import onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
 from deploykit.zoo import aliases, get_model_spec, list_models
 from deploykit.zoo.checkpoints import _FORMATS
 from deploykit.zoo.sources import load_model

@@ -1,5 +1,5 @@
-"""Export of user models: size constraints, exceptions from user code, structured outputs; the verification
-tolerance's outlier rule. Real ONNX Runtime sessions throughout."""
+"""Export of user models: size constraints, exceptions from user code, structured outputs, simplification.
+Real ONNX Runtime sessions throughout."""
 
 from __future__ import annotations
 
@@ -13,20 +13,14 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from onnx import TensorProto, helper
 
 from deploykit.cli import cli
 from deploykit.errors import ExportError, InputError, UserCodeError
-from deploykit.export import (
-    DEFAULT_OPSET,
-    ExportResult,
-    Tolerance,
-    onnx_from_torch,
-    verification_shapes,
-    verify_against_torch,
-)
-from deploykit.metrics.numeric import numeric_metrics
-from deploykit.zoo.sources import LoadedModel, load_model
+from deploykit.export.onnx_from_torch import onnx_from_torch
+from deploykit.export.results import ExportResult
+from deploykit.export.verification_shapes import verification_shapes
+from deploykit.exporters import DEFAULT_OPSET
+from deploykit.zoo.sources import load_model
 from tests.fixtures import user_models
 
 FIXTURES = "tests.fixtures.user_models"
@@ -47,13 +41,6 @@ def _line_of(fragment: str, obj: object) -> int:
 
 
 # --- size constraints ---------------------------------------------------------------------------------------
-
-def test_verification_shapes_keep_the_multiple() -> None:
-    assert verification_shapes((1, 3, 512, 512), True, 1) == [(1, 3, 512, 512), (2, 3, 520, 528)]
-    assert verification_shapes((1, 3, 512, 512), True, 16) == [(1, 3, 512, 512), (2, 3, 528, 544)]
-    assert verification_shapes((1, 3, 60, 60), True, 12) == [(1, 3, 60, 60), (2, 3, 72, 84)]
-    assert verification_shapes((1, 3, 64, 64), False, 16) == [(1, 3, 64, 64)] * 2
-
 
 def test_size_multiple_makes_a_constrained_model_export_with_dynamic_shapes(tmp_path: Path) -> None:
     result, said = _export(tmp_path, "divisible_by_16", (1, 3, 48, 48), size_multiple=16)
@@ -187,45 +174,7 @@ def test_dict_tuple_and_dataclass_outputs_are_named(kind: str, names: tuple[str,
     assert set(result.checks[1].outputs) == set(names)  # type: ignore[attr-defined]
 
 
-# --- the outlier rule ---------------------------------------------------------------------------------------
-
-def test_a_zeroed_corner_fails_though_it_is_few_elements() -> None:
-    rng = np.random.default_rng(0)
-    ref = rng.standard_normal((1, 21, 256, 256)).astype(np.float32)
-    cand = ref.copy()
-    cand[:, 0, :4, :4] = 0.0  # 16 elements, 1.2e-5 of the output: within the old count-only rule
-    tol = Tolerance()
-    metrics = numeric_metrics(ref, cand, atol=tol.atol, rtol=tol.rtol)
-    scale = float(np.abs(ref).max())
-    assert metrics.beyond_tol <= tol.max_outliers and metrics.cosine >= tol.min_cosine
-    assert not tol.passes(metrics, scale)
-    # Switch flips (a few elements moved by a little) still pass.
-    flipped = ref.copy()
-    flipped[:, 0, 10, 10:14] += 0.005 * scale
-    assert tol.passes(numeric_metrics(ref, flipped, atol=tol.atol, rtol=tol.rtol), scale)
-
-
-def test_verification_catches_an_onnx_graph_that_zeroes_a_corner() -> None:
-    class Identity(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 1.0
-
-    shape = (1, 3, 512, 512)
-    mask = np.ones(shape, dtype=np.float32)
-    mask[:, 0, :2, :2] = 0.0
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["input", "mask"], ["output"])], "corner",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))],
-        [onnx.numpy_helper.from_array(mask, "mask")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    spec = load_model(f"{FIXTURES}:tiny_segmenter").spec
-    checks = verify_against_torch(LoadedModel(Identity(), spec), model.SerializeToString(), [shape], Tolerance())
-    metrics = checks[0].outputs["output"]
-    # Few enough elements for the count rule and the cosine; caught by their size.
-    assert metrics.beyond_tol <= Tolerance().max_outliers and metrics.cosine >= Tolerance().min_cosine
-    assert not checks[0].passed
-
+# --- simplification -----------------------------------------------------------------------------------------
 
 def test_the_simplified_graph_is_verified_against_the_same_pytorch_run(tmp_path: Path) -> None:
     """PyTorch runs once per verification shape although two graphs (exported, simplified) are checked."""
@@ -237,25 +186,6 @@ def test_the_simplified_graph_is_verified_against_the_same_pytorch_run(tmp_path:
     assert result.passed and result.simplified
     second = verification_shapes(shape, True, loaded.spec.size_multiple)[1]  # run by verification alone
     assert seen.count(second) == 1, seen
-
-
-def test_kept_pytorch_outputs_are_reused_only_for_the_same_inputs(tmp_path: Path) -> None:
-    loaded = load_model(f"{FIXTURES}:tiny_segmenter")
-    onnx_from_torch(loaded, tmp_path / "m.onnx", input_shape=(1, 3, 32, 32), simplify=False)
-    graph = (tmp_path / "m.onnx").read_bytes()
-    model = loaded.module
-    calls: list[int] = []
-    model.register_forward_hook(lambda *_: calls.append(1))
-    kept: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-    shapes = [(1, 3, 32, 32), (2, 3, 32, 32)]
-    first = verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), torch_outputs=kept)
-    again = verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), torch_outputs=kept)
-    assert len(calls) == 2 and first == again and all(c.passed for c in again)
-    verify_against_torch(LoadedModel(model, loaded.spec), graph, shapes, Tolerance(), seed=1, torch_outputs=kept)
-    assert len(calls) == 4  # other inputs: PyTorch runs again
-    static = verify_against_torch(LoadedModel(model, loaded.spec), graph, [shapes[0]] * 2, Tolerance(),
-                                  torch_outputs=kept)  # --static checks one shape twice, on two inputs
-    assert len(calls) == 5 and all(c.passed for c in static)
 
 
 # --- real libraries, when installed (never downloading weights) ---------------------------------------------

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from deploykit.backends.torch import TorchRunner
 from deploykit.cli import cli
-from deploykit.export import Tolerance, onnx_from_torch
+from deploykit.export.onnx_from_torch import onnx_from_torch
+from deploykit.export.results import Tolerance
 from deploykit.metrics.numeric import numeric_metrics
 from deploykit.zoo.sources import load_model
 
