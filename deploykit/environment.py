@@ -18,6 +18,12 @@ from deploykit.errors import InputError, size_text
 RUNTIME_TELEMETRY = "DEPLOYKIT_RUNTIME_TELEMETRY"
 
 
+# The vector extensions that shape CPU timings and INT8 choices (VNNI, AVX-512, AMX): what doctor and every
+# benchmark's manifest name beside the CPU model.
+PERFORMANCE_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+                     "amx_bf16")
+
+
 @dataclass(frozen=True)
 class Environment:
     python: str
@@ -27,6 +33,7 @@ class Environment:
     versions: dict[str, str]
     onnxruntime_providers: list[str]
     cuda_devices: list[str] = field(default_factory=list)
+    cpu_flags: list[str] = field(default_factory=list)  # PERFORMANCE_FLAGS this CPU has
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,4 +141,5 @@ def probe() -> Environment:
         versions={name: package_version(name) or "-" for name in names},
         onnxruntime_providers=list(_onnxruntime().get_available_providers()),
         cuda_devices=cuda_devices(),
+        cpu_flags=sorted(cpu_flags() & set(PERFORMANCE_FLAGS)),
     )

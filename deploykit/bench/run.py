@@ -32,7 +32,7 @@ from deploykit.bench.load import MachineLoad
 from deploykit.bench.roofline import Peaks, best_of, measure_peaks, spread_warning
 from deploykit.bench.runners import BenchTarget, Skipped
 from deploykit.bench.stats import Change, compare_samples
-from deploykit.environment import cpu_flags, probe
+from deploykit.environment import probe
 from deploykit.errors import BackendUnavailable, InputError
 from deploykit.runner import Runner
 from deploykit.types import Progress
@@ -88,12 +88,9 @@ def describe_machine(environment: Mapping[str, Any]) -> str:
 
 
 def environment_manifest(threads: int | None, load: MachineLoad | None = None) -> dict[str, Any]:
-    """environment.probe() plus the vector extensions, the thread count and the machine's load around the
+    """environment.probe() (vector extensions included) plus the thread count and the machine's load around the
     timing (1-minute average before and after): the things that shape CPU timings."""
     env = {**probe().to_dict(), "backends": {n: a.to_dict() for n, a in availabilities().items()}}
-    flags = cpu_flags()
-    env["cpu_flags"] = sorted(flags & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni",
-                                       "avx512_bf16", "amx_int8", "amx_bf16"})
     env["threads_requested"] = threads
     if load is not None:
         env["load_average_1m"] = {"before": load.load_before, "after": load.load_after}

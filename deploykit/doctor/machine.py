@@ -21,7 +21,7 @@ class Machine:
         env = self.environment
         return "\n".join([
             f"python          {env.python} on {env.platform}",
-            f"cpu             {env.cpu}, {env.cores} cores",
+            f"cpu             {env.cpu}, {env.cores} cores; flags: {', '.join(env.cpu_flags) or 'none of note'}",
             *(f"{name:<15} {version}" for name, version in env.versions.items() if name not in self.backends),
             f"ort providers   {', '.join(env.onnxruntime_providers)}",
             *(f"{name:<15} {state.describe()}" for name, state in self.backends.items()),

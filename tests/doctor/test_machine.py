@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from deploykit import environment
 from deploykit.backends.base import forget_availability
 from deploykit.backends.openvino.runner import load_openvino
 from deploykit.backends.tensorrt.common import import_tensorrt
@@ -82,3 +83,14 @@ def test_a_selftest_that_cannot_run_says_why_in_one_line(args: list[str], monkey
     result = CliRunner().invoke(cli, ["doctor", *args])
     assert result.exit_code == 2, result.output
     assert "cannot run: TensorRT is not installed: pip install 'deploykit[tensorrt]'" in result.output, result.output
+
+
+def test_doctor_names_the_cpu_flags_that_shape_its_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README: `deploykit doctor` prints the CPU model and flags (VNNI, AVX-512 decide INT8's weights and
+    speed-ups), in the table and in --json."""
+    monkeypatch.setattr(environment, "cpu_flags", lambda: {"avx2", "fma", "avx512_vnni", "sse2"})
+    table = CliRunner().invoke(cli, ["doctor"])
+    assert table.exit_code == 0, table.output
+    assert "flags: avx2, avx512_vnni, fma" in table.output
+    data = json.loads(CliRunner().invoke(cli, ["doctor", "--json"]).output)
+    assert data["cpu_flags"] == ["avx2", "avx512_vnni", "fma"]
