@@ -24,7 +24,7 @@ if ! PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet --disable-pip
   echo "setup failed: see pip's output above" >&2
   exit 1
 fi
-# demo.sh skips it (--no-warm-up): its two commands write their own bytecode as they import, which spares the
+# demo.sh skips it (--no-warm-up): its deploy writes the bytecode of what it imports, which spares the
 # warm-up's own imports (about 3 s); pytest's workers under PYTHONDONTWRITEBYTECODE would each compile again.
 [ "$warm_up" = "--no-warm-up" ] && exit 0
 env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -c "

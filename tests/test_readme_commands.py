@@ -42,3 +42,32 @@ def test_readme_command_parses(command: str) -> None:
         cli.main([*shlex.split(command)[1:], "--help"], prog_name="deploykit", standalone_mode=False)
     except click.UsageError as exc:
         pytest.fail(f"{command}: {exc.format_message()}")
+
+
+def _leaf_command(words: list[str]) -> click.Command:
+    """The command `deploykit WORDS...` runs (bench TARGET... is bench run TARGET...)."""
+    command: click.Command = cli
+    with click.Context(cli) as ctx:
+        while isinstance(command, click.Group):
+            name = words[0] if words and not words[0].startswith("-") else ""
+            found = command.get_command(ctx, name)
+            if found is None:  # a group with a default command: bench TARGET...
+                found = command.get_command(ctx, "run")
+            elif words:
+                words = words[1:]
+            assert found is not None
+            command = found
+    return command
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "deploykit --help"])
+def test_readme_command_gives_every_required_option(command: str) -> None:
+    """An appended --help stops Click before it checks required options: a copied command missing `-o` would
+    pass the test above and fail for the user (`deploykit export ... --set decoder=False` without -o did)."""
+    words = shlex.split(command)[1:]
+    if len(words) == 1:
+        return  # a command named in prose (`deploykit serve` runs ...), not a command line
+    leaf = _leaf_command(words)
+    missing = [p.opts[-1] for p in leaf.params
+               if isinstance(p, click.Option) and p.required and not set(p.opts) & set(words)]
+    assert not missing, f"{command}: missing {', '.join(missing)}"
