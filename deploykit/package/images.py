@@ -10,6 +10,7 @@ have the model's input size.
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from collections.abc import Sequence
@@ -25,9 +26,6 @@ from deploykit.package.triton import TritonModel, TritonTensor, pbtxt_escape
 
 IMAGE_INPUT, MASK_OUTPUT = "image", "mask"
 STEP_FILE = Path(__file__).with_name("triton_models") / "image_step.py"
-# The deploykit modules the image steps import (numpy and Pillow only), copied beside their model.py.
-VENDORED = ("__init__.py", "errors.py", "types.py", "io/__init__.py", "io/images.py", "io/masks.py",
-            "io/std_streams.py", "package/__init__.py", "package/triton_models/__init__.py")
 _NUMPY_TYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16"}
 _TRITON_OF = {np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.int32): "TYPE_INT32", np.dtype(np.float32): "TYPE_FP32"}
 
@@ -104,11 +102,36 @@ def image_pipeline(artifact: TritonModel, *, max_image_bytes: int) -> ImagePipel
     return ImagePipeline(pre=pre, post=post, ensemble_name=f"{artifact.name}_image", artifact=artifact)
 
 
+def vendored_modules() -> list[str]:
+    """The deploykit files the image steps import (numpy and Pillow only), relative to the package: the closure of
+    the module-level `deploykit` imports from STEP_FILE, with each package's __init__.py. Derived, not listed:
+    a hand-kept list missed io/std_streams.py when io/images.py began importing it, and every image step failed
+    to load in Triton."""
+    root = Path(deploykit.__file__).parent
+    found: set[Path] = {root / "__init__.py"}
+    pending = [STEP_FILE]
+    while pending:
+        for node in ast.parse(pending.pop().read_text(encoding="utf-8")).body:  # what importing the file runs
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "deploykit":
+                    continue
+                for depth in range(2, len(parts) + 1):  # each package on the way, then the module itself
+                    path = root.joinpath(*parts[1:depth])
+                    file = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+                    if file not in found:
+                        found.add(file)
+                        pending.append(file)
+    return sorted(str(f.relative_to(root)) for f in found)
+
+
 def copy_step_code(folder: Path) -> None:
     """The image step's model.py and the deploykit modules it imports, into a model's version folder."""
     shutil.copyfile(STEP_FILE, folder / "model.py")
     root = Path(deploykit.__file__).parent
-    for relative in VENDORED:
+    for relative in vendored_modules():
         target = folder / "deploykit" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / relative, target)
