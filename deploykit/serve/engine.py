@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,9 @@ class ServerSettings:
         return min(self.drain_s + self.unload_s, 2**31 - 1)
 
 
+_ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [^\]]*\] ")  # Triton's errors: E<MMDD> <time> <tid> <file:line>]
+
+
 class ServerProcess:
     """A running tritonserver; `stop()` sends SIGTERM (Triton drains in-flight requests) and waits."""
 
@@ -128,10 +132,17 @@ class ServerProcess:
         return f"exited with status {status}"
 
     def log_tail(self, lines: int = 15) -> str:
+        """Triton's error lines (what failed and why: a model's Python stub that cannot import, say), each to its
+        first line; else the log's last lines. The last lines alone were the shutdown after the failure."""
         try:
             text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return ""
+        errors = dict.fromkeys(_ERROR_LINE.sub("", line).split("\\n")[0].strip('" ')
+                               for line in text if _ERROR_LINE.match(line))
+        errors.pop("CudaDriverHelper has not been initialized.", None)  # every start without a GPU logs it
+        if errors:
+            return "\n".join(list(errors)[:lines])
         return "\n".join(line for line in text[-lines:] if not line.startswith(("|", "+")))
 
     def wait_ready(self) -> None:

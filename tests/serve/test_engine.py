@@ -171,3 +171,25 @@ def test_how_the_server_ended_is_said_in_words(kill: signal.Signals | None, says
         process.send_signal(kill)
     process.wait(timeout=30)
     assert engine.ServerProcess(process, engine.ServerSettings(), tmp_path / "log").ended().startswith(says)
+
+
+def test_a_server_that_fails_to_load_says_triton_s_error_not_its_shutdown(tmp_path: Path) -> None:
+    """The message quoted the log's last lines: Triton's unloading after the failure, not the failure (a
+    Python stub's ModuleNotFoundError). Its error lines come first, each cut to its first line."""
+    log = tmp_path / "log"
+    stub = ("ModuleNotFoundError: No module named 'deploykit.io.std_streams'\\n\\nAt:\\n  /tmp/x/models/"
+            "m_post/1/deploykit/io/images.py(24): <module>\\n")
+    log.write_text(
+        'E1206 14:16:59.173575 7761 server.cc:241] "CudaDriverHelper has not been initialized."\n'
+        'I1206 14:17:00.180174 7761 model_lifecycle.cc:472] "loading: m_post:1"\n'
+        f'E1206 14:17:00.574506 7761 backend_model.cc:692] "ERROR: Failed to create instance: {stub}"\n'
+        f'E1206 14:17:00.574632 7761 model_lifecycle.cc:642] "failed to load \'m_post\' version 1: Internal: {stub}"\n'
+        + 'I1206 14:17:04.055686 7761 server.cc:305] "Waiting for in-flight requests to complete."\n' * 20
+        + "error: creating server: Internal - failed to load all models\n")
+    process = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(1)"])
+    process.wait(timeout=30)
+    said = engine.ServerProcess(process, engine.ServerSettings(), log).log_tail()
+    assert said.splitlines() == [
+        "ERROR: Failed to create instance: ModuleNotFoundError: No module named 'deploykit.io.std_streams'",
+        "failed to load 'm_post' version 1: Internal: ModuleNotFoundError: No module named "
+        "'deploykit.io.std_streams'"]
