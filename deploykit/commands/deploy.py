@@ -33,7 +33,7 @@ from deploykit.zoo.sources import USER_TASK, is_factory_path, parse_options, par
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for all outputs.")
 @click.option("--precisions", default=None,
               help=f"Comma-separated: {','.join(PRECISIONS)} (default: all {len(PRECISIONS)}, but fp16 only "
-                   "where a backend runs float16 natively, as a GPU does).")
+                   "where a backend runs float16 natively, as a GPU does, and int8 only with --calib-data).")
 @backend_option
 @click.option("--calib-data", default=None, help="INT8/FP16 calibration: image folder, .npz, or 'synthetic'.")
 @click.option("--calib-n", type=click.IntRange(min=1), default=None, help="Calibration images to use (default 64).")

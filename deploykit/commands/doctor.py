@@ -27,8 +27,9 @@ from deploykit.errors import CHECK_FAILED, DONE, CheckFailed
               help="With --selftest --full: write versions, GPU, each engine's inspector JSON and audit, the "
                    "figures and the log to DIR (new or empty), to attach to a bug report.")
 def doctor(as_json: bool, selftest: bool, full: bool, evidence: str | None) -> None:
-    """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, TensorRT's
-    state (probed by constructing a builder), CUDA devices, and the CPU. With --selftest, build a tiny engine
+    """Report Python, torch, onnx and ONNX Runtime versions, ONNX Runtime's execution providers, each
+    backend's state (TensorRT probed by constructing a builder, OpenVINO by its Core listing a CPU device), CUDA
+    devices, and the CPU with its flags. With --selftest, build a tiny engine
     and compare it with ONNX Runtime; exit status 1 when the self-test fails, 2 when it cannot run here."""
     if full and not selftest:
         raise click.UsageError("--full extends --selftest: use `deploykit doctor --selftest --full`")
