@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from deploykit.commands._inputs import reads
@@ -50,11 +52,12 @@ def package(artifacts: tuple[str, ...], triton: bool, out: str, names: tuple[str
                                "outputs": p.model.outputs,
                                "image_model": p.images.ensemble_name if p.images else None} for p in packaged]})
         return
+    root = Path(out)  # `--out model_repository/` as the README writes it: one slash before each model
     for p in packaged:
         m = p.model
-        click.echo(f"{out}/{m.name}: {m.serving}, max_batch_size {m.max_batch_size}, "
+        click.echo(f"{root / m.name}: {m.serving}, max_batch_size {m.max_batch_size}, "
                    f"inputs {', '.join(f'{t.name}{list(t.dims)}' for t in m.inputs)}"
                    + (f"; images: {p.images.ensemble_name}" if p.images else
                       f"; no {m.name}_image: {why_no_images(m)}" if images else ""))
-    click.echo(f"serve with: tritonserver --model-repository {out} (or docker build {out}; KServe: "
-               f"{out}/inferenceservice.yaml)")
+    click.echo(f"serve with: tritonserver --model-repository {root} (or docker build {root}; KServe: "
+               f"{root / 'inferenceservice.yaml'})")

@@ -90,8 +90,9 @@ def test_default_names_keep_the_precision(onnx_pair: tuple[Path, Path], tmp_path
     shutil.copyfile(onnx_pair[0], int8)
     shutil.copyfile(onnx_pair[0], fp16)
     out = tmp_path / "repo"
-    result = CliRunner().invoke(cli, ["package", "--triton", str(int8), str(fp16), "--out", str(out)])
+    result = CliRunner().invoke(cli, ["package", "--triton", str(int8), str(fp16), "--out", f"{out}/"])
     assert result.exit_code == 0, result.output
+    assert f"{out}/model_int8: " in result.output and "//" not in result.output  # the README's `--out repo/`
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.endswith(("_pre", "_post", "_image"))
                   ) == ["model_fp16", "model_int8"]
 
