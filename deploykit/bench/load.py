@@ -77,7 +77,8 @@ class MachineLoad:
     def describe(self) -> str:
         """One clause: '1-minute load average 0.4 before, 2.1 after; other processes kept 0.05 of 2 cores busy;
         3 of 40 rounds set aside (disturbed)'."""
-        shown = [f"1-minute load average {_num(self.load_before)} before, {_num(self.load_after)} after"]
+        after = "" if self.load_after is None and self.load_before is not None else f", {_num(self.load_after)} after"
+        shown = [f"1-minute load average {_num(self.load_before)} before{after}"]
         if self.others_cores is not None:
             shown.append(f"other processes kept {self.others_cores:.2f} of {self.cores} cores busy")
         if self.disturbed_throughout:

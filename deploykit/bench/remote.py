@@ -213,15 +213,18 @@ def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
     load = probe.stop()
     # The server under test is another process on this machine, so its CPU time is not other work: only the load
     # average before the run says whether the machine was busy.
-    before = MachineLoad(load.cores, load.seconds, load.load_before, load_after=None, others_cores=None)
-    notes = [w for w in (before.warning(),) if w]
+    # The report carries only that: the whole probe counted the server as other work ("other processes kept 1.96
+    # of 2 cores busy") and its after-average the server's own load.
+    served = MachineLoad(load.cores, load.seconds, load.load_before, load_after=None, others_cores=None)
+    notes = [f"the machine was busy before timing ({served.describe()}): the clients and the server shared it "
+             "with other work; rerun on a quiet machine"] if served.busy else []
     errors = sum(r.errors for r in results)
     if errors:
         notes.append(f"{errors} request(s) were answered with an error and not timed")
-    environment = environment_manifest(None, load)
+    environment = environment_manifest(None, served)
     environment["server"] = {"url": url, "model": model, "name": server.get("name"), "version": server.get("version")}
     return BenchReport(results=results, skipped=[], environment=environment, peaks=None,
-                       config={**config.to_dict(), "binary": binary}, notes=notes, load=load)
+                       config={**config.to_dict(), "binary": binary}, notes=notes, load=served)
 
 
 def serving_rows(report: BenchReport) -> list[list[object]]:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from deploykit.bench import load
 from deploykit.bench.kserve_bodies import make_bodies, resolve_shape
 from deploykit.bench.kserve_http import Endpoint
 from deploykit.bench.remote import LoadConfig, batch_difference, run_remote_bench
@@ -246,3 +247,18 @@ def test_a_server_declaring_a_huge_input_is_refused_in_one_line(server: _Server)
         {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 100000, 100000, 100000]}]}).encode())
     result = CliRunner().invoke(cli, ["bench", "--url", server.url, "--model", "m", "--concurrency", "1"])
     assert result.exit_code == 2 and "smaller --input-shape" in result.output, result.output
+
+
+def test_bench_url_on_a_busy_machine_says_so_without_counting_the_server(server: _Server,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server under test runs here: its CPU time is not other work. The output said 'other processes kept
+    1.96 of 2 cores busy' (the server), a load average 'unknown after' beside a known one, and that
+    'contenders ran interleaved' (a served model has none)."""
+    monkeypatch.setattr(load, "load_average", lambda: 64.0)
+    result = CliRunner().invoke(cli, ["bench", "--url", server.url, "--model", "m", "--concurrency", "1",
+                                      "--duration", "0.1", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert "machine load while timing: 1-minute load average 64.00 before\n" in result.stdout
+    assert "the machine was busy before timing (1-minute load average 64.00 before): the clients and the server" \
+        in result.stdout
+    assert not any(w in result.stdout for w in ("unknown", "other processes kept", "contenders"))
