@@ -163,6 +163,10 @@ def run_bench(targets: str | Target | Sequence[str | Target], *, backends: Seque
                                                stack=stack, progress=say, cuda_graph=cuda_graph, madds_of=madds_of)
             opened += found
             skipped += missed
+        if cuda_graph and not any(getattr(t.runner, "cuda_graph", False) for t in opened):
+            # timed as usual, the figures would pass for CUDA-graph replay's
+            raise InputError("--cuda-graph applies to none of the targets: only TensorRT engines (a .plan "
+                             "build-engine wrote) replay as CUDA graphs; drop --cuda-graph or bench an engine")
         name = ", ".join(t.label if isinstance(t, Target) else t for t in listed)
         return bench_targets(opened, skipped, name=name, batches=batches, input_shape=input_shape, config=config,
                              threads=threads, roofline=roofline, progress=say, quick_peaks=quick_peaks)

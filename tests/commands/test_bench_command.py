@@ -130,6 +130,14 @@ def test_no_runnable_backend_is_an_error(tiny_onnx: Path) -> None:
     assert "no requested backend can run" in err and "PyTorch module" in err
 
 
+def test_cuda_graph_on_no_tensorrt_engine_is_refused_not_ignored(tiny_onnx: Path) -> None:
+    """`bench model.onnx --cuda-graph` timed ONNX Runtime as usual and exited 0: figures that pass for CUDA-graph
+    replay's (build-engine refuses TensorRT options on other backends the same way)."""
+    code, out, err = _invoke(["bench", str(tiny_onnx), "--cuda-graph", *FAST])
+    assert code == 2 and out == ""
+    assert "--cuda-graph applies to none of the targets" in err and "drop --cuda-graph" in err
+
+
 def test_duration_and_iterations_conflict(tiny_onnx: Path) -> None:
     code, _, err = _invoke(["bench", str(tiny_onnx), "--duration", "1", "--iterations", "3"])
     assert code == 2 and "--duration or --iterations" in err
