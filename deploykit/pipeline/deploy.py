@@ -320,7 +320,8 @@ def default_precisions(opts: DeployOptions, backends: Sequence[Backend]) -> tupl
     why = []
     if slow := [name for name, p in PRECISIONS.items() if name not in chosen and p.float16_compute and not native]:
         why.append(f"{', '.join(slow)} not built: no backend here runs float16 natively "
-                   f"({', '.join(b.title for b in backends)} on a CPU run it as float32 between casts, never faster "
+                   f"({' and '.join(b.title for b in backends)} on a CPU {'runs' if len(backends) == 1 else 'run'} "
+                   "it as float32 between casts, never faster "
                    f"than {BASELINE.name}); --precisions {','.join(PRECISIONS)} builds it")
     if starved := [name for name, p in PRECISIONS.items() if name not in chosen and p.needs_data]:
         why.append(f"{', '.join(starved)} not built: no --calib-data given (a folder of your images, 'photos' or "

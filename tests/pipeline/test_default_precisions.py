@@ -32,3 +32,10 @@ def test_without_precisions_every_one_is_built_that_can_pay_off_here(
 def test_asked_precisions_are_built_as_asked() -> None:
     cpu = [backend_of("onnxruntime")]
     assert default_precisions(_opts(precisions=("fp16",)), cpu) == (("fp16",), "")
+
+
+def test_the_reason_fp16_is_left_out_reads_for_one_backend_and_for_two() -> None:
+    one = default_precisions(_opts(), [backend_of("onnxruntime")])[1]
+    two = default_precisions(_opts(), [backend_of("onnxruntime"), backend_of("openvino")])[1]
+    assert "(ONNX Runtime on a CPU runs it as float32" in one, one
+    assert "(ONNX Runtime and OpenVINO on a CPU run it as float32" in two, two
