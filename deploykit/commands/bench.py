@@ -296,7 +296,7 @@ def _comparison_table(comparison: Any) -> str:
 
 
 @bench.command("kernels", short_help="Dilated and depthwise-separable convolutions vs the machine's roofline.")
-@click.option("--quick", is_flag=True, help="A short sweep (about a minute): fewer shapes and rates.")
+@click.option("--quick", is_flag=True, help="A short sweep (under a minute on 2 cores): fewer shapes and rates.")
 @click.option("--suite", "suites", multiple=True, type=click.Choice(SUITES),
               help="Which sweep (default both).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
