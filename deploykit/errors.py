@@ -131,6 +131,11 @@ def size_text(size: float) -> str:
     return f"{size / 1e3:.1f} kB" if size >= 1000 else f"{int(size)} bytes"
 
 
+def a_or_an(noun: str) -> str:
+    """`noun` with its indefinite article, as messages name a kind: "an int", "a tuple"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def first_line(exc: BaseException, limit: int = 300, *, default: str | None = None) -> str:
     """The first line of `exc`'s message, at most `limit` characters; `default` (else the exception's type name)
     when it says nothing. Never raises: a user's exception whose __str__ raises says so instead."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from deploykit.backends.base import Availability
-from deploykit.errors import first_line, out_of_memory, users_code
+from deploykit.errors import a_or_an, first_line, out_of_memory, users_code
 from deploykit.runner import Runner, TensorSpec, shape_refused
 
 
@@ -43,8 +43,7 @@ def named_outputs(result: object) -> dict[str, torch.Tensor]:
         elif isinstance(value, (tuple, list)):
             items = [(str(i), v) for i, v in enumerate(value)]
         else:
-            kind = type(value).__name__
-            raise TypeError(f"model output {name or 'value'} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}; "
+            raise TypeError(f"model output {name or 'value'} is {a_or_an(type(value).__name__)}; "
                             "expected tensors in a tensor, tuple, list, dict or dataclass")
         for key, item in items:
             add(f"{name}_{key}" if name else key, item)

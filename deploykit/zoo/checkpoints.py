@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from deploykit.errors import CheckpointError, UserCodeError, first_line, users_code
+from deploykit.errors import CheckpointError, UserCodeError, a_or_an, first_line, users_code
 
 StateDict = dict[str, torch.Tensor]
 FormatFn = Callable[[Any], "Converted | None"]
@@ -280,14 +280,10 @@ def plain_state_dict(obj: Any) -> StateDict | None:
     return None if state is None else {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _a(name: str) -> str:
-    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
-
-
 def _what(value: Any) -> str:
     if isinstance(value, Mapping) and value and _weights(value) is not None:
         return f"{len(value)} tensors"
-    return "None" if value is None else _a(type(value).__name__)
+    return "None" if value is None else a_or_an(type(value).__name__)
 
 
 def _held(obj: Any) -> str:
@@ -295,11 +291,11 @@ def _held(obj: Any) -> str:
     if obj is None:
         return "None"
     if not isinstance(obj, Mapping) or not obj:
-        return _a(f"{'empty ' * (not obj)}{type(obj).__name__}")
+        return a_or_an(f"{'empty ' * (not obj)}{type(obj).__name__}")
     single = [k for k, v in obj.items() if _is_weight(v)]
     others = [f"{k!r} ({_what(v)})" for k, v in obj.items() if k not in single]
     tensors = f"{len(single)} tensors" + (" and " if others else "") if single else ""
-    return _a(f"{type(obj).__name__} of {tensors}{_list(others, 5)}")
+    return a_or_an(f"{type(obj).__name__} of {tensors}{_list(others, 5)}")
 
 
 def no_state_dict(obj: Any) -> CheckpointError:

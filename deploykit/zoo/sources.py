@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from deploykit.environment import check_memory
-from deploykit.errors import ConfigConflict, InputError, UnknownModel, UserCodeError, not_theirs, users_code
+from deploykit.errors import (
+    ConfigConflict,
+    InputError,
+    UnknownModel,
+    UserCodeError,
+    a_or_an,
+    not_theirs,
+    users_code,
+)
 from deploykit.io.digests import sha256_file
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
 from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
@@ -360,8 +368,8 @@ def _what_it_is(value: object) -> str:
         return f"the class {value.__name__}"
     if isinstance(value, (tuple, list)):
         kinds = ", ".join(type(v).__name__ for v in value[:4]) + ", ..." * (len(value) > 4)
-        return f"a {type(value).__name__} ({kinds})"
-    return "None" if value is None else f"a {type(value).__name__}"
+        return f"{a_or_an(type(value).__name__)} ({kinds})"
+    return "None" if value is None else a_or_an(type(value).__name__)
 
 
 def _how_to_return_a_module(value: object) -> str:
