@@ -26,6 +26,7 @@ from deploykit.environment import check_memory
 from deploykit.errors import ExportError, InputError, UserCodeError, first_line, not_theirs, size_text
 from deploykit.metrics.numeric import COMPARED_BYTES, OUTPUT_BYTES
 from deploykit.types import Progress
+from deploykit.zoo import nearest_side
 from deploykit.zoo.sources import LoadedModel, is_user_model, model_code
 
 DEFAULT_OPSET = 18  # TensorRT 10.x parses opsets 9-24; 18 has Resize antialias fixes and ORT covers it fully
@@ -174,15 +175,17 @@ def _side_taken(loaded: LoadedModel, side: int) -> int | None:
     """The smallest height (and width) from `side` up that the model takes: a multiple of its size multiple,
     or what its size rule allows (U-Net: 16k+60, stepping by its size multiple 16); None when none is near."""
     multiple = max(loaded.spec.size_multiple, 1)
-    for candidate in range(side, side + 64 * multiple):
+
+    def takes(candidate: int) -> bool:
         if loaded.spec.size_rule is None and candidate % multiple:
-            continue
+            return False
         try:
             loaded.spec.check_size(candidate, candidate, loaded.options)
         except InputError:
-            continue
-        return candidate
-    return None
+            return False
+        return True
+
+    return nearest_side(takes, side, "up", 64 * multiple)
 
 
 def _torchscript_export(module: torch.nn.Module, sample: torch.Tensor, path: Path, *, opset: int,

@@ -7,7 +7,9 @@ from deploykit.zoo._registry import (
     aliases,
     get_model_spec,
     list_models,
+    nearest_side,
     register_model,
 )
 
-__all__ = ["ModelSpec", "Preprocessing", "aliases", "get_model_spec", "list_models", "register_model"]
+__all__ = ["ModelSpec", "Preprocessing", "aliases", "get_model_spec", "list_models", "nearest_side",
+           "register_model"]

@@ -17,6 +17,18 @@ from deploykit.types import IMAGENET, Preprocessing, Task
 SizeRule = Callable[[tuple[int, int], Mapping[str, Any]], None]
 
 
+def nearest_side(takes: Callable[[int], bool], side: int, mode: Literal["up", "down", "nearest"],
+                 reach: int) -> int | None:
+    """The positive side nearest `side` that `takes` (a size rule's verdict on a square of that side), searched
+    up, down or both ways (the smaller first on a tie) within `reach` steps; None when none is that near."""
+    for step in range(reach):
+        candidates = {"up": (side + step,), "down": (side - step,), "nearest": (side - step, side + step)}[mode]
+        for candidate in candidates:
+            if candidate > 0 and takes(candidate):
+                return candidate
+    return None
+
+
 def min_side_rule(minimum: int, why: str) -> SizeRule:
     """The size rule of a model whose height and width must be at least `minimum` pixels (`why`: what needs them)."""
     def rule(size: tuple[int, int], options: Mapping[str, Any]) -> None:

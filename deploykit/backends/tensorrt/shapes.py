@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import onnx
 
 from deploykit.errors import ConfigConflict, InputError, first_line
 from deploykit.evaluate import session_from_onnx
+from deploykit.zoo import nearest_side
 from deploykit.zoo.sources import MAX_DIM
 
 Shape = tuple[int, ...]
@@ -237,6 +239,8 @@ def fit_default_min(model: onnx.ModelProto, profile: Mapping[str, ShapeRange], d
 
 SizeCheck = Callable[[int, int], None]  # raises InputError naming sizes that work (a zoo spec's size rule)
 LABELS = ("min", "opt", "max")
+Direction = Literal["up", "down", "nearest"]
+DIRECTIONS: tuple[Direction, ...] = ("up", "nearest", "down")  # where each of min, opt, max moves to fit
 
 
 def follow_size_rule(profile: Mapping[str, ShapeRange], given: Mapping[str, Sequence[str]],
@@ -249,7 +253,7 @@ def follow_size_rule(profile: Mapping[str, ShapeRange], given: Mapping[str, Sequ
     fitted = {}
     for name, rng in profile.items():
         shapes = []
-        for label, shape, mode in zip(LABELS, (rng.min, rng.opt, rng.max), ("up", "nearest", "down"), strict=True):
+        for label, shape, mode in zip(LABELS, (rng.min, rng.opt, rng.max), DIRECTIONS, strict=True):
             if len(shape) == 4 and label in given.get(name, ()):
                 try:
                     check(shape[2], shape[3])
@@ -265,21 +269,16 @@ def follow_size_rule(profile: Mapping[str, ShapeRange], given: Mapping[str, Sequ
     return fitted
 
 
-def _side_taken(check: SizeCheck, side: int, mode: str) -> int:
+def _side_taken(check: SizeCheck, side: int, mode: Direction) -> int:
     """The side nearest `side` in direction `mode` that `check` takes (`side` itself when none is near)."""
     def takes(candidate: int) -> bool:
         try:
             check(candidate, candidate)
         except InputError:
             return False
-        return candidate > 0
+        return True
 
-    for step in range(256):
-        ups = [side + step] if mode in ("up", "nearest") else []
-        downs = [side - step] if mode in ("down", "nearest") else []
-        for candidate in (*downs, *ups) if mode == "nearest" else (*ups, *downs):
-            if takes(candidate):
-                return candidate
-    if mode == "down":  # nothing at or below it (a max under the model's minimum): the nearest above
-        return _side_taken(check, side, "up")
-    return side
+    found = nearest_side(takes, side, mode, 256)
+    if found is None and mode == "down":  # nothing at or below it (a max under the model's minimum): the nearest above
+        found = nearest_side(takes, side, "up", 256)
+    return side if found is None else found
