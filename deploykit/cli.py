@@ -75,6 +75,9 @@ COMMANDS = {c.name: c for c in (  # in the order of the flow, which --help keeps
 )}
 
 
+_ARGS = "deploykit.args"  # ctx.meta: the argument list as given, to name the command a usage error is about
+
+
 class DeployKitGroup(click.Group):
     """Lists each command with a summary and an example; the one place that turns how a command ended into
     its exit status and one line (deploykit.errors.OUTCOMES)."""
@@ -107,11 +110,16 @@ class DeployKitGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[JSON_WANTED] = "--json" in args
+        ctx.meta[_ARGS] = list(args)
         for arg in args:  # a file name the shell passed as bytes that are not UTF-8 cannot go into JSON or reports
             why = undecodable(arg)
             if why is not None:
                 _end(ctx, BAD_INPUT, f"deploykit: error: argument {_printable(arg)} {why}")
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # deploykit's own options (`deploykit --nope`)
+            _end_usage(ctx, exc)
+            raise  # not reached: _end exits
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
@@ -134,9 +142,8 @@ class DeployKitGroup(click.Group):
             if _debug(ctx):
                 raise
             _end(ctx, BAD_INPUT, f"deploykit: error: {exc}")
-        except click.UsageError as exc:
-            _json_outcome(ctx, BAD_INPUT, exc.format_message())
-            raise
+        except click.UsageError as exc:  # a command's arguments and options, or a command that does not exist
+            _end_usage(ctx, exc)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Terminated:
@@ -201,6 +208,30 @@ def _end(ctx: click.Context, outcome: Outcome, line: str) -> None:
     click.echo(line, err=True)
     _json_outcome(ctx, outcome, line.split(": ", 2)[-1])
     ctx.exit(outcome.exit_status)
+
+
+def _end_usage(ctx: click.Context, exc: click.UsageError) -> None:
+    """A usage error as the one line every bad input gets, pointing at the help of the command it is about in place
+    of click's usage and hint lines. `deploykit` or `deploykit bench` alone still print their help."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc
+    where = exc.ctx.command_path if exc.ctx is not None else _command_named(ctx, ctx.meta.get(_ARGS, []))
+    _end(ctx, BAD_INPUT, f"deploykit: error: {exc.format_message().rstrip('.')}; see `{where} --help`")
+
+
+def _command_named(ctx: click.Context, args: list[str]) -> str:
+    """The command an argument list names (`deploykit bench run`), for click's parser errors that carry no
+    context (`deploykit doctor --evidence` without its value)."""
+    path, command = [ctx.command_path], ctx.command
+    for word in args:
+        if word.startswith("-"):
+            continue
+        sub = command.get_command(ctx, word) if isinstance(command, click.Group) else None
+        if sub is None:
+            break
+        path.append(word)
+        command = sub
+    return " ".join(path)
 
 
 def _json_outcome(ctx: click.Context, outcome: Outcome, message: str) -> None:
