@@ -49,11 +49,8 @@ def export(model: str, output: str, set_options: tuple[str, ...], weights: str |
     progress(f"building {model}")
     loaded = load_model(model, options=parse_options(set_options), weights=weights, allow_partial=allow_partial,
                         task=task, trust_checkpoint=trust_checkpoint)  # type: ignore[arg-type]
-    if loaded.load_report and loaded.load_report.note:
-        progress(f"weights: {loaded.load_report.note}")
-    if loaded.load_report and loaded.load_report.left_random:
-        progress(f"weights left {len(loaded.load_report.left_random)} tensors at their initialisation "
-                 f"(--allow-partial): {', '.join(loaded.load_report.left_random[:6])}…")
+    for note in loaded.weight_notes():
+        progress(note)
     result = onnx_from_torch(loaded, output, input_shape=shape, dynamic=not static,  # type: ignore[arg-type]
                              opset=opset, exporter=exporter, simplify=not no_simplify,
                              force=force, progress=progress, size_multiple=size_multiple, head=head)

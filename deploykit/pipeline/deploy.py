@@ -199,8 +199,11 @@ class _Run:
     @functools.cached_property
     def loaded(self) -> LoadedModel:
         self.say(f"building {self.label}")
-        return load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
-                          allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint)
+        loaded = load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
+                            allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint)
+        for note in loaded.weight_notes():
+            self.say(note)
+        return loaded
 
     @functools.cached_property
     def onnx_model(self) -> onnx.ModelProto:

@@ -13,7 +13,7 @@ import os
 import re
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ class Converted:
     options: Mapping[str, Any] = field(default_factory=dict)
     source: str = "state_dict"
     note: str = ""  # what the checkpoint holds beside the weights taken (EMA weights), for the user to see
+    # builder options the layout does not record and the weights do not show (output_stride: the same tensors
+    # at 8 and 16), which the model is built with at their default unless the user gives them
+    unrecorded: tuple[str, ...] = ()
 
 
 _FORMATS: dict[str, FormatFn] = {}
@@ -334,7 +337,7 @@ def convert_checkpoint(obj: Any, formats: tuple[str, ...]) -> Converted:
         fn = _FORMATS.get(name)
         converted = fn(obj) if fn else None
         if converted is not None:
-            return Converted(converted.state_dict, {**saved_options, **converted.options}, converted.source)
+            return replace(converted, options={**saved_options, **converted.options})
     plain = plain_state_dict(obj)
     if plain is None:
         raise no_state_dict(obj)
@@ -387,13 +390,14 @@ def align_keys(state: StateDict, own: list[str]) -> tuple[StateDict, str]:
     ("" when the keys fit as they are). What wraps a model in training prefixes its keys: torch.compile
     (`_orig_mod.`), a Lightning module (`model.`, `net.`, beside e.g. a loss's own weights, which are then
     left out), a wrapper in the user's factory (the model's keys carry a prefix the checkpoint's lack). A
-    renaming that fits exactly is taken; else the one matching the most keys, so that the mismatch named is
-    the keys that differ (a checkpoint of another architecture matches none and is named as it is)."""
+    renaming that fits exactly is taken; else the one matching the most keys (then the fewest left over), so
+    that the mismatch named is the keys that differ: a checkpoint of another architecture, which no renaming
+    fits, is named as it is (not by the one prefix whose few keys leave the fewest over, 'classifier.')."""
     own_keys = set(own)
     wanted = {k for k in own if not k.endswith("num_batches_tracked")}
 
-    def score(keys: set[str]) -> tuple[bool, int]:
-        return wanted <= keys <= own_keys, len(keys & own_keys) - len(keys - own_keys)
+    def score(keys: set[str]) -> tuple[bool, int, int]:
+        return wanted <= keys <= own_keys, len(keys & own_keys), -len(keys - own_keys)
 
     candidates: list[tuple[StateDict, str]] = [(state, "")]
     if any("_orig_mod." in k for k in state):

@@ -279,7 +279,7 @@ def vainf_deeplabv3plus(obj: Any) -> Converted | None:
     if logits is not None:
         options["num_classes"] = int(logits.shape[0])
     return Converted(_apply(state, _vainf_rules(plus, separable)), options,
-                     source=f"{VAINF_SOURCE} (output_stride is not stored: pass the training value)")
+                     source=VAINF_SOURCE, unrecorded=("output_stride",))
 
 
 def _minus(offset: int, template: str) -> Callable[[re.Match[str]], str]:
@@ -339,8 +339,7 @@ def jfzhang95_deeplab(obj: Any) -> Converted | None:
                                "compat": "jfzhang95"}
     if "classifier.weight" in state:
         options["num_classes"] = int(state["classifier.weight"].shape[0])
-    return Converted(state, options, source=f"{JFZHANG95_SOURCE} (output_stride is not stored: pass the "
-                                            "training value)")
+    return Converted(state, options, source=JFZHANG95_SOURCE, unrecorded=("output_stride",))
 
 
 def torchvision_resnet(obj: Any) -> Converted | None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from deploykit.environment import check_memory
 from deploykit.errors import (
+    CheckpointError,
     ConfigConflict,
     InputError,
     UnknownModel,
@@ -34,7 +35,14 @@ from deploykit.errors import (
 )
 from deploykit.io.digests import sha256_file
 from deploykit.zoo._registry import ModelSpec, Task, get_model_spec
-from deploykit.zoo.checkpoints import LoadReport, convert_checkpoint, load_state_dict_strict, read_checkpoint
+from deploykit.zoo.checkpoints import (
+    Converted,
+    LoadReport,
+    convert_checkpoint,
+    load_state_dict_strict,
+    read_checkpoint,
+)
+from deploykit.zoo.fitting import another_model
 
 
 @dataclass
@@ -47,6 +55,18 @@ class LoadedModel:
     # a user model's module kinds (BatchNorm, Dropout) that its factory left in training mode, whose forward
     # eval mode changes: load_model puts the model in eval mode, and export says so
     was_training: tuple[str, ...] = ()
+
+    def weight_notes(self) -> list[str]:
+        """What every command that loads --weights says of them: what was not plain (keys renamed, EMA weights
+        beside, options the checkpoint does not record) and what --allow-partial left random."""
+        report = self.load_report
+        if report is None:
+            return []
+        notes = [f"weights: {report.note}"] if report.note else []
+        if report.left_random:
+            notes.append(f"weights left {len(report.left_random)} tensors at their initialisation (--allow-partial): "
+                         f"{', '.join(report.left_random[:6])}…")
+        return notes
 
 
 def parse_option_value(text: str) -> Any:
@@ -264,10 +284,11 @@ def load_model(
     trust_checkpoint: unpickle a checkpoint in full when it needs more than weights_only allows
     (see read_checkpoint)."""
     spec = spec_for_source(source, task=task)
-    options = dict(options or {})
-    converted = None
+    options = given = dict(options or {})
+    converted, checkpoint = None, None
     if weights is not None:
-        converted = convert_checkpoint(read_checkpoint(weights, trust=trust_checkpoint), spec.checkpoint_formats)
+        checkpoint = read_checkpoint(weights, trust=trust_checkpoint)
+        converted = convert_checkpoint(checkpoint, spec.checkpoint_formats)
         for key, value in converted.options.items():
             if key in options and options[key] != value:
                 raise ConfigConflict(
@@ -284,9 +305,9 @@ def load_model(
     # A user's module may override load_state_dict, its hooks or train(): what they raise is theirs too.
     with model_code(spec):
         if converted is not None and weights is not None:
-            report = load_state_dict_strict(module, converted.state_dict, allow_partial=allow_partial,
-                                            source=converted.source)
-            report = replace(report, note="; ".join(n for n in (converted.note, report.note) if n))
+            report = _load_weights(module, converted, spec, checkpoint, given, allow_partial=allow_partial)
+            notes = (converted.note, report.note, _unrecorded(converted, spec, options))
+            report = replace(report, note="; ".join(n for n in notes if n))
             weights_id = f"{Path(weights).name} sha256:{sha256_file(weights)}"
         was_training = _training_modules(module) if is_factory_path(source) else ()  # zoo builders: by design
         module.eval()
@@ -296,6 +317,35 @@ def load_model(
         spec = replace(spec, num_classes=int(classes))
     return LoadedModel(module=module, spec=spec, options=options, weights=weights_id, load_report=report,
                        was_training=was_training)
+
+
+def _unrecorded(converted: Converted, spec: ModelSpec, options: Mapping[str, Any]) -> str:
+    """The options the checkpoint's layout does not record, taken at their default (unless given): a VainF
+    checkpoint trained at output_stride 8 loads as well at 16 and then computes another model, silently."""
+    builder = spec.options()
+    unknown = [key for key in converted.unrecorded if key in builder and key not in options]
+    if not unknown:
+        return ""
+    taken = ", ".join(f"{key}={builder[key].default!r}" for key in unknown)
+    return (f"{converted.source} checkpoints do not record {', '.join(unknown)}: built with {taken}; if it was "
+            f"trained with another value, pass --set {unknown[0]}=VALUE")
+
+
+def _load_weights(module: nn.Module, converted: Converted, spec: ModelSpec, checkpoint: Any,
+                  given: Mapping[str, Any], *, allow_partial: bool) -> LoadReport:
+    """Load strictly; a zoo model's checkpoint that does not fit is checked against the other zoo models (with
+    the options the user gave), so that one of another backbone names the model it is of, not only the keys
+    that differ."""
+    try:
+        return load_state_dict_strict(module, converted.state_dict, allow_partial=allow_partial,
+                                      source=converted.source)
+    except CheckpointError as error:
+        if is_user_model(spec):
+            raise
+        other = another_model(checkpoint, given, asked=spec.name)
+        if not other:
+            raise
+        raise CheckpointError(f"checkpoint ({converted.source}) does not fit {spec.name}: {other}") from error
 
 
 def _training_modules(module: nn.Module) -> tuple[str, ...]:

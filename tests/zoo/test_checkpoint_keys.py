@@ -90,6 +90,19 @@ def test_a_wrapped_checkpoint_that_does_not_fit_is_refused_naming_the_key(wrappe
     assert f"{key}_old" in str(error.value) if damage == "rename" else key in str(error.value)
 
 
+def test_another_architectures_checkpoint_is_named_by_its_keys_not_by_a_prefix_that_leaves_fewer_over() -> None:
+    """Its keys share the head's names with the model and carry many of their own; taking the ones under a
+    prefix ('classifier.') left 2 over instead of 10, and the message then named 'bias, weight' only."""
+    state = _trained(0)
+    foreign = {"head.weight": state["head.weight"], "head.bias": state["head.bias"],
+               **{f"features.{i}.weight": torch.zeros(4) for i in range(10)},
+               "classifier.weight": torch.zeros(3), "classifier.bias": torch.zeros(3)}
+    with pytest.raises(CheckpointError) as error:
+        load_state_dict_strict(TinySegmenter(), foreign, allow_partial=False, source="state_dict")
+    message = str(error.value)
+    assert "taken" not in message and "unexpected: classifier.bias, classifier.weight, features.0.weight" in message
+
+
 def test_a_checkpoint_without_the_prefix_of_the_users_wrapper_loads() -> None:
     class Wrapper(nn.Module):
         def __init__(self) -> None:
