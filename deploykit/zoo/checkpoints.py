@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from deploykit.errors import CheckpointError, UserCodeError, a_or_an, first_line, users_code
+from deploykit.zoo.archives import ZIP, archive_kind, extraction_fix
 
 StateDict = dict[str, torch.Tensor]
 FormatFn = Callable[[Any], "Converted | None"]
@@ -95,7 +96,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
     if kind == "safetensors":
         return _read_safetensors(file)
     if kind != "torch.save":
-        fix = _CONVERT.get(kind, "").format(file=file)
+        fix = _CONVERT.get(kind, "").format(file=file) or extraction_fix(file, kind)
         raise CheckpointError(f"cannot read checkpoint {file}: it is {kind}, not a PyTorch checkpoint; give the "
                               f"{ACCEPTED}{fix}")
     with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
@@ -169,7 +170,7 @@ def _zip_kind(file: Path) -> str:
         return "torch.save"
     if names and all(n.endswith(".npy") for n in names):
         return NPZ
-    return "a zip archive of another kind"
+    return ZIP
 
 
 def checkpoint_kind(file: Path) -> str:
@@ -184,6 +185,9 @@ def checkpoint_kind(file: Path) -> str:
         return "torch.save"
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    archive = archive_kind(file, head)
+    if archive:
+        return archive
     if not head:
         return "an empty file"
     for magic, kind in _OTHER_KINDS:
