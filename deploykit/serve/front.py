@@ -71,6 +71,13 @@ _REQUEST_PARAMETERS = {"sequence_id": _UINT_OR_STRING, "sequence_start": _BOOL, 
 _INPUT_PARAMETERS = {"binary_data_size": _UINT, **_SHARED_MEMORY}
 _OUTPUT_PARAMETERS = {"binary_data": _BOOL, "classification": _UINT, **_SHARED_MEMORY}
 _LAST_GRACE_S = 0.5  # after the drain, what aiohttp's shutdown gives a request before cancelling it
+# While the front stops, a body from which no byte came this long gets 408: a client that paused mid-body held the
+# whole drain (idle_body_s is a minute) and serve exited 1 as if requests had been cut off.
+_DRAIN_IDLE_S = 1.0
+# Headers the front (or aiohttp's parser before it) reads to decide what the body is. One sent twice was read by
+# the front from its first copy and passed on to Triton from its last: an Inference-Header-Content-Length checked
+# as 120 reached Triton as 5. Older aiohttp does not refuse duplicate framing headers itself.
+_SINGLE = ("Content-Length", "Content-Type", "Content-Encoding", "Transfer-Encoding", HEADER_LENGTH)
 _ENCODINGS = {"", "identity", "gzip", "deflate", "br", "zstd"}  # what aiohttp's request parser decompresses
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Triton's administration: what it serves (repository index, load, unload), shared-memory regions, log and trace
@@ -385,23 +392,40 @@ class HttpFront:
             return too_large
         body = bytearray()
         try:
-            while chunk := await asyncio.wait_for(request.content.readany(), self.limits.idle_body_s):
+            while chunk := await self._next_chunk(request):
                 body += chunk
                 if len(body) > self.limits.max_body_bytes:
                     return too_large
-        except TimeoutError:
+        except TimeoutError as idle:
             came = f"{len(body)} of {declared}" if declared is not None else f"{len(body)}"
-            return json_error(408, f"no byte of the request body came for {self.limits.idle_body_s:g} s ({came} "
-                                   "bytes came); send the whole body it announces")
+            return json_error(408, f"no byte of the request body came for {idle} ({came} bytes came); send the "
+                                   "whole body it announces")
         except Exception as exc:  # a body that does not decompress or ends early
             return json_error(400, f"cannot read the request body: {' '.join(str(exc).split())[:200]}")
         return bytes(body)
+
+    async def _next_chunk(self, request: web.Request) -> bytes:
+        """The next bytes of the body (b"" at its end), or TimeoutError (its words: how long none came) after
+        `idle_body_s` without a byte, or `_DRAIN_IDLE_S` once the front is stopping, also for a wait begun before."""
+        since = self._loop.time()
+        while True:
+            allowed = min(self.limits.idle_body_s, _DRAIN_IDLE_S) if self._closing else self.limits.idle_body_s
+            left = since + allowed - self._loop.time()
+            if left <= 0:
+                raise TimeoutError(f"{allowed:g} s" + (" while the server stops" if self._closing else ""))
+            try:  # in slices, so that a wait begun before the front stopped sees it stop
+                return await asyncio.wait_for(request.content.readany(), min(left, _DRAIN_IDLE_S))
+            except TimeoutError:
+                continue
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
         if request.method not in ("GET", "POST"):  # Triton answered HEAD with a body, which broke the connection
             return json_error(405, f"{request.method[:20]} is not a KServe v2 method; use GET or POST")
+        twice = next((name for name in _SINGLE if len(request.headers.getall(name, ())) > 1), None)
+        if twice is not None:
+            return json_error(400, f"the request has the header {twice} more than once; send it once")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _ENCODINGS:  # aiohttp passed any other body on as it came: Triton read it as JSON
             return json_error(415, f"Content-Encoding {encoding[:40]!r} is not one this server reads; send gzip, "
@@ -427,7 +451,11 @@ class HttpFront:
         from yarl import URL
 
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_PASSED}
+        # every copy of a header, in order (a dict kept the last only), each named as its first: aiohttp's client
+        # session keeps only the last of copies whose names differ in case
+        names: dict[str, str] = {}
+        headers = [(names.setdefault(k.lower(), k), v) for k, v in request.headers.items()
+                   if k.lower() not in _NOT_PASSED]
         target = URL(self.upstream + request.rel_url.raw_path_qs, encoded=True)
         try:
             async with self._session.request(request.method, target, data=body, headers=headers) as reply:
