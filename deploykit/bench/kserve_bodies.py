@@ -1,6 +1,8 @@
 """The requests bench --url sends: the model's inputs from its KServe v2 metadata, their shapes, and distinct
 bodies built once before timing (JSON, or Triton's binary tensor extension), refused before building when they
-would not fit in memory."""
+would not fit in memory. Tensors come from --inputs (an .npz of one array per input, or an .npy for a model
+with one), checked against the metadata before any request; else they are generated: normal floats, and
+integers and booleans in a stated small range (zeros sent every index or class id down one path)."""
 
 from __future__ import annotations
 
@@ -19,12 +21,15 @@ from PIL import Image
 from deploykit.bench.kserve_http import Endpoint
 from deploykit.environment import check_memory
 from deploykit.errors import BackendUnavailable, InputError, optional_import
-from deploykit.io.images import sample_photographs
+from deploykit.io.images import read_arrays, sample_photographs
 
 _NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
           "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
           "FP32": np.float32, "FP64": np.float64}
 DISTINCT_BODIES = 8
+# Generated integers: pixels for UINT8; for an index or a class id the metadata gives no valid range, so a small one
+# (the model's first answer says when it is wrong) and the report says so.
+INTEGER_RANGE = (0, 255)
 # Measured (tracemalloc, 8 bodies of a 1x3x512x512 FP32 input): a JSON body keeps 20.6 bytes a value and building
 # one takes 57 more at its peak (Python floats, then text); a binary body keeps 4.4 and building it takes 8.
 JSON_KEPT, JSON_BUILDING = 21, 58
@@ -75,6 +80,90 @@ def resolve_shape(spec: Mapping[str, Any], input_shape: Sequence[int] | None) ->
     return tuple(batch if i == 0 and d < 0 else d for i, d in enumerate(dims))
 
 
+def given_requests(path: Path, arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]],
+                   input_shape: Sequence[int] | None) -> dict[str, list[np.ndarray]]:
+    """The request tensors of each tensor input from --inputs (`arrays`, read by read_arrays): an array named as
+    its input (or the only one, for a model with one tensor input), axis 0 the batch, split into requests of the
+    batch the metadata fixes, else --input-shape's, else 1; at most DISTINCT_BODIES of them. Its rank, fixed
+    dimensions and dtype must be the server's (a float array of another width or integers that fit are cast)."""
+    tensors = [spec for spec in inputs if spec["datatype"] != "BYTES"]
+    named = {spec["name"] for spec in tensors}
+    if len(arrays) == 1 and len(tensors) == 1:
+        arrays = {tensors[0]["name"]: next(iter(arrays.values()))}
+    missing, extra = sorted(named - set(arrays)), sorted(set(arrays) - named)
+    if missing or extra:
+        held = "one unnamed array (.npy)" if list(arrays) == [""] else f"arrays {sorted(arrays)}"
+        raise InputError(f"--inputs {path} holds {held}, but the model's tensor inputs are "
+                         f"{sorted(named)}: name each array as its input (np.savez(FILE, NAME=array))")
+    requests = {spec["name"]: _requests(path, spec, arrays[spec["name"]], input_shape) for spec in tensors}
+    rows = {name: arrays[name].shape[0] if arrays[name].ndim else 1 for name in requests}
+    if len(set(rows.values())) > 1:
+        raise InputError(f"--inputs {path}: the inputs have different numbers of rows ({rows}); give each input "
+                         "the same number, row i of each making one input")
+    return requests
+
+
+def _requests(path: Path, spec: Mapping[str, Any], array: np.ndarray, input_shape: Sequence[int] | None) -> list[
+        np.ndarray]:
+    name, datatype, dims = spec["name"], spec["datatype"], [int(d) for d in spec["shape"]]
+    where = f"--inputs {path}: input {name}"
+    wanted = f"the server wants {datatype} {dims} (-1: any size)"
+    if datatype not in _NUMPY:
+        raise InputError(f"{where} has datatype {datatype}, which bench --url cannot send")
+    if array.ndim != len(dims) or any(d >= 0 and d != n for d, n in zip(dims[1:], array.shape[1:], strict=False)):
+        raise InputError(f"{where} has shape {list(array.shape)}; {wanted}: save arrays of that shape, axis 0 "
+                         "the batch")
+    if not dims:
+        return [_cast(where, array, datatype)]
+    if input_shape is not None and len(input_shape) == len(dims) and tuple(input_shape[1:]) != array.shape[1:]:
+        raise InputError(f"{where} has shape {list(array.shape)}, --input-shape {list(input_shape)}: give only "
+                         "the batch to differ (or drop --input-shape: the arrays give the shape)")
+    batch = dims[0] if dims[0] >= 0 else int(input_shape[0]) if input_shape else 1
+    if batch < 1 or array.shape[0] < batch:
+        raise InputError(f"{where} has {array.shape[0]} row(s) along axis 0, a request takes {batch}: give at least "
+                         f"{max(batch, 1)}")
+    count = min(array.shape[0] // batch, DISTINCT_BODIES)
+    return [_cast(where, array[i * batch:(i + 1) * batch], datatype) for i in range(count)]
+
+
+def _cast(where: str, array: np.ndarray, datatype: str) -> np.ndarray:
+    """`array` as the server's datatype: the same, a safe cast, a float of another width, or integers that fit;
+    else an InputError. Float values must stay finite (NaN or inf would time another path)."""
+    target = np.dtype(_NUMPY[datatype])
+    same_kind_float = np.issubdtype(array.dtype, np.floating) and np.issubdtype(target, np.floating)
+    integers = np.issubdtype(array.dtype, np.integer) and np.issubdtype(target, np.integer)
+    fits = integers and (array.size == 0 or (np.iinfo(target.name).min <= array.min() and array.max() <= np.iinfo(
+        target.name).max))
+    if not (np.can_cast(array.dtype, target, "safe") or same_kind_float or fits):
+        held = f"{array.dtype} values" + (" beyond its range" if integers else "")
+        raise InputError(f"{where} holds {held}; the server wants {datatype} ({target.name}): save it as "
+                         f"{target.name}")
+    cast = np.ascontiguousarray(array, dtype=target)
+    if np.issubdtype(target, np.floating) and not np.isfinite(cast).all():
+        raise InputError(f"{where} holds NaN or infinite values (as {target.name}); give finite inputs")
+    return cast
+
+
+def read_inputs(path: Path) -> dict[str, np.ndarray]:
+    """--inputs, read before the server is asked anything: an .npz or .npy."""
+    if path.suffix.lower() not in (".npz", ".npy"):
+        raise InputError(f"--inputs {path}: give an .npz of one array per model input (or an .npy for a model with "
+                         "one); an encoded image for a BYTES input goes in --image")
+    return read_arrays(path)
+
+
+def generated_note(inputs: Sequence[Mapping[str, Any]], given: Mapping[str, Any]) -> str | None:
+    """What the report says of generated integer inputs, whose values the metadata cannot tell."""
+    integers = [s["name"] for s in inputs if s["name"] not in given and s["datatype"] in _NUMPY
+                and not np.issubdtype(_NUMPY[s["datatype"]], np.floating)]
+    if not integers:
+        return None
+    low, high = INTEGER_RANGE
+    return (f"integer input(s) {', '.join(integers)} got random values in [{low}, {high}] (booleans at random): an "
+            "index or class id outside the model's range, or values that take another path than real ones, time "
+            "something else; give --inputs FILE.npz of real values")
+
+
 def encoded_image(path: Path | None) -> bytes:
     """The bytes of --image, or a photograph (scikit-image) / generated pixels encoded as JPEG."""
     if path is not None:
@@ -112,23 +201,39 @@ def check_bodies_fit(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, t
 
 
 def make_bodies(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, tuple[int, ...]], image: bytes,
-                binary: bool, count: int = DISTINCT_BODIES, seed: int = 0) -> list[Body]:
+                binary: bool, count: int = DISTINCT_BODIES, seed: int = 0,
+                given: Mapping[str, Sequence[np.ndarray]] | None = None) -> list[Body]:
+    """`count` distinct bodies (as many as --inputs gives, when it gives all tensor inputs): the given tensors in
+    turn, the others generated."""
     rng = np.random.default_rng(seed)
+    given = given or {}
+    if given and len(given) == sum(s["datatype"] != "BYTES" for s in inputs):
+        count = len(next(iter(given.values())))
     bodies = []
-    for _ in range(count):
+    for turn in range(count):
         arrays: dict[str, np.ndarray] = {}
         for spec in inputs:
             name, datatype, shape = spec["name"], spec["datatype"], shapes[spec["name"]]
             if datatype == "BYTES":
                 arrays[name] = np.full(shape, image, dtype=object)
-            elif datatype not in _NUMPY:
-                raise InputError(f"input {name} has datatype {datatype}, which bench --url cannot generate")
-            elif np.issubdtype(_NUMPY[datatype], np.floating):
-                arrays[name] = rng.standard_normal(shape, dtype=np.float32).astype(_NUMPY[datatype])
+            elif name in given:
+                arrays[name] = given[name][turn % len(given[name])]
             else:
-                arrays[name] = np.zeros(shape, dtype=_NUMPY[datatype])
+                arrays[name] = _generated(name, datatype, shape, rng)
         bodies.append(_binary_body(arrays, inputs) if binary else _json_body(arrays, inputs))
     return bodies
+
+
+def _generated(name: str, datatype: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if datatype not in _NUMPY:
+        raise InputError(f"input {name} has datatype {datatype}, which bench --url cannot generate")
+    dtype = np.dtype(_NUMPY[datatype])
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    high = min(INTEGER_RANGE[1], int(np.iinfo(dtype.name).max))
+    return rng.integers(INTEGER_RANGE[0], high, shape, endpoint=True).astype(dtype)
 
 
 def _json_body(arrays: Mapping[str, np.ndarray], inputs: Sequence[Mapping[str, Any]]) -> Body:

@@ -6,9 +6,12 @@ answer is an error are counted, not timed. The server's batch sizes come from Tr
 (`GET /v2/models/stats`, differences over each level) where the endpoint has it.
 
 Inputs: the model's metadata (`GET /v2/models/NAME`) gives names, datatypes and shapes; unknown dimensions come
-from --input-shape (the batch axis is 1). A BYTES input gets an encoded image (--image, default a photograph
-from scikit-image, else generated pixels). Bodies use Triton's binary tensor extension when the server lists it
-(and tritonclient is installed), else JSON; they are built once, before timing, several distinct ones in turn.
+from --input-shape (the batch axis is 1). Tensors come from --inputs (an .npz, checked against the metadata
+before any inference request) or are generated (integers in a small range the report states). A BYTES input
+gets an encoded image (--image, default a photograph from scikit-image, else generated pixels). Bodies use
+Triton's binary tensor extension when the server lists it (and tritonclient is installed), else JSON; they are
+built once, before timing, several distinct ones in turn.
+
 Clients are Python threads on keep-alive connections: on a small machine they share its cores with the server,
 so a loopback figure is a floor for what the server does with a separate client machine.
 """
@@ -30,8 +33,11 @@ from deploykit.bench.kserve_bodies import (
     Body,
     check_bodies_fit,
     encoded_image,
+    generated_note,
+    given_requests,
     make_bodies,
     model_inputs,
+    read_inputs,
     resolve_shape,
 )
 from deploykit.bench.kserve_http import MAX_DOCUMENT, Answer, Endpoint, exchange, json_object
@@ -55,9 +61,11 @@ class LoadConfig:
         return asdict(self)
 
 
-def check_inference(endpoint: Endpoint, path: str, body: Body, model: str, timeout: float) -> None:
+def check_inference(endpoint: Endpoint, path: str, body: Body, model: str, timeout: float,
+                    generated: str | None = None) -> None:
     """One request before timing: an input the model refuses, or an answer that is not a KServe v2 inference
-    response (a web page that answers 200 to anything), fails here in one line instead of being timed."""
+    response (a web page that answers 200 to anything), fails here in one line instead of being timed.
+    `generated`: what was generated without a valid range (said when the model refuses it)."""
     connection = endpoint.connect(timeout)
     where = f"POST {endpoint.url}{path[len(endpoint.prefix):]}"
     try:
@@ -71,7 +79,7 @@ def check_inference(endpoint: Endpoint, path: str, body: Body, model: str, timeo
     text = answer.body[:200].decode("utf-8", "replace")
     if answer.status != 200:
         raise InputError(f"{model} refused a request ({where} answered {answer.status}: {text}); check --model and "
-                         "--input-shape against the model's inputs")
+                         "--input-shape against the model's inputs" + (f"; {generated}" if generated else ""))
     if not _is_inference_response(answer):
         raise InputError(f"{where} answered 200 with {text!r}, not a KServe v2 inference response (a JSON object "
                          f"with \"outputs\"); is {endpoint.url} a KServe v2 endpoint (Triton, deploykit serve)? "
@@ -169,7 +177,7 @@ def batch_difference(before: Any, after: Any) -> list[dict[str, Any]]:
 
 def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
                      input_shape: Sequence[int] | None = None, image: Path | None = None, binary: bool | None = None,
-                     progress: Progress | None = None) -> BenchReport:
+                     inputs_file: Path | None = None, progress: Progress | None = None) -> BenchReport:
     """Measure `model` at `url` at each concurrency level; see the module docstring."""
     say = progress or (lambda _msg: None)
     config = config or LoadConfig()
@@ -178,17 +186,26 @@ def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
     if config.duration_s <= 0 or config.warmup_s < 0:
         raise InputError("--duration must be positive and --warmup not negative")
     endpoint = Endpoint.parse(url)
+    arrays = read_inputs(inputs_file) if inputs_file is not None else None
     server = endpoint.get("/v2") or {}
     inputs = model_inputs(endpoint, model)
-    shapes = {spec["name"]: resolve_shape(spec, input_shape) for spec in inputs}
+    given = given_requests(inputs_file, arrays, inputs, input_shape) if inputs_file and arrays is not None else {}
+    shapes = {spec["name"]: given[spec["name"]][0].shape if spec["name"] in given else resolve_shape(spec, input_shape)
+              for spec in inputs}
     if binary is None:
         extensions = server.get("extensions")
         binary = isinstance(extensions, list) and "binary_tensor_data" in extensions
+    if image is not None and not any(s["datatype"] == "BYTES" for s in inputs):
+        raise InputError(f"--image {image}: {model} has no BYTES input to send it to (it takes "
+                         f"{', '.join(s['name'] + ' ' + s['datatype'] for s in inputs)}); give its tensors as "
+                         "--inputs FILE.npz, or bench the model that takes encoded images (deploykit serve's "
+                         "NAME_image)")
     image_bytes = encoded_image(image) if any(s["datatype"] == "BYTES" for s in inputs) else b""
     check_bodies_fit(inputs, shapes, image_bytes, binary)
-    bodies = make_bodies(inputs, shapes, image_bytes, binary)
+    bodies = make_bodies(inputs, shapes, image_bytes, binary, given=given)
     path = f"{endpoint.prefix}/v2/models/{urllib.parse.quote(model)}/infer"
-    check_inference(endpoint, path, bodies[0], model, config.timeout_s)
+    generated = generated_note(inputs, given)
+    check_inference(endpoint, path, bodies[0], model, config.timeout_s, generated)
     probe = LoadProbe()
     results = []
     first = shapes[inputs[0]["name"]]
@@ -218,6 +235,8 @@ def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
     served = MachineLoad(load.cores, load.seconds, load.load_before, load_after=None, others_cores=None)
     notes = [f"the machine was busy before timing ({served.describe()}): the clients and the server shared it "
              "with other work; rerun on a quiet machine"] if served.busy else []
+    if generated:
+        notes.append(generated)
     errors = sum(r.errors for r in results)
     if errors:
         notes.append(f"{errors} request(s) were answered with an error and not timed")

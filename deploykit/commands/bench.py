@@ -87,6 +87,10 @@ def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
                    f"{MAX_CONCURRENCY}).")
 @click.option("--image", type=click.Path(dir_okay=False, exists=True), default=None,
               help="With --url: the encoded image sent to a BYTES input (default: a photograph).")
+@click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="FILE.npz",
+              help="With --url: the tensors to send, one array per input named as it (an .npy for one input), "
+                   "axis 0 the batch (default: random normal floats, integers in [0, 255]).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[,NAME]",
               help=f"{', '.join(BACKEND_CHOICES)} (default: the target's own; a zoo model given a backend that runs "
                    "ONNX is exported to a temporary ONNX file first).")
@@ -110,11 +114,11 @@ def _csv_words(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @force_option
 @json_option
-@reads("targets", "weights", "baseline", "image")
+@reads("targets", "weights", "baseline", "image", "inputs_file")
 def run(targets: tuple[str, ...], url: str | None, served_model: str | None, concurrency: str | None,
-        image: str | None, backends: tuple[str, ...], batches: str | None, input_shape: str | None,
-        warmup: float | None, duration: float | None, iterations: int | None, threads: int | None,
-        no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
+        image: str | None, inputs_file: str | None, backends: tuple[str, ...], batches: str | None,
+        input_shape: str | None, warmup: float | None, duration: float | None, iterations: int | None,
+        threads: int | None, no_roofline: bool, cuda_graph: bool, set_options: tuple[str, ...], weights: str | None,
         allow_partial: bool, trust_checkpoint: bool, task: str | None, output: str | None, baseline: str | None,
         min_change: float | None, as_csv: bool, force: bool, as_json: bool) -> None:
     """Time each TARGET (a zoo name, package.module:factory, an .onnx file or a built artifact) end to end,
@@ -131,7 +135,7 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
         raise ConfigConflict("give --duration or --iterations, not both")
     if as_csv and as_json:
         raise ConfigConflict("give --csv or --json, not both: each takes stdout whole")
-    _check_source(targets, url, served_model, concurrency, image)
+    _check_source(targets, url, served_model, concurrency, image, inputs_file)
     if url is not None:
         _refuse_local_options({"--backend": bool(backends), "--batch": batches is not None, "--threads": threads,
                                "--no-roofline": no_roofline, "--cuda-graph": cuda_graph, "--set": set_options,
@@ -141,7 +145,8 @@ def run(targets: tuple[str, ...], url: str | None, served_model: str | None, con
         check_output_path(output, force=force)
     previous = _read_baseline(baseline) if baseline else None  # a bad baseline fails now, not after timing
     if url is not None:
-        report = _served(url, str(served_model), concurrency, image, input_shape, warmup, duration, iterations)
+        report = _served(url, str(served_model), concurrency, image, inputs_file, input_shape, warmup, duration,
+                         iterations)
     else:
         report = _in_process(targets, backends, batches, input_shape, warmup, duration, iterations, threads,
                              no_roofline, cuda_graph, set_options, weights, allow_partial, trust_checkpoint, task)
@@ -174,12 +179,12 @@ def _described(results: Sequence[BenchResult]) -> str:
 
 
 def _check_source(targets: tuple[str, ...], url: str | None, served_model: str | None, concurrency: str | None,
-                  image: str | None) -> None:
+                  image: str | None, inputs_file: str | None) -> None:
     if url is None:
         if not targets:
             raise click.UsageError("give a TARGET to time, or --url URL --model NAME for a served model")
-        if served_model or concurrency or image:
-            raise ConfigConflict("--model, --concurrency and --image measure a served model: add --url URL")
+        if served_model or concurrency or image or inputs_file:
+            raise ConfigConflict("--model, --concurrency, --image and --inputs measure a served model: add --url URL")
     elif targets:
         raise ConfigConflict(f"give TARGET ({' '.join(targets)}) or --url, not both")
     elif not served_model:
@@ -213,14 +218,15 @@ def _in_process(targets: tuple[str, ...], backends: tuple[str, ...], batches: st
                      progress=progress)
 
 
-def _served(url: str, model: str, concurrency: str | None, image: str | None, input_shape: str | None,
-            warmup: float | None, duration: float | None, iterations: int | None) -> Any:
+def _served(url: str, model: str, concurrency: str | None, image: str | None, inputs_file: str | None,
+            input_shape: str | None, warmup: float | None, duration: float | None, iterations: int | None) -> Any:
     if iterations is not None:
         raise ConfigConflict("--iterations times one request after another; a served model runs for --duration")
     levels = _csv_ints(concurrency, "--concurrency", MAX_CONCURRENCY)
     config = LoadConfig(**given(concurrency=tuple(levels) if levels else None, warmup_s=warmup, duration_s=duration))
     return run_remote_bench(url, model, config=config, input_shape=parse_shape(input_shape) if input_shape else None,
-                            image=Path(image) if image else None, progress=progress)
+                            image=Path(image) if image else None,
+                            inputs_file=Path(inputs_file) if inputs_file else None, progress=progress)
 
 
 def _read_baseline(path: str) -> Any:

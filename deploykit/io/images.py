@@ -180,23 +180,29 @@ def iter_folder(
         yield preprocess(read_image(path), pre, size)
 
 
-def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
-    """Batches from an .npz/.npy: the array named like the input, or the only array; split along axis 0."""
+def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an .npz by name, or an .npy's one array under the name "" (no pickles: object arrays are
+    refused, as they would run code)."""
     file = Path(path)
     if not file.is_file():
         raise InputError(f"input file {file} does not exist")
     try:
         loaded = np.load(file, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
-            array = loaded
-        else:
-            names = list(loaded.keys())
-            if input_name not in names and len(names) != 1:
-                raise InputError(f"{file} holds arrays {names}; name one {input_name!r} or keep just one")
-            array = loaded[input_name if input_name in names else names[0]]  # reads it: object arrays fail here
+            return {"": loaded}
+        with loaded:
+            return {name: loaded[name] for name in loaded}  # reads each: object arrays fail here
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read {file}: {exc}") from exc
-    array = checked_inputs(array, file)
+
+
+def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
+    """Batches from an .npz/.npy: the array named like the input, or the only array; split along axis 0."""
+    file = Path(path)
+    arrays = read_arrays(file)
+    if input_name not in arrays and len(arrays) != 1:
+        raise InputError(f"{file} holds arrays {list(arrays)}; name one {input_name!r} or keep just one")
+    array = checked_inputs(arrays.get(input_name, next(iter(arrays.values()))), file)
     return [array[i : i + 1].astype(np.float32) for i in range(array.shape[0])]
 
 

@@ -8,11 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deploykit.bench import load
 from deploykit.bench.kserve_bodies import make_bodies, resolve_shape
@@ -124,13 +127,14 @@ class _Server:
 
     def __init__(self) -> None:
         self.answers: dict[str, Any] = {}
+        self.inferred: list[bytes] = []  # the body of each inference request
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        answers = self.answers
+        answers, inferred = self.answers, self.inferred
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -139,7 +143,9 @@ class _Server:
                 pass
 
             def do_GET(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.endswith("/infer"):
+                    inferred.append(body)
                 answer = answers.get(self.path, (404, b"{}"))
                 try:
                     if isinstance(answer, bytes):
@@ -262,3 +268,86 @@ def test_bench_url_on_a_busy_machine_says_so_without_counting_the_server(server:
     assert "the machine was busy before timing (1-minute load average 64.00 before): the clients and the server" \
         in result.stdout
     assert not any(w in result.stdout for w in ("unknown", "other processes kept", "contenders"))
+
+
+_TWO_INPUTS = {"name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 8, 8]},
+                                       {"name": "ids", "datatype": "INT64", "shape": [-1, 4]}]}
+
+
+def _bench(server: _Server, *extra: str) -> Any:
+    return CliRunner().invoke(cli, ["bench", "--url", server.url, "--model", "m", "--concurrency", "1", "--duration",
+                                    "0.1", "--warmup", "0", *extra])
+
+
+def _sent(server: _Server, name: str) -> list[np.ndarray]:
+    """The tensor `name` of each inference request the server got (JSON bodies)."""
+    tensors = [next(t for t in json.loads(body)["inputs"] if t["name"] == name) for body in server.inferred]
+    return [np.asarray(t["data"]).reshape(t["shape"]) for t in tensors]
+
+
+def test_integer_inputs_get_random_values_in_a_stated_range_not_zeros(server: _Server) -> None:
+    """Every integer input was sent as zeros: an index or a class id took one path (the same row, the same class)
+    and the figure was not the model's; the report did not say."""
+    server.answers["/v2/models/m"] = (200, json.dumps(_TWO_INPUTS).encode())
+    result = _bench(server, "--json")
+    assert result.exit_code == 0, result.output
+    ids = np.concatenate(_sent(server, "ids"))
+    assert ids.min() >= 0 and ids.max() <= 255 and len(np.unique(ids)) > 4, ids
+    assert any("ids got random values in [0, 255]" in n and "--inputs" in n for n in json.loads(result.stdout)["notes"])
+
+
+def test_bench_url_sends_the_tensors_of_inputs_a_row_per_request(server: _Server, tmp_path: Path) -> None:
+    server.answers["/v2/models/m"] = (200, json.dumps(_TWO_INPUTS).encode())
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8))  # float64: cast to the server's FP32
+    ids = np.arange(12, dtype=np.int32).reshape(3, 4) + 1000
+    np.savez(tmp_path / "real.npz", x=x, ids=ids)
+    result = _bench(server, "--inputs", str(tmp_path / "real.npz"), "--json")
+    assert result.exit_code == 0, result.output
+    sent_ids = _sent(server, "ids")
+    assert {tuple(a.ravel()) for a in sent_ids} == {tuple(row) for row in ids}
+    assert all(a.shape == (1, 3, 8, 8) for a in _sent(server, "x"))
+    assert not any("random values" in n for n in json.loads(result.stdout)["notes"])
+    batched = _bench(server, "--inputs", str(tmp_path / "real.npz"), "--input-shape", "3,3,8,8")
+    assert batched.exit_code == 0 and _sent(server, "ids")[-1].shape == (3, 4), batched.output
+
+
+_DTYPES = st.sampled_from(["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "uint64", "bool"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=_DTYPES, x_shape=st.one_of(st.integers(0, 3).map(lambda n: [n, 3, 8, 8]),
+                                       st.lists(st.sampled_from([0, 1, 3, 8]), min_size=4, max_size=4),
+                                       st.lists(st.integers(0, 9), max_size=5)),
+       name=st.sampled_from(["x", "x", "x", "y"]), scale=st.sampled_from([1, 1e10]), ids_dtype=_DTYPES)
+def test_inputs_off_the_servers_metadata_exit_2_in_one_line_before_any_inference(
+        server: _Server, tmp_path: Path, dtype: str, x_shape: list[int], name: str, scale: float,
+        ids_dtype: str) -> None:
+    """An .npz whose array does not fit an input (name, rank, a fixed dimension, a dtype that does not cast
+    without loss, too few rows, values that do not fit or are not finite) fails in one line naming the input and
+    what the server wants, before any inference request; one that fits is sent as the server's datatype."""
+    server.answers["/v2/models/m"] = (200, json.dumps(_TWO_INPUTS).encode())
+    server.inferred.clear()
+    file = tmp_path / "given.npz"
+    values = np.random.default_rng(1).standard_normal(x_shape) * scale
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e10 as float16 is inf: one of the cases
+        arrays = {"ids": (np.ones((max(x_shape[:1] or [1]), 4)) * scale).astype(ids_dtype),
+                  name: values.astype(dtype)}
+    np.savez(file, **arrays)
+    result = _bench(server, "--inputs", str(file))
+    assert result.exit_code in (0, 2), result.output
+    if result.exit_code == 2:
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output, result.output
+        assert "--inputs" in result.output and not server.inferred, result.output
+        return
+    sent = json.loads(server.inferred[0])["inputs"]
+    assert [(t["name"], t["datatype"]) for t in sent] == [("x", "FP32"), ("ids", "INT64")]
+    assert sent[0]["shape"][1:] == [3, 8, 8] and sent[1]["shape"][1:] == [4]
+
+
+def test_an_image_for_a_model_without_a_bytes_input_is_refused_not_ignored(server: _Server, tmp_path: Path) -> None:
+    """--image went nowhere without a word when the model takes tensors: the run timed random tensors."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    result = _bench(server, "--image", str(tmp_path / "a.png"))
+    assert result.exit_code == 2 and "has no BYTES input" in result.output and not server.inferred, result.output
