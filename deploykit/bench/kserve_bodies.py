@@ -21,7 +21,7 @@ from PIL import Image
 from deploykit.bench.kserve_http import Endpoint
 from deploykit.environment import check_memory
 from deploykit.errors import BackendUnavailable, InputError, optional_import
-from deploykit.io.images import read_arrays, sample_photographs
+from deploykit.io.images import check_images, read_arrays, sample_photographs
 
 _NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
           "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
@@ -87,6 +87,9 @@ def given_requests(path: Path, arrays: Mapping[str, np.ndarray], inputs: Sequenc
     batch the metadata fixes, else --input-shape's, else 1; at most DISTINCT_BODIES of them. Its rank, fixed
     dimensions and dtype must be the server's (a float array of another width or integers that fit are cast)."""
     tensors = [spec for spec in inputs if spec["datatype"] != "BYTES"]
+    if not tensors:
+        raise InputError(f"--inputs {path}: the model takes no tensors, only encoded BYTES ("
+                         f"{', '.join(s['name'] for s in inputs)}); give an image as --image instead")
     named = {spec["name"] for spec in tensors}
     if len(arrays) == 1 and len(tensors) == 1:
         arrays = {tensors[0]["name"]: next(iter(arrays.values()))}
@@ -167,6 +170,7 @@ def generated_note(inputs: Sequence[Mapping[str, Any]], given: Mapping[str, Any]
 def encoded_image(path: Path | None) -> bytes:
     """The bytes of --image, or a photograph (scikit-image) / generated pixels encoded as JPEG."""
     if path is not None:
+        check_images([path], "--image")  # a file that is not an image fails here, not as the server's 400
         try:
             return Path(path).read_bytes()
         except OSError as exc:

@@ -189,17 +189,17 @@ def run_remote_bench(url: str, model: str, *, config: LoadConfig | None = None,
     arrays = read_inputs(inputs_file) if inputs_file is not None else None
     server = endpoint.get("/v2") or {}
     inputs = model_inputs(endpoint, model)
+    if image is not None and not any(s["datatype"] == "BYTES" for s in inputs):
+        raise InputError(f"--image {image}: {model} has no BYTES input to send it to (it takes "
+                         f"{', '.join(s['name'] + ' ' + s['datatype'] for s in inputs)}); give its tensors as "
+                         "--inputs FILE.npz, or bench the model that takes encoded images (deploykit serve's "
+                         "NAME_image)")
     given = given_requests(inputs_file, arrays, inputs, input_shape) if inputs_file and arrays is not None else {}
     shapes = {spec["name"]: given[spec["name"]][0].shape if spec["name"] in given else resolve_shape(spec, input_shape)
               for spec in inputs}
     if binary is None:
         extensions = server.get("extensions")
         binary = isinstance(extensions, list) and "binary_tensor_data" in extensions
-    if image is not None and not any(s["datatype"] == "BYTES" for s in inputs):
-        raise InputError(f"--image {image}: {model} has no BYTES input to send it to (it takes "
-                         f"{', '.join(s['name'] + ' ' + s['datatype'] for s in inputs)}); give its tensors as "
-                         "--inputs FILE.npz, or bench the model that takes encoded images (deploykit serve's "
-                         "NAME_image)")
     image_bytes = encoded_image(image) if any(s["datatype"] == "BYTES" for s in inputs) else b""
     check_bodies_fit(inputs, shapes, image_bytes, binary)
     bodies = make_bodies(inputs, shapes, image_bytes, binary, given=given)

@@ -351,3 +351,15 @@ def test_an_image_for_a_model_without_a_bytes_input_is_refused_not_ignored(serve
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     result = _bench(server, "--image", str(tmp_path / "a.png"))
     assert result.exit_code == 2 and "has no BYTES input" in result.output and not server.inferred, result.output
+
+
+def test_an_image_or_inputs_a_model_cannot_take_fail_before_any_inference(server: _Server, tmp_path: Path) -> None:
+    """A file that is not an image went to the server as one (its 400 was the first word); --inputs for a model
+    that takes only encoded images said its tensor inputs were []."""
+    server.answers["/v2/models/m"] = (200, b'{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1, 1]}]}')
+    (tmp_path / "notes.png").write_text("not an image")
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 3, 8, 8), np.float32))
+    for args, words in [(["--image", str(tmp_path / "notes.png")], "cannot read --image"),
+                        (["--inputs", str(tmp_path / "x.npz")], "takes no tensors, only encoded BYTES (image)")]:
+        result = _bench(server, *args)
+        assert result.exit_code == 2 and words in result.output and not server.inferred, result.output
