@@ -71,9 +71,10 @@ _REQUEST_PARAMETERS = {"sequence_id": _UINT_OR_STRING, "sequence_start": _BOOL, 
 _INPUT_PARAMETERS = {"binary_data_size": _UINT, **_SHARED_MEMORY}
 _OUTPUT_PARAMETERS = {"binary_data": _BOOL, "classification": _UINT, **_SHARED_MEMORY}
 _LAST_GRACE_S = 0.5  # after the drain, what aiohttp's shutdown gives a request before cancelling it
-# While the front stops, a body from which no byte came this long gets 408: a client that paused mid-body held the
-# whole drain (idle_body_s is a minute) and serve exited 1 as if requests had been cut off.
-_DRAIN_IDLE_S = 1.0
+# While the front stops, a body from which no byte came this long (counted from the stop at the earliest) gets 408:
+# a client that paused mid-body held the whole drain (idle_body_s is a minute) and serve exited 1 as if requests
+# had been cut off.
+_DRAIN_IDLE_S = 2.0
 # Headers the front (or aiohttp's parser before it) reads to decide what the body is. One sent twice was read by
 # the front from its first copy and passed on to Triton from its last: an Inference-Header-Content-Length checked
 # as 120 reached Triton as 5. Older aiohttp does not refuse duplicate framing headers itself.
@@ -307,6 +308,7 @@ class HttpFront:
         self._cut = 0  # requests still in flight when the drain ran out
         self._active = 0  # requests being answered
         self._closing = False
+        self._closing_since = 0.0  # the loop's time when the front began to stop
         self._drained = False  # the drain is over: a request starting now is dropped with its connection
 
     def start(self, host: str, port: int) -> None:
@@ -353,7 +355,7 @@ class HttpFront:
         """Stop listening, wait (up to the drain) for the requests being answered, then close the connections.
         Not aiohttp's shutdown alone: it stops reading every connection first, so a request whose body was still
         arriving hung for the whole drain and was cut off."""
-        self._closing = True
+        self._closing, self._closing_since = True, self._loop.time()
         if self._runner is not None:
             for site in self._runner.sites:
                 await site.stop()  # open connections stay open and read
@@ -406,13 +408,17 @@ class HttpFront:
 
     async def _next_chunk(self, request: web.Request) -> bytes:
         """The next bytes of the body (b"" at its end), or TimeoutError (its words: how long none came) after
-        `idle_body_s` without a byte, or `_DRAIN_IDLE_S` once the front is stopping, also for a wait begun before."""
+        `idle_body_s` without a byte, or `_DRAIN_IDLE_S` once the front is stopping (from the later of the last byte
+        and the stop), also for a wait begun before."""
         since = self._loop.time()
         while True:
-            allowed = min(self.limits.idle_body_s, _DRAIN_IDLE_S) if self._closing else self.limits.idle_body_s
-            left = since + allowed - self._loop.time()
+            deadline = since + self.limits.idle_body_s
+            if self._closing:
+                deadline = min(deadline, max(since, self._closing_since) + _DRAIN_IDLE_S)
+            left = deadline - self._loop.time()
             if left <= 0:
-                raise TimeoutError(f"{allowed:g} s" + (" while the server stops" if self._closing else ""))
+                waited = f"{deadline - since:.3g} s"
+                raise TimeoutError(waited + (" while the server stops" if self._closing else ""))
             try:  # in slices, so that a wait begun before the front stopped sees it stop
                 return await asyncio.wait_for(request.content.readany(), min(left, _DRAIN_IDLE_S))
             except TimeoutError:
