@@ -120,10 +120,11 @@ def why_refused(body: bytes, header_length: str | None, max_elements: int) -> st
     """Why Triton must not read this inference request (KServe v2 JSON, optionally followed by binary tensors),
     or None. Checks what Triton's HTTP front end reads before any model runs."""
     if header_length is not None:
-        try:
-            length = int(header_length)
-        except ValueError:
+        # ASCII digits only: Python's int also reads "1_4" and other scripts' digits, which Triton's atoi reads as
+        # 1 and 0: the front checked one JSON header and Triton read another
+        if not (header_length.isascii() and header_length.isdigit()):
             return f"{HEADER_LENGTH} is {header_length[:40]!r}, not a number of bytes"
+        length = int(header_length)
         if not 0 < length <= len(body):
             return f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes"
         body = body[:length]

@@ -523,3 +523,14 @@ def test_a_header_the_front_reads_is_refused_twice_and_every_other_copy_is_passe
                                                                        "content-type", "x-tag", "accept-encoding"}]
         assert passed == [(n.lower(), v) for n, v in sent if n.lower() in {k for k, _ in passed} | {"x-tag"}], (
             sent, seen)
+
+
+@pytest.mark.parametrize("length", ["1_4", "\u0661\u0664", "+14", " 14", "14 "])
+def test_a_header_length_python_reads_otherwise_than_triton_is_refused(length: str) -> None:
+    """int() read "1_4" and Arabic-Indic digits as 14, Triton's atoi as 1 and 0: the front checked a 14-byte JSON
+    header and Triton read another."""
+    body = json_body([{"name": "input", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}])
+    assert why_refused(body + bytes(4), str(len(body)), MAX_ELEMENTS) is None
+    reason = why_refused(body + bytes(4), length.replace("14", str(len(body))) if length != "1_4" else
+                         f"{str(len(body))[0]}_{str(len(body))[1:]}", MAX_ELEMENTS)
+    assert reason is not None and "not a number of bytes" in reason, reason
