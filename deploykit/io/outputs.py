@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.errors import OutputExists
+from deploykit.io.digests import carry
 from deploykit.io.disk_full import full_disk_named
 from deploykit.io.output_checks import check_output_dir, check_output_path
 from deploykit.io.signals import deferred
@@ -91,6 +92,7 @@ class Stage:
                 check_output_dir(final, force=None if self.force else False)
             else:
                 check_output_path(final, force=self.force)
+        before = {entry: os.stat(entry) for entry in entries if entry.is_file()}  # to carry their digests
         for entry in entries:
             if entry.is_file():
                 os.chmod(entry, 0o666 & ~_umask())
@@ -106,6 +108,8 @@ class Stage:
                         shutil.rmtree(final, ignore_errors=True)
                     os.replace(entry, final)
                     landed.append(final)
+                    if entry in before:
+                        carry(before[entry], final)
             except BaseException:  # a rename refused (read-only, full): the ones that landed go too
                 for final in landed:
                     if final.is_dir():

@@ -41,6 +41,7 @@ from deploykit.io.images import check_images, images_cannot_feed, list_images
 from deploykit.io.model_files import read_onnx
 from deploykit.io.output_checks import remove_output
 from deploykit.io.outputs import write_json
+from deploykit.io.reads import ReadSet
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
 from deploykit.parity.inputs import InputSet, resolve_inputs
 from deploykit.parity.localize import localize
@@ -67,6 +68,7 @@ from deploykit.zoo.sources import (
     check_source_size,
     is_factory_path,
     load_model,
+    user_code_base,
     user_code_fingerprint,
 )
 
@@ -195,12 +197,15 @@ class _Run:
         self.onnx_path = opts.out / "model.onnx"
         self.label = source_label(opts.source, opts.options, opts.weights)
         self.builds: list[BuildResult] = []
+        # What building the model reads beyond _model_inputs, seen as it is built: a resume checks them
+        self.reads = ReadSet(user_code_base(opts.source))
 
     @functools.cached_property
     def loaded(self) -> LoadedModel:
         self.say(f"building {self.label}")
-        loaded = load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
-                            allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint)
+        with self.reads.watch():
+            loaded = load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
+                                allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint)
         for note in loaded.weight_notes():
             self.say(note)
         return loaded
@@ -399,22 +404,25 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     versions, runtimes = _versions(), _runtimes(racers or (backend,))
 
     def step(name: str, inputs: dict[str, Any], outputs: Sequence[Path], action: Callable[[], T],
-             load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None) -> T:
+             load: Callable[[dict[str, Any]], T], produced: Callable[[T], Sequence[Path]] | None = None,
+             reads: ReadSet | None = None) -> T:
         """Run or skip one step; its result is rebuilt from outputs[-1] (a JSON) when skipped. `produced`: the
-        files it wrote besides `outputs`, known from its result."""
+        files it wrote besides `outputs`, known from its result; `reads`: run.reads where it builds the model."""
         started = time.perf_counter()
         say(f"[{name}] starting")
         files = (lambda result: [*produced(result), *outputs]) if produced else outputs
         try:
             outcome = record.run(name, {**inputs, "versions": versions}, files, action,
-                                 lambda: load(_read(outputs[-1])))
+                                 lambda: load(_read(outputs[-1])), reads)
         except BaseException:
             if fresh and {p.name for p in opts.out.iterdir()} <= {RECORD}:  # (a user's model that raises)
                 shutil.rmtree(opts.out, ignore_errors=True)  # nothing made yet: leave no folder behind
             raise
         steps.append(StepLog(name, outcome.skipped, time.perf_counter() - started))
+        why = f": {outcome.changed_read}, which building the model read, changed since the last run" \
+            if outcome.changed_read else ""
         say(f"[{name}] {'unchanged since the last run: skipped' if outcome.skipped else 'done'} "
-            f"({steps[-1].seconds:.1f} s)")
+            f"({steps[-1].seconds:.1f} s){why}")
         result: T = outcome.result
         return result
 
@@ -422,7 +430,7 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     # Parity feeds one image at a time at --input-shape's C,H,W; export reads its batch, bench times it beside batch 1.
     fed = {"input_size": opts.input_shape[1:] if opts.input_shape else None}
     export = step("export", {**source, "input_shape": opts.input_shape}, [run.onnx_path, opts.out / "export.json"],
-                  run.export, ExportResult.from_dict)
+                  run.export, ExportResult.from_dict, reads=run.reads)
     for precision in (precision_of(name) for name in precisions):
         artifact = opts.out / artifact_name(precision, backend)
         record_file = opts.out / f"build.{precision.name}.json"
@@ -437,12 +445,12 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
     parity = step("parity", {**artifacts, **source, **fed, "inputs": _folder_fingerprint(opts.parity_folder),
                              "labels": _folder_fingerprint(opts.labels)},
                   [opts.out / PICTURES, opts.out / "parity.json"], run.parity,
-                  functools.partial(parity_from_record, out=opts.out))
+                  functools.partial(parity_from_record, out=opts.out), reads=run.reads)
     layers = step("layers", {"onnx": run.onnx_path, **artifacts, "parity": opts.out / "parity.json"},
                   [opts.out / "layers.json"], lambda: run.layers(parity), LayersResult.from_dict)
     bench = step("bench", {**artifacts, "seconds": opts.bench_seconds, "threads": opts.threads, **source,
                            **fed, "batches": bench_batches(opts.input_shape)},
-                 [opts.out / "bench.json"], run.bench, BenchReport.from_dict)
+                 [opts.out / "bench.json"], run.bench, BenchReport.from_dict, reads=run.reads)
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,
                           parity=parity, layers=layers, bench=bench, steps=steps, weights_note=weights_note)

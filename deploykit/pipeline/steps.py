@@ -1,7 +1,8 @@
 """Re-running a multi-step flow: a step is skipped when its inputs (hashed) and outputs are unchanged.
 
-The record lives in OUT/.deploykit-steps.json: step name -> key (sha256 of its inputs) and its outputs with
-their sha256, so a changed or deleted output also reruns the step.
+The record lives in OUT/.deploykit-steps.json: step name -> key (sha256 of its inputs), its outputs with
+their sha256, so a changed or deleted output also reruns the step, and the files its action was seen to read
+(deploykit.io.reads, known only once it ran) with theirs, which a rerun digests again before it skips.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from deploykit.io.digests import sha256_file
 from deploykit.io.output_checks import remove_output
 from deploykit.io.outputs import write_json
+from deploykit.io.reads import ReadSet
 
 T = TypeVar("T")
 RECORD = ".deploykit-steps.json"
@@ -37,11 +39,13 @@ def inputs_key(inputs: Mapping[str, Any]) -> str:
 
 
 def _well_formed(entry: Any) -> bool:
-    """A record entry as StepRecord.run writes it: {"key": str, "outputs": {relative path: sha256}}."""
+    """A record entry as StepRecord.run writes it: {"key": str, "outputs": {relative path: sha256}, "reads":
+    {name: sha256}}."""
     if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
         return False
-    outputs = entry.get("outputs", {})
-    return isinstance(outputs, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in outputs.items())
+    files = [entry.get("outputs", {}), entry.get("reads", {})]
+    return all(isinstance(f, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in f.items())
+               for f in files)
 
 
 @dataclass
@@ -49,6 +53,7 @@ class StepOutcome:
     name: str
     skipped: bool
     result: Any
+    changed_read: str | None = None  # why it ran: a file its action read last time changed (ReadSet.changed)
 
 
 class StepRecord:
@@ -78,11 +83,14 @@ class StepRecord:
         return True
 
     def run(self, name: str, inputs: Mapping[str, Any], outputs: Sequence[Path] | Callable[[T], Sequence[Path]],
-            action: Callable[[], T], load: Callable[[], T]) -> StepOutcome:
+            action: Callable[[], T], load: Callable[[], T], reads: ReadSet | None = None) -> StepOutcome:
         """Run `action` unless the step is fresh, in which case `load` rebuilds its result from the outputs.
-        `outputs` may depend on the result (a raced build's artifact is named after the winner)."""
+        `outputs` may depend on the result (a raced build's artifact is named after the winner). `reads`: what
+        the action reads that its inputs cannot name beforehand, watched as it runs (ReadSet.watch)."""
         key = inputs_key(inputs)
-        if self._fresh(name, key):
+        changed = None
+        if self._fresh(name, key) and (
+                reads is None or (changed := reads.changed(self.entries[name].get("reads", {}))) is None):
             return StepOutcome(name, True, load())
         self.entries.pop(name, None)  # a failed rerun must not leave the old record claiming freshness
         self._save()
@@ -91,9 +99,10 @@ class StepRecord:
             "key": key,
             "outputs": {str(p.relative_to(self.folder)): sha256_file(p)
                         for p in (outputs(result) if callable(outputs) else outputs) if p.is_file()},
+            **({"reads": dict(reads.digests)} if reads is not None else {}),
         }
         self._save()
-        return StepOutcome(name, False, result)
+        return StepOutcome(name, False, result, changed)
 
     def _save(self) -> None:
         write_json(self.path, self.entries, force=True)

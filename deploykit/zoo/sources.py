@@ -201,13 +201,25 @@ def user_code_fingerprint(source: str, limit: int = 2000) -> str | None:
     files = _code_files(module, Path(file), limit)
     # Names as imported (from the sys.path folder), not absolute: a project folder moved or copied elsewhere
     # holds the same code, and its absolute paths made every step of a deploy redo.
-    base = Path(file).parents[module.count(".") + (Path(file).name == "__init__.py")]
+    base = _code_base(module, Path(file))
     digest = hashlib.sha256()
     for path in files if 0 < len(files) <= limit else [Path(file)]:
         digest.update(str(path.relative_to(base)).encode() + b"\0")
         with contextlib.suppress(OSError):  # a file gone while listed: its name alone is hashed
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def user_code_base(source: str) -> Path | None:
+    """The sys.path folder a package.module:factory source's module is imported from (its project folder), found
+    without running it; None for a zoo name or a module that cannot be found."""
+    if not is_factory_path(source) or (file := factory_file(source)) is None:
+        return None
+    return _code_base(source.partition(":")[0], Path(file))
+
+
+def _code_base(module: str, file: Path) -> Path:
+    return file.parents[module.count(".") + (file.name == "__init__.py")]
 
 
 def _code_files(module: str, file: Path, limit: int) -> list[Path]:

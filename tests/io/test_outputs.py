@@ -119,3 +119,28 @@ def test_a_device_or_pipe_in_the_outputs_place_is_refused_not_replaced(tmp_path:
     after = os.lstat(out)
     assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sink"]
+
+
+def test_a_file_rewritten_with_its_size_and_time_kept_gets_its_new_digest(tmp_path: Path) -> None:
+    """The digest cache was keyed by inode, size and modification time: a file rewritten in place with those kept
+    (cp -p or rsync -a over it, os.utime) kept its old digest for the rest of the process."""
+    file = tmp_path / "config.json"
+    file.write_text('{"bias": 0.5}')
+    stat, before = file.stat(), sha256_file(file)
+    file.write_text('{"bias": 0.7}')
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sha256_file(file) != before
+
+
+def test_a_staged_files_digest_is_carried_where_it_lands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename and a chmod set the status-change time, which is in the digest's key: a built artifact hashed
+    in its stage is not hashed again where it lands."""
+    from deploykit.io import digests
+    from deploykit.io.outputs import staged
+
+    with staged(tmp_path, force=False) as stage:
+        artifact = stage.path(tmp_path / "model.onnx")
+        artifact.write_bytes(b"graph")
+        digest = sha256_file(artifact)
+    monkeypatch.setattr(digests.hashlib, "sha256", None)  # any hashing now fails
+    assert sha256_file(tmp_path / "model.onnx") == digest

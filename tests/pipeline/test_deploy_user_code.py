@@ -5,10 +5,12 @@ reported against the stale ONNX."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 import pytest
 from click.testing import CliRunner
 
@@ -91,3 +93,50 @@ def test_an_edited_forward_is_exported_again(tmp_path: Path, monkeypatch: pytest
     assert not steps["export"] and not steps["parity"] and not steps["bench"]
     assert [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node] == ["Conv", "Sigmoid", "Conv"]
     _forget_userpkg()
+
+
+READING = '''import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def make(extra: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
+    with torch.no_grad():
+        model[2].bias.fill_(json.loads((Path(__file__).parent / "config.json").read_text())["bias"])
+        model[0].bias.fill_(json.loads(Path(extra).read_text())["bias"])
+    return model
+'''
+
+
+def test_a_file_the_factory_reads_is_an_input_of_its_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config the factory reads beside it, or at a path given as an option, was in no step's key: edited (here
+    with its size and time kept), a resumed deploy skipped export, parity and bench on the old model (exit 0)
+    where a fresh run builds the new one."""
+    project, extra = tmp_path / "project", tmp_path / "extra.json"
+    project.mkdir()
+    (project / "reading_model.py").write_text(READING)
+    for config in (project / "config.json", extra):
+        config.write_text('{"bias": 0.5}')
+    monkeypatch.syspath_prepend(str(project))
+    out = tmp_path / "out"
+    args = ["deploy", "reading_model:make", "--set", f"extra='{extra}'", "--input-shape", "1,3,16,16",
+            "--precisions", "fp32", "--backend", "onnxruntime", "--bench-seconds", "0.2", "--threads", "1",
+            "--out", str(out), "--json"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    for config, edited in ((project / "config.json", "2.bias"), (extra, "0.bias")):
+        stat = config.stat()
+        config.write_text('{"bias": 0.7}')
+        os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        again = CliRunner().invoke(cli, args)
+        assert again.exit_code == 0, again.output
+        steps = {s["name"]: s["skipped"] for s in json.loads(again.stdout)["steps"]}
+        assert not steps["export"] and not steps["parity"] and not steps["bench"]
+        assert f"{config.name if config.parent == project else config}, which building the model read, changed" \
+            in again.stderr
+        biases = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out / "model.onnx")).graph.initializer}
+        assert biases[edited] == pytest.approx(0.7)
+    sys.modules.pop("reading_model", None)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from deploykit.io.reads import ReadSet
 from deploykit.pipeline.steps import StepRecord, inputs_key
 
 
@@ -54,7 +55,8 @@ def test_failed_step_is_not_recorded_as_fresh(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("record", ['[]', 'null', '"x"', '{"s": 1}', '{"s": {"outputs": {}}}',
                                     '{"s": {"key": "KEY", "outputs": []}}', '{"s": {"key": "KEY", "outputs": "o"}}',
-                                    '{"s": {"key": "KEY", "outputs": {"o": 1}}}'])
+                                    '{"s": {"key": "KEY", "outputs": {"o": 1}}}',
+                                    '{"s": {"key": "KEY", "outputs": {}, "reads": ["config.json"]}}'])
 def test_an_edited_record_means_not_done(tmp_path: Path, record: str) -> None:
     """Valid JSON of another shape in the record (edited, or another tool's) was an AttributeError, exit 3."""
     (tmp_path / "o").write_text("x")
@@ -78,3 +80,26 @@ def test_prune_removes_only_files_the_record_names_in_its_folder(tmp_path: Path)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["kept.txt", "mine.txt"]
     assert (tmp_path / "victim.txt").is_file()
     assert set(StepRecord(out).entries) == {"a", "c"}
+
+
+def test_a_step_reruns_when_a_file_its_action_read_changed(tmp_path: Path) -> None:
+    """What an action reads beyond its inputs is known once it ran: the record keeps those files' digests and a
+    rerun digests them again before it skips, and says which changed."""
+    config = tmp_path / "config.json"
+    config.write_text("1")
+
+    def run() -> tuple[bool, str | None]:
+        reads = ReadSet(tmp_path)
+
+        def action() -> str:
+            with reads.watch():
+                return config.read_text()
+
+        outcome = StepRecord(tmp_path).run("export", {"a": 1}, [], action, lambda: "cached", reads)
+        return outcome.skipped, outcome.changed_read
+
+    assert run() == (False, None)
+    assert run() == (True, None)
+    config.write_text("2")
+    assert run() == (False, "config.json")
+    assert run() == (True, None)
