@@ -62,11 +62,13 @@ def recording() -> Iterator[set[str]]:
 
 @functools.cache
 def _not_users() -> tuple[str, ...]:
-    """Folders whose files are not the user's: Python's standard library, installed distributions (an editable
-    install's source lies elsewhere, so it is kept), deploykit's own, and the kernel's /proc, /sys and /dev."""
+    """Folders whose files are not the user's: Python's standard library, installed distributions and their
+    scripts (the `deploykit` command's; an editable install's source lies elsewhere, so it is kept), deploykit's
+    own, and the kernel's /proc, /sys and /dev."""
     schemes = [sysconfig.get_paths(), sysconfig.get_paths(vars={"base": sys.base_prefix,
                                                                 "platbase": sys.base_exec_prefix})]
-    roots = {scheme[key] for scheme in schemes for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    keys = ("stdlib", "platstdlib", "purelib", "platlib", "scripts")
+    roots = {scheme[key] for scheme in schemes for key in keys}
     roots |= {*site.getsitepackages(), site.getusersitepackages(), str(Path(__file__).parents[1])}
     return (*(os.path.join(os.path.realpath(root), "") for root in roots), "/proc/", "/sys/", "/dev/")
 

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ def test_a_block_records_the_users_files_it_reads_and_nothing_it_writes(tmp_path
         Path(deploykit.__file__).read_text()  # deploykit's own
         Path("/proc/self/status").read_text()
     assert user_files(seen) == [config.resolve()]
+    command = Path(sysconfig.get_paths()["scripts"]) / "deploykit"  # the running command is __main__'s __file__
+    assert user_files([str(command)]) == []
     with recording() as later:
         pass
     assert not later  # the hook records only inside a block
