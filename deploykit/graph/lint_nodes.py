@@ -195,6 +195,7 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                               f"per-channel quantization ({scale.size} scales) of an activation: TensorRT quantizes "
                               "per channel only weights", "quantize activations per tensor (one scale); "
                               "deploykit's `build-engine --int8` does"))
+    found += _qdq_granularity(node, ctx, scale, zero_type)
     if scale is not None and scale.dtype.kind == "f" and not np.all(scale > 0):
         found.append(finding(node, "qdq-scale", "error",
                               "a scale that is zero or negative: TensorRT's parser needs all scales positive",
@@ -211,6 +212,35 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                               f"per-channel weight scales on axis {axis}: TensorRT quantizes {what}",
                               "recalibrate with deploykit (`build-engine --int8`), which quantizes weights on axis 0"))
     return found + _qdq_types(node, ctx)
+
+
+def _qdq_granularity(node: onnx.NodeProto, ctx: Context, scale: np.ndarray | None,
+                     zero_type: int | None) -> list[Finding]:
+    """NVIDIA/TensorRT include/NvInfer.h (v10.16 l.5709, v11.1 l.5534), IDequantizeLayer: "Per-channel dequantization
+    is supported only for input that is rooted at an IConstantLayer (i.e. weights)" (a constant, or a Quantize of
+    one); IQuantizeLayer / IDequantizeLayer (v10.16 l.5567 / l.5719, v11.1 l.5390 / l.5544): "Block quantization is
+    supported for input types DataType::kFP4, DataType::kFP8 and DataType::kINT4", so not INT8 (what a Q/DQ without
+    an FP8/INT4/FP4 zero point or output_dtype quantizes to: QuantDequantLinearHelper's chosenDataType)."""
+    if scale is None or scale.size < 2:
+        return []
+    data = node.input[0]
+    source = ctx.index.producer.get(data)
+    rooted = ctx.constant(data) is not None or (
+        source is not None and source.op_type == "QuantizeLinear" and ctx.constant(source.input[0]) is not None)
+    if node.op_type == "DequantizeLinear" and scale.ndim <= 1 and not rooted:
+        return [finding(node, "qdq-activation-per-channel", "error",
+                        f"per-channel dequantization ({scale.size} scales) of an activation: TensorRT dequantizes "
+                        "per channel only weights (constants)", "quantize activations per tensor (one scale); "
+                        "deploykit's `build-engine --int8` does")]
+    declared = zero_type if zero_type is not None else _attrs(node).get("output_dtype")
+    if node.op_type == "DequantizeLinear" and zero_type is None:
+        declared = ctx.index.types.get(data)
+    if scale.ndim < 2 or declared in (TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1):
+        return []
+    return [finding(node, "qdq-block-int8", "error",
+                    f"block quantization (scale of shape {list(scale.shape)}) to INT8: TensorRT block-quantizes only "
+                    "to INT4, FP8 or FP4", "quantize INT8 per tensor or per channel (a 1-D scale), or block-"
+                    "quantize to INT4/FP8")]
 
 
 def _scale_count(node: onnx.NodeProto, ctx: Context, data: np.ndarray | None, scale: np.ndarray | None,
@@ -305,6 +335,11 @@ def _cast_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
     holds both ways: UINT8 converts "to {kFLOAT, kHALF}" only."""
     source = ctx.index.types.get(node.input[0]) if node.input else None
     to = _attrs(node).get("to")
+    # onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.394 (10.12+ alike), Cast: ASSERT_NODE(convertDtype(onnxType, ...),
+    # "Unsupported cast!", kINVALID_NODE): a type TensorRT has no DataType for (INT16, UINT16, UINT32 ...).
+    if to is not None and to not in support.TENSOR_TYPES:
+        return [finding(node, "cast-type", "error", f"Cast to {TensorProto.DataType.Name(to)}: TensorRT has no such "
+                         "type (\"Unsupported cast!\")", "cast to float, int32 or int64 in the PyTorch model")]
     if source == TensorProto.UINT8 and to not in _UINT8_SOURCES:
         return [finding(node, "cast-uint8", "error", f"Cast from UINT8 to {TensorProto.DataType.Name(to)}: "
                          "TensorRT converts UINT8 only to FLOAT or HALF (NvInferRuntimeBase.h, kUINT8)",
@@ -369,6 +404,19 @@ def _misc_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
     return []
 
 
+def _mod_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
+    """onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.3583-3589 (10.12+ alike), Mod: with fmod=0 (the default) "inputs
+    can only be integers": ASSERT_NODE(INT32 or INT64, "The fmod attribute is set to 0. Inputs cannot be of floating
+    point types", kUNSUPPORTED_NODE_DATATYPE). Integer Mod floors (fmod=0) or truncates (fmod=1) as ONNX does, and
+    fmod=1 on floats is imported (l.3604-3631): both fine."""
+    source = ctx.index.types.get(node.input[0]) if node.input else None
+    if int(_attrs(node).get("fmod", 0)) != 0 or source in (None, 0, TensorProto.INT32, TensorProto.INT64):
+        return []
+    return [finding(node, "mod-fmod", "error", f"Mod with fmod=0 of {TensorProto.DataType.Name(source)} data: "
+                     "TensorRT's parser takes fmod=0 (Python's %) only for INT32/INT64",
+                     "use torch.fmod (fmod=1) for floats, or compute x - y * floor(x / y) in the PyTorch model")]
+
+
 _REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
                "ReduceProd", "ReduceSum", "ReduceSumSquare")
 
@@ -419,5 +467,6 @@ NODE_RULES: dict[str, Rule] = {
     "Cast": _cast_rule,
     "ScatterND": _misc_rule, "LayerNormalization": _misc_rule, "CumSum": _misc_rule, "Dropout": _misc_rule,
     "Constant": _misc_rule,
+    "Mod": _mod_rule,
     "Pad": _constant_axes_rule, **{op: _constant_axes_rule for op in _REDUCE_OPS},
 }

@@ -83,6 +83,20 @@ def node_case(node: onnx.NodeProto, initializers: list[onnx.TensorProto], inputs
     return io_model([node], names, [(node.output[0], F, ["n", "c", "h", "w"])], initializers)
 
 
+def mod(elem: int, fmod: int) -> onnx.ModelProto:
+    return io_model([helper.make_node("Mod", ["x", "x"], ["y"], name="mod", fmod=fmod)],
+                    [("x", elem, [1, 3, 8, 8])], [("y", elem, [1, 3, 8, 8])])
+
+
+def dequantize(data: np.ndarray | None, scale: np.ndarray, opset: int = 18, **attrs: object) -> onnx.ModelProto:
+    """DequantizeLinear of a constant `data`, or (None) of an INT8 network input, into y."""
+    inits = [graphs.const("s", scale)] + ([graphs.const("d", data)] if data is not None else [])
+    inputs = [] if data is not None else [("d", TensorProto.INT8, [1, 3, 8, 8])]
+    shape = list(data.shape) if data is not None else [1, 3, 8, 8]
+    return io_model([helper.make_node("DequantizeLinear", ["d", "s"], ["dq"], name="dq", **attrs),
+                     helper.make_node("Identity", ["dq"], ["y"], name="out")], inputs, [("y", F, shape)], inits, opset)
+
+
 # name -> (model, the rule the source states: True when TensorRT takes the model)
 CASES = {
     "gridsample-4d": (grid_sample(), True),
@@ -99,6 +113,8 @@ CASES = {
     "cast-uint8-then-relu": (cast_then(U8, "Relu"), False),
     "cast-uint8-then-identity-out": (cast_then(U8, "Identity"), False),
     "cast-half-then-relu": (cast_then(H, "Relu"), True),
+    "cast-int16": (cast_then(TensorProto.INT16, "Identity"), False),  # Cast importer: "Unsupported cast!"
+    "cast-int32": (cast_then(TensorProto.INT32, "Identity"), True),
     "dequantize-int32-bias": (dequantized_bias(), False),  # IDequantizeLayer: INT8/FP8/INT4/FP4 input
     "int16-zero-point": (int16_zero_point(), True),  # "TensorRT will use INT8 instead"
     "topk-k-3840": (node_case(helper.make_node("TopK", ["x", "k"], ["y", "i"], name="t"),
@@ -124,6 +140,18 @@ CASES = {
         [helper.make_node("DequantizeLinear", ["w", "s"], ["wd"], name="dq_w", axis=0),
          helper.make_node("Conv", ["x", "wd"], ["y"], name="conv")], [("x", F, [1, 3, 8, 8])], [("y", F, [1, 4, 8, 8])],
         [graphs.const("w", np.ones((4, 3, 1, 1), np.int8)), graphs.const("s", np.full(3, 0.1, np.float32))]), False),
+    "mod-float-fmod0": (mod(F, 0), False),  # Mod importer: fmod=0 takes INT32/INT64 only
+    "mod-float-fmod1": (mod(F, 1), True),
+    "mod-int64-fmod0": (mod(TensorProto.INT64, 0), True),
+    "mod-int32-fmod1": (mod(TensorProto.INT32, 1), True),
+    # IDequantizeLayer: per-channel only for input rooted at an IConstantLayer
+    "dequantize-activation-per-channel": (dequantize(None, np.full(3, 0.1, np.float32), axis=1), False),
+    "dequantize-activation-per-tensor": (dequantize(None, np.array(0.1, np.float32)), True),
+    "dequantize-weights-per-channel": (dequantize(np.ones((4, 3, 1, 1), np.int8), np.full(4, 0.1, np.float32),
+                                                  axis=0), True),
+    # IDequantizeLayer: block quantization for FP4, FP8, INT4 input only
+    "dequantize-int8-blocks": (dequantize(np.ones((4, 8), np.int8), np.full((4, 2), 0.1, np.float32), opset=21,
+                                          axis=1, block_size=4), False),
     "layernorm-mean-output": (node_case(helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], name="ln"),
                                         [graphs.const("s", np.ones(3, np.float32))]), False),
 }

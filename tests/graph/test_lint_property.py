@@ -77,7 +77,7 @@ def qdqs(draw: Callable) -> Case:
 @st.composite
 def casts(draw: Callable) -> Case:
     source = draw(st.sampled_from([F, H, U8]))
-    to = draw(st.sampled_from([F, H, U8]))
+    to = draw(st.sampled_from([F, H, U8, TensorProto.INT16]))
     after = draw(st.sampled_from([None, "Identity", "Relu"]))
     nodes = [helper.make_node("Cast", ["x"], ["c"], to=to)]
     if after:
@@ -87,12 +87,22 @@ def casts(draw: Callable) -> Case:
     # NvInferRuntimeBase.h kUINT8: converts only to/from FLOAT/HALF, and lives only at network I/O (a UINT8 to UINT8
     # Cast is no conversion; no source refuses it)
     takes = not (source == U8 and to not in (F, H, U8)) and not (to == U8 and source not in (F, H, U8)) \
-        and not (to == U8 and after)
+        and not (to == U8 and after) and to != TensorProto.INT16  # Cast importer: "Unsupported cast!"
     return model, takes
 
 
+@st.composite
+def mods(draw: Callable) -> Case:
+    elem = draw(st.sampled_from([F, H, TensorProto.INT32, TensorProto.INT64]))
+    fmod = draw(st.integers(0, 1))
+    model = io_model([helper.make_node("Mod", ["x", "x"], ["y"], fmod=fmod)], [("x", elem, [1, 3, 8, 8])],
+                     [("y", elem, [1, 3, 8, 8])])
+    # Mod importer: fmod=0 takes INT32/INT64 only
+    return model, fmod == 1 or elem in (TensorProto.INT32, TensorProto.INT64)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(pools(), topks(), grid_samples(), qdqs(), casts()))
+@given(st.one_of(pools(), topks(), grid_samples(), qdqs(), casts(), mods()))
 def test_lint_double_and_source_rule_agree(case: Case) -> None:
     model, takes = case
     assert (not lint_errors(model)) == takes

@@ -47,6 +47,11 @@ def layer_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray], types:
         scale, data = types.get(inputs[1]), types.get(inputs[0])
         if scale in HALF_SCALES and data and data != scale:
             return "INVALID_NODE", "IQuantizeLayer: a HALF/BF16 scale must match the input type (strongly typed)"
+    # 10.1-GA l.3583-3589 (10.12+ alike), Mod: fmod=0 takes INT32/INT64 only ("The fmod attribute is set to 0. Inputs
+    # cannot be of floating point types", kUNSUPPORTED_NODE_DATATYPE).
+    source = types.get(inputs[0]) if node.op_type == "Mod" else None
+    if source and attrs.get("fmod", 0) == 0 and source not in (TensorProto.INT32, TensorProto.INT64):
+        return "UNSUPPORTED_NODE_DATATYPE", "The fmod attribute is set to 0. Inputs cannot be of floating point types."
     return _attribute_problem(node, attrs, constants)
 
 

@@ -253,11 +253,15 @@ class OnnxParserBase(Base):
             n.output[0]: (next((int(a.i) for a in n.attribute if a.name == "axis"), 1),
                           int(constants[n.input[1]].size) if n.input[1] in constants else 1)
             for n in nodes if n.op_type == "DequantizeLinear"}
+        # Tensors "rooted at an IConstantLayer": constants and Quantize outputs of constants (NvInfer.h, below)
+        weights = {*constants,
+                   *(n.output[0] for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in constants)}
         for index, node in enumerate(nodes):
             # Types first: QuantDequantLinearHelper checks DequantizeLinear's input type before anything else.
             problem = (_type_problem(node, types) or layer_problem(node, constants, types, ranks, opset)
                        or _control_problem(node, constants, functions)
-                       or self._node_problem(node, constants, dequantized_on, opset, functions))
+                       or self._node_problem(node, constants, dequantized_on, opset, functions)
+                       or _granularity_problem(node, constants, types, weights))
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
@@ -321,6 +325,29 @@ class OnnxParserBase(Base):
                 return "UNSUPPORTED_NODE", ("ConvTranspose: per-channel weight quantization is supported on axis 0 "
                                             f"(input channels) only, got axis {axis}")
         return None
+
+
+def _granularity_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray], types: dict[str, int],
+                         weights: set[str]) -> tuple[str, str] | None:
+    """NvInfer.h IDequantizeLayer (v10.16 l.5709, v11.1 l.5534): "Per-channel dequantization is supported only for
+    input that is rooted at an IConstantLayer (i.e. weights)"; IQuantizeLayer / IDequantizeLayer (v10.16 l.5567 /
+    l.5719, v11.1 l.5390 / l.5544): "Block quantization is supported for input types DataType::kFP4, DataType::kFP8
+    and DataType::kINT4" (the type QuantDequantLinearHelper chose: the zero point's if FP8/INT4/FP4, else
+    output_dtype's, else INT8; for DequantizeLinear without a zero point, its input's)."""
+    if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or node.input[1] not in constants:
+        return None
+    scale = np.asarray(constants[node.input[1]])
+    if scale.size < 2:
+        return None
+    if node.op_type == "DequantizeLinear" and scale.ndim <= 1 and node.input[0] not in weights:
+        return "INVALID_NODE", "Per-channel dequantization is supported only for input rooted at an IConstantLayer"
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+    chosen = types.get(zero) if zero else next((a.i for a in node.attribute if a.name == "output_dtype"), None)
+    if node.op_type == "DequantizeLinear" and not zero:
+        chosen = types.get(node.input[0])
+    if scale.ndim >= 2 and chosen not in (TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1):
+        return "INVALID_NODE", "Block quantization is supported for FP4, FP8 and INT4 only, not INT8"
+    return None
 
 
 def _subgraphs(nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray]) -> list[onnx.GraphProto]:
@@ -424,6 +451,8 @@ def _type_problem(node: onnx.NodeProto, types: dict[str, int]) -> tuple[str, str
         return "UNSUPPORTED_NODE_DATATYPE", (f"DequantizeLinear of {name} data: IDequantizeLayer takes INT8, FP8, "
                                              "INT4 or FP4 (keep biases in float)")
     to = next((a.i for a in node.attribute if a.name == "to"), 0)
+    if node.op_type == "Cast" and to not in ONNX_TO_TRT:  # onnxOpImporters.cpp 10.1-GA l.394: convertDtype fails
+        return "INVALID_NODE", "Unsupported cast!"
     if node.op_type == "Cast" and source == TensorProto.UINT8 and to not in UINT8_CASTS_FROM:  # both ways
         return "INVALID_NODE", (f"Cast from UINT8 to {TensorProto.DataType.Name(to)}: kUINT8 conversions are only "
                                 "supported for {kFLOAT, kHALF}")
