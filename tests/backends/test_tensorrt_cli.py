@@ -118,3 +118,26 @@ def test_the_default_profile_follows_the_size_rule_and_a_refused_shape_is_bad_in
     line = refused.output.strip().splitlines()[-1]
     assert line.startswith("deploykit: error: --max-shape 2x3x1000x1000") and "988 or 1004" in line, line
     assert not (tmp_path / "b.plan").exists()
+
+
+def test_an_input_with_a_dynamic_channel_axis_builds_with_it_fixed(trt_double: TrtDouble, tmp_path: Path,
+                                                                   runner: CliRunner) -> None:
+    """TensorRT refuses a convolution over a dynamic 'C' (NvInfer.h addConvolutionNd), whatever the profile: the
+    build fixes the axis to what the first Conv reads; a profile that contradicts it is refused before the build."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["y"], name="stem", pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, "h", "w"])],
+        initializer=[numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")])
+    source, plan = tmp_path / "dynamic_c.onnx", tmp_path / "c.plan"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(source))
+    wrong = runner.invoke(cli, ["build-engine", str(source), "--backend", "tensorrt", "-o", str(plan),
+                                "--opt-shape", "input:1x3x32x32"])
+    assert wrong.exit_code == 2 and "takes 1 channels" in wrong.output and not trt_double.state.builds
+    built = _json(runner.invoke(cli, ["build-engine", str(source), "--backend", "tensorrt", "-o", str(plan),
+                                      "--opt-shape", "input:1x1x32x32", "--json"]))
+    assert built["backend"] == "tensorrt"
+    sidecar = read_sidecar(plan)
+    assert sidecar is not None and sidecar.build_options["graph_rewrites"] == ["channels"]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from deploykit.backends.tensorrt.shapes import ShapeRange, derive_profile, follow_size_rule, parse_shape_specs
+from deploykit.backends.tensorrt.shapes import (
+    ShapeRange,
+    derive_profile,
+    follow_size_rule,
+    parse_shape_specs,
+    pin_channels,
+)
 from deploykit.errors import ConfigConflict, InputError
 from deploykit.runner import InputSizes
 from deploykit.zoo import get_model_spec
@@ -117,3 +124,35 @@ def test_a_profile_size_beyond_what_tensors_index_is_refused_as_input_shape_is()
     with pytest.raises(InputError, match="above 2147483647"):
         parse_shape_specs(["input:1x3x188x1000000000000"], "--max-shape")
     assert parse_shape_specs(["1x3x2147483647x1"], "--max-shape") == {"": (1, 3, 2147483647, 1)}
+
+
+def _conv_model(channels: int = 1) -> onnx.ModelProto:
+    """input (N x ? x H x W) -> Sub(mean) -> Conv whose weights read `channels` channels."""
+    values = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "c", "height", "width"])]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inits = [onnx.numpy_helper.from_array(np.zeros((1, 1, 1, 1), np.float32), "mean"),
+             onnx.numpy_helper.from_array(np.ones((2, channels, 3, 3), np.float32), "w")]
+    nodes = [helper.make_node("Sub", ["input", "mean"], ["centred"]),
+             helper.make_node("Conv", ["centred", "w"], ["y"], name="stem")]
+    return helper.make_model(helper.make_graph(nodes, "g", values, [out], initializer=inits))
+
+
+def test_a_given_channel_count_the_first_convolution_refuses_names_the_option_and_the_model_count() -> None:
+    """An ONNX input with a dynamic channel axis: the count its first Conv reads is checked before the build (the
+    build would fail in TensorRT), and the default profile uses it instead of 3."""
+    with pytest.raises(ConfigConflict, match=r"--max-shape 4x3x64x64 for 'input': the model takes 1 channels .*"
+                                             r"'stem'.*give input:4x1x64x64"):
+        derive_profile(_conv_model(), opt_shapes={"": (1, 1, 32, 32)}, max_shapes={"": (4, 3, 64, 64)})
+    assert derive_profile(_conv_model(), input_size=(32, 32))["input"].opt == (1, 1, 32, 32)
+
+
+def test_a_given_shape_is_checked_as_the_user_wrote_it() -> None:
+    """Against the ONNX's fixed axes, by the option given (not a --min-shape derived from it)."""
+    with pytest.raises(ConfigConflict, match=r"--opt-shape 1x4x64x64 for 'input': axis 1 is fixed to 3"):
+        derive_profile(_model(DYNAMIC), opt_shapes={"": (1, 4, 64, 64)})
+
+
+def test_a_dynamic_channel_axis_is_pinned_for_tensorrt() -> None:
+    model = _conv_model(channels=1)
+    assert pin_channels(model) and model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 1
+    assert not pin_channels(model)  # nothing left to pin

@@ -47,6 +47,7 @@ from deploykit.backends.tensorrt.shapes import (
     fit_default_min,
     follow_size_rule,
     parse_shape_specs,
+    pin_channels,
 )
 from deploykit.backends.tensorrt.timing_cache import TimingCacheRecord, save_timing_cache, use_timing_cache
 from deploykit.errors import BackendUnavailable, BuildError, ConfigConflict, UnknownModel, first_line
@@ -262,6 +263,10 @@ def engine_from_onnx(
     record = _Record()
     if options.lint:
         model, record.rewrites = _lint_and_rewrite(model, str(onnx_path), say)
+    pinned = pin_channels(model)
+    for message in pinned:
+        say(message)
+    record.rewrites += ["channels"] if pinned else []
     record.float_remainder = _float_remainder(model, say)
     trt = import_tensorrt()
     logger = process_logger(trt)

@@ -27,6 +27,7 @@ from deploykit.zoo.sources import MAX_DIM
 
 Shape = tuple[int, ...]
 MAX_BATCH = 4  # default max batch of a dynamic batch dimension
+LABELS = ("min", "opt", "max")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,53 @@ def onnx_inputs(model: onnx.ModelProto) -> list[OnnxInput]:
     return inputs
 
 
+# What a 4-D input passes on to its first convolution unchanged in channels (normalization, casts, Q/DQ)
+_CHANNEL_KEEPING = {"Add", "Sub", "Mul", "Div", "Cast", "Identity", "QuantizeLinear", "DequantizeLinear"}
+
+
+def conv_channels(model: onnx.ModelProto) -> dict[str, tuple[int, str]]:
+    """Input name -> (channels, Conv node) for each input whose first convolution (reached through _CHANNEL_KEEPING
+    ops) has constant weights: the channel count that input must have (weight dim 1 x group)."""
+    weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output}
+    found = {}
+    for inp in onnx_inputs(model):
+        pending, seen = [inp.name], set()
+        while pending and inp.name not in found:
+            tensor = pending.pop(0)
+            for node in readers.get(tensor, []):
+                if node.op_type == "Conv" and node.input[0] == tensor and len(node.input) > 1:
+                    kernel = weights.get(node.input[1]) or weights.get(dequantized.get(node.input[1], ""))
+                    if kernel and len(kernel) > 1:
+                        group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+                        found[inp.name] = (kernel[1] * group, node.name or node.output[0])
+                        break
+                elif node.op_type in _CHANNEL_KEEPING and node.output and node.output[0] not in seen:
+                    seen.add(node.output[0])
+                    pending.append(node.output[0])
+    return found
+
+
+def pin_channels(model: onnx.ModelProto) -> list[str]:
+    """Fix, in `model`, each input's dynamic channel axis to what its first convolution takes: TensorRT refuses a
+    convolution over a dynamic 'C' whatever the profile says (NVIDIA/TensorRT include/NvInfer.h addConvolutionNd,
+    v10.16 l.8913, v11.1 l.9050: "It is an error to specify a wildcard value for the 'C' dimension of the input
+    tensor"). Returns what it did, for the build's graph_rewrites."""
+    channels = conv_channels(model)
+    done = []
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in channels and len(dims) == 4 and not (dims[1].HasField("dim_value") and dims[1].dim_value):
+            dims[1].dim_value = channels[value.name][0]
+            done.append(f"input {value.name}: its dynamic channel axis fixed to {channels[value.name][0]}, what "
+                        f"convolution {channels[value.name][1]} reads (TensorRT needs it fixed)")
+    return done
+
+
 def parse_shape_specs(texts: Sequence[str], option: str) -> dict[str, Shape]:
     """['input:1x3x512x512', '1x3x256x256'] -> {'input': (1, 3, 512, 512), '': (1, 3, 256, 256)}.
 
@@ -111,8 +159,9 @@ def _round(value: float, multiple: int, mode: str) -> int:
 
 
 def _default_range(inp: OnnxInput, opt: Shape | None, input_size: tuple[int, int] | None,
-                   multiple: int) -> ShapeRange:
-    """Defaults for one NCHW input: from a given opt shape, else from the model's input size."""
+                   multiple: int, channels: int | None = None) -> ShapeRange:
+    """Defaults for one NCHW input: from a given opt shape, else from the model's input size (and the channels its
+    first convolution takes when the ONNX leaves them dynamic)."""
     fixed = inp.dims
     if opt is None:
         if len(fixed) != 4 or input_size is None:
@@ -121,7 +170,8 @@ def _default_range(inp: OnnxInput, opt: Shape | None, input_size: tuple[int, int
                 f"input size to derive a profile from; give --opt-shape {inp.name}:"
                 f"{'x'.join(str(d or 'N') for d in fixed)} (and --min-shape/--max-shape for a range)")
         h, w = input_size
-        opt = (fixed[0] or 1, fixed[1] or 3, _round(h, multiple, "nearest"), _round(w, multiple, "nearest"))
+        opt = (fixed[0] or 1, fixed[1] or channels or 3, _round(h, multiple, "nearest"),
+               _round(w, multiple, "nearest"))
     if len(opt) != 4:  # not an image input: a fixed-size profile at opt
         return ShapeRange(opt, opt, opt)
     n, c, h, w = opt
@@ -147,6 +197,23 @@ def _named(shapes: Mapping[str, Shape], inputs: Sequence[OnnxInput], option: str
             raise InputError(f"{option} names input {key!r}, but the model's inputs are {', '.join(names)}")
         out[key] = dims
     return out
+
+
+def _check_given(inp: OnnxInput, label: str, dims: Shape, channels: tuple[int, str] | None) -> None:
+    """A shape the user gave, against the ONNX's fixed axes and the channels the model's first convolution takes
+    (TensorRT finds a contradiction only when the build has run: NvInfer.h addConvolutionNd needs the input's 'C'
+    to match its kernel), named by the option the user wrote."""
+    option = f"--{label}-shape {ShapeRange.text(dims)} for {inp.name!r}"
+    if len(dims) != len(inp.dims):
+        raise ConfigConflict(f"{option} has {len(dims)} dimensions; the input has {len(inp.dims)} "
+                             f"({_dims_text(inp.dims)})")
+    for axis, (got, want) in enumerate(zip(dims, inp.dims, strict=True)):
+        if want is not None and got != want:
+            raise ConfigConflict(f"{option}: axis {axis} is fixed to {want} in the ONNX ({_dims_text(inp.dims)})")
+    if channels is not None and len(dims) == 4 and dims[1] != channels[0]:
+        fixed = ShapeRange.text((dims[0], channels[0], *dims[2:]))
+        raise ConfigConflict(f"{option}: the model takes {channels[0]} channels (its convolution {channels[1]!r} "
+                             f"reads {channels[0]}), not {dims[1]}; give {inp.name}:{fixed}")
 
 
 def _check_range(inp: OnnxInput, rng: ShapeRange) -> None:
@@ -182,8 +249,12 @@ def derive_profile(
     opts = _named(opt_shapes or {}, inputs, "--opt-shape")
     maxs = _named(max_shapes or {}, inputs, "--max-shape")
     profile: dict[str, ShapeRange] = {}
+    channels = conv_channels(model)
     for inp in inputs:
         given = (mins.get(inp.name), opts.get(inp.name), maxs.get(inp.name))
+        for label, dims in zip(LABELS, given, strict=True):
+            if dims is not None and inp.dynamic:
+                _check_given(inp, label, dims, channels.get(inp.name))
         if not inp.dynamic:
             for label, dims in zip(("min", "opt", "max"), given, strict=True):
                 if dims is not None and dims != inp.dims:
@@ -191,24 +262,24 @@ def derive_profile(
                                          f"fixes its shape to {_dims_text(inp.dims)}; re-export with dynamic "
                                          "axes to build for other shapes")
             continue
-        rng = _resolve(inp, given, input_size, size_multiple)
+        rng = _resolve(inp, given, input_size, size_multiple, channels.get(inp.name, (None, ""))[0])
         _check_range(inp, rng)
         profile[inp.name] = rng
     return profile
 
 
 def _resolve(inp: OnnxInput, given: tuple[Shape | None, Shape | None, Shape | None],
-             input_size: tuple[int, int] | None, multiple: int) -> ShapeRange:
+             input_size: tuple[int, int] | None, multiple: int, channels: int | None) -> ShapeRange:
     low, opt, high = given
     if opt is None and low is not None and high is not None and len(low) == len(high):
         # Only min and max given: the model's own size when it lies between them, else the midpoint.
         candidate = None
         if input_size is not None and len(inp.dims) == 4:
-            candidate = _default_range(inp, None, input_size, multiple).opt
+            candidate = _default_range(inp, None, input_size, multiple, channels).opt
         if candidate is None or not ShapeRange(low, low, high).contains(candidate):
             candidate = tuple((a + b) // 2 for a, b in zip(low, high, strict=True))
         opt = candidate
-    base = _default_range(inp, opt, input_size, multiple)
+    base = _default_range(inp, opt, input_size, multiple, channels)
     return ShapeRange(low or base.min, base.opt, high or base.max)
 
 
@@ -238,7 +309,6 @@ def fit_default_min(model: onnx.ModelProto, profile: Mapping[str, ShapeRange], d
 
 
 SizeCheck = Callable[[int, int], None]  # raises InputError naming sizes that work (a zoo spec's size rule)
-LABELS = ("min", "opt", "max")
 Direction = Literal["up", "down", "nearest"]
 DIRECTIONS: tuple[Direction, ...] = ("up", "nearest", "down")  # where each of min, opt, max moves to fit
 

@@ -256,11 +256,13 @@ class OnnxParserBase(Base):
         # Tensors "rooted at an IConstantLayer": constants and Quantize outputs of constants (NvInfer.h, below)
         weights = {*constants,
                    *(n.output[0] for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in constants)}
+        dynamic_channels = {v.name for v in proto.graph.input if len(v.type.tensor_type.shape.dim) > 1
+                            and not v.type.tensor_type.shape.dim[1].dim_value}
         for index, node in enumerate(nodes):
             # Types first: QuantDequantLinearHelper checks DequantizeLinear's input type before anything else.
             problem = (_type_problem(node, types) or layer_problem(node, constants, types, ranks, opset)
                        or _control_problem(node, constants, functions)
-                       or self._node_problem(node, constants, dequantized_on, opset, functions)
+                       or self._node_problem(node, constants, dequantized_on, opset, functions, dynamic_channels)
                        or _granularity_problem(node, constants, types, weights))
             if problem is not None:
                 code, desc = problem
@@ -270,7 +272,7 @@ class OnnxParserBase(Base):
     @staticmethod
     def _node_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
                       dequantized_on: dict[str, tuple[int, int]], opset: int,
-                      functions: dict[str, onnx.FunctionProto]) -> tuple[str, str] | None:
+                      functions: dict[str, onnx.FunctionProto], dynamic_channels: set[str]) -> tuple[str, str] | None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         # onnx-tensorrt ModelImporter.cpp parseGraph: an op with no importer goes to FallbackPluginImporter, which
         # fails without a registered plugin ("No importer registered for op"); a model-local function's name is
@@ -280,6 +282,10 @@ class OnnxParserBase(Base):
         # operators.md (10.15): "N" in the Supported column.
         if node.op_type in UNSUPPORTED:
             return "UNSUPPORTED_NODE", f"No importer registered for op: {node.op_type}"
+        # NvInfer.h addConvolutionNd (v10.16 l.8913, v11.1 l.9050): "It is an error to specify a wildcard value for the
+        # 'C' dimension of the input tensor" (a network input whose channel axis the ONNX leaves dynamic).
+        if node.op_type == "Conv" and node.input[0] in dynamic_channels:
+            return "UNSUPPORTED_NODE", "Convolution: the channel dimension of the input must not be dynamic"
         # operators.md (10.15), MaxPool: "`Indices` output tensor unsupported".
         if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
             return "UNSUPPORTED_NODE", "TensorRT does not support the indices output in MaxPool"
