@@ -26,7 +26,7 @@ from deploykit.errors import InputError
 from deploykit.graph import trt_support as support
 from deploykit.graph.lint_nodes import NODE_RULES, Context, Finding, finding, label
 from deploykit.graph.qdq_lint import has_qdq, qdq_findings
-from deploykit.graph.tensors import GraphIndex, index_graph
+from deploykit.graph.tensors import GraphIndex, conv_channels, index_graph
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 from deploykit.io.model_files import read_onnx
 from deploykit.io.onnx_graph_checks import default_opset
@@ -271,6 +271,24 @@ def _unpooling_findings(model: onnx.ModelProto) -> list[Finding]:
     return findings
 
 
+def _channel_findings(model: onnx.ModelProto) -> list[Finding]:
+    """An input whose channel axis the ONNX leaves dynamic, read by a convolution: NVIDIA/TensorRT include/NvInfer.h
+    addConvolutionNd (v10.16 l.8913, v11.1 l.9050): "It is an error to specify a wildcard value for the 'C' dimension
+    of the input tensor", whatever the profile. build-engine fixes the axis (shapes.pin_channels): a warning."""
+    found = []
+    channels = conv_channels(model)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in channels and len(dims) > 1 and not dims[1].dim_value:
+            count, conv = channels[value.name]
+            found.append(Finding("dynamic-channels", "warning", value.name, "(graph io)",
+                                 f"input {value.name!r} leaves its channel axis dynamic: TensorRT refuses a "
+                                 f"convolution over a dynamic channel count (its first, {conv}, reads {count})",
+                                 f"build-engine fixes the axis to {count}; for other TensorRT tools, export with a "
+                                 "fixed channel axis (`deploykit export` does)"))
+    return found
+
+
 def _tensor_type_findings(ctx: Context) -> list[Finding]:
     graph = ctx.model.graph
     found = []
@@ -356,6 +374,7 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
     report.findings += _remainder_findings(model, ctx)
     report.findings += _unpooling_findings(model)
     report.findings += _tensor_type_findings(ctx)
+    report.findings += _channel_findings(model)
     order = {"error": 0, "warning": 1, "info": 2}
     report.findings.sort(key=lambda f: order[f.severity])
     return report

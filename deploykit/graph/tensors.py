@@ -236,3 +236,34 @@ def input_dependent(model: onnx.ModelProto, shape_ops: Sequence[str] = ("Shape",
 def activations(model: onnx.ModelProto, index: GraphIndex, shape_ops: Sequence[str] = ("Shape", "Size")) -> set[str]:
     """Float tensors that carry data derived from a graph input (not shapes, not constants)."""
     return {name for name in input_dependent(model, shape_ops) if index.is_float(name)}
+
+
+# What an input passes on to its first convolution unchanged in channels (normalization, casts, Q/DQ)
+_CHANNEL_KEEPING = {"Add", "Sub", "Mul", "Div", "Cast", "Identity", "QuantizeLinear", "DequantizeLinear"}
+
+
+def conv_channels(model: onnx.ModelProto) -> dict[str, tuple[int, str]]:
+    """Graph input name -> (channels, Conv node) for each input whose first convolution (reached through
+    _CHANNEL_KEEPING ops) has constant weights: the channel count that input must have (weight dim 1 x group)."""
+    weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name].append(node)
+    dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output}
+    found = {}
+    for value in model.graph.input:
+        pending, seen = [value.name], set()
+        while pending and value.name not in weights and value.name not in found:
+            tensor = pending.pop(0)
+            for node in readers.get(tensor, []):
+                if node.op_type == "Conv" and node.input[0] == tensor and len(node.input) > 1:
+                    kernel = weights.get(node.input[1]) or weights.get(dequantized.get(node.input[1], ""))
+                    if kernel and len(kernel) > 1:
+                        group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+                        found[value.name] = (kernel[1] * group, node.name or node.output[0])
+                        break
+                elif node.op_type in _CHANNEL_KEEPING and node.output and node.output[0] not in seen:
+                    seen.add(node.output[0])
+                    pending.append(node.output[0])
+    return found

@@ -266,3 +266,14 @@ def test_only_the_branch_a_constant_condition_selects_is_checked() -> None:
         trt = make_tensorrt("11")
         network = trt.Builder(Logger()).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         assert trt.OnnxParser(network, Logger()).parse(model.SerializeToString()) == (not flagged)
+
+
+def test_a_dynamic_channel_axis_read_by_a_convolution_is_a_warning_build_engine_fixes() -> None:
+    """NvInfer.h addConvolutionNd: no wildcard 'C'; build-engine pins it (shapes.pin_channels), so a warning."""
+    weights = graphs.const("w", np.ones((2, 1, 3, 3), np.float32))
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="stem")
+    dynamic = lint_model(graphs.model([conv], inputs=[("x", ["n", "c", "h", "w"])], initializers=[weights]))
+    assert [(f.rule, f.node) for f in dynamic.warnings if f.rule == "dynamic-channels"] == [("dynamic-channels", "x")]
+    assert "fixes the axis to 1" in dynamic.warnings[0].fix and "stem" in dynamic.warnings[0].why
+    fixed = lint_model(graphs.model([conv], inputs=[("x", ["n", 1, "h", "w"])], initializers=[weights]))
+    assert not [f for f in fixed.findings if f.rule == "dynamic-channels"]

@@ -22,6 +22,7 @@ import onnx
 
 from deploykit.errors import ConfigConflict, InputError, first_line
 from deploykit.evaluate import session_from_onnx
+from deploykit.graph.tensors import conv_channels
 from deploykit.zoo import nearest_side
 from deploykit.zoo.sources import MAX_DIM
 
@@ -72,37 +73,6 @@ def onnx_inputs(model: onnx.ModelProto) -> list[OnnxInput]:
                      for d in value.type.tensor_type.shape.dim)
         inputs.append(OnnxInput(value.name, dims))
     return inputs
-
-
-# What a 4-D input passes on to its first convolution unchanged in channels (normalization, casts, Q/DQ)
-_CHANNEL_KEEPING = {"Add", "Sub", "Mul", "Div", "Cast", "Identity", "QuantizeLinear", "DequantizeLinear"}
-
-
-def conv_channels(model: onnx.ModelProto) -> dict[str, tuple[int, str]]:
-    """Input name -> (channels, Conv node) for each input whose first convolution (reached through _CHANNEL_KEEPING
-    ops) has constant weights: the channel count that input must have (weight dim 1 x group)."""
-    weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    dequantized = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output}
-    found = {}
-    for inp in onnx_inputs(model):
-        pending, seen = [inp.name], set()
-        while pending and inp.name not in found:
-            tensor = pending.pop(0)
-            for node in readers.get(tensor, []):
-                if node.op_type == "Conv" and node.input[0] == tensor and len(node.input) > 1:
-                    kernel = weights.get(node.input[1]) or weights.get(dequantized.get(node.input[1], ""))
-                    if kernel and len(kernel) > 1:
-                        group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
-                        found[inp.name] = (kernel[1] * group, node.name or node.output[0])
-                        break
-                elif node.op_type in _CHANNEL_KEEPING and node.output and node.output[0] not in seen:
-                    seen.add(node.output[0])
-                    pending.append(node.output[0])
-    return found
 
 
 def pin_channels(model: onnx.ModelProto) -> list[str]:
