@@ -195,7 +195,7 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                               f"per-channel quantization ({scale.size} scales) of an activation: TensorRT quantizes "
                               "per channel only weights", "quantize activations per tensor (one scale); "
                               "deploykit's `build-engine --int8` does"))
-    found += _qdq_granularity(node, ctx, scale, zero_type)
+    found += _qdq_granularity(node, ctx, scale, zero_type) + _q_output_dtype(node, zero_type, len(node.input) > 2)
     if scale is not None and scale.dtype.kind == "f" and not np.all(scale > 0):
         found.append(finding(node, "qdq-scale", "error",
                               "a scale that is zero or negative: TensorRT's parser needs all scales positive",
@@ -241,6 +241,25 @@ def _qdq_granularity(node: onnx.NodeProto, ctx: Context, scale: np.ndarray | Non
                     f"block quantization (scale of shape {list(scale.shape)}) to INT8: TensorRT block-quantizes only "
                     "to INT4, FP8 or FP4", "quantize INT8 per tensor or per channel (a 1-D scale), or block-"
                     "quantize to INT4/FP8")]
+
+
+def _q_output_dtype(node: onnx.NodeProto, zero_type: int | None, has_zero: bool) -> list[Finding]:
+    """QuantDequantLinearHelper (10.1-GA l.1446-1449 and l.1514-1517; 10.12+ alike, checkQuantizationDatatype): a
+    QuantizeLinear's output_dtype must equal its zero point's type ("Mismatch between attribute output_dtype and
+    zero-point data type") and, without a zero point, be INT8, FP8, INT4 or FP4 (UINT8, INT16 ...: kINVALID_NODE /
+    kUNSUPPORTED_NODE), unlike a UINT8 zero point, which it quantizes as INT8."""
+    declared = _attrs(node).get("output_dtype", 0)
+    if node.op_type != "QuantizeLinear" or not declared:
+        return []
+    if has_zero and node.input[2] and zero_type is not None and zero_type != declared:
+        why = (f"output_dtype {TensorProto.DataType.Name(declared)} differs from the zero point's type "
+               f"{TensorProto.DataType.Name(zero_type)}: TensorRT's parser refuses the mismatch")
+    elif not (has_zero and node.input[2]) and declared not in _QUANTIZED:
+        why = (f"QuantizeLinear to {TensorProto.DataType.Name(declared)} (output_dtype): TensorRT quantizes only to "
+               "INT8, FP8, INT4 or FP4")
+    else:
+        return []
+    return [finding(node, "qdq-output-type", "error", why, "quantize to INT8 (`build-engine --int8` does)")]
 
 
 def _scale_count(node: onnx.NodeProto, ctx: Context, data: np.ndarray | None, scale: np.ndarray | None,

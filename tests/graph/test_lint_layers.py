@@ -97,6 +97,15 @@ def dequantize(data: np.ndarray | None, scale: np.ndarray, opset: int = 18, **at
                      helper.make_node("Identity", ["dq"], ["y"], name="out")], inputs, [("y", F, shape)], inits, opset)
 
 
+def quantize_to(output_dtype: int, zero: np.ndarray | None = None) -> onnx.ModelProto:
+    """QuantizeLinear with output_dtype (opset 21), with or without a zero point, then DequantizeLinear."""
+    inits = [graphs.const("s", np.array(0.1, np.float32))] + ([graphs.const("z", zero)] if zero is not None else [])
+    inputs = ["x", "s", "z"] if zero is not None else ["x", "s"]
+    return io_model([helper.make_node("QuantizeLinear", inputs, ["q"], name="q", output_dtype=output_dtype),
+                     helper.make_node("DequantizeLinear", ["q", *inputs[1:]], ["y"], name="dq")],
+                    [("x", F, [1, 3, 8, 8])], [("y", F, [1, 3, 8, 8])], inits, opset=21)
+
+
 # name -> (model, the rule the source states: True when TensorRT takes the model)
 CASES = {
     "gridsample-4d": (grid_sample(), True),
@@ -152,6 +161,10 @@ CASES = {
     # IDequantizeLayer: block quantization for FP4, FP8, INT4 input only
     "dequantize-int8-blocks": (dequantize(np.ones((4, 8), np.int8), np.full((4, 2), 0.1, np.float32), opset=21,
                                           axis=1, block_size=4), False),
+    # QuantDequantLinearHelper: output_dtype INT8/FP8/INT4/FP4 without a zero point, else the zero point's type
+    "q-output-dtype-int8": (quantize_to(TensorProto.INT8), True),
+    "q-output-dtype-uint8": (quantize_to(U8), False),
+    "q-output-dtype-uint8-zero-uint8": (quantize_to(U8, np.array(0, np.uint8)), True),  # as INT8, with a warning
     "layernorm-mean-output": (node_case(helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], name="ln"),
                                         [graphs.const("s", np.ones(3, np.float32))]), False),
 }

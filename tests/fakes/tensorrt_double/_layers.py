@@ -21,6 +21,9 @@ UINT8_READERS = {"Cast", "DequantizeLinear"}
 # type is DataType::kHALF or DataType::kBF16, it must match the input data type"; QuantDequantLinearHelper casts the
 # scale to the input type only `if (ctx->getOpsetVersion() < 19 && scaleInput->getType() != inputType)`.
 HALF_SCALES = {TensorProto.FLOAT16, TensorProto.BFLOAT16}
+# IQuantizeLayer (NvInfer.h v10.16 l.5538-5539, v11.1 l.5361-5362): "The output type, if constrained, must be
+# constrained to DataType::kINT8, DataType::kFP8, DataType::kINT4 or DataType::kFP4".
+QUANTIZED = {TensorProto.INT8, TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1}
 # NvInfer.h ITopKLayer::setK and addTopK (v10.16 l.3659, l.8458; v11.1 l.3448, l.8595): "Currently only values of K
 # up to 3840 are supported."
 TOPK_MAX_K = 3840
@@ -52,6 +55,14 @@ def layer_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray], types:
     source = types.get(inputs[0]) if node.op_type == "Mod" else None
     if source and attrs.get("fmod", 0) == 0 and source not in (TensorProto.INT32, TensorProto.INT64):
         return "UNSUPPORTED_NODE_DATATYPE", "The fmod attribute is set to 0. Inputs cannot be of floating point types."
+    # QuantDequantLinearHelper (10.1-GA l.1446-1449, l.1514-1517; 10.12+ checkQuantizationDatatype): output_dtype
+    # equals the zero point's type, and without one is INT8/FP8/INT4/FP4.
+    declared = attrs.get("output_dtype", 0) if node.op_type == "QuantizeLinear" else 0
+    zero = inputs[2] if len(inputs) > 2 and inputs[2] else ""
+    if declared and zero and types.get(zero) not in (None, declared):
+        return "INVALID_NODE", "Mismatch between attribute output_dtype and zero-point data type."
+    if declared and not zero and declared not in QUANTIZED:
+        return "INVALID_NODE", "TensorRT only allows FP8, INT8, INT4, and FP4 quantization."
     return _attribute_problem(node, attrs, constants)
 
 
