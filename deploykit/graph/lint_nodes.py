@@ -149,6 +149,7 @@ def _resize_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
         found.append(finding(node, "resize-aspect", "warning", f"keep_aspect_ratio_policy {policy!r}: TensorRT "
                               "supports 'stretch' only and the parser ignores the policy, so the engine stretches",
                               "resize to an explicit size in the PyTorch model"))
+    found += _resize_scaled_axes(node, ctx, mode)
     if ctx.producer_op(node.input[0]) == "DequantizeLinear":
         found.append(finding(node, "int8-resize", "info",
                               "TensorRT has no INT8 Resize: this one runs in float between Q/DQ reformats "
@@ -156,6 +157,23 @@ def _resize_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                               "keep the Resize out of INT8 quantization (the precision pass can exclude it by "
                               "name or op type)"))
     return found
+
+
+def _resize_scaled_axes(node: onnx.NodeProto, ctx: Context, mode: str) -> list[Finding]:
+    """onnx-tensorrt 10.1-GA onnxOpImporters.cpp l.4612-4622 (10.12+ alike) with importerUtils.cpp canUseNDResize
+    l.265-279: constant scales may differ from 1 only on the last 3 axes for linear, the last 2 for cubic ("This
+    version of TensorRT only supports linear/cubic resizing on the outermost 3/2 dimensions", kUNSUPPORTED_NODE).
+    Scales with an `axes` attribute are left to the parser."""
+    opset = next((e.version for e in ctx.model.opset_import if e.domain in ("", "ai.onnx")), 0)
+    position = 2 if opset >= 11 else 1
+    scales = ctx.constant(node.input[position]) if len(node.input) > position else None
+    kept = {"linear": 3, "cubic": 2}.get(mode)
+    if kept is None or scales is None or scales.ndim != 1 or "axes" in _attrs(node) \
+            or np.all(scales[:max(scales.size - kept, 0)] == 1):
+        return []
+    return [finding(node, "resize-scaled-axes", "error",
+                    f"{mode} Resize with scales {scales.tolist()}: TensorRT resizes {mode} only the last {kept} axes",
+                    "resize only the spatial axes (F.interpolate on an N x C x H x W tensor), or use mode nearest")]
 
 
 def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:

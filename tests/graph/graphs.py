@@ -36,11 +36,12 @@ def unpooling(kernel: int = 2, stride: int = 2) -> onnx.ModelProto:
     ])
 
 
-def resize(mode: str = "linear", transform: str = "half_pixel", **attrs: object) -> onnx.ModelProto:
-    scales = const("scales", np.array([1, 1, 2, 2], dtype=np.float32))
+def resize(mode: str = "linear", transform: str = "half_pixel", *, scales: Sequence[float] = (1, 1, 2, 2),
+           **attrs: object) -> onnx.ModelProto:
+    factors = const("scales", np.array(scales, dtype=np.float32))
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up1", mode=mode,
                             coordinate_transformation_mode=transform, **attrs)
-    return model([node], initializers=[scales])
+    return model([node], initializers=[factors])
 
 
 def qdq(zero_point: np.ndarray, *, axis: int | None = None, scale: np.ndarray | None = None) -> onnx.ModelProto:

@@ -165,6 +165,11 @@ CASES = {
     "q-output-dtype-int8": (quantize_to(TensorProto.INT8), True),
     "q-output-dtype-uint8": (quantize_to(U8), False),
     "q-output-dtype-uint8-zero-uint8": (quantize_to(U8, np.array(0, np.uint8)), True),  # as INT8, with a warning
+    # Resize importer, canUseNDResize: linear scales only the last 3 axes, cubic the last 2
+    "resize-linear-scaling-channels": (graphs.resize("linear", scales=[1, 2, 2, 2]), True),
+    "resize-linear-scaling-batch": (graphs.resize("linear", scales=[2, 1, 2, 2]), False),
+    "resize-cubic-scaling-channels": (graphs.resize("cubic", scales=[1, 2, 2, 2]), False),
+    "resize-cubic-spatial": (graphs.resize("cubic"), True),
     "layernorm-mean-output": (node_case(helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"], name="ln"),
                                         [graphs.const("s", np.ones(3, np.float32))]), False),
 }

@@ -63,6 +63,14 @@ def layer_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray], types:
         return "INVALID_NODE", "Mismatch between attribute output_dtype and zero-point data type."
     if declared and not zero and declared not in QUANTIZED:
         return "INVALID_NODE", "TensorRT only allows FP8, INT8, INT4, and FP4 quantization."
+    # onnxOpImporters.cpp 10.1-GA l.4612-4622, importerUtils.cpp canUseNDResize l.265-279: constant scales other than 1
+    # only on the last 3 axes (linear) or 2 (cubic).
+    position = 2 if opset >= 11 else 1
+    scales = constants.get(inputs[position]) if node.op_type == "Resize" and len(inputs) > position \
+        and "axes" not in attrs else None
+    kept = {b"linear": 3, b"cubic": 2}.get(attrs.get("mode", b"nearest"), 0)
+    if scales is not None and kept and scales.ndim == 1 and np.any(scales[:max(scales.size - kept, 0)] != 1):
+        return "UNSUPPORTED_NODE", f"This version of TensorRT only supports {kept}-D resizing of this mode."
     return _attribute_problem(node, attrs, constants)
 
 
