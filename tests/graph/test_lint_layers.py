@@ -161,6 +161,10 @@ CASES = {
     # IDequantizeLayer: block quantization for FP4, FP8, INT4 input only
     "dequantize-int8-blocks": (dequantize(np.ones((4, 8), np.int8), np.full((4, 2), 0.1, np.float32), opset=21,
                                           axis=1, block_size=4), False),
+    "dequantize-int4-blocks": (io_model(  # INT4 blocks of a network input: block, not per-channel, so accepted
+        [helper.make_node("DequantizeLinear", ["d", "s"], ["dq"], name="dq", axis=1, block_size=4),
+         helper.make_node("Identity", ["dq"], ["y"], name="out")], [("d", TensorProto.INT4, [4, 8])],
+        [("y", F, [4, 8])], [graphs.const("s", np.full((4, 2), 0.1, np.float32))], opset=21), True),
     # QuantDequantLinearHelper: output_dtype INT8/FP8/INT4/FP4 without a zero point, else the zero point's type
     "q-output-dtype-int8": (quantize_to(TensorProto.INT8), True),
     "q-output-dtype-uint8": (quantize_to(U8), False),

@@ -101,8 +101,24 @@ def mods(draw: Callable) -> Case:
     return model, fmod == 1 or elem in (TensorProto.INT32, TensorProto.INT64)
 
 
+@st.composite
+def dequantize_granularities(draw: Callable) -> Case:
+    rooted = draw(st.booleans())  # constant INT8 weights, or a network input (an activation)
+    elem = TensorProto.INT8 if rooted else draw(st.sampled_from([TensorProto.INT8, TensorProto.INT4]))
+    kind = draw(st.sampled_from(["tensor", "channel", "block"]))
+    scale, attrs = {"tensor": (np.array(0.1, np.float32), {}),
+                    "channel": (np.full(4, 0.1, np.float32), {"axis": 0}),
+                    "block": (np.full((4, 2), 0.1, np.float32), {"axis": 1, "block_size": 4})}[kind]
+    inits = [graphs.const("s", scale)] + ([graphs.const("d", np.ones((4, 8), np.int8))] if rooted else [])
+    model = io_model([helper.make_node("DequantizeLinear", ["d", "s"], ["dq"], **attrs),
+                      helper.make_node("Identity", ["dq"], ["y"])], [] if rooted else [("d", elem, [4, 8])],
+                     [("y", F, [4, 8])], inits, opset=21)
+    # IDequantizeLayer: per-channel only rooted at a constant; blocks only for FP4/FP8/INT4
+    return model, not (kind == "channel" and not rooted) and not (kind == "block" and elem == TensorProto.INT8)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(pools(), topks(), grid_samples(), qdqs(), casts(), mods()))
+@given(st.one_of(pools(), topks(), grid_samples(), qdqs(), casts(), mods(), dequantize_granularities()))
 def test_lint_double_and_source_rule_agree(case: Case) -> None:
     model, takes = case
     assert (not lint_errors(model)) == takes
