@@ -181,7 +181,7 @@ def build_artifact(
     if racer is not None:
         racer.check_outputs(out_path, force=force)
     model = source if source is not None else read_onnx(onnx_path)
-    chosen.preflight(model, str(onnx_path))
+    chosen.preflight(model, str(onnx_path), options)
     meta = read_metadata(model)
     source_sha = sha256_file(onnx_path)
     result: PrecisionResult | None = None

@@ -8,7 +8,8 @@ only when the entry is used) defines
   `Options.from_cli(**given)` from its option group `OPTIONS` (CliOption: the CLI knows no backend's options,
   each backend owns a group, as Polygraphy's argument groups);
 - `preflight(model, source) -> None`: raise a DeployKitError on a graph it cannot compile, before a slow
-  precision pass (a no-op for most);
+  precision pass (a no-op for most); an `Options` class may add `check_model(model) -> None`, raising on options
+  the model contradicts (TensorRT's profile shapes), which runs there too;
 - `as_deployed(model, *, threads, optimize, float_source) -> ModelProto`: the graph as its artifact would compute
   it (its INT8 lowering, and with `optimize` its graph optimizations), which the accuracy-budget search scores;
 - `compile(graph, out, options, *, precision, force, threads, progress, float_source) -> Compiled`: the precision
@@ -188,8 +189,15 @@ class Backend:
         if options is not None and (wanted is None or not isinstance(options, wanted)):
             raise ConfigConflict(f"{type(options).__name__} options do not apply to --backend {self.name}")
 
-    def preflight(self, model: Any, source: str) -> None:
-        self.load().preflight(model, source)
+    def preflight(self, model: Any, source: str, options: object | None = None) -> None:
+        module = self.load()
+        module.preflight(model, source)
+        wanted: Any = getattr(module, "Options", None)
+        if options is None and hasattr(wanted, "check_model"):
+            options = wanted()  # the defaults compile will use
+        check_model = getattr(options, "check_model", None)
+        if check_model is not None:
+            check_model(model)
 
     def as_deployed(self, model: Any, *, threads: int | None, optimize: bool, float_source: Any = None) -> Any:
         return self.load().as_deployed(model, threads=threads, optimize=optimize, float_source=float_source)

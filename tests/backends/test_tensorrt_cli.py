@@ -141,3 +141,14 @@ def test_an_input_with_a_dynamic_channel_axis_builds_with_it_fixed(trt_double: T
     assert built["backend"] == "tensorrt"
     sidecar = read_sidecar(plan)
     assert sidecar is not None and sidecar.build_options["graph_rewrites"] == ["channels"]
+
+
+def test_a_profile_the_model_contradicts_is_refused_before_the_precision_pass(trt_double: TrtDouble, tiny_onnx: Path,
+                                                                              tmp_path: Path,
+                                                                              runner: CliRunner) -> None:
+    """Backend.preflight runs TensorRTBuildOptions.check_model: no calibration, no FP16 pass, nothing written."""
+    plan = tmp_path / "tiny.plan"
+    result = runner.invoke(cli, ["build-engine", str(tiny_onnx), "--fp16", "--backend", "tensorrt", "-o", str(plan),
+                                 "--calib-data", "synthetic", "--calib-n", "2", "--opt-shape", "input:1x4x64x64"])
+    assert result.exit_code == 2 and "--opt-shape 1x4x64x64 for 'input': axis 1 is fixed to 3" in result.output
+    assert "calibrat" not in result.output and "FP16:" not in result.output and not list(tmp_path.iterdir())

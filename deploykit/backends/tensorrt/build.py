@@ -108,6 +108,11 @@ class TensorRTBuildOptions:
         if self.workspace_mib is not None and self.workspace_mib <= 0:
             raise ConfigConflict(f"workspace {self.workspace_mib} MiB must be positive")
 
+    def check_model(self, model: onnx.ModelProto) -> None:
+        """Raise on profile shapes `model` contradicts, before a slow precision pass (Backend.preflight)."""
+        self.validate()
+        profile_for(model, self, lambda _msg: None)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("min_shapes", "opt_shapes", "max_shapes"):
@@ -123,6 +128,15 @@ def _size_multiple(meta: ModelMetadata | None) -> int:
         return get_model_spec(meta.model).size_multiple
     except UnknownModel:  # a user factory: no known multiple
         return 1
+
+
+def profile_for(model: onnx.ModelProto, options: TensorRTBuildOptions, say: Progress) -> dict[str, ShapeRange]:
+    """The optimization profile of `model` under `options`' shapes, fitted to the model's size rule."""
+    meta = read_metadata(model)
+    profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
+                             max_shapes=options.max_shapes, input_size=meta.input_size if meta else None,
+                             size_multiple=_size_multiple(meta))
+    return follow_size_rule(profile, _given_labels(options, profile), InputSizes.of(meta).rule, say)
 
 
 def _given_labels(options: TensorRTBuildOptions, profile: Mapping[str, ShapeRange]) -> dict[str, list[str]]:
@@ -256,10 +270,7 @@ def engine_from_onnx(
     model = read_onnx(onnx_path)
     meta = read_metadata(model)
     precision = precision or (meta.precision if meta is not None else "fp32")
-    profile = derive_profile(model, min_shapes=options.min_shapes, opt_shapes=options.opt_shapes,
-                             max_shapes=options.max_shapes, input_size=meta.input_size if meta else None,
-                             size_multiple=_size_multiple(meta))
-    profile = follow_size_rule(profile, _given_labels(options, profile), InputSizes.of(meta).rule, say)
+    profile = profile_for(model, options, say)
     record = _Record()
     if options.lint:
         model, record.rewrites = _lint_and_rewrite(model, str(onnx_path), say)
