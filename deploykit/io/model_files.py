@@ -13,7 +13,14 @@ import onnx
 
 from deploykit.errors import InputError, first_line
 from deploykit.io.metadata import read_metadata
-from deploykit.io.onnx_graph_checks import GraphProblem, check_graph, default_opset, outer_reads
+from deploykit.io.onnx_graph_checks import (
+    GraphProblem,
+    check_graph,
+    data_bytes,
+    default_opset,
+    embedded_tensors,
+    outer_reads,
+)
 
 
 def require_file(path: str | os.PathLike[str], what: str, hint: str) -> Path:
@@ -47,10 +54,7 @@ def read_onnx(path: str | os.PathLike[str], *, external_data: bool = True,
         raise InputError(f"{file} is not a readable ONNX model ({first_line(exc)}); export it again") from None
     _check_structure(model, file)
     _type_outputs(model, file)
-    for data in _locations(model, file):
-        if not data.is_file():
-            raise InputError(f"{file} keeps tensors in {os.path.relpath(data, file.parent)}, which is not beside "
-                             "it; copy it with the model")
+    _check_external_data(model, file)
     if external_data:
         try:
             onnx.load_external_data_for_model(model, str(file.parent))
@@ -131,24 +135,41 @@ def external_data_files(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def _locations(model: onnx.ModelProto, file: Path) -> list[Path]:
-    found: dict[Path, None] = {}
-    for tensor in _tensors(model.graph):
+    return list(dict.fromkeys(file.parent / location for _, location, _, _ in _external(model)))
+
+
+def _external(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str, str, str]]:
+    """(tensor, location, offset, length) of each tensor kept in a file beside the model, as written ("" where
+    the key is absent)."""
+    for tensor in embedded_tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            if location:
-                found[file.parent / location] = None
-    return list(found)
+            keys = {e.key: e.value for e in tensor.external_data}
+            if keys.get("location"):
+                yield tensor, keys["location"], keys.get("offset", ""), keys.get("length", "")
 
 
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor a graph holds: initializers, and constant attributes of its nodes and their subgraphs."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
+def _check_external_data(model: onnx.ModelProto, file: Path) -> None:
+    """Each tensor kept beside the model lies within a regular file there, at the size its shape and type need,
+    checked from the file sizes before any reading: which readers go on to read it (ONNX Runtime, onnx) differs
+    by command, and theirs is a C++ message or a hang on a FIFO or /dev/zero."""
+    for tensor, location, offset, length in _external(model):
+        data, named = file.parent / location, f"{file} keeps tensor {tensor.name!r} in {location}"
+        if os.path.isabs(location) or os.path.normpath(location).startswith(os.pardir):
+            raise InputError(f"{named}, outside its folder, which ONNX Runtime refuses to read; copy the data file "
+                             "beside the model and export it again")
+        if data.is_dir():
+            raise InputError(f"{named}, which is a folder, not a file; copy the model's data file with it")
+        if not data.exists():
+            raise InputError(f"{named}, which is not beside it; copy it with the model")
+        if not data.is_file():
+            raise InputError(f"{named}, which is not a regular file (a device or FIFO); copy the model's data file "
+                             "with it")
+        if not (offset or "0").isdigit() or not (length or "0").isdigit():
+            raise InputError(f"{named} at offset {offset!r}, length {length!r}, which are not byte counts (a "
+                             "corrupt file); export it again")
+        need = data_bytes(tensor)
+        start, size = int(offset or 0), data.stat().st_size
+        if int(length or 0) not in (0, need) or start + need > size:  # length 0 reads on to the end, as absent
+            raise InputError(f"{named}, {int(length or 0) or need} bytes at offset {start}, but its shape "
+                             f"{list(tensor.dims)} needs {need} and {location} holds {size} (a truncated copy or "
+                             "another model's data); copy it again with the model")

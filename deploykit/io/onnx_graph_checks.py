@@ -12,7 +12,7 @@ fails when it runs). An op's own shape inference failing (an axis beyond the ran
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import onnx
 from onnx import TensorProto
@@ -40,6 +40,7 @@ def check_graph(model: onnx.ModelProto) -> None:
     _check_values(graph)
     _check_single_definitions(graph)
     _check_initializers(graph.initializer)
+    _check_tensor_data(graph)
     order = _topological_order(graph)  # first: a subgraph reading its own node's output is a cycle
     _check_nodes(model)
     _check_types(model, order)
@@ -81,7 +82,11 @@ def _check_single_definitions(graph: onnx.GraphProto) -> None:
     initializers among the inputs; ONNX Runtime uses the last of repeated initializers)."""
     defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
     defined |= {t.values.name for t in graph.sparse_initializer}
+    named: set[str] = set()
     for node in graph.node:
+        if node.name and node.name in named:  # ONNX Runtime refuses two nodes of one name (unnamed ones it names)
+            raise GraphProblem(f"two nodes are named {node.name!r}", "give each node its own name, or export it again")
+        named.add(node.name)
         for output in node.output:
             if output and output in defined:
                 raise GraphProblem(f"{output!r} is made twice (node {node.name or node.op_type} and another node, "
@@ -95,15 +100,77 @@ def _check_initializers(tensors: Iterable[TensorProto]) -> None:
             raise GraphProblem(f"initializer {tensor.name!r} has no valid data type ({tensor.data_type})")
         if not tensor.name:
             raise GraphProblem("an initializer has an empty name")
-        if not tensor.HasField("raw_data") or tensor.data_location == TensorProto.EXTERNAL:
+
+
+# bits per element of the types stored packed, several to a byte (raw_data) or to an int32_data entry
+PACKED_BITS = {getattr(TensorProto, name): bits for name, bits in (
+    ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2), ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6))
+    if hasattr(TensorProto, name)}
+
+
+def _check_tensor_data(graph: onnx.GraphProto) -> None:
+    """Every tensor held in the file (initializers, Constant values, in subgraphs too) stores as many values as
+    its shape and type need, in raw_data or in its typed field (float_data, int32_data, ...): ONNX Runtime
+    refuses any other count, a truncated or hand-edited file's usual defect. External data is checked against
+    its file by deploykit.io.model_files."""
+    for tensor in embedded_tensors(graph):
+        what = f"tensor {tensor.name!r}" if tensor.name else "a constant tensor"
+        if any(dim < 0 for dim in tensor.dims):
+            raise GraphProblem(f"{what} has a negative dimension in its shape {list(tensor.dims)}")
+        if tensor.data_location == TensorProto.EXTERNAL or tensor.data_type not in TensorProto.DataType.values():
             continue
-        count = 1
-        for dim in tensor.dims:
-            count *= dim
-        size = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-        if tensor.data_type not in (TensorProto.STRING,) and size and len(tensor.raw_data) != count * size:
-            raise GraphProblem(f"initializer {tensor.name!r} holds {len(tensor.raw_data)} bytes; its shape "
-                               f"{list(tensor.dims)} and type need {count * size} (a truncated or corrupt file)")
+        have, need, unit = stored_size(tensor)
+        if have != need:
+            raise GraphProblem(f"{what} holds {have} {unit}; its shape {list(tensor.dims)} and type "
+                               f"{TensorProto.DataType.Name(tensor.data_type).lower()} need {need} (a truncated "
+                               "or corrupt file)")
+
+
+def stored_size(tensor: TensorProto) -> tuple[int, int, str]:
+    """(what `tensor` holds, what its shape and type need, the unit: "bytes" of raw_data, or "values" of its
+    typed field). Packed types (int4) hold several values a byte or an int32_data entry; complex ones two
+    floats a value."""
+    need = data_bytes(tensor)
+    if tensor.data_type == TensorProto.STRING:
+        return len(tensor.string_data), need, "values"
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data), need, "bytes"
+    field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+    if tensor.data_type in PACKED_BITS:
+        return len(getattr(tensor, field)), need, "values"
+    per_value = 2 if tensor.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128) else 1
+    return len(getattr(tensor, field)), _count(tensor) * per_value, "values"
+
+
+def data_bytes(tensor: TensorProto) -> int:
+    """The bytes `tensor`'s shape and type take as raw data (in a file beside the model too); for a string
+    tensor, its number of values."""
+    if tensor.data_type in PACKED_BITS:
+        return (_count(tensor) * PACKED_BITS[tensor.data_type] + 7) // 8
+    if tensor.data_type == TensorProto.STRING:
+        return _count(tensor)
+    return _count(tensor) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def _count(tensor: TensorProto) -> int:
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count
+
+
+def embedded_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+    """Every tensor a graph holds: initializers, and constant attributes of its nodes and their subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from embedded_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from embedded_tensors(subgraph)
 
 
 def _check_nodes(model: onnx.ModelProto) -> None:

@@ -67,7 +67,8 @@ def _mutation(draw: st.DrawFn, model: onnx.ModelProto) -> None:
     kind = draw(st.sampled_from((
         "drop_input", "drop_output", "dangling_input", "opset", "ir", "initializer_dtype", "duplicate_output",
         "empty_name", "unknown_op", "extra_input", "unknown_attribute", "declared_type", "reorder", "cycle",
-        "truncated_data", "duplicate_graph_input", "no_opset", "writes_input", "output_is_input")))
+        "truncated_data", "typed_data", "duplicate_node_name",
+        "duplicate_graph_input", "no_opset", "writes_input", "output_is_input")))
     node = nodes[_pick(draw, list(nodes))]
     if kind == "drop_input":
         del graph.input[:]
@@ -117,6 +118,13 @@ def _mutation(draw: st.DrawFn, model: onnx.ModelProto) -> None:
     elif kind == "truncated_data" and graph.initializer:
         tensor = graph.initializer[0]
         tensor.raw_data = tensor.raw_data[: draw(st.integers(0, max(len(tensor.raw_data) - 1, 0)))]
+    elif kind == "typed_data" and graph.initializer:  # float_data of any length, as hand-made tensors hold it
+        tensor = graph.initializer[_pick(draw, list(graph.initializer))]
+        values = numpy_helper.to_array(tensor).ravel().tolist()
+        tensor.ClearField("raw_data")
+        tensor.float_data.extend((values * 2)[: draw(st.integers(0, len(values) + 2))])
+    elif kind == "duplicate_node_name":
+        node.name = draw(st.sampled_from([n.name for n in nodes] + [""]))
     elif kind == "duplicate_graph_input" and graph.input:
         graph.input.append(graph.input[0])
     elif kind == "no_opset":
@@ -281,3 +289,80 @@ def test_an_output_declared_without_a_type_gets_its_inferred_type_and_builds(tmp
     out = tmp_path / "untyped.fp16.ort.onnx"
     result = CliRunner().invoke(cli, ["build-engine", str(path), "--fp16", "--backend", "onnxruntime", "-o", str(out)])
     assert result.exit_code == 0 and out.is_file(), result.output
+
+
+@pytest.mark.parametrize("data_type, stored, loads", [
+    # int4 packs two values a byte: 4 values in 2 bytes load, in 4 bytes not (a 1-byte item size refused the first)
+    (TensorProto.INT4, {"raw_data": b"\x11\x22"}, True),
+    (TensorProto.INT4, {"raw_data": b"\x11\x22\x33\x44"}, False),
+    (TensorProto.INT4, {"int32_data": [0x11, 0x22]}, True),
+    (TensorProto.INT8, {"int32_data": [1, 2, 3, 4]}, True),
+    (TensorProto.INT8, {"int32_data": [1, 2, 3]}, False),
+    (TensorProto.INT8, {}, False),  # no values at all
+])
+def test_tensor_data_is_counted_as_onnx_runtime_counts_it(tmp_path: Path, data_type: int, stored: dict,  # type: ignore[type-arg]
+                                                          loads: bool) -> None:
+    """x + DequantizeLinear(q): q's four values stored in raw_data or int32_data, packed for int4."""
+    quantized = onnx.TensorProto(name="q", data_type=data_type, dims=[4])
+    for field, value in stored.items():
+        if field == "raw_data":
+            quantized.raw_data = value
+        else:
+            getattr(quantized, field).extend(value)
+    scale = numpy_helper.from_array(np.array(1.0, np.float32), "s")
+    graph = helper.make_graph([helper.make_node("DequantizeLinear", ["q", "s"], ["d"]),
+                               helper.make_node("Add", ["x", "d"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [quantized, scale])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]).SerializeToString())
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    assert _outcome(lambda: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])) == loads
+    assert _outcome(lambda: read_onnx(path)) == loads
+
+
+def test_a_constant_holding_too_few_values_is_refused_by_name(tmp_path: Path) -> None:
+    """Constant nodes keep tensors too: ONNX Runtime refuses one whose float_data is short."""
+    value = onnx.TensorProto(name="c", data_type=TensorProto.FLOAT, dims=[2, 2])
+    value.float_data.extend([1.0, 2.0])
+    graph = helper.make_graph([helper.make_node("Constant", [], ["c"], value=value),
+                               helper.make_node("Add", ["x", "c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert not _outcome(lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+    with pytest.raises(InputError, match="tensor 'c' holds 2 values; its shape \\[2, 2\\] and type float need 4"):
+        read_onnx(path)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keep=st.integers(0, 80), offset=st.sampled_from(("", "0", "4", "-1", "x")),
+       length=st.sampled_from(("", "64", "32", "68", "0")), lazy=st.booleans())
+def test_external_data_is_checked_as_onnx_runtime_reads_it(keep: int, offset: str, length: str, lazy: bool,
+                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A weight of 64 bytes kept in model.onnx.data, the file cut to `keep` bytes and its offset and length
+    edited: read_onnx accepts it iff ONNX Runtime loads it, also where it loads no external data itself
+    (`lazy`: bench, parity and package leave that to ONNX Runtime, whose message names C++ functions)."""
+    folder = tmp_path_factory.mktemp("external")
+    weight = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = folder / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    data = folder / "model.onnx.data"
+    data.write_bytes((data.read_bytes() * 2)[:keep])
+    saved = onnx.load(str(path), load_external_data=False)
+    entries = {"location": "model.onnx.data", "offset": offset, "length": length}
+    del saved.graph.initializer[0].external_data[:]
+    for key, value in entries.items():
+        if value:
+            saved.graph.initializer[0].external_data.add(key=key, value=value)
+    onnx.save(saved, str(path))
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    loads = _outcome(lambda: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+    assert _outcome(lambda: read_onnx(path, external_data=not lazy)) == loads, (keep, offset, length)
