@@ -152,7 +152,7 @@ def read_inputs(path: Path) -> dict[str, np.ndarray]:
     if path.suffix.lower() not in (".npz", ".npy"):
         raise InputError(f"--inputs {path}: give an .npz of one array per model input (or an .npy for a model with "
                          "one); an encoded image for a BYTES input goes in --image")
-    return read_arrays(path)
+    return read_arrays(path, "--inputs", "save one array per model input with np.savez(FILE.npz, NAME=array)")
 
 
 def generated_note(inputs: Sequence[Mapping[str, Any]], given: Mapping[str, Any]) -> str | None:

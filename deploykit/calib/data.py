@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,9 +27,9 @@ from deploykit.io.digests import sha256_file
 from deploykit.io.images import (
     IMAGE_SUFFIXES,
     check_images,
-    checked_inputs,
     images_cannot_feed,
     list_images,
+    load_inputs,
     preprocess,
     read_image,
     sample_photographs,
@@ -66,7 +65,7 @@ class CalibrationData:
     def __iter__(self) -> Iterator[np.ndarray]:
         dtype = np.dtype(self.dtype)
         if self.kind == "array":
-            array = _load_array(Path(self.source), pixels=_integer(dtype))
+            array = load_inputs(self.source, pixels=_integer(dtype), what="calibration data")
             for item in self.items:
                 yield np.ascontiguousarray(as_input(array[int(item) : int(item) + 1], dtype))
             return
@@ -120,21 +119,6 @@ def _integer(dtype: np.dtype[Any]) -> bool:
     return bool(np.issubdtype(dtype, np.integer))
 
 
-def _load_array(path: Path, *, pixels: bool = False) -> np.ndarray:
-    try:
-        if path.suffix == ".npy":
-            array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as archive:
-                names = list(archive.keys())
-                if len(names) != 1:
-                    raise InputError(f"{path} holds arrays {names}; keep exactly one (the model input)")
-                array = archive[names[0]]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"cannot read calibration data {path}: {exc}") from exc
-    return checked_inputs(array, path, pixels=pixels)
-
-
 def _limit(items: Sequence[str], n: int | None) -> tuple[str, ...]:
     if n is not None and n < 1:
         raise CalibrationError(f"--calib-n {n}: give at least 1")
@@ -169,7 +153,7 @@ def calibration_data(
                                dtype=dtype)
     path = Path(text)
     if text != "photos" and path.is_file() and path.suffix in (".npy", ".npz"):
-        array = _load_array(path, pixels=integer)
+        array = load_inputs(path, pixels=integer, what="calibration data")
         if input_shape is not None and array.shape[1] != input_shape[1]:
             raise InputError(f"{path}: inputs of shape {list(array.shape[1:])} (C,H,W), but the model takes "
                              f"{input_shape[1]} channels; save N,{input_shape[1]},H,W preprocessed inputs")

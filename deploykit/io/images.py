@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deploykit.errors import InputError, optional_import
+from deploykit.errors import InputError, first_line, optional_import
 from deploykit.io.std_streams import undecodable
 from deploykit.types import Preprocessing
 
@@ -69,6 +69,11 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         listed = ", ".join(shown(p) for p in dangling[:3]) + (", ..." if len(dangling) > 3 else "")
         raise InputError(f"{shown(root)} holds {len(dangling)} link(s) to files that do not exist ({listed}); "
                          "restore their targets or remove the links")
+    # a FIFO or a device named like an image was skipped without a word too (opening one would block or never end)
+    if special := [p for p in named if p.exists() and not p.is_file() and not p.is_dir()]:
+        listed = ", ".join(shown(p) for p in special[:3]) + (", ..." if len(special) > 3 else "")
+        raise InputError(f"{shown(root)} holds {len(special)} file(s) named like images that are not regular files "
+                         f"(a FIFO, socket or device: {listed}); remove them or put the images in their place")
     files = [p for p in named if p.is_file()]
     if not files:
         raise InputError(f"{shown(root)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point at a folder "
@@ -180,30 +185,47 @@ def iter_folder(
         yield preprocess(read_image(path), pre, size)
 
 
-def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every array of an .npz by name, or an .npy's one array under the name "" (no pickles: object arrays are
-    refused, as they would run code)."""
+def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
+    """Batches from an .npz/.npy (load_inputs), split along axis 0."""
+    array = load_inputs(path, input_name)
+    return [array[i : i + 1].astype(np.float32) for i in range(array.shape[0])]
+
+
+SAVE_INPUTS = "save a float32 N,C,H,W array with np.save(FILE.npy, x) or np.savez(FILE.npz, input=x)"
+
+
+def read_arrays(path: str | os.PathLike[str], what: str = "input file",
+                fix: str = SAVE_INPUTS) -> dict[str, np.ndarray]:
+    """Every array of an .npz by name, or an .npy's one array (memory-mapped: not read whole) under the name "",
+    whichever the bytes are, whatever the name ends in: the one reader of array files. No pickles: object arrays
+    are refused, as they would run code. Errors name the file as `what` and end with how to `fix` it."""
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"input file {file} does not exist")
+        problem = ("is a folder" if file.is_dir() else "is not a regular file (a FIFO or device)" if file.exists()
+                   else "does not exist")
+        raise InputError(f"{what} {shown(file)} {problem}; {fix}")
     try:
-        loaded = np.load(file, allow_pickle=False)
+        loaded = np.load(file, mmap_mode="r", allow_pickle=False)  # an .npz ignores mmap_mode
         if isinstance(loaded, np.ndarray):
             return {"": loaded}
         with loaded:
-            return {name: loaded[name] for name in loaded}  # reads each: object arrays fail here
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"cannot read {file}: {exc}") from exc
+            return {name: np.asarray(loaded[name]) for name in loaded.files}  # reads each: object arrays fail here
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # pickled objects, a truncated file, ...
+        raise InputError(f"cannot read {what} {shown(file)} ({first_line(exc)}); {fix}") from None
 
 
-def read_npz(path: str | os.PathLike[str], input_name: str) -> list[np.ndarray]:
-    """Batches from an .npz/.npy: the array named like the input, or the only array; split along axis 0."""
+def load_inputs(path: str | os.PathLike[str], input_name: str | None = None, *, pixels: bool = False,
+                what: str = "input file") -> np.ndarray:
+    """The checked N,C,H,W inputs (checked_inputs) of an array file (read_arrays): the array named `input_name`,
+    or its only array. Calibration and parity read them alike; `what` names the file in errors."""
     file = Path(path)
-    arrays = read_arrays(file)
-    if input_name not in arrays and len(arrays) != 1:
-        raise InputError(f"{file} holds arrays {list(arrays)}; name one {input_name!r} or keep just one")
-    array = checked_inputs(arrays.get(input_name, next(iter(arrays.values()))), file)
-    return [array[i : i + 1].astype(np.float32) for i in range(array.shape[0])]
+    arrays = read_arrays(file, what)
+    if input_name in arrays:
+        return checked_inputs(arrays[input_name], file, pixels=pixels)
+    if len(arrays) != 1:
+        named = f"name one {input_name!r} or keep just one" if input_name else "keep just one (the model input)"
+        raise InputError(f"{shown(file)} holds arrays {list(arrays)}; {named}")
+    return checked_inputs(next(iter(arrays.values())), file, pixels=pixels)
 
 
 def checked_inputs(array: np.ndarray, file: Path, *, pixels: bool = False) -> np.ndarray:

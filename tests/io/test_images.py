@@ -8,6 +8,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -168,4 +169,20 @@ def test_links_to_nowhere_are_refused_by_name_and_links_to_images_are_read(tmp_p
     assert [p.name for p in list_images(folder)] == ["a.png"]
     (folder / "c.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(InputError, match=r"holds 1 link\(s\) to files that do not exist \(.*c\.png\); restore"):
+        list_images(folder)
+
+
+@pytest.mark.parametrize("make", [
+    lambda path: os.mkfifo(path),  # opening it blocks until a writer comes
+    lambda path: path.symlink_to("/dev/zero"),  # reading it never ends
+])
+def test_a_fifo_or_device_named_like_an_image_is_refused_by_name(tmp_path: Path, make: Any) -> None:
+    """Such a file was skipped without a word (calibration and parity ran on fewer images than the folder
+    names), and alone it made the folder "hold no images"; a folder named like an image is a folder, read."""
+    folder = tmp_path / "images"
+    (folder / "sub.png").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "sub.png" / "a.png")
+    assert [p.name for p in list_images(folder)] == ["a.png"]
+    make(folder / "x.png")
+    with pytest.raises(InputError, match=r"holds 1 file\(s\) named like images that are not regular files .*x\.png"):
         list_images(folder)
