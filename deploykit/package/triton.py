@@ -208,10 +208,22 @@ def check_copy_loads(model: TritonModel, folder: Path) -> None:
     try:
         with entry.open(copied, None):
             pass
-    except Exception as exc:
-        first = first_line(exc, 300)
-        raise InputError(f"the copy of {model.source} in {folder} does not load in {entry.title} ({first}); "
-                         "check that every file it needs is beside it") from exc
+    except Exception as exc:  # named as in the repository: `folder` is a staging folder, gone when this is read
+        inside = f"{folder.parent.name}/{folder.name}"
+        first = first_line(exc, 300).replace(str(folder), inside)
+        if not _loads(entry, model.source):
+            raise InputError(f"{model.source} does not load in {entry.title} ({first}); package an artifact that "
+                             f"{entry.title} runs (`deploykit build-engine` writes them)") from exc
+        raise InputError(f"{model.source} does not load in {entry.title} once copied into the repository as "
+                         f"{inside}/{model.file_name} ({first}); check that every file it needs is beside it") from exc
+
+
+def _loads(entry: Backend, source: Path) -> bool:
+    try:
+        with entry.open(source, None):
+            return True
+    except Exception:
+        return False
 
 
 def validate_config(text: str) -> None:

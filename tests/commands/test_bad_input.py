@@ -481,6 +481,9 @@ CASES = [
          "package --triton {d}/net.onnx --name a --name b --out {t}/repo"),
     case("package-artifact-missing", "does not exist", "package --triton {t}/none.onnx --out {t}/repo"),
     case("package-artifact-empty", "holds no ONNX graph", "package --triton {d}/empty.onnx --out {t}/repo"),
+    # the model's own fault, said as such and named as the user knows it (not by the staging folder it was in)
+    case("package-artifact-that-does-not-load", "unknownop.onnx does not load in ONNX Runtime (ONNX Runtime cannot "
+         "load unknownop/1/model.onnx", "package --triton {d}/unknownop.onnx --out {t}/repo"),
     case("package-out-under-proc", PROC, "package --triton {d}/net.onnx --out /proc/repo"),
     case("package-out-parent-is-a-file", "is a file", "package --triton {d}/net.onnx --out {d}/afile/repo"),
     case("package-out-exists", "exists already", "package --triton {d}/net.onnx --out {d}/existing_repo"),
@@ -703,6 +706,13 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "datagone.data").unlink()
     _external_data_fixtures(d)
     (d / "afile").write_text("a regular file\n")
+    node = onnx.helper.make_node("Frob", ["input"], ["out"], domain="com.example")
+    tensor = onnx.helper.make_tensor_value_info
+    onnx.save(onnx.helper.make_model(
+        onnx.helper.make_graph([node], "g", [tensor("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+                               [tensor("out", onnx.TensorProto.FLOAT, [1, 3, 8, 8])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("com.example", 1)]),
+        str(d / "unknownop.onnx"))
     for name in ("existing.onnx", "existing.md", "existing.json"):
         (d / name).write_bytes(b"an output from before\n")
     (d / "existing_repo").mkdir()
