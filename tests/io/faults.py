@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -259,7 +260,12 @@ def _at_write(when: Trigger, monkeypatch: pytest.MonkeyPatch, under: Path,
 
 
 def invoke(argv: list[str]) -> Result:
-    return CliRunner().invoke(cli, argv)
+    try:
+        return CliRunner().invoke(cli, argv)
+    except KeyboardInterrupt as escaped:  # past click (which turns one inside into exit 1): it would end pytest's
+        # worker with no trace ("node down: Not properly terminated", seen in CI), so fail with where it came from
+        where = "".join(traceback.format_exception(escaped, limit=-8))
+        pytest.fail(f"{type(escaped).__name__} escaped the CLI for deploykit {' '.join(argv)}:\n{where}")
 
 
 # -- subprocess injection -------------------------------------------------------------------------------------
