@@ -7,6 +7,7 @@ op's kernels)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,7 +121,10 @@ def _mutation(draw: st.DrawFn, model: onnx.ModelProto) -> None:
         tensor.raw_data = tensor.raw_data[: draw(st.integers(0, max(len(tensor.raw_data) - 1, 0)))]
     elif kind == "typed_data" and graph.initializer:  # float_data of any length, as hand-made tensors hold it
         tensor = graph.initializer[_pick(draw, list(graph.initializer))]
-        values = numpy_helper.to_array(tensor).ravel().tolist()
+        try:
+            values = numpy_helper.to_array(tensor).ravel().tolist()
+        except ValueError:  # an earlier mutation cut its data short
+            values = [0.0] * math.prod(tensor.dims)
         tensor.ClearField("raw_data")
         tensor.float_data.extend((values * 2)[: draw(st.integers(0, len(values) + 2))])
     elif kind == "duplicate_node_name":
