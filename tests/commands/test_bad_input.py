@@ -481,6 +481,9 @@ CASES = [
          "package --triton {d}/net.onnx --name a --name b --out {t}/repo"),
     case("package-artifact-missing", "does not exist", "package --triton {t}/none.onnx --out {t}/repo"),
     case("package-artifact-empty", "holds no ONNX graph", "package --triton {d}/empty.onnx --out {t}/repo"),
+    *(case(f"{command.split()[0]}-input-of-size-0", "declares size 0 at axis 2", f"{command} {{d}}/zerodim.onnx{rest}")
+      for command, rest in (("lint", ""), ("build-engine", " -o {t}/z.ort.onnx"), ("bench", ""),
+                            ("package --triton", " --out {t}/repo"))),
     # the model's own fault, said as such and named as the user knows it (not by the staging folder it was in)
     case("package-artifact-that-does-not-load", "unknownop.onnx does not load in ONNX Runtime (ONNX Runtime cannot "
          "load unknownop/1/model.onnx", "package --triton {d}/unknownop.onnx --out {t}/repo"),
@@ -706,6 +709,9 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "datagone.data").unlink()
     _external_data_fixtures(d)
     (d / "afile").write_text("a regular file\n")
+    zero = onnx.load(str(d / "net.onnx"))
+    zero.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 0
+    onnx.save(zero, str(d / "zerodim.onnx"))
     node = onnx.helper.make_node("Frob", ["input"], ["out"], domain="com.example")
     tensor = onnx.helper.make_tensor_value_info
     onnx.save(onnx.helper.make_model(
