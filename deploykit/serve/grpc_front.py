@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -63,6 +64,7 @@ class GrpcFront:
         self._active = 0
         self._cut = 0  # calls the end of the drain cancelled
         self._closing = False
+        self._drain_end = float("inf")  # time.monotonic() when the drain runs out, once stopping
         self._lock = threading.Lock()
 
     def start(self, host: str, port: int) -> None:
@@ -77,6 +79,7 @@ class GrpcFront:
 
     def stop(self) -> bool:
         """Stop taking calls, give in-flight ones the drain, close; whether none was cut off."""
+        self._drain_end = time.monotonic() + self.drain_s
         self._closing = True
         self._server.stop(grace=self.drain_s).wait()
         self._channel.close()
@@ -96,8 +99,9 @@ class GrpcFront:
         finally:
             with self._lock:
                 self._active -= 1
-                # Ended by the drain's end, not done: a stream it cancelled ended here at once, not counted.
-                self._cut += self._closing and not context.is_active()
+                # Ended by the drain's end, not done: a stream it cancelled ended here at once, not counted; and
+                # one whose request iterator saw the cancel first could end while its context still read active
+                self._cut += self._closing and (not context.is_active() or time.monotonic() >= self._drain_end)
 
     def unary(self, method: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         import grpc
