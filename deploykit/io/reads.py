@@ -96,6 +96,9 @@ class ReadSet:
 
     base: Path | None = None
     digests: dict[str, str] = field(default_factory=dict)  # name -> sha256, of everything watched so far
+    # files the step's key holds already (--weights): recorded here too, by an absolute name for a zoo model, a
+    # moved project folder reran every step ("w.pt ... changed") where its key found the same weights
+    keyed: frozenset[Path] = frozenset()
 
     @contextmanager
     def watch(self) -> Iterator[None]:
@@ -106,7 +109,8 @@ class ReadSet:
             yield
         modules = [file for module in list(sys.modules.values())
                    if isinstance(file := getattr(module, "__file__", None), str)]
-        self.digests.update({self._name(p): sha256_file(p) for p in user_files([*seen, *modules])})
+        self.digests.update({self._name(p): sha256_file(p) for p in user_files([*seen, *modules])
+                             if p not in self.keyed})
 
     def changed(self, recorded: Mapping[str, str]) -> str | None:
         """The first of `recorded` (an earlier run's digests) that is gone or differs now; None if none does."""

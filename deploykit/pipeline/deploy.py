@@ -198,7 +198,8 @@ class _Run:
         self.label = source_label(opts.source, opts.options, opts.weights)
         self.builds: list[BuildResult] = []
         # What building the model reads beyond _model_inputs, seen as it is built: a resume checks them
-        self.reads = ReadSet(user_code_base(opts.source))
+        self.reads = ReadSet(user_code_base(opts.source),
+                             keyed=frozenset({Path(opts.weights).resolve()} if opts.weights else ()))
 
     @functools.cached_property
     def loaded(self) -> LoadedModel:

@@ -91,3 +91,25 @@ def test_the_summary_round_trips_through_the_typed_result(tmp_path: Path) -> Non
     assert [b.sidecar.artifact_sha256 for b in found] == [b.sidecar.artifact_sha256 for b in result.builds]
     again = run_deploy(_options(moved))
     assert all(s.skipped for s in again.steps) and [b.path.parent for b in again.builds] == [moved, moved]
+
+
+def test_a_moved_project_resumes_a_zoo_model_with_its_weights(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weights a zoo model loads were also recorded as a file its build read, by their absolute name: a
+    project folder moved elsewhere (weights and --out inside it) reran every step, 'proj/w.pt ... changed'."""
+    import torch
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    torch.save(sources.load_model(SOURCE, options=OPTIONS).module.state_dict(), project / "w.pt")
+
+    def options() -> DeployOptions:
+        return DeployOptions(source=SOURCE, out=Path("out"), options=OPTIONS, weights="w.pt", precisions=("fp32",),
+                             input_shape=(1, 3, 65, 65), bench_seconds=0.05, threads=1)
+
+    monkeypatch.chdir(project)
+    assert not any(s.skipped for s in run_deploy(options()).steps)
+    moved = project.rename(tmp_path / "moved")
+    monkeypatch.chdir(moved)
+    again = run_deploy(options())
+    assert all(s.skipped for s in again.steps), [(s.name, s.skipped) for s in again.steps]
