@@ -13,6 +13,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from deploykit.graph import trt_support as support
+from deploykit.graph.qdq_shapes import qdq_shape_problems
 from deploykit.graph.tensors import GraphIndex, constant_array, index_graph
 
 Severity = Literal["error", "warning", "info"]
@@ -22,6 +23,9 @@ _UINT8_SOURCES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.UINT8)
 # What TensorRT quantizes to (IQuantizeLayer/IDequantizeLayer in NvInfer.h): INT8, FP8, INT4, FP4.
 _QUANTIZED = (TensorProto.INT8, TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1)
 _HALF_SCALES = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+# What IQuantizeLayer takes: "The input type, if constrained, must be constrained to DataType::kFLOAT, DataType::kHALF,
+# or DataType::kBF16" (DOUBLE imports as FLOAT: onnx-tensorrt convertDtype).
+_QUANTIZABLE = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,7 @@ def _qdq_rule(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
                               "a scale that is zero or negative: TensorRT's parser needs all scales positive",
                               "recalibrate with deploykit (`build-engine --int8`), which floors every scale"))
     axis = int(_attrs(node).get("axis", 1))
-    found += _scale_count(node, ctx, data, scale, axis)
+    found += _scale_count(node, ctx, data, scale, axis) + _qdq_shapes(node, ctx, scale, zero)
     weights_of = {c.op_type for c, pos in ctx.index.consumers.get(node.output[0], [])
                   if c.op_type in ("Conv", "ConvTranspose") and pos == 1}
     if node.op_type == "DequantizeLinear" and weights_of and scale is not None and scale.size > 1 and axis != 0:
@@ -261,6 +265,26 @@ def _qdq_granularity(node: onnx.NodeProto, ctx: Context, scale: np.ndarray | Non
                     "quantize to INT4/FP8")]
 
 
+def _qdq_shapes(node: onnx.NodeProto, ctx: Context, scale: np.ndarray | None,
+                zero: np.ndarray | None) -> list[Finding]:
+    """Scale, zero point and data shapes (deploykit.graph.qdq_shapes). The type QuantDequantLinearHelper quantizes
+    to (its chosenDataType): a zero point's if INT8/FP8/INT4/FP4 (else INT8), else a QuantizeLinear's output_dtype,
+    else INT8 -- so a DequantizeLinear without a zero point skips the 4-bit count check, and an FP8 one the zero
+    point's size check."""
+    attrs = _attrs(node)
+    has_zero = len(node.input) > 2 and bool(node.input[2])
+    chosen = ctx.index.types.get(node.input[2]) if has_zero else (
+        attrs.get("output_dtype") if node.op_type == "QuantizeLinear" else None)
+    chosen = chosen if chosen in _QUANTIZED else TensorProto.INT8
+    values = ctx.constant(node.input[0])
+    data = values.shape if values is not None else ctx.index.shapes.get(node.input[0])
+    zero_size = zero.size if zero is not None and chosen != TensorProto.FLOAT8E4M3FN else None
+    block = (int(attrs.get("axis", 1)), int(attrs["block_size"])) if attrs.get("block_size") else None
+    problems = qdq_shape_problems(data, None if scale is None else scale.shape, zero_size,
+                                  chosen in (TensorProto.INT4, TensorProto.FLOAT4E2M1), block)
+    return [finding(node, p.rule, p.severity, p.why, p.fix) for p in problems]
+
+
 def _q_output_dtype(node: onnx.NodeProto, zero_type: int | None, has_zero: bool) -> list[Finding]:
     """QuantDequantLinearHelper (10.1-GA l.1446-1449 and l.1514-1517; 10.12+ alike, checkQuantizationDatatype): a
     QuantizeLinear's output_dtype must equal its zero point's type ("Mismatch between attribute output_dtype and
@@ -300,7 +324,8 @@ def _qdq_types(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
     """Types TensorRT's Q/DQ layers take, in the strongly typed network deploykit builds (10.x and 11.x).
     DequantizeLinear: NVIDIA/TensorRT include/NvInfer.h IDequantizeLayer (v10.16 l.5691-5692, v11.1 l.5516-5517):
     "input type ... must be constrained to DataType::kINT8, DataType::kFP8, DataType::kINT4 or DataType::kFP4" (an
-    INT32 bias included; a QuantizeLinear's output always is one of them). QuantizeLinear: IQuantizeLayer (v10.16
+    INT32 bias included; a QuantizeLinear's output always is one of them). QuantizeLinear: IQuantizeLayer takes FLOAT,
+    HALF or BF16 input, not ONNX's INT32 (v10.16 l.5539-5540, v11.1 l.5362-5363), and (v10.16
     l.5544-5545, v11.1 l.5367-5368): "For strongly typed networks, if the scale data type is DataType::kHALF or
     DataType::kBF16, it must match the input data type"; the parser casts the scale to the input's type only below
     opset 19 (onnxOpImporters.cpp QuantDequantLinearHelper, 10.12+: `if (ctx->getOpsetVersion() < 19 &&
@@ -312,6 +337,10 @@ def _qdq_types(node: onnx.NodeProto, ctx: Context) -> list[Finding]:
         return [finding(node, "qdq-data-type", "error", f"DequantizeLinear of {TensorProto.DataType.Name(source)} "
                          "data: TensorRT dequantizes only INT8, FP8, INT4 or FP4",
                          "keep biases and other non-quantized constants in float")]
+    if source not in (None, 0, *_QUANTIZABLE):  # IQuantizeLayer (v10.16 l.5539-5540, v11.1 l.5362-5363)
+        return [finding(node, "qdq-data-type", "error", f"QuantizeLinear of {TensorProto.DataType.Name(source)} "
+                         "data: TensorRT quantizes only float, float16 or bfloat16 tensors",
+                         "quantize the float tensor (cast integer data to float first)")]
     scale_type = ctx.index.types.get(node.input[1]) if len(node.input) > 1 else None
     opset = next((e.version for e in ctx.model.opset_import if e.domain in ("", "ai.onnx")), 0)
     if opset < 19 or scale_type not in _HALF_SCALES or source in (None, 0, scale_type):

@@ -33,6 +33,7 @@ class GraphIndex:
     types: dict[str, int]  # tensor name -> TensorProto element type
     initializers: dict[str, onnx.TensorProto]
     ranks: dict[str, int] = field(default_factory=dict)  # tensor name -> rank, where known
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # tensor name -> dims (-1: not fixed), where known
 
     def is_float(self, name: str) -> bool:
         return self.types.get(name) in FLOAT_TYPES
@@ -73,15 +74,19 @@ def index_graph(model: onnx.ModelProto, *, infer_types: bool = True) -> GraphInd
     graph = inferred.graph
     types: dict[str, int] = {}
     ranks: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for value in (*graph.input, *graph.value_info, *graph.output):
         if value.type.HasField("tensor_type"):
             types[value.name] = value.type.tensor_type.elem_type
             if value.type.tensor_type.HasField("shape"):
-                ranks[value.name] = len(value.type.tensor_type.shape.dim)
+                dims = value.type.tensor_type.shape.dim
+                ranks[value.name] = len(dims)
+                shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
     initializers = {init.name: init for init in model.graph.initializer}
     for name, init in initializers.items():
         types[name] = init.data_type
         ranks[name] = len(init.dims)
+        shapes[name] = tuple(init.dims)
     producer: dict[str, onnx.NodeProto] = {}
     consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
     for node in model.graph.node:
@@ -96,7 +101,7 @@ def index_graph(model: onnx.ModelProto, *, infer_types: bool = True) -> GraphInd
             if name:
                 consumers[name].append((node, position))
     return GraphIndex(producer=producer, consumers=dict(consumers), types=types, initializers=initializers,
-                      ranks=ranks)
+                      ranks=ranks, shapes=shapes)
 
 
 def subgraph_reads(graph: onnx.GraphProto) -> set[str]:

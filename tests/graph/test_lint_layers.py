@@ -97,6 +97,18 @@ def dequantize(data: np.ndarray | None, scale: np.ndarray, opset: int = 18, **at
                      helper.make_node("Identity", ["dq"], ["y"], name="out")], inputs, [("y", F, shape)], inits, opset)
 
 
+def int4_weights(shape: tuple[int, ...], scale: tuple[int, ...], zero: tuple[int, ...] | None = None,
+                 **attrs: object) -> onnx.ModelProto:
+    """DequantizeLinear (opset 21) of constant INT4 weights with an INT4 zero point of 0s (`zero`: its shape, else the
+    scale's), so TensorRT's parser quantizes to INT4."""
+    zero = scale if zero is None else zero
+    inits = [helper.make_tensor("d", TensorProto.INT4, shape, np.zeros(shape, np.int8).ravel().tolist()),
+             graphs.const("s", np.full(scale, 0.1, np.float32)),
+             helper.make_tensor("z", TensorProto.INT4, zero, np.zeros(zero, np.int8).ravel().tolist())]
+    return io_model([helper.make_node("DequantizeLinear", ["d", "s", "z"], ["dq"], name="dq", **attrs),
+                     helper.make_node("Identity", ["dq"], ["y"], name="out")], [], [("y", F, list(shape))], inits, 21)
+
+
 def quantize_to(output_dtype: int, zero: np.ndarray | None = None) -> onnx.ModelProto:
     """QuantizeLinear with output_dtype (opset 21), with or without a zero point, then DequantizeLinear."""
     inits = [graphs.const("s", np.array(0.1, np.float32))] + ([graphs.const("z", zero)] if zero is not None else [])
@@ -165,6 +177,31 @@ CASES = {
         [helper.make_node("DequantizeLinear", ["d", "s"], ["dq"], name="dq", axis=1, block_size=4),
          helper.make_node("Identity", ["dq"], ["y"], name="out")], [("d", TensorProto.INT4, [4, 8])],
         [("y", F, [4, 8])], [graphs.const("s", np.full((4, 2), 0.1, np.float32))], opset=21), True),
+    # NvInfer.h IQuantizeLayer/IDequantizeLayer: block scales of rank <= 2, the input's shape but in one axis (the
+    # last or second to last); QuantDequantLinearHelper: "Only a single blocking dimension is allowed.", "Inferred
+    # block size is not an integer.", "Invalid rank for the scale tensor", "Cannot have scale with no coefficients.",
+    # "The scale and zero point must have the same volume.", "4-bit quantization requies an even number of elements."
+    "int4-blocks-last-axis": (int4_weights((8, 16), (8, 4), axis=1, block_size=4), True),
+    "int4-blocks-first-axis": (int4_weights((16, 8), (4, 8), axis=0, block_size=4), True),
+    "int4-blocks-rank-3": (int4_weights((2, 8, 16), (2, 8, 4), axis=2, block_size=4), False),
+    "int4-blocks-two-axes": (int4_weights((8, 16), (4, 4), axis=1, block_size=4), False),
+    "int4-blocks-not-dividing": (int4_weights((8, 18), (8, 5), axis=1, block_size=4), False),
+    "int4-blocks-other-size": (int4_weights((8, 9), (8, 3), axis=1, block_size=4), True),  # blocks of 3: a warning
+    "int4-scale-rank-2-of-4": (int4_weights((4, 4, 2, 2), (4, 4), axis=1), False),
+    "int4-zero-point-size": (int4_weights((4, 8), (4,), (2,), axis=0), False),
+    "int4-odd-weights": (int4_weights((3, 3), ()), False),
+    "int4-even-weights": (int4_weights((3, 4), ()), True),
+    "int8-empty-scale": (dequantize(np.ones((4, 3), np.int8), np.ones(0, np.float32), axis=0), False),
+    "q-int4-odd-activation": (io_model(
+        [helper.make_node("QuantizeLinear", ["x", "s"], ["q"], name="q", output_dtype=TensorProto.INT4),
+         helper.make_node("DequantizeLinear", ["q", "s"], ["y"], name="dq")], [("x", F, [1, 3, 3, 3])],
+        [("y", F, [1, 3, 3, 3])], [graphs.const("s", np.array(0.1, np.float32))], opset=21), False),
+    "q-int4-even-activation": (quantize_to(TensorProto.INT4), True),
+    # IQuantizeLayer: FLOAT, HALF or BF16 input; ONNX also quantizes INT32
+    "q-of-int32": (io_model([helper.make_node("QuantizeLinear", ["x", "s"], ["q"], name="q"),
+                             helper.make_node("DequantizeLinear", ["q", "s"], ["y"], name="dq")],
+                            [("x", TensorProto.INT32, [1, 3, 8, 8])], [("y", F, [1, 3, 8, 8])],
+                            [graphs.const("s", np.array(0.1, np.float32))], opset=21), False),
     # QuantDequantLinearHelper: output_dtype INT8/FP8/INT4/FP4 without a zero point, else the zero point's type
     "q-output-dtype-int8": (quantize_to(TensorProto.INT8), True),
     "q-output-dtype-uint8": (quantize_to(U8), False),
@@ -197,6 +234,7 @@ def test_warnings_for_what_parses_but_computes_otherwise() -> None:
     assert "gridsample-mode" in {f.rule for f in lint_model(grid_sample(opset=20, mode="linear")).warnings}
     assert "pool-dilation" in {f.rule for f in lint_model(CASES["maxpool-dilated"][0]).warnings}
     assert "qdq-uint8" in {f.rule for f in lint_model(int16_zero_point()).warnings}
+    assert "qdq-block-size" in {f.rule for f in lint_model(CASES["int4-blocks-other-size"][0]).warnings}
     assert "int16" in next(f.why for f in lint_model(int16_zero_point()).warnings if f.node == "q").lower()
 
 

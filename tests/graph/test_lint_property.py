@@ -117,8 +117,28 @@ def dequantize_granularities(draw: Callable) -> Case:
     return model, not (kind == "channel" and not rooted) and not (kind == "block" and elem == TensorProto.INT8)
 
 
+@st.composite
+def blocks(draw: Callable) -> Case:
+    """DequantizeLinear of constant weights with a scale of the weights' rank, each axis kept or cut in 1-4 blocks."""
+    elem = draw(st.sampled_from([TensorProto.INT4, TensorProto.FLOAT8E4M3FN, TensorProto.INT8]))
+    data = draw(st.lists(st.sampled_from([3, 4, 6, 8]), min_size=2, max_size=3))
+    scale = [draw(st.sampled_from([d, 1, 2, 3, 4])) for d in data]
+    cut = [i for i, (d, s) in enumerate(zip(data, scale, strict=True)) if d != s]
+    attrs = {"axis": cut[-1], "block_size": -(-data[cut[-1]] // scale[cut[-1]])} if cut else {}
+    zeros = np.zeros(scale, np.float32).ravel().tolist()
+    inits = [helper.make_tensor("d", elem, data, np.zeros(data, np.float32).ravel().tolist()),
+             graphs.const("s", np.full(scale, 0.1, np.float32)), helper.make_tensor("z", elem, scale, zeros)]
+    model = io_model([helper.make_node("DequantizeLinear", ["d", "s", "z"], ["dq"], **attrs),
+                      helper.make_node("Identity", ["dq"], ["y"])], [], [("y", F, data)], inits, opset=21)
+    # IDequantizeLayer: blocks for FP8/INT4 only, scale rank <= 2, one axis cut in whole blocks; 4-bit: even counts
+    whole = len(cut) == 1 and data[cut[0]] % scale[cut[0]] == 0
+    block_ok = int(np.prod(scale)) == 1 or (elem != TensorProto.INT8 and len(data) <= 2 and whole)
+    return model, block_ok and not (elem == TensorProto.INT4 and int(np.prod(data)) % 2)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(pools(), topks(), grid_samples(), qdqs(), casts(), mods(), dequantize_granularities()))
+@given(st.one_of(pools(), topks(), grid_samples(), qdqs(), casts(), mods(), dequantize_granularities(),
+                 blocks()))
 def test_lint_double_and_source_rule_agree(case: Case) -> None:
     model, takes = case
     assert (not lint_errors(model)) == takes

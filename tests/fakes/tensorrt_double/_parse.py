@@ -10,6 +10,9 @@ check each other. Each rule cites its source where it is applied (`_check`, `_no
   (an INT32 bias included): onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper and NVIDIA/TensorRT
   include/NvInfer.h IDequantizeLayer; a QuantizeLinear with no zero point or a UINT8 zero point of 0 is
   accepted and quantizes to INT8, as the parser does (see _int8_quantization);
+- Q/DQ shapes (empty scales, zero point volumes, scale ranks, block geometry, odd 4-bit counts) as the same helper
+  and IQuantizeLayer/IDequantizeLayer check them, and QuantizeLinear of anything but float: _shape_problem,
+  _type_problem;
 - a Cast to UINT8 from an integer or bool tensor: NVIDIA/TensorRT include/NvInferRuntimeBase.h DataType::kUINT8;
 - what TensorRT's layers refuse (UINT8 inside the network, GridSample ranks, a HALF scale on a FLOAT QuantizeLinear,
   TopK K > 3840, ScatterND reduction, LayerNormalization's extra outputs, CumSum axis, Dropout training): _layers;
@@ -243,7 +246,7 @@ class OnnxParserBase(Base):
         constants.update({n.output[0]: numpy_helper.to_array(a.t) for n in nodes
                           if n.op_type == "Constant" for a in n.attribute
                           if a.name == "value" and a.type == onnx.AttributeProto.TENSOR})
-        types, ranks = _element_types(proto)
+        types, ranks, shapes = _element_types(proto)
         # QuantizeLinear outputs are INT8 tensors in TensorRT's network whatever ONNX declares (_int8_quantization)
         quantized = {n.output[0] for n in nodes if n.op_type == "QuantizeLinear"}
         types.update({name: TensorProto.INT8 for name in quantized if types.get(name) not in DEQUANTIZABLE})
@@ -263,7 +266,8 @@ class OnnxParserBase(Base):
             problem = (_type_problem(node, types) or layer_problem(node, constants, types, ranks, opset)
                        or _control_problem(node, constants, functions)
                        or self._node_problem(node, constants, dequantized_on, opset, functions, dynamic_channels)
-                       or _granularity_problem(node, constants, types, weights))
+                       or _granularity_problem(node, constants, types, weights)
+                       or _shape_problem(node, constants, types, shapes))
             if problem is not None:
                 code, desc = problem
                 errors.append(ParserError(getattr(codes, code), desc, index, node.name, node.op_type))
@@ -356,6 +360,46 @@ def _granularity_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray],
     return None
 
 
+def _shape_problem(node: onnx.NodeProto, constants: dict[str, np.ndarray], types: dict[str, int],
+                   shapes: dict[str, tuple[int, ...]]) -> tuple[str, str] | None:
+    """onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.12+), in its order, each kINVALID_NODE; and
+    NvInfer.h IQuantizeLayer / IDequantizeLayer (v10.16 l.5526 and l.5534 / l.5678 and l.5686, v11.1 l.5349 and
+    l.5357 / l.5503 and l.5511): "scale and zeroPt should have identical dimensions, and rank lower or equal to 2",
+    block scales "must match the shape of the input, except for the blocking dimension (the last or second to last
+    dimension)". The parser never reads ONNX's block_size: it infers the block from the two shapes."""
+    if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 2:
+        return None
+    scale = constants[node.input[1]].shape if node.input[1] in constants else shapes.get(node.input[1])
+    data = constants[node.input[0]].shape if node.input[0] in constants else shapes.get(node.input[0])
+    if node.input[1] in constants and constants[node.input[1]].size == 0:
+        return "INVALID_NODE", "Cannot have scale with no coefficients."
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+    chosen = types.get(zero) if zero else (next((a.i for a in node.attribute if a.name == "output_dtype"), None)
+                                           if node.op_type == "QuantizeLinear" else None)
+    chosen = chosen if chosen in DEQUANTIZABLE else TensorProto.INT8
+    static = scale is not None and -1 not in scale
+    if zero in constants and chosen != TensorProto.FLOAT8E4M3FN and static \
+            and constants[zero].size != int(np.prod(scale)):
+        return "INVALID_NODE", "The scale and zero point must have the same volume."
+    if data is not None and static and int(np.prod(scale)) != 1 and len(scale) != 1:
+        if len(scale) != len(data):
+            return "INVALID_NODE", f"Invalid rank for the scale tensor. Rank = {len(scale)}."
+        if -1 not in data:
+            if sum(d // s == 1 for d, s in zip(data, scale, strict=True)) != len(data) - 1:
+                return "INVALID_NODE", "Only a single blocking dimension is allowed."
+            if int(np.prod(data)) % int(np.prod(scale)):
+                return "INVALID_NODE", "Inferred block size is not an integer."
+        if len(scale) > 2:  # NvInfer.h: rank <= 2
+            return "INVALID_NODE", "Block quantization: the scale's rank must be at most 2"
+        if sum(d != s for d, s in zip(data, scale, strict=True) if d >= 0) > 1 \
+                or any(d != s for d, s in zip(data[:-2], scale[:-2], strict=True)):  # NvInfer.h: one, of the last 2
+            return "INVALID_NODE", "Block quantization: the scale must match the input but in the last 2 dimensions"
+    if data is not None and -1 not in data and chosen in (TensorProto.INT4, TensorProto.FLOAT4E2M1) \
+            and int(np.prod(data)) % 2:
+        return "INVALID_NODE", "4-bit quantization requies an even number of elements."
+    return None
+
+
 def _subgraphs(nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray]) -> list[onnx.GraphProto]:
     """The bodies the parser imports: of an If with a constant condition only the selected branch
     (onnxOpImporters.cpp 10.1-GA l.2595-2599, "For constant conditions, parse only the selected subgraph")."""
@@ -432,9 +476,9 @@ def _as_imported(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def _element_types(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:
-    """Tensor name -> ONNX element type, and -> rank where known, from ONNX shape inference and the declarations
-    (the parser knows every tensor's type and rank: TensorOrWeights::getType, ITensor::getDimensions)."""
+def _element_types(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int], dict[str, tuple[int, ...]]]:
+    """Tensor name -> ONNX element type, -> rank and -> dims (-1 where dynamic) where known, from ONNX shape
+    inference and the declarations (the parser knows them: TensorOrWeights::getType, ITensor::getDimensions)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False)
     except Exception:  # an unusual graph: fall back to what is declared
@@ -446,7 +490,11 @@ def _element_types(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, in
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.input, *graph.value_info, *graph.output)
              if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
     ranks.update({i.name: len(i.dims) for i in proto.graph.initializer})
-    return types, ranks
+    shapes = {v.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim)
+              for v in (*graph.input, *graph.value_info, *graph.output)
+              if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+    shapes.update({i.name: tuple(i.dims) for i in proto.graph.initializer})
+    return types, ranks, shapes
 
 
 def _type_problem(node: onnx.NodeProto, types: dict[str, int]) -> tuple[str, str] | None:
@@ -456,6 +504,11 @@ def _type_problem(node: onnx.NodeProto, types: dict[str, int]) -> tuple[str, str
     if node.op_type == "DequantizeLinear" and source not in (*DEQUANTIZABLE, TensorProto.UNDEFINED):
         return "UNSUPPORTED_NODE_DATATYPE", (f"DequantizeLinear of {name} data: IDequantizeLayer takes INT8, FP8, "
                                              "INT4 or FP4 (keep biases in float)")
+    # NvInfer.h IQuantizeLayer (v10.16 l.5539-5540, v11.1 l.5362-5363): "The input type, if constrained, must be
+    # constrained to DataType::kFLOAT, DataType::kHALF, or DataType::kBF16" (ONNX also takes INT32; DOUBLE -> FLOAT).
+    if node.op_type == "QuantizeLinear" and source not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
+                                                           TensorProto.DOUBLE, TensorProto.UNDEFINED):
+        return "INVALID_NODE", f"QuantizeLinear of {name} data: IQuantizeLayer takes FLOAT, HALF or BF16 input"
     to = next((a.i for a in node.attribute if a.name == "to"), 0)
     if node.op_type == "Cast" and to not in ONNX_TO_TRT:  # onnxOpImporters.cpp 10.1-GA l.394: convertDtype fails
         return "INVALID_NODE", "Unsupported cast!"
