@@ -280,7 +280,8 @@ def _qdq_shapes(node: onnx.NodeProto, ctx: Context, scale: np.ndarray | None,
     data = values.shape if values is not None else ctx.index.shapes.get(node.input[0])
     zero_size = zero.size if zero is not None and chosen != TensorProto.FLOAT8E4M3FN else None
     block = (int(attrs.get("axis", 1)), int(attrs["block_size"])) if attrs.get("block_size") else None
-    problems = qdq_shape_problems(data, None if scale is None else scale.shape, zero_size,
+    scale_shape = scale.shape if scale is not None else ctx.index.shapes.get(node.input[1])  # a computed scale's too
+    problems = qdq_shape_problems(data, scale_shape if scale_shape and min(scale_shape) >= 0 else None, zero_size,
                                   chosen in (TensorProto.INT4, TensorProto.FLOAT4E2M1), block)
     return [finding(node, p.rule, p.severity, p.why, p.fix) for p in problems]
 

@@ -184,6 +184,11 @@ CASES = {
     "int4-blocks-last-axis": (int4_weights((8, 16), (8, 4), axis=1, block_size=4), True),
     "int4-blocks-first-axis": (int4_weights((16, 8), (4, 8), axis=0, block_size=4), True),
     "int4-blocks-rank-3": (int4_weights((2, 8, 16), (2, 8, 4), axis=2, block_size=4), False),
+    "int4-blocks-rank-3-scale-input": (io_model(  # the parser reads a computed scale's dimensions as well
+        [helper.make_node("DequantizeLinear", ["d", "s"], ["dq"], name="dq", axis=2, block_size=4),
+         helper.make_node("Identity", ["dq"], ["y"], name="out")], [("d", TensorProto.INT4, [2, 8, 16]),
+                                                                      ("s", F, [2, 8, 4])],
+        [("y", F, [2, 8, 16])], opset=21), False),
     "int4-blocks-two-axes": (int4_weights((8, 16), (4, 4), axis=1, block_size=4), False),
     "int4-blocks-not-dividing": (int4_weights((8, 18), (8, 5), axis=1, block_size=4), False),
     "int4-blocks-other-size": (int4_weights((8, 9), (8, 3), axis=1, block_size=4), True),  # blocks of 3: a warning
