@@ -5,8 +5,9 @@ not support, their documented restrictions (MaxPool's Indices output, Resize mod
 transforms, pooling dilations, Q/DQ zero points ...), plus what deploykit knows costs accuracy or speed
 (INT8 around Resize, depthwise convolutions in INT8). Each finding names the node, says why, and says which
 fix deploykit offers. Severity: "error" (parsing or building fails), "warning" (builds, but may be wrong or
-lossy), "info" (builds and runs; a performance note). The per-operator rules are in deploykit.graph.lint_nodes;
-this module holds the graph-wide ones (opsets, domains, Q/DQ placement, unpooling, tensor types) and runs both.
+lossy), "info" (builds and runs; a performance note). The per-operator rules are in deploykit.graph.lint_nodes
+and lint_qdq (QuantizeLinear/DequantizeLinear); this module holds the graph-wide ones (opsets, domains, Q/DQ
+placement, unpooling, tensor types) and runs them all.
 Operator and per-node rules apply inside If branches, Loop/Scan bodies and model-local functions too (TensorRT
 imports them node by node); a call of a local function is not a custom op.
 """
@@ -25,6 +26,7 @@ from onnx import TensorProto
 from deploykit.errors import InputError
 from deploykit.graph import trt_support as support
 from deploykit.graph.lint_nodes import NODE_RULES, Context, Finding, finding, label
+from deploykit.graph.lint_qdq import QDQ_RULES
 from deploykit.graph.qdq_lint import has_qdq, qdq_findings
 from deploykit.graph.tensors import GraphIndex, conv_channels, index_graph
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
@@ -367,7 +369,7 @@ def lint_model(model: onnx.ModelProto, *, target: str | None = None, source: str
     for node in all_nodes:
         report.findings += _domain_and_op(node, functions)
     for node in all_nodes:
-        rule = NODE_RULES.get(node.op_type)
+        rule = NODE_RULES.get(node.op_type) or QDQ_RULES.get(node.op_type)
         if rule is not None and node.domain in _DEFAULT_DOMAINS:
             report.findings += rule(node, ctx)
     report.findings += _qdq_placement_findings(model, ctx)

@@ -1,5 +1,5 @@
 """The shapes TensorRT's Q/DQ layers take (scale and zero point against the data), for the Q/DQ rule of
-deploykit.graph.lint_nodes. Sources, both read for 10.x and 11.x:
+deploykit.graph.lint_qdq. Sources, both read for 10.x and 11.x:
 - onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.12+), each kINVALID_NODE: "Cannot have scale with
   no coefficients."; "The scale and zero point must have the same volume." (a constant zero point, unless FP8);
   a scale of more than one coefficient is 1-D (per channel) or of the data's rank (blocks), else "Invalid rank for
