@@ -238,12 +238,16 @@ def _why_data_refused(name: str, datatype: str, data: Any, shape: list[int]) -> 
 
 def why_shape_refused(name: str, shape: list[int], max_elements: int) -> str | None:
     """Why a tensor of `shape` must not reach Triton (a negative dimension, more values than the limit; counted
-    without overflow, as Triton's 64-bit byte count is not), or None."""
+    without overflow, as Triton's 64-bit byte count is not), or None. An empty tensor (a 0 dimension) is held to
+    the limit by its other dimensions: [1, 3, 0, 2**62], 0 values sent with 0 bytes, aborted the model's Python
+    stub for good (Triton 2.51, either endpoint) while [1, 3, 0, 32] got the model's own error."""
     if any(d < 0 for d in shape):
         return f"input {name}: `shape` must be a list of whole numbers >= 0, not {str(shape)[:80]}"
-    elements = math.prod(shape)
-    if elements > max_elements:
-        return (f"input too large: {name} has shape {shape}, {elements} values; this server takes at most "
+    spanned = math.prod(d for d in shape if d)
+    if spanned > max_elements:
+        elements = math.prod(shape)
+        counted = f"{elements} values" if elements else f"0 values, but its other dimensions span {spanned}"
+        return (f"input too large: {name} has shape {shape}, {counted}; this server takes at most "
                 f"{max_elements} per input (serve --max-input-mb)")
     return None
 

@@ -69,6 +69,11 @@ HOSTILE = {  # what Triton 2.51's own front end did with each: see deploykit/ser
     "the same in JSON": (
         lambda: (json_body([{"name": "input", "shape": [2, 3, 2**62, 4], "datatype": "FP32", "data": []}]), {}),
         400, "too large"),
+    "an empty shape whose other dimensions span 2**63 values, with 0 bytes (the model's stub died for good)": (
+        lambda: binary_header([1, 3, 0, 2**62], 0), 400, "other dimensions span"),
+    "the empty one in JSON": (
+        lambda: (json_body([{"name": "input", "shape": [1, 3, 0, 2**62], "datatype": "FP32", "data": []}]), {}),
+        400, "other dimensions span"),
     "a gzip body inflating past the limit (Triton inflated 3 GB and aborted)": (
         lambda: (spaces_bomb(), {"Content-Encoding": "gzip"}), 413, "larger than"),
     "a body that is not JSON (Triton: 500)": (lambda: (b"{\"inputs\": [", {}), 400, "not valid JSON"),
@@ -193,9 +198,11 @@ def test_any_json_type_in_a_field_triton_reads_typed_gets_an_answer_or_a_4xx(
 
 @given(shape=st.lists(st.integers(0, 2**70), min_size=1, max_size=6))
 def test_a_shape_beyond_the_limit_is_refused_whatever_its_product_wraps_to(shape: list[int]) -> None:
+    """Also when a 0 dimension makes it empty: its other dimensions are held to the limit."""
     header = json_body([{"name": "input", "shape": shape, "datatype": "FP32"}])
     reason = why_refused(header, None, MAX_ELEMENTS)
-    assert (reason is not None and "too large" in reason) == (int(np.prod(shape, dtype=object)) > MAX_ELEMENTS)
+    spanned = int(np.prod([d for d in shape if d], dtype=object))
+    assert (reason is not None and "too large" in reason) == (spanned > MAX_ELEMENTS)
 
 
 def test_a_grpc_shape_that_killed_the_models_stub_is_refused_and_the_model_still_answers(
