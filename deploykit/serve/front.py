@@ -100,7 +100,9 @@ def why_forbidden(what: str, client: str | None) -> str | None:
     """Why a call to Triton's administration (`what`) from `client` (an IP address) is refused, or None: it is
     served to loopback clients only."""
     try:
-        local = client is not None and ipaddress.ip_address(client.split("%")[0]).is_loopback
+        address = ipaddress.ip_address(client.split("%")[0]) if client is not None else None
+        # an IPv4 client of a dual-stack socket shows as ::ffff:127.0.0.1, which Python 3.11 does not call loopback
+        local = address is not None and (getattr(address, "ipv4_mapped", None) or address).is_loopback
     except ValueError:
         local = False
     if local:

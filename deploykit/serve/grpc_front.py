@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from deploykit.serve.engine import address
 from deploykit.serve.front import ADMIN_RPCS, FrontLimits, why_forbidden, why_shape_refused
@@ -172,8 +173,10 @@ def stream_error(raw: bytes, reason: str) -> bytes:
 
 
 def peer_address(peer: str) -> str | None:
-    """The IP address in a gRPC peer name ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000"); None for another kind."""
-    kind, _, rest = peer.partition(":")
+    """The IP address in a gRPC peer name ("ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000"); None for another kind.
+    grpc writes the name as a URI, %-escaped: read unescaped, "%5B::1%5D" was no address and a client on [::1] was
+    refused the administration it is served."""
+    kind, _, rest = unquote(peer).partition(":")
     if kind == "ipv4":
         return rest.rpartition(":")[0]
     if kind == "ipv6":

@@ -87,6 +87,7 @@ def test_grpc_administration_from_another_machine_is_denied(served: tuple[Server
 
 
 @pytest.mark.parametrize(("client", "forbidden"), [("127.0.0.1", False), ("127.8.9.1", False), ("::1", False),
+                                                   ("::ffff:127.0.0.1", False), ("::ffff:10.1.2.3", True),
                                                    ("10.1.2.3", True), ("fe80::1%eth0", True), (None, True),
                                                    ("not an address", True)])
 def test_only_loopback_clients_administer(client: str | None, forbidden: bool) -> None:
@@ -100,5 +101,7 @@ def test_administration_paths_and_grpc_peers_are_read() -> None:
     assert not is_admin_path("/v2/models/repository")  # a model may be named so
     assert peer_address("ipv4:127.0.0.1:5000") == "127.0.0.1"
     assert peer_address("ipv6:[::1]:5000") == "::1"
+    assert peer_address("ipv6:%5B::1%5D:5000") == "::1"  # as grpc writes it
+    assert peer_address("ipv6:%5Bfe80::1%25eth0%5D:5000") == "fe80::1%eth0"
     assert peer_address("unix:/tmp/socket") is None
 

@@ -3,6 +3,7 @@ its id): what the drain counts as cut off."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -88,3 +89,34 @@ def test_a_call_that_outlives_the_drain_is_cut_even_while_its_context_reads_acti
     with front._counted(_StillActive()):  # type: ignore[arg-type]
         pass
     assert front._cut == cut
+
+
+class _Repository:
+    """A stand-in Triton answering RepositoryIndex with one model."""
+
+    def service(self, details: object) -> object:
+        return grpc.unary_unary_rpc_method_handler(lambda _raw, _context: service_pb2.RepositoryIndexResponse(
+            models=[service_pb2.RepositoryIndexResponse.ModelIndex(name="seg")]).SerializeToString())
+
+
+def test_a_client_on_ipv6_loopback_is_served_the_administration() -> None:
+    """grpc names an IPv6 peer %-escaped ("ipv6:%5B::1%5D:5000"): the front read no address in it and refused a
+    client on [::1] with PERMISSION_DENIED, telling it to call from the server's own machine."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    triton = grpc.server(ThreadPoolExecutor(2), handlers=[_Repository()])
+    upstream = triton.add_insecure_port("127.0.0.1:0")
+    triton.start()
+    front = GrpcFront(f"127.0.0.1:{upstream}", FrontLimits(max_elements=2**18, max_body_bytes=2**20), 1)
+    port = _free_port()
+    front.start("::1", port)
+    try:
+        with grpc.insecure_channel(f"[::1]:{port}") as channel:
+            index = service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryIndex(
+                service_pb2.RepositoryIndexRequest(), timeout=10)
+    finally:
+        front.stop()
+        triton.stop(None)
+    assert [model.name for model in index.models] == ["seg"]
