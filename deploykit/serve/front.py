@@ -231,7 +231,7 @@ def _why_input_refused(tensor: Any, max_elements: int) -> str | None:
 def _why_data_refused(name: str, datatype: str, data: Any, shape: list[int]) -> str | None:
     leaves, elements = list(_leaves(data)), math.prod(shape)
     if len(leaves) != elements:
-        return f"input {name}: `data` holds {len(leaves)} values but shape {shape} needs {elements}"
+        return f"input {name}: `data` holds {len(leaves)} values but shape {shown_shape(shape)} needs {elements}"
     kind = _DATA_KINDS.get(datatype, _NUMBER)
     if not all(kind.accepts(v) for v in leaves):
         return f"input {name}: `data` of a {datatype[:20]} tensor must hold {kind.words}"
@@ -244,14 +244,27 @@ def why_shape_refused(name: str, shape: list[int], max_elements: int) -> str | N
     the limit by its other dimensions: [1, 3, 0, 2**62], 0 values sent with 0 bytes, aborted the model's Python
     stub for good (Triton 2.51, either endpoint) while [1, 3, 0, 32] got the model's own error."""
     if any(d < 0 for d in shape):
-        return f"input {name}: `shape` must be a list of whole numbers >= 0, not {str(shape)[:80]}"
+        return f"input {name[:80]}: `shape` must be a list of whole numbers >= 0, not {shown_shape(shape)}"
     spanned = math.prod(d for d in shape if d)
     if spanned > max_elements:
         elements = math.prod(shape)
-        counted = f"{elements} values" if elements else f"0 values, but its other dimensions span {spanned}"
-        return (f"input too large: {name} has shape {shape}, {counted}; this server takes at most "
-                f"{max_elements} per input (serve --max-input-mb)")
+        counted = f"{_count(elements)} values" if elements else f"0 values, but its other dimensions span " \
+                                                                  f"{_count(spanned)}"
+        return (f"input too large: {name[:80]} has shape {shown_shape(shape)}, {counted}; this server takes at "
+                f"most {max_elements} per input (serve --max-input-mb)")
     return None
+
+
+def shown_shape(shape: list[int]) -> str:
+    """`shape` for a message, its first dimensions only: a client may send thousands, and a gRPC error's words
+    travel in a header a client reads up to 8 kB of (more, and it got RESOURCE_EXHAUSTED instead)."""
+    return str(shape) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ... ({len(shape)} dimensions)]"
+
+
+def _count(values: int) -> str:
+    """A number of values for a message: Python will not write an integer of more than 4300 digits (20000
+    dimensions of 2), and the front answered with a traceback (gRPC: UNKNOWN; in a stream it ended the stream)."""
+    return str(values) if values.bit_length() <= 128 else f"over 2**{values.bit_length() - 1}"
 
 
 def _why_parameters_refused(owner: str, given: Any, kinds: dict[str, _Kind]) -> str | None:

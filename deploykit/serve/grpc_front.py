@@ -30,6 +30,12 @@ if TYPE_CHECKING:  # grpcio and tritonclient come with the serve extra: imported
 _SERVICE = "/inference.GRPCInferenceService/"
 _INFER, _STREAM = _SERVICE + "ModelInfer", _SERVICE + "ModelStreamInfer"
 _LARGEST_MESSAGE = 2**31 - 1  # gRPC's own limit
+# An error's words travel in a header, which a gRPC client reads up to 8 kB of (16 kB at most): Triton quotes the
+# request in its errors (a 100 kB input name, a shape of 5000 dimensions), and the client got RESOURCE_EXHAUSTED
+# "received metadata size exceeds hard limit" instead of the error. The front reads Triton's whole error and
+# passes on its beginning.
+_LARGEST_ERROR_HEADER = 2**24
+_ERROR_CHARS = 2000
 
 
 def why_infer_refused(raw: bytes, max_elements: int) -> str | None:
@@ -56,8 +62,10 @@ class GrpcFront:
 
         self.max_elements, self.drain_s = limits.max_elements, drain_s
         largest = min(limits.max_body_bytes, _LARGEST_MESSAGE)
-        self._channel = grpc.insecure_channel(upstream, options=[("grpc.max_send_message_length", -1),
-                                                                 ("grpc.max_receive_message_length", -1)])
+        self._channel = grpc.insecure_channel(upstream, options=[
+            ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
+            ("grpc.max_metadata_size", _LARGEST_ERROR_HEADER),
+            ("grpc.absolute_max_metadata_size", _LARGEST_ERROR_HEADER)])
         self._server = grpc.server(ThreadPoolExecutor(32, thread_name_prefix="deploykit-serve-grpc"),
                                    handlers=[_Passing(self)],
                                    options=[("grpc.max_receive_message_length", largest),
@@ -96,7 +104,7 @@ class GrpcFront:
         try:
             yield
         except grpc.RpcError as exc:
-            context.abort(exc.code(), exc.details() or "")
+            context.abort(exc.code(), clipped(exc.details() or ""))
         finally:
             with self._lock:
                 self._active -= 1
@@ -157,6 +165,11 @@ class GrpcFront:
                         raise item
                     yield item
         return handle
+
+
+def clipped(error: str) -> str:
+    """An error's words as a client can read them (_ERROR_CHARS)."""
+    return error if len(error) <= _ERROR_CHARS else error[:_ERROR_CHARS] + f"... ({len(error)} characters)"
 
 
 def stream_error(raw: bytes, reason: str) -> bytes:

@@ -205,6 +205,13 @@ def test_a_shape_beyond_the_limit_is_refused_whatever_its_product_wraps_to(shape
     assert (reason is not None and "too large" in reason) == (spanned > MAX_ELEMENTS)
 
 
+@pytest.mark.parametrize("shape", [[2] * 20_000, [10**300] * 20])
+def test_a_shape_whose_count_python_will_not_write_is_refused_in_words(shape: list[int]) -> None:
+    """Python writes no integer of more than 4300 digits: the front's message raised ValueError (HTTP: 500)."""
+    reason = why_refused(json_body([{"name": "input", "shape": shape, "datatype": "FP32"}]), None, MAX_ELEMENTS)
+    assert reason is not None and "too large" in reason and len(reason) < 8192, reason
+
+
 def test_a_grpc_shape_that_killed_the_models_stub_is_refused_and_the_model_still_answers(
         served: tuple[Server, Any]) -> None:
     """Triton's gRPC endpoint had the same hole: a ModelInfer input whose byte size wraps to 0, with 0 bytes."""

@@ -3,6 +3,7 @@ its id): what the drain counts as cut off."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -120,3 +121,61 @@ def test_a_client_on_ipv6_loopback_is_served_the_administration() -> None:
         front.stop()
         triton.stop(None)
     assert [model.name for model in index.models] == ["seg"]
+
+
+class _Wordy:
+    """A stand-in Triton refusing every call with an error quoting a 100 kB input name, as Triton does."""
+
+    def service(self, details: object) -> object:
+        def refuse(_raw: bytes, context: grpc.ServicerContext) -> bytes:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unexpected inference input '" + "n" * 100_000 + "'")
+            return b""
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+@contextlib.contextmanager
+def _front_before(triton_handler: object) -> Iterator[int]:
+    """The port of a GrpcFront before a stand-in Triton."""
+    triton = grpc.server(ThreadPoolExecutor(2), handlers=[triton_handler])
+    upstream = triton.add_insecure_port("127.0.0.1:0")
+    triton.start()
+    front = GrpcFront(f"127.0.0.1:{upstream}", FrontLimits(max_elements=2**18, max_body_bytes=2**20), 1)
+    port = _free_port()
+    front.start("127.0.0.1", port)
+    try:
+        yield port
+    finally:
+        front.stop()
+        triton.stop(None)
+
+
+def test_a_long_triton_error_reaches_the_client_clipped() -> None:
+    """A client got RESOURCE_EXHAUSTED "received metadata size exceeds hard limit" instead of Triton's error."""
+    with _front_before(_Wordy()) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel, \
+            pytest.raises(grpc.RpcError) as refused:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(service_pb2.ModelInferRequest(), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    assert str(refused.value.details()).startswith("unexpected inference input 'nnn")
+    assert len(str(refused.value.details())) < 8192
+
+
+def _many_dimensions(request_id: str) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="seg", id=request_id)
+    request.inputs.add(name="input", datatype="FP32", shape=[2] * 20_000)
+    return request
+
+
+def test_a_shape_of_many_dimensions_is_refused_in_words_and_a_stream_goes_on() -> None:
+    """20000 dimensions of 2: the front's message wrote their product, an integer Python will not write (more than
+    4300 digits): ModelInfer got UNKNOWN "Exception calling application", and a stream ended there."""
+    with _front_before(_Triton()) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(_many_dimensions("0"), timeout=10)
+        requests = [service_pb2.ModelInferRequest(model_name="seg", id="0"), _many_dimensions("1"),
+                    service_pb2.ModelInferRequest(model_name="seg", id="2")]
+        answers = list(stub.ModelStreamInfer(iter(requests), timeout=10))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    assert "input too large" in str(refused.value.details()) and "(20000 dimensions)" in str(refused.value.details())
+    assert sorted((a.infer_response.id, "too large" in a.error_message) for a in answers) == [
+        ("0", False), ("1", True), ("2", False)]
