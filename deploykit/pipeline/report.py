@@ -235,15 +235,16 @@ def kept_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
         names = ", ".join(f"{k.get('name')} ({k.get('op_type')}: {k.get('reason', '')})" for k in kept[:12])
         lines.append(f"{build.precision}: {len(kept)} kept" + (f": {names}" if kept else "")
                      + (" …" if len(kept) > 12 else ""))
-    out: list[Block] = [Heading("Nodes kept in higher precision"), Bullets(tuple(lines)),
-                        *_image("precision map", plot)]
+    # No lowered precision built (FP32 alone): no section, not a heading over nothing
+    out: list[Block] = ([Heading("Nodes kept in higher precision"), Bullets(tuple(lines)),
+                         *_image("precision map", plot)] if lines else [])
     choices = [line for build in result.builds for line in describe_int8(build.report)]
     return out + ([Heading("INT8 choices"), Bullets(tuple(choices))] if choices else [])
 
 
 def layer_blocks(layers: LayersResult, plot: Path | None) -> list[Block]:
     if not layers.nodes:
-        return [Heading("Per-layer error"), Paragraph(layers.note or "no per-layer data")]
+        return [Heading("Per-layer error"), Paragraph(_sentence(layers.note or "no per-layer data"))]
     worst = sorted(layers.nodes, key=lambda n: -n.growth)[:5]
     return [Heading("Per-layer error"),
             Paragraph(f"Worst candidate: {layers.candidate} ({layers.precision}); the nodes whose relative L2 error "

@@ -132,11 +132,16 @@ def to_text(blocks: Sequence[Block]) -> str:
     return "\n\n".join(parts)
 
 
-# A long name breaks where it would overflow (break-word), never inside a number or a header that fits (anywhere
-# would also shrink every table column to one character's width); a long name in a table cell breaks anywhere.
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;"
-         "overflow-wrap:break-word}table{border-collapse:collapse;margin:1em 0;font-size:14px}"
-         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td.t{text-align:left;overflow-wrap:anywhere}"
+# A long name breaks where it would overflow (break-word), never inside a number ("9.69e-08"), a header or a word:
+# anywhere
+# would let a narrow screen squeeze table columns to a character's width ("onnxrunt|ime", "1x3x|32x32"). A name
+# in a table cell may also break after its separators (_wbr); a table still wider than the screen scrolls in its
+# own box (div.scroll), so the page never grows wider than a phone's screen.
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 8px;color:#222;"
+         "overflow-wrap:break-word}div.scroll{overflow-x:auto;margin:1em 0}"
+         "table{border-collapse:collapse;font-size:14px}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td{white-space:nowrap}"
+         "td.t{text-align:left;white-space:normal}"
          "th.t{text-align:left}th{background:#f3f3f3}"
          "blockquote{margin:1em 0;padding:.4em 1em;border-left:4px solid #d9a400;background:#fff8e0}"
          "blockquote p{margin:0}img{max-width:100%}")
@@ -147,8 +152,18 @@ def _inline(text: Text) -> str:
     return "".join(f"<code>{html.escape(part)}</code>" if code else html.escape(part) for part, code in _spans(text))
 
 
+# Where a long name in a table cell may break: after a path, module or word separator (a dot or a dash only
+# before a letter, so a number or a range of numbers, "0.2062-0.3694", stays whole)
+_SEPARATOR = re.compile(r"(?<=[/_:,])(?=.)|(?<=[.-])(?=[^\W\d_])")
+
+
 def _cell(value: object) -> str:
     return html.escape(printable(fmt(value)))
+
+
+def _name_cell(value: str) -> str:
+    """A text cell, with a break opportunity after each separator of a long name ('/backbone/layer4.2/Conv')."""
+    return "<wbr>".join(html.escape(part) for part in _SEPARATOR.split(printable(value)))
 
 
 def _html_block(block: Block) -> str:
@@ -164,9 +179,9 @@ def _html_block(block: Block) -> str:
         text = [all(isinstance(row[i], str) for row in block.rows) for i in range(len(block.headers))]
         head = "".join(f"<th{' class=t' if left else ''}>{_cell(h)}</th>" for h, left in zip(block.headers, text,
                                                                                            strict=True))
-        body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(c, str) else ''}>{_cell(c)}</td>"
-                                        for c in row) + "</tr>" for row in block.rows)
-        return f"<table><tr>{head}</tr>{body}</table>"
+        body = "".join("<tr>" + "".join(f"<td class=t>{_name_cell(c)}</td>" if isinstance(c, str) else
+                                        f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+        return f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>"
     data = base64.b64encode(block.path.read_bytes()).decode()
     return f'<figure><img alt="{html.escape(block.name)}" src="data:image/png;base64,{data}"></figure>'
 
@@ -175,4 +190,5 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
     """A self-contained page: plots inlined as data URIs."""
     body = "".join(_html_block(b) for b in blocks)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<meta name=viewport content='width=device-width,initial-scale=1'>"  # a phone's width, not 980 px
             f"<style>{STYLE}</style></head><body>{body}</body></html>\n")

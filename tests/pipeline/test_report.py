@@ -25,7 +25,7 @@ from deploykit.cli import cli
 from deploykit.parity.pictured import Pictures
 from deploykit.pipeline import plots
 from deploykit.pipeline.frontier import Frontier, Point, frontier
-from deploykit.pipeline.report import accuracy_table, summary_lines, verdict_blocks
+from deploykit.pipeline.report import accuracy_table, kept_blocks, summary_lines, verdict_blocks
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
 from deploykit.report.document import to_html, to_markdown
@@ -360,3 +360,15 @@ def test_a_near_miss_of_the_budget_never_reads_as_the_budget(deployed: tuple[Pat
     checks[position] = replace(checks[position], value=0.99496, passed=False)
     reason = decide(loaded.builds, loaded.parity, loaded.bench).rejected[0].reason
     assert reason.startswith("budget missed: pixel_agreement 0.99496 < 0.995 on "), reason
+
+
+def test_an_fp32_only_deploy_has_no_section_for_nodes_kept_in_higher_precision(
+        deployed: tuple[Path, Result]) -> None:
+    """FP32 alone keeps nothing in higher precision: no heading over an empty list (report.md had
+    '## Nodes kept in higher precision' then blank lines, report.html an empty <ul>)."""
+    loaded = _loaded(deployed[0])
+    fp32_only = replace(loaded, builds=[b for b in loaded.builds if b.precision_onnx is None])
+    assert fp32_only.builds and len(fp32_only.builds) < len(loaded.builds)
+    assert kept_blocks(fp32_only, None) == []
+    assert "Nodes kept in higher precision" in to_markdown(kept_blocks(loaded, None))
+

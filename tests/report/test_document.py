@@ -32,3 +32,17 @@ def test_code_parts_are_code_in_html_and_code_spans_in_markdown() -> None:
     markdown = to_markdown(blocks)
     assert markdown.startswith("`--backend auto` raced \\<both>") and "- keep `a` and ``b`c``" in markdown
     assert "- one \\` alone" in markdown
+
+
+def test_a_table_scrolls_in_its_own_box_on_a_narrow_screen() -> None:
+    """At a phone's width (390 px) a wide table scrolls inside its box, never widening the page; a word or a
+    number in a cell stays whole ('onnxrunt|ime', '9.69e-|08' at 390 px before); a long name breaks after its
+    separators."""
+    page = to_html([table(["backend", "node", "max abs"], [["onnxruntime", "/backbone/layer4.2/Conv", 9.69e-08]])],
+                   "t")
+    assert "<meta name=viewport content='width=device-width,initial-scale=1'>" in page
+    assert "<div class=scroll><table>" in page and "</table></div>" in page
+    style = page[page.index("<style>"):page.index("</style>")]
+    assert "div.scroll{overflow-x:auto" in style and "td{white-space:nowrap}" in style
+    assert "<td class=t>onnxruntime</td>" in page and "<td>9.69e-08</td>" in page
+    assert "<td class=t>/<wbr>backbone/<wbr>layer4.2/<wbr>Conv</td>" in page
