@@ -80,7 +80,7 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
 
     opts = DeployOptions(
         source=model, out=Path(out), options=parse_options(set_options), weights=weights,
-        allow_partial=allow_partial, trust_checkpoint=trust_checkpoint,
+        allow_partial=allow_partial, trust_checkpoint=trust_checkpoint, task=task,  # type: ignore[arg-type]
         precisions=chosen,
         backend=backend, calib_data=calib_data, calib_n=calib_n, accuracy_budget=accuracy_budget, inputs=inputs,
         input_shape=parse_shape(input_shape) if input_shape else None,  # type: ignore[arg-type]

@@ -62,7 +62,7 @@ from deploykit.runner import Target
 from deploykit.targets.bench import run_bench
 from deploykit.targets.race import Race, choose_backend
 from deploykit.targets.resolve import open_target, source_label, torch_target
-from deploykit.types import Progress
+from deploykit.types import Progress, Task
 from deploykit.zoo.sources import (
     LoadedModel,
     check_source_size,
@@ -91,6 +91,7 @@ class DeployOptions:
     weights: str | None = None
     allow_partial: bool = False
     trust_checkpoint: bool = False  # unpickle --weights in full (zoo.checkpoints.read_checkpoint)
+    task: Task | None = None  # a user model's task (zoo models know theirs)
     precisions: tuple[str, ...] | None = None
     backend: str | None = None
     calib_data: str | None = None
@@ -206,7 +207,8 @@ class _Run:
         self.say(f"building {self.label}")
         with self.reads.watch():
             loaded = load_model(self.opts.source, options=self.opts.options, weights=self.opts.weights,
-                                allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint)
+                                allow_partial=self.opts.allow_partial, trust_checkpoint=self.opts.trust_checkpoint,
+                                task=self.opts.task)
         for note in loaded.weight_notes():
             self.say(note)
         return loaded
@@ -362,7 +364,7 @@ def _model_inputs(opts: DeployOptions) -> dict[str, Any]:
     every step and passed, where a fresh run refuses (exit 2)."""
     return {"source": opts.source, "options": opts.options, "code": user_code_fingerprint(opts.source),
             "weights": Path(opts.weights) if opts.weights else None, "allow_partial": opts.allow_partial,
-            "trust_checkpoint": opts.trust_checkpoint}
+            "trust_checkpoint": opts.trust_checkpoint, "task": opts.task}
 
 
 def _versions() -> dict[str, str]:

@@ -140,3 +140,20 @@ def test_a_file_the_factory_reads_is_an_input_of_its_steps(tmp_path: Path, monke
         biases = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out / "model.onnx")).graph.initializer}
         assert biases[edited] == pytest.approx(0.7)
     sys.modules.pop("reading_model", None)
+
+
+def test_the_task_of_a_user_model_is_the_one_given(tmp_path: Path) -> None:
+    """deploy --task saliency judged a one-channel user model as segmentation (the option was parsed, then
+    dropped): its report showed pixel agreement and mIoU of an argmax over one channel, always 1. A rerun with
+    another --task redoes the steps."""
+    args = ["deploy", "tests.fixtures.user_models:tiny_segmenter", "--set", "num_classes=1", "--input-shape",
+            "1,3,16,16", "--precisions", "fp32", "--backend", "onnxruntime", "--bench-seconds", "0.05",
+            "--threads", "1", "--out", str(tmp_path / "out"), "--json"]
+    found = CliRunner().invoke(cli, [*args, "--task", "saliency"])
+    assert found.exit_code == 0, found.output
+    summary = json.loads(found.stdout)
+    assert summary["parity"]["task"] == "saliency" and "cc" in summary["verdict"]["task_metrics"]
+    again = CliRunner().invoke(cli, [*args, "--task", "segmentation"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["parity"]["task"] == "segmentation"
+    assert not any(s["skipped"] for s in json.loads(again.stdout)["steps"])
