@@ -58,11 +58,16 @@ def latency_rows(bench: BenchReport) -> list[list[object]]:
              r.efficiency_percent] for r in bench.results]
 
 
+RATIO_HEADERS = ["run", "batch", "median ms", "speed-up vs PyTorch (per image)", "speed-up vs fp32 (per image)"]
+
+
 def _ratio_rows(bench: BenchReport) -> list[list[object]]:
-    """Each run's speed-up over PyTorch eager and over the FP32 artifact, with the interval of the ratio."""
+    """Each run's speed-up over PyTorch eager and over the FP32 artifact (at their smallest batch), with the
+    interval of the ratio. The batch is a column of its own: with --input-shape N,... each run is timed at batch 1
+    and N, and two rows named alike ('torch fp32') could not be told apart."""
     base = reference_run(bench.results)
     fp32 = artifact_run(bench.results, BASELINE.name)
-    return [[f"{r.backend} {r.precision}", r.latency.median, speedup(base, r).text() if base else "-",
+    return [[f"{r.backend} {r.precision}", r.batch, r.latency.median, speedup(base, r).text() if base else "-",
              speedup(fp32, r).text() if fp32 else "-"] for r in bench.results]
 
 
@@ -95,7 +100,7 @@ def latency_blocks(result: DeployResult, plot: Path | None = None) -> list[Block
     if bench.load is not None:
         how += f" Machine load: {bench.load.describe()}."
     out: list[Block] = [Heading("Latency"), Paragraph(how), table(LATENCY_HEADERS, latency_rows(bench)),
-                        table(["run", "median ms", "speed-up vs PyTorch", "speed-up vs fp32"], _ratio_rows(bench))]
+                        table(RATIO_HEADERS, _ratio_rows(bench))]
     raced = race_rows(result)
     if raced:
         out += [Paragraph((Code("--backend auto"), " built every ready CPU backend's artifact per precision and timed "

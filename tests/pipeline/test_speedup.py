@@ -32,5 +32,13 @@ def test_the_report_and_the_verdict_divide_alike() -> None:
     assert over_torch.value == pytest.approx(4.0) and over_fp32.value == pytest.approx(2.0)
     assert over_torch.low <= over_torch.value <= over_torch.high
     report = BenchReport(results=results, skipped=[], environment={}, peaks=None, config={})
-    rows = {row[0]: row[2:] for row in _ratio_rows(report)}
-    assert rows[f"{ONNX_RUNNER.name} {lowered}"] == [over_torch.text(), over_fp32.text()]
+    rows = {(row[0], row[1]): row[3:] for row in _ratio_rows(report)}
+    assert rows[(f"{ONNX_RUNNER.name} {lowered}", 4)] == [over_torch.text(), over_fp32.text()]
+
+
+def test_each_batch_of_a_run_is_a_row_of_its_own() -> None:
+    """--input-shape 2,... times each contender at batch 1 and 2: the speed-up table named both rows 'torch fp32'."""
+    results = [_run(REFERENCE.name, BASELINE.name, batch, 10.0 * batch) for batch in (1, 2)]
+    report = BenchReport(results=results, skipped=[], environment={}, peaks=None, config={})
+    rows = _ratio_rows(report)
+    assert len({(row[0], row[1]) for row in rows}) == 2 and [row[1] for row in rows] == [1, 2]
