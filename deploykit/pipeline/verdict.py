@@ -26,7 +26,7 @@ from deploykit.build import BuildResult
 from deploykit.metrics.table import against, selected
 from deploykit.parity.compare import CandidateResult, ParityResult
 from deploykit.precision.table import BASELINE, PRECISIONS, lowered_nodes
-from deploykit.report.format import metrics_text
+from deploykit.report.format import fmt, metrics_text
 
 # The task metrics the verdict quotes: those shown in the parity tables and usable as budgets.
 TASK_KEYS = selected(shown=True, budget=True)
@@ -60,10 +60,10 @@ class Verdict:
                                                 _times(self.speedup_vs_fp32 if self.precision != BASELINE.name
                                                        else None, "FP32")) if part)
             metrics = metrics_text(self.task_metrics, "PyTorch")
-            spread = (f" (p10-p90 {_num(self.latency_spread_ms[0])}-{_num(self.latency_spread_ms[1])})"
+            spread = (f" (p10-p90 {fmt(self.latency_spread_ms[0])}-{fmt(self.latency_spread_ms[1])})"
                       if self.latency_spread_ms else "")
             precision = f"{self.precision}, {self.caveat}" if self.caveat else self.precision
-            head = (f"verdict: ship {self.ship} ({precision}): {_num(self.latency_ms)} ms median{spread} at "
+            head = (f"verdict: ship {self.ship} ({precision}): {fmt(self.latency_ms)} ms median{spread} at "
                     "batch 1" + (f", {speed}" if speed else "") + (f"; {metrics}" if metrics else ""))
         return [head, *(f"  not {r.artifact} ({r.precision}): {r.reason}" for r in self.rejected)]
 
@@ -98,12 +98,6 @@ def _ratio(data: Mapping[str, Any], key: str) -> Ratio | None:
     if not interval:  # none recorded (one round): none made up
         return Ratio(float(value), None, None, paired=False)
     return Ratio(float(value), float(interval[0]), float(interval[1]), paired=True)
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if abs(value) < 1 else f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
 
 
 def _times(ratio: Ratio | None, over: str) -> str:
@@ -223,10 +217,10 @@ def _slower(mine: BenchResult | None, fastest: BenchResult | None, chosen: Build
         return "passes, but was not timed"
     if _tied(mine, fastest):
         ratio = speedup(mine, shipped)  # its time over the shipped artifact's
-        return (f"passes, as fast within this run's noise ({_num(_per_image(mine))} ms against "
-                f"{_num(_per_image(shipped))} ms, {ratio.text()} as long: tied with the fastest); "
+        return (f"passes, as fast within this run's noise ({fmt(_per_image(mine))} ms against "
+                f"{fmt(_per_image(shipped))} ms, {ratio.text()} as long: tied with the fastest); "
                 f"{chosen.precision} is the higher precision")
     ratio = speedup(mine, fastest)
     versus = "" if shipped is fastest else f" for the fastest, {fastest.precision}"
-    return f"passes, but slower ({_num(_per_image(mine))} ms against {_num(_per_image(fastest))} ms{versus}, " \
+    return f"passes, but slower ({fmt(_per_image(mine))} ms against {fmt(_per_image(fastest))} ms{versus}, " \
            f"{ratio.text()} as long)"

@@ -29,7 +29,7 @@ from deploykit.pipeline.report import accuracy_table, kept_blocks, summary_lines
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
 from deploykit.report.document import to_html, to_markdown
-from deploykit.report.format import require_matplotlib
+from deploykit.report.format import fmt, require_matplotlib
 
 ARGS = ["deploy", "deeplabv3plus_mobilenetv2", "--set", "width_multiplier=0.25", "--input-shape", "1,3,65,65",
         "--precisions", "fp32,int8", "--calib-data", "photos", "--accuracy-budget", "pixel_agreement>=0.995",
@@ -371,4 +371,14 @@ def test_an_fp32_only_deploy_has_no_section_for_nodes_kept_in_higher_precision(
     assert fp32_only.builds and len(fp32_only.builds) < len(loaded.builds)
     assert kept_blocks(fp32_only, None) == []
     assert "Nodes kept in higher precision" in to_markdown(kept_blocks(loaded, None))
+
+
+@pytest.mark.parametrize("median", [0.2872, 5.678, 123.45, 1234.5])
+def test_the_verdict_rounds_a_latency_as_the_tables_do(median: float) -> None:
+    """The verdict said '5.68 ms' (3 digits from 1 ms on, none from 100) where the latency table, the summary's
+    artifact line and the rejected artifacts' lines said 5.678 (report.format.fmt)."""
+    verdict = Verdict(ship="model.fp32.ort.onnx", precision="fp32", latency_ms=median,
+                      latency_spread_ms=(median * 0.9, median * 1.1))
+    assert (f"{fmt(median)} ms median (p10-p90 {fmt(median * 0.9)}-{fmt(median * 1.1)})"
+            in verdict.lines()[0])
 
