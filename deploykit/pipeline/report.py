@@ -144,9 +144,7 @@ def verdict_blocks(result: DeployResult) -> list[Block]:
     """The answer first (pipeline.verdict): what to ship, and one line per artifact not chosen, and the warnings
     that qualify it."""
     head, *others = result.verdict.lines()
-    shipped = _sentence(head.removeprefix("verdict: "))
-    timed = f" Timed on {result.bench.machine()}." if result.verdict.ship else ""
-    out: list[Block] = [Heading("Verdict"), Paragraph(shipped + timed)]
+    out: list[Block] = [Heading("Verdict"), Paragraph(_sentence(head.removeprefix("verdict: ")))]
     if others:
         out.append(Bullets(tuple(line.strip() for line in others)))
     return out + [Note(_sentence(warning)) for warning in warnings(result)]

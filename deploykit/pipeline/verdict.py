@@ -50,6 +50,7 @@ class Verdict:
     task_metrics: dict[str, float] = field(default_factory=dict)
     rejected: tuple[Rejected, ...] = ()
     caveat: str = ""  # what the shipped precision's name does not say (an INT8 artifact with no INT8 node)
+    machine: str = ""  # the CPU the milliseconds were timed on (BenchReport.machine): a latency means nothing alone
 
     def lines(self) -> list[str]:
         """The verdict for people: the first line answers "what do I ship", one line per other artifact."""
@@ -63,8 +64,9 @@ class Verdict:
             spread = (f" (p10-p90 {fmt(self.latency_spread_ms[0])}-{fmt(self.latency_spread_ms[1])})"
                       if self.latency_spread_ms else "")
             precision = f"{self.precision}, {self.caveat}" if self.caveat else self.precision
+            machine = f" on {self.machine}" if self.machine and self.latency_ms is not None else ""
             head = (f"verdict: ship {self.ship} ({precision}): {fmt(self.latency_ms)} ms median{spread} at "
-                    "batch 1" + (f", {speed}" if speed else "") + (f"; {metrics}" if metrics else ""))
+                    f"batch 1{machine}" + (f", {speed}" if speed else "") + (f"; {metrics}" if metrics else ""))
         return [head, *(f"  not {r.artifact} ({r.precision}): {r.reason}" for r in self.rejected)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,7 +81,7 @@ class Verdict:
                 "speedup_vs_fp32_interval": interval(self.speedup_vs_fp32),
                 "interval": "95% bootstrap interval of the ratio of medians, resampled by round",
                 "task_metrics": self.task_metrics, "rejected": [vars(r).copy() for r in self.rejected],
-                "caveat": self.caveat, "text": self.lines()}
+                "caveat": self.caveat, "machine": self.machine, "text": self.lines()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
@@ -88,7 +90,8 @@ class Verdict:
                    latency_spread_ms=(float(spread[0]), float(spread[1])) if spread else None,
                    speedup_vs_torch=_ratio(data, "speedup_vs_torch"), speedup_vs_fp32=_ratio(data, "speedup_vs_fp32"),
                    task_metrics={k: float(v) for k, v in (data.get("task_metrics") or {}).items()},
-                   rejected=tuple(Rejected(**r) for r in data.get("rejected", [])), caveat=str(data.get("caveat", "")))
+                   rejected=tuple(Rejected(**r) for r in data.get("rejected", [])), caveat=str(data.get("caveat", "")),
+                   machine=str(data.get("machine", "")))
 
 
 def _ratio(data: Mapping[str, Any], key: str) -> Ratio | None:
@@ -182,7 +185,7 @@ def decide(builds: Sequence[BuildResult], parity: ParityResult, bench: BenchRepo
                    speedup_vs_torch=speedup(torch, mine) if torch and mine else None,
                    speedup_vs_fp32=speedup(fp32, mine) if fp32 and mine else None,
                    task_metrics={k: metrics[k] for k in TASK_KEYS if k in metrics}, rejected=tuple(rejected),
-                   caveat=_in_name_only(build))
+                   caveat=_in_name_only(build), machine=bench.machine())
 
 
 def _in_name_only(build: BuildResult) -> str:
