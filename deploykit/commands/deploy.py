@@ -87,7 +87,7 @@ def deploy(model: str, set_options: tuple[str, ...], weights: str | None, allow_
         bench_seconds=bench_seconds, threads=threads, rerun=rerun, force=force, labels=labels, require=require,
     )
     result = run_deploy(opts, progress=progress)
-    failed = _failed_check(result.verdict, require, result.out)
+    failed = _failed_check(result.verdict, result.require, result.out)
     if as_json:
         echo_json(result.to_dict(), CHECK_FAILED if failed else DONE)
     else:
@@ -102,12 +102,7 @@ def _failed_check(verdict: Verdict, require: str | None, out: Path) -> str:
     """Why the deploy's check failed ("" when the verdict ships an artifact, of the --require precision)."""
     if verdict.ship is None:
         return f"nothing to ship: no artifact passes every parity gate (the verdict above; report in {out})"
-    if require is not None and verdict.precision != require:
-        why = next((f"; {r.artifact}: {r.reason}" for r in verdict.rejected if r.precision == require), "")
-        return f"--require {require}: the verdict ships {verdict.ship} ({verdict.precision}){why}"
-    if require is not None and verdict.caveat:  # an int8 file computing in float is not what CI asked for
-        return f"--require {require}: the verdict ships {verdict.ship}, {verdict.caveat}"
-    return ""
+    return verdict.unmet(require)
 
 
 def _early_checks(model: str, task: str | None, budget: str | None, labels: str | None,

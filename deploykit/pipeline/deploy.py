@@ -456,7 +456,8 @@ def run_deploy(opts: DeployOptions, progress: Progress | None = None) -> DeployR
                  [opts.out / "bench.json"], run.bench, BenchReport.from_dict, reads=run.reads)
     result = DeployResult(out=opts.out, model=opts.source, options=opts.options, weights=opts.weights,
                           backend=backend.name, backend_note=backend_note, export=export, builds=run.builds,
-                          parity=parity, layers=layers, bench=bench, steps=steps, weights_note=weights_note)
+                          parity=parity, layers=layers, bench=bench, steps=steps, weights_note=weights_note,
+                          require=opts.require)
 
     record.prune([s.name for s in steps])
     say("writing the report")

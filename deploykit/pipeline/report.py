@@ -144,7 +144,10 @@ def verdict_blocks(result: DeployResult) -> list[Block]:
     """The answer first (pipeline.verdict): what to ship, and one line per artifact not chosen, and the warnings
     that qualify it."""
     head, *others = result.verdict.lines()
-    out: list[Block] = [Heading("Verdict"), Paragraph(_sentence(head.removeprefix("verdict: ")))]
+    unmet = result.verdict.unmet(result.require)  # what made deploy exit 1 though an artifact ships
+    out: list[Block] = [Heading("Verdict"), *([Note(f"Check failed (exit status 1): {_sentence(unmet)}")]
+                                              if unmet else []),
+                        Paragraph(_sentence(head.removeprefix("verdict: ")))]
     if others:
         out.append(Bullets(tuple(line.strip() for line in others)))
     return out + [Note(_sentence(warning)) for warning in warnings(result)]

@@ -73,6 +73,7 @@ class DeployResult:
     bench: BenchReport
     steps: list[StepLog] = field(default_factory=list)
     weights_note: str = ""  # the untrained-weights warning (pipeline.deploy.untrained_note), "" with --weights
+    require: str | None = None  # deploy --require: the precision the verdict must ship (Verdict.unmet)
 
     @property
     def verdict(self) -> Verdict:
@@ -80,7 +81,8 @@ class DeployResult:
         return decide(self.builds, self.parity, self.bench)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict.to_dict(),
+        return {"verdict": self.verdict.to_dict(), "require": self.require,
+                "require_unmet": self.verdict.unmet(self.require),
                 "model": self.model, "options": self.options, "weights": self.weights, "backend": self.backend,
                 "backend_note": self.backend_note, "weights_note": self.weights_note, "export": self.export.to_dict(),
                 "builds": [build_record(b) for b in self.builds], "parity": self.parity.to_dict(),
@@ -96,7 +98,7 @@ class DeployResult:
                    parity=parity_from_record(data["parity"], out), layers=LayersResult.from_dict(data["layers"]),
                    bench=BenchReport.from_dict(data["bench"]),
                    steps=[StepLog(s["name"], bool(s["skipped"]), float(s["seconds"])) for s in data.get("steps", [])],
-                   weights_note=str(data.get("weights_note", "")))
+                   weights_note=str(data.get("weights_note", "")), require=data.get("require"))
 
 
 def build_in(data: Mapping[str, Any], out: Path) -> BuildResult:

@@ -69,6 +69,16 @@ class Verdict:
                     f"batch 1{machine}" + (f", {speed}" if speed else "") + (f"; {metrics}" if metrics else ""))
         return [head, *(f"  not {r.artifact} ({r.precision}): {r.reason}" for r in self.rejected)]
 
+    def unmet(self, require: str | None) -> str:
+        """Why an artifact is shipped that is not the one deploy --require asked for ("" when it is, when nothing
+        is required or nothing is shipped): not of that precision, or of it in name only (the caveat)."""
+        if require is None or self.ship is None:
+            return ""
+        if self.precision != require:
+            why = next((f"; {r.artifact}: {r.reason}" for r in self.rejected if r.precision == require), "")
+            return f"--require {require}: the verdict ships {self.ship} ({self.precision}){why}"
+        return f"--require {require}: the verdict ships {self.ship}, {self.caveat}" if self.caveat else ""
+
     def to_dict(self) -> dict[str, Any]:
         """Speed-ups as numbers (what scripts compare) with their intervals beside them."""
         def interval(ratio: Ratio | None) -> list[float] | None:

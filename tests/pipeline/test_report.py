@@ -28,7 +28,7 @@ from deploykit.pipeline.frontier import Frontier, Point, frontier
 from deploykit.pipeline.report import accuracy_table, kept_blocks, summary_lines, verdict_blocks
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
-from deploykit.report.document import to_html, to_markdown
+from deploykit.report.document import Note, plain, to_html, to_markdown
 from deploykit.report.format import fmt, require_matplotlib
 
 ARGS = ["deploy", "deeplabv3plus_mobilenetv2", "--set", "width_multiplier=0.25", "--input-shape", "1,3,65,65",
@@ -389,3 +389,21 @@ def test_the_verdict_rounds_a_latency_as_the_tables_do(median: float) -> None:
     assert (f"{fmt(median)} ms median (p10-p90 {fmt(median * 0.9)}-{fmt(median * 1.1)})"
             in verdict.lines()[0])
 
+
+
+def test_a_require_the_verdict_misses_is_at_the_top_of_the_report(deployed: tuple[Path, Result]) -> None:
+    """deploy --require int8 exited 1 with 'check failed: --require int8: ...' on the terminal, while report.html
+    and summary.json said 'Ship model.fp32.ort.onnx' and nothing of the check that failed."""
+    loaded = _loaded(deployed[0])
+    shipped = loaded.verdict
+    other = next(b.precision for b in loaded.builds if b.precision != shipped.precision)
+    missed = replace(loaded, require=other)
+    _, note, *_ = verdict_blocks(missed)  # under the heading, before the verdict
+    assert isinstance(note, Note) and plain(note.text).startswith(
+        f"Check failed (exit status 1): --require {other}: the verdict ships {shipped.ship} ({shipped.precision})")
+    recorded = json.loads(json.dumps(missed.to_dict()))
+    assert recorded["require"] == other and recorded["require_unmet"] == shipped.unmet(other) != ""
+    assert DeployResult.from_dict(recorded, deployed[0]).require == other
+    if not shipped.caveat:
+        assert not any(isinstance(b, Note) and "Check failed" in plain(b.text)
+                       for b in verdict_blocks(replace(loaded, require=shipped.precision)))
