@@ -67,7 +67,7 @@ class GateCheck:
     passed: bool
 
     def describe(self) -> str:
-        shown = against(self.value, self.gate.threshold, 6)
+        shown = against(self.value, self.gate.threshold)  # the tables' and the verdict's digits (report.format.fmt)
         verdict = "ok" if self.passed else ("misses the budget" if self.gate.budget else "fails")
         return f"{self.gate.metric} {shown} {verdict} {self.gate.op}{self.gate.threshold:g}"
 

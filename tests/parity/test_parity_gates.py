@@ -9,6 +9,7 @@ import pytest
 
 from deploykit.errors import InputError
 from deploykit.parity.gates import DEFAULT_GATES, Gate, check_gate_outputs, evaluate, gates_for, parse_gate
+from deploykit.report.format import fmt
 
 
 def test_parse_gate_forms() -> None:
@@ -78,3 +79,11 @@ def test_an_artifacts_budget_is_a_gate_where_it_is_stricter() -> None:
     assert not missed.passed and missed.describe() == "pixel_agreement 0.9872 misses the budget >=0.99"
     user = gates_for("int8", [parse_gate("pixel_agreement>=0.9")], budget="pixel_agreement>=0.99")
     assert [(g.threshold, g.budget) for g in user if g.metric == "pixel_agreement"] == [(0.9, False)]
+
+
+def test_a_missed_gate_shows_its_value_as_the_tables_and_the_verdict_do() -> None:
+    """A deploy's accuracy paragraph said 'pixel_agreement 0.999023 misses the budget >=0.99999' where its table
+    and its verdict ('budget missed: pixel_agreement 0.999 < 0.99999') said 0.999: 6 digits against 4."""
+    check = evaluate([Gate("pixel_agreement", ">=", 0.99999, budget=True)], "out", {"pixel_agreement": 0.9990234})
+    assert check[0].describe() == f"pixel_agreement {fmt(0.9990234)} misses the budget >=0.99999"
+
