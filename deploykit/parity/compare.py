@@ -146,11 +146,14 @@ class ParityResult:
     def passed(self) -> bool:
         return all(c.passed for c in self.candidates)
 
-    def summary(self) -> str:
+    def summary(self, names: Mapping[str, str] | None = None) -> str:
+        """One line; `names` shortens candidate labels (a deploy's report names its artifacts by file name, as
+        its verdict does, not by the path they had when it ran)."""
         failed = [c for c in self.candidates if not c.passed]
         if not failed:
             return f"all {len(self.candidates)} candidate(s) match {self.reference} within their gates"
-        details = "; ".join(f"{c.label}: {', '.join(f for o in c.outputs for f in o.failures())}" for c in failed)
+        details = "; ".join(f"{(names or {}).get(c.label, c.label)}: "
+                            f"{', '.join(f for o in c.outputs for f in o.failures())}" for c in failed)
         return f"{len(failed)} of {len(self.candidates)} candidate(s) fail parity with {self.reference}: {details}"
 
     def to_dict(self) -> dict[str, Any]:

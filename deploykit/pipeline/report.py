@@ -268,7 +268,8 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
         Paragraph(f"Options {result.options or '(defaults)'}; weights {result.weights or '(builder initialisation)'}; "
                   f"backend {result.backend} ({result.backend_note})."),
         Heading("Accuracy against PyTorch"),
-        Paragraph(f"{parity.input_count} inputs: {parity.inputs}. {_sentence(parity.summary())}"),
+        Paragraph(f"{parity.input_count} inputs: {parity.inputs}. "
+                  f"{_sentence(parity.summary({c.label: Path(c.label).name for c in parity.candidates}))}"),
         accuracy_table(parity), *_image("accuracy", plots.get("accuracy")),
         *picture_blocks(parity, pictures),
         *latency_blocks(result, plots.get("latency")),

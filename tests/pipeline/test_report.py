@@ -25,7 +25,7 @@ from deploykit.cli import cli
 from deploykit.parity.pictured import Pictures
 from deploykit.pipeline import plots
 from deploykit.pipeline.frontier import Frontier, Point, frontier
-from deploykit.pipeline.report import accuracy_table, kept_blocks, summary_lines, verdict_blocks
+from deploykit.pipeline.report import accuracy_table, blocks, kept_blocks, summary_lines, verdict_blocks
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
 from deploykit.report.document import Note, plain, to_html, to_markdown
@@ -407,3 +407,17 @@ def test_a_require_the_verdict_misses_is_at_the_top_of_the_report(deployed: tupl
     if not shipped.caveat:
         assert not any(isinstance(b, Note) and "Check failed" in plain(b.text)
                        for b in verdict_blocks(replace(loaded, require=shipped.precision)))
+
+
+def test_the_report_names_a_failing_artifact_as_the_verdict_does(deployed: tuple[Path, Result]) -> None:
+    """The accuracy paragraph named a failing artifact by the path it had when deploy ran
+    ('/tmp/.../model.int8.ort.onnx: output pixel_agreement ...'; stale once the folder moves), the verdict by
+    its file name."""
+    loaded = _loaded(deployed[0], budget_held=False)
+    failing = [replace(c, outputs=[replace(o, checks=[replace(k, passed=False) for k in o.checks])
+                                   for o in c.outputs]) for c in loaded.parity.candidates]
+    report = to_markdown(blocks(replace(loaded, parity=replace(loaded.parity, candidates=failing)), {}))
+    accuracy = _section(report, "Accuracy against PyTorch")
+    assert str(deployed[0]) not in accuracy
+    assert all(f"{b.path.name}: " in accuracy for b in loaded.builds)
+
