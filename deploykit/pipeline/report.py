@@ -3,9 +3,10 @@ rendered from one DeployResult (deploykit.pipeline.results) through one block li
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deploykit.bench.harness import speedup
 from deploykit.bench.stats import Ratio
@@ -265,7 +266,7 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
     return [
         Heading(f"deploykit report: {result.model}", 1),
         *verdict_blocks(result),
-        Paragraph(f"Options {result.options or '(defaults)'}; weights {result.weights or '(builder initialisation)'}; "
+        Paragraph(f"Options {_options_text(result.options)}; weights {result.weights or '(builder initialisation)'}; "
                   f"backend {result.backend} ({result.backend_note})."),
         Heading("Accuracy against PyTorch"),
         Paragraph(f"{parity.input_count} inputs: {parity.inputs}. "
@@ -279,6 +280,11 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
         Heading("Steps"), table(["step", "skipped (unchanged)", "seconds"],
                                 [[s.name, s.skipped, round(s.seconds, 2)] for s in result.steps]),
     ]
+
+
+def _options_text(options: Mapping[str, Any]) -> str:
+    """The model options as the user gave them ('--set num_classes=1'), not a Python dict ("{'num_classes': 1}")."""
+    return " ".join(f"--set {key}={value}" for key, value in options.items()) or "(defaults)"
 
 
 def write_pictures(parity: ParityResult, out: Path) -> Path | None:

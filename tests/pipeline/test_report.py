@@ -421,3 +421,10 @@ def test_the_report_names_a_failing_artifact_as_the_verdict_does(deployed: tuple
     assert str(deployed[0]) not in accuracy
     assert all(f"{b.path.name}: " in accuracy for b in loaded.builds)
 
+
+def test_the_model_options_read_as_the_user_gave_them(deployed: tuple[Path, Result]) -> None:
+    """--set num_classes=1 showed as "Options {'num_classes': 1}" (a Python dict) in report.md and report.html."""
+    loaded = replace(_loaded(deployed[0]), options={"num_classes": 1, "act": "relu"})
+    report = to_markdown(blocks(loaded, {}))
+    assert "Options --set num_classes=1 --set act=relu; weights" in report and "{" not in report
+
