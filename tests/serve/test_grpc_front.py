@@ -40,16 +40,22 @@ def _requests(count: int, every_s: float) -> Iterator[service_pb2.ModelInferRequ
         time.sleep(every_s)
 
 
-@pytest.mark.parametrize(("count", "cut"), [(3, False), (200, True)])
-def test_a_stream_the_drain_ends_is_counted_as_cut_off(count: int, cut: bool) -> None:
-    """A stream still open when the drain ran out was not counted (serve exited 0 after cutting it off) once the
-    front answered streams from a queue: its handler ended at once on the cancel."""
-    triton = grpc.server(ThreadPoolExecutor(4), handlers=[_Triton()])
+def _started(triton_handler: object, host: str = "127.0.0.1") -> tuple[grpc.Server, GrpcFront, int]:
+    """A stand-in Triton answering with `triton_handler`, and a GrpcFront before it listening on host:port."""
+    triton = grpc.server(ThreadPoolExecutor(4), handlers=[triton_handler])
     upstream = triton.add_insecure_port("127.0.0.1:0")
     triton.start()
     front = GrpcFront(f"127.0.0.1:{upstream}", FrontLimits(max_elements=2**18, max_body_bytes=2**20), 1)
     port = _free_port()
-    front.start("127.0.0.1", port)
+    front.start(host, port)
+    return triton, front, port
+
+
+@pytest.mark.parametrize(("count", "cut"), [(3, False), (200, True)])
+def test_a_stream_the_drain_ends_is_counted_as_cut_off(count: int, cut: bool) -> None:
+    """A stream still open when the drain ran out was not counted (serve exited 0 after cutting it off) once the
+    front answered streams from a queue: its handler ended at once on the cancel."""
+    triton, front, port = _started(_Triton())
     answers: list[str] = []
 
     def stream() -> None:
@@ -107,12 +113,7 @@ def test_a_client_on_ipv6_loopback_is_served_the_administration() -> None:
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    triton = grpc.server(ThreadPoolExecutor(2), handlers=[_Repository()])
-    upstream = triton.add_insecure_port("127.0.0.1:0")
-    triton.start()
-    front = GrpcFront(f"127.0.0.1:{upstream}", FrontLimits(max_elements=2**18, max_body_bytes=2**20), 1)
-    port = _free_port()
-    front.start("::1", port)
+    triton, front, port = _started(_Repository(), host="::1")
     try:
         with grpc.insecure_channel(f"[::1]:{port}") as channel:
             index = service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryIndex(
@@ -136,12 +137,7 @@ class _Wordy:
 @contextlib.contextmanager
 def _front_before(triton_handler: object) -> Iterator[int]:
     """The port of a GrpcFront before a stand-in Triton."""
-    triton = grpc.server(ThreadPoolExecutor(2), handlers=[triton_handler])
-    upstream = triton.add_insecure_port("127.0.0.1:0")
-    triton.start()
-    front = GrpcFront(f"127.0.0.1:{upstream}", FrontLimits(max_elements=2**18, max_body_bytes=2**20), 1)
-    port = _free_port()
-    front.start("127.0.0.1", port)
+    triton, front, port = _started(triton_handler)
     try:
         yield port
     finally:
