@@ -6,7 +6,7 @@ when run through ONNX Runtime with an FP32 or an FP16 float remainder (--int8-fl
     python benchmarks/qdq_placement.py --trained --methods minmax,entropy,percentile
 
 Per model: quantized weighted nodes, residual Adds reading a quantized skip, Concats sharing one scale, the Q/DQ
-lint's findings (deploykit.graph.qdq_lint) by rule, and agreement against the FP32 ONNX model on the images in
+lint's findings (deploykit.graph.qdq_fusion) by rule, and agreement against the FP32 ONNX model on the images in
 benchmarks/data/heldout (calibration: benchmarks/data/calib). ONNX Runtime simulates the INT8 graph, without its
 WeightBiasQuantization pass (the TensorRT entry's scored_without); these are not TensorRT
 figures. The tiny variants are untrained, so their agreement says little; the trained ones do.

@@ -33,7 +33,7 @@ What is quantized (TensorRT's placement rules, which ONNX Runtime also fuses):
   scores to 256 levels and flip labels at class boundaries, for no speed gain.
 
 Placement for TensorRT's fusions (TensorRT developer guide, "Explicit Quantization": Q/DQ layer-placement
-recommendations; deploykit.graph.qdq_lint checks the result):
+recommendations; deploykit.graph.qdq_fusion checks the result):
 - Residual Add (layout "inputs"): an Add whose one input is the direct output of a quantized Conv reads its
   other (skip) input through the skip tensor's Q/DQ, so TensorRT fuses the Add into the convolution's epilogue
   in INT8 ("quantize the residual input": the precision of the Add's other input decides the fused output's).

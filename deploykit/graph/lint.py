@@ -27,7 +27,7 @@ from deploykit.errors import InputError
 from deploykit.graph import trt_support as support
 from deploykit.graph.lint_nodes import NODE_RULES, Context, Finding, finding, label
 from deploykit.graph.lint_qdq import QDQ_RULES
-from deploykit.graph.qdq_lint import has_qdq, qdq_findings
+from deploykit.graph.qdq_fusion import has_qdq, qdq_findings
 from deploykit.graph.tensors import GraphIndex, conv_channels, index_graph
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 from deploykit.io.model_files import read_onnx
@@ -171,7 +171,7 @@ def _domain_and_op(node: onnx.NodeProto, functions: dict[str, onnx.FunctionProto
 
 
 def _qdq_placement_findings(model: onnx.ModelProto, ctx: Context) -> list[Finding]:
-    """Q/DQ placements TensorRT will not fuse (deploykit.graph.qdq_lint), for graphs with Q/DQ nodes."""
+    """Q/DQ placements TensorRT will not fuse (deploykit.graph.qdq_fusion), for graphs with Q/DQ nodes."""
     if not has_qdq(model):
         return []
     return [finding(node, rule, severity, why, fix)

@@ -112,7 +112,7 @@ def float_remainder(source: onnx.ModelProto, model: onnx.ModelProto, asked: str 
 
 
 def qdq_lint(model: onnx.ModelProto, target: str, choices: Mapping[str, str], progress: Progress) -> dict[str, Any]:
-    """The Q/DQ lint (deploykit.graph.qdq_lint) of the graph the backend compiles (`target`), for the report; a
+    """The Q/DQ lint (deploykit.graph.qdq_fusion) of the graph the backend compiles (`target`), for the report; a
     finding about a choice this build made (`choices`: lint rule -> why the build chose so) says why."""
     findings = [f for f in lint_model(model, target=target).findings if f.rule.startswith(("qdq-", "int8-"))]
     findings = [replace(f, why=f"{f.why}; this build: {choices[f.rule]}") if f.rule in choices else f

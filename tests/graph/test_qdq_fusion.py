@@ -1,4 +1,4 @@
-"""The Q/DQ placement lint (deploykit.graph.qdq_lint) on hand-made graphs: each rule fires on a placement
+"""The Q/DQ placement lint (deploykit.graph.qdq_fusion) on hand-made graphs: each rule fires on a placement
 TensorRT will not fuse, names the node and a fix, and stays quiet on deploykit's TensorRT layout."""
 
 from __future__ import annotations
