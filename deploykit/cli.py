@@ -224,10 +224,12 @@ def _command_named(ctx: click.Context, args: list[str]) -> str:
     context (`deploykit doctor --evidence` without its value)."""
     path, command = [ctx.command_path], ctx.command
     for word in args:
-        if word.startswith("-"):
+        default = getattr(command, "default_command", None)  # `bench --model` is `bench run --model`
+        if word.startswith("-") and default is None:
             continue
         sub = command.get_command(ctx, word) if isinstance(command, click.Group) else None
         if sub is None:
+            path += [default] if default else []
             break
         path.append(word)
         command = sub

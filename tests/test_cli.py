@@ -207,3 +207,16 @@ def test_saved_builder_options_apply_whichever_format_matches() -> None:
     loaded = load_model("msinet", weights="benchmarks/checkpoints/msinet_small.pt")
     assert loaded.options == {"width": 0.125} and loaded.load_report is not None
     assert loaded.load_report.left_random == ()
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["bench", "--compare"], "deploykit bench run"),  # `bench TARGET...` is `bench run TARGET...`
+    (["--debug", "bench", "run", "--model"], "deploykit bench run"),
+    (["bench", "kernels", "--nope"], "deploykit bench kernels"),
+    (["doctor", "--evidence"], "deploykit doctor"),
+    (["--nope"], "deploykit"),
+])
+def test_a_usage_error_points_at_the_help_of_the_command_it_is_about(args: list[str], named: str) -> None:
+    result = CliRunner().invoke(cli, args, prog_name="deploykit")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("deploykit: error: ") and f"see `{named} --help`" in result.stderr, result.stderr

@@ -43,9 +43,11 @@ MAX_CONCURRENCY = 1024  # one client thread each
 class _BenchGroup(click.Group):
     """`bench TARGET...` runs `bench run TARGET...`; `bench kernels` is the kernel sweep."""
 
+    default_command = "run"  # also read by the CLI, to name the command a usage error is about
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
+            args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 
