@@ -187,14 +187,8 @@ def _check_given(inp: OnnxInput, label: str, dims: Shape, channels: tuple[int, s
 
 
 def _check_range(inp: OnnxInput, rng: ShapeRange) -> None:
-    for label, dims in (("min", rng.min), ("opt", rng.opt), ("max", rng.max)):
-        if len(dims) != len(inp.dims):
-            raise ConfigConflict(f"--{label}-shape for {inp.name!r} has {len(dims)} dimensions; the input has "
-                                 f"{len(inp.dims)} ({_dims_text(inp.dims)})")
-        for axis, (got, want) in enumerate(zip(dims, inp.dims, strict=True)):
-            if want is not None and got != want:
-                raise ConfigConflict(f"--{label}-shape {ShapeRange.text(dims)} for {inp.name!r}: axis {axis} is "
-                                     f"fixed to {want} in the ONNX ({_dims_text(inp.dims)})")
+    for label, dims in zip(LABELS, (rng.min, rng.opt, rng.max), strict=True):
+        _check_given(inp, label, dims, None)
     if not all(a <= b <= c for a, b, c in zip(rng.min, rng.opt, rng.max, strict=True)):
         raise ConfigConflict(f"profile for {inp.name!r} is not ordered min <= opt <= max in every dimension: "
                              f"{rng.describe()}")
@@ -226,7 +220,7 @@ def derive_profile(
             if dims is not None and inp.dynamic:
                 _check_given(inp, label, dims, channels.get(inp.name))
         if not inp.dynamic:
-            for label, dims in zip(("min", "opt", "max"), given, strict=True):
+            for label, dims in zip(LABELS, given, strict=True):
                 if dims is not None and dims != inp.dims:
                     raise ConfigConflict(f"--{label}-shape {ShapeRange.text(dims)} for {inp.name!r}: the ONNX "
                                          f"fixes its shape to {_dims_text(inp.dims)}; re-export with dynamic "
