@@ -20,11 +20,9 @@ _SCANNED = 200  # members looked at: a big compressed archive is read only as fa
 def archive_kind(file: Path, head: bytes) -> str | None:
     """TAR, COMPRESSED_TAR or GZIP when the file is one (from its first bytes, and tarfile's own test), else
     None."""
-    if head.startswith(b"\x1f\x8b") and not _is_tar(file):
-        return GZIP
-    if _is_tar(file):
+    if _is_tar(file):  # read once: for a compressed file it decompresses the start
         return TAR if _uncompressed(head) else COMPRESSED_TAR
-    return None
+    return GZIP if head.startswith(b"\x1f\x8b") else None
 
 
 def _uncompressed(head: bytes) -> bool:
