@@ -59,6 +59,11 @@ def preprocess(rgb: np.ndarray, pre: Preprocessing, size: tuple[int, int]) -> np
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
+def _listed(paths: list[Path]) -> str:
+    """The first three of `paths`, shown, and "..." for more."""
+    return ", ".join(shown(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
@@ -66,14 +71,13 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     named = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     # a link to nowhere was skipped without a word: calibration or parity then ran on fewer images than given
     if dangling := [p for p in named if p.is_symlink() and not p.exists()]:
-        listed = ", ".join(shown(p) for p in dangling[:3]) + (", ..." if len(dangling) > 3 else "")
-        raise InputError(f"{shown(root)} holds {len(dangling)} link(s) to files that do not exist ({listed}); "
-                         "restore their targets or remove the links")
+        raise InputError(f"{shown(root)} holds {len(dangling)} link(s) to files that do not exist "
+                         f"({_listed(dangling)}); restore their targets or remove the links")
     # a FIFO or a device named like an image was skipped without a word too (opening one would block or never end)
     if special := [p for p in named if p.exists() and not p.is_file() and not p.is_dir()]:
-        listed = ", ".join(shown(p) for p in special[:3]) + (", ..." if len(special) > 3 else "")
         raise InputError(f"{shown(root)} holds {len(special)} file(s) named like images that are not regular files "
-                         f"(a FIFO, socket or device: {listed}); remove them or put the images in their place")
+                         f"(a FIFO, socket or device: {_listed(special)}); remove them or put the images in their "
+                         "place")
     files = [p for p in named if p.is_file()]
     if not files:
         raise InputError(f"{shown(root)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point at a folder "
