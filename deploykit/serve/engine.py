@@ -110,6 +110,9 @@ class ServerSettings:
 
 
 _ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [^\]]*\] ")  # Triton's errors: E<MMDD> <time> <tid> <file:line>]
+# Errors every start without a GPU logs (an ensemble's CUDA stream too): they crowded out the failure in a message
+_NO_GPU = re.compile(r"CudaDriverHelper has not been initialized\.|unable to create stream for .*: CUDA driver "
+                     r"version is insufficient for CUDA runtime version")
 
 
 class ServerProcess:
@@ -138,11 +141,11 @@ class ServerProcess:
             text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return ""
-        errors = dict.fromkeys(_ERROR_LINE.sub("", line).split("\\n")[0].strip('" ')
-                               for line in text if _ERROR_LINE.match(line))
-        errors.pop("CudaDriverHelper has not been initialized.", None)  # every start without a GPU logs it
+        errors = [error for error in dict.fromkeys(_ERROR_LINE.sub("", line).split("\\n")[0].strip('" ')
+                                                   for line in text if _ERROR_LINE.match(line))
+                  if not _NO_GPU.fullmatch(error)]
         if errors:
-            return "\n".join(list(errors)[:lines])
+            return "\n".join(errors[:lines])
         return "\n".join(line for line in text[-lines:] if not line.startswith(("|", "+")))
 
     def wait_ready(self) -> None:

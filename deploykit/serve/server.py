@@ -91,17 +91,29 @@ class Serving:
     def url(self) -> str:
         return self.front_url or self.process.url
 
-    def stop(self) -> int:
-        """Stop taking requests, drain in-flight ones, stop Triton: its exit status, or 1 when the front had to
-        cut requests off."""
+    def stop(self) -> Stopped:
+        """Stop taking requests, drain in-flight ones, stop Triton; how each ended (Triton's errors read before its
+        folder goes)."""
         try:
             drained = all([front.stop() for front in self.fronts])  # each one stopped
             status = self.process.stop()
-            return status if status or drained else 1
+            return Stopped(drained, status, self.process.ended(), self.process.log_tail() if status else "")
         finally:
             if self.scratch is not None:
                 self.scratch.close()
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How serve's stop went. The fronts drain before Triton gets SIGTERM: once they have, no request is in
+    flight, and a failing Triton failed for its own reason (a model that would not unload: its Python stub hung
+    or dead), which serve reported as requests cut off, asking for a longer --drain."""
+
+    drained: bool  # no request was cut off
+    status: int  # Triton's exit status
+    ended: str  # ServerProcess.ended()
+    errors: str = ""  # Triton's errors (ServerProcess.log_tail), when it failed
 
 
 def runner_model(model: TritonModel, options: ServeOptions) -> TritonModel:
@@ -209,7 +221,8 @@ def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSet
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
     """Block until SIGTERM / SIGINT (then drain and stop) or until the server dies; its exit status (0), or
-    CheckFailed when in-flight requests outlived --drain and were cut off."""
+    CheckFailed when in-flight requests outlived --drain and were cut off, or DeployKitError (with Triton's log) when
+    Triton failed, serving or stopping."""
     say = progress or (lambda _msg: None)
     stop = threading.Event()
 
@@ -224,11 +237,15 @@ def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
                                      f"{serving.process.log_tail()}")
         drain = serving.process.settings.drain_s
         say(f"stopping: draining in-flight requests (up to {drain} s)")
-        status = serving.stop()
-        if status != 0:  # Triton's exit timeout ran out (or our kill after it): in-flight requests were dropped
-            raise CheckFailed(f"the server did not drain within --drain {drain} s (exit status {status}): "
-                              "requests still in flight were cut off; give a longer --drain")
-        return status
+        stopped = serving.stop()
+        if not stopped.drained:
+            raise CheckFailed(f"requests still in flight when --drain {drain} s ran out were cut off; give a longer "
+                              "--drain")
+        if stopped.status != 0:
+            raise DeployKitError(f"the Triton server {stopped.ended} while stopping, with no request in flight: "
+                                 f"a model did not unload (its Python stub hung or died?); Triton's log:\n"
+                                 f"{stopped.errors}")
+        return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
