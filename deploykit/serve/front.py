@@ -117,6 +117,11 @@ class FrontLimits:
     max_body_bytes: int  # a request body, after decompression
     idle_body_s: float = 60.0  # a body from which no byte came this long gets 408
 
+    def too_large(self, what: str) -> str:
+        """The refusal of `what` (a request body, a gRPC message) above max_body_bytes, on either front."""
+        return (f"{what} is larger than this server's {self.max_body_bytes} bytes; send a smaller one, or give serve "
+                "a larger --max-input-mb (tensors) or --max-image-mb (images)")
+
 
 def why_refused(body: bytes, header_length: str | None, max_elements: int) -> str | None:
     """Why Triton must not read this inference request (KServe v2 JSON, optionally followed by binary tensors),
@@ -406,8 +411,7 @@ class HttpFront:
         """The request's body (decompressed), or the error answer: 413 above the limit, 408 when no byte came for
         `idle_body_s` (a client that announced more than it sent held its request, and at SIGTERM the drain, for
         ever), 400 for a body that does not decompress or ends early."""
-        too_large = json_error(413, f"the request body is larger than this server's {self.limits.max_body_bytes} "
-                                    "bytes (serve --max-input-mb, --max-image-mb)")
+        too_large = json_error(413, self.limits.too_large("the request body"))
         declared = request.content_length  # a client that declared 1 TB and sent less must not wait for the
         if declared is not None and declared > self.limits.max_body_bytes and not request.headers.get(
                 "Content-Encoding"):  # body to reach the limit

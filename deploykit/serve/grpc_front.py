@@ -30,6 +30,12 @@ if TYPE_CHECKING:  # grpcio and tritonclient come with the serve extra: imported
 _SERVICE = "/inference.GRPCInferenceService/"
 _INFER, _STREAM = _SERVICE + "ModelInfer", _SERVICE + "ModelStreamInfer"
 _LARGEST_MESSAGE = 2**31 - 1  # gRPC's own limit
+# gRPC refuses a message above its receive limit before any handler runs, in its own words ("Received message
+# larger than max (41942817 vs. 9437184)", and a stream ends), which name no option of serve. gRPC reads up to this
+# many times the front's limit, and the front refuses what is above its own in words naming --max-input-mb (in a
+# stream, an in-stream error, and the stream goes on); beyond it gRPC's words remain: to answer in its own the
+# front would have to hold the whole message (gRPC refuses it on its length, unread).
+_READ_BEYOND = 4
 # An error's words travel in a header, which a gRPC client reads up to 8 kB of (16 kB at most): Triton quotes the
 # request in its errors (a 100 kB input name, a shape of 5000 dimensions), and the client got RESOURCE_EXHAUSTED
 # "received metadata size exceeds hard limit" instead of the error. The front reads Triton's whole error and
@@ -60,8 +66,8 @@ class GrpcFront:
     def __init__(self, upstream: str, limits: FrontLimits, drain_s: float) -> None:
         import grpc
 
-        self.max_elements, self.drain_s = limits.max_elements, drain_s
-        largest = min(limits.max_body_bytes, _LARGEST_MESSAGE)
+        self.limits, self.max_elements, self.drain_s = limits, limits.max_elements, drain_s
+        largest = min(_READ_BEYOND * limits.max_body_bytes, _LARGEST_MESSAGE)
         self._channel = grpc.insecure_channel(upstream, options=[
             ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
             ("grpc.max_metadata_size", _LARGEST_ERROR_HEADER),
@@ -94,6 +100,9 @@ class GrpcFront:
         self._channel.close()
         return self._active == 0 and self._cut == 0
 
+    def too_large(self, raw: bytes) -> str:
+        return self.limits.too_large(f"the message ({len(raw)} bytes)")
+
     @contextlib.contextmanager
     def _counted(self, context: grpc.ServicerContext) -> Iterator[None]:
         """One call in flight; Triton's errors are passed on as it gave them."""
@@ -121,6 +130,8 @@ class GrpcFront:
             name = method.removeprefix(_SERVICE)
             if name in ADMIN_RPCS and (forbidden := why_forbidden(name, peer_address(context.peer()))):
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, forbidden)
+            if len(raw) > self.limits.max_body_bytes:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.too_large(raw))
             reason = why_infer_refused(raw, self.max_elements) if method == _INFER else None
             if reason:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
@@ -141,7 +152,10 @@ class GrpcFront:
 
             def checked() -> Iterator[bytes]:
                 for raw in requests:
-                    reason = why_infer_refused(raw, self.max_elements) if method == _STREAM else None
+                    if len(raw) > self.limits.max_body_bytes:
+                        reason: str | None = self.too_large(raw)
+                    else:
+                        reason = why_infer_refused(raw, self.max_elements) if method == _STREAM else None
                     if reason:
                         answers.put(stream_error(raw, reason))
                     else:

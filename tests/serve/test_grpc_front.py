@@ -175,3 +175,32 @@ def test_a_shape_of_many_dimensions_is_refused_in_words_and_a_stream_goes_on() -
     assert "input too large" in str(refused.value.details()) and "(20000 dimensions)" in str(refused.value.details())
     assert sorted((a.infer_response.id, "too large" in a.error_message) for a in answers) == [
         ("0", False), ("1", True), ("2", False)]
+
+
+def _large(request_id: str, size: int) -> service_pb2.ModelInferRequest:
+    """A request of about `size` bytes whose shape the front takes (the bytes are the image model's)."""
+    request = service_pb2.ModelInferRequest(model_name="seg_image", id=request_id)
+    request.inputs.add(name="image", datatype="BYTES", shape=[1, 1])
+    request.raw_input_contents.append(b"x" * size)
+    return request
+
+
+@pytest.mark.parametrize("times", [1.5, 3])
+def test_a_message_above_the_limit_is_refused_naming_the_option_and_a_stream_goes_on(times: float) -> None:
+    """gRPC refused a message above the front's limit itself, before the front's handler ran, with
+    RESOURCE_EXHAUSTED "Received message larger than max (41942817 vs. 9437184)", which names no option of serve
+    (HTTP's 413 names --max-input-mb); and in a stream the refusal ended the stream."""
+    size = int(times * 2**20)  # the front's limit is 2**20 (_started)
+    options = [("grpc.max_send_message_length", -1)]
+    with _front_before(_Triton()) as port, grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(_large("0", size), timeout=10)
+        requests = [service_pb2.ModelInferRequest(model_name="seg", id="0"), _large("1", size),
+                    service_pb2.ModelInferRequest(model_name="seg", id="2")]
+        answers = list(stub.ModelStreamInfer(iter(requests), timeout=10))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+    assert "larger than this server's 1048576 bytes" in str(refused.value.details())
+    assert "--max-input-mb" in str(refused.value.details())
+    assert sorted((a.infer_response.id, "--max-input-mb" in a.error_message) for a in answers) == [
+        ("0", False), ("1", True), ("2", False)]
