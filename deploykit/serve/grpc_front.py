@@ -31,11 +31,12 @@ _SERVICE = "/inference.GRPCInferenceService/"
 _INFER, _STREAM = _SERVICE + "ModelInfer", _SERVICE + "ModelStreamInfer"
 _LARGEST_MESSAGE = 2**31 - 1  # gRPC's own limit
 # gRPC refuses a message above its receive limit before any handler runs, in its own words ("Received message
-# larger than max (41942817 vs. 9437184)", and a stream ends), which name no option of serve. gRPC reads up to this
-# many times the front's limit, and the front refuses what is above its own in words naming --max-input-mb (in a
-# stream, an in-stream error, and the stream goes on); beyond it gRPC's words remain: to answer in its own the
-# front would have to hold the whole message (gRPC refuses it on its length, unread).
-_READ_BEYOND = 4
+# larger than max (41942817 vs. 9437184)", and a stream ends), which name no option of serve. gRPC reads up to
+# _READ_BEYOND times the front's limit (_READ_AT_LEAST at least: a 40 MB tensor sent to --max-input-mb 1), and the
+# front refuses what is above its own in words naming --max-input-mb (in a stream, an in-stream error, and the
+# stream goes on). Beyond that gRPC's words remain: to answer in its own the front would have to hold the whole
+# message, which gRPC refuses on its length, unread.
+_READ_BEYOND, _READ_AT_LEAST = 4, 2**28
 # An error's words travel in a header, which a gRPC client reads up to 8 kB of (16 kB at most): Triton quotes the
 # request in its errors (a 100 kB input name, a shape of 5000 dimensions), and the client got RESOURCE_EXHAUSTED
 # "received metadata size exceeds hard limit" instead of the error. The front reads Triton's whole error and
@@ -67,7 +68,7 @@ class GrpcFront:
         import grpc
 
         self.limits, self.max_elements, self.drain_s = limits, limits.max_elements, drain_s
-        largest = min(_READ_BEYOND * limits.max_body_bytes, _LARGEST_MESSAGE)
+        largest = min(max(_READ_BEYOND * limits.max_body_bytes, _READ_AT_LEAST), _LARGEST_MESSAGE)
         self._channel = grpc.insecure_channel(upstream, options=[
             ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
             ("grpc.max_metadata_size", _LARGEST_ERROR_HEADER),
