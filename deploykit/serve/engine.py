@@ -120,6 +120,7 @@ class ServerProcess:
 
     def __init__(self, process: subprocess.Popen[bytes], settings: ServerSettings, log: Path) -> None:
         self.process, self.settings, self.log = process, settings, log
+        self.stubs: dict[int, str] = {}  # its models' Python stubs once ready (stubs())
 
     @property
     def url(self) -> str:
@@ -141,9 +142,7 @@ class ServerProcess:
             text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return ""
-        errors = [error for error in dict.fromkeys(_ERROR_LINE.sub("", line).split("\\n")[0].strip('" ')
-                                                   for line in text if _ERROR_LINE.match(line))
-                  if not _NO_GPU.fullmatch(error)]
+        errors = _errors(text)
         if errors:
             return "\n".join(errors[:lines])
         return "\n".join(line for line in text[-lines:] if not line.startswith(("|", "+")))
@@ -157,6 +156,7 @@ class ServerProcess:
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as response:
                     if response.status == 200:
+                        self.stubs = stubs(self.process.pid)
                         return
             except (urllib.error.URLError, OSError):
                 pass
@@ -164,6 +164,23 @@ class ServerProcess:
         self.stop()
         raise DeployKitError(f"the Triton server was not ready after {self.settings.ready_timeout_s:g} s:\n"
                              f"{self.log_tail()}")
+
+    def failure(self) -> str | None:
+        """What ended while serving, for a message, or None: the server, or one of its models' Python stubs. Triton
+        neither restarts a stub that died (killed, out of memory, a crash in a runtime) nor stops being ready: it
+        answered each request to that model with 500 "Stub process 'seg_0_0' is not healthy" for good, and at
+        SIGTERM waited its whole exit timeout for the model to unload."""
+        if self.process.poll() is not None:
+            return f"the Triton server {self.ended()} while serving:\n{self.log_tail()}"
+        dead = sorted({model for pid, model in self.stubs.items() if not _alive(pid)})
+        if not dead:
+            return None
+        said = ""
+        with contextlib.suppress(OSError):  # its errors, if it logged any: its last lines say nothing of the stub
+            said = "\n".join(_errors(self.log.read_text(encoding="utf-8", errors="replace").splitlines())[:15])
+        return (f"the Python stub of model {', '.join(dead)} ended while serving (killed, out of memory, or a crash "
+                "in it), and Triton does not restart it: serve stops; start it again (a supervisor restarting "
+                "`deploykit serve` does)" + (f". Triton's errors:\n{said}" if said else ""))
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -178,6 +195,34 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
+
+
+def _errors(log: list[str]) -> list[str]:
+    """Triton's error lines in `log`, each once and to its first line, but those every start without a GPU logs."""
+    return [error for error in dict.fromkeys(_ERROR_LINE.sub("", line).split("\\n")[0].strip('" ')
+                                             for line in log if _ERROR_LINE.match(line))
+            if not _NO_GPU.fullmatch(error)]
+
+
+def stubs(server: int) -> dict[int, str]:
+    """The model each Python-backend stub of the Triton server `server` runs, by process id: a stub's command line
+    names its model.py (models/NAME/VERSION/model.py). Empty where /proc does not list children."""
+    found = {}
+    for children in Path(f"/proc/{server}/task").glob("*/children"):
+        with contextlib.suppress(OSError):  # a thread or child that ended meanwhile
+            for pid in children.read_text().split():
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
+                    found[int(pid)] = Path(os.fsdecode(argv[1])).parent.parent.name
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie no longer does)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _end_with_parent(parent: int) -> Callable[[], None]:

@@ -232,9 +232,8 @@ def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stop.wait(0.2):
-            if serving.process.process.poll() is not None:
-                raise DeployKitError(f"the Triton server {serving.process.ended()} while serving:\n"
-                                     f"{serving.process.log_tail()}")
+            if failure := serving.process.failure():
+                raise DeployKitError(failure)
         drain = serving.process.settings.drain_s
         say(f"stopping: draining in-flight requests (up to {drain} s)")
         stopped = serving.stop()

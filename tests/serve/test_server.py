@@ -481,6 +481,32 @@ def test_any_tensor_request_is_answered_like_the_runner_or_refused_with_a_reason
         assert 400 <= status < 500 and json.loads(reply)["error"], (status, reply[:300])
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for children in Path(f"/proc/{pid}/task").glob("*/children")
+            for child in children.read_text().split()]
+
+
+def test_a_model_whose_python_stub_dies_ends_serve_naming_it(artifact: Path) -> None:
+    """Triton neither restarts a model's Python stub that died (here killed; out of memory alike) nor stops being
+    ready: serve went on answering that model's every request with 500 "Stub process 'seg_0_0' is not healthy",
+    and at SIGTERM waited Triton's whole exit timeout to say "did not drain within --drain ... give a longer
+    --drain". It ends, naming the model (exit status 2), and the drain is not blamed."""
+    served = start_server([artifact], "--drain", "1", "--no-images")
+    try:
+        triton, = _children(served.process.pid)
+        stub, = (pid for pid in _children(triton) if b"/models/seg/1/model.py" in Path(f"/proc/{pid}/cmdline")
+                 .read_bytes())
+        os.kill(stub, signal.SIGKILL)
+        code = served.process.wait(40)
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+    said = served.process.stdout.read().decode() if served.process.stdout else ""
+    assert code == 2, said
+    assert "the Python stub of model seg ended while serving" in said
+    assert "drain" not in said.split("ready:")[-1].replace("drains and stops", "")
+
+
 def test_a_busy_or_shared_port_an_unknown_host_or_no_drain_is_refused_in_one_line_naming_it(artifact: Path) -> None:
     from click.testing import CliRunner
 
