@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # aiohttp comes with the serve extra: imported where the fron
     from aiohttp import web
 
 _MESSAGE_CHARS = 500
+# aiohttp's limits on a request's head (its defaults, given to it here so that the refusals can name them): a URL or
+# header line beyond _MAX_LINE, more than _MAX_HEADERS headers got "Got more than 8190 bytes when reading:
+# bytearray(b'/v2/mod...')." and "Too many headers received", which say neither which limit nor what to send.
+_MAX_LINE, _MAX_HEADERS = 8190, 128
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -61,7 +65,8 @@ def json_error_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
         def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                          message: str | None = None) -> web.StreamResponse:
             super().handle_error(request, status, exc, message)  # logs it; raises when an answer has begun
-            said = message if status != HTTPStatus.INTERNAL_SERVER_ERROR and message else _phrase(status)
+            said = _head_refused(exc) or (message if status != HTTPStatus.INTERNAL_SERVER_ERROR and message
+                                          else _phrase(status))
             answer = json_error(status, " ".join(said.split())[:_MESSAGE_CHARS])
             answer.force_close()  # as aiohttp's own: the connection's state is unknown after such a request
             return answer
@@ -86,4 +91,17 @@ def json_error_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
             server.__class__ = JsonErrorServer
             return server
 
-    return Runner(app, **kwargs)
+    return Runner(app, max_line_size=_MAX_LINE, max_field_size=_MAX_LINE, max_headers=_MAX_HEADERS, **kwargs)
+
+
+def _head_refused(exc: BaseException | None) -> str | None:
+    """The refusal of a request whose head is beyond aiohttp's limits, in words naming the limit, or None."""
+    from aiohttp import http_exceptions
+
+    if isinstance(exc, http_exceptions.LineTooLong):
+        line = bytes(exc.args[0])[:40].decode("latin-1")
+        return (f"a line of the request's head (its URL or a header, beginning {line!r}) is longer than this "
+                f"server's {exc.args[1]} bytes; send a shorter URL or header")
+    if isinstance(exc, http_exceptions.BadHttpMessage) and "Too many headers" in exc.message:
+        return f"the request has more than this server's {_MAX_HEADERS} headers; send fewer"
+    return None

@@ -84,6 +84,20 @@ def test_a_request_aiohttp_cannot_parse_gets_a_json_400_with_the_parsers_words(f
     assert (status, kind.split(";")[0]) == (400, "application/json") and body["error"], (status, kind, body)
 
 
+@pytest.mark.parametrize(("request_bytes", "said"), [
+    (b"GET /v2/models/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "longer than this server's 8190 bytes; "
+     "send a shorter URL or header"),
+    (b"GET /v2 HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n", "longer than this server's 8190 bytes"),
+    (b"GET /v2 HTTP/1.1\r\n" + b"".join(b"X%d: y\r\n" % i for i in range(200)) + b"\r\n",
+     "more than this server's 128 headers; send fewer")])
+def test_a_head_beyond_aiohttp_s_limits_is_refused_naming_the_limit(front: int, request_bytes: bytes,
+                                                                     said: str) -> None:
+    """aiohttp's words were "Got more than 8190 bytes when reading: bytearray(b'/v2/models/aaa...')." and "Too many
+    headers received": neither which limit nor what to send."""
+    status, _kind, body = _raw(front, request_bytes)
+    assert status == 400 and said in body["error"], body
+
+
 @pytest.mark.parametrize("path", sorted(TRITON_ANSWERS))
 def test_an_error_triton_labels_text_plain_is_passed_on_as_json(front: int, path: str) -> None:
     status, body = TRITON_ANSWERS[path]
