@@ -171,16 +171,17 @@ class ServerProcess:
         answered each request to that model with 500 "Stub process 'seg_0_0' is not healthy" for good, and at
         SIGTERM waited its whole exit timeout for the model to unload."""
         if self.process.poll() is not None:
-            return f"the Triton server {self.ended()} while serving:\n{self.log_tail()}"
-        dead = sorted({model for pid, model in self.stubs.items() if not _alive(pid)})
-        if not dead:
+            ended = f"the Triton server {self.ended()} while serving; start serve again"
+        elif dead := sorted({model for pid, model in self.stubs.items() if not _alive(pid)}):
+            ended = (f"the Python stub of model {', '.join(dead)} ended while serving (killed, out of memory, or a "
+                     "crash in it), and Triton does not restart it: serve stops; start it again (a supervisor "
+                     "restarting `deploykit serve` does)")
+        else:
             return None
         said = ""
-        with contextlib.suppress(OSError):  # its errors, if it logged any: its last lines say nothing of the stub
+        with contextlib.suppress(OSError):  # its errors, if it logged any: its last lines said "Started HTTPService"
             said = "\n".join(_errors(self.log.read_text(encoding="utf-8", errors="replace").splitlines())[:15])
-        return (f"the Python stub of model {', '.join(dead)} ended while serving (killed, out of memory, or a crash "
-                "in it), and Triton does not restart it: serve stops; start it again (a supervisor restarting "
-                "`deploykit serve` does)" + (f". Triton's errors:\n{said}" if said else ""))
+        return ended + (f". Triton's errors:\n{said}" if said else "")
 
     def stop(self) -> int:
         if self.process.poll() is None:

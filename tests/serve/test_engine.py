@@ -218,3 +218,19 @@ def test_a_server_that_fails_to_load_says_triton_s_error_not_its_shutdown(tmp_pa
         "ERROR: Failed to create instance: ModuleNotFoundError: No module named 'deploykit.io.std_streams'",
         "failed to load 'm_post' version 1: Internal: ModuleNotFoundError: No module named "
         "'deploykit.io.std_streams'"]
+
+
+def test_a_server_killed_while_serving_is_named_without_its_startup_lines(tmp_path: Path) -> None:
+    """Triton killed while serving (SIGKILL: the OOM killer) logs nothing: the message quoted its last lines,
+    "Started GRPCInferenceService ..." and "Started HTTPService ...", which say nothing of the end."""
+    from deploykit.errors import DeployKitError
+    from deploykit.serve.server import Serving, run_until_signal
+
+    log = tmp_path / "log"
+    log.write_text('I1206 19:36:10.351539 12012 http_server.cc:4713] "Started HTTPService at 127.0.0.1:42261"\n')
+    stand_in = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    serving = Serving(engine.ServerProcess(stand_in, engine.ServerSettings(drain_s=1), log), [], tmp_path / "work")
+    with pytest.raises(DeployKitError) as raised:
+        run_until_signal(serving)
+    assert str(raised.value) == "the Triton server was killed by SIGKILL (the kernel's OOM killer sends it when " \
+                                "memory runs out) while serving; start serve again"
