@@ -43,6 +43,12 @@ _READ_BEYOND, _READ_AT_LEAST = 4, 2**28
 # passes on its beginning.
 _LARGEST_ERROR_HEADER = 2**24
 _ERROR_CHARS = 2000
+# A call's metadata (its headers) as gRPC counts it: each entry's key, value and 32. gRPC refused more than 8 kB
+# before the front's handler ran, with "received metadata size exceeds soft limit (9575 vs. 8192); :path:79B ..."
+# (at random up to 16 kB, then "hard limit"), naming no limit of serve's nor what to send. The front reads up to
+# 1 MB (HTTP's head: 128 headers of 8 kB) and refuses more than Triton's own 8 kB takes, less what the front's call to
+# Triton adds (its path, authority and the like).
+_LARGEST_METADATA, _METADATA_BYTES = 2**20, 7 * 2**10
 
 
 def why_infer_refused(raw: bytes, max_elements: int) -> str | None:
@@ -76,7 +82,9 @@ class GrpcFront:
         self._server = grpc.server(ThreadPoolExecutor(32, thread_name_prefix="deploykit-serve-grpc"),
                                    handlers=[_Passing(self)],
                                    options=[("grpc.max_receive_message_length", largest),
-                                            ("grpc.max_send_message_length", -1)])
+                                            ("grpc.max_send_message_length", -1),
+                                            ("grpc.max_metadata_size", _LARGEST_METADATA),
+                                            ("grpc.absolute_max_metadata_size", _LARGEST_METADATA)])
         self._active = 0
         self._cut = 0  # calls the end of the drain cancelled
         self._closing = False
@@ -131,8 +139,8 @@ class GrpcFront:
             name = method.removeprefix(_SERVICE)
             if name in ADMIN_RPCS and (forbidden := why_forbidden(name, peer_address(context.peer()))):
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, forbidden)
-            if len(raw) > self.limits.max_body_bytes:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.too_large(raw))
+            if (metadata := why_metadata_refused(context)) or len(raw) > self.limits.max_body_bytes:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, metadata or self.too_large(raw))
             reason = why_infer_refused(raw, self.max_elements) if method == _INFER else None
             if reason:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
@@ -149,6 +157,8 @@ class GrpcFront:
         def handle(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
             """Triton's answers and, for each refused message, an in-stream error as Triton gives one: the stream
             goes on. It ended at the first refused message, and the messages after it got no answer."""
+            if metadata := why_metadata_refused(context):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, metadata)
             answers: queue.Queue[bytes | grpc.RpcError | None] = queue.Queue()  # None: Triton's stream ended
 
             def checked() -> Iterator[bytes]:
@@ -210,6 +220,15 @@ def peer_address(peer: str) -> str | None:
     if kind == "ipv6":
         return rest.rpartition(":")[0].strip("[]")
     return None
+
+
+def why_metadata_refused(context: grpc.ServicerContext) -> str | None:
+    """Why the call's metadata must not be passed on to Triton (more than _METADATA_BYTES), or None."""
+    size = sum(len(m.key) + len(m.value) + 32 for m in context.invocation_metadata())
+    if size <= _METADATA_BYTES:
+        return None
+    return (f"the call's metadata is {size} bytes (each entry's key and value, and 32), more than this server's "
+            f"{_METADATA_BYTES}; send less")
 
 
 def _passed(context: grpc.ServicerContext) -> list[tuple[str, str | bytes]]:

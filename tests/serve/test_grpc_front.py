@@ -205,3 +205,23 @@ def test_a_message_above_the_limit_is_refused_naming_the_option_and_a_stream_goe
     assert "--max-input-mb" in str(refused.value.details())
     assert sorted((a.infer_response.id, "--max-input-mb" in a.error_message) for a in answers) == [
         ("0", False), ("1", True), ("2", False)]
+
+
+@pytest.mark.parametrize("size", [9000, 100_000])
+def test_metadata_above_the_limit_is_refused_in_words_naming_it(size: int) -> None:
+    """gRPC refused it before the front's handler ran: RESOURCE_EXHAUSTED "received metadata size exceeds soft
+    limit (9575 vs. 8192); :path:79B ..." (hard limit beyond 16 kB), naming no limit of serve's, nor what to send."""
+    with _front_before(_Triton()) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(service_pb2.ModelInferRequest(model_name="seg"), metadata=[("x-big", "a" * size)],
+                            timeout=10)
+        with pytest.raises(grpc.RpcError) as ended:
+            list(stub.ModelStreamInfer(iter([service_pb2.ModelInferRequest(model_name="seg")]),
+                                       metadata=[("x-big", "a" * size)], timeout=10))
+        stub.ModelInfer(service_pb2.ModelInferRequest(model_name="seg"), metadata=[("x-small", "a" * 5000)],
+                        timeout=10)  # within the limit: passed on
+    for error in (refused.value, ended.value):
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+        assert "the call's metadata is" in str(error.details())
+        assert "more than this server's 7168; send less" in str(error.details())
