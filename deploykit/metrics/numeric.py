@@ -3,7 +3,8 @@
 Definitions (r = reference, c = candidate, both flattened, float64):
 - max_abs = max |c - r|;  mean_abs = mean |c - r|;  p99_abs = 99th percentile of |c - r| (linear interpolation).
 - max_rel = max |c - r| / max(|r|, eps) with eps = 1e-6 * max|r| + 1e-12 (so near-zero references do not explode).
-- cosine = <r, c> / (|r| |c|); 1.0 when both are all zeros, 0.0 when exactly one is.
+- cosine = <r, c> / (|r| |c|), kept within [-1, 1] (rounding alone gives identical outputs 1.0000000000000002);
+  1.0 when both are all zeros, 0.0 when exactly one is.
 - snr_db = 10 log10(sum r^2 / sum (c - r)^2); +inf when identical, -inf for a non-finite candidate.
 - beyond_tol = share of elements with |c - r| > atol + rtol * |r| (numpy.isclose's rule).
 - nan / inf = counts in the candidate (a non-finite candidate fails every verdict).
@@ -103,7 +104,7 @@ def numeric_metrics(reference: np.ndarray, candidate: np.ndarray, *, atol: float
     elif norm_r == 0.0 or norm_c == 0.0:
         cosine = 0.0
     else:
-        cosine = float(np.dot(r, c) / (norm_r * norm_c))
+        cosine = float(np.clip(np.dot(r, c) / (norm_r * norm_c), -1.0, 1.0))  # docstring: rounding
     noise = float(np.dot(diff, diff)) if all_finite else math.inf
     if noise == 0.0:
         snr = math.inf

@@ -29,9 +29,12 @@ Definitions follow the MIT/Tuebingen benchmark code (Bylinskii et al., "What do 
 tell us about saliency models?", TPAMI 2018); the reference map is the ground-truth side, the candidate the
 prediction. A map with negative values (logits) is first shifted to a minimum of 0 for the distribution
 metrics (kld, sim); cc and nss are invariant to that shift.
-- cc = Pearson correlation of the two maps.
+- cc = Pearson correlation of the two maps. cc, sim and kld are kept within their ranges ([-1, 1], [0, 1],
+  >= 0) by np.clip (a NaN stays NaN): rounding alone puts identical maps past them (sim 1.0000000000000002),
+  which reads as impossible.
 - kld = sum Q * log(eps + Q / (P + eps)), P = candidate / sum(candidate), Q = reference / sum(reference),
-  eps = 2.2204e-16 (MATLAB's eps, as in KLdiv.m). 0 for identical maps.
+  eps = 2.2204e-16 (MATLAB's eps, as in KLdiv.m), at least 0: the eps terms alone give identical maps of N
+  pixels -(N - 1) eps (-5.1e-13 at 48x48), which reports read as a negative divergence. 0 for identical maps.
 - sim = sum min(P', Q'), P' / Q' the maps min-max scaled to [0, 1] and then normalised to sum 1 (similarity.m).
   1 for identical maps.
 - nss = mean of the candidate map, standardised to zero mean and unit standard deviation (MATLAB's std, N - 1 in
@@ -123,12 +126,12 @@ def cc(reference: np.ndarray, candidate: np.ndarray) -> float:
     denominator = math.sqrt(float(np.dot(r, r)) * float(np.dot(c, c)))
     if denominator == 0.0:
         return 1.0 if np.array_equal(reference, candidate) else 0.0
-    return float(np.dot(r, c) / denominator)
+    return float(np.clip(np.dot(r, c) / denominator, -1.0, 1.0))  # rounding can step past +-1 (docstring)
 
 
 def kld(reference: np.ndarray, candidate: np.ndarray) -> float:
     q, p = _as_distribution(reference), _as_distribution(candidate)
-    return float(np.sum(q * np.log(MATLAB_EPS + q / (p + MATLAB_EPS))))
+    return float(np.clip(np.sum(q * np.log(MATLAB_EPS + q / (p + MATLAB_EPS))), 0.0, None))  # never < 0: docstring
 
 
 def sim(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -137,7 +140,7 @@ def sim(reference: np.ndarray, candidate: np.ndarray) -> float:
         unit = (x - x.min()) / span if span > 0 else np.zeros_like(x)
         total = float(unit.sum())
         return unit / total if total > 0 else unit
-    return float(np.sum(np.minimum(scaled(reference), scaled(candidate))))
+    return float(np.clip(np.sum(np.minimum(scaled(reference), scaled(candidate))), 0.0, 1.0))  # docstring
 
 
 def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:

@@ -156,6 +156,19 @@ def test_sim_by_hand() -> None:
     assert sim(R, R) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_identical_outputs_stay_within_each_metrics_range(seed: int) -> None:
+    """Rounding alone put identical 48x48 maps at kld -5.1e-13 (the eps terms: -(N - 1) eps), shown in the deploy
+    report as a negative divergence, and sim and cosine at 1.0000000000000002, beyond what a metric can reach."""
+    ref = np.random.default_rng(seed).random((48, 48))
+    same = ref.copy()
+    assert kld(ref, same) == 0.0
+    assert cc(ref, same) <= 1.0 and sim(ref, same) <= 1.0 and numeric_metrics(ref, same).cosine <= 1.0
+    broken = same.copy()
+    broken[0, 0] = np.nan  # the clip keeps a NaN a NaN: a broken candidate never reads as a perfect one
+    assert math.isnan(kld(ref, broken)) and math.isnan(cc(ref, broken))
+
+
 def test_nss_by_hand() -> None:
     fixations = fixations_from_reference(R)  # 2% of 4 pixels rounds to 0 -> at least one: the maximum at (1, 1)
     assert fixations.tolist() == [[False, False], [False, True]]
