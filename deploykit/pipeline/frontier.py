@@ -89,7 +89,8 @@ def _plans(result: DeployResult, metric: str, fp32_ms: float | None, shares: dic
 
 def frontier(result: DeployResult) -> Frontier | None:
     """Every artifact and evaluated plan with its task metric and latency (module docstring); None when parity
-    measured no metric."""
+    measured no metric, or for a single point: no trade-off to show (the report had no section for it, but
+    frontier.png was drawn beside it)."""
     metric = _metric(result)
     if metric is None:
         return None
@@ -100,4 +101,4 @@ def frontier(result: DeployResult) -> Frontier | None:
               if c.outputs and metric in c.outputs[0].metrics]
     shares: dict[str, float] = {}
     plans = _plans(result, metric, fp32_ms, shares)
-    return Frontier(metric, (*points, *plans), shares)
+    return Frontier(metric, (*points, *plans), shares) if len(points) + len(plans) > 1 else None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from deploykit.errors import BackendUnavailable
 from deploykit.metrics.table import selected
 from deploykit.pipeline.frontier import Frontier, frontier
-from deploykit.report.format import require_matplotlib, save_png
+from deploykit.report.format import fmt, require_matplotlib, save_png
 
 if TYPE_CHECKING:
     from deploykit.bench.run import BenchReport
@@ -40,19 +40,33 @@ def _latency(plt: Any, bench: BenchReport, path: Path) -> Path | None:
     return save_png(fig, path, force=True)
 
 
+def _agreement(parity: ParityResult) -> list[tuple[str, dict[str, float]]]:
+    """Each candidate's precision and its bounded task metrics (first output), as the accuracy plot shows them."""
+    return [(cand.precision, {k: cand.outputs[0].metrics[k] for k in TASK_KEYS if k in cand.outputs[0].metrics})
+            for cand in parity.candidates if cand.outputs]
+
+
+def nothing_lost(parity: ParityResult) -> tuple[str, ...]:
+    """The bounded task metrics when every candidate's each reads 1 as the tables show it (fmt: less than 5e-5
+    lost), else (). The accuracy plot of those is an empty chart: bars of height 0, or of 1e-8 on an axis that
+    starts at 1e-3 (an FP32 artifact's usual loss)."""
+    rows = _agreement(parity)
+    keys = tuple(k for k in TASK_KEYS if any(k in m for _, m in rows))
+    return keys if rows and all(fmt(v) == fmt(1.0) for _, m in rows for v in m.values()) else ()
+
+
 def _accuracy(plt: Any, parity: ParityResult, path: Path) -> Path | None:
-    rows = []
-    for cand in parity.candidates:
-        metrics = cand.outputs[0].metrics
-        rows.append((cand.precision, {k: metrics[k] for k in TASK_KEYS if k in metrics}))
+    rows = _agreement(parity)
     keys = sorted({k for _, m in rows for k in m}, key=TASK_KEYS.index)
-    if not rows or not keys:
-        return None
+    if not rows or not keys or nothing_lost(parity):
+        return None  # nothing lost: the report says so in words (pipeline.report)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
         deltas = [1.0 - m.get(key, 1.0) for _, m in rows]
-        ax.bar([j + i * width for j in range(len(rows))], deltas, width, label=key)
+        bars = ax.bar([j + i * width for j in range(len(rows))], deltas, width, label=key)
+        # each bar's value above it: a loss of 0, or of 1e-7 beside 0.05, is no visible bar
+        ax.bar_label(bars, labels=[fmt(d) for d in deltas], fontsize=7)
     ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(rows))], [p for p, _ in rows])
     ax.set_ylabel("1 - metric (lower is better)")
     ax.set_ylim(0, max(ax.get_ylim()[1], 1e-3))  # nothing lost is a floor at 0, not an axis centred on it
@@ -132,16 +146,21 @@ def _annotate(ax: Any, labels: dict[tuple[float, float], str]) -> None:
         placed.append(box)
 
 
+# Each plot's file in the deploy folder
+FILES = {"latency": "latency.png", "accuracy": "accuracy.png", "layers": "layers.png",
+         "precision map": "precision_map.png", "frontier": "frontier.png"}
+
+
 def make_plots(result: DeployResult, out: Path) -> dict[str, Path]:
     try:
         plt = require_matplotlib()
     except BackendUnavailable:
         return {}  # the report is complete without plots; matplotlib is an optional extra
     made = {
-        "latency": _latency(plt, result.bench, out / "latency.png"),
-        "accuracy": _accuracy(plt, result.parity, out / "accuracy.png"),
-        "layers": _layers(plt, result.layers, out / "layers.png"),
-        "precision map": _precision_map(plt, result.builds, out / "precision_map.png"),
-        "frontier": _frontier(plt, frontier(result), result.bench.machine(), out / "frontier.png"),
+        "latency": _latency(plt, result.bench, out / FILES["latency"]),
+        "accuracy": _accuracy(plt, result.parity, out / FILES["accuracy"]),
+        "layers": _layers(plt, result.layers, out / FILES["layers"]),
+        "precision map": _precision_map(plt, result.builds, out / FILES["precision map"]),
+        "frontier": _frontier(plt, frontier(result), result.bench.machine(), out / FILES["frontier"]),
     }
     return {name: path for name, path in made.items() if path is not None}

@@ -14,7 +14,8 @@ from deploykit.io.outputs import write_json, write_text
 from deploykit.metrics.table import METRICS, selected
 from deploykit.parity.classes import BOUNDARY_WIDTH, CandidateDamage, ClassDamageResult
 from deploykit.pipeline.frontier import MAX_EXTRAPOLATION, frontier
-from deploykit.pipeline.plots import make_plots
+from deploykit.pipeline.plots import FILES as PLOT_FILES
+from deploykit.pipeline.plots import make_plots, nothing_lost
 from deploykit.pipeline.verdict import artifact_run, reference_run
 from deploykit.precision.int8_choices import describe as describe_int8
 from deploykit.precision.table import BASELINE
@@ -130,6 +131,15 @@ def accuracy_table(parity: ParityResult) -> Table:
                   for cand in parity.candidates for out in cand.outputs])
 
 
+def accuracy_plot_blocks(parity: ParityResult, plot: Path | None) -> list[Block]:
+    """The plot of task agreement lost, or why there is none: a chart of bars of height 0 reads as missing data."""
+    kept = nothing_lost(parity)
+    if kept:
+        return [Paragraph(f"No agreement lost to plot: every candidate's {', '.join(kept)} against PyTorch reads 1 "
+                          "to the table's 4 significant digits (summary.json has the exact values).")]
+    return _image("accuracy", plot)
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
@@ -211,7 +221,7 @@ def picture_blocks(parity: ParityResult, pictures: Path | None) -> list[Block]:
 def frontier_blocks(result: DeployResult, plot: Path | None) -> list[Block]:
     """Latency against the task metric (pipeline.frontier), as a table and the plot."""
     found = frontier(result)
-    if found is None or len(found.points) < 2:
+    if found is None:
         return []
     rows = [[p.label, p.kind, p.kept, p.metric, p.latency_ms, "estimated" if p.estimated else
              ("measured" if p.latency_ms is not None else "not estimated")] for p in found.points]
@@ -271,7 +281,7 @@ def blocks(result: DeployResult, plots: dict[str, Path], pictures: Path | None =
         Heading("Accuracy against PyTorch"),
         Paragraph(f"{parity.input_count} inputs: {parity.inputs}. "
                   f"{_sentence(parity.summary({c.label: Path(c.label).name for c in parity.candidates}))}"),
-        accuracy_table(parity), *_image("accuracy", plots.get("accuracy")),
+        accuracy_table(parity), *accuracy_plot_blocks(parity, plots.get("accuracy")),
         *picture_blocks(parity, pictures),
         *latency_blocks(result, plots.get("latency")),
         *frontier_blocks(result, plots.get("frontier")),
@@ -300,6 +310,10 @@ def write_report(result: DeployResult, out: Path) -> dict[str, Path]:
     """Write report.md, report.html, summary.json and the plots into `out`; returns the files."""
     plots = make_plots(result, out)
     pictures = write_pictures(result.parity, out)
+    drawn = {*plots.values(), *([pictures] if pictures else [])}
+    for name in (*PLOT_FILES.values(), "pictures.png"):  # a previous run's image this report does not show
+        if out / name not in drawn:
+            (out / name).unlink(missing_ok=True)
     parts = blocks(result, plots, pictures)
     files = {"markdown": write_text(out / "report.md", to_markdown(parts), force=True),
              "html": write_text(out / "report.html", to_html(parts, "deploykit report"), force=True),

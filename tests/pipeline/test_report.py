@@ -25,7 +25,14 @@ from deploykit.cli import cli
 from deploykit.parity.pictured import Pictures
 from deploykit.pipeline import plots
 from deploykit.pipeline.frontier import Frontier, Point, frontier
-from deploykit.pipeline.report import accuracy_table, blocks, kept_blocks, summary_lines, verdict_blocks
+from deploykit.pipeline.report import (
+    accuracy_table,
+    blocks,
+    kept_blocks,
+    summary_lines,
+    verdict_blocks,
+    write_report,
+)
 from deploykit.pipeline.results import DeployResult
 from deploykit.pipeline.verdict import Verdict, decide
 from deploykit.report.document import Note, plain, to_html, to_markdown
@@ -326,20 +333,71 @@ def _figure(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return figures
 
 
+def _perfect(loaded: DeployResult, candidates: int) -> None:
+    """The first `candidates` candidates agree with PyTorch exactly on every bounded task metric."""
+    for output in (o for c in loaded.parity.candidates[:candidates] for o in c.outputs):
+        output.metrics.update({k: 1.0 for k in plots.TASK_KEYS if k in output.metrics})
+
+
 def test_plots_start_losses_at_zero_and_name_the_cpu(deployed: tuple[Path, Result], tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing lost (every candidate agrees with PyTorch) is bars of height 0 on a floor, not an axis around 0."""
+    """A candidate that loses nothing is bars of height 0 on a floor, not an axis around 0, each bar labelled
+    with its value: a loss of 0 (or of 1e-7 beside 0.05) is no visible bar."""
     loaded = _loaded(deployed[0])
-    for output in (o for c in loaded.parity.candidates for o in c.outputs):
-        output.metrics.update({k: 1.0 for k in plots.TASK_KEYS if k in output.metrics})
+    _perfect(loaded, 1)
+    loaded.parity.candidates[1].outputs[0].metrics["pixel_agreement"] = 0.95
     figures = _figure(monkeypatch)
     plots.make_plots(loaded, tmp_path)
     drawn = {fig.axes[0].get_title(): fig.axes[0] for fig in figures}
     accuracy_ax = drawn["Task agreement lost against PyTorch"]
     assert accuracy_ax.get_ylim()[0] == 0 and accuracy_ax.get_legend() is not None
+    labels = [text.get_text() for text in accuracy_ax.texts]
+    assert labels[:2] == ["0", fmt(1.0 - 0.95)]  # pixel_agreement of fp32, then of int8
     latency_ax = next(ax for title, ax in drawn.items() if title.startswith("Latency per backend"))
     assert loaded.bench.machine() in latency_ax.get_title()
     assert latency_ax.get_ylabel() == "latency ms (median; whiskers p10..p90)"  # the spread the tables quote
+
+
+def test_nothing_lost_is_said_in_words_not_drawn_as_an_empty_chart(deployed: tuple[Path, Result], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every candidate matching PyTorch exactly, or within rounding (an FP32 artifact's 1 - 4e-8), drew
+    accuracy.png as an empty chart with only a legend."""
+    loaded = _loaded(deployed[0])
+    _perfect(loaded, len(loaded.parity.candidates))
+    loaded.parity.candidates[0].outputs[0].metrics["miou"] = 1 - 4e-8
+    figures = _figure(monkeypatch)
+    made = plots.make_plots(loaded, tmp_path)
+    assert "accuracy" not in made
+    assert "Task agreement lost against PyTorch" not in [fig.axes[0].get_title() for fig in figures]
+    report = to_markdown(blocks(loaded, made))
+    assert ("No agreement lost to plot: every candidate's pixel_agreement, miou, miou_major against PyTorch reads 1"
+            in report)
+
+
+def test_a_single_artifact_has_no_frontier_section_and_no_frontier_plot(deployed: tuple[Path, Result],
+                                                                        tmp_path: Path) -> None:
+    """One point is no trade-off: the report left the section out, but frontier.png was drawn beside it."""
+    loaded = _loaded(deployed[0])
+    fp32 = replace(loaded, builds=loaded.builds[:1],
+                   parity=replace(loaded.parity, candidates=loaded.parity.candidates[:1]))
+    assert frontier(fp32) is None
+    assert "frontier" not in plots.make_plots(fp32, tmp_path)
+
+
+def test_a_plot_this_report_does_not_draw_leaves_no_older_file_behind(deployed: tuple[Path, Result],
+                                                                      tmp_path: Path) -> None:
+    """A resumed deploy whose candidates now lose nothing kept the previous run's accuracy.png (and its one-point
+    frontier.png) beside a report that no longer showed them."""
+    loaded = _loaded(deployed[0])
+    _perfect(loaded, len(loaded.parity.candidates))
+    for name in ("accuracy.png", "frontier.png", "layers.png"):
+        (tmp_path / name).write_bytes(b"a previous run's plot")
+    fp32 = replace(loaded, builds=loaded.builds[:1],
+                   parity=replace(loaded.parity, candidates=loaded.parity.candidates[:1]))
+    files = write_report(fp32, tmp_path)
+    assert not (tmp_path / "accuracy.png").exists() and not (tmp_path / "frontier.png").exists()
+    assert ("layers" in files) == (tmp_path / "layers.png").exists()
+    assert (tmp_path / "latency.png").exists() and "report.md" in {p.name for p in files.values()}
 
 
 def test_frontier_labels_never_cover_each_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
