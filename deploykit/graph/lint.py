@@ -15,6 +15,7 @@ imports them node by node); a call of a local function is not a custom op.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from deploykit.errors import InputError
 from deploykit.graph import trt_support as support
 from deploykit.graph.lint_nodes import NODE_RULES, Context, Finding, finding, label
 from deploykit.graph.lint_qdq import QDQ_RULES
-from deploykit.graph.qdq_fusion import has_qdq, qdq_findings
+from deploykit.graph.qdq_fusion import has_qdq, low_precision, qdq_findings
 from deploykit.graph.tensors import GraphIndex, conv_channels, index_graph
 from deploykit.graph.unpool import find_unsupported_unpooling, rewrite_unpooling
 from deploykit.io.model_files import read_onnx
@@ -178,7 +179,6 @@ def _qdq_placement_findings(model: onnx.ModelProto, ctx: Context) -> list[Findin
             for rule, severity, node, why, fix in qdq_findings(model, ctx.index)]
 
 
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _NOT_COMPUTE = {"QuantizeLinear", "DequantizeLinear", "Constant", "Cast", "Shape", "Identity"}
 
 
@@ -191,7 +191,14 @@ class FloatRemainder:
 
     fp32: int
     fp16: int
-    int8: int  # weighted ops whose data and weights are both dequantized (TensorRT fuses them into INT8)
+    # weighted ops with dequantized weights, by how they compute (qdq_fusion.low_precision: "INT8", "INT4
+    # weights only" ...): a graph quantized weight-only to INT4 read "INT8 graph: 0 weighted ops in INT8"
+    quantized: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def int8(self) -> int:
+        """Weighted ops whose data and weights are both dequantized from INT8 (TensorRT fuses them into INT8)."""
+        return self.quantized.get("INT8", 0)
 
     @property
     def half(self) -> bool:
@@ -205,11 +212,20 @@ class FloatRemainder:
     def describe(self) -> str:
         runs = {"fp32": f"all {self.fp32} in FP32", "fp16": f"all {self.fp16} in FP16",
                 "mixed": f"{self.fp32} in FP32 and {self.fp16} in FP16"}[self.kind]
-        return (f"INT8 graph: {self.int8} weighted ops in INT8; the float ops around them run {runs} (a strongly "
-                "typed network runs what the ONNX says)")
+        quantized = "; ".join(_quantized_ops(kind, count) for kind, count in sorted(self.quantized.items()))
+        return (f"Q/DQ graph: weighted ops quantized: {quantized or 'none'}; the float ops around them run {runs} "
+                "(a strongly typed network runs what the ONNX says)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "fp32_ops": self.fp32, "fp16_ops": self.fp16, "int8_ops": self.int8}
+        return {"kind": self.kind, "fp32_ops": self.fp32, "fp16_ops": self.fp16, "int8_ops": self.int8,
+                "quantized_ops": dict(self.quantized)}
+
+
+def _quantized_ops(kind: str, count: int) -> str:
+    """'3 in INT8', '2 with INT4 weights only (computing in float)', '1 with INT8 data, INT4 weights'."""
+    if " " not in kind:
+        return f"{count} in {kind}"
+    return f"{count} with {kind}" + (" (computing in float)" if kind.endswith(" only") else "")
 
 
 def float_remainder(model: onnx.ModelProto, index: GraphIndex | None = None) -> FloatRemainder | None:
@@ -217,24 +233,20 @@ def float_remainder(model: onnx.ModelProto, index: GraphIndex | None = None) -> 
     if not any(n.op_type == "DequantizeLinear" for n in model.graph.node):
         return None
     index = index or index_graph(model)
-
-    def dequantized(name: str) -> bool:
-        node = index.producer.get(name)
-        return node is not None and node.op_type == "DequantizeLinear"
-
     counts: dict[int, int] = {TensorProto.FLOAT: 0, TensorProto.FLOAT16: 0}
-    int8 = 0
+    quantized: Counter[str] = Counter()
     for node in model.graph.node:
         if node.op_type in _NOT_COMPUTE or not node.output:
             continue
-        if node.op_type in WEIGHTED and len(node.input) > 1 and dequantized(node.input[0]) \
-                and dequantized(node.input[1]):
-            int8 += 1
-            continue
+        low = low_precision(index, node)
+        if low is not None:
+            quantized[low] += 1
+            if " only" not in low:
+                continue  # computes in its quantized type; a weight-only op computes in float: counted below too
         kind = index.types.get(node.output[0])
         if kind in counts:
             counts[kind] += 1
-    return FloatRemainder(counts[TensorProto.FLOAT], counts[TensorProto.FLOAT16], int8)
+    return FloatRemainder(counts[TensorProto.FLOAT], counts[TensorProto.FLOAT16], dict(quantized))
 
 
 def _remainder_findings(model: onnx.ModelProto, ctx: Context) -> list[Finding]:

@@ -20,7 +20,8 @@ explicit quantization: Q/DQ fusion and the layer-placement recommendations) and 
 - int8-grouped-conv (info, in deploykit.graph.lint): depthwise/grouped convolutions in INT8, often slower than
   in FP16 (NVIDIA/TensorRT#4529, #1409).
 - int8-fp32-remainder (info): a Q/DQ graph with no float16 at all: a strongly typed TensorRT network runs
-  every op outside INT8 in FP32, where FP16 is faster (ModelOpt's default remainder is FP16).
+  every op outside the quantized ones (low_precision: INT8, or INT4 weights only ...) in FP32, where FP16 is
+  faster (ModelOpt's default remainder is FP16).
 Each finding names the node, says why, and gives the fix deploykit offers.
 """
 
@@ -109,6 +110,40 @@ RULES: tuple[Callable[[GraphIndex, onnx.NodeProto], list[Finding]], ...] = (_unf
                                                                               _residual_add)
 
 
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# How reports name a quantized type; TensorRT quantizes UINT8 as INT8 (deploykit.graph.lint_qdq)
+_TYPE_NAMES: dict[int, str] = {onnx.TensorProto.INT8: "INT8", onnx.TensorProto.UINT8: "INT8",
+                               onnx.TensorProto.INT4: "INT4", onnx.TensorProto.FLOAT8E4M3FN: "FP8",
+                               onnx.TensorProto.FLOAT4E2M1: "FP4"}
+
+
+def _dequantized_from(index: GraphIndex, name: str) -> str | None:
+    """The quantized type `name` is dequantized from (its zero point's, else its data's), None when no
+    DequantizeLinear produces it."""
+    node = index.producer.get(name)
+    if node is None or node.op_type != "DequantizeLinear":
+        return None
+    kind = index.types.get(node.input[2] if len(node.input) > 2 and node.input[2] else node.input[0])
+    if not kind:
+        return "INT8"  # a type inference could not find: what TensorRT quantizes to by default
+    return _TYPE_NAMES.get(kind) or onnx.TensorProto.DataType.Name(kind)
+
+
+def low_precision(index: GraphIndex, node: onnx.NodeProto) -> str | None:
+    """How a weighted op with dequantized weights computes: "INT8" when its data is dequantized from the same type
+    (TensorRT fuses the pair into an INT8 kernel), "INT4 weights only" when its data is float (weight-only
+    quantization: the weights are dequantized to float and the op computes in float), "INT8 data, INT4
+    weights" for a mix; None for an op without dequantized weights."""
+    if node.op_type not in WEIGHTED or len(node.input) < 2:
+        return None
+    data, weights = _dequantized_from(index, node.input[0]), _dequantized_from(index, node.input[1])
+    if weights is None:
+        return None
+    if data is None:
+        return f"{weights} weights only"
+    return data if data == weights else f"{data} data, {weights} weights"
+
+
 def has_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
@@ -118,12 +153,13 @@ def _fp32_remainder(model: onnx.ModelProto, index: GraphIndex) -> list[Finding]:
     half = onnx.TensorProto.FLOAT16
     if any(t == half for t in index.types.values()):
         return []
-    first = next((n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")), None)
+    first = next((n for n in model.graph.node if n.op_type in WEIGHTED), None)
     if first is None:
         return []
+    kinds = sorted({kind for n in model.graph.node if (kind := low_precision(index, n))}) or ["no weighted op"]
     return [("int8-fp32-remainder", "info", first,
-             "every op outside INT8 is float32: a strongly typed TensorRT network runs them in FP32, slower than "
-             "the FP16 remainder TensorRT's own INT8 recipe uses",
+             f"every op outside the quantized ones ({', '.join(kinds)}) is float32: a strongly typed TensorRT "
+             "network runs them in FP32, slower than the FP16 remainder TensorRT's own INT8 recipe uses",
              "build with `--int8-float fp16`, or `--int8-float auto` with an --accuracy-budget")]
 
 

@@ -110,3 +110,40 @@ def test_the_float_remainder_of_an_int8_graph_is_said() -> None:
     half = float_remainder(fp16_remainder(int8, ranges))
     assert half is not None and half.kind == "fp16" and half.int8 == 3
     assert float_remainder(model) is None
+
+
+def _weight_only(weights: int, *, data: int | None = None) -> onnx.ModelProto:
+    """x @ DequantizeLinear(packed weights of type `weights`, block-quantized) -> Relu; with `data`, x is Q/DQ'd to
+    that type too."""
+    codes = helper.make_tensor("w", weights, [16, 8], np.random.default_rng(0).integers(-8, 8, 128).tolist())
+    inits = [codes, numpy_helper.from_array(np.full([1, 8], 0.1, np.float32), "ws")]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "ws"], ["wf"], axis=0, block_size=16, name="dq_w")]
+    source = "x"
+    if data is not None:
+        inits += [numpy_helper.from_array(np.array(0.05, np.float32), "xs"), helper.make_tensor("xz", data, [], [0])]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q_x"),
+                  helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq_x")]
+        source = "xd"
+    nodes += [helper.make_node("MatMul", [source, "wf"], ["y0"], name="mm"),
+              helper.make_node("Relu", ["y0"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_a_weight_only_int4_graph_is_not_called_an_int8_graph_with_nothing_in_int8() -> None:
+    """INT4 weight-only MatMul (activations float) read 'INT8 graph: 0 weighted ops in INT8', as if nothing were
+    quantized, and 'every op outside INT8 is float32'; a mix of INT8 data and INT4 weights counted as INT8."""
+    from deploykit.graph.lint import float_remainder
+
+    findings = {f.rule: f.why for f in lint_model(_weight_only(TensorProto.INT4)).findings}
+    assert "1 with INT4 weights only (computing in float)" in findings["int8-float-remainder"]
+    assert "0 weighted ops in INT8" not in findings["int8-float-remainder"]
+    assert "(INT4 weights only)" in findings["int8-fp32-remainder"]
+    weight_only = float_remainder(_weight_only(TensorProto.INT4))
+    assert weight_only is not None and weight_only.int8 == 0 and weight_only.to_dict()["quantized_ops"] == {
+        "INT4 weights only": 1}
+    mixed = float_remainder(_weight_only(TensorProto.INT4, data=TensorProto.INT8))
+    assert mixed is not None and mixed.int8 == 0 and mixed.quantized == {"INT8 data, INT4 weights": 1}
+    both = float_remainder(_weight_only(TensorProto.INT4, data=TensorProto.INT4))
+    assert both is not None and both.quantized == {"INT4": 1} and "1 in INT4" in both.describe()
