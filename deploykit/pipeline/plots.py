@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import BackendUnavailable
-from deploykit.metrics.table import selected
+from deploykit.metrics.table import METRICS, selected
 from deploykit.pipeline.frontier import Frontier, frontier
 from deploykit.report.format import fmt, require_matplotlib, save_png
 
@@ -122,6 +123,7 @@ def _frontier(plt: Any, found: Frontier | None, machine: str, path: Path) -> Pat
     for point in found.points:
         if point.latency_ms is not None and point.kind != "plan":
             labels.setdefault((point.latency_ms, point.metric), []).append(point.label)
+    _bounded_axis(ax, found)
     ax.set_xlabel("latency ms (median, batch 1)")
     ax.set_ylabel(f"{found.metric} against PyTorch")
     ax.set_title(f"Speed/accuracy frontier\nlatency on {machine}", fontsize=10)
@@ -129,6 +131,21 @@ def _frontier(plt: Any, found: Frontier | None, machine: str, path: Path) -> Pat
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     _annotate(ax, {spot: " = ".join(names) for spot, names in labels.items()})
     return save_png(fig, path, force=True)
+
+
+def _bounded_axis(ax: Any, found: Frontier) -> None:
+    """A metric bounded by its value for identical outputs (1 for pixel_agreement, cc) ends its axis there: points
+    all at 1 were drawn on an axis centred on them, with ticks at 1.02 and 1.04 that no artifact can reach."""
+    perfect = METRICS[found.metric].perfect if found.metric in METRICS else None
+    values = [p.metric for p in found.points if p.latency_ms is not None and math.isfinite(p.metric)]
+    if perfect is None or not values or max(values) > perfect:
+        return
+    span = max(perfect - min(values), 1e-3)
+    low, high = perfect - 1.1 * span, perfect + 0.1 * span  # room for the markers and labels at the bound
+    ax.set_ylim(low, high)
+    ax.set_yticks([t for t in ax.get_yticks() if low <= t <= perfect + 1e-6 * span])  # 1.0000000000000002 is 1
+    ax.set_ylim(low, high)
+    ax.ticklabel_format(axis="y", useOffset=False)  # 0.9998, not "+0.9999" above the axis
 
 
 def _annotate(ax: Any, labels: dict[tuple[float, float], str]) -> None:

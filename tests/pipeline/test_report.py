@@ -400,6 +400,19 @@ def test_a_plot_this_report_does_not_draw_leaves_no_older_file_behind(deployed: 
     assert (tmp_path / "latency.png").exists() and "report.md" in {p.name for p in files.values()}
 
 
+@pytest.mark.parametrize("metrics", [(1.0, 1.0), (1.0, 0.95)])
+def test_a_bounded_frontier_axis_has_no_tick_beyond_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              metrics: tuple[float, float]) -> None:
+    """Two artifacts at pixel agreement 1 were drawn on an axis centred on 1, ticked at 1.02 and 1.04."""
+    figures = _figure(monkeypatch)
+    found = Frontier("pixel_agreement", (Point("fp32 artifact", "artifact", metrics[0], 0.28, False),
+                                         Point("int8 artifact", "artifact", metrics[1], 0.31, False)), {})
+    plots._frontier(require_matplotlib(), found, "a CPU", tmp_path / "f.png")
+    ax = figures[0].axes[0]
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert max(ticks) == pytest.approx(1.0) and ax.get_ylim()[0] < min(metrics)
+
+
 def test_frontier_labels_never_cover_each_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The chosen plan is its artifact (one spot), and artifacts microseconds apart sit on one spot too."""
     figures = _figure(monkeypatch)
