@@ -26,8 +26,9 @@ def _latency(plt: Any, bench: BenchReport, path: Path) -> Path | None:
     results = [r for r in bench.results if r.batch == 1] or bench.results
     if not results:
         return None
-    labels = [f"{r.backend}\n{r.precision}" for r in results]
     medians = [r.latency.median for r in results]
+    # each median under its bar: PyTorch eager at 48 ms left the artifacts' 0.3 ms bars invisible
+    labels = [f"{r.backend}\n{r.precision}\n{fmt(m)} ms" for r, m in zip(results, medians, strict=True)]
     # the spread the tables and the verdict quote (p10-p90), min where a run has too few samples for a p10
     p10 = all(r.latency.p10 is not None for r in results)
     low = [m - (r.latency.p10 if p10 and r.latency.p10 is not None else r.latency.min)

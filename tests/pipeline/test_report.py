@@ -400,6 +400,17 @@ def test_a_plot_this_report_does_not_draw_leaves_no_older_file_behind(deployed: 
     assert (tmp_path / "latency.png").exists() and "report.md" in {p.name for p in files.values()}
 
 
+def test_each_latency_bar_says_its_median(deployed: tuple[Path, Result], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyTorch eager at 48 ms on a busy machine left the artifacts' 0.3 ms bars invisible, with no figure."""
+    loaded = _loaded(deployed[0])
+    figures = _figure(monkeypatch)
+    plots._latency(require_matplotlib(), loaded.bench, tmp_path / "latency.png")
+    ticks = [label.get_text() for label in figures[0].axes[0].get_xticklabels()]
+    runs = [r for r in loaded.bench.results if r.batch == 1]
+    assert ticks == [f"{r.backend}\n{r.precision}\n{fmt(r.latency.median)} ms" for r in runs]
+
+
 @pytest.mark.parametrize("metrics", [(1.0, 1.0), (1.0, 0.95)])
 def test_a_bounded_frontier_axis_has_no_tick_beyond_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               metrics: tuple[float, float]) -> None:
