@@ -94,7 +94,7 @@ METRICS: dict[str, Metric] = with_plugins("deploykit.metrics", Metric, {
                needs_labels=True, derive=_drop, unit="points"),
         Metric("cc", "saliency", True, "CC", 1.0, budget=True, aliases=("CC",), compute=_saliency("cc"),
                aggregate=tasks.image_mean),
-        Metric("kld", "saliency", False, "KLD", budget=True, aliases=("KLD",), compute=_saliency("kld"),
+        Metric("kld", "saliency", False, "KLD", 0.0, budget=True, aliases=("KLD",), compute=_saliency("kld"),
                aggregate=tasks.image_mean),
         Metric("sim", "saliency", True, "SIM", 1.0, budget=True, aliases=("SIM",), compute=_saliency("sim"),
                aggregate=tasks.image_mean),
@@ -146,6 +146,10 @@ def _check_reachable(metric: Metric, op: str, threshold: float) -> None:
     if best is not None and (threshold > best or (op == ">" and threshold >= best)) and op in (">=", ">", "=="):
         raise Unreachable(f"{metric.name} is at most {best:g} (identical outputs), so {metric.name}{op}{threshold:g} "
                           f"can never hold; give a threshold up to {best:g}")
+    least = metric.perfect if metric.higher_is_better is False else None  # kld >= 0: kld<=-0.1 was accepted
+    if least is not None and (threshold < least or (op == "<" and threshold <= least)) and op in ("<=", "<", "=="):
+        raise Unreachable(f"{metric.name} is at least {least:g} (identical outputs), so {metric.name}{op}"
+                          f"{threshold:g} can never hold; give a threshold from {least:g}")
 
 
 def against(value: float, threshold: float, digits: int = 4) -> str:

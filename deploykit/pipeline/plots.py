@@ -137,7 +137,8 @@ def _frontier(plt: Any, found: Frontier | None, machine: str, path: Path) -> Pat
 def _bounded_axis(ax: Any, found: Frontier) -> None:
     """A metric bounded by its value for identical outputs (1 for pixel_agreement, cc) ends its axis there: points
     all at 1 were drawn on an axis centred on them, with ticks at 1.02 and 1.04 that no artifact can reach."""
-    perfect = METRICS[found.metric].perfect if found.metric in METRICS else None
+    metric = METRICS.get(found.metric)
+    perfect = metric.perfect if metric is not None and metric.higher_is_better else None
     values = [p.metric for p in found.points if p.latency_ms is not None and math.isfinite(p.metric)]
     if perfect is None or not values or max(values) > perfect:
         return

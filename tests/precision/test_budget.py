@@ -117,6 +117,9 @@ def test_a_budget_no_score_can_meet_is_refused_before_any_search() -> None:
     for text in ("pixel_agreement>=1.01", "cosine>=inf", "miou>=1.5"):
         with pytest.raises(InputError, match=r"can never hold|not a finite number"):
             parse_budget(text, "segmentation")
+    with pytest.raises(InputError, match=r"kld is at least 0 .* can never hold"):  # was accepted: kld is >= 0
+        parse_budget("kld<=-0.1", "saliency")
+    assert parse_budget("kld<=0", "saliency").terms[0].threshold == 0.0  # identical maps meet it
 
 
 def test_evaluator_scores_against_fp32_references() -> None:
