@@ -128,15 +128,25 @@ def resolve_inputs(
                     shape=parts[0][2], batches=batches, files=files)
 
 
+def check_given(path: Path) -> None:
+    """What --inputs must be: an .npz/.npy file or a folder of images (deploy asks before its export: one image,
+    or a model file, was refused only when parity started, after the export and the builds)."""
+    if not path.exists():
+        raise InputError(f"--inputs {path} does not exist; give a folder of images or an .npz/.npy file")
+    if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir():
+        raise InputError(f"--inputs {path}: give a folder of images or an .npz/.npy file, not one image")
+    if not path.is_dir() and path.suffix.lower() not in (".npz", ".npy"):
+        raise InputError(f"--inputs {path} is neither a folder of images nor an .npz/.npy file; give one of those")
+
+
 def _given_inputs(targets: Sequence[Target], path: Path, input_shape: tuple[int, ...] | None,
                   limit: int | None) -> Part:
+    check_given(path)
     if path.suffix.lower() in (".npz", ".npy"):
         arrays = read_npz(path, targets[0].input_name)[:limit]
         if not arrays:
             raise InputError(f"{path} holds no inputs")
         return f"{len(arrays)} inputs from {path.name}", len(arrays), arrays[0].shape, lambda: iter(arrays), ()
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        raise InputError(f"--inputs {path}: give a folder of images or an .npz/.npy file, not one image")
     size = _image_size(targets, input_shape)
     pre, how = _preprocessing(targets)
     files = list_images(path)[:limit]

@@ -43,7 +43,7 @@ from deploykit.io.output_checks import remove_output
 from deploykit.io.outputs import write_json
 from deploykit.io.reads import ReadSet
 from deploykit.parity.compare import ParityResult, ParitySettings, run_parity
-from deploykit.parity.inputs import InputSet, resolve_inputs
+from deploykit.parity.inputs import InputSet, check_given, resolve_inputs
 from deploykit.parity.localize import localize
 from deploykit.pipeline.report import write_report
 from deploykit.pipeline.results import (
@@ -126,8 +126,8 @@ def _check(opts: DeployOptions) -> None:
     _check_out(opts)
     if opts.calib_data and opts.calib_data not in CALIB_KEYWORDS and not Path(opts.calib_data).exists():
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
-    if opts.inputs and not Path(opts.inputs).exists():
-        raise InputError(f"--inputs {opts.inputs} does not exist; give a folder of images or an .npz")
+    if opts.inputs:
+        check_given(Path(opts.inputs))
     check_source_size(opts.source, opts.input_shape, opts.options, opts.weights)
     channels = opts.input_shape[1] if opts.input_shape else 3
     reads = [("--inputs", opts.parity_folder)] + ([("--calib-data", opts.calib_data)] if "int8" in

@@ -462,6 +462,10 @@ CASES = [
          "deploy {ZOO} --out {t}/out --accuracy-budget miou_drop<=0.5"),
     case("deploy-precisions-unknown", "choose from", "deploy {USER} --out {t}/out --precisions fp64"),
     case("deploy-calib-missing", "does not exist", "deploy {USER} --out {t}/out --calib-data {t}/nowhere"),
+    # refused when parity started, after the export and the builds had written their files
+    case("deploy-inputs-one-image", "not one image", "deploy {USER} --out {t}/out --inputs {d}/images/a.png"),
+    case("deploy-inputs-a-model-file", "neither a folder of images nor an .npz/.npy file",
+         "deploy {USER} --out {t}/out --inputs {d}/net.onnx"),
     case("deploy-calib-npz-int64", "holds int64 values", "deploy {USER} --out {t}/out --calib-data {d}/int64.npz"),
     case("deploy-labels-without-images", "give --inputs DIR", "deploy {USER} --out {t}/out --labels {d}/labels"),
     # deploy: an output folder that is or holds an input, numbers out of range, --require
