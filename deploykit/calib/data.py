@@ -130,6 +130,18 @@ def _beyond(items: Sequence[str], n: int | None) -> tuple[str, ...]:
     return tuple(items[n if n is not None else DEFAULT_CALIB_N:])
 
 
+def check_spec(text: str) -> None:
+    """What --calib-data must be (deploy asks before its export: one image or a model file was refused only
+    when the INT8 build started, after the export and the other builds)."""
+    path = Path(text)
+    if text in ("synthetic", "photos") or path.is_dir() or (path.is_file() and path.suffix in (".npy", ".npz")):
+        return
+    raise CalibrationError(
+        f"--calib-data {text}: not a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}), an .npy/.npz "
+        "file of preprocessed inputs, 'photos' (scikit-image's photographs) or 'synthetic'"
+    )
+
+
 def calibration_data(
     spec: str | os.PathLike[str],
     *,
@@ -160,11 +172,7 @@ def calibration_data(
         rows = [str(i) for i in range(array.shape[0])]
         shape = (1, int(array.shape[1]), int(array.shape[2]), int(array.shape[3]))
         return CalibrationData("array", str(path), _limit(rows, n), shape, spare=_beyond(rows, n), dtype=dtype)
-    if text != "photos" and not path.is_dir():
-        raise CalibrationError(
-            f"--calib-data {text}: not a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}), an .npy/.npz "
-            "file of preprocessed inputs, 'photos' (scikit-image's photographs) or 'synthetic'"
-        )
+    check_spec(text)
     if preprocessing is None or input_shape is None:
         raise CalibrationError(
             f"images in {text} need the model's preprocessing and input size, which this ONNX file does not "

@@ -32,6 +32,7 @@ from deploykit.bench.interleave import TimingConfig
 from deploykit.bench.run import BenchReport
 from deploykit.build import BuildResult, build_artifact
 from deploykit.calib.data import DEFAULT_CALIB_N
+from deploykit.calib.data import check_spec as check_calib_spec
 from deploykit.environment import package_version
 from deploykit.errors import CheckFailed, ConfigConflict, InputError, OutputExists
 from deploykit.export.onnx_from_torch import onnx_from_torch
@@ -126,6 +127,8 @@ def _check(opts: DeployOptions) -> None:
     _check_out(opts)
     if opts.calib_data and opts.calib_data not in CALIB_KEYWORDS and not Path(opts.calib_data).exists():
         raise InputError(f"--calib-data {opts.calib_data} does not exist; give a folder of images or an .npz")
+    if opts.calib_data:
+        check_calib_spec(opts.calib_data)
     if opts.inputs:
         check_given(Path(opts.inputs))
     check_source_size(opts.source, opts.input_shape, opts.options, opts.weights)

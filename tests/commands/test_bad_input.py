@@ -466,6 +466,8 @@ CASES = [
     case("deploy-inputs-one-image", "not one image", "deploy {USER} --out {t}/out --inputs {d}/images/a.png"),
     case("deploy-inputs-a-model-file", "neither a folder of images nor an .npz/.npy file",
          "deploy {USER} --out {t}/out --inputs {d}/net.onnx"),
+    case("deploy-calib-one-image", "not a folder of images",
+         "deploy {USER} --out {t}/out --precisions fp32,int8 --calib-data {d}/images/a.png"),
     case("deploy-calib-npz-int64", "holds int64 values", "deploy {USER} --out {t}/out --calib-data {d}/int64.npz"),
     case("deploy-labels-without-images", "give --inputs DIR", "deploy {USER} --out {t}/out --labels {d}/labels"),
     # deploy: an output folder that is or holds an input, numbers out of range, --require
