@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from deploykit.errors import (
     CHECK_FAILED,
     INTERRUPTED,
     OUTCOMES,
-    TERMINATED,
+    SIGNALLED,
     CheckFailed,
     DeployKitError,
     Outcome,
@@ -34,7 +35,14 @@ from deploykit.errors import (
     out_of_memory,
 )
 from deploykit.io.signals import interrupts_raise
-from deploykit.io.std_streams import BROKEN_PIPE_STATUS, reopen_closed, silence, undecodable, write_failure
+from deploykit.io.std_streams import (
+    BROKEN_PIPE_STATUS,
+    reopen_closed,
+    silence,
+    undecodable,
+    unless_hung_up,
+    write_failure,
+)
 from deploykit.io.temporaries import settle_tempdir
 
 
@@ -105,8 +113,8 @@ class DeployKitGroup(click.Group):
         with formatter.section("Exit status (every command; --json output carries it as outcome and exit_status)"):
             formatter.write_dl([(f"{o.exit_status} {o.name}", o.meaning) for o in OUTCOMES.values()])
             # a server's stop is its normal end: the signal asks for the drain, not for an interruption
-            formatter.write_text("serve ends on SIGINT or SIGTERM after draining its requests: 0, or 1 when "
-                                 "requests were cut off")
+            formatter.write_text("serve ends on SIGINT, SIGTERM, SIGHUP or SIGQUIT after draining its requests: "
+                                 "0, or 1 when requests were cut off")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[JSON_WANTED] = "--json" in args
@@ -146,8 +154,9 @@ class DeployKitGroup(click.Group):
             _end_usage(ctx, exc)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except Terminated:
-            _end(ctx, TERMINATED, "deploykit: terminated; outputs of unfinished steps were not written")
+        except Terminated as exc:
+            _end(ctx, SIGNALLED[exc.signum], f"deploykit: {_ended_by(exc.signum)}; outputs of unfinished steps "
+                                             "were not written")
         except KeyboardInterrupt:
             _end(ctx, INTERRUPTED, "deploykit: interrupted; outputs of unfinished steps were not written")
         except (Exception, GeneratorExit) as exc:  # GeneratorExit: one that escaped a generator of ours
@@ -197,6 +206,11 @@ def _stdout_for_json_only(ctx: click.Context) -> Iterator[None]:
         yield
 
 
+def _ended_by(signum: int) -> str:
+    """How a signal other than SIGINT ended the command, in the one line: SIGTERM's is the plain "terminated"."""
+    return "terminated" if signum == signal.SIGTERM else f"terminated by {signal.Signals(signum).name}"
+
+
 def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -205,8 +219,10 @@ def _end(ctx: click.Context, outcome: Outcome, line: str) -> None:
     """One line on stderr (no newline inside it, bytes that are not UTF-8 escaped), the outcome on stdout for
     --json, and the exit status."""
     line = _printable(" ".join(line.splitlines()))
-    click.echo(line, err=True)
-    _json_outcome(ctx, outcome, line.split(": ", 2)[-1])
+    with unless_hung_up():
+        click.echo(line, err=True)
+    with unless_hung_up():
+        _json_outcome(ctx, outcome, line.split(": ", 2)[-1])
     ctx.exit(outcome.exit_status)
 
 

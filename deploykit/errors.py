@@ -2,7 +2,8 @@
 
 Each message says what was wrong and how to fix it. The CLI turns every DeployKitError into one line on stderr
 and exit status 2 (bad input), a CheckFailed into one line and exit status 1 (the work ran; a check failed),
-an interrupt into 130 (SIGINT) or 143 (SIGTERM) after cleanup, and anything else into exit status 3 (a bug).
+a signal that ends it into 128 + its number after cleanup (`SIGNALLED`: 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143
+SIGTERM), and anything else into exit status 3 (a bug).
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ BAD_INPUT = Outcome("bad-input", 2, "bad input: one line says what was wrong and
 BUG = Outcome("bug", 3, "a bug in deploykit: rerun with --debug for the traceback and report it")
 INTERRUPTED = Outcome("interrupted", 128 + signal.SIGINT, "interrupted by SIGINT (Ctrl-C), after cleanup")
 TERMINATED = Outcome("terminated", 128 + signal.SIGTERM, "terminated by SIGTERM, after cleanup")
-OUTCOMES = {o.name: o for o in (DONE, CHECK_FAILED, BAD_INPUT, BUG, INTERRUPTED, TERMINATED)}
+HUNG_UP = Outcome("hung-up", 128 + signal.SIGHUP, "hung up by SIGHUP (its terminal or SSH session closed), after "
+                                                   "cleanup")
+QUIT = Outcome("quit", 128 + signal.SIGQUIT, "quit by SIGQUIT (Ctrl-\\), after cleanup (no core dump)")
+# The signals deploykit ends on through the same cleanup as Ctrl-C (deploykit.io.signals), by their default
+# action each would end it where it stands: SIGHUP when a terminal or SSH session closes, SIGQUIT with a core dump.
+SIGNALLED: dict[int, Outcome] = {signal.SIGHUP: HUNG_UP, signal.SIGINT: INTERRUPTED, signal.SIGQUIT: QUIT,
+                                 signal.SIGTERM: TERMINATED}
+OUTCOMES = {o.name: o for o in (DONE, CHECK_FAILED, BAD_INPUT, BUG, *SIGNALLED.values())}
 
 
 class CheckFailed(Exception):
@@ -48,7 +56,12 @@ class CheckFailed(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so the same cleanup runs (deploykit.io.signals)."""
+    """SIGTERM (or SIGHUP, SIGQUIT: `signum`), raised where SIGINT raises KeyboardInterrupt, so the same cleanup
+    runs (deploykit.io.signals)."""
+
+    def __init__(self, *args: object, signum: int = signal.SIGTERM) -> None:
+        super().__init__(*args)
+        self.signum = signum
 
 
 class DeployKitError(Exception):

@@ -17,6 +17,7 @@ from deploykit.commands import JSON_PRINTED, JSON_STREAM
 from deploykit.environment import usable_cpus
 from deploykit.errors import DONE, ConfigConflict, Outcome
 from deploykit.io.outputs import json_text
+from deploykit.io.std_streams import unless_hung_up
 from deploykit.types import TASKS, Progressed, ProgressEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -142,12 +143,13 @@ class ProgressDrawer:
         return self._stream if self._stream is not None else sys.stderr
 
     def __call__(self, event: ProgressEvent) -> None:
-        if not isinstance(event, Progressed):
-            self._line(f"… {event}")
-        elif self.stream.isatty():
-            self._bar(event)
-        else:
-            self._plain(event)
+        with unless_hung_up():  # progress is no output: a terminal gone (SIGHUP) must not change how a command ends
+            if not isinstance(event, Progressed):
+                self._line(f"… {event}")
+            elif self.stream.isatty():
+                self._bar(event)
+            else:
+                self._plain(event)
 
     def _line(self, text: str) -> None:
         if self._bars:

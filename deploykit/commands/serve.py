@@ -44,8 +44,8 @@ def serve(artifacts: tuple[str, ...], names: tuple[str, ...], host: str | None, 
     Speaks KServe v2: GET /v2/health/ready, GET /v2/models/NAME, POST /v2/models/NAME/infer (JSON or Triton's
     binary tensors), GET /v2/models/NAME/stats; tritonclient works against it (perf_analyzer speaks the same
     protocol; `deploykit bench --url` measures it). NAME takes the artifact's tensors; NAME_image takes an encoded
-    PNG/JPEG (BYTES, shape [1]) and returns `mask`. Runs until SIGTERM or Ctrl-C, which drain in-flight
-    requests."""
+    PNG/JPEG (BYTES, shape [1]) and returns `mask`. Runs until SIGTERM or Ctrl-C (or SIGHUP, SIGQUIT), which
+    drain in-flight requests."""
     options = ServeOptions(names=names, images=images, **given(
         host=host, port=port, grpc_port=grpc_port, max_batch_size=max_batch_size,
         max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, max_image_mb=max_image_mb,

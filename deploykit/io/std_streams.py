@@ -5,7 +5,8 @@ A closed descriptor is reopened on the null device before anything else opens a 
 otherwise the next file deploykit opens takes descriptor 1 or 2, and what native code (torch's exporter, ONNX
 Runtime) prints to it lands inside the user's artifact; and sys.stdout is None, which every print fails on.
 A write that fails (`write_failure`) ends the command as other command-line tools do: a reader that left ends it
-quietly with 141, as SIGPIPE ends `cat` (`set -o pipefail` sees it), a full device is bad input.
+quietly with 141, as SIGPIPE ends `cat` (`set -o pipefail` sees it), a full device is bad input. A terminal
+that hung up (`unless_hung_up`) takes what is written to it no longer: the command ends as its SIGHUP says.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import errno
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # 141, as the shell reports a process that SIGPIPE ended (cat, grep); not 1, which deploykit gives a failed check
 BROKEN_PIPE_STATUS = 128 + signal.SIGPIPE
@@ -48,6 +51,19 @@ def write_failure(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.errno in _DEVICE_FULL and exc.filename is None:
         return "device"
     return None
+
+
+@contextmanager
+def unless_hung_up() -> Iterator[None]:
+    """Drop a write to stdout or stderr whose terminal hung up (EIO: its window or SSH session closed, which also
+    sends SIGHUP), and point both streams at the null device: nobody reads them any more, and the command must
+    end as the signal says (129 after cleanup), not as a write that failed (exit 1 with a traceback)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        silence()
 
 
 def silence() -> None:

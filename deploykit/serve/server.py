@@ -1,5 +1,6 @@
 """`deploykit serve` as a library call: stage a Triton model repository for the artifacts, start the bundled
-Triton server on it (deploykit.serve.engine), and run until SIGTERM or Ctrl-C, which drain in-flight requests.
+Triton server on it (deploykit.serve.engine), and run until SIGTERM or Ctrl-C (or SIGHUP, SIGQUIT: every signal
+deploykit.io.signals handles), which drain in-flight requests.
 
 The repository is the one `package --triton` writes (the image ensemble and its steps included), except that
 each artifact's own model is a Python-backend model running deploykit's Runner (deploykit/serve/triton_runner.py)
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import socket
 import threading
 from collections.abc import Sequence
@@ -29,7 +29,7 @@ from deploykit.errors import (
     optional_import,
 )
 from deploykit.io.outputs import scratch_folder
-from deploykit.io.signals import deferred
+from deploykit.io.signals import deferred, listening, restore
 from deploykit.package.repository import Packaged, RepositoryOptions, describe_artifacts, stage
 from deploykit.package.triton import INT32_MAX, TritonModel
 from deploykit.serve.engine import (
@@ -220,16 +220,16 @@ def _open_fronts(fronts: list[Front], options: ServeOptions, settings: ServerSet
 
 
 def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
-    """Block until SIGTERM / SIGINT (then drain and stop) or until the server dies; its exit status (0), or
-    CheckFailed when in-flight requests outlived --drain and were cut off, or DeployKitError (with Triton's log) when
-    Triton failed, serving or stopping."""
+    """Block until a signal that ends deploykit (SIGTERM, SIGINT, SIGHUP, SIGQUIT: then drain and stop) or until
+    the server dies; its exit status (0), or CheckFailed when in-flight requests outlived --drain and were cut off,
+    or DeployKitError (with Triton's log) when Triton failed, serving or stopping."""
     say = progress or (lambda _msg: None)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = listening(request_stop)
     try:
         while not stop.wait(0.2):
             if failure := serving.process.failure():
@@ -246,6 +246,5 @@ def run_until_signal(serving: Serving, progress: Progress | None = None) -> int:
                                  f"{stopped.errors}")
         return 0
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore(previous)
         serving.stop()

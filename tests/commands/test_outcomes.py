@@ -8,7 +8,10 @@ makes with one that raises. Every row runs with and without --json where the com
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import onnx
@@ -38,11 +41,12 @@ class Row:
     id: str
     words: tuple[str, ...]  # {d}: the fixture folder, {t}: this row's own folder
     status: int
-    raises: type[BaseException] | None = None  # replace the command's library call with one raising this
+    raises: Callable[[str], BaseException] | None = None  # replace the command's library call with one raising this
     json: bool = True
 
 
-def row(id: str, status: int, words: str, raises: type[BaseException] | None = None, json: bool = True) -> Row:
+def row(id: str, status: int, words: str, raises: Callable[[str], BaseException] | None = None,
+        json: bool = True) -> Row:
     return Row(id, tuple(words.replace("{USER}", USER).split()), status, raises, json)
 
 
@@ -86,6 +90,9 @@ ROWS = [
     row("build-interrupted", 130, "build-engine {d}/net.onnx -o {t}/x.onnx", KeyboardInterrupt),
     row("deploy-terminated", 143, "deploy {USER} --out {t}/d", Terminated),
     row("parity-terminated", 143, "parity {USER} {d}/net.onnx", Terminated),
+    row("export-hung-up", 129, "export {USER} --input-shape 1,3,64,64 -o {t}/x.onnx",
+        partial(Terminated, signum=signal.SIGHUP)),
+    row("bench-quit", 131, "bench {d}/net.onnx", partial(Terminated, signum=signal.SIGQUIT)),
 ]
 
 
@@ -182,5 +189,5 @@ def test_help_documents_the_exit_statuses() -> None:
     text = CliRunner().invoke(cli, ["--help"]).output
     for outcome in OUTCOMES.values():
         assert f"{outcome.exit_status} {outcome.name}" in text
-    # serve's stop by a signal is its normal end (README, serve), the one exception to 130 / 143
-    assert "serve ends on SIGINT or SIGTERM after draining" in " ".join(text.split())
+    # serve's stop by a signal is its normal end (README, serve), the one exception to 129 / 130 / 131 / 143
+    assert "serve ends on SIGINT, SIGTERM, SIGHUP or SIGQUIT after draining" in " ".join(text.split())

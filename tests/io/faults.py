@@ -1,6 +1,7 @@
 """The fault-injection harness of tests/io/test_faults.py: the flows, how a fault is injected, and the invariants.
 
-A fault (SIGINT or SIGTERM at the k-th progress event, or a full disk at the k-th write) must leave:
+A fault (SIGINT, SIGTERM, SIGHUP or SIGQUIT at the k-th progress event, a terminal that closes, or a full disk
+at the k-th write) must leave:
 - the input folder byte for byte as it was;
 - no partial final output: a flow's outputs land together or not at all (an artifact with its sidecar and its
   precision graph), and what landed loads (its sidecar belongs to it);
@@ -17,6 +18,7 @@ import getpass
 import hashlib
 import io
 import os
+import pty
 import re
 import shutil
 import signal
@@ -165,6 +167,14 @@ def _fires(when: Trigger, seen: list[str]) -> bool:
     return when is not None and when in seen[-1] and not any(when in s for s in seen[:-1])
 
 
+def _send(sig: int, where: str) -> None:
+    """Send `sig` to this process. Outside deploykit's handlers it would end this process (a pytest-xdist worker,
+    twice in CI with no trace; SIGQUIT with a core dump): say where instead."""
+    assert signal.getsignal(sig) not in (signal.SIG_DFL, signal.default_int_handler), \
+        f"{where} came while deploykit did not handle signal {sig}"
+    os.kill(os.getpid(), sig)
+
+
 @contextmanager
 def signal_at_event(when: Trigger, sig: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Count the CLI's progress events; at the one `when` names, send `sig` to this process (delivered as a
@@ -177,11 +187,7 @@ def signal_at_event(when: Trigger, sig: int, monkeypatch: pytest.MonkeyPatch) ->
         drawer(event)
         if _fires(when, events):
             assert threading.current_thread() is threading.main_thread(), f"event {event} came from a thread"
-            # Outside deploykit's handlers the signal would end this process (a pytest-xdist worker, twice in CI
-            # with no trace): say which event instead.
-            assert signal.getsignal(sig) not in (signal.SIG_DFL, signal.default_int_handler), \
-                f"event {len(events)} ({event}) came while deploykit did not handle signal {sig}"
-            os.kill(os.getpid(), sig)
+            _send(sig, f"event {len(events)} ({event})")
 
     monkeypatch.setattr(options_module, "_DRAWER", counting)
     yield events
@@ -232,7 +238,7 @@ def full_disk_at_write(when: Trigger, monkeypatch: pytest.MonkeyPatch, under: Pa
 def signal_at_write(when: Trigger, sig: int, monkeypatch: pytest.MonkeyPatch, under: Path) -> Iterator[list[str]]:
     """As full_disk_at_write, but the write `when` names sends `sig` to this process first: a signal in the
     middle of writing, for commands that report no progress (package)."""
-    with _at_write(when, monkeypatch, under, lambda _name: os.kill(os.getpid(), sig)) as writes:
+    with _at_write(when, monkeypatch, under, lambda name: _send(sig, f"the write to {name}")) as writes:
         yield writes
 
 
@@ -271,12 +277,12 @@ def invoke(argv: list[str]) -> Result:
 # -- subprocess injection -------------------------------------------------------------------------------------
 
 
-def run_with_signal(argv: list[str], k: int | None, sig: int, *, cwd: Path, tmp: Path
-                    ) -> tuple[int, list[str], str]:
-    """Run `deploykit ARGV` in a child process; send `sig` when its k-th progress line arrives. Returns (exit
-    status, the progress lines seen, the last lines of stderr)."""
+def run_with_signal(argv: list[str], k: int | None, sig: int, *, cwd: Path, tmp: Path,
+                    prefix: tuple[str, ...] = ()) -> tuple[int, list[str], str]:
+    """Run `deploykit ARGV` in a child process (started through `prefix`, e.g. nohup); send `sig` when its k-th
+    progress line arrives. Returns (exit status, the progress lines seen, the last lines of stderr)."""
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO), "DEPLOYKIT_CACHE_DIR": str(tmp.parent / "c")}
-    child = subprocess.Popen([sys.executable, "-m", "deploykit.cli", *argv], cwd=cwd, env=env, text=True,
+    child = subprocess.Popen([*prefix, sys.executable, "-m", "deploykit.cli", *argv], cwd=cwd, env=env, text=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert child.stderr is not None
     seen: list[str] = []
@@ -288,6 +294,30 @@ def run_with_signal(argv: list[str], k: int | None, sig: int, *, cwd: Path, tmp:
             if len(seen) == k:
                 child.send_signal(sig)
     return child.wait(timeout=600), seen, "\n".join(tail)
+
+
+def run_in_closing_terminal(argv: list[str], k: int, *, cwd: Path, tmp: Path) -> tuple[int, list[str]]:
+    """Run `deploykit ARGV` in a terminal of its own (a pseudo-terminal, as an SSH session gives it) and close the
+    terminal when its k-th progress line arrives: the kernel sends SIGHUP, and every later write to the terminal
+    fails (EIO). Returns (exit status, the progress lines seen)."""
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO), "DEPLOYKIT_CACHE_DIR": str(tmp.parent / "c")}
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: a new session whose controlling terminal is the pty
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "deploykit.cli", *argv], env)
+    said = b""
+    while said.count("\n…".encode()) + said.startswith("…".encode()) < k:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the child ended before its k-th line
+            break
+        if not chunk:
+            break
+        said += chunk
+    os.close(terminal)
+    _, status = os.waitpid(pid, 0)
+    lines = said.decode(errors="replace").splitlines()
+    return os.waitstatus_to_exitcode(status), [line[2:] for line in lines if line.startswith("…")]
 
 
 def distinct_events(events: list[str]) -> list[int]:
@@ -332,3 +362,4 @@ def fresh(root: Path, name: str) -> tuple[Path, Path]:
 
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HANGUPS = (signal.SIGHUP, signal.SIGQUIT)  # a closed terminal, Ctrl-\: by default each killed deploykit outright

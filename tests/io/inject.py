@@ -7,8 +7,9 @@ folders joined by os.pathsep) are counted, each one logged as "op<TAB>path" to $
 numbered $DEPLOYKIT_FAULT_AT (1-based) gets $DEPLOYKIT_FAULT instead:
 - an errno name (ENOSPC, EDQUOT, EROFS, EACCES, EPERM, ...): the operation raises OSError with it, as a full
   disk, an exhausted quota, a folder remounted read-only or a file made immutable does;
-- a signal name (SIGINT, SIGTERM, SIGKILL): the process sends it to itself just before the operation, as a user
-  or a scheduler would at that moment (SIGKILL: the process dies there, nothing of it runs afterwards).
+- a signal name (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGKILL): the process sends it to itself just before the
+  operation, as a user or a scheduler would at that moment (SIGKILL: the process dies there, nothing of it runs
+  afterwards).
 Without $DEPLOYKIT_FAULT the run is clean and the log lists every operation a fault could hit. Writers in C++
 (ONNX Runtime's optimized-model writer, OpenVINO's serializer) are out of its reach: the tmpfs tests cover them.
 """

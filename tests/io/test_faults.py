@@ -1,5 +1,6 @@
 """Faults at any point leave nothing half-written (issue 18, item 3): SIGINT and SIGTERM at each progress event of
-export, build-engine (fp16, int8) and deploy, and a full disk at each write (tests/io/faults.py says what must
+export, build-engine (fp16, int8) and deploy (SIGHUP, SIGQUIT and a terminal that closes at a sample of them),
+and a full disk at each write (tests/io/faults.py says what must
 hold afterwards).
 
 Three drivers, from fast to real:
@@ -27,6 +28,7 @@ import pytest
 
 from tests.io.faults import (
     FLOWS,
+    HANGUPS,
     SIGNALS,
     Flow,
     Trigger,
@@ -37,8 +39,10 @@ from tests.io.faults import (
     fresh,
     full_disk_at_write,
     invoke,
+    leftovers,
     make_inputs,
     one_error_line,
+    run_in_closing_terminal,
     run_with_signal,
     signal_at_event,
     signal_at_write,
@@ -320,3 +324,55 @@ def test_a_child_process_signalled_mid_build_leaves_nothing(inputs: Path, isolat
 @pytest.mark.parametrize("name", [*FAST, "deploy"])
 def test_a_child_process_signalled_at_every_event_leaves_nothing(name: str, inputs: Path, isolated: Path) -> None:
     _child_sweep(FLOWS[name], inputs, isolated, None)
+
+
+# -- SIGHUP and SIGQUIT: a terminal or SSH session that closes, Ctrl-\ --------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*FAST, *LATE_WRITES, "deploy"])
+def test_sighup_and_sigquit_end_every_command_through_sigterms_cleanup(name: str, inputs: Path, isolated: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploykit handled only SIGINT and SIGTERM: SIGHUP (its terminal or SSH session closed) ended it where it
+    stood with exit 129 and no word, SIGQUIT with a core dump, each leaving temporary files. Now each is ended
+    as SIGTERM is (129, 131, one line), at the second progress event (package, which reports none: its first
+    write; deploy: as its int8 build starts, and the plain rerun resumes)."""
+    flow = FLOWS[name]
+    for sig in HANGUPS:
+        if name == "package":
+            _signal_at_write(flow, inputs, isolated, 1, sig, monkeypatch)
+        else:
+            when: Trigger = "[build-int8] starting" if name == "deploy" else 2
+            _interrupt_at(flow, inputs, isolated, when, sig, monkeypatch, rerun=True)
+
+
+def test_a_child_process_hung_up_or_quit_mid_build_leaves_nothing(inputs: Path, isolated: Path) -> None:
+    """The same as real signals to a real process, whose default action for both was to die on the spot."""
+    _child_sweep(FLOWS["build-int8"], inputs, isolated, [4], HANGUPS)
+
+
+def test_under_nohup_sighup_stays_ignored_and_the_command_finishes(inputs: Path, isolated: Path) -> None:
+    """A signal deploykit starts with ignored stays ignored: `nohup deploykit ...` is how a user keeps the work
+    running after the terminal closes (a handler for SIGHUP put in place regardless would end it)."""
+    flow = FLOWS["export"]
+    out, tmp = fresh(isolated, "nohup")
+    code, seen, tail = run_with_signal(flow.argv(inputs, out), 2, signal.SIGHUP, cwd=isolated, tmp=tmp,
+                                       prefix=("nohup",))
+    assert len(seen) >= 2, seen
+    assert code == 0, tail
+    assert (out / "net.onnx").is_file()
+    assert not leftovers(out, tmp), leftovers(out, tmp)
+
+
+@pytest.mark.parametrize("name", ["export", "build-int8"])
+def test_a_terminal_that_closes_mid_command_ends_it_with_129_and_nothing_left(name: str, inputs: Path,
+                                                                             isolated: Path) -> None:
+    """Closing the terminal sends SIGHUP and makes every later write to it fail (EIO): the one line written after
+    the cleanup failed too, and deploykit ended with exit 1 and a traceback nobody saw in place of 129."""
+    flow = FLOWS[name]
+    before = snapshot(inputs)
+    out, tmp = fresh(isolated, f"hangup-{name}")
+    code, seen = run_in_closing_terminal(flow.argv(inputs, out), 2, cwd=isolated, tmp=tmp)
+    assert len(seen) >= 2, seen
+    assert code == exit_status_of(signal.SIGHUP), (code, seen)
+    check_after_fault(flow, inputs, out, tmp, before)
+    assert not any((out / name).exists() for name in flow.finals)

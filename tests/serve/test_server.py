@@ -328,6 +328,31 @@ def test_sigterm_with_the_shortest_drain_and_nothing_in_flight_exits_0(artifact:
     assert code == 0, served.process.stdout.read().decode() if served.process.stdout else ""
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_sighup_and_sigquit_drain_and_stop_as_sigterm_does(sig: int, artifact: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill -HUP` (a terminal or SSH session that closes) ended serve where it stood: exit 129 and no word,
+    Triton's Python stubs still running from the repository staged in $TMPDIR, which stayed; SIGQUIT the same
+    with a core dump. Both now drain and stop as SIGTERM does."""
+    from tests.io.faults import THIRD_PARTY_TMP
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    served = start_server([artifact], "--drain", "1", "--no-images")
+    served.process.send_signal(sig)
+    code = served.process.wait(60)
+    assert code == 0, served.process.stdout.read().decode() if served.process.stdout else ""
+    assert not [p.name for p in tmp_path.iterdir() if p.name not in THIRD_PARTY_TMP]
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_holds(pid, str(tmp_path))]
+    assert not left, "Triton or its stubs outlived serve"
+
+
+def _cmdline_holds(pid: str, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it ended meanwhile
+        return False
+
+
 def test_bench_url_measures_the_served_model(server: Server, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
