@@ -97,6 +97,12 @@ class ExportResult:
                 "input did; compute it with torch operations (torch.where for a branch), or try --exporter dynamo, "
                 f"which names such code{self._static_hint()}")
 
+    def checks_text(self) -> str:
+        """Each verification shape's worst output difference, as a sentence reads it."""
+        return "; ".join(f"at {shape_text(c.input_shape)} max |diff| "
+                         f"{max(m.max_abs for m in c.outputs.values()):.3g}, cosine "
+                         f"{min(m.cosine for m in c.outputs.values()):.4g}" for c in self.checks)
+
     def _static_hint(self) -> str:
         """Right at the export shape, wrong at the other: the number or branch the trace fixed may come from the
         input's shape (float(x.shape[2]), a mean over int(h * w)), which only a static export makes true."""

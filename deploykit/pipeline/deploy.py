@@ -236,10 +236,10 @@ class _Run:
     def export(self) -> ExportResult:
         result = onnx_from_torch(self.loaded, self.onnx_path, input_shape=self.opts.input_shape, force=True,
                                  progress=self.say)
-        if not result.passed:
-            checks = [{"input_shape": c["input_shape"], "max_abs": c["max_abs"], "cosine": c["cosine"]}
-                      for c in result.to_dict()["checks"]]
-            raise CheckFailed(f"the ONNX export of {self.opts.source}: {result.mismatch()}; checks: {checks}")
+        if not result.passed:  # the advice names export's options (--exporter, --no-simplify...): deploy has none
+            raise CheckFailed(f"the ONNX export of {self.opts.source} does not verify ({result.checks_text()}): "
+                              f"{result.mismatch()}; those are options of `deploykit export {self.opts.source}`, "
+                              "where an export that verifies can be found")
         write_json(self.opts.out / "export.json", result.to_dict(), force=True)
         return result
 

@@ -84,3 +84,15 @@ def test_the_batch_of_input_shape_is_timed_beside_batch_1_which_the_verdict_comp
     again = CliRunner().invoke(cli, ["deploy", *model, "--input-shape", "2,3,32,32", "--json"])
     steps = {s["name"]: s["skipped"] for s in json.loads(again.stdout)["steps"]}
     assert steps["parity"] and not steps["bench"] and not steps["export"]
+
+
+def test_an_export_that_does_not_verify_is_said_in_words_naming_where_its_advice_applies(tmp_path: Path) -> None:
+    """deploy's export failure printed a Python list of dicts and advised --exporter dynamo or --no-simplify,
+    options deploy does not have."""
+    source = "tests.fixtures.outcome_models:noisy"
+    result = CliRunner().invoke(cli, ["deploy", source, "--input-shape", "1,3,32,32", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "does not verify (at 1x3x32x32 max |diff| " in line and "cosine" in line
+    assert "[{" not in line and "'max_abs'" not in line
+    assert f"those are options of `deploykit export {source}`" in line
