@@ -238,10 +238,32 @@ def _end_with_parent(parent: int) -> Callable[[], None]:
     return arrange
 
 
+SHARED_MEMORY = Path("/dev/shm")  # where Linux keeps shm_open's regions, each a file
+_REGION_OWNER = re.compile(r"deploykit-(\d+)-")  # region_prefix(): the serve process that owns a region
+
+
+def region_prefix(owner: int) -> str:
+    """The names of the Python backend's shared-memory regions of the server that process `owner` (a serve) runs
+    begin with this: Triton removes them only when it exits cleanly, and a serve killed outright (SIGKILL, the
+    OOM killer) takes Triton down with it (_end_with_parent), its regions left behind in RAM for good."""
+    return f"deploykit-{owner}-"
+
+
+def remove_orphan_regions(folder: Path = SHARED_MEMORY) -> None:
+    """Remove the shared-memory regions whose owner (region_prefix) no longer runs; never those of a serve that
+    runs, nor regions deploykit did not name (another user's Triton)."""
+    for region in folder.glob("deploykit-*"):
+        owner = _REGION_OWNER.match(region.name)
+        if owner and not _alive(int(owner.group(1))):
+            with contextlib.suppress(OSError):  # removed meanwhile by another serve starting
+                region.unlink()
+
+
 def start_server(repository: Path, workdir: Path, settings: ServerSettings) -> ServerProcess:
     """Start the bundled tritonserver on `repository`; logs go to workdir/server.log."""
     bundle = find_bundle()
     libpython = check_runtime()
+    remove_orphan_regions()
     backends = bundle.stage_backends(workdir)
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
@@ -255,7 +277,8 @@ def start_server(repository: Path, workdir: Path, settings: ServerSettings) -> S
     command = [str(bundle.binary), "--model-repository", str(repository), "--backend-directory", str(backends),
                "--http-address", settings.host, "--http-port", str(settings.http_port), *grpc,
                "--allow-metrics", "false", "--exit-timeout-secs", str(settings.exit_timeout_s),
-               "--strict-readiness", "true", "--disable-auto-complete-config", "--exit-on-error", "true"]
+               "--strict-readiness", "true", "--disable-auto-complete-config", "--exit-on-error", "true",
+               f"--backend-config=python,shm-region-prefix-name={region_prefix(os.getpid())}"]
     log = workdir / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT,

@@ -234,3 +234,14 @@ def test_a_server_killed_while_serving_is_named_without_its_startup_lines(tmp_pa
         run_until_signal(serving)
     assert str(raised.value) == "the Triton server was killed by SIGKILL (the kernel's OOM killer sends it when " \
                                 "memory runs out) while serving; start serve again"
+
+
+def test_only_the_regions_of_serves_that_no_longer_run_are_removed(tmp_path: Path) -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    names = {"gone": engine.region_prefix(ended.pid) + "1", "live": engine.region_prefix(os.getpid()) + "1",
+             "foreign": "triton_python_backend_shm_region_1", "unnamed": "deploykit-x-1"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"")
+    engine.remove_orphan_regions(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {names["live"], names["foreign"], names["unnamed"]}

@@ -651,3 +651,40 @@ def test_tensor_names_with_quotes_backslashes_and_newlines_are_served_as_the_mod
     np.testing.assert_allclose(got, runner.infer({"input": x})["output"], rtol=1e-5, atol=1e-5)
     mask = answer(*server.post("odd_image", *image_body(encoded(21, 17, "PNG", 14))), "mask")
     assert mask.shape == (1, 21, 17)
+
+
+def _tree(pid: int) -> list[int]:
+    """Process `pid` and its descendants (Triton runs in a session of its own, its stubs under it)."""
+    return [pid, *(descendant for child in _children(pid) for descendant in _tree(child))]
+
+
+def _regions(serve: Server) -> set[str]:
+    return {region.name for region in Path("/dev/shm").glob(f"deploykit-{serve.process.pid}-*")}
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm: shared memory is not a folder here")
+def test_a_serve_killed_outright_leaves_shared_memory_that_the_next_serve_removes(artifact: Path) -> None:
+    """A serve killed with its server and stubs at once (the OOM killer, a container's or a unit's SIGKILL) left
+    its Python stubs' shared-memory regions (1 MiB+ each, in RAM) in /dev/shm for good: none was deploykit's to
+    recognise. Each serve names them after its own pid, and a serve starting removes those of serves that no
+    longer run; a running serve's and other programs' regions stay."""
+    foreign = Path("/dev/shm") / "triton_python_backend_shm_region_deploykit-test"  # another user's Triton
+    foreign.write_bytes(b"")
+    killed, running = start_server([artifact], "--no-images"), start_server([artifact], "--no-images")
+    try:
+        leaked, kept = _regions(killed), _regions(running)
+        assert leaked and kept, "the serves' shared-memory regions do not name them"
+        for pid in reversed(_tree(killed.process.pid)):  # the stubs first: they clean up after a dead parent
+            os.kill(pid, signal.SIGKILL)
+        killed.process.wait(10)
+        assert _regions(killed) == leaked  # the stubs, killed too, removed nothing
+        later = start_server([artifact], "--no-images")
+        later.process.send_signal(signal.SIGTERM)
+        assert later.process.wait(30) == 0
+        assert not _regions(killed) and _regions(running) == kept and foreign.exists()
+    finally:
+        foreign.unlink()
+        for serve in (killed, running):
+            if serve.process.poll() is None:
+                serve.process.send_signal(signal.SIGTERM)
+                serve.process.wait(30)
