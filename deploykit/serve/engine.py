@@ -244,8 +244,8 @@ _REGION_OWNER = re.compile(r"deploykit-(\d+)-")  # region_prefix(): the serve pr
 
 def region_prefix(owner: int) -> str:
     """The names of the Python backend's shared-memory regions of the server that process `owner` (a serve) runs
-    begin with this: Triton removes them only when it exits cleanly, and a serve killed outright (SIGKILL, the
-    OOM killer) takes Triton down with it (_end_with_parent), its regions left behind in RAM for good."""
+    begin with this. Triton, or its stubs after it, remove them on the way out; a serve killed outright with its
+    server and stubs (the OOM killer, a container's or unit's SIGKILL) left them in RAM for good, nobody's."""
     return f"deploykit-{owner}-"
 
 
