@@ -59,6 +59,16 @@ class ShapeCheck:
     outputs: dict[str, NumericMetrics]
     passed: bool
 
+    @property
+    def max_abs(self) -> float:
+        """The worst output's largest difference."""
+        return max((m.max_abs for m in self.outputs.values()), default=0.0)
+
+    @property
+    def cosine(self) -> float:
+        """The worst output's cosine similarity."""
+        return min((m.cosine for m in self.outputs.values()), default=1.0)
+
 
 @dataclass
 class ExportResult:
@@ -99,9 +109,8 @@ class ExportResult:
 
     def checks_text(self) -> str:
         """Each verification shape's worst output difference, as a sentence reads it."""
-        return "; ".join(f"at {shape_text(c.input_shape)} max |diff| "
-                         f"{max(m.max_abs for m in c.outputs.values()):.3g}, cosine "
-                         f"{min(m.cosine for m in c.outputs.values()):.4g}" for c in self.checks)
+        return "; ".join(f"at {shape_text(c.input_shape)} max |diff| {c.max_abs:.3g}, cosine {c.cosine:.4g}"
+                         for c in self.checks)
 
     def _static_hint(self) -> str:
         """Right at the export shape, wrong at the other: the number or branch the trace fixed may come from the
@@ -124,8 +133,7 @@ class ExportResult:
                 "model_dtype": self.model_dtype, "as_float32": self.as_float32,
                 "trace_warnings": list(self.trace_warnings),
                 "checks": [{"input_shape": list(c.input_shape), "passed": c.passed,
-                            "max_abs": max((m.max_abs for m in c.outputs.values()), default=0.0),
-                            "cosine": min((m.cosine for m in c.outputs.values()), default=1.0),
+                            "max_abs": c.max_abs, "cosine": c.cosine,
                             "outputs": {k: v.to_dict() for k, v in c.outputs.items()}} for c in self.checks]}
 
     @classmethod
